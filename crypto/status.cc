@@ -1,0 +1,110 @@
+#include "crypto/status.h"
+
+#include <charconv>
+#include <string>
+
+#include "absl/strings/cord.h"
+#include "absl/types/optional.h"
+
+namespace coffer {
+namespace {
+
+// The payload key under which the numeric ErrorCode travels inside an absl::Status.
+// Debian builds abseil with its own absl::string_view, distinct from std::string_view.
+constexpr absl::string_view kErrorCodePayload = "type.coffer.dev/coffer.ErrorCode";
+
+struct CodeInfo {
+  ErrorCode code;
+  std::string_view name;
+  absl::StatusCode canonical;
+};
+
+constexpr CodeInfo kCodes[] = {
+    {ErrorCode::kOk, "OK", absl::StatusCode::kOk},
+    {ErrorCode::kInvalidArgument, "INVALID_ARGUMENT", absl::StatusCode::kInvalidArgument},
+    {ErrorCode::kOutOfRange, "OUT_OF_RANGE", absl::StatusCode::kOutOfRange},
+    {ErrorCode::kNotFound, "NOT_FOUND", absl::StatusCode::kNotFound},
+    {ErrorCode::kAlreadyExists, "ALREADY_EXISTS", absl::StatusCode::kAlreadyExists},
+    {ErrorCode::kFailedPrecondition, "FAILED_PRECONDITION", absl::StatusCode::kFailedPrecondition},
+    {ErrorCode::kPermissionDenied, "PERMISSION_DENIED", absl::StatusCode::kPermissionDenied},
+    {ErrorCode::kResourceExhausted, "RESOURCE_EXHAUSTED", absl::StatusCode::kResourceExhausted},
+    {ErrorCode::kUnavailable, "UNAVAILABLE", absl::StatusCode::kUnavailable},
+    {ErrorCode::kInternal, "INTERNAL", absl::StatusCode::kInternal},
+    {ErrorCode::kDataLoss, "DATA_LOSS", absl::StatusCode::kDataLoss},
+    {ErrorCode::kCancelled, "CANCELLED", absl::StatusCode::kCancelled},
+    {ErrorCode::kDeadlineExceeded, "DEADLINE_EXCEEDED", absl::StatusCode::kDeadlineExceeded},
+    {ErrorCode::kIoError, "IO_ERROR", absl::StatusCode::kUnavailable},
+    {ErrorCode::kCiphertextCorrupt, "CIPHERTEXT_CORRUPT", absl::StatusCode::kDataLoss},
+    {ErrorCode::kUnsupportedFormat, "UNSUPPORTED_FORMAT", absl::StatusCode::kInvalidArgument},
+    {ErrorCode::kKeyVersionMismatch, "KEY_VERSION_MISMATCH", absl::StatusCode::kInvalidArgument},
+    {ErrorCode::kKeyCommitmentMismatch, "KEY_COMMITMENT_MISMATCH", absl::StatusCode::kDataLoss},
+    {ErrorCode::kRandomFailure, "RANDOM_FAILURE", absl::StatusCode::kInternal},
+    {ErrorCode::kSecureHeapExhausted, "SECURE_HEAP_EXHAUSTED",
+     absl::StatusCode::kResourceExhausted},
+    {ErrorCode::kCryptoLibraryError, "CRYPTO_LIBRARY_ERROR", absl::StatusCode::kInternal},
+    {ErrorCode::kHsmModuleNotFound, "HSM_MODULE_NOT_FOUND", absl::StatusCode::kNotFound},
+    {ErrorCode::kHsmNotPkcs11Module, "HSM_NOT_PKCS11_MODULE", absl::StatusCode::kInvalidArgument},
+    {ErrorCode::kHsmTokenNotFound, "HSM_TOKEN_NOT_FOUND", absl::StatusCode::kNotFound},
+    {ErrorCode::kHsmWrongPin, "HSM_WRONG_PIN", absl::StatusCode::kPermissionDenied},
+    {ErrorCode::kHsmPinLocked, "HSM_PIN_LOCKED", absl::StatusCode::kPermissionDenied},
+    {ErrorCode::kHsmKeyNotFound, "HSM_KEY_NOT_FOUND", absl::StatusCode::kNotFound},
+    {ErrorCode::kKeyDestroyed, "KEY_DESTROYED", absl::StatusCode::kNotFound},
+    {ErrorCode::kHsmMechanismUnsupported, "HSM_MECHANISM_UNSUPPORTED",
+     absl::StatusCode::kFailedPrecondition},
+    {ErrorCode::kWrappedKeyCorrupt, "WRAPPED_KEY_CORRUPT", absl::StatusCode::kDataLoss},
+    {ErrorCode::kHsmDeviceError, "HSM_DEVICE_ERROR", absl::StatusCode::kUnavailable},
+    {ErrorCode::kHsmPinUnavailable, "HSM_PIN_UNAVAILABLE", absl::StatusCode::kFailedPrecondition},
+    {ErrorCode::kHsmSessionError, "HSM_SESSION_ERROR", absl::StatusCode::kUnavailable},
+};
+
+const CodeInfo* Find(ErrorCode code) {
+  for (const CodeInfo& info : kCodes) {
+    if (info.code == code) return &info;
+  }
+  return nullptr;
+}
+
+ErrorCode GeneralCodeFor(absl::StatusCode canonical) {
+  for (const CodeInfo& info : kCodes) {
+    if (info.canonical == canonical && static_cast<int>(info.code) < 100) return info.code;
+  }
+  return ErrorCode::kInternal;
+}
+
+}  // namespace
+
+std::string_view ErrorCodeName(ErrorCode code) {
+  const CodeInfo* info = Find(code);
+  return info == nullptr ? "UNKNOWN" : info->name;
+}
+
+absl::StatusCode CanonicalCode(ErrorCode code) {
+  const CodeInfo* info = Find(code);
+  return info == nullptr ? absl::StatusCode::kInternal : info->canonical;
+}
+
+absl::Status MakeError(ErrorCode code, std::string_view message) {
+  if (code == ErrorCode::kOk || Find(code) == nullptr) {
+    code = ErrorCode::kInternal;
+  }
+  absl::Status status(CanonicalCode(code), absl::string_view(message.data(), message.size()));
+  status.SetPayload(kErrorCodePayload, absl::Cord(std::to_string(static_cast<int>(code))));
+  return status;
+}
+
+ErrorCode ErrorCodeOf(const absl::Status& status) {
+  if (status.ok()) return ErrorCode::kOk;
+  absl::optional<absl::Cord> payload = status.GetPayload(kErrorCodePayload);
+  if (payload.has_value()) {
+    std::string text(*payload);
+    int value = 0;
+    auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
+    if (ec == std::errc() && end == text.data() + text.size() &&
+        Find(static_cast<ErrorCode>(value)) != nullptr) {
+      return static_cast<ErrorCode>(value);
+    }
+  }
+  return GeneralCodeFor(status.code());
+}
+
+}  // namespace coffer

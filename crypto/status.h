@@ -1,0 +1,108 @@
+// coffer's one error type: absl::Status / absl::StatusOr<T>, carrying a stable ErrorCode.
+//
+// Every public function in coffer that can fail returns absl::Status or absl::StatusOr<T>.
+// The canonical absl code tells a caller the broad class of failure; the ErrorCode payload
+// tells exactly what happened and is stable across releases (clients, the socket protocol
+// and keyctl's exit codes depend on it). The numbers are documented in docs/errors.md and
+// must never be reused or renumbered.
+//
+// Messages are for people. They name what to fix and never contain key material, PINs,
+// plaintext or record ids.
+//
+// Exceptions: none cross a module boundary. Code that calls a throwing library (CLI11,
+// std::filesystem's throwing overloads, protobuf text parsing) catches at the call site and
+// converts to a Status. std::bad_alloc is the one exception we let terminate the process.
+
+#ifndef COFFER_CRYPTO_STATUS_H_
+#define COFFER_CRYPTO_STATUS_H_
+
+#include <string_view>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+
+namespace coffer {
+
+// Stable error codes. Append only; see docs/errors.md for each code's meaning and remedy.
+enum class ErrorCode : int {
+  kOk = 0,
+
+  // General (1-99).
+  kInvalidArgument = 1,
+  kOutOfRange = 2,
+  kNotFound = 3,
+  kAlreadyExists = 4,
+  kFailedPrecondition = 5,
+  kPermissionDenied = 6,
+  kResourceExhausted = 7,
+  kUnavailable = 8,
+  kInternal = 9,
+  kDataLoss = 10,
+  kCancelled = 11,
+  kDeadlineExceeded = 12,
+  kIoError = 13,
+
+  // Crypto (100-199).
+  kCiphertextCorrupt = 100,      // authentication failed: tampered, truncated or wrong key/AD
+  kUnsupportedFormat = 101,      // unknown format byte or version
+  kKeyVersionMismatch = 102,     // ciphertext names another key version than the key given
+  kKeyCommitmentMismatch = 103,  // stream header commits to another key or context
+  kRandomFailure = 104,          // OpenSSL's DRBG refused to generate
+  kSecureHeapExhausted = 105,    // the secure heap has no room for more key material
+  kCryptoLibraryError = 106,     // an OpenSSL call failed unexpectedly
+
+  // HSM / PKCS#11 (200-299).
+  kHsmModuleNotFound = 200,
+  kHsmNotPkcs11Module = 201,
+  kHsmTokenNotFound = 202,
+  kHsmWrongPin = 203,
+  kHsmPinLocked = 204,
+  kHsmKeyNotFound = 205,
+  kKeyDestroyed = 206,
+  kHsmMechanismUnsupported = 207,
+  kWrappedKeyCorrupt = 208,
+  kHsmDeviceError = 209,
+  kHsmPinUnavailable = 210,  // PIN file or variable missing, unreadable or too open
+  kHsmSessionError = 211,
+
+  // 300-399 key manager, 400-499 storage, 500-599 daemon and protocol, 600-699 admin/keyctl:
+  // reserved for the layers above, which append their codes here.
+};
+
+// Returns the stable upper-case name of `code`, e.g. "CIPHERTEXT_CORRUPT".
+std::string_view ErrorCodeName(ErrorCode code);
+
+// Returns the canonical absl code that `code` maps to.
+absl::StatusCode CanonicalCode(ErrorCode code);
+
+// Returns a non-OK status with `code` attached. `message` must not contain secrets.
+// MakeError(ErrorCode::kOk, ...) is a programming error and yields kInternal.
+absl::Status MakeError(ErrorCode code, std::string_view message);
+
+// Returns the ErrorCode carried by `status`: kOk for an OK status; for a status made outside
+// coffer (no payload), the general code matching its canonical code.
+ErrorCode ErrorCodeOf(const absl::Status& status);
+
+}  // namespace coffer
+
+#define COFFER_STATUS_CONCAT_INNER_(a, b) a##b
+#define COFFER_STATUS_CONCAT_(a, b) COFFER_STATUS_CONCAT_INNER_(a, b)
+
+// Returns from the enclosing function when `expr` (an absl::Status) is not OK.
+#define COFFER_RETURN_IF_ERROR(expr)                 \
+  do {                                               \
+    ::absl::Status coffer_status_ = (expr);          \
+    if (!coffer_status_.ok()) return coffer_status_; \
+  } while (0)
+
+// `lhs = value of expr` when `expr` (an absl::StatusOr<T>) holds a value; otherwise returns its
+// status from the enclosing function. `lhs` may declare a variable: COFFER_ASSIGN_OR_RETURN(auto x,
+// F());
+#define COFFER_ASSIGN_OR_RETURN(lhs, expr) \
+  COFFER_ASSIGN_OR_RETURN_IMPL_(COFFER_STATUS_CONCAT_(coffer_statusor_, __LINE__), lhs, expr)
+#define COFFER_ASSIGN_OR_RETURN_IMPL_(statusor, lhs, expr) \
+  auto statusor = (expr);                                  \
+  if (!statusor.ok()) return std::move(statusor).status(); \
+  lhs = std::move(statusor).value()
+
+#endif  // COFFER_CRYPTO_STATUS_H_
