@@ -12,7 +12,7 @@
 namespace coffer::crypto {
 namespace {
 
-constexpr size_t kMinimumHeapBytes = 16 * 1024;
+constexpr size_t kMinimumHeapBytes = size_t{16} * 1024;
 constexpr size_t kMinimumBlock = 16;  // OpenSSL's smallest secure-heap allocation
 
 std::mutex heap_mutex;

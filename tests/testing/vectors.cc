@@ -41,7 +41,7 @@ int HexValue(char c) {
 
 std::string HexToBytes(std::string_view hex) {
   if (hex.size() % 2 != 0) {
-    std::fprintf(stderr, "odd-length hex string in test data\n");
+    (void)std::fputs("odd-length hex string in test data\n", stderr);
     std::abort();
   }
   std::string out(hex.size() / 2, '\0');
@@ -49,7 +49,7 @@ std::string HexToBytes(std::string_view hex) {
     int hi = HexValue(hex[2 * i]);
     int lo = HexValue(hex[2 * i + 1]);
     if (hi < 0 || lo < 0) {
-      std::fprintf(stderr, "invalid hex digit in test data\n");
+      (void)std::fputs("invalid hex digit in test data\n", stderr);
       std::abort();
     }
     out[i] = static_cast<char>(hi << 4 | lo);
@@ -59,7 +59,7 @@ std::string HexToBytes(std::string_view hex) {
 
 std::vector<uint8_t> HexToVector(std::string_view hex) {
   std::string bytes = HexToBytes(hex);
-  return std::vector<uint8_t>(bytes.begin(), bytes.end());
+  return {bytes.begin(), bytes.end()};
 }
 
 std::string BytesToHex(std::string_view bytes) {
