@@ -2,14 +2,13 @@
 
 #include <dlfcn.h>
 #include <openssl/rand.h>
+#include <p11-kit/pkcs11.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <array>
 #include <set>
 #include <string>
-
-#include <p11-kit/pkcs11.h>
 
 #include "crypto/status.h"
 #include "gtest/gtest.h"
