@@ -6,8 +6,9 @@
 // every build that they still decrypt and that re-encryption reproduces them byte for byte.
 // Regenerating them is a format change: it needs a new format version (docs/formats.md).
 
-#include <cstdio>
+#include <exception>
 #include <fstream>
+#include <iostream>
 #include <string>
 #include <vector>
 
@@ -34,7 +35,7 @@ std::string Pattern(size_t size, int seed) {
 }
 
 bool Fail(const absl::Status& status) {
-  std::fprintf(stderr, "golden generation failed: %s\n", status.ToString().c_str());
+  std::cerr << "golden generation failed: " << status.ToString() << "\n";
   return false;
 }
 
@@ -50,7 +51,7 @@ bool RecordVectors(nlohmann::json* out) {
   const std::string key = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
   const std::vector<Input> inputs = {
       {"empty plaintext, empty associated data", key, 1, "0a0b0c0d0e0f101112131415", "", ""},
-      {"short value with associated data", key, 7, "000000000000000000000001", "{\"name\":\"Ada\"}",
+      {"short value with associated data", key, 7, "000000000000000000000001", R"({"name":"Ada"})",
        "records|dataset-0001|records|v7|stored-key"},
       {"300-byte value, maximal key version",
        "ffeeddccbbaa99887766554433221100ffeeddccbbaa99887766554433221100", 0xFFFFFFFF,
@@ -143,16 +144,23 @@ bool WriteJson(const std::string& path, const nlohmann::json& json) {
 
 int main(int argc, char** argv) {
   if (argc != 2) {
-    std::fprintf(stderr, "usage: %s <output directory>\n", argv[0]);
+    std::cerr << "usage: " << argv[0] << " <output directory>\n";
     return 2;
   }
-  std::string dir = argv[1];
-  nlohmann::json record;
-  nlohmann::json stream;
-  if (!coffer::crypto::RecordVectors(&record) || !coffer::crypto::StreamVectors(&stream)) return 1;
-  if (!coffer::crypto::WriteJson(dir + "/record_v1.json", record) ||
-      !coffer::crypto::WriteJson(dir + "/stream_v1.json", stream)) {
-    std::fprintf(stderr, "cannot write to %s\n", dir.c_str());
+  try {
+    std::string dir = argv[1];
+    nlohmann::json record;
+    nlohmann::json stream;
+    if (!coffer::crypto::RecordVectors(&record) || !coffer::crypto::StreamVectors(&stream)) {
+      return 1;
+    }
+    if (!coffer::crypto::WriteJson(dir + "/record_v1.json", record) ||
+        !coffer::crypto::WriteJson(dir + "/stream_v1.json", stream)) {
+      std::cerr << "cannot write to " << dir << "\n";
+      return 1;
+    }
+  } catch (const std::exception& e) {  // nlohmann::json reports misuse by throwing
+    std::cerr << "golden generation failed: " << e.what() << "\n";
     return 1;
   }
   return 0;
