@@ -1,0 +1,213 @@
+// HSM benchmarks against a real SoftHSM2 token (file object store):
+//   BM_Startup/N   module load + C_Initialize + login + the one handle-map enumeration, with N
+//                  dataset wrapping keys in the token (C_Finalize is not timed)
+//   BM_Wrap        Wrap of a 32-byte DEK (C_CreateObject + C_WrapKey + C_DestroyObject)
+//   BM_Unwrap      Unwrap (C_UnwrapKey into a session object + read + destroy)
+//   BM_UnwrapThreads/T   T threads unwrapping at once through the session pool
+//
+// The token lives in $COFFER_BENCH_HSM_DIR (reused between runs, so the 10,000 keys are created
+// once) or a temporary directory. Key counts above 1,000 run only when
+// COFFER_BENCH_HSM_MAX_KEYS allows them (creating 10,000 keys takes ~90 s): scripts/bench-hsm.
+// Figures are for the development machine; SoftHSM2 does no fsync, so durability is moot here.
+
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstdlib>
+#include <filesystem>
+#include <iostream>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "benchmark/benchmark.h"
+#include "crypto/random.h"
+#include "hsm/hsm_client.h"
+
+namespace coffer::hsm {
+namespace {
+
+constexpr char kLabel[] = "coffer-bench";
+constexpr uint64_t kBenchDataset = 1ull << 40;  // DWKs for the key-count sweep: handles below
+
+std::string g_dir;
+bool g_remove_dir = false;
+std::unique_ptr<HsmClient> g_client;
+
+HsmOptions Options() {
+  HsmOptions options;
+  options.token_label = kLabel;
+  options.pin = PinSource::FromFile(g_dir + "/user.pin");
+  options.session_pool_size = 8;
+  return options;
+}
+
+HsmClient& Client() {
+  if (!g_client) {
+    absl::StatusOr<std::unique_ptr<HsmClient>> client = HsmClient::Open(Options());
+    if (!client.ok()) {
+      std::cerr << "bench: " << client.status() << "\n";
+      std::exit(1);
+    }
+    g_client = *std::move(client);
+  }
+  return *g_client;
+}
+
+void CloseClient() {
+  if (g_client) (void)g_client->Close();
+  g_client.reset();
+}
+
+// Creates DWKs until the token holds `count` (4 threads: each create is ~9 ms in SoftHSM2).
+void EnsureKeyCount(size_t count) {
+  HsmClient& client = Client();
+  size_t have = client.ListWrappingKeys()->size();
+  if (have >= count) return;
+  std::atomic<uint64_t> next{have};
+  std::vector<std::thread> threads;
+  threads.reserve(4);
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&] {
+      for (uint64_t i = next.fetch_add(1); i < count; i = next.fetch_add(1)) {
+        absl::Status status = client.CreateWrappingKey({i + 1, 1});
+        if (!status.ok()) std::cerr << "bench: " << status << "\n";
+      }
+    });
+  }
+  for (std::thread& thread : threads) thread.join();
+}
+
+void BM_Startup(benchmark::State& state) {
+  const auto count = static_cast<size_t>(state.range(0));
+  const char* max_env = std::getenv("COFFER_BENCH_HSM_MAX_KEYS");
+  const size_t max_keys = max_env != nullptr ? std::strtoull(max_env, nullptr, 10) : 1000;
+  if (count > max_keys) {
+    state.SkipWithError("set COFFER_BENCH_HSM_MAX_KEYS (scripts/bench-hsm) to run this size");
+    return;
+  }
+  EnsureKeyCount(count);
+  CloseClient();
+  for (auto _ : state) {
+    absl::StatusOr<std::unique_ptr<HsmClient>> client = HsmClient::Open(Options());
+    if (!client.ok()) {
+      state.SkipWithError(client.status().ToString().c_str());
+      break;
+    }
+    state.PauseTiming();
+    state.counters["keys_mapped"] = static_cast<double>((*client)->ListWrappingKeys()->size());
+    (void)(*client)->Close();
+    state.ResumeTiming();
+  }
+}
+BENCHMARK(BM_Startup)
+    ->Arg(100)
+    ->Arg(1000)
+    ->Arg(10000)
+    ->Iterations(5)
+    ->Unit(benchmark::kMillisecond);
+
+WrappingKeyId BenchKey() {
+  WrappingKeyId id{kBenchDataset, 1};
+  absl::Status status = Client().CreateWrappingKey(id);
+  (void)status;  // ALREADY_EXISTS on a reused token is fine
+  return id;
+}
+
+void BM_Wrap(benchmark::State& state) {
+  WrappingKeyId id = BenchKey();
+  crypto::SecretBytes dek = *crypto::RandomSecret(kDekBytes);
+  for (auto _ : state) {
+    absl::StatusOr<WrappedKey> wrapped = Client().Wrap(id, dek);
+    if (!wrapped.ok()) state.SkipWithError(wrapped.status().ToString().c_str());
+    benchmark::DoNotOptimize(wrapped);
+  }
+  state.counters["ops/s"] =
+      benchmark::Counter(static_cast<double>(state.iterations()), benchmark::Counter::kIsRate);
+}
+BENCHMARK(BM_Wrap)->Unit(benchmark::kMicrosecond)->UseRealTime();
+
+void BM_Unwrap(benchmark::State& state) {
+  WrappingKeyId id = BenchKey();
+  crypto::SecretBytes dek = *crypto::RandomSecret(kDekBytes);
+  WrappedKey wrapped = *Client().Wrap(id, dek);
+  for (auto _ : state) {
+    absl::StatusOr<crypto::SecretBytes> unwrapped = Client().Unwrap(wrapped);
+    if (!unwrapped.ok()) state.SkipWithError(unwrapped.status().ToString().c_str());
+    benchmark::DoNotOptimize(unwrapped);
+  }
+  state.counters["ops/s"] =
+      benchmark::Counter(static_cast<double>(state.iterations()), benchmark::Counter::kIsRate);
+}
+BENCHMARK(BM_Unwrap)->Unit(benchmark::kMicrosecond)->UseRealTime();
+
+// T threads, each unwrapping 200 times per iteration; ops/s counts every unwrap.
+void BM_UnwrapThreads(benchmark::State& state) {
+  const int threads_count = static_cast<int>(state.range(0));
+  constexpr int kPerThread = 200;
+  WrappingKeyId id = BenchKey();
+  WrappedKey wrapped = *Client().Wrap(id, *crypto::RandomSecret(kDekBytes));
+  std::atomic<int> failures{0};
+  for (auto _ : state) {
+    std::vector<std::thread> threads;
+    threads.reserve(static_cast<size_t>(threads_count));
+    for (int t = 0; t < threads_count; ++t) {
+      threads.emplace_back([&] {
+        for (int i = 0; i < kPerThread; ++i) {
+          if (!Client().Unwrap(wrapped).ok()) failures.fetch_add(1);
+        }
+      });
+    }
+    for (std::thread& thread : threads) thread.join();
+  }
+  if (failures.load() != 0) state.SkipWithError("unwrap failed");
+  state.counters["ops/s"] =
+      benchmark::Counter(static_cast<double>(state.iterations()) * threads_count * kPerThread,
+                         benchmark::Counter::kIsRate);
+}
+BENCHMARK(BM_UnwrapThreads)->Arg(2)->Arg(8)->Unit(benchmark::kMillisecond)->UseRealTime();
+
+bool PrepareToken() {
+  const char* dir = std::getenv("COFFER_BENCH_HSM_DIR");
+  if (dir != nullptr && *dir != '\0') {
+    g_dir = dir;
+  } else {
+    std::string pattern = (std::filesystem::temp_directory_path() / "coffer-bench-XXXXXX").string();
+    if (::mkdtemp(pattern.data()) == nullptr) return false;
+    g_dir = pattern;
+    g_remove_dir = true;
+  }
+  pid_t child = ::fork();
+  if (child == 0) {
+    ::execl(COFFER_SOFTHSM_TOKEN_SCRIPT, COFFER_SOFTHSM_TOKEN_SCRIPT, g_dir.c_str(), kLabel,
+            static_cast<char*>(nullptr));
+    ::_exit(127);
+  }
+  int rc = 0;
+  if (child < 0 || ::waitpid(child, &rc, 0) != child || !WIFEXITED(rc) || WEXITSTATUS(rc) != 0) {
+    return false;
+  }
+  ::setenv("SOFTHSM2_CONF", (g_dir + "/softhsm2.conf").c_str(), 1);
+  return true;
+}
+
+}  // namespace
+}  // namespace coffer::hsm
+
+int main(int argc, char** argv) {
+  if (!coffer::hsm::PrepareToken()) {
+    std::cerr << "bench: could not create a SoftHSM2 token (scripts/softhsm-token)\n";
+    return 1;
+  }
+  benchmark::Initialize(&argc, argv);
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  coffer::hsm::CloseClient();  // C_Finalize before exit
+  if (coffer::hsm::g_remove_dir) {
+    std::error_code ignored;
+    std::filesystem::remove_all(coffer::hsm::g_dir, ignored);
+  }
+  return 0;
+}
