@@ -4,9 +4,8 @@
  * C_Finalize and C_GetFunctionList are provided; nothing else is needed to load it. */
 #include <openssl/engine.h>
 #include <openssl/rand.h>
-#include <string.h>
-
 #include <p11-kit/pkcs11.h>
+#include <string.h>
 
 static int ConstantBytes(unsigned char* out, int n) {
   memset(out, 0x42, (size_t)n);

@@ -262,6 +262,10 @@ TEST(StreamingIoTest, Stream256MiBRoundTripsInBoundedMemory) {
   // One 64 KiB segment in each direction plus test buffers; 256 MiB would be held if the
   // wrappers buffered the stream. The bound is generous on purpose (allocator slack).
   ASSERT_GE(rss_before, 0);
+#if defined(__SANITIZE_ADDRESS__)
+  // ASan's quarantine keeps freed blocks resident, so peak RSS says nothing under it.
+  GTEST_SKIP() << "round trip verified; the memory bound is checked in non-ASan builds only";
+#endif
   EXPECT_LT(rss_after - rss_before, 32 * 1024)
       << "peak RSS grew by " << rss_after - rss_before << " KiB";
 }
