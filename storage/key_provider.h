@@ -1,0 +1,55 @@
+// KeyProvider: what the storage layer needs from whoever owns keys.
+//
+// storage/ never sees the HSM or the key DB. It asks this interface for data keys by
+// (dataset handle, purpose, version); kms/ implements it over the HSM, the key DB and the key
+// cache, and a fake serves storage's fast unit tests. Dataset handles are opaque numbers that
+// the key manager assigns; dataset names never reach storage.
+//
+// Contract, for every implementation:
+//  - Thread-safe; the hot path (a cached key) makes no HSM call and takes no lock shared by all
+//    datasets.
+//  - PrimaryKey returns the version that protects new data and counts `encryptions` against that
+//    version's budget (usage-based rotation rotates before a version reaches its limit). A
+//    DataKey obtained from PrimaryKey may be used for exactly the encryptions it was counted for.
+//  - KeyForVersion returns any version that still decrypts, whether primary or not.
+//  - Errors (stable codes, docs/errors.md): NOT_FOUND for an unknown dataset or version;
+//    KEY_DESTROYED when the dataset's wrapping keys were destroyed; FAILED_PRECONDITION (with a
+//    message naming the state) when the dataset's state forbids the use, e.g. writes to a
+//    DISABLED dataset; the key manager's own codes for retired versions.
+//  - A returned DataKey stays usable while the caller holds it, even if the cache evicts it;
+//    its key material is wiped when the last holder lets go.
+
+#ifndef COFFER_STORAGE_KEY_PROVIDER_H_
+#define COFFER_STORAGE_KEY_PROVIDER_H_
+
+#include <cstdint>
+#include <memory>
+#include <string_view>
+
+#include "absl/status/statusor.h"
+#include "storage/data_key.h"
+
+namespace coffer::storage {
+
+class KeyProvider {
+ public:
+  KeyProvider() = default;
+  KeyProvider(const KeyProvider&) = delete;
+  KeyProvider& operator=(const KeyProvider&) = delete;
+  virtual ~KeyProvider() = default;
+
+  // The primary (current) key of `purpose` in dataset `dataset_handle`, counting `encryptions`
+  // uses against its budget (1 per record seal or per attachment stream; 0 for lookups).
+  virtual absl::StatusOr<std::shared_ptr<const DataKey>> PrimaryKey(uint64_t dataset_handle,
+                                                                    KeyPurpose purpose,
+                                                                    uint64_t encryptions) = 0;
+
+  // The key of exactly `version`, to open data sealed under it.
+  virtual absl::StatusOr<std::shared_ptr<const DataKey>> KeyForVersion(uint64_t dataset_handle,
+                                                                       KeyPurpose purpose,
+                                                                       uint32_t version) = 0;
+};
+
+}  // namespace coffer::storage
+
+#endif  // COFFER_STORAGE_KEY_PROVIDER_H_

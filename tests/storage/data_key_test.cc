@@ -1,0 +1,66 @@
+#include "storage/data_key.h"
+
+#include "crypto/random.h"
+#include "crypto/status.h"
+#include "gtest/gtest.h"
+
+namespace coffer::storage {
+namespace {
+
+crypto::SecretBytes FreshKey() { return *crypto::RandomSecret(32); }
+
+TEST(DataKeyTest, RecordKeysSealAndOpenUnderTheirVersion) {
+  auto key = DataKey::Create(KeyPurpose::kRecords, 7, FreshKey());
+  ASSERT_TRUE(key.ok()) << key.status();
+  EXPECT_EQ((*key)->version(), 7u);
+  auto aead = (*key)->record_aead();
+  ASSERT_TRUE(aead.ok());
+  auto sealed = (*aead)->Seal("value", "ad");
+  ASSERT_TRUE(sealed.ok());
+  auto header = crypto::ParseRecordHeader(*sealed);
+  ASSERT_TRUE(header.ok());
+  EXPECT_EQ(header->key_version, 7u);
+  EXPECT_EQ(*(*aead)->Open(*sealed, "ad"), "value");
+  EXPECT_EQ(ErrorCodeOf((*key)->hmac().status()), ErrorCode::kFailedPrecondition);
+}
+
+TEST(DataKeyTest, LookupKeysHmacOnly) {
+  auto key = DataKey::Create(KeyPurpose::kLookup, 1, FreshKey());
+  ASSERT_TRUE(key.ok());
+  auto hmac = (*key)->hmac();
+  ASSERT_TRUE(hmac.ok());
+  EXPECT_TRUE((*hmac)->Compute("customer-42").ok());
+  EXPECT_EQ(ErrorCodeOf((*key)->record_aead().status()), ErrorCode::kFailedPrecondition);
+}
+
+TEST(DataKeyTest, RejectsBadKeysAndPurposes) {
+  EXPECT_EQ(
+      ErrorCodeOf(DataKey::Create(KeyPurpose::kRecords, 1, *crypto::RandomSecret(16)).status()),
+      ErrorCode::kInvalidArgument);
+  EXPECT_EQ(ErrorCodeOf(DataKey::Create(static_cast<KeyPurpose>(9), 1, FreshKey()).status()),
+            ErrorCode::kInvalidArgument);
+}
+
+TEST(DataKeyTest, PurposeNamesRoundTrip) {
+  for (auto purpose : {KeyPurpose::kRecords, KeyPurpose::kAttachments, KeyPurpose::kLookup,
+                       KeyPurpose::kPseudonym}) {
+    EXPECT_EQ(ParseKeyPurpose(KeyPurposeName(purpose)), purpose);
+  }
+  EXPECT_EQ(ParseKeyPurpose("records "), std::nullopt);
+}
+
+TEST(DataKeyTest, KeyMaterialLeavesTheSecureHeapWithTheLastHolder) {
+  size_t before = crypto::SecureHeapUsedBytes();
+  {
+    auto key = DataKey::Create(KeyPurpose::kAttachments, 1, FreshKey());
+    ASSERT_TRUE(key.ok());
+    std::shared_ptr<const DataKey> second = *key;
+    key->reset();
+    EXPECT_GT(crypto::SecureHeapUsedBytes(), before);
+    EXPECT_EQ(second->key().size(), 32u);
+  }
+  EXPECT_EQ(crypto::SecureHeapUsedBytes(), before);
+}
+
+}  // namespace
+}  // namespace coffer::storage
