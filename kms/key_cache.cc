@@ -42,7 +42,7 @@ KeyCache::Shard& KeyCache::ShardFor(uint64_t dataset_handle) {
 std::shared_ptr<const storage::DataKey> KeyCache::FindLocked(Shard& shard, const KeyCacheKey& key) {
   auto found = shard.map.find(key);
   if (found == shard.map.end()) return nullptr;
-  Lru::iterator it = found->second;
+  auto it = found->second;
   if (clock_->Now() - it->loaded >= ttl_) {
     ++shard.expirations;
     RemoveLocked(shard, it);

@@ -113,6 +113,7 @@ TEST(KeyCacheTest, BoundsHoldUnderConcurrentLoads) {
   KeyCache cache(options, &clock);
   std::atomic<bool> over_bound{false};
   std::vector<std::thread> threads;
+  threads.reserve(8);
   for (int t = 0; t < 8; ++t) {
     threads.emplace_back([&, t] {
       std::atomic<int> calls{0};
