@@ -55,6 +55,10 @@ constexpr CodeInfo kCodes[] = {
     {ErrorCode::kHsmDeviceError, "HSM_DEVICE_ERROR", absl::StatusCode::kUnavailable},
     {ErrorCode::kHsmPinUnavailable, "HSM_PIN_UNAVAILABLE", absl::StatusCode::kFailedPrecondition},
     {ErrorCode::kHsmSessionError, "HSM_SESSION_ERROR", absl::StatusCode::kUnavailable},
+    {ErrorCode::kAuditNotDurable, "AUDIT_NOT_DURABLE", absl::StatusCode::kUnavailable},
+    {ErrorCode::kAuditLogClosed, "AUDIT_LOG_CLOSED", absl::StatusCode::kFailedPrecondition},
+    {ErrorCode::kAuditLogCorrupt, "AUDIT_LOG_CORRUPT", absl::StatusCode::kDataLoss},
+    {ErrorCode::kAuditTampered, "AUDIT_TAMPERED", absl::StatusCode::kDataLoss},
 };
 
 const CodeInfo* Find(ErrorCode code) {

@@ -65,6 +65,12 @@ enum class ErrorCode : int {
   kHsmPinUnavailable = 210,  // PIN file or variable missing, unreadable or too open
   kHsmSessionError = 211,
 
+  // Key manager (300-399).
+  kAuditNotDurable = 300,  // an audit entry could not be made durable; the operation must not run
+  kAuditLogClosed = 301,   // the audit log refuses appends: closed, or failed earlier (reopen it)
+  kAuditLogCorrupt = 302,  // the audit log cannot be resumed: damage beyond a torn final write
+  kAuditTampered = 303,    // audit verification found an edit, gap, reordering or truncation
+
   // 300-399 key manager, 400-499 storage, 500-599 daemon and protocol, 600-699 admin/keyctl:
   // reserved for the layers above, which append their codes here.
 };
