@@ -1,0 +1,56 @@
+#include "kms/audit/audit_event.h"
+
+#include <algorithm>
+
+namespace coffer::kms::audit {
+namespace {
+
+absl::Status Invalid(std::string_view message) {
+  return MakeError(ErrorCode::kInvalidArgument,
+                   std::string("audit event: ") + std::string(message));
+}
+
+absl::Status ValidateActor(const AuditActor& actor, std::string_view role) {
+  if (!v1::SocketKind_IsValid(actor.socket)) {
+    return Invalid(std::string(role) + " socket kind out of range");
+  }
+  if (actor.admin_name.size() > kMaxAdminNameSize ||
+      !std::all_of(actor.admin_name.begin(), actor.admin_name.end(),
+                   [](char c) { return c >= 0x21 && c <= 0x7e; })) {
+    return Invalid(std::string(role) +
+                   " admin name must be at most 64 printable ASCII characters without spaces");
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+bool IsKeyOperationKind(v1::EventKind kind) {
+  return kind >= v1::DATASET_CREATE && kind <= v1::REQUEST_REFUSED;
+}
+
+bool IsAccessKind(v1::EventKind kind) {
+  return kind == v1::ACCESS_READ || kind == v1::ACCESS_WRITE || kind == v1::ACCESS_DELETE;
+}
+
+absl::Status ValidateAuditEvent(const AuditEvent& event) {
+  if (!v1::EventKind_IsValid(event.kind) ||
+      (!IsKeyOperationKind(event.kind) && !IsAccessKind(event.kind))) {
+    return Invalid("the kind must be a key operation or an access (LOG_* kinds are the log's)");
+  }
+  if (!v1::Purpose_IsValid(event.purpose) || !v1::Stage_IsValid(event.stage)) {
+    return Invalid("purpose or stage out of range");
+  }
+  COFFER_RETURN_IF_ERROR(ValidateActor(event.actor, "actor"));
+  if (event.approver.has_value())
+    COFFER_RETURN_IF_ERROR(ValidateActor(*event.approver, "approver"));
+  if (!IsAccessKind(event.kind) && (event.record_ref.has_value() || event.record_count != 0)) {
+    return Invalid("record fields belong to access events only");
+  }
+  if (event.policy_change.has_value() != (event.kind == v1::POLICY_CHANGE)) {
+    return Invalid("a policy change goes with POLICY_CHANGE, and only there");
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace coffer::kms::audit

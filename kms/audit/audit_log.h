@@ -1,0 +1,169 @@
+// AuditLog: the key manager's tamper-evident, append-only audit log (docs/audit.md).
+//
+// Each entry is an AuditEntry protobuf in a frame with
+//  - a public hash chain: h_i = SHA-256(domain | log id | h_{i-1} | i | payload), stored with the
+//    entry, so that any edit, deletion or reordering breaks the chain at that entry;
+//  - a forward-secure MAC: HMAC-SHA256(K_i, h_i), where K evolves after every entry and the old
+//    key is wiped. K_0 of each epoch comes from the EpochKeyProvider (the daemon derives it in the
+//    HSM, so only the HSM can recompute it). A new epoch starts at every open and every checkpoint;
+//  - signed checkpoints: every `checkpoint_every_entries` entries, every `checkpoint_interval`
+//    (checked on append and by CheckpointIfDue) and at Close, a LOG_CHECKPOINT entry signs
+//    (sequence, head hash, time) with the CheckpointSigner (the token's ECDSA P-256 key), and its
+//    (sequence, hash) goes to the AnchorSink (syslog/journal) once durable.
+//
+// Durability and failing closed: Append and AppendBatch return OK only after the entries are
+// written and fdatasync()ed. If a write or sync fails, they return AUDIT_NOT_DURABLE and the log
+// refuses every later append with AUDIT_LOG_CLOSED until it is reopened (no holes, no reordering
+// behind a failure); the caller must not perform or acknowledge the operation. A signer or
+// epoch-key failure writes nothing: the checkpoint is skipped, counted, and retried.
+//
+// Open and recovery: Open resumes the chain. A torn final write (a frame cut short, or zero
+// fill, in the last segment) is truncated away and reported in the new LOG_EPOCH entry. Damage
+// anywhere else, or a MAC mismatch in the entries since the last checkpoint, fails Open with
+// AUDIT_LOG_CORRUPT: the log refuses to sign over entries it cannot authenticate. The epoch's K is
+// never stored: Open recomputes it from the provider and walks at most one epoch.
+//
+// Thread safety: all methods may be called from any thread; one internal mutex serialises
+// appends (entries from concurrent callers get consecutive sequence numbers). Ownership: the log
+// does not own the signer, anchor sink, clock or file system; they must outlive it.
+
+#ifndef COFFER_KMS_AUDIT_AUDIT_LOG_H_
+#define COFFER_KMS_AUDIT_AUDIT_LOG_H_
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "crypto/secret_bytes.h"
+#include "kms/audit/anchor.h"
+#include "kms/audit/audit_event.h"
+#include "kms/audit/file_system.h"
+#include "kms/audit/format.h"
+#include "kms/audit/internal/forward_mac.h"
+#include "kms/audit/signer.h"
+#include "kms/clock.h"
+
+namespace coffer::kms::audit {
+
+struct EpochKeyRequest {
+  LogId log_id{};
+  uint64_t epoch = 0;
+};
+
+// Returns K_0 (32 bytes) for an epoch of a log. Must return the same key for the same request
+// every time: the log recomputes old epochs' keys at open and an online verifier recomputes all.
+using EpochKeyProvider = std::function<absl::StatusOr<crypto::SecretBytes>(const EpochKeyRequest&)>;
+
+struct AuditLogOptions {
+  std::string directory;  // created (0700) if missing and create_if_missing
+  bool create_if_missing = true;
+  uint64_t checkpoint_every_entries = 1000;      // at least 1
+  std::chrono::seconds checkpoint_interval{60};  // 0 = by count and at close only
+  uint64_t max_segment_bytes = 16 << 20;         // a new segment starts after this size
+  CheckpointSigner* signer = nullptr;            // required
+  EpochKeyProvider epoch_keys;                   // required
+  AnchorSink* anchor_sink = nullptr;             // optional
+  const Clock* clock = nullptr;                  // default: SystemClock()
+  AuditFileSystem* file_system = nullptr;        // default: PosixAuditFileSystem()
+};
+
+struct AuditLogStats {
+  uint64_t next_sequence = 0;
+  uint64_t epoch = 0;
+  uint64_t entries_since_checkpoint = 0;
+  uint64_t checkpoints_written = 0;
+  uint64_t checkpoint_failures = 0;  // signer or epoch-key failures (checkpoint skipped)
+  uint64_t anchor_failures = 0;      // anchors the sink could not deliver
+  uint64_t torn_bytes_dropped_at_open = 0;
+  bool failed = false;  // a write failed: the log refuses appends until reopened
+  bool closed = false;
+};
+
+class AuditLog {
+ public:
+  // Opens (or creates) the log in options.directory, recovers a torn tail, starts a new epoch
+  // with a LOG_EPOCH entry, and signs any entries left uncovered by the previous run.
+  static absl::StatusOr<std::unique_ptr<AuditLog>> Open(AuditLogOptions options);
+
+  AuditLog(const AuditLog&) = delete;
+  AuditLog& operator=(const AuditLog&) = delete;
+  // Closes if still open; the result is lost, so call Close() to see it.
+  ~AuditLog();
+
+  // Appends `event` and returns its sequence number once durable. INVALID_ARGUMENT for an
+  // invalid event (nothing written); AUDIT_NOT_DURABLE / AUDIT_LOG_CLOSED as above.
+  absl::StatusOr<uint64_t> Append(const AuditEvent& event);
+
+  // Appends `events` in order with one write and one sync (group commit); returns the sequence
+  // number of the last. All are validated first; on failure none is acknowledged.
+  absl::StatusOr<uint64_t> AppendBatch(std::span<const AuditEvent> events);
+
+  // Writes a checkpoint now (FAILED_PRECONDITION if the signer or provider failed).
+  absl::Status Checkpoint();
+
+  // Writes a checkpoint if entries were added since the last one and the interval has passed.
+  absl::Status CheckpointIfDue();
+
+  // Writes a closing checkpoint, syncs and closes. Later appends return AUDIT_LOG_CLOSED.
+  absl::Status Close();
+
+  AuditLogStats stats() const;
+  const LogId& log_id() const { return log_id_; }
+
+ private:
+  explicit AuditLog(AuditLogOptions options);
+
+  absl::Status Initialize();
+  absl::Status CreateNewLog();
+  absl::Status ResumeLog(std::vector<uint64_t> segments);
+  absl::StatusOr<crypto::SecretBytes> EpochKey(uint64_t epoch) const;
+
+  absl::Status CheckWritableLocked() const;
+  bool CheckpointDueLocked(std::chrono::system_clock::time_point now) const;
+  // Encodes an entry into pending_; advances sequence, head and MAC key.
+  absl::Status EncodeLocked(v1::AuditEntry& entry, std::chrono::system_clock::time_point now);
+  absl::Status EncodeEventLocked(const AuditEvent& event,
+                                 std::chrono::system_clock::time_point now);
+  absl::Status EncodeEpochLocked(v1::Epoch::Reason reason, uint64_t torn_bytes,
+                                 std::chrono::system_clock::time_point now);
+  // Encodes a checkpoint if the signer and provider succeed; an error means nothing was encoded.
+  absl::Status EncodeCheckpointLocked(bool closing, std::chrono::system_clock::time_point now);
+  // Writes and syncs pending_ (rotating the segment first if it is full); publishes anchors.
+  absl::Status CommitLocked();
+  absl::Status RotateSegmentLocked();
+  absl::Status FailLocked(const absl::Status& cause);
+  absl::Status CheckpointLocked(bool closing);
+
+  std::string SegmentPath(uint64_t first_sequence) const;
+
+  AuditLogOptions options_;
+  const Clock* clock_;
+  AuditFileSystem* fs_;
+
+  mutable std::mutex mu_;
+  LogId log_id_{};
+  std::unique_ptr<AuditFile> file_;  // the last segment, open for appending
+  uint64_t segment_bytes_ = 0;
+  uint64_t next_sequence_ = 0;
+  ChainHash head_{};  // chain hash of entry next_sequence_ - 1 (zeros before the first)
+  uint64_t epoch_ = 0;
+  std::optional<internal::ForwardSecureMac> mac_;
+  std::string pending_;                  // encoded frames not yet written
+  uint64_t pending_first_sequence_ = 0;  // sequence of the first frame in pending_
+  ChainHash pending_previous_hash_{};    // chain hash before the first frame in pending_
+  std::vector<CheckpointAnchor> pending_anchors_;
+  std::chrono::system_clock::time_point last_checkpoint_time_;
+  AuditLogStats stats_;
+};
+
+}  // namespace coffer::kms::audit
+
+#endif  // COFFER_KMS_AUDIT_AUDIT_LOG_H_

@@ -1,0 +1,118 @@
+#include "kms/audit/batching_writer.h"
+
+#include <utility>
+#include <vector>
+
+#include "crypto/status.h"
+
+namespace coffer::kms::audit {
+
+absl::StatusOr<std::unique_ptr<BatchingAuditWriter>> BatchingAuditWriter::Start(
+    AuditLog* log, BatchingAuditWriterOptions options) {
+  if (log == nullptr || options.max_queued_events == 0 || options.max_batch_events == 0 ||
+      options.crash_loss_window.count() < 0 || options.idle_checkpoint_poll.count() <= 0) {
+    return MakeError(ErrorCode::kInvalidArgument,
+                     "batching audit writer needs a log, non-zero bounds and a positive poll");
+  }
+  std::unique_ptr<BatchingAuditWriter> writer(new BatchingAuditWriter(log, options));
+  writer->thread_ = std::thread([w = writer.get()] { w->Run(); });
+  return writer;
+}
+
+BatchingAuditWriter::~BatchingAuditWriter() { Stop().IgnoreError(); }
+
+absl::Status BatchingAuditWriter::Append(const AuditEvent& event) {
+  COFFER_RETURN_IF_ERROR(ValidateAuditEvent(event));
+  const bool waits = options_.crash_loss_window.count() == 0;
+  if (!waits && !IsAccessKind(event.kind)) {
+    return MakeError(ErrorCode::kInvalidArgument,
+                     "only access events may be batched with a crash-loss window; key operations "
+                     "must be durable before they are acknowledged");
+  }
+  std::unique_lock<std::mutex> lock(mu_);
+  progress_.wait(lock, [&] {
+    return stopping_ || !failure_.ok() || queue_.size() < options_.max_queued_events;
+  });
+  if (!failure_.ok()) return failure_;
+  if (stopping_) return MakeError(ErrorCode::kAuditLogClosed, "the audit writer is stopped");
+  queue_.push_back({event, std::chrono::steady_clock::now()});
+  const uint64_t ticket = ++enqueued_;
+  work_.notify_one();
+  if (!waits) return absl::OkStatus();
+  progress_.wait(lock, [&] { return durable_ >= ticket || !failure_.ok(); });
+  return durable_ >= ticket ? absl::OkStatus() : failure_;
+}
+
+absl::Status BatchingAuditWriter::Flush() {
+  std::unique_lock<std::mutex> lock(mu_);
+  const uint64_t target = enqueued_;
+  flush_target_ = std::max(flush_target_, target);
+  work_.notify_one();
+  progress_.wait(lock, [&] { return durable_ >= target || !failure_.ok() || stopped_; });
+  if (durable_ >= target) return absl::OkStatus();
+  return failure_.ok() ? MakeError(ErrorCode::kAuditLogClosed, "the audit writer is stopped")
+                       : failure_;
+}
+
+absl::Status BatchingAuditWriter::Stop() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stopping_ = true;
+  }
+  work_.notify_one();
+  progress_.notify_all();
+  if (thread_.joinable()) thread_.join();
+  std::lock_guard<std::mutex> lock(mu_);
+  return failure_;
+}
+
+void BatchingAuditWriter::WaitForBatchLocked(std::unique_lock<std::mutex>& lock) {
+  if (options_.crash_loss_window.count() == 0) return;  // group commit: take what is there
+  const auto deadline = queue_.front().queued_at + options_.crash_loss_window;
+  work_.wait_until(lock, deadline, [&] {
+    return stopping_ || queue_.size() >= options_.max_batch_events || flush_target_ > durable_;
+  });
+}
+
+void BatchingAuditWriter::Run() {
+  std::unique_lock<std::mutex> lock(mu_);
+  while (true) {
+    if (queue_.empty()) {
+      if (stopping_) break;
+      const bool woken = work_.wait_for(lock, options_.idle_checkpoint_poll,
+                                        [&] { return stopping_ || !queue_.empty(); });
+      if (!woken && failure_.ok()) {
+        lock.unlock();
+        // A failed checkpoint is retried at the next poll; a failed write fails the next batch.
+        log_->CheckpointIfDue().IgnoreError();
+        lock.lock();
+      }
+      continue;
+    }
+    WaitForBatchLocked(lock);
+    std::vector<AuditEvent> batch;
+    const size_t take = std::min(queue_.size(), options_.max_batch_events);
+    batch.reserve(take);
+    for (size_t i = 0; i < take; ++i) {
+      batch.push_back(std::move(queue_.front().event));
+      queue_.pop_front();
+    }
+    const uint64_t last_ticket = durable_ + take;
+    progress_.notify_all();  // space freed
+    lock.unlock();
+    absl::Status written = log_->AppendBatch(batch).status();
+    lock.lock();
+    if (!written.ok()) {
+      failure_ = written;
+      queue_.clear();  // cannot be written behind a failure; their callers get failure_
+      progress_.notify_all();
+      break;
+    }
+    durable_ = last_ticket;
+    progress_.notify_all();
+  }
+  stopped_ = true;
+  progress_.notify_all();
+}
+
+}  // namespace coffer::kms::audit

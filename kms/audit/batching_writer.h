@@ -1,0 +1,103 @@
+// BatchingAuditWriter: the single writer thread through which access events reach the log.
+//
+// Every data read, write and delete is audited; syncing each one would cost a disk flush per
+// request. Callers enqueue events; one thread takes everything queued and appends it with
+// AuditLog::AppendBatch (one write, one fdatasync: group commit). The crash-loss window bounds
+// what a crash may lose (docs/audit.md "Crash-loss window"):
+//   - window 0: Append returns only when its event is durable — the reply to the client waits for
+//     the audit write; concurrent callers share syncs, so throughput still scales;
+//   - window W > 0: Append returns as soon as the event is queued; the writer syncs a batch no
+//     later than W after its oldest event was queued, so a crash or power loss loses at most the
+//     access events of the last W (plus one write and sync). Only ACCESS_* events are accepted:
+//     key operations must be durable before they are acknowledged (use AuditLog::Append).
+// The queue is bounded: when `max_queued_events` wait, Append blocks until the writer catches up
+// (backpressure, never silent dropping). When idle, the writer calls AuditLog::CheckpointIfDue
+// every `idle_checkpoint_poll`, so time-based checkpoints happen without traffic.
+//
+// Failing closed: once an AppendBatch fails, the writer stops writing; every queued and later
+// Append returns that error (window-0 callers see it directly; window-W callers on their next
+// call, and Flush reports it). The daemon should then refuse data requests and reopen the log.
+//
+// Thread safety: Append and Flush from any number of threads. Ownership: the writer does not
+// own the log; the log must outlive it. The destructor calls Stop().
+
+#ifndef COFFER_KMS_AUDIT_BATCHING_WRITER_H_
+#define COFFER_KMS_AUDIT_BATCHING_WRITER_H_
+
+#include <chrono>
+#include <condition_variable>
+#include <cstddef>
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <thread>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "kms/audit/audit_event.h"
+#include "kms/audit/audit_log.h"
+
+namespace coffer::kms::audit {
+
+struct BatchingAuditWriterOptions {
+  std::chrono::milliseconds crash_loss_window{0};
+  size_t max_queued_events = 8192;  // Append blocks beyond this
+  size_t max_batch_events = 1024;   // events per AppendBatch
+  std::chrono::milliseconds idle_checkpoint_poll{1000};
+};
+
+class BatchingAuditWriter {
+ public:
+  // Starts the writer thread. INVALID_ARGUMENT for a null log or zero bounds.
+  static absl::StatusOr<std::unique_ptr<BatchingAuditWriter>> Start(
+      AuditLog* log, BatchingAuditWriterOptions options);
+
+  BatchingAuditWriter(const BatchingAuditWriter&) = delete;
+  BatchingAuditWriter& operator=(const BatchingAuditWriter&) = delete;
+  ~BatchingAuditWriter();
+
+  // Queues `event` (INVALID_ARGUMENT if it is not valid, or not an access event with a window).
+  // Window 0: returns once it is durable. Returns the writer's failure once it has failed, and
+  // AUDIT_LOG_CLOSED after Stop.
+  absl::Status Append(const AuditEvent& event);
+
+  // Returns once every event queued before the call is durable (or the writer has failed).
+  absl::Status Flush();
+
+  // Writes what is queued, stops the thread. Idempotent. Does not close the log.
+  absl::Status Stop();
+
+ private:
+  struct Queued {
+    AuditEvent event;
+    std::chrono::steady_clock::time_point queued_at;
+  };
+
+  BatchingAuditWriter(AuditLog* log, BatchingAuditWriterOptions options)
+      : log_(log), options_(options) {}
+
+  void Run();
+  // Waits, with mu_ held, until the batch at the queue's head should be written.
+  void WaitForBatchLocked(std::unique_lock<std::mutex>& lock);
+
+  AuditLog* const log_;
+  const BatchingAuditWriterOptions options_;
+
+  std::mutex mu_;
+  std::condition_variable work_;      // writer: events queued, flush asked, or stopping
+  std::condition_variable progress_;  // callers: events durable, space freed, or failure
+  std::deque<Queued> queue_;
+  uint64_t enqueued_ = 0;  // tickets handed out (ticket n = the n-th event queued, from 1)
+  uint64_t durable_ = 0;   // every ticket <= durable_ is durable
+  uint64_t flush_target_ = 0;
+  bool stopping_ = false;
+  bool stopped_ = false;
+  absl::Status failure_;  // set once a batch failed
+
+  std::thread thread_;
+};
+
+}  // namespace coffer::kms::audit
+
+#endif  // COFFER_KMS_AUDIT_BATCHING_WRITER_H_
