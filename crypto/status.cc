@@ -59,6 +59,16 @@ constexpr CodeInfo kCodes[] = {
     {ErrorCode::kAuditLogClosed, "AUDIT_LOG_CLOSED", absl::StatusCode::kFailedPrecondition},
     {ErrorCode::kAuditLogCorrupt, "AUDIT_LOG_CORRUPT", absl::StatusCode::kDataLoss},
     {ErrorCode::kAuditTampered, "AUDIT_TAMPERED", absl::StatusCode::kDataLoss},
+    {ErrorCode::kIdTooLong, "ID_TOO_LONG", absl::StatusCode::kInvalidArgument},
+    {ErrorCode::kValueTooLarge, "VALUE_TOO_LARGE", absl::StatusCode::kInvalidArgument},
+    {ErrorCode::kRecordNotFound, "RECORD_NOT_FOUND", absl::StatusCode::kNotFound},
+    {ErrorCode::kAttachmentNotFound, "ATTACHMENT_NOT_FOUND", absl::StatusCode::kNotFound},
+    {ErrorCode::kNotInRecycleBin, "NOT_IN_RECYCLE_BIN", absl::StatusCode::kNotFound},
+    {ErrorCode::kComplianceLocked, "COMPLIANCE_LOCKED", absl::StatusCode::kFailedPrecondition},
+    {ErrorCode::kLegalHold, "LEGAL_HOLD", absl::StatusCode::kFailedPrecondition},
+    {ErrorCode::kUploadClosed, "UPLOAD_CLOSED", absl::StatusCode::kFailedPrecondition},
+    {ErrorCode::kRangeBeyondEnd, "RANGE_BEYOND_END", absl::StatusCode::kOutOfRange},
+    {ErrorCode::kDataDbError, "DATA_DB_ERROR", absl::StatusCode::kUnavailable},
 };
 
 const CodeInfo* Find(ErrorCode code) {
