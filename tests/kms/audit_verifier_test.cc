@@ -287,6 +287,23 @@ TEST_F(AuditVerifierTest, CheckpointVerifiesWithStockOpenssl) {
                               " -signature " + env_.dir.Sub("cp.sig") + " " +
                               env_.dir.Sub("cp.msg") + " >/dev/null 2>&1";
   EXPECT_EQ(std::system(command.c_str()), 0);  // NOLINT(cert-env33-c): fixed test command
+
+  // docs/audit.md's recipe rebuilds the same 91 bytes from the entry's fields.
+  if (access("/usr/bin/xxd", X_OK) == 0) {
+    const AuditEntry entry =
+        segment_.frames[testing::FrameIndexOf(segment_, first.sequence)].Entry();
+    const std::string recipe =
+        "{ printf 'coffer.audit.v1.checkpoint\\0'; printf '%s%016x%s%016x' " +
+        ToHex(segment_.header.log_id) + " " +
+        std::to_string(entry.checkpoint().covered_sequence()) + " " +
+        ToHex(entry.checkpoint().head_hash()) + " " + std::to_string(entry.time_micros()) +
+        " | xxd -r -p; } > " + env_.dir.Sub("recipe.msg");
+    ASSERT_EQ(std::system(recipe.c_str()), 0);  // NOLINT(cert-env33-c)
+    std::ifstream in(env_.dir.Sub("recipe.msg"), std::ios::binary);
+    const std::string rebuilt((std::istreambuf_iterator<char>(in)),
+                              std::istreambuf_iterator<char>());
+    EXPECT_EQ(ToHex(rebuilt), ToHex(first.message));
+  }
   std::string altered = first.message;
   altered[kCheckpointDomain.size() + kLogIdSize + 7] ^= 1;  // covered sequence + 1
   write(env_.dir.Sub("cp.msg"), altered);
