@@ -1,0 +1,42 @@
+// Clock: storage's one source of wall-clock time.
+//
+// Recycle-bin expiry, retention and the compliance lock compare stored times with Now(). Every
+// such decision reads a Clock passed in by the caller, so tests drive time explicitly. storage/
+// may not include kms/, so it defines this small interface; the daemon adapts the key manager's
+// clock to it (or passes SystemClock()). Fake clocks exist only in test binaries.
+//
+// Thread safety: Now() may be called from any number of threads at once.
+// Ownership: whoever passes a Clock* keeps it alive for as long as the receiver uses it.
+// Failure: Now() cannot fail.
+
+#ifndef COFFER_STORAGE_CLOCK_H_
+#define COFFER_STORAGE_CLOCK_H_
+
+#include <chrono>
+#include <cstdint>
+
+namespace coffer::storage {
+
+class Clock {
+ public:
+  Clock(const Clock&) = delete;
+  Clock& operator=(const Clock&) = delete;
+  virtual ~Clock() = default;
+
+  // Returns the current wall-clock time.
+  virtual std::chrono::system_clock::time_point Now() const = 0;
+
+ protected:
+  Clock() = default;
+};
+
+// The process's real clock (std::chrono::system_clock). Lives for the whole process.
+const Clock& SystemClock();
+
+// Whole microseconds since the Unix epoch (negative before 1970): how storage stores times.
+int64_t ToUnixMicros(std::chrono::system_clock::time_point time);
+std::chrono::system_clock::time_point FromUnixMicros(int64_t micros);
+
+}  // namespace coffer::storage
+
+#endif  // COFFER_STORAGE_CLOCK_H_

@@ -1,0 +1,98 @@
+#include "storage/internal/envelope.h"
+
+#include "crypto/record_aead.h"
+#include "crypto/status.h"
+
+namespace coffer::storage::internal {
+namespace {
+
+absl::Status Corrupt() {
+  return MakeError(ErrorCode::kCiphertextCorrupt, "data DB entry failed authentication");
+}
+
+}  // namespace
+
+absl::StatusOr<std::string> StoredKeyFor(KeyProvider* keys, uint64_t handle, std::string_view id) {
+  if (id.empty()) return MakeError(ErrorCode::kInvalidArgument, "an id or name must not be empty");
+  if (id.size() > kMaxIdSize) {
+    return MakeError(ErrorCode::kIdTooLong, "ids and names are limited to 1024 bytes");
+  }
+  COFFER_ASSIGN_OR_RETURN(std::shared_ptr<const DataKey> lookup,
+                          keys->PrimaryKey(handle, KeyPurpose::kLookup, 0));
+  COFFER_ASSIGN_OR_RETURN(const crypto::HmacSha256* hmac, lookup->hmac());
+  COFFER_ASSIGN_OR_RETURN(crypto::HmacSha256Tag mac, hmac->Compute(id));
+  return StoredKey(handle, mac);
+}
+
+absl::StatusOr<std::string> SealEntryWith(const DataKey& key, Cf cf, std::string_view stored_key,
+                                          int64_t written_at_us, std::string_view upload_id,
+                                          std::string_view id, std::string_view body) {
+  COFFER_ASSIGN_OR_RETURN(const crypto::RecordAead* aead, key.record_aead());
+  std::string plaintext;
+  plaintext.reserve(4 + id.size() + body.size());
+  AppendU32(&plaintext, static_cast<uint32_t>(id.size()));
+  plaintext.append(id);
+  plaintext.append(body);
+  std::string entry;
+  entry.reserve(kEntryHeaderSize + upload_id.size() + plaintext.size() + crypto::kRecordOverhead);
+  entry.push_back(static_cast<char>(kEntryFormatV1));
+  AppendU64(&entry, static_cast<uint64_t>(written_at_us));
+  entry.append(upload_id);
+  std::string ad =
+      AssociatedData(cf, HandleOf(stored_key), key.purpose(), stored_key, written_at_us, upload_id);
+  absl::Status sealed = aead->SealTo(plaintext, ad, &entry);
+  std::fill(plaintext.begin(), plaintext.end(), '\0');
+  COFFER_RETURN_IF_ERROR(sealed);
+  return entry;
+}
+
+absl::StatusOr<std::string> SealEntry(KeyProvider* keys, Cf cf, KeyPurpose purpose,
+                                      std::string_view stored_key, int64_t written_at_us,
+                                      std::string_view upload_id, std::string_view id,
+                                      std::string_view body) {
+  COFFER_ASSIGN_OR_RETURN(std::shared_ptr<const DataKey> key,
+                          keys->PrimaryKey(HandleOf(stored_key), purpose, 1));
+  return SealEntryWith(*key, cf, stored_key, written_at_us, upload_id, id, body);
+}
+
+absl::StatusOr<uint32_t> EntryKeyVersion(Cf cf, std::string_view value) {
+  COFFER_ASSIGN_OR_RETURN(Entry entry, ParseEntry(cf, value));
+  COFFER_ASSIGN_OR_RETURN(crypto::RecordHeader header, crypto::ParseRecordHeader(entry.sealed));
+  return header.key_version;
+}
+
+absl::StatusOr<OpenedEntry> OpenEntry(KeyProvider* keys, Cf cf, KeyPurpose purpose,
+                                      std::string_view stored_key, std::string_view value) {
+  if (stored_key.size() != kStoredKeySize) return Corrupt();
+  uint64_t handle = HandleOf(stored_key);
+  COFFER_ASSIGN_OR_RETURN(Entry entry, ParseEntry(cf, value));
+  COFFER_ASSIGN_OR_RETURN(crypto::RecordHeader header, crypto::ParseRecordHeader(entry.sealed));
+  COFFER_ASSIGN_OR_RETURN(std::shared_ptr<const DataKey> key,
+                          keys->KeyForVersion(handle, purpose, header.key_version));
+  COFFER_ASSIGN_OR_RETURN(const crypto::RecordAead* aead, key->record_aead());
+  std::string ad =
+      AssociatedData(cf, handle, purpose, stored_key, entry.written_at_us, entry.upload_id);
+  COFFER_ASSIGN_OR_RETURN(std::string plaintext, aead->Open(entry.sealed, ad));
+  OpenedEntry opened;
+  if (plaintext.size() < 4 || ReadU32(plaintext) > plaintext.size() - 4) {
+    std::fill(plaintext.begin(), plaintext.end(), '\0');
+    return Corrupt();
+  }
+  size_t id_size = ReadU32(plaintext);
+  opened.id = plaintext.substr(4, id_size);
+  opened.body = plaintext.substr(4 + id_size);
+  std::fill(plaintext.begin(), plaintext.end(), '\0');
+  // The tag binds the stored key; this binds the id to it, so a lookup-key mix-up or a sealed
+  // entry written under the wrong key cannot return another id's value.
+  COFFER_ASSIGN_OR_RETURN(std::shared_ptr<const DataKey> lookup,
+                          keys->PrimaryKey(handle, KeyPurpose::kLookup, 0));
+  COFFER_ASSIGN_OR_RETURN(const crypto::HmacSha256* hmac, lookup->hmac());
+  absl::Status matches = hmac->Verify(opened.id, MacOf(stored_key));
+  if (!matches.ok()) return Corrupt();
+  opened.written_at_us = entry.written_at_us;
+  opened.upload_id = std::string(entry.upload_id);
+  opened.key_version = header.key_version;
+  return opened;
+}
+
+}  // namespace coffer::storage::internal

@@ -1,0 +1,57 @@
+// The envelope shared by records and attachment pointers (docs/formats.md#data-db-entries):
+// the stored key is dataset handle ‖ HMAC-SHA256(lookup key, id); the entry seals
+// u32 id length ‖ id ‖ body under the purpose's primary key with associated data binding the
+// column family, dataset, purpose, stored key, write time and upload id. Opening checks the
+// tag, then that HMAC(decrypted id) equals the stored key.
+//
+// Thread safety: stateless functions; KeyProvider is thread-safe by contract.
+// Failures: ID_TOO_LONG; the key provider's codes (NOT_FOUND, KEY_DESTROYED,
+// FAILED_PRECONDITION); CIPHERTEXT_CORRUPT / UNSUPPORTED_FORMAT / KEY_VERSION_MISMATCH for a
+// damaged, moved or mislabelled entry. Never returns unauthenticated plaintext.
+
+#ifndef COFFER_STORAGE_INTERNAL_ENVELOPE_H_
+#define COFFER_STORAGE_INTERNAL_ENVELOPE_H_
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+#include "absl/status/statusor.h"
+#include "storage/internal/layout.h"
+#include "storage/key_provider.h"
+
+namespace coffer::storage::internal {
+
+// handle ‖ HMAC(lookup key, id). ID_TOO_LONG beyond kMaxIdSize; INVALID_ARGUMENT when empty.
+absl::StatusOr<std::string> StoredKeyFor(KeyProvider* keys, uint64_t handle, std::string_view id);
+
+// Seals id ‖ body into an encoded entry under `purpose`'s primary key.
+absl::StatusOr<std::string> SealEntry(KeyProvider* keys, Cf cf, KeyPurpose purpose,
+                                      std::string_view stored_key, int64_t written_at_us,
+                                      std::string_view upload_id, std::string_view id,
+                                      std::string_view body);
+
+// Same, with an already fetched key (attachment commits seal the pointer with the key the
+// stream was written under).
+absl::StatusOr<std::string> SealEntryWith(const DataKey& key, Cf cf, std::string_view stored_key,
+                                          int64_t written_at_us, std::string_view upload_id,
+                                          std::string_view id, std::string_view body);
+
+struct OpenedEntry {
+  int64_t written_at_us = 0;
+  std::string upload_id;  // empty for records
+  uint32_t key_version = 0;
+  std::string id;
+  std::string body;
+};
+
+// Opens an encoded entry stored under `stored_key` in `cf`.
+absl::StatusOr<OpenedEntry> OpenEntry(KeyProvider* keys, Cf cf, KeyPurpose purpose,
+                                      std::string_view stored_key, std::string_view value);
+
+// The key version an encoded entry names, without opening it.
+absl::StatusOr<uint32_t> EntryKeyVersion(Cf cf, std::string_view value);
+
+}  // namespace coffer::storage::internal
+
+#endif  // COFFER_STORAGE_INTERNAL_ENVELOPE_H_

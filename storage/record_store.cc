@@ -1,0 +1,96 @@
+#include "storage/record_store.h"
+
+#include <mutex>
+
+#include "crypto/status.h"
+#include "rocksdb/write_batch.h"
+#include "storage/internal/bin_moves.h"
+#include "storage/internal/envelope.h"
+#include "storage/internal/layout.h"
+
+namespace coffer::storage {
+
+using internal::Cf;
+
+absl::Status RecordStore::Put(uint64_t handle, std::string_view id, std::string_view value) {
+  if (value.size() > db_->options().max_value_bytes) {
+    return MakeError(ErrorCode::kValueTooLarge, "record values are limited to " +
+                                                    std::to_string(db_->options().max_value_bytes) +
+                                                    " bytes");
+  }
+  COFFER_ASSIGN_OR_RETURN(std::string stored_key, internal::StoredKeyFor(keys_, handle, id));
+  COFFER_ASSIGN_OR_RETURN(std::string entry,
+                          internal::SealEntry(keys_, Cf::kRecords, KeyPurpose::kRecords, stored_key,
+                                              ToUnixMicros(clock_->Now()), {}, id, value));
+  std::lock_guard<std::mutex> lock(db_->StripeFor(internal::MacOf(stored_key)));
+  return FromRocks(
+      db_->rocks()->Put(db_->write_options(), db_->cf(Cf::kRecords), stored_key, entry), "write");
+}
+
+absl::StatusOr<std::string> RecordStore::Get(uint64_t handle, std::string_view id) {
+  COFFER_ASSIGN_OR_RETURN(std::string stored_key, internal::StoredKeyFor(keys_, handle, id));
+  std::string value;
+  bool found = false;
+  COFFER_RETURN_IF_ERROR(db_->Get(Cf::kRecords, stored_key, &value, &found));
+  if (!found) return MakeError(ErrorCode::kRecordNotFound, "no live record with this id");
+  COFFER_ASSIGN_OR_RETURN(
+      internal::OpenedEntry opened,
+      internal::OpenEntry(keys_, Cf::kRecords, KeyPurpose::kRecords, stored_key, value));
+  return std::move(opened.body);
+}
+
+absl::StatusOr<bool> RecordStore::Exists(uint64_t handle, std::string_view id) {
+  absl::StatusOr<std::string> value = Get(handle, id);
+  if (value.ok()) return true;
+  if (ErrorCodeOf(value.status()) == ErrorCode::kRecordNotFound) return false;
+  return value.status();
+}
+
+absl::Status RecordStore::Delete(uint64_t handle, std::string_view id) {
+  COFFER_ASSIGN_OR_RETURN(std::string stored_key, internal::StoredKeyFor(keys_, handle, id));
+  return internal::MoveToBin(db_, policies_, clock_, Cf::kRecords, stored_key,
+                             ErrorCode::kRecordNotFound);
+}
+
+absl::Status RecordStore::Restore(uint64_t handle, std::string_view id) {
+  COFFER_ASSIGN_OR_RETURN(std::string stored_key, internal::StoredKeyFor(keys_, handle, id));
+  return internal::RestoreFromBin(db_, Cf::kRecords, stored_key);
+}
+
+absl::StatusOr<RecordStore::IdPage> RecordStore::ListIds(uint64_t handle,
+                                                         std::string_view page_token,
+                                                         size_t max_ids) {
+  if (max_ids == 0) return MakeError(ErrorCode::kInvalidArgument, "max_ids must be at least 1");
+  if (!page_token.empty() && page_token.size() != internal::kMacSize) {
+    return MakeError(ErrorCode::kInvalidArgument, "malformed page token");
+  }
+  // Fails for an unknown, destroyed or locked dataset before anything is read.
+  COFFER_RETURN_IF_ERROR(keys_->PrimaryKey(handle, KeyPurpose::kLookup, 0).status());
+  std::string start = internal::DatasetBegin(handle);
+  start.append(page_token);
+  std::string end = internal::DatasetEnd(handle);
+  rocksdb::Slice upper(end);
+  rocksdb::ReadOptions read_options;
+  read_options.iterate_upper_bound = &upper;
+  ScopedIterator it = db_->NewIterator(Cf::kRecords, read_options);
+  IdPage page;
+  std::string last_key;
+  for (it->Seek(start); it->Valid(); it->Next()) {
+    std::string_view key(it->key().data(), it->key().size());
+    if (!page_token.empty() && key == start) continue;
+    if (page.ids.size() == max_ids) {  // more remain: resume after the last one returned
+      page.next_page_token = std::string(internal::MacOf(last_key));
+      break;
+    }
+    std::string_view value(it->value().data(), it->value().size());
+    COFFER_ASSIGN_OR_RETURN(
+        internal::OpenedEntry opened,
+        internal::OpenEntry(keys_, Cf::kRecords, KeyPurpose::kRecords, key, value));
+    page.ids.push_back(std::move(opened.id));
+    last_key.assign(key);
+  }
+  COFFER_RETURN_IF_ERROR(FromRocks(it->status(), "iterate"));
+  return page;
+}
+
+}  // namespace coffer::storage
