@@ -1,5 +1,6 @@
 #include "storage/testing/fakes.h"
 
+#include "crypto/hkdf.h"
 #include "crypto/random.h"
 #include "crypto/status.h"
 
@@ -8,9 +9,23 @@ namespace coffer::storage::testing {
 constexpr KeyPurpose kPurposes[] = {KeyPurpose::kRecords, KeyPurpose::kAttachments,
                                     KeyPurpose::kLookup, KeyPurpose::kPseudonym};
 
-absl::Status FakeKeyProvider::AddVersion(Dataset* dataset, KeyPurpose purpose) {
+absl::Status FakeKeyProvider::AddVersion(uint64_t handle, Dataset* dataset,
+                                         KeyPurpose purpose) const {
   std::vector<Version>& versions = dataset->versions[purpose];
-  COFFER_ASSIGN_OR_RETURN(crypto::SecretBytes bytes, crypto::RandomSecret(32));
+  crypto::SecretBytes bytes;
+  if (seed_.has_value()) {
+    std::string seed;
+    for (int shift = 56; shift >= 0; shift -= 8) seed.push_back(static_cast<char>(*seed_ >> shift));
+    COFFER_ASSIGN_OR_RETURN(crypto::SecretBytes ikm,
+                            crypto::SecretBytes::CopyFrom(absl::MakeConstSpan(
+                                reinterpret_cast<const uint8_t*>(seed.data()), seed.size())));
+    std::string info = "coffer fake key " + std::to_string(handle) + "/" +
+                       std::to_string(static_cast<int>(purpose)) + "/" +
+                       std::to_string(versions.size() + 1);
+    COFFER_ASSIGN_OR_RETURN(bytes, crypto::HkdfSha256(ikm, "", info, 32));
+  } else {
+    COFFER_ASSIGN_OR_RETURN(bytes, crypto::RandomSecret(32));
+  }
   COFFER_ASSIGN_OR_RETURN(
       std::shared_ptr<const DataKey> key,
       DataKey::Create(purpose, static_cast<uint32_t>(versions.size() + 1), std::move(bytes)));
@@ -22,7 +37,9 @@ absl::Status FakeKeyProvider::CreateDataset(uint64_t handle) {
   std::lock_guard<std::mutex> lock(mu_);
   if (datasets_.count(handle) != 0) return MakeError(ErrorCode::kAlreadyExists, "dataset exists");
   Dataset dataset;
-  for (KeyPurpose purpose : kPurposes) COFFER_RETURN_IF_ERROR(AddVersion(&dataset, purpose));
+  for (KeyPurpose purpose : kPurposes) {
+    COFFER_RETURN_IF_ERROR(AddVersion(handle, &dataset, purpose));
+  }
   datasets_.emplace(handle, std::move(dataset));
   return absl::OkStatus();
 }
@@ -30,7 +47,7 @@ absl::Status FakeKeyProvider::CreateDataset(uint64_t handle) {
 absl::StatusOr<uint32_t> FakeKeyProvider::Rotate(uint64_t handle, KeyPurpose purpose) {
   std::lock_guard<std::mutex> lock(mu_);
   COFFER_ASSIGN_OR_RETURN(Dataset * dataset, Usable(handle));
-  COFFER_RETURN_IF_ERROR(AddVersion(dataset, purpose));
+  COFFER_RETURN_IF_ERROR(AddVersion(handle, dataset, purpose));
   return static_cast<uint32_t>(dataset->versions[purpose].size());
 }
 

@@ -16,6 +16,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <utility>
 #include <vector>
 
@@ -29,6 +30,12 @@ namespace coffer::storage::testing {
 
 class FakeKeyProvider final : public KeyProvider {
  public:
+  // Random keys (different in every process).
+  FakeKeyProvider() = default;
+  // Keys derived from `seed` (HKDF over the seed, handle, purpose and version), so another
+  // process with the same seed — a crash-test child, a restored backup — reads the same data.
+  explicit FakeKeyProvider(uint64_t seed) : seed_(seed) {}
+
   // Creates dataset `handle` with version 1 of every purpose as its primary.
   absl::Status CreateDataset(uint64_t handle);
   // Adds a new version of `purpose` and makes it primary; returns its number.
@@ -59,8 +66,9 @@ class FakeKeyProvider final : public KeyProvider {
     std::map<KeyPurpose, std::vector<Version>> versions;  // version n at index n - 1
   };
   absl::StatusOr<Dataset*> Usable(uint64_t handle);  // requires mu_
-  static absl::Status AddVersion(Dataset* dataset, KeyPurpose purpose);
+  absl::Status AddVersion(uint64_t handle, Dataset* dataset, KeyPurpose purpose) const;
 
+  std::optional<uint64_t> seed_;
   mutable std::mutex mu_;
   std::map<uint64_t, Dataset> datasets_;
   uint64_t version_lookups_ = 0;

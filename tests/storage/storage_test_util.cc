@@ -69,6 +69,39 @@ std::vector<std::string> FilesContaining(const std::string& dir, std::string_vie
   return hits;
 }
 
+size_t CountKeys(DataDb* db, internal::Cf cf) {
+  size_t count = 0;
+  ScopedIterator it = db->NewIterator(cf);
+  for (it->SeekToFirst(); it->Valid(); it->Next()) ++count;
+  EXPECT_TRUE(it->status().ok());
+  return count;
+}
+
+std::string PatternBytes(uint64_t seed, uint64_t offset, size_t length) {
+  std::string bytes(length, '\0');
+  for (size_t i = 0; i < length; ++i) {
+    uint64_t x = (offset + i) * 0x9E3779B97F4A7C15ULL + seed;
+    bytes[i] = static_cast<char>((x >> 29) ^ (x >> 47));
+  }
+  return bytes;
+}
+
+size_t PeakRssBytes() {
+  std::ifstream status("/proc/self/status");
+  std::string line;
+  while (std::getline(status, line)) {
+    if (line.rfind("VmHWM:", 0) == 0) return std::stoull(line.substr(6)) * 1024;
+  }
+  return 0;
+}
+
+bool ResetPeakRss() {
+  std::ofstream clear("/proc/self/clear_refs");
+  clear << "5";
+  clear.flush();
+  return clear.good();
+}
+
 void StorageTest::SetUp() {
   options_.max_value_bytes = 1 << 20;
   options_.memtable_budget_bytes = 16 << 20;

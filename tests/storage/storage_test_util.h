@@ -36,6 +36,17 @@ std::vector<std::string> FilesContaining(const std::string& dir, std::string_vie
 // Number of live SST and WAL files under `dir` (for "was anything written" checks).
 std::vector<std::string> ListFiles(const std::string& dir);
 
+// Number of keys in column family `cf` of `db`.
+size_t CountKeys(DataDb* db, internal::Cf cf);
+
+// Deterministic bytes for attachment contents: byte i of stream `seed`.
+std::string PatternBytes(uint64_t seed, uint64_t offset, size_t length);
+
+// Peak resident set size of this process in bytes (VmHWM), and a reset of it
+// (/proc/self/clear_refs); false when the kernel does not allow the reset.
+size_t PeakRssBytes();
+bool ResetPeakRss();
+
 // Dataset handles the fixtures create.
 inline constexpr uint64_t kDatasetA = 0x1001;
 inline constexpr uint64_t kDatasetB = 0x2002;

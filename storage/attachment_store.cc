@@ -1,0 +1,366 @@
+#include "storage/attachment_store.h"
+
+#include <algorithm>
+#include <utility>
+
+#include "crypto/random.h"
+#include "crypto/status.h"
+#include "rocksdb/write_batch.h"
+#include "storage/internal/bin_moves.h"
+#include "storage/internal/envelope.h"
+
+namespace coffer::storage {
+
+using internal::Cf;
+
+namespace {
+
+// Pointer body (docs/formats.md#data-db-attachments):
+//   size (u64) ‖ created (u64 µs) ‖ content type length (u16) ‖ content type ‖ stream header (80)
+std::string EncodePointerBody(uint64_t size, int64_t created_us, std::string_view content_type,
+                              std::string_view stream_header) {
+  std::string body;
+  internal::AppendU64(&body, size);
+  internal::AppendU64(&body, static_cast<uint64_t>(created_us));
+  internal::AppendU16(&body, static_cast<uint16_t>(content_type.size()));
+  body.append(content_type);
+  body.append(stream_header);
+  return body;
+}
+
+struct PointerBody {
+  uint64_t size = 0;
+  int64_t created_us = 0;
+  std::string content_type;
+  std::string stream_header;
+};
+
+absl::StatusOr<PointerBody> ParsePointerBody(std::string_view body) {
+  auto corrupt = [] {
+    return MakeError(ErrorCode::kCiphertextCorrupt, "malformed attachment pointer");
+  };
+  if (body.size() < 18) return corrupt();
+  PointerBody parsed;
+  parsed.size = internal::ReadU64(body);
+  parsed.created_us = static_cast<int64_t>(internal::ReadU64(body.substr(8)));
+  size_t type_size = (static_cast<uint8_t>(body[16]) << 8) | static_cast<uint8_t>(body[17]);
+  if (body.size() != 18 + type_size + crypto::kStreamHeaderSize) return corrupt();
+  parsed.content_type = std::string(body.substr(18, type_size));
+  parsed.stream_header = std::string(body.substr(18 + type_size));
+  return parsed;
+}
+
+uint64_t SegmentCount(uint64_t size, uint32_t segment_size) {
+  return size == 0 ? 1 : (size + segment_size - 1) / segment_size;
+}
+
+internal::UploadId ToUploadId(std::string_view bytes) {
+  internal::UploadId id{};
+  std::copy_n(bytes.begin(), id.size(), id.begin());
+  return id;
+}
+
+std::string_view AsView(const internal::UploadId& id) {
+  return {reinterpret_cast<const char*>(id.data()), id.size()};
+}
+
+struct OpenedPointer {
+  internal::UploadId upload{};
+  PointerBody body;
+  uint32_t key_version = 0;
+};
+
+absl::StatusOr<OpenedPointer> OpenPointer(KeyProvider* keys, std::string_view stored_key,
+                                          std::string_view value) {
+  COFFER_ASSIGN_OR_RETURN(internal::OpenedEntry opened,
+                          internal::OpenEntry(keys, Cf::kAttachmentPointers,
+                                              KeyPurpose::kAttachments, stored_key, value));
+  OpenedPointer pointer;
+  pointer.upload = ToUploadId(opened.upload_id);
+  pointer.key_version = opened.key_version;
+  COFFER_ASSIGN_OR_RETURN(pointer.body, ParsePointerBody(opened.body));
+  return pointer;
+}
+
+}  // namespace
+
+// --- AttachmentUpload ---
+
+AttachmentUpload::AttachmentUpload(AttachmentStore* store, uint64_t handle, std::string name,
+                                   std::string content_type, std::string stored_key,
+                                   internal::UploadId upload, std::shared_ptr<const DataKey> key,
+                                   crypto::StreamSegmentEncrypter encrypter)
+    : store_(store),
+      handle_(handle),
+      name_(std::move(name)),
+      content_type_(std::move(content_type)),
+      stored_key_(std::move(stored_key)),
+      upload_(upload),
+      key_(std::move(key)),
+      encrypter_(std::move(encrypter)) {}
+
+AttachmentUpload::~AttachmentUpload() {
+  if (state_ == State::kOpen || state_ == State::kFailed) {
+    // Best effort: whatever is left, CleanupOrphanedUploads removes after a restart.
+    Abort().IgnoreError();
+  }
+  std::fill(pending_.begin(), pending_.end(), '\0');
+}
+
+absl::Status AttachmentUpload::Fail(absl::Status status) {
+  state_ = State::kFailed;
+  return status;
+}
+
+absl::Status AttachmentUpload::Emit(bool last) {
+  ciphertext_.clear();
+  absl::Status encrypted = encrypter_.EncryptSegment(pending_, last, &ciphertext_);
+  if (!encrypted.ok()) return Fail(encrypted);
+  uint64_t index = encrypter_.next_segment_index() - 1;
+  DataDb* db = store_->db_;
+  absl::Status written = FromRocks(
+      db->rocks()->Put(db->write_options(), db->cf(Cf::kAttachmentSegments),
+                       internal::SegmentKey(handle_, upload_, static_cast<uint32_t>(index)),
+                       ciphertext_),
+      "write");
+  if (!written.ok()) return Fail(written);
+  std::fill(pending_.begin(), pending_.end(), '\0');
+  pending_.clear();
+  return absl::OkStatus();
+}
+
+absl::Status AttachmentUpload::Append(std::string_view chunk) {
+  if (state_ != State::kOpen) {
+    return MakeError(ErrorCode::kUploadClosed, "the upload was committed, aborted or failed");
+  }
+  size_t segment_size = encrypter_.segment_size();
+  while (!chunk.empty()) {
+    // A full buffered segment is emitted only once more data shows it is not the last.
+    if (pending_.size() == segment_size) COFFER_RETURN_IF_ERROR(Emit(/*last=*/false));
+    size_t take = std::min(segment_size - pending_.size(), chunk.size());
+    pending_.append(chunk.substr(0, take));
+    chunk.remove_prefix(take);
+    size_ += take;
+  }
+  return absl::OkStatus();
+}
+
+absl::Status AttachmentUpload::Commit() {
+  if (state_ != State::kOpen) {
+    return MakeError(ErrorCode::kUploadClosed, "the upload was committed, aborted or failed");
+  }
+  COFFER_RETURN_IF_ERROR(Emit(/*last=*/true));
+  int64_t now = ToUnixMicros(store_->clock_->Now());
+  std::string body = EncodePointerBody(size_, now, content_type_, encrypter_.header());
+  absl::StatusOr<std::string> entry = internal::SealEntryWith(
+      *key_, Cf::kAttachmentPointers, stored_key_, now, AsView(upload_), name_, body);
+  if (!entry.ok()) return Fail(entry.status());
+
+  DataDb* db = store_->db_;
+  rocksdb::WriteBatch batch;
+  {
+    std::lock_guard<std::mutex> lock(db->StripeFor(internal::MacOf(stored_key_)));
+    std::string previous;
+    bool found = false;
+    absl::Status status = db->Get(Cf::kAttachmentPointers, stored_key_, &previous, &found);
+    if (status.ok() && found) {
+      status = internal::DeleteSegmentsOf(db, stored_key_, previous, &batch);
+    }
+    if (status.ok()) {
+      status = FromRocks(batch.Put(db->cf(Cf::kAttachmentPointers), stored_key_, *entry), "batch");
+    }
+    if (status.ok()) {
+      status = FromRocks(batch.Delete(db->cf(Cf::kUploads), internal::UploadKey(handle_, upload_)),
+                         "batch");
+    }
+    if (status.ok()) status = db->Write(&batch);
+    if (!status.ok()) return Fail(status);
+  }
+  state_ = State::kCommitted;
+  store_->Forget(upload_);
+  return absl::OkStatus();
+}
+
+absl::Status AttachmentUpload::Abort() {
+  if (state_ == State::kCommitted || state_ == State::kAborted) {
+    return MakeError(ErrorCode::kUploadClosed, "the upload was committed or aborted");
+  }
+  DataDb* db = store_->db_;
+  rocksdb::WriteBatch batch;
+  COFFER_RETURN_IF_ERROR(FromRocks(
+      batch.DeleteRange(db->cf(Cf::kAttachmentSegments), internal::SegmentsBegin(handle_, upload_),
+                        internal::SegmentsEnd(handle_, upload_)),
+      "batch"));
+  COFFER_RETURN_IF_ERROR(FromRocks(
+      batch.Delete(db->cf(Cf::kUploads), internal::UploadKey(handle_, upload_)), "batch"));
+  COFFER_RETURN_IF_ERROR(db->Write(&batch));
+  state_ = State::kAborted;
+  store_->Forget(upload_);
+  return absl::OkStatus();
+}
+
+// --- AttachmentReader ---
+
+AttachmentReader::AttachmentReader(DataDb* db, std::unique_ptr<ScopedSnapshot> snapshot,
+                                   uint64_t handle, internal::UploadId upload, AttachmentInfo info,
+                                   uint64_t segment_count, crypto::StreamSegmentDecrypter decrypter)
+    : db_(db),
+      snapshot_(std::move(snapshot)),
+      handle_(handle),
+      upload_(upload),
+      info_(std::move(info)),
+      segment_count_(segment_count),
+      decrypter_(std::move(decrypter)) {}
+
+AttachmentReader::~AttachmentReader() { std::fill(plaintext_.begin(), plaintext_.end(), '\0'); }
+
+absl::Status AttachmentReader::Read(uint64_t offset, size_t length, std::string* out) {
+  out->clear();
+  if (offset > info_.size || length > info_.size - offset) {
+    return MakeError(ErrorCode::kRangeBeyondEnd, "the range ends beyond the attachment's " +
+                                                     std::to_string(info_.size) + " bytes");
+  }
+  if (length == 0) return absl::OkStatus();
+  out->reserve(length);
+  uint64_t segment_size = decrypter_.segment_size();
+  uint64_t end = offset + length;
+  for (uint64_t index = offset / segment_size; index * segment_size < end; ++index) {
+    bool found = false;
+    absl::Status status =
+        db_->Get(Cf::kAttachmentSegments,
+                 internal::SegmentKey(handle_, upload_, static_cast<uint32_t>(index)), &segment_,
+                 &found, snapshot_->get());
+    if (status.ok() && !found) {
+      status = MakeError(ErrorCode::kCiphertextCorrupt, "an attachment segment is missing");
+    }
+    if (status.ok()) {
+      plaintext_.clear();
+      status = decrypter_.DecryptSegment(index, segment_, index + 1 == segment_count_, &plaintext_);
+    }
+    if (!status.ok()) {
+      std::fill(out->begin(), out->end(), '\0');
+      out->clear();
+      return status;
+    }
+    uint64_t segment_begin = index * segment_size;
+    uint64_t from = std::max(offset, segment_begin) - segment_begin;
+    uint64_t to = std::min(end, segment_begin + plaintext_.size()) - segment_begin;
+    out->append(plaintext_, from, to - from);
+  }
+  return absl::OkStatus();
+}
+
+// --- AttachmentStore ---
+
+absl::StatusOr<std::unique_ptr<AttachmentUpload>> AttachmentStore::BeginUpload(
+    uint64_t handle, std::string_view name, std::string_view content_type) {
+  if (content_type.size() > kMaxContentTypeSize) {
+    return MakeError(ErrorCode::kInvalidArgument, "content types are limited to 255 bytes");
+  }
+  COFFER_ASSIGN_OR_RETURN(std::string stored_key, internal::StoredKeyFor(keys_, handle, name));
+  // Two encryptions: the stream and the pointer entry.
+  COFFER_ASSIGN_OR_RETURN(std::shared_ptr<const DataKey> key,
+                          keys_->PrimaryKey(handle, KeyPurpose::kAttachments, 2));
+  COFFER_ASSIGN_OR_RETURN(crypto::StreamSegmentEncrypter encrypter,
+                          crypto::StreamSegmentEncrypter::Create(key->key(), key->version(),
+                                                                 stored_key, segment_size_));
+  internal::UploadId upload{};
+  COFFER_RETURN_IF_ERROR(crypto::RandomNonce(absl::MakeSpan(upload.data(), upload.size())));
+  {
+    std::lock_guard<std::mutex> lock(active_mu_);
+    active_.insert(upload);  // before the marker exists, so a cleanup pass skips it
+  }
+  std::string marker;
+  internal::AppendU64(&marker, static_cast<uint64_t>(ToUnixMicros(clock_->Now())));
+  absl::Status written = FromRocks(db_->rocks()->Put(db_->write_options(), db_->cf(Cf::kUploads),
+                                                     internal::UploadKey(handle, upload), marker),
+                                   "write");
+  if (!written.ok()) {
+    Forget(upload);
+    return written;
+  }
+  return std::unique_ptr<AttachmentUpload>(
+      new AttachmentUpload(this, handle, std::string(name), std::string(content_type),
+                           std::move(stored_key), upload, std::move(key), std::move(encrypter)));
+}
+
+absl::StatusOr<std::unique_ptr<AttachmentReader>> AttachmentStore::Open(uint64_t handle,
+                                                                        std::string_view name) {
+  COFFER_ASSIGN_OR_RETURN(std::string stored_key, internal::StoredKeyFor(keys_, handle, name));
+  std::unique_ptr<ScopedSnapshot> snapshot = db_->NewSnapshot();
+  std::string value;
+  bool found = false;
+  COFFER_RETURN_IF_ERROR(
+      db_->Get(Cf::kAttachmentPointers, stored_key, &value, &found, snapshot->get()));
+  if (!found) return MakeError(ErrorCode::kAttachmentNotFound, "no live attachment of this name");
+  COFFER_ASSIGN_OR_RETURN(OpenedPointer pointer, OpenPointer(keys_, stored_key, value));
+  COFFER_ASSIGN_OR_RETURN(
+      std::shared_ptr<const DataKey> key,
+      keys_->KeyForVersion(handle, KeyPurpose::kAttachments, pointer.key_version));
+  COFFER_ASSIGN_OR_RETURN(crypto::StreamSegmentDecrypter decrypter,
+                          crypto::StreamSegmentDecrypter::Create(
+                              key->key(), key->version(), pointer.body.stream_header, stored_key));
+  AttachmentInfo info{pointer.body.size, pointer.body.content_type,
+                      FromUnixMicros(pointer.body.created_us), pointer.key_version};
+  uint64_t segments = SegmentCount(info.size, decrypter.segment_size());
+  if (segments - 1 > crypto::kMaxStreamSegmentIndex) {
+    return MakeError(ErrorCode::kCiphertextCorrupt, "impossible attachment size");
+  }
+  return std::unique_ptr<AttachmentReader>(new AttachmentReader(db_, std::move(snapshot), handle,
+                                                                pointer.upload, std::move(info),
+                                                                segments, std::move(decrypter)));
+}
+
+absl::StatusOr<AttachmentInfo> AttachmentStore::Metadata(uint64_t handle, std::string_view name) {
+  COFFER_ASSIGN_OR_RETURN(std::unique_ptr<AttachmentReader> reader, Open(handle, name));
+  return reader->info();
+}
+
+absl::Status AttachmentStore::Delete(uint64_t handle, std::string_view name) {
+  COFFER_ASSIGN_OR_RETURN(std::string stored_key, internal::StoredKeyFor(keys_, handle, name));
+  return internal::MoveToBin(db_, policies_, clock_, Cf::kAttachmentPointers, stored_key,
+                             ErrorCode::kAttachmentNotFound);
+}
+
+absl::Status AttachmentStore::Restore(uint64_t handle, std::string_view name) {
+  COFFER_ASSIGN_OR_RETURN(std::string stored_key, internal::StoredKeyFor(keys_, handle, name));
+  return internal::RestoreFromBin(db_, Cf::kAttachmentPointers, stored_key);
+}
+
+void AttachmentStore::Forget(const internal::UploadId& upload) {
+  std::lock_guard<std::mutex> lock(active_mu_);
+  active_.erase(upload);
+}
+
+absl::StatusOr<size_t> AttachmentStore::CleanupOrphanedUploads() {
+  std::set<internal::UploadId> active;
+  {
+    std::lock_guard<std::mutex> lock(active_mu_);
+    active = active_;
+  }
+  rocksdb::WriteBatch batch;
+  size_t removed = 0;
+  {
+    ScopedIterator it = db_->NewIterator(Cf::kUploads);
+    for (it->SeekToFirst(); it->Valid(); it->Next()) {
+      std::string_view key(it->key().data(), it->key().size());
+      if (key.size() != internal::kUploadKeySize) {
+        return MakeError(ErrorCode::kCiphertextCorrupt, "malformed pending-upload marker");
+      }
+      internal::UploadId upload = internal::UploadIdOf(key);
+      if (active.count(upload) != 0) continue;
+      uint64_t handle = internal::HandleOf(key);
+      COFFER_RETURN_IF_ERROR(FromRocks(batch.DeleteRange(db_->cf(Cf::kAttachmentSegments),
+                                                         internal::SegmentsBegin(handle, upload),
+                                                         internal::SegmentsEnd(handle, upload)),
+                                       "batch"));
+      COFFER_RETURN_IF_ERROR(FromRocks(batch.Delete(db_->cf(Cf::kUploads), key), "batch"));
+      ++removed;
+    }
+    COFFER_RETURN_IF_ERROR(FromRocks(it->status(), "iterate"));
+  }
+  if (removed > 0) COFFER_RETURN_IF_ERROR(db_->Write(&batch));
+  return removed;
+}
+
+}  // namespace coffer::storage

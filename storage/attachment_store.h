@@ -1,0 +1,164 @@
+// AttachmentStore: encrypted attachments of any size, streamed in and out with memory
+// O(segment) (docs/formats.md#data-db-attachments).
+//
+// An upload (BeginUpload, Append…, Commit) encrypts stream-v1 segments under a fresh random
+// upload id and writes each as its own value; nothing is visible until Commit flips the
+// attachment's pointer in one WriteBatch (pointer put, pending marker delete, previous version's
+// segments deleted). So a replace is atomic, and an abort or a crash before the flip leaves
+// nothing visible: the pending marker names the orphaned segments, and CleanupOrphanedUploads
+// deletes them. The pointer entry seals the name and the metadata (size, content type, created
+// time, stream header) under the attachments key, with the same associated data as records; the
+// stream's context is the stored name key, so segments moved to another attachment or dataset
+// fail. Readers pin a snapshot, so a concurrent replace or delete cannot pull segments from
+// under them.
+//
+// Thread safety: the store's methods may be called concurrently. An AttachmentUpload or
+// AttachmentReader belongs to one thread at a time. Ownership: the store borrows the DataDb,
+// key provider, policy source and clock; uploads and readers borrow the store and must be
+// destroyed before it. An upload destroyed without Commit or Abort aborts.
+//
+// Failures (stable codes): INVALID_ARGUMENT (empty name, content type > 255 bytes);
+// ID_TOO_LONG; ATTACHMENT_NOT_FOUND; UPLOAD_CLOSED (append or commit after commit, abort or a
+// failure); RANGE_BEYOND_END; NOT_IN_RECYCLE_BIN; ALREADY_EXISTS; COMPLIANCE_LOCKED; the key
+// provider's codes; CIPHERTEXT_CORRUPT / KEY_COMMITMENT_MISMATCH for damaged or moved data;
+// DATA_DB_ERROR. A failed upload writes nothing visible.
+
+#ifndef COFFER_STORAGE_ATTACHMENT_STORE_H_
+#define COFFER_STORAGE_ATTACHMENT_STORE_H_
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <set>
+#include <string>
+#include <string_view>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "crypto/streaming_aead.h"
+#include "storage/clock.h"
+#include "storage/data_db.h"
+#include "storage/dataset_policy.h"
+#include "storage/internal/layout.h"
+#include "storage/key_provider.h"
+
+namespace coffer::storage {
+
+inline constexpr size_t kMaxContentTypeSize = 255;
+
+struct AttachmentInfo {
+  uint64_t size = 0;
+  std::string content_type;
+  std::chrono::system_clock::time_point created;
+  uint32_t key_version = 0;
+};
+
+class AttachmentStore;
+
+class AttachmentUpload {
+ public:
+  AttachmentUpload(const AttachmentUpload&) = delete;
+  AttachmentUpload& operator=(const AttachmentUpload&) = delete;
+  ~AttachmentUpload();  // aborts an upload neither committed nor aborted
+
+  // Encrypts and writes `chunk` (any size), holding back at most one segment of plaintext.
+  absl::Status Append(std::string_view chunk);
+  // Writes the last segment and makes the upload the attachment's content, atomically.
+  absl::Status Commit();
+  // Deletes what was written. UPLOAD_CLOSED after Commit.
+  absl::Status Abort();
+  uint64_t bytes_appended() const { return size_; }
+
+ private:
+  friend class AttachmentStore;
+  AttachmentUpload(AttachmentStore* store, uint64_t handle, std::string name,
+                   std::string content_type, std::string stored_key, internal::UploadId upload,
+                   std::shared_ptr<const DataKey> key, crypto::StreamSegmentEncrypter encrypter);
+  absl::Status Emit(bool last);
+  absl::Status Fail(absl::Status status);
+
+  enum class State { kOpen, kCommitted, kAborted, kFailed };
+  AttachmentStore* store_;
+  uint64_t handle_;
+  std::string name_;
+  std::string content_type_;
+  std::string stored_key_;
+  internal::UploadId upload_;
+  std::shared_ptr<const DataKey> key_;
+  crypto::StreamSegmentEncrypter encrypter_;
+  std::string pending_;     // plaintext not yet encrypted, at most one segment
+  std::string ciphertext_;  // reused per segment
+  uint64_t size_ = 0;
+  State state_ = State::kOpen;
+};
+
+class AttachmentReader {
+ public:
+  AttachmentReader(const AttachmentReader&) = delete;
+  AttachmentReader& operator=(const AttachmentReader&) = delete;
+  ~AttachmentReader();
+
+  const AttachmentInfo& info() const { return info_; }
+  // Replaces *out with the `length` plaintext bytes at `offset`; RANGE_BEYOND_END when
+  // offset + length > size. Authenticates every segment it touches; on failure *out is empty.
+  absl::Status Read(uint64_t offset, size_t length, std::string* out);
+
+ private:
+  friend class AttachmentStore;
+  AttachmentReader(DataDb* db, std::unique_ptr<ScopedSnapshot> snapshot, uint64_t handle,
+                   internal::UploadId upload, AttachmentInfo info, uint64_t segment_count,
+                   crypto::StreamSegmentDecrypter decrypter);
+  DataDb* db_;
+  std::unique_ptr<ScopedSnapshot> snapshot_;
+  uint64_t handle_;
+  internal::UploadId upload_;
+  AttachmentInfo info_;
+  uint64_t segment_count_;
+  crypto::StreamSegmentDecrypter decrypter_;
+  std::string segment_;    // reused per segment: ciphertext
+  std::string plaintext_;  // reused per segment
+};
+
+class AttachmentStore {
+ public:
+  AttachmentStore(DataDb* db, KeyProvider* keys, DatasetPolicySource* policies, const Clock* clock,
+                  uint32_t segment_size = crypto::kDefaultStreamSegmentSize)
+      : db_(db), keys_(keys), policies_(policies), clock_(clock), segment_size_(segment_size) {}
+  AttachmentStore(const AttachmentStore&) = delete;
+  AttachmentStore& operator=(const AttachmentStore&) = delete;
+
+  // Starts uploading attachment `name` of dataset `handle` (created or replaced at Commit).
+  absl::StatusOr<std::unique_ptr<AttachmentUpload>> BeginUpload(uint64_t handle,
+                                                                std::string_view name,
+                                                                std::string_view content_type);
+  // Opens the current version of attachment `name` for ranged reads.
+  absl::StatusOr<std::unique_ptr<AttachmentReader>> Open(uint64_t handle, std::string_view name);
+  absl::StatusOr<AttachmentInfo> Metadata(uint64_t handle, std::string_view name);
+  // Moves attachment `name` (pointer and segments) to the recycle bin, and back.
+  absl::Status Delete(uint64_t handle, std::string_view name);
+  absl::Status Restore(uint64_t handle, std::string_view name);
+
+  // Deletes the segments and marker of every pending upload that no AttachmentUpload of this
+  // store is writing (left by a crash or a failed abort). Returns how many it removed. Run at
+  // start-up, before uploads begin, or any time: uploads in progress here are skipped.
+  absl::StatusOr<size_t> CleanupOrphanedUploads();
+
+ private:
+  friend class AttachmentUpload;
+  void Forget(const internal::UploadId& upload);
+
+  DataDb* db_;
+  KeyProvider* keys_;
+  DatasetPolicySource* policies_;
+  const Clock* clock_;
+  uint32_t segment_size_;
+  std::mutex active_mu_;
+  std::set<internal::UploadId> active_;  // guarded by active_mu_
+};
+
+}  // namespace coffer::storage
+
+#endif  // COFFER_STORAGE_ATTACHMENT_STORE_H_
