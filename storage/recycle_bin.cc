@@ -1,0 +1,229 @@
+#include "storage/recycle_bin.h"
+
+#include <mutex>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "crypto/status.h"
+#include "rocksdb/write_batch.h"
+#include "storage/internal/bin_moves.h"
+#include "storage/internal/envelope.h"
+
+namespace coffer::storage {
+
+using internal::Cf;
+
+namespace {
+
+// Items are examined in batches so no iterator stays open while we write and purge (an open
+// view would make our own PurgePhysically wait for itself).
+constexpr size_t kSweepBatch = 1024;
+
+struct Candidate {
+  std::string key;
+  std::string value;
+};
+
+bool Elapsed(int64_t since_us, std::chrono::seconds period,
+             std::chrono::system_clock::time_point now) {
+  return FromUnixMicros(since_us) + period <= now;
+}
+
+}  // namespace
+
+absl::StatusOr<bool> RecycleBin::PurgeIfUnchanged(Cf cf, std::string_view key,
+                                                  std::string_view expected,
+                                                  const DatasetPolicy& policy, Due due,
+                                                  PurgeReport* report) {
+  // Which item this is, and when it was written and deleted.
+  Cf kind = cf;
+  std::string stored_key(key);
+  std::string_view entry_bytes = expected;
+  int64_t deleted_at_us = 0;
+  if (cf == Cf::kRecycleBin) {
+    COFFER_ASSIGN_OR_RETURN(internal::BinKeyParts parts, internal::ParseBinKey(key));
+    kind = parts.cf;
+    stored_key = std::move(parts.stored_key);
+    COFFER_ASSIGN_OR_RETURN(internal::BinValue bin, internal::ParseBinValue(expected));
+    entry_bytes = bin.entry;
+    deleted_at_us = bin.deleted_at_us;
+  }
+  COFFER_ASSIGN_OR_RETURN(internal::Entry entry, internal::ParseEntry(kind, entry_bytes));
+  auto now = clock_->Now();
+  bool is_due = false;
+  switch (due) {
+    case Due::kBinExpired:
+      is_due = Elapsed(deleted_at_us, policy.recycle_bin_period, now);
+      break;
+    case Due::kMaxAge:
+      is_due = policy.max_age.has_value() && Elapsed(entry.written_at_us, *policy.max_age, now);
+      break;
+    case Due::kNow:
+      is_due = true;
+      break;
+  }
+  if (!is_due) return false;
+  if (!internal::CheckComplianceLock(policy, entry.written_at_us, now).ok()) {
+    ++report->compliance_locked;
+    return false;
+  }
+
+  std::lock_guard<std::mutex> lock(db_->StripeFor(internal::MacOf(stored_key)));
+  std::string current;
+  bool found = false;
+  COFFER_RETURN_IF_ERROR(db_->Get(cf, key, &current, &found));
+  if (!found || current != expected) return false;  // rewritten, restored or gone meanwhile
+  rocksdb::WriteBatch batch;
+  if (kind == Cf::kAttachmentPointers) {
+    COFFER_RETURN_IF_ERROR(internal::DeleteSegmentsOf(db_, stored_key, entry_bytes, &batch));
+  }
+  COFFER_RETURN_IF_ERROR(FromRocks(batch.Delete(db_->cf(cf), key), "batch"));
+  COFFER_RETURN_IF_ERROR(db_->Write(&batch));
+  ++(kind == Cf::kRecords ? report->records : report->attachments);
+  return true;
+}
+
+absl::Status RecycleBin::Sweep(uint64_t handle, const DatasetPolicy& policy, Cf cf, Due due,
+                               PurgeReport* report) {
+  std::string resume = internal::DatasetBegin(handle);
+  const std::string end = internal::DatasetEnd(handle);
+  bool skip_resume_key = false;
+  while (true) {
+    std::vector<Candidate> batch;
+    bool more = false;
+    {
+      rocksdb::Slice upper(end);
+      rocksdb::ReadOptions read_options;
+      read_options.iterate_upper_bound = &upper;
+      ScopedIterator it = db_->NewIterator(cf, read_options);
+      for (it->Seek(resume); it->Valid(); it->Next()) {
+        if (skip_resume_key && it->key().ToStringView() == resume) continue;
+        if (batch.size() == kSweepBatch) {
+          more = true;
+          break;
+        }
+        batch.push_back(Candidate{it->key().ToString(), it->value().ToString()});
+      }
+      COFFER_RETURN_IF_ERROR(FromRocks(it->status(), "iterate"));
+    }
+    for (const Candidate& candidate : batch) {
+      COFFER_RETURN_IF_ERROR(
+          PurgeIfUnchanged(cf, candidate.key, candidate.value, policy, due, report).status());
+    }
+    if (!more) return absl::OkStatus();
+    resume = batch.back().key;
+    skip_resume_key = true;
+  }
+}
+
+absl::StatusOr<PurgeReport> RecycleBin::PurgeExpired() {
+  PurgeReport report;
+  std::string next;  // the first key of the next dataset to look at
+  while (true) {
+    uint64_t handle = 0;
+    {
+      ScopedIterator it = db_->NewIterator(Cf::kRecycleBin);
+      it->Seek(next);
+      COFFER_RETURN_IF_ERROR(FromRocks(it->status(), "iterate"));
+      if (!it->Valid()) break;
+      handle = internal::HandleOf(it->key().ToStringView());
+    }
+    absl::StatusOr<DatasetPolicy> policy = policies_->PolicyFor(handle);
+    if (!policy.ok()) {
+      ++report.datasets_without_policy;
+    } else if (policy->legal_hold) {
+      ++report.datasets_on_hold;
+    } else {
+      size_t before = report.records + report.attachments;
+      COFFER_RETURN_IF_ERROR(Sweep(handle, *policy, Cf::kRecycleBin, Due::kBinExpired, &report));
+      if (report.records + report.attachments > before) {
+        COFFER_RETURN_IF_ERROR(db_->PurgePhysically(handle));
+      }
+    }
+    if (handle == UINT64_MAX) break;
+    next = internal::DatasetEnd(handle);
+  }
+  return report;
+}
+
+absl::StatusOr<PurgeReport> RecycleBin::EnforceMaxAge(uint64_t handle) {
+  PurgeReport report;
+  COFFER_ASSIGN_OR_RETURN(DatasetPolicy policy, policies_->PolicyFor(handle));
+  if (!policy.max_age.has_value()) return report;
+  if (policy.legal_hold) {
+    report.datasets_on_hold = 1;
+    return report;
+  }
+  for (Cf cf : {Cf::kRecords, Cf::kAttachmentPointers, Cf::kRecycleBin}) {
+    COFFER_RETURN_IF_ERROR(Sweep(handle, policy, cf, Due::kMaxAge, &report));
+  }
+  if (report.records + report.attachments > 0) {
+    COFFER_RETURN_IF_ERROR(db_->PurgePhysically(handle));
+  }
+  return report;
+}
+
+absl::StatusOr<PurgeReport> RecycleBin::EmptyBin(uint64_t handle) {
+  PurgeReport report;
+  COFFER_ASSIGN_OR_RETURN(DatasetPolicy policy, policies_->PolicyFor(handle));
+  if (policy.legal_hold) {
+    return MakeError(ErrorCode::kLegalHold, "a legal hold on the dataset blocks purges");
+  }
+  COFFER_RETURN_IF_ERROR(Sweep(handle, policy, Cf::kRecycleBin, Due::kNow, &report));
+  if (report.records + report.attachments > 0) {
+    COFFER_RETURN_IF_ERROR(db_->PurgePhysically(handle));
+  }
+  return report;
+}
+
+absl::Status RecycleBin::PurgeItem(Cf cf, uint64_t handle, std::string_view name,
+                                   ErrorCode not_found) {
+  COFFER_ASSIGN_OR_RETURN(DatasetPolicy policy, policies_->PolicyFor(handle));
+  if (policy.legal_hold) {
+    return MakeError(ErrorCode::kLegalHold, "a legal hold on the dataset blocks purges");
+  }
+  COFFER_ASSIGN_OR_RETURN(std::string stored_key, internal::StoredKeyFor(keys_, handle, name));
+  std::string bin_key = internal::BinKey(cf, stored_key);
+  {
+    std::lock_guard<std::mutex> lock(db_->StripeFor(internal::MacOf(stored_key)));
+    std::string live;
+    std::string binned;
+    bool live_found = false;
+    bool bin_found = false;
+    COFFER_RETURN_IF_ERROR(db_->Get(cf, stored_key, &live, &live_found));
+    COFFER_RETURN_IF_ERROR(db_->Get(Cf::kRecycleBin, bin_key, &binned, &bin_found));
+    if (!live_found && !bin_found) return MakeError(not_found, "nothing live or in the bin");
+    auto now = clock_->Now();
+    rocksdb::WriteBatch batch;
+    if (live_found) {
+      COFFER_ASSIGN_OR_RETURN(internal::Entry entry, internal::ParseEntry(cf, live));
+      COFFER_RETURN_IF_ERROR(internal::CheckComplianceLock(policy, entry.written_at_us, now));
+      if (cf == Cf::kAttachmentPointers) {
+        COFFER_RETURN_IF_ERROR(internal::DeleteSegmentsOf(db_, stored_key, live, &batch));
+      }
+      COFFER_RETURN_IF_ERROR(FromRocks(batch.Delete(db_->cf(cf), stored_key), "batch"));
+    }
+    if (bin_found) {
+      COFFER_ASSIGN_OR_RETURN(internal::BinValue bin, internal::ParseBinValue(binned));
+      COFFER_ASSIGN_OR_RETURN(internal::Entry entry, internal::ParseEntry(cf, bin.entry));
+      COFFER_RETURN_IF_ERROR(internal::CheckComplianceLock(policy, entry.written_at_us, now));
+      if (cf == Cf::kAttachmentPointers) {
+        COFFER_RETURN_IF_ERROR(internal::DeleteSegmentsOf(db_, stored_key, bin.entry, &batch));
+      }
+      COFFER_RETURN_IF_ERROR(FromRocks(batch.Delete(db_->cf(Cf::kRecycleBin), bin_key), "batch"));
+    }
+    COFFER_RETURN_IF_ERROR(db_->Write(&batch));
+  }
+  return db_->PurgePhysically(handle);
+}
+
+absl::Status RecycleBin::PurgeRecord(uint64_t handle, std::string_view id) {
+  return PurgeItem(Cf::kRecords, handle, id, ErrorCode::kRecordNotFound);
+}
+
+absl::Status RecycleBin::PurgeAttachment(uint64_t handle, std::string_view name) {
+  return PurgeItem(Cf::kAttachmentPointers, handle, name, ErrorCode::kAttachmentNotFound);
+}
+
+}  // namespace coffer::storage

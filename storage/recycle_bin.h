@@ -1,0 +1,93 @@
+// RecycleBin: expiry, retention and purges of the data DB, on an injected clock
+// (docs/formats.md#data-db-recycle-bin).
+//
+// Deletes (RecordStore::Delete, AttachmentStore::Delete) move items into the bin; this class
+// takes them out for good:
+//  - PurgeExpired: every bin entry older than its dataset's bin period (30 days by default).
+//  - EnforceMaxAge: every live or binned item of a dataset older than its maximum age.
+//  - PurgeRecord / PurgeAttachment / EmptyBin: an admin's purge, at once.
+// Rules, checked under the item's lock stripe just before it is deleted: a legal hold blocks
+// every purge of the dataset (LEGAL_HOLD for an explicit purge; the sweeps skip the dataset);
+// the compliance lock (minimum retention since the item's last write) blocks deleting it
+// (COMPLIANCE_LOCKED for an explicit purge; the sweeps leave it for a later pass).
+//
+// Physical: a purge is "done" only when DataDb::PurgePhysically has run for the dataset — the
+// deletes, a flush of every column family, the wait for views that can see the data, a forced
+// bottommost compaction of the dataset's range. Every method here returns only after that.
+//
+// Thread safety: all methods may run concurrently with each other and with client writes.
+// Ownership: borrows its arguments, which must outlive it. Failures: the codes above,
+// NOT_IN_RECYCLE_BIN / RECORD_NOT_FOUND / ATTACHMENT_NOT_FOUND for an explicit purge of nothing,
+// the policy source's codes, DATA_DB_ERROR. A sweep that fails part-way has purged some items
+// and can simply be run again.
+
+#ifndef COFFER_STORAGE_RECYCLE_BIN_H_
+#define COFFER_STORAGE_RECYCLE_BIN_H_
+
+#include <cstddef>
+#include <cstdint>
+#include <string_view>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "crypto/status.h"
+#include "storage/clock.h"
+#include "storage/data_db.h"
+#include "storage/dataset_policy.h"
+#include "storage/internal/layout.h"
+#include "storage/key_provider.h"
+
+namespace coffer::storage {
+
+struct PurgeReport {
+  size_t records = 0;                  // record entries purged (live or binned)
+  size_t attachments = 0;              // attachments purged (pointer and segments)
+  size_t compliance_locked = 0;        // due, but kept by the compliance lock
+  size_t datasets_on_hold = 0;         // datasets skipped for a legal hold
+  size_t datasets_without_policy = 0;  // the policy source refused (unknown, destroyed)
+};
+
+class RecycleBin {
+ public:
+  RecycleBin(DataDb* db, KeyProvider* keys, DatasetPolicySource* policies, const Clock* clock)
+      : db_(db), keys_(keys), policies_(policies), clock_(clock) {}
+  RecycleBin(const RecycleBin&) = delete;
+  RecycleBin& operator=(const RecycleBin&) = delete;
+
+  // Purges every bin entry, of every dataset, whose bin period has passed.
+  absl::StatusOr<PurgeReport> PurgeExpired();
+
+  // Purges live and binned items of dataset `handle` older than its maximum age (a no-op
+  // without one).
+  absl::StatusOr<PurgeReport> EnforceMaxAge(uint64_t handle);
+
+  // Purges record `id` / attachment `name` of dataset `handle` now, live or in the bin.
+  absl::Status PurgeRecord(uint64_t handle, std::string_view id);
+  absl::Status PurgeAttachment(uint64_t handle, std::string_view name);
+
+  // Purges everything in dataset `handle`'s bin now (items under the compliance lock stay and
+  // are counted).
+  absl::StatusOr<PurgeReport> EmptyBin(uint64_t handle);
+
+ private:
+  enum class Due { kBinExpired, kMaxAge, kNow };
+  // Scans `cf` (live or bin) of `handle` and purges the entries `due` selects.
+  absl::Status Sweep(uint64_t handle, const DatasetPolicy& policy, internal::Cf cf, Due due,
+                     PurgeReport* report);
+  // Deletes the item (live entry and/or bin entry, with segments) if it is still `expected`
+  // under its stripe and still due. Returns whether it purged.
+  absl::StatusOr<bool> PurgeIfUnchanged(internal::Cf cf, std::string_view key,
+                                        std::string_view expected, const DatasetPolicy& policy,
+                                        Due due, PurgeReport* report);
+  absl::Status PurgeItem(internal::Cf cf, uint64_t handle, std::string_view name,
+                         ErrorCode not_found);
+
+  DataDb* db_;
+  KeyProvider* keys_;
+  DatasetPolicySource* policies_;
+  const Clock* clock_;
+};
+
+}  // namespace coffer::storage
+
+#endif  // COFFER_STORAGE_RECYCLE_BIN_H_

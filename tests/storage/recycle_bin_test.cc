@@ -1,0 +1,205 @@
+#include "storage/recycle_bin.h"
+
+#include <atomic>
+#include <optional>
+#include <thread>
+
+#include "crypto/status.h"
+#include "gtest/gtest.h"
+#include "storage/attachment_store.h"
+#include "storage/internal/envelope.h"
+#include "storage/record_store.h"
+#include "tests/storage/storage_test_util.h"
+
+namespace coffer::storage {
+namespace {
+
+using internal::Cf;
+using std::chrono::hours;
+using testing::kDatasetA;
+using testing::kDatasetB;
+
+constexpr auto kDay = hours(24);
+
+class RecycleBinTest : public testing::StorageTest {
+ protected:
+  void SetUp() override {
+    StorageTest::SetUp();
+    records_ = std::make_unique<RecordStore>(db_.get(), &keys_, &policies_, &clock_);
+    attachments_ = std::make_unique<AttachmentStore>(db_.get(), &keys_, &policies_, &clock_, 1024);
+    bin_ = std::make_unique<RecycleBin>(db_.get(), &keys_, &policies_, &clock_);
+  }
+  void TearDown() override {
+    bin_.reset();
+    attachments_.reset();
+    records_.reset();
+    StorageTest::TearDown();
+  }
+  void SetPolicy(uint64_t handle, const std::function<void(DatasetPolicy*)>& change) {
+    DatasetPolicy policy = policies_.PolicyFor(handle).value();
+    change(&policy);
+    policies_.Set(handle, policy);
+  }
+  absl::Status PutAttachment(uint64_t handle, std::string_view name, size_t size) {
+    COFFER_ASSIGN_OR_RETURN(auto upload, attachments_->BeginUpload(handle, name, ""));
+    COFFER_RETURN_IF_ERROR(upload->Append(testing::PatternBytes(3, 0, size)));
+    return upload->Commit();
+  }
+  std::unique_ptr<RecordStore> records_;
+  std::unique_ptr<AttachmentStore> attachments_;
+  std::unique_ptr<RecycleBin> bin_;
+};
+
+TEST_F(RecycleBinTest, BinEntriesExpireAfterTheDatasetsBinPeriod) {
+  SetPolicy(kDatasetB, [](DatasetPolicy* p) { p->recycle_bin_period = kDay; });
+  ASSERT_TRUE(records_->Put(kDatasetA, "a", "v").ok());
+  ASSERT_TRUE(records_->Put(kDatasetA, "kept", "v").ok());
+  ASSERT_TRUE(records_->Put(kDatasetB, "b", "v").ok());
+  ASSERT_TRUE(PutAttachment(kDatasetA, "doc", 3000).ok());
+  ASSERT_TRUE(records_->Delete(kDatasetA, "a").ok());
+  ASSERT_TRUE(records_->Delete(kDatasetB, "b").ok());
+  ASSERT_TRUE(attachments_->Delete(kDatasetA, "doc").ok());
+
+  clock_.Advance(kDay);  // B's one day has passed, A's 30 days have not
+  auto report = bin_->PurgeExpired();
+  ASSERT_TRUE(report.ok()) << report.status();
+  EXPECT_EQ(report->records, 1u);
+  EXPECT_EQ(ErrorCodeOf(records_->Restore(kDatasetB, "b")), ErrorCode::kNotInRecycleBin);
+
+  clock_.Advance(hours(24 * 29) - std::chrono::seconds(1));
+  EXPECT_EQ(bin_->PurgeExpired()->records, 0u);
+  clock_.Advance(std::chrono::seconds(1));
+  report = bin_->PurgeExpired();
+  EXPECT_EQ(report->records, 1u);
+  EXPECT_EQ(report->attachments, 1u);
+  EXPECT_EQ(ErrorCodeOf(records_->Restore(kDatasetA, "a")), ErrorCode::kNotInRecycleBin);
+  EXPECT_EQ(ErrorCodeOf(attachments_->Restore(kDatasetA, "doc")), ErrorCode::kNotInRecycleBin);
+  EXPECT_EQ(testing::CountKeys(db_.get(), Cf::kAttachmentSegments), 0u);
+  EXPECT_EQ(testing::CountKeys(db_.get(), Cf::kRecycleBin), 0u);
+  EXPECT_EQ(records_->Get(kDatasetA, "kept").value(), "v");
+}
+
+TEST_F(RecycleBinTest, LegalHoldBlocksEveryPurge) {
+  ASSERT_TRUE(records_->Put(kDatasetA, "a", "v").ok());
+  ASSERT_TRUE(records_->Put(kDatasetA, "live", "v").ok());
+  ASSERT_TRUE(records_->Delete(kDatasetA, "a").ok());
+  SetPolicy(kDatasetA, [](DatasetPolicy* p) {
+    p->legal_hold = true;
+    p->max_age = kDay;
+  });
+  clock_.Advance(kDay * 31);
+  auto report = bin_->PurgeExpired();
+  ASSERT_TRUE(report.ok());
+  EXPECT_EQ(report->records, 0u);
+  EXPECT_EQ(report->datasets_on_hold, 1u);
+  EXPECT_EQ(bin_->EnforceMaxAge(kDatasetA)->records, 0u);
+  EXPECT_EQ(ErrorCodeOf(bin_->EmptyBin(kDatasetA).status()), ErrorCode::kLegalHold);
+  EXPECT_EQ(ErrorCodeOf(bin_->PurgeRecord(kDatasetA, "live")), ErrorCode::kLegalHold);
+  EXPECT_EQ(records_->Get(kDatasetA, "live").value(), "v");
+  ASSERT_TRUE(records_->Restore(kDatasetA, "a").ok());  // still there
+  ASSERT_TRUE(records_->Delete(kDatasetA, "a").ok());
+
+  SetPolicy(kDatasetA, [](DatasetPolicy* p) { p->legal_hold = false; });
+  EXPECT_EQ(bin_->PurgeExpired()->records, 0u);  // "a" was deleted again just now
+  // Both were written 31 days ago, beyond the one-day maximum age, binned or not.
+  EXPECT_EQ(bin_->EnforceMaxAge(kDatasetA)->records, 2u);
+  EXPECT_EQ(ErrorCodeOf(records_->Restore(kDatasetA, "a")), ErrorCode::kNotInRecycleBin);
+  EXPECT_EQ(ErrorCodeOf(records_->Get(kDatasetA, "live").status()), ErrorCode::kRecordNotFound);
+}
+
+TEST_F(RecycleBinTest, MaxAgePurgesOnlyOldItemsLiveOrBinned) {
+  SetPolicy(kDatasetA, [](DatasetPolicy* p) { p->max_age = kDay * 10; });
+  ASSERT_TRUE(records_->Put(kDatasetA, "old", "v").ok());
+  ASSERT_TRUE(records_->Put(kDatasetA, "old-binned", "v").ok());
+  ASSERT_TRUE(records_->Delete(kDatasetA, "old-binned").ok());
+  ASSERT_TRUE(PutAttachment(kDatasetA, "old-doc", 5000).ok());
+  clock_.Advance(kDay * 5);
+  ASSERT_TRUE(records_->Put(kDatasetA, "young", "v").ok());
+  ASSERT_TRUE(records_->Put(kDatasetB, "other", "v").ok());  // B has no max age
+  clock_.Advance(kDay * 5);
+  auto report = bin_->EnforceMaxAge(kDatasetA);
+  ASSERT_TRUE(report.ok()) << report.status();
+  EXPECT_EQ(report->records, 2u);
+  EXPECT_EQ(report->attachments, 1u);
+  EXPECT_EQ(ErrorCodeOf(records_->Get(kDatasetA, "old").status()), ErrorCode::kRecordNotFound);
+  EXPECT_EQ(ErrorCodeOf(records_->Restore(kDatasetA, "old-binned")), ErrorCode::kNotInRecycleBin);
+  EXPECT_EQ(records_->Get(kDatasetA, "young").value(), "v");
+  EXPECT_EQ(testing::CountKeys(db_.get(), Cf::kAttachmentSegments), 0u);
+  EXPECT_EQ(bin_->EnforceMaxAge(kDatasetB)->records, 0u);
+  EXPECT_EQ(records_->Get(kDatasetB, "other").value(), "v");
+}
+
+TEST_F(RecycleBinTest, ComplianceLockKeepsItemsFromEveryKindOfPurge) {
+  SetPolicy(kDatasetA, [](DatasetPolicy* p) {
+    p->min_retention = kDay * 60;
+    p->max_age = kDay * 20;
+  });
+  ASSERT_TRUE(records_->Put(kDatasetA, "r", "v").ok());
+  clock_.Advance(kDay * 30);
+  EXPECT_EQ(ErrorCodeOf(records_->Delete(kDatasetA, "r")), ErrorCode::kComplianceLocked);
+  EXPECT_EQ(ErrorCodeOf(bin_->PurgeRecord(kDatasetA, "r")), ErrorCode::kComplianceLocked);
+  auto report = bin_->EnforceMaxAge(kDatasetA);
+  EXPECT_EQ(report->records, 0u);
+  EXPECT_EQ(report->compliance_locked, 1u);
+  EXPECT_EQ(records_->Get(kDatasetA, "r").value(), "v");
+  clock_.Advance(kDay * 30);  // 60 days since the write
+  EXPECT_EQ(bin_->EnforceMaxAge(kDatasetA)->records, 1u);
+}
+
+TEST_F(RecycleBinTest, AdminPurgeAndEmptyBin) {
+  ASSERT_TRUE(records_->Put(kDatasetA, "live", "v").ok());
+  ASSERT_TRUE(records_->Put(kDatasetA, "binned", "v").ok());
+  ASSERT_TRUE(records_->Put(kDatasetA, "other", "v").ok());
+  ASSERT_TRUE(records_->Delete(kDatasetA, "binned").ok());
+  ASSERT_TRUE(bin_->PurgeRecord(kDatasetA, "live").ok());
+  EXPECT_EQ(ErrorCodeOf(records_->Get(kDatasetA, "live").status()), ErrorCode::kRecordNotFound);
+  EXPECT_EQ(ErrorCodeOf(bin_->PurgeRecord(kDatasetA, "live")), ErrorCode::kRecordNotFound);
+  ASSERT_TRUE(PutAttachment(kDatasetA, "doc", 2500).ok());
+  ASSERT_TRUE(bin_->PurgeAttachment(kDatasetA, "doc").ok());
+  EXPECT_EQ(testing::CountKeys(db_.get(), Cf::kAttachmentSegments), 0u);
+  auto report = bin_->EmptyBin(kDatasetA);
+  ASSERT_TRUE(report.ok());
+  EXPECT_EQ(report->records, 1u);
+  EXPECT_EQ(ErrorCodeOf(records_->Restore(kDatasetA, "binned")), ErrorCode::kNotInRecycleBin);
+  EXPECT_EQ(records_->Get(kDatasetA, "other").value(), "v");
+}
+
+// The purge must wait for an iterator that can see the data, and only then compact: after it
+// returns, the ciphertext is in no live SST or WAL.
+TEST_F(RecycleBinTest, PhysicalPurgeWaitsForOpenIteratorsAndLeavesNoCiphertext) {
+  for (int i = 0; i < 100; ++i) {
+    ASSERT_TRUE(records_->Put(kDatasetA, "id-" + std::to_string(i), std::string(500, 'x')).ok());
+    ASSERT_TRUE(records_->Put(kDatasetB, "id-" + std::to_string(i), std::string(500, 'y')).ok());
+  }
+  std::string stored = internal::StoredKeyFor(&keys_, kDatasetA, "id-42").value();
+  std::string value = RawGet(Cf::kRecords, stored);
+  std::string ciphertext = value.substr(40, 64);  // well inside the sealed bytes
+  ASSERT_FALSE(testing::FilesContaining(dir_.path(), ciphertext).empty());  // in the WAL
+  ASSERT_TRUE(db_->rocks()->Flush(rocksdb::FlushOptions(), db_->cf(Cf::kRecords)).ok());
+  // Also written a second time, in the WAL after the flush and in the bin.
+  ASSERT_TRUE(records_->Delete(kDatasetA, "id-42").ok());
+
+  std::optional<ScopedIterator> reader(db_->NewIterator(Cf::kRecycleBin));
+  (*reader)->SeekToFirst();
+  ASSERT_TRUE((*reader)->Valid());
+
+  std::atomic<bool> done{false};
+  absl::Status purged;
+  std::thread purge([&] {
+    purged = bin_->PurgeRecord(kDatasetA, "id-42");
+    done = true;
+  });
+  while (db_->purges_waiting() == 0 && !done) std::this_thread::yield();
+  EXPECT_FALSE(done.load()) << "the purge did not wait for the open iterator";
+  EXPECT_FALSE(testing::FilesContaining(dir_.path(), ciphertext).empty());
+  reader.reset();
+  purge.join();
+  ASSERT_TRUE(purged.ok()) << purged;
+  EXPECT_TRUE(testing::FilesContaining(dir_.path(), ciphertext).empty());
+  EXPECT_EQ(ErrorCodeOf(records_->Restore(kDatasetA, "id-42")), ErrorCode::kNotInRecycleBin);
+  EXPECT_EQ(records_->Get(kDatasetB, "id-42").value(), std::string(500, 'y'));
+  EXPECT_EQ(records_->Get(kDatasetA, "id-41").value(), std::string(500, 'x'));
+}
+
+}  // namespace
+}  // namespace coffer::storage
