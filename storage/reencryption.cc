@@ -1,0 +1,252 @@
+#include "storage/reencryption.h"
+
+#include <mutex>
+#include <string>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "crypto/status.h"
+#include "rocksdb/write_batch.h"
+#include "storage/internal/envelope.h"
+#include "storage/internal/layout.h"
+
+namespace coffer::storage {
+
+using internal::Cf;
+
+namespace {
+
+// docs/formats.md#data-db-jobs: job key = "reencrypt/" ‖ handle; value = phase (u8: the column
+// family being walked) ‖ cursor length (u16) ‖ cursor (last key done) ‖ done (u64)
+// ‖ reencrypted (u64).
+constexpr std::string_view kJobPrefix = "reencrypt/";
+
+struct JobState {
+  Cf phase = Cf::kRecords;
+  std::string cursor;  // empty: from the start of the phase
+  uint64_t done = 0;
+  uint64_t reencrypted = 0;
+};
+
+std::string JobKey(uint64_t handle) {
+  std::string key(kJobPrefix);
+  internal::AppendU64(&key, handle);
+  return key;
+}
+
+std::string EncodeState(const JobState& state) {
+  std::string value;
+  value.push_back(static_cast<char>(state.phase));
+  internal::AppendU16(&value, static_cast<uint16_t>(state.cursor.size()));
+  value.append(state.cursor);
+  internal::AppendU64(&value, state.done);
+  internal::AppendU64(&value, state.reencrypted);
+  return value;
+}
+
+absl::StatusOr<JobState> DecodeState(std::string_view value) {
+  auto corrupt = [] { return MakeError(ErrorCode::kDataLoss, "malformed re-encryption state"); };
+  if (value.size() < 3) return corrupt();
+  JobState state;
+  state.phase = static_cast<Cf>(value[0]);
+  size_t cursor_size = (static_cast<uint8_t>(value[1]) << 8) | static_cast<uint8_t>(value[2]);
+  if (value.size() != 3 + cursor_size + 16) return corrupt();
+  if (state.phase != Cf::kRecords && state.phase != Cf::kRecycleBin) return corrupt();
+  state.cursor = std::string(value.substr(3, cursor_size));
+  state.done = internal::ReadU64(value.substr(3 + cursor_size));
+  state.reencrypted = internal::ReadU64(value.substr(11 + cursor_size));
+  return state;
+}
+
+// Whether a key of `cf` in the dataset's range holds a record entry (bin entries of
+// attachments do not).
+bool IsRecordKey(Cf cf, std::string_view key) {
+  return cf == Cf::kRecords || (key.size() == internal::kBinKeySize &&
+                                static_cast<Cf>(key[internal::kHandleSize]) == Cf::kRecords);
+}
+
+// The record entry inside a value of `cf`.
+absl::StatusOr<std::string_view> RecordEntryOf(Cf cf, std::string_view value) {
+  if (cf == Cf::kRecords) return value;
+  COFFER_ASSIGN_OR_RETURN(internal::BinValue bin, internal::ParseBinValue(value));
+  return bin.entry;
+}
+
+template <typename Visit>
+absl::Status ForEachInDataset(DataDb* db, Cf cf, uint64_t handle, Visit visit) {
+  std::string end = internal::DatasetEnd(handle);
+  rocksdb::Slice upper(end);
+  rocksdb::ReadOptions read_options;
+  read_options.iterate_upper_bound = &upper;
+  ScopedIterator it = db->NewIterator(cf, read_options);
+  for (it->Seek(internal::DatasetBegin(handle)); it->Valid(); it->Next()) {
+    COFFER_RETURN_IF_ERROR(visit(it->key().ToStringView(), it->value().ToStringView()));
+  }
+  return FromRocks(it->status(), "iterate");
+}
+
+}  // namespace
+
+absl::StatusOr<VersionCensus> CountKeyVersions(DataDb* db, uint64_t handle) {
+  VersionCensus census;
+  for (Cf cf : {Cf::kRecords, Cf::kAttachmentPointers, Cf::kRecycleBin}) {
+    COFFER_RETURN_IF_ERROR(ForEachInDataset(
+        db, cf, handle, [&](std::string_view key, std::string_view value) -> absl::Status {
+          Cf kind = cf;
+          std::string_view entry = value;
+          if (cf == Cf::kRecycleBin) {
+            COFFER_ASSIGN_OR_RETURN(internal::BinKeyParts parts, internal::ParseBinKey(key));
+            kind = parts.cf;
+            COFFER_ASSIGN_OR_RETURN(internal::BinValue bin, internal::ParseBinValue(value));
+            entry = bin.entry;
+          }
+          COFFER_ASSIGN_OR_RETURN(uint32_t version, internal::EntryKeyVersion(kind, entry));
+          ++(kind == Cf::kRecords ? census.records : census.attachments)[version];
+          return absl::OkStatus();
+        }));
+  }
+  return census;
+}
+
+absl::StatusOr<ReencryptionProgress> ReencryptionJob::SavedProgress() const {
+  std::string value;
+  bool found = false;
+  COFFER_RETURN_IF_ERROR(db_->Get(Cf::kJobs, JobKey(handle_), &value, &found));
+  ReencryptionProgress progress;
+  if (!found) return progress;
+  COFFER_ASSIGN_OR_RETURN(JobState state, DecodeState(value));
+  progress.done = state.done;
+  progress.reencrypted = state.reencrypted;
+  return progress;
+}
+
+absl::StatusOr<ReencryptionProgress> ReencryptionJob::Run(
+    const std::atomic<bool>* cancel,
+    const std::function<void(const ReencryptionProgress&)>& on_progress) {
+  JobState state;
+  {
+    std::string value;
+    bool found = false;
+    COFFER_RETURN_IF_ERROR(db_->Get(Cf::kJobs, JobKey(handle_), &value, &found));
+    if (found) {
+      COFFER_ASSIGN_OR_RETURN(state, DecodeState(value));
+    }
+  }
+  ReencryptionProgress progress;
+  COFFER_ASSIGN_OR_RETURN(VersionCensus census, CountKeyVersions(db_, handle_));
+  for (const auto& [version, count] : census.records) progress.total += count;
+
+  const auto started = std::chrono::steady_clock::now();
+  uint64_t done_this_run = 0;
+  auto report = [&] {
+    progress.done = state.done;
+    progress.reencrypted = state.reencrypted;
+    double seconds =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+    progress.items_per_second = seconds > 0 ? static_cast<double>(done_this_run) / seconds : 0;
+    uint64_t left = progress.total > progress.done ? progress.total - progress.done : 0;
+    progress.eta = progress.items_per_second > 0
+                       ? std::chrono::seconds(static_cast<int64_t>(static_cast<double>(left) /
+                                                                   progress.items_per_second))
+                       : std::chrono::seconds(0);
+    if (on_progress) on_progress(progress);
+  };
+
+  while (true) {
+    // One batch of candidate keys, read without holding any lock or view while writing.
+    std::vector<std::pair<std::string, std::string>> batch;
+    {
+      std::string end = internal::DatasetEnd(handle_);
+      rocksdb::Slice upper(end);
+      rocksdb::ReadOptions read_options;
+      read_options.iterate_upper_bound = &upper;
+      ScopedIterator it = db_->NewIterator(state.phase, read_options);
+      it->Seek(state.cursor.empty() ? internal::DatasetBegin(handle_) : state.cursor);
+      for (; it->Valid() && batch.size() < options_.batch_size; it->Next()) {
+        std::string_view key = it->key().ToStringView();
+        if (key == state.cursor || !IsRecordKey(state.phase, key)) continue;
+        batch.emplace_back(std::string(key), it->value().ToString());
+      }
+      COFFER_RETURN_IF_ERROR(FromRocks(it->status(), "iterate"));
+    }
+
+    if (batch.empty()) {
+      if (state.phase == Cf::kRecords) {
+        state.phase = Cf::kRecycleBin;
+        state.cursor.clear();
+        continue;
+      }
+      // A restore during the bin walk can bring an older entry back to the records: check, and
+      // walk again until nothing is left on another version.
+      COFFER_ASSIGN_OR_RETURN(VersionCensus after, CountKeyVersions(db_, handle_));
+      COFFER_ASSIGN_OR_RETURN(std::shared_ptr<const DataKey> primary,
+                              keys_->PrimaryKey(handle_, KeyPurpose::kRecords, 0));
+      bool clean = after.records.empty() || (after.records.size() == 1 &&
+                                             after.records.begin()->first == primary->version());
+      if (!clean) {
+        state.phase = Cf::kRecords;
+        state.cursor.clear();
+        continue;
+      }
+      COFFER_RETURN_IF_ERROR(
+          FromRocks(db_->rocks()->Delete(db_->write_options(), db_->cf(Cf::kJobs), JobKey(handle_)),
+                    "write"));
+      progress.finished = true;
+      report();
+      return progress;
+    }
+
+    COFFER_ASSIGN_OR_RETURN(std::shared_ptr<const DataKey> primary,
+                            keys_->PrimaryKey(handle_, KeyPurpose::kRecords, 0));
+    for (const auto& [key, seen] : batch) {
+      std::string stored_key(key);
+      if (state.phase == Cf::kRecycleBin) {
+        COFFER_ASSIGN_OR_RETURN(internal::BinKeyParts parts, internal::ParseBinKey(key));
+        stored_key = std::move(parts.stored_key);
+      }
+      std::lock_guard<std::mutex> lock(db_->StripeFor(internal::MacOf(stored_key)));
+      std::string current;
+      bool found = false;
+      COFFER_RETURN_IF_ERROR(db_->Get(state.phase, key, &current, &found));
+      ++state.done;
+      ++done_this_run;
+      if (!found) continue;  // deleted or restored meanwhile
+      COFFER_ASSIGN_OR_RETURN(std::string_view entry, RecordEntryOf(state.phase, current));
+      COFFER_ASSIGN_OR_RETURN(uint32_t version, internal::EntryKeyVersion(Cf::kRecords, entry));
+      if (version == primary->version()) continue;
+      COFFER_ASSIGN_OR_RETURN(
+          internal::OpenedEntry opened,
+          internal::OpenEntry(keys_, Cf::kRecords, KeyPurpose::kRecords, stored_key, entry));
+      COFFER_ASSIGN_OR_RETURN(
+          std::string resealed,
+          internal::SealEntry(keys_, Cf::kRecords, KeyPurpose::kRecords, stored_key,
+                              opened.written_at_us, {}, opened.id, opened.body));
+      std::fill(opened.body.begin(), opened.body.end(), '\0');
+      std::fill(opened.id.begin(), opened.id.end(), '\0');
+      if (state.phase == Cf::kRecycleBin) {
+        COFFER_ASSIGN_OR_RETURN(internal::BinValue bin, internal::ParseBinValue(current));
+        resealed = internal::EncodeBinValue(bin.deleted_at_us, resealed);
+      }
+      COFFER_RETURN_IF_ERROR(FromRocks(
+          db_->rocks()->Put(db_->write_options(), db_->cf(state.phase), key, resealed), "write"));
+      ++state.reencrypted;
+    }
+    state.cursor = batch.back().first;
+    COFFER_RETURN_IF_ERROR(FromRocks(db_->rocks()->Put(db_->write_options(), db_->cf(Cf::kJobs),
+                                                       JobKey(handle_), EncodeState(state)),
+                                     "write"));
+    report();
+    if (cancel != nullptr && cancel->load()) {
+      return MakeError(ErrorCode::kCancelled, "re-encryption cancelled; progress is saved");
+    }
+    if (options_.max_items_per_second > 0) {
+      auto due = started + std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+                               std::chrono::duration<double>(static_cast<double>(done_this_run) /
+                                                             options_.max_items_per_second));
+      std::this_thread::sleep_until(due);
+    }
+  }
+}
+
+}  // namespace coffer::storage

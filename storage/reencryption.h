@@ -1,0 +1,85 @@
+// ReencryptionJob: moves every record of a dataset — live and in the recycle bin — onto the
+// primary records key, so that an older version can be retired (docs/formats.md#data-db-jobs).
+//
+// The job walks the dataset's records and bin entries in key order. For each entry not on the
+// primary version it takes the id's lock stripe, re-reads the entry, and re-seals it under the
+// primary key (same id, value, write time and, for bin entries, deletion time) in one write —
+// so a client write or delete on the same id either happens before (and the job re-seals the
+// new value, or finds it already current) or after; no acknowledged write is overwritten by a
+// stale copy and nothing deleted comes back. Progress (a cursor of stored keys — HMACs, never
+// ids — and counters) is persisted in the jobs column family every batch, so a crashed or
+// cancelled job resumes where it stopped. An optional rate limit bounds items per second.
+//
+// Attachments: CountKeyVersions reports their versions, so retiring an attachments version can
+// be checked; re-streaming attachments onto a new version is not implemented yet.
+//
+// Thread safety: one Run per dataset at a time (a second concurrent Run on the same dataset is
+// safe but wasteful); runs on different datasets and client writes may proceed concurrently.
+// Ownership: borrows the DataDb and key provider. Failures: the key provider's codes (an entry
+// naming a missing version stops the job with NOT_FOUND: scrub finds such entries),
+// CIPHERTEXT_CORRUPT for a damaged entry, CANCELLED when `cancel` was set, DATA_DB_ERROR.
+
+#ifndef COFFER_STORAGE_REENCRYPTION_H_
+#define COFFER_STORAGE_REENCRYPTION_H_
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <map>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "storage/data_db.h"
+#include "storage/key_provider.h"
+
+namespace coffer::storage {
+
+// How many stored entries name each key version, live and in the bin.
+struct VersionCensus {
+  std::map<uint32_t, uint64_t> records;      // records purpose
+  std::map<uint32_t, uint64_t> attachments;  // attachments purpose (pointers; segments follow)
+};
+absl::StatusOr<VersionCensus> CountKeyVersions(DataDb* db, uint64_t handle);
+
+struct ReencryptionOptions {
+  double max_items_per_second = 0;  // 0: unlimited
+  size_t batch_size = 256;          // entries between progress saves
+};
+
+struct ReencryptionProgress {
+  uint64_t done = 0;         // entries examined (moved or already current), across resumes
+  uint64_t total = 0;        // entries in the dataset when this run started
+  uint64_t reencrypted = 0;  // entries re-sealed, across resumes
+  double items_per_second = 0;
+  std::chrono::seconds eta{0};
+  bool finished = false;
+};
+
+class ReencryptionJob {
+ public:
+  ReencryptionJob(DataDb* db, KeyProvider* keys, uint64_t handle, ReencryptionOptions options = {})
+      : db_(db), keys_(keys), handle_(handle), options_(options) {}
+  ReencryptionJob(const ReencryptionJob&) = delete;
+  ReencryptionJob& operator=(const ReencryptionJob&) = delete;
+
+  // Runs or resumes the job until every record is on the primary version (finished, and the
+  // persisted state is cleared), `cancel` becomes true (CANCELLED; progress kept), or an error.
+  // `on_progress`, if set, is called after every batch.
+  absl::StatusOr<ReencryptionProgress> Run(
+      const std::atomic<bool>* cancel = nullptr,
+      const std::function<void(const ReencryptionProgress&)>& on_progress = {});
+
+  // The persisted progress of an unfinished job (zeros when none is pending).
+  absl::StatusOr<ReencryptionProgress> SavedProgress() const;
+
+ private:
+  DataDb* db_;
+  KeyProvider* keys_;
+  uint64_t handle_;
+  ReencryptionOptions options_;
+};
+
+}  // namespace coffer::storage
+
+#endif  // COFFER_STORAGE_REENCRYPTION_H_
