@@ -71,6 +71,22 @@ enum class ErrorCode : int {
   kAuditLogCorrupt = 302,  // the audit log cannot be resumed: damage beyond a torn final write
   kAuditTampered = 303,    // audit verification found an edit, gap, reordering or truncation
 
+  // Key manager: key DB, datasets, versions, lifecycle.
+  kKeyDbRowCorrupt = 304,      // a key-DB row failed its HSM tag or does not parse
+  kDatasetNotFound = 305,      // no dataset with that handle or name
+  kDatasetNameInvalid = 306,   // name not 1-128 of [a-z0-9._/-]
+  kDatasetExists = 307,        // a dataset with that name exists
+  kDatasetStateForbids = 308,  // the dataset's lifecycle state forbids it
+  kKeyVersionNotFound = 309,   // no such key version
+  kKeyVersionRetired = 310,    // the version is below the minimum decryption version
+  kKeyVersionInUse = 311,      // retiring a version that still protects data
+  kLegalHoldActive = 312,      // a legal hold blocks destruction or purge
+  kDestructionStarted = 313,   // destruction began; it cannot be cancelled
+  kClockWentBackwards = 314,   // the clock is behind the persisted high-water mark
+  kWrappingKeyMissing = 315,   // a DWK the key DB names is absent from the token
+  kUsageLimitReached = 316,    // the primary reached its encryption limit and could not rotate
+  kTombstoneInvalid = 317,     // a tombstone's signature or content does not verify
+
   // Storage (400-499).
   kIdTooLong = 400,           // a record id or attachment name exceeds 1 KiB
   kValueTooLarge = 401,       // a record value exceeds the configured limit

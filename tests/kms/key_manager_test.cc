@@ -1,0 +1,748 @@
+// KeyManager against real SoftHSM2 (one token per suite) and real RocksDB / audit log (per test).
+
+#include "kms/key_manager.h"
+
+#include <atomic>
+#include <chrono>
+#include <map>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "crypto/status.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "hsm/fake_key_wrapper.h"
+#include "kms/audit/verifier.h"
+#include "kms/key_db.pb.h"
+#include "kms/tombstone.h"
+#include "rocksdb/db.h"
+#include "tests/hsm/softhsm_token.h"
+#include "tests/kms/audit_test_util.h"
+#include "tests/kms/kms_test_env.h"
+
+namespace coffer::kms {
+namespace {
+
+using ::coffer::hsm::testing::SoftHsmToken;
+using storage::KeyPurpose;
+using testing::HsmCheckpointSigner;
+using testing::MapDataCounter;
+using testing::OpenRecord;
+using testing::SealRecord;
+using testing::TestAdmin;
+constexpr auto kDay = std::chrono::hours(24);
+
+#define ASSERT_OK(expr) ASSERT_TRUE((expr).ok()) << (expr).status()
+#define ASSERT_OK_S(expr)       \
+  do {                          \
+    absl::Status s_ = (expr);   \
+    ASSERT_TRUE(s_.ok()) << s_; \
+  } while (0)
+
+MATCHER_P(HasCode, code, "") { return ErrorCodeOf(arg) == code; }
+
+class KeyManagerTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    auto token = SoftHsmToken::Create("kms-test");
+    ASSERT_TRUE(token.ok()) << token.status();
+    token_ = *std::move(token);
+    auto client = hsm::HsmClient::Open(token_->Options());
+    ASSERT_TRUE(client.ok()) << client.status();
+    client_ = *std::move(client);
+    signer_ = std::make_unique<HsmCheckpointSigner>(*client_);
+  }
+  static void TearDownTestSuite() {
+    signer_.reset();
+    if (client_) client_->Close().IgnoreError();
+    client_.reset();
+    token_.reset();
+  }
+
+  void SetUp() override { OpenAudit(nullptr); }
+  void TearDown() override {
+    manager_.reset();
+    if (log_) log_->Close().IgnoreError();
+  }
+
+  void OpenAudit(audit::AuditFileSystem* fs) {
+    audit::AuditLogOptions options;
+    options.directory = dir_.Sub("audit");
+    options.signer = signer_.get();
+    options.epoch_keys = audit::testing::TestEpochKeys();
+    options.clock = &clock_;
+    options.file_system = fs;
+    auto log = audit::AuditLog::Open(std::move(options));
+    ASSERT_TRUE(log.ok()) << log.status();
+    log_ = *std::move(log);
+  }
+
+  KeyManagerOptions Options() {
+    KeyManagerOptions options;
+    options.key_db_directory = dir_.Sub("keydb");
+    options.modules = {{"softhsm", client_.get()}, {"other", &other_module_}};
+    options.default_module = "softhsm";
+    options.row_authenticator = client_.get();
+    options.signer = client_.get();
+    options.audit_log = log_.get();
+    options.clock = &clock_;
+    options.data_counter = &counter_;
+    options.usage_reservation_block = 8;
+    options.default_policy.destruction_wait = std::chrono::seconds(30 * kDay);
+    return options;
+  }
+
+  absl::Status Open(KeyManagerOptions options) {
+    manager_.reset();
+    auto manager = KeyManager::Open(std::move(options));
+    if (!manager.ok()) return manager.status();
+    manager_ = *std::move(manager);
+    return absl::OkStatus();
+  }
+  void OpenDefault() { ASSERT_OK_S(Open(Options())); }
+
+  uint64_t Create(std::string_view name, std::optional<DatasetPolicy> policy = std::nullopt) {
+    auto handle = manager_->CreateDataset(name, policy, TestAdmin());
+    EXPECT_TRUE(handle.ok()) << handle.status();
+    return handle.value_or(0);
+  }
+
+  uint32_t Primary(uint64_t handle, KeyPurpose purpose) {
+    auto info = manager_->DescribeDataset(handle);
+    EXPECT_TRUE(info.ok());
+    for (const auto& p : info->purposes) {
+      if (p.purpose == purpose) return p.primary_version;
+    }
+    return 0;
+  }
+
+  std::vector<hsm::WrappingKeyId> TokenKeysOf(uint64_t handle) {
+    std::vector<hsm::WrappingKeyId> out;
+    auto all = client_->ListWrappingKeys();
+    EXPECT_TRUE(all.ok());
+    for (const auto& id : *all) {
+      if (id.dataset_handle == handle) out.push_back(id);
+    }
+    return out;
+  }
+
+  size_t CountAudit(audit::v1::EventKind kind,
+                    audit::v1::Stage stage = audit::v1::STAGE_COMPLETED) {
+    auto entries = audit::ReadAuditEntries(dir_.Sub("audit"));
+    EXPECT_TRUE(entries.ok());
+    size_t n = 0;
+    for (const auto& e : *entries) n += e.kind() == kind && e.stage() == stage;
+    return n;
+  }
+
+  static inline std::unique_ptr<SoftHsmToken> token_;
+  static inline std::unique_ptr<hsm::HsmClient> client_;
+  static inline std::unique_ptr<HsmCheckpointSigner> signer_;
+
+  audit::testing::TempDir dir_;
+  audit::testing::FakeClock clock_;
+  hsm::FakeKeyWrapper other_module_;
+  MapDataCounter counter_;
+  std::unique_ptr<audit::AuditLog> log_;
+  std::unique_ptr<KeyManager> manager_;
+};
+
+TEST_F(KeyManagerTest, CreateListDescribeAndBadInput) {
+  OpenDefault();
+  uint64_t crm = Create("crm/customers-eu_1.v2");
+  ASSERT_NE(crm, 0u);
+  auto info = manager_->DescribeDataset(crm);
+  ASSERT_OK(info);
+  EXPECT_EQ(info->name, "crm/customers-eu_1.v2");
+  EXPECT_EQ(info->state, DatasetState::kActive);
+  ASSERT_EQ(info->purposes.size(), 4u);
+  for (const PurposeInfo& p : info->purposes) {
+    ASSERT_EQ(p.versions.size(), 1u);
+    EXPECT_EQ(p.primary_version, 1u);
+    EXPECT_TRUE(p.versions[0].primary);
+    EXPECT_EQ(p.versions[0].state, KeyVersionState::kPrimary);
+    EXPECT_EQ(p.versions[0].created, clock_.Now());
+  }
+  EXPECT_EQ(info->policy.records_rotation, kDefaultRotationPeriod);
+  EXPECT_EQ(TokenKeysOf(crm).size(), 1u);
+  EXPECT_EQ(*manager_->FindDataset("crm/customers-eu_1.v2"), crm);
+
+  EXPECT_THAT(manager_->CreateDataset("crm/customers-eu_1.v2", std::nullopt, TestAdmin()).status(),
+              HasCode(ErrorCode::kDatasetExists));
+  for (std::string bad : {std::string(""), std::string("CRM"), std::string("a b"),
+                          std::string("name\n"), std::string(129, 'a'), std::string("é")}) {
+    EXPECT_THAT(manager_->CreateDataset(bad, std::nullopt, TestAdmin()).status(),
+                HasCode(ErrorCode::kDatasetNameInvalid))
+        << bad;
+  }
+  EXPECT_TRUE(manager_->CreateDataset(std::string(128, 'a'), std::nullopt, TestAdmin()).ok());
+  EXPECT_THAT(manager_->DescribeDataset(crm + 1).status(), HasCode(ErrorCode::kDatasetNotFound));
+  EXPECT_THAT(
+      manager_->Rotate(crm + 1, KeyPurpose::kRecords, RotationCause::kManual, TestAdmin()).status(),
+      HasCode(ErrorCode::kDatasetNotFound));
+  EXPECT_THAT(manager_->PrimaryKey(crm + 1, KeyPurpose::kRecords, 1).status(),
+              HasCode(ErrorCode::kDatasetNotFound));
+  EXPECT_THAT(manager_->KeyForVersion(crm, KeyPurpose::kRecords, 7).status(),
+              HasCode(ErrorCode::kKeyVersionNotFound));
+  EXPECT_EQ(manager_->ListDatasets().size(), 2u);
+  // Refusals are audited; creation was audited requested + completed.
+  EXPECT_EQ(CountAudit(audit::v1::REQUEST_REFUSED), 8u);  // 1 duplicate, 6 names, 1 rotate
+  EXPECT_EQ(CountAudit(audit::v1::DATASET_CREATE), 2u);
+  EXPECT_EQ(CountAudit(audit::v1::DATASET_CREATE, audit::v1::STAGE_REQUESTED), 2u);
+}
+
+TEST_F(KeyManagerTest, DataSealedUnderV1OpensAfterRotationsAndRestart) {
+  OpenDefault();
+  uint64_t crm = Create("crm");
+  auto v1_key = manager_->PrimaryKey(crm, KeyPurpose::kRecords, 1);
+  ASSERT_OK(v1_key);
+  EXPECT_EQ((*v1_key)->version(), 1u);
+  std::string sealed_v1 = SealRecord(**v1_key, "alice@example.com");
+  EXPECT_EQ(*manager_->Rotate(crm, KeyPurpose::kRecords, RotationCause::kManual, TestAdmin()), 2u);
+  auto v2_key = manager_->PrimaryKey(crm, KeyPurpose::kRecords, 1);
+  ASSERT_OK(v2_key);
+  EXPECT_EQ((*v2_key)->version(), 2u);
+  std::string sealed_v2 = SealRecord(**v2_key, "bob@example.com");
+  EXPECT_EQ(*manager_->Rotate(crm, KeyPurpose::kRecords, RotationCause::kManual, TestAdmin()), 3u);
+  EXPECT_EQ(Primary(crm, KeyPurpose::kRecords), 3u);
+  // Restart: everything comes back from the key DB and the token.
+  OpenDefault();
+  auto again_v1 = manager_->KeyForVersion(crm, KeyPurpose::kRecords, 1);
+  ASSERT_OK(again_v1);
+  EXPECT_EQ(*OpenRecord(**again_v1, sealed_v1), "alice@example.com");
+  auto again_v2 = manager_->KeyForVersion(crm, KeyPurpose::kRecords, 2);
+  ASSERT_OK(again_v2);
+  EXPECT_EQ(*OpenRecord(**again_v2, sealed_v2), "bob@example.com");
+  EXPECT_FALSE(OpenRecord(**again_v2, sealed_v1).ok());
+  auto info = manager_->DescribeDataset(crm);
+  EXPECT_EQ(info->purposes[0].versions[0].state, KeyVersionState::kDecryptOnly);
+  EXPECT_EQ(info->purposes[0].versions[2].state, KeyVersionState::kPrimary);
+  EXPECT_EQ(CountAudit(audit::v1::KEY_ROTATE), 2u);
+  EXPECT_GE(CountAudit(audit::v1::KEY_UNWRAP), 4u);
+}
+
+TEST_F(KeyManagerTest, LookupAndPseudonymRotateOnlyByReindexAndRekey) {
+  OpenDefault();
+  uint64_t crm = Create("crm");
+  EXPECT_THAT(
+      manager_->Rotate(crm, KeyPurpose::kLookup, RotationCause::kManual, TestAdmin()).status(),
+      HasCode(ErrorCode::kFailedPrecondition));
+  EXPECT_THAT(manager_->Rotate(crm, KeyPurpose::kPseudonym, RotationCause::kScheduled, TestAdmin())
+                  .status(),
+              HasCode(ErrorCode::kFailedPrecondition));
+  EXPECT_THAT(
+      manager_->Rotate(crm, KeyPurpose::kRecords, RotationCause::kRekey, TestAdmin()).status(),
+      HasCode(ErrorCode::kFailedPrecondition));
+  EXPECT_EQ(*manager_->Rotate(crm, KeyPurpose::kLookup, RotationCause::kReindex, TestAdmin()), 2u);
+  EXPECT_EQ(*manager_->Rotate(crm, KeyPurpose::kPseudonym, RotationCause::kRekey, TestAdmin()), 2u);
+  EXPECT_EQ(Primary(crm, KeyPurpose::kRecords), 1u);
+}
+
+TEST_F(KeyManagerTest, SchedulerRotatesEachDatasetExactlyOnceAfter90Days) {
+  OpenDefault();
+  uint64_t a = Create("a");
+  uint64_t b = Create("b");
+  clock_.Advance(std::chrono::duration_cast<std::chrono::microseconds>(89 * kDay));
+  auto report = manager_->RunDueWork();
+  ASSERT_OK(report);
+  EXPECT_TRUE(report->rotated.empty());
+  clock_.Advance(std::chrono::duration_cast<std::chrono::microseconds>(kDay));
+  report = manager_->RunDueWork();
+  ASSERT_OK(report);
+  EXPECT_EQ(report->rotated.size(), 4u);  // records and attachments of both
+  for (uint64_t h : {a, b}) {
+    EXPECT_EQ(Primary(h, KeyPurpose::kRecords), 2u);
+    EXPECT_EQ(Primary(h, KeyPurpose::kAttachments), 2u);
+    EXPECT_EQ(Primary(h, KeyPurpose::kLookup), 1u);
+    EXPECT_EQ(Primary(h, KeyPurpose::kPseudonym), 1u);
+  }
+  report = manager_->RunDueWork();
+  ASSERT_OK(report);
+  EXPECT_TRUE(report->rotated.empty());
+  EXPECT_EQ(Primary(a, KeyPurpose::kRecords), 2u);
+}
+
+TEST_F(KeyManagerTest, TwoHundredDaysOfDowntimeGiveOneCatchUpRotation) {
+  OpenDefault();
+  uint64_t crm = Create("crm");
+  manager_.reset();  // the daemon is down
+  clock_.Advance(std::chrono::duration_cast<std::chrono::microseconds>(200 * kDay));
+  OpenDefault();
+  auto report = manager_->RunDueWork();
+  ASSERT_OK(report);
+  EXPECT_EQ(report->rotated.size(), 2u);
+  EXPECT_EQ(Primary(crm, KeyPurpose::kRecords), 2u);
+  EXPECT_EQ(Primary(crm, KeyPurpose::kAttachments), 2u);
+  report = manager_->RunDueWork();
+  EXPECT_TRUE(report->rotated.empty());
+  EXPECT_EQ(Primary(crm, KeyPurpose::kRecords), 2u);
+}
+
+TEST_F(KeyManagerTest, PerDatasetPeriodOfSeconds) {
+  OpenDefault();
+  DatasetPolicy fast;
+  fast.records_rotation = std::chrono::seconds(5);
+  uint64_t demo = Create("demo", fast);
+  uint64_t slow = Create("slow");
+  clock_.Advance(std::chrono::seconds(5));
+  auto report = manager_->RunDueWork();
+  ASSERT_OK(report);
+  ASSERT_EQ(report->rotated.size(), 1u);
+  EXPECT_EQ(report->rotated[0].first, demo);
+  EXPECT_EQ(Primary(demo, KeyPurpose::kRecords), 2u);
+  EXPECT_EQ(Primary(demo, KeyPurpose::kAttachments), 1u);
+  EXPECT_EQ(Primary(slow, KeyPurpose::kRecords), 1u);
+}
+
+TEST_F(KeyManagerTest, UsageBasedRotationTriggersAtItsCount) {
+  OpenDefault();
+  DatasetPolicy policy;
+  policy.usage_limit = 20;
+  uint64_t crm = Create("crm", policy);
+  for (int i = 0; i < 20; ++i) {
+    auto key = manager_->PrimaryKey(crm, KeyPurpose::kRecords, 1);
+    ASSERT_OK(key);
+    ASSERT_EQ((*key)->version(), 1u) << i;
+  }
+  auto key = manager_->PrimaryKey(crm, KeyPurpose::kRecords, 1);
+  ASSERT_OK(key);
+  EXPECT_EQ((*key)->version(), 2u);
+  auto info = manager_->DescribeDataset(crm);
+  EXPECT_EQ(info->purposes[0].versions[0].usage_count, 20u);
+  EXPECT_EQ(info->purposes[0].versions[1].usage_count, 1u);
+  // A restart counts the whole reserved block (8) as used.
+  OpenDefault();
+  info = manager_->DescribeDataset(crm);
+  EXPECT_EQ(info->purposes[0].versions[1].usage_count, 8u);
+  // The scheduler rotates once 90% of the limit is used.
+  for (int i = 0; i < 10; ++i) ASSERT_OK(manager_->PrimaryKey(crm, KeyPurpose::kRecords, 1));
+  EXPECT_EQ(Primary(crm, KeyPurpose::kRecords), 2u);
+  auto report = manager_->RunDueWork();
+  ASSERT_OK(report);
+  EXPECT_EQ(report->rotated.size(), 1u);
+  EXPECT_EQ(Primary(crm, KeyPurpose::kRecords), 3u);
+}
+
+TEST_F(KeyManagerTest, ClockMovedBackwardsStopsRotationAndIsAudited) {
+  OpenDefault();
+  DatasetPolicy policy;
+  policy.records_rotation = kDay;
+  policy.attachments_rotation = std::chrono::seconds(1000 * kDay);
+  uint64_t crm = Create("crm", policy);
+  clock_.Advance(std::chrono::duration_cast<std::chrono::microseconds>(10 * kDay));
+  ASSERT_OK(manager_->RunDueWork());  // high-water mark = day 10; one rotation
+  EXPECT_EQ(Primary(crm, KeyPurpose::kRecords), 2u);
+  clock_.Advance(-std::chrono::duration_cast<std::chrono::microseconds>(5 * kDay));
+  auto report = manager_->RunDueWork();
+  ASSERT_OK(report);
+  EXPECT_TRUE(report->clock_went_backwards);
+  EXPECT_TRUE(report->rotated.empty());
+  // Also detected at start-up, from the persisted mark.
+  OpenDefault();
+  EXPECT_TRUE(manager_->recovery_report().clock_went_backwards);
+  EXPECT_EQ(Primary(crm, KeyPurpose::kRecords), 2u);
+  auto entries = audit::ReadAuditEntries(dir_.Sub("audit"));
+  size_t backwards = 0;
+  for (const auto& e : *entries) {
+    backwards += e.result_code() == static_cast<int>(ErrorCode::kClockWentBackwards);
+  }
+  EXPECT_EQ(backwards, 2u);
+  clock_.Advance(std::chrono::duration_cast<std::chrono::microseconds>(7 * kDay));
+  report = manager_->RunDueWork();
+  EXPECT_FALSE(report->clock_went_backwards);
+  EXPECT_EQ(Primary(crm, KeyPurpose::kRecords), 3u);
+}
+
+TEST_F(KeyManagerTest, RetireRefusedWhileDataRemainsThenRetires) {
+  OpenDefault();
+  uint64_t crm = Create("crm");
+  ASSERT_OK(manager_->Rotate(crm, KeyPurpose::kRecords, RotationCause::kManual, TestAdmin()));
+  ASSERT_OK(manager_->Rotate(crm, KeyPurpose::kRecords, RotationCause::kManual, TestAdmin()));
+  counter_.Set(crm, KeyPurpose::kRecords, 1, 5);
+  EXPECT_THAT(manager_->RetireBelow(crm, KeyPurpose::kRecords, 3, TestAdmin()),
+              HasCode(ErrorCode::kKeyVersionInUse));
+  auto info = manager_->DescribeDataset(crm);
+  EXPECT_EQ(info->purposes[0].min_decrypt_version, 1u);
+  EXPECT_EQ(info->purposes[0].versions[0].state, KeyVersionState::kDecryptOnly);
+  ASSERT_OK(manager_->KeyForVersion(crm, KeyPurpose::kRecords, 1));
+  EXPECT_THAT(manager_->RetireBelow(crm, KeyPurpose::kRecords, 4, TestAdmin()),
+              HasCode(ErrorCode::kInvalidArgument));
+  counter_.Set(crm, KeyPurpose::kRecords, 1, 0);
+  ASSERT_OK_S(manager_->RetireBelow(crm, KeyPurpose::kRecords, 2, TestAdmin()));
+  EXPECT_THAT(manager_->KeyForVersion(crm, KeyPurpose::kRecords, 1).status(),
+              HasCode(ErrorCode::kKeyVersionRetired));
+  ASSERT_OK(manager_->KeyForVersion(crm, KeyPurpose::kRecords, 2));
+  OpenDefault();  // persisted
+  EXPECT_THAT(manager_->KeyForVersion(crm, KeyPurpose::kRecords, 1).status(),
+              HasCode(ErrorCode::kKeyVersionRetired));
+  EXPECT_EQ(manager_->DescribeDataset(crm)->purposes[0].min_decrypt_version, 2u);
+}
+
+TEST_F(KeyManagerTest, EmergencyRotationCompromisesThenRetiresAfterReencryption) {
+  OpenDefault();
+  uint64_t crm = Create("crm");
+  ASSERT_OK(manager_->Rotate(crm, KeyPurpose::kRecords, RotationCause::kManual, TestAdmin()));
+  ASSERT_OK_S(manager_->EmergencyRotate(crm, TestAdmin()));
+  auto info = manager_->DescribeDataset(crm);
+  EXPECT_EQ(info->purposes[0].primary_version, 3u);
+  EXPECT_EQ(info->purposes[1].primary_version, 2u);
+  EXPECT_EQ(info->purposes[0].versions[0].state, KeyVersionState::kCompromised);
+  EXPECT_EQ(info->purposes[0].versions[1].state, KeyVersionState::kCompromised);
+  EXPECT_EQ(info->purposes[1].versions[0].state, KeyVersionState::kCompromised);
+  EXPECT_EQ(info->purposes[2].primary_version, 1u);  // lookup untouched
+  // Re-encryption still running: data remains under records v2.
+  counter_.Set(crm, KeyPurpose::kRecords, 2, 3);
+  auto report = manager_->RunDueWork();
+  ASSERT_OK(report);
+  info = manager_->DescribeDataset(crm);
+  EXPECT_EQ(info->purposes[0].min_decrypt_version, 2u);  // v1 had nothing left
+  EXPECT_EQ(info->purposes[1].min_decrypt_version, 2u);
+  ASSERT_OK(manager_->KeyForVersion(crm, KeyPurpose::kRecords, 2));
+  counter_.Set(crm, KeyPurpose::kRecords, 2, 0);  // re-encryption finished
+  ASSERT_OK(manager_->RunDueWork());
+  EXPECT_EQ(manager_->DescribeDataset(crm)->purposes[0].min_decrypt_version, 3u);
+  EXPECT_THAT(manager_->KeyForVersion(crm, KeyPurpose::kRecords, 2).status(),
+              HasCode(ErrorCode::kKeyVersionRetired));
+}
+
+TEST_F(KeyManagerTest, LifecycleDisableDestroyTombstone) {
+  OpenDefault();
+  uint64_t crm = Create("crm");
+  auto key = manager_->PrimaryKey(crm, KeyPurpose::kRecords, 1);
+  ASSERT_OK(key);
+  std::string sealed = SealRecord(**key, "carol");
+  EXPECT_GT(manager_->cache_stats().entries, 0u);
+  EXPECT_THAT(manager_->ScheduleDestruction(crm, TestAdmin()),
+              HasCode(ErrorCode::kDatasetStateForbids));
+  ASSERT_OK_S(manager_->Disable(crm, TestAdmin()));
+  EXPECT_EQ(manager_->cache_stats().entries, 0u);  // wiped at once
+  EXPECT_THAT(manager_->PrimaryKey(crm, KeyPurpose::kRecords, 1).status(),
+              HasCode(ErrorCode::kDatasetStateForbids));
+  EXPECT_THAT(manager_->KeyForVersion(crm, KeyPurpose::kRecords, 1).status(),
+              HasCode(ErrorCode::kDatasetStateForbids));
+  ASSERT_OK_S(manager_->Enable(crm, TestAdmin()));
+  ASSERT_OK(manager_->KeyForVersion(crm, KeyPurpose::kRecords, 1));
+  ASSERT_OK_S(manager_->Disable(crm, TestAdmin()));
+  ASSERT_OK_S(manager_->ScheduleDestruction(crm, TestAdmin(2)));
+  EXPECT_THAT(manager_->Enable(crm, TestAdmin()), HasCode(ErrorCode::kDatasetStateForbids));
+  ASSERT_OK_S(manager_->CancelDestruction(crm, TestAdmin()));
+  EXPECT_EQ(manager_->DescribeDataset(crm)->state, DatasetState::kDisabled);
+  ASSERT_OK_S(manager_->ScheduleDestruction(crm, TestAdmin(2)));
+  clock_.Advance(std::chrono::duration_cast<std::chrono::microseconds>(29 * kDay));
+  ASSERT_TRUE(manager_->RunDueWork()->destroyed.empty());
+  EXPECT_EQ(manager_->DescribeDataset(crm)->state, DatasetState::kPendingDestruction);
+  clock_.Advance(std::chrono::duration_cast<std::chrono::microseconds>(kDay));
+  auto report = manager_->RunDueWork();
+  ASSERT_OK(report);
+  ASSERT_EQ(report->destroyed.size(), 1u);
+
+  EXPECT_TRUE(TokenKeysOf(crm).empty());
+  for (KeyPurpose purpose : {KeyPurpose::kRecords, KeyPurpose::kAttachments, KeyPurpose::kLookup,
+                             KeyPurpose::kPseudonym}) {
+    EXPECT_THAT(manager_->KeyForVersion(crm, purpose, 1).status(),
+                HasCode(ErrorCode::kKeyDestroyed));
+    EXPECT_THAT(manager_->PrimaryKey(crm, purpose, 1).status(), HasCode(ErrorCode::kKeyDestroyed));
+  }
+  EXPECT_THAT(manager_->CancelDestruction(crm, TestAdmin()),
+              HasCode(ErrorCode::kDestructionStarted));
+  EXPECT_THAT(manager_->Enable(crm, TestAdmin()), HasCode(ErrorCode::kKeyDestroyed));
+  EXPECT_THAT(
+      manager_->Rotate(crm, KeyPurpose::kRecords, RotationCause::kManual, TestAdmin()).status(),
+      HasCode(ErrorCode::kDatasetStateForbids));
+  EXPECT_THAT(manager_->Rewrap(crm, "", true, TestAdmin()), HasCode(ErrorCode::kKeyDestroyed));
+
+  // The tombstone verifies with the public key alone and says who asked.
+  auto tombstone = manager_->GetTombstone(crm);
+  ASSERT_OK(tombstone);
+  auto pem = client_->PublicKeyPem();
+  ASSERT_OK(pem);
+  auto content = VerifyTombstone(*tombstone, *pem);
+  ASSERT_OK(content);
+  EXPECT_EQ(content->dataset_handle(), crm);
+  EXPECT_EQ(content->actor_admin_id(), 2u);
+  EXPECT_EQ(content->destroyed_wrapping_keys_size(), 1);
+  EXPECT_EQ(content->key_versions_destroyed(), 4u);
+  SignedTombstone forged = *tombstone;
+  forged.tombstone[forged.tombstone.size() - 1] ^= 1;
+  EXPECT_THAT(VerifyTombstone(forged, *pem).status(), HasCode(ErrorCode::kTombstoneInvalid));
+
+  // After a restart: still destroyed, the name is free again, nothing left of the keys.
+  OpenDefault();
+  EXPECT_THAT(manager_->KeyForVersion(crm, KeyPurpose::kRecords, 1).status(),
+              HasCode(ErrorCode::kKeyDestroyed));
+  ASSERT_OK(manager_->GetTombstone(crm));
+  EXPECT_NE(Create("crm"), crm);
+}
+
+TEST_F(KeyManagerTest, LegalHoldBlocksDestruction) {
+  OpenDefault();
+  uint64_t crm = Create("crm");
+  ASSERT_OK_S(manager_->Disable(crm, TestAdmin()));
+  ASSERT_OK_S(manager_->SetLegalHold(crm, true, TestAdmin()));
+  EXPECT_THAT(manager_->ScheduleDestruction(crm, TestAdmin()),
+              HasCode(ErrorCode::kLegalHoldActive));
+  ASSERT_OK_S(manager_->SetLegalHold(crm, false, TestAdmin()));
+  ASSERT_OK_S(manager_->ScheduleDestruction(crm, TestAdmin()));
+  ASSERT_OK_S(manager_->SetLegalHold(crm, true, TestAdmin()));  // a hold arrives while pending
+  clock_.Advance(std::chrono::duration_cast<std::chrono::microseconds>(31 * kDay));
+  auto report = manager_->RunDueWork();
+  ASSERT_OK(report);
+  EXPECT_TRUE(report->destroyed.empty());
+  ASSERT_EQ(report->failures.size(), 1u);
+  EXPECT_THAT(report->failures[0].second, HasCode(ErrorCode::kLegalHoldActive));
+  EXPECT_EQ(TokenKeysOf(crm).size(), 1u);
+  EXPECT_TRUE(manager_->StorageView(crm)->legal_hold);
+  ASSERT_OK_S(manager_->SetLegalHold(crm, false, TestAdmin()));
+  EXPECT_EQ(manager_->RunDueWork()->destroyed.size(), 1u);
+}
+
+TEST_F(KeyManagerTest, PolicyChangesArePersistedAndAudited) {
+  OpenDefault();
+  uint64_t crm = Create("crm");
+  DatasetPolicy policy = manager_->DescribeDataset(crm)->policy;
+  policy.bin_days = 7;
+  policy.retention_max_age = std::chrono::seconds(3600);
+  ASSERT_OK_S(manager_->SetPolicy(crm, policy, TestAdmin()));
+  policy.legal_hold = true;
+  EXPECT_THAT(manager_->SetPolicy(crm, policy, TestAdmin()), HasCode(ErrorCode::kInvalidArgument));
+  OpenDefault();
+  auto view = manager_->StorageView(crm);
+  EXPECT_EQ(view->bin_days, 7u);
+  EXPECT_EQ(view->retention_max_age, std::chrono::seconds(3600));
+  EXPECT_EQ(CountAudit(audit::v1::POLICY_CHANGE), 2u);
+}
+
+// Flips one byte of the value of the first row of `family` directly in RocksDB.
+void EditRow(const std::string& db_dir, const std::string& family, bool flip, bool remove) {
+  std::vector<rocksdb::ColumnFamilyDescriptor> families = {{rocksdb::kDefaultColumnFamilyName, {}},
+                                                           {"datasets", {}},
+                                                           {"names", {}},
+                                                           {"key_versions", {}},
+                                                           {"intents", {}},
+                                                           {"meta", {}}};
+  std::vector<rocksdb::ColumnFamilyHandle*> handles;
+  rocksdb::DB* db = nullptr;
+  ASSERT_TRUE(rocksdb::DB::Open({}, db_dir, families, &handles, &db).ok());
+  rocksdb::ColumnFamilyHandle* handle = nullptr;
+  for (auto* h : handles) {
+    if (h->GetName() == family) handle = h;
+  }
+  std::unique_ptr<rocksdb::Iterator> it(db->NewIterator({}, handle));
+  it->SeekToFirst();
+  ASSERT_TRUE(it->Valid());
+  std::string key = it->key().ToString();
+  std::string value = it->value().ToString();
+  it.reset();
+  if (remove) {
+    ASSERT_TRUE(db->Delete({}, handle, key).ok());
+  } else if (flip) {
+    value[value.size() / 3] ^= 0x01;
+    ASSERT_TRUE(db->Put({}, handle, key, value).ok());
+  } else {  // move the row under another key
+    key[key.size() - 1] ^= 0x01;
+    ASSERT_TRUE(db->Put({}, handle, key, value).ok());
+  }
+  for (auto* h : handles) ASSERT_TRUE(db->DestroyColumnFamilyHandle(h).ok());
+  delete db;
+}
+
+TEST_F(KeyManagerTest, KeyDbRowEditedOnDiskIsDetected) {
+  struct Case {
+    const char* family;
+    bool flip;
+    bool remove;
+  };
+  for (Case c : {Case{"datasets", true, false}, Case{"key_versions", true, false},
+                 Case{"key_versions", false, false}, Case{"key_versions", false, true},
+                 Case{"names", true, false}}) {
+    SCOPED_TRACE(std::string(c.family) + (c.flip ? " flip" : c.remove ? " delete" : " move"));
+    audit::testing::TempDir dir;
+    KeyManagerOptions options = Options();
+    options.key_db_directory = dir.Sub("keydb");
+    ASSERT_OK_S(Open(options));
+    uint64_t crm = Create("crm");
+    ASSERT_OK_S(manager_->Disable(crm, TestAdmin()));
+    manager_.reset();
+    EditRow(options.key_db_directory, c.family, c.flip, c.remove);
+    absl::Status opened = Open(options);
+    EXPECT_THAT(opened, HasCode(ErrorCode::kKeyDbRowCorrupt));
+    EXPECT_EQ(opened.code(), absl::StatusCode::kDataLoss);
+  }
+}
+
+TEST_F(KeyManagerTest, EightThreadsEncryptingDuringRotationsLoseNothing) {
+  OpenDefault();
+  uint64_t crm = Create("crm");
+  constexpr int kThreads = 8;
+  constexpr int kPerThread = 150;
+  std::vector<std::vector<std::pair<uint32_t, std::string>>> sealed(kThreads);
+  std::atomic<int> failures{0};
+  std::atomic<bool> done{false};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < kPerThread; ++i) {
+        auto key = manager_->PrimaryKey(crm, KeyPurpose::kRecords, 1);
+        if (!key.ok()) {
+          ++failures;
+          continue;
+        }
+        std::string plain = std::to_string(t) + ":" + std::to_string(i);
+        sealed[t].emplace_back((*key)->version(), SealRecord(**key, plain));
+      }
+    });
+  }
+  int rotations = 0;
+  std::thread rotator([&] {
+    for (int r = 0; r < 10; ++r) {
+      if (manager_->Rotate(crm, KeyPurpose::kRecords, RotationCause::kManual, TestAdmin()).ok()) {
+        ++rotations;
+      }
+    }
+    done = true;
+  });
+  for (auto& thread : threads) thread.join();
+  rotator.join();
+  EXPECT_EQ(failures.load(), 0);
+  EXPECT_EQ(rotations, 10);
+  OpenDefault();  // read everything back after a restart
+  uint64_t opened = 0;
+  for (int t = 0; t < kThreads; ++t) {
+    ASSERT_EQ(sealed[t].size(), static_cast<size_t>(kPerThread));
+    for (int i = 0; i < kPerThread; ++i) {
+      auto key = manager_->KeyForVersion(crm, KeyPurpose::kRecords, sealed[t][i].first);
+      ASSERT_OK(key);
+      auto plain = OpenRecord(**key, sealed[t][i].second);
+      ASSERT_OK(plain);
+      EXPECT_EQ(*plain, std::to_string(t) + ":" + std::to_string(i));
+      ++opened;
+    }
+  }
+  EXPECT_EQ(opened, uint64_t{kThreads} * kPerThread);
+  // Usage is never under-counted: the persisted reservations cover every encryption.
+  std::map<uint32_t, uint64_t> used;
+  for (const auto& list : sealed) {
+    for (const auto& [version, ciphertext] : list) ++used[version];
+  }
+  uint64_t counted = 0;
+  auto info = manager_->DescribeDataset(crm);
+  ASSERT_OK(info);
+  for (const auto& v : info->purposes[0].versions) {
+    counted += v.usage_count;
+    EXPECT_GE(v.usage_count, used[v.version]) << "version " << v.version;
+  }
+  EXPECT_GE(counted, uint64_t{kThreads} * kPerThread);
+}
+
+TEST_F(KeyManagerTest, CacheNeverExceedsItsBounds) {
+  KeyManagerOptions options = Options();
+  options.cache.max_entries = 4;
+  options.cache.shards = 2;
+  ASSERT_OK_S(Open(options));
+  std::vector<uint64_t> handles;
+  for (std::string name : {"d0", "d1", "d2", "d3"}) handles.push_back(Create(name));
+  for (int round = 0; round < 2; ++round) {
+    for (uint64_t h : handles) {
+      for (KeyPurpose p : {KeyPurpose::kRecords, KeyPurpose::kAttachments, KeyPurpose::kLookup}) {
+        ASSERT_OK(manager_->KeyForVersion(h, p, 1));
+        KeyCacheStats stats = manager_->cache_stats();
+        EXPECT_LE(stats.entries, 4u);
+        EXPECT_LE(stats.bytes, options.cache.max_bytes);
+      }
+    }
+  }
+  EXPECT_GT(manager_->cache_stats().evictions, 0u);
+}
+
+TEST_F(KeyManagerTest, CacheHitMakesNoUnwrap) {
+  OpenDefault();
+  uint64_t crm = Create("crm");
+  ASSERT_OK(manager_->KeyForVersion(crm, KeyPurpose::kRecords, 1));
+  size_t unwraps = CountAudit(audit::v1::KEY_UNWRAP);
+  for (int i = 0; i < 20; ++i) ASSERT_OK(manager_->PrimaryKey(crm, KeyPurpose::kRecords, 1));
+  EXPECT_EQ(CountAudit(audit::v1::KEY_UNWRAP), unwraps);
+}
+
+TEST_F(KeyManagerTest, RewrapToNewVersionAndMigrateToAnotherModule) {
+  OpenDefault();
+  uint64_t crm = Create("crm");
+  auto key = manager_->PrimaryKey(crm, KeyPurpose::kRecords, 1);
+  ASSERT_OK(key);
+  std::string sealed = SealRecord(**key, "dave");
+  ASSERT_OK(manager_->Rotate(crm, KeyPurpose::kAttachments, RotationCause::kManual, TestAdmin()));
+  ASSERT_OK_S(manager_->Rewrap(crm, "", /*destroy_old=*/true, TestAdmin()));
+  auto info = manager_->DescribeDataset(crm);
+  EXPECT_EQ(info->current_wrapping_key, (WrappingKeyRef{"softhsm", 2}));
+  for (const auto& p : info->purposes) {
+    for (const auto& v : p.versions) EXPECT_EQ(v.wrapping_key, (WrappingKeyRef{"softhsm", 2}));
+  }
+  auto ids = TokenKeysOf(crm);
+  ASSERT_EQ(ids.size(), 1u);
+  EXPECT_EQ(ids[0].version, 2u);
+  OpenDefault();  // force unwraps under the new DWK
+  key = manager_->KeyForVersion(crm, KeyPurpose::kRecords, 1);
+  ASSERT_OK(key);
+  EXPECT_EQ(*OpenRecord(**key, sealed), "dave");
+
+  // Migration to another PKCS#11 module (here a second KeyWrapper), keeping the old DWK.
+  ASSERT_OK_S(manager_->Rewrap(crm, "other", /*destroy_old=*/false, TestAdmin()));
+  info = manager_->DescribeDataset(crm);
+  EXPECT_EQ(info->current_wrapping_key, (WrappingKeyRef{"other", 3}));
+  EXPECT_EQ(info->live_wrapping_keys.size(), 2u);
+  OpenDefault();
+  key = manager_->KeyForVersion(crm, KeyPurpose::kRecords, 1);
+  ASSERT_OK(key);
+  EXPECT_EQ(*OpenRecord(**key, sealed), "dave");
+  EXPECT_EQ(*manager_->Rotate(crm, KeyPurpose::kRecords, RotationCause::kManual, TestAdmin()), 2u);
+  EXPECT_EQ(manager_->DescribeDataset(crm)->purposes[0].versions[1].wrapping_key.module, "other");
+  EXPECT_THAT(manager_->Rewrap(crm, "nope", false, TestAdmin()),
+              HasCode(ErrorCode::kInvalidArgument));
+}
+
+TEST_F(KeyManagerTest, MissingWrappingKeyIsReportedNotFixed) {
+  OpenDefault();
+  uint64_t crm = Create("crm");
+  uint64_t other = Create("other");
+  manager_.reset();
+  ASSERT_TRUE(client_->DestroyWrappingKey({crm, 1}).ok());
+  OpenDefault();
+  const auto& report = manager_->recovery_report();
+  ASSERT_EQ(report.missing_wrapping_keys.size(), 1u);
+  EXPECT_EQ(report.missing_wrapping_keys[0].second.dataset_handle, crm);
+  EXPECT_TRUE(manager_->DescribeDataset(crm)->wrapping_key_missing);
+  EXPECT_THAT(manager_->KeyForVersion(crm, KeyPurpose::kRecords, 1).status(),
+              HasCode(ErrorCode::kWrappingKeyMissing));
+  ASSERT_OK(manager_->KeyForVersion(other, KeyPurpose::kRecords, 1));
+  EXPECT_TRUE(TokenKeysOf(crm).empty());  // not silently re-created
+}
+
+TEST_F(KeyManagerTest, KeyOperationsFailClosedWhenAuditCannotBeMadeDurable) {
+  log_->Close().IgnoreError();
+  audit::testing::FailingFileSystem fs;
+  OpenAudit(&fs);
+  OpenDefault();
+  uint64_t crm = Create("crm");
+  fs.fail_sync = true;
+  EXPECT_THAT(
+      manager_->Rotate(crm, KeyPurpose::kRecords, RotationCause::kManual, TestAdmin()).status(),
+      HasCode(ErrorCode::kAuditNotDurable));
+  EXPECT_THAT(manager_->Disable(crm, TestAdmin()), HasCode(ErrorCode::kAuditLogClosed));
+  EXPECT_FALSE(manager_->CreateDataset("new", std::nullopt, TestAdmin()).ok());
+  // Nothing happened: not in memory, not after a restart.
+  EXPECT_EQ(Primary(crm, KeyPurpose::kRecords), 1u);
+  EXPECT_EQ(manager_->DescribeDataset(crm)->state, DatasetState::kActive);
+  // A cache miss cannot hand out a key without its KEY_UNWRAP entry.
+  EXPECT_FALSE(manager_->KeyForVersion(crm, KeyPurpose::kRecords, 1).ok());
+  manager_.reset();
+  log_.reset();
+  fs.fail_sync = false;
+  OpenAudit(nullptr);
+  OpenDefault();
+  EXPECT_EQ(Primary(crm, KeyPurpose::kRecords), 1u);
+  EXPECT_EQ(manager_->ListDatasets().size(), 1u);
+}
+
+}  // namespace
+}  // namespace coffer::kms

@@ -1,0 +1,37 @@
+#include "tests/kms/kms_test_env.h"
+
+#include <unistd.h>
+
+#include <cstdlib>
+
+namespace coffer::kms::testing {
+
+namespace {
+constexpr std::string_view kAssociatedData = "kms-test-record";
+}  // namespace
+
+audit::AuditActor TestAdmin(uint64_t admin_id) {
+  audit::AuditActor actor;
+  actor.uid = 1000 + static_cast<uint32_t>(admin_id);
+  actor.pid = static_cast<uint32_t>(getpid());
+  actor.admin_id = admin_id;
+  actor.admin_name = "admin" + std::to_string(admin_id);
+  actor.socket = audit::v1::SOCKET_ADMIN;
+  return actor;
+}
+
+std::string SealRecord(const storage::DataKey& key, std::string_view plaintext) {
+  auto aead = key.record_aead();
+  if (!aead.ok()) std::abort();
+  auto sealed = (*aead)->Seal(plaintext, kAssociatedData);
+  if (!sealed.ok()) std::abort();
+  return *sealed;
+}
+
+absl::StatusOr<std::string> OpenRecord(const storage::DataKey& key, std::string_view sealed) {
+  auto aead = key.record_aead();
+  if (!aead.ok()) return aead.status();
+  return (*aead)->Open(sealed, kAssociatedData);
+}
+
+}  // namespace coffer::kms::testing
