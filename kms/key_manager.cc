@@ -328,14 +328,14 @@ absl::StatusOr<uint64_t> KeyManager::CreateDataset(std::string_view name,
   }
   Crash("create.intent");
 
-  auto finish = [&](absl::Status result) -> absl::Status {
+  auto finish = [&](const absl::Status& result) -> absl::Status {
     audit::AuditEvent done = internal::MakeEvent(
         kKind, actor, handle, audit::v1::PURPOSE_UNSPECIFIED, 1, audit::v1::STAGE_COMPLETED);
     done.result = ErrorCodeOf(result);
     absl::Status audited = Audit(done);
     return result.ok() ? audited : result;
   };
-  auto roll_back = [&](absl::Status cause) -> absl::Status {
+  auto roll_back = [&](const absl::Status& cause) -> absl::Status {
     absl::Status destroyed = wrapper->DestroyWrappingKey({handle, 1});
     if (!destroyed.ok() && ErrorCodeOf(destroyed) != ErrorCode::kHsmKeyNotFound) {
       return finish(cause);  // the intent stays: Open will retry the rollback

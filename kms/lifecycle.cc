@@ -256,7 +256,7 @@ absl::Status KeyManager::FinishDestroyLocked(const EntryPtr& entry, const audit:
                                              int64_t /*requested_micros*/) {
   const uint64_t handle = entry->handle;
   Snapshot snap = entry->snapshot.load();
-  auto finish = [&](absl::Status result) -> absl::Status {
+  auto finish = [&](const absl::Status& result) -> absl::Status {
     audit::AuditEvent event =
         internal::MakeEvent(audit::v1::DATASET_DESTROY, actor, handle,
                             audit::v1::PURPOSE_UNSPECIFIED, 0, audit::v1::STAGE_COMPLETED);

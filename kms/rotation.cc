@@ -86,7 +86,7 @@ absl::StatusOr<uint32_t> KeyManager::RotateLocked(const EntryPtr& entry,
       internal::MakeEvent(kKind, actor, handle, internal::AuditPurpose(purpose), new_version,
                           audit::v1::STAGE_REQUESTED, internal::RotationDetail(cause));
   COFFER_RETURN_IF_ERROR(Audit(event));
-  auto finish = [&](absl::Status result) -> absl::Status {
+  auto finish = [&](const absl::Status& result) -> absl::Status {
     event.stage = audit::v1::STAGE_COMPLETED;
     event.result = ErrorCodeOf(result);
     absl::Status audited = Audit(event);

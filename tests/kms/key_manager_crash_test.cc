@@ -2,10 +2,10 @@
 // state: real SoftHSM2 token, real RocksDB key DB and audit log, the operation run in a child
 // process (tests/kms/kms_crash_helper.cc) that kills itself at the named step.
 
-#include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <csignal>
 #include <fstream>
 #include <memory>
 #include <string>

@@ -171,8 +171,8 @@ TEST_F(KeyManagerTest, CreateListDescribeAndBadInput) {
 
   EXPECT_THAT(manager_->CreateDataset("crm/customers-eu_1.v2", std::nullopt, TestAdmin()).status(),
               HasCode(ErrorCode::kDatasetExists));
-  for (std::string bad : {std::string(""), std::string("CRM"), std::string("a b"),
-                          std::string("name\n"), std::string(129, 'a'), std::string("é")}) {
+  for (const std::string& bad : {std::string(""), std::string("CRM"), std::string("a b"),
+                                 std::string("name\n"), std::string(129, 'a'), std::string("é")}) {
     EXPECT_THAT(manager_->CreateDataset(bad, std::nullopt, TestAdmin()).status(),
                 HasCode(ErrorCode::kDatasetNameInvalid))
         << bad;
@@ -581,6 +581,7 @@ TEST_F(KeyManagerTest, EightThreadsEncryptingDuringRotationsLoseNothing) {
   std::atomic<int> failures{0};
   std::atomic<bool> done{false};
   std::vector<std::thread> threads;
+  threads.reserve(kThreads);
   for (int t = 0; t < kThreads; ++t) {
     threads.emplace_back([&, t] {
       for (int i = 0; i < kPerThread; ++i) {

@@ -8,9 +8,9 @@
 // destroy and rewrap, the helper first creates the dataset "crm" (no crash point armed), seals
 // a record under records v1 and writes "<handle> <hex ciphertext>" to <out file>.
 
-#include <signal.h>
 #include <unistd.h>
 
+#include <csignal>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
@@ -28,7 +28,8 @@ namespace {
 using namespace coffer;  // NOLINT(google-build-using-namespace): a small test program
 
 int Fail(const char* what, const absl::Status& status) {
-  std::fprintf(stderr, "kms_crash_helper: %s: %s\n", what, std::string(status.message()).c_str());
+  (void)std::fprintf(stderr, "kms_crash_helper: %s: %s\n", what,
+                     std::string(status.message()).c_str());
   return 2;
 }
 
@@ -47,7 +48,7 @@ std::string Hex(std::string_view bytes) {
 int main(int argc, char** argv) {
   if (argc != 7) return 64;
   const std::string keydb = argv[1], audit_dir = argv[2], op = argv[3], step = argv[4];
-  const int nth = std::atoi(argv[5]);
+  const int nth = static_cast<int>(std::strtol(argv[5], nullptr, 10));
   const std::string out_file = argv[6];
 
   hsm::HsmOptions hsm_options;
@@ -77,7 +78,7 @@ int main(int argc, char** argv) {
   options.clock = &clock;
   options.default_policy.destruction_wait = std::chrono::seconds(0);
   options.crash_point = [&](std::string_view reached) {
-    if (armed && reached == step && ++seen == nth) raise(SIGKILL);
+    if (armed && reached == step && ++seen == nth) (void)std::raise(SIGKILL);
   };
   auto manager = kms::KeyManager::Open(std::move(options));
   if (!manager.ok()) return Fail("open", manager.status());
