@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <utility>
 
+#include "absl/cleanup/cleanup.h"
 #include "crypto/random.h"
 #include "crypto/status.h"
 #include "rocksdb/write_batch.h"
@@ -325,6 +326,166 @@ absl::Status AttachmentStore::Delete(uint64_t handle, std::string_view name) {
 absl::Status AttachmentStore::Restore(uint64_t handle, std::string_view name) {
   COFFER_ASSIGN_OR_RETURN(std::string stored_key, internal::StoredKeyFor(keys_, handle, name));
   return internal::RestoreFromBin(db_, Cf::kAttachmentPointers, stored_key);
+}
+
+absl::StatusOr<bool> AttachmentStore::ReencryptToPrimary(Cf cf, std::string_view key,
+                                                         std::string_view seen,
+                                                         const std::function<void()>& before_flip) {
+  if (cf != Cf::kAttachmentPointers && cf != Cf::kRecycleBin) {
+    return MakeError(ErrorCode::kInvalidArgument, "not an attachment pointer or bin key");
+  }
+  std::string stored_key(key);
+  std::string_view entry_bytes = seen;
+  int64_t deleted_at_us = 0;
+  if (cf == Cf::kRecycleBin) {
+    COFFER_ASSIGN_OR_RETURN(internal::BinKeyParts parts, internal::ParseBinKey(key));
+    if (parts.cf != Cf::kAttachmentPointers) {
+      return MakeError(ErrorCode::kInvalidArgument, "not an attachment bin key");
+    }
+    stored_key = std::move(parts.stored_key);
+    COFFER_ASSIGN_OR_RETURN(internal::BinValue bin, internal::ParseBinValue(seen));
+    entry_bytes = bin.entry;
+    deleted_at_us = bin.deleted_at_us;
+  }
+  const uint64_t handle = internal::HandleOf(stored_key);
+  COFFER_ASSIGN_OR_RETURN(uint32_t old_version,
+                          internal::EntryKeyVersion(Cf::kAttachmentPointers, entry_bytes));
+  // Two encryptions, as for an upload: the stream and the pointer entry. Counted only when a
+  // copy is actually made.
+  COFFER_ASSIGN_OR_RETURN(std::shared_ptr<const DataKey> current,
+                          keys_->PrimaryKey(handle, KeyPurpose::kAttachments, 0));
+  if (current->version() == old_version) return false;
+
+  // The snapshot pins the old segments while they are copied; the entry must still be `seen`
+  // in it, or a replace already removed them.
+  std::unique_ptr<ScopedSnapshot> snapshot = db_->NewSnapshot();
+  {
+    std::string at_snapshot;
+    bool found = false;
+    COFFER_RETURN_IF_ERROR(db_->Get(cf, key, &at_snapshot, &found, snapshot->get()));
+    if (!found || at_snapshot != seen) return false;
+  }
+  COFFER_ASSIGN_OR_RETURN(internal::OpenedEntry opened,
+                          internal::OpenEntry(keys_, Cf::kAttachmentPointers,
+                                              KeyPurpose::kAttachments, stored_key, entry_bytes));
+  absl::Cleanup wipe = [&opened] {
+    std::fill(opened.id.begin(), opened.id.end(), '\0');
+    std::fill(opened.body.begin(), opened.body.end(), '\0');
+  };
+  COFFER_ASSIGN_OR_RETURN(PointerBody body, ParsePointerBody(opened.body));
+  COFFER_ASSIGN_OR_RETURN(std::shared_ptr<const DataKey> old_key,
+                          keys_->KeyForVersion(handle, KeyPurpose::kAttachments, old_version));
+  COFFER_ASSIGN_OR_RETURN(crypto::StreamSegmentDecrypter decrypter,
+                          crypto::StreamSegmentDecrypter::Create(old_key->key(), old_version,
+                                                                 body.stream_header, stored_key));
+  const uint64_t segments = SegmentCount(body.size, decrypter.segment_size());
+  if (segments - 1 > crypto::kMaxStreamSegmentIndex) {
+    return MakeError(ErrorCode::kCiphertextCorrupt, "impossible attachment size");
+  }
+  COFFER_ASSIGN_OR_RETURN(std::shared_ptr<const DataKey> primary,
+                          keys_->PrimaryKey(handle, KeyPurpose::kAttachments, 2));
+  COFFER_ASSIGN_OR_RETURN(
+      crypto::StreamSegmentEncrypter encrypter,
+      crypto::StreamSegmentEncrypter::Create(primary->key(), primary->version(), stored_key,
+                                             decrypter.segment_size()));
+  internal::UploadId upload{};
+  COFFER_RETURN_IF_ERROR(crypto::RandomNonce(absl::MakeSpan(upload.data(), upload.size())));
+  {
+    std::lock_guard<std::mutex> lock(active_mu_);
+    active_.insert(upload);
+  }
+  absl::Cleanup forget = [this, &upload] { Forget(upload); };
+  const std::string upload_key = internal::UploadKey(handle, upload);
+  auto drop_copy = [&]() -> absl::Status {
+    rocksdb::WriteBatch batch;
+    COFFER_RETURN_IF_ERROR(FromRocks(
+        batch.DeleteRange(db_->cf(Cf::kAttachmentSegments), internal::SegmentsBegin(handle, upload),
+                          internal::SegmentsEnd(handle, upload)),
+        "batch"));
+    COFFER_RETURN_IF_ERROR(FromRocks(batch.Delete(db_->cf(Cf::kUploads), upload_key), "batch"));
+    return db_->Write(&batch);
+  };
+  {
+    std::string marker;
+    internal::AppendU64(&marker, static_cast<uint64_t>(ToUnixMicros(clock_->Now())));
+    COFFER_RETURN_IF_ERROR(FromRocks(
+        db_->rocks()->Put(db_->write_options(), db_->cf(Cf::kUploads), upload_key, marker),
+        "write"));
+  }
+  const internal::UploadId old_upload = ToUploadId(opened.upload_id);
+  std::string segment;
+  std::string plaintext;
+  std::string ciphertext;
+  absl::Cleanup wipe_plaintext = [&plaintext] {
+    std::fill(plaintext.begin(), plaintext.end(), '\0');
+  };
+  absl::Status copied = absl::OkStatus();
+  for (uint64_t index = 0; copied.ok() && index < segments; ++index) {
+    const bool last = index + 1 == segments;
+    bool found = false;
+    copied = db_->Get(Cf::kAttachmentSegments,
+                      internal::SegmentKey(handle, old_upload, static_cast<uint32_t>(index)),
+                      &segment, &found, snapshot->get());
+    if (copied.ok() && !found) {
+      copied = MakeError(ErrorCode::kCiphertextCorrupt, "an attachment segment is missing");
+    }
+    if (copied.ok()) {
+      std::fill(plaintext.begin(), plaintext.end(), '\0');
+      plaintext.clear();
+      copied = decrypter.DecryptSegment(index, segment, last, &plaintext);
+    }
+    if (copied.ok()) {
+      ciphertext.clear();
+      copied = encrypter.EncryptSegment(plaintext, last, &ciphertext);
+    }
+    if (copied.ok()) {
+      copied = FromRocks(
+          db_->rocks()->Put(db_->write_options(), db_->cf(Cf::kAttachmentSegments),
+                            internal::SegmentKey(handle, upload, static_cast<uint32_t>(index)),
+                            ciphertext),
+          "write");
+    }
+  }
+  snapshot.reset();
+  if (!copied.ok()) {
+    drop_copy().IgnoreError();  // what is left, CleanupOrphanedUploads removes
+    return copied;
+  }
+  std::string new_body =
+      EncodePointerBody(body.size, body.created_us, body.content_type, encrypter.header());
+  absl::StatusOr<std::string> resealed =
+      internal::SealEntryWith(*primary, Cf::kAttachmentPointers, stored_key, opened.written_at_us,
+                              AsView(upload), opened.id, new_body);
+  std::fill(new_body.begin(), new_body.end(), '\0');
+  if (!resealed.ok()) {
+    drop_copy().IgnoreError();
+    return resealed.status();
+  }
+  std::string new_value =
+      cf == Cf::kRecycleBin ? internal::EncodeBinValue(deleted_at_us, *resealed) : *resealed;
+
+  if (before_flip) before_flip();
+  bool flipped = false;
+  {
+    std::lock_guard<std::mutex> lock(db_->StripeFor(internal::MacOf(stored_key)));
+    std::string now_value;
+    bool found = false;
+    COFFER_RETURN_IF_ERROR(db_->Get(cf, key, &now_value, &found));
+    if (found && now_value == seen) {
+      rocksdb::WriteBatch batch;
+      COFFER_RETURN_IF_ERROR(FromRocks(batch.Put(db_->cf(cf), key, new_value), "batch"));
+      COFFER_RETURN_IF_ERROR(FromRocks(batch.Delete(db_->cf(Cf::kUploads), upload_key), "batch"));
+      COFFER_RETURN_IF_ERROR(
+          FromRocks(batch.DeleteRange(db_->cf(Cf::kAttachmentSegments),
+                                      internal::SegmentsBegin(handle, old_upload),
+                                      internal::SegmentsEnd(handle, old_upload)),
+                    "batch"));
+      COFFER_RETURN_IF_ERROR(db_->Write(&batch));
+      flipped = true;
+    }
+  }
+  if (!flipped) COFFER_RETURN_IF_ERROR(drop_copy());
+  return flipped;
 }
 
 void AttachmentStore::Forget(const internal::UploadId& upload) {

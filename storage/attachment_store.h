@@ -29,6 +29,7 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -145,6 +146,21 @@ class AttachmentStore {
   // store is writing (left by a crash or a failed abort). Returns how many it removed. Run at
   // start-up, before uploads begin, or any time: uploads in progress here are skipped.
   absl::StatusOr<size_t> CleanupOrphanedUploads();
+
+  // For the re-encryption job (storage/reencryption.h): moves one attachment onto the primary
+  // attachments key. `key` is its pointer's stored key (cf kAttachmentPointers) or its bin key
+  // (cf kRecycleBin), `seen` the value the job read there. The stream is copied segment by
+  // segment (memory O(segment)) under a new pending upload id registered like any upload, then
+  // one WriteBatch under the name's lock stripe flips the pointer (same name, size, content
+  // type, created and written times, and deletion time for a bin entry), deletes the marker and
+  // the old segments — but only if the value is still `seen`; otherwise the copy is dropped, so
+  // a client replace, delete or restore in between is never overwritten. `before_flip`, if set,
+  // runs after the copy and before the stripe is taken (tests use it to race a replace).
+  // Returns true when it flipped the pointer, false when the entry was already on the primary
+  // version or changed meanwhile.
+  absl::StatusOr<bool> ReencryptToPrimary(internal::Cf cf, std::string_view key,
+                                          std::string_view seen,
+                                          const std::function<void()>& before_flip = {});
 
  private:
   friend class AttachmentUpload;

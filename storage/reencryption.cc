@@ -52,25 +52,45 @@ absl::StatusOr<JobState> DecodeState(std::string_view value) {
   state.phase = static_cast<Cf>(value[0]);
   size_t cursor_size = (static_cast<uint8_t>(value[1]) << 8) | static_cast<uint8_t>(value[2]);
   if (value.size() != 3 + cursor_size + 16) return corrupt();
-  if (state.phase != Cf::kRecords && state.phase != Cf::kRecycleBin) return corrupt();
+  if (state.phase != Cf::kRecords && state.phase != Cf::kAttachmentPointers &&
+      state.phase != Cf::kRecycleBin) {
+    return corrupt();
+  }
   state.cursor = std::string(value.substr(3, cursor_size));
   state.done = internal::ReadU64(value.substr(3 + cursor_size));
   state.reencrypted = internal::ReadU64(value.substr(11 + cursor_size));
   return state;
 }
 
-// Whether a key of `cf` in the dataset's range holds a record entry (bin entries of
-// attachments do not).
-bool IsRecordKey(Cf cf, std::string_view key) {
-  return cf == Cf::kRecords || (key.size() == internal::kBinKeySize &&
-                                static_cast<Cf>(key[internal::kHandleSize]) == Cf::kRecords);
+// The kind of entry (records or attachment pointers) a key of `cf` holds.
+Cf KindOf(Cf cf, std::string_view key) {
+  if (cf != Cf::kRecycleBin) return cf;
+  return key.size() == internal::kBinKeySize ? static_cast<Cf>(key[internal::kHandleSize])
+                                             : Cf::kRecycleBin;  // malformed: ParseBinKey fails
 }
+
+// Whether `census` has nothing on a version other than `records` / `attachments` primaries.
+bool OnlyOnPrimaries(const VersionCensus& census, uint32_t records, uint32_t attachments) {
+  auto only = [](const std::map<uint32_t, uint64_t>& versions, uint32_t primary) {
+    return versions.empty() || (versions.size() == 1 && versions.begin()->first == primary);
+  };
+  return only(census.records, records) && only(census.attachments, attachments);
+}
+
+// The phase after `phase`: records, then attachment pointers, then the recycle bin.
+Cf NextPhase(Cf phase) { return phase == Cf::kRecords ? Cf::kAttachmentPointers : Cf::kRecycleBin; }
 
 // The record entry inside a value of `cf`.
 absl::StatusOr<std::string_view> RecordEntryOf(Cf cf, std::string_view value) {
   if (cf == Cf::kRecords) return value;
   COFFER_ASSIGN_OR_RETURN(internal::BinValue bin, internal::ParseBinValue(value));
   return bin.entry;
+}
+
+absl::Status SaveState(DataDb* db, uint64_t handle, const JobState& state) {
+  return FromRocks(
+      db->rocks()->Put(db->write_options(), db->cf(Cf::kJobs), JobKey(handle), EncodeState(state)),
+      "write");
 }
 
 template <typename Visit>
@@ -136,6 +156,7 @@ absl::StatusOr<ReencryptionProgress> ReencryptionJob::Run(
   ReencryptionProgress progress;
   COFFER_ASSIGN_OR_RETURN(VersionCensus census, CountKeyVersions(db_, handle_));
   for (const auto& [version, count] : census.records) progress.total += count;
+  for (const auto& [version, count] : census.attachments) progress.total += count;
 
   const auto started = std::chrono::steady_clock::now();
   uint64_t done_this_run = 0;
@@ -165,26 +186,27 @@ absl::StatusOr<ReencryptionProgress> ReencryptionJob::Run(
       it->Seek(state.cursor.empty() ? internal::DatasetBegin(handle_) : state.cursor);
       for (; it->Valid() && batch.size() < options_.batch_size; it->Next()) {
         std::string_view key = it->key().ToStringView();
-        if (key == state.cursor || !IsRecordKey(state.phase, key)) continue;
+        if (key == state.cursor) continue;
         batch.emplace_back(std::string(key), it->value().ToString());
       }
       COFFER_RETURN_IF_ERROR(FromRocks(it->status(), "iterate"));
     }
 
     if (batch.empty()) {
-      if (state.phase == Cf::kRecords) {
-        state.phase = Cf::kRecycleBin;
+      if (state.phase != Cf::kRecycleBin) {
+        state.phase = NextPhase(state.phase);
         state.cursor.clear();
         continue;
       }
-      // A restore during the bin walk can bring an older entry back to the records: check, and
-      // walk again until nothing is left on another version.
+      // A restore during the bin walk can bring an older entry back to the live families, and an
+      // upload begun before the rotation can commit on the old version: check, and walk again
+      // until nothing is left on another version.
       COFFER_ASSIGN_OR_RETURN(VersionCensus after, CountKeyVersions(db_, handle_));
-      COFFER_ASSIGN_OR_RETURN(std::shared_ptr<const DataKey> primary,
+      COFFER_ASSIGN_OR_RETURN(std::shared_ptr<const DataKey> records_primary,
                               keys_->PrimaryKey(handle_, KeyPurpose::kRecords, 0));
-      bool clean = after.records.empty() || (after.records.size() == 1 &&
-                                             after.records.begin()->first == primary->version());
-      if (!clean) {
+      COFFER_ASSIGN_OR_RETURN(std::shared_ptr<const DataKey> attachments_primary,
+                              keys_->PrimaryKey(handle_, KeyPurpose::kAttachments, 0));
+      if (!OnlyOnPrimaries(after, records_primary->version(), attachments_primary->version())) {
         state.phase = Cf::kRecords;
         state.cursor.clear();
         continue;
@@ -200,6 +222,24 @@ absl::StatusOr<ReencryptionProgress> ReencryptionJob::Run(
     COFFER_ASSIGN_OR_RETURN(std::shared_ptr<const DataKey> primary,
                             keys_->PrimaryKey(handle_, KeyPurpose::kRecords, 0));
     for (const auto& [key, seen] : batch) {
+      if (KindOf(state.phase, key) == Cf::kAttachmentPointers) {
+        // Streams are long: re-read the entry just before copying it, and save progress after
+        // each one, so a crash repeats at most one stream copy.
+        std::string current;
+        bool found = false;
+        COFFER_RETURN_IF_ERROR(db_->Get(state.phase, key, &current, &found));
+        ++state.done;
+        ++done_this_run;
+        if (found) {
+          COFFER_ASSIGN_OR_RETURN(
+              bool flipped, attachments_->ReencryptToPrimary(state.phase, key, current,
+                                                             options_.before_attachment_flip));
+          if (flipped) ++state.reencrypted;
+        }
+        state.cursor = key;
+        COFFER_RETURN_IF_ERROR(SaveState(db_, handle_, state));
+        continue;
+      }
       std::string stored_key(key);
       if (state.phase == Cf::kRecycleBin) {
         COFFER_ASSIGN_OR_RETURN(internal::BinKeyParts parts, internal::ParseBinKey(key));
@@ -233,9 +273,7 @@ absl::StatusOr<ReencryptionProgress> ReencryptionJob::Run(
       ++state.reencrypted;
     }
     state.cursor = batch.back().first;
-    COFFER_RETURN_IF_ERROR(FromRocks(db_->rocks()->Put(db_->write_options(), db_->cf(Cf::kJobs),
-                                                       JobKey(handle_), EncodeState(state)),
-                                     "write"));
+    COFFER_RETURN_IF_ERROR(SaveState(db_, handle_, state));
     report();
     if (cancel != nullptr && cancel->load()) {
       return MakeError(ErrorCode::kCancelled, "re-encryption cancelled; progress is saved");

@@ -1,23 +1,29 @@
-// ReencryptionJob: moves every record of a dataset — live and in the recycle bin — onto the
-// primary records key, so that an older version can be retired (docs/formats.md#data-db-jobs).
+// ReencryptionJob: moves every record and attachment of a dataset — live and in the recycle
+// bin — onto the primary records / attachments key, so that an older version can be retired
+// (docs/formats.md#data-db-jobs).
 //
-// The job walks the dataset's records and bin entries in key order. For each entry not on the
-// primary version it takes the id's lock stripe, re-reads the entry, and re-seals it under the
-// primary key (same id, value, write time and, for bin entries, deletion time) in one write —
-// so a client write or delete on the same id either happens before (and the job re-seals the
-// new value, or finds it already current) or after; no acknowledged write is overwritten by a
-// stale copy and nothing deleted comes back. Progress (a cursor of stored keys — HMACs, never
-// ids — and counters) is persisted in the jobs column family every batch, so a crashed or
-// cancelled job resumes where it stopped. An optional rate limit bounds items per second.
-//
-// Attachments: CountKeyVersions reports their versions, so retiring an attachments version can
-// be checked; re-streaming attachments onto a new version is not implemented yet.
+// The job walks the dataset's records, then its attachment pointers, then its bin entries, in
+// key order. For each record not on the primary version it takes the id's lock stripe, re-reads
+// the entry, and re-seals it under the primary key (same id, value, write time and, for bin
+// entries, deletion time) in one write — so a client write or delete on the same id either
+// happens before (and the job re-seals the new value, or finds it already current) or after; no
+// acknowledged write is overwritten by a stale copy and nothing deleted comes back. An
+// attachment's stream is copied under a new pending upload id (AttachmentStore::
+// ReencryptToPrimary) and its pointer flipped under the name's stripe only if the pointer is
+// still the one copied; otherwise the copy is dropped and a later pass sees the new pointer.
+// Progress (a cursor of stored keys — HMACs, never ids — and counters) is persisted in the jobs
+// column family every batch of records and after every attachment, so a crashed or cancelled
+// job resumes where it stopped; a stream copy cut short by a crash is an orphaned upload that
+// AttachmentStore::CleanupOrphanedUploads removes. The job finishes only when a census finds
+// nothing on a non-primary version. An optional rate limit bounds items per second.
 //
 // Thread safety: one Run per dataset at a time (a second concurrent Run on the same dataset is
 // safe but wasteful); runs on different datasets and client writes may proceed concurrently.
-// Ownership: borrows the DataDb and key provider. Failures: the key provider's codes (an entry
-// naming a missing version stops the job with NOT_FOUND: scrub finds such entries),
-// CIPHERTEXT_CORRUPT for a damaged entry, CANCELLED when `cancel` was set, DATA_DB_ERROR.
+// Ownership: borrows the DataDb, key provider and attachment store (the one clients write
+// through, so that its orphan cleanup skips the job's copies). Failures: the key provider's
+// codes (an entry naming a missing version stops the job with NOT_FOUND: scrub finds such
+// entries), CIPHERTEXT_CORRUPT for a damaged entry or segment, CANCELLED when `cancel` was set,
+// DATA_DB_ERROR.
 
 #ifndef COFFER_STORAGE_REENCRYPTION_H_
 #define COFFER_STORAGE_REENCRYPTION_H_
@@ -27,9 +33,11 @@
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <utility>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "storage/attachment_store.h"
 #include "storage/data_db.h"
 #include "storage/key_provider.h"
 
@@ -45,6 +53,8 @@ absl::StatusOr<VersionCensus> CountKeyVersions(DataDb* db, uint64_t handle);
 struct ReencryptionOptions {
   double max_items_per_second = 0;  // 0: unlimited
   size_t batch_size = 256;          // entries between progress saves
+  // Tests only: called between copying an attachment's stream and flipping its pointer.
+  std::function<void()> before_attachment_flip;
 };
 
 struct ReencryptionProgress {
@@ -58,14 +68,19 @@ struct ReencryptionProgress {
 
 class ReencryptionJob {
  public:
-  ReencryptionJob(DataDb* db, KeyProvider* keys, uint64_t handle, ReencryptionOptions options = {})
-      : db_(db), keys_(keys), handle_(handle), options_(options) {}
+  ReencryptionJob(DataDb* db, KeyProvider* keys, AttachmentStore* attachments, uint64_t handle,
+                  ReencryptionOptions options = {})
+      : db_(db),
+        keys_(keys),
+        attachments_(attachments),
+        handle_(handle),
+        options_(std::move(options)) {}
   ReencryptionJob(const ReencryptionJob&) = delete;
   ReencryptionJob& operator=(const ReencryptionJob&) = delete;
 
-  // Runs or resumes the job until every record is on the primary version (finished, and the
-  // persisted state is cleared), `cancel` becomes true (CANCELLED; progress kept), or an error.
-  // `on_progress`, if set, is called after every batch.
+  // Runs or resumes the job until every record and attachment is on the primary version (finished,
+  // and the persisted state is cleared), `cancel` becomes true (CANCELLED; progress kept), or an
+  // error. `on_progress`, if set, is called after every batch.
   absl::StatusOr<ReencryptionProgress> Run(
       const std::atomic<bool>* cancel = nullptr,
       const std::function<void(const ReencryptionProgress&)>& on_progress = {});
@@ -76,6 +91,7 @@ class ReencryptionJob {
  private:
   DataDb* db_;
   KeyProvider* keys_;
+  AttachmentStore* attachments_;
   uint64_t handle_;
   ReencryptionOptions options_;
 };

@@ -20,14 +20,25 @@ using internal::Cf;
 using testing::kDatasetA;
 using testing::kDatasetB;
 
+ReencryptionOptions Batches(size_t batch_size) {
+  ReencryptionOptions options;
+  options.batch_size = batch_size;
+  return options;
+}
+
 class JobsTest : public testing::StorageTest {
  protected:
   void SetUp() override {
     StorageTest::SetUp();
+    MakeStores();
+  }
+  void MakeStores() {
     records_ = std::make_unique<RecordStore>(db_.get(), &keys_, &policies_, &clock_);
+    attachments_ = std::make_unique<AttachmentStore>(db_.get(), &keys_, &policies_, &clock_, 1024);
   }
   void TearDown() override {
     records_.reset();
+    attachments_.reset();
     StorageTest::TearDown();
   }
   std::map<uint32_t, uint64_t> RecordVersions(uint64_t handle) {
@@ -35,7 +46,30 @@ class JobsTest : public testing::StorageTest {
     EXPECT_TRUE(census.ok()) << census.status();
     return census.ok() ? census->records : std::map<uint32_t, uint64_t>{};
   }
+  std::map<uint32_t, uint64_t> AttachmentVersions(uint64_t handle) {
+    auto census = CountKeyVersions(db_.get(), handle);
+    EXPECT_TRUE(census.ok()) << census.status();
+    return census.ok() ? census->attachments : std::map<uint32_t, uint64_t>{};
+  }
+  absl::Status Upload(std::string_view name, uint64_t seed, uint64_t size) {
+    COFFER_ASSIGN_OR_RETURN(auto upload, attachments_->BeginUpload(kDatasetA, name, "text/x-test"));
+    for (uint64_t offset = 0; offset < size; offset += 3000) {
+      COFFER_RETURN_IF_ERROR(upload->Append(testing::PatternBytes(
+          seed, offset, static_cast<size_t>(std::min<uint64_t>(3000, size - offset)))));
+    }
+    return upload->Commit();
+  }
+  void ExpectContent(std::string_view name, uint64_t seed, uint64_t size) {
+    auto reader = attachments_->Open(kDatasetA, name);
+    ASSERT_TRUE(reader.ok()) << name << ": " << reader.status();
+    EXPECT_EQ((*reader)->info().size, size);
+    EXPECT_EQ((*reader)->info().content_type, "text/x-test");
+    std::string out;
+    ASSERT_TRUE((*reader)->Read(0, size, &out).ok());
+    EXPECT_TRUE(out == testing::PatternBytes(seed, 0, size)) << name;
+  }
   std::unique_ptr<RecordStore> records_;
+  std::unique_ptr<AttachmentStore> attachments_;
 };
 
 TEST_F(JobsTest, ReencryptionMovesLiveAndBinnedRecordsOntoThePrimary) {
@@ -49,7 +83,7 @@ TEST_F(JobsTest, ReencryptionMovesLiveAndBinnedRecordsOntoThePrimary) {
   ASSERT_EQ(keys_.Rotate(kDatasetA, KeyPurpose::kRecords).value(), 2u);
   EXPECT_EQ(RecordVersions(kDatasetA), (std::map<uint32_t, uint64_t>{{1, 300}}));
 
-  ReencryptionJob job(db_.get(), &keys_, kDatasetA, ReencryptionOptions{0, 64});
+  ReencryptionJob job(db_.get(), &keys_, attachments_.get(), kDatasetA, Batches(64));
   std::vector<ReencryptionProgress> seen;
   auto result = job.Run(nullptr, [&](const ReencryptionProgress& p) { seen.push_back(p); });
   ASSERT_TRUE(result.ok()) << result.status();
@@ -72,14 +106,15 @@ TEST_F(JobsTest, ReencryptionResumesFromItsSavedProgress) {
   ASSERT_TRUE(keys_.Rotate(kDatasetA, KeyPurpose::kRecords).ok());
   std::atomic<bool> cancel{false};
   {
-    ReencryptionJob job(db_.get(), &keys_, kDatasetA, ReencryptionOptions{0, 50});
+    ReencryptionJob job(db_.get(), &keys_, attachments_.get(), kDatasetA, Batches(50));
     auto result = job.Run(&cancel, [&](const ReencryptionProgress&) { cancel = true; });
     EXPECT_EQ(ErrorCodeOf(result.status()), ErrorCode::kCancelled);
     EXPECT_EQ(job.SavedProgress()->reencrypted, 50u);
   }
+  attachments_.reset();
   Reopen();  // as after a crash: only the persisted state survives
-  records_ = std::make_unique<RecordStore>(db_.get(), &keys_, &policies_, &clock_);
-  ReencryptionJob job(db_.get(), &keys_, kDatasetA, ReencryptionOptions{0, 50});
+  MakeStores();
+  ReencryptionJob job(db_.get(), &keys_, attachments_.get(), kDatasetA, Batches(50));
   auto result = job.Run();
   ASSERT_TRUE(result.ok());
   EXPECT_EQ(result->reencrypted, 200u);  // 50 before the crash + 150 after, none twice
@@ -128,13 +163,13 @@ TEST_F(JobsTest, WritersAndReencryptionNeverRace) {
   for (int stopped = 0; stopped < 2; ++stopped) {
     std::atomic<bool> cancel{false};
     int batches = 0;
-    ReencryptionJob job(db_.get(), &keys_, kDatasetA, ReencryptionOptions{0, 100});
+    ReencryptionJob job(db_.get(), &keys_, attachments_.get(), kDatasetA, Batches(100));
     auto result = job.Run(&cancel, [&](const ReencryptionProgress&) {
       if (++batches == 2 + stopped) cancel = true;
     });
     EXPECT_EQ(ErrorCodeOf(result.status()), ErrorCode::kCancelled);
   }
-  ReencryptionJob job(db_.get(), &keys_, kDatasetA, ReencryptionOptions{0, 100});
+  ReencryptionJob job(db_.get(), &keys_, attachments_.get(), kDatasetA, Batches(100));
   auto result = job.Run();
   stop = true;
   for (std::thread& writer : writers) writer.join();
@@ -153,8 +188,75 @@ TEST_F(JobsTest, WritersAndReencryptionNeverRace) {
   EXPECT_EQ(versions.count(1), 0u) << "records left on version 1";
 }
 
+TEST_F(JobsTest, ReencryptionMovesLiveAndBinnedAttachmentsOntoThePrimary) {
+  // Sizes around the 1 KiB segment: empty, one short segment, exact, one over, many.
+  const std::vector<uint64_t> sizes = {0, 1, 1023, 1024, 1025, 10 * 1024, 200 * 1024 + 7};
+  for (size_t i = 0; i < sizes.size(); ++i) {
+    ASSERT_TRUE(Upload("att-" + std::to_string(i), i + 1, sizes[i]).ok());
+  }
+  ASSERT_TRUE(Upload("binned", 77, 5000).ok());
+  ASSERT_TRUE(attachments_->Delete(kDatasetA, "binned").ok());
+  ASSERT_TRUE(records_->Put(kDatasetA, "record", "value").ok());
+  const size_t segments_before = testing::CountKeys(db_.get(), Cf::kAttachmentSegments);
+  ASSERT_EQ(keys_.Rotate(kDatasetA, KeyPurpose::kAttachments).value(), 2u);
+  ASSERT_EQ(keys_.Rotate(kDatasetA, KeyPurpose::kRecords).value(), 2u);
+  EXPECT_EQ(AttachmentVersions(kDatasetA), (std::map<uint32_t, uint64_t>{{1, 8}}));
+
+  ReencryptionJob job(db_.get(), &keys_, attachments_.get(), kDatasetA, Batches(3));
+  auto result = job.Run();
+  ASSERT_TRUE(result.ok()) << result.status();
+  EXPECT_TRUE(result->finished);
+  EXPECT_EQ(result->total, 9u);
+  EXPECT_EQ(result->reencrypted, 9u);
+  EXPECT_EQ(AttachmentVersions(kDatasetA), (std::map<uint32_t, uint64_t>{{2, 8}}));
+  EXPECT_EQ(RecordVersions(kDatasetA), (std::map<uint32_t, uint64_t>{{2, 1}}));
+  // Same number of segments (the old ones were deleted with the flip), no pending uploads.
+  EXPECT_EQ(testing::CountKeys(db_.get(), Cf::kAttachmentSegments), segments_before);
+  EXPECT_EQ(testing::CountKeys(db_.get(), Cf::kUploads), 0u);
+  for (size_t i = 0; i < sizes.size(); ++i) {
+    ExpectContent("att-" + std::to_string(i), i + 1, sizes[i]);
+    EXPECT_EQ(attachments_->Metadata(kDatasetA, "att-" + std::to_string(i))->key_version, 2u);
+  }
+  ASSERT_TRUE(attachments_->Restore(kDatasetA, "binned").ok());
+  ExpectContent("binned", 77, 5000);
+  EXPECT_EQ(attachments_->Metadata(kDatasetA, "binned")->key_version, 2u);
+  // Old keys are no longer needed: a second run finds nothing to move.
+  EXPECT_EQ(job.Run()->reencrypted, 0u);
+}
+
+TEST_F(JobsTest, AttachmentReplacedDuringItsCopyKeepsTheReplacement) {
+  ASSERT_TRUE(Upload("doc", 1, 50 * 1024).ok());
+  ASSERT_TRUE(Upload("gone", 2, 4096).ok());
+  ASSERT_TRUE(keys_.Rotate(kDatasetA, KeyPurpose::kAttachments).ok());
+  int flips = 0;
+  ReencryptionOptions options = Batches(16);
+  // Between the copy of the first stream (whichever name sorts first by its HMAC) and its
+  // pointer flip, a client replaces "doc" and deletes "gone": the stale copy must be dropped,
+  // never flipped in; "gone" is then moved from the bin.
+  options.before_attachment_flip = [&] {
+    if (++flips == 1) {
+      ASSERT_TRUE(Upload("doc", 3, 30 * 1024 + 5).ok());
+      ASSERT_TRUE(attachments_->Delete(kDatasetA, "gone").ok());
+    }
+  };
+  ReencryptionJob job(db_.get(), &keys_, attachments_.get(), kDatasetA, options);
+  auto result = job.Run();
+  ASSERT_TRUE(result.ok()) << result.status();
+  EXPECT_EQ(flips, 2);  // the dropped copy, then "gone" in the bin
+  EXPECT_EQ(result->reencrypted, 1u);
+  ExpectContent("doc", 3, 30 * 1024 + 5);
+  EXPECT_EQ(ErrorCodeOf(attachments_->Open(kDatasetA, "gone").status()),
+            ErrorCode::kAttachmentNotFound);
+  EXPECT_EQ(AttachmentVersions(kDatasetA), (std::map<uint32_t, uint64_t>{{2, 2}}));
+  EXPECT_EQ(testing::CountKeys(db_.get(), Cf::kUploads), 0u);
+  // Exactly the segments of the two current streams: 31 + 4.
+  EXPECT_EQ(testing::CountKeys(db_.get(), Cf::kAttachmentSegments), 35u);
+  ASSERT_TRUE(attachments_->Restore(kDatasetA, "gone").ok());
+  ExpectContent("gone", 2, 4096);
+}
+
 TEST_F(JobsTest, ScrubReportsExactlyTheCorruptedValue) {
-  AttachmentStore attachments(db_.get(), &keys_, &policies_, &clock_, 1024);
+  AttachmentStore& attachments = *attachments_;
   for (int i = 0; i < 50; ++i) ASSERT_TRUE(records_->Put(kDatasetA, std::to_string(i), "v").ok());
   ASSERT_TRUE(records_->Delete(kDatasetA, "7").ok());
   {
