@@ -1,9 +1,10 @@
-// Clock: storage's one source of wall-clock time.
+// Clock: the project's one source of wall-clock time (storage and kms).
 //
-// Recycle-bin expiry, retention and the compliance lock compare stored times with Now(). Every
-// such decision reads a Clock passed in by the caller, so tests drive time explicitly. storage/
-// may not include kms/, so it defines this small interface; the daemon adapts the key manager's
-// clock to it (or passes SystemClock()). Fake clocks exist only in test binaries.
+// Recycle-bin expiry, retention and the compliance lock compare stored times with Now(), as do
+// the key manager's rotation, destruction and audit timestamps. Every such decision reads a Clock
+// passed in by the caller, so tests drive time explicitly. It lives here because storage/ may not
+// include kms/; kms/clock.h re-exports it. The daemon passes SystemClock(). Fake clocks exist only
+// in test binaries.
 //
 // Thread safety: Now() may be called from any number of threads at once.
 // Ownership: whoever passes a Clock* keeps it alive for as long as the receiver uses it.
@@ -33,7 +34,7 @@ class Clock {
 // The process's real clock (std::chrono::system_clock). Lives for the whole process.
 const Clock& SystemClock();
 
-// Whole microseconds since the Unix epoch (negative before 1970): how storage stores times.
+// Whole microseconds since the Unix epoch (negative before 1970): how storage and kms store times.
 int64_t ToUnixMicros(std::chrono::system_clock::time_point time);
 std::chrono::system_clock::time_point FromUnixMicros(int64_t micros);
 
