@@ -84,6 +84,10 @@ constexpr CodeInfo kCodes[] = {
     {ErrorCode::kUploadClosed, "UPLOAD_CLOSED", absl::StatusCode::kFailedPrecondition},
     {ErrorCode::kRangeBeyondEnd, "RANGE_BEYOND_END", absl::StatusCode::kOutOfRange},
     {ErrorCode::kDataDbError, "DATA_DB_ERROR", absl::StatusCode::kUnavailable},
+    {ErrorCode::kBackupNotFound, "BACKUP_NOT_FOUND", absl::StatusCode::kNotFound},
+    {ErrorCode::kBackupCorrupt, "BACKUP_CORRUPT", absl::StatusCode::kDataLoss},
+    {ErrorCode::kRestoreTargetNotEmpty, "RESTORE_TARGET_NOT_EMPTY",
+     absl::StatusCode::kFailedPrecondition},
 };
 
 const CodeInfo* Find(ErrorCode code) {

@@ -88,16 +88,19 @@ enum class ErrorCode : int {
   kTombstoneInvalid = 317,     // a tombstone's signature or content does not verify
 
   // Storage (400-499).
-  kIdTooLong = 400,           // a record id or attachment name exceeds 1 KiB
-  kValueTooLarge = 401,       // a record value exceeds the configured limit
-  kRecordNotFound = 402,      // no live record with this id
-  kAttachmentNotFound = 403,  // no live attachment with this name
-  kNotInRecycleBin = 404,     // nothing with this id or name in the dataset's recycle bin
-  kComplianceLocked = 405,    // the dataset's minimum retention forbids deleting or purging yet
-  kLegalHold = 406,           // a legal hold on the dataset blocks purges
-  kUploadClosed = 407,        // a chunk or commit after the upload was committed or aborted
-  kRangeBeyondEnd = 408,      // a read range ends beyond the attachment
-  kDataDbError = 409,         // RocksDB reported a failure; the message names it
+  kIdTooLong = 400,              // a record id or attachment name exceeds 1 KiB
+  kValueTooLarge = 401,          // a record value exceeds the configured limit
+  kRecordNotFound = 402,         // no live record with this id
+  kAttachmentNotFound = 403,     // no live attachment with this name
+  kNotInRecycleBin = 404,        // nothing with this id or name in the dataset's recycle bin
+  kComplianceLocked = 405,       // the dataset's minimum retention forbids deleting or purging yet
+  kLegalHold = 406,              // a legal hold on the dataset blocks purges
+  kUploadClosed = 407,           // a chunk or commit after the upload was committed or aborted
+  kRangeBeyondEnd = 408,         // a read range ends beyond the attachment
+  kDataDbError = 409,            // RocksDB reported a failure; the message names it
+  kBackupNotFound = 410,         // no data-DB backup with this id
+  kBackupCorrupt = 411,          // a data-DB backup failed verification (size or checksum)
+  kRestoreTargetNotEmpty = 412,  // a restore refuses a target directory that is not empty
 
   // 300-399 key manager, 400-499 storage, 500-599 daemon and protocol, 600-699 admin/keyctl:
   // reserved for the layers above, which append their codes here.
