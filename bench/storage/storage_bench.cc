@@ -1,0 +1,372 @@
+// Storage benchmarks (scripts/bench-storage runs them and prints the ratios).
+//
+//  - Encrypted 1 KiB record put/get (RecordStore: HMAC of the id, AES-256-GCM envelope) against
+//    plain RocksDB put/get of the same ids and values, both opened with DataDbRocksOptions (same
+//    cache, memtable budget, no compression) and the durability named in the benchmark
+//    (wal: acknowledged in the WAL, no fsync). Ids are drawn at random from --records ids
+//    (default 200,000), which are loaded before the gets.
+//  - Attachment write and read throughput for 16 MiB and 256 MiB streams (1 GiB with
+//    --attachment_1gib), with the process's peak RSS during the benchmark as a counter.
+//  - Re-encryption of --reencrypt_records 1 KiB records (default 200,000) after a rotation,
+//    as records per second.
+// Keys come from storage/testing's FakeKeyProvider: cached keys, i.e. the hot path. Rates are
+// per wall-clock second (UseRealTime: RocksDB's background work counts).
+
+#include <unistd.h>
+
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <memory>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "benchmark/benchmark.h"
+#include "rocksdb/cache.h"
+#include "rocksdb/db.h"
+#include "rocksdb/write_buffer_manager.h"
+#include "storage/attachment_store.h"
+#include "storage/data_db.h"
+#include "storage/record_store.h"
+#include "storage/reencryption.h"
+#include "storage/testing/fakes.h"
+
+namespace coffer::storage {
+namespace {
+
+constexpr uint64_t kDataset = 0xBE7C;
+constexpr size_t kValueSize = 1024;
+
+uint64_t g_records = 200000;
+uint64_t g_reencrypt_records = 200000;
+bool g_attachment_1gib = false;
+
+class ScratchDir {
+ public:
+  ScratchDir() {
+    const char* base = std::getenv("COFFER_BENCH_DIR");
+    std::string pattern = std::string(base != nullptr ? base : "/tmp") + "/coffer-bench-XXXXXX";
+    std::vector<char> buffer(pattern.begin(), pattern.end());
+    buffer.push_back('\0');
+    if (mkdtemp(buffer.data()) == nullptr) std::abort();
+    path_ = buffer.data();
+  }
+  ScratchDir(const ScratchDir&) = delete;
+  ScratchDir& operator=(const ScratchDir&) = delete;
+  ~ScratchDir() {
+    std::error_code ignored;
+    std::filesystem::remove_all(path_, ignored);
+  }
+  std::string Sub(const std::string& name) const { return path_ + "/" + name; }
+
+ private:
+  std::string path_;
+};
+
+size_t PeakRssBytes() {
+  std::ifstream status("/proc/self/status");
+  std::string line;
+  while (std::getline(status, line)) {
+    if (line.rfind("VmHWM:", 0) == 0) return std::stoull(line.substr(6)) * 1024;
+  }
+  return 0;
+}
+
+void ResetPeakRss() {
+  std::ofstream clear("/proc/self/clear_refs");
+  clear << "5";
+}
+
+std::string IdOf(uint64_t i) { return "customer-" + std::to_string(i); }
+
+std::string RandomValue(std::mt19937_64* random) {
+  std::string value(kValueSize, '\0');
+  for (size_t i = 0; i < value.size(); i += 8) {
+    uint64_t word = (*random)();
+    std::memcpy(&value[i], &word, 8);
+  }
+  return value;
+}
+
+// An encrypted data DB and a plain RocksDB with identical options, in one scratch directory.
+struct RecordFixture {
+  RecordFixture() {
+    if (!keys.CreateDataset(kDataset).ok()) std::abort();
+    policies.Set(kDataset, DatasetPolicy{});
+    auto opened = DataDb::Open(dir.Sub("data"), options);
+    if (!opened.ok()) std::abort();
+    db = std::move(*opened);
+    records = std::make_unique<RecordStore>(db.get(), &keys, &policies, &clock);
+
+    cache = rocksdb::NewLRUCache(options.block_cache_bytes);
+    wbm = std::make_shared<rocksdb::WriteBufferManager>(options.memtable_budget_bytes, cache,
+                                                        /*allow_stall=*/true);
+    rocksdb::Options rocks = DataDbRocksOptions(options, cache, wbm);
+    rocksdb::DB* raw = nullptr;
+    if (!rocksdb::DB::Open(rocks, dir.Sub("plain"), &raw).ok()) std::abort();
+    plain.reset(raw);
+    plain_write.sync = options.durability == Durability::kSync;
+  }
+  ~RecordFixture() {
+    records.reset();
+    db.reset();
+    plain.reset();
+  }
+  // Loads every id once into both stores (outside the timed loops).
+  void Load() {
+    if (loaded) return;
+    std::mt19937_64 random(1);
+    for (uint64_t i = 0; i < g_records; ++i) {
+      std::string value = RandomValue(&random);
+      if (!records->Put(kDataset, IdOf(i), value).ok()) std::abort();
+      if (!plain->Put(plain_write, IdOf(i), value).ok()) std::abort();
+    }
+    loaded = true;
+  }
+
+  ScratchDir dir;
+  DataDbOptions options;
+  testing::FakeKeyProvider keys;
+  testing::FakeDatasetPolicies policies;
+  testing::FakeClock clock;
+  std::unique_ptr<DataDb> db;
+  std::unique_ptr<RecordStore> records;
+  std::shared_ptr<rocksdb::Cache> cache;
+  std::shared_ptr<rocksdb::WriteBufferManager> wbm;
+  std::unique_ptr<rocksdb::DB> plain;
+  rocksdb::WriteOptions plain_write;
+  bool loaded = false;
+};
+
+RecordFixture& Records() {
+  static auto* fixture = new RecordFixture();  // lives until exit; its directory is scratch
+  return *fixture;
+}
+
+void BM_EncryptedPut_1KiB_Wal(benchmark::State& state) {
+  RecordFixture& f = Records();
+  std::mt19937_64 random(2);
+  std::string value = RandomValue(&random);
+  for (auto _ : state) {
+    if (!f.records->Put(kDataset, IdOf(random() % g_records), value).ok()) {
+      state.SkipWithError("put failed");
+      break;
+    }
+  }
+  state.SetItemsProcessed(static_cast<int64_t>(state.iterations()));
+  state.SetBytesProcessed(static_cast<int64_t>(state.iterations() * kValueSize));
+}
+
+void BM_PlainPut_1KiB_Wal(benchmark::State& state) {
+  RecordFixture& f = Records();
+  std::mt19937_64 random(2);
+  std::string value = RandomValue(&random);
+  for (auto _ : state) {
+    if (!f.plain->Put(f.plain_write, IdOf(random() % g_records), value).ok()) {
+      state.SkipWithError("put failed");
+      break;
+    }
+  }
+  state.SetItemsProcessed(static_cast<int64_t>(state.iterations()));
+  state.SetBytesProcessed(static_cast<int64_t>(state.iterations() * kValueSize));
+}
+
+void BM_EncryptedGet_1KiB_Wal(benchmark::State& state) {
+  RecordFixture& f = Records();
+  f.Load();
+  std::mt19937_64 random(3);
+  for (auto _ : state) {
+    auto value = f.records->Get(kDataset, IdOf(random() % g_records));
+    if (!value.ok()) {
+      state.SkipWithError("get failed");
+      break;
+    }
+    benchmark::DoNotOptimize(value->data());
+  }
+  state.SetItemsProcessed(static_cast<int64_t>(state.iterations()));
+  state.SetBytesProcessed(static_cast<int64_t>(state.iterations() * kValueSize));
+}
+
+void BM_PlainGet_1KiB_Wal(benchmark::State& state) {
+  RecordFixture& f = Records();
+  f.Load();
+  std::mt19937_64 random(3);
+  std::string value;
+  for (auto _ : state) {
+    if (!f.plain->Get(rocksdb::ReadOptions(), IdOf(random() % g_records), &value).ok()) {
+      state.SkipWithError("get failed");
+      break;
+    }
+    benchmark::DoNotOptimize(value.data());
+  }
+  state.SetItemsProcessed(static_cast<int64_t>(state.iterations()));
+  state.SetBytesProcessed(static_cast<int64_t>(state.iterations() * kValueSize));
+}
+
+// Attachments: one data DB per benchmark, 64 KiB segments, 1 MiB appends and reads.
+struct AttachmentFixture {
+  AttachmentFixture() {
+    if (!keys.CreateDataset(kDataset).ok()) std::abort();
+    policies.Set(kDataset, DatasetPolicy{});
+    auto opened = DataDb::Open(dir.Sub("data"), DataDbOptions{});
+    if (!opened.ok()) std::abort();
+    db = std::move(*opened);
+    store = std::make_unique<AttachmentStore>(db.get(), &keys, &policies, &clock);
+  }
+  ~AttachmentFixture() {
+    store.reset();
+    db.reset();
+  }
+  bool Write(uint64_t size, const std::string& chunk) {
+    auto upload = store->BeginUpload(kDataset, "bench.bin", "application/octet-stream");
+    if (!upload.ok()) return false;
+    for (uint64_t done = 0; done < size; done += chunk.size()) {
+      if (!(*upload)->Append(chunk).ok()) return false;
+    }
+    return (*upload)->Commit().ok();
+  }
+  ScratchDir dir;
+  testing::FakeKeyProvider keys;
+  testing::FakeDatasetPolicies policies;
+  testing::FakeClock clock;
+  std::unique_ptr<DataDb> db;
+  std::unique_ptr<AttachmentStore> store;
+};
+
+constexpr size_t kChunk = 1 << 20;
+
+void BM_AttachmentWrite_Wal(benchmark::State& state) {
+  const auto size = static_cast<uint64_t>(state.range(0)) << 20;
+  AttachmentFixture f;
+  std::mt19937_64 random(4);
+  std::string chunk(kChunk, '\0');
+  for (size_t i = 0; i < chunk.size(); ++i) chunk[i] = static_cast<char>(random());
+  ResetPeakRss();
+  for (auto _ : state) {
+    if (!f.Write(size, chunk)) {
+      state.SkipWithError("upload failed");
+      break;
+    }
+  }
+  state.SetBytesProcessed(static_cast<int64_t>(state.iterations() * size));
+  state.counters["peak_rss_MiB"] = static_cast<double>(PeakRssBytes()) / (1 << 20);
+}
+
+void BM_AttachmentRead_Wal(benchmark::State& state) {
+  const auto size = static_cast<uint64_t>(state.range(0)) << 20;
+  AttachmentFixture f;
+  std::mt19937_64 random(5);
+  std::string chunk(kChunk, '\0');
+  for (size_t i = 0; i < chunk.size(); ++i) chunk[i] = static_cast<char>(random());
+  if (!f.Write(size, chunk)) {
+    state.SkipWithError("upload failed");
+    return;
+  }
+  ResetPeakRss();
+  std::string out;
+  for (auto _ : state) {
+    auto reader = f.store->Open(kDataset, "bench.bin");
+    if (!reader.ok()) {
+      state.SkipWithError("open failed");
+      break;
+    }
+    for (uint64_t offset = 0; offset < size; offset += kChunk) {
+      if (!(*reader)->Read(offset, kChunk, &out).ok()) {
+        state.SkipWithError("read failed");
+        return;
+      }
+      benchmark::DoNotOptimize(out.data());
+    }
+  }
+  state.SetBytesProcessed(static_cast<int64_t>(state.iterations() * size));
+  state.counters["peak_rss_MiB"] = static_cast<double>(PeakRssBytes()) / (1 << 20);
+}
+
+void AttachmentSizes(benchmark::internal::Benchmark* b) {
+  b->Arg(16)->Arg(256);
+  if (g_attachment_1gib) b->Arg(1024);
+  b->ArgName("MiB")->Unit(benchmark::kMillisecond)->Iterations(2)->UseRealTime();
+}
+
+// Re-encryption: loads the records under version 1, rotates, and times the job alone.
+void BM_Reencryption_1KiB_Wal(benchmark::State& state) {
+  for (auto _ : state) {
+    state.PauseTiming();
+    auto f = std::make_unique<RecordFixture>();
+    auto attachments =
+        std::make_unique<AttachmentStore>(f->db.get(), &f->keys, &f->policies, &f->clock);
+    std::mt19937_64 random(6);
+    for (uint64_t i = 0; i < g_reencrypt_records; ++i) {
+      if (!f->records->Put(kDataset, IdOf(i), RandomValue(&random)).ok()) std::abort();
+    }
+    if (!f->keys.Rotate(kDataset, KeyPurpose::kRecords).ok()) std::abort();
+    ReencryptionJob job(f->db.get(), &f->keys, attachments.get(), kDataset);
+    state.ResumeTiming();
+    auto result = job.Run();
+    state.PauseTiming();
+    if (!result.ok() || result->reencrypted != g_reencrypt_records) {
+      state.SkipWithError("re-encryption failed");
+      break;
+    }
+    attachments.reset();
+    f.reset();
+    state.ResumeTiming();
+  }
+  state.SetItemsProcessed(static_cast<int64_t>(state.iterations() * g_reencrypt_records));
+  state.counters["records"] = static_cast<double>(g_reencrypt_records);
+}
+
+bool TakeFlag(int* argc, char** argv, const char* name, std::string* value) {
+  const size_t length = std::strlen(name);
+  for (int i = 1; i < *argc; ++i) {
+    if (std::strncmp(argv[i], name, length) != 0) continue;
+    if (argv[i][length] == '=') {
+      *value = argv[i] + length + 1;
+    } else if (argv[i][length] == '\0') {
+      *value = "true";
+    } else {
+      continue;
+    }
+    for (int j = i; j + 1 < *argc; ++j) argv[j] = argv[j + 1];
+    --*argc;
+    return true;
+  }
+  return false;
+}
+
+}  // namespace
+}  // namespace coffer::storage
+
+int main(int argc, char** argv) {
+  using namespace coffer::storage;  // NOLINT(google-build-using-namespace): main only
+  std::string value;
+  if (TakeFlag(&argc, argv, "--records", &value)) g_records = std::stoull(value);
+  if (TakeFlag(&argc, argv, "--reencrypt_records", &value)) {
+    g_reencrypt_records = std::stoull(value);
+  }
+  if (TakeFlag(&argc, argv, "--attachment_1gib", &value)) g_attachment_1gib = value != "false";
+
+  AttachmentSizes(
+      benchmark::RegisterBenchmark("BM_AttachmentWrite/durability:wal", BM_AttachmentWrite_Wal));
+  AttachmentSizes(
+      benchmark::RegisterBenchmark("BM_AttachmentRead/durability:wal", BM_AttachmentRead_Wal));
+  benchmark::RegisterBenchmark("BM_EncryptedPut_1KiB/durability:wal", BM_EncryptedPut_1KiB_Wal)
+      ->UseRealTime();
+  benchmark::RegisterBenchmark("BM_PlainPut_1KiB/durability:wal", BM_PlainPut_1KiB_Wal)
+      ->UseRealTime();
+  benchmark::RegisterBenchmark("BM_EncryptedGet_1KiB/durability:wal", BM_EncryptedGet_1KiB_Wal)
+      ->UseRealTime();
+  benchmark::RegisterBenchmark("BM_PlainGet_1KiB/durability:wal", BM_PlainGet_1KiB_Wal)
+      ->UseRealTime();
+  benchmark::RegisterBenchmark("BM_Reencryption_1KiB/durability:wal", BM_Reencryption_1KiB_Wal)
+      ->Unit(benchmark::kSecond)
+      ->Iterations(1)
+      ->UseRealTime();
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}
