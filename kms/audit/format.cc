@@ -127,6 +127,15 @@ std::string CheckpointMessage(const LogId& log_id, uint64_t covered_sequence, co
   return out;
 }
 
+std::string EpochKeyMessage(const LogId& log_id, uint64_t epoch) {
+  std::string out;
+  out.reserve(kEpochKeyMessageSize);
+  out.append(kEpochKeyDomain);
+  PutArray(out, log_id);
+  PutU64(out, epoch);
+  return out;
+}
+
 std::string EncodeFrame(std::string_view payload, const ChainHash& hash, const MacTag& mac) {
   std::string out;
   out.reserve(kFrameOverhead + payload.size());

@@ -46,6 +46,9 @@ inline constexpr std::string_view kCheckpointDomain{"coffer.audit.v1.checkpoint\
 inline constexpr size_t kCheckpointMessageSize =
     kCheckpointDomain.size() + kLogIdSize + 8 + kChainHashSize + 8;
 static_assert(kCheckpointMessageSize == 91);
+inline constexpr std::string_view kEpochKeyDomain{"coffer.audit.v1.epoch\0", 22};
+inline constexpr size_t kEpochKeyMessageSize = kEpochKeyDomain.size() + kLogIdSize + 8;
+static_assert(kEpochKeyMessageSize == 46);
 
 using LogId = std::array<uint8_t, kLogIdSize>;
 using ChainHash = std::array<uint8_t, kChainHashSize>;
@@ -77,6 +80,10 @@ absl::StatusOr<ChainHash> ComputeChainHash(const LogId& log_id, const ChainHash&
 // kCheckpointDomain | log id | covered sequence u64 BE | head hash | time micros i64 BE.
 std::string CheckpointMessage(const LogId& log_id, uint64_t covered_sequence, const ChainHash& head,
                               int64_t time_micros);
+
+// The 46 bytes the HSM MACs to derive an epoch's K_0 (docs/audit.md "Epochs"):
+// kEpochKeyDomain | log id | epoch u64 BE.
+std::string EpochKeyMessage(const LogId& log_id, uint64_t epoch);
 
 // One frame: length | payload | chain hash | MAC.
 std::string EncodeFrame(std::string_view payload, const ChainHash& hash, const MacTag& mac);

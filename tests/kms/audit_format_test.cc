@@ -52,6 +52,14 @@ TEST(AuditFormatTest, CheckpointMessageLayout) {
   EXPECT_EQ(ToHex(message.substr(83, 8)), "0000000000000a0b");
 }
 
+TEST(AuditFormatTest, EpochKeyMessageLayout) {
+  const std::string message = EpochKeyMessage(CountingLogId(), 0x0102030405060708);
+  ASSERT_EQ(message.size(), kEpochKeyMessageSize);
+  EXPECT_EQ(message.substr(0, 22), std::string("coffer.audit.v1.epoch\0", 22));
+  EXPECT_EQ(ToHex(message.substr(22, 16)), "000102030405060708090a0b0c0d0e0f");
+  EXPECT_EQ(ToHex(message.substr(38, 8)), "0102030405060708");
+}
+
 TEST(AuditFormatTest, SegmentHeaderRoundTripAndVersionCheck) {
   SegmentHeader header{CountingLogId(), 77, ChainHash{}};
   header.previous_hash[5] = 9;

@@ -13,6 +13,7 @@
 #include "crypto/status.h"
 #include "gtest/gtest.h"
 #include "kms/audit/verifier.h"
+#include "kms/hsm_adapters.h"
 #include "kms/key_manager.h"
 #include "kms/tombstone.h"
 #include "tests/hsm/softhsm_token.h"
@@ -74,12 +75,12 @@ TEST_P(CrashTest, ResumesToAConsistentState) {
 
   auto client = hsm::HsmClient::Open((*token)->Options());
   ASSERT_TRUE(client.ok()) << client.status();
-  testing::HsmCheckpointSigner signer(**client);
+  HsmCheckpointSigner signer(**client);
   audit::testing::FakeClock clock;
   audit::AuditLogOptions log_options;
   log_options.directory = audit_dir;
   log_options.signer = &signer;
-  log_options.epoch_keys = audit::testing::TestEpochKeys();
+  log_options.epoch_keys = HsmEpochKeyProvider(**client);
   log_options.clock = &clock;
   auto log = audit::AuditLog::Open(std::move(log_options));
   ASSERT_TRUE(log.ok()) << log.status();

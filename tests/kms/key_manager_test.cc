@@ -10,11 +10,13 @@
 #include <thread>
 #include <vector>
 
+#include "crypto/constant_time.h"
 #include "crypto/status.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "hsm/fake_key_wrapper.h"
 #include "kms/audit/verifier.h"
+#include "kms/hsm_adapters.h"
 #include "kms/key_db.pb.h"
 #include "kms/tombstone.h"
 #include "rocksdb/db.h"
@@ -27,7 +29,6 @@ namespace {
 
 using ::coffer::hsm::testing::SoftHsmToken;
 using storage::KeyPurpose;
-using testing::HsmCheckpointSigner;
 using testing::MapDataCounter;
 using testing::OpenRecord;
 using testing::SealRecord;
@@ -71,7 +72,7 @@ class KeyManagerTest : public ::testing::Test {
     audit::AuditLogOptions options;
     options.directory = dir_.Sub("audit");
     options.signer = signer_.get();
-    options.epoch_keys = audit::testing::TestEpochKeys();
+    options.epoch_keys = HsmEpochKeyProvider(*client_);
     options.clock = &clock_;
     options.file_system = fs;
     auto log = audit::AuditLog::Open(std::move(options));
@@ -148,6 +149,76 @@ class KeyManagerTest : public ::testing::Test {
   std::unique_ptr<audit::AuditLog> log_;
   std::unique_ptr<KeyManager> manager_;
 };
+
+// The daemon's wiring: the audit log signs with the token's ECDSA key and takes its epoch keys
+// from the token's HMAC key. An auditor verifies it with the exported public key alone; the
+// daemon (holding the token) also checks every MAC; a wrong key of either kind is caught.
+TEST_F(KeyManagerTest, AuditLogOnTheHsmVerifiesOfflineWithThePublicKeyAndOnlineWithTheToken) {
+  OpenDefault();
+  const uint64_t handle = Create("crm-eu");
+  ASSERT_OK_S(manager_->EmergencyRotate(handle, TestAdmin()));
+  ASSERT_OK_S(manager_->Disable(handle, TestAdmin()));
+  manager_.reset();
+  ASSERT_OK_S(log_->Close());
+  const audit::LogId log_id = log_->log_id();
+  log_.reset();
+
+  auto public_key = client_->PublicKeyPem();
+  ASSERT_OK(public_key);
+  audit::VerifyOptions offline;
+  offline.public_key_pem = *public_key;
+  auto report = audit::VerifyAuditLog(dir_.Sub("audit"), offline);
+  ASSERT_OK(report);
+  EXPECT_TRUE(report->ok()) << report->ToStatus();
+  EXPECT_TRUE(report->closed_cleanly);
+  EXPECT_GE(report->checkpoints_verified, 1u);
+  EXPECT_EQ(report->macs_verified, 0u);
+  EXPECT_GE(report->entries, 4u);  // epoch, create, rotate, disable, closing checkpoint
+
+  audit::VerifyOptions online = offline;
+  online.epoch_keys = HsmEpochKeyProvider(*client_);
+  report = audit::VerifyAuditLog(dir_.Sub("audit"), online);
+  ASSERT_OK(report);
+  EXPECT_TRUE(report->ok()) << report->ToStatus();
+  EXPECT_EQ(report->macs_verified, report->entries);
+
+  online.epoch_keys = audit::testing::TestEpochKeys();  // not the token's key
+  report = audit::VerifyAuditLog(dir_.Sub("audit"), online);
+  ASSERT_OK(report);
+  EXPECT_EQ(report->failure, audit::AuditFailure::kBadMac);
+
+  auto other_signer = audit::SoftwareEcdsaSigner::Generate();
+  ASSERT_OK(other_signer);
+  auto other_key = (*other_signer)->PublicKeyPem();
+  ASSERT_OK(other_key);
+  offline.public_key_pem = *other_key;
+  report = audit::VerifyAuditLog(dir_.Sub("audit"), offline);
+  ASSERT_OK(report);
+  EXPECT_EQ(report->failure, audit::AuditFailure::kBadSignature);
+
+  // K_0 is exactly the documented derivation, stable, and distinct per epoch and per log.
+  audit::EpochKeyProvider provider = HsmEpochKeyProvider(*client_);
+  auto k1 = provider({log_id, 1});
+  auto k1_again = provider({log_id, 1});
+  auto k2 = provider({log_id, 2});
+  audit::LogId other_log = log_id;
+  other_log[0] ^= 1;
+  auto k1_other_log = provider({other_log, 1});
+  auto expected = client_->HmacRowKey(audit::EpochKeyMessage(log_id, 1));
+  ASSERT_OK(k1);
+  ASSERT_OK(k1_again);
+  ASSERT_OK(k2);
+  ASSERT_OK(k1_other_log);
+  ASSERT_OK(expected);
+  auto bytes = [](const crypto::SecretBytes& key) {
+    return std::string_view(reinterpret_cast<const char*>(key.data()), key.size());
+  };
+  EXPECT_EQ(k1->size(), 32u);
+  EXPECT_TRUE(crypto::ConstantTimeEquals(bytes(*k1), bytes(*k1_again)));
+  EXPECT_TRUE(crypto::ConstantTimeEquals(bytes(*k1), audit::AsStringView(*expected)));
+  EXPECT_FALSE(crypto::ConstantTimeEquals(bytes(*k1), bytes(*k2)));
+  EXPECT_FALSE(crypto::ConstantTimeEquals(bytes(*k1), bytes(*k1_other_log)));
+}
 
 TEST_F(KeyManagerTest, CreateListDescribeAndBadInput) {
   OpenDefault();

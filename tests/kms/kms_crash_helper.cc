@@ -19,6 +19,7 @@
 #include "hsm/fake_key_wrapper.h"
 #include "hsm/hsm_client.h"
 #include "kms/audit/audit_log.h"
+#include "kms/hsm_adapters.h"
 #include "kms/key_manager.h"
 #include "tests/kms/audit_test_util.h"
 #include "tests/kms/kms_test_env.h"
@@ -56,12 +57,12 @@ int main(int argc, char** argv) {
   hsm_options.pin = hsm::PinSource::FromFile(std::getenv("COFFER_HSM_PIN_FILE"));
   auto client = hsm::HsmClient::Open(hsm_options);
   if (!client.ok()) return Fail("hsm", client.status());
-  kms::testing::HsmCheckpointSigner signer(**client);
+  kms::HsmCheckpointSigner signer(**client);
   kms::audit::testing::FakeClock clock;
   kms::audit::AuditLogOptions log_options;
   log_options.directory = audit_dir;
   log_options.signer = &signer;
-  log_options.epoch_keys = kms::audit::testing::TestEpochKeys();
+  log_options.epoch_keys = kms::HsmEpochKeyProvider(**client);
   log_options.clock = &clock;
   auto log = kms::audit::AuditLog::Open(std::move(log_options));
   if (!log.ok()) return Fail("audit", log.status());

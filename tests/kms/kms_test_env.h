@@ -1,6 +1,6 @@
 // Test environment for the key manager: a real SoftHSM2 token (per suite) and HsmClient, a real
 // RocksDB key DB and audit log in a temporary directory (per test), a fake clock, an in-memory
-// data counter, and the checkpoint-signer adapter over the token's ECDSA key.
+// data counter. The HSM adapters the tests wire are the daemon's own (kms/hsm_adapters.h).
 //
 // Test-only; not thread-safe except where stated.
 
@@ -16,23 +16,9 @@
 #include "absl/status/statusor.h"
 #include "hsm/hsm_client.h"
 #include "kms/audit/audit_log.h"
-#include "kms/audit/signer.h"
 #include "kms/key_manager.h"
 
 namespace coffer::kms::testing {
-
-// audit::CheckpointSigner over the token's signing key (what the daemon wires).
-class HsmCheckpointSigner final : public audit::CheckpointSigner {
- public:
-  explicit HsmCheckpointSigner(hsm::Signer& signer) : signer_(signer) {}
-  absl::StatusOr<std::string> Sign(std::string_view message) override {
-    return signer_.Sign(message);
-  }
-  absl::StatusOr<std::string> PublicKeyPem() override { return signer_.PublicKeyPem(); }
-
- private:
-  hsm::Signer& signer_;
-};
 
 // Counts per (dataset, purpose, version), set by the test. Thread-safe.
 class MapDataCounter final : public ProtectedDataCounter {
