@@ -1,5 +1,6 @@
 #include "storage/reencryption.h"
 
+#include <algorithm>
 #include <mutex>
 #include <string>
 #include <thread>
@@ -129,6 +130,40 @@ absl::StatusOr<VersionCensus> CountKeyVersions(DataDb* db, uint64_t handle) {
   return census;
 }
 
+absl::Status ReencryptionJob::WriteIfUnchanged(Cf cf, std::vector<Resealed>* group,
+                                               uint64_t* reencrypted) {
+  if (group->empty()) return absl::OkStatus();
+  // Every stripe of the group, each once, locked in address order: other writers hold one
+  // stripe at a time, so this cannot deadlock. Held only for the re-reads and one write.
+  std::vector<std::mutex*> stripes;
+  stripes.reserve(group->size());
+  for (const Resealed& item : *group) {
+    stripes.push_back(&db_->StripeFor(internal::MacOf(item.stored_key)));
+  }
+  std::sort(stripes.begin(), stripes.end());
+  stripes.erase(std::unique(stripes.begin(), stripes.end()), stripes.end());
+  std::vector<std::unique_lock<std::mutex>> locks;
+  locks.reserve(stripes.size());
+  for (std::mutex* stripe : stripes) locks.emplace_back(*stripe);
+
+  rocksdb::WriteBatch batch;
+  uint64_t written = 0;
+  std::string current;
+  for (const Resealed& item : *group) {
+    bool found = false;
+    COFFER_RETURN_IF_ERROR(db_->Get(cf, item.key, &current, &found));
+    // Changed meanwhile (a client write, delete or restore): the client's value stays; the
+    // final census catches anything it left on an old version.
+    if (!found || current != item.seen) continue;
+    COFFER_RETURN_IF_ERROR(FromRocks(batch.Put(db_->cf(cf), item.key, item.resealed), "batch"));
+    ++written;
+  }
+  if (written > 0) COFFER_RETURN_IF_ERROR(db_->Write(&batch));
+  *reencrypted += written;
+  group->clear();
+  return absl::OkStatus();
+}
+
 absl::StatusOr<ReencryptionProgress> ReencryptionJob::SavedProgress() const {
   std::string value;
   bool found = false;
@@ -221,8 +256,10 @@ absl::StatusOr<ReencryptionProgress> ReencryptionJob::Run(
 
     COFFER_ASSIGN_OR_RETURN(std::shared_ptr<const DataKey> primary,
                             keys_->PrimaryKey(handle_, KeyPurpose::kRecords, 0));
+    std::vector<Resealed> group;
     for (const auto& [key, seen] : batch) {
       if (KindOf(state.phase, key) == Cf::kAttachmentPointers) {
+        COFFER_RETURN_IF_ERROR(WriteIfUnchanged(state.phase, &group, &state.reencrypted));
         // Streams are long: re-read the entry just before copying it, and save progress after
         // each one, so a crash repeats at most one stream copy.
         std::string current;
@@ -240,38 +277,37 @@ absl::StatusOr<ReencryptionProgress> ReencryptionJob::Run(
         COFFER_RETURN_IF_ERROR(SaveState(db_, handle_, state));
         continue;
       }
+      ++state.done;
+      ++done_this_run;
+      // The crypto runs outside any lock, on the value the walk read; the write happens only
+      // if that value is still there (WriteIfUnchanged).
       std::string stored_key(key);
       if (state.phase == Cf::kRecycleBin) {
         COFFER_ASSIGN_OR_RETURN(internal::BinKeyParts parts, internal::ParseBinKey(key));
         stored_key = std::move(parts.stored_key);
       }
-      std::lock_guard<std::mutex> lock(db_->StripeFor(internal::MacOf(stored_key)));
-      std::string current;
-      bool found = false;
-      COFFER_RETURN_IF_ERROR(db_->Get(state.phase, key, &current, &found));
-      ++state.done;
-      ++done_this_run;
-      if (!found) continue;  // deleted or restored meanwhile
-      COFFER_ASSIGN_OR_RETURN(std::string_view entry, RecordEntryOf(state.phase, current));
+      COFFER_ASSIGN_OR_RETURN(std::string_view entry, RecordEntryOf(state.phase, seen));
       COFFER_ASSIGN_OR_RETURN(uint32_t version, internal::EntryKeyVersion(Cf::kRecords, entry));
       if (version == primary->version()) continue;
       COFFER_ASSIGN_OR_RETURN(
           internal::OpenedEntry opened,
           internal::OpenEntry(keys_, Cf::kRecords, KeyPurpose::kRecords, stored_key, entry));
-      COFFER_ASSIGN_OR_RETURN(
-          std::string resealed,
+      absl::StatusOr<std::string> resealed =
           internal::SealEntry(keys_, Cf::kRecords, KeyPurpose::kRecords, stored_key,
-                              opened.written_at_us, {}, opened.id, opened.body));
+                              opened.written_at_us, {}, opened.id, opened.body);
       std::fill(opened.body.begin(), opened.body.end(), '\0');
       std::fill(opened.id.begin(), opened.id.end(), '\0');
+      if (!resealed.ok()) return resealed.status();
       if (state.phase == Cf::kRecycleBin) {
-        COFFER_ASSIGN_OR_RETURN(internal::BinValue bin, internal::ParseBinValue(current));
-        resealed = internal::EncodeBinValue(bin.deleted_at_us, resealed);
+        COFFER_ASSIGN_OR_RETURN(internal::BinValue bin, internal::ParseBinValue(seen));
+        *resealed = internal::EncodeBinValue(bin.deleted_at_us, *resealed);
       }
-      COFFER_RETURN_IF_ERROR(FromRocks(
-          db_->rocks()->Put(db_->write_options(), db_->cf(state.phase), key, resealed), "write"));
-      ++state.reencrypted;
+      group.push_back(Resealed{key, seen, std::move(stored_key), std::move(*resealed)});
+      if (group.size() >= kWriteGroup) {
+        COFFER_RETURN_IF_ERROR(WriteIfUnchanged(state.phase, &group, &state.reencrypted));
+      }
     }
+    COFFER_RETURN_IF_ERROR(WriteIfUnchanged(state.phase, &group, &state.reencrypted));
     state.cursor = batch.back().first;
     COFFER_RETURN_IF_ERROR(SaveState(db_, handle_, state));
     report();

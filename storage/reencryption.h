@@ -3,19 +3,20 @@
 // (docs/formats.md#data-db-jobs).
 //
 // The job walks the dataset's records, then its attachment pointers, then its bin entries, in
-// key order. For each record not on the primary version it takes the id's lock stripe, re-reads
-// the entry, and re-seals it under the primary key (same id, value, write time and, for bin
-// entries, deletion time) in one write — so a client write or delete on the same id either
-// happens before (and the job re-seals the new value, or finds it already current) or after; no
-// acknowledged write is overwritten by a stale copy and nothing deleted comes back. An
-// attachment's stream is copied under a new pending upload id (AttachmentStore::
-// ReencryptToPrimary) and its pointer flipped under the name's stripe only if the pointer is
-// still the one copied; otherwise the copy is dropped and a later pass sees the new pointer.
-// Progress (a cursor of stored keys — HMACs, never ids — and counters) is persisted in the jobs
-// column family every batch of records and after every attachment, so a crashed or cancelled
-// job resumes where it stopped; a stream copy cut short by a crash is an orphaned upload that
-// AttachmentStore::CleanupOrphanedUploads removes. The job finishes only when a census finds
-// nothing on a non-primary version. An optional rate limit bounds items per second.
+// key order. Each record not on the primary version is re-sealed under the primary key (same
+// id, value, write time and, for bin entries, deletion time) outside any lock, from the value
+// the walk read; groups of up to 64 are then written in one WriteBatch under their ids' lock
+// stripes, each only if its entry still holds the value read — so a client write or delete on
+// the same id either happens before (the job then leaves the client's value; a final census
+// catches anything left on an old version) or after; no acknowledged write is overwritten by a
+// stale copy and nothing deleted comes back. An attachment's stream is copied under a new pending
+// upload id (AttachmentStore::ReencryptToPrimary) and its pointer flipped under the name's stripe
+// only if the pointer is still the one copied; otherwise the copy is dropped and a later pass sees
+// the new pointer. Progress (a cursor of stored keys — HMACs, never ids — and counters) is
+// persisted in the jobs column family every batch of records and after every attachment, so a
+// crashed or cancelled job resumes where it stopped; a stream copy cut short by a crash is an
+// orphaned upload that AttachmentStore::CleanupOrphanedUploads removes. The job finishes only when
+// a census finds nothing on a non-primary version. An optional rate limit bounds items per second.
 //
 // Thread safety: one Run per dataset at a time (a second concurrent Run on the same dataset is
 // safe but wasteful); runs on different datasets and client writes may proceed concurrently.
@@ -33,7 +34,9 @@
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <string>
 #include <utility>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -89,6 +92,18 @@ class ReencryptionJob {
   absl::StatusOr<ReencryptionProgress> SavedProgress() const;
 
  private:
+  struct Resealed {
+    std::string key;   // in the column family being walked
+    std::string seen;  // the value the walk read there
+    std::string stored_key;
+    std::string resealed;  // the value to write if `seen` is still there
+  };
+  static constexpr size_t kWriteGroup = 64;  // records per WriteBatch
+  // Writes the group's re-sealed values whose key still holds `seen`, in one WriteBatch under
+  // their stripes, adds their number to *reencrypted, and clears the group.
+  absl::Status WriteIfUnchanged(internal::Cf cf, std::vector<Resealed>* group,
+                                uint64_t* reencrypted);
+
   DataDb* db_;
   KeyProvider* keys_;
   AttachmentStore* attachments_;
