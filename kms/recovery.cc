@@ -19,8 +19,8 @@ absl::Status KeyManager::CheckClockAtOpen() {
   if (NowMicros() >= clock_high_water_micros_) return absl::OkStatus();
   recovery_.clock_went_backwards = true;
   audit::AuditEvent event = internal::MakeEvent(
-      audit::v1::REQUEST_REFUSED, internal::InternalActor(), 0, audit::v1::PURPOSE_UNSPECIFIED, 0,
-      audit::v1::STAGE_COMPLETED, "clock behind the key DB high-water mark at start-up");
+      audit::v1::CLOCK_WENT_BACKWARDS, internal::InternalActor(), 0, audit::v1::PURPOSE_UNSPECIFIED,
+      0, audit::v1::STAGE_COMPLETED, "clock behind the key DB high-water mark at start-up");
   event.result = ErrorCode::kClockWentBackwards;
   return Audit(event);
 }

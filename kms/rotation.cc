@@ -257,9 +257,10 @@ absl::StatusOr<DueWorkReport> KeyManager::RunDueWork() {
   const int64_t now = NowMicros();
   if (now < clock_high_water_micros_) {
     report.clock_went_backwards = true;
-    audit::AuditEvent event = internal::MakeEvent(
-        audit::v1::REQUEST_REFUSED, internal::InternalActor(), 0, audit::v1::PURPOSE_UNSPECIFIED, 0,
-        audit::v1::STAGE_COMPLETED, "clock went backwards: rotation and expiry skipped");
+    audit::AuditEvent event =
+        internal::MakeEvent(audit::v1::CLOCK_WENT_BACKWARDS, internal::InternalActor(), 0,
+                            audit::v1::PURPOSE_UNSPECIFIED, 0, audit::v1::STAGE_COMPLETED,
+                            "clock went backwards: rotation and expiry skipped");
     event.result = ErrorCode::kClockWentBackwards;
     COFFER_RETURN_IF_ERROR(Audit(event));
     return report;

@@ -26,7 +26,8 @@ absl::Status ValidateActor(const AuditActor& actor, std::string_view role) {
 }  // namespace
 
 bool IsKeyOperationKind(v1::EventKind kind) {
-  return kind >= v1::DATASET_CREATE && kind <= v1::REQUEST_REFUSED;
+  return (kind >= v1::DATASET_CREATE && kind <= v1::REQUEST_REFUSED) ||
+         kind == v1::CLOCK_WENT_BACKWARDS;
 }
 
 bool IsAccessKind(v1::EventKind kind) {

@@ -8,8 +8,9 @@
 // log adds the sequence number and the time.
 //
 // Which entries must be durable before the operation is acknowledged: every key-operation kind
-// (DATASET_CREATE .. REQUEST_REFUSED) goes through AuditLog::Append, synchronously. Access kinds
-// (ACCESS_*) go through the BatchingAuditWriter. LOG_* kinds are written by the log only.
+// (DATASET_CREATE .. REQUEST_REFUSED, CLOCK_WENT_BACKWARDS) goes through AuditLog::Append,
+// synchronously. Access kinds (ACCESS_*) go through the BatchingAuditWriter. LOG_* kinds are
+// written by the log only.
 //
 // Plain data; thread-compatible. ValidateAuditEvent never throws and returns INVALID_ARGUMENT
 // naming the first problem.
@@ -95,7 +96,7 @@ struct AuditEvent {
   std::optional<AuditPolicyChange> policy_change;                 // POLICY_CHANGE only
 };
 
-// True for DATASET_CREATE .. REQUEST_REFUSED.
+// True for DATASET_CREATE .. REQUEST_REFUSED and CLOCK_WENT_BACKWARDS.
 bool IsKeyOperationKind(v1::EventKind kind);
 
 // True for ACCESS_READ, ACCESS_WRITE, ACCESS_DELETE.

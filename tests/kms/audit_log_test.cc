@@ -419,6 +419,20 @@ TEST(AuditLogTest, RejectsEventsTheCallerMayNotWrite) {
   for (const AuditEntry& entry : Entries(env)) EXPECT_NE(entry.dataset_handle(), 101u);
 }
 
+// Every kind is exactly one of: the log's own, a (synchronous) key operation, an access.
+TEST(AuditEventTest, EveryKindHasOneClass) {
+  EXPECT_TRUE(IsKeyOperationKind(v1::CLOCK_WENT_BACKWARDS));
+  EXPECT_FALSE(IsAccessKind(v1::CLOCK_WENT_BACKWARDS));
+  const auto* descriptor = v1::EventKind_descriptor();
+  for (int i = 0; i < descriptor->value_count(); ++i) {
+    const auto kind = static_cast<v1::EventKind>(descriptor->value(i)->number());
+    const bool log_own =
+        kind == v1::LOG_EPOCH || kind == v1::LOG_CHECKPOINT || kind == v1::EVENT_KIND_UNSPECIFIED;
+    EXPECT_EQ(int{log_own} + int{IsKeyOperationKind(kind)} + int{IsAccessKind(kind)}, 1)
+        << descriptor->value(i)->name();
+  }
+}
+
 // The API has no place for secrets or request data: texts are compile-time literals and a
 // record is named only by a 32-byte reference.
 static_assert(!std::is_constructible_v<AuditText, std::string>);

@@ -415,11 +415,16 @@ TEST_F(KeyManagerTest, ClockMovedBackwardsStopsRotationAndIsAudited) {
   EXPECT_TRUE(manager_->recovery_report().clock_went_backwards);
   EXPECT_EQ(Primary(crm, KeyPurpose::kRecords), 2u);
   auto entries = audit::ReadAuditEntries(dir_.Sub("audit"));
+  ASSERT_OK(entries);
   size_t backwards = 0;
   for (const auto& e : *entries) {
-    backwards += e.result_code() == static_cast<int>(ErrorCode::kClockWentBackwards);
+    if (e.kind() != audit::v1::CLOCK_WENT_BACKWARDS) continue;
+    ++backwards;
+    EXPECT_EQ(e.stage(), audit::v1::STAGE_COMPLETED);
+    EXPECT_EQ(e.result_code(), static_cast<int>(ErrorCode::kClockWentBackwards));
   }
-  EXPECT_EQ(backwards, 2u);
+  EXPECT_EQ(backwards, 2u);  // one at the tick, one at start-up
+  EXPECT_EQ(CountAudit(audit::v1::REQUEST_REFUSED), 0u);
   clock_.Advance(std::chrono::duration_cast<std::chrono::microseconds>(7 * kDay));
   report = manager_->RunDueWork();
   EXPECT_FALSE(report->clock_went_backwards);
