@@ -4,6 +4,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <filesystem>
 #include <map>
 #include <memory>
 #include <string>
@@ -776,6 +777,46 @@ TEST_F(KeyManagerTest, RewrapToNewVersionAndMigrateToAnotherModule) {
   EXPECT_EQ(manager_->DescribeDataset(crm)->purposes[0].versions[1].wrapping_key.module, "other");
   EXPECT_THAT(manager_->Rewrap(crm, "nope", false, TestAdmin()),
               HasCode(ErrorCode::kInvalidArgument));
+}
+
+// Migration to a genuinely second PKCS#11 token. hsm::Module calls C_Initialize on its dlopen
+// handle, and dlopen of the same file returns the same, already initialised instance
+// (CKR_CRYPTOKI_ALREADY_INITIALIZED), so the second client loads a copy of the SoftHSM2 library:
+// another file is another instance with its own state, which reads SOFTHSM2_CONF (by then the
+// second token's, set by SoftHsmToken::Create) at its own C_Initialize.
+TEST_F(KeyManagerTest, MigratesToASecondPkcs11Token) {
+  auto second_token = SoftHsmToken::Create("kms-second");
+  ASSERT_OK(second_token);
+  const std::string module_copy = dir_.Sub("libsofthsm2-second.so");
+  std::filesystem::copy_file(std::string(hsm::kDefaultModulePath), module_copy);
+  hsm::HsmOptions second_options = (*second_token)->Options();
+  second_options.module_path = module_copy;
+  auto second = hsm::HsmClient::Open(second_options);
+  ASSERT_OK(second);
+  auto options = [&] {
+    KeyManagerOptions o = Options();
+    o.modules = {{"softhsm", client_.get()}, {"second", second->get()}};
+    return o;
+  };
+  ASSERT_OK_S(Open(options()));
+  const uint64_t crm = Create("crm");
+  auto key = manager_->PrimaryKey(crm, KeyPurpose::kRecords, 1);
+  ASSERT_OK(key);
+  const std::string sealed = SealRecord(**key, "erin");
+
+  ASSERT_OK_S(manager_->Rewrap(crm, "second", /*destroy_old=*/true, TestAdmin()));
+  EXPECT_EQ(manager_->DescribeDataset(crm)->current_wrapping_key, (WrappingKeyRef{"second", 2}));
+  EXPECT_TRUE(TokenKeysOf(crm).empty());  // the first token no longer holds any DWK of it
+  auto on_second = (*second)->ListWrappingKeys();
+  ASSERT_OK(on_second);
+  EXPECT_THAT(*on_second, ::testing::Contains(hsm::WrappingKeyId{crm, 2}));
+
+  ASSERT_OK_S(Open(options()));  // a fresh cache: the DEK is unwrapped by the second token
+  key = manager_->KeyForVersion(crm, KeyPurpose::kRecords, 1);
+  ASSERT_OK(key);
+  EXPECT_EQ(*OpenRecord(**key, sealed), "erin");
+  manager_.reset();
+  ASSERT_OK_S((*second)->Close());
 }
 
 TEST_F(KeyManagerTest, MissingWrappingKeyIsReportedNotFixed) {
