@@ -114,6 +114,23 @@ struct RecordFixture {
     db.reset();
     plain.reset();
   }
+  // Flushes and fully compacts both databases, so each benchmark starts from the same settled
+  // state and no background compaction left over from a load or another benchmark runs during
+  // it (the order of the benchmarks would otherwise favour whichever runs later).
+  void Settle() {
+    rocksdb::CompactRangeOptions compact;
+    compact.bottommost_level_compaction = rocksdb::BottommostLevelCompaction::kForce;
+    for (internal::Cf cf : internal::kAllCfs) {
+      if (!db->rocks()->Flush(rocksdb::FlushOptions(), db->cf(cf)).ok()) std::abort();
+    }
+    if (!db->rocks()
+             ->CompactRange(compact, db->cf(internal::Cf::kRecords), nullptr, nullptr)
+             .ok() ||
+        !plain->Flush(rocksdb::FlushOptions()).ok() ||
+        !plain->CompactRange(compact, nullptr, nullptr).ok()) {
+      std::abort();
+    }
+  }
   // Loads every id once into both stores (outside the timed loops).
   void Load() {
     if (loaded) return;
@@ -147,6 +164,7 @@ RecordFixture& Records() {
 
 void BM_EncryptedPut_1KiB_Wal(benchmark::State& state) {
   RecordFixture& f = Records();
+  f.Settle();
   std::mt19937_64 random(2);
   std::string value = RandomValue(&random);
   for (auto _ : state) {
@@ -161,6 +179,7 @@ void BM_EncryptedPut_1KiB_Wal(benchmark::State& state) {
 
 void BM_PlainPut_1KiB_Wal(benchmark::State& state) {
   RecordFixture& f = Records();
+  f.Settle();
   std::mt19937_64 random(2);
   std::string value = RandomValue(&random);
   for (auto _ : state) {
@@ -176,6 +195,7 @@ void BM_PlainPut_1KiB_Wal(benchmark::State& state) {
 void BM_EncryptedGet_1KiB_Wal(benchmark::State& state) {
   RecordFixture& f = Records();
   f.Load();
+  f.Settle();
   std::mt19937_64 random(3);
   for (auto _ : state) {
     auto value = f.records->Get(kDataset, IdOf(random() % g_records));
@@ -192,6 +212,7 @@ void BM_EncryptedGet_1KiB_Wal(benchmark::State& state) {
 void BM_PlainGet_1KiB_Wal(benchmark::State& state) {
   RecordFixture& f = Records();
   f.Load();
+  f.Settle();
   std::mt19937_64 random(3);
   std::string value;
   for (auto _ : state) {
