@@ -190,7 +190,7 @@ TEST_F(JobsTest, WritersAndReencryptionNeverRace) {
 
 TEST_F(JobsTest, ReencryptionMovesLiveAndBinnedAttachmentsOntoThePrimary) {
   // Sizes around the 1 KiB segment: empty, one short segment, exact, one over, many.
-  const std::vector<uint64_t> sizes = {0, 1, 1023, 1024, 1025, 10 * 1024, 200 * 1024 + 7};
+  const std::vector<uint64_t> sizes = {0, 1, 1023, 1024, 1025, 10240, 204807};
   for (size_t i = 0; i < sizes.size(); ++i) {
     ASSERT_TRUE(Upload("att-" + std::to_string(i), i + 1, sizes[i]).ok());
   }
@@ -225,7 +225,7 @@ TEST_F(JobsTest, ReencryptionMovesLiveAndBinnedAttachmentsOntoThePrimary) {
 }
 
 TEST_F(JobsTest, AttachmentReplacedDuringItsCopyKeepsTheReplacement) {
-  ASSERT_TRUE(Upload("doc", 1, 50 * 1024).ok());
+  ASSERT_TRUE(Upload("doc", 1, 51200).ok());
   ASSERT_TRUE(Upload("gone", 2, 4096).ok());
   ASSERT_TRUE(keys_.Rotate(kDatasetA, KeyPurpose::kAttachments).ok());
   int flips = 0;
