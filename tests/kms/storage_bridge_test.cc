@@ -1,0 +1,202 @@
+// The key manager and the data DB wired together, as the daemon will: real SoftHSM2, real key DB,
+// audit log and data DB. Retirement counts come from the store itself, and the store's retention
+// rules come from the key manager's authenticated policies.
+
+#include "kms/storage_bridge.h"
+
+#include <chrono>
+#include <memory>
+#include <string>
+
+#include "crypto/status.h"
+#include "gtest/gtest.h"
+#include "kms/hsm_adapters.h"
+#include "storage/attachment_store.h"
+#include "storage/record_store.h"
+#include "storage/reencryption.h"
+#include "tests/hsm/softhsm_token.h"
+#include "tests/kms/audit_test_util.h"
+#include "tests/kms/kms_test_env.h"
+
+namespace coffer::kms {
+namespace {
+
+using ::coffer::hsm::testing::SoftHsmToken;
+using storage::KeyPurpose;
+using testing::TestAdmin;
+constexpr auto kDay = std::chrono::hours(24);
+
+class StorageBridgeTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    auto token = SoftHsmToken::Create("bridge-test");
+    ASSERT_TRUE(token.ok()) << token.status();
+    token_ = *std::move(token);
+    auto client = hsm::HsmClient::Open(token_->Options());
+    ASSERT_TRUE(client.ok()) << client.status();
+    client_ = *std::move(client);
+    signer_ = std::make_unique<HsmCheckpointSigner>(*client_);
+  }
+  static void TearDownTestSuite() {
+    signer_.reset();
+    if (client_) client_->Close().IgnoreError();
+    client_.reset();
+    token_.reset();
+  }
+
+  void SetUp() override {
+    audit::AuditLogOptions audit_options;
+    audit_options.directory = dir_.Sub("audit");
+    audit_options.signer = signer_.get();
+    audit_options.epoch_keys = HsmEpochKeyProvider(*client_);
+    audit_options.clock = &clock_;
+    auto log = audit::AuditLog::Open(std::move(audit_options));
+    ASSERT_TRUE(log.ok()) << log.status();
+    log_ = *std::move(log);
+
+    auto db = storage::DataDb::Open(dir_.Sub("data"), storage::DataDbOptions{});
+    ASSERT_TRUE(db.ok()) << db.status();
+    db_ = *std::move(db);
+    counter_ = std::make_unique<StoreDataCounter>(db_.get());
+
+    KeyManagerOptions options;
+    options.key_db_directory = dir_.Sub("keydb");
+    options.modules = {{"softhsm", client_.get()}};
+    options.default_module = "softhsm";
+    options.row_authenticator = client_.get();
+    options.signer = client_.get();
+    options.audit_log = log_.get();
+    options.clock = &clock_;
+    options.data_counter = counter_.get();
+    auto manager = KeyManager::Open(std::move(options));
+    ASSERT_TRUE(manager.ok()) << manager.status();
+    manager_ = *std::move(manager);
+
+    policies_ = std::make_unique<KeyManagerPolicySource>(manager_.get());
+    records_ =
+        std::make_unique<storage::RecordStore>(db_.get(), manager_.get(), policies_.get(), &clock_);
+    attachments_ = std::make_unique<storage::AttachmentStore>(db_.get(), manager_.get(),
+                                                              policies_.get(), &clock_);
+  }
+
+  void TearDown() override {
+    attachments_.reset();
+    records_.reset();
+    policies_.reset();
+    manager_.reset();
+    counter_.reset();
+    db_.reset();
+    if (log_) log_->Close().IgnoreError();
+  }
+
+  uint64_t Create(std::string_view name) {
+    auto handle = manager_->CreateDataset(name, std::nullopt, TestAdmin());
+    EXPECT_TRUE(handle.ok()) << handle.status();
+    return handle.value_or(0);
+  }
+
+  static inline std::unique_ptr<SoftHsmToken> token_;
+  static inline std::unique_ptr<hsm::HsmClient> client_;
+  static inline std::unique_ptr<HsmCheckpointSigner> signer_;
+
+  audit::testing::TempDir dir_;
+  audit::testing::FakeClock clock_;
+  std::unique_ptr<audit::AuditLog> log_;
+  std::unique_ptr<storage::DataDb> db_;
+  std::unique_ptr<StoreDataCounter> counter_;
+  std::unique_ptr<KeyManager> manager_;
+  std::unique_ptr<KeyManagerPolicySource> policies_;
+  std::unique_ptr<storage::RecordStore> records_;
+  std::unique_ptr<storage::AttachmentStore> attachments_;
+};
+
+TEST_F(StorageBridgeTest, RetirementIsRefusedUntilTheStoreHoldsNothingUnderTheVersion) {
+  uint64_t handle = Create("crm/tickets");
+  for (int i = 0; i < 50; ++i) {
+    ASSERT_TRUE(
+        records_->Put(handle, "t-" + std::to_string(i), "v1 body " + std::to_string(i)).ok());
+  }
+  ASSERT_TRUE(records_->Delete(handle, "t-7").ok());  // binned data counts too
+  auto v2 = manager_->Rotate(handle, KeyPurpose::kRecords, RotationCause::kManual, TestAdmin());
+  ASSERT_TRUE(v2.ok()) << v2.status();
+  ASSERT_TRUE(records_->Put(handle, "t-new", "v2 body").ok());
+
+  EXPECT_EQ(*counter_->CountProtectedBy(handle, KeyPurpose::kRecords, 1), 50u);
+  EXPECT_EQ(*counter_->CountProtectedBy(handle, KeyPurpose::kRecords, *v2), 1u);
+  absl::Status refused = manager_->RetireBelow(handle, KeyPurpose::kRecords, *v2, TestAdmin());
+  EXPECT_EQ(ErrorCodeOf(refused), ErrorCode::kKeyVersionInUse) << refused;
+
+  storage::ReencryptionJob job(db_.get(), manager_.get(), attachments_.get(), handle);
+  auto done = job.Run();
+  ASSERT_TRUE(done.ok()) << done.status();
+  EXPECT_TRUE(done->finished);
+  EXPECT_EQ(*counter_->CountProtectedBy(handle, KeyPurpose::kRecords, 1), 0u);
+
+  ASSERT_TRUE(manager_->RetireBelow(handle, KeyPurpose::kRecords, *v2, TestAdmin()).ok());
+  EXPECT_EQ(ErrorCodeOf(manager_->KeyForVersion(handle, KeyPurpose::kRecords, 1).status()),
+            ErrorCode::kKeyVersionRetired);
+  for (int i = 0; i < 50; ++i) {
+    if (i == 7) continue;
+    auto got = records_->Get(handle, "t-" + std::to_string(i));
+    ASSERT_TRUE(got.ok()) << i << ": " << got.status();
+    EXPECT_EQ(*got, "v1 body " + std::to_string(i));
+  }
+  ASSERT_TRUE(records_->Restore(handle, "t-7").ok());
+  EXPECT_EQ(*records_->Get(handle, "t-7"), "v1 body 7");
+}
+
+TEST_F(StorageBridgeTest, LookupAndPseudonymVersionsAreNotCountedSoNotRetiredByCount) {
+  uint64_t handle = Create("crm/contacts");
+  EXPECT_EQ(ErrorCodeOf(counter_->CountProtectedBy(handle, KeyPurpose::kLookup, 1).status()),
+            ErrorCode::kFailedPrecondition);
+  EXPECT_EQ(ErrorCodeOf(counter_->CountProtectedBy(handle, KeyPurpose::kPseudonym, 1).status()),
+            ErrorCode::kFailedPrecondition);
+}
+
+TEST_F(StorageBridgeTest, StorageEnforcesTheKeyManagersPolicies) {
+  uint64_t handle = Create("crm/messages");
+  auto info = manager_->DescribeDataset(handle);
+  ASSERT_TRUE(info.ok());
+  DatasetPolicy policy = info->policy;
+  policy.bin_days = 7;
+  policy.minimum_retention = std::chrono::seconds(3 * kDay);
+  ASSERT_TRUE(manager_->SetPolicy(handle, policy, TestAdmin()).ok());
+
+  auto seen = policies_->PolicyFor(handle);
+  ASSERT_TRUE(seen.ok()) << seen.status();
+  EXPECT_EQ(seen->recycle_bin_period, std::chrono::seconds(7 * kDay));
+  EXPECT_EQ(seen->min_retention, std::chrono::seconds(3 * kDay));
+  EXPECT_FALSE(seen->max_age.has_value());
+  EXPECT_FALSE(seen->legal_hold);
+
+  // The compliance lock the key manager holds is what storage obeys.
+  ASSERT_TRUE(records_->Put(handle, "m-1", "hello").ok());
+  EXPECT_EQ(ErrorCodeOf(records_->Delete(handle, "m-1")), ErrorCode::kComplianceLocked);
+  clock_.Advance(std::chrono::seconds(3 * kDay));
+  EXPECT_TRUE(records_->Delete(handle, "m-1").ok());
+
+  ASSERT_TRUE(manager_->SetLegalHold(handle, true, TestAdmin()).ok());
+  EXPECT_TRUE(policies_->PolicyFor(handle)->legal_hold);
+  EXPECT_EQ(ErrorCodeOf(policies_->PolicyFor(42424242).status()), ErrorCode::kDatasetNotFound);
+}
+
+TEST_F(StorageBridgeTest, DestroyedDatasetsAreUnreadableThroughTheStore) {
+  uint64_t doomed = Create("crm/account-17");
+  uint64_t kept = Create("crm/account-18");
+  ASSERT_TRUE(records_->Put(doomed, "c-1", "customer record").ok());
+  ASSERT_TRUE(records_->Put(kept, "c-1", "other customer").ok());
+
+  ASSERT_TRUE(manager_->Disable(doomed, TestAdmin()).ok());
+  EXPECT_NE(ErrorCodeOf(records_->Get(doomed, "c-1").status()), ErrorCode::kOk);
+  ASSERT_TRUE(manager_->ScheduleDestruction(doomed, TestAdmin()).ok());
+  clock_.Advance(std::chrono::seconds(31 * kDay));
+  auto work = manager_->RunDueWork();
+  ASSERT_TRUE(work.ok()) << work.status();
+
+  EXPECT_EQ(ErrorCodeOf(policies_->PolicyFor(doomed).status()), ErrorCode::kKeyDestroyed);
+  EXPECT_EQ(ErrorCodeOf(records_->Get(doomed, "c-1").status()), ErrorCode::kKeyDestroyed);
+  EXPECT_EQ(*records_->Get(kept, "c-1"), "other customer");
+}
+
+}  // namespace
+}  // namespace coffer::kms
