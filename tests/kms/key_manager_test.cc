@@ -28,7 +28,6 @@
 namespace coffer::kms {
 namespace {
 
-using ::coffer::hsm::testing::SoftHsmToken;
 using storage::KeyPurpose;
 using testing::MapDataCounter;
 using testing::OpenRecord;
@@ -48,20 +47,10 @@ MATCHER_P(HasCode, code, "") { return ErrorCodeOf(arg) == code; }
 class KeyManagerTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    auto token = SoftHsmToken::Create("kms-test");
-    ASSERT_TRUE(token.ok()) << token.status();
-    token_ = *std::move(token);
-    auto client = hsm::HsmClient::Open(token_->Options());
-    ASSERT_TRUE(client.ok()) << client.status();
-    client_ = *std::move(client);
-    signer_ = std::make_unique<HsmCheckpointSigner>(*client_);
+    absl::Status opened = suite_.Open("kms-test");
+    ASSERT_TRUE(opened.ok()) << opened;
   }
-  static void TearDownTestSuite() {
-    signer_.reset();
-    if (client_) client_->Close().IgnoreError();
-    client_.reset();
-    token_.reset();
-  }
+  static void TearDownTestSuite() { suite_.Reset(); }
 
   void SetUp() override { OpenAudit(nullptr); }
   void TearDown() override {
@@ -72,8 +61,8 @@ class KeyManagerTest : public ::testing::Test {
   void OpenAudit(audit::AuditFileSystem* fs) {
     audit::AuditLogOptions options;
     options.directory = dir_.Sub("audit");
-    options.signer = signer_.get();
-    options.epoch_keys = HsmEpochKeyProvider(*client_);
+    options.signer = suite_.signer.get();
+    options.epoch_keys = HsmEpochKeyProvider(*suite_.client);
     options.clock = &clock_;
     options.file_system = fs;
     auto log = audit::AuditLog::Open(std::move(options));
@@ -84,10 +73,10 @@ class KeyManagerTest : public ::testing::Test {
   KeyManagerOptions Options() {
     KeyManagerOptions options;
     options.key_db_directory = dir_.Sub("keydb");
-    options.modules = {{"softhsm", client_.get()}, {"other", &other_module_}};
+    options.modules = {{"softhsm", suite_.client.get()}, {"other", &other_module_}};
     options.default_module = "softhsm";
-    options.row_authenticator = client_.get();
-    options.signer = client_.get();
+    options.row_authenticator = suite_.client.get();
+    options.signer = suite_.client.get();
     options.audit_log = log_.get();
     options.clock = &clock_;
     options.data_counter = &counter_;
@@ -122,7 +111,7 @@ class KeyManagerTest : public ::testing::Test {
 
   std::vector<hsm::WrappingKeyId> TokenKeysOf(uint64_t handle) {
     std::vector<hsm::WrappingKeyId> out;
-    auto all = client_->ListWrappingKeys();
+    auto all = suite_.client->ListWrappingKeys();
     EXPECT_TRUE(all.ok());
     for (const auto& id : *all) {
       if (id.dataset_handle == handle) out.push_back(id);
@@ -139,9 +128,7 @@ class KeyManagerTest : public ::testing::Test {
     return n;
   }
 
-  static inline std::unique_ptr<SoftHsmToken> token_;
-  static inline std::unique_ptr<hsm::HsmClient> client_;
-  static inline std::unique_ptr<HsmCheckpointSigner> signer_;
+  static inline testing::SuiteToken suite_;
 
   audit::testing::TempDir dir_;
   audit::testing::FakeClock clock_;
@@ -164,7 +151,7 @@ TEST_F(KeyManagerTest, AuditLogOnTheHsmVerifiesOfflineWithThePublicKeyAndOnlineW
   const audit::LogId log_id = log_->log_id();
   log_.reset();
 
-  auto public_key = client_->PublicKeyPem();
+  auto public_key = suite_.client->PublicKeyPem();
   ASSERT_OK(public_key);
   audit::VerifyOptions offline;
   offline.public_key_pem = *public_key;
@@ -177,7 +164,7 @@ TEST_F(KeyManagerTest, AuditLogOnTheHsmVerifiesOfflineWithThePublicKeyAndOnlineW
   EXPECT_GE(report->entries, 4u);  // epoch, create, rotate, disable, closing checkpoint
 
   audit::VerifyOptions online = offline;
-  online.epoch_keys = HsmEpochKeyProvider(*client_);
+  online.epoch_keys = HsmEpochKeyProvider(*suite_.client);
   report = audit::VerifyAuditLog(dir_.Sub("audit"), online);
   ASSERT_OK(report);
   EXPECT_TRUE(report->ok()) << report->ToStatus();
@@ -198,14 +185,14 @@ TEST_F(KeyManagerTest, AuditLogOnTheHsmVerifiesOfflineWithThePublicKeyAndOnlineW
   EXPECT_EQ(report->failure, audit::AuditFailure::kBadSignature);
 
   // K_0 is exactly the documented derivation, stable, and distinct per epoch and per log.
-  audit::EpochKeyProvider provider = HsmEpochKeyProvider(*client_);
+  audit::EpochKeyProvider provider = HsmEpochKeyProvider(*suite_.client);
   auto k1 = provider({log_id, 1});
   auto k1_again = provider({log_id, 1});
   auto k2 = provider({log_id, 2});
   audit::LogId other_log = log_id;
   other_log[0] ^= 1;
   auto k1_other_log = provider({other_log, 1});
-  auto expected = client_->HmacRowKey(audit::EpochKeyMessage(log_id, 1));
+  auto expected = suite_.client->HmacRowKey(audit::EpochKeyMessage(log_id, 1));
   ASSERT_OK(k1);
   ASSERT_OK(k1_again);
   ASSERT_OK(k2);
@@ -533,7 +520,7 @@ TEST_F(KeyManagerTest, LifecycleDisableDestroyTombstone) {
   // The tombstone verifies with the public key alone and says who asked.
   auto tombstone = manager_->GetTombstone(crm);
   ASSERT_OK(tombstone);
-  auto pem = client_->PublicKeyPem();
+  auto pem = suite_.client->PublicKeyPem();
   ASSERT_OK(pem);
   auto content = VerifyTombstone(*tombstone, *pem);
   ASSERT_OK(content);
@@ -785,7 +772,7 @@ TEST_F(KeyManagerTest, RewrapToNewVersionAndMigrateToAnotherModule) {
 // another file is another instance with its own state, which reads SOFTHSM2_CONF (by then the
 // second token's, set by SoftHsmToken::Create) at its own C_Initialize.
 TEST_F(KeyManagerTest, MigratesToASecondPkcs11Token) {
-  auto second_token = SoftHsmToken::Create("kms-second");
+  auto second_token = hsm::testing::SoftHsmToken::Create("kms-second");
   ASSERT_OK(second_token);
   const std::string module_copy = dir_.Sub("libsofthsm2-second.so");
   std::filesystem::copy_file(std::string(hsm::kDefaultModulePath), module_copy);
@@ -795,7 +782,7 @@ TEST_F(KeyManagerTest, MigratesToASecondPkcs11Token) {
   ASSERT_OK(second);
   auto options = [&] {
     KeyManagerOptions o = Options();
-    o.modules = {{"softhsm", client_.get()}, {"second", second->get()}};
+    o.modules = {{"softhsm", suite_.client.get()}, {"second", second->get()}};
     return o;
   };
   ASSERT_OK_S(Open(options()));
@@ -824,7 +811,7 @@ TEST_F(KeyManagerTest, MissingWrappingKeyIsReportedNotFixed) {
   uint64_t crm = Create("crm");
   uint64_t other = Create("other");
   manager_.reset();
-  ASSERT_TRUE(client_->DestroyWrappingKey({crm, 1}).ok());
+  ASSERT_TRUE(suite_.client->DestroyWrappingKey({crm, 1}).ok());
   OpenDefault();
   const auto& report = manager_->recovery_report();
   ASSERT_EQ(report.missing_wrapping_keys.size(), 1u);

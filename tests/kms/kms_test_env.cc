@@ -34,4 +34,22 @@ absl::StatusOr<std::string> OpenRecord(const storage::DataKey& key, std::string_
   return (*aead)->Open(sealed, kAssociatedData);
 }
 
+absl::Status SuiteToken::Open(std::string_view label) {
+  auto created = hsm::testing::SoftHsmToken::Create(std::string(label));
+  if (!created.ok()) return created.status();
+  token = *std::move(created);
+  auto opened = hsm::HsmClient::Open(token->Options());
+  if (!opened.ok()) return opened.status();
+  client = *std::move(opened);
+  signer = std::make_unique<HsmCheckpointSigner>(*client);
+  return absl::OkStatus();
+}
+
+void SuiteToken::Reset() {
+  signer.reset();
+  if (client) client->Close().IgnoreError();
+  client.reset();
+  token.reset();
+}
+
 }  // namespace coffer::kms::testing

@@ -16,9 +16,22 @@
 #include "absl/status/statusor.h"
 #include "hsm/hsm_client.h"
 #include "kms/audit/audit_log.h"
+#include "kms/hsm_adapters.h"
 #include "kms/key_manager.h"
+#include "tests/hsm/softhsm_token.h"
 
 namespace coffer::kms::testing {
+
+// One real SoftHSM2 token for a whole test suite, with the client and the checkpoint signer the
+// daemon wires: Open it in SetUpTestSuite, Reset it in TearDownTestSuite.
+struct SuiteToken {
+  std::unique_ptr<hsm::testing::SoftHsmToken> token;
+  std::unique_ptr<hsm::HsmClient> client;
+  std::unique_ptr<HsmCheckpointSigner> signer;
+
+  absl::Status Open(std::string_view label);
+  void Reset();
+};
 
 // Counts per (dataset, purpose, version), set by the test. Thread-safe.
 class MapDataCounter final : public ProtectedDataCounter {

@@ -21,7 +21,6 @@
 namespace coffer::kms {
 namespace {
 
-using ::coffer::hsm::testing::SoftHsmToken;
 using storage::KeyPurpose;
 using testing::TestAdmin;
 constexpr auto kDay = std::chrono::hours(24);
@@ -29,26 +28,16 @@ constexpr auto kDay = std::chrono::hours(24);
 class StorageBridgeTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    auto token = SoftHsmToken::Create("bridge-test");
-    ASSERT_TRUE(token.ok()) << token.status();
-    token_ = *std::move(token);
-    auto client = hsm::HsmClient::Open(token_->Options());
-    ASSERT_TRUE(client.ok()) << client.status();
-    client_ = *std::move(client);
-    signer_ = std::make_unique<HsmCheckpointSigner>(*client_);
+    absl::Status opened = suite_.Open("bridge-test");
+    ASSERT_TRUE(opened.ok()) << opened;
   }
-  static void TearDownTestSuite() {
-    signer_.reset();
-    if (client_) client_->Close().IgnoreError();
-    client_.reset();
-    token_.reset();
-  }
+  static void TearDownTestSuite() { suite_.Reset(); }
 
   void SetUp() override {
     audit::AuditLogOptions audit_options;
     audit_options.directory = dir_.Sub("audit");
-    audit_options.signer = signer_.get();
-    audit_options.epoch_keys = HsmEpochKeyProvider(*client_);
+    audit_options.signer = suite_.signer.get();
+    audit_options.epoch_keys = HsmEpochKeyProvider(*suite_.client);
     audit_options.clock = &clock_;
     auto log = audit::AuditLog::Open(std::move(audit_options));
     ASSERT_TRUE(log.ok()) << log.status();
@@ -61,10 +50,10 @@ class StorageBridgeTest : public ::testing::Test {
 
     KeyManagerOptions options;
     options.key_db_directory = dir_.Sub("keydb");
-    options.modules = {{"softhsm", client_.get()}};
+    options.modules = {{"softhsm", suite_.client.get()}};
     options.default_module = "softhsm";
-    options.row_authenticator = client_.get();
-    options.signer = client_.get();
+    options.row_authenticator = suite_.client.get();
+    options.signer = suite_.client.get();
     options.audit_log = log_.get();
     options.clock = &clock_;
     options.data_counter = counter_.get();
@@ -95,9 +84,7 @@ class StorageBridgeTest : public ::testing::Test {
     return handle.value_or(0);
   }
 
-  static inline std::unique_ptr<SoftHsmToken> token_;
-  static inline std::unique_ptr<hsm::HsmClient> client_;
-  static inline std::unique_ptr<HsmCheckpointSigner> signer_;
+  static inline testing::SuiteToken suite_;
 
   audit::testing::TempDir dir_;
   audit::testing::FakeClock clock_;
