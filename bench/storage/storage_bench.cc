@@ -17,7 +17,6 @@
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
-#include <fstream>
 #include <memory>
 #include <random>
 #include <string>
@@ -32,6 +31,7 @@
 #include "storage/record_store.h"
 #include "storage/reencryption.h"
 #include "storage/testing/fakes.h"
+#include "tests/testing/peak_rss.h"
 
 namespace coffer::storage {
 namespace {
@@ -64,20 +64,6 @@ class ScratchDir {
  private:
   std::string path_;
 };
-
-size_t PeakRssBytes() {
-  std::ifstream status("/proc/self/status");
-  std::string line;
-  while (std::getline(status, line)) {
-    if (line.rfind("VmHWM:", 0) == 0) return std::stoull(line.substr(6)) * 1024;
-  }
-  return 0;
-}
-
-void ResetPeakRss() {
-  std::ofstream clear("/proc/self/clear_refs");
-  clear << "5";
-}
 
 // Fixed seeds on purpose: every run draws the same ids and values.
 std::mt19937_64 FixedSeed(uint64_t seed) { return std::mt19937_64(seed); }
@@ -267,7 +253,7 @@ void BM_AttachmentWrite_Wal(benchmark::State& state) {
   std::mt19937_64 random = FixedSeed(4);
   std::string chunk(kChunk, '\0');
   for (char& byte : chunk) byte = static_cast<char>(random());
-  ResetPeakRss();
+  coffer::testing::ResetPeakRss();
   for (auto _ : state) {
     if (!f.Write(size, chunk)) {
       state.SkipWithError("upload failed");
@@ -275,7 +261,7 @@ void BM_AttachmentWrite_Wal(benchmark::State& state) {
     }
   }
   state.SetBytesProcessed(static_cast<int64_t>(state.iterations() * size));
-  state.counters["peak_rss_MiB"] = static_cast<double>(PeakRssBytes()) / (1 << 20);
+  state.counters["peak_rss_MiB"] = static_cast<double>(coffer::testing::PeakRssBytes()) / (1 << 20);
 }
 
 void BM_AttachmentRead_Wal(benchmark::State& state) {
@@ -288,7 +274,7 @@ void BM_AttachmentRead_Wal(benchmark::State& state) {
     state.SkipWithError("upload failed");
     return;
   }
-  ResetPeakRss();
+  coffer::testing::ResetPeakRss();
   std::string out;
   for (auto _ : state) {
     auto reader = f.store->Open(kDataset, "bench.bin");
@@ -305,7 +291,7 @@ void BM_AttachmentRead_Wal(benchmark::State& state) {
     }
   }
   state.SetBytesProcessed(static_cast<int64_t>(state.iterations() * size));
-  state.counters["peak_rss_MiB"] = static_cast<double>(PeakRssBytes()) / (1 << 20);
+  state.counters["peak_rss_MiB"] = static_cast<double>(coffer::testing::PeakRssBytes()) / (1 << 20);
 }
 
 void AttachmentSizes(benchmark::internal::Benchmark* b) {

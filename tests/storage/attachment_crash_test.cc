@@ -148,10 +148,7 @@ int main(int argc, char** argv) {
     coffer::storage::RunChild(argv[2], argv[3],
                               static_cast<int>(std::strtol(argv[4], nullptr, 10)));
   }
-  coffer::storage::g_self = "/proc/self/exe";
-  char resolved[4096];
-  ssize_t n = readlink("/proc/self/exe", resolved, sizeof(resolved) - 1);
-  if (n > 0) coffer::storage::g_self.assign(resolved, static_cast<size_t>(n));
+  coffer::storage::g_self = coffer::storage::testing::SelfExecutablePath();
   ::testing::InitGoogleTest(&argc, argv);
   return RUN_ALL_TESTS();
 }

@@ -1,5 +1,7 @@
 #include "tests/storage/storage_test_util.h"
 
+#include <unistd.h>
+
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -77,6 +79,12 @@ size_t CountKeys(DataDb* db, internal::Cf cf) {
   return count;
 }
 
+std::string SelfExecutablePath() {
+  char resolved[4096];
+  ssize_t n = readlink("/proc/self/exe", resolved, sizeof(resolved) - 1);
+  return n > 0 ? std::string(resolved, static_cast<size_t>(n)) : "/proc/self/exe";
+}
+
 std::string PatternBytes(uint64_t seed, uint64_t offset, size_t length) {
   std::string bytes(length, '\0');
   for (size_t i = 0; i < length; ++i) {
@@ -84,22 +92,6 @@ std::string PatternBytes(uint64_t seed, uint64_t offset, size_t length) {
     bytes[i] = static_cast<char>((x >> 29) ^ (x >> 47));
   }
   return bytes;
-}
-
-size_t PeakRssBytes() {
-  std::ifstream status("/proc/self/status");
-  std::string line;
-  while (std::getline(status, line)) {
-    if (line.rfind("VmHWM:", 0) == 0) return std::stoull(line.substr(6)) * 1024;
-  }
-  return 0;
-}
-
-bool ResetPeakRss() {
-  std::ofstream clear("/proc/self/clear_refs");
-  clear << "5";
-  clear.flush();
-  return clear.good();
 }
 
 void StorageTest::SetUp() {

@@ -12,6 +12,7 @@
 #include "gtest/gtest.h"
 #include "storage/data_db.h"
 #include "storage/testing/fakes.h"
+#include "tests/testing/peak_rss.h"
 
 namespace coffer::storage::testing {
 
@@ -42,10 +43,11 @@ size_t CountKeys(DataDb* db, internal::Cf cf);
 // Deterministic bytes for attachment contents: byte i of stream `seed`.
 std::string PatternBytes(uint64_t seed, uint64_t offset, size_t length);
 
-// Peak resident set size of this process in bytes (VmHWM), and a reset of it
-// (/proc/self/clear_refs); false when the kernel does not allow the reset.
-size_t PeakRssBytes();
-bool ResetPeakRss();
+// The absolute path of the running test binary, for tests that re-execute it as a child.
+std::string SelfExecutablePath();
+
+using ::coffer::testing::PeakRssBytes;  // tests/testing/peak_rss.h
+using ::coffer::testing::ResetPeakRss;
 
 // Dataset handles the fixtures create.
 inline constexpr uint64_t kDatasetA = 0x1001;
