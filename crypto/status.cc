@@ -74,6 +74,8 @@ constexpr CodeInfo kCodes[] = {
     {ErrorCode::kWrappingKeyMissing, "WRAPPING_KEY_MISSING", absl::StatusCode::kDataLoss},
     {ErrorCode::kUsageLimitReached, "USAGE_LIMIT_REACHED", absl::StatusCode::kResourceExhausted},
     {ErrorCode::kTombstoneInvalid, "TOMBSTONE_INVALID", absl::StatusCode::kDataLoss},
+    {ErrorCode::kRestoreIncomplete, "RESTORE_INCOMPLETE", absl::StatusCode::kFailedPrecondition},
+    {ErrorCode::kReplaySourceStale, "REPLAY_SOURCE_STALE", absl::StatusCode::kFailedPrecondition},
     {ErrorCode::kIdTooLong, "ID_TOO_LONG", absl::StatusCode::kInvalidArgument},
     {ErrorCode::kValueTooLarge, "VALUE_TOO_LARGE", absl::StatusCode::kInvalidArgument},
     {ErrorCode::kRecordNotFound, "RECORD_NOT_FOUND", absl::StatusCode::kNotFound},
@@ -88,6 +90,17 @@ constexpr CodeInfo kCodes[] = {
     {ErrorCode::kBackupCorrupt, "BACKUP_CORRUPT", absl::StatusCode::kDataLoss},
     {ErrorCode::kRestoreTargetNotEmpty, "RESTORE_TARGET_NOT_EMPTY",
      absl::StatusCode::kFailedPrecondition},
+    {ErrorCode::kFrameTooLarge, "FRAME_TOO_LARGE", absl::StatusCode::kInvalidArgument},
+    {ErrorCode::kMalformedRequest, "MALFORMED_REQUEST", absl::StatusCode::kInvalidArgument},
+    {ErrorCode::kNotGranted, "NOT_GRANTED", absl::StatusCode::kPermissionDenied},
+    {ErrorCode::kSlowDown, "SLOW_DOWN", absl::StatusCode::kResourceExhausted},
+    {ErrorCode::kWrongSocket, "WRONG_SOCKET", absl::StatusCode::kPermissionDenied},
+    {ErrorCode::kRequestTimeout, "REQUEST_TIMEOUT", absl::StatusCode::kDeadlineExceeded},
+    {ErrorCode::kServerBusy, "SERVER_BUSY", absl::StatusCode::kUnavailable},
+    {ErrorCode::kShuttingDown, "SHUTTING_DOWN", absl::StatusCode::kUnavailable},
+    {ErrorCode::kUnexpectedFrame, "UNEXPECTED_FRAME", absl::StatusCode::kFailedPrecondition},
+    {ErrorCode::kConfigInvalid, "CONFIG_INVALID", absl::StatusCode::kInvalidArgument},
+    {ErrorCode::kDaemonUnavailable, "DAEMON_UNAVAILABLE", absl::StatusCode::kUnavailable},
 };
 
 const CodeInfo* Find(ErrorCode code) {

@@ -86,6 +86,8 @@ enum class ErrorCode : int {
   kWrappingKeyMissing = 315,   // a DWK the key DB names is absent from the token
   kUsageLimitReached = 316,    // the primary reached its encryption limit and could not rotate
   kTombstoneInvalid = 317,     // a tombstone's signature or content does not verify
+  kRestoreIncomplete = 318,    // a restore into that directory did not finish: never serve it
+  kReplaySourceStale = 319,    // the replay log is another log, or ends before the backup
 
   // Storage (400-499).
   kIdTooLong = 400,              // a record id or attachment name exceeds 1 KiB
@@ -101,6 +103,19 @@ enum class ErrorCode : int {
   kBackupNotFound = 410,         // no data-DB backup with this id
   kBackupCorrupt = 411,          // a data-DB backup failed verification (size or checksum)
   kRestoreTargetNotEmpty = 412,  // a restore refuses a target directory that is not empty
+
+  // Daemon and protocol (500-599).
+  kFrameTooLarge = 500,      // a frame's declared size exceeds the maximum; connection closed
+  kMalformedRequest = 501,   // a frame that is not a valid Request, or a request missing a field
+  kNotGranted = 502,         // the caller's uid and groups hold no grant for this operation
+  kSlowDown = 503,           // the caller's rate limit is exhausted; retry after the given delay
+  kWrongSocket = 504,        // an admin operation on the data socket
+  kRequestTimeout = 505,     // the request did not complete in time (connection idle or slow)
+  kServerBusy = 506,         // every worker and queue slot is taken; retry
+  kShuttingDown = 507,       // the daemon is draining for shutdown; retry on the next start
+  kUnexpectedFrame = 508,    // a frame out of order, e.g. a chunk with no upload open
+  kConfigInvalid = 509,      // the daemon's configuration is unusable; the message says what to fix
+  kDaemonUnavailable = 510,  // the client could not reach the daemon (not running, socket mode)
 
   // 300-399 key manager, 400-499 storage, 500-599 daemon and protocol, 600-699 admin/keyctl:
   // reserved for the layers above, which append their codes here.
