@@ -1,0 +1,138 @@
+// Services: cofferd's side of the transport seam (kms/daemon/session.h). Every coffer.v1
+// Request operation is mapped onto the key manager, the data stores, the recycle bin, the job
+// registry and the audit log; the transport only moves frames.
+//
+// Per request, in order: the rate limit (SLOW_DOWN with retry_after_ms), then access control
+// (kms/daemon/authz.h: NOT_GRANTED, WRONG_SOCKET), then the operation. Every refusal — these,
+// and the transport's own (TransportRefused) — is audited as REQUEST_REFUSED with its stable
+// code and the peer's uid, pid and socket, through AuditLog::Append. Every data operation that
+// passes access control is audited as ACCESS_READ / ACCESS_WRITE / ACCESS_DELETE (uid, pid,
+// socket, dataset handle, result code, item count) through the BatchingAuditWriter, whose
+// crash-loss window the configuration sets (0: the reply waits for the entry). A read's data
+// is sent only after its entry was accepted; when the audit cannot take it, the request fails
+// with the audit's code. record_ref is not set: the stores do not expose the stored HMAC.
+// Admin operations run with the admin's identity as the key manager's audit actor.
+//
+// Sessions: one per connection. An open attachment upload belongs to its session: chunks get
+// no response; the first chunk error is remembered and answered at commit (the upload is then
+// aborted); any other request while it is open is UNEXPECTED_FRAME, as is a chunk, commit or
+// abort without one; Closed() aborts it, so nothing partial becomes visible. Downloads stream
+// as AttachmentGetResponse frames of at most api::kDefaultChunkBytes, `info` on the first,
+// `last` on the final one.
+//
+// Errors reach the client as coffer.v1.Error {code, code_name, message}. Messages are fixed
+// texts chosen here from the operation and the code — never a component's message — so they
+// cannot carry an id, a value, an attachment name or a key.
+//
+// Backups (backup_create/list/verify/restore/prune) are not served here: the wiring adds them
+// through ServicesDeps::extra_admin_ops (access control and refusal audit still apply). An
+// admin operation with no handler is answered MALFORMED_REQUEST.
+//
+// Thread safety: Open and TransportRefused from any thread; each Session is used by one thread
+// at a time (session.h). Ownership: every pointer in ServicesDeps is borrowed and must outlive
+// the Services and every Session it opened.
+
+#ifndef COFFER_KMS_DAEMON_SERVICES_H_
+#define COFFER_KMS_DAEMON_SERVICES_H_
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "coffer/v1/service.pb.h"
+#include "crypto/status.h"
+#include "kms/audit/audit_event.h"
+#include "kms/audit/audit_log.h"
+#include "kms/audit/batching_writer.h"
+#include "kms/daemon/authz.h"
+#include "kms/daemon/jobs.h"
+#include "kms/daemon/session.h"
+#include "kms/key_manager.h"
+#include "storage/attachment_store.h"
+#include "storage/clock.h"
+#include "storage/data_db.h"
+#include "storage/record_store.h"
+#include "storage/recycle_bin.h"
+
+namespace coffer::daemon {
+
+// An admin operation served outside Services (backups). Runs after access control; fills
+// `response`'s result or returns an error, which Services turns into an Error response.
+using AdminOperationHandler = std::function<absl::Status(
+    const coffer::v1::Request& request, const kms::audit::AuditActor& actor,
+    coffer::v1::Response* response)>;
+
+struct ServicesDeps {
+  kms::KeyManager* keys = nullptr;
+  storage::DataDb* data_db = nullptr;
+  storage::RecordStore* records = nullptr;
+  storage::AttachmentStore* attachments = nullptr;
+  storage::RecycleBin* bin = nullptr;
+  kms::audit::AuditLog* audit_log = nullptr;                // key operations and refusals
+  kms::audit::BatchingAuditWriter* access_audit = nullptr;  // ACCESS_* events
+  const storage::Clock* clock = nullptr;                    // default SystemClock()
+  JobRegistry* jobs = nullptr;
+  Authorizer* authorizer = nullptr;
+
+  // Defaults for dataset_create (kms/daemon/config.h DefaultDatasetPolicy).
+  kms::DatasetPolicy default_policy;
+  // audit_query reads, and audit_verify verifies, the log in this directory.
+  std::string audit_directory;
+  // The checkpoint public key (PEM) audit_verify checks signatures with.
+  std::string audit_public_key_pem;
+  // Set: audit_verify also checks every entry's forward-secure MAC (online verification).
+  kms::audit::EpochKeyProvider audit_epoch_keys;
+
+  // For status.
+  std::string version;
+  std::string durability;  // "wal" or "sync"
+  std::string data_socket;
+  std::string admin_socket;
+
+  std::map<coffer::v1::Request::OpCase, AdminOperationHandler> extra_admin_ops;
+};
+
+// Counters since start (status; also for the wiring's logs).
+struct ServicesMetrics {
+  uint64_t connections_open = 0;
+  uint64_t connections_total = 0;
+  uint64_t requests_total = 0;
+  uint64_t requests_refused = 0;
+  uint64_t requests_slowed = 0;
+};
+
+class Services final : public SessionFactory {
+ public:
+  // INVALID_ARGUMENT naming the first missing dependency.
+  static absl::StatusOr<std::unique_ptr<Services>> Create(ServicesDeps deps);
+  ~Services() override;
+
+  std::unique_ptr<Session> Open(const PeerIdentity& peer) override;
+  void TransportRefused(const PeerIdentity& peer, ErrorCode code) override;
+
+  ServicesMetrics metrics() const;
+
+ private:
+  class ConnectionSession;
+  friend class ConnectionSession;
+
+  explicit Services(ServicesDeps deps);
+
+  ServicesDeps deps_;
+  const storage::Clock* clock_;
+  int64_t started_micros_ = 0;
+  std::atomic<uint64_t> connections_open_{0};
+  std::atomic<uint64_t> connections_total_{0};
+  std::atomic<uint64_t> requests_total_{0};
+  std::atomic<uint64_t> requests_refused_{0};
+  std::atomic<uint64_t> requests_slowed_{0};
+};
+
+}  // namespace coffer::daemon
+
+#endif  // COFFER_KMS_DAEMON_SERVICES_H_
