@@ -10,10 +10,11 @@ an attachment in 1 MiB chunks and downloads it over several frames (whole and a 
 error codes (RECORD_NOT_FOUND, ATTACHMENT_NOT_FOUND, WRONG_SOCKET).
 
     /usr/bin/python3 tests/kms/client/interop_test.py \\
-        --socket DATA_SOCKET --dataset DATASET --python-dir BUILD/python
+        --socket DATA_SOCKET --dataset DATASET --python-dir BUILD/python [--admin-socket ADMIN]
 
-Defaults: $COFFER_DATA_SOCKET, $COFFER_DATASET, $COFFER_PYTHON_API_DIR. The calling user needs
-read, write and delete grants on the dataset, which must exist. Exit status 0 when every check
+Defaults: $COFFER_DATA_SOCKET, $COFFER_DATASET, $COFFER_PYTHON_API_DIR, $COFFER_ADMIN_SOCKET. The
+calling user needs read, write and delete grants on the dataset, which must exist or, with
+--admin-socket (the user must then be an admin), is created first. Exit status 0 when every check
 passes, 1 otherwise (each failed check is printed).
 """
 
@@ -112,6 +113,8 @@ def main():
     parser.add_argument("--socket", default=os.environ.get("COFFER_DATA_SOCKET"))
     parser.add_argument("--dataset", default=os.environ.get("COFFER_DATASET"))
     parser.add_argument("--python-dir", default=os.environ.get("COFFER_PYTHON_API_DIR"))
+    parser.add_argument("--admin-socket", default=os.environ.get("COFFER_ADMIN_SOCKET"),
+                        help="if given, first create the dataset there (DATASET_EXISTS is fine)")
     args = parser.parse_args()
     if not args.socket or not args.dataset or not args.python_dir:
         parser.error("--socket, --dataset and --python-dir (or their environment variables) "
@@ -128,6 +131,15 @@ def main():
         return 1
     tag = os.urandom(6).hex()
     dataset = args.dataset
+
+    if args.admin_socket:
+        admin = Connection(args.admin_socket, service_pb2)
+        request = service_pb2.Request()
+        request.dataset_create.name = dataset
+        response = admin.call(request)
+        checks.expect(error_of(response) in (None, (307, "DATASET_EXISTS")),
+                      f"dataset {dataset} created on the admin socket ({error_of(response)})")
+        admin.close()
 
     # Records.
     record_id = f"interop/{tag}".encode()
