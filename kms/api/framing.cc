@@ -85,31 +85,23 @@ absl::Status FrameReader::Read(google::protobuf::MessageLite* message, Deadline 
                                bool* end_of_stream) {
   *end_of_stream = false;
   message->Clear();
-  // The size prefix: a varint of at most 10 bytes, read one byte at a time from the buffer.
-  uint64_t size = 0;
+  // The size prefix: a varint of at most 10 bytes, decoded once per byte received.
   size_t prefix = 0;
-  for (;;) {
+  size_t size = 0;
+  for (size_t have = 1;; ++have) {
     bool closed = false;
-    COFFER_RETURN_IF_ERROR(Fill(prefix + 1, deadline, &closed));
+    COFFER_RETURN_IF_ERROR(Fill(have, deadline, &closed));
     if (closed) {
-      if (prefix == 0 && end_ == begin_) {
+      if (end_ == begin_) {
         *end_of_stream = true;
         return absl::OkStatus();
       }
       return MakeError(ErrorCode::kDaemonUnavailable, "connection closed inside a frame");
     }
-    auto byte = static_cast<uint8_t>(buf_[begin_ + prefix]);
-    size |= static_cast<uint64_t>(byte & 0x7f) << (7 * prefix);
-    ++prefix;
-    if ((byte & 0x80) == 0) break;
-    if (prefix == kMaxVarintBytes) {
-      return MakeError(ErrorCode::kMalformedRequest, "frame size is not a valid varint");
-    }
-  }
-  if (size > max_frame_bytes_) {
-    return MakeError(ErrorCode::kFrameTooLarge, "frame of " + std::to_string(size) +
-                                                    " bytes exceeds the maximum of " +
-                                                    std::to_string(max_frame_bytes_));
+    COFFER_RETURN_IF_ERROR(DecodeFrameHeader(std::string_view(buf_.data() + begin_, end_ - begin_),
+                                             max_frame_bytes_, &prefix, &size));
+    if (prefix != 0) break;
+    have = end_ - begin_;
   }
   bool closed = false;
   COFFER_RETURN_IF_ERROR(Fill(prefix + size, deadline, &closed));
@@ -129,6 +121,31 @@ absl::Status FrameReader::Read(google::protobuf::MessageLite* message, Deadline 
     begin_ = 0;
   }
   return absl::OkStatus();
+}
+
+absl::Status DecodeFrameHeader(std::string_view bytes, size_t max_frame_bytes,
+                               size_t* header_bytes, size_t* payload_bytes) {
+  *header_bytes = 0;
+  *payload_bytes = 0;
+  uint64_t size = 0;
+  for (size_t i = 0; i < bytes.size(); ++i) {
+    auto byte = static_cast<uint8_t>(bytes[i]);
+    // The tenth byte may only carry the 64th bit.
+    if (i == kMaxVarintBytes - 1 && byte > 1) {
+      return MakeError(ErrorCode::kMalformedRequest, "frame size is not a valid varint");
+    }
+    size |= static_cast<uint64_t>(byte & 0x7f) << (7 * i);
+    if ((byte & 0x80) != 0) continue;
+    if (size > max_frame_bytes) {
+      return MakeError(ErrorCode::kFrameTooLarge, "frame of " + std::to_string(size) +
+                                                      " bytes exceeds the maximum of " +
+                                                      std::to_string(max_frame_bytes));
+    }
+    *header_bytes = i + 1;
+    *payload_bytes = static_cast<size_t>(size);
+    return absl::OkStatus();
+  }
+  return absl::OkStatus();  // the prefix continues in bytes not received yet
 }
 
 void AppendFrame(const google::protobuf::MessageLite& message, std::string* out) {

@@ -24,6 +24,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <string>
+#include <string_view>
 
 #include "absl/status/status.h"
 
@@ -63,6 +64,14 @@ class FrameReader {
   size_t begin_ = 0;
   size_t end_ = 0;
 };
+
+// Decodes the size prefix at the start of `bytes` (the bytes received so far of a frame), for
+// readers that cannot block, e.g. cofferd's epoll reactor. OK with *header_bytes == 0 when the
+// prefix is not complete yet; otherwise *header_bytes is the prefix's length and *payload_bytes
+// the declared payload size. FRAME_TOO_LARGE when the size exceeds `max_frame_bytes`;
+// MALFORMED_REQUEST when the prefix is not a varint of at most 10 bytes.
+absl::Status DecodeFrameHeader(std::string_view bytes, size_t max_frame_bytes,
+                               size_t* header_bytes, size_t* payload_bytes);
 
 // Writes `message` as one frame. OK only once every byte was handed to the kernel.
 absl::Status WriteFrame(int fd, const google::protobuf::MessageLite& message, Deadline deadline);
