@@ -158,6 +158,16 @@ absl::Status DataDbBackups::RestoreInto(uint32_t id, const std::string& target_d
   return FromBackupStatus(restored, "restore");
 }
 
+absl::Status DataDbBackups::Delete(uint32_t id) {
+  std::lock_guard<std::mutex> lock(mu_);
+  rocksdb::BackupInfo info;
+  if (!engine_->GetBackupInfo(id, &info).ok()) {
+    return MakeError(ErrorCode::kBackupNotFound, "no backup " + std::to_string(id));
+  }
+  COFFER_RETURN_IF_ERROR(FromBackupStatus(engine_->DeleteBackup(id), "delete"));
+  return FromBackupStatus(engine_->GarbageCollect(), "garbage collection");
+}
+
 absl::StatusOr<std::vector<uint32_t>> DataDbBackups::PruneExpired() {
   std::lock_guard<std::mutex> lock(mu_);
   COFFER_ASSIGN_OR_RETURN(std::vector<DataBackupInfo> backups, ListLocked());

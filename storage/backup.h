@@ -76,6 +76,9 @@ class DataDbBackups {
   absl::Status Verify(uint32_t id);
   // Writes backup `id` as a data DB into `target_dir`, which must not exist or be empty.
   absl::Status RestoreInto(uint32_t id, const std::string& target_dir);
+  // Deletes backup `id` and the files no other backup references (BACKUP_NOT_FOUND if absent).
+  // For an orchestrator that prunes by its own manifests (kms/full_backup.h).
+  absl::Status Delete(uint32_t id);
   // Deletes every backup created at least max_age before Clock::Now(), except the newest.
   // Returns the ids deleted.
   absl::StatusOr<std::vector<uint32_t>> PruneExpired();

@@ -1,5 +1,6 @@
 #include "storage/recycle_bin.h"
 
+#include <algorithm>
 #include <mutex>
 #include <string>
 #include <utility>
@@ -23,6 +24,34 @@ constexpr size_t kSweepBatch = 1024;
 struct Candidate {
   std::string key;
   std::string value;
+};
+
+// Journals one item for the length of a purge: WillPurge at Begin, PurgeWritten when it ends.
+class JournalScope {
+ public:
+  JournalScope(PurgeJournal* journal, Cf kind, std::string_view stored_key) : journal_(journal) {
+    item_.dataset_handle = internal::HandleOf(stored_key);
+    item_.kind = kind == Cf::kRecords ? PurgedItemKind::kRecord : PurgedItemKind::kAttachment;
+    std::string_view mac = internal::MacOf(stored_key);
+    std::copy(mac.begin(), mac.end(), item_.ref.begin());
+  }
+  JournalScope(const JournalScope&) = delete;
+  JournalScope& operator=(const JournalScope&) = delete;
+  ~JournalScope() {
+    if (began_) journal_->PurgeWritten(item_);
+  }
+
+  absl::Status Begin() {
+    if (journal_ == nullptr) return absl::OkStatus();
+    COFFER_RETURN_IF_ERROR(journal_->WillPurge(item_));
+    began_ = true;
+    return absl::OkStatus();
+  }
+
+ private:
+  PurgeJournal* journal_;
+  PurgedItem item_;
+  bool began_ = false;
 };
 
 bool Elapsed(int64_t since_us, std::chrono::seconds period,
@@ -79,6 +108,8 @@ absl::StatusOr<bool> RecycleBin::PurgeIfUnchanged(Cf cf, std::string_view key,
     COFFER_RETURN_IF_ERROR(internal::DeleteSegmentsOf(db_, stored_key, entry_bytes, &batch));
   }
   COFFER_RETURN_IF_ERROR(FromRocks(batch.Delete(db_->cf(cf), key), "batch"));
+  JournalScope journal(journal_, kind, stored_key);
+  COFFER_RETURN_IF_ERROR(journal.Begin());
   COFFER_RETURN_IF_ERROR(db_->Write(&batch));
   ++(kind == Cf::kRecords ? report->records : report->attachments);
   return true;
@@ -213,9 +244,47 @@ absl::Status RecycleBin::PurgeItem(Cf cf, uint64_t handle, std::string_view name
       }
       COFFER_RETURN_IF_ERROR(FromRocks(batch.Delete(db_->cf(Cf::kRecycleBin), bin_key), "batch"));
     }
+    JournalScope journal(journal_, cf, stored_key);
+    COFFER_RETURN_IF_ERROR(journal.Begin());
     COFFER_RETURN_IF_ERROR(db_->Write(&batch));
   }
   return db_->PurgePhysically(handle);
+}
+
+absl::StatusOr<size_t> RecycleBin::ReplayPurges(DataDb* db, uint64_t handle, PurgedItemKind kind,
+                                                std::span<const crypto::HmacSha256Tag> refs) {
+  const Cf cf = kind == PurgedItemKind::kRecord ? Cf::kRecords : Cf::kAttachmentPointers;
+  size_t deleted = 0;
+  for (const crypto::HmacSha256Tag& ref : refs) {
+    const std::string stored_key = internal::StoredKey(handle, ref);
+    const std::string bin_key = internal::BinKey(cf, stored_key);
+    std::lock_guard<std::mutex> lock(db->StripeFor(internal::MacOf(stored_key)));
+    std::string live;
+    std::string binned;
+    bool live_found = false;
+    bool bin_found = false;
+    COFFER_RETURN_IF_ERROR(db->Get(cf, stored_key, &live, &live_found));
+    COFFER_RETURN_IF_ERROR(db->Get(Cf::kRecycleBin, bin_key, &binned, &bin_found));
+    if (!live_found && !bin_found) continue;
+    rocksdb::WriteBatch batch;
+    if (live_found) {
+      if (cf == Cf::kAttachmentPointers) {
+        COFFER_RETURN_IF_ERROR(internal::DeleteSegmentsOf(db, stored_key, live, &batch));
+      }
+      COFFER_RETURN_IF_ERROR(FromRocks(batch.Delete(db->cf(cf), stored_key), "batch"));
+    }
+    if (bin_found) {
+      if (cf == Cf::kAttachmentPointers) {
+        COFFER_ASSIGN_OR_RETURN(internal::BinValue bin, internal::ParseBinValue(binned));
+        COFFER_RETURN_IF_ERROR(internal::DeleteSegmentsOf(db, stored_key, bin.entry, &batch));
+      }
+      COFFER_RETURN_IF_ERROR(FromRocks(batch.Delete(db->cf(Cf::kRecycleBin), bin_key), "batch"));
+    }
+    COFFER_RETURN_IF_ERROR(db->Write(&batch));
+    ++deleted;
+  }
+  if (deleted > 0) COFFER_RETURN_IF_ERROR(db->PurgePhysically(handle));
+  return deleted;
 }
 
 absl::Status RecycleBin::PurgeRecord(uint64_t handle, std::string_view id) {

@@ -6,6 +6,7 @@
 //  - PurgeExpired: every bin entry older than its dataset's bin period (30 days by default).
 //  - EnforceMaxAge: every live or binned item of a dataset older than its maximum age.
 //  - PurgeRecord / PurgeAttachment / EmptyBin: an admin's purge, at once.
+//  - ReplayPurges: a restore's replay of purges the journal recorded after the backup.
 // Rules, checked under the item's lock stripe just before it is deleted: a legal hold blocks
 // every purge of the dataset (LEGAL_HOLD for an explicit purge; the sweeps skip the dataset);
 // the compliance lock (minimum retention since the item's last write) blocks deleting it
@@ -14,6 +15,11 @@
 // Physical: a purge is "done" only when DataDb::PurgePhysically has run for the dataset — the
 // deletes, a flush of every column family, the wait for views that can see the data, a forced
 // bottommost compaction of the dataset's range. Every method here returns only after that.
+//
+// Journal (storage/purge_journal.h): with one, every item is journaled (WillPurge) under its
+// stripe just before its deletes are written; when the journal fails, that item is not purged
+// and the method returns the journal's error (a sweep stops there). ReplayPurges journals
+// nothing: it replays what a journal already holds.
 //
 // Thread safety: all methods may run concurrently with each other and with client writes.
 // Ownership: borrows its arguments, which must outlive it. Failures: the codes above,
@@ -26,6 +32,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <span>
 #include <string_view>
 
 #include "absl/status/status.h"
@@ -36,6 +43,7 @@
 #include "storage/dataset_policy.h"
 #include "storage/internal/layout.h"
 #include "storage/key_provider.h"
+#include "storage/purge_journal.h"
 
 namespace coffer::storage {
 
@@ -49,8 +57,10 @@ struct PurgeReport {
 
 class RecycleBin {
  public:
-  RecycleBin(DataDb* db, KeyProvider* keys, DatasetPolicySource* policies, const Clock* clock)
-      : db_(db), keys_(keys), policies_(policies), clock_(clock) {}
+  // `journal` may be null (no journal: purges are not replayable after a restore).
+  RecycleBin(DataDb* db, KeyProvider* keys, DatasetPolicySource* policies, const Clock* clock,
+             PurgeJournal* journal = nullptr)
+      : db_(db), keys_(keys), policies_(policies), clock_(clock), journal_(journal) {}
   RecycleBin(const RecycleBin&) = delete;
   RecycleBin& operator=(const RecycleBin&) = delete;
 
@@ -69,6 +79,13 @@ class RecycleBin {
   // are counted).
   absl::StatusOr<PurgeReport> EmptyBin(uint64_t handle);
 
+  // Purges, in `db`, the items of dataset `handle` of `kind` whose stored keys end in `refs`
+  // (the journal's refs): live and binned entries, and an attachment's segments, then runs the
+  // physical purge. No rule is checked — each purge was allowed when it first ran — and
+  // nothing is journaled. Refs with nothing stored are skipped. Returns the items deleted.
+  static absl::StatusOr<size_t> ReplayPurges(DataDb* db, uint64_t handle, PurgedItemKind kind,
+                                             std::span<const crypto::HmacSha256Tag> refs);
+
  private:
   enum class Due { kBinExpired, kMaxAge, kNow };
   // Scans `cf` (live or bin) of `handle` and purges the entries `due` selects.
@@ -86,6 +103,7 @@ class RecycleBin {
   KeyProvider* keys_;
   DatasetPolicySource* policies_;
   const Clock* clock_;
+  PurgeJournal* journal_;
 };
 
 }  // namespace coffer::storage

@@ -203,3 +203,118 @@ TEST_F(RecycleBinTest, PhysicalPurgeWaitsForOpenIteratorsAndLeavesNoCiphertext) 
 
 }  // namespace
 }  // namespace coffer::storage
+
+namespace coffer::storage {
+namespace {
+
+// Records every item; fails WillPurge while `fail` is set.
+class RecordingJournal final : public PurgeJournal {
+ public:
+  absl::Status WillPurge(const PurgedItem& item) override {
+    if (fail) return MakeError(ErrorCode::kAuditNotDurable, "journal down");
+    items.push_back(item);
+    ++open;
+    return absl::OkStatus();
+  }
+  void PurgeWritten(const PurgedItem& /*item*/) override { --open; }
+
+  bool fail = false;
+  int open = 0;
+  std::vector<PurgedItem> items;
+};
+
+class RecycleBinJournalTest : public testing::StorageTest {
+ protected:
+  void SetUp() override {
+    StorageTest::SetUp();
+    records_ = std::make_unique<RecordStore>(db_.get(), &keys_, &policies_, &clock_);
+    attachments_ = std::make_unique<AttachmentStore>(db_.get(), &keys_, &policies_, &clock_, 1024);
+    bin_ = std::make_unique<RecycleBin>(db_.get(), &keys_, &policies_, &clock_, &journal_);
+  }
+  void TearDown() override {
+    bin_.reset();
+    attachments_.reset();
+    records_.reset();
+    StorageTest::TearDown();
+  }
+  absl::Status PutAttachment(uint64_t handle, std::string_view name, size_t size) {
+    COFFER_ASSIGN_OR_RETURN(auto upload, attachments_->BeginUpload(handle, name, ""));
+    COFFER_RETURN_IF_ERROR(upload->Append(testing::PatternBytes(3, 0, size)));
+    return upload->Commit();
+  }
+  crypto::HmacSha256Tag RefOf(uint64_t handle, std::string_view id) {
+    std::string stored = internal::StoredKeyFor(&keys_, handle, id).value();
+    crypto::HmacSha256Tag ref{};
+    std::string_view mac = internal::MacOf(stored);
+    std::copy(mac.begin(), mac.end(), ref.begin());
+    return ref;
+  }
+
+  RecordingJournal journal_;
+  std::unique_ptr<RecordStore> records_;
+  std::unique_ptr<AttachmentStore> attachments_;
+  std::unique_ptr<RecycleBin> bin_;
+};
+
+TEST_F(RecycleBinJournalTest, AFailingJournalPurgesNothing) {
+  ASSERT_TRUE(records_->Put(kDatasetA, "live", "v").ok());
+  ASSERT_TRUE(records_->Put(kDatasetA, "binned", "v").ok());
+  ASSERT_TRUE(records_->Delete(kDatasetA, "binned").ok());
+  ASSERT_TRUE(PutAttachment(kDatasetA, "doc", 3000).ok());
+  ASSERT_TRUE(attachments_->Delete(kDatasetA, "doc").ok());
+  const size_t segments = testing::CountKeys(db_.get(), Cf::kAttachmentSegments);
+  journal_.fail = true;
+
+  EXPECT_EQ(ErrorCodeOf(bin_->PurgeRecord(kDatasetA, "live")), ErrorCode::kAuditNotDurable);
+  EXPECT_EQ(ErrorCodeOf(bin_->EmptyBin(kDatasetA).status()), ErrorCode::kAuditNotDurable);
+  clock_.Advance(hours(24 * 31));
+  EXPECT_EQ(ErrorCodeOf(bin_->PurgeExpired().status()), ErrorCode::kAuditNotDurable);
+
+  EXPECT_EQ(records_->Get(kDatasetA, "live").value(), "v");
+  EXPECT_EQ(testing::CountKeys(db_.get(), Cf::kRecycleBin), 2u);
+  EXPECT_EQ(testing::CountKeys(db_.get(), Cf::kAttachmentSegments), segments);
+  EXPECT_TRUE(journal_.items.empty());
+  EXPECT_EQ(journal_.open, 0);
+  ASSERT_TRUE(records_->Restore(kDatasetA, "binned").ok());
+  EXPECT_EQ(records_->Get(kDatasetA, "binned").value(), "v");
+}
+
+TEST_F(RecycleBinJournalTest, EveryPurgeIsJournaledByItsStoredKeyAndCanBeReplayed) {
+  ASSERT_TRUE(records_->Put(kDatasetA, "CUSTOMER-MARKER-1", "v").ok());
+  ASSERT_TRUE(records_->Put(kDatasetA, "gone-later", "v").ok());
+  ASSERT_TRUE(PutAttachment(kDatasetB, "doc", 3000).ok());
+  ASSERT_TRUE(attachments_->Delete(kDatasetB, "doc").ok());
+  ASSERT_TRUE(bin_->PurgeRecord(kDatasetA, "CUSTOMER-MARKER-1").ok());
+  ASSERT_TRUE(bin_->EmptyBin(kDatasetB).ok());
+  ASSERT_EQ(journal_.items.size(), 2u);
+  EXPECT_EQ(journal_.open, 0);
+  EXPECT_EQ(journal_.items[0].dataset_handle, kDatasetA);
+  EXPECT_EQ(journal_.items[0].kind, PurgedItemKind::kRecord);
+  EXPECT_EQ(journal_.items[0].ref, RefOf(kDatasetA, "CUSTOMER-MARKER-1"));
+  EXPECT_EQ(journal_.items[1].dataset_handle, kDatasetB);
+  EXPECT_EQ(journal_.items[1].kind, PurgedItemKind::kAttachment);
+  EXPECT_EQ(journal_.items[1].ref, RefOf(kDatasetB, "doc"));
+
+  // Replay: the named items go (live and binned, segments too); unknown refs are skipped.
+  ASSERT_TRUE(PutAttachment(kDatasetB, "doc", 3000).ok());
+  ASSERT_TRUE(records_->Delete(kDatasetA, "gone-later").ok());
+  ASSERT_TRUE(records_->Put(kDatasetA, "stays", "v").ok());
+  std::vector<crypto::HmacSha256Tag> records = {RefOf(kDatasetA, "gone-later"),
+                                                RefOf(kDatasetA, "never-written")};
+  auto purged = RecycleBin::ReplayPurges(db_.get(), kDatasetA, PurgedItemKind::kRecord, records);
+  ASSERT_TRUE(purged.ok()) << purged.status();
+  EXPECT_EQ(*purged, 1u);
+  std::vector<crypto::HmacSha256Tag> attachments = {RefOf(kDatasetB, "doc")};
+  purged = RecycleBin::ReplayPurges(db_.get(), kDatasetB, PurgedItemKind::kAttachment, attachments);
+  ASSERT_TRUE(purged.ok()) << purged.status();
+  EXPECT_EQ(*purged, 1u);
+  EXPECT_EQ(ErrorCodeOf(records_->Restore(kDatasetA, "gone-later")), ErrorCode::kNotInRecycleBin);
+  EXPECT_EQ(ErrorCodeOf(attachments_->Metadata(kDatasetB, "doc").status()),
+            ErrorCode::kAttachmentNotFound);
+  EXPECT_EQ(testing::CountKeys(db_.get(), Cf::kAttachmentSegments), 0u);
+  EXPECT_EQ(records_->Get(kDatasetA, "stays").value(), "v");
+  EXPECT_EQ(journal_.items.size(), 2u);  // a replay journals nothing
+}
+
+}  // namespace
+}  // namespace coffer::storage
