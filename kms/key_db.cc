@@ -11,6 +11,7 @@
 #include "crypto/status.h"
 #include "rocksdb/db.h"
 #include "rocksdb/options.h"
+#include "rocksdb/utilities/checkpoint.h"
 #include "rocksdb/write_batch.h"
 
 namespace coffer::kms {
@@ -179,6 +180,14 @@ absl::Status KeyDb::Scan(
     COFFER_RETURN_IF_ERROR(visit(key, message));
   }
   return FromRocks(it->status(), "scan");
+}
+
+absl::Status KeyDb::CreateCheckpoint(const std::string& target_dir) {
+  rocksdb::Checkpoint* raw = nullptr;
+  COFFER_RETURN_IF_ERROR(FromRocks(rocksdb::Checkpoint::Create(db_, &raw), "checkpoint"));
+  std::unique_ptr<rocksdb::Checkpoint> checkpoint(raw);
+  return FromRocks(checkpoint->CreateCheckpoint(target_dir, /*log_size_for_flush=*/0),
+                   "checkpoint");
 }
 
 }  // namespace coffer::kms

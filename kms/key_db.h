@@ -87,6 +87,11 @@ class KeyDb {
   // Writes `batch` atomically and syncs it.
   absl::Status Write(Batch& batch);
 
+  // Writes a consistent copy of the whole DB (memtables flushed, no WAL needed) into
+  // `target_dir`, which must not exist (RocksDB Checkpoint; SST files hard-linked when on the
+  // same file system). For full backups (kms/full_backup.h).
+  absl::Status CreateCheckpoint(const std::string& target_dir);
+
   // Reads and verifies one row into `row`; nullopt-like false when absent.
   absl::StatusOr<bool> Get(KeyDbTable table, std::string_view key,
                            google::protobuf::MessageLite& row);

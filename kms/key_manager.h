@@ -157,6 +157,15 @@ class KeyManager final : public storage::KeyProvider {
   // the persisted high-water mark.
   absl::StatusOr<DueWorkReport> RunDueWork();
 
+  // Restore support (kms/full_backup.h). CheckpointKeyDb writes a consistent copy of the key DB
+  // into `target_dir` (which must not exist). ReplayDestruction destroys dataset `handle` in
+  // this (restored) key DB because the live audit log shows it destroyed (e.g. after the backup):
+  // whatever its state or hold here, its remaining DWKs are destroyed (absent ones count as
+  // done) and it ends DESTROYED with a tombstone, audited as DATASET_DESTROY. OK when the
+  // dataset is already DESTROYED or unknown here (created after the backup).
+  absl::Status CheckpointKeyDb(const std::string& target_dir);
+  absl::Status ReplayDestruction(uint64_t handle, const audit::AuditActor& actor);
+
   // A destroyed dataset's signed tombstone (DATASET_STATE_FORBIDS before destruction).
   absl::StatusOr<SignedTombstone> GetTombstone(uint64_t handle) const;
 
@@ -216,7 +225,9 @@ class KeyManager final : public storage::KeyProvider {
                             bool compromised_only);
 
   // Multi-step operations, also called by Recover.
-  absl::Status DestroyLocked(const EntryPtr& entry, const audit::AuditActor& actor);
+  // `replay`: a restore replaying a destruction the live system already made (no hold check).
+  absl::Status DestroyLocked(const EntryPtr& entry, const audit::AuditActor& actor,
+                             bool replay = false);
   absl::Status FinishDestroyLocked(const EntryPtr& entry, const audit::AuditActor& actor,
                                    int64_t requested_micros);
   absl::Status ContinueRewrapLocked(const EntryPtr& entry, const std::string& intent_bytes);

@@ -220,10 +220,11 @@ absl::Status KeyManager::SetPolicy(uint64_t handle, const DatasetPolicy& policy,
   return result.ok() ? audited : result;
 }
 
-absl::Status KeyManager::DestroyLocked(const EntryPtr& entry, const audit::AuditActor& actor) {
+absl::Status KeyManager::DestroyLocked(const EntryPtr& entry, const audit::AuditActor& actor,
+                                       bool replay) {
   constexpr auto kKind = audit::v1::DATASET_DESTROY;
   Snapshot snap = entry->snapshot.load();
-  if (snap->row.policy().legal_hold()) {
+  if (!replay && snap->row.policy().legal_hold()) {
     return Refuse(kKind, entry->handle, actor,
                   MakeError(ErrorCode::kLegalHoldActive, "a legal hold blocks destruction"));
   }
@@ -332,6 +333,22 @@ absl::Status KeyManager::FinishDestroyLocked(const EntryPtr& entry, const audit:
   }
   cache_.EraseDataset(handle);
   return finish(absl::OkStatus());
+}
+
+absl::Status KeyManager::CheckpointKeyDb(const std::string& target_dir) {
+  return db_->CreateCheckpoint(target_dir);
+}
+
+absl::Status KeyManager::ReplayDestruction(uint64_t handle, const audit::AuditActor& actor) {
+  std::lock_guard<std::mutex> lock(admin_mu_);
+  EntryPtr entry = FindEntry(handle);
+  if (entry == nullptr) return absl::OkStatus();  // created after the backup: nothing here
+  Snapshot snap = entry->snapshot.load();
+  if (snap->row.state() == v1::DESTROYED) return absl::OkStatus();
+  if (snap->row.state() == v1::DESTROYING) {
+    return FinishDestroyLocked(entry, actor, snap->row.state_changed_micros());
+  }
+  return DestroyLocked(entry, actor, /*replay=*/true);
 }
 
 absl::StatusOr<SignedTombstone> KeyManager::GetTombstone(uint64_t handle) const {

@@ -27,7 +27,7 @@ absl::Status ValidateActor(const AuditActor& actor, std::string_view role) {
 
 bool IsKeyOperationKind(v1::EventKind kind) {
   return (kind >= v1::DATASET_CREATE && kind <= v1::REQUEST_REFUSED) ||
-         kind == v1::CLOCK_WENT_BACKWARDS;
+         (kind >= v1::CLOCK_WENT_BACKWARDS && kind <= v1::FULL_RESTORE);
 }
 
 bool IsAccessKind(v1::EventKind kind) {
@@ -45,8 +45,14 @@ absl::Status ValidateAuditEvent(const AuditEvent& event) {
   COFFER_RETURN_IF_ERROR(ValidateActor(event.actor, "actor"));
   if (event.approver.has_value())
     COFFER_RETURN_IF_ERROR(ValidateActor(*event.approver, "approver"));
-  if (!IsAccessKind(event.kind) && (event.record_ref.has_value() || event.record_count != 0)) {
-    return Invalid("record fields belong to access events only");
+  const bool purge = event.kind == v1::RECORD_PURGE || event.kind == v1::ATTACHMENT_PURGE;
+  const bool backup = event.kind == v1::FULL_BACKUP || event.kind == v1::FULL_RESTORE;
+  if (!IsAccessKind(event.kind) && !purge && event.record_ref.has_value()) {
+    return Invalid("a record ref belongs to access and purge events only");
+  }
+  if (purge && !event.record_ref.has_value()) return Invalid("a purge names its record ref");
+  if (!IsAccessKind(event.kind) && !backup && event.record_count != 0) {
+    return Invalid("a record count belongs to access and backup events only");
   }
   if (event.policy_change.has_value() != (event.kind == v1::POLICY_CHANGE)) {
     return Invalid("a policy change goes with POLICY_CHANGE, and only there");

@@ -8,7 +8,8 @@
 // log adds the sequence number and the time.
 //
 // Which entries must be durable before the operation is acknowledged: every key-operation kind
-// (DATASET_CREATE .. REQUEST_REFUSED, CLOCK_WENT_BACKWARDS) goes through AuditLog::Append,
+// (DATASET_CREATE .. REQUEST_REFUSED, CLOCK_WENT_BACKWARDS .. FULL_RESTORE) goes through
+// AuditLog::Append,
 // synchronously. Access kinds (ACCESS_*) go through the BatchingAuditWriter. LOG_* kinds are
 // written by the log only.
 //
@@ -91,20 +92,21 @@ struct AuditEvent {
   ErrorCode result = ErrorCode::kOk;
   v1::Stage stage = v1::STAGE_COMPLETED;
   AuditText detail;
-  std::optional<std::array<uint8_t, kRecordRefSize>> record_ref;  // ACCESS_* only
-  uint32_t record_count = 0;                                      // ACCESS_* only
-  std::optional<AuditPolicyChange> policy_change;                 // POLICY_CHANGE only
+  // ACCESS_*, RECORD_PURGE and ATTACHMENT_PURGE (required there).
+  std::optional<std::array<uint8_t, kRecordRefSize>> record_ref;
+  uint32_t record_count = 0;  // ACCESS_*; FULL_BACKUP / FULL_RESTORE: the backup id
+  std::optional<AuditPolicyChange> policy_change;  // POLICY_CHANGE only
 };
 
-// True for DATASET_CREATE .. REQUEST_REFUSED and CLOCK_WENT_BACKWARDS.
+// True for DATASET_CREATE .. REQUEST_REFUSED and CLOCK_WENT_BACKWARDS .. FULL_RESTORE.
 bool IsKeyOperationKind(v1::EventKind kind);
 
 // True for ACCESS_READ, ACCESS_WRITE, ACCESS_DELETE.
 bool IsAccessKind(v1::EventKind kind);
 
 // OK when a caller may append `event`: a key-operation or access kind, enums in range, an admin
-// name of printable ASCII, record fields only on access events, a policy change exactly on
-// POLICY_CHANGE.
+// name of printable ASCII, a record ref only on access and purge events (required on purges),
+// a record count only on access and backup events, a policy change exactly on POLICY_CHANGE.
 absl::Status ValidateAuditEvent(const AuditEvent& event);
 
 }  // namespace coffer::kms::audit
