@@ -159,10 +159,10 @@ class KeyManager final : public storage::KeyProvider {
 
   // Restore support (kms/full_backup.h). CheckpointKeyDb writes a consistent copy of the key DB
   // into `target_dir` (which must not exist). ReplayDestruction destroys dataset `handle` in
-  // this (restored) key DB because the live audit log shows it destroyed (e.g. after the backup):
-  // whatever its state or hold here, its remaining DWKs are destroyed (absent ones count as
-  // done) and it ends DESTROYED with a tombstone, audited as DATASET_DESTROY. OK when the
-  // dataset is already DESTROYED or unknown here (created after the backup).
+  // this (restored) key DB because the live audit log shows it destroyed: whatever its state
+  // or hold here, its remaining DWKs are destroyed (absent ones count as done) and it ends
+  // DESTROYED with a tombstone, audited as DATASET_DESTROY. OK when the dataset is already
+  // DESTROYED or unknown here (created after the backup).
   absl::Status CheckpointKeyDb(const std::string& target_dir);
   absl::Status ReplayDestruction(uint64_t handle, const audit::AuditActor& actor);
 
