@@ -120,6 +120,17 @@ absl::Status DataDb::Get(Cf cf, std::string_view key, std::string* value, bool* 
   return FromRocks(status, "read");
 }
 
+absl::Status DataDb::Get(Cf cf, std::string_view key, rocksdb::PinnableSlice* value, bool* found,
+                         const rocksdb::Snapshot* snapshot) const {
+  rocksdb::ReadOptions read_options;
+  read_options.snapshot = snapshot;
+  rocksdb::Status status =
+      db_->Get(read_options, this->cf(cf), rocksdb::Slice(key.data(), key.size()), value);
+  *found = status.ok();
+  if (status.IsNotFound()) return absl::OkStatus();
+  return FromRocks(status, "read");
+}
+
 absl::Status DataDb::Write(rocksdb::WriteBatch* batch) const {
   return FromRocks(db_->Write(write_options_, batch), "write");
 }

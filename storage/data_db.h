@@ -145,6 +145,10 @@ class DataDb {
   // there.
   absl::Status Get(internal::Cf cf, std::string_view key, std::string* value, bool* found,
                    const rocksdb::Snapshot* snapshot = nullptr) const;
+  // The same into a PinnableSlice, which pins the block cache entry instead of copying the value
+  // (the hot read path).
+  absl::Status Get(internal::Cf cf, std::string_view key, rocksdb::PinnableSlice* value,
+                   bool* found, const rocksdb::Snapshot* snapshot = nullptr) const;
   absl::Status Write(rocksdb::WriteBatch* batch) const;
 
   ScopedIterator NewIterator(internal::Cf cf, const rocksdb::ReadOptions& read_options = {});

@@ -29,14 +29,12 @@ absl::Status RecordStore::Put(uint64_t handle, std::string_view id, std::string_
 
 absl::StatusOr<std::string> RecordStore::Get(uint64_t handle, std::string_view id) {
   COFFER_ASSIGN_OR_RETURN(std::string stored_key, internal::StoredKeyFor(keys_, handle, id));
-  std::string value;
+  rocksdb::PinnableSlice value;  // no copy out of the block cache
   bool found = false;
   COFFER_RETURN_IF_ERROR(db_->Get(Cf::kRecords, stored_key, &value, &found));
   if (!found) return MakeError(ErrorCode::kRecordNotFound, "no live record with this id");
-  COFFER_ASSIGN_OR_RETURN(
-      internal::OpenedEntry opened,
-      internal::OpenEntry(keys_, Cf::kRecords, KeyPurpose::kRecords, stored_key, value));
-  return std::move(opened.body);
+  return internal::OpenEntryBodyFor(keys_, Cf::kRecords, KeyPurpose::kRecords, stored_key, id,
+                                    value.ToStringView());
 }
 
 absl::StatusOr<bool> RecordStore::Exists(uint64_t handle, std::string_view id) {

@@ -1,5 +1,9 @@
 #include "storage/internal/envelope.h"
 
+#include <algorithm>
+#include <cstring>
+
+#include "crypto/constant_time.h"
 #include "crypto/record_aead.h"
 #include "crypto/status.h"
 
@@ -10,16 +14,57 @@ absl::Status Corrupt() {
   return MakeError(ErrorCode::kCiphertextCorrupt, "data DB entry failed authentication");
 }
 
-}  // namespace
-
-absl::StatusOr<std::string> StoredKeyFor(KeyProvider* keys, uint64_t handle, std::string_view id) {
+absl::Status CheckId(std::string_view id) {
   if (id.empty()) return MakeError(ErrorCode::kInvalidArgument, "an id or name must not be empty");
   if (id.size() > kMaxIdSize) {
     return MakeError(ErrorCode::kIdTooLong, "ids and names are limited to 1024 bytes");
   }
+  return absl::OkStatus();
+}
+
+// The authenticated plaintext (u32 id length ‖ id ‖ body) of `value`, stored under `stored_key`
+// (kStoredKeySize bytes) in `cf`, and the parsed entry and header it came from.
+struct Decrypted {
+  Entry entry;
+  uint32_t key_version = 0;
+  std::string plaintext;
+};
+absl::StatusOr<Decrypted> DecryptEntry(KeyProvider* keys, Cf cf, KeyPurpose purpose,
+                                       std::string_view stored_key, std::string_view value) {
+  if (stored_key.size() != kStoredKeySize) return Corrupt();
+  uint64_t handle = HandleOf(stored_key);
+  Decrypted decrypted;
+  COFFER_ASSIGN_OR_RETURN(decrypted.entry, ParseEntry(cf, value));
+  COFFER_ASSIGN_OR_RETURN(crypto::RecordHeader header,
+                          crypto::ParseRecordHeader(decrypted.entry.sealed));
+  decrypted.key_version = header.key_version;
+  COFFER_ASSIGN_OR_RETURN(std::shared_ptr<const DataKey> key,
+                          keys->KeyForVersion(handle, purpose, header.key_version));
+  COFFER_ASSIGN_OR_RETURN(const crypto::RecordAead* aead, key->record_aead());
+  std::string ad = AssociatedData(cf, handle, purpose, stored_key, decrypted.entry.written_at_us,
+                                  decrypted.entry.upload_id);
+  COFFER_ASSIGN_OR_RETURN(decrypted.plaintext, aead->Open(decrypted.entry.sealed, ad));
+  if (decrypted.plaintext.size() < 4 ||
+      ReadU32(decrypted.plaintext) > decrypted.plaintext.size() - 4) {
+    std::fill(decrypted.plaintext.begin(), decrypted.plaintext.end(), '\0');
+    return Corrupt();
+  }
+  return decrypted;
+}
+
+}  // namespace
+
+absl::StatusOr<std::string> StoredKeyFor(KeyProvider* keys, uint64_t handle, std::string_view id) {
+  COFFER_RETURN_IF_ERROR(CheckId(id));
   COFFER_ASSIGN_OR_RETURN(std::shared_ptr<const DataKey> lookup,
                           keys->PrimaryKey(handle, KeyPurpose::kLookup, 0));
-  COFFER_ASSIGN_OR_RETURN(const crypto::HmacSha256* hmac, lookup->hmac());
+  return StoredKeyWith(*lookup, handle, id);
+}
+
+absl::StatusOr<std::string> StoredKeyWith(const DataKey& lookup, uint64_t handle,
+                                          std::string_view id) {
+  COFFER_RETURN_IF_ERROR(CheckId(id));
+  COFFER_ASSIGN_OR_RETURN(const crypto::HmacSha256* hmac, lookup.hmac());
   COFFER_ASSIGN_OR_RETURN(crypto::HmacSha256Tag mac, hmac->Compute(id));
   return StoredKey(handle, mac);
 }
@@ -63,36 +108,47 @@ absl::StatusOr<uint32_t> EntryKeyVersion(Cf cf, std::string_view value) {
 
 absl::StatusOr<OpenedEntry> OpenEntry(KeyProvider* keys, Cf cf, KeyPurpose purpose,
                                       std::string_view stored_key, std::string_view value) {
-  if (stored_key.size() != kStoredKeySize) return Corrupt();
-  uint64_t handle = HandleOf(stored_key);
-  COFFER_ASSIGN_OR_RETURN(Entry entry, ParseEntry(cf, value));
-  COFFER_ASSIGN_OR_RETURN(crypto::RecordHeader header, crypto::ParseRecordHeader(entry.sealed));
-  COFFER_ASSIGN_OR_RETURN(std::shared_ptr<const DataKey> key,
-                          keys->KeyForVersion(handle, purpose, header.key_version));
-  COFFER_ASSIGN_OR_RETURN(const crypto::RecordAead* aead, key->record_aead());
-  std::string ad =
-      AssociatedData(cf, handle, purpose, stored_key, entry.written_at_us, entry.upload_id);
-  COFFER_ASSIGN_OR_RETURN(std::string plaintext, aead->Open(entry.sealed, ad));
+  COFFER_ASSIGN_OR_RETURN(Decrypted decrypted, DecryptEntry(keys, cf, purpose, stored_key, value));
   OpenedEntry opened;
-  if (plaintext.size() < 4 || ReadU32(plaintext) > plaintext.size() - 4) {
-    std::fill(plaintext.begin(), plaintext.end(), '\0');
-    return Corrupt();
-  }
-  size_t id_size = ReadU32(plaintext);
-  opened.id = plaintext.substr(4, id_size);
-  opened.body = plaintext.substr(4 + id_size);
-  std::fill(plaintext.begin(), plaintext.end(), '\0');
+  size_t id_size = ReadU32(decrypted.plaintext);
+  opened.id = decrypted.plaintext.substr(4, id_size);
+  opened.body = decrypted.plaintext.substr(4 + id_size);
+  std::fill(decrypted.plaintext.begin(), decrypted.plaintext.end(), '\0');
   // The tag binds the stored key; this binds the id to it, so a lookup-key mix-up or a sealed
   // entry written under the wrong key cannot return another id's value.
   COFFER_ASSIGN_OR_RETURN(std::shared_ptr<const DataKey> lookup,
-                          keys->PrimaryKey(handle, KeyPurpose::kLookup, 0));
+                          keys->PrimaryKey(HandleOf(stored_key), KeyPurpose::kLookup, 0));
   COFFER_ASSIGN_OR_RETURN(const crypto::HmacSha256* hmac, lookup->hmac());
   absl::Status matches = hmac->Verify(opened.id, MacOf(stored_key));
-  if (!matches.ok()) return Corrupt();
-  opened.written_at_us = entry.written_at_us;
-  opened.upload_id = std::string(entry.upload_id);
-  opened.key_version = header.key_version;
+  if (!matches.ok()) {
+    std::fill(opened.body.begin(), opened.body.end(), '\0');
+    return Corrupt();
+  }
+  opened.written_at_us = decrypted.entry.written_at_us;
+  opened.upload_id = std::string(decrypted.entry.upload_id);
+  opened.key_version = decrypted.key_version;
   return opened;
+}
+
+absl::StatusOr<std::string> OpenEntryBodyFor(KeyProvider* keys, Cf cf, KeyPurpose purpose,
+                                             std::string_view stored_key, std::string_view id,
+                                             std::string_view value) {
+  COFFER_ASSIGN_OR_RETURN(Decrypted decrypted, DecryptEntry(keys, cf, purpose, stored_key, value));
+  std::string& plaintext = decrypted.plaintext;
+  // The caller derived stored_key from `id` with the lookup key, so the decrypted id is bound
+  // to the stored key exactly when it is `id` (see the header).
+  std::string_view stored_id = std::string_view(plaintext).substr(4, ReadU32(plaintext));
+  if (!crypto::ConstantTimeEquals(stored_id, id)) {
+    std::fill(plaintext.begin(), plaintext.end(), '\0');
+    return Corrupt();
+  }
+  // The body in place: shift it to the front and wipe the bytes left behind it.
+  const size_t prefix = 4 + id.size();
+  const size_t body_size = plaintext.size() - prefix;
+  std::memmove(plaintext.data(), plaintext.data() + prefix, body_size);
+  std::fill(plaintext.begin() + static_cast<std::ptrdiff_t>(body_size), plaintext.end(), '\0');
+  plaintext.resize(body_size);
+  return std::move(plaintext);
 }
 
 }  // namespace coffer::storage::internal

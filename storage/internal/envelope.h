@@ -25,6 +25,10 @@ namespace coffer::storage::internal {
 // handle ‖ HMAC(lookup key, id). ID_TOO_LONG beyond kMaxIdSize; INVALID_ARGUMENT when empty.
 absl::StatusOr<std::string> StoredKeyFor(KeyProvider* keys, uint64_t handle, std::string_view id);
 
+// The same with an already fetched lookup key (`lookup` must be a lookup-purpose key).
+absl::StatusOr<std::string> StoredKeyWith(const DataKey& lookup, uint64_t handle,
+                                          std::string_view id);
+
 // Seals id ‖ body into an encoded entry under `purpose`'s primary key.
 absl::StatusOr<std::string> SealEntry(KeyProvider* keys, Cf cf, KeyPurpose purpose,
                                       std::string_view stored_key, int64_t written_at_us,
@@ -48,6 +52,16 @@ struct OpenedEntry {
 // Opens an encoded entry stored under `stored_key` in `cf`.
 absl::StatusOr<OpenedEntry> OpenEntry(KeyProvider* keys, Cf cf, KeyPurpose purpose,
                                       std::string_view stored_key, std::string_view value);
+
+// Opens the record entry stored under `stored_key`, which the caller has just computed as
+// handle ‖ HMAC(lookup key, `id`), and returns its body. Instead of a second HMAC over the
+// decrypted id it checks, in constant time, that the decrypted id is `id`: since HMAC is a
+// function, this accepts exactly the entries whose HMAC(decrypted id) is the stored key (up to
+// an HMAC collision, which it rejects), i.e. the same check as OpenEntry for one HMAC less.
+// Failures as OpenEntry.
+absl::StatusOr<std::string> OpenEntryBodyFor(KeyProvider* keys, Cf cf, KeyPurpose purpose,
+                                             std::string_view stored_key, std::string_view id,
+                                             std::string_view value);
 
 // The key version an encoded entry names, without opening it.
 absl::StatusOr<uint32_t> EntryKeyVersion(Cf cf, std::string_view value);

@@ -143,6 +143,30 @@ TEST_F(RecordStoreTest, RelocatedValuesFailToOpen) {
   EXPECT_EQ(store_->Get(kDatasetA, "alice").value(), "alice's record");
 }
 
+// An entry whose tag is valid for its stored key but which seals another id (a lookup-key
+// mix-up, or a writer holding the data key) fails the id check, on the get path and in the
+// generic open used by listing and jobs.
+TEST_F(RecordStoreTest, AnEntrySealingAnotherIdFailsTheIdCheck) {
+  const std::string stored = Key(kDatasetA, "erin");
+  for (std::string_view other : {"mallory", "erim", "erin-", ""}) {
+    auto forged = internal::SealEntry(&keys_, Cf::kRecords, KeyPurpose::kRecords, stored, 0, {},
+                                      other, "value");
+    ASSERT_TRUE(forged.ok());
+    RawPut(Cf::kRecords, stored, *forged);
+    EXPECT_EQ(GetCode(kDatasetA, "erin"), ErrorCode::kCiphertextCorrupt) << other;
+    EXPECT_EQ(
+        ErrorCodeOf(internal::OpenEntry(&keys_, Cf::kRecords, KeyPurpose::kRecords, stored, *forged)
+                        .status()),
+        ErrorCode::kCiphertextCorrupt)
+        << other;
+  }
+  auto genuine = internal::SealEntry(&keys_, Cf::kRecords, KeyPurpose::kRecords, stored, 0, {},
+                                     "erin", "value");
+  ASSERT_TRUE(genuine.ok());
+  RawPut(Cf::kRecords, stored, *genuine);
+  EXPECT_EQ(store_->Get(kDatasetA, "erin").value(), "value");
+}
+
 TEST_F(RecordStoreTest, EveryAlteredByteOfAStoredValueIsDetected) {
   ASSERT_TRUE(store_->Put(kDatasetA, "id", "some value").ok());
   std::string key = Key(kDatasetA, "id");
