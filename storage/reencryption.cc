@@ -146,17 +146,32 @@ absl::Status ReencryptionJob::WriteIfUnchanged(Cf cf, std::vector<Resealed>* gro
   locks.reserve(stripes.size());
   for (std::mutex* stripe : stripes) locks.emplace_back(*stripe);
 
+  // The group is in key order (a subsequence of the walk): one iterator opened under the
+  // stripes re-reads all of it in a single forward pass, much cheaper than a point lookup per
+  // entry. No write to these keys can happen between this read and the write below: every
+  // writer of them needs one of the stripes held here.
   rocksdb::WriteBatch batch;
   uint64_t written = 0;
-  std::string current;
-  for (const Resealed& item : *group) {
-    bool found = false;
-    COFFER_RETURN_IF_ERROR(db_->Get(cf, item.key, &current, &found));
-    // Changed meanwhile (a client write, delete or restore): the client's value stays; the
-    // final census catches anything it left on an old version.
-    if (!found || current != item.seen) continue;
-    COFFER_RETURN_IF_ERROR(FromRocks(batch.Put(db_->cf(cf), item.key, item.resealed), "batch"));
-    ++written;
+  {
+    std::string end = group->back().key;
+    end.push_back('\0');  // just after the last key of the group
+    rocksdb::Slice upper(end);
+    rocksdb::ReadOptions read_options;
+    read_options.iterate_upper_bound = &upper;
+    ScopedIterator it = db_->NewIterator(cf, read_options);
+    it->Seek(group->front().key);
+    for (const Resealed& item : *group) {
+      while (it->Valid() && it->key().ToStringView() < item.key) it->Next();
+      // Changed meanwhile (a client write, delete or restore): the client's value stays; the
+      // final census catches anything it left on an old version.
+      if (!it->Valid() || it->key().ToStringView() != item.key ||
+          it->value().ToStringView() != item.seen) {
+        continue;
+      }
+      COFFER_RETURN_IF_ERROR(FromRocks(batch.Put(db_->cf(cf), item.key, item.resealed), "batch"));
+      ++written;
+    }
+    COFFER_RETURN_IF_ERROR(FromRocks(it->status(), "iterate"));
   }
   if (written > 0) COFFER_RETURN_IF_ERROR(db_->Write(&batch));
   *reencrypted += written;

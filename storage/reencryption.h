@@ -100,7 +100,8 @@ class ReencryptionJob {
   };
   static constexpr size_t kWriteGroup = 64;  // records per WriteBatch
   // Writes the group's re-sealed values whose key still holds `seen`, in one WriteBatch under
-  // their stripes, adds their number to *reencrypted, and clears the group.
+  // their stripes, adds their number to *reencrypted, and clears the group. The group must be in
+  // key order: it is re-read, under the stripes, by one forward iterator pass.
   absl::Status WriteIfUnchanged(internal::Cf cf, std::vector<Resealed>* group,
                                 uint64_t* reencrypted);
 
