@@ -770,10 +770,37 @@ TEST(ClientTest, IdleConnectionsClosedByTheDaemonAreNotReused) {
   EXPECT_EQ(daemon.accepted.load(), 2);
 }
 
+TEST(ClientTest, MaxConnectionsBoundsOpenConnections) {
+  FakeDaemon daemon;
+  daemon.download_frame_bytes = 1000;
+  ClientOptions options;
+  options.max_connections = 2;
+  options.request_timeout = std::chrono::milliseconds(300);
+  auto client = MustConnect(daemon.path(), options);
+  ASSERT_NE(client, nullptr);
+  auto writer = client->BeginAttachment("crm", "a", "");
+  ASSERT_TRUE(writer.ok());
+  ASSERT_TRUE((*writer)->Append(Pattern(10'000, 8)).ok());
+  ASSERT_TRUE((*writer)->Commit().ok());
+  // Two unfinished downloads hold both connections.
+  auto first = client->OpenAttachment("crm", "a");
+  auto second = client->OpenAttachment("crm", "a");
+  ASSERT_TRUE(first.ok() && second.ok());
+  auto blocked = client->GetRecord("crm", "x");
+  EXPECT_EQ(ErrorCodeOf(blocked.status()), ErrorCode::kResourceExhausted);
+  EXPECT_NE(blocked.status().message().find("max_connections"), std::string::npos);
+  // Finishing one download frees its connection for the next call.
+  ASSERT_TRUE((*first)->ReadAll().ok());
+  EXPECT_EQ(ErrorCodeOf(client->GetRecord("crm", "x").status()), ErrorCode::kRecordNotFound);
+  EXPECT_EQ(daemon.accepted.load(), 2);
+}
+
 TEST(ClientTest, EightThreadsShareThePool) {
   FakeDaemon daemon;
   ClientOptions options;
-  options.idle_connections = 2;
+  // Idle = max: a connection is never closed for want of idle room, so the daemon's count of
+  // accepted connections is exactly the number the client opened.
+  options.idle_connections = 4;
   options.max_connections = 4;
   auto client = MustConnect(daemon.path(), options);
   ASSERT_NE(client, nullptr);
@@ -808,7 +835,8 @@ TEST(ClientTest, EightThreadsShareThePool) {
   }
   for (std::thread& t : threads) t.join();
   EXPECT_EQ(failures.load(), 0);
-  EXPECT_LE(daemon.max_active.load(), 4);
+  EXPECT_LE(daemon.accepted.load(), 4);
+  EXPECT_GE(daemon.max_active.load(), 2);  // the threads did run on several connections
   EXPECT_EQ(daemon.uploads_dropped.load(), 0);
   for (int t = 0; t < kThreads; ++t) {
     EXPECT_TRUE(daemon.HasRecord(ThreadId(t, kOps - 1)));
