@@ -11,9 +11,10 @@
 // Rules: on the data socket, data operations need READ, WRITE or DELETE on the dataset (by
 // exact name or "*") for the peer's uid, primary gid or a supplementary group; dataset_list
 // and dataset_describe need any right there, including METADATA; every other (admin) operation
-// is WRONG_SOCKET. On the admin socket everything needs the peer's uid among the admins. uid 0
-// never gets anything implicitly. Grants name datasets, not handles, so a peer without a grant
-// learns nothing about which datasets exist.
+// is WRONG_SOCKET; dataset_list needs any grant at all (the services filter the list). On the admin
+// socket everything needs the peer's uid among the admins. uid 0 never gets anything implicitly.
+// Grants name datasets, not handles, so a peer without a grant learns nothing about which datasets
+// exist.
 //
 // Thread safety: GrantTable is immutable; every Authorizer method may be called from any
 // thread. Ownership: the Authorizer shares its tables; the monotonic clock function must stay
@@ -83,6 +84,8 @@ class GrantTable {
 
   // The union of the rights `peer` holds on dataset `dataset` (0 = none).
   uint32_t RightsOn(const PeerIdentity& peer, std::string_view dataset) const;
+  // Whether any grant names `peer` (dataset_list needs one; the list is then filtered).
+  bool NamesPeer(const PeerIdentity& peer) const;
   bool IsAdmin(uid_t uid) const;
   TokenBucketLimit LimitFor(uid_t uid) const;
 
@@ -123,8 +126,7 @@ class Authorizer {
 
   // OK, NOT_GRANTED or WRONG_SOCKET for `peer` running `operation` on `dataset` (empty for
   // operations without one). Messages name the operation and the socket, never the dataset.
-  absl::Status Check(const PeerIdentity& peer, Operation operation,
-                     std::string_view dataset) const;
+  absl::Status Check(const PeerIdentity& peer, Operation operation, std::string_view dataset) const;
 
   // Takes one token from `uid`'s bucket.
   Admission Admit(uid_t uid);

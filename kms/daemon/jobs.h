@@ -47,9 +47,9 @@ namespace coffer::daemon {
 
 struct JobRegistryDeps {
   storage::DataDb* data_db = nullptr;
-  storage::KeyProvider* keys = nullptr;  // the KeyManager
+  storage::KeyProvider* keys = nullptr;             // the KeyManager
   storage::AttachmentStore* attachments = nullptr;  // the one clients write through
-  const storage::Clock* clock = nullptr;  // times in status; default SystemClock()
+  const storage::Clock* clock = nullptr;            // times in status; default SystemClock()
 };
 
 class JobRegistry {
@@ -122,8 +122,8 @@ class JobRegistry {
   mutable std::condition_variable changed_;  // a job finished, a periodic was added, stopping
   uint64_t next_id_ = 1;                     // guarded by mu_
   bool stopped_ = false;                     // guarded by mu_
-  std::map<uint64_t, std::unique_ptr<OnDemand>> jobs_;    // by id; guarded by mu_
-  std::map<uint64_t, uint64_t> busy_;                     // busy key -> job id; guarded by mu_
+  std::map<uint64_t, std::unique_ptr<OnDemand>> jobs_;      // by id; guarded by mu_
+  std::map<uint64_t, uint64_t> busy_;                       // busy key -> job id; guarded by mu_
   std::map<uint64_t, std::unique_ptr<Periodic>> periodic_;  // by id; guarded by mu_
   std::thread scheduler_;
 };

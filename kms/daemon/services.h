@@ -63,9 +63,9 @@ namespace coffer::daemon {
 
 // An admin operation served outside Services (backups). Runs after access control; fills
 // `response`'s result or returns an error, which Services turns into an Error response.
-using AdminOperationHandler = std::function<absl::Status(
-    const coffer::v1::Request& request, const kms::audit::AuditActor& actor,
-    coffer::v1::Response* response)>;
+using AdminOperationHandler = std::function<absl::Status(const coffer::v1::Request& request,
+                                                         const kms::audit::AuditActor& actor,
+                                                         coffer::v1::Response* response)>;
 
 struct ServicesDeps {
   kms::KeyManager* keys = nullptr;
@@ -122,6 +122,8 @@ class Services final : public SessionFactory {
   friend class ConnectionSession;
 
   explicit Services(ServicesDeps deps);
+  // Appends REQUEST_REFUSED for `peer` with `code` (synchronously, through the AuditLog).
+  void AuditRefusal(const PeerIdentity& peer, ErrorCode code, uint64_t dataset_handle);
 
   ServicesDeps deps_;
   const storage::Clock* clock_;

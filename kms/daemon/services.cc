@@ -1,0 +1,1136 @@
+#include "kms/daemon/services.h"
+
+#include <algorithm>
+#include <limits>
+#include <map>
+#include <set>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "kms/api/framing.h"
+#include "kms/audit/verifier.h"
+#include "rocksdb/iterator.h"
+#include "storage/internal/layout.h"
+
+namespace coffer::daemon {
+namespace {
+
+namespace pb = ::coffer::v1;
+namespace audit = ::coffer::kms::audit;
+using storage::KeyPurpose;
+
+constexpr uint32_t kDefaultListIds = 1000;
+constexpr uint32_t kMaxListIds = 10000;
+constexpr uint32_t kDefaultAuditLimit = 1000;
+constexpr uint32_t kMaxAuditLimit = 10000;
+
+// ---------------------------------------------------------------------------------------------
+// Errors: every component error reaches the client with a fixed text chosen from its code, so
+// no id, value, name or key a component may have put in its message can leak.
+
+std::string_view FixedText(ErrorCode code) {
+  switch (code) {
+    case ErrorCode::kInvalidArgument:
+      return "a field of the request is invalid (empty id or name, bad page token, bad policy)";
+    case ErrorCode::kAlreadyExists:
+      return "the item already exists (a live record or attachment has this id or name)";
+    case ErrorCode::kFailedPrecondition:
+      return "the current state does not allow this operation";
+    case ErrorCode::kNotFound:
+      return "not found";
+    case ErrorCode::kCancelled:
+      return "cancelled";
+    case ErrorCode::kCiphertextCorrupt:
+      return "stored data failed authentication; run a scrub and restore from a backup";
+    case ErrorCode::kKeyCommitmentMismatch:
+      return "stored attachment data failed its key commitment; run a scrub";
+    case ErrorCode::kKeyDestroyed:
+      return "the dataset's keys are destroyed: its data is unreadable";
+    case ErrorCode::kAuditNotDurable:
+    case ErrorCode::kAuditLogClosed:
+      return "the audit log cannot record this operation, so it was not served; check the "
+             "daemon";
+    case ErrorCode::kDatasetNotFound:
+      return "no dataset by that name";
+    case ErrorCode::kDatasetNameInvalid:
+      return "a dataset name is 1-128 characters of [a-z0-9._/-]";
+    case ErrorCode::kDatasetExists:
+      return "a dataset with that name exists";
+    case ErrorCode::kDatasetStateForbids:
+      return "the dataset's lifecycle state forbids this operation (disabled, pending "
+             "destruction or destroyed)";
+    case ErrorCode::kKeyVersionNotFound:
+      return "no such key version";
+    case ErrorCode::kKeyVersionRetired:
+      return "data under a retired key version";
+    case ErrorCode::kKeyVersionInUse:
+      return "a version to retire still protects data; run a re-encryption job first";
+    case ErrorCode::kLegalHoldActive:
+    case ErrorCode::kLegalHold:
+      return "a legal hold on the dataset blocks this; lift the hold first";
+    case ErrorCode::kDestructionStarted:
+      return "destruction has started and cannot be cancelled";
+    case ErrorCode::kClockWentBackwards:
+      return "the system clock is behind the key DB's high-water mark; fix the clock";
+    case ErrorCode::kUsageLimitReached:
+      return "the primary key reached its usage limit and could not rotate";
+    case ErrorCode::kIdTooLong:
+      return "a record id or attachment name is longer than 1 KiB";
+    case ErrorCode::kValueTooLarge:
+      return "the record value exceeds the daemon's max_value_bytes; store it as an attachment";
+    case ErrorCode::kRecordNotFound:
+      return "no live record with this id in the dataset";
+    case ErrorCode::kAttachmentNotFound:
+      return "no live attachment with this name in the dataset";
+    case ErrorCode::kNotInRecycleBin:
+      return "nothing with this id or name is in the dataset's recycle bin";
+    case ErrorCode::kComplianceLocked:
+      return "the dataset's minimum retention (compliance lock) forbids deleting this yet";
+    case ErrorCode::kUploadClosed:
+      return "the upload was already committed, aborted or failed; start a new one";
+    case ErrorCode::kRangeBeyondEnd:
+      return "the requested range ends beyond the attachment";
+    case ErrorCode::kDataDbError:
+      return "the data DB reported a failure; see the daemon's log";
+    default:
+      return "the operation failed; see docs/errors.md for the code";
+  }
+}
+
+absl::Status Public(const absl::Status& status) {
+  if (status.ok()) return status;
+  ErrorCode code = ErrorCodeOf(status);
+  return MakeError(code, FixedText(code));
+}
+
+void FillError(pb::Response* response, const absl::Status& status, uint32_t retry_after_ms = 0) {
+  ErrorCode code = ErrorCodeOf(status);
+  response->clear_result();
+  pb::Error* error = response->mutable_error();
+  error->set_code(static_cast<int32_t>(code));
+  error->set_code_name(std::string(ErrorCodeName(code)));
+  error->set_message(std::string(status.message()));
+  if (retry_after_ms != 0) error->set_retry_after_ms(retry_after_ms);
+}
+
+// A refusal's fixed audit detail.
+audit::AuditText RefusalDetail(ErrorCode code) {
+  switch (code) {
+    case ErrorCode::kNotGranted:
+      return "daemon: no grant";
+    case ErrorCode::kWrongSocket:
+      return "daemon: admin operation on the data socket";
+    case ErrorCode::kSlowDown:
+      return "daemon: rate limit";
+    case ErrorCode::kUnexpectedFrame:
+      return "daemon: unexpected frame";
+    case ErrorCode::kMalformedRequest:
+      return "daemon: malformed request";
+    case ErrorCode::kFrameTooLarge:
+      return "transport: frame too large";
+    case ErrorCode::kRequestTimeout:
+      return "transport: timeout";
+    case ErrorCode::kServerBusy:
+      return "transport: server busy";
+    case ErrorCode::kShuttingDown:
+      return "transport: shutting down";
+    default:
+      return "daemon: refused";
+  }
+}
+
+audit::AuditActor ActorOf(const PeerIdentity& peer) {
+  audit::AuditActor actor;
+  actor.uid = peer.uid;
+  actor.pid = static_cast<uint32_t>(peer.pid);
+  actor.socket =
+      peer.socket == SocketKind::kAdmin ? audit::v1::SOCKET_ADMIN : audit::v1::SOCKET_DATA;
+  return actor;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Conversions.
+
+pb::Purpose ToProto(KeyPurpose purpose) { return static_cast<pb::Purpose>(purpose); }
+
+std::optional<KeyPurpose> FromProto(pb::Purpose purpose) {
+  switch (purpose) {
+    case pb::PURPOSE_RECORDS:
+      return KeyPurpose::kRecords;
+    case pb::PURPOSE_ATTACHMENTS:
+      return KeyPurpose::kAttachments;
+    case pb::PURPOSE_LOOKUP:
+      return KeyPurpose::kLookup;
+    case pb::PURPOSE_PSEUDONYM:
+      return KeyPurpose::kPseudonym;
+    default:
+      return std::nullopt;
+  }
+}
+
+pb::DatasetState ToProto(kms::DatasetState state) {
+  switch (state) {
+    case kms::DatasetState::kActive:
+      return pb::DATASET_ACTIVE;
+    case kms::DatasetState::kDisabled:
+      return pb::DATASET_DISABLED;
+    case kms::DatasetState::kPendingDestruction:
+      return pb::DATASET_PENDING_DESTRUCTION;
+    case kms::DatasetState::kDestroying:
+      return pb::DATASET_DESTROYING;
+    case kms::DatasetState::kDestroyed:
+      return pb::DATASET_DESTROYED;
+  }
+  return pb::DATASET_STATE_UNSPECIFIED;
+}
+
+pb::KeyVersionState ToProto(kms::KeyVersionState state) {
+  switch (state) {
+    case kms::KeyVersionState::kPrimary:
+      return pb::KEY_PRIMARY;
+    case kms::KeyVersionState::kDecryptOnly:
+      return pb::KEY_DECRYPT_ONLY;
+    case kms::KeyVersionState::kCompromised:
+      return pb::KEY_COMPROMISED;
+    case kms::KeyVersionState::kRetired:
+      return pb::KEY_RETIRED;
+  }
+  return pb::KEY_VERSION_STATE_UNSPECIFIED;
+}
+
+int64_t Micros(kms::TimePoint time) { return storage::ToUnixMicros(time); }
+
+void ToProto(const kms::DatasetPolicy& policy, pb::Policy* out) {
+  out->set_records_rotation_seconds(policy.records_rotation.count());
+  out->set_attachments_rotation_seconds(policy.attachments_rotation.count());
+  out->set_usage_limit(policy.usage_limit);
+  out->set_bin_days(policy.bin_days);
+  out->set_retention_max_age_seconds(policy.retention_max_age.count());
+  out->set_minimum_retention_seconds(policy.minimum_retention.count());
+  out->set_destruction_wait_seconds(policy.destruction_wait.count());
+}
+
+absl::Status ApplyPolicy(const pb::Policy& in, kms::DatasetPolicy* policy) {
+  auto bad = [](std::string_view field) {
+    return MakeError(ErrorCode::kInvalidArgument,
+                     absl::StrCat("policy.", std::string(field), " is out of range"));
+  };
+  if (in.has_records_rotation_seconds()) {
+    if (in.records_rotation_seconds() <= 0) return bad("records_rotation_seconds");
+    policy->records_rotation = kms::Seconds(in.records_rotation_seconds());
+  }
+  if (in.has_attachments_rotation_seconds()) {
+    if (in.attachments_rotation_seconds() <= 0) return bad("attachments_rotation_seconds");
+    policy->attachments_rotation = kms::Seconds(in.attachments_rotation_seconds());
+  }
+  if (in.has_usage_limit()) {
+    if (in.usage_limit() == 0) return bad("usage_limit");
+    policy->usage_limit = in.usage_limit();
+  }
+  if (in.has_bin_days()) policy->bin_days = in.bin_days();
+  if (in.has_retention_max_age_seconds()) {
+    if (in.retention_max_age_seconds() < 0) return bad("retention_max_age_seconds");
+    policy->retention_max_age = kms::Seconds(in.retention_max_age_seconds());
+  }
+  if (in.has_minimum_retention_seconds()) {
+    if (in.minimum_retention_seconds() < 0) return bad("minimum_retention_seconds");
+    policy->minimum_retention = kms::Seconds(in.minimum_retention_seconds());
+  }
+  if (in.has_destruction_wait_seconds()) {
+    if (in.destruction_wait_seconds() < 0) return bad("destruction_wait_seconds");
+    policy->destruction_wait = kms::Seconds(in.destruction_wait_seconds());
+  }
+  return absl::OkStatus();
+}
+
+pb::KeyVersion ToProto(KeyPurpose purpose, const kms::KeyVersionInfo& version) {
+  pb::KeyVersion out;
+  out.set_purpose(ToProto(purpose));
+  out.set_version(version.version);
+  out.set_state(ToProto(version.state));
+  out.set_created_micros(Micros(version.created));
+  out.set_encryptions(version.usage_count);
+  out.set_wrapping_module(version.wrapping_key.module);
+  out.set_wrapping_version(version.wrapping_key.version);
+  return out;
+}
+
+void ToProto(const kms::DatasetInfo& info, pb::DatasetInfo* out) {
+  out->set_name(info.name);
+  out->set_handle(info.handle);
+  out->set_state(ToProto(info.state));
+  ToProto(info.policy, out->mutable_policy());
+  out->set_legal_hold(info.policy.legal_hold);
+  out->set_created_micros(Micros(info.created));
+  if (info.destroy_after) out->set_destruction_due_micros(Micros(*info.destroy_after));
+  for (const kms::PurposeInfo& purpose : info.purposes) {
+    for (const kms::KeyVersionInfo& version : purpose.versions) {
+      *out->add_versions() = ToProto(purpose.purpose, version);
+    }
+  }
+}
+
+// Live records, live attachments and bin entries of a dataset: a key count over its range in
+// each column family (keys are handle-prefixed: docs/formats.md#data-db).
+absl::Status CountItems(storage::DataDb* db, uint64_t handle, pb::DatasetInfo* out) {
+  const std::string begin = storage::internal::DatasetBegin(handle);
+  const std::string end = storage::internal::DatasetEnd(handle);
+  auto count = [&](storage::internal::Cf cf) -> absl::StatusOr<uint64_t> {
+    rocksdb::ReadOptions options;
+    rocksdb::Slice upper(end);
+    options.iterate_upper_bound = &upper;
+    storage::ScopedIterator it = db->NewIterator(cf, options);
+    uint64_t n = 0;
+    for (it->Seek(begin); it->Valid(); it->Next()) ++n;
+    if (!it->status().ok()) return storage::FromRocks(it->status(), "counting a dataset's items");
+    return n;
+  };
+  COFFER_ASSIGN_OR_RETURN(uint64_t records, count(storage::internal::Cf::kRecords));
+  COFFER_ASSIGN_OR_RETURN(uint64_t attachments, count(storage::internal::Cf::kAttachmentPointers));
+  COFFER_ASSIGN_OR_RETURN(uint64_t bin, count(storage::internal::Cf::kRecycleBin));
+  out->set_records(records);
+  out->set_attachments(attachments);
+  out->set_recycle_bin_items(bin);
+  return absl::OkStatus();
+}
+
+// The dataset a request names ("" for none).
+std::string_view DatasetOf(const pb::Request& r) {
+  switch (r.op_case()) {
+    case pb::Request::kRecordPut:
+      return r.record_put().dataset();
+    case pb::Request::kRecordGet:
+      return r.record_get().dataset();
+    case pb::Request::kRecordExists:
+      return r.record_exists().dataset();
+    case pb::Request::kRecordDelete:
+      return r.record_delete().dataset();
+    case pb::Request::kRecordRestore:
+      return r.record_restore().dataset();
+    case pb::Request::kRecordList:
+      return r.record_list().dataset();
+    case pb::Request::kAttachmentPutBegin:
+      return r.attachment_put_begin().dataset();
+    case pb::Request::kAttachmentGet:
+      return r.attachment_get().dataset();
+    case pb::Request::kAttachmentMetadata:
+      return r.attachment_metadata().dataset();
+    case pb::Request::kAttachmentDelete:
+      return r.attachment_delete().dataset();
+    case pb::Request::kAttachmentRestore:
+      return r.attachment_restore().dataset();
+    case pb::Request::kDatasetCreate:
+      return r.dataset_create().name();
+    case pb::Request::kDatasetDescribe:
+      return r.dataset_describe().name();
+    case pb::Request::kDatasetLifecycle:
+      return r.dataset_lifecycle().name();
+    case pb::Request::kKeyRotate:
+      return r.key_rotate().dataset();
+    case pb::Request::kKeyRetire:
+      return r.key_retire().dataset();
+    case pb::Request::kKeyRewrap:
+      return r.key_rewrap().dataset();
+    case pb::Request::kPolicySet:
+      return r.policy_set().dataset();
+    case pb::Request::kHoldSet:
+      return r.hold_set().dataset();
+    case pb::Request::kPurge:
+      return r.purge().dataset();
+    case pb::Request::kJobStart:
+      return r.job_start().dataset();
+    case pb::Request::kAuditQuery:
+      return r.audit_query().dataset();
+    default:
+      return {};
+  }
+}
+
+std::string SocketName(audit::v1::SocketKind socket) {
+  switch (socket) {
+    case audit::v1::SOCKET_DATA:
+      return "data";
+    case audit::v1::SOCKET_ADMIN:
+      return "admin";
+    case audit::v1::SOCKET_INTERNAL:
+      return "internal";
+    default:
+      return "";
+  }
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------------
+
+class Services::ConnectionSession final : public Session {
+ public:
+  ConnectionSession(Services* services, PeerIdentity peer)
+      : services_(services),
+        deps_(services->deps_),
+        peer_(std::move(peer)),
+        actor_(ActorOf(peer_)) {}
+  ~ConnectionSession() override {
+    Closed();
+    services_->connections_open_.fetch_sub(1);
+  }
+
+  absl::Status Handle(const pb::Request& request, ResponseSink* sink) override;
+  void Closed() override {
+    if (upload_) {
+      upload_->upload->Abort().IgnoreError();  // nothing of it becomes visible
+      upload_.reset();
+    }
+  }
+
+ private:
+  struct OpenUpload {
+    std::unique_ptr<storage::AttachmentUpload> upload;
+    uint64_t handle = 0;
+    std::string name;
+    absl::Status first_error;
+  };
+
+  // Sends `response` (request id set here).
+  absl::Status Send(ResponseSink* sink, const pb::Request& request, pb::Response response) {
+    response.set_request_id(request.request_id());
+    return sink->Send(response);
+  }
+  absl::Status SendError(ResponseSink* sink, const pb::Request& request, const absl::Status& status,
+                         uint32_t retry_after_ms = 0) {
+    pb::Response response;
+    FillError(&response, status, retry_after_ms);
+    return Send(sink, request, std::move(response));
+  }
+  // Audits a refusal (REQUEST_REFUSED, synchronously) and answers it.
+  absl::Status Refuse(ResponseSink* sink, const pb::Request& request, const absl::Status& why,
+                      uint32_t retry_after_ms = 0) {
+    services_->requests_refused_.fetch_add(1);
+    uint64_t handle = 0;
+    std::string_view dataset = DatasetOf(request);
+    if (!dataset.empty()) handle = deps_.keys->FindDataset(dataset).value_or(0);
+    services_->AuditRefusal(peer_, ErrorCodeOf(why), handle);
+    return SendError(sink, request, why, retry_after_ms);
+  }
+  // Audits a data access through the batching writer; its error when the audit refused it.
+  absl::Status AuditAccess(audit::v1::EventKind kind, uint64_t handle, const absl::Status& result,
+                           uint32_t count) {
+    audit::AuditEvent event;
+    event.kind = kind;
+    event.actor = actor_;
+    event.dataset_handle = handle;
+    event.result = ErrorCodeOf(result);
+    event.record_count = count;
+    return deps_.access_audit->Append(event);
+  }
+  // Finishes a data operation: audits it, then answers its error (public text) or `response`.
+  absl::Status Finish(ResponseSink* sink, const pb::Request& request, audit::v1::EventKind kind,
+                      uint64_t handle, const absl::Status& result, uint32_t count,
+                      pb::Response response) {
+    absl::Status audited = AuditAccess(kind, handle, result, count);
+    if (!audited.ok()) return SendError(sink, request, Public(audited));
+    if (!result.ok()) return SendError(sink, request, Public(result));
+    return Send(sink, request, std::move(response));
+  }
+
+  absl::Status HandleData(const pb::Request& request, ResponseSink* sink);
+  absl::Status HandleUpload(const pb::Request& request, ResponseSink* sink);
+  absl::Status HandleDownload(const pb::Request& request, uint64_t handle, ResponseSink* sink);
+  absl::Status HandleAdmin(const pb::Request& request, ResponseSink* sink);
+  absl::Status ListDatasets(pb::DatasetListResponse* out) const;
+  absl::StatusOr<pb::DatasetInfo> Describe(uint64_t handle) const;
+  absl::Status AuditQuery(const pb::AuditQueryRequest& query, pb::AuditQueryResponse* out) const;
+
+  Services* services_;
+  const ServicesDeps& deps_;
+  const PeerIdentity peer_;
+  const audit::AuditActor actor_;
+  std::optional<OpenUpload> upload_;
+};
+
+absl::Status Services::ConnectionSession::Handle(const pb::Request& request, ResponseSink* sink) {
+  services_->requests_total_.fetch_add(1);
+  const auto op = request.op_case();
+  const bool upload_frame = op == pb::Request::kAttachmentChunk ||
+                            op == pb::Request::kAttachmentPutCommit ||
+                            op == pb::Request::kAttachmentPutAbort;
+  if (upload_) {
+    if (upload_frame) return HandleUpload(request, sink);
+    return Refuse(sink, request,
+                  MakeError(ErrorCode::kUnexpectedFrame,
+                            "an upload is open on this connection: only chunks, commit or abort"));
+  }
+  if (upload_frame) {
+    return Refuse(sink, request,
+                  MakeError(ErrorCode::kUnexpectedFrame,
+                            "a chunk, commit or abort with no upload open on this connection"));
+  }
+  if (op == pb::Request::OP_NOT_SET) {
+    return Refuse(sink, request,
+                  MakeError(ErrorCode::kMalformedRequest, "the request names no operation"));
+  }
+
+  Admission admission = deps_.authorizer->Admit(peer_.uid);
+  if (!admission.admitted) {
+    services_->requests_slowed_.fetch_add(1);
+    return Refuse(sink, request,
+                  MakeError(ErrorCode::kSlowDown, "rate limit exceeded; retry after the delay"),
+                  admission.retry_after_ms);
+  }
+  absl::Status allowed = deps_.authorizer->Check(peer_, op, DatasetOf(request));
+  if (!allowed.ok()) return Refuse(sink, request, allowed);
+
+  if (IsAdminOperation(op) || op == pb::Request::kDatasetList ||
+      op == pb::Request::kDatasetDescribe) {
+    return HandleAdmin(request, sink);
+  }
+  return HandleData(request, sink);
+}
+
+absl::Status Services::ConnectionSession::HandleData(const pb::Request& request,
+                                                     ResponseSink* sink) {
+  auto resolve = [&](std::string_view dataset) -> absl::StatusOr<uint64_t> {
+    if (dataset.empty()) {
+      return MakeError(ErrorCode::kMalformedRequest, "the request names no dataset");
+    }
+    return deps_.keys->FindDataset(dataset);
+  };
+  const std::string_view dataset = DatasetOf(request);
+  absl::StatusOr<uint64_t> handle = resolve(dataset);
+  const uint64_t h = handle.value_or(0);
+  pb::Response response;
+
+  switch (request.op_case()) {
+    case pb::Request::kRecordPut: {
+      const auto& r = request.record_put();
+      absl::Status result = handle.status();
+      if (result.ok()) result = deps_.records->Put(h, r.id(), r.value());
+      if (result.ok()) response.mutable_record_put();
+      return Finish(sink, request, audit::v1::ACCESS_WRITE, h, result, 1, std::move(response));
+    }
+    case pb::Request::kRecordGet: {
+      const auto& r = request.record_get();
+      absl::Status result = handle.status();
+      if (result.ok()) {
+        absl::StatusOr<std::string> value = deps_.records->Get(h, r.id());
+        result = value.status();
+        if (value.ok()) response.mutable_record_get()->set_value(*std::move(value));
+      }
+      return Finish(sink, request, audit::v1::ACCESS_READ, h, result, 1, std::move(response));
+    }
+    case pb::Request::kRecordExists: {
+      absl::Status result = handle.status();
+      if (result.ok()) {
+        absl::StatusOr<bool> exists = deps_.records->Exists(h, request.record_exists().id());
+        result = exists.status();
+        if (exists.ok()) response.mutable_record_exists()->set_exists(*exists);
+      }
+      return Finish(sink, request, audit::v1::ACCESS_READ, h, result, 1, std::move(response));
+    }
+    case pb::Request::kRecordDelete: {
+      absl::Status result = handle.status();
+      if (result.ok()) result = deps_.records->Delete(h, request.record_delete().id());
+      if (result.ok()) response.mutable_record_delete();
+      return Finish(sink, request, audit::v1::ACCESS_DELETE, h, result, 1, std::move(response));
+    }
+    case pb::Request::kRecordRestore: {
+      absl::Status result = handle.status();
+      if (result.ok()) result = deps_.records->Restore(h, request.record_restore().id());
+      if (result.ok()) response.mutable_record_restore();
+      return Finish(sink, request, audit::v1::ACCESS_DELETE, h, result, 1, std::move(response));
+    }
+    case pb::Request::kRecordList: {
+      const auto& r = request.record_list();
+      uint32_t max_ids = r.max_ids() == 0 ? kDefaultListIds : r.max_ids();
+      absl::Status result = handle.status();
+      if (result.ok() && max_ids > kMaxListIds) {
+        result = MakeError(ErrorCode::kInvalidArgument, "record_list.max_ids must be 1-10,000");
+      }
+      uint32_t count = 0;
+      if (result.ok()) {
+        auto page = deps_.records->ListIds(h, r.page_token(), max_ids);
+        result = page.status();
+        if (page.ok()) {
+          auto* out = response.mutable_record_list();
+          count = static_cast<uint32_t>(page->ids.size());
+          for (std::string& id : page->ids) out->add_ids(std::move(id));
+          out->set_next_page_token(std::move(page->next_page_token));
+        }
+      }
+      return Finish(sink, request, audit::v1::ACCESS_READ, h, result, count, std::move(response));
+    }
+    case pb::Request::kAttachmentPutBegin: {
+      const auto& r = request.attachment_put_begin();
+      absl::Status result = handle.status();
+      if (result.ok()) {
+        auto upload = deps_.attachments->BeginUpload(h, r.name(), r.content_type());
+        result = upload.status();
+        if (upload.ok()) {
+          upload_ = OpenUpload{*std::move(upload), h, r.name(), absl::OkStatus()};
+          response.mutable_attachment_put_begin();
+          return Send(sink, request, std::move(response));  // audited at commit or abort
+        }
+      }
+      return Finish(sink, request, audit::v1::ACCESS_WRITE, h, result, 1, std::move(response));
+    }
+    case pb::Request::kAttachmentGet: {
+      if (!handle.ok()) {
+        return Finish(sink, request, audit::v1::ACCESS_READ, h, handle.status(), 1,
+                      std::move(response));
+      }
+      return HandleDownload(request, h, sink);
+    }
+    case pb::Request::kAttachmentMetadata: {
+      absl::Status result = handle.status();
+      if (result.ok()) {
+        auto info = deps_.attachments->Metadata(h, request.attachment_metadata().name());
+        result = info.status();
+        if (info.ok()) {
+          auto* out = response.mutable_attachment_metadata();
+          out->set_size(info->size);
+          out->set_content_type(info->content_type);
+          out->set_created_micros(storage::ToUnixMicros(info->created));
+        }
+      }
+      return Finish(sink, request, audit::v1::ACCESS_READ, h, result, 1, std::move(response));
+    }
+    case pb::Request::kAttachmentDelete: {
+      absl::Status result = handle.status();
+      if (result.ok()) result = deps_.attachments->Delete(h, request.attachment_delete().name());
+      if (result.ok()) response.mutable_attachment_delete();
+      return Finish(sink, request, audit::v1::ACCESS_DELETE, h, result, 1, std::move(response));
+    }
+    case pb::Request::kAttachmentRestore: {
+      absl::Status result = handle.status();
+      if (result.ok()) result = deps_.attachments->Restore(h, request.attachment_restore().name());
+      if (result.ok()) response.mutable_attachment_restore();
+      return Finish(sink, request, audit::v1::ACCESS_DELETE, h, result, 1, std::move(response));
+    }
+    default:
+      return SendError(sink, request,
+                       MakeError(ErrorCode::kMalformedRequest, "unknown data operation"));
+  }
+}
+
+absl::Status Services::ConnectionSession::HandleUpload(const pb::Request& request,
+                                                       ResponseSink* sink) {
+  OpenUpload& open = *upload_;
+  switch (request.op_case()) {
+    case pb::Request::kAttachmentChunk:
+      // No response; the first failure is answered at commit.
+      if (open.first_error.ok())
+        open.first_error = open.upload->Append(request.attachment_chunk().data());
+      return absl::OkStatus();
+    case pb::Request::kAttachmentPutCommit: {
+      absl::Status result = open.first_error;
+      if (result.ok()) {
+        result = open.upload->Commit();
+      } else {
+        open.upload->Abort().IgnoreError();
+      }
+      pb::Response response;
+      if (result.ok()) {
+        auto* info = response.mutable_attachment_put_commit();
+        info->set_size(open.upload->bytes_appended());
+        auto stored = deps_.attachments->Metadata(open.handle, open.name);
+        if (stored.ok()) {
+          info->set_content_type(stored->content_type);
+          info->set_created_micros(storage::ToUnixMicros(stored->created));
+        }
+      }
+      uint64_t handle = open.handle;
+      upload_.reset();
+      return Finish(sink, request, audit::v1::ACCESS_WRITE, handle, result, 1, std::move(response));
+    }
+    case pb::Request::kAttachmentPutAbort: {
+      absl::Status aborted = open.upload->Abort();
+      uint64_t handle = open.handle;
+      upload_.reset();
+      pb::Response response;
+      response.mutable_attachment_put_abort();
+      // Audited as a write that did not happen.
+      absl::Status audited = AuditAccess(audit::v1::ACCESS_WRITE, handle,
+                                         MakeError(ErrorCode::kCancelled, "abort"), 1);
+      if (!audited.ok()) return SendError(sink, request, Public(audited));
+      if (!aborted.ok() && ErrorCodeOf(aborted) != ErrorCode::kUploadClosed) {
+        return SendError(sink, request, Public(aborted));
+      }
+      return Send(sink, request, std::move(response));
+    }
+    default:
+      return SendError(sink, request,
+                       MakeError(ErrorCode::kUnexpectedFrame, "not an upload frame"));
+  }
+}
+
+absl::Status Services::ConnectionSession::HandleDownload(const pb::Request& request,
+                                                         uint64_t handle, ResponseSink* sink) {
+  const auto& r = request.attachment_get();
+  auto reader = deps_.attachments->Open(handle, r.name());
+  absl::Status result = reader.status();
+  uint64_t length = 0;
+  if (result.ok()) {
+    uint64_t size = (*reader)->info().size;
+    if (r.offset() > size || r.length() > size - r.offset()) {
+      result = MakeError(ErrorCode::kRangeBeyondEnd, "range beyond end");
+    } else {
+      length = r.length() == 0 ? size - r.offset() : r.length();
+    }
+  }
+  // The read is audited before any byte leaves.
+  absl::Status audited = AuditAccess(audit::v1::ACCESS_READ, handle, result, 1);
+  if (!audited.ok()) return SendError(sink, request, Public(audited));
+  if (!result.ok()) return SendError(sink, request, Public(result));
+
+  const storage::AttachmentInfo& info = (*reader)->info();
+  uint64_t offset = r.offset();
+  uint64_t remaining = length;
+  bool first = true;
+  std::string data;
+  do {
+    size_t n = static_cast<size_t>(std::min<uint64_t>(remaining, api::kDefaultChunkBytes));
+    absl::Status read = (*reader)->Read(offset, n, &data);
+    if (!read.ok()) return SendError(sink, request, Public(read));
+    pb::Response response;
+    auto* out = response.mutable_attachment_get();
+    if (first) {
+      out->mutable_info()->set_size(info.size);
+      out->mutable_info()->set_content_type(info.content_type);
+      out->mutable_info()->set_created_micros(storage::ToUnixMicros(info.created));
+      first = false;
+    }
+    out->set_data(std::move(data));
+    data.clear();
+    offset += n;
+    remaining -= n;
+    out->set_last(remaining == 0);
+    COFFER_RETURN_IF_ERROR(Send(sink, request, std::move(response)));
+  } while (remaining > 0);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<pb::DatasetInfo> Services::ConnectionSession::Describe(uint64_t handle) const {
+  COFFER_ASSIGN_OR_RETURN(kms::DatasetInfo info, deps_.keys->DescribeDataset(handle));
+  pb::DatasetInfo out;
+  ToProto(info, &out);
+  COFFER_RETURN_IF_ERROR(CountItems(deps_.data_db, handle, &out));
+  return out;
+}
+
+absl::Status Services::ConnectionSession::ListDatasets(pb::DatasetListResponse* out) const {
+  std::shared_ptr<const GrantTable> table = deps_.authorizer->table();
+  for (const kms::DatasetSummary& summary : deps_.keys->ListDatasets()) {
+    if (peer_.socket == SocketKind::kData &&
+        (summary.name.empty() || table->RightsOn(peer_, summary.name) == 0)) {
+      continue;  // a data-socket peer sees only the datasets it holds a grant on
+    }
+    auto* info = out->add_datasets();
+    info->set_name(summary.name);
+    info->set_handle(summary.handle);
+    info->set_state(ToProto(summary.state));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Services::ConnectionSession::AuditQuery(const pb::AuditQueryRequest& query,
+                                                     pb::AuditQueryResponse* out) const {
+  std::optional<uint64_t> dataset_filter;
+  if (!query.dataset().empty()) {
+    COFFER_ASSIGN_OR_RETURN(dataset_filter, deps_.keys->FindDataset(query.dataset()));
+  }
+  std::map<uint64_t, std::string> names;
+  for (const kms::DatasetSummary& summary : deps_.keys->ListDatasets()) {
+    names[summary.handle] = summary.name;
+  }
+  COFFER_ASSIGN_OR_RETURN(auto entries, audit::ReadAuditEntries(deps_.audit_directory));
+  const uint32_t limit =
+      query.limit() == 0 ? kDefaultAuditLimit : std::min(query.limit(), kMaxAuditLimit);
+  for (const audit::v1::AuditEntry& entry : entries) {
+    if (query.after_sequence() != 0 && entry.sequence() <= query.after_sequence()) continue;
+    if (query.since_micros() != 0 && entry.time_micros() < query.since_micros()) continue;
+    if (query.until_micros() != 0 && entry.time_micros() > query.until_micros()) continue;
+    if (dataset_filter && entry.dataset_handle() != *dataset_filter) continue;
+    if (query.has_caller_uid() && entry.actor().uid() != query.caller_uid()) continue;
+    if (static_cast<uint32_t>(out->entries_size()) == limit) {
+      out->set_more(true);
+      break;
+    }
+    auto* record = out->add_entries();
+    record->set_sequence(entry.sequence());
+    record->set_time_micros(entry.time_micros());
+    record->set_kind(audit::v1::EventKind_Name(entry.kind()));
+    record->set_uid(entry.actor().uid());
+    record->set_pid(entry.actor().pid());
+    record->set_socket(SocketName(entry.actor().socket()));
+    record->set_dataset_handle(entry.dataset_handle());
+    if (auto it = names.find(entry.dataset_handle());
+        entry.dataset_handle() != 0 && it != names.end()) {
+      record->set_dataset(it->second);
+    }
+    record->set_purpose(static_cast<pb::Purpose>(entry.purpose()));
+    record->set_key_version(entry.key_version());
+    record->set_result_code(entry.result_code());
+    record->set_detail(entry.detail());
+    record->set_record_count(entry.record_count());
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Services::ConnectionSession::HandleAdmin(const pb::Request& request,
+                                                      ResponseSink* sink) {
+  pb::Response response;
+  const std::string_view dataset = DatasetOf(request);
+  auto find = [&]() -> absl::StatusOr<uint64_t> {
+    if (dataset.empty()) {
+      return MakeError(ErrorCode::kMalformedRequest, "the request names no dataset");
+    }
+    return deps_.keys->FindDataset(dataset);
+  };
+  // Runs `body`; answers its error (public text unless `own`) or `response`.
+  auto reply = [&](const absl::Status& result) {
+    if (result.ok()) return Send(sink, request, std::move(response));
+    ErrorCode code = ErrorCodeOf(result);
+    bool own = code == ErrorCode::kMalformedRequest || code == ErrorCode::kAuditTampered;
+    return SendError(sink, request, own ? result : Public(result));
+  };
+  auto describe_into = [&](uint64_t handle, pb::DatasetInfo* out) -> absl::Status {
+    COFFER_ASSIGN_OR_RETURN(*out, Describe(handle));
+    return absl::OkStatus();
+  };
+
+  switch (request.op_case()) {
+    case pb::Request::kDatasetList:
+      return reply(ListDatasets(response.mutable_dataset_list()));
+
+    case pb::Request::kDatasetDescribe: {
+      auto handle = find();
+      if (!handle.ok()) return reply(handle.status());
+      return reply(describe_into(*handle, response.mutable_dataset_describe()));
+    }
+
+    case pb::Request::kDatasetCreate: {
+      const auto& r = request.dataset_create();
+      kms::DatasetPolicy policy = deps_.default_policy;
+      absl::Status result = ApplyPolicy(r.policy(), &policy);
+      if (!result.ok()) return SendError(sink, request, result);
+      auto handle = deps_.keys->CreateDataset(r.name(), policy, actor_);
+      if (!handle.ok()) return reply(handle.status());
+      return reply(describe_into(*handle, response.mutable_dataset_create()));
+    }
+
+    case pb::Request::kDatasetLifecycle: {
+      auto handle = find();
+      if (!handle.ok()) return reply(handle.status());
+      absl::Status result;
+      switch (request.dataset_lifecycle().action()) {
+        case pb::DatasetLifecycleRequest::DISABLE:
+          result = deps_.keys->Disable(*handle, actor_);
+          break;
+        case pb::DatasetLifecycleRequest::ENABLE:
+          result = deps_.keys->Enable(*handle, actor_);
+          break;
+        case pb::DatasetLifecycleRequest::SCHEDULE_DESTRUCTION:
+          result = deps_.keys->ScheduleDestruction(*handle, actor_);
+          break;
+        case pb::DatasetLifecycleRequest::CANCEL_DESTRUCTION:
+          result = deps_.keys->CancelDestruction(*handle, actor_);
+          break;
+        default:
+          return SendError(sink, request,
+                           MakeError(ErrorCode::kMalformedRequest,
+                                     "dataset_lifecycle.action is missing or unknown"));
+      }
+      if (!result.ok()) return reply(result);
+      return reply(describe_into(*handle, response.mutable_dataset_lifecycle()));
+    }
+
+    case pb::Request::kKeyRotate: {
+      const auto& r = request.key_rotate();
+      auto handle = find();
+      if (!handle.ok()) return reply(handle.status());
+      std::vector<KeyPurpose> purposes;
+      if (r.emergency()) {
+        absl::Status result = deps_.keys->EmergencyRotate(*handle, actor_);
+        if (!result.ok()) return reply(result);
+        purposes = {KeyPurpose::kRecords, KeyPurpose::kAttachments};
+      } else {
+        for (int p : r.purposes()) {
+          std::optional<KeyPurpose> purpose = FromProto(static_cast<pb::Purpose>(p));
+          if (!purpose) {
+            return SendError(sink, request,
+                             MakeError(ErrorCode::kMalformedRequest,
+                                       "key_rotate.purposes holds an unknown purpose"));
+          }
+          purposes.push_back(*purpose);
+        }
+        if (purposes.empty()) purposes = {KeyPurpose::kRecords, KeyPurpose::kAttachments};
+        for (KeyPurpose purpose : purposes) {
+          kms::RotationCause cause = purpose == KeyPurpose::kLookup ? kms::RotationCause::kReindex
+                                     : purpose == KeyPurpose::kPseudonym
+                                         ? kms::RotationCause::kRekey
+                                         : kms::RotationCause::kManual;
+          auto rotated = deps_.keys->Rotate(*handle, purpose, cause, actor_);
+          if (!rotated.ok()) return reply(rotated.status());
+        }
+      }
+      auto info = deps_.keys->DescribeDataset(*handle);
+      if (!info.ok()) return reply(info.status());
+      auto* out = response.mutable_key_rotate();
+      for (const kms::PurposeInfo& purpose : info->purposes) {
+        if (std::find(purposes.begin(), purposes.end(), purpose.purpose) == purposes.end())
+          continue;
+        for (const kms::KeyVersionInfo& version : purpose.versions) {
+          if (version.version == purpose.primary_version) {
+            *out->add_new_primaries() = ToProto(purpose.purpose, version);
+          }
+        }
+      }
+      return reply(absl::OkStatus());
+    }
+
+    case pb::Request::kKeyRetire: {
+      const auto& r = request.key_retire();
+      std::optional<KeyPurpose> purpose = FromProto(r.purpose());
+      if (!purpose) {
+        return SendError(sink, request,
+                         MakeError(ErrorCode::kMalformedRequest, "key_retire.purpose is missing"));
+      }
+      auto handle = find();
+      if (!handle.ok()) return reply(handle.status());
+      auto retired_versions = [&]() -> absl::StatusOr<std::set<uint32_t>> {
+        COFFER_ASSIGN_OR_RETURN(kms::DatasetInfo info, deps_.keys->DescribeDataset(*handle));
+        std::set<uint32_t> retired;
+        for (const kms::PurposeInfo& p : info.purposes) {
+          if (p.purpose != *purpose) continue;
+          for (const kms::KeyVersionInfo& v : p.versions) {
+            if (v.state == kms::KeyVersionState::kRetired) retired.insert(v.version);
+          }
+        }
+        return retired;
+      };
+      auto before = retired_versions();
+      if (!before.ok()) return reply(before.status());
+      absl::Status result = deps_.keys->RetireBelow(*handle, *purpose, r.below(), actor_);
+      if (!result.ok()) return reply(result);
+      auto after = retired_versions();
+      if (!after.ok()) return reply(after.status());
+      auto* out = response.mutable_key_retire();
+      for (uint32_t version : *after) {
+        if (before->count(version) == 0) out->add_retired(version);
+      }
+      return reply(absl::OkStatus());
+    }
+
+    case pb::Request::kKeyRewrap: {
+      const auto& r = request.key_rewrap();
+      auto handle = find();
+      if (!handle.ok()) return reply(handle.status());
+      absl::Status result = deps_.keys->Rewrap(*handle, r.module(), r.destroy_old(), actor_);
+      if (!result.ok()) return reply(result);
+      return reply(describe_into(*handle, response.mutable_key_rewrap()->mutable_dataset()));
+    }
+
+    case pb::Request::kPolicySet: {
+      auto handle = find();
+      if (!handle.ok()) return reply(handle.status());
+      auto info = deps_.keys->DescribeDataset(*handle);
+      if (!info.ok()) return reply(info.status());
+      kms::DatasetPolicy policy = info->policy;
+      absl::Status result = ApplyPolicy(request.policy_set().policy(), &policy);
+      if (!result.ok()) return SendError(sink, request, result);
+      result = deps_.keys->SetPolicy(*handle, policy, actor_);
+      if (!result.ok()) return reply(result);
+      return reply(describe_into(*handle, response.mutable_policy_set()));
+    }
+
+    case pb::Request::kHoldSet: {
+      auto handle = find();
+      if (!handle.ok()) return reply(handle.status());
+      absl::Status result = deps_.keys->SetLegalHold(*handle, request.hold_set().hold(), actor_);
+      if (!result.ok()) return reply(result);
+      return reply(describe_into(*handle, response.mutable_hold_set()));
+    }
+
+    case pb::Request::kPurge: {
+      const auto& r = request.purge();
+      auto handle = find();
+      if (!handle.ok()) return reply(handle.status());
+      auto* out = response.mutable_purge();
+      switch (r.target_case()) {
+        case pb::PurgeRequest::kRecordId: {
+          absl::Status result = deps_.bin->PurgeRecord(*handle, r.record_id());
+          if (result.ok()) out->set_records(1);
+          return reply(result);
+        }
+        case pb::PurgeRequest::kAttachmentName: {
+          absl::Status result = deps_.bin->PurgeAttachment(*handle, r.attachment_name());
+          if (result.ok()) out->set_attachments(1);
+          return reply(result);
+        }
+        case pb::PurgeRequest::TARGET_NOT_SET: {
+          auto report = deps_.bin->EmptyBin(*handle);
+          if (report.ok()) {
+            out->set_records(report->records);
+            out->set_attachments(report->attachments);
+          }
+          return reply(report.status());
+        }
+      }
+      return reply(MakeError(ErrorCode::kMalformedRequest, "purge target unknown"));
+    }
+
+    case pb::Request::kJobStart: {
+      const auto& r = request.job_start();
+      absl::StatusOr<pb::JobStatus> started;
+      if (r.kind() == pb::JOB_REENCRYPT) {
+        auto handle = find();
+        if (!handle.ok()) return reply(handle.status());
+        started =
+            deps_.jobs->StartReencryption(*handle, std::string(dataset), r.max_items_per_second());
+      } else if (r.kind() == pb::JOB_SCRUB) {
+        std::optional<uint64_t> handle;
+        if (!dataset.empty()) {
+          auto found = find();
+          if (!found.ok()) return reply(found.status());
+          handle = *found;
+        }
+        started = deps_.jobs->StartScrub(handle, std::string(dataset));
+      } else {
+        return SendError(sink, request,
+                         MakeError(ErrorCode::kMalformedRequest,
+                                   "job_start.kind must be JOB_REENCRYPT or JOB_SCRUB"));
+      }
+      if (!started.ok()) {
+        // ALREADY_EXISTS here means a busy dataset: say so.
+        if (ErrorCodeOf(started.status()) == ErrorCode::kAlreadyExists) {
+          return SendError(sink, request,
+                           MakeError(ErrorCode::kAlreadyExists,
+                                     "a job is already running on this dataset; see job_status"));
+        }
+        return reply(started.status());
+      }
+      *response.mutable_job_start() = *std::move(started);
+      return reply(absl::OkStatus());
+    }
+
+    case pb::Request::kJobStatus: {
+      auto* out = response.mutable_job_status();
+      if (request.job_status().id() == 0) {
+        for (pb::JobStatus& status : deps_.jobs->AllStatus()) *out->add_jobs() = std::move(status);
+        return reply(absl::OkStatus());
+      }
+      auto status = deps_.jobs->Status(request.job_status().id());
+      if (!status.ok()) {
+        return SendError(sink, request, MakeError(ErrorCode::kNotFound, "no job with this id"));
+      }
+      *out->add_jobs() = *std::move(status);
+      return reply(absl::OkStatus());
+    }
+
+    case pb::Request::kAuditQuery:
+      return reply(AuditQuery(request.audit_query(), response.mutable_audit_query()));
+
+    case pb::Request::kAuditVerify: {
+      audit::VerifyOptions options;
+      options.public_key_pem = deps_.audit_public_key_pem;
+      options.epoch_keys = deps_.audit_epoch_keys;
+      auto report = audit::VerifyAuditLog(deps_.audit_directory, options);
+      if (!report.ok()) return reply(report.status());
+      if (!report->ok()) return reply(report->ToStatus());
+      auto* out = response.mutable_audit_verify();
+      out->set_entries(report->entries);
+      out->set_checkpoints(report->checkpoints_verified);
+      out->set_last_sequence(report->last_sequence.value_or(0));
+      return reply(absl::OkStatus());
+    }
+
+    case pb::Request::kStatus: {
+      auto* out = response.mutable_status();
+      ServicesMetrics metrics = services_->metrics();
+      out->set_version(deps_.version);
+      out->set_started_micros(services_->started_micros_);
+      out->set_datasets(deps_.keys->ListDatasets().size());
+      for (pb::JobStatus& status : deps_.jobs->AllStatus()) *out->add_jobs() = std::move(status);
+      out->set_connections_open(metrics.connections_open);
+      out->set_connections_total(metrics.connections_total);
+      out->set_requests_total(metrics.requests_total);
+      out->set_requests_refused(metrics.requests_refused);
+      out->set_requests_slowed(metrics.requests_slowed);
+      out->set_audit_entries(deps_.audit_log->stats().next_sequence);
+      out->set_durability(deps_.durability);
+      out->set_data_socket(deps_.data_socket);
+      out->set_admin_socket(deps_.admin_socket);
+      return reply(absl::OkStatus());
+    }
+
+    default: {
+      auto extra = deps_.extra_admin_ops.find(request.op_case());
+      if (extra == deps_.extra_admin_ops.end()) {
+        return SendError(
+            sink, request,
+            MakeError(ErrorCode::kMalformedRequest, "this operation is not served by this daemon"));
+      }
+      return reply(extra->second(request, actor_, &response));
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+
+absl::StatusOr<std::unique_ptr<Services>> Services::Create(ServicesDeps deps) {
+  const std::pair<const void*, const char*> required[] = {{deps.keys, "keys"},
+                                                          {deps.data_db, "data_db"},
+                                                          {deps.records, "records"},
+                                                          {deps.attachments, "attachments"},
+                                                          {deps.bin, "bin"},
+                                                          {deps.audit_log, "audit_log"},
+                                                          {deps.access_audit, "access_audit"},
+                                                          {deps.jobs, "jobs"},
+                                                          {deps.authorizer, "authorizer"}};
+  for (const auto& [pointer, name] : required) {
+    if (pointer == nullptr) {
+      return MakeError(ErrorCode::kInvalidArgument,
+                       absl::StrCat("ServicesDeps.", name, " is null"));
+    }
+  }
+  return std::unique_ptr<Services>(new Services(std::move(deps)));
+}
+
+Services::Services(ServicesDeps deps)
+    : deps_(std::move(deps)),
+      clock_(deps_.clock != nullptr ? deps_.clock : &storage::SystemClock()),
+      started_micros_(storage::ToUnixMicros(clock_->Now())) {}
+
+Services::~Services() = default;
+
+std::unique_ptr<Session> Services::Open(const PeerIdentity& peer) {
+  connections_open_.fetch_add(1);
+  connections_total_.fetch_add(1);
+  return std::make_unique<ConnectionSession>(this, peer);
+}
+
+void Services::AuditRefusal(const PeerIdentity& peer, ErrorCode code, uint64_t dataset_handle) {
+  audit::AuditEvent event;
+  event.kind = audit::v1::REQUEST_REFUSED;
+  event.actor = ActorOf(peer);
+  event.dataset_handle = dataset_handle;
+  event.result = code;
+  event.detail = RefusalDetail(code);
+  // A refusal that cannot be audited is still refused; the log's failure shows in status and
+  // fails every key operation and data access until the log is reopened.
+  deps_.audit_log->Append(event).IgnoreError();
+}
+
+void Services::TransportRefused(const PeerIdentity& peer, ErrorCode code) {
+  requests_refused_.fetch_add(1);
+  AuditRefusal(peer, code, 0);
+}
+
+ServicesMetrics Services::metrics() const {
+  return ServicesMetrics{connections_open_.load(), connections_total_.load(),
+                         requests_total_.load(), requests_refused_.load(), requests_slowed_.load()};
+}
+
+}  // namespace coffer::daemon
