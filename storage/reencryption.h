@@ -46,7 +46,9 @@
 
 namespace coffer::storage {
 
-// How many stored entries name each key version, live and in the bin.
+// How many stored entries name each key version, live and in the bin, at one point in time
+// (one snapshot across the column families: an entry moving between the bin and the live
+// families is counted exactly once).
 struct VersionCensus {
   std::map<uint32_t, uint64_t> records;      // records purpose
   std::map<uint32_t, uint64_t> attachments;  // attachments purpose (pointers; segments follow)
