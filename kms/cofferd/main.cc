@@ -1,0 +1,232 @@
+// cofferd: coffer's key-management and storage daemon. See `cofferd --help` and docs/daemon.md.
+//
+// main owns the process: flags, the unprivileged identity, core dumps, the secure heap, the
+// log level and signals (SIGTERM/SIGINT drain and exit 0, SIGHUP reloads grants), read from a
+// signalfd on the main thread — no work runs in a signal handler. Everything else is the
+// Daemon's (kms/cofferd/daemon.h).
+
+#include <google/protobuf/text_format.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <memory>
+#include <optional>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "crypto/secret_bytes.h"
+#include "crypto/status.h"
+#include "kms/cofferd/daemon.h"
+#include "kms/cofferd/log.h"
+#include "kms/cofferd/process.h"
+#include "kms/daemon/config.h"
+
+namespace coffer::cofferd {
+namespace {
+
+struct Flags {
+  std::string config_file;
+  std::string state_directory;
+  std::string data_socket;
+  std::string admin_socket;
+  std::string durability;
+  std::string hsm_module;
+  std::string token_label;
+  std::string pin_file;
+  int64_t crash_loss_window_ms = -1;  // -1: keep the file's
+  std::string user;
+  std::string log_level = "info";
+  std::vector<std::string> ensure_datasets;
+};
+
+// The configuration file (or none), with the flags applied over it, finished (defaults, paths
+// resolved against the state directory, validated). Read again on SIGHUP.
+absl::StatusOr<daemon::Config> LoadConfig(const Flags& flags) {
+  daemon::Config raw;
+  if (!flags.config_file.empty()) {
+    // ParseConfig reports a bad file with the field and what to fix; the raw parse that
+    // follows then succeeds and keeps paths unresolved until the flags are applied.
+    std::ifstream in(flags.config_file);
+    if (!in) {
+      return MakeError(ErrorCode::kConfigInvalid,
+                       "--config " + flags.config_file +
+                           " cannot be read by cofferd's user; check its path and permissions");
+    }
+    std::stringstream text;
+    text << in.rdbuf();
+    COFFER_RETURN_IF_ERROR(daemon::ParseConfig(text.str(), flags.config_file).status());
+    if (!google::protobuf::TextFormat::ParseFromString(text.str(), &raw)) {
+      return MakeError(ErrorCode::kConfigInvalid, flags.config_file + ": does not parse");
+    }
+  }
+  if (!flags.state_directory.empty()) raw.set_state_directory(flags.state_directory);
+  if (!flags.data_socket.empty()) raw.set_data_socket(flags.data_socket);
+  if (!flags.admin_socket.empty()) raw.set_admin_socket(flags.admin_socket);
+  if (!flags.hsm_module.empty()) raw.mutable_hsm()->set_module_path(flags.hsm_module);
+  if (!flags.token_label.empty()) raw.mutable_hsm()->set_token_label(flags.token_label);
+  if (!flags.pin_file.empty()) raw.mutable_hsm()->set_pin_file(flags.pin_file);
+  if (flags.crash_loss_window_ms >= 0) {
+    raw.mutable_access_audit()->set_crash_loss_window_millis(
+        static_cast<uint32_t>(flags.crash_loss_window_ms));
+  }
+  if (flags.durability == "wal") raw.set_durability(daemon::Config::WAL);
+  if (flags.durability == "sync") raw.set_durability(daemon::Config::SYNC);
+  return daemon::FinishConfig(std::move(raw));
+}
+
+std::string Describe(const daemon::Config& config) {
+  return "state " + config.state_directory() + ", durability " +
+         (daemon::DurabilityOf(config) == storage::Durability::kSync ? "sync" : "wal") +
+         ", access-audit crash-loss window " +
+         std::to_string(daemon::CrashLossWindow(config).count()) + " ms";
+}
+
+int Run(const Flags& flags) {
+  // Signals first, before any thread exists, so that every thread inherits the mask.
+  absl::StatusOr<SignalWaiter> signals = SignalWaiter::Create();
+  if (!signals.ok()) {
+    LogError("cannot set up signal handling: " + DescribeStatus(signals.status()));
+    return 1;
+  }
+  absl::Status status = DisableCoreDumps();
+  if (!status.ok()) {
+    LogError("cannot disable core dumps: " + DescribeStatus(status));
+    return 1;
+  }
+  // Before dropping root, so that the pages can be locked even under a small RLIMIT_MEMLOCK.
+  bool locked = false;
+  status = crypto::InitializeSecureHeap(kSecureHeapBytes, &locked);
+  if (!status.ok()) {
+    LogError("cannot set up the secure heap: " + DescribeStatus(status));
+    return 1;
+  }
+  status = DropPrivileges(flags.user);
+  if (!status.ok()) {
+    LogError(std::string(status.message()));
+    return 1;
+  }
+  // Changing credentials resets the dumpable flag; set it again as the final identity.
+  status = DisableCoreDumps();
+  if (!status.ok()) {
+    LogError("cannot disable core dumps: " + DescribeStatus(status));
+    return 1;
+  }
+  umask(077);
+  LogInfo(std::string("cofferd ") + kCofferdVersion + " starting as uid " +
+          std::to_string(getuid()) + ", pid " + std::to_string(getpid()) + "; secure heap " +
+          std::to_string(kSecureHeapBytes >> 20) + " MiB" +
+          (locked ? " (locked)"
+                  : " (NOT locked in memory: raise LimitMEMLOCK / ulimit -l; keys are still "
+                    "wiped and kept out of core dumps)"));
+
+  absl::StatusOr<daemon::Config> config = LoadConfig(flags);
+  if (!config.ok()) {
+    LogError("configuration: " + DescribeStatus(config.status()));
+    return 1;
+  }
+  LogInfo(
+      "configuration: " + (flags.config_file.empty() ? "built-in defaults" : flags.config_file) +
+      "; " + Describe(*config));
+
+  DaemonOptions options;
+  options.ensure_datasets = flags.ensure_datasets;
+  absl::StatusOr<std::unique_ptr<Daemon>> daemon = Daemon::Start(*config, options);
+  if (!daemon.ok()) {
+    LogError("cofferd cannot start: " + DescribeStatus(daemon.status()));
+    return 1;
+  }
+  LogInfo("serving: data socket " + config->data_socket() + ", admin socket " +
+          config->admin_socket());
+  LogInfo("try: coffer-client-example " + config->data_socket() +
+          " (stores and reads a record and an attachment in dataset \"crm\"); SIGTERM or "
+          "Ctrl-C stops, SIGHUP reloads grants");
+
+  for (;;) {
+    std::optional<DaemonSignal> signal = signals->Wait(std::chrono::seconds(60));
+    if (!signal) continue;
+    if (*signal == DaemonSignal::kReload) {
+      LogInfo("SIGHUP: reloading grants from " +
+              (flags.config_file.empty() ? std::string("the flags") : flags.config_file));
+      absl::StatusOr<daemon::Config> reloaded = LoadConfig(flags);
+      absl::Status applied = reloaded.ok() ? (*daemon)->ReloadGrants(*reloaded) : reloaded.status();
+      if (applied.ok()) {
+        LogInfo("SIGHUP: grants, admins and rate limits reloaded");
+      } else {
+        LogError("SIGHUP: kept the previous grants: " + DescribeStatus(applied));
+      }
+      continue;
+    }
+    LogInfo("stopping: draining requests in flight");
+    absl::Status stopped = (*daemon)->Stop();
+    if (!stopped.ok()) {
+      LogError("stopped with an error: " + DescribeStatus(stopped));
+      return 1;
+    }
+    LogInfo("stopped cleanly");
+    return 0;
+  }
+}
+
+}  // namespace
+}  // namespace coffer::cofferd
+
+int main(int argc, char** argv) {
+  coffer::cofferd::Flags flags;
+  CLI::App app{
+      "cofferd: coffer's encrypted storage and key-management daemon.\n"
+      "Serves the coffer.v1 API on two Unix sockets (data: records and attachments for the "
+      "CRM's uids; admin: datasets, keys, lifecycle, audit, backups for enrolled admins). "
+      "Configuration: a protobuf text-format file (annotated example: "
+      "kms/daemon/cofferd.example.conf; reference: docs/daemon.md); the flags below override "
+      "its fields. Logs go to stderr. SIGTERM or SIGINT drains requests in flight and exits 0; "
+      "SIGHUP reloads grants, admins and rate limits from the file.",
+      "cofferd"};
+  app.add_option("--config", flags.config_file,
+                 "Configuration file (coffer.daemon.v1.Config in protobuf text format). Without "
+                 "one, every field takes its default (state directory ./var).")
+      ->check(CLI::ExistingFile);
+  app.add_option("--state-dir", flags.state_directory,
+                 "Overrides state_directory: the directory every relative path of the "
+                 "configuration resolves against (sockets, hsm/, keys/, data/, audit/, "
+                 "backups/).");
+  app.add_option("--data-socket", flags.data_socket,
+                 "Overrides data_socket: the Unix socket CRM clients connect to (records, "
+                 "attachments).");
+  app.add_option("--admin-socket", flags.admin_socket,
+                 "Overrides admin_socket: the Unix socket for admin operations (keyctl).");
+  app.add_option("--durability", flags.durability,
+                 "Overrides durability: 'wal' acknowledges writes once in the RocksDB WAL "
+                 "(survives a daemon crash); 'sync' also fsyncs (survives power loss).")
+      ->check(CLI::IsMember({"wal", "sync"}));
+  app.add_option("--crash-loss-window-ms", flags.crash_loss_window_ms,
+                 "Overrides access_audit.crash_loss_window_millis: how many milliseconds of "
+                 "access-audit events a crash may lose; 0 makes every reply wait for its "
+                 "audit entry to be durable.")
+      ->check(CLI::Range(int64_t{0}, int64_t{60000}));
+  app.add_option("--hsm-module", flags.hsm_module,
+                 "Overrides hsm.module_path: the PKCS#11 module (default SoftHSM2's).");
+  app.add_option("--token-label", flags.token_label,
+                 "Overrides hsm.token_label: the label of the token holding coffer's keys.");
+  app.add_option("--pin-file", flags.pin_file,
+                 "Overrides hsm.pin_file: a file of mode 0600 holding the token's user PIN "
+                 "(never pass a PIN itself; under systemd use hsm.pin_credential).");
+  app.add_option("--user", flags.user,
+                 "When started as root: the user to run as (supplementary groups, gid and uid "
+                 "are all switched before anything is opened). cofferd refuses to run as root "
+                 "without it.");
+  app.add_option("--log-level", flags.log_level, "debug, info, warning or error (default info).")
+      ->check(CLI::IsMember({"debug", "info", "warning", "warn", "error"}));
+  app.add_option("--ensure-dataset", flags.ensure_datasets,
+                 "Creates this dataset at start-up if it does not exist (repeatable; the "
+                 "embedded default uses it for 'crm'). Datasets are otherwise created on the "
+                 "admin socket.");
+  app.set_version_flag("--version", coffer::cofferd::kCofferdVersion);
+  CLI11_PARSE(app, argc, argv);
+  coffer::cofferd::SetLogLevel(*coffer::cofferd::ParseLogLevel(flags.log_level));
+  return coffer::cofferd::Run(flags);
+}
