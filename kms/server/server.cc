@@ -279,7 +279,6 @@ void Server::Impl::Watch(Connection& connection, bool watch) {
 
 void Server::Impl::ReactorLoop() {
   std::vector<epoll_event> events(64);
-  Clock::time_point next_timer = Clock::now();
   for (;;) {
     Clock::time_point now = Clock::now();
     if (draining_.load() && !drain_started_) BeginDrain();
@@ -293,8 +292,7 @@ void Server::Impl::ReactorLoop() {
     }
     if (!listeners_watched_ && !drain_started_ && now >= accept_retry_at_) WatchListeners(true);
 
-    next_timer = CheckTimers(now);
-    Clock::time_point wake_at = next_timer;
+    Clock::time_point wake_at = CheckTimers(now);
     if (drain_started_ && !drain_forced_) {
       wake_at = std::min(wake_at, Clock::time_point(Clock::duration(drain_deadline_ns_.load())));
     }
@@ -388,8 +386,7 @@ void Server::Impl::OnReadable(const std::shared_ptr<Connection>& connection) {
     }
     if (header != 0 && c.buffered() >= header + payload) break;  // a complete frame: stop
     size_t want = std::max(kReadChunk, header + payload);
-    if (c.buffer.size() < want) c.buffer.resize(want);
-    if (c.end == c.buffer.size()) c.buffer.resize(c.buffer.size() + kReadChunk);
+    if (c.buffer.size() < want) c.buffer.resize(want);  // so end < size: the frame is longer
     ssize_t n = ::recv(c.fd, c.buffer.data() + c.end, c.buffer.size() - c.end, MSG_DONTWAIT);
     if (n > 0) {
       if (c.end == c.begin) c.frame_started = Clock::now();

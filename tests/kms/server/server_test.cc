@@ -427,6 +427,48 @@ TEST_F(ServerTest, ShutdownDeliversTheResponseOfARunningHandle) {
   server_->Shutdown(milliseconds(0));  // idempotent
 }
 
+// Every request the session handled had its response delivered: the clients' count of echoes
+// equals the server's count of requests handed to Handle; the rest saw SHUTTING_DOWN or a
+// closed connection.
+TEST_F(ServerTest, ShutdownUnderLoadLosesNoHandledResponse) {
+  options_.idle_timeout = milliseconds(10'000);
+  options_.request_timeout = milliseconds(10'000);
+  StartServer();
+  constexpr int kClients = 32;
+  std::atomic<uint64_t> echoed{0};
+  std::atomic<int> wrong{0};
+  std::atomic<int> started{0};
+  std::vector<std::thread> threads;
+  for (int c = 0; c < kClients; ++c) {
+    threads.emplace_back([&, c] {
+      TestClient client(data_path());
+      ++started;
+      for (uint64_t i = 1;; ++i) {
+        coffer::v1::Request request;
+        request.set_request_id(uint64_t(c) * 1'000'000 + i);
+        if (!client.Send(request).ok()) return;
+        coffer::v1::Response response;
+        bool eos = false;
+        if (!client.Read(&response, &eos).ok() || eos) return;
+        if (response.has_error()) {
+          if (response.error().code() != 507) ++wrong;
+          return;
+        }
+        if (response.request_id() != request.request_id()) ++wrong;
+        ++echoed;
+      }
+    });
+  }
+  // No ASSERT before the joins: the threads end only once the server shut down.
+  EXPECT_TRUE(factory_.WaitUntil([&] { return started == kClients && echoed > 2000; }));
+  server_->Shutdown(milliseconds(10'000));
+  for (auto& thread : threads) thread.join();
+  EXPECT_EQ(wrong.load(), 0);
+  EXPECT_EQ(server_->Stats().requests, echoed.load());
+  // A connection still in the listen backlog when accepting stopped never had a session.
+  EXPECT_EQ(factory_.closed(), static_cast<int>(factory_.peers().size()));
+}
+
 TEST_F(ServerTest, ShutdownTimeoutStillClosesEverything) {
   options_.workers = 1;
   StartServer();
