@@ -156,11 +156,12 @@ absl::Status ValidateDirectories(const Config& c) {
     const char* field;
     const std::string* path;
   };
-  const Dir dirs[] = {{"key_db_directory", &c.key_db_directory()},
+  // The token's storage first: when it collides, it is what must move.
+  const Dir dirs[] = {{"hsm.token_directory", &c.hsm().token_directory()},
+                      {"key_db_directory", &c.key_db_directory()},
                       {"data_directory", &c.data_directory()},
                       {"audit_directory", &c.audit_directory()},
-                      {"backup_directory", &c.backup_directory()},
-                      {"hsm.token_directory", &c.hsm().token_directory()}};
+                      {"backup_directory", &c.backup_directory()}};
   for (size_t i = 0; i < std::size(dirs); ++i) {
     for (size_t j = 0; j < std::size(dirs); ++j) {
       if (i == j) continue;
