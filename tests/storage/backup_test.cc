@@ -177,6 +177,24 @@ TEST_F(BackupTest, PruneDeletesExpiredBackupsButAlwaysKeepsTheNewest) {
   EXPECT_EQ(records_->Get(kDatasetA, "b").value(), "2");
 }
 
+TEST_F(BackupTest, DeleteRemovesOneBackupAndKeepsTheOthersWhole) {
+  ASSERT_TRUE(records_->Put(kDatasetA, "a", "1").ok());
+  auto first = backups_->Create(db_.get(), "first");
+  ASSERT_TRUE(first.ok()) << first.status();
+  ASSERT_TRUE(records_->Put(kDatasetA, "b", "2").ok());
+  auto second = backups_->Create(db_.get(), "second");
+  ASSERT_TRUE(second.ok()) << second.status();
+
+  ASSERT_TRUE(backups_->Delete(first->id).ok());
+  EXPECT_EQ(ErrorCodeOf(backups_->Delete(first->id)), ErrorCode::kBackupNotFound);
+  EXPECT_EQ(ErrorCodeOf(backups_->Verify(first->id)), ErrorCode::kBackupNotFound);
+  ASSERT_EQ(backups_->List()->size(), 1u);
+  EXPECT_TRUE(backups_->Verify(second->id).ok());  // shared files it needs survived
+  RestoreAndOpen(second->id, "restored");
+  EXPECT_EQ(records_->Get(kDatasetA, "a").value(), "1");
+  EXPECT_EQ(records_->Get(kDatasetA, "b").value(), "2");
+}
+
 TEST_F(BackupTest, PurgedRecordIsAbsentFromABackupTakenAfterThePurge) {
   for (int i = 0; i < 50; ++i) ASSERT_TRUE(records_->Put(kDatasetA, std::to_string(i), "v").ok());
   ASSERT_TRUE(records_->Put(kDatasetA, "doomed", "doomed value").ok());
