@@ -40,6 +40,7 @@ absl::StatusOr<JobRegistry::OnDemand*> JobRegistry::Reserve(uint64_t busy_key, p
   if (deps_.data_db == nullptr || deps_.keys == nullptr) {
     return MakeError(ErrorCode::kFailedPrecondition, "the job registry has no data DB or keys");
   }
+  ReapFinishedLocked();
   if (busy_.count(busy_key) != 0) {
     return MakeError(ErrorCode::kAlreadyExists,
                      "a job is already running on this dataset; see job_status");
@@ -57,6 +58,28 @@ absl::StatusOr<JobRegistry::OnDemand*> JobRegistry::Reserve(uint64_t busy_key, p
   OnDemand* raw = job.get();
   jobs_[id] = std::move(job);
   return raw;
+}
+
+void JobRegistry::ReapFinishedLocked() {
+  size_t finished = 0;
+  for (const auto& [id, job] : jobs_) {
+    if (job->finished) ++finished;
+  }
+  for (auto it = jobs_.begin(); it != jobs_.end();) {
+    OnDemand& job = *it->second;
+    if (!job.finished) {
+      ++it;
+      continue;
+    }
+    // Finish was the thread's last step under mu_, so this join does not wait on mu_.
+    if (job.thread.joinable()) job.thread.join();
+    if (finished > kFinishedJobsKept) {
+      --finished;
+      it = jobs_.erase(it);  // the oldest first: ids grow with start order
+    } else {
+      ++it;
+    }
+  }
 }
 
 absl::StatusOr<pb::JobStatus> JobRegistry::StartReencryption(uint64_t handle, std::string dataset,
@@ -159,6 +182,7 @@ void JobRegistry::Finish(OnDemand* job, const absl::Status& result) {
     SetError(&job->status, result);
   }
   if (job->busy_key) busy_.erase(*job->busy_key);
+  job->finished = true;
   changed_.notify_all();
 }
 
@@ -281,12 +305,16 @@ std::vector<pb::JobStatus> JobRegistry::AllStatus() const {
 
 absl::StatusOr<pb::JobStatus> JobRegistry::Wait(uint64_t id) const {
   std::unique_lock<std::mutex> lock(mu_);
-  auto it = jobs_.find(id);
-  if (it == jobs_.end()) return MakeError(ErrorCode::kNotFound, "no on-demand job with this id");
-  const OnDemand* job = it->second.get();
-  changed_.wait(lock, [job] {
-    return job->status.state() == pb::JOB_DONE || job->status.state() == pb::JOB_FAILED;
-  });
+  // Looked up afresh each time: a finished job may be dropped while this waits for mu_.
+  auto finished = [this, id]() -> const OnDemand* {
+    auto it = jobs_.find(id);
+    if (it == jobs_.end()) return nullptr;
+    return it->second->finished ? it->second.get() : nullptr;
+  };
+  if (jobs_.count(id) == 0) return MakeError(ErrorCode::kNotFound, "no on-demand job with this id");
+  changed_.wait(lock, [&] { return jobs_.count(id) == 0 || finished() != nullptr; });
+  const OnDemand* job = finished();
+  if (job == nullptr) return MakeError(ErrorCode::kNotFound, "the job's status was dropped");
   return job->status;
 }
 

@@ -16,7 +16,8 @@
 // Thread safety: every method may be called from any thread. Ownership: borrows the deps,
 // which must outlive the registry; the destructor calls Stop(). Failures: ALREADY_EXISTS (busy
 // dataset, duplicate periodic name), NOT_FOUND (unknown job id or name), FAILED_PRECONDITION
-// (after Stop), INVALID_ARGUMENT (zero period, missing function).
+// (after Stop), INVALID_ARGUMENT (zero period, missing function). A scrub cannot be cancelled:
+// Stop() waits for a running one to finish. The last 64 finished on-demand jobs stay visible.
 
 #ifndef COFFER_KMS_DAEMON_JOBS_H_
 #define COFFER_KMS_DAEMON_JOBS_H_
@@ -94,8 +95,11 @@ class JobRegistry {
   struct OnDemand {
     coffer::v1::JobStatus status;  // guarded by mu_
     std::optional<uint64_t> busy_key;
+    bool finished = false;  // guarded by mu_; set by the thread's last locked step
     std::thread thread;
   };
+  // Finished on-demand jobs kept for job_status; older ones are dropped at the next start.
+  static constexpr size_t kFinishedJobsKept = 64;
   struct Periodic {
     std::string name;
     coffer::v1::JobStatus status;  // guarded by mu_
@@ -106,6 +110,8 @@ class JobRegistry {
   };
 
   int64_t NowMicros() const;
+  // Joins the threads of finished jobs and drops the oldest beyond kFinishedJobsKept (mu_ held).
+  void ReapFinishedLocked();
   absl::StatusOr<OnDemand*> Reserve(uint64_t busy_key, coffer::v1::JobKind kind,
                                     std::string dataset);
   void RunReencryption(OnDemand* job, uint64_t handle, double max_items_per_second);

@@ -92,6 +92,8 @@ std::string_view FixedText(ErrorCode code) {
       return "the upload was already committed, aborted or failed; start a new one";
     case ErrorCode::kRangeBeyondEnd:
       return "the requested range ends beyond the attachment";
+    case ErrorCode::kMalformedRequest:
+      return "the request lacks a required field (a dataset, id or name)";
     case ErrorCode::kDataDbError:
       return "the data DB reported a failure; see the daemon's log";
     default:
