@@ -238,6 +238,20 @@ class CofferdProcess {
     return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
   }
 
+  // Runs the binary with `extra_args` in the foreground and returns its exit status and log.
+  // `env` is passed to env(1) (default: no SOFTHSM2_CONF, so cofferd finds hsm/softhsm2.conf).
+  std::pair<int, std::string> RunToExit(const std::vector<std::string>& extra_args,
+                                        const std::string& env = "-u SOFTHSM2_CONF") {
+    std::string out = dir_ + "/run.log";
+    std::string command = std::string(COFFERD_BINARY) + " --config " + dir_ + "/cofferd.conf";
+    for (const std::string& a : extra_args) command += " " + a;
+    command += " >" + out + " 2>&1 </dev/null";
+    // A daemon that wrongly starts would serve forever: timeout ends it (exit 124).
+    int status = std::system(("env " + env + " timeout 120 " + command).c_str());
+    return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, ReadAll(out)};
+  }
+  std::string UserArg() const { return as_root_ ? "--user nobody" : ""; }
+
   pid_t pid() const { return pid_; }
   bool as_root() const { return as_root_; }
   gid_t daemon_gid() const { return daemon_gid_; }
@@ -250,9 +264,11 @@ class CofferdProcess {
  private:
   CofferdProcess() = default;
 
-  void WriteConfig() {
+ public:
+  // Writes the configuration (SIGHUP re-reads it); `extra` is appended.
+  void WriteConfig(const std::string& extra = "") {
     const std::string me = std::to_string(geteuid());
-    std::ofstream out(dir_ + "/cofferd.conf");
+    std::ofstream out(dir_ + "/cofferd.conf", std::ios::trunc);
     out << "state_directory: \"" << dir_ << "\"\n"
         << "data_socket: \"data.sock\"\nadmin_socket: \"admin.sock\"\n";
     if (as_root_) out << "data_socket_group: \"" << daemon_group_ << "\"\n";
@@ -274,15 +290,29 @@ class CofferdProcess {
         << "  overrides { principal { uid: " << kRateLimitUid
         << " } limit { requests_per_second: 0.001 burst: " << kRateLimitBurst << " } }\n"
         << "}\n"
-        << "jobs { rotation_check_seconds: 1 retention_interval_seconds: 1 }\n";
+        << "jobs { rotation_check_seconds: 1 retention_interval_seconds: 1 }\n"
+        << extra;
   }
 
+ private:
   std::string dir_;
   bool as_root_ = false;
   uid_t daemon_uid_ = 0;
   gid_t daemon_gid_ = 0;
   std::string daemon_group_;
   pid_t pid_ = -1;
+
+ public:
+  // Waits until the daemon's log contains `text` (appearing after `from` bytes).
+  bool WaitForLog(const std::string& text, size_t from) const {
+    auto deadline = In(kIoWait);
+    while (std::chrono::steady_clock::now() < deadline) {
+      std::string log = Log();
+      if (log.size() > from && log.find(text, from) != std::string::npos) return true;
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    return false;
+  }
 };
 
 // Runs `body` in a child process that has dropped to `uid` (gid `uid`, supplementary group
@@ -335,7 +365,9 @@ class CofferdTest : public ::testing::Test {
     handle_ = created->dataset_create().handle();
   }
   static void TearDownTestSuite() {
-    if (daemon_ && daemon_->pid() > 0) EXPECT_EQ(daemon_->SignalAndWait(SIGTERM), 0);
+    if (daemon_ && daemon_->pid() > 0) {
+      EXPECT_EQ(daemon_->SignalAndWait(SIGTERM), 0);
+    }
     daemon_.reset();
   }
   void TearDown() override {
@@ -745,7 +777,7 @@ TEST_F(CofferdTest, BrokenClientsAreAnsweredOrDroppedWhileOthersAreServed) {
   // Half-closed: a complete request, then no more writing.
   RawConnection half_closed(daemon_->data_socket());
   ASSERT_TRUE(half_closed.ok());
-  ASSERT_TRUE(half_closed.Send(DataRequest(1)).ok());
+  ASSERT_TRUE(half_closed.Send(DataRequest(2)).ok());
   ASSERT_EQ(shutdown(half_closed.fd(), SHUT_WR), 0);
   // Stalled: connected, sends nothing.
   RawConnection stalled(daemon_->data_socket());
@@ -770,16 +802,20 @@ TEST_F(CofferdTest, BrokenClientsAreAnsweredOrDroppedWhileOthersAreServed) {
   EXPECT_TRUE(oversized.ClosedByDaemon());
 
   auto junk_answer = garbage.Receive();
-  if (junk_answer.ok()) EXPECT_EQ(junk_answer->error().code(), 501);  // MALFORMED_REQUEST
+  if (junk_answer.ok()) {
+    EXPECT_EQ(junk_answer->error().code(), 501);  // MALFORMED_REQUEST
+  }
   EXPECT_TRUE(garbage.ClosedByDaemon());
 
   auto cut = truncated.Receive();
-  if (cut.ok()) EXPECT_EQ(cut->error().code(), 505);  // REQUEST_TIMEOUT
+  if (cut.ok()) {
+    EXPECT_EQ(cut->error().code(), 505);  // REQUEST_TIMEOUT
+  }
   EXPECT_TRUE(truncated.ClosedByDaemon());
 
   auto answered = half_closed.Receive();
   ASSERT_TRUE(answered.ok()) << answered.status();
-  EXPECT_EQ(answered->request_id(), DataRequest(1).request_id());
+  EXPECT_EQ(answered->request_id(), DataRequest(2).request_id());
   EXPECT_FALSE(answered->has_error()) << answered->error().DebugString();
   EXPECT_TRUE(half_closed.ClosedByDaemon());
 
@@ -789,12 +825,52 @@ TEST_F(CofferdTest, BrokenClientsAreAnsweredOrDroppedWhileOthersAreServed) {
   for (int i = 0; i < 20; ++i) ASSERT_TRUE(c->RecordExists(kDataset, "customer/1").ok());
 }
 
+TEST_F(CofferdTest, SighupReloadsGrants) {
+  if (!daemon_->as_root()) GTEST_SKIP() << "needs root to drop to other uids";
+  std::string socket = daemon_->data_socket();
+  auto exists_as_no_grant_uid = [&socket] {
+    return RunAsUid(kNoGrantUid, daemon_->daemon_gid(), [&socket] {
+      RawConnection conn(socket);
+      return conn.ok() ? std::to_string(ErrorOf(conn.Call(DataRequest(2)))) : "connect failed";
+    });
+  };
+  EXPECT_EQ(exists_as_no_grant_uid(), "502");
+
+  daemon_->WriteConfig("grants { principals { uid: " + std::to_string(kNoGrantUid) +
+                       " } datasets: \"" + kDataset + "\" rights: READ }\n");
+  size_t log_size = daemon_->Log().size();
+  ASSERT_EQ(kill(daemon_->pid(), SIGHUP), 0);
+  ASSERT_TRUE(daemon_->WaitForLog("grants, admins and rate limits reloaded", log_size));
+  EXPECT_EQ(exists_as_no_grant_uid(), "0");
+
+  // A configuration that does not load keeps the grants in force.
+  {
+    std::ofstream broken(daemon_->dir() + "/cofferd.conf", std::ios::trunc);
+    broken << "grants { principals { uid: 1 } rights: NO_SUCH_RIGHT }\n";
+  }
+  log_size = daemon_->Log().size();
+  ASSERT_EQ(kill(daemon_->pid(), SIGHUP), 0);
+  ASSERT_TRUE(daemon_->WaitForLog("kept the previous grants", log_size));
+  EXPECT_EQ(exists_as_no_grant_uid(), "0");
+
+  daemon_->WriteConfig();
+  log_size = daemon_->Log().size();
+  ASSERT_EQ(kill(daemon_->pid(), SIGHUP), 0);
+  ASSERT_TRUE(daemon_->WaitForLog("grants, admins and rate limits reloaded", log_size));
+  EXPECT_EQ(exists_as_no_grant_uid(), "502");
+}
+
 // Last: stops the suite's daemon with SIGTERM under load and restarts it on the same state.
 TEST_F(CofferdTest, SigtermDuringLoadLosesNoAcknowledgedWriteAndRestartReusesTheState) {
   pb::Request describe;
   describe.mutable_dataset_describe()->set_name(kDataset);
   auto before = Admin(describe);
   ASSERT_TRUE(before.ok() && !before->has_error());
+  {
+    auto c = Connect();
+    ASSERT_NE(c, nullptr);
+    ASSERT_TRUE(c->PutRecord(kDataset, "restart/marker", "written before the restart").ok());
+  }
 
   constexpr int kWriters = 8;
   constexpr size_t kAckedBeforeSignal = 2000;
@@ -851,7 +927,9 @@ TEST_F(CofferdTest, SigtermDuringLoadLosesNoAcknowledgedWriteAndRestartReusesThe
     ++checked;
   }
   EXPECT_GE(checked, kAckedBeforeSignal);
-  EXPECT_EQ(*c->GetRecord(kDataset, "customer/1"), "value one");  // from an earlier test
+  auto marker = c->GetRecord(kDataset, "restart/marker");
+  ASSERT_TRUE(marker.ok()) << marker.status();
+  EXPECT_EQ(*marker, "written before the restart");
 
   // The audit log closed cleanly and still verifies, online, across the restart.
   pb::Request verify;
@@ -860,6 +938,65 @@ TEST_F(CofferdTest, SigtermDuringLoadLosesNoAcknowledgedWriteAndRestartReusesThe
   ASSERT_TRUE(verified.ok()) << verified.status();
   EXPECT_FALSE(verified->has_error()) << verified->error().DebugString();
   EXPECT_GT(verified->audit_verify().checkpoints(), 0u);
+}
+
+// Start-up checks: each refusal exits 1 with a message that says what to fix.
+class CofferdStartupTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    state_ = CofferdProcess::Create();
+    ASSERT_NE(state_, nullptr);
+  }
+  std::unique_ptr<CofferdProcess> state_;
+};
+
+TEST_F(CofferdStartupTest, RefusesToRunAsRootWithoutUser) {
+  if (geteuid() != 0) GTEST_SKIP() << "needs root";
+  auto [code, log] = state_->RunToExit({});
+  EXPECT_EQ(code, 1);
+  EXPECT_NE(log.find("cofferd does not run as root; pass --user"), std::string::npos) << log;
+}
+
+TEST_F(CofferdStartupTest, RefusesAPinFileOthersCanRead) {
+  ASSERT_EQ(chmod((state_->dir() + "/hsm/user.pin").c_str(), 0644), 0);
+  auto [code, log] = state_->RunToExit({state_->UserArg()});
+  EXPECT_EQ(code, 1);
+  EXPECT_NE(log.find("HSM_PIN_UNAVAILABLE"), std::string::npos) << log;
+  EXPECT_NE(log.find("chmod"), std::string::npos) << log;
+  std::string pin = ReadAll(state_->dir() + "/hsm/user.pin");
+  ASSERT_FALSE(pin.empty());
+  EXPECT_EQ(log.find(pin.substr(0, 16)), std::string::npos) << "the PIN reached the log";
+}
+
+TEST_F(CofferdStartupTest, RefusesTokenStorageInsideTheDataDirectory) {
+  // SOFTHSM2_CONF names the token storage hsm/tokens; with hsm/ as the data directory, a copy
+  // of the data would carry the token's keys. (hsm.token_directory is moved out of the way,
+  // or the configuration check would refuse first.)
+  std::string conf = ReadAll(state_->dir() + "/cofferd.conf");
+  const std::string token_directory = "token_directory: \"hsm\"";
+  size_t at = conf.find(token_directory);
+  ASSERT_NE(at, std::string::npos);
+  conf.replace(at, token_directory.size(), "token_directory: \"elsewhere\"");
+  std::ofstream(state_->dir() + "/cofferd.conf", std::ios::trunc)
+      << conf << "data_directory: \"" << state_->dir() << "/hsm\"\n";
+  auto [code, log] = state_->RunToExit({state_->UserArg()},
+                                       "SOFTHSM2_CONF=" + state_->dir() + "/hsm/softhsm2.conf");
+  EXPECT_EQ(code, 1);
+  EXPECT_NE(log.find("lies inside data_directory"), std::string::npos) << log;
+}
+
+TEST_F(CofferdStartupTest, RefusesAMissingTokenWithAHint) {
+  auto [code, log] = state_->RunToExit({state_->UserArg(), "--token-label", "nosuchtoken"});
+  EXPECT_EQ(code, 1);
+  EXPECT_NE(log.find("HSM_TOKEN_NOT_FOUND"), std::string::npos) << log;
+  EXPECT_NE(log.find("scripts/softhsm-token"), std::string::npos) << log;
+}
+
+TEST_F(CofferdStartupTest, RefusesAMissingModule) {
+  auto [code, log] = state_->RunToExit({state_->UserArg(), "--hsm-module", "/nonexistent/p11.so"});
+  EXPECT_EQ(code, 1);
+  EXPECT_NE(log.find("hsm.module_path /nonexistent/p11.so does not exist"), std::string::npos)
+      << log;
 }
 
 }  // namespace
