@@ -92,6 +92,18 @@ std::string_view FixedText(ErrorCode code) {
       return "the upload was already committed, aborted or failed; start a new one";
     case ErrorCode::kRangeBeyondEnd:
       return "the requested range ends beyond the attachment";
+    case ErrorCode::kBackupNotFound:
+      return "no backup with this id (never made, or pruned)";
+    case ErrorCode::kBackupCorrupt:
+      return "the backup failed verification; do not restore from it";
+    case ErrorCode::kRestoreTargetNotEmpty:
+      return "a restore writes only into a new or empty directory";
+    case ErrorCode::kRestoreIncomplete:
+      return "that directory holds an unfinished restore; delete it and restore again";
+    case ErrorCode::kReplaySourceStale:
+      return "the live audit log cannot replay purges and destructions since the backup";
+    case ErrorCode::kAuditTampered:
+      return "audit verification failed";
     case ErrorCode::kMalformedRequest:
       return "the request lacks a required field (a dataset, id or name)";
     case ErrorCode::kDataDbError:

@@ -131,26 +131,7 @@ class DaemonServicesTest : public ::testing::Test {
 
     authorizer_ = std::make_unique<Authorizer>(Grants(kGrants), [this] { return now_; });
 
-    ServicesDeps deps;
-    deps.keys = keys_.get();
-    deps.data_db = db_.get();
-    deps.records = records_.get();
-    deps.attachments = attachments_.get();
-    deps.bin = bin_.get();
-    deps.audit_log = log_.get();
-    deps.access_audit = writer_.get();
-    deps.clock = &clock_;
-    deps.jobs = jobs_.get();
-    deps.authorizer = authorizer_.get();
-    deps.audit_directory = dir_.Sub("audit");
-    auto pem = suite_.signer->PublicKeyPem();
-    ASSERT_TRUE(pem.ok()) << pem.status();
-    deps.audit_public_key_pem = *pem;
-    deps.version = "test";
-    deps.durability = "wal";
-    deps.data_socket = "/run/coffer/data.sock";
-    deps.admin_socket = "/run/coffer/admin.sock";
-    auto services = Services::Create(std::move(deps));
+    auto services = Services::Create(Deps());
     ASSERT_TRUE(services.ok()) << services.status();
     services_ = *std::move(services);
 
@@ -174,6 +155,29 @@ class DaemonServicesTest : public ::testing::Test {
     if (writer_) writer_->Stop().IgnoreError();
     writer_.reset();
     if (log_) log_->Close().IgnoreError();
+  }
+
+  ServicesDeps Deps() {
+    ServicesDeps deps;
+    deps.keys = keys_.get();
+    deps.data_db = db_.get();
+    deps.records = records_.get();
+    deps.attachments = attachments_.get();
+    deps.bin = bin_.get();
+    deps.audit_log = log_.get();
+    deps.access_audit = writer_.get();
+    deps.clock = &clock_;
+    deps.jobs = jobs_.get();
+    deps.authorizer = authorizer_.get();
+    deps.audit_directory = dir_.Sub("audit");
+    auto pem = suite_.signer->PublicKeyPem();
+    EXPECT_TRUE(pem.ok()) << pem.status();
+    deps.audit_public_key_pem = pem.value_or("");
+    deps.version = "test";
+    deps.durability = "wal";
+    deps.data_socket = "/run/coffer/data.sock";
+    deps.admin_socket = "/run/coffer/admin.sock";
+    return deps;
   }
 
   static std::shared_ptr<const GrantTable> Grants(const std::string& text) {
@@ -586,6 +590,66 @@ TEST_F(DaemonServicesTest, EveryDataOperationIsInTheAccessAudit) {
   EXPECT_EQ(reads_ok, 1);
   EXPECT_EQ(reads_missing, 1);
   EXPECT_EQ(deletes, 1);
+}
+
+TEST_F(DaemonServicesTest, MalformedRequestsAreRefusedAndAudited) {
+  CreateDataset("crm/contacts");
+  pb::Request nothing;
+  pb::Response refused = Call(admin_.get(), nothing);
+  EXPECT_EQ(Code(refused), C(ErrorCode::kMalformedRequest));
+  EXPECT_EQ(CountEntries(audit::v1::REQUEST_REFUSED, kAdmin, ErrorCode::kMalformedRequest), 1);
+
+  // No dataset named (an admin may reach the operation; a data peer is refused before).
+  pb::Response unnamed = Call(admin_.get(), Put("", "c-1", "v"));
+  EXPECT_EQ(Code(unnamed), C(ErrorCode::kMalformedRequest));
+  EXPECT_EQ(unnamed.error().code_name(), "MALFORMED_REQUEST");
+  EXPECT_EQ(Code(Call(writer_session_.get(), Put("", "c-1", "v"))), C(ErrorCode::kNotGranted));
+
+  pb::Request job;
+  job.mutable_job_start()->set_kind(pb::JOB_ROTATION);
+  EXPECT_EQ(Code(Call(admin_.get(), job)), C(ErrorCode::kMalformedRequest));
+  pb::Request retire;
+  retire.mutable_key_retire()->set_dataset("crm/contacts");
+  EXPECT_EQ(Code(Call(admin_.get(), retire)), C(ErrorCode::kMalformedRequest));
+  pb::Request status;
+  status.mutable_job_status()->set_id(424242);
+  EXPECT_EQ(Code(Call(admin_.get(), status)), C(ErrorCode::kNotFound));
+}
+
+TEST_F(DaemonServicesTest, ExtraAdminOperationsRunAfterAccessControlWithTheAdminAsActor) {
+  ServicesDeps deps = Deps();
+  uint32_t seen_uid = 0;
+  deps.extra_admin_ops[pb::Request::kBackupList] =
+      [&](const pb::Request&, const audit::AuditActor& actor, pb::Response* response) {
+        seen_uid = actor.uid;
+        response->mutable_backup_list()->add_backups()->set_id(7);
+        return absl::OkStatus();
+      };
+  deps.extra_admin_ops[pb::Request::kBackupVerify] = [](const pb::Request&,
+                                                        const audit::AuditActor&, pb::Response*) {
+    return MakeError(ErrorCode::kBackupCorrupt, "/secret/path/backup-7 checksum");
+  };
+  auto services = Services::Create(std::move(deps));
+  ASSERT_TRUE(services.ok()) << services.status();
+  std::unique_ptr<Session> admin = (*services)->Open(Peer(kAdmin, SocketKind::kAdmin));
+  pb::Request list;
+  list.mutable_backup_list();
+  pb::Response listed = Call(admin.get(), list);
+  ASSERT_FALSE(listed.has_error()) << listed.error().message();
+  EXPECT_EQ(listed.backup_list().backups(0).id(), 7u);
+  EXPECT_EQ(seen_uid, kAdmin);
+  pb::Request verify;
+  verify.mutable_backup_verify();
+  pb::Response failed = Call(admin.get(), verify);
+  EXPECT_EQ(Code(failed), C(ErrorCode::kBackupCorrupt));
+  EXPECT_EQ(failed.error().message().find("/secret"), std::string::npos);
+
+  seen_uid = 0;
+  std::unique_ptr<Session> data = (*services)->Open(Peer(kWriter));
+  EXPECT_EQ(Code(Call(data.get(), list)), C(ErrorCode::kWrongSocket));
+  std::unique_ptr<Session> stranger = (*services)->Open(Peer(kStranger, SocketKind::kAdmin));
+  EXPECT_EQ(Code(Call(stranger.get(), list)), C(ErrorCode::kNotGranted));
+  EXPECT_EQ(seen_uid, 0u);
 }
 
 TEST_F(DaemonServicesTest, TransportRefusalsAreAudited) {
