@@ -17,9 +17,10 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
-#include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <iomanip>
+#include <iostream>
 #include <mutex>
 #include <random>
 #include <string>
@@ -67,9 +68,9 @@ bool ParseFlags(int argc, char** argv, Flags* flags) {
         p = *end == ',' ? end + 1 : end;
       }
     } else if (const char* v4 = value("seconds")) {
-      flags->seconds = std::atof(v4);
+      flags->seconds = std::strtod(v4, nullptr);
     } else if (const char* v5 = value("warmup_seconds")) {
-      flags->warmup_seconds = std::atof(v5);
+      flags->warmup_seconds = std::strtod(v5, nullptr);
     } else if (const char* v6 = value("ids")) {
       flags->ids = std::strtoull(v6, nullptr, 10);
     } else if (const char* v7 = value("value_bytes")) {
@@ -103,7 +104,7 @@ struct PhaseResult {
 
 double PercentileMicros(std::vector<uint32_t>& samples, double q) {
   if (samples.empty()) return 0;
-  size_t index = static_cast<size_t>(q * static_cast<double>(samples.size() - 1));
+  auto index = static_cast<size_t>(q * static_cast<double>(samples.size() - 1));
   std::nth_element(samples.begin(), samples.begin() + static_cast<ptrdiff_t>(index), samples.end());
   return samples[index] / 1000.0;
 }
@@ -121,6 +122,7 @@ PhaseResult RunPhase(int threads, const Flags& flags, const char* name, Op op) {
   std::mutex report_mu;
   bool reported = false;
   std::vector<std::thread> workers;
+  workers.reserve(static_cast<size_t>(threads));
   for (int t = 0; t < threads; ++t) {
     workers.emplace_back([&, t] {
       std::mt19937_64 rng(0x5eed0000u + static_cast<uint64_t>(t));
@@ -136,10 +138,9 @@ PhaseResult RunPhase(int threads, const Flags& flags, const char* name, Op op) {
           std::lock_guard<std::mutex> lock(report_mu);
           if (!reported) {
             reported = true;
-            std::fprintf(stderr, "%s: first error: %s (%d): %s\n", name,
-                         std::string(coffer::ErrorCodeName(coffer::ErrorCodeOf(status))).c_str(),
-                         static_cast<int>(coffer::ErrorCodeOf(status)),
-                         std::string(status.message()).c_str());
+            coffer::ErrorCode code = coffer::ErrorCodeOf(status);
+            std::cerr << name << ": first error: " << coffer::ErrorCodeName(code) << " ("
+                      << static_cast<int>(code) << "): " << status.message() << std::endl;
           }
           continue;
         }
@@ -163,10 +164,10 @@ void Print(int clients, const char* op, PhaseResult& r) {
   double ops = static_cast<double>(r.latencies_ns.size()) / r.measured_seconds;
   double p50 = PercentileMicros(r.latencies_ns, 0.50);
   double p99 = PercentileMicros(r.latencies_ns, 0.99);
-  std::printf(
-      "RESULT clients=%d op=%s ops_per_s=%.0f p50_us=%.1f p99_us=%.1f ops=%zu errors=%llu\n",
-      clients, op, ops, p50, p99, r.latencies_ns.size(), static_cast<unsigned long long>(r.errors));
-  std::fflush(stdout);
+  std::cout << std::fixed << "RESULT clients=" << clients << " op=" << op
+            << " ops_per_s=" << std::setprecision(0) << ops << " p50_us=" << std::setprecision(1)
+            << p50 << " p99_us=" << p99 << " ops=" << r.latencies_ns.size()
+            << " errors=" << r.errors << std::endl;
 }
 
 }  // namespace
@@ -174,11 +175,10 @@ void Print(int clients, const char* op, PhaseResult& r) {
 int main(int argc, char** argv) {
   Flags flags;
   if (!ParseFlags(argc, argv, &flags)) {
-    std::fprintf(stderr,
-                 "usage: %s --socket PATH --dataset NAME [--clients 1,8,64] [--seconds 5]\n"
+    std::cerr << "usage: " << argv[0]
+              << " --socket PATH --dataset NAME [--clients 1,8,64] [--seconds 5]\n"
                  "          [--warmup_seconds 1] [--ids 100000] [--value_bytes 1024]\n"
-                 "  (--socket defaults to $COFFER_DATA_SOCKET)\n",
-                 argv[0]);
+                 "  (--socket defaults to $COFFER_DATA_SOCKET)\n";
     return 2;
   }
   for (int clients : flags.clients) {
@@ -188,7 +188,7 @@ int main(int argc, char** argv) {
     options.request_timeout = std::chrono::seconds(30);
     auto client = coffer::client::Client::Connect(flags.socket, options);
     if (!client.ok()) {
-      std::fprintf(stderr, "connect: %s\n", std::string(client.status().message()).c_str());
+      std::cerr << "connect: " << client.status().message() << "\n";
       return 1;
     }
     coffer::client::Client& c = **client;
@@ -209,7 +209,7 @@ int main(int argc, char** argv) {
       if (written[n].load(std::memory_order_relaxed)) present.push_back(n);
     }
     if (present.empty()) {
-      std::fprintf(stderr, "no put succeeded: nothing to get\n");
+      std::cerr << "no put succeeded: nothing to get\n";
       return 1;
     }
     PhaseResult gets = RunPhase(clients, flags, "get", [&](std::mt19937_64& rng) -> absl::Status {

@@ -230,7 +230,7 @@ class Connection {
 class ConnectionPool {
  public:
   ConnectionPool(std::string path, ClientOptions options)
-      : path_(std::move(path)), options_(std::move(options)) {
+      : path_(std::move(path)), options_(options) {
     options_.max_connections = std::max<size_t>(options_.max_connections, 1);
     options_.chunk_bytes = std::max<size_t>(options_.chunk_bytes, 1);
   }

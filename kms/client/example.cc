@@ -11,8 +11,8 @@
 //
 // Build: link against the `coffer_client` CMake target and include "kms/client/client.h".
 
-#include <cstdio>
 #include <cstdlib>
+#include <iostream>
 #include <string>
 
 #include "crypto/status.h"
@@ -24,9 +24,8 @@ namespace {
 // says what to fix (e.g. "NOT_GRANTED": ask an admin for a grant on the dataset).
 int Fail(const char* step, const absl::Status& status) {
   coffer::ErrorCode code = coffer::ErrorCodeOf(status);
-  std::fprintf(stderr, "%s failed: %s (%d): %s\n", step,
-               std::string(coffer::ErrorCodeName(code)).c_str(), static_cast<int>(code),
-               std::string(status.message()).c_str());
+  std::cerr << step << " failed: " << coffer::ErrorCodeName(code) << " (" << static_cast<int>(code)
+            << "): " << status.message() << "\n";
   return 1;
 }
 
@@ -41,10 +40,8 @@ int main(int argc, char** argv) {
   std::string socket_path = argc > 1 ? argv[1] : FromEnv("COFFER_DATA_SOCKET", "");
   std::string dataset = argc > 2 ? argv[2] : FromEnv("COFFER_DATASET", "crm");
   if (socket_path.empty()) {
-    std::fprintf(stderr,
-                 "usage: %s DATA_SOCKET [DATASET]\n"
-                 "  or set COFFER_DATA_SOCKET (scripts/start prints the data socket's path)\n",
-                 argv[0]);
+    std::cerr << "usage: " << argv[0] << " DATA_SOCKET [DATASET]\n"
+              << "  or set COFFER_DATA_SOCKET (scripts/start prints the data socket's path)\n";
     return 2;
   }
 
@@ -53,7 +50,7 @@ int main(int argc, char** argv) {
   options.request_timeout = std::chrono::seconds(10);
   auto client = coffer::client::Client::Connect(socket_path, options);
   if (!client.ok()) return Fail("connect", client.status());
-  std::printf("connected to %s, dataset %s\n", socket_path.c_str(), dataset.c_str());
+  std::cout << "connected to " << socket_path << ", dataset " << dataset << "\n";
 
   // Records: ids and values are arbitrary bytes (ids up to 1 KiB).
   const std::string id = "customer/42";
@@ -63,12 +60,12 @@ int main(int argc, char** argv) {
   }
   auto got = (*client)->GetRecord(dataset, id);
   if (!got.ok()) return Fail("GetRecord", got.status());
-  std::printf("record %s -> %s\n", id.c_str(), got->c_str());
+  std::cout << "record " << id << " -> " << *got << "\n";
 
   // A missing record is an error with a stable code, not an empty value.
   auto missing = (*client)->GetRecord(dataset, "customer/does-not-exist");
   if (coffer::ErrorCodeOf(missing.status()) == coffer::ErrorCode::kRecordNotFound) {
-    std::printf("missing record -> RECORD_NOT_FOUND, as expected\n");
+    std::cout << "missing record -> RECORD_NOT_FOUND, as expected\n";
   } else if (!missing.ok()) {
     return Fail("GetRecord (missing id)", missing.status());
   }
@@ -90,8 +87,8 @@ int main(int argc, char** argv) {
   }
   auto stored = (*writer)->Commit();
   if (!stored.ok()) return Fail("AttachmentWriter::Commit", stored.status());
-  std::printf("attachment %s stored: %llu bytes, %s\n", name.c_str(),
-              static_cast<unsigned long long>(stored->size), stored->content_type.c_str());
+  std::cout << "attachment " << name << " stored: " << stored->size << " bytes, "
+            << stored->content_type << "\n";
 
   // Download: the reader streams the daemon's frames; Read fills a buffer of your size (use
   // ReadAll for small attachments). offset/length select a range.
@@ -105,7 +102,7 @@ int main(int argc, char** argv) {
     if (*n == 0) break;
     downloaded.append(buffer, *n);
   }
-  std::printf("attachment downloaded: %zu bytes, %s\n", downloaded.size(),
-              downloaded == contents ? "identical to what was uploaded" : "DIFFERENT");
+  std::cout << "attachment downloaded: " << downloaded.size() << " bytes, "
+            << (downloaded == contents ? "identical to what was uploaded" : "DIFFERENT") << "\n";
   return downloaded == contents ? 0 : 1;
 }

@@ -95,7 +95,7 @@ class FakeDaemon {
 
   // Knobs.
   std::atomic<int> drop_next{0};  // read this many requests and close without answering
-  std::atomic<size_t> download_frame_bytes{256 * 1024};
+  std::atomic<size_t> download_frame_bytes{size_t{256} * 1024};
   std::atomic<bool> wrong_request_id{false};
   std::atomic<bool> short_download{false};
 
@@ -668,7 +668,7 @@ TEST(ClientTest, EmptyAttachmentRoundTrips) {
 
 TEST(ClientTest, ReaderDroppedMidStreamDoesNotPoisonThePool) {
   FakeDaemon daemon;
-  daemon.download_frame_bytes = 64 * 1024;
+  daemon.download_frame_bytes = size_t{64} * 1024;
   auto client = MustConnect(daemon.path());
   ASSERT_NE(client, nullptr);
   auto writer = client->BeginAttachment("crm", "big", "");
@@ -710,7 +710,7 @@ TEST(ClientTest, ProtocolViolationsAreUnexpectedFrame) {
 TEST(ClientTest, OversizedRequestIsRefusedBeforeSending) {
   FakeDaemon daemon;
   ClientOptions options;
-  options.max_frame_bytes = 64 * 1024;
+  options.max_frame_bytes = size_t{64} * 1024;
   auto client = MustConnect(daemon.path(), options);
   ASSERT_NE(client, nullptr);
   absl::Status status = client->PutRecord("crm", "big", std::string(100'000, 'v'));
@@ -808,6 +808,7 @@ TEST(ClientTest, EightThreadsShareThePool) {
   constexpr int kOps = 150;
   std::atomic<int> failures{0};
   std::vector<std::thread> threads;
+  threads.reserve(kThreads);
   for (int t = 0; t < kThreads; ++t) {
     threads.emplace_back([&, t] {
       for (int i = 0; i < kOps; ++i) {
