@@ -4,12 +4,14 @@
 
 #include "kms/full_backup.h"
 
+#include <atomic>
 #include <chrono>
 #include <filesystem>
 #include <fstream>
 #include <map>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "crypto/status.h"
@@ -429,6 +431,30 @@ TEST_F(FullBackupTest, TheAuditJournalFailsClosed) {
   EXPECT_EQ(*records_->Get(handle, "l-1"), "lead");
   // And a backup still finds the journal quiescent (the failed purge left nothing in flight).
   EXPECT_EQ(journal.QuiescentSequence(), (*closed)->stats().next_sequence);
+}
+
+// The backup boundary B waits for a purge between its journal entry and its deletes, and holds
+// new purges off while it is read: every purge below B has its deletes written.
+TEST_F(FullBackupTest, TheBackupBoundaryWaitsForPurgesInFlight) {
+  storage::PurgedItem item;
+  item.dataset_handle = 7;
+  item.ref.fill(0xab);
+  ASSERT_TRUE(journal_->WillPurge(item).ok());
+  const uint64_t journaled = log_->stats().next_sequence - 1;
+  std::atomic<bool> returned{false};
+  uint64_t boundary = 0;
+  std::thread backup([&] {
+    boundary = journal_->QuiescentSequence();
+    returned = true;
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  EXPECT_FALSE(returned.load());  // the deletes are not written yet
+  journal_->PurgeWritten(item);
+  backup.join();
+  EXPECT_GT(boundary, journaled);  // not replayed: its deletes are in any backup taken now
+  ASSERT_TRUE(journal_->WillPurge(item).ok());
+  EXPECT_GE(log_->stats().next_sequence - 1, boundary);  // a later purge is replayed
+  journal_->PurgeWritten(item);
 }
 
 }  // namespace
