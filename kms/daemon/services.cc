@@ -8,6 +8,7 @@
 #include <utility>
 #include <vector>
 
+#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "kms/api/framing.h"
 #include "kms/audit/verifier.h"
@@ -563,14 +564,20 @@ absl::Status Services::ConnectionSession::HandleData(const pb::Request& request,
         result = MakeError(ErrorCode::kInvalidArgument, "record_list.max_ids must be 1-10,000");
       }
       uint32_t count = 0;
+      // Storage's page tokens are bytes; the API's are strings (proto3 strings must be UTF-8),
+      // so they travel as unpadded web-safe base64.
+      std::string token;
+      if (result.ok() && !absl::WebSafeBase64Unescape(r.page_token(), &token)) {
+        result = MakeError(ErrorCode::kInvalidArgument, "record_list.page_token is not valid");
+      }
       if (result.ok()) {
-        auto page = deps_.records->ListIds(h, r.page_token(), max_ids);
+        auto page = deps_.records->ListIds(h, token, max_ids);
         result = page.status();
         if (page.ok()) {
           auto* out = response.mutable_record_list();
           count = static_cast<uint32_t>(page->ids.size());
           for (std::string& id : page->ids) out->add_ids(std::move(id));
-          out->set_next_page_token(std::move(page->next_page_token));
+          out->set_next_page_token(absl::WebSafeBase64Escape(page->next_page_token));
         }
       }
       return Finish(sink, request, audit::v1::ACCESS_READ, h, result, count, std::move(response));

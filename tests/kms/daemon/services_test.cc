@@ -62,8 +62,13 @@ constexpr char kGrants[] = R"pb(
 
 class RecordingSink final : public ResponseSink {
  public:
+  // Keeps what a client would parse from the wire (proto3 strings must be valid UTF-8 there).
   absl::Status Send(const pb::Response& response) override {
-    responses.push_back(response);
+    std::string wire;
+    EXPECT_TRUE(response.SerializeToString(&wire));
+    pb::Response parsed;
+    EXPECT_TRUE(parsed.ParseFromString(wire)) << "a response does not survive the wire";
+    responses.push_back(std::move(parsed));
     return absl::OkStatus();
   }
   std::vector<pb::Response> responses;
@@ -315,6 +320,9 @@ TEST_F(DaemonServicesTest, RecordRoundTripAndEveryRecordOperation) {
   pb::Response page2 = Call(s, list);
   ASSERT_EQ(page2.record_list().ids_size(), 1);
   EXPECT_NE(page1.record_list().ids(0), page2.record_list().ids(0));
+  list.mutable_record_list()->set_page_token("not base64!");
+  EXPECT_EQ(Code(Call(s, list)), C(ErrorCode::kInvalidArgument));
+  list.mutable_record_list()->clear_page_token();
   list.mutable_record_list()->set_max_ids(10001);
   EXPECT_EQ(Code(Call(s, list)), C(ErrorCode::kInvalidArgument));
 
