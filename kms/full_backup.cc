@@ -24,6 +24,13 @@ namespace fs = std::filesystem;
 
 namespace {
 
+std::string JoinPath(std::string_view directory, std::string_view name) {
+  std::string path(directory);
+  path += '/';
+  path += name;
+  return path;
+}
+
 // docs/key-manager.md#full-backups: the MANIFEST, one "name value..." line each, the last line
 // the SHA-256 of everything before it.
 constexpr std::string_view kManifestMagic = "coffer-full-backup v1";
@@ -230,7 +237,7 @@ absl::StatusOr<Manifest> ParseManifest(uint32_t id, std::string_view text) {
       manifest.log_id = *log_id;
       have_log = true;
     } else if (f[0] == "file" && f.size() == 4 && SafeRelativePath(f[1]) &&
-               ParseU64(f[2], &value) && f[3].size() == 2 * SHA256_DIGEST_LENGTH) {
+               ParseU64(f[2], &value) && f[3].size() == size_t{2} * SHA256_DIGEST_LENGTH) {
       manifest.files.push_back(ManifestFile{std::string(f[1]), value, std::string(f[3])});
     } else {
       return Corrupt(id, "unknown manifest line " + std::to_string(i + 1));
@@ -344,7 +351,7 @@ absl::StatusOr<FullBackupInfo> FullBackups::CreateLocked(const FullBackupSources
   COFFER_RETURN_IF_ERROR(sources.key_manager->CheckpointKeyDb(keys));
   COFFER_ASSIGN_OR_RETURN(std::vector<std::string> key_files, RegularFiles(keys));
   for (const std::string& name : key_files) {
-    COFFER_ASSIGN_OR_RETURN(std::string bytes, ReadWholeFile(keys + "/" + name));
+    COFFER_ASSIGN_OR_RETURN(std::string bytes, ReadWholeFile(JoinPath(keys, name)));
     manifest.files.push_back(
         ManifestFile{std::string(kRestoredKeyDbDir) + "/" + name, bytes.size(), Sha256Hex(bytes)});
     size += bytes.size();
@@ -356,8 +363,9 @@ absl::StatusOr<FullBackupInfo> FullBackups::CreateLocked(const FullBackupSources
   COFFER_ASSIGN_OR_RETURN(std::vector<std::string> audit_files,
                           RegularFiles(sources.audit_directory));
   for (const std::string& name : audit_files) {
-    COFFER_ASSIGN_OR_RETURN(std::string bytes, ReadWholeFile(sources.audit_directory + "/" + name));
-    COFFER_RETURN_IF_ERROR(WriteWholeFile(audit_copy + "/" + name, bytes, options_.sync));
+    COFFER_ASSIGN_OR_RETURN(std::string bytes,
+                            ReadWholeFile(JoinPath(sources.audit_directory, name)));
+    COFFER_RETURN_IF_ERROR(WriteWholeFile(JoinPath(audit_copy, name), bytes, options_.sync));
     manifest.files.push_back(
         ManifestFile{std::string(kRestoredAuditDir) + "/" + name, bytes.size(), Sha256Hex(bytes)});
     size += bytes.size();
