@@ -525,7 +525,13 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const daemon::Config& conf
            {"backup_directory", c.backup_directory()}}) {
     bool tightened = false;
     COFFER_RETURN_IF_ERROR(PrepareStateDirectory(what, path, &tightened));
-    if (tightened) LogWarning(what + " " + path + " was accessible to others; now mode 0700");
+    if (tightened) {
+      std::string message = what;
+      message += " ";
+      message += path;
+      message += " was accessible to others; now mode 0700";
+      LogWarning(message);
+    }
   }
 
   absl::Status started = parts->OpenHsm();

@@ -5,7 +5,6 @@
 #include <atomic>
 #include <cerrno>
 #include <chrono>
-#include <cstdio>
 #include <ctime>
 #include <string>
 
@@ -34,13 +33,17 @@ std::string Timestamp() {
   auto now = std::chrono::system_clock::now();
   auto micros =
       std::chrono::duration_cast<std::chrono::microseconds>(now.time_since_epoch()).count();
-  time_t seconds = static_cast<time_t>(micros / 1'000'000);
+  auto seconds = static_cast<time_t>(micros / 1'000'000);
   struct tm utc {};
   gmtime_r(&seconds, &utc);
   char buf[48];
-  size_t n = strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%S", &utc);
-  snprintf(buf + n, sizeof(buf) - n, ".%06lldZ", static_cast<long long>(micros % 1'000'000));
-  return buf;
+  std::string out(buf, strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%S", &utc));
+  std::string fraction = std::to_string(micros % 1'000'000);
+  out += '.';
+  out.append(6 - fraction.size(), '0');
+  out += fraction;
+  out += 'Z';
+  return out;
 }
 
 }  // namespace

@@ -5,6 +5,7 @@
 // signalfd on the main thread — no work runs in a signal handler. Everything else is the
 // Daemon's (kms/cofferd/daemon.h).
 
+#include <google/protobuf/stubs/logging.h>
 #include <google/protobuf/text_format.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -86,7 +87,16 @@ std::string Describe(const daemon::Config& config) {
          std::to_string(daemon::CrashLossWindow(config).count()) + " ms";
 }
 
+// libprotobuf's own warnings (e.g. a field that failed UTF-8 validation; they name fields,
+// never values) in cofferd's log format rather than its own.
+void ProtobufLog(google::protobuf::LogLevel level, const char* /*filename*/, int /*line*/,
+                 const std::string& message) {
+  Log(level >= google::protobuf::LOGLEVEL_ERROR ? LogLevel::kError : LogLevel::kWarning,
+      "protobuf: " + message);
+}
+
 int Run(const Flags& flags) {
+  google::protobuf::SetLogHandler(&ProtobufLog);
   // Signals first, before any thread exists, so that every thread inherits the mask.
   absl::StatusOr<SignalWaiter> signals = SignalWaiter::Create();
   if (!signals.ok()) {
@@ -175,7 +185,9 @@ int Run(const Flags& flags) {
 }  // namespace
 }  // namespace coffer::cofferd
 
-int main(int argc, char** argv) {
+namespace {
+
+int Main(int argc, char** argv) {
   coffer::cofferd::Flags flags;
   CLI::App app{
       "cofferd: coffer's encrypted storage and key-management daemon.\n"
@@ -229,4 +241,18 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
   coffer::cofferd::SetLogLevel(*coffer::cofferd::ParseLogLevel(flags.log_level));
   return coffer::cofferd::Run(flags);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  try {
+    return Main(argc, argv);
+  } catch (const std::exception& e) {
+    // Only flag parsing can throw (CLI11); the daemon itself reports failures as statuses.
+    coffer::cofferd::LogError(std::string("cofferd: ") + e.what());
+  } catch (...) {
+    coffer::cofferd::LogError("cofferd: unexpected exception");
+  }
+  return 1;
 }

@@ -3,13 +3,13 @@
 #include <grp.h>
 #include <poll.h>
 #include <pwd.h>
-#include <signal.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <csignal>
 #include <cstring>
 #include <string>
 #include <vector>
@@ -93,7 +93,9 @@ absl::StatusOr<SignalWaiter> SignalWaiter::Create() {
   if (pthread_sigmask(SIG_BLOCK, &set, nullptr) != 0) {
     return MakeError(ErrorCode::kIoError, "pthread_sigmask failed");
   }
-  signal(SIGPIPE, SIG_IGN);
+  if (signal(SIGPIPE, SIG_IGN) == SIG_ERR) {
+    return MakeError(ErrorCode::kIoError, "cannot ignore SIGPIPE: " + Errno());
+  }
   int fd = signalfd(-1, &set, SFD_CLOEXEC);
   if (fd < 0) return MakeError(ErrorCode::kIoError, "signalfd failed: " + Errno());
   return SignalWaiter(fd);

@@ -20,7 +20,7 @@ absl::Status Invalid(const std::string& message) {
   return MakeError(ErrorCode::kConfigInvalid, message);
 }
 
-std::string Trim(std::string s) {
+std::string Trim(const std::string& s) {
   size_t begin = s.find_first_not_of(" \t\r\n");
   if (begin == std::string::npos) return "";
   size_t end = s.find_last_not_of(" \t\r\n");
@@ -122,11 +122,18 @@ absl::Status CheckTokenOutside(const std::string& token_dir,
     if (dir.empty()) continue;
     fs::path other = Canonical(dir);
     if (IsWithin(token, other)) {
-      return Invalid("the HSM token storage " + token.string() + " lies inside " + what + " " +
-                     other.string() +
-                     ": a backup or copy of it would carry the token's keys, and shredding "
-                     "would not be final. Move the token (SoftHSM2 directories.tokendir) or " +
-                     what + " so that neither contains the other");
+      std::string message = "the HSM token storage ";
+      message += token.string();
+      message += " lies inside ";
+      message += what;
+      message += " ";
+      message += other.string();
+      message +=
+          ": a backup or copy of it would carry the token's keys, and shredding would not be "
+          "final. Move the token (SoftHSM2 directories.tokendir) or ";
+      message += what;
+      message += " so that neither contains the other";
+      return Invalid(message);
     }
     if (IsWithin(other, token)) {
       return Invalid(what + " " + other.string() + " lies inside the HSM token storage " +

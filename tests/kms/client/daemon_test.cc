@@ -12,7 +12,6 @@
 #include <grp.h>
 #include <poll.h>
 #include <pwd.h>
-#include <signal.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -22,6 +21,7 @@
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <csignal>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
@@ -143,7 +143,10 @@ std::string ReadAll(const std::string& path) {
   return out.str();
 }
 
-int Run(const std::string& command) { return std::system(command.c_str()); }
+// Test set-up commands (the token script, chown) with paths this test made.
+int Run(const std::string& command) {
+  return std::system(command.c_str());  // NOLINT(cert-env33-c)
+}
 
 class CofferdProcess {
  public:
@@ -201,6 +204,7 @@ class CofferdProcess {
       dup2(log, STDOUT_FILENO);
       unsetenv("SOFTHSM2_CONF");  // the daemon finds hsm/softhsm2.conf itself
       std::vector<char*> argv;
+      argv.reserve(args.size() + 1);
       for (std::string& a : args) argv.push_back(a.data());
       argv.push_back(nullptr);
       execv(argv[0], argv.data());
@@ -247,7 +251,7 @@ class CofferdProcess {
     for (const std::string& a : extra_args) command += " " + a;
     command += " >" + out + " 2>&1 </dev/null";
     // A daemon that wrongly starts would serve forever: timeout ends it (exit 124).
-    int status = std::system(("env " + env + " timeout 120 " + command).c_str());
+    int status = Run("env " + env + " timeout 120 " + command);
     return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, ReadAll(out)};
   }
   std::string UserArg() const { return as_root_ ? "--user nobody" : ""; }
@@ -548,6 +552,7 @@ TEST_F(CofferdTest, SixteenClientsThousandMixedOperationsEachMatchTheModel) {
   constexpr int kOperations = 1000;
   std::vector<std::string> failures(kClients);
   std::vector<std::thread> threads;
+  threads.reserve(kClients);
   for (int t = 0; t < kClients; ++t) {
     threads.emplace_back([t, &failures] {
       auto c = client::Client::Connect(daemon_->data_socket());
@@ -930,6 +935,7 @@ TEST_F(CofferdTest, SigtermDuringLoadLosesNoAcknowledgedWriteAndRestartReusesThe
   int writers_done = 0;                      // guarded by mu
   std::atomic<bool> stop{false};
   std::vector<std::thread> writers;
+  writers.reserve(kWriters);
   for (int t = 0; t < kWriters; ++t) {
     writers.emplace_back([&, t] {
       auto c = client::Client::Connect(daemon_->data_socket());
