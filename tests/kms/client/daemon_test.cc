@@ -415,6 +415,36 @@ TEST_F(CofferdTest, SocketsAreUnixSocketsOfMode0660AndStatusShowsEveryJob) {
   EXPECT_TRUE(kinds.count(pb::JOB_BACKUP)) << status->DebugString();
 }
 
+TEST_F(CofferdTest, RunsUnprivilegedWithoutCoreDumps) {
+  const std::string proc = "/proc/" + std::to_string(daemon_->pid());
+  std::string status = ReadAll(proc + "/status");
+  size_t uid_line = status.find("\nUid:");
+  ASSERT_NE(uid_line, std::string::npos);
+  std::istringstream uids(status.substr(uid_line + 5));
+  uid_t real = 0, effective = 0, saved = 0;
+  uids >> real >> effective >> saved;
+  if (daemon_->as_root()) {
+    EXPECT_NE(real, 0u);
+    EXPECT_NE(effective, 0u);
+    EXPECT_NE(saved, 0u);  // root cannot be regained
+  }
+  EXPECT_EQ(real, effective);
+
+  std::string limits = ReadAll(proc + "/limits");
+  size_t core = limits.find("Max core file size");
+  ASSERT_NE(core, std::string::npos);
+  std::istringstream core_line(limits.substr(core + std::strlen("Max core file size")));
+  std::string soft, hard;
+  core_line >> soft >> hard;
+  EXPECT_EQ(soft, "0");
+  EXPECT_EQ(hard, "0");
+
+  // PR_SET_DUMPABLE 0: the kernel makes the process's /proc files root's.
+  struct stat st {};
+  ASSERT_EQ(stat((proc + "/environ").c_str(), &st), 0);
+  EXPECT_EQ(st.st_uid, 0u);
+}
+
 TEST_F(CofferdTest, BackupsOverTheAdminSocket) {
   auto c = Connect();
   ASSERT_NE(c, nullptr);
