@@ -152,9 +152,12 @@ int Run(const Flags& flags) {
   }
   LogInfo("serving: data socket " + config->data_socket() + ", admin socket " +
           config->admin_socket());
-  LogInfo("try: coffer-client-example " + config->data_socket() +
-          " (stores and reads a record and an attachment in dataset \"crm\"); SIGTERM or "
-          "Ctrl-C stops, SIGHUP reloads grants");
+  std::string first_command = "try: coffer-client-example " + config->data_socket();
+  // Dataset names stay out of the log, even the operator's own.
+  first_command += flags.ensure_datasets.empty()
+                       ? " DATASET (a dataset an admin created, with a grant for you)"
+                       : " DATASET (the dataset named by --ensure-dataset)";
+  LogInfo(first_command + "; SIGTERM or Ctrl-C stops, SIGHUP reloads grants");
 
   for (;;) {
     std::optional<DaemonSignal> signal = signals->Wait(std::chrono::seconds(60));
@@ -171,7 +174,6 @@ int Run(const Flags& flags) {
       }
       continue;
     }
-    LogInfo("stopping: draining requests in flight");
     absl::Status stopped = (*daemon)->Stop();
     if (!stopped.ok()) {
       LogError("stopped with an error: " + DescribeStatus(stopped));
