@@ -51,8 +51,9 @@ absl::Status ValidateAuditEvent(const AuditEvent& event) {
     return Invalid("a record ref belongs to access and purge events only");
   }
   if (purge && !event.record_ref.has_value()) return Invalid("a purge names its record ref");
-  if (!IsAccessKind(event.kind) && !backup && event.record_count != 0) {
-    return Invalid("a record count belongs to access and backup events only");
+  const bool refusal = event.kind == v1::REQUEST_REFUSED;  // coalesced: how many
+  if (!IsAccessKind(event.kind) && !backup && !refusal && event.record_count != 0) {
+    return Invalid("a record count belongs to access, refusal and backup events only");
   }
   if (event.policy_change.has_value() != (event.kind == v1::POLICY_CHANGE)) {
     return Invalid("a policy change goes with POLICY_CHANGE, and only there");

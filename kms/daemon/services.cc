@@ -757,6 +757,8 @@ absl::Status Services::ConnectionSession::ListDatasets(pb::DatasetListResponse* 
 
 absl::Status Services::ConnectionSession::AuditQuery(const pb::AuditQueryRequest& query,
                                                      pb::AuditQueryResponse* out) const {
+  // Refusals are coalesced off the request path; a query must see those made before it.
+  services_->FlushRefusalAudit().IgnoreError();
   std::optional<uint64_t> dataset_filter;
   if (!query.dataset().empty()) {
     COFFER_ASSIGN_OR_RETURN(dataset_filter, deps_.keys->FindDataset(query.dataset()));
@@ -1122,9 +1124,10 @@ absl::StatusOr<std::unique_ptr<Services>> Services::Create(ServicesDeps deps) {
 Services::Services(ServicesDeps deps)
     : deps_(std::move(deps)),
       clock_(deps_.clock != nullptr ? deps_.clock : &storage::SystemClock()),
-      started_micros_(storage::ToUnixMicros(clock_->Now())) {}
+      started_micros_(storage::ToUnixMicros(clock_->Now())),
+      refusals_(std::make_unique<RefusalAudit>(deps_.audit_log)) {}
 
-Services::~Services() = default;
+Services::~Services() { refusals_->Stop(); }
 
 std::unique_ptr<Session> Services::Open(const PeerIdentity& peer) {
   connections_open_.fetch_add(1);
@@ -1133,16 +1136,10 @@ std::unique_ptr<Session> Services::Open(const PeerIdentity& peer) {
 }
 
 void Services::AuditRefusal(const PeerIdentity& peer, ErrorCode code, uint64_t dataset_handle) {
-  audit::AuditEvent event;
-  event.kind = audit::v1::REQUEST_REFUSED;
-  event.actor = ActorOf(peer);
-  event.dataset_handle = dataset_handle;
-  event.result = code;
-  event.detail = RefusalDetail(code);
-  // A refusal that cannot be audited is still refused; the log's failure shows in status and
-  // fails every key operation and data access until the log is reopened.
-  deps_.audit_log->Append(event).IgnoreError();
+  refusals_->Record(ActorOf(peer), code, dataset_handle, RefusalDetail(code));
 }
+
+absl::Status Services::FlushRefusalAudit() { return refusals_->Flush(); }
 
 void Services::TransportRefused(const PeerIdentity& peer, ErrorCode code) {
   requests_refused_.fetch_add(1);

@@ -5,10 +5,13 @@
 // Per request, in order: the rate limit (SLOW_DOWN with retry_after_ms), then access control
 // (kms/daemon/authz.h: NOT_GRANTED, WRONG_SOCKET), then the operation. Every refusal — these,
 // and the transport's own (TransportRefused) — is audited as REQUEST_REFUSED with its stable
-// code and the peer's uid, pid and socket, through AuditLog::Append. Every data operation that
-// passes access control is audited as ACCESS_READ / ACCESS_WRITE / ACCESS_DELETE (uid, pid,
-// socket, dataset handle, result code, item count) through the BatchingAuditWriter, whose
-// crash-loss window the configuration sets (0: the reply waits for the entry). A read's data
+// code and the peer's uid, pid and socket — counted off the request path and written in
+// coalesced entries (kms/daemon/refusal_audit.h: one entry per uid, socket, code and dataset per
+// 100 ms, record_count = how many), so a flooding client cannot buy a synced write per refused
+// frame. Every data operation that passes access control is audited as ACCESS_READ /
+// ACCESS_WRITE / ACCESS_DELETE (uid, pid, socket, dataset handle, result code, item count)
+// through the BatchingAuditWriter, whose crash-loss window the configuration sets (0: the
+// reply waits for the entry). A read's data
 // is sent only after its entry was accepted; when the audit cannot take it, the request fails
 // with the audit's code. record_ref is not set: the stores do not expose the stored HMAC.
 // Admin operations run with the admin's identity as the key manager's audit actor.
@@ -51,6 +54,7 @@
 #include "kms/audit/batching_writer.h"
 #include "kms/daemon/authz.h"
 #include "kms/daemon/jobs.h"
+#include "kms/daemon/refusal_audit.h"
 #include "kms/daemon/session.h"
 #include "kms/key_manager.h"
 #include "storage/attachment_store.h"
@@ -117,12 +121,16 @@ class Services final : public SessionFactory {
 
   ServicesMetrics metrics() const;
 
+  // Writes the pending (coalesced) refusal entries now (kms/daemon/refusal_audit.h). Audit
+  // queries call it first, so a query sees every refusal made before it.
+  absl::Status FlushRefusalAudit();
+
  private:
   class ConnectionSession;
   friend class ConnectionSession;
 
   explicit Services(ServicesDeps deps);
-  // Appends REQUEST_REFUSED for `peer` with `code` (synchronously, through the AuditLog).
+  // Counts a REQUEST_REFUSED for `peer` with `code` (coalesced, written off the request path).
   void AuditRefusal(const PeerIdentity& peer, ErrorCode code, uint64_t dataset_handle);
 
   ServicesDeps deps_;
@@ -133,6 +141,7 @@ class Services final : public SessionFactory {
   std::atomic<uint64_t> requests_total_{0};
   std::atomic<uint64_t> requests_refused_{0};
   std::atomic<uint64_t> requests_slowed_{0};
+  std::unique_ptr<RefusalAudit> refusals_;
 };
 
 }  // namespace coffer::daemon

@@ -6,8 +6,10 @@
 #include "kms/daemon/services.h"
 
 #include <chrono>
+#include <map>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "crypto/status.h"
@@ -252,6 +254,9 @@ class DaemonServicesTest : public ::testing::Test {
   }
 
   std::vector<audit::v1::AuditEntry> AuditEntries() {
+    if (services_ != nullptr) {
+      EXPECT_TRUE(services_->FlushRefusalAudit().ok());
+    }
     auto entries = audit::ReadAuditEntries(dir_.Sub("audit"));
     EXPECT_TRUE(entries.ok()) << entries.status();
     return entries.value_or(std::vector<audit::v1::AuditEntry>{});
@@ -261,7 +266,8 @@ class DaemonServicesTest : public ::testing::Test {
     for (const auto& entry : AuditEntries()) {
       if (entry.kind() == kind && entry.actor().uid() == uid &&
           entry.result_code() == static_cast<int>(result)) {
-        ++n;
+        // A REQUEST_REFUSED entry stands for record_count coalesced refusals.
+        n += kind == audit::v1::REQUEST_REFUSED ? static_cast<int>(entry.record_count()) : 1;
       }
     }
     return n;
@@ -454,6 +460,47 @@ TEST_F(DaemonServicesTest, ClosingMidUploadLeavesNothingVisible) {
   auto orphans = attachments_->CleanupOrphanedUploads();
   ASSERT_TRUE(orphans.ok());
   EXPECT_EQ(*orphans, 0u);  // the abort removed its segments already
+}
+
+TEST_F(DaemonServicesTest, RefusalsAreCoalescedIntoCountedEntriesAndNoneIsLost) {
+  // An interval longer than the test: nothing is written until Flush, so what is coalesced is
+  // deterministic.
+  RefusalAudit refusals(log_.get(), RefusalAuditOptions{std::chrono::hours(1), 2});
+  audit::AuditActor flooder;
+  flooder.uid = 9001;
+  flooder.socket = audit::v1::SOCKET_DATA;
+  for (int i = 0; i < 500; ++i) {
+    flooder.pid = 100 + static_cast<uint32_t>(i);
+    refusals.Record(flooder, ErrorCode::kSlowDown, 0, "daemon: rate limit");
+  }
+  refusals.Record(flooder, ErrorCode::kNotGranted, 7, "daemon: no grant");
+  refusals.Record(flooder, ErrorCode::kNotGranted, 8, "daemon: no grant");  // past the key bound
+  ASSERT_TRUE(refusals.Flush().ok());
+  std::map<std::pair<int, uint64_t>, uint32_t> counts;
+  int entries = 0;
+  uint32_t last_pid = 0;
+  for (const auto& entry : AuditEntries()) {
+    if (entry.kind() != audit::v1::REQUEST_REFUSED || entry.actor().uid() != 9001) continue;
+    ++entries;
+    counts[{entry.result_code(), entry.dataset_handle()}] += entry.record_count();
+    if (entry.result_code() == C(ErrorCode::kSlowDown)) last_pid = entry.actor().pid();
+  }
+  EXPECT_EQ(entries, 3);  // one per (code, dataset); the key past the bound folded to handle 0
+  EXPECT_EQ((counts[{C(ErrorCode::kSlowDown), 0}]), 500u);
+  EXPECT_EQ((counts[{C(ErrorCode::kNotGranted), 7}]), 1u);
+  EXPECT_EQ((counts[{C(ErrorCode::kNotGranted), 0}]), 1u);
+  EXPECT_EQ(last_pid, 599u);  // the latest pid seen
+  // After Stop, a refusal is written by the caller at once.
+  refusals.Stop();
+  refusals.Record(flooder, ErrorCode::kWrongSocket, 0, "daemon: wrong socket");
+  int wrong_socket = 0;
+  for (const auto& entry : AuditEntries()) {
+    if (entry.kind() == audit::v1::REQUEST_REFUSED && entry.actor().uid() == 9001 &&
+        entry.result_code() == C(ErrorCode::kWrongSocket)) {
+      wrong_socket += static_cast<int>(entry.record_count());
+    }
+  }
+  EXPECT_EQ(wrong_socket, 1);
 }
 
 TEST_F(DaemonServicesTest, APeerWithoutAGrantIsRefusedAndAudited) {
