@@ -123,8 +123,8 @@ absl::Status FrameReader::Read(google::protobuf::MessageLite* message, Deadline 
   return absl::OkStatus();
 }
 
-absl::Status DecodeFrameHeader(std::string_view bytes, size_t max_frame_bytes,
-                               size_t* header_bytes, size_t* payload_bytes) {
+absl::Status DecodeFrameHeader(std::string_view bytes, size_t max_frame_bytes, size_t* header_bytes,
+                               size_t* payload_bytes) {
   *header_bytes = 0;
   *payload_bytes = 0;
   uint64_t size = 0;

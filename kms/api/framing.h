@@ -70,8 +70,8 @@ class FrameReader {
 // prefix is not complete yet; otherwise *header_bytes is the prefix's length and *payload_bytes
 // the declared payload size. FRAME_TOO_LARGE when the size exceeds `max_frame_bytes`;
 // MALFORMED_REQUEST when the prefix is not a varint of at most 10 bytes.
-absl::Status DecodeFrameHeader(std::string_view bytes, size_t max_frame_bytes,
-                               size_t* header_bytes, size_t* payload_bytes);
+absl::Status DecodeFrameHeader(std::string_view bytes, size_t max_frame_bytes, size_t* header_bytes,
+                               size_t* payload_bytes);
 
 // Writes `message` as one frame. OK only once every byte was handed to the kernel.
 absl::Status WriteFrame(int fd, const google::protobuf::MessageLite& message, Deadline deadline);

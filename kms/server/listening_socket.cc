@@ -45,8 +45,7 @@ absl::StatusOr<bool> SomeoneListens(const sockaddr_un& address) {
 
 }  // namespace
 
-absl::StatusOr<ListeningSocket> ListeningSocket::Create(const SocketOptions& options,
-                                                        int backlog) {
+absl::StatusOr<ListeningSocket> ListeningSocket::Create(const SocketOptions& options, int backlog) {
   const std::string& path = options.path;
   sockaddr_un address{};
   address.sun_family = AF_UNIX;
@@ -93,7 +92,8 @@ absl::StatusOr<ListeningSocket> ListeningSocket::Create(const SocketOptions& opt
   }
   // Mode and group are set before listen(): until then every connect is refused, so no client
   // ever connects through the umask's permissions.
-  if (options.group.has_value() && ::chown(path.c_str(), static_cast<uid_t>(-1), *options.group) != 0) {
+  if (options.group.has_value() &&
+      ::chown(path.c_str(), static_cast<uid_t>(-1), *options.group) != 0) {
     return fail("chown " + path + " to gid " + std::to_string(*options.group), true);
   }
   if (::chmod(path.c_str(), options.mode) != 0) return fail("chmod " + path, true);

@@ -58,12 +58,12 @@ struct Connection {
   std::string buffer;
   size_t begin = 0;
   size_t end = 0;
-  size_t frame_header = 0;   // of the complete frame at `begin`, while kPaused or kBusy
+  size_t frame_header = 0;  // of the complete frame at `begin`, while kPaused or kBusy
   size_t frame_payload = 0;
 
   ConnectionState state = ConnectionState::kReading;
   bool in_epoll = false;
-  bool peer_closed = false;  // the peer shut down its writing side
+  bool peer_closed = false;         // the peer shut down its writing side
   Clock::time_point idle_since;     // last accept or response, while nothing is buffered
   Clock::time_point frame_started;  // first byte of the partly received frame
 
@@ -115,7 +115,8 @@ void SendNow(int fd, const coffer::v1::Response& response) {
 
 absl::Status CheckOptions(const ServerOptions& options) {
   auto invalid = [](std::string_view what) {
-    return MakeError(ErrorCode::kConfigInvalid, std::string("server options: ") + std::string(what));
+    return MakeError(ErrorCode::kConfigInvalid,
+                     std::string("server options: ") + std::string(what));
   };
   if (options.workers == 0) return invalid("workers must be at least 1");
   if (options.max_queued_requests == 0) return invalid("max_queued_requests must be at least 1");
@@ -218,10 +219,10 @@ class Server::Impl {
 
 absl::Status Server::Impl::Init() {
   COFFER_RETURN_IF_ERROR(CheckOptions(options_));
-  COFFER_ASSIGN_OR_RETURN(ListeningSocket data, ListeningSocket::Create(options_.data_socket,
-                                                                        SOMAXCONN));
-  COFFER_ASSIGN_OR_RETURN(ListeningSocket admin, ListeningSocket::Create(options_.admin_socket,
-                                                                         SOMAXCONN));
+  COFFER_ASSIGN_OR_RETURN(ListeningSocket data,
+                          ListeningSocket::Create(options_.data_socket, SOMAXCONN));
+  COFFER_ASSIGN_OR_RETURN(ListeningSocket admin,
+                          ListeningSocket::Create(options_.admin_socket, SOMAXCONN));
   data_listener_.emplace(std::move(data));
   admin_listener_.emplace(std::move(admin));
   epoll_fd_ = ::epoll_create1(EPOLL_CLOEXEC);
@@ -411,8 +412,8 @@ void Server::Impl::Advance(const std::shared_ptr<Connection>& connection) {
   Connection& c = *connection;
   size_t header = 0;
   size_t payload = 0;
-  absl::Status prefix = api::DecodeFrameHeader(c.unread(), options_.max_frame_bytes, &header,
-                                               &payload);
+  absl::Status prefix =
+      api::DecodeFrameHeader(c.unread(), options_.max_frame_bytes, &header, &payload);
   if (!prefix.ok()) {
     Refuse(connection, ErrorCodeOf(prefix), 0, std::string(prefix.message()));
     return;
@@ -507,8 +508,8 @@ Clock::time_point Server::Impl::CheckTimers(Clock::time_point now) {
     const Connection& c = *connection;
     if (c.state != ConnectionState::kReading) continue;
     bool mid_frame = c.buffered() > 0;
-    Clock::time_point deadline =
-        mid_frame ? c.frame_started + options_.request_timeout : c.idle_since + options_.idle_timeout;
+    Clock::time_point deadline = mid_frame ? c.frame_started + options_.request_timeout
+                                           : c.idle_since + options_.idle_timeout;
     if (now >= deadline) {
       expired.emplace_back(connection, mid_frame);
     } else {
@@ -595,8 +596,8 @@ void Server::Impl::RunRequest(const std::shared_ptr<Connection>& connection) {
   if (!request.ParseFromArray(c.buffer.data() + c.begin + c.frame_header,
                               static_cast<int>(c.frame_payload))) {
     Refused(c.peer, ErrorCode::kMalformedRequest);
-    (void)sink.Send(ErrorResponse(ErrorCode::kMalformedRequest, 0,
-                                  "the frame is not a coffer.v1.Request"));
+    (void)sink.Send(
+        ErrorResponse(ErrorCode::kMalformedRequest, 0, "the frame is not a coffer.v1.Request"));
     PostCompletion(connection, true);
     return;
   }

@@ -205,8 +205,7 @@ TEST(DecodeFrameHeaderTest, IncrementalPrefixes) {
   EXPECT_EQ(ErrorCodeOf(DecodeFrameHeader(std::string(10, '\xff'), 300, &header, &payload)),
             ErrorCode::kMalformedRequest);
   // Nine continuation bytes and a final 0x01: 2^63, a valid varint but far too large.
-  EXPECT_EQ(ErrorCodeOf(DecodeFrameHeader(std::string(9, '\x80') + '\x01', 300, &header,
-                                          &payload)),
+  EXPECT_EQ(ErrorCodeOf(DecodeFrameHeader(std::string(9, '\x80') + '\x01', 300, &header, &payload)),
             ErrorCode::kFrameTooLarge);
 }
 

@@ -43,7 +43,7 @@ std::string PaddedRequestPayload(uint64_t id, size_t size) {
   for (size_t prefix = 1; prefix <= 3; ++prefix) {
     size_t length = room - prefix;
     std::string varint;
-    for (size_t v = length; ; v >>= 7) {
+    for (size_t v = length;; v >>= 7) {
       if (v < 0x80) {
         varint.push_back(static_cast<char>(v));
         break;
@@ -58,7 +58,7 @@ std::string PaddedRequestPayload(uint64_t id, size_t size) {
 
 std::string Frame(const std::string& payload) {
   std::string frame;
-  for (size_t v = payload.size(); ; v >>= 7) {
+  for (size_t v = payload.size();; v >>= 7) {
     if (v < 0x80) {
       frame.push_back(static_cast<char>(v));
       break;

@@ -27,7 +27,9 @@
 
 namespace coffer::server::testing {
 
-inline api::Deadline In(std::chrono::milliseconds ms) { return std::chrono::steady_clock::now() + ms; }
+inline api::Deadline In(std::chrono::milliseconds ms) {
+  return std::chrono::steady_clock::now() + ms;
+}
 
 // Echoes each request's id. A request with `status` set waits inside Handle until Release()
 // (for shutdown and backpressure tests); one with `record_list` set streams `big_responses`
