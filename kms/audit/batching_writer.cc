@@ -30,14 +30,22 @@ absl::Status BatchingAuditWriter::Append(const AuditEvent& event) {
                      "must be durable before they are acknowledged");
   }
   std::unique_lock<std::mutex> lock(mu_);
-  progress_.wait(lock, [&] {
-    return stopping_ || !failure_.ok() || queue_.size() < options_.max_queued_events;
-  });
+  if (queue_.size() >= options_.max_queued_events) {
+    ++space_waiters_;
+    space_.wait(lock, [&] {
+      return stopping_ || !failure_.ok() || queue_.size() < options_.max_queued_events;
+    });
+    --space_waiters_;
+  }
   if (!failure_.ok()) return failure_;
   if (stopping_) return MakeError(ErrorCode::kAuditLogClosed, "the audit writer is stopped");
+  const bool was_empty = queue_.empty();
   queue_.push_back({event, std::chrono::steady_clock::now()});
   const uint64_t ticket = ++enqueued_;
-  work_.notify_one();
+  // Wake the writer only when it has something new to decide: a first event (it sleeps until
+  // one arrives, then until the window of the oldest ends), a full batch, or a waiting caller
+  // (window 0). Waking it for every event of a window costs a context switch per request.
+  if (waits || was_empty || queue_.size() >= options_.max_batch_events) work_.notify_one();
   if (!waits) return absl::OkStatus();
   progress_.wait(lock, [&] { return durable_ >= ticket || !failure_.ok(); });
   return durable_ >= ticket ? absl::OkStatus() : failure_;
@@ -61,6 +69,7 @@ absl::Status BatchingAuditWriter::Stop() {
   }
   work_.notify_one();
   progress_.notify_all();
+  space_.notify_all();
   if (thread_.joinable()) thread_.join();
   std::lock_guard<std::mutex> lock(mu_);
   return failure_;
@@ -98,7 +107,7 @@ void BatchingAuditWriter::Run() {
       queue_.pop_front();
     }
     const uint64_t last_ticket = durable_ + take;
-    progress_.notify_all();  // space freed
+    if (space_waiters_ > 0) space_.notify_all();  // space freed
     lock.unlock();
     absl::Status written = log_->AppendBatch(batch).status();
     lock.lock();
@@ -106,6 +115,7 @@ void BatchingAuditWriter::Run() {
       failure_ = written;
       queue_.clear();  // cannot be written behind a failure; their callers get failure_
       progress_.notify_all();
+      space_.notify_all();
       break;
     }
     durable_ = last_ticket;
@@ -113,6 +123,7 @@ void BatchingAuditWriter::Run() {
   }
   stopped_ = true;
   progress_.notify_all();
+  space_.notify_all();
 }
 
 }  // namespace coffer::kms::audit

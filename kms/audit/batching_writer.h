@@ -86,7 +86,9 @@ class BatchingAuditWriter {
 
   std::mutex mu_;
   std::condition_variable work_;      // writer: events queued, flush asked, or stopping
-  std::condition_variable progress_;  // callers: events durable, space freed, or failure
+  std::condition_variable progress_;  // callers: events durable, or failure, or stopped
+  std::condition_variable space_;     // callers of a full queue: space freed, failure, stopping
+  size_t space_waiters_ = 0;          // callers waiting on space_
   std::deque<Queued> queue_;
   uint64_t enqueued_ = 0;  // tickets handed out (ticket n = the n-th event queued, from 1)
   uint64_t durable_ = 0;   // every ticket <= durable_ is durable

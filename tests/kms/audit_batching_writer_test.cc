@@ -72,6 +72,47 @@ TEST(BatchingAuditWriterTest, ConcurrentAppendersAllLandInOneVerifiableChain) {
   EXPECT_TRUE(report->ok()) << report->ToStatus();
 }
 
+// With a window, appenders return before the write, so a small queue fills: appenders must wait
+// for space (not spin, not drop) and every event must land.
+TEST(BatchingAuditWriterTest, AFullQueueBlocksAppendersUntilTheWriterFreesSpace) {
+  testing::TestLogEnv env;
+  auto log = AuditLog::Open(env.Options(/*checkpoint_every_entries=*/100));
+  ASSERT_TRUE(log.ok());
+  BatchingAuditWriterOptions options;
+  options.crash_loss_window = std::chrono::milliseconds(5);
+  options.max_queued_events = 4;
+  options.max_batch_events = 2;
+  auto writer = BatchingAuditWriter::Start(log->get(), options);
+  ASSERT_TRUE(writer.ok());
+  constexpr int kThreads = 4;
+  constexpr int kPerThread = 50;
+  std::atomic<int> failures{0};
+  std::vector<std::thread> threads;
+  threads.reserve(kThreads);
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < kPerThread; ++i) {
+        uint64_t pid = static_cast<uint64_t>(t) * 1000 + static_cast<uint64_t>(i);
+        if (!(*writer)->Append(AccessEvent(pid)).ok()) ++failures;
+      }
+    });
+  }
+  for (std::thread& thread : threads) thread.join();
+  EXPECT_EQ(failures.load(), 0);
+  ASSERT_TRUE((*writer)->Flush().ok());
+  ASSERT_TRUE((*writer)->Stop().ok());
+  ASSERT_TRUE((*log)->Close().ok());
+  auto entries = ReadAuditEntries(env.log_dir());
+  ASSERT_TRUE(entries.ok());
+  std::set<uint32_t> pids;
+  for (const AuditEntry& entry : *entries) {
+    if (entry.kind() == v1::ACCESS_READ) {
+      EXPECT_TRUE(pids.insert(entry.actor().pid()).second);
+    }
+  }
+  EXPECT_EQ(pids.size(), static_cast<size_t>(kThreads * kPerThread));
+}
+
 TEST(BatchingAuditWriterTest, WindowZeroReturnsOnlyOnceTheEntryIsOnDisk) {
   testing::TestLogEnv env;
   auto log = AuditLog::Open(env.Options());
