@@ -1,0 +1,104 @@
+// keyctl's commands: each builds one or more coffer.v1 admin requests, sends them through an
+// AdminClient and prints the result — aligned tables with local times and ages for people, or
+// with --json one JSON document (format.h, ProtoToJson) on stdout. docs/keyctl.md lists them.
+//
+// A command returns OK after printing its result, or the failure (crypto/status.h codes) without
+// printing it: the caller prints the one-line error and picks the exit code (ExitCodeFor).
+//
+// Thread safety: none; a CommandContext belongs to the one thread running keyctl. It connects to
+// the admin socket on the first request, so usage errors never need a daemon.
+
+#ifndef COFFER_KMS_KEYCTL_COMMANDS_H_
+#define COFFER_KMS_KEYCTL_COMMANDS_H_
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <ostream>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "coffer/v1/service.pb.h"
+#include "kms/keyctl/admin_client.h"
+
+namespace coffer::keyctl {
+
+class CommandContext {
+ public:
+  // `progress` receives job progress (a bar when `progress_is_terminal`, else periodic lines).
+  CommandContext(std::string socket_path, bool json, std::ostream& out, std::ostream& progress,
+                 bool progress_is_terminal);
+
+  absl::StatusOr<coffer::v1::Response> Call(coffer::v1::Request request);
+  // Polls job `id` to its end, showing progress; FAILED jobs become their error.
+  absl::StatusOr<coffer::v1::JobStatus> WaitForJob(uint64_t id);
+
+  bool json() const { return json_; }
+  std::ostream& out() { return out_; }
+
+ private:
+  std::string socket_path_;
+  bool json_;
+  std::ostream& out_;
+  std::ostream& progress_;
+  bool progress_is_terminal_;
+  std::unique_ptr<AdminClient> client_;
+};
+
+// What `keyctl audit search` filters on (AuditQueryRequest) and how many entries it prints.
+struct AuditFilter {
+  int64_t since_micros = 0;
+  int64_t until_micros = 0;
+  std::string dataset;
+  std::optional<uint32_t> caller_uid;
+  uint32_t limit = 100;
+};
+
+absl::Status DatasetCreate(CommandContext& ctx, const std::string& name,
+                           const coffer::v1::Policy& policy);
+absl::Status DatasetList(CommandContext& ctx);
+absl::Status DatasetDescribe(CommandContext& ctx, const std::string& name);
+absl::Status DatasetLifecycle(CommandContext& ctx, const std::string& name,
+                              coffer::v1::DatasetLifecycleRequest::Action action);
+
+absl::Status KeyRotate(CommandContext& ctx, const std::string& dataset,
+                       const std::vector<coffer::v1::Purpose>& purposes, bool emergency);
+absl::Status KeyVersions(CommandContext& ctx, const std::string& dataset);
+absl::Status KeyRetire(CommandContext& ctx, const std::string& dataset, coffer::v1::Purpose purpose,
+                       uint32_t below);
+absl::Status KeyRewrap(CommandContext& ctx, const std::string& dataset, const std::string& module,
+                       bool destroy_old);
+
+absl::Status PolicySet(CommandContext& ctx, const std::string& dataset,
+                       const coffer::v1::Policy& policy);
+absl::Status HoldSet(CommandContext& ctx, const std::string& dataset, bool hold);
+// Neither given: empties the dataset's recycle bin.
+absl::Status BinPurge(CommandContext& ctx, const std::string& dataset,
+                      const std::optional<std::string>& record_id,
+                      const std::optional<std::string>& attachment_name);
+
+// Starts a re-encryption or scrub job; with `wait`, follows it to its end.
+absl::Status JobStart(CommandContext& ctx, coffer::v1::JobKind kind, const std::string& dataset,
+                      uint32_t max_items_per_second, bool wait);
+// id 0: every job the daemon knows.
+absl::Status JobStatus(CommandContext& ctx, uint64_t id);
+absl::Status JobWait(CommandContext& ctx, uint64_t id);
+
+absl::Status BackupCreate(CommandContext& ctx);
+absl::Status BackupList(CommandContext& ctx);
+absl::Status BackupVerify(CommandContext& ctx, uint32_t id);
+absl::Status BackupRestore(CommandContext& ctx, uint32_t id, const std::string& target_directory);
+absl::Status BackupPrune(CommandContext& ctx);
+
+// The newest `limit` entries of the whole log.
+absl::Status AuditShow(CommandContext& ctx, uint32_t limit);
+absl::Status AuditSearch(CommandContext& ctx, const AuditFilter& filter);
+absl::Status AuditVerify(CommandContext& ctx);
+
+absl::Status DaemonStatus(CommandContext& ctx);
+
+}  // namespace coffer::keyctl
+
+#endif  // COFFER_KMS_KEYCTL_COMMANDS_H_

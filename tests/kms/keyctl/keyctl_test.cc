@@ -1,0 +1,437 @@
+// Tests of keyctl run as a process against a real cofferd: the daemon on a temporary directory
+// with a fresh SoftHSM2 token (as tests/kms/client/daemon_test.cc starts it; run as root, the
+// daemon runs as `nobody`), keyctl's output checked in both modes (JSON parsed with nlohmann)
+// and its exit codes (docs/keyctl.md). Also the text conventions of kms/keyctl/format.h.
+
+#include <fcntl.h>
+#include <grp.h>
+#include <pwd.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <csignal>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <memory>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "coffer/v1/service.pb.h"
+#include "crypto/status.h"
+#include "gtest/gtest.h"
+#include "kms/keyctl/admin_client.h"
+#include "kms/keyctl/format.h"
+#include "nlohmann/json.hpp"
+
+namespace coffer::keyctl {
+namespace {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+std::string ReadAll(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream out;
+  out << in.rdbuf();
+  return out.str();
+}
+
+// Set-up commands with paths this test made.
+int Shell(const std::string& command) {
+  return std::system(command.c_str());  // NOLINT(cert-env33-c)
+}
+
+// A cofferd on a fresh temporary directory (minimal version of daemon_test.cc's fixture).
+class Cofferd {
+ public:
+  static std::unique_ptr<Cofferd> Start() {
+    auto d = std::unique_ptr<Cofferd>(new Cofferd());
+    char tmpl[] = "/tmp/keyctl-test-XXXXXX";
+    if (mkdtemp(tmpl) == nullptr) return nullptr;
+    d->dir_ = tmpl;
+    chmod(d->dir_.c_str(), 0755);
+    if (Shell(std::string(COFFER_SOFTHSM_TOKEN_SCRIPT) + " " + d->dir_ +
+              "/hsm coffer >/dev/null") != 0) {
+      return nullptr;
+    }
+    const bool as_root = geteuid() == 0;
+    uid_t uid = geteuid();
+    gid_t gid = getegid();
+    std::string group_name;
+    if (as_root) {
+      passwd* nobody = getpwnam("nobody");
+      if (nobody == nullptr) return nullptr;
+      uid = nobody->pw_uid;
+      gid = nobody->pw_gid;
+      ::group* g = getgrgid(gid);
+      if (g == nullptr) return nullptr;
+      group_name = g->gr_name;
+    }
+    {
+      const std::string me = std::to_string(geteuid());
+      std::ofstream out(d->dir_ + "/cofferd.conf", std::ios::trunc);
+      out << "state_directory: \"" << d->dir_ << "\"\n"
+          << "data_socket: \"data.sock\"\nadmin_socket: \"admin.sock\"\n";
+      if (as_root) out << "data_socket_group: \"" << group_name << "\"\n";
+      out << "hsm { token_label: \"coffer\" pin_file: \"hsm/user.pin\" token_directory: \"hsm\" "
+             "}\n"
+          << "durability: WAL\n"
+          << "grants { principals { uid: " << me
+          << " } datasets: \"*\" rights: READ rights: WRITE rights: DELETE }\n"
+          << "admins { uid: " << me << " }\n"
+          << "jobs { backup_interval_seconds: 86400 }\n";
+    }
+    if (as_root &&
+        Shell("chown -R " + std::to_string(uid) + ":" + std::to_string(gid) + " " + d->dir_) != 0) {
+      return nullptr;
+    }
+    int log = open(d->log_path().c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    if (log < 0) return nullptr;
+    std::vector<std::string> args = {COFFERD_BINARY, "--config", d->dir_ + "/cofferd.conf"};
+    if (as_root) args.insert(args.end(), {"--user", "nobody"});
+    pid_t pid = fork();
+    if (pid == 0) {
+      dup2(log, STDERR_FILENO);
+      dup2(log, STDOUT_FILENO);
+      unsetenv("SOFTHSM2_CONF");  // the daemon finds hsm/softhsm2.conf itself
+      std::vector<char*> argv;
+      for (std::string& a : args) argv.push_back(a.data());
+      argv.push_back(nullptr);
+      execv(argv[0], argv.data());
+      _exit(127);
+    }
+    close(log);
+    if (pid < 0) return nullptr;
+    d->pid_ = pid;
+    // Serving once a status request on the admin socket answers (a safety net, not a measure).
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
+    while (std::chrono::steady_clock::now() < deadline) {
+      if (waitpid(d->pid_, nullptr, WNOHANG) == d->pid_) {
+        d->pid_ = -1;
+        return nullptr;
+      }
+      auto client = AdminClient::Connect(d->admin_socket());
+      if (client.ok()) {
+        coffer::v1::Request request;
+        request.mutable_status();
+        if ((*client)->Call(request).ok()) return d;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    return nullptr;
+  }
+
+  ~Cofferd() {
+    if (pid_ > 0) {
+      kill(pid_, SIGTERM);
+      waitpid(pid_, nullptr, 0);
+    }
+    std::error_code ec;
+    fs::remove_all(dir_, ec);
+  }
+
+  const std::string& dir() const { return dir_; }
+  std::string admin_socket() const { return dir_ + "/admin.sock"; }
+  std::string log_path() const { return dir_ + "/cofferd.log"; }
+
+ private:
+  Cofferd() = default;
+  std::string dir_;
+  pid_t pid_ = -1;
+};
+
+struct Result {
+  int exit_code = -1;
+  std::string out;
+  std::string err;
+  json Json() const { return json::parse(out); }
+};
+
+// Runs keyctl with `args` (words without shell metacharacters) against `socket`; stdin, stdout
+// and stderr are not terminals.
+Result Keyctl(const std::string& socket, const std::string& args) {
+  static int counter = 0;
+  const std::string base =
+      "/tmp/keyctl-test-out-" + std::to_string(getpid()) + "-" + std::to_string(counter++);
+  const std::string command = std::string(KEYCTL_BINARY) + " --socket " + socket + " " + args +
+                              " >" + base + ".out 2>" + base + ".err </dev/null";
+  int status = Shell("env -u COFFER_ADMIN_SOCKET " + command);
+  Result result;
+  result.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  result.out = ReadAll(base + ".out");
+  result.err = ReadAll(base + ".err");
+  fs::remove(base + ".out");
+  fs::remove(base + ".err");
+  return result;
+}
+
+size_t Lines(const std::string& text) {
+  size_t n = 0;
+  for (char c : text) n += c == '\n';
+  return n;
+}
+
+// The primary version of `purpose` in a `key versions --json` document; 0 if none.
+uint32_t PrimaryOf(const json& versions, const std::string& purpose) {
+  for (const json& v : versions.at("versions")) {
+    if (v.at("purpose") == purpose && v.at("state") == "KEY_PRIMARY") return v.at("version");
+  }
+  return 0;
+}
+
+class KeyctlTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() { daemon_ = Cofferd::Start().release(); }
+  static void TearDownTestSuite() {
+    delete daemon_;
+    daemon_ = nullptr;
+  }
+  void SetUp() override { ASSERT_NE(daemon_, nullptr) << "cofferd did not start"; }
+  Result Run(const std::string& args) { return Keyctl(daemon_->admin_socket(), args); }
+  // Creates `name` and fails the test unless keyctl succeeded.
+  void Create(const std::string& name, const std::string& flags = "") {
+    Result r = Run("dataset create " + name + " " + flags);
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+  }
+
+  static Cofferd* daemon_;
+};
+Cofferd* KeyctlTest::daemon_ = nullptr;
+
+TEST_F(KeyctlTest, DatasetCreateListDescribeInBothModes) {
+  Result created = Run("dataset create crm/one --bin-days 7 --retention 30d");
+  ASSERT_EQ(created.exit_code, 0) << created.err;
+  EXPECT_NE(created.out.find("created dataset crm/one"), std::string::npos) << created.out;
+
+  Result list = Run("dataset list");
+  ASSERT_EQ(list.exit_code, 0) << list.err;
+  EXPECT_NE(list.out.find("NAME"), std::string::npos) << list.out;
+  EXPECT_NE(list.out.find("crm/one"), std::string::npos) << list.out;
+  EXPECT_NE(list.out.find("ACTIVE"), std::string::npos) << list.out;
+
+  Result list_json = Run("dataset list --json");
+  ASSERT_EQ(list_json.exit_code, 0) << list_json.err;
+  bool found = false;
+  const json datasets = list_json.Json();
+  for (const json& d : datasets.at("datasets")) {
+    if (d.at("name") != "crm/one") continue;
+    found = true;
+    EXPECT_EQ(d.at("state"), "DATASET_ACTIVE");
+    EXPECT_EQ(d.at("legal_hold"), false);
+  }
+  EXPECT_TRUE(found) << list_json.out;
+
+  Result describe = Run("--json dataset describe crm/one");
+  ASSERT_EQ(describe.exit_code, 0) << describe.err;
+  json info = describe.Json();
+  EXPECT_EQ(info.at("name"), "crm/one");
+  EXPECT_EQ(info.at("policy").at("bin_days"), 7);
+  EXPECT_EQ(info.at("policy").at("retention_max_age_seconds"), 30 * 86400);
+  EXPECT_EQ(info.at("records"), 0);
+  EXPECT_GT(info.at("created_micros").get<int64_t>(), 0);
+  EXPECT_GT(PrimaryOf(info, "PURPOSE_RECORDS"), 0u);
+
+  Result human = Run("dataset describe crm/one");
+  ASSERT_EQ(human.exit_code, 0) << human.err;
+  EXPECT_NE(human.out.find("bin days"), std::string::npos) << human.out;
+  EXPECT_NE(human.out.find("30d"), std::string::npos) << human.out;
+  EXPECT_NE(human.out.find("PRIMARY"), std::string::npos) << human.out;
+}
+
+TEST_F(KeyctlTest, KeyRotateMakesANewPrimary) {
+  Create("crm/rotate");
+  Result before = Run("key versions crm/rotate --json");
+  ASSERT_EQ(before.exit_code, 0) << before.err;
+  const uint32_t old_primary = PrimaryOf(before.Json(), "PURPOSE_RECORDS");
+  ASSERT_GT(old_primary, 0u);
+
+  Result rotated = Run("key rotate crm/rotate --purpose records --json");
+  ASSERT_EQ(rotated.exit_code, 0) << rotated.err;
+  const json primaries = rotated.Json().at("new_primaries");
+  ASSERT_EQ(primaries.size(), 1u) << rotated.out;
+  EXPECT_EQ(primaries[0].at("purpose"), "PURPOSE_RECORDS");
+  EXPECT_EQ(primaries[0].at("version"), old_primary + 1);
+
+  Result after = Run("key versions crm/rotate --json");
+  ASSERT_EQ(after.exit_code, 0) << after.err;
+  EXPECT_EQ(PrimaryOf(after.Json(), "PURPOSE_RECORDS"), old_primary + 1);
+  bool old_decrypt_only = false;
+  const json versions = after.Json();
+  for (const json& v : versions.at("versions")) {
+    if (v.at("purpose") == "PURPOSE_RECORDS" && v.at("version") == old_primary) {
+      old_decrypt_only = v.at("state") == "KEY_DECRYPT_ONLY";
+    }
+  }
+  EXPECT_TRUE(old_decrypt_only) << after.out;
+
+  Result human = Run("key versions crm/rotate");
+  ASSERT_EQ(human.exit_code, 0) << human.err;
+  EXPECT_NE(human.out.find("DECRYPT_ONLY"), std::string::npos) << human.out;
+}
+
+TEST_F(KeyctlTest, PolicySetChangesOnlyTheGivenPolicies) {
+  Create("crm/policy", "--bin-days 9");
+  Result set = Run("policy set crm/policy --destruction-wait 12h --json");
+  ASSERT_EQ(set.exit_code, 0) << set.err;
+  json policy = set.Json().at("policy");
+  EXPECT_EQ(policy.at("destruction_wait_seconds"), 12 * 3600);
+  EXPECT_EQ(policy.at("bin_days"), 9);
+}
+
+TEST_F(KeyctlTest, InvalidDurationIsAUsageErrorOnOneLine) {
+  Result r = Run("policy set crm/one --retention 30x");
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_EQ(Lines(r.err), 1u) << r.err;
+  EXPECT_NE(r.err.find("invalid duration '30x'"), std::string::npos) << r.err;
+  EXPECT_TRUE(r.out.empty()) << r.out;
+}
+
+TEST_F(KeyctlTest, UnknownSubcommandIsAUsageError) {
+  Result r = Run("frobnicate");
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_EQ(Lines(r.err), 1u) << r.err;
+  EXPECT_NE(r.err.find("frobnicate"), std::string::npos) << r.err;
+  Result sub = Run("dataset list --no-such-flag");
+  EXPECT_EQ(sub.exit_code, 2) << sub.err;
+}
+
+TEST_F(KeyctlTest, DaemonNotRunningNamesTheSocket) {
+  const std::string wrong = daemon_->dir() + "/no-such.sock";
+  Result r = Keyctl(wrong, "status");
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_EQ(Lines(r.err), 1u) << r.err;
+  EXPECT_NE(r.err.find(wrong), std::string::npos) << r.err;
+}
+
+TEST_F(KeyctlTest, DescribeOfAnUnknownDatasetIsNotFound) {
+  Result r = Run("dataset describe crm/never-created");
+  EXPECT_EQ(r.exit_code, 4) << r.err;
+  EXPECT_EQ(Lines(r.err), 1u) << r.err;
+  Result j = Run("dataset describe crm/never-created --json");
+  EXPECT_EQ(j.exit_code, 4);
+  EXPECT_EQ(j.Json().at("error").at("code_name"), "DATASET_NOT_FOUND") << j.out;
+}
+
+TEST_F(KeyctlTest, HoldSetThenClear) {
+  Create("crm/hold");
+  Result set = Run("hold set crm/hold --json");
+  ASSERT_EQ(set.exit_code, 0) << set.err;
+  EXPECT_EQ(set.Json().at("legal_hold"), true);
+  Result described = Run("dataset describe crm/hold --json");
+  EXPECT_EQ(described.Json().at("legal_hold"), true);
+  Result clear = Run("hold clear crm/hold");
+  ASSERT_EQ(clear.exit_code, 0) << clear.err;
+  EXPECT_NE(clear.out.find("legal hold cleared"), std::string::npos) << clear.out;
+  described = Run("dataset describe crm/hold --json");
+  EXPECT_EQ(described.Json().at("legal_hold"), false);
+}
+
+TEST_F(KeyctlTest, BackupCreateThenList) {
+  Result created = Run("backup create --json");
+  ASSERT_EQ(created.exit_code, 0) << created.err;
+  const uint32_t id = created.Json().at("id");
+  Result list = Run("backup list --json");
+  ASSERT_EQ(list.exit_code, 0) << list.err;
+  bool found = false;
+  const json backups = list.Json();
+  for (const json& b : backups.at("backups")) found = found || b.at("id") == id;
+  EXPECT_TRUE(found) << list.out;
+  Result human = Run("backup list");
+  ASSERT_EQ(human.exit_code, 0) << human.err;
+  EXPECT_NE(human.out.find("AUDIT SEQ"), std::string::npos) << human.out;
+  Result verify = Run("backup verify " + std::to_string(id));
+  EXPECT_EQ(verify.exit_code, 0) << verify.err;
+  Result missing = Run("backup verify 999999");
+  EXPECT_EQ(missing.exit_code, 4) << missing.err;
+}
+
+TEST_F(KeyctlTest, AuditSearchByDatasetShowsItsCreation) {
+  Create("crm/audited");
+  Result r = Run("audit search --dataset crm/audited --json");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  bool created = false;
+  const json entries = r.Json();
+  for (const json& e : entries.at("entries")) {
+    EXPECT_EQ(e.at("dataset"), "crm/audited");
+    created = created || e.at("kind") == "DATASET_CREATE";
+  }
+  EXPECT_TRUE(created) << r.out;
+  Result human = Run("audit search --dataset crm/audited --since 1h");
+  ASSERT_EQ(human.exit_code, 0) << human.err;
+  EXPECT_NE(human.out.find("DATASET_CREATE"), std::string::npos) << human.out;
+  Result verify = Run("audit verify --json");
+  ASSERT_EQ(verify.exit_code, 0) << verify.err;
+  EXPECT_GT(verify.Json().at("entries").get<uint64_t>(), 0u);
+}
+
+TEST_F(KeyctlTest, ReencryptStartAndWaitReportsTheEnd) {
+  Create("crm/reencrypt");
+  Result started = Run("reencrypt start crm/reencrypt --json");
+  ASSERT_EQ(started.exit_code, 0) << started.err;
+  const uint64_t id = started.Json().at("id");
+  Result waited = Run("reencrypt wait " + std::to_string(id) + " --json");
+  ASSERT_EQ(waited.exit_code, 0) << waited.err;
+  EXPECT_EQ(waited.Json().at("state"), "JOB_DONE");
+  // Not a terminal: progress is plain lines on stderr, no carriage returns.
+  EXPECT_NE(waited.err.find("job " + std::to_string(id)), std::string::npos) << waited.err;
+  EXPECT_EQ(waited.err.find('\r'), std::string::npos) << waited.err;
+}
+
+TEST_F(KeyctlTest, Status) {
+  Result r = Run("status --json");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  json s = r.Json();
+  EXPECT_FALSE(s.at("version").get<std::string>().empty());
+  EXPECT_NE(s.at("admin_socket").get<std::string>().find("admin.sock"), std::string::npos);
+  EXPECT_GT(s.at("audit_entries").get<uint64_t>(), 0u);
+  Result human = Run("status");
+  ASSERT_EQ(human.exit_code, 0) << human.err;
+  EXPECT_NE(human.out.find("admin socket"), std::string::npos) << human.out;
+}
+
+// ---- text conventions (no daemon) -------------------------------------------------------------
+
+TEST(KeyctlFormatTest, Durations) {
+  EXPECT_EQ(*ParseDuration("30d"), 30 * 86400);
+  EXPECT_EQ(*ParseDuration("12h"), 12 * 3600);
+  EXPECT_EQ(*ParseDuration("90s"), 90);
+  EXPECT_EQ(*ParseDuration("1d12h"), 86400 + 12 * 3600);
+  EXPECT_EQ(*ParseDuration("2w"), 14 * 86400);
+  EXPECT_EQ(*ParseDuration("0"), 0);
+  for (const char* bad : {"", "30", "d", "30x", "-1d", "1.5d", "30d ", "99999999999999999999s"}) {
+    EXPECT_FALSE(ParseDuration(bad).ok()) << bad;
+  }
+  for (int64_t s : {int64_t{0}, int64_t{90}, int64_t{86400 + 3600 + 1}, int64_t{30 * 86400}}) {
+    EXPECT_EQ(*ParseDuration(FormatDuration(s)), s) << FormatDuration(s);
+  }
+  EXPECT_EQ(FormatDuration(30 * 86400), "30d");
+}
+
+TEST(KeyctlFormatTest, AgesAndTable) {
+  const int64_t now = int64_t{1'800'000'000} * 1'000'000;
+  EXPECT_EQ(FormatAge(now - 300'000'000, now), "5m ago");
+  EXPECT_EQ(FormatAge(now + (86400 + 3 * 3600) * int64_t{1'000'000}, now), "in 1d3h");
+  EXPECT_EQ(FormatAge(0, now), "-");
+  std::ostringstream out;
+  Table table({"A", "LONGER"});
+  table.AddRow({"wide-cell", "x"});
+  table.Print(out);
+  EXPECT_EQ(out.str(), "A          LONGER\nwide-cell  x\n");
+}
+
+TEST(KeyctlFormatTest, ExitCodes) {
+  EXPECT_EQ(ExitCodeFor(absl::OkStatus()), 0);
+  EXPECT_EQ(ExitCodeFor(MakeError(ErrorCode::kDatasetNotFound, "x")), 4);
+  EXPECT_EQ(ExitCodeFor(MakeError(ErrorCode::kNotGranted, "x")), 3);
+  EXPECT_EQ(ExitCodeFor(MakeError(ErrorCode::kWrongSocket, "x")), 3);
+  EXPECT_EQ(ExitCodeFor(MakeError(ErrorCode::kDaemonUnavailable, "x")), 1);
+  EXPECT_EQ(ExitCodeFor(MakeError(ErrorCode::kDatasetStateForbids, "x")), 1);
+}
+
+}  // namespace
+}  // namespace coffer::keyctl
