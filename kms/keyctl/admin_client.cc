@@ -53,8 +53,8 @@ std::string DialFailureMessage(const std::string& path, int err) {
     case EACCES:
     case EPERM:
       return head +
-             "permission denied: the admin socket is open to the daemon's user only; run "
-             "keyctl as an admin the daemon's configuration lists, with access to the socket";
+             "permission denied: this user may not open the admin socket (cofferd sets its "
+             "group from admin_socket_group); run keyctl as an admin the configuration lists";
     case EAGAIN:
     case ETIMEDOUT:
     case EINPROGRESS:

@@ -394,6 +394,88 @@ TEST_F(KeyctlTest, Status) {
   EXPECT_NE(human.out.find("admin socket"), std::string::npos) << human.out;
 }
 
+TEST_F(KeyctlTest, LifecycleDisableDestroyCancelEnable) {
+  Create("crm/lifecycle");
+  Result refused = Run("dataset destroy crm/lifecycle");  // only a disabled dataset
+  EXPECT_EQ(refused.exit_code, 1) << refused.err;
+  EXPECT_EQ(Lines(refused.err), 1u) << refused.err;
+  Result disabled = Run("dataset disable crm/lifecycle --json");
+  ASSERT_EQ(disabled.exit_code, 0) << disabled.err;
+  EXPECT_EQ(disabled.Json().at("state"), "DATASET_DISABLED");
+  Result scheduled = Run("dataset destroy crm/lifecycle --json");
+  ASSERT_EQ(scheduled.exit_code, 0) << scheduled.err;
+  const json pending = scheduled.Json();
+  EXPECT_EQ(pending.at("state"), "DATASET_PENDING_DESTRUCTION");
+  EXPECT_GT(pending.at("destruction_due_micros").get<int64_t>(), NowMicros());
+  Result cancelled = Run("dataset cancel-destroy crm/lifecycle");
+  ASSERT_EQ(cancelled.exit_code, 0) << cancelled.err;
+  EXPECT_NE(cancelled.out.find("DISABLED"), std::string::npos) << cancelled.out;
+  Result enabled = Run("dataset enable crm/lifecycle --json");
+  ASSERT_EQ(enabled.exit_code, 0) << enabled.err;
+  EXPECT_EQ(enabled.Json().at("state"), "DATASET_ACTIVE");
+}
+
+TEST_F(KeyctlTest, KeyRetireAfterRotation) {
+  Create("crm/retire");
+  ASSERT_EQ(Run("key rotate crm/retire --purpose records").exit_code, 0);
+  Result retired = Run("key retire crm/retire --purpose records --below 2 --json");
+  ASSERT_EQ(retired.exit_code, 0) << retired.err;
+  EXPECT_EQ(retired.Json().at("retired"), json::array({1})) << retired.out;
+  Result again = Run("key retire crm/retire --purpose records --below 2");
+  ASSERT_EQ(again.exit_code, 0) << again.err;
+  EXPECT_NE(again.out.find("no records version below 2"), std::string::npos) << again.out;
+  Result missing = Run("key retire crm/retire --below 2");  // --purpose is required
+  EXPECT_EQ(missing.exit_code, 2) << missing.err;
+}
+
+TEST_F(KeyctlTest, BinPurge) {
+  Create("crm/bin");
+  Result empty = Run("bin purge crm/bin --json");
+  ASSERT_EQ(empty.exit_code, 0) << empty.err;
+  EXPECT_EQ(empty.Json().at("records"), 0);
+  Result absent = Run("bin purge crm/bin --record customer-1");
+  EXPECT_EQ(absent.exit_code, 4) << absent.err;
+  Result both = Run("bin purge crm/bin --record a --attachment b");
+  EXPECT_EQ(both.exit_code, 2) << both.err;
+}
+
+TEST_F(KeyctlTest, ScrubWaitAndAuditShow) {
+  Result scrub = Run("scrub --wait");
+  ASSERT_EQ(scrub.exit_code, 0) << scrub.err;
+  EXPECT_NE(scrub.out.find("items that failed authentication: 0"), std::string::npos) << scrub.out;
+  Result show = Run("audit show --limit 3 --json");
+  ASSERT_EQ(show.exit_code, 0) << show.err;
+  const json entries = show.Json();
+  ASSERT_EQ(entries.at("entries").size(), 3u) << show.out;
+  // Oldest first, consecutive, and the newest: nothing follows the last one shown but what
+  // keyctl's own requests may have added since.
+  EXPECT_LT(entries.at("entries")[0].at("sequence").get<uint64_t>(),
+            entries.at("entries")[2].at("sequence").get<uint64_t>());
+  Result status = Run("status --json");
+  EXPECT_LE(status.Json().at("audit_entries").get<uint64_t>(),
+            entries.at("entries")[2].at("sequence").get<uint64_t>() + 3);
+}
+
+// Run as root: another uid without access to the socket, and an admin-socket user that is not an
+// admin of the daemon, are both refused with exit code 3.
+TEST_F(KeyctlTest, RefusedCallersExitThree) {
+  if (geteuid() != 0) GTEST_SKIP() << "needs root to run keyctl as another uid";
+  const std::string as_other = "setpriv --reuid 41002 --regid 41002 --clear-groups ";
+  const std::string command = std::string(KEYCTL_BINARY) + " --socket " + daemon_->admin_socket() +
+                              " status >/dev/null 2>" + daemon_->dir() + "/refused.err";
+  int status = Shell(as_other + command);
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 3);
+  EXPECT_NE(ReadAll(daemon_->dir() + "/refused.err").find("permission denied"), std::string::npos);
+  struct stat st {};
+  ASSERT_EQ(stat(daemon_->admin_socket().c_str(), &st), 0);
+  status = Shell("setpriv --reuid 41002 --regid 41002 --groups " + std::to_string(st.st_gid) + " " +
+                 command);
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 3);
+  EXPECT_NE(ReadAll(daemon_->dir() + "/refused.err").find("not an admin"), std::string::npos);
+}
+
 // ---- text conventions (no daemon) -------------------------------------------------------------
 
 TEST(KeyctlFormatTest, Durations) {
