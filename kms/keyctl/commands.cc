@@ -2,11 +2,11 @@
 
 #include <algorithm>
 #include <chrono>
-#include <cstdio>
 #include <deque>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "crypto/status.h"
 #include "kms/keyctl/format.h"
 
@@ -21,7 +21,7 @@ constexpr std::chrono::milliseconds kPlainPollInterval{1'000};
 constexpr int64_t kPlainLineEveryMicros = 5'000'000;
 
 void PrintJson(CommandContext& ctx, const nlohmann::json& json) {
-  ctx.out() << json.dump(2) << '\n';
+  ctx.out() << json.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) << '\n';
 }
 
 std::string YesNo(bool value) { return value ? "yes" : "no"; }
@@ -88,8 +88,7 @@ void PrintJobs(CommandContext& ctx, const google::protobuf::RepeatedPtrField<pb:
     std::string progress = job.total() > 0
                                ? std::to_string(job.done()) + "/" + std::to_string(job.total())
                                : std::to_string(job.done());
-    char rate[32];
-    std::snprintf(rate, sizeof(rate), "%.1f", job.rate_per_second());
+    std::string rate = absl::StrFormat("%.1f", job.rate_per_second());
     std::string kind = job.name().empty() ? JobKindName(job.kind()) : job.name();
     std::string state = JobStateName(job.state());
     if (job.state() == pb::JOB_FAILED && job.has_error()) state += ": " + job.error().code_name();
@@ -134,9 +133,7 @@ std::string ProgressLine(const pb::JobStatus& job) {
   if (job.total() > 0) {
     absl::StrAppend(&line, "/", job.total(), " (", job.done() * 100 / job.total(), "%)");
   }
-  char rate[48];
-  std::snprintf(rate, sizeof(rate), ", %.1f items/s", job.rate_per_second());
-  line += rate;
+  absl::StrAppend(&line, absl::StrFormat(", %.1f items/s", job.rate_per_second()));
   if (job.eta_seconds() >= 0 && job.state() == pb::JOB_RUNNING) {
     absl::StrAppend(&line, ", ETA ", FormatDuration(job.eta_seconds()));
   }

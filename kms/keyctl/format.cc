@@ -7,11 +7,11 @@
 #include <cctype>
 #include <charconv>
 #include <chrono>
-#include <cstdio>
 #include <ctime>
 #include <limits>
 
 #include "absl/strings/escaping.h"
+#include "absl/strings/str_format.h"
 #include "coffer/v1/admin.pb.h"
 #include "coffer/v1/common.pb.h"
 #include "crypto/status.h"
@@ -25,7 +25,8 @@ struct Unit {
   char suffix;
   int64_t seconds;
 };
-constexpr Unit kUnits[] = {{'w', 7 * 86400}, {'d', 86400}, {'h', 3600}, {'m', 60}, {'s', 1}};
+constexpr Unit kUnits[] = {
+    {'w', int64_t{7} * 86400}, {'d', 86400}, {'h', 3600}, {'m', 60}, {'s', 1}};
 
 absl::Status BadDuration(std::string_view text) {
   return MakeError(ErrorCode::kInvalidArgument,
@@ -152,20 +153,34 @@ std::string FormatDuration(int64_t seconds) {
 
 absl::StatusOr<int64_t> ParseTimePoint(std::string_view text, int64_t now_micros) {
   if (auto ago = ParseDuration(text); ago.ok()) return now_micros - *ago * 1'000'000;
-  std::tm tm{};
-  int year = 0, month = 0, day = 0, hour = 0, minute = 0, second = 0;
-  std::string copy(text);
-  char sep = 0;
-  int fields = std::sscanf(copy.c_str(), "%4d-%2d-%2d%c%2d:%2d:%2d", &year, &month, &day, &sep,
-                           &hour, &minute, &second);
-  bool date_only = fields == 3 && copy.size() == 10;
-  bool with_time = (fields == 6 || fields == 7) && (sep == 'T' || sep == ' ');
-  if (!date_only && !with_time) {
+  const auto bad = [&] {
     return MakeError(ErrorCode::kInvalidArgument,
-                     "invalid time '" + copy +
+                     "invalid time '" + std::string(text) +
                          "': use YYYY-MM-DD, YYYY-MM-DDTHH:MM[:SS] (local time) or a duration "
                          "ago such as 2h or 7d");
+  };
+  // Reads the all-digit field text[pos, pos + width) into *out.
+  const auto field = [&](size_t pos, size_t width, int* out) {
+    if (pos + width > text.size()) return false;
+    const char* begin = text.data() + pos;
+    auto [end, ec] = std::from_chars(begin, begin + width, *out);
+    return ec == std::errc() && end == begin + width;
+  };
+  int year = 0, month = 0, day = 0, hour = 0, minute = 0, second = 0;
+  if (!(text.size() == 10 || text.size() == 16 || text.size() == 19)) return bad();
+  if (!field(0, 4, &year) || text[4] != '-' || !field(5, 2, &month) || text[7] != '-' ||
+      !field(8, 2, &day)) {
+    return bad();
   }
+  if (text.size() >= 16 && ((text[10] != 'T' && text[10] != ' ') || !field(11, 2, &hour) ||
+                            text[13] != ':' || !field(14, 2, &minute))) {
+    return bad();
+  }
+  if (text.size() == 19 && (text[16] != ':' || !field(17, 2, &second))) return bad();
+  if (month < 1 || month > 12 || day < 1 || day > 31 || hour > 23 || minute > 59 || second > 60) {
+    return bad();
+  }
+  std::tm tm{};
   tm.tm_year = year - 1900;
   tm.tm_mon = month - 1;
   tm.tm_mday = day;
@@ -174,9 +189,7 @@ absl::StatusOr<int64_t> ParseTimePoint(std::string_view text, int64_t now_micros
   tm.tm_sec = second;
   tm.tm_isdst = -1;
   std::time_t t = std::mktime(&tm);
-  if (t == static_cast<std::time_t>(-1) || month < 1 || month > 12 || day < 1 || day > 31) {
-    return MakeError(ErrorCode::kInvalidArgument, "invalid time '" + copy + "'");
-  }
+  if (t == static_cast<std::time_t>(-1)) return bad();
   return static_cast<int64_t>(t) * 1'000'000;
 }
 
@@ -188,11 +201,11 @@ int64_t NowMicros() {
 
 std::string FormatLocalTime(int64_t micros) {
   if (micros == 0) return "-";
-  std::time_t t = static_cast<std::time_t>(micros / 1'000'000);
+  auto t = static_cast<std::time_t>(micros / 1'000'000);
   std::tm tm{};
-  localtime_r(&t, &tm);
+  if (localtime_r(&t, &tm) == nullptr) return "-";
   char buf[32];
-  std::strftime(buf, sizeof(buf), "%Y-%m-%d %H:%M:%S", &tm);
+  if (std::strftime(buf, sizeof(buf), "%Y-%m-%d %H:%M:%S", &tm) == 0) return "-";
   return buf;
 }
 
@@ -220,19 +233,14 @@ std::string FormatAge(int64_t micros, int64_t now_micros) {
 
 std::string FormatBytes(uint64_t bytes) {
   constexpr const char* kNames[] = {"B", "KiB", "MiB", "GiB", "TiB"};
-  double value = static_cast<double>(bytes);
+  auto value = static_cast<double>(bytes);
   size_t unit = 0;
   while (value >= 1024 && unit + 1 < std::size(kNames)) {
     value /= 1024;
     ++unit;
   }
-  char buf[32];
-  if (unit == 0) {
-    std::snprintf(buf, sizeof(buf), "%llu B", static_cast<unsigned long long>(bytes));
-  } else {
-    std::snprintf(buf, sizeof(buf), "%.1f %s", value, kNames[unit]);
-  }
-  return buf;
+  if (unit == 0) return absl::StrFormat("%d B", bytes);
+  return absl::StrFormat("%.1f %s", value, kNames[unit]);
 }
 
 Table::Table(std::vector<std::string> header) { rows_.push_back(std::move(header)); }

@@ -27,21 +27,21 @@ namespace pb = ::coffer::v1;
 using Action = std::function<absl::Status(CommandContext&)>;
 
 CLI::Validator DurationValidator() {
-  return CLI::Validator(
-      [](std::string& text) -> std::string {
-        auto parsed = ParseDuration(text);
-        return parsed.ok() ? std::string() : std::string(parsed.status().message());
-      },
-      "DURATION");
+  return {[](std::string& text) -> std::string {
+            auto parsed = ParseDuration(text);
+            if (parsed.ok()) return {};
+            return std::string(parsed.status().message());
+          },
+          "DURATION"};
 }
 
 CLI::Validator TimeValidator() {
-  return CLI::Validator(
-      [](std::string& text) -> std::string {
-        auto parsed = ParseTimePoint(text, NowMicros());
-        return parsed.ok() ? std::string() : std::string(parsed.status().message());
-      },
-      "TIME");
+  return {[](std::string& text) -> std::string {
+            auto parsed = ParseTimePoint(text, NowMicros());
+            if (parsed.ok()) return {};
+            return std::string(parsed.status().message());
+          },
+          "TIME"};
 }
 
 const std::vector<std::string> kPurposes = {"records", "attachments", "lookup", "pseudonym"};
@@ -446,8 +446,12 @@ int Run(int argc, char** argv) {
     return app.exit(e);
   } catch (const CLI::ParseError& e) {
     // "keyctl frob" fails as a missing subcommand; name the word that is not one.
+    // With fallthrough the word may have been handed up to a parent: look there too.
     const CLI::App* deepest = Deepest(&app);
-    std::vector<std::string> unused = deepest->remaining();
+    std::vector<std::string> unused;
+    for (const CLI::App* a = deepest; a != nullptr && unused.empty(); a = a->get_parent()) {
+      unused = a->remaining();
+    }
     if (!unused.empty() && deepest->get_require_subcommand_min() > 0) {
       std::cerr << "keyctl: unknown command '" << unused.front() << "' (see: " << CommandPath(&app)
                 << " --help)\n";
@@ -481,6 +485,11 @@ int Run(int argc, char** argv) {
 }  // namespace coffer::keyctl
 
 int main(int argc, char** argv) {
-  // CLI11 throws only while parsing, caught in Run; commands report failures as statuses.
-  return coffer::keyctl::Run(argc, argv);
+  try {
+    return coffer::keyctl::Run(argc, argv);
+  } catch (const std::exception& e) {
+    // CLI11 throws while parsing (caught in Run); commands report failures as statuses.
+    std::cerr << "keyctl: unexpected failure: " << e.what() << '\n';
+  }
+  return coffer::keyctl::kExitError;
 }

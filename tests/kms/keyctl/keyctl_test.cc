@@ -100,6 +100,7 @@ class Cofferd {
       dup2(log, STDOUT_FILENO);
       unsetenv("SOFTHSM2_CONF");  // the daemon finds hsm/softhsm2.conf itself
       std::vector<char*> argv;
+      argv.reserve(args.size() + 1);
       for (std::string& a : args) argv.push_back(a.data());
       argv.push_back(nullptr);
       execv(argv[0], argv.data());
@@ -296,6 +297,9 @@ TEST_F(KeyctlTest, UnknownSubcommandIsAUsageError) {
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_EQ(Lines(r.err), 1u) << r.err;
   EXPECT_NE(r.err.find("frobnicate"), std::string::npos) << r.err;
+  Result nested = Run("dataset frobnicate crm/one");
+  EXPECT_EQ(nested.exit_code, 2);
+  EXPECT_NE(nested.err.find("unknown command 'frobnicate'"), std::string::npos) << nested.err;
   Result sub = Run("dataset list --no-such-flag");
   EXPECT_EQ(sub.exit_code, 2) << sub.err;
 }
@@ -380,6 +384,22 @@ TEST_F(KeyctlTest, ReencryptStartAndWaitReportsTheEnd) {
   // Not a terminal: progress is plain lines on stderr, no carriage returns.
   EXPECT_NE(waited.err.find("job " + std::to_string(id)), std::string::npos) << waited.err;
   EXPECT_EQ(waited.err.find('\r'), std::string::npos) << waited.err;
+}
+
+// On a terminal (script(1) gives keyctl a pseudo-terminal) progress is a bar redrawn in place.
+TEST_F(KeyctlTest, ProgressIsABarOnATerminal) {
+  if (Shell("command -v script >/dev/null") != 0) GTEST_SKIP() << "script(1) is not installed";
+  Create("crm/terminal");
+  const std::string out = daemon_->dir() + "/terminal.out";
+  const std::string command = std::string(KEYCTL_BINARY) + " --socket " + daemon_->admin_socket() +
+                              " reencrypt start crm/terminal --wait";
+  int status = Shell("env -u COFFER_ADMIN_SOCKET script -qec '" + command + "' /dev/null >" + out +
+                     " 2>&1 </dev/null");
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 0);
+  const std::string text = ReadAll(out);
+  EXPECT_NE(text.find("\r\033[K[##############################] job "), std::string::npos) << text;
+  EXPECT_NE(text.find("DONE"), std::string::npos) << text;
 }
 
 TEST_F(KeyctlTest, Status) {
@@ -488,10 +508,26 @@ TEST(KeyctlFormatTest, Durations) {
   for (const char* bad : {"", "30", "d", "30x", "-1d", "1.5d", "30d ", "99999999999999999999s"}) {
     EXPECT_FALSE(ParseDuration(bad).ok()) << bad;
   }
-  for (int64_t s : {int64_t{0}, int64_t{90}, int64_t{86400 + 3600 + 1}, int64_t{30 * 86400}}) {
+  for (int64_t s : {int64_t{0}, int64_t{90}, int64_t{86400 + 3600 + 1}, int64_t{30} * 86400}) {
     EXPECT_EQ(*ParseDuration(FormatDuration(s)), s) << FormatDuration(s);
   }
-  EXPECT_EQ(FormatDuration(30 * 86400), "30d");
+  EXPECT_EQ(FormatDuration(int64_t{30} * 86400), "30d");
+}
+
+TEST(KeyctlFormatTest, TimePoints) {
+  const int64_t now = int64_t{1'800'000'000} * 1'000'000;
+  EXPECT_EQ(*ParseTimePoint("2h", now), now - int64_t{7200} * 1'000'000);
+  auto day = ParseTimePoint("2026-01-02", now);
+  auto minute = ParseTimePoint("2026-01-02T03:04", now);
+  auto second = ParseTimePoint("2026-01-02 03:04:05", now);
+  ASSERT_TRUE(day.ok() && minute.ok() && second.ok());
+  EXPECT_EQ(*minute - *day, int64_t{3 * 3600 + 4 * 60} * 1'000'000);
+  EXPECT_EQ(*second - *minute, int64_t{5} * 1'000'000);
+  EXPECT_EQ(FormatLocalTime(*second), "2026-01-02 03:04:05");
+  for (const char* bad : {"", "2026-1-02", "2026-13-01", "2026-01-02X03:04", "2026-01-02T3:04",
+                          "yesterday", "2026-01-02T03:04:05Z"}) {
+    EXPECT_FALSE(ParseTimePoint(bad, now).ok()) << bad;
+  }
 }
 
 TEST(KeyctlFormatTest, AgesAndTable) {
