@@ -209,7 +209,7 @@ void DefineKey(CLI::App& app, Values& v, Action& action) {
   rotate->add_option("--purpose", v.purposes, "Purpose to rotate (repeatable)")
       ->check(CLI::IsMember(kPurposes));
   rotate->add_flag("--emergency", v.emergency,
-                   "Mark every current version COMPROMISED and rotate every purpose");
+                   "Rotate records and attachments and mark their older versions COMPROMISED");
   rotate->callback([&] {
     action = [&](CommandContext& ctx) {
       std::vector<pb::Purpose> purposes;

@@ -386,6 +386,65 @@ TEST_F(KeyctlTest, ReencryptStartAndWaitReportsTheEnd) {
   EXPECT_EQ(waited.err.find('\r'), std::string::npos) << waited.err;
 }
 
+TEST_F(KeyctlTest, RewrapAndEmergencyRotation) {
+  Create("crm/rewrap");
+  Result rewrapped = Run("key rewrap crm/rewrap --json");
+  ASSERT_EQ(rewrapped.exit_code, 0) << rewrapped.err;
+  const json info = rewrapped.Json().at("dataset");
+  ASSERT_FALSE(info.at("versions").empty()) << rewrapped.out;
+  for (const json& v : info.at("versions")) {
+    EXPECT_EQ(v.at("wrapping_version"), 2) << rewrapped.out;  // a new DWK version
+  }
+  Result human = Run("key rewrap crm/rewrap");
+  ASSERT_EQ(human.exit_code, 0) << human.err;
+  EXPECT_NE(human.out.find("re-wrapped every key of crm/rewrap"), std::string::npos) << human.out;
+
+  Result emergency = Run("key rotate crm/rewrap --emergency --json");
+  ASSERT_EQ(emergency.exit_code, 0) << emergency.err;
+  Result after = Run("key versions crm/rewrap --json");
+  ASSERT_EQ(after.exit_code, 0) << after.err;
+  const json versions = after.Json();
+  int compromised = 0;
+  for (const json& v : versions.at("versions")) compromised += v.at("state") == "KEY_COMPROMISED";
+  // The key manager's emergency rotation covers records and attachments (kms/key_manager.h):
+  // their old primaries become COMPROMISED; lookup and pseudonym stay.
+  EXPECT_EQ(compromised, 2) << after.out;
+  EXPECT_EQ(PrimaryOf(versions, "PURPOSE_RECORDS"), 2u);
+  EXPECT_EQ(PrimaryOf(versions, "PURPOSE_ATTACHMENTS"), 2u);
+  EXPECT_EQ(PrimaryOf(versions, "PURPOSE_LOOKUP"), 1u);
+}
+
+TEST_F(KeyctlTest, BackupRestorePruneAndJobStatus) {
+  Result created = Run("backup create");
+  ASSERT_EQ(created.exit_code, 0) << created.err;
+  EXPECT_NE(created.out.find("created backup"), std::string::npos) << created.out;
+  Result list = Run("backup list --json");
+  ASSERT_EQ(list.exit_code, 0) << list.err;
+  const uint32_t id = list.Json().at("backups").back().at("id");
+  // The daemon writes the restore, so the target is inside its own directory.
+  const std::string target = daemon_->dir() + "/restored-" + std::to_string(id);
+  Result restored = Run("backup restore " + std::to_string(id) + " " + target + " --json");
+  ASSERT_EQ(restored.exit_code, 0) << restored.err;
+  EXPECT_EQ(restored.Json().at("restored"), true);
+  EXPECT_TRUE(fs::exists(target));
+  Result again = Run("backup restore " + std::to_string(id) + " " + target);
+  EXPECT_EQ(again.exit_code, 1) << again.err;
+  EXPECT_EQ(Lines(again.err), 1u) << again.err;
+
+  Result pruned = Run("backup prune --json");
+  ASSERT_EQ(pruned.exit_code, 0) << pruned.err;
+  EXPECT_TRUE(pruned.Json().at("deleted").is_array()) << pruned.out;
+
+  Result jobs = Run("reencrypt status --json");
+  ASSERT_EQ(jobs.exit_code, 0) << jobs.err;
+  EXPECT_FALSE(jobs.Json().at("jobs").empty()) << jobs.out;  // the daemon's periodic jobs
+  Result human = Run("reencrypt status");
+  ASSERT_EQ(human.exit_code, 0) << human.err;
+  EXPECT_NE(human.out.find("rotation"), std::string::npos) << human.out;
+  Result unknown = Run("reencrypt status 999999");
+  EXPECT_EQ(unknown.exit_code, 4) << unknown.err;
+}
+
 // On a terminal (script(1) gives keyctl a pseudo-terminal) progress is a bar redrawn in place.
 TEST_F(KeyctlTest, ProgressIsABarOnATerminal) {
   if (Shell("command -v script >/dev/null") != 0) GTEST_SKIP() << "script(1) is not installed";
