@@ -6,15 +6,20 @@
 #include <fcntl.h>
 #include <grp.h>
 #include <pwd.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <csignal>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <memory>
 #include <sstream>
 #include <string>
@@ -24,6 +29,7 @@
 #include "coffer/v1/service.pb.h"
 #include "crypto/status.h"
 #include "gtest/gtest.h"
+#include "kms/api/framing.h"
 #include "kms/keyctl/admin_client.h"
 #include "kms/keyctl/format.h"
 #include "nlohmann/json.hpp"
@@ -553,6 +559,130 @@ TEST_F(KeyctlTest, RefusedCallersExitThree) {
   ASSERT_TRUE(WIFEXITED(status));
   EXPECT_EQ(WEXITSTATUS(status), 3);
   EXPECT_NE(ReadAll(daemon_->dir() + "/refused.err").find("not an admin"), std::string::npos);
+}
+
+// ---- AdminClient against an in-test server --------------------------------------------------
+
+// A Unix listener that answers each request with `answer(request)` and closes every connection
+// after `per_connection` responses.
+class FakeAdminServer {
+ public:
+  FakeAdminServer(std::string path, int per_connection,
+                  std::function<coffer::v1::Response(const coffer::v1::Request&)> answer)
+      : path_(std::move(path)) {
+    listener_ = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    std::strncpy(addr.sun_path, path_.c_str(), sizeof(addr.sun_path) - 1);
+    ok_ = listener_ >= 0 &&
+          bind(listener_, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0 &&
+          listen(listener_, 4) == 0;
+    if (!ok_) return;
+    thread_ = std::thread([this, per_connection, answer = std::move(answer)] {
+      while (true) {
+        int fd = accept(listener_, nullptr, nullptr);
+        if (fd < 0) return;  // the listener was shut down
+        ++connections_;
+        api::FrameReader reader(fd, api::kDefaultMaxFrameBytes);
+        for (int i = 0; i < per_connection; ++i) {
+          coffer::v1::Request request;
+          bool end = false;
+          auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+          if (!reader.Read(&request, deadline, &end).ok() || end) break;
+          if (!api::WriteFrame(fd, answer(request), deadline).ok()) break;
+        }
+        close(fd);
+        ++closed_;
+      }
+    });
+  }
+  FakeAdminServer(const FakeAdminServer&) = delete;
+  FakeAdminServer& operator=(const FakeAdminServer&) = delete;
+  ~FakeAdminServer() {
+    if (listener_ >= 0) shutdown(listener_, SHUT_RDWR);
+    if (thread_.joinable()) thread_.join();
+    if (listener_ >= 0) close(listener_);
+    unlink(path_.c_str());
+  }
+  bool ok() const { return ok_; }
+  int connections() const { return connections_.load(); }
+  // Waits until the server closed `n` connections (a safety net of 30 s, never a measure).
+  bool WaitClosed(int n) const {
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+    while (closed_.load() < n) {
+      if (std::chrono::steady_clock::now() > deadline) return false;
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+    return true;
+  }
+
+ private:
+  std::string path_;
+  int listener_ = -1;
+  bool ok_ = false;
+  std::atomic<int> connections_{0};
+  std::atomic<int> closed_{0};
+  std::thread thread_;
+};
+
+coffer::v1::Response StatusAnswer(const coffer::v1::Request& request) {
+  coffer::v1::Response response;
+  response.set_request_id(request.request_id());
+  response.mutable_status()->set_version("fake");
+  return response;
+}
+
+std::string FakeSocketPath(const std::string& name) {
+  return "/tmp/keyctl-fake-" + std::to_string(getpid()) + "-" + name + ".sock";
+}
+
+TEST(AdminClientTest, RedialsAfterTheDaemonClosedAnIdleConnection) {
+  FakeAdminServer server(FakeSocketPath("redial"), 1, StatusAnswer);
+  ASSERT_TRUE(server.ok());
+  auto client = AdminClient::Connect(FakeSocketPath("redial"));
+  ASSERT_TRUE(client.ok()) << client.status();
+  for (int i = 0; i < 3; ++i) {
+    coffer::v1::Request request;
+    request.mutable_status();
+    auto response = (*client)->Call(request);
+    ASSERT_TRUE(response.ok()) << i << ": " << response.status();
+    EXPECT_EQ(response->status().version(), "fake");
+    // The server closes after each answer: the next call must notice and dial again.
+    ASSERT_TRUE(server.WaitClosed(i + 1));
+  }
+  EXPECT_EQ(server.connections(), 3);
+}
+
+TEST(AdminClientTest, MapsErrorsAndProtocolBreaks) {
+  FakeAdminServer server(FakeSocketPath("errors"), 100, [](const coffer::v1::Request& request) {
+    coffer::v1::Response response;
+    response.set_request_id(request.request_id());
+    if (request.has_dataset_describe()) {
+      response.mutable_error()->set_code(305);
+      response.mutable_error()->set_code_name("DATASET_NOT_FOUND");
+      response.mutable_error()->set_message("no dataset with this name");
+    } else if (request.has_dataset_list()) {
+      response.mutable_status();  // the wrong result
+    } else {
+      response.set_request_id(request.request_id() + 7);  // the wrong request id
+      response.mutable_status();
+    }
+    return response;
+  });
+  ASSERT_TRUE(server.ok());
+  auto client = AdminClient::Connect(FakeSocketPath("errors"));
+  ASSERT_TRUE(client.ok()) << client.status();
+  coffer::v1::Request describe;
+  describe.mutable_dataset_describe()->set_name("x");
+  auto described = (*client)->Call(describe);
+  EXPECT_EQ(ErrorCodeOf(described.status()), ErrorCode::kDatasetNotFound);
+  EXPECT_NE(described.status().message().find("no dataset with this name"), std::string::npos);
+  coffer::v1::Request list;
+  list.mutable_dataset_list();
+  EXPECT_EQ(ErrorCodeOf((*client)->Call(list).status()), ErrorCode::kUnexpectedFrame);
+  coffer::v1::Request status;
+  status.mutable_status();
+  EXPECT_EQ(ErrorCodeOf((*client)->Call(status).status()), ErrorCode::kUnexpectedFrame);
 }
 
 // ---- text conventions (no daemon) -------------------------------------------------------------
