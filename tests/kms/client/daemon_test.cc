@@ -46,12 +46,16 @@
 #include "gtest/gtest.h"
 #include "kms/api/framing.h"
 #include "kms/client/client.h"
+#include "tests/testing/process.h"
 
 namespace coffer {
 namespace {
 
 namespace fs = std::filesystem;
 namespace pb = ::coffer::v1;
+using ::coffer::testing::ReadWholeFile;
+using ::coffer::testing::RunShell;
+using ::coffer::testing::SpawnWithOutput;
 
 constexpr char kDataset[] = "crm/test";
 // Uids the other-uid clients drop to (none has an account; the kernel does not need one).
@@ -137,18 +141,6 @@ int ErrorOf(const absl::StatusOr<pb::Response>& response) {
 
 // ---- the daemon process --------------------------------------------------------------------
 
-std::string ReadAll(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream out;
-  out << in.rdbuf();
-  return out.str();
-}
-
-// Test set-up commands (the token script, chown) with paths this test made.
-int Run(const std::string& command) {
-  return std::system(command.c_str());  // NOLINT(cert-env33-c)
-}
-
 class CofferdProcess {
  public:
   // A fresh state directory with a token and a configuration; not started.
@@ -158,8 +150,8 @@ class CofferdProcess {
     if (mkdtemp(tmpl) == nullptr) return nullptr;
     p->dir_ = tmpl;
     chmod(p->dir_.c_str(), 0755);  // other uids reach the sockets through it
-    if (Run(std::string(COFFER_SOFTHSM_TOKEN_SCRIPT) + " " + p->dir_ + "/hsm coffer >/dev/null") !=
-        0) {
+    if (RunShell(std::string(COFFER_SOFTHSM_TOKEN_SCRIPT) + " " + p->dir_ +
+                 "/hsm coffer >/dev/null") != 0) {
       return nullptr;
     }
     p->as_root_ = geteuid() == 0;
@@ -176,8 +168,8 @@ class CofferdProcess {
       p->daemon_gid_ = getegid();
     }
     p->WriteConfig();
-    if (p->as_root_ && Run("chown -R " + std::to_string(p->daemon_uid_) + ":" +
-                           std::to_string(p->daemon_gid_) + " " + p->dir_) != 0) {
+    if (p->as_root_ && RunShell("chown -R " + std::to_string(p->daemon_uid_) + ":" +
+                                std::to_string(p->daemon_gid_) + " " + p->dir_) != 0) {
       return nullptr;
     }
     return p;
@@ -194,25 +186,12 @@ class CofferdProcess {
 
   // Starts cofferd and waits until its admin socket answers a status request.
   ::testing::AssertionResult Start() {
-    int log = open(log_path().c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-    if (log < 0) return ::testing::AssertionFailure() << "cannot open the log";
     std::vector<std::string> args = {COFFERD_BINARY, "--config", dir_ + "/cofferd.conf",
                                      "--log-level", "info"};
     if (as_root_) args.insert(args.end(), {"--user", "nobody"});
-    pid_t pid = fork();
-    if (pid == 0) {
-      dup2(log, STDERR_FILENO);
-      dup2(log, STDOUT_FILENO);
-      unsetenv("SOFTHSM2_CONF");  // the daemon finds hsm/softhsm2.conf itself
-      std::vector<char*> argv;
-      argv.reserve(args.size() + 1);
-      for (std::string& a : args) argv.push_back(a.data());
-      argv.push_back(nullptr);
-      execv(argv[0], argv.data());
-      _exit(127);
-    }
-    close(log);
-    if (pid < 0) return ::testing::AssertionFailure() << "fork failed";
+    // Without SOFTHSM2_CONF the daemon finds hsm/softhsm2.conf itself.
+    pid_t pid = SpawnWithOutput(std::move(args), log_path(), {"SOFTHSM2_CONF"});
+    if (pid < 0) return ::testing::AssertionFailure() << "cannot open the log or fork";
     pid_ = pid;
     auto deadline = In(std::chrono::seconds(120));
     while (std::chrono::steady_clock::now() < deadline) {
@@ -252,8 +231,8 @@ class CofferdProcess {
     for (const std::string& a : extra_args) command += " " + a;
     command += " >" + out + " 2>&1 </dev/null";
     // A daemon that wrongly starts would serve forever: timeout ends it (exit 124).
-    int status = Run("env " + env + " timeout 120 " + command);
-    return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, ReadAll(out)};
+    int status = RunShell("env " + env + " timeout 120 " + command);
+    return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, ReadWholeFile(out)};
   }
   std::string UserArg() const { return as_root_ ? "--user nobody" : ""; }
 
@@ -264,7 +243,7 @@ class CofferdProcess {
   std::string data_socket() const { return dir_ + "/data.sock"; }
   std::string admin_socket() const { return dir_ + "/admin.sock"; }
   std::string log_path() const { return dir_ + "/cofferd.log"; }
-  std::string Log() const { return ReadAll(log_path()); }
+  std::string Log() const { return ReadWholeFile(log_path()); }
 
  private:
   CofferdProcess() = default;
@@ -418,7 +397,7 @@ TEST_F(CofferdTest, SocketsAreUnixSocketsOfMode0660AndStatusShowsEveryJob) {
 
 TEST_F(CofferdTest, RunsUnprivilegedWithoutCoreDumps) {
   const std::string proc = "/proc/" + std::to_string(daemon_->pid());
-  std::string status = ReadAll(proc + "/status");
+  std::string status = ReadWholeFile(proc + "/status");
   size_t uid_line = status.find("\nUid:");
   ASSERT_NE(uid_line, std::string::npos);
   std::istringstream uids(status.substr(uid_line + 5));
@@ -431,7 +410,7 @@ TEST_F(CofferdTest, RunsUnprivilegedWithoutCoreDumps) {
   }
   EXPECT_EQ(real, effective);
 
-  std::string limits = ReadAll(proc + "/limits");
+  std::string limits = ReadWholeFile(proc + "/limits");
   size_t core = limits.find("Max core file size");
   ASSERT_NE(core, std::string::npos);
   std::istringstream core_line(limits.substr(core + std::strlen("Max core file size")));
@@ -1053,7 +1032,7 @@ TEST_F(CofferdStartupTest, RefusesAPinFileOthersCanRead) {
   EXPECT_EQ(code, 1);
   EXPECT_NE(log.find("HSM_PIN_UNAVAILABLE"), std::string::npos) << log;
   EXPECT_NE(log.find("chmod"), std::string::npos) << log;
-  std::string pin = ReadAll(state_->dir() + "/hsm/user.pin");
+  std::string pin = ReadWholeFile(state_->dir() + "/hsm/user.pin");
   ASSERT_FALSE(pin.empty());
   EXPECT_EQ(log.find(pin.substr(0, 16)), std::string::npos) << "the PIN reached the log";
 }
@@ -1062,7 +1041,7 @@ TEST_F(CofferdStartupTest, RefusesTokenStorageInsideTheDataDirectory) {
   // SOFTHSM2_CONF names the token storage hsm/tokens; with hsm/ as the data directory, a copy
   // of the data would carry the token's keys. (hsm.token_directory is moved out of the way,
   // or the configuration check would refuse first.)
-  std::string conf = ReadAll(state_->dir() + "/cofferd.conf");
+  std::string conf = ReadWholeFile(state_->dir() + "/cofferd.conf");
   const std::string token_directory = "token_directory: \"hsm\"";
   size_t at = conf.find(token_directory);
   ASSERT_NE(at, std::string::npos);

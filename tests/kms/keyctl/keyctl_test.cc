@@ -33,24 +33,16 @@
 #include "kms/keyctl/admin_client.h"
 #include "kms/keyctl/format.h"
 #include "nlohmann/json.hpp"
+#include "tests/testing/process.h"
 
 namespace coffer::keyctl {
 namespace {
 
 namespace fs = std::filesystem;
+using ::coffer::testing::ReadWholeFile;
+using ::coffer::testing::RunShell;
+using ::coffer::testing::SpawnWithOutput;
 using nlohmann::json;
-
-std::string ReadAll(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream out;
-  out << in.rdbuf();
-  return out.str();
-}
-
-// Set-up commands with paths this test made.
-int Shell(const std::string& command) {
-  return std::system(command.c_str());  // NOLINT(cert-env33-c)
-}
 
 // A cofferd on a fresh temporary directory (minimal version of daemon_test.cc's fixture).
 class Cofferd {
@@ -61,8 +53,8 @@ class Cofferd {
     if (mkdtemp(tmpl) == nullptr) return nullptr;
     d->dir_ = tmpl;
     chmod(d->dir_.c_str(), 0755);
-    if (Shell(std::string(COFFER_SOFTHSM_TOKEN_SCRIPT) + " " + d->dir_ +
-              "/hsm coffer >/dev/null") != 0) {
+    if (RunShell(std::string(COFFER_SOFTHSM_TOKEN_SCRIPT) + " " + d->dir_ +
+                 "/hsm coffer >/dev/null") != 0) {
       return nullptr;
     }
     const bool as_root = geteuid() == 0;
@@ -92,27 +84,14 @@ class Cofferd {
           << "admins { uid: " << me << " }\n"
           << "jobs { backup_interval_seconds: 86400 }\n";
     }
-    if (as_root &&
-        Shell("chown -R " + std::to_string(uid) + ":" + std::to_string(gid) + " " + d->dir_) != 0) {
+    if (as_root && RunShell("chown -R " + std::to_string(uid) + ":" + std::to_string(gid) + " " +
+                            d->dir_) != 0) {
       return nullptr;
     }
-    int log = open(d->log_path().c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-    if (log < 0) return nullptr;
     std::vector<std::string> args = {COFFERD_BINARY, "--config", d->dir_ + "/cofferd.conf"};
     if (as_root) args.insert(args.end(), {"--user", "nobody"});
-    pid_t pid = fork();
-    if (pid == 0) {
-      dup2(log, STDERR_FILENO);
-      dup2(log, STDOUT_FILENO);
-      unsetenv("SOFTHSM2_CONF");  // the daemon finds hsm/softhsm2.conf itself
-      std::vector<char*> argv;
-      argv.reserve(args.size() + 1);
-      for (std::string& a : args) argv.push_back(a.data());
-      argv.push_back(nullptr);
-      execv(argv[0], argv.data());
-      _exit(127);
-    }
-    close(log);
+    // Without SOFTHSM2_CONF the daemon finds hsm/softhsm2.conf itself.
+    pid_t pid = SpawnWithOutput(std::move(args), d->log_path(), {"SOFTHSM2_CONF"});
     if (pid < 0) return nullptr;
     d->pid_ = pid;
     // Serving once a status request on the admin socket answers (a safety net, not a measure).
@@ -167,11 +146,11 @@ Result Keyctl(const std::string& socket, const std::string& args) {
       "/tmp/keyctl-test-out-" + std::to_string(getpid()) + "-" + std::to_string(counter++);
   const std::string command = std::string(KEYCTL_BINARY) + " --socket " + socket + " " + args +
                               " >" + base + ".out 2>" + base + ".err </dev/null";
-  int status = Shell("env -u COFFER_ADMIN_SOCKET " + command);
+  int status = RunShell("env -u COFFER_ADMIN_SOCKET " + command);
   Result result;
   result.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  result.out = ReadAll(base + ".out");
-  result.err = ReadAll(base + ".err");
+  result.out = ReadWholeFile(base + ".out");
+  result.err = ReadWholeFile(base + ".err");
   fs::remove(base + ".out");
   fs::remove(base + ".err");
   return result;
@@ -453,16 +432,16 @@ TEST_F(KeyctlTest, BackupRestorePruneAndJobStatus) {
 
 // On a terminal (script(1) gives keyctl a pseudo-terminal) progress is a bar redrawn in place.
 TEST_F(KeyctlTest, ProgressIsABarOnATerminal) {
-  if (Shell("command -v script >/dev/null") != 0) GTEST_SKIP() << "script(1) is not installed";
+  if (RunShell("command -v script >/dev/null") != 0) GTEST_SKIP() << "script(1) is not installed";
   Create("crm/terminal");
   const std::string out = daemon_->dir() + "/terminal.out";
   const std::string command = std::string(KEYCTL_BINARY) + " --socket " + daemon_->admin_socket() +
                               " reencrypt start crm/terminal --wait";
-  int status = Shell("env -u COFFER_ADMIN_SOCKET script -qec '" + command + "' /dev/null >" + out +
-                     " 2>&1 </dev/null");
+  int status = RunShell("env -u COFFER_ADMIN_SOCKET script -qec '" + command + "' /dev/null >" +
+                        out + " 2>&1 </dev/null");
   ASSERT_TRUE(WIFEXITED(status));
   EXPECT_EQ(WEXITSTATUS(status), 0);
-  const std::string text = ReadAll(out);
+  const std::string text = ReadWholeFile(out);
   EXPECT_NE(text.find("\r\033[K[##############################] job "), std::string::npos) << text;
   EXPECT_NE(text.find("DONE"), std::string::npos) << text;
 }
@@ -548,17 +527,18 @@ TEST_F(KeyctlTest, RefusedCallersExitThree) {
   const std::string as_other = "setpriv --reuid 41002 --regid 41002 --clear-groups ";
   const std::string command = std::string(KEYCTL_BINARY) + " --socket " + daemon_->admin_socket() +
                               " status >/dev/null 2>" + daemon_->dir() + "/refused.err";
-  int status = Shell(as_other + command);
+  int status = RunShell(as_other + command);
   ASSERT_TRUE(WIFEXITED(status));
   EXPECT_EQ(WEXITSTATUS(status), 3);
-  EXPECT_NE(ReadAll(daemon_->dir() + "/refused.err").find("permission denied"), std::string::npos);
+  EXPECT_NE(ReadWholeFile(daemon_->dir() + "/refused.err").find("permission denied"),
+            std::string::npos);
   struct stat st {};
   ASSERT_EQ(stat(daemon_->admin_socket().c_str(), &st), 0);
-  status = Shell("setpriv --reuid 41002 --regid 41002 --groups " + std::to_string(st.st_gid) + " " +
-                 command);
+  status = RunShell("setpriv --reuid 41002 --regid 41002 --groups " + std::to_string(st.st_gid) +
+                    " " + command);
   ASSERT_TRUE(WIFEXITED(status));
   EXPECT_EQ(WEXITSTATUS(status), 3);
-  EXPECT_NE(ReadAll(daemon_->dir() + "/refused.err").find("not an admin"), std::string::npos);
+  EXPECT_NE(ReadWholeFile(daemon_->dir() + "/refused.err").find("not an admin"), std::string::npos);
 }
 
 // ---- AdminClient against an in-test server --------------------------------------------------

@@ -1,0 +1,33 @@
+// Process helpers for the tests that run coffer's binaries (cofferd, keyctl) as real processes:
+// reading a file whole, running a set-up command, and starting a program with its output in a
+// file.
+//
+// Thread safety: each call is independent. Failures: ReadWholeFile returns "" for a file it
+// cannot read; SpawnWithOutput returns -1 when the output file cannot be opened or fork fails
+// (a failed exec ends the child with status 127).
+
+#ifndef COFFER_TESTS_TESTING_PROCESS_H_
+#define COFFER_TESTS_TESTING_PROCESS_H_
+
+#include <sys/types.h>
+
+#include <string>
+#include <vector>
+
+namespace coffer::testing {
+
+// The whole content of `path`.
+std::string ReadWholeFile(const std::string& path);
+
+// Runs `command` with /bin/sh (test set-up only: the token script, chown) and returns the raw
+// wait status from std::system.
+int RunShell(const std::string& command);
+
+// Starts `args[0]` with `args`, its standard output and error appended to `output_path`, and
+// the environment variables `unset_env` removed. Returns the child's pid.
+pid_t SpawnWithOutput(std::vector<std::string> args, const std::string& output_path,
+                      const std::vector<std::string>& unset_env = {});
+
+}  // namespace coffer::testing
+
+#endif  // COFFER_TESTS_TESTING_PROCESS_H_
