@@ -70,11 +70,7 @@ class FullBackupTest : public ::testing::Test {
   static void TearDownTestSuite() { suite_.Reset(); }
 
   void SetUp() override {
-    audit::AuditLogOptions audit_options;
-    audit_options.directory = dir_.Sub("audit");
-    audit_options.signer = suite_.signer.get();
-    audit_options.epoch_keys = HsmEpochKeyProvider(*suite_.client);
-    audit_options.clock = &clock_;
+    audit::AuditLogOptions audit_options = suite_.AuditOptions(dir_.Sub("audit"), &clock_);
     auto log = audit::AuditLog::Open(std::move(audit_options));
     ASSERT_TRUE(log.ok()) << log.status();
     log_ = *std::move(log);
@@ -392,11 +388,7 @@ TEST_F(FullBackupTest, PruneKeepsTheNewestAndRestoreRefusesANonEmptyTargetOrASta
             ErrorCode::kRestoreTargetNotEmpty);
 
   // Another log (another log id) cannot say what happened after the backup.
-  audit::AuditLogOptions other;
-  other.directory = dir_.Sub("other-audit");
-  other.signer = suite_.signer.get();
-  other.epoch_keys = HsmEpochKeyProvider(*suite_.client);
-  other.clock = &clock_;
+  audit::AuditLogOptions other = suite_.AuditOptions(dir_.Sub("other-audit"), &clock_);
   auto other_log = audit::AuditLog::Open(std::move(other));
   ASSERT_TRUE(other_log.ok()) << other_log.status();
   ASSERT_TRUE((*other_log)->Close().ok());
@@ -417,11 +409,7 @@ TEST_F(FullBackupTest, TheAuditJournalFailsClosed) {
   uint64_t handle = Create("crm/leads");
   ASSERT_TRUE(records_->Put(handle, "l-1", "lead").ok());
   // A journal over a closed log cannot make its entry durable: the purge does not happen.
-  audit::AuditLogOptions other;
-  other.directory = dir_.Sub("closed-audit");
-  other.signer = suite_.signer.get();
-  other.epoch_keys = HsmEpochKeyProvider(*suite_.client);
-  other.clock = &clock_;
+  audit::AuditLogOptions other = suite_.AuditOptions(dir_.Sub("closed-audit"), &clock_);
   auto closed = audit::AuditLog::Open(std::move(other));
   ASSERT_TRUE(closed.ok()) << closed.status();
   ASSERT_TRUE((*closed)->Close().ok());

@@ -59,11 +59,7 @@ class KeyManagerTest : public ::testing::Test {
   }
 
   void OpenAudit(audit::AuditFileSystem* fs) {
-    audit::AuditLogOptions options;
-    options.directory = dir_.Sub("audit");
-    options.signer = suite_.signer.get();
-    options.epoch_keys = HsmEpochKeyProvider(*suite_.client);
-    options.clock = &clock_;
+    audit::AuditLogOptions options = suite_.AuditOptions(dir_.Sub("audit"), &clock_);
     options.file_system = fs;
     auto log = audit::AuditLog::Open(std::move(options));
     ASSERT_TRUE(log.ok()) << log.status();

@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <cstdlib>
+#include <utility>
 
 namespace coffer::kms::testing {
 
@@ -43,6 +44,15 @@ absl::Status SuiteToken::Open(std::string_view label) {
   client = *std::move(opened);
   signer = std::make_unique<HsmCheckpointSigner>(*client);
   return absl::OkStatus();
+}
+
+audit::AuditLogOptions SuiteToken::AuditOptions(std::string directory, const Clock* clock) const {
+  audit::AuditLogOptions options;
+  options.directory = std::move(directory);
+  options.signer = signer.get();
+  options.epoch_keys = HsmEpochKeyProvider(*client);
+  options.clock = clock;
+  return options;
 }
 
 void SuiteToken::Reset() {

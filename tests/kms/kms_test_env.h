@@ -31,6 +31,10 @@ struct SuiteToken {
 
   absl::Status Open(std::string_view label);
   void Reset();
+
+  // Options for an audit log in `directory` whose checkpoints are signed and whose epoch keys
+  // are derived in this token, on `clock`.
+  audit::AuditLogOptions AuditOptions(std::string directory, const Clock* clock) const;
 };
 
 // Counts per (dataset, purpose, version), set by the test. Thread-safe.

@@ -97,11 +97,7 @@ class DaemonServicesTest : public ::testing::Test {
   static void TearDownTestSuite() { suite_.Reset(); }
 
   void SetUp() override {
-    audit::AuditLogOptions audit_options;
-    audit_options.directory = dir_.Sub("audit");
-    audit_options.signer = suite_.signer.get();
-    audit_options.epoch_keys = kms::HsmEpochKeyProvider(*suite_.client);
-    audit_options.clock = &clock_;
+    audit::AuditLogOptions audit_options = suite_.AuditOptions(dir_.Sub("audit"), &clock_);
     auto log = audit::AuditLog::Open(std::move(audit_options));
     ASSERT_TRUE(log.ok()) << log.status();
     log_ = *std::move(log);
