@@ -2,6 +2,9 @@
 
 #include <poll.h>
 #include <sys/socket.h>
+#include <sys/time.h>
+#include <sys/un.h>
+#include <unistd.h>
 
 #include <cerrno>
 #include <cstring>
@@ -177,6 +180,42 @@ absl::Status WriteFrame(int fd, const google::protobuf::MessageLite& message, De
   std::string frame;
   AppendFrame(message, &frame);
   return WriteAll(fd, frame, deadline);
+}
+
+absl::StatusOr<int> DialUnixSocket(const std::string& path,
+                                   std::chrono::milliseconds connect_timeout, int* connect_errno) {
+  *connect_errno = 0;
+  sockaddr_un address{};
+  address.sun_family = AF_UNIX;
+  if (path.empty() || path.size() >= sizeof(address.sun_path)) {
+    return MakeError(ErrorCode::kInvalidArgument, "socket path must be 1 to " +
+                                                      std::to_string(sizeof(address.sun_path) - 1) +
+                                                      " bytes: " + path);
+  }
+  std::memcpy(address.sun_path, path.data(), path.size());
+  int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) {
+    return MakeError(ErrorCode::kDaemonUnavailable,
+                     std::string("cannot create a Unix socket: ") + std::strerror(errno));
+  }
+  // A blocking AF_UNIX connect waits for room in the accept backlog; SO_SNDTIMEO bounds that.
+  timeval limit{};
+  limit.tv_sec = static_cast<time_t>(connect_timeout.count() / 1000);
+  limit.tv_usec = static_cast<suseconds_t>((connect_timeout.count() % 1000) * 1000);
+  ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &limit, sizeof(limit));
+  int rc;
+  do {
+    rc = ::connect(fd, reinterpret_cast<const sockaddr*>(&address), sizeof(address));
+  } while (rc != 0 && errno == EINTR);
+  if (rc != 0) {
+    *connect_errno = errno;
+    ::close(fd);
+    return MakeError(ErrorCode::kDaemonUnavailable,
+                     "cannot connect to " + path + ": " + std::strerror(*connect_errno));
+  }
+  timeval none{};
+  ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &none, sizeof(none));
+  return fd;
 }
 
 }  // namespace coffer::api

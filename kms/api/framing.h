@@ -27,6 +27,7 @@
 #include <string_view>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 
 namespace google::protobuf {
 class MessageLite;
@@ -81,6 +82,14 @@ void AppendFrame(const google::protobuf::MessageLite& message, std::string* out)
 
 // Writes all of `bytes` to `fd` before `deadline`.
 absl::Status WriteAll(int fd, const std::string& bytes, Deadline deadline);
+
+// Connects a blocking, close-on-exec stream socket to the Unix socket at `path`, waiting at
+// most `connect_timeout` for room in the listener's backlog (no send timeout is left set).
+// Returns the fd, which the caller owns. INVALID_ARGUMENT for an empty or too long path;
+// DAEMON_UNAVAILABLE when socket() or connect() fails. *connect_errno is connect's errno when
+// connect failed and 0 otherwise, so that the caller can say what to check.
+absl::StatusOr<int> DialUnixSocket(const std::string& path,
+                                   std::chrono::milliseconds connect_timeout, int* connect_errno);
 
 }  // namespace coffer::api
 

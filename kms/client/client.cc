@@ -2,8 +2,6 @@
 
 #include <poll.h>
 #include <sys/socket.h>
-#include <sys/time.h>
-#include <sys/un.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -110,35 +108,14 @@ class Connection {
  public:
   static absl::StatusOr<std::unique_ptr<Connection>> Dial(const std::string& path,
                                                           const ClientOptions& options) {
-    sockaddr_un address{};
-    address.sun_family = AF_UNIX;
-    if (path.empty() || path.size() >= sizeof(address.sun_path)) {
-      return MakeError(ErrorCode::kInvalidArgument,
-                       "socket path must be 1 to " + std::to_string(sizeof(address.sun_path) - 1) +
-                           " bytes: " + path);
-    }
-    std::memcpy(address.sun_path, path.data(), path.size());
-    int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0) {
+    int connect_errno = 0;
+    absl::StatusOr<int> fd = api::DialUnixSocket(path, options.connect_timeout, &connect_errno);
+    if (!fd.ok()) {
+      if (connect_errno == 0) return fd.status();
       return MakeError(ErrorCode::kDaemonUnavailable,
-                       std::string("cannot create a Unix socket: ") + std::strerror(errno));
+                       DialFailureMessage(path, connect_errno, options.connect_timeout));
     }
-    auto connection = std::unique_ptr<Connection>(new Connection(fd, path, options));
-    // A blocking AF_UNIX connect waits for room in the accept backlog; SO_SNDTIMEO bounds that.
-    timeval limit{};
-    limit.tv_sec = static_cast<time_t>(options.connect_timeout.count() / 1000);
-    limit.tv_usec = static_cast<suseconds_t>((options.connect_timeout.count() % 1000) * 1000);
-    ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &limit, sizeof(limit));
-    int rc;
-    do {
-      rc = ::connect(fd, reinterpret_cast<const sockaddr*>(&address), sizeof(address));
-    } while (rc != 0 && errno == EINTR);
-    if (rc != 0) {
-      return MakeError(ErrorCode::kDaemonUnavailable,
-                       DialFailureMessage(path, errno, options.connect_timeout));
-    }
-    timeval none{};
-    ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &none, sizeof(none));
+    auto connection = std::unique_ptr<Connection>(new Connection(*fd, path, options));
     return connection;
   }
 

@@ -2,8 +2,6 @@
 
 #include <poll.h>
 #include <sys/socket.h>
-#include <sys/time.h>
-#include <sys/un.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -95,38 +93,21 @@ void AdminClient::Close() {
 
 absl::Status AdminClient::Dial() {
   Close();
-  sockaddr_un address{};
-  address.sun_family = AF_UNIX;
-  if (path_.empty() || path_.size() >= sizeof(address.sun_path)) {
-    return MakeError(ErrorCode::kInvalidArgument, "admin socket path must be 1 to " +
-                                                      std::to_string(sizeof(address.sun_path) - 1) +
-                                                      " bytes: " + path_);
-  }
-  std::memcpy(address.sun_path, path_.data(), path_.size());
-  int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) {
-    return MakeError(ErrorCode::kDaemonUnavailable,
-                     std::string("cannot create a Unix socket: ") + std::strerror(errno));
-  }
-  // A blocking AF_UNIX connect waits for room in the accept backlog; SO_SNDTIMEO bounds that.
-  timeval limit{};
-  limit.tv_sec = static_cast<time_t>(options_.connect_timeout.count() / 1000);
-  limit.tv_usec = static_cast<suseconds_t>((options_.connect_timeout.count() % 1000) * 1000);
-  ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &limit, sizeof(limit));
-  int rc;
-  do {
-    rc = ::connect(fd, reinterpret_cast<const sockaddr*>(&address), sizeof(address));
-  } while (rc != 0 && errno == EINTR);
-  if (rc != 0) {
-    int err = errno;
-    ::close(fd);
-    absl::Status status = MakeError(ErrorCode::kDaemonUnavailable, DialFailureMessage(path_, err));
-    if (err == EACCES || err == EPERM) status.SetPayload(kSocketPermissionPayload, absl::Cord("1"));
+  int connect_errno = 0;
+  absl::StatusOr<int> fd = api::DialUnixSocket(path_, options_.connect_timeout, &connect_errno);
+  if (!fd.ok()) {
+    if (ErrorCodeOf(fd.status()) == ErrorCode::kInvalidArgument) {
+      return MakeError(ErrorCode::kInvalidArgument, "admin " + std::string(fd.status().message()));
+    }
+    if (connect_errno == 0) return fd.status();
+    absl::Status status =
+        MakeError(ErrorCode::kDaemonUnavailable, DialFailureMessage(path_, connect_errno));
+    if (connect_errno == EACCES || connect_errno == EPERM) {
+      status.SetPayload(kSocketPermissionPayload, absl::Cord("1"));
+    }
     return status;
   }
-  timeval none{};
-  ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &none, sizeof(none));
-  fd_ = fd;
+  fd_ = *fd;
   reader_ = std::make_unique<api::FrameReader>(fd_, options_.max_frame_bytes);
   return absl::OkStatus();
 }
