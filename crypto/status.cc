@@ -101,6 +101,15 @@ constexpr CodeInfo kCodes[] = {
     {ErrorCode::kUnexpectedFrame, "UNEXPECTED_FRAME", absl::StatusCode::kFailedPrecondition},
     {ErrorCode::kConfigInvalid, "CONFIG_INVALID", absl::StatusCode::kInvalidArgument},
     {ErrorCode::kDaemonUnavailable, "DAEMON_UNAVAILABLE", absl::StatusCode::kUnavailable},
+    {ErrorCode::kMfaRequired, "MFA_REQUIRED", absl::StatusCode::kUnauthenticated},
+    {ErrorCode::kMfaCodeInvalid, "MFA_CODE_INVALID", absl::StatusCode::kUnauthenticated},
+    {ErrorCode::kMfaCodeReused, "MFA_CODE_REUSED", absl::StatusCode::kUnauthenticated},
+    {ErrorCode::kMfaLockedOut, "MFA_LOCKED_OUT", absl::StatusCode::kResourceExhausted},
+    {ErrorCode::kAdminNotEnrolled, "ADMIN_NOT_ENROLLED", absl::StatusCode::kPermissionDenied},
+    {ErrorCode::kApprovalPending, "APPROVAL_PENDING", absl::StatusCode::kFailedPrecondition},
+    {ErrorCode::kApprovalForbidden, "APPROVAL_FORBIDDEN", absl::StatusCode::kPermissionDenied},
+    {ErrorCode::kApprovalNotFound, "APPROVAL_NOT_FOUND", absl::StatusCode::kNotFound},
+    {ErrorCode::kApprovalClosed, "APPROVAL_CLOSED", absl::StatusCode::kFailedPrecondition},
 };
 
 const CodeInfo* Find(ErrorCode code) {

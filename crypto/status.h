@@ -117,6 +117,17 @@ enum class ErrorCode : int {
   kConfigInvalid = 509,      // the daemon's configuration is unusable; the message says what to fix
   kDaemonUnavailable = 510,  // the client could not reach the daemon (not running, socket mode)
 
+  // Admin MFA and dual control (520-539).
+  kMfaRequired = 520,        // the operation needs a TOTP code from an enrolled admin (--totp)
+  kMfaCodeInvalid = 521,     // a wrong or malformed TOTP code; counted towards the lock-out
+  kMfaCodeReused = 522,      // the code (or a later one) was already used: codes are single-use
+  kMfaLockedOut = 523,       // too many wrong codes; retry after the lock-out
+  kAdminNotEnrolled = 524,   // the uid has no enrolled TOTP secret (and no invitation)
+  kApprovalPending = 525,    // recorded as a request that a second admin must approve
+  kApprovalForbidden = 526,  // the approver is the requester or not enrolled, or too few admins
+  kApprovalNotFound = 527,   // no approval request with that id
+  kApprovalClosed = 528,     // the request was already approved, denied, or has expired
+
   // 300-399 key manager, 400-499 storage, 500-599 daemon and protocol, 600-699 admin/keyctl:
   // reserved for the layers above, which append their codes here.
 };

@@ -8,7 +8,7 @@
 // log adds the sequence number and the time.
 //
 // Which entries must be durable before the operation is acknowledged: every key-operation kind
-// (DATASET_CREATE .. REQUEST_REFUSED, CLOCK_WENT_BACKWARDS .. FULL_RESTORE) goes through
+// (DATASET_CREATE .. REQUEST_REFUSED, CLOCK_WENT_BACKWARDS .. ADMIN_REQUEST) goes through
 // AuditLog::Append,
 // synchronously. Access kinds (ACCESS_*) go through the BatchingAuditWriter. LOG_* kinds are
 // written by the log only.
@@ -94,11 +94,13 @@ struct AuditEvent {
   AuditText detail;
   // ACCESS_*, RECORD_PURGE and ATTACHMENT_PURGE (required there).
   std::optional<std::array<uint8_t, kRecordRefSize>> record_ref;
-  uint32_t record_count = 0;  // ACCESS_*; FULL_BACKUP / FULL_RESTORE: the backup id
+  // ACCESS_*; FULL_BACKUP / FULL_RESTORE: the backup id; ADMIN_INVITE / ADMIN_REMOVE: the uid;
+  // APPROVAL_*: the approval request id.
+  uint32_t record_count = 0;
   std::optional<AuditPolicyChange> policy_change;  // POLICY_CHANGE only
 };
 
-// True for DATASET_CREATE .. REQUEST_REFUSED and CLOCK_WENT_BACKWARDS .. FULL_RESTORE.
+// True for DATASET_CREATE .. REQUEST_REFUSED and CLOCK_WENT_BACKWARDS .. ADMIN_REQUEST.
 bool IsKeyOperationKind(v1::EventKind kind);
 
 // True for ACCESS_READ, ACCESS_WRITE, ACCESS_DELETE.

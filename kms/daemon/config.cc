@@ -75,12 +75,14 @@ void ApplyDefaults(Config& c) {
   SetDefault(c.mutable_data_directory(), "data");
   SetDefault(c.mutable_audit_directory(), "audit");
   SetDefault(c.mutable_backup_directory(), "backups");
+  SetDefault(c.mutable_admin_directory(), "admins");
   c.set_data_socket(Resolve(base, c.data_socket()));
   c.set_admin_socket(Resolve(base, c.admin_socket()));
   c.set_key_db_directory(Resolve(base, c.key_db_directory()));
   c.set_data_directory(Resolve(base, c.data_directory()));
   c.set_audit_directory(Resolve(base, c.audit_directory()));
   c.set_backup_directory(Resolve(base, c.backup_directory()));
+  c.set_admin_directory(Resolve(base, c.admin_directory()));
 
   auto* hsm = c.mutable_hsm();
   SetDefault(hsm->mutable_module_path(), kDefaultHsmModulePath);
@@ -110,6 +112,15 @@ void ApplyDefaults(Config& c) {
   if (jobs->rotation_check_seconds() == 0) jobs->set_rotation_check_seconds(60);
   if (jobs->retention_interval_seconds() == 0) jobs->set_retention_interval_seconds(3600);
   if (!jobs->has_backup_max_age_days()) jobs->set_backup_max_age_days(30);
+
+  auto* mfa = c.mutable_mfa();
+  if (!mfa->has_required()) mfa->set_required(true);
+  if (mfa->session_seconds() == 0) mfa->set_session_seconds(300);
+  if (mfa->max_failures() == 0) mfa->set_max_failures(5);
+  if (mfa->lockout_seconds() == 0) mfa->set_lockout_seconds(300);
+  if (mfa->approval_ttl_seconds() == 0) mfa->set_approval_ttl_seconds(86400);
+  if (mfa->invitation_ttl_seconds() == 0) mfa->set_invitation_ttl_seconds(86400);
+  if (mfa->totp_step_seconds() == 0) mfa->set_totp_step_seconds(30);
 }
 
 absl::Status ValidatePrincipal(const std::string& field, const v1::Principal& p, bool users_only) {
@@ -161,7 +172,8 @@ absl::Status ValidateDirectories(const Config& c) {
                       {"key_db_directory", &c.key_db_directory()},
                       {"data_directory", &c.data_directory()},
                       {"audit_directory", &c.audit_directory()},
-                      {"backup_directory", &c.backup_directory()}};
+                      {"backup_directory", &c.backup_directory()},
+                      {"admin_directory", &c.admin_directory()}};
   for (size_t i = 0; i < std::size(dirs); ++i) {
     for (size_t j = 0; j < std::size(dirs); ++j) {
       if (i == j) continue;
@@ -262,6 +274,18 @@ absl::Status Validate(const Config& c) {
   if (c.jobs().backup_max_age_days() < 1) {
     return Invalid("jobs.backup_max_age_days", "must be at least 1");
   }
+
+  const auto& mfa = c.mfa();
+  if (mfa.session_seconds() > 86400) return Invalid("mfa.session_seconds", "must be 1-86400");
+  if (mfa.max_failures() > 100) return Invalid("mfa.max_failures", "must be 1-100");
+  if (mfa.lockout_seconds() > 86400) return Invalid("mfa.lockout_seconds", "must be 1-86400");
+  if (mfa.approval_ttl_seconds() > 2592000) {
+    return Invalid("mfa.approval_ttl_seconds", "must be 1-2592000 (30 days)");
+  }
+  if (mfa.invitation_ttl_seconds() > 2592000) {
+    return Invalid("mfa.invitation_ttl_seconds", "must be 1-2592000 (30 days)");
+  }
+  if (mfa.totp_step_seconds() > 300) return Invalid("mfa.totp_step_seconds", "must be 1-300");
 
   const auto& p = c.default_policy();
   if (p.has_records_rotation_seconds() && p.records_rotation_seconds() <= 0) {
