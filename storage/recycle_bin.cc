@@ -148,6 +148,71 @@ absl::Status RecycleBin::Sweep(uint64_t handle, const DatasetPolicy& policy, Cf 
   }
 }
 
+absl::StatusOr<BinPage> RecycleBin::List(uint64_t handle, std::string_view page_token,
+                                         size_t max_items) {
+  constexpr size_t kMaxItems = 10000;
+  if (max_items == 0) max_items = 1000;
+  if (max_items > kMaxItems) {
+    return MakeError(ErrorCode::kInvalidArgument, "max_items is limited to 10000");
+  }
+  // A token is the bin key after the handle: cf byte ‖ HMAC of the last item returned.
+  if (!page_token.empty()) {
+    if (page_token.size() != internal::kBinKeySize - internal::kHandleSize) {
+      return MakeError(ErrorCode::kInvalidArgument, "malformed page token");
+    }
+    uint8_t cf = static_cast<uint8_t>(page_token[0]);
+    if (cf != static_cast<uint8_t>(Cf::kRecords) &&
+        cf != static_cast<uint8_t>(Cf::kAttachmentPointers)) {
+      return MakeError(ErrorCode::kInvalidArgument, "malformed page token");
+    }
+  }
+  // Fails for an unknown, destroyed or locked dataset before anything is read.
+  COFFER_RETURN_IF_ERROR(keys_->PrimaryKey(handle, KeyPurpose::kLookup, 0).status());
+  int64_t period_us = 0;
+  bool period_known = false;
+  if (absl::StatusOr<DatasetPolicy> policy = policies_->PolicyFor(handle); policy.ok()) {
+    period_us =
+        std::chrono::duration_cast<std::chrono::microseconds>(policy->recycle_bin_period).count();
+    period_known = true;
+  }
+  std::string start = internal::DatasetBegin(handle);
+  start.append(page_token);
+  const std::string end = internal::DatasetEnd(handle);
+  rocksdb::Slice upper(end);
+  rocksdb::ReadOptions read_options;
+  read_options.iterate_upper_bound = &upper;
+  ScopedIterator it = db_->NewIterator(Cf::kRecycleBin, read_options);
+  BinPage page;
+  std::string last_key;
+  for (it->Seek(start); it->Valid(); it->Next()) {
+    std::string_view key = it->key().ToStringView();
+    if (!page_token.empty() && key == start) continue;
+    COFFER_ASSIGN_OR_RETURN(internal::BinKeyParts parts, internal::ParseBinKey(key));
+    if (parts.cf != Cf::kRecords && parts.cf != Cf::kAttachmentPointers) continue;
+    if (page.items.size() == max_items) {  // more remain: resume after the last one returned
+      page.next_page_token = last_key.substr(internal::kHandleSize);
+      break;
+    }
+    COFFER_ASSIGN_OR_RETURN(internal::BinValue bin,
+                            internal::ParseBinValue(it->value().ToStringView()));
+    const bool is_record = parts.cf == Cf::kRecords;
+    COFFER_ASSIGN_OR_RETURN(
+        internal::OpenedEntry opened,
+        internal::OpenEntry(keys_, parts.cf,
+                            is_record ? KeyPurpose::kRecords : KeyPurpose::kAttachments,
+                            parts.stored_key, bin.entry));
+    BinEntry item;
+    item.kind = is_record ? BinEntry::Kind::kRecord : BinEntry::Kind::kAttachment;
+    item.id = std::move(opened.id);
+    item.deleted_micros = bin.deleted_at_us;
+    item.purge_after_micros = period_known ? bin.deleted_at_us + period_us : 0;
+    page.items.push_back(std::move(item));
+    last_key.assign(key);
+  }
+  COFFER_RETURN_IF_ERROR(FromRocks(it->status(), "iterate"));
+  return page;
+}
+
 absl::StatusOr<PurgeReport> RecycleBin::PurgeExpired() {
   PurgeReport report;
   std::string next;  // the first key of the next dataset to look at

@@ -33,7 +33,9 @@
 #include <cstddef>
 #include <cstdint>
 #include <span>
+#include <string>
 #include <string_view>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -55,6 +57,19 @@ struct PurgeReport {
   size_t datasets_without_policy = 0;  // the policy source refused (unknown, destroyed)
 };
 
+// One item of a dataset's recycle bin (RecycleBin::List).
+struct BinEntry {
+  enum class Kind { kRecord, kAttachment };
+  Kind kind = Kind::kRecord;
+  std::string id;                  // the record id / attachment name (decrypted; never logged)
+  int64_t deleted_micros = 0;      // when it was moved to the bin
+  int64_t purge_after_micros = 0;  // deleted + the dataset's bin period; 0 if unknown
+};
+struct BinPage {
+  std::vector<BinEntry> items;
+  std::string next_page_token;  // empty on the last page
+};
+
 class RecycleBin {
  public:
   // `journal` may be null (no journal: purges are not replayable after a restore).
@@ -63,6 +78,14 @@ class RecycleBin {
       : db_(db), keys_(keys), policies_(policies), clock_(clock), journal_(journal) {}
   RecycleBin(const RecycleBin&) = delete;
   RecycleBin& operator=(const RecycleBin&) = delete;
+
+  // One page of dataset `handle`'s recycle bin: records then attachments, each in stored-key
+  // (HMAC) order; every entry is authenticated and its id decrypted. `max_items` 1..10000 (0
+  // means 1000); `page_token` is "" for the first page, else the previous page's token (opaque,
+  // valid across writes). INVALID_ARGUMENT for a malformed token or max_items > 10000; the key
+  // provider's codes for an unknown/destroyed/disabled dataset; CIPHERTEXT_CORRUPT for a damaged
+  // entry. purge_after_micros is 0 when the policy source refuses the dataset.
+  absl::StatusOr<BinPage> List(uint64_t handle, std::string_view page_token, size_t max_items);
 
   // Purges every bin entry, of every dataset, whose bin period has passed.
   absl::StatusOr<PurgeReport> PurgeExpired();

@@ -2,7 +2,10 @@
 
 #include <atomic>
 #include <optional>
+#include <set>
+#include <string>
 #include <thread>
+#include <vector>
 
 #include "crypto/status.h"
 #include "gtest/gtest.h"
@@ -77,6 +80,99 @@ TEST_F(RecycleBinTest, BinEntriesExpireAfterTheDatasetsBinPeriod) {
   EXPECT_EQ(testing::CountKeys(db_.get(), Cf::kAttachmentSegments), 0u);
   EXPECT_EQ(testing::CountKeys(db_.get(), Cf::kRecycleBin), 0u);
   EXPECT_EQ(records_->Get(kDatasetA, "kept").value(), "v");
+}
+
+TEST_F(RecycleBinTest, ListPagesThroughRecordsThenAttachmentsWithPurgeTimes) {
+  SetPolicy(kDatasetA, [](DatasetPolicy* p) { p->recycle_bin_period = kDay * 7; });
+  std::set<std::string> want_records;
+  for (int i = 0; i < 7; ++i) {
+    std::string id = "rec-" + std::to_string(i);
+    ASSERT_TRUE(records_->Put(kDatasetA, id, "v").ok());
+    ASSERT_TRUE(records_->Delete(kDatasetA, id).ok());
+    want_records.insert(id);
+  }
+  ASSERT_TRUE(records_->Put(kDatasetA, "live", "v").ok());
+  const int64_t deleted_at = ToUnixMicros(clock_.Now());
+  clock_.Advance(hours(1));
+  ASSERT_TRUE(PutAttachment(kDatasetA, "doc1", 3000).ok());
+  ASSERT_TRUE(PutAttachment(kDatasetA, "doc2", 10).ok());
+  ASSERT_TRUE(attachments_->Delete(kDatasetA, "doc1").ok());
+  ASSERT_TRUE(attachments_->Delete(kDatasetA, "doc2").ok());
+  const int64_t att_deleted_at = ToUnixMicros(clock_.Now());
+  ASSERT_TRUE(records_->Put(kDatasetB, "other", "v").ok());
+  ASSERT_TRUE(records_->Delete(kDatasetB, "other").ok());
+
+  const int64_t week_us = std::chrono::duration_cast<std::chrono::microseconds>(kDay * 7).count();
+  for (size_t page_size : {1u, 2u, 3u, 9u, 0u}) {
+    std::vector<BinEntry> all;
+    std::string token;
+    int pages = 0;
+    do {
+      absl::StatusOr<BinPage> page = bin_->List(kDatasetA, token, page_size);
+      ASSERT_TRUE(page.ok()) << page.status();
+      if (page_size != 0) {
+        ASSERT_LE(page->items.size(), page_size);
+      }
+      all.insert(all.end(), page->items.begin(), page->items.end());
+      token = page->next_page_token;
+      ASSERT_LT(++pages, 20);
+    } while (!token.empty());
+    ASSERT_EQ(all.size(), 9u) << page_size;
+    std::set<std::string> records;
+    std::set<std::string> attachments;
+    for (size_t i = 0; i < all.size(); ++i) {
+      const BinEntry& e = all[i];
+      if (i < 7) {
+        EXPECT_EQ(e.kind, BinEntry::Kind::kRecord);
+        records.insert(e.id);
+        EXPECT_EQ(e.deleted_micros, deleted_at);
+        EXPECT_EQ(e.purge_after_micros, deleted_at + week_us);
+      } else {
+        EXPECT_EQ(e.kind, BinEntry::Kind::kAttachment);
+        attachments.insert(e.id);
+        EXPECT_EQ(e.deleted_micros, att_deleted_at);
+        EXPECT_EQ(e.purge_after_micros, att_deleted_at + week_us);
+      }
+    }
+    EXPECT_EQ(records, want_records);  // no duplicates, no gaps, no live or other-dataset items
+    EXPECT_EQ(attachments, (std::set<std::string>{"doc1", "doc2"}));
+  }
+
+  // Restored items leave the list; the other dataset sees only its own bin.
+  ASSERT_TRUE(records_->Restore(kDatasetA, "rec-3").ok());
+  ASSERT_TRUE(attachments_->Restore(kDatasetA, "doc2").ok());
+  absl::StatusOr<BinPage> page = bin_->List(kDatasetA, "", 0);
+  ASSERT_TRUE(page.ok()) << page.status();
+  EXPECT_TRUE(page->next_page_token.empty());
+  ASSERT_EQ(page->items.size(), 7u);
+  for (const BinEntry& e : page->items) {
+    EXPECT_NE(e.id, "rec-3");
+    EXPECT_NE(e.id, "doc2");
+  }
+  absl::StatusOr<BinPage> other = bin_->List(kDatasetB, "", 10);
+  ASSERT_TRUE(other.ok()) << other.status();
+  ASSERT_EQ(other->items.size(), 1u);
+  EXPECT_EQ(other->items[0].id, "other");
+  EXPECT_EQ(other->items[0].purge_after_micros,
+            other->items[0].deleted_micros +
+                std::chrono::duration_cast<std::chrono::microseconds>(kDay * 30).count());
+}
+
+TEST_F(RecycleBinTest, ListRefusesBadTokensAndSizes) {
+  ASSERT_TRUE(records_->Put(kDatasetA, "a", "v").ok());
+  ASSERT_TRUE(records_->Delete(kDatasetA, "a").ok());
+  EXPECT_EQ(ErrorCodeOf(bin_->List(kDatasetA, "nope", 10).status()), ErrorCode::kInvalidArgument);
+  EXPECT_EQ(ErrorCodeOf(bin_->List(kDatasetA, std::string(33, '\x09'), 10).status()),
+            ErrorCode::kInvalidArgument);
+  EXPECT_EQ(ErrorCodeOf(bin_->List(kDatasetA, "", 10001).status()), ErrorCode::kInvalidArgument);
+  absl::StatusOr<BinPage> page = bin_->List(kDatasetA, "", 10000);
+  ASSERT_TRUE(page.ok()) << page.status();
+  EXPECT_EQ(page->items.size(), 1u);
+  // An empty bin is an empty last page.
+  absl::StatusOr<BinPage> empty = bin_->List(kDatasetB, "", 5);
+  ASSERT_TRUE(empty.ok()) << empty.status();
+  EXPECT_TRUE(empty->items.empty());
+  EXPECT_TRUE(empty->next_page_token.empty());
 }
 
 TEST_F(RecycleBinTest, LegalHoldBlocksEveryPurge) {
