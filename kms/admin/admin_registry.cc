@@ -1,0 +1,554 @@
+#include "kms/admin/admin_registry.h"
+
+#include <openssl/crypto.h>
+#include <rocksdb/db.h>
+#include <rocksdb/options.h>
+#include <rocksdb/write_batch.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <system_error>
+#include <utility>
+
+#include "crypto/constant_time.h"
+#include "crypto/random.h"
+#include "crypto/secret_bytes.h"
+#include "hsm/otp.h"
+#include "kms/admin/admin_registry.pb.h"
+#include "kms/admin/otpauth.h"
+
+namespace coffer::kms::admin {
+namespace {
+
+namespace v1 = ::coffer::admin::v1;
+
+constexpr std::string_view kRowDomain = "coffer-admin-row-v1";
+constexpr size_t kTagBytes = 32;
+constexpr size_t kSecretBytes = 20;
+constexpr char kCounterKey[] = "meta/next_approval_id";
+
+std::string AdminKey(uint32_t uid) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "admin/%010u", uid);
+  return buf;
+}
+std::string InviteKey(uint32_t uid) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "invite/%010u", uid);
+  return buf;
+}
+std::string ApprovalKey(uint64_t id) {
+  char buf[40];
+  std::snprintf(buf, sizeof buf, "approval/%020llu", static_cast<unsigned long long>(id));
+  return buf;
+}
+
+absl::Status FromRocks(const rocksdb::Status& status, std::string_view what) {
+  if (status.ok()) return absl::OkStatus();
+  return MakeError(ErrorCode::kIoError,
+                   "admin registry " + std::string(what) + " failed: " + status.ToString());
+}
+
+absl::Status Corrupt(const std::string& key, std::string_view why) {
+  return MakeError(ErrorCode::kKeyDbRowCorrupt,
+                   "admin registry row " + key + " " + std::string(why));
+}
+
+AdminRecord FromRow(const v1::AdminRow& row) {
+  AdminRecord r;
+  r.uid = row.uid();
+  r.name = row.name();
+  r.enrolled_micros = row.enrolled_micros();
+  r.bootstrap = row.bootstrap();
+  r.last_step = row.last_step();
+  r.last_code_micros = row.last_code_micros();
+  r.failures = row.failures();
+  r.locked_until_micros = row.locked_until_micros();
+  return r;
+}
+
+v1::AdminRow ToRow(const AdminRecord& r) {
+  v1::AdminRow row;
+  row.set_uid(r.uid);
+  row.set_name(r.name);
+  row.set_enrolled_micros(r.enrolled_micros);
+  row.set_bootstrap(r.bootstrap);
+  row.set_last_step(r.last_step);
+  row.set_last_code_micros(r.last_code_micros);
+  row.set_failures(r.failures);
+  row.set_locked_until_micros(r.locked_until_micros);
+  return row;
+}
+
+ApprovalRecord FromRow(const v1::ApprovalRow& row) {
+  ApprovalRecord r;
+  r.id = row.id();
+  r.state = static_cast<ApprovalState>(row.state());
+  r.payload = row.payload();
+  r.summary = row.summary();
+  r.dataset = row.dataset();
+  r.requester_uid = row.requester_uid();
+  r.requester_name = row.requester_name();
+  r.created_micros = row.created_micros();
+  r.expires_micros = row.expires_micros();
+  r.decided_micros = row.decided_micros();
+  r.approver_uid = row.approver_uid();
+  r.approver_name = row.approver_name();
+  r.result_code = row.result_code();
+  return r;
+}
+
+v1::ApprovalRow ToRow(const ApprovalRecord& r) {
+  v1::ApprovalRow row;
+  row.set_id(r.id);
+  row.set_state(static_cast<int32_t>(r.state));
+  row.set_payload(r.payload);
+  row.set_summary(r.summary);
+  row.set_dataset(r.dataset);
+  row.set_requester_uid(r.requester_uid);
+  row.set_requester_name(r.requester_name);
+  row.set_created_micros(r.created_micros);
+  row.set_expires_micros(r.expires_micros);
+  row.set_decided_micros(r.decided_micros);
+  row.set_approver_uid(r.approver_uid);
+  row.set_approver_name(r.approver_name);
+  row.set_result_code(r.result_code);
+  return row;
+}
+
+int64_t SecondsMicros(std::chrono::seconds s) {
+  return std::chrono::duration_cast<std::chrono::microseconds>(s).count();
+}
+
+template <typename Row>
+absl::StatusOr<Row> ParseRow(const std::string& key, const std::string& message) {
+  Row row;
+  if (!row.ParseFromString(message)) return Corrupt(key, "does not parse");
+  return row;
+}
+
+bool IsPendingExpired(const ApprovalRecord& r, int64_t now) {
+  return r.state == ApprovalState::kPending && now >= r.expires_micros;
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<AdminRegistry>> AdminRegistry::Open(Options options) {
+  if (options.totp == nullptr || options.rows == nullptr) {
+    return MakeError(ErrorCode::kInvalidArgument,
+                     "admin registry needs a TOTP token store and a row authenticator");
+  }
+  if (options.directory.empty()) {
+    return MakeError(ErrorCode::kInvalidArgument, "admin registry needs a directory");
+  }
+  if (options.totp_settings.step_seconds == 0 || options.totp_settings.max_failures == 0) {
+    return MakeError(ErrorCode::kInvalidArgument,
+                     "TOTP step and maximum failures must be positive");
+  }
+  if (options.clock == nullptr) options.clock = &storage::SystemClock();
+  std::error_code ec;
+  const bool existed = std::filesystem::exists(options.directory, ec);
+  std::filesystem::create_directories(options.directory, ec);
+  if (ec) {
+    return MakeError(ErrorCode::kIoError,
+                     "cannot create admin registry directory " + options.directory);
+  }
+  if (!existed) {
+    std::filesystem::permissions(options.directory, std::filesystem::perms::owner_all,
+                                 std::filesystem::perm_options::replace, ec);
+    if (ec) {
+      return MakeError(ErrorCode::kIoError,
+                       "cannot restrict admin registry directory " + options.directory);
+    }
+  }
+  rocksdb::Options db_options;
+  db_options.create_if_missing = true;
+  rocksdb::DB* db = nullptr;
+  COFFER_RETURN_IF_ERROR(FromRocks(rocksdb::DB::Open(db_options, options.directory, &db), "open"));
+  return std::unique_ptr<AdminRegistry>(new AdminRegistry(std::move(options), db));
+}
+
+AdminRegistry::AdminRegistry(Options options, rocksdb::DB* db)
+    : options_(std::move(options)), db_(db) {}
+
+AdminRegistry::~AdminRegistry() {
+  if (db_) db_->Close().PermitUncheckedError();
+}
+
+int64_t AdminRegistry::NowMicros() const { return storage::ToUnixMicros(options_.clock->Now()); }
+
+absl::StatusOr<std::string> AdminRegistry::Tag(std::string_view key, std::string_view message) {
+  std::string input(kRowDomain);
+  input.push_back('\0');
+  for (int shift = 24; shift >= 0; shift -= 8) {
+    input.push_back(static_cast<char>((key.size() >> shift) & 0xff));
+  }
+  input.append(key);
+  input.append(message);
+  COFFER_ASSIGN_OR_RETURN(auto tag, options_.rows->HmacRowKey(input));
+  return std::string(reinterpret_cast<const char*>(tag.data()), tag.size());
+}
+
+absl::StatusOr<std::optional<std::string>> AdminRegistry::GetRow(const std::string& key) {
+  std::string value;
+  rocksdb::Status status = db_->Get(rocksdb::ReadOptions(), key, &value);
+  if (status.IsNotFound()) return std::optional<std::string>();
+  COFFER_RETURN_IF_ERROR(FromRocks(status, "read"));
+  if (value.size() < kTagBytes) return Corrupt(key, "is truncated");
+  std::string message = value.substr(0, value.size() - kTagBytes);
+  COFFER_ASSIGN_OR_RETURN(std::string expected, Tag(key, message));
+  if (!crypto::ConstantTimeEquals(expected, std::string_view(value).substr(message.size()))) {
+    return Corrupt(key, "failed authentication: it was edited, moved or damaged");
+  }
+  return std::optional<std::string>(std::move(message));
+}
+
+absl::StatusOr<std::vector<std::pair<std::string, std::string>>> AdminRegistry::ScanRows(
+    std::string_view prefix) {
+  std::vector<std::string> keys;
+  {
+    std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions()));
+    for (it->Seek(rocksdb::Slice(prefix.data(), prefix.size())); it->Valid(); it->Next()) {
+      if (!it->key().starts_with(rocksdb::Slice(prefix.data(), prefix.size()))) break;
+      keys.push_back(it->key().ToString());
+    }
+    COFFER_RETURN_IF_ERROR(FromRocks(it->status(), "scan"));
+  }
+  std::vector<std::pair<std::string, std::string>> rows;
+  for (std::string& key : keys) {
+    COFFER_ASSIGN_OR_RETURN(auto message, GetRow(key));
+    if (!message) continue;  // deleted since the scan; cannot happen under mu_
+    rows.emplace_back(std::move(key), std::move(*message));
+  }
+  return rows;
+}
+
+absl::Status AdminRegistry::PutRow(const std::string& key, const std::string& message) {
+  COFFER_ASSIGN_OR_RETURN(std::string tag, Tag(key, message));
+  rocksdb::WriteOptions write;
+  write.sync = true;
+  return FromRocks(db_->Put(write, key, message + tag), "write");
+}
+
+absl::Status AdminRegistry::DeleteRow(const std::string& key) {
+  rocksdb::WriteOptions write;
+  write.sync = true;
+  return FromRocks(db_->Delete(write, key), "delete");
+}
+
+absl::StatusOr<std::optional<AdminRecord>> AdminRegistry::LoadAdmin(uint32_t uid) {
+  const std::string key = AdminKey(uid);
+  COFFER_ASSIGN_OR_RETURN(auto message, GetRow(key));
+  if (!message) return std::optional<AdminRecord>();
+  COFFER_ASSIGN_OR_RETURN(auto row, ParseRow<v1::AdminRow>(key, *message));
+  if (row.uid() != uid) return Corrupt(key, "names another uid");
+  return std::optional<AdminRecord>(FromRow(row));
+}
+
+absl::Status AdminRegistry::StoreAdmin(const AdminRecord& admin) {
+  return PutRow(AdminKey(admin.uid), ToRow(admin).SerializeAsString());
+}
+
+absl::StatusOr<std::optional<Invitation>> AdminRegistry::LoadInvitation(uint32_t uid) {
+  const std::string key = InviteKey(uid);
+  COFFER_ASSIGN_OR_RETURN(auto message, GetRow(key));
+  if (!message) return std::optional<Invitation>();
+  COFFER_ASSIGN_OR_RETURN(auto row, ParseRow<v1::InvitationRow>(key, *message));
+  return std::optional<Invitation>(
+      Invitation{row.uid(), row.invited_by(), row.created_micros(), row.expires_micros()});
+}
+
+absl::StatusOr<std::optional<ApprovalRecord>> AdminRegistry::LoadApproval(uint64_t id) {
+  const std::string key = ApprovalKey(id);
+  COFFER_ASSIGN_OR_RETURN(auto message, GetRow(key));
+  if (!message) return std::optional<ApprovalRecord>();
+  COFFER_ASSIGN_OR_RETURN(auto row, ParseRow<v1::ApprovalRow>(key, *message));
+  if (row.id() != id) return Corrupt(key, "names another id");
+  return std::optional<ApprovalRecord>(FromRow(row));
+}
+
+absl::Status AdminRegistry::StoreApproval(const ApprovalRecord& approval) {
+  return PutRow(ApprovalKey(approval.id), ToRow(approval).SerializeAsString());
+}
+
+absl::StatusOr<ApprovalRecord> AdminRegistry::LoadApprovalRefreshed(uint64_t id) {
+  COFFER_ASSIGN_OR_RETURN(auto approval, LoadApproval(id));
+  if (!approval) {
+    return MakeError(ErrorCode::kApprovalNotFound, "no approval request " + std::to_string(id));
+  }
+  if (IsPendingExpired(*approval, NowMicros())) {
+    approval->state = ApprovalState::kExpired;
+    COFFER_RETURN_IF_ERROR(StoreApproval(*approval));
+  }
+  return *std::move(approval);
+}
+
+absl::StatusOr<std::vector<AdminRecord>> AdminRegistry::ListAdmins() {
+  std::lock_guard<std::mutex> lock(mu_);
+  COFFER_ASSIGN_OR_RETURN(auto rows, ScanRows("admin/"));
+  std::vector<AdminRecord> out;
+  for (const auto& [key, message] : rows) {
+    COFFER_ASSIGN_OR_RETURN(auto row, ParseRow<v1::AdminRow>(key, message));
+    out.push_back(FromRow(row));
+  }
+  return out;
+}
+
+absl::StatusOr<std::optional<AdminRecord>> AdminRegistry::FindAdmin(uint32_t uid) {
+  std::lock_guard<std::mutex> lock(mu_);
+  return LoadAdmin(uid);
+}
+
+absl::StatusOr<size_t> AdminRegistry::AdminCount() {
+  COFFER_ASSIGN_OR_RETURN(auto admins, ListAdmins());
+  return admins.size();
+}
+
+absl::Status AdminRegistry::Invite(uint32_t uid, uint32_t invited_by, std::chrono::seconds ttl) {
+  std::lock_guard<std::mutex> lock(mu_);
+  COFFER_ASSIGN_OR_RETURN(auto admin, LoadAdmin(uid));
+  if (admin) return MakeError(ErrorCode::kAlreadyExists, "uid is already an enrolled admin");
+  const int64_t now = NowMicros();
+  v1::InvitationRow row;
+  row.set_uid(uid);
+  row.set_invited_by(invited_by);
+  row.set_created_micros(now);
+  row.set_expires_micros(now + SecondsMicros(ttl));
+  return PutRow(InviteKey(uid), row.SerializeAsString());
+}
+
+absl::StatusOr<std::vector<Invitation>> AdminRegistry::ListInvitations() {
+  std::lock_guard<std::mutex> lock(mu_);
+  COFFER_ASSIGN_OR_RETURN(auto rows, ScanRows("invite/"));
+  const int64_t now = NowMicros();
+  std::vector<Invitation> out;
+  for (const auto& [key, message] : rows) {
+    COFFER_ASSIGN_OR_RETURN(auto row, ParseRow<v1::InvitationRow>(key, message));
+    if (now >= row.expires_micros()) continue;
+    out.push_back(
+        Invitation{row.uid(), row.invited_by(), row.created_micros(), row.expires_micros()});
+  }
+  return out;
+}
+
+absl::StatusOr<bool> AdminRegistry::HasInvitation(uint32_t uid) {
+  std::lock_guard<std::mutex> lock(mu_);
+  COFFER_ASSIGN_OR_RETURN(auto invitation, LoadInvitation(uid));
+  return invitation.has_value() && NowMicros() < invitation->expires_micros;
+}
+
+absl::StatusOr<Enrollment> AdminRegistry::Claim(uint32_t uid, std::string name, bool bootstrap) {
+  std::lock_guard<std::mutex> lock(mu_);
+  COFFER_ASSIGN_OR_RETURN(auto existing, LoadAdmin(uid));
+  if (existing) return MakeError(ErrorCode::kAlreadyExists, "uid is already an enrolled admin");
+  const int64_t now = NowMicros();
+  COFFER_ASSIGN_OR_RETURN(auto invitation, LoadInvitation(uid));
+  const bool invited = invitation.has_value() && now < invitation->expires_micros;
+  if (!bootstrap && !invited) {
+    return MakeError(ErrorCode::kAdminNotEnrolled,
+                     "uid has no unexpired invitation to enrol as an admin");
+  }
+  COFFER_ASSIGN_OR_RETURN(crypto::SecretBytes secret, crypto::RandomSecret(kSecretBytes));
+  absl::Status imported = options_.totp->ImportTotpSecret(uid, secret);
+  if (ErrorCodeOf(imported) == ErrorCode::kAlreadyExists) {
+    // A stale secret from an enrolment that never wrote its row (e.g. a crash in between).
+    COFFER_RETURN_IF_ERROR(options_.totp->DestroyTotpSecret(uid));
+    imported = options_.totp->ImportTotpSecret(uid, secret);
+  }
+  COFFER_RETURN_IF_ERROR(imported);
+  AdminRecord admin;
+  admin.uid = uid;
+  admin.name = std::move(name);
+  admin.enrolled_micros = now;
+  admin.bootstrap = bootstrap;
+  absl::Status stored = StoreAdmin(admin);
+  if (!stored.ok()) {
+    options_.totp->DestroyTotpSecret(uid).IgnoreError();
+    return stored;
+  }
+  if (invitation) COFFER_RETURN_IF_ERROR(DeleteRow(InviteKey(uid)));
+  Enrollment enrollment;
+  {
+    std::string raw(reinterpret_cast<const char*>(secret.data()), secret.size());
+    enrollment.otpauth_uri =
+        OtpauthUri(options_.issuer, admin.name, raw, options_.totp_settings.step_seconds);
+    OPENSSL_cleanse(raw.data(), raw.size());
+  }
+  enrollment.admin = std::move(admin);
+  return enrollment;  // `secret` is wiped by its destructor
+}
+
+absl::Status AdminRegistry::Remove(uint32_t uid) {
+  std::lock_guard<std::mutex> lock(mu_);
+  COFFER_ASSIGN_OR_RETURN(auto admin, LoadAdmin(uid));
+  if (!admin) return MakeError(ErrorCode::kAdminNotEnrolled, "uid is not an enrolled admin");
+  absl::Status destroyed = options_.totp->DestroyTotpSecret(uid);
+  if (!destroyed.ok() && ErrorCodeOf(destroyed) != ErrorCode::kHsmKeyNotFound) return destroyed;
+  return DeleteRow(AdminKey(uid));
+}
+
+absl::StatusOr<AdminRecord> AdminRegistry::VerifyCode(uint32_t uid, std::string_view code) {
+  std::lock_guard<std::mutex> lock(mu_);
+  COFFER_ASSIGN_OR_RETURN(auto loaded, LoadAdmin(uid));
+  if (!loaded) return MakeError(ErrorCode::kAdminNotEnrolled, "uid is not an enrolled admin");
+  AdminRecord admin = *std::move(loaded);
+  const int64_t now = NowMicros();
+  if (admin.locked_until_micros > now) {
+    const int64_t left = (admin.locked_until_micros - now + 999'999) / 1'000'000;
+    return MakeError(ErrorCode::kMfaLockedOut, "too many wrong codes; locked out for another " +
+                                                   std::to_string(left) + " seconds");
+  }
+  const TotpSettings& settings = options_.totp_settings;
+  bool well_formed = code.size() == 6;
+  for (char c : code) well_formed = well_formed && c >= '0' && c <= '9';
+  std::optional<uint64_t> matched;
+  if (well_formed && now >= 0) {
+    COFFER_ASSIGN_OR_RETURN(uint64_t t, hsm::TotpCounter(static_cast<uint64_t>(now / 1'000'000),
+                                                         settings.step_seconds));
+    const uint64_t low = t >= settings.skew_steps ? t - settings.skew_steps : 0;
+    // Check every step in the window (no early exit) so timing does not reveal which matched.
+    for (uint64_t step = low; step <= t + settings.skew_steps; ++step) {
+      COFFER_ASSIGN_OR_RETURN(auto mac, options_.totp->TotpHmac(uid, step));
+      COFFER_ASSIGN_OR_RETURN(std::string expected, hsm::HotpTruncate(mac, 6));
+      if (CRYPTO_memcmp(expected.data(), code.data(), 6) == 0) {
+        if (!matched || step > *matched) matched = step;
+      }
+      OPENSSL_cleanse(expected.data(), expected.size());
+    }
+  }
+  if (!matched) {
+    admin.failures += 1;
+    if (admin.failures >= settings.max_failures) {
+      admin.failures = 0;
+      admin.locked_until_micros = now + SecondsMicros(settings.lockout);
+      COFFER_RETURN_IF_ERROR(StoreAdmin(admin));
+      return MakeError(ErrorCode::kMfaLockedOut, "too many wrong codes; locked out for " +
+                                                     std::to_string(settings.lockout.count()) +
+                                                     " seconds");
+    }
+    COFFER_RETURN_IF_ERROR(StoreAdmin(admin));
+    return MakeError(ErrorCode::kMfaCodeInvalid, "the TOTP code is wrong or malformed");
+  }
+  if (*matched <= admin.last_step) {
+    return MakeError(ErrorCode::kMfaCodeReused,
+                     "the TOTP code (or a later one) was already used; wait for the next code");
+  }
+  admin.last_step = *matched;
+  admin.last_code_micros = now;
+  admin.failures = 0;
+  COFFER_RETURN_IF_ERROR(StoreAdmin(admin));
+  return admin;
+}
+
+absl::StatusOr<ApprovalRecord> AdminRegistry::CreateApproval(
+    uint32_t requester_uid, std::string requester_name, std::string payload, std::string summary,
+    std::string dataset, std::chrono::seconds ttl) {
+  std::lock_guard<std::mutex> lock(mu_);
+  COFFER_ASSIGN_OR_RETURN(auto counter_message, GetRow(kCounterKey));
+  uint64_t id = 1;
+  if (counter_message) {
+    COFFER_ASSIGN_OR_RETURN(auto counter, ParseRow<v1::CounterRow>(kCounterKey, *counter_message));
+    if (counter.next_id() == 0) return Corrupt(kCounterKey, "holds id 0");
+    id = counter.next_id();
+  }
+  const int64_t now = NowMicros();
+  ApprovalRecord approval;
+  approval.id = id;
+  approval.state = ApprovalState::kPending;
+  approval.payload = std::move(payload);
+  approval.summary = std::move(summary);
+  approval.dataset = std::move(dataset);
+  approval.requester_uid = requester_uid;
+  approval.requester_name = std::move(requester_name);
+  approval.created_micros = now;
+  approval.expires_micros = now + SecondsMicros(ttl);
+  // The counter and the row go in one synced batch, so an id is never handed out twice.
+  v1::CounterRow next;
+  next.set_next_id(id + 1);
+  const std::string counter_value = next.SerializeAsString();
+  COFFER_ASSIGN_OR_RETURN(std::string counter_tag, Tag(kCounterKey, counter_value));
+  const std::string key = ApprovalKey(id);
+  const std::string row_value = ToRow(approval).SerializeAsString();
+  COFFER_ASSIGN_OR_RETURN(std::string row_tag, Tag(key, row_value));
+  rocksdb::WriteBatch batch;
+  COFFER_RETURN_IF_ERROR(FromRocks(batch.Put(kCounterKey, counter_value + counter_tag), "batch"));
+  COFFER_RETURN_IF_ERROR(FromRocks(batch.Put(key, row_value + row_tag), "batch"));
+  rocksdb::WriteOptions write;
+  write.sync = true;
+  COFFER_RETURN_IF_ERROR(FromRocks(db_->Write(write, &batch), "write"));
+  return approval;
+}
+
+absl::StatusOr<ApprovalRecord> AdminRegistry::GetApproval(uint64_t id) {
+  std::lock_guard<std::mutex> lock(mu_);
+  return LoadApprovalRefreshed(id);
+}
+
+absl::StatusOr<std::vector<ApprovalRecord>> AdminRegistry::ListApprovals(bool include_closed) {
+  std::lock_guard<std::mutex> lock(mu_);
+  COFFER_ASSIGN_OR_RETURN(auto rows, ScanRows("approval/"));
+  const int64_t now = NowMicros();
+  std::vector<ApprovalRecord> out;
+  for (const auto& [key, message] : rows) {
+    COFFER_ASSIGN_OR_RETURN(auto row, ParseRow<v1::ApprovalRow>(key, message));
+    ApprovalRecord approval = FromRow(row);
+    if (IsPendingExpired(approval, now)) approval.state = ApprovalState::kExpired;
+    if (include_closed || approval.state == ApprovalState::kPending) {
+      out.push_back(std::move(approval));
+    }
+  }
+  return out;
+}
+
+absl::StatusOr<ApprovalRecord> AdminRegistry::Decide(uint64_t id, uint32_t approver_uid,
+                                                     std::string approver_name, bool approve) {
+  std::lock_guard<std::mutex> lock(mu_);
+  COFFER_ASSIGN_OR_RETURN(ApprovalRecord approval, LoadApprovalRefreshed(id));
+  if (approval.state != ApprovalState::kPending) {
+    return MakeError(ErrorCode::kApprovalClosed, "approval request " + std::to_string(id) +
+                                                     " was already decided or has expired");
+  }
+  if (approver_uid == approval.requester_uid) {
+    return MakeError(ErrorCode::kApprovalForbidden,
+                     "the requester cannot decide its own approval request");
+  }
+  approval.state = approve ? ApprovalState::kApproved : ApprovalState::kDenied;
+  approval.approver_uid = approver_uid;
+  approval.approver_name = std::move(approver_name);
+  approval.decided_micros = NowMicros();
+  COFFER_RETURN_IF_ERROR(StoreApproval(approval));
+  return approval;
+}
+
+absl::Status AdminRegistry::RecordResult(uint64_t id, ErrorCode result) {
+  std::lock_guard<std::mutex> lock(mu_);
+  COFFER_ASSIGN_OR_RETURN(auto approval, LoadApproval(id));
+  if (!approval) {
+    return MakeError(ErrorCode::kApprovalNotFound, "no approval request " + std::to_string(id));
+  }
+  if (approval->state != ApprovalState::kApproved || approval->result_code != 0) {
+    return MakeError(ErrorCode::kApprovalClosed,
+                     "approval request " + std::to_string(id) + " is not awaiting a result");
+  }
+  approval->result_code = static_cast<int32_t>(result);
+  if (result != ErrorCode::kOk) approval->state = ApprovalState::kFailed;
+  return StoreApproval(*approval);
+}
+
+absl::StatusOr<std::vector<ApprovalRecord>> AdminRegistry::ExpireDue() {
+  std::lock_guard<std::mutex> lock(mu_);
+  COFFER_ASSIGN_OR_RETURN(auto rows, ScanRows("approval/"));
+  const int64_t now = NowMicros();
+  std::vector<ApprovalRecord> expired;
+  for (const auto& [key, message] : rows) {
+    COFFER_ASSIGN_OR_RETURN(auto row, ParseRow<v1::ApprovalRow>(key, message));
+    ApprovalRecord approval = FromRow(row);
+    if (!IsPendingExpired(approval, now)) continue;
+    approval.state = ApprovalState::kExpired;
+    COFFER_RETURN_IF_ERROR(StoreApproval(approval));
+    expired.push_back(std::move(approval));
+  }
+  return expired;
+}
+
+}  // namespace coffer::kms::admin
