@@ -41,7 +41,7 @@ absl::Status ValidatePolicy(const DatasetPolicy& policy) {
     return MakeError(ErrorCode::kInvalidArgument, "usage limit must be at least 1");
   }
   if (policy.retention_max_age.count() < 0 || policy.minimum_retention.count() < 0 ||
-      policy.destruction_wait.count() < 0) {
+      policy.destruction_wait.count() < 0 || policy.auto_destroy_after_disabled.count() < 0) {
     return MakeError(ErrorCode::kInvalidArgument, "policy durations must not be negative");
   }
   return absl::OkStatus();

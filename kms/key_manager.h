@@ -232,7 +232,8 @@ class KeyManager final : public storage::KeyProvider {
                                    int64_t requested_micros);
   absl::Status ContinueRewrapLocked(const EntryPtr& entry, const std::string& intent_bytes);
   absl::Status ChangeStateLocked(const EntryPtr& entry, int new_state, audit::v1::EventKind kind,
-                                 const audit::AuditActor& actor, int64_t destroy_after_micros);
+                                 const audit::AuditActor& actor, int64_t destroy_after_micros,
+                                 audit::AuditText detail = {});
 
   KeyManagerOptions options_;
   const Clock* clock_;

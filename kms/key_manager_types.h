@@ -39,6 +39,9 @@ struct DatasetPolicy {
   Seconds minimum_retention{0};  // 0 = none
   Seconds destruction_wait = kDefaultDestructionWait;
   bool legal_hold = false;
+  // Lifecycle automation: a dataset DISABLED this long (since its last state change) and not
+  // under a legal hold is scheduled for destruction by RunDueWork. 0 = never.
+  Seconds auto_destroy_after_disabled{0};
 
   bool operator==(const DatasetPolicy&) const = default;
 };
@@ -148,6 +151,7 @@ struct DueWorkReport {
   bool clock_went_backwards = false;  // nothing time-based ran
   std::vector<std::pair<uint64_t, storage::KeyPurpose>> rotated;
   std::vector<uint64_t> destroyed;
+  std::vector<uint64_t> auto_scheduled;  // DISABLED -> PENDING_DESTRUCTION by lifecycle automation
   std::vector<std::pair<uint64_t, storage::KeyPurpose>> compromised_retired;
   std::vector<std::pair<uint64_t, absl::Status>> failures;
 };

@@ -40,9 +40,10 @@ absl::Status DestroyedError() {
 absl::Status KeyManager::ChangeStateLocked(const EntryPtr& entry, int new_state,
                                            audit::v1::EventKind kind,
                                            const audit::AuditActor& actor,
-                                           int64_t destroy_after_micros) {
-  audit::AuditEvent event = internal::MakeEvent(
-      kind, actor, entry->handle, audit::v1::PURPOSE_UNSPECIFIED, 0, audit::v1::STAGE_REQUESTED);
+                                           int64_t destroy_after_micros, audit::AuditText detail) {
+  audit::AuditEvent event =
+      internal::MakeEvent(kind, actor, entry->handle, audit::v1::PURPOSE_UNSPECIFIED, 0,
+                          audit::v1::STAGE_REQUESTED, detail);
   COFFER_RETURN_IF_ERROR(Audit(event));
   absl::Status result;
   {
@@ -176,7 +177,8 @@ absl::Status KeyManager::SetPolicy(uint64_t handle, const DatasetPolicy& policy,
   }
   if (policy.records_rotation.count() <= 0 || policy.attachments_rotation.count() <= 0 ||
       policy.usage_limit == 0 || policy.retention_max_age.count() < 0 ||
-      policy.minimum_retention.count() < 0 || policy.destruction_wait.count() < 0) {
+      policy.minimum_retention.count() < 0 || policy.destruction_wait.count() < 0 ||
+      policy.auto_destroy_after_disabled.count() < 0) {
     return Refuse(kKind, handle, actor,
                   MakeError(ErrorCode::kInvalidArgument,
                             "periods must be positive, durations not negative, usage limit >= 1"));
@@ -200,6 +202,8 @@ absl::Status KeyManager::SetPolicy(uint64_t handle, const DatasetPolicy& policy,
   change("minimum_retention_seconds", old.minimum_retention.count(),
          policy.minimum_retention.count());
   change("destruction_wait_seconds", old.destruction_wait.count(), policy.destruction_wait.count());
+  change("auto_destroy_after_disabled_seconds", old.auto_destroy_after_disabled.count(),
+         policy.auto_destroy_after_disabled.count());
   if (events.empty()) return absl::OkStatus();
   COFFER_RETURN_IF_ERROR(options_.audit_log->AppendBatch(events).status());
   absl::Status result;

@@ -327,6 +327,24 @@ absl::StatusOr<DueWorkReport> KeyManager::RunDueWork() {
         }
       }
     }
+    // Lifecycle automation: DISABLED long enough and not held -> PENDING_DESTRUCTION, exactly as
+    // ScheduleDestruction (the waiting period then applies). Guarded by the clock check above.
+    snap = entry->snapshot.load();
+    if (snap->row.state() == v1::DISABLED && !snap->row.policy().legal_hold() &&
+        snap->row.policy().auto_destroy_after_disabled_seconds() > 0 &&
+        now - snap->row.state_changed_micros() >=
+            snap->row.policy().auto_destroy_after_disabled_seconds() * int64_t{1'000'000}) {
+      const int64_t after =
+          now + snap->row.policy().destruction_wait_seconds() * int64_t{1'000'000};
+      absl::Status scheduled =
+          ChangeStateLocked(entry, v1::PENDING_DESTRUCTION, audit::v1::DESTRUCTION_SCHEDULE, actor,
+                            after, "lifecycle automation");
+      if (scheduled.ok()) {
+        report.auto_scheduled.push_back(handle);
+      } else {
+        report.failures.emplace_back(handle, scheduled);
+      }
+    }
     snap = entry->snapshot.load();
     if (snap->row.state() == v1::PENDING_DESTRUCTION && now >= snap->row.destroy_after_micros()) {
       if (snap->row.policy().legal_hold()) {

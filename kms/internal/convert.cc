@@ -14,6 +14,7 @@ v1::Policy ToRow(const DatasetPolicy& policy) {
   row.set_minimum_retention_seconds(policy.minimum_retention.count());
   row.set_destruction_wait_seconds(policy.destruction_wait.count());
   row.set_legal_hold(policy.legal_hold);
+  row.set_auto_destroy_after_disabled_seconds(policy.auto_destroy_after_disabled.count());
   return row;
 }
 
@@ -27,6 +28,7 @@ DatasetPolicy FromRow(const v1::Policy& row) {
   policy.minimum_retention = Seconds(row.minimum_retention_seconds());
   policy.destruction_wait = Seconds(row.destruction_wait_seconds());
   policy.legal_hold = row.legal_hold();
+  policy.auto_destroy_after_disabled = Seconds(row.auto_destroy_after_disabled_seconds());
   return policy;
 }
 

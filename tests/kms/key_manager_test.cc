@@ -558,6 +558,110 @@ TEST_F(KeyManagerTest, LegalHoldBlocksDestruction) {
   EXPECT_EQ(manager_->RunDueWork()->destroyed.size(), 1u);
 }
 
+// Lifecycle automation: DISABLED for auto_destroy_after_disabled -> PENDING_DESTRUCTION (by the
+// internal actor, audited), then the usual waiting period, then destroyed.
+TEST_F(KeyManagerTest, AutoDestroyAfterDisabledSchedulesThenDestroys) {
+  OpenDefault();
+  DatasetPolicy policy;
+  policy.auto_destroy_after_disabled = std::chrono::seconds(5);
+  policy.destruction_wait = std::chrono::seconds(3);
+  uint64_t crm = Create("crm", policy);
+  uint64_t other = Create("other");  // default policy: never automated
+  ASSERT_OK_S(manager_->Disable(crm, TestAdmin()));
+  ASSERT_OK_S(manager_->Disable(other, TestAdmin()));
+  auto automated = [&] {
+    auto entries = audit::ReadAuditEntries(dir_.Sub("audit"));
+    EXPECT_TRUE(entries.ok());
+    size_t n = 0;
+    for (const auto& e : *entries) {
+      n += e.kind() == audit::v1::DESTRUCTION_SCHEDULE && e.stage() == audit::v1::STAGE_COMPLETED &&
+           e.detail() == "lifecycle automation";
+    }
+    return n;
+  };
+  clock_.Advance(std::chrono::seconds(4));
+  auto report = manager_->RunDueWork();
+  ASSERT_OK(report);
+  EXPECT_TRUE(report->auto_scheduled.empty());
+  EXPECT_EQ(manager_->DescribeDataset(crm)->state, DatasetState::kDisabled);
+  clock_.Advance(std::chrono::seconds(2));  // +6 s
+  report = manager_->RunDueWork();
+  ASSERT_OK(report);
+  ASSERT_EQ(report->auto_scheduled.size(), 1u);
+  EXPECT_EQ(report->auto_scheduled[0], crm);
+  EXPECT_TRUE(report->destroyed.empty());
+  EXPECT_EQ(manager_->DescribeDataset(crm)->state, DatasetState::kPendingDestruction);
+  EXPECT_EQ(manager_->DescribeDataset(other)->state, DatasetState::kDisabled);
+  EXPECT_EQ(automated(), 1u);
+  clock_.Advance(std::chrono::seconds(2));  // waiting period not over
+  ASSERT_TRUE(manager_->RunDueWork()->destroyed.empty());
+  clock_.Advance(std::chrono::seconds(1));
+  report = manager_->RunDueWork();
+  ASSERT_OK(report);
+  ASSERT_EQ(report->destroyed.size(), 1u);
+  EXPECT_EQ(manager_->DescribeDataset(crm)->state, DatasetState::kDestroyed);
+  EXPECT_EQ(manager_->DescribeDataset(other)->state, DatasetState::kDisabled);
+}
+
+TEST_F(KeyManagerTest, AutoDestroyWaitsForLegalHoldAndRestartsOnEnable) {
+  OpenDefault();
+  DatasetPolicy policy;
+  policy.auto_destroy_after_disabled = std::chrono::seconds(5);
+  uint64_t held = Create("held", policy);
+  uint64_t flip = Create("flip", policy);
+  ASSERT_OK_S(manager_->Disable(held, TestAdmin()));
+  ASSERT_OK_S(manager_->SetLegalHold(held, true, TestAdmin()));
+  ASSERT_OK_S(manager_->Disable(flip, TestAdmin()));
+  clock_.Advance(std::chrono::seconds(4));
+  ASSERT_OK_S(manager_->Enable(flip, TestAdmin()));  // before the deadline: resets
+  ASSERT_OK_S(manager_->Disable(flip, TestAdmin()));
+  clock_.Advance(std::chrono::seconds(3));  // held: 7 s; flip: 3 s since its last change
+  auto report = manager_->RunDueWork();
+  ASSERT_OK(report);
+  EXPECT_TRUE(report->auto_scheduled.empty());
+  EXPECT_EQ(manager_->DescribeDataset(held)->state, DatasetState::kDisabled);
+  EXPECT_EQ(manager_->DescribeDataset(flip)->state, DatasetState::kDisabled);
+  clock_.Advance(std::chrono::seconds(2));
+  report = manager_->RunDueWork();
+  ASSERT_OK(report);
+  ASSERT_EQ(report->auto_scheduled.size(), 1u);
+  EXPECT_EQ(report->auto_scheduled[0], flip);
+  EXPECT_EQ(manager_->DescribeDataset(held)->state, DatasetState::kDisabled);
+  ASSERT_OK_S(manager_->SetLegalHold(held, false, TestAdmin()));
+  report = manager_->RunDueWork();
+  ASSERT_OK(report);
+  ASSERT_EQ(report->auto_scheduled.size(), 1u);
+  EXPECT_EQ(report->auto_scheduled[0], held);
+  EXPECT_EQ(manager_->DescribeDataset(held)->state, DatasetState::kPendingDestruction);
+}
+
+TEST_F(KeyManagerTest, AutoDestroyPolicyIsPersistedValidatedAndClockGuarded) {
+  OpenDefault();
+  DatasetPolicy bad;
+  bad.auto_destroy_after_disabled = std::chrono::seconds(-1);
+  EXPECT_THAT(manager_->CreateDataset("bad", bad, TestAdmin()).status(),
+              HasCode(ErrorCode::kInvalidArgument));
+  uint64_t crm = Create("crm");
+  DatasetPolicy policy = manager_->DescribeDataset(crm)->policy;
+  EXPECT_EQ(policy.auto_destroy_after_disabled, std::chrono::seconds(0));
+  EXPECT_THAT(manager_->SetPolicy(crm, bad, TestAdmin()), HasCode(ErrorCode::kInvalidArgument));
+  policy.auto_destroy_after_disabled = std::chrono::seconds(10);
+  ASSERT_OK_S(manager_->SetPolicy(crm, policy, TestAdmin()));
+  OpenDefault();
+  EXPECT_EQ(manager_->DescribeDataset(crm)->policy.auto_destroy_after_disabled,
+            std::chrono::seconds(10));
+  ASSERT_OK_S(manager_->Disable(crm, TestAdmin()));
+  clock_.Advance(std::chrono::seconds(5));
+  ASSERT_OK(manager_->RunDueWork());  // high-water mark
+  clock_.Advance(std::chrono::seconds(20));
+  clock_.Advance(-std::chrono::seconds(30));  // behind the high-water mark
+  auto report = manager_->RunDueWork();
+  ASSERT_OK(report);
+  EXPECT_TRUE(report->clock_went_backwards);
+  EXPECT_TRUE(report->auto_scheduled.empty());
+  EXPECT_EQ(manager_->DescribeDataset(crm)->state, DatasetState::kDisabled);
+}
+
 TEST_F(KeyManagerTest, PolicyChangesArePersistedAndAudited) {
   OpenDefault();
   uint64_t crm = Create("crm");
