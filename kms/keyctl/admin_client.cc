@@ -119,7 +119,7 @@ bool AdminClient::LooksClosed() const {
   return ::poll(&pfd, 1, 0) != 0;
 }
 
-absl::StatusOr<Response> AdminClient::Call(Request request) {
+absl::StatusOr<Response> AdminClient::Call(Request request, coffer::v1::ApprovalInfo* approval) {
   // The daemon closes idle connections (and after some errors): dial again before sending.
   if (LooksClosed()) COFFER_RETURN_IF_ERROR(Dial());
   const uint64_t id = next_request_id_++;
@@ -162,7 +162,10 @@ absl::StatusOr<Response> AdminClient::Call(Request request) {
                      "response for request " + std::to_string(response.request_id()) +
                          " while waiting for request " + std::to_string(id));
   }
-  if (response.has_error()) return ErrorFromResponse(response.error());
+  if (response.has_error()) {
+    if (approval != nullptr && response.has_approval()) *approval = response.approval();
+    return ErrorFromResponse(response.error());
+  }
   // Every admin result shares its field number with its request's operation.
   const auto expected = static_cast<Response::ResultCase>(static_cast<int>(request.op_case()));
   if (response.result_case() != expected) {

@@ -58,7 +58,9 @@ class AdminClient {
 
   // Sends `request` (its request_id is overwritten) and returns the daemon's response when it
   // carries no error and a result; otherwise the mapped error.
-  absl::StatusOr<coffer::v1::Response> Call(coffer::v1::Request request);
+  // `approval`, when not null, receives Response.approval of an APPROVAL_PENDING answer.
+  absl::StatusOr<coffer::v1::Response> Call(coffer::v1::Request request,
+                                            coffer::v1::ApprovalInfo* approval = nullptr);
 
   // Polls job `id` every `interval` until it is DONE or FAILED, calling `on_progress` with each
   // status read (the last one included). Returns the final status; a FAILED job is returned as

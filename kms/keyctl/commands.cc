@@ -1,13 +1,21 @@
 #include "kms/keyctl/commands.h"
 
+#include <pwd.h>
+#include <termios.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <chrono>
 #include <deque>
+#include <fstream>
+#include <iostream>
+#include <sstream>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "crypto/status.h"
+#include "kms/audit/verifier.h"
 #include "kms/keyctl/format.h"
 
 namespace coffer::keyctl {
@@ -44,6 +52,10 @@ void PrintPolicy(CommandContext& ctx, const pb::Policy& policy) {
   table.AddRow({"retention (max age)", DurationOrNone(policy.retention_max_age_seconds())});
   table.AddRow({"minimum retention", DurationOrNone(policy.minimum_retention_seconds())});
   table.AddRow({"destruction wait", DurationOrNone(policy.destruction_wait_seconds())});
+  table.AddRow({"auto-destroy after disabled",
+                policy.has_auto_destroy_after_disabled_seconds()
+                    ? DurationOrNone(policy.auto_destroy_after_disabled_seconds())
+                    : "none"});
   table.Print(ctx.out());
 }
 
@@ -185,11 +197,105 @@ CommandContext::CommandContext(std::string socket_path, bool json, std::ostream&
       progress_(progress),
       progress_is_terminal_(progress_is_terminal) {}
 
+namespace {
+
+constexpr absl::string_view kPendingPayload = "type.coffer.dev/coffer.keyctl.PendingPrinted";
+
+std::string UserName() {
+  const uid_t uid = ::getuid();
+  if (const passwd* pw = ::getpwuid(uid); pw != nullptr) return pw->pw_name;
+  return "uid " + std::to_string(uid);
+}
+
+// Reads a TOTP code from the terminal on stdin with echo off; empty when nothing was read.
+std::string PromptTotp() {
+  std::cerr << "TOTP code for " << UserName() << ": " << std::flush;
+  termios old_mode{};
+  const bool have_mode = ::tcgetattr(STDIN_FILENO, &old_mode) == 0;
+  if (have_mode) {
+    termios quiet = old_mode;
+    quiet.c_lflag &= ~static_cast<tcflag_t>(ECHO);
+    ::tcsetattr(STDIN_FILENO, TCSAFLUSH, &quiet);
+  }
+  std::string line;
+  std::getline(std::cin, line);
+  if (have_mode) ::tcsetattr(STDIN_FILENO, TCSAFLUSH, &old_mode);
+  std::cerr << '\n';
+  while (!line.empty() && (line.back() == '\r' || line.back() == ' ')) line.pop_back();
+  return line;
+}
+
+std::string ApprovalStateName(int state) {
+  const auto* value = pb::ApprovalState_descriptor()->FindValueByNumber(state);
+  if (value == nullptr) return std::to_string(state);
+  std::string name = value->name();
+  constexpr absl::string_view kPrefix = "APPROVAL_STATE_";
+  if (absl::string_view(name).substr(0, kPrefix.size()) == kPrefix) {
+    name = name.substr(kPrefix.size());
+  }
+  return name;
+}
+
+void PrintPending(CommandContext& ctx, const pb::ApprovalInfo& info) {
+  if (ctx.json()) {
+    ctx.out() << nlohmann::json{{"pending", ProtoToJson(info)}}.dump(
+                     2, ' ', false, nlohmann::json::error_handler_t::replace)
+              << '\n';
+    return;
+  }
+  ctx.out() << "request " << info.id() << " filed: " << info.summary() << "; expires "
+            << FormatLocalTime(info.expires_micros())
+            << "; a second admin approves it with: keyctl request approve " << info.id()
+            << " --totp CODE\n";
+}
+
+}  // namespace
+
+bool IsPendingApproval(const absl::Status& status) {
+  return status.GetPayload(kPendingPayload).has_value();
+}
+
+bool IsTotpCode(const std::string& code) {
+  return code.size() == 6 &&
+         std::all_of(code.begin(), code.end(), [](char c) { return c >= '0' && c <= '9'; });
+}
+
 absl::StatusOr<pb::Response> CommandContext::Call(pb::Request request) {
   if (client_ == nullptr) {
     COFFER_ASSIGN_OR_RETURN(client_, AdminClient::Connect(socket_path_));
   }
-  return client_->Call(std::move(request));
+  bool prompted = false;
+  while (true) {
+    const bool sent_code = !totp_code_.empty();
+    pb::Request attempt = request;
+    if (sent_code) attempt.set_totp_code(totp_code_);
+    pb::ApprovalInfo approval;
+    absl::StatusOr<pb::Response> response = client_->Call(std::move(attempt), &approval);
+    const ErrorCode code = response.ok() ? ErrorCode::kOk : ErrorCodeOf(response.status());
+    // The daemon took (or judged) the code: it is single-use, never send it again.
+    if (sent_code) totp_code_.clear();
+    if (code == ErrorCode::kApprovalPending) {
+      PrintPending(*this, approval);
+      absl::Status status = response.status();
+      status.SetPayload(kPendingPayload, absl::Cord("1"));
+      return status;
+    }
+    if (code != ErrorCode::kMfaRequired || sent_code) return response;
+    // MFA_REQUIRED without a code in the request.
+    if (prompted || ::isatty(STDIN_FILENO) != 1) {
+      return MakeError(code, std::string(response.status().message()) +
+                                 " (pass --totp CODE: the current 6-digit code of your "
+                                 "authenticator)");
+    }
+    std::string typed = PromptTotp();
+    prompted = true;
+    if (!IsTotpCode(typed)) {
+      return MakeError(ErrorCode::kMfaCodeInvalid,
+                       "a TOTP code is exactly 6 digits (pass --totp CODE or type it at the "
+                       "prompt)");
+    }
+    totp_code_ = std::move(typed);
+  }
 }
 
 absl::StatusOr<pb::JobStatus> CommandContext::WaitForJob(uint64_t id) {
@@ -645,6 +751,390 @@ absl::Status DaemonStatus(CommandContext& ctx) {
     ctx.out() << '\n';
     PrintJobs(ctx, s.jobs());
   }
+  return absl::OkStatus();
+}
+
+// ---- admins, MFA and dual control ---------------------------------------------------------------
+
+namespace {
+
+std::string UidName(uint32_t uid, const std::string& name) {
+  return name.empty() ? std::to_string(uid) : absl::StrCat(name, " (", uid, ")");
+}
+
+template <typename Admins>
+void PrintAdmins(CommandContext& ctx, const Admins& admins) {
+  const int64_t now = NowMicros();
+  Table table(
+      {"UID", "NAME", "ENROLLED", "AGE", "BOOTSTRAP", "LAST CODE", "FAILURES", "LOCKED UNTIL"});
+  for (const pb::AdminInfo& a : admins) {
+    table.AddRow({std::to_string(a.uid()), a.name().empty() ? "-" : a.name(),
+                  FormatLocalTime(a.enrolled_micros()), FormatAge(a.enrolled_micros(), now),
+                  YesNo(a.bootstrap()),
+                  a.last_code_micros() == 0 ? "never" : TimeWithAge(a.last_code_micros(), now),
+                  std::to_string(a.failed_codes()),
+                  a.locked_until_micros() == 0 ? "-" : FormatLocalTime(a.locked_until_micros())});
+  }
+  table.Print(ctx.out());
+}
+
+template <typename Invitations>
+void PrintInvitations(CommandContext& ctx, const Invitations& invitations) {
+  Table table({"INVITED UID", "BY", "CREATED", "EXPIRES"});
+  for (const pb::AdminInvitation& i : invitations) {
+    table.AddRow({std::to_string(i.uid()), std::to_string(i.invited_by()),
+                  FormatLocalTime(i.created_micros()), FormatLocalTime(i.expires_micros())});
+  }
+  table.Print(ctx.out());
+}
+
+void PrintApprovals(CommandContext& ctx,
+                    const google::protobuf::RepeatedPtrField<pb::ApprovalInfo>& requests) {
+  Table table({"ID", "STATE", "DATASET", "SUMMARY", "REQUESTER", "CREATED", "EXPIRES", "DECIDED BY",
+               "RESULT"});
+  for (const pb::ApprovalInfo& r : requests) {
+    table.AddRow({std::to_string(r.id()), ApprovalStateName(r.state()),
+                  r.dataset().empty() ? "-" : r.dataset(), r.summary(),
+                  UidName(r.requester_uid(), r.requester_name()),
+                  FormatLocalTime(r.created_micros()), FormatLocalTime(r.expires_micros()),
+                  r.decided_micros() == 0 ? "-" : UidName(r.approver_uid(), r.approver_name()),
+                  r.has_result() && r.result().code() != 0 ? r.result().code_name() : "-"});
+  }
+  table.Print(ctx.out());
+}
+
+const char* ResultKind(const pb::Response& response) {
+  const auto* field =
+      pb::Response::descriptor()->FindFieldByNumber(static_cast<int>(response.result_case()));
+  return field == nullptr ? "none" : field->name().c_str();
+}
+
+// The approved operation's own answer, printed as its command prints it where keyctl knows how.
+void PrintOperationResult(CommandContext& ctx, const pb::Response& result) {
+  if (result.has_error()) {
+    ctx.out() << "operation failed: " << result.error().code_name() << ": "
+              << result.error().message() << '\n';
+    return;
+  }
+  ctx.out() << "operation " << ResultKind(result) << ": done\n";
+  switch (result.result_case()) {
+    case pb::Response::kDatasetLifecycle:
+      PrintDataset(ctx, result.dataset_lifecycle());
+      break;
+    case pb::Response::kPolicySet:
+      PrintPolicy(ctx, result.policy_set().policy());
+      break;
+    case pb::Response::kHoldSet:
+      ctx.out() << result.hold_set().name() << ": legal hold "
+                << (result.hold_set().legal_hold() ? "set" : "cleared") << '\n';
+      break;
+    case pb::Response::kAdminEnroll:
+      if (result.admin_enroll().has_invitation()) {
+        PrintInvitations(ctx, std::vector<pb::AdminInvitation>{result.admin_enroll().invitation()});
+      }
+      break;
+    default:
+      ctx.out() << ProtoToJson(result).dump(2, ' ', false, nlohmann::json::error_handler_t::replace)
+                << '\n';
+      break;
+  }
+}
+
+}  // namespace
+
+absl::Status AdminEnroll(CommandContext& ctx, std::optional<uint32_t> uid) {
+  pb::Request request;
+  auto* r = request.mutable_admin_enroll();
+  if (uid) r->set_uid(*uid);
+  COFFER_ASSIGN_OR_RETURN(pb::Response response, ctx.Call(std::move(request)));
+  const pb::AdminEnrollResponse& e = response.admin_enroll();
+  if (ctx.json()) {
+    PrintJson(ctx, ProtoToJson(e));
+    return absl::OkStatus();
+  }
+  if (!e.otpauth_uri().empty()) {
+    ctx.out() << "Add this to your authenticator app NOW; it is shown only this once and "
+                 "cannot be shown again:\n\n  "
+              << e.otpauth_uri() << "\n\n";
+  }
+  if (e.has_admin()) PrintAdmins(ctx, std::vector<pb::AdminInfo>{e.admin()});
+  if (e.has_invitation()) {
+    ctx.out() << "uid " << e.invitation().uid()
+              << " is invited: it claims its enrolment with `keyctl admin enroll` before "
+              << FormatLocalTime(e.invitation().expires_micros()) << '\n';
+  }
+  return absl::OkStatus();
+}
+
+absl::Status AdminList(CommandContext& ctx) {
+  pb::Request request;
+  request.mutable_admin_list();
+  COFFER_ASSIGN_OR_RETURN(pb::Response response, ctx.Call(std::move(request)));
+  const pb::AdminListResponse& l = response.admin_list();
+  if (ctx.json()) {
+    PrintJson(ctx, ProtoToJson(l));
+    return absl::OkStatus();
+  }
+  if (!l.mfa_required()) {
+    ctx.out() << "MFA: development mode (off): no codes or dual control\n";
+  } else {
+    ctx.out() << "MFA: required; an accepted code opens a session of "
+              << FormatDuration(l.session_seconds()) << '\n';
+  }
+  PrintAdmins(ctx, l.admins());
+  if (l.invitations_size() > 0) {
+    ctx.out() << '\n';
+    PrintInvitations(ctx, l.invitations());
+  }
+  return absl::OkStatus();
+}
+
+absl::Status AdminRemove(CommandContext& ctx, uint32_t uid) {
+  pb::Request request;
+  request.mutable_admin_remove()->set_uid(uid);
+  COFFER_ASSIGN_OR_RETURN(pb::Response response, ctx.Call(std::move(request)));
+  if (ctx.json()) {
+    PrintJson(ctx, {{"removed", uid}});
+  } else {
+    ctx.out() << "admin " << uid << " removed; its TOTP secret is destroyed\n";
+  }
+  return absl::OkStatus();
+}
+
+absl::Status RequestList(CommandContext& ctx, bool include_closed) {
+  pb::Request request;
+  request.mutable_approval_list()->set_include_closed(include_closed);
+  COFFER_ASSIGN_OR_RETURN(pb::Response response, ctx.Call(std::move(request)));
+  if (ctx.json()) {
+    PrintJson(ctx, ProtoToJson(response.approval_list()));
+    return absl::OkStatus();
+  }
+  PrintApprovals(ctx, response.approval_list().requests());
+  return absl::OkStatus();
+}
+
+absl::Status RequestDecide(CommandContext& ctx, uint64_t id, bool approve) {
+  pb::Request request;
+  request.mutable_approval_decide()->set_id(id);
+  request.mutable_approval_decide()->set_approve(approve);
+  COFFER_ASSIGN_OR_RETURN(pb::Response response, ctx.Call(std::move(request)));
+  const pb::ApprovalDecideResponse& d = response.approval_decide();
+  if (ctx.json()) {
+    nlohmann::json json = {{"request", ProtoToJson(d.request())}};
+    if (d.has_result()) json["result"] = ProtoToJson(d.result());
+    PrintJson(ctx, json);
+    return absl::OkStatus();
+  }
+  ctx.out() << "request " << d.request().id() << " " << ApprovalStateName(d.request().state())
+            << ": " << d.request().summary() << '\n';
+  if (d.has_result()) PrintOperationResult(ctx, d.result());
+  return absl::OkStatus();
+}
+
+// ---- key inventory, recycle bin ---------------------------------------------------------------
+
+absl::Status KeyInventory(CommandContext& ctx, const std::string& dataset) {
+  pb::Request request;
+  request.mutable_key_inventory()->set_dataset(dataset);
+  COFFER_ASSIGN_OR_RETURN(pb::Response response, ctx.Call(std::move(request)));
+  const pb::KeyInventoryResponse& inv = response.key_inventory();
+  if (ctx.json()) {
+    PrintJson(ctx, ProtoToJson(inv));
+    return absl::OkStatus();
+  }
+  const int64_t now = NowMicros();
+  Table table({"KIND", "DATASET", "PURPOSE", "VERSION", "STATE", "CREATED", "ALGORITHM",
+               "LOCATION / WRAPPED BY"});
+  for (const pb::InventoryKey& k : inv.keys()) {
+    std::string where = k.location();
+    if (!k.wrapped_by().empty()) where += (where.empty() ? "" : ", ") + k.wrapped_by();
+    if (!k.fingerprint().empty())
+      where += (where.empty() ? "" : ", ") + ("sha256 " + k.fingerprint());
+    if (k.kind() == "admin-totp-secret") where += absl::StrCat(" (uid ", k.admin_uid(), ")");
+    table.AddRow(
+        {k.kind(), k.dataset().empty() ? "-" : k.dataset(), k.purpose().empty() ? "-" : k.purpose(),
+         k.version() == 0 ? "-" : std::to_string(k.version()), k.state().empty() ? "-" : k.state(),
+         k.created_micros() == 0 ? "-" : TimeWithAge(k.created_micros(), now),
+         k.algorithm().empty() ? "-" : k.algorithm(), where.empty() ? "-" : where});
+  }
+  table.Print(ctx.out());
+  return absl::OkStatus();
+}
+
+namespace {
+
+bool IsPrintableUtf8(const std::string& bytes) {
+  size_t i = 0;
+  while (i < bytes.size()) {
+    const auto c = static_cast<unsigned char>(bytes[i]);
+    size_t extra = 0;
+    if (c < 0x80) {
+      if (c < 0x20 || c == 0x7f) return false;
+    } else if ((c & 0xe0) == 0xc0 && c >= 0xc2) {
+      extra = 1;
+    } else if ((c & 0xf0) == 0xe0) {
+      extra = 2;
+    } else if ((c & 0xf8) == 0xf0 && c <= 0xf4) {
+      extra = 3;
+    } else {
+      return false;
+    }
+    if (i + extra >= bytes.size() && extra > 0) return false;
+    for (size_t k = 1; k <= extra; ++k) {
+      if ((static_cast<unsigned char>(bytes[i + k]) & 0xc0) != 0x80) return false;
+    }
+    i += extra + 1;
+  }
+  return !bytes.empty();
+}
+
+std::string ToHex(const std::string& bytes) {
+  static constexpr char kDigits[] = "0123456789abcdef";
+  std::string hex;
+  for (unsigned char c : bytes) {
+    hex.push_back(kDigits[c >> 4]);
+    hex.push_back(kDigits[c & 15]);
+  }
+  return hex;
+}
+
+std::string ShowId(const std::string& id) { return IsPrintableUtf8(id) ? id : "hex:" + ToHex(id); }
+
+absl::StatusOr<std::string> FromHex(const std::string& hex) {
+  auto digit = [](char c) -> int {
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    return -1;
+  };
+  std::string text = hex.substr(0, 4) == "hex:" ? hex.substr(4) : hex;
+  if (text.size() % 2 != 0) {
+    return MakeError(ErrorCode::kInvalidArgument, "--hex id '" + hex + "' has an odd length");
+  }
+  std::string bytes;
+  for (size_t i = 0; i < text.size(); i += 2) {
+    int hi = digit(text[i]), lo = digit(text[i + 1]);
+    if (hi < 0 || lo < 0) {
+      return MakeError(ErrorCode::kInvalidArgument, "--hex id '" + hex + "' is not hex");
+    }
+    bytes.push_back(static_cast<char>(hi * 16 + lo));
+  }
+  return bytes;
+}
+
+}  // namespace
+
+absl::Status BinList(CommandContext& ctx, const std::string& dataset, uint32_t limit) {
+  std::vector<pb::BinItem> items;
+  std::string token;
+  bool more = false;
+  while (items.size() < limit) {
+    pb::Request request;
+    auto* r = request.mutable_bin_list();
+    r->set_dataset(dataset);
+    r->set_page_token(token);
+    r->set_max_items(std::min<uint32_t>(limit - static_cast<uint32_t>(items.size()), 10'000));
+    COFFER_ASSIGN_OR_RETURN(pb::Response response, ctx.Call(std::move(request)));
+    for (const pb::BinItem& item : response.bin_list().items()) {
+      if (items.size() < limit) items.push_back(item);
+    }
+    token = response.bin_list().next_page_token();
+    if (token.empty() || response.bin_list().items_size() == 0) break;
+  }
+  more = !token.empty();
+  if (ctx.json()) {
+    nlohmann::json array = nlohmann::json::array();
+    for (const pb::BinItem& item : items) {
+      nlohmann::json j = ProtoToJson(item);
+      j["id_text"] = ShowId(item.id());
+      array.push_back(std::move(j));
+    }
+    PrintJson(ctx, {{"dataset", dataset}, {"items", std::move(array)}, {"more", more}});
+    return absl::OkStatus();
+  }
+  const int64_t now = NowMicros();
+  Table table({"KIND", "ID", "DELETED", "PURGE AFTER"});
+  for (const pb::BinItem& item : items) {
+    table.AddRow(
+        {item.kind() == pb::BinItem::RECORD ? "record" : "attachment", ShowId(item.id()),
+         TimeWithAge(item.deleted_micros(), now),
+         item.purge_after_micros() == 0 ? "held" : FormatLocalTime(item.purge_after_micros())});
+  }
+  table.Print(ctx.out());
+  if (more) ctx.out() << "(more items: raise --limit)\n";
+  return absl::OkStatus();
+}
+
+absl::Status BinRestore(CommandContext& ctx, const std::string& dataset,
+                        const std::optional<std::string>& record_id,
+                        const std::optional<std::string>& attachment_name, bool hex) {
+  pb::Request request;
+  std::string id = record_id ? *record_id : *attachment_name;
+  if (hex) {
+    COFFER_ASSIGN_OR_RETURN(id, FromHex(id));
+  }
+  if (record_id) {
+    request.mutable_record_restore()->set_dataset(dataset);
+    request.mutable_record_restore()->set_id(id);
+  } else {
+    request.mutable_attachment_restore()->set_dataset(dataset);
+    request.mutable_attachment_restore()->set_name(id);
+  }
+  COFFER_ASSIGN_OR_RETURN(pb::Response response, ctx.Call(std::move(request)));
+  const char* kind = record_id ? "record" : "attachment";
+  if (ctx.json()) {
+    PrintJson(ctx, {{"restored", {{"dataset", dataset}, {"kind", kind}, {"id", ShowId(id)}}}});
+  } else {
+    ctx.out() << "restored " << kind << " " << ShowId(id) << " in " << dataset << '\n';
+  }
+  return absl::OkStatus();
+}
+
+absl::Status AuditVerifyOffline(CommandContext& ctx, const std::string& public_key_file,
+                                const std::string& audit_directory) {
+  std::ifstream in(public_key_file, std::ios::binary);
+  if (!in) {
+    return MakeError(ErrorCode::kNotFound, "cannot read the audit public key " + public_key_file);
+  }
+  std::stringstream pem;
+  pem << in.rdbuf();
+  kms::audit::VerifyOptions options;
+  options.public_key_pem = pem.str();
+  absl::StatusOr<kms::audit::VerifyReport> report =
+      kms::audit::VerifyAuditLog(audit_directory, options);
+  if (!report.ok()) {
+    return MakeError(ErrorCodeOf(report.status()), "cannot verify the audit log in " +
+                                                       audit_directory + ": " +
+                                                       std::string(report.status().message()));
+  }
+  if (!report->ok()) {
+    absl::Status status = report->ToStatus();
+    return MakeError(ErrorCodeOf(status),
+                     "audit log in " + audit_directory +
+                         " failed verification: " + std::string(status.message()));
+  }
+  if (ctx.json()) {
+    nlohmann::json json = {{"verified", true},
+                           {"directory", audit_directory},
+                           {"entries", report->entries},
+                           {"checkpoints", report->checkpoints_verified},
+                           {"closed_cleanly", report->closed_cleanly},
+                           {"warnings", report->warnings}};
+    json["last_sequence"] =
+        report->last_sequence ? nlohmann::json(*report->last_sequence) : nlohmann::json(nullptr);
+    json["uncovered_from"] =
+        report->uncovered_from ? nlohmann::json(*report->uncovered_from) : nlohmann::json(nullptr);
+    PrintJson(ctx, json);
+    return absl::OkStatus();
+  }
+  ctx.out() << "audit log " << audit_directory << " verified offline: " << report->entries
+            << " entries, " << report->checkpoints_verified << " signed checkpoints, last sequence "
+            << (report->last_sequence ? std::to_string(*report->last_sequence) : "-") << '\n';
+  if (report->uncovered_from) {
+    ctx.out() << "warning: entries from " << *report->uncovered_from
+              << " on are not yet covered by a signed checkpoint\n";
+  }
+  for (const std::string& w : report->warnings) ctx.out() << "warning: " << w << '\n';
   return absl::OkStatus();
 }
 

@@ -31,7 +31,13 @@ class CommandContext {
   CommandContext(std::string socket_path, bool json, std::ostream& out, std::ostream& progress,
                  bool progress_is_terminal);
 
+  // Sends `request`. The --totp code goes on the first request sent (a code is single-use: once
+  // the daemon took it the uid has an MFA session and later requests go without). MFA_REQUIRED
+  // with stdin a terminal prompts for a code (echo off) and retries once; otherwise it becomes
+  // a one-line error telling to pass --totp. APPROVAL_PENDING prints the filed request (text or
+  // {"pending": ...}) before returning the error (the caller exits 5 without printing it again).
   absl::StatusOr<coffer::v1::Response> Call(coffer::v1::Request request);
+  void set_totp_code(std::string code) { totp_code_ = std::move(code); }
   // Polls job `id` to its end, showing progress; FAILED jobs become their error.
   absl::StatusOr<coffer::v1::JobStatus> WaitForJob(uint64_t id);
 
@@ -45,7 +51,13 @@ class CommandContext {
   std::ostream& progress_;
   bool progress_is_terminal_;
   std::unique_ptr<AdminClient> client_;
+  std::string totp_code_;  // never printed; cleared once the daemon took it
 };
+
+// True for the error that Call already printed (a request filed for approval).
+bool IsPendingApproval(const absl::Status& status);
+// A --totp value: exactly 6 ASCII digits.
+bool IsTotpCode(const std::string& code);
 
 // What `keyctl audit search` filters on (AuditQueryRequest) and how many entries it prints.
 struct AuditFilter {
@@ -98,6 +110,26 @@ absl::Status AuditSearch(CommandContext& ctx, const AuditFilter& filter);
 absl::Status AuditVerify(CommandContext& ctx);
 
 absl::Status DaemonStatus(CommandContext& ctx);
+
+// Admins, MFA and dual control (control.proto).
+// uid unset: claim the caller's own enrolment (prints the otpauth:// URI once); set: invite it.
+absl::Status AdminEnroll(CommandContext& ctx, std::optional<uint32_t> uid);
+absl::Status AdminList(CommandContext& ctx);
+absl::Status AdminRemove(CommandContext& ctx, uint32_t uid);
+absl::Status RequestList(CommandContext& ctx, bool include_closed);
+absl::Status RequestDecide(CommandContext& ctx, uint64_t id, bool approve);
+
+absl::Status KeyInventory(CommandContext& ctx, const std::string& dataset);
+// Pages through the recycle bin up to `limit` items.
+absl::Status BinList(CommandContext& ctx, const std::string& dataset, uint32_t limit);
+// Restores one record or attachment from the bin; `hex`: the id is given in hex.
+absl::Status BinRestore(CommandContext& ctx, const std::string& dataset,
+                        const std::optional<std::string>& record_id,
+                        const std::optional<std::string>& attachment_name, bool hex);
+
+// Verifies an audit log directory locally with kms/audit's offline verifier (no daemon).
+absl::Status AuditVerifyOffline(CommandContext& ctx, const std::string& public_key_file,
+                                const std::string& audit_directory);
 
 }  // namespace coffer::keyctl
 

@@ -94,7 +94,18 @@ int ExitCodeFor(const absl::Status& status) {
     case ErrorCode::kNotGranted:
     case ErrorCode::kWrongSocket:
     case ErrorCode::kPermissionDenied:
+    case ErrorCode::kMfaRequired:
+    case ErrorCode::kMfaCodeInvalid:
+    case ErrorCode::kMfaCodeReused:
+    case ErrorCode::kMfaLockedOut:
+    case ErrorCode::kAdminNotEnrolled:
+    case ErrorCode::kApprovalForbidden:
+    case ErrorCode::kApprovalClosed:
       return kExitRefused;
+    case ErrorCode::kApprovalPending:
+      return kExitPendingApproval;
+    case ErrorCode::kApprovalNotFound:
+      return kExitNotFound;
     case ErrorCode::kDaemonUnavailable:
       return IsSocketPermissionDenied(status) ? kExitRefused : kExitError;
     case ErrorCode::kNotFound:

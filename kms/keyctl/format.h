@@ -29,7 +29,7 @@ inline constexpr int kExitError = 1;
 inline constexpr int kExitUsage = 2;
 inline constexpr int kExitRefused = 3;          // NOT_GRANTED, WRONG_SOCKET, permission
 inline constexpr int kExitNotFound = 4;         // the dataset, backup, job, item or version
-inline constexpr int kExitPendingApproval = 5;  // reserved for dual control
+inline constexpr int kExitPendingApproval = 5;  // APPROVAL_PENDING: filed for a second admin
 
 // The exit code for a failed command's status.
 int ExitCodeFor(const absl::Status& status);

@@ -1,8 +1,9 @@
 // keyctl: the admin CLI for cofferd's admin socket (docs/keyctl.md). This file holds the command
 // line (CLI11): every subcommand, its flags, help text and example; the work is in commands.cc.
 //
-// Exit codes: 0 success, 1 error, 2 usage, 3 refused, 4 not found, 5 pending approval (reserved
-// for dual control). Errors are one line on stderr ("keyctl: ..."); with --json, stdout also gets
+// Exit codes: 0 success, 1 error, 2 usage, 3 refused (also MFA and approval refusals), 4 not
+// found, 5 pending approval (the operation was filed for a second admin). Errors are one line on
+// stderr ("keyctl: ..."); with --json, stdout also gets
 // {"error": {"code", "code_name", "message"}}.
 
 #include <unistd.h>
@@ -58,7 +59,7 @@ struct PolicyFlags {
   int64_t rotation_days = 0;
   uint32_t bin_days = 0;
   uint64_t usage_limit = 0;
-  std::string retention, min_retention, destruction_wait;
+  std::string retention, min_retention, destruction_wait, auto_destroy;
   std::vector<CLI::Option*> options;
 
   void Add(CLI::App* app) {
@@ -79,6 +80,10 @@ struct PolicyFlags {
     options.push_back(app->add_option("--destruction-wait", destruction_wait,
                                       "Waiting period between scheduling and destruction")
                           ->check(DurationValidator()));
+    options.push_back(
+        app->add_option("--auto-destroy-after-disabled", auto_destroy,
+                        "Schedule destruction of a dataset disabled this long (0 = never)")
+            ->check(DurationValidator()));
   }
   bool AnyGiven() const {
     for (const CLI::Option* o : options) {
@@ -101,6 +106,9 @@ struct PolicyFlags {
     }
     if (options[5]->count() > 0) {
       policy.set_destruction_wait_seconds(*ParseDuration(destruction_wait));
+    }
+    if (options[6]->count() > 0) {
+      policy.set_auto_destroy_after_disabled_seconds(*ParseDuration(auto_destroy));
     }
     return policy;
   }
@@ -127,6 +135,12 @@ struct Values {
   std::string since, until, caller_dataset;
   uint32_t caller_uid = 0;
   uint32_t limit = 100;
+  uint32_t admin_uid = 0;
+  uint64_t request_id = 0;
+  bool all = false;
+  bool hex = false;
+  bool offline = false;
+  std::string public_key, audit_dir = "./var/audit";
 };
 
 CLI::App* Sub(CLI::App* parent, const std::string& name, const std::string& description,
@@ -185,6 +199,13 @@ void DefineDataset(CLI::App& app, Values& v, Action& action) {
       {"cancel-destroy", "Cancel a scheduled destruction (the dataset stays disabled)",
        pb::DatasetLifecycleRequest::CANCEL_DESTRUCTION},
   };
+  CLI::App* approve = Sub(dataset, "approve", "Approve a pending request (as: request approve)",
+                          "keyctl dataset approve 12 --totp 123456");
+  approve->add_option("ID", v.request_id, "Request id (keyctl request list)")->required();
+  approve->callback([&] {
+    action = [&](CommandContext& ctx) { return RequestDecide(ctx, v.request_id, true); };
+  });
+
   for (const auto& entry : lifecycle) {
     CLI::App* sub = Sub(dataset, entry.name, entry.help,
                         std::string("keyctl dataset ") + entry.name + " crm/contacts");
@@ -250,6 +271,15 @@ void DefineKey(CLI::App& app, Values& v, Action& action) {
       return KeyRewrap(ctx, v.dataset, v.module, v.destroy_old);
     };
   });
+
+  CLI::App* inventory =
+      Sub(key, "inventory",
+          "Every key the daemon holds: data keys, wrapping keys, audit and admin secrets",
+          "keyctl key inventory --dataset crm/contacts --json");
+  inventory->add_option("--dataset", v.dataset,
+                        "Only this dataset (default: all, and service keys)");
+  inventory->callback(
+      [&] { action = [&](CommandContext& ctx) { return KeyInventory(ctx, v.dataset); }; });
 }
 
 void DefinePolicyHoldBin(CLI::App& app, Values& v, Action& action) {
@@ -298,6 +328,32 @@ void DefinePolicyHoldBin(CLI::App& app, Values& v, Action& action) {
     if (record->count() > 0) r = v.record_id;
     if (attachment->count() > 0) a = v.attachment_name;
     action = [&v, r, a](CommandContext& ctx) { return BinPurge(ctx, v.dataset, r, a); };
+  });
+
+  CLI::App* list = Sub(bin, "list", "List a dataset's recycle bin (ids not printable: hex:...)",
+                       "keyctl bin list crm/contacts --limit 50");
+  list->add_option("DATASET", v.dataset, "Dataset name")->required();
+  list->add_option("--limit", v.limit, "At most this many items (default 100)")
+      ->check(CLI::Range(uint32_t{1}, uint32_t{1000000}));
+  list->callback(
+      [&] { action = [&](CommandContext& ctx) { return BinList(ctx, v.dataset, v.limit); }; });
+
+  CLI::App* restore = Sub(bin, "restore", "Restore one record or attachment from the recycle bin",
+                          "keyctl bin restore crm/contacts --record customer-42");
+  restore->add_option("DATASET", v.dataset, "Dataset name")->required();
+  CLI::Option* restore_record = restore->add_option("--record", v.record_id, "Record id");
+  CLI::Option* restore_attachment =
+      restore->add_option("--attachment", v.attachment_name, "Attachment name");
+  restore_record->excludes(restore_attachment);
+  restore->add_flag("--hex", v.hex, "The id is hex (as bin list prints it, hex: prefix optional)");
+  restore->callback([&, restore_record, restore_attachment] {
+    if (restore_record->count() + restore_attachment->count() != 1) {
+      throw CLI::ValidationError("bin restore", "give --record ID or --attachment NAME");
+    }
+    std::optional<std::string> r, a;
+    if (restore_record->count() > 0) r = v.record_id;
+    if (restore_attachment->count() > 0) a = v.attachment_name;
+    action = [&v, r, a](CommandContext& ctx) { return BinRestore(ctx, v.dataset, r, a, v.hex); };
   });
 }
 
@@ -399,12 +455,83 @@ void DefineAuditStatus(CLI::App& app, Values& v, Action& action) {
     action = [filter](CommandContext& ctx) { return AuditSearch(ctx, filter); };
   });
 
-  Sub(audit, "verify", "Verify the hash chain, MACs and checkpoint signatures of the whole log",
-      "keyctl audit verify")
-      ->callback([&] { action = [](CommandContext& ctx) { return AuditVerify(ctx); }; });
+  CLI::App* verify =
+      Sub(audit, "verify",
+          "Verify the hash chain, MACs and checkpoint signatures of the whole log (--offline: "
+          "locally, without the daemon, with the checkpoint public key)",
+          "keyctl audit verify --offline --public-key audit-public-key.pem --audit-dir "
+          "/srv/coffer/audit");
+  CLI::Option* offline =
+      verify->add_flag("--offline", v.offline, "Verify the log directory here, without cofferd");
+  CLI::Option* public_key =
+      verify->add_option("--public-key", v.public_key, "Checkpoint public key (PEM), --offline");
+  verify->add_option("--audit-dir", v.audit_dir, "Audit log directory (default ./var/audit)")
+      ->needs(offline);
+  public_key->needs(offline);
+  verify->callback([&, offline, public_key] {
+    if (offline->count() == 0) {
+      action = [](CommandContext& ctx) { return AuditVerify(ctx); };
+      return;
+    }
+    if (public_key->count() == 0) {
+      throw CLI::ValidationError("audit verify", "--offline needs --public-key FILE");
+    }
+    action = [&](CommandContext& ctx) {
+      return AuditVerifyOffline(ctx, v.public_key, v.audit_dir);
+    };
+  });
 
   Sub(&app, "status", "The daemon's version, sockets, counters and jobs", "keyctl status")
       ->callback([&] { action = [](CommandContext& ctx) { return DaemonStatus(ctx); }; });
+}
+
+void DefineAdminRequest(CLI::App& app, Values& v, Action& action) {
+  CLI::App* admin =
+      app.add_subcommand("admin", "Enrol, list and remove admins (TOTP MFA, dual control)");
+  admin->require_subcommand(1);
+  admin->footer("Example:\n  keyctl admin list");
+  CLI::App* enroll =
+      Sub(admin, "enroll",
+          "Without --uid: claim your own enrolment (prints the otpauth:// URI once). With --uid: "
+          "invite that uid (dual control once two admins are enrolled)",
+          "keyctl admin enroll --uid 1001 --totp 123456");
+  CLI::Option* enroll_uid = enroll->add_option("--uid", v.admin_uid, "The uid to invite");
+  enroll->callback([&, enroll_uid] {
+    std::optional<uint32_t> uid;
+    if (enroll_uid->count() > 0) uid = v.admin_uid;
+    action = [uid](CommandContext& ctx) { return AdminEnroll(ctx, uid); };
+  });
+  Sub(admin, "list", "Admins, their codes and lock-outs, and open invitations",
+      "keyctl admin list --json")
+      ->callback([&] { action = [](CommandContext& ctx) { return AdminList(ctx); }; });
+  CLI::App* remove =
+      Sub(admin, "remove", "Remove an admin and destroy its TOTP secret (dual control)",
+          "keyctl admin remove --uid 1001 --totp 123456");
+  remove->add_option("--uid", v.admin_uid, "The admin's uid")->required();
+  remove->callback(
+      [&] { action = [&](CommandContext& ctx) { return AdminRemove(ctx, v.admin_uid); }; });
+
+  CLI::App* request = app.add_subcommand("request", "Approval requests of dual control");
+  request->require_subcommand(1);
+  request->footer("Example:\n  keyctl request list");
+  CLI::App* list = Sub(request, "list", "Pending approval requests (--all: also closed ones)",
+                       "keyctl request list --all");
+  list->add_flag("--all", v.all, "Also approved, denied, failed and expired requests");
+  list->callback([&] { action = [&](CommandContext& ctx) { return RequestList(ctx, v.all); }; });
+  for (bool approve : {true, false}) {
+    CLI::App* sub =
+        Sub(request, approve ? "approve" : "deny",
+            approve ? "Approve another admin's request; it runs now (needs a fresh "
+                      "code of yours)"
+                    : "Deny another admin's request (needs a fresh code of yours)",
+            std::string("keyctl request ") + (approve ? "approve" : "deny") + " 12 --totp 123456");
+    sub->add_option("ID", v.request_id, "Request id (keyctl request list)")->required();
+    sub->callback([&v, &action, approve] {
+      action = [&v, approve](CommandContext& ctx) {
+        return RequestDecide(ctx, v.request_id, approve);
+      };
+    });
+  }
 }
 
 std::string OneLine(std::string text) {
@@ -425,6 +552,9 @@ int Run(int argc, char** argv) {
                  "cofferd's admin socket (default: $COFFER_ADMIN_SOCKET, else ./var/admin.sock)")
       ->envname("COFFER_ADMIN_SOCKET");
   app.add_flag("--json", json, "Print machine-readable JSON instead of tables");
+  std::string totp;
+  CLI::Option* totp_option = app.add_option(
+      "--totp", totp, "Your current 6-digit TOTP code (opens an MFA session; single-use)");
 
   Values values;
   Action action;
@@ -434,8 +564,10 @@ int Run(int argc, char** argv) {
   DefineJobs(app, values, action);
   DefineBackup(app, values, action);
   DefineAuditStatus(app, values, action);
+  DefineAdminRequest(app, values, action);
   app.footer(
-      "Exit codes: 0 success, 1 error, 2 usage, 3 refused, 4 not found, 5 pending approval.\n"
+      "Exit codes: 0 success, 1 error, 2 usage, 3 refused (incl. MFA), 4 not found, 5 pending "
+      "approval.\n"
       "Example:\n  keyctl --socket /run/coffer/admin.sock dataset list");
 
   try {
@@ -464,11 +596,19 @@ int Run(int argc, char** argv) {
     std::cerr << "keyctl: no command given (see: keyctl --help)\n";
     return kExitUsage;
   }
+  if (totp_option->count() > 0 && !IsTotpCode(totp)) {
+    std::cerr << "keyctl: --totp takes exactly 6 digits: the current code of your "
+                 "authenticator app\n";
+    return kExitUsage;
+  }
 
   CommandContext ctx(socket, json, std::cout, std::cerr, ::isatty(STDERR_FILENO) == 1);
+  if (totp_option->count() > 0) ctx.set_totp_code(std::move(totp));
   absl::Status status = action(ctx);
   std::cout.flush();
   if (status.ok()) return kExitOk;
+  // A request filed for approval was printed (stdout) by the command: exit 5.
+  if (IsPendingApproval(status)) return ExitCodeFor(status);
   std::string message = OneLine(std::string(status.message()));
   std::cerr << "keyctl: " << message << '\n';
   if (json) {
