@@ -82,7 +82,9 @@ class Cofferd {
           << "grants { principals { uid: " << me
           << " } datasets: \"*\" rights: READ rights: WRITE rights: DELETE }\n"
           << "admins { uid: " << me << " }\n"
-          << "jobs { backup_interval_seconds: 86400 }\n";
+          << "jobs { backup_interval_seconds: 86400 }\n"
+          // Development mode: no MFA or dual control (keyctl_dual_control_test.cc has them).
+          << "mfa { required: false }\n";
     }
     if (as_root && RunShell("chown -R " + std::to_string(uid) + ":" + std::to_string(gid) + " " +
                             d->dir_) != 0) {
@@ -616,6 +618,184 @@ std::string FakeSocketPath(const std::string& name) {
   return "/tmp/keyctl-fake-" + std::to_string(getpid()) + "-" + name + ".sock";
 }
 
+TEST_F(KeyctlTest, TotpMustBeSixDigits) {
+  for (const char* bad : {"12ab", "12345", "1234567"}) {
+    Result r = Run(std::string("--totp ") + bad + " dataset list");
+    EXPECT_EQ(r.exit_code, 2) << bad << ": " << r.err;
+    EXPECT_EQ(Lines(r.err), 1u) << r.err;
+    EXPECT_NE(r.err.find("6 digits"), std::string::npos) << r.err;
+    EXPECT_EQ(r.err.find(bad), std::string::npos) << "the code is never printed: " << r.err;
+  }
+}
+
+TEST_F(KeyctlTest, PolicySetAutoDestroyAfterDisabled) {
+  Create("crm/autodestroy");
+  Result set = Run("policy set crm/autodestroy --auto-destroy-after-disabled 30d");
+  ASSERT_EQ(set.exit_code, 0) << set.err;
+  EXPECT_NE(set.out.find("auto-destroy after disabled"), std::string::npos) << set.out;
+  Result describe = Run("dataset describe crm/autodestroy --json");
+  ASSERT_EQ(describe.exit_code, 0) << describe.err;
+  EXPECT_EQ(describe.Json().at("policy").at("auto_destroy_after_disabled_seconds"), 30 * 86400)
+      << describe.out;
+  Result bad = Run("policy set crm/autodestroy --auto-destroy-after-disabled soon");
+  EXPECT_EQ(bad.exit_code, 2) << bad.err;
+}
+
+TEST_F(KeyctlTest, AdminListInDevelopmentMode) {
+  Result list = Run("admin list");
+  ASSERT_EQ(list.exit_code, 0) << list.err;
+  EXPECT_NE(list.out.find("MFA: development mode (off)"), std::string::npos) << list.out;
+  Result list_json = Run("admin list --json");
+  ASSERT_EQ(list_json.exit_code, 0) << list_json.err;
+  EXPECT_FALSE(list_json.Json().value("mfa_required", false)) << list_json.out;
+  Result requests = Run("request list --all --json");
+  EXPECT_EQ(requests.exit_code, 0) << requests.err;
+}
+
+TEST_F(KeyctlTest, KeyInventoryInBothModes) {
+  Create("crm/inventory");
+  Result inv = Run("key inventory --json");
+  ASSERT_EQ(inv.exit_code, 0) << inv.err;
+  const json keys = inv.Json().at("keys");
+  int data_keys = 0, wrapping_keys = 0;
+  bool audit_key = false;
+  for (const json& k : keys) {
+    const std::string kind = k.value("kind", "");
+    if (kind == "data-key" && k.value("dataset", "") == "crm/inventory") {
+      ++data_keys;
+      EXPECT_FALSE(k.value("wrapped_by", "").empty()) << k.dump();
+      EXPECT_FALSE(k.value("algorithm", "").empty()) << k.dump();
+    }
+    if (kind == "wrapping-key") ++wrapping_keys;
+    if (kind == "audit-signing-key") {
+      audit_key = true;
+      EXPECT_EQ(k.value("fingerprint", "").size(), 64u) << k.dump();
+    }
+  }
+  EXPECT_GE(data_keys, 2) << inv.out;  // records and attachments at least
+  EXPECT_GE(wrapping_keys, 1) << inv.out;
+  EXPECT_TRUE(audit_key) << inv.out;
+
+  Result only = Run("key inventory --dataset crm/inventory --json");
+  ASSERT_EQ(only.exit_code, 0) << only.err;
+  for (const json& k : only.Json().at("keys")) {
+    if (k.value("kind", "") == "data-key") {
+      EXPECT_EQ(k.value("dataset", ""), "crm/inventory");
+    }
+  }
+
+  Result human = Run("key inventory --dataset crm/inventory");
+  ASSERT_EQ(human.exit_code, 0) << human.err;
+  EXPECT_NE(human.out.find("KIND"), std::string::npos) << human.out;
+  EXPECT_NE(human.out.find("data-key"), std::string::npos) << human.out;
+  EXPECT_NE(human.out.find("crm/inventory"), std::string::npos) << human.out;
+}
+
+TEST_F(KeyctlTest, BinListAndRestore) {
+  Create("crm/binlist");
+  {
+    auto client = AdminClient::Connect(daemon_->admin_socket());
+    ASSERT_TRUE(client.ok()) << client.status();
+    for (const std::string& id : {std::string("customer-1"), std::string("\x01\xff", 2)}) {
+      coffer::v1::Request put;
+      put.mutable_record_put()->set_dataset("crm/binlist");
+      put.mutable_record_put()->set_id(id);
+      put.mutable_record_put()->set_value("value");
+      ASSERT_TRUE((*client)->Call(put).ok());
+      coffer::v1::Request del;
+      del.mutable_record_delete()->set_dataset("crm/binlist");
+      del.mutable_record_delete()->set_id(id);
+      auto deleted = (*client)->Call(del);
+      ASSERT_TRUE(deleted.ok()) << deleted.status();
+    }
+  }
+  Result list = Run("bin list crm/binlist");
+  ASSERT_EQ(list.exit_code, 0) << list.err;
+  EXPECT_NE(list.out.find("customer-1"), std::string::npos) << list.out;
+  EXPECT_NE(list.out.find("hex:01ff"), std::string::npos) << list.out;
+
+  Result list_json = Run("bin list crm/binlist --json");
+  ASSERT_EQ(list_json.exit_code, 0) << list_json.err;
+  EXPECT_EQ(list_json.Json().at("items").size(), 2u) << list_json.out;
+  EXPECT_FALSE(list_json.Json().at("more").get<bool>()) << list_json.out;
+
+  // Paging: --limit 1 asks for one item, the daemon hands a page token for the rest.
+  Result limited = Run("bin list crm/binlist --json --limit 1");
+  EXPECT_EQ(limited.exit_code, 0) << limited.err;
+  if (limited.exit_code == 0) {
+    EXPECT_EQ(limited.Json().at("items").size(), 1u) << limited.out;
+    EXPECT_TRUE(limited.Json().at("more").get<bool>()) << limited.out;
+  }
+
+  Result restored = Run("bin restore crm/binlist --record customer-1");
+  ASSERT_EQ(restored.exit_code, 0) << restored.err;
+  Result restored_hex = Run("bin restore crm/binlist --record hex:01ff --hex");
+  ASSERT_EQ(restored_hex.exit_code, 0) << restored_hex.err;
+  Result after = Run("bin list crm/binlist --json");
+  ASSERT_EQ(after.exit_code, 0) << after.err;
+  EXPECT_EQ(after.Json().at("items").size(), 0u) << after.out;
+  Result describe = Run("dataset describe crm/binlist --json");
+  EXPECT_EQ(describe.Json().at("records"), 2) << describe.out;
+
+  Result again = Run("bin restore crm/binlist --record customer-1");
+  EXPECT_EQ(again.exit_code, 4) << again.err;
+  Result neither = Run("bin restore crm/binlist");
+  EXPECT_EQ(neither.exit_code, 2) << neither.err;
+}
+
+// The daemon's audit public key, from `keyctl status --json`, written to `path`.
+void WriteAuditPublicKey(const std::string& socket, const std::string& path) {
+  Result status = Keyctl(socket, "status --json");
+  ASSERT_EQ(status.exit_code, 0) << status.err;
+  const std::string pem = status.Json().value("audit_public_key_pem", "");
+  ASSERT_FALSE(pem.empty()) << "status carries no audit_public_key_pem: " << status.out;
+  std::ofstream(path, std::ios::trunc) << pem;
+}
+
+TEST_F(KeyctlTest, AuditVerifyOfflinePassesAndCatchesTampering) {
+  Create("crm/auditoffline");
+  const std::string pem = daemon_->dir() + "/test-audit-public.pem";
+  WriteAuditPublicKey(daemon_->admin_socket(), pem);
+  const std::string audit_dir = daemon_->dir() + "/audit";
+  Result ok = Run("audit verify --offline --public-key " + pem + " --audit-dir " + audit_dir);
+  ASSERT_EQ(ok.exit_code, 0) << ok.err;
+  EXPECT_NE(ok.out.find("verified offline"), std::string::npos) << ok.out;
+  Result ok_json =
+      Run("--json audit verify --offline --public-key " + pem + " --audit-dir " + audit_dir);
+  ASSERT_EQ(ok_json.exit_code, 0) << ok_json.err;
+  EXPECT_GT(ok_json.Json().at("entries").get<uint64_t>(), 0u) << ok_json.out;
+
+  // A copy of the log with one byte flipped in the middle of its first segment.
+  const std::string copy = daemon_->dir() + "/audit-copy";
+  fs::remove_all(copy);
+  fs::copy(audit_dir, copy, fs::copy_options::recursive);
+  std::string victim;
+  uintmax_t biggest = 0;
+  for (const auto& entry : fs::directory_iterator(copy)) {
+    if (entry.is_regular_file() && entry.file_size() > biggest) {
+      biggest = entry.file_size();
+      victim = entry.path().string();
+    }
+  }
+  ASSERT_FALSE(victim.empty());
+  {
+    std::fstream f(victim, std::ios::in | std::ios::out | std::ios::binary);
+    f.seekg(static_cast<std::streamoff>(biggest / 2));
+    char c = 0;
+    f.read(&c, 1);
+    c = static_cast<char>(c ^ 0x01);
+    f.seekp(static_cast<std::streamoff>(biggest / 2));
+    f.write(&c, 1);
+  }
+  Result bad = Run("audit verify --offline --public-key " + pem + " --audit-dir " + copy);
+  EXPECT_NE(bad.exit_code, 0) << bad.out;
+  EXPECT_EQ(Lines(bad.err), 1u) << bad.err;
+  EXPECT_NE(bad.err.find("failed verification"), std::string::npos) << bad.err;
+
+  Result no_key = Run("audit verify --offline");
+  EXPECT_EQ(no_key.exit_code, 2) << no_key.err;
+}
+
 TEST(AdminClientTest, RedialsAfterTheDaemonClosedAnIdleConnection) {
   FakeAdminServer server(FakeSocketPath("redial"), 1, StatusAnswer);
   ASSERT_TRUE(server.ok());
@@ -718,6 +898,14 @@ TEST(KeyctlFormatTest, ExitCodes) {
   EXPECT_EQ(ExitCodeFor(MakeError(ErrorCode::kWrongSocket, "x")), 3);
   EXPECT_EQ(ExitCodeFor(MakeError(ErrorCode::kDaemonUnavailable, "x")), 1);
   EXPECT_EQ(ExitCodeFor(MakeError(ErrorCode::kDatasetStateForbids, "x")), 1);
+  EXPECT_EQ(ExitCodeFor(MakeError(ErrorCode::kApprovalPending, "x")), 5);
+  EXPECT_EQ(ExitCodeFor(MakeError(ErrorCode::kMfaRequired, "x")), 3);
+  EXPECT_EQ(ExitCodeFor(MakeError(ErrorCode::kMfaCodeInvalid, "x")), 3);
+  EXPECT_EQ(ExitCodeFor(MakeError(ErrorCode::kMfaCodeReused, "x")), 3);
+  EXPECT_EQ(ExitCodeFor(MakeError(ErrorCode::kMfaLockedOut, "x")), 3);
+  EXPECT_EQ(ExitCodeFor(MakeError(ErrorCode::kApprovalForbidden, "x")), 3);
+  EXPECT_EQ(ExitCodeFor(MakeError(ErrorCode::kApprovalClosed, "x")), 3);
+  EXPECT_EQ(ExitCodeFor(MakeError(ErrorCode::kApprovalNotFound, "x")), 4);
 }
 
 }  // namespace
