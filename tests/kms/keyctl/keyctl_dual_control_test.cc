@@ -410,7 +410,8 @@ TEST_F(DualControlTest, ProtectionShorteningOperationsWaitForApproval) {
   ASSERT_EQ(Run(kA, "key rotate dual/one --purpose records").exit_code, 0);
   id = FilePending(kA, "key retire dual/one --purpose records --below 2");
   auto state_of_v1 = [] {
-    for (const json& v : Describe("dual/one")["versions"]) {
+    const json info = Describe("dual/one");
+    for (const json& v : info["versions"]) {
       if (v.value("purpose", "") == "PURPOSE_RECORDS" && v.value("version", 0) == 1) {
         return v.value("state", std::string());
       }
@@ -450,7 +451,8 @@ TEST_F(DualControlTest, CodesAreRefusedWhenWrongReusedOrMissing) {
   Result audit = Run(kA, "--json audit search --limit 100000");
   ASSERT_EQ(audit.exit_code, 0) << audit.err;
   bool audited = false;
-  for (const json& e : audit.Json()["entries"]) {
+  const json entries = audit.Json()["entries"];
+  for (const json& e : entries) {
     if (e.value("kind", "") == "MFA_VERIFY" && e.value("result_code", 0) != 0) audited = true;
   }
   EXPECT_TRUE(audited) << "no failed MFA_VERIFY entry";
@@ -503,7 +505,8 @@ TEST_F(DualControlTest, WholeLifecycleWithKeyctlAlone) {
   Result audit = Run(kA, "--json audit search --limit 100000");
   ASSERT_EQ(audit.exit_code, 0) << audit.err;
   std::map<uint32_t, int> admin_requests;
-  for (const json& e : audit.Json()["entries"]) {
+  const json entries = audit.Json()["entries"];
+  for (const json& e : entries) {
     if (e.value("kind", "") == "ADMIN_REQUEST") ++admin_requests[e.value("uid", 0u)];
   }
   EXPECT_GT(admin_requests[kA], 0) << audit.out.substr(0, 2000);
