@@ -12,6 +12,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <csignal>
@@ -777,27 +778,39 @@ TEST_F(KeyctlTest, AuditVerifyOfflinePassesAndCatchesTampering) {
   ASSERT_EQ(ok_json.exit_code, 0) << ok_json.err;
   EXPECT_GT(ok_json.Json().at("entries").get<uint64_t>(), 0u) << ok_json.out;
 
-  // A copy of the log with one byte flipped at a third of its biggest segment.
+  // A copy of the log with one byte flipped in the payload of an entry a third of the way into
+  // its oldest segment (kms/audit/format.h: a 72-byte header, then frames of length u32 BE |
+  // payload | chain hash (32) | MAC (32); a MAC byte would be caught only online).
   const std::string copy = daemon_->dir() + "/audit-copy";
   fs::remove_all(copy);
   fs::copy(audit_dir, copy, fs::copy_options::recursive);
-  std::string victim;
-  uintmax_t biggest = 0;
+  std::vector<std::string> segments;
   for (const auto& entry : fs::directory_iterator(copy)) {
-    if (entry.is_regular_file() && entry.file_size() > biggest) {
-      biggest = entry.file_size();
-      victim = entry.path().string();
+    const std::string name = entry.path().filename().string();
+    if (name.rfind("audit-", 0) == 0 && entry.path().extension() == ".log") {
+      segments.push_back(entry.path().string());
     }
   }
-  ASSERT_FALSE(victim.empty());
+  ASSERT_FALSE(segments.empty());
+  std::sort(segments.begin(), segments.end());
+  const std::string victim = segments.front();
+  std::string bytes = ReadWholeFile(victim);
+  std::vector<size_t> payloads;  // offset of each payload's middle byte
+  for (size_t at = 72; at + 4 <= bytes.size();) {
+    const size_t length = (static_cast<size_t>(static_cast<unsigned char>(bytes[at])) << 24) |
+                          (static_cast<size_t>(static_cast<unsigned char>(bytes[at + 1])) << 16) |
+                          (static_cast<size_t>(static_cast<unsigned char>(bytes[at + 2])) << 8) |
+                          static_cast<size_t>(static_cast<unsigned char>(bytes[at + 3]));
+    if (length == 0 || at + 4 + length + 64 > bytes.size()) break;
+    payloads.push_back(at + 4 + length / 2);
+    at += 4 + length + 64;
+  }
+  ASSERT_GE(payloads.size(), 3u);
+  const size_t flip = payloads[payloads.size() / 3];
+  bytes[flip] = static_cast<char>(bytes[flip] ^ 0x01);
   {
-    std::fstream f(victim, std::ios::in | std::ios::out | std::ios::binary);
-    f.seekg(static_cast<std::streamoff>(biggest / 3));
-    char c = 0;
-    f.read(&c, 1);
-    c = static_cast<char>(c ^ 0x01);
-    f.seekp(static_cast<std::streamoff>(biggest / 3));
-    f.write(&c, 1);
+    std::ofstream out(victim, std::ios::binary | std::ios::trunc);
+    out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
   }
   Result bad = Run("audit verify --offline --public-key " + pem + " --audit-dir " + copy);
   EXPECT_NE(bad.exit_code, 0) << bad.out;
