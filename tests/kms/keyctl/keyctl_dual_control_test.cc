@@ -437,6 +437,17 @@ TEST_F(DualControlTest, ProtectionShorteningOperationsWaitForApproval) {
   Result denied = Run(kB, "--totp " + Code(kB) + " request deny " + std::to_string(id));
   ASSERT_EQ(denied.exit_code, 0) << denied.err;
   EXPECT_EQ(Describe("dual/two")["policy"].value("retention_max_age_seconds", int64_t{0}), 0);
+  // The same in human form: one line naming the request and how to approve it.
+  Result human = Run(kA, "policy set dual/two --retention 2s");
+  EXPECT_EQ(human.exit_code, 5) << human.err;
+  EXPECT_EQ(human.out.find("request "), 0u) << human.out;
+  EXPECT_NE(human.out.find(" filed: "), std::string::npos) << human.out;
+  EXPECT_NE(human.out.find("keyctl request approve "), std::string::npos) << human.out;
+  EXPECT_TRUE(human.err.empty()) << human.err;
+  Result list_human = Run(kB, "request list");
+  EXPECT_EQ(list_human.exit_code, 0) << list_human.err;
+  EXPECT_NE(list_human.out.find("PENDING"), std::string::npos) << list_human.out;
+
   Result all = Run(kA, "--json request list --all");
   ASSERT_EQ(all.exit_code, 0) << all.err;
   EXPECT_GE(all.Json()["requests"].size(), 6u) << all.out;
