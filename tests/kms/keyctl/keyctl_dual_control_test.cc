@@ -378,6 +378,22 @@ TEST_F(DualControlTest, InviteNeedsASecondAdminAndApprovalsAreSingleUse) {
   ASSERT_EQ(list.exit_code, 0) << list.err;
   EXPECT_TRUE(list.Json().value("mfa_required", false)) << list.out;
   EXPECT_EQ(list.Json()["admins"].size(), 3u) << list.out;
+
+  // Removing an admin is dual control too; denied, it changes nothing.
+  const uint64_t removal = FilePending(kA, "admin remove --uid 1");
+  ASSERT_NE(removal, 0u);
+  Result denied = Run(kC, "--totp " + Code(kC) + " request deny " + std::to_string(removal));
+  ASSERT_EQ(denied.exit_code, 0) << denied.err << denied.out;
+  Result after = Run(kB, "--json admin list");
+  EXPECT_EQ(after.Json()["admins"].size(), 3u) << after.out;
+
+  // The inventory lists each admin's TOTP secret (never the secret itself).
+  Result inventory = Run(kB, "--json key inventory");
+  ASSERT_EQ(inventory.exit_code, 0) << inventory.err;
+  int secrets = 0;
+  const json keys = inventory.Json()["keys"];
+  for (const json& k : keys) secrets += k.value("kind", "") == "admin-totp-secret";
+  EXPECT_EQ(secrets, 3) << inventory.out;
 }
 
 TEST_F(DualControlTest, ProtectionShorteningOperationsWaitForApproval) {
