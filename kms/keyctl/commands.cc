@@ -207,7 +207,8 @@ std::string UserName() {
   return "uid " + std::to_string(uid);
 }
 
-// Reads a TOTP code from the terminal on stdin with echo off; empty when nothing was read.
+// Reads a TOTP code from the terminal on stdin with echo off (TCSANOW: input typed ahead is
+// kept); empty when nothing was read.
 std::string PromptTotp() {
   std::cerr << "TOTP code for " << UserName() << ": " << std::flush;
   termios old_mode{};
@@ -215,11 +216,11 @@ std::string PromptTotp() {
   if (have_mode) {
     termios quiet = old_mode;
     quiet.c_lflag &= ~static_cast<tcflag_t>(ECHO);
-    ::tcsetattr(STDIN_FILENO, TCSAFLUSH, &quiet);
+    ::tcsetattr(STDIN_FILENO, TCSANOW, &quiet);
   }
   std::string line;
   std::getline(std::cin, line);
-  if (have_mode) ::tcsetattr(STDIN_FILENO, TCSAFLUSH, &old_mode);
+  if (have_mode) ::tcsetattr(STDIN_FILENO, TCSANOW, &old_mode);
   std::cerr << '\n';
   while (!line.empty() && (line.back() == '\r' || line.back() == ' ')) line.pop_back();
   return line;

@@ -168,7 +168,9 @@ std::vector<std::string> Words(const std::string& text) {
 }
 
 // Runs keyctl as `uid` (group: nobody's) with `args` split at spaces; stdin is /dev/null.
-Result KeyctlAs(uid_t uid, const std::string& socket, const std::string& args) {
+// With `terminal_input`, keyctl runs under script(1) on a pseudo-terminal fed that text.
+Result KeyctlAs(uid_t uid, const std::string& socket, const std::string& args,
+                const std::string* terminal_input = nullptr) {
   static int counter = 0;
   const std::string base =
       "/tmp/keyctl-dual-out-" + std::to_string(getpid()) + "-" + std::to_string(counter++);
@@ -176,13 +178,22 @@ Result KeyctlAs(uid_t uid, const std::string& socket, const std::string& args) {
   const int err_fd = ::open((base + ".err").c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
   std::vector<std::string> argv_words = {KEYCTL_BINARY, "--socket", socket};
   for (std::string& w : Words(args)) argv_words.push_back(std::move(w));
+  std::string input_path = "/dev/null";
+  if (terminal_input != nullptr) {
+    input_path = base + ".in";
+    std::ofstream(input_path, std::ios::trunc) << *terminal_input;
+    chmod(input_path.c_str(), 0644);
+    std::string command;
+    for (const std::string& w : argv_words) command += (command.empty() ? "" : " ") + w;
+    argv_words = {"/usr/bin/script", "-qec", command, "/dev/null"};
+  }
   std::vector<char*> argv;
   for (std::string& w : argv_words) argv.push_back(w.data());
   argv.push_back(nullptr);
   const gid_t gid = NobodyGid();
   pid_t pid = fork();
   if (pid == 0) {
-    const int null_fd = ::open("/dev/null", O_RDONLY);
+    const int null_fd = ::open(input_path.c_str(), O_RDONLY);
     ::dup2(null_fd, 0);
     ::dup2(out_fd, 1);
     ::dup2(err_fd, 2);
@@ -203,6 +214,7 @@ Result KeyctlAs(uid_t uid, const std::string& socket, const std::string& args) {
   result.err = ReadWholeFile(base + ".err");
   fs::remove(base + ".out");
   fs::remove(base + ".err");
+  if (terminal_input != nullptr) fs::remove(input_path);
   return result;
 }
 
@@ -499,6 +511,19 @@ TEST_F(DualControlTest, CodesAreRefusedWhenWrongReusedOrMissing) {
   EXPECT_NE(missing.err.find("--totp"), std::string::npos) << missing.err;
   // Read-only commands need no code.
   EXPECT_EQ(Run(kB, "dataset list").exit_code, 0);
+}
+
+TEST_F(DualControlTest, PromptsForTheCodeOnATerminal) {
+  // Sessions end with the daemon: restart so that B has none.
+  daemon_->Stop();
+  ASSERT_TRUE(daemon_->Start()) << ReadWholeFile(daemon_->log_path());
+  const std::string code = Code(kB) + "\n";
+  Result r = KeyctlAs(kB, daemon_->admin_socket(), "dataset create dual/prompted", &code);
+  EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
+  EXPECT_NE(r.out.find("TOTP code for nobody: "), std::string::npos) << r.out;
+  // (Whether the pseudo-terminal echoes input that arrives before keyctl turns echo off depends
+  // on timing, so echo is not checked here.)
+  EXPECT_EQ(Describe("dual/prompted").value("name", ""), "dual/prompted");
 }
 
 TEST_F(DualControlTest, WholeLifecycleWithKeyctlAlone) {
