@@ -130,6 +130,61 @@ std::optional<uint32_t> DataSocketRight(Operation operation) {
   }
 }
 
+std::string_view DatasetNamedBy(const ::coffer::v1::Request& r) {
+  switch (r.op_case()) {
+    case ::coffer::v1::Request::kRecordPut:
+      return r.record_put().dataset();
+    case ::coffer::v1::Request::kRecordGet:
+      return r.record_get().dataset();
+    case ::coffer::v1::Request::kRecordExists:
+      return r.record_exists().dataset();
+    case ::coffer::v1::Request::kRecordDelete:
+      return r.record_delete().dataset();
+    case ::coffer::v1::Request::kRecordRestore:
+      return r.record_restore().dataset();
+    case ::coffer::v1::Request::kRecordList:
+      return r.record_list().dataset();
+    case ::coffer::v1::Request::kAttachmentPutBegin:
+      return r.attachment_put_begin().dataset();
+    case ::coffer::v1::Request::kAttachmentGet:
+      return r.attachment_get().dataset();
+    case ::coffer::v1::Request::kAttachmentMetadata:
+      return r.attachment_metadata().dataset();
+    case ::coffer::v1::Request::kAttachmentDelete:
+      return r.attachment_delete().dataset();
+    case ::coffer::v1::Request::kAttachmentRestore:
+      return r.attachment_restore().dataset();
+    case ::coffer::v1::Request::kDatasetCreate:
+      return r.dataset_create().name();
+    case ::coffer::v1::Request::kDatasetDescribe:
+      return r.dataset_describe().name();
+    case ::coffer::v1::Request::kDatasetLifecycle:
+      return r.dataset_lifecycle().name();
+    case ::coffer::v1::Request::kKeyRotate:
+      return r.key_rotate().dataset();
+    case ::coffer::v1::Request::kKeyRetire:
+      return r.key_retire().dataset();
+    case ::coffer::v1::Request::kKeyRewrap:
+      return r.key_rewrap().dataset();
+    case ::coffer::v1::Request::kPolicySet:
+      return r.policy_set().dataset();
+    case ::coffer::v1::Request::kHoldSet:
+      return r.hold_set().dataset();
+    case ::coffer::v1::Request::kPurge:
+      return r.purge().dataset();
+    case ::coffer::v1::Request::kJobStart:
+      return r.job_start().dataset();
+    case ::coffer::v1::Request::kAuditQuery:
+      return r.audit_query().dataset();
+    case ::coffer::v1::Request::kKeyInventory:
+      return r.key_inventory().dataset();
+    case ::coffer::v1::Request::kBinList:
+      return r.bin_list().dataset();
+    default:
+      return {};
+  }
+}
+
 bool IsAdminOperation(Operation operation) {
   return operation != pb::Request::OP_NOT_SET && !DataSocketRight(operation).has_value();
 }

@@ -63,6 +63,8 @@ enum Right : uint32_t {
 // (their upload was granted at begin).
 std::optional<uint32_t> DataSocketRight(Operation operation);
 bool IsAdminOperation(Operation operation);
+// The dataset name a request names (empty for operations without one).
+std::string_view DatasetNamedBy(const ::coffer::v1::Request& request);
 
 // Name lookups, injectable for tests. The defaults use getpwnam_r / getgrnam_r.
 struct NameResolver {
