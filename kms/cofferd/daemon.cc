@@ -2,6 +2,7 @@
 
 #include <google/protobuf/util/message_differencer.h>
 #include <grp.h>
+#include <sys/stat.h>
 #include <syslog.h>
 #include <unistd.h>
 
@@ -9,6 +10,7 @@
 #include <chrono>
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
 #include <optional>
 #include <string>
 #include <utility>
@@ -17,12 +19,14 @@
 #include "crypto/status.h"
 #include "hsm/hsm_client.h"
 #include "hsm/pin.h"
+#include "kms/admin/admin_registry.h"
 #include "kms/audit/anchor.h"
 #include "kms/audit/audit_log.h"
 #include "kms/audit/batching_writer.h"
 #include "kms/cofferd/backup_operations.h"
 #include "kms/cofferd/log.h"
 #include "kms/cofferd/startup_checks.h"
+#include "kms/daemon/admin_control.h"
 #include "kms/daemon/authz.h"
 #include "kms/daemon/jobs.h"
 #include "kms/daemon/services.h"
@@ -111,6 +115,8 @@ struct Daemon::Parts {
   std::unique_ptr<kms::FullBackups> backups;
   std::unique_ptr<daemon::JobRegistry> jobs;
   std::unique_ptr<daemon::Authorizer> authorizer;
+  std::unique_ptr<kms::admin::AdminRegistry> admin_registry;
+  std::unique_ptr<daemon::AdminControl> admin_control;
   std::unique_ptr<daemon::Services> services;
   std::unique_ptr<server::Server> server;
   bool stopped = false;
@@ -138,6 +144,7 @@ absl::Status Daemon::Parts::OpenHsm() {
       {"key_db_directory", config.key_db_directory()},
       {"audit_directory", config.audit_directory()},
       {"backup_directory", config.backup_directory()},
+      {"admin_directory", config.admin_directory()},
   };
   if (IsSoftHsmModule(hsm_config.module_path())) {
     const char* env = std::getenv("SOFTHSM2_CONF");
@@ -403,6 +410,47 @@ absl::Status Daemon::Parts::StartServing() {
   authorizer = std::make_unique<daemon::Authorizer>(std::move(table));
 
   COFFER_ASSIGN_OR_RETURN(std::string public_key, hsm->PublicKeyPem());
+  // Published for offline audit verification (keyctl audit verify --offline): the public half
+  // only, so readable by all.
+  {
+    const std::string path = (fs::path(config.state_directory()) / "audit-public-key.pem").string();
+    std::ofstream out(path, std::ios::trunc);
+    out << public_key;
+    out.close();
+    if (!out || chmod(path.c_str(), 0644) != 0) {
+      LogWarning("could not write the audit public key to " + path);
+    }
+  }
+
+  kms::admin::AdminRegistry::Options admin_options;
+  admin_options.directory = config.admin_directory();
+  admin_options.totp = hsm.get();
+  admin_options.rows = hsm.get();
+  admin_options.clock = &kms::SystemClock();
+  admin_options.totp_settings.step_seconds = config.mfa().totp_step_seconds();
+  admin_options.totp_settings.max_failures = config.mfa().max_failures();
+  admin_options.totp_settings.lockout = std::chrono::seconds(config.mfa().lockout_seconds());
+  absl::StatusOr<std::unique_ptr<kms::admin::AdminRegistry>> registry =
+      kms::admin::AdminRegistry::Open(admin_options);
+  if (!registry.ok()) {
+    return Context(registry.status(), "admin directory " + config.admin_directory());
+  }
+  admin_registry = *std::move(registry);
+  daemon::AdminControlOptions control_options;
+  control_options.registry = admin_registry.get();
+  control_options.audit_log = audit_log.get();
+  control_options.clock = &kms::SystemClock();
+  control_options.mfa_required = config.mfa().required();
+  control_options.session = std::chrono::seconds(config.mfa().session_seconds());
+  control_options.approval_ttl = std::chrono::seconds(config.mfa().approval_ttl_seconds());
+  control_options.invitation_ttl = std::chrono::seconds(config.mfa().invitation_ttl_seconds());
+  COFFER_ASSIGN_OR_RETURN(admin_control, daemon::AdminControl::Create(std::move(control_options)));
+  if (!config.mfa().required()) {
+    LogWarning(
+        "mfa.required is false: development mode, admin operations need no TOTP code and no "
+        "second admin");
+  }
+
   daemon::ServicesDeps deps;
   deps.keys = key_manager.get();
   deps.data_db = data_db.get();
@@ -421,6 +469,8 @@ absl::Status Daemon::Parts::StartServing() {
   deps.durability = daemon::DurabilityOf(config) == storage::Durability::kSync ? "sync" : "wal";
   deps.data_socket = config.data_socket();
   deps.admin_socket = config.admin_socket();
+  deps.admin_control = admin_control.get();
+  deps.admin_registry = admin_registry.get();
 
   BackupOperationDeps backup_deps;
   backup_deps.backups = backups.get();
@@ -518,11 +568,12 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const daemon::Config& conf
 
   // Paths first: nothing is opened on a directory that cannot be ours.
   COFFER_RETURN_IF_ERROR(kms::FullBackups::CheckRestoreComplete(c.state_directory()));
-  for (const auto& [what, path] : std::vector<std::pair<std::string, std::string>>{
-           {"data_directory", c.data_directory()},
-           {"key_db_directory", c.key_db_directory()},
-           {"audit_directory", c.audit_directory()},
-           {"backup_directory", c.backup_directory()}}) {
+  for (const auto& [what, path] :
+       std::vector<std::pair<std::string, std::string>>{{"data_directory", c.data_directory()},
+                                                        {"key_db_directory", c.key_db_directory()},
+                                                        {"audit_directory", c.audit_directory()},
+                                                        {"backup_directory", c.backup_directory()},
+                                                        {"admin_directory", c.admin_directory()}}) {
     bool tightened = false;
     COFFER_RETURN_IF_ERROR(PrepareStateDirectory(what, path, &tightened));
     if (tightened) {

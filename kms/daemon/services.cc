@@ -12,7 +12,13 @@
 #include "absl/strings/str_cat.h"
 #include "kms/api/framing.h"
 #include "kms/audit/verifier.h"
+#include "openssl/bio.h"
+#include "openssl/crypto.h"
+#include "openssl/pem.h"
+#include "openssl/sha.h"
+#include "openssl/x509.h"
 #include "rocksdb/iterator.h"
+#include "storage/data_key.h"
 #include "storage/internal/layout.h"
 
 namespace coffer::daemon {
@@ -156,6 +162,119 @@ audit::AuditText RefusalDetail(ErrorCode code) {
   }
 }
 
+// The operation's name, for ADMIN_REQUEST's detail.
+audit::AuditText OperationText(pb::Request::OpCase op) {
+  switch (op) {
+    case pb::Request::kRecordPut:
+      return "record_put";
+    case pb::Request::kRecordGet:
+      return "record_get";
+    case pb::Request::kRecordExists:
+      return "record_exists";
+    case pb::Request::kRecordDelete:
+      return "record_delete";
+    case pb::Request::kRecordRestore:
+      return "record_restore";
+    case pb::Request::kRecordList:
+      return "record_list";
+    case pb::Request::kAttachmentPutBegin:
+      return "attachment_put_begin";
+    case pb::Request::kAttachmentChunk:
+      return "attachment_chunk";
+    case pb::Request::kAttachmentPutCommit:
+      return "attachment_put_commit";
+    case pb::Request::kAttachmentPutAbort:
+      return "attachment_put_abort";
+    case pb::Request::kAttachmentGet:
+      return "attachment_get";
+    case pb::Request::kAttachmentMetadata:
+      return "attachment_metadata";
+    case pb::Request::kAttachmentDelete:
+      return "attachment_delete";
+    case pb::Request::kAttachmentRestore:
+      return "attachment_restore";
+    case pb::Request::kDatasetCreate:
+      return "dataset_create";
+    case pb::Request::kDatasetList:
+      return "dataset_list";
+    case pb::Request::kDatasetDescribe:
+      return "dataset_describe";
+    case pb::Request::kDatasetLifecycle:
+      return "dataset_lifecycle";
+    case pb::Request::kKeyRotate:
+      return "key_rotate";
+    case pb::Request::kKeyRetire:
+      return "key_retire";
+    case pb::Request::kKeyRewrap:
+      return "key_rewrap";
+    case pb::Request::kPolicySet:
+      return "policy_set";
+    case pb::Request::kHoldSet:
+      return "hold_set";
+    case pb::Request::kPurge:
+      return "purge";
+    case pb::Request::kJobStart:
+      return "job_start";
+    case pb::Request::kJobStatus:
+      return "job_status";
+    case pb::Request::kBackupCreate:
+      return "backup_create";
+    case pb::Request::kBackupList:
+      return "backup_list";
+    case pb::Request::kBackupVerify:
+      return "backup_verify";
+    case pb::Request::kBackupRestore:
+      return "backup_restore";
+    case pb::Request::kBackupPrune:
+      return "backup_prune";
+    case pb::Request::kAuditQuery:
+      return "audit_query";
+    case pb::Request::kAuditVerify:
+      return "audit_verify";
+    case pb::Request::kStatus:
+      return "status";
+    case pb::Request::kKeyInventory:
+      return "key_inventory";
+    case pb::Request::kBinList:
+      return "bin_list";
+    case pb::Request::kAdminEnroll:
+      return "admin_enroll";
+    case pb::Request::kAdminList:
+      return "admin_list";
+    case pb::Request::kAdminRemove:
+      return "admin_remove";
+    case pb::Request::kApprovalList:
+      return "approval_list";
+    case pb::Request::kApprovalDecide:
+      return "approval_decide";
+    default:
+      return "unknown";
+  }
+}
+
+// SHA-256 of a PEM public key's DER SubjectPublicKeyInfo, as hex; empty if it does not parse.
+std::string PublicKeyFingerprint(const std::string& pem) {
+  BIO* bio = BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size()));
+  if (bio == nullptr) return "";
+  EVP_PKEY* key = PEM_read_bio_PUBKEY(bio, nullptr, nullptr, nullptr);
+  BIO_free(bio);
+  if (key == nullptr) return "";
+  unsigned char* der = nullptr;
+  int size = i2d_PUBKEY(key, &der);
+  EVP_PKEY_free(key);
+  if (size <= 0) return "";
+  unsigned char digest[SHA256_DIGEST_LENGTH];
+  SHA256(der, static_cast<size_t>(size), digest);
+  OPENSSL_free(der);
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string hex;
+  for (unsigned char b : digest) {
+    hex.push_back(kHex[b >> 4]);
+    hex.push_back(kHex[b & 15]);
+  }
+  return hex;
+}
+
 audit::AuditActor ActorOf(const PeerIdentity& peer) {
   audit::AuditActor actor;
   actor.uid = peer.uid;
@@ -225,6 +344,7 @@ void ToProto(const kms::DatasetPolicy& policy, pb::Policy* out) {
   out->set_retention_max_age_seconds(policy.retention_max_age.count());
   out->set_minimum_retention_seconds(policy.minimum_retention.count());
   out->set_destruction_wait_seconds(policy.destruction_wait.count());
+  out->set_auto_destroy_after_disabled_seconds(policy.auto_destroy_after_disabled.count());
 }
 
 absl::Status ApplyPolicy(const pb::Policy& in, kms::DatasetPolicy* policy) {
@@ -256,6 +376,12 @@ absl::Status ApplyPolicy(const pb::Policy& in, kms::DatasetPolicy* policy) {
   if (in.has_destruction_wait_seconds()) {
     if (in.destruction_wait_seconds() < 0) return bad("destruction_wait_seconds");
     policy->destruction_wait = kms::Seconds(in.destruction_wait_seconds());
+  }
+  if (in.has_auto_destroy_after_disabled_seconds()) {
+    if (in.auto_destroy_after_disabled_seconds() < 0) {
+      return bad("auto_destroy_after_disabled_seconds");
+    }
+    policy->auto_destroy_after_disabled = kms::Seconds(in.auto_destroy_after_disabled_seconds());
   }
   return absl::OkStatus();
 }
@@ -312,56 +438,6 @@ absl::Status CountItems(storage::DataDb* db, uint64_t handle, pb::DatasetInfo* o
 }
 
 // The dataset a request names ("" for none).
-std::string_view DatasetOf(const pb::Request& r) {
-  switch (r.op_case()) {
-    case pb::Request::kRecordPut:
-      return r.record_put().dataset();
-    case pb::Request::kRecordGet:
-      return r.record_get().dataset();
-    case pb::Request::kRecordExists:
-      return r.record_exists().dataset();
-    case pb::Request::kRecordDelete:
-      return r.record_delete().dataset();
-    case pb::Request::kRecordRestore:
-      return r.record_restore().dataset();
-    case pb::Request::kRecordList:
-      return r.record_list().dataset();
-    case pb::Request::kAttachmentPutBegin:
-      return r.attachment_put_begin().dataset();
-    case pb::Request::kAttachmentGet:
-      return r.attachment_get().dataset();
-    case pb::Request::kAttachmentMetadata:
-      return r.attachment_metadata().dataset();
-    case pb::Request::kAttachmentDelete:
-      return r.attachment_delete().dataset();
-    case pb::Request::kAttachmentRestore:
-      return r.attachment_restore().dataset();
-    case pb::Request::kDatasetCreate:
-      return r.dataset_create().name();
-    case pb::Request::kDatasetDescribe:
-      return r.dataset_describe().name();
-    case pb::Request::kDatasetLifecycle:
-      return r.dataset_lifecycle().name();
-    case pb::Request::kKeyRotate:
-      return r.key_rotate().dataset();
-    case pb::Request::kKeyRetire:
-      return r.key_retire().dataset();
-    case pb::Request::kKeyRewrap:
-      return r.key_rewrap().dataset();
-    case pb::Request::kPolicySet:
-      return r.policy_set().dataset();
-    case pb::Request::kHoldSet:
-      return r.hold_set().dataset();
-    case pb::Request::kPurge:
-      return r.purge().dataset();
-    case pb::Request::kJobStart:
-      return r.job_start().dataset();
-    case pb::Request::kAuditQuery:
-      return r.audit_query().dataset();
-    default:
-      return {};
-  }
-}
 
 std::string SocketName(audit::v1::SocketKind socket) {
   switch (socket) {
@@ -424,7 +500,7 @@ class Services::ConnectionSession final : public Session {
                       uint32_t retry_after_ms = 0) {
     services_->requests_refused_.fetch_add(1);
     uint64_t handle = 0;
-    std::string_view dataset = DatasetOf(request);
+    std::string_view dataset = DatasetNamedBy(request);
     if (!dataset.empty()) handle = deps_.keys->FindDataset(dataset).value_or(0);
     services_->AuditRefusal(peer_, ErrorCodeOf(why), handle);
     return SendError(sink, request, why, retry_after_ms);
@@ -453,10 +529,58 @@ class Services::ConnectionSession final : public Session {
   absl::Status HandleData(const pb::Request& request, ResponseSink* sink);
   absl::Status HandleUpload(const pb::Request& request, ResponseSink* sink);
   absl::Status HandleDownload(const pb::Request& request, uint64_t handle, ResponseSink* sink);
-  absl::Status HandleAdmin(const pb::Request& request, ResponseSink* sink);
+  absl::Status HandleAdmin(const pb::Request& request, ResponseSink* sink,
+                           const audit::AuditActor& actor);
+  // The admin socket: MFA and dual control (AdminControl), then the operation, then its
+  // ADMIN_REQUEST audit entry.
+  absl::Status HandleAdminSocket(const pb::Request& request, ResponseSink* sink);
+  // Runs an admitted admin-socket operation as `actor`.
+  absl::Status Dispatch(const pb::Request& request, ResponseSink* sink,
+                        const audit::AuditActor& actor);
+  absl::Status KeyInventory(const pb::KeyInventoryRequest& query,
+                            pb::KeyInventoryResponse* out) const;
+  absl::Status BinList(const pb::BinListRequest& query, uint64_t handle,
+                       pb::BinListResponse* out) const;
   absl::Status ListDatasets(pb::DatasetListResponse* out) const;
   absl::StatusOr<pb::DatasetInfo> Describe(uint64_t handle) const;
   absl::Status AuditQuery(const pb::AuditQueryRequest& query, pb::AuditQueryResponse* out) const;
+
+  // Forwards frames and remembers the first error answered (for ADMIN_REQUEST).
+  class RecordingSink final : public ResponseSink {
+   public:
+    explicit RecordingSink(ResponseSink* inner) : inner_(inner) {}
+    absl::Status Send(const pb::Response& response) override {
+      if (response.has_error() && first_error.ok()) {
+        first_error = MakeError(static_cast<ErrorCode>(response.error().code()), "answered");
+      }
+      return inner_->Send(response);
+    }
+    absl::Status first_error;
+
+   private:
+    ResponseSink* inner_;
+  };
+  // Keeps the frames (an approved operation run on behalf of its requester).
+  class CollectingSink final : public ResponseSink {
+   public:
+    absl::Status Send(const pb::Response& response) override {
+      responses.push_back(response);
+      return absl::OkStatus();
+    }
+    std::vector<pb::Response> responses;
+  };
+  // ADMIN_REQUEST for an admin-socket request, synchronously.
+  absl::Status AuditAdminRequest(const pb::Request& request, const audit::AuditActor& actor,
+                                 const absl::Status& result) {
+    audit::AuditEvent event;
+    event.kind = audit::v1::ADMIN_REQUEST;
+    event.actor = actor;
+    std::string_view dataset = DatasetNamedBy(request);
+    if (!dataset.empty()) event.dataset_handle = deps_.keys->FindDataset(dataset).value_or(0);
+    event.result = ErrorCodeOf(result);
+    event.detail = OperationText(request.op_case());
+    return deps_.audit_log->Append(event).status();
+  }
 
   Services* services_;
   const ServicesDeps& deps_;
@@ -494,14 +618,72 @@ absl::Status Services::ConnectionSession::Handle(const pb::Request& request, Res
                   MakeError(ErrorCode::kSlowDown, "rate limit exceeded; retry after the delay"),
                   admission.retry_after_ms);
   }
-  absl::Status allowed = deps_.authorizer->Check(peer_, op, DatasetOf(request));
+  absl::Status allowed = deps_.authorizer->Check(peer_, op, DatasetNamedBy(request));
   if (!allowed.ok()) return Refuse(sink, request, allowed);
 
+  if (peer_.socket == SocketKind::kAdmin) return HandleAdminSocket(request, sink);
   if (IsAdminOperation(op) || op == pb::Request::kDatasetList ||
       op == pb::Request::kDatasetDescribe) {
-    return HandleAdmin(request, sink);
+    return HandleAdmin(request, sink, actor_);
   }
   return HandleData(request, sink);
+}
+
+absl::Status Services::ConnectionSession::Dispatch(const pb::Request& request, ResponseSink* sink,
+                                                   const audit::AuditActor& actor) {
+  const auto op = request.op_case();
+  if (deps_.admin_control != nullptr && AdminControl::Serves(op)) {
+    pb::Response response;
+    AdminControl::Executor execute = [this](const pb::Request& filed, const audit::AuditActor& as) {
+      CollectingSink collect;
+      absl::Status sent = Dispatch(filed, &collect, as);
+      if (!sent.ok() || collect.responses.empty()) {
+        pb::Response failed;
+        FillError(&failed, sent.ok() ? MakeError(ErrorCode::kInternal, "no response") : sent);
+        return failed;
+      }
+      return std::move(collect.responses.front());
+    };
+    absl::Status result = deps_.admin_control->Serve(peer_, actor, request, execute, &response);
+    if (!result.ok()) return SendError(sink, request, result);
+    return Send(sink, request, std::move(response));
+  }
+  if (IsAdminOperation(op) || op == pb::Request::kDatasetList ||
+      op == pb::Request::kDatasetDescribe) {
+    return HandleAdmin(request, sink, actor);
+  }
+  return HandleData(request, sink);
+}
+
+absl::Status Services::ConnectionSession::HandleAdminSocket(const pb::Request& request,
+                                                            ResponseSink* sink) {
+  audit::AuditActor actor = actor_;
+  if (deps_.admin_control != nullptr) {
+    AdminControl::DatasetLookup lookup =
+        [this](std::string_view name) -> absl::StatusOr<kms::DatasetInfo> {
+      COFFER_ASSIGN_OR_RETURN(uint64_t handle, deps_.keys->FindDataset(name));
+      return deps_.keys->DescribeDataset(handle);
+    };
+    AdminDecision decision = deps_.admin_control->Admit(peer_, request, lookup);
+    if (decision.pending.has_value()) {
+      pb::Response response;
+      FillError(&response, decision.status);
+      *response.mutable_approval() = std::move(*decision.pending);
+      absl::Status audited = AuditAdminRequest(request, decision.actor, decision.status);
+      if (!audited.ok()) return SendError(sink, request, Public(audited));
+      return Send(sink, request, std::move(response));
+    }
+    if (!decision.status.ok())
+      return Refuse(sink, request, decision.status, decision.retry_after_ms);
+    actor = decision.actor;
+  }
+  RecordingSink recording(sink);
+  absl::Status sent = Dispatch(request, &recording, actor);
+  if (request.op_case() != pb::Request::kJobStatus) {
+    absl::Status audited = AuditAdminRequest(request, actor, recording.first_error);
+    if (!audited.ok()) return audited;  // fail closed: the connection is closed
+  }
+  return sent;
 }
 
 absl::Status Services::ConnectionSession::HandleData(const pb::Request& request,
@@ -512,7 +694,7 @@ absl::Status Services::ConnectionSession::HandleData(const pb::Request& request,
     }
     return deps_.keys->FindDataset(dataset);
   };
-  const std::string_view dataset = DatasetOf(request);
+  const std::string_view dataset = DatasetNamedBy(request);
   absl::StatusOr<uint64_t> handle = resolve(dataset);
   const uint64_t h = handle.value_or(0);
   pb::Response response;
@@ -801,10 +983,118 @@ absl::Status Services::ConnectionSession::AuditQuery(const pb::AuditQueryRequest
   return absl::OkStatus();
 }
 
+absl::Status Services::ConnectionSession::BinList(const pb::BinListRequest& query, uint64_t handle,
+                                                  pb::BinListResponse* out) const {
+  // The store's page token is binary; the proto field is a string, so it travels web-safe base64
+  // encoded, as record_list's does.
+  std::string token;
+  if (!absl::WebSafeBase64Unescape(query.page_token(), &token)) {
+    return MakeError(ErrorCode::kInvalidArgument, "bin_list.page_token is not valid");
+  }
+  COFFER_ASSIGN_OR_RETURN(storage::BinPage page, deps_.bin->List(handle, token, query.max_items()));
+  for (storage::BinEntry& entry : page.items) {
+    auto* item = out->add_items();
+    item->set_kind(entry.kind == storage::BinEntry::Kind::kRecord ? pb::BinItem::RECORD
+                                                                  : pb::BinItem::ATTACHMENT);
+    item->set_id(std::move(entry.id));
+    item->set_deleted_micros(entry.deleted_micros);
+    item->set_purge_after_micros(entry.purge_after_micros);
+  }
+  out->set_next_page_token(absl::WebSafeBase64Escape(page.next_page_token));
+  return absl::OkStatus();
+}
+
+absl::Status Services::ConnectionSession::KeyInventory(const pb::KeyInventoryRequest& query,
+                                                       pb::KeyInventoryResponse* out) const {
+  std::vector<kms::DatasetSummary> datasets;
+  if (query.dataset().empty()) {
+    datasets = deps_.keys->ListDatasets();
+  } else {
+    COFFER_ASSIGN_OR_RETURN(uint64_t handle, deps_.keys->FindDataset(query.dataset()));
+    datasets.push_back({handle, query.dataset(), kms::DatasetState::kActive});
+  }
+  for (const kms::DatasetSummary& summary : datasets) {
+    COFFER_ASSIGN_OR_RETURN(kms::DatasetInfo info, deps_.keys->DescribeDataset(summary.handle));
+    const bool destroyed = info.state == kms::DatasetState::kDestroyed;
+    for (const kms::PurposeInfo& purpose : info.purposes) {
+      for (const kms::KeyVersionInfo& version : purpose.versions) {
+        auto* key = out->add_keys();
+        key->set_kind("data-key");
+        key->set_dataset(info.name);
+        key->set_dataset_handle(info.handle);
+        key->set_purpose(std::string(storage::KeyPurposeName(purpose.purpose)));
+        key->set_version(version.version);
+        key->set_state(destroyed ? "DESTROYED" : pb::KeyVersionState_Name(ToProto(version.state)));
+        key->set_created_micros(Micros(version.created));
+        key->set_algorithm(
+            purpose.purpose == storage::KeyPurpose::kLookup      ? "HMAC-SHA256 (256-bit key)"
+            : purpose.purpose == storage::KeyPurpose::kPseudonym ? "AES-256 (pseudonym key)"
+                                                                 : "AES-256-GCM");
+        key->set_location("key DB (wrapped)");
+        key->set_wrapped_by(absl::StrCat("wrapping-key v", version.wrapping_key.version,
+                                         " in module ", version.wrapping_key.module));
+        key->set_encryptions(version.usage_count);
+      }
+    }
+    std::vector<kms::WrappingKeyRef> wrapping = info.live_wrapping_keys;
+    if (wrapping.empty() && !destroyed) wrapping.push_back(info.current_wrapping_key);
+    for (const kms::WrappingKeyRef& ref : wrapping) {
+      auto* key = out->add_keys();
+      key->set_kind("wrapping-key");
+      key->set_dataset(info.name);
+      key->set_dataset_handle(info.handle);
+      key->set_version(ref.version);
+      key->set_state(destroyed                          ? "DESTROYED"
+                     : ref == info.current_wrapping_key ? "ACTIVE (current)"
+                                                        : "ACTIVE");
+      key->set_algorithm("AES-256 (CKM_AES_KEY_WRAP, sensitive, non-extractable)");
+      key->set_location(absl::StrCat("token (module ", ref.module, ")"));
+    }
+    if (destroyed) {
+      auto* key = out->add_keys();
+      key->set_kind("wrapping-key");
+      key->set_dataset(info.name);
+      key->set_dataset_handle(info.handle);
+      key->set_state("DESTROYED");
+      key->set_algorithm("AES-256 (CKM_AES_KEY_WRAP)");
+      key->set_location("token: destroyed (signed tombstone)");
+    }
+  }
+  if (query.dataset().empty()) {
+    auto* signing = out->add_keys();
+    signing->set_kind("audit-signing-key");
+    signing->set_state("ACTIVE");
+    signing->set_algorithm("ECDSA P-256 (audit checkpoints, tombstones)");
+    signing->set_location("token");
+    signing->set_fingerprint(PublicKeyFingerprint(deps_.audit_public_key_pem));
+    auto* rows = out->add_keys();
+    rows->set_kind("row-mac-key");
+    rows->set_state("ACTIVE");
+    rows->set_algorithm("HMAC-SHA256 (key-DB and admin-DB rows)");
+    rows->set_location("token");
+    if (deps_.admin_registry != nullptr) {
+      COFFER_ASSIGN_OR_RETURN(std::vector<kms::admin::AdminRecord> admins,
+                              deps_.admin_registry->ListAdmins());
+      for (const auto& admin : admins) {
+        auto* totp = out->add_keys();
+        totp->set_kind("admin-totp-secret");
+        totp->set_state("ACTIVE");
+        totp->set_created_micros(admin.enrolled_micros);
+        totp->set_algorithm("HMAC-SHA1 (RFC 6238 TOTP, 160-bit secret)");
+        totp->set_location("token");
+        totp->set_admin_uid(admin.uid);
+      }
+    }
+  }
+  out->set_generated_micros(storage::ToUnixMicros(services_->clock_->Now()));
+  return absl::OkStatus();
+}
+
 absl::Status Services::ConnectionSession::HandleAdmin(const pb::Request& request,
-                                                      ResponseSink* sink) {
+                                                      ResponseSink* sink,
+                                                      const audit::AuditActor& actor) {
   pb::Response response;
-  const std::string_view dataset = DatasetOf(request);
+  const std::string_view dataset = DatasetNamedBy(request);
   auto find = [&]() -> absl::StatusOr<uint64_t> {
     if (dataset.empty()) {
       return MakeError(ErrorCode::kMalformedRequest, "the request names no dataset");
@@ -838,7 +1128,7 @@ absl::Status Services::ConnectionSession::HandleAdmin(const pb::Request& request
       kms::DatasetPolicy policy = deps_.default_policy;
       absl::Status result = ApplyPolicy(r.policy(), &policy);
       if (!result.ok()) return SendError(sink, request, result);
-      auto handle = deps_.keys->CreateDataset(r.name(), policy, actor_);
+      auto handle = deps_.keys->CreateDataset(r.name(), policy, actor);
       if (!handle.ok()) return reply(handle.status());
       return reply(describe_into(*handle, response.mutable_dataset_create()));
     }
@@ -849,16 +1139,16 @@ absl::Status Services::ConnectionSession::HandleAdmin(const pb::Request& request
       absl::Status result;
       switch (request.dataset_lifecycle().action()) {
         case pb::DatasetLifecycleRequest::DISABLE:
-          result = deps_.keys->Disable(*handle, actor_);
+          result = deps_.keys->Disable(*handle, actor);
           break;
         case pb::DatasetLifecycleRequest::ENABLE:
-          result = deps_.keys->Enable(*handle, actor_);
+          result = deps_.keys->Enable(*handle, actor);
           break;
         case pb::DatasetLifecycleRequest::SCHEDULE_DESTRUCTION:
-          result = deps_.keys->ScheduleDestruction(*handle, actor_);
+          result = deps_.keys->ScheduleDestruction(*handle, actor);
           break;
         case pb::DatasetLifecycleRequest::CANCEL_DESTRUCTION:
-          result = deps_.keys->CancelDestruction(*handle, actor_);
+          result = deps_.keys->CancelDestruction(*handle, actor);
           break;
         default:
           return SendError(sink, request,
@@ -875,7 +1165,7 @@ absl::Status Services::ConnectionSession::HandleAdmin(const pb::Request& request
       if (!handle.ok()) return reply(handle.status());
       std::vector<KeyPurpose> purposes;
       if (r.emergency()) {
-        absl::Status result = deps_.keys->EmergencyRotate(*handle, actor_);
+        absl::Status result = deps_.keys->EmergencyRotate(*handle, actor);
         if (!result.ok()) return reply(result);
         purposes = {KeyPurpose::kRecords, KeyPurpose::kAttachments};
       } else {
@@ -894,7 +1184,7 @@ absl::Status Services::ConnectionSession::HandleAdmin(const pb::Request& request
                                      : purpose == KeyPurpose::kPseudonym
                                          ? kms::RotationCause::kRekey
                                          : kms::RotationCause::kManual;
-          auto rotated = deps_.keys->Rotate(*handle, purpose, cause, actor_);
+          auto rotated = deps_.keys->Rotate(*handle, purpose, cause, actor);
           if (!rotated.ok()) return reply(rotated.status());
         }
       }
@@ -935,7 +1225,7 @@ absl::Status Services::ConnectionSession::HandleAdmin(const pb::Request& request
       };
       auto before = retired_versions();
       if (!before.ok()) return reply(before.status());
-      absl::Status result = deps_.keys->RetireBelow(*handle, *purpose, r.below(), actor_);
+      absl::Status result = deps_.keys->RetireBelow(*handle, *purpose, r.below(), actor);
       if (!result.ok()) return reply(result);
       auto after = retired_versions();
       if (!after.ok()) return reply(after.status());
@@ -950,7 +1240,7 @@ absl::Status Services::ConnectionSession::HandleAdmin(const pb::Request& request
       const auto& r = request.key_rewrap();
       auto handle = find();
       if (!handle.ok()) return reply(handle.status());
-      absl::Status result = deps_.keys->Rewrap(*handle, r.module(), r.destroy_old(), actor_);
+      absl::Status result = deps_.keys->Rewrap(*handle, r.module(), r.destroy_old(), actor);
       if (!result.ok()) return reply(result);
       return reply(describe_into(*handle, response.mutable_key_rewrap()->mutable_dataset()));
     }
@@ -963,7 +1253,7 @@ absl::Status Services::ConnectionSession::HandleAdmin(const pb::Request& request
       kms::DatasetPolicy policy = info->policy;
       absl::Status result = ApplyPolicy(request.policy_set().policy(), &policy);
       if (!result.ok()) return SendError(sink, request, result);
-      result = deps_.keys->SetPolicy(*handle, policy, actor_);
+      result = deps_.keys->SetPolicy(*handle, policy, actor);
       if (!result.ok()) return reply(result);
       return reply(describe_into(*handle, response.mutable_policy_set()));
     }
@@ -971,7 +1261,7 @@ absl::Status Services::ConnectionSession::HandleAdmin(const pb::Request& request
     case pb::Request::kHoldSet: {
       auto handle = find();
       if (!handle.ok()) return reply(handle.status());
-      absl::Status result = deps_.keys->SetLegalHold(*handle, request.hold_set().hold(), actor_);
+      absl::Status result = deps_.keys->SetLegalHold(*handle, request.hold_set().hold(), actor);
       if (!result.ok()) return reply(result);
       return reply(describe_into(*handle, response.mutable_hold_set()));
     }
@@ -1085,7 +1375,24 @@ absl::Status Services::ConnectionSession::HandleAdmin(const pb::Request& request
       out->set_durability(deps_.durability);
       out->set_data_socket(deps_.data_socket);
       out->set_admin_socket(deps_.admin_socket);
+      out->set_audit_public_key_pem(deps_.audit_public_key_pem);
+      out->set_mfa_required(deps_.admin_control != nullptr && deps_.admin_control->mfa_required());
       return reply(absl::OkStatus());
+    }
+
+    case pb::Request::kKeyInventory:
+      return reply(KeyInventory(request.key_inventory(), response.mutable_key_inventory()));
+
+    case pb::Request::kBinList: {
+      auto handle = find();
+      if (!handle.ok()) return reply(handle.status());
+      absl::Status result = BinList(request.bin_list(), *handle, response.mutable_bin_list());
+      if (ErrorCodeOf(result) == ErrorCode::kInvalidArgument) {
+        return SendError(sink, request,
+                         MakeError(ErrorCode::kMalformedRequest,
+                                   "bin_list.page_token or bin_list.max_items is invalid"));
+      }
+      return reply(result);
     }
 
     default: {
@@ -1095,7 +1402,7 @@ absl::Status Services::ConnectionSession::HandleAdmin(const pb::Request& request
             sink, request,
             MakeError(ErrorCode::kMalformedRequest, "this operation is not served by this daemon"));
       }
-      return reply(extra->second(request, actor_, &response));
+      return reply(extra->second(request, actor, &response));
     }
   }
 }

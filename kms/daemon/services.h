@@ -23,6 +23,11 @@
 // as AttachmentGetResponse frames of at most api::kDefaultChunkBytes, `info` on the first,
 // `last` on the final one.
 //
+// The admin socket: every request passes AdminControl (MFA sessions, single-use TOTP codes,
+// dual-control approval requests answered APPROVAL_PENDING with Response.approval), then runs
+// as the actor it returns (the enrolled admin's id and name), then is audited as ADMIN_REQUEST
+// with its result — except job_status, which keyctl polls while it shows progress.
+//
 // Errors reach the client as coffer.v1.Error {code, code_name, message}. Messages are fixed
 // texts chosen here from the operation and the code — never a component's message — so they
 // cannot carry an id, a value, an attachment name or a key.
@@ -49,9 +54,11 @@
 #include "absl/status/statusor.h"
 #include "coffer/v1/service.pb.h"
 #include "crypto/status.h"
+#include "kms/admin/admin_registry.h"
 #include "kms/audit/audit_event.h"
 #include "kms/audit/audit_log.h"
 #include "kms/audit/batching_writer.h"
+#include "kms/daemon/admin_control.h"
 #include "kms/daemon/authz.h"
 #include "kms/daemon/jobs.h"
 #include "kms/daemon/refusal_audit.h"
@@ -99,6 +106,12 @@ struct ServicesDeps {
   std::string admin_socket;
 
   std::map<coffer::v1::Request::OpCase, AdminOperationHandler> extra_admin_ops;
+
+  // MFA and dual control on the admin socket (kms/daemon/admin_control.h). Null: admin-uid
+  // requests run with no MFA (tests of this layer only; cofferd always sets it).
+  AdminControl* admin_control = nullptr;
+  // key_inventory lists the enrolled admins' TOTP secrets from it (optional).
+  kms::admin::AdminRegistry* admin_registry = nullptr;
 };
 
 // Counters since start (status; also for the wiring's logs).

@@ -268,7 +268,10 @@ class CofferdProcess {
         << " } datasets: \"*\" rights: METADATA }\n"
         << "grants { principals { uid: " << kRateLimitUid << " } datasets: \"" << kDataset
         << "\" rights: READ }\n"
-        << "admins { uid: " << me << " }\n"
+        << "admins { uid: " << me
+        << " }\n"
+        // Transport and data paths are under test; admin MFA has its own tests.
+        << "mfa { required: false }\n"
         << "rate_limit {\n"
         << "  default_limit { requests_per_second: 1000000 burst: 1000000 }\n"
         << "  overrides { principal { uid: " << kRateLimitUid

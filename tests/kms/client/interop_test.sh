@@ -40,6 +40,8 @@ durability: WAL
 access_audit { crash_loss_window_millis: 0 }
 grants { principals { uid: $me } datasets: "interop" datasets: "crm" rights: READ rights: WRITE rights: DELETE }
 admins { uid: $me }
+# The protocol is under test here, not admin MFA (kms_keyctl_dual_control_test covers that).
+mfa { required: false }
 CONF
 [ "$me" -eq 0 ] && chown -R nobody: "$dir"
 
