@@ -12,9 +12,18 @@
 // whose age reached the configured maximum (default 30 days), always keeping the newest, and
 // then the files no remaining backup references — that is when purged data leaves backups.
 //
+// Progress (storage/progress.h): Create, Verify and RestoreInto report one phase, "data", in
+// bytes, measured through the backup directory's file system (internal/metered_file_system.h):
+// Create, bytes written of an estimate (the DB's live files before the flush; a file an earlier
+// backup holds is not copied again, so the report can jump to the total at the end); Verify and
+// RestoreInto, bytes read of the backup's size_bytes. At most one report per MiB (BackupEngine
+// moves up to 5 MiB at a time); a success ends with done == total.
+//
 // Thread safety: every method may be called concurrently; they are serialized internally
-// (BackupEngine allows one operation at a time). Ownership: borrows the Clock, which must
-// outlive this object; Create borrows the DataDb for its duration. Failures (stable codes):
+// (BackupEngine allows one operation at a time). Progress functions are called on the caller's
+// thread or on a BackupEngine thread, one call at a time, while the operation holds the lock:
+// they must not call back into this object. Ownership: borrows the Clock, which must outlive
+// this object; Create borrows the DataDb for its duration. Failures (stable codes):
 // BACKUP_NOT_FOUND; BACKUP_CORRUPT (verification failed); RESTORE_TARGET_NOT_EMPTY;
 // INVALID_ARGUMENT (backup directory inside the data DB, or metadata too large); IO_ERROR or
 // DATA_DB_ERROR with RocksDB's status text.
@@ -34,12 +43,18 @@
 #include "absl/status/statusor.h"
 #include "storage/clock.h"
 #include "storage/data_db.h"
+#include "storage/progress.h"
 
 namespace rocksdb {
 class BackupEngine;
+class Env;
 }  // namespace rocksdb
 
 namespace coffer::storage {
+
+namespace internal {
+class MeteredFileSystem;
+}  // namespace internal
 
 inline constexpr std::chrono::seconds kDefaultBackupMaxAge = std::chrono::hours(24 * 30);
 inline constexpr size_t kMaxBackupMetadataSize = 64 << 10;
@@ -69,13 +84,15 @@ class DataDbBackups {
   ~DataDbBackups();
 
   // Flushes `db` and backs it up with `metadata` (at most kMaxBackupMetadataSize bytes).
-  absl::StatusOr<DataBackupInfo> Create(DataDb* db, std::string_view metadata);
+  absl::StatusOr<DataBackupInfo> Create(DataDb* db, std::string_view metadata,
+                                        const ProgressFn& progress = {});
   // Every backup, oldest first.
   absl::StatusOr<std::vector<DataBackupInfo>> List();
   // OK when every file of backup `id` is present with its recorded size and checksum.
-  absl::Status Verify(uint32_t id);
+  absl::Status Verify(uint32_t id, const ProgressFn& progress = {});
   // Writes backup `id` as a data DB into `target_dir`, which must not exist or be empty.
-  absl::Status RestoreInto(uint32_t id, const std::string& target_dir);
+  absl::Status RestoreInto(uint32_t id, const std::string& target_dir,
+                           const ProgressFn& progress = {});
   // Deletes backup `id` and the files no other backup references (BACKUP_NOT_FOUND if absent).
   // For an orchestrator that prunes by its own manifests (kms/full_backup.h).
   absl::Status Delete(uint32_t id);
@@ -85,6 +102,8 @@ class DataDbBackups {
 
  private:
   DataDbBackups(std::string backup_dir, const Clock* clock, const DataBackupOptions& options,
+                std::shared_ptr<internal::MeteredFileSystem> backup_fs,
+                std::unique_ptr<rocksdb::Env> backup_env,
                 std::unique_ptr<rocksdb::BackupEngine> engine);
   absl::StatusOr<std::vector<DataBackupInfo>> ListLocked();  // requires mu_
 
@@ -92,6 +111,10 @@ class DataDbBackups {
   const Clock* clock_;
   DataBackupOptions options_;
   std::mutex mu_;
+  // The backup directory's file system, metered for progress; the engine uses it through
+  // backup_env_ (declared first: destroyed after the engine).
+  std::shared_ptr<internal::MeteredFileSystem> backup_fs_;
+  std::unique_ptr<rocksdb::Env> backup_env_;
   std::unique_ptr<rocksdb::BackupEngine> engine_;  // guarded by mu_
 };
 

@@ -1,5 +1,6 @@
 // Data-DB backups (storage/backup.h) on a real RocksDB: round trip through a restore, checksum
-// verification, pruning on a fake clock, purges not resurrected, no plaintext in backups.
+// verification, pruning on a fake clock, purges not resurrected, no plaintext in backups,
+// progress reports.
 #include "storage/backup.h"
 
 #include <filesystem>
@@ -12,15 +13,18 @@
 #include "storage/record_store.h"
 #include "storage/recycle_bin.h"
 #include "tests/storage/storage_test_util.h"
+#include "tests/testing/progress_log.h"
 
 namespace coffer::storage {
 namespace {
 
+using ::coffer::testing::ProgressLog;
 using internal::Cf;
 using testing::kDatasetA;
 using testing::PatternBytes;
 
 constexpr std::string_view kMarker = "PLAINTEXT-MARKER-7f3a";
+constexpr uint64_t kMiB = uint64_t{1} << 20;
 
 class BackupTest : public testing::StorageTest {
  protected:
@@ -52,10 +56,10 @@ class BackupTest : public testing::StorageTest {
     return upload->Commit();
   }
   // Restores backup `id` into a new directory and points the stores at it.
-  void RestoreAndOpen(uint32_t id, const std::string& name) {
+  void RestoreAndOpen(uint32_t id, const std::string& name, const ProgressFn& progress = {}) {
     DropStores();
     restored_.reset();
-    ASSERT_TRUE(backups_->RestoreInto(id, dir_.Sub(name)).ok());
+    ASSERT_TRUE(backups_->RestoreInto(id, dir_.Sub(name), progress).ok());
     auto opened = DataDb::Open(dir_.Sub(name), options_);
     ASSERT_TRUE(opened.ok()) << opened.status();
     restored_ = std::move(*opened);
@@ -244,6 +248,59 @@ TEST_F(BackupTest, BackupFilesHoldNoPlaintext) {
   // The scanner does see the marker where it is in the clear (the scan can fail).
   std::ofstream(dir_.Sub("backups") + "/probe.txt") << marker;
   EXPECT_EQ(testing::FilesContaining(dir_.Sub("backups"), kMarker).size(), 1u);
+}
+
+// Create, Verify and RestoreInto each report one phase, "data", in bytes: from 0 to the total
+// (Create's an estimate, Verify's and RestoreInto's the backup's size), with reports along the
+// way but not more than about one per MiB.
+TEST_F(BackupTest, CreateVerifyAndRestoreReportTheDataPhaseInBytes) {
+  for (int i = 0; i < 3; ++i) ASSERT_TRUE(Upload("big-" + std::to_string(i), i, 2 * kMiB).ok());
+  for (int i = 0; i < 100; ++i) ASSERT_TRUE(records_->Put(kDatasetA, std::to_string(i), "v").ok());
+
+  ProgressLog create_log;
+  auto created = backups_->Create(db_.get(), "", create_log.Function());
+  ASSERT_TRUE(created.ok()) << created.status();
+  ProgressLog verify_log;
+  ASSERT_TRUE(backups_->Verify(created->id, verify_log.Function()).ok());
+  ProgressLog restore_log;
+  RestoreAndOpen(created->id, "restored", restore_log.Function());
+  EXPECT_EQ(records_->Get(kDatasetA, "7").value(), "v");
+
+  for (const ProgressLog* log : {&create_log, &verify_log, &restore_log}) {
+    EXPECT_TRUE(log->KeepsTheContract());
+    EXPECT_EQ(log->Phases(), std::vector<std::string>{"data"});
+    const std::vector<Progress> reports = log->Of("data");
+    ASSERT_GE(reports.size(), 3u);  // the start, at least one step, the end
+    EXPECT_EQ(reports.front().done, 0u);
+    EXPECT_GT(reports.front().total, 6 * kMiB);
+    EXPECT_LE(reports.size(), reports.front().total / kMiB + 2);  // throttled
+  }
+  EXPECT_EQ(verify_log.reports().back().total, created->size_bytes);
+  EXPECT_EQ(restore_log.reports().back().total, created->size_bytes);
+}
+
+TEST_F(BackupTest, AnEmptyProgressFunctionIsNoReports) {
+  ASSERT_TRUE(records_->Put(kDatasetA, "a", "1").ok());
+  auto created = backups_->Create(db_.get(), "", ProgressFn());
+  ASSERT_TRUE(created.ok()) << created.status();
+  EXPECT_TRUE(backups_->Verify(created->id, ProgressFn()).ok());
+  RestoreAndOpen(created->id, "restored", ProgressFn());
+  EXPECT_EQ(records_->Get(kDatasetA, "a").value(), "1");
+}
+
+// A failed operation leaves its phase unfinished: no report claims done == total.
+TEST_F(BackupTest, AFailedVerificationDoesNotReportTheEnd) {
+  ASSERT_TRUE(Upload("big", 1, 3 * kMiB).ok());
+  auto created = backups_->Create(db_.get(), "");
+  ASSERT_TRUE(created.ok()) << created.status();
+  for (const std::string& path : testing::ListFiles(dir_.Sub("backups"))) {
+    if (path.ends_with(".sst")) std::filesystem::resize_file(path, 100);
+  }
+  ProgressLog log;
+  EXPECT_EQ(ErrorCodeOf(backups_->Verify(created->id, log.Function())), ErrorCode::kBackupCorrupt);
+  ASSERT_FALSE(log.reports().empty());
+  EXPECT_EQ(log.reports().front().done, 0u);
+  EXPECT_LT(log.reports().back().done, log.reports().back().total);
 }
 
 }  // namespace
