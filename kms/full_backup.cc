@@ -10,12 +10,14 @@
 #include <cstring>
 #include <filesystem>
 #include <map>
+#include <memory>
 #include <string_view>
 #include <system_error>
 #include <tuple>
 
 #include "crypto/status.h"
 #include "kms/audit/verifier.h"
+#include "storage/phase_reporter.h"
 #include "storage/recycle_bin.h"
 
 namespace coffer::kms {
@@ -37,6 +39,24 @@ constexpr std::string_view kManifestMagic = "coffer-full-backup v1";
 constexpr char kManifestName[] = "MANIFEST";
 constexpr char kFullDir[] = "full";
 constexpr char kDataDir[] = "data";
+
+// Progress phases (storage/progress.h), in the order the header lists them. "data" is
+// storage::DataDbBackups's own.
+constexpr char kVerifyPhase[] = "verify";  // bytes
+constexpr char kKeysPhase[] = "keys";      // bytes
+constexpr char kAuditPhase[] = "audit";    // bytes
+constexpr char kReplayPhase[] = "replay";  // journal entries
+constexpr char kRotatePhase[] = "rotate";  // datasets
+constexpr uint64_t kByteStep = storage::PhaseReporter::kByteStep;
+constexpr uint64_t kItemStep = storage::PhaseReporter::kItemStep;
+
+// The file parts of a backup, in manifest order, with their progress phases.
+struct FilePart {
+  std::string_view dir;
+  const char* phase;
+};
+constexpr FilePart kFileParts[] = {{kRestoredKeyDbDir, kKeysPhase},
+                                   {kRestoredAuditDir, kAuditPhase}};
 
 struct ManifestFile {
   std::string path;  // relative to the backup's directory: keys/... or audit/...
@@ -266,6 +286,100 @@ absl::StatusOr<std::string> ReadChecked(uint32_t id, const std::string& path,
 
 absl::StatusOr<std::vector<FullBackupInfo>> NoBackups() { return std::vector<FullBackupInfo>{}; }
 
+// The manifest of the backup in `dir` (BACKUP_NOT_FOUND without one).
+absl::StatusOr<Manifest> ReadManifest(uint32_t id, const std::string& dir) {
+  absl::StatusOr<std::string> text = ReadWholeFile(dir + "/" + std::string(kManifestName));
+  if (!text.ok() && ErrorCodeOf(text.status()) == ErrorCode::kNotFound) {
+    return MakeError(ErrorCode::kBackupNotFound, "no full backup " + std::to_string(id));
+  }
+  if (!text.ok()) return text.status();
+  return ParseManifest(id, *text);
+}
+
+// Whether `file` belongs to part `part` (kRestoredKeyDbDir or kRestoredAuditDir).
+bool InPart(const ManifestFile& file, std::string_view part) {
+  return file.path.size() > part.size() && file.path.starts_with(part) &&
+         file.path[part.size()] == '/';
+}
+
+uint64_t PartBytes(const Manifest& manifest, std::string_view part) {
+  uint64_t total = 0;
+  for (const ManifestFile& file : manifest.files) {
+    if (InPart(file, part)) total += file.size;
+  }
+  return total;
+}
+
+// The sizes of `names` in `directory` now: a progress total (a live file may still grow).
+uint64_t CurrentBytes(const std::string& directory, const std::vector<std::string>& names) {
+  uint64_t total = 0;
+  for (const std::string& name : names) {
+    std::error_code ec;
+    const uintmax_t size = fs::file_size(JoinPath(directory, name), ec);
+    if (!ec) total += size;
+  }
+  return total;
+}
+
+// The total of RestoreInto's "verify" phase: backup `id`'s parts and the live log. Best effort
+// (what cannot be read counts 0): the verification itself reports what is wrong.
+uint64_t RestoreVerifyBytes(storage::DataDbBackups* data_backups, uint32_t id,
+                            const Manifest& manifest, const std::string& live_audit_directory) {
+  uint64_t total = PartBytes(manifest, kRestoredKeyDbDir) + PartBytes(manifest, kRestoredAuditDir);
+  absl::StatusOr<std::vector<storage::DataBackupInfo>> data = data_backups->List();
+  if (data.ok()) {
+    for (const storage::DataBackupInfo& backup : *data) {
+      if (backup.id == id) total += backup.size_bytes;
+    }
+  }
+  absl::StatusOr<std::vector<std::string>> live = RegularFiles(live_audit_directory);
+  if (live.ok()) total += CurrentBytes(live_audit_directory, *live);
+  return total;
+}
+
+// A ProgressFn that folds the consecutive phases of an inner operation into `outer`'s one
+// phase: an inner phase's done counts on top of the totals of the inner phases before it.
+storage::ProgressFn FoldInto(storage::PhaseReporter* outer) {
+  struct Inner {
+    std::string phase;
+    uint64_t base = 0;  // outer done when this inner phase began
+    uint64_t size = 0;  // this inner phase's total (or its done, if larger)
+  };
+  auto inner = std::make_shared<Inner>();
+  inner->base = outer->done();
+  return [outer, inner](const storage::Progress& progress) {
+    if (progress.phase != inner->phase) {
+      inner->base += inner->size;
+      inner->phase = progress.phase;
+      inner->size = 0;
+    }
+    inner->size = std::max({inner->size, progress.total, progress.done});
+    outer->Raise(inner->base + progress.done);
+  };
+}
+
+// Checks every part of backup `id` (in `dir`) against its manifest: the data backup (phase
+// "data"), then the key-DB and audit files (phases "keys" and "audit", bytes).
+absl::Status VerifyParts(storage::DataDbBackups* data_backups, uint32_t id, const std::string& dir,
+                         const Manifest& manifest, const storage::ProgressFn& progress) {
+  absl::Status data = data_backups->Verify(id, progress);
+  if (ErrorCodeOf(data) == ErrorCode::kBackupNotFound) return Corrupt(id, "data backup missing");
+  COFFER_RETURN_IF_ERROR(data);
+  bool have_keys = false;
+  for (const FilePart& part : kFileParts) {
+    storage::PhaseReporter reporter(progress, part.phase, PartBytes(manifest, part.dir), kByteStep);
+    for (const ManifestFile& file : manifest.files) {
+      if (!InPart(file, part.dir)) continue;
+      COFFER_RETURN_IF_ERROR(ReadChecked(id, dir + "/" + file.path, file).status());
+      reporter.Add(file.size);
+      have_keys = have_keys || part.dir == kRestoredKeyDbDir;
+    }
+    reporter.Finish();
+  }
+  if (!have_keys) return Corrupt(id, "no key-DB files");
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 FullBackups::FullBackups(FullBackupOptions options, const Clock* clock,
@@ -295,7 +409,8 @@ std::string FullBackups::BackupPath(uint32_t id) const {
 }
 
 absl::StatusOr<FullBackupInfo> FullBackups::Create(const FullBackupSources& sources,
-                                                   const audit::AuditActor& actor) {
+                                                   const audit::AuditActor& actor,
+                                                   const storage::ProgressFn& progress) {
   if (sources.data_db == nullptr || sources.key_manager == nullptr ||
       sources.audit_log == nullptr || sources.audit_directory.empty()) {
     return MakeError(ErrorCode::kInvalidArgument,
@@ -309,7 +424,7 @@ absl::StatusOr<FullBackupInfo> FullBackups::Create(const FullBackupSources& sour
 
   std::lock_guard<std::mutex> lock(mu_);
   uint32_t data_id = 0;
-  absl::StatusOr<FullBackupInfo> info = CreateLocked(sources, &data_id);
+  absl::StatusOr<FullBackupInfo> info = CreateLocked(sources, &data_id, progress);
   if (!info.ok() && data_id != 0) {
     // No manifest: not a backup. Remove what was copied.
     RemoveTree(BackupPath(data_id)).IgnoreError();
@@ -325,7 +440,8 @@ absl::StatusOr<FullBackupInfo> FullBackups::Create(const FullBackupSources& sour
 }
 
 absl::StatusOr<FullBackupInfo> FullBackups::CreateLocked(const FullBackupSources& sources,
-                                                         uint32_t* data_id) {
+                                                         uint32_t* data_id,
+                                                         const storage::ProgressFn& progress) {
   // B first: every purge journaled below it has its deletes in the data DB (kms/purge_journal.h).
   const uint64_t boundary = sources.purge_journal != nullptr
                                 ? sources.purge_journal->QuiescentSequence()
@@ -334,7 +450,7 @@ absl::StatusOr<FullBackupInfo> FullBackups::CreateLocked(const FullBackupSources
   // 1. The data DB.
   COFFER_ASSIGN_OR_RETURN(
       storage::DataBackupInfo data,
-      data_->Create(sources.data_db, "audit_sequence=" + std::to_string(boundary)));
+      data_->Create(sources.data_db, "audit_sequence=" + std::to_string(boundary), progress));
   *data_id = data.id;
   const std::string dir = BackupPath(data.id);
   COFFER_RETURN_IF_ERROR(RemoveTree(dir));  // leftovers of an interrupted backup with this id
@@ -350,18 +466,24 @@ absl::StatusOr<FullBackupInfo> FullBackups::CreateLocked(const FullBackupSources
   const std::string keys = dir + "/" + kRestoredKeyDbDir;
   COFFER_RETURN_IF_ERROR(sources.key_manager->CheckpointKeyDb(keys));
   COFFER_ASSIGN_OR_RETURN(std::vector<std::string> key_files, RegularFiles(keys));
+  storage::PhaseReporter key_progress(progress, kKeysPhase, CurrentBytes(keys, key_files),
+                                      kByteStep);
   for (const std::string& name : key_files) {
     COFFER_ASSIGN_OR_RETURN(std::string bytes, ReadWholeFile(JoinPath(keys, name)));
     manifest.files.push_back(
         ManifestFile{std::string(kRestoredKeyDbDir) + "/" + name, bytes.size(), Sha256Hex(bytes)});
     size += bytes.size();
+    key_progress.Add(bytes.size());
   }
+  key_progress.Finish();
 
   // 3. The audit log (a torn last frame, if an append is under way, is what a reopen drops).
   const std::string audit_copy = dir + "/" + kRestoredAuditDir;
   COFFER_RETURN_IF_ERROR(MakeDirectory(audit_copy));
   COFFER_ASSIGN_OR_RETURN(std::vector<std::string> audit_files,
                           RegularFiles(sources.audit_directory));
+  storage::PhaseReporter audit_progress(
+      progress, kAuditPhase, CurrentBytes(sources.audit_directory, audit_files), kByteStep);
   for (const std::string& name : audit_files) {
     COFFER_ASSIGN_OR_RETURN(std::string bytes,
                             ReadWholeFile(JoinPath(sources.audit_directory, name)));
@@ -369,7 +491,9 @@ absl::StatusOr<FullBackupInfo> FullBackups::CreateLocked(const FullBackupSources
     manifest.files.push_back(
         ManifestFile{std::string(kRestoredAuditDir) + "/" + name, bytes.size(), Sha256Hex(bytes)});
     size += bytes.size();
+    audit_progress.Add(bytes.size());
   }
+  audit_progress.Finish();
   if (options_.sync) {
     COFFER_RETURN_IF_ERROR(SyncDirectory(keys));
     COFFER_RETURN_IF_ERROR(SyncDirectory(audit_copy));
@@ -419,29 +543,15 @@ absl::StatusOr<std::vector<FullBackupInfo>> FullBackups::ListLocked() {
   return out;
 }
 
-absl::Status FullBackups::Verify(uint32_t id) {
+absl::Status FullBackups::Verify(uint32_t id, const storage::ProgressFn& progress) {
   std::lock_guard<std::mutex> lock(mu_);
-  return VerifyLocked(id);
+  return VerifyLocked(id, progress);
 }
 
-absl::Status FullBackups::VerifyLocked(uint32_t id) {
+absl::Status FullBackups::VerifyLocked(uint32_t id, const storage::ProgressFn& progress) {
   const std::string dir = BackupPath(id);
-  absl::StatusOr<std::string> text = ReadWholeFile(dir + "/" + std::string(kManifestName));
-  if (!text.ok() && ErrorCodeOf(text.status()) == ErrorCode::kNotFound) {
-    return MakeError(ErrorCode::kBackupNotFound, "no full backup " + std::to_string(id));
-  }
-  if (!text.ok()) return text.status();
-  COFFER_ASSIGN_OR_RETURN(Manifest manifest, ParseManifest(id, *text));
-  absl::Status data = data_->Verify(id);
-  if (ErrorCodeOf(data) == ErrorCode::kBackupNotFound) return Corrupt(id, "data backup missing");
-  COFFER_RETURN_IF_ERROR(data);
-  bool have_keys = false;
-  for (const ManifestFile& file : manifest.files) {
-    COFFER_RETURN_IF_ERROR(ReadChecked(id, dir + "/" + file.path, file).status());
-    have_keys = have_keys || file.path.starts_with(kRestoredKeyDbDir);
-  }
-  if (!have_keys) return Corrupt(id, "no key-DB files");
-  return absl::OkStatus();
+  COFFER_ASSIGN_OR_RETURN(Manifest manifest, ReadManifest(id, dir));
+  return VerifyParts(data_.get(), id, dir, manifest, progress);
 }
 
 absl::Status FullBackups::CheckRestoreComplete(const std::string& directory) {
@@ -454,7 +564,8 @@ absl::Status FullBackups::CheckRestoreComplete(const std::string& directory) {
   return absl::OkStatus();
 }
 
-absl::StatusOr<RestoreReport> FullBackups::RestoreInto(uint32_t id, RestoreRequest request) {
+absl::StatusOr<RestoreReport> FullBackups::RestoreInto(uint32_t id, RestoreRequest request,
+                                                       const storage::ProgressFn& progress) {
   const std::string& target = request.target_directory;
   std::error_code ec;
   if (NonEmpty(target, ec)) {
@@ -469,11 +580,15 @@ absl::StatusOr<RestoreReport> FullBackups::RestoreInto(uint32_t id, RestoreReque
   }
   std::lock_guard<std::mutex> lock(mu_);
 
-  // 1. Every part of the backup, then the live log it replays from.
-  COFFER_RETURN_IF_ERROR(VerifyLocked(id));
-  COFFER_ASSIGN_OR_RETURN(std::string text,
-                          ReadWholeFile(BackupPath(id) + "/" + std::string(kManifestName)));
-  COFFER_ASSIGN_OR_RETURN(Manifest manifest, ParseManifest(id, text));
+  // 1. Every part of the backup, then the live log it replays from: one phase "verify", in
+  // bytes of both (the live log counts when it has been read).
+  COFFER_ASSIGN_OR_RETURN(Manifest manifest, ReadManifest(id, BackupPath(id)));
+  storage::PhaseReporter verify_progress(
+      progress, kVerifyPhase,
+      progress ? RestoreVerifyBytes(data_.get(), id, manifest, request.live_audit_directory) : 0,
+      kByteStep);
+  COFFER_RETURN_IF_ERROR(VerifyParts(data_.get(), id, BackupPath(id), manifest,
+                                     progress ? FoldInto(&verify_progress) : nullptr));
   audit::VerifyOptions verify;
   verify.public_key_pem = request.audit_public_key_pem;
   COFFER_ASSIGN_OR_RETURN(audit::VerifyReport verified,
@@ -518,6 +633,7 @@ absl::StatusOr<RestoreReport> FullBackups::RestoreInto(uint32_t id, RestoreReque
         .push_back(ref);
     ++report.purges_replayed;
   }
+  verify_progress.Finish();
 
   audit::AuditEvent event;
   event.kind = audit::v1::FULL_RESTORE;
@@ -533,18 +649,27 @@ absl::StatusOr<RestoreReport> FullBackups::RestoreInto(uint32_t id, RestoreReque
     COFFER_RETURN_IF_ERROR(WriteWholeFile(marker, "", /*sync=*/true));
     COFFER_RETURN_IF_ERROR(SyncDirectory(target));
     const std::string data_dir = target + "/" + kRestoredDataDir;
-    COFFER_RETURN_IF_ERROR(data_->RestoreInto(id, data_dir));
+    COFFER_RETURN_IF_ERROR(data_->RestoreInto(id, data_dir, progress));
     COFFER_RETURN_IF_ERROR(MakeDirectory(target + "/" + kRestoredKeyDbDir));
     COFFER_RETURN_IF_ERROR(MakeDirectory(target + "/" + kRestoredAuditDir));
-    for (const ManifestFile& file : manifest.files) {
-      COFFER_ASSIGN_OR_RETURN(std::string bytes,
-                              ReadChecked(id, BackupPath(id) + "/" + file.path, file));
-      COFFER_RETURN_IF_ERROR(WriteWholeFile(target + "/" + file.path, bytes, /*sync=*/true));
+    for (const FilePart& part : kFileParts) {
+      storage::PhaseReporter part_progress(progress, part.phase, PartBytes(manifest, part.dir),
+                                           kByteStep);
+      for (const ManifestFile& file : manifest.files) {
+        if (!InPart(file, part.dir)) continue;
+        COFFER_ASSIGN_OR_RETURN(std::string bytes,
+                                ReadChecked(id, BackupPath(id) + "/" + file.path, file));
+        COFFER_RETURN_IF_ERROR(WriteWholeFile(target + "/" + file.path, bytes, /*sync=*/true));
+        part_progress.Add(file.size);
+      }
+      part_progress.Finish();
     }
     COFFER_RETURN_IF_ERROR(SyncDirectory(target + "/" + kRestoredKeyDbDir));
     COFFER_RETURN_IF_ERROR(SyncDirectory(target + "/" + kRestoredAuditDir));
 
-    // 3. Purges newer than the backup.
+    // 3. Purges newer than the backup, then (4) destructions: one phase "replay".
+    storage::PhaseReporter replay_progress(progress, kReplayPhase,
+                                           report.purges_replayed + destroyed.size(), kItemStep);
     {
       COFFER_ASSIGN_OR_RETURN(std::unique_ptr<storage::DataDb> db,
                               storage::DataDb::Open(data_dir, storage::DataDbOptions{}));
@@ -553,6 +678,7 @@ absl::StatusOr<RestoreReport> FullBackups::RestoreInto(uint32_t id, RestoreReque
             size_t purged,
             storage::RecycleBin::ReplayPurges(db.get(), std::get<0>(key), std::get<1>(key), refs));
         report.items_purged += purged;
+        replay_progress.Add(refs.size());
       }
     }
 
@@ -568,8 +694,15 @@ absl::StatusOr<RestoreReport> FullBackups::RestoreInto(uint32_t id, RestoreReque
       if (before.ok() && before->state != DatasetState::kDestroyed) {
         report.datasets_destroyed.push_back(handle);
       }
+      replay_progress.Add(1);
     }
-    for (const DatasetSummary& dataset : manager->ListDatasets()) {
+    replay_progress.Finish();
+    const std::vector<DatasetSummary> datasets = manager->ListDatasets();
+    const auto active = static_cast<uint64_t>(std::count_if(
+        datasets.begin(), datasets.end(),
+        [](const DatasetSummary& dataset) { return dataset.state == DatasetState::kActive; }));
+    storage::PhaseReporter rotate_progress(progress, kRotatePhase, active, kItemStep);
+    for (const DatasetSummary& dataset : datasets) {
       if (dataset.state != DatasetState::kActive) continue;
       for (storage::KeyPurpose purpose :
            {storage::KeyPurpose::kRecords, storage::KeyPurpose::kAttachments}) {
@@ -578,7 +711,9 @@ absl::StatusOr<RestoreReport> FullBackups::RestoreInto(uint32_t id, RestoreReque
                 .status());
         report.rotated.emplace_back(dataset.handle, purpose);
       }
+      rotate_progress.Add(1);
     }
+    rotate_progress.Finish();
     manager.reset();
 
     // 5. Servable.

@@ -25,6 +25,16 @@
 // normally the live log, which continues; if the live log is lost, open `audit/` of the
 // restored directory as the log (nothing newer can be replayed then).
 //
+// Progress (storage/progress.h), phases in this order — Create: "data" (bytes copied, of an
+// estimate: storage/backup.h), "keys" (bytes of the key-DB checkpoint hashed), "audit" (bytes of
+// audit files copied); Verify: "data", "keys", "audit" (bytes checked); RestoreInto: "verify"
+// (bytes: every part of the backup, then the live log), "data", "keys", "audit" (bytes
+// restored), "replay" (journal entries: purges, then destructions), "rotate" (ACTIVE datasets).
+// Byte phases report once at least a MiB more is done (checked after each file or copy chunk),
+// item phases after each item; each phase that completes ends on a report with done == total.
+// Reports are made while this object's lock is held, on the caller's thread or a RocksDB backup
+// thread: they must not call back.
+//
 // PruneExpired deletes full backups at least max_age old (default 30 days), always keeping the
 // newest, with their data backups and copies. A retired key version's wrapped key stays in the
 // key DB for good (the key manager deletes version rows only when it destroys a dataset, which
@@ -59,6 +69,7 @@
 #include "kms/purge_journal.h"
 #include "storage/backup.h"
 #include "storage/data_db.h"
+#include "storage/progress.h"
 
 namespace coffer::kms {
 
@@ -121,14 +132,16 @@ class FullBackups {
 
   // Makes a full backup (audited as FULL_BACKUP). A failure leaves no manifest, so no backup.
   absl::StatusOr<FullBackupInfo> Create(const FullBackupSources& sources,
-                                        const audit::AuditActor& actor);
+                                        const audit::AuditActor& actor,
+                                        const storage::ProgressFn& progress = {});
   // Complete backups, oldest first.
   absl::StatusOr<std::vector<FullBackupInfo>> List();
   // OK when the manifest parses and every part checks: the data backup's checksums, and every
   // key-DB and audit file present with its size and SHA-256.
-  absl::Status Verify(uint32_t id);
+  absl::Status Verify(uint32_t id, const storage::ProgressFn& progress = {});
   // See the contract above.
-  absl::StatusOr<RestoreReport> RestoreInto(uint32_t id, RestoreRequest request);
+  absl::StatusOr<RestoreReport> RestoreInto(uint32_t id, RestoreRequest request,
+                                            const storage::ProgressFn& progress = {});
   // Deletes every backup created at least max_age before now, except the newest; returns ids.
   absl::StatusOr<std::vector<uint32_t>> PruneExpired();
 
@@ -139,9 +152,10 @@ class FullBackups {
   FullBackups(FullBackupOptions options, const Clock* clock,
               std::unique_ptr<storage::DataDbBackups> data);
   std::string BackupPath(uint32_t id) const;
-  absl::StatusOr<FullBackupInfo> CreateLocked(const FullBackupSources& sources, uint32_t* data_id);
+  absl::StatusOr<FullBackupInfo> CreateLocked(const FullBackupSources& sources, uint32_t* data_id,
+                                              const storage::ProgressFn& progress);
   absl::StatusOr<std::vector<FullBackupInfo>> ListLocked();
-  absl::Status VerifyLocked(uint32_t id);
+  absl::Status VerifyLocked(uint32_t id, const storage::ProgressFn& progress);
 
   FullBackupOptions options_;
   const Clock* clock_;

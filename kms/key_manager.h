@@ -58,6 +58,7 @@
 #include "kms/key_db.h"
 #include "kms/key_manager_types.h"
 #include "storage/key_provider.h"
+#include "storage/progress.h"
 
 namespace coffer::kms {
 
@@ -145,9 +146,11 @@ class KeyManager final : public storage::KeyProvider {
   // Moves every DEK version of the dataset to a new DWK: the next version in `module` (empty =
   // the dataset's current module), or version 1.. in another module (migration). Resumable: a
   // crash leaves a REWRAPPING intent that Open finishes. With `destroy_old`, the old DWK is
-  // destroyed once no row refers to it. Data is not touched.
+  // destroyed once no row refers to it. Data is not touched. `progress` gets one phase,
+  // "rewrap", in DEK versions: total = the versions to move, a report after each one moved
+  // (storage/progress.h; called on the caller's thread, under the admin lock).
   absl::Status Rewrap(uint64_t handle, std::string_view module, bool destroy_old,
-                      const audit::AuditActor& actor);
+                      const audit::AuditActor& actor, const storage::ProgressFn& progress = {});
 
   // The scheduler's tick (the daemon calls it periodically; tests with a fake clock): rotates
   // each ACTIVE dataset's records/attachments primary whose age reached its period — once,
@@ -230,7 +233,9 @@ class KeyManager final : public storage::KeyProvider {
                              bool replay = false);
   absl::Status FinishDestroyLocked(const EntryPtr& entry, const audit::AuditActor& actor,
                                    int64_t requested_micros);
-  absl::Status ContinueRewrapLocked(const EntryPtr& entry, const std::string& intent_bytes);
+  // `progress` as for Rewrap (Recover passes none).
+  absl::Status ContinueRewrapLocked(const EntryPtr& entry, const std::string& intent_bytes,
+                                    const storage::ProgressFn& progress);
   absl::Status ChangeStateLocked(const EntryPtr& entry, int new_state, audit::v1::EventKind kind,
                                  const audit::AuditActor& actor, int64_t destroy_after_micros,
                                  audit::AuditText detail = {});

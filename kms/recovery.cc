@@ -97,7 +97,7 @@ absl::Status KeyManager::Recover() {
           absl::Status created = wrapper->CreateWrappingKey({handle, ref.version()});
           if (!created.ok() && ErrorCodeOf(created) != ErrorCode::kAlreadyExists) return created;
         }
-        COFFER_RETURN_IF_ERROR(ContinueRewrapLocked(entry, bytes));
+        COFFER_RETURN_IF_ERROR(ContinueRewrapLocked(entry, bytes, /*progress=*/{}));
         COFFER_RETURN_IF_ERROR(Audit(internal::MakeEvent(
             audit::v1::KEY_REWRAP, actor, handle, audit::v1::PURPOSE_UNSPECIFIED,
             intent.new_wrapping_key().version(), audit::v1::STAGE_COMPLETED,

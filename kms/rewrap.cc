@@ -8,6 +8,8 @@
 //   4. point the dataset at the new DWK (intent kept only if the old one must go) rewrap.switched
 //   5. optionally destroy the old DWK, then drop it from the live list and the intent
 //                                                                        rewrap.old_destroyed
+// Progress (phase "rewrap"): step 3, one report per DEK version moved, of the versions not yet
+// under the new DWK when the step starts.
 
 #include <algorithm>
 #include <utility>
@@ -18,6 +20,7 @@
 #include "kms/internal/dataset_state.h"
 #include "kms/internal/manager_util.h"
 #include "kms/key_manager.h"
+#include "storage/phase_reporter.h"
 
 namespace coffer::kms {
 
@@ -25,7 +28,8 @@ using internal::DatasetSnapshot;
 using internal::VersionSnapshot;
 
 absl::Status KeyManager::Rewrap(uint64_t handle, std::string_view module, bool destroy_old,
-                                const audit::AuditActor& actor) {
+                                const audit::AuditActor& actor,
+                                const storage::ProgressFn& progress) {
   std::lock_guard<std::mutex> lock(admin_mu_);
   constexpr auto kKind = audit::v1::KEY_REWRAP;
   absl::StatusOr<EntryPtr> entry = RequireEntry(handle);
@@ -74,7 +78,7 @@ absl::Status KeyManager::Rewrap(uint64_t handle, std::string_view module, bool d
     result = wrapper->CreateWrappingKey({handle, new_version});
     if (result.ok()) Crash("rewrap.wrapping_key");
   }
-  if (result.ok()) result = ContinueRewrapLocked(*entry, intent_bytes);
+  if (result.ok()) result = ContinueRewrapLocked(*entry, intent_bytes, progress);
   event.stage = audit::v1::STAGE_COMPLETED;
   event.result = ErrorCodeOf(result);
   absl::Status audited = Audit(event);
@@ -83,7 +87,8 @@ absl::Status KeyManager::Rewrap(uint64_t handle, std::string_view module, bool d
 }
 
 absl::Status KeyManager::ContinueRewrapLocked(const EntryPtr& entry,
-                                              const std::string& intent_bytes) {
+                                              const std::string& intent_bytes,
+                                              const storage::ProgressFn& progress) {
   v1::IntentRow intent;
   if (!intent.ParseFromString(intent_bytes)) {
     return MakeError(ErrorCode::kKeyDbRowCorrupt, "a re-wrap intent does not parse");
@@ -98,14 +103,19 @@ absl::Status KeyManager::ContinueRewrapLocked(const EntryPtr& entry,
   if (!intent.switched()) {
     // Rows in key order: (purpose, version).
     std::vector<std::pair<storage::KeyPurpose, uint32_t>> order;
+    uint64_t to_move = 0;
     {
       Snapshot snap = entry->snapshot.load();
       for (storage::KeyPurpose purpose : internal::kAllPurposes) {
         for (const VersionSnapshot& v : snap->versions[static_cast<size_t>(purpose)]) {
           order.emplace_back(purpose, v.row.version());
+          if (v.row.module() != new_ref.module() || v.wrapped.key.version != new_ref.version()) {
+            ++to_move;
+          }
         }
       }
     }
+    storage::PhaseReporter reporter(progress, "rewrap", to_move, storage::PhaseReporter::kItemStep);
     // Every row is checked from the start (a row already under the new DWK costs no HSM call),
     // so a rotation between a failed run and its resumption cannot make the cursor skip one;
     // `rewrapped` reports progress.
@@ -140,7 +150,9 @@ absl::Status KeyManager::ContinueRewrapLocked(const EntryPtr& entry,
       COFFER_RETURN_IF_ERROR(db_->Write(batch));
       Publish(entry, std::move(next));
       Crash("rewrap.row");
+      reporter.Add(1);
     }
+    reporter.Finish();
     {
       std::lock_guard<std::mutex> lock(entry->mu);
       auto next = std::make_shared<DatasetSnapshot>(*entry->snapshot.load());

@@ -1,6 +1,7 @@
 // Full backups across the data DB, the key DB and the audit log, with real components: SoftHSM2,
 // RocksDB for both DBs, the audit log on the token's keys. Restore must never resurrect: a purge
-// or a destruction after the backup holds in the restored copy.
+// or a destruction after the backup holds in the restored copy. Each operation reports its
+// progress phases in order.
 
 #include "kms/full_backup.h"
 
@@ -25,14 +26,24 @@
 #include "storage/recycle_bin.h"
 #include "tests/kms/audit_test_util.h"
 #include "tests/kms/kms_test_env.h"
+#include "tests/testing/progress_log.h"
 
 namespace coffer::kms {
 namespace {
 
 namespace fs = std::filesystem;
+using ::coffer::testing::ProgressLog;
 using storage::KeyPurpose;
 using testing::TestAdmin;
 constexpr auto kDay = std::chrono::hours(24);
+constexpr uint64_t kMiB = uint64_t{1} << 20;
+
+using Phases = std::vector<std::string>;
+
+uint64_t TotalOf(const ProgressLog& log, std::string_view phase) {
+  const std::vector<storage::Progress> reports = log.Of(phase);
+  return reports.empty() ? 0 : reports.back().total;
+}
 
 // Flips one byte of `path` in place and returns a function that flips it back.
 void FlipByte(const std::string& path, size_t offset) {
@@ -443,6 +454,72 @@ TEST_F(FullBackupTest, TheBackupBoundaryWaitsForPurgesInFlight) {
   ASSERT_TRUE(journal_->WillPurge(item).ok());
   EXPECT_GE(log_->stats().next_sequence - 1, boundary);  // a later purge is replayed
   journal_->PurgeWritten(item);
+}
+
+// Progress (storage/progress.h): each operation reports its documented phases, in order, each
+// from 0 to its total (ProgressLog::KeepsTheContract), throttled; an empty function is none.
+TEST_F(FullBackupTest, CreateVerifyAndRestoreReportTheirPhasesInOrder) {
+  const uint64_t kept = Create("crm/progress");
+  const uint64_t doomed = Create("crm/progress-doomed");
+  for (int i = 0; i < 20; ++i) {
+    ASSERT_TRUE(records_->Put(kept, "r-" + std::to_string(i), "body").ok());
+    ASSERT_TRUE(records_->Put(doomed, "r-" + std::to_string(i), "body").ok());
+  }
+  ASSERT_TRUE(PutAttachment(kept, "big.bin", std::string(3 * kMiB, 'b')).ok());
+
+  ProgressLog create_log;
+  auto backup = backups_->Create(Sources(), TestAdmin(), create_log.Function());
+  ASSERT_TRUE(backup.ok()) << backup.status();
+  EXPECT_TRUE(create_log.KeepsTheContract());
+  EXPECT_EQ(create_log.Phases(), (Phases{"data", "keys", "audit"}));
+  EXPECT_GE(create_log.Of("data").size(), 3u);  // the start, a step of the big file, the end
+  EXPECT_GT(TotalOf(create_log, "keys"), 0u);
+  EXPECT_GT(TotalOf(create_log, "audit"), 0u);
+  // An empty function: a second backup reports nothing and is whole.
+  auto second = backups_->Create(Sources(), TestAdmin(), storage::ProgressFn());
+  ASSERT_TRUE(second.ok()) << second.status();
+
+  ProgressLog verify_log;
+  ASSERT_TRUE(backups_->Verify(backup->id, verify_log.Function()).ok());
+  EXPECT_TRUE(verify_log.KeepsTheContract());
+  EXPECT_EQ(verify_log.Phases(), (Phases{"data", "keys", "audit"}));
+  // Verify's totals are exact: the backup's parts.
+  EXPECT_EQ(
+      TotalOf(verify_log, "data") + TotalOf(verify_log, "keys") + TotalOf(verify_log, "audit"),
+      backup->size_bytes);
+  for (const std::string& phase : verify_log.Phases()) {  // throttled: per MiB at most
+    EXPECT_LE(verify_log.Of(phase).size(), TotalOf(verify_log, phase) / kMiB + 2) << phase;
+  }
+  EXPECT_TRUE(backups_->Verify(second->id, storage::ProgressFn()).ok());
+
+  // Work for the replay: a purge after the backup, and a destruction.
+  ASSERT_TRUE(bin_->PurgeRecord(kept, "r-1").ok());
+  ASSERT_TRUE(manager_->Disable(doomed, TestAdmin()).ok());
+  ASSERT_TRUE(manager_->ScheduleDestruction(doomed, TestAdmin()).ok());
+  clock_.Advance(std::chrono::seconds(31 * kDay));
+  ASSERT_TRUE(manager_->RunDueWork().ok());
+  CloseInstance();
+
+  ProgressLog restore_log;
+  auto report =
+      backups_->RestoreInto(backup->id, Request(dir_.Sub("restored")), restore_log.Function());
+  ASSERT_TRUE(report.ok()) << report.status();
+  EXPECT_TRUE(restore_log.KeepsTheContract());
+  EXPECT_EQ(restore_log.Phases(), (Phases{"verify", "data", "keys", "audit", "replay", "rotate"}));
+  EXPECT_GT(TotalOf(restore_log, "verify"), backup->size_bytes);  // the parts and the live log
+  EXPECT_EQ(TotalOf(restore_log, "data"), TotalOf(verify_log, "data"));
+  EXPECT_EQ(TotalOf(restore_log, "keys"), TotalOf(verify_log, "keys"));
+  EXPECT_EQ(TotalOf(restore_log, "audit"), TotalOf(verify_log, "audit"));
+  EXPECT_EQ(report->purges_replayed, 1u);
+  EXPECT_EQ(TotalOf(restore_log, "replay"), 2u);  // the purge and the destruction
+  EXPECT_EQ(restore_log.Of("replay").size(), 3u);
+  EXPECT_EQ(TotalOf(restore_log, "rotate"), 1u);  // the one ACTIVE dataset
+  EXPECT_EQ(restore_log.Of("rotate").size(), 2u);
+  EXPECT_TRUE(FullBackups::CheckRestoreComplete(dir_.Sub("restored")).ok());
+
+  auto quiet = backups_->RestoreInto(second->id, Request(dir_.Sub("quiet")), storage::ProgressFn());
+  ASSERT_TRUE(quiet.ok()) << quiet.status();
+  EXPECT_TRUE(FullBackups::CheckRestoreComplete(dir_.Sub("quiet")).ok());
 }
 
 }  // namespace

@@ -24,6 +24,7 @@
 #include "tests/hsm/softhsm_token.h"
 #include "tests/kms/audit_test_util.h"
 #include "tests/kms/kms_test_env.h"
+#include "tests/testing/progress_log.h"
 
 namespace coffer::kms {
 namespace {
@@ -864,6 +865,36 @@ TEST_F(KeyManagerTest, RewrapToNewVersionAndMigrateToAnotherModule) {
   EXPECT_EQ(manager_->DescribeDataset(crm)->purposes[0].versions[1].wrapping_key.module, "other");
   EXPECT_THAT(manager_->Rewrap(crm, "nope", false, TestAdmin()),
               HasCode(ErrorCode::kInvalidArgument));
+}
+
+// Progress: one phase "rewrap", a report per DEK version moved (storage/progress.h).
+TEST_F(KeyManagerTest, RewrapReportsEveryKeyVersionItMoves) {
+  OpenDefault();
+  const uint64_t crm = Create("crm");
+  ASSERT_OK(manager_->Rotate(crm, KeyPurpose::kRecords, RotationCause::kManual, TestAdmin()));
+  ASSERT_OK(manager_->Rotate(crm, KeyPurpose::kRecords, RotationCause::kManual, TestAdmin()));
+  ASSERT_OK(manager_->Rotate(crm, KeyPurpose::kAttachments, RotationCause::kManual, TestAdmin()));
+  auto info = manager_->DescribeDataset(crm);
+  ASSERT_OK(info);
+  uint64_t versions = 0;
+  for (const auto& purpose : info->purposes) versions += purpose.versions.size();
+  ASSERT_GE(versions, 5u);
+
+  ::coffer::testing::ProgressLog log;
+  ASSERT_OK_S(manager_->Rewrap(crm, "", /*destroy_old=*/true, TestAdmin(), log.Function()));
+  EXPECT_TRUE(log.KeepsTheContract());
+  EXPECT_EQ(log.Phases(), std::vector<std::string>{"rewrap"});
+  const std::vector<storage::Progress> reports = log.Of("rewrap");
+  ASSERT_EQ(reports.size(), versions + 1);
+  for (size_t i = 0; i < reports.size(); ++i) {
+    EXPECT_EQ(reports[i].done, i);
+    EXPECT_EQ(reports[i].total, versions);
+  }
+
+  // An empty function: the migration happens, nothing is reported.
+  ASSERT_OK_S(
+      manager_->Rewrap(crm, "other", /*destroy_old=*/false, TestAdmin(), storage::ProgressFn()));
+  EXPECT_EQ(manager_->DescribeDataset(crm)->current_wrapping_key, (WrappingKeyRef{"other", 3}));
 }
 
 // Migration to a genuinely second PKCS#11 token. hsm::Module calls C_Initialize on its dlopen
