@@ -58,6 +58,11 @@ class Cofferd {
     if (mkdtemp(tmpl) == nullptr) return nullptr;
     d->dir_ = tmpl;
     chmod(d->dir_.c_str(), 0755);
+    // The other uids run this copy of keyctl: the build tree need not be reachable by them
+    // (CI builds in a mode-0700 temporary directory).
+    std::error_code copied;
+    fs::copy_file(KEYCTL_BINARY, d->keyctl(), copied);
+    if (copied || chmod(d->keyctl().c_str(), 0755) != 0) return nullptr;
     if (RunShell(std::string(COFFER_SOFTHSM_TOKEN_SCRIPT) + " " + d->dir_ +
                  "/hsm coffer >/dev/null") != 0) {
       return nullptr;
@@ -129,6 +134,7 @@ class Cofferd {
 
   const std::string& dir() const { return dir_; }
   std::string admin_socket() const { return dir_ + "/admin.sock"; }
+  std::string keyctl() const { return dir_ + "/keyctl"; }
   std::string log_path() const { return dir_ + "/cofferd.log"; }
 
  private:
@@ -169,14 +175,14 @@ std::vector<std::string> Words(const std::string& text) {
 
 // Runs keyctl as `uid` (group: nobody's) with `args` split at spaces; stdin is /dev/null.
 // With `terminal_input`, keyctl runs under script(1) on a pseudo-terminal fed that text.
-Result KeyctlAs(uid_t uid, const std::string& socket, const std::string& args,
-                const std::string* terminal_input = nullptr) {
+Result KeyctlAs(uid_t uid, const std::string& keyctl, const std::string& socket,
+                const std::string& args, const std::string* terminal_input = nullptr) {
   static int counter = 0;
   const std::string base =
       "/tmp/keyctl-dual-out-" + std::to_string(getpid()) + "-" + std::to_string(counter++);
   const int out_fd = ::open((base + ".out").c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
   const int err_fd = ::open((base + ".err").c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
-  std::vector<std::string> argv_words = {KEYCTL_BINARY, "--socket", socket};
+  std::vector<std::string> argv_words = {keyctl, "--socket", socket};
   for (std::string& w : Words(args)) argv_words.push_back(std::move(w));
   std::string input_path = "/dev/null";
   if (terminal_input != nullptr) {
@@ -294,7 +300,7 @@ class DualControlTest : public ::testing::Test {
   }
 
   static Result Run(uid_t uid, const std::string& args) {
-    return KeyctlAs(uid, daemon_->admin_socket(), args);
+    return KeyctlAs(uid, daemon_->keyctl(), daemon_->admin_socket(), args);
   }
 
   // A fresh code of `uid`: waits (bounded) for a step newer than the last one used, because
@@ -518,7 +524,8 @@ TEST_F(DualControlTest, PromptsForTheCodeOnATerminal) {
   daemon_->Stop();
   ASSERT_TRUE(daemon_->Start()) << ReadWholeFile(daemon_->log_path());
   const std::string code = Code(kB) + "\n";
-  Result r = KeyctlAs(kB, daemon_->admin_socket(), "dataset create dual/prompted", &code);
+  Result r = KeyctlAs(kB, daemon_->keyctl(), daemon_->admin_socket(),
+                      "dataset create dual/prompted", &code);
   EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
   EXPECT_NE(r.out.find("TOTP code for nobody: "), std::string::npos) << r.out;
   // (Whether the pseudo-terminal echoes input that arrives before keyctl turns echo off depends
