@@ -28,13 +28,15 @@ std::map<Request::OpCase, daemon::AdminOperationHandler> BackupOperations(
   std::map<Request::OpCase, daemon::AdminOperationHandler> ops;
 
   ops[Request::kBackupCreate] = [shared](const Request&, const kms::audit::AuditActor& actor,
+                                         const storage::ProgressFn& progress,
                                          Response* response) -> absl::Status {
     COFFER_ASSIGN_OR_RETURN(kms::FullBackupInfo info,
-                            shared->backups->Create(shared->sources, actor));
+                            shared->backups->Create(shared->sources, actor, progress));
     ToProto(info, response->mutable_backup_create());
     return absl::OkStatus();
   };
   ops[Request::kBackupList] = [shared](const Request&, const kms::audit::AuditActor&,
+                                       const storage::ProgressFn&,
                                        Response* response) -> absl::Status {
     COFFER_ASSIGN_OR_RETURN(std::vector<kms::FullBackupInfo> list, shared->backups->List());
     auto* out = response->mutable_backup_list();
@@ -42,14 +44,15 @@ std::map<Request::OpCase, daemon::AdminOperationHandler> BackupOperations(
     return absl::OkStatus();
   };
   ops[Request::kBackupVerify] = [shared](const Request& request, const kms::audit::AuditActor&,
+                                         const storage::ProgressFn& progress,
                                          Response* response) -> absl::Status {
-    COFFER_RETURN_IF_ERROR(shared->backups->Verify(request.backup_verify().id()));
+    COFFER_RETURN_IF_ERROR(shared->backups->Verify(request.backup_verify().id(), progress));
     response->mutable_backup_verify();
     return absl::OkStatus();
   };
-  ops[Request::kBackupRestore] = [shared](const Request& request,
-                                          const kms::audit::AuditActor& actor,
-                                          Response* response) -> absl::Status {
+  ops[Request::kBackupRestore] =
+      [shared](const Request& request, const kms::audit::AuditActor& actor,
+               const storage::ProgressFn& progress, Response* response) -> absl::Status {
     const std::string& target = request.backup_restore().target_directory();
     if (target.empty() || target[0] != '/') {
       return MakeError(ErrorCode::kMalformedRequest,
@@ -63,12 +66,13 @@ std::map<Request::OpCase, daemon::AdminOperationHandler> BackupOperations(
     restore.key_manager = shared->restore_key_manager;
     restore.actor = actor;
     absl::StatusOr<kms::RestoreReport> report =
-        shared->backups->RestoreInto(request.backup_restore().id(), std::move(restore));
+        shared->backups->RestoreInto(request.backup_restore().id(), std::move(restore), progress);
     if (!report.ok()) return report.status();
     response->mutable_backup_restore();
     return absl::OkStatus();
   };
   ops[Request::kBackupPrune] = [shared](const Request&, const kms::audit::AuditActor&,
+                                        const storage::ProgressFn&,
                                         Response* response) -> absl::Status {
     COFFER_ASSIGN_OR_RETURN(std::vector<uint32_t> deleted, shared->backups->PruneExpired());
     auto* out = response->mutable_backup_prune();

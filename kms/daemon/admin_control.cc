@@ -68,6 +68,7 @@ pb::Request Filed(const pb::Request& request) {
   pb::Request filed = request;
   filed.clear_request_id();
   filed.clear_totp_code();
+  filed.clear_progress();  // the approver's call answers with the result alone
   return filed;
 }
 

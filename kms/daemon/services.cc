@@ -12,6 +12,7 @@
 #include "absl/strings/str_cat.h"
 #include "kms/api/framing.h"
 #include "kms/audit/verifier.h"
+#include "kms/daemon/progress_stream.h"
 #include "openssl/bio.h"
 #include "openssl/crypto.h"
 #include "openssl/pem.h"
@@ -642,7 +643,7 @@ absl::Status Services::ConnectionSession::Dispatch(const pb::Request& request, R
         FillError(&failed, sent.ok() ? MakeError(ErrorCode::kInternal, "no response") : sent);
         return failed;
       }
-      return std::move(collect.responses.front());
+      return std::move(collect.responses.back());  // the final response follows any progress
     };
     absl::Status result = deps_.admin_control->Serve(peer_, actor, request, execute, &response);
     if (!result.ok()) return SendError(sink, request, result);
@@ -1240,7 +1241,10 @@ absl::Status Services::ConnectionSession::HandleAdmin(const pb::Request& request
       const auto& r = request.key_rewrap();
       auto handle = find();
       if (!handle.ok()) return reply(handle.status());
-      absl::Status result = deps_.keys->Rewrap(*handle, r.module(), r.destroy_old(), actor);
+      ProgressStream progress(request, sink);
+      absl::Status result =
+          deps_.keys->Rewrap(*handle, r.module(), r.destroy_old(), actor, progress.Function());
+      COFFER_RETURN_IF_ERROR(progress.status());  // the peer is gone
       if (!result.ok()) return reply(result);
       return reply(describe_into(*handle, response.mutable_key_rewrap()->mutable_dataset()));
     }
@@ -1402,7 +1406,10 @@ absl::Status Services::ConnectionSession::HandleAdmin(const pb::Request& request
             sink, request,
             MakeError(ErrorCode::kMalformedRequest, "this operation is not served by this daemon"));
       }
-      return reply(extra->second(request, actor, &response));
+      ProgressStream progress(request, sink);
+      absl::Status result = extra->second(request, actor, progress.Function(), &response);
+      COFFER_RETURN_IF_ERROR(progress.status());  // the peer is gone
+      return reply(result);
     }
   }
 }

@@ -67,6 +67,7 @@
 #include "storage/attachment_store.h"
 #include "storage/clock.h"
 #include "storage/data_db.h"
+#include "storage/progress.h"
 #include "storage/record_store.h"
 #include "storage/recycle_bin.h"
 
@@ -74,9 +75,10 @@ namespace coffer::daemon {
 
 // An admin operation served outside Services (backups). Runs after access control; fills
 // `response`'s result or returns an error, which Services turns into an Error response.
-using AdminOperationHandler = std::function<absl::Status(const coffer::v1::Request& request,
-                                                         const kms::audit::AuditActor& actor,
-                                                         coffer::v1::Response* response)>;
+// `progress` (empty unless the request asked for progress frames) is passed to long operations.
+using AdminOperationHandler = std::function<absl::Status(
+    const coffer::v1::Request& request, const kms::audit::AuditActor& actor,
+    const storage::ProgressFn& progress, coffer::v1::Response* response)>;
 
 struct ServicesDeps {
   kms::KeyManager* keys = nullptr;

@@ -119,7 +119,8 @@ bool AdminClient::LooksClosed() const {
   return ::poll(&pfd, 1, 0) != 0;
 }
 
-absl::StatusOr<Response> AdminClient::Call(Request request, coffer::v1::ApprovalInfo* approval) {
+absl::StatusOr<Response> AdminClient::Call(Request request, coffer::v1::ApprovalInfo* approval,
+                                           const ProgressCallback& on_progress) {
   // The daemon closes idle connections (and after some errors): dial again before sending.
   if (LooksClosed()) COFFER_RETURN_IF_ERROR(Dial());
   const uint64_t id = next_request_id_++;
@@ -145,22 +146,34 @@ absl::StatusOr<Response> AdminClient::Call(Request request, coffer::v1::Approval
   absl::Status sent = api::WriteFrame(fd_, request, DeadlineAfter(options_.request_timeout));
   if (!sent.ok()) return broke(sent);
   Response response;
-  bool end_of_stream = false;
-  absl::Status read =
-      reader_->Read(&response, DeadlineAfter(options_.request_timeout), &end_of_stream);
-  if (!read.ok()) return broke(read);
-  if (end_of_stream) {
-    Close();
-    return MakeError(ErrorCode::kDaemonUnavailable,
-                     "cofferd at " + path_ +
-                         " closed the connection before answering (it may have stopped; check "
-                         "its log)");
-  }
-  if (response.request_id() != id) {
-    Close();
-    return MakeError(ErrorCode::kUnexpectedFrame,
-                     "response for request " + std::to_string(response.request_id()) +
-                         " while waiting for request " + std::to_string(id));
+  while (true) {
+    // Each frame restarts the deadline: a long operation that reports progress is alive.
+    bool end_of_stream = false;
+    absl::Status read =
+        reader_->Read(&response, DeadlineAfter(options_.request_timeout), &end_of_stream);
+    if (!read.ok()) return broke(read);
+    if (end_of_stream) {
+      Close();
+      return MakeError(ErrorCode::kDaemonUnavailable,
+                       "cofferd at " + path_ +
+                           " closed the connection before answering (it may have stopped; check "
+                           "its log)");
+    }
+    if (response.request_id() != id) {
+      Close();
+      return MakeError(ErrorCode::kUnexpectedFrame,
+                       "response for request " + std::to_string(response.request_id()) +
+                           " while waiting for request " + std::to_string(id));
+    }
+    const bool progress_frame = response.has_progress() && !response.has_error() &&
+                                response.result_case() == Response::RESULT_NOT_SET;
+    if (!progress_frame) break;
+    if (!request.progress()) {
+      Close();
+      return MakeError(ErrorCode::kUnexpectedFrame,
+                       "cofferd sent a progress frame that was not asked for");
+    }
+    if (on_progress) on_progress(response.progress());
   }
   if (response.has_error()) {
     if (approval != nullptr && response.has_approval()) *approval = response.approval();

@@ -56,11 +56,16 @@ class AdminClient {
   AdminClient& operator=(const AdminClient&) = delete;
   ~AdminClient();
 
+  using ProgressCallback = std::function<void(const coffer::v1::OperationProgress&)>;
+
   // Sends `request` (its request_id is overwritten) and returns the daemon's response when it
   // carries no error and a result; otherwise the mapped error.
   // `approval`, when not null, receives Response.approval of an APPROVAL_PENDING answer.
+  // With Request.progress set, the daemon's progress frames before the response go to
+  // `on_progress` (each frame restarts the request timeout).
   absl::StatusOr<coffer::v1::Response> Call(coffer::v1::Request request,
-                                            coffer::v1::ApprovalInfo* approval = nullptr);
+                                            coffer::v1::ApprovalInfo* approval = nullptr,
+                                            const ProgressCallback& on_progress = {});
 
   // Polls job `id` every `interval` until it is DONE or FAILED, calling `on_progress` with each
   // status read (the last one included). Returns the final status; a FAILED job is returned as

@@ -162,6 +162,43 @@ std::string ProgressBar(const pb::JobStatus& job) {
                       ProgressLine(job));
 }
 
+// Units of an OperationProgress phase (service.proto): bytes unless named here.
+std::string PhaseUnit(const std::string& phase) {
+  if (phase == "replay") return "items";
+  if (phase == "rotate") return "datasets";
+  if (phase == "rewrap") return "versions";
+  return "";
+}
+
+std::string PhaseAmount(const std::string& unit, uint64_t n) {
+  return unit.empty() ? FormatBytes(n) : std::to_string(n);
+}
+
+std::string OperationProgressLine(const std::string& what, const pb::OperationProgress& p) {
+  const std::string unit = PhaseUnit(p.phase());
+  std::string line = absl::StrCat(what, ": ", p.phase(), " ", PhaseAmount(unit, p.done()));
+  if (p.total() > 0) {
+    absl::StrAppend(&line, "/", PhaseAmount(unit, p.total()), " (",
+                    std::min<uint64_t>(p.done(), p.total()) * 100 / p.total(), "%)");
+  }
+  if (!unit.empty()) absl::StrAppend(&line, " ", unit);
+  if (unit.empty()) {
+    absl::StrAppend(&line, ", ",
+                    FormatBytes(static_cast<uint64_t>(std::max(0.0, p.rate_per_second()))), "/s");
+  } else {
+    absl::StrAppend(&line, absl::StrFormat(", %.1f %s/s", p.rate_per_second(), unit));
+  }
+  if (p.eta_seconds() > 0) absl::StrAppend(&line, ", ETA ", FormatDuration(p.eta_seconds()));
+  return line;
+}
+
+std::string OperationProgressBar(const std::string& what, const pb::OperationProgress& p) {
+  constexpr uint64_t kWidth = 30;
+  const uint64_t filled = p.total() > 0 ? std::min(p.done(), p.total()) * kWidth / p.total() : 0;
+  return absl::StrCat("[", std::string(filled, '#'), std::string(kWidth - filled, '.'), "] ",
+                      OperationProgressLine(what, p));
+}
+
 absl::Status JobError(const pb::JobStatus& job) {
   std::string what = "job " + std::to_string(job.id()) + " (" + JobKindName(job.kind()) +
                      ") failed: " + job.error().message();
@@ -271,7 +308,8 @@ absl::StatusOr<pb::Response> CommandContext::Call(pb::Request request) {
     pb::Request attempt = request;
     if (sent_code) attempt.set_totp_code(totp_code_);
     pb::ApprovalInfo approval;
-    absl::StatusOr<pb::Response> response = client_->Call(std::move(attempt), &approval);
+    absl::StatusOr<pb::Response> response =
+        client_->Call(std::move(attempt), &approval, on_progress_);
     const ErrorCode code = response.ok() ? ErrorCode::kOk : ErrorCodeOf(response.status());
     // The daemon took (or judged) the code: it is single-use, never send it again.
     if (sent_code) totp_code_.clear();
@@ -297,6 +335,32 @@ absl::StatusOr<pb::Response> CommandContext::Call(pb::Request request) {
     }
     totp_code_ = std::move(typed);
   }
+}
+
+absl::StatusOr<pb::Response> CommandContext::CallWithProgress(pb::Request request,
+                                                              const std::string& what) {
+  request.set_progress(true);
+  bool bar_open = false;
+  std::string phase;
+  int64_t last_line = 0;
+  on_progress_ = [&](const pb::OperationProgress& p) {
+    const bool phase_done = p.total() > 0 && p.done() >= p.total();
+    if (progress_is_terminal_) {
+      progress_ << "\r\033[K" << OperationProgressBar(what, p) << std::flush;
+      bar_open = true;
+      return;
+    }
+    const int64_t now = NowMicros();
+    if (p.phase() != phase || phase_done || now - last_line >= kPlainLineEveryMicros) {
+      progress_ << OperationProgressLine(what, p) << '\n' << std::flush;
+      last_line = now;
+    }
+    phase = p.phase();
+  };
+  absl::StatusOr<pb::Response> response = Call(std::move(request));
+  on_progress_ = nullptr;
+  if (bar_open) progress_ << '\n' << std::flush;
+  return response;
 }
 
 absl::StatusOr<pb::JobStatus> CommandContext::WaitForJob(uint64_t id) {
@@ -464,7 +528,8 @@ absl::Status KeyRewrap(CommandContext& ctx, const std::string& dataset, const st
   r->set_dataset(dataset);
   r->set_module(module);
   r->set_destroy_old(destroy_old);
-  COFFER_ASSIGN_OR_RETURN(pb::Response response, ctx.Call(std::move(request)));
+  COFFER_ASSIGN_OR_RETURN(pb::Response response,
+                          ctx.CallWithProgress(std::move(request), "key rewrap " + dataset));
   if (ctx.json()) {
     PrintJson(ctx, ProtoToJson(response.key_rewrap()));
     return absl::OkStatus();
@@ -572,7 +637,8 @@ absl::Status JobWait(CommandContext& ctx, uint64_t id) {
 absl::Status BackupCreate(CommandContext& ctx) {
   pb::Request request;
   request.mutable_backup_create();
-  COFFER_ASSIGN_OR_RETURN(pb::Response response, ctx.Call(std::move(request)));
+  COFFER_ASSIGN_OR_RETURN(pb::Response response,
+                          ctx.CallWithProgress(std::move(request), "backup create"));
   const pb::BackupInfo& b = response.backup_create();
   if (ctx.json()) {
     PrintJson(ctx, ProtoToJson(b));
@@ -609,7 +675,8 @@ absl::Status BackupList(CommandContext& ctx) {
 absl::Status BackupVerify(CommandContext& ctx, uint32_t id) {
   pb::Request request;
   request.mutable_backup_verify()->set_id(id);
-  COFFER_RETURN_IF_ERROR(ctx.Call(std::move(request)).status());
+  COFFER_RETURN_IF_ERROR(
+      ctx.CallWithProgress(std::move(request), "backup verify " + std::to_string(id)).status());
   if (ctx.json()) {
     PrintJson(ctx, {{"id", id}, {"verified", true}});
   } else {
@@ -622,7 +689,8 @@ absl::Status BackupRestore(CommandContext& ctx, uint32_t id, const std::string& 
   pb::Request request;
   request.mutable_backup_restore()->set_id(id);
   request.mutable_backup_restore()->set_target_directory(target_directory);
-  COFFER_RETURN_IF_ERROR(ctx.Call(std::move(request)).status());
+  COFFER_RETURN_IF_ERROR(
+      ctx.CallWithProgress(std::move(request), "backup restore " + std::to_string(id)).status());
   if (ctx.json()) {
     PrintJson(ctx, {{"id", id}, {"target_directory", target_directory}, {"restored", true}});
   } else {

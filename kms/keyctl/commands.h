@@ -37,6 +37,11 @@ class CommandContext {
   // a one-line error telling to pass --totp. APPROVAL_PENDING prints the filed request (text or
   // {"pending": ...}) before returning the error (the caller exits 5 without printing it again).
   absl::StatusOr<coffer::v1::Response> Call(coffer::v1::Request request);
+  // Call for a long operation (key_rewrap, backup_create/verify/restore): asks the daemon for
+  // progress frames and shows them as `what`'s progress (a bar with rate and ETA on a terminal,
+  // else a line per phase and every few seconds).
+  absl::StatusOr<coffer::v1::Response> CallWithProgress(coffer::v1::Request request,
+                                                        const std::string& what);
   void set_totp_code(std::string code) { totp_code_ = std::move(code); }
   // Polls job `id` to its end, showing progress; FAILED jobs become their error.
   absl::StatusOr<coffer::v1::JobStatus> WaitForJob(uint64_t id);
@@ -51,7 +56,8 @@ class CommandContext {
   std::ostream& progress_;
   bool progress_is_terminal_;
   std::unique_ptr<AdminClient> client_;
-  std::string totp_code_;  // never printed; cleared once the daemon took it
+  AdminClient::ProgressCallback on_progress_;  // set during CallWithProgress
+  std::string totp_code_;                      // never printed; cleared once the daemon took it
 };
 
 // True for the error that Call already printed (a request filed for approval).

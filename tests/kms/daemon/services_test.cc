@@ -671,15 +671,16 @@ TEST_F(DaemonServicesTest, ExtraAdminOperationsRunAfterAccessControlWithTheAdmin
   ServicesDeps deps = Deps();
   uint32_t seen_uid = 0;
   deps.extra_admin_ops[pb::Request::kBackupList] =
-      [&](const pb::Request&, const audit::AuditActor& actor, pb::Response* response) {
+      [&](const pb::Request&, const audit::AuditActor& actor, const storage::ProgressFn&,
+          pb::Response* response) {
         seen_uid = actor.uid;
         response->mutable_backup_list()->add_backups()->set_id(7);
         return absl::OkStatus();
       };
-  deps.extra_admin_ops[pb::Request::kBackupVerify] = [](const pb::Request&,
-                                                        const audit::AuditActor&, pb::Response*) {
-    return MakeError(ErrorCode::kBackupCorrupt, "/secret/path/backup-7 checksum");
-  };
+  deps.extra_admin_ops[pb::Request::kBackupVerify] =
+      [](const pb::Request&, const audit::AuditActor&, const storage::ProgressFn&, pb::Response*) {
+        return MakeError(ErrorCode::kBackupCorrupt, "/secret/path/backup-7 checksum");
+      };
   auto services = Services::Create(std::move(deps));
   ASSERT_TRUE(services.ok()) << services.status();
   std::unique_ptr<Session> admin = (*services)->Open(Peer(kAdmin, SocketKind::kAdmin));
@@ -701,6 +702,78 @@ TEST_F(DaemonServicesTest, ExtraAdminOperationsRunAfterAccessControlWithTheAdmin
   std::unique_ptr<Session> stranger = (*services)->Open(Peer(kStranger, SocketKind::kAdmin));
   EXPECT_EQ(Code(Call(stranger.get(), list)), C(ErrorCode::kNotGranted));
   EXPECT_EQ(seen_uid, 0u);
+}
+
+TEST_F(DaemonServicesTest, LongAdminOperationsStreamProgressFramesOnlyWhenAsked) {
+  ServicesDeps deps = Deps();
+  deps.extra_admin_ops[pb::Request::kBackupVerify] =
+      [](const pb::Request&, const audit::AuditActor&, const storage::ProgressFn& progress,
+         pb::Response* response) {
+        if (progress) {
+          // Within a phase, only the first report and the one that completes it are sure to be
+          // sent (the rest are throttled).
+          for (uint64_t done = 0; done <= 4; ++done) progress({"data", done, 4});
+          progress({"keys", 0, 0});
+          progress({"keys", 10, 10});
+        }
+        response->mutable_backup_verify();
+        return absl::OkStatus();
+      };
+  auto services = Services::Create(std::move(deps));
+  ASSERT_TRUE(services.ok()) << services.status();
+  std::unique_ptr<Session> admin = (*services)->Open(Peer(kAdmin, SocketKind::kAdmin));
+
+  pb::Request verify;
+  verify.mutable_backup_verify()->set_id(1);
+  std::vector<pb::Response> quiet = CallAll(admin.get(), verify);
+  ASSERT_EQ(quiet.size(), 1u);
+  EXPECT_TRUE(quiet[0].has_backup_verify());
+  EXPECT_FALSE(quiet[0].has_progress());
+
+  verify.set_progress(true);
+  std::vector<pb::Response> frames = CallAll(admin.get(), verify);
+  ASSERT_GE(frames.size(), 5u);
+  EXPECT_TRUE(frames.back().has_backup_verify());
+  EXPECT_FALSE(frames.back().has_error());
+  std::vector<std::string> phases;
+  for (size_t i = 0; i + 1 < frames.size(); ++i) {
+    const pb::Response& frame = frames[i];
+    ASSERT_TRUE(frame.has_progress()) << i;
+    EXPECT_FALSE(frame.has_error());
+    EXPECT_EQ(frame.result_case(), pb::Response::RESULT_NOT_SET);
+    if (phases.empty() || phases.back() != frame.progress().phase()) {
+      phases.push_back(frame.progress().phase());
+    }
+  }
+  EXPECT_EQ(phases, (std::vector<std::string>{"data", "keys"}));
+  const pb::OperationProgress& first = frames.front().progress();
+  EXPECT_EQ(first.done(), 0u);
+  EXPECT_EQ(first.total(), 4u);
+  const pb::OperationProgress& data_end = frames[frames.size() - 4].progress();
+  EXPECT_EQ(data_end.phase(), "data");
+  EXPECT_EQ(data_end.done(), 4u);
+  EXPECT_EQ(data_end.eta_seconds(), 0);
+  const pb::OperationProgress& keys_start = frames[frames.size() - 3].progress();
+  EXPECT_EQ(keys_start.total(), 0u);
+  EXPECT_EQ(keys_start.eta_seconds(), -1);  // total unknown
+  EXPECT_EQ(frames[frames.size() - 2].progress().done(), 10u);
+}
+
+TEST_F(DaemonServicesTest, KeyRewrapStreamsProgressPerVersion) {
+  CreateDataset("crm/contacts");
+  pb::Request rotate;
+  rotate.mutable_key_rotate()->set_dataset("crm/contacts");
+  ASSERT_FALSE(Call(admin_.get(), rotate).has_error());
+  pb::Request rewrap;
+  rewrap.mutable_key_rewrap()->set_dataset("crm/contacts");
+  rewrap.set_progress(true);
+  std::vector<pb::Response> frames = CallAll(admin_.get(), rewrap);
+  ASSERT_GE(frames.size(), 2u);
+  ASSERT_TRUE(frames.back().has_key_rewrap()) << frames.back().error().message();
+  const pb::OperationProgress& last = frames[frames.size() - 2].progress();
+  EXPECT_EQ(last.phase(), "rewrap");
+  EXPECT_GT(last.total(), 0u);
+  EXPECT_EQ(last.done(), last.total());
 }
 
 TEST_F(DaemonServicesTest, TransportRefusalsAreAudited) {

@@ -336,8 +336,18 @@ TEST_F(KeyctlTest, BackupCreateThenList) {
   Result human = Run("backup list");
   ASSERT_EQ(human.exit_code, 0) << human.err;
   EXPECT_NE(human.out.find("AUDIT SEQ"), std::string::npos) << human.out;
+  // Not a terminal: progress is plain lines on stderr — a line per phase at least, each phase
+  // in order, no carriage returns — and --json output on stdout is untouched by it.
+  for (const char* phase : {"data ", "keys ", "audit "}) {
+    EXPECT_NE(created.err.find(std::string("backup create: ") + phase), std::string::npos)
+        << created.err;
+  }
+  EXPECT_LT(created.err.find("backup create: data "), created.err.find("backup create: audit "));
+  EXPECT_EQ(created.err.find('\r'), std::string::npos) << created.err;
   Result verify = Run("backup verify " + std::to_string(id));
   EXPECT_EQ(verify.exit_code, 0) << verify.err;
+  EXPECT_NE(verify.err.find("backup verify " + std::to_string(id) + ": keys "), std::string::npos)
+      << verify.err;
   Result missing = Run("backup verify 999999");
   EXPECT_EQ(missing.exit_code, 4) << missing.err;
 }
@@ -383,6 +393,10 @@ TEST_F(KeyctlTest, RewrapAndEmergencyRotation) {
   for (const json& v : info.at("versions")) {
     EXPECT_EQ(v.at("wrapping_version"), 2) << rewrapped.out;  // a new DWK version
   }
+  // Progress counts DEK versions; the last line says all of them (4 purposes, one version each).
+  EXPECT_NE(rewrapped.err.find("key rewrap crm/rewrap: rewrap 4/4 (100%) versions"),
+            std::string::npos)
+      << rewrapped.err;
   Result human = Run("key rewrap crm/rewrap");
   ASSERT_EQ(human.exit_code, 0) << human.err;
   EXPECT_NE(human.out.find("re-wrapped every key of crm/rewrap"), std::string::npos) << human.out;
@@ -415,6 +429,10 @@ TEST_F(KeyctlTest, BackupRestorePruneAndJobStatus) {
   ASSERT_EQ(restored.exit_code, 0) << restored.err;
   EXPECT_EQ(restored.Json().at("restored"), true);
   EXPECT_TRUE(fs::exists(target));
+  const std::string label = "backup restore " + std::to_string(id) + ": ";
+  for (const char* phase : {"verify ", "data ", "keys ", "audit ", "replay ", "rotate "}) {
+    EXPECT_NE(restored.err.find(label + phase), std::string::npos) << restored.err;
+  }
   Result again = Run("backup restore " + std::to_string(id) + " " + target);
   EXPECT_EQ(again.exit_code, 1) << again.err;
   EXPECT_EQ(Lines(again.err), 1u) << again.err;
@@ -447,6 +465,23 @@ TEST_F(KeyctlTest, ProgressIsABarOnATerminal) {
   const std::string text = ReadWholeFile(out);
   EXPECT_NE(text.find("\r\033[K[##############################] job "), std::string::npos) << text;
   EXPECT_NE(text.find("DONE"), std::string::npos) << text;
+}
+
+// The same for an operation that reports progress frames rather than a job: a backup.
+TEST_F(KeyctlTest, BackupProgressIsABarOnATerminal) {
+  if (RunShell("command -v script >/dev/null") != 0) GTEST_SKIP() << "script(1) is not installed";
+  const std::string out = daemon_->dir() + "/terminal-backup.out";
+  const std::string command =
+      std::string(KEYCTL_BINARY) + " --socket " + daemon_->admin_socket() + " backup create";
+  int status = RunShell("env -u COFFER_ADMIN_SOCKET script -qec '" + command + "' /dev/null >" +
+                        out + " 2>&1 </dev/null");
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 0);
+  const std::string text = ReadWholeFile(out);
+  EXPECT_NE(text.find("\r\033[K[##############################] backup create: audit "),
+            std::string::npos)
+      << text;
+  EXPECT_NE(text.find("created backup"), std::string::npos) << text;
 }
 
 TEST_F(KeyctlTest, Status) {
