@@ -103,6 +103,9 @@ enum class ErrorCode : int {
   kBackupNotFound = 410,         // no data-DB backup with this id
   kBackupCorrupt = 411,          // a data-DB backup failed verification (size or checksum)
   kRestoreTargetNotEmpty = 412,  // a restore refuses a target directory that is not empty
+  kIdentifierInvalid = 413,      // an identifier to pseudonymize is empty or longer than 1 KiB
+  kPseudonymTokenMalformed = 414,  // not a coffer pseudonym token (unknown format)
+  kPseudonymTokenMismatch = 415,   // the token does not open under this dataset's pseudonym key
 
   // Daemon and protocol (500-599).
   kFrameTooLarge = 500,      // a frame's declared size exceeds the maximum; connection closed

@@ -1,9 +1,10 @@
 // DataKey: one version of one (dataset, purpose) data encryption key, keyed and ready to use.
 //
 // A DataKey owns its 32 key bytes (SecretBytes, in the secure heap) and the OpenSSL contexts
-// keyed with them (RecordAead for sealing record values, HmacSha256 for the lookup purpose), so
-// the hot path never re-keys. It is immutable and shared between threads through
-// std::shared_ptr<const DataKey>; its key material is wiped when the last holder releases it.
+// keyed with them (RecordAead for sealing record values, HmacSha256 for the lookup purpose,
+// AES-256-SIV for the pseudonym purpose), so the hot path never re-keys. It is immutable and shared
+// between threads through std::shared_ptr<const DataKey>; its key material is wiped when the last
+// holder releases it.
 //
 // Purposes (design brief, "Key hierarchy"): records and attachments rotate on the clock; lookup
 // (HMAC of record ids into data-DB keys) changes only by a full re-index; pseudonym changes only
@@ -20,6 +21,7 @@
 #include <string_view>
 
 #include "absl/status/statusor.h"
+#include "crypto/aes_siv.h"
 #include "crypto/hmac.h"
 #include "crypto/record_aead.h"
 #include "crypto/secret_bytes.h"
@@ -33,6 +35,10 @@ enum class KeyPurpose : uint8_t {
   kPseudonym = 4,
 };
 
+// HKDF-SHA256 info (no salt) deriving the 64-byte AES-256-SIV key of a pseudonym DEK
+// (docs/formats.md#pseudonym-v1). Never change it: tokens made under it would stop opening.
+inline constexpr std::string_view kPseudonymSivKeyInfo = "coffer pseudonym aes-256-siv v1";
+
 // "records", "attachments", "lookup", "pseudonym"; "unknown" for any other value.
 std::string_view KeyPurposeName(KeyPurpose purpose);
 
@@ -42,6 +48,8 @@ std::optional<KeyPurpose> ParseKeyPurpose(std::string_view name);
 class DataKey {
  public:
   // Keys the contexts `purpose` needs from `key` (exactly 32 bytes), which DataKey takes over.
+  // A pseudonym key first derives its AES-256-SIV key (kPseudonymSivKeyInfo) and wipes it once
+  // the SIV contexts are keyed.
   static absl::StatusOr<std::shared_ptr<const DataKey>> Create(KeyPurpose purpose, uint32_t version,
                                                                crypto::SecretBytes key);
 
@@ -58,8 +66,12 @@ class DataKey {
   // HMAC keyed with this key (lookup purpose only). FAILED_PRECONDITION for other purposes.
   absl::StatusOr<const crypto::HmacSha256*> hmac() const;
 
-  // The raw key, for derivations that need it: per-attachment stream subkeys (attachments)
-  // and AES-SIV (pseudonym). Never copy it out of the secure heap.
+  // AES-256-SIV keyed with the key derived from this one (pseudonym purpose only).
+  // FAILED_PRECONDITION for other purposes.
+  absl::StatusOr<const crypto::AesSiv*> aes_siv() const;
+
+  // The raw key, for derivations that need it: per-attachment stream subkeys (attachments).
+  // Never copy it out of the secure heap.
   const crypto::SecretBytes& key() const { return key_; }
 
   // Approximate bytes this key holds (for the key cache's byte bound).
@@ -67,13 +79,15 @@ class DataKey {
 
  private:
   DataKey(KeyPurpose purpose, uint32_t version, crypto::SecretBytes key,
-          std::optional<crypto::RecordAead> aead, std::optional<crypto::HmacSha256> hmac);
+          std::optional<crypto::RecordAead> aead, std::optional<crypto::HmacSha256> hmac,
+          std::unique_ptr<const crypto::AesSiv> siv);
 
   KeyPurpose purpose_;
   uint32_t version_;
   crypto::SecretBytes key_;
   std::optional<crypto::RecordAead> aead_;
   std::optional<crypto::HmacSha256> hmac_;
+  std::unique_ptr<const crypto::AesSiv> siv_;
 };
 
 }  // namespace coffer::storage

@@ -46,6 +46,19 @@ TEST(StatusTest, EveryCodeHasADistinctName) {
   EXPECT_GE(names.size(), 30u);
 }
 
+TEST(StatusTest, PseudonymCodesKeepTheirNumbersAndNames) {
+  EXPECT_EQ(static_cast<int>(ErrorCode::kIdentifierInvalid), 413);
+  EXPECT_EQ(static_cast<int>(ErrorCode::kPseudonymTokenMalformed), 414);
+  EXPECT_EQ(static_cast<int>(ErrorCode::kPseudonymTokenMismatch), 415);
+  EXPECT_EQ(ErrorCodeName(ErrorCode::kIdentifierInvalid), "IDENTIFIER_INVALID");
+  EXPECT_EQ(ErrorCodeName(ErrorCode::kPseudonymTokenMalformed), "PSEUDONYM_TOKEN_MALFORMED");
+  EXPECT_EQ(ErrorCodeName(ErrorCode::kPseudonymTokenMismatch), "PSEUDONYM_TOKEN_MISMATCH");
+  for (ErrorCode code : {ErrorCode::kIdentifierInvalid, ErrorCode::kPseudonymTokenMalformed,
+                         ErrorCode::kPseudonymTokenMismatch}) {
+    EXPECT_EQ(CanonicalCode(code), absl::StatusCode::kInvalidArgument) << ErrorCodeName(code);
+  }
+}
+
 absl::StatusOr<int> Half(int x) {
   if (x % 2 != 0) return MakeError(ErrorCode::kInvalidArgument, "odd");
   return x / 2;

@@ -1,5 +1,6 @@
 #include "storage/data_key.h"
 
+#include "crypto/hkdf.h"
 #include "crypto/random.h"
 #include "crypto/status.h"
 #include "gtest/gtest.h"
@@ -33,6 +34,31 @@ TEST(DataKeyTest, LookupKeysHmacOnly) {
   EXPECT_EQ(ErrorCodeOf((*key)->record_aead().status()), ErrorCode::kFailedPrecondition);
 }
 
+TEST(DataKeyTest, PseudonymKeysSealWithTheDerivedSivKeyOnly) {
+  crypto::SecretBytes dek = FreshKey();
+  auto derived = crypto::HkdfSha256(dek, "", kPseudonymSivKeyInfo, crypto::kAesSiv256KeySize);
+  ASSERT_TRUE(derived.ok());
+  auto expected = crypto::AesSiv::Create(*derived);
+  ASSERT_TRUE(expected.ok());
+  auto key = DataKey::Create(KeyPurpose::kPseudonym, 2, std::move(dek));
+  ASSERT_TRUE(key.ok()) << key.status();
+  auto siv = (*key)->aes_siv();
+  ASSERT_TRUE(siv.ok()) << siv.status();
+  auto sealed = (*siv)->Seal("jane@example.com", {"ad"});
+  ASSERT_TRUE(sealed.ok());
+  EXPECT_EQ(*sealed, *(*expected)->Seal("jane@example.com", {"ad"}));
+  EXPECT_EQ(*(*siv)->Open(*sealed, {"ad"}), "jane@example.com");
+  EXPECT_EQ(ErrorCodeOf((*key)->record_aead().status()), ErrorCode::kFailedPrecondition);
+  EXPECT_EQ(ErrorCodeOf((*key)->hmac().status()), ErrorCode::kFailedPrecondition);
+  EXPECT_GT((*key)->MemoryBytes(),
+            (*DataKey::Create(KeyPurpose::kLookup, 1, FreshKey()))->MemoryBytes());
+  for (auto purpose : {KeyPurpose::kRecords, KeyPurpose::kAttachments, KeyPurpose::kLookup}) {
+    auto other = DataKey::Create(purpose, 1, FreshKey());
+    ASSERT_TRUE(other.ok());
+    EXPECT_EQ(ErrorCodeOf((*other)->aes_siv().status()), ErrorCode::kFailedPrecondition);
+  }
+}
+
 TEST(DataKeyTest, RejectsBadKeysAndPurposes) {
   EXPECT_EQ(
       ErrorCodeOf(DataKey::Create(KeyPurpose::kRecords, 1, *crypto::RandomSecret(16)).status()),
@@ -50,16 +76,19 @@ TEST(DataKeyTest, PurposeNamesRoundTrip) {
 }
 
 TEST(DataKeyTest, KeyMaterialLeavesTheSecureHeapWithTheLastHolder) {
-  size_t before = crypto::SecureHeapUsedBytes();
-  {
-    auto key = DataKey::Create(KeyPurpose::kAttachments, 1, FreshKey());
-    ASSERT_TRUE(key.ok());
-    std::shared_ptr<const DataKey> second = *key;
-    key->reset();
-    EXPECT_GT(crypto::SecureHeapUsedBytes(), before);
-    EXPECT_EQ(second->key().size(), 32u);
+  for (auto purpose : {KeyPurpose::kAttachments, KeyPurpose::kPseudonym}) {
+    size_t before = crypto::SecureHeapUsedBytes();
+    {
+      auto key = DataKey::Create(purpose, 1, FreshKey());
+      ASSERT_TRUE(key.ok());
+      std::shared_ptr<const DataKey> second = *key;
+      key->reset();
+      EXPECT_GT(crypto::SecureHeapUsedBytes(), before);
+      EXPECT_EQ(second->key().size(), 32u);
+    }
+    // Pseudonym: the derived SIV key was wiped and freed when the contexts were keyed.
+    EXPECT_EQ(crypto::SecureHeapUsedBytes(), before) << KeyPurposeName(purpose);
   }
-  EXPECT_EQ(crypto::SecureHeapUsedBytes(), before);
 }
 
 }  // namespace
