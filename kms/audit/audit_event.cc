@@ -31,7 +31,8 @@ bool IsKeyOperationKind(v1::EventKind kind) {
 }
 
 bool IsAccessKind(v1::EventKind kind) {
-  return kind == v1::ACCESS_READ || kind == v1::ACCESS_WRITE || kind == v1::ACCESS_DELETE;
+  return kind == v1::ACCESS_READ || kind == v1::ACCESS_WRITE || kind == v1::ACCESS_DELETE ||
+         kind == v1::ACCESS_PSEUDONYMIZE || kind == v1::ACCESS_REIDENTIFY;
 }
 
 absl::Status ValidateAuditEvent(const AuditEvent& event) {

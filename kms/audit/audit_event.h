@@ -103,7 +103,7 @@ struct AuditEvent {
 // True for DATASET_CREATE .. REQUEST_REFUSED and CLOCK_WENT_BACKWARDS .. ADMIN_REQUEST.
 bool IsKeyOperationKind(v1::EventKind kind);
 
-// True for ACCESS_READ, ACCESS_WRITE, ACCESS_DELETE.
+// True for ACCESS_READ, ACCESS_WRITE, ACCESS_DELETE, ACCESS_PSEUDONYMIZE, ACCESS_REIDENTIFY.
 bool IsAccessKind(v1::EventKind kind);
 
 // OK when a caller may append `event`: a key-operation or access kind, enums in range, an admin

@@ -557,6 +557,50 @@ absl::StatusOr<std::string> Client::GetRecord(std::string_view dataset, std::str
   return std::move(*response.mutable_record_get()->mutable_value());
 }
 
+absl::StatusOr<PseudonymBatch> Client::Pseudonymize(std::string_view dataset,
+                                                    const std::vector<std::string>& identifiers) {
+  Request request;
+  auto* op = request.mutable_pseudonymize();
+  op->set_dataset(dataset.data(), dataset.size());
+  for (const std::string& identifier : identifiers) op->add_identifiers(identifier);
+  COFFER_ASSIGN_OR_RETURN(Response response, Call(request, true, Response::kPseudonymize));
+  auto* out = response.mutable_pseudonymize();
+  PseudonymBatch batch;
+  batch.key_version = out->key_version();
+  batch.tokens.assign(std::make_move_iterator(out->mutable_tokens()->begin()),
+                      std::make_move_iterator(out->mutable_tokens()->end()));
+  return batch;
+}
+
+absl::StatusOr<std::vector<std::string>> Client::Reidentify(std::string_view dataset,
+                                                            const std::vector<std::string>& tokens,
+                                                            coffer::v1::Mask mask) {
+  Request request;
+  auto* op = request.mutable_pseudonym_reidentify();
+  op->set_dataset(dataset.data(), dataset.size());
+  for (const std::string& token : tokens) op->add_tokens(token);
+  op->set_mask(mask);
+  COFFER_ASSIGN_OR_RETURN(Response response, Call(request, true, Response::kPseudonymReidentify));
+  auto* out = response.mutable_pseudonym_reidentify()->mutable_identifiers();
+  return std::vector<std::string>(std::make_move_iterator(out->begin()),
+                                  std::make_move_iterator(out->end()));
+}
+
+absl::StatusOr<PseudonymBatch> Client::TranslatePseudonyms(std::string_view dataset,
+                                                           const std::vector<std::string>& tokens) {
+  Request request;
+  auto* op = request.mutable_pseudonym_translate();
+  op->set_dataset(dataset.data(), dataset.size());
+  for (const std::string& token : tokens) op->add_tokens(token);
+  COFFER_ASSIGN_OR_RETURN(Response response, Call(request, true, Response::kPseudonymTranslate));
+  auto* out = response.mutable_pseudonym_translate();
+  PseudonymBatch batch;
+  batch.key_version = out->key_version();
+  batch.tokens.assign(std::make_move_iterator(out->mutable_tokens()->begin()),
+                      std::make_move_iterator(out->mutable_tokens()->end()));
+  return batch;
+}
+
 absl::StatusOr<bool> Client::RecordExists(std::string_view dataset, std::string_view id) {
   Request request;
   auto* op = request.mutable_record_exists();

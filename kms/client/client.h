@@ -160,6 +160,13 @@ class AttachmentReader {
   absl::Status failure_;
 };
 
+// Tokens of a pseudonymize or translate call, in request order, and the key version they are
+// under.
+struct PseudonymBatch {
+  std::vector<std::string> tokens;
+  uint32_t key_version = 0;
+};
+
 class Client {
  public:
   // Dials `socket_path` once (so a daemon that is not there is reported here, as
@@ -196,6 +203,19 @@ class Client {
                                                     std::string_view name);
   absl::Status DeleteAttachment(std::string_view dataset, std::string_view name);
   absl::Status RestoreAttachment(std::string_view dataset, std::string_view name);
+
+  // Pseudonymization (data.proto): tokens for identifiers, in order (deterministic within a
+  // dataset and pseudonym key version; 1..1,000 items of 1 byte to 1 KiB). Needs PSEUDONYMIZE.
+  absl::StatusOr<PseudonymBatch> Pseudonymize(std::string_view dataset,
+                                              const std::vector<std::string>& identifiers);
+  // The identifiers behind `tokens` (masked for display with `mask`). Needs REIDENTIFY; every
+  // call is in the audit log.
+  absl::StatusOr<std::vector<std::string>> Reidentify(
+      std::string_view dataset, const std::vector<std::string>& tokens,
+      coffer::v1::Mask mask = coffer::v1::MASK_NONE);
+  // Re-keying: the same identifiers' tokens under the current pseudonym key version.
+  absl::StatusOr<PseudonymBatch> TranslatePseudonyms(std::string_view dataset,
+                                                     const std::vector<std::string>& tokens);
 
   // Metadata the data socket serves to principals with a grant or the metadata role.
   absl::StatusOr<std::vector<coffer::v1::DatasetInfo>> ListDatasets();

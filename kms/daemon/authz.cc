@@ -51,6 +51,10 @@ uint32_t RightBit(cfg::Grant::Right right) {
       return kRightDelete;
     case cfg::Grant::METADATA:
       return kRightMetadata;
+    case cfg::Grant::PSEUDONYMIZE:
+      return kRightPseudonymize;
+    case cfg::Grant::REIDENTIFY:
+      return kRightReidentify;
     default:
       return 0;
   }
@@ -125,6 +129,11 @@ std::optional<uint32_t> DataSocketRight(Operation operation) {
     case pb::Request::kDatasetList:
     case pb::Request::kDatasetDescribe:
       return kRightMetadata;
+    case pb::Request::kPseudonymize:
+    case pb::Request::kPseudonymTranslate:
+      return kRightPseudonymize;
+    case pb::Request::kPseudonymReidentify:
+      return kRightReidentify;
     default:
       return std::nullopt;
   }
@@ -180,6 +189,12 @@ std::string_view DatasetNamedBy(const ::coffer::v1::Request& r) {
       return r.key_inventory().dataset();
     case ::coffer::v1::Request::kBinList:
       return r.bin_list().dataset();
+    case ::coffer::v1::Request::kPseudonymize:
+      return r.pseudonymize().dataset();
+    case ::coffer::v1::Request::kPseudonymReidentify:
+      return r.pseudonym_reidentify().dataset();
+    case ::coffer::v1::Request::kPseudonymTranslate:
+      return r.pseudonym_translate().dataset();
     default:
       return {};
   }

@@ -55,12 +55,15 @@ enum Right : uint32_t {
   kRightWrite = 1u << 1,
   kRightDelete = 1u << 2,
   kRightMetadata = 1u << 3,
+  kRightPseudonymize = 1u << 4,
+  kRightReidentify = 1u << 5,
 };
 
 // The right an operation needs on the data socket: kRightRead/Write/Delete for data
-// operations, kRightMetadata for dataset_list/describe (any right satisfies it), and nullopt for
-// admin operations (refused there with WRONG_SOCKET). Chunk, commit and abort need kRightWrite
-// (their upload was granted at begin).
+// operations, kRightPseudonymize for pseudonymize/translate, kRightReidentify for
+// pseudonym_reidentify, kRightMetadata for dataset_list/describe (any right satisfies it), and
+// nullopt for admin operations (refused there with WRONG_SOCKET). Chunk, commit and abort need
+// kRightWrite (their upload was granted at begin).
 std::optional<uint32_t> DataSocketRight(Operation operation);
 bool IsAdminOperation(Operation operation);
 // The dataset name a request names (empty for operations without one).

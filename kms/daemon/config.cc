@@ -252,7 +252,7 @@ absl::Status Validate(const Config& c) {
       if (grant.rights(r) == v1::Grant::RIGHT_UNSPECIFIED ||
           !v1::Grant::Right_IsValid(grant.rights(r))) {
         return Invalid(absl::StrCat(field, ".rights[", r, "]"),
-                       "must be READ, WRITE, DELETE or METADATA");
+                       "must be READ, WRITE, DELETE, METADATA, PSEUDONYMIZE or REIDENTIFY");
       }
     }
   }

@@ -98,6 +98,12 @@ std::string_view FixedText(ErrorCode code) {
       return "the dataset's minimum retention (compliance lock) forbids deleting this yet";
     case ErrorCode::kUploadClosed:
       return "the upload was already committed, aborted or failed; start a new one";
+    case ErrorCode::kIdentifierInvalid:
+      return "an identifier to pseudonymize is empty or longer than 1 KiB";
+    case ErrorCode::kPseudonymTokenMalformed:
+      return "not a coffer pseudonym token (cp1.<version>.<base64url>)";
+    case ErrorCode::kPseudonymTokenMismatch:
+      return "the token does not belong to this dataset (another dataset's token, or altered)";
     case ErrorCode::kRangeBeyondEnd:
       return "the requested range ends beyond the attachment";
     case ErrorCode::kBackupNotFound:
@@ -121,10 +127,56 @@ std::string_view FixedText(ErrorCode code) {
   }
 }
 
+// Pseudonymization requests carry 1..kMaxPseudonymBatch items.
+constexpr int kMaxPseudonymBatch = 1000;
+
+absl::Status CheckPseudonymBatch(int size, const char* what) {
+  if (size == 0) {
+    return MakeError(ErrorCode::kMalformedRequest, absl::StrCat("the request names no ", what));
+  }
+  if (size > kMaxPseudonymBatch) {
+    return MakeError(ErrorCode::kMalformedRequest,
+                     absl::StrCat("at most ", kMaxPseudonymBatch, " ", what, " per request"));
+  }
+  return absl::OkStatus();
+}
+
+// Maps `items` through `one` (Pseudonymize or Translate) into out->tokens, and sets
+// out->key_version. Each item fetches the primary key, so a rotation racing the batch could mix
+// versions: then the batch runs once more (a second rotation within one batch is an error).
+template <typename Items, typename Response, typename One>
+absl::Status PseudonymBatch(const Items& items, Response* out, const One& one) {
+  for (int attempt = 0; attempt < 2; ++attempt) {
+    out->clear_tokens();
+    for (const std::string& item : items) {
+      COFFER_ASSIGN_OR_RETURN(std::string token, one(item));
+      out->add_tokens(std::move(token));
+    }
+    COFFER_ASSIGN_OR_RETURN(uint32_t version, storage::Pseudonymizer::TokenVersion(out->tokens(0)));
+    bool uniform = true;
+    for (const std::string& token : out->tokens()) {
+      COFFER_ASSIGN_OR_RETURN(uint32_t v, storage::Pseudonymizer::TokenVersion(token));
+      uniform = uniform && v == version;
+    }
+    if (uniform) {
+      out->set_key_version(version);
+      return absl::OkStatus();
+    }
+  }
+  return MakeError(ErrorCode::kFailedPrecondition,
+                   "the pseudonym key rotated twice during one request; retry");
+}
+
 absl::Status Public(const absl::Status& status) {
   if (status.ok()) return status;
   ErrorCode code = ErrorCodeOf(status);
   return MakeError(code, FixedText(code));
+}
+
+// Public text, except that a malformed request keeps the daemon's own message (it names the
+// field at fault and never data).
+absl::Status PublicOrMalformed(const absl::Status& status) {
+  return ErrorCodeOf(status) == ErrorCode::kMalformedRequest ? status : Public(status);
 }
 
 void FillError(pb::Response* response, const absl::Status& status, uint32_t retry_after_ms = 0) {
@@ -523,7 +575,11 @@ class Services::ConnectionSession final : public Session {
                       pb::Response response) {
     absl::Status audited = AuditAccess(kind, handle, result, count);
     if (!audited.ok()) return SendError(sink, request, Public(audited));
-    if (!result.ok()) return SendError(sink, request, Public(result));
+    if (!result.ok()) {
+      return SendError(
+          sink, request,
+          kind == audit::v1::ACCESS_PSEUDONYMIZE ? PublicOrMalformed(result) : Public(result));
+    }
     return Send(sink, request, std::move(response));
   }
 
@@ -811,6 +867,71 @@ absl::Status Services::ConnectionSession::HandleData(const pb::Request& request,
       if (result.ok()) result = deps_.attachments->Restore(h, request.attachment_restore().name());
       if (result.ok()) response.mutable_attachment_restore();
       return Finish(sink, request, audit::v1::ACCESS_DELETE, h, result, 1, std::move(response));
+    }
+    case pb::Request::kPseudonymize: {
+      const auto& r = request.pseudonymize();
+      absl::Status result = handle.status();
+      if (result.ok()) result = CheckPseudonymBatch(r.identifiers_size(), "identifiers");
+      if (result.ok()) {
+        result = PseudonymBatch(r.identifiers(), response.mutable_pseudonymize(),
+                                [&](const std::string& identifier) {
+                                  return services_->pseudonymizer_->Pseudonymize(h, identifier);
+                                });
+      }
+      return Finish(sink, request, audit::v1::ACCESS_PSEUDONYMIZE, h, result,
+                    static_cast<uint32_t>(r.identifiers_size()), std::move(response));
+    }
+    case pb::Request::kPseudonymTranslate: {
+      const auto& r = request.pseudonym_translate();
+      absl::Status result = handle.status();
+      if (result.ok()) result = CheckPseudonymBatch(r.tokens_size(), "tokens");
+      if (result.ok()) {
+        result = PseudonymBatch(r.tokens(), response.mutable_pseudonym_translate(),
+                                [&](const std::string& token) {
+                                  return services_->pseudonymizer_->Translate(h, token);
+                                });
+      }
+      return Finish(sink, request, audit::v1::ACCESS_PSEUDONYMIZE, h, result,
+                    static_cast<uint32_t>(r.tokens_size()), std::move(response));
+    }
+    case pb::Request::kPseudonymReidentify: {
+      const auto& r = request.pseudonym_reidentify();
+      absl::Status result = handle.status();
+      if (result.ok()) result = CheckPseudonymBatch(r.tokens_size(), "tokens");
+      if (result.ok() && !pb::Mask_IsValid(r.mask())) {
+        result = MakeError(ErrorCode::kMalformedRequest, "pseudonym_reidentify.mask is unknown");
+      }
+      auto* out = response.mutable_pseudonym_reidentify();
+      for (const std::string& token : r.tokens()) {
+        if (!result.ok()) break;
+        absl::StatusOr<std::string> identifier = services_->pseudonymizer_->Reidentify(h, token);
+        if (!identifier.ok()) {
+          result = identifier.status();
+          break;
+        }
+        switch (r.mask()) {
+          case pb::MASK_EMAIL:
+            out->add_identifiers(storage::MaskEmail(*identifier));
+            break;
+          case pb::MASK_PHONE:
+            out->add_identifiers(storage::MaskPhone(*identifier));
+            break;
+          default:
+            out->add_identifiers(*std::move(identifier));
+        }
+      }
+      // Re-identification is audited synchronously, before any identifier leaves: without a
+      // durable entry nothing is answered.
+      audit::AuditEvent event;
+      event.kind = audit::v1::ACCESS_REIDENTIFY;
+      event.actor = actor_;
+      event.dataset_handle = h;
+      event.result = ErrorCodeOf(result);
+      event.record_count = static_cast<uint32_t>(r.tokens_size());
+      absl::Status audited = deps_.audit_log->Append(event).status();
+      if (!audited.ok()) return SendError(sink, request, Public(audited));
+      if (!result.ok()) return SendError(sink, request, PublicOrMalformed(result));
+      return Send(sink, request, std::move(response));
     }
     default:
       return SendError(sink, request,
@@ -1439,7 +1560,8 @@ Services::Services(ServicesDeps deps)
     : deps_(std::move(deps)),
       clock_(deps_.clock != nullptr ? deps_.clock : &storage::SystemClock()),
       started_micros_(storage::ToUnixMicros(clock_->Now())),
-      refusals_(std::make_unique<RefusalAudit>(deps_.audit_log)) {}
+      refusals_(std::make_unique<RefusalAudit>(deps_.audit_log)),
+      pseudonymizer_(std::make_unique<const storage::Pseudonymizer>(deps_.keys)) {}
 
 Services::~Services() { refusals_->Stop(); }
 

@@ -68,6 +68,7 @@
 #include "storage/clock.h"
 #include "storage/data_db.h"
 #include "storage/progress.h"
+#include "storage/pseudonymizer.h"
 #include "storage/record_store.h"
 #include "storage/recycle_bin.h"
 
@@ -157,6 +158,8 @@ class Services final : public SessionFactory {
   std::atomic<uint64_t> requests_refused_{0};
   std::atomic<uint64_t> requests_slowed_{0};
   std::unique_ptr<RefusalAudit> refusals_;
+  // pseudonymize / pseudonym_reidentify / pseudonym_translate, over deps_.keys.
+  std::unique_ptr<const storage::Pseudonymizer> pseudonymizer_;
 };
 
 }  // namespace coffer::daemon

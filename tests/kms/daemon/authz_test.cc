@@ -113,6 +113,37 @@ TEST(DaemonAuthzTest, TheMetadataRoleGetsDatasetListAndDescribeOnly) {
   EXPECT_TRUE(authz.Check(Peer(1001), pb::Request::kDatasetDescribe, "crm/contacts").ok());
 }
 
+TEST(DaemonAuthzTest, ReidentificationNeedsItsOwnRightAndNoOtherRightImpliesIt) {
+  Authorizer authz(Table(R"pb(
+    grants {
+      principals { uid: 1001 }
+      datasets: "*"
+      rights: READ
+      rights: WRITE
+      rights: DELETE
+      rights: PSEUDONYMIZE
+    }
+    grants {
+      principals { uid: 1002 }
+      datasets: "crm/contacts"
+      rights: REIDENTIFY
+    }
+  )pb"));
+  for (Operation op : {pb::Request::kPseudonymize, pb::Request::kPseudonymTranslate}) {
+    EXPECT_TRUE(authz.Check(Peer(1001), op, "crm/contacts").ok()) << op;
+    EXPECT_EQ(CodeOf(authz.Check(Peer(1002), op, "crm/contacts")), ErrorCode::kNotGranted) << op;
+  }
+  EXPECT_EQ(CodeOf(authz.Check(Peer(1001), pb::Request::kPseudonymReidentify, "crm/contacts")),
+            ErrorCode::kNotGranted);
+  EXPECT_TRUE(authz.Check(Peer(1002), pb::Request::kPseudonymReidentify, "crm/contacts").ok());
+  EXPECT_EQ(CodeOf(authz.Check(Peer(1002), pb::Request::kPseudonymReidentify, "crm/other")),
+            ErrorCode::kNotGranted);
+  EXPECT_EQ(CodeOf(authz.Check(Peer(1002), pb::Request::kRecordGet, "crm/contacts")),
+            ErrorCode::kNotGranted);
+  // The pseudonym operations are data-socket operations.
+  EXPECT_FALSE(IsAdminOperation(pb::Request::kPseudonymReidentify));
+}
+
 TEST(DaemonAuthzTest, AdminOperationsAreWrongSocketOnTheDataSocketAndAdminOnlyOnTheAdminSocket) {
   Authorizer authz(Table(kConfig));
   EXPECT_EQ(CodeOf(authz.Check(Peer(2000), pb::Request::kKeyRotate, "crm/contacts")),
