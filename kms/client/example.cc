@@ -1,12 +1,13 @@
 // coffer-client-example: the smallest useful program against cofferd's data socket, written to
-// be copied into a CRM backend. It stores a record and reads it back, then uploads an attachment
-// in chunks and downloads it again, printing what it did.
+// be copied into a CRM backend. It stores a record and reads it back, uploads an attachment in
+// chunks and downloads it again, then pseudonymizes an e-mail address and re-identifies it
+// masked, printing what it did.
 //
 //   coffer-client-example [DATA_SOCKET] [DATASET]
 //
 // DATA_SOCKET defaults to $COFFER_DATA_SOCKET (scripts/start prints the path); DATASET to
 // $COFFER_DATASET, then "crm". The calling user needs a grant on the dataset in cofferd's
-// configuration (read and write), and the dataset must exist (an admin creates it on the admin
+// configuration (read, write, pseudonymize and reidentify), and the dataset must exist (an admin creates it on the admin
 // socket).
 //
 // Build: link against the `coffer_client` CMake target and include "kms/client/client.h".
@@ -104,5 +105,15 @@ int main(int argc, char** argv) {
   }
   std::cout << "attachment downloaded: " << downloaded.size() << " bytes, "
             << (downloaded == contents ? "identical to what was uploaded" : "DIFFERENT") << "\n";
-  return downloaded == contents ? 0 : 1;
+  if (downloaded != contents) return 1;
+
+  // Pseudonyms: a stable token stands for an identifier in analytics and joins; turning it back
+  // needs the REIDENTIFY grant and is audited.
+  auto pseudonyms = (*client)->Pseudonymize(dataset, {"ada@example.com"});
+  if (!pseudonyms.ok()) return Fail("Pseudonymize", pseudonyms.status());
+  std::cout << "pseudonym of the e-mail address: " << pseudonyms->tokens[0] << "\n";
+  auto shown = (*client)->Reidentify(dataset, pseudonyms->tokens, coffer::v1::MASK_EMAIL);
+  if (!shown.ok()) return Fail("Reidentify", shown.status());
+  std::cout << "re-identified for display: " << (*shown)[0] << "\n";
+  return 0;
 }

@@ -38,7 +38,7 @@ $group_line
 hsm { token_label: "coffer" pin_file: "hsm/user.pin" token_directory: "hsm" }
 durability: WAL
 access_audit { crash_loss_window_millis: 0 }
-grants { principals { uid: $me } datasets: "interop" datasets: "crm" rights: READ rights: WRITE rights: DELETE }
+grants { principals { uid: $me } datasets: "interop" datasets: "crm" rights: READ rights: WRITE rights: DELETE rights: PSEUDONYMIZE rights: REIDENTIFY }
 admins { uid: $me }
 # The protocol is under test here, not admin MFA (kms_keyctl_dual_control_test covers that).
 mfa { required: false }
