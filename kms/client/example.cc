@@ -7,8 +7,8 @@
 //
 // DATA_SOCKET defaults to $COFFER_DATA_SOCKET (scripts/start prints the path); DATASET to
 // $COFFER_DATASET, then "crm". The calling user needs a grant on the dataset in cofferd's
-// configuration (read, write, pseudonymize and reidentify), and the dataset must exist (an admin creates it on the admin
-// socket).
+// configuration (read, write, pseudonymize and reidentify), and the dataset must exist (an admin
+// creates it on the admin socket).
 //
 // Build: link against the `coffer_client` CMake target and include "kms/client/client.h".
 
