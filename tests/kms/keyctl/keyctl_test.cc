@@ -82,8 +82,10 @@ class Cofferd {
           << "durability: WAL\n"
           << "grants { principals { uid: " << me
           << " } datasets: \"*\" rights: READ rights: WRITE rights: DELETE }\n"
-          << "admins { uid: " << me << " }\n"
-          << "jobs { backup_interval_seconds: 86400 }\n"
+          << "admins { uid: " << me
+          << " }\n"
+          // The daemon's clock ticks every second (lifecycle automation is tested on it).
+          << "jobs { backup_interval_seconds: 86400 rotation_check_seconds: 1 }\n"
           // Development mode: no MFA or dual control (keyctl_dual_control_test.cc has them).
           << "mfa { required: false }\n";
     }
@@ -675,6 +677,58 @@ TEST_F(KeyctlTest, PolicySetAutoDestroyAfterDisabled) {
       << describe.out;
   Result bad = Run("policy set crm/autodestroy --auto-destroy-after-disabled soon");
   EXPECT_EQ(bad.exit_code, 2) << bad.err;
+}
+
+// Lifecycle automation on the daemon's own clock (policy periods of seconds): a dataset left
+// DISABLED is scheduled for destruction, then destroyed after the waiting period, each step
+// audited; a legal hold keeps another one where it is.
+TEST_F(KeyctlTest, LifecycleAutomationDestroysADisabledDatasetUnlessHeld) {
+  for (const char* name : {"crm/expired", "crm/held"}) {
+    Create(name);
+    Result set = Run(std::string("policy set ") + name +
+                     " --auto-destroy-after-disabled 1s --destruction-wait 1s");
+    ASSERT_EQ(set.exit_code, 0) << set.err;
+  }
+  ASSERT_EQ(Run("hold set crm/held").exit_code, 0);
+  Result listed = Run("dataset list --json");
+  ASSERT_EQ(listed.exit_code, 0) << listed.err;
+  uint64_t expired_handle = 0;
+  const json datasets = listed.Json();
+  for (const json& d : datasets.at("datasets")) {
+    if (d.at("name") == "crm/expired") expired_handle = d.at("handle").get<uint64_t>();
+  }
+  ASSERT_NE(expired_handle, 0u) << listed.out;
+  ASSERT_EQ(Run("dataset disable crm/expired").exit_code, 0);
+  ASSERT_EQ(Run("dataset disable crm/held").exit_code, 0);
+
+  // A destroyed dataset has no name any more: describe answers not found (exit 4).
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);  // safety net
+  Result describe;
+  while (std::chrono::steady_clock::now() < deadline) {
+    describe = Run("dataset describe crm/expired --json");
+    if (describe.exit_code != 0) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  }
+  EXPECT_EQ(describe.exit_code, 4) << describe.err << describe.out;
+
+  Result audit = Run("audit search --json --limit 100000");
+  ASSERT_EQ(audit.exit_code, 0) << audit.err;
+  bool scheduled = false;
+  bool destroyed = false;
+  const json entries = audit.Json();
+  for (const json& e : entries.at("entries")) {
+    if (e.value("dataset_handle", uint64_t{0}) != expired_handle) continue;
+    scheduled |= e.value("kind", "") == "DESTRUCTION_SCHEDULE" &&
+                 e.value("detail", "") == "lifecycle automation";
+    destroyed |= e.value("kind", "") == "DATASET_DESTROY";
+  }
+  EXPECT_TRUE(scheduled) << "no DESTRUCTION_SCHEDULE by lifecycle automation";
+  EXPECT_TRUE(destroyed) << "no DATASET_DESTROY";
+
+  // The held dataset had every tick the other one had, and is still only disabled.
+  Result held = Run("dataset describe crm/held --json");
+  ASSERT_EQ(held.exit_code, 0) << held.err;
+  EXPECT_EQ(held.Json().at("state"), "DATASET_DISABLED") << held.out;
 }
 
 TEST_F(KeyctlTest, AdminListInDevelopmentMode) {
