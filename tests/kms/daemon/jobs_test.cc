@@ -23,6 +23,9 @@ const pb::JobStatus* Find(const std::vector<pb::JobStatus>& all, const std::stri
   return nullptr;
 }
 
+// Not for a temporary: the pointer would dangle.
+const pb::JobStatus* Find(std::vector<pb::JobStatus>&& all, const std::string& name) = delete;
+
 TEST(DaemonJobsTest, PeriodicJobsRecordTheirRunsAndErrors) {
   JobRegistry jobs(JobRegistryDeps{});
   int runs = 0;
@@ -42,7 +45,8 @@ TEST(DaemonJobsTest, PeriodicJobsRecordTheirRunsAndErrors) {
                                               [] { return absl::OkStatus(); })),
             ErrorCode::kInvalidArgument);
 
-  const pb::JobStatus* before = Find(jobs.AllStatus(), "retention");
+  const std::vector<pb::JobStatus> initial = jobs.AllStatus();
+  const pb::JobStatus* before = Find(initial, "retention");
   ASSERT_NE(before, nullptr);
   EXPECT_EQ(before->state(), pb::JOB_PENDING);
   EXPECT_EQ(before->kind(), pb::JOB_BIN_RETENTION);
@@ -91,7 +95,8 @@ TEST(DaemonJobsTest, TheSchedulerRunsAJobDueAtStartAndStopJoins) {
   }
   jobs.Stop();
   EXPECT_EQ(ran, 1);  // the next run is an hour away
-  const pb::JobStatus* status = Find(jobs.AllStatus(), "rotation");
+  const std::vector<pb::JobStatus> statuses = jobs.AllStatus();
+  const pb::JobStatus* status = Find(statuses, "rotation");
   ASSERT_NE(status, nullptr);
   EXPECT_EQ(status->done(), 1u);
   EXPECT_EQ(ErrorCodeOf(jobs.RegisterPeriodic("late", pb::JOB_ROTATION, std::chrono::hours(1),
