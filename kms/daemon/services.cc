@@ -11,6 +11,7 @@
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "kms/api/framing.h"
+#include "kms/audit/format.h"
 #include "kms/audit/verifier.h"
 #include "kms/daemon/progress_stream.h"
 #include "openssl/bio.h"
@@ -319,13 +320,7 @@ std::string PublicKeyFingerprint(const std::string& pem) {
   unsigned char digest[SHA256_DIGEST_LENGTH];
   SHA256(der, static_cast<size_t>(size), digest);
   OPENSSL_free(der);
-  static constexpr char kHex[] = "0123456789abcdef";
-  std::string hex;
-  for (unsigned char b : digest) {
-    hex.push_back(kHex[b >> 4]);
-    hex.push_back(kHex[b & 15]);
-  }
-  return hex;
+  return audit::ToHex(std::string_view(reinterpret_cast<const char*>(digest), sizeof(digest)));
 }
 
 audit::AuditActor ActorOf(const PeerIdentity& peer) {
