@@ -15,6 +15,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "crypto/status.h"
+#include "kms/audit/format.h"
 #include "kms/audit/verifier.h"
 #include "kms/keyctl/format.h"
 
@@ -152,15 +153,48 @@ std::string ProgressLine(const pb::JobStatus& job) {
   return line;
 }
 
-std::string ProgressBar(const pb::JobStatus& job) {
-  constexpr int kWidth = 30;
-  int filled = job.total() > 0 ? static_cast<int>(job.done() * kWidth / job.total()) : 0;
-  if (job.state() == pb::JOB_DONE) filled = kWidth;
-  filled = std::clamp(filled, 0, kWidth);
-  return absl::StrCat("[", std::string(static_cast<size_t>(filled), '#'),
-                      std::string(static_cast<size_t>(kWidth - filled), '.'), "] ",
-                      ProgressLine(job));
+// A bar's cells for `done` of `total` (empty while the total is unknown), then a space.
+std::string BarCells(uint64_t done, uint64_t total) {
+  constexpr uint64_t kWidth = 30;
+  const uint64_t filled = total > 0 ? std::min(done, total) * kWidth / total : 0;
+  return absl::StrCat("[", std::string(filled, '#'), std::string(kWidth - filled, '.'), "] ");
 }
+
+std::string JobBarCells(const pb::JobStatus& job) {
+  return job.state() == pb::JOB_DONE ? BarCells(1, 1) : BarCells(job.done(), job.total());
+}
+
+// Shows one operation's progress on `out`: on a terminal a bar redrawn in place (ended with a
+// newline when the printer goes); otherwise a plain line for the first report and each
+// milestone, and at most one every kPlainLineEveryMicros in between.
+class ProgressPrinter {
+ public:
+  ProgressPrinter(std::ostream& out, bool terminal) : out_(out), terminal_(terminal) {}
+  ProgressPrinter(const ProgressPrinter&) = delete;
+  ProgressPrinter& operator=(const ProgressPrinter&) = delete;
+  ~ProgressPrinter() {
+    if (bar_open_) out_ << '\n' << std::flush;
+  }
+
+  void Show(const std::string& bar_cells, const std::string& line, bool milestone) {
+    if (terminal_) {
+      out_ << "\r\033[K" << bar_cells << line << std::flush;
+      bar_open_ = true;
+      return;
+    }
+    const int64_t now = NowMicros();
+    if (milestone || last_line_ == 0 || now - last_line_ >= kPlainLineEveryMicros) {
+      out_ << line << '\n' << std::flush;
+      last_line_ = now;
+    }
+  }
+
+ private:
+  std::ostream& out_;
+  const bool terminal_;
+  bool bar_open_ = false;
+  int64_t last_line_ = 0;
+};
 
 // Units of an OperationProgress phase (service.proto): bytes unless named here.
 std::string PhaseUnit(const std::string& phase) {
@@ -190,13 +224,6 @@ std::string OperationProgressLine(const std::string& what, const pb::OperationPr
   }
   if (p.eta_seconds() > 0) absl::StrAppend(&line, ", ETA ", FormatDuration(p.eta_seconds()));
   return line;
-}
-
-std::string OperationProgressBar(const std::string& what, const pb::OperationProgress& p) {
-  constexpr uint64_t kWidth = 30;
-  const uint64_t filled = p.total() > 0 ? std::min(p.done(), p.total()) * kWidth / p.total() : 0;
-  return absl::StrCat("[", std::string(filled, '#'), std::string(kWidth - filled, '.'), "] ",
-                      OperationProgressLine(what, p));
 }
 
 absl::Status JobError(const pb::JobStatus& job) {
@@ -340,26 +367,16 @@ absl::StatusOr<pb::Response> CommandContext::Call(pb::Request request) {
 absl::StatusOr<pb::Response> CommandContext::CallWithProgress(pb::Request request,
                                                               const std::string& what) {
   request.set_progress(true);
-  bool bar_open = false;
+  ProgressPrinter printer(progress_, progress_is_terminal_);
   std::string phase;
-  int64_t last_line = 0;
   on_progress_ = [&](const pb::OperationProgress& p) {
-    const bool phase_done = p.total() > 0 && p.done() >= p.total();
-    if (progress_is_terminal_) {
-      progress_ << "\r\033[K" << OperationProgressBar(what, p) << std::flush;
-      bar_open = true;
-      return;
-    }
-    const int64_t now = NowMicros();
-    if (p.phase() != phase || phase_done || now - last_line >= kPlainLineEveryMicros) {
-      progress_ << OperationProgressLine(what, p) << '\n' << std::flush;
-      last_line = now;
-    }
+    // Milestones: a phase starts or completes.
+    const bool milestone = p.phase() != phase || (p.total() > 0 && p.done() >= p.total());
     phase = p.phase();
+    printer.Show(BarCells(p.done(), p.total()), OperationProgressLine(what, p), milestone);
   };
   absl::StatusOr<pb::Response> response = Call(std::move(request));
   on_progress_ = nullptr;
-  if (bar_open) progress_ << '\n' << std::flush;
   return response;
 }
 
@@ -367,24 +384,18 @@ absl::StatusOr<pb::JobStatus> CommandContext::WaitForJob(uint64_t id) {
   if (client_ == nullptr) {
     COFFER_ASSIGN_OR_RETURN(client_, AdminClient::Connect(socket_path_));
   }
-  int64_t last_line = 0;
-  auto show = [&](const pb::JobStatus& job) {
-    bool final = job.state() == pb::JOB_DONE || job.state() == pb::JOB_FAILED;
-    if (progress_is_terminal_) {
-      progress_ << "\r\033[K" << ProgressBar(job) << (final ? "\n" : "") << std::flush;
-      return;
-    }
-    int64_t now = NowMicros();
-    if (final || last_line == 0 || now - last_line >= kPlainLineEveryMicros) {
-      progress_ << ProgressLine(job) << '\n' << std::flush;
-      last_line = now;
-    }
-  };
-  COFFER_ASSIGN_OR_RETURN(
-      pb::JobStatus job,
-      client_->WaitForJob(id, progress_is_terminal_ ? kTerminalPollInterval : kPlainPollInterval,
-                          show));
-  if (job.state() == pb::JOB_FAILED) return JobError(job);
+  absl::StatusOr<pb::JobStatus> job;
+  {
+    ProgressPrinter printer(progress_, progress_is_terminal_);
+    job = client_->WaitForJob(
+        id, progress_is_terminal_ ? kTerminalPollInterval : kPlainPollInterval,
+        [&](const pb::JobStatus& status) {
+          const bool final = status.state() == pb::JOB_DONE || status.state() == pb::JOB_FAILED;
+          printer.Show(JobBarCells(status), ProgressLine(status), final);
+        });
+  }  // the bar's line ends before anything else is printed
+  if (!job.ok()) return job.status();
+  if (job->state() == pb::JOB_FAILED) return JobError(*job);
   return job;
 }
 
@@ -1057,17 +1068,9 @@ bool IsPrintableUtf8(const std::string& bytes) {
   return !bytes.empty();
 }
 
-std::string ToHex(const std::string& bytes) {
-  static constexpr char kDigits[] = "0123456789abcdef";
-  std::string hex;
-  for (unsigned char c : bytes) {
-    hex.push_back(kDigits[c >> 4]);
-    hex.push_back(kDigits[c & 15]);
-  }
-  return hex;
+std::string ShowId(const std::string& id) {
+  return IsPrintableUtf8(id) ? id : "hex:" + kms::audit::ToHex(id);
 }
-
-std::string ShowId(const std::string& id) { return IsPrintableUtf8(id) ? id : "hex:" + ToHex(id); }
 
 absl::StatusOr<std::string> FromHex(const std::string& hex) {
   auto digit = [](char c) -> int {
