@@ -557,6 +557,20 @@ absl::StatusOr<std::string> Client::GetRecord(std::string_view dataset, std::str
   return std::move(*response.mutable_record_get()->mutable_value());
 }
 
+namespace {
+
+// The tokens and key version of a pseudonymize or translate response, moved out of it.
+template <typename TokenResponse>
+PseudonymBatch TakeBatch(TokenResponse* out) {
+  PseudonymBatch batch;
+  batch.key_version = out->key_version();
+  batch.tokens.assign(std::make_move_iterator(out->mutable_tokens()->begin()),
+                      std::make_move_iterator(out->mutable_tokens()->end()));
+  return batch;
+}
+
+}  // namespace
+
 absl::StatusOr<PseudonymBatch> Client::Pseudonymize(std::string_view dataset,
                                                     const std::vector<std::string>& identifiers) {
   Request request;
@@ -564,12 +578,7 @@ absl::StatusOr<PseudonymBatch> Client::Pseudonymize(std::string_view dataset,
   op->set_dataset(dataset.data(), dataset.size());
   for (const std::string& identifier : identifiers) op->add_identifiers(identifier);
   COFFER_ASSIGN_OR_RETURN(Response response, Call(request, true, Response::kPseudonymize));
-  auto* out = response.mutable_pseudonymize();
-  PseudonymBatch batch;
-  batch.key_version = out->key_version();
-  batch.tokens.assign(std::make_move_iterator(out->mutable_tokens()->begin()),
-                      std::make_move_iterator(out->mutable_tokens()->end()));
-  return batch;
+  return TakeBatch(response.mutable_pseudonymize());
 }
 
 absl::StatusOr<std::vector<std::string>> Client::Reidentify(std::string_view dataset,
@@ -593,12 +602,7 @@ absl::StatusOr<PseudonymBatch> Client::TranslatePseudonyms(std::string_view data
   op->set_dataset(dataset.data(), dataset.size());
   for (const std::string& token : tokens) op->add_tokens(token);
   COFFER_ASSIGN_OR_RETURN(Response response, Call(request, true, Response::kPseudonymTranslate));
-  auto* out = response.mutable_pseudonym_translate();
-  PseudonymBatch batch;
-  batch.key_version = out->key_version();
-  batch.tokens.assign(std::make_move_iterator(out->mutable_tokens()->begin()),
-                      std::make_move_iterator(out->mutable_tokens()->end()));
-  return batch;
+  return TakeBatch(response.mutable_pseudonym_translate());
 }
 
 absl::StatusOr<bool> Client::RecordExists(std::string_view dataset, std::string_view id) {
