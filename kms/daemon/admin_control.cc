@@ -64,6 +64,23 @@ bool ShortensOptionalLimit(int64_t current, int64_t next) {
   return next != 0 && (current == 0 || next < current);
 }
 
+void FillAdminInfo(const kms::admin::AdminRecord& admin, pb::AdminInfo* out) {
+  out->set_uid(admin.uid);
+  out->set_name(admin.name);
+  out->set_enrolled_micros(admin.enrolled_micros);
+  out->set_bootstrap(admin.bootstrap);
+  out->set_last_code_micros(admin.last_code_micros);
+  out->set_failed_codes(admin.failures);
+  out->set_locked_until_micros(admin.locked_until_micros);
+}
+
+void FillInvitation(const kms::admin::Invitation& invitation, pb::AdminInvitation* out) {
+  out->set_uid(invitation.uid);
+  out->set_invited_by(invitation.invited_by);
+  out->set_created_micros(invitation.created_micros);
+  out->set_expires_micros(invitation.expires_micros);
+}
+
 pb::Request Filed(const pb::Request& request) {
   pb::Request filed = request;
   filed.clear_request_id();
@@ -423,11 +440,7 @@ absl::Status AdminControl::ServeEnroll(const PeerIdentity& peer, const audit::Au
       return claimed.status();
     }
     auto* out = response->mutable_admin_enroll();
-    const kms::admin::AdminRecord& admin = claimed->admin;
-    out->mutable_admin()->set_uid(admin.uid);
-    out->mutable_admin()->set_name(admin.name);
-    out->mutable_admin()->set_enrolled_micros(admin.enrolled_micros);
-    out->mutable_admin()->set_bootstrap(admin.bootstrap);
+    FillAdminInfo(claimed->admin, out->mutable_admin());
     out->set_otpauth_uri(std::move(claimed->otpauth_uri));
     return absl::OkStatus();
   }
@@ -446,12 +459,9 @@ absl::Status AdminControl::ServeEnroll(const PeerIdentity& peer, const audit::Au
   COFFER_ASSIGN_OR_RETURN(std::vector<kms::admin::Invitation> invitations,
                           options_.registry->ListInvitations());
   for (const auto& invitation : invitations) {
-    if (invitation.uid != uid) continue;
-    auto* out = response->mutable_admin_enroll()->mutable_invitation();
-    out->set_uid(invitation.uid);
-    out->set_invited_by(invitation.invited_by);
-    out->set_created_micros(invitation.created_micros);
-    out->set_expires_micros(invitation.expires_micros);
+    if (invitation.uid == uid) {
+      FillInvitation(invitation, response->mutable_admin_enroll()->mutable_invitation());
+    }
   }
   response->mutable_admin_enroll();
   return absl::OkStatus();
@@ -514,23 +524,8 @@ absl::Status AdminControl::Serve(const PeerIdentity& peer, const audit::AuditAct
       COFFER_ASSIGN_OR_RETURN(std::vector<kms::admin::Invitation> invitations,
                               options_.registry->ListInvitations());
       auto* out = response->mutable_admin_list();
-      for (const auto& admin : admins) {
-        auto* info = out->add_admins();
-        info->set_uid(admin.uid);
-        info->set_name(admin.name);
-        info->set_enrolled_micros(admin.enrolled_micros);
-        info->set_bootstrap(admin.bootstrap);
-        info->set_last_code_micros(admin.last_code_micros);
-        info->set_failed_codes(admin.failures);
-        info->set_locked_until_micros(admin.locked_until_micros);
-      }
-      for (const auto& invitation : invitations) {
-        auto* info = out->add_invitations();
-        info->set_uid(invitation.uid);
-        info->set_invited_by(invitation.invited_by);
-        info->set_created_micros(invitation.created_micros);
-        info->set_expires_micros(invitation.expires_micros);
-      }
+      for (const auto& admin : admins) FillAdminInfo(admin, out->add_admins());
+      for (const auto& invitation : invitations) FillInvitation(invitation, out->add_invitations());
       out->set_session_seconds(static_cast<uint32_t>(options_.session.count()));
       out->set_mfa_required(options_.mfa_required);
       return absl::OkStatus();
