@@ -48,7 +48,8 @@ using nlohmann::json;
 // A cofferd on a fresh temporary directory (minimal version of daemon_test.cc's fixture).
 class Cofferd {
  public:
-  static std::unique_ptr<Cofferd> Start() {
+  // `rotation_check_seconds`: how often the daemon's clock ticks (rotation, lifecycle).
+  static std::unique_ptr<Cofferd> Start(uint32_t rotation_check_seconds = 60) {
     auto d = std::unique_ptr<Cofferd>(new Cofferd());
     char tmpl[] = "/tmp/keyctl-test-XXXXXX";
     if (mkdtemp(tmpl) == nullptr) return nullptr;
@@ -82,10 +83,10 @@ class Cofferd {
           << "durability: WAL\n"
           << "grants { principals { uid: " << me
           << " } datasets: \"*\" rights: READ rights: WRITE rights: DELETE }\n"
-          << "admins { uid: " << me
+          << "admins { uid: " << me << " }\n"
+          << "jobs { backup_interval_seconds: 86400 rotation_check_seconds: "
+          << rotation_check_seconds
           << " }\n"
-          // The daemon's clock ticks every second (lifecycle automation is tested on it).
-          << "jobs { backup_interval_seconds: 86400 rotation_check_seconds: 1 }\n"
           // Development mode: no MFA or dual control (keyctl_dual_control_test.cc has them).
           << "mfa { required: false }\n";
     }
@@ -682,7 +683,15 @@ TEST_F(KeyctlTest, PolicySetAutoDestroyAfterDisabled) {
 // Lifecycle automation on the daemon's own clock (policy periods of seconds): a dataset left
 // DISABLED is scheduled for destruction, then destroyed after the waiting period, each step
 // audited; a legal hold keeps another one where it is.
-TEST_F(KeyctlTest, LifecycleAutomationDestroysADisabledDatasetUnlessHeld) {
+// A daemon whose clock ticks every second, for lifecycle automation. KeyctlTest's keeps the
+// default minute: a tick also retires compromised versions that protect no data, which would
+// race RewrapAndEmergencyRotation's look at them.
+class KeyctlClockTest : public KeyctlTest {
+ protected:
+  static void SetUpTestSuite() { daemon_ = Cofferd::Start(/*rotation_check_seconds=*/1).release(); }
+};
+
+TEST_F(KeyctlClockTest, LifecycleAutomationDestroysADisabledDatasetUnlessHeld) {
   for (const char* name : {"crm/expired", "crm/held"}) {
     Create(name);
     Result set = Run(std::string("policy set ") + name +
