@@ -257,6 +257,10 @@ absl::Status KeyManager::Audit(const audit::AuditEvent& event) {
   return options_.audit_log->Append(event).status();
 }
 
+absl::StatusOr<uint64_t> KeyManager::AuditAt(const audit::AuditEvent& event) {
+  return options_.audit_log->Append(event);
+}
+
 absl::Status KeyManager::Refuse(audit::v1::EventKind attempted, uint64_t handle,
                                 const audit::AuditActor& actor, absl::Status why) {
   audit::AuditEvent event =

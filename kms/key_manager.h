@@ -39,6 +39,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -56,7 +57,9 @@
 #include "kms/clock.h"
 #include "kms/key_cache.h"
 #include "kms/key_db.h"
+#include "kms/key_db.pb.h"
 #include "kms/key_manager_types.h"
+#include "storage/dataset_erasure.h"
 #include "storage/key_provider.h"
 #include "storage/progress.h"
 
@@ -139,8 +142,10 @@ class KeyManager final : public storage::KeyProvider {
 
   // DISABLED -> PENDING_DESTRUCTION, destroyed by RunDueWork once the waiting period has
   // passed (LEGAL_HOLD_ACTIVE under a hold). Cancel: PENDING_DESTRUCTION -> DISABLED;
-  // DESTRUCTION_STARTED once destruction has begun.
-  absl::Status ScheduleDestruction(uint64_t handle, const audit::AuditActor& actor);
+  // DESTRUCTION_STARTED once destruction has begun. `approval`: the second admin who approved
+  // the schedule under dual control; it goes into the tombstone and the deletion receipt.
+  absl::Status ScheduleDestruction(uint64_t handle, const audit::AuditActor& actor,
+                                   const std::optional<AdminApproval>& approval = {});
   absl::Status CancelDestruction(uint64_t handle, const audit::AuditActor& actor);
 
   // Moves every DEK version of the dataset to a new DWK: the next version in `module` (empty =
@@ -171,6 +176,30 @@ class KeyManager final : public storage::KeyProvider {
 
   // A destroyed dataset's signed tombstone (DATASET_STATE_FORBIDS before destruction).
   absl::StatusOr<SignedTombstone> GetTombstone(uint64_t handle) const;
+
+  // Deletion receipts (kms/deletion_receipts.h drives these; docs/key-manager.md, "Deletion
+  // receipt"). Each refuses a dataset that is not DESTROYED with DATASET_STATE_FORBIDS.
+  // DESTROYED datasets whose receipt is not issued yet, in handle order.
+  std::vector<uint64_t> DestroyedAwaitingReceipt() const;
+  // The erase's bookkeeping so far (all zero before BeginErasure).
+  absl::StatusOr<v1::DataErasure> Erasure(uint64_t handle) const;
+  // Records what the data DB held (counted just before the erase) and audits DATASET_ERASE
+  // REQUESTED. Once only: a later call returns the first record unchanged.
+  absl::StatusOr<v1::DataErasure> BeginErasure(uint64_t handle,
+                                               const storage::DatasetDataCounts& counts,
+                                               const audit::AuditActor& actor);
+  // Records that the purge compaction finished and audits DATASET_ERASE COMPLETED
+  // (DATASET_STATE_FORBIDS before BeginErasure). Once only.
+  absl::Status FinishErasure(uint64_t handle, const audit::AuditActor& actor);
+  // Builds the deletion receipt from the tombstone and the erase, signs it in the token, stores
+  // it and audits DELETION_RECEIPT; returns the receipt file (kms/receipt/receipt_file.h).
+  // DATASET_STATE_FORBIDS before FinishErasure. Once only: later calls return the stored file.
+  absl::StatusOr<std::string> IssueDeletionReceipt(uint64_t handle, const audit::AuditActor& actor);
+  // The stored receipt file (DATASET_STATE_FORBIDS until issued).
+  absl::StatusOr<std::string> GetDeletionReceipt(uint64_t handle) const;
+  // Destroyed datasets that were named `name` (matched by the tombstone's name hash), the most
+  // recently destroyed first.
+  std::vector<uint64_t> FindDestroyed(std::string_view name) const;
 
   // storage::KeyProvider.
   absl::StatusOr<std::shared_ptr<const storage::DataKey>> PrimaryKey(uint64_t dataset_handle,
@@ -203,6 +232,7 @@ class KeyManager final : public storage::KeyProvider {
 
   // Audit helpers. Append fails closed; Refuse audits a refusal and returns `why`.
   absl::Status Audit(const audit::AuditEvent& event);
+  absl::StatusOr<uint64_t> AuditAt(const audit::AuditEvent& event);  // returns the sequence
   absl::Status Refuse(audit::v1::EventKind attempted, uint64_t handle,
                       const audit::AuditActor& actor, absl::Status why);
 
@@ -231,14 +261,19 @@ class KeyManager final : public storage::KeyProvider {
   // `replay`: a restore replaying a destruction the live system already made (no hold check).
   absl::Status DestroyLocked(const EntryPtr& entry, const audit::AuditActor& actor,
                              bool replay = false);
+  // `requested_sequence`: the DATASET_DESTROY REQUESTED entry (0 if unknown).
   absl::Status FinishDestroyLocked(const EntryPtr& entry, const audit::AuditActor& actor,
-                                   int64_t requested_micros);
+                                   uint64_t requested_sequence);
+  // Rewrites a DESTROYED dataset's row with `change` applied (receipt bookkeeping).
+  absl::Status UpdateDestroyedRow(const EntryPtr& entry,
+                                  const std::function<void(v1::DatasetRow&)>& change);
   // `progress` as for Rewrap (Recover passes none).
   absl::Status ContinueRewrapLocked(const EntryPtr& entry, const std::string& intent_bytes,
                                     const storage::ProgressFn& progress);
   absl::Status ChangeStateLocked(const EntryPtr& entry, int new_state, audit::v1::EventKind kind,
                                  const audit::AuditActor& actor, int64_t destroy_after_micros,
-                                 audit::AuditText detail = {});
+                                 audit::AuditText detail = {},
+                                 const std::optional<AdminApproval>& approval = std::nullopt);
 
   KeyManagerOptions options_;
   const Clock* clock_;

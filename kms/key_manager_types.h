@@ -16,6 +16,7 @@
 
 #include "absl/status/statusor.h"
 #include "hsm/key_wrapper.h"
+#include "kms/audit/audit_event.h"
 #include "storage/data_key.h"
 
 namespace coffer::kms {
@@ -112,6 +113,15 @@ struct DatasetStorageView {
 struct SignedTombstone {
   std::string tombstone;
   std::string signature;
+};
+
+// A second admin's approval under dual control (kms/daemon/admin_control): who approved, the
+// approval request's id and its APPROVAL_GRANTED audit sequence. A destruction keeps it for
+// its tombstone and deletion receipt.
+struct AdminApproval {
+  audit::AuditActor approver;
+  uint64_t request_id = 0;
+  uint64_t audit_sequence = 0;
 };
 
 // Counts the data still protected by a key version. storage implements it over the data DB;

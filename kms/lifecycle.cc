@@ -40,11 +40,13 @@ absl::Status DestroyedError() {
 absl::Status KeyManager::ChangeStateLocked(const EntryPtr& entry, int new_state,
                                            audit::v1::EventKind kind,
                                            const audit::AuditActor& actor,
-                                           int64_t destroy_after_micros, audit::AuditText detail) {
+                                           int64_t destroy_after_micros, audit::AuditText detail,
+                                           const std::optional<AdminApproval>& approval) {
   audit::AuditEvent event =
       internal::MakeEvent(kind, actor, entry->handle, audit::v1::PURPOSE_UNSPECIFIED, 0,
                           audit::v1::STAGE_REQUESTED, detail);
-  COFFER_RETURN_IF_ERROR(Audit(event));
+  if (approval.has_value()) event.approver = approval->approver;
+  COFFER_ASSIGN_OR_RETURN(const uint64_t requested_sequence, AuditAt(event));
   absl::Status result;
   {
     std::lock_guard<std::mutex> lock(entry->mu);
@@ -56,6 +58,14 @@ absl::Status KeyManager::ChangeStateLocked(const EntryPtr& entry, int new_state,
     if (new_state == v1::PENDING_DESTRUCTION) {
       next->row.set_destruction_requested_micros(now);
       *next->row.mutable_destruction_requested_by() = internal::ToRow(actor);
+      next->row.set_destruction_schedule_audit_sequence(requested_sequence);
+      next->row.clear_destruction_approvals();
+      if (approval.has_value()) {
+        v1::Approval* row = next->row.add_destruction_approvals();
+        *row->mutable_approver() = internal::ToRow(approval->approver);
+        row->set_request_id(approval->request_id);
+        row->set_audit_sequence(approval->audit_sequence);
+      }
     }
     KeyDb::Batch batch(*db_);
     result = batch.Put(KeyDbTable::kDatasets, DatasetRowKey(entry->handle), next->row);
@@ -98,7 +108,8 @@ absl::Status KeyManager::Enable(uint64_t handle, const audit::AuditActor& actor)
   return ChangeStateLocked(*entry, v1::ACTIVE, kKind, actor, 0);
 }
 
-absl::Status KeyManager::ScheduleDestruction(uint64_t handle, const audit::AuditActor& actor) {
+absl::Status KeyManager::ScheduleDestruction(uint64_t handle, const audit::AuditActor& actor,
+                                             const std::optional<AdminApproval>& approval) {
   std::lock_guard<std::mutex> lock(admin_mu_);
   constexpr auto kKind = audit::v1::DESTRUCTION_SCHEDULE;
   absl::StatusOr<EntryPtr> entry = RequireEntry(handle);
@@ -114,7 +125,7 @@ absl::Status KeyManager::ScheduleDestruction(uint64_t handle, const audit::Audit
   }
   const int64_t after =
       NowMicros() + snap->row.policy().destruction_wait_seconds() * int64_t{1'000'000};
-  return ChangeStateLocked(*entry, v1::PENDING_DESTRUCTION, kKind, actor, after);
+  return ChangeStateLocked(*entry, v1::PENDING_DESTRUCTION, kKind, actor, after, {}, approval);
 }
 
 absl::Status KeyManager::CancelDestruction(uint64_t handle, const audit::AuditActor& actor) {
@@ -232,8 +243,10 @@ absl::Status KeyManager::DestroyLocked(const EntryPtr& entry, const audit::Audit
     return Refuse(kKind, entry->handle, actor,
                   MakeError(ErrorCode::kLegalHoldActive, "a legal hold blocks destruction"));
   }
-  COFFER_RETURN_IF_ERROR(Audit(internal::MakeEvent(
-      kKind, actor, entry->handle, audit::v1::PURPOSE_UNSPECIFIED, 0, audit::v1::STAGE_REQUESTED)));
+  COFFER_ASSIGN_OR_RETURN(
+      const uint64_t requested_sequence,
+      AuditAt(internal::MakeEvent(kKind, actor, entry->handle, audit::v1::PURPOSE_UNSPECIFIED, 0,
+                                  audit::v1::STAGE_REQUESTED)));
   const int64_t now = NowMicros();
   {
     std::lock_guard<std::mutex> lock(entry->mu);
@@ -245,6 +258,7 @@ absl::Status KeyManager::DestroyLocked(const EntryPtr& entry, const audit::Audit
     intent.set_handle(entry->handle);
     intent.set_started_micros(now);
     *intent.mutable_actor() = internal::ToRow(actor);
+    intent.set_audit_sequence(requested_sequence);
     KeyDb::Batch batch(*db_);
     COFFER_RETURN_IF_ERROR(batch.Put(KeyDbTable::kIntents, DatasetRowKey(entry->handle), intent));
     COFFER_RETURN_IF_ERROR(
@@ -254,11 +268,11 @@ absl::Status KeyManager::DestroyLocked(const EntryPtr& entry, const audit::Audit
     cache_.EraseDataset(entry->handle);
   }
   Crash("destroy.intent");
-  return FinishDestroyLocked(entry, actor, now);
+  return FinishDestroyLocked(entry, actor, requested_sequence);
 }
 
 absl::Status KeyManager::FinishDestroyLocked(const EntryPtr& entry, const audit::AuditActor& actor,
-                                             int64_t /*requested_micros*/) {
+                                             uint64_t requested_sequence) {
   const uint64_t handle = entry->handle;
   Snapshot snap = entry->snapshot.load();
   auto finish = [&](const absl::Status& result) -> absl::Status {
@@ -266,8 +280,12 @@ absl::Status KeyManager::FinishDestroyLocked(const EntryPtr& entry, const audit:
         internal::MakeEvent(audit::v1::DATASET_DESTROY, actor, handle,
                             audit::v1::PURPOSE_UNSPECIFIED, 0, audit::v1::STAGE_COMPLETED);
     event.result = ErrorCodeOf(result);
-    absl::Status audited = Audit(event);
-    return result.ok() ? audited : result;
+    absl::StatusOr<uint64_t> audited = AuditAt(event);
+    if (!result.ok()) return result;
+    if (!audited.ok()) return audited.status();
+    // For the deletion receipt. A crash before this write leaves 0 ("not recorded").
+    return UpdateDestroyedRow(
+        entry, [&](v1::DatasetRow& row) { row.set_destroy_completed_audit_sequence(*audited); });
   };
   v1::Tombstone tombstone;
   tombstone.set_dataset_handle(handle);
@@ -283,6 +301,8 @@ absl::Status KeyManager::FinishDestroyLocked(const EntryPtr& entry, const audit:
       return finish(destroyed);  // the intent stays; Open or the next tick resumes
     }
     *tombstone.add_destroyed_wrapping_keys() = ref;
+    tombstone.add_wrapping_key_destroyed_micros(NowMicros());
+    tombstone.add_wrapping_key_already_absent(!destroyed.ok());
     Crash("destroy.wrapping_key");
   }
   const v1::DatasetRow& row = snap->row;
@@ -300,6 +320,10 @@ absl::Status KeyManager::FinishDestroyLocked(const EntryPtr& entry, const audit:
   uint32_t versions = 0;
   for (const auto& list : snap->versions) versions += static_cast<uint32_t>(list.size());
   tombstone.set_key_versions_destroyed(versions);
+  *tombstone.mutable_destruction_approvals() = row.destruction_approvals();
+  tombstone.set_schedule_audit_sequence(row.destruction_schedule_audit_sequence());
+  tombstone.set_destroy_audit_sequence(requested_sequence);
+  tombstone.set_scheduled_by_lifecycle_automation(requester.socket() == audit::v1::SOCKET_INTERNAL);
   std::string serialized;
   if (!tombstone.SerializeToString(&serialized)) {
     return finish(MakeError(ErrorCode::kInternal, "cannot serialise the tombstone"));
@@ -350,7 +374,7 @@ absl::Status KeyManager::ReplayDestruction(uint64_t handle, const audit::AuditAc
   Snapshot snap = entry->snapshot.load();
   if (snap->row.state() == v1::DESTROYED) return absl::OkStatus();
   if (snap->row.state() == v1::DESTROYING) {
-    return FinishDestroyLocked(entry, actor, snap->row.state_changed_micros());
+    return FinishDestroyLocked(entry, actor, /*requested_sequence=*/0);
   }
   return DestroyLocked(entry, actor, /*replay=*/true);
 }

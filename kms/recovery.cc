@@ -78,7 +78,7 @@ absl::Status KeyManager::Recover() {
                            "a DESTROYING intent names no dataset being destroyed");
         }
         COFFER_RETURN_IF_ERROR(
-            FinishDestroyLocked(entry, internal::FromRow(intent.actor()), intent.started_micros()));
+            FinishDestroyLocked(entry, internal::FromRow(intent.actor()), intent.audit_sequence()));
         recovery_.destroys_completed.push_back(handle);
         break;
       }

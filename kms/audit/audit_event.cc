@@ -27,7 +27,7 @@ absl::Status ValidateActor(const AuditActor& actor, std::string_view role) {
 
 bool IsKeyOperationKind(v1::EventKind kind) {
   return (kind >= v1::DATASET_CREATE && kind <= v1::REQUEST_REFUSED) ||
-         (kind >= v1::CLOCK_WENT_BACKWARDS && kind <= v1::ADMIN_REQUEST);
+         (kind >= v1::CLOCK_WENT_BACKWARDS && kind <= v1::DELETION_RECEIPT);
 }
 
 bool IsAccessKind(v1::EventKind kind) {
@@ -56,8 +56,11 @@ absl::Status ValidateAuditEvent(const AuditEvent& event) {
   // Admin and approval events carry a uid or an approval request id there.
   const bool admin = event.kind >= v1::ADMIN_INVITE && event.kind <= v1::APPROVAL_EXPIRED &&
                      event.kind != v1::MFA_VERIFY && event.kind != v1::MFA_LOCKOUT;
-  if (!IsAccessKind(event.kind) && !backup && !refusal && !admin && event.record_count != 0) {
-    return Invalid("a record count belongs to access, refusal, backup and approval events only");
+  const bool erase = event.kind == v1::DATASET_ERASE;  // the items erased
+  if (!IsAccessKind(event.kind) && !backup && !refusal && !admin && !erase &&
+      event.record_count != 0) {
+    return Invalid(
+        "a record count belongs to access, refusal, backup, erase and approval events only");
   }
   if (event.policy_change.has_value() != (event.kind == v1::POLICY_CHANGE)) {
     return Invalid("a policy change goes with POLICY_CHANGE, and only there");

@@ -8,7 +8,7 @@
 // log adds the sequence number and the time.
 //
 // Which entries must be durable before the operation is acknowledged: every key-operation kind
-// (DATASET_CREATE .. REQUEST_REFUSED, CLOCK_WENT_BACKWARDS .. ADMIN_REQUEST) goes through
+// (DATASET_CREATE .. REQUEST_REFUSED, CLOCK_WENT_BACKWARDS .. DELETION_RECEIPT) goes through
 // AuditLog::Append,
 // synchronously. Access kinds (ACCESS_*) go through the BatchingAuditWriter. LOG_* kinds are
 // written by the log only.
@@ -100,7 +100,7 @@ struct AuditEvent {
   std::optional<AuditPolicyChange> policy_change;  // POLICY_CHANGE only
 };
 
-// True for DATASET_CREATE .. REQUEST_REFUSED and CLOCK_WENT_BACKWARDS .. ADMIN_REQUEST.
+// True for DATASET_CREATE .. REQUEST_REFUSED and CLOCK_WENT_BACKWARDS .. DELETION_RECEIPT.
 bool IsKeyOperationKind(v1::EventKind kind);
 
 // True for ACCESS_READ, ACCESS_WRITE, ACCESS_DELETE, ACCESS_PSEUDONYMIZE, ACCESS_REIDENTIFY.

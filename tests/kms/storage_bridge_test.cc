@@ -10,8 +10,12 @@
 
 #include "crypto/status.h"
 #include "gtest/gtest.h"
+#include "kms/audit/signer.h"
+#include "kms/deletion_receipts.h"
 #include "kms/hsm_adapters.h"
+#include "kms/receipt/receipt_file.h"
 #include "storage/attachment_store.h"
+#include "storage/dataset_erasure.h"
 #include "storage/record_store.h"
 #include "storage/reencryption.h"
 #include "tests/hsm/softhsm_token.h"
@@ -43,7 +47,15 @@ class StorageBridgeTest : public ::testing::Test {
     ASSERT_TRUE(db.ok()) << db.status();
     db_ = *std::move(db);
     counter_ = std::make_unique<StoreDataCounter>(db_.get());
+    OpenManager();
+  }
 
+  // (Re)opens the key manager and the stores over it (the same key DB: a restart).
+  void OpenManager() {
+    attachments_.reset();
+    records_.reset();
+    policies_.reset();
+    manager_.reset();
     KeyManagerOptions options;
     options.key_db_directory = dir_.Sub("keydb");
     options.modules = {{"softhsm", suite_.client.get()}};
@@ -179,6 +191,125 @@ TEST_F(StorageBridgeTest, DestroyedDatasetsAreUnreadableThroughTheStore) {
   EXPECT_EQ(ErrorCodeOf(policies_->PolicyFor(doomed).status()), ErrorCode::kKeyDestroyed);
   EXPECT_EQ(ErrorCodeOf(records_->Get(doomed, "c-1").status()), ErrorCode::kKeyDestroyed);
   EXPECT_EQ(*records_->Get(kept, "c-1"), "other customer");
+}
+
+// Destroys `handle` (scheduled as admin 1, approved by admin 2 under request 7) on the clock.
+void DestroyApproved(KeyManager& manager, audit::testing::FakeClock& clock, uint64_t handle) {
+  ASSERT_TRUE(manager.Disable(handle, TestAdmin(1)).ok());
+  AdminApproval approval{TestAdmin(2), 7, 42};
+  ASSERT_TRUE(manager.ScheduleDestruction(handle, TestAdmin(1), approval).ok());
+  clock.Advance(std::chrono::seconds(31 * kDay));
+  auto work = manager.RunDueWork();
+  ASSERT_TRUE(work.ok()) << work.status();
+  ASSERT_EQ(work->destroyed, std::vector<uint64_t>{handle});
+}
+
+TEST_F(StorageBridgeTest, DestructionErasesTheDataAndSignsAReceiptNamingTheApprover) {
+  uint64_t doomed = Create("crm/account-17");
+  uint64_t kept = Create("crm/account-18");
+  for (int i = 0; i < 5; ++i) {
+    ASSERT_TRUE(records_->Put(doomed, "c-" + std::to_string(i), "customer record").ok());
+  }
+  ASSERT_TRUE(records_->Delete(doomed, "c-4").ok());
+  auto upload = attachments_->BeginUpload(doomed, "contract.pdf", "application/pdf");
+  ASSERT_TRUE(upload.ok()) << upload.status();
+  ASSERT_TRUE((*upload)->Append(std::string(300'000, 'p')).ok());
+  ASSERT_TRUE((*upload)->Commit().ok());
+  auto unfinished = attachments_->BeginUpload(doomed, "draft.pdf", "application/pdf");
+  ASSERT_TRUE(unfinished.ok()) << unfinished.status();
+  ASSERT_TRUE((*unfinished)->Append(std::string(10, 'd')).ok());
+  ASSERT_TRUE(records_->Put(kept, "c-1", "other customer").ok());
+  auto before = storage::CountDatasetData(*db_, doomed);
+  ASSERT_TRUE(before.ok()) << before.status();
+  EXPECT_EQ(before->records, 4u);
+  EXPECT_EQ(before->bin_records, 1u);
+  EXPECT_EQ(before->attachments, 1u);
+
+  DestroyApproved(*manager_, clock_, doomed);
+  EXPECT_EQ(manager_->DestroyedAwaitingReceipt(), std::vector<uint64_t>{doomed});
+  EXPECT_EQ(ErrorCodeOf(manager_->GetDeletionReceipt(doomed).status()),
+            ErrorCode::kDatasetStateForbids);
+  EXPECT_EQ(ErrorCodeOf(manager_->IssueDeletionReceipt(doomed, TestAdmin()).status()),
+            ErrorCode::kDatasetStateForbids);  // not before the erase
+  EXPECT_EQ(ErrorCodeOf(manager_->GetDeletionReceipt(kept).status()),
+            ErrorCode::kDatasetStateForbids);  // not a destroyed dataset
+
+  DestructionCompletion done = CompleteDestructions(*manager_, *db_, TestAdmin());
+  ASSERT_TRUE(done.failures.empty()) << done.failures.front().second;
+  EXPECT_EQ(done.receipts_issued, std::vector<uint64_t>{doomed});
+  auto after = storage::CountDatasetData(*db_, doomed);
+  ASSERT_TRUE(after.ok()) << after.status();
+  EXPECT_EQ(after->records + after->attachments + after->bin_records + after->bin_attachments +
+                after->uploads,
+            0u);
+  EXPECT_EQ(*records_->Get(kept, "c-1"), "other customer");
+
+  auto file = manager_->GetDeletionReceipt(doomed);
+  ASSERT_TRUE(file.ok()) << file.status();
+  auto pem = suite_.client->PublicKeyPem();
+  ASSERT_TRUE(pem.ok()) << pem.status();
+  auto receipt = receipt::VerifyFile(*file, *pem);
+  ASSERT_TRUE(receipt.ok()) << receipt.status();
+  EXPECT_EQ(receipt->dataset_handle(), doomed);
+  EXPECT_EQ(receipt->dataset_name_sha256(), receipt::Sha256Hex("crm/account-17"));
+  EXPECT_EQ(receipt->records_purged(), 4u);
+  EXPECT_EQ(receipt->bin_records_purged(), 1u);
+  EXPECT_EQ(receipt->attachments_purged(), 1u);
+  EXPECT_EQ(receipt->uploads_discarded(), before->uploads);
+  EXPECT_GE(receipt->uploads_discarded(), 1u);
+  EXPECT_TRUE(receipt->purge_compaction_finished());
+  EXPECT_EQ(receipt->destruction_requested_by().admin_id(), 1u);
+  ASSERT_EQ(receipt->approvals_size(), 1);
+  EXPECT_EQ(receipt->approvals(0).approver().admin_id(), 2u);
+  EXPECT_EQ(receipt->approvals(0).approver().admin_name(), "admin2");
+  EXPECT_EQ(receipt->approvals(0).request_id(), 7u);
+  EXPECT_EQ(receipt->approvals(0).audit_sequence(), 42u);
+  EXPECT_FALSE(receipt->scheduled_by_lifecycle_automation());
+  ASSERT_EQ(receipt->wrapping_keys_size(), 1);
+  EXPECT_EQ(receipt->wrapping_keys(0).module(), "softhsm");
+  const auto& seq = receipt->audit_sequences();
+  EXPECT_LT(seq.destruction_scheduled(), seq.destruction_started());
+  EXPECT_LT(seq.destruction_started(), seq.destruction_completed());
+  EXPECT_LT(seq.destruction_completed(), seq.erasure_started());
+  EXPECT_LT(seq.erasure_started(), seq.erasure_completed());
+  auto tombstone = manager_->GetTombstone(doomed);
+  ASSERT_TRUE(tombstone.ok());
+  EXPECT_EQ(receipt->tombstone_sha256(), receipt::Sha256Hex(tombstone->tombstone));
+  EXPECT_EQ(receipt->signing_key_sha256(), receipt::Sha256Hex(*pem));
+  EXPECT_EQ(manager_->FindDestroyed("crm/account-17"), std::vector<uint64_t>{doomed});
+  EXPECT_TRUE(manager_->FindDestroyed("crm/account-18").empty());
+
+  // Once only: nothing more to do, and the stored receipt is the same bytes.
+  EXPECT_TRUE(CompleteDestructions(*manager_, *db_, TestAdmin()).receipts_issued.empty());
+  EXPECT_EQ(*manager_->IssueDeletionReceipt(doomed, TestAdmin()), *file);
+  // Another signer's key does not verify it.
+  auto other = audit::SoftwareEcdsaSigner::Generate();
+  ASSERT_TRUE(other.ok());
+  EXPECT_EQ(ErrorCodeOf(receipt::VerifyFile(*file, *(*other)->PublicKeyPem()).status()),
+            ErrorCode::kReceiptInvalid);
+}
+
+TEST_F(StorageBridgeTest, AnEraseResumedAfterARestartReportsWhatWasThere) {
+  uint64_t doomed = Create("crm/account-19");
+  for (int i = 0; i < 3; ++i) {
+    ASSERT_TRUE(records_->Put(doomed, "c-" + std::to_string(i), "customer record").ok());
+  }
+  DestroyApproved(*manager_, clock_, doomed);
+  // The daemon counted and erased, then stopped before recording that the compaction finished.
+  auto counts = storage::CountDatasetData(*db_, doomed);
+  ASSERT_TRUE(counts.ok());
+  ASSERT_TRUE(manager_->BeginErasure(doomed, *counts, TestAdmin()).ok());
+  ASSERT_TRUE(storage::EraseDatasetData(*db_, doomed).ok());
+  OpenManager();
+
+  DestructionCompletion done = CompleteDestructions(*manager_, *db_, TestAdmin());
+  ASSERT_TRUE(done.failures.empty()) << done.failures.front().second;
+  auto file = manager_->GetDeletionReceipt(doomed);
+  ASSERT_TRUE(file.ok()) << file.status();
+  auto receipt = receipt::VerifyFile(*file, *suite_.client->PublicKeyPem());
+  ASSERT_TRUE(receipt.ok()) << receipt.status();
+  EXPECT_EQ(receipt->records_purged(), 3u);  // the first count, not the empty range
+  EXPECT_TRUE(receipt->purge_compaction_finished());
 }
 
 }  // namespace

@@ -1,0 +1,65 @@
+#include "storage/dataset_erasure.h"
+
+#include <string>
+
+#include "crypto/status.h"
+#include "rocksdb/write_batch.h"
+#include "storage/internal/layout.h"
+
+namespace coffer::storage {
+
+using internal::Cf;
+
+namespace {
+
+// Calls `visit(key)` for each of `handle`'s keys in `cf`.
+template <typename Visit>
+absl::Status ForEachKey(DataDb& db, Cf cf, uint64_t handle, Visit visit) {
+  const std::string begin = internal::DatasetBegin(handle);
+  const std::string end = internal::DatasetEnd(handle);
+  rocksdb::Slice upper(end);
+  rocksdb::ReadOptions read_options;
+  read_options.iterate_upper_bound = &upper;
+  read_options.fill_cache = false;
+  ScopedIterator it = db.NewIterator(cf, read_options);
+  for (it->Seek(begin); it->Valid(); it->Next()) visit(it->key().ToStringView());
+  return FromRocks(it->status(), "count a dataset's entries");
+}
+
+}  // namespace
+
+absl::StatusOr<DatasetDataCounts> CountDatasetData(DataDb& db, uint64_t handle) {
+  DatasetDataCounts counts;
+  COFFER_RETURN_IF_ERROR(
+      ForEachKey(db, Cf::kRecords, handle, [&](std::string_view) { ++counts.records; }));
+  COFFER_RETURN_IF_ERROR(ForEachKey(db, Cf::kAttachmentPointers, handle,
+                                    [&](std::string_view) { ++counts.attachments; }));
+  COFFER_RETURN_IF_ERROR(
+      ForEachKey(db, Cf::kUploads, handle, [&](std::string_view) { ++counts.uploads; }));
+  absl::Status malformed;
+  COFFER_RETURN_IF_ERROR(ForEachKey(db, Cf::kRecycleBin, handle, [&](std::string_view key) {
+    absl::StatusOr<internal::BinKeyParts> parts = internal::ParseBinKey(key);
+    if (!parts.ok()) {
+      if (malformed.ok()) malformed = parts.status();
+      return;
+    }
+    if (parts->cf == Cf::kRecords) ++counts.bin_records;
+    if (parts->cf == Cf::kAttachmentPointers) ++counts.bin_attachments;
+  }));
+  COFFER_RETURN_IF_ERROR(malformed);
+  return counts;
+}
+
+absl::Status EraseDatasetData(DataDb& db, uint64_t handle) {
+  const std::string begin = internal::DatasetBegin(handle);
+  const std::string end = internal::DatasetEnd(handle);
+  rocksdb::WriteBatch batch;
+  for (Cf cf : internal::kAllCfs) {
+    COFFER_RETURN_IF_ERROR(
+        FromRocks(batch.DeleteRange(db.cf(cf), begin, end), "erase a dataset's entries"));
+  }
+  COFFER_RETURN_IF_ERROR(db.Write(&batch));
+  return db.PurgePhysically(handle);
+}
+
+}  // namespace coffer::storage

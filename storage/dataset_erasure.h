@@ -1,0 +1,42 @@
+// Erasing a destroyed dataset's data from the data DB (docs/key-manager.md, "Deletion
+// receipt"). Destroying a dataset's wrapping keys makes its ciphertext unreadable everywhere at
+// once; erasing removes the ciphertext itself from the live data DB, so that the deletion
+// receipt can say how much was purged and that the purge compaction finished.
+//
+// The caller (kms/deletion_receipts.h) runs these only for DESTROYED datasets, which no request
+// can write to any more, and counts before it erases, persisting the counts, so that an erase
+// resumed after a crash reports what was there rather than zero.
+//
+// Thread safety: both functions may run beside other datasets' traffic. Failure: DATA_DB_ERROR
+// from RocksDB.
+
+#ifndef COFFER_STORAGE_DATASET_ERASURE_H_
+#define COFFER_STORAGE_DATASET_ERASURE_H_
+
+#include <cstdint>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "storage/data_db.h"
+
+namespace coffer::storage {
+
+struct DatasetDataCounts {
+  uint64_t records = 0;          // live records
+  uint64_t attachments = 0;      // live attachments
+  uint64_t bin_records = 0;      // records in the recycle bin
+  uint64_t bin_attachments = 0;  // attachments in the recycle bin
+  uint64_t uploads = 0;          // unfinished uploads
+};
+
+// Counts `handle`'s entries in every column family (one key scan each; no decryption).
+absl::StatusOr<DatasetDataCounts> CountDatasetData(DataDb& db, uint64_t handle);
+
+// Deletes every entry of `handle` in every column family (range deletions in one batch), then
+// purges physically (DataDb::PurgePhysically: flush, wait for older readers, forced bottommost
+// compaction, obsolete files deleted). Idempotent.
+absl::Status EraseDatasetData(DataDb& db, uint64_t handle);
+
+}  // namespace coffer::storage
+
+#endif  // COFFER_STORAGE_DATASET_ERASURE_H_
