@@ -30,6 +30,7 @@
 #include "kms/daemon/authz.h"
 #include "kms/daemon/jobs.h"
 #include "kms/daemon/services.h"
+#include "kms/deletion_receipts.h"
 #include "kms/full_backup.h"
 #include "kms/hsm_adapters.h"
 #include "kms/key_manager.h"
@@ -55,6 +56,22 @@ constexpr std::chrono::seconds kUploadCleanupPeriod{3600};
 absl::Status Context(const absl::Status& status, const std::string& what) {
   if (status.ok()) return status;
   return MakeError(ErrorCodeOf(status), what + ": " + std::string(status.message()));
+}
+
+kms::audit::AuditActor InternalActor();
+
+// kms::CompleteDestructions, logged: each receipt issued, each failure (by handle; never a name).
+absl::Status CompleteDestructionsAndLog(kms::KeyManager& keys, storage::DataDb& data) {
+  kms::DestructionCompletion done = kms::CompleteDestructions(keys, data, InternalActor());
+  for (uint64_t handle : done.receipts_issued) {
+    LogInfo("destruction completed: data erased and deletion receipt issued for dataset handle " +
+            std::to_string(handle));
+  }
+  for (const auto& [handle, failure] : done.failures) {
+    LogWarning("completing the destruction of dataset handle " + std::to_string(handle) +
+               " failed (retried on the next tick): " + DescribeStatus(failure));
+  }
+  return done.failures.empty() ? absl::OkStatus() : done.failures.front().second;
 }
 
 kms::audit::AuditActor InternalActor() {
@@ -327,10 +344,20 @@ absl::Status Daemon::Parts::StartJobs() {
       /*run_at_start=*/true));
 
   kms::KeyManager* manager = key_manager.get();
+  storage::DataDb* data = data_db.get();
+  // Destroyed datasets whose data erase or receipt a previous run did not finish (a crash, or a
+  // restore that replayed destructions) are completed before serving.
+  if (!CompleteDestructionsAndLog(*manager, *data).ok()) {
+    LogWarning("some destructions could not be completed at start; the rotation clock retries");
+  }
   COFFER_RETURN_IF_ERROR(jobs->RegisterPeriodic(
       "rotation", coffer::v1::JOB_ROTATION,
-      std::chrono::seconds(config.jobs().rotation_check_seconds()), [manager]() -> absl::Status {
+      std::chrono::seconds(config.jobs().rotation_check_seconds()),
+      [manager, data]() -> absl::Status {
         COFFER_ASSIGN_OR_RETURN(kms::DueWorkReport report, manager->RunDueWork());
+        // Erase destroyed datasets' data and issue their receipts (every tick: a failure is
+        // retried on the next).
+        absl::Status completed = CompleteDestructionsAndLog(*manager, *data);
         if (report.clock_went_backwards) {
           LogError(
               "jobs: the clock reads earlier than the key DB's high-water mark; nothing "
@@ -350,7 +377,7 @@ absl::Status Daemon::Parts::StartJobs() {
                      ": " + DescribeStatus(failure));
         }
         if (!report.failures.empty()) return report.failures.front().second;
-        return absl::OkStatus();
+        return completed;
       }));
 
   storage::RecycleBin* recycle_bin = bin.get();

@@ -43,6 +43,7 @@ bool IsReadOnly(OpCase op) {
     case pb::Request::kAdminList:
     case pb::Request::kApprovalList:
     case pb::Request::kKeyInventory:
+    case pb::Request::kReceiptGet:
       return true;
     default:
       return false;
@@ -118,6 +119,13 @@ void AdminControl::Identify(uid_t uid, audit::AuditActor* actor) {
 absl::Status AdminControl::Audit(audit::v1::EventKind kind, const audit::AuditActor& actor,
                                  ErrorCode result, uint32_t count, audit::AuditText detail,
                                  const std::optional<audit::AuditActor>& approver) {
+  return AuditAt(kind, actor, result, count, detail, approver).status();
+}
+
+absl::StatusOr<uint64_t> AdminControl::AuditAt(audit::v1::EventKind kind,
+                                               const audit::AuditActor& actor, ErrorCode result,
+                                               uint32_t count, audit::AuditText detail,
+                                               const std::optional<audit::AuditActor>& approver) {
   audit::AuditEvent event;
   event.kind = kind;
   event.actor = actor;
@@ -125,7 +133,7 @@ absl::Status AdminControl::Audit(audit::v1::EventKind kind, const audit::AuditAc
   event.result = result;
   event.record_count = count;
   event.detail = detail;
-  return options_.audit_log->Append(event).status();
+  return options_.audit_log->Append(event);
 }
 
 bool AdminControl::HasSession(uid_t uid) {
@@ -490,16 +498,18 @@ absl::Status AdminControl::ServeDecide(const PeerIdentity& peer, const audit::Au
     }
   }
   const audit::AuditActor requester = RequesterActor(*decided);
-  COFFER_RETURN_IF_ERROR(
-      Audit(request.approve() ? audit::v1::APPROVAL_GRANTED : audit::v1::APPROVAL_DENIED, requester,
-            ErrorCode::kOk, static_cast<uint32_t>(decided->id), {}, actor));
+  COFFER_ASSIGN_OR_RETURN(
+      const uint64_t decision_sequence,
+      AuditAt(request.approve() ? audit::v1::APPROVAL_GRANTED : audit::v1::APPROVAL_DENIED,
+              requester, ErrorCode::kOk, static_cast<uint32_t>(decided->id), {}, actor));
   auto* out = response->mutable_approval_decide();
   if (request.approve()) {
     pb::Request filed;
     if (!filed.ParseFromString(decided->payload)) {
       return MakeError(ErrorCode::kKeyDbRowCorrupt, "the approval request does not parse");
     }
-    pb::Response result = execute(filed, requester);
+    pb::Response result =
+        execute(filed, requester, kms::AdminApproval{actor, decided->id, decision_sequence});
     const ErrorCode code =
         result.has_error() ? static_cast<ErrorCode>(result.error().code()) : ErrorCode::kOk;
     COFFER_RETURN_IF_ERROR(options_.registry->RecordResult(decided->id, code));

@@ -81,9 +81,11 @@ class AdminControl {
   // errors let the operation run (it then fails on its own).
   using DatasetLookup =
       std::function<absl::StatusOr<kms::DatasetInfo>(std::string_view dataset_name)>;
-  // Runs an approved operation as `actor` and returns its response (error included).
+  // Runs an approved operation as `actor` (the requester), approved as `approval` says, and
+  // returns its response (error included).
   using Executor = std::function<coffer::v1::Response(const coffer::v1::Request& request,
-                                                      const kms::audit::AuditActor& actor)>;
+                                                      const kms::audit::AuditActor& actor,
+                                                      const kms::AdminApproval& approval)>;
 
   // INVALID_ARGUMENT when the registry or audit log is missing.
   static absl::StatusOr<std::unique_ptr<AdminControl>> Create(AdminControlOptions options);
@@ -118,6 +120,11 @@ class AdminControl {
   absl::Status Audit(coffer::kms::audit::v1::EventKind kind, const kms::audit::AuditActor& actor,
                      ErrorCode result, uint32_t count, kms::audit::AuditText detail = {},
                      const std::optional<kms::audit::AuditActor>& approver = std::nullopt);
+  // Audit, returning the entry's sequence.
+  absl::StatusOr<uint64_t> AuditAt(coffer::kms::audit::v1::EventKind kind,
+                                   const kms::audit::AuditActor& actor, ErrorCode result,
+                                   uint32_t count, kms::audit::AuditText detail = {},
+                                   const std::optional<kms::audit::AuditActor>& approver = {});
   // Audits APPROVAL_EXPIRED for every request past its expiry.
   absl::Status ExpireDue();
   coffer::v1::ApprovalInfo ToProto(const kms::admin::ApprovalRecord& record) const;

@@ -117,6 +117,8 @@ std::string_view FixedText(ErrorCode code) {
       return "that directory holds an unfinished restore; delete it and restore again";
     case ErrorCode::kReplaySourceStale:
       return "the live audit log cannot replay purges and destructions since the backup";
+    case ErrorCode::kReceiptInvalid:
+      return "the deletion receipt does not verify";
     case ErrorCode::kAuditTampered:
       return "audit verification failed";
     case ErrorCode::kMalformedRequest:
@@ -289,6 +291,8 @@ audit::AuditText OperationText(pb::Request::OpCase op) {
       return "status";
     case pb::Request::kKeyInventory:
       return "key_inventory";
+    case pb::Request::kReceiptGet:
+      return "receipt_get";
     case pb::Request::kBinList:
       return "bin_list";
     case pb::Request::kAdminEnroll:
@@ -581,14 +585,17 @@ class Services::ConnectionSession final : public Session {
   absl::Status HandleData(const pb::Request& request, ResponseSink* sink);
   absl::Status HandleUpload(const pb::Request& request, ResponseSink* sink);
   absl::Status HandleDownload(const pb::Request& request, uint64_t handle, ResponseSink* sink);
+  // `approval`: the second admin's, when a dual-controlled operation runs on approval.
   absl::Status HandleAdmin(const pb::Request& request, ResponseSink* sink,
-                           const audit::AuditActor& actor);
+                           const audit::AuditActor& actor,
+                           const std::optional<kms::AdminApproval>& approval = std::nullopt);
   // The admin socket: MFA and dual control (AdminControl), then the operation, then its
   // ADMIN_REQUEST audit entry.
   absl::Status HandleAdminSocket(const pb::Request& request, ResponseSink* sink);
   // Runs an admitted admin-socket operation as `actor`.
   absl::Status Dispatch(const pb::Request& request, ResponseSink* sink,
-                        const audit::AuditActor& actor);
+                        const audit::AuditActor& actor,
+                        const std::optional<kms::AdminApproval>& approval = std::nullopt);
   absl::Status KeyInventory(const pb::KeyInventoryRequest& query,
                             pb::KeyInventoryResponse* out) const;
   absl::Status BinList(const pb::BinListRequest& query, uint64_t handle,
@@ -681,14 +688,16 @@ absl::Status Services::ConnectionSession::Handle(const pb::Request& request, Res
   return HandleData(request, sink);
 }
 
-absl::Status Services::ConnectionSession::Dispatch(const pb::Request& request, ResponseSink* sink,
-                                                   const audit::AuditActor& actor) {
+absl::Status Services::ConnectionSession::Dispatch(
+    const pb::Request& request, ResponseSink* sink, const audit::AuditActor& actor,
+    const std::optional<kms::AdminApproval>& approval) {
   const auto op = request.op_case();
   if (deps_.admin_control != nullptr && AdminControl::Serves(op)) {
     pb::Response response;
-    AdminControl::Executor execute = [this](const pb::Request& filed, const audit::AuditActor& as) {
+    AdminControl::Executor execute = [this](const pb::Request& filed, const audit::AuditActor& as,
+                                            const kms::AdminApproval& approved) {
       CollectingSink collect;
-      absl::Status sent = Dispatch(filed, &collect, as);
+      absl::Status sent = Dispatch(filed, &collect, as, approved);
       if (!sent.ok() || collect.responses.empty()) {
         pb::Response failed;
         FillError(&failed, sent.ok() ? MakeError(ErrorCode::kInternal, "no response") : sent);
@@ -702,7 +711,7 @@ absl::Status Services::ConnectionSession::Dispatch(const pb::Request& request, R
   }
   if (IsAdminOperation(op) || op == pb::Request::kDatasetList ||
       op == pb::Request::kDatasetDescribe) {
-    return HandleAdmin(request, sink, actor);
+    return HandleAdmin(request, sink, actor, approval);
   }
   return HandleData(request, sink);
 }
@@ -1096,6 +1105,8 @@ absl::Status Services::ConnectionSession::AuditQuery(const pb::AuditQueryRequest
     record->set_result_code(entry.result_code());
     record->set_detail(entry.detail());
     record->set_record_count(entry.record_count());
+    if (entry.stage() == audit::v1::STAGE_REQUESTED) record->set_stage("REQUESTED");
+    if (entry.stage() == audit::v1::STAGE_COMPLETED) record->set_stage("COMPLETED");
   }
   return absl::OkStatus();
 }
@@ -1207,9 +1218,9 @@ absl::Status Services::ConnectionSession::KeyInventory(const pb::KeyInventoryReq
   return absl::OkStatus();
 }
 
-absl::Status Services::ConnectionSession::HandleAdmin(const pb::Request& request,
-                                                      ResponseSink* sink,
-                                                      const audit::AuditActor& actor) {
+absl::Status Services::ConnectionSession::HandleAdmin(
+    const pb::Request& request, ResponseSink* sink, const audit::AuditActor& actor,
+    const std::optional<kms::AdminApproval>& approval) {
   pb::Response response;
   const std::string_view dataset = DatasetNamedBy(request);
   auto find = [&]() -> absl::StatusOr<uint64_t> {
@@ -1262,7 +1273,7 @@ absl::Status Services::ConnectionSession::HandleAdmin(const pb::Request& request
           result = deps_.keys->Enable(*handle, actor);
           break;
         case pb::DatasetLifecycleRequest::SCHEDULE_DESTRUCTION:
-          result = deps_.keys->ScheduleDestruction(*handle, actor);
+          result = deps_.keys->ScheduleDestruction(*handle, actor, approval);
           break;
         case pb::DatasetLifecycleRequest::CANCEL_DESTRUCTION:
           result = deps_.keys->CancelDestruction(*handle, actor);
@@ -1502,6 +1513,33 @@ absl::Status Services::ConnectionSession::HandleAdmin(const pb::Request& request
 
     case pb::Request::kKeyInventory:
       return reply(KeyInventory(request.key_inventory(), response.mutable_key_inventory()));
+
+    case pb::Request::kReceiptGet: {
+      // The daemon's own messages: they name states and handles, never data.
+      const pb::ReceiptGetRequest& query = request.receipt_get();
+      uint64_t handle = 0;
+      if (query.dataset_case() == pb::ReceiptGetRequest::kHandle) {
+        handle = query.handle();
+      } else if (query.dataset_case() == pb::ReceiptGetRequest::kName && !query.name().empty()) {
+        std::vector<uint64_t> destroyed = deps_.keys->FindDestroyed(query.name());
+        if (destroyed.empty()) {
+          return SendError(sink, request,
+                           MakeError(ErrorCode::kDatasetNotFound,
+                                     "no destroyed dataset had that name (a receipt exists only "
+                                     "once a dataset is destroyed)"));
+        }
+        handle = destroyed.front();
+      } else {
+        return SendError(sink, request,
+                         MakeError(ErrorCode::kMalformedRequest,
+                                   "receipt_get names no dataset (a name or a handle)"));
+      }
+      absl::StatusOr<std::string> receipt = deps_.keys->GetDeletionReceipt(handle);
+      if (!receipt.ok()) return SendError(sink, request, receipt.status());
+      response.mutable_receipt_get()->set_dataset_handle(handle);
+      response.mutable_receipt_get()->set_receipt(*std::move(receipt));
+      return reply(absl::OkStatus());
+    }
 
     case pb::Request::kBinList: {
       auto handle = find();

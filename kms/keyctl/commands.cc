@@ -23,15 +23,15 @@ namespace coffer::keyctl {
 
 namespace pb = ::coffer::v1;
 
+void PrintJson(CommandContext& ctx, const nlohmann::json& json) {
+  ctx.out() << json.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) << '\n';
+}
+
 namespace {
 
 constexpr std::chrono::milliseconds kTerminalPollInterval{500};
 constexpr std::chrono::milliseconds kPlainPollInterval{1'000};
 constexpr int64_t kPlainLineEveryMicros = 5'000'000;
-
-void PrintJson(CommandContext& ctx, const nlohmann::json& json) {
-  ctx.out() << json.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) << '\n';
-}
 
 std::string YesNo(bool value) { return value ? "yes" : "no"; }
 

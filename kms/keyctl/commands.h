@@ -22,6 +22,7 @@
 #include "absl/status/statusor.h"
 #include "coffer/v1/service.pb.h"
 #include "kms/keyctl/admin_client.h"
+#include "nlohmann/json.hpp"
 
 namespace coffer::keyctl {
 
@@ -59,6 +60,9 @@ class CommandContext {
   AdminClient::ProgressCallback on_progress_;  // set during CallWithProgress
   std::string totp_code_;                      // never printed; cleared once the daemon took it
 };
+
+// Prints `json` to ctx.out(), indented (the --json form of every command).
+void PrintJson(CommandContext& ctx, const nlohmann::json& json);
 
 // True for the error that Call already printed (a request filed for approval).
 bool IsPendingApproval(const absl::Status& status);
@@ -136,6 +140,15 @@ absl::Status BinRestore(CommandContext& ctx, const std::string& dataset,
 // Verifies an audit log directory locally with kms/audit's offline verifier (no daemon).
 absl::Status AuditVerifyOffline(CommandContext& ctx, const std::string& public_key_file,
                                 const std::string& audit_directory);
+
+// Deletion receipts (receipt_commands.cc). ReceiptGet fetches a destroyed dataset's receipt by
+// the name it had (or `handle` when set) and writes it to `out_file` (atomically, mode 0644) or
+// prints it. ReceiptVerify checks a receipt file offline with the token's public key (PEM) and,
+// when `name` is not empty, that the receipt is for that name; RECEIPT_INVALID otherwise.
+absl::Status ReceiptGet(CommandContext& ctx, const std::string& name,
+                        std::optional<uint64_t> handle, const std::string& out_file);
+absl::Status ReceiptVerify(CommandContext& ctx, const std::string& receipt_file,
+                           const std::string& public_key_file, const std::string& name);
 
 }  // namespace coffer::keyctl
 

@@ -141,6 +141,8 @@ struct Values {
   bool hex = false;
   bool offline = false;
   std::string public_key, audit_dir = "./var/audit";
+  std::string receipt_file, out_file;
+  uint64_t handle = 0;
 };
 
 CLI::App* Sub(CLI::App* parent, const std::string& name, const std::string& description,
@@ -485,6 +487,47 @@ void DefineAuditStatus(CLI::App& app, Values& v, Action& action) {
       ->callback([&] { action = [](CommandContext& ctx) { return DaemonStatus(ctx); }; });
 }
 
+void DefineReceipt(CLI::App& app, Values& v, Action& action) {
+  CLI::App* receipt = app.add_subcommand(
+      "receipt", "Fetch and verify a destroyed dataset's signed deletion receipt");
+  receipt->require_subcommand(1);
+  receipt->footer("Example:\n  keyctl receipt get crm/acme -o acme.receipt");
+
+  CLI::App* get =
+      Sub(receipt, "get", "Fetch the receipt of the destroyed dataset that had NAME (or --handle)",
+          "keyctl receipt get crm/acme -o acme.receipt");
+  CLI::Option* name = get->add_option("NAME", v.name, "The name the dataset had");
+  CLI::Option* handle = get->add_option("--handle", v.handle, "The dataset's handle instead");
+  name->excludes(handle);
+  get->add_option("-o,--out", v.out_file, "Write the receipt file here (else print it)");
+  get->callback([&, name, handle] {
+    if (name->count() == 0 && handle->count() == 0) {
+      throw CLI::ValidationError("receipt get", "name a dataset: NAME or --handle H");
+    }
+    std::optional<uint64_t> by_handle;
+    if (handle->count() > 0) by_handle = v.handle;
+    action = [&, by_handle](CommandContext& ctx) {
+      return ReceiptGet(ctx, v.name, by_handle, v.out_file);
+    };
+  });
+
+  CLI::App* verify = Sub(receipt, "verify",
+                         "Verify a receipt file offline with the token's public key (no daemon)",
+                         "keyctl receipt verify acme.receipt --public-key audit-public-key.pem "
+                         "--name crm/acme");
+  verify->add_option("FILE", v.receipt_file, "The receipt file")->required();
+  verify
+      ->add_option("--public-key", v.public_key,
+                   "The token's public key (PEM): cofferd's audit-public-key.pem")
+      ->required();
+  verify->add_option("--name", v.name, "Also check that the receipt is for this dataset name");
+  verify->callback([&] {
+    action = [&](CommandContext& ctx) {
+      return ReceiptVerify(ctx, v.receipt_file, v.public_key, v.name);
+    };
+  });
+}
+
 void DefineAdminRequest(CLI::App& app, Values& v, Action& action) {
   CLI::App* admin =
       app.add_subcommand("admin", "Enrol, list and remove admins (TOTP MFA, dual control)");
@@ -565,6 +608,7 @@ int Run(int argc, char** argv) {
   DefineBackup(app, values, action);
   DefineAuditStatus(app, values, action);
   DefineAdminRequest(app, values, action);
+  DefineReceipt(app, values, action);
   app.footer(
       "Exit codes: 0 success, 1 error, 2 usage, 3 refused (incl. MFA), 4 not found, 5 pending "
       "approval.\n"

@@ -165,9 +165,11 @@ class AdminControlTest : public ::testing::Test {
     last_actor_ = decision.actor;
     if (!AdminControl::Serves(request.op_case())) return response;  // would run
     AdminControl::Executor execute = [this](const pb::Request& filed,
-                                            const audit::AuditActor& actor) {
+                                            const audit::AuditActor& actor,
+                                            const kms::AdminApproval& approval) {
       executed_.push_back(filed);
       executed_as_.push_back(actor);
+      executed_approvals_.push_back(approval);
       pb::Response result;
       result.mutable_hold_set()->set_name("crm");
       return result;
@@ -253,6 +255,7 @@ class AdminControlTest : public ::testing::Test {
   audit::AuditActor last_actor_;
   std::vector<pb::Request> executed_;
   std::vector<audit::AuditActor> executed_as_;
+  std::vector<kms::AdminApproval> executed_approvals_;
 };
 
 TEST_F(AdminControlTest, ReadOnlyOperationsNeedNoEnrolmentButChangesDo) {
@@ -392,6 +395,10 @@ TEST_F(AdminControlTest, ASecondAdminApprovesWithAFreshCodeAndTheRequesterActs) 
   EXPECT_FALSE(executed_[0].hold_set().hold());
   EXPECT_EQ(executed_as_[0].uid, kAlice);
   EXPECT_EQ(executed_as_[0].admin_id, uint64_t{kAlice} + 1);
+  // The operation learns who approved it, which request, and the APPROVAL_GRANTED entry.
+  EXPECT_EQ(executed_approvals_[0].approver.uid, kBob);
+  EXPECT_EQ(executed_approvals_[0].approver.admin_id, uint64_t{kBob} + 1);
+  EXPECT_EQ(executed_approvals_[0].request_id, id);
   EXPECT_EQ(approved.approval_decide().request().state(), pb::APPROVAL_STATE_APPROVED);
   EXPECT_EQ(approved.approval_decide().request().approver_uid(), kBob);
   EXPECT_TRUE(approved.approval_decide().result().has_hold_set());
@@ -401,6 +408,7 @@ TEST_F(AdminControlTest, ASecondAdminApprovesWithAFreshCodeAndTheRequesterActs) 
   EXPECT_EQ(granted[0].actor().uid(), kAlice);
   EXPECT_EQ(granted[0].approver().uid(), kBob);
   EXPECT_EQ(granted[0].record_count(), id);
+  EXPECT_EQ(executed_approvals_[0].audit_sequence, granted[0].sequence());
 
   // Approving twice is refused and runs nothing.
   EXPECT_EQ(Run(kBob, WithCode(Decide(id), Code(kBob))).error().code(),

@@ -83,7 +83,7 @@ class Cofferd {
           << "durability: WAL\n"
           << "admins { uid: " << kA << " }\nadmins { uid: " << kB << " }\nadmins { uid: " << kC
           << " }\n"
-          << "jobs { backup_interval_seconds: 86400 }\n"
+          << "jobs { backup_interval_seconds: 86400 rotation_check_seconds: 1 }\n"
           << "mfa { required: true totp_step_seconds: " << kStepSeconds
           << " approval_ttl_seconds: 600 session_seconds: 600 }\n";
     }
@@ -535,7 +535,9 @@ TEST_F(DualControlTest, PromptsForTheCodeOnATerminal) {
 
 TEST_F(DualControlTest, WholeLifecycleWithKeyctlAlone) {
   const std::string d = "dual/life";
-  ASSERT_EQ(Run(kA, "--totp " + Code(kA) + " dataset create " + d).exit_code, 0);
+  ASSERT_EQ(
+      Run(kA, "--totp " + Code(kA) + " dataset create " + d + " --destruction-wait 1s").exit_code,
+      0);
   ASSERT_EQ(Run(kA, "key rotate " + d).exit_code, 0);
   Result reenc = Run(kA, "reencrypt start " + d + " --wait");
   ASSERT_EQ(reenc.exit_code, 0) << reenc.err;
@@ -549,7 +551,20 @@ TEST_F(DualControlTest, WholeLifecycleWithKeyctlAlone) {
   ASSERT_EQ(Run(kA, "dataset disable " + d).exit_code, 0);
   id = FilePending(kA, "dataset destroy " + d);
   ASSERT_EQ(Approve(kB, id).exit_code, 0);
-  EXPECT_EQ(Describe(d).value("state", ""), "DATASET_PENDING_DESTRUCTION");
+
+  // One second later the clock destroys it; its data is erased and the receipt, fetched by
+  // the name it had, names B as the approver of request `id`.
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  Result receipt;
+  while (std::chrono::steady_clock::now() < deadline) {
+    receipt = Run(kA, "receipt get " + d);
+    if (receipt.exit_code == 0) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(250));
+  }
+  ASSERT_EQ(receipt.exit_code, 0) << receipt.err;
+  const std::string receipt_file = daemon_->dir() + "/life.receipt";
+  std::ofstream(receipt_file, std::ios::trunc) << receipt.out;
+  chmod(receipt_file.c_str(), 0644);
 
   Result status = Run(kA, "--json status");
   ASSERT_EQ(status.exit_code, 0) << status.err;
@@ -560,6 +575,14 @@ TEST_F(DualControlTest, WholeLifecycleWithKeyctlAlone) {
   Result verify = Run(kA, "audit verify --offline --public-key " + pem + " --audit-dir " +
                               daemon_->dir() + "/audit");
   EXPECT_EQ(verify.exit_code, 0) << verify.err;
+  Result checked =
+      Run(kB, "--json receipt verify " + receipt_file + " --public-key " + pem + " --name " + d);
+  ASSERT_EQ(checked.exit_code, 0) << checked.err;
+  const json body = checked.Json()["receipt"];
+  EXPECT_EQ(body["destruction_requested_by"].value("uid", 0u), kA) << checked.out;
+  ASSERT_EQ(body["approvals"].size(), 1u) << checked.out;
+  EXPECT_EQ(body["approvals"][0]["approver"].value("uid", 0u), kB) << checked.out;
+  EXPECT_EQ(body["approvals"][0].value("request_id", ""), std::to_string(id)) << checked.out;
 
   Result audit = Run(kA, "--json audit search --limit 100000");
   ASSERT_EQ(audit.exit_code, 0) << audit.err;
