@@ -27,12 +27,14 @@ absl::Status ValidateActor(const AuditActor& actor, std::string_view role) {
 
 bool IsKeyOperationKind(v1::EventKind kind) {
   return (kind >= v1::DATASET_CREATE && kind <= v1::REQUEST_REFUSED) ||
-         (kind >= v1::CLOCK_WENT_BACKWARDS && kind <= v1::ADMIN_REQUEST);
+         (kind >= v1::CLOCK_WENT_BACKWARDS && kind <= v1::ADMIN_REQUEST) ||
+         kind == v1::CANARY_PLANT || kind == v1::CANARY_REMOVE;
 }
 
 bool IsAccessKind(v1::EventKind kind) {
   return kind == v1::ACCESS_READ || kind == v1::ACCESS_WRITE || kind == v1::ACCESS_DELETE ||
-         kind == v1::ACCESS_PSEUDONYMIZE || kind == v1::ACCESS_REIDENTIFY;
+         kind == v1::ACCESS_PSEUDONYMIZE || kind == v1::ACCESS_REIDENTIFY ||
+         kind == v1::CANARY_READ;
 }
 
 absl::Status ValidateAuditEvent(const AuditEvent& event) {
@@ -56,7 +58,10 @@ absl::Status ValidateAuditEvent(const AuditEvent& event) {
   // Admin and approval events carry a uid or an approval request id there.
   const bool admin = event.kind >= v1::ADMIN_INVITE && event.kind <= v1::APPROVAL_EXPIRED &&
                      event.kind != v1::MFA_VERIFY && event.kind != v1::MFA_LOCKOUT;
-  if (!IsAccessKind(event.kind) && !backup && !refusal && !admin && event.record_count != 0) {
+  // Canary events carry the canary's number there (docs/events.md).
+  const bool canary = event.kind == v1::CANARY_PLANT || event.kind == v1::CANARY_REMOVE;
+  if (!IsAccessKind(event.kind) && !backup && !refusal && !admin && !canary &&
+      event.record_count != 0) {
     return Invalid("a record count belongs to access, refusal, backup and approval events only");
   }
   if (event.policy_change.has_value() != (event.kind == v1::POLICY_CHANGE)) {
