@@ -462,6 +462,43 @@ TEST_F(KeyctlEventsTest, HookGetsJsonWithNoOtherDescriptorAndHangingHookIsKilled
   EXPECT_NE(daemon_->Logs().find("hook killed"), std::string::npos);
 }
 
+TEST_F(KeyctlEventsTest, FollowPrintsNewEventsAndAcknowledgesWhenInterrupted) {
+  Ok("dataset create follow-test");
+  Result drained = Run("events --subscriber follower");  // creates the cursor at the end
+  ASSERT_EQ(drained.exit_code, 0) << drained.err;
+  const std::string out = daemon_->dir() + "/follow.out";
+  pid_t pid = SpawnWithOutput({KEYCTL_BINARY, "--socket", daemon_->admin_socket(), "--json",
+                               "events", "--follow", "--subscriber", "follower"},
+                              out, {"COFFER_ADMIN_SOCKET"});
+  ASSERT_GT(pid, 0);
+  Ok("dataset disable follow-test");
+  auto printed = [&] {
+    for (const std::string& line : Lines(ReadWholeFile(out))) {
+      json e = json::parse(line);
+      if (e.value("kind", "") == "EVENT_DATASET_DISABLED" &&
+          e.value("dataset", "") == "follow-test") {
+        return true;
+      }
+    }
+    return false;
+  };
+  const bool seen = Eventually(printed);
+  kill(pid, SIGINT);
+  int status = 0;
+  ASSERT_EQ(waitpid(pid, &status, 0), pid);
+  ASSERT_TRUE(seen) << ReadWholeFile(out);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << ReadWholeFile(out);
+  // Acknowledged when interrupted: the event is not printed again.
+  Result after = Run("--json events --subscriber follower");
+  ASSERT_EQ(after.exit_code, 0) << after.err;
+  for (const std::string& line : Lines(after.out)) {
+    json e = json::parse(line);
+    EXPECT_FALSE(e.value("kind", "") == "EVENT_DATASET_DISABLED" &&
+                 e.value("dataset", "") == "follow-test")
+        << line;
+  }
+}
+
 // Last: restarts the daemon.
 TEST_F(KeyctlEventsTest, SubscriberAcrossDaemonRestartSeesNoGapAndNoDuplicate) {
   Ok("dataset create restart-test");
