@@ -89,9 +89,11 @@ class Cofferd {
     {
       // The hook records each event, lists its descriptors, and hangs on DATASET_DISABLED.
       std::ofstream hook(d->dir_ + "/hook.sh", std::ios::trunc);
+      // The descriptor list is complete (renamed into place) before the event line appears.
       hook << "read -r line\n"
+           << "ls /proc/self/fd > " << d->dir_ << "/hook-fds.tmp\n"
+           << "mv " << d->dir_ << "/hook-fds.tmp " << d->dir_ << "/hook-fds.out\n"
            << "printf '%s\\n' \"$line\" >> " << d->dir_ << "/hook.out\n"
-           << "ls /proc/self/fd > " << d->dir_ << "/hook-fds.out\n"
            << "case \"$line\" in *EVENT_DATASET_DISABLED*) exec sleep 1000;; esac\n";
     }
     {
@@ -458,8 +460,9 @@ TEST_F(KeyctlEventsTest, HookGetsJsonWithNoOtherDescriptorAndHangingHookIsKilled
   for (const std::string& line : Lines(ReadWholeFile(daemon_->dir() + "/hook-fds.out"))) {
     fds.insert(line);
   }
-  EXPECT_EQ(fds, (std::set<std::string>{"0", "1", "2", "3"}));
-  EXPECT_NE(daemon_->Logs().find("hook killed"), std::string::npos);
+  EXPECT_EQ(fds, (std::set<std::string>{"0", "1", "2", "3"}))
+      << ReadWholeFile(daemon_->dir() + "/hook-fds.out");
+  EXPECT_NE(daemon_->Logs().find("hook killed"), std::string::npos) << daemon_->Logs();
 }
 
 TEST_F(KeyctlEventsTest, FollowPrintsNewEventsAndAcknowledgesWhenInterrupted) {
