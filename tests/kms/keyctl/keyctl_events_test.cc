@@ -107,8 +107,10 @@ class Cofferd {
           << "durability: WAL\n"
           << "grants { principals { uid: " << me
           << " } datasets: \"*\" rights: READ rights: WRITE rights: DELETE }\n"
-          << "admins { uid: " << me << " }\n"
-          << "jobs { backup_interval_seconds: 86400 }\n"
+          << "admins { uid: " << me
+          << " }\n"
+          // The daemon's clock ticks every second (due destructions).
+          << "jobs { backup_interval_seconds: 86400 rotation_check_seconds: 1 }\n"
           << "mfa { required: false }\n"
           << "notifications { hook_command: \"/bin/sh\" hook_command: \"" << d->dir_
           << "/hook.sh\" hook_timeout_seconds: 1 hook_attempts: 1 }\n";
@@ -463,6 +465,32 @@ TEST_F(KeyctlEventsTest, HookGetsJsonWithNoOtherDescriptorAndHangingHookIsKilled
   EXPECT_EQ(fds, (std::set<std::string>{"0", "1", "2", "3"}))
       << ReadWholeFile(daemon_->dir() + "/hook-fds.out");
   EXPECT_NE(daemon_->Logs().find("hook killed"), std::string::npos) << daemon_->Logs();
+}
+
+TEST_F(KeyctlEventsTest, DestructionIsAnnouncedWarnedAndReportedWithTheDatasetName) {
+  Ok("dataset create doomed --destruction-wait 4s");
+  Ok("dataset disable doomed");
+  Ok("dataset destroy doomed");
+  std::vector<json> seen;
+  ASSERT_TRUE(ReadUntil("doom-test", seen, [](const std::vector<json>& events) {
+    return Count(events, "EVENT_DATASET_DESTROYED", "doomed") > 0;
+  }));
+  EXPECT_EQ(Count(seen, "EVENT_DATASET_DISABLED", "doomed"), 1u);
+  EXPECT_EQ(Count(seen, "EVENT_DESTRUCTION_SCHEDULED", "doomed"), 1u);
+  // Due within the default 7-day warning period: warned once.
+  EXPECT_EQ(Count(seen, "EVENT_DESTRUCTION_DUE_SOON", "doomed"), 1u);
+  EXPECT_EQ(Count(seen, "EVENT_DATASET_DESTROYED", "doomed"), 1u);
+  int64_t due = 0;
+  std::vector<std::string> order;
+  for (const json& e : seen) {
+    if (e.value("dataset", "") != "doomed") continue;
+    order.push_back(e["kind"].get<std::string>());
+    if (e["kind"] == "EVENT_DESTRUCTION_SCHEDULED") due = e["destruction_due_micros"];
+  }
+  EXPECT_GT(due, 0);
+  ASSERT_FALSE(order.empty());
+  EXPECT_EQ(order.front(), "EVENT_DATASET_DISABLED");
+  EXPECT_EQ(order.back(), "EVENT_DATASET_DESTROYED");
 }
 
 TEST_F(KeyctlEventsTest, FollowPrintsNewEventsAndAcknowledgesWhenInterrupted) {
