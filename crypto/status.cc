@@ -116,6 +116,11 @@ constexpr CodeInfo kCodes[] = {
     {ErrorCode::kApprovalForbidden, "APPROVAL_FORBIDDEN", absl::StatusCode::kPermissionDenied},
     {ErrorCode::kApprovalNotFound, "APPROVAL_NOT_FOUND", absl::StatusCode::kNotFound},
     {ErrorCode::kApprovalClosed, "APPROVAL_CLOSED", absl::StatusCode::kFailedPrecondition},
+    {ErrorCode::kEventSubscriberInvalid, "EVENT_SUBSCRIBER_INVALID",
+     absl::StatusCode::kInvalidArgument},
+    {ErrorCode::kEventCursorInvalid, "EVENT_CURSOR_INVALID", absl::StatusCode::kOutOfRange},
+    {ErrorCode::kCanaryExists, "CANARY_EXISTS", absl::StatusCode::kAlreadyExists},
+    {ErrorCode::kCanaryNotFound, "CANARY_NOT_FOUND", absl::StatusCode::kNotFound},
 };
 
 const CodeInfo* Find(ErrorCode code) {

@@ -132,6 +132,12 @@ enum class ErrorCode : int {
   kApprovalNotFound = 527,   // no approval request with that id
   kApprovalClosed = 528,     // the request was already approved, denied, or has expired
 
+  // 550-569 notifications (event log) and canary records (docs/events.md).
+  kEventSubscriberInvalid = 550,  // a subscriber name that is not 1-64 of [a-z0-9._-]
+  kEventCursorInvalid = 551,      // ack_through beyond the last event delivered to the subscriber
+  kCanaryExists = 560,            // the record or attachment already exists (canary or not)
+  kCanaryNotFound = 561,          // no canary with that dataset and id or name
+
   // 300-399 key manager, 400-499 storage, 500-599 daemon and protocol, 600-699 admin/keyctl:
   // reserved for the layers above, which append their codes here.
 };

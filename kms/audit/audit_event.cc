@@ -27,12 +27,14 @@ absl::Status ValidateActor(const AuditActor& actor, std::string_view role) {
 
 bool IsKeyOperationKind(v1::EventKind kind) {
   return (kind >= v1::DATASET_CREATE && kind <= v1::REQUEST_REFUSED) ||
-         (kind >= v1::CLOCK_WENT_BACKWARDS && kind <= v1::DELETION_RECEIPT);
+         (kind >= v1::CLOCK_WENT_BACKWARDS && kind <= v1::DELETION_RECEIPT) ||
+         kind == v1::CANARY_PLANT || kind == v1::CANARY_REMOVE;
 }
 
 bool IsAccessKind(v1::EventKind kind) {
   return kind == v1::ACCESS_READ || kind == v1::ACCESS_WRITE || kind == v1::ACCESS_DELETE ||
-         kind == v1::ACCESS_PSEUDONYMIZE || kind == v1::ACCESS_REIDENTIFY;
+         kind == v1::ACCESS_PSEUDONYMIZE || kind == v1::ACCESS_REIDENTIFY ||
+         kind == v1::CANARY_READ;
 }
 
 absl::Status ValidateAuditEvent(const AuditEvent& event) {
@@ -57,10 +59,13 @@ absl::Status ValidateAuditEvent(const AuditEvent& event) {
   const bool admin = event.kind >= v1::ADMIN_INVITE && event.kind <= v1::APPROVAL_EXPIRED &&
                      event.kind != v1::MFA_VERIFY && event.kind != v1::MFA_LOCKOUT;
   const bool erase = event.kind == v1::DATASET_ERASE;  // the items erased
-  if (!IsAccessKind(event.kind) && !backup && !refusal && !admin && !erase &&
+  // Canary events carry the canary's number there (docs/events.md).
+  const bool canary = event.kind == v1::CANARY_PLANT || event.kind == v1::CANARY_REMOVE;
+  if (!IsAccessKind(event.kind) && !backup && !refusal && !admin && !erase && !canary &&
       event.record_count != 0) {
     return Invalid(
-        "a record count belongs to access, refusal, backup, erase and approval events only");
+        "a record count belongs to access, refusal, backup, erase, canary and approval events "
+        "only");
   }
   if (event.policy_change.has_value() != (event.kind == v1::POLICY_CHANGE)) {
     return Invalid("a policy change goes with POLICY_CHANGE, and only there");

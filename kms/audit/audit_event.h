@@ -100,10 +100,12 @@ struct AuditEvent {
   std::optional<AuditPolicyChange> policy_change;  // POLICY_CHANGE only
 };
 
-// True for DATASET_CREATE .. REQUEST_REFUSED and CLOCK_WENT_BACKWARDS .. DELETION_RECEIPT.
+// True for DATASET_CREATE .. REQUEST_REFUSED, CLOCK_WENT_BACKWARDS .. DELETION_RECEIPT and
+// CANARY_PLANT, CANARY_REMOVE.
 bool IsKeyOperationKind(v1::EventKind kind);
 
-// True for ACCESS_READ, ACCESS_WRITE, ACCESS_DELETE, ACCESS_PSEUDONYMIZE, ACCESS_REIDENTIFY.
+// True for ACCESS_READ, ACCESS_WRITE, ACCESS_DELETE, ACCESS_PSEUDONYMIZE, ACCESS_REIDENTIFY,
+// CANARY_READ.
 bool IsAccessKind(v1::EventKind kind);
 
 // OK when a caller may append `event`: a key-operation or access kind, enums in range, an admin

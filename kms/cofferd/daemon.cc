@@ -28,9 +28,14 @@
 #include "kms/cofferd/startup_checks.h"
 #include "kms/daemon/admin_control.h"
 #include "kms/daemon/authz.h"
+#include "kms/daemon/canary.h"
+#include "kms/daemon/event_operations.h"
 #include "kms/daemon/jobs.h"
 #include "kms/daemon/services.h"
 #include "kms/deletion_receipts.h"
+#include "kms/events/event_log.h"
+#include "kms/events/event_source.h"
+#include "kms/events/hook_delivery.h"
 #include "kms/full_backup.h"
 #include "kms/hsm_adapters.h"
 #include "kms/key_manager.h"
@@ -134,6 +139,10 @@ struct Daemon::Parts {
   std::unique_ptr<daemon::Authorizer> authorizer;
   std::unique_ptr<kms::admin::AdminRegistry> admin_registry;
   std::unique_ptr<daemon::AdminControl> admin_control;
+  std::unique_ptr<events::EventLog> event_log;
+  std::unique_ptr<daemon::CanaryRegistry> canaries;
+  std::unique_ptr<events::EventSource> event_source;
+  std::unique_ptr<events::HookDelivery> hook_delivery;
   std::unique_ptr<daemon::Services> services;
   std::unique_ptr<server::Server> server;
   bool stopped = false;
@@ -143,6 +152,7 @@ struct Daemon::Parts {
   absl::Status OpenStores();
   absl::Status EnsureDatasets(const std::vector<std::string>& names);
   absl::Status StartJobs();
+  absl::Status StartEvents();
   absl::Status StartServing();
   absl::Status Stop();
 };
@@ -431,6 +441,82 @@ absl::Status Daemon::Parts::StartJobs() {
   return absl::OkStatus();
 }
 
+// Notifications and canaries (docs/events.md): the event log, the canary registry, the event
+// source deriving events from the audit log, and the hook's delivery thread.
+absl::Status Daemon::Parts::StartEvents() {
+  events::EventLogOptions log_options;
+  log_options.directory = config.events_directory();
+  absl::StatusOr<std::unique_ptr<events::EventLog>> opened = events::EventLog::Open(log_options);
+  if (!opened.ok()) {
+    return Context(opened.status(), "events directory " + config.events_directory());
+  }
+  event_log = *std::move(opened);
+
+  daemon::CanaryDeps canary_deps;
+  canary_deps.log = event_log.get();
+  canary_deps.keys = key_manager.get();
+  canary_deps.records = records.get();
+  canary_deps.attachments = attachments.get();
+  canary_deps.bin = bin.get();
+  canary_deps.audit_log = audit_log.get();
+  canary_deps.on_read = [this] {
+    if (event_source) event_source->Wake();
+  };
+  COFFER_ASSIGN_OR_RETURN(canaries, daemon::CanaryRegistry::Open(std::move(canary_deps)));
+
+  const auto& n = config.notifications();
+  events::EventSourceOptions source_options;
+  source_options.log = event_log.get();
+  source_options.audit_directory = config.audit_directory();
+  source_options.audit_start = audit_log->stats().next_sequence;
+  kms::KeyManager* manager = key_manager.get();
+  source_options.datasets = [manager] {
+    std::vector<events::DatasetView> views;
+    for (const kms::DatasetSummary& summary : manager->ListDatasets()) {
+      events::DatasetView view;
+      view.handle = summary.handle;
+      view.name = summary.name;
+      if (summary.state == kms::DatasetState::kPendingDestruction) {
+        absl::StatusOr<kms::DatasetInfo> info = manager->DescribeDataset(summary.handle);
+        if (info.ok() && info->destroy_after) {
+          view.pending_destruction = true;
+          view.destruction_due_micros = kms::ToUnixMicros(*info->destroy_after);
+        }
+      }
+      views.push_back(std::move(view));
+    }
+    return views;
+  };
+  kms::audit::AuditLog* audit = audit_log.get();
+  source_options.audit_failed = [audit] { return audit->stats().failed; };
+  hsm::HsmClient* token = hsm.get();
+  source_options.hsm_probe = [token]() -> absl::Status {
+    return token->HmacRowKey("coffer.events.hsm-health-check").status();
+  };
+  daemon::CanaryRegistry* registry = canaries.get();
+  source_options.canary_lookup = [registry](uint64_t number) { return registry->Lookup(number); };
+  source_options.log_warning = [](const std::string& text) { LogWarning(text); };
+  source_options.hsm_check_interval = std::chrono::seconds(n.hsm_check_seconds());
+  source_options.destruction_warning = std::chrono::seconds(n.destruction_warning_seconds());
+  source_options.retention = std::chrono::hours(24) * n.retention_days();
+  source_options.max_age = std::chrono::hours(24) * n.max_age_days();
+  COFFER_ASSIGN_OR_RETURN(event_source, events::EventSource::Create(std::move(source_options)));
+  event_source->Start();
+
+  if (n.hook_command_size() > 0) {
+    events::HookDeliveryOptions hook_options;
+    hook_options.log = event_log.get();
+    hook_options.argv.assign(n.hook_command().begin(), n.hook_command().end());
+    hook_options.timeout = std::chrono::seconds(n.hook_timeout_seconds());
+    hook_options.attempts = n.hook_attempts();
+    hook_options.log_info = [](const std::string& text) { LogInfo(text); };
+    hook_options.log_warning = [](const std::string& text) { LogWarning(text); };
+    hook_delivery = std::make_unique<events::HookDelivery>(std::move(hook_options));
+    hook_delivery->Start();
+  }
+  return absl::OkStatus();
+}
+
 absl::Status Daemon::Parts::StartServing() {
   COFFER_ASSIGN_OR_RETURN(std::shared_ptr<const daemon::GrantTable> table,
                           daemon::GrantTable::FromConfig(config));
@@ -498,6 +584,7 @@ absl::Status Daemon::Parts::StartServing() {
   deps.admin_socket = config.admin_socket();
   deps.admin_control = admin_control.get();
   deps.admin_registry = admin_registry.get();
+  deps.canaries = canaries.get();
 
   BackupOperationDeps backup_deps;
   backup_deps.backups = backups.get();
@@ -515,6 +602,7 @@ absl::Status Daemon::Parts::StartServing() {
   backup_deps.restore_key_manager.audit_log = audit_log.get();
   backup_deps.restore_key_manager.default_policy = daemon::DefaultDatasetPolicy(config);
   deps.extra_admin_ops = BackupOperations(std::move(backup_deps));
+  daemon::AddEventOperations(event_log.get(), canaries.get(), deps.extra_admin_ops);
   COFFER_ASSIGN_OR_RETURN(services, daemon::Services::Create(std::move(deps)));
 
   server::ServerOptions options;
@@ -555,8 +643,18 @@ absl::Status Daemon::Parts::Stop() {
     jobs->Stop();
   }
   if (access_audit) note(access_audit->Stop(), "access-audit writer");
+  if (event_log) event_log->Shutdown();  // wakes long-polling readers and the hook thread
+  if (hook_delivery) hook_delivery->Stop();
+  if (event_source) {
+    event_source->RunOnce().IgnoreError();  // events of the last moments, before the log closes
+    event_source->Stop();
+  }
   server.reset();
   services.reset();
+  hook_delivery.reset();
+  event_source.reset();
+  canaries.reset();
+  event_log.reset();
   authorizer.reset();
   jobs.reset();
   backups.reset();
@@ -612,11 +710,23 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const daemon::Config& conf
     }
   }
 
+  // The event log's directory (docs/events.md), checked like the others.
+  {
+    bool tightened = false;
+    COFFER_RETURN_IF_ERROR(
+        PrepareStateDirectory("events_directory", c.events_directory(), &tightened));
+    if (tightened) {
+      LogWarning("events_directory " + c.events_directory() +
+                 " was accessible to others; now mode 0700");
+    }
+  }
+
   absl::Status started = parts->OpenHsm();
   if (started.ok()) started = parts->OpenAudit();
   if (started.ok()) started = parts->OpenStores();
   if (started.ok()) started = parts->EnsureDatasets(options.ensure_datasets);
   if (started.ok()) started = parts->StartJobs();
+  if (started.ok()) started = parts->StartEvents();
   if (started.ok()) started = parts->StartServing();
   if (!started.ok()) {
     // Whatever was opened closes cleanly: the audit log with its checkpoint, the HSM finalised.

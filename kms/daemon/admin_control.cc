@@ -44,6 +44,8 @@ bool IsReadOnly(OpCase op) {
     case pb::Request::kApprovalList:
     case pb::Request::kKeyInventory:
     case pb::Request::kReceiptGet:
+    case pb::Request::kEventsRead:  // moves only the caller's own subscriber cursor
+    case pb::Request::kCanaryList:
       return true;
     default:
       return false;

@@ -195,6 +195,12 @@ std::string_view DatasetNamedBy(const ::coffer::v1::Request& r) {
       return r.pseudonym_reidentify().dataset();
     case ::coffer::v1::Request::kPseudonymTranslate:
       return r.pseudonym_translate().dataset();
+    case ::coffer::v1::Request::kCanaryPlant:
+      return r.canary_plant().dataset();
+    case ::coffer::v1::Request::kCanaryList:
+      return r.canary_list().dataset();
+    case ::coffer::v1::Request::kCanaryRemove:
+      return r.canary_remove().dataset();
     default:
       return {};
   }

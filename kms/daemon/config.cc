@@ -14,6 +14,7 @@
 #include "google/protobuf/io/tokenizer.h"
 #include "google/protobuf/text_format.h"
 #include "kms/api/framing.h"
+#include "kms/daemon/notifications_config.h"
 
 namespace coffer::daemon {
 namespace {
@@ -121,6 +122,8 @@ void ApplyDefaults(Config& c) {
   if (mfa->approval_ttl_seconds() == 0) mfa->set_approval_ttl_seconds(86400);
   if (mfa->invitation_ttl_seconds() == 0) mfa->set_invitation_ttl_seconds(86400);
   if (mfa->totp_step_seconds() == 0) mfa->set_totp_step_seconds(30);
+
+  ApplyNotificationDefaults(base, c);
 }
 
 absl::Status ValidatePrincipal(const std::string& field, const v1::Principal& p, bool users_only) {
@@ -173,7 +176,8 @@ absl::Status ValidateDirectories(const Config& c) {
                       {"data_directory", &c.data_directory()},
                       {"audit_directory", &c.audit_directory()},
                       {"backup_directory", &c.backup_directory()},
-                      {"admin_directory", &c.admin_directory()}};
+                      {"admin_directory", &c.admin_directory()},
+                      {"events_directory", &c.events_directory()}};
   for (size_t i = 0; i < std::size(dirs); ++i) {
     for (size_t j = 0; j < std::size(dirs); ++j) {
       if (i == j) continue;
@@ -309,6 +313,7 @@ absl::Status Validate(const Config& c) {
   if (p.has_destruction_wait_seconds() && p.destruction_wait_seconds() < 0) {
     return Invalid("default_policy.destruction_wait_seconds", "must not be negative");
   }
+  COFFER_RETURN_IF_ERROR(ValidateNotifications(c));
   return absl::OkStatus();
 }
 

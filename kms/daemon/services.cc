@@ -13,6 +13,7 @@
 #include "kms/api/framing.h"
 #include "kms/audit/format.h"
 #include "kms/audit/verifier.h"
+#include "kms/daemon/canary.h"
 #include "kms/daemon/progress_stream.h"
 #include "openssl/bio.h"
 #include "openssl/crypto.h"
@@ -97,6 +98,14 @@ std::string_view FixedText(ErrorCode code) {
       return "nothing with this id or name is in the dataset's recycle bin";
     case ErrorCode::kComplianceLocked:
       return "the dataset's minimum retention (compliance lock) forbids deleting this yet";
+    case ErrorCode::kEventSubscriberInvalid:
+      return "a subscriber name is 1-64 characters of [a-z0-9._-]";
+    case ErrorCode::kEventCursorInvalid:
+      return "ack_through is beyond the newest event; acknowledge only events you read";
+    case ErrorCode::kCanaryExists:
+      return "an item with this id or name already exists in the dataset (canary or not)";
+    case ErrorCode::kCanaryNotFound:
+      return "no canary with this id or name in the dataset";
     case ErrorCode::kUploadClosed:
       return "the upload was already committed, aborted or failed; start a new one";
     case ErrorCode::kIdentifierInvalid:
@@ -305,6 +314,14 @@ audit::AuditText OperationText(pb::Request::OpCase op) {
       return "approval_list";
     case pb::Request::kApprovalDecide:
       return "approval_decide";
+    case pb::Request::kEventsRead:
+      return "events_read";
+    case pb::Request::kCanaryPlant:
+      return "canary_plant";
+    case pb::Request::kCanaryList:
+      return "canary_list";
+    case pb::Request::kCanaryRemove:
+      return "canary_remove";
     default:
       return "unknown";
   }
@@ -740,7 +757,10 @@ absl::Status Services::ConnectionSession::HandleAdminSocket(const pb::Request& r
   }
   RecordingSink recording(sink);
   absl::Status sent = Dispatch(request, &recording, actor);
-  if (request.op_case() != pb::Request::kJobStatus) {
+  // job_status and events_read are polled (keyctl progress, keyctl events --follow): not
+  // audited one by one. events_read reads no data; its cursor moves persist in the event log.
+  if (request.op_case() != pb::Request::kJobStatus &&
+      request.op_case() != pb::Request::kEventsRead) {
     absl::Status audited = AuditAdminRequest(request, actor, recording.first_error);
     if (!audited.ok()) return audited;  // fail closed: the connection is closed
   }
@@ -775,6 +795,11 @@ absl::Status Services::ConnectionSession::HandleData(const pb::Request& request,
         absl::StatusOr<std::string> value = deps_.records->Get(h, r.id());
         result = value.status();
         if (value.ok()) response.mutable_record_get()->set_value(*std::move(value));
+        // A canary's read is audited (CANARY_READ) before its value leaves (canary.h).
+        if (result.ok() && deps_.canaries != nullptr) {
+          result = deps_.canaries->CheckRead(actor_, h, pb::CANARY_RECORD, r.id());
+          if (!result.ok()) response.clear_result();
+        }
       }
       return Finish(sink, request, audit::v1::ACCESS_READ, h, result, 1, std::move(response));
     }
@@ -856,6 +881,11 @@ absl::Status Services::ConnectionSession::HandleData(const pb::Request& request,
           out->set_size(info->size);
           out->set_content_type(info->content_type);
           out->set_created_micros(storage::ToUnixMicros(info->created));
+        }
+        if (result.ok() && deps_.canaries != nullptr) {
+          result = deps_.canaries->CheckRead(actor_, h, pb::CANARY_ATTACHMENT,
+                                             request.attachment_metadata().name());
+          if (!result.ok()) response.clear_result();
         }
       }
       return Finish(sink, request, audit::v1::ACCESS_READ, h, result, 1, std::move(response));
@@ -1007,6 +1037,9 @@ absl::Status Services::ConnectionSession::HandleDownload(const pb::Request& requ
     } else {
       length = r.length() == 0 ? size - r.offset() : r.length();
     }
+  }
+  if (result.ok() && deps_.canaries != nullptr) {
+    result = deps_.canaries->CheckRead(actor_, handle, pb::CANARY_ATTACHMENT, r.name());
   }
   // The read is audited before any byte leaves.
   absl::Status audited = AuditAccess(audit::v1::ACCESS_READ, handle, result, 1);

@@ -26,7 +26,7 @@
 // The admin socket: every request passes AdminControl (MFA sessions, single-use TOTP codes,
 // dual-control approval requests answered APPROVAL_PENDING with Response.approval), then runs
 // as the actor it returns (the enrolled admin's id and name), then is audited as ADMIN_REQUEST
-// with its result — except job_status, which keyctl polls while it shows progress.
+// with its result — except job_status and events_read, which keyctl polls (progress, events).
 //
 // Errors reach the client as coffer.v1.Error {code, code_name, message}. Messages are fixed
 // texts chosen here from the operation and the code — never a component's message — so they
@@ -74,6 +74,8 @@
 
 namespace coffer::daemon {
 
+class CanaryRegistry;
+
 // An admin operation served outside Services (backups). Runs after access control; fills
 // `response`'s result or returns an error, which Services turns into an Error response.
 // `progress` (empty unless the request asked for progress frames) is passed to long operations.
@@ -115,6 +117,9 @@ struct ServicesDeps {
   AdminControl* admin_control = nullptr;
   // key_inventory lists the enrolled admins' TOTP secrets from it (optional).
   kms::admin::AdminRegistry* admin_registry = nullptr;
+  // Canary records (kms/daemon/canary.h): record_get, attachment_get and attachment_metadata
+  // on the data socket report their reads to it (optional).
+  CanaryRegistry* canaries = nullptr;
 };
 
 // Counters since start (status; also for the wiring's logs).

@@ -18,6 +18,7 @@
 
 #include "crypto/status.h"
 #include "kms/keyctl/commands.h"
+#include "kms/keyctl/event_commands.h"
 #include "kms/keyctl/format.h"
 
 namespace coffer::keyctl {
@@ -609,6 +610,7 @@ int Run(int argc, char** argv) {
   DefineAuditStatus(app, values, action);
   DefineAdminRequest(app, values, action);
   DefineReceipt(app, values, action);
+  DefineEventCommands(app, action);
   app.footer(
       "Exit codes: 0 success, 1 error, 2 usage, 3 refused (incl. MFA), 4 not found, 5 pending "
       "approval.\n"

@@ -1,0 +1,374 @@
+#include "kms/events/event_log.h"
+
+#include <sys/stat.h>
+
+#include <algorithm>
+#include <filesystem>
+
+#include "absl/strings/str_cat.h"
+#include "crypto/status.h"
+#include "rocksdb/db.h"
+#include "rocksdb/options.h"
+#include "rocksdb/write_batch.h"
+
+namespace coffer::events {
+namespace {
+
+namespace pb = ::coffer::v1;
+
+constexpr char kEventPrefix = 'E';
+constexpr char kSubscriberPrefix = 'S';
+constexpr char kRowPrefix = 'R';
+constexpr std::string_view kMetaTable = "meta";
+constexpr std::string_view kNextSequenceKey = "next_sequence";
+constexpr std::string_view kHookCursorKey = "hook_cursor";
+
+absl::Status FromRocks(const rocksdb::Status& status, std::string_view what) {
+  if (status.ok()) return absl::OkStatus();
+  return MakeError(ErrorCode::kDataDbError,
+                   absl::StrCat("event log: ", std::string(what), " failed"));
+}
+
+std::string EncodeU64(uint64_t value) {
+  std::string out(8, '\0');
+  for (int i = 7; i >= 0; --i) {
+    out[static_cast<size_t>(i)] = static_cast<char>(value & 0xff);
+    value >>= 8;
+  }
+  return out;
+}
+
+std::optional<uint64_t> DecodeU64(std::string_view bytes) {
+  if (bytes.size() != 8) return std::nullopt;
+  uint64_t value = 0;
+  for (char c : bytes) value = (value << 8) | static_cast<uint8_t>(c);
+  return value;
+}
+
+std::string EventKey(uint64_t sequence) {
+  std::string key(1, kEventPrefix);
+  key += EncodeU64(sequence);
+  return key;
+}
+std::string SubscriberKey(std::string_view name) {
+  std::string key;
+  key.reserve(1 + name.size());
+  key.push_back(kSubscriberPrefix);
+  key.append(name.data(), name.size());
+  return key;
+}
+std::string RowKey(std::string_view table, std::string_view key) {
+  std::string out(1, kRowPrefix);
+  out += table;
+  out += '\0';
+  out += key;
+  return out;
+}
+
+rocksdb::WriteOptions Synced() {
+  rocksdb::WriteOptions options;
+  options.sync = true;
+  return options;
+}
+
+}  // namespace
+
+bool IsValidSubscriberName(std::string_view name) {
+  if (name.empty() || name.size() > 64) return false;
+  for (char c : name) {
+    const bool ok =
+        (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '.' || c == '_' || c == '-';
+    if (!ok) return false;
+  }
+  return true;
+}
+
+absl::StatusOr<std::unique_ptr<EventLog>> EventLog::Open(EventLogOptions options) {
+  std::error_code ec;
+  std::filesystem::create_directories(options.directory, ec);
+  if (ec) {
+    return MakeError(ErrorCode::kDataDbError,
+                     "event log: cannot create directory " + options.directory);
+  }
+  ::chmod(options.directory.c_str(), 0700);
+  rocksdb::Options db_options;
+  db_options.create_if_missing = true;
+  db_options.paranoid_checks = true;
+  db_options.max_open_files = 64;
+  db_options.keep_log_file_num = 2;
+  rocksdb::DB* db = nullptr;
+  COFFER_RETURN_IF_ERROR(FromRocks(rocksdb::DB::Open(db_options, options.directory, &db), "open"));
+  std::unique_ptr<EventLog> log(new EventLog(std::move(options), db));
+  COFFER_RETURN_IF_ERROR(log->Load());
+  return log;
+}
+
+EventLog::EventLog(EventLogOptions options, rocksdb::DB* db)
+    : options_(std::move(options)),
+      clock_(options_.clock != nullptr ? options_.clock : &kms::SystemClock()),
+      db_(db) {}
+
+EventLog::~EventLog() {
+  Shutdown();
+  if (db_) db_->Close().PermitUncheckedError();
+}
+
+absl::Status EventLog::Load() {
+  std::string value;
+  rocksdb::Status s =
+      db_->Get(rocksdb::ReadOptions(), RowKey(kMetaTable, kNextSequenceKey), &value);
+  if (s.ok()) {
+    std::optional<uint64_t> next = DecodeU64(value);
+    if (!next || *next == 0) {
+      return MakeError(ErrorCode::kDataDbError, "event log: next sequence row is damaged");
+    }
+    next_sequence_ = *next;
+  } else if (!s.IsNotFound()) {
+    return FromRocks(s, "reading the next sequence");
+  }
+  s = db_->Get(rocksdb::ReadOptions(), RowKey(kMetaTable, kHookCursorKey), &value);
+  if (s.ok()) {
+    hook_cursor_ = DecodeU64(value).value_or(0);
+  } else if (!s.IsNotFound()) {
+    return FromRocks(s, "reading the hook cursor");
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<uint64_t>> EventLog::Append(std::vector<pb::Event> events,
+                                                       const std::vector<Row>& rows) {
+  std::vector<uint64_t> sequences;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    rocksdb::WriteBatch batch;
+    uint64_t next = next_sequence_;
+    const int64_t now = kms::ToUnixMicros(clock_->Now());
+    for (pb::Event& event : events) {
+      event.set_sequence(next);
+      if (event.time_micros() == 0) event.set_time_micros(now);
+      std::string bytes;
+      if (!event.SerializeToString(&bytes)) {
+        return MakeError(ErrorCode::kInternal, "event log: an event does not serialize");
+      }
+      COFFER_RETURN_IF_ERROR(FromRocks(batch.Put(EventKey(next), bytes), "staging an event"));
+      sequences.push_back(next++);
+    }
+    for (const Row& row : rows) {
+      COFFER_RETURN_IF_ERROR(
+          FromRocks(batch.Put(RowKey(row.table, row.key), row.value), "staging a row"));
+    }
+    COFFER_RETURN_IF_ERROR(FromRocks(
+        batch.Put(RowKey(kMetaTable, kNextSequenceKey), EncodeU64(next)), "staging a row"));
+    COFFER_RETURN_IF_ERROR(FromRocks(db_->Write(Synced(), &batch), "append"));
+    next_sequence_ = next;
+  }
+  if (!events.empty()) appended_.notify_all();
+  return sequences;
+}
+
+absl::StatusOr<uint64_t> EventLog::OldestSequenceLocked() const {
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions()));
+  it->Seek(std::string(1, kEventPrefix));
+  if (it->Valid() && !it->key().empty() && it->key()[0] == kEventPrefix) {
+    return DecodeU64(std::string_view(it->key().data() + 1, it->key().size() - 1)).value_or(0);
+  }
+  COFFER_RETURN_IF_ERROR(FromRocks(it->status(), "scanning events"));
+  return next_sequence_;  // empty: the next one will be the oldest
+}
+
+absl::StatusOr<std::vector<pb::Event>> EventLog::ScanEventsLocked(uint64_t after,
+                                                                  size_t max) const {
+  std::vector<pb::Event> out;
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions()));
+  for (it->Seek(EventKey(after + 1)); it->Valid() && out.size() < max; it->Next()) {
+    if (it->key().empty() || it->key()[0] != kEventPrefix) break;
+    pb::Event event;
+    if (!event.ParseFromArray(it->value().data(), static_cast<int>(it->value().size()))) {
+      return MakeError(ErrorCode::kDataDbError, "event log: a stored event does not parse");
+    }
+    out.push_back(std::move(event));
+  }
+  COFFER_RETURN_IF_ERROR(FromRocks(it->status(), "scanning events"));
+  return out;
+}
+
+absl::StatusOr<ReadResult> EventLog::Read(std::string_view subscriber,
+                                          std::optional<uint64_t> ack_through, bool ack_only,
+                                          size_t max_events, std::chrono::milliseconds wait) {
+  if (!IsValidSubscriberName(subscriber)) {
+    return MakeError(ErrorCode::kEventSubscriberInvalid,
+                     "a subscriber name is 1-64 characters of [a-z0-9._-]");
+  }
+  const auto deadline = std::chrono::steady_clock::now() + wait;
+  std::unique_lock<std::mutex> lock(mu_);
+  // The cursor: stored, or (a new subscriber) just before the oldest event kept.
+  uint64_t cursor = 0;
+  bool known = false;
+  {
+    std::string value;
+    rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), SubscriberKey(subscriber), &value);
+    if (s.ok()) {
+      std::optional<uint64_t> stored = DecodeU64(value);
+      if (!stored) return MakeError(ErrorCode::kDataDbError, "event log: a cursor is damaged");
+      cursor = *stored;
+      known = true;
+    } else if (!s.IsNotFound()) {
+      return FromRocks(s, "reading a cursor");
+    } else {
+      COFFER_ASSIGN_OR_RETURN(uint64_t oldest, OldestSequenceLocked());
+      cursor = oldest - 1;
+    }
+  }
+  const uint64_t newest = next_sequence_ - 1;
+  bool changed = !known;
+  if (ack_through.has_value()) {
+    if (*ack_through > newest) {
+      return MakeError(
+          ErrorCode::kEventCursorInvalid,
+          absl::StrCat("ack_through ", *ack_through, " is beyond the newest event (", newest, ")"));
+    }
+    if (*ack_through > cursor) {
+      cursor = *ack_through;
+      changed = true;
+    }
+  }
+  if (changed) {
+    COFFER_RETURN_IF_ERROR(FromRocks(
+        db_->Put(Synced(), SubscriberKey(subscriber), EncodeU64(cursor)), "saving a cursor"));
+  }
+  ReadResult result;
+  result.acknowledged_through = cursor;
+  if (ack_only) {
+    result.newest_sequence = newest;
+    return result;
+  }
+  // Wait (without the mutex) for an event after the cursor.
+  while (!shutdown_ && next_sequence_ - 1 <= cursor &&
+         std::chrono::steady_clock::now() < deadline) {
+    appended_.wait_until(lock, deadline);
+  }
+  result.newest_sequence = next_sequence_ - 1;
+  COFFER_ASSIGN_OR_RETURN(uint64_t oldest, OldestSequenceLocked());
+  if (oldest > cursor + 1) result.missed = oldest - (cursor + 1);
+  COFFER_ASSIGN_OR_RETURN(result.events, ScanEventsLocked(cursor, max_events));
+  return result;
+}
+
+absl::StatusOr<std::optional<pb::Event>> EventLog::NextForHook(std::chrono::milliseconds wait) {
+  const auto deadline = std::chrono::steady_clock::now() + wait;
+  std::unique_lock<std::mutex> lock(mu_);
+  while (!shutdown_ && next_sequence_ - 1 <= hook_cursor_ &&
+         std::chrono::steady_clock::now() < deadline) {
+    appended_.wait_until(lock, deadline);
+  }
+  COFFER_ASSIGN_OR_RETURN(std::vector<pb::Event> events, ScanEventsLocked(hook_cursor_, 1));
+  if (events.empty()) return std::optional<pb::Event>();
+  return std::optional<pb::Event>(std::move(events.front()));
+}
+
+absl::Status EventLog::AckHook(uint64_t sequence) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (sequence <= hook_cursor_) return absl::OkStatus();
+  COFFER_RETURN_IF_ERROR(
+      FromRocks(db_->Put(Synced(), RowKey(kMetaTable, kHookCursorKey), EncodeU64(sequence)),
+                "saving the hook cursor"));
+  hook_cursor_ = sequence;
+  return absl::OkStatus();
+}
+
+uint64_t EventLog::hook_cursor() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return hook_cursor_;
+}
+
+void EventLog::set_hook_enabled(bool enabled) {
+  std::lock_guard<std::mutex> lock(mu_);
+  hook_enabled_ = enabled;
+}
+
+absl::StatusOr<std::optional<std::string>> EventLog::GetRow(std::string_view table,
+                                                            std::string_view key) {
+  std::string value;
+  rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), RowKey(table, key), &value);
+  if (s.IsNotFound()) return std::optional<std::string>();
+  COFFER_RETURN_IF_ERROR(FromRocks(s, "reading a row"));
+  return std::optional<std::string>(std::move(value));
+}
+
+absl::Status EventLog::PutRows(const std::vector<Row>& rows) {
+  rocksdb::WriteBatch batch;
+  for (const Row& row : rows) {
+    COFFER_RETURN_IF_ERROR(
+        FromRocks(batch.Put(RowKey(row.table, row.key), row.value), "staging a row"));
+  }
+  return FromRocks(db_->Write(Synced(), &batch), "writing rows");
+}
+
+absl::Status EventLog::DeleteRow(std::string_view table, std::string_view key) {
+  return FromRocks(db_->Delete(Synced(), RowKey(table, key)), "deleting a row");
+}
+
+absl::StatusOr<std::vector<Row>> EventLog::ScanTable(std::string_view table) {
+  std::vector<Row> out;
+  const std::string prefix = RowKey(table, "");
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions()));
+  for (it->Seek(prefix); it->Valid() && it->key().starts_with(prefix); it->Next()) {
+    out.push_back(Row{std::string(table), it->key().ToString().substr(prefix.size()),
+                      it->value().ToString()});
+  }
+  COFFER_RETURN_IF_ERROR(FromRocks(it->status(), "scanning a table"));
+  return out;
+}
+
+absl::StatusOr<uint64_t> EventLog::Compact(std::chrono::seconds retention,
+                                           std::chrono::seconds max_age) {
+  std::lock_guard<std::mutex> lock(mu_);
+  // Everyone is past `acked`: the lowest subscriber cursor, and the hook's when there is a hook.
+  uint64_t acked = next_sequence_ - 1;
+  {
+    std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions()));
+    const std::string prefix(1, kSubscriberPrefix);
+    for (it->Seek(prefix); it->Valid() && it->key().starts_with(prefix); it->Next()) {
+      acked = std::min(acked, DecodeU64(it->value().ToString()).value_or(0));
+    }
+    COFFER_RETURN_IF_ERROR(FromRocks(it->status(), "scanning cursors"));
+  }
+  if (hook_enabled_) acked = std::min(acked, hook_cursor_);
+  const int64_t now = kms::ToUnixMicros(clock_->Now());
+  const int64_t retention_limit =
+      now - std::chrono::duration_cast<std::chrono::microseconds>(retention).count();
+  const int64_t age_limit =
+      now - std::chrono::duration_cast<std::chrono::microseconds>(max_age).count();
+  rocksdb::WriteBatch batch;
+  uint64_t deleted = 0;
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions()));
+  // Oldest first; stop at the first event that must stay (later ones are newer).
+  for (it->Seek(std::string(1, kEventPrefix)); it->Valid(); it->Next()) {
+    if (it->key().empty() || it->key()[0] != kEventPrefix) break;
+    pb::Event event;
+    if (!event.ParseFromArray(it->value().data(), static_cast<int>(it->value().size()))) break;
+    const bool expired = event.time_micros() < age_limit;
+    const bool done = event.sequence() <= acked && event.time_micros() < retention_limit;
+    if (!expired && !done) break;
+    COFFER_RETURN_IF_ERROR(FromRocks(batch.Delete(it->key()), "staging a deletion"));
+    ++deleted;
+  }
+  COFFER_RETURN_IF_ERROR(FromRocks(it->status(), "scanning events"));
+  if (deleted > 0) COFFER_RETURN_IF_ERROR(FromRocks(db_->Write(Synced(), &batch), "compaction"));
+  return deleted;
+}
+
+uint64_t EventLog::newest_sequence() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return next_sequence_ - 1;
+}
+
+void EventLog::Shutdown() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    shutdown_ = true;
+  }
+  appended_.notify_all();
+}
+
+}  // namespace coffer::events

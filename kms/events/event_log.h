@@ -1,0 +1,134 @@
+// EventLog: cofferd's persisted notification log (docs/events.md) — lifecycle events with a
+// sequence number that only grows, per-subscriber cursors, the hook's delivery cursor, and a few
+// small daemon-side tables (canary registry, markers) beside them.
+//
+// Storage: its own RocksDB directory (<state>/events by default). RocksDB rather than an
+// append-only file because every change here is a small atomic multi-key update — an event
+// together with the audit cursor it was derived from, a cursor move, a compaction — which a
+// WriteBatch makes atomic and crash-safe (WAL, block checksums) for free, and the daemon already
+// ships and tunes RocksDB. Every write is synced (WriteOptions.sync): an event acknowledged here
+// survives power loss, so a subscriber never sees a gap.
+//
+// Keys (one column family): 'E' seq u64 BE -> coffer.v1.Event; 'S' name -> cursor u64 BE;
+// 'R' table NUL key -> bytes (Row*). The next sequence number is itself a row, written in every
+// append batch, so compaction never makes a number come back.
+//
+// Cursors: a subscriber's cursor is the sequence it acknowledged through. A new subscriber starts
+// just before the oldest event kept. Retention (Compact): an event is deleted when every
+// subscriber and the hook cursor are past it and it is older than `retention`, or whatever the
+// cursors when it is older than `max_age`; a subscriber whose unread events were deleted that
+// way is told how many it missed.
+//
+// Thread safety: all methods from any thread. One mutex serialises writers (sequence numbers
+// and cursors); readers waiting for new events (Read with a wait, WaitForEventAfter) wait on a
+// condition variable that Append signals, never holding the mutex across the wait.
+// Failures: RocksDB errors become DATA_DB_ERROR-class statuses naming the step; nothing is
+// half-applied (each call is one batch).
+
+#ifndef COFFER_KMS_EVENTS_EVENT_LOG_H_
+#define COFFER_KMS_EVENTS_EVENT_LOG_H_
+
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "coffer/v1/events.pb.h"
+#include "kms/clock.h"
+
+namespace rocksdb {
+class DB;
+}
+
+namespace coffer::events {
+
+// A row of a small daemon-side table stored beside the events (e.g. table "canary").
+struct Row {
+  std::string table;
+  std::string key;
+  std::string value;
+};
+
+struct EventLogOptions {
+  std::string directory;              // created (0700) if missing
+  const kms::Clock* clock = nullptr;  // default SystemClock(); event times and retention
+};
+
+struct ReadResult {
+  std::vector<coffer::v1::Event> events;
+  uint64_t acknowledged_through = 0;
+  uint64_t newest_sequence = 0;
+  uint64_t missed = 0;
+};
+
+// Subscriber names: 1-64 characters of [a-z0-9._-].
+bool IsValidSubscriberName(std::string_view name);
+
+class EventLog {
+ public:
+  static absl::StatusOr<std::unique_ptr<EventLog>> Open(EventLogOptions options);
+  EventLog(const EventLog&) = delete;
+  EventLog& operator=(const EventLog&) = delete;
+  ~EventLog();
+
+  // Appends `events` (each gets the next sequence number; a time_micros of 0 becomes now) and
+  // writes `rows` in the same synced batch. Returns the sequence numbers given, in order.
+  absl::StatusOr<std::vector<uint64_t>> Append(std::vector<coffer::v1::Event> events,
+                                               const std::vector<Row>& rows = {});
+
+  // A subscriber's read: first moves its cursor to `ack_through` (never back; beyond the newest
+  // event is EVENT_CURSOR_INVALID), then (unless `ack_only`) returns up to `max_events` events
+  // after the cursor, waiting up to `wait` for the first when none is pending.
+  // EVENT_SUBSCRIBER_INVALID for a bad name.
+  absl::StatusOr<ReadResult> Read(std::string_view subscriber, std::optional<uint64_t> ack_through,
+                                  bool ack_only, size_t max_events, std::chrono::milliseconds wait);
+
+  // The hook's cursor (persisted): the first event after it, waiting up to `wait`; nullopt if none.
+  absl::StatusOr<std::optional<coffer::v1::Event>> NextForHook(std::chrono::milliseconds wait);
+  absl::Status AckHook(uint64_t sequence);
+  uint64_t hook_cursor() const;
+  // Whether compaction waits for the hook cursor (set when a hook is configured).
+  void set_hook_enabled(bool enabled);
+
+  // Small tables.
+  absl::StatusOr<std::optional<std::string>> GetRow(std::string_view table, std::string_view key);
+  absl::Status PutRows(const std::vector<Row>& rows);
+  absl::Status DeleteRow(std::string_view table, std::string_view key);
+  absl::StatusOr<std::vector<Row>> ScanTable(std::string_view table);
+
+  // Deletes events as described above; returns how many.
+  absl::StatusOr<uint64_t> Compact(std::chrono::seconds retention, std::chrono::seconds max_age);
+
+  uint64_t newest_sequence() const;
+  // Wakes every waiter (shutdown); later waits return at once.
+  void Shutdown();
+
+ private:
+  EventLog(EventLogOptions options, rocksdb::DB* db);
+  absl::Status Load();
+  absl::StatusOr<uint64_t> OldestSequenceLocked() const;
+  absl::StatusOr<std::vector<coffer::v1::Event>> ScanEventsLocked(uint64_t after, size_t max) const;
+
+  EventLogOptions options_;
+  const kms::Clock* clock_;
+  std::unique_ptr<rocksdb::DB> db_;
+
+  mutable std::mutex mu_;
+  std::condition_variable appended_;
+  uint64_t next_sequence_ = 1;
+  uint64_t hook_cursor_ = 0;
+  bool hook_enabled_ = false;
+  bool shutdown_ = false;
+};
+
+}  // namespace coffer::events
+
+#endif  // COFFER_KMS_EVENTS_EVENT_LOG_H_

@@ -1,0 +1,139 @@
+#include "kms/events/hook_runner.h"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "crypto/status.h"
+
+extern char** environ;
+
+namespace coffer::events {
+namespace {
+
+// Owns a descriptor.
+class Fd {
+ public:
+  explicit Fd(int fd = -1) : fd_(fd) {}
+  Fd(const Fd&) = delete;
+  Fd& operator=(const Fd&) = delete;
+  ~Fd() { Reset(); }
+  int get() const { return fd_; }
+  void Reset() {
+    if (fd_ >= 0) ::close(fd_);
+    fd_ = -1;
+  }
+
+ private:
+  int fd_;
+};
+
+absl::Status Errno(std::string_view what, int error) {
+  return MakeError(ErrorCode::kInternal,
+                   absl::StrCat("hook: ", std::string(what), ": ", std::strerror(error)));
+}
+
+// posix_spawn attributes and file actions, destroyed on every path.
+struct SpawnSetup {
+  posix_spawn_file_actions_t actions;
+  posix_spawnattr_t attr;
+  bool actions_ready = false;
+  bool attr_ready = false;
+  ~SpawnSetup() {
+    if (actions_ready) posix_spawn_file_actions_destroy(&actions);
+    if (attr_ready) posix_spawnattr_destroy(&attr);
+  }
+};
+
+}  // namespace
+
+absl::StatusOr<HookResult> RunHook(const std::vector<std::string>& argv, std::string_view input,
+                                   std::chrono::milliseconds timeout) {
+  if (argv.empty() || argv.front().empty()) {
+    return MakeError(ErrorCode::kInvalidArgument, "hook: no program to run");
+  }
+  if (input.size() > kMaxHookInputBytes) {
+    return MakeError(ErrorCode::kInvalidArgument, "hook: the event is too large for stdin");
+  }
+  // The whole input goes into the pipe before the hook starts; it fits in the pipe buffer.
+  int pipe_fds[2];
+  if (::pipe2(pipe_fds, O_CLOEXEC) != 0) return Errno("pipe", errno);
+  Fd read_end(pipe_fds[0]);
+  Fd write_end(pipe_fds[1]);
+  size_t written = 0;
+  while (written < input.size()) {
+    ssize_t n = ::write(write_end.get(), input.data() + written, input.size() - written);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return Errno("writing the event", errno);
+    written += static_cast<size_t>(n);
+  }
+  write_end.Reset();
+
+  SpawnSetup setup;
+  if (int e = posix_spawn_file_actions_init(&setup.actions); e != 0) return Errno("spawn", e);
+  setup.actions_ready = true;
+  if (int e = posix_spawnattr_init(&setup.attr); e != 0) return Errno("spawn", e);
+  setup.attr_ready = true;
+  int e = posix_spawn_file_actions_adddup2(&setup.actions, read_end.get(), STDIN_FILENO);
+  if (e == 0) {
+    e = posix_spawn_file_actions_addopen(&setup.actions, STDOUT_FILENO, "/dev/null", O_WRONLY, 0);
+  }
+  if (e == 0) {
+    e = posix_spawn_file_actions_addopen(&setup.actions, STDERR_FILENO, "/dev/null", O_WRONLY, 0);
+  }
+  if (e == 0) e = posix_spawn_file_actions_addclosefrom_np(&setup.actions, 3);
+  if (e != 0) return Errno("spawn file actions", e);
+  sigset_t empty_mask;
+  sigset_t all_signals;
+  sigemptyset(&empty_mask);
+  sigfillset(&all_signals);
+  e = posix_spawnattr_setflags(
+      &setup.attr, POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+  if (e == 0) e = posix_spawnattr_setpgroup(&setup.attr, 0);
+  if (e == 0) e = posix_spawnattr_setsigmask(&setup.attr, &empty_mask);
+  if (e == 0) e = posix_spawnattr_setsigdefault(&setup.attr, &all_signals);
+  if (e != 0) return Errno("spawn attributes", e);
+
+  std::vector<char*> args;
+  args.reserve(argv.size() + 1);
+  for (const std::string& arg : argv) args.push_back(const_cast<char*>(arg.c_str()));
+  args.push_back(nullptr);
+  pid_t pid = 0;
+  e = posix_spawn(&pid, args[0], &setup.actions, &setup.attr, args.data(), environ);
+  if (e != 0) return Errno(absl::StrCat("starting ", argv.front()), e);
+  read_end.Reset();
+
+  HookResult result;
+  result.pid = pid;
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  auto pause = std::chrono::milliseconds(1);
+  while (true) {
+    int status = 0;
+    pid_t done = ::waitpid(pid, &status, WNOHANG);
+    if (done == pid) {
+      result.exit_status = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+      return result;
+    }
+    if (done < 0 && errno != EINTR) return Errno("waiting for the hook", errno);
+    if (std::chrono::steady_clock::now() >= deadline) break;
+    std::this_thread::sleep_for(pause);
+    pause = std::min(pause * 2, std::chrono::milliseconds(50));
+  }
+  // Timed out: the whole group dies (the hook's children too), then the hook is reaped.
+  ::kill(-pid, SIGKILL);
+  int status = 0;
+  while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  }
+  result.killed = true;
+  result.exit_status = -1;
+  return result;
+}
+
+}  // namespace coffer::events

@@ -1,0 +1,573 @@
+// Notifications and canary records end to end (docs/events.md): a real cofferd (fresh SoftHSM2
+// token, RocksDB, audit log; as root it runs as `nobody`) with a hook configured, keyctl run as a
+// process, and the client library on the data socket. Covers: a canary read raises exactly one
+// event naming the caller's uid (normal reads none); canary plant/list/remove and their bad
+// input; `keyctl events --json` output; the hook's JSON, descriptors and timeout kill; and a
+// subscriber across a daemon restart (no gap, no duplicate) next to an independent one.
+
+#include <grp.h>
+#include <pwd.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <memory>
+#include <set>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "coffer/v1/service.pb.h"
+#include "crypto/status.h"
+#include "gtest/gtest.h"
+#include "kms/client/client.h"
+#include "kms/keyctl/admin_client.h"
+#include "nlohmann/json.hpp"
+#include "tests/testing/process.h"
+
+namespace coffer::keyctl {
+namespace {
+
+namespace fs = std::filesystem;
+namespace pb = ::coffer::v1;
+using ::coffer::testing::ReadWholeFile;
+using ::coffer::testing::RunShell;
+using ::coffer::testing::SpawnWithOutput;
+using nlohmann::json;
+
+std::vector<std::string> Lines(const std::string& text) {
+  std::vector<std::string> out;
+  std::stringstream in(text);
+  for (std::string line; std::getline(in, line);) {
+    if (!line.empty()) out.push_back(line);
+  }
+  return out;
+}
+
+// A safety net for slow machines (60 s), not a measure.
+bool Eventually(const std::function<bool()>& done) {
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  while (std::chrono::steady_clock::now() < deadline) {
+    if (done()) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  return done();
+}
+
+// A cofferd on a temporary directory that can be stopped and started again on the same state.
+class Cofferd {
+ public:
+  static std::unique_ptr<Cofferd> Create() {
+    auto d = std::unique_ptr<Cofferd>(new Cofferd());
+    char tmpl[] = "/tmp/keyctl-events-XXXXXX";
+    if (mkdtemp(tmpl) == nullptr) return nullptr;
+    d->dir_ = tmpl;
+    chmod(d->dir_.c_str(), 0755);
+    if (RunShell(std::string(COFFER_SOFTHSM_TOKEN_SCRIPT) + " " + d->dir_ +
+                 "/hsm coffer >/dev/null") != 0) {
+      return nullptr;
+    }
+    d->as_root_ = geteuid() == 0;
+    std::string group_name;
+    if (d->as_root_) {
+      passwd* nobody = getpwnam("nobody");
+      if (nobody == nullptr) return nullptr;
+      d->uid_ = nobody->pw_uid;
+      d->gid_ = nobody->pw_gid;
+      ::group* g = getgrgid(d->gid_);
+      if (g == nullptr) return nullptr;
+      group_name = g->gr_name;
+    }
+    {
+      // The hook records each event, lists its descriptors, and hangs on DATASET_DISABLED.
+      std::ofstream hook(d->dir_ + "/hook.sh", std::ios::trunc);
+      // The descriptor list is complete (renamed into place) before the event line appears.
+      hook << "read -r line\n"
+           << "ls /proc/self/fd > " << d->dir_ << "/hook-fds.tmp\n"
+           << "mv " << d->dir_ << "/hook-fds.tmp " << d->dir_ << "/hook-fds.out\n"
+           << "printf '%s\\n' \"$line\" >> " << d->dir_ << "/hook.out\n"
+           << "case \"$line\" in *EVENT_DATASET_DISABLED*) exec sleep 1000;; esac\n";
+    }
+    {
+      const std::string me = std::to_string(geteuid());
+      std::ofstream out(d->dir_ + "/cofferd.conf", std::ios::trunc);
+      out << "state_directory: \"" << d->dir_ << "\"\n"
+          << "data_socket: \"data.sock\"\nadmin_socket: \"admin.sock\"\n";
+      if (d->as_root_) out << "data_socket_group: \"" << group_name << "\"\n";
+      out << "hsm { token_label: \"coffer\" pin_file: \"hsm/user.pin\" token_directory: \"hsm\" "
+             "}\n"
+          << "durability: WAL\n"
+          << "grants { principals { uid: " << me
+          << " } datasets: \"*\" rights: READ rights: WRITE rights: DELETE }\n"
+          << "admins { uid: " << me
+          << " }\n"
+          // The daemon's clock ticks every second (due destructions).
+          << "jobs { backup_interval_seconds: 86400 rotation_check_seconds: 1 }\n"
+          << "mfa { required: false }\n"
+          << "notifications { hook_command: \"/bin/sh\" hook_command: \"" << d->dir_
+          << "/hook.sh\" hook_timeout_seconds: 1 hook_attempts: 1 }\n";
+    }
+    if (d->as_root_ && RunShell("chown -R " + std::to_string(d->uid_) + ":" +
+                                std::to_string(d->gid_) + " " + d->dir_) != 0) {
+      return nullptr;
+    }
+    if (!d->Launch()) return nullptr;
+    return d;
+  }
+
+  // Starts the daemon and waits until the admin socket answers.
+  bool Launch() {
+    std::vector<std::string> args = {COFFERD_BINARY, "--config", dir_ + "/cofferd.conf"};
+    if (as_root_) args.insert(args.end(), {"--user", "nobody"});
+    pid_t pid = SpawnWithOutput(std::move(args), log_path() + std::to_string(launches_++),
+                                {"SOFTHSM2_CONF"});
+    if (pid < 0) return false;
+    pid_ = pid;
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
+    while (std::chrono::steady_clock::now() < deadline) {
+      if (waitpid(pid_, nullptr, WNOHANG) == pid_) {
+        pid_ = -1;
+        return false;
+      }
+      auto client = AdminClient::Connect(admin_socket());
+      if (client.ok()) {
+        pb::Request request;
+        request.mutable_status();
+        if ((*client)->Call(request).ok()) return true;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    return false;
+  }
+
+  // SIGTERM and wait: a clean stop.
+  bool Terminate() {
+    if (pid_ <= 0) return false;
+    kill(pid_, SIGTERM);
+    int status = 0;
+    waitpid(pid_, &status, 0);
+    pid_ = -1;
+    return WIFEXITED(status) && WEXITSTATUS(status) == 0;
+  }
+
+  ~Cofferd() {
+    if (pid_ > 0) Terminate();
+    std::error_code ec;
+    fs::remove_all(dir_, ec);
+  }
+
+  const std::string& dir() const { return dir_; }
+  std::string admin_socket() const { return dir_ + "/admin.sock"; }
+  std::string data_socket() const { return dir_ + "/data.sock"; }
+  std::string log_path() const { return dir_ + "/cofferd.log"; }
+  // Every run's log.
+  std::string Logs() const {
+    std::string all;
+    for (int i = 0; i < launches_; ++i) all += ReadWholeFile(log_path() + std::to_string(i));
+    return all;
+  }
+
+ private:
+  Cofferd() = default;
+  std::string dir_;
+  bool as_root_ = false;
+  uid_t uid_ = 0;
+  gid_t gid_ = 0;
+  pid_t pid_ = -1;
+  int launches_ = 0;
+};
+
+struct Result {
+  int exit_code = -1;
+  std::string out;
+  std::string err;
+};
+
+Result Keyctl(const std::string& socket, const std::string& args) {
+  static int counter = 0;
+  const std::string base =
+      "/tmp/keyctl-events-out-" + std::to_string(getpid()) + "-" + std::to_string(counter++);
+  const std::string command = std::string(KEYCTL_BINARY) + " --socket " + socket + " " + args +
+                              " >" + base + ".out 2>" + base + ".err </dev/null";
+  int status = RunShell("env -u COFFER_ADMIN_SOCKET " + command);
+  Result result;
+  result.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  result.out = ReadWholeFile(base + ".out");
+  result.err = ReadWholeFile(base + ".err");
+  fs::remove(base + ".out");
+  fs::remove(base + ".err");
+  return result;
+}
+
+class KeyctlEventsTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() { daemon_ = Cofferd::Create().release(); }
+  static void TearDownTestSuite() {
+    delete daemon_;
+    daemon_ = nullptr;
+  }
+  void SetUp() override { ASSERT_NE(daemon_, nullptr) << "cofferd did not start"; }
+
+  Result Run(const std::string& args) { return Keyctl(daemon_->admin_socket(), args); }
+  void Ok(const std::string& args) {
+    Result r = Run(args);
+    ASSERT_EQ(r.exit_code, 0) << args << ": " << r.err;
+  }
+  std::unique_ptr<client::Client> Data() {
+    auto c = client::Client::Connect(daemon_->data_socket());
+    EXPECT_TRUE(c.ok()) << c.status();
+    return c.ok() ? *std::move(c) : nullptr;
+  }
+  // Reads `subscriber`'s events (keyctl events --json, each run acknowledging what it printed)
+  // into `seen` until `done(seen)`.
+  bool ReadUntil(const std::string& subscriber, std::vector<json>& seen,
+                 const std::function<bool(const std::vector<json>&)>& done) {
+    return Eventually([&] {
+      Result r = Run("events --json --subscriber " + subscriber);
+      EXPECT_EQ(r.exit_code, 0) << r.err;
+      for (const std::string& line : Lines(r.out)) seen.push_back(json::parse(line));
+      return done(seen);
+    });
+  }
+  static size_t Count(const std::vector<json>& events, const std::string& kind,
+                      const std::string& dataset) {
+    return static_cast<size_t>(std::count_if(events.begin(), events.end(), [&](const json& e) {
+      return e.value("kind", "") == kind && e.value("dataset", "") == dataset;
+    }));
+  }
+
+  static Cofferd* daemon_;
+};
+Cofferd* KeyctlEventsTest::daemon_ = nullptr;
+
+TEST_F(KeyctlEventsTest, CanaryRecordReadRaisesExactlyOneEventNamingTheCaller) {
+  Ok("dataset create canary-rec");
+  auto data = Data();
+  ASSERT_NE(data, nullptr);
+  ASSERT_TRUE(data->PutRecord("canary-rec", "customer-1", "real").ok());
+  Result planted = Run("canary plant canary-rec --record decoy-1 --value bait");
+  ASSERT_EQ(planted.exit_code, 0) << planted.err;
+  EXPECT_NE(planted.out.find("planted canary"), std::string::npos) << planted.out;
+
+  Result listed = Run("--json canary list canary-rec");
+  ASSERT_EQ(listed.exit_code, 0) << listed.err;
+  json list = json::parse(listed.out);
+  ASSERT_EQ(list["canaries"].size(), 1u) << listed.out;
+  EXPECT_EQ(list["canaries"][0]["id"], "decoy-1");
+  EXPECT_EQ(list["canaries"][0]["kind"], "CANARY_RECORD");
+  EXPECT_EQ(list["canaries"][0]["present"], true);
+
+  // It looks like any other record: listed, and readable with the same grant.
+  auto page = data->ListRecords("canary-rec", "");
+  ASSERT_TRUE(page.ok()) << page.status();
+  std::set<std::string> ids(page->ids.begin(), page->ids.end());
+  EXPECT_EQ(ids, (std::set<std::string>{"customer-1", "decoy-1"}));
+  ASSERT_TRUE(data->GetRecord("canary-rec", "customer-1").ok());
+  ASSERT_TRUE(data->RecordExists("canary-rec", "decoy-1").ok());  // no content: no event
+  auto bait = data->GetRecord("canary-rec", "decoy-1");
+  ASSERT_TRUE(bait.ok()) << bait.status();
+  EXPECT_EQ(*bait, "bait");
+  ASSERT_TRUE(data->GetRecord("canary-rec", "customer-1").ok());
+  // A later lifecycle event: once it is seen, everything audited before it was derived.
+  Ok("key rotate canary-rec");
+
+  std::vector<json> seen;
+  ASSERT_TRUE(ReadUntil("canary-rec-test", seen, [](const std::vector<json>& events) {
+    return Count(events, "EVENT_KEY_ROTATED", "canary-rec") > 0;
+  }));
+  ASSERT_EQ(Count(seen, "EVENT_CANARY_READ", "canary-rec"), 1u);
+  for (const json& e : seen) {
+    if (e.value("kind", "") != "EVENT_CANARY_READ" || e.value("dataset", "") != "canary-rec") {
+      continue;
+    }
+    EXPECT_EQ(e["uid"], geteuid());
+    EXPECT_GT(e["pid"].get<uint32_t>(), 0u);
+    EXPECT_EQ(e["canary"], "decoy-1");
+    EXPECT_EQ(e["canary_kind"], "CANARY_RECORD");
+    EXPECT_GT(e["audit_sequence"].get<uint64_t>(), 0u);
+  }
+  // The read is in the audit log too, under the caller's uid.
+  Result audit = Run("--json audit search --dataset canary-rec");
+  ASSERT_EQ(audit.exit_code, 0) << audit.err;
+  EXPECT_NE(audit.out.find("CANARY_READ"), std::string::npos);
+}
+
+TEST_F(KeyctlEventsTest, CanaryAttachmentMetadataAndDownloadEachRaiseOne) {
+  Ok("dataset create canary-att");
+  const std::string content_file = daemon_->dir() + "/decoy.bin";
+  {
+    std::ofstream out(content_file, std::ios::binary);
+    out << std::string(100000, 'z');
+  }
+  Ok("canary plant canary-att --attachment contract.pdf --file " + content_file +
+     " --content-type application/pdf");
+  auto data = Data();
+  ASSERT_NE(data, nullptr);
+  auto info = data->AttachmentMetadata("canary-att", "contract.pdf");
+  ASSERT_TRUE(info.ok()) << info.status();
+  EXPECT_EQ(info->size, 100000u);
+  auto reader = data->OpenAttachment("canary-att", "contract.pdf");
+  ASSERT_TRUE(reader.ok()) << reader.status();
+  auto content = (*reader)->ReadAll();
+  ASSERT_TRUE(content.ok());
+  EXPECT_EQ(*content, std::string(100000, 'z'));
+  Ok("key rotate canary-att");
+  std::vector<json> seen;
+  ASSERT_TRUE(ReadUntil("canary-att-test", seen, [](const std::vector<json>& events) {
+    return Count(events, "EVENT_KEY_ROTATED", "canary-att") > 0;
+  }));
+  EXPECT_EQ(Count(seen, "EVENT_CANARY_READ", "canary-att"), 2u);
+  for (const json& e : seen) {
+    if (e.value("kind", "") == "EVENT_CANARY_READ" && e.value("dataset", "") == "canary-att") {
+      EXPECT_EQ(e["canary"], "contract.pdf");
+      EXPECT_EQ(e["canary_kind"], "CANARY_ATTACHMENT");
+      EXPECT_EQ(e["uid"], geteuid());
+    }
+  }
+}
+
+TEST_F(KeyctlEventsTest, CanaryRemovePurgesAndForgets) {
+  Ok("dataset create canary-rm");
+  Ok("canary plant canary-rm --record decoy-2 --value bait");
+  Result removed = Run("canary remove canary-rm --record decoy-2");
+  ASSERT_EQ(removed.exit_code, 0) << removed.err;
+  Result listed = Run("canary list canary-rm");
+  ASSERT_EQ(listed.exit_code, 0);
+  EXPECT_NE(listed.out.find("no canaries"), std::string::npos) << listed.out;
+  auto data = Data();
+  ASSERT_NE(data, nullptr);
+  auto gone = data->GetRecord("canary-rm", "decoy-2");
+  EXPECT_FALSE(gone.ok());
+  Result again = Run("canary remove canary-rm --record decoy-2");
+  EXPECT_NE(again.exit_code, 0);
+  EXPECT_NE(again.err.find("no canary"), std::string::npos) << again.err;
+}
+
+TEST_F(KeyctlEventsTest, BadInputGetsClearErrorsAndPlantsNothing) {
+  Ok("dataset create canary-bad");
+  auto data = Data();
+  ASSERT_NE(data, nullptr);
+  ASSERT_TRUE(data->PutRecord("canary-bad", "customer-9", "real").ok());
+
+  Result unknown = Run("canary plant no-such-dataset --record x --value y");
+  EXPECT_NE(unknown.exit_code, 0);
+  EXPECT_NE(unknown.err.find("no dataset by that name"), std::string::npos) << unknown.err;
+  Result empty = Run("canary plant canary-bad --record '' --value y");
+  EXPECT_NE(empty.exit_code, 0);
+  EXPECT_NE(empty.err.find("1 byte to 1 KiB"), std::string::npos) << empty.err;
+  Result over = Run("canary plant canary-bad --record customer-9 --value y");
+  EXPECT_NE(over.exit_code, 0);
+  EXPECT_NE(over.err.find("already exists"), std::string::npos) << over.err;
+  auto kept = data->GetRecord("canary-bad", "customer-9");
+  ASSERT_TRUE(kept.ok());
+  EXPECT_EQ(*kept, "real");  // never overwritten
+  Result no_file = Run("canary plant canary-bad --record decoy --file /nonexistent/decoy");
+  EXPECT_NE(no_file.exit_code, 0);
+  EXPECT_NE(no_file.err.find("cannot read --file"), std::string::npos) << no_file.err;
+  Result no_value = Run("canary plant canary-bad --record decoy");
+  EXPECT_EQ(no_value.exit_code, 2) << no_value.err;
+  Result neither = Run("canary plant canary-bad --value y");
+  EXPECT_EQ(neither.exit_code, 2) << neither.err;
+  Result listed = Run("canary list canary-bad");
+  EXPECT_NE(listed.out.find("no canaries"), std::string::npos) << listed.out;
+  EXPECT_FALSE(data->RecordExists("canary-bad", "decoy").value_or(true));
+
+  Result bad_name = Run("events --subscriber 'Bad Name'");
+  EXPECT_NE(bad_name.exit_code, 0);
+  EXPECT_NE(bad_name.err.find("[a-z0-9._-]"), std::string::npos) << bad_name.err;
+
+  auto admin = AdminClient::Connect(daemon_->admin_socket());
+  ASSERT_TRUE(admin.ok());
+  pb::Request beyond;
+  beyond.mutable_events_read()->set_subscriber("cursor-test");
+  beyond.mutable_events_read()->set_ack_through(uint64_t{1} << 40);
+  auto refused = (*admin)->Call(beyond);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(ErrorCodeOf(refused.status()), ErrorCode::kEventCursorInvalid);
+
+  // Admin operations are refused on the data socket.
+  auto on_data = AdminClient::Connect(daemon_->data_socket());
+  ASSERT_TRUE(on_data.ok());
+  pb::Request list;
+  list.mutable_canary_list();
+  auto wrong = (*on_data)->Call(list);
+  ASSERT_FALSE(wrong.ok());
+  EXPECT_EQ(ErrorCodeOf(wrong.status()), ErrorCode::kWrongSocket);
+}
+
+TEST_F(KeyctlEventsTest, EventsJsonLinesParseAndTextIsOneLinePerEvent) {
+  Ok("dataset create events-out");
+  Ok("dataset disable events-out");
+  Ok("dataset enable events-out");
+  std::vector<json> seen;
+  ASSERT_TRUE(ReadUntil("json-test", seen, [](const std::vector<json>& events) {
+    return Count(events, "EVENT_DATASET_ENABLED", "events-out") > 0;
+  }));
+  uint64_t previous = 0;
+  for (const json& e : seen) {
+    ASSERT_TRUE(e.contains("sequence"));
+    EXPECT_GT(e["sequence"].get<uint64_t>(), previous);
+    previous = e["sequence"].get<uint64_t>();
+    EXPECT_TRUE(e.contains("kind"));
+    EXPECT_TRUE(e.contains("time_micros"));
+  }
+  // Acknowledged: nothing pending for this subscriber any more.
+  Result again = Run("events --json --subscriber json-test --limit 1000");
+  ASSERT_EQ(again.exit_code, 0);
+  for (const std::string& line : Lines(again.out)) {
+    EXPECT_GT(json::parse(line)["sequence"].get<uint64_t>(), previous);
+  }
+  Result text = Run("events --subscriber text-test");
+  ASSERT_EQ(text.exit_code, 0) << text.err;
+  bool found = false;
+  for (const std::string& line : Lines(text.out)) {
+    EXPECT_EQ(line[0], '#') << line;
+    found |= line.find("DATASET_DISABLED  dataset events-out") != std::string::npos;
+  }
+  EXPECT_TRUE(found) << text.out;
+  Result none = Run("events --subscriber text-test");
+  EXPECT_NE(none.out.find("no new events"), std::string::npos) << none.out;
+}
+
+TEST_F(KeyctlEventsTest, HookGetsJsonWithNoOtherDescriptorAndHangingHookIsKilled) {
+  Ok("dataset create hook-test");
+  Ok("dataset disable hook-test");  // the hook hangs on this one and is killed at 1 s
+  Ok("dataset enable hook-test");
+  const std::string out = daemon_->dir() + "/hook.out";
+  auto delivered = [&](const std::string& kind) {
+    for (const std::string& line : Lines(ReadWholeFile(out))) {
+      json e = json::parse(line);
+      if (e.value("kind", "") == kind && e.value("dataset", "") == "hook-test") return true;
+    }
+    return false;
+  };
+  ASSERT_TRUE(Eventually([&] { return delivered("EVENT_DATASET_ENABLED"); })) << ReadWholeFile(out);
+  EXPECT_TRUE(delivered("EVENT_DATASET_DISABLED"));
+  // In order: the hook's JSON lines carry increasing sequence numbers.
+  uint64_t previous = 0;
+  for (const std::string& line : Lines(ReadWholeFile(out))) {
+    uint64_t sequence = std::stoull(json::parse(line)["sequence"].get<std::string>());
+    EXPECT_GT(sequence, previous);
+    previous = sequence;
+  }
+  std::set<std::string> fds;
+  for (const std::string& line : Lines(ReadWholeFile(daemon_->dir() + "/hook-fds.out"))) {
+    fds.insert(line);
+  }
+  EXPECT_EQ(fds, (std::set<std::string>{"0", "1", "2", "3"}))
+      << ReadWholeFile(daemon_->dir() + "/hook-fds.out");
+  EXPECT_NE(daemon_->Logs().find("hook killed"), std::string::npos) << daemon_->Logs();
+}
+
+TEST_F(KeyctlEventsTest, DestructionIsAnnouncedWarnedAndReportedWithTheDatasetName) {
+  Ok("dataset create doomed --destruction-wait 4s");
+  Ok("dataset disable doomed");
+  Ok("dataset destroy doomed");
+  std::vector<json> seen;
+  ASSERT_TRUE(ReadUntil("doom-test", seen, [](const std::vector<json>& events) {
+    return Count(events, "EVENT_DATASET_DESTROYED", "doomed") > 0;
+  }));
+  EXPECT_EQ(Count(seen, "EVENT_DATASET_DISABLED", "doomed"), 1u);
+  EXPECT_EQ(Count(seen, "EVENT_DESTRUCTION_SCHEDULED", "doomed"), 1u);
+  // Due within the default 7-day warning period: warned once.
+  EXPECT_EQ(Count(seen, "EVENT_DESTRUCTION_DUE_SOON", "doomed"), 1u);
+  EXPECT_EQ(Count(seen, "EVENT_DATASET_DESTROYED", "doomed"), 1u);
+  int64_t due = 0;
+  std::vector<std::string> order;
+  for (const json& e : seen) {
+    if (e.value("dataset", "") != "doomed") continue;
+    order.push_back(e["kind"].get<std::string>());
+    if (e["kind"] == "EVENT_DESTRUCTION_SCHEDULED") due = e["destruction_due_micros"];
+  }
+  EXPECT_GT(due, 0);
+  ASSERT_FALSE(order.empty());
+  EXPECT_EQ(order.front(), "EVENT_DATASET_DISABLED");
+  EXPECT_EQ(order.back(), "EVENT_DATASET_DESTROYED");
+}
+
+TEST_F(KeyctlEventsTest, FollowPrintsNewEventsAndAcknowledgesWhenInterrupted) {
+  Ok("dataset create follow-test");
+  Result drained = Run("events --subscriber follower");  // creates the cursor at the end
+  ASSERT_EQ(drained.exit_code, 0) << drained.err;
+  const std::string out = daemon_->dir() + "/follow.out";
+  pid_t pid = SpawnWithOutput({KEYCTL_BINARY, "--socket", daemon_->admin_socket(), "--json",
+                               "events", "--follow", "--subscriber", "follower"},
+                              out, {"COFFER_ADMIN_SOCKET"});
+  ASSERT_GT(pid, 0);
+  Ok("dataset disable follow-test");
+  auto printed = [&] {
+    for (const std::string& line : Lines(ReadWholeFile(out))) {
+      json e = json::parse(line);
+      if (e.value("kind", "") == "EVENT_DATASET_DISABLED" &&
+          e.value("dataset", "") == "follow-test") {
+        return true;
+      }
+    }
+    return false;
+  };
+  const bool seen = Eventually(printed);
+  kill(pid, SIGINT);
+  int status = 0;
+  ASSERT_EQ(waitpid(pid, &status, 0), pid);
+  ASSERT_TRUE(seen) << ReadWholeFile(out);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << ReadWholeFile(out);
+  // Acknowledged when interrupted: the event is not printed again.
+  Result after = Run("--json events --subscriber follower");
+  ASSERT_EQ(after.exit_code, 0) << after.err;
+  for (const std::string& line : Lines(after.out)) {
+    json e = json::parse(line);
+    EXPECT_FALSE(e.value("kind", "") == "EVENT_DATASET_DISABLED" &&
+                 e.value("dataset", "") == "follow-test")
+        << line;
+  }
+}
+
+// Last: restarts the daemon.
+TEST_F(KeyctlEventsTest, SubscriberAcrossDaemonRestartSeesNoGapAndNoDuplicate) {
+  Ok("dataset create restart-test");
+  std::vector<json> before;
+  ASSERT_TRUE(ReadUntil("restart", before, [](const std::vector<json>& events) {
+    return Count(events, "EVENT_DATASET_DISABLED", "restart-test") +
+               Count(events, "EVENT_KEY_ROTATED", "restart-test") ==
+           0;  // drained whatever earlier tests left
+  }));
+  Ok("dataset disable restart-test");
+  ASSERT_TRUE(ReadUntil("restart", before, [](const std::vector<json>& events) {
+    return Count(events, "EVENT_DATASET_DISABLED", "restart-test") == 1;
+  }));
+  const uint64_t acknowledged = before.back()["sequence"].get<uint64_t>();
+  Ok("dataset enable restart-test");  // not read before the restart
+  ASSERT_TRUE(daemon_->Terminate());
+  ASSERT_TRUE(daemon_->Launch());
+  Ok("key rotate restart-test");
+  std::vector<json> after;
+  ASSERT_TRUE(ReadUntil("restart", after, [](const std::vector<json>& events) {
+    return Count(events, "EVENT_KEY_ROTATED", "restart-test") >= 2;
+  }));
+  ASSERT_FALSE(after.empty());
+  EXPECT_EQ(after.front()["sequence"].get<uint64_t>(), acknowledged + 1);  // no gap
+  for (size_t i = 1; i < after.size(); ++i) {  // no duplicate, nothing skipped
+    EXPECT_EQ(after[i]["sequence"].get<uint64_t>(), after[i - 1]["sequence"].get<uint64_t>() + 1);
+  }
+  EXPECT_EQ(Count(after, "EVENT_DATASET_DISABLED", "restart-test"), 0u);
+  EXPECT_EQ(Count(after, "EVENT_DATASET_ENABLED", "restart-test"), 1u);
+  EXPECT_EQ(Count(after, "EVENT_KEY_ROTATED", "restart-test"), 2u);  // records, attachments
+  // Another subscriber's cursor is its own: it sees the whole story.
+  std::vector<json> other;
+  ASSERT_TRUE(ReadUntil("restart-other", other, [](const std::vector<json>& events) {
+    return Count(events, "EVENT_KEY_ROTATED", "restart-test") >= 2;
+  }));
+  EXPECT_EQ(Count(other, "EVENT_DATASET_DISABLED", "restart-test"), 1u);
+  EXPECT_EQ(Count(other, "EVENT_DATASET_ENABLED", "restart-test"), 1u);
+}
+
+}  // namespace
+}  // namespace coffer::keyctl
