@@ -115,6 +115,11 @@ constexpr CodeInfo kCodes[] = {
     {ErrorCode::kApprovalForbidden, "APPROVAL_FORBIDDEN", absl::StatusCode::kPermissionDenied},
     {ErrorCode::kApprovalNotFound, "APPROVAL_NOT_FOUND", absl::StatusCode::kNotFound},
     {ErrorCode::kApprovalClosed, "APPROVAL_CLOSED", absl::StatusCode::kFailedPrecondition},
+    {ErrorCode::kExportRecipientKeyInvalid, "EXPORT_RECIPIENT_KEY_INVALID",
+     absl::StatusCode::kInvalidArgument},
+    {ErrorCode::kExportArchiveCorrupt, "EXPORT_ARCHIVE_CORRUPT", absl::StatusCode::kDataLoss},
+    {ErrorCode::kExportWrongRecipient, "EXPORT_WRONG_RECIPIENT",
+     absl::StatusCode::kPermissionDenied},
 };
 
 const CodeInfo* Find(ErrorCode code) {
