@@ -30,6 +30,7 @@
 #include "kms/daemon/authz.h"
 #include "kms/daemon/jobs.h"
 #include "kms/daemon/services.h"
+#include "kms/export/export_service.h"
 #include "kms/full_backup.h"
 #include "kms/hsm_adapters.h"
 #include "kms/key_manager.h"
@@ -117,6 +118,7 @@ struct Daemon::Parts {
   std::unique_ptr<daemon::Authorizer> authorizer;
   std::unique_ptr<kms::admin::AdminRegistry> admin_registry;
   std::unique_ptr<daemon::AdminControl> admin_control;
+  std::unique_ptr<kms::dataset_export::ExportService> exports;
   std::unique_ptr<daemon::Services> services;
   std::unique_ptr<server::Server> server;
   bool stopped = false;
@@ -488,6 +490,22 @@ absl::Status Daemon::Parts::StartServing() {
   backup_deps.restore_key_manager.audit_log = audit_log.get();
   backup_deps.restore_key_manager.default_policy = daemon::DefaultDatasetPolicy(config);
   deps.extra_admin_ops = BackupOperations(std::move(backup_deps));
+
+  kms::dataset_export::ExportServiceOptions export_options;
+  export_options.keys = key_manager.get();
+  export_options.data_db = data_db.get();
+  export_options.signer = checkpoint_signer.get();
+  export_options.audit_log = audit_log.get();
+  export_options.registry = admin_registry.get();
+  export_options.dual_control = config.mfa().required();
+  export_options.clock = &kms::SystemClock();
+  COFFER_ASSIGN_OR_RETURN(exports,
+                          kms::dataset_export::ExportService::Create(std::move(export_options)));
+  deps.streaming_admin_ops[coffer::v1::Request::kDatasetExport] =
+      [service = exports.get()](const coffer::v1::Request& request,
+                                const kms::audit::AuditActor& actor, daemon::ResponseSink* sink) {
+        return service->Serve(request, actor, sink);
+      };
   COFFER_ASSIGN_OR_RETURN(services, daemon::Services::Create(std::move(deps)));
 
   server::ServerOptions options;
@@ -530,6 +548,7 @@ absl::Status Daemon::Parts::Stop() {
   if (access_audit) note(access_audit->Stop(), "access-audit writer");
   server.reset();
   services.reset();
+  exports.reset();
   authorizer.reset();
   jobs.reset();
   backups.reset();

@@ -195,6 +195,8 @@ std::string_view DatasetNamedBy(const ::coffer::v1::Request& r) {
       return r.pseudonym_reidentify().dataset();
     case ::coffer::v1::Request::kPseudonymTranslate:
       return r.pseudonym_translate().dataset();
+    case ::coffer::v1::Request::kDatasetExport:
+      return r.dataset_export().dataset();
     default:
       return {};
   }

@@ -301,6 +301,8 @@ audit::AuditText OperationText(pb::Request::OpCase op) {
       return "approval_list";
     case pb::Request::kApprovalDecide:
       return "approval_decide";
+    case pb::Request::kDatasetExport:
+      return "dataset_export";
     default:
       return "unknown";
   }
@@ -1516,6 +1518,10 @@ absl::Status Services::ConnectionSession::HandleAdmin(const pb::Request& request
     }
 
     default: {
+      auto streaming = deps_.streaming_admin_ops.find(request.op_case());
+      if (streaming != deps_.streaming_admin_ops.end()) {
+        return streaming->second(request, actor, sink);
+      }
       auto extra = deps_.extra_admin_ops.find(request.op_case());
       if (extra == deps_.extra_admin_ops.end()) {
         return SendError(
