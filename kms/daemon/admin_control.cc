@@ -277,12 +277,12 @@ absl::StatusOr<std::optional<std::string>> AdminControl::DualControlSummary(
       // Refused before filing: a recipient key or a state that could never export.
       COFFER_ASSIGN_OR_RETURN(crypto::RecipientPublicKey recipient,
                               crypto::RecipientPublicKey::FromPem(r.recipient_public_key_pem()));
-      COFFER_ASSIGN_OR_RETURN(std::optional<kms::DatasetInfo> info, describe(r.dataset()));
-      if (info.has_value() && info->state != kms::DatasetState::kDisabled &&
-          info->state != kms::DatasetState::kPendingDestruction) {
+      COFFER_ASSIGN_OR_RETURN(kms::DatasetInfo info, lookup(r.dataset()));  // must exist
+      if (info.state != kms::DatasetState::kDisabled &&
+          info.state != kms::DatasetState::kPendingDestruction) {
         return MakeError(ErrorCode::kDatasetStateForbids,
                          absl::StrCat("dataset ", r.dataset(), " is ",
-                                      std::string(kms::DatasetStateName(info->state)),
+                                      std::string(kms::DatasetStateName(info.state)),
                                       ": only a DISABLED or PENDING_DESTRUCTION dataset can be "
                                       "exported"));
       }

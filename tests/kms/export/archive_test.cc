@@ -266,6 +266,33 @@ TEST_F(ArchiveTest, TheSignatureVerifiesWithPlainOpenSslOverTheDocumentedMessage
   EVP_PKEY_free(key);
 }
 
+// The shell recipe of docs/formats.md#export-v1, run as written with the openssl command.
+TEST_F(ArchiveTest, TheDocumentedOpenSslRecipeVerifiesAndRejectsATamperedArchive) {
+  if (std::system("command -v openssl >/dev/null 2>&1") != 0) GTEST_SKIP() << "no openssl";
+  const std::string archive = Write(*rsa_, "data");
+  Save(archive, "a.cfx");
+  std::ofstream(dir_ + "/audit-public-key.pem") << token_pem_;
+  const std::string recipe =
+      "cd " + dir_ +
+      " && size=$(stat -c %s a.cfx)"
+      " && tail -c 10 a.cfx | head -c 2 | od -An -tu1 | { read hi lo; echo $((hi * 256 + lo)); }"
+      " > siglen"
+      " && siglen=$(cat siglen) && body=$((size - 10 - siglen))"
+      " && head -c $body a.cfx | openssl dgst -sha256 -binary > d"
+      " && { printf 'coffer-export-v1 signature\\0'; cat d; } > m"
+      " && tail -c $((siglen + 10)) a.cfx | head -c $siglen > sig"
+      " && openssl dgst -sha256 -verify audit-public-key.pem -signature sig m > verdict 2>&1";
+  EXPECT_EQ(std::system(recipe.c_str()), 0);
+  std::ifstream verdict(dir_ + "/verdict");
+  std::string line;
+  std::getline(verdict, line);
+  EXPECT_EQ(line, "Verified OK");
+  std::string bad = archive;
+  bad[40] = static_cast<char>(bad[40] ^ 1);
+  Save(bad, "a.cfx");
+  EXPECT_NE(std::system(recipe.c_str()), 0);
+}
+
 TEST_F(ArchiveTest, TheWriterRefusesAttachmentDataBeyondItsSizeAndShortAttachments) {
   auto key = crypto::RecipientPublicKey::FromPem(x25519_->public_pem);
   ASSERT_TRUE(key.ok());
