@@ -305,7 +305,12 @@ TEST_F(KeyctlExportTest, ArchivesOpenWithTheRightKeyAndMatchTheDataset) {
   ASSERT_NO_FATAL_FAILURE(Populate("exp/match"));
   ASSERT_EQ(Run("dataset disable exp/match").exit_code, 0);
   const std::string token_key = daemon_->dir() + "/audit-public-key.pem";
+  // RSA while DISABLED; X25519 once destruction is scheduled (PENDING_DESTRUCTION).
   for (const std::string key : {"rsa", "x25519"}) {
+    const std::string state = key == "rsa" ? "DISABLED" : "PENDING_DESTRUCTION";
+    if (key == "x25519") {
+      ASSERT_EQ(Run("dataset destroy exp/match").exit_code, 0);
+    }
     const std::string archive = work_ + "/" + key + ".cfx";
     Result exported = Run("--json dataset export exp/match --recipient-key " + keys_ + "/" + key +
                           ".pub.pem --out " + archive);
@@ -323,6 +328,7 @@ TEST_F(KeyctlExportTest, ArchivesOpenWithTheRightKeyAndMatchTheDataset) {
                         ".pem --out-dir " + out + " --public-key " + token_key);
     ASSERT_EQ(opened.exit_code, 0) << opened.err << opened.out;
     ExpectMatchesDataset(out);
+    EXPECT_EQ(json::parse(ReadWholeFile(out + "/manifest.json")).value("dataset_state", ""), state);
     const std::string out2 = work_ + "/" + key + "-open2";
     fs::create_directory(out2);  // an empty directory is accepted
     Result via_status = Run("export open " + archive + " --private-key " + keys_ + "/" + key +
