@@ -121,6 +121,11 @@ constexpr CodeInfo kCodes[] = {
     {ErrorCode::kEventCursorInvalid, "EVENT_CURSOR_INVALID", absl::StatusCode::kOutOfRange},
     {ErrorCode::kCanaryExists, "CANARY_EXISTS", absl::StatusCode::kAlreadyExists},
     {ErrorCode::kCanaryNotFound, "CANARY_NOT_FOUND", absl::StatusCode::kNotFound},
+    {ErrorCode::kExportRecipientKeyInvalid, "EXPORT_RECIPIENT_KEY_INVALID",
+     absl::StatusCode::kInvalidArgument},
+    {ErrorCode::kExportArchiveCorrupt, "EXPORT_ARCHIVE_CORRUPT", absl::StatusCode::kDataLoss},
+    {ErrorCode::kExportWrongRecipient, "EXPORT_WRONG_RECIPIENT",
+     absl::StatusCode::kPermissionDenied},
 };
 
 const CodeInfo* Find(ErrorCode code) {

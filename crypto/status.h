@@ -137,6 +137,10 @@ enum class ErrorCode : int {
   kEventCursorInvalid = 551,      // ack_through beyond the last event delivered to the subscriber
   kCanaryExists = 560,            // the record or attachment already exists (canary or not)
   kCanaryNotFound = 561,          // no canary with that dataset and id or name
+  // Dataset export (540-549; docs/formats.md#export-v1).
+  kExportRecipientKeyInvalid = 540,  // recipient key missing, unreadable, not RSA >= 2048 / X25519
+  kExportArchiveCorrupt = 541,       // bad format, truncated, or the signature does not verify
+  kExportWrongRecipient = 542,       // the private key does not open the wrapped export key
 
   // 300-399 key manager, 400-499 storage, 500-599 daemon and protocol, 600-699 admin/keyctl:
   // reserved for the layers above, which append their codes here.

@@ -548,6 +548,45 @@ absl::StatusOr<std::shared_ptr<const storage::DataKey>> KeyManager::KeyForVersio
   return CachedKey(entry, *v);
 }
 
+absl::StatusOr<std::shared_ptr<const storage::DataKey>> KeyManager::ExportKey(
+    uint64_t dataset_handle, storage::KeyPurpose purpose, std::optional<uint32_t> version) {
+  if (!ValidPurpose(purpose)) {
+    return MakeError(ErrorCode::kInvalidArgument, "unknown key purpose");
+  }
+  COFFER_ASSIGN_OR_RETURN(EntryPtr entry, RequireEntry(dataset_handle));
+  Snapshot snap = entry->snapshot.load();
+  const DatasetState state = internal::FromRow(snap->row.state());
+  if (state == DatasetState::kActive) {
+    return MakeError(ErrorCode::kDatasetStateForbids,
+                     "dataset is ACTIVE: export reads only DISABLED or PENDING_DESTRUCTION "
+                     "datasets");
+  }
+  if (state == DatasetState::kDisabled || state == DatasetState::kPendingDestruction) {
+    // Check everything else CheckDataAccess checks, as if the dataset were active.
+    if (snap->row.wrapping_key_missing()) {
+      return MakeError(ErrorCode::kWrappingKeyMissing,
+                       "the dataset's wrapping key is missing from the HSM (see start-up report)");
+    }
+  } else {
+    COFFER_RETURN_IF_ERROR(CheckDataAccess(*snap));
+  }
+  const uint32_t wanted =
+      version.has_value() ? *version : snap->Purpose(purpose)->primary_version();
+  const VersionSnapshot* v = snap->Version(purpose, wanted);
+  if (v == nullptr) {
+    return MakeError(ErrorCode::kKeyVersionNotFound,
+                     "no " + std::string(storage::KeyPurposeName(purpose)) + " key version " +
+                         std::to_string(wanted));
+  }
+  if (v->row.state() == v1::RETIRED) {
+    return MakeError(ErrorCode::kKeyVersionRetired,
+                     "key version " + std::to_string(wanted) + " was retired");
+  }
+  // Not through the cache: it holds keys of ACTIVE datasets only (a disable erases them), and
+  // the export's own provider keeps what it unwrapped for the one export.
+  return UnwrapOnMiss(entry->handle, *v);
+}
+
 absl::StatusOr<std::shared_ptr<const storage::DataKey>> KeyManager::PrimaryKey(
     uint64_t dataset_handle, storage::KeyPurpose purpose, uint64_t encryptions) {
   if (!ValidPurpose(purpose)) {

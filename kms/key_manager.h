@@ -211,6 +211,16 @@ class KeyManager final : public storage::KeyProvider {
 
   KeyCacheStats cache_stats() const { return cache_.Stats(); }
 
+  // Export (kms/export/dataset_exporter.h): the daemon's own read path into a DISABLED or
+  // PENDING_DESTRUCTION dataset, which PrimaryKey and KeyForVersion refuse. Returns the key of
+  // `version`, or with no version the current primary of `purpose` (counting no encryption:
+  // export only opens and hashes, never seals under a dataset key). DATASET_STATE_FORBIDS for
+  // ACTIVE (use the data path); KEY_DESTROYED once destruction began; the other errors as
+  // KeyForVersion. Every call unwraps in the HSM (audited as KEY_UNWRAP) and bypasses the key
+  // cache, which holds keys of ACTIVE datasets only; the caller keeps the keys of one export.
+  absl::StatusOr<std::shared_ptr<const storage::DataKey>> ExportKey(
+      uint64_t dataset_handle, storage::KeyPurpose purpose, std::optional<uint32_t> version);
+
  private:
   using Snapshot = std::shared_ptr<const internal::DatasetSnapshot>;
   using EntryPtr = std::shared_ptr<internal::DatasetEntry>;

@@ -524,4 +524,42 @@ absl::StatusOr<size_t> AttachmentStore::CleanupOrphanedUploads() {
   return removed;
 }
 
+absl::StatusOr<AttachmentStore::NamePage> AttachmentStore::ListNames(uint64_t handle,
+                                                                     std::string_view page_token,
+                                                                     size_t max_names) {
+  if (max_names == 0) {
+    return MakeError(ErrorCode::kInvalidArgument, "max_names must be at least 1");
+  }
+  if (!page_token.empty() && page_token.size() != internal::kMacSize) {
+    return MakeError(ErrorCode::kInvalidArgument, "malformed page token");
+  }
+  // Fails for an unknown, destroyed or locked dataset before anything is read.
+  COFFER_RETURN_IF_ERROR(keys_->PrimaryKey(handle, KeyPurpose::kLookup, 0).status());
+  std::string start = internal::DatasetBegin(handle);
+  start.append(page_token);
+  std::string end = internal::DatasetEnd(handle);
+  rocksdb::Slice upper(end);
+  rocksdb::ReadOptions read_options;
+  read_options.iterate_upper_bound = &upper;
+  ScopedIterator it = db_->NewIterator(Cf::kAttachmentPointers, read_options);
+  NamePage page;
+  std::string last_key;
+  for (it->Seek(start); it->Valid(); it->Next()) {
+    std::string_view key(it->key().data(), it->key().size());
+    if (!page_token.empty() && key == start) continue;
+    if (page.names.size() == max_names) {  // more remain: resume after the last one returned
+      page.next_page_token = std::string(internal::MacOf(last_key));
+      break;
+    }
+    std::string_view value(it->value().data(), it->value().size());
+    COFFER_ASSIGN_OR_RETURN(
+        internal::OpenedEntry opened,
+        internal::OpenEntry(keys_, Cf::kAttachmentPointers, KeyPurpose::kAttachments, key, value));
+    page.names.push_back(std::move(opened.id));
+    last_key.assign(key);
+  }
+  COFFER_RETURN_IF_ERROR(FromRocks(it->status(), "iterate"));
+  return page;
+}
+
 }  // namespace coffer::storage

@@ -36,6 +36,7 @@
 #include <set>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -161,6 +162,16 @@ class AttachmentStore {
   absl::StatusOr<bool> ReencryptToPrimary(internal::Cf cf, std::string_view key,
                                           std::string_view seen,
                                           const std::function<void()>& before_flip = {});
+
+  struct NamePage {
+    std::vector<std::string> names;  // in stored-key order (HMAC order, not name order)
+    std::string next_page_token;     // empty when this is the last page
+  };
+  // Up to `max_names` (>= 1) live attachment names of dataset `handle`, after `page_token`
+  // (empty: the first page), as RecordStore::ListIds lists ids (export walks them; the data
+  // socket has no attachment listing). Tokens are opaque and stay valid across writes.
+  absl::StatusOr<NamePage> ListNames(uint64_t handle, std::string_view page_token,
+                                     size_t max_names);
 
  private:
   friend class AttachmentUpload;

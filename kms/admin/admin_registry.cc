@@ -95,6 +95,7 @@ ApprovalRecord FromRow(const v1::ApprovalRow& row) {
   r.approver_uid = row.approver_uid();
   r.approver_name = row.approver_name();
   r.result_code = row.result_code();
+  r.redeemed_micros = row.redeemed_micros();
   return r;
 }
 
@@ -113,6 +114,7 @@ v1::ApprovalRow ToRow(const ApprovalRecord& r) {
   row.set_approver_uid(r.approver_uid);
   row.set_approver_name(r.approver_name);
   row.set_result_code(r.result_code);
+  row.set_redeemed_micros(r.redeemed_micros);
   return row;
 }
 
@@ -549,6 +551,31 @@ absl::StatusOr<std::vector<ApprovalRecord>> AdminRegistry::ExpireDue() {
     expired.push_back(std::move(approval));
   }
   return expired;
+}
+
+absl::StatusOr<ApprovalRecord> AdminRegistry::Redeem(uint64_t id, uint32_t uid) {
+  std::lock_guard<std::mutex> lock(mu_);
+  COFFER_ASSIGN_OR_RETURN(ApprovalRecord approval, LoadApprovalRefreshed(id));
+  if (approval.requester_uid != uid) {
+    return MakeError(ErrorCode::kApprovalForbidden, "only the admin who filed approval request " +
+                                                        std::to_string(id) + " can redeem it");
+  }
+  if (approval.state != ApprovalState::kApproved) {
+    return MakeError(ErrorCode::kApprovalClosed,
+                     "approval request " + std::to_string(id) + " is not approved");
+  }
+  if (approval.redeemed_micros != 0) {
+    return MakeError(ErrorCode::kApprovalClosed,
+                     "approval request " + std::to_string(id) + " was already redeemed");
+  }
+  const int64_t now = NowMicros();
+  if (now >= approval.expires_micros) {
+    return MakeError(ErrorCode::kApprovalClosed,
+                     "approval request " + std::to_string(id) + " has expired; file it again");
+  }
+  approval.redeemed_micros = now;
+  COFFER_RETURN_IF_ERROR(StoreApproval(approval));
+  return approval;
 }
 
 }  // namespace coffer::kms::admin

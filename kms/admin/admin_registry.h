@@ -84,7 +84,8 @@ struct ApprovalRecord {
   int64_t decided_micros = 0;
   uint32_t approver_uid = 0;
   std::string approver_name;
-  int32_t result_code = 0;  // ErrorCode number, 0 = OK
+  int32_t result_code = 0;      // ErrorCode number, 0 = OK
+  int64_t redeemed_micros = 0;  // Redeem: when the requester used it (0: not yet)
 };
 
 struct Enrollment {
@@ -150,6 +151,11 @@ class AdminRegistry {
   absl::Status RecordResult(uint64_t id, ErrorCode result);
   // Marks every pending request past expiry kExpired and returns those.
   absl::StatusOr<std::vector<ApprovalRecord>> ExpireDue();
+  // For an approved operation whose result only its requester may receive (dataset export):
+  // marks request `id` redeemed by `uid` (persisted before returning) and returns it. Single
+  // use. APPROVAL_NOT_FOUND; APPROVAL_FORBIDDEN if `uid` is not the requester; APPROVAL_CLOSED
+  // unless it is kApproved, unexpired and not yet redeemed.
+  absl::StatusOr<ApprovalRecord> Redeem(uint64_t id, uint32_t uid);
 
  private:
   AdminRegistry(Options options, rocksdb::DB* db);

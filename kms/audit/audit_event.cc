@@ -28,6 +28,7 @@ absl::Status ValidateActor(const AuditActor& actor, std::string_view role) {
 bool IsKeyOperationKind(v1::EventKind kind) {
   return (kind >= v1::DATASET_CREATE && kind <= v1::REQUEST_REFUSED) ||
          (kind >= v1::CLOCK_WENT_BACKWARDS && kind <= v1::DELETION_RECEIPT) ||
+         kind == v1::DATASET_EXPORT || kind == v1::DATASET_EXPORT_REDEEMED ||
          kind == v1::CANARY_PLANT || kind == v1::CANARY_REMOVE;
 }
 
@@ -49,7 +50,9 @@ absl::Status ValidateAuditEvent(const AuditEvent& event) {
   if (event.approver.has_value())
     COFFER_RETURN_IF_ERROR(ValidateActor(*event.approver, "approver"));
   const bool purge = event.kind == v1::RECORD_PURGE || event.kind == v1::ATTACHMENT_PURGE;
-  const bool backup = event.kind == v1::FULL_BACKUP || event.kind == v1::FULL_RESTORE;
+  const bool backup = event.kind == v1::FULL_BACKUP || event.kind == v1::FULL_RESTORE ||
+                      event.kind == v1::DATASET_EXPORT ||
+                      event.kind == v1::DATASET_EXPORT_REDEEMED;  // items; the approval id
   if (!IsAccessKind(event.kind) && !purge && event.record_ref.has_value()) {
     return Invalid("a record ref belongs to access and purge events only");
   }

@@ -36,6 +36,7 @@
 #include "kms/events/event_log.h"
 #include "kms/events/event_source.h"
 #include "kms/events/hook_delivery.h"
+#include "kms/export/export_service.h"
 #include "kms/full_backup.h"
 #include "kms/hsm_adapters.h"
 #include "kms/key_manager.h"
@@ -143,6 +144,7 @@ struct Daemon::Parts {
   std::unique_ptr<daemon::CanaryRegistry> canaries;
   std::unique_ptr<events::EventSource> event_source;
   std::unique_ptr<events::HookDelivery> hook_delivery;
+  std::unique_ptr<kms::dataset_export::ExportService> exports;
   std::unique_ptr<daemon::Services> services;
   std::unique_ptr<server::Server> server;
   bool stopped = false;
@@ -603,6 +605,22 @@ absl::Status Daemon::Parts::StartServing() {
   backup_deps.restore_key_manager.default_policy = daemon::DefaultDatasetPolicy(config);
   deps.extra_admin_ops = BackupOperations(std::move(backup_deps));
   daemon::AddEventOperations(event_log.get(), canaries.get(), deps.extra_admin_ops);
+
+  kms::dataset_export::ExportServiceOptions export_options;
+  export_options.keys = key_manager.get();
+  export_options.data_db = data_db.get();
+  export_options.signer = checkpoint_signer.get();
+  export_options.audit_log = audit_log.get();
+  export_options.registry = admin_registry.get();
+  export_options.dual_control = config.mfa().required();
+  export_options.clock = &kms::SystemClock();
+  COFFER_ASSIGN_OR_RETURN(exports,
+                          kms::dataset_export::ExportService::Create(std::move(export_options)));
+  deps.streaming_admin_ops[coffer::v1::Request::kDatasetExport] =
+      [service = exports.get()](const coffer::v1::Request& request,
+                                const kms::audit::AuditActor& actor, daemon::ResponseSink* sink) {
+        return service->Serve(request, actor, sink);
+      };
   COFFER_ASSIGN_OR_RETURN(services, daemon::Services::Create(std::move(deps)));
 
   server::ServerOptions options;
@@ -655,6 +673,7 @@ absl::Status Daemon::Parts::Stop() {
   event_source.reset();
   canaries.reset();
   event_log.reset();
+  exports.reset();
   authorizer.reset();
   jobs.reset();
   backups.reset();

@@ -8,7 +8,9 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "crypto/recipient_wrap.h"
 #include "crypto/status.h"
+#include "kms/audit/format.h"
 
 namespace coffer::daemon {
 namespace {
@@ -278,6 +280,26 @@ absl::StatusOr<std::optional<std::string>> AdminControl::DualControlSummary(
       if (changes.empty()) return std::optional<std::string>();
       return std::optional<std::string>(
           absl::StrCat("policy set ", r.dataset(), ": ", absl::StrJoin(changes, ", ")));
+    }
+    case pb::Request::kDatasetExport: {
+      const auto& r = request.dataset_export();
+      if (r.approval_id() != 0) return std::optional<std::string>();  // a redemption
+      // Refused before filing: a recipient key or a state that could never export.
+      COFFER_ASSIGN_OR_RETURN(crypto::RecipientPublicKey recipient,
+                              crypto::RecipientPublicKey::FromPem(r.recipient_public_key_pem()));
+      COFFER_ASSIGN_OR_RETURN(kms::DatasetInfo info, lookup(r.dataset()));  // must exist
+      if (info.state != kms::DatasetState::kDisabled &&
+          info.state != kms::DatasetState::kPendingDestruction) {
+        return MakeError(ErrorCode::kDatasetStateForbids,
+                         absl::StrCat("dataset ", r.dataset(), " is ",
+                                      std::string(kms::DatasetStateName(info.state)),
+                                      ": only a DISABLED or PENDING_DESTRUCTION dataset can be "
+                                      "exported"));
+      }
+      return std::optional<std::string>(
+          absl::StrCat("dataset export ", r.dataset(), " to ", recipient.description(),
+                       " key SHA256:", kms::audit::ToHex(recipient.fingerprint()),
+                       "; the requester then redeems it with --approval ID"));
     }
     default:
       return std::optional<std::string>();

@@ -201,6 +201,8 @@ std::string_view DatasetNamedBy(const ::coffer::v1::Request& r) {
       return r.canary_list().dataset();
     case ::coffer::v1::Request::kCanaryRemove:
       return r.canary_remove().dataset();
+    case ::coffer::v1::Request::kDatasetExport:
+      return r.dataset_export().dataset();
     default:
       return {};
   }

@@ -322,6 +322,8 @@ audit::AuditText OperationText(pb::Request::OpCase op) {
       return "canary_list";
     case pb::Request::kCanaryRemove:
       return "canary_remove";
+    case pb::Request::kDatasetExport:
+      return "dataset_export";
     default:
       return "unknown";
   }
@@ -1587,6 +1589,10 @@ absl::Status Services::ConnectionSession::HandleAdmin(
     }
 
     default: {
+      auto streaming = deps_.streaming_admin_ops.find(request.op_case());
+      if (streaming != deps_.streaming_admin_ops.end()) {
+        return streaming->second(request, actor, sink);
+      }
       auto extra = deps_.extra_admin_ops.find(request.op_case());
       if (extra == deps_.extra_admin_ops.end()) {
         return SendError(

@@ -83,6 +83,12 @@ using AdminOperationHandler = std::function<absl::Status(
     const coffer::v1::Request& request, const kms::audit::AuditActor& actor,
     const storage::ProgressFn& progress, coffer::v1::Response* response)>;
 
+// An admin operation that sends its own frames through `sink` (request id set, progress
+// frames when the request asked for them, an error frame on failure). Returns non-OK only when
+// the connection must close (the peer is gone), as Session::Handle.
+using StreamingAdminOperationHandler = std::function<absl::Status(
+    const coffer::v1::Request& request, const kms::audit::AuditActor& actor, ResponseSink* sink)>;
+
 struct ServicesDeps {
   kms::KeyManager* keys = nullptr;
   storage::DataDb* data_db = nullptr;
@@ -111,6 +117,9 @@ struct ServicesDeps {
   std::string admin_socket;
 
   std::map<coffer::v1::Request::OpCase, AdminOperationHandler> extra_admin_ops;
+  // Admin operations that answer with several frames (dataset_export), served outside
+  // Services like extra_admin_ops.
+  std::map<coffer::v1::Request::OpCase, StreamingAdminOperationHandler> streaming_admin_ops;
 
   // MFA and dual control on the admin socket (kms/daemon/admin_control.h). Null: admin-uid
   // requests run with no MFA (tests of this layer only; cofferd always sets it).

@@ -121,6 +121,13 @@ bool AdminClient::LooksClosed() const {
 
 absl::StatusOr<Response> AdminClient::Call(Request request, coffer::v1::ApprovalInfo* approval,
                                            const ProgressCallback& on_progress) {
+  return CallStreaming(std::move(request), approval, on_progress, {});
+}
+
+absl::StatusOr<Response> AdminClient::CallStreaming(Request request,
+                                                    coffer::v1::ApprovalInfo* approval,
+                                                    const ProgressCallback& on_progress,
+                                                    const FrameCallback& on_frame) {
   // The daemon closes idle connections (and after some errors): dial again before sending.
   if (LooksClosed()) COFFER_RETURN_IF_ERROR(Dial());
   const uint64_t id = next_request_id_++;
@@ -167,6 +174,15 @@ absl::StatusOr<Response> AdminClient::Call(Request request, coffer::v1::Approval
     }
     const bool progress_frame = response.has_progress() && !response.has_error() &&
                                 response.result_case() == Response::RESULT_NOT_SET;
+    if (!progress_frame && on_frame && !response.has_error() &&
+        static_cast<int>(response.result_case()) == static_cast<int>(request.op_case())) {
+      absl::StatusOr<bool> more = on_frame(response);
+      if (!more.ok()) {
+        Close();
+        return more.status();
+      }
+      if (*more) continue;
+    }
     if (!progress_frame) break;
     if (!request.progress()) {
       Close();

@@ -67,6 +67,16 @@ class AdminClient {
                                             coffer::v1::ApprovalInfo* approval = nullptr,
                                             const ProgressCallback& on_progress = {});
 
+  // For an operation whose result comes as several frames (dataset_export): `on_frame` gets
+  // every result frame and returns true while more follow, false after the last (whose
+  // response Call then returns). An error it returns ends the call and closes the connection
+  // (the rest of the stream is unread). Each frame restarts the request timeout.
+  using FrameCallback = std::function<absl::StatusOr<bool>(const coffer::v1::Response&)>;
+  absl::StatusOr<coffer::v1::Response> CallStreaming(coffer::v1::Request request,
+                                                     coffer::v1::ApprovalInfo* approval,
+                                                     const ProgressCallback& on_progress,
+                                                     const FrameCallback& on_frame);
+
   // Polls job `id` every `interval` until it is DONE or FAILED, calling `on_progress` with each
   // status read (the last one included). Returns the final status; a FAILED job is returned as
   // a status too (its error is in JobStatus.error), only failures to ask are errors.

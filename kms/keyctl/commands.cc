@@ -201,6 +201,7 @@ std::string PhaseUnit(const std::string& phase) {
   if (phase == "replay") return "items";
   if (phase == "rotate") return "datasets";
   if (phase == "rewrap") return "versions";
+  if (phase == "export") return "items";
   return "";
 }
 
@@ -336,7 +337,7 @@ absl::StatusOr<pb::Response> CommandContext::Call(pb::Request request) {
     if (sent_code) attempt.set_totp_code(totp_code_);
     pb::ApprovalInfo approval;
     absl::StatusOr<pb::Response> response =
-        client_->Call(std::move(attempt), &approval, on_progress_);
+        client_->CallStreaming(std::move(attempt), &approval, on_progress_, on_frame_);
     const ErrorCode code = response.ok() ? ErrorCode::kOk : ErrorCodeOf(response.status());
     // The daemon took (or judged) the code: it is single-use, never send it again.
     if (sent_code) totp_code_.clear();
@@ -378,6 +379,43 @@ absl::StatusOr<pb::Response> CommandContext::CallWithProgress(pb::Request reques
   absl::StatusOr<pb::Response> response = Call(std::move(request));
   on_progress_ = nullptr;
   return response;
+}
+
+absl::StatusOr<pb::Response> CommandContext::CallStreaming(pb::Request request,
+                                                           const std::string& what,
+                                                           AdminClient::FrameCallback on_frame) {
+  on_frame_ = std::move(on_frame);
+  absl::StatusOr<pb::Response> response = CallWithProgress(std::move(request), what);
+  on_frame_ = nullptr;
+  return response;
+}
+
+std::function<void(const std::string&, uint64_t, uint64_t)> CommandContext::LocalProgress(
+    const std::string& what) {
+  auto printer = std::make_shared<ProgressPrinter>(progress_, progress_is_terminal_);
+  auto phase = std::make_shared<std::string>();
+  auto started = std::make_shared<int64_t>(0);
+  return
+      [printer, phase, started, what](const std::string& now_phase, uint64_t done, uint64_t total) {
+        const int64_t now = NowMicros();
+        const bool milestone = now_phase != *phase || (total > 0 && done >= total);
+        if (now_phase != *phase) {
+          *phase = now_phase;
+          *started = now;
+        }
+        pb::OperationProgress p;
+        p.set_phase(now_phase);
+        p.set_done(done);
+        p.set_total(total);
+        const double seconds = static_cast<double>(std::max<int64_t>(now - *started, 1)) / 1e6;
+        p.set_rate_per_second(static_cast<double>(done) / seconds);
+        p.set_eta_seconds(
+            total > done && done > 0
+                ? static_cast<int64_t>(static_cast<double>(total - done) / p.rate_per_second())
+                : -1);
+        p.set_elapsed_ms(static_cast<int64_t>(seconds * 1000));
+        printer->Show(BarCells(done, total), OperationProgressLine(what, p), milestone);
+      };
 }
 
 absl::StatusOr<pb::JobStatus> CommandContext::WaitForJob(uint64_t id) {

@@ -12,6 +12,7 @@
 #define COFFER_KMS_KEYCTL_COMMANDS_H_
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <ostream>
@@ -43,6 +44,16 @@ class CommandContext {
   // else a line per phase and every few seconds).
   absl::StatusOr<coffer::v1::Response> CallWithProgress(coffer::v1::Request request,
                                                         const std::string& what);
+  // CallWithProgress for an operation answering with several result frames (dataset_export):
+  // each result frame goes to `on_frame` (AdminClient::CallStreaming).
+  absl::StatusOr<coffer::v1::Response> CallStreaming(coffer::v1::Request request,
+                                                     const std::string& what,
+                                                     AdminClient::FrameCallback on_frame);
+  // Shows local work (keyctl export open) as CallWithProgress shows the daemon's: call the
+  // returned function with each phase's done/total bytes; the display ends with it.
+  std::function<void(const std::string& phase, uint64_t done, uint64_t total)> LocalProgress(
+      const std::string& what);
+  bool progress_is_terminal() const { return progress_is_terminal_; }
   void set_totp_code(std::string code) { totp_code_ = std::move(code); }
   // Polls job `id` to its end, showing progress; FAILED jobs become their error.
   absl::StatusOr<coffer::v1::JobStatus> WaitForJob(uint64_t id);
@@ -58,6 +69,7 @@ class CommandContext {
   bool progress_is_terminal_;
   std::unique_ptr<AdminClient> client_;
   AdminClient::ProgressCallback on_progress_;  // set during CallWithProgress
+  AdminClient::FrameCallback on_frame_;        // set during CallStreaming
   std::string totp_code_;                      // never printed; cleared once the daemon took it
 };
 

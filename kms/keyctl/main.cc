@@ -19,6 +19,7 @@
 #include "crypto/status.h"
 #include "kms/keyctl/commands.h"
 #include "kms/keyctl/event_commands.h"
+#include "kms/keyctl/export_commands.h"
 #include "kms/keyctl/format.h"
 
 namespace coffer::keyctl {
@@ -218,6 +219,47 @@ void DefineDataset(CLI::App& app, Values& v, Action& action) {
       action = [&v, what](CommandContext& ctx) { return DatasetLifecycle(ctx, v.name, what); };
     });
   }
+}
+
+// `dataset export` and `export open` (kms/keyctl/export_commands.h); after DefineDataset.
+void DefineExport(CLI::App& app, Action& action) {
+  static DatasetExportOptions export_options;
+  static ExportOpenOptions open_options;
+  CLI::App* dataset = app.get_subcommand("dataset");
+  CLI::App* sub = Sub(dataset, "export",
+                      "Export a DISABLED or PENDING_DESTRUCTION dataset to an archive for a "
+                      "recipient key (dual control)",
+                      "keyctl dataset export crm/contacts --recipient-key customer.pub.pem "
+                      "--out contacts.cfx --totp 123456");
+  sub->add_option("NAME", export_options.dataset, "Dataset name")->required();
+  sub->add_option("--recipient-key", export_options.recipient_key_file,
+                  "The recipient's PEM public key (RSA >= 2048 bits or X25519)")
+      ->required();
+  sub->add_option("--out", export_options.out_file, "Archive file to create (never overwritten)")
+      ->required();
+  sub->add_option("--approval", export_options.approval_id,
+                  "Redeem this approved export request (keyctl request list)");
+  sub->callback(
+      [&] { action = [](CommandContext& ctx) { return DatasetExport(ctx, export_options); }; });
+
+  CLI::App* exp = app.add_subcommand("export", "Open dataset export archives");
+  exp->require_subcommand(1);
+  CLI::App* open = Sub(exp, "open",
+                       "Verify and decrypt an export archive into a directory (no daemon needed "
+                       "with --public-key)",
+                       "keyctl export open contacts.cfx --private-key customer.key.pem --out-dir "
+                       "contacts --public-key audit-public-key.pem");
+  open->add_option("FILE", open_options.archive_file, "The archive")->required();
+  open->add_option("--private-key", open_options.private_key_file,
+                   "The recipient's PEM private key")
+      ->required();
+  open->add_option("--out-dir", open_options.out_dir,
+                   "Directory to create (or an empty one) for records and attachments")
+      ->required();
+  open->add_option("--public-key", open_options.public_key_file,
+                   "The daemon's audit-public-key.pem (default: ask the running daemon)");
+  open->callback(
+      [&] { action = [](CommandContext& ctx) { return ExportOpen(ctx, open_options); }; });
 }
 
 void DefineKey(CLI::App& app, Values& v, Action& action) {
@@ -603,6 +645,7 @@ int Run(int argc, char** argv) {
   Values values;
   Action action;
   DefineDataset(app, values, action);
+  DefineExport(app, action);
   DefineKey(app, values, action);
   DefinePolicyHoldBin(app, values, action);
   DefineJobs(app, values, action);
