@@ -9,6 +9,7 @@
 #include "rocksdb/write_batch.h"
 #include "storage/internal/bin_moves.h"
 #include "storage/internal/envelope.h"
+#include "storage/internal/id_pages.h"
 
 namespace coffer::storage {
 
@@ -527,39 +528,11 @@ absl::StatusOr<size_t> AttachmentStore::CleanupOrphanedUploads() {
 absl::StatusOr<AttachmentStore::NamePage> AttachmentStore::ListNames(uint64_t handle,
                                                                      std::string_view page_token,
                                                                      size_t max_names) {
-  if (max_names == 0) {
-    return MakeError(ErrorCode::kInvalidArgument, "max_names must be at least 1");
-  }
-  if (!page_token.empty() && page_token.size() != internal::kMacSize) {
-    return MakeError(ErrorCode::kInvalidArgument, "malformed page token");
-  }
-  // Fails for an unknown, destroyed or locked dataset before anything is read.
-  COFFER_RETURN_IF_ERROR(keys_->PrimaryKey(handle, KeyPurpose::kLookup, 0).status());
-  std::string start = internal::DatasetBegin(handle);
-  start.append(page_token);
-  std::string end = internal::DatasetEnd(handle);
-  rocksdb::Slice upper(end);
-  rocksdb::ReadOptions read_options;
-  read_options.iterate_upper_bound = &upper;
-  ScopedIterator it = db_->NewIterator(Cf::kAttachmentPointers, read_options);
-  NamePage page;
-  std::string last_key;
-  for (it->Seek(start); it->Valid(); it->Next()) {
-    std::string_view key(it->key().data(), it->key().size());
-    if (!page_token.empty() && key == start) continue;
-    if (page.names.size() == max_names) {  // more remain: resume after the last one returned
-      page.next_page_token = std::string(internal::MacOf(last_key));
-      break;
-    }
-    std::string_view value(it->value().data(), it->value().size());
-    COFFER_ASSIGN_OR_RETURN(
-        internal::OpenedEntry opened,
-        internal::OpenEntry(keys_, Cf::kAttachmentPointers, KeyPurpose::kAttachments, key, value));
-    page.names.push_back(std::move(opened.id));
-    last_key.assign(key);
-  }
-  COFFER_RETURN_IF_ERROR(FromRocks(it->status(), "iterate"));
-  return page;
+  COFFER_ASSIGN_OR_RETURN(
+      internal::IdPage listed,
+      internal::ListIdPage(db_, keys_, Cf::kAttachmentPointers, KeyPurpose::kAttachments, handle,
+                           page_token, max_names));
+  return NamePage{std::move(listed.ids), std::move(listed.next_page_token)};
 }
 
 }  // namespace coffer::storage

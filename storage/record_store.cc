@@ -1,11 +1,13 @@
 #include "storage/record_store.h"
 
 #include <mutex>
+#include <utility>
 
 #include "crypto/status.h"
 #include "rocksdb/write_batch.h"
 #include "storage/internal/bin_moves.h"
 #include "storage/internal/envelope.h"
+#include "storage/internal/id_pages.h"
 #include "storage/internal/layout.h"
 
 namespace coffer::storage {
@@ -58,37 +60,10 @@ absl::Status RecordStore::Restore(uint64_t handle, std::string_view id) {
 absl::StatusOr<RecordStore::IdPage> RecordStore::ListIds(uint64_t handle,
                                                          std::string_view page_token,
                                                          size_t max_ids) {
-  if (max_ids == 0) return MakeError(ErrorCode::kInvalidArgument, "max_ids must be at least 1");
-  if (!page_token.empty() && page_token.size() != internal::kMacSize) {
-    return MakeError(ErrorCode::kInvalidArgument, "malformed page token");
-  }
-  // Fails for an unknown, destroyed or locked dataset before anything is read.
-  COFFER_RETURN_IF_ERROR(keys_->PrimaryKey(handle, KeyPurpose::kLookup, 0).status());
-  std::string start = internal::DatasetBegin(handle);
-  start.append(page_token);
-  std::string end = internal::DatasetEnd(handle);
-  rocksdb::Slice upper(end);
-  rocksdb::ReadOptions read_options;
-  read_options.iterate_upper_bound = &upper;
-  ScopedIterator it = db_->NewIterator(Cf::kRecords, read_options);
-  IdPage page;
-  std::string last_key;
-  for (it->Seek(start); it->Valid(); it->Next()) {
-    std::string_view key(it->key().data(), it->key().size());
-    if (!page_token.empty() && key == start) continue;
-    if (page.ids.size() == max_ids) {  // more remain: resume after the last one returned
-      page.next_page_token = std::string(internal::MacOf(last_key));
-      break;
-    }
-    std::string_view value(it->value().data(), it->value().size());
-    COFFER_ASSIGN_OR_RETURN(
-        internal::OpenedEntry opened,
-        internal::OpenEntry(keys_, Cf::kRecords, KeyPurpose::kRecords, key, value));
-    page.ids.push_back(std::move(opened.id));
-    last_key.assign(key);
-  }
-  COFFER_RETURN_IF_ERROR(FromRocks(it->status(), "iterate"));
-  return page;
+  COFFER_ASSIGN_OR_RETURN(internal::IdPage listed,
+                          internal::ListIdPage(db_, keys_, Cf::kRecords, KeyPurpose::kRecords,
+                                               handle, page_token, max_ids));
+  return IdPage{std::move(listed.ids), std::move(listed.next_page_token)};
 }
 
 }  // namespace coffer::storage

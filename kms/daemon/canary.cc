@@ -11,31 +11,17 @@ namespace {
 
 namespace pb = ::coffer::v1;
 namespace audit = ::coffer::kms::audit;
+using events::DecodeU64;
+using events::EncodeU64;
 
 constexpr std::string_view kCanaryTable = "canary";
 constexpr std::string_view kMetaTable = "meta";
 constexpr std::string_view kNextNumberKey = "canary_next_number";
 constexpr size_t kMaxIdBytes = 1024;
 
-std::string U64(uint64_t value) {
-  std::string out(8, '\0');
-  for (int i = 7; i >= 0; --i) {
-    out[static_cast<size_t>(i)] = static_cast<char>(value & 0xff);
-    value >>= 8;
-  }
-  return out;
-}
-
-std::optional<uint64_t> FromU64(std::string_view bytes) {
-  if (bytes.size() != 8) return std::nullopt;
-  uint64_t value = 0;
-  for (char c : bytes) value = (value << 8) | static_cast<uint8_t>(c);
-  return value;
-}
-
 // handle u64 BE | kind byte | id
 std::string RegistryKey(uint64_t handle, pb::CanaryKind kind, std::string_view id) {
-  std::string key = U64(handle);
+  std::string key = EncodeU64(handle);
   key += static_cast<char>(kind);
   key += id;
   return key;
@@ -90,12 +76,12 @@ CanaryRegistry::CanaryRegistry(CanaryDeps deps) : deps_(std::move(deps)) {
 absl::Status CanaryRegistry::Load() {
   COFFER_ASSIGN_OR_RETURN(std::optional<std::string> next,
                           deps_.log->GetRow(kMetaTable, kNextNumberKey));
-  if (next.has_value()) next_number_ = FromU64(*next).value_or(1);
+  if (next.has_value()) next_number_ = DecodeU64(*next).value_or(1);
   COFFER_ASSIGN_OR_RETURN(std::vector<events::Row> rows, deps_.log->ScanTable(kCanaryTable));
   std::unique_lock<std::shared_mutex> lock(mu_);
   for (const events::Row& row : rows) {
     Entry entry;
-    std::optional<uint64_t> handle = FromU64(std::string_view(row.key).substr(0, 8));
+    std::optional<uint64_t> handle = DecodeU64(std::string_view(row.key).substr(0, 8));
     if (!handle || !entry.info.ParseFromString(row.value)) {
       return MakeError(ErrorCode::kDataDbError, "event log: a canary row is damaged");
     }
@@ -189,7 +175,8 @@ absl::StatusOr<pb::CanaryInfo> CanaryRegistry::Plant(const pb::CanaryPlantReques
   // Registered first (a read right after the store must already count), stored second.
   COFFER_RETURN_IF_ERROR(deps_.log->PutRows(
       {events::Row{std::string(kCanaryTable), key, entry.info.SerializeAsString()},
-       events::Row{std::string(kMetaTable), std::string(kNextNumberKey), U64(next_number_ + 1)}}));
+       events::Row{std::string(kMetaTable), std::string(kNextNumberKey),
+                   EncodeU64(next_number_ + 1)}}));
   ++next_number_;
   {
     std::unique_lock<std::shared_mutex> lock(mu_);

@@ -29,22 +29,6 @@ absl::Status FromRocks(const rocksdb::Status& status, std::string_view what) {
                    absl::StrCat("event log: ", std::string(what), " failed"));
 }
 
-std::string EncodeU64(uint64_t value) {
-  std::string out(8, '\0');
-  for (int i = 7; i >= 0; --i) {
-    out[static_cast<size_t>(i)] = static_cast<char>(value & 0xff);
-    value >>= 8;
-  }
-  return out;
-}
-
-std::optional<uint64_t> DecodeU64(std::string_view bytes) {
-  if (bytes.size() != 8) return std::nullopt;
-  uint64_t value = 0;
-  for (char c : bytes) value = (value << 8) | static_cast<uint8_t>(c);
-  return value;
-}
-
 std::string EventKey(uint64_t sequence) {
   std::string key(1, kEventPrefix);
   key += EncodeU64(sequence);
@@ -369,6 +353,22 @@ void EventLog::Shutdown() {
     shutdown_ = true;
   }
   appended_.notify_all();
+}
+
+std::string EncodeU64(uint64_t value) {
+  std::string out(8, '\0');
+  for (int i = 7; i >= 0; --i) {
+    out[static_cast<size_t>(i)] = static_cast<char>(value & 0xff);
+    value >>= 8;
+  }
+  return out;
+}
+
+std::optional<uint64_t> DecodeU64(std::string_view bytes) {
+  if (bytes.size() != 8) return std::nullopt;
+  uint64_t value = 0;
+  for (char c : bytes) value = (value << 8) | static_cast<uint8_t>(c);
+  return value;
 }
 
 }  // namespace coffer::events

@@ -72,6 +72,11 @@ struct ReadResult {
 // Subscriber names: 1-64 characters of [a-z0-9._-].
 bool IsValidSubscriberName(std::string_view name);
 
+// 8-byte big-endian integers, as the event DB's keys and counters store them (the event log's,
+// the event source's and the canary registry's rows). Decode: nullopt unless exactly 8 bytes.
+std::string EncodeU64(uint64_t value);
+std::optional<uint64_t> DecodeU64(std::string_view bytes);
+
 class EventLog {
  public:
   static absl::StatusOr<std::unique_ptr<EventLog>> Open(EventLogOptions options);

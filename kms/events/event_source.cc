@@ -19,22 +19,6 @@ constexpr std::string_view kNameTable = "name";
 constexpr std::string_view kWarnedTable = "warned";
 constexpr size_t kAuditBatch = 256;
 
-std::string U64(uint64_t value) {
-  std::string out(8, '\0');
-  for (int i = 7; i >= 0; --i) {
-    out[static_cast<size_t>(i)] = static_cast<char>(value & 0xff);
-    value >>= 8;
-  }
-  return out;
-}
-
-std::optional<uint64_t> FromU64(std::string_view bytes) {
-  if (bytes.size() != 8) return std::nullopt;
-  uint64_t value = 0;
-  for (char c : bytes) value = (value << 8) | static_cast<uint8_t>(c);
-  return value;
-}
-
 bool Succeeded(const audit_pb::AuditEntry& entry) {
   return entry.result_code() == 0 && entry.stage() != audit_pb::STAGE_REQUESTED;
 }
@@ -108,17 +92,17 @@ absl::StatusOr<std::unique_ptr<EventSource>> EventSource::Create(EventSourceOpti
                           log->GetRow(kMetaTable, kAuditCursorKey));
   uint64_t start = source->options_.audit_start;
   if (cursor.has_value()) {
-    std::optional<uint64_t> saved = FromU64(*cursor);
+    std::optional<uint64_t> saved = DecodeU64(*cursor);
     if (!saved) return MakeError(ErrorCode::kDataDbError, "event log: audit cursor is damaged");
     start = *saved;
   } else {
-    COFFER_RETURN_IF_ERROR(
-        log->PutRows({Row{std::string(kMetaTable), std::string(kAuditCursorKey), U64(start)}}));
+    COFFER_RETURN_IF_ERROR(log->PutRows(
+        {Row{std::string(kMetaTable), std::string(kAuditCursorKey), EncodeU64(start)}}));
   }
   source->tail_ = std::make_unique<AuditTail>(source->options_.audit_directory, start);
   COFFER_ASSIGN_OR_RETURN(std::vector<Row> names, log->ScanTable(kNameTable));
   for (const Row& row : names) {
-    if (std::optional<uint64_t> handle = FromU64(row.key)) source->names_[*handle] = row.value;
+    if (std::optional<uint64_t> handle = DecodeU64(row.key)) source->names_[*handle] = row.value;
   }
   return source;
 }
@@ -181,7 +165,7 @@ absl::Status EventSource::RunOnce() {
     auto [it, inserted] = names_.emplace(d.handle, d.name);
     if (inserted || it->second != d.name) {
       it->second = d.name;
-      new_names.push_back(Row{std::string(kNameTable), U64(d.handle), d.name});
+      new_names.push_back(Row{std::string(kNameTable), EncodeU64(d.handle), d.name});
     }
   }
   if (!new_names.empty()) COFFER_RETURN_IF_ERROR(options_.log->PutRows(new_names));
@@ -218,7 +202,7 @@ absl::Status EventSource::DeriveFromAudit(const std::vector<DatasetView>& datase
     COFFER_RETURN_IF_ERROR(
         options_.log
             ->Append(std::move(events), {Row{std::string(kMetaTable), std::string(kAuditCursorKey),
-                                             U64(tail_->next_sequence())}})
+                                             EncodeU64(tail_->next_sequence())}})
             .status());
     if (entries.size() < kAuditBatch) return absl::OkStatus();
   }
@@ -232,7 +216,8 @@ absl::Status EventSource::CheckDestructionWarnings(const std::vector<DatasetView
   std::set<std::string> live_markers;
   for (const DatasetView& d : datasets) {
     if (!d.pending_destruction) continue;
-    const std::string marker = U64(d.handle) + U64(static_cast<uint64_t>(d.destruction_due_micros));
+    const std::string marker =
+        EncodeU64(d.handle) + EncodeU64(static_cast<uint64_t>(d.destruction_due_micros));
     live_markers.insert(marker);
     if (d.destruction_due_micros - now > window) continue;
     COFFER_ASSIGN_OR_RETURN(std::optional<std::string> seen,
