@@ -1142,6 +1142,7 @@ absl::Status Services::ConnectionSession::AuditQuery(const pb::AuditQueryRequest
     record->set_record_count(entry.record_count());
     if (entry.stage() == audit::v1::STAGE_REQUESTED) record->set_stage("REQUESTED");
     if (entry.stage() == audit::v1::STAGE_COMPLETED) record->set_stage("COMPLETED");
+    if (entry.has_approver()) record->set_approver_uid(entry.approver().uid());
   }
   return absl::OkStatus();
 }

@@ -587,10 +587,16 @@ TEST_F(DualControlTest, WholeLifecycleWithKeyctlAlone) {
   Result audit = Run(kA, "--json audit search --limit 100000");
   ASSERT_EQ(audit.exit_code, 0) << audit.err;
   std::map<uint32_t, int> admin_requests;
+  bool schedule_names_approver = false;
   const json entries = audit.Json()["entries"];
   for (const json& e : entries) {
     if (e.value("kind", "") == "ADMIN_REQUEST") ++admin_requests[e.value("uid", 0u)];
+    if (e.value("kind", "") == "DESTRUCTION_SCHEDULE" && e.value("stage", "") == "REQUESTED" &&
+        e.value("uid", 0u) == kA && e.value("approver_uid", 0u) == kB) {
+      schedule_names_approver = true;
+    }
   }
+  EXPECT_TRUE(schedule_names_approver) << "no DESTRUCTION_SCHEDULE naming A and approver B";
   EXPECT_GT(admin_requests[kA], 0) << audit.out.substr(0, 2000);
   EXPECT_GT(admin_requests[kB], 0) << audit.out.substr(0, 2000);
 }
