@@ -21,11 +21,13 @@
 #include "crypto/status.h"
 #include "gtest/gtest.h"
 #include "tests/testing/peak_rss.h"
+#include "tests/testing/text.h"
 
 namespace coffer::kms::dataset_export {
 namespace {
 
 namespace fs = std::filesystem;
+using ::coffer::testing::Pattern;
 
 struct Pem {
   std::string private_pem;
@@ -89,15 +91,6 @@ class Collector final : public ArchiveVisitor {
   std::vector<std::pair<std::string, std::string>> records;
   std::vector<Attachment> attachments;
 };
-
-std::string Pattern(size_t size, uint32_t seed) {
-  std::string out(size, '\0');
-  for (size_t i = 0; i < size; ++i) {
-    seed = seed * 1103515245u + 12345u;
-    out[i] = static_cast<char>(seed >> 16);
-  }
-  return out;
-}
 
 class ArchiveTest : public ::testing::Test {
  protected:
