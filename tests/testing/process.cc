@@ -6,6 +6,7 @@
 #include <cstdlib>
 #include <fstream>
 #include <sstream>
+#include <thread>
 
 namespace coffer::testing {
 
@@ -38,6 +39,15 @@ pid_t SpawnWithOutput(std::vector<std::string> args, const std::string& output_p
   }
   close(output);
   return pid;
+}
+
+bool Eventually(const std::function<bool()>& done, std::chrono::milliseconds poll) {
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  while (std::chrono::steady_clock::now() < deadline) {
+    if (done()) return true;
+    std::this_thread::sleep_for(poll);
+  }
+  return done();
 }
 
 }  // namespace coffer::testing

@@ -1,6 +1,6 @@
-// Process helpers for the tests that run coffer's binaries (cofferd, keyctl) as real processes:
-// reading a file whole, running a set-up command, and starting a program with its output in a
-// file.
+// Process helpers for the tests that run coffer's binaries (cofferd, keyctl, hooks) as real
+// processes: reading a file whole, running a set-up command, starting a program with its output
+// in a file, and waiting for a process's effect.
 //
 // Thread safety: each call is independent. Failures: ReadWholeFile returns "" for a file it
 // cannot read; SpawnWithOutput returns -1 when the output file cannot be opened or fork fails
@@ -11,6 +11,8 @@
 
 #include <sys/types.h>
 
+#include <chrono>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -27,6 +29,10 @@ int RunShell(const std::string& command);
 // the environment variables `unset_env` removed. Returns the child's pid.
 pid_t SpawnWithOutput(std::vector<std::string> args, const std::string& output_path,
                       const std::vector<std::string>& unset_env = {});
+
+// Polls `done` every `poll` for up to 60 s (a safety net for slow machines, not a measure);
+// returns whether it became true.
+bool Eventually(const std::function<bool()>& done, std::chrono::milliseconds poll);
 
 }  // namespace coffer::testing
 

@@ -19,28 +19,16 @@
 #include "kms/events/hook_runner.h"
 #include "nlohmann/json.hpp"
 #include "tests/kms/audit_test_util.h"
+#include "tests/testing/process.h"
+#include "tests/testing/text.h"
 
 namespace coffer::events {
 namespace {
 
 namespace pb = ::coffer::v1;
 using ::coffer::kms::audit::testing::TempDir;
-
-std::string Slurp(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream out;
-  out << in.rdbuf();
-  return out.str();
-}
-
-std::vector<std::string> Lines(const std::string& text) {
-  std::vector<std::string> out;
-  std::stringstream in(text);
-  for (std::string line; std::getline(in, line);) {
-    if (!line.empty()) out.push_back(line);
-  }
-  return out;
-}
+using ::coffer::testing::NonEmptyLines;
+using ::coffer::testing::ReadWholeFile;
 
 // Gone, or a zombie nobody reaped yet (no init reaper in some containers).
 bool ProcessGone(pid_t pid) {
@@ -51,14 +39,9 @@ bool ProcessGone(pid_t pid) {
   return paren != std::string::npos && paren + 2 < text.size() && text[paren + 2] == 'Z';
 }
 
-// Polls `done` (a safety net for slow machines, not a measure) for up to 60 s.
+// Eventually with this suite's poll interval.
 bool Eventually(const std::function<bool()>& done) {
-  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
-  while (std::chrono::steady_clock::now() < deadline) {
-    if (done()) return true;
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
-  return done();
+  return ::coffer::testing::Eventually(done, std::chrono::milliseconds(20));
 }
 
 TEST(RunHook, EventArrivesOnStdin) {
@@ -68,7 +51,7 @@ TEST(RunHook, EventArrivesOnStdin) {
   auto run = RunHook({"/bin/sh", "-c", "cat > " + out}, input, std::chrono::seconds(30));
   ASSERT_TRUE(run.ok()) << run.status();
   EXPECT_TRUE(run->ok());
-  EXPECT_EQ(Slurp(out), input);
+  EXPECT_EQ(ReadWholeFile(out), input);
 }
 
 TEST(RunHook, InheritsNoOtherDescriptor) {
@@ -85,7 +68,7 @@ TEST(RunHook, InheritsNoOtherDescriptor) {
   ASSERT_TRUE(run.ok()) << run.status();
   ASSERT_TRUE(run->ok());
   std::set<std::string> fds;
-  for (const std::string& line : Lines(Slurp(out))) fds.insert(line);
+  for (const std::string& line : NonEmptyLines(ReadWholeFile(out))) fds.insert(line);
   // ls's own: stdin, stdout (the file), stderr, and the directory it is listing.
   EXPECT_EQ(fds, (std::set<std::string>{"0", "1", "2", "3"}));
 }
@@ -100,7 +83,7 @@ TEST(RunHook, KilledWithItsProcessGroupAtTheTimeout) {
   EXPECT_TRUE(run->killed);
   EXPECT_FALSE(run->ok());
   EXPECT_TRUE(ProcessGone(run->pid));
-  const std::string child = Slurp(pid_file);
+  const std::string child = ReadWholeFile(pid_file);
   ASSERT_FALSE(child.empty());
   const pid_t grandchild = static_cast<pid_t>(std::stol(child));
   EXPECT_TRUE(Eventually([&] { return ProcessGone(grandchild); }));
@@ -152,7 +135,8 @@ class HookDeliveryTest : public ::testing::Test {
   }
   std::vector<nlohmann::json> Delivered() {
     std::vector<nlohmann::json> out;
-    for (const std::string& line : Lines(Slurp(out_))) out.push_back(nlohmann::json::parse(line));
+    for (const std::string& line : NonEmptyLines(ReadWholeFile(out_)))
+      out.push_back(nlohmann::json::parse(line));
     return out;
   }
 
@@ -210,7 +194,7 @@ TEST_F(HookDeliveryTest, FailingHookIsRetriedThenSkipped) {
   Add(pb::EVENT_KEY_ROTATED);
   ASSERT_TRUE(Eventually([&] { return log_->hook_cursor() == 1; }));
   delivery->Stop();
-  EXPECT_EQ(Lines(Slurp(attempts)).size(), 2u);
+  EXPECT_EQ(NonEmptyLines(ReadWholeFile(attempts)).size(), 2u);
   EXPECT_EQ(delivery->stats().failed, 1u);
   EXPECT_EQ(delivery->stats().delivered, 0u);
 }

@@ -4,16 +4,11 @@
 // URI that `admin enroll` prints (RFC 6238 with a 2-second step, so the test waits for fresh
 // codes instead of 30 s). Needs root (to run keyctl as other uids); skipped otherwise.
 
-#include <fcntl.h>
-#include <grp.h>
-#include <openssl/hmac.h>
-#include <pwd.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <chrono>
-#include <csignal>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
@@ -28,266 +23,33 @@
 #include "gtest/gtest.h"
 #include "kms/keyctl/admin_client.h"
 #include "nlohmann/json.hpp"
-#include "tests/testing/process.h"
+#include "tests/kms/keyctl/keyctl_harness.h"
 
 namespace coffer::keyctl {
 namespace {
 
-namespace fs = std::filesystem;
-using ::coffer::testing::ReadWholeFile;
-using ::coffer::testing::RunShell;
-using ::coffer::testing::SpawnWithOutput;
+using ::coffer::testing::Cofferd;
+using ::coffer::testing::CofferdOptions;
+using ::coffer::testing::CurrentTotpStep;
+using ::coffer::testing::KeyctlAs;
+using ::coffer::testing::SecretOf;
+using ::coffer::testing::TotpCodes;
 using nlohmann::json;
+using Result = ::coffer::testing::KeyctlResult;
 
-constexpr uid_t kA = 0;
-constexpr uid_t kB = 65534;
-constexpr uid_t kC = 1;
-constexpr int64_t kStepSeconds = 2;
-
-gid_t NobodyGid() {
-  passwd* nobody = getpwnam("nobody");
-  return nobody == nullptr ? 65534 : nobody->pw_gid;
-}
-
-// A cofferd with MFA required, on a directory that survives restarts of the daemon.
-class Cofferd {
- public:
-  static std::unique_ptr<Cofferd> Create() {
-    auto d = std::unique_ptr<Cofferd>(new Cofferd());
-    char tmpl[] = "/tmp/keyctl-dual-XXXXXX";
-    if (mkdtemp(tmpl) == nullptr) return nullptr;
-    d->dir_ = tmpl;
-    chmod(d->dir_.c_str(), 0755);
-    // The other uids run this copy of keyctl: the build tree need not be reachable by them
-    // (CI builds in a mode-0700 temporary directory).
-    std::error_code copied;
-    fs::copy_file(KEYCTL_BINARY, d->keyctl(), copied);
-    if (copied || chmod(d->keyctl().c_str(), 0755) != 0) return nullptr;
-    if (RunShell(std::string(COFFER_SOFTHSM_TOKEN_SCRIPT) + " " + d->dir_ +
-                 "/hsm coffer >/dev/null") != 0) {
-      return nullptr;
-    }
-    passwd* nobody = getpwnam("nobody");
-    if (nobody == nullptr) return nullptr;
-    ::group* g = getgrgid(nobody->pw_gid);
-    if (g == nullptr) return nullptr;
-    const std::string group_name = g->gr_name;
-    {
-      std::ofstream out(d->dir_ + "/cofferd.conf", std::ios::trunc);
-      out << "state_directory: \"" << d->dir_ << "\"\n"
-          << "data_socket: \"data.sock\"\nadmin_socket: \"admin.sock\"\n"
-          << "data_socket_group: \"" << group_name << "\"\n"
-          << "admin_socket_group: \"" << group_name << "\"\n"
-          << "hsm { token_label: \"coffer\" pin_file: \"hsm/user.pin\" token_directory: \"hsm\" "
-             "}\n"
-          << "durability: WAL\n"
-          << "admins { uid: " << kA << " }\nadmins { uid: " << kB << " }\nadmins { uid: " << kC
-          << " }\n"
-          << "jobs { backup_interval_seconds: 86400 rotation_check_seconds: 1 }\n"
-          << "mfa { required: true totp_step_seconds: " << kStepSeconds
-          << " approval_ttl_seconds: 600 session_seconds: 600 }\n";
-    }
-    if (RunShell("chown -R " + std::to_string(nobody->pw_uid) + ":" +
-                 std::to_string(nobody->pw_gid) + " " + d->dir_) != 0) {
-      return nullptr;
-    }
-    if (!d->Start()) return nullptr;
-    return d;
-  }
-
-  bool Start() {
-    std::vector<std::string> args = {COFFERD_BINARY, "--config", dir_ + "/cofferd.conf", "--user",
-                                     "nobody"};
-    pid_t pid = SpawnWithOutput(std::move(args), log_path(), {"SOFTHSM2_CONF"});
-    if (pid < 0) return false;
-    pid_ = pid;
-    // Serving once a status request answers (a safety net, not a measure).
-    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
-    while (std::chrono::steady_clock::now() < deadline) {
-      if (waitpid(pid_, nullptr, WNOHANG) == pid_) {
-        pid_ = -1;
-        return false;
-      }
-      auto client = AdminClient::Connect(admin_socket());
-      if (client.ok()) {
-        coffer::v1::Request request;
-        request.mutable_status();
-        if ((*client)->Call(request).ok()) return true;
-      }
-      std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    }
-    return false;
-  }
-  void Stop() {
-    if (pid_ > 0) {
-      kill(pid_, SIGTERM);
-      waitpid(pid_, nullptr, 0);
-    }
-    pid_ = -1;
-  }
-
-  ~Cofferd() {
-    Stop();
-    std::error_code ec;
-    fs::remove_all(dir_, ec);
-  }
-
-  const std::string& dir() const { return dir_; }
-  std::string admin_socket() const { return dir_ + "/admin.sock"; }
-  std::string keyctl() const { return dir_ + "/keyctl"; }
-  std::string log_path() const { return dir_ + "/cofferd.log"; }
-
- private:
-  Cofferd() = default;
-  std::string dir_;
-  pid_t pid_ = -1;
-};
-
-struct Result {
-  int exit_code = -1;
-  std::string out;
-  std::string err;
-  json Json() const {
-    json parsed = json::parse(out, nullptr, false);
-    return parsed.is_discarded() ? json::object() : parsed;
-  }
-  std::string CodeName() const {
-    json j = Json();
-    if (!j.contains("error")) return "";
-    return j["error"].value("code_name", "");
-  }
-};
-
-std::vector<std::string> Words(const std::string& text) {
-  std::vector<std::string> words;
-  std::string word;
-  for (char c : text) {
-    if (c == ' ') {
-      if (!word.empty()) words.push_back(word);
-      word.clear();
-    } else {
-      word.push_back(c);
-    }
-  }
-  if (!word.empty()) words.push_back(word);
-  return words;
-}
-
-// Runs keyctl as `uid` (group: nobody's) with `args` split at spaces; stdin is /dev/null.
-// With `terminal_input`, keyctl runs under script(1) on a pseudo-terminal fed that text.
-Result KeyctlAs(uid_t uid, const std::string& keyctl, const std::string& socket,
-                const std::string& args, const std::string* terminal_input = nullptr) {
-  static int counter = 0;
-  const std::string base =
-      "/tmp/keyctl-dual-out-" + std::to_string(getpid()) + "-" + std::to_string(counter++);
-  const int out_fd = ::open((base + ".out").c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
-  const int err_fd = ::open((base + ".err").c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
-  std::vector<std::string> argv_words = {keyctl, "--socket", socket};
-  for (std::string& w : Words(args)) argv_words.push_back(std::move(w));
-  std::string input_path = "/dev/null";
-  if (terminal_input != nullptr) {
-    input_path = base + ".in";
-    std::ofstream(input_path, std::ios::trunc) << *terminal_input;
-    chmod(input_path.c_str(), 0644);
-    std::string command;
-    for (const std::string& w : argv_words) command += (command.empty() ? "" : " ") + w;
-    argv_words = {"/usr/bin/script", "-qec", command, "/dev/null"};
-  }
-  std::vector<char*> argv;
-  for (std::string& w : argv_words) argv.push_back(w.data());
-  argv.push_back(nullptr);
-  const gid_t gid = NobodyGid();
-  pid_t pid = fork();
-  if (pid == 0) {
-    const int null_fd = ::open(input_path.c_str(), O_RDONLY);
-    ::dup2(null_fd, 0);
-    ::dup2(out_fd, 1);
-    ::dup2(err_fd, 2);
-    ::unsetenv("COFFER_ADMIN_SOCKET");
-    if (uid != 0) {
-      if (::setgroups(1, &gid) != 0 || ::setgid(gid) != 0 || ::setuid(uid) != 0) _exit(126);
-    }
-    ::execv(argv[0], argv.data());
-    _exit(127);
-  }
-  ::close(out_fd);
-  ::close(err_fd);
-  int status = 0;
-  waitpid(pid, &status, 0);
-  Result result;
-  result.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  result.out = ReadWholeFile(base + ".out");
-  result.err = ReadWholeFile(base + ".err");
-  fs::remove(base + ".out");
-  fs::remove(base + ".err");
-  if (terminal_input != nullptr) fs::remove(input_path);
-  return result;
-}
-
-std::string Base32Decode(const std::string& text) {
-  std::string bytes;
-  uint32_t buffer = 0;
-  int bits = 0;
-  for (char c : text) {
-    int v;
-    if (c >= 'A' && c <= 'Z') {
-      v = c - 'A';
-    } else if (c >= 'a' && c <= 'z') {
-      v = c - 'a';
-    } else if (c >= '2' && c <= '7') {
-      v = c - '2' + 26;
-    } else {
-      continue;  // padding
-    }
-    buffer = (buffer << 5) | static_cast<uint32_t>(v);
-    bits += 5;
-    if (bits >= 8) {
-      bytes.push_back(static_cast<char>((buffer >> (bits - 8)) & 0xff));
-      bits -= 8;
-    }
-  }
-  return bytes;
-}
-
-// The secret of an otpauth://totp/...?secret=BASE32&... URI.
-std::string SecretOf(const std::string& uri) {
-  size_t at = uri.find("secret=");
-  if (at == std::string::npos) return "";
-  at += 7;
-  size_t end = uri.find('&', at);
-  return Base32Decode(uri.substr(at, end == std::string::npos ? std::string::npos : end - at));
-}
-
-std::string Totp(const std::string& secret, uint64_t counter) {
-  unsigned char message[8];
-  for (int i = 7; i >= 0; --i) {
-    message[i] = static_cast<unsigned char>(counter & 0xff);
-    counter >>= 8;
-  }
-  unsigned char mac[EVP_MAX_MD_SIZE];
-  unsigned int mac_len = 0;
-  HMAC(EVP_sha1(), secret.data(), static_cast<int>(secret.size()), message, sizeof(message), mac,
-       &mac_len);
-  const int offset = mac[mac_len - 1] & 0x0f;
-  const uint32_t binary = ((mac[offset] & 0x7fu) << 24) | (mac[offset + 1] << 16) |
-                          (mac[offset + 2] << 8) | mac[offset + 3];
-  char code[7];
-  std::snprintf(code, sizeof(code), "%06u", binary % 1000000u);
-  return code;
-}
-
-uint64_t CurrentStep() {
-  return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::seconds>(
-                                   std::chrono::system_clock::now().time_since_epoch())
-                                   .count() /
-                               kStepSeconds);
-}
+constexpr uid_t kA = ::coffer::testing::kAdminA;
+constexpr uid_t kB = ::coffer::testing::kAdminB;
+constexpr uid_t kC = ::coffer::testing::kAdminC;
 
 class DualControlTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
     if (geteuid() != 0) return;
-    daemon_ = Cofferd::Create().release();
+    CofferdOptions options;
+    options.name = "keyctl-dual";
+    options.mfa = true;
+    options.rotation_check_seconds = 1;
+    daemon_ = Cofferd::Create(std::move(options)).release();
   }
   static void TearDownTestSuite() {
     delete daemon_;
@@ -303,28 +65,18 @@ class DualControlTest : public ::testing::Test {
     return KeyctlAs(uid, daemon_->keyctl(), daemon_->admin_socket(), args);
   }
 
-  // A fresh code of `uid`: waits (bounded) for a step newer than the last one used, because
-  // codes are single-use and monotonic per admin. Not a timing assertion.
-  static std::string Code(uid_t uid) {
-    const std::string& secret = secrets_[uid];
-    uint64_t step = CurrentStep();
-    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
-    while (step <= last_step_[uid] && std::chrono::steady_clock::now() < deadline) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(100));
-      step = CurrentStep();
-    }
-    last_step_[uid] = step;
-    return Totp(secret, step);
-  }
+  // A fresh code of `uid` (TotpCodes::Next waits for a new step).
+  static std::string Code(uid_t uid) { return codes_.Next(uid); }
 
   // Claims `uid`'s enrolment and keeps its secret.
   static void Claim(uid_t uid) {
     Result r = Run(uid, "--json admin enroll");
     ASSERT_EQ(r.exit_code, 0) << r.err << r.out;
-    const std::string uri = r.Json().value("otpauth_uri", "");
+    const std::string uri = r.JsonOrEmpty().value("otpauth_uri", "");
     ASSERT_EQ(uri.rfind("otpauth://", 0), 0u) << r.out;
-    secrets_[uid] = SecretOf(uri);
-    ASSERT_FALSE(secrets_[uid].empty()) << "no secret in the URI";
+    const std::string secret = SecretOf(uri);
+    ASSERT_FALSE(secret.empty()) << "no secret in the URI";
+    codes_.SetSecret(uid, secret);
     Result human = Run(uid, "admin list");
     ASSERT_EQ(human.exit_code, 0) << human.err;
   }
@@ -341,7 +93,7 @@ class DualControlTest : public ::testing::Test {
   static uint64_t FilePending(uid_t uid, const std::string& args) {
     Result r = Run(uid, "--json --totp " + Code(uid) + " " + args);
     EXPECT_EQ(r.exit_code, 5) << args << ": " << r.err << r.out;
-    json pending = r.Json();
+    json pending = r.JsonOrEmpty();
     if (!pending.contains("pending")) {
       ADD_FAILURE() << args << ": no pending document: " << r.out;
       return 0;
@@ -359,18 +111,16 @@ class DualControlTest : public ::testing::Test {
   static json Describe(const std::string& dataset) {
     Result r = Run(kA, "--json dataset describe " + dataset);
     EXPECT_EQ(r.exit_code, 0) << r.err;
-    return r.Json();
+    return r.JsonOrEmpty();
   }
 
   static Cofferd* daemon_;
   static bool bootstrapped_;
-  static std::map<uid_t, std::string> secrets_;
-  static std::map<uid_t, uint64_t> last_step_;
+  static TotpCodes codes_;
 };
 Cofferd* DualControlTest::daemon_ = nullptr;
 bool DualControlTest::bootstrapped_ = false;
-std::map<uid_t, std::string> DualControlTest::secrets_;
-std::map<uid_t, uint64_t> DualControlTest::last_step_;
+TotpCodes DualControlTest::codes_;
 
 TEST_F(DualControlTest, InviteNeedsASecondAdminAndApprovalsAreSingleUse) {
   const uint64_t id = FilePending(kA, "admin enroll --uid 1");
@@ -383,7 +133,7 @@ TEST_F(DualControlTest, InviteNeedsASecondAdminAndApprovalsAreSingleUse) {
 
   Result approved = Approve(kB, id);
   ASSERT_EQ(approved.exit_code, 0) << approved.err << approved.out;
-  EXPECT_EQ(approved.Json()["request"].value("state", ""), "APPROVAL_STATE_APPROVED")
+  EXPECT_EQ(approved.JsonOrEmpty()["request"].value("state", ""), "APPROVAL_STATE_APPROVED")
       << approved.out;
   Result twice = Approve(kB, id);
   EXPECT_EQ(twice.exit_code, 3) << twice.err;
@@ -394,8 +144,8 @@ TEST_F(DualControlTest, InviteNeedsASecondAdminAndApprovalsAreSingleUse) {
   ASSERT_NO_FATAL_FAILURE(Claim(kC));
   Result list = Run(kA, "--json admin list");
   ASSERT_EQ(list.exit_code, 0) << list.err;
-  EXPECT_TRUE(list.Json().value("mfa_required", false)) << list.out;
-  EXPECT_EQ(list.Json()["admins"].size(), 3u) << list.out;
+  EXPECT_TRUE(list.JsonOrEmpty().value("mfa_required", false)) << list.out;
+  EXPECT_EQ(list.JsonOrEmpty()["admins"].size(), 3u) << list.out;
 
   // Removing an admin is dual control too; denied, it changes nothing.
   const uint64_t removal = FilePending(kA, "admin remove --uid 1");
@@ -403,13 +153,13 @@ TEST_F(DualControlTest, InviteNeedsASecondAdminAndApprovalsAreSingleUse) {
   Result denied = Run(kC, "--totp " + Code(kC) + " request deny " + std::to_string(removal));
   ASSERT_EQ(denied.exit_code, 0) << denied.err << denied.out;
   Result after = Run(kB, "--json admin list");
-  EXPECT_EQ(after.Json()["admins"].size(), 3u) << after.out;
+  EXPECT_EQ(after.JsonOrEmpty()["admins"].size(), 3u) << after.out;
 
   // The inventory lists each admin's TOTP secret (never the secret itself).
   Result inventory = Run(kB, "--json key inventory");
   ASSERT_EQ(inventory.exit_code, 0) << inventory.err;
   int secrets = 0;
-  const json keys = inventory.Json()["keys"];
+  const json keys = inventory.JsonOrEmpty()["keys"];
   for (const json& k : keys) secrets += k.value("kind", "") == "admin-totp-secret";
   EXPECT_EQ(secrets, 3) << inventory.out;
 }
@@ -484,19 +234,19 @@ TEST_F(DualControlTest, ProtectionShorteningOperationsWaitForApproval) {
 
   Result all = Run(kA, "--json request list --all");
   ASSERT_EQ(all.exit_code, 0) << all.err;
-  EXPECT_GE(all.Json()["requests"].size(), 6u) << all.out;
+  EXPECT_GE(all.JsonOrEmpty()["requests"].size(), 6u) << all.out;
 }
 
 TEST_F(DualControlTest, CodesAreRefusedWhenWrongReusedOrMissing) {
   // Wrong code: refused and audited.
-  const std::string wrong = Totp(secrets_[kA], CurrentStep() + 1000);
+  const std::string wrong = codes_.At(kA, CurrentTotpStep() + 1000);
   Result bad = Run(kA, "--json --totp " + wrong + " dataset create dual/wrong");
   EXPECT_EQ(bad.exit_code, 3) << bad.err;
   EXPECT_EQ(bad.err.find(wrong), std::string::npos) << "the code is never printed";
   Result audit = Run(kA, "--json audit search --limit 100000");
   ASSERT_EQ(audit.exit_code, 0) << audit.err;
   bool audited = false;
-  const json entries = audit.Json()["entries"];
+  const json entries = audit.JsonOrEmpty()["entries"];
   for (const json& e : entries) {
     if (e.value("kind", "") == "MFA_VERIFY" && e.value("result_code", 0) != 0) audited = true;
   }
@@ -506,7 +256,7 @@ TEST_F(DualControlTest, CodesAreRefusedWhenWrongReusedOrMissing) {
   const std::string code = Code(kA);
   ASSERT_EQ(Run(kA, "--totp " + code + " dataset create dual/replay").exit_code, 0);
   daemon_->Stop();
-  ASSERT_TRUE(daemon_->Start()) << ReadWholeFile(daemon_->log_path());
+  ASSERT_TRUE(daemon_->Start()) << daemon_->Logs();
   Result replay = Run(kA, "--json --totp " + code + " hold set dual/replay");
   EXPECT_EQ(replay.exit_code, 3) << replay.err;
   EXPECT_EQ(replay.CodeName(), "MFA_CODE_REUSED") << replay.out;
@@ -522,7 +272,7 @@ TEST_F(DualControlTest, CodesAreRefusedWhenWrongReusedOrMissing) {
 TEST_F(DualControlTest, PromptsForTheCodeOnATerminal) {
   // Sessions end with the daemon: restart so that B has none.
   daemon_->Stop();
-  ASSERT_TRUE(daemon_->Start()) << ReadWholeFile(daemon_->log_path());
+  ASSERT_TRUE(daemon_->Start()) << daemon_->Logs();
   const std::string code = Code(kB) + "\n";
   Result r = KeyctlAs(kB, daemon_->keyctl(), daemon_->admin_socket(),
                       "dataset create dual/prompted", &code);
@@ -568,7 +318,7 @@ TEST_F(DualControlTest, WholeLifecycleWithKeyctlAlone) {
 
   Result status = Run(kA, "--json status");
   ASSERT_EQ(status.exit_code, 0) << status.err;
-  const std::string pem_text = status.Json().value("audit_public_key_pem", "");
+  const std::string pem_text = status.JsonOrEmpty().value("audit_public_key_pem", "");
   ASSERT_FALSE(pem_text.empty()) << "status carries no audit public key";
   const std::string pem = daemon_->dir() + "/dual-audit-public.pem";
   std::ofstream(pem, std::ios::trunc) << pem_text;
@@ -578,7 +328,7 @@ TEST_F(DualControlTest, WholeLifecycleWithKeyctlAlone) {
   Result checked =
       Run(kB, "--json receipt verify " + receipt_file + " --public-key " + pem + " --name " + d);
   ASSERT_EQ(checked.exit_code, 0) << checked.err;
-  const json body = checked.Json()["receipt"];
+  const json body = checked.JsonOrEmpty()["receipt"];
   EXPECT_EQ(body["destruction_requested_by"].value("uid", 0u), kA) << checked.out;
   ASSERT_EQ(body["approvals"].size(), 1u) << checked.out;
   EXPECT_EQ(body["approvals"][0]["approver"].value("uid", 0u), kB) << checked.out;
@@ -588,7 +338,7 @@ TEST_F(DualControlTest, WholeLifecycleWithKeyctlAlone) {
   ASSERT_EQ(audit.exit_code, 0) << audit.err;
   std::map<uint32_t, int> admin_requests;
   bool schedule_names_approver = false;
-  const json entries = audit.Json()["entries"];
+  const json entries = audit.JsonOrEmpty()["entries"];
   for (const json& e : entries) {
     if (e.value("kind", "") == "ADMIN_REQUEST") ++admin_requests[e.value("uid", 0u)];
     if (e.value("kind", "") == "DESTRUCTION_SCHEDULE" && e.value("stage", "") == "REQUESTED" &&

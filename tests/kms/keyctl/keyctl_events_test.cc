@@ -5,8 +5,6 @@
 // input; `keyctl events --json` output; the hook's JSON, descriptors and timeout kill; and a
 // subscriber across a daemon restart (no gap, no duplicate) next to an independent one.
 
-#include <grp.h>
-#include <pwd.h>
 #include <signal.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -22,7 +20,6 @@
 #include <set>
 #include <sstream>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "coffer/v1/service.pb.h"
@@ -31,185 +28,54 @@
 #include "kms/client/client.h"
 #include "kms/keyctl/admin_client.h"
 #include "nlohmann/json.hpp"
+#include "tests/kms/keyctl/keyctl_harness.h"
 #include "tests/testing/process.h"
+#include "tests/testing/text.h"
 
 namespace coffer::keyctl {
 namespace {
 
 namespace fs = std::filesystem;
 namespace pb = ::coffer::v1;
+using ::coffer::testing::Cofferd;
+using ::coffer::testing::CofferdOptions;
+using ::coffer::testing::Keyctl;
+using ::coffer::testing::NonEmptyLines;
 using ::coffer::testing::ReadWholeFile;
-using ::coffer::testing::RunShell;
 using ::coffer::testing::SpawnWithOutput;
 using nlohmann::json;
+using Result = ::coffer::testing::KeyctlResult;
 
-std::vector<std::string> Lines(const std::string& text) {
-  std::vector<std::string> out;
-  std::stringstream in(text);
-  for (std::string line; std::getline(in, line);) {
-    if (!line.empty()) out.push_back(line);
-  }
-  return out;
-}
-
-// A safety net for slow machines (60 s), not a measure.
+// Eventually with this suite's poll interval.
 bool Eventually(const std::function<bool()>& done) {
-  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
-  while (std::chrono::steady_clock::now() < deadline) {
-    if (done()) return true;
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));
-  }
-  return done();
+  return ::coffer::testing::Eventually(done, std::chrono::milliseconds(100));
 }
 
-// A cofferd on a temporary directory that can be stopped and started again on the same state.
-class Cofferd {
- public:
-  static std::unique_ptr<Cofferd> Create() {
-    auto d = std::unique_ptr<Cofferd>(new Cofferd());
-    char tmpl[] = "/tmp/keyctl-events-XXXXXX";
-    if (mkdtemp(tmpl) == nullptr) return nullptr;
-    d->dir_ = tmpl;
-    chmod(d->dir_.c_str(), 0755);
-    if (RunShell(std::string(COFFER_SOFTHSM_TOKEN_SCRIPT) + " " + d->dir_ +
-                 "/hsm coffer >/dev/null") != 0) {
-      return nullptr;
-    }
-    d->as_root_ = geteuid() == 0;
-    std::string group_name;
-    if (d->as_root_) {
-      passwd* nobody = getpwnam("nobody");
-      if (nobody == nullptr) return nullptr;
-      d->uid_ = nobody->pw_uid;
-      d->gid_ = nobody->pw_gid;
-      ::group* g = getgrgid(d->gid_);
-      if (g == nullptr) return nullptr;
-      group_name = g->gr_name;
-    }
-    {
-      // The hook records each event, lists its descriptors, and hangs on DATASET_DISABLED.
-      std::ofstream hook(d->dir_ + "/hook.sh", std::ios::trunc);
-      // The descriptor list is complete (renamed into place) before the event line appears.
-      hook << "read -r line\n"
-           << "ls /proc/self/fd > " << d->dir_ << "/hook-fds.tmp\n"
-           << "mv " << d->dir_ << "/hook-fds.tmp " << d->dir_ << "/hook-fds.out\n"
-           << "printf '%s\\n' \"$line\" >> " << d->dir_ << "/hook.out\n"
-           << "case \"$line\" in *EVENT_DATASET_DISABLED*) exec sleep 1000;; esac\n";
-    }
-    {
-      const std::string me = std::to_string(geteuid());
-      std::ofstream out(d->dir_ + "/cofferd.conf", std::ios::trunc);
-      out << "state_directory: \"" << d->dir_ << "\"\n"
-          << "data_socket: \"data.sock\"\nadmin_socket: \"admin.sock\"\n";
-      if (d->as_root_) out << "data_socket_group: \"" << group_name << "\"\n";
-      out << "hsm { token_label: \"coffer\" pin_file: \"hsm/user.pin\" token_directory: \"hsm\" "
-             "}\n"
-          << "durability: WAL\n"
-          << "grants { principals { uid: " << me
-          << " } datasets: \"*\" rights: READ rights: WRITE rights: DELETE }\n"
-          << "admins { uid: " << me
-          << " }\n"
-          // The daemon's clock ticks every second (due destructions).
-          << "jobs { backup_interval_seconds: 86400 rotation_check_seconds: 1 }\n"
-          << "mfa { required: false }\n"
-          << "notifications { hook_command: \"/bin/sh\" hook_command: \"" << d->dir_
-          << "/hook.sh\" hook_timeout_seconds: 1 hook_attempts: 1 }\n";
-    }
-    if (d->as_root_ && RunShell("chown -R " + std::to_string(d->uid_) + ":" +
-                                std::to_string(d->gid_) + " " + d->dir_) != 0) {
-      return nullptr;
-    }
-    if (!d->Launch()) return nullptr;
-    return d;
-  }
-
-  // Starts the daemon and waits until the admin socket answers.
-  bool Launch() {
-    std::vector<std::string> args = {COFFERD_BINARY, "--config", dir_ + "/cofferd.conf"};
-    if (as_root_) args.insert(args.end(), {"--user", "nobody"});
-    pid_t pid = SpawnWithOutput(std::move(args), log_path() + std::to_string(launches_++),
-                                {"SOFTHSM2_CONF"});
-    if (pid < 0) return false;
-    pid_ = pid;
-    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
-    while (std::chrono::steady_clock::now() < deadline) {
-      if (waitpid(pid_, nullptr, WNOHANG) == pid_) {
-        pid_ = -1;
-        return false;
-      }
-      auto client = AdminClient::Connect(admin_socket());
-      if (client.ok()) {
-        pb::Request request;
-        request.mutable_status();
-        if ((*client)->Call(request).ok()) return true;
-      }
-      std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    }
-    return false;
-  }
-
-  // SIGTERM and wait: a clean stop.
-  bool Terminate() {
-    if (pid_ <= 0) return false;
-    kill(pid_, SIGTERM);
-    int status = 0;
-    waitpid(pid_, &status, 0);
-    pid_ = -1;
-    return WIFEXITED(status) && WEXITSTATUS(status) == 0;
-  }
-
-  ~Cofferd() {
-    if (pid_ > 0) Terminate();
-    std::error_code ec;
-    fs::remove_all(dir_, ec);
-  }
-
-  const std::string& dir() const { return dir_; }
-  std::string admin_socket() const { return dir_ + "/admin.sock"; }
-  std::string data_socket() const { return dir_ + "/data.sock"; }
-  std::string log_path() const { return dir_ + "/cofferd.log"; }
-  // Every run's log.
-  std::string Logs() const {
-    std::string all;
-    for (int i = 0; i < launches_; ++i) all += ReadWholeFile(log_path() + std::to_string(i));
-    return all;
-  }
-
- private:
-  Cofferd() = default;
-  std::string dir_;
-  bool as_root_ = false;
-  uid_t uid_ = 0;
-  gid_t gid_ = 0;
-  pid_t pid_ = -1;
-  int launches_ = 0;
-};
-
-struct Result {
-  int exit_code = -1;
-  std::string out;
-  std::string err;
-};
-
-Result Keyctl(const std::string& socket, const std::string& args) {
-  static int counter = 0;
-  const std::string base =
-      "/tmp/keyctl-events-out-" + std::to_string(getpid()) + "-" + std::to_string(counter++);
-  const std::string command = std::string(KEYCTL_BINARY) + " --socket " + socket + " " + args +
-                              " >" + base + ".out 2>" + base + ".err </dev/null";
-  int status = RunShell("env -u COFFER_ADMIN_SOCKET " + command);
-  Result result;
-  result.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  result.out = ReadWholeFile(base + ".out");
-  result.err = ReadWholeFile(base + ".err");
-  fs::remove(base + ".out");
-  fs::remove(base + ".err");
-  return result;
+// A development-mode cofferd whose clock ticks every second (due destructions), with a hook that
+// records each event, lists its descriptors, and hangs on DATASET_DISABLED.
+std::unique_ptr<Cofferd> StartCofferd() {
+  CofferdOptions options;
+  options.name = "keyctl-events";
+  options.rotation_check_seconds = 1;
+  options.prepare = [](const std::string& dir) {
+    std::ofstream hook(dir + "/hook.sh", std::ios::trunc);
+    // The descriptor list is complete (renamed into place) before the event line appears.
+    hook << "read -r line\n"
+         << "ls /proc/self/fd > " << dir << "/hook-fds.tmp\n"
+         << "mv " << dir << "/hook-fds.tmp " << dir << "/hook-fds.out\n"
+         << "printf '%s\\n' \"$line\" >> " << dir << "/hook.out\n"
+         << "case \"$line\" in *EVENT_DATASET_DISABLED*) exec sleep 1000;; esac\n";
+  };
+  options.extra_config = [](const std::string& dir) {
+    return "notifications { hook_command: \"/bin/sh\" hook_command: \"" + dir +
+           "/hook.sh\" hook_timeout_seconds: 1 hook_attempts: 1 }\n";
+  };
+  return Cofferd::Create(std::move(options));
 }
 
 class KeyctlEventsTest : public ::testing::Test {
  protected:
-  static void SetUpTestSuite() { daemon_ = Cofferd::Create().release(); }
+  static void SetUpTestSuite() { daemon_ = StartCofferd().release(); }
   static void TearDownTestSuite() {
     delete daemon_;
     daemon_ = nullptr;
@@ -233,7 +99,7 @@ class KeyctlEventsTest : public ::testing::Test {
     return Eventually([&] {
       Result r = Run("events --json --subscriber " + subscriber);
       EXPECT_EQ(r.exit_code, 0) << r.err;
-      for (const std::string& line : Lines(r.out)) seen.push_back(json::parse(line));
+      for (const std::string& line : NonEmptyLines(r.out)) seen.push_back(json::parse(line));
       return done(seen);
     });
   }
@@ -422,13 +288,13 @@ TEST_F(KeyctlEventsTest, EventsJsonLinesParseAndTextIsOneLinePerEvent) {
   // Acknowledged: nothing pending for this subscriber any more.
   Result again = Run("events --json --subscriber json-test --limit 1000");
   ASSERT_EQ(again.exit_code, 0);
-  for (const std::string& line : Lines(again.out)) {
+  for (const std::string& line : NonEmptyLines(again.out)) {
     EXPECT_GT(json::parse(line)["sequence"].get<uint64_t>(), previous);
   }
   Result text = Run("events --subscriber text-test");
   ASSERT_EQ(text.exit_code, 0) << text.err;
   bool found = false;
-  for (const std::string& line : Lines(text.out)) {
+  for (const std::string& line : NonEmptyLines(text.out)) {
     EXPECT_EQ(line[0], '#') << line;
     found |= line.find("DATASET_DISABLED  dataset events-out") != std::string::npos;
   }
@@ -443,7 +309,7 @@ TEST_F(KeyctlEventsTest, HookGetsJsonWithNoOtherDescriptorAndHangingHookIsKilled
   Ok("dataset enable hook-test");
   const std::string out = daemon_->dir() + "/hook.out";
   auto delivered = [&](const std::string& kind) {
-    for (const std::string& line : Lines(ReadWholeFile(out))) {
+    for (const std::string& line : NonEmptyLines(ReadWholeFile(out))) {
       json e = json::parse(line);
       if (e.value("kind", "") == kind && e.value("dataset", "") == "hook-test") return true;
     }
@@ -453,13 +319,13 @@ TEST_F(KeyctlEventsTest, HookGetsJsonWithNoOtherDescriptorAndHangingHookIsKilled
   EXPECT_TRUE(delivered("EVENT_DATASET_DISABLED"));
   // In order: the hook's JSON lines carry increasing sequence numbers.
   uint64_t previous = 0;
-  for (const std::string& line : Lines(ReadWholeFile(out))) {
+  for (const std::string& line : NonEmptyLines(ReadWholeFile(out))) {
     uint64_t sequence = std::stoull(json::parse(line)["sequence"].get<std::string>());
     EXPECT_GT(sequence, previous);
     previous = sequence;
   }
   std::set<std::string> fds;
-  for (const std::string& line : Lines(ReadWholeFile(daemon_->dir() + "/hook-fds.out"))) {
+  for (const std::string& line : NonEmptyLines(ReadWholeFile(daemon_->dir() + "/hook-fds.out"))) {
     fds.insert(line);
   }
   EXPECT_EQ(fds, (std::set<std::string>{"0", "1", "2", "3"}))
@@ -504,7 +370,7 @@ TEST_F(KeyctlEventsTest, FollowPrintsNewEventsAndAcknowledgesWhenInterrupted) {
   ASSERT_GT(pid, 0);
   Ok("dataset disable follow-test");
   auto printed = [&] {
-    for (const std::string& line : Lines(ReadWholeFile(out))) {
+    for (const std::string& line : NonEmptyLines(ReadWholeFile(out))) {
       json e = json::parse(line);
       if (e.value("kind", "") == "EVENT_DATASET_DISABLED" &&
           e.value("dataset", "") == "follow-test") {
@@ -522,7 +388,7 @@ TEST_F(KeyctlEventsTest, FollowPrintsNewEventsAndAcknowledgesWhenInterrupted) {
   // Acknowledged when interrupted: the event is not printed again.
   Result after = Run("--json events --subscriber follower");
   ASSERT_EQ(after.exit_code, 0) << after.err;
-  for (const std::string& line : Lines(after.out)) {
+  for (const std::string& line : NonEmptyLines(after.out)) {
     json e = json::parse(line);
     EXPECT_FALSE(e.value("kind", "") == "EVENT_DATASET_DISABLED" &&
                  e.value("dataset", "") == "follow-test")
@@ -545,8 +411,8 @@ TEST_F(KeyctlEventsTest, SubscriberAcrossDaemonRestartSeesNoGapAndNoDuplicate) {
   }));
   const uint64_t acknowledged = before.back()["sequence"].get<uint64_t>();
   Ok("dataset enable restart-test");  // not read before the restart
-  ASSERT_TRUE(daemon_->Terminate());
-  ASSERT_TRUE(daemon_->Launch());
+  ASSERT_TRUE(daemon_->Stop());
+  ASSERT_TRUE(daemon_->Start());
   Ok("key rotate restart-test");
   std::vector<json> after;
   ASSERT_TRUE(ReadUntil("restart", after, [](const std::vector<json>& events) {

@@ -7,23 +7,16 @@
 // written. The dual-control flow (file, approve, redeem once) is KeyctlExportDualControlTest in
 // keyctl_export_dual_control_test.cc.
 
-#include <grp.h>
-#include <openssl/bio.h>
-#include <openssl/evp.h>
-#include <openssl/pem.h>
-#include <pwd.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <chrono>
-#include <csignal>
 #include <filesystem>
 #include <fstream>
 #include <map>
 #include <memory>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "absl/strings/escaping.h"
@@ -34,158 +27,22 @@
 #include "kms/keyctl/admin_client.h"
 #include "kms/keyctl/export_commands.h"
 #include "nlohmann/json.hpp"
+#include "tests/kms/keyctl/keyctl_harness.h"
 #include "tests/testing/process.h"
+#include "tests/testing/text.h"
 
 namespace coffer::keyctl {
 namespace {
 
 namespace fs = std::filesystem;
+using ::coffer::testing::Cofferd;
+using ::coffer::testing::CofferdOptions;
+using ::coffer::testing::Keyctl;
+using ::coffer::testing::Pattern;
 using ::coffer::testing::ReadWholeFile;
-using ::coffer::testing::RunShell;
-using ::coffer::testing::SpawnWithOutput;
+using ::coffer::testing::WriteKeyPair;
 using nlohmann::json;
-
-// A development-mode cofferd on a fresh temporary directory (as keyctl_test.cc starts it).
-class Cofferd {
- public:
-  static std::unique_ptr<Cofferd> Start() {
-    auto d = std::unique_ptr<Cofferd>(new Cofferd());
-    char tmpl[] = "/tmp/keyctl-export-XXXXXX";
-    if (mkdtemp(tmpl) == nullptr) return nullptr;
-    d->dir_ = tmpl;
-    chmod(d->dir_.c_str(), 0755);
-    if (RunShell(std::string(COFFER_SOFTHSM_TOKEN_SCRIPT) + " " + d->dir_ +
-                 "/hsm coffer >/dev/null") != 0) {
-      return nullptr;
-    }
-    const bool as_root = geteuid() == 0;
-    uid_t uid = geteuid();
-    gid_t gid = getegid();
-    std::string group_name;
-    if (as_root) {
-      passwd* nobody = getpwnam("nobody");
-      if (nobody == nullptr) return nullptr;
-      uid = nobody->pw_uid;
-      gid = nobody->pw_gid;
-      ::group* g = getgrgid(gid);
-      if (g == nullptr) return nullptr;
-      group_name = g->gr_name;
-    }
-    {
-      const std::string me = std::to_string(geteuid());
-      std::ofstream out(d->dir_ + "/cofferd.conf", std::ios::trunc);
-      out << "state_directory: \"" << d->dir_ << "\"\n"
-          << "data_socket: \"data.sock\"\nadmin_socket: \"admin.sock\"\n";
-      if (as_root) out << "data_socket_group: \"" << group_name << "\"\n";
-      out << "hsm { token_label: \"coffer\" pin_file: \"hsm/user.pin\" token_directory: \"hsm\" "
-             "}\n"
-          << "durability: WAL\n"
-          << "grants { principals { uid: " << me
-          << " } datasets: \"*\" rights: READ rights: WRITE rights: DELETE }\n"
-          << "admins { uid: " << me << " }\n"
-          << "jobs { backup_interval_seconds: 86400 }\n"
-          << "mfa { required: false }\n";
-    }
-    if (as_root && RunShell("chown -R " + std::to_string(uid) + ":" + std::to_string(gid) + " " +
-                            d->dir_) != 0) {
-      return nullptr;
-    }
-    std::vector<std::string> args = {COFFERD_BINARY, "--config", d->dir_ + "/cofferd.conf"};
-    if (as_root) args.insert(args.end(), {"--user", "nobody"});
-    pid_t pid = SpawnWithOutput(std::move(args), d->dir_ + "/cofferd.log", {"SOFTHSM2_CONF"});
-    if (pid < 0) return nullptr;
-    d->pid_ = pid;
-    // Serving once a status request answers (a safety net, not a measure).
-    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
-    while (std::chrono::steady_clock::now() < deadline) {
-      if (waitpid(d->pid_, nullptr, WNOHANG) == d->pid_) {
-        d->pid_ = -1;
-        return nullptr;
-      }
-      auto client = AdminClient::Connect(d->admin_socket());
-      if (client.ok()) {
-        coffer::v1::Request request;
-        request.mutable_status();
-        if ((*client)->Call(request).ok()) return d;
-      }
-      std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    }
-    return nullptr;
-  }
-  ~Cofferd() {
-    if (pid_ > 0) {
-      kill(pid_, SIGTERM);
-      waitpid(pid_, nullptr, 0);
-    }
-    std::error_code ec;
-    fs::remove_all(dir_, ec);
-  }
-  const std::string& dir() const { return dir_; }
-  std::string admin_socket() const { return dir_ + "/admin.sock"; }
-  std::string data_socket() const { return dir_ + "/data.sock"; }
-
- private:
-  Cofferd() = default;
-  std::string dir_;
-  pid_t pid_ = -1;
-};
-
-struct Result {
-  int exit_code = -1;
-  std::string out;
-  std::string err;
-  json Json() const {
-    json parsed = json::parse(out, nullptr, false);
-    return parsed.is_discarded() ? json::object() : parsed;
-  }
-  std::string CodeName() const {
-    json j = Json();
-    return j.contains("error") ? j["error"].value("code_name", "") : "";
-  }
-};
-
-Result Keyctl(const std::string& socket, const std::string& args) {
-  static int counter = 0;
-  const std::string base =
-      "/tmp/keyctl-export-out-" + std::to_string(getpid()) + "-" + std::to_string(counter++);
-  const std::string command = std::string(KEYCTL_BINARY) + " --socket " + socket + " " + args +
-                              " >" + base + ".out 2>" + base + ".err </dev/null";
-  int status = RunShell("env -u COFFER_ADMIN_SOCKET " + command);
-  Result result;
-  result.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  result.out = ReadWholeFile(base + ".out");
-  result.err = ReadWholeFile(base + ".err");
-  fs::remove(base + ".out");
-  fs::remove(base + ".err");
-  return result;
-}
-
-// Writes a fresh key pair of `type` ("RSA" 2048, "RSA1024", "X25519", "EC") as NAME.pem
-// (private) and NAME.pub.pem in `dir`.
-void WriteKeyPair(const std::string& dir, const std::string& name, const std::string& type) {
-  EVP_PKEY* key = nullptr;
-  if (type == "RSA") key = EVP_PKEY_Q_keygen(nullptr, nullptr, "RSA", size_t{2048});
-  if (type == "RSA1024") key = EVP_PKEY_Q_keygen(nullptr, nullptr, "RSA", size_t{1024});
-  if (type == "X25519") key = EVP_PKEY_Q_keygen(nullptr, nullptr, "X25519");
-  if (type == "EC") key = EVP_PKEY_Q_keygen(nullptr, nullptr, "EC", "P-256");
-  ASSERT_NE(key, nullptr) << type;
-  BIO* priv = BIO_new_file((dir + "/" + name + ".pem").c_str(), "w");
-  BIO* pub = BIO_new_file((dir + "/" + name + ".pub.pem").c_str(), "w");
-  ASSERT_EQ(PEM_write_bio_PrivateKey(priv, key, nullptr, nullptr, 0, nullptr, nullptr), 1);
-  ASSERT_EQ(PEM_write_bio_PUBKEY(pub, key), 1);
-  BIO_free(priv);
-  BIO_free(pub);
-  EVP_PKEY_free(key);
-}
-
-std::string Pattern(size_t size, uint32_t seed) {
-  std::string out(size, '\0');
-  for (size_t i = 0; i < size; ++i) {
-    seed = seed * 1103515245u + 12345u;
-    out[i] = static_cast<char>(seed >> 16);
-  }
-  return out;
-}
+using Result = ::coffer::testing::KeyctlResult;
 
 std::string Unbase64(const std::string& text) {
   std::string out;
@@ -206,7 +63,9 @@ std::vector<std::string> EntriesStartingWith(const std::string& dir, const std::
 class KeyctlExportTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    daemon_ = Cofferd::Start().release();
+    CofferdOptions options;
+    options.name = "keyctl-export";
+    daemon_ = Cofferd::Create(std::move(options)).release();
     if (daemon_ == nullptr) return;
     keys_ = daemon_->dir() + "/keys";
     fs::create_directories(keys_);
@@ -315,7 +174,7 @@ TEST_F(KeyctlExportTest, ArchivesOpenWithTheRightKeyAndMatchTheDataset) {
     Result exported = Run("--json dataset export exp/match --recipient-key " + keys_ + "/" + key +
                           ".pub.pem --out " + archive);
     ASSERT_EQ(exported.exit_code, 0) << exported.err << exported.out;
-    json summary = exported.Json();
+    json summary = exported.JsonOrEmpty();
     EXPECT_EQ(summary.value("records", 0), 3) << exported.out;
     EXPECT_EQ(summary.value("attachments", 0), 3) << exported.out;
     EXPECT_EQ(summary.value("recipient_key", ""), key == "rsa" ? "RSA-2048" : "X25519");
@@ -341,7 +200,7 @@ TEST_F(KeyctlExportTest, ArchivesOpenWithTheRightKeyAndMatchTheDataset) {
   Result audit = Run("--json audit search --dataset exp/match");
   ASSERT_EQ(audit.exit_code, 0) << audit.err;
   int requested = 0, completed = 0;
-  const json entries = audit.Json().at("entries");
+  const json entries = audit.JsonOrEmpty().at("entries");
   for (const json& entry : entries) {
     if (entry.value("kind", "") != "DATASET_EXPORT") continue;
     EXPECT_EQ(entry.value("result_code", -1), 0) << entry.dump();

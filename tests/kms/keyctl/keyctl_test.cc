@@ -1,11 +1,9 @@
 // Tests of keyctl run as a process against a real cofferd: the daemon on a temporary directory
-// with a fresh SoftHSM2 token (as tests/kms/client/daemon_test.cc starts it; run as root, the
+// with a fresh SoftHSM2 token (keyctl_harness.h, in development mode; run as root, the
 // daemon runs as `nobody`), keyctl's output checked in both modes (JSON parsed with nlohmann)
 // and its exit codes (docs/keyctl.md). Also the text conventions of kms/keyctl/format.h.
 
 #include <fcntl.h>
-#include <grp.h>
-#include <pwd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -15,7 +13,6 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
-#include <csignal>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
@@ -37,132 +34,27 @@
 #include "kms/keyctl/format.h"
 #include "kms/receipt/receipt_file.h"
 #include "nlohmann/json.hpp"
+#include "tests/kms/keyctl/keyctl_harness.h"
 #include "tests/testing/process.h"
 
 namespace coffer::keyctl {
 namespace {
 
 namespace fs = std::filesystem;
+using ::coffer::testing::Cofferd;
+using ::coffer::testing::CofferdOptions;
+using ::coffer::testing::Keyctl;
 using ::coffer::testing::ReadWholeFile;
 using ::coffer::testing::RunShell;
-using ::coffer::testing::SpawnWithOutput;
 using nlohmann::json;
+using Result = ::coffer::testing::KeyctlResult;
 
-// A cofferd on a fresh temporary directory (minimal version of daemon_test.cc's fixture).
-class Cofferd {
- public:
-  // `rotation_check_seconds`: how often the daemon's clock ticks (rotation, lifecycle).
-  static std::unique_ptr<Cofferd> Start(uint32_t rotation_check_seconds = 60) {
-    auto d = std::unique_ptr<Cofferd>(new Cofferd());
-    char tmpl[] = "/tmp/keyctl-test-XXXXXX";
-    if (mkdtemp(tmpl) == nullptr) return nullptr;
-    d->dir_ = tmpl;
-    chmod(d->dir_.c_str(), 0755);
-    if (RunShell(std::string(COFFER_SOFTHSM_TOKEN_SCRIPT) + " " + d->dir_ +
-                 "/hsm coffer >/dev/null") != 0) {
-      return nullptr;
-    }
-    const bool as_root = geteuid() == 0;
-    uid_t uid = geteuid();
-    gid_t gid = getegid();
-    std::string group_name;
-    if (as_root) {
-      passwd* nobody = getpwnam("nobody");
-      if (nobody == nullptr) return nullptr;
-      uid = nobody->pw_uid;
-      gid = nobody->pw_gid;
-      ::group* g = getgrgid(gid);
-      if (g == nullptr) return nullptr;
-      group_name = g->gr_name;
-    }
-    {
-      const std::string me = std::to_string(geteuid());
-      std::ofstream out(d->dir_ + "/cofferd.conf", std::ios::trunc);
-      out << "state_directory: \"" << d->dir_ << "\"\n"
-          << "data_socket: \"data.sock\"\nadmin_socket: \"admin.sock\"\n";
-      if (as_root) out << "data_socket_group: \"" << group_name << "\"\n";
-      out << "hsm { token_label: \"coffer\" pin_file: \"hsm/user.pin\" token_directory: \"hsm\" "
-             "}\n"
-          << "durability: WAL\n"
-          << "grants { principals { uid: " << me
-          << " } datasets: \"*\" rights: READ rights: WRITE rights: DELETE }\n"
-          << "admins { uid: " << me << " }\n"
-          << "jobs { backup_interval_seconds: 86400 rotation_check_seconds: "
-          << rotation_check_seconds
-          << " }\n"
-          // Development mode: no MFA or dual control (keyctl_dual_control_test.cc has them).
-          << "mfa { required: false }\n";
-    }
-    if (as_root && RunShell("chown -R " + std::to_string(uid) + ":" + std::to_string(gid) + " " +
-                            d->dir_) != 0) {
-      return nullptr;
-    }
-    std::vector<std::string> args = {COFFERD_BINARY, "--config", d->dir_ + "/cofferd.conf"};
-    if (as_root) args.insert(args.end(), {"--user", "nobody"});
-    // Without SOFTHSM2_CONF the daemon finds hsm/softhsm2.conf itself.
-    pid_t pid = SpawnWithOutput(std::move(args), d->log_path(), {"SOFTHSM2_CONF"});
-    if (pid < 0) return nullptr;
-    d->pid_ = pid;
-    // Serving once a status request on the admin socket answers (a safety net, not a measure).
-    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
-    while (std::chrono::steady_clock::now() < deadline) {
-      if (waitpid(d->pid_, nullptr, WNOHANG) == d->pid_) {
-        d->pid_ = -1;
-        return nullptr;
-      }
-      auto client = AdminClient::Connect(d->admin_socket());
-      if (client.ok()) {
-        coffer::v1::Request request;
-        request.mutable_status();
-        if ((*client)->Call(request).ok()) return d;
-      }
-      std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    }
-    return nullptr;
-  }
-
-  ~Cofferd() {
-    if (pid_ > 0) {
-      kill(pid_, SIGTERM);
-      waitpid(pid_, nullptr, 0);
-    }
-    std::error_code ec;
-    fs::remove_all(dir_, ec);
-  }
-
-  const std::string& dir() const { return dir_; }
-  std::string admin_socket() const { return dir_ + "/admin.sock"; }
-  std::string log_path() const { return dir_ + "/cofferd.log"; }
-
- private:
-  Cofferd() = default;
-  std::string dir_;
-  pid_t pid_ = -1;
-};
-
-struct Result {
-  int exit_code = -1;
-  std::string out;
-  std::string err;
-  json Json() const { return json::parse(out); }
-};
-
-// Runs keyctl with `args` (words without shell metacharacters) against `socket`; stdin, stdout
-// and stderr are not terminals.
-Result Keyctl(const std::string& socket, const std::string& args) {
-  static int counter = 0;
-  const std::string base =
-      "/tmp/keyctl-test-out-" + std::to_string(getpid()) + "-" + std::to_string(counter++);
-  const std::string command = std::string(KEYCTL_BINARY) + " --socket " + socket + " " + args +
-                              " >" + base + ".out 2>" + base + ".err </dev/null";
-  int status = RunShell("env -u COFFER_ADMIN_SOCKET " + command);
-  Result result;
-  result.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  result.out = ReadWholeFile(base + ".out");
-  result.err = ReadWholeFile(base + ".err");
-  fs::remove(base + ".out");
-  fs::remove(base + ".err");
-  return result;
+// A development-mode cofferd whose clock ticks every `rotation_check_seconds` (rotation,
+// lifecycle).
+std::unique_ptr<Cofferd> StartCofferd(uint32_t rotation_check_seconds) {
+  CofferdOptions options;
+  options.rotation_check_seconds = rotation_check_seconds;
+  return Cofferd::Create(std::move(options));
 }
 
 size_t Lines(const std::string& text) {
@@ -181,7 +73,7 @@ uint32_t PrimaryOf(const json& versions, const std::string& purpose) {
 
 class KeyctlTest : public ::testing::Test {
  protected:
-  static void SetUpTestSuite() { daemon_ = Cofferd::Start().release(); }
+  static void SetUpTestSuite() { daemon_ = StartCofferd(60).release(); }
   static void TearDownTestSuite() {
     delete daemon_;
     daemon_ = nullptr;
@@ -691,7 +583,7 @@ TEST_F(KeyctlTest, PolicySetAutoDestroyAfterDisabled) {
 // race RewrapAndEmergencyRotation's look at them.
 class KeyctlClockTest : public KeyctlTest {
  protected:
-  static void SetUpTestSuite() { daemon_ = Cofferd::Start(/*rotation_check_seconds=*/1).release(); }
+  static void SetUpTestSuite() { daemon_ = StartCofferd(/*rotation_check_seconds=*/1).release(); }
 };
 
 TEST_F(KeyctlClockTest, LifecycleAutomationDestroysADisabledDatasetUnlessHeld) {
@@ -777,7 +669,7 @@ TEST_F(KeyctlClockTest, DestructionErasesTheDataAndIssuesASignedReceipt) {
     if (got.exit_code == 0) break;
     std::this_thread::sleep_for(std::chrono::milliseconds(200));
   }
-  ASSERT_EQ(got.exit_code, 0) << got.err << ReadWholeFile(daemon_->log_path());
+  ASSERT_EQ(got.exit_code, 0) << got.err << daemon_->Logs();
   const std::string pem = daemon_->dir() + "/audit-public-key.pem";
 
   Result verified =

@@ -1,0 +1,341 @@
+#include "tests/kms/keyctl/keyctl_harness.h"
+
+#include <fcntl.h>
+#include <grp.h>
+#include <openssl/bio.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+#include <openssl/pem.h>
+#include <pwd.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <csignal>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <thread>
+#include <vector>
+
+#include "coffer/v1/service.pb.h"
+#include "gtest/gtest.h"
+#include "kms/keyctl/admin_client.h"
+#include "tests/testing/process.h"
+
+namespace coffer::testing {
+namespace {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+// A fresh pair of output files per keyctl run.
+std::string OutputBase() {
+  static int counter = 0;
+  return "/tmp/keyctl-harness-out-" + std::to_string(getpid()) + "-" + std::to_string(counter++);
+}
+
+// The result of a run that ended with wait status `status` and wrote BASE.out and BASE.err
+// (removed here).
+KeyctlResult Collect(int status, const std::string& base) {
+  KeyctlResult result;
+  result.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  result.out = ReadWholeFile(base + ".out");
+  result.err = ReadWholeFile(base + ".err");
+  fs::remove(base + ".out");
+  fs::remove(base + ".err");
+  return result;
+}
+
+gid_t NobodyGid() {
+  passwd* nobody = getpwnam("nobody");
+  return nobody == nullptr ? 65534 : nobody->pw_gid;
+}
+
+std::vector<std::string> Words(const std::string& text) {
+  std::vector<std::string> words;
+  std::string word;
+  for (char c : text) {
+    if (c == ' ') {
+      if (!word.empty()) words.push_back(word);
+      word.clear();
+    } else {
+      word.push_back(c);
+    }
+  }
+  if (!word.empty()) words.push_back(word);
+  return words;
+}
+
+std::string Base32Decode(const std::string& text) {
+  std::string bytes;
+  uint32_t buffer = 0;
+  int bits = 0;
+  for (char c : text) {
+    int v;
+    if (c >= 'A' && c <= 'Z') {
+      v = c - 'A';
+    } else if (c >= 'a' && c <= 'z') {
+      v = c - 'a';
+    } else if (c >= '2' && c <= '7') {
+      v = c - '2' + 26;
+    } else {
+      continue;  // padding
+    }
+    buffer = (buffer << 5) | static_cast<uint32_t>(v);
+    bits += 5;
+    if (bits >= 8) {
+      bytes.push_back(static_cast<char>((buffer >> (bits - 8)) & 0xff));
+      bits -= 8;
+    }
+  }
+  return bytes;
+}
+
+// The configuration of `options` for a daemon on `dir`; `group` is nobody's group when the
+// daemon runs as nobody, "" otherwise.
+std::string ConfigText(const CofferdOptions& options, const std::string& dir,
+                       const std::string& group) {
+  std::string text = "state_directory: \"" + dir + "\"\n" +
+                     "data_socket: \"data.sock\"\nadmin_socket: \"admin.sock\"\n";
+  if (!group.empty()) text += "data_socket_group: \"" + group + "\"\n";
+  if (options.mfa) text += "admin_socket_group: \"" + group + "\"\n";
+  text += "hsm { token_label: \"coffer\" pin_file: \"hsm/user.pin\" token_directory: \"hsm\" }\n";
+  text += "durability: WAL\n";
+  if (options.mfa) {
+    for (uid_t admin : {kAdminA, kAdminB, kAdminC}) {
+      text += "admins { uid: " + std::to_string(admin) + " }\n";
+    }
+  } else {
+    const std::string me = std::to_string(geteuid());
+    text += "grants { principals { uid: " + me +
+            " } datasets: \"*\" rights: READ rights: WRITE rights: DELETE }\n";
+    text += "admins { uid: " + me + " }\n";
+  }
+  text += "jobs { backup_interval_seconds: 86400";
+  if (options.rotation_check_seconds.has_value()) {
+    text += " rotation_check_seconds: " + std::to_string(*options.rotation_check_seconds);
+  }
+  text += " }\n";
+  if (options.mfa) {
+    text += "mfa { required: true totp_step_seconds: " + std::to_string(kTotpStepSeconds) +
+            " approval_ttl_seconds: 600 session_seconds: 600 }\n";
+  } else {
+    text += "mfa { required: false }\n";  // development mode: no MFA or dual control
+  }
+  if (options.extra_config) text += options.extra_config(dir);
+  return text;
+}
+
+}  // namespace
+
+std::unique_ptr<Cofferd> Cofferd::Create(CofferdOptions options) {
+  auto d = std::unique_ptr<Cofferd>(new Cofferd());
+  d->as_root_ = geteuid() == 0;
+  if (options.mfa && !d->as_root_) return nullptr;
+  std::string tmpl = "/tmp/" + options.name + "-XXXXXX";
+  if (mkdtemp(tmpl.data()) == nullptr) return nullptr;
+  d->dir_ = tmpl;
+  chmod(d->dir_.c_str(), 0755);
+  if (options.mfa) {
+    std::error_code copied;
+    fs::copy_file(KEYCTL_BINARY, d->keyctl(), copied);
+    if (copied || chmod(d->keyctl().c_str(), 0755) != 0) return nullptr;
+  }
+  if (RunShell(std::string(COFFER_SOFTHSM_TOKEN_SCRIPT) + " " + d->dir_ +
+               "/hsm coffer >/dev/null") != 0) {
+    return nullptr;
+  }
+  uid_t uid = geteuid();
+  gid_t gid = getegid();
+  std::string group_name;
+  if (d->as_root_) {
+    passwd* nobody = getpwnam("nobody");
+    if (nobody == nullptr) return nullptr;
+    uid = nobody->pw_uid;
+    gid = nobody->pw_gid;
+    ::group* g = getgrgid(gid);
+    if (g == nullptr) return nullptr;
+    group_name = g->gr_name;
+  }
+  if (options.prepare) options.prepare(d->dir_);
+  {
+    std::ofstream out(d->dir_ + "/cofferd.conf", std::ios::trunc);
+    out << ConfigText(options, d->dir_, group_name);
+  }
+  if (d->as_root_ && RunShell("chown -R " + std::to_string(uid) + ":" + std::to_string(gid) + " " +
+                              d->dir_) != 0) {
+    return nullptr;
+  }
+  if (!d->Start()) return nullptr;
+  return d;
+}
+
+bool Cofferd::Start() {
+  std::vector<std::string> args = {COFFERD_BINARY, "--config", dir_ + "/cofferd.conf"};
+  if (as_root_) args.insert(args.end(), {"--user", "nobody"});
+  // Without SOFTHSM2_CONF the daemon finds hsm/softhsm2.conf itself.
+  pid_t pid = SpawnWithOutput(std::move(args), dir_ + "/cofferd.log" + std::to_string(starts_++),
+                              {"SOFTHSM2_CONF"});
+  if (pid < 0) return false;
+  pid_ = pid;
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
+  while (std::chrono::steady_clock::now() < deadline) {
+    if (waitpid(pid_, nullptr, WNOHANG) == pid_) {
+      pid_ = -1;
+      return false;
+    }
+    auto client = keyctl::AdminClient::Connect(admin_socket());
+    if (client.ok()) {
+      coffer::v1::Request request;
+      request.mutable_status();
+      if ((*client)->Call(request).ok()) return true;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  return false;
+}
+
+bool Cofferd::Stop() {
+  if (pid_ <= 0) return false;
+  kill(pid_, SIGTERM);
+  int status = 0;
+  waitpid(pid_, &status, 0);
+  pid_ = -1;
+  return WIFEXITED(status) && WEXITSTATUS(status) == 0;
+}
+
+Cofferd::~Cofferd() {
+  Stop();
+  std::error_code ec;
+  fs::remove_all(dir_, ec);
+}
+
+std::string Cofferd::Logs() const {
+  std::string all;
+  for (int i = 0; i < starts_; ++i) all += ReadWholeFile(dir_ + "/cofferd.log" + std::to_string(i));
+  return all;
+}
+
+json KeyctlResult::JsonOrEmpty() const {
+  json parsed = json::parse(out, nullptr, false);
+  return parsed.is_discarded() ? json::object() : parsed;
+}
+
+std::string KeyctlResult::CodeName() const {
+  json j = JsonOrEmpty();
+  if (!j.contains("error")) return "";
+  return j["error"].value("code_name", "");
+}
+
+KeyctlResult Keyctl(const std::string& socket, const std::string& args) {
+  const std::string base = OutputBase();
+  const std::string command = std::string(KEYCTL_BINARY) + " --socket " + socket + " " + args +
+                              " >" + base + ".out 2>" + base + ".err </dev/null";
+  return Collect(RunShell("env -u COFFER_ADMIN_SOCKET " + command), base);
+}
+
+KeyctlResult KeyctlAs(uid_t uid, const std::string& keyctl, const std::string& socket,
+                      const std::string& args, const std::string* terminal_input) {
+  const std::string base = OutputBase();
+  const int out_fd = ::open((base + ".out").c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+  const int err_fd = ::open((base + ".err").c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+  std::vector<std::string> argv_words = {keyctl, "--socket", socket};
+  for (std::string& w : Words(args)) argv_words.push_back(std::move(w));
+  std::string input_path = "/dev/null";
+  if (terminal_input != nullptr) {
+    input_path = base + ".in";
+    std::ofstream(input_path, std::ios::trunc) << *terminal_input;
+    chmod(input_path.c_str(), 0644);
+    std::string command;
+    for (const std::string& w : argv_words) command += (command.empty() ? "" : " ") + w;
+    argv_words = {"/usr/bin/script", "-qec", command, "/dev/null"};
+  }
+  std::vector<char*> argv;
+  for (std::string& w : argv_words) argv.push_back(w.data());
+  argv.push_back(nullptr);
+  const gid_t gid = NobodyGid();
+  pid_t pid = fork();
+  if (pid == 0) {
+    const int null_fd = ::open(input_path.c_str(), O_RDONLY);
+    ::dup2(null_fd, 0);
+    ::dup2(out_fd, 1);
+    ::dup2(err_fd, 2);
+    ::unsetenv("COFFER_ADMIN_SOCKET");
+    if (uid != 0) {
+      if (::setgroups(1, &gid) != 0 || ::setgid(gid) != 0 || ::setuid(uid) != 0) _exit(126);
+    }
+    ::execv(argv[0], argv.data());
+    _exit(127);
+  }
+  ::close(out_fd);
+  ::close(err_fd);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  if (terminal_input != nullptr) fs::remove(input_path);
+  return Collect(status, base);
+}
+
+std::string SecretOf(const std::string& uri) {
+  size_t at = uri.find("secret=");
+  if (at == std::string::npos) return "";
+  at += 7;
+  size_t end = uri.find('&', at);
+  return Base32Decode(uri.substr(at, end == std::string::npos ? std::string::npos : end - at));
+}
+
+std::string Totp(const std::string& secret, uint64_t counter) {
+  unsigned char message[8];
+  for (int i = 7; i >= 0; --i) {
+    message[i] = static_cast<unsigned char>(counter & 0xff);
+    counter >>= 8;
+  }
+  unsigned char mac[EVP_MAX_MD_SIZE];
+  unsigned int mac_len = 0;
+  HMAC(EVP_sha1(), secret.data(), static_cast<int>(secret.size()), message, sizeof(message), mac,
+       &mac_len);
+  const int offset = mac[mac_len - 1] & 0x0f;
+  const uint32_t binary = ((mac[offset] & 0x7fu) << 24) | (mac[offset + 1] << 16) |
+                          (mac[offset + 2] << 8) | mac[offset + 3];
+  char code[7];
+  std::snprintf(code, sizeof(code), "%06u", binary % 1000000u);
+  return code;
+}
+
+uint64_t CurrentTotpStep() {
+  return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::seconds>(
+                                   std::chrono::system_clock::now().time_since_epoch())
+                                   .count() /
+                               kTotpStepSeconds);
+}
+
+std::string TotpCodes::Next(uid_t uid) {
+  uint64_t step = CurrentTotpStep();
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  while (step <= last_step_[uid] && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    step = CurrentTotpStep();
+  }
+  last_step_[uid] = step;
+  return Totp(secrets_[uid], step);
+}
+
+void WriteKeyPair(const std::string& dir, const std::string& name, const std::string& type) {
+  EVP_PKEY* key = nullptr;
+  if (type == "RSA") key = EVP_PKEY_Q_keygen(nullptr, nullptr, "RSA", size_t{2048});
+  if (type == "RSA1024") key = EVP_PKEY_Q_keygen(nullptr, nullptr, "RSA", size_t{1024});
+  if (type == "X25519") key = EVP_PKEY_Q_keygen(nullptr, nullptr, "X25519");
+  if (type == "EC") key = EVP_PKEY_Q_keygen(nullptr, nullptr, "EC", "P-256");
+  ASSERT_NE(key, nullptr) << type;
+  BIO* priv = BIO_new_file((dir + "/" + name + ".pem").c_str(), "w");
+  BIO* pub = BIO_new_file((dir + "/" + name + ".pub.pem").c_str(), "w");
+  ASSERT_EQ(PEM_write_bio_PrivateKey(priv, key, nullptr, nullptr, 0, nullptr, nullptr), 1);
+  ASSERT_EQ(PEM_write_bio_PUBKEY(pub, key), 1);
+  BIO_free(priv);
+  BIO_free(pub);
+  EVP_PKEY_free(key);
+}
+
+}  // namespace coffer::testing
