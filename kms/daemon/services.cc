@@ -191,16 +191,6 @@ absl::Status PublicOrMalformed(const absl::Status& status) {
   return ErrorCodeOf(status) == ErrorCode::kMalformedRequest ? status : Public(status);
 }
 
-void FillError(pb::Response* response, const absl::Status& status, uint32_t retry_after_ms = 0) {
-  ErrorCode code = ErrorCodeOf(status);
-  response->clear_result();
-  pb::Error* error = response->mutable_error();
-  error->set_code(static_cast<int32_t>(code));
-  error->set_code_name(std::string(ErrorCodeName(code)));
-  error->set_message(std::string(status.message()));
-  if (retry_after_ms != 0) error->set_retry_after_ms(retry_after_ms);
-}
-
 // A refusal's fixed audit detail.
 audit::AuditText RefusalDetail(ErrorCode code) {
   switch (code) {
@@ -524,6 +514,16 @@ std::string SocketName(audit::v1::SocketKind socket) {
 }
 
 }  // namespace
+
+void FillError(pb::Response* response, const absl::Status& status, uint32_t retry_after_ms) {
+  ErrorCode code = ErrorCodeOf(status);
+  response->clear_result();
+  pb::Error* error = response->mutable_error();
+  error->set_code(static_cast<int32_t>(code));
+  error->set_code_name(std::string(ErrorCodeName(code)));
+  error->set_message(std::string(status.message()));
+  if (retry_after_ms != 0) error->set_retry_after_ms(retry_after_ms);
+}
 
 // ---------------------------------------------------------------------------------------------
 

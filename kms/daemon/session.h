@@ -31,6 +31,11 @@ struct PeerIdentity {
   SocketKind socket = SocketKind::kData;
 };
 
+// Makes `response` an error response for `status`: its code, code name and message (the caller
+// chooses the message: a public text or the daemon's own) and, when set, the retry delay.
+void FillError(coffer::v1::Response* response, const absl::Status& status,
+               uint32_t retry_after_ms = 0);
+
 // Sends responses on one connection. Used only from the thread running Session::Handle.
 class ResponseSink {
  public:

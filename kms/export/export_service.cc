@@ -14,8 +14,7 @@
 #include "kms/api/framing.h"
 #include "kms/daemon/progress_stream.h"
 #include "kms/export/archive.h"
-#include "rocksdb/iterator.h"
-#include "storage/internal/layout.h"
+#include "storage/dataset_erasure.h"
 
 namespace coffer::kms::dataset_export {
 namespace {
@@ -89,26 +88,8 @@ absl::Status SendError(daemon::ResponseSink* sink, const pb::Request& request,
                        const absl::Status& status) {
   pb::Response response;
   response.set_request_id(request.request_id());
-  const ErrorCode code = ErrorCodeOf(status);
-  pb::Error* error = response.mutable_error();
-  error->set_code(static_cast<int32_t>(code));
-  error->set_code_name(std::string(ErrorCodeName(code)));
-  error->set_message(std::string(status.message()));
+  daemon::FillError(&response, status);
   return sink->Send(response);
-}
-
-absl::StatusOr<uint64_t> CountItems(storage::DataDb* db, uint64_t handle,
-                                    storage::internal::Cf cf) {
-  const std::string begin = storage::internal::DatasetBegin(handle);
-  const std::string end = storage::internal::DatasetEnd(handle);
-  rocksdb::ReadOptions options;
-  rocksdb::Slice upper(end);
-  options.iterate_upper_bound = &upper;
-  storage::ScopedIterator it = db->NewIterator(cf, options);
-  uint64_t n = 0;
-  for (it->Seek(begin); it->Valid(); it->Next()) ++n;
-  if (!it->status().ok()) return storage::FromRocks(it->status(), "counting a dataset's items");
-  return n;
 }
 
 }  // namespace
@@ -286,12 +267,9 @@ absl::Status ExportService::Serve(const pb::Request& request, const audit::Audit
   auto run = [&]() -> absl::Status {
     uint64_t total = 0;
     if (report) {
-      COFFER_ASSIGN_OR_RETURN(uint64_t record_count, CountItems(options_.data_db, *handle,
-                                                                storage::internal::Cf::kRecords));
-      COFFER_ASSIGN_OR_RETURN(
-          uint64_t attachment_count,
-          CountItems(options_.data_db, *handle, storage::internal::Cf::kAttachmentPointers));
-      total = record_count + attachment_count;
+      COFFER_ASSIGN_OR_RETURN(storage::DatasetDataCounts items,
+                              storage::CountDatasetData(*options_.data_db, *handle));
+      total = items.records + items.attachments;
     }
     uint64_t done = 0;
     if (report) report({"export", 0, total});
