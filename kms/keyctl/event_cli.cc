@@ -1,13 +1,12 @@
 // The command-line part of keyctl's `events` and `canary` commands (event_commands.h).
 
-#include <fstream>
 #include <iterator>
 #include <memory>
-#include <sstream>
 
 #include "CLI/CLI.hpp"
 #include "crypto/status.h"
 #include "kms/keyctl/event_commands.h"
+#include "kms/keyctl/files.h"
 
 namespace coffer::keyctl {
 namespace {
@@ -23,19 +22,11 @@ struct EventValues {
 };
 
 absl::StatusOr<std::string> ReadContent(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) {
-    return MakeError(ErrorCode::kInvalidArgument, "cannot read --file " + path);
+  absl::StatusOr<std::string> content = ReadFileUpTo(path, "--file", kMaxCanaryBytes);
+  if (ErrorCodeOf(content.status()) == ErrorCode::kInvalidArgument) {
+    return MakeError(ErrorCode::kInvalidArgument, "--file " + path + " is larger than 1 MiB");
   }
-  std::string content;
-  char buffer[65536];
-  while (in.read(buffer, sizeof(buffer)) || in.gcount() > 0) {
-    content.append(buffer, static_cast<size_t>(in.gcount()));
-    if (content.size() > kMaxCanaryBytes) {
-      return MakeError(ErrorCode::kInvalidArgument, "--file " + path + " is larger than 1 MiB");
-    }
-  }
-  if (in.bad()) return MakeError(ErrorCode::kInvalidArgument, "cannot read --file " + path);
+  if (!content.ok()) return MakeError(ErrorCode::kInvalidArgument, "cannot read --file " + path);
   return content;
 }
 

@@ -22,6 +22,7 @@
 #include "crypto/status.h"
 #include "kms/audit/format.h"
 #include "kms/export/archive.h"
+#include "kms/keyctl/files.h"
 #include "kms/keyctl/format.h"
 #include "nlohmann/json.hpp"
 
@@ -37,41 +38,20 @@ std::string Base64(std::string_view bytes) {
   return absl::Base64Escape(absl::string_view(bytes.data(), bytes.size()));
 }
 
-// Reads a whole small file (a key); the caller wipes it if it is secret.
+// Reads a whole small file (a key); the caller wipes it if it is secret. Every failure is
+// EXPORT_RECIPIENT_KEY_INVALID.
 absl::StatusOr<std::string> ReadKeyFile(const std::string& path, const std::string& what) {
   if (path.empty()) {
     return MakeError(ErrorCode::kExportRecipientKeyInvalid, absl::StrCat("no ", what, " given"));
   }
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) {
+  absl::StatusOr<std::string> bytes = ReadFileUpTo(path, what, size_t{1} << 20);
+  if (ErrorCodeOf(bytes.status()) == ErrorCode::kInvalidArgument) {
     return MakeError(ErrorCode::kExportRecipientKeyInvalid,
-                     absl::StrCat("cannot read the ", what, " ", path, ": ", std::strerror(errno)));
+                     absl::StrCat("the ", what, " ", path, " is larger than 1 MiB: not a key"));
   }
-  std::string bytes;
-  char buffer[4096];
-  while (true) {
-    ssize_t n = ::read(fd, buffer, sizeof(buffer));
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) {
-      const int saved = errno;
-      ::close(fd);
-      OPENSSL_cleanse(buffer, sizeof(buffer));
-      return MakeError(
-          ErrorCode::kExportRecipientKeyInvalid,
-          absl::StrCat("cannot read the ", what, " ", path, ": ", std::strerror(saved)));
-    }
-    if (n == 0) break;
-    bytes.append(buffer, static_cast<size_t>(n));
-    if (bytes.size() > (size_t{1} << 20)) {
-      ::close(fd);
-      OPENSSL_cleanse(buffer, sizeof(buffer));
-      OPENSSL_cleanse(bytes.data(), bytes.size());
-      return MakeError(ErrorCode::kExportRecipientKeyInvalid,
-                       absl::StrCat("the ", what, " ", path, " is larger than 1 MiB: not a key"));
-    }
+  if (!bytes.ok()) {
+    return MakeError(ErrorCode::kExportRecipientKeyInvalid, std::string(bytes.status().message()));
   }
-  ::close(fd);
-  OPENSSL_cleanse(buffer, sizeof(buffer));
   return bytes;
 }
 

@@ -6,14 +6,13 @@
 
 #include <cerrno>
 #include <cstring>
-#include <fstream>
-#include <sstream>
 #include <string>
 
 #include "absl/strings/str_cat.h"
 #include "crypto/status.h"
 #include "google/protobuf/util/time_util.h"
 #include "kms/keyctl/commands.h"
+#include "kms/keyctl/files.h"
 #include "kms/keyctl/format.h"
 #include "kms/receipt/receipt_file.h"
 
@@ -24,26 +23,6 @@ namespace pb = ::coffer::v1;
 using google::protobuf::util::TimeUtil;
 
 constexpr size_t kMaxReceiptBytes = 1 << 20;
-
-absl::StatusOr<std::string> ReadSmallFile(const std::string& path, const std::string& what,
-                                          size_t limit) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) {
-    return MakeError(ErrorCode::kNotFound,
-                     absl::StrCat("cannot read the ", what, " ", path, ": ", std::strerror(errno)));
-  }
-  std::string bytes(limit + 1, '\0');
-  in.read(bytes.data(), static_cast<std::streamsize>(bytes.size()));
-  if (in.bad()) {
-    return MakeError(ErrorCode::kIoError, absl::StrCat("cannot read the ", what, " ", path));
-  }
-  bytes.resize(static_cast<size_t>(in.gcount()));
-  if (bytes.size() > limit) {
-    return MakeError(ErrorCode::kInvalidArgument,
-                     absl::StrCat("the ", what, " ", path, " is larger than ", limit, " bytes"));
-  }
-  return bytes;
-}
 
 // Writes `bytes` to `path` through a temporary file in the same directory and a rename: the
 // file is either the whole receipt or not there.
@@ -162,9 +141,9 @@ absl::Status ReceiptGet(CommandContext& ctx, const std::string& name,
 absl::Status ReceiptVerify(CommandContext& ctx, const std::string& receipt_file,
                            const std::string& public_key_file, const std::string& name) {
   COFFER_ASSIGN_OR_RETURN(std::string file,
-                          ReadSmallFile(receipt_file, "receipt", kMaxReceiptBytes));
+                          ReadFileUpTo(receipt_file, "receipt", kMaxReceiptBytes));
   COFFER_ASSIGN_OR_RETURN(std::string pem,
-                          ReadSmallFile(public_key_file, "public key", kMaxReceiptBytes));
+                          ReadFileUpTo(public_key_file, "public key", kMaxReceiptBytes));
   absl::StatusOr<pb::DeletionReceipt> receipt = kms::receipt::VerifyFile(file, pem);
   if (!receipt.ok()) {
     return MakeError(ErrorCodeOf(receipt.status()),
