@@ -9,8 +9,8 @@
 #include <array>
 #include <string>
 
+#include "crypto/base/status.h"
 #include "crypto/constant_time.h"
-#include "crypto/status.h"
 
 namespace coffer::crypto {
 namespace {

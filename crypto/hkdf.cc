@@ -7,8 +7,8 @@
 #include <string>
 #include <vector>
 
+#include "crypto/base/status.h"
 #include "crypto/internal/openssl_util.h"
-#include "crypto/status.h"
 
 namespace coffer::crypto {
 namespace {

@@ -6,8 +6,8 @@
 
 #include <string>
 
+#include "crypto/base/status.h"
 #include "crypto/constant_time.h"
-#include "crypto/status.h"
 
 namespace coffer::crypto {
 namespace {

@@ -9,7 +9,7 @@
 #include <array>
 #include <atomic>
 
-#include "crypto/status.h"
+#include "crypto/base/status.h"
 
 namespace coffer::crypto {
 namespace {

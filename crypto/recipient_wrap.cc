@@ -11,12 +11,12 @@
 #include <string>
 #include <utility>
 
+#include "crypto/base/status.h"
 #include "crypto/constant_time.h"
 #include "crypto/hkdf.h"
 #include "crypto/internal/aes_gcm.h"
 #include "crypto/internal/openssl_util.h"
 #include "crypto/random.h"
-#include "crypto/status.h"
 
 namespace coffer::crypto {
 namespace {

@@ -6,10 +6,10 @@
 #include <cstdint>
 #include <functional>
 
+#include "crypto/base/status.h"
 #include "crypto/internal/big_endian.h"
 #include "crypto/internal/record_seal.h"
 #include "crypto/random.h"
-#include "crypto/status.h"
 
 namespace coffer::crypto {
 namespace {

@@ -7,7 +7,7 @@
 #include <mutex>
 #include <string>
 
-#include "crypto/status.h"
+#include "crypto/base/status.h"
 
 namespace coffer::crypto {
 namespace {

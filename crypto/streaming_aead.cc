@@ -3,12 +3,12 @@
 #include <algorithm>
 #include <string>
 
+#include "crypto/base/status.h"
 #include "crypto/constant_time.h"
 #include "crypto/hkdf.h"
 #include "crypto/internal/big_endian.h"
 #include "crypto/internal/stream_encrypter_factory.h"
 #include "crypto/random.h"
-#include "crypto/status.h"
 
 namespace coffer::crypto {
 namespace {

@@ -5,7 +5,7 @@
 #include <algorithm>
 #include <string>
 
-#include "crypto/status.h"
+#include "crypto/base/status.h"
 
 namespace coffer::crypto {
 namespace {

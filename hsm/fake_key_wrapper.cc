@@ -4,8 +4,8 @@
 
 #include <memory>
 
+#include "crypto/base/status.h"
 #include "crypto/random.h"
-#include "crypto/status.h"
 
 namespace coffer::hsm {
 namespace {

@@ -11,7 +11,7 @@
 #include <cstring>
 #include <utility>
 
-#include "crypto/status.h"
+#include "crypto/base/status.h"
 #include "hsm/internal/attributes.h"
 #include "hsm/internal/ck_error.h"
 #include "hsm/internal/labels.h"

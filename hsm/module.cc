@@ -6,7 +6,7 @@
 #include <cstring>
 #include <utility>
 
-#include "crypto/status.h"
+#include "crypto/base/status.h"
 #include "hsm/internal/ck_error.h"
 
 namespace coffer::hsm {

@@ -1,6 +1,6 @@
 #include "hsm/otp.h"
 
-#include "crypto/status.h"
+#include "crypto/base/status.h"
 
 namespace coffer::hsm {
 

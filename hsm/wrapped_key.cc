@@ -1,7 +1,7 @@
 // WrappedKey serialization; the layout is documented in docs/hsm.md ("Wrapped key blob").
 #include <string>
 
-#include "crypto/status.h"
+#include "crypto/base/status.h"
 #include "hsm/key_wrapper.h"
 
 namespace coffer::hsm {

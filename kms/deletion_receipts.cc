@@ -1,6 +1,6 @@
 #include "kms/deletion_receipts.h"
 
-#include "crypto/status.h"
+#include "crypto/base/status.h"
 #include "storage/dataset_erasure.h"
 
 namespace coffer::kms {

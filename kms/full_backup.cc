@@ -15,7 +15,7 @@
 #include <system_error>
 #include <tuple>
 
-#include "crypto/status.h"
+#include "crypto/base/status.h"
 #include "kms/audit/verifier.h"
 #include "storage/phase_reporter.h"
 #include "storage/recycle_bin.h"
@@ -40,7 +40,7 @@ constexpr char kManifestName[] = "MANIFEST";
 constexpr char kFullDir[] = "full";
 constexpr char kDataDir[] = "data";
 
-// Progress phases (storage/progress.h), in the order the header lists them. "data" is
+// Progress phases (crypto/base/progress.h), in the order the header lists them. "data" is
 // storage::DataDbBackups's own.
 constexpr char kVerifyPhase[] = "verify";  // bytes
 constexpr char kKeysPhase[] = "keys";      // bytes
@@ -339,7 +339,7 @@ uint64_t RestoreVerifyBytes(storage::DataDbBackups* data_backups, uint32_t id,
 
 // A ProgressFn that folds the consecutive phases of an inner operation into `outer`'s one
 // phase: an inner phase's done counts on top of the totals of the inner phases before it.
-storage::ProgressFn FoldInto(storage::PhaseReporter* outer) {
+coffer::ProgressFn FoldInto(storage::PhaseReporter* outer) {
   struct Inner {
     std::string phase;
     uint64_t base = 0;  // outer done when this inner phase began
@@ -347,7 +347,7 @@ storage::ProgressFn FoldInto(storage::PhaseReporter* outer) {
   };
   auto inner = std::make_shared<Inner>();
   inner->base = outer->done();
-  return [outer, inner](const storage::Progress& progress) {
+  return [outer, inner](const coffer::Progress& progress) {
     if (progress.phase != inner->phase) {
       inner->base += inner->size;
       inner->phase = progress.phase;
@@ -361,7 +361,7 @@ storage::ProgressFn FoldInto(storage::PhaseReporter* outer) {
 // Checks every part of backup `id` (in `dir`) against its manifest: the data backup (phase
 // "data"), then the key-DB and audit files (phases "keys" and "audit", bytes).
 absl::Status VerifyParts(storage::DataDbBackups* data_backups, uint32_t id, const std::string& dir,
-                         const Manifest& manifest, const storage::ProgressFn& progress) {
+                         const Manifest& manifest, const coffer::ProgressFn& progress) {
   absl::Status data = data_backups->Verify(id, progress);
   if (ErrorCodeOf(data) == ErrorCode::kBackupNotFound) return Corrupt(id, "data backup missing");
   COFFER_RETURN_IF_ERROR(data);
@@ -410,7 +410,7 @@ std::string FullBackups::BackupPath(uint32_t id) const {
 
 absl::StatusOr<FullBackupInfo> FullBackups::Create(const FullBackupSources& sources,
                                                    const audit::AuditActor& actor,
-                                                   const storage::ProgressFn& progress) {
+                                                   const coffer::ProgressFn& progress) {
   if (sources.data_db == nullptr || sources.key_manager == nullptr ||
       sources.audit_log == nullptr || sources.audit_directory.empty()) {
     return MakeError(ErrorCode::kInvalidArgument,
@@ -441,7 +441,7 @@ absl::StatusOr<FullBackupInfo> FullBackups::Create(const FullBackupSources& sour
 
 absl::StatusOr<FullBackupInfo> FullBackups::CreateLocked(const FullBackupSources& sources,
                                                          uint32_t* data_id,
-                                                         const storage::ProgressFn& progress) {
+                                                         const coffer::ProgressFn& progress) {
   // B first: every purge journaled below it has its deletes in the data DB (kms/purge_journal.h).
   const uint64_t boundary = sources.purge_journal != nullptr
                                 ? sources.purge_journal->QuiescentSequence()
@@ -543,12 +543,12 @@ absl::StatusOr<std::vector<FullBackupInfo>> FullBackups::ListLocked() {
   return out;
 }
 
-absl::Status FullBackups::Verify(uint32_t id, const storage::ProgressFn& progress) {
+absl::Status FullBackups::Verify(uint32_t id, const coffer::ProgressFn& progress) {
   std::lock_guard<std::mutex> lock(mu_);
   return VerifyLocked(id, progress);
 }
 
-absl::Status FullBackups::VerifyLocked(uint32_t id, const storage::ProgressFn& progress) {
+absl::Status FullBackups::VerifyLocked(uint32_t id, const coffer::ProgressFn& progress) {
   const std::string dir = BackupPath(id);
   COFFER_ASSIGN_OR_RETURN(Manifest manifest, ReadManifest(id, dir));
   return VerifyParts(data_.get(), id, dir, manifest, progress);
@@ -565,7 +565,7 @@ absl::Status FullBackups::CheckRestoreComplete(const std::string& directory) {
 }
 
 absl::StatusOr<RestoreReport> FullBackups::RestoreInto(uint32_t id, RestoreRequest request,
-                                                       const storage::ProgressFn& progress) {
+                                                       const coffer::ProgressFn& progress) {
   const std::string& target = request.target_directory;
   std::error_code ec;
   if (NonEmpty(target, ec)) {

@@ -25,7 +25,7 @@
 // normally the live log, which continues; if the live log is lost, open `audit/` of the
 // restored directory as the log (nothing newer can be replayed then).
 //
-// Progress (storage/progress.h), phases in this order — Create: "data" (bytes copied, of an
+// Progress (crypto/base/progress.h), phases in this order — Create: "data" (bytes copied, of an
 // estimate: storage/backup.h), "keys" (bytes of the key-DB checkpoint hashed), "audit" (bytes of
 // audit files copied); Verify: "data", "keys", "audit" (bytes checked); RestoreInto: "verify"
 // (bytes: every part of the backup, then the live log), "data", "keys", "audit" (bytes
@@ -61,15 +61,15 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "crypto/base/clock.h"
+#include "crypto/base/progress.h"
 #include "kms/audit/audit_event.h"
 #include "kms/audit/audit_log.h"
 #include "kms/audit/format.h"
-#include "kms/clock.h"
 #include "kms/key_manager.h"
 #include "kms/purge_journal.h"
 #include "storage/backup.h"
 #include "storage/data_db.h"
-#include "storage/progress.h"
 
 namespace coffer::kms {
 
@@ -133,15 +133,15 @@ class FullBackups {
   // Makes a full backup (audited as FULL_BACKUP). A failure leaves no manifest, so no backup.
   absl::StatusOr<FullBackupInfo> Create(const FullBackupSources& sources,
                                         const audit::AuditActor& actor,
-                                        const storage::ProgressFn& progress = {});
+                                        const coffer::ProgressFn& progress = {});
   // Complete backups, oldest first.
   absl::StatusOr<std::vector<FullBackupInfo>> List();
   // OK when the manifest parses and every part checks: the data backup's checksums, and every
   // key-DB and audit file present with its size and SHA-256.
-  absl::Status Verify(uint32_t id, const storage::ProgressFn& progress = {});
+  absl::Status Verify(uint32_t id, const coffer::ProgressFn& progress = {});
   // See the contract above.
   absl::StatusOr<RestoreReport> RestoreInto(uint32_t id, RestoreRequest request,
-                                            const storage::ProgressFn& progress = {});
+                                            const coffer::ProgressFn& progress = {});
   // Deletes every backup created at least max_age before now, except the newest; returns ids.
   absl::StatusOr<std::vector<uint32_t>> PruneExpired();
 
@@ -153,9 +153,9 @@ class FullBackups {
               std::unique_ptr<storage::DataDbBackups> data);
   std::string BackupPath(uint32_t id) const;
   absl::StatusOr<FullBackupInfo> CreateLocked(const FullBackupSources& sources, uint32_t* data_id,
-                                              const storage::ProgressFn& progress);
+                                              const coffer::ProgressFn& progress);
   absl::StatusOr<std::vector<FullBackupInfo>> ListLocked();
-  absl::Status VerifyLocked(uint32_t id, const storage::ProgressFn& progress);
+  absl::Status VerifyLocked(uint32_t id, const coffer::ProgressFn& progress);
 
   FullBackupOptions options_;
   const Clock* clock_;

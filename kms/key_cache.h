@@ -34,7 +34,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "kms/clock.h"
+#include "crypto/base/clock.h"
 #include "storage/data_key.h"
 
 namespace coffer::kms {

@@ -7,8 +7,8 @@
 #include <string>
 #include <utility>
 
+#include "crypto/base/status.h"
 #include "crypto/constant_time.h"
-#include "crypto/status.h"
 #include "rocksdb/db.h"
 #include "rocksdb/options.h"
 #include "rocksdb/utilities/checkpoint.h"

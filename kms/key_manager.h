@@ -50,18 +50,18 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "crypto/base/clock.h"
+#include "crypto/base/progress.h"
 #include "hsm/key_wrapper.h"
 #include "hsm/service_keys.h"
 #include "kms/audit/audit_event.h"
 #include "kms/audit/audit_log.h"
-#include "kms/clock.h"
 #include "kms/key_cache.h"
 #include "kms/key_db.h"
 #include "kms/key_db.pb.h"
 #include "kms/key_manager_types.h"
 #include "storage/dataset_erasure.h"
 #include "storage/key_provider.h"
-#include "storage/progress.h"
 
 namespace coffer::kms {
 
@@ -153,9 +153,9 @@ class KeyManager final : public storage::KeyProvider {
   // crash leaves a REWRAPPING intent that Open finishes. With `destroy_old`, the old DWK is
   // destroyed once no row refers to it. Data is not touched. `progress` gets one phase,
   // "rewrap", in DEK versions: total = the versions to move, a report after each one moved
-  // (storage/progress.h; called on the caller's thread, under the admin lock).
+  // (crypto/base/progress.h; called on the caller's thread, under the admin lock).
   absl::Status Rewrap(uint64_t handle, std::string_view module, bool destroy_old,
-                      const audit::AuditActor& actor, const storage::ProgressFn& progress = {});
+                      const audit::AuditActor& actor, const coffer::ProgressFn& progress = {});
 
   // The scheduler's tick (the daemon calls it periodically; tests with a fake clock): rotates
   // each ACTIVE dataset's records/attachments primary whose age reached its period — once,
@@ -279,7 +279,7 @@ class KeyManager final : public storage::KeyProvider {
                                   const std::function<void(v1::DatasetRow&)>& change);
   // `progress` as for Rewrap (Recover passes none).
   absl::Status ContinueRewrapLocked(const EntryPtr& entry, const std::string& intent_bytes,
-                                    const storage::ProgressFn& progress);
+                                    const coffer::ProgressFn& progress);
   absl::Status ChangeStateLocked(const EntryPtr& entry, int new_state, audit::v1::EventKind kind,
                                  const audit::AuditActor& actor, int64_t destroy_after_micros,
                                  audit::AuditText detail = {},

@@ -8,7 +8,7 @@
 #include <string>
 #include <utility>
 
-#include "crypto/status.h"
+#include "crypto/base/status.h"
 #include "google/protobuf/util/time_util.h"
 #include "kms/audit/format.h"
 #include "kms/internal/audit_text.h"

@@ -4,7 +4,7 @@
 #include <set>
 #include <utility>
 
-#include "crypto/status.h"
+#include "crypto/base/status.h"
 #include "kms/internal/audit_text.h"
 #include "kms/internal/convert.h"
 #include "kms/internal/dataset_state.h"

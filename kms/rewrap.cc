@@ -14,7 +14,7 @@
 #include <algorithm>
 #include <utility>
 
-#include "crypto/status.h"
+#include "crypto/base/status.h"
 #include "kms/internal/audit_text.h"
 #include "kms/internal/convert.h"
 #include "kms/internal/dataset_state.h"
@@ -29,7 +29,7 @@ using internal::VersionSnapshot;
 
 absl::Status KeyManager::Rewrap(uint64_t handle, std::string_view module, bool destroy_old,
                                 const audit::AuditActor& actor,
-                                const storage::ProgressFn& progress) {
+                                const coffer::ProgressFn& progress) {
   std::lock_guard<std::mutex> lock(admin_mu_);
   constexpr auto kKind = audit::v1::KEY_REWRAP;
   absl::StatusOr<EntryPtr> entry = RequireEntry(handle);
@@ -88,7 +88,7 @@ absl::Status KeyManager::Rewrap(uint64_t handle, std::string_view module, bool d
 
 absl::Status KeyManager::ContinueRewrapLocked(const EntryPtr& entry,
                                               const std::string& intent_bytes,
-                                              const storage::ProgressFn& progress) {
+                                              const coffer::ProgressFn& progress) {
   v1::IntentRow intent;
   if (!intent.ParseFromString(intent_bytes)) {
     return MakeError(ErrorCode::kKeyDbRowCorrupt, "a re-wrap intent does not parse");

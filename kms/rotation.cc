@@ -4,8 +4,8 @@
 #include <algorithm>
 #include <utility>
 
+#include "crypto/base/status.h"
 #include "crypto/random.h"
-#include "crypto/status.h"
 #include "kms/internal/audit_text.h"
 #include "kms/internal/convert.h"
 #include "kms/internal/dataset_state.h"

@@ -2,7 +2,7 @@
 
 #include <string>
 
-#include "crypto/status.h"
+#include "crypto/base/status.h"
 #include "storage/reencryption.h"
 
 namespace coffer::kms {

@@ -2,7 +2,7 @@
 
 #include <string>
 
-#include "crypto/status.h"
+#include "crypto/base/status.h"
 #include "kms/audit/signer.h"
 
 namespace coffer::kms {

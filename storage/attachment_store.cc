@@ -4,8 +4,8 @@
 #include <utility>
 
 #include "absl/cleanup/cleanup.h"
+#include "crypto/base/status.h"
 #include "crypto/random.h"
-#include "crypto/status.h"
 #include "rocksdb/write_batch.h"
 #include "storage/internal/bin_moves.h"
 #include "storage/internal/envelope.h"

@@ -40,8 +40,8 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "crypto/base/clock.h"
 #include "crypto/streaming_aead.h"
-#include "storage/clock.h"
 #include "storage/data_db.h"
 #include "storage/dataset_policy.h"
 #include "storage/internal/layout.h"

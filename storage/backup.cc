@@ -5,7 +5,7 @@
 #include <system_error>
 #include <utility>
 
-#include "crypto/status.h"
+#include "crypto/base/status.h"
 #include "rocksdb/env.h"
 #include "rocksdb/file_system.h"
 #include "rocksdb/utilities/backup_engine.h"
@@ -22,7 +22,7 @@ namespace {
 constexpr uint8_t kBackupMetadataFormat = 1;
 constexpr size_t kBackupMetadataHeaderSize = 1 + 8;
 
-// The one progress phase of this file's operations (storage/progress.h).
+// The one progress phase of this file's operations (crypto/base/progress.h).
 constexpr char kDataPhase[] = "data";
 
 using internal::MeteredFileSystem;

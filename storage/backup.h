@@ -12,7 +12,7 @@
 // whose age reached the configured maximum (default 30 days), always keeping the newest, and
 // then the files no remaining backup references — that is when purged data leaves backups.
 //
-// Progress (storage/progress.h): Create, Verify and RestoreInto report one phase, "data", in
+// Progress (crypto/base/progress.h): Create, Verify and RestoreInto report one phase, "data", in
 // bytes, measured through the backup directory's file system (internal/metered_file_system.h):
 // Create, bytes written of an estimate (the DB's live files before the flush; a file an earlier
 // backup holds is not copied again, so the report can jump to the total at the end); Verify and
@@ -41,9 +41,9 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
-#include "storage/clock.h"
+#include "crypto/base/clock.h"
+#include "crypto/base/progress.h"
 #include "storage/data_db.h"
-#include "storage/progress.h"
 
 namespace rocksdb {
 class BackupEngine;

@@ -3,7 +3,7 @@
 #include <functional>
 #include <utility>
 
-#include "crypto/status.h"
+#include "crypto/base/status.h"
 #include "rocksdb/cache.h"
 #include "rocksdb/table.h"
 #include "rocksdb/write_batch.h"

@@ -2,8 +2,8 @@
 
 #include <utility>
 
+#include "crypto/base/status.h"
 #include "crypto/hkdf.h"
-#include "crypto/status.h"
 
 namespace coffer::storage {
 namespace {

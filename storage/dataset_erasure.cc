@@ -2,7 +2,7 @@
 
 #include <string>
 
-#include "crypto/status.h"
+#include "crypto/base/status.h"
 #include "rocksdb/write_batch.h"
 #include "storage/internal/layout.h"
 

@@ -1,4 +1,4 @@
-// PhaseReporter: the reporting side of storage/progress.h — one phase of a long operation,
+// PhaseReporter: the reporting side of crypto/base/progress.h — one phase of a long operation,
 // reported to a ProgressFn with throttling, so a caller is not flooded (one report per 4 KiB
 // chunk) and a phase always ends on a report with done == total.
 //
@@ -18,7 +18,7 @@
 #include <cstdint>
 #include <string>
 
-#include "storage/progress.h"
+#include "crypto/base/progress.h"
 
 namespace coffer::storage {
 

@@ -8,7 +8,7 @@
 
 #include "absl/strings/escaping.h"
 #include "crypto/aes_siv.h"
-#include "crypto/status.h"
+#include "crypto/base/status.h"
 
 namespace coffer::storage {
 namespace {

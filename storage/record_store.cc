@@ -3,7 +3,7 @@
 #include <mutex>
 #include <utility>
 
-#include "crypto/status.h"
+#include "crypto/base/status.h"
 #include "rocksdb/write_batch.h"
 #include "storage/internal/bin_moves.h"
 #include "storage/internal/envelope.h"

@@ -6,7 +6,7 @@
 #include <utility>
 #include <vector>
 
-#include "crypto/status.h"
+#include "crypto/base/status.h"
 #include "rocksdb/write_batch.h"
 #include "storage/internal/bin_moves.h"
 #include "storage/internal/envelope.h"

@@ -7,7 +7,7 @@
 #include <utility>
 #include <vector>
 
-#include "crypto/status.h"
+#include "crypto/base/status.h"
 #include "rocksdb/write_batch.h"
 #include "storage/internal/envelope.h"
 #include "storage/internal/layout.h"

@@ -17,7 +17,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "crypto/status.h"
+#include "crypto/base/status.h"
 #include "storage/data_db.h"
 #include "storage/key_provider.h"
 

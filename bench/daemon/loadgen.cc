@@ -27,7 +27,7 @@
 #include <thread>
 #include <vector>
 
-#include "crypto/status.h"
+#include "crypto/base/status.h"
 #include "kms/client/client.h"
 
 namespace {

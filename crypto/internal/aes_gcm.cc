@@ -8,7 +8,7 @@
 #include <climits>
 #include <string>
 
-#include "crypto/status.h"
+#include "crypto/base/status.h"
 
 namespace coffer::crypto::internal {
 namespace {

@@ -4,7 +4,7 @@
 
 #include <string>
 
-#include "crypto/status.h"
+#include "crypto/base/status.h"
 
 namespace coffer::crypto::internal {
 

@@ -15,7 +15,7 @@
 #include <string_view>
 
 #include "absl/status/status.h"
-#include "crypto/status.h"
+#include "crypto/base/status.h"
 #include "hsm/internal/pkcs11.h"
 
 namespace coffer::hsm::internal {

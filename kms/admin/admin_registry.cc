@@ -147,7 +147,7 @@ absl::StatusOr<std::unique_ptr<AdminRegistry>> AdminRegistry::Open(Options optio
     return MakeError(ErrorCode::kInvalidArgument,
                      "TOTP step and maximum failures must be positive");
   }
-  if (options.clock == nullptr) options.clock = &storage::SystemClock();
+  if (options.clock == nullptr) options.clock = &coffer::SystemClock();
   std::error_code ec;
   const bool existed = std::filesystem::exists(options.directory, ec);
   std::filesystem::create_directories(options.directory, ec);
@@ -177,7 +177,7 @@ AdminRegistry::~AdminRegistry() {
   if (db_) db_->Close().PermitUncheckedError();
 }
 
-int64_t AdminRegistry::NowMicros() const { return storage::ToUnixMicros(options_.clock->Now()); }
+int64_t AdminRegistry::NowMicros() const { return coffer::ToUnixMicros(options_.clock->Now()); }
 
 absl::StatusOr<std::string> AdminRegistry::Tag(std::string_view key, std::string_view message) {
   std::string input(kRowDomain);

@@ -33,9 +33,9 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
-#include "crypto/status.h"
+#include "crypto/base/clock.h"
+#include "crypto/base/status.h"
 #include "hsm/service_keys.h"
-#include "storage/clock.h"
 
 namespace rocksdb {
 class DB;
@@ -99,7 +99,7 @@ class AdminRegistry {
     std::string directory;
     hsm::TotpTokenStore* totp = nullptr;
     hsm::RowAuthenticator* rows = nullptr;
-    const storage::Clock* clock = nullptr;  // nullptr = SystemClock()
+    const coffer::Clock* clock = nullptr;  // nullptr = SystemClock()
     TotpSettings totp_settings;
     std::string issuer = "coffer";
   };

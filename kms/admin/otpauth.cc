@@ -1,6 +1,6 @@
 #include "kms/admin/otpauth.h"
 
-#include "crypto/status.h"
+#include "crypto/base/status.h"
 
 namespace coffer::kms::admin {
 namespace {

@@ -10,7 +10,7 @@
 #include <cstring>
 #include <string_view>
 
-#include "crypto/status.h"
+#include "crypto/base/status.h"
 #include "google/protobuf/io/zero_copy_stream_impl_lite.h"
 #include "google/protobuf/message_lite.h"
 #include "google/protobuf/util/delimited_message_util.h"

@@ -11,7 +11,7 @@
 #include <ctime>
 #include <vector>
 
-#include "crypto/status.h"
+#include "crypto/base/status.h"
 
 namespace coffer::kms::audit {
 namespace {

@@ -27,7 +27,7 @@
 #include <string_view>
 
 #include "absl/status/status.h"
-#include "crypto/status.h"
+#include "crypto/base/status.h"
 #include "kms/audit/audit.pb.h"
 
 namespace coffer::kms::audit {

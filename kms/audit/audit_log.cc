@@ -3,8 +3,8 @@
 #include <algorithm>
 #include <utility>
 
+#include "crypto/base/status.h"
 #include "crypto/random.h"
-#include "crypto/status.h"
 #include "kms/audit/internal/segment_scan.h"
 
 namespace coffer::kms::audit {

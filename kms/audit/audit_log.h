@@ -42,6 +42,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "crypto/base/clock.h"
 #include "crypto/secret_bytes.h"
 #include "kms/audit/anchor.h"
 #include "kms/audit/audit_event.h"
@@ -49,7 +50,6 @@
 #include "kms/audit/format.h"
 #include "kms/audit/internal/forward_mac.h"
 #include "kms/audit/signer.h"
-#include "kms/clock.h"
 
 namespace coffer::kms::audit {
 

@@ -3,7 +3,7 @@
 #include <utility>
 #include <vector>
 
-#include "crypto/status.h"
+#include "crypto/base/status.h"
 
 namespace coffer::kms::audit {
 

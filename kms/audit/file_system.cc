@@ -8,7 +8,7 @@
 #include <cerrno>
 #include <cstring>
 
-#include "crypto/status.h"
+#include "crypto/base/status.h"
 
 namespace coffer::kms::audit {
 namespace {

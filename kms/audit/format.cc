@@ -5,7 +5,7 @@
 #include <charconv>
 #include <memory>
 
-#include "crypto/status.h"
+#include "crypto/base/status.h"
 
 namespace coffer::kms::audit {
 namespace {

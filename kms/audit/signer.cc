@@ -7,7 +7,7 @@
 
 #include <array>
 
-#include "crypto/status.h"
+#include "crypto/base/status.h"
 
 namespace coffer::kms::audit {
 namespace {

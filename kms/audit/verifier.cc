@@ -3,7 +3,7 @@
 #include <algorithm>
 #include <utility>
 
-#include "crypto/status.h"
+#include "crypto/base/status.h"
 #include "kms/audit/internal/forward_mac.h"
 #include "kms/audit/internal/segment_scan.h"
 #include "kms/audit/signer.h"

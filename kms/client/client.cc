@@ -13,7 +13,7 @@
 #include <utility>
 
 #include "absl/strings/cord.h"
-#include "crypto/status.h"
+#include "crypto/base/status.h"
 
 namespace coffer::client {
 

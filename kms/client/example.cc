@@ -16,7 +16,7 @@
 #include <iostream>
 #include <string>
 
-#include "crypto/status.h"
+#include "crypto/base/status.h"
 #include "kms/client/client.h"
 
 namespace {

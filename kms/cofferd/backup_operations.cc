@@ -4,8 +4,8 @@
 #include <string>
 #include <utility>
 
-#include "crypto/status.h"
-#include "kms/clock.h"
+#include "crypto/base/clock.h"
+#include "crypto/base/status.h"
 
 namespace coffer::cofferd {
 namespace {
@@ -15,7 +15,7 @@ using coffer::v1::Response;
 
 void ToProto(const kms::FullBackupInfo& info, coffer::v1::BackupInfo* out) {
   out->set_id(info.id);
-  out->set_created_micros(kms::ToUnixMicros(info.created));
+  out->set_created_micros(coffer::ToUnixMicros(info.created));
   out->set_size_bytes(info.size_bytes);
   out->set_audit_sequence(info.audit_sequence);
 }
@@ -28,7 +28,7 @@ std::map<Request::OpCase, daemon::AdminOperationHandler> BackupOperations(
   std::map<Request::OpCase, daemon::AdminOperationHandler> ops;
 
   ops[Request::kBackupCreate] = [shared](const Request&, const kms::audit::AuditActor& actor,
-                                         const storage::ProgressFn& progress,
+                                         const coffer::ProgressFn& progress,
                                          Response* response) -> absl::Status {
     COFFER_ASSIGN_OR_RETURN(kms::FullBackupInfo info,
                             shared->backups->Create(shared->sources, actor, progress));
@@ -36,7 +36,7 @@ std::map<Request::OpCase, daemon::AdminOperationHandler> BackupOperations(
     return absl::OkStatus();
   };
   ops[Request::kBackupList] = [shared](const Request&, const kms::audit::AuditActor&,
-                                       const storage::ProgressFn&,
+                                       const coffer::ProgressFn&,
                                        Response* response) -> absl::Status {
     COFFER_ASSIGN_OR_RETURN(std::vector<kms::FullBackupInfo> list, shared->backups->List());
     auto* out = response->mutable_backup_list();
@@ -44,7 +44,7 @@ std::map<Request::OpCase, daemon::AdminOperationHandler> BackupOperations(
     return absl::OkStatus();
   };
   ops[Request::kBackupVerify] = [shared](const Request& request, const kms::audit::AuditActor&,
-                                         const storage::ProgressFn& progress,
+                                         const coffer::ProgressFn& progress,
                                          Response* response) -> absl::Status {
     COFFER_RETURN_IF_ERROR(shared->backups->Verify(request.backup_verify().id(), progress));
     response->mutable_backup_verify();
@@ -52,7 +52,7 @@ std::map<Request::OpCase, daemon::AdminOperationHandler> BackupOperations(
   };
   ops[Request::kBackupRestore] =
       [shared](const Request& request, const kms::audit::AuditActor& actor,
-               const storage::ProgressFn& progress, Response* response) -> absl::Status {
+               const coffer::ProgressFn& progress, Response* response) -> absl::Status {
     const std::string& target = request.backup_restore().target_directory();
     if (target.empty() || target[0] != '/') {
       return MakeError(ErrorCode::kMalformedRequest,
@@ -72,7 +72,7 @@ std::map<Request::OpCase, daemon::AdminOperationHandler> BackupOperations(
     return absl::OkStatus();
   };
   ops[Request::kBackupPrune] = [shared](const Request&, const kms::audit::AuditActor&,
-                                        const storage::ProgressFn&,
+                                        const coffer::ProgressFn&,
                                         Response* response) -> absl::Status {
     COFFER_ASSIGN_OR_RETURN(std::vector<uint32_t> deleted, shared->backups->PruneExpired());
     auto* out = response->mutable_backup_prune();

@@ -16,7 +16,7 @@
 #include <utility>
 #include <vector>
 
-#include "crypto/status.h"
+#include "crypto/base/status.h"
 #include "hsm/hsm_client.h"
 #include "hsm/pin.h"
 #include "kms/admin/admin_registry.h"
@@ -302,11 +302,11 @@ absl::Status Daemon::Parts::OpenStores() {
 
   policies = std::make_unique<kms::KeyManagerPolicySource>(key_manager.get());
   records = std::make_unique<storage::RecordStore>(data_db.get(), key_manager.get(), policies.get(),
-                                                   &kms::SystemClock());
+                                                   &coffer::SystemClock());
   attachments = std::make_unique<storage::AttachmentStore>(data_db.get(), key_manager.get(),
-                                                           policies.get(), &kms::SystemClock());
+                                                           policies.get(), &coffer::SystemClock());
   bin = std::make_unique<storage::RecycleBin>(data_db.get(), key_manager.get(), policies.get(),
-                                              &kms::SystemClock(), purge_journal.get());
+                                              &coffer::SystemClock(), purge_journal.get());
 
   kms::FullBackupOptions backup_options;
   backup_options.directory = config.backup_directory();
@@ -482,7 +482,7 @@ absl::Status Daemon::Parts::StartEvents() {
         absl::StatusOr<kms::DatasetInfo> info = manager->DescribeDataset(summary.handle);
         if (info.ok() && info->destroy_after) {
           view.pending_destruction = true;
-          view.destruction_due_micros = kms::ToUnixMicros(*info->destroy_after);
+          view.destruction_due_micros = coffer::ToUnixMicros(*info->destroy_after);
         }
       }
       views.push_back(std::move(view));
@@ -541,7 +541,7 @@ absl::Status Daemon::Parts::StartServing() {
   admin_options.directory = config.admin_directory();
   admin_options.totp = hsm.get();
   admin_options.rows = hsm.get();
-  admin_options.clock = &kms::SystemClock();
+  admin_options.clock = &coffer::SystemClock();
   admin_options.totp_settings.step_seconds = config.mfa().totp_step_seconds();
   admin_options.totp_settings.max_failures = config.mfa().max_failures();
   admin_options.totp_settings.lockout = std::chrono::seconds(config.mfa().lockout_seconds());
@@ -554,7 +554,7 @@ absl::Status Daemon::Parts::StartServing() {
   daemon::AdminControlOptions control_options;
   control_options.registry = admin_registry.get();
   control_options.audit_log = audit_log.get();
-  control_options.clock = &kms::SystemClock();
+  control_options.clock = &coffer::SystemClock();
   control_options.mfa_required = config.mfa().required();
   control_options.session = std::chrono::seconds(config.mfa().session_seconds());
   control_options.approval_ttl = std::chrono::seconds(config.mfa().approval_ttl_seconds());
@@ -613,7 +613,7 @@ absl::Status Daemon::Parts::StartServing() {
   export_options.audit_log = audit_log.get();
   export_options.registry = admin_registry.get();
   export_options.dual_control = config.mfa().required();
-  export_options.clock = &kms::SystemClock();
+  export_options.clock = &coffer::SystemClock();
   COFFER_ASSIGN_OR_RETURN(exports,
                           kms::dataset_export::ExportService::Create(std::move(export_options)));
   deps.streaming_admin_ops[coffer::v1::Request::kDatasetExport] =

@@ -8,7 +8,7 @@
 #include <ctime>
 #include <string>
 
-#include "crypto/status.h"
+#include "crypto/base/status.h"
 
 namespace coffer::cofferd {
 namespace {

@@ -20,8 +20,8 @@
 #include <string>
 #include <vector>
 
+#include "crypto/base/status.h"
 #include "crypto/secret_bytes.h"
-#include "crypto/status.h"
 #include "kms/cofferd/daemon.h"
 #include "kms/cofferd/log.h"
 #include "kms/cofferd/process.h"

@@ -14,7 +14,7 @@
 #include <string>
 #include <vector>
 
-#include "crypto/status.h"
+#include "crypto/base/status.h"
 
 namespace coffer::cofferd {
 namespace {

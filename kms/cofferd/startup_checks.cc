@@ -9,7 +9,7 @@
 #include <fstream>
 #include <string>
 
-#include "crypto/status.h"
+#include "crypto/base/status.h"
 
 namespace coffer::cofferd {
 namespace {

@@ -8,8 +8,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "crypto/base/status.h"
 #include "crypto/recipient_wrap.h"
-#include "crypto/status.h"
 #include "kms/audit/format.h"
 
 namespace coffer::daemon {
@@ -103,7 +103,7 @@ absl::StatusOr<std::unique_ptr<AdminControl>> AdminControl::Create(AdminControlO
   if (options.audit_log == nullptr) {
     return MakeError(ErrorCode::kInvalidArgument, "admin control needs the audit log");
   }
-  if (options.clock == nullptr) options.clock = &storage::SystemClock();
+  if (options.clock == nullptr) options.clock = &coffer::SystemClock();
   if (!options.user_name) options.user_name = SystemUserName;
   return std::unique_ptr<AdminControl>(new AdminControl(std::move(options)));
 }
@@ -160,7 +160,7 @@ absl::Status AdminControl::VerifyCode(const PeerIdentity& peer, const audit::Aud
                      "this uid is not an enrolled admin: another admin runs `keyctl admin enroll "
                      "--uid UID`, then this uid runs `keyctl admin enroll`");
   }
-  const int64_t now = storage::ToUnixMicros(options_.clock->Now());
+  const int64_t now = coffer::ToUnixMicros(options_.clock->Now());
   const bool was_locked = (*before)->locked_until_micros > now;
   auto verified = options_.registry->VerifyCode(peer.uid, code);
   const ErrorCode result = verified.ok() ? ErrorCode::kOk : ErrorCodeOf(verified.status());

@@ -44,20 +44,20 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "coffer/v1/service.pb.h"
+#include "crypto/base/clock.h"
 #include "kms/admin/admin_registry.h"
 #include "kms/audit/audit_event.h"
 #include "kms/audit/audit_log.h"
 #include "kms/daemon/authz.h"
 #include "kms/daemon/session.h"
 #include "kms/key_manager_types.h"
-#include "storage/clock.h"
 
 namespace coffer::daemon {
 
 struct AdminControlOptions {
   kms::admin::AdminRegistry* registry = nullptr;
   kms::audit::AuditLog* audit_log = nullptr;
-  const storage::Clock* clock = nullptr;  // default SystemClock()
+  const coffer::Clock* clock = nullptr;  // default SystemClock()
   bool mfa_required = true;
   std::chrono::seconds session{300};
   std::chrono::seconds approval_ttl{86400};

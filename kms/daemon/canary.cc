@@ -4,7 +4,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
-#include "crypto/status.h"
+#include "crypto/base/status.h"
 
 namespace coffer::daemon {
 namespace {
@@ -70,7 +70,7 @@ absl::StatusOr<std::unique_ptr<CanaryRegistry>> CanaryRegistry::Open(CanaryDeps 
 }
 
 CanaryRegistry::CanaryRegistry(CanaryDeps deps) : deps_(std::move(deps)) {
-  if (deps_.clock == nullptr) deps_.clock = &storage::SystemClock();
+  if (deps_.clock == nullptr) deps_.clock = &coffer::SystemClock();
 }
 
 absl::Status CanaryRegistry::Load() {
@@ -170,7 +170,7 @@ absl::StatusOr<pb::CanaryInfo> CanaryRegistry::Plant(const pb::CanaryPlantReques
   entry.info.set_kind(kind);
   entry.info.set_id(id);
   entry.info.set_number(next_number_);
-  entry.info.set_planted_micros(storage::ToUnixMicros(deps_.clock->Now()));
+  entry.info.set_planted_micros(coffer::ToUnixMicros(deps_.clock->Now()));
   entry.info.set_planted_by_uid(actor.uid);
   // Registered first (a read right after the store must already count), stored second.
   COFFER_RETURN_IF_ERROR(deps_.log->PutRows(

@@ -43,13 +43,13 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "coffer/v1/events.pb.h"
+#include "crypto/base/clock.h"
 #include "kms/audit/audit_event.h"
 #include "kms/audit/audit_log.h"
 #include "kms/events/event_log.h"
 #include "kms/events/event_source.h"
 #include "kms/key_manager.h"
 #include "storage/attachment_store.h"
-#include "storage/clock.h"
 #include "storage/record_store.h"
 #include "storage/recycle_bin.h"
 
@@ -62,8 +62,8 @@ struct CanaryDeps {
   storage::AttachmentStore* attachments = nullptr;
   storage::RecycleBin* bin = nullptr;
   kms::audit::AuditLog* audit_log = nullptr;
-  const storage::Clock* clock = nullptr;  // default SystemClock()
-  std::function<void()> on_read;          // optional: wakes the event source
+  const coffer::Clock* clock = nullptr;  // default SystemClock()
+  std::function<void()> on_read;         // optional: wakes the event source
 };
 
 class CanaryRegistry {

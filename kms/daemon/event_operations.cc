@@ -3,7 +3,7 @@
 #include <chrono>
 #include <optional>
 
-#include "crypto/status.h"
+#include "crypto/base/status.h"
 
 namespace coffer::daemon {
 
@@ -12,7 +12,7 @@ namespace pb = ::coffer::v1;
 void AddEventOperations(events::EventLog* log, CanaryRegistry* canaries,
                         std::map<pb::Request::OpCase, AdminOperationHandler>& ops) {
   ops[pb::Request::kEventsRead] = [log](const pb::Request& request, const kms::audit::AuditActor&,
-                                        const storage::ProgressFn&,
+                                        const coffer::ProgressFn&,
                                         pb::Response* response) -> absl::Status {
     const pb::EventsReadRequest& r = request.events_read();
     if (r.max_events() > kMaxEventsPerRead) {
@@ -36,21 +36,21 @@ void AddEventOperations(events::EventLog* log, CanaryRegistry* canaries,
   };
   ops[pb::Request::kCanaryPlant] =
       [canaries](const pb::Request& request, const kms::audit::AuditActor& actor,
-                 const storage::ProgressFn&, pb::Response* response) -> absl::Status {
+                 const coffer::ProgressFn&, pb::Response* response) -> absl::Status {
     COFFER_ASSIGN_OR_RETURN(pb::CanaryInfo info, canaries->Plant(request.canary_plant(), actor));
     *response->mutable_canary_plant()->mutable_canary() = std::move(info);
     return absl::OkStatus();
   };
   ops[pb::Request::kCanaryList] =
       [canaries](const pb::Request& request, const kms::audit::AuditActor&,
-                 const storage::ProgressFn&, pb::Response* response) -> absl::Status {
+                 const coffer::ProgressFn&, pb::Response* response) -> absl::Status {
     COFFER_ASSIGN_OR_RETURN(*response->mutable_canary_list(),
                             canaries->List(request.canary_list()));
     return absl::OkStatus();
   };
   ops[pb::Request::kCanaryRemove] =
       [canaries](const pb::Request& request, const kms::audit::AuditActor& actor,
-                 const storage::ProgressFn&, pb::Response* response) -> absl::Status {
+                 const coffer::ProgressFn&, pb::Response* response) -> absl::Status {
     COFFER_ASSIGN_OR_RETURN(pb::CanaryInfo info, canaries->Remove(request.canary_remove(), actor));
     *response->mutable_canary_remove()->mutable_canary() = std::move(info);
     return absl::OkStatus();

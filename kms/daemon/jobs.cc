@@ -3,7 +3,7 @@
 #include <limits>
 #include <utility>
 
-#include "crypto/status.h"
+#include "crypto/base/status.h"
 #include "storage/reencryption.h"
 #include "storage/scrub.h"
 
@@ -27,11 +27,11 @@ void SetError(pb::JobStatus* status, const absl::Status& error) {
 }  // namespace
 
 JobRegistry::JobRegistry(JobRegistryDeps deps)
-    : deps_(deps), clock_(deps.clock != nullptr ? deps.clock : &storage::SystemClock()) {}
+    : deps_(deps), clock_(deps.clock != nullptr ? deps.clock : &coffer::SystemClock()) {}
 
 JobRegistry::~JobRegistry() { Stop(); }
 
-int64_t JobRegistry::NowMicros() const { return storage::ToUnixMicros(clock_->Now()); }
+int64_t JobRegistry::NowMicros() const { return coffer::ToUnixMicros(clock_->Now()); }
 
 absl::StatusOr<JobRegistry::OnDemand*> JobRegistry::Reserve(uint64_t busy_key, pb::JobKind kind,
                                                             std::string dataset) {

@@ -39,8 +39,8 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "coffer/v1/admin.pb.h"
+#include "crypto/base/clock.h"
 #include "storage/attachment_store.h"
-#include "storage/clock.h"
 #include "storage/data_db.h"
 #include "storage/key_provider.h"
 
@@ -50,7 +50,7 @@ struct JobRegistryDeps {
   storage::DataDb* data_db = nullptr;
   storage::KeyProvider* keys = nullptr;             // the KeyManager
   storage::AttachmentStore* attachments = nullptr;  // the one clients write through
-  const storage::Clock* clock = nullptr;            // times in status; default SystemClock()
+  const coffer::Clock* clock = nullptr;             // times in status; default SystemClock()
 };
 
 class JobRegistry {
@@ -121,7 +121,7 @@ class JobRegistry {
   absl::Status RunPeriodic(Periodic* job);
 
   JobRegistryDeps deps_;
-  const storage::Clock* clock_;
+  const coffer::Clock* clock_;
   std::atomic<bool> cancel_{false};
 
   mutable std::mutex mu_;

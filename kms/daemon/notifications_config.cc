@@ -4,7 +4,7 @@
 #include <filesystem>
 
 #include "absl/strings/str_cat.h"
-#include "crypto/status.h"
+#include "crypto/base/status.h"
 
 namespace coffer::daemon {
 namespace {

@@ -11,9 +11,9 @@ ProgressStream::ProgressStream(const coffer::v1::Request& request, ResponseSink*
       sink_(sink),
       min_interval_(min_interval) {}
 
-storage::ProgressFn ProgressStream::Function() {
+coffer::ProgressFn ProgressStream::Function() {
   if (!wanted_) return {};
-  return [this](const storage::Progress& progress) { Report(progress); };
+  return [this](const coffer::Progress& progress) { Report(progress); };
 }
 
 absl::Status ProgressStream::status() const {
@@ -21,7 +21,7 @@ absl::Status ProgressStream::status() const {
   return status_;
 }
 
-void ProgressStream::Report(const storage::Progress& progress) {
+void ProgressStream::Report(const coffer::Progress& progress) {
   std::lock_guard<std::mutex> lock(mu_);
   if (!status_.ok()) return;
   const SteadyClock::time_point now = SteadyClock::now();

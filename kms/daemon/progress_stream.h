@@ -1,4 +1,4 @@
-// ProgressStream: turns the storage::Progress reports of one long admin operation (key_rewrap,
+// ProgressStream: turns the coffer::Progress reports of one long admin operation (key_rewrap,
 // backup_create, backup_verify, backup_restore) into Response.progress frames on the
 // request's connection, when the request asked for them (Request.progress).
 //
@@ -22,8 +22,8 @@
 
 #include "absl/status/status.h"
 #include "coffer/v1/service.pb.h"
+#include "crypto/base/progress.h"
 #include "kms/daemon/session.h"
-#include "storage/progress.h"
 
 namespace coffer::daemon {
 
@@ -35,7 +35,7 @@ class ProgressStream {
   ProgressStream& operator=(const ProgressStream&) = delete;
 
   // What to pass to the operation: empty when the request did not ask for progress.
-  storage::ProgressFn Function();
+  coffer::ProgressFn Function();
 
   // The first failure to send a frame, or OK.
   absl::Status status() const;
@@ -43,7 +43,7 @@ class ProgressStream {
  private:
   using SteadyClock = std::chrono::steady_clock;
 
-  void Report(const storage::Progress& progress);
+  void Report(const coffer::Progress& progress);
 
   const bool wanted_;
   const uint64_t request_id_;

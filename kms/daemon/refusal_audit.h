@@ -30,7 +30,7 @@
 #include <tuple>
 
 #include "absl/status/status.h"
-#include "crypto/status.h"
+#include "crypto/base/status.h"
 #include "kms/audit/audit_event.h"
 #include "kms/audit/audit_log.h"
 

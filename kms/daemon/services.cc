@@ -395,7 +395,7 @@ pb::KeyVersionState ToProto(kms::KeyVersionState state) {
   return pb::KEY_VERSION_STATE_UNSPECIFIED;
 }
 
-int64_t Micros(kms::TimePoint time) { return storage::ToUnixMicros(time); }
+int64_t Micros(kms::TimePoint time) { return coffer::ToUnixMicros(time); }
 
 void ToProto(const kms::DatasetPolicy& policy, pb::Policy* out) {
   out->set_records_rotation_seconds(policy.records_rotation.count());
@@ -882,7 +882,7 @@ absl::Status Services::ConnectionSession::HandleData(const pb::Request& request,
           auto* out = response.mutable_attachment_metadata();
           out->set_size(info->size);
           out->set_content_type(info->content_type);
-          out->set_created_micros(storage::ToUnixMicros(info->created));
+          out->set_created_micros(coffer::ToUnixMicros(info->created));
         }
         if (result.ok() && deps_.canaries != nullptr) {
           result = deps_.canaries->CheckRead(actor_, h, pb::CANARY_ATTACHMENT,
@@ -998,7 +998,7 @@ absl::Status Services::ConnectionSession::HandleUpload(const pb::Request& reques
         auto stored = deps_.attachments->Metadata(open.handle, open.name);
         if (stored.ok()) {
           info->set_content_type(stored->content_type);
-          info->set_created_micros(storage::ToUnixMicros(stored->created));
+          info->set_created_micros(coffer::ToUnixMicros(stored->created));
         }
       }
       uint64_t handle = open.handle;
@@ -1062,7 +1062,7 @@ absl::Status Services::ConnectionSession::HandleDownload(const pb::Request& requ
     if (first) {
       out->mutable_info()->set_size(info.size);
       out->mutable_info()->set_content_type(info.content_type);
-      out->mutable_info()->set_created_micros(storage::ToUnixMicros(info.created));
+      out->mutable_info()->set_created_micros(coffer::ToUnixMicros(info.created));
       first = false;
     }
     out->set_data(std::move(data));
@@ -1250,7 +1250,7 @@ absl::Status Services::ConnectionSession::KeyInventory(const pb::KeyInventoryReq
       }
     }
   }
-  out->set_generated_micros(storage::ToUnixMicros(services_->clock_->Now()));
+  out->set_generated_micros(coffer::ToUnixMicros(services_->clock_->Now()));
   return absl::OkStatus();
 }
 
@@ -1631,8 +1631,8 @@ absl::StatusOr<std::unique_ptr<Services>> Services::Create(ServicesDeps deps) {
 
 Services::Services(ServicesDeps deps)
     : deps_(std::move(deps)),
-      clock_(deps_.clock != nullptr ? deps_.clock : &storage::SystemClock()),
-      started_micros_(storage::ToUnixMicros(clock_->Now())),
+      clock_(deps_.clock != nullptr ? deps_.clock : &coffer::SystemClock()),
+      started_micros_(coffer::ToUnixMicros(clock_->Now())),
       refusals_(std::make_unique<RefusalAudit>(deps_.audit_log)),
       pseudonymizer_(std::make_unique<const storage::Pseudonymizer>(deps_.keys)) {}
 

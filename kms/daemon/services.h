@@ -53,7 +53,9 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "coffer/v1/service.pb.h"
-#include "crypto/status.h"
+#include "crypto/base/clock.h"
+#include "crypto/base/progress.h"
+#include "crypto/base/status.h"
 #include "kms/admin/admin_registry.h"
 #include "kms/audit/audit_event.h"
 #include "kms/audit/audit_log.h"
@@ -65,9 +67,7 @@
 #include "kms/daemon/session.h"
 #include "kms/key_manager.h"
 #include "storage/attachment_store.h"
-#include "storage/clock.h"
 #include "storage/data_db.h"
-#include "storage/progress.h"
 #include "storage/pseudonymizer.h"
 #include "storage/record_store.h"
 #include "storage/recycle_bin.h"
@@ -81,7 +81,7 @@ class CanaryRegistry;
 // `progress` (empty unless the request asked for progress frames) is passed to long operations.
 using AdminOperationHandler = std::function<absl::Status(
     const coffer::v1::Request& request, const kms::audit::AuditActor& actor,
-    const storage::ProgressFn& progress, coffer::v1::Response* response)>;
+    const coffer::ProgressFn& progress, coffer::v1::Response* response)>;
 
 // An admin operation that sends its own frames through `sink` (request id set, progress
 // frames when the request asked for them, an error frame on failure). Returns non-OK only when
@@ -97,7 +97,7 @@ struct ServicesDeps {
   storage::RecycleBin* bin = nullptr;
   kms::audit::AuditLog* audit_log = nullptr;                // key operations and refusals
   kms::audit::BatchingAuditWriter* access_audit = nullptr;  // ACCESS_* events
-  const storage::Clock* clock = nullptr;                    // default SystemClock()
+  const coffer::Clock* clock = nullptr;                     // default SystemClock()
   JobRegistry* jobs = nullptr;
   Authorizer* authorizer = nullptr;
 
@@ -164,7 +164,7 @@ class Services final : public SessionFactory {
   void AuditRefusal(const PeerIdentity& peer, ErrorCode code, uint64_t dataset_handle);
 
   ServicesDeps deps_;
-  const storage::Clock* clock_;
+  const coffer::Clock* clock_;
   int64_t started_micros_ = 0;
   std::atomic<uint64_t> connections_open_{0};
   std::atomic<uint64_t> connections_total_{0};

@@ -15,7 +15,7 @@
 
 #include "absl/status/status.h"
 #include "coffer/v1/service.pb.h"
-#include "crypto/status.h"
+#include "crypto/base/status.h"
 
 namespace coffer::daemon {
 

@@ -20,9 +20,9 @@
 #include <sstream>
 #include <string>
 
+#include "crypto/base/status.h"
 #include "crypto/random.h"
 #include "crypto/record_aead.h"
-#include "crypto/status.h"
 #include "crypto/streaming_io.h"
 #include "hsm/hsm_client.h"
 

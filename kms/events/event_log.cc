@@ -6,7 +6,7 @@
 #include <filesystem>
 
 #include "absl/strings/str_cat.h"
-#include "crypto/status.h"
+#include "crypto/base/status.h"
 #include "rocksdb/db.h"
 #include "rocksdb/options.h"
 #include "rocksdb/write_batch.h"
@@ -89,7 +89,7 @@ absl::StatusOr<std::unique_ptr<EventLog>> EventLog::Open(EventLogOptions options
 
 EventLog::EventLog(EventLogOptions options, rocksdb::DB* db)
     : options_(std::move(options)),
-      clock_(options_.clock != nullptr ? options_.clock : &kms::SystemClock()),
+      clock_(options_.clock != nullptr ? options_.clock : &coffer::SystemClock()),
       db_(db) {}
 
 EventLog::~EventLog() {
@@ -126,7 +126,7 @@ absl::StatusOr<std::vector<uint64_t>> EventLog::Append(std::vector<pb::Event> ev
     std::lock_guard<std::mutex> lock(mu_);
     rocksdb::WriteBatch batch;
     uint64_t next = next_sequence_;
-    const int64_t now = kms::ToUnixMicros(clock_->Now());
+    const int64_t now = coffer::ToUnixMicros(clock_->Now());
     for (pb::Event& event : events) {
       event.set_sequence(next);
       if (event.time_micros() == 0) event.set_time_micros(now);
@@ -318,7 +318,7 @@ absl::StatusOr<uint64_t> EventLog::Compact(std::chrono::seconds retention,
     COFFER_RETURN_IF_ERROR(FromRocks(it->status(), "scanning cursors"));
   }
   if (hook_enabled_) acked = std::min(acked, hook_cursor_);
-  const int64_t now = kms::ToUnixMicros(clock_->Now());
+  const int64_t now = coffer::ToUnixMicros(clock_->Now());
   const int64_t retention_limit =
       now - std::chrono::duration_cast<std::chrono::microseconds>(retention).count();
   const int64_t age_limit =

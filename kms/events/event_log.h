@@ -42,7 +42,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "coffer/v1/events.pb.h"
-#include "kms/clock.h"
+#include "crypto/base/clock.h"
 
 namespace rocksdb {
 class DB;
@@ -58,8 +58,8 @@ struct Row {
 };
 
 struct EventLogOptions {
-  std::string directory;              // created (0700) if missing
-  const kms::Clock* clock = nullptr;  // default SystemClock(); event times and retention
+  std::string directory;                 // created (0700) if missing
+  const coffer::Clock* clock = nullptr;  // default SystemClock(); event times and retention
 };
 
 struct ReadResult {
@@ -123,7 +123,7 @@ class EventLog {
   absl::StatusOr<std::vector<coffer::v1::Event>> ScanEventsLocked(uint64_t after, size_t max) const;
 
   EventLogOptions options_;
-  const kms::Clock* clock_;
+  const coffer::Clock* clock_;
   std::unique_ptr<rocksdb::DB> db_;
 
   mutable std::mutex mu_;

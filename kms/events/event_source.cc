@@ -4,7 +4,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
-#include "crypto/status.h"
+#include "crypto/base/status.h"
 
 namespace coffer::events {
 namespace {
@@ -109,7 +109,7 @@ absl::StatusOr<std::unique_ptr<EventSource>> EventSource::Create(EventSourceOpti
 
 EventSource::EventSource(EventSourceOptions options)
     : options_(std::move(options)),
-      clock_(options_.clock != nullptr ? options_.clock : &kms::SystemClock()) {}
+      clock_(options_.clock != nullptr ? options_.clock : &coffer::SystemClock()) {}
 
 EventSource::~EventSource() { Stop(); }
 
@@ -210,7 +210,7 @@ absl::Status EventSource::DeriveFromAudit(const std::vector<DatasetView>& datase
 
 absl::Status EventSource::CheckDestructionWarnings(const std::vector<DatasetView>& datasets) {
   if (options_.destruction_warning.count() <= 0) return absl::OkStatus();
-  const int64_t now = kms::ToUnixMicros(clock_->Now());
+  const int64_t now = coffer::ToUnixMicros(clock_->Now());
   const int64_t window =
       std::chrono::duration_cast<std::chrono::microseconds>(options_.destruction_warning).count();
   std::set<std::string> live_markers;

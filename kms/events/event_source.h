@@ -35,8 +35,8 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "coffer/v1/events.pb.h"
+#include "crypto/base/clock.h"
 #include "kms/audit/audit.pb.h"
-#include "kms/clock.h"
 #include "kms/events/audit_tail.h"
 #include "kms/events/event_log.h"
 
@@ -63,7 +63,7 @@ struct EventSourceOptions {
   // Where derivation starts when the log has no saved audit cursor yet (a new events directory):
   // the audit log's next sequence at start-up, so history is not replayed as news.
   uint64_t audit_start = 0;
-  const kms::Clock* clock = nullptr;                                       // default SystemClock()
+  const coffer::Clock* clock = nullptr;                                    // default SystemClock()
   std::function<std::vector<DatasetView>()> datasets;                      // required
   std::function<bool()> audit_failed;                                      // optional
   std::function<absl::Status()> hsm_probe;                                 // optional
@@ -106,7 +106,7 @@ class EventSource {
   void Loop();
 
   EventSourceOptions options_;
-  const kms::Clock* clock_;
+  const coffer::Clock* clock_;
   std::mutex run_mu_;  // serialises RunOnce
   std::unique_ptr<AuditTail> tail_;
   std::map<uint64_t, std::string> names_;  // every dataset name seen (persisted in table "name")

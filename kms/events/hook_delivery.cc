@@ -3,7 +3,7 @@
 #include <algorithm>
 
 #include "absl/strings/str_cat.h"
-#include "crypto/status.h"
+#include "crypto/base/status.h"
 #include "google/protobuf/util/json_util.h"
 #include "kms/events/hook_runner.h"
 

@@ -12,8 +12,8 @@
 #include <utility>
 
 #include "absl/cleanup/cleanup.h"
+#include "crypto/base/status.h"
 #include "crypto/random.h"
-#include "crypto/status.h"
 #include "crypto/streaming_aead.h"
 #include "openssl/bio.h"
 #include "openssl/pem.h"
@@ -424,7 +424,7 @@ absl::StatusOr<OpenedArchive> OpenArchive(const std::string& path,
                                           const crypto::RecipientPrivateKey& private_key,
                                           std::string_view token_public_key_pem,
                                           ArchiveVisitor* visitor,
-                                          const storage::ProgressFn& progress) {
+                                          const coffer::ProgressFn& progress) {
   COFFER_ASSIGN_OR_RETURN(std::unique_ptr<ArchiveFile> file, ArchiveFile::Open(path));
   COFFER_ASSIGN_OR_RETURN(ParsedHead head, ParseHead(*file));
   const uint64_t size = file->size();

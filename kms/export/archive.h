@@ -40,11 +40,11 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "crypto/base/progress.h"
 #include "crypto/recipient_wrap.h"
 #include "crypto/streaming_io.h"
 #include "kms/audit/signer.h"
 #include "kms/export/export_archive.pb.h"
-#include "storage/progress.h"
 
 namespace coffer::kms::dataset_export {
 
@@ -156,7 +156,7 @@ absl::StatusOr<OpenedArchive> OpenArchive(const std::string& path,
                                           const crypto::RecipientPrivateKey& private_key,
                                           std::string_view token_public_key_pem,
                                           ArchiveVisitor* visitor,
-                                          const storage::ProgressFn& progress = {});
+                                          const coffer::ProgressFn& progress = {});
 
 }  // namespace coffer::kms::dataset_export
 

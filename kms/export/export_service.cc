@@ -9,8 +9,8 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "crypto/base/status.h"
 #include "crypto/recipient_wrap.h"
-#include "crypto/status.h"
 #include "kms/api/framing.h"
 #include "kms/daemon/progress_stream.h"
 #include "kms/export/archive.h"
@@ -150,7 +150,7 @@ absl::StatusOr<std::unique_ptr<ExportService>> ExportService::Create(ExportServi
     return MakeError(ErrorCode::kInvalidArgument,
                      "ExportServiceOptions.registry is null but dual control is on");
   }
-  if (options.clock == nullptr) options.clock = &storage::SystemClock();
+  if (options.clock == nullptr) options.clock = &coffer::SystemClock();
   return std::unique_ptr<ExportService>(new ExportService(std::move(options)));
 }
 
@@ -249,13 +249,13 @@ absl::Status ExportService::Serve(const pb::Request& request, const audit::Audit
   if (!audited.ok()) return SendError(sink, request, Public(audited.status()));
 
   daemon::ProgressStream progress(request, sink);
-  storage::ProgressFn report = progress.Function();
+  coffer::ProgressFn report = progress.Function();
   FrameSink frames(request.request_id(), sink);
   ArchiveDescription description;
   description.dataset = r.dataset();
   description.dataset_handle = *handle;
   description.dataset_state = std::string(DatasetStateName(info->state));
-  description.exported_micros = storage::ToUnixMicros(options_.clock->Now());
+  description.exported_micros = coffer::ToUnixMicros(options_.clock->Now());
   description.approval_id = r.approval_id();
 
   // Stores over this export's own key provider: nothing of it outlives the export.
@@ -298,8 +298,8 @@ absl::Status ExportService::Serve(const pb::Request& request, const audit::Audit
         if (ErrorCodeOf(reader.status()) == ErrorCode::kAttachmentNotFound) continue;
         if (!reader.ok()) return reader.status();
         const storage::AttachmentInfo& a = (*reader)->info();
-        COFFER_RETURN_IF_ERROR(writer->BeginAttachment(name, a.size, a.content_type,
-                                                       storage::ToUnixMicros(a.created)));
+        COFFER_RETURN_IF_ERROR(
+            writer->BeginAttachment(name, a.size, a.content_type, coffer::ToUnixMicros(a.created)));
         std::string data;
         for (uint64_t offset = 0; offset < a.size;) {
           const size_t n =

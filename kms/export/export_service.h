@@ -32,6 +32,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "coffer/v1/service.pb.h"
+#include "crypto/base/clock.h"
 #include "kms/admin/admin_registry.h"
 #include "kms/audit/audit_event.h"
 #include "kms/audit/audit_log.h"
@@ -40,7 +41,6 @@
 #include "kms/key_manager.h"
 #include "kms/storage_bridge.h"
 #include "storage/attachment_store.h"
-#include "storage/clock.h"
 #include "storage/data_db.h"
 #include "storage/record_store.h"
 
@@ -53,7 +53,7 @@ struct ExportServiceOptions {
   audit::AuditLog* audit_log = nullptr;
   admin::AdminRegistry* registry = nullptr;  // approvals to redeem
   bool dual_control = true;                  // mfa.required
-  const storage::Clock* clock = nullptr;     // default SystemClock()
+  const coffer::Clock* clock = nullptr;      // default SystemClock()
 };
 
 class ExportService {

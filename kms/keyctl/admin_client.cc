@@ -10,7 +10,7 @@
 #include <utility>
 
 #include "absl/strings/cord.h"
-#include "crypto/status.h"
+#include "crypto/base/status.h"
 
 namespace coffer::keyctl {
 

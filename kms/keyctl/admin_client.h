@@ -10,7 +10,7 @@
 // Thread safety: none; one thread per AdminClient. Ownership: Connect returns a unique_ptr that
 // owns the socket; responses are copies the caller owns.
 //
-// Failures: absl::Status made with coffer::MakeError (crypto/status.h), so coffer::ErrorCodeOf
+// Failures: absl::Status made with coffer::MakeError (crypto/base/status.h), so coffer::ErrorCodeOf
 // gives the stable code (docs/errors.md). An error the daemon answers keeps its code and
 // message ("cofferd: ..."); failing to reach the daemon is DAEMON_UNAVAILABLE (510) with a
 // message naming the socket path and what to check (IsSocketPermissionDenied tells a socket

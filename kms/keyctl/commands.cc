@@ -14,7 +14,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "crypto/status.h"
+#include "crypto/base/status.h"
 #include "kms/audit/format.h"
 #include "kms/audit/verifier.h"
 #include "kms/keyctl/format.h"

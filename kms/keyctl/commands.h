@@ -2,8 +2,8 @@
 // AdminClient and prints the result — aligned tables with local times and ages for people, or
 // with --json one JSON document (format.h, ProtoToJson) on stdout. docs/keyctl.md lists them.
 //
-// A command returns OK after printing its result, or the failure (crypto/status.h codes) without
-// printing it: the caller prints the one-line error and picks the exit code (ExitCodeFor).
+// A command returns OK after printing its result, or the failure (crypto/base/status.h codes)
+// without printing it: the caller prints the one-line error and picks the exit code (ExitCodeFor).
 //
 // Thread safety: none; a CommandContext belongs to the one thread running keyctl. It connects to
 // the admin socket on the first request, so usage errors never need a daemon.

@@ -4,7 +4,7 @@
 #include <memory>
 
 #include "CLI/CLI.hpp"
-#include "crypto/status.h"
+#include "crypto/base/status.h"
 #include "kms/keyctl/event_commands.h"
 #include "kms/keyctl/files.h"
 

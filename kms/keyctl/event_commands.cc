@@ -10,7 +10,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "coffer/v1/service.pb.h"
-#include "crypto/status.h"
+#include "crypto/base/status.h"
 #include "kms/keyctl/format.h"
 #include "nlohmann/json.hpp"
 

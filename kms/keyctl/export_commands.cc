@@ -17,9 +17,9 @@
 
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
+#include "crypto/base/status.h"
 #include "crypto/recipient_wrap.h"
 #include "crypto/secret_bytes.h"
-#include "crypto/status.h"
 #include "kms/audit/format.h"
 #include "kms/export/archive.h"
 #include "kms/keyctl/files.h"
@@ -365,7 +365,7 @@ absl::Status ExportOpen(CommandContext& ctx, const ExportOpenOptions& options) {
     auto show = ctx.LocalProgress("export open");
     opened =
         ex::OpenArchive(options.archive_file, private_key, token_pem, &writer,
-                        [&show](const storage::Progress& p) { show(p.phase, p.done, p.total); });
+                        [&show](const coffer::Progress& p) { show(p.phase, p.done, p.total); });
   }
   if (!opened.ok()) return opened.status();
   const ex::v1::ExportHeader& header = opened->header;

@@ -14,7 +14,7 @@
 #include "absl/strings/str_format.h"
 #include "coffer/v1/admin.pb.h"
 #include "coffer/v1/common.pb.h"
-#include "crypto/status.h"
+#include "crypto/base/status.h"
 #include "kms/keyctl/admin_client.h"
 
 namespace coffer::keyctl {

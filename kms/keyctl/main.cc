@@ -16,7 +16,7 @@
 #include <string>
 #include <vector>
 
-#include "crypto/status.h"
+#include "crypto/base/status.h"
 #include "kms/keyctl/commands.h"
 #include "kms/keyctl/event_commands.h"
 #include "kms/keyctl/export_commands.h"

@@ -9,7 +9,7 @@
 #include <string>
 
 #include "absl/strings/str_cat.h"
-#include "crypto/status.h"
+#include "crypto/base/status.h"
 #include "google/protobuf/util/time_util.h"
 #include "kms/keyctl/commands.h"
 #include "kms/keyctl/files.h"

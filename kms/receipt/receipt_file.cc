@@ -5,7 +5,7 @@
 #include <cstdint>
 
 #include "absl/strings/escaping.h"
-#include "crypto/status.h"
+#include "crypto/base/status.h"
 #include "google/protobuf/util/json_util.h"
 #include "kms/audit/format.h"
 #include "kms/audit/signer.h"

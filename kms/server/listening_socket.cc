@@ -9,7 +9,7 @@
 #include <cstring>
 #include <utility>
 
-#include "crypto/status.h"
+#include "crypto/base/status.h"
 
 namespace coffer::server {
 namespace {

@@ -8,7 +8,7 @@
 #include <string>
 #include <vector>
 
-#include "crypto/status.h"
+#include "crypto/base/status.h"
 
 namespace coffer::server {
 namespace {

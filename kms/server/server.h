@@ -66,7 +66,7 @@
 #include <string>
 
 #include "absl/status/statusor.h"
-#include "crypto/status.h"
+#include "crypto/base/status.h"
 #include "kms/api/framing.h"
 #include "kms/daemon/session.h"
 

@@ -13,8 +13,8 @@
 #include <string_view>
 
 #include "absl/status/status.h"
-#include "crypto/status.h"
-#include "storage/clock.h"
+#include "crypto/base/clock.h"
+#include "crypto/base/status.h"
 #include "storage/data_db.h"
 #include "storage/dataset_policy.h"
 #include "storage/internal/layout.h"

@@ -3,9 +3,9 @@
 #include <algorithm>
 #include <cstring>
 
+#include "crypto/base/status.h"
 #include "crypto/constant_time.h"
 #include "crypto/record_aead.h"
-#include "crypto/status.h"
 
 namespace coffer::storage::internal {
 namespace {

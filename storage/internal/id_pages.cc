@@ -2,7 +2,7 @@
 
 #include <utility>
 
-#include "crypto/status.h"
+#include "crypto/base/status.h"
 #include "storage/internal/envelope.h"
 
 namespace coffer::storage::internal {

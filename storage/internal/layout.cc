@@ -2,7 +2,7 @@
 
 #include <algorithm>
 
-#include "crypto/status.h"
+#include "crypto/base/status.h"
 
 namespace coffer::storage::internal {
 namespace {

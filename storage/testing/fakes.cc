@@ -1,8 +1,8 @@
 #include "storage/testing/fakes.h"
 
+#include "crypto/base/status.h"
 #include "crypto/hkdf.h"
 #include "crypto/random.h"
-#include "crypto/status.h"
 
 namespace coffer::storage::testing {
 

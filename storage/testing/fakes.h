@@ -22,7 +22,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
-#include "storage/clock.h"
+#include "crypto/base/clock.h"
 #include "storage/dataset_policy.h"
 #include "storage/key_provider.h"
 

@@ -4,7 +4,7 @@
 #include <thread>
 #include <vector>
 
-#include "crypto/status.h"
+#include "crypto/base/status.h"
 #include "gtest/gtest.h"
 #include "tests/crypto/test_keys.h"
 #include "tests/crypto/wycheproof_cases.h"

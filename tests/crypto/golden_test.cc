@@ -5,11 +5,11 @@
 #include <fstream>
 #include <string>
 
+#include "crypto/base/status.h"
 #include "crypto/internal/aes_gcm.h"
 #include "crypto/internal/record_seal.h"
 #include "crypto/internal/stream_encrypter_factory.h"
 #include "crypto/record_aead.h"
-#include "crypto/status.h"
 #include "crypto/streaming_aead.h"
 #include "crypto/streaming_io.h"
 #include "gtest/gtest.h"

@@ -2,7 +2,7 @@
 
 #include <string>
 
-#include "crypto/status.h"
+#include "crypto/base/status.h"
 #include "gtest/gtest.h"
 #include "tests/crypto/wycheproof_cases.h"
 #include "tests/testing/vectors.h"

@@ -2,8 +2,8 @@
 
 #include <string>
 
+#include "crypto/base/status.h"
 #include "crypto/constant_time.h"
-#include "crypto/status.h"
 #include "gtest/gtest.h"
 #include "tests/crypto/wycheproof_cases.h"
 #include "tests/testing/vectors.h"

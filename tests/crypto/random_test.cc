@@ -10,7 +10,7 @@
 #include <set>
 #include <string>
 
-#include "crypto/status.h"
+#include "crypto/base/status.h"
 #include "gtest/gtest.h"
 
 namespace coffer::crypto {

@@ -12,8 +12,8 @@
 
 #include <string>
 
+#include "crypto/base/status.h"
 #include "crypto/random.h"
-#include "crypto/status.h"
 #include "gtest/gtest.h"
 
 namespace coffer::crypto {

@@ -3,8 +3,8 @@
 #include <set>
 #include <string>
 
+#include "crypto/base/status.h"
 #include "crypto/internal/big_endian.h"
-#include "crypto/status.h"
 #include "gtest/gtest.h"
 #include "tests/crypto/test_keys.h"
 

@@ -5,7 +5,7 @@
 #include <sstream>
 #include <type_traits>
 
-#include "crypto/status.h"
+#include "crypto/base/status.h"
 #include "gtest/gtest.h"
 
 namespace coffer::crypto {

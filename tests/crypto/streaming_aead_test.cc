@@ -3,8 +3,8 @@
 #include <string>
 #include <vector>
 
+#include "crypto/base/status.h"
 #include "crypto/internal/stream_encrypter_factory.h"
-#include "crypto/status.h"
 #include "gtest/gtest.h"
 #include "tests/crypto/test_keys.h"
 

@@ -8,7 +8,7 @@
 #include <cstdlib>
 #include <string>
 
-#include "crypto/status.h"
+#include "crypto/base/status.h"
 #include "gtest/gtest.h"
 #include "tests/crypto/test_keys.h"
 #include "tests/testing/peak_rss.h"

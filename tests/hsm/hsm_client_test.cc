@@ -14,8 +14,8 @@
 #include <thread>
 #include <vector>
 
+#include "crypto/base/status.h"
 #include "crypto/random.h"
-#include "crypto/status.h"
 #include "gtest/gtest.h"
 #include "hsm/internal/pkcs11.h"
 #include "hsm/otp.h"

@@ -10,8 +10,8 @@
 
 #include <fstream>
 
+#include "crypto/base/status.h"
 #include "crypto/random.h"
-#include "crypto/status.h"
 #include "gtest/gtest.h"
 #include "hsm/hsm_client.h"
 #include "tests/hsm/softhsm_token.h"

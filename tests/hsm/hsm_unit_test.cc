@@ -11,7 +11,7 @@
 #include <fstream>
 #include <string>
 
-#include "crypto/status.h"
+#include "crypto/base/status.h"
 #include "gtest/gtest.h"
 #include "hsm/internal/ck_error.h"
 #include "hsm/internal/labels.h"

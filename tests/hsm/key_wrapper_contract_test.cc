@@ -6,8 +6,8 @@
 #include <memory>
 #include <string>
 
+#include "crypto/base/status.h"
 #include "crypto/random.h"
-#include "crypto/status.h"
 #include "gtest/gtest.h"
 #include "hsm/fake_key_wrapper.h"
 #include "hsm/key_wrapper.h"

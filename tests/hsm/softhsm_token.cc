@@ -8,7 +8,7 @@
 #include <cstdlib>
 #include <filesystem>
 
-#include "crypto/status.h"
+#include "crypto/base/status.h"
 
 namespace coffer::hsm::testing {
 

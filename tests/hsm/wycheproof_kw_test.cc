@@ -5,7 +5,7 @@
 #include <memory>
 #include <string>
 
-#include "crypto/status.h"
+#include "crypto/base/status.h"
 #include "gtest/gtest.h"
 #include "hsm/internal/pkcs11.h"
 #include "hsm/internal/session.h"

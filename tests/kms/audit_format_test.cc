@@ -11,13 +11,13 @@
 #include <cstring>
 #include <string>
 
+#include "crypto/base/clock.h"
 #include "gtest/gtest.h"
 #include "kms/audit/anchor.h"
 #include "kms/audit/format.h"
 #include "kms/audit/internal/forward_mac.h"
 #include "kms/audit/internal/segment_scan.h"
 #include "kms/audit/signer.h"
-#include "kms/clock.h"
 #include "tests/kms/audit_test_util.h"
 
 namespace coffer::kms::audit {

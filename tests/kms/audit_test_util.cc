@@ -5,8 +5,8 @@
 #include <fstream>
 #include <sstream>
 
+#include "crypto/base/status.h"
 #include "crypto/hmac.h"
-#include "crypto/status.h"
 #include "gtest/gtest.h"
 #include "kms/audit/internal/segment_scan.h"
 

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "crypto/base/clock.h"
 #include "kms/audit/anchor.h"
 #include "kms/audit/audit.pb.h"
 #include "kms/audit/audit_event.h"
@@ -23,7 +24,6 @@
 #include "kms/audit/file_system.h"
 #include "kms/audit/format.h"
 #include "kms/audit/signer.h"
-#include "kms/clock.h"
 
 namespace coffer::kms::audit::testing {
 

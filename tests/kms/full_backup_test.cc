@@ -15,7 +15,7 @@
 #include <thread>
 #include <vector>
 
-#include "crypto/status.h"
+#include "crypto/base/status.h"
 #include "gtest/gtest.h"
 #include "kms/audit/verifier.h"
 #include "kms/hsm_adapters.h"
@@ -41,7 +41,7 @@ constexpr uint64_t kMiB = uint64_t{1} << 20;
 using Phases = std::vector<std::string>;
 
 uint64_t TotalOf(const ProgressLog& log, std::string_view phase) {
-  const std::vector<storage::Progress> reports = log.Of(phase);
+  const std::vector<coffer::Progress> reports = log.Of(phase);
   return reports.empty() ? 0 : reports.back().total;
 }
 
@@ -456,7 +456,7 @@ TEST_F(FullBackupTest, TheBackupBoundaryWaitsForPurgesInFlight) {
   journal_->PurgeWritten(item);
 }
 
-// Progress (storage/progress.h): each operation reports its documented phases, in order, each
+// Progress (crypto/base/progress.h): each operation reports its documented phases, in order, each
 // from 0 to its total (ProgressLog::KeepsTheContract), throttled; an empty function is none.
 TEST_F(FullBackupTest, CreateVerifyAndRestoreReportTheirPhasesInOrder) {
   const uint64_t kept = Create("crm/progress");
@@ -476,7 +476,7 @@ TEST_F(FullBackupTest, CreateVerifyAndRestoreReportTheirPhasesInOrder) {
   EXPECT_GT(TotalOf(create_log, "keys"), 0u);
   EXPECT_GT(TotalOf(create_log, "audit"), 0u);
   // An empty function: a second backup reports nothing and is whole.
-  auto second = backups_->Create(Sources(), TestAdmin(), storage::ProgressFn());
+  auto second = backups_->Create(Sources(), TestAdmin(), coffer::ProgressFn());
   ASSERT_TRUE(second.ok()) << second.status();
 
   ProgressLog verify_log;
@@ -490,7 +490,7 @@ TEST_F(FullBackupTest, CreateVerifyAndRestoreReportTheirPhasesInOrder) {
   for (const std::string& phase : verify_log.Phases()) {  // throttled: per MiB at most
     EXPECT_LE(verify_log.Of(phase).size(), TotalOf(verify_log, phase) / kMiB + 2) << phase;
   }
-  EXPECT_TRUE(backups_->Verify(second->id, storage::ProgressFn()).ok());
+  EXPECT_TRUE(backups_->Verify(second->id, coffer::ProgressFn()).ok());
 
   // Work for the replay: a purge after the backup, and a destruction.
   ASSERT_TRUE(bin_->PurgeRecord(kept, "r-1").ok());
@@ -517,7 +517,7 @@ TEST_F(FullBackupTest, CreateVerifyAndRestoreReportTheirPhasesInOrder) {
   EXPECT_EQ(restore_log.Of("rotate").size(), 2u);
   EXPECT_TRUE(FullBackups::CheckRestoreComplete(dir_.Sub("restored")).ok());
 
-  auto quiet = backups_->RestoreInto(second->id, Request(dir_.Sub("quiet")), storage::ProgressFn());
+  auto quiet = backups_->RestoreInto(second->id, Request(dir_.Sub("quiet")), coffer::ProgressFn());
   ASSERT_TRUE(quiet.ok()) << quiet.status();
   EXPECT_TRUE(FullBackups::CheckRestoreComplete(dir_.Sub("quiet")).ok());
 }

@@ -4,8 +4,8 @@
 #include <thread>
 #include <vector>
 
+#include "crypto/base/status.h"
 #include "crypto/random.h"
-#include "crypto/status.h"
 #include "gtest/gtest.h"
 
 namespace coffer::kms {

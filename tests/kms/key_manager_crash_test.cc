@@ -10,7 +10,7 @@
 #include <memory>
 #include <string>
 
-#include "crypto/status.h"
+#include "crypto/base/status.h"
 #include "gtest/gtest.h"
 #include "kms/audit/verifier.h"
 #include "kms/hsm_adapters.h"

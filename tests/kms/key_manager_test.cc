@@ -11,8 +11,8 @@
 #include <thread>
 #include <vector>
 
+#include "crypto/base/status.h"
 #include "crypto/constant_time.h"
-#include "crypto/status.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "hsm/fake_key_wrapper.h"
@@ -867,7 +867,7 @@ TEST_F(KeyManagerTest, RewrapToNewVersionAndMigrateToAnotherModule) {
               HasCode(ErrorCode::kInvalidArgument));
 }
 
-// Progress: one phase "rewrap", a report per DEK version moved (storage/progress.h).
+// Progress: one phase "rewrap", a report per DEK version moved (crypto/base/progress.h).
 TEST_F(KeyManagerTest, RewrapReportsEveryKeyVersionItMoves) {
   OpenDefault();
   const uint64_t crm = Create("crm");
@@ -884,7 +884,7 @@ TEST_F(KeyManagerTest, RewrapReportsEveryKeyVersionItMoves) {
   ASSERT_OK_S(manager_->Rewrap(crm, "", /*destroy_old=*/true, TestAdmin(), log.Function()));
   EXPECT_TRUE(log.KeepsTheContract());
   EXPECT_EQ(log.Phases(), std::vector<std::string>{"rewrap"});
-  const std::vector<storage::Progress> reports = log.Of("rewrap");
+  const std::vector<coffer::Progress> reports = log.Of("rewrap");
   ASSERT_EQ(reports.size(), versions + 1);
   for (size_t i = 0; i < reports.size(); ++i) {
     EXPECT_EQ(reports[i].done, i);
@@ -893,7 +893,7 @@ TEST_F(KeyManagerTest, RewrapReportsEveryKeyVersionItMoves) {
 
   // An empty function: the migration happens, nothing is reported.
   ASSERT_OK_S(
-      manager_->Rewrap(crm, "other", /*destroy_old=*/false, TestAdmin(), storage::ProgressFn()));
+      manager_->Rewrap(crm, "other", /*destroy_old=*/false, TestAdmin(), coffer::ProgressFn()));
   EXPECT_EQ(manager_->DescribeDataset(crm)->current_wrapping_key, (WrappingKeyRef{"other", 3}));
 }
 

@@ -8,7 +8,7 @@
 #include <memory>
 #include <string>
 
-#include "crypto/status.h"
+#include "crypto/base/status.h"
 #include "gtest/gtest.h"
 #include "kms/audit/signer.h"
 #include "kms/deletion_receipts.h"

@@ -12,7 +12,7 @@
 #include <cstring>
 #include <string>
 
-#include "crypto/status.h"
+#include "crypto/base/status.h"
 #include "gtest/gtest.h"
 #include "storage/attachment_store.h"
 #include "tests/storage/storage_test_util.h"

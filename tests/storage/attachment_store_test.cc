@@ -3,7 +3,7 @@
 #include <string>
 #include <vector>
 
-#include "crypto/status.h"
+#include "crypto/base/status.h"
 #include "gtest/gtest.h"
 #include "storage/internal/envelope.h"
 #include "storage/internal/layout.h"

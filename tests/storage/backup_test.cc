@@ -7,7 +7,7 @@
 #include <fstream>
 #include <iterator>
 
-#include "crypto/status.h"
+#include "crypto/base/status.h"
 #include "gtest/gtest.h"
 #include "storage/attachment_store.h"
 #include "storage/record_store.h"

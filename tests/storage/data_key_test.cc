@@ -1,8 +1,8 @@
 #include "storage/data_key.h"
 
+#include "crypto/base/status.h"
 #include "crypto/hkdf.h"
 #include "crypto/random.h"
-#include "crypto/status.h"
 #include "gtest/gtest.h"
 
 namespace coffer::storage {

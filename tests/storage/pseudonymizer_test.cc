@@ -6,7 +6,7 @@
 #include <vector>
 
 #include "absl/strings/escaping.h"
-#include "crypto/status.h"
+#include "crypto/base/status.h"
 #include "gtest/gtest.h"
 #include "storage/testing/fakes.h"
 

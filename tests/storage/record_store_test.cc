@@ -3,7 +3,7 @@
 #include <set>
 #include <string>
 
-#include "crypto/status.h"
+#include "crypto/base/status.h"
 #include "gtest/gtest.h"
 #include "storage/internal/envelope.h"
 #include "storage/internal/layout.h"

@@ -7,7 +7,7 @@
 #include <thread>
 #include <vector>
 
-#include "crypto/status.h"
+#include "crypto/base/status.h"
 #include "gtest/gtest.h"
 #include "storage/attachment_store.h"
 #include "storage/internal/envelope.h"

@@ -7,8 +7,8 @@
 
 namespace coffer::testing {
 
-storage::ProgressFn ProgressLog::Function() {
-  return [this](const storage::Progress& progress) {
+coffer::ProgressFn ProgressLog::Function() {
+  return [this](const coffer::Progress& progress) {
     // Two calls at once both see the other's increment.
     const bool overlapping = in_call_.fetch_add(1) != 0;
     {
@@ -22,16 +22,16 @@ storage::ProgressFn ProgressLog::Function() {
 
 std::vector<std::string> ProgressLog::Phases() const {
   std::vector<std::string> phases;
-  for (const storage::Progress& report : reports_) {
+  for (const coffer::Progress& report : reports_) {
     if (phases.empty() || phases.back() != report.phase) phases.push_back(report.phase);
   }
   return phases;
 }
 
-std::vector<storage::Progress> ProgressLog::Of(std::string_view phase) const {
-  std::vector<storage::Progress> out;
+std::vector<coffer::Progress> ProgressLog::Of(std::string_view phase) const {
+  std::vector<coffer::Progress> out;
   std::copy_if(reports_.begin(), reports_.end(), std::back_inserter(out),
-               [phase](const storage::Progress& report) { return report.phase == phase; });
+               [phase](const coffer::Progress& report) { return report.phase == phase; });
   return out;
 }
 
@@ -44,7 +44,7 @@ std::vector<storage::Progress> ProgressLog::Of(std::string_view phase) const {
     }
   }
   for (size_t i = 0; i < reports_.size(); ++i) {
-    const storage::Progress& report = reports_[i];
+    const coffer::Progress& report = reports_[i];
     const auto where = [&] {
       return "report " + std::to_string(i) + " (" + report.phase + " " +
              std::to_string(report.done) + "/" + std::to_string(report.total) + ")";

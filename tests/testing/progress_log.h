@@ -1,4 +1,4 @@
-// ProgressLog: collects the progress reports of one long operation (storage/progress.h) and
+// ProgressLog: collects the progress reports of one long operation (crypto/base/progress.h) and
 // checks the contract every operation keeps, so each test states only what is particular to its
 // operation (the phases, their totals).
 //
@@ -16,8 +16,8 @@
 #include <string_view>
 #include <vector>
 
+#include "crypto/base/progress.h"
 #include "gtest/gtest.h"
-#include "storage/progress.h"
 
 namespace coffer::testing {
 
@@ -28,13 +28,13 @@ class ProgressLog {
   ProgressLog& operator=(const ProgressLog&) = delete;
 
   // Records every report it is called with, in order. Valid while this log lives.
-  storage::ProgressFn Function();
+  coffer::ProgressFn Function();
 
-  const std::vector<storage::Progress>& reports() const { return reports_; }
+  const std::vector<coffer::Progress>& reports() const { return reports_; }
   // The phases in the order they were reported, each once per run of consecutive reports.
   std::vector<std::string> Phases() const;
   // The reports of `phase`, in order.
-  std::vector<storage::Progress> Of(std::string_view phase) const;
+  std::vector<coffer::Progress> Of(std::string_view phase) const;
 
   // Success when: no report overlapped another; every phase is one run of consecutive reports
   // (phases run in order, none returns); within a phase the total does not change, done never
@@ -45,8 +45,8 @@ class ProgressLog {
  private:
   std::mutex mu_;
   std::atomic<int> in_call_{0};
-  bool overlapped_ = false;                 // guarded by mu_
-  std::vector<storage::Progress> reports_;  // guarded by mu_
+  bool overlapped_ = false;                // guarded by mu_
+  std::vector<coffer::Progress> reports_;  // guarded by mu_
 };
 
 }  // namespace coffer::testing

@@ -2,9 +2,9 @@
 
 #include <openssl/crypto.h>
 
+#include "crypto/base/status.h"
 #include "crypto/constant_time.h"
 #include "crypto/hmac.h"
-#include "crypto/status.h"
 
 namespace coffer::kms::audit::internal {
 

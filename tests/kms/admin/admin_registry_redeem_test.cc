@@ -7,7 +7,7 @@
 #include <memory>
 #include <string>
 
-#include "crypto/status.h"
+#include "crypto/base/status.h"
 #include "gtest/gtest.h"
 #include "kms/admin/admin_registry.h"
 #include "tests/kms/audit_test_util.h"
@@ -58,7 +58,7 @@ TEST_F(AdminRegistryRedeemTest, OnlyTheRequesterOnlyOnceOnlyApproved) {
   clock_.Advance(std::chrono::seconds(5));
   auto redeemed = registry_->Redeem(id, 7);
   ASSERT_TRUE(redeemed.ok()) << redeemed.status();
-  EXPECT_EQ(redeemed->redeemed_micros, storage::ToUnixMicros(clock_.Now()));
+  EXPECT_EQ(redeemed->redeemed_micros, coffer::ToUnixMicros(clock_.Now()));
   EXPECT_EQ(redeemed->approver_uid, 9u);
   EXPECT_EQ(ErrorCodeOf(registry_->Redeem(id, 7).status()), ErrorCode::kApprovalClosed);
   Reopen();  // persisted

@@ -12,7 +12,7 @@
 #include <memory>
 #include <string>
 
-#include "crypto/status.h"
+#include "crypto/base/status.h"
 #include "gtest/gtest.h"
 #include "kms/admin/otpauth.h"
 #include "tests/kms/audit_test_util.h"
@@ -133,7 +133,7 @@ class AdminRegistryTest : public ::testing::Test {
   }
 
   uint64_t NowStep() const {
-    return static_cast<uint64_t>(storage::ToUnixMicros(clock_.Now()) / 1'000'000) / 30;
+    return static_cast<uint64_t>(coffer::ToUnixMicros(clock_.Now()) / 1'000'000) / 30;
   }
 
   // Parses the secret out of the URI independently of the registry.
@@ -294,7 +294,7 @@ TEST_F(AdminRegistryTest, Approvals) {
   EXPECT_EQ(decided->state, ApprovalState::kApproved);
   EXPECT_EQ(decided->approver_uid, 9u);
   EXPECT_EQ(decided->approver_name, "approver");
-  EXPECT_EQ(decided->decided_micros, storage::ToUnixMicros(clock_.Now()));
+  EXPECT_EQ(decided->decided_micros, coffer::ToUnixMicros(clock_.Now()));
   EXPECT_EQ(ErrorCodeOf(registry_->Decide(1, 10, "other", false).status()),
             ErrorCode::kApprovalClosed);
   EXPECT_EQ(ErrorCodeOf(registry_->Decide(99, 9, "x", true).status()),

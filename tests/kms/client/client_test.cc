@@ -22,7 +22,7 @@
 #include <thread>
 #include <vector>
 
-#include "crypto/status.h"
+#include "crypto/base/status.h"
 #include "gtest/gtest.h"
 #include "kms/api/framing.h"
 

@@ -14,7 +14,7 @@
 #include <string>
 #include <vector>
 
-#include "crypto/status.h"
+#include "crypto/base/status.h"
 #include "gtest/gtest.h"
 #include "kms/admin/admin_registry.h"
 #include "kms/audit/verifier.h"

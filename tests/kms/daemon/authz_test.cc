@@ -6,7 +6,7 @@
 #include <chrono>
 #include <string>
 
-#include "crypto/status.h"
+#include "crypto/base/status.h"
 #include "gtest/gtest.h"
 
 namespace coffer::daemon {

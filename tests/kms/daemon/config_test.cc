@@ -6,7 +6,7 @@
 #include <string>
 #include <vector>
 
-#include "crypto/status.h"
+#include "crypto/base/status.h"
 #include "gtest/gtest.h"
 #include "kms/api/framing.h"
 

@@ -8,7 +8,7 @@
 #include <condition_variable>
 #include <mutex>
 
-#include "crypto/status.h"
+#include "crypto/base/status.h"
 #include "gtest/gtest.h"
 
 namespace coffer::daemon {

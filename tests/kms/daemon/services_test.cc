@@ -12,7 +12,7 @@
 #include <utility>
 #include <vector>
 
-#include "crypto/status.h"
+#include "crypto/base/status.h"
 #include "gtest/gtest.h"
 #include "kms/audit/verifier.h"
 #include "kms/daemon/config.h"
@@ -671,14 +671,14 @@ TEST_F(DaemonServicesTest, ExtraAdminOperationsRunAfterAccessControlWithTheAdmin
   ServicesDeps deps = Deps();
   uint32_t seen_uid = 0;
   deps.extra_admin_ops[pb::Request::kBackupList] =
-      [&](const pb::Request&, const audit::AuditActor& actor, const storage::ProgressFn&,
+      [&](const pb::Request&, const audit::AuditActor& actor, const coffer::ProgressFn&,
           pb::Response* response) {
         seen_uid = actor.uid;
         response->mutable_backup_list()->add_backups()->set_id(7);
         return absl::OkStatus();
       };
   deps.extra_admin_ops[pb::Request::kBackupVerify] =
-      [](const pb::Request&, const audit::AuditActor&, const storage::ProgressFn&, pb::Response*) {
+      [](const pb::Request&, const audit::AuditActor&, const coffer::ProgressFn&, pb::Response*) {
         return MakeError(ErrorCode::kBackupCorrupt, "/secret/path/backup-7 checksum");
       };
   auto services = Services::Create(std::move(deps));
@@ -707,7 +707,7 @@ TEST_F(DaemonServicesTest, ExtraAdminOperationsRunAfterAccessControlWithTheAdmin
 TEST_F(DaemonServicesTest, LongAdminOperationsStreamProgressFramesOnlyWhenAsked) {
   ServicesDeps deps = Deps();
   deps.extra_admin_ops[pb::Request::kBackupVerify] =
-      [](const pb::Request&, const audit::AuditActor&, const storage::ProgressFn& progress,
+      [](const pb::Request&, const audit::AuditActor&, const coffer::ProgressFn& progress,
          pb::Response* response) {
         if (progress) {
           // Within a phase, only the first report and the one that completes it are sure to be

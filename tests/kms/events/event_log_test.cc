@@ -7,7 +7,7 @@
 #include <chrono>
 #include <thread>
 
-#include "crypto/status.h"
+#include "crypto/base/status.h"
 #include "gtest/gtest.h"
 #include "tests/kms/audit_test_util.h"
 
@@ -62,7 +62,7 @@ TEST_F(EventLogTest, SequencesGrowAndTimesAreFilled) {
   EXPECT_EQ(*second, (std::vector<uint64_t>{3}));
   ReadResult read = ReadAll(*log, "a");
   ASSERT_EQ(read.events.size(), 3u);
-  EXPECT_EQ(read.events[0].time_micros(), kms::ToUnixMicros(clock_.Now()));
+  EXPECT_EQ(read.events[0].time_micros(), coffer::ToUnixMicros(clock_.Now()));
   EXPECT_EQ(read.events[2].kind(), pb::EVENT_DATASET_DESTROYED);
   EXPECT_EQ(read.newest_sequence, 3u);
 }

@@ -7,7 +7,7 @@
 #include <chrono>
 #include <filesystem>
 
-#include "crypto/status.h"
+#include "crypto/base/status.h"
 #include "gtest/gtest.h"
 #include "kms/audit/audit_log.h"
 #include "tests/kms/audit_test_util.h"
@@ -166,7 +166,7 @@ TEST_F(EventSourceTest, FirstStartSkipsHistory) {
 TEST_F(EventSourceTest, DestructionWarningOncePerScheduledDestruction) {
   auto source = Source();
   ASSERT_NE(source, nullptr);
-  const int64_t now = kms::ToUnixMicros(env_.clock.Now());
+  const int64_t now = coffer::ToUnixMicros(env_.clock.Now());
   const int64_t day = int64_t{86400} * 1'000'000;
   datasets_ = {{5, "crm", true, now + 10 * day}};
   ASSERT_TRUE(source->RunOnce().ok());

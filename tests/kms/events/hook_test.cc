@@ -12,7 +12,7 @@
 #include <sstream>
 #include <thread>
 
-#include "crypto/status.h"
+#include "crypto/base/status.h"
 #include "gtest/gtest.h"
 #include "kms/events/event_log.h"
 #include "kms/events/hook_delivery.h"

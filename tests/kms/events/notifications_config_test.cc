@@ -3,7 +3,7 @@
 
 #include <string>
 
-#include "crypto/status.h"
+#include "crypto/base/status.h"
 #include "gtest/gtest.h"
 #include "kms/daemon/config.h"
 

@@ -18,7 +18,7 @@
 #include <utility>
 #include <vector>
 
-#include "crypto/status.h"
+#include "crypto/base/status.h"
 #include "gtest/gtest.h"
 #include "tests/testing/peak_rss.h"
 #include "tests/testing/text.h"

@@ -23,7 +23,7 @@
 #include <vector>
 
 #include "coffer/v1/service.pb.h"
-#include "crypto/status.h"
+#include "crypto/base/status.h"
 #include "gtest/gtest.h"
 #include "kms/client/client.h"
 #include "kms/keyctl/admin_client.h"

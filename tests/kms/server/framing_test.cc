@@ -10,7 +10,7 @@
 #include <thread>
 
 #include "coffer/v1/service.pb.h"
-#include "crypto/status.h"
+#include "crypto/base/status.h"
 #include "gtest/gtest.h"
 
 namespace coffer::api {

@@ -1,6 +1,6 @@
-#include "storage/clock.h"
+#include "crypto/base/clock.h"
 
-namespace coffer::storage {
+namespace coffer {
 namespace {
 
 class RealClock final : public Clock {
@@ -27,4 +27,4 @@ std::chrono::system_clock::time_point FromUnixMicros(int64_t micros) {
           std::chrono::microseconds(micros)));
 }
 
-}  // namespace coffer::storage
+}  // namespace coffer

@@ -13,8 +13,8 @@
 // std::filesystem's throwing overloads, protobuf text parsing) catches at the call site and
 // converts to a Status. std::bad_alloc is the one exception we let terminate the process.
 
-#ifndef COFFER_CRYPTO_STATUS_H_
-#define COFFER_CRYPTO_STATUS_H_
+#ifndef COFFER_CRYPTO_BASE_STATUS_H_
+#define COFFER_CRYPTO_BASE_STATUS_H_
 
 #include <string_view>
 
@@ -182,4 +182,4 @@ ErrorCode ErrorCodeOf(const absl::Status& status);
   if (!statusor.ok()) return std::move(statusor).status(); \
   lhs = std::move(statusor).value()
 
-#endif  // COFFER_CRYPTO_STATUS_H_
+#endif  // COFFER_CRYPTO_BASE_STATUS_H_

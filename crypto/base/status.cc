@@ -1,4 +1,4 @@
-#include "crypto/status.h"
+#include "crypto/base/status.h"
 
 #include <charconv>
 #include <string>

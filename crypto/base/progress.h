@@ -6,14 +6,14 @@
 // fails because of its reports, and a caller must not call back into the reporting object from
 // the function (it runs while that object's lock is held).
 
-#ifndef COFFER_STORAGE_PROGRESS_H_
-#define COFFER_STORAGE_PROGRESS_H_
+#ifndef COFFER_CRYPTO_BASE_PROGRESS_H_
+#define COFFER_CRYPTO_BASE_PROGRESS_H_
 
 #include <cstdint>
 #include <functional>
 #include <string>
 
-namespace coffer::storage {
+namespace coffer {
 
 // Progress of a long operation: `done` of `total` units in the current `phase` (units are the
 // phase's: bytes for copies and checksums, items for replays, versions for re-wraps). total 0:
@@ -28,6 +28,6 @@ struct Progress {
 // never after the operation that was given it returns. An empty function is allowed (no reports).
 using ProgressFn = std::function<void(const Progress&)>;
 
-}  // namespace coffer::storage
+}  // namespace coffer
 
-#endif  // COFFER_STORAGE_PROGRESS_H_
+#endif  // COFFER_CRYPTO_BASE_PROGRESS_H_

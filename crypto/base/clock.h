@@ -2,21 +2,21 @@
 //
 // Recycle-bin expiry, retention and the compliance lock compare stored times with Now(), as do
 // the key manager's rotation, destruction and audit timestamps. Every such decision reads a Clock
-// passed in by the caller, so tests drive time explicitly. It lives here because storage/ may not
-// include kms/; kms/clock.h re-exports it. The daemon passes SystemClock(). Fake clocks exist only
-// in test binaries.
+// passed in by the caller, so tests drive time explicitly. It lives in the bottom target
+// (crypto/base) so that every layer shares one interface and one fake drives them all. The daemon
+// passes SystemClock(). Fake clocks exist only in test binaries.
 //
 // Thread safety: Now() may be called from any number of threads at once.
 // Ownership: whoever passes a Clock* keeps it alive for as long as the receiver uses it.
 // Failure: Now() cannot fail.
 
-#ifndef COFFER_STORAGE_CLOCK_H_
-#define COFFER_STORAGE_CLOCK_H_
+#ifndef COFFER_CRYPTO_BASE_CLOCK_H_
+#define COFFER_CRYPTO_BASE_CLOCK_H_
 
 #include <chrono>
 #include <cstdint>
 
-namespace coffer::storage {
+namespace coffer {
 
 class Clock {
  public:
@@ -38,6 +38,6 @@ const Clock& SystemClock();
 int64_t ToUnixMicros(std::chrono::system_clock::time_point time);
 std::chrono::system_clock::time_point FromUnixMicros(int64_t micros);
 
-}  // namespace coffer::storage
+}  // namespace coffer
 
-#endif  // COFFER_STORAGE_CLOCK_H_
+#endif  // COFFER_CRYPTO_BASE_CLOCK_H_
