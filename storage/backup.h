@@ -94,7 +94,7 @@ class DataDbBackups {
   absl::Status RestoreInto(uint32_t id, const std::string& target_dir,
                            const ProgressFn& progress = {});
   // Deletes backup `id` and the files no other backup references (BACKUP_NOT_FOUND if absent).
-  // For an orchestrator that prunes by its own manifests (kms/full_backup.h).
+  // For an orchestrator that prunes by its own manifests (kms/keys/full_backup.h).
   absl::Status Delete(uint32_t id);
   // Deletes every backup created at least max_age before Clock::Now(), except the newest.
   // Returns the ids deleted.

@@ -3,9 +3,9 @@
 // once; erasing removes the ciphertext itself from the live data DB, so that the deletion
 // receipt can say how much was purged and that the purge compaction finished.
 //
-// The caller (kms/deletion_receipts.h) runs these only for DESTROYED datasets, which no request
-// can write to any more, and counts before it erases, persisting the counts, so that an erase
-// resumed after a crash reports what was there rather than zero.
+// The caller (kms/keys/deletion_receipts.h) runs these only for DESTROYED datasets, which no
+// request can write to any more, and counts before it erases, persisting the counts, so that an
+// erase resumed after a crash reports what was there rather than zero.
 //
 // Thread safety: both functions may run beside other datasets' traffic. Failure: DATA_DB_ERROR
 // from RocksDB.

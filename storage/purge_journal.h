@@ -2,7 +2,7 @@
 // backup can replay the purge and never resurrect purged data (design brief, "Restore never
 // resurrects").
 //
-// storage/ defines the interface and kms/ implements it (kms/purge_journal.h appends
+// storage/ defines the interface and kms/ implements it (kms/keys/audited_purge_journal.h appends
 // RECORD_PURGE / ATTACHMENT_PURGE audit entries), so storage never depends on kms/.
 //
 // Contract: RecycleBin calls WillPurge for each item under the item's lock stripe, after every

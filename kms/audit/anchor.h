@@ -26,7 +26,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
-#include "kms/audit/format.h"
+#include "kms/audit/audit_format.h"
 
 namespace coffer::kms::audit {
 

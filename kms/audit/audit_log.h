@@ -46,8 +46,8 @@
 #include "crypto/secret_bytes.h"
 #include "kms/audit/anchor.h"
 #include "kms/audit/audit_event.h"
+#include "kms/audit/audit_format.h"
 #include "kms/audit/file_system.h"
-#include "kms/audit/format.h"
 #include "kms/audit/internal/forward_mac.h"
 #include "kms/audit/signer.h"
 

@@ -42,9 +42,9 @@
 #include "absl/status/statusor.h"
 #include "kms/audit/anchor.h"
 #include "kms/audit/audit.pb.h"
+#include "kms/audit/audit_format.h"
 #include "kms/audit/audit_log.h"
 #include "kms/audit/file_system.h"
-#include "kms/audit/format.h"
 
 namespace coffer::kms::audit {
 

@@ -39,7 +39,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
-#include "kms/daemon/config.h"
+#include "kms/config/config.h"
 
 namespace coffer::cofferd {
 
@@ -47,7 +47,7 @@ inline constexpr char kCofferdVersion[] = "0.1.0";
 // The name under which the configured PKCS#11 module is recorded in key-DB rows (a DWK's
 // module). Fixed: changing it would orphan every existing row's reference.
 inline constexpr char kPrimaryModuleName[] = "primary";
-// Bytes of OpenSSL's secure heap: twice the key cache's bound (kms/key_cache.h, 8 MiB), for
+// Bytes of OpenSSL's secure heap: twice the key cache's bound (kms/keys/key_cache.h, 8 MiB), for
 // the PIN, audit MAC keys and keys in flight beside the cache. LimitMEMLOCK must allow it.
 inline constexpr size_t kSecureHeapBytes = size_t{16} << 20;
 
@@ -60,7 +60,7 @@ struct DaemonOptions {
 
 class Daemon {
  public:
-  // `config` is a finished Config (kms/daemon/config.h).
+  // `config` is a finished Config (kms/config/config.h).
   static absl::StatusOr<std::unique_ptr<Daemon>> Start(const daemon::Config& config,
                                                        const DaemonOptions& options = {});
 

@@ -25,7 +25,7 @@
 #include "kms/cofferd/daemon.h"
 #include "kms/cofferd/log.h"
 #include "kms/cofferd/process.h"
-#include "kms/daemon/config.h"
+#include "kms/config/config.h"
 
 namespace coffer::cofferd {
 namespace {
@@ -196,7 +196,7 @@ int Main(int argc, char** argv) {
       "Serves the coffer.v1 API on two Unix sockets (data: records and attachments for the "
       "CRM's uids; admin: datasets, keys, lifecycle, audit, backups for enrolled admins). "
       "Configuration: a protobuf text-format file (annotated example: "
-      "kms/daemon/cofferd.example.conf; reference: docs/daemon.md); the flags below override "
+      "kms/config/cofferd.example.conf; reference: docs/daemon.md); the flags below override "
       "its fields. Logs go to stderr. SIGTERM or SIGINT drains requests in flight and exits 0; "
       "SIGHUP reloads grants, admins and rate limits from the file.",
       "cofferd"};

@@ -7,7 +7,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "crypto/base/status.h"
-#include "kms/audit/format.h"
+#include "kms/audit/audit_format.h"
 
 namespace coffer::events {
 namespace {

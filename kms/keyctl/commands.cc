@@ -15,9 +15,9 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "crypto/base/status.h"
-#include "kms/audit/format.h"
+#include "kms/audit/audit_format.h"
 #include "kms/audit/verifier.h"
-#include "kms/keyctl/format.h"
+#include "kms/keyctl/output.h"
 
 namespace coffer::keyctl {
 

@@ -11,7 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "coffer/v1/service.pb.h"
 #include "crypto/base/status.h"
-#include "kms/keyctl/format.h"
+#include "kms/keyctl/output.h"
 #include "nlohmann/json.hpp"
 
 namespace coffer::keyctl {

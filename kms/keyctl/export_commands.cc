@@ -20,10 +20,10 @@
 #include "crypto/base/status.h"
 #include "crypto/recipient_wrap.h"
 #include "crypto/secret_bytes.h"
-#include "kms/audit/format.h"
-#include "kms/export/archive.h"
+#include "kms/audit/audit_format.h"
+#include "kms/formats/export_archive.h"
 #include "kms/keyctl/files.h"
-#include "kms/keyctl/format.h"
+#include "kms/keyctl/output.h"
 #include "nlohmann/json.hpp"
 
 namespace coffer::keyctl {

@@ -20,7 +20,7 @@
 #include "kms/keyctl/commands.h"
 #include "kms/keyctl/event_commands.h"
 #include "kms/keyctl/export_commands.h"
-#include "kms/keyctl/format.h"
+#include "kms/keyctl/output.h"
 
 namespace coffer::keyctl {
 namespace {

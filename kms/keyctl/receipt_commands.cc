@@ -11,10 +11,10 @@
 #include "absl/strings/str_cat.h"
 #include "crypto/base/status.h"
 #include "google/protobuf/util/time_util.h"
+#include "kms/formats/receipt_file.h"
 #include "kms/keyctl/commands.h"
 #include "kms/keyctl/files.h"
-#include "kms/keyctl/format.h"
-#include "kms/receipt/receipt_file.h"
+#include "kms/keyctl/output.h"
 
 namespace coffer::keyctl {
 namespace {

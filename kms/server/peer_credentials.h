@@ -4,7 +4,7 @@
 #define COFFER_KMS_SERVER_PEER_CREDENTIALS_H_
 
 #include "absl/status/statusor.h"
-#include "kms/daemon/session.h"
+#include "kms/server/connection.h"
 
 namespace coffer::server {
 

@@ -1,7 +1,7 @@
 // cofferd's transport: two Unix stream sockets (data and admin), kernel peer credentials,
 // varint-delimited coffer.v1 frames (kms/api/framing.h), a bounded worker pool, and every limit
 // and timeout a socket-facing daemon needs. It hands each complete Request to the services
-// through daemon::Session (kms/daemon/session.h) and knows nothing of datasets.
+// through daemon::Session (kms/server/connection.h) and knows nothing of datasets.
 //
 // Threads. One reactor thread owns every socket: it accepts, reads peer credentials, reads
 // frames non-blockingly (epoll), enforces the timeouts, and writes the transport's own refusals.
@@ -68,7 +68,7 @@
 #include "absl/status/statusor.h"
 #include "crypto/base/status.h"
 #include "kms/api/framing.h"
-#include "kms/daemon/session.h"
+#include "kms/server/connection.h"
 
 namespace coffer::server {
 

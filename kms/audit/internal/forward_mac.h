@@ -15,7 +15,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "crypto/secret_bytes.h"
-#include "kms/audit/format.h"
+#include "kms/audit/audit_format.h"
 
 namespace coffer::kms::audit::internal {
 

@@ -14,7 +14,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "kms/audit/format.h"
+#include "kms/audit/audit_format.h"
 
 namespace coffer::kms::audit::internal {
 

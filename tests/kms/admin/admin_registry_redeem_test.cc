@@ -10,8 +10,8 @@
 #include "crypto/base/status.h"
 #include "gtest/gtest.h"
 #include "kms/admin/admin_registry.h"
-#include "tests/kms/audit_test_util.h"
-#include "tests/kms/kms_test_env.h"
+#include "tests/kms/audit/audit_test_util.h"
+#include "tests/kms/keys/kms_test_env.h"
 
 namespace coffer::kms::admin {
 namespace {

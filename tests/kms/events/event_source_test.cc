@@ -10,7 +10,7 @@
 #include "crypto/base/status.h"
 #include "gtest/gtest.h"
 #include "kms/audit/audit_log.h"
-#include "tests/kms/audit_test_util.h"
+#include "tests/kms/audit/audit_test_util.h"
 
 namespace coffer::events {
 namespace {

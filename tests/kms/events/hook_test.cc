@@ -18,7 +18,7 @@
 #include "kms/events/hook_delivery.h"
 #include "kms/events/hook_runner.h"
 #include "nlohmann/json.hpp"
-#include "tests/kms/audit_test_util.h"
+#include "tests/kms/audit/audit_test_util.h"
 #include "tests/testing/process.h"
 #include "tests/testing/text.h"
 

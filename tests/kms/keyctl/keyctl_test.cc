@@ -1,7 +1,7 @@
 // Tests of keyctl run as a process against a real cofferd: the daemon on a temporary directory
 // with a fresh SoftHSM2 token (keyctl_harness.h, in development mode; run as root, the
 // daemon runs as `nobody`), keyctl's output checked in both modes (JSON parsed with nlohmann)
-// and its exit codes (docs/keyctl.md). Also the text conventions of kms/keyctl/format.h.
+// and its exit codes (docs/keyctl.md). Also the text conventions of kms/keyctl/output.h.
 
 #include <fcntl.h>
 #include <sys/socket.h>
@@ -29,9 +29,9 @@
 #include "gtest/gtest.h"
 #include "kms/api/framing.h"
 #include "kms/client/client.h"
+#include "kms/formats/receipt_file.h"
 #include "kms/keyctl/admin_client.h"
-#include "kms/keyctl/format.h"
-#include "kms/receipt/receipt_file.h"
+#include "kms/keyctl/output.h"
 #include "nlohmann/json.hpp"
 #include "tests/kms/keyctl/keyctl_harness.h"
 #include "tests/testing/process.h"
@@ -305,7 +305,7 @@ TEST_F(KeyctlTest, RewrapAndEmergencyRotation) {
   const json versions = after.Json();
   int compromised = 0;
   for (const json& v : versions.at("versions")) compromised += v.at("state") == "KEY_COMPROMISED";
-  // The key manager's emergency rotation covers records and attachments (kms/key_manager.h):
+  // The key manager's emergency rotation covers records and attachments (kms/keys/key_manager.h):
   // their old primaries become COMPROMISED; lookup and pseudonym stay.
   EXPECT_EQ(compromised, 2) << after.out;
   EXPECT_EQ(PrimaryOf(versions, "PURPOSE_RECORDS"), 2u);
@@ -900,7 +900,7 @@ TEST_F(KeyctlTest, AuditVerifyOfflinePassesAndCatchesTampering) {
   EXPECT_GT(ok_json.Json().at("entries").get<uint64_t>(), 0u) << ok_json.out;
 
   // A copy of the log with one byte flipped in the payload of an entry a third of the way into
-  // its oldest segment (kms/audit/format.h: a 72-byte header, then frames of length u32 BE |
+  // its oldest segment (kms/audit/audit_format.h: a 72-byte header, then frames of length u32 BE |
   // payload | chain hash (32) | MAC (32); a MAC byte would be caught only online).
   const std::string copy = daemon_->dir() + "/audit-copy";
   fs::remove_all(copy);

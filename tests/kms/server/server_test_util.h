@@ -23,7 +23,7 @@
 #include "coffer/v1/service.pb.h"
 #include "gtest/gtest.h"
 #include "kms/api/framing.h"
-#include "kms/daemon/session.h"
+#include "kms/server/connection.h"
 
 namespace coffer::server::testing {
 

@@ -1,0 +1,43 @@
+// Deletion-receipt files (docs/formats.md, "deletion-receipt-v1"; the message is
+// coffer.v1.DeletionReceipt in kms/api/proto/coffer/v1/receipt.proto).
+//
+// A receipt file is two lines: the receipt in protobuf's JSON mapping on one line, then the
+// base64 of the DER ECDSA-P256-SHA256 signature over the first line's bytes, newline included.
+// Signing happens in the token (the key manager calls hsm::Signer); this file only lays the bytes
+// out and checks them, so that keyctl and tests verify receipts offline with the public key alone
+// — as `openssl dgst -sha256 -verify` does.
+//
+// Pure; thread-safe. Failure: RECEIPT_INVALID for a file that is not a well-formed receipt, whose
+// signature does not verify or whose body is not a coffer-deletion-receipt-v1; INVALID_ARGUMENT
+// for a public key that is not a P-256 PEM.
+
+#ifndef COFFER_KMS_FORMATS_RECEIPT_FILE_H_
+#define COFFER_KMS_FORMATS_RECEIPT_FILE_H_
+
+#include <string>
+#include <string_view>
+
+#include "absl/status/statusor.h"
+#include "coffer/v1/receipt.pb.h"
+
+namespace coffer::kms::receipt {
+
+inline constexpr std::string_view kReceiptFormat = "coffer-deletion-receipt-v1";
+
+// The signed first line: `receipt` as one-line JSON (every field printed, zeros included) and
+// "\n". INTERNAL if protobuf cannot print it.
+absl::StatusOr<std::string> BodyLine(const coffer::v1::DeletionReceipt& receipt);
+
+// The whole file: `body_line` (from BodyLine) followed by base64(`der_signature`) and "\n".
+std::string AssembleFile(std::string_view body_line, std::string_view der_signature);
+
+// Checks `file` against `public_key_pem` and returns the receipt it carries.
+absl::StatusOr<coffer::v1::DeletionReceipt> VerifyFile(std::string_view file,
+                                                       std::string_view public_key_pem);
+
+// Lower-case hex SHA-256 of `bytes` (the name hash, the tombstone and key fingerprints).
+std::string Sha256Hex(std::string_view bytes);
+
+}  // namespace coffer::kms::receipt
+
+#endif  // COFFER_KMS_FORMATS_RECEIPT_FILE_H_

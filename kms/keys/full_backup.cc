@@ -1,0 +1,755 @@
+#include "kms/keys/full_backup.h"
+
+#include <fcntl.h>
+#include <openssl/sha.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <string_view>
+#include <system_error>
+#include <tuple>
+
+#include "crypto/base/status.h"
+#include "kms/audit/verifier.h"
+#include "storage/phase_reporter.h"
+#include "storage/recycle_bin.h"
+
+namespace coffer::kms {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+std::string JoinPath(std::string_view directory, std::string_view name) {
+  std::string path(directory);
+  path += '/';
+  path += name;
+  return path;
+}
+
+// docs/key-manager.md#full-backups: the MANIFEST, one "name value..." line each, the last line
+// the SHA-256 of everything before it.
+constexpr std::string_view kManifestMagic = "coffer-full-backup v1";
+constexpr char kManifestName[] = "MANIFEST";
+constexpr char kFullDir[] = "full";
+constexpr char kDataDir[] = "data";
+
+// Progress phases (crypto/base/progress.h), in the order the header lists them. "data" is
+// storage::DataDbBackups's own.
+constexpr char kVerifyPhase[] = "verify";  // bytes
+constexpr char kKeysPhase[] = "keys";      // bytes
+constexpr char kAuditPhase[] = "audit";    // bytes
+constexpr char kReplayPhase[] = "replay";  // journal entries
+constexpr char kRotatePhase[] = "rotate";  // datasets
+constexpr uint64_t kByteStep = storage::PhaseReporter::kByteStep;
+constexpr uint64_t kItemStep = storage::PhaseReporter::kItemStep;
+
+// The file parts of a backup, in manifest order, with their progress phases.
+struct FilePart {
+  std::string_view dir;
+  const char* phase;
+};
+constexpr FilePart kFileParts[] = {{kRestoredKeyDbDir, kKeysPhase},
+                                   {kRestoredAuditDir, kAuditPhase}};
+
+struct ManifestFile {
+  std::string path;  // relative to the backup's directory: keys/... or audit/...
+  uint64_t size = 0;
+  std::string sha256;  // hex
+};
+
+struct Manifest {
+  uint32_t id = 0;
+  int64_t created_micros = 0;
+  uint64_t audit_sequence = 0;
+  audit::LogId log_id{};
+  std::vector<ManifestFile> files;
+};
+
+absl::Status Corrupt(uint32_t id, std::string_view what) {
+  return MakeError(ErrorCode::kBackupCorrupt,
+                   "full backup " + std::to_string(id) + ": " + std::string(what));
+}
+
+absl::Status IoError(const std::string& path, std::string_view what) {
+  return MakeError(ErrorCode::kIoError,
+                   std::string(what) + " " + path + ": " + std::strerror(errno));
+}
+
+std::string Sha256Hex(std::string_view data) {
+  std::array<uint8_t, SHA256_DIGEST_LENGTH> digest{};
+  SHA256(reinterpret_cast<const uint8_t*>(data.data()), data.size(), digest.data());
+  return audit::ToHex(digest);
+}
+
+absl::StatusOr<std::string> ReadWholeFile(const std::string& path) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    if (errno == ENOENT) return MakeError(ErrorCode::kNotFound, "missing file " + path);
+    return IoError(path, "cannot open");
+  }
+  std::string out;
+  char buffer[1 << 16];
+  while (true) {
+    ssize_t n = ::read(fd, buffer, sizeof(buffer));
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) {
+      absl::Status error = IoError(path, "cannot read");
+      ::close(fd);
+      return error;
+    }
+    if (n == 0) break;
+    out.append(buffer, static_cast<size_t>(n));
+  }
+  ::close(fd);
+  return out;
+}
+
+absl::Status WriteWholeFile(const std::string& path, std::string_view data, bool sync) {
+  int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  if (fd < 0) return IoError(path, "cannot create");
+  size_t done = 0;
+  while (done < data.size()) {
+    ssize_t n = ::write(fd, data.data() + done, data.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) {
+      absl::Status error = IoError(path, "cannot write");
+      ::close(fd);
+      return error;
+    }
+    done += static_cast<size_t>(n);
+  }
+  if (sync && ::fsync(fd) != 0) {
+    absl::Status error = IoError(path, "cannot sync");
+    ::close(fd);
+    return error;
+  }
+  if (::close(fd) != 0) return IoError(path, "cannot close");
+  return absl::OkStatus();
+}
+
+absl::Status SyncDirectory(const std::string& path) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) return IoError(path, "cannot open directory");
+  int rc = ::fsync(fd);
+  ::close(fd);
+  if (rc != 0) return IoError(path, "cannot sync directory");
+  return absl::OkStatus();
+}
+
+absl::Status MakeDirectory(const std::string& path) {
+  if (::mkdir(path.c_str(), 0700) != 0 && errno != EEXIST) {
+    return IoError(path, "cannot create directory");
+  }
+  return absl::OkStatus();
+}
+
+// Names of the regular files in `directory`, sorted.
+absl::StatusOr<std::vector<std::string>> RegularFiles(const std::string& directory) {
+  std::error_code ec;
+  std::vector<std::string> names;
+  fs::directory_iterator it(directory, ec);
+  if (ec) return MakeError(ErrorCode::kIoError, "cannot list " + directory + ": " + ec.message());
+  for (; it != fs::directory_iterator(); it.increment(ec)) {
+    if (ec) break;
+    if (it->is_regular_file(ec)) names.push_back(it->path().filename().string());
+  }
+  if (ec) return MakeError(ErrorCode::kIoError, "cannot list " + directory + ": " + ec.message());
+  std::sort(names.begin(), names.end());
+  return names;
+}
+
+absl::Status RemoveTree(const std::string& path) {
+  std::error_code ec;
+  fs::remove_all(path, ec);
+  if (ec) return MakeError(ErrorCode::kIoError, "cannot remove " + path + ": " + ec.message());
+  return absl::OkStatus();
+}
+
+bool NonEmpty(const std::string& path, std::error_code& ec) {
+  return fs::exists(path, ec) && !fs::is_empty(path, ec);
+}
+
+std::string EncodeManifest(const Manifest& manifest) {
+  std::string text(kManifestMagic);
+  text += "\nid " + std::to_string(manifest.id);
+  text += "\ncreated_micros " + std::to_string(manifest.created_micros);
+  text += "\naudit_sequence " + std::to_string(manifest.audit_sequence);
+  text += "\naudit_log_id " + audit::ToHex(manifest.log_id);
+  for (const ManifestFile& file : manifest.files) {
+    text += "\nfile " + file.path + " " + std::to_string(file.size) + " " + file.sha256;
+  }
+  text += "\n";
+  text += "sha256 " + Sha256Hex(text) + "\n";
+  return text;
+}
+
+std::vector<std::string_view> Split(std::string_view text, char separator) {
+  std::vector<std::string_view> parts;
+  size_t start = 0;
+  while (start <= text.size()) {
+    size_t end = text.find(separator, start);
+    if (end == std::string_view::npos) end = text.size();
+    parts.push_back(text.substr(start, end - start));
+    start = end + 1;
+  }
+  return parts;
+}
+
+bool ParseU64(std::string_view text, uint64_t* out) {
+  if (text.empty() || text.size() > 20) return false;
+  uint64_t value = 0;
+  for (char c : text) {
+    if (c < '0' || c > '9') return false;
+    uint64_t next = value * 10 + static_cast<uint64_t>(c - '0');
+    if (next / 10 != value) return false;
+    value = next;
+  }
+  *out = value;
+  return true;
+}
+
+// A relative path of the form keys/NAME or audit/NAME, NAME without '/' or "..".
+bool SafeRelativePath(std::string_view path) {
+  size_t slash = path.find('/');
+  if (slash == std::string_view::npos) return false;
+  std::string_view dir = path.substr(0, slash);
+  std::string_view name = path.substr(slash + 1);
+  return (dir == kRestoredKeyDbDir || dir == kRestoredAuditDir) && !name.empty() &&
+         name.find('/') == std::string_view::npos && name != "." && name != "..";
+}
+
+absl::StatusOr<Manifest> ParseManifest(uint32_t id, std::string_view text) {
+  size_t last = text.rfind("sha256 ");
+  if (last == std::string_view::npos || (last > 0 && text[last - 1] != '\n')) {
+    return Corrupt(id, "manifest has no checksum line");
+  }
+  std::string_view body = text.substr(0, last);
+  std::string_view sum = text.substr(last + 7);
+  if (!sum.empty() && sum.back() == '\n') sum.remove_suffix(1);
+  if (sum != Sha256Hex(body)) return Corrupt(id, "manifest checksum mismatch");
+  std::vector<std::string_view> lines = Split(body, '\n');
+  if (lines.empty() || lines[0] != kManifestMagic) return Corrupt(id, "not a full-backup manifest");
+  Manifest manifest;
+  bool have_id = false, have_created = false, have_sequence = false, have_log = false;
+  for (size_t i = 1; i < lines.size(); ++i) {
+    if (lines[i].empty()) continue;
+    std::vector<std::string_view> f = Split(lines[i], ' ');
+    uint64_t value = 0;
+    if (f[0] == "id" && f.size() == 2 && ParseU64(f[1], &value) && value <= UINT32_MAX) {
+      manifest.id = static_cast<uint32_t>(value);
+      have_id = true;
+    } else if (f[0] == "created_micros" && f.size() == 2 && ParseU64(f[1], &value)) {
+      manifest.created_micros = static_cast<int64_t>(value);
+      have_created = true;
+    } else if (f[0] == "audit_sequence" && f.size() == 2 && ParseU64(f[1], &value)) {
+      manifest.audit_sequence = value;
+      have_sequence = true;
+    } else if (f[0] == "audit_log_id" && f.size() == 2) {
+      auto log_id = audit::FromHex<audit::kLogIdSize>(f[1]);
+      if (!log_id.has_value()) return Corrupt(id, "bad audit log id");
+      manifest.log_id = *log_id;
+      have_log = true;
+    } else if (f[0] == "file" && f.size() == 4 && SafeRelativePath(f[1]) &&
+               ParseU64(f[2], &value) && f[3].size() == size_t{2} * SHA256_DIGEST_LENGTH) {
+      manifest.files.push_back(ManifestFile{std::string(f[1]), value, std::string(f[3])});
+    } else {
+      return Corrupt(id, "unknown manifest line " + std::to_string(i + 1));
+    }
+  }
+  if (!have_id || !have_created || !have_sequence || !have_log || manifest.id != id) {
+    return Corrupt(id, "manifest incomplete");
+  }
+  return manifest;
+}
+
+// Reads `path` and checks it against `file`: BACKUP_CORRUPT naming the file otherwise.
+absl::StatusOr<std::string> ReadChecked(uint32_t id, const std::string& path,
+                                        const ManifestFile& file) {
+  absl::StatusOr<std::string> data = ReadWholeFile(path);
+  if (!data.ok()) {
+    if (ErrorCodeOf(data.status()) == ErrorCode::kNotFound) {
+      return Corrupt(id, "missing " + file.path);
+    }
+    return data.status();
+  }
+  if (data->size() != file.size) return Corrupt(id, "wrong size of " + file.path);
+  if (Sha256Hex(*data) != file.sha256) return Corrupt(id, "checksum mismatch in " + file.path);
+  return data;
+}
+
+absl::StatusOr<std::vector<FullBackupInfo>> NoBackups() { return std::vector<FullBackupInfo>{}; }
+
+// The manifest of the backup in `dir` (BACKUP_NOT_FOUND without one).
+absl::StatusOr<Manifest> ReadManifest(uint32_t id, const std::string& dir) {
+  absl::StatusOr<std::string> text = ReadWholeFile(dir + "/" + std::string(kManifestName));
+  if (!text.ok() && ErrorCodeOf(text.status()) == ErrorCode::kNotFound) {
+    return MakeError(ErrorCode::kBackupNotFound, "no full backup " + std::to_string(id));
+  }
+  if (!text.ok()) return text.status();
+  return ParseManifest(id, *text);
+}
+
+// Whether `file` belongs to part `part` (kRestoredKeyDbDir or kRestoredAuditDir).
+bool InPart(const ManifestFile& file, std::string_view part) {
+  return file.path.size() > part.size() && file.path.starts_with(part) &&
+         file.path[part.size()] == '/';
+}
+
+uint64_t PartBytes(const Manifest& manifest, std::string_view part) {
+  uint64_t total = 0;
+  for (const ManifestFile& file : manifest.files) {
+    if (InPart(file, part)) total += file.size;
+  }
+  return total;
+}
+
+// The sizes of `names` in `directory` now: a progress total (a live file may still grow).
+uint64_t CurrentBytes(const std::string& directory, const std::vector<std::string>& names) {
+  uint64_t total = 0;
+  for (const std::string& name : names) {
+    std::error_code ec;
+    const uintmax_t size = fs::file_size(JoinPath(directory, name), ec);
+    if (!ec) total += size;
+  }
+  return total;
+}
+
+// The total of RestoreInto's "verify" phase: backup `id`'s parts and the live log. Best effort
+// (what cannot be read counts 0): the verification itself reports what is wrong.
+uint64_t RestoreVerifyBytes(storage::DataDbBackups* data_backups, uint32_t id,
+                            const Manifest& manifest, const std::string& live_audit_directory) {
+  uint64_t total = PartBytes(manifest, kRestoredKeyDbDir) + PartBytes(manifest, kRestoredAuditDir);
+  absl::StatusOr<std::vector<storage::DataBackupInfo>> data = data_backups->List();
+  if (data.ok()) {
+    for (const storage::DataBackupInfo& backup : *data) {
+      if (backup.id == id) total += backup.size_bytes;
+    }
+  }
+  absl::StatusOr<std::vector<std::string>> live = RegularFiles(live_audit_directory);
+  if (live.ok()) total += CurrentBytes(live_audit_directory, *live);
+  return total;
+}
+
+// A ProgressFn that folds the consecutive phases of an inner operation into `outer`'s one
+// phase: an inner phase's done counts on top of the totals of the inner phases before it.
+coffer::ProgressFn FoldInto(storage::PhaseReporter* outer) {
+  struct Inner {
+    std::string phase;
+    uint64_t base = 0;  // outer done when this inner phase began
+    uint64_t size = 0;  // this inner phase's total (or its done, if larger)
+  };
+  auto inner = std::make_shared<Inner>();
+  inner->base = outer->done();
+  return [outer, inner](const coffer::Progress& progress) {
+    if (progress.phase != inner->phase) {
+      inner->base += inner->size;
+      inner->phase = progress.phase;
+      inner->size = 0;
+    }
+    inner->size = std::max({inner->size, progress.total, progress.done});
+    outer->Raise(inner->base + progress.done);
+  };
+}
+
+// Checks every part of backup `id` (in `dir`) against its manifest: the data backup (phase
+// "data"), then the key-DB and audit files (phases "keys" and "audit", bytes).
+absl::Status VerifyParts(storage::DataDbBackups* data_backups, uint32_t id, const std::string& dir,
+                         const Manifest& manifest, const coffer::ProgressFn& progress) {
+  absl::Status data = data_backups->Verify(id, progress);
+  if (ErrorCodeOf(data) == ErrorCode::kBackupNotFound) return Corrupt(id, "data backup missing");
+  COFFER_RETURN_IF_ERROR(data);
+  bool have_keys = false;
+  for (const FilePart& part : kFileParts) {
+    storage::PhaseReporter reporter(progress, part.phase, PartBytes(manifest, part.dir), kByteStep);
+    for (const ManifestFile& file : manifest.files) {
+      if (!InPart(file, part.dir)) continue;
+      COFFER_RETURN_IF_ERROR(ReadChecked(id, dir + "/" + file.path, file).status());
+      reporter.Add(file.size);
+      have_keys = have_keys || part.dir == kRestoredKeyDbDir;
+    }
+    reporter.Finish();
+  }
+  if (!have_keys) return Corrupt(id, "no key-DB files");
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+FullBackups::FullBackups(FullBackupOptions options, const Clock* clock,
+                         std::unique_ptr<storage::DataDbBackups> data)
+    : options_(std::move(options)), clock_(clock), data_(std::move(data)) {}
+
+FullBackups::~FullBackups() = default;
+
+absl::StatusOr<std::unique_ptr<FullBackups>> FullBackups::Open(const FullBackupOptions& options) {
+  if (options.directory.empty()) {
+    return MakeError(ErrorCode::kInvalidArgument, "full backups need a directory");
+  }
+  const Clock* clock = options.clock != nullptr ? options.clock : &SystemClock();
+  COFFER_RETURN_IF_ERROR(MakeDirectory(options.directory));
+  COFFER_RETURN_IF_ERROR(MakeDirectory(options.directory + "/" + kFullDir));
+  storage::DataBackupOptions data_options;
+  data_options.max_age = options.max_age;
+  data_options.sync = options.sync;
+  COFFER_ASSIGN_OR_RETURN(
+      std::unique_ptr<storage::DataDbBackups> data,
+      storage::DataDbBackups::Open(options.directory + "/" + kDataDir, clock, data_options));
+  return std::unique_ptr<FullBackups>(new FullBackups(options, clock, std::move(data)));
+}
+
+std::string FullBackups::BackupPath(uint32_t id) const {
+  return options_.directory + "/" + kFullDir + "/" + std::to_string(id);
+}
+
+absl::StatusOr<FullBackupInfo> FullBackups::Create(const FullBackupSources& sources,
+                                                   const audit::AuditActor& actor,
+                                                   const coffer::ProgressFn& progress) {
+  if (sources.data_db == nullptr || sources.key_manager == nullptr ||
+      sources.audit_log == nullptr || sources.audit_directory.empty()) {
+    return MakeError(ErrorCode::kInvalidArgument,
+                     "a full backup needs the data DB, key manager and audit log");
+  }
+  audit::AuditEvent event;
+  event.kind = audit::v1::FULL_BACKUP;
+  event.actor = actor;
+  event.stage = audit::v1::STAGE_REQUESTED;
+  COFFER_RETURN_IF_ERROR(sources.audit_log->Append(event).status());
+
+  std::lock_guard<std::mutex> lock(mu_);
+  uint32_t data_id = 0;
+  absl::StatusOr<FullBackupInfo> info = CreateLocked(sources, &data_id, progress);
+  if (!info.ok() && data_id != 0) {
+    // No manifest: not a backup. Remove what was copied.
+    RemoveTree(BackupPath(data_id)).IgnoreError();
+    data_->Delete(data_id).IgnoreError();
+  }
+  event.stage = audit::v1::STAGE_COMPLETED;
+  event.result = ErrorCodeOf(info.status());
+  event.record_count = info.ok() ? info->id : 0;
+  absl::Status audited = sources.audit_log->Append(event).status();
+  if (!info.ok()) return info.status();
+  if (!audited.ok()) return audited;
+  return info;
+}
+
+absl::StatusOr<FullBackupInfo> FullBackups::CreateLocked(const FullBackupSources& sources,
+                                                         uint32_t* data_id,
+                                                         const coffer::ProgressFn& progress) {
+  // B first: every purge journaled below it has its deletes in the data DB
+  // (kms/keys/audited_purge_journal.h).
+  const uint64_t boundary = sources.purge_journal != nullptr
+                                ? sources.purge_journal->QuiescentSequence()
+                                : sources.audit_log->stats().next_sequence;
+  const auto created = clock_->Now();
+  // 1. The data DB.
+  COFFER_ASSIGN_OR_RETURN(
+      storage::DataBackupInfo data,
+      data_->Create(sources.data_db, "audit_sequence=" + std::to_string(boundary), progress));
+  *data_id = data.id;
+  const std::string dir = BackupPath(data.id);
+  COFFER_RETURN_IF_ERROR(RemoveTree(dir));  // leftovers of an interrupted backup with this id
+  COFFER_RETURN_IF_ERROR(MakeDirectory(dir));
+  Manifest manifest;
+  manifest.id = data.id;
+  manifest.created_micros = ToUnixMicros(created);
+  manifest.audit_sequence = boundary;
+  manifest.log_id = sources.audit_log->log_id();
+  uint64_t size = data.size_bytes;
+
+  // 2. The key DB.
+  const std::string keys = dir + "/" + kRestoredKeyDbDir;
+  COFFER_RETURN_IF_ERROR(sources.key_manager->CheckpointKeyDb(keys));
+  COFFER_ASSIGN_OR_RETURN(std::vector<std::string> key_files, RegularFiles(keys));
+  storage::PhaseReporter key_progress(progress, kKeysPhase, CurrentBytes(keys, key_files),
+                                      kByteStep);
+  for (const std::string& name : key_files) {
+    COFFER_ASSIGN_OR_RETURN(std::string bytes, ReadWholeFile(JoinPath(keys, name)));
+    manifest.files.push_back(
+        ManifestFile{std::string(kRestoredKeyDbDir) + "/" + name, bytes.size(), Sha256Hex(bytes)});
+    size += bytes.size();
+    key_progress.Add(bytes.size());
+  }
+  key_progress.Finish();
+
+  // 3. The audit log (a torn last frame, if an append is under way, is what a reopen drops).
+  const std::string audit_copy = dir + "/" + kRestoredAuditDir;
+  COFFER_RETURN_IF_ERROR(MakeDirectory(audit_copy));
+  COFFER_ASSIGN_OR_RETURN(std::vector<std::string> audit_files,
+                          RegularFiles(sources.audit_directory));
+  storage::PhaseReporter audit_progress(
+      progress, kAuditPhase, CurrentBytes(sources.audit_directory, audit_files), kByteStep);
+  for (const std::string& name : audit_files) {
+    COFFER_ASSIGN_OR_RETURN(std::string bytes,
+                            ReadWholeFile(JoinPath(sources.audit_directory, name)));
+    COFFER_RETURN_IF_ERROR(WriteWholeFile(JoinPath(audit_copy, name), bytes, options_.sync));
+    manifest.files.push_back(
+        ManifestFile{std::string(kRestoredAuditDir) + "/" + name, bytes.size(), Sha256Hex(bytes)});
+    size += bytes.size();
+    audit_progress.Add(bytes.size());
+  }
+  audit_progress.Finish();
+  if (options_.sync) {
+    COFFER_RETURN_IF_ERROR(SyncDirectory(keys));
+    COFFER_RETURN_IF_ERROR(SyncDirectory(audit_copy));
+  }
+
+  // 4. The manifest, last: its presence makes the backup.
+  const std::string temp = dir + "/" + kManifestName + ".tmp";
+  COFFER_RETURN_IF_ERROR(WriteWholeFile(temp, EncodeManifest(manifest), options_.sync));
+  if (::rename(temp.c_str(), (dir + "/" + kManifestName).c_str()) != 0) {
+    return IoError(temp, "cannot rename");
+  }
+  if (options_.sync) COFFER_RETURN_IF_ERROR(SyncDirectory(dir));
+
+  FullBackupInfo info;
+  info.id = data.id;
+  info.created = created;
+  info.audit_sequence = boundary;
+  info.audit_log_id = manifest.log_id;
+  info.size_bytes = size;
+  return info;
+}
+
+absl::StatusOr<std::vector<FullBackupInfo>> FullBackups::List() {
+  std::lock_guard<std::mutex> lock(mu_);
+  return ListLocked();
+}
+
+absl::StatusOr<std::vector<FullBackupInfo>> FullBackups::ListLocked() {
+  COFFER_ASSIGN_OR_RETURN(std::vector<storage::DataBackupInfo> data, data_->List());
+  if (data.empty()) return NoBackups();
+  std::vector<FullBackupInfo> out;
+  for (const storage::DataBackupInfo& d : data) {
+    absl::StatusOr<std::string> text =
+        ReadWholeFile(BackupPath(d.id) + "/" + std::string(kManifestName));
+    if (!text.ok() && ErrorCodeOf(text.status()) == ErrorCode::kNotFound) continue;  // incomplete
+    if (!text.ok()) return text.status();
+    COFFER_ASSIGN_OR_RETURN(Manifest manifest, ParseManifest(d.id, *text));
+    FullBackupInfo info;
+    info.id = d.id;
+    info.created = FromUnixMicros(manifest.created_micros);
+    info.audit_sequence = manifest.audit_sequence;
+    info.audit_log_id = manifest.log_id;
+    info.size_bytes = d.size_bytes;
+    for (const ManifestFile& file : manifest.files) info.size_bytes += file.size;
+    out.push_back(info);
+  }
+  return out;
+}
+
+absl::Status FullBackups::Verify(uint32_t id, const coffer::ProgressFn& progress) {
+  std::lock_guard<std::mutex> lock(mu_);
+  return VerifyLocked(id, progress);
+}
+
+absl::Status FullBackups::VerifyLocked(uint32_t id, const coffer::ProgressFn& progress) {
+  const std::string dir = BackupPath(id);
+  COFFER_ASSIGN_OR_RETURN(Manifest manifest, ReadManifest(id, dir));
+  return VerifyParts(data_.get(), id, dir, manifest, progress);
+}
+
+absl::Status FullBackups::CheckRestoreComplete(const std::string& directory) {
+  std::error_code ec;
+  if (fs::exists(directory + "/" + kRestoreMarker, ec)) {
+    return MakeError(ErrorCode::kRestoreIncomplete,
+                     "the restore into " + directory + " did not finish; restore again");
+  }
+  if (ec) return MakeError(ErrorCode::kIoError, "cannot inspect " + directory);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<RestoreReport> FullBackups::RestoreInto(uint32_t id, RestoreRequest request,
+                                                       const coffer::ProgressFn& progress) {
+  const std::string& target = request.target_directory;
+  std::error_code ec;
+  if (NonEmpty(target, ec)) {
+    return MakeError(ErrorCode::kRestoreTargetNotEmpty,
+                     "restore target " + target + " is not empty");
+  }
+  if (ec) return MakeError(ErrorCode::kIoError, "cannot inspect " + target);
+  audit::AuditLog* log = request.key_manager.audit_log;
+  if (log == nullptr || request.live_audit_directory.empty()) {
+    return MakeError(ErrorCode::kInvalidArgument,
+                     "a restore needs the live audit log and the key manager's audit log");
+  }
+  std::lock_guard<std::mutex> lock(mu_);
+
+  // 1. Every part of the backup, then the live log it replays from: one phase "verify", in
+  // bytes of both (the live log counts when it has been read).
+  COFFER_ASSIGN_OR_RETURN(Manifest manifest, ReadManifest(id, BackupPath(id)));
+  storage::PhaseReporter verify_progress(
+      progress, kVerifyPhase,
+      progress ? RestoreVerifyBytes(data_.get(), id, manifest, request.live_audit_directory) : 0,
+      kByteStep);
+  COFFER_RETURN_IF_ERROR(VerifyParts(data_.get(), id, BackupPath(id), manifest,
+                                     progress ? FoldInto(&verify_progress) : nullptr));
+  audit::VerifyOptions verify;
+  verify.public_key_pem = request.audit_public_key_pem;
+  COFFER_ASSIGN_OR_RETURN(audit::VerifyReport verified,
+                          audit::VerifyAuditLog(request.live_audit_directory, verify));
+  if (verified.ok() && verified.log_id != manifest.log_id) {
+    return MakeError(ErrorCode::kReplaySourceStale,
+                     "the replay log is not the log of full backup " + std::to_string(id));
+  }
+  COFFER_RETURN_IF_ERROR(verified.ToStatus());
+  if (!verified.last_sequence.has_value() ||
+      *verified.last_sequence + 1 < manifest.audit_sequence) {
+    return MakeError(ErrorCode::kReplaySourceStale,
+                     "the replay log ends before full backup " + std::to_string(id));
+  }
+  COFFER_ASSIGN_OR_RETURN(std::vector<audit::v1::AuditEntry> entries,
+                          audit::ReadAuditEntries(request.live_audit_directory));
+
+  // What to replay: purges newer than the backup; every destruction.
+  std::map<std::tuple<uint64_t, storage::PurgedItemKind>, std::vector<crypto::HmacSha256Tag>>
+      purges;
+  std::vector<uint64_t> destroyed;
+  RestoreReport report;
+  report.audit_sequence = manifest.audit_sequence;
+  for (const audit::v1::AuditEntry& entry : entries) {
+    if (entry.kind() == audit::v1::DATASET_DESTROY && entry.result_code() == 0 &&
+        std::find(destroyed.begin(), destroyed.end(), entry.dataset_handle()) == destroyed.end()) {
+      destroyed.push_back(entry.dataset_handle());
+    }
+    const bool record = entry.kind() == audit::v1::RECORD_PURGE;
+    if ((!record && entry.kind() != audit::v1::ATTACHMENT_PURGE) ||
+        entry.sequence() < manifest.audit_sequence) {
+      continue;
+    }
+    if (entry.record_ref().size() != crypto::kHmacSha256TagSize) {
+      return MakeError(ErrorCode::kAuditLogCorrupt,
+                       "purge entry " + std::to_string(entry.sequence()) + " has no record ref");
+    }
+    crypto::HmacSha256Tag ref{};
+    std::copy(entry.record_ref().begin(), entry.record_ref().end(), ref.begin());
+    purges[{entry.dataset_handle(),
+            record ? storage::PurgedItemKind::kRecord : storage::PurgedItemKind::kAttachment}]
+        .push_back(ref);
+    ++report.purges_replayed;
+  }
+  verify_progress.Finish();
+
+  audit::AuditEvent event;
+  event.kind = audit::v1::FULL_RESTORE;
+  event.actor = request.actor;
+  event.stage = audit::v1::STAGE_REQUESTED;
+  event.record_count = id;
+  COFFER_RETURN_IF_ERROR(log->Append(event).status());
+
+  auto restore = [&]() -> absl::Status {
+    // 2. The three parts, under a marker that says "not servable yet".
+    COFFER_RETURN_IF_ERROR(MakeDirectory(target));
+    const std::string marker = target + "/" + kRestoreMarker;
+    COFFER_RETURN_IF_ERROR(WriteWholeFile(marker, "", /*sync=*/true));
+    COFFER_RETURN_IF_ERROR(SyncDirectory(target));
+    const std::string data_dir = target + "/" + kRestoredDataDir;
+    COFFER_RETURN_IF_ERROR(data_->RestoreInto(id, data_dir, progress));
+    COFFER_RETURN_IF_ERROR(MakeDirectory(target + "/" + kRestoredKeyDbDir));
+    COFFER_RETURN_IF_ERROR(MakeDirectory(target + "/" + kRestoredAuditDir));
+    for (const FilePart& part : kFileParts) {
+      storage::PhaseReporter part_progress(progress, part.phase, PartBytes(manifest, part.dir),
+                                           kByteStep);
+      for (const ManifestFile& file : manifest.files) {
+        if (!InPart(file, part.dir)) continue;
+        COFFER_ASSIGN_OR_RETURN(std::string bytes,
+                                ReadChecked(id, BackupPath(id) + "/" + file.path, file));
+        COFFER_RETURN_IF_ERROR(WriteWholeFile(target + "/" + file.path, bytes, /*sync=*/true));
+        part_progress.Add(file.size);
+      }
+      part_progress.Finish();
+    }
+    COFFER_RETURN_IF_ERROR(SyncDirectory(target + "/" + kRestoredKeyDbDir));
+    COFFER_RETURN_IF_ERROR(SyncDirectory(target + "/" + kRestoredAuditDir));
+
+    // 3. Purges newer than the backup, then (4) destructions: one phase "replay".
+    storage::PhaseReporter replay_progress(progress, kReplayPhase,
+                                           report.purges_replayed + destroyed.size(), kItemStep);
+    {
+      COFFER_ASSIGN_OR_RETURN(std::unique_ptr<storage::DataDb> db,
+                              storage::DataDb::Open(data_dir, storage::DataDbOptions{}));
+      for (const auto& [key, refs] : purges) {
+        COFFER_ASSIGN_OR_RETURN(
+            size_t purged,
+            storage::RecycleBin::ReplayPurges(db.get(), std::get<0>(key), std::get<1>(key), refs));
+        report.items_purged += purged;
+        replay_progress.Add(refs.size());
+      }
+    }
+
+    // 4. Destructions, then a new primary for every active dataset's data purposes.
+    KeyManagerOptions options = request.key_manager;
+    options.key_db_directory = target + "/" + kRestoredKeyDbDir;
+    options.crash_point = nullptr;
+    COFFER_ASSIGN_OR_RETURN(std::unique_ptr<KeyManager> manager,
+                            KeyManager::Open(std::move(options)));
+    for (uint64_t handle : destroyed) {
+      auto before = manager->DescribeDataset(handle);
+      COFFER_RETURN_IF_ERROR(manager->ReplayDestruction(handle, request.actor));
+      if (before.ok() && before->state != DatasetState::kDestroyed) {
+        report.datasets_destroyed.push_back(handle);
+      }
+      replay_progress.Add(1);
+    }
+    replay_progress.Finish();
+    const std::vector<DatasetSummary> datasets = manager->ListDatasets();
+    const auto active = static_cast<uint64_t>(std::count_if(
+        datasets.begin(), datasets.end(),
+        [](const DatasetSummary& dataset) { return dataset.state == DatasetState::kActive; }));
+    storage::PhaseReporter rotate_progress(progress, kRotatePhase, active, kItemStep);
+    for (const DatasetSummary& dataset : datasets) {
+      if (dataset.state != DatasetState::kActive) continue;
+      for (storage::KeyPurpose purpose :
+           {storage::KeyPurpose::kRecords, storage::KeyPurpose::kAttachments}) {
+        COFFER_RETURN_IF_ERROR(
+            manager->Rotate(dataset.handle, purpose, RotationCause::kManual, request.actor)
+                .status());
+        report.rotated.emplace_back(dataset.handle, purpose);
+      }
+      rotate_progress.Add(1);
+    }
+    rotate_progress.Finish();
+    manager.reset();
+
+    // 5. Servable.
+    if (::unlink(marker.c_str()) != 0) return IoError(marker, "cannot remove");
+    return SyncDirectory(target);
+  };
+  absl::Status result = restore();
+  event.stage = audit::v1::STAGE_COMPLETED;
+  event.result = ErrorCodeOf(result);
+  absl::Status audited = log->Append(event).status();
+  if (!result.ok()) return result;
+  if (!audited.ok()) return audited;
+  return report;
+}
+
+absl::StatusOr<std::vector<uint32_t>> FullBackups::PruneExpired() {
+  std::lock_guard<std::mutex> lock(mu_);
+  COFFER_ASSIGN_OR_RETURN(std::vector<FullBackupInfo> backups, ListLocked());
+  std::vector<uint32_t> deleted;
+  if (backups.empty()) return deleted;
+  const auto now = clock_->Now();
+  const uint32_t newest = backups.back().id;
+  for (const FullBackupInfo& backup : backups) {
+    if (backup.id == newest || backup.created + options_.max_age > now) continue;
+    // The manifest goes first: a half-deleted backup is an incomplete one, never a wrong one.
+    const std::string dir = BackupPath(backup.id);
+    if (::unlink((dir + "/" + kManifestName).c_str()) != 0) {
+      return IoError(dir, "cannot remove the manifest of");
+    }
+    COFFER_RETURN_IF_ERROR(RemoveTree(dir));
+    absl::Status data = data_->Delete(backup.id);
+    if (!data.ok() && ErrorCodeOf(data) != ErrorCode::kBackupNotFound) return data;
+    deleted.push_back(backup.id);
+  }
+  return deleted;
+}
+
+}  // namespace coffer::kms

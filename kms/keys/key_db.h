@@ -1,0 +1,121 @@
+// KeyDb: the key manager's own RocksDB directory, every row authenticated by the HSM.
+//
+// Column families (docs/key-manager.md, "Key DB layout"): datasets, names, key_versions,
+// intents, meta. Each stored value is a serialised kms/keys/key_db.proto message followed by a
+// 32-byte tag, HMAC-SHA256 under the token's row key (hsm::RowAuthenticator) over
+//   "coffer-keydb-row-v1" 0x00 | column family 0x00 | key length (u32 BE) | key | message.
+// Binding the column family and key stops a valid row from being moved to another place; a
+// flipped state, hold, policy or version byte fails the tag. Reads verify the tag and return
+// KEY_DB_ROW_CORRUPT (DATA_LOSS), never the unauthenticated bytes. (An old authenticated value
+// put back in place — a rollback of one row — is not detected by the tag alone; the key manager
+// cross-checks version rows against the dataset row's counts.)
+//
+// Every Write is one atomic RocksDB WriteBatch with WriteOptions::sync = true: when Write
+// returns OK the change survives a crash and a power loss.
+//
+// Thread safety: all methods may be called from any thread (RocksDB is thread-safe; tags are
+// computed before the batch is written). Ownership: the KeyDb owns the RocksDB handle; the
+// RowAuthenticator must outlive it. Failures: IO_ERROR for RocksDB errors (the message carries
+// RocksDB's), KEY_DB_ROW_CORRUPT for a row that fails its tag or does not parse, errors of the
+// RowAuthenticator as they are.
+
+#ifndef COFFER_KMS_KEYS_KEY_DB_H_
+#define COFFER_KMS_KEYS_KEY_DB_H_
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "google/protobuf/message_lite.h"
+#include "hsm/service_keys.h"
+
+namespace rocksdb {
+class DB;
+class ColumnFamilyHandle;
+class WriteBatch;
+}  // namespace rocksdb
+
+namespace coffer::kms {
+
+enum class KeyDbTable : uint8_t { kDatasets = 0, kNames, kKeyVersions, kIntents, kMeta };
+inline constexpr size_t kKeyDbTableCount = 5;
+inline constexpr size_t kKeyDbTagBytes = 32;
+
+// The column family name of `table` ("datasets", "names", "key_versions", "intents", "meta").
+std::string_view KeyDbTableName(KeyDbTable table);
+
+// Row keys (docs/key-manager.md).
+std::string DatasetRowKey(uint64_t handle);  // handle, 8 bytes BE
+std::string KeyVersionRowKey(uint64_t handle, uint8_t purpose, uint32_t version);
+std::string KeyVersionPrefix(uint64_t handle);  // every version row of a dataset starts so
+
+class KeyDb {
+ public:
+  // Opens (creating if missing, mode 0700) the key DB in `directory`.
+  static absl::StatusOr<std::unique_ptr<KeyDb>> Open(const std::string& directory,
+                                                     hsm::RowAuthenticator* authenticator);
+  ~KeyDb();
+  KeyDb(const KeyDb&) = delete;
+  KeyDb& operator=(const KeyDb&) = delete;
+
+  // A set of changes applied atomically by Write. Put computes the row's tag at once (an HSM
+  // call), so a Put error leaves the batch unchanged.
+  class Batch {
+   public:
+    explicit Batch(KeyDb& db);
+    ~Batch();
+    Batch(const Batch&) = delete;
+    Batch& operator=(const Batch&) = delete;
+    absl::Status Put(KeyDbTable table, std::string_view key,
+                     const google::protobuf::MessageLite& row);
+    void Delete(KeyDbTable table, std::string_view key);
+    size_t count() const { return count_; }
+
+   private:
+    friend class KeyDb;
+    KeyDb& db_;
+    std::unique_ptr<rocksdb::WriteBatch> batch_;
+    size_t count_ = 0;
+  };
+
+  // Writes `batch` atomically and syncs it.
+  absl::Status Write(Batch& batch);
+
+  // Writes a consistent copy of the whole DB (memtables flushed, no WAL needed) into
+  // `target_dir`, which must not exist (RocksDB Checkpoint; SST files hard-linked when on the
+  // same file system). For full backups (kms/keys/full_backup.h).
+  absl::Status CreateCheckpoint(const std::string& target_dir);
+
+  // Reads and verifies one row into `row`; nullopt-like false when absent.
+  absl::StatusOr<bool> Get(KeyDbTable table, std::string_view key,
+                           google::protobuf::MessageLite& row);
+
+  // Calls `visit(key, verified message bytes)` for every row of `table` whose key starts with
+  // `prefix`, in key order. Stops at the first error (a row failing its tag included).
+  absl::Status Scan(
+      KeyDbTable table, std::string_view prefix,
+      const std::function<absl::Status(std::string_view key, std::string_view message)>& visit);
+
+ private:
+  KeyDb(rocksdb::DB* db, std::vector<rocksdb::ColumnFamilyHandle*> handles,
+        hsm::RowAuthenticator* authenticator);
+
+  absl::StatusOr<std::string> Seal(KeyDbTable table, std::string_view key,
+                                   std::string_view message);
+  absl::StatusOr<std::string_view> Verify(KeyDbTable table, std::string_view key,
+                                          std::string_view value);
+
+  rocksdb::DB* db_;
+  std::vector<rocksdb::ColumnFamilyHandle*> handles_;  // indexed by KeyDbTable
+  hsm::RowAuthenticator* authenticator_;
+};
+
+}  // namespace coffer::kms
+
+#endif  // COFFER_KMS_KEYS_KEY_DB_H_

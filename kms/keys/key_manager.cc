@@ -1,0 +1,667 @@
+// KeyManager: open, load, create, describe, the KeyProvider hot path and usage reservations.
+// Rotation and retirement: rotation.cc; lifecycle and destruction: lifecycle.cc; re-wrap:
+// rewrap.cc; start-up recovery and reconciliation: recovery.cc.
+
+#include "kms/keys/key_manager.h"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <utility>
+
+#include "crypto/base/status.h"
+#include "crypto/random.h"
+#include "kms/keys/internal/audit_text.h"
+#include "kms/keys/internal/convert.h"
+#include "kms/keys/internal/dataset_state.h"
+#include "kms/keys/internal/manager_util.h"
+#include "kms/keys/key_db.pb.h"
+
+namespace coffer::kms {
+
+using internal::DatasetEntry;
+using internal::DatasetSnapshot;
+using internal::VersionSnapshot;
+
+namespace {
+
+bool ValidName(std::string_view name) {
+  if (name.empty() || name.size() > kMaxDatasetNameSize) return false;
+  return std::all_of(name.begin(), name.end(), [](char c) {
+    return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '.' || c == '_' || c == '-' ||
+           c == '/';
+  });
+}
+
+absl::Status ValidatePolicy(const DatasetPolicy& policy) {
+  if (policy.records_rotation.count() <= 0 || policy.attachments_rotation.count() <= 0) {
+    return MakeError(ErrorCode::kInvalidArgument, "rotation periods must be at least 1 second");
+  }
+  if (policy.usage_limit == 0) {
+    return MakeError(ErrorCode::kInvalidArgument, "usage limit must be at least 1");
+  }
+  if (policy.retention_max_age.count() < 0 || policy.minimum_retention.count() < 0 ||
+      policy.destruction_wait.count() < 0 || policy.auto_destroy_after_disabled.count() < 0) {
+    return MakeError(ErrorCode::kInvalidArgument, "policy durations must not be negative");
+  }
+  return absl::OkStatus();
+}
+
+bool ValidPurpose(storage::KeyPurpose purpose) {
+  auto value = static_cast<uint8_t>(purpose);
+  return value >= 1 && value <= 4;
+}
+
+}  // namespace
+
+namespace internal {
+
+audit::AuditActor InternalActor() {
+  audit::AuditActor actor;
+  actor.uid = static_cast<uint32_t>(getuid());
+  actor.pid = static_cast<uint32_t>(getpid());
+  actor.socket = audit::v1::SOCKET_INTERNAL;
+  return actor;
+}
+
+v1::KeyVersionRow RowForWrite(const VersionSnapshot& version) {
+  v1::KeyVersionRow row = version.row;
+  row.set_reserved_until(version.usage->reserved.load());
+  return row;
+}
+
+absl::Status CheckDataAccess(const DatasetSnapshot& snap) {
+  switch (internal::FromRow(snap.row.state())) {
+    case DatasetState::kActive:
+      break;
+    case DatasetState::kDisabled:
+      return MakeError(ErrorCode::kDatasetStateForbids, "dataset is DISABLED");
+    case DatasetState::kPendingDestruction:
+      return MakeError(ErrorCode::kDatasetStateForbids, "dataset is PENDING_DESTRUCTION");
+    case DatasetState::kDestroying:
+    case DatasetState::kDestroyed:
+      return MakeError(ErrorCode::kKeyDestroyed,
+                       "key destroyed: the dataset's wrapping keys were destroyed");
+  }
+  if (snap.row.wrapping_key_missing()) {
+    return MakeError(ErrorCode::kWrappingKeyMissing,
+                     "the dataset's wrapping key is missing from the HSM (see start-up report)");
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace internal
+
+using internal::CheckDataAccess;
+using internal::InternalActor;
+
+KeyManager::KeyManager(KeyManagerOptions options, std::unique_ptr<KeyDb> db)
+    : options_(std::move(options)),
+      clock_(options_.clock),
+      db_(std::move(db)),
+      cache_(options_.cache, options_.clock),
+      datasets_(std::make_shared<const DatasetMap>()) {}
+
+KeyManager::~KeyManager() = default;
+
+absl::StatusOr<std::unique_ptr<KeyManager>> KeyManager::Open(KeyManagerOptions options) {
+  if (options.row_authenticator == nullptr || options.signer == nullptr ||
+      options.audit_log == nullptr) {
+    return MakeError(ErrorCode::kInvalidArgument,
+                     "key manager needs a row authenticator, a signer and an audit log");
+  }
+  if (options.modules.empty() || !options.modules.contains(options.default_module) ||
+      options.modules.at(options.default_module) == nullptr) {
+    return MakeError(ErrorCode::kInvalidArgument, "default_module must name a configured module");
+  }
+  if (options.usage_reservation_block == 0 || options.usage_rotate_percent == 0 ||
+      options.usage_rotate_percent > 100) {
+    return MakeError(ErrorCode::kInvalidArgument,
+                     "usage_reservation_block must be >= 1 and usage_rotate_percent 1..100");
+  }
+  COFFER_RETURN_IF_ERROR(ValidatePolicy(options.default_policy));
+  if (options.clock == nullptr) options.clock = &SystemClock();
+  COFFER_ASSIGN_OR_RETURN(auto db,
+                          KeyDb::Open(options.key_db_directory, options.row_authenticator));
+  std::unique_ptr<KeyManager> manager(new KeyManager(std::move(options), std::move(db)));
+  std::lock_guard<std::mutex> lock(manager->admin_mu_);
+  COFFER_RETURN_IF_ERROR(manager->LoadAll());
+  COFFER_RETURN_IF_ERROR(manager->CheckClockAtOpen());
+  COFFER_RETURN_IF_ERROR(manager->Recover());
+  COFFER_RETURN_IF_ERROR(manager->Reconcile());
+  return manager;
+}
+
+namespace {
+
+absl::Status Corrupt(const std::string& what) {
+  return MakeError(ErrorCode::kKeyDbRowCorrupt, "key DB inconsistent: " + what);
+}
+
+}  // namespace
+
+absl::Status KeyManager::LoadAll() {
+  v1::ClockRow clock_row;
+  COFFER_ASSIGN_OR_RETURN(bool has_clock, db_->Get(KeyDbTable::kMeta, "clock", clock_row));
+  if (has_clock) clock_high_water_micros_ = clock_row.high_water_micros();
+
+  std::map<uint64_t, std::shared_ptr<DatasetSnapshot>> loaded;
+  COFFER_RETURN_IF_ERROR(
+      db_->Scan(KeyDbTable::kDatasets, "",
+                [&](std::string_view key, std::string_view message) -> absl::Status {
+                  auto snap = std::make_shared<DatasetSnapshot>();
+                  if (!snap->row.ParseFromArray(message.data(), static_cast<int>(message.size())) ||
+                      key != DatasetRowKey(snap->row.handle())) {
+                    return Corrupt("a dataset row does not parse or sits under another handle");
+                  }
+                  loaded[snap->row.handle()] = std::move(snap);
+                  return absl::OkStatus();
+                }));
+  COFFER_RETURN_IF_ERROR(db_->Scan(
+      KeyDbTable::kKeyVersions, "",
+      [&](std::string_view key, std::string_view message) -> absl::Status {
+        VersionSnapshot version;
+        if (!version.row.ParseFromArray(message.data(), static_cast<int>(message.size())) ||
+            key != KeyVersionRowKey(version.row.handle(),
+                                    static_cast<uint8_t>(version.row.purpose()),
+                                    version.row.version())) {
+          return Corrupt("a key version row does not parse or sits under another key");
+        }
+        auto it = loaded.find(version.row.handle());
+        if (it == loaded.end() || it->second->row.state() == v1::DESTROYED) {
+          return Corrupt("a key version row belongs to no live dataset");
+        }
+        COFFER_ASSIGN_OR_RETURN(version.wrapped, hsm::WrappedKey::Parse(version.row.wrapped_key()));
+        if (version.wrapped.key.dataset_handle != version.row.handle()) {
+          return Corrupt("a wrapped key names another dataset");
+        }
+        version.usage = std::make_shared<internal::UsageCounter>();
+        version.usage->used = version.row.reserved_until();  // a restart counts the block used
+        version.usage->reserved = version.row.reserved_until();
+        auto purpose = static_cast<size_t>(version.row.purpose());
+        if (purpose == 0 || purpose >= internal::kPurposeSlots) {
+          return Corrupt("a key version row has an unknown purpose");
+        }
+        auto& list = it->second->versions[purpose];
+        if (version.row.version() != list.size() + 1) {
+          return Corrupt("key versions are not contiguous");
+        }
+        list.push_back(std::move(version));
+        return absl::OkStatus();
+      }));
+  auto map = std::make_shared<DatasetMap>();
+  for (auto& [handle, snap] : loaded) {
+    if (snap->row.state() != v1::DESTROYED) {
+      for (storage::KeyPurpose purpose : internal::kAllPurposes) {
+        const v1::PurposeState* state = snap->Purpose(purpose);
+        const auto& list = snap->versions[static_cast<size_t>(purpose)];
+        if (state == nullptr || state->max_version() != list.size() ||
+            state->primary_version() == 0 || state->primary_version() > list.size()) {
+          return Corrupt("a dataset's key versions do not match its row (a row was deleted?)");
+        }
+      }
+      names_[snap->row.name()] = handle;
+    }
+    auto entry = std::make_shared<DatasetEntry>(handle);
+    entry->snapshot.store(std::move(snap));
+    (*map)[handle] = std::move(entry);
+  }
+  // Every name row must point at a live dataset of that name, and every live dataset have one.
+  size_t name_rows = 0;
+  COFFER_RETURN_IF_ERROR(db_->Scan(
+      KeyDbTable::kNames, "", [&](std::string_view key, std::string_view message) -> absl::Status {
+        v1::NameRow row;
+        if (!row.ParseFromArray(message.data(), static_cast<int>(message.size()))) {
+          return Corrupt("a name row does not parse");
+        }
+        auto it = names_.find(key);
+        if (it == names_.end() || it->second != row.handle()) {
+          return Corrupt("a name row points at no live dataset of that name");
+        }
+        ++name_rows;
+        return absl::OkStatus();
+      }));
+  if (name_rows != names_.size()) return Corrupt("a live dataset has no name row");
+  datasets_.store(std::move(map));
+  return absl::OkStatus();
+}
+
+KeyManager::EntryPtr KeyManager::FindEntry(uint64_t handle) const {
+  std::shared_ptr<const DatasetMap> map = datasets_.load();
+  auto it = map->find(handle);
+  return it == map->end() ? nullptr : it->second;
+}
+
+absl::StatusOr<KeyManager::EntryPtr> KeyManager::RequireEntry(uint64_t handle) const {
+  EntryPtr entry = FindEntry(handle);
+  if (entry == nullptr) {
+    return MakeError(ErrorCode::kDatasetNotFound,
+                     "no dataset with handle " + std::to_string(handle));
+  }
+  return entry;
+}
+
+void KeyManager::Publish(const EntryPtr& entry, Snapshot snapshot) {
+  entry->snapshot.store(std::move(snapshot));
+}
+
+void KeyManager::AddEntry(uint64_t handle, Snapshot snapshot) {
+  auto entry = std::make_shared<DatasetEntry>(handle);
+  entry->snapshot.store(std::move(snapshot));
+  auto map = std::make_shared<DatasetMap>(*datasets_.load());
+  (*map)[handle] = std::move(entry);
+  datasets_.store(std::move(map));
+}
+
+absl::Status KeyManager::Audit(const audit::AuditEvent& event) {
+  return options_.audit_log->Append(event).status();
+}
+
+absl::StatusOr<uint64_t> KeyManager::AuditAt(const audit::AuditEvent& event) {
+  return options_.audit_log->Append(event);
+}
+
+absl::Status KeyManager::Refuse(audit::v1::EventKind attempted, uint64_t handle,
+                                const audit::AuditActor& actor, absl::Status why) {
+  audit::AuditEvent event =
+      internal::MakeEvent(audit::v1::REQUEST_REFUSED, actor, handle, audit::v1::PURPOSE_UNSPECIFIED,
+                          0, audit::v1::STAGE_COMPLETED, internal::RefusedDetail(attempted));
+  event.result = ErrorCodeOf(why);
+  // The refusal stands whether or not its entry could be written; nothing changed.
+  Audit(event).IgnoreError();
+  return why;
+}
+
+hsm::KeyWrapper* KeyManager::Module(const std::string& name) const {
+  auto it = options_.modules.find(name);
+  return it == options_.modules.end() ? nullptr : it->second;
+}
+
+void KeyManager::Crash(std::string_view step) const {
+  if (options_.crash_point) options_.crash_point(step);
+}
+
+int64_t KeyManager::NowMicros() const { return ToUnixMicros(clock_->Now()); }
+
+absl::StatusOr<uint64_t> KeyManager::CreateDataset(std::string_view name,
+                                                   std::optional<DatasetPolicy> policy,
+                                                   const audit::AuditActor& actor) {
+  std::lock_guard<std::mutex> lock(admin_mu_);
+  constexpr auto kKind = audit::v1::DATASET_CREATE;
+  if (!ValidName(name)) {
+    return Refuse(kKind, 0, actor,
+                  MakeError(ErrorCode::kDatasetNameInvalid,
+                            "dataset names are 1-128 characters of a-z 0-9 . _ - /"));
+  }
+  if (names_.contains(name)) {
+    return Refuse(kKind, 0, actor,
+                  MakeError(ErrorCode::kDatasetExists, "a dataset with that name exists"));
+  }
+  DatasetPolicy chosen = policy.value_or(options_.default_policy);
+  if (absl::Status valid = ValidatePolicy(chosen); !valid.ok()) {
+    return Refuse(kKind, 0, actor, valid);
+  }
+  // An opaque random handle, never derived from the name.
+  uint64_t handle = 0;
+  while (handle == 0 || FindEntry(handle) != nullptr) {
+    uint8_t bytes[8];
+    COFFER_RETURN_IF_ERROR(crypto::RandomBytes(absl::MakeSpan(bytes)));
+    handle = 0;
+    for (uint8_t b : bytes) handle = (handle << 8) | b;
+    handle &= ~(uint64_t{1} << 63);  // stays positive in every language's signed 64-bit
+  }
+  const std::string& module = options_.default_module;
+  hsm::KeyWrapper* wrapper = Module(module);
+  const int64_t now = NowMicros();
+
+  COFFER_RETURN_IF_ERROR(Audit(internal::MakeEvent(
+      kKind, actor, handle, audit::v1::PURPOSE_UNSPECIFIED, 1, audit::v1::STAGE_REQUESTED)));
+  v1::IntentRow intent;
+  intent.set_kind(v1::INTENT_CREATING);
+  intent.set_handle(handle);
+  intent.set_started_micros(now);
+  *intent.mutable_actor() = internal::ToRow(actor);
+  intent.set_name(std::string(name));
+  *intent.mutable_policy() = internal::ToRow(chosen);
+  intent.mutable_new_wrapping_key()->set_module(module);
+  intent.mutable_new_wrapping_key()->set_version(1);
+  {
+    KeyDb::Batch batch(*db_);
+    COFFER_RETURN_IF_ERROR(batch.Put(KeyDbTable::kIntents, DatasetRowKey(handle), intent));
+    COFFER_RETURN_IF_ERROR(db_->Write(batch));
+  }
+  Crash("create.intent");
+
+  auto finish = [&](const absl::Status& result) -> absl::Status {
+    audit::AuditEvent done = internal::MakeEvent(
+        kKind, actor, handle, audit::v1::PURPOSE_UNSPECIFIED, 1, audit::v1::STAGE_COMPLETED);
+    done.result = ErrorCodeOf(result);
+    absl::Status audited = Audit(done);
+    return result.ok() ? audited : result;
+  };
+  auto roll_back = [&](const absl::Status& cause) -> absl::Status {
+    absl::Status destroyed = wrapper->DestroyWrappingKey({handle, 1});
+    if (!destroyed.ok() && ErrorCodeOf(destroyed) != ErrorCode::kHsmKeyNotFound) {
+      return finish(cause);  // the intent stays: Open will retry the rollback
+    }
+    KeyDb::Batch batch(*db_);
+    batch.Delete(KeyDbTable::kIntents, DatasetRowKey(handle));
+    db_->Write(batch).IgnoreError();  // if it fails, the intent stays for Open
+    return finish(cause);
+  };
+
+  if (absl::Status created = wrapper->CreateWrappingKey({handle, 1}); !created.ok()) {
+    return roll_back(created);
+  }
+  Crash("create.wrapping_key");
+
+  auto snap = std::make_shared<DatasetSnapshot>();
+  v1::DatasetRow& row = snap->row;
+  row.set_handle(handle);
+  row.set_name(std::string(name));
+  row.set_state(v1::ACTIVE);
+  row.set_created_micros(now);
+  row.set_state_changed_micros(now);
+  *row.mutable_policy() = internal::ToRow(chosen);
+  row.mutable_current_wrapping_key()->set_module(module);
+  row.mutable_current_wrapping_key()->set_version(1);
+  *row.add_live_wrapping_keys() = row.current_wrapping_key();
+  KeyDb::Batch batch(*db_);
+  for (storage::KeyPurpose purpose : internal::kAllPurposes) {
+    v1::PurposeState* state = row.add_purposes();
+    state->set_purpose(internal::RowPurpose(purpose));
+    state->set_primary_version(1);
+    state->set_max_version(1);
+    state->set_min_decrypt_version(1);
+    auto dek = crypto::RandomSecret(hsm::kDekBytes);
+    if (!dek.ok()) return roll_back(dek.status());
+    auto wrapped = wrapper->Wrap({handle, 1}, *dek);
+    if (!wrapped.ok()) return roll_back(wrapped.status());
+    VersionSnapshot version;
+    version.row.set_handle(handle);
+    version.row.set_purpose(internal::RowPurpose(purpose));
+    version.row.set_version(1);
+    version.row.set_state(v1::PRIMARY);
+    version.row.set_wrapped_key(wrapped->Serialize());
+    version.row.set_module(module);
+    version.row.set_created_micros(now);
+    version.wrapped = *std::move(wrapped);
+    version.usage = std::make_shared<internal::UsageCounter>();
+    if (absl::Status put =
+            batch.Put(KeyDbTable::kKeyVersions,
+                      KeyVersionRowKey(handle, static_cast<uint8_t>(purpose), 1), version.row);
+        !put.ok()) {
+      return roll_back(put);
+    }
+    snap->versions[static_cast<size_t>(purpose)].push_back(std::move(version));
+  }
+  v1::NameRow name_row;
+  name_row.set_handle(handle);
+  absl::Status staged = batch.Put(KeyDbTable::kDatasets, DatasetRowKey(handle), row);
+  if (staged.ok()) staged = batch.Put(KeyDbTable::kNames, name, name_row);
+  batch.Delete(KeyDbTable::kIntents, DatasetRowKey(handle));
+  if (staged.ok()) staged = db_->Write(batch);
+  if (!staged.ok()) return roll_back(staged);
+  Crash("create.committed");
+
+  names_[std::string(name)] = handle;
+  AddEntry(handle, std::move(snap));
+  COFFER_RETURN_IF_ERROR(finish(absl::OkStatus()));
+  return handle;
+}
+
+std::vector<DatasetSummary> KeyManager::ListDatasets() const {
+  std::vector<DatasetSummary> out;
+  for (const auto& [handle, entry] : *datasets_.load()) {
+    Snapshot snap = entry->snapshot.load();
+    out.push_back({handle, snap->row.name(), internal::FromRow(snap->row.state())});
+  }
+  std::sort(out.begin(), out.end(),
+            [](const DatasetSummary& a, const DatasetSummary& b) { return a.name < b.name; });
+  return out;
+}
+
+absl::StatusOr<uint64_t> KeyManager::FindDataset(std::string_view name) const {
+  for (const auto& [handle, entry] : *datasets_.load()) {
+    Snapshot snap = entry->snapshot.load();
+    if (snap->row.state() != v1::DESTROYED && snap->row.name() == name) return handle;
+  }
+  return MakeError(ErrorCode::kDatasetNotFound, "no dataset with that name");
+}
+
+absl::StatusOr<DatasetInfo> KeyManager::DescribeDataset(uint64_t handle) const {
+  COFFER_ASSIGN_OR_RETURN(EntryPtr entry, RequireEntry(handle));
+  Snapshot snap = entry->snapshot.load();
+  const v1::DatasetRow& row = snap->row;
+  DatasetInfo info;
+  info.handle = handle;
+  info.name = row.name();
+  info.state = internal::FromRow(row.state());
+  info.created = internal::FromMicros(row.created_micros());
+  info.state_changed = internal::FromMicros(row.state_changed_micros());
+  if (row.state() == v1::PENDING_DESTRUCTION) {
+    info.destroy_after = internal::FromMicros(row.destroy_after_micros());
+  }
+  info.policy = internal::FromRow(row.policy());
+  info.current_wrapping_key = internal::FromRow(row.current_wrapping_key());
+  for (const auto& ref : row.live_wrapping_keys()) {
+    info.live_wrapping_keys.push_back(internal::FromRow(ref));
+  }
+  info.wrapping_key_missing = row.wrapping_key_missing();
+  for (storage::KeyPurpose purpose : internal::kAllPurposes) {
+    const v1::PurposeState* state = snap->Purpose(purpose);
+    if (state == nullptr) continue;
+    PurposeInfo purpose_info;
+    purpose_info.purpose = purpose;
+    purpose_info.primary_version = state->primary_version();
+    purpose_info.min_decrypt_version = state->min_decrypt_version();
+    for (const VersionSnapshot& version : snap->versions[static_cast<size_t>(purpose)]) {
+      KeyVersionInfo v;
+      v.version = version.row.version();
+      v.state = internal::FromRow(version.row.state());
+      v.created = internal::FromMicros(version.row.created_micros());
+      v.usage_count = version.usage->used.load();
+      v.primary = v.version == state->primary_version();
+      v.wrapping_key = {version.row.module(), version.wrapped.key.version};
+      purpose_info.versions.push_back(std::move(v));
+    }
+    info.purposes.push_back(std::move(purpose_info));
+  }
+  return info;
+}
+
+absl::StatusOr<DatasetStorageView> KeyManager::StorageView(uint64_t handle) const {
+  COFFER_ASSIGN_OR_RETURN(EntryPtr entry, RequireEntry(handle));
+  Snapshot snap = entry->snapshot.load();
+  DatasetPolicy policy = internal::FromRow(snap->row.policy());
+  DatasetStorageView view;
+  view.state = internal::FromRow(snap->row.state());
+  view.bin_days = policy.bin_days;
+  view.retention_max_age = policy.retention_max_age;
+  view.minimum_retention = policy.minimum_retention;
+  view.legal_hold = policy.legal_hold;
+  return view;
+}
+
+// ---- KeyProvider ----
+
+absl::StatusOr<std::shared_ptr<const storage::DataKey>> KeyManager::UnwrapOnMiss(
+    uint64_t handle, const VersionSnapshot& version) {
+  auto purpose = static_cast<storage::KeyPurpose>(version.row.purpose());
+  hsm::KeyWrapper* wrapper = Module(version.row.module());
+  if (wrapper == nullptr) {
+    return MakeError(ErrorCode::kFailedPrecondition,
+                     "the key's PKCS#11 module is not configured: " + version.row.module());
+  }
+  absl::StatusOr<crypto::SecretBytes> dek = wrapper->Unwrap(version.wrapped);
+  audit::AuditEvent event = internal::MakeEvent(
+      audit::v1::KEY_UNWRAP, InternalActor(), handle, internal::AuditPurpose(purpose),
+      version.row.version(), audit::v1::STAGE_COMPLETED, "key cache miss");
+  event.result = ErrorCodeOf(dek.status());
+  absl::Status audited = Audit(event);
+  if (!dek.ok()) return dek.status();
+  COFFER_RETURN_IF_ERROR(audited);  // no key leaves without its durable entry
+  return storage::DataKey::Create(purpose, version.row.version(), *std::move(dek));
+}
+
+absl::StatusOr<std::shared_ptr<const storage::DataKey>> KeyManager::CachedKey(
+    const EntryPtr& entry, const VersionSnapshot& version) {
+  auto purpose = static_cast<storage::KeyPurpose>(version.row.purpose());
+  KeyCacheKey key{entry->handle, purpose, version.row.version()};
+  COFFER_ASSIGN_OR_RETURN(
+      auto data_key, cache_.GetOrLoad(key, [&] { return UnwrapOnMiss(entry->handle, version); }));
+  // A disable, destroy or retirement may have been published while we loaded: it erased the
+  // cache before our insert or we see it now and erase what we inserted.
+  Snapshot now = entry->snapshot.load();
+  if (absl::Status access = CheckDataAccess(*now); !access.ok()) {
+    cache_.EraseDataset(entry->handle);
+    return access;
+  }
+  const VersionSnapshot* current = now->Version(purpose, version.row.version());
+  if (current == nullptr || current->row.state() == v1::RETIRED) {
+    cache_.Erase(key);
+    return MakeError(ErrorCode::kKeyVersionRetired,
+                     "key version " + std::to_string(key.version) + " was retired");
+  }
+  return data_key;
+}
+
+absl::StatusOr<std::shared_ptr<const storage::DataKey>> KeyManager::KeyForVersion(
+    uint64_t dataset_handle, storage::KeyPurpose purpose, uint32_t version) {
+  if (!ValidPurpose(purpose)) {
+    return MakeError(ErrorCode::kInvalidArgument, "unknown key purpose");
+  }
+  COFFER_ASSIGN_OR_RETURN(EntryPtr entry, RequireEntry(dataset_handle));
+  Snapshot snap = entry->snapshot.load();
+  COFFER_RETURN_IF_ERROR(CheckDataAccess(*snap));
+  const VersionSnapshot* v = snap->Version(purpose, version);
+  if (v == nullptr) {
+    return MakeError(ErrorCode::kKeyVersionNotFound,
+                     "no " + std::string(storage::KeyPurposeName(purpose)) + " key version " +
+                         std::to_string(version));
+  }
+  if (v->row.state() == v1::RETIRED) {
+    return MakeError(ErrorCode::kKeyVersionRetired,
+                     "key version " + std::to_string(version) +
+                         " was retired (below the minimum decryption version)");
+  }
+  return CachedKey(entry, *v);
+}
+
+absl::StatusOr<std::shared_ptr<const storage::DataKey>> KeyManager::ExportKey(
+    uint64_t dataset_handle, storage::KeyPurpose purpose, std::optional<uint32_t> version) {
+  if (!ValidPurpose(purpose)) {
+    return MakeError(ErrorCode::kInvalidArgument, "unknown key purpose");
+  }
+  COFFER_ASSIGN_OR_RETURN(EntryPtr entry, RequireEntry(dataset_handle));
+  Snapshot snap = entry->snapshot.load();
+  const DatasetState state = internal::FromRow(snap->row.state());
+  if (state == DatasetState::kActive) {
+    return MakeError(ErrorCode::kDatasetStateForbids,
+                     "dataset is ACTIVE: export reads only DISABLED or PENDING_DESTRUCTION "
+                     "datasets");
+  }
+  if (state == DatasetState::kDisabled || state == DatasetState::kPendingDestruction) {
+    // Check everything else CheckDataAccess checks, as if the dataset were active.
+    if (snap->row.wrapping_key_missing()) {
+      return MakeError(ErrorCode::kWrappingKeyMissing,
+                       "the dataset's wrapping key is missing from the HSM (see start-up report)");
+    }
+  } else {
+    COFFER_RETURN_IF_ERROR(CheckDataAccess(*snap));
+  }
+  const uint32_t wanted =
+      version.has_value() ? *version : snap->Purpose(purpose)->primary_version();
+  const VersionSnapshot* v = snap->Version(purpose, wanted);
+  if (v == nullptr) {
+    return MakeError(ErrorCode::kKeyVersionNotFound,
+                     "no " + std::string(storage::KeyPurposeName(purpose)) + " key version " +
+                         std::to_string(wanted));
+  }
+  if (v->row.state() == v1::RETIRED) {
+    return MakeError(ErrorCode::kKeyVersionRetired,
+                     "key version " + std::to_string(wanted) + " was retired");
+  }
+  // Not through the cache: it holds keys of ACTIVE datasets only (a disable erases them), and
+  // the export's own provider keeps what it unwrapped for the one export.
+  return UnwrapOnMiss(entry->handle, *v);
+}
+
+absl::StatusOr<std::shared_ptr<const storage::DataKey>> KeyManager::PrimaryKey(
+    uint64_t dataset_handle, storage::KeyPurpose purpose, uint64_t encryptions) {
+  if (!ValidPurpose(purpose)) {
+    return MakeError(ErrorCode::kInvalidArgument, "unknown key purpose");
+  }
+  // Each pass either counts, reserves a block, or rotates; a handful always suffices unless
+  // other writers keep exhausting what this one reserved.
+  for (int pass = 0; pass < 64; ++pass) {
+    COFFER_ASSIGN_OR_RETURN(EntryPtr entry, RequireEntry(dataset_handle));
+    Snapshot snap = entry->snapshot.load();
+    COFFER_RETURN_IF_ERROR(CheckDataAccess(*snap));
+    const v1::PurposeState* state = snap->Purpose(purpose);
+    const VersionSnapshot* v = snap->Version(purpose, state->primary_version());
+    const uint64_t limit = snap->row.policy().usage_limit();
+    if (encryptions > limit) {
+      return MakeError(ErrorCode::kInvalidArgument, "more encryptions than the usage limit");
+    }
+    internal::UsageCounter& usage = *v->usage;
+    uint64_t used = usage.used.load();
+    for (;;) {
+      if (used > limit - encryptions) break;                  // would pass the limit: rotate
+      if (used + encryptions > usage.reserved.load()) break;  // reserve first
+      if (usage.used.compare_exchange_weak(used, used + encryptions)) {
+        return CachedKey(entry, *v);
+      }
+    }
+    if (used > limit - encryptions) {
+      COFFER_RETURN_IF_ERROR(RotateForUsage(dataset_handle, purpose, v->row.version()));
+    } else {
+      COFFER_RETURN_IF_ERROR(ReserveUsage(entry, purpose, v->row.version(), used + encryptions));
+    }
+  }
+  return MakeError(ErrorCode::kUnavailable, "usage accounting contended; retry");
+}
+
+absl::Status KeyManager::ReserveUsage(const EntryPtr& entry, storage::KeyPurpose purpose,
+                                      uint32_t version, uint64_t needed) {
+  std::lock_guard<std::mutex> lock(entry->mu);
+  Snapshot snap = entry->snapshot.load();
+  const VersionSnapshot* v = snap->Version(purpose, version);
+  if (v == nullptr) return absl::OkStatus();  // the caller re-reads the snapshot
+  internal::UsageCounter& usage = *v->usage;
+  const uint64_t reserved = usage.reserved.load();
+  if (reserved >= needed) return absl::OkStatus();
+  const uint64_t limit = snap->row.policy().usage_limit();
+  uint64_t target =
+      std::max(needed, reserved + std::min(options_.usage_reservation_block, limit - reserved));
+  target = std::min(target, limit);
+  v1::KeyVersionRow row = v->row;
+  row.set_reserved_until(target);
+  KeyDb::Batch batch(*db_);
+  COFFER_RETURN_IF_ERROR(
+      batch.Put(KeyDbTable::kKeyVersions,
+                KeyVersionRowKey(entry->handle, static_cast<uint8_t>(purpose), version), row));
+  COFFER_RETURN_IF_ERROR(db_->Write(batch));
+  usage.reserved.store(target);
+  return absl::OkStatus();
+}
+
+absl::Status KeyManager::RotateForUsage(uint64_t handle, storage::KeyPurpose purpose,
+                                        uint32_t version) {
+  std::lock_guard<std::mutex> lock(admin_mu_);
+  COFFER_ASSIGN_OR_RETURN(EntryPtr entry, RequireEntry(handle));
+  Snapshot snap = entry->snapshot.load();
+  if (snap->Purpose(purpose)->primary_version() != version) return absl::OkStatus();
+  RotationCause cause = RotationCause::kUsage;
+  if (purpose == storage::KeyPurpose::kLookup) cause = RotationCause::kReindex;
+  if (purpose == storage::KeyPurpose::kPseudonym) cause = RotationCause::kRekey;
+  absl::StatusOr<uint32_t> rotated = RotateLocked(entry, purpose, cause, InternalActor());
+  if (!rotated.ok()) {
+    return MakeError(ErrorCode::kUsageLimitReached,
+                     "primary key reached its usage limit and rotation failed: " +
+                         std::string(rotated.status().message()));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace coffer::kms

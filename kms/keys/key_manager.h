@@ -1,0 +1,303 @@
+// KeyManager: datasets, versioned data keys, rotation, retirement, re-wrap and lifecycle, over
+// the HSM (hsm::KeyWrapper per PKCS#11 module), the key DB (kms/keys/key_db.h) and the key cache
+// (kms/keys/key_cache.h), with every key operation in the audit log. It implements
+// storage::KeyProvider. Rules, states, intents and formats: docs/key-manager.md.
+//
+// Durability: every change is one synced key-DB batch. A new DEK version is durable before it
+// becomes primary, so no data is ever acknowledged under a key the DB does not hold.
+// Multi-step operations (create, destroy, re-wrap) persist an intent before their first side
+// effect; Open() completes or rolls back each one and reconciles token objects with key-DB rows.
+//
+// Audit, failing closed: each key operation appends its entry (KEY_ROTATE, DATASET_DISABLE, ...)
+// to the AuditLog, synchronously. Single-step operations append before the change is published
+// and do not make the change when the append fails (AUDIT_NOT_DURABLE / AUDIT_LOG_CLOSED
+// returned); multi-step ones append REQUESTED before the first side effect and COMPLETED after
+// the last, and report failure if the COMPLETED entry cannot be made durable. Refused requests
+// (bad name, unknown dataset, wrong state, hold, ...) are audited as REQUEST_REFUSED with the
+// stable code, and nothing changes. Unwraps on a cache miss are audited as KEY_UNWRAP; a key is
+// handed out only after its entry is durable.
+//
+// Threads: every method may be called from any thread. Admin operations are serialised by one
+// mutex. Readers (PrimaryKey, KeyForVersion, Describe*) read an immutable per-dataset snapshot
+// swapped atomically, so they never wait for a rotation's HSM call; a cache hit makes no HSM
+// call and takes no lock shared by all datasets (a per-dataset lock is taken only to persist a
+// new block of reserved encryptions, once per `usage_reservation_block`).
+//
+// Time: everything time-based reads the injected Clock. A persisted high-water mark detects a
+// clock moved backwards: RunDueWork then rotates and expires nothing and audits the event.
+//
+// Ownership: the KeyManager owns the key DB and the cache; the wrappers, row authenticator,
+// signer, audit log, clock and counter are borrowed and must outlive it.
+//
+// Data access by state: ACTIVE serves both PrimaryKey and KeyForVersion. DISABLED and
+// PENDING_DESTRUCTION refuse both (DATASET_STATE_FORBIDS: a locked dataset is locked for reads
+// too; export is a separate, dual-controlled admin path). DESTROYING and DESTROYED return
+// KEY_DESTROYED for every version.
+
+#ifndef COFFER_KMS_KEYS_KEY_MANAGER_H_
+#define COFFER_KMS_KEYS_KEY_MANAGER_H_
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "crypto/base/clock.h"
+#include "crypto/base/progress.h"
+#include "hsm/key_wrapper.h"
+#include "hsm/service_keys.h"
+#include "kms/audit/audit_event.h"
+#include "kms/audit/audit_log.h"
+#include "kms/keys/key_cache.h"
+#include "kms/keys/key_db.h"
+#include "kms/keys/key_db.pb.h"
+#include "kms/keys/key_manager_types.h"
+#include "storage/dataset_erasure.h"
+#include "storage/key_provider.h"
+
+namespace coffer::kms {
+
+namespace internal {
+struct DatasetEntry;
+struct DatasetSnapshot;
+struct VersionSnapshot;
+}  // namespace internal
+
+struct KeyManagerOptions {
+  std::string key_db_directory;
+  // PKCS#11 modules by a configured name; DWKs of new datasets go to `default_module`.
+  std::map<std::string, hsm::KeyWrapper*> modules;
+  std::string default_module;
+  hsm::RowAuthenticator* row_authenticator = nullptr;  // required: key-DB row tags
+  hsm::Signer* signer = nullptr;                       // required: tombstones
+  audit::AuditLog* audit_log = nullptr;                // required
+  const Clock* clock = nullptr;                        // default SystemClock()
+  KeyCacheOptions cache;
+  DatasetPolicy default_policy;
+  // Encryptions reserved (persisted) at a time per version; a restart counts them all as used.
+  uint64_t usage_reservation_block = uint64_t{1} << 20;
+  // RunDueWork rotates a primary once it has used this share (percent) of its usage limit, so
+  // writers rarely meet the limit itself (where PrimaryKey rotates inline).
+  uint32_t usage_rotate_percent = 90;
+  ProtectedDataCounter* data_counter = nullptr;  // needed to retire versions
+  CrashPoint crash_point;                        // test seam; empty in the daemon
+};
+
+class KeyManager final : public storage::KeyProvider {
+ public:
+  // Opens the key DB, verifies every row (KEY_DB_ROW_CORRUPT on the first bad one: nothing is
+  // served from a DB that fails authentication), resumes intents, reconciles every module's
+  // DWKs with the rows (see recovery_report()), and checks the clock against its high-water
+  // mark.
+  static absl::StatusOr<std::unique_ptr<KeyManager>> Open(KeyManagerOptions options);
+  ~KeyManager() override;
+
+  const RecoveryReport& recovery_report() const { return recovery_; }
+
+  // Creates a dataset: a name of 1-128 characters of [a-z0-9._/-], unique
+  // (DATASET_NAME_INVALID, DATASET_EXISTS); `policy` defaults to the options' default. Returns
+  // the new opaque handle. Creates DWK version 1 and version 1 of every purpose's DEK.
+  absl::StatusOr<uint64_t> CreateDataset(std::string_view name, std::optional<DatasetPolicy> policy,
+                                         const audit::AuditActor& actor);
+
+  std::vector<DatasetSummary> ListDatasets() const;
+  absl::StatusOr<DatasetInfo> DescribeDataset(uint64_t handle) const;
+  absl::StatusOr<uint64_t> FindDataset(std::string_view name) const;
+  absl::StatusOr<DatasetStorageView> StorageView(uint64_t handle) const;
+
+  // Makes a new version of `purpose` primary (O(1): one wrap, one synced batch). Refused
+  // (FAILED_PRECONDITION) for lookup unless kReindex, pseudonym unless kRekey, records and
+  // attachments for those two. ACTIVE datasets only. Returns the new version.
+  absl::StatusOr<uint32_t> Rotate(uint64_t handle, storage::KeyPurpose purpose, RotationCause cause,
+                                  const audit::AuditActor& actor);
+
+  // Rotates records and attachments at once and marks every older, unretired version of both
+  // COMPROMISED; RunDueWork retires them once the counter reports no data left under them (the
+  // storage layer's re-encryption job moves it).
+  absl::Status EmergencyRotate(uint64_t handle, const audit::AuditActor& actor);
+
+  // Sets the minimum decryption version of `purpose` to `min_version` (<= primary): versions
+  // below it become RETIRED and stop decrypting. Refused with KEY_VERSION_IN_USE if the data
+  // counter reports data under any of them; FAILED_PRECONDITION without a counter.
+  absl::Status RetireBelow(uint64_t handle, storage::KeyPurpose purpose, uint32_t min_version,
+                           const audit::AuditActor& actor);
+
+  // Replaces the dataset's policies (one POLICY_CHANGE entry per changed field). A legal hold
+  // changes through SetLegalHold only.
+  absl::Status SetPolicy(uint64_t handle, const DatasetPolicy& policy,
+                         const audit::AuditActor& actor);
+  absl::Status SetLegalHold(uint64_t handle, bool hold, const audit::AuditActor& actor);
+
+  // ACTIVE -> DISABLED (cache entries wiped at once) and back.
+  absl::Status Disable(uint64_t handle, const audit::AuditActor& actor);
+  absl::Status Enable(uint64_t handle, const audit::AuditActor& actor);
+
+  // DISABLED -> PENDING_DESTRUCTION, destroyed by RunDueWork once the waiting period has
+  // passed (LEGAL_HOLD_ACTIVE under a hold). Cancel: PENDING_DESTRUCTION -> DISABLED;
+  // DESTRUCTION_STARTED once destruction has begun. `approval`: the second admin who approved
+  // the schedule under dual control; it goes into the tombstone and the deletion receipt.
+  absl::Status ScheduleDestruction(uint64_t handle, const audit::AuditActor& actor,
+                                   const std::optional<AdminApproval>& approval = {});
+  absl::Status CancelDestruction(uint64_t handle, const audit::AuditActor& actor);
+
+  // Moves every DEK version of the dataset to a new DWK: the next version in `module` (empty =
+  // the dataset's current module), or version 1.. in another module (migration). Resumable: a
+  // crash leaves a REWRAPPING intent that Open finishes. With `destroy_old`, the old DWK is
+  // destroyed once no row refers to it. Data is not touched. `progress` gets one phase,
+  // "rewrap", in DEK versions: total = the versions to move, a report after each one moved
+  // (crypto/base/progress.h; called on the caller's thread, under the admin lock).
+  absl::Status Rewrap(uint64_t handle, std::string_view module, bool destroy_old,
+                      const audit::AuditActor& actor, const coffer::ProgressFn& progress = {});
+
+  // The scheduler's tick (the daemon calls it periodically; tests with a fake clock): rotates
+  // each ACTIVE dataset's records/attachments primary whose age reached its period — once,
+  // however late — or whose usage passed usage_rotate_percent; destroys datasets whose waiting
+  // period passed (not under a hold); retires compromised versions with no data left. Nothing
+  // time-based runs, and CLOCK_WENT_BACKWARDS is audited, while the clock reads earlier than
+  // the persisted high-water mark.
+  absl::StatusOr<DueWorkReport> RunDueWork();
+
+  // Restore support (kms/keys/full_backup.h). CheckpointKeyDb writes a consistent copy of the key
+  // DB into `target_dir` (which must not exist). ReplayDestruction destroys dataset `handle` in
+  // this (restored) key DB because the live audit log shows it destroyed: whatever its state
+  // or hold here, its remaining DWKs are destroyed (absent ones count as done) and it ends
+  // DESTROYED with a tombstone, audited as DATASET_DESTROY. OK when the dataset is already
+  // DESTROYED or unknown here (created after the backup).
+  absl::Status CheckpointKeyDb(const std::string& target_dir);
+  absl::Status ReplayDestruction(uint64_t handle, const audit::AuditActor& actor);
+
+  // A destroyed dataset's signed tombstone (DATASET_STATE_FORBIDS before destruction).
+  absl::StatusOr<SignedTombstone> GetTombstone(uint64_t handle) const;
+
+  // Deletion receipts (kms/keys/deletion_receipts.h drives these; docs/key-manager.md, "Deletion
+  // receipt"). Each refuses a dataset that is not DESTROYED with DATASET_STATE_FORBIDS.
+  // DESTROYED datasets whose receipt is not issued yet, in handle order.
+  std::vector<uint64_t> DestroyedAwaitingReceipt() const;
+  // The erase's bookkeeping so far (all zero before BeginErasure).
+  absl::StatusOr<v1::DataErasure> Erasure(uint64_t handle) const;
+  // Records what the data DB held (counted just before the erase) and audits DATASET_ERASE
+  // REQUESTED. Once only: a later call returns the first record unchanged.
+  absl::StatusOr<v1::DataErasure> BeginErasure(uint64_t handle,
+                                               const storage::DatasetDataCounts& counts,
+                                               const audit::AuditActor& actor);
+  // Records that the purge compaction finished and audits DATASET_ERASE COMPLETED
+  // (DATASET_STATE_FORBIDS before BeginErasure). Once only.
+  absl::Status FinishErasure(uint64_t handle, const audit::AuditActor& actor);
+  // Builds the deletion receipt from the tombstone and the erase, signs it in the token, stores
+  // it and audits DELETION_RECEIPT; returns the receipt file (kms/formats/receipt_file.h).
+  // DATASET_STATE_FORBIDS before FinishErasure. Once only: later calls return the stored file.
+  absl::StatusOr<std::string> IssueDeletionReceipt(uint64_t handle, const audit::AuditActor& actor);
+  // The stored receipt file (DATASET_STATE_FORBIDS until issued).
+  absl::StatusOr<std::string> GetDeletionReceipt(uint64_t handle) const;
+  // Destroyed datasets that were named `name` (matched by the tombstone's name hash), the most
+  // recently destroyed first.
+  std::vector<uint64_t> FindDestroyed(std::string_view name) const;
+
+  // storage::KeyProvider.
+  absl::StatusOr<std::shared_ptr<const storage::DataKey>> PrimaryKey(uint64_t dataset_handle,
+                                                                     storage::KeyPurpose purpose,
+                                                                     uint64_t encryptions) override;
+  absl::StatusOr<std::shared_ptr<const storage::DataKey>> KeyForVersion(uint64_t dataset_handle,
+                                                                        storage::KeyPurpose purpose,
+                                                                        uint32_t version) override;
+
+  KeyCacheStats cache_stats() const { return cache_.Stats(); }
+
+  // Export (kms/export/dataset_exporter.h): the daemon's own read path into a DISABLED or
+  // PENDING_DESTRUCTION dataset, which PrimaryKey and KeyForVersion refuse. Returns the key of
+  // `version`, or with no version the current primary of `purpose` (counting no encryption:
+  // export only opens and hashes, never seals under a dataset key). DATASET_STATE_FORBIDS for
+  // ACTIVE (use the data path); KEY_DESTROYED once destruction began; the other errors as
+  // KeyForVersion. Every call unwraps in the HSM (audited as KEY_UNWRAP) and bypasses the key
+  // cache, which holds keys of ACTIVE datasets only; the caller keeps the keys of one export.
+  absl::StatusOr<std::shared_ptr<const storage::DataKey>> ExportKey(
+      uint64_t dataset_handle, storage::KeyPurpose purpose, std::optional<uint32_t> version);
+
+ private:
+  using Snapshot = std::shared_ptr<const internal::DatasetSnapshot>;
+  using EntryPtr = std::shared_ptr<internal::DatasetEntry>;
+  using DatasetMap = std::map<uint64_t, EntryPtr>;
+
+  explicit KeyManager(KeyManagerOptions options, std::unique_ptr<KeyDb> db);
+
+  // Open.
+  absl::Status LoadAll();
+  absl::Status Recover();
+  absl::Status Reconcile();
+  absl::Status CheckClockAtOpen();
+
+  // Lookup and publication.
+  EntryPtr FindEntry(uint64_t handle) const;
+  absl::StatusOr<EntryPtr> RequireEntry(uint64_t handle) const;
+  void Publish(const EntryPtr& entry, Snapshot snapshot);
+  void AddEntry(uint64_t handle, Snapshot snapshot);
+
+  // Audit helpers. Append fails closed; Refuse audits a refusal and returns `why`.
+  absl::Status Audit(const audit::AuditEvent& event);
+  absl::StatusOr<uint64_t> AuditAt(const audit::AuditEvent& event);  // returns the sequence
+  absl::Status Refuse(audit::v1::EventKind attempted, uint64_t handle,
+                      const audit::AuditActor& actor, absl::Status why);
+
+  hsm::KeyWrapper* Module(const std::string& name) const;
+  void Crash(std::string_view step) const;
+  int64_t NowMicros() const;
+
+  // The one unwrap-on-miss path: unwraps `version` in the HSM, audits KEY_UNWRAP, keys a
+  // DataKey. Called by the cache's loader only.
+  absl::StatusOr<std::shared_ptr<const storage::DataKey>> UnwrapOnMiss(
+      uint64_t handle, const internal::VersionSnapshot& version);
+  absl::StatusOr<std::shared_ptr<const storage::DataKey>> CachedKey(
+      const EntryPtr& entry, const internal::VersionSnapshot& version);
+
+  // Rotation under admin_mu_.
+  absl::StatusOr<uint32_t> RotateLocked(const EntryPtr& entry, storage::KeyPurpose purpose,
+                                        RotationCause cause, const audit::AuditActor& actor);
+  absl::Status ReserveUsage(const EntryPtr& entry, storage::KeyPurpose purpose, uint32_t version,
+                            uint64_t needed);
+  absl::Status RotateForUsage(uint64_t handle, storage::KeyPurpose purpose, uint32_t version);
+  absl::Status RetireLocked(const EntryPtr& entry, storage::KeyPurpose purpose,
+                            uint32_t min_version, const audit::AuditActor& actor,
+                            bool compromised_only);
+
+  // Multi-step operations, also called by Recover.
+  // `replay`: a restore replaying a destruction the live system already made (no hold check).
+  absl::Status DestroyLocked(const EntryPtr& entry, const audit::AuditActor& actor,
+                             bool replay = false);
+  // `requested_sequence`: the DATASET_DESTROY REQUESTED entry (0 if unknown).
+  absl::Status FinishDestroyLocked(const EntryPtr& entry, const audit::AuditActor& actor,
+                                   uint64_t requested_sequence);
+  // Rewrites a DESTROYED dataset's row with `change` applied (receipt bookkeeping).
+  absl::Status UpdateDestroyedRow(const EntryPtr& entry,
+                                  const std::function<void(v1::DatasetRow&)>& change);
+  // `progress` as for Rewrap (Recover passes none).
+  absl::Status ContinueRewrapLocked(const EntryPtr& entry, const std::string& intent_bytes,
+                                    const coffer::ProgressFn& progress);
+  absl::Status ChangeStateLocked(const EntryPtr& entry, int new_state, audit::v1::EventKind kind,
+                                 const audit::AuditActor& actor, int64_t destroy_after_micros,
+                                 audit::AuditText detail = {},
+                                 const std::optional<AdminApproval>& approval = std::nullopt);
+
+  KeyManagerOptions options_;
+  const Clock* clock_;
+  std::unique_ptr<KeyDb> db_;
+  KeyCache cache_;
+  RecoveryReport recovery_;
+
+  std::mutex admin_mu_;  // serialises admin operations, recovery and RunDueWork
+  // Copy-on-write map of datasets: readers load it atomically; admin_mu_ holders replace it.
+  std::atomic<std::shared_ptr<const DatasetMap>> datasets_;
+  std::map<std::string, uint64_t, std::less<>> names_;  // guarded by admin_mu_
+  int64_t clock_high_water_micros_ = 0;                 // guarded by admin_mu_
+};
+
+}  // namespace coffer::kms
+
+#endif  // COFFER_KMS_KEYS_KEY_MANAGER_H_

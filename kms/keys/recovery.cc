@@ -1,0 +1,190 @@
+// KeyManager: start-up recovery of intents, reconciliation of token objects with key-DB rows,
+// and the clock check.
+
+#include <set>
+#include <utility>
+
+#include "crypto/base/status.h"
+#include "kms/keys/internal/audit_text.h"
+#include "kms/keys/internal/convert.h"
+#include "kms/keys/internal/dataset_state.h"
+#include "kms/keys/internal/manager_util.h"
+#include "kms/keys/key_manager.h"
+
+namespace coffer::kms {
+
+using internal::DatasetSnapshot;
+
+absl::Status KeyManager::CheckClockAtOpen() {
+  if (NowMicros() >= clock_high_water_micros_) return absl::OkStatus();
+  recovery_.clock_went_backwards = true;
+  audit::AuditEvent event = internal::MakeEvent(
+      audit::v1::CLOCK_WENT_BACKWARDS, internal::InternalActor(), 0, audit::v1::PURPOSE_UNSPECIFIED,
+      0, audit::v1::STAGE_COMPLETED, "clock behind the key DB high-water mark at start-up");
+  event.result = ErrorCode::kClockWentBackwards;
+  return Audit(event);
+}
+
+absl::Status KeyManager::Recover() {
+  std::vector<std::pair<uint64_t, std::string>> intents;
+  COFFER_RETURN_IF_ERROR(db_->Scan(
+      KeyDbTable::kIntents, "", [&](std::string_view, std::string_view message) -> absl::Status {
+        v1::IntentRow intent;
+        if (!intent.ParseFromArray(message.data(), static_cast<int>(message.size()))) {
+          return MakeError(ErrorCode::kKeyDbRowCorrupt, "an intent row does not parse");
+        }
+        intents.emplace_back(intent.handle(), std::string(message));
+        return absl::OkStatus();
+      }));
+  const audit::AuditActor actor = internal::InternalActor();
+  for (const auto& [handle, bytes] : intents) {
+    v1::IntentRow intent;
+    intent.ParseFromString(bytes);
+    switch (intent.kind()) {
+      case v1::INTENT_CREATING: {
+        // Nothing of the dataset reached the key DB (the rows and the intent's removal are
+        // one batch): undo the token side.
+        if (FindEntry(handle) != nullptr) {
+          return MakeError(ErrorCode::kKeyDbRowCorrupt,
+                           "a CREATING intent names an existing dataset");
+        }
+        const v1::WrappingKeyRef& ref = intent.new_wrapping_key();
+        hsm::KeyWrapper* wrapper = Module(ref.module());
+        if (wrapper == nullptr) {
+          return MakeError(ErrorCode::kFailedPrecondition,
+                           "module not configured: " + ref.module());
+        }
+        absl::Status destroyed = wrapper->DestroyWrappingKey({handle, ref.version()});
+        if (destroyed.ok()) {
+          recovery_.orphans_removed.push_back({handle, ref.version()});
+        } else if (ErrorCodeOf(destroyed) != ErrorCode::kHsmKeyNotFound) {
+          return destroyed;
+        }
+        KeyDb::Batch batch(*db_);
+        batch.Delete(KeyDbTable::kIntents, DatasetRowKey(handle));
+        COFFER_RETURN_IF_ERROR(db_->Write(batch));
+        audit::AuditEvent event = internal::MakeEvent(
+            audit::v1::DATASET_CREATE, actor, handle, audit::v1::PURPOSE_UNSPECIFIED, 1,
+            audit::v1::STAGE_COMPLETED, "create rolled back after a crash");
+        event.result = ErrorCode::kCancelled;
+        COFFER_RETURN_IF_ERROR(Audit(event));
+        recovery_.creates_rolled_back.push_back(handle);
+        break;
+      }
+      case v1::INTENT_DESTROYING: {
+        EntryPtr entry = FindEntry(handle);
+        if (entry == nullptr || entry->snapshot.load()->row.state() != v1::DESTROYING) {
+          return MakeError(ErrorCode::kKeyDbRowCorrupt,
+                           "a DESTROYING intent names no dataset being destroyed");
+        }
+        COFFER_RETURN_IF_ERROR(
+            FinishDestroyLocked(entry, internal::FromRow(intent.actor()), intent.audit_sequence()));
+        recovery_.destroys_completed.push_back(handle);
+        break;
+      }
+      case v1::INTENT_REWRAPPING: {
+        EntryPtr entry = FindEntry(handle);
+        if (entry == nullptr) {
+          return MakeError(ErrorCode::kKeyDbRowCorrupt, "a REWRAPPING intent names no dataset");
+        }
+        if (!intent.switched()) {
+          const v1::WrappingKeyRef& ref = intent.new_wrapping_key();
+          hsm::KeyWrapper* wrapper = Module(ref.module());
+          if (wrapper == nullptr) {
+            return MakeError(ErrorCode::kFailedPrecondition,
+                             "module not configured: " + ref.module());
+          }
+          absl::Status created = wrapper->CreateWrappingKey({handle, ref.version()});
+          if (!created.ok() && ErrorCodeOf(created) != ErrorCode::kAlreadyExists) return created;
+        }
+        COFFER_RETURN_IF_ERROR(ContinueRewrapLocked(entry, bytes, /*progress=*/{}));
+        COFFER_RETURN_IF_ERROR(Audit(internal::MakeEvent(
+            audit::v1::KEY_REWRAP, actor, handle, audit::v1::PURPOSE_UNSPECIFIED,
+            intent.new_wrapping_key().version(), audit::v1::STAGE_COMPLETED,
+            "re-wrap resumed and completed after a restart")));
+        recovery_.rewraps_completed.push_back(handle);
+        break;
+      }
+      default:
+        return MakeError(ErrorCode::kKeyDbRowCorrupt, "an intent row has an unknown kind");
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status KeyManager::Reconcile() {
+  // Which DWKs the key DB says exist, per module.
+  std::map<std::string, std::set<hsm::WrappingKeyId>> expected;
+  std::set<uint64_t> known;
+  for (const auto& [handle, entry] : *datasets_.load()) {
+    known.insert(handle);
+    Snapshot snap = entry->snapshot.load();
+    if (snap->row.state() == v1::DESTROYED) continue;
+    for (const auto& ref : snap->row.live_wrapping_keys()) {
+      expected[ref.module()].insert({handle, ref.version()});
+    }
+  }
+  std::map<std::string, std::set<hsm::WrappingKeyId>> present;
+  for (const auto& [name, wrapper] : options_.modules) {
+    COFFER_ASSIGN_OR_RETURN(std::vector<hsm::WrappingKeyId> ids, wrapper->ListWrappingKeys());
+    present[name].insert(ids.begin(), ids.end());
+    for (const hsm::WrappingKeyId& id : ids) {
+      if (!expected[name].contains(id)) recovery_.unknown_wrapping_keys.emplace_back(name, id);
+    }
+  }
+  for (const auto& [handle, entry] : *datasets_.load()) {
+    Snapshot snap = entry->snapshot.load();
+    if (snap->row.state() == v1::DESTROYED) continue;
+    bool missing = false;
+    for (const auto& ref : snap->row.live_wrapping_keys()) {
+      if (!present.contains(ref.module())) continue;  // module not configured in this run
+      if (!present[ref.module()].contains({handle, ref.version()})) {
+        recovery_.missing_wrapping_keys.emplace_back(ref.module(),
+                                                     hsm::WrappingKeyId{handle, ref.version()});
+        missing = true;
+      }
+    }
+    if (missing == snap->row.wrapping_key_missing()) continue;
+    // Mark (or clear) the problem durably; never "fix" it by creating a new key.
+    auto next = std::make_shared<DatasetSnapshot>(*snap);
+    next->row.set_wrapping_key_missing(missing);
+    KeyDb::Batch batch(*db_);
+    COFFER_RETURN_IF_ERROR(batch.Put(KeyDbTable::kDatasets, DatasetRowKey(handle), next->row));
+    COFFER_RETURN_IF_ERROR(db_->Write(batch));
+    Publish(entry, std::move(next));
+    if (missing) cache_.EraseDataset(handle);
+  }
+  return absl::OkStatus();
+}
+
+std::string_view DatasetStateName(DatasetState state) {
+  switch (state) {
+    case DatasetState::kActive:
+      return "ACTIVE";
+    case DatasetState::kDisabled:
+      return "DISABLED";
+    case DatasetState::kPendingDestruction:
+      return "PENDING_DESTRUCTION";
+    case DatasetState::kDestroying:
+      return "DESTROYING";
+    case DatasetState::kDestroyed:
+      return "DESTROYED";
+  }
+  return "UNKNOWN";
+}
+
+std::string_view KeyVersionStateName(KeyVersionState state) {
+  switch (state) {
+    case KeyVersionState::kPrimary:
+      return "PRIMARY";
+    case KeyVersionState::kDecryptOnly:
+      return "DECRYPT_ONLY";
+    case KeyVersionState::kCompromised:
+      return "COMPROMISED";
+    case KeyVersionState::kRetired:
+      return "RETIRED";
+  }
+  return "UNKNOWN";
+}
+
+}  // namespace coffer::kms

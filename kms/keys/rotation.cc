@@ -1,0 +1,366 @@
+// KeyManager: rotation (manual, scheduled, usage-based, emergency), retirement and the
+// scheduler tick (RunDueWork).
+
+#include <algorithm>
+#include <utility>
+
+#include "crypto/base/status.h"
+#include "crypto/random.h"
+#include "kms/keys/internal/audit_text.h"
+#include "kms/keys/internal/convert.h"
+#include "kms/keys/internal/dataset_state.h"
+#include "kms/keys/internal/manager_util.h"
+#include "kms/keys/key_manager.h"
+
+namespace coffer::kms {
+
+using internal::DatasetSnapshot;
+using internal::VersionSnapshot;
+
+namespace {
+
+absl::Status CheckCause(storage::KeyPurpose purpose, RotationCause cause) {
+  bool allowed = false;
+  switch (purpose) {
+    case storage::KeyPurpose::kRecords:
+    case storage::KeyPurpose::kAttachments:
+      allowed = cause != RotationCause::kReindex && cause != RotationCause::kRekey;
+      break;
+    case storage::KeyPurpose::kLookup:
+      allowed = cause == RotationCause::kReindex;
+      break;
+    case storage::KeyPurpose::kPseudonym:
+      allowed = cause == RotationCause::kRekey;
+      break;
+  }
+  if (allowed) return absl::OkStatus();
+  return MakeError(ErrorCode::kFailedPrecondition,
+                   std::string(storage::KeyPurposeName(purpose)) + " keys change only by " +
+                       (purpose == storage::KeyPurpose::kLookup      ? "a full re-index"
+                        : purpose == storage::KeyPurpose::kPseudonym ? "an explicit re-key"
+                                                                     : "a rotation"));
+}
+
+bool ValidPurpose(storage::KeyPurpose purpose) {
+  auto value = static_cast<uint8_t>(purpose);
+  return value >= 1 && value <= 4;
+}
+
+}  // namespace
+
+absl::StatusOr<uint32_t> KeyManager::Rotate(uint64_t handle, storage::KeyPurpose purpose,
+                                            RotationCause cause, const audit::AuditActor& actor) {
+  std::lock_guard<std::mutex> lock(admin_mu_);
+  absl::StatusOr<EntryPtr> entry = RequireEntry(handle);
+  if (!entry.ok()) return Refuse(audit::v1::KEY_ROTATE, handle, actor, entry.status());
+  return RotateLocked(*entry, purpose, cause, actor);
+}
+
+absl::StatusOr<uint32_t> KeyManager::RotateLocked(const EntryPtr& entry,
+                                                  storage::KeyPurpose purpose, RotationCause cause,
+                                                  const audit::AuditActor& actor) {
+  constexpr auto kKind = audit::v1::KEY_ROTATE;
+  const uint64_t handle = entry->handle;
+  if (!ValidPurpose(purpose)) {
+    return Refuse(kKind, handle, actor,
+                  MakeError(ErrorCode::kInvalidArgument, "unknown key purpose"));
+  }
+  if (absl::Status allowed = CheckCause(purpose, cause); !allowed.ok()) {
+    return Refuse(kKind, handle, actor, allowed);
+  }
+  Snapshot snap = entry->snapshot.load();
+  if (snap->row.state() != v1::ACTIVE) {
+    return Refuse(
+        kKind, handle, actor,
+        MakeError(ErrorCode::kDatasetStateForbids,
+                  "rotation needs an ACTIVE dataset; it is " +
+                      std::string(DatasetStateName(internal::FromRow(snap->row.state())))));
+  }
+  const uint32_t new_version = snap->Purpose(purpose)->max_version() + 1;
+  const v1::WrappingKeyRef& dwk = snap->row.current_wrapping_key();
+  hsm::KeyWrapper* wrapper = Module(dwk.module());
+  if (wrapper == nullptr) {
+    return MakeError(ErrorCode::kFailedPrecondition, "module not configured: " + dwk.module());
+  }
+  audit::AuditEvent event =
+      internal::MakeEvent(kKind, actor, handle, internal::AuditPurpose(purpose), new_version,
+                          audit::v1::STAGE_REQUESTED, internal::RotationDetail(cause));
+  COFFER_RETURN_IF_ERROR(Audit(event));
+  auto finish = [&](const absl::Status& result) -> absl::Status {
+    event.stage = audit::v1::STAGE_COMPLETED;
+    event.result = ErrorCodeOf(result);
+    absl::Status audited = Audit(event);
+    return result.ok() ? audited : result;
+  };
+
+  // The HSM call happens before any lock a reader or writer of this dataset could meet.
+  auto dek = crypto::RandomSecret(hsm::kDekBytes);
+  if (!dek.ok()) return finish(dek.status());
+  auto wrapped = wrapper->Wrap({handle, dwk.version()}, *dek);
+  if (!wrapped.ok()) return finish(wrapped.status());
+
+  std::lock_guard<std::mutex> lock(entry->mu);
+  snap = entry->snapshot.load();
+  auto next = std::make_shared<DatasetSnapshot>(*snap);
+  v1::PurposeState* state = next->MutablePurpose(purpose);
+  auto& list = next->versions[static_cast<size_t>(purpose)];
+  VersionSnapshot& old_primary = list[state->primary_version() - 1];
+  if (old_primary.row.state() == v1::PRIMARY) old_primary.row.set_state(v1::DECRYPT_ONLY);
+  old_primary.row.set_reserved_until(old_primary.usage->reserved.load());
+  VersionSnapshot fresh;
+  fresh.row.set_handle(handle);
+  fresh.row.set_purpose(internal::RowPurpose(purpose));
+  fresh.row.set_version(new_version);
+  fresh.row.set_state(v1::PRIMARY);
+  fresh.row.set_wrapped_key(wrapped->Serialize());
+  fresh.row.set_module(dwk.module());
+  fresh.row.set_created_micros(NowMicros());
+  fresh.wrapped = *std::move(wrapped);
+  fresh.usage = std::make_shared<internal::UsageCounter>();
+  state->set_primary_version(new_version);
+  state->set_max_version(new_version);
+
+  KeyDb::Batch batch(*db_);
+  const auto purpose_byte = static_cast<uint8_t>(purpose);
+  absl::Status staged =
+      batch.Put(KeyDbTable::kKeyVersions,
+                KeyVersionRowKey(handle, purpose_byte, fresh.row.version()), fresh.row);
+  if (staged.ok()) {
+    staged = batch.Put(KeyDbTable::kKeyVersions,
+                       KeyVersionRowKey(handle, purpose_byte, old_primary.row.version()),
+                       old_primary.row);
+  }
+  if (staged.ok()) staged = batch.Put(KeyDbTable::kDatasets, DatasetRowKey(handle), next->row);
+  if (staged.ok()) staged = db_->Write(batch);
+  if (!staged.ok()) return finish(staged);
+  list.push_back(std::move(fresh));
+  Publish(entry, std::move(next));
+  COFFER_RETURN_IF_ERROR(finish(absl::OkStatus()));
+  return new_version;
+}
+
+absl::Status KeyManager::EmergencyRotate(uint64_t handle, const audit::AuditActor& actor) {
+  std::lock_guard<std::mutex> lock(admin_mu_);
+  absl::StatusOr<EntryPtr> entry = RequireEntry(handle);
+  if (!entry.ok()) return Refuse(audit::v1::KEY_ROTATE, handle, actor, entry.status());
+  for (storage::KeyPurpose purpose :
+       {storage::KeyPurpose::kRecords, storage::KeyPurpose::kAttachments}) {
+    COFFER_ASSIGN_OR_RETURN(uint32_t version,
+                            RotateLocked(*entry, purpose, RotationCause::kEmergency, actor));
+    // Every older version that still decrypts is now compromised.
+    std::lock_guard<std::mutex> entry_lock((*entry)->mu);
+    Snapshot snap = (*entry)->snapshot.load();
+    auto next = std::make_shared<DatasetSnapshot>(*snap);
+    KeyDb::Batch batch(*db_);
+    for (VersionSnapshot& v : next->versions[static_cast<size_t>(purpose)]) {
+      if (v.row.version() >= version || v.row.state() != v1::DECRYPT_ONLY) continue;
+      v.row.set_state(v1::COMPROMISED);
+      COFFER_RETURN_IF_ERROR(
+          batch.Put(KeyDbTable::kKeyVersions,
+                    KeyVersionRowKey(handle, static_cast<uint8_t>(purpose), v.row.version()),
+                    internal::RowForWrite(v)));
+    }
+    if (batch.count() > 0) {
+      COFFER_RETURN_IF_ERROR(db_->Write(batch));
+      Publish(*entry, std::move(next));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status KeyManager::RetireBelow(uint64_t handle, storage::KeyPurpose purpose,
+                                     uint32_t min_version, const audit::AuditActor& actor) {
+  std::lock_guard<std::mutex> lock(admin_mu_);
+  absl::StatusOr<EntryPtr> entry = RequireEntry(handle);
+  if (!entry.ok()) return Refuse(audit::v1::KEY_RETIRE, handle, actor, entry.status());
+  return RetireLocked(*entry, purpose, min_version, actor, /*compromised_only=*/false);
+}
+
+absl::Status KeyManager::RetireLocked(const EntryPtr& entry, storage::KeyPurpose purpose,
+                                      uint32_t min_version, const audit::AuditActor& actor,
+                                      bool compromised_only) {
+  constexpr auto kKind = audit::v1::KEY_RETIRE;
+  const uint64_t handle = entry->handle;
+  if (!ValidPurpose(purpose)) {
+    return Refuse(kKind, handle, actor,
+                  MakeError(ErrorCode::kInvalidArgument, "unknown key purpose"));
+  }
+  Snapshot snap = entry->snapshot.load();
+  if (snap->row.state() == v1::DESTROYING || snap->row.state() == v1::DESTROYED) {
+    return Refuse(kKind, handle, actor,
+                  MakeError(ErrorCode::kKeyDestroyed, "the dataset was destroyed"));
+  }
+  const v1::PurposeState* state = snap->Purpose(purpose);
+  if (min_version == 0 || min_version > state->primary_version()) {
+    return Refuse(kKind, handle, actor,
+                  MakeError(ErrorCode::kInvalidArgument,
+                            "the minimum decryption version must be 1.." +
+                                std::to_string(state->primary_version()) + " (the primary)"));
+  }
+  if (min_version <= state->min_decrypt_version()) return absl::OkStatus();
+  if (options_.data_counter == nullptr) {
+    return Refuse(kKind, handle, actor,
+                  MakeError(ErrorCode::kFailedPrecondition,
+                            "no data counter configured: cannot prove a version unused"));
+  }
+  for (uint32_t v = state->min_decrypt_version(); v < min_version; ++v) {
+    const VersionSnapshot* version = snap->Version(purpose, v);
+    if (version->row.state() == v1::RETIRED) continue;
+    if (compromised_only && version->row.state() != v1::COMPROMISED) {
+      return MakeError(ErrorCode::kInternal, "only compromised versions retire automatically");
+    }
+    absl::StatusOr<uint64_t> count = options_.data_counter->CountProtectedBy(handle, purpose, v);
+    if (!count.ok()) return Refuse(kKind, handle, actor, count.status());
+    if (*count > 0) {
+      return Refuse(kKind, handle, actor,
+                    MakeError(ErrorCode::kKeyVersionInUse,
+                              "key version " + std::to_string(v) + " still protects " +
+                                  std::to_string(*count) + " stored items; re-encrypt first"));
+    }
+  }
+  audit::AuditText detail = "retire versions below the minimum decryption version";
+  if (compromised_only) detail = "retire compromised versions after re-encryption";
+  audit::AuditEvent event =
+      internal::MakeEvent(kKind, actor, handle, internal::AuditPurpose(purpose), min_version,
+                          audit::v1::STAGE_REQUESTED, detail);
+  COFFER_RETURN_IF_ERROR(Audit(event));
+  absl::Status result;
+  {
+    std::lock_guard<std::mutex> entry_lock(entry->mu);
+    snap = entry->snapshot.load();
+    auto next = std::make_shared<DatasetSnapshot>(*snap);
+    next->MutablePurpose(purpose)->set_min_decrypt_version(min_version);
+    KeyDb::Batch batch(*db_);
+    for (uint32_t v = state->min_decrypt_version(); v < min_version && result.ok(); ++v) {
+      VersionSnapshot& version = next->versions[static_cast<size_t>(purpose)][v - 1];
+      version.row.set_state(v1::RETIRED);
+      result = batch.Put(KeyDbTable::kKeyVersions,
+                         KeyVersionRowKey(handle, static_cast<uint8_t>(purpose), v),
+                         internal::RowForWrite(version));
+    }
+    if (result.ok()) result = batch.Put(KeyDbTable::kDatasets, DatasetRowKey(handle), next->row);
+    if (result.ok()) result = db_->Write(batch);
+    if (result.ok()) {
+      Publish(entry, std::move(next));
+      for (uint32_t v = 1; v < min_version; ++v) cache_.Erase({handle, purpose, v});
+    }
+  }
+  event.stage = audit::v1::STAGE_COMPLETED;
+  event.result = ErrorCodeOf(result);
+  absl::Status audited = Audit(event);
+  return result.ok() ? audited : result;
+}
+
+absl::StatusOr<DueWorkReport> KeyManager::RunDueWork() {
+  std::lock_guard<std::mutex> lock(admin_mu_);
+  DueWorkReport report;
+  const int64_t now = NowMicros();
+  if (now < clock_high_water_micros_) {
+    report.clock_went_backwards = true;
+    audit::AuditEvent event =
+        internal::MakeEvent(audit::v1::CLOCK_WENT_BACKWARDS, internal::InternalActor(), 0,
+                            audit::v1::PURPOSE_UNSPECIFIED, 0, audit::v1::STAGE_COMPLETED,
+                            "clock went backwards: rotation and expiry skipped");
+    event.result = ErrorCode::kClockWentBackwards;
+    COFFER_RETURN_IF_ERROR(Audit(event));
+    return report;
+  }
+  if (now > clock_high_water_micros_) {
+    v1::ClockRow row;
+    row.set_high_water_micros(now);
+    KeyDb::Batch batch(*db_);
+    COFFER_RETURN_IF_ERROR(batch.Put(KeyDbTable::kMeta, "clock", row));
+    COFFER_RETURN_IF_ERROR(db_->Write(batch));
+    clock_high_water_micros_ = now;
+  }
+  const audit::AuditActor actor = internal::InternalActor();
+  for (const auto& [handle, entry] : *datasets_.load()) {
+    Snapshot snap = entry->snapshot.load();
+    const DatasetPolicy policy = internal::FromRow(snap->row.policy());
+    if (snap->row.state() == v1::ACTIVE) {
+      for (storage::KeyPurpose purpose :
+           {storage::KeyPurpose::kRecords, storage::KeyPurpose::kAttachments}) {
+        const VersionSnapshot* primary =
+            snap->Version(purpose, snap->Purpose(purpose)->primary_version());
+        const Seconds period = purpose == storage::KeyPurpose::kRecords
+                                   ? policy.records_rotation
+                                   : policy.attachments_rotation;
+        const int64_t age_micros = now - primary->row.created_micros();
+        std::optional<RotationCause> cause;
+        if (age_micros >= period.count() * 1'000'000) {
+          cause = RotationCause::kScheduled;  // once, however many periods were missed
+        } else if (primary->usage->used.load() >=
+                   policy.usage_limit / 100 * options_.usage_rotate_percent +
+                       policy.usage_limit % 100 * options_.usage_rotate_percent / 100) {
+          cause = RotationCause::kUsage;
+        }
+        if (!cause) continue;
+        absl::StatusOr<uint32_t> rotated = RotateLocked(entry, purpose, *cause, actor);
+        if (rotated.ok()) {
+          report.rotated.emplace_back(handle, purpose);
+        } else {
+          report.failures.emplace_back(handle, rotated.status());
+        }
+      }
+    }
+    if (options_.data_counter != nullptr && snap->row.state() != v1::DESTROYING &&
+        snap->row.state() != v1::DESTROYED) {
+      for (storage::KeyPurpose purpose :
+           {storage::KeyPurpose::kRecords, storage::KeyPurpose::kAttachments}) {
+        Snapshot current = entry->snapshot.load();
+        const v1::PurposeState* state = current->Purpose(purpose);
+        uint32_t min = state->min_decrypt_version();
+        while (min < state->primary_version()) {
+          const VersionSnapshot* v = current->Version(purpose, min);
+          if (v->row.state() != v1::COMPROMISED) break;
+          absl::StatusOr<uint64_t> count =
+              options_.data_counter->CountProtectedBy(handle, purpose, min);
+          if (!count.ok() || *count > 0) break;
+          ++min;
+        }
+        if (min == state->min_decrypt_version()) continue;
+        absl::Status retired = RetireLocked(entry, purpose, min, actor, true);
+        if (retired.ok()) {
+          report.compromised_retired.emplace_back(handle, purpose);
+        } else {
+          report.failures.emplace_back(handle, retired);
+        }
+      }
+    }
+    // Lifecycle automation: DISABLED long enough and not held -> PENDING_DESTRUCTION, exactly as
+    // ScheduleDestruction (the waiting period then applies). Guarded by the clock check above.
+    snap = entry->snapshot.load();
+    if (snap->row.state() == v1::DISABLED && !snap->row.policy().legal_hold() &&
+        snap->row.policy().auto_destroy_after_disabled_seconds() > 0 &&
+        now - snap->row.state_changed_micros() >=
+            snap->row.policy().auto_destroy_after_disabled_seconds() * int64_t{1'000'000}) {
+      const int64_t after =
+          now + snap->row.policy().destruction_wait_seconds() * int64_t{1'000'000};
+      absl::Status scheduled =
+          ChangeStateLocked(entry, v1::PENDING_DESTRUCTION, audit::v1::DESTRUCTION_SCHEDULE, actor,
+                            after, "lifecycle automation");
+      if (scheduled.ok()) {
+        report.auto_scheduled.push_back(handle);
+      } else {
+        report.failures.emplace_back(handle, scheduled);
+      }
+    }
+    snap = entry->snapshot.load();
+    if (snap->row.state() == v1::PENDING_DESTRUCTION && now >= snap->row.destroy_after_micros()) {
+      if (snap->row.policy().legal_hold()) {
+        report.failures.emplace_back(
+            handle, MakeError(ErrorCode::kLegalHoldActive, "a legal hold blocks destruction"));
+        continue;
+      }
+      absl::Status destroyed = DestroyLocked(entry, actor);
+      if (destroyed.ok()) {
+        report.destroyed.push_back(handle);
+      } else {
+        report.failures.emplace_back(handle, destroyed);
+      }
+    }
+  }
+  return report;
+}
+
+}  // namespace coffer::kms

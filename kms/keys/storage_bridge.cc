@@ -1,0 +1,41 @@
+#include "kms/keys/storage_bridge.h"
+
+#include <string>
+
+#include "crypto/base/status.h"
+#include "storage/reencryption.h"
+
+namespace coffer::kms {
+
+absl::StatusOr<storage::DatasetPolicy> KeyManagerPolicySource::PolicyFor(uint64_t dataset_handle) {
+  COFFER_ASSIGN_OR_RETURN(DatasetStorageView view, manager_->StorageView(dataset_handle));
+  if (view.state == DatasetState::kDestroying || view.state == DatasetState::kDestroyed) {
+    return MakeError(ErrorCode::kKeyDestroyed,
+                     "dataset " + std::to_string(dataset_handle) + " was destroyed");
+  }
+  storage::DatasetPolicy policy;
+  policy.recycle_bin_period = std::chrono::hours(24) * view.bin_days;
+  if (view.retention_max_age.count() > 0) policy.max_age = view.retention_max_age;
+  policy.min_retention = view.minimum_retention;
+  policy.legal_hold = view.legal_hold;
+  return policy;
+}
+
+absl::StatusOr<uint64_t> StoreDataCounter::CountProtectedBy(uint64_t dataset_handle,
+                                                            storage::KeyPurpose purpose,
+                                                            uint32_t version) {
+  if (purpose != storage::KeyPurpose::kRecords && purpose != storage::KeyPurpose::kAttachments) {
+    return MakeError(ErrorCode::kFailedPrecondition,
+                     std::string("the data DB does not count items per ") +
+                         std::string(storage::KeyPurposeName(purpose)) +
+                         " version; such versions change only by re-index or re-key");
+  }
+  COFFER_ASSIGN_OR_RETURN(storage::VersionCensus census,
+                          storage::CountKeyVersions(db_, dataset_handle));
+  const auto& counts =
+      purpose == storage::KeyPurpose::kRecords ? census.records : census.attachments;
+  auto it = counts.find(version);
+  return it == counts.end() ? 0 : it->second;
+}
+
+}  // namespace coffer::kms

@@ -1,0 +1,154 @@
+// Access control of cofferd's sockets: which peer may run which operation on which dataset, and
+// how fast (design brief, "Lifecycle, retention, access"; docs/errors.md 502-504).
+//
+//  - GrantTable: the grants, admins and rate limits of one configuration, with every user and
+//    group name resolved to its id at build time. Immutable once built; shared by pointer.
+//  - Authorizer: the daemon's current GrantTable (swapped atomically by Reload, for SIGHUP;
+//    requests in flight finish under the table they started with) and the per-uid token
+//    buckets. Check answers OK, NOT_GRANTED (502) or WRONG_SOCKET (504); Admit answers whether
+//    a request may run now or the peer must slow down (SLOW_DOWN, 503, with a retry delay).
+//
+// Rules: on the data socket, data operations need READ, WRITE or DELETE on the dataset (by
+// exact name or "*") for the peer's uid, primary gid or a supplementary group; dataset_list
+// and dataset_describe need any right there, including METADATA; every other (admin) operation
+// is WRONG_SOCKET; dataset_list needs any grant at all (the services filter the list). On the admin
+// socket everything needs the peer's uid among the admins. uid 0 never gets anything implicitly.
+// Grants name datasets, not handles, so a peer without a grant learns nothing about which datasets
+// exist.
+//
+// Thread safety: GrantTable is immutable; every Authorizer method may be called from any
+// thread. Ownership: the Authorizer shares its tables; the monotonic clock function must stay
+// callable for its lifetime. Failures: GrantTable::FromConfig returns CONFIG_INVALID naming the
+// field of an unknown user or group.
+
+#ifndef COFFER_KMS_OPS_AUTHZ_H_
+#define COFFER_KMS_OPS_AUTHZ_H_
+
+#include <sys/types.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "coffer/v1/service.pb.h"
+#include "kms/config/config.h"
+#include "kms/server/connection.h"
+
+namespace coffer::daemon {
+
+using Operation = ::coffer::v1::Request::OpCase;
+
+// Rights as bits, so a peer's rights on a dataset are one union over its grants.
+enum Right : uint32_t {
+  kRightRead = 1u << 0,
+  kRightWrite = 1u << 1,
+  kRightDelete = 1u << 2,
+  kRightMetadata = 1u << 3,
+  kRightPseudonymize = 1u << 4,
+  kRightReidentify = 1u << 5,
+};
+
+// The right an operation needs on the data socket: kRightRead/Write/Delete for data
+// operations, kRightPseudonymize for pseudonymize/translate, kRightReidentify for
+// pseudonym_reidentify, kRightMetadata for dataset_list/describe (any right satisfies it), and
+// nullopt for admin operations (refused there with WRONG_SOCKET). Chunk, commit and abort need
+// kRightWrite (their upload was granted at begin).
+std::optional<uint32_t> DataSocketRight(Operation operation);
+bool IsAdminOperation(Operation operation);
+// The dataset name a request names (empty for operations without one).
+std::string_view DatasetNamedBy(const ::coffer::v1::Request& request);
+
+// Name lookups, injectable for tests. The defaults use getpwnam_r / getgrnam_r.
+struct NameResolver {
+  std::function<std::optional<uid_t>(const std::string& user)> user;
+  std::function<std::optional<gid_t>(const std::string& group)> group;
+};
+NameResolver SystemNameResolver();
+
+struct TokenBucketLimit {
+  double requests_per_second = 2000;
+  double burst = 4000;
+};
+
+class GrantTable {
+ public:
+  // Resolves every name of `config` (a finished Config, kms/config/config.h).
+  static absl::StatusOr<std::shared_ptr<const GrantTable>> FromConfig(
+      const Config& config, const NameResolver& resolver = SystemNameResolver());
+
+  // The union of the rights `peer` holds on dataset `dataset` (0 = none).
+  uint32_t RightsOn(const PeerIdentity& peer, std::string_view dataset) const;
+  // Whether any grant names `peer` (dataset_list needs one; the list is then filtered).
+  bool NamesPeer(const PeerIdentity& peer) const;
+  bool IsAdmin(uid_t uid) const;
+  TokenBucketLimit LimitFor(uid_t uid) const;
+
+ private:
+  struct Entry {
+    std::vector<uid_t> uids;
+    std::vector<gid_t> gids;
+    std::vector<std::string> datasets;  // "*" matches every name
+    uint32_t rights = 0;
+  };
+  GrantTable() = default;
+
+  std::vector<Entry> entries_;
+  std::vector<uid_t> admins_;
+  TokenBucketLimit default_limit_;
+  std::map<uid_t, TokenBucketLimit> overrides_;
+};
+
+// What Admit decided.
+struct Admission {
+  bool admitted = true;
+  uint32_t retry_after_ms = 0;  // when not admitted: until the bucket holds one token
+};
+
+class Authorizer {
+ public:
+  using MonotonicClock = std::function<std::chrono::steady_clock::time_point()>;
+
+  // `now` defaults to std::chrono::steady_clock::now (tests pass a fake).
+  explicit Authorizer(std::shared_ptr<const GrantTable> table, MonotonicClock now = {});
+  Authorizer(const Authorizer&) = delete;
+  Authorizer& operator=(const Authorizer&) = delete;
+
+  // Installs `table` for every later call (SIGHUP). Token buckets keep their state; a changed
+  // limit applies from the next Admit.
+  void Reload(std::shared_ptr<const GrantTable> table);
+  std::shared_ptr<const GrantTable> table() const;
+
+  // OK, NOT_GRANTED or WRONG_SOCKET for `peer` running `operation` on `dataset` (empty for
+  // operations without one). Messages name the operation and the socket, never the dataset.
+  absl::Status Check(const PeerIdentity& peer, Operation operation, std::string_view dataset) const;
+
+  // Takes one token from `uid`'s bucket.
+  Admission Admit(uid_t uid);
+
+ private:
+  struct Bucket {
+    double tokens = 0;
+    std::chrono::steady_clock::time_point refilled;
+    bool initialized = false;
+  };
+
+  std::atomic<std::shared_ptr<const GrantTable>> table_;
+  MonotonicClock now_;
+  std::mutex buckets_mu_;
+  std::unordered_map<uid_t, Bucket> buckets_;  // guarded by buckets_mu_
+};
+
+}  // namespace coffer::daemon
+
+#endif  // COFFER_KMS_OPS_AUTHZ_H_

@@ -1,0 +1,85 @@
+#include "kms/ops/backup_operations.h"
+
+#include <memory>
+#include <string>
+#include <utility>
+
+#include "crypto/base/clock.h"
+#include "crypto/base/status.h"
+
+namespace coffer::cofferd {
+namespace {
+
+using coffer::v1::Request;
+using coffer::v1::Response;
+
+void ToProto(const kms::FullBackupInfo& info, coffer::v1::BackupInfo* out) {
+  out->set_id(info.id);
+  out->set_created_micros(coffer::ToUnixMicros(info.created));
+  out->set_size_bytes(info.size_bytes);
+  out->set_audit_sequence(info.audit_sequence);
+}
+
+}  // namespace
+
+std::map<Request::OpCase, daemon::AdminOperationHandler> BackupOperations(
+    BackupOperationDeps deps) {
+  auto shared = std::make_shared<const BackupOperationDeps>(std::move(deps));
+  std::map<Request::OpCase, daemon::AdminOperationHandler> ops;
+
+  ops[Request::kBackupCreate] = [shared](const Request&, const kms::audit::AuditActor& actor,
+                                         const coffer::ProgressFn& progress,
+                                         Response* response) -> absl::Status {
+    COFFER_ASSIGN_OR_RETURN(kms::FullBackupInfo info,
+                            shared->backups->Create(shared->sources, actor, progress));
+    ToProto(info, response->mutable_backup_create());
+    return absl::OkStatus();
+  };
+  ops[Request::kBackupList] = [shared](const Request&, const kms::audit::AuditActor&,
+                                       const coffer::ProgressFn&,
+                                       Response* response) -> absl::Status {
+    COFFER_ASSIGN_OR_RETURN(std::vector<kms::FullBackupInfo> list, shared->backups->List());
+    auto* out = response->mutable_backup_list();
+    for (const kms::FullBackupInfo& info : list) ToProto(info, out->add_backups());
+    return absl::OkStatus();
+  };
+  ops[Request::kBackupVerify] = [shared](const Request& request, const kms::audit::AuditActor&,
+                                         const coffer::ProgressFn& progress,
+                                         Response* response) -> absl::Status {
+    COFFER_RETURN_IF_ERROR(shared->backups->Verify(request.backup_verify().id(), progress));
+    response->mutable_backup_verify();
+    return absl::OkStatus();
+  };
+  ops[Request::kBackupRestore] =
+      [shared](const Request& request, const kms::audit::AuditActor& actor,
+               const coffer::ProgressFn& progress, Response* response) -> absl::Status {
+    const std::string& target = request.backup_restore().target_directory();
+    if (target.empty() || target[0] != '/') {
+      return MakeError(ErrorCode::kMalformedRequest,
+                       "backup_restore needs target_directory: an absolute path to a new or "
+                       "empty directory");
+    }
+    kms::RestoreRequest restore;
+    restore.target_directory = target;
+    restore.live_audit_directory = shared->live_audit_directory;
+    restore.audit_public_key_pem = shared->audit_public_key_pem;
+    restore.key_manager = shared->restore_key_manager;
+    restore.actor = actor;
+    absl::StatusOr<kms::RestoreReport> report =
+        shared->backups->RestoreInto(request.backup_restore().id(), std::move(restore), progress);
+    if (!report.ok()) return report.status();
+    response->mutable_backup_restore();
+    return absl::OkStatus();
+  };
+  ops[Request::kBackupPrune] = [shared](const Request&, const kms::audit::AuditActor&,
+                                        const coffer::ProgressFn&,
+                                        Response* response) -> absl::Status {
+    COFFER_ASSIGN_OR_RETURN(std::vector<uint32_t> deleted, shared->backups->PruneExpired());
+    auto* out = response->mutable_backup_prune();
+    for (uint32_t id : deleted) out->add_deleted(id);
+    return absl::OkStatus();
+  };
+  return ops;
+}
+
+}  // namespace coffer::cofferd

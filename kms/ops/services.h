@@ -1,0 +1,181 @@
+// Services: cofferd's side of the transport seam (kms/server/connection.h). Every coffer.v1
+// Request operation is mapped onto the key manager, the data stores, the recycle bin, the job
+// registry and the audit log; the transport only moves frames.
+//
+// Per request, in order: the rate limit (SLOW_DOWN with retry_after_ms), then access control
+// (kms/ops/authz.h: NOT_GRANTED, WRONG_SOCKET), then the operation. Every refusal — these,
+// and the transport's own (TransportRefused) — is audited as REQUEST_REFUSED with its stable
+// code and the peer's uid, pid and socket — counted off the request path and written in
+// coalesced entries (kms/ops/refusal_audit.h: one entry per uid, socket, code and dataset per
+// 100 ms, record_count = how many), so a flooding client cannot buy a synced write per refused
+// frame. Every data operation that passes access control is audited as ACCESS_READ /
+// ACCESS_WRITE / ACCESS_DELETE (uid, pid, socket, dataset handle, result code, item count)
+// through the BatchingAuditWriter, whose crash-loss window the configuration sets (0: the
+// reply waits for the entry). A read's data
+// is sent only after its entry was accepted; when the audit cannot take it, the request fails
+// with the audit's code. record_ref is not set: the stores do not expose the stored HMAC.
+// Admin operations run with the admin's identity as the key manager's audit actor.
+//
+// Sessions: one per connection. An open attachment upload belongs to its session: chunks get
+// no response; the first chunk error is remembered and answered at commit (the upload is then
+// aborted); any other request while it is open is UNEXPECTED_FRAME, as is a chunk, commit or
+// abort without one; Closed() aborts it, so nothing partial becomes visible. Downloads stream
+// as AttachmentGetResponse frames of at most api::kDefaultChunkBytes, `info` on the first,
+// `last` on the final one.
+//
+// The admin socket: every request passes AdminControl (MFA sessions, single-use TOTP codes,
+// dual-control approval requests answered APPROVAL_PENDING with Response.approval), then runs
+// as the actor it returns (the enrolled admin's id and name), then is audited as ADMIN_REQUEST
+// with its result — except job_status and events_read, which keyctl polls (progress, events).
+//
+// Errors reach the client as coffer.v1.Error {code, code_name, message}. Messages are fixed
+// texts chosen here from the operation and the code — never a component's message — so they
+// cannot carry an id, a value, an attachment name or a key.
+//
+// Backups (backup_create/list/verify/restore/prune) are not served here: the wiring adds them
+// through ServicesDeps::extra_admin_ops (access control and refusal audit still apply). An
+// admin operation with no handler is answered MALFORMED_REQUEST.
+//
+// Thread safety: Open and TransportRefused from any thread; each Session is used by one thread
+// at a time (session.h). Ownership: every pointer in ServicesDeps is borrowed and must outlive
+// the Services and every Session it opened.
+
+#ifndef COFFER_KMS_OPS_SERVICES_H_
+#define COFFER_KMS_OPS_SERVICES_H_
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "coffer/v1/service.pb.h"
+#include "crypto/base/clock.h"
+#include "crypto/base/progress.h"
+#include "crypto/base/status.h"
+#include "kms/admin/admin_registry.h"
+#include "kms/audit/audit_event.h"
+#include "kms/audit/audit_log.h"
+#include "kms/audit/batching_writer.h"
+#include "kms/keys/key_manager.h"
+#include "kms/ops/admin_control.h"
+#include "kms/ops/authz.h"
+#include "kms/ops/jobs.h"
+#include "kms/ops/refusal_audit.h"
+#include "kms/server/connection.h"
+#include "storage/attachment_store.h"
+#include "storage/data_db.h"
+#include "storage/pseudonymizer.h"
+#include "storage/record_store.h"
+#include "storage/recycle_bin.h"
+
+namespace coffer::daemon {
+
+class CanaryRegistry;
+
+// An admin operation served outside Services (backups). Runs after access control; fills
+// `response`'s result or returns an error, which Services turns into an Error response.
+// `progress` (empty unless the request asked for progress frames) is passed to long operations.
+using AdminOperationHandler = std::function<absl::Status(
+    const coffer::v1::Request& request, const kms::audit::AuditActor& actor,
+    const coffer::ProgressFn& progress, coffer::v1::Response* response)>;
+
+// An admin operation that sends its own frames through `sink` (request id set, progress
+// frames when the request asked for them, an error frame on failure). Returns non-OK only when
+// the connection must close (the peer is gone), as Session::Handle.
+using StreamingAdminOperationHandler = std::function<absl::Status(
+    const coffer::v1::Request& request, const kms::audit::AuditActor& actor, ResponseSink* sink)>;
+
+struct ServicesDeps {
+  kms::KeyManager* keys = nullptr;
+  storage::DataDb* data_db = nullptr;
+  storage::RecordStore* records = nullptr;
+  storage::AttachmentStore* attachments = nullptr;
+  storage::RecycleBin* bin = nullptr;
+  kms::audit::AuditLog* audit_log = nullptr;                // key operations and refusals
+  kms::audit::BatchingAuditWriter* access_audit = nullptr;  // ACCESS_* events
+  const coffer::Clock* clock = nullptr;                     // default SystemClock()
+  JobRegistry* jobs = nullptr;
+  Authorizer* authorizer = nullptr;
+
+  // Defaults for dataset_create (kms/config/config.h DefaultDatasetPolicy).
+  kms::DatasetPolicy default_policy;
+  // audit_query reads, and audit_verify verifies, the log in this directory.
+  std::string audit_directory;
+  // The checkpoint public key (PEM) audit_verify checks signatures with.
+  std::string audit_public_key_pem;
+  // Set: audit_verify also checks every entry's forward-secure MAC (online verification).
+  kms::audit::EpochKeyProvider audit_epoch_keys;
+
+  // For status.
+  std::string version;
+  std::string durability;  // "wal" or "sync"
+  std::string data_socket;
+  std::string admin_socket;
+
+  std::map<coffer::v1::Request::OpCase, AdminOperationHandler> extra_admin_ops;
+  // Admin operations that answer with several frames (dataset_export), served outside
+  // Services like extra_admin_ops.
+  std::map<coffer::v1::Request::OpCase, StreamingAdminOperationHandler> streaming_admin_ops;
+
+  // MFA and dual control on the admin socket (kms/ops/admin_control.h). Null: admin-uid
+  // requests run with no MFA (tests of this layer only; cofferd always sets it).
+  AdminControl* admin_control = nullptr;
+  // key_inventory lists the enrolled admins' TOTP secrets from it (optional).
+  kms::admin::AdminRegistry* admin_registry = nullptr;
+  // Canary records (kms/ops/canary.h): record_get, attachment_get and attachment_metadata
+  // on the data socket report their reads to it (optional).
+  CanaryRegistry* canaries = nullptr;
+};
+
+// Counters since start (status; also for the wiring's logs).
+struct ServicesMetrics {
+  uint64_t connections_open = 0;
+  uint64_t connections_total = 0;
+  uint64_t requests_total = 0;
+  uint64_t requests_refused = 0;
+  uint64_t requests_slowed = 0;
+};
+
+class Services final : public SessionFactory {
+ public:
+  // INVALID_ARGUMENT naming the first missing dependency.
+  static absl::StatusOr<std::unique_ptr<Services>> Create(ServicesDeps deps);
+  ~Services() override;
+
+  std::unique_ptr<Session> Open(const PeerIdentity& peer) override;
+  void TransportRefused(const PeerIdentity& peer, ErrorCode code) override;
+
+  ServicesMetrics metrics() const;
+
+  // Writes the pending (coalesced) refusal entries now (kms/ops/refusal_audit.h). Audit
+  // queries call it first, so a query sees every refusal made before it.
+  absl::Status FlushRefusalAudit();
+
+ private:
+  class ConnectionSession;
+  friend class ConnectionSession;
+
+  explicit Services(ServicesDeps deps);
+  // Counts a REQUEST_REFUSED for `peer` with `code` (coalesced, written off the request path).
+  void AuditRefusal(const PeerIdentity& peer, ErrorCode code, uint64_t dataset_handle);
+
+  ServicesDeps deps_;
+  const coffer::Clock* clock_;
+  int64_t started_micros_ = 0;
+  std::atomic<uint64_t> connections_open_{0};
+  std::atomic<uint64_t> connections_total_{0};
+  std::atomic<uint64_t> requests_total_{0};
+  std::atomic<uint64_t> requests_refused_{0};
+  std::atomic<uint64_t> requests_slowed_{0};
+  std::unique_ptr<RefusalAudit> refusals_;
+  // pseudonymize / pseudonym_reidentify / pseudonym_translate, over deps_.keys.
+  std::unique_ptr<const storage::Pseudonymizer> pseudonymizer_;
+};
+
+}  // namespace coffer::daemon
+
+#endif  // COFFER_KMS_OPS_SERVICES_H_

@@ -1,0 +1,526 @@
+// Full backups across the data DB, the key DB and the audit log, with real components: SoftHSM2,
+// RocksDB for both DBs, the audit log on the token's keys. Restore must never resurrect: a purge
+// or a destruction after the backup holds in the restored copy. Each operation reports its
+// progress phases in order.
+
+#include "kms/keys/full_backup.h"
+
+#include <atomic>
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "crypto/base/status.h"
+#include "gtest/gtest.h"
+#include "kms/audit/verifier.h"
+#include "kms/keys/audited_purge_journal.h"
+#include "kms/keys/hsm_adapters.h"
+#include "kms/keys/storage_bridge.h"
+#include "storage/attachment_store.h"
+#include "storage/record_store.h"
+#include "storage/recycle_bin.h"
+#include "tests/kms/audit/audit_test_util.h"
+#include "tests/kms/keys/kms_test_env.h"
+#include "tests/testing/progress_log.h"
+
+namespace coffer::kms {
+namespace {
+
+namespace fs = std::filesystem;
+using ::coffer::testing::ProgressLog;
+using storage::KeyPurpose;
+using testing::TestAdmin;
+constexpr auto kDay = std::chrono::hours(24);
+constexpr uint64_t kMiB = uint64_t{1} << 20;
+
+using Phases = std::vector<std::string>;
+
+uint64_t TotalOf(const ProgressLog& log, std::string_view phase) {
+  const std::vector<coffer::Progress> reports = log.Of(phase);
+  return reports.empty() ? 0 : reports.back().total;
+}
+
+// Flips one byte of `path` in place and returns a function that flips it back.
+void FlipByte(const std::string& path, size_t offset) {
+  std::fstream file(path, std::ios::in | std::ios::out | std::ios::binary);
+  ASSERT_TRUE(file.is_open()) << path;
+  file.seekg(static_cast<std::streamoff>(offset));
+  char c = 0;
+  file.get(c);
+  file.seekp(static_cast<std::streamoff>(offset));
+  file.put(static_cast<char>(c ^ 0x5a));
+}
+
+// The largest regular file under `dir` (recursively).
+std::string LargestFile(const std::string& dir) {
+  std::string best;
+  uintmax_t best_size = 0;
+  for (const auto& entry : fs::recursive_directory_iterator(dir)) {
+    if (entry.is_regular_file() && entry.file_size() > best_size) {
+      best_size = entry.file_size();
+      best = entry.path().string();
+    }
+  }
+  return best;
+}
+
+class FullBackupTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    absl::Status opened = suite_.Open("full-backup-test");
+    ASSERT_TRUE(opened.ok()) << opened;
+    auto pem = suite_.signer->PublicKeyPem();
+    ASSERT_TRUE(pem.ok()) << pem.status();
+    public_key_pem_ = *pem;
+  }
+  static void TearDownTestSuite() { suite_.Reset(); }
+
+  void SetUp() override {
+    audit::AuditLogOptions audit_options = suite_.AuditOptions(dir_.Sub("audit"), &clock_);
+    auto log = audit::AuditLog::Open(std::move(audit_options));
+    ASSERT_TRUE(log.ok()) << log.status();
+    log_ = *std::move(log);
+    journal_ = std::make_unique<AuditPurgeJournal>(log_.get(), TestAdmin());
+
+    FullBackupOptions backup_options;
+    backup_options.directory = dir_.Sub("backups");
+    backup_options.sync = false;
+    backup_options.clock = &clock_;
+    auto backups = FullBackups::Open(backup_options);
+    ASSERT_TRUE(backups.ok()) << backups.status();
+    backups_ = *std::move(backups);
+
+    OpenInstance(dir_.Sub("data"), dir_.Sub("keydb"));
+  }
+
+  void TearDown() override {
+    CloseInstance();
+    backups_.reset();
+    journal_.reset();
+    if (log_) log_->Close().IgnoreError();
+  }
+
+  KeyManagerOptions ManagerOptions(const std::string& key_db) {
+    KeyManagerOptions options;
+    options.key_db_directory = key_db;
+    options.modules = {{"softhsm", suite_.client.get()}};
+    options.default_module = "softhsm";
+    options.row_authenticator = suite_.client.get();
+    options.signer = suite_.client.get();
+    options.audit_log = log_.get();
+    options.clock = &clock_;
+    return options;
+  }
+
+  // Opens the key manager and the stores on a data DB and a key DB, as the daemon would.
+  void OpenInstance(const std::string& data, const std::string& key_db) {
+    data_path_ = data;
+    key_db_path_ = key_db;
+    auto db = storage::DataDb::Open(data, storage::DataDbOptions{});
+    ASSERT_TRUE(db.ok()) << db.status();
+    db_ = *std::move(db);
+    counter_ = std::make_unique<StoreDataCounter>(db_.get());
+    KeyManagerOptions options = ManagerOptions(key_db);
+    options.data_counter = counter_.get();
+    auto manager = KeyManager::Open(std::move(options));
+    ASSERT_TRUE(manager.ok()) << manager.status();
+    manager_ = *std::move(manager);
+    policies_ = std::make_unique<KeyManagerPolicySource>(manager_.get());
+    records_ =
+        std::make_unique<storage::RecordStore>(db_.get(), manager_.get(), policies_.get(), &clock_);
+    attachments_ = std::make_unique<storage::AttachmentStore>(db_.get(), manager_.get(),
+                                                              policies_.get(), &clock_);
+    bin_ = std::make_unique<storage::RecycleBin>(db_.get(), manager_.get(), policies_.get(),
+                                                 &clock_, journal_.get());
+  }
+
+  void CloseInstance() {
+    bin_.reset();
+    attachments_.reset();
+    records_.reset();
+    policies_.reset();
+    manager_.reset();
+    counter_.reset();
+    db_.reset();
+  }
+
+  FullBackupSources Sources() {
+    return FullBackupSources{db_.get(), manager_.get(), log_.get(), dir_.Sub("audit"),
+                             journal_.get()};
+  }
+
+  RestoreRequest Request(const std::string& target) {
+    RestoreRequest request;
+    request.target_directory = target;
+    request.live_audit_directory = dir_.Sub("audit");
+    request.audit_public_key_pem = public_key_pem_;
+    request.key_manager = ManagerOptions("");
+    request.actor = TestAdmin();
+    return request;
+  }
+
+  uint64_t Create(std::string_view name) {
+    auto handle = manager_->CreateDataset(name, std::nullopt, TestAdmin());
+    EXPECT_TRUE(handle.ok()) << handle.status();
+    return handle.value_or(0);
+  }
+
+  absl::Status PutAttachment(uint64_t handle, std::string_view name, std::string_view body) {
+    COFFER_ASSIGN_OR_RETURN(auto upload, attachments_->BeginUpload(handle, name, "text/plain"));
+    COFFER_RETURN_IF_ERROR(upload->Append(body));
+    return upload->Commit();
+  }
+
+  std::map<std::pair<uint64_t, KeyPurpose>, uint32_t> Primaries() {
+    std::map<std::pair<uint64_t, KeyPurpose>, uint32_t> out;
+    for (const DatasetSummary& summary : manager_->ListDatasets()) {
+      auto info = manager_->DescribeDataset(summary.handle);
+      if (!info.ok()) continue;
+      for (const PurposeInfo& purpose : info->purposes) {
+        out[{summary.handle, purpose.purpose}] = purpose.primary_version;
+      }
+    }
+    return out;
+  }
+
+  static inline testing::SuiteToken suite_;
+  static inline std::string public_key_pem_;
+
+  audit::testing::TempDir dir_;
+  audit::testing::FakeClock clock_;
+  std::unique_ptr<audit::AuditLog> log_;
+  std::unique_ptr<AuditPurgeJournal> journal_;
+  std::unique_ptr<FullBackups> backups_;
+  std::string data_path_;
+  std::string key_db_path_;
+  std::unique_ptr<storage::DataDb> db_;
+  std::unique_ptr<StoreDataCounter> counter_;
+  std::unique_ptr<KeyManager> manager_;
+  std::unique_ptr<KeyManagerPolicySource> policies_;
+  std::unique_ptr<storage::RecordStore> records_;
+  std::unique_ptr<storage::AttachmentStore> attachments_;
+  std::unique_ptr<storage::RecycleBin> bin_;
+};
+
+TEST_F(FullBackupTest, APurgeAfterTheBackupStaysPurgedWhenBothLiveDbsAreLostAndRestored) {
+  uint64_t handle = Create("crm/contacts");
+  for (int i = 0; i < 20; ++i) {
+    ASSERT_TRUE(records_->Put(handle, "c-" + std::to_string(i), "body " + std::to_string(i)).ok());
+  }
+  ASSERT_TRUE(records_->Delete(handle, "c-5").ok());  // binned at backup time
+  ASSERT_TRUE(PutAttachment(handle, "contract.pdf", std::string(5000, 'p')).ok());
+  ASSERT_TRUE(PutAttachment(handle, "kept.pdf", "kept").ok());
+  auto backup = backups_->Create(Sources(), TestAdmin());
+  ASSERT_TRUE(backup.ok()) << backup.status();
+  const auto before = Primaries();
+
+  // After the backup: an admin purges a live record, the bin is emptied, an attachment purged.
+  ASSERT_TRUE(bin_->PurgeRecord(handle, "c-3").ok());
+  ASSERT_TRUE(bin_->EmptyBin(handle).ok());
+  ASSERT_TRUE(bin_->PurgeAttachment(handle, "contract.pdf").ok());
+
+  // Disaster: both live DBs are gone; the audit log survives.
+  CloseInstance();
+  fs::remove_all(data_path_);
+  fs::remove_all(key_db_path_);
+
+  const std::string target = dir_.Sub("restored");
+  auto report = backups_->RestoreInto(backup->id, Request(target));
+  ASSERT_TRUE(report.ok()) << report.status();
+  EXPECT_EQ(report->purges_replayed, 3u);
+  EXPECT_EQ(report->items_purged, 3u);
+  EXPECT_TRUE(FullBackups::CheckRestoreComplete(target).ok());
+
+  OpenInstance(target + "/" + kRestoredDataDir, target + "/" + kRestoredKeyDbDir);
+  EXPECT_EQ(ErrorCodeOf(records_->Get(handle, "c-3").status()), ErrorCode::kRecordNotFound);
+  EXPECT_EQ(ErrorCodeOf(records_->Restore(handle, "c-3")), ErrorCode::kNotInRecycleBin);
+  EXPECT_EQ(ErrorCodeOf(records_->Restore(handle, "c-5")), ErrorCode::kNotInRecycleBin);
+  EXPECT_EQ(ErrorCodeOf(attachments_->Metadata(handle, "contract.pdf").status()),
+            ErrorCode::kAttachmentNotFound);
+  EXPECT_TRUE(attachments_->Metadata(handle, "kept.pdf").ok());
+  for (int i = 0; i < 20; ++i) {
+    if (i == 3 || i == 5) continue;
+    auto got = records_->Get(handle, "c-" + std::to_string(i));
+    ASSERT_TRUE(got.ok()) << i << ": " << got.status();
+    EXPECT_EQ(*got, "body " + std::to_string(i));
+  }
+
+  // (c) Every records and attachments primary is new; writes go under it.
+  const auto after = Primaries();
+  for (KeyPurpose purpose : {KeyPurpose::kRecords, KeyPurpose::kAttachments}) {
+    EXPECT_GT(after.at({handle, purpose}), before.at({handle, purpose}));
+  }
+  EXPECT_EQ(after.at({handle, KeyPurpose::kLookup}), before.at({handle, KeyPurpose::kLookup}));
+  ASSERT_TRUE(records_->Put(handle, "c-new", "after restore").ok());
+  EXPECT_EQ(*counter_->CountProtectedBy(handle, KeyPurpose::kRecords,
+                                        after.at({handle, KeyPurpose::kRecords})),
+            1u);
+
+  // The journal named records only by their 32-byte reference; the restore is audited.
+  auto entries = audit::ReadAuditEntries(dir_.Sub("audit"));
+  ASSERT_TRUE(entries.ok()) << entries.status();
+  int purges = 0;
+  int restores = 0;
+  for (const auto& entry : *entries) {
+    if (entry.kind() == audit::v1::RECORD_PURGE || entry.kind() == audit::v1::ATTACHMENT_PURGE) {
+      ++purges;
+      EXPECT_EQ(entry.record_ref().size(), 32u);
+      EXPECT_EQ(entry.record_ref().find("c-3"), std::string::npos);
+    }
+    if (entry.kind() == audit::v1::FULL_RESTORE && entry.stage() == audit::v1::STAGE_COMPLETED) {
+      ++restores;
+      EXPECT_EQ(entry.result_code(), 0);
+      EXPECT_EQ(entry.record_count(), backup->id);
+    }
+  }
+  EXPECT_EQ(purges, 3);
+  EXPECT_EQ(restores, 1);
+}
+
+// The crypto-shredding proof (issue 5, item 10).
+TEST_F(FullBackupTest, ADatasetDestroyedAfterTheBackupIsUnreadableInTheRestoredCopy) {
+  uint64_t doomed = Create("crm/account-17");
+  uint64_t kept = Create("crm/account-18");
+  for (int i = 0; i < 10; ++i) {
+    ASSERT_TRUE(
+        records_->Put(doomed, "r-" + std::to_string(i), "secret " + std::to_string(i)).ok());
+    ASSERT_TRUE(records_->Put(kept, "r-" + std::to_string(i), "kept " + std::to_string(i)).ok());
+  }
+  ASSERT_TRUE(PutAttachment(doomed, "scan.png", "image bytes").ok());
+  auto backup = backups_->Create(Sources(), TestAdmin());
+  ASSERT_TRUE(backup.ok()) << backup.status();
+  const auto before = Primaries();
+
+  ASSERT_TRUE(manager_->Disable(doomed, TestAdmin()).ok());
+  ASSERT_TRUE(manager_->ScheduleDestruction(doomed, TestAdmin()).ok());
+  clock_.Advance(std::chrono::seconds(31 * kDay));
+  auto work = manager_->RunDueWork();
+  ASSERT_TRUE(work.ok()) << work.status();
+  ASSERT_EQ(work->destroyed, std::vector<uint64_t>{doomed});
+  CloseInstance();
+
+  const std::string target = dir_.Sub("restored");
+  auto report = backups_->RestoreInto(backup->id, Request(target));
+  ASSERT_TRUE(report.ok()) << report.status();
+  EXPECT_EQ(report->datasets_destroyed, std::vector<uint64_t>{doomed});
+
+  OpenInstance(target + "/" + kRestoredDataDir, target + "/" + kRestoredKeyDbDir);
+  auto info = manager_->DescribeDataset(doomed);
+  ASSERT_TRUE(info.ok()) << info.status();
+  EXPECT_EQ(info->state, DatasetState::kDestroyed);
+  EXPECT_TRUE(manager_->GetTombstone(doomed).ok());
+  for (int i = 0; i < 10; ++i) {
+    EXPECT_EQ(ErrorCodeOf(records_->Get(doomed, "r-" + std::to_string(i)).status()),
+              ErrorCode::kKeyDestroyed)
+        << i;
+    auto got = records_->Get(kept, "r-" + std::to_string(i));
+    ASSERT_TRUE(got.ok()) << i << ": " << got.status();
+    EXPECT_EQ(*got, "kept " + std::to_string(i));
+  }
+  EXPECT_EQ(ErrorCodeOf(attachments_->Open(doomed, "scan.png").status()), ErrorCode::kKeyDestroyed);
+  for (uint32_t version = 1; version <= 2; ++version) {
+    EXPECT_EQ(ErrorCodeOf(manager_->KeyForVersion(doomed, KeyPurpose::kRecords, version).status()),
+              ErrorCode::kKeyDestroyed);
+  }
+  const auto after = Primaries();
+  EXPECT_GT(after.at({kept, KeyPurpose::kRecords}), before.at({kept, KeyPurpose::kRecords}));
+  EXPECT_GT(after.at({kept, KeyPurpose::kAttachments}),
+            before.at({kept, KeyPurpose::kAttachments}));
+}
+
+TEST_F(FullBackupTest, VerifyDetectsACorruptFileInEachPart) {
+  uint64_t handle = Create("crm/notes");
+  for (int i = 0; i < 50; ++i) {
+    ASSERT_TRUE(records_->Put(handle, "n-" + std::to_string(i), std::string(500, 'x')).ok());
+  }
+  auto backup = backups_->Create(Sources(), TestAdmin());
+  ASSERT_TRUE(backup.ok()) << backup.status();
+  ASSERT_TRUE(backups_->Verify(backup->id).ok());
+  const std::string full = dir_.Sub("backups") + "/full/" + std::to_string(backup->id);
+  const std::vector<std::string> parts = {
+      LargestFile(dir_.Sub("backups") + "/data/shared_checksum"),
+      LargestFile(full + "/" + kRestoredKeyDbDir), LargestFile(full + "/" + kRestoredAuditDir),
+      full + "/MANIFEST"};
+  for (const std::string& path : parts) {
+    ASSERT_FALSE(path.empty());
+    const size_t offset = fs::file_size(path) / 2;
+    FlipByte(path, offset);
+    EXPECT_EQ(ErrorCodeOf(backups_->Verify(backup->id)), ErrorCode::kBackupCorrupt) << path;
+    FlipByte(path, offset);  // the flip is its own inverse
+    EXPECT_TRUE(backups_->Verify(backup->id).ok()) << path;
+  }
+  // A missing key-DB file is corruption too; a restore from a corrupt backup writes nothing.
+  const std::string keys = LargestFile(full + "/" + kRestoredKeyDbDir);
+  fs::rename(keys, keys + ".moved");
+  EXPECT_EQ(ErrorCodeOf(backups_->Verify(backup->id)), ErrorCode::kBackupCorrupt);
+  auto refused = backups_->RestoreInto(backup->id, Request(dir_.Sub("restored")));
+  EXPECT_EQ(ErrorCodeOf(refused.status()), ErrorCode::kBackupCorrupt);
+  EXPECT_FALSE(fs::exists(dir_.Sub("restored")));
+  fs::rename(keys + ".moved", keys);
+  EXPECT_EQ(ErrorCodeOf(backups_->Verify(backup->id + 100)), ErrorCode::kBackupNotFound);
+}
+
+TEST_F(FullBackupTest, PruneKeepsTheNewestAndRestoreRefusesANonEmptyTargetOrAStaleLog) {
+  uint64_t handle = Create("crm/deals");
+  ASSERT_TRUE(records_->Put(handle, "d-1", "first").ok());
+  auto first = backups_->Create(Sources(), TestAdmin());
+  ASSERT_TRUE(first.ok()) << first.status();
+  clock_.Advance(std::chrono::seconds(31 * kDay));
+  ASSERT_TRUE(records_->Put(handle, "d-2", "second").ok());
+  auto second = backups_->Create(Sources(), TestAdmin());
+  ASSERT_TRUE(second.ok()) << second.status();
+  EXPECT_GT(second->audit_sequence, first->audit_sequence);
+  auto listed = backups_->List();
+  ASSERT_TRUE(listed.ok()) << listed.status();
+  ASSERT_EQ(listed->size(), 2u);
+
+  auto pruned = backups_->PruneExpired();
+  ASSERT_TRUE(pruned.ok()) << pruned.status();
+  EXPECT_EQ(*pruned, std::vector<uint32_t>{first->id});
+  clock_.Advance(std::chrono::seconds(365 * kDay));
+  pruned = backups_->PruneExpired();  // the newest is kept however old
+  ASSERT_TRUE(pruned.ok()) << pruned.status();
+  EXPECT_TRUE(pruned->empty());
+  listed = backups_->List();
+  ASSERT_EQ(listed->size(), 1u);
+  EXPECT_EQ(listed->front().id, second->id);
+  EXPECT_EQ(ErrorCodeOf(backups_->Verify(first->id)), ErrorCode::kBackupNotFound);
+  EXPECT_TRUE(backups_->Verify(second->id).ok());
+
+  const std::string busy = dir_.Sub("busy");
+  fs::create_directories(busy);
+  std::ofstream(busy + "/file") << "x";
+  EXPECT_EQ(ErrorCodeOf(backups_->RestoreInto(second->id, Request(busy)).status()),
+            ErrorCode::kRestoreTargetNotEmpty);
+
+  // Another log (another log id) cannot say what happened after the backup.
+  audit::AuditLogOptions other = suite_.AuditOptions(dir_.Sub("other-audit"), &clock_);
+  auto other_log = audit::AuditLog::Open(std::move(other));
+  ASSERT_TRUE(other_log.ok()) << other_log.status();
+  ASSERT_TRUE((*other_log)->Close().ok());
+  RestoreRequest stale = Request(dir_.Sub("restored"));
+  stale.live_audit_directory = dir_.Sub("other-audit");
+  EXPECT_EQ(ErrorCodeOf(backups_->RestoreInto(second->id, stale).status()),
+            ErrorCode::kReplaySourceStale);
+  EXPECT_FALSE(fs::exists(dir_.Sub("restored")));
+
+  // A restore that did not finish is refused when the directory is checked before serving.
+  const std::string half = dir_.Sub("half");
+  fs::create_directories(half);
+  std::ofstream(half + "/" + kRestoreMarker) << "";
+  EXPECT_EQ(ErrorCodeOf(FullBackups::CheckRestoreComplete(half)), ErrorCode::kRestoreIncomplete);
+}
+
+TEST_F(FullBackupTest, TheAuditJournalFailsClosed) {
+  uint64_t handle = Create("crm/leads");
+  ASSERT_TRUE(records_->Put(handle, "l-1", "lead").ok());
+  // A journal over a closed log cannot make its entry durable: the purge does not happen.
+  audit::AuditLogOptions other = suite_.AuditOptions(dir_.Sub("closed-audit"), &clock_);
+  auto closed = audit::AuditLog::Open(std::move(other));
+  ASSERT_TRUE(closed.ok()) << closed.status();
+  ASSERT_TRUE((*closed)->Close().ok());
+  AuditPurgeJournal journal(closed->get(), TestAdmin());
+  storage::RecycleBin bin(db_.get(), manager_.get(), policies_.get(), &clock_, &journal);
+  EXPECT_EQ(ErrorCodeOf(bin.PurgeRecord(handle, "l-1")), ErrorCode::kAuditLogClosed);
+  EXPECT_EQ(*records_->Get(handle, "l-1"), "lead");
+  // And a backup still finds the journal quiescent (the failed purge left nothing in flight).
+  EXPECT_EQ(journal.QuiescentSequence(), (*closed)->stats().next_sequence);
+}
+
+// The backup boundary B waits for a purge between its journal entry and its deletes, and holds
+// new purges off while it is read: every purge below B has its deletes written.
+TEST_F(FullBackupTest, TheBackupBoundaryWaitsForPurgesInFlight) {
+  storage::PurgedItem item;
+  item.dataset_handle = 7;
+  item.ref.fill(0xab);
+  ASSERT_TRUE(journal_->WillPurge(item).ok());
+  const uint64_t journaled = log_->stats().next_sequence - 1;
+  std::atomic<bool> returned{false};
+  uint64_t boundary = 0;
+  std::thread backup([&] {
+    boundary = journal_->QuiescentSequence();
+    returned = true;
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  EXPECT_FALSE(returned.load());  // the deletes are not written yet
+  journal_->PurgeWritten(item);
+  backup.join();
+  EXPECT_GT(boundary, journaled);  // not replayed: its deletes are in any backup taken now
+  ASSERT_TRUE(journal_->WillPurge(item).ok());
+  EXPECT_GE(log_->stats().next_sequence - 1, boundary);  // a later purge is replayed
+  journal_->PurgeWritten(item);
+}
+
+// Progress (crypto/base/progress.h): each operation reports its documented phases, in order, each
+// from 0 to its total (ProgressLog::KeepsTheContract), throttled; an empty function is none.
+TEST_F(FullBackupTest, CreateVerifyAndRestoreReportTheirPhasesInOrder) {
+  const uint64_t kept = Create("crm/progress");
+  const uint64_t doomed = Create("crm/progress-doomed");
+  for (int i = 0; i < 20; ++i) {
+    ASSERT_TRUE(records_->Put(kept, "r-" + std::to_string(i), "body").ok());
+    ASSERT_TRUE(records_->Put(doomed, "r-" + std::to_string(i), "body").ok());
+  }
+  ASSERT_TRUE(PutAttachment(kept, "big.bin", std::string(3 * kMiB, 'b')).ok());
+
+  ProgressLog create_log;
+  auto backup = backups_->Create(Sources(), TestAdmin(), create_log.Function());
+  ASSERT_TRUE(backup.ok()) << backup.status();
+  EXPECT_TRUE(create_log.KeepsTheContract());
+  EXPECT_EQ(create_log.Phases(), (Phases{"data", "keys", "audit"}));
+  EXPECT_GE(create_log.Of("data").size(), 3u);  // the start, a step of the big file, the end
+  EXPECT_GT(TotalOf(create_log, "keys"), 0u);
+  EXPECT_GT(TotalOf(create_log, "audit"), 0u);
+  // An empty function: a second backup reports nothing and is whole.
+  auto second = backups_->Create(Sources(), TestAdmin(), coffer::ProgressFn());
+  ASSERT_TRUE(second.ok()) << second.status();
+
+  ProgressLog verify_log;
+  ASSERT_TRUE(backups_->Verify(backup->id, verify_log.Function()).ok());
+  EXPECT_TRUE(verify_log.KeepsTheContract());
+  EXPECT_EQ(verify_log.Phases(), (Phases{"data", "keys", "audit"}));
+  // Verify's totals are exact: the backup's parts.
+  EXPECT_EQ(
+      TotalOf(verify_log, "data") + TotalOf(verify_log, "keys") + TotalOf(verify_log, "audit"),
+      backup->size_bytes);
+  for (const std::string& phase : verify_log.Phases()) {  // throttled: per MiB at most
+    EXPECT_LE(verify_log.Of(phase).size(), TotalOf(verify_log, phase) / kMiB + 2) << phase;
+  }
+  EXPECT_TRUE(backups_->Verify(second->id, coffer::ProgressFn()).ok());
+
+  // Work for the replay: a purge after the backup, and a destruction.
+  ASSERT_TRUE(bin_->PurgeRecord(kept, "r-1").ok());
+  ASSERT_TRUE(manager_->Disable(doomed, TestAdmin()).ok());
+  ASSERT_TRUE(manager_->ScheduleDestruction(doomed, TestAdmin()).ok());
+  clock_.Advance(std::chrono::seconds(31 * kDay));
+  ASSERT_TRUE(manager_->RunDueWork().ok());
+  CloseInstance();
+
+  ProgressLog restore_log;
+  auto report =
+      backups_->RestoreInto(backup->id, Request(dir_.Sub("restored")), restore_log.Function());
+  ASSERT_TRUE(report.ok()) << report.status();
+  EXPECT_TRUE(restore_log.KeepsTheContract());
+  EXPECT_EQ(restore_log.Phases(), (Phases{"verify", "data", "keys", "audit", "replay", "rotate"}));
+  EXPECT_GT(TotalOf(restore_log, "verify"), backup->size_bytes);  // the parts and the live log
+  EXPECT_EQ(TotalOf(restore_log, "data"), TotalOf(verify_log, "data"));
+  EXPECT_EQ(TotalOf(restore_log, "keys"), TotalOf(verify_log, "keys"));
+  EXPECT_EQ(TotalOf(restore_log, "audit"), TotalOf(verify_log, "audit"));
+  EXPECT_EQ(report->purges_replayed, 1u);
+  EXPECT_EQ(TotalOf(restore_log, "replay"), 2u);  // the purge and the destruction
+  EXPECT_EQ(restore_log.Of("replay").size(), 3u);
+  EXPECT_EQ(TotalOf(restore_log, "rotate"), 1u);  // the one ACTIVE dataset
+  EXPECT_EQ(restore_log.Of("rotate").size(), 2u);
+  EXPECT_TRUE(FullBackups::CheckRestoreComplete(dir_.Sub("restored")).ok());
+
+  auto quiet = backups_->RestoreInto(second->id, Request(dir_.Sub("quiet")), coffer::ProgressFn());
+  ASSERT_TRUE(quiet.ok()) << quiet.status();
+  EXPECT_TRUE(FullBackups::CheckRestoreComplete(dir_.Sub("quiet")).ok());
+}
+
+}  // namespace
+}  // namespace coffer::kms

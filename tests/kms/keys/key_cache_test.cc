@@ -1,0 +1,188 @@
+#include "kms/keys/key_cache.h"
+
+#include <atomic>
+#include <thread>
+#include <vector>
+
+#include "crypto/base/status.h"
+#include "crypto/random.h"
+#include "gtest/gtest.h"
+
+namespace coffer::kms {
+namespace {
+
+class ManualClock final : public Clock {
+ public:
+  std::chrono::system_clock::time_point Now() const override { return now_.load(); }
+  void Advance(std::chrono::seconds by) { now_.store(now_.load() + by); }
+
+ private:
+  std::atomic<std::chrono::system_clock::time_point> now_{std::chrono::system_clock::time_point{} +
+                                                          std::chrono::hours(24 * 365 * 56)};
+};
+
+absl::StatusOr<std::shared_ptr<const storage::DataKey>> MakeKey(uint32_t version) {
+  COFFER_ASSIGN_OR_RETURN(crypto::SecretBytes bytes, crypto::RandomSecret(32));
+  return storage::DataKey::Create(storage::KeyPurpose::kRecords, version, std::move(bytes));
+}
+
+KeyCache::Loader CountingLoader(std::atomic<int>* calls, uint32_t version) {
+  return [calls, version]() {
+    calls->fetch_add(1);
+    return MakeKey(version);
+  };
+}
+
+TEST(KeyCacheTest, MissLoadsOnceThenHits) {
+  ManualClock clock;
+  KeyCache cache(KeyCacheOptions{}, &clock);
+  std::atomic<int> calls{0};
+  KeyCacheKey key{7, storage::KeyPurpose::kRecords, 1};
+  auto first = cache.GetOrLoad(key, CountingLoader(&calls, 1));
+  ASSERT_TRUE(first.ok()) << first.status();
+  auto second = cache.GetOrLoad(key, CountingLoader(&calls, 1));
+  ASSERT_TRUE(second.ok());
+  EXPECT_EQ(first->get(), second->get());
+  EXPECT_EQ(calls.load(), 1);
+  KeyCacheStats stats = cache.Stats();
+  EXPECT_EQ(stats.hits, 1u);
+  EXPECT_EQ(stats.misses, 1u);
+  EXPECT_EQ(stats.entries, 1u);
+}
+
+TEST(KeyCacheTest, LoaderErrorsAreReturnedAndNotCached) {
+  ManualClock clock;
+  KeyCache cache(KeyCacheOptions{}, &clock);
+  KeyCacheKey key{7, storage::KeyPurpose::kRecords, 1};
+  auto failed = cache.GetOrLoad(key, [] {
+    return absl::StatusOr<std::shared_ptr<const storage::DataKey>>(
+        MakeError(ErrorCode::kKeyDestroyed, "destroyed"));
+  });
+  EXPECT_EQ(ErrorCodeOf(failed.status()), ErrorCode::kKeyDestroyed);
+  EXPECT_EQ(cache.Lookup(key), nullptr);
+  EXPECT_EQ(cache.Stats().entries, 0u);
+}
+
+TEST(KeyCacheTest, EntriesExpireAfterTheirTimeToLive) {
+  ManualClock clock;
+  KeyCacheOptions options;
+  options.ttl = std::chrono::seconds(60);
+  KeyCache cache(options, &clock);
+  std::atomic<int> calls{0};
+  KeyCacheKey key{1, storage::KeyPurpose::kRecords, 1};
+  ASSERT_TRUE(cache.GetOrLoad(key, CountingLoader(&calls, 1)).ok());
+  clock.Advance(std::chrono::seconds(59));
+  EXPECT_NE(cache.Lookup(key), nullptr);
+  clock.Advance(std::chrono::seconds(1));
+  EXPECT_EQ(cache.Lookup(key), nullptr);
+  EXPECT_EQ(cache.Stats().expirations, 1u);
+  ASSERT_TRUE(cache.GetOrLoad(key, CountingLoader(&calls, 1)).ok());
+  EXPECT_EQ(calls.load(), 2);
+}
+
+TEST(KeyCacheTest, NeverExceedsItsEntryAndByteBounds) {
+  ManualClock clock;
+  KeyCacheOptions options;
+  options.max_entries = 64;
+  options.shards = 8;
+  auto probe = MakeKey(1);
+  ASSERT_TRUE(probe.ok());
+  options.max_bytes = (*probe)->MemoryBytes() * 40;  // the byte bound bites before the count
+  KeyCache cache(options, &clock);
+  std::atomic<int> calls{0};
+  for (uint64_t dataset = 0; dataset < 500; ++dataset) {
+    for (uint32_t version = 1; version <= 3; ++version) {
+      ASSERT_TRUE(cache
+                      .GetOrLoad({dataset, storage::KeyPurpose::kRecords, version},
+                                 CountingLoader(&calls, version))
+                      .ok());
+      KeyCacheStats stats = cache.Stats();
+      ASSERT_LE(stats.entries, options.max_entries);
+      ASSERT_LE(stats.bytes, options.max_bytes);
+    }
+  }
+  EXPECT_GT(cache.Stats().evictions, 0u);
+  EXPECT_GT(cache.Stats().entries, 0u);
+}
+
+TEST(KeyCacheTest, BoundsHoldUnderConcurrentLoads) {
+  ManualClock clock;
+  KeyCacheOptions options;
+  options.max_entries = 32;
+  options.shards = 4;
+  KeyCache cache(options, &clock);
+  std::atomic<bool> over_bound{false};
+  std::vector<std::thread> threads;
+  threads.reserve(8);
+  for (int t = 0; t < 8; ++t) {
+    threads.emplace_back([&, t] {
+      std::atomic<int> calls{0};
+      for (uint64_t i = 0; i < 400; ++i) {
+        uint64_t dataset = (i * 7 + static_cast<uint64_t>(t)) % 97;
+        auto key =
+            cache.GetOrLoad({dataset, storage::KeyPurpose::kRecords, 1}, CountingLoader(&calls, 1));
+        if (!key.ok() || (*key)->version() != 1) over_bound = true;
+        if (cache.Stats().entries > options.max_entries) over_bound = true;
+      }
+    });
+  }
+  for (auto& thread : threads) thread.join();
+  EXPECT_FALSE(over_bound.load());
+}
+
+TEST(KeyCacheTest, EraseDatasetDropsOnlyThatDatasetAndWipesWithTheLastHolder) {
+  ManualClock clock;
+  KeyCache cache(KeyCacheOptions{}, &clock);
+  std::atomic<int> calls{0};
+  size_t heap_before = crypto::SecureHeapUsedBytes();
+  std::shared_ptr<const storage::DataKey> held;
+  for (uint32_t version = 1; version <= 3; ++version) {
+    auto key = cache.GetOrLoad({5, storage::KeyPurpose::kRecords, version},
+                               CountingLoader(&calls, version));
+    ASSERT_TRUE(key.ok());
+    if (version == 2) held = *key;
+  }
+  ASSERT_TRUE(
+      cache.GetOrLoad({6, storage::KeyPurpose::kRecords, 1}, CountingLoader(&calls, 1)).ok());
+  cache.EraseDataset(5);
+  for (uint32_t version = 1; version <= 3; ++version) {
+    EXPECT_EQ(cache.Lookup({5, storage::KeyPurpose::kRecords, version}), nullptr);
+  }
+  EXPECT_NE(cache.Lookup({6, storage::KeyPurpose::kRecords, 1}), nullptr);
+  // The in-flight holder keeps a usable key; it is wiped when released.
+  EXPECT_EQ(held->key().size(), 32u);
+  cache.Clear();
+  size_t with_holder = crypto::SecureHeapUsedBytes();
+  EXPECT_GT(with_holder, heap_before);
+  held.reset();
+  EXPECT_EQ(crypto::SecureHeapUsedBytes(), heap_before);
+}
+
+TEST(KeyCacheTest, EraseOneKey) {
+  ManualClock clock;
+  KeyCache cache(KeyCacheOptions{}, &clock);
+  std::atomic<int> calls{0};
+  KeyCacheKey v1{9, storage::KeyPurpose::kAttachments, 1};
+  KeyCacheKey v2{9, storage::KeyPurpose::kAttachments, 2};
+  ASSERT_TRUE(cache.GetOrLoad(v1, CountingLoader(&calls, 1)).ok());
+  ASSERT_TRUE(cache.GetOrLoad(v2, CountingLoader(&calls, 2)).ok());
+  cache.Erase(v1);
+  EXPECT_EQ(cache.Lookup(v1), nullptr);
+  EXPECT_NE(cache.Lookup(v2), nullptr);
+}
+
+TEST(KeyCacheTest, ZeroBoundsAreClampedToAUsableCache) {
+  ManualClock clock;
+  KeyCacheOptions options;
+  options.max_entries = 0;
+  options.shards = 0;
+  KeyCache cache(options, &clock);
+  EXPECT_GE(cache.max_entries(), 1u);
+  std::atomic<int> calls{0};
+  ASSERT_TRUE(
+      cache.GetOrLoad({1, storage::KeyPurpose::kRecords, 1}, CountingLoader(&calls, 1)).ok());
+  EXPECT_LE(cache.Stats().entries, cache.max_entries());
+}
+
+}  // namespace
+}  // namespace coffer::kms

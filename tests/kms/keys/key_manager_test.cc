@@ -1,0 +1,984 @@
+// KeyManager against real SoftHSM2 (one token per suite) and real RocksDB / audit log (per test).
+
+#include "kms/keys/key_manager.h"
+
+#include <atomic>
+#include <chrono>
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "crypto/base/status.h"
+#include "crypto/constant_time.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "hsm/fake_key_wrapper.h"
+#include "kms/audit/verifier.h"
+#include "kms/keys/hsm_adapters.h"
+#include "kms/keys/key_db.pb.h"
+#include "kms/keys/tombstone.h"
+#include "rocksdb/db.h"
+#include "tests/hsm/softhsm_token.h"
+#include "tests/kms/audit/audit_test_util.h"
+#include "tests/kms/keys/kms_test_env.h"
+#include "tests/testing/progress_log.h"
+
+namespace coffer::kms {
+namespace {
+
+using storage::KeyPurpose;
+using testing::MapDataCounter;
+using testing::OpenRecord;
+using testing::SealRecord;
+using testing::TestAdmin;
+constexpr auto kDay = std::chrono::hours(24);
+
+#define ASSERT_OK(expr) ASSERT_TRUE((expr).ok()) << (expr).status()
+#define ASSERT_OK_S(expr)       \
+  do {                          \
+    absl::Status s_ = (expr);   \
+    ASSERT_TRUE(s_.ok()) << s_; \
+  } while (0)
+
+MATCHER_P(HasCode, code, "") { return ErrorCodeOf(arg) == code; }
+
+class KeyManagerTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    absl::Status opened = suite_.Open("kms-test");
+    ASSERT_TRUE(opened.ok()) << opened;
+  }
+  static void TearDownTestSuite() { suite_.Reset(); }
+
+  void SetUp() override { OpenAudit(nullptr); }
+  void TearDown() override {
+    manager_.reset();
+    if (log_) log_->Close().IgnoreError();
+  }
+
+  void OpenAudit(audit::AuditFileSystem* fs) {
+    audit::AuditLogOptions options = suite_.AuditOptions(dir_.Sub("audit"), &clock_);
+    options.file_system = fs;
+    auto log = audit::AuditLog::Open(std::move(options));
+    ASSERT_TRUE(log.ok()) << log.status();
+    log_ = *std::move(log);
+  }
+
+  KeyManagerOptions Options() {
+    KeyManagerOptions options;
+    options.key_db_directory = dir_.Sub("keydb");
+    options.modules = {{"softhsm", suite_.client.get()}, {"other", &other_module_}};
+    options.default_module = "softhsm";
+    options.row_authenticator = suite_.client.get();
+    options.signer = suite_.client.get();
+    options.audit_log = log_.get();
+    options.clock = &clock_;
+    options.data_counter = &counter_;
+    options.usage_reservation_block = 8;
+    options.default_policy.destruction_wait = std::chrono::seconds(30 * kDay);
+    return options;
+  }
+
+  absl::Status Open(KeyManagerOptions options) {
+    manager_.reset();
+    auto manager = KeyManager::Open(std::move(options));
+    if (!manager.ok()) return manager.status();
+    manager_ = *std::move(manager);
+    return absl::OkStatus();
+  }
+  void OpenDefault() { ASSERT_OK_S(Open(Options())); }
+
+  uint64_t Create(std::string_view name, std::optional<DatasetPolicy> policy = std::nullopt) {
+    auto handle = manager_->CreateDataset(name, policy, TestAdmin());
+    EXPECT_TRUE(handle.ok()) << handle.status();
+    return handle.value_or(0);
+  }
+
+  uint32_t Primary(uint64_t handle, KeyPurpose purpose) {
+    auto info = manager_->DescribeDataset(handle);
+    EXPECT_TRUE(info.ok());
+    for (const auto& p : info->purposes) {
+      if (p.purpose == purpose) return p.primary_version;
+    }
+    return 0;
+  }
+
+  std::vector<hsm::WrappingKeyId> TokenKeysOf(uint64_t handle) {
+    std::vector<hsm::WrappingKeyId> out;
+    auto all = suite_.client->ListWrappingKeys();
+    EXPECT_TRUE(all.ok());
+    for (const auto& id : *all) {
+      if (id.dataset_handle == handle) out.push_back(id);
+    }
+    return out;
+  }
+
+  size_t CountAudit(audit::v1::EventKind kind,
+                    audit::v1::Stage stage = audit::v1::STAGE_COMPLETED) {
+    auto entries = audit::ReadAuditEntries(dir_.Sub("audit"));
+    EXPECT_TRUE(entries.ok());
+    size_t n = 0;
+    for (const auto& e : *entries) n += e.kind() == kind && e.stage() == stage;
+    return n;
+  }
+
+  static inline testing::SuiteToken suite_;
+
+  audit::testing::TempDir dir_;
+  audit::testing::FakeClock clock_;
+  hsm::FakeKeyWrapper other_module_;
+  MapDataCounter counter_;
+  std::unique_ptr<audit::AuditLog> log_;
+  std::unique_ptr<KeyManager> manager_;
+};
+
+// The daemon's wiring: the audit log signs with the token's ECDSA key and takes its epoch keys
+// from the token's HMAC key. An auditor verifies it with the exported public key alone; the
+// daemon (holding the token) also checks every MAC; a wrong key of either kind is caught.
+TEST_F(KeyManagerTest, AuditLogOnTheHsmVerifiesOfflineWithThePublicKeyAndOnlineWithTheToken) {
+  OpenDefault();
+  const uint64_t handle = Create("crm-eu");
+  ASSERT_OK_S(manager_->EmergencyRotate(handle, TestAdmin()));
+  ASSERT_OK_S(manager_->Disable(handle, TestAdmin()));
+  manager_.reset();
+  ASSERT_OK_S(log_->Close());
+  const audit::LogId log_id = log_->log_id();
+  log_.reset();
+
+  auto public_key = suite_.client->PublicKeyPem();
+  ASSERT_OK(public_key);
+  audit::VerifyOptions offline;
+  offline.public_key_pem = *public_key;
+  auto report = audit::VerifyAuditLog(dir_.Sub("audit"), offline);
+  ASSERT_OK(report);
+  EXPECT_TRUE(report->ok()) << report->ToStatus();
+  EXPECT_TRUE(report->closed_cleanly);
+  EXPECT_GE(report->checkpoints_verified, 1u);
+  EXPECT_EQ(report->macs_verified, 0u);
+  EXPECT_GE(report->entries, 4u);  // epoch, create, rotate, disable, closing checkpoint
+
+  audit::VerifyOptions online = offline;
+  online.epoch_keys = HsmEpochKeyProvider(*suite_.client);
+  report = audit::VerifyAuditLog(dir_.Sub("audit"), online);
+  ASSERT_OK(report);
+  EXPECT_TRUE(report->ok()) << report->ToStatus();
+  EXPECT_EQ(report->macs_verified, report->entries);
+
+  online.epoch_keys = audit::testing::TestEpochKeys();  // not the token's key
+  report = audit::VerifyAuditLog(dir_.Sub("audit"), online);
+  ASSERT_OK(report);
+  EXPECT_EQ(report->failure, audit::AuditFailure::kBadMac);
+
+  auto other_signer = audit::SoftwareEcdsaSigner::Generate();
+  ASSERT_OK(other_signer);
+  auto other_key = (*other_signer)->PublicKeyPem();
+  ASSERT_OK(other_key);
+  offline.public_key_pem = *other_key;
+  report = audit::VerifyAuditLog(dir_.Sub("audit"), offline);
+  ASSERT_OK(report);
+  EXPECT_EQ(report->failure, audit::AuditFailure::kBadSignature);
+
+  // K_0 is exactly the documented derivation, stable, and distinct per epoch and per log.
+  audit::EpochKeyProvider provider = HsmEpochKeyProvider(*suite_.client);
+  auto k1 = provider({log_id, 1});
+  auto k1_again = provider({log_id, 1});
+  auto k2 = provider({log_id, 2});
+  audit::LogId other_log = log_id;
+  other_log[0] ^= 1;
+  auto k1_other_log = provider({other_log, 1});
+  auto expected = suite_.client->HmacRowKey(audit::EpochKeyMessage(log_id, 1));
+  ASSERT_OK(k1);
+  ASSERT_OK(k1_again);
+  ASSERT_OK(k2);
+  ASSERT_OK(k1_other_log);
+  ASSERT_OK(expected);
+  auto bytes = [](const crypto::SecretBytes& key) {
+    return std::string_view(reinterpret_cast<const char*>(key.data()), key.size());
+  };
+  EXPECT_EQ(k1->size(), 32u);
+  EXPECT_TRUE(crypto::ConstantTimeEquals(bytes(*k1), bytes(*k1_again)));
+  EXPECT_TRUE(crypto::ConstantTimeEquals(bytes(*k1), audit::AsStringView(*expected)));
+  EXPECT_FALSE(crypto::ConstantTimeEquals(bytes(*k1), bytes(*k2)));
+  EXPECT_FALSE(crypto::ConstantTimeEquals(bytes(*k1), bytes(*k1_other_log)));
+}
+
+TEST_F(KeyManagerTest, CreateListDescribeAndBadInput) {
+  OpenDefault();
+  uint64_t crm = Create("crm/customers-eu_1.v2");
+  ASSERT_NE(crm, 0u);
+  auto info = manager_->DescribeDataset(crm);
+  ASSERT_OK(info);
+  EXPECT_EQ(info->name, "crm/customers-eu_1.v2");
+  EXPECT_EQ(info->state, DatasetState::kActive);
+  ASSERT_EQ(info->purposes.size(), 4u);
+  for (const PurposeInfo& p : info->purposes) {
+    ASSERT_EQ(p.versions.size(), 1u);
+    EXPECT_EQ(p.primary_version, 1u);
+    EXPECT_TRUE(p.versions[0].primary);
+    EXPECT_EQ(p.versions[0].state, KeyVersionState::kPrimary);
+    EXPECT_EQ(p.versions[0].created, clock_.Now());
+  }
+  EXPECT_EQ(info->policy.records_rotation, kDefaultRotationPeriod);
+  EXPECT_EQ(TokenKeysOf(crm).size(), 1u);
+  EXPECT_EQ(*manager_->FindDataset("crm/customers-eu_1.v2"), crm);
+
+  EXPECT_THAT(manager_->CreateDataset("crm/customers-eu_1.v2", std::nullopt, TestAdmin()).status(),
+              HasCode(ErrorCode::kDatasetExists));
+  for (const std::string& bad : {std::string(""), std::string("CRM"), std::string("a b"),
+                                 std::string("name\n"), std::string(129, 'a'), std::string("é")}) {
+    EXPECT_THAT(manager_->CreateDataset(bad, std::nullopt, TestAdmin()).status(),
+                HasCode(ErrorCode::kDatasetNameInvalid))
+        << bad;
+  }
+  EXPECT_TRUE(manager_->CreateDataset(std::string(128, 'a'), std::nullopt, TestAdmin()).ok());
+  EXPECT_THAT(manager_->DescribeDataset(crm + 1).status(), HasCode(ErrorCode::kDatasetNotFound));
+  EXPECT_THAT(
+      manager_->Rotate(crm + 1, KeyPurpose::kRecords, RotationCause::kManual, TestAdmin()).status(),
+      HasCode(ErrorCode::kDatasetNotFound));
+  EXPECT_THAT(manager_->PrimaryKey(crm + 1, KeyPurpose::kRecords, 1).status(),
+              HasCode(ErrorCode::kDatasetNotFound));
+  EXPECT_THAT(manager_->KeyForVersion(crm, KeyPurpose::kRecords, 7).status(),
+              HasCode(ErrorCode::kKeyVersionNotFound));
+  EXPECT_EQ(manager_->ListDatasets().size(), 2u);
+  // Refusals are audited; creation was audited requested + completed.
+  EXPECT_EQ(CountAudit(audit::v1::REQUEST_REFUSED), 8u);  // 1 duplicate, 6 names, 1 rotate
+  EXPECT_EQ(CountAudit(audit::v1::DATASET_CREATE), 2u);
+  EXPECT_EQ(CountAudit(audit::v1::DATASET_CREATE, audit::v1::STAGE_REQUESTED), 2u);
+}
+
+TEST_F(KeyManagerTest, DataSealedUnderV1OpensAfterRotationsAndRestart) {
+  OpenDefault();
+  uint64_t crm = Create("crm");
+  auto v1_key = manager_->PrimaryKey(crm, KeyPurpose::kRecords, 1);
+  ASSERT_OK(v1_key);
+  EXPECT_EQ((*v1_key)->version(), 1u);
+  std::string sealed_v1 = SealRecord(**v1_key, "alice@example.com");
+  EXPECT_EQ(*manager_->Rotate(crm, KeyPurpose::kRecords, RotationCause::kManual, TestAdmin()), 2u);
+  auto v2_key = manager_->PrimaryKey(crm, KeyPurpose::kRecords, 1);
+  ASSERT_OK(v2_key);
+  EXPECT_EQ((*v2_key)->version(), 2u);
+  std::string sealed_v2 = SealRecord(**v2_key, "bob@example.com");
+  EXPECT_EQ(*manager_->Rotate(crm, KeyPurpose::kRecords, RotationCause::kManual, TestAdmin()), 3u);
+  EXPECT_EQ(Primary(crm, KeyPurpose::kRecords), 3u);
+  // Restart: everything comes back from the key DB and the token.
+  OpenDefault();
+  auto again_v1 = manager_->KeyForVersion(crm, KeyPurpose::kRecords, 1);
+  ASSERT_OK(again_v1);
+  EXPECT_EQ(*OpenRecord(**again_v1, sealed_v1), "alice@example.com");
+  auto again_v2 = manager_->KeyForVersion(crm, KeyPurpose::kRecords, 2);
+  ASSERT_OK(again_v2);
+  EXPECT_EQ(*OpenRecord(**again_v2, sealed_v2), "bob@example.com");
+  EXPECT_FALSE(OpenRecord(**again_v2, sealed_v1).ok());
+  auto info = manager_->DescribeDataset(crm);
+  EXPECT_EQ(info->purposes[0].versions[0].state, KeyVersionState::kDecryptOnly);
+  EXPECT_EQ(info->purposes[0].versions[2].state, KeyVersionState::kPrimary);
+  EXPECT_EQ(CountAudit(audit::v1::KEY_ROTATE), 2u);
+  EXPECT_GE(CountAudit(audit::v1::KEY_UNWRAP), 4u);
+}
+
+TEST_F(KeyManagerTest, LookupAndPseudonymRotateOnlyByReindexAndRekey) {
+  OpenDefault();
+  uint64_t crm = Create("crm");
+  EXPECT_THAT(
+      manager_->Rotate(crm, KeyPurpose::kLookup, RotationCause::kManual, TestAdmin()).status(),
+      HasCode(ErrorCode::kFailedPrecondition));
+  EXPECT_THAT(manager_->Rotate(crm, KeyPurpose::kPseudonym, RotationCause::kScheduled, TestAdmin())
+                  .status(),
+              HasCode(ErrorCode::kFailedPrecondition));
+  EXPECT_THAT(
+      manager_->Rotate(crm, KeyPurpose::kRecords, RotationCause::kRekey, TestAdmin()).status(),
+      HasCode(ErrorCode::kFailedPrecondition));
+  EXPECT_EQ(*manager_->Rotate(crm, KeyPurpose::kLookup, RotationCause::kReindex, TestAdmin()), 2u);
+  EXPECT_EQ(*manager_->Rotate(crm, KeyPurpose::kPseudonym, RotationCause::kRekey, TestAdmin()), 2u);
+  EXPECT_EQ(Primary(crm, KeyPurpose::kRecords), 1u);
+}
+
+TEST_F(KeyManagerTest, SchedulerRotatesEachDatasetExactlyOnceAfter90Days) {
+  OpenDefault();
+  uint64_t a = Create("a");
+  uint64_t b = Create("b");
+  clock_.Advance(std::chrono::duration_cast<std::chrono::microseconds>(89 * kDay));
+  auto report = manager_->RunDueWork();
+  ASSERT_OK(report);
+  EXPECT_TRUE(report->rotated.empty());
+  clock_.Advance(std::chrono::duration_cast<std::chrono::microseconds>(kDay));
+  report = manager_->RunDueWork();
+  ASSERT_OK(report);
+  EXPECT_EQ(report->rotated.size(), 4u);  // records and attachments of both
+  for (uint64_t h : {a, b}) {
+    EXPECT_EQ(Primary(h, KeyPurpose::kRecords), 2u);
+    EXPECT_EQ(Primary(h, KeyPurpose::kAttachments), 2u);
+    EXPECT_EQ(Primary(h, KeyPurpose::kLookup), 1u);
+    EXPECT_EQ(Primary(h, KeyPurpose::kPseudonym), 1u);
+  }
+  report = manager_->RunDueWork();
+  ASSERT_OK(report);
+  EXPECT_TRUE(report->rotated.empty());
+  EXPECT_EQ(Primary(a, KeyPurpose::kRecords), 2u);
+}
+
+TEST_F(KeyManagerTest, TwoHundredDaysOfDowntimeGiveOneCatchUpRotation) {
+  OpenDefault();
+  uint64_t crm = Create("crm");
+  manager_.reset();  // the daemon is down
+  clock_.Advance(std::chrono::duration_cast<std::chrono::microseconds>(200 * kDay));
+  OpenDefault();
+  auto report = manager_->RunDueWork();
+  ASSERT_OK(report);
+  EXPECT_EQ(report->rotated.size(), 2u);
+  EXPECT_EQ(Primary(crm, KeyPurpose::kRecords), 2u);
+  EXPECT_EQ(Primary(crm, KeyPurpose::kAttachments), 2u);
+  report = manager_->RunDueWork();
+  EXPECT_TRUE(report->rotated.empty());
+  EXPECT_EQ(Primary(crm, KeyPurpose::kRecords), 2u);
+}
+
+TEST_F(KeyManagerTest, PerDatasetPeriodOfSeconds) {
+  OpenDefault();
+  DatasetPolicy fast;
+  fast.records_rotation = std::chrono::seconds(5);
+  uint64_t demo = Create("demo", fast);
+  uint64_t slow = Create("slow");
+  clock_.Advance(std::chrono::seconds(5));
+  auto report = manager_->RunDueWork();
+  ASSERT_OK(report);
+  ASSERT_EQ(report->rotated.size(), 1u);
+  EXPECT_EQ(report->rotated[0].first, demo);
+  EXPECT_EQ(Primary(demo, KeyPurpose::kRecords), 2u);
+  EXPECT_EQ(Primary(demo, KeyPurpose::kAttachments), 1u);
+  EXPECT_EQ(Primary(slow, KeyPurpose::kRecords), 1u);
+}
+
+TEST_F(KeyManagerTest, UsageBasedRotationTriggersAtItsCount) {
+  OpenDefault();
+  DatasetPolicy policy;
+  policy.usage_limit = 20;
+  uint64_t crm = Create("crm", policy);
+  for (int i = 0; i < 20; ++i) {
+    auto key = manager_->PrimaryKey(crm, KeyPurpose::kRecords, 1);
+    ASSERT_OK(key);
+    ASSERT_EQ((*key)->version(), 1u) << i;
+  }
+  auto key = manager_->PrimaryKey(crm, KeyPurpose::kRecords, 1);
+  ASSERT_OK(key);
+  EXPECT_EQ((*key)->version(), 2u);
+  auto info = manager_->DescribeDataset(crm);
+  EXPECT_EQ(info->purposes[0].versions[0].usage_count, 20u);
+  EXPECT_EQ(info->purposes[0].versions[1].usage_count, 1u);
+  // A restart counts the whole reserved block (8) as used.
+  OpenDefault();
+  info = manager_->DescribeDataset(crm);
+  EXPECT_EQ(info->purposes[0].versions[1].usage_count, 8u);
+  // The scheduler rotates once 90% of the limit is used.
+  for (int i = 0; i < 10; ++i) ASSERT_OK(manager_->PrimaryKey(crm, KeyPurpose::kRecords, 1));
+  EXPECT_EQ(Primary(crm, KeyPurpose::kRecords), 2u);
+  auto report = manager_->RunDueWork();
+  ASSERT_OK(report);
+  EXPECT_EQ(report->rotated.size(), 1u);
+  EXPECT_EQ(Primary(crm, KeyPurpose::kRecords), 3u);
+}
+
+TEST_F(KeyManagerTest, ClockMovedBackwardsStopsRotationAndIsAudited) {
+  OpenDefault();
+  DatasetPolicy policy;
+  policy.records_rotation = kDay;
+  policy.attachments_rotation = std::chrono::seconds(1000 * kDay);
+  uint64_t crm = Create("crm", policy);
+  clock_.Advance(std::chrono::duration_cast<std::chrono::microseconds>(10 * kDay));
+  ASSERT_OK(manager_->RunDueWork());  // high-water mark = day 10; one rotation
+  EXPECT_EQ(Primary(crm, KeyPurpose::kRecords), 2u);
+  clock_.Advance(-std::chrono::duration_cast<std::chrono::microseconds>(5 * kDay));
+  auto report = manager_->RunDueWork();
+  ASSERT_OK(report);
+  EXPECT_TRUE(report->clock_went_backwards);
+  EXPECT_TRUE(report->rotated.empty());
+  // Also detected at start-up, from the persisted mark.
+  OpenDefault();
+  EXPECT_TRUE(manager_->recovery_report().clock_went_backwards);
+  EXPECT_EQ(Primary(crm, KeyPurpose::kRecords), 2u);
+  auto entries = audit::ReadAuditEntries(dir_.Sub("audit"));
+  ASSERT_OK(entries);
+  size_t backwards = 0;
+  for (const auto& e : *entries) {
+    if (e.kind() != audit::v1::CLOCK_WENT_BACKWARDS) continue;
+    ++backwards;
+    EXPECT_EQ(e.stage(), audit::v1::STAGE_COMPLETED);
+    EXPECT_EQ(e.result_code(), static_cast<int>(ErrorCode::kClockWentBackwards));
+  }
+  EXPECT_EQ(backwards, 2u);  // one at the tick, one at start-up
+  EXPECT_EQ(CountAudit(audit::v1::REQUEST_REFUSED), 0u);
+  clock_.Advance(std::chrono::duration_cast<std::chrono::microseconds>(7 * kDay));
+  report = manager_->RunDueWork();
+  EXPECT_FALSE(report->clock_went_backwards);
+  EXPECT_EQ(Primary(crm, KeyPurpose::kRecords), 3u);
+}
+
+TEST_F(KeyManagerTest, RetireRefusedWhileDataRemainsThenRetires) {
+  OpenDefault();
+  uint64_t crm = Create("crm");
+  ASSERT_OK(manager_->Rotate(crm, KeyPurpose::kRecords, RotationCause::kManual, TestAdmin()));
+  ASSERT_OK(manager_->Rotate(crm, KeyPurpose::kRecords, RotationCause::kManual, TestAdmin()));
+  counter_.Set(crm, KeyPurpose::kRecords, 1, 5);
+  EXPECT_THAT(manager_->RetireBelow(crm, KeyPurpose::kRecords, 3, TestAdmin()),
+              HasCode(ErrorCode::kKeyVersionInUse));
+  auto info = manager_->DescribeDataset(crm);
+  EXPECT_EQ(info->purposes[0].min_decrypt_version, 1u);
+  EXPECT_EQ(info->purposes[0].versions[0].state, KeyVersionState::kDecryptOnly);
+  ASSERT_OK(manager_->KeyForVersion(crm, KeyPurpose::kRecords, 1));
+  EXPECT_THAT(manager_->RetireBelow(crm, KeyPurpose::kRecords, 4, TestAdmin()),
+              HasCode(ErrorCode::kInvalidArgument));
+  counter_.Set(crm, KeyPurpose::kRecords, 1, 0);
+  ASSERT_OK_S(manager_->RetireBelow(crm, KeyPurpose::kRecords, 2, TestAdmin()));
+  EXPECT_THAT(manager_->KeyForVersion(crm, KeyPurpose::kRecords, 1).status(),
+              HasCode(ErrorCode::kKeyVersionRetired));
+  ASSERT_OK(manager_->KeyForVersion(crm, KeyPurpose::kRecords, 2));
+  OpenDefault();  // persisted
+  EXPECT_THAT(manager_->KeyForVersion(crm, KeyPurpose::kRecords, 1).status(),
+              HasCode(ErrorCode::kKeyVersionRetired));
+  EXPECT_EQ(manager_->DescribeDataset(crm)->purposes[0].min_decrypt_version, 2u);
+}
+
+TEST_F(KeyManagerTest, EmergencyRotationCompromisesThenRetiresAfterReencryption) {
+  OpenDefault();
+  uint64_t crm = Create("crm");
+  ASSERT_OK(manager_->Rotate(crm, KeyPurpose::kRecords, RotationCause::kManual, TestAdmin()));
+  ASSERT_OK_S(manager_->EmergencyRotate(crm, TestAdmin()));
+  auto info = manager_->DescribeDataset(crm);
+  EXPECT_EQ(info->purposes[0].primary_version, 3u);
+  EXPECT_EQ(info->purposes[1].primary_version, 2u);
+  EXPECT_EQ(info->purposes[0].versions[0].state, KeyVersionState::kCompromised);
+  EXPECT_EQ(info->purposes[0].versions[1].state, KeyVersionState::kCompromised);
+  EXPECT_EQ(info->purposes[1].versions[0].state, KeyVersionState::kCompromised);
+  EXPECT_EQ(info->purposes[2].primary_version, 1u);  // lookup untouched
+  // Re-encryption still running: data remains under records v2.
+  counter_.Set(crm, KeyPurpose::kRecords, 2, 3);
+  auto report = manager_->RunDueWork();
+  ASSERT_OK(report);
+  info = manager_->DescribeDataset(crm);
+  EXPECT_EQ(info->purposes[0].min_decrypt_version, 2u);  // v1 had nothing left
+  EXPECT_EQ(info->purposes[1].min_decrypt_version, 2u);
+  ASSERT_OK(manager_->KeyForVersion(crm, KeyPurpose::kRecords, 2));
+  counter_.Set(crm, KeyPurpose::kRecords, 2, 0);  // re-encryption finished
+  ASSERT_OK(manager_->RunDueWork());
+  EXPECT_EQ(manager_->DescribeDataset(crm)->purposes[0].min_decrypt_version, 3u);
+  EXPECT_THAT(manager_->KeyForVersion(crm, KeyPurpose::kRecords, 2).status(),
+              HasCode(ErrorCode::kKeyVersionRetired));
+}
+
+TEST_F(KeyManagerTest, LifecycleDisableDestroyTombstone) {
+  OpenDefault();
+  uint64_t crm = Create("crm");
+  auto key = manager_->PrimaryKey(crm, KeyPurpose::kRecords, 1);
+  ASSERT_OK(key);
+  std::string sealed = SealRecord(**key, "carol");
+  EXPECT_GT(manager_->cache_stats().entries, 0u);
+  EXPECT_THAT(manager_->ScheduleDestruction(crm, TestAdmin()),
+              HasCode(ErrorCode::kDatasetStateForbids));
+  ASSERT_OK_S(manager_->Disable(crm, TestAdmin()));
+  EXPECT_EQ(manager_->cache_stats().entries, 0u);  // wiped at once
+  EXPECT_THAT(manager_->PrimaryKey(crm, KeyPurpose::kRecords, 1).status(),
+              HasCode(ErrorCode::kDatasetStateForbids));
+  EXPECT_THAT(manager_->KeyForVersion(crm, KeyPurpose::kRecords, 1).status(),
+              HasCode(ErrorCode::kDatasetStateForbids));
+  ASSERT_OK_S(manager_->Enable(crm, TestAdmin()));
+  ASSERT_OK(manager_->KeyForVersion(crm, KeyPurpose::kRecords, 1));
+  ASSERT_OK_S(manager_->Disable(crm, TestAdmin()));
+  ASSERT_OK_S(manager_->ScheduleDestruction(crm, TestAdmin(2)));
+  EXPECT_THAT(manager_->Enable(crm, TestAdmin()), HasCode(ErrorCode::kDatasetStateForbids));
+  ASSERT_OK_S(manager_->CancelDestruction(crm, TestAdmin()));
+  EXPECT_EQ(manager_->DescribeDataset(crm)->state, DatasetState::kDisabled);
+  ASSERT_OK_S(manager_->ScheduleDestruction(crm, TestAdmin(2)));
+  clock_.Advance(std::chrono::duration_cast<std::chrono::microseconds>(29 * kDay));
+  ASSERT_TRUE(manager_->RunDueWork()->destroyed.empty());
+  EXPECT_EQ(manager_->DescribeDataset(crm)->state, DatasetState::kPendingDestruction);
+  clock_.Advance(std::chrono::duration_cast<std::chrono::microseconds>(kDay));
+  auto report = manager_->RunDueWork();
+  ASSERT_OK(report);
+  ASSERT_EQ(report->destroyed.size(), 1u);
+
+  EXPECT_TRUE(TokenKeysOf(crm).empty());
+  for (KeyPurpose purpose : {KeyPurpose::kRecords, KeyPurpose::kAttachments, KeyPurpose::kLookup,
+                             KeyPurpose::kPseudonym}) {
+    EXPECT_THAT(manager_->KeyForVersion(crm, purpose, 1).status(),
+                HasCode(ErrorCode::kKeyDestroyed));
+    EXPECT_THAT(manager_->PrimaryKey(crm, purpose, 1).status(), HasCode(ErrorCode::kKeyDestroyed));
+  }
+  EXPECT_THAT(manager_->CancelDestruction(crm, TestAdmin()),
+              HasCode(ErrorCode::kDestructionStarted));
+  EXPECT_THAT(manager_->Enable(crm, TestAdmin()), HasCode(ErrorCode::kKeyDestroyed));
+  EXPECT_THAT(
+      manager_->Rotate(crm, KeyPurpose::kRecords, RotationCause::kManual, TestAdmin()).status(),
+      HasCode(ErrorCode::kDatasetStateForbids));
+  EXPECT_THAT(manager_->Rewrap(crm, "", true, TestAdmin()), HasCode(ErrorCode::kKeyDestroyed));
+
+  // The tombstone verifies with the public key alone and says who asked.
+  auto tombstone = manager_->GetTombstone(crm);
+  ASSERT_OK(tombstone);
+  auto pem = suite_.client->PublicKeyPem();
+  ASSERT_OK(pem);
+  auto content = VerifyTombstone(*tombstone, *pem);
+  ASSERT_OK(content);
+  EXPECT_EQ(content->dataset_handle(), crm);
+  EXPECT_EQ(content->actor_admin_id(), 2u);
+  EXPECT_EQ(content->destroyed_wrapping_keys_size(), 1);
+  EXPECT_EQ(content->key_versions_destroyed(), 4u);
+  SignedTombstone forged = *tombstone;
+  forged.tombstone[forged.tombstone.size() - 1] ^= 1;
+  EXPECT_THAT(VerifyTombstone(forged, *pem).status(), HasCode(ErrorCode::kTombstoneInvalid));
+
+  // After a restart: still destroyed, the name is free again, nothing left of the keys.
+  OpenDefault();
+  EXPECT_THAT(manager_->KeyForVersion(crm, KeyPurpose::kRecords, 1).status(),
+              HasCode(ErrorCode::kKeyDestroyed));
+  ASSERT_OK(manager_->GetTombstone(crm));
+  EXPECT_NE(Create("crm"), crm);
+}
+
+TEST_F(KeyManagerTest, LegalHoldBlocksDestruction) {
+  OpenDefault();
+  uint64_t crm = Create("crm");
+  ASSERT_OK_S(manager_->Disable(crm, TestAdmin()));
+  ASSERT_OK_S(manager_->SetLegalHold(crm, true, TestAdmin()));
+  EXPECT_THAT(manager_->ScheduleDestruction(crm, TestAdmin()),
+              HasCode(ErrorCode::kLegalHoldActive));
+  ASSERT_OK_S(manager_->SetLegalHold(crm, false, TestAdmin()));
+  ASSERT_OK_S(manager_->ScheduleDestruction(crm, TestAdmin()));
+  ASSERT_OK_S(manager_->SetLegalHold(crm, true, TestAdmin()));  // a hold arrives while pending
+  clock_.Advance(std::chrono::duration_cast<std::chrono::microseconds>(31 * kDay));
+  auto report = manager_->RunDueWork();
+  ASSERT_OK(report);
+  EXPECT_TRUE(report->destroyed.empty());
+  ASSERT_EQ(report->failures.size(), 1u);
+  EXPECT_THAT(report->failures[0].second, HasCode(ErrorCode::kLegalHoldActive));
+  EXPECT_EQ(TokenKeysOf(crm).size(), 1u);
+  EXPECT_TRUE(manager_->StorageView(crm)->legal_hold);
+  ASSERT_OK_S(manager_->SetLegalHold(crm, false, TestAdmin()));
+  EXPECT_EQ(manager_->RunDueWork()->destroyed.size(), 1u);
+}
+
+// Lifecycle automation: DISABLED for auto_destroy_after_disabled -> PENDING_DESTRUCTION (by the
+// internal actor, audited), then the usual waiting period, then destroyed.
+TEST_F(KeyManagerTest, AutoDestroyAfterDisabledSchedulesThenDestroys) {
+  OpenDefault();
+  DatasetPolicy policy;
+  policy.auto_destroy_after_disabled = std::chrono::seconds(5);
+  policy.destruction_wait = std::chrono::seconds(3);
+  uint64_t crm = Create("crm", policy);
+  uint64_t other = Create("other");  // default policy: never automated
+  ASSERT_OK_S(manager_->Disable(crm, TestAdmin()));
+  ASSERT_OK_S(manager_->Disable(other, TestAdmin()));
+  auto automated = [&] {
+    auto entries = audit::ReadAuditEntries(dir_.Sub("audit"));
+    EXPECT_TRUE(entries.ok());
+    size_t n = 0;
+    for (const auto& e : *entries) {
+      n += e.kind() == audit::v1::DESTRUCTION_SCHEDULE && e.stage() == audit::v1::STAGE_COMPLETED &&
+           e.detail() == "lifecycle automation";
+    }
+    return n;
+  };
+  clock_.Advance(std::chrono::seconds(4));
+  auto report = manager_->RunDueWork();
+  ASSERT_OK(report);
+  EXPECT_TRUE(report->auto_scheduled.empty());
+  EXPECT_EQ(manager_->DescribeDataset(crm)->state, DatasetState::kDisabled);
+  clock_.Advance(std::chrono::seconds(2));  // +6 s
+  report = manager_->RunDueWork();
+  ASSERT_OK(report);
+  ASSERT_EQ(report->auto_scheduled.size(), 1u);
+  EXPECT_EQ(report->auto_scheduled[0], crm);
+  EXPECT_TRUE(report->destroyed.empty());
+  EXPECT_EQ(manager_->DescribeDataset(crm)->state, DatasetState::kPendingDestruction);
+  EXPECT_EQ(manager_->DescribeDataset(other)->state, DatasetState::kDisabled);
+  EXPECT_EQ(automated(), 1u);
+  clock_.Advance(std::chrono::seconds(2));  // waiting period not over
+  ASSERT_TRUE(manager_->RunDueWork()->destroyed.empty());
+  clock_.Advance(std::chrono::seconds(1));
+  report = manager_->RunDueWork();
+  ASSERT_OK(report);
+  ASSERT_EQ(report->destroyed.size(), 1u);
+  EXPECT_EQ(manager_->DescribeDataset(crm)->state, DatasetState::kDestroyed);
+  EXPECT_EQ(manager_->DescribeDataset(other)->state, DatasetState::kDisabled);
+}
+
+TEST_F(KeyManagerTest, AutoDestroyWaitsForLegalHoldAndRestartsOnEnable) {
+  OpenDefault();
+  DatasetPolicy policy;
+  policy.auto_destroy_after_disabled = std::chrono::seconds(5);
+  uint64_t held = Create("held", policy);
+  uint64_t flip = Create("flip", policy);
+  ASSERT_OK_S(manager_->Disable(held, TestAdmin()));
+  ASSERT_OK_S(manager_->SetLegalHold(held, true, TestAdmin()));
+  ASSERT_OK_S(manager_->Disable(flip, TestAdmin()));
+  clock_.Advance(std::chrono::seconds(4));
+  ASSERT_OK_S(manager_->Enable(flip, TestAdmin()));  // before the deadline: resets
+  ASSERT_OK_S(manager_->Disable(flip, TestAdmin()));
+  clock_.Advance(std::chrono::seconds(3));  // held: 7 s; flip: 3 s since its last change
+  auto report = manager_->RunDueWork();
+  ASSERT_OK(report);
+  EXPECT_TRUE(report->auto_scheduled.empty());
+  EXPECT_EQ(manager_->DescribeDataset(held)->state, DatasetState::kDisabled);
+  EXPECT_EQ(manager_->DescribeDataset(flip)->state, DatasetState::kDisabled);
+  clock_.Advance(std::chrono::seconds(2));
+  report = manager_->RunDueWork();
+  ASSERT_OK(report);
+  ASSERT_EQ(report->auto_scheduled.size(), 1u);
+  EXPECT_EQ(report->auto_scheduled[0], flip);
+  EXPECT_EQ(manager_->DescribeDataset(held)->state, DatasetState::kDisabled);
+  ASSERT_OK_S(manager_->SetLegalHold(held, false, TestAdmin()));
+  report = manager_->RunDueWork();
+  ASSERT_OK(report);
+  ASSERT_EQ(report->auto_scheduled.size(), 1u);
+  EXPECT_EQ(report->auto_scheduled[0], held);
+  EXPECT_EQ(manager_->DescribeDataset(held)->state, DatasetState::kPendingDestruction);
+}
+
+TEST_F(KeyManagerTest, AutoDestroyPolicyIsPersistedValidatedAndClockGuarded) {
+  OpenDefault();
+  DatasetPolicy bad;
+  bad.auto_destroy_after_disabled = std::chrono::seconds(-1);
+  EXPECT_THAT(manager_->CreateDataset("bad", bad, TestAdmin()).status(),
+              HasCode(ErrorCode::kInvalidArgument));
+  uint64_t crm = Create("crm");
+  DatasetPolicy policy = manager_->DescribeDataset(crm)->policy;
+  EXPECT_EQ(policy.auto_destroy_after_disabled, std::chrono::seconds(0));
+  EXPECT_THAT(manager_->SetPolicy(crm, bad, TestAdmin()), HasCode(ErrorCode::kInvalidArgument));
+  policy.auto_destroy_after_disabled = std::chrono::seconds(10);
+  ASSERT_OK_S(manager_->SetPolicy(crm, policy, TestAdmin()));
+  OpenDefault();
+  EXPECT_EQ(manager_->DescribeDataset(crm)->policy.auto_destroy_after_disabled,
+            std::chrono::seconds(10));
+  ASSERT_OK_S(manager_->Disable(crm, TestAdmin()));
+  clock_.Advance(std::chrono::seconds(5));
+  ASSERT_OK(manager_->RunDueWork());  // high-water mark
+  clock_.Advance(std::chrono::seconds(20));
+  clock_.Advance(-std::chrono::seconds(30));  // behind the high-water mark
+  auto report = manager_->RunDueWork();
+  ASSERT_OK(report);
+  EXPECT_TRUE(report->clock_went_backwards);
+  EXPECT_TRUE(report->auto_scheduled.empty());
+  EXPECT_EQ(manager_->DescribeDataset(crm)->state, DatasetState::kDisabled);
+}
+
+TEST_F(KeyManagerTest, PolicyChangesArePersistedAndAudited) {
+  OpenDefault();
+  uint64_t crm = Create("crm");
+  DatasetPolicy policy = manager_->DescribeDataset(crm)->policy;
+  policy.bin_days = 7;
+  policy.retention_max_age = std::chrono::seconds(3600);
+  ASSERT_OK_S(manager_->SetPolicy(crm, policy, TestAdmin()));
+  policy.legal_hold = true;
+  EXPECT_THAT(manager_->SetPolicy(crm, policy, TestAdmin()), HasCode(ErrorCode::kInvalidArgument));
+  OpenDefault();
+  auto view = manager_->StorageView(crm);
+  EXPECT_EQ(view->bin_days, 7u);
+  EXPECT_EQ(view->retention_max_age, std::chrono::seconds(3600));
+  EXPECT_EQ(CountAudit(audit::v1::POLICY_CHANGE), 2u);
+}
+
+// Flips one byte of the value of the first row of `family` directly in RocksDB.
+void EditRow(const std::string& db_dir, const std::string& family, bool flip, bool remove) {
+  std::vector<rocksdb::ColumnFamilyDescriptor> families = {{rocksdb::kDefaultColumnFamilyName, {}},
+                                                           {"datasets", {}},
+                                                           {"names", {}},
+                                                           {"key_versions", {}},
+                                                           {"intents", {}},
+                                                           {"meta", {}}};
+  std::vector<rocksdb::ColumnFamilyHandle*> handles;
+  rocksdb::DB* db = nullptr;
+  ASSERT_TRUE(rocksdb::DB::Open({}, db_dir, families, &handles, &db).ok());
+  rocksdb::ColumnFamilyHandle* handle = nullptr;
+  for (auto* h : handles) {
+    if (h->GetName() == family) handle = h;
+  }
+  std::unique_ptr<rocksdb::Iterator> it(db->NewIterator({}, handle));
+  it->SeekToFirst();
+  ASSERT_TRUE(it->Valid());
+  std::string key = it->key().ToString();
+  std::string value = it->value().ToString();
+  it.reset();
+  if (remove) {
+    ASSERT_TRUE(db->Delete({}, handle, key).ok());
+  } else if (flip) {
+    value[value.size() / 3] ^= 0x01;
+    ASSERT_TRUE(db->Put({}, handle, key, value).ok());
+  } else {  // move the row under another key
+    key[key.size() - 1] ^= 0x01;
+    ASSERT_TRUE(db->Put({}, handle, key, value).ok());
+  }
+  for (auto* h : handles) ASSERT_TRUE(db->DestroyColumnFamilyHandle(h).ok());
+  delete db;
+}
+
+TEST_F(KeyManagerTest, KeyDbRowEditedOnDiskIsDetected) {
+  struct Case {
+    const char* family;
+    bool flip;
+    bool remove;
+  };
+  for (Case c : {Case{"datasets", true, false}, Case{"key_versions", true, false},
+                 Case{"key_versions", false, false}, Case{"key_versions", false, true},
+                 Case{"names", true, false}}) {
+    SCOPED_TRACE(std::string(c.family) + (c.flip ? " flip" : c.remove ? " delete" : " move"));
+    audit::testing::TempDir dir;
+    KeyManagerOptions options = Options();
+    options.key_db_directory = dir.Sub("keydb");
+    ASSERT_OK_S(Open(options));
+    uint64_t crm = Create("crm");
+    ASSERT_OK_S(manager_->Disable(crm, TestAdmin()));
+    manager_.reset();
+    EditRow(options.key_db_directory, c.family, c.flip, c.remove);
+    absl::Status opened = Open(options);
+    EXPECT_THAT(opened, HasCode(ErrorCode::kKeyDbRowCorrupt));
+    EXPECT_EQ(opened.code(), absl::StatusCode::kDataLoss);
+  }
+}
+
+TEST_F(KeyManagerTest, EightThreadsEncryptingDuringRotationsLoseNothing) {
+  OpenDefault();
+  uint64_t crm = Create("crm");
+  constexpr int kThreads = 8;
+  constexpr int kPerThread = 150;
+  std::vector<std::vector<std::pair<uint32_t, std::string>>> sealed(kThreads);
+  std::atomic<int> failures{0};
+  std::atomic<bool> done{false};
+  std::vector<std::thread> threads;
+  threads.reserve(kThreads);
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < kPerThread; ++i) {
+        auto key = manager_->PrimaryKey(crm, KeyPurpose::kRecords, 1);
+        if (!key.ok()) {
+          ++failures;
+          continue;
+        }
+        std::string plain = std::to_string(t) + ":" + std::to_string(i);
+        sealed[t].emplace_back((*key)->version(), SealRecord(**key, plain));
+      }
+    });
+  }
+  int rotations = 0;
+  std::thread rotator([&] {
+    for (int r = 0; r < 10; ++r) {
+      if (manager_->Rotate(crm, KeyPurpose::kRecords, RotationCause::kManual, TestAdmin()).ok()) {
+        ++rotations;
+      }
+    }
+    done = true;
+  });
+  for (auto& thread : threads) thread.join();
+  rotator.join();
+  EXPECT_EQ(failures.load(), 0);
+  EXPECT_EQ(rotations, 10);
+  OpenDefault();  // read everything back after a restart
+  uint64_t opened = 0;
+  for (int t = 0; t < kThreads; ++t) {
+    ASSERT_EQ(sealed[t].size(), static_cast<size_t>(kPerThread));
+    for (int i = 0; i < kPerThread; ++i) {
+      auto key = manager_->KeyForVersion(crm, KeyPurpose::kRecords, sealed[t][i].first);
+      ASSERT_OK(key);
+      auto plain = OpenRecord(**key, sealed[t][i].second);
+      ASSERT_OK(plain);
+      EXPECT_EQ(*plain, std::to_string(t) + ":" + std::to_string(i));
+      ++opened;
+    }
+  }
+  EXPECT_EQ(opened, uint64_t{kThreads} * kPerThread);
+  // Usage is never under-counted: the persisted reservations cover every encryption.
+  std::map<uint32_t, uint64_t> used;
+  for (const auto& list : sealed) {
+    for (const auto& [version, ciphertext] : list) ++used[version];
+  }
+  uint64_t counted = 0;
+  auto info = manager_->DescribeDataset(crm);
+  ASSERT_OK(info);
+  for (const auto& v : info->purposes[0].versions) {
+    counted += v.usage_count;
+    EXPECT_GE(v.usage_count, used[v.version]) << "version " << v.version;
+  }
+  EXPECT_GE(counted, uint64_t{kThreads} * kPerThread);
+}
+
+TEST_F(KeyManagerTest, CacheNeverExceedsItsBounds) {
+  KeyManagerOptions options = Options();
+  options.cache.max_entries = 4;
+  options.cache.shards = 2;
+  ASSERT_OK_S(Open(options));
+  std::vector<uint64_t> handles;
+  for (std::string name : {"d0", "d1", "d2", "d3"}) handles.push_back(Create(name));
+  for (int round = 0; round < 2; ++round) {
+    for (uint64_t h : handles) {
+      for (KeyPurpose p : {KeyPurpose::kRecords, KeyPurpose::kAttachments, KeyPurpose::kLookup}) {
+        ASSERT_OK(manager_->KeyForVersion(h, p, 1));
+        KeyCacheStats stats = manager_->cache_stats();
+        EXPECT_LE(stats.entries, 4u);
+        EXPECT_LE(stats.bytes, options.cache.max_bytes);
+      }
+    }
+  }
+  EXPECT_GT(manager_->cache_stats().evictions, 0u);
+}
+
+TEST_F(KeyManagerTest, CacheHitMakesNoUnwrap) {
+  OpenDefault();
+  uint64_t crm = Create("crm");
+  ASSERT_OK(manager_->KeyForVersion(crm, KeyPurpose::kRecords, 1));
+  size_t unwraps = CountAudit(audit::v1::KEY_UNWRAP);
+  for (int i = 0; i < 20; ++i) ASSERT_OK(manager_->PrimaryKey(crm, KeyPurpose::kRecords, 1));
+  EXPECT_EQ(CountAudit(audit::v1::KEY_UNWRAP), unwraps);
+}
+
+TEST_F(KeyManagerTest, RewrapToNewVersionAndMigrateToAnotherModule) {
+  OpenDefault();
+  uint64_t crm = Create("crm");
+  auto key = manager_->PrimaryKey(crm, KeyPurpose::kRecords, 1);
+  ASSERT_OK(key);
+  std::string sealed = SealRecord(**key, "dave");
+  ASSERT_OK(manager_->Rotate(crm, KeyPurpose::kAttachments, RotationCause::kManual, TestAdmin()));
+  ASSERT_OK_S(manager_->Rewrap(crm, "", /*destroy_old=*/true, TestAdmin()));
+  auto info = manager_->DescribeDataset(crm);
+  EXPECT_EQ(info->current_wrapping_key, (WrappingKeyRef{"softhsm", 2}));
+  for (const auto& p : info->purposes) {
+    for (const auto& v : p.versions) EXPECT_EQ(v.wrapping_key, (WrappingKeyRef{"softhsm", 2}));
+  }
+  auto ids = TokenKeysOf(crm);
+  ASSERT_EQ(ids.size(), 1u);
+  EXPECT_EQ(ids[0].version, 2u);
+  OpenDefault();  // force unwraps under the new DWK
+  key = manager_->KeyForVersion(crm, KeyPurpose::kRecords, 1);
+  ASSERT_OK(key);
+  EXPECT_EQ(*OpenRecord(**key, sealed), "dave");
+
+  // Migration to another PKCS#11 module (here a second KeyWrapper), keeping the old DWK.
+  ASSERT_OK_S(manager_->Rewrap(crm, "other", /*destroy_old=*/false, TestAdmin()));
+  info = manager_->DescribeDataset(crm);
+  EXPECT_EQ(info->current_wrapping_key, (WrappingKeyRef{"other", 3}));
+  EXPECT_EQ(info->live_wrapping_keys.size(), 2u);
+  OpenDefault();
+  key = manager_->KeyForVersion(crm, KeyPurpose::kRecords, 1);
+  ASSERT_OK(key);
+  EXPECT_EQ(*OpenRecord(**key, sealed), "dave");
+  EXPECT_EQ(*manager_->Rotate(crm, KeyPurpose::kRecords, RotationCause::kManual, TestAdmin()), 2u);
+  EXPECT_EQ(manager_->DescribeDataset(crm)->purposes[0].versions[1].wrapping_key.module, "other");
+  EXPECT_THAT(manager_->Rewrap(crm, "nope", false, TestAdmin()),
+              HasCode(ErrorCode::kInvalidArgument));
+}
+
+// Progress: one phase "rewrap", a report per DEK version moved (crypto/base/progress.h).
+TEST_F(KeyManagerTest, RewrapReportsEveryKeyVersionItMoves) {
+  OpenDefault();
+  const uint64_t crm = Create("crm");
+  ASSERT_OK(manager_->Rotate(crm, KeyPurpose::kRecords, RotationCause::kManual, TestAdmin()));
+  ASSERT_OK(manager_->Rotate(crm, KeyPurpose::kRecords, RotationCause::kManual, TestAdmin()));
+  ASSERT_OK(manager_->Rotate(crm, KeyPurpose::kAttachments, RotationCause::kManual, TestAdmin()));
+  auto info = manager_->DescribeDataset(crm);
+  ASSERT_OK(info);
+  uint64_t versions = 0;
+  for (const auto& purpose : info->purposes) versions += purpose.versions.size();
+  ASSERT_GE(versions, 5u);
+
+  ::coffer::testing::ProgressLog log;
+  ASSERT_OK_S(manager_->Rewrap(crm, "", /*destroy_old=*/true, TestAdmin(), log.Function()));
+  EXPECT_TRUE(log.KeepsTheContract());
+  EXPECT_EQ(log.Phases(), std::vector<std::string>{"rewrap"});
+  const std::vector<coffer::Progress> reports = log.Of("rewrap");
+  ASSERT_EQ(reports.size(), versions + 1);
+  for (size_t i = 0; i < reports.size(); ++i) {
+    EXPECT_EQ(reports[i].done, i);
+    EXPECT_EQ(reports[i].total, versions);
+  }
+
+  // An empty function: the migration happens, nothing is reported.
+  ASSERT_OK_S(
+      manager_->Rewrap(crm, "other", /*destroy_old=*/false, TestAdmin(), coffer::ProgressFn()));
+  EXPECT_EQ(manager_->DescribeDataset(crm)->current_wrapping_key, (WrappingKeyRef{"other", 3}));
+}
+
+// Migration to a genuinely second PKCS#11 token. hsm::Module calls C_Initialize on its dlopen
+// handle, and dlopen of the same file returns the same, already initialised instance
+// (CKR_CRYPTOKI_ALREADY_INITIALIZED), so the second client loads a copy of the SoftHSM2 library:
+// another file is another instance with its own state, which reads SOFTHSM2_CONF (by then the
+// second token's, set by SoftHsmToken::Create) at its own C_Initialize.
+TEST_F(KeyManagerTest, MigratesToASecondPkcs11Token) {
+  auto second_token = hsm::testing::SoftHsmToken::Create("kms-second");
+  ASSERT_OK(second_token);
+  const std::string module_copy = dir_.Sub("libsofthsm2-second.so");
+  std::filesystem::copy_file(std::string(hsm::kDefaultModulePath), module_copy);
+  hsm::HsmOptions second_options = (*second_token)->Options();
+  second_options.module_path = module_copy;
+  auto second = hsm::HsmClient::Open(second_options);
+  ASSERT_OK(second);
+  auto options = [&] {
+    KeyManagerOptions o = Options();
+    o.modules = {{"softhsm", suite_.client.get()}, {"second", second->get()}};
+    return o;
+  };
+  ASSERT_OK_S(Open(options()));
+  const uint64_t crm = Create("crm");
+  auto key = manager_->PrimaryKey(crm, KeyPurpose::kRecords, 1);
+  ASSERT_OK(key);
+  const std::string sealed = SealRecord(**key, "erin");
+
+  ASSERT_OK_S(manager_->Rewrap(crm, "second", /*destroy_old=*/true, TestAdmin()));
+  EXPECT_EQ(manager_->DescribeDataset(crm)->current_wrapping_key, (WrappingKeyRef{"second", 2}));
+  EXPECT_TRUE(TokenKeysOf(crm).empty());  // the first token no longer holds any DWK of it
+  auto on_second = (*second)->ListWrappingKeys();
+  ASSERT_OK(on_second);
+  EXPECT_THAT(*on_second, ::testing::Contains(hsm::WrappingKeyId{crm, 2}));
+
+  ASSERT_OK_S(Open(options()));  // a fresh cache: the DEK is unwrapped by the second token
+  key = manager_->KeyForVersion(crm, KeyPurpose::kRecords, 1);
+  ASSERT_OK(key);
+  EXPECT_EQ(*OpenRecord(**key, sealed), "erin");
+  manager_.reset();
+  ASSERT_OK_S((*second)->Close());
+}
+
+TEST_F(KeyManagerTest, MissingWrappingKeyIsReportedNotFixed) {
+  OpenDefault();
+  uint64_t crm = Create("crm");
+  uint64_t other = Create("other");
+  manager_.reset();
+  ASSERT_TRUE(suite_.client->DestroyWrappingKey({crm, 1}).ok());
+  OpenDefault();
+  const auto& report = manager_->recovery_report();
+  ASSERT_EQ(report.missing_wrapping_keys.size(), 1u);
+  EXPECT_EQ(report.missing_wrapping_keys[0].second.dataset_handle, crm);
+  EXPECT_TRUE(manager_->DescribeDataset(crm)->wrapping_key_missing);
+  EXPECT_THAT(manager_->KeyForVersion(crm, KeyPurpose::kRecords, 1).status(),
+              HasCode(ErrorCode::kWrappingKeyMissing));
+  ASSERT_OK(manager_->KeyForVersion(other, KeyPurpose::kRecords, 1));
+  EXPECT_TRUE(TokenKeysOf(crm).empty());  // not silently re-created
+}
+
+TEST_F(KeyManagerTest, KeyOperationsFailClosedWhenAuditCannotBeMadeDurable) {
+  log_->Close().IgnoreError();
+  audit::testing::FailingFileSystem fs;
+  OpenAudit(&fs);
+  OpenDefault();
+  uint64_t crm = Create("crm");
+  fs.fail_sync = true;
+  EXPECT_THAT(
+      manager_->Rotate(crm, KeyPurpose::kRecords, RotationCause::kManual, TestAdmin()).status(),
+      HasCode(ErrorCode::kAuditNotDurable));
+  EXPECT_THAT(manager_->Disable(crm, TestAdmin()), HasCode(ErrorCode::kAuditLogClosed));
+  EXPECT_FALSE(manager_->CreateDataset("new", std::nullopt, TestAdmin()).ok());
+  // Nothing happened: not in memory, not after a restart.
+  EXPECT_EQ(Primary(crm, KeyPurpose::kRecords), 1u);
+  EXPECT_EQ(manager_->DescribeDataset(crm)->state, DatasetState::kActive);
+  // A cache miss cannot hand out a key without its KEY_UNWRAP entry.
+  EXPECT_FALSE(manager_->KeyForVersion(crm, KeyPurpose::kRecords, 1).ok());
+  manager_.reset();
+  log_.reset();
+  fs.fail_sync = false;
+  OpenAudit(nullptr);
+  OpenDefault();
+  EXPECT_EQ(Primary(crm, KeyPurpose::kRecords), 1u);
+  EXPECT_EQ(manager_->ListDatasets().size(), 1u);
+}
+
+}  // namespace
+}  // namespace coffer::kms

@@ -1,0 +1,316 @@
+// The key manager and the data DB wired together, as the daemon will: real SoftHSM2, real key DB,
+// audit log and data DB. Retirement counts come from the store itself, and the store's retention
+// rules come from the key manager's authenticated policies.
+
+#include "kms/keys/storage_bridge.h"
+
+#include <chrono>
+#include <memory>
+#include <string>
+
+#include "crypto/base/status.h"
+#include "gtest/gtest.h"
+#include "kms/audit/signer.h"
+#include "kms/formats/receipt_file.h"
+#include "kms/keys/deletion_receipts.h"
+#include "kms/keys/hsm_adapters.h"
+#include "storage/attachment_store.h"
+#include "storage/dataset_erasure.h"
+#include "storage/record_store.h"
+#include "storage/reencryption.h"
+#include "tests/hsm/softhsm_token.h"
+#include "tests/kms/audit/audit_test_util.h"
+#include "tests/kms/keys/kms_test_env.h"
+
+namespace coffer::kms {
+namespace {
+
+using storage::KeyPurpose;
+using testing::TestAdmin;
+constexpr auto kDay = std::chrono::hours(24);
+
+class StorageBridgeTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    absl::Status opened = suite_.Open("bridge-test");
+    ASSERT_TRUE(opened.ok()) << opened;
+  }
+  static void TearDownTestSuite() { suite_.Reset(); }
+
+  void SetUp() override {
+    audit::AuditLogOptions audit_options = suite_.AuditOptions(dir_.Sub("audit"), &clock_);
+    auto log = audit::AuditLog::Open(std::move(audit_options));
+    ASSERT_TRUE(log.ok()) << log.status();
+    log_ = *std::move(log);
+
+    auto db = storage::DataDb::Open(dir_.Sub("data"), storage::DataDbOptions{});
+    ASSERT_TRUE(db.ok()) << db.status();
+    db_ = *std::move(db);
+    counter_ = std::make_unique<StoreDataCounter>(db_.get());
+    OpenManager();
+  }
+
+  // (Re)opens the key manager and the stores over it (the same key DB: a restart).
+  void OpenManager() {
+    attachments_.reset();
+    records_.reset();
+    policies_.reset();
+    manager_.reset();
+    KeyManagerOptions options;
+    options.key_db_directory = dir_.Sub("keydb");
+    options.modules = {{"softhsm", suite_.client.get()}};
+    options.default_module = "softhsm";
+    options.row_authenticator = suite_.client.get();
+    options.signer = suite_.client.get();
+    options.audit_log = log_.get();
+    options.clock = &clock_;
+    options.data_counter = counter_.get();
+    auto manager = KeyManager::Open(std::move(options));
+    ASSERT_TRUE(manager.ok()) << manager.status();
+    manager_ = *std::move(manager);
+
+    policies_ = std::make_unique<KeyManagerPolicySource>(manager_.get());
+    records_ =
+        std::make_unique<storage::RecordStore>(db_.get(), manager_.get(), policies_.get(), &clock_);
+    attachments_ = std::make_unique<storage::AttachmentStore>(db_.get(), manager_.get(),
+                                                              policies_.get(), &clock_);
+  }
+
+  void TearDown() override {
+    attachments_.reset();
+    records_.reset();
+    policies_.reset();
+    manager_.reset();
+    counter_.reset();
+    db_.reset();
+    if (log_) log_->Close().IgnoreError();
+  }
+
+  uint64_t Create(std::string_view name) {
+    auto handle = manager_->CreateDataset(name, std::nullopt, TestAdmin());
+    EXPECT_TRUE(handle.ok()) << handle.status();
+    return handle.value_or(0);
+  }
+
+  static inline testing::SuiteToken suite_;
+
+  audit::testing::TempDir dir_;
+  audit::testing::FakeClock clock_;
+  std::unique_ptr<audit::AuditLog> log_;
+  std::unique_ptr<storage::DataDb> db_;
+  std::unique_ptr<StoreDataCounter> counter_;
+  std::unique_ptr<KeyManager> manager_;
+  std::unique_ptr<KeyManagerPolicySource> policies_;
+  std::unique_ptr<storage::RecordStore> records_;
+  std::unique_ptr<storage::AttachmentStore> attachments_;
+};
+
+TEST_F(StorageBridgeTest, RetirementIsRefusedUntilTheStoreHoldsNothingUnderTheVersion) {
+  uint64_t handle = Create("crm/tickets");
+  for (int i = 0; i < 50; ++i) {
+    ASSERT_TRUE(
+        records_->Put(handle, "t-" + std::to_string(i), "v1 body " + std::to_string(i)).ok());
+  }
+  ASSERT_TRUE(records_->Delete(handle, "t-7").ok());  // binned data counts too
+  auto v2 = manager_->Rotate(handle, KeyPurpose::kRecords, RotationCause::kManual, TestAdmin());
+  ASSERT_TRUE(v2.ok()) << v2.status();
+  ASSERT_TRUE(records_->Put(handle, "t-new", "v2 body").ok());
+
+  EXPECT_EQ(*counter_->CountProtectedBy(handle, KeyPurpose::kRecords, 1), 50u);
+  EXPECT_EQ(*counter_->CountProtectedBy(handle, KeyPurpose::kRecords, *v2), 1u);
+  absl::Status refused = manager_->RetireBelow(handle, KeyPurpose::kRecords, *v2, TestAdmin());
+  EXPECT_EQ(ErrorCodeOf(refused), ErrorCode::kKeyVersionInUse) << refused;
+
+  storage::ReencryptionJob job(db_.get(), manager_.get(), attachments_.get(), handle);
+  auto done = job.Run();
+  ASSERT_TRUE(done.ok()) << done.status();
+  EXPECT_TRUE(done->finished);
+  EXPECT_EQ(*counter_->CountProtectedBy(handle, KeyPurpose::kRecords, 1), 0u);
+
+  ASSERT_TRUE(manager_->RetireBelow(handle, KeyPurpose::kRecords, *v2, TestAdmin()).ok());
+  EXPECT_EQ(ErrorCodeOf(manager_->KeyForVersion(handle, KeyPurpose::kRecords, 1).status()),
+            ErrorCode::kKeyVersionRetired);
+  for (int i = 0; i < 50; ++i) {
+    if (i == 7) continue;
+    auto got = records_->Get(handle, "t-" + std::to_string(i));
+    ASSERT_TRUE(got.ok()) << i << ": " << got.status();
+    EXPECT_EQ(*got, "v1 body " + std::to_string(i));
+  }
+  ASSERT_TRUE(records_->Restore(handle, "t-7").ok());
+  EXPECT_EQ(*records_->Get(handle, "t-7"), "v1 body 7");
+}
+
+TEST_F(StorageBridgeTest, LookupAndPseudonymVersionsAreNotCountedSoNotRetiredByCount) {
+  uint64_t handle = Create("crm/contacts");
+  EXPECT_EQ(ErrorCodeOf(counter_->CountProtectedBy(handle, KeyPurpose::kLookup, 1).status()),
+            ErrorCode::kFailedPrecondition);
+  EXPECT_EQ(ErrorCodeOf(counter_->CountProtectedBy(handle, KeyPurpose::kPseudonym, 1).status()),
+            ErrorCode::kFailedPrecondition);
+}
+
+TEST_F(StorageBridgeTest, StorageEnforcesTheKeyManagersPolicies) {
+  uint64_t handle = Create("crm/messages");
+  auto info = manager_->DescribeDataset(handle);
+  ASSERT_TRUE(info.ok());
+  DatasetPolicy policy = info->policy;
+  policy.bin_days = 7;
+  policy.minimum_retention = std::chrono::seconds(3 * kDay);
+  ASSERT_TRUE(manager_->SetPolicy(handle, policy, TestAdmin()).ok());
+
+  auto seen = policies_->PolicyFor(handle);
+  ASSERT_TRUE(seen.ok()) << seen.status();
+  EXPECT_EQ(seen->recycle_bin_period, std::chrono::seconds(7 * kDay));
+  EXPECT_EQ(seen->min_retention, std::chrono::seconds(3 * kDay));
+  EXPECT_FALSE(seen->max_age.has_value());
+  EXPECT_FALSE(seen->legal_hold);
+
+  // The compliance lock the key manager holds is what storage obeys.
+  ASSERT_TRUE(records_->Put(handle, "m-1", "hello").ok());
+  EXPECT_EQ(ErrorCodeOf(records_->Delete(handle, "m-1")), ErrorCode::kComplianceLocked);
+  clock_.Advance(std::chrono::seconds(3 * kDay));
+  EXPECT_TRUE(records_->Delete(handle, "m-1").ok());
+
+  ASSERT_TRUE(manager_->SetLegalHold(handle, true, TestAdmin()).ok());
+  EXPECT_TRUE(policies_->PolicyFor(handle)->legal_hold);
+  EXPECT_EQ(ErrorCodeOf(policies_->PolicyFor(42424242).status()), ErrorCode::kDatasetNotFound);
+}
+
+TEST_F(StorageBridgeTest, DestroyedDatasetsAreUnreadableThroughTheStore) {
+  uint64_t doomed = Create("crm/account-17");
+  uint64_t kept = Create("crm/account-18");
+  ASSERT_TRUE(records_->Put(doomed, "c-1", "customer record").ok());
+  ASSERT_TRUE(records_->Put(kept, "c-1", "other customer").ok());
+
+  ASSERT_TRUE(manager_->Disable(doomed, TestAdmin()).ok());
+  EXPECT_NE(ErrorCodeOf(records_->Get(doomed, "c-1").status()), ErrorCode::kOk);
+  ASSERT_TRUE(manager_->ScheduleDestruction(doomed, TestAdmin()).ok());
+  clock_.Advance(std::chrono::seconds(31 * kDay));
+  auto work = manager_->RunDueWork();
+  ASSERT_TRUE(work.ok()) << work.status();
+
+  EXPECT_EQ(ErrorCodeOf(policies_->PolicyFor(doomed).status()), ErrorCode::kKeyDestroyed);
+  EXPECT_EQ(ErrorCodeOf(records_->Get(doomed, "c-1").status()), ErrorCode::kKeyDestroyed);
+  EXPECT_EQ(*records_->Get(kept, "c-1"), "other customer");
+}
+
+// Destroys `handle` (scheduled as admin 1, approved by admin 2 under request 7) on the clock.
+void DestroyApproved(KeyManager& manager, audit::testing::FakeClock& clock, uint64_t handle) {
+  ASSERT_TRUE(manager.Disable(handle, TestAdmin(1)).ok());
+  AdminApproval approval{TestAdmin(2), 7, 42};
+  ASSERT_TRUE(manager.ScheduleDestruction(handle, TestAdmin(1), approval).ok());
+  clock.Advance(std::chrono::seconds(31 * kDay));
+  auto work = manager.RunDueWork();
+  ASSERT_TRUE(work.ok()) << work.status();
+  ASSERT_EQ(work->destroyed, std::vector<uint64_t>{handle});
+}
+
+TEST_F(StorageBridgeTest, DestructionErasesTheDataAndSignsAReceiptNamingTheApprover) {
+  uint64_t doomed = Create("crm/account-17");
+  uint64_t kept = Create("crm/account-18");
+  for (int i = 0; i < 5; ++i) {
+    ASSERT_TRUE(records_->Put(doomed, "c-" + std::to_string(i), "customer record").ok());
+  }
+  ASSERT_TRUE(records_->Delete(doomed, "c-4").ok());
+  auto upload = attachments_->BeginUpload(doomed, "contract.pdf", "application/pdf");
+  ASSERT_TRUE(upload.ok()) << upload.status();
+  ASSERT_TRUE((*upload)->Append(std::string(300'000, 'p')).ok());
+  ASSERT_TRUE((*upload)->Commit().ok());
+  auto unfinished = attachments_->BeginUpload(doomed, "draft.pdf", "application/pdf");
+  ASSERT_TRUE(unfinished.ok()) << unfinished.status();
+  ASSERT_TRUE((*unfinished)->Append(std::string(10, 'd')).ok());
+  ASSERT_TRUE(records_->Put(kept, "c-1", "other customer").ok());
+  auto before = storage::CountDatasetData(*db_, doomed);
+  ASSERT_TRUE(before.ok()) << before.status();
+  EXPECT_EQ(before->records, 4u);
+  EXPECT_EQ(before->bin_records, 1u);
+  EXPECT_EQ(before->attachments, 1u);
+
+  DestroyApproved(*manager_, clock_, doomed);
+  EXPECT_EQ(manager_->DestroyedAwaitingReceipt(), std::vector<uint64_t>{doomed});
+  EXPECT_EQ(ErrorCodeOf(manager_->GetDeletionReceipt(doomed).status()),
+            ErrorCode::kDatasetStateForbids);
+  EXPECT_EQ(ErrorCodeOf(manager_->IssueDeletionReceipt(doomed, TestAdmin()).status()),
+            ErrorCode::kDatasetStateForbids);  // not before the erase
+  EXPECT_EQ(ErrorCodeOf(manager_->GetDeletionReceipt(kept).status()),
+            ErrorCode::kDatasetStateForbids);  // not a destroyed dataset
+
+  DestructionCompletion done = CompleteDestructions(*manager_, *db_, TestAdmin());
+  ASSERT_TRUE(done.failures.empty()) << done.failures.front().second;
+  EXPECT_EQ(done.receipts_issued, std::vector<uint64_t>{doomed});
+  auto after = storage::CountDatasetData(*db_, doomed);
+  ASSERT_TRUE(after.ok()) << after.status();
+  EXPECT_EQ(after->records + after->attachments + after->bin_records + after->bin_attachments +
+                after->uploads,
+            0u);
+  EXPECT_EQ(*records_->Get(kept, "c-1"), "other customer");
+
+  auto file = manager_->GetDeletionReceipt(doomed);
+  ASSERT_TRUE(file.ok()) << file.status();
+  auto pem = suite_.client->PublicKeyPem();
+  ASSERT_TRUE(pem.ok()) << pem.status();
+  auto receipt = receipt::VerifyFile(*file, *pem);
+  ASSERT_TRUE(receipt.ok()) << receipt.status();
+  EXPECT_EQ(receipt->dataset_handle(), doomed);
+  EXPECT_EQ(receipt->dataset_name_sha256(), receipt::Sha256Hex("crm/account-17"));
+  EXPECT_EQ(receipt->records_purged(), 4u);
+  EXPECT_EQ(receipt->bin_records_purged(), 1u);
+  EXPECT_EQ(receipt->attachments_purged(), 1u);
+  EXPECT_EQ(receipt->uploads_discarded(), before->uploads);
+  EXPECT_GE(receipt->uploads_discarded(), 1u);
+  EXPECT_TRUE(receipt->purge_compaction_finished());
+  EXPECT_EQ(receipt->destruction_requested_by().admin_id(), 1u);
+  ASSERT_EQ(receipt->approvals_size(), 1);
+  EXPECT_EQ(receipt->approvals(0).approver().admin_id(), 2u);
+  EXPECT_EQ(receipt->approvals(0).approver().admin_name(), "admin2");
+  EXPECT_EQ(receipt->approvals(0).request_id(), 7u);
+  EXPECT_EQ(receipt->approvals(0).audit_sequence(), 42u);
+  EXPECT_FALSE(receipt->scheduled_by_lifecycle_automation());
+  ASSERT_EQ(receipt->wrapping_keys_size(), 1);
+  EXPECT_EQ(receipt->wrapping_keys(0).module(), "softhsm");
+  const auto& seq = receipt->audit_sequences();
+  EXPECT_LT(seq.destruction_scheduled(), seq.destruction_started());
+  EXPECT_LT(seq.destruction_started(), seq.destruction_completed());
+  EXPECT_LT(seq.destruction_completed(), seq.erasure_started());
+  EXPECT_LT(seq.erasure_started(), seq.erasure_completed());
+  auto tombstone = manager_->GetTombstone(doomed);
+  ASSERT_TRUE(tombstone.ok());
+  EXPECT_EQ(receipt->tombstone_sha256(), receipt::Sha256Hex(tombstone->tombstone));
+  EXPECT_EQ(receipt->signing_key_sha256(), receipt::Sha256Hex(*pem));
+  EXPECT_EQ(manager_->FindDestroyed("crm/account-17"), std::vector<uint64_t>{doomed});
+  EXPECT_TRUE(manager_->FindDestroyed("crm/account-18").empty());
+
+  // Once only: nothing more to do, and the stored receipt is the same bytes.
+  EXPECT_TRUE(CompleteDestructions(*manager_, *db_, TestAdmin()).receipts_issued.empty());
+  EXPECT_EQ(*manager_->IssueDeletionReceipt(doomed, TestAdmin()), *file);
+  // Another signer's key does not verify it.
+  auto other = audit::SoftwareEcdsaSigner::Generate();
+  ASSERT_TRUE(other.ok());
+  EXPECT_EQ(ErrorCodeOf(receipt::VerifyFile(*file, *(*other)->PublicKeyPem()).status()),
+            ErrorCode::kReceiptInvalid);
+}
+
+TEST_F(StorageBridgeTest, AnEraseResumedAfterARestartReportsWhatWasThere) {
+  uint64_t doomed = Create("crm/account-19");
+  for (int i = 0; i < 3; ++i) {
+    ASSERT_TRUE(records_->Put(doomed, "c-" + std::to_string(i), "customer record").ok());
+  }
+  DestroyApproved(*manager_, clock_, doomed);
+  // The daemon counted and erased, then stopped before recording that the compaction finished.
+  auto counts = storage::CountDatasetData(*db_, doomed);
+  ASSERT_TRUE(counts.ok());
+  ASSERT_TRUE(manager_->BeginErasure(doomed, *counts, TestAdmin()).ok());
+  ASSERT_TRUE(storage::EraseDatasetData(*db_, doomed).ok());
+  OpenManager();
+
+  DestructionCompletion done = CompleteDestructions(*manager_, *db_, TestAdmin());
+  ASSERT_TRUE(done.failures.empty()) << done.failures.front().second;
+  auto file = manager_->GetDeletionReceipt(doomed);
+  ASSERT_TRUE(file.ok()) << file.status();
+  auto receipt = receipt::VerifyFile(*file, *suite_.client->PublicKeyPem());
+  ASSERT_TRUE(receipt.ok()) << receipt.status();
+  EXPECT_EQ(receipt->records_purged(), 3u);  // the first count, not the empty range
+  EXPECT_TRUE(receipt->purge_compaction_finished());
+}
+
+}  // namespace
+}  // namespace coffer::kms
