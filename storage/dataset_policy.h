@@ -3,7 +3,7 @@
 // The key manager owns each dataset's policies (they live in its authenticated key DB and change
 // only under dual control); storage asks for them by opaque dataset handle whenever it deletes,
 // purges or expires data, and never caches them across calls. kms/ implements this interface;
-// tests use storage/testing/fake_dataset_policy.h.
+// tests use storage/testing/fakes.h.
 //
 // Contract, for every implementation:
 //  - Thread-safe; cheap enough to call once per delete and once per dataset per sweep.

@@ -211,7 +211,7 @@ class KeyManager final : public storage::KeyProvider {
 
   KeyCacheStats cache_stats() const { return cache_.Stats(); }
 
-  // Export (kms/export/dataset_exporter.h): the daemon's own read path into a DISABLED or
+  // Export (kms/ops/export_operations.h): the daemon's own read path into a DISABLED or
   // PENDING_DESTRUCTION dataset, which PrimaryKey and KeyForVersion refuse. Returns the key of
   // `version`, or with no version the current primary of `purpose` (counting no encryption:
   // export only opens and hashes, never seals under a dataset key). DATASET_STATE_FORBIDS for

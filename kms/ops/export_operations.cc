@@ -11,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "crypto/base/status.h"
 #include "crypto/recipient_wrap.h"
+#include "kms/api/error_response.h"
 #include "kms/api/framing.h"
 #include "kms/formats/export_archive.h"
 #include "kms/ops/progress_stream.h"
@@ -88,7 +89,7 @@ absl::Status SendError(daemon::ResponseSink* sink, const pb::Request& request,
                        const absl::Status& status) {
   pb::Response response;
   response.set_request_id(request.request_id());
-  daemon::FillError(&response, status);
+  api::FillError(&response, status);
   return sink->Send(response);
 }
 

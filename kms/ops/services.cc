@@ -10,6 +10,7 @@
 
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
+#include "kms/api/error_response.h"
 #include "kms/api/framing.h"
 #include "kms/audit/audit_format.h"
 #include "kms/audit/verifier.h"
@@ -22,13 +23,14 @@
 #include "openssl/x509.h"
 #include "rocksdb/iterator.h"
 #include "storage/data_key.h"
-#include "storage/internal/layout.h"
+#include "storage/dataset_erasure.h"
 
 namespace coffer::daemon {
 namespace {
 
 namespace pb = ::coffer::v1;
 namespace audit = ::coffer::kms::audit;
+using api::FillError;
 using storage::KeyPurpose;
 
 constexpr uint32_t kDefaultListIds = 1000;
@@ -474,30 +476,6 @@ void ToProto(const kms::DatasetInfo& info, pb::DatasetInfo* out) {
   }
 }
 
-// Live records, live attachments and bin entries of a dataset: a key count over its range in
-// each column family (keys are handle-prefixed: docs/formats.md#data-db).
-absl::Status CountItems(storage::DataDb* db, uint64_t handle, pb::DatasetInfo* out) {
-  const std::string begin = storage::internal::DatasetBegin(handle);
-  const std::string end = storage::internal::DatasetEnd(handle);
-  auto count = [&](storage::internal::Cf cf) -> absl::StatusOr<uint64_t> {
-    rocksdb::ReadOptions options;
-    rocksdb::Slice upper(end);
-    options.iterate_upper_bound = &upper;
-    storage::ScopedIterator it = db->NewIterator(cf, options);
-    uint64_t n = 0;
-    for (it->Seek(begin); it->Valid(); it->Next()) ++n;
-    if (!it->status().ok()) return storage::FromRocks(it->status(), "counting a dataset's items");
-    return n;
-  };
-  COFFER_ASSIGN_OR_RETURN(uint64_t records, count(storage::internal::Cf::kRecords));
-  COFFER_ASSIGN_OR_RETURN(uint64_t attachments, count(storage::internal::Cf::kAttachmentPointers));
-  COFFER_ASSIGN_OR_RETURN(uint64_t bin, count(storage::internal::Cf::kRecycleBin));
-  out->set_records(records);
-  out->set_attachments(attachments);
-  out->set_recycle_bin_items(bin);
-  return absl::OkStatus();
-}
-
 // The dataset a request names ("" for none).
 
 std::string SocketName(audit::v1::SocketKind socket) {
@@ -514,16 +492,6 @@ std::string SocketName(audit::v1::SocketKind socket) {
 }
 
 }  // namespace
-
-void FillError(pb::Response* response, const absl::Status& status, uint32_t retry_after_ms) {
-  ErrorCode code = ErrorCodeOf(status);
-  response->clear_result();
-  pb::Error* error = response->mutable_error();
-  error->set_code(static_cast<int32_t>(code));
-  error->set_code_name(std::string(ErrorCodeName(code)));
-  error->set_message(std::string(status.message()));
-  if (retry_after_ms != 0) error->set_retry_after_ms(retry_after_ms);
-}
 
 // ---------------------------------------------------------------------------------------------
 
@@ -1079,7 +1047,11 @@ absl::StatusOr<pb::DatasetInfo> Services::ConnectionSession::Describe(uint64_t h
   COFFER_ASSIGN_OR_RETURN(kms::DatasetInfo info, deps_.keys->DescribeDataset(handle));
   pb::DatasetInfo out;
   ToProto(info, &out);
-  COFFER_RETURN_IF_ERROR(CountItems(deps_.data_db, handle, &out));
+  COFFER_ASSIGN_OR_RETURN(storage::DatasetDataCounts counts,
+                          storage::CountDatasetData(*deps_.data_db, handle));
+  out.set_records(counts.records);
+  out.set_attachments(counts.attachments);
+  out.set_recycle_bin_items(counts.bin_records + counts.bin_attachments);
   return out;
 }
 

@@ -1,5 +1,5 @@
-// The seam between cofferd's transport (kms/daemon/server.h: sockets, peer credentials, framing,
-// worker pool, timeouts) and its services (kms/ops/services.h: grants, rate limits, data and
+// The seam between cofferd's transport (kms/server/server.h: sockets, peer credentials, framing,
+// worker pool, timeouts) and its operations (kms/ops/services.h: grants, rate limits, data and
 // admin operations, access audit). The transport knows nothing of datasets; the services know
 // nothing of sockets. Tests drive either side alone through these interfaces.
 
@@ -30,11 +30,6 @@ struct PeerIdentity {
   std::vector<gid_t> groups;  // supplementary groups, without `gid`
   SocketKind socket = SocketKind::kData;
 };
-
-// Makes `response` an error response for `status`: its code, code name and message (the caller
-// chooses the message: a public text or the daemon's own) and, when set, the retry delay.
-void FillError(coffer::v1::Response* response, const absl::Status& status,
-               uint32_t retry_after_ms = 0);
 
 // Sends responses on one connection. Used only from the thread running Session::Handle.
 class ResponseSink {
