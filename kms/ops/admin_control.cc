@@ -11,6 +11,7 @@
 #include "crypto/base/status.h"
 #include "crypto/recipient_wrap.h"
 #include "kms/audit/audit_format.h"
+#include "kms/ops/operation_table.h"
 
 namespace coffer::daemon {
 namespace {
@@ -30,28 +31,6 @@ std::string SystemUserName(uid_t uid) {
     if (printable) return name;
   }
   return absl::StrCat("uid-", uid);
-}
-
-// Operations any configured admin uid may run without a code: they change nothing.
-bool IsReadOnly(OpCase op) {
-  switch (op) {
-    case pb::Request::kDatasetList:
-    case pb::Request::kDatasetDescribe:
-    case pb::Request::kJobStatus:
-    case pb::Request::kBackupList:
-    case pb::Request::kAuditQuery:
-    case pb::Request::kAuditVerify:
-    case pb::Request::kStatus:
-    case pb::Request::kAdminList:
-    case pb::Request::kApprovalList:
-    case pb::Request::kKeyInventory:
-    case pb::Request::kReceiptGet:
-    case pb::Request::kEventsRead:  // moves only the caller's own subscriber cursor
-    case pb::Request::kCanaryList:
-      return true;
-    default:
-      return false;
-  }
 }
 
 // "none" for 0, else the largest whole unit.
@@ -202,19 +181,32 @@ absl::StatusOr<std::optional<std::string>> AdminControl::DualControlSummary(
     }
     return info.status();
   };
-  switch (request.op_case()) {
-    case pb::Request::kAdminEnroll: {
+  const OperationRow* row = OperationTable::Default().Find(request.op_case());
+  if (row == nullptr) return NoOperationRow();
+  switch (row->dual_control) {
+    case DualControl::kNever:
+      return std::optional<std::string>();
+    case DualControl::kInviteAfterBootstrap: {
       const auto& r = request.admin_enroll();
       if (!r.has_uid()) return std::optional<std::string>();  // a claim
       if (enrolled < 2) return std::optional<std::string>();  // bootstrap: the second admin
       return std::optional<std::string>(
           absl::StrCat("admin enroll: invite uid ", r.uid(), " (", NameOf(r.uid()), ")"));
     }
-    case pb::Request::kAdminRemove:
-      return std::optional<std::string>(absl::StrCat("admin remove: uid ",
-                                                     request.admin_remove().uid(), " (",
-                                                     NameOf(request.admin_remove().uid()), ")"));
-    case pb::Request::kDatasetLifecycle:
+    case DualControl::kAlways:
+      if (request.has_key_retire()) {
+        const auto& r = request.key_retire();
+        return std::optional<std::string>(absl::StrCat("key retire ", r.dataset(), ": ",
+                                                       pb::Purpose_Name(r.purpose()),
+                                                       " versions below ", r.below()));
+      }
+      if (request.has_admin_remove()) {
+        return std::optional<std::string>(absl::StrCat("admin remove: uid ",
+                                                       request.admin_remove().uid(), " (",
+                                                       NameOf(request.admin_remove().uid()), ")"));
+      }
+      return std::optional<std::string>(std::string(OperationName(request.op_case()).view()));
+    case DualControl::kScheduleDestruction:
       if (request.dataset_lifecycle().action() !=
           pb::DatasetLifecycleRequest::SCHEDULE_DESTRUCTION) {
         return std::optional<std::string>();
@@ -222,26 +214,20 @@ absl::StatusOr<std::optional<std::string>> AdminControl::DualControlSummary(
       return std::optional<std::string>(
           absl::StrCat("dataset destroy ", request.dataset_lifecycle().name(),
                        ": schedule destruction after the waiting period"));
-    case pb::Request::kKeyRetire: {
-      const auto& r = request.key_retire();
-      return std::optional<std::string>(absl::StrCat("key retire ", r.dataset(), ": ",
-                                                     pb::Purpose_Name(r.purpose()),
-                                                     " versions below ", r.below()));
-    }
-    case pb::Request::kKeyRewrap: {
+    case DualControl::kDestroyOldWrapping: {
       const auto& r = request.key_rewrap();
       if (!r.destroy_old()) return std::optional<std::string>();
       return std::optional<std::string>(
           absl::StrCat("key rewrap ", r.dataset(), " --destroy-old: old wrapping keys destroyed"));
     }
-    case pb::Request::kHoldSet: {
+    case DualControl::kClearHold: {
       const auto& r = request.hold_set();
       if (r.hold()) return std::optional<std::string>();
       COFFER_ASSIGN_OR_RETURN(std::optional<kms::DatasetInfo> info, describe(r.dataset()));
       if (!info.has_value() || !info->policy.legal_hold) return std::optional<std::string>();
       return std::optional<std::string>(absl::StrCat("hold clear ", r.dataset()));
     }
-    case pb::Request::kPolicySet: {
+    case DualControl::kShortenPolicy: {
       const auto& r = request.policy_set();
       COFFER_ASSIGN_OR_RETURN(std::optional<kms::DatasetInfo> info, describe(r.dataset()));
       if (!info.has_value()) return std::optional<std::string>();
@@ -281,7 +267,7 @@ absl::StatusOr<std::optional<std::string>> AdminControl::DualControlSummary(
       return std::optional<std::string>(
           absl::StrCat("policy set ", r.dataset(), ": ", absl::StrJoin(changes, ", ")));
     }
-    case pb::Request::kDatasetExport: {
+    case DualControl::kFileExport: {
       const auto& r = request.dataset_export();
       if (r.approval_id() != 0) return std::optional<std::string>();  // a redemption
       // Refused before filing: a recipient key or a state that could never export.
@@ -301,9 +287,8 @@ absl::StatusOr<std::optional<std::string>> AdminControl::DualControlSummary(
                        " key SHA256:", kms::audit::ToHex(recipient.fingerprint()),
                        "; the requester then redeems it with --approval ID"));
     }
-    default:
-      return std::optional<std::string>();
   }
+  return MakeError(ErrorCode::kInternal, "unknown dual-control rule");
 }
 
 AdminDecision AdminControl::Admit(const PeerIdentity& peer, const pb::Request& request,
@@ -322,7 +307,12 @@ AdminDecision AdminControl::Admit(const PeerIdentity& peer, const pb::Request& r
         VerifyCode(peer, decision.actor, request.totp_code(), &decision.retry_after_ms);
     if (!decision.status.ok()) return decision;
   }
-  if (IsReadOnly(op)) return decision;
+  const OperationRow* row = OperationTable::Default().Find(op);
+  if (row == nullptr) {
+    decision.status = NoOperationRow();
+    return decision;
+  }
+  if (row->mfa == Mfa::kNone) return decision;
   if (op == pb::Request::kAdminEnroll &&
       (!request.admin_enroll().has_uid() || request.admin_enroll().uid() == peer.uid)) {
     return decision;  // a claim: Serve checks the bootstrap or the invitation
@@ -334,7 +324,7 @@ AdminDecision AdminControl::Admit(const PeerIdentity& peer, const pb::Request& r
                                 "admin enroll`");
     return decision;
   }
-  if (op == pb::Request::kApprovalDecide) {
+  if (row->mfa == Mfa::kFreshCode) {
     if (request.totp_code().empty()) {
       decision.status = MakeError(ErrorCode::kMfaRequired,
                                   "approving or denying needs a fresh TOTP code of your own: pass "
@@ -397,9 +387,8 @@ AdminDecision AdminControl::Admit(const PeerIdentity& peer, const pb::Request& r
 }
 
 bool AdminControl::Serves(OpCase operation) {
-  return operation == pb::Request::kAdminEnroll || operation == pb::Request::kAdminList ||
-         operation == pb::Request::kAdminRemove || operation == pb::Request::kApprovalList ||
-         operation == pb::Request::kApprovalDecide;
+  const OperationRow* row = OperationTable::Default().Find(operation);
+  return row != nullptr && row->handler == Handler::kAdminControl;
 }
 
 pb::ApprovalInfo AdminControl::ToProto(const kms::admin::ApprovalRecord& record) const {

@@ -107,111 +107,6 @@ std::string_view SocketName(SocketKind socket) {
 
 }  // namespace
 
-std::optional<uint32_t> DataSocketRight(Operation operation) {
-  switch (operation) {
-    case pb::Request::kRecordGet:
-    case pb::Request::kRecordExists:
-    case pb::Request::kRecordList:
-    case pb::Request::kAttachmentGet:
-    case pb::Request::kAttachmentMetadata:
-      return kRightRead;
-    case pb::Request::kRecordPut:
-    case pb::Request::kAttachmentPutBegin:
-    case pb::Request::kAttachmentChunk:
-    case pb::Request::kAttachmentPutCommit:
-    case pb::Request::kAttachmentPutAbort:
-      return kRightWrite;
-    case pb::Request::kRecordDelete:
-    case pb::Request::kRecordRestore:
-    case pb::Request::kAttachmentDelete:
-    case pb::Request::kAttachmentRestore:
-      return kRightDelete;
-    case pb::Request::kDatasetList:
-    case pb::Request::kDatasetDescribe:
-      return kRightMetadata;
-    case pb::Request::kPseudonymize:
-    case pb::Request::kPseudonymTranslate:
-      return kRightPseudonymize;
-    case pb::Request::kPseudonymReidentify:
-      return kRightReidentify;
-    default:
-      return std::nullopt;
-  }
-}
-
-std::string_view DatasetNamedBy(const ::coffer::v1::Request& r) {
-  switch (r.op_case()) {
-    case ::coffer::v1::Request::kRecordPut:
-      return r.record_put().dataset();
-    case ::coffer::v1::Request::kRecordGet:
-      return r.record_get().dataset();
-    case ::coffer::v1::Request::kRecordExists:
-      return r.record_exists().dataset();
-    case ::coffer::v1::Request::kRecordDelete:
-      return r.record_delete().dataset();
-    case ::coffer::v1::Request::kRecordRestore:
-      return r.record_restore().dataset();
-    case ::coffer::v1::Request::kRecordList:
-      return r.record_list().dataset();
-    case ::coffer::v1::Request::kAttachmentPutBegin:
-      return r.attachment_put_begin().dataset();
-    case ::coffer::v1::Request::kAttachmentGet:
-      return r.attachment_get().dataset();
-    case ::coffer::v1::Request::kAttachmentMetadata:
-      return r.attachment_metadata().dataset();
-    case ::coffer::v1::Request::kAttachmentDelete:
-      return r.attachment_delete().dataset();
-    case ::coffer::v1::Request::kAttachmentRestore:
-      return r.attachment_restore().dataset();
-    case ::coffer::v1::Request::kDatasetCreate:
-      return r.dataset_create().name();
-    case ::coffer::v1::Request::kDatasetDescribe:
-      return r.dataset_describe().name();
-    case ::coffer::v1::Request::kDatasetLifecycle:
-      return r.dataset_lifecycle().name();
-    case ::coffer::v1::Request::kKeyRotate:
-      return r.key_rotate().dataset();
-    case ::coffer::v1::Request::kKeyRetire:
-      return r.key_retire().dataset();
-    case ::coffer::v1::Request::kKeyRewrap:
-      return r.key_rewrap().dataset();
-    case ::coffer::v1::Request::kPolicySet:
-      return r.policy_set().dataset();
-    case ::coffer::v1::Request::kHoldSet:
-      return r.hold_set().dataset();
-    case ::coffer::v1::Request::kPurge:
-      return r.purge().dataset();
-    case ::coffer::v1::Request::kJobStart:
-      return r.job_start().dataset();
-    case ::coffer::v1::Request::kAuditQuery:
-      return r.audit_query().dataset();
-    case ::coffer::v1::Request::kKeyInventory:
-      return r.key_inventory().dataset();
-    case ::coffer::v1::Request::kBinList:
-      return r.bin_list().dataset();
-    case ::coffer::v1::Request::kPseudonymize:
-      return r.pseudonymize().dataset();
-    case ::coffer::v1::Request::kPseudonymReidentify:
-      return r.pseudonym_reidentify().dataset();
-    case ::coffer::v1::Request::kPseudonymTranslate:
-      return r.pseudonym_translate().dataset();
-    case ::coffer::v1::Request::kCanaryPlant:
-      return r.canary_plant().dataset();
-    case ::coffer::v1::Request::kCanaryList:
-      return r.canary_list().dataset();
-    case ::coffer::v1::Request::kCanaryRemove:
-      return r.canary_remove().dataset();
-    case ::coffer::v1::Request::kDatasetExport:
-      return r.dataset_export().dataset();
-    default:
-      return {};
-  }
-}
-
-bool IsAdminOperation(Operation operation) {
-  return operation != pb::Request::OP_NOT_SET && !DataSocketRight(operation).has_value();
-}
-
 NameResolver SystemNameResolver() { return NameResolver{LookupUser, LookupGroup}; }
 
 absl::StatusOr<std::shared_ptr<const GrantTable>> GrantTable::FromConfig(
@@ -303,23 +198,29 @@ std::shared_ptr<const GrantTable> Authorizer::table() const { return table_.load
 
 absl::Status Authorizer::Check(const PeerIdentity& peer, Operation operation,
                                std::string_view dataset) const {
+  const OperationRow* row = OperationTable::Default().Find(operation);
+  if (row == nullptr) return NoOperationRow();
+  return Check(peer, *row, dataset);
+}
+
+absl::Status Authorizer::Check(const PeerIdentity& peer, const OperationRow& row,
+                               std::string_view dataset) const {
   std::shared_ptr<const GrantTable> table = table_.load();
   if (peer.socket == SocketKind::kAdmin) {
     if (table->IsAdmin(peer.uid)) return absl::OkStatus();
     return MakeError(ErrorCode::kNotGranted,
                      "the caller's uid is not an admin of this daemon (admins in the config)");
   }
-  std::optional<uint32_t> needed = DataSocketRight(operation);
-  if (!needed) {
+  if (row.sockets != Sockets::kDataAndAdmin || row.data_right == kRightNone) {
     return MakeError(ErrorCode::kWrongSocket,
                      "admin operations are served on the admin socket only");
   }
   bool granted = false;
-  if (operation == ::coffer::v1::Request::kDatasetList) {
+  if (row.op == ::coffer::v1::Request::kDatasetList) {
     granted = table->NamesPeer(peer);
   } else {
     uint32_t held = table->RightsOn(peer, dataset);
-    granted = *needed == kRightMetadata ? held != 0 : (held & *needed) != 0;
+    granted = row.data_right == kRightMetadata ? held != 0 : (held & row.data_right) != 0;
   }
   if (granted) return absl::OkStatus();
   return MakeError(ErrorCode::kNotGranted,

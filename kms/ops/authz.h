@@ -8,11 +8,12 @@
 //    buckets. Check answers OK, NOT_GRANTED (502) or WRONG_SOCKET (504); Admit answers whether
 //    a request may run now or the peer must slow down (SLOW_DOWN, 503, with a retry delay).
 //
-// Rules: on the data socket, data operations need READ, WRITE or DELETE on the dataset (by
-// exact name or "*") for the peer's uid, primary gid or a supplementary group; dataset_list
-// and dataset_describe need any right there, including METADATA; every other (admin) operation
-// is WRONG_SOCKET; dataset_list needs any grant at all (the services filter the list). On the admin
-// socket everything needs the peer's uid among the admins. uid 0 never gets anything implicitly.
+// Rules (the operation's row in kms/ops/operation_table.h): on the data socket an operation
+// needs its row's grant on the dataset (by exact name or "*") for the peer's uid, primary gid or a
+// supplementary group; kRightMetadata is satisfied by any right there; dataset_list needs any
+// grant at all (the services filter the list); an admin-socket-only row is WRONG_SOCKET. On the
+// admin socket everything needs the peer's uid among the admins. An operation without a row is
+// NOT_GRANTED on both sockets (default deny). uid 0 never gets anything implicitly.
 // Grants name datasets, not handles, so a peer without a grant learns nothing about which datasets
 // exist.
 //
@@ -43,31 +44,10 @@
 #include "absl/status/statusor.h"
 #include "coffer/v1/service.pb.h"
 #include "kms/config/config.h"
+#include "kms/ops/operation_table.h"
 #include "kms/server/connection.h"
 
 namespace coffer::daemon {
-
-using Operation = ::coffer::v1::Request::OpCase;
-
-// Rights as bits, so a peer's rights on a dataset are one union over its grants.
-enum Right : uint32_t {
-  kRightRead = 1u << 0,
-  kRightWrite = 1u << 1,
-  kRightDelete = 1u << 2,
-  kRightMetadata = 1u << 3,
-  kRightPseudonymize = 1u << 4,
-  kRightReidentify = 1u << 5,
-};
-
-// The right an operation needs on the data socket: kRightRead/Write/Delete for data
-// operations, kRightPseudonymize for pseudonymize/translate, kRightReidentify for
-// pseudonym_reidentify, kRightMetadata for dataset_list/describe (any right satisfies it), and
-// nullopt for admin operations (refused there with WRONG_SOCKET). Chunk, commit and abort need
-// kRightWrite (their upload was granted at begin).
-std::optional<uint32_t> DataSocketRight(Operation operation);
-bool IsAdminOperation(Operation operation);
-// The dataset name a request names (empty for operations without one).
-std::string_view DatasetNamedBy(const ::coffer::v1::Request& request);
 
 // Name lookups, injectable for tests. The defaults use getpwnam_r / getgrnam_r.
 struct NameResolver {
@@ -131,6 +111,9 @@ class Authorizer {
 
   // OK, NOT_GRANTED or WRONG_SOCKET for `peer` running `operation` on `dataset` (empty for
   // operations without one). Messages name the operation and the socket, never the dataset.
+  absl::Status Check(const PeerIdentity& peer, const OperationRow& row,
+                     std::string_view dataset) const;
+  // The same for `operation`'s row in OperationTable::Default(); NOT_GRANTED without a row.
   absl::Status Check(const PeerIdentity& peer, Operation operation, std::string_view dataset) const;
 
   // Takes one token from `uid`'s bucket.

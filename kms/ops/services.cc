@@ -220,106 +220,6 @@ audit::AuditText RefusalDetail(ErrorCode code) {
 }
 
 // The operation's name, for ADMIN_REQUEST's detail.
-audit::AuditText OperationText(pb::Request::OpCase op) {
-  switch (op) {
-    case pb::Request::kRecordPut:
-      return "record_put";
-    case pb::Request::kRecordGet:
-      return "record_get";
-    case pb::Request::kRecordExists:
-      return "record_exists";
-    case pb::Request::kRecordDelete:
-      return "record_delete";
-    case pb::Request::kRecordRestore:
-      return "record_restore";
-    case pb::Request::kRecordList:
-      return "record_list";
-    case pb::Request::kAttachmentPutBegin:
-      return "attachment_put_begin";
-    case pb::Request::kAttachmentChunk:
-      return "attachment_chunk";
-    case pb::Request::kAttachmentPutCommit:
-      return "attachment_put_commit";
-    case pb::Request::kAttachmentPutAbort:
-      return "attachment_put_abort";
-    case pb::Request::kAttachmentGet:
-      return "attachment_get";
-    case pb::Request::kAttachmentMetadata:
-      return "attachment_metadata";
-    case pb::Request::kAttachmentDelete:
-      return "attachment_delete";
-    case pb::Request::kAttachmentRestore:
-      return "attachment_restore";
-    case pb::Request::kDatasetCreate:
-      return "dataset_create";
-    case pb::Request::kDatasetList:
-      return "dataset_list";
-    case pb::Request::kDatasetDescribe:
-      return "dataset_describe";
-    case pb::Request::kDatasetLifecycle:
-      return "dataset_lifecycle";
-    case pb::Request::kKeyRotate:
-      return "key_rotate";
-    case pb::Request::kKeyRetire:
-      return "key_retire";
-    case pb::Request::kKeyRewrap:
-      return "key_rewrap";
-    case pb::Request::kPolicySet:
-      return "policy_set";
-    case pb::Request::kHoldSet:
-      return "hold_set";
-    case pb::Request::kPurge:
-      return "purge";
-    case pb::Request::kJobStart:
-      return "job_start";
-    case pb::Request::kJobStatus:
-      return "job_status";
-    case pb::Request::kBackupCreate:
-      return "backup_create";
-    case pb::Request::kBackupList:
-      return "backup_list";
-    case pb::Request::kBackupVerify:
-      return "backup_verify";
-    case pb::Request::kBackupRestore:
-      return "backup_restore";
-    case pb::Request::kBackupPrune:
-      return "backup_prune";
-    case pb::Request::kAuditQuery:
-      return "audit_query";
-    case pb::Request::kAuditVerify:
-      return "audit_verify";
-    case pb::Request::kStatus:
-      return "status";
-    case pb::Request::kKeyInventory:
-      return "key_inventory";
-    case pb::Request::kReceiptGet:
-      return "receipt_get";
-    case pb::Request::kBinList:
-      return "bin_list";
-    case pb::Request::kAdminEnroll:
-      return "admin_enroll";
-    case pb::Request::kAdminList:
-      return "admin_list";
-    case pb::Request::kAdminRemove:
-      return "admin_remove";
-    case pb::Request::kApprovalList:
-      return "approval_list";
-    case pb::Request::kApprovalDecide:
-      return "approval_decide";
-    case pb::Request::kEventsRead:
-      return "events_read";
-    case pb::Request::kCanaryPlant:
-      return "canary_plant";
-    case pb::Request::kCanaryList:
-      return "canary_list";
-    case pb::Request::kCanaryRemove:
-      return "canary_remove";
-    case pb::Request::kDatasetExport:
-      return "dataset_export";
-    default:
-      return "unknown";
-  }
-}
 
 // SHA-256 of a PEM public key's DER SubjectPublicKeyInfo, as hex; empty if it does not parse.
 std::string PublicKeyFingerprint(const std::string& pem) {
@@ -577,9 +477,17 @@ class Services::ConnectionSession final : public Session {
                            const audit::AuditActor& actor,
                            const std::optional<kms::AdminApproval>& approval = std::nullopt);
   // The admin socket: MFA and dual control (AdminControl), then the operation, then its
-  // ADMIN_REQUEST audit entry.
-  absl::Status HandleAdminSocket(const pb::Request& request, ResponseSink* sink);
-  // Runs an admitted admin-socket operation as `actor`.
+  // ADMIN_REQUEST audit entry (unless the row says it is polled).
+  absl::Status HandleAdminSocket(const pb::Request& request, const OperationRow& row,
+                                 ResponseSink* sink);
+  // Runs an admitted request as `actor` with the handler its row names.
+  absl::Status Run(const pb::Request& request, const OperationRow& row, ResponseSink* sink,
+                   const audit::AuditActor& actor,
+                   const std::optional<kms::AdminApproval>& approval = std::nullopt);
+  // Admins and approvals (kms/ops/admin_control.h); an approved request runs through Dispatch.
+  absl::Status RunAdminControl(const pb::Request& request, ResponseSink* sink,
+                               const audit::AuditActor& actor);
+  // Runs a request filed for approval, once approved, as `actor` (its row looked up again).
   absl::Status Dispatch(const pb::Request& request, ResponseSink* sink,
                         const audit::AuditActor& actor,
                         const std::optional<kms::AdminApproval>& approval = std::nullopt);
@@ -624,7 +532,7 @@ class Services::ConnectionSession final : public Session {
     std::string_view dataset = DatasetNamedBy(request);
     if (!dataset.empty()) event.dataset_handle = deps_.keys->FindDataset(dataset).value_or(0);
     event.result = ErrorCodeOf(result);
-    event.detail = OperationText(request.op_case());
+    event.detail = OperationName(request.op_case());
     return deps_.audit_log->Append(event).status();
   }
 
@@ -638,9 +546,13 @@ class Services::ConnectionSession final : public Session {
 absl::Status Services::ConnectionSession::Handle(const pb::Request& request, ResponseSink* sink) {
   services_->requests_total_.fetch_add(1);
   const auto op = request.op_case();
-  const bool upload_frame = op == pb::Request::kAttachmentChunk ||
-                            op == pb::Request::kAttachmentPutCommit ||
-                            op == pb::Request::kAttachmentPutAbort;
+  if (op == pb::Request::OP_NOT_SET) {
+    return Refuse(sink, request,
+                  MakeError(ErrorCode::kMalformedRequest, "the request names no operation"));
+  }
+  const OperationRow* row = services_->operations_->Find(op);
+  if (row == nullptr) return Refuse(sink, request, NoOperationRow());  // default deny
+  const bool upload_frame = row->handler == Handler::kUploadFrame;
   if (upload_) {
     if (upload_frame) return HandleUpload(request, sink);
     return Refuse(sink, request,
@@ -652,10 +564,6 @@ absl::Status Services::ConnectionSession::Handle(const pb::Request& request, Res
                   MakeError(ErrorCode::kUnexpectedFrame,
                             "a chunk, commit or abort with no upload open on this connection"));
   }
-  if (op == pb::Request::OP_NOT_SET) {
-    return Refuse(sink, request,
-                  MakeError(ErrorCode::kMalformedRequest, "the request names no operation"));
-  }
 
   Admission admission = deps_.authorizer->Admit(peer_.uid);
   if (!admission.admitted) {
@@ -664,46 +572,63 @@ absl::Status Services::ConnectionSession::Handle(const pb::Request& request, Res
                   MakeError(ErrorCode::kSlowDown, "rate limit exceeded; retry after the delay"),
                   admission.retry_after_ms);
   }
-  absl::Status allowed = deps_.authorizer->Check(peer_, op, DatasetNamedBy(request));
+  absl::Status allowed = deps_.authorizer->Check(peer_, *row, DatasetNamedBy(request));
   if (!allowed.ok()) return Refuse(sink, request, allowed);
 
-  if (peer_.socket == SocketKind::kAdmin) return HandleAdminSocket(request, sink);
-  if (IsAdminOperation(op) || op == pb::Request::kDatasetList ||
-      op == pb::Request::kDatasetDescribe) {
-    return HandleAdmin(request, sink, actor_);
+  if (peer_.socket == SocketKind::kAdmin) return HandleAdminSocket(request, *row, sink);
+  return Run(request, *row, sink, actor_);
+}
+
+absl::Status Services::ConnectionSession::Run(const pb::Request& request, const OperationRow& row,
+                                              ResponseSink* sink, const audit::AuditActor& actor,
+                                              const std::optional<kms::AdminApproval>& approval) {
+  switch (row.handler) {
+    case Handler::kData:
+      return HandleData(request, sink);
+    case Handler::kUploadFrame:
+      return HandleUpload(request, sink);
+    case Handler::kAdmin:
+    case Handler::kWired:
+      return HandleAdmin(request, sink, actor, approval);
+    case Handler::kAdminControl:
+      if (deps_.admin_control == nullptr) break;
+      return RunAdminControl(request, sink, actor);
   }
-  return HandleData(request, sink);
+  return SendError(
+      sink, request,
+      MakeError(ErrorCode::kMalformedRequest, "this operation is not served by this daemon"));
+}
+
+absl::Status Services::ConnectionSession::RunAdminControl(const pb::Request& request,
+                                                          ResponseSink* sink,
+                                                          const audit::AuditActor& actor) {
+  pb::Response response;
+  AdminControl::Executor execute = [this](const pb::Request& filed, const audit::AuditActor& as,
+                                          const kms::AdminApproval& approved) {
+    CollectingSink collect;
+    absl::Status sent = Dispatch(filed, &collect, as, approved);
+    if (!sent.ok() || collect.responses.empty()) {
+      pb::Response failed;
+      FillError(&failed, sent.ok() ? MakeError(ErrorCode::kInternal, "no response") : sent);
+      return failed;
+    }
+    return std::move(collect.responses.back());  // the final response follows any progress
+  };
+  absl::Status result = deps_.admin_control->Serve(peer_, actor, request, execute, &response);
+  if (!result.ok()) return SendError(sink, request, result);
+  return Send(sink, request, std::move(response));
 }
 
 absl::Status Services::ConnectionSession::Dispatch(
     const pb::Request& request, ResponseSink* sink, const audit::AuditActor& actor,
     const std::optional<kms::AdminApproval>& approval) {
-  const auto op = request.op_case();
-  if (deps_.admin_control != nullptr && AdminControl::Serves(op)) {
-    pb::Response response;
-    AdminControl::Executor execute = [this](const pb::Request& filed, const audit::AuditActor& as,
-                                            const kms::AdminApproval& approved) {
-      CollectingSink collect;
-      absl::Status sent = Dispatch(filed, &collect, as, approved);
-      if (!sent.ok() || collect.responses.empty()) {
-        pb::Response failed;
-        FillError(&failed, sent.ok() ? MakeError(ErrorCode::kInternal, "no response") : sent);
-        return failed;
-      }
-      return std::move(collect.responses.back());  // the final response follows any progress
-    };
-    absl::Status result = deps_.admin_control->Serve(peer_, actor, request, execute, &response);
-    if (!result.ok()) return SendError(sink, request, result);
-    return Send(sink, request, std::move(response));
-  }
-  if (IsAdminOperation(op) || op == pb::Request::kDatasetList ||
-      op == pb::Request::kDatasetDescribe) {
-    return HandleAdmin(request, sink, actor, approval);
-  }
-  return HandleData(request, sink);
+  const OperationRow* row = services_->operations_->Find(request.op_case());
+  if (row == nullptr) return SendError(sink, request, NoOperationRow());
+  return Run(request, *row, sink, actor, approval);
 }
 
 absl::Status Services::ConnectionSession::HandleAdminSocket(const pb::Request& request,
+                                                            const OperationRow& row,
                                                             ResponseSink* sink) {
   audit::AuditActor actor = actor_;
   if (deps_.admin_control != nullptr) {
@@ -726,11 +651,10 @@ absl::Status Services::ConnectionSession::HandleAdminSocket(const pb::Request& r
     actor = decision.actor;
   }
   RecordingSink recording(sink);
-  absl::Status sent = Dispatch(request, &recording, actor);
-  // job_status and events_read are polled (keyctl progress, keyctl events --follow): not
-  // audited one by one. events_read reads no data; its cursor moves persist in the event log.
-  if (request.op_case() != pb::Request::kJobStatus &&
-      request.op_case() != pb::Request::kEventsRead) {
+  absl::Status sent = Run(request, row, &recording, actor);
+  // Polled operations (job_status for keyctl's progress, events_read for keyctl events
+  // --follow) are not audited one by one; they read no data.
+  if (row.audit == AuditMode::kEach) {
     absl::Status audited = AuditAdminRequest(request, actor, recording.first_error);
     if (!audited.ok()) return audited;  // fail closed: the connection is closed
   }
@@ -1603,6 +1527,7 @@ absl::StatusOr<std::unique_ptr<Services>> Services::Create(ServicesDeps deps) {
 
 Services::Services(ServicesDeps deps)
     : deps_(std::move(deps)),
+      operations_(deps_.operations != nullptr ? deps_.operations : &OperationTable::Default()),
       clock_(deps_.clock != nullptr ? deps_.clock : &coffer::SystemClock()),
       started_micros_(coffer::ToUnixMicros(clock_->Now())),
       refusals_(std::make_unique<RefusalAudit>(deps_.audit_log)),

@@ -64,6 +64,7 @@
 #include "kms/ops/admin_control.h"
 #include "kms/ops/authz.h"
 #include "kms/ops/jobs.h"
+#include "kms/ops/operation_table.h"
 #include "kms/ops/refusal_audit.h"
 #include "kms/server/connection.h"
 #include "storage/attachment_store.h"
@@ -129,6 +130,9 @@ struct ServicesDeps {
   // Canary records (kms/ops/canary.h): record_get, attachment_get and attachment_metadata
   // on the data socket report their reads to it (optional).
   CanaryRegistry* canaries = nullptr;
+  // What each operation is (kms/ops/operation_table.h). Null: OperationTable::Default(); tests
+  // pass a smaller table to show that an operation without a row is refused.
+  const OperationTable* operations = nullptr;
 };
 
 // Counters since start (status; also for the wiring's logs).
@@ -164,6 +168,7 @@ class Services final : public SessionFactory {
   void AuditRefusal(const PeerIdentity& peer, ErrorCode code, uint64_t dataset_handle);
 
   ServicesDeps deps_;
+  const OperationTable* operations_;
   const coffer::Clock* clock_;
   int64_t started_micros_ = 0;
   std::atomic<uint64_t> connections_open_{0};

@@ -141,7 +141,8 @@ TEST(DaemonAuthzTest, ReidentificationNeedsItsOwnRightAndNoOtherRightImpliesIt) 
   EXPECT_EQ(CodeOf(authz.Check(Peer(1002), pb::Request::kRecordGet, "crm/contacts")),
             ErrorCode::kNotGranted);
   // The pseudonym operations are data-socket operations.
-  EXPECT_FALSE(IsAdminOperation(pb::Request::kPseudonymReidentify));
+  EXPECT_EQ(OperationTable::Default().Find(pb::Request::kPseudonymReidentify)->sockets,
+            Sockets::kDataAndAdmin);
 }
 
 TEST(DaemonAuthzTest, AdminOperationsAreWrongSocketOnTheDataSocketAndAdminOnlyOnTheAdminSocket) {

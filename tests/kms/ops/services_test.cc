@@ -523,6 +523,38 @@ TEST_F(DaemonServicesTest, APeerWithoutAGrantIsRefusedAndAudited) {
   EXPECT_EQ(Code(Call(s.get(), list)), C(ErrorCode::kNotGranted));
 }
 
+// Default deny: a table without record_get's row refuses record_get on both sockets, for a
+// writer that holds the grant and for an admin, audited as a refusal; the rows it has still run.
+TEST_F(DaemonServicesTest, AnOperationWithoutARowIsRefusedOnBothSocketsAndAudited) {
+  CreateDataset("crm/contacts");
+  std::vector<OperationRow> rows;
+  for (const OperationRow& row : OperationTable::Default().rows()) {
+    if (row.op != pb::Request::kRecordGet) rows.push_back(row);
+  }
+  const OperationTable without_get(rows);
+  ServicesDeps deps = Deps();
+  deps.operations = &without_get;
+  auto services = Services::Create(std::move(deps));
+  ASSERT_TRUE(services.ok()) << services.status();
+  std::unique_ptr<Session> writer = (*services)->Open(Peer(kWriter));
+  ASSERT_FALSE(Call(writer.get(), Put("crm/contacts", "c-1", "v")).has_error());
+  pb::Response refused = Call(writer.get(), Get("crm/contacts", "c-1"));
+  EXPECT_EQ(Code(refused), C(ErrorCode::kNotGranted));
+  EXPECT_NE(refused.error().message().find("default deny"), std::string::npos)
+      << refused.error().message();
+  std::unique_ptr<Session> admin = (*services)->Open(Peer(kAdmin, SocketKind::kAdmin));
+  EXPECT_EQ(Code(Call(admin.get(), Get("crm/contacts", "c-1"))), C(ErrorCode::kNotGranted));
+  ASSERT_TRUE((*services)->FlushRefusalAudit().ok());
+  int refusals = 0;
+  for (const auto& entry : AuditEntries()) {
+    if (entry.kind() == audit::v1::REQUEST_REFUSED &&
+        entry.result_code() == C(ErrorCode::kNotGranted)) {
+      refusals += static_cast<int>(entry.record_count());
+    }
+  }
+  EXPECT_EQ(refusals, 2);
+}
+
 TEST_F(DaemonServicesTest, TheMetadataRoleIsRefusedContentButDescribesWithCounts) {
   CreateDataset("crm/contacts");
   for (int i = 0; i < 4; ++i) {

@@ -1,0 +1,231 @@
+#include "kms/ops/operation_table.h"
+
+#include <algorithm>
+#include <array>
+#include <iterator>
+
+#include "absl/strings/str_cat.h"
+#include "crypto/base/status.h"
+
+namespace coffer::daemon {
+namespace {
+
+namespace pb = ::coffer::v1;
+using R = pb::Request;
+using DC = DualControl;
+using H = Handler;
+
+constexpr Sockets kData = Sockets::kDataAndAdmin;  // data socket with a grant, or admins
+constexpr Sockets kAdmin = Sockets::kAdmin;
+constexpr Effect kRO = Effect::kReadOnly;
+constexpr Effect kRW = Effect::kChangesState;
+constexpr Mfa kNoCode = Mfa::kNone;
+constexpr Mfa kCode = Mfa::kSession;
+constexpr AuditMode kEach = AuditMode::kEach;
+constexpr AuditMode kPolled = AuditMode::kPolled;
+
+// The dataset a request names: request.field().member().
+#define COFFER_NAMED_BY(field, member) \
+  [](const R& r) -> std::string_view { return r.field().member(); }
+constexpr DatasetNameFn kNoDataset = nullptr;
+
+// The access policy of cofferd, one row per Request.op case. Read a row left to right: the
+// operation is served on these sockets; on the data socket it needs this grant on the dataset
+// it names; it changes state or not; on the admin socket with MFA on it needs this much of a
+// code; a second admin approves it under this rule; this handler runs it; it is audited so.
+// Data operations on the admin socket need the MFA column's code like any other admin request.
+// clang-format off
+constexpr OperationRow kRows[] = {
+  // op                      name                    sockets data right          effect mfa      dual control               dataset                                          handler           audit
+  {R::kRecordPut,            "record_put",            kData,  kRightWrite,        kRW,  kCode,   DC::kNever,                COFFER_NAMED_BY(record_put, dataset),            H::kData,         kEach},
+  {R::kRecordGet,            "record_get",            kData,  kRightRead,         kRO,  kCode,   DC::kNever,                COFFER_NAMED_BY(record_get, dataset),            H::kData,         kEach},
+  {R::kRecordExists,         "record_exists",         kData,  kRightRead,         kRO,  kCode,   DC::kNever,                COFFER_NAMED_BY(record_exists, dataset),         H::kData,         kEach},
+  {R::kRecordDelete,         "record_delete",         kData,  kRightDelete,       kRW,  kCode,   DC::kNever,                COFFER_NAMED_BY(record_delete, dataset),         H::kData,         kEach},
+  {R::kRecordRestore,        "record_restore",        kData,  kRightDelete,       kRW,  kCode,   DC::kNever,                COFFER_NAMED_BY(record_restore, dataset),        H::kData,         kEach},
+  {R::kRecordList,           "record_list",           kData,  kRightRead,         kRO,  kCode,   DC::kNever,                COFFER_NAMED_BY(record_list, dataset),           H::kData,         kEach},
+  {R::kAttachmentPutBegin,   "attachment_put_begin",  kData,  kRightWrite,        kRW,  kCode,   DC::kNever,                COFFER_NAMED_BY(attachment_put_begin, dataset),  H::kData,         kEach},
+  {R::kAttachmentChunk,      "attachment_chunk",      kData,  kRightWrite,        kRW,  kCode,   DC::kNever,                kNoDataset,                                      H::kUploadFrame,  kEach},
+  {R::kAttachmentPutCommit,  "attachment_put_commit", kData,  kRightWrite,        kRW,  kCode,   DC::kNever,                kNoDataset,                                      H::kUploadFrame,  kEach},
+  {R::kAttachmentPutAbort,   "attachment_put_abort",  kData,  kRightWrite,        kRW,  kCode,   DC::kNever,                kNoDataset,                                      H::kUploadFrame,  kEach},
+  {R::kAttachmentGet,        "attachment_get",        kData,  kRightRead,         kRO,  kCode,   DC::kNever,                COFFER_NAMED_BY(attachment_get, dataset),        H::kData,         kEach},
+  {R::kAttachmentMetadata,   "attachment_metadata",   kData,  kRightRead,         kRO,  kCode,   DC::kNever,                COFFER_NAMED_BY(attachment_metadata, dataset),   H::kData,         kEach},
+  {R::kAttachmentDelete,     "attachment_delete",     kData,  kRightDelete,       kRW,  kCode,   DC::kNever,                COFFER_NAMED_BY(attachment_delete, dataset),     H::kData,         kEach},
+  {R::kAttachmentRestore,    "attachment_restore",    kData,  kRightDelete,       kRW,  kCode,   DC::kNever,                COFFER_NAMED_BY(attachment_restore, dataset),    H::kData,         kEach},
+  {R::kPseudonymize,         "pseudonymize",          kData,  kRightPseudonymize, kRO,  kCode,   DC::kNever,                COFFER_NAMED_BY(pseudonymize, dataset),          H::kData,         kEach},
+  {R::kPseudonymReidentify,  "pseudonym_reidentify",  kData,  kRightReidentify,   kRO,  kCode,   DC::kNever,                COFFER_NAMED_BY(pseudonym_reidentify, dataset),  H::kData,         kEach},
+  {R::kPseudonymTranslate,   "pseudonym_translate",   kData,  kRightPseudonymize, kRO,  kCode,   DC::kNever,                COFFER_NAMED_BY(pseudonym_translate, dataset),   H::kData,         kEach},
+  {R::kDatasetCreate,        "dataset_create",        kAdmin, kRightNone,         kRW,  kCode,   DC::kNever,                COFFER_NAMED_BY(dataset_create, name),           H::kAdmin,        kEach},
+  {R::kDatasetList,          "dataset_list",          kData,  kRightMetadata,     kRO,  kNoCode, DC::kNever,                kNoDataset,                                      H::kAdmin,        kEach},
+  {R::kDatasetDescribe,      "dataset_describe",      kData,  kRightMetadata,     kRO,  kNoCode, DC::kNever,                COFFER_NAMED_BY(dataset_describe, name),         H::kAdmin,        kEach},
+  {R::kDatasetLifecycle,     "dataset_lifecycle",     kAdmin, kRightNone,         kRW,  kCode,   DC::kScheduleDestruction,  COFFER_NAMED_BY(dataset_lifecycle, name),        H::kAdmin,        kEach},
+  {R::kKeyRotate,            "key_rotate",            kAdmin, kRightNone,         kRW,  kCode,   DC::kNever,                COFFER_NAMED_BY(key_rotate, dataset),            H::kAdmin,        kEach},
+  {R::kKeyRetire,            "key_retire",            kAdmin, kRightNone,         kRW,  kCode,   DC::kAlways,               COFFER_NAMED_BY(key_retire, dataset),            H::kAdmin,        kEach},
+  {R::kKeyRewrap,            "key_rewrap",            kAdmin, kRightNone,         kRW,  kCode,   DC::kDestroyOldWrapping,   COFFER_NAMED_BY(key_rewrap, dataset),            H::kAdmin,        kEach},
+  {R::kPolicySet,            "policy_set",            kAdmin, kRightNone,         kRW,  kCode,   DC::kShortenPolicy,        COFFER_NAMED_BY(policy_set, dataset),            H::kAdmin,        kEach},
+  {R::kHoldSet,              "hold_set",              kAdmin, kRightNone,         kRW,  kCode,   DC::kClearHold,            COFFER_NAMED_BY(hold_set, dataset),              H::kAdmin,        kEach},
+  {R::kPurge,                "purge",                 kAdmin, kRightNone,         kRW,  kCode,   DC::kNever,                COFFER_NAMED_BY(purge, dataset),                 H::kAdmin,        kEach},
+  {R::kBinList,              "bin_list",              kAdmin, kRightNone,         kRO,  kCode,   DC::kNever,                COFFER_NAMED_BY(bin_list, dataset),              H::kAdmin,        kEach},
+  {R::kJobStart,             "job_start",             kAdmin, kRightNone,         kRW,  kCode,   DC::kNever,                COFFER_NAMED_BY(job_start, dataset),             H::kAdmin,        kEach},
+  {R::kJobStatus,            "job_status",            kAdmin, kRightNone,         kRO,  kNoCode, DC::kNever,                kNoDataset,                                      H::kAdmin,        kPolled},
+  {R::kBackupCreate,         "backup_create",         kAdmin, kRightNone,         kRW,  kCode,   DC::kNever,                kNoDataset,                                      H::kWired,        kEach},
+  {R::kBackupList,           "backup_list",           kAdmin, kRightNone,         kRO,  kNoCode, DC::kNever,                kNoDataset,                                      H::kWired,        kEach},
+  {R::kBackupVerify,         "backup_verify",         kAdmin, kRightNone,         kRO,  kCode,   DC::kNever,                kNoDataset,                                      H::kWired,        kEach},
+  {R::kBackupRestore,        "backup_restore",        kAdmin, kRightNone,         kRW,  kCode,   DC::kNever,                kNoDataset,                                      H::kWired,        kEach},
+  {R::kBackupPrune,          "backup_prune",          kAdmin, kRightNone,         kRW,  kCode,   DC::kNever,                kNoDataset,                                      H::kWired,        kEach},
+  {R::kAuditQuery,           "audit_query",           kAdmin, kRightNone,         kRO,  kNoCode, DC::kNever,                COFFER_NAMED_BY(audit_query, dataset),           H::kAdmin,        kEach},
+  {R::kAuditVerify,          "audit_verify",          kAdmin, kRightNone,         kRO,  kNoCode, DC::kNever,                kNoDataset,                                      H::kAdmin,        kEach},
+  {R::kStatus,               "status",                kAdmin, kRightNone,         kRO,  kNoCode, DC::kNever,                kNoDataset,                                      H::kAdmin,        kEach},
+  {R::kKeyInventory,         "key_inventory",         kAdmin, kRightNone,         kRO,  kNoCode, DC::kNever,                COFFER_NAMED_BY(key_inventory, dataset),         H::kAdmin,        kEach},
+  {R::kReceiptGet,           "receipt_get",           kAdmin, kRightNone,         kRO,  kNoCode, DC::kNever,                kNoDataset,                                      H::kAdmin,        kEach},
+  {R::kDatasetExport,        "dataset_export",        kAdmin, kRightNone,         kRO,  kCode,   DC::kFileExport,           COFFER_NAMED_BY(dataset_export, dataset),        H::kWired,        kEach},
+  {R::kEventsRead,           "events_read",           kAdmin, kRightNone,         kRO,  kNoCode, DC::kNever,                kNoDataset,                                      H::kWired,        kPolled},
+  {R::kCanaryPlant,          "canary_plant",          kAdmin, kRightNone,         kRW,  kCode,   DC::kNever,                COFFER_NAMED_BY(canary_plant, dataset),          H::kWired,        kEach},
+  {R::kCanaryList,           "canary_list",           kAdmin, kRightNone,         kRO,  kNoCode, DC::kNever,                COFFER_NAMED_BY(canary_list, dataset),           H::kWired,        kEach},
+  {R::kCanaryRemove,         "canary_remove",         kAdmin, kRightNone,         kRW,  kCode,   DC::kNever,                COFFER_NAMED_BY(canary_remove, dataset),         H::kWired,        kEach},
+  {R::kAdminEnroll,          "admin_enroll",          kAdmin, kRightNone,         kRW,  kCode,   DC::kInviteAfterBootstrap, kNoDataset,                                      H::kAdminControl, kEach},
+  {R::kAdminList,            "admin_list",            kAdmin, kRightNone,         kRO,  kNoCode, DC::kNever,                kNoDataset,                                      H::kAdminControl, kEach},
+  {R::kAdminRemove,          "admin_remove",          kAdmin, kRightNone,         kRW,  kCode,   DC::kAlways,               kNoDataset,                                      H::kAdminControl, kEach},
+  {R::kApprovalList,         "approval_list",         kAdmin, kRightNone,         kRO,  kNoCode, DC::kNever,                kNoDataset,                                      H::kAdminControl, kEach},
+  {R::kApprovalDecide,       "approval_decide",       kAdmin, kRightNone,         kRW,  Mfa::kFreshCode, DC::kNever,        kNoDataset,                                      H::kAdminControl, kEach},
+};
+// clang-format on
+#undef COFFER_NAMED_BY
+
+std::string_view SocketsText(Sockets sockets) {
+  switch (sockets) {
+    case Sockets::kAdmin:
+      return "admin";
+    case Sockets::kDataAndAdmin:
+      return "data, admin";
+  }
+  return "";
+}
+
+std::string RightText(uint32_t right) {
+  switch (right) {
+    case kRightNone:
+      return "—";
+    case kRightRead:
+      return "READ";
+    case kRightWrite:
+      return "WRITE";
+    case kRightDelete:
+      return "DELETE";
+    case kRightMetadata:
+      return "any (METADATA)";
+    case kRightPseudonymize:
+      return "PSEUDONYMIZE";
+    case kRightReidentify:
+      return "REIDENTIFY";
+    default:
+      return "bits " + std::to_string(right);
+  }
+}
+
+std::string_view MfaText(Mfa mfa) {
+  switch (mfa) {
+    case Mfa::kNone:
+      return "—";
+    case Mfa::kSession:
+      return "code or session";
+    case Mfa::kFreshCode:
+      return "fresh code";
+  }
+  return "";
+}
+
+std::string_view HandlerText(Handler handler) {
+  switch (handler) {
+    case Handler::kData:
+      return "data";
+    case Handler::kUploadFrame:
+      return "open upload";
+    case Handler::kAdmin:
+      return "admin";
+    case Handler::kAdminControl:
+      return "admin control";
+    case Handler::kWired:
+      return "wired (cofferd)";
+  }
+  return "";
+}
+
+}  // namespace
+
+std::string_view DualControlWhy(DualControl rule) {
+  switch (rule) {
+    case DualControl::kNever:
+      return "";
+    case DualControl::kAlways:
+      return "always: removes an admin or retires key versions (data under them unreadable)";
+    case DualControl::kInviteAfterBootstrap:
+      return "inviting an admin once two are enrolled: one admin must not add accomplices";
+    case DualControl::kScheduleDestruction:
+      return "scheduling destruction: crypto-shreds the dataset";
+    case DualControl::kDestroyOldWrapping:
+      return "with destroy_old: destroys wrapping keys that backups may still need";
+    case DualControl::kClearHold:
+      return "clearing a legal hold: re-enables purge and destruction";
+    case DualControl::kShortenPolicy:
+      return "shortening retention, bin days, waiting period or auto-destruction";
+    case DualControl::kFileExport:
+      return "filing an export: the archive carries every record of the dataset";
+  }
+  return "";
+}
+
+const OperationTable& OperationTable::Default() {
+  static const OperationTable table{absl::MakeConstSpan(kRows)};
+  return table;
+}
+
+const OperationRow* OperationTable::Find(Operation op) const {
+  auto it = std::find_if(rows_.begin(), rows_.end(),
+                         [op](const OperationRow& row) { return row.op == op; });
+  return it == rows_.end() ? nullptr : &*it;
+}
+
+absl::Status NoOperationRow() {
+  return MakeError(ErrorCode::kNotGranted,
+                   "this operation has no row in the daemon's operation table: refused (default "
+                   "deny)");
+}
+
+std::string_view DatasetNamedBy(const pb::Request& request) {
+  const OperationRow* row = OperationTable::Default().Find(request.op_case());
+  if (row == nullptr || row->dataset == nullptr) return {};
+  return row->dataset(request);
+}
+
+kms::audit::AuditText OperationName(Operation op) {
+  const OperationRow* row = OperationTable::Default().Find(op);
+  return row == nullptr ? kms::audit::AuditText("unknown") : row->name;
+}
+
+std::string OperationTableMarkdown(const OperationTable& table) {
+  std::string out =
+      "| # | operation | sockets | data-socket grant | changes state | MFA (admin socket) | "
+      "second admin | handler |\n"
+      "| --- | --- | --- | --- | --- | --- | --- | --- |\n";
+  for (const OperationRow& row : table.rows()) {
+    const std::string_view second_admin =
+        row.dual_control == DualControl::kNever ? "—" : DualControlWhy(row.dual_control);
+    out += "| " + std::to_string(static_cast<int>(row.op)) + " | `";
+    out += row.name.view();
+    out += "` | ";
+    out += SocketsText(row.sockets);
+    out += " | " + RightText(row.data_right) + " | ";
+    out += row.effect == Effect::kChangesState ? "yes" : "no";
+    out += " | ";
+    out += MfaText(row.mfa);
+    out += " | ";
+    out += second_admin;
+    out += " | ";
+    out += HandlerText(row.handler);
+    if (row.audit == AuditMode::kPolled) out += " (polled: not audited one by one)";
+    out += " |\n";
+  }
+  return out;
+}
+
+}  // namespace coffer::daemon

@@ -1,0 +1,165 @@
+// The operation table (kms/ops/operation_table.h): complete over coffer.v1.Request.op, one row
+// per case, the rules every row must keep, and docs/api.md carrying the table as generated.
+// Default deny at run time is shown in services_test.cc
+// (AnOperationWithoutARowIsRefusedOnBothSocketsAndAudited).
+
+#include "kms/ops/operation_table.h"
+
+#include <fstream>
+#include <map>
+#include <set>
+#include <sstream>
+#include <string>
+
+#include "coffer/v1/service.pb.h"
+#include "google/protobuf/descriptor.h"
+#include "gtest/gtest.h"
+
+namespace coffer::daemon {
+namespace {
+
+namespace pb = ::coffer::v1;
+using google::protobuf::FieldDescriptor;
+using google::protobuf::OneofDescriptor;
+
+const OneofDescriptor& OpOneof() {
+  const OneofDescriptor* op = pb::Request::descriptor()->FindOneofByName("op");
+  EXPECT_NE(op, nullptr);
+  return *op;
+}
+
+// Fails for every case of Request.op without a row: adding an operation to service.proto and
+// forgetting the table does not compile into an allowed operation, it fails here (and is refused
+// at run time).
+TEST(OperationTableTest, EveryRequestOpCaseHasItsRow) {
+  const OneofDescriptor& op = OpOneof();
+  ASSERT_GT(op.field_count(), 0);
+  for (int i = 0; i < op.field_count(); ++i) {
+    const FieldDescriptor* field = op.field(i);
+    const OperationRow* row =
+        OperationTable::Default().Find(static_cast<Operation>(field->number()));
+    ASSERT_NE(row, nullptr) << "Request." << field->name() << " (" << field->number()
+                            << ") has no row in kms/ops/operation_table.cc";
+    EXPECT_EQ(row->name.view(), field->name())
+        << "row " << field->number() << " is named otherwise";
+  }
+}
+
+TEST(OperationTableTest, EveryRowIsOneRequestOpCase) {
+  const OneofDescriptor& op = OpOneof();
+  std::set<int> seen;
+  for (const OperationRow& row : OperationTable::Default().rows()) {
+    const FieldDescriptor* field = pb::Request::descriptor()->FindFieldByNumber(row.op);
+    ASSERT_NE(field, nullptr) << row.name.view() << ": no such Request field";
+    EXPECT_EQ(field->containing_oneof(), &op) << row.name.view() << " is not a case of Request.op";
+    EXPECT_TRUE(seen.insert(row.op).second) << row.name.view() << " has two rows";
+  }
+  EXPECT_EQ(static_cast<int>(seen.size()), op.field_count());
+}
+
+// The rules that make the table a policy rather than a list.
+TEST(OperationTableTest, EveryRowKeepsThePolicyRules) {
+  for (const OperationRow& row : OperationTable::Default().rows()) {
+    SCOPED_TRACE(std::string(row.name.view()));
+    // Served on the data socket exactly when it names a grant.
+    EXPECT_EQ(row.sockets == Sockets::kDataAndAdmin, row.data_right != kRightNone);
+    // A state change on the admin socket needs an enrolled admin's code when MFA is on.
+    if (row.effect == Effect::kChangesState) {
+      EXPECT_NE(row.mfa, Mfa::kNone);
+    }
+    // Reading tenant content needs a code on the admin socket too.
+    if (row.data_right == kRightRead || row.data_right == kRightReidentify) {
+      EXPECT_NE(row.mfa, Mfa::kNone);
+    }
+    // Admins, approvals and the operations cofferd wires in are admin-socket only.
+    if (row.handler == Handler::kAdminControl || row.handler == Handler::kWired) {
+      EXPECT_EQ(row.sockets, Sockets::kAdmin);
+    }
+    // A dual-control rule belongs to the one operation it reads, and says why.
+    static const std::map<DualControl, std::set<Operation>> kRuleOps = {
+        {DualControl::kAlways, {pb::Request::kKeyRetire, pb::Request::kAdminRemove}},
+        {DualControl::kInviteAfterBootstrap, {pb::Request::kAdminEnroll}},
+        {DualControl::kScheduleDestruction, {pb::Request::kDatasetLifecycle}},
+        {DualControl::kDestroyOldWrapping, {pb::Request::kKeyRewrap}},
+        {DualControl::kClearHold, {pb::Request::kHoldSet}},
+        {DualControl::kShortenPolicy, {pb::Request::kPolicySet}},
+        {DualControl::kFileExport, {pb::Request::kDatasetExport}},
+    };
+    if (row.dual_control != DualControl::kNever) {
+      EXPECT_TRUE(kRuleOps.at(row.dual_control).count(row.op));
+      EXPECT_FALSE(DualControlWhy(row.dual_control).empty());
+      EXPECT_EQ(row.sockets, Sockets::kAdmin);
+    }
+  }
+}
+
+// A row names its dataset by the request's own `dataset` field (or `name` for the dataset_*
+// operations): DatasetNamedBy returns exactly what the request carries. Operations whose message
+// has such a field but name no dataset here are listed with the reason.
+TEST(OperationTableTest, EveryRowNamesTheDatasetItsRequestCarries) {
+  const std::map<std::string, std::string> kNoDatasetOnPurpose = {
+      {"receipt_get", "names a destroyed dataset by its former name or handle"},
+  };
+  const OneofDescriptor& op = OpOneof();
+  for (int i = 0; i < op.field_count(); ++i) {
+    const FieldDescriptor* field = op.field(i);
+    const auto* message = field->message_type();
+    ASSERT_NE(message, nullptr);
+    const FieldDescriptor* named = message->FindFieldByName("dataset");
+    if (named == nullptr && field->name().rfind("dataset_", 0) == 0) {
+      named = message->FindFieldByName("name");
+    }
+    const OperationRow* row =
+        OperationTable::Default().Find(static_cast<Operation>(field->number()));
+    ASSERT_NE(row, nullptr);
+    SCOPED_TRACE(field->name());
+    if (named == nullptr || named->type() != FieldDescriptor::TYPE_STRING ||
+        named->containing_oneof() != nullptr || kNoDatasetOnPurpose.count(field->name())) {
+      if (!kNoDatasetOnPurpose.count(field->name())) {
+        EXPECT_EQ(row->dataset, nullptr);
+      }
+      continue;
+    }
+    ASSERT_NE(row->dataset, nullptr) << "the request carries " << named->name();
+    pb::Request request;
+    auto* inner = request.GetReflection()->MutableMessage(&request, field);
+    inner->GetReflection()->SetString(inner, named, "crm/contacts");
+    EXPECT_EQ(DatasetNamedBy(request), "crm/contacts");
+  }
+}
+
+TEST(OperationTableTest, AnOperationWithoutARowIsNotFound) {
+  std::vector<OperationRow> rows;
+  for (const OperationRow& row : OperationTable::Default().rows()) {
+    if (row.op != pb::Request::kPurge) rows.push_back(row);
+  }
+  const OperationTable smaller(rows);
+  EXPECT_EQ(smaller.Find(pb::Request::kPurge), nullptr);
+  EXPECT_NE(smaller.Find(pb::Request::kRecordGet), nullptr);
+  EXPECT_EQ(OperationTable::Default().Find(pb::Request::OP_NOT_SET), nullptr);
+  EXPECT_EQ(OperationName(pb::Request::OP_NOT_SET).view(), "unknown");
+}
+
+// docs/api.md carries the table between its operation-table markers exactly as generated.
+TEST(OperationTableTest, DocsApiCarriesTheGeneratedTable) {
+  std::ifstream in(COFFER_SOURCE_DIR "/docs/api.md");
+  ASSERT_TRUE(in) << "cannot read docs/api.md";
+  std::stringstream text;
+  text << in.rdbuf();
+  const std::string doc = text.str();
+  const std::string begin =
+      "<!-- operation-table:begin (generated from kms/ops/operation_table.cc"
+      "; tests/kms/ops/operation_table_test.cc checks it) -->\n";
+  const std::string end = "<!-- operation-table:end -->";
+  const size_t from = doc.find(begin);
+  const size_t to = doc.find(end);
+  ASSERT_NE(from, std::string::npos) << "docs/api.md lacks the line\n" << begin;
+  ASSERT_NE(to, std::string::npos) << "docs/api.md lacks the line\n" << end;
+  const std::string expected = OperationTableMarkdown(OperationTable::Default());
+  EXPECT_EQ(doc.substr(from + begin.size(), to - from - begin.size()), expected)
+      << "replace the table in docs/api.md with:\n"
+      << expected;
+}
+
+}  // namespace
+}  // namespace coffer::daemon
