@@ -1,0 +1,338 @@
+// The data domain of Services::ConnectionSession: records, attachments (uploads in chunk
+// frames, ranged downloads) and pseudonyms, each audited through the batching writer.
+
+#include <algorithm>
+#include <limits>
+#include <map>
+#include <set>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/escaping.h"
+#include "absl/strings/str_cat.h"
+#include "kms/api/error_response.h"
+#include "kms/api/framing.h"
+#include "kms/audit/audit_format.h"
+#include "kms/audit/verifier.h"
+#include "kms/ops/canary.h"
+#include "kms/ops/internal/connection_session.h"
+#include "kms/ops/progress_stream.h"
+#include "openssl/bio.h"
+#include "openssl/crypto.h"
+#include "openssl/pem.h"
+#include "openssl/sha.h"
+#include "openssl/x509.h"
+#include "rocksdb/iterator.h"
+#include "storage/data_key.h"
+#include "storage/dataset_erasure.h"
+
+namespace coffer::daemon {
+
+absl::Status Services::ConnectionSession::HandleData(const pb::Request& request,
+                                                     ResponseSink* sink) {
+  auto resolve = [&](std::string_view dataset) -> absl::StatusOr<uint64_t> {
+    if (dataset.empty()) {
+      return MakeError(ErrorCode::kMalformedRequest, "the request names no dataset");
+    }
+    return deps_.keys->FindDataset(dataset);
+  };
+  const std::string_view dataset = DatasetNamedBy(request);
+  absl::StatusOr<uint64_t> handle = resolve(dataset);
+  const uint64_t h = handle.value_or(0);
+  pb::Response response;
+
+  switch (request.op_case()) {
+    case pb::Request::kRecordPut: {
+      const auto& r = request.record_put();
+      absl::Status result = handle.status();
+      if (result.ok()) result = deps_.records->Put(h, r.id(), r.value());
+      if (result.ok()) response.mutable_record_put();
+      return Finish(sink, request, audit::v1::ACCESS_WRITE, h, result, 1, std::move(response));
+    }
+    case pb::Request::kRecordGet: {
+      const auto& r = request.record_get();
+      absl::Status result = handle.status();
+      if (result.ok()) {
+        absl::StatusOr<std::string> value = deps_.records->Get(h, r.id());
+        result = value.status();
+        if (value.ok()) response.mutable_record_get()->set_value(*std::move(value));
+        // A canary's read is audited (CANARY_READ) before its value leaves (canary.h).
+        if (result.ok() && deps_.canaries != nullptr) {
+          result = deps_.canaries->CheckRead(actor_, h, pb::CANARY_RECORD, r.id());
+          if (!result.ok()) response.clear_result();
+        }
+      }
+      return Finish(sink, request, audit::v1::ACCESS_READ, h, result, 1, std::move(response));
+    }
+    case pb::Request::kRecordExists: {
+      absl::Status result = handle.status();
+      if (result.ok()) {
+        absl::StatusOr<bool> exists = deps_.records->Exists(h, request.record_exists().id());
+        result = exists.status();
+        if (exists.ok()) response.mutable_record_exists()->set_exists(*exists);
+      }
+      return Finish(sink, request, audit::v1::ACCESS_READ, h, result, 1, std::move(response));
+    }
+    case pb::Request::kRecordDelete: {
+      absl::Status result = handle.status();
+      if (result.ok()) result = deps_.records->Delete(h, request.record_delete().id());
+      if (result.ok()) response.mutable_record_delete();
+      return Finish(sink, request, audit::v1::ACCESS_DELETE, h, result, 1, std::move(response));
+    }
+    case pb::Request::kRecordRestore: {
+      absl::Status result = handle.status();
+      if (result.ok()) result = deps_.records->Restore(h, request.record_restore().id());
+      if (result.ok()) response.mutable_record_restore();
+      return Finish(sink, request, audit::v1::ACCESS_DELETE, h, result, 1, std::move(response));
+    }
+    case pb::Request::kRecordList: {
+      const auto& r = request.record_list();
+      uint32_t max_ids = r.max_ids() == 0 ? kDefaultListIds : r.max_ids();
+      absl::Status result = handle.status();
+      if (result.ok() && max_ids > kMaxListIds) {
+        result = MakeError(ErrorCode::kInvalidArgument, "record_list.max_ids must be 1-10,000");
+      }
+      uint32_t count = 0;
+      // Storage's page tokens are bytes; the API's are strings (proto3 strings must be UTF-8),
+      // so they travel as unpadded web-safe base64.
+      std::string token;
+      if (result.ok() && !absl::WebSafeBase64Unescape(r.page_token(), &token)) {
+        result = MakeError(ErrorCode::kInvalidArgument, "record_list.page_token is not valid");
+      }
+      if (result.ok()) {
+        auto page = deps_.records->ListIds(h, token, max_ids);
+        result = page.status();
+        if (page.ok()) {
+          auto* out = response.mutable_record_list();
+          count = static_cast<uint32_t>(page->ids.size());
+          for (std::string& id : page->ids) out->add_ids(std::move(id));
+          out->set_next_page_token(absl::WebSafeBase64Escape(page->next_page_token));
+        }
+      }
+      return Finish(sink, request, audit::v1::ACCESS_READ, h, result, count, std::move(response));
+    }
+    case pb::Request::kAttachmentPutBegin: {
+      const auto& r = request.attachment_put_begin();
+      absl::Status result = handle.status();
+      if (result.ok()) {
+        auto upload = deps_.attachments->BeginUpload(h, r.name(), r.content_type());
+        result = upload.status();
+        if (upload.ok()) {
+          upload_ = OpenUpload{*std::move(upload), h, r.name(), absl::OkStatus()};
+          response.mutable_attachment_put_begin();
+          return Send(sink, request, std::move(response));  // audited at commit or abort
+        }
+      }
+      return Finish(sink, request, audit::v1::ACCESS_WRITE, h, result, 1, std::move(response));
+    }
+    case pb::Request::kAttachmentGet: {
+      if (!handle.ok()) {
+        return Finish(sink, request, audit::v1::ACCESS_READ, h, handle.status(), 1,
+                      std::move(response));
+      }
+      return HandleDownload(request, h, sink);
+    }
+    case pb::Request::kAttachmentMetadata: {
+      absl::Status result = handle.status();
+      if (result.ok()) {
+        auto info = deps_.attachments->Metadata(h, request.attachment_metadata().name());
+        result = info.status();
+        if (info.ok()) {
+          auto* out = response.mutable_attachment_metadata();
+          out->set_size(info->size);
+          out->set_content_type(info->content_type);
+          out->set_created_micros(coffer::ToUnixMicros(info->created));
+        }
+        if (result.ok() && deps_.canaries != nullptr) {
+          result = deps_.canaries->CheckRead(actor_, h, pb::CANARY_ATTACHMENT,
+                                             request.attachment_metadata().name());
+          if (!result.ok()) response.clear_result();
+        }
+      }
+      return Finish(sink, request, audit::v1::ACCESS_READ, h, result, 1, std::move(response));
+    }
+    case pb::Request::kAttachmentDelete: {
+      absl::Status result = handle.status();
+      if (result.ok()) result = deps_.attachments->Delete(h, request.attachment_delete().name());
+      if (result.ok()) response.mutable_attachment_delete();
+      return Finish(sink, request, audit::v1::ACCESS_DELETE, h, result, 1, std::move(response));
+    }
+    case pb::Request::kAttachmentRestore: {
+      absl::Status result = handle.status();
+      if (result.ok()) result = deps_.attachments->Restore(h, request.attachment_restore().name());
+      if (result.ok()) response.mutable_attachment_restore();
+      return Finish(sink, request, audit::v1::ACCESS_DELETE, h, result, 1, std::move(response));
+    }
+    case pb::Request::kPseudonymize: {
+      const auto& r = request.pseudonymize();
+      absl::Status result = handle.status();
+      if (result.ok()) result = CheckPseudonymBatch(r.identifiers_size(), "identifiers");
+      if (result.ok()) {
+        result = PseudonymBatch(r.identifiers(), response.mutable_pseudonymize(),
+                                [&](const std::string& identifier) {
+                                  return services_->pseudonymizer_->Pseudonymize(h, identifier);
+                                });
+      }
+      return Finish(sink, request, audit::v1::ACCESS_PSEUDONYMIZE, h, result,
+                    static_cast<uint32_t>(r.identifiers_size()), std::move(response));
+    }
+    case pb::Request::kPseudonymTranslate: {
+      const auto& r = request.pseudonym_translate();
+      absl::Status result = handle.status();
+      if (result.ok()) result = CheckPseudonymBatch(r.tokens_size(), "tokens");
+      if (result.ok()) {
+        result = PseudonymBatch(r.tokens(), response.mutable_pseudonym_translate(),
+                                [&](const std::string& token) {
+                                  return services_->pseudonymizer_->Translate(h, token);
+                                });
+      }
+      return Finish(sink, request, audit::v1::ACCESS_PSEUDONYMIZE, h, result,
+                    static_cast<uint32_t>(r.tokens_size()), std::move(response));
+    }
+    case pb::Request::kPseudonymReidentify: {
+      const auto& r = request.pseudonym_reidentify();
+      absl::Status result = handle.status();
+      if (result.ok()) result = CheckPseudonymBatch(r.tokens_size(), "tokens");
+      if (result.ok() && !pb::Mask_IsValid(r.mask())) {
+        result = MakeError(ErrorCode::kMalformedRequest, "pseudonym_reidentify.mask is unknown");
+      }
+      auto* out = response.mutable_pseudonym_reidentify();
+      for (const std::string& token : r.tokens()) {
+        if (!result.ok()) break;
+        absl::StatusOr<std::string> identifier = services_->pseudonymizer_->Reidentify(h, token);
+        if (!identifier.ok()) {
+          result = identifier.status();
+          break;
+        }
+        switch (r.mask()) {
+          case pb::MASK_EMAIL:
+            out->add_identifiers(storage::MaskEmail(*identifier));
+            break;
+          case pb::MASK_PHONE:
+            out->add_identifiers(storage::MaskPhone(*identifier));
+            break;
+          default:
+            out->add_identifiers(*std::move(identifier));
+        }
+      }
+      // Re-identification is audited synchronously, before any identifier leaves: without a
+      // durable entry nothing is answered.
+      audit::AuditEvent event;
+      event.kind = audit::v1::ACCESS_REIDENTIFY;
+      event.actor = actor_;
+      event.dataset_handle = h;
+      event.result = ErrorCodeOf(result);
+      event.record_count = static_cast<uint32_t>(r.tokens_size());
+      absl::Status audited = deps_.audit_log->Append(event).status();
+      if (!audited.ok()) return SendError(sink, request, Public(audited));
+      if (!result.ok()) return SendError(sink, request, PublicOrMalformed(result));
+      return Send(sink, request, std::move(response));
+    }
+    default:
+      return SendError(sink, request,
+                       MakeError(ErrorCode::kMalformedRequest, "unknown data operation"));
+  }
+}
+
+absl::Status Services::ConnectionSession::HandleUpload(const pb::Request& request,
+                                                       ResponseSink* sink) {
+  OpenUpload& open = *upload_;
+  switch (request.op_case()) {
+    case pb::Request::kAttachmentChunk:
+      // No response; the first failure is answered at commit.
+      if (open.first_error.ok())
+        open.first_error = open.upload->Append(request.attachment_chunk().data());
+      return absl::OkStatus();
+    case pb::Request::kAttachmentPutCommit: {
+      absl::Status result = open.first_error;
+      if (result.ok()) {
+        result = open.upload->Commit();
+      } else {
+        open.upload->Abort().IgnoreError();
+      }
+      pb::Response response;
+      if (result.ok()) {
+        auto* info = response.mutable_attachment_put_commit();
+        info->set_size(open.upload->bytes_appended());
+        auto stored = deps_.attachments->Metadata(open.handle, open.name);
+        if (stored.ok()) {
+          info->set_content_type(stored->content_type);
+          info->set_created_micros(coffer::ToUnixMicros(stored->created));
+        }
+      }
+      uint64_t handle = open.handle;
+      upload_.reset();
+      return Finish(sink, request, audit::v1::ACCESS_WRITE, handle, result, 1, std::move(response));
+    }
+    case pb::Request::kAttachmentPutAbort: {
+      absl::Status aborted = open.upload->Abort();
+      uint64_t handle = open.handle;
+      upload_.reset();
+      pb::Response response;
+      response.mutable_attachment_put_abort();
+      // Audited as a write that did not happen.
+      absl::Status audited = AuditAccess(audit::v1::ACCESS_WRITE, handle,
+                                         MakeError(ErrorCode::kCancelled, "abort"), 1);
+      if (!audited.ok()) return SendError(sink, request, Public(audited));
+      if (!aborted.ok() && ErrorCodeOf(aborted) != ErrorCode::kUploadClosed) {
+        return SendError(sink, request, Public(aborted));
+      }
+      return Send(sink, request, std::move(response));
+    }
+    default:
+      return SendError(sink, request,
+                       MakeError(ErrorCode::kUnexpectedFrame, "not an upload frame"));
+  }
+}
+
+absl::Status Services::ConnectionSession::HandleDownload(const pb::Request& request,
+                                                         uint64_t handle, ResponseSink* sink) {
+  const auto& r = request.attachment_get();
+  auto reader = deps_.attachments->Open(handle, r.name());
+  absl::Status result = reader.status();
+  uint64_t length = 0;
+  if (result.ok()) {
+    uint64_t size = (*reader)->info().size;
+    if (r.offset() > size || r.length() > size - r.offset()) {
+      result = MakeError(ErrorCode::kRangeBeyondEnd, "range beyond end");
+    } else {
+      length = r.length() == 0 ? size - r.offset() : r.length();
+    }
+  }
+  if (result.ok() && deps_.canaries != nullptr) {
+    result = deps_.canaries->CheckRead(actor_, handle, pb::CANARY_ATTACHMENT, r.name());
+  }
+  // The read is audited before any byte leaves.
+  absl::Status audited = AuditAccess(audit::v1::ACCESS_READ, handle, result, 1);
+  if (!audited.ok()) return SendError(sink, request, Public(audited));
+  if (!result.ok()) return SendError(sink, request, Public(result));
+
+  const storage::AttachmentInfo& info = (*reader)->info();
+  uint64_t offset = r.offset();
+  uint64_t remaining = length;
+  bool first = true;
+  std::string data;
+  do {
+    size_t n = static_cast<size_t>(std::min<uint64_t>(remaining, api::kDefaultChunkBytes));
+    absl::Status read = (*reader)->Read(offset, n, &data);
+    if (!read.ok()) return SendError(sink, request, Public(read));
+    pb::Response response;
+    auto* out = response.mutable_attachment_get();
+    if (first) {
+      out->mutable_info()->set_size(info.size);
+      out->mutable_info()->set_content_type(info.content_type);
+      out->mutable_info()->set_created_micros(coffer::ToUnixMicros(info.created));
+      first = false;
+    }
+    out->set_data(std::move(data));
+    data.clear();
+    offset += n;
+    remaining -= n;
+    out->set_last(remaining == 0);
+    COFFER_RETURN_IF_ERROR(Send(sink, request, std::move(response)));
+  } while (remaining > 0);
+  return absl::OkStatus();
+}
+
+}  // namespace coffer::daemon

@@ -1,0 +1,176 @@
+// Internal to kms/ops: one connection's session (Services::ConnectionSession). Its methods live
+// by domain: services.cc (admission, the row's handler, the admin socket), data_operations.cc
+// (records, attachments, pseudonyms), admin_operations.cc (datasets, keys, lifecycle, policies,
+// purges, jobs, receipts) and admin_queries.cc (describe, lists, audit query, key inventory).
+// Thread safety: one request at a time per connection (kms/server/connection.h).
+
+#ifndef COFFER_KMS_OPS_INTERNAL_CONNECTION_SESSION_H_
+#define COFFER_KMS_OPS_INTERNAL_CONNECTION_SESSION_H_
+
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "kms/api/error_response.h"
+#include "kms/ops/internal/wire.h"
+#include "kms/ops/services.h"
+
+namespace coffer::daemon {
+
+namespace pb = ::coffer::v1;
+namespace audit = ::coffer::kms::audit;
+using api::FillError;
+using storage::KeyPurpose;
+
+class Services::ConnectionSession final : public Session {
+ public:
+  ConnectionSession(Services* services, PeerIdentity peer)
+      : services_(services),
+        deps_(services->deps_),
+        peer_(std::move(peer)),
+        actor_(ActorOf(peer_)) {}
+  ~ConnectionSession() override {
+    Closed();
+    services_->connections_open_.fetch_sub(1);
+  }
+
+  absl::Status Handle(const pb::Request& request, ResponseSink* sink) override;
+  void Closed() override {
+    if (upload_) {
+      upload_->upload->Abort().IgnoreError();  // nothing of it becomes visible
+      upload_.reset();
+    }
+  }
+
+ private:
+  struct OpenUpload {
+    std::unique_ptr<storage::AttachmentUpload> upload;
+    uint64_t handle = 0;
+    std::string name;
+    absl::Status first_error;
+  };
+
+  // Sends `response` (request id set here).
+  absl::Status Send(ResponseSink* sink, const pb::Request& request, pb::Response response) {
+    response.set_request_id(request.request_id());
+    return sink->Send(response);
+  }
+  absl::Status SendError(ResponseSink* sink, const pb::Request& request, const absl::Status& status,
+                         uint32_t retry_after_ms = 0) {
+    pb::Response response;
+    FillError(&response, status, retry_after_ms);
+    return Send(sink, request, std::move(response));
+  }
+  // Audits a refusal (REQUEST_REFUSED, synchronously) and answers it.
+  absl::Status Refuse(ResponseSink* sink, const pb::Request& request, const absl::Status& why,
+                      uint32_t retry_after_ms = 0) {
+    services_->requests_refused_.fetch_add(1);
+    uint64_t handle = 0;
+    std::string_view dataset = DatasetNamedBy(request);
+    if (!dataset.empty()) handle = deps_.keys->FindDataset(dataset).value_or(0);
+    services_->AuditRefusal(peer_, ErrorCodeOf(why), handle);
+    return SendError(sink, request, why, retry_after_ms);
+  }
+  // Audits a data access through the batching writer; its error when the audit refused it.
+  absl::Status AuditAccess(audit::v1::EventKind kind, uint64_t handle, const absl::Status& result,
+                           uint32_t count) {
+    audit::AuditEvent event;
+    event.kind = kind;
+    event.actor = actor_;
+    event.dataset_handle = handle;
+    event.result = ErrorCodeOf(result);
+    event.record_count = count;
+    return deps_.access_audit->Append(event);
+  }
+  // Finishes a data operation: audits it, then answers its error (public text) or `response`.
+  absl::Status Finish(ResponseSink* sink, const pb::Request& request, audit::v1::EventKind kind,
+                      uint64_t handle, const absl::Status& result, uint32_t count,
+                      pb::Response response) {
+    absl::Status audited = AuditAccess(kind, handle, result, count);
+    if (!audited.ok()) return SendError(sink, request, Public(audited));
+    if (!result.ok()) {
+      return SendError(
+          sink, request,
+          kind == audit::v1::ACCESS_PSEUDONYMIZE ? PublicOrMalformed(result) : Public(result));
+    }
+    return Send(sink, request, std::move(response));
+  }
+
+  absl::Status HandleData(const pb::Request& request, ResponseSink* sink);
+  absl::Status HandleUpload(const pb::Request& request, ResponseSink* sink);
+  absl::Status HandleDownload(const pb::Request& request, uint64_t handle, ResponseSink* sink);
+  // `approval`: the second admin's, when a dual-controlled operation runs on approval.
+  absl::Status HandleAdmin(const pb::Request& request, ResponseSink* sink,
+                           const audit::AuditActor& actor,
+                           const std::optional<kms::AdminApproval>& approval = std::nullopt);
+  // The admin socket: MFA and dual control (AdminControl), then the operation, then its
+  // ADMIN_REQUEST audit entry (unless the row says it is polled).
+  absl::Status HandleAdminSocket(const pb::Request& request, const OperationRow& row,
+                                 ResponseSink* sink);
+  // Runs an admitted request as `actor` with the handler its row names.
+  absl::Status Run(const pb::Request& request, const OperationRow& row, ResponseSink* sink,
+                   const audit::AuditActor& actor,
+                   const std::optional<kms::AdminApproval>& approval = std::nullopt);
+  // Admins and approvals (kms/ops/admin_control.h); an approved request runs through Dispatch.
+  absl::Status RunAdminControl(const pb::Request& request, ResponseSink* sink,
+                               const audit::AuditActor& actor);
+  // Runs a request filed for approval, once approved, as `actor` (its row looked up again).
+  absl::Status Dispatch(const pb::Request& request, ResponseSink* sink,
+                        const audit::AuditActor& actor,
+                        const std::optional<kms::AdminApproval>& approval = std::nullopt);
+  absl::Status KeyInventory(const pb::KeyInventoryRequest& query,
+                            pb::KeyInventoryResponse* out) const;
+  absl::Status BinList(const pb::BinListRequest& query, uint64_t handle,
+                       pb::BinListResponse* out) const;
+  absl::Status ListDatasets(pb::DatasetListResponse* out) const;
+  absl::StatusOr<pb::DatasetInfo> Describe(uint64_t handle) const;
+  absl::Status AuditQuery(const pb::AuditQueryRequest& query, pb::AuditQueryResponse* out) const;
+
+  // Forwards frames and remembers the first error answered (for ADMIN_REQUEST).
+  class RecordingSink final : public ResponseSink {
+   public:
+    explicit RecordingSink(ResponseSink* inner) : inner_(inner) {}
+    absl::Status Send(const pb::Response& response) override {
+      if (response.has_error() && first_error.ok()) {
+        first_error = MakeError(static_cast<ErrorCode>(response.error().code()), "answered");
+      }
+      return inner_->Send(response);
+    }
+    absl::Status first_error;
+
+   private:
+    ResponseSink* inner_;
+  };
+  // Keeps the frames (an approved operation run on behalf of its requester).
+  class CollectingSink final : public ResponseSink {
+   public:
+    absl::Status Send(const pb::Response& response) override {
+      responses.push_back(response);
+      return absl::OkStatus();
+    }
+    std::vector<pb::Response> responses;
+  };
+  // ADMIN_REQUEST for an admin-socket request, synchronously.
+  absl::Status AuditAdminRequest(const pb::Request& request, const audit::AuditActor& actor,
+                                 const absl::Status& result) {
+    audit::AuditEvent event;
+    event.kind = audit::v1::ADMIN_REQUEST;
+    event.actor = actor;
+    std::string_view dataset = DatasetNamedBy(request);
+    if (!dataset.empty()) event.dataset_handle = deps_.keys->FindDataset(dataset).value_or(0);
+    event.result = ErrorCodeOf(result);
+    event.detail = OperationName(request.op_case());
+    return deps_.audit_log->Append(event).status();
+  }
+
+  Services* services_;
+  const ServicesDeps& deps_;
+  const PeerIdentity peer_;
+  const audit::AuditActor actor_;
+  std::optional<OpenUpload> upload_;
+};
+
+}  // namespace coffer::daemon
+
+#endif  // COFFER_KMS_OPS_INTERNAL_CONNECTION_SESSION_H_
