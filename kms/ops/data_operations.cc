@@ -31,17 +31,41 @@ namespace coffer::daemon {
 
 absl::Status Services::ConnectionSession::HandleData(const pb::Request& request,
                                                      ResponseSink* sink) {
-  auto resolve = [&](std::string_view dataset) -> absl::StatusOr<uint64_t> {
-    if (dataset.empty()) {
-      return MakeError(ErrorCode::kMalformedRequest, "the request names no dataset");
-    }
-    return deps_.keys->FindDataset(dataset);
-  };
   const std::string_view dataset = DatasetNamedBy(request);
-  absl::StatusOr<uint64_t> handle = resolve(dataset);
+  absl::StatusOr<uint64_t> handle =
+      MakeError(ErrorCode::kMalformedRequest, "the request names no dataset");
+  if (!dataset.empty()) handle = deps_.keys->FindDataset(dataset);
+  switch (request.op_case()) {
+    case pb::Request::kRecordPut:
+    case pb::Request::kRecordGet:
+    case pb::Request::kRecordExists:
+    case pb::Request::kRecordDelete:
+    case pb::Request::kRecordRestore:
+    case pb::Request::kRecordList:
+      return HandleRecord(request, sink, handle);
+    case pb::Request::kAttachmentPutBegin:
+    case pb::Request::kAttachmentGet:
+    case pb::Request::kAttachmentMetadata:
+    case pb::Request::kAttachmentDelete:
+    case pb::Request::kAttachmentRestore:
+      return HandleAttachment(request, sink, handle);
+    case pb::Request::kPseudonymize:
+    case pb::Request::kPseudonymTranslate:
+    case pb::Request::kPseudonymReidentify:
+      return HandlePseudonym(request, sink, handle);
+    default:
+      return SendError(sink, request,
+                       MakeError(ErrorCode::kMalformedRequest, "unknown data operation"));
+  }
+}
+
+// record_put, _get, _exists, _delete, _restore, _list. `handle`: the dataset the request names, or
+// why it has none.
+absl::Status Services::ConnectionSession::HandleRecord(const pb::Request& request,
+                                                       ResponseSink* sink,
+                                                       const absl::StatusOr<uint64_t>& handle) {
   const uint64_t h = handle.value_or(0);
   pb::Response response;
-
   switch (request.op_case()) {
     case pb::Request::kRecordPut: {
       const auto& r = request.record_put();
@@ -112,6 +136,20 @@ absl::Status Services::ConnectionSession::HandleData(const pb::Request& request,
       }
       return Finish(sink, request, audit::v1::ACCESS_READ, h, result, count, std::move(response));
     }
+    default:
+      return SendError(sink, request,
+                       MakeError(ErrorCode::kMalformedRequest, "unknown data operation"));
+  }
+}
+
+// attachment_put_begin (the upload then runs in HandleUpload), _get (HandleDownload), _metadata,
+// _delete, _restore. `handle`: the dataset the request names, or why it has none.
+absl::Status Services::ConnectionSession::HandleAttachment(const pb::Request& request,
+                                                           ResponseSink* sink,
+                                                           const absl::StatusOr<uint64_t>& handle) {
+  const uint64_t h = handle.value_or(0);
+  pb::Response response;
+  switch (request.op_case()) {
     case pb::Request::kAttachmentPutBegin: {
       const auto& r = request.attachment_put_begin();
       absl::Status result = handle.status();
@@ -164,6 +202,20 @@ absl::Status Services::ConnectionSession::HandleData(const pb::Request& request,
       if (result.ok()) response.mutable_attachment_restore();
       return Finish(sink, request, audit::v1::ACCESS_DELETE, h, result, 1, std::move(response));
     }
+    default:
+      return SendError(sink, request,
+                       MakeError(ErrorCode::kMalformedRequest, "unknown data operation"));
+  }
+}
+
+// pseudonymize, pseudonym_translate, pseudonym_reidentify (always audited in the audit log).
+// `handle`: the dataset the request names, or why it has none.
+absl::Status Services::ConnectionSession::HandlePseudonym(const pb::Request& request,
+                                                          ResponseSink* sink,
+                                                          const absl::StatusOr<uint64_t>& handle) {
+  const uint64_t h = handle.value_or(0);
+  pb::Response response;
+  switch (request.op_case()) {
     case pb::Request::kPseudonymize: {
       const auto& r = request.pseudonymize();
       absl::Status result = handle.status();

@@ -73,8 +73,9 @@ absl::Status Services::ConnectionSession::Run(const pb::Request& request, const 
     case Handler::kUploadFrame:
       return HandleUpload(request, sink);
     case Handler::kAdmin:
-    case Handler::kWired:
       return HandleAdmin(request, sink, actor, approval);
+    case Handler::kWired:
+      return RunWired(request, sink, actor);
     case Handler::kAdminControl:
       if (deps_.admin_control == nullptr) break;
       return RunAdminControl(request, sink, actor);

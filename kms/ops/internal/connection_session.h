@@ -98,12 +98,40 @@ class Services::ConnectionSession final : public Session {
   }
 
   absl::Status HandleData(const pb::Request& request, ResponseSink* sink);
+  absl::Status HandleRecord(const pb::Request& request, ResponseSink* sink,
+                            const absl::StatusOr<uint64_t>& handle);
+  absl::Status HandleAttachment(const pb::Request& request, ResponseSink* sink,
+                                const absl::StatusOr<uint64_t>& handle);
+  absl::Status HandlePseudonym(const pb::Request& request, ResponseSink* sink,
+                               const absl::StatusOr<uint64_t>& handle);
   absl::Status HandleUpload(const pb::Request& request, ResponseSink* sink);
   absl::Status HandleDownload(const pb::Request& request, uint64_t handle, ResponseSink* sink);
   // `approval`: the second admin's, when a dual-controlled operation runs on approval.
   absl::Status HandleAdmin(const pb::Request& request, ResponseSink* sink,
                            const audit::AuditActor& actor,
                            const std::optional<kms::AdminApproval>& approval = std::nullopt);
+  // One admin request being answered: what the admin handlers share.
+  struct AdminCall {
+    const pb::Request& request;
+    ResponseSink* sink;
+    const audit::AuditActor& actor;
+    const std::optional<kms::AdminApproval>& approval;
+    std::string_view dataset;  // the name the request carries (its row says which field)
+    pb::Response response;
+  };
+  // The handle of the dataset the request names; MALFORMED_REQUEST when it names none.
+  absl::StatusOr<uint64_t> FindNamed(const AdminCall& call);
+  // Answers `result`'s error (public text unless it is the daemon's own) or call.response.
+  absl::Status Reply(AdminCall& call, const absl::Status& result);
+  absl::Status DescribeInto(uint64_t handle, pb::DatasetInfo* out) const;
+  absl::Status HandleDatasets(AdminCall& call);
+  absl::Status HandleKeys(AdminCall& call);
+  absl::Status RotateKeys(AdminCall& call);
+  absl::Status HandleProtection(AdminCall& call);
+  absl::Status HandleJobs(AdminCall& call);
+  absl::Status HandleAuditAndStatus(AdminCall& call);
+  absl::Status RunWired(const pb::Request& request, ResponseSink* sink,
+                        const audit::AuditActor& actor);
   // The admin socket: MFA and dual control (AdminControl), then the operation, then its
   // ADMIN_REQUEST audit entry (unless the row says it is polled).
   absl::Status HandleAdminSocket(const pb::Request& request, const OperationRow& row,
