@@ -8,8 +8,9 @@
 // Destroying every version of a dataset's DWK crypto-shreds the dataset.
 //
 // Implementations: HsmClient (hsm/hsm_client.h, PKCS#11, the real one) and FakeKeyWrapper
-// (hsm/fake_key_wrapper.h, in memory, for fast tests of the layers above). Both pass the same
-// contract tests (tests/hsm/key_wrapper_contract_test.cc).
+// (hsm/testing/fake_key_wrapper.h, in memory, for fast tests of the layers above, in the
+// test-only coffer_hsm_testing library). Both pass the same contract tests
+// (tests/hsm/key_wrapper_contract_test.cc).
 //
 // Contract, for every implementation:
 //  - Thread-safe: any method may be called from many threads at once.

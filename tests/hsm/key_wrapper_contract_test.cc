@@ -9,7 +9,7 @@
 #include "crypto/base/status.h"
 #include "crypto/random.h"
 #include "gtest/gtest.h"
-#include "hsm/fake_key_wrapper.h"
+#include "hsm/testing/fake_key_wrapper.h"
 #include "hsm/key_wrapper.h"
 #include "tests/hsm/softhsm_token.h"
 

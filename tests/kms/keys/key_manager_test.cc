@@ -15,7 +15,7 @@
 #include "crypto/constant_time.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "hsm/fake_key_wrapper.h"
+#include "hsm/testing/fake_key_wrapper.h"
 #include "kms/audit/verifier.h"
 #include "kms/keys/hsm_adapters.h"
 #include "kms/keys/key_db.pb.h"

@@ -16,7 +16,6 @@
 #include <fstream>
 #include <string>
 
-#include "hsm/fake_key_wrapper.h"
 #include "hsm/hsm_client.h"
 #include "kms/audit/audit_log.h"
 #include "kms/keys/hsm_adapters.h"
