@@ -1,7 +1,7 @@
 // FakeKeyWrapper: an in-memory KeyWrapper for fast tests of the layers above (kms, storage).
 //
 // Keeps each DWK as 32 random bytes (crypto/random.h) in SecretBytes and wraps with OpenSSL's
-// RFC 3394 AES key wrap, so blobs look exactly like HsmClient's and every contract case —
+// RFC 3394 AES key wrap, so blobs look exactly like DatasetWrappingKeys' and every contract case —
 // destroyed keys, corrupt blobs, duplicates, listing — behaves the same (both run
 // tests/hsm/key_wrapper_contract_test.cc). It protects nothing: keys live in this process.
 // Built only into the coffer_hsm_testing library, which tests and benchmarks link; never wire

@@ -121,31 +121,33 @@ TEST_F(HsmOpenTest, ReopenedClientFindsItsKeysThroughOneEnumeration) {
     absl::StatusOr<std::unique_ptr<HsmClient>> client = HsmClient::Open(token_->Options());
     ASSERT_TRUE(client.ok()) << client.status();
     for (uint32_t version = 1; version <= 3; ++version) {
-      ASSERT_TRUE((*client)->CreateWrappingKey({77, version}).ok());
+      ASSERT_TRUE((*client)->wrapping_keys().CreateWrappingKey({77, version}).ok());
     }
-    absl::StatusOr<WrappedKey> w = (*client)->Wrap({77, 2}, dek);
+    absl::StatusOr<WrappedKey> w = (*client)->wrapping_keys().Wrap({77, 2}, dek);
     ASSERT_TRUE(w.ok());
     wrapped = *w;
-    ASSERT_TRUE((*client)->DestroyWrappingKey({77, 3}).ok());
-    absl::StatusOr<std::string> pem = (*client)->PublicKeyPem();
+    ASSERT_TRUE((*client)->wrapping_keys().DestroyWrappingKey({77, 3}).ok());
+    absl::StatusOr<std::string> pem = (*client)->signer().PublicKeyPem();
     ASSERT_TRUE(pem.ok());
     public_key = *pem;
     ASSERT_TRUE((*client)->Close().ok());  // C_Finalize
   }
   absl::StatusOr<std::unique_ptr<HsmClient>> client = HsmClient::Open(token_->Options());
   ASSERT_TRUE(client.ok()) << client.status();
-  absl::StatusOr<std::vector<WrappingKeyId>> ids = (*client)->ListWrappingKeys();
+  absl::StatusOr<std::vector<WrappingKeyId>> ids = (*client)->wrapping_keys().ListWrappingKeys();
   ASSERT_TRUE(ids.ok());
   EXPECT_EQ(*ids, (std::vector<WrappingKeyId>{{77, 1}, {77, 2}}));
-  absl::StatusOr<crypto::SecretBytes> unwrapped = (*client)->Unwrap(wrapped);
+  absl::StatusOr<crypto::SecretBytes> unwrapped = (*client)->wrapping_keys().Unwrap(wrapped);
   ASSERT_TRUE(unwrapped.ok()) << unwrapped.status();
   EXPECT_TRUE(crypto::SecretEquals(*unwrapped, dek));
-  absl::StatusOr<std::string> pem = (*client)->PublicKeyPem();
+  absl::StatusOr<std::string> pem = (*client)->signer().PublicKeyPem();
   ASSERT_TRUE(pem.ok());
   EXPECT_EQ(*pem, public_key) << "the service key is found again, not recreated";
-  EXPECT_EQ(ErrorCodeOf((*client)->CreateWrappingKey({77, 1})), ErrorCode::kAlreadyExists);
+  EXPECT_EQ(ErrorCodeOf((*client)->wrapping_keys().CreateWrappingKey({77, 1})),
+            ErrorCode::kAlreadyExists);
   ASSERT_TRUE((*client)->Close().ok());
-  EXPECT_EQ(ErrorCodeOf((*client)->Unwrap(wrapped).status()), ErrorCode::kFailedPrecondition);
+  EXPECT_EQ(ErrorCodeOf((*client)->wrapping_keys().Unwrap(wrapped).status()),
+            ErrorCode::kFailedPrecondition);
 }
 
 }  // namespace
