@@ -34,6 +34,19 @@ class HsmClientTest : public testing::SoftHsmSuite {
     EXPECT_TRUE(client_->wrapping_keys().CreateWrappingKey(id).ok());
     return id;
   }
+
+  // The same library, already initialised in this process: reach it directly and close all
+  // sessions behind the client's back (as a device reset would).
+  static void CloseAllSessionsBehindTheClientsBack() {
+    void* library = dlopen(std::string(kDefaultModulePath).c_str(), RTLD_NOW | RTLD_NOLOAD);
+    ASSERT_NE(library, nullptr);
+    auto get_list = reinterpret_cast<CK_C_GetFunctionList>(dlsym(library, "C_GetFunctionList"));
+    ASSERT_NE(get_list, nullptr);
+    CK_FUNCTION_LIST* functions = nullptr;
+    ASSERT_EQ(get_list(&functions), CKR_OK);
+    ASSERT_EQ(functions->C_CloseAllSessions(client_->token().slot_id()), CKR_OK);
+    dlclose(library);
+  }
 };
 
 TEST_F(HsmClientTest, WrappingKeyIsSensitiveNonExtractableWrapOnly) {
@@ -88,16 +101,7 @@ TEST_F(HsmClientTest, RecoversAfterTheTokenDropsAllSessions) {
   absl::StatusOr<WrappedKey> wrapped = client_->wrapping_keys().Wrap(id, dek);
   ASSERT_TRUE(wrapped.ok());
 
-  // The same library, already initialised in this process: reach it directly and close all
-  // sessions behind the client's back.
-  void* library = dlopen(std::string(kDefaultModulePath).c_str(), RTLD_NOW | RTLD_NOLOAD);
-  ASSERT_NE(library, nullptr);
-  auto get_list = reinterpret_cast<CK_C_GetFunctionList>(dlsym(library, "C_GetFunctionList"));
-  ASSERT_NE(get_list, nullptr);
-  CK_FUNCTION_LIST* functions = nullptr;
-  ASSERT_EQ(get_list(&functions), CKR_OK);
-  ASSERT_EQ(functions->C_CloseAllSessions(client_->token().slot_id()), CKR_OK);
-  dlclose(library);
+  ASSERT_NO_FATAL_FAILURE(CloseAllSessionsBehindTheClientsBack());
 
   uint64_t reconnects = client_->token().reconnect_count();
   absl::StatusOr<crypto::SecretBytes> unwrapped = client_->wrapping_keys().Unwrap(*wrapped);
@@ -107,6 +111,42 @@ TEST_F(HsmClientTest, RecoversAfterTheTokenDropsAllSessions) {
   // The rebuilt handle map still knows every key, and new keys can be created.
   EXPECT_TRUE(client_->wrapping_keys().Wrap(id, dek).ok());
   EXPECT_TRUE(client_->wrapping_keys().CreateWrappingKey({UniqueDatasetHandle(), 1}).ok());
+}
+
+// The roles share one Token: a reconnect that one role's call triggers re-logs in once and
+// rebuilds every role's handles, so the other roles carry on without reconnecting again.
+TEST_F(HsmClientTest, OneRolesReconnectRebuildsEveryRolesHandles) {
+  WrappingKeyId id = NewKey();
+  crypto::SecretBytes dek = *crypto::RandomSecret(kDekBytes);
+  absl::StatusOr<WrappedKey> wrapped = client_->wrapping_keys().Wrap(id, dek);
+  ASSERT_TRUE(wrapped.ok());
+  const uint64_t admin = 8;
+  ASSERT_TRUE(client_->totp_secrets().ImportTotpSecret(admin, *crypto::RandomSecret(20)).ok());
+  absl::StatusOr<std::array<uint8_t, 20>> totp = client_->totp_secrets().TotpHmac(admin, 3);
+  absl::StatusOr<std::string> pem = client_->signer().PublicKeyPem();
+  // Service keys exist before the sessions drop: a create is never retried after a reconnect.
+  absl::StatusOr<std::array<uint8_t, 32>> row_before =
+      client_->row_authenticator().HmacRowKey("row");
+  ASSERT_TRUE(totp.ok() && pem.ok() && row_before.ok());
+
+  ASSERT_NO_FATAL_FAILURE(CloseAllSessionsBehindTheClientsBack());
+  uint64_t reconnects = client_->token().reconnect_count();
+  absl::StatusOr<std::array<uint8_t, 32>> row = client_->row_authenticator().HmacRowKey("row");
+  ASSERT_TRUE(row.ok()) << row.status();
+  EXPECT_EQ(*row, *row_before);
+  EXPECT_EQ(client_->token().reconnect_count(), reconnects + 1);
+
+  absl::StatusOr<crypto::SecretBytes> unwrapped = client_->wrapping_keys().Unwrap(*wrapped);
+  ASSERT_TRUE(unwrapped.ok()) << unwrapped.status();
+  EXPECT_TRUE(crypto::SecretEquals(*unwrapped, dek));
+  absl::StatusOr<std::array<uint8_t, 20>> totp_again = client_->totp_secrets().TotpHmac(admin, 3);
+  ASSERT_TRUE(totp_again.ok()) << totp_again.status();
+  EXPECT_EQ(*totp_again, *totp);
+  absl::StatusOr<std::string> pem_again = client_->signer().PublicKeyPem();
+  ASSERT_TRUE(pem_again.ok()) << pem_again.status();
+  EXPECT_EQ(*pem_again, *pem);
+  EXPECT_EQ(client_->token().reconnect_count(), reconnects + 1) << "one login served them all";
+  ASSERT_TRUE(client_->totp_secrets().DestroyTotpSecret(admin).ok());
 }
 
 TEST_F(HsmClientTest, SignatureVerifiesWithExportedPublicKeyThroughOpenSslAlone) {
