@@ -7,9 +7,10 @@
 // the key manager stores in its key DB. Unwrap() takes the blob back to the DEK, in SecretBytes.
 // Destroying every version of a dataset's DWK crypto-shreds the dataset.
 //
-// Implementations: HsmClient (hsm/hsm_client.h, PKCS#11, the real one) and FakeKeyWrapper
-// (hsm/fake_key_wrapper.h, in memory, for fast tests of the layers above). Both pass the same
-// contract tests (tests/hsm/key_wrapper_contract_test.cc).
+// Implementations: DatasetWrappingKeys (hsm/dataset_wrapping_keys.h, PKCS#11, the real one) and
+// FakeKeyWrapper (hsm/testing/fake_key_wrapper.h, in memory, for fast tests of the layers above,
+// in the test-only coffer_hsm_testing library). Both pass the same contract tests
+// (tests/hsm/key_wrapper_contract_test.cc).
 //
 // Contract, for every implementation:
 //  - Thread-safe: any method may be called from many threads at once.

@@ -7,9 +7,11 @@
 //  - TotpTokenStore: per-admin TOTP secrets kept as token generic-secret objects; HMAC-SHA1 of
 //    the counter is computed inside the token, RFC 4226 truncation outside (hsm/otp.h).
 //
-// HsmClient implements all three. Service keys are created on first use (found by label at
-// start-up, created if absent) and resolved to object handles once.
-// Thread-safe. Errors as for HsmClient (HSM_MECHANISM_UNSUPPORTED names the missing mechanism).
+// Implemented over the token by TokenSigner (hsm/token_signer.h), RowHmacKey
+// (hsm/row_hmac_key.h) and TotpSecrets (hsm/totp_secrets.h); HsmClient (hsm/hsm_client.h) opens
+// the token once and hands out all three. Service keys are created on first use (found by their
+// CKA_ID at start-up, created if absent) and resolved to object handles once.
+// Thread-safe. Errors as for hsm/token.h (HSM_MECHANISM_UNSUPPORTED names the missing mechanism).
 
 #ifndef COFFER_HSM_SERVICE_KEYS_H_
 #define COFFER_HSM_SERVICE_KEYS_H_

@@ -64,7 +64,7 @@ void CloseClient() {
 // Creates DWKs until the token holds `count` (4 threads: each create is ~9 ms in SoftHSM2).
 void EnsureKeyCount(size_t count) {
   HsmClient& client = Client();
-  size_t have = client.ListWrappingKeys()->size();
+  size_t have = client.wrapping_keys().ListWrappingKeys()->size();
   if (have >= count) return;
   std::atomic<uint64_t> next{have};
   std::vector<std::thread> threads;
@@ -72,7 +72,7 @@ void EnsureKeyCount(size_t count) {
   for (int t = 0; t < 4; ++t) {
     threads.emplace_back([&] {
       for (uint64_t i = next.fetch_add(1); i < count; i = next.fetch_add(1)) {
-        absl::Status status = client.CreateWrappingKey({i + 1, 1});
+        absl::Status status = client.wrapping_keys().CreateWrappingKey({i + 1, 1});
         if (!status.ok()) std::cerr << "bench: " << status << "\n";
       }
     });
@@ -97,7 +97,8 @@ void BM_Startup(benchmark::State& state) {
       break;
     }
     state.PauseTiming();
-    state.counters["keys_mapped"] = static_cast<double>((*client)->ListWrappingKeys()->size());
+    state.counters["keys_mapped"] =
+        static_cast<double>((*client)->wrapping_keys().ListWrappingKeys()->size());
     (void)(*client)->Close();
     state.ResumeTiming();
   }
@@ -111,7 +112,7 @@ BENCHMARK(BM_Startup)
 
 WrappingKeyId BenchKey() {
   WrappingKeyId id{kBenchDataset, 1};
-  absl::Status status = Client().CreateWrappingKey(id);
+  absl::Status status = Client().wrapping_keys().CreateWrappingKey(id);
   (void)status;  // ALREADY_EXISTS on a reused token is fine
   return id;
 }
@@ -120,7 +121,7 @@ void BM_Wrap(benchmark::State& state) {
   WrappingKeyId id = BenchKey();
   crypto::SecretBytes dek = *crypto::RandomSecret(kDekBytes);
   for (auto _ : state) {
-    absl::StatusOr<WrappedKey> wrapped = Client().Wrap(id, dek);
+    absl::StatusOr<WrappedKey> wrapped = Client().wrapping_keys().Wrap(id, dek);
     if (!wrapped.ok()) state.SkipWithError(wrapped.status().ToString().c_str());
     benchmark::DoNotOptimize(wrapped);
   }
@@ -132,9 +133,9 @@ BENCHMARK(BM_Wrap)->Unit(benchmark::kMicrosecond)->UseRealTime();
 void BM_Unwrap(benchmark::State& state) {
   WrappingKeyId id = BenchKey();
   crypto::SecretBytes dek = *crypto::RandomSecret(kDekBytes);
-  WrappedKey wrapped = *Client().Wrap(id, dek);
+  WrappedKey wrapped = *Client().wrapping_keys().Wrap(id, dek);
   for (auto _ : state) {
-    absl::StatusOr<crypto::SecretBytes> unwrapped = Client().Unwrap(wrapped);
+    absl::StatusOr<crypto::SecretBytes> unwrapped = Client().wrapping_keys().Unwrap(wrapped);
     if (!unwrapped.ok()) state.SkipWithError(unwrapped.status().ToString().c_str());
     benchmark::DoNotOptimize(unwrapped);
   }
@@ -148,7 +149,7 @@ void BM_UnwrapThreads(benchmark::State& state) {
   const int threads_count = static_cast<int>(state.range(0));
   constexpr int kPerThread = 200;
   WrappingKeyId id = BenchKey();
-  WrappedKey wrapped = *Client().Wrap(id, *crypto::RandomSecret(kDekBytes));
+  WrappedKey wrapped = *Client().wrapping_keys().Wrap(id, *crypto::RandomSecret(kDekBytes));
   std::atomic<int> failures{0};
   for (auto _ : state) {
     std::vector<std::thread> threads;
@@ -156,7 +157,7 @@ void BM_UnwrapThreads(benchmark::State& state) {
     for (int t = 0; t < threads_count; ++t) {
       threads.emplace_back([&] {
         for (int i = 0; i < kPerThread; ++i) {
-          if (!Client().Unwrap(wrapped).ok()) failures.fetch_add(1);
+          if (!Client().wrapping_keys().Unwrap(wrapped).ok()) failures.fetch_add(1);
         }
       });
     }

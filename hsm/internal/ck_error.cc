@@ -218,6 +218,11 @@ bool IsConnectionLoss(CK_RV rv) {
   }
 }
 
+bool IsHandleInvalid(CK_RV rv) {
+  return rv == CKR_OBJECT_HANDLE_INVALID || rv == CKR_KEY_HANDLE_INVALID ||
+         rv == CKR_WRAPPING_KEY_HANDLE_INVALID || rv == CKR_UNWRAPPING_KEY_HANDLE_INVALID;
+}
+
 absl::Status CkErrorWithCode(ErrorCode code, std::string_view function, CK_RV rv,
                              std::string_view context, std::string_view remedy) {
   std::string message(function);

@@ -31,6 +31,9 @@ ErrorCode ErrorCodeForCkr(CK_RV rv);
 // user not logged in, library not initialised).
 bool IsConnectionLoss(CK_RV rv);
 
+// True when `rv` says a key or object handle is not (or no longer) in the token.
+bool IsHandleInvalid(CK_RV rv);
+
 // Returns the error for a failed PKCS#11 call. `function` is e.g. "C_UnwrapKey"; `context`
 // (may be empty) says what coffer was doing.
 absl::Status CkError(std::string_view function, CK_RV rv, std::string_view context = {});

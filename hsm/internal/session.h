@@ -9,7 +9,7 @@
 //
 // Move-only owners. SessionPool is thread-safe; a Session or Lease is used by one thread at a
 // time. Login state is per application in PKCS#11, so the pool does not log in: the owner logs
-// in once on any session (hsm_client.cc).
+// in once on any session (hsm/token.cc).
 
 #ifndef COFFER_HSM_INTERNAL_SESSION_H_
 #define COFFER_HSM_INTERNAL_SESSION_H_

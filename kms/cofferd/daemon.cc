@@ -221,7 +221,7 @@ absl::Status Daemon::Parts::OpenHsm() {
 }
 
 absl::Status Daemon::Parts::OpenAudit() {
-  checkpoint_signer = std::make_unique<kms::HsmCheckpointSigner>(*hsm);
+  checkpoint_signer = std::make_unique<kms::HsmCheckpointSigner>(hsm->signer());
   absl::StatusOr<std::unique_ptr<kms::audit::SyslogAnchorSink>> sink =
       kms::audit::SyslogAnchorSink::Create(LOG_AUTHPRIV);
   if (sink.ok()) {
@@ -233,7 +233,7 @@ absl::Status Daemon::Parts::OpenAudit() {
   kms::audit::AuditLogOptions options;
   options.directory = config.audit_directory();
   options.signer = checkpoint_signer.get();
-  options.epoch_keys = kms::HsmEpochKeyProvider(*hsm);
+  options.epoch_keys = kms::HsmEpochKeyProvider(hsm->row_authenticator());
   options.anchor_sink = anchor_sink.get();
   absl::StatusOr<std::unique_ptr<kms::audit::AuditLog>> log =
       kms::audit::AuditLog::Open(std::move(options));
@@ -274,10 +274,10 @@ absl::Status Daemon::Parts::OpenStores() {
 
   kms::KeyManagerOptions options;
   options.key_db_directory = config.key_db_directory();
-  options.modules = {{kPrimaryModuleName, hsm.get()}};
+  options.modules = {{kPrimaryModuleName, &hsm->wrapping_keys()}};
   options.default_module = kPrimaryModuleName;
-  options.row_authenticator = hsm.get();
-  options.signer = hsm.get();
+  options.row_authenticator = &hsm->row_authenticator();
+  options.signer = &hsm->signer();
   options.audit_log = audit_log.get();
   options.default_policy = daemon::DefaultDatasetPolicy(config);
   options.data_counter = data_counter.get();
@@ -491,7 +491,7 @@ absl::Status Daemon::Parts::StartEvents() {
   };
   kms::audit::AuditLog* audit = audit_log.get();
   source_options.audit_failed = [audit] { return audit->stats().failed; };
-  hsm::HsmClient* token = hsm.get();
+  hsm::RowHmacKey* token = &hsm->row_authenticator();
   source_options.hsm_probe = [token]() -> absl::Status {
     return token->HmacRowKey("coffer.events.hsm-health-check").status();
   };
@@ -524,7 +524,7 @@ absl::Status Daemon::Parts::StartServing() {
                           daemon::GrantTable::FromConfig(config));
   authorizer = std::make_unique<daemon::Authorizer>(std::move(table));
 
-  COFFER_ASSIGN_OR_RETURN(std::string public_key, hsm->PublicKeyPem());
+  COFFER_ASSIGN_OR_RETURN(std::string public_key, hsm->signer().PublicKeyPem());
   // Published for offline audit verification (keyctl audit verify --offline): the public half
   // only, so readable by all.
   {
@@ -539,8 +539,8 @@ absl::Status Daemon::Parts::StartServing() {
 
   kms::admin::AdminRegistry::Options admin_options;
   admin_options.directory = config.admin_directory();
-  admin_options.totp = hsm.get();
-  admin_options.rows = hsm.get();
+  admin_options.totp = &hsm->totp_secrets();
+  admin_options.rows = &hsm->row_authenticator();
   admin_options.clock = &coffer::SystemClock();
   admin_options.totp_settings.step_seconds = config.mfa().totp_step_seconds();
   admin_options.totp_settings.max_failures = config.mfa().max_failures();
@@ -579,7 +579,7 @@ absl::Status Daemon::Parts::StartServing() {
   deps.default_policy = daemon::DefaultDatasetPolicy(config);
   deps.audit_directory = config.audit_directory();
   deps.audit_public_key_pem = public_key;
-  deps.audit_epoch_keys = kms::HsmEpochKeyProvider(*hsm);
+  deps.audit_epoch_keys = kms::HsmEpochKeyProvider(hsm->row_authenticator());
   deps.version = kCofferdVersion;
   deps.durability = daemon::DurabilityOf(config) == storage::Durability::kSync ? "sync" : "wal";
   deps.data_socket = config.data_socket();
@@ -597,10 +597,10 @@ absl::Status Daemon::Parts::StartServing() {
   backup_deps.sources.purge_journal = purge_journal.get();
   backup_deps.live_audit_directory = config.audit_directory();
   backup_deps.audit_public_key_pem = public_key;
-  backup_deps.restore_key_manager.modules = {{kPrimaryModuleName, hsm.get()}};
+  backup_deps.restore_key_manager.modules = {{kPrimaryModuleName, &hsm->wrapping_keys()}};
   backup_deps.restore_key_manager.default_module = kPrimaryModuleName;
-  backup_deps.restore_key_manager.row_authenticator = hsm.get();
-  backup_deps.restore_key_manager.signer = hsm.get();
+  backup_deps.restore_key_manager.row_authenticator = &hsm->row_authenticator();
+  backup_deps.restore_key_manager.signer = &hsm->signer();
   backup_deps.restore_key_manager.audit_log = audit_log.get();
   backup_deps.restore_key_manager.default_policy = daemon::DefaultDatasetPolicy(config);
   deps.extra_admin_ops = BackupOperations(std::move(backup_deps));

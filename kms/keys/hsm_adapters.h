@@ -9,11 +9,11 @@
 //    Only the token can recompute it. The domain prefix keeps these inputs disjoint from the key
 //    DB's row-authentication inputs, which start "coffer-keydb-row-v1\0" under the same key.
 //
-// Thread safety: both may be used from any thread (HsmClient is thread-safe).
+// Thread safety: both may be used from any thread (the hsm/ roles are thread-safe).
 // Ownership: neither owns the HSM interface it is given; it must outlive the adapter (and every
 // copy of the provider function).
 // Failure: HSM errors pass through unchanged (HSM_*, see docs/hsm.md); nothing is retried here
-// (HsmClient retries idempotent operations once after a reconnect). Key bytes are never logged.
+// (hsm::Token retries idempotent operations once after a reconnect). Key bytes are never logged.
 
 #ifndef COFFER_KMS_KEYS_HSM_ADAPTERS_H_
 #define COFFER_KMS_KEYS_HSM_ADAPTERS_H_

@@ -1,6 +1,6 @@
-// HsmClient against a real SoftHSM2 token: key attributes, tamper handling without reconnect,
-// recovery after a lost session, signatures verified by OpenSSL alone, TOTP in the token, the
-// project's RNG after C_Initialize, and many threads at once.
+// HsmClient's roles against a real SoftHSM2 token: key attributes, tamper handling without
+// reconnect, recovery after a lost session, signatures verified by OpenSSL alone, TOTP in the
+// token, the project's RNG after C_Initialize, and many threads at once.
 
 #include "hsm/hsm_client.h"
 
@@ -31,14 +31,28 @@ class HsmClientTest : public testing::SoftHsmSuite {
  protected:
   WrappingKeyId NewKey() {
     WrappingKeyId id{UniqueDatasetHandle(), 1};
-    EXPECT_TRUE(client_->CreateWrappingKey(id).ok());
+    EXPECT_TRUE(client_->wrapping_keys().CreateWrappingKey(id).ok());
     return id;
+  }
+
+  // The same library, already initialised in this process: reach it directly and close all
+  // sessions behind the client's back (as a device reset would).
+  static void CloseAllSessionsBehindTheClientsBack() {
+    void* library = dlopen(std::string(kDefaultModulePath).c_str(), RTLD_NOW | RTLD_NOLOAD);
+    ASSERT_NE(library, nullptr);
+    auto get_list = reinterpret_cast<CK_C_GetFunctionList>(dlsym(library, "C_GetFunctionList"));
+    ASSERT_NE(get_list, nullptr);
+    CK_FUNCTION_LIST* functions = nullptr;
+    ASSERT_EQ(get_list(&functions), CKR_OK);
+    ASSERT_EQ(functions->C_CloseAllSessions(client_->token().slot_id()), CKR_OK);
+    dlclose(library);
   }
 };
 
 TEST_F(HsmClientTest, WrappingKeyIsSensitiveNonExtractableWrapOnly) {
   WrappingKeyId id = NewKey();
-  absl::StatusOr<WrappingKeyAttributes> attributes = client_->InspectWrappingKey(id);
+  absl::StatusOr<WrappingKeyAttributes> attributes =
+      client_->wrapping_keys().InspectWrappingKey(id);
   ASSERT_TRUE(attributes.ok()) << attributes.status();
   EXPECT_TRUE(attributes->token);
   EXPECT_TRUE(attributes->is_private);
@@ -52,7 +66,8 @@ TEST_F(HsmClientTest, WrappingKeyIsSensitiveNonExtractableWrapOnly) {
   EXPECT_FALSE(attributes->decrypt);
   EXPECT_FALSE(attributes->sign);
   EXPECT_EQ(attributes->label, "coffer/dwk/" + std::to_string(id.dataset_handle) + "/1");
-  ASSERT_TRUE(client_->allowed_mechanisms_supported()) << "SoftHSM2 2.6 supports the attribute";
+  ASSERT_TRUE(client_->token().allowed_mechanisms_supported())
+      << "SoftHSM2 2.6 supports the attribute";
   EXPECT_EQ(attributes->allowed_mechanisms, std::vector<CK_MECHANISM_TYPE>{CKM_AES_KEY_WRAP});
   // Reading the key's value fails: the token says it is sensitive.
   EXPECT_FALSE(attributes->value_read.ok());
@@ -64,16 +79,16 @@ TEST_F(HsmClientTest, WrappingKeyIsSensitiveNonExtractableWrapOnly) {
 TEST_F(HsmClientTest, TamperedBlobIsCorruptAndSessionStaysUp) {
   WrappingKeyId id = NewKey();
   crypto::SecretBytes dek = *crypto::RandomSecret(kDekBytes);
-  absl::StatusOr<WrappedKey> wrapped = client_->Wrap(id, dek);
+  absl::StatusOr<WrappedKey> wrapped = client_->wrapping_keys().Wrap(id, dek);
   ASSERT_TRUE(wrapped.ok());
-  uint64_t reconnects = client_->reconnect_count();
+  uint64_t reconnects = client_->token().reconnect_count();
   WrappedKey tampered = *wrapped;
   tampered.wrapped[5] ^= 0x01;
-  absl::Status status = client_->Unwrap(tampered).status();
+  absl::Status status = client_->wrapping_keys().Unwrap(tampered).status();
   EXPECT_EQ(ErrorCodeOf(status), ErrorCode::kWrappedKeyCorrupt) << status;
   EXPECT_NE(status.message().find("CKR_GENERAL_ERROR"), std::string::npos) << status;
-  EXPECT_EQ(client_->reconnect_count(), reconnects) << "a corrupt blob must not reconnect";
-  absl::StatusOr<crypto::SecretBytes> unwrapped = client_->Unwrap(*wrapped);
+  EXPECT_EQ(client_->token().reconnect_count(), reconnects) << "a corrupt blob must not reconnect";
+  absl::StatusOr<crypto::SecretBytes> unwrapped = client_->wrapping_keys().Unwrap(*wrapped);
   ASSERT_TRUE(unwrapped.ok()) << unwrapped.status();
   EXPECT_TRUE(crypto::SecretEquals(*unwrapped, dek));
 }
@@ -83,40 +98,67 @@ TEST_F(HsmClientTest, TamperedBlobIsCorruptAndSessionStaysUp) {
 TEST_F(HsmClientTest, RecoversAfterTheTokenDropsAllSessions) {
   WrappingKeyId id = NewKey();
   crypto::SecretBytes dek = *crypto::RandomSecret(kDekBytes);
-  absl::StatusOr<WrappedKey> wrapped = client_->Wrap(id, dek);
+  absl::StatusOr<WrappedKey> wrapped = client_->wrapping_keys().Wrap(id, dek);
   ASSERT_TRUE(wrapped.ok());
 
-  // The same library, already initialised in this process: reach it directly and close all
-  // sessions behind the client's back.
-  void* library = dlopen(std::string(kDefaultModulePath).c_str(), RTLD_NOW | RTLD_NOLOAD);
-  ASSERT_NE(library, nullptr);
-  auto get_list = reinterpret_cast<CK_C_GetFunctionList>(dlsym(library, "C_GetFunctionList"));
-  ASSERT_NE(get_list, nullptr);
-  CK_FUNCTION_LIST* functions = nullptr;
-  ASSERT_EQ(get_list(&functions), CKR_OK);
-  ASSERT_EQ(functions->C_CloseAllSessions(client_->slot_id()), CKR_OK);
-  dlclose(library);
+  ASSERT_NO_FATAL_FAILURE(CloseAllSessionsBehindTheClientsBack());
 
-  uint64_t reconnects = client_->reconnect_count();
-  absl::StatusOr<crypto::SecretBytes> unwrapped = client_->Unwrap(*wrapped);
+  uint64_t reconnects = client_->token().reconnect_count();
+  absl::StatusOr<crypto::SecretBytes> unwrapped = client_->wrapping_keys().Unwrap(*wrapped);
   ASSERT_TRUE(unwrapped.ok()) << unwrapped.status();
   EXPECT_TRUE(crypto::SecretEquals(*unwrapped, dek));
-  EXPECT_EQ(client_->reconnect_count(), reconnects + 1);
+  EXPECT_EQ(client_->token().reconnect_count(), reconnects + 1);
   // The rebuilt handle map still knows every key, and new keys can be created.
-  EXPECT_TRUE(client_->Wrap(id, dek).ok());
-  EXPECT_TRUE(client_->CreateWrappingKey({UniqueDatasetHandle(), 1}).ok());
+  EXPECT_TRUE(client_->wrapping_keys().Wrap(id, dek).ok());
+  EXPECT_TRUE(client_->wrapping_keys().CreateWrappingKey({UniqueDatasetHandle(), 1}).ok());
+}
+
+// The roles share one Token: a reconnect that one role's call triggers re-logs in once and
+// rebuilds every role's handles, so the other roles carry on without reconnecting again.
+TEST_F(HsmClientTest, OneRolesReconnectRebuildsEveryRolesHandles) {
+  WrappingKeyId id = NewKey();
+  crypto::SecretBytes dek = *crypto::RandomSecret(kDekBytes);
+  absl::StatusOr<WrappedKey> wrapped = client_->wrapping_keys().Wrap(id, dek);
+  ASSERT_TRUE(wrapped.ok());
+  const uint64_t admin = 8;
+  ASSERT_TRUE(client_->totp_secrets().ImportTotpSecret(admin, *crypto::RandomSecret(20)).ok());
+  absl::StatusOr<std::array<uint8_t, 20>> totp = client_->totp_secrets().TotpHmac(admin, 3);
+  absl::StatusOr<std::string> pem = client_->signer().PublicKeyPem();
+  // Service keys exist before the sessions drop: a create is never retried after a reconnect.
+  absl::StatusOr<std::array<uint8_t, 32>> row_before =
+      client_->row_authenticator().HmacRowKey("row");
+  ASSERT_TRUE(totp.ok() && pem.ok() && row_before.ok());
+
+  ASSERT_NO_FATAL_FAILURE(CloseAllSessionsBehindTheClientsBack());
+  uint64_t reconnects = client_->token().reconnect_count();
+  absl::StatusOr<std::array<uint8_t, 32>> row = client_->row_authenticator().HmacRowKey("row");
+  ASSERT_TRUE(row.ok()) << row.status();
+  EXPECT_EQ(*row, *row_before);
+  EXPECT_EQ(client_->token().reconnect_count(), reconnects + 1);
+
+  absl::StatusOr<crypto::SecretBytes> unwrapped = client_->wrapping_keys().Unwrap(*wrapped);
+  ASSERT_TRUE(unwrapped.ok()) << unwrapped.status();
+  EXPECT_TRUE(crypto::SecretEquals(*unwrapped, dek));
+  absl::StatusOr<std::array<uint8_t, 20>> totp_again = client_->totp_secrets().TotpHmac(admin, 3);
+  ASSERT_TRUE(totp_again.ok()) << totp_again.status();
+  EXPECT_EQ(*totp_again, *totp);
+  absl::StatusOr<std::string> pem_again = client_->signer().PublicKeyPem();
+  ASSERT_TRUE(pem_again.ok()) << pem_again.status();
+  EXPECT_EQ(*pem_again, *pem);
+  EXPECT_EQ(client_->token().reconnect_count(), reconnects + 1) << "one login served them all";
+  ASSERT_TRUE(client_->totp_secrets().DestroyTotpSecret(admin).ok());
 }
 
 TEST_F(HsmClientTest, SignatureVerifiesWithExportedPublicKeyThroughOpenSslAlone) {
-  absl::StatusOr<std::string> pem = client_->PublicKeyPem();
+  absl::StatusOr<std::string> pem = client_->signer().PublicKeyPem();
   ASSERT_TRUE(pem.ok()) << pem.status();
   EXPECT_EQ(pem->rfind("-----BEGIN PUBLIC KEY-----", 0), 0u);
-  absl::StatusOr<std::string> again = client_->PublicKeyPem();
+  absl::StatusOr<std::string> again = client_->signer().PublicKeyPem();
   ASSERT_TRUE(again.ok());
   EXPECT_EQ(*pem, *again) << "the signing key is created once, then reused";
 
   const std::string message = "checkpoint seq=42 head=abcdef";
-  absl::StatusOr<std::string> signature = client_->Sign(message);
+  absl::StatusOr<std::string> signature = client_->signer().Sign(message);
   ASSERT_TRUE(signature.ok()) << signature.status();
 
   BIO* bio = BIO_new_mem_buf(pem->data(), static_cast<int>(pem->size()));
@@ -140,9 +182,9 @@ TEST_F(HsmClientTest, SignatureVerifiesWithExportedPublicKeyThroughOpenSslAlone)
 }
 
 TEST_F(HsmClientTest, RowHmacIsDeterministicPerInput) {
-  absl::StatusOr<std::array<uint8_t, 32>> a = client_->HmacRowKey("row 1");
-  absl::StatusOr<std::array<uint8_t, 32>> b = client_->HmacRowKey("row 1");
-  absl::StatusOr<std::array<uint8_t, 32>> c = client_->HmacRowKey("row 2");
+  absl::StatusOr<std::array<uint8_t, 32>> a = client_->row_authenticator().HmacRowKey("row 1");
+  absl::StatusOr<std::array<uint8_t, 32>> b = client_->row_authenticator().HmacRowKey("row 1");
+  absl::StatusOr<std::array<uint8_t, 32>> c = client_->row_authenticator().HmacRowKey("row 2");
   ASSERT_TRUE(a.ok() && b.ok() && c.ok()) << a.status();
   EXPECT_EQ(*a, *b);
   EXPECT_NE(*a, *c);
@@ -154,8 +196,10 @@ TEST_F(HsmClientTest, TotpCodesComputedInTheTokenMatchRfc6238Sha1Vectors) {
   std::vector<uint8_t> seed =
       coffer::testing::HexToVector(vectors["seeds"]["SHA1"]["hex"].get<std::string>());
   const uint64_t admin = 7;
-  ASSERT_TRUE(client_->ImportTotpSecret(admin, *crypto::SecretBytes::CopyFrom(seed)).ok());
-  EXPECT_EQ(ErrorCodeOf(client_->ImportTotpSecret(admin, *crypto::SecretBytes::CopyFrom(seed))),
+  ASSERT_TRUE(
+      client_->totp_secrets().ImportTotpSecret(admin, *crypto::SecretBytes::CopyFrom(seed)).ok());
+  EXPECT_EQ(ErrorCodeOf(client_->totp_secrets().ImportTotpSecret(
+                admin, *crypto::SecretBytes::CopyFrom(seed))),
             ErrorCode::kAlreadyExists);
   const int digits = vectors["parameters"]["digits"].get<int>();
   const uint64_t step = vectors["parameters"]["time_step_seconds"].get<uint64_t>();
@@ -164,7 +208,7 @@ TEST_F(HsmClientTest, TotpCodesComputedInTheTokenMatchRfc6238Sha1Vectors) {
     if (v["mode"] != "SHA1") continue;
     absl::StatusOr<uint64_t> counter = TotpCounter(v["time"].get<uint64_t>(), step);
     ASSERT_TRUE(counter.ok());
-    absl::StatusOr<std::array<uint8_t, 20>> mac = client_->TotpHmac(admin, *counter);
+    absl::StatusOr<std::array<uint8_t, 20>> mac = client_->totp_secrets().TotpHmac(admin, *counter);
     ASSERT_TRUE(mac.ok()) << mac.status();
     absl::StatusOr<std::string> code = HotpTruncate(*mac, digits);
     ASSERT_TRUE(code.ok());
@@ -172,14 +216,15 @@ TEST_F(HsmClientTest, TotpCodesComputedInTheTokenMatchRfc6238Sha1Vectors) {
     ++checked;
   }
   EXPECT_EQ(checked, 6);
-  ASSERT_TRUE(client_->DestroyTotpSecret(admin).ok());
-  EXPECT_EQ(ErrorCodeOf(client_->TotpHmac(admin, 1).status()), ErrorCode::kHsmKeyNotFound);
+  ASSERT_TRUE(client_->totp_secrets().DestroyTotpSecret(admin).ok());
+  EXPECT_EQ(ErrorCodeOf(client_->totp_secrets().TotpHmac(admin, 1).status()),
+            ErrorCode::kHsmKeyNotFound);
 }
 
 // The design brief's randomness rule, checked with SoftHSM2 initialised in this process.
 TEST_F(HsmClientTest, ProjectRandomnessStillDrawsFromOpenSslPrivateDrbg) {
   // Make the module draw randomness itself, as it does when generating keys.
-  ASSERT_TRUE(client_->CreateWrappingKey({UniqueDatasetHandle(), 1}).ok());
+  ASSERT_TRUE(client_->wrapping_keys().CreateWrappingKey({UniqueDatasetHandle(), 1}).ok());
 
   // RAND_METHOD is deprecated API, but it is exactly what an ENGINE-installing module changes.
 #pragma GCC diagnostic push
@@ -241,19 +286,19 @@ TEST_F(HsmClientTest, EightThreadsWrapAndUnwrapAtOnce) {
       WrappingKeyId id = shared;
       if (t % 2 == 1) {
         id = {UniqueDatasetHandle(), 1};
-        if (!client_->CreateWrappingKey(id).ok()) {
+        if (!client_->wrapping_keys().CreateWrappingKey(id).ok()) {
           failures.fetch_add(1);
           return;
         }
       }
       for (int i = 0; i < kIterations; ++i) {
         absl::StatusOr<crypto::SecretBytes> dek = crypto::RandomSecret(kDekBytes);
-        absl::StatusOr<WrappedKey> wrapped = client_->Wrap(id, *dek);
+        absl::StatusOr<WrappedKey> wrapped = client_->wrapping_keys().Wrap(id, *dek);
         if (!wrapped.ok()) {
           failures.fetch_add(1);
           continue;
         }
-        absl::StatusOr<crypto::SecretBytes> back = client_->Unwrap(*wrapped);
+        absl::StatusOr<crypto::SecretBytes> back = client_->wrapping_keys().Unwrap(*wrapped);
         if (back.ok() && crypto::SecretEquals(*back, *dek)) {
           successes.fetch_add(1);
         } else {

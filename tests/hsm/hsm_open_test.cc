@@ -8,6 +8,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <array>
 #include <fstream>
 
 #include "crypto/base/status.h"
@@ -121,31 +123,95 @@ TEST_F(HsmOpenTest, ReopenedClientFindsItsKeysThroughOneEnumeration) {
     absl::StatusOr<std::unique_ptr<HsmClient>> client = HsmClient::Open(token_->Options());
     ASSERT_TRUE(client.ok()) << client.status();
     for (uint32_t version = 1; version <= 3; ++version) {
-      ASSERT_TRUE((*client)->CreateWrappingKey({77, version}).ok());
+      ASSERT_TRUE((*client)->wrapping_keys().CreateWrappingKey({77, version}).ok());
     }
-    absl::StatusOr<WrappedKey> w = (*client)->Wrap({77, 2}, dek);
+    absl::StatusOr<WrappedKey> w = (*client)->wrapping_keys().Wrap({77, 2}, dek);
     ASSERT_TRUE(w.ok());
     wrapped = *w;
-    ASSERT_TRUE((*client)->DestroyWrappingKey({77, 3}).ok());
-    absl::StatusOr<std::string> pem = (*client)->PublicKeyPem();
+    ASSERT_TRUE((*client)->wrapping_keys().DestroyWrappingKey({77, 3}).ok());
+    absl::StatusOr<std::string> pem = (*client)->signer().PublicKeyPem();
     ASSERT_TRUE(pem.ok());
     public_key = *pem;
     ASSERT_TRUE((*client)->Close().ok());  // C_Finalize
   }
   absl::StatusOr<std::unique_ptr<HsmClient>> client = HsmClient::Open(token_->Options());
   ASSERT_TRUE(client.ok()) << client.status();
-  absl::StatusOr<std::vector<WrappingKeyId>> ids = (*client)->ListWrappingKeys();
+  absl::StatusOr<std::vector<WrappingKeyId>> ids = (*client)->wrapping_keys().ListWrappingKeys();
   ASSERT_TRUE(ids.ok());
   EXPECT_EQ(*ids, (std::vector<WrappingKeyId>{{77, 1}, {77, 2}}));
-  absl::StatusOr<crypto::SecretBytes> unwrapped = (*client)->Unwrap(wrapped);
+  absl::StatusOr<crypto::SecretBytes> unwrapped = (*client)->wrapping_keys().Unwrap(wrapped);
   ASSERT_TRUE(unwrapped.ok()) << unwrapped.status();
   EXPECT_TRUE(crypto::SecretEquals(*unwrapped, dek));
-  absl::StatusOr<std::string> pem = (*client)->PublicKeyPem();
+  absl::StatusOr<std::string> pem = (*client)->signer().PublicKeyPem();
   ASSERT_TRUE(pem.ok());
   EXPECT_EQ(*pem, public_key) << "the service key is found again, not recreated";
-  EXPECT_EQ(ErrorCodeOf((*client)->CreateWrappingKey({77, 1})), ErrorCode::kAlreadyExists);
+  EXPECT_EQ(ErrorCodeOf((*client)->wrapping_keys().CreateWrappingKey({77, 1})),
+            ErrorCode::kAlreadyExists);
   ASSERT_TRUE((*client)->Close().ok());
-  EXPECT_EQ(ErrorCodeOf((*client)->Unwrap(wrapped).status()), ErrorCode::kFailedPrecondition);
+  EXPECT_EQ(ErrorCodeOf((*client)->wrapping_keys().Unwrap(wrapped).status()),
+            ErrorCode::kFailedPrecondition);
+}
+
+// Every role builds its handles from the one enumeration: a reopened client finds the row HMAC
+// key and an admin's TOTP secret again (same tags, no second key), as well as the DWKs above.
+TEST_F(HsmOpenTest, ReopenedClientFindsItsServiceKeysAgain) {
+  const uint64_t admin = 41;
+  crypto::SecretBytes secret = *crypto::RandomSecret(20);
+  std::array<uint8_t, 32> row_tag{};
+  std::array<uint8_t, 20> totp_tag{};
+  {
+    absl::StatusOr<std::unique_ptr<HsmClient>> client = HsmClient::Open(token_->Options());
+    ASSERT_TRUE(client.ok()) << client.status();
+    ASSERT_TRUE((*client)->totp_secrets().ImportTotpSecret(admin, secret).ok());
+    absl::StatusOr<std::array<uint8_t, 20>> totp = (*client)->totp_secrets().TotpHmac(admin, 9);
+    absl::StatusOr<std::array<uint8_t, 32>> row = (*client)->row_authenticator().HmacRowKey("r");
+    ASSERT_TRUE(totp.ok() && row.ok());
+    totp_tag = *totp;
+    row_tag = *row;
+    ASSERT_TRUE((*client)->Close().ok());
+  }
+  absl::StatusOr<std::unique_ptr<HsmClient>> client = HsmClient::Open(token_->Options());
+  ASSERT_TRUE(client.ok()) << client.status();
+  absl::StatusOr<std::array<uint8_t, 20>> totp = (*client)->totp_secrets().TotpHmac(admin, 9);
+  ASSERT_TRUE(totp.ok()) << totp.status();
+  EXPECT_EQ(*totp, totp_tag);
+  EXPECT_EQ(ErrorCodeOf((*client)->totp_secrets().ImportTotpSecret(admin, secret)),
+            ErrorCode::kAlreadyExists);
+  absl::StatusOr<std::array<uint8_t, 32>> row = (*client)->row_authenticator().HmacRowKey("r");
+  ASSERT_TRUE(row.ok()) << row.status();
+  EXPECT_EQ(*row, row_tag) << "the row key is found again, not recreated";
+  ASSERT_TRUE((*client)->totp_secrets().DestroyTotpSecret(admin).ok());
+  ASSERT_TRUE((*client)->Close().ok());
+}
+
+// A Token runs nothing before Connect() and connects once; the roles then share its login.
+TEST_F(HsmOpenTest, TokenRunsNothingBeforeConnectAndConnectsOnce) {
+  {
+    absl::StatusOr<std::unique_ptr<HsmClient>> client = HsmClient::Open(token_->Options());
+    ASSERT_TRUE(client.ok()) << client.status();
+    absl::Status created = (*client)->wrapping_keys().CreateWrappingKey({88, 1});
+    ASSERT_TRUE(created.ok() || ErrorCodeOf(created) == ErrorCode::kAlreadyExists) << created;
+    ASSERT_TRUE((*client)->Close().ok());
+  }
+  absl::StatusOr<std::unique_ptr<Token>> token = Token::Load(token_->Options());
+  ASSERT_TRUE(token.ok()) << token.status();
+  bool ran = false;
+  absl::Status early = (*token)->Run(/*idempotent=*/true, [&](CK_SESSION_HANDLE) {
+    ran = true;
+    return absl::OkStatus();
+  });
+  EXPECT_EQ(ErrorCodeOf(early), ErrorCode::kFailedPrecondition) << early;
+  EXPECT_FALSE(ran);
+
+  DatasetWrappingKeys keys(**token);
+  ASSERT_TRUE((*token)->Connect({&keys}).ok());
+  EXPECT_EQ(ErrorCodeOf((*token)->Connect({&keys})), ErrorCode::kFailedPrecondition);
+  absl::StatusOr<std::vector<WrappingKeyId>> ids = keys.ListWrappingKeys();
+  ASSERT_TRUE(ids.ok()) << ids.status();
+  EXPECT_NE(std::find(ids->begin(), ids->end(), WrappingKeyId{88, 1}), ids->end())
+      << "Connect() hands the enumeration to the index it was given";
+  ASSERT_TRUE((*token)->Close().ok());
+  EXPECT_EQ(ErrorCodeOf(keys.ListWrappingKeys().status()), ErrorCode::kFailedPrecondition);
 }
 
 }  // namespace

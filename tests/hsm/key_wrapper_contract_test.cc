@@ -1,6 +1,6 @@
 // The KeyWrapper contract (hsm/key_wrapper.h), run against both implementations: the in-memory
-// FakeKeyWrapper and HsmClient on a real SoftHSM2 token. The layers above test against the fake,
-// so the fake must fail exactly where the token does.
+// FakeKeyWrapper and DatasetWrappingKeys on a real SoftHSM2 token. The layers above test against
+// the fake, so the fake must fail exactly where the token does.
 
 #include <algorithm>
 #include <memory>
@@ -9,8 +9,8 @@
 #include "crypto/base/status.h"
 #include "crypto/random.h"
 #include "gtest/gtest.h"
-#include "hsm/fake_key_wrapper.h"
 #include "hsm/key_wrapper.h"
+#include "hsm/testing/fake_key_wrapper.h"
 #include "tests/hsm/softhsm_token.h"
 
 namespace coffer::hsm {
@@ -41,7 +41,7 @@ class KeyWrapperContractTest : public ::testing::TestWithParam<std::string> {
 
   KeyWrapper& wrapper() {
     if (GetParam() == "fake") return *fake_;
-    return *softhsm_;
+    return softhsm_->wrapping_keys();
   }
 
   // A fresh DWK and a random DEK wrapped under it.

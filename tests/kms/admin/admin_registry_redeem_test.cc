@@ -29,8 +29,8 @@ class AdminRegistryRedeemTest : public ::testing::Test {
     registry_.reset();
     AdminRegistry::Options options;
     options.directory = dir_.Sub("admin");
-    options.totp = suite_.client.get();
-    options.rows = suite_.client.get();
+    options.totp = &suite_.client->totp_secrets();
+    options.rows = &suite_.client->row_authenticator();
     options.clock = &clock_;
     auto registry = AdminRegistry::Open(std::move(options));
     ASSERT_TRUE(registry.ok()) << registry.status();

@@ -122,8 +122,8 @@ class AdminRegistryTest : public ::testing::Test {
     registry_.reset();
     AdminRegistry::Options options;
     options.directory = dir_.Sub("admin");
-    options.totp = suite_.client.get();
-    options.rows = suite_.client.get();
+    options.totp = &suite_.client->totp_secrets();
+    options.rows = &suite_.client->row_authenticator();
     options.clock = &clock_;
     options.totp_settings.max_failures = 3;
     options.totp_settings.lockout = std::chrono::seconds(300);
@@ -249,9 +249,9 @@ TEST_F(AdminRegistryTest, MalformedCodesCountAndLockOut) {
 
 TEST_F(AdminRegistryTest, RemoveDestroysSecretAndReclaimGetsNewOne) {
   const std::string first = Enrol(1030, "frank");
-  ASSERT_TRUE(suite_.client->TotpHmac(1030, 1).ok());
+  ASSERT_TRUE(suite_.client->totp_secrets().TotpHmac(1030, 1).ok());
   ASSERT_TRUE(registry_->Remove(1030).ok());
-  EXPECT_FALSE(suite_.client->TotpHmac(1030, 1).ok());
+  EXPECT_FALSE(suite_.client->totp_secrets().TotpHmac(1030, 1).ok());
   EXPECT_EQ(ErrorCodeOf(registry_->Remove(1030)), ErrorCode::kAdminNotEnrolled);
   EXPECT_EQ(ErrorCodeOf(registry_->VerifyCode(1030, "123456").status()),
             ErrorCode::kAdminNotEnrolled);
@@ -267,7 +267,7 @@ TEST_F(AdminRegistryTest, RemoveDestroysSecretAndReclaimGetsNewOne) {
 TEST_F(AdminRegistryTest, StaleTokenSecretIsReplacedOnClaim) {
   auto stale = crypto::SecretBytes::Allocate(20);
   ASSERT_TRUE(stale.ok());
-  ASSERT_TRUE(suite_.client->ImportTotpSecret(1040, *stale).ok());
+  ASSERT_TRUE(suite_.client->totp_secrets().ImportTotpSecret(1040, *stale).ok());
   const std::string secret = Enrol(1040, "gina");
   ASSERT_TRUE(registry_->VerifyCode(1040, HotpIndependent(secret, NowStep(), 6)).ok());
   ASSERT_TRUE(registry_->Remove(1040).ok());

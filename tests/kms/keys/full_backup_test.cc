@@ -108,10 +108,10 @@ class FullBackupTest : public ::testing::Test {
   KeyManagerOptions ManagerOptions(const std::string& key_db) {
     KeyManagerOptions options;
     options.key_db_directory = key_db;
-    options.modules = {{"softhsm", suite_.client.get()}};
+    options.modules = {{"softhsm", &suite_.client->wrapping_keys()}};
     options.default_module = "softhsm";
-    options.row_authenticator = suite_.client.get();
-    options.signer = suite_.client.get();
+    options.row_authenticator = &suite_.client->row_authenticator();
+    options.signer = &suite_.client->signer();
     options.audit_log = log_.get();
     options.clock = &clock_;
     return options;

@@ -75,21 +75,21 @@ TEST_P(CrashTest, ResumesToAConsistentState) {
 
   auto client = hsm::HsmClient::Open((*token)->Options());
   ASSERT_TRUE(client.ok()) << client.status();
-  HsmCheckpointSigner signer(**client);
+  HsmCheckpointSigner signer((*client)->signer());
   audit::testing::FakeClock clock;
   audit::AuditLogOptions log_options;
   log_options.directory = audit_dir;
   log_options.signer = &signer;
-  log_options.epoch_keys = HsmEpochKeyProvider(**client);
+  log_options.epoch_keys = HsmEpochKeyProvider((*client)->row_authenticator());
   log_options.clock = &clock;
   auto log = audit::AuditLog::Open(std::move(log_options));
   ASSERT_TRUE(log.ok()) << log.status();
   KeyManagerOptions options;
   options.key_db_directory = keydb;
-  options.modules = {{"softhsm", client->get()}};
+  options.modules = {{"softhsm", &(*client)->wrapping_keys()}};
   options.default_module = "softhsm";
-  options.row_authenticator = client->get();
-  options.signer = client->get();
+  options.row_authenticator = &(*client)->row_authenticator();
+  options.signer = &(*client)->signer();
   options.audit_log = log->get();
   options.clock = &clock;
   auto manager = KeyManager::Open(options);
@@ -97,7 +97,7 @@ TEST_P(CrashTest, ResumesToAConsistentState) {
   const RecoveryReport& report = (*manager)->recovery_report();
   EXPECT_TRUE(report.missing_wrapping_keys.empty());
   EXPECT_TRUE(report.unknown_wrapping_keys.empty());
-  auto token_keys = (*client)->ListWrappingKeys();
+  auto token_keys = (*client)->wrapping_keys().ListWrappingKeys();
   ASSERT_TRUE(token_keys.ok());
 
   const std::string op = c.op;
@@ -132,7 +132,7 @@ TEST_P(CrashTest, ResumesToAConsistentState) {
                 ErrorCode::kKeyDestroyed);
       auto tombstone = (*manager)->GetTombstone(handle);
       ASSERT_TRUE(tombstone.ok());
-      auto pem = (*client)->PublicKeyPem();
+      auto pem = (*client)->signer().PublicKeyPem();
       ASSERT_TRUE(pem.ok());
       auto content = VerifyTombstone(*tombstone, *pem);
       ASSERT_TRUE(content.ok()) << content.status();

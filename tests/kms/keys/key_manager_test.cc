@@ -15,7 +15,7 @@
 #include "crypto/constant_time.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "hsm/fake_key_wrapper.h"
+#include "hsm/testing/fake_key_wrapper.h"
 #include "kms/audit/verifier.h"
 #include "kms/keys/hsm_adapters.h"
 #include "kms/keys/key_db.pb.h"
@@ -70,10 +70,10 @@ class KeyManagerTest : public ::testing::Test {
   KeyManagerOptions Options() {
     KeyManagerOptions options;
     options.key_db_directory = dir_.Sub("keydb");
-    options.modules = {{"softhsm", suite_.client.get()}, {"other", &other_module_}};
+    options.modules = {{"softhsm", &suite_.client->wrapping_keys()}, {"other", &other_module_}};
     options.default_module = "softhsm";
-    options.row_authenticator = suite_.client.get();
-    options.signer = suite_.client.get();
+    options.row_authenticator = &suite_.client->row_authenticator();
+    options.signer = &suite_.client->signer();
     options.audit_log = log_.get();
     options.clock = &clock_;
     options.data_counter = &counter_;
@@ -108,7 +108,7 @@ class KeyManagerTest : public ::testing::Test {
 
   std::vector<hsm::WrappingKeyId> TokenKeysOf(uint64_t handle) {
     std::vector<hsm::WrappingKeyId> out;
-    auto all = suite_.client->ListWrappingKeys();
+    auto all = suite_.client->wrapping_keys().ListWrappingKeys();
     EXPECT_TRUE(all.ok());
     for (const auto& id : *all) {
       if (id.dataset_handle == handle) out.push_back(id);
@@ -148,7 +148,7 @@ TEST_F(KeyManagerTest, AuditLogOnTheHsmVerifiesOfflineWithThePublicKeyAndOnlineW
   const audit::LogId log_id = log_->log_id();
   log_.reset();
 
-  auto public_key = suite_.client->PublicKeyPem();
+  auto public_key = suite_.client->signer().PublicKeyPem();
   ASSERT_OK(public_key);
   audit::VerifyOptions offline;
   offline.public_key_pem = *public_key;
@@ -161,7 +161,7 @@ TEST_F(KeyManagerTest, AuditLogOnTheHsmVerifiesOfflineWithThePublicKeyAndOnlineW
   EXPECT_GE(report->entries, 4u);  // epoch, create, rotate, disable, closing checkpoint
 
   audit::VerifyOptions online = offline;
-  online.epoch_keys = HsmEpochKeyProvider(*suite_.client);
+  online.epoch_keys = HsmEpochKeyProvider(suite_.client->row_authenticator());
   report = audit::VerifyAuditLog(dir_.Sub("audit"), online);
   ASSERT_OK(report);
   EXPECT_TRUE(report->ok()) << report->ToStatus();
@@ -182,14 +182,14 @@ TEST_F(KeyManagerTest, AuditLogOnTheHsmVerifiesOfflineWithThePublicKeyAndOnlineW
   EXPECT_EQ(report->failure, audit::AuditFailure::kBadSignature);
 
   // K_0 is exactly the documented derivation, stable, and distinct per epoch and per log.
-  audit::EpochKeyProvider provider = HsmEpochKeyProvider(*suite_.client);
+  audit::EpochKeyProvider provider = HsmEpochKeyProvider(suite_.client->row_authenticator());
   auto k1 = provider({log_id, 1});
   auto k1_again = provider({log_id, 1});
   auto k2 = provider({log_id, 2});
   audit::LogId other_log = log_id;
   other_log[0] ^= 1;
   auto k1_other_log = provider({other_log, 1});
-  auto expected = suite_.client->HmacRowKey(audit::EpochKeyMessage(log_id, 1));
+  auto expected = suite_.client->row_authenticator().HmacRowKey(audit::EpochKeyMessage(log_id, 1));
   ASSERT_OK(k1);
   ASSERT_OK(k1_again);
   ASSERT_OK(k2);
@@ -517,7 +517,7 @@ TEST_F(KeyManagerTest, LifecycleDisableDestroyTombstone) {
   // The tombstone verifies with the public key alone and says who asked.
   auto tombstone = manager_->GetTombstone(crm);
   ASSERT_OK(tombstone);
-  auto pem = suite_.client->PublicKeyPem();
+  auto pem = suite_.client->signer().PublicKeyPem();
   ASSERT_OK(pem);
   auto content = VerifyTombstone(*tombstone, *pem);
   ASSERT_OK(content);
@@ -913,7 +913,8 @@ TEST_F(KeyManagerTest, MigratesToASecondPkcs11Token) {
   ASSERT_OK(second);
   auto options = [&] {
     KeyManagerOptions o = Options();
-    o.modules = {{"softhsm", suite_.client.get()}, {"second", second->get()}};
+    o.modules = {{"softhsm", &suite_.client->wrapping_keys()},
+                 {"second", &(*second)->wrapping_keys()}};
     return o;
   };
   ASSERT_OK_S(Open(options()));
@@ -925,7 +926,7 @@ TEST_F(KeyManagerTest, MigratesToASecondPkcs11Token) {
   ASSERT_OK_S(manager_->Rewrap(crm, "second", /*destroy_old=*/true, TestAdmin()));
   EXPECT_EQ(manager_->DescribeDataset(crm)->current_wrapping_key, (WrappingKeyRef{"second", 2}));
   EXPECT_TRUE(TokenKeysOf(crm).empty());  // the first token no longer holds any DWK of it
-  auto on_second = (*second)->ListWrappingKeys();
+  auto on_second = (*second)->wrapping_keys().ListWrappingKeys();
   ASSERT_OK(on_second);
   EXPECT_THAT(*on_second, ::testing::Contains(hsm::WrappingKeyId{crm, 2}));
 
@@ -942,7 +943,7 @@ TEST_F(KeyManagerTest, MissingWrappingKeyIsReportedNotFixed) {
   uint64_t crm = Create("crm");
   uint64_t other = Create("other");
   manager_.reset();
-  ASSERT_TRUE(suite_.client->DestroyWrappingKey({crm, 1}).ok());
+  ASSERT_TRUE(suite_.client->wrapping_keys().DestroyWrappingKey({crm, 1}).ok());
   OpenDefault();
   const auto& report = manager_->recovery_report();
   ASSERT_EQ(report.missing_wrapping_keys.size(), 1u);

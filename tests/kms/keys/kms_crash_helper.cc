@@ -16,7 +16,6 @@
 #include <fstream>
 #include <string>
 
-#include "hsm/fake_key_wrapper.h"
 #include "hsm/hsm_client.h"
 #include "kms/audit/audit_log.h"
 #include "kms/keys/hsm_adapters.h"
@@ -57,12 +56,12 @@ int main(int argc, char** argv) {
   hsm_options.pin = hsm::PinSource::FromFile(std::getenv("COFFER_HSM_PIN_FILE"));
   auto client = hsm::HsmClient::Open(hsm_options);
   if (!client.ok()) return Fail("hsm", client.status());
-  kms::HsmCheckpointSigner signer(**client);
+  kms::HsmCheckpointSigner signer((*client)->signer());
   kms::audit::testing::FakeClock clock;
   kms::audit::AuditLogOptions log_options;
   log_options.directory = audit_dir;
   log_options.signer = &signer;
-  log_options.epoch_keys = kms::HsmEpochKeyProvider(**client);
+  log_options.epoch_keys = kms::HsmEpochKeyProvider((*client)->row_authenticator());
   log_options.clock = &clock;
   auto log = kms::audit::AuditLog::Open(std::move(log_options));
   if (!log.ok()) return Fail("audit", log.status());
@@ -71,10 +70,10 @@ int main(int argc, char** argv) {
   bool armed = false;
   kms::KeyManagerOptions options;
   options.key_db_directory = keydb;
-  options.modules = {{"softhsm", client->get()}};
+  options.modules = {{"softhsm", &(*client)->wrapping_keys()}};
   options.default_module = "softhsm";
-  options.row_authenticator = client->get();
-  options.signer = client->get();
+  options.row_authenticator = &(*client)->row_authenticator();
+  options.signer = &(*client)->signer();
   options.audit_log = log->get();
   options.clock = &clock;
   options.default_policy.destruction_wait = std::chrono::seconds(0);

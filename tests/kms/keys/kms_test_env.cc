@@ -42,7 +42,7 @@ absl::Status SuiteToken::Open(std::string_view label) {
   auto opened = hsm::HsmClient::Open(token->Options());
   if (!opened.ok()) return opened.status();
   client = *std::move(opened);
-  signer = std::make_unique<HsmCheckpointSigner>(*client);
+  signer = std::make_unique<HsmCheckpointSigner>(client->signer());
   return absl::OkStatus();
 }
 
@@ -50,7 +50,7 @@ audit::AuditLogOptions SuiteToken::AuditOptions(std::string directory, const Clo
   audit::AuditLogOptions options;
   options.directory = std::move(directory);
   options.signer = signer.get();
-  options.epoch_keys = HsmEpochKeyProvider(*client);
+  options.epoch_keys = HsmEpochKeyProvider(client->row_authenticator());
   options.clock = clock;
   return options;
 }

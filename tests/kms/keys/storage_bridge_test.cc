@@ -58,10 +58,10 @@ class StorageBridgeTest : public ::testing::Test {
     manager_.reset();
     KeyManagerOptions options;
     options.key_db_directory = dir_.Sub("keydb");
-    options.modules = {{"softhsm", suite_.client.get()}};
+    options.modules = {{"softhsm", &suite_.client->wrapping_keys()}};
     options.default_module = "softhsm";
-    options.row_authenticator = suite_.client.get();
-    options.signer = suite_.client.get();
+    options.row_authenticator = &suite_.client->row_authenticator();
+    options.signer = &suite_.client->signer();
     options.audit_log = log_.get();
     options.clock = &clock_;
     options.data_counter = counter_.get();
@@ -246,7 +246,7 @@ TEST_F(StorageBridgeTest, DestructionErasesTheDataAndSignsAReceiptNamingTheAppro
 
   auto file = manager_->GetDeletionReceipt(doomed);
   ASSERT_TRUE(file.ok()) << file.status();
-  auto pem = suite_.client->PublicKeyPem();
+  auto pem = suite_.client->signer().PublicKeyPem();
   ASSERT_TRUE(pem.ok()) << pem.status();
   auto receipt = receipt::VerifyFile(*file, *pem);
   ASSERT_TRUE(receipt.ok()) << receipt.status();
@@ -306,7 +306,7 @@ TEST_F(StorageBridgeTest, AnEraseResumedAfterARestartReportsWhatWasThere) {
   ASSERT_TRUE(done.failures.empty()) << done.failures.front().second;
   auto file = manager_->GetDeletionReceipt(doomed);
   ASSERT_TRUE(file.ok()) << file.status();
-  auto receipt = receipt::VerifyFile(*file, *suite_.client->PublicKeyPem());
+  auto receipt = receipt::VerifyFile(*file, *suite_.client->signer().PublicKeyPem());
   ASSERT_TRUE(receipt.ok()) << receipt.status();
   EXPECT_EQ(receipt->records_purged(), 3u);  // the first count, not the empty range
   EXPECT_TRUE(receipt->purge_compaction_finished());

@@ -125,8 +125,8 @@ class AdminControlTest : public ::testing::Test {
     registry_.reset();
     kms::admin::AdminRegistry::Options options;
     options.directory = dir_.Sub("admins");
-    options.totp = suite_.client.get();
-    options.rows = suite_.client.get();
+    options.totp = &suite_.client->totp_secrets();
+    options.rows = &suite_.client->row_authenticator();
     options.clock = &clock_;
     auto registry = kms::admin::AdminRegistry::Open(std::move(options));
     ASSERT_TRUE(registry.ok()) << registry.status();

@@ -112,10 +112,10 @@ class DaemonServicesTest : public ::testing::Test {
 
     kms::KeyManagerOptions options;
     options.key_db_directory = dir_.Sub("keys");
-    options.modules = {{"softhsm", suite_.client.get()}};
+    options.modules = {{"softhsm", &suite_.client->wrapping_keys()}};
     options.default_module = "softhsm";
-    options.row_authenticator = suite_.client.get();
-    options.signer = suite_.client.get();
+    options.row_authenticator = &suite_.client->row_authenticator();
+    options.signer = &suite_.client->signer();
     options.audit_log = log_.get();
     options.clock = &clock_;
     options.data_counter = counter_.get();

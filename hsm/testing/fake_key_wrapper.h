@@ -1,15 +1,16 @@
 // FakeKeyWrapper: an in-memory KeyWrapper for fast tests of the layers above (kms, storage).
 //
 // Keeps each DWK as 32 random bytes (crypto/random.h) in SecretBytes and wraps with OpenSSL's
-// RFC 3394 AES key wrap, so blobs look exactly like HsmClient's and every contract case —
+// RFC 3394 AES key wrap, so blobs look exactly like DatasetWrappingKeys' and every contract case —
 // destroyed keys, corrupt blobs, duplicates, listing — behaves the same (both run
 // tests/hsm/key_wrapper_contract_test.cc). It protects nothing: keys live in this process.
-// Test binaries only; never wire it into the daemon.
+// Built only into the coffer_hsm_testing library, which tests and benchmarks link; never wire
+// it into the daemon.
 //
 // Thread-safe (one mutex). Owns its keys; they are wiped when destroyed or with the fake.
 
-#ifndef COFFER_HSM_FAKE_KEY_WRAPPER_H_
-#define COFFER_HSM_FAKE_KEY_WRAPPER_H_
+#ifndef COFFER_HSM_TESTING_FAKE_KEY_WRAPPER_H_
+#define COFFER_HSM_TESTING_FAKE_KEY_WRAPPER_H_
 
 #include <map>
 #include <mutex>
@@ -38,4 +39,4 @@ class FakeKeyWrapper final : public KeyWrapper {
 
 }  // namespace coffer::hsm
 
-#endif  // COFFER_HSM_FAKE_KEY_WRAPPER_H_
+#endif  // COFFER_HSM_TESTING_FAKE_KEY_WRAPPER_H_

@@ -1,4 +1,4 @@
-#include "hsm/fake_key_wrapper.h"
+#include "hsm/testing/fake_key_wrapper.h"
 
 #include <openssl/evp.h>
 
