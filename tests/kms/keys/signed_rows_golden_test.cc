@@ -24,8 +24,6 @@
 #include <vector>
 
 #include "crypto/base/status.h"
-#include "crypto/hmac.h"
-#include "crypto/secret_bytes.h"
 #include "gtest/gtest.h"
 #include "hsm/service_keys.h"
 #include "kms/admin/admin_registry.h"
@@ -34,6 +32,7 @@
 #include "nlohmann/json.hpp"
 #include "rocksdb/db.h"
 #include "tests/kms/audit/audit_test_util.h"
+#include "tests/kms/keys/fixed_row_authenticator.h"
 #include "tests/testing/vectors.h"
 
 namespace coffer::kms {
@@ -42,28 +41,9 @@ namespace {
 namespace pb = ::coffer::kms::v1;
 using ::coffer::kms::audit::testing::FakeClock;
 using ::coffer::kms::audit::testing::TempDir;
+using ::coffer::kms::testing::FixedRowAuthenticator;
 using ::coffer::testing::BytesToHex;
 using ::coffer::testing::HexToBytes;
-
-// HMAC-SHA256 in software under a fixed, public test key.
-class FixedRowAuthenticator final : public hsm::RowAuthenticator {
- public:
-  FixedRowAuthenticator() {
-    std::array<uint8_t, 32> key;
-    for (size_t i = 0; i < key.size(); ++i) key[i] = static_cast<uint8_t>(i);
-    auto secret = crypto::SecretBytes::CopyFrom(key);
-    EXPECT_TRUE(secret.ok());
-    auto hmac = crypto::HmacSha256::Create(*secret);
-    EXPECT_TRUE(hmac.ok());
-    hmac_ = std::make_unique<crypto::HmacSha256>(*std::move(hmac));
-  }
-  absl::StatusOr<std::array<uint8_t, 32>> HmacRowKey(std::string_view data) override {
-    return hmac_->Compute(data);
-  }
-
- private:
-  std::unique_ptr<crypto::HmacSha256> hmac_;
-};
 
 // Holds no secret: TotpHmac answers the same bytes for every admin and step, so a code is
 // never accepted by chance and the rows stay deterministic.
