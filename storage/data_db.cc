@@ -37,9 +37,7 @@ rocksdb::Options DataDbRocksOptions(const DataDbOptions& options,
 }
 
 absl::Status FromRocks(const rocksdb::Status& status, std::string_view what) {
-  if (status.ok()) return absl::OkStatus();
-  return MakeError(ErrorCode::kDataDbError,
-                   std::string("data DB ") + std::string(what) + ": " + status.ToString());
+  return FromRocks(status, ErrorCode::kDataDbError, std::string("data DB ") + std::string(what));
 }
 
 ReadViewTicket::ReadViewTicket(ReadViewTicket&& other) noexcept

@@ -39,6 +39,7 @@
 #include "absl/status/statusor.h"
 #include "rocksdb/db.h"
 #include "storage/internal/layout.h"
+#include "storage/rocks_status.h"
 
 namespace rocksdb {
 class Cache;
@@ -68,7 +69,8 @@ rocksdb::Options DataDbRocksOptions(const DataDbOptions& options,
                                     std::shared_ptr<rocksdb::Cache> cache,
                                     std::shared_ptr<rocksdb::WriteBufferManager> wbm);
 
-// Converts a failed RocksDB status into DATA_DB_ERROR naming `what`.
+// Converts a failed RocksDB status into DATA_DB_ERROR naming the data DB and `what`
+// (storage/rocks_status.h).
 absl::Status FromRocks(const rocksdb::Status& status, std::string_view what);
 
 class DataDb;

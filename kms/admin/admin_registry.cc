@@ -1,16 +1,10 @@
 #include "kms/admin/admin_registry.h"
 
 #include <openssl/crypto.h>
-#include <rocksdb/db.h>
-#include <rocksdb/options.h>
-#include <rocksdb/write_batch.h>
 
 #include <cstdio>
-#include <filesystem>
-#include <system_error>
 #include <utility>
 
-#include "crypto/constant_time.h"
 #include "crypto/random.h"
 #include "crypto/secret_bytes.h"
 #include "hsm/otp.h"
@@ -22,9 +16,9 @@ namespace {
 
 namespace v1 = ::coffer::admin::v1;
 
-constexpr std::string_view kRowDomain = "coffer-admin-row-v1";
-constexpr size_t kTagBytes = 32;
 constexpr size_t kSecretBytes = 20;
+// Every row lives in RocksDB's default column family: the store's family 0.
+constexpr size_t kRows = 0;
 constexpr char kCounterKey[] = "meta/next_approval_id";
 
 std::string AdminKey(uint32_t uid) {
@@ -41,12 +35,6 @@ std::string ApprovalKey(uint64_t id) {
   char buf[40];
   std::snprintf(buf, sizeof buf, "approval/%020llu", static_cast<unsigned long long>(id));
   return buf;
-}
-
-absl::Status FromRocks(const rocksdb::Status& status, std::string_view what) {
-  if (status.ok()) return absl::OkStatus();
-  return MakeError(ErrorCode::kIoError,
-                   "admin registry " + std::string(what) + " failed: " + status.ToString());
 }
 
 absl::Status Corrupt(const std::string& key, std::string_view why) {
@@ -129,6 +117,15 @@ absl::StatusOr<Row> ParseRow(const std::string& key, const std::string& message)
   return row;
 }
 
+// Reads, verifies and parses the row at `key`; nullopt when absent.
+template <typename Row>
+absl::StatusOr<std::optional<Row>> GetRow(SignedRowStore& rows, const std::string& key) {
+  Row row;
+  COFFER_ASSIGN_OR_RETURN(bool found, rows.Get(kRows, key, row));
+  if (!found) return std::optional<Row>();
+  return std::optional<Row>(std::move(row));
+}
+
 bool IsPendingExpired(const ApprovalRecord& r, int64_t now) {
   return r.state == ApprovalState::kPending && now >= r.expires_micros;
 }
@@ -148,129 +145,66 @@ absl::StatusOr<std::unique_ptr<AdminRegistry>> AdminRegistry::Open(Options optio
                      "TOTP step and maximum failures must be positive");
   }
   if (options.clock == nullptr) options.clock = &coffer::SystemClock();
-  std::error_code ec;
-  const bool existed = std::filesystem::exists(options.directory, ec);
-  std::filesystem::create_directories(options.directory, ec);
-  if (ec) {
-    return MakeError(ErrorCode::kIoError,
-                     "cannot create admin registry directory " + options.directory);
-  }
-  if (!existed) {
-    std::filesystem::permissions(options.directory, std::filesystem::perms::owner_all,
-                                 std::filesystem::perm_options::replace, ec);
-    if (ec) {
-      return MakeError(ErrorCode::kIoError,
-                       "cannot restrict admin registry directory " + options.directory);
-    }
-  }
-  rocksdb::Options db_options;
-  db_options.create_if_missing = true;
-  rocksdb::DB* db = nullptr;
-  COFFER_RETURN_IF_ERROR(FromRocks(rocksdb::DB::Open(db_options, options.directory, &db), "open"));
-  return std::unique_ptr<AdminRegistry>(new AdminRegistry(std::move(options), db));
+  SignedRowStore::Options store;
+  store.directory = options.directory;
+  store.column_families = {"default"};
+  // The registry's format predates the store: its tags never bound the column family.
+  store.format = {.store_name = "admin registry",
+                  .tag_domain = "coffer-admin-row-v1",
+                  .tag_binds_column_family = false};
+  store.authenticator = options.rows;
+  COFFER_ASSIGN_OR_RETURN(std::unique_ptr<SignedRowStore> rows,
+                          SignedRowStore::Open(std::move(store)));
+  return std::unique_ptr<AdminRegistry>(new AdminRegistry(std::move(options), std::move(rows)));
 }
 
-AdminRegistry::AdminRegistry(Options options, rocksdb::DB* db)
-    : options_(std::move(options)), db_(db) {}
+AdminRegistry::AdminRegistry(Options options, std::unique_ptr<SignedRowStore> rows)
+    : options_(std::move(options)), rows_(std::move(rows)) {}
 
-AdminRegistry::~AdminRegistry() {
-  if (db_) db_->Close().PermitUncheckedError();
-}
+AdminRegistry::~AdminRegistry() = default;
 
 int64_t AdminRegistry::NowMicros() const { return coffer::ToUnixMicros(options_.clock->Now()); }
 
-absl::StatusOr<std::string> AdminRegistry::Tag(std::string_view key, std::string_view message) {
-  std::string input(kRowDomain);
-  input.push_back('\0');
-  for (int shift = 24; shift >= 0; shift -= 8) {
-    input.push_back(static_cast<char>((key.size() >> shift) & 0xff));
-  }
-  input.append(key);
-  input.append(message);
-  COFFER_ASSIGN_OR_RETURN(auto tag, options_.rows->HmacRowKey(input));
-  return std::string(reinterpret_cast<const char*>(tag.data()), tag.size());
-}
-
-absl::StatusOr<std::optional<std::string>> AdminRegistry::GetRow(const std::string& key) {
-  std::string value;
-  rocksdb::Status status = db_->Get(rocksdb::ReadOptions(), key, &value);
-  if (status.IsNotFound()) return std::optional<std::string>();
-  COFFER_RETURN_IF_ERROR(FromRocks(status, "read"));
-  if (value.size() < kTagBytes) return Corrupt(key, "is truncated");
-  std::string message = value.substr(0, value.size() - kTagBytes);
-  COFFER_ASSIGN_OR_RETURN(std::string expected, Tag(key, message));
-  if (!crypto::ConstantTimeEquals(expected, std::string_view(value).substr(message.size()))) {
-    return Corrupt(key, "failed authentication: it was edited, moved or damaged");
-  }
-  return std::optional<std::string>(std::move(message));
-}
-
 absl::StatusOr<std::vector<std::pair<std::string, std::string>>> AdminRegistry::ScanRows(
     std::string_view prefix) {
-  std::vector<std::string> keys;
-  {
-    std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions()));
-    for (it->Seek(rocksdb::Slice(prefix.data(), prefix.size())); it->Valid(); it->Next()) {
-      if (!it->key().starts_with(rocksdb::Slice(prefix.data(), prefix.size()))) break;
-      keys.push_back(it->key().ToString());
-    }
-    COFFER_RETURN_IF_ERROR(FromRocks(it->status(), "scan"));
-  }
   std::vector<std::pair<std::string, std::string>> rows;
-  for (std::string& key : keys) {
-    COFFER_ASSIGN_OR_RETURN(auto message, GetRow(key));
-    if (!message) continue;  // deleted since the scan; cannot happen under mu_
-    rows.emplace_back(std::move(key), std::move(*message));
-  }
+  COFFER_RETURN_IF_ERROR(
+      rows_->Scan(kRows, prefix, [&rows](std::string_view key, std::string_view message) {
+        rows.emplace_back(key, message);
+        return absl::OkStatus();
+      }));
   return rows;
-}
-
-absl::Status AdminRegistry::PutRow(const std::string& key, const std::string& message) {
-  COFFER_ASSIGN_OR_RETURN(std::string tag, Tag(key, message));
-  rocksdb::WriteOptions write;
-  write.sync = true;
-  return FromRocks(db_->Put(write, key, message + tag), "write");
-}
-
-absl::Status AdminRegistry::DeleteRow(const std::string& key) {
-  rocksdb::WriteOptions write;
-  write.sync = true;
-  return FromRocks(db_->Delete(write, key), "delete");
 }
 
 absl::StatusOr<std::optional<AdminRecord>> AdminRegistry::LoadAdmin(uint32_t uid) {
   const std::string key = AdminKey(uid);
-  COFFER_ASSIGN_OR_RETURN(auto message, GetRow(key));
-  if (!message) return std::optional<AdminRecord>();
-  COFFER_ASSIGN_OR_RETURN(auto row, ParseRow<v1::AdminRow>(key, *message));
-  if (row.uid() != uid) return Corrupt(key, "names another uid");
-  return std::optional<AdminRecord>(FromRow(row));
+  COFFER_ASSIGN_OR_RETURN(auto row, GetRow<v1::AdminRow>(*rows_, key));
+  if (!row) return std::optional<AdminRecord>();
+  if (row->uid() != uid) return Corrupt(key, "names another uid");
+  return std::optional<AdminRecord>(FromRow(*row));
 }
 
 absl::Status AdminRegistry::StoreAdmin(const AdminRecord& admin) {
-  return PutRow(AdminKey(admin.uid), ToRow(admin).SerializeAsString());
+  return rows_->Put(kRows, AdminKey(admin.uid), ToRow(admin));
 }
 
 absl::StatusOr<std::optional<Invitation>> AdminRegistry::LoadInvitation(uint32_t uid) {
-  const std::string key = InviteKey(uid);
-  COFFER_ASSIGN_OR_RETURN(auto message, GetRow(key));
-  if (!message) return std::optional<Invitation>();
-  COFFER_ASSIGN_OR_RETURN(auto row, ParseRow<v1::InvitationRow>(key, *message));
+  COFFER_ASSIGN_OR_RETURN(auto row, GetRow<v1::InvitationRow>(*rows_, InviteKey(uid)));
+  if (!row) return std::optional<Invitation>();
   return std::optional<Invitation>(
-      Invitation{row.uid(), row.invited_by(), row.created_micros(), row.expires_micros()});
+      Invitation{row->uid(), row->invited_by(), row->created_micros(), row->expires_micros()});
 }
 
 absl::StatusOr<std::optional<ApprovalRecord>> AdminRegistry::LoadApproval(uint64_t id) {
   const std::string key = ApprovalKey(id);
-  COFFER_ASSIGN_OR_RETURN(auto message, GetRow(key));
-  if (!message) return std::optional<ApprovalRecord>();
-  COFFER_ASSIGN_OR_RETURN(auto row, ParseRow<v1::ApprovalRow>(key, *message));
-  if (row.id() != id) return Corrupt(key, "names another id");
-  return std::optional<ApprovalRecord>(FromRow(row));
+  COFFER_ASSIGN_OR_RETURN(auto row, GetRow<v1::ApprovalRow>(*rows_, key));
+  if (!row) return std::optional<ApprovalRecord>();
+  if (row->id() != id) return Corrupt(key, "names another id");
+  return std::optional<ApprovalRecord>(FromRow(*row));
 }
 
 absl::Status AdminRegistry::StoreApproval(const ApprovalRecord& approval) {
-  return PutRow(ApprovalKey(approval.id), ToRow(approval).SerializeAsString());
+  return rows_->Put(kRows, ApprovalKey(approval.id), ToRow(approval));
 }
 
 absl::StatusOr<ApprovalRecord> AdminRegistry::LoadApprovalRefreshed(uint64_t id) {
@@ -316,7 +250,7 @@ absl::Status AdminRegistry::Invite(uint32_t uid, uint32_t invited_by, std::chron
   row.set_invited_by(invited_by);
   row.set_created_micros(now);
   row.set_expires_micros(now + SecondsMicros(ttl));
-  return PutRow(InviteKey(uid), row.SerializeAsString());
+  return rows_->Put(kRows, InviteKey(uid), row);
 }
 
 absl::StatusOr<std::vector<Invitation>> AdminRegistry::ListInvitations() {
@@ -368,7 +302,7 @@ absl::StatusOr<Enrollment> AdminRegistry::Claim(uint32_t uid, std::string name, 
     options_.totp->DestroyTotpSecret(uid).IgnoreError();
     return stored;
   }
-  if (invitation) COFFER_RETURN_IF_ERROR(DeleteRow(InviteKey(uid)));
+  if (invitation) COFFER_RETURN_IF_ERROR(rows_->Delete(kRows, InviteKey(uid)));
   Enrollment enrollment;
   {
     std::string raw(reinterpret_cast<const char*>(secret.data()), secret.size());
@@ -386,7 +320,7 @@ absl::Status AdminRegistry::Remove(uint32_t uid) {
   if (!admin) return MakeError(ErrorCode::kAdminNotEnrolled, "uid is not an enrolled admin");
   absl::Status destroyed = options_.totp->DestroyTotpSecret(uid);
   if (!destroyed.ok() && ErrorCodeOf(destroyed) != ErrorCode::kHsmKeyNotFound) return destroyed;
-  return DeleteRow(AdminKey(uid));
+  return rows_->Delete(kRows, AdminKey(uid));
 }
 
 absl::StatusOr<AdminRecord> AdminRegistry::VerifyCode(uint32_t uid, std::string_view code) {
@@ -446,12 +380,11 @@ absl::StatusOr<ApprovalRecord> AdminRegistry::CreateApproval(
     uint32_t requester_uid, std::string requester_name, std::string payload, std::string summary,
     std::string dataset, std::chrono::seconds ttl) {
   std::lock_guard<std::mutex> lock(mu_);
-  COFFER_ASSIGN_OR_RETURN(auto counter_message, GetRow(kCounterKey));
+  COFFER_ASSIGN_OR_RETURN(auto counter, GetRow<v1::CounterRow>(*rows_, kCounterKey));
   uint64_t id = 1;
-  if (counter_message) {
-    COFFER_ASSIGN_OR_RETURN(auto counter, ParseRow<v1::CounterRow>(kCounterKey, *counter_message));
-    if (counter.next_id() == 0) return Corrupt(kCounterKey, "holds id 0");
-    id = counter.next_id();
+  if (counter) {
+    if (counter->next_id() == 0) return Corrupt(kCounterKey, "holds id 0");
+    id = counter->next_id();
   }
   const int64_t now = NowMicros();
   ApprovalRecord approval;
@@ -467,17 +400,10 @@ absl::StatusOr<ApprovalRecord> AdminRegistry::CreateApproval(
   // The counter and the row go in one synced batch, so an id is never handed out twice.
   v1::CounterRow next;
   next.set_next_id(id + 1);
-  const std::string counter_value = next.SerializeAsString();
-  COFFER_ASSIGN_OR_RETURN(std::string counter_tag, Tag(kCounterKey, counter_value));
-  const std::string key = ApprovalKey(id);
-  const std::string row_value = ToRow(approval).SerializeAsString();
-  COFFER_ASSIGN_OR_RETURN(std::string row_tag, Tag(key, row_value));
-  rocksdb::WriteBatch batch;
-  COFFER_RETURN_IF_ERROR(FromRocks(batch.Put(kCounterKey, counter_value + counter_tag), "batch"));
-  COFFER_RETURN_IF_ERROR(FromRocks(batch.Put(key, row_value + row_tag), "batch"));
-  rocksdb::WriteOptions write;
-  write.sync = true;
-  COFFER_RETURN_IF_ERROR(FromRocks(db_->Write(write, &batch), "write"));
+  SignedRowStore::Batch batch(*rows_);
+  COFFER_RETURN_IF_ERROR(batch.Put(kRows, kCounterKey, next));
+  COFFER_RETURN_IF_ERROR(batch.Put(kRows, ApprovalKey(id), ToRow(approval)));
+  COFFER_RETURN_IF_ERROR(rows_->Write(batch));
   return approval;
 }
 

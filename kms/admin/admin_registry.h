@@ -1,8 +1,9 @@
 // AdminRegistry: the persistent registry of enrolled admins (TOTP MFA), their invitations, and
 // dual-control approval requests (docs/daemon.md, admin MFA).
 //
-// State lives in a RocksDB in Options::directory (created 0700 if absent); every write is synced.
-// Each row is a coffer.admin.v1 protobuf message followed by a 32-byte tag,
+// State lives in a SignedRowStore (kms/keys/signed_row_store.h) in Options::directory (created
+// 0700 if absent), all rows in RocksDB's default column family; every write is synced. Each row
+// is a coffer.admin.v1 protobuf message followed by a 32-byte tag,
 // HMAC-SHA256("coffer-admin-row-v1" 0x00 || key length (4 bytes BE) || key || message), computed
 // in the HSM (RowAuthenticator), so an edited, moved or damaged row is detected: it yields
 // KEY_DB_ROW_CORRUPT and is never silently skipped.
@@ -35,11 +36,9 @@
 #include "absl/status/statusor.h"
 #include "crypto/base/clock.h"
 #include "crypto/base/status.h"
+#include "google/protobuf/message_lite.h"
 #include "hsm/service_keys.h"
-
-namespace rocksdb {
-class DB;
-}
+#include "kms/keys/signed_row_store.h"
 
 namespace coffer::kms::admin {
 
@@ -158,15 +157,12 @@ class AdminRegistry {
   absl::StatusOr<ApprovalRecord> Redeem(uint64_t id, uint32_t uid);
 
  private:
-  AdminRegistry(Options options, rocksdb::DB* db);
+  AdminRegistry(Options options, std::unique_ptr<SignedRowStore> rows);
 
   int64_t NowMicros() const;
-  absl::StatusOr<std::string> Tag(std::string_view key, std::string_view message);
-  absl::StatusOr<std::optional<std::string>> GetRow(const std::string& key);
+  // Verified (key, message bytes) of every row whose key starts with `prefix`, in key order.
   absl::StatusOr<std::vector<std::pair<std::string, std::string>>> ScanRows(
       std::string_view prefix);
-  absl::Status PutRow(const std::string& key, const std::string& message);
-  absl::Status DeleteRow(const std::string& key);
 
   absl::StatusOr<std::optional<AdminRecord>> LoadAdmin(uint32_t uid);
   absl::Status StoreAdmin(const AdminRecord& admin);
@@ -178,7 +174,7 @@ class AdminRegistry {
 
   Options options_;
   std::mutex mu_;
-  std::unique_ptr<rocksdb::DB> db_;
+  std::unique_ptr<SignedRowStore> rows_;
 };
 
 }  // namespace coffer::kms::admin

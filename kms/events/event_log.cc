@@ -10,6 +10,7 @@
 #include "rocksdb/db.h"
 #include "rocksdb/options.h"
 #include "rocksdb/write_batch.h"
+#include "storage/rocks_status.h"
 
 namespace coffer::events {
 namespace {
@@ -24,9 +25,8 @@ constexpr std::string_view kNextSequenceKey = "next_sequence";
 constexpr std::string_view kHookCursorKey = "hook_cursor";
 
 absl::Status FromRocks(const rocksdb::Status& status, std::string_view what) {
-  if (status.ok()) return absl::OkStatus();
-  return MakeError(ErrorCode::kDataDbError,
-                   absl::StrCat("event log: ", std::string(what), " failed"));
+  return storage::FromRocks(status, ErrorCode::kDataDbError,
+                            absl::StrCat("event log: ", std::string(what)));
 }
 
 std::string EventKey(uint64_t sequence) {

@@ -1,4 +1,5 @@
-// KeyDb: the key manager's own RocksDB directory, every row authenticated by the HSM.
+// KeyDb: the key manager's own RocksDB directory, every row authenticated by the HSM — the key
+// DB's schema over a SignedRowStore (kms/keys/signed_row_store.h).
 //
 // Column families (docs/key-manager.md, "Key DB layout"): datasets, names, key_versions,
 // intents, meta. Each stored value is a serialised kms/keys/key_db.proto message followed by a
@@ -14,7 +15,7 @@
 // returns OK the change survives a crash and a power loss.
 //
 // Thread safety: all methods may be called from any thread (RocksDB is thread-safe; tags are
-// computed before the batch is written). Ownership: the KeyDb owns the RocksDB handle; the
+// computed before the batch is written). Ownership: the KeyDb owns its store; the
 // RowAuthenticator must outlive it. Failures: IO_ERROR for RocksDB errors (the message carries
 // RocksDB's), KEY_DB_ROW_CORRUPT for a row that fails its tag or does not parse, errors of the
 // RowAuthenticator as they are.
@@ -28,24 +29,19 @@
 #include <optional>
 #include <string>
 #include <string_view>
-#include <vector>
+#include <utility>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "google/protobuf/message_lite.h"
 #include "hsm/service_keys.h"
-
-namespace rocksdb {
-class DB;
-class ColumnFamilyHandle;
-class WriteBatch;
-}  // namespace rocksdb
+#include "kms/keys/signed_row_store.h"
 
 namespace coffer::kms {
 
 enum class KeyDbTable : uint8_t { kDatasets = 0, kNames, kKeyVersions, kIntents, kMeta };
 inline constexpr size_t kKeyDbTableCount = 5;
-inline constexpr size_t kKeyDbTagBytes = 32;
+inline constexpr size_t kKeyDbTagBytes = kSignedRowTagBytes;
 
 // The column family name of `table` ("datasets", "names", "key_versions", "intents", "meta").
 std::string_view KeyDbTableName(KeyDbTable table);
@@ -75,13 +71,11 @@ class KeyDb {
     absl::Status Put(KeyDbTable table, std::string_view key,
                      const google::protobuf::MessageLite& row);
     void Delete(KeyDbTable table, std::string_view key);
-    size_t count() const { return count_; }
+    size_t count() const { return rows_.count(); }
 
    private:
     friend class KeyDb;
-    KeyDb& db_;
-    std::unique_ptr<rocksdb::WriteBatch> batch_;
-    size_t count_ = 0;
+    SignedRowStore::Batch rows_;
   };
 
   // Writes `batch` atomically and syncs it.
@@ -103,17 +97,9 @@ class KeyDb {
       const std::function<absl::Status(std::string_view key, std::string_view message)>& visit);
 
  private:
-  KeyDb(rocksdb::DB* db, std::vector<rocksdb::ColumnFamilyHandle*> handles,
-        hsm::RowAuthenticator* authenticator);
+  explicit KeyDb(std::unique_ptr<SignedRowStore> store) : store_(std::move(store)) {}
 
-  absl::StatusOr<std::string> Seal(KeyDbTable table, std::string_view key,
-                                   std::string_view message);
-  absl::StatusOr<std::string_view> Verify(KeyDbTable table, std::string_view key,
-                                          std::string_view value);
-
-  rocksdb::DB* db_;
-  std::vector<rocksdb::ColumnFamilyHandle*> handles_;  // indexed by KeyDbTable
-  hsm::RowAuthenticator* authenticator_;
+  std::unique_ptr<SignedRowStore> store_;
 };
 
 }  // namespace coffer::kms
