@@ -33,29 +33,19 @@ constexpr std::chrono::milliseconds kTerminalPollInterval{500};
 constexpr std::chrono::milliseconds kPlainPollInterval{1'000};
 constexpr int64_t kPlainLineEveryMicros = 5'000'000;
 
-std::string YesNo(bool value) { return value ? "yes" : "no"; }
-
-std::string TimeWithAge(int64_t micros, int64_t now) {
-  if (micros == 0) return "-";
-  return FormatLocalTime(micros) + " (" + FormatAge(micros, now) + ")";
-}
-
-std::string DurationOrNone(int64_t seconds) {
-  return seconds == 0 ? "none" : FormatDuration(seconds);
-}
-
 void PrintPolicy(CommandContext& ctx, const pb::Policy& policy) {
   Table table({"policy", "value"});
-  table.AddRow({"records rotation", DurationOrNone(policy.records_rotation_seconds())});
-  table.AddRow({"attachments rotation", DurationOrNone(policy.attachments_rotation_seconds())});
+  table.AddRow({"records rotation", FormatDurationOrNone(policy.records_rotation_seconds())});
+  table.AddRow(
+      {"attachments rotation", FormatDurationOrNone(policy.attachments_rotation_seconds())});
   table.AddRow({"usage limit", std::to_string(policy.usage_limit())});
   table.AddRow({"bin days", std::to_string(policy.bin_days())});
-  table.AddRow({"retention (max age)", DurationOrNone(policy.retention_max_age_seconds())});
-  table.AddRow({"minimum retention", DurationOrNone(policy.minimum_retention_seconds())});
-  table.AddRow({"destruction wait", DurationOrNone(policy.destruction_wait_seconds())});
+  table.AddRow({"retention (max age)", FormatDurationOrNone(policy.retention_max_age_seconds())});
+  table.AddRow({"minimum retention", FormatDurationOrNone(policy.minimum_retention_seconds())});
+  table.AddRow({"destruction wait", FormatDurationOrNone(policy.destruction_wait_seconds())});
   table.AddRow({"auto-destroy after disabled",
                 policy.has_auto_destroy_after_disabled_seconds()
-                    ? DurationOrNone(policy.auto_destroy_after_disabled_seconds())
+                    ? FormatDurationOrNone(policy.auto_destroy_after_disabled_seconds())
                     : "none"});
   table.Print(ctx.out());
 }
@@ -78,9 +68,9 @@ void PrintDataset(CommandContext& ctx, const pb::DatasetInfo& info) {
   Table table({"dataset", info.name()});
   table.AddRow({"state", DatasetStateName(info.state())});
   table.AddRow({"legal hold", YesNo(info.legal_hold())});
-  table.AddRow({"created", TimeWithAge(info.created_micros(), now)});
+  table.AddRow({"created", FormatTimeWithAge(info.created_micros(), now)});
   if (info.state() == pb::DATASET_PENDING_DESTRUCTION) {
-    table.AddRow({"destruction due", TimeWithAge(info.destruction_due_micros(), now)});
+    table.AddRow({"destruction due", FormatTimeWithAge(info.destruction_due_micros(), now)});
   }
   table.AddRow({"records", std::to_string(info.records())});
   table.AddRow({"attachments", std::to_string(info.attachments())});
@@ -291,17 +281,6 @@ std::string PromptTotp() {
   return line;
 }
 
-std::string ApprovalStateName(int state) {
-  const auto* value = pb::ApprovalState_descriptor()->FindValueByNumber(state);
-  if (value == nullptr) return std::to_string(state);
-  std::string name = value->name();
-  constexpr absl::string_view kPrefix = "APPROVAL_STATE_";
-  if (absl::string_view(name).substr(0, kPrefix.size()) == kPrefix) {
-    name = name.substr(kPrefix.size());
-  }
-  return name;
-}
-
 void PrintPending(CommandContext& ctx, const pb::ApprovalInfo& info) {
   if (ctx.json()) {
     ctx.out() << nlohmann::json{{"pending", ProtoToJson(info)}}.dump(
@@ -500,7 +479,7 @@ absl::Status DatasetLifecycle(CommandContext& ctx, const std::string& name,
   }
   ctx.out() << name << ": " << DatasetStateName(info.state());
   if (info.state() == pb::DATASET_PENDING_DESTRUCTION) {
-    ctx.out() << ", destroyed at " << TimeWithAge(info.destruction_due_micros(), NowMicros())
+    ctx.out() << ", destroyed at " << FormatTimeWithAge(info.destruction_due_micros(), NowMicros())
               << " unless cancelled (keyctl dataset cancel-destroy " << name << ")";
   }
   ctx.out() << '\n';
@@ -853,7 +832,7 @@ absl::Status DaemonStatus(CommandContext& ctx) {
   }
   const int64_t now = NowMicros();
   Table table({"cofferd", s.version()});
-  table.AddRow({"started", TimeWithAge(s.started_micros(), now)});
+  table.AddRow({"started", FormatTimeWithAge(s.started_micros(), now)});
   table.AddRow({"datasets", std::to_string(s.datasets())});
   table.AddRow({"durability", s.durability()});
   table.AddRow({"data socket", s.data_socket()});
@@ -886,12 +865,13 @@ void PrintAdmins(CommandContext& ctx, const Admins& admins) {
   Table table(
       {"UID", "NAME", "ENROLLED", "AGE", "BOOTSTRAP", "LAST CODE", "FAILURES", "LOCKED UNTIL"});
   for (const pb::AdminInfo& a : admins) {
-    table.AddRow({std::to_string(a.uid()), a.name().empty() ? "-" : a.name(),
-                  FormatLocalTime(a.enrolled_micros()), FormatAge(a.enrolled_micros(), now),
-                  YesNo(a.bootstrap()),
-                  a.last_code_micros() == 0 ? "never" : TimeWithAge(a.last_code_micros(), now),
-                  std::to_string(a.failed_codes()),
-                  a.locked_until_micros() == 0 ? "-" : FormatLocalTime(a.locked_until_micros())});
+    table.AddRow(
+        {std::to_string(a.uid()), a.name().empty() ? "-" : a.name(),
+         FormatLocalTime(a.enrolled_micros()), FormatAge(a.enrolled_micros(), now),
+         YesNo(a.bootstrap()),
+         a.last_code_micros() == 0 ? "never" : FormatTimeWithAge(a.last_code_micros(), now),
+         std::to_string(a.failed_codes()),
+         a.locked_until_micros() == 0 ? "-" : FormatLocalTime(a.locked_until_micros())});
   }
   table.Print(ctx.out());
 }
@@ -1072,7 +1052,7 @@ absl::Status KeyInventory(CommandContext& ctx, const std::string& dataset) {
     table.AddRow(
         {k.kind(), k.dataset().empty() ? "-" : k.dataset(), k.purpose().empty() ? "-" : k.purpose(),
          k.version() == 0 ? "-" : std::to_string(k.version()), k.state().empty() ? "-" : k.state(),
-         k.created_micros() == 0 ? "-" : TimeWithAge(k.created_micros(), now),
+         k.created_micros() == 0 ? "-" : FormatTimeWithAge(k.created_micros(), now),
          k.algorithm().empty() ? "-" : k.algorithm(), where.empty() ? "-" : where});
   }
   table.Print(ctx.out());
@@ -1167,7 +1147,7 @@ absl::Status BinList(CommandContext& ctx, const std::string& dataset, uint32_t l
   for (const pb::BinItem& item : items) {
     table.AddRow(
         {item.kind() == pb::BinItem::RECORD ? "record" : "attachment", ShowId(item.id()),
-         TimeWithAge(item.deleted_micros(), now),
+         FormatTimeWithAge(item.deleted_micros(), now),
          item.purge_after_micros() == 0 ? "held" : FormatLocalTime(item.purge_after_micros())});
   }
   table.Print(ctx.out());

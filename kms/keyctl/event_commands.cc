@@ -112,7 +112,7 @@ void PrintCanaries(CommandContext& ctx, const std::vector<pb::CanaryInfo>& canar
     table.AddRow({std::to_string(c.number()), c.dataset(),
                   c.kind() == pb::CANARY_ATTACHMENT ? "attachment" : "record", c.id(),
                   FormatAge(c.planted_micros(), now), std::to_string(c.planted_by_uid()),
-                  c.present() ? "yes" : "no"});
+                  YesNo(c.present())});
   }
   table.Print(ctx.out());
 }
