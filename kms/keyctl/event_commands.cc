@@ -2,6 +2,7 @@
 
 #include <signal.h>
 
+#include <CLI/CLI.hpp>
 #include <algorithm>
 #include <atomic>
 #include <ostream>
@@ -11,6 +12,8 @@
 #include "absl/strings/str_cat.h"
 #include "coffer/v1/service.pb.h"
 #include "crypto/base/status.h"
+#include "kms/keyctl/command_line.h"
+#include "kms/keyctl/files.h"
 #include "kms/keyctl/output.h"
 #include "nlohmann/json.hpp"
 
@@ -21,6 +24,8 @@ namespace pb = ::coffer::v1;
 
 constexpr uint32_t kBatch = 100;
 constexpr uint32_t kFollowWaitMillis = 1000;
+// Canary content beyond this is refused before anything is sent (one request frame carries it).
+constexpr size_t kMaxCanaryBytes = size_t{1} << 20;
 
 std::atomic<bool> g_interrupted{false};
 
@@ -115,6 +120,15 @@ void PrintCanaries(CommandContext& ctx, const std::vector<pb::CanaryInfo>& canar
                   YesNo(c.present())});
   }
   table.Print(ctx.out());
+}
+
+absl::StatusOr<std::string> ReadContent(const std::string& path) {
+  absl::StatusOr<std::string> content = ReadFileUpTo(path, "--file", kMaxCanaryBytes);
+  if (ErrorCodeOf(content.status()) == ErrorCode::kInvalidArgument) {
+    return MakeError(ErrorCode::kInvalidArgument, "--file " + path + " is larger than 1 MiB");
+  }
+  if (!content.ok()) return MakeError(ErrorCode::kInvalidArgument, "cannot read --file " + path);
+  return content;
 }
 
 }  // namespace
@@ -218,6 +232,91 @@ absl::Status CanaryRemove(CommandContext& ctx, const CanaryTarget& target) {
     ctx.out() << "removed canary " << info.number() << " from " << info.dataset() << " (purged)\n";
   }
   return absl::OkStatus();
+}
+
+void AddEventCommands(CLI::App& app, CommandLine& line) {
+  struct Values {
+    EventsOptions events;
+    CanaryTarget target;
+    std::string record_id, attachment_name, value, file, content_type = "application/octet-stream";
+    std::string list_dataset;
+  };
+  Values& v = line.NewValues<Values>();
+
+  // --record or --attachment, exactly one.
+  auto add_target_options = [&v](CLI::App* command, CLI::Option** record,
+                                 CLI::Option** attachment) {
+    command->add_option("DATASET", v.target.dataset, "The dataset")->required();
+    *record = command->add_option("--record", v.record_id, "A record id");
+    *attachment = command->add_option("--attachment", v.attachment_name, "An attachment name");
+    (*record)->excludes(*attachment);
+  };
+  auto take_target = [&v](const CLI::Option* record, const CLI::Option* attachment,
+                          const std::string& command) {
+    if (record->count() == 0 && attachment->count() == 0) {
+      throw CLI::ValidationError(command, "give --record ID or --attachment NAME");
+    }
+    v.target.record_id.reset();
+    v.target.attachment_name.reset();
+    if (record->count() > 0) v.target.record_id = v.record_id;
+    if (attachment->count() > 0) v.target.attachment_name = v.attachment_name;
+  };
+
+  CLI::App* events = app.add_subcommand(
+      "events",
+      "Lifecycle events (disable, destruction, rotation, canary reads ...) not yet acknowledged "
+      "by this subscriber; --follow keeps watching");
+  events->footer("Example:\n  keyctl events --follow --subscriber pager --json");
+  events->add_flag("--follow,-f", v.events.follow, "Keep printing new events until interrupted");
+  events->add_option("--subscriber", v.events.subscriber,
+                     "Whose cursor to read and move (default keyctl; 1-64 of [a-z0-9._-])");
+  events->add_option("--limit", v.events.limit, "Without --follow: at most this many events")
+      ->check(CLI::Range(uint32_t{1}, uint32_t{1000000}));
+  line.Runs(events, [&v](CommandContext& ctx) { return EventsShow(ctx, v.events); });
+
+  CLI::App* canary =
+      AddCommandGroup(app, "canary", "Canary records: decoys whose every read raises an event",
+                      "keyctl canary plant crm --record decoy-7 --value '{\"n\":1}' --totp 123456");
+
+  CLI::App* plant = AddCommand(
+      canary, "plant", "Plant a canary record or attachment (never overwrites an existing item)",
+      "keyctl canary plant crm --attachment contract-2019.pdf --file decoy.pdf");
+  CLI::Option* record = nullptr;
+  CLI::Option* attachment = nullptr;
+  add_target_options(plant, &record, &attachment);
+  CLI::Option* value = plant->add_option("--value", v.value, "The content, as text");
+  CLI::Option* file = plant->add_option("--file", v.file, "Read the content from this file");
+  value->excludes(file);
+  plant->add_option("--content-type", v.content_type, "Attachments: the content type");
+  plant->callback([&v, &line, take_target, record, attachment, value, file] {
+    take_target(record, attachment, "canary plant");
+    if (value->count() == 0 && file->count() == 0) {
+      throw CLI::ValidationError("canary plant", "give --value TEXT or --file PATH");
+    }
+    const bool from_file = file->count() > 0;
+    line.Choose([&v, from_file](CommandContext& ctx) -> absl::Status {
+      std::string content = v.value;
+      if (from_file) {
+        COFFER_ASSIGN_OR_RETURN(content, ReadContent(v.file));
+      }
+      return CanaryPlant(ctx, v.target, content, v.content_type);
+    });
+  });
+
+  CLI::App* list = AddCommand(canary, "list", "Canaries (all, or one dataset's)",
+                              "keyctl canary list crm --json");
+  list->add_option("DATASET", v.list_dataset, "Only this dataset");
+  line.Runs(list, [&v](CommandContext& ctx) { return CanaryList(ctx, v.list_dataset); });
+
+  CLI::App* remove = AddCommand(canary, "remove", "Purge a canary's item and stop watching it",
+                                "keyctl canary remove crm --record decoy-7 --totp 123456");
+  CLI::Option* remove_record = nullptr;
+  CLI::Option* remove_attachment = nullptr;
+  add_target_options(remove, &remove_record, &remove_attachment);
+  remove->callback([&v, &line, take_target, remove_record, remove_attachment] {
+    take_target(remove_record, remove_attachment, "canary remove");
+    line.Choose([&v](CommandContext& ctx) { return CanaryRemove(ctx, v.target); });
+  });
 }
 
 }  // namespace coffer::keyctl

@@ -7,6 +7,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <CLI/CLI.hpp>
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
@@ -22,6 +23,7 @@
 #include "crypto/secret_bytes.h"
 #include "kms/audit/audit_format.h"
 #include "kms/formats/export_archive.h"
+#include "kms/keyctl/command_line.h"
 #include "kms/keyctl/files.h"
 #include "kms/keyctl/output.h"
 #include "nlohmann/json.hpp"
@@ -398,6 +400,44 @@ absl::Status ExportOpen(CommandContext& ctx, const ExportOpenOptions& options) {
             << opened->trailer.attachments() << " attachments ("
             << FormatBytes(opened->trailer.attachment_bytes()) << ")\n";
   return absl::OkStatus();
+}
+
+void AddExportCommands(CLI::App& app, CommandLine& line) {
+  DatasetExportOptions& export_options = line.NewValues<DatasetExportOptions>();
+  ExportOpenOptions& open_options = line.NewValues<ExportOpenOptions>();
+  CLI::App* sub = AddCommand(app.get_subcommand("dataset"), "export",
+                             "Export a DISABLED or PENDING_DESTRUCTION dataset to an archive for a "
+                             "recipient key (dual control)",
+                             "keyctl dataset export crm/contacts --recipient-key customer.pub.pem "
+                             "--out contacts.cfx --totp 123456");
+  sub->add_option("NAME", export_options.dataset, "Dataset name")->required();
+  sub->add_option("--recipient-key", export_options.recipient_key_file,
+                  "The recipient's PEM public key (RSA >= 2048 bits or X25519)")
+      ->required();
+  sub->add_option("--out", export_options.out_file, "Archive file to create (never overwritten)")
+      ->required();
+  sub->add_option("--approval", export_options.approval_id,
+                  "Redeem this approved export request (keyctl request list)");
+  line.Runs(sub,
+            [&export_options](CommandContext& ctx) { return DatasetExport(ctx, export_options); });
+
+  CLI::App* exp = app.add_subcommand("export", "Open dataset export archives");
+  exp->require_subcommand(1);
+  CLI::App* open = AddCommand(exp, "open",
+                              "Verify and decrypt an export archive into a directory (no daemon "
+                              "needed with --public-key)",
+                              "keyctl export open contacts.cfx --private-key customer.key.pem "
+                              "--out-dir contacts --public-key audit-public-key.pem");
+  open->add_option("FILE", open_options.archive_file, "The archive")->required();
+  open->add_option("--private-key", open_options.private_key_file,
+                   "The recipient's PEM private key")
+      ->required();
+  open->add_option("--out-dir", open_options.out_dir,
+                   "Directory to create (or an empty one) for records and attachments")
+      ->required();
+  open->add_option("--public-key", open_options.public_key_file,
+                   "The daemon's audit-public-key.pem (default: ask the running daemon)");
+  line.Runs(open, [&open_options](CommandContext& ctx) { return ExportOpen(ctx, open_options); });
 }
 
 }  // namespace coffer::keyctl
