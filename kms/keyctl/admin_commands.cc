@@ -95,8 +95,7 @@ void PrintOperationResult(CommandContext& ctx, const pb::Response& result) {
       }
       break;
     default:
-      ctx.out() << ProtoToJson(result).dump(2, ' ', false, nlohmann::json::error_handler_t::replace)
-                << '\n';
+      PrintJson(ctx, ProtoToJson(result));
       break;
   }
 }

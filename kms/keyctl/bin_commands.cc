@@ -157,7 +157,7 @@ absl::Status BinRestore(CommandContext& ctx, const std::string& dataset,
 void AddBinCommands(CLI::App& app, CommandLine& line) {
   struct Values {
     std::string dataset;
-    std::string record_id, attachment_name;
+    ItemFlags purge_item, restore_item;
     uint32_t limit = 100;
     bool hex = false;
   };
@@ -169,15 +169,9 @@ void AddBinCommands(CLI::App& app, CommandLine& line) {
       AddCommand(bin, "purge", "Purge one record or attachment physically, or empty the whole bin",
                  "keyctl bin purge crm/contacts --record customer-42");
   purge->add_option("DATASET", v.dataset, "Dataset name")->required();
-  CLI::Option* record = purge->add_option("--record", v.record_id, "Record id to purge");
-  CLI::Option* attachment =
-      purge->add_option("--attachment", v.attachment_name, "Attachment name to purge");
-  record->excludes(attachment);
-  purge->callback([&v, &line, record, attachment] {
-    std::optional<std::string> r, a;
-    if (record->count() > 0) r = v.record_id;
-    if (attachment->count() > 0) a = v.attachment_name;
-    line.Choose([&v, r, a](CommandContext& ctx) { return BinPurge(ctx, v.dataset, r, a); });
+  v.purge_item.Add(purge, "Record id to purge", "Attachment name to purge");
+  line.Runs(purge, [&v](CommandContext& ctx) {
+    return BinPurge(ctx, v.dataset, v.purge_item.record_id(), v.purge_item.attachment_name());
   });
 
   CLI::App* list =
@@ -192,20 +186,14 @@ void AddBinCommands(CLI::App& app, CommandLine& line) {
       AddCommand(bin, "restore", "Restore one record or attachment from the recycle bin",
                  "keyctl bin restore crm/contacts --record customer-42");
   restore->add_option("DATASET", v.dataset, "Dataset name")->required();
-  CLI::Option* restore_record = restore->add_option("--record", v.record_id, "Record id");
-  CLI::Option* restore_attachment =
-      restore->add_option("--attachment", v.attachment_name, "Attachment name");
-  restore_record->excludes(restore_attachment);
+  v.restore_item.Add(restore, "Record id", "Attachment name");
   restore->add_flag("--hex", v.hex, "The id is hex (as bin list prints it, hex: prefix optional)");
-  restore->callback([&v, &line, restore_record, restore_attachment] {
-    if (restore_record->count() + restore_attachment->count() != 1) {
-      throw CLI::ValidationError("bin restore", "give --record ID or --attachment NAME");
-    }
-    std::optional<std::string> r, a;
-    if (restore_record->count() > 0) r = v.record_id;
-    if (restore_attachment->count() > 0) a = v.attachment_name;
-    line.Choose(
-        [&v, r, a](CommandContext& ctx) { return BinRestore(ctx, v.dataset, r, a, v.hex); });
+  restore->callback([&v, &line] {
+    v.restore_item.Require("bin restore");
+    line.Choose([&v](CommandContext& ctx) {
+      return BinRestore(ctx, v.dataset, v.restore_item.record_id(),
+                        v.restore_item.attachment_name(), v.hex);
+    });
   });
 }
 

@@ -153,12 +153,7 @@ std::string PromptTotp() {
 }
 
 void PrintPending(CommandContext& ctx, const pb::ApprovalInfo& info) {
-  if (ctx.json()) {
-    ctx.out() << nlohmann::json{{"pending", ProtoToJson(info)}}.dump(
-                     2, ' ', false, nlohmann::json::error_handler_t::replace)
-              << '\n';
-    return;
-  }
+  if (ctx.json()) return PrintJson(ctx, {{"pending", ProtoToJson(info)}});
   ctx.out() << "request " << info.id() << " filed: " << info.summary() << "; expires "
             << FormatLocalTime(info.expires_micros())
             << "; a second admin approves it with: keyctl request approve " << info.id()

@@ -25,6 +25,29 @@ CLI::App* AddCommandGroup(CLI::App& app, const std::string& name, const std::str
   return group;
 }
 
+void ItemFlags::Add(CLI::App* command, const std::string& record_help,
+                    const std::string& attachment_help) {
+  record_ = command->add_option("--record", record_id_, record_help);
+  attachment_ = command->add_option("--attachment", attachment_name_, attachment_help);
+  record_->excludes(attachment_);
+}
+
+void ItemFlags::Require(const std::string& command) const {
+  if (record_->count() == 0 && attachment_->count() == 0) {
+    throw CLI::ValidationError(command, "give --record ID or --attachment NAME");
+  }
+}
+
+std::optional<std::string> ItemFlags::record_id() const {
+  if (record_->count() == 0) return std::nullopt;
+  return record_id_;
+}
+
+std::optional<std::string> ItemFlags::attachment_name() const {
+  if (attachment_->count() == 0) return std::nullopt;
+  return attachment_name_;
+}
+
 CLI::Validator DurationValidator() {
   return {[](std::string& text) -> std::string {
             auto parsed = ParseDuration(text);

@@ -11,6 +11,7 @@
 #include <CLI/CLI.hpp>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -57,6 +58,22 @@ CLI::App* AddCommand(CLI::App* parent, const std::string& name, const std::strin
 // A command group (`keyctl dataset ...`): AddCommand that also requires one sub-command.
 CLI::App* AddCommandGroup(CLI::App& app, const std::string& name, const std::string& description,
                           const std::string& example);
+
+// --record ID or --attachment NAME, never both: the item a command acts on (bin, canary).
+class ItemFlags {
+ public:
+  void Add(CLI::App* command, const std::string& record_help, const std::string& attachment_help);
+  // For a command's callback: neither given is a usage error naming `command`.
+  void Require(const std::string& command) const;
+  // The one given, after parsing.
+  std::optional<std::string> record_id() const;
+  std::optional<std::string> attachment_name() const;
+
+ private:
+  std::string record_id_, attachment_name_;
+  CLI::Option* record_ = nullptr;
+  CLI::Option* attachment_ = nullptr;
+};
 
 // Check option text with ParseDuration / ParseTimePoint (output.h), printing their message.
 CLI::Validator DurationValidator();

@@ -104,7 +104,9 @@ void PrintEvent(CommandContext& ctx, const pb::Event& event) {
   }
 }
 
-void FillTarget(const CanaryTarget& target, pb::CanaryRemoveRequest* out) {
+// `out`: a CanaryPlantRequest or CanaryRemoveRequest.
+template <typename Request>
+void FillTarget(const CanaryTarget& target, Request* out) {
   out->set_dataset(target.dataset);
   if (target.record_id) out->set_record_id(*target.record_id);
   if (target.attachment_name) out->set_attachment_name(*target.attachment_name);
@@ -186,9 +188,7 @@ absl::Status CanaryPlant(CommandContext& ctx, const CanaryTarget& target, const 
                          const std::string& content_type) {
   pb::Request request;
   auto* r = request.mutable_canary_plant();
-  r->set_dataset(target.dataset);
-  if (target.record_id) r->set_record_id(*target.record_id);
-  if (target.attachment_name) r->set_attachment_name(*target.attachment_name);
+  FillTarget(target, r);
   r->set_value(value);
   r->set_content_type(content_type);
   COFFER_ASSIGN_OR_RETURN(pb::Response response, ctx.Call(std::move(request)));
@@ -237,30 +237,16 @@ absl::Status CanaryRemove(CommandContext& ctx, const CanaryTarget& target) {
 void AddEventCommands(CLI::App& app, CommandLine& line) {
   struct Values {
     EventsOptions events;
-    CanaryTarget target;
-    std::string record_id, attachment_name, value, file, content_type = "application/octet-stream";
+    std::string dataset;
+    ItemFlags plant_item, remove_item;
+    std::string value, file, content_type = "application/octet-stream";
     std::string list_dataset;
+
+    CanaryTarget Target(const ItemFlags& item) const {
+      return {dataset, item.record_id(), item.attachment_name()};
+    }
   };
   Values& v = line.NewValues<Values>();
-
-  // --record or --attachment, exactly one.
-  auto add_target_options = [&v](CLI::App* command, CLI::Option** record,
-                                 CLI::Option** attachment) {
-    command->add_option("DATASET", v.target.dataset, "The dataset")->required();
-    *record = command->add_option("--record", v.record_id, "A record id");
-    *attachment = command->add_option("--attachment", v.attachment_name, "An attachment name");
-    (*record)->excludes(*attachment);
-  };
-  auto take_target = [&v](const CLI::Option* record, const CLI::Option* attachment,
-                          const std::string& command) {
-    if (record->count() == 0 && attachment->count() == 0) {
-      throw CLI::ValidationError(command, "give --record ID or --attachment NAME");
-    }
-    v.target.record_id.reset();
-    v.target.attachment_name.reset();
-    if (record->count() > 0) v.target.record_id = v.record_id;
-    if (attachment->count() > 0) v.target.attachment_name = v.attachment_name;
-  };
 
   CLI::App* events = app.add_subcommand(
       "events",
@@ -281,15 +267,14 @@ void AddEventCommands(CLI::App& app, CommandLine& line) {
   CLI::App* plant = AddCommand(
       canary, "plant", "Plant a canary record or attachment (never overwrites an existing item)",
       "keyctl canary plant crm --attachment contract-2019.pdf --file decoy.pdf");
-  CLI::Option* record = nullptr;
-  CLI::Option* attachment = nullptr;
-  add_target_options(plant, &record, &attachment);
+  plant->add_option("DATASET", v.dataset, "The dataset")->required();
+  v.plant_item.Add(plant, "A record id", "An attachment name");
   CLI::Option* value = plant->add_option("--value", v.value, "The content, as text");
   CLI::Option* file = plant->add_option("--file", v.file, "Read the content from this file");
   value->excludes(file);
   plant->add_option("--content-type", v.content_type, "Attachments: the content type");
-  plant->callback([&v, &line, take_target, record, attachment, value, file] {
-    take_target(record, attachment, "canary plant");
+  plant->callback([&v, &line, value, file] {
+    v.plant_item.Require("canary plant");
     if (value->count() == 0 && file->count() == 0) {
       throw CLI::ValidationError("canary plant", "give --value TEXT or --file PATH");
     }
@@ -299,7 +284,7 @@ void AddEventCommands(CLI::App& app, CommandLine& line) {
       if (from_file) {
         COFFER_ASSIGN_OR_RETURN(content, ReadContent(v.file));
       }
-      return CanaryPlant(ctx, v.target, content, v.content_type);
+      return CanaryPlant(ctx, v.Target(v.plant_item), content, v.content_type);
     });
   });
 
@@ -310,12 +295,11 @@ void AddEventCommands(CLI::App& app, CommandLine& line) {
 
   CLI::App* remove = AddCommand(canary, "remove", "Purge a canary's item and stop watching it",
                                 "keyctl canary remove crm --record decoy-7 --totp 123456");
-  CLI::Option* remove_record = nullptr;
-  CLI::Option* remove_attachment = nullptr;
-  add_target_options(remove, &remove_record, &remove_attachment);
-  remove->callback([&v, &line, take_target, remove_record, remove_attachment] {
-    take_target(remove_record, remove_attachment, "canary remove");
-    line.Choose([&v](CommandContext& ctx) { return CanaryRemove(ctx, v.target); });
+  remove->add_option("DATASET", v.dataset, "The dataset")->required();
+  v.remove_item.Add(remove, "A record id", "An attachment name");
+  remove->callback([&v, &line] {
+    v.remove_item.Require("canary remove");
+    line.Choose([&v](CommandContext& ctx) { return CanaryRemove(ctx, v.Target(v.remove_item)); });
   });
 }
 
