@@ -202,6 +202,36 @@ class DirectoryWriter final : public ex::ArchiveVisitor {
   std::string path_;
 };
 
+// The recipient's private key: read into the secure heap, the temporary copy wiped.
+absl::StatusOr<crypto::RecipientPrivateKey> ReadPrivateKey(const std::string& path) {
+  COFFER_ASSIGN_OR_RETURN(std::string key_text, ReadKeyFile(path, "private key"));
+  absl::StatusOr<crypto::SecretBytes> key_pem = crypto::SecretBytes::CopyFrom(
+      absl::MakeConstSpan(reinterpret_cast<const uint8_t*>(key_text.data()), key_text.size()));
+  OPENSSL_cleanse(key_text.data(), key_text.size());
+  if (!key_pem.ok()) return key_pem.status();
+  return crypto::RecipientPrivateKey::FromPem(*key_pem);
+}
+
+// The token's public key that signed the archive: --public-key, else the running daemon's.
+absl::StatusOr<std::string> TokenPublicKey(CommandContext& ctx, const ExportOpenOptions& options) {
+  if (!options.public_key_file.empty()) {
+    absl::StatusOr<std::string> file = ReadKeyFile(options.public_key_file, "token public key");
+    if (!file.ok()) {
+      return MakeError(ErrorCode::kInvalidArgument, std::string(file.status().message()));
+    }
+    return file;
+  }
+  pb::Request request;
+  request.mutable_status();
+  absl::StatusOr<pb::Response> status = ctx.Call(std::move(request));
+  if (!status.ok()) {
+    return MakeError(ErrorCodeOf(status.status()),
+                     std::string(status.status().message()) +
+                         " (or pass --public-key: the daemon's audit-public-key.pem)");
+  }
+  return status->status().audit_public_key_pem();
+}
+
 }  // namespace
 
 std::string AttachmentFileName(std::string_view name) {
@@ -307,34 +337,9 @@ absl::Status DatasetExport(CommandContext& ctx, const DatasetExportOptions& opti
 }
 
 absl::Status ExportOpen(CommandContext& ctx, const ExportOpenOptions& options) {
-  // The private key: read into the secure heap, the temporary copy wiped.
-  COFFER_ASSIGN_OR_RETURN(std::string key_text,
-                          ReadKeyFile(options.private_key_file, "private key"));
-  absl::StatusOr<crypto::SecretBytes> key_pem = crypto::SecretBytes::CopyFrom(
-      absl::MakeConstSpan(reinterpret_cast<const uint8_t*>(key_text.data()), key_text.size()));
-  OPENSSL_cleanse(key_text.data(), key_text.size());
-  if (!key_pem.ok()) return key_pem.status();
   COFFER_ASSIGN_OR_RETURN(crypto::RecipientPrivateKey private_key,
-                          crypto::RecipientPrivateKey::FromPem(*key_pem));
-
-  std::string token_pem;
-  if (!options.public_key_file.empty()) {
-    absl::StatusOr<std::string> file = ReadKeyFile(options.public_key_file, "token public key");
-    if (!file.ok()) {
-      return MakeError(ErrorCode::kInvalidArgument, std::string(file.status().message()));
-    }
-    token_pem = *std::move(file);
-  } else {
-    pb::Request request;
-    request.mutable_status();
-    absl::StatusOr<pb::Response> status = ctx.Call(std::move(request));
-    if (!status.ok()) {
-      return MakeError(ErrorCodeOf(status.status()),
-                       std::string(status.status().message()) +
-                           " (or pass --public-key: the daemon's audit-public-key.pem)");
-    }
-    token_pem = status->status().audit_public_key_pem();
-  }
+                          ReadPrivateKey(options.private_key_file));
+  COFFER_ASSIGN_OR_RETURN(std::string token_pem, TokenPublicKey(ctx, options));
 
   // DIR: absent or empty; filled as a temporary sibling renamed into place.
   if (options.out_dir.empty())

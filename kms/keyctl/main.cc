@@ -53,6 +53,40 @@ std::string OneLine(std::string text) {
   return text;
 }
 
+// Prints the one-line usage error (with the command to ask for --help) and returns exit code 2.
+int ReportUsageError(const CLI::App& app, const CLI::ParseError& e) {
+  // "keyctl frob" fails as a missing subcommand; name the word that is not one.
+  // With fallthrough the word may have been handed up to a parent: look there too.
+  const CLI::App* deepest = Deepest(&app);
+  std::vector<std::string> unused;
+  for (const CLI::App* a = deepest; a != nullptr && unused.empty(); a = a->get_parent()) {
+    unused = a->remaining();
+  }
+  if (!unused.empty() && deepest->get_require_subcommand_min() > 0) {
+    std::cerr << "keyctl: unknown command '" << unused.front() << "' (see: " << CommandPath(&app)
+              << " --help)\n";
+    return kExitUsage;
+  }
+  std::cerr << "keyctl: " << OneLine(e.what()) << " (see: " << CommandPath(&app) << " --help)\n";
+  return kExitUsage;
+}
+
+// Prints a failed command's error (stderr; with --json also stdout) and returns its exit code.
+int ReportFailure(const absl::Status& status, bool json) {
+  // A request filed for approval was printed (stdout) by the command: exit 5.
+  if (IsPendingApproval(status)) return ExitCodeFor(status);
+  std::string message = OneLine(std::string(status.message()));
+  std::cerr << "keyctl: " << message << '\n';
+  if (json) {
+    ErrorCode code = ErrorCodeOf(status);
+    nlohmann::json error = {{"code", static_cast<int>(code)},
+                            {"code_name", std::string(ErrorCodeName(code))},
+                            {"message", message}};
+    std::cout << nlohmann::json{{"error", std::move(error)}}.dump(2) << '\n';
+  }
+  return ExitCodeFor(status);
+}
+
 int Run(int argc, char** argv) {
   CLI::App app{"keyctl: administer cofferd over its admin socket (docs/keyctl.md)", "keyctl"};
   app.fallthrough();
@@ -93,20 +127,7 @@ int Run(int argc, char** argv) {
   } catch (const CLI::CallForAllHelp& e) {
     return app.exit(e);
   } catch (const CLI::ParseError& e) {
-    // "keyctl frob" fails as a missing subcommand; name the word that is not one.
-    // With fallthrough the word may have been handed up to a parent: look there too.
-    const CLI::App* deepest = Deepest(&app);
-    std::vector<std::string> unused;
-    for (const CLI::App* a = deepest; a != nullptr && unused.empty(); a = a->get_parent()) {
-      unused = a->remaining();
-    }
-    if (!unused.empty() && deepest->get_require_subcommand_min() > 0) {
-      std::cerr << "keyctl: unknown command '" << unused.front() << "' (see: " << CommandPath(&app)
-                << " --help)\n";
-      return kExitUsage;
-    }
-    std::cerr << "keyctl: " << OneLine(e.what()) << " (see: " << CommandPath(&app) << " --help)\n";
-    return kExitUsage;
+    return ReportUsageError(app, e);
   }
   const Action& action = line.action();
   if (!action) {
@@ -124,18 +145,7 @@ int Run(int argc, char** argv) {
   absl::Status status = action(ctx);
   std::cout.flush();
   if (status.ok()) return kExitOk;
-  // A request filed for approval was printed (stdout) by the command: exit 5.
-  if (IsPendingApproval(status)) return ExitCodeFor(status);
-  std::string message = OneLine(std::string(status.message()));
-  std::cerr << "keyctl: " << message << '\n';
-  if (json) {
-    ErrorCode code = ErrorCodeOf(status);
-    nlohmann::json error = {{"code", static_cast<int>(code)},
-                            {"code_name", std::string(ErrorCodeName(code))},
-                            {"message", message}};
-    std::cout << nlohmann::json{{"error", std::move(error)}}.dump(2) << '\n';
-  }
-  return ExitCodeFor(status);
+  return ReportFailure(status, json);
 }
 
 }  // namespace
