@@ -2,6 +2,7 @@
 
 #include <signal.h>
 
+#include <CLI/CLI.hpp>
 #include <algorithm>
 #include <atomic>
 #include <ostream>
@@ -11,6 +12,8 @@
 #include "absl/strings/str_cat.h"
 #include "coffer/v1/service.pb.h"
 #include "crypto/base/status.h"
+#include "kms/keyctl/command_line.h"
+#include "kms/keyctl/files.h"
 #include "kms/keyctl/output.h"
 #include "nlohmann/json.hpp"
 
@@ -21,6 +24,8 @@ namespace pb = ::coffer::v1;
 
 constexpr uint32_t kBatch = 100;
 constexpr uint32_t kFollowWaitMillis = 1000;
+// Canary content beyond this is refused before anything is sent (one request frame carries it).
+constexpr size_t kMaxCanaryBytes = size_t{1} << 20;
 
 std::atomic<bool> g_interrupted{false};
 
@@ -99,7 +104,9 @@ void PrintEvent(CommandContext& ctx, const pb::Event& event) {
   }
 }
 
-void FillTarget(const CanaryTarget& target, pb::CanaryRemoveRequest* out) {
+// `out`: a CanaryPlantRequest or CanaryRemoveRequest.
+template <typename Request>
+void FillTarget(const CanaryTarget& target, Request* out) {
   out->set_dataset(target.dataset);
   if (target.record_id) out->set_record_id(*target.record_id);
   if (target.attachment_name) out->set_attachment_name(*target.attachment_name);
@@ -112,9 +119,18 @@ void PrintCanaries(CommandContext& ctx, const std::vector<pb::CanaryInfo>& canar
     table.AddRow({std::to_string(c.number()), c.dataset(),
                   c.kind() == pb::CANARY_ATTACHMENT ? "attachment" : "record", c.id(),
                   FormatAge(c.planted_micros(), now), std::to_string(c.planted_by_uid()),
-                  c.present() ? "yes" : "no"});
+                  YesNo(c.present())});
   }
   table.Print(ctx.out());
+}
+
+absl::StatusOr<std::string> ReadContent(const std::string& path) {
+  absl::StatusOr<std::string> content = ReadFileUpTo(path, "--file", kMaxCanaryBytes);
+  if (ErrorCodeOf(content.status()) == ErrorCode::kInvalidArgument) {
+    return MakeError(ErrorCode::kInvalidArgument, "--file " + path + " is larger than 1 MiB");
+  }
+  if (!content.ok()) return MakeError(ErrorCode::kInvalidArgument, "cannot read --file " + path);
+  return content;
 }
 
 }  // namespace
@@ -172,9 +188,7 @@ absl::Status CanaryPlant(CommandContext& ctx, const CanaryTarget& target, const 
                          const std::string& content_type) {
   pb::Request request;
   auto* r = request.mutable_canary_plant();
-  r->set_dataset(target.dataset);
-  if (target.record_id) r->set_record_id(*target.record_id);
-  if (target.attachment_name) r->set_attachment_name(*target.attachment_name);
+  FillTarget(target, r);
   r->set_value(value);
   r->set_content_type(content_type);
   COFFER_ASSIGN_OR_RETURN(pb::Response response, ctx.Call(std::move(request)));
@@ -218,6 +232,75 @@ absl::Status CanaryRemove(CommandContext& ctx, const CanaryTarget& target) {
     ctx.out() << "removed canary " << info.number() << " from " << info.dataset() << " (purged)\n";
   }
   return absl::OkStatus();
+}
+
+void AddEventCommands(CLI::App& app, CommandLine& line) {
+  struct Values {
+    EventsOptions events;
+    std::string dataset;
+    ItemFlags plant_item, remove_item;
+    std::string value, file, content_type = "application/octet-stream";
+    std::string list_dataset;
+
+    CanaryTarget Target(const ItemFlags& item) const {
+      return {dataset, item.record_id(), item.attachment_name()};
+    }
+  };
+  Values& v = line.NewValues<Values>();
+
+  CLI::App* events = app.add_subcommand(
+      "events",
+      "Lifecycle events (disable, destruction, rotation, canary reads ...) not yet acknowledged "
+      "by this subscriber; --follow keeps watching");
+  events->footer("Example:\n  keyctl events --follow --subscriber pager --json");
+  events->add_flag("--follow,-f", v.events.follow, "Keep printing new events until interrupted");
+  events->add_option("--subscriber", v.events.subscriber,
+                     "Whose cursor to read and move (default keyctl; 1-64 of [a-z0-9._-])");
+  events->add_option("--limit", v.events.limit, "Without --follow: at most this many events")
+      ->check(CLI::Range(uint32_t{1}, uint32_t{1000000}));
+  line.Runs(events, [&v](CommandContext& ctx) { return EventsShow(ctx, v.events); });
+
+  CLI::App* canary =
+      AddCommandGroup(app, "canary", "Canary records: decoys whose every read raises an event",
+                      "keyctl canary plant crm --record decoy-7 --value '{\"n\":1}' --totp 123456");
+
+  CLI::App* plant = AddCommand(
+      canary, "plant", "Plant a canary record or attachment (never overwrites an existing item)",
+      "keyctl canary plant crm --attachment contract-2019.pdf --file decoy.pdf");
+  plant->add_option("DATASET", v.dataset, "The dataset")->required();
+  v.plant_item.Add(plant, "A record id", "An attachment name");
+  CLI::Option* value = plant->add_option("--value", v.value, "The content, as text");
+  CLI::Option* file = plant->add_option("--file", v.file, "Read the content from this file");
+  value->excludes(file);
+  plant->add_option("--content-type", v.content_type, "Attachments: the content type");
+  plant->callback([&v, &line, value, file] {
+    v.plant_item.Require("canary plant");
+    if (value->count() == 0 && file->count() == 0) {
+      throw CLI::ValidationError("canary plant", "give --value TEXT or --file PATH");
+    }
+    const bool from_file = file->count() > 0;
+    line.Choose([&v, from_file](CommandContext& ctx) -> absl::Status {
+      std::string content = v.value;
+      if (from_file) {
+        COFFER_ASSIGN_OR_RETURN(content, ReadContent(v.file));
+      }
+      return CanaryPlant(ctx, v.Target(v.plant_item), content, v.content_type);
+    });
+  });
+
+  CLI::App* list = AddCommand(canary, "list", "Canaries (all, or one dataset's)",
+                              "keyctl canary list crm --json");
+  list->add_option("DATASET", v.list_dataset, "Only this dataset");
+  line.Runs(list, [&v](CommandContext& ctx) { return CanaryList(ctx, v.list_dataset); });
+
+  CLI::App* remove = AddCommand(canary, "remove", "Purge a canary's item and stop watching it",
+                                "keyctl canary remove crm --record decoy-7 --totp 123456");
+  remove->add_option("DATASET", v.dataset, "The dataset")->required();
+  v.remove_item.Add(remove, "A record id", "An attachment name");
+  remove->callback([&v, &line] {
+    v.remove_item.Require("canary remove");
+    line.Choose([&v](CommandContext& ctx) { return CanaryRemove(ctx, v.Target(v.remove_item)); });
+  });
 }
 
 }  // namespace coffer::keyctl

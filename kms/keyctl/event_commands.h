@@ -16,18 +16,19 @@
 #define COFFER_KMS_KEYCTL_EVENT_COMMANDS_H_
 
 #include <cstdint>
-#include <functional>
 #include <optional>
 #include <string>
 
 #include "absl/status/status.h"
-#include "kms/keyctl/commands.h"
+#include "kms/keyctl/command_context.h"
 
 namespace CLI {
 class App;
-}
+}  // namespace CLI
 
 namespace coffer::keyctl {
+
+class CommandLine;
 
 inline constexpr char kDefaultSubscriber[] = "keyctl";
 
@@ -50,8 +51,8 @@ absl::Status CanaryPlant(CommandContext& ctx, const CanaryTarget& target, const 
 absl::Status CanaryList(CommandContext& ctx, const std::string& dataset);
 absl::Status CanaryRemove(CommandContext& ctx, const CanaryTarget& target);
 
-// Adds `events` and `canary` to keyctl's command line; the chosen command is stored in `action`.
-void DefineEventCommands(CLI::App& app, std::function<absl::Status(CommandContext&)>& action);
+// Adds `events` and `canary`.
+void AddEventCommands(CLI::App& app, CommandLine& line);
 
 }  // namespace coffer::keyctl
 

@@ -7,6 +7,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <CLI/CLI.hpp>
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
@@ -22,6 +23,7 @@
 #include "crypto/secret_bytes.h"
 #include "kms/audit/audit_format.h"
 #include "kms/formats/export_archive.h"
+#include "kms/keyctl/command_line.h"
 #include "kms/keyctl/files.h"
 #include "kms/keyctl/output.h"
 #include "nlohmann/json.hpp"
@@ -200,6 +202,36 @@ class DirectoryWriter final : public ex::ArchiveVisitor {
   std::string path_;
 };
 
+// The recipient's private key: read into the secure heap, the temporary copy wiped.
+absl::StatusOr<crypto::RecipientPrivateKey> ReadPrivateKey(const std::string& path) {
+  COFFER_ASSIGN_OR_RETURN(std::string key_text, ReadKeyFile(path, "private key"));
+  absl::StatusOr<crypto::SecretBytes> key_pem = crypto::SecretBytes::CopyFrom(
+      absl::MakeConstSpan(reinterpret_cast<const uint8_t*>(key_text.data()), key_text.size()));
+  OPENSSL_cleanse(key_text.data(), key_text.size());
+  if (!key_pem.ok()) return key_pem.status();
+  return crypto::RecipientPrivateKey::FromPem(*key_pem);
+}
+
+// The token's public key that signed the archive: --public-key, else the running daemon's.
+absl::StatusOr<std::string> TokenPublicKey(CommandContext& ctx, const ExportOpenOptions& options) {
+  if (!options.public_key_file.empty()) {
+    absl::StatusOr<std::string> file = ReadKeyFile(options.public_key_file, "token public key");
+    if (!file.ok()) {
+      return MakeError(ErrorCode::kInvalidArgument, std::string(file.status().message()));
+    }
+    return file;
+  }
+  pb::Request request;
+  request.mutable_status();
+  absl::StatusOr<pb::Response> status = ctx.Call(std::move(request));
+  if (!status.ok()) {
+    return MakeError(ErrorCodeOf(status.status()),
+                     std::string(status.status().message()) +
+                         " (or pass --public-key: the daemon's audit-public-key.pem)");
+  }
+  return status->status().audit_public_key_pem();
+}
+
 }  // namespace
 
 std::string AttachmentFileName(std::string_view name) {
@@ -305,34 +337,9 @@ absl::Status DatasetExport(CommandContext& ctx, const DatasetExportOptions& opti
 }
 
 absl::Status ExportOpen(CommandContext& ctx, const ExportOpenOptions& options) {
-  // The private key: read into the secure heap, the temporary copy wiped.
-  COFFER_ASSIGN_OR_RETURN(std::string key_text,
-                          ReadKeyFile(options.private_key_file, "private key"));
-  absl::StatusOr<crypto::SecretBytes> key_pem = crypto::SecretBytes::CopyFrom(
-      absl::MakeConstSpan(reinterpret_cast<const uint8_t*>(key_text.data()), key_text.size()));
-  OPENSSL_cleanse(key_text.data(), key_text.size());
-  if (!key_pem.ok()) return key_pem.status();
   COFFER_ASSIGN_OR_RETURN(crypto::RecipientPrivateKey private_key,
-                          crypto::RecipientPrivateKey::FromPem(*key_pem));
-
-  std::string token_pem;
-  if (!options.public_key_file.empty()) {
-    absl::StatusOr<std::string> file = ReadKeyFile(options.public_key_file, "token public key");
-    if (!file.ok()) {
-      return MakeError(ErrorCode::kInvalidArgument, std::string(file.status().message()));
-    }
-    token_pem = *std::move(file);
-  } else {
-    pb::Request request;
-    request.mutable_status();
-    absl::StatusOr<pb::Response> status = ctx.Call(std::move(request));
-    if (!status.ok()) {
-      return MakeError(ErrorCodeOf(status.status()),
-                       std::string(status.status().message()) +
-                           " (or pass --public-key: the daemon's audit-public-key.pem)");
-    }
-    token_pem = status->status().audit_public_key_pem();
-  }
+                          ReadPrivateKey(options.private_key_file));
+  COFFER_ASSIGN_OR_RETURN(std::string token_pem, TokenPublicKey(ctx, options));
 
   // DIR: absent or empty; filled as a temporary sibling renamed into place.
   if (options.out_dir.empty())
@@ -398,6 +405,44 @@ absl::Status ExportOpen(CommandContext& ctx, const ExportOpenOptions& options) {
             << opened->trailer.attachments() << " attachments ("
             << FormatBytes(opened->trailer.attachment_bytes()) << ")\n";
   return absl::OkStatus();
+}
+
+void AddExportCommands(CLI::App& app, CommandLine& line) {
+  DatasetExportOptions& export_options = line.NewValues<DatasetExportOptions>();
+  ExportOpenOptions& open_options = line.NewValues<ExportOpenOptions>();
+  CLI::App* sub = AddCommand(app.get_subcommand("dataset"), "export",
+                             "Export a DISABLED or PENDING_DESTRUCTION dataset to an archive for a "
+                             "recipient key (dual control)",
+                             "keyctl dataset export crm/contacts --recipient-key customer.pub.pem "
+                             "--out contacts.cfx --totp 123456");
+  sub->add_option("NAME", export_options.dataset, "Dataset name")->required();
+  sub->add_option("--recipient-key", export_options.recipient_key_file,
+                  "The recipient's PEM public key (RSA >= 2048 bits or X25519)")
+      ->required();
+  sub->add_option("--out", export_options.out_file, "Archive file to create (never overwritten)")
+      ->required();
+  sub->add_option("--approval", export_options.approval_id,
+                  "Redeem this approved export request (keyctl request list)");
+  line.Runs(sub,
+            [&export_options](CommandContext& ctx) { return DatasetExport(ctx, export_options); });
+
+  CLI::App* exp = app.add_subcommand("export", "Open dataset export archives");
+  exp->require_subcommand(1);
+  CLI::App* open = AddCommand(exp, "open",
+                              "Verify and decrypt an export archive into a directory (no daemon "
+                              "needed with --public-key)",
+                              "keyctl export open contacts.cfx --private-key customer.key.pem "
+                              "--out-dir contacts --public-key audit-public-key.pem");
+  open->add_option("FILE", open_options.archive_file, "The archive")->required();
+  open->add_option("--private-key", open_options.private_key_file,
+                   "The recipient's PEM private key")
+      ->required();
+  open->add_option("--out-dir", open_options.out_dir,
+                   "Directory to create (or an empty one) for records and attachments")
+      ->required();
+  open->add_option("--public-key", open_options.public_key_file,
+                   "The daemon's audit-public-key.pem (default: ask the running daemon)");
+  line.Runs(open, [&open_options](CommandContext& ctx) { return ExportOpen(ctx, open_options); });
 }
 
 }  // namespace coffer::keyctl

@@ -19,9 +19,15 @@
 #include <string>
 
 #include "absl/status/status.h"
-#include "kms/keyctl/commands.h"
+#include "kms/keyctl/command_context.h"
+
+namespace CLI {
+class App;
+}  // namespace CLI
 
 namespace coffer::keyctl {
+
+class CommandLine;
 
 struct DatasetExportOptions {
   std::string dataset;
@@ -43,6 +49,9 @@ absl::Status ExportOpen(CommandContext& ctx, const ExportOpenOptions& options);
 // others (and a leading '.') as %XX; escaped names longer than 200 bytes become
 // "long-<SHA-256 of the name, hex>".
 std::string AttachmentFileName(std::string_view name);
+
+// Adds `dataset export` (to the `dataset` group AddDatasetCommands added) and `export open`.
+void AddExportCommands(CLI::App& app, CommandLine& line);
 
 }  // namespace coffer::keyctl
 

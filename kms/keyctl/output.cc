@@ -14,6 +14,7 @@
 #include "absl/strings/str_format.h"
 #include "coffer/v1/admin.pb.h"
 #include "coffer/v1/common.pb.h"
+#include "coffer/v1/control.pb.h"
 #include "crypto/base/status.h"
 #include "kms/keyctl/admin_client.h"
 
@@ -254,6 +255,17 @@ std::string FormatBytes(uint64_t bytes) {
   return absl::StrFormat("%.1f %s", value, kNames[unit]);
 }
 
+std::string FormatTimeWithAge(int64_t micros, int64_t now_micros) {
+  if (micros == 0) return "-";
+  return FormatLocalTime(micros) + " (" + FormatAge(micros, now_micros) + ")";
+}
+
+std::string FormatDurationOrNone(int64_t seconds) {
+  return seconds == 0 ? "none" : FormatDuration(seconds);
+}
+
+std::string YesNo(bool value) { return value ? "yes" : "no"; }
+
 Table::Table(std::vector<std::string> header) { rows_.push_back(std::move(header)); }
 
 void Table::AddRow(std::vector<std::string> row) { rows_.push_back(std::move(row)); }
@@ -308,6 +320,9 @@ std::string JobKindName(int kind) {
 }
 std::string JobStateName(int state) {
   return EnumTail(coffer::v1::JobState_descriptor(), state, "JOB_", false);
+}
+std::string ApprovalStateName(int state) {
+  return EnumTail(coffer::v1::ApprovalState_descriptor(), state, "APPROVAL_STATE_", false);
 }
 
 }  // namespace coffer::keyctl

@@ -52,6 +52,12 @@ std::string FormatLocalTime(int64_t micros);
 std::string FormatAge(int64_t micros, int64_t now_micros);
 // "1.5 MiB", "512 B".
 std::string FormatBytes(uint64_t bytes);
+// "2026-11-23 19:30:01 (5m ago)" in local time; "-" for 0.
+std::string FormatTimeWithAge(int64_t micros, int64_t now_micros);
+// FormatDuration, but "none" for 0 (a policy that is off).
+std::string FormatDurationOrNone(int64_t seconds);
+// "yes" or "no".
+std::string YesNo(bool value);
 
 // Columns padded to their widest cell, two spaces apart; the header underlined by nothing.
 class Table {
@@ -71,12 +77,14 @@ class Table {
 // only when set.
 nlohmann::json ProtoToJson(const google::protobuf::Message& message);
 
-// "PURPOSE_RECORDS" -> "records", "DATASET_ACTIVE" -> "ACTIVE", "KEY_PRIMARY" -> "PRIMARY" ...
+// "PURPOSE_RECORDS" -> "records", "DATASET_ACTIVE" -> "ACTIVE", "KEY_PRIMARY" -> "PRIMARY",
+// "APPROVAL_STATE_PENDING" -> "PENDING" ...
 std::string PurposeName(int purpose);
 std::string DatasetStateName(int state);
 std::string KeyStateName(int state);
 std::string JobKindName(int kind);
 std::string JobStateName(int state);
+std::string ApprovalStateName(int state);
 
 }  // namespace coffer::keyctl
 

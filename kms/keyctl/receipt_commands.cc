@@ -1,9 +1,10 @@
-// keyctl receipt get|verify (docs/keyctl.md, "Deletion receipts").
+#include "kms/keyctl/receipt_commands.h"
 
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <CLI/CLI.hpp>
 #include <cerrno>
 #include <cstring>
 #include <string>
@@ -12,7 +13,7 @@
 #include "crypto/base/status.h"
 #include "google/protobuf/util/time_util.h"
 #include "kms/formats/receipt_file.h"
-#include "kms/keyctl/commands.h"
+#include "kms/keyctl/command_line.h"
 #include "kms/keyctl/files.h"
 #include "kms/keyctl/output.h"
 
@@ -167,6 +168,50 @@ absl::Status ReceiptVerify(CommandContext& ctx, const std::string& receipt_file,
             << " (sha256 " << receipt->signing_key_sha256() << ")\n";
   PrintReceipt(ctx, *receipt, name);
   return absl::OkStatus();
+}
+
+void AddReceiptCommands(CLI::App& app, CommandLine& line) {
+  struct Values {
+    std::string name;
+    uint64_t handle = 0;
+    std::string out_file, receipt_file, public_key;
+  };
+  Values& v = line.NewValues<Values>();
+  CLI::App* receipt = AddCommandGroup(
+      app, "receipt", "Fetch and verify a destroyed dataset's signed deletion receipt",
+      "keyctl receipt get crm/acme -o acme.receipt");
+
+  CLI::App* get = AddCommand(
+      receipt, "get", "Fetch the receipt of the destroyed dataset that had NAME (or --handle)",
+      "keyctl receipt get crm/acme -o acme.receipt");
+  CLI::Option* name = get->add_option("NAME", v.name, "The name the dataset had");
+  CLI::Option* handle = get->add_option("--handle", v.handle, "The dataset's handle instead");
+  name->excludes(handle);
+  get->add_option("-o,--out", v.out_file, "Write the receipt file here (else print it)");
+  get->callback([&v, &line, name, handle] {
+    if (name->count() == 0 && handle->count() == 0) {
+      throw CLI::ValidationError("receipt get", "name a dataset: NAME or --handle H");
+    }
+    std::optional<uint64_t> by_handle;
+    if (handle->count() > 0) by_handle = v.handle;
+    line.Choose([&v, by_handle](CommandContext& ctx) {
+      return ReceiptGet(ctx, v.name, by_handle, v.out_file);
+    });
+  });
+
+  CLI::App* verify = AddCommand(
+      receipt, "verify", "Verify a receipt file offline with the token's public key (no daemon)",
+      "keyctl receipt verify acme.receipt --public-key audit-public-key.pem "
+      "--name crm/acme");
+  verify->add_option("FILE", v.receipt_file, "The receipt file")->required();
+  verify
+      ->add_option("--public-key", v.public_key,
+                   "The token's public key (PEM): cofferd's audit-public-key.pem")
+      ->required();
+  verify->add_option("--name", v.name, "Also check that the receipt is for this dataset name");
+  line.Runs(verify, [&v](CommandContext& ctx) {
+    return ReceiptVerify(ctx, v.receipt_file, v.public_key, v.name);
+  });
 }
 
 }  // namespace coffer::keyctl

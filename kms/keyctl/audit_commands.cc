@@ -1,0 +1,238 @@
+#include "kms/keyctl/audit_commands.h"
+
+#include <CLI/CLI.hpp>
+#include <deque>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "crypto/base/status.h"
+#include "kms/audit/verifier.h"
+#include "kms/keyctl/command_line.h"
+#include "kms/keyctl/output.h"
+
+namespace coffer::keyctl {
+
+namespace pb = ::coffer::v1;
+
+namespace {
+
+void PrintAudit(CommandContext& ctx, const std::vector<pb::AuditRecord>& entries) {
+  Table table({"SEQ", "TIME", "KIND", "UID", "PID", "SOCKET", "DATASET", "PURPOSE", "VERSION",
+               "RESULT", "COUNT", "DETAIL"});
+  for (const pb::AuditRecord& e : entries) {
+    std::string dataset = !e.dataset().empty()      ? e.dataset()
+                          : e.dataset_handle() != 0 ? absl::StrCat("#", e.dataset_handle())
+                                                    : "-";
+    std::string result = e.result_code() == 0
+                             ? "OK"
+                             : std::string(ErrorCodeName(static_cast<ErrorCode>(e.result_code())));
+    table.AddRow({std::to_string(e.sequence()), FormatLocalTime(e.time_micros()), e.kind(),
+                  std::to_string(e.uid()), std::to_string(e.pid()),
+                  e.socket().empty() ? "-" : e.socket(), dataset,
+                  e.purpose() == pb::PURPOSE_UNSPECIFIED ? "-" : PurposeName(e.purpose()),
+                  e.key_version() == 0 ? "-" : std::to_string(e.key_version()), result,
+                  std::to_string(e.record_count()), e.detail().empty() ? "-" : e.detail()});
+  }
+  table.Print(ctx.out());
+}
+
+void PrintAuditJson(CommandContext& ctx, const std::vector<pb::AuditRecord>& entries, bool more) {
+  nlohmann::json array = nlohmann::json::array();
+  for (const pb::AuditRecord& e : entries) array.push_back(ProtoToJson(e));
+  PrintJson(ctx, {{"entries", std::move(array)}, {"more", more}});
+}
+
+}  // namespace
+
+absl::Status AuditShow(CommandContext& ctx, uint32_t limit) {
+  pb::Request status_request;
+  status_request.mutable_status();
+  COFFER_ASSIGN_OR_RETURN(pb::Response status, ctx.Call(std::move(status_request)));
+  const uint64_t next = status.status().audit_entries();
+  // Start just before the newest `limit` entries and page to the end, keeping the last `limit`
+  // (the log grows while we read: the status and these queries may be audited).
+  uint64_t after = next > limit ? next - limit - 1 : 0;
+  std::deque<pb::AuditRecord> newest;
+  while (true) {
+    pb::Request request;
+    request.mutable_audit_query()->set_after_sequence(after);
+    COFFER_ASSIGN_OR_RETURN(pb::Response response, ctx.Call(std::move(request)));
+    for (const pb::AuditRecord& e : response.audit_query().entries()) {
+      newest.push_back(e);
+      if (newest.size() > limit) newest.pop_front();
+    }
+    if (!response.audit_query().more() || response.audit_query().entries_size() == 0) break;
+    after = response.audit_query().entries().rbegin()->sequence();
+  }
+  std::vector<pb::AuditRecord> entries(newest.begin(), newest.end());
+  if (ctx.json()) {
+    PrintAuditJson(ctx, entries, false);
+  } else {
+    PrintAudit(ctx, entries);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status AuditSearch(CommandContext& ctx, const AuditFilter& filter) {
+  std::vector<pb::AuditRecord> entries;
+  uint64_t after = 0;
+  bool more = false;
+  while (entries.size() < filter.limit) {
+    pb::Request request;
+    auto* q = request.mutable_audit_query();
+    q->set_since_micros(filter.since_micros);
+    q->set_until_micros(filter.until_micros);
+    q->set_dataset(filter.dataset);
+    if (filter.caller_uid) q->set_caller_uid(*filter.caller_uid);
+    q->set_after_sequence(after);
+    q->set_limit(static_cast<uint32_t>(filter.limit - entries.size()));
+    COFFER_ASSIGN_OR_RETURN(pb::Response response, ctx.Call(std::move(request)));
+    for (const pb::AuditRecord& e : response.audit_query().entries()) entries.push_back(e);
+    more = response.audit_query().more();
+    if (!more || response.audit_query().entries_size() == 0) break;
+    after = response.audit_query().entries().rbegin()->sequence();
+  }
+  if (ctx.json()) {
+    PrintAuditJson(ctx, entries, more);
+    return absl::OkStatus();
+  }
+  PrintAudit(ctx, entries);
+  if (more) {
+    ctx.out() << "(more entries match: raise --limit or narrow --since/--until)\n";
+  }
+  return absl::OkStatus();
+}
+
+absl::Status AuditVerify(CommandContext& ctx) {
+  pb::Request request;
+  request.mutable_audit_verify();
+  COFFER_ASSIGN_OR_RETURN(pb::Response response, ctx.Call(std::move(request)));
+  const pb::AuditVerifyResponse& v = response.audit_verify();
+  if (ctx.json()) {
+    nlohmann::json json = ProtoToJson(v);
+    json["verified"] = true;
+    PrintJson(ctx, json);
+  } else {
+    ctx.out() << "audit log verified: " << v.entries() << " entries, " << v.checkpoints()
+              << " signed checkpoints, last sequence " << v.last_sequence() << '\n';
+  }
+  return absl::OkStatus();
+}
+
+absl::Status AuditVerifyOffline(CommandContext& ctx, const std::string& public_key_file,
+                                const std::string& audit_directory) {
+  std::ifstream in(public_key_file, std::ios::binary);
+  if (!in) {
+    return MakeError(ErrorCode::kNotFound, "cannot read the audit public key " + public_key_file);
+  }
+  std::stringstream pem;
+  pem << in.rdbuf();
+  kms::audit::VerifyOptions options;
+  options.public_key_pem = pem.str();
+  absl::StatusOr<kms::audit::VerifyReport> report =
+      kms::audit::VerifyAuditLog(audit_directory, options);
+  if (!report.ok()) {
+    return MakeError(ErrorCodeOf(report.status()), "cannot verify the audit log in " +
+                                                       audit_directory + ": " +
+                                                       std::string(report.status().message()));
+  }
+  if (!report->ok()) {
+    absl::Status status = report->ToStatus();
+    return MakeError(ErrorCodeOf(status),
+                     "audit log in " + audit_directory +
+                         " failed verification: " + std::string(status.message()));
+  }
+  if (ctx.json()) {
+    nlohmann::json json = {{"verified", true},
+                           {"directory", audit_directory},
+                           {"entries", report->entries},
+                           {"checkpoints", report->checkpoints_verified},
+                           {"closed_cleanly", report->closed_cleanly},
+                           {"warnings", report->warnings}};
+    json["last_sequence"] =
+        report->last_sequence ? nlohmann::json(*report->last_sequence) : nlohmann::json(nullptr);
+    json["uncovered_from"] =
+        report->uncovered_from ? nlohmann::json(*report->uncovered_from) : nlohmann::json(nullptr);
+    PrintJson(ctx, json);
+    return absl::OkStatus();
+  }
+  ctx.out() << "audit log " << audit_directory << " verified offline: " << report->entries
+            << " entries, " << report->checkpoints_verified << " signed checkpoints, last sequence "
+            << (report->last_sequence ? std::to_string(*report->last_sequence) : "-") << '\n';
+  if (report->uncovered_from) {
+    ctx.out() << "warning: entries from " << *report->uncovered_from
+              << " on are not yet covered by a signed checkpoint\n";
+  }
+  for (const std::string& w : report->warnings) ctx.out() << "warning: " << w << '\n';
+  return absl::OkStatus();
+}
+
+void AddAuditCommands(CLI::App& app, CommandLine& line) {
+  struct Values {
+    uint32_t limit = 100;
+    std::string since, until, dataset;
+    uint32_t caller_uid = 0;
+    bool offline = false;
+    std::string public_key, audit_dir = "./var/audit";
+  };
+  Values& v = line.NewValues<Values>();
+  CLI::App* audit = AddCommandGroup(app, "audit", "Read and verify the audit log",
+                                    "keyctl audit search --dataset crm/contacts --since 7d");
+  CLI::App* show =
+      AddCommand(audit, "show", "Show the newest entries", "keyctl audit show --limit 50");
+  show->add_option("--limit", v.limit, "How many entries (default 100)")
+      ->check(CLI::Range(uint32_t{1}, uint32_t{100000}));
+  line.Runs(show, [&v](CommandContext& ctx) { return AuditShow(ctx, v.limit); });
+
+  CLI::App* search = AddCommand(audit, "search", "Find entries, oldest first",
+                                "keyctl audit search --dataset crm/contacts --since 2026-01-01 "
+                                "--caller 1000");
+  search->add_option("--since", v.since, "From: YYYY-MM-DD[THH:MM[:SS]] local, or e.g. 7d ago")
+      ->check(TimeValidator());
+  search->add_option("--until", v.until, "Until: same forms as --since")->check(TimeValidator());
+  search->add_option("--dataset", v.dataset, "Only entries of this dataset");
+  CLI::Option* caller = search->add_option("--caller", v.caller_uid, "Only this caller's uid");
+  search->add_option("--limit", v.limit, "At most this many entries (default 100)")
+      ->check(CLI::Range(uint32_t{1}, uint32_t{100000}));
+  search->callback([&v, &line, caller] {
+    AuditFilter filter;
+    const int64_t now = NowMicros();
+    if (!v.since.empty()) filter.since_micros = *ParseTimePoint(v.since, now);
+    if (!v.until.empty()) filter.until_micros = *ParseTimePoint(v.until, now);
+    filter.dataset = v.dataset;
+    if (caller->count() > 0) filter.caller_uid = v.caller_uid;
+    filter.limit = v.limit;
+    line.Choose([filter](CommandContext& ctx) { return AuditSearch(ctx, filter); });
+  });
+
+  CLI::App* verify = AddCommand(
+      audit, "verify",
+      "Verify the hash chain, MACs and checkpoint signatures of the whole log (--offline: "
+      "locally, without the daemon, with the checkpoint public key)",
+      "keyctl audit verify --offline --public-key audit-public-key.pem --audit-dir "
+      "/srv/coffer/audit");
+  CLI::Option* offline =
+      verify->add_flag("--offline", v.offline, "Verify the log directory here, without cofferd");
+  CLI::Option* public_key =
+      verify->add_option("--public-key", v.public_key, "Checkpoint public key (PEM), --offline");
+  verify->add_option("--audit-dir", v.audit_dir, "Audit log directory (default ./var/audit)")
+      ->needs(offline);
+  public_key->needs(offline);
+  verify->callback([&v, &line, offline, public_key] {
+    if (offline->count() == 0) {
+      line.Choose([](CommandContext& ctx) { return AuditVerify(ctx); });
+      return;
+    }
+    if (public_key->count() == 0) {
+      throw CLI::ValidationError("audit verify", "--offline needs --public-key FILE");
+    }
+    line.Choose(
+        [&v](CommandContext& ctx) { return AuditVerifyOffline(ctx, v.public_key, v.audit_dir); });
+  });
+}
+
+}  // namespace coffer::keyctl

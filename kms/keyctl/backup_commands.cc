@@ -1,0 +1,126 @@
+#include "kms/keyctl/backup_commands.h"
+
+#include <CLI/CLI.hpp>
+#include <string>
+#include <utility>
+
+#include "crypto/base/status.h"
+#include "kms/keyctl/command_line.h"
+#include "kms/keyctl/output.h"
+
+namespace coffer::keyctl {
+
+namespace pb = ::coffer::v1;
+
+absl::Status BackupCreate(CommandContext& ctx) {
+  pb::Request request;
+  request.mutable_backup_create();
+  COFFER_ASSIGN_OR_RETURN(pb::Response response,
+                          ctx.CallWithProgress(std::move(request), "backup create"));
+  const pb::BackupInfo& b = response.backup_create();
+  if (ctx.json()) {
+    PrintJson(ctx, ProtoToJson(b));
+  } else {
+    ctx.out() << "created backup " << b.id() << " (" << FormatBytes(b.size_bytes())
+              << ", audit sequence " << b.audit_sequence() << ")\n";
+  }
+  return absl::OkStatus();
+}
+
+absl::Status BackupList(CommandContext& ctx) {
+  pb::Request request;
+  request.mutable_backup_list();
+  COFFER_ASSIGN_OR_RETURN(pb::Response response, ctx.Call(std::move(request)));
+  if (ctx.json()) {
+    PrintJson(ctx, ProtoToJson(response.backup_list()));
+    return absl::OkStatus();
+  }
+  const int64_t now = NowMicros();
+  Table table({"ID", "CREATED", "AGE", "SIZE", "AUDIT SEQ"});
+  for (const pb::BackupInfo& b : response.backup_list().backups()) {
+    table.AddRow({std::to_string(b.id()), FormatLocalTime(b.created_micros()),
+                  FormatAge(b.created_micros(), now), FormatBytes(b.size_bytes()),
+                  std::to_string(b.audit_sequence())});
+  }
+  if (table.rows() == 1) {
+    ctx.out() << "no backups (make one with: keyctl backup create)\n";
+  } else {
+    table.Print(ctx.out());
+  }
+  return absl::OkStatus();
+}
+
+absl::Status BackupVerify(CommandContext& ctx, uint32_t id) {
+  pb::Request request;
+  request.mutable_backup_verify()->set_id(id);
+  COFFER_RETURN_IF_ERROR(
+      ctx.CallWithProgress(std::move(request), "backup verify " + std::to_string(id)).status());
+  if (ctx.json()) {
+    PrintJson(ctx, {{"id", id}, {"verified", true}});
+  } else {
+    ctx.out() << "backup " << id << " verified\n";
+  }
+  return absl::OkStatus();
+}
+
+absl::Status BackupRestore(CommandContext& ctx, uint32_t id, const std::string& target_directory) {
+  pb::Request request;
+  request.mutable_backup_restore()->set_id(id);
+  request.mutable_backup_restore()->set_target_directory(target_directory);
+  COFFER_RETURN_IF_ERROR(
+      ctx.CallWithProgress(std::move(request), "backup restore " + std::to_string(id)).status());
+  if (ctx.json()) {
+    PrintJson(ctx, {{"id", id}, {"target_directory", target_directory}, {"restored", true}});
+  } else {
+    ctx.out() << "restored backup " << id << " into " << target_directory
+              << " (start a cofferd on that directory to serve it)\n";
+  }
+  return absl::OkStatus();
+}
+
+absl::Status BackupPrune(CommandContext& ctx) {
+  pb::Request request;
+  request.mutable_backup_prune();
+  COFFER_ASSIGN_OR_RETURN(pb::Response response, ctx.Call(std::move(request)));
+  if (ctx.json()) {
+    PrintJson(ctx, ProtoToJson(response.backup_prune()));
+    return absl::OkStatus();
+  }
+  ctx.out() << "pruned " << response.backup_prune().deleted_size() << " backup(s)";
+  for (uint32_t id : response.backup_prune().deleted()) ctx.out() << ' ' << id;
+  ctx.out() << '\n';
+  return absl::OkStatus();
+}
+
+void AddBackupCommands(CLI::App& app, CommandLine& line) {
+  struct Values {
+    uint32_t backup_id = 0;
+    std::string directory;
+  };
+  Values& v = line.NewValues<Values>();
+  CLI::App* backup =
+      AddCommandGroup(app, "backup", "Full backups: data DB, key DB and audit log together",
+                      "keyctl backup create");
+  line.Runs(AddCommand(backup, "create", "Make a full backup now", "keyctl backup create"),
+            [](CommandContext& ctx) { return BackupCreate(ctx); });
+  line.Runs(AddCommand(backup, "list", "List the backups", "keyctl backup list --json"),
+            [](CommandContext& ctx) { return BackupList(ctx); });
+  CLI::App* verify = AddCommand(backup, "verify", "Check a backup's files and checksums",
+                                "keyctl backup verify 3");
+  verify->add_option("ID", v.backup_id, "Backup id")->required();
+  line.Runs(verify, [&v](CommandContext& ctx) { return BackupVerify(ctx, v.backup_id); });
+  CLI::App* restore =
+      AddCommand(backup, "restore",
+                 "Restore a backup into a new or empty directory, replaying later purges and "
+                 "destructions",
+                 "keyctl backup restore 3 /srv/coffer-restored");
+  restore->add_option("ID", v.backup_id, "Backup id")->required();
+  restore->add_option("DIR", v.directory, "Target directory (absent or empty)")->required();
+  line.Runs(restore,
+            [&v](CommandContext& ctx) { return BackupRestore(ctx, v.backup_id, v.directory); });
+  line.Runs(AddCommand(backup, "prune", "Delete backups beyond the configured retention",
+                       "keyctl backup prune"),
+            [](CommandContext& ctx) { return BackupPrune(ctx); });
+}
+
+}  // namespace coffer::keyctl

@@ -1,0 +1,174 @@
+#include "kms/keyctl/job_commands.h"
+
+#include <CLI/CLI.hpp>
+#include <string>
+#include <utility>
+
+#include "absl/strings/str_format.h"
+#include "crypto/base/status.h"
+#include "kms/keyctl/command_line.h"
+#include "kms/keyctl/output.h"
+
+namespace coffer::keyctl {
+
+namespace pb = ::coffer::v1;
+
+namespace {
+
+void PrintJobs(CommandContext& ctx, const google::protobuf::RepeatedPtrField<pb::JobStatus>& jobs) {
+  const int64_t now = NowMicros();
+  Table table({"ID", "KIND", "STATE", "DATASET", "PROGRESS", "RATE/S", "ETA", "STARTED", "NEXT"});
+  for (const pb::JobStatus& job : jobs) {
+    std::string progress = job.total() > 0
+                               ? std::to_string(job.done()) + "/" + std::to_string(job.total())
+                               : std::to_string(job.done());
+    std::string rate = absl::StrFormat("%.1f", job.rate_per_second());
+    std::string kind = job.name().empty() ? JobKindName(job.kind()) : job.name();
+    std::string state = JobStateName(job.state());
+    if (job.state() == pb::JOB_FAILED && job.has_error()) state += ": " + job.error().code_name();
+    table.AddRow({std::to_string(job.id()), kind, state,
+                  job.dataset().empty() ? "-" : job.dataset(), progress, rate,
+                  job.eta_seconds() < 0 ? "-" : FormatDuration(job.eta_seconds()),
+                  FormatAge(job.started_micros(), now), FormatAge(job.next_run_micros(), now)});
+  }
+  table.Print(ctx.out());
+}
+
+void PrintJobResult(CommandContext& ctx, const pb::JobStatus& job) {
+  if (ctx.json()) return PrintJson(ctx, ProtoToJson(job));
+  ctx.out() << JobProgressLine(job) << '\n';
+  if (job.kind() == pb::JOB_SCRUB) {
+    ctx.out() << "items that failed authentication: " << job.failures() << '\n';
+  }
+  if (job.version_counts_size() > 0) {
+    Table table({"PURPOSE", "VERSION", "ITEMS"});
+    for (const pb::VersionCount& c : job.version_counts()) {
+      table.AddRow(
+          {PurposeName(c.purpose()), std::to_string(c.version()), std::to_string(c.items())});
+    }
+    table.Print(ctx.out());
+  }
+}
+
+}  // namespace
+
+absl::Status JobStart(CommandContext& ctx, pb::JobKind kind, const std::string& dataset,
+                      uint32_t max_items_per_second, bool wait) {
+  pb::Request request;
+  auto* r = request.mutable_job_start();
+  r->set_kind(kind);
+  r->set_dataset(dataset);
+  r->set_max_items_per_second(max_items_per_second);
+  COFFER_ASSIGN_OR_RETURN(pb::Response response, ctx.Call(std::move(request)));
+  const pb::JobStatus& started = response.job_start();
+  if (wait) {
+    COFFER_ASSIGN_OR_RETURN(pb::JobStatus done, ctx.WaitForJob(started.id()));
+    PrintJobResult(ctx, done);
+    return absl::OkStatus();
+  }
+  if (ctx.json()) {
+    PrintJson(ctx, ProtoToJson(started));
+  } else {
+    ctx.out() << "started " << JobKindName(kind) << " job " << started.id()
+              << (dataset.empty() ? "" : " on " + dataset)
+              << "; follow it with: keyctl reencrypt wait " << started.id() << '\n';
+  }
+  return absl::OkStatus();
+}
+
+absl::Status JobStatus(CommandContext& ctx, uint64_t id) {
+  pb::Request request;
+  request.mutable_job_status()->set_id(id);
+  COFFER_ASSIGN_OR_RETURN(pb::Response response, ctx.Call(std::move(request)));
+  if (ctx.json()) {
+    PrintJson(ctx, ProtoToJson(response.job_status()));
+  } else {
+    PrintJobs(ctx, response.job_status().jobs());
+  }
+  return absl::OkStatus();
+}
+
+absl::Status JobWait(CommandContext& ctx, uint64_t id) {
+  COFFER_ASSIGN_OR_RETURN(pb::JobStatus done, ctx.WaitForJob(id));
+  PrintJobResult(ctx, done);
+  return absl::OkStatus();
+}
+
+absl::Status DaemonStatus(CommandContext& ctx) {
+  pb::Request request;
+  request.mutable_status();
+  COFFER_ASSIGN_OR_RETURN(pb::Response response, ctx.Call(std::move(request)));
+  const pb::StatusResponse& s = response.status();
+  if (ctx.json()) {
+    PrintJson(ctx, ProtoToJson(s));
+    return absl::OkStatus();
+  }
+  const int64_t now = NowMicros();
+  Table table({"cofferd", s.version()});
+  table.AddRow({"started", FormatTimeWithAge(s.started_micros(), now)});
+  table.AddRow({"datasets", std::to_string(s.datasets())});
+  table.AddRow({"durability", s.durability()});
+  table.AddRow({"data socket", s.data_socket()});
+  table.AddRow({"admin socket", s.admin_socket()});
+  table.AddRow({"connections open", std::to_string(s.connections_open())});
+  table.AddRow({"connections total", std::to_string(s.connections_total())});
+  table.AddRow({"requests total", std::to_string(s.requests_total())});
+  table.AddRow({"requests refused", std::to_string(s.requests_refused())});
+  table.AddRow({"requests slowed", std::to_string(s.requests_slowed())});
+  table.AddRow({"audit entries", std::to_string(s.audit_entries())});
+  table.Print(ctx.out());
+  if (s.jobs_size() > 0) {
+    ctx.out() << '\n';
+    PrintJobs(ctx, s.jobs());
+  }
+  return absl::OkStatus();
+}
+
+void AddJobCommands(CLI::App& app, CommandLine& line) {
+  struct Values {
+    std::string dataset;
+    uint32_t rate = 0;
+    bool wait = false;
+    uint64_t job_id = 0;
+  };
+  Values& v = line.NewValues<Values>();
+  CLI::App* reencrypt =
+      AddCommandGroup(app, "reencrypt", "Move a dataset's data onto its primary key versions",
+                      "keyctl reencrypt start crm/contacts --wait");
+  CLI::App* start = AddCommand(reencrypt, "start", "Start a re-encryption job",
+                               "keyctl reencrypt start crm/contacts --rate 500");
+  start->add_option("DATASET", v.dataset, "Dataset name")->required();
+  start->add_option("--rate", v.rate, "Items per second at most (default: unlimited)");
+  start->add_flag("--wait", v.wait, "Follow the job to its end, showing progress");
+  line.Runs(start, [&v](CommandContext& ctx) {
+    return JobStart(ctx, pb::JOB_REENCRYPT, v.dataset, v.rate, v.wait);
+  });
+  CLI::App* status = AddCommand(reencrypt, "status", "Show one job, or every job the daemon knows",
+                                "keyctl reencrypt status 7");
+  status->add_option("ID", v.job_id, "Job id (default: every job)");
+  line.Runs(status, [&v](CommandContext& ctx) { return JobStatus(ctx, v.job_id); });
+  CLI::App* wait = AddCommand(
+      reencrypt, "wait", "Wait for a job (re-encryption or scrub) to end, showing rate and ETA",
+      "keyctl reencrypt wait 7");
+  wait->add_option("ID", v.job_id, "Job id")->required();
+  line.Runs(wait, [&v](CommandContext& ctx) { return JobWait(ctx, v.job_id); });
+
+  CLI::App* scrub =
+      AddCommand(&app, "scrub",
+                 "Authenticate every record and segment (one dataset or all); changes "
+                 "nothing",
+                 "keyctl scrub crm/contacts --wait");
+  scrub->add_option("DATASET", v.dataset, "Dataset name (default: every dataset)");
+  scrub->add_flag("--wait", v.wait, "Follow the job to its end, showing progress");
+  line.Runs(scrub, [&v](CommandContext& ctx) {
+    return JobStart(ctx, pb::JOB_SCRUB, v.dataset, 0, v.wait);
+  });
+}
+
+void AddStatusCommand(CLI::App& app, CommandLine& line) {
+  CLI::App* status = AddCommand(&app, "status", "The daemon's version, sockets, counters and jobs",
+                                "keyctl status");
+  line.Runs(status, [](CommandContext& ctx) { return DaemonStatus(ctx); });
+}
+
+}  // namespace coffer::keyctl
