@@ -1,0 +1,300 @@
+// The server's reactor thread: accepting, reading frames, pausing and resuming connections,
+// timeouts, completions and drain (kms/server/internal/server_impl.h).
+
+#include "kms/server/internal/server_impl.h"
+
+namespace coffer::server {
+
+void Server::Impl::WatchListeners(bool watch) {
+  if (listeners_watched_ == watch) return;
+  for (auto [listener, tag] : {std::pair{&data_listener_, kDataListenerTag},
+                               std::pair{&admin_listener_, kAdminListenerTag}}) {
+    if (!listener->has_value() || (*listener)->fd() < 0) continue;
+    epoll_event event{};
+    event.events = EPOLLIN;
+    event.data.u64 = tag;
+    ::epoll_ctl(epoll_fd_, watch ? EPOLL_CTL_ADD : EPOLL_CTL_DEL, (*listener)->fd(), &event);
+  }
+  listeners_watched_ = watch;
+}
+
+void Server::Impl::Watch(Connection& connection, bool watch) {
+  if (connection.in_epoll == watch) return;
+  epoll_event event{};
+  event.events = EPOLLIN;
+  event.data.u64 = connection.id;
+  ::epoll_ctl(epoll_fd_, watch ? EPOLL_CTL_ADD : EPOLL_CTL_DEL, connection.fd, &event);
+  connection.in_epoll = watch;
+}
+
+void Server::Impl::ReactorLoop() {
+  std::vector<epoll_event> events(64);
+  for (;;) {
+    Clock::time_point now = Clock::now();
+    if (draining_.load() && !drain_started_) BeginDrain();
+    if (drain_started_) {
+      if (!drain_forced_ && now >= Clock::time_point(Clock::duration(drain_deadline_ns_.load()))) {
+        // Drain timeout: make the remaining sessions' writes fail so their Handle returns.
+        for (auto& [id, connection] : connections_) ::shutdown(connection->fd, SHUT_RDWR);
+        drain_forced_ = true;
+      }
+      if (connections_.empty()) return;
+    }
+    if (!listeners_watched_ && !drain_started_ && now >= accept_retry_at_) WatchListeners(true);
+
+    Clock::time_point wake_at = CheckTimers(now);
+    if (drain_started_ && !drain_forced_) {
+      wake_at = std::min(wake_at, Clock::time_point(Clock::duration(drain_deadline_ns_.load())));
+    }
+    if (!listeners_watched_ && !drain_started_) wake_at = std::min(wake_at, accept_retry_at_);
+    auto wait = std::chrono::duration_cast<std::chrono::milliseconds>(wake_at - Clock::now());
+    int timeout_ms = static_cast<int>(std::clamp<int64_t>(wait.count() + 1, 0, 1000));
+
+    int ready = ::epoll_wait(epoll_fd_, events.data(), static_cast<int>(events.size()), timeout_ms);
+    if (ready < 0) continue;  // EINTR
+    for (int i = 0; i < ready; ++i) {
+      uint64_t tag = events[i].data.u64;
+      if (tag == kWakeTag) {
+        uint64_t count;
+        ssize_t ignored = ::read(wake_fd_, &count, sizeof(count));
+        (void)ignored;
+      } else if (tag == kDataListenerTag) {
+        if (listeners_watched_) Accept(*data_listener_, daemon::SocketKind::kData);
+      } else if (tag == kAdminListenerTag) {
+        if (listeners_watched_) Accept(*admin_listener_, daemon::SocketKind::kAdmin);
+      } else {
+        auto it = connections_.find(tag);
+        if (it != connections_.end() && it->second->state == ConnectionState::kReading) {
+          std::shared_ptr<Connection> connection = it->second;
+          OnReadable(connection);
+        }
+      }
+    }
+    std::vector<std::pair<std::shared_ptr<Connection>, bool>> done;
+    {
+      std::lock_guard<std::mutex> lock(completions_mu_);
+      done.swap(completions_);
+    }
+    for (auto& [connection, close] : done) OnCompletion(connection, close);
+    ResumePaused();
+  }
+}
+
+void Server::Impl::Accept(ListeningSocket& listener, daemon::SocketKind kind) {
+  for (;;) {
+    int fd = ::accept4(listener.fd(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (fd < 0) {
+      if (errno == EINTR || errno == ECONNABORTED) continue;
+      if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+        WatchListeners(false);
+        accept_retry_at_ = Clock::now() + kAcceptRetry;
+      }
+      return;  // EAGAIN, or retried later
+    }
+    ++connections_total_;
+    absl::StatusOr<daemon::PeerIdentity> peer = ReadPeerIdentity(fd, kind);
+    if (!peer.ok()) {
+      ::close(fd);
+      continue;
+    }
+    if (connections_.size() >= options_.max_connections) {
+      Refused(*peer, ErrorCode::kServerBusy);
+      SendNow(fd, ErrorResponse(ErrorCode::kServerBusy, 0,
+                                "cofferd has too many open connections; retry later"));
+      ::close(fd);
+      continue;
+    }
+    auto connection = std::make_shared<Connection>();
+    connection->id = next_connection_id_++;
+    connection->fd = fd;
+    connection->peer = std::move(*peer);
+    connection->idle_since = Clock::now();
+    connection->session = factory_->Open(connection->peer);
+    if (connection->session == nullptr) {
+      ::close(fd);
+      continue;
+    }
+    connections_.emplace(connection->id, connection);
+    ++connections_open_;
+    Watch(*connection, true);
+  }
+}
+
+void Server::Impl::OnReadable(const std::shared_ptr<Connection>& connection) {
+  Connection& c = *connection;
+  size_t read_now = 0;
+  while (read_now < kMaxReadPerEvent) {
+    if (c.begin > 0) {  // keep the unread bytes at the front
+      std::memmove(c.buffer.data(), c.buffer.data() + c.begin, c.buffered());
+      c.end -= c.begin;
+      c.begin = 0;
+    }
+    size_t header = 0;
+    size_t payload = 0;
+    if (!api::DecodeFrameHeader(c.unread(), options_.max_frame_bytes, &header, &payload).ok()) {
+      break;  // Advance refuses it
+    }
+    if (header != 0 && c.buffered() >= header + payload) break;  // a complete frame: stop
+    size_t want = std::max(kReadChunk, header + payload);
+    if (c.buffer.size() < want) c.buffer.resize(want);  // so end < size: the frame is longer
+    ssize_t n = ::recv(c.fd, c.buffer.data() + c.end, c.buffer.size() - c.end, MSG_DONTWAIT);
+    if (n > 0) {
+      if (c.end == c.begin) c.frame_started = Clock::now();
+      c.end += static_cast<size_t>(n);
+      read_now += static_cast<size_t>(n);
+      continue;
+    }
+    if (n == 0) {
+      c.peer_closed = true;
+      break;
+    }
+    if (errno == EINTR) continue;
+    if (errno == EAGAIN || errno == EWOULDBLOCK) break;
+    Close(connection);  // ECONNRESET and the like: nobody left to answer
+    return;
+  }
+  Advance(connection);
+}
+
+// Decides what a kReading connection's buffered bytes call for.
+void Server::Impl::Advance(const std::shared_ptr<Connection>& connection) {
+  Connection& c = *connection;
+  size_t header = 0;
+  size_t payload = 0;
+  absl::Status prefix =
+      api::DecodeFrameHeader(c.unread(), options_.max_frame_bytes, &header, &payload);
+  if (!prefix.ok()) {
+    Refuse(connection, ErrorCodeOf(prefix), 0, std::string(prefix.message()));
+    return;
+  }
+  bool complete = header != 0 && c.buffered() >= header + payload;
+  if (!complete) {
+    // Nothing more will come (peer closed, possibly inside a frame), or the daemon is draining.
+    if (c.peer_closed || drain_started_) {
+      Close(connection);
+    } else {
+      Watch(c, true);
+    }
+    return;
+  }
+  Watch(c, false);
+  c.frame_header = header;
+  c.frame_payload = payload;
+  if (drain_started_) {
+    coffer::v1::Request request;
+    uint64_t id = 0;
+    if (request.ParseFromArray(c.buffer.data() + c.begin + header, static_cast<int>(payload))) {
+      id = request.request_id();
+    }
+    Refuse(connection, ErrorCode::kShuttingDown, id, "cofferd is shutting down; retry later");
+    return;
+  }
+  if (!paused_.empty() || !TryEnqueue(WorkItem{connection, true})) {
+    c.state = ConnectionState::kPaused;
+    paused_.push_back(connection);
+    return;
+  }
+  c.state = ConnectionState::kBusy;
+}
+
+void Server::Impl::ResumePaused() {
+  while (!paused_.empty()) {
+    std::shared_ptr<Connection> connection = paused_.front();
+    if (connection->fd < 0) {  // closed while paused
+      paused_.pop_front();
+      continue;
+    }
+    if (drain_started_) {
+      paused_.pop_front();
+      connection->state = ConnectionState::kReading;
+      Advance(connection);  // answers SHUTTING_DOWN
+      continue;
+    }
+    if (!TryEnqueue(WorkItem{connection, true})) return;
+    paused_.pop_front();
+    connection->state = ConnectionState::kBusy;
+  }
+}
+
+void Server::Impl::OnCompletion(const std::shared_ptr<Connection>& connection, bool close) {
+  Connection& c = *connection;
+  c.state = ConnectionState::kReading;
+  if (close) {
+    Close(connection);
+    return;
+  }
+  c.begin += c.frame_header + c.frame_payload;
+  c.frame_header = c.frame_payload = 0;
+  Clock::time_point now = Clock::now();
+  c.idle_since = now;
+  c.frame_started = now;  // for pipelined bytes; they were not timed while the request ran
+  if (c.begin == c.end) {
+    c.begin = c.end = 0;
+    // Do not keep a large buffer around for one large frame.
+    if (c.buffer.size() > 4 * kReadChunk) std::string().swap(c.buffer);
+  }
+  Advance(connection);
+}
+
+void Server::Impl::BeginDrain() {
+  drain_started_ = true;
+  WatchListeners(false);
+  data_listener_->CloseAndRemove();
+  admin_listener_->CloseAndRemove();
+  std::vector<std::shared_ptr<Connection>> reading;
+  for (auto& [id, connection] : connections_) {
+    if (connection->state == ConnectionState::kReading) reading.push_back(connection);
+  }
+  // Idle ones and partial frames are closed; complete frames are answered SHUTTING_DOWN.
+  for (auto& connection : reading) Advance(connection);
+  ResumePaused();
+}
+
+Clock::time_point Server::Impl::CheckTimers(Clock::time_point now) {
+  Clock::time_point next = now + std::chrono::seconds(1);
+  std::vector<std::pair<std::shared_ptr<Connection>, bool>> expired;  // bool: mid-frame
+  for (auto& [id, connection] : connections_) {
+    const Connection& c = *connection;
+    if (c.state != ConnectionState::kReading) continue;
+    bool mid_frame = c.buffered() > 0;
+    Clock::time_point deadline = mid_frame ? c.frame_started + options_.request_timeout
+                                           : c.idle_since + options_.idle_timeout;
+    if (now >= deadline) {
+      expired.emplace_back(connection, mid_frame);
+    } else {
+      next = std::min(next, deadline);
+    }
+  }
+  for (auto& [connection, mid_frame] : expired) {
+    if (mid_frame) {
+      Refuse(connection, ErrorCode::kRequestTimeout, 0,
+             "the request was not received completely within the request timeout");
+    } else {
+      Refused(connection->peer, ErrorCode::kRequestTimeout);
+      Close(connection);
+    }
+  }
+  return next;
+}
+
+void Server::Impl::Refuse(const std::shared_ptr<Connection>& connection, ErrorCode code,
+                          uint64_t request_id, std::string_view message) {
+  Refused(connection->peer, code);
+  SendNow(connection->fd, ErrorResponse(code, request_id, message));
+  Close(connection);
+}
+
+void Server::Impl::Close(const std::shared_ptr<Connection>& connection) {
+  Connection& c = *connection;
+  Watch(c, false);
+  ::close(c.fd);
+  c.fd = -1;
+  connections_.erase(c.id);
+  --connections_open_;
+  // Session::Closed may do real work (abort an upload): it runs on a worker.
+  std::lock_guard<std::mutex> lock(queue_mu_);
+  queue_.push_back(WorkItem{connection, false});
+  queue_cv_.notify_one();
+}
+
+}  // namespace coffer::server
