@@ -147,7 +147,9 @@ absl::StatusOr<std::unique_ptr<AdminRegistry>> AdminRegistry::Open(Options optio
     return MakeError(ErrorCode::kInvalidArgument,
                      "TOTP step and maximum failures must be positive");
   }
-  if (options.clock == nullptr) options.clock = &coffer::SystemClock();
+  if (options.clock == nullptr) {
+    return MakeError(ErrorCode::kInvalidArgument, "admin registry needs a clock");
+  }
   std::error_code ec;
   const bool existed = std::filesystem::exists(options.directory, ec);
   std::filesystem::create_directories(options.directory, ec);
