@@ -1,7 +1,8 @@
-// Tests of keyctl run as a process against a real cofferd: the daemon on a temporary directory
-// with a fresh SoftHSM2 token (keyctl_harness.h, in development mode; run as root, the
-// daemon runs as `nobody`), keyctl's output checked in both modes (JSON parsed with nlohmann)
-// and its exit codes (docs/keyctl.md). Also the text conventions of kms/keyctl/output.h.
+// Tests of keyctl run as a process against a running cofferd: test-cofferd on a temporary
+// directory with a fresh SoftHSM2 token (tests/kms/cofferd/cofferd_harness.h, in development
+// mode; run as root, the daemon runs as `nobody`), keyctl's output checked in both modes (JSON
+// parsed with nlohmann) and its exit codes (docs/keyctl.md). Also the text conventions of
+// kms/keyctl/output.h.
 
 #include <fcntl.h>
 #include <sys/socket.h>
