@@ -144,7 +144,9 @@ absl::StatusOr<std::unique_ptr<AdminRegistry>> AdminRegistry::Open(Options optio
     return MakeError(ErrorCode::kInvalidArgument,
                      "TOTP step and maximum failures must be positive");
   }
-  if (options.clock == nullptr) options.clock = &coffer::SystemClock();
+  if (options.clock == nullptr) {
+    return MakeError(ErrorCode::kInvalidArgument, "admin registry needs a clock");
+  }
   SignedRowStore::Options store;
   store.directory = options.directory;
   store.column_families = {"default"};

@@ -98,7 +98,7 @@ class AdminRegistry {
     std::string directory;
     hsm::TotpTokenStore* totp = nullptr;
     hsm::RowAuthenticator* rows = nullptr;
-    const coffer::Clock* clock = nullptr;  // nullptr = SystemClock()
+    const coffer::Clock* clock = nullptr;  // required: TOTP steps, lockouts, row times
     TotpSettings totp_settings;
     std::string issuer = "coffer";
   };

@@ -46,18 +46,19 @@ struct LoadedSegment {
 
 AuditLog::AuditLog(AuditLogOptions options)
     : options_(std::move(options)),
-      clock_(options_.clock != nullptr ? options_.clock : &SystemClock()),
+      clock_(options_.clock),
       fs_(options_.file_system != nullptr ? options_.file_system : &PosixAuditFileSystem()) {}
 
 AuditLog::~AuditLog() { Close().IgnoreError(); }
 
 absl::StatusOr<std::unique_ptr<AuditLog>> AuditLog::Open(AuditLogOptions options) {
   if (options.directory.empty() || options.signer == nullptr || !options.epoch_keys ||
-      options.checkpoint_every_entries == 0 || options.max_segment_bytes < kMinSegmentBytes ||
-      options.checkpoint_interval.count() < 0) {
-    return MakeError(ErrorCode::kInvalidArgument,
-                     "audit log options need a directory, a signer, an epoch-key provider, "
-                     "checkpoint_every_entries >= 1 and max_segment_bytes >= 4096");
+      options.clock == nullptr || options.checkpoint_every_entries == 0 ||
+      options.max_segment_bytes < kMinSegmentBytes || options.checkpoint_interval.count() < 0) {
+    return MakeError(
+        ErrorCode::kInvalidArgument,
+        "audit log options need a directory, a signer, an epoch-key provider, a clock, "
+        "checkpoint_every_entries >= 1 and max_segment_bytes >= 4096");
   }
   std::unique_ptr<AuditLog> log(new AuditLog(std::move(options)));
   std::lock_guard<std::mutex> lock(log->mu_);

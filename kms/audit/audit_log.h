@@ -71,7 +71,7 @@ struct AuditLogOptions {
   CheckpointSigner* signer = nullptr;            // required
   EpochKeyProvider epoch_keys;                   // required
   AnchorSink* anchor_sink = nullptr;             // optional
-  const Clock* clock = nullptr;                  // default: SystemClock()
+  const Clock* clock = nullptr;                  // required
   AuditFileSystem* file_system = nullptr;        // default: PosixAuditFileSystem()
 };
 

@@ -122,6 +122,7 @@ std::string HsmHint(ErrorCode code, const daemon::Config& config, const std::str
 
 struct Daemon::Parts {
   daemon::Config config;
+  const Clock* clock = nullptr;  // DaemonOptions::clock
   std::unique_ptr<hsm::HsmClient> hsm;
   std::unique_ptr<kms::HsmCheckpointSigner> checkpoint_signer;
   std::unique_ptr<kms::audit::SyslogAnchorSink> anchor_sink;
@@ -235,6 +236,7 @@ absl::Status Daemon::Parts::OpenAudit() {
   options.signer = checkpoint_signer.get();
   options.epoch_keys = kms::HsmEpochKeyProvider(hsm->row_authenticator());
   options.anchor_sink = anchor_sink.get();
+  options.clock = clock;
   absl::StatusOr<std::unique_ptr<kms::audit::AuditLog>> log =
       kms::audit::AuditLog::Open(std::move(options));
   if (!log.ok()) {
@@ -281,6 +283,7 @@ absl::Status Daemon::Parts::OpenStores() {
   options.audit_log = audit_log.get();
   options.default_policy = daemon::DefaultDatasetPolicy(config);
   options.data_counter = data_counter.get();
+  options.clock = clock;
   absl::StatusOr<std::unique_ptr<kms::KeyManager>> manager = kms::KeyManager::Open(options);
   if (!manager.ok()) {
     return Context(manager.status(),
@@ -302,15 +305,16 @@ absl::Status Daemon::Parts::OpenStores() {
 
   policies = std::make_unique<kms::KeyManagerPolicySource>(key_manager.get());
   records = std::make_unique<storage::RecordStore>(data_db.get(), key_manager.get(), policies.get(),
-                                                   &coffer::SystemClock());
+                                                   clock);
   attachments = std::make_unique<storage::AttachmentStore>(data_db.get(), key_manager.get(),
-                                                           policies.get(), &coffer::SystemClock());
+                                                           policies.get(), clock);
   bin = std::make_unique<storage::RecycleBin>(data_db.get(), key_manager.get(), policies.get(),
-                                              &coffer::SystemClock(), purge_journal.get());
+                                              clock, purge_journal.get());
 
   kms::FullBackupOptions backup_options;
   backup_options.directory = config.backup_directory();
   backup_options.max_age = std::chrono::hours(24) * config.jobs().backup_max_age_days();
+  backup_options.clock = clock;
   absl::StatusOr<std::unique_ptr<kms::FullBackups>> opened_backups =
       kms::FullBackups::Open(backup_options);
   if (!opened_backups.ok()) {
@@ -341,7 +345,7 @@ absl::Status Daemon::Parts::StartJobs() {
   deps.data_db = data_db.get();
   deps.keys = key_manager.get();
   deps.attachments = attachments.get();
-  jobs = std::make_unique<daemon::JobRegistry>(deps);
+  jobs = std::make_unique<daemon::JobRegistry>(deps, *clock);
 
   storage::AttachmentStore* store = attachments.get();
   COFFER_RETURN_IF_ERROR(jobs->RegisterPeriodic(
@@ -448,6 +452,7 @@ absl::Status Daemon::Parts::StartJobs() {
 absl::Status Daemon::Parts::StartEvents() {
   events::EventLogOptions log_options;
   log_options.directory = config.events_directory();
+  log_options.clock = clock;
   absl::StatusOr<std::unique_ptr<events::EventLog>> opened = events::EventLog::Open(log_options);
   if (!opened.ok()) {
     return Context(opened.status(), "events directory " + config.events_directory());
@@ -461,6 +466,7 @@ absl::Status Daemon::Parts::StartEvents() {
   canary_deps.attachments = attachments.get();
   canary_deps.bin = bin.get();
   canary_deps.audit_log = audit_log.get();
+  canary_deps.clock = clock;
   canary_deps.on_read = [this] {
     if (event_source) event_source->Wake();
   };
@@ -471,6 +477,7 @@ absl::Status Daemon::Parts::StartEvents() {
   source_options.log = event_log.get();
   source_options.audit_directory = config.audit_directory();
   source_options.audit_start = audit_log->stats().next_sequence;
+  source_options.clock = clock;
   kms::KeyManager* manager = key_manager.get();
   source_options.datasets = [manager] {
     std::vector<events::DatasetView> views;
@@ -541,7 +548,7 @@ absl::Status Daemon::Parts::StartServing() {
   admin_options.directory = config.admin_directory();
   admin_options.totp = &hsm->totp_secrets();
   admin_options.rows = &hsm->row_authenticator();
-  admin_options.clock = &coffer::SystemClock();
+  admin_options.clock = clock;
   admin_options.totp_settings.step_seconds = config.mfa().totp_step_seconds();
   admin_options.totp_settings.max_failures = config.mfa().max_failures();
   admin_options.totp_settings.lockout = std::chrono::seconds(config.mfa().lockout_seconds());
@@ -554,7 +561,7 @@ absl::Status Daemon::Parts::StartServing() {
   daemon::AdminControlOptions control_options;
   control_options.registry = admin_registry.get();
   control_options.audit_log = audit_log.get();
-  control_options.clock = &coffer::SystemClock();
+  control_options.clock = clock;
   control_options.mfa_required = config.mfa().required();
   control_options.session = std::chrono::seconds(config.mfa().session_seconds());
   control_options.approval_ttl = std::chrono::seconds(config.mfa().approval_ttl_seconds());
@@ -587,6 +594,7 @@ absl::Status Daemon::Parts::StartServing() {
   deps.admin_control = admin_control.get();
   deps.admin_registry = admin_registry.get();
   deps.canaries = canaries.get();
+  deps.clock = clock;
 
   BackupOperationDeps backup_deps;
   backup_deps.backups = backups.get();
@@ -603,6 +611,7 @@ absl::Status Daemon::Parts::StartServing() {
   backup_deps.restore_key_manager.signer = &hsm->signer();
   backup_deps.restore_key_manager.audit_log = audit_log.get();
   backup_deps.restore_key_manager.default_policy = daemon::DefaultDatasetPolicy(config);
+  backup_deps.restore_key_manager.clock = clock;
   deps.extra_admin_ops = BackupOperations(std::move(backup_deps));
   daemon::AddEventOperations(event_log.get(), canaries.get(), deps.extra_admin_ops);
 
@@ -613,7 +622,7 @@ absl::Status Daemon::Parts::StartServing() {
   export_options.audit_log = audit_log.get();
   export_options.registry = admin_registry.get();
   export_options.dual_control = config.mfa().required();
-  export_options.clock = &coffer::SystemClock();
+  export_options.clock = clock;
   COFFER_ASSIGN_OR_RETURN(exports,
                           kms::dataset_export::ExportService::Create(std::move(export_options)));
   deps.streaming_admin_ops[coffer::v1::Request::kDatasetExport] =
@@ -706,8 +715,12 @@ const daemon::Config& Daemon::config() const { return parts_->config; }
 
 absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const daemon::Config& config,
                                                       const DaemonOptions& options) {
+  if (options.clock == nullptr) {
+    return MakeError(ErrorCode::kInvalidArgument, "DaemonOptions.clock is null");
+  }
   auto parts = std::make_unique<Parts>();
   parts->config = config;
+  parts->clock = options.clock;
   const daemon::Config& c = parts->config;
 
   // Paths first: nothing is opened on a directory that cannot be ours.

@@ -39,6 +39,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "crypto/base/clock.h"
 #include "kms/config/config.h"
 
 namespace coffer::cofferd {
@@ -53,6 +54,10 @@ inline constexpr size_t kSecureHeapBytes = size_t{16} << 20;
 
 // What main adds to the configuration.
 struct DaemonOptions {
+  // The one wall clock of every part (audit times, rotation and lifecycle deadlines, TOTP steps,
+  // recycle-bin expiry, events, job status). Required; borrowed for the daemon's lifetime. The
+  // shipped cofferd passes SystemClock(); only test binaries pass another (tests/kms/cofferd).
+  const Clock* clock = nullptr;
   // Datasets created at start-up when they do not exist yet (audited under the daemon's own
   // identity): the embedded default's "crm", so its first client command has a dataset.
   std::vector<std::string> ensure_datasets;
@@ -60,9 +65,9 @@ struct DaemonOptions {
 
 class Daemon {
  public:
-  // `config` is a finished Config (kms/config/config.h).
+  // `config` is a finished Config (kms/config/config.h). INVALID_ARGUMENT without a clock.
   static absl::StatusOr<std::unique_ptr<Daemon>> Start(const daemon::Config& config,
-                                                       const DaemonOptions& options = {});
+                                                       const DaemonOptions& options);
 
   Daemon(const Daemon&) = delete;
   Daemon& operator=(const Daemon&) = delete;

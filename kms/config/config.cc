@@ -325,7 +325,7 @@ absl::StatusOr<Config> FinishConfig(Config config) {
   return config;
 }
 
-absl::StatusOr<Config> ParseConfig(std::string_view text, std::string_view origin) {
+absl::StatusOr<Config> ParseConfigText(std::string_view text, std::string_view origin) {
   Config config;
   google::protobuf::TextFormat::Parser parser;
   ErrorCollector errors(origin);
@@ -335,7 +335,30 @@ absl::StatusOr<Config> ParseConfig(std::string_view text, std::string_view origi
                      errors.first().empty() ? absl::StrCat(std::string(origin), ": does not parse")
                                             : errors.first());
   }
+  return config;
+}
+
+absl::StatusOr<Config> ParseConfig(std::string_view text, std::string_view origin) {
+  COFFER_ASSIGN_OR_RETURN(Config config, ParseConfigText(text, origin));
   return FinishConfig(std::move(config));
+}
+
+void ApplyOverrides(const ConfigOverrides& overrides, Config& config) {
+  if (!overrides.state_directory.empty()) config.set_state_directory(overrides.state_directory);
+  if (!overrides.data_socket.empty()) config.set_data_socket(overrides.data_socket);
+  if (!overrides.admin_socket.empty()) config.set_admin_socket(overrides.admin_socket);
+  if (!overrides.hsm_module_path.empty()) {
+    config.mutable_hsm()->set_module_path(overrides.hsm_module_path);
+  }
+  if (!overrides.hsm_token_label.empty()) {
+    config.mutable_hsm()->set_token_label(overrides.hsm_token_label);
+  }
+  if (!overrides.hsm_pin_file.empty()) config.mutable_hsm()->set_pin_file(overrides.hsm_pin_file);
+  if (overrides.crash_loss_window_millis.has_value()) {
+    config.mutable_access_audit()->set_crash_loss_window_millis(
+        *overrides.crash_loss_window_millis);
+  }
+  if (overrides.durability.has_value()) config.set_durability(*overrides.durability);
 }
 
 absl::StatusOr<Config> LoadConfigFile(const std::string& path) {

@@ -13,6 +13,8 @@
 #define COFFER_KMS_CONFIG_CONFIG_H_
 
 #include <chrono>
+#include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -31,9 +33,31 @@ inline constexpr std::string_view kDefaultHsmModulePath = "/usr/lib/softhsm/libs
 // Reads and loads the file at `path`.
 absl::StatusOr<Config> LoadConfigFile(const std::string& path);
 
-// Parses `text` (protobuf text format), applies defaults, resolves paths and validates.
-// `origin` names the source in parse errors (a file path, "<flags>").
+// Parses `text` (protobuf text format), applies defaults, resolves paths and validates:
+// ParseConfigText then FinishConfig. `origin` names the source in parse errors (a file path,
+// "<flags>").
 absl::StatusOr<Config> ParseConfig(std::string_view text, std::string_view origin);
+
+// Parses `text` only: no defaults, no path resolution, no validation, so that a caller can
+// change fields before FinishConfig (cofferd applies its flags). A syntax error or an unknown
+// field is CONFIG_INVALID "ORIGIN:LINE:COLUMN: what".
+absl::StatusOr<Config> ParseConfigText(std::string_view text, std::string_view origin);
+
+// What cofferd's command-line flags set over the file; an empty or unset field keeps the file's
+// value.
+struct ConfigOverrides {
+  std::string state_directory;
+  std::string data_socket;
+  std::string admin_socket;
+  std::string hsm_module_path;
+  std::string hsm_token_label;
+  std::string hsm_pin_file;
+  std::optional<uint32_t> crash_loss_window_millis;
+  std::optional<Config::Durability> durability;
+};
+
+// Sets the fields `overrides` names in a parsed, not yet finished `config`.
+void ApplyOverrides(const ConfigOverrides& overrides, Config& config);
 
 // Applies defaults and resolves paths in `config`, then validates it; what ParseConfig does
 // after parsing (for a Config built in code, e.g. from flags).

@@ -68,6 +68,9 @@ bool IsValidSubscriberName(std::string_view name) {
 }
 
 absl::StatusOr<std::unique_ptr<EventLog>> EventLog::Open(EventLogOptions options) {
+  if (options.clock == nullptr) {
+    return MakeError(ErrorCode::kInvalidArgument, "EventLogOptions.clock is null");
+  }
   std::error_code ec;
   std::filesystem::create_directories(options.directory, ec);
   if (ec) {
@@ -88,9 +91,7 @@ absl::StatusOr<std::unique_ptr<EventLog>> EventLog::Open(EventLogOptions options
 }
 
 EventLog::EventLog(EventLogOptions options, rocksdb::DB* db)
-    : options_(std::move(options)),
-      clock_(options_.clock != nullptr ? options_.clock : &coffer::SystemClock()),
-      db_(db) {}
+    : options_(std::move(options)), clock_(options_.clock), db_(db) {}
 
 EventLog::~EventLog() {
   Shutdown();

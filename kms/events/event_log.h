@@ -59,7 +59,7 @@ struct Row {
 
 struct EventLogOptions {
   std::string directory;                 // created (0700) if missing
-  const coffer::Clock* clock = nullptr;  // default SystemClock(); event times and retention
+  const coffer::Clock* clock = nullptr;  // required: event times and retention
 };
 
 struct ReadResult {

@@ -82,9 +82,10 @@ std::optional<pb::Event> EventFromAudit(
 }
 
 absl::StatusOr<std::unique_ptr<EventSource>> EventSource::Create(EventSourceOptions options) {
-  if (options.log == nullptr || options.audit_directory.empty() || !options.datasets) {
+  if (options.log == nullptr || options.audit_directory.empty() || !options.datasets ||
+      options.clock == nullptr) {
     return MakeError(ErrorCode::kInvalidArgument,
-                     "EventSourceOptions: log, audit_directory and datasets are required");
+                     "EventSourceOptions: log, audit_directory, datasets and clock are required");
   }
   std::unique_ptr<EventSource> source(new EventSource(std::move(options)));
   EventLog* log = source->options_.log;
@@ -108,8 +109,7 @@ absl::StatusOr<std::unique_ptr<EventSource>> EventSource::Create(EventSourceOpti
 }
 
 EventSource::EventSource(EventSourceOptions options)
-    : options_(std::move(options)),
-      clock_(options_.clock != nullptr ? options_.clock : &coffer::SystemClock()) {}
+    : options_(std::move(options)), clock_(options_.clock) {}
 
 EventSource::~EventSource() { Stop(); }
 

@@ -63,7 +63,7 @@ struct EventSourceOptions {
   // Where derivation starts when the log has no saved audit cursor yet (a new events directory):
   // the audit log's next sequence at start-up, so history is not replayed as news.
   uint64_t audit_start = 0;
-  const coffer::Clock* clock = nullptr;                                    // default SystemClock()
+  const coffer::Clock* clock = nullptr;                                    // required
   std::function<std::vector<DatasetView>()> datasets;                      // required
   std::function<bool()> audit_failed;                                      // optional
   std::function<absl::Status()> hsm_probe;                                 // optional

@@ -167,7 +167,10 @@ absl::StatusOr<std::unique_ptr<FullBackups>> FullBackups::Open(const FullBackupO
   if (options.directory.empty()) {
     return MakeError(ErrorCode::kInvalidArgument, "full backups need a directory");
   }
-  const Clock* clock = options.clock != nullptr ? options.clock : &SystemClock();
+  if (options.clock == nullptr) {
+    return MakeError(ErrorCode::kInvalidArgument, "full backups need a clock");
+  }
+  const Clock* clock = options.clock;
   COFFER_RETURN_IF_ERROR(MakeDirectory(options.directory));
   COFFER_RETURN_IF_ERROR(MakeDirectory(options.directory + "/" + kFullDir));
   storage::DataBackupOptions data_options;

@@ -83,7 +83,7 @@ struct FullBackupOptions {
   std::string directory;  // the backup root; never inside a data, key-DB, audit or token path
   std::chrono::seconds max_age = storage::kDefaultBackupMaxAge;
   bool sync = true;              // fsync copies (off only in tests)
-  const Clock* clock = nullptr;  // default SystemClock()
+  const Clock* clock = nullptr;  // required
 };
 
 // What a full backup copies from the running instance.

@@ -115,7 +115,9 @@ absl::StatusOr<std::unique_ptr<KeyManager>> KeyManager::Open(KeyManagerOptions o
                      "usage_reservation_block must be >= 1 and usage_rotate_percent 1..100");
   }
   COFFER_RETURN_IF_ERROR(ValidatePolicy(options.default_policy));
-  if (options.clock == nullptr) options.clock = &SystemClock();
+  if (options.clock == nullptr) {
+    return MakeError(ErrorCode::kInvalidArgument, "key manager needs a clock");
+  }
   COFFER_ASSIGN_OR_RETURN(auto db,
                           KeyDb::Open(options.key_db_directory, options.row_authenticator));
   std::unique_ptr<KeyManager> manager(new KeyManager(std::move(options), std::move(db)));

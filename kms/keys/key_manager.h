@@ -79,7 +79,7 @@ struct KeyManagerOptions {
   hsm::RowAuthenticator* row_authenticator = nullptr;  // required: key-DB row tags
   hsm::Signer* signer = nullptr;                       // required: tombstones
   audit::AuditLog* audit_log = nullptr;                // required
-  const Clock* clock = nullptr;                        // default SystemClock()
+  const Clock* clock = nullptr;                        // required
   KeyCacheOptions cache;
   DatasetPolicy default_policy;
   // Encryptions reserved (persisted) at a time per version; a restart counts them all as used.

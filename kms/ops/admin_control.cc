@@ -82,7 +82,9 @@ absl::StatusOr<std::unique_ptr<AdminControl>> AdminControl::Create(AdminControlO
   if (options.audit_log == nullptr) {
     return MakeError(ErrorCode::kInvalidArgument, "admin control needs the audit log");
   }
-  if (options.clock == nullptr) options.clock = &coffer::SystemClock();
+  if (options.clock == nullptr) {
+    return MakeError(ErrorCode::kInvalidArgument, "admin control needs a clock");
+  }
   if (!options.user_name) options.user_name = SystemUserName;
   return std::unique_ptr<AdminControl>(new AdminControl(std::move(options)));
 }

@@ -57,7 +57,7 @@ namespace coffer::daemon {
 struct AdminControlOptions {
   kms::admin::AdminRegistry* registry = nullptr;
   kms::audit::AuditLog* audit_log = nullptr;
-  const coffer::Clock* clock = nullptr;  // default SystemClock()
+  const coffer::Clock* clock = nullptr;  // required
   bool mfa_required = true;
   std::chrono::seconds session{300};
   std::chrono::seconds approval_ttl{86400};

@@ -58,7 +58,8 @@ absl::StatusOr<std::unique_ptr<CanaryRegistry>> CanaryRegistry::Open(CanaryDeps 
   const std::pair<const void*, const char*> required[] = {
       {deps.log, "log"},         {deps.keys, "keys"},
       {deps.records, "records"}, {deps.attachments, "attachments"},
-      {deps.bin, "bin"},         {deps.audit_log, "audit_log"}};
+      {deps.bin, "bin"},         {deps.audit_log, "audit_log"},
+      {deps.clock, "clock"}};
   for (const auto& [pointer, name] : required) {
     if (pointer == nullptr) {
       return MakeError(ErrorCode::kInvalidArgument, absl::StrCat("CanaryDeps.", name, " is null"));
@@ -69,9 +70,7 @@ absl::StatusOr<std::unique_ptr<CanaryRegistry>> CanaryRegistry::Open(CanaryDeps 
   return registry;
 }
 
-CanaryRegistry::CanaryRegistry(CanaryDeps deps) : deps_(std::move(deps)) {
-  if (deps_.clock == nullptr) deps_.clock = &coffer::SystemClock();
-}
+CanaryRegistry::CanaryRegistry(CanaryDeps deps) : deps_(std::move(deps)) {}
 
 absl::Status CanaryRegistry::Load() {
   COFFER_ASSIGN_OR_RETURN(std::optional<std::string> next,

@@ -62,7 +62,7 @@ struct CanaryDeps {
   storage::AttachmentStore* attachments = nullptr;
   storage::RecycleBin* bin = nullptr;
   kms::audit::AuditLog* audit_log = nullptr;
-  const coffer::Clock* clock = nullptr;  // default SystemClock()
+  const coffer::Clock* clock = nullptr;  // required
   std::function<void()> on_read;         // optional: wakes the event source
 };
 

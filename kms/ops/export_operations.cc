@@ -151,7 +151,9 @@ absl::StatusOr<std::unique_ptr<ExportService>> ExportService::Create(ExportServi
     return MakeError(ErrorCode::kInvalidArgument,
                      "ExportServiceOptions.registry is null but dual control is on");
   }
-  if (options.clock == nullptr) options.clock = &coffer::SystemClock();
+  if (options.clock == nullptr) {
+    return MakeError(ErrorCode::kInvalidArgument, "ExportServiceOptions.clock is null");
+  }
   return std::unique_ptr<ExportService>(new ExportService(std::move(options)));
 }
 

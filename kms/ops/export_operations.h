@@ -54,7 +54,7 @@ struct ExportServiceOptions {
   audit::AuditLog* audit_log = nullptr;
   admin::AdminRegistry* registry = nullptr;  // approvals to redeem
   bool dual_control = true;                  // mfa.required
-  const coffer::Clock* clock = nullptr;      // default SystemClock()
+  const coffer::Clock* clock = nullptr;      // required
 };
 
 class ExportService {

@@ -26,8 +26,8 @@ void SetError(pb::JobStatus* status, const absl::Status& error) {
 
 }  // namespace
 
-JobRegistry::JobRegistry(JobRegistryDeps deps)
-    : deps_(deps), clock_(deps.clock != nullptr ? deps.clock : &coffer::SystemClock()) {}
+JobRegistry::JobRegistry(JobRegistryDeps deps, const coffer::Clock& clock)
+    : deps_(deps), clock_(&clock) {}
 
 JobRegistry::~JobRegistry() { Stop(); }
 

@@ -50,14 +50,14 @@ struct JobRegistryDeps {
   storage::DataDb* data_db = nullptr;
   storage::KeyProvider* keys = nullptr;             // the KeyManager
   storage::AttachmentStore* attachments = nullptr;  // the one clients write through
-  const coffer::Clock* clock = nullptr;             // times in status; default SystemClock()
 };
 
 class JobRegistry {
  public:
   using PeriodicFunction = std::function<absl::Status()>;
 
-  explicit JobRegistry(JobRegistryDeps deps);
+  // `clock` gives the times in status (wall clock); periods are measured on the steady clock.
+  JobRegistry(JobRegistryDeps deps, const coffer::Clock& clock);
   JobRegistry(const JobRegistry&) = delete;
   JobRegistry& operator=(const JobRegistry&) = delete;
   ~JobRegistry();

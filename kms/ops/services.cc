@@ -158,7 +158,8 @@ absl::StatusOr<std::unique_ptr<Services>> Services::Create(ServicesDeps deps) {
                                                           {deps.audit_log, "audit_log"},
                                                           {deps.access_audit, "access_audit"},
                                                           {deps.jobs, "jobs"},
-                                                          {deps.authorizer, "authorizer"}};
+                                                          {deps.authorizer, "authorizer"},
+                                                          {deps.clock, "clock"}};
   for (const auto& [pointer, name] : required) {
     if (pointer == nullptr) {
       return MakeError(ErrorCode::kInvalidArgument,
@@ -171,7 +172,7 @@ absl::StatusOr<std::unique_ptr<Services>> Services::Create(ServicesDeps deps) {
 Services::Services(ServicesDeps deps)
     : deps_(std::move(deps)),
       operations_(deps_.operations != nullptr ? deps_.operations : &OperationTable::Default()),
-      clock_(deps_.clock != nullptr ? deps_.clock : &coffer::SystemClock()),
+      clock_(deps_.clock),
       started_micros_(coffer::ToUnixMicros(clock_->Now())),
       refusals_(std::make_unique<RefusalAudit>(deps_.audit_log)),
       pseudonymizer_(std::make_unique<const storage::Pseudonymizer>(deps_.keys)) {}

@@ -98,7 +98,7 @@ struct ServicesDeps {
   storage::RecycleBin* bin = nullptr;
   kms::audit::AuditLog* audit_log = nullptr;                // key operations and refusals
   kms::audit::BatchingAuditWriter* access_audit = nullptr;  // ACCESS_* events
-  const coffer::Clock* clock = nullptr;                     // default SystemClock()
+  const coffer::Clock* clock = nullptr;                     // required
   JobRegistry* jobs = nullptr;
   Authorizer* authorizer = nullptr;
 

@@ -22,7 +22,8 @@ int RunShell(const std::string& command) {
 }
 
 pid_t SpawnWithOutput(std::vector<std::string> args, const std::string& output_path,
-                      const std::vector<std::string>& unset_env) {
+                      const std::vector<std::string>& unset_env,
+                      const std::vector<std::pair<std::string, std::string>>& set_env) {
   int output = open(output_path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
   if (output < 0) return -1;
   std::vector<char*> argv;
@@ -34,6 +35,7 @@ pid_t SpawnWithOutput(std::vector<std::string> args, const std::string& output_p
     dup2(output, STDERR_FILENO);
     dup2(output, STDOUT_FILENO);
     for (const std::string& name : unset_env) unsetenv(name.c_str());
+    for (const auto& [name, value] : set_env) setenv(name.c_str(), value.c_str(), 1);
     execv(argv[0], argv.data());
     _exit(127);
   }

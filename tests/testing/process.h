@@ -14,6 +14,7 @@
 #include <chrono>
 #include <functional>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace coffer::testing {
@@ -25,10 +26,12 @@ std::string ReadWholeFile(const std::string& path);
 // wait status from std::system.
 int RunShell(const std::string& command);
 
-// Starts `args[0]` with `args`, its standard output and error appended to `output_path`, and
-// the environment variables `unset_env` removed. Returns the child's pid.
+// Starts `args[0]` with `args`, its standard output and error appended to `output_path`, the
+// environment variables `unset_env` removed and those of `set_env` (name, value) set. Returns
+// the child's pid.
 pid_t SpawnWithOutput(std::vector<std::string> args, const std::string& output_path,
-                      const std::vector<std::string>& unset_env = {});
+                      const std::vector<std::string>& unset_env = {},
+                      const std::vector<std::pair<std::string, std::string>>& set_env = {});
 
 // Polls `done` every `poll` for up to 60 s (a safety net for slow machines, not a measure);
 // returns whether it became true.

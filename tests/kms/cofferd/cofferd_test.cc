@@ -1,7 +1,9 @@
-// Integration tests of the cofferd binary: the real daemon process, started as a non-root user
-// on a temporary directory with a fresh SoftHSM2 token, driven only over its two sockets — by
-// the client library (kms/client/client.h) and by raw coffer.v1 frames (kms/api/framing.h) for
-// the admin socket and for broken clients.
+// Integration tests of the cofferd program: a running daemon process, started as a non-root
+// user on a temporary directory with a fresh SoftHSM2 token (tests/kms/cofferd/cofferd_harness.h),
+// driven only over its two sockets — by the client library (kms/client/client.h) and by raw
+// coffer.v1 frames (kms/api/framing.h) for the admin socket and for broken clients. CofferdTest
+// runs test-cofferd (the same program on a clock the test controls); the start-up refusals and
+// CofferdSmokeTest run the shipped cofferd on the system clock.
 //
 // Run as root (CI, this sandbox), the daemon runs as `nobody` (--user nobody; the temporary
 // directory is given to it) and clients that drop to other uids (fork + setresuid) check the
@@ -46,6 +48,7 @@
 #include "gtest/gtest.h"
 #include "kms/api/framing.h"
 #include "kms/client/client.h"
+#include "tests/kms/cofferd/cofferd_harness.h"
 #include "tests/testing/process.h"
 
 namespace coffer {
@@ -53,9 +56,9 @@ namespace {
 
 namespace fs = std::filesystem;
 namespace pb = ::coffer::v1;
+using ::coffer::testing::Cofferd;
+using ::coffer::testing::CofferdOptions;
 using ::coffer::testing::ReadWholeFile;
-using ::coffer::testing::RunShell;
-using ::coffer::testing::SpawnWithOutput;
 
 constexpr char kDataset[] = "crm/test";
 // Uids the other-uid clients drop to (none has an account; the kernel does not need one).
@@ -144,171 +147,47 @@ int ErrorOf(const absl::StatusOr<pb::Response>& response) {
 
 // ---- the daemon process --------------------------------------------------------------------
 
-class CofferdProcess {
- public:
-  // A fresh state directory with a token and a configuration; not started.
-  static std::unique_ptr<CofferdProcess> Create() {
-    auto p = std::unique_ptr<CofferdProcess>(new CofferdProcess());
-    char tmpl[] = "/tmp/cofferd-test-XXXXXX";
-    if (mkdtemp(tmpl) == nullptr) return nullptr;
-    p->dir_ = tmpl;
-    chmod(p->dir_.c_str(), 0755);  // other uids reach the sockets through it
-    if (RunShell(std::string(COFFER_SOFTHSM_TOKEN_SCRIPT) + " " + p->dir_ +
-                 "/hsm coffer >/dev/null") != 0) {
-      return nullptr;
-    }
-    p->as_root_ = geteuid() == 0;
-    if (p->as_root_) {
-      passwd* nobody = getpwnam("nobody");
-      if (nobody == nullptr) return nullptr;
-      p->daemon_uid_ = nobody->pw_uid;
-      p->daemon_gid_ = nobody->pw_gid;
-      group* g = getgrgid(p->daemon_gid_);
-      if (g == nullptr) return nullptr;
-      p->daemon_group_ = g->gr_name;
-    } else {
-      p->daemon_uid_ = geteuid();
-      p->daemon_gid_ = getegid();
-    }
-    p->WriteConfig();
-    if (p->as_root_ && RunShell("chown -R " + std::to_string(p->daemon_uid_) + ":" +
-                                std::to_string(p->daemon_gid_) + " " + p->dir_) != 0) {
-      return nullptr;
-    }
-    return p;
-  }
+// This suite's configuration after the token and durability (cofferd_harness.h).
+std::string SuiteConfig(const std::string& /*dir*/, const std::string& /*group*/) {
+  const std::string me = std::to_string(geteuid());
+  std::ostringstream out;
+  // Small timeouts: the truncated, stalled and idle connections end in seconds.
+  out << "limits { workers: 8 max_connections: 256 idle_timeout_seconds: 3 "
+         "request_timeout_seconds: 3 }\n"
+      << "access_audit { crash_loss_window_millis: 0 }\n"
+      << "grants { principals { uid: " << me
+      << " } datasets: \"*\" rights: READ rights: WRITE rights: DELETE }\n"
+      << "grants { principals { uid: " << me << " } datasets: \"" << kPseudoDataset
+      << "\" rights: PSEUDONYMIZE rights: REIDENTIFY }\n"
+      << "grants { principals { uid: " << me << " } datasets: \"" << kPseudoOtherDataset
+      << "\" rights: PSEUDONYMIZE }\n"
+      << "grants { principals { uid: " << kMetadataUid << " } datasets: \"*\" rights: METADATA }\n"
+      << "grants { principals { uid: " << kRateLimitUid << " } datasets: \"" << kDataset
+      << "\" rights: READ }\n"
+      << "admins { uid: " << me
+      << " }\n"
+      // Transport and data paths are under test; admin MFA has its own tests.
+      << "mfa { required: false }\n"
+      << "rate_limit {\n"
+      << "  default_limit { requests_per_second: 1000000 burst: 1000000 }\n"
+      << "  overrides { principal { uid: " << kRateLimitUid
+      << " } limit { requests_per_second: 0.001 burst: " << kRateLimitBurst << " } }\n"
+      << "}\n"
+      << "jobs { rotation_check_seconds: 1 retention_interval_seconds: 1 "
+         "backup_interval_seconds: 86400 }\n";
+  return out.str();
+}
 
-  ~CofferdProcess() {
-    if (pid_ > 0) {
-      kill(pid_, SIGKILL);
-      waitpid(pid_, nullptr, 0);
-    }
-    std::error_code ec;
-    fs::remove_all(dir_, ec);
-  }
-
-  // Starts cofferd and waits until its admin socket answers a status request.
-  ::testing::AssertionResult Start() {
-    std::vector<std::string> args = {COFFERD_BINARY, "--config", dir_ + "/cofferd.conf",
-                                     "--log-level", "info"};
-    if (as_root_) args.insert(args.end(), {"--user", "nobody"});
-    // Without SOFTHSM2_CONF the daemon finds hsm/softhsm2.conf itself.
-    pid_t pid = SpawnWithOutput(std::move(args), log_path(), {"SOFTHSM2_CONF"});
-    if (pid < 0) return ::testing::AssertionFailure() << "cannot open the log or fork";
-    pid_ = pid;
-    auto deadline = In(std::chrono::seconds(120));
-    while (std::chrono::steady_clock::now() < deadline) {
-      int status = 0;
-      if (waitpid(pid_, &status, WNOHANG) == pid_) {
-        pid_ = -1;
-        return ::testing::AssertionFailure() << "cofferd exited at start:\n" << Log();
-      }
-      RawConnection admin(admin_socket());
-      if (admin.ok()) {
-        pb::Request request;
-        request.mutable_status();
-        auto response = admin.Call(request);
-        if (response.ok() && !response->has_error()) return ::testing::AssertionSuccess();
-      }
-      std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    }
-    return ::testing::AssertionFailure() << "cofferd did not start serving:\n" << Log();
-  }
-
-  // Sends `signal` and returns the exit status (-1 if it did not exit normally).
-  int SignalAndWait(int signal) {
-    if (pid_ <= 0) return -1;
-    kill(pid_, signal);
-    int status = 0;
-    waitpid(pid_, &status, 0);
-    pid_ = -1;
-    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  }
-
-  // Runs the binary with `extra_args` in the foreground and returns its exit status and log.
-  // `env` is passed to env(1) (default: no SOFTHSM2_CONF, so cofferd finds hsm/softhsm2.conf).
-  std::pair<int, std::string> RunToExit(const std::vector<std::string>& extra_args,
-                                        const std::string& env = "-u SOFTHSM2_CONF") {
-    std::string out = dir_ + "/run.log";
-    std::string command = std::string(COFFERD_BINARY) + " --config " + dir_ + "/cofferd.conf";
-    for (const std::string& a : extra_args) command += " " + a;
-    command += " >" + out + " 2>&1 </dev/null";
-    // A daemon that wrongly starts would serve forever: timeout ends it (exit 124).
-    int status = RunShell("env " + env + " timeout 120 " + command);
-    return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, ReadWholeFile(out)};
-  }
-  std::string UserArg() const { return as_root_ ? "--user nobody" : ""; }
-
-  pid_t pid() const { return pid_; }
-  bool as_root() const { return as_root_; }
-  gid_t daemon_gid() const { return daemon_gid_; }
-  const std::string& dir() const { return dir_; }
-  std::string data_socket() const { return dir_ + "/data.sock"; }
-  std::string admin_socket() const { return dir_ + "/admin.sock"; }
-  std::string log_path() const { return dir_ + "/cofferd.log"; }
-  std::string Log() const { return ReadWholeFile(log_path()); }
-
- private:
-  CofferdProcess() = default;
-
- public:
-  // Writes the configuration (SIGHUP re-reads it); `extra` is appended.
-  void WriteConfig(const std::string& extra = "") {
-    const std::string me = std::to_string(geteuid());
-    std::ofstream out(dir_ + "/cofferd.conf", std::ios::trunc);
-    out << "state_directory: \"" << dir_ << "\"\n"
-        << "data_socket: \"data.sock\"\nadmin_socket: \"admin.sock\"\n";
-    if (as_root_) out << "data_socket_group: \"" << daemon_group_ << "\"\n";
-    out << "hsm { token_label: \"coffer\" pin_file: \"hsm/user.pin\" token_directory: \"hsm\" }\n"
-        << "durability: WAL\n"
-        // Small timeouts: the truncated, stalled and idle connections end in seconds.
-        << "limits { workers: 8 max_connections: 256 idle_timeout_seconds: 3 "
-           "request_timeout_seconds: 3 }\n"
-        << "access_audit { crash_loss_window_millis: 0 }\n"
-        << "grants { principals { uid: " << me
-        << " } datasets: \"*\" rights: READ rights: WRITE rights: DELETE }\n"
-        << "grants { principals { uid: " << me << " } datasets: \"" << kPseudoDataset
-        << "\" rights: PSEUDONYMIZE rights: REIDENTIFY }\n"
-        << "grants { principals { uid: " << me << " } datasets: \"" << kPseudoOtherDataset
-        << "\" rights: PSEUDONYMIZE }\n"
-        << "grants { principals { uid: " << kMetadataUid
-        << " } datasets: \"*\" rights: METADATA }\n"
-        << "grants { principals { uid: " << kRateLimitUid << " } datasets: \"" << kDataset
-        << "\" rights: READ }\n"
-        << "admins { uid: " << me
-        << " }\n"
-        // Transport and data paths are under test; admin MFA has its own tests.
-        << "mfa { required: false }\n"
-        << "rate_limit {\n"
-        << "  default_limit { requests_per_second: 1000000 burst: 1000000 }\n"
-        << "  overrides { principal { uid: " << kRateLimitUid
-        << " } limit { requests_per_second: 0.001 burst: " << kRateLimitBurst << " } }\n"
-        << "}\n"
-        << "jobs { rotation_check_seconds: 1 retention_interval_seconds: 1 "
-           "backup_interval_seconds: 86400 }\n"
-        << extra;
-  }
-
- private:
-  std::string dir_;
-  bool as_root_ = false;
-  uid_t daemon_uid_ = 0;
-  gid_t daemon_gid_ = 0;
-  std::string daemon_group_;
-  pid_t pid_ = -1;
-
- public:
-  // Waits until the daemon's log contains `text` (appearing after `from` bytes).
-  bool WaitForLog(const std::string& text, size_t from) const {
-    auto deadline = In(kIoWait);
-    while (std::chrono::steady_clock::now() < deadline) {
-      std::string log = Log();
-      if (log.size() > from && log.find(text, from) != std::string::npos) return true;
-      std::this_thread::sleep_for(std::chrono::milliseconds(20));
-    }
-    return false;
-  }
-};
+// A fresh state directory with a token and this suite's configuration, not started. On
+// `controlled_clock` the daemon is test-cofferd, otherwise the shipped cofferd.
+std::unique_ptr<Cofferd> CreateDaemon(bool controlled_clock) {
+  CofferdOptions options;
+  options.name = "cofferd-test";
+  options.controlled_clock = controlled_clock;
+  options.config_body = SuiteConfig;
+  options.start = false;
+  return Cofferd::Create(std::move(options));
+}
 
 // Runs `body` in a child process that has dropped to `uid` (gid `uid`, supplementary group
 // `group`, which owns the data socket); returns what the body returned, or "child failed".
@@ -348,7 +227,7 @@ std::string RunAsUid(uid_t uid, gid_t group, const std::function<std::string()>&
 class CofferdTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    daemon_ = CofferdProcess::Create();
+    daemon_ = CreateDaemon(/*controlled_clock=*/true);
     ASSERT_NE(daemon_, nullptr) << "could not prepare the state directory and token";
     ASSERT_TRUE(daemon_->Start());
     RawConnection admin(daemon_->admin_socket());
@@ -366,7 +245,7 @@ class CofferdTest : public ::testing::Test {
     daemon_.reset();
   }
   void TearDown() override {
-    if (HasFailure() && daemon_) std::cerr << "cofferd's log:\n" << daemon_->Log();
+    if (HasFailure() && daemon_) std::cerr << "cofferd's log:\n" << daemon_->Logs();
   }
 
   static std::unique_ptr<client::Client> Connect() {
@@ -379,7 +258,7 @@ class CofferdTest : public ::testing::Test {
     return admin.Call(request);
   }
 
-  static inline std::unique_ptr<CofferdProcess> daemon_;
+  static inline std::unique_ptr<Cofferd> daemon_;
   static inline uint64_t handle_ = 0;
 };
 
@@ -1048,7 +927,7 @@ TEST_F(CofferdTest, SighupReloadsGrants) {
 
   daemon_->WriteConfig("grants { principals { uid: " + std::to_string(kNoGrantUid) +
                        " } datasets: \"" + kDataset + "\" rights: READ }\n");
-  size_t log_size = daemon_->Log().size();
+  size_t log_size = daemon_->Logs().size();
   ASSERT_EQ(kill(daemon_->pid(), SIGHUP), 0);
   ASSERT_TRUE(daemon_->WaitForLog("grants, admins and rate limits reloaded", log_size));
   EXPECT_EQ(exists_as_no_grant_uid(), "0");
@@ -1058,13 +937,13 @@ TEST_F(CofferdTest, SighupReloadsGrants) {
     std::ofstream broken(daemon_->dir() + "/cofferd.conf", std::ios::trunc);
     broken << "grants { principals { uid: 1 } rights: NO_SUCH_RIGHT }\n";
   }
-  log_size = daemon_->Log().size();
+  log_size = daemon_->Logs().size();
   ASSERT_EQ(kill(daemon_->pid(), SIGHUP), 0);
   ASSERT_TRUE(daemon_->WaitForLog("kept the previous grants", log_size));
   EXPECT_EQ(exists_as_no_grant_uid(), "0");
 
   daemon_->WriteConfig();
-  log_size = daemon_->Log().size();
+  log_size = daemon_->Logs().size();
   ASSERT_EQ(kill(daemon_->pid(), SIGHUP), 0);
   ASSERT_TRUE(daemon_->WaitForLog("grants, admins and rate limits reloaded", log_size));
   EXPECT_EQ(exists_as_no_grant_uid(), "502");
@@ -1120,8 +999,8 @@ TEST_F(CofferdTest, SigtermDuringLoadLosesNoAcknowledgedWriteAndRestartReusesThe
   stop = true;
   for (std::thread& th : writers) th.join();
   ASSERT_TRUE(loaded) << "writers failed before the signal";
-  EXPECT_EQ(exit_code, 0) << daemon_->Log();
-  EXPECT_NE(daemon_->Log().find("stopped cleanly"), std::string::npos);
+  EXPECT_EQ(exit_code, 0) << daemon_->Logs();
+  EXPECT_NE(daemon_->Logs().find("stopped cleanly"), std::string::npos);
 
   ASSERT_TRUE(daemon_->Start());
   auto after = Admin(describe);
@@ -1155,10 +1034,11 @@ TEST_F(CofferdTest, SigtermDuringLoadLosesNoAcknowledgedWriteAndRestartReusesThe
 class CofferdStartupTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    state_ = CofferdProcess::Create();
+    // The shipped binary's own start-up checks.
+    state_ = CreateDaemon(/*controlled_clock=*/false);
     ASSERT_NE(state_, nullptr);
   }
-  std::unique_ptr<CofferdProcess> state_;
+  std::unique_ptr<Cofferd> state_;
 };
 
 TEST_F(CofferdStartupTest, RefusesToRunAsRootWithoutUser) {
@@ -1208,6 +1088,62 @@ TEST_F(CofferdStartupTest, RefusesAMissingModule) {
   EXPECT_EQ(code, 1);
   EXPECT_NE(log.find("hsm.module_path /nonexistent/p11.so does not exist"), std::string::npos)
       << log;
+}
+
+// Real-time smoke test of the shipped binary: every suite above runs test-cofferd, the same
+// program on a controlled clock, so this one checks that the real cofferd starts, serves a
+// record, accepts an admin command whose TOTP code comes from the system clock (MFA on, as
+// root), and stops cleanly on SIGTERM.
+TEST(CofferdSmokeTest, ShippedBinaryServesARecordAnAdminCommandWithARealTotpAndStops) {
+  const bool mfa = geteuid() == 0;  // keyctl as admin uids needs root
+  CofferdOptions options;
+  options.name = "cofferd-smoke";
+  options.controlled_clock = false;
+  options.mfa = mfa;
+  options.extra_config = [](const std::string&) {
+    return "grants { principals { uid: " + std::to_string(geteuid()) +
+           " } datasets: \"*\" rights: READ rights: WRITE }\n";
+  };
+  std::unique_ptr<Cofferd> daemon = Cofferd::Create(std::move(options));
+  ASSERT_NE(daemon, nullptr) << "could not prepare or start the shipped cofferd";
+  ASSERT_FALSE(daemon->controlled_clock());
+
+  const std::string dataset = "smoke/records";
+  if (mfa) {
+    auto keyctl = [&](const std::string& args) {
+      return ::coffer::testing::KeyctlAs(::coffer::testing::kAdminA, daemon->keyctl(),
+                                         daemon->admin_socket(), args);
+    };
+    ::coffer::testing::KeyctlResult enrolled = keyctl("--json admin enroll");
+    ASSERT_EQ(enrolled.exit_code, 0) << enrolled.err << enrolled.out;
+    ::coffer::testing::TotpCodes codes(daemon.get());
+    codes.SetSecret(::coffer::testing::kAdminA,
+                    ::coffer::testing::SecretOf(enrolled.JsonOrEmpty().value("otpauth_uri", "")));
+    ::coffer::testing::KeyctlResult created =
+        keyctl("--totp " + codes.Next(::coffer::testing::kAdminA) + " dataset create " + dataset);
+    ASSERT_EQ(created.exit_code, 0) << created.err << created.out;
+    // A code the system clock does not give now is refused.
+    ::coffer::testing::KeyctlResult wrong =
+        keyctl("--totp " + codes.At(::coffer::testing::kAdminA, daemon->TotpStep() + 1000) +
+               " dataset create smoke/refused");
+    EXPECT_NE(wrong.exit_code, 0) << wrong.out;
+  } else {
+    ::coffer::testing::KeyctlResult created =
+        ::coffer::testing::Keyctl(daemon->admin_socket(), "dataset create " + dataset);
+    ASSERT_EQ(created.exit_code, 0) << created.err << created.out;
+  }
+
+  {
+    auto c = client::Client::Connect(daemon->data_socket());
+    ASSERT_TRUE(c.ok()) << c.status();
+    ASSERT_TRUE((*c)->PutRecord(dataset, "customer/1", "a value").ok());
+    auto got = (*c)->GetRecord(dataset, "customer/1");
+    ASSERT_TRUE(got.ok()) << got.status();
+    EXPECT_EQ(*got, "a value");
+  }
+
+  EXPECT_EQ(daemon->SignalAndWait(SIGTERM), 0) << daemon->Logs();
+  EXPECT_NE(daemon->Logs().find("stopped cleanly"), std::string::npos) << daemon->Logs();
 }
 
 }  // namespace

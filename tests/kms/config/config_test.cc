@@ -3,6 +3,11 @@
 
 #include "kms/config/config.h"
 
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -12,6 +17,12 @@
 
 namespace coffer::daemon {
 namespace {
+
+std::string ReadAll(const std::string& path) {
+  std::ostringstream text;
+  text << std::ifstream(path).rdbuf();
+  return text.str();
+}
 
 // Whether `status`'s message starts with `prefix` (the field it names).
 bool MessageStartsWith(const absl::Status& status, std::string_view prefix) {
@@ -136,6 +147,48 @@ TEST(DaemonConfigTest, AMissingFileIsConfigInvalidNamingThePath) {
   auto config = LoadConfigFile("/nonexistent/cofferd.conf");
   EXPECT_EQ(ErrorCodeOf(config.status()), ErrorCode::kConfigInvalid);
   EXPECT_TRUE(MessageStartsWith(config.status(), "/nonexistent/cofferd.conf"));
+}
+
+// cofferd parses its file once (ParseConfigText), applies its flags, and finishes once: a bad
+// field still names file and line, and the flags win over the file.
+TEST(DaemonConfigTest, ABadFieldInAFileNamesTheFileAndLine) {
+  const std::string path = (std::filesystem::temp_directory_path() /
+                            ("config-test-" + std::to_string(getpid()) + ".conf"))
+                               .string();
+  std::ofstream(path, std::ios::trunc) << "state_directory: \"/srv/coffer\"\n"
+                                       << "durability: WAL\n"
+                                       << "no_such_field: 1\n";
+  for (const absl::StatusOr<Config>& config :
+       {LoadConfigFile(path), ParseConfigText(ReadAll(path), path)}) {
+    ASSERT_FALSE(config.ok());
+    EXPECT_EQ(ErrorCodeOf(config.status()), ErrorCode::kConfigInvalid);
+    EXPECT_TRUE(MessageStartsWith(config.status(), path + ":3:")) << config.status().message();
+  }
+  std::filesystem::remove(path);
+}
+
+TEST(DaemonConfigTest, FlagsOverrideTheFileBeforeItIsFinished) {
+  absl::StatusOr<Config> parsed = ParseConfigText(
+      "state_directory: \"/from/file\" data_socket: \"file.sock\" durability: WAL "
+      "access_audit { crash_loss_window_millis: 50 } hsm { token_label: \"file-token\" }",
+      "test");
+  ASSERT_TRUE(parsed.ok()) << parsed.status();
+  EXPECT_EQ(parsed->admin_socket(), "") << "ParseConfigText must not fill in defaults";
+  ConfigOverrides flags;
+  flags.state_directory = "/from/flags";
+  flags.hsm_pin_file = "/run/pin";
+  flags.durability = Config::SYNC;
+  flags.crash_loss_window_millis = 0;
+  ApplyOverrides(flags, *parsed);
+  absl::StatusOr<Config> config = FinishConfig(*std::move(parsed));
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->state_directory(), "/from/flags");
+  // The file's relative paths resolve against the flag's state directory.
+  EXPECT_EQ(config->data_socket(), "/from/flags/file.sock");
+  EXPECT_EQ(config->hsm().pin_file(), "/run/pin");
+  EXPECT_EQ(config->hsm().token_label(), "file-token");  // no flag: the file's
+  EXPECT_EQ(DurabilityOf(*config), storage::Durability::kSync);
+  EXPECT_EQ(CrashLossWindow(*config).count(), 0);
 }
 
 }  // namespace

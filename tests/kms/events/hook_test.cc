@@ -12,6 +12,7 @@
 #include <sstream>
 #include <thread>
 
+#include "crypto/base/clock.h"
 #include "crypto/base/status.h"
 #include "gtest/gtest.h"
 #include "kms/events/event_log.h"
@@ -108,6 +109,7 @@ class HookDeliveryTest : public ::testing::Test {
   void SetUp() override {
     EventLogOptions options;
     options.directory = dir_.Sub("events");
+    options.clock = &coffer::SystemClock();  // delivery is under test, not event times
     auto log = EventLog::Open(options);
     ASSERT_TRUE(log.ok()) << log.status();
     log_ = *std::move(log);

@@ -1,8 +1,9 @@
 // keyctl against a real cofferd with MFA and dual control on (control.proto's rules): three
 // admin uids — root (0, "A"), nobody (65534, "B") and uid 1 ("C") — each running keyctl as its
 // own uid (fork, setgroups/setgid/setuid, exec). TOTP codes are computed here from the otpauth://
-// URI that `admin enroll` prints (RFC 6238 with a 2-second step, so the test waits for fresh
-// codes instead of 30 s). Needs root (to run keyctl as other uids); skipped otherwise.
+// URI that `admin enroll` prints (RFC 6238 with a 2-second step), at the time of test-cofferd's
+// clock, which advances one step for each fresh code instead of waiting. Needs root (to run
+// keyctl as other uids); skipped otherwise.
 
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -23,14 +24,13 @@
 #include "gtest/gtest.h"
 #include "kms/keyctl/admin_client.h"
 #include "nlohmann/json.hpp"
-#include "tests/kms/keyctl/keyctl_harness.h"
+#include "tests/kms/cofferd/cofferd_harness.h"
 
 namespace coffer::keyctl {
 namespace {
 
 using ::coffer::testing::Cofferd;
 using ::coffer::testing::CofferdOptions;
-using ::coffer::testing::CurrentTotpStep;
 using ::coffer::testing::KeyctlAs;
 using ::coffer::testing::SecretOf;
 using ::coffer::testing::TotpCodes;
@@ -50,6 +50,7 @@ class DualControlTest : public ::testing::Test {
     options.mfa = true;
     options.rotation_check_seconds = 1;
     daemon_ = Cofferd::Create(std::move(options)).release();
+    codes_ = TotpCodes(daemon_);
   }
   static void TearDownTestSuite() {
     delete daemon_;
@@ -65,7 +66,7 @@ class DualControlTest : public ::testing::Test {
     return KeyctlAs(uid, daemon_->keyctl(), daemon_->admin_socket(), args);
   }
 
-  // A fresh code of `uid` (TotpCodes::Next waits for a new step).
+  // A fresh code of `uid` (TotpCodes::Next advances the daemon's clock to a new step).
   static std::string Code(uid_t uid) { return codes_.Next(uid); }
 
   // Claims `uid`'s enrolment and keeps its secret.
@@ -239,7 +240,7 @@ TEST_F(DualControlTest, ProtectionShorteningOperationsWaitForApproval) {
 
 TEST_F(DualControlTest, CodesAreRefusedWhenWrongReusedOrMissing) {
   // Wrong code: refused and audited.
-  const std::string wrong = codes_.At(kA, CurrentTotpStep() + 1000);
+  const std::string wrong = codes_.At(kA, daemon_->TotpStep() + 1000);
   Result bad = Run(kA, "--json --totp " + wrong + " dataset create dual/wrong");
   EXPECT_EQ(bad.exit_code, 3) << bad.err;
   EXPECT_EQ(bad.err.find(wrong), std::string::npos) << "the code is never printed";
@@ -302,15 +303,13 @@ TEST_F(DualControlTest, WholeLifecycleWithKeyctlAlone) {
   id = FilePending(kA, "dataset destroy " + d);
   ASSERT_EQ(Approve(kB, id).exit_code, 0);
 
-  // One second later the clock destroys it; its data is erased and the receipt, fetched by
-  // the name it had, names B as the approver of request `id`.
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  // Once the clock is past the one-second wait, a tick of the jobs destroys it; its data is
+  // erased and the receipt, fetched by the name it had, names B as the approver of request `id`.
   Result receipt;
-  while (std::chrono::steady_clock::now() < deadline) {
+  daemon_->AdvanceClockUntil(std::chrono::seconds(1), [&] {
     receipt = Run(kA, "receipt get " + d);
-    if (receipt.exit_code == 0) break;
-    std::this_thread::sleep_for(std::chrono::milliseconds(250));
-  }
+    return receipt.exit_code == 0;
+  });
   ASSERT_EQ(receipt.exit_code, 0) << receipt.err;
   const std::string receipt_file = daemon_->dir() + "/life.receipt";
   std::ofstream(receipt_file, std::ios::trunc) << receipt.out;

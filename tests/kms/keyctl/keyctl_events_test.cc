@@ -1,5 +1,6 @@
-// Notifications and canary records end to end (docs/events.md): a real cofferd (fresh SoftHSM2
-// token, RocksDB, audit log; as root it runs as `nobody`) with a hook configured, keyctl run as a
+// Notifications and canary records end to end (docs/events.md): a running cofferd (test-cofferd
+// on a clock the test advances; fresh SoftHSM2 token, RocksDB, audit log; as root it runs as
+// `nobody`) with a hook configured, keyctl run as a
 // process, and the client library on the data socket. Covers: a canary read raises exactly one
 // event naming the caller's uid (normal reads none); canary plant/list/remove and their bad
 // input; `keyctl events --json` output; the hook's JSON, descriptors and timeout kill; and a
@@ -28,7 +29,7 @@
 #include "kms/client/client.h"
 #include "kms/keyctl/admin_client.h"
 #include "nlohmann/json.hpp"
-#include "tests/kms/keyctl/keyctl_harness.h"
+#include "tests/kms/cofferd/cofferd_harness.h"
 #include "tests/testing/process.h"
 #include "tests/testing/text.h"
 
@@ -51,7 +52,7 @@ bool Eventually(const std::function<bool()>& done) {
   return ::coffer::testing::Eventually(done, std::chrono::milliseconds(100));
 }
 
-// A development-mode cofferd whose clock ticks every second (due destructions), with a hook that
+// A development-mode cofferd whose jobs tick every second (due destructions), with a hook that
 // records each event, lists its descriptors, and hangs on DATASET_DISABLED.
 std::unique_ptr<Cofferd> StartCofferd() {
   CofferdOptions options;
@@ -338,6 +339,11 @@ TEST_F(KeyctlEventsTest, DestructionIsAnnouncedWarnedAndReportedWithTheDatasetNa
   Ok("dataset disable doomed");
   Ok("dataset destroy doomed");
   std::vector<json> seen;
+  // Announced and warned while the clock stands still; then the deadline passes.
+  ASSERT_TRUE(ReadUntil("doom-test", seen, [](const std::vector<json>& events) {
+    return Count(events, "EVENT_DESTRUCTION_DUE_SOON", "doomed") > 0;
+  }));
+  daemon_->AdvanceClock(std::chrono::seconds(5));
   ASSERT_TRUE(ReadUntil("doom-test", seen, [](const std::vector<json>& events) {
     return Count(events, "EVENT_DATASET_DESTROYED", "doomed") > 0;
   }));

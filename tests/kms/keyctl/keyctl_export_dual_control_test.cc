@@ -25,7 +25,7 @@
 #include "kms/client/client.h"
 #include "kms/keyctl/admin_client.h"
 #include "nlohmann/json.hpp"
-#include "tests/kms/keyctl/keyctl_harness.h"
+#include "tests/kms/cofferd/cofferd_harness.h"
 #include "tests/testing/process.h"
 
 namespace coffer::keyctl {
@@ -58,6 +58,7 @@ class KeyctlExportDualControlTest : public ::testing::Test {
     };
     daemon_ = Cofferd::Create(std::move(options));
     ASSERT_NE(daemon_, nullptr) << "cofferd did not start";
+    codes_ = TotpCodes(daemon_.get());
     work_ = daemon_->dir() + "/work";
     fs::create_directories(work_);
     chmod(work_.c_str(), 0777);  // B may try to write here

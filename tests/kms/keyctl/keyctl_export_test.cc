@@ -27,7 +27,7 @@
 #include "kms/keyctl/admin_client.h"
 #include "kms/keyctl/export_commands.h"
 #include "nlohmann/json.hpp"
-#include "tests/kms/keyctl/keyctl_harness.h"
+#include "tests/kms/cofferd/cofferd_harness.h"
 #include "tests/testing/process.h"
 #include "tests/testing/text.h"
 

@@ -1,7 +1,8 @@
-// Tests of keyctl run as a process against a real cofferd: the daemon on a temporary directory
-// with a fresh SoftHSM2 token (keyctl_harness.h, in development mode; run as root, the
-// daemon runs as `nobody`), keyctl's output checked in both modes (JSON parsed with nlohmann)
-// and its exit codes (docs/keyctl.md). Also the text conventions of kms/keyctl/output.h.
+// Tests of keyctl run as a process against a running cofferd: test-cofferd on a temporary
+// directory with a fresh SoftHSM2 token (tests/kms/cofferd/cofferd_harness.h, in development
+// mode; run as root, the daemon runs as `nobody`), keyctl's output checked in both modes (JSON
+// parsed with nlohmann) and its exit codes (docs/keyctl.md). Also the text conventions of
+// kms/keyctl/output.h.
 
 #include <fcntl.h>
 #include <sys/socket.h>
@@ -33,7 +34,7 @@
 #include "kms/keyctl/admin_client.h"
 #include "kms/keyctl/output.h"
 #include "nlohmann/json.hpp"
-#include "tests/kms/keyctl/keyctl_harness.h"
+#include "tests/kms/cofferd/cofferd_harness.h"
 #include "tests/testing/process.h"
 
 namespace coffer::keyctl {
@@ -48,8 +49,8 @@ using ::coffer::testing::RunShell;
 using nlohmann::json;
 using Result = ::coffer::testing::KeyctlResult;
 
-// A development-mode cofferd whose clock ticks every `rotation_check_seconds` (rotation,
-// lifecycle).
+// A development-mode cofferd (test-cofferd: the test advances its clock) whose jobs tick every
+// `rotation_check_seconds` (rotation, lifecycle).
 std::unique_ptr<Cofferd> StartCofferd(uint32_t rotation_check_seconds) {
   CofferdOptions options;
   options.rotation_check_seconds = rotation_check_seconds;
@@ -577,7 +578,7 @@ TEST_F(KeyctlTest, PolicySetAutoDestroyAfterDisabled) {
 // Lifecycle automation on the daemon's own clock (policy periods of seconds): a dataset left
 // DISABLED is scheduled for destruction, then destroyed after the waiting period, each step
 // audited; a legal hold keeps another one where it is.
-// A daemon whose clock ticks every second, for lifecycle automation. KeyctlTest's keeps the
+// A daemon whose jobs tick every second, for lifecycle automation. KeyctlTest's keeps the
 // default minute: a tick also retires compromised versions that protect no data, which would
 // race RewrapAndEmergencyRotation's look at them.
 class KeyctlClockTest : public KeyctlTest {
@@ -604,14 +605,14 @@ TEST_F(KeyctlClockTest, LifecycleAutomationDestroysADisabledDatasetUnlessHeld) {
   ASSERT_EQ(Run("dataset disable crm/expired").exit_code, 0);
   ASSERT_EQ(Run("dataset disable crm/held").exit_code, 0);
 
-  // A destroyed dataset has no name any more: describe answers not found (exit 4).
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);  // safety net
+  // A destroyed dataset has no name any more: describe answers not found (exit 4). The clock
+  // moves a second at a time: past the disabled period (a tick schedules the destruction), then
+  // past the destruction wait (a later tick destroys).
   Result describe;
-  while (std::chrono::steady_clock::now() < deadline) {
+  daemon_->AdvanceClockUntil(std::chrono::seconds(1), [&] {
     describe = Run("dataset describe crm/expired --json");
-    if (describe.exit_code != 0) break;
-    std::this_thread::sleep_for(std::chrono::milliseconds(200));
-  }
+    return describe.exit_code != 0;
+  });
   EXPECT_EQ(describe.exit_code, 4) << describe.err << describe.out;
 
   Result audit = Run("audit search --json --limit 100000");
@@ -661,13 +662,11 @@ TEST_F(KeyctlClockTest, DestructionErasesTheDataAndIssuesASignedReceipt) {
   ASSERT_EQ(Run("dataset destroy " + name).exit_code, 0);
 
   const std::string file = daemon_->dir() + "/receipt.txt";
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);  // safety net
   Result got;
-  while (std::chrono::steady_clock::now() < deadline) {
+  daemon_->AdvanceClockUntil(std::chrono::seconds(1), [&] {
     got = Run("receipt get " + name + " -o " + file);
-    if (got.exit_code == 0) break;
-    std::this_thread::sleep_for(std::chrono::milliseconds(200));
-  }
+    return got.exit_code == 0;
+  });
   ASSERT_EQ(got.exit_code, 0) << got.err << daemon_->Logs();
   const std::string pem = daemon_->dir() + "/audit-public-key.pem";
 

@@ -8,6 +8,7 @@
 #include <condition_variable>
 #include <mutex>
 
+#include "crypto/base/clock.h"
 #include "crypto/base/status.h"
 #include "gtest/gtest.h"
 
@@ -27,7 +28,7 @@ const pb::JobStatus* Find(const std::vector<pb::JobStatus>& all, const std::stri
 const pb::JobStatus* Find(std::vector<pb::JobStatus>&& all, const std::string& name) = delete;
 
 TEST(DaemonJobsTest, PeriodicJobsRecordTheirRunsAndErrors) {
-  JobRegistry jobs(JobRegistryDeps{});
+  JobRegistry jobs(JobRegistryDeps{}, coffer::SystemClock());
   int runs = 0;
   bool fail = false;
   ASSERT_TRUE(jobs.RegisterPeriodic("retention", pb::JOB_BIN_RETENTION, std::chrono::hours(1),
@@ -74,7 +75,7 @@ TEST(DaemonJobsTest, PeriodicJobsRecordTheirRunsAndErrors) {
 }
 
 TEST(DaemonJobsTest, TheSchedulerRunsAJobDueAtStartAndStopJoins) {
-  JobRegistry jobs(JobRegistryDeps{});
+  JobRegistry jobs(JobRegistryDeps{}, coffer::SystemClock());
   std::mutex mu;
   std::condition_variable ran_cv;
   int ran = 0;

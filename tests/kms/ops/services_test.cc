@@ -130,7 +130,7 @@ class DaemonServicesTest : public ::testing::Test {
                                                               policies_.get(), &clock_);
     bin_ = std::make_unique<storage::RecycleBin>(db_.get(), keys_.get(), policies_.get(), &clock_);
     jobs_ = std::make_unique<JobRegistry>(
-        JobRegistryDeps{db_.get(), keys_.get(), attachments_.get(), &clock_});
+        JobRegistryDeps{db_.get(), keys_.get(), attachments_.get()}, clock_);
 
     authorizer_ = std::make_unique<Authorizer>(Grants(kGrants), [this] { return now_; });
 

@@ -1,4 +1,4 @@
-#include "tests/kms/keyctl/keyctl_harness.h"
+#include "tests/kms/cofferd/cofferd_harness.h"
 
 #include <fcntl.h>
 #include <grp.h>
@@ -18,6 +18,7 @@
 #include <filesystem>
 #include <fstream>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "coffer/v1/service.pb.h"
@@ -94,16 +95,9 @@ std::string Base32Decode(const std::string& text) {
   return bytes;
 }
 
-// The configuration of `options` for a daemon on `dir`; `group` is nobody's group when the
-// daemon runs as nobody, "" otherwise.
-std::string ConfigText(const CofferdOptions& options, const std::string& dir,
-                       const std::string& group) {
-  std::string text = "state_directory: \"" + dir + "\"\n" +
-                     "data_socket: \"data.sock\"\nadmin_socket: \"admin.sock\"\n";
-  if (!group.empty()) text += "data_socket_group: \"" + group + "\"\n";
-  if (options.mfa) text += "admin_socket_group: \"" + group + "\"\n";
-  text += "hsm { token_label: \"coffer\" pin_file: \"hsm/user.pin\" token_directory: \"hsm\" }\n";
-  text += "durability: WAL\n";
+// The keyctl suites' configuration body (see CofferdOptions::config_body).
+std::string KeyctlConfigBody(const CofferdOptions& options) {
+  std::string text;
   if (options.mfa) {
     for (uid_t admin : {kAdminA, kAdminB, kAdminC}) {
       text += "admins { uid: " + std::to_string(admin) + " }\n";
@@ -125,8 +119,22 @@ std::string ConfigText(const CofferdOptions& options, const std::string& dir,
   } else {
     text += "mfa { required: false }\n";  // development mode: no MFA or dual control
   }
-  if (options.extra_config) text += options.extra_config(dir);
   return text;
+}
+
+// The configuration of `options` for a daemon on `dir`; `group` is nobody's group when the
+// daemon runs as nobody, "" otherwise.
+std::string ConfigText(const CofferdOptions& options, const std::string& dir,
+                       const std::string& group, const std::string& extra) {
+  std::string text = "state_directory: \"" + dir + "\"\n" +
+                     "data_socket: \"data.sock\"\nadmin_socket: \"admin.sock\"\n";
+  if (!group.empty()) text += "data_socket_group: \"" + group + "\"\n";
+  if (options.mfa) text += "admin_socket_group: \"" + group + "\"\n";
+  text += "hsm { token_label: \"coffer\" pin_file: \"hsm/user.pin\" token_directory: \"hsm\" }\n";
+  text += "durability: WAL\n";
+  text += options.config_body ? options.config_body(dir, group) : KeyctlConfigBody(options);
+  if (options.extra_config) text += options.extra_config(dir);
+  return text + extra;
 }
 
 }  // namespace
@@ -138,77 +146,146 @@ std::unique_ptr<Cofferd> Cofferd::Create(CofferdOptions options) {
   std::string tmpl = "/tmp/" + options.name + "-XXXXXX";
   if (mkdtemp(tmpl.data()) == nullptr) return nullptr;
   d->dir_ = tmpl;
-  chmod(d->dir_.c_str(), 0755);
-  if (options.mfa) {
+  d->options_ = std::move(options);
+  chmod(d->dir_.c_str(), 0755);  // other uids reach the sockets through it
+  if (d->options_.mfa) {
     std::error_code copied;
     fs::copy_file(KEYCTL_BINARY, d->keyctl(), copied);
     if (copied || chmod(d->keyctl().c_str(), 0755) != 0) return nullptr;
+  }
+  if (d->options_.controlled_clock) {
+    // Starts at the real time, so that times printed by keyctl read as today.
+    d->clock_ = MappedClock::Create(d->dir_ + "/clock", std::chrono::system_clock::now());
+    if (d->clock_ == nullptr) return nullptr;
   }
   if (RunShell(std::string(COFFER_SOFTHSM_TOKEN_SCRIPT) + " " + d->dir_ +
                "/hsm coffer >/dev/null") != 0) {
     return nullptr;
   }
-  uid_t uid = geteuid();
-  gid_t gid = getegid();
-  std::string group_name;
+  d->daemon_uid_ = geteuid();
+  d->daemon_gid_ = getegid();
   if (d->as_root_) {
     passwd* nobody = getpwnam("nobody");
     if (nobody == nullptr) return nullptr;
-    uid = nobody->pw_uid;
-    gid = nobody->pw_gid;
-    ::group* g = getgrgid(gid);
+    d->daemon_uid_ = nobody->pw_uid;
+    d->daemon_gid_ = nobody->pw_gid;
+    ::group* g = getgrgid(d->daemon_gid_);
     if (g == nullptr) return nullptr;
-    group_name = g->gr_name;
+    d->group_ = g->gr_name;
   }
-  if (options.prepare) options.prepare(d->dir_);
-  {
-    std::ofstream out(d->dir_ + "/cofferd.conf", std::ios::trunc);
-    out << ConfigText(options, d->dir_, group_name);
-  }
-  if (d->as_root_ && RunShell("chown -R " + std::to_string(uid) + ":" + std::to_string(gid) + " " +
-                              d->dir_) != 0) {
+  if (d->options_.prepare) d->options_.prepare(d->dir_);
+  d->WriteConfig();
+  if (d->as_root_ && RunShell("chown -R " + std::to_string(d->daemon_uid_) + ":" +
+                              std::to_string(d->daemon_gid_) + " " + d->dir_) != 0) {
     return nullptr;
   }
-  if (!d->Start()) return nullptr;
+  if (d->options_.start && !d->Start()) return nullptr;
   return d;
 }
 
-bool Cofferd::Start() {
-  std::vector<std::string> args = {COFFERD_BINARY, "--config", dir_ + "/cofferd.conf"};
+std::string Cofferd::Binary() const { return clock_ ? TEST_COFFERD_BINARY : COFFERD_BINARY; }
+
+void Cofferd::WriteConfig(const std::string& extra) {
+  std::ofstream out(dir_ + "/cofferd.conf", std::ios::trunc);
+  out << ConfigText(options_, dir_, group_, extra);
+}
+
+::testing::AssertionResult Cofferd::Start() {
+  std::vector<std::string> args = {Binary(), "--config", dir_ + "/cofferd.conf"};
   if (as_root_) args.insert(args.end(), {"--user", "nobody"});
+  std::vector<std::pair<std::string, std::string>> env;
+  if (clock_) env.emplace_back(kClockFileEnv, dir_ + "/clock");
   // Without SOFTHSM2_CONF the daemon finds hsm/softhsm2.conf itself.
   pid_t pid = SpawnWithOutput(std::move(args), dir_ + "/cofferd.log" + std::to_string(starts_++),
-                              {"SOFTHSM2_CONF"});
-  if (pid < 0) return false;
+                              {"SOFTHSM2_CONF"}, env);
+  if (pid < 0) return ::testing::AssertionFailure() << "cannot open the log or fork";
   pid_ = pid;
   auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
   while (std::chrono::steady_clock::now() < deadline) {
     if (waitpid(pid_, nullptr, WNOHANG) == pid_) {
       pid_ = -1;
-      return false;
+      return ::testing::AssertionFailure() << "cofferd exited at start:\n" << Logs();
     }
     auto client = keyctl::AdminClient::Connect(admin_socket());
     if (client.ok()) {
       coffer::v1::Request request;
       request.mutable_status();
-      if ((*client)->Call(request).ok()) return true;
+      absl::StatusOr<coffer::v1::Response> response = (*client)->Call(request);
+      if (response.ok() && !response->has_error()) return ::testing::AssertionSuccess();
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
-  return false;
+  return ::testing::AssertionFailure() << "cofferd did not start serving:\n" << Logs();
 }
 
-bool Cofferd::Stop() {
-  if (pid_ <= 0) return false;
-  kill(pid_, SIGTERM);
+int Cofferd::SignalAndWait(int signal) {
+  if (pid_ <= 0) return -1;
+  kill(pid_, signal);
   int status = 0;
   waitpid(pid_, &status, 0);
   pid_ = -1;
-  return WIFEXITED(status) && WEXITSTATUS(status) == 0;
+  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+bool Cofferd::Stop() { return SignalAndWait(SIGTERM) == 0; }
+
+std::pair<int, std::string> Cofferd::RunToExit(const std::vector<std::string>& extra_args,
+                                               const std::string& env) {
+  const std::string out = dir_ + "/run.log";
+  std::string command = Binary() + " --config " + dir_ + "/cofferd.conf";
+  for (const std::string& a : extra_args) command += " " + a;
+  command += " >" + out + " 2>&1 </dev/null";
+  std::string variables = env;
+  if (clock_) variables += std::string(" ") + kClockFileEnv + "=" + dir_ + "/clock";
+  // A daemon that wrongly starts would serve forever: timeout ends it (exit 124).
+  int status = RunShell("env " + variables + " timeout 120 " + command);
+  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, ReadWholeFile(out)};
+}
+
+std::string Cofferd::UserArg() const { return as_root_ ? "--user nobody" : ""; }
+
+std::chrono::system_clock::time_point Cofferd::Now() const {
+  return clock_ ? clock_->Now() : std::chrono::system_clock::now();
+}
+
+void Cofferd::AdvanceClock(std::chrono::seconds by) {
+  ASSERT_NE(clock_, nullptr) << "AdvanceClock needs a daemon on a controlled clock";
+  clock_->Advance(by);
+}
+
+bool Cofferd::AdvanceClockUntil(std::chrono::seconds step, const std::function<bool()>& done) {
+  if (clock_ == nullptr) {
+    ADD_FAILURE() << "AdvanceClockUntil needs a daemon on a controlled clock";
+    return false;
+  }
+  return Eventually(
+      [&] {
+        if (done()) return true;
+        clock_->Advance(step);
+        return false;
+      },
+      std::chrono::milliseconds(100));
+}
+
+uint64_t Cofferd::TotpStep() const {
+  return static_cast<uint64_t>(
+      std::chrono::duration_cast<std::chrono::seconds>(Now().time_since_epoch()).count() /
+      kTotpStepSeconds);
+}
+
+bool Cofferd::WaitUntil(const std::function<bool()>& done) {
+  return Eventually(done, std::chrono::milliseconds(20));
+}
+
+bool Cofferd::WaitForLog(const std::string& text, size_t from) const {
+  return WaitUntil([&] {
+    std::string log = Logs();
+    return log.size() > from && log.find(text, from) != std::string::npos;
+  });
 }
 
 Cofferd::~Cofferd() {
-  Stop();
+  if (pid_ > 0) Stop();
   std::error_code ec;
   fs::remove_all(dir_, ec);
 }
@@ -304,19 +381,20 @@ std::string Totp(const std::string& secret, uint64_t counter) {
   return code;
 }
 
-uint64_t CurrentTotpStep() {
-  return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::seconds>(
-                                   std::chrono::system_clock::now().time_since_epoch())
-                                   .count() /
-                               kTotpStepSeconds);
-}
-
 std::string TotpCodes::Next(uid_t uid) {
-  uint64_t step = CurrentTotpStep();
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
-  while (step <= last_step_[uid] && std::chrono::steady_clock::now() < deadline) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));
-    step = CurrentTotpStep();
+  uint64_t step = daemon_->TotpStep();
+  if (daemon_->controlled_clock()) {
+    if (step <= last_step_[uid]) {
+      // Into step last + 1: from anywhere inside `step`, whole steps later.
+      daemon_->AdvanceClock(std::chrono::seconds((last_step_[uid] + 1 - step) * kTotpStepSeconds));
+      step = daemon_->TotpStep();
+    }
+  } else {
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+    while (step <= last_step_[uid] && std::chrono::steady_clock::now() < deadline) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      step = daemon_->TotpStep();
+    }
   }
   last_step_[uid] = step;
   return Totp(secrets_[uid], step);
