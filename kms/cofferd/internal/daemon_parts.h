@@ -1,0 +1,118 @@
+// Internal to kms/cofferd: the daemon's parts (Daemon::Parts) and the helpers its start-up steps
+// share. daemon.cc opens the HSM, the audit log and the stores and stops everything;
+// serving.cc starts the background jobs, the notifications and the sockets.
+
+#ifndef COFFER_KMS_COFFERD_INTERNAL_DAEMON_PARTS_H_
+#define COFFER_KMS_COFFERD_INTERNAL_DAEMON_PARTS_H_
+
+#include <google/protobuf/util/message_differencer.h>
+#include <grp.h>
+#include <sys/stat.h>
+#include <syslog.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "crypto/base/status.h"
+#include "hsm/hsm_client.h"
+#include "hsm/pin.h"
+#include "kms/admin/admin_registry.h"
+#include "kms/audit/anchor.h"
+#include "kms/audit/audit_log.h"
+#include "kms/audit/batching_writer.h"
+#include "kms/cofferd/log.h"
+#include "kms/cofferd/startup_checks.h"
+#include "kms/events/event_log.h"
+#include "kms/events/event_source.h"
+#include "kms/events/hook_delivery.h"
+#include "kms/keys/audited_purge_journal.h"
+#include "kms/keys/deletion_receipts.h"
+#include "kms/keys/full_backup.h"
+#include "kms/keys/hsm_adapters.h"
+#include "kms/keys/key_manager.h"
+#include "kms/keys/storage_bridge.h"
+#include "kms/ops/admin_control.h"
+#include "kms/ops/authz.h"
+#include "kms/ops/backup_operations.h"
+#include "kms/ops/canary.h"
+#include "kms/ops/event_operations.h"
+#include "kms/ops/export_operations.h"
+#include "kms/ops/jobs.h"
+#include "kms/ops/services.h"
+#include "kms/server/server.h"
+#include "storage/attachment_store.h"
+#include "storage/data_db.h"
+#include "storage/record_store.h"
+#include "storage/recycle_bin.h"
+
+namespace coffer::cofferd {
+namespace internal {
+
+// Orphaned uploads are removed at start and then on this period (uploads in progress are
+// skipped by the store, so running it while serving is safe).
+inline constexpr std::chrono::seconds kUploadCleanupPeriod{3600};
+
+// Prefixes a failure with what was being done, keeping its code.
+absl::Status Context(const absl::Status& status, const std::string& what);
+// The daemon itself as an audit actor (background jobs).
+kms::audit::AuditActor InternalActor();
+// kms::CompleteDestructions, logged: each receipt issued, each failure (by handle; never a name).
+absl::Status CompleteDestructionsAndLog(kms::KeyManager& keys, storage::DataDb& data);
+// The gid of group `name` (config field `field`); nullopt for an empty name.
+absl::StatusOr<std::optional<gid_t>> GroupId(const std::string& field, const std::string& name);
+// What to check when the HSM cannot be opened with `code`.
+std::string HsmHint(ErrorCode code, const daemon::Config& config, const std::string& pin_file);
+
+}  // namespace internal
+
+struct Daemon::Parts {
+  daemon::Config config;
+  const Clock* clock = nullptr;  // DaemonOptions::clock
+  std::unique_ptr<hsm::HsmClient> hsm;
+  std::unique_ptr<kms::HsmCheckpointSigner> checkpoint_signer;
+  std::unique_ptr<kms::audit::SyslogAnchorSink> anchor_sink;
+  std::unique_ptr<kms::audit::AuditLog> audit_log;
+  std::unique_ptr<kms::audit::BatchingAuditWriter> access_audit;
+  std::unique_ptr<kms::AuditPurgeJournal> purge_journal;
+  std::unique_ptr<storage::DataDb> data_db;
+  std::unique_ptr<kms::StoreDataCounter> data_counter;
+  std::unique_ptr<kms::KeyManager> key_manager;
+  std::unique_ptr<kms::KeyManagerPolicySource> policies;
+  std::unique_ptr<storage::RecordStore> records;
+  std::unique_ptr<storage::AttachmentStore> attachments;
+  std::unique_ptr<storage::RecycleBin> bin;
+  std::unique_ptr<kms::FullBackups> backups;
+  std::unique_ptr<daemon::JobRegistry> jobs;
+  std::unique_ptr<daemon::Authorizer> authorizer;
+  std::unique_ptr<kms::admin::AdminRegistry> admin_registry;
+  std::unique_ptr<daemon::AdminControl> admin_control;
+  std::unique_ptr<events::EventLog> event_log;
+  std::unique_ptr<daemon::CanaryRegistry> canaries;
+  std::unique_ptr<events::EventSource> event_source;
+  std::unique_ptr<events::HookDelivery> hook_delivery;
+  std::unique_ptr<kms::dataset_export::ExportService> exports;
+  std::unique_ptr<daemon::Services> services;
+  std::unique_ptr<server::Server> server;
+  bool stopped = false;
+
+  absl::Status OpenHsm();
+  absl::Status OpenAudit();
+  absl::Status OpenStores();
+  absl::Status EnsureDatasets(const std::vector<std::string>& names);
+  absl::Status StartJobs();
+  absl::Status StartEvents();
+  absl::Status StartServing();
+  absl::Status Stop();
+};
+
+}  // namespace coffer::cofferd
+
+#endif  // COFFER_KMS_COFFERD_INTERNAL_DAEMON_PARTS_H_

@@ -1,0 +1,331 @@
+// Daemon::Parts: starting the background jobs (rotation clock, bin and retention, backups,
+// upload clean-up), the notifications (event log, source, hook) and the sockets (admin
+// control, operations, transport).
+
+#include "kms/cofferd/daemon.h"
+#include "kms/cofferd/internal/daemon_parts.h"
+
+namespace coffer::cofferd {
+
+namespace fs = std::filesystem;
+using coffer::v1::JobKind;
+using internal::CompleteDestructionsAndLog;
+using internal::Context;
+using internal::GroupId;
+using internal::HsmHint;
+using internal::InternalActor;
+using internal::kUploadCleanupPeriod;
+
+absl::Status Daemon::Parts::StartJobs() {
+  daemon::JobRegistryDeps deps;
+  deps.data_db = data_db.get();
+  deps.keys = key_manager.get();
+  deps.attachments = attachments.get();
+  jobs = std::make_unique<daemon::JobRegistry>(deps, *clock);
+
+  storage::AttachmentStore* store = attachments.get();
+  COFFER_RETURN_IF_ERROR(jobs->RegisterPeriodic(
+      "upload-cleanup", coffer::v1::JOB_UPLOAD_CLEANUP, kUploadCleanupPeriod,
+      [store]() -> absl::Status {
+        COFFER_ASSIGN_OR_RETURN(size_t removed, store->CleanupOrphanedUploads());
+        if (removed > 0) {
+          LogInfo("jobs: removed " + std::to_string(removed) + " orphaned uploads");
+        }
+        return absl::OkStatus();
+      },
+      /*run_at_start=*/true));
+
+  kms::KeyManager* manager = key_manager.get();
+  storage::DataDb* data = data_db.get();
+  // Destroyed datasets whose data erase or receipt a previous run did not finish (a crash, or a
+  // restore that replayed destructions) are completed before serving.
+  if (!CompleteDestructionsAndLog(*manager, *data).ok()) {
+    LogWarning("some destructions could not be completed at start; the rotation clock retries");
+  }
+  COFFER_RETURN_IF_ERROR(jobs->RegisterPeriodic(
+      "rotation", coffer::v1::JOB_ROTATION,
+      std::chrono::seconds(config.jobs().rotation_check_seconds()),
+      [manager, data]() -> absl::Status {
+        COFFER_ASSIGN_OR_RETURN(kms::DueWorkReport report, manager->RunDueWork());
+        // Erase destroyed datasets' data and issue their receipts (every tick: a failure is
+        // retried on the next).
+        absl::Status completed = CompleteDestructionsAndLog(*manager, *data);
+        if (report.clock_went_backwards) {
+          LogError(
+              "jobs: the clock reads earlier than the key DB's high-water mark; nothing "
+              "time-based ran (audited as CLOCK_WENT_BACKWARDS). Fix the system clock.");
+          return MakeError(ErrorCode::kClockWentBackwards,
+                           "the clock went backwards; nothing time-based ran");
+        }
+        if (!report.rotated.empty() || !report.destroyed.empty() ||
+            !report.compromised_retired.empty()) {
+          LogInfo("jobs: rotation clock rotated " + std::to_string(report.rotated.size()) +
+                  " keys, destroyed " + std::to_string(report.destroyed.size()) +
+                  " datasets, retired " + std::to_string(report.compromised_retired.size()) +
+                  " compromised versions");
+        }
+        for (const auto& [handle, failure] : report.failures) {
+          LogWarning("jobs: rotation clock failed for dataset handle " + std::to_string(handle) +
+                     ": " + DescribeStatus(failure));
+        }
+        if (!report.failures.empty()) return report.failures.front().second;
+        return completed;
+      }));
+
+  storage::RecycleBin* recycle_bin = bin.get();
+  COFFER_RETURN_IF_ERROR(jobs->RegisterPeriodic(
+      "bin-retention", coffer::v1::JOB_BIN_RETENTION,
+      std::chrono::seconds(config.jobs().retention_interval_seconds()),
+      [recycle_bin, manager]() -> absl::Status {
+        COFFER_ASSIGN_OR_RETURN(storage::PurgeReport expired, recycle_bin->PurgeExpired());
+        size_t purged = expired.records + expired.attachments;
+        absl::Status first_failure;
+        for (const kms::DatasetSummary& dataset : manager->ListDatasets()) {
+          if (dataset.state != kms::DatasetState::kActive &&
+              dataset.state != kms::DatasetState::kDisabled) {
+            continue;
+          }
+          absl::StatusOr<storage::PurgeReport> aged = recycle_bin->EnforceMaxAge(dataset.handle);
+          if (aged.ok()) {
+            purged += aged->records + aged->attachments;
+          } else if (first_failure.ok()) {
+            first_failure = aged.status();
+          }
+        }
+        if (purged > 0) {
+          LogInfo("jobs: bin expiry and retention purged " + std::to_string(purged) + " items");
+        }
+        return first_failure;
+      }));
+
+  if (config.jobs().backup_interval_seconds() > 0) {
+    kms::FullBackups* full_backups = backups.get();
+    kms::FullBackupSources sources;
+    sources.data_db = data_db.get();
+    sources.key_manager = key_manager.get();
+    sources.audit_log = audit_log.get();
+    sources.audit_directory = config.audit_directory();
+    sources.purge_journal = purge_journal.get();
+    COFFER_RETURN_IF_ERROR(jobs->RegisterPeriodic(
+        "backup", coffer::v1::JOB_BACKUP,
+        std::chrono::seconds(config.jobs().backup_interval_seconds()),
+        [full_backups, sources]() -> absl::Status {
+          COFFER_ASSIGN_OR_RETURN(kms::FullBackupInfo info,
+                                  full_backups->Create(sources, InternalActor()));
+          COFFER_ASSIGN_OR_RETURN(std::vector<uint32_t> pruned, full_backups->PruneExpired());
+          LogInfo("jobs: full backup " + std::to_string(info.id) + " made (" +
+                  std::to_string(info.size_bytes) + " bytes); " + std::to_string(pruned.size()) +
+                  " old backups pruned");
+          return absl::OkStatus();
+        }));
+  }
+  jobs->StartScheduler();
+  return absl::OkStatus();
+}
+
+// Notifications and canaries (docs/events.md): the event log, the canary registry, the event
+// source deriving events from the audit log, and the hook's delivery thread.
+absl::Status Daemon::Parts::StartEvents() {
+  events::EventLogOptions log_options;
+  log_options.directory = config.events_directory();
+  log_options.clock = clock;
+  absl::StatusOr<std::unique_ptr<events::EventLog>> opened = events::EventLog::Open(log_options);
+  if (!opened.ok()) {
+    return Context(opened.status(), "events directory " + config.events_directory());
+  }
+  event_log = *std::move(opened);
+
+  daemon::CanaryDeps canary_deps;
+  canary_deps.log = event_log.get();
+  canary_deps.keys = key_manager.get();
+  canary_deps.records = records.get();
+  canary_deps.attachments = attachments.get();
+  canary_deps.bin = bin.get();
+  canary_deps.audit_log = audit_log.get();
+  canary_deps.clock = clock;
+  canary_deps.on_read = [this] {
+    if (event_source) event_source->Wake();
+  };
+  COFFER_ASSIGN_OR_RETURN(canaries, daemon::CanaryRegistry::Open(std::move(canary_deps)));
+
+  const auto& n = config.notifications();
+  events::EventSourceOptions source_options;
+  source_options.log = event_log.get();
+  source_options.audit_directory = config.audit_directory();
+  source_options.audit_start = audit_log->stats().next_sequence;
+  source_options.clock = clock;
+  kms::KeyManager* manager = key_manager.get();
+  source_options.datasets = [manager] {
+    std::vector<events::DatasetView> views;
+    for (const kms::DatasetSummary& summary : manager->ListDatasets()) {
+      events::DatasetView view;
+      view.handle = summary.handle;
+      view.name = summary.name;
+      if (summary.state == kms::DatasetState::kPendingDestruction) {
+        absl::StatusOr<kms::DatasetInfo> info = manager->DescribeDataset(summary.handle);
+        if (info.ok() && info->destroy_after) {
+          view.pending_destruction = true;
+          view.destruction_due_micros = coffer::ToUnixMicros(*info->destroy_after);
+        }
+      }
+      views.push_back(std::move(view));
+    }
+    return views;
+  };
+  kms::audit::AuditLog* audit = audit_log.get();
+  source_options.audit_failed = [audit] { return audit->stats().failed; };
+  hsm::RowHmacKey* token = &hsm->row_authenticator();
+  source_options.hsm_probe = [token]() -> absl::Status {
+    return token->HmacRowKey("coffer.events.hsm-health-check").status();
+  };
+  daemon::CanaryRegistry* registry = canaries.get();
+  source_options.canary_lookup = [registry](uint64_t number) { return registry->Lookup(number); };
+  source_options.log_warning = [](const std::string& text) { LogWarning(text); };
+  source_options.hsm_check_interval = std::chrono::seconds(n.hsm_check_seconds());
+  source_options.destruction_warning = std::chrono::seconds(n.destruction_warning_seconds());
+  source_options.retention = std::chrono::hours(24) * n.retention_days();
+  source_options.max_age = std::chrono::hours(24) * n.max_age_days();
+  COFFER_ASSIGN_OR_RETURN(event_source, events::EventSource::Create(std::move(source_options)));
+  event_source->Start();
+
+  if (n.hook_command_size() > 0) {
+    events::HookDeliveryOptions hook_options;
+    hook_options.log = event_log.get();
+    hook_options.argv.assign(n.hook_command().begin(), n.hook_command().end());
+    hook_options.timeout = std::chrono::seconds(n.hook_timeout_seconds());
+    hook_options.attempts = n.hook_attempts();
+    hook_options.log_info = [](const std::string& text) { LogInfo(text); };
+    hook_options.log_warning = [](const std::string& text) { LogWarning(text); };
+    hook_delivery = std::make_unique<events::HookDelivery>(std::move(hook_options));
+    hook_delivery->Start();
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Daemon::Parts::StartServing() {
+  COFFER_ASSIGN_OR_RETURN(std::shared_ptr<const daemon::GrantTable> table,
+                          daemon::GrantTable::FromConfig(config));
+  authorizer = std::make_unique<daemon::Authorizer>(std::move(table));
+
+  COFFER_ASSIGN_OR_RETURN(std::string public_key, hsm->signer().PublicKeyPem());
+  // Published for offline audit verification (keyctl audit verify --offline): the public half
+  // only, so readable by all.
+  {
+    const std::string path = (fs::path(config.state_directory()) / "audit-public-key.pem").string();
+    std::ofstream out(path, std::ios::trunc);
+    out << public_key;
+    out.close();
+    if (!out || chmod(path.c_str(), 0644) != 0) {
+      LogWarning("could not write the audit public key to " + path);
+    }
+  }
+
+  kms::admin::AdminRegistry::Options admin_options;
+  admin_options.directory = config.admin_directory();
+  admin_options.totp = &hsm->totp_secrets();
+  admin_options.rows = &hsm->row_authenticator();
+  admin_options.clock = clock;
+  admin_options.totp_settings.step_seconds = config.mfa().totp_step_seconds();
+  admin_options.totp_settings.max_failures = config.mfa().max_failures();
+  admin_options.totp_settings.lockout = std::chrono::seconds(config.mfa().lockout_seconds());
+  absl::StatusOr<std::unique_ptr<kms::admin::AdminRegistry>> registry =
+      kms::admin::AdminRegistry::Open(admin_options);
+  if (!registry.ok()) {
+    return Context(registry.status(), "admin directory " + config.admin_directory());
+  }
+  admin_registry = *std::move(registry);
+  daemon::AdminControlOptions control_options;
+  control_options.registry = admin_registry.get();
+  control_options.audit_log = audit_log.get();
+  control_options.clock = clock;
+  control_options.mfa_required = config.mfa().required();
+  control_options.session = std::chrono::seconds(config.mfa().session_seconds());
+  control_options.approval_ttl = std::chrono::seconds(config.mfa().approval_ttl_seconds());
+  control_options.invitation_ttl = std::chrono::seconds(config.mfa().invitation_ttl_seconds());
+  COFFER_ASSIGN_OR_RETURN(admin_control, daemon::AdminControl::Create(std::move(control_options)));
+  if (!config.mfa().required()) {
+    LogWarning(
+        "mfa.required is false: development mode, admin operations need no TOTP code and no "
+        "second admin");
+  }
+
+  daemon::ServicesDeps deps;
+  deps.keys = key_manager.get();
+  deps.data_db = data_db.get();
+  deps.records = records.get();
+  deps.attachments = attachments.get();
+  deps.bin = bin.get();
+  deps.audit_log = audit_log.get();
+  deps.access_audit = access_audit.get();
+  deps.jobs = jobs.get();
+  deps.authorizer = authorizer.get();
+  deps.default_policy = daemon::DefaultDatasetPolicy(config);
+  deps.audit_directory = config.audit_directory();
+  deps.audit_public_key_pem = public_key;
+  deps.audit_epoch_keys = kms::HsmEpochKeyProvider(hsm->row_authenticator());
+  deps.version = kCofferdVersion;
+  deps.durability = daemon::DurabilityOf(config) == storage::Durability::kSync ? "sync" : "wal";
+  deps.data_socket = config.data_socket();
+  deps.admin_socket = config.admin_socket();
+  deps.admin_control = admin_control.get();
+  deps.admin_registry = admin_registry.get();
+  deps.canaries = canaries.get();
+  deps.clock = clock;
+
+  BackupOperationDeps backup_deps;
+  backup_deps.backups = backups.get();
+  backup_deps.sources.data_db = data_db.get();
+  backup_deps.sources.key_manager = key_manager.get();
+  backup_deps.sources.audit_log = audit_log.get();
+  backup_deps.sources.audit_directory = config.audit_directory();
+  backup_deps.sources.purge_journal = purge_journal.get();
+  backup_deps.live_audit_directory = config.audit_directory();
+  backup_deps.audit_public_key_pem = public_key;
+  backup_deps.restore_key_manager.modules = {{kPrimaryModuleName, &hsm->wrapping_keys()}};
+  backup_deps.restore_key_manager.default_module = kPrimaryModuleName;
+  backup_deps.restore_key_manager.row_authenticator = &hsm->row_authenticator();
+  backup_deps.restore_key_manager.signer = &hsm->signer();
+  backup_deps.restore_key_manager.audit_log = audit_log.get();
+  backup_deps.restore_key_manager.default_policy = daemon::DefaultDatasetPolicy(config);
+  backup_deps.restore_key_manager.clock = clock;
+  deps.extra_admin_ops = BackupOperations(std::move(backup_deps));
+  daemon::AddEventOperations(event_log.get(), canaries.get(), deps.extra_admin_ops);
+
+  kms::dataset_export::ExportServiceOptions export_options;
+  export_options.keys = key_manager.get();
+  export_options.data_db = data_db.get();
+  export_options.signer = checkpoint_signer.get();
+  export_options.audit_log = audit_log.get();
+  export_options.registry = admin_registry.get();
+  export_options.dual_control = config.mfa().required();
+  export_options.clock = clock;
+  COFFER_ASSIGN_OR_RETURN(exports,
+                          kms::dataset_export::ExportService::Create(std::move(export_options)));
+  deps.streaming_admin_ops[coffer::v1::Request::kDatasetExport] =
+      [service = exports.get()](const coffer::v1::Request& request,
+                                const kms::audit::AuditActor& actor, daemon::ResponseSink* sink) {
+        return service->Serve(request, actor, sink);
+      };
+  COFFER_ASSIGN_OR_RETURN(services, daemon::Services::Create(std::move(deps)));
+
+  server::ServerOptions options;
+  options.data_socket.path = config.data_socket();
+  options.admin_socket.path = config.admin_socket();
+  COFFER_ASSIGN_OR_RETURN(options.data_socket.group,
+                          GroupId("data_socket_group", config.data_socket_group()));
+  COFFER_ASSIGN_OR_RETURN(options.admin_socket.group,
+                          GroupId("admin_socket_group", config.admin_socket_group()));
+  options.workers = config.limits().workers();
+  options.max_connections = config.limits().max_connections();
+  options.max_frame_bytes = config.limits().max_frame_bytes();
+  options.idle_timeout = std::chrono::seconds(config.limits().idle_timeout_seconds());
+  options.request_timeout = std::chrono::seconds(config.limits().request_timeout_seconds());
+  options.default_drain_timeout = options.request_timeout;
+  absl::StatusOr<std::unique_ptr<server::Server>> started =
+      server::Server::Start(options, services.get());
+  if (!started.ok()) return Context(started.status(), "sockets");
+  server = *std::move(started);
+  return absl::OkStatus();
+}
+
+}  // namespace coffer::cofferd
