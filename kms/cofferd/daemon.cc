@@ -37,17 +37,9 @@ kms::audit::AuditActor InternalActor() {
   return actor;
 }
 
-absl::StatusOr<std::optional<gid_t>> GroupId(const std::string& field, const std::string& name) {
-  if (name.empty()) return std::optional<gid_t>();
-  std::vector<char> buf(16384);
-  struct group gr {};
-  struct group* found = nullptr;
-  if (getgrnam_r(name.c_str(), &gr, buf.data(), buf.size(), &found) != 0 || found == nullptr) {
-    return MakeError(ErrorCode::kConfigInvalid,
-                     field + ": no group named " + name + " (create it with groupadd)");
-  }
-  return std::optional<gid_t>(found->gr_gid);
-}
+}  // namespace internal
+
+namespace {
 
 // A hint for the HSM failures an operator can fix.
 std::string HsmHint(ErrorCode code, const daemon::Config& config, const std::string& pin_file) {
@@ -67,14 +59,11 @@ std::string HsmHint(ErrorCode code, const daemon::Config& config, const std::str
   }
 }
 
-}  // namespace internal
+}  // namespace
 
 using internal::CompleteDestructionsAndLog;
 using internal::Context;
-using internal::GroupId;
-using internal::HsmHint;
 using internal::InternalActor;
-using internal::kUploadCleanupPeriod;
 
 absl::Status Daemon::Parts::OpenHsm() {
   const daemon::v1::Hsm& hsm_config = config.hsm();

@@ -11,10 +11,28 @@ namespace fs = std::filesystem;
 using coffer::v1::JobKind;
 using internal::CompleteDestructionsAndLog;
 using internal::Context;
-using internal::GroupId;
-using internal::HsmHint;
 using internal::InternalActor;
-using internal::kUploadCleanupPeriod;
+
+namespace {
+
+// Orphaned uploads are removed at start and then on this period (uploads in progress are
+// skipped by the store, so running it while serving is safe).
+constexpr std::chrono::seconds kUploadCleanupPeriod{3600};
+
+// The gid of group `name` (config field `field`); nullopt for an empty name.
+absl::StatusOr<std::optional<gid_t>> GroupId(const std::string& field, const std::string& name) {
+  if (name.empty()) return std::optional<gid_t>();
+  std::vector<char> buf(16384);
+  struct group gr {};
+  struct group* found = nullptr;
+  if (getgrnam_r(name.c_str(), &gr, buf.data(), buf.size(), &found) != 0 || found == nullptr) {
+    return MakeError(ErrorCode::kConfigInvalid,
+                     field + ": no group named " + name + " (create it with groupadd)");
+  }
+  return std::optional<gid_t>(found->gr_gid);
+}
+
+}  // namespace
 
 absl::Status Daemon::Parts::StartJobs() {
   daemon::JobRegistryDeps deps;

@@ -56,20 +56,12 @@
 namespace coffer::cofferd {
 namespace internal {
 
-// Orphaned uploads are removed at start and then on this period (uploads in progress are
-// skipped by the store, so running it while serving is safe).
-inline constexpr std::chrono::seconds kUploadCleanupPeriod{3600};
-
 // Prefixes a failure with what was being done, keeping its code.
 absl::Status Context(const absl::Status& status, const std::string& what);
 // The daemon itself as an audit actor (background jobs).
 kms::audit::AuditActor InternalActor();
 // kms::CompleteDestructions, logged: each receipt issued, each failure (by handle; never a name).
 absl::Status CompleteDestructionsAndLog(kms::KeyManager& keys, storage::DataDb& data);
-// The gid of group `name` (config field `field`); nullopt for an empty name.
-absl::StatusOr<std::optional<gid_t>> GroupId(const std::string& field, const std::string& name);
-// What to check when the HSM cannot be opened with `code`.
-std::string HsmHint(ErrorCode code, const daemon::Config& config, const std::string& pin_file);
 
 }  // namespace internal
 
