@@ -448,14 +448,12 @@ absl::Status Services::ConnectionSession::RunWired(const pb::Request& request, R
         sink, request,
         MakeError(ErrorCode::kMalformedRequest, "this operation is not served by this daemon"));
   }
-  pb::Response response;
+  const std::optional<kms::AdminApproval> no_approval;
+  AdminCall call{request, sink, actor, no_approval, DatasetNamedBy(request), pb::Response()};
   ProgressStream progress(request, sink);
-  absl::Status result = extra->second(request, actor, progress.Function(), &response);
+  absl::Status result = extra->second(request, actor, progress.Function(), &call.response);
   COFFER_RETURN_IF_ERROR(progress.status());  // the peer is gone
-  if (result.ok()) return Send(sink, request, std::move(response));
-  ErrorCode code = ErrorCodeOf(result);
-  bool own = code == ErrorCode::kMalformedRequest || code == ErrorCode::kAuditTampered;
-  return SendError(sink, request, own ? result : Public(result));
+  return Reply(call, result);
 }
 
 }  // namespace coffer::daemon

@@ -179,7 +179,16 @@ const OperationTable& OperationTable::Default() {
   return table;
 }
 
+OperationTable::OperationTable(absl::Span<const OperationRow> rows) : rows_(rows) {
+  for (const OperationRow& row : rows_) {
+    const auto number = static_cast<size_t>(row.op);
+    if (number < kIndexSize && index_[number] == nullptr) index_[number] = &row;
+  }
+}
+
 const OperationRow* OperationTable::Find(Operation op) const {
+  const auto number = static_cast<size_t>(op);
+  if (number < kIndexSize) return index_[number];
   auto it = std::find_if(rows_.begin(), rows_.end(),
                          [op](const OperationRow& row) { return row.op == op; });
   return it == rows_.end() ? nullptr : &*it;

@@ -17,6 +17,8 @@
 #ifndef COFFER_KMS_OPS_OPERATION_TABLE_H_
 #define COFFER_KMS_OPS_OPERATION_TABLE_H_
 
+#include <array>
+#include <cstddef>
 #include <cstdint>
 #include <string>
 #include <string_view>
@@ -106,14 +108,19 @@ class OperationTable {
   static const OperationTable& Default();
 
   // A table of `rows` (borrowed; must outlive the table). For tests of default deny.
-  explicit constexpr OperationTable(absl::Span<const OperationRow> rows) : rows_(rows) {}
+  explicit OperationTable(absl::Span<const OperationRow> rows);
 
-  // The row of `op`; nullptr when the table has none (the operation is refused).
+  // The row of `op`; nullptr when the table has none (the operation is refused). Every request
+  // looks its row up several times, so this is an index, not a scan.
   const OperationRow* Find(Operation op) const;
   absl::Span<const OperationRow> rows() const { return rows_; }
 
  private:
+  // Request.op field numbers are below 256 today; a larger one is found by a scan.
+  static constexpr size_t kIndexSize = 256;
+
   absl::Span<const OperationRow> rows_;
+  std::array<const OperationRow*, kIndexSize> index_{};  // by op number; the first row wins
 };
 
 // Why `rule` needs a second admin ("" for kNever).
