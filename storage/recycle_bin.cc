@@ -64,6 +64,7 @@ bool Elapsed(int64_t since_us, std::chrono::seconds period,
 absl::StatusOr<bool> RecycleBin::PurgeIfUnchanged(Cf cf, std::string_view key,
                                                   std::string_view expected,
                                                   const DatasetPolicy& policy, Due due,
+                                                  PurgeJournal* journal_for_this,
                                                   PurgeReport* report) {
   // Which item this is, and when it was written and deleted.
   Cf kind = cf;
@@ -108,7 +109,7 @@ absl::StatusOr<bool> RecycleBin::PurgeIfUnchanged(Cf cf, std::string_view key,
     COFFER_RETURN_IF_ERROR(internal::DeleteSegmentsOf(db_, stored_key, entry_bytes, &batch));
   }
   COFFER_RETURN_IF_ERROR(FromRocks(batch.Delete(db_->cf(cf), key), "batch"));
-  JournalScope journal(journal_, kind, stored_key);
+  JournalScope journal(journal_for_this, kind, stored_key);
   COFFER_RETURN_IF_ERROR(journal.Begin());
   COFFER_RETURN_IF_ERROR(db_->Write(&batch));
   ++(kind == Cf::kRecords ? report->records : report->attachments);
@@ -116,7 +117,7 @@ absl::StatusOr<bool> RecycleBin::PurgeIfUnchanged(Cf cf, std::string_view key,
 }
 
 absl::Status RecycleBin::Sweep(uint64_t handle, const DatasetPolicy& policy, Cf cf, Due due,
-                               PurgeReport* report) {
+                               PurgeJournal* journal, PurgeReport* report) {
   std::string resume = internal::DatasetBegin(handle);
   const std::string end = internal::DatasetEnd(handle);
   bool skip_resume_key = false;
@@ -140,7 +141,8 @@ absl::Status RecycleBin::Sweep(uint64_t handle, const DatasetPolicy& policy, Cf 
     }
     for (const Candidate& candidate : batch) {
       COFFER_RETURN_IF_ERROR(
-          PurgeIfUnchanged(cf, candidate.key, candidate.value, policy, due, report).status());
+          PurgeIfUnchanged(cf, candidate.key, candidate.value, policy, due, journal, report)
+              .status());
     }
     if (!more) return absl::OkStatus();
     resume = batch.back().key;
@@ -232,7 +234,8 @@ absl::StatusOr<PurgeReport> RecycleBin::PurgeExpired() {
       ++report.datasets_on_hold;
     } else {
       size_t before = report.records + report.attachments;
-      COFFER_RETURN_IF_ERROR(Sweep(handle, *policy, Cf::kRecycleBin, Due::kBinExpired, &report));
+      COFFER_RETURN_IF_ERROR(
+          Sweep(handle, *policy, Cf::kRecycleBin, Due::kBinExpired, journal_, &report));
       if (report.records + report.attachments > before) {
         COFFER_RETURN_IF_ERROR(db_->PurgePhysically(handle));
       }
@@ -252,7 +255,7 @@ absl::StatusOr<PurgeReport> RecycleBin::EnforceMaxAge(uint64_t handle) {
     return report;
   }
   for (Cf cf : {Cf::kRecords, Cf::kAttachmentPointers, Cf::kRecycleBin}) {
-    COFFER_RETURN_IF_ERROR(Sweep(handle, policy, cf, Due::kMaxAge, &report));
+    COFFER_RETURN_IF_ERROR(Sweep(handle, policy, cf, Due::kMaxAge, journal_, &report));
   }
   if (report.records + report.attachments > 0) {
     COFFER_RETURN_IF_ERROR(db_->PurgePhysically(handle));
@@ -260,13 +263,14 @@ absl::StatusOr<PurgeReport> RecycleBin::EnforceMaxAge(uint64_t handle) {
   return report;
 }
 
-absl::StatusOr<PurgeReport> RecycleBin::EmptyBin(uint64_t handle) {
+absl::StatusOr<PurgeReport> RecycleBin::EmptyBin(uint64_t handle, PurgeJournal* journal) {
   PurgeReport report;
   COFFER_ASSIGN_OR_RETURN(DatasetPolicy policy, policies_->PolicyFor(handle));
   if (policy.legal_hold) {
     return MakeError(ErrorCode::kLegalHold, "a legal hold on the dataset blocks purges");
   }
-  COFFER_RETURN_IF_ERROR(Sweep(handle, policy, Cf::kRecycleBin, Due::kNow, &report));
+  COFFER_RETURN_IF_ERROR(Sweep(handle, policy, Cf::kRecycleBin, Due::kNow,
+                               journal != nullptr ? journal : journal_, &report));
   if (report.records + report.attachments > 0) {
     COFFER_RETURN_IF_ERROR(db_->PurgePhysically(handle));
   }
@@ -274,7 +278,7 @@ absl::StatusOr<PurgeReport> RecycleBin::EmptyBin(uint64_t handle) {
 }
 
 absl::Status RecycleBin::PurgeItem(Cf cf, uint64_t handle, std::string_view name,
-                                   ErrorCode not_found) {
+                                   ErrorCode not_found, PurgeJournal* journal_for_this) {
   COFFER_ASSIGN_OR_RETURN(DatasetPolicy policy, policies_->PolicyFor(handle));
   if (policy.legal_hold) {
     return MakeError(ErrorCode::kLegalHold, "a legal hold on the dataset blocks purges");
@@ -309,7 +313,7 @@ absl::Status RecycleBin::PurgeItem(Cf cf, uint64_t handle, std::string_view name
       }
       COFFER_RETURN_IF_ERROR(FromRocks(batch.Delete(db_->cf(Cf::kRecycleBin), bin_key), "batch"));
     }
-    JournalScope journal(journal_, cf, stored_key);
+    JournalScope journal(journal_for_this != nullptr ? journal_for_this : journal_, cf, stored_key);
     COFFER_RETURN_IF_ERROR(journal.Begin());
     COFFER_RETURN_IF_ERROR(db_->Write(&batch));
   }
@@ -352,12 +356,13 @@ absl::StatusOr<size_t> RecycleBin::ReplayPurges(DataDb* db, uint64_t handle, Pur
   return deleted;
 }
 
-absl::Status RecycleBin::PurgeRecord(uint64_t handle, std::string_view id) {
-  return PurgeItem(Cf::kRecords, handle, id, ErrorCode::kRecordNotFound);
+absl::Status RecycleBin::PurgeRecord(uint64_t handle, std::string_view id, PurgeJournal* journal) {
+  return PurgeItem(Cf::kRecords, handle, id, ErrorCode::kRecordNotFound, journal);
 }
 
-absl::Status RecycleBin::PurgeAttachment(uint64_t handle, std::string_view name) {
-  return PurgeItem(Cf::kAttachmentPointers, handle, name, ErrorCode::kAttachmentNotFound);
+absl::Status RecycleBin::PurgeAttachment(uint64_t handle, std::string_view name,
+                                         PurgeJournal* journal) {
+  return PurgeItem(Cf::kAttachmentPointers, handle, name, ErrorCode::kAttachmentNotFound, journal);
 }
 
 }  // namespace coffer::storage

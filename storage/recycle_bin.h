@@ -95,12 +95,16 @@ class RecycleBin {
   absl::StatusOr<PurgeReport> EnforceMaxAge(uint64_t handle);
 
   // Purges record `id` / attachment `name` of dataset `handle` now, live or in the bin.
-  absl::Status PurgeRecord(uint64_t handle, std::string_view id);
-  absl::Status PurgeAttachment(uint64_t handle, std::string_view name);
+  // `journal`, when set, journals this purge instead of the bin's own journal (an admin's purge
+  // is journaled under the admin who asked and the one who approved; kms/keys/
+  // audited_purge_journal.h); it must be as durable as the bin's.
+  absl::Status PurgeRecord(uint64_t handle, std::string_view id, PurgeJournal* journal = nullptr);
+  absl::Status PurgeAttachment(uint64_t handle, std::string_view name,
+                               PurgeJournal* journal = nullptr);
 
   // Purges everything in dataset `handle`'s bin now (items under the compliance lock stay and
-  // are counted).
-  absl::StatusOr<PurgeReport> EmptyBin(uint64_t handle);
+  // are counted). `journal` as for PurgeRecord.
+  absl::StatusOr<PurgeReport> EmptyBin(uint64_t handle, PurgeJournal* journal = nullptr);
 
   // Purges, in `db`, the items of dataset `handle` of `kind` whose stored keys end in `refs`
   // (the journal's refs): live and binned entries, and an attachment's segments, then runs the
@@ -113,14 +117,14 @@ class RecycleBin {
   enum class Due { kBinExpired, kMaxAge, kNow };
   // Scans `cf` (live or bin) of `handle` and purges the entries `due` selects.
   absl::Status Sweep(uint64_t handle, const DatasetPolicy& policy, internal::Cf cf, Due due,
-                     PurgeReport* report);
+                     PurgeJournal* journal, PurgeReport* report);
   // Deletes the item (live entry and/or bin entry, with segments) if it is still `expected`
   // under its stripe and still due. Returns whether it purged.
   absl::StatusOr<bool> PurgeIfUnchanged(internal::Cf cf, std::string_view key,
                                         std::string_view expected, const DatasetPolicy& policy,
-                                        Due due, PurgeReport* report);
+                                        Due due, PurgeJournal* journal, PurgeReport* report);
   absl::Status PurgeItem(internal::Cf cf, uint64_t handle, std::string_view name,
-                         ErrorCode not_found);
+                         ErrorCode not_found, PurgeJournal* journal);
 
   DataDb* db_;
   KeyProvider* keys_;

@@ -157,7 +157,15 @@ absl::StatusOr<std::unique_ptr<AdminRegistry>> AdminRegistry::Open(Options optio
   store.authenticator = options.rows;
   COFFER_ASSIGN_OR_RETURN(std::unique_ptr<SignedRowStore> rows,
                           SignedRowStore::Open(std::move(store)));
-  return std::unique_ptr<AdminRegistry>(new AdminRegistry(std::move(options), std::move(rows)));
+  std::unique_ptr<AdminRegistry> registry(new AdminRegistry(std::move(options), std::move(rows)));
+  COFFER_ASSIGN_OR_RETURN(std::vector<AdminRecord> admins, registry->ListAdmins());
+  for (const AdminRecord& admin : admins) registry->enrolled_.insert(admin.uid);
+  return registry;
+}
+
+bool AdminRegistry::IsEnrolled(uint32_t uid) const {
+  std::lock_guard<std::mutex> lock(enrolled_mu_);
+  return enrolled_.count(uid) != 0;
 }
 
 AdminRegistry::AdminRegistry(Options options, std::unique_ptr<SignedRowStore> rows)
@@ -187,6 +195,11 @@ absl::StatusOr<std::optional<AdminRecord>> AdminRegistry::LoadAdmin(uint32_t uid
 }
 
 absl::Status AdminRegistry::StoreAdmin(const AdminRecord& admin) {
+  {
+    // Before the row is written: a uid is denied content from the moment it may be enrolled.
+    std::lock_guard<std::mutex> lock(enrolled_mu_);
+    enrolled_.insert(admin.uid);
+  }
   return rows_->Put(kRows, AdminKey(admin.uid), ToRow(admin));
 }
 
@@ -322,7 +335,10 @@ absl::Status AdminRegistry::Remove(uint32_t uid) {
   if (!admin) return MakeError(ErrorCode::kAdminNotEnrolled, "uid is not an enrolled admin");
   absl::Status destroyed = options_.totp->DestroyTotpSecret(uid);
   if (!destroyed.ok() && ErrorCodeOf(destroyed) != ErrorCode::kHsmKeyNotFound) return destroyed;
-  return rows_->Delete(kRows, AdminKey(uid));
+  COFFER_RETURN_IF_ERROR(rows_->Delete(kRows, AdminKey(uid)));
+  std::lock_guard<std::mutex> enrolled_lock(enrolled_mu_);
+  enrolled_.erase(uid);
+  return absl::OkStatus();
 }
 
 absl::StatusOr<AdminRecord> AdminRegistry::VerifyCode(uint32_t uid, std::string_view code) {

@@ -28,6 +28,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -112,6 +113,10 @@ class AdminRegistry {
   absl::StatusOr<std::vector<AdminRecord>> ListAdmins();
   absl::StatusOr<std::optional<AdminRecord>> FindAdmin(uint32_t uid);
   absl::StatusOr<size_t> AdminCount();
+  // Whether `uid` is an enrolled admin, from memory (the data socket asks on every content
+  // request: an enrolled admin's uid gets no content). Kept with every enrolment and removal;
+  // a removal counts only once its row is deleted.
+  bool IsEnrolled(uint32_t uid) const;
 
   // Allows `uid` to claim an enrolment until now+ttl, replacing an older invitation.
   // ALREADY_EXISTS if uid is enrolled.
@@ -175,6 +180,8 @@ class AdminRegistry {
   Options options_;
   std::mutex mu_;
   std::unique_ptr<SignedRowStore> rows_;
+  mutable std::mutex enrolled_mu_;  // taken after mu_ (or alone), never before it
+  std::set<uint32_t> enrolled_;     // guarded by enrolled_mu_
 };
 
 }  // namespace coffer::kms::admin

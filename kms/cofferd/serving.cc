@@ -287,6 +287,7 @@ absl::Status Daemon::Parts::StartServing() {
   deps.admin_socket = config.admin_socket();
   deps.admin_control = admin_control.get();
   deps.admin_registry = admin_registry.get();
+  deps.purge_journal = purge_journal.get();
   deps.canaries = canaries.get();
   deps.clock = clock;
 

@@ -5,7 +5,35 @@
 
 namespace coffer::kms {
 
+class AuditPurgeJournal::Attributed final : public storage::PurgeJournal {
+ public:
+  Attributed(AuditPurgeJournal* parent, audit::AuditActor actor,
+             std::optional<audit::AuditActor> approver)
+      : parent_(parent), actor_(std::move(actor)), approver_(std::move(approver)) {}
+
+  absl::Status WillPurge(const storage::PurgedItem& item) override {
+    return parent_->Journal(item, actor_, approver_);
+  }
+  void PurgeWritten(const storage::PurgedItem& item) override { parent_->PurgeWritten(item); }
+
+ private:
+  AuditPurgeJournal* parent_;
+  audit::AuditActor actor_;
+  std::optional<audit::AuditActor> approver_;
+};
+
+std::unique_ptr<storage::PurgeJournal> AuditPurgeJournal::ForRequest(
+    audit::AuditActor actor, std::optional<audit::AuditActor> approver) {
+  return std::make_unique<Attributed>(this, std::move(actor), std::move(approver));
+}
+
 absl::Status AuditPurgeJournal::WillPurge(const storage::PurgedItem& item) {
+  return Journal(item, actor_, std::nullopt);
+}
+
+absl::Status AuditPurgeJournal::Journal(const storage::PurgedItem& item,
+                                        const audit::AuditActor& actor,
+                                        const std::optional<audit::AuditActor>& approver) {
   {
     std::unique_lock<std::mutex> lock(mu_);
     cv_.wait(lock, [&] { return !holding_; });
@@ -14,7 +42,8 @@ absl::Status AuditPurgeJournal::WillPurge(const storage::PurgedItem& item) {
   audit::AuditEvent event;
   event.kind = item.kind == storage::PurgedItemKind::kRecord ? audit::v1::RECORD_PURGE
                                                              : audit::v1::ATTACHMENT_PURGE;
-  event.actor = actor_;
+  event.actor = actor;
+  event.approver = approver;
   event.dataset_handle = item.dataset_handle;
   event.stage = audit::v1::STAGE_REQUESTED;
   std::array<uint8_t, audit::kRecordRefSize> ref{};

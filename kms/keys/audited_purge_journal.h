@@ -1,7 +1,9 @@
 // AuditPurgeJournal: storage::PurgeJournal over the audit log. Every purge the recycle bin is
 // about to make becomes a RECORD_PURGE or ATTACHMENT_PURGE entry (dataset handle and the
 // 32-byte record ref; docs/audit.md), appended synchronously before the deletes; a failed
-// append refuses the purge. A restore replays these entries (kms/keys/full_backup.h).
+// append refuses the purge. A restore replays these entries (kms/keys/full_backup.h). The
+// sweeps' entries name the journal's actor (the daemon); an admin's purge goes through
+// ForRequest, whose entries name the admin who asked and the admin who approved.
 //
 // It also gives a full backup its replay boundary: QuiescentSequence waits until no purge is
 // between its journal entry and its deletes, holds new ones off, and reads the log's next
@@ -16,7 +18,9 @@
 
 #include <condition_variable>
 #include <cstdint>
+#include <memory>
 #include <mutex>
+#include <optional>
 #include <utility>
 
 #include "absl/status/status.h"
@@ -36,10 +40,20 @@ class AuditPurgeJournal final : public storage::PurgeJournal {
   absl::Status WillPurge(const storage::PurgedItem& item) override;
   void PurgeWritten(const storage::PurgedItem& item) override;
 
+  // A journal for one admin purge, to pass to RecycleBin::PurgeRecord / PurgeAttachment /
+  // EmptyBin: its entries name `actor` and, when set, `approver`; it shares this journal's
+  // in-flight count (QuiescentSequence waits for it too). Must not outlive this journal.
+  std::unique_ptr<storage::PurgeJournal> ForRequest(audit::AuditActor actor,
+                                                    std::optional<audit::AuditActor> approver);
+
   // The audit sequence from which a backup taken now must replay purges (see above).
   uint64_t QuiescentSequence();
 
  private:
+  class Attributed;
+  absl::Status Journal(const storage::PurgedItem& item, const audit::AuditActor& actor,
+                       const std::optional<audit::AuditActor>& approver);
+
   audit::AuditLog* log_;
   audit::AuditActor actor_;
   std::mutex mu_;

@@ -6,6 +6,7 @@
 #include <utility>
 #include <vector>
 
+#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "crypto/base/status.h"
@@ -229,13 +230,48 @@ absl::StatusOr<std::optional<std::string>> AdminControl::DualControlSummary(
       if (!info.has_value() || !info->policy.legal_hold) return std::optional<std::string>();
       return std::optional<std::string>(absl::StrCat("hold clear ", r.dataset()));
     }
-    case DualControl::kShortenPolicy: {
+    case DualControl::kPurge: {
+      const auto& r = request.purge();
+      std::string what;
+      switch (r.target_case()) {
+        case pb::PurgeRequest::kRecordId:
+          what = absl::StrCat("record \"", absl::CHexEscape(r.record_id().substr(0, 64)),
+                              r.record_id().size() > 64 ? "...\"" : "\"");
+          break;
+        case pb::PurgeRequest::kAttachmentName:
+          what = absl::StrCat("attachment \"", absl::CHexEscape(r.attachment_name().substr(0, 64)),
+                              r.attachment_name().size() > 64 ? "...\"" : "\"");
+          break;
+        case pb::PurgeRequest::TARGET_NOT_SET:
+          what = "every item in the recycle bin";
+          break;
+      }
+      return std::optional<std::string>(
+          absl::StrCat("purge ", r.dataset(), ": ", what, " deleted physically, at once"));
+    }
+    case DualControl::kWeakenPolicy: {
       const auto& r = request.policy_set();
       COFFER_ASSIGN_OR_RETURN(std::optional<kms::DatasetInfo> info, describe(r.dataset()));
       if (!info.has_value()) return std::optional<std::string>();
       const kms::DatasetPolicy& current = info->policy;
       const pb::Policy& next = r.policy();
       std::vector<std::string> changes;
+      if (next.has_records_rotation_seconds() &&
+          next.records_rotation_seconds() > current.records_rotation.count()) {
+        changes.push_back(absl::StrCat("records_rotation ",
+                                       Duration(current.records_rotation.count()), " -> ",
+                                       Duration(next.records_rotation_seconds())));
+      }
+      if (next.has_attachments_rotation_seconds() &&
+          next.attachments_rotation_seconds() > current.attachments_rotation.count()) {
+        changes.push_back(absl::StrCat("attachments_rotation ",
+                                       Duration(current.attachments_rotation.count()), " -> ",
+                                       Duration(next.attachments_rotation_seconds())));
+      }
+      if (next.has_usage_limit() && next.usage_limit() > current.usage_limit) {
+        changes.push_back(
+            absl::StrCat("usage_limit ", current.usage_limit, " -> ", next.usage_limit()));
+      }
       if (next.has_bin_days() && next.bin_days() < current.bin_days) {
         changes.push_back(absl::StrCat("bin_days ", current.bin_days, " -> ", next.bin_days()));
       }

@@ -262,19 +262,27 @@ absl::Status Services::ConnectionSession::HandleProtection(AdminCall& call) {
       auto handle = FindNamed(call);
       if (!handle.ok()) return Reply(call, handle.status());
       auto* out = call.response.mutable_purge();
+      // The purge's own audit entries name the admin who asked and the one who approved.
+      std::unique_ptr<storage::PurgeJournal> journal;
+      if (deps_.purge_journal != nullptr) {
+        std::optional<audit::AuditActor> approver;
+        if (call.approval.has_value()) approver = call.approval->approver;
+        journal = deps_.purge_journal->ForRequest(call.actor, std::move(approver));
+      }
       switch (r.target_case()) {
         case pb::PurgeRequest::kRecordId: {
-          absl::Status result = deps_.bin->PurgeRecord(*handle, r.record_id());
+          absl::Status result = deps_.bin->PurgeRecord(*handle, r.record_id(), journal.get());
           if (result.ok()) out->set_records(1);
           return Reply(call, result);
         }
         case pb::PurgeRequest::kAttachmentName: {
-          absl::Status result = deps_.bin->PurgeAttachment(*handle, r.attachment_name());
+          absl::Status result =
+              deps_.bin->PurgeAttachment(*handle, r.attachment_name(), journal.get());
           if (result.ok()) out->set_attachments(1);
           return Reply(call, result);
         }
         case pb::PurgeRequest::TARGET_NOT_SET: {
-          auto report = deps_.bin->EmptyBin(*handle);
+          auto report = deps_.bin->EmptyBin(*handle, journal.get());
           if (report.ok()) {
             out->set_records(report->records);
             out->set_attachments(report->attachments);

@@ -207,11 +207,16 @@ absl::Status Authorizer::Check(const PeerIdentity& peer, const OperationRow& row
                                std::string_view dataset) const {
   std::shared_ptr<const GrantTable> table = table_.load();
   if (peer.socket == SocketKind::kAdmin) {
+    if (row.sockets == Sockets::kData) {
+      return MakeError(ErrorCode::kWrongSocket,
+                       "records, attachments and pseudonyms are served on the data socket only, "
+                       "to a grant: an admin role gives no content");
+    }
     if (table->IsAdmin(peer.uid)) return absl::OkStatus();
     return MakeError(ErrorCode::kNotGranted,
                      "the caller's uid is not an admin of this daemon (admins in the config)");
   }
-  if (row.sockets != Sockets::kDataAndAdmin || row.data_right == kRightNone) {
+  if (row.sockets == Sockets::kAdmin || row.data_right == kRightNone) {
     return MakeError(ErrorCode::kWrongSocket,
                      "admin operations are served on the admin socket only");
   }

@@ -12,7 +12,10 @@
 // needs its row's grant on the dataset (by exact name or "*") for the peer's uid, primary gid or a
 // supplementary group; kRightMetadata is satisfied by any right there; dataset_list needs any
 // grant at all (the services filter the list); an admin-socket-only row is WRONG_SOCKET. On the
-// admin socket everything needs the peer's uid among the admins. An operation without a row is
+// admin socket a content row (Sockets::kData: records, attachments, pseudonyms) is WRONG_SOCKET
+// for everyone, and everything else needs the peer's uid among the admins. (That an enrolled
+// admin's uid gets no content on the data socket either is checked by the services, which
+// hold the admin registry.) An operation without a row is
 // NOT_GRANTED on both sockets (default deny). uid 0 never gets anything implicitly.
 // Grants name datasets, not handles, so a peer without a grant learns nothing about which datasets
 // exist.

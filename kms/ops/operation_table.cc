@@ -15,7 +15,8 @@ using R = pb::Request;
 using DC = DualControl;
 using H = Handler;
 
-constexpr Sockets kData = Sockets::kDataAndAdmin;  // data socket with a grant, or admins
+constexpr Sockets kData = Sockets::kData;          // content: data socket with a grant only
+constexpr Sockets kMeta = Sockets::kDataAndAdmin;  // no content: data socket (grant) or admins
 constexpr Sockets kAdmin = Sockets::kAdmin;
 constexpr Effect kRO = Effect::kReadOnly;
 constexpr Effect kRW = Effect::kChangesState;
@@ -33,37 +34,41 @@ constexpr DatasetNameFn kNoDataset = nullptr;
 // operation is served on these sockets; on the data socket it needs this grant on the dataset
 // it names; it changes state or not; on the admin socket with MFA on it needs this much of a
 // code; a second admin approves it under this rule; this handler runs it; it is audited so.
-// Data operations on the admin socket need the MFA column's code like any other admin request.
+// Content (records, attachments, pseudonyms) is served on the data socket only, to grants, and
+// never to an enrolled admin's uid (Services checks the registry): an admin role gives no
+// content, so its MFA column is empty. What reveals no content is served on both sockets:
+// metadata (dataset_list, dataset_describe) and taking an item back out of the recycle bin
+// (record_restore, attachment_restore: keyctl bin restore).
 // clang-format off
 constexpr OperationRow kRows[] = {
   // op                      name                    sockets data right          effect mfa      dual control               dataset                                          handler           audit
-  {R::kRecordPut,            "record_put",            kData,  kRightWrite,        kRW,  kCode,   DC::kNever,                COFFER_NAMED_BY(record_put, dataset),            H::kData,         kEach},
-  {R::kRecordGet,            "record_get",            kData,  kRightRead,         kRO,  kCode,   DC::kNever,                COFFER_NAMED_BY(record_get, dataset),            H::kData,         kEach},
-  {R::kRecordExists,         "record_exists",         kData,  kRightRead,         kRO,  kCode,   DC::kNever,                COFFER_NAMED_BY(record_exists, dataset),         H::kData,         kEach},
-  {R::kRecordDelete,         "record_delete",         kData,  kRightDelete,       kRW,  kCode,   DC::kNever,                COFFER_NAMED_BY(record_delete, dataset),         H::kData,         kEach},
-  {R::kRecordRestore,        "record_restore",        kData,  kRightDelete,       kRW,  kCode,   DC::kNever,                COFFER_NAMED_BY(record_restore, dataset),        H::kData,         kEach},
-  {R::kRecordList,           "record_list",           kData,  kRightRead,         kRO,  kCode,   DC::kNever,                COFFER_NAMED_BY(record_list, dataset),           H::kData,         kEach},
-  {R::kAttachmentPutBegin,   "attachment_put_begin",  kData,  kRightWrite,        kRW,  kCode,   DC::kNever,                COFFER_NAMED_BY(attachment_put_begin, dataset),  H::kData,         kEach},
-  {R::kAttachmentChunk,      "attachment_chunk",      kData,  kRightWrite,        kRW,  kCode,   DC::kNever,                kNoDataset,                                      H::kUploadFrame,  kEach},
-  {R::kAttachmentPutCommit,  "attachment_put_commit", kData,  kRightWrite,        kRW,  kCode,   DC::kNever,                kNoDataset,                                      H::kUploadFrame,  kEach},
-  {R::kAttachmentPutAbort,   "attachment_put_abort",  kData,  kRightWrite,        kRW,  kCode,   DC::kNever,                kNoDataset,                                      H::kUploadFrame,  kEach},
-  {R::kAttachmentGet,        "attachment_get",        kData,  kRightRead,         kRO,  kCode,   DC::kNever,                COFFER_NAMED_BY(attachment_get, dataset),        H::kData,         kEach},
-  {R::kAttachmentMetadata,   "attachment_metadata",   kData,  kRightRead,         kRO,  kCode,   DC::kNever,                COFFER_NAMED_BY(attachment_metadata, dataset),   H::kData,         kEach},
-  {R::kAttachmentDelete,     "attachment_delete",     kData,  kRightDelete,       kRW,  kCode,   DC::kNever,                COFFER_NAMED_BY(attachment_delete, dataset),     H::kData,         kEach},
-  {R::kAttachmentRestore,    "attachment_restore",    kData,  kRightDelete,       kRW,  kCode,   DC::kNever,                COFFER_NAMED_BY(attachment_restore, dataset),    H::kData,         kEach},
-  {R::kPseudonymize,         "pseudonymize",          kData,  kRightPseudonymize, kRO,  kCode,   DC::kNever,                COFFER_NAMED_BY(pseudonymize, dataset),          H::kData,         kEach},
-  {R::kPseudonymReidentify,  "pseudonym_reidentify",  kData,  kRightReidentify,   kRO,  kCode,   DC::kNever,                COFFER_NAMED_BY(pseudonym_reidentify, dataset),  H::kData,         kEach},
-  {R::kPseudonymTranslate,   "pseudonym_translate",   kData,  kRightPseudonymize, kRO,  kCode,   DC::kNever,                COFFER_NAMED_BY(pseudonym_translate, dataset),   H::kData,         kEach},
+  {R::kRecordPut,            "record_put",            kData,  kRightWrite,        kRW,  kNoCode, DC::kNever,                COFFER_NAMED_BY(record_put, dataset),            H::kData,         kEach},
+  {R::kRecordGet,            "record_get",            kData,  kRightRead,         kRO,  kNoCode, DC::kNever,                COFFER_NAMED_BY(record_get, dataset),            H::kData,         kEach},
+  {R::kRecordExists,         "record_exists",         kData,  kRightRead,         kRO,  kNoCode, DC::kNever,                COFFER_NAMED_BY(record_exists, dataset),         H::kData,         kEach},
+  {R::kRecordDelete,         "record_delete",         kData,  kRightDelete,       kRW,  kNoCode, DC::kNever,                COFFER_NAMED_BY(record_delete, dataset),         H::kData,         kEach},
+  {R::kRecordRestore,        "record_restore",        kMeta,  kRightDelete,       kRW,  kCode,   DC::kNever,                COFFER_NAMED_BY(record_restore, dataset),        H::kData,         kEach},
+  {R::kRecordList,           "record_list",           kData,  kRightRead,         kRO,  kNoCode, DC::kNever,                COFFER_NAMED_BY(record_list, dataset),           H::kData,         kEach},
+  {R::kAttachmentPutBegin,   "attachment_put_begin",  kData,  kRightWrite,        kRW,  kNoCode, DC::kNever,                COFFER_NAMED_BY(attachment_put_begin, dataset),  H::kData,         kEach},
+  {R::kAttachmentChunk,      "attachment_chunk",      kData,  kRightWrite,        kRW,  kNoCode, DC::kNever,                kNoDataset,                                      H::kUploadFrame,  kEach},
+  {R::kAttachmentPutCommit,  "attachment_put_commit", kData,  kRightWrite,        kRW,  kNoCode, DC::kNever,                kNoDataset,                                      H::kUploadFrame,  kEach},
+  {R::kAttachmentPutAbort,   "attachment_put_abort",  kData,  kRightWrite,        kRW,  kNoCode, DC::kNever,                kNoDataset,                                      H::kUploadFrame,  kEach},
+  {R::kAttachmentGet,        "attachment_get",        kData,  kRightRead,         kRO,  kNoCode, DC::kNever,                COFFER_NAMED_BY(attachment_get, dataset),        H::kData,         kEach},
+  {R::kAttachmentMetadata,   "attachment_metadata",   kData,  kRightRead,         kRO,  kNoCode, DC::kNever,                COFFER_NAMED_BY(attachment_metadata, dataset),   H::kData,         kEach},
+  {R::kAttachmentDelete,     "attachment_delete",     kData,  kRightDelete,       kRW,  kNoCode, DC::kNever,                COFFER_NAMED_BY(attachment_delete, dataset),     H::kData,         kEach},
+  {R::kAttachmentRestore,    "attachment_restore",    kMeta,  kRightDelete,       kRW,  kCode,   DC::kNever,                COFFER_NAMED_BY(attachment_restore, dataset),    H::kData,         kEach},
+  {R::kPseudonymize,         "pseudonymize",          kData,  kRightPseudonymize, kRO,  kNoCode, DC::kNever,                COFFER_NAMED_BY(pseudonymize, dataset),          H::kData,         kEach},
+  {R::kPseudonymReidentify,  "pseudonym_reidentify",  kData,  kRightReidentify,   kRO,  kNoCode, DC::kNever,                COFFER_NAMED_BY(pseudonym_reidentify, dataset),  H::kData,         kEach},
+  {R::kPseudonymTranslate,   "pseudonym_translate",   kData,  kRightPseudonymize, kRO,  kNoCode, DC::kNever,                COFFER_NAMED_BY(pseudonym_translate, dataset),   H::kData,         kEach},
   {R::kDatasetCreate,        "dataset_create",        kAdmin, kRightNone,         kRW,  kCode,   DC::kNever,                COFFER_NAMED_BY(dataset_create, name),           H::kAdmin,        kEach},
-  {R::kDatasetList,          "dataset_list",          kData,  kRightMetadata,     kRO,  kNoCode, DC::kNever,                kNoDataset,                                      H::kAdmin,        kEach},
-  {R::kDatasetDescribe,      "dataset_describe",      kData,  kRightMetadata,     kRO,  kNoCode, DC::kNever,                COFFER_NAMED_BY(dataset_describe, name),         H::kAdmin,        kEach},
+  {R::kDatasetList,          "dataset_list",          kMeta,  kRightMetadata,     kRO,  kNoCode, DC::kNever,                kNoDataset,                                      H::kAdmin,        kEach},
+  {R::kDatasetDescribe,      "dataset_describe",      kMeta,  kRightMetadata,     kRO,  kNoCode, DC::kNever,                COFFER_NAMED_BY(dataset_describe, name),         H::kAdmin,        kEach},
   {R::kDatasetLifecycle,     "dataset_lifecycle",     kAdmin, kRightNone,         kRW,  kCode,   DC::kScheduleDestruction,  COFFER_NAMED_BY(dataset_lifecycle, name),        H::kAdmin,        kEach},
   {R::kKeyRotate,            "key_rotate",            kAdmin, kRightNone,         kRW,  kCode,   DC::kNever,                COFFER_NAMED_BY(key_rotate, dataset),            H::kAdmin,        kEach},
   {R::kKeyRetire,            "key_retire",            kAdmin, kRightNone,         kRW,  kCode,   DC::kAlways,               COFFER_NAMED_BY(key_retire, dataset),            H::kAdmin,        kEach},
   {R::kKeyRewrap,            "key_rewrap",            kAdmin, kRightNone,         kRW,  kCode,   DC::kDestroyOldWrapping,   COFFER_NAMED_BY(key_rewrap, dataset),            H::kAdmin,        kEach},
-  {R::kPolicySet,            "policy_set",            kAdmin, kRightNone,         kRW,  kCode,   DC::kShortenPolicy,        COFFER_NAMED_BY(policy_set, dataset),            H::kAdmin,        kEach},
+  {R::kPolicySet,            "policy_set",            kAdmin, kRightNone,         kRW,  kCode,   DC::kWeakenPolicy,        COFFER_NAMED_BY(policy_set, dataset),            H::kAdmin,        kEach},
   {R::kHoldSet,              "hold_set",              kAdmin, kRightNone,         kRW,  kCode,   DC::kClearHold,            COFFER_NAMED_BY(hold_set, dataset),              H::kAdmin,        kEach},
-  {R::kPurge,                "purge",                 kAdmin, kRightNone,         kRW,  kCode,   DC::kNever,                COFFER_NAMED_BY(purge, dataset),                 H::kAdmin,        kEach},
+  {R::kPurge,                "purge",                 kAdmin, kRightNone,         kRW,  kCode,   DC::kPurge,                COFFER_NAMED_BY(purge, dataset),                 H::kAdmin,        kEach},
   {R::kBinList,              "bin_list",              kAdmin, kRightNone,         kRO,  kCode,   DC::kNever,                COFFER_NAMED_BY(bin_list, dataset),              H::kAdmin,        kEach},
   {R::kJobStart,             "job_start",             kAdmin, kRightNone,         kRW,  kCode,   DC::kNever,                COFFER_NAMED_BY(job_start, dataset),             H::kAdmin,        kEach},
   {R::kJobStatus,            "job_status",            kAdmin, kRightNone,         kRO,  kNoCode, DC::kNever,                kNoDataset,                                      H::kAdmin,        kPolled},
@@ -95,6 +100,8 @@ std::string_view SocketsText(Sockets sockets) {
   switch (sockets) {
     case Sockets::kAdmin:
       return "admin";
+    case Sockets::kData:
+      return "data (never to an enrolled admin)";
     case Sockets::kDataAndAdmin:
       return "data, admin";
   }
@@ -166,8 +173,11 @@ std::string_view DualControlWhy(DualControl rule) {
       return "with destroy_old: destroys wrapping keys that backups may still need";
     case DualControl::kClearHold:
       return "clearing a legal hold: re-enables purge and destruction";
-    case DualControl::kShortenPolicy:
-      return "shortening retention, bin days, waiting period or auto-destruction";
+    case DualControl::kWeakenPolicy:
+      return "weakening protection: shortening retention, bin days, waiting period or "
+             "auto-destruction, lengthening a rotation period or raising the usage limit";
+    case DualControl::kPurge:
+      return "always: physically deletes records or attachments (one item or a whole bin)";
     case DualControl::kFileExport:
       return "filing an export: the archive carries every record of the dataset";
   }

@@ -47,7 +47,10 @@ enum Right : uint32_t {
 // uid among the configured admins.
 enum class Sockets : uint8_t {
   kAdmin,         // admin socket only: WRONG_SOCKET on the data socket
-  kDataAndAdmin,  // data socket with the row's grant, or admin socket as an admin
+  kData,          // content: data socket only (WRONG_SOCKET on the admin socket), with the row's
+                  // grant, and never to a uid that is an enrolled admin (NOT_GRANTED)
+  kDataAndAdmin,  // no content (metadata, bin restores): data socket with the row's grant, or
+                  // admin socket as an admin
 };
 
 enum class Effect : uint8_t { kReadOnly, kChangesState };
@@ -68,7 +71,9 @@ enum class DualControl : uint8_t {
   kScheduleDestruction,   // dataset_lifecycle SCHEDULE_DESTRUCTION only
   kDestroyOldWrapping,    // key_rewrap with destroy_old only
   kClearHold,             // hold_set clearing a hold that is set
-  kShortenPolicy,         // policy_set shortening a period or retention
+  kWeakenPolicy,          // policy_set shortening a retention or waiting period, lengthening a
+                          // rotation period or raising the usage limit
+  kPurge,                 // every purge (one item or a whole bin)
   kFileExport,            // dataset_export without an approval id (filing it)
 };
 

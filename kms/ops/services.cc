@@ -59,6 +59,16 @@ absl::Status Services::ConnectionSession::Handle(const pb::Request& request, Res
   }
   absl::Status allowed = deps_.authorizer->Check(peer_, *row, DatasetNamedBy(request));
   if (!allowed.ok()) return Refuse(sink, request, allowed);
+  // An admin role gives no content, and a grant cannot give it back: content is never served
+  // to a uid that is an enrolled admin (design brief, "Trust boundary"), whatever its grants.
+  if (row->sockets == Sockets::kData && deps_.admin_registry != nullptr &&
+      deps_.admin_registry->IsEnrolled(peer_.uid)) {
+    return Refuse(sink, request,
+                  MakeError(ErrorCode::kNotGranted,
+                            "this uid is an enrolled admin, and an admin gets no record, "
+                            "attachment or pseudonym content: run the application as a user "
+                            "that is not an admin"));
+  }
 
   if (peer_.socket == SocketKind::kAdmin) return HandleAdminSocket(request, *row, sink);
   return Run(request, *row, sink, actor_);

@@ -3,7 +3,8 @@
 // registry and the audit log; the transport only moves frames.
 //
 // Per request, in order: the rate limit (SLOW_DOWN with retry_after_ms), then access control
-// (kms/ops/authz.h: NOT_GRANTED, WRONG_SOCKET), then the operation. Every refusal — these,
+// (kms/ops/authz.h: NOT_GRANTED, WRONG_SOCKET; content is NOT_GRANTED to a uid that is an
+// enrolled admin, whatever its grants), then the operation. Every refusal — these,
 // and the transport's own (TransportRefused) — is audited as REQUEST_REFUSED with its stable
 // code and the peer's uid, pid and socket — counted off the request path and written in
 // coalesced entries (kms/ops/refusal_audit.h: one entry per uid, socket, code and dataset per
@@ -60,6 +61,7 @@
 #include "kms/audit/audit_event.h"
 #include "kms/audit/audit_log.h"
 #include "kms/audit/batching_writer.h"
+#include "kms/keys/audited_purge_journal.h"
 #include "kms/keys/key_manager.h"
 #include "kms/ops/admin_control.h"
 #include "kms/ops/authz.h"
@@ -96,6 +98,9 @@ struct ServicesDeps {
   storage::RecordStore* records = nullptr;
   storage::AttachmentStore* attachments = nullptr;
   storage::RecycleBin* bin = nullptr;
+  // An admin's purge is journaled through it, naming the admin who asked and the one who
+  // approved (optional: without it, the bin's own journal names the daemon).
+  kms::AuditPurgeJournal* purge_journal = nullptr;
   kms::audit::AuditLog* audit_log = nullptr;                // key operations and refusals
   kms::audit::BatchingAuditWriter* access_audit = nullptr;  // ACCESS_* events
   const coffer::Clock* clock = nullptr;                     // required
@@ -125,7 +130,9 @@ struct ServicesDeps {
   // MFA and dual control on the admin socket (kms/ops/admin_control.h). Null: admin-uid
   // requests run with no MFA (tests of this layer only; cofferd always sets it).
   AdminControl* admin_control = nullptr;
-  // key_inventory lists the enrolled admins' TOTP secrets from it (optional).
+  // key_inventory lists the enrolled admins' TOTP secrets from it, and the data socket refuses
+  // content to an enrolled admin's uid by it (optional: without it, no uid counts as enrolled;
+  // cofferd always sets it).
   kms::admin::AdminRegistry* admin_registry = nullptr;
   // Canary records (kms/ops/canary.h): record_get, attachment_get and attachment_metadata
   // on the data socket report their reads to it (optional).

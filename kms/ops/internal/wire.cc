@@ -164,7 +164,7 @@ audit::AuditText RefusalDetail(ErrorCode code) {
     case ErrorCode::kNotGranted:
       return "daemon: no grant";
     case ErrorCode::kWrongSocket:
-      return "daemon: admin operation on the data socket";
+      return "daemon: operation not served on this socket";
     case ErrorCode::kSlowDown:
       return "daemon: rate limit";
     case ErrorCode::kUnexpectedFrame:

@@ -416,4 +416,35 @@ void WriteKeyPair(const std::string& dir, const std::string& name, const std::st
   EVP_PKEY_free(key);
 }
 
+std::string RunAsUid(uid_t uid, gid_t group, const std::function<std::string()>& body) {
+  int fds[2];
+  if (pipe(fds) != 0) return "pipe failed";
+  pid_t pid = fork();
+  if (pid == 0) {
+    close(fds[0]);
+    if (setgroups(1, &group) != 0 || setresgid(uid, uid, uid) != 0 ||
+        setresuid(uid, uid, uid) != 0) {
+      _exit(3);
+    }
+    std::string out = body();
+    size_t written = 0;
+    while (written < out.size()) {
+      ssize_t n = write(fds[1], out.data() + written, out.size() - written);
+      if (n <= 0) _exit(4);
+      written += static_cast<size_t>(n);
+    }
+    _exit(0);
+  }
+  close(fds[1]);
+  std::string result;
+  char buf[4096];
+  ssize_t n;
+  while ((n = read(fds[0], buf, sizeof(buf))) > 0) result.append(buf, static_cast<size_t>(n));
+  close(fds[0]);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) return "child failed";
+  return result;
+}
+
 }  // namespace coffer::testing

@@ -161,6 +161,11 @@ KeyctlResult Keyctl(const std::string& socket, const std::string& args);
 KeyctlResult KeyctlAs(uid_t uid, const std::string& keyctl, const std::string& socket,
                       const std::string& args, const std::string* terminal_input = nullptr);
 
+// Runs `body` in a child process as `uid` with `group` as its only group (the daemon's group
+// may use both sockets) and returns what it returned; "child failed" when the child could not
+// become the uid or did not exit normally. Needs root.
+std::string RunAsUid(uid_t uid, gid_t group, const std::function<std::string()>& body);
+
 // The secret of an otpauth://totp/...?secret=BASE32&... URI; "" without one.
 std::string SecretOf(const std::string& uri);
 

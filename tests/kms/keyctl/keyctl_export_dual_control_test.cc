@@ -52,9 +52,9 @@ class KeyctlExportDualControlTest : public ::testing::Test {
     CofferdOptions options;
     options.name = "keyctl-export-dual";
     options.mfa = true;
-    // The requester may write the dataset it exports.
+    // The application (uid 2, no admin) writes the dataset; an admin gets no content.
     options.extra_config = [](const std::string&) {
-      return "grants { principals { uid: 0 } datasets: \"*\" rights: READ rights: WRITE }\n";
+      return "grants { principals { uid: 2 } datasets: \"*\" rights: READ rights: WRITE }\n";
     };
     daemon_ = Cofferd::Create(std::move(options));
     ASSERT_NE(daemon_, nullptr) << "cofferd did not start";
@@ -99,12 +99,16 @@ class KeyctlExportDualControlTest : public ::testing::Test {
 
 TEST_F(KeyctlExportDualControlTest, FiledApprovedByAnotherAdminRedeemedOnceByTheRequester) {
   ASSERT_EQ(Run(kA, "--totp " + Code(kA) + " dataset create exp/dual").exit_code, 0);
-  {
-    auto client = client::Client::Connect(daemon_->dir() + "/data.sock");
-    ASSERT_TRUE(client.ok()) << client.status();
-    ASSERT_TRUE((*client)->PutRecord("exp/dual", "customer-1", "alice@example.com").ok());
-    ASSERT_TRUE((*client)->PutRecord("exp/dual", "customer-2", "").ok());
-  }
+  const std::string socket = daemon_->dir() + "/data.sock";
+  const std::string written =
+      ::coffer::testing::RunAsUid(2, daemon_->daemon_gid(), [&socket]() -> std::string {
+        auto client = client::Client::Connect(socket);
+        if (!client.ok()) return "connect failed";
+        const bool ok = (*client)->PutRecord("exp/dual", "customer-1", "alice@example.com").ok() &&
+                        (*client)->PutRecord("exp/dual", "customer-2", "").ok();
+        return ok ? "written" : "write failed";
+      });
+  ASSERT_EQ(written, "written");
   // An ACTIVE dataset is refused at filing: nothing to approve.
   const std::string key = " --recipient-key " + work_ + "/x25519.pub.pem";
   Result active = Run(kA, "--json dataset export exp/dual" + key + " --out " + work_ + "/a.cfx");

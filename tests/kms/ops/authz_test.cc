@@ -142,7 +142,24 @@ TEST(DaemonAuthzTest, ReidentificationNeedsItsOwnRightAndNoOtherRightImpliesIt) 
             ErrorCode::kNotGranted);
   // The pseudonym operations are data-socket operations.
   EXPECT_EQ(OperationTable::Default().Find(pb::Request::kPseudonymReidentify)->sockets,
-            Sockets::kDataAndAdmin);
+            Sockets::kData);
+}
+
+// An admin role gives no content: every content operation is WRONG_SOCKET on the admin socket,
+// for an admin too; metadata stays readable there.
+TEST(DaemonAuthzTest, ContentIsWrongSocketOnTheAdminSocketEvenForAnAdmin) {
+  Authorizer authz(Table(kConfig));
+  const PeerIdentity admin = Peer(2000, 1, {}, SocketKind::kAdmin);
+  int content = 0;
+  for (const OperationRow& row : OperationTable::Default().rows()) {
+    if (row.sockets != Sockets::kData) continue;
+    ++content;
+    EXPECT_EQ(CodeOf(authz.Check(admin, row, "crm/contacts")), ErrorCode::kWrongSocket)
+        << row.name.view();
+  }
+  EXPECT_EQ(content, 15);
+  EXPECT_TRUE(authz.Check(admin, pb::Request::kDatasetDescribe, "crm/contacts").ok());
+  EXPECT_TRUE(authz.Check(admin, pb::Request::kDatasetList, "").ok());
 }
 
 TEST(DaemonAuthzTest, AdminOperationsAreWrongSocketOnTheDataSocketAndAdminOnlyOnTheAdminSocket) {

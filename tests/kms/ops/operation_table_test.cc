@@ -62,13 +62,25 @@ TEST(OperationTableTest, EveryRowKeepsThePolicyRules) {
   for (const OperationRow& row : OperationTable::Default().rows()) {
     SCOPED_TRACE(std::string(row.name.view()));
     // Served on the data socket exactly when it names a grant.
-    EXPECT_EQ(row.sockets == Sockets::kDataAndAdmin, row.data_right != kRightNone);
-    // A state change on the admin socket needs an enrolled admin's code when MFA is on.
-    if (row.effect == Effect::kChangesState) {
-      EXPECT_NE(row.mfa, Mfa::kNone);
+    EXPECT_EQ(row.sockets != Sockets::kAdmin, row.data_right != kRightNone);
+    // Content is never served on the admin socket. Shared with it: metadata (any right) and
+    // taking an item back out of the bin (which answers no content).
+    static const std::set<Operation> kSharedWithAdmins = {
+        pb::Request::kDatasetList, pb::Request::kDatasetDescribe, pb::Request::kRecordRestore,
+        pb::Request::kAttachmentRestore};
+    EXPECT_EQ(row.sockets == Sockets::kDataAndAdmin, kSharedWithAdmins.count(row.op) == 1);
+    if (row.sockets == Sockets::kDataAndAdmin && row.effect == Effect::kReadOnly) {
+      EXPECT_EQ(row.data_right, kRightMetadata);
     }
-    // Reading tenant content needs a code on the admin socket too.
-    if (row.data_right == kRightRead || row.data_right == kRightReidentify) {
+    // Every other data operation is served to grants on the data socket only; so on the admin
+    // socket it needs no MFA column (it is WRONG_SOCKET there).
+    if ((row.handler == Handler::kData || row.handler == Handler::kUploadFrame) &&
+        row.sockets != Sockets::kDataAndAdmin) {
+      EXPECT_EQ(row.sockets, Sockets::kData);
+      EXPECT_EQ(row.mfa, Mfa::kNone);
+    }
+    // A state change on the admin socket needs an enrolled admin's code when MFA is on.
+    if (row.effect == Effect::kChangesState && row.sockets != Sockets::kData) {
       EXPECT_NE(row.mfa, Mfa::kNone);
     }
     // Admins, approvals and the operations cofferd wires in are admin-socket only.
@@ -82,7 +94,8 @@ TEST(OperationTableTest, EveryRowKeepsThePolicyRules) {
         {DualControl::kScheduleDestruction, {pb::Request::kDatasetLifecycle}},
         {DualControl::kDestroyOldWrapping, {pb::Request::kKeyRewrap}},
         {DualControl::kClearHold, {pb::Request::kHoldSet}},
-        {DualControl::kShortenPolicy, {pb::Request::kPolicySet}},
+        {DualControl::kWeakenPolicy, {pb::Request::kPolicySet}},
+        {DualControl::kPurge, {pb::Request::kPurge}},
         {DualControl::kFileExport, {pb::Request::kDatasetExport}},
     };
     if (row.dual_control != DualControl::kNever) {

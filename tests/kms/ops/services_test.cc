@@ -27,7 +27,7 @@ namespace {
 namespace pb = ::coffer::v1;
 namespace audit = ::coffer::kms::audit;
 
-constexpr uid_t kWriter = 1001;     // read, write, delete on crm/*
+constexpr uid_t kWriter = 1001;     // read, write, delete on crm/contacts, crm/files, crm/tickets
 constexpr uid_t kSupport = 1002;    // metadata on every dataset
 constexpr uid_t kStranger = 1003;   // no grant
 constexpr uid_t kThrottled = 1005;  // read on crm/contacts, burst 3, 1 request per second
@@ -38,6 +38,7 @@ constexpr char kGrants[] = R"pb(
     principals { uid: 1001 }
     datasets: "crm/contacts"
     datasets: "crm/files"
+    datasets: "crm/tickets"
     rights: READ
     rights: WRITE
     rights: DELETE
@@ -682,10 +683,11 @@ TEST_F(DaemonServicesTest, MalformedRequestsAreRefusedAndAudited) {
   EXPECT_EQ(Code(refused), C(ErrorCode::kMalformedRequest));
   EXPECT_EQ(CountEntries(audit::v1::REQUEST_REFUSED, kAdmin, ErrorCode::kMalformedRequest), 1);
 
-  // No dataset named (an admin may reach the operation; a data peer is refused before).
+  // No dataset named: content is WRONG_SOCKET on the admin socket before anything reads the
+  // request; a data peer is refused for want of a grant on "".
   pb::Response unnamed = Call(admin_.get(), Put("", "c-1", "v"));
-  EXPECT_EQ(Code(unnamed), C(ErrorCode::kMalformedRequest));
-  EXPECT_EQ(unnamed.error().code_name(), "MALFORMED_REQUEST");
+  EXPECT_EQ(Code(unnamed), C(ErrorCode::kWrongSocket));
+  EXPECT_EQ(unnamed.error().code_name(), "WRONG_SOCKET");
   EXPECT_EQ(Code(Call(writer_session_.get(), Put("", "c-1", "v"))), C(ErrorCode::kNotGranted));
 
   pb::Request job;
@@ -906,9 +908,12 @@ TEST_F(DaemonServicesTest, AdminOperationsThroughHandle) {
   EXPECT_EQ(Code(Call(admin_.get(), Create("Bad Name"))), C(ErrorCode::kDatasetNameInvalid));
   EXPECT_EQ(Code(Call(admin_.get(), Describe("crm/none"))), C(ErrorCode::kDatasetNotFound));
 
-  // Data through the admin socket (admins may), then policy and hold.
-  ASSERT_FALSE(Call(admin_.get(), Put("crm/tickets", "t-1", "open")).has_error());
-  ASSERT_FALSE(Call(admin_.get(), Put("crm/tickets", "t-2", "closed")).has_error());
+  // Data through the data socket (an admin gets no content: WRONG_SOCKET on the admin socket),
+  // then policy and hold.
+  EXPECT_EQ(Code(Call(admin_.get(), Put("crm/tickets", "t-1", "open"))),
+            C(ErrorCode::kWrongSocket));
+  ASSERT_FALSE(Call(writer_session_.get(), Put("crm/tickets", "t-1", "open")).has_error());
+  ASSERT_FALSE(Call(writer_session_.get(), Put("crm/tickets", "t-2", "closed")).has_error());
   pb::Request policy;
   policy.mutable_policy_set()->set_dataset("crm/tickets");
   policy.mutable_policy_set()->mutable_policy()->set_bin_days(7);
@@ -930,11 +935,12 @@ TEST_F(DaemonServicesTest, AdminOperationsThroughHandle) {
   pb::Response purged = Call(admin_.get(), purge);
   ASSERT_FALSE(purged.has_error()) << purged.error().message();
   EXPECT_EQ(purged.purge().records(), 1u);
-  EXPECT_EQ(Code(Call(admin_.get(), Get("crm/tickets", "t-1"))), C(ErrorCode::kRecordNotFound));
+  EXPECT_EQ(Code(Call(writer_session_.get(), Get("crm/tickets", "t-1"))),
+            C(ErrorCode::kRecordNotFound));
   pb::Request del;
   del.mutable_record_delete()->set_dataset("crm/tickets");
   del.mutable_record_delete()->set_id("t-2");
-  ASSERT_FALSE(Call(admin_.get(), del).has_error());
+  ASSERT_FALSE(Call(writer_session_.get(), del).has_error());
   pb::Request empty_bin;
   empty_bin.mutable_purge()->set_dataset("crm/tickets");
   EXPECT_EQ(Call(admin_.get(), empty_bin).purge().records(), 1u);
@@ -945,10 +951,10 @@ TEST_F(DaemonServicesTest, AdminOperationsThroughHandle) {
   lifecycle.mutable_dataset_lifecycle()->set_name("crm/tickets");
   lifecycle.mutable_dataset_lifecycle()->set_action(pb::DatasetLifecycleRequest::DISABLE);
   EXPECT_EQ(Call(admin_.get(), lifecycle).dataset_lifecycle().state(), pb::DATASET_DISABLED);
-  EXPECT_NE(Code(Call(admin_.get(), Put("crm/tickets", "t-3", "x"))), 0);
+  EXPECT_NE(Code(Call(writer_session_.get(), Put("crm/tickets", "t-3", "x"))), 0);
   lifecycle.mutable_dataset_lifecycle()->set_action(pb::DatasetLifecycleRequest::ENABLE);
   EXPECT_EQ(Call(admin_.get(), lifecycle).dataset_lifecycle().state(), pb::DATASET_ACTIVE);
-  ASSERT_FALSE(Call(admin_.get(), Put("crm/tickets", "t-3", "x")).has_error());
+  ASSERT_FALSE(Call(writer_session_.get(), Put("crm/tickets", "t-3", "x")).has_error());
 
   // Rotation: both data purposes by default.
   pb::Request rotate;
