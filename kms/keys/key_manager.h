@@ -288,7 +288,7 @@ class KeyManager final : public storage::KeyProvider {
   // Rewrites a DESTROYED dataset's row with `change` applied (receipt bookkeeping).
   absl::Status UpdateDestroyedRow(const EntryPtr& entry,
                                   const std::function<void(v1::DatasetRow&)>& change);
-  // Restored copies: drops a REWRAPPING intent whose new DWK the token lacks (recovery.cc).
+  // Restored copies: drops a REWRAPPING intent whose old or new DWK the token lacks.
   absl::Status DropRewrapIntentLocked(const EntryPtr& entry, const v1::IntentRow& intent);
   // `progress` as for Rewrap (Recover passes none).
   absl::Status ContinueRewrapLocked(const EntryPtr& entry, const std::string& intent_bytes,

@@ -7,11 +7,13 @@
 // intent a backup captured is resolved in key-DB rows only:
 //  - CREATING: the intent row is dropped. The DWK it names is left in the token: the live daemon
 //    either finished that create (the DWK is a live dataset's key) or rolls it back itself.
-//  - REWRAPPING: if the token holds the new DWK, the re-wrap is finished in rows (DEKs unwrapped
-//    and wrapped again: no object changes) and, with destroy_old, the old DWK is only dropped
-//    from the dataset's live list, never destroyed. If the token has no new DWK, the intent is
-//    dropped and the dataset stays under its old DWK (a version row already under the new one,
-//    whose DWK is gone, keeps it listed so Reconcile marks the dataset WRAPPING_KEY_MISSING).
+//  - REWRAPPING: if the token holds the old and the new DWK, the re-wrap is finished in rows
+//    (DEKs unwrapped and wrapped again: no object changes) and, with destroy_old, the old DWK is
+//    only dropped from the dataset's live list, never destroyed. Otherwise the intent is dropped
+//    and the dataset stays under its old DWK; a version row already under the new DWK keeps that
+//    DWK listed, so a DWK the token lacks makes Reconcile mark the dataset WRAPPING_KEY_MISSING
+//    (docs/key-manager.md: a re-wrap with destroy_old outdates older backups) — never fixed by
+//    creating a key. A switched re-wrap only drops the old DWK from the live list.
 //  - DESTROYING: finished in rows (DEK rows deleted, signed tombstone, every DWK recorded as
 //    already absent) once the token holds none of the dataset's DWKs; otherwise the dataset
 //    stays DESTROYING with its intent — it serves nothing — and the live daemon destroys the
@@ -124,8 +126,11 @@ absl::Status KeyManager::Recover() {
           return MakeError(ErrorCode::kKeyDbRowCorrupt, "a REWRAPPING intent names no dataset");
         }
         if (options_.restored_copy && !intent.switched()) {
-          COFFER_ASSIGN_OR_RETURN(bool held, TokenHolds(handle, intent.new_wrapping_key()));
-          if (!held) {
+          // Rows move only while the token holds both DWKs (unwrap under the old, wrap under
+          // the new); otherwise the intent is dropped and Reconcile reports what is missing.
+          COFFER_ASSIGN_OR_RETURN(bool held_new, TokenHolds(handle, intent.new_wrapping_key()));
+          COFFER_ASSIGN_OR_RETURN(bool held_old, TokenHolds(handle, intent.old_wrapping_key()));
+          if (!held_new || !held_old) {
             COFFER_RETURN_IF_ERROR(DropRewrapIntentLocked(entry, intent));
             recovery_.rewraps_dropped.push_back(handle);
             break;
@@ -197,7 +202,7 @@ absl::Status KeyManager::DropRewrapIntentLocked(const EntryPtr& entry,
   audit::AuditEvent event = internal::MakeEvent(
       audit::v1::KEY_REWRAP, internal::InternalActor(), handle, audit::v1::PURPOSE_UNSPECIFIED,
       new_ref.version(), audit::v1::STAGE_COMPLETED,
-      "re-wrap intent dropped from a restored key DB: the token has no new wrapping key");
+      "re-wrap intent dropped from a restored key DB: the token lacks its old or new wrapping key");
   event.result = ErrorCode::kCancelled;
   return Audit(event);
 }
