@@ -363,6 +363,10 @@ absl::Status FullBackups::VerifyLocked(uint32_t id, const coffer::ProgressFn& pr
   return VerifyParts(data_.get(), id, dir, manifest, progress);
 }
 
+absl::Status FullBackups::CheckRestoreTarget(const std::string& target_directory) {
+  return OwnedDirectory::CheckCreatable(target_directory);
+}
+
 absl::Status FullBackups::CheckRestoreComplete(const std::string& directory) {
   std::error_code ec;
   if (fs::exists(directory + "/" + kRestoreMarker, ec)) {

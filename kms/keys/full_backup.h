@@ -160,6 +160,10 @@ class FullBackups {
   // Deletes every backup created at least max_age before now, except the newest; returns ids.
   absl::StatusOr<std::vector<uint32_t>> PruneExpired();
 
+  // OK when RestoreInto could create `target_directory` now (the rules above): nothing is
+  // created. RESTORE_TARGET_NOT_EMPTY when the path exists; INVALID_ARGUMENT naming what is wrong
+  // with the path or its parent otherwise.
+  static absl::Status CheckRestoreTarget(const std::string& target_directory);
   // OK unless `directory` holds an unfinished restore (RESTORE_INCOMPLETE).
   static absl::Status CheckRestoreComplete(const std::string& directory);
 
