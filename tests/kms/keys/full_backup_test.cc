@@ -584,6 +584,48 @@ TEST_F(FullBackupTest, ARewrappingIntentInABackupChangesNoTokenObject) {
   }
 }
 
+// Trust boundary, item 5: a backup taken while a destruction was under way holds its DESTROYING
+// intent, and the live log holds the destruction's REQUESTED entry. Here the live system
+// "crashed" right after the intent (the crash point throws), so the token still holds the DWK
+// when the restore runs: the restore leaves it there and the dataset DESTROYING in the copy;
+// the live key manager's own recovery destroys it when it opens again.
+TEST_F(FullBackupTest, ADestroyingIntentInABackupDestroysNothingInTheToken) {
+  struct Crashed {};
+  const uint64_t doomed = Create("crm/doomed");
+  ASSERT_TRUE(records_->Put(doomed, "d-1", "doomed").ok());
+  ASSERT_TRUE(manager_->Disable(doomed, TestAdmin()).ok());
+  ASSERT_TRUE(manager_->ScheduleDestruction(doomed, TestAdmin()).ok());
+  CloseInstance();
+  std::optional<FullBackupInfo> backup;
+  crash_point_ = [&](std::string_view step) {
+    if (step != "destroy.intent") return;
+    auto made = backups_->Create(Sources(), TestAdmin());
+    ASSERT_TRUE(made.ok()) << made.status();
+    backup = *made;
+    throw Crashed{};  // the live system stops here, its DWK still in the token
+  };
+  OpenInstance(data_path_, key_db_path_);
+  clock_.Advance(std::chrono::seconds(31 * kDay));
+  EXPECT_THROW(manager_->RunDueWork().IgnoreError(), Crashed);
+  ASSERT_TRUE(backup.has_value());
+  CloseInstance();
+  crash_point_ = nullptr;
+  const std::vector<hsm::WrappingKeyId> before = TokenKeys();
+  ASSERT_TRUE(Holds(before, doomed, 1));
+
+  auto report = backups_->RestoreInto(backup->id, Request(dir_.Sub("restored")));
+  ASSERT_TRUE(report.ok()) << report.status();
+  EXPECT_EQ(report->destructions_deferred, std::vector<uint64_t>{doomed});
+  EXPECT_TRUE(report->datasets_destroyed.empty());
+  EXPECT_EQ(TokenKeys(), before);
+
+  // The live system's own recovery finishes its destruction.
+  OpenInstance(data_path_, key_db_path_);
+  EXPECT_EQ(manager_->recovery_report().destroys_completed, std::vector<uint64_t>{doomed});
+  EXPECT_FALSE(Holds(TokenKeys(), doomed, 1));
+  EXPECT_EQ(ErrorCodeOf(records_->Get(doomed, "d-1").status()), ErrorCode::kKeyDestroyed);
+}
+
 // Trust boundary, item 6: the restore creates its target itself and never writes through a
 // path someone else prepared.
 TEST_F(FullBackupTest, TheRestoreCreatesItsTargetAndNeverWritesThroughASymlink) {
