@@ -4,7 +4,6 @@
 #include <unistd.h>
 
 #include <cerrno>
-#include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -175,8 +174,10 @@ absl::Status CheckStateDirectory(const std::string& path) {
                    uid + " " + path + " && chmod go-w " + path);
   }
   if ((st.st_mode & (S_IWGRP | S_IWOTH)) != 0) {
-    char mode[8];
-    std::snprintf(mode, sizeof(mode), "%04o", static_cast<unsigned>(st.st_mode & 07777));
+    std::string mode;
+    for (int shift = 9; shift >= 0; shift -= 3) {
+      mode += static_cast<char>('0' + ((st.st_mode >> shift) & 07));
+    }
     return Invalid(what + " is writable by group or others (mode " + mode +
                    "): they could replace the stores, sockets and audit public key in it. Fix: "
                    "chmod go-w " +

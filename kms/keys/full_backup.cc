@@ -458,7 +458,7 @@ absl::StatusOr<RestoreReport> FullBackups::RestoreInto(uint32_t id, RestoreReque
     COFFER_RETURN_IF_ERROR(root.WriteNewFile(kRestoreMarker, "", /*sync=*/true));
     COFFER_RETURN_IF_ERROR(root.Sync());
     COFFER_ASSIGN_OR_RETURN(OwnedDirectory data_root, root.MakeSubdirectory(kRestoredDataDir));
-    const std::string data_dir = data_root.path();
+    const std::string& data_dir = data_root.path();
     COFFER_RETURN_IF_ERROR(data_->RestoreInto(id, data_dir, progress));
     COFFER_ASSIGN_OR_RETURN(OwnedDirectory keys_root, root.MakeSubdirectory(kRestoredKeyDbDir));
     COFFER_ASSIGN_OR_RETURN(OwnedDirectory audit_root, root.MakeSubdirectory(kRestoredAuditDir));
