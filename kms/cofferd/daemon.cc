@@ -317,6 +317,7 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const daemon::Config& conf
   const daemon::Config& c = parts->config;
 
   // Paths first: nothing is opened on a directory that cannot be ours.
+  COFFER_RETURN_IF_ERROR(CheckStateDirectory(c.state_directory()));
   COFFER_RETURN_IF_ERROR(kms::FullBackups::CheckRestoreComplete(c.state_directory()));
   for (const auto& [what, path] :
        std::vector<std::pair<std::string, std::string>>{{"data_directory", c.data_directory()},

@@ -2,6 +2,13 @@
 // upload clean-up), the notifications (event log, source, hook) and the sockets (admin
 // control, operations, transport).
 
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
 #include "kms/cofferd/daemon.h"
 #include "kms/cofferd/internal/daemon_parts.h"
 
@@ -30,6 +37,37 @@ absl::StatusOr<std::optional<gid_t>> GroupId(const std::string& field, const std
                      field + ": no group named " + name + " (create it with groupadd)");
   }
   return std::optional<gid_t>(found->gr_gid);
+}
+
+// Replaces `directory`/`name` with `content` (mode `mode`) atomically, never through a symlink:
+// a temporary file created O_CREAT|O_EXCL|O_NOFOLLOW in `directory` (a stale one from a crash is
+// unlinked first: unlink removes a symlink itself), synced, then renamed over `name` (rename
+// replaces a symlink there rather than following it).
+absl::Status PublishFile(const std::string& directory, const std::string& name,
+                         const std::string& content, mode_t mode) {
+  const std::string path = (fs::path(directory) / name).string();
+  const std::string temp = path + ".tmp";
+  auto failed = [](const std::string& what, const std::string& file) {
+    return MakeError(ErrorCode::kIoError, what + " " + file + ": " + std::strerror(errno));
+  };
+  if (unlink(temp.c_str()) != 0 && errno != ENOENT) return failed("cannot remove", temp);
+  const int fd = open(temp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+  if (fd < 0) return failed("cannot create", temp);
+  size_t done = 0;
+  absl::Status result;
+  while (result.ok() && done < content.size()) {
+    const ssize_t n = write(fd, content.data() + done, content.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) result = failed("cannot write", temp);
+    if (n > 0) done += static_cast<size_t>(n);
+  }
+  if (result.ok() && fchmod(fd, mode) != 0) result = failed("cannot chmod", temp);
+  if (result.ok() && fsync(fd) != 0) result = failed("cannot sync", temp);
+  if (close(fd) != 0 && result.ok()) result = failed("cannot close", temp);
+  if (result.ok() && rename(temp.c_str(), path.c_str()) != 0)
+    result = failed("cannot rename", temp);
+  if (!result.ok()) unlink(temp.c_str());
+  return result;
 }
 
 }  // namespace
@@ -227,14 +265,13 @@ absl::Status Daemon::Parts::StartServing() {
 
   COFFER_ASSIGN_OR_RETURN(std::string public_key, hsm->signer().PublicKeyPem());
   // Published for offline audit verification (keyctl audit verify --offline): the public half
-  // only, so readable by all.
+  // only, so readable by all. Written without following a symlink (a temporary file created
+  // O_EXCL|O_NOFOLLOW, then renamed over the old one).
   {
-    const std::string path = (fs::path(config.state_directory()) / "audit-public-key.pem").string();
-    std::ofstream out(path, std::ios::trunc);
-    out << public_key;
-    out.close();
-    if (!out || chmod(path.c_str(), 0644) != 0) {
-      LogWarning("could not write the audit public key to " + path);
+    absl::Status published =
+        PublishFile(config.state_directory(), "audit-public-key.pem", public_key, 0644);
+    if (!published.ok()) {
+      LogWarning("could not write the audit public key: " + DescribeStatus(published));
     }
   }
 

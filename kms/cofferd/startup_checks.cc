@@ -143,6 +143,49 @@ absl::Status CheckTokenOutside(const std::string& token_dir,
   return absl::OkStatus();
 }
 
+absl::Status CheckStateDirectory(const std::string& path) {
+  const std::string what = "state_directory " + path;
+  if (path.empty()) return Invalid("state_directory: empty path");
+  struct stat st {};
+  if (stat(path.c_str(), &st) != 0) {
+    if (errno != ENOENT) {
+      return Invalid(what + " cannot be examined: " + std::strerror(errno) +
+                     "; check the permissions of its parent directories");
+    }
+    std::error_code ec;
+    fs::path parent = fs::path(path).parent_path();
+    if (!parent.empty()) fs::create_directories(parent, ec);
+    if (ec || mkdir(path.c_str(), 0700) != 0) {
+      return Invalid(what + " does not exist and cannot be created (" +
+                     (ec ? ec.message() : std::string(std::strerror(errno))) +
+                     "); create it, owned by cofferd's user, mode 0755 or 0700");
+    }
+    if (stat(path.c_str(), &st) != 0) return Invalid(what + ": " + std::strerror(errno));
+  }
+  if (!S_ISDIR(st.st_mode)) {
+    return Invalid(what + " is not a directory; remove it or point state_directory elsewhere");
+  }
+  const std::string uid = std::to_string(geteuid());
+  if (st.st_uid != geteuid()) {
+    return Invalid(what + " is owned by uid " + std::to_string(st.st_uid) + ", not cofferd's uid " +
+                   uid +
+                   ": whoever owns it can replace the stores, sockets and audit public key in "
+                   "it. Fix: chown " +
+                   uid + " " + path + " && chmod go-w " + path);
+  }
+  if ((st.st_mode & (S_IWGRP | S_IWOTH)) != 0) {
+    std::string mode;
+    for (int shift = 9; shift >= 0; shift -= 3) {
+      mode += static_cast<char>('0' + ((st.st_mode >> shift) & 07));
+    }
+    return Invalid(what + " is writable by group or others (mode " + mode +
+                   "): they could replace the stores, sockets and audit public key in it. Fix: "
+                   "chmod go-w " +
+                   path);
+  }
+  return absl::OkStatus();
+}
+
 absl::Status PrepareStateDirectory(const std::string& what, const std::string& path,
                                    bool* tightened) {
   if (tightened != nullptr) *tightened = false;

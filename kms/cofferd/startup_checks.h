@@ -13,6 +13,11 @@
 //    audit or backup directory: a backup or copy of those would carry the token with it, and
 //    SoftHSM2 shredding is only as final as the token directory is unbacked-up
 //    (docs/threat-model.md).
+//  - CheckStateDirectory: state_directory itself (it holds the sockets, the published audit
+//    public key and, by default, every store): created (mode 0700, with its parents) when
+//    missing; refused when it is not a directory, not owned by the daemon's uid, or writable by
+//    group or others (who could replace a store, a socket or the public key). Read and search
+//    permission for others is allowed: clients of other uids reach the sockets through it.
 //  - PrepareStateDirectory: creates a missing directory (mode 0700), and refuses one that is
 //    not a directory, not owned by the daemon's user, or not writable by it; a directory
 //    others may read is tightened to 0700 (reported through `tightened`).
@@ -53,6 +58,9 @@ absl::StatusOr<std::string> SoftHsmTokenDirectory(const std::string& conf_path);
 // `token_dir` against each (what, directory): refuses overlap in either direction.
 absl::Status CheckTokenOutside(const std::string& token_dir,
                                const std::vector<std::pair<std::string, std::string>>& dirs);
+
+// See above.
+absl::Status CheckStateDirectory(const std::string& path);
 
 // See above. `what` names the config field in messages (e.g. "data_directory").
 absl::Status PrepareStateDirectory(const std::string& what, const std::string& path,

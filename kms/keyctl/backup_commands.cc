@@ -111,11 +111,12 @@ void AddBackupCommands(CLI::App& app, CommandLine& line) {
   line.Runs(verify, [&v](CommandContext& ctx) { return BackupVerify(ctx, v.backup_id); });
   CLI::App* restore =
       AddCommand(backup, "restore",
-                 "Restore a backup into a new or empty directory, replaying later purges and "
-                 "destructions",
+                 "Restore a backup into a new directory the daemon creates (0700), replaying "
+                 "later purges and destructions; the token is never changed",
                  "keyctl backup restore 3 /srv/coffer-restored");
   restore->add_option("ID", v.backup_id, "Backup id")->required();
-  restore->add_option("DIR", v.directory, "Target directory (absent or empty)")->required();
+  restore->add_option("DIR", v.directory, "Target directory: an absolute path that must not exist")
+      ->required();
   line.Runs(restore,
             [&v](CommandContext& ctx) { return BackupRestore(ctx, v.backup_id, v.directory); });
   line.Runs(AddCommand(backup, "prune", "Delete backups beyond the configured retention",

@@ -1,7 +1,7 @@
 // keyctl's full-backup commands (docs/keyctl.md):
 //   keyctl backup create | list | prune
 //   keyctl backup verify ID
-//   keyctl backup restore ID DIR                  (DIR absent or empty)
+//   keyctl backup restore ID DIR                  (DIR must not exist; the daemon creates it)
 // create, verify and restore show the daemon's progress on stderr.
 //
 // Thread safety: none (keyctl is single-threaded).

@@ -14,8 +14,10 @@
 #include <string_view>
 #include <system_error>
 #include <tuple>
+#include <vector>
 
 #include "crypto/base/status.h"
+#include "hsm/key_wrapper.h"
 #include "kms/audit/verifier.h"
 #include "kms/keys/internal/backup_manifest.h"
 #include "storage/phase_reporter.h"
@@ -34,7 +36,7 @@ using internal::kManifestName;
 using internal::MakeDirectory;
 using internal::Manifest;
 using internal::ManifestFile;
-using internal::NonEmpty;
+using internal::OwnedDirectory;
 using internal::ParseManifest;
 using internal::ReadChecked;
 using internal::ReadManifest;
@@ -70,6 +72,34 @@ constexpr FilePart kFileParts[] = {{kRestoredKeyDbDir, kKeysPhase},
                                    {kRestoredAuditDir, kAuditPhase}};
 
 absl::StatusOr<std::vector<FullBackupInfo>> NoBackups() { return std::vector<FullBackupInfo>{}; }
+
+// The modules a restore's key manager gets: wrap, unwrap and list pass through; creating or
+// destroying a DWK is refused (FAILED_PRECONDITION), so no path of the restored key manager can
+// change the live token even if its restored-copy rules missed one.
+class NoTokenChanges final : public hsm::KeyWrapper {
+ public:
+  explicit NoTokenChanges(hsm::KeyWrapper* inner) : inner_(inner) {}
+  absl::Status CreateWrappingKey(hsm::WrappingKeyId id) override { return Refused("create", id); }
+  absl::StatusOr<hsm::WrappedKey> Wrap(hsm::WrappingKeyId id,
+                                       const crypto::SecretBytes& dek) override {
+    return inner_->Wrap(id, dek);
+  }
+  absl::StatusOr<crypto::SecretBytes> Unwrap(const hsm::WrappedKey& blob) override {
+    return inner_->Unwrap(blob);
+  }
+  absl::Status DestroyWrappingKey(hsm::WrappingKeyId id) override { return Refused("destroy", id); }
+  absl::StatusOr<std::vector<hsm::WrappingKeyId>> ListWrappingKeys() override {
+    return inner_->ListWrappingKeys();
+  }
+
+ private:
+  static absl::Status Refused(std::string_view what, hsm::WrappingKeyId id) {
+    return MakeError(ErrorCode::kFailedPrecondition,
+                     "a restore never changes the token: refused to " + std::string(what) +
+                         " wrapping key " + id.ToString());
+  }
+  hsm::KeyWrapper* inner_;
+};
 
 // Whether `file` belongs to part `part` (kRestoredKeyDbDir or kRestoredAuditDir).
 bool InPart(const ManifestFile& file, std::string_view part) {
@@ -333,6 +363,10 @@ absl::Status FullBackups::VerifyLocked(uint32_t id, const coffer::ProgressFn& pr
   return VerifyParts(data_.get(), id, dir, manifest, progress);
 }
 
+absl::Status FullBackups::CheckRestoreTarget(const std::string& target_directory) {
+  return OwnedDirectory::CheckCreatable(target_directory);
+}
+
 absl::Status FullBackups::CheckRestoreComplete(const std::string& directory) {
   std::error_code ec;
   if (fs::exists(directory + "/" + kRestoreMarker, ec)) {
@@ -346,12 +380,8 @@ absl::Status FullBackups::CheckRestoreComplete(const std::string& directory) {
 absl::StatusOr<RestoreReport> FullBackups::RestoreInto(uint32_t id, RestoreRequest request,
                                                        const coffer::ProgressFn& progress) {
   const std::string& target = request.target_directory;
-  std::error_code ec;
-  if (NonEmpty(target, ec)) {
-    return MakeError(ErrorCode::kRestoreTargetNotEmpty,
-                     "restore target " + target + " is not empty");
-  }
-  if (ec) return MakeError(ErrorCode::kIoError, "cannot inspect " + target);
+  // Refused before anything is read or written; CreateNew checks again when it creates it.
+  COFFER_RETURN_IF_ERROR(OwnedDirectory::CheckCreatable(target));
   audit::AuditLog* log = request.key_manager.audit_log;
   if (log == nullptr || request.live_audit_directory.empty()) {
     return MakeError(ErrorCode::kInvalidArgument,
@@ -422,29 +452,32 @@ absl::StatusOr<RestoreReport> FullBackups::RestoreInto(uint32_t id, RestoreReque
   COFFER_RETURN_IF_ERROR(log->Append(event).status());
 
   auto restore = [&]() -> absl::Status {
-    // 2. The three parts, under a marker that says "not servable yet".
-    COFFER_RETURN_IF_ERROR(MakeDirectory(target));
-    const std::string marker = target + "/" + kRestoreMarker;
-    COFFER_RETURN_IF_ERROR(WriteWholeFile(marker, "", /*sync=*/true));
-    COFFER_RETURN_IF_ERROR(SyncDirectory(target));
-    const std::string data_dir = target + "/" + kRestoredDataDir;
+    // 2. The three parts, under a marker that says "not servable yet". The target and every
+    // file and directory in it are created here, O_EXCL|O_NOFOLLOW, 0700/0600.
+    COFFER_ASSIGN_OR_RETURN(OwnedDirectory root, OwnedDirectory::CreateNew(target));
+    COFFER_RETURN_IF_ERROR(root.WriteNewFile(kRestoreMarker, "", /*sync=*/true));
+    COFFER_RETURN_IF_ERROR(root.Sync());
+    COFFER_ASSIGN_OR_RETURN(OwnedDirectory data_root, root.MakeSubdirectory(kRestoredDataDir));
+    const std::string& data_dir = data_root.path();
     COFFER_RETURN_IF_ERROR(data_->RestoreInto(id, data_dir, progress));
-    COFFER_RETURN_IF_ERROR(MakeDirectory(target + "/" + kRestoredKeyDbDir));
-    COFFER_RETURN_IF_ERROR(MakeDirectory(target + "/" + kRestoredAuditDir));
+    COFFER_ASSIGN_OR_RETURN(OwnedDirectory keys_root, root.MakeSubdirectory(kRestoredKeyDbDir));
+    COFFER_ASSIGN_OR_RETURN(OwnedDirectory audit_root, root.MakeSubdirectory(kRestoredAuditDir));
     for (const FilePart& part : kFileParts) {
+      const OwnedDirectory& into = part.dir == kRestoredKeyDbDir ? keys_root : audit_root;
       storage::PhaseReporter part_progress(progress, part.phase, PartBytes(manifest, part.dir),
                                            kByteStep);
       for (const ManifestFile& file : manifest.files) {
         if (!InPart(file, part.dir)) continue;
         COFFER_ASSIGN_OR_RETURN(std::string bytes,
                                 ReadChecked(id, BackupPath(id) + "/" + file.path, file));
-        COFFER_RETURN_IF_ERROR(WriteWholeFile(target + "/" + file.path, bytes, /*sync=*/true));
+        COFFER_RETURN_IF_ERROR(into.WriteNewFile(
+            std::string_view(file.path).substr(part.dir.size() + 1), bytes, /*sync=*/true));
         part_progress.Add(file.size);
       }
       part_progress.Finish();
     }
-    COFFER_RETURN_IF_ERROR(SyncDirectory(target + "/" + kRestoredKeyDbDir));
-    COFFER_RETURN_IF_ERROR(SyncDirectory(target + "/" + kRestoredAuditDir));
+    COFFER_RETURN_IF_ERROR(keys_root.Sync());
+    COFFER_RETURN_IF_ERROR(audit_root.Sync());
 
     // 3. Purges newer than the backup, then (4) destructions: one phase "replay".
     storage::PhaseReporter replay_progress(progress, kReplayPhase,
@@ -461,17 +494,30 @@ absl::StatusOr<RestoreReport> FullBackups::RestoreInto(uint32_t id, RestoreReque
       }
     }
 
-    // 4. Destructions, then a new primary for every active dataset's data purposes.
+    // 4. Destructions, then a new primary for every active dataset's data purposes. The
+    // restored key DB is opened as a restored copy, on modules that refuse to create or
+    // destroy a token object: the live daemon owns the token (kms/keys/recovery.cc).
     KeyManagerOptions options = request.key_manager;
-    options.key_db_directory = target + "/" + kRestoredKeyDbDir;
+    options.key_db_directory = keys_root.path();
     options.crash_point = nullptr;
+    options.restored_copy = true;
+    std::vector<std::unique_ptr<NoTokenChanges>> read_only;
+    for (auto& [name, wrapper] : options.modules) {
+      if (wrapper == nullptr) continue;
+      read_only.push_back(std::make_unique<NoTokenChanges>(wrapper));
+      wrapper = read_only.back().get();
+    }
     COFFER_ASSIGN_OR_RETURN(std::unique_ptr<KeyManager> manager,
                             KeyManager::Open(std::move(options)));
     for (uint64_t handle : destroyed) {
       auto before = manager->DescribeDataset(handle);
       COFFER_RETURN_IF_ERROR(manager->ReplayDestruction(handle, request.actor));
-      if (before.ok() && before->state != DatasetState::kDestroyed) {
-        report.datasets_destroyed.push_back(handle);
+      auto after = manager->DescribeDataset(handle);
+      if (before.ok() && before->state != DatasetState::kDestroyed && after.ok()) {
+        if (after->state == DatasetState::kDestroyed) report.datasets_destroyed.push_back(handle);
+        if (after->state == DatasetState::kDestroying) {
+          report.destructions_deferred.push_back(handle);
+        }
       }
       replay_progress.Add(1);
     }
@@ -493,11 +539,22 @@ absl::StatusOr<RestoreReport> FullBackups::RestoreInto(uint32_t id, RestoreReque
       rotate_progress.Add(1);
     }
     rotate_progress.Finish();
+    const RecoveryReport& recovery = manager->recovery_report();
+    report.intents_resolved = recovery.creates_rolled_back.size() +
+                              recovery.destroys_completed.size() +
+                              recovery.rewraps_completed.size() + recovery.rewraps_dropped.size();
+    for (uint64_t handle : recovery.destroys_deferred) {
+      if (std::find(report.destructions_deferred.begin(), report.destructions_deferred.end(),
+                    handle) == report.destructions_deferred.end()) {
+        report.destructions_deferred.push_back(handle);
+      }
+    }
     manager.reset();
 
-    // 5. Servable.
-    if (::unlink(marker.c_str()) != 0) return IoError(marker, "cannot remove");
-    return SyncDirectory(target);
+    // 5. Servable: files RocksDB made under its own umask are tightened, then the marker goes.
+    COFFER_RETURN_IF_ERROR(root.Tighten());
+    COFFER_RETURN_IF_ERROR(root.RemoveFile(kRestoreMarker));
+    return root.Sync();
   };
   absl::Status result = restore();
   event.stage = audit::v1::STAGE_COMPLETED;

@@ -9,14 +9,26 @@
 // and SHA-256; it is written last (a backup without one is incomplete and ignored). Backups
 // hold only ciphertext, wrapped keys and the audit log — never the token.
 //
-// RestoreInto writes a backup into a new or empty directory (`data/`, `keys/`, `audit/` — the
-// log as of the backup, kept as evidence) and, before it returns, makes it safe to serve:
+// RestoreInto writes a backup into a new directory it creates itself (`data/`, `keys/`, `audit/`
+// — the log as of the backup, kept as evidence) and, before it returns, makes it safe to serve.
+// The target must not exist (RESTORE_TARGET_NOT_EMPTY for any existing path: an empty directory,
+// a file, a symlink, dangling or not); its parent must be a real directory (not a symlink) owned
+// by root or this uid and not writable by group or others unless sticky (INVALID_ARGUMENT;
+// internal::OwnedDirectory). The target (0700) and every directory (0700) and file (0600) in it
+// are created relative to the target's descriptor with O_EXCL|O_NOFOLLOW; files RocksDB creates
+// are tightened to 0600 before the marker goes. The restore never changes the token: the
+// restored key DB is opened as a restored copy (KeyManagerOptions::restored_copy) on modules
+// that refuse to create or destroy a DWK, so intents the backup captured are resolved in key-DB
+// rows only (kms/keys/recovery.cc says what happens to each kind) and a replayed destruction
+// whose DWKs the token still holds is left DESTROYING (RestoreReport::destructions_deferred).
+// A restore drill into a scratch directory is the same call. Steps:
 //  1. verifies every part, and the current (live) audit log offline with the checkpoint public
 //     key; the live log must be the backup's log and reach B (REPLAY_SOURCE_STALE otherwise);
 //  2. replays every RECORD_PURGE / ATTACHMENT_PURGE entry with sequence >= B into the restored
 //     data DB (storage::RecycleBin::ReplayPurges), and every DATASET_DESTROY the live log holds
 //     (KeyManager::ReplayDestruction; destruction is irreversible, so the whole log is
-//     replayed, which also covers a destruction racing the backup);
+//     replayed, which also covers a destruction racing the backup; DWKs are never destroyed
+//     here — the live daemon destroyed them, or destroys them under its own intent);
 //  3. rotates records and attachments of every ACTIVE dataset (restored usage counters may be
 //     stale), so no write uses a restored primary.
 // A RESTORE_IN_PROGRESS marker in the target is written first and removed last;
@@ -106,7 +118,7 @@ struct FullBackupInfo {
 };
 
 struct RestoreRequest {
-  std::string target_directory;      // must not exist, or be empty
+  std::string target_directory;      // must not exist: the restore creates it (mode 0700)
   std::string live_audit_directory;  // the current log, replayed from
   std::string audit_public_key_pem;  // verifies it (the token's checkpoint key)
   // How to open the restored key DB: modules, row authenticator, signer, the audit log that
@@ -116,10 +128,13 @@ struct RestoreRequest {
 };
 
 struct RestoreReport {
-  uint64_t audit_sequence = 0;  // the backup's B
-  size_t purges_replayed = 0;   // journal entries replayed
-  size_t items_purged = 0;      // of those, items the backup still held
-  std::vector<uint64_t> datasets_destroyed;
+  uint64_t audit_sequence = 0;               // the backup's B
+  size_t purges_replayed = 0;                // journal entries replayed
+  size_t items_purged = 0;                   // of those, items the backup still held
+  std::vector<uint64_t> datasets_destroyed;  // DESTROYED in the restored key DB by the replay
+  // Left DESTROYING: the token still holds a DWK of theirs, which only the live daemon destroys.
+  std::vector<uint64_t> destructions_deferred;
+  size_t intents_resolved = 0;  // intents the backup captured, resolved in rows (recovery.cc)
   std::vector<std::pair<uint64_t, storage::KeyPurpose>> rotated;
 };
 
@@ -145,6 +160,10 @@ class FullBackups {
   // Deletes every backup created at least max_age before now, except the newest; returns ids.
   absl::StatusOr<std::vector<uint32_t>> PruneExpired();
 
+  // OK when RestoreInto could create `target_directory` now (the rules above): nothing is
+  // created. RESTORE_TARGET_NOT_EMPTY when the path exists; INVALID_ARGUMENT naming what is wrong
+  // with the path or its parent otherwise.
+  static absl::Status CheckRestoreTarget(const std::string& target_directory);
   // OK unless `directory` holds an unfinished restore (RESTORE_INCOMPLETE).
   static absl::Status CheckRestoreComplete(const std::string& directory);
 

@@ -89,6 +89,12 @@ struct KeyManagerOptions {
   uint32_t usage_rotate_percent = 90;
   ProtectedDataCounter* data_counter = nullptr;  // needed to retire versions
   CrashPoint crash_point;                        // test seam; empty in the daemon
+  // A key DB restored from a backup (FullBackups::RestoreInto), opened while the live daemon
+  // owns the token: this manager never creates or destroys a token object. Open resolves the
+  // intents the backup captured in key-DB rows only (kms/keys/recovery.cc; docs/key-manager.md,
+  // "Intents in a restored key DB"), and a destruction whose DWKs the token still holds is left
+  // DESTROYING for the daemon that later serves the directory.
+  bool restored_copy = false;
 };
 
 class KeyManager final : public storage::KeyProvider {
@@ -169,8 +175,11 @@ class KeyManager final : public storage::KeyProvider {
   // DB into `target_dir` (which must not exist). ReplayDestruction destroys dataset `handle` in
   // this (restored) key DB because the live audit log shows it destroyed: whatever its state
   // or hold here, its remaining DWKs are destroyed (absent ones count as done) and it ends
-  // DESTROYED with a tombstone, audited as DATASET_DESTROY. OK when the dataset is already
-  // DESTROYED or unknown here (created after the backup).
+  // DESTROYED with a tombstone, audited as DATASET_DESTROY. With `restored_copy` no DWK is
+  // destroyed here: the dataset ends DESTROYED once the token holds none of its DWKs (the live
+  // daemon destroyed them), and stays DESTROYING otherwise (serving nothing; the daemon that
+  // serves the directory finishes it). OK when the dataset is already DESTROYED or unknown here
+  // (created after the backup).
   absl::Status CheckpointKeyDb(const std::string& target_dir);
   absl::Status ReplayDestruction(uint64_t handle, const audit::AuditActor& actor);
 
@@ -247,6 +256,8 @@ class KeyManager final : public storage::KeyProvider {
                       const audit::AuditActor& actor, absl::Status why);
 
   hsm::KeyWrapper* Module(const std::string& name) const;
+  // Whether the token (module `ref.module()`) holds DWK {handle, ref.version()}: a read only.
+  absl::StatusOr<bool> TokenHolds(uint64_t handle, const v1::WrappingKeyRef& ref) const;
   void Crash(std::string_view step) const;
   int64_t NowMicros() const;
 
@@ -277,6 +288,8 @@ class KeyManager final : public storage::KeyProvider {
   // Rewrites a DESTROYED dataset's row with `change` applied (receipt bookkeeping).
   absl::Status UpdateDestroyedRow(const EntryPtr& entry,
                                   const std::function<void(v1::DatasetRow&)>& change);
+  // Restored copies: drops a REWRAPPING intent whose old or new DWK the token lacks.
+  absl::Status DropRewrapIntentLocked(const EntryPtr& entry, const v1::IntentRow& intent);
   // `progress` as for Rewrap (Recover passes none).
   absl::Status ContinueRewrapLocked(const EntryPtr& entry, const std::string& intent_bytes,
                                     const coffer::ProgressFn& progress);

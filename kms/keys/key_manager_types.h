@@ -148,6 +148,11 @@ struct RecoveryReport {
   std::vector<uint64_t> destroys_completed;         // DESTROYING intents finished
   std::vector<uint64_t> rewraps_completed;          // REWRAPPING intents finished
   std::vector<hsm::WrappingKeyId> orphans_removed;  // token DWKs of rolled-back creates
+  // Restored key DBs only (KeyManagerOptions::restored_copy): DESTROYING datasets left so
+  // because the token still holds a DWK of theirs, and REWRAPPING intents dropped because the
+  // token lacks their old or new DWK (the dataset stays under its old one).
+  std::vector<uint64_t> destroys_deferred;
+  std::vector<uint64_t> rewraps_dropped;
   // Live DWKs the key DB names that no token holds: reported and the dataset marked, never
   // silently fixed.
   std::vector<std::pair<std::string, hsm::WrappingKeyId>> missing_wrapping_keys;

@@ -2,7 +2,9 @@
 
 #include <openssl/sha.h>
 
+#include <algorithm>
 #include <utility>
+#include <vector>
 
 #include "crypto/base/status.h"
 #include "kms/keys/internal/audit_text.h"
@@ -287,6 +289,21 @@ absl::Status KeyManager::FinishDestroyLocked(const EntryPtr& entry, const audit:
     return UpdateDestroyedRow(
         entry, [&](v1::DatasetRow& row) { row.set_destroy_completed_audit_sequence(*audited); });
   };
+  if (options_.restored_copy) {
+    // A restored copy never destroys a token object (kms/keys/recovery.cc): it finishes only
+    // once the token holds none of the DWKs, and otherwise stays DESTROYING with its intent.
+    for (const v1::WrappingKeyRef& ref : snap->row.live_wrapping_keys()) {
+      absl::StatusOr<bool> held = TokenHolds(handle, ref);
+      if (!held.ok()) return finish(held.status());
+      if (*held) {
+        std::vector<uint64_t>& deferred = recovery_.destroys_deferred;
+        if (std::find(deferred.begin(), deferred.end(), handle) == deferred.end()) {
+          deferred.push_back(handle);
+        }
+        return absl::OkStatus();
+      }
+    }
+  }
   v1::Tombstone tombstone;
   tombstone.set_dataset_handle(handle);
   for (const v1::WrappingKeyRef& ref : snap->row.live_wrapping_keys()) {
@@ -295,7 +312,10 @@ absl::Status KeyManager::FinishDestroyLocked(const EntryPtr& entry, const audit:
       return finish(
           MakeError(ErrorCode::kFailedPrecondition, "module not configured: " + ref.module()));
     }
-    absl::Status destroyed = wrapper->DestroyWrappingKey({handle, ref.version()});
+    absl::Status destroyed =
+        options_.restored_copy
+            ? MakeError(ErrorCode::kHsmKeyNotFound, "absent from the token (checked above)")
+            : wrapper->DestroyWrappingKey({handle, ref.version()});
     const ErrorCode code = ErrorCodeOf(destroyed);
     if (!destroyed.ok() && code != ErrorCode::kHsmKeyNotFound && code != ErrorCode::kKeyDestroyed) {
       return finish(destroyed);  // the intent stays; Open or the next tick resumes

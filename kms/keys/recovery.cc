@@ -1,8 +1,29 @@
 // KeyManager: start-up recovery of intents, reconciliation of token objects with key-DB rows,
 // and the clock check.
+//
+// Intents in a restored key DB (KeyManagerOptions::restored_copy; FullBackups::RestoreInto opens
+// the restored copy with the live token while the live daemon keeps serving from its own key DB,
+// whose intents it resolves itself). A restore never creates or destroys a token object, so each
+// intent a backup captured is resolved in key-DB rows only:
+//  - CREATING: the intent row is dropped. The DWK it names is left in the token: the live daemon
+//    either finished that create (the DWK is a live dataset's key) or rolls it back itself.
+//  - REWRAPPING: if the token holds the old and the new DWK, the re-wrap is finished in rows
+//    (DEKs unwrapped and wrapped again: no object changes) and, with destroy_old, the old DWK is
+//    only dropped from the dataset's live list, never destroyed. Otherwise the intent is dropped
+//    and the dataset stays under its old DWK; a version row already under the new DWK keeps that
+//    DWK listed, so a DWK the token lacks makes Reconcile mark the dataset WRAPPING_KEY_MISSING
+//    (docs/key-manager.md: a re-wrap with destroy_old outdates older backups) — never fixed by
+//    creating a key. A switched re-wrap only drops the old DWK from the live list.
+//  - DESTROYING: finished in rows (DEK rows deleted, signed tombstone, every DWK recorded as
+//    already absent) once the token holds none of the dataset's DWKs; otherwise the dataset
+//    stays DESTROYING with its intent — it serves nothing — and the live daemon destroys the
+//    DWKs (its key DB holds the same destruction), or the daemon that later serves the restored
+//    directory finishes it.
 
+#include <algorithm>
 #include <set>
 #include <utility>
+#include <vector>
 
 #include "crypto/base/status.h"
 #include "kms/keys/internal/audit_text.h"
@@ -48,6 +69,20 @@ absl::Status KeyManager::Recover() {
           return MakeError(ErrorCode::kKeyDbRowCorrupt,
                            "a CREATING intent names an existing dataset");
         }
+        if (options_.restored_copy) {
+          // The DWK may be a live dataset's by now: the token is left to the live daemon.
+          KeyDb::Batch batch(*db_);
+          batch.Delete(KeyDbTable::kIntents, DatasetRowKey(handle));
+          COFFER_RETURN_IF_ERROR(db_->Write(batch));
+          audit::AuditEvent event = internal::MakeEvent(
+              audit::v1::DATASET_CREATE, actor, handle, audit::v1::PURPOSE_UNSPECIFIED, 1,
+              audit::v1::STAGE_COMPLETED,
+              "create intent dropped from a restored key DB; the token is left unchanged");
+          event.result = ErrorCode::kCancelled;
+          COFFER_RETURN_IF_ERROR(Audit(event));
+          recovery_.creates_rolled_back.push_back(handle);
+          break;
+        }
         const v1::WrappingKeyRef& ref = intent.new_wrapping_key();
         hsm::KeyWrapper* wrapper = Module(ref.module());
         if (wrapper == nullptr) {
@@ -79,7 +114,10 @@ absl::Status KeyManager::Recover() {
         }
         COFFER_RETURN_IF_ERROR(
             FinishDestroyLocked(entry, internal::FromRow(intent.actor()), intent.audit_sequence()));
-        recovery_.destroys_completed.push_back(handle);
+        // A restored copy may leave it DESTROYING (recorded in destroys_deferred).
+        if (entry->snapshot.load()->row.state() == v1::DESTROYED) {
+          recovery_.destroys_completed.push_back(handle);
+        }
         break;
       }
       case v1::INTENT_REWRAPPING: {
@@ -87,7 +125,17 @@ absl::Status KeyManager::Recover() {
         if (entry == nullptr) {
           return MakeError(ErrorCode::kKeyDbRowCorrupt, "a REWRAPPING intent names no dataset");
         }
-        if (!intent.switched()) {
+        if (options_.restored_copy && !intent.switched()) {
+          // Rows move only while the token holds both DWKs (unwrap under the old, wrap under
+          // the new); otherwise the intent is dropped and Reconcile reports what is missing.
+          COFFER_ASSIGN_OR_RETURN(bool held_new, TokenHolds(handle, intent.new_wrapping_key()));
+          COFFER_ASSIGN_OR_RETURN(bool held_old, TokenHolds(handle, intent.old_wrapping_key()));
+          if (!held_new || !held_old) {
+            COFFER_RETURN_IF_ERROR(DropRewrapIntentLocked(entry, intent));
+            recovery_.rewraps_dropped.push_back(handle);
+            break;
+          }
+        } else if (!intent.switched()) {
           const v1::WrappingKeyRef& ref = intent.new_wrapping_key();
           hsm::KeyWrapper* wrapper = Module(ref.module());
           if (wrapper == nullptr) {
@@ -110,6 +158,53 @@ absl::Status KeyManager::Recover() {
     }
   }
   return absl::OkStatus();
+}
+
+absl::StatusOr<bool> KeyManager::TokenHolds(uint64_t handle, const v1::WrappingKeyRef& ref) const {
+  hsm::KeyWrapper* wrapper = Module(ref.module());
+  if (wrapper == nullptr) {
+    return MakeError(ErrorCode::kFailedPrecondition, "module not configured: " + ref.module());
+  }
+  COFFER_ASSIGN_OR_RETURN(std::vector<hsm::WrappingKeyId> ids, wrapper->ListWrappingKeys());
+  const hsm::WrappingKeyId id{handle, ref.version()};
+  return std::find(ids.begin(), ids.end(), id) != ids.end();
+}
+
+absl::Status KeyManager::DropRewrapIntentLocked(const EntryPtr& entry,
+                                                const v1::IntentRow& intent) {
+  const uint64_t handle = entry->handle;
+  const v1::WrappingKeyRef& new_ref = intent.new_wrapping_key();
+  {
+    std::lock_guard<std::mutex> lock(entry->mu);
+    auto next = std::make_shared<DatasetSnapshot>(*entry->snapshot.load());
+    // A version row under the new DWK (possible only if that DWK was destroyed since): keep it
+    // listed, so Reconcile marks the dataset WRAPPING_KEY_MISSING rather than hiding the loss.
+    bool under_new = false;
+    for (const auto& list : next->versions) {
+      for (const internal::VersionSnapshot& v : list) {
+        under_new |=
+            v.row.module() == new_ref.module() && v.wrapped.key.version == new_ref.version();
+      }
+    }
+    bool listed = false;
+    for (const auto& ref : next->row.live_wrapping_keys()) {
+      listed |= ref.module() == new_ref.module() && ref.version() == new_ref.version();
+    }
+    KeyDb::Batch batch(*db_);
+    if (under_new && !listed) {
+      *next->row.add_live_wrapping_keys() = new_ref;
+      COFFER_RETURN_IF_ERROR(batch.Put(KeyDbTable::kDatasets, DatasetRowKey(handle), next->row));
+    }
+    batch.Delete(KeyDbTable::kIntents, DatasetRowKey(handle));
+    COFFER_RETURN_IF_ERROR(db_->Write(batch));
+    Publish(entry, std::move(next));
+  }
+  audit::AuditEvent event = internal::MakeEvent(
+      audit::v1::KEY_REWRAP, internal::InternalActor(), handle, audit::v1::PURPOSE_UNSPECIFIED,
+      new_ref.version(), audit::v1::STAGE_COMPLETED,
+      "re-wrap intent dropped from a restored key DB: the token lacks its old or new wrapping key");
+  event.result = ErrorCode::kCancelled;
+  return Audit(event);
 }
 
 absl::Status KeyManager::Reconcile() {

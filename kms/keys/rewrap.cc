@@ -185,7 +185,10 @@ absl::Status KeyManager::ContinueRewrapLocked(const EntryPtr& entry,
       }
     }
   }
-  if (old_ref.module() != new_ref.module() || old_ref.version() != new_ref.version()) {
+  // A restored copy never destroys a token object: the old DWK is only dropped from the live
+  // list below; the live daemon's own intent destroys it (kms/keys/recovery.cc).
+  if (!options_.restored_copy &&
+      (old_ref.module() != new_ref.module() || old_ref.version() != new_ref.version())) {
     hsm::KeyWrapper* old_module = Module(old_ref.module());
     if (old_module == nullptr) {
       return MakeError(ErrorCode::kFailedPrecondition,

@@ -56,8 +56,16 @@ std::map<Request::OpCase, daemon::AdminOperationHandler> BackupOperations(
     const std::string& target = request.backup_restore().target_directory();
     if (target.empty() || target[0] != '/') {
       return MakeError(ErrorCode::kMalformedRequest,
-                       "backup_restore needs target_directory: an absolute path to a new or "
-                       "empty directory");
+                       "backup_restore needs target_directory: an absolute path that does not "
+                       "exist yet (the restore creates it, mode 0700)");
+    }
+    // The target's own problems (a symlinked parent, one others may write) are the admin's
+    // input, so their message (it names only that path) reaches the admin as MALFORMED_REQUEST;
+    // an existing target stays RESTORE_TARGET_NOT_EMPTY.
+    if (absl::Status usable = kms::FullBackups::CheckRestoreTarget(target); !usable.ok()) {
+      if (ErrorCodeOf(usable) != ErrorCode::kInvalidArgument) return usable;
+      return MakeError(ErrorCode::kMalformedRequest,
+                       "backup_restore target_directory: " + std::string(usable.message()));
     }
     kms::RestoreRequest restore;
     restore.target_directory = target;

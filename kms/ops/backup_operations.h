@@ -5,10 +5,13 @@
 // refusals; FullBackups audits backups and restores in the audit log (FULL_BACKUP,
 // FULL_RESTORE) under the calling admin.
 //
-// backup_restore writes into a new or empty absolute directory the admin names
-// (RESTORE_TARGET_NOT_EMPTY otherwise) and makes it safe to serve (kms/keys/full_backup.h); the
-// running daemon keeps serving its own state — switching over is a restart on the restored
-// directory.
+// backup_restore creates the absolute directory the admin names and restores into it
+// (kms/keys/full_backup.h): an existing path — an empty directory or a symlink included — is
+// RESTORE_TARGET_NOT_EMPTY; a parent that is a symlink, or that others may write, is
+// MALFORMED_REQUEST with a message naming the problem. The restore never changes the token
+// (intents in the restored key DB are resolved in its rows; the live daemon keeps its DWKs).
+// The running daemon keeps serving its own state — switching over is a restart on the restored
+// directory; a restore drill is the same request into a scratch directory.
 //
 // Thread safety: the handlers may run on any worker thread at once (FullBackups serialises).
 // Ownership: everything in BackupOperationDeps is borrowed and must outlive the handlers.

@@ -1,5 +1,6 @@
 #include "kms/keys/internal/backup_manifest.h"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <openssl/sha.h>
 #include <sys/stat.h>
@@ -8,6 +9,9 @@
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
+#include <string>
+#include <utility>
+#include <vector>
 
 #include "crypto/base/status.h"
 #include "kms/keys/full_backup.h"
@@ -102,7 +106,7 @@ absl::StatusOr<std::string> ReadWholeFile(const std::string& path) {
 }
 
 absl::Status WriteWholeFile(const std::string& path, std::string_view data, bool sync) {
-  int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600);
   if (fd < 0) return IoError(path, "cannot create");
   size_t done = 0;
   while (done < data.size()) {
@@ -123,6 +127,238 @@ absl::Status WriteWholeFile(const std::string& path, std::string_view data, bool
   if (::close(fd) != 0) return IoError(path, "cannot close");
   return absl::OkStatus();
 }
+
+namespace {
+
+// Writes all of `data` to `fd` and optionally syncs it; closes `fd`. `path` names it in errors.
+absl::Status WriteAndClose(int fd, const std::string& path, std::string_view data, bool sync) {
+  size_t done = 0;
+  while (done < data.size()) {
+    ssize_t n = ::write(fd, data.data() + done, data.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) {
+      absl::Status error = IoError(path, "cannot write");
+      ::close(fd);
+      return error;
+    }
+    done += static_cast<size_t>(n);
+  }
+  if (sync && ::fsync(fd) != 0) {
+    absl::Status error = IoError(path, "cannot sync");
+    ::close(fd);
+    return error;
+  }
+  if (::close(fd) != 0) return IoError(path, "cannot close");
+  return absl::OkStatus();
+}
+
+bool OneComponent(std::string_view name) {
+  return !name.empty() && name != "." && name != ".." && name.find('/') == std::string_view::npos;
+}
+
+absl::Status BadTarget(const std::string& message) {
+  return MakeError(ErrorCode::kInvalidArgument, message);
+}
+
+// The parent directory and last component of a restore target, and the parent opened
+// O_PATH|O_NOFOLLOW after the checks in the header (the caller closes `*parent_fd`).
+absl::Status OpenTargetParent(const std::string& path, int* parent_fd, std::string* name) {
+  std::string trimmed = path;
+  while (trimmed.size() > 1 && trimmed.back() == '/') trimmed.pop_back();
+  const fs::path p(trimmed);
+  *name = p.filename().string();
+  if (!OneComponent(*name)) {
+    return BadTarget("restore target " + path + " must end in a new directory's name");
+  }
+  std::string parent = p.parent_path().string();
+  if (parent.empty()) parent = ".";
+  const int fd = ::open(parent.c_str(), O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+  if (fd < 0) {
+    const int saved = errno;
+    if (saved == ELOOP || saved == ENOTDIR) {
+      struct stat st {};
+      if (::lstat(parent.c_str(), &st) == 0 && S_ISLNK(st.st_mode)) {
+        return BadTarget("the parent " + parent + " of restore target " + path +
+                         " is a symlink; name the target inside a real directory");
+      }
+      return BadTarget("the parent " + parent + " of restore target " + path +
+                       " is not a directory");
+    }
+    return BadTarget("the parent " + parent + " of restore target " + path + " cannot be opened: " +
+                     std::strerror(saved) + " (create it, owned by cofferd's user, mode 0700)");
+  }
+  struct stat st {};
+  if (::fstat(fd, &st) != 0) {
+    absl::Status error = IoError(parent, "cannot examine");
+    ::close(fd);
+    return error;
+  }
+  if (st.st_uid != 0 && st.st_uid != ::geteuid()) {
+    ::close(fd);
+    return BadTarget("the parent " + parent + " of restore target " + path + " is owned by uid " +
+                     std::to_string(st.st_uid) +
+                     ", neither root nor cofferd's; name the target inside a directory "
+                     "cofferd's user owns");
+  }
+  if ((st.st_mode & (S_IWGRP | S_IWOTH)) != 0 && (st.st_mode & S_ISVTX) == 0) {
+    ::close(fd);
+    return BadTarget("the parent " + parent + " of restore target " + path +
+                     " is writable by group or others (no sticky bit), who could swap the "
+                     "target; chmod go-w it or name the target elsewhere");
+  }
+  *parent_fd = fd;
+  return absl::OkStatus();
+}
+
+absl::Status TargetExists(const std::string& path) {
+  return MakeError(ErrorCode::kRestoreTargetNotEmpty,
+                   "restore target " + path +
+                       " already exists; a restore creates its target itself (mode 0700): "
+                       "name a path that does not exist yet");
+}
+
+absl::Status TightenAt(int dir_fd, const std::string& path) {
+  const int listing = ::dup(dir_fd);
+  if (listing < 0) return IoError(path, "cannot list");
+  DIR* dir = ::fdopendir(listing);
+  if (dir == nullptr) {
+    absl::Status error = IoError(path, "cannot list");
+    ::close(listing);
+    return error;
+  }
+  std::vector<std::string> names;
+  while (struct dirent* entry = ::readdir(dir)) {
+    const std::string_view name = entry->d_name;
+    if (name != "." && name != "..") names.emplace_back(name);
+  }
+  ::closedir(dir);
+  for (const std::string& name : names) {
+    const std::string child = JoinPath(path, name);
+    const int fd = ::openat(dir_fd, name.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0) {
+      if (errno == ELOOP) {
+        return MakeError(ErrorCode::kIoError, "unexpected symlink in a restore: " + child);
+      }
+      return IoError(child, "cannot open");
+    }
+    struct stat st {};
+    absl::Status result;
+    if (::fstat(fd, &st) != 0) {
+      result = IoError(child, "cannot examine");
+    } else if (S_ISDIR(st.st_mode)) {
+      result = TightenAt(fd, child);
+      if (result.ok() && ::fchmod(fd, 0700) != 0) result = IoError(child, "cannot chmod");
+    } else if (S_ISREG(st.st_mode)) {
+      if (::fchmod(fd, 0600) != 0) result = IoError(child, "cannot chmod");
+    } else {
+      result = MakeError(ErrorCode::kIoError, "unexpected file type in a restore: " + child);
+    }
+    ::close(fd);
+    COFFER_RETURN_IF_ERROR(result);
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status OwnedDirectory::CheckCreatable(const std::string& path) {
+  int parent = -1;
+  std::string name;
+  COFFER_RETURN_IF_ERROR(OpenTargetParent(path, &parent, &name));
+  struct stat st {};
+  const int rc = ::fstatat(parent, name.c_str(), &st, AT_SYMLINK_NOFOLLOW);
+  const int saved = errno;
+  ::close(parent);
+  if (rc == 0) return TargetExists(path);
+  if (saved != ENOENT) {
+    errno = saved;
+    return IoError(path, "cannot examine");
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<OwnedDirectory> OwnedDirectory::CreateNew(const std::string& path) {
+  int parent = -1;
+  std::string name;
+  COFFER_RETURN_IF_ERROR(OpenTargetParent(path, &parent, &name));
+  // mkdir never follows a symlink at the name: an existing one of any kind is EEXIST.
+  if (::mkdirat(parent, name.c_str(), 0700) != 0) {
+    const int saved = errno;
+    ::close(parent);
+    if (saved == EEXIST) return TargetExists(path);
+    errno = saved;
+    return IoError(path, "cannot create directory");
+  }
+  const int fd = ::openat(parent, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+  ::close(parent);
+  if (fd < 0) return IoError(path, "cannot open the new directory");
+  OwnedDirectory dir(fd, path);
+  struct stat st {};
+  if (::fstat(fd, &st) != 0) return IoError(path, "cannot examine");
+  if (st.st_uid != ::geteuid()) {
+    return MakeError(ErrorCode::kIoError,
+                     "restore target " + path + " was replaced while it was created");
+  }
+  if (::fchmod(fd, 0700) != 0) return IoError(path, "cannot chmod");
+  return dir;
+}
+
+OwnedDirectory::OwnedDirectory(OwnedDirectory&& other) noexcept
+    : fd_(std::exchange(other.fd_, -1)), path_(std::move(other.path_)) {}
+
+OwnedDirectory& OwnedDirectory::operator=(OwnedDirectory&& other) noexcept {
+  if (this != &other) {
+    if (fd_ >= 0) ::close(fd_);
+    fd_ = std::exchange(other.fd_, -1);
+    path_ = std::move(other.path_);
+  }
+  return *this;
+}
+
+OwnedDirectory::~OwnedDirectory() {
+  if (fd_ >= 0) ::close(fd_);
+}
+
+absl::StatusOr<OwnedDirectory> OwnedDirectory::MakeSubdirectory(std::string_view name) const {
+  const std::string path = JoinPath(path_, name);
+  if (!OneComponent(name)) return MakeError(ErrorCode::kInvalidArgument, "bad name " + path);
+  const std::string n(name);
+  if (::mkdirat(fd_, n.c_str(), 0700) != 0) return IoError(path, "cannot create directory");
+  const int fd = ::openat(fd_, n.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+  if (fd < 0) return IoError(path, "cannot open directory");
+  OwnedDirectory dir(fd, path);
+  if (::fchmod(fd, 0700) != 0) return IoError(path, "cannot chmod");
+  return dir;
+}
+
+absl::Status OwnedDirectory::WriteNewFile(std::string_view name, std::string_view data,
+                                          bool sync) const {
+  const std::string path = JoinPath(path_, name);
+  if (!OneComponent(name)) return MakeError(ErrorCode::kInvalidArgument, "bad name " + path);
+  const std::string n(name);
+  const int fd =
+      ::openat(fd_, n.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+  if (fd < 0) return IoError(path, "cannot create");
+  if (::fchmod(fd, 0600) != 0) {
+    absl::Status error = IoError(path, "cannot chmod");
+    ::close(fd);
+    return error;
+  }
+  return WriteAndClose(fd, path, data, sync);
+}
+
+absl::Status OwnedDirectory::RemoveFile(std::string_view name) const {
+  const std::string n(name);
+  if (::unlinkat(fd_, n.c_str(), 0) != 0) return IoError(JoinPath(path_, name), "cannot remove");
+  return absl::OkStatus();
+}
+
+absl::Status OwnedDirectory::Sync() const {
+  if (::fsync(fd_) != 0) return IoError(path_, "cannot sync directory");
+  return absl::OkStatus();
+}
+
+absl::Status OwnedDirectory::Tighten() const { return TightenAt(fd_, path_); }
 
 absl::Status SyncDirectory(const std::string& path) {
   int fd = ::open(path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -160,10 +396,6 @@ absl::Status RemoveTree(const std::string& path) {
   fs::remove_all(path, ec);
   if (ec) return MakeError(ErrorCode::kIoError, "cannot remove " + path + ": " + ec.message());
   return absl::OkStatus();
-}
-
-bool NonEmpty(const std::string& path, std::error_code& ec) {
-  return fs::exists(path, ec) && !fs::is_empty(path, ec);
 }
 
 std::string EncodeManifest(const Manifest& manifest) {

@@ -11,6 +11,7 @@
 #include <string>
 #include <string_view>
 #include <system_error>
+#include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -48,6 +49,7 @@ std::string Sha256Hex(std::string_view data);
 
 absl::StatusOr<std::string> ReadWholeFile(const std::string& path);
 
+// Creates or replaces `path` (mode 0600 when created); never follows a symlink at `path`.
 absl::Status WriteWholeFile(const std::string& path, std::string_view data, bool sync);
 
 absl::Status SyncDirectory(const std::string& path);
@@ -59,7 +61,42 @@ absl::StatusOr<std::vector<std::string>> RegularFiles(const std::string& directo
 
 absl::Status RemoveTree(const std::string& path);
 
-bool NonEmpty(const std::string& path, std::error_code& ec);
+// A directory this process created and holds open (a restore's target): every entry in it is
+// made relative to its descriptor with O_EXCL|O_NOFOLLOW — never through a path a symlink could
+// redirect — directories mode 0700, files 0600. Move-only; closes its descriptor when destroyed.
+//
+// CheckCreatable / CreateNew refuse, creating nothing: a path whose last component is empty,
+// "." or ".." (INVALID_ARGUMENT); a parent that is missing, not a directory, a symlink, owned by
+// another uid than root or this process's, or writable by group or others without the sticky
+// bit (INVALID_ARGUMENT: others could swap the new directory for a symlink); a path that exists,
+// of any type, an empty directory or a dangling symlink included (RESTORE_TARGET_NOT_EMPTY).
+// Other code may then use the path (RocksDB does): only this uid can change what it names.
+class OwnedDirectory {
+ public:
+  static absl::Status CheckCreatable(const std::string& path);
+  static absl::StatusOr<OwnedDirectory> CreateNew(const std::string& path);
+  OwnedDirectory(OwnedDirectory&& other) noexcept;
+  OwnedDirectory& operator=(OwnedDirectory&& other) noexcept;
+  OwnedDirectory(const OwnedDirectory&) = delete;
+  OwnedDirectory& operator=(const OwnedDirectory&) = delete;
+  ~OwnedDirectory();
+
+  const std::string& path() const { return path_; }
+  // A new sub-directory `name` (one path component), mode 0700.
+  absl::StatusOr<OwnedDirectory> MakeSubdirectory(std::string_view name) const;
+  // A new file `name` (one path component) holding `data`, mode 0600.
+  absl::Status WriteNewFile(std::string_view name, std::string_view data, bool sync) const;
+  absl::Status RemoveFile(std::string_view name) const;
+  absl::Status Sync() const;
+  // Sets every directory below to 0700 and every regular file to 0600 (files other code created
+  // under its own umask); anything else found (a symlink, a socket) is IO_ERROR.
+  absl::Status Tighten() const;
+
+ private:
+  OwnedDirectory(int fd, std::string path) : fd_(fd), path_(std::move(path)) {}
+  int fd_ = -1;
+  std::string path_;
+};
 
 std::string EncodeManifest(const Manifest& manifest);
 

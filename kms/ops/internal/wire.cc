@@ -117,7 +117,8 @@ std::string_view FixedText(ErrorCode code) {
     case ErrorCode::kBackupCorrupt:
       return "the backup failed verification; do not restore from it";
     case ErrorCode::kRestoreTargetNotEmpty:
-      return "a restore writes only into a new or empty directory";
+      return "a restore creates its target directory itself: name a path that does not exist "
+             "yet (not even as an empty directory or a symlink)";
     case ErrorCode::kRestoreIncomplete:
       return "that directory holds an unfinished restore; delete it and restore again";
     case ErrorCode::kReplaySourceStale:

@@ -1046,6 +1046,29 @@ TEST_F(CofferdStartupTest, RefusesTokenStorageInsideTheDataDirectory) {
   EXPECT_NE(log.find("lies inside data_directory"), std::string::npos) << log;
 }
 
+// Trust boundary, item 6: the state directory itself (sockets, the audit public key and every
+// store live in it) must be the daemon's and writable by nobody else.
+TEST_F(CofferdStartupTest, RefusesAStateDirectoryOthersCanWrite) {
+  ASSERT_EQ(chmod(state_->dir().c_str(), 0777), 0);
+  auto [code, log] = state_->RunToExit({state_->UserArg()});
+  EXPECT_EQ(code, 1);
+  EXPECT_NE(log.find("state_directory " + state_->dir() + " is writable by group or others"),
+            std::string::npos)
+      << log;
+  EXPECT_NE(log.find("chmod go-w " + state_->dir()), std::string::npos) << log;
+  EXPECT_FALSE(fs::exists(state_->dir() + "/keys"));  // refused before anything was opened
+}
+
+TEST_F(CofferdStartupTest, RefusesAStateDirectoryOwnedByAnotherUid) {
+  if (geteuid() != 0) GTEST_SKIP() << "needs root to give the directory away";
+  ASSERT_EQ(chown(state_->dir().c_str(), 1, 1), 0);
+  auto [code, log] = state_->RunToExit({state_->UserArg()});
+  EXPECT_EQ(code, 1);
+  EXPECT_NE(log.find("state_directory " + state_->dir() + " is owned by uid 1"), std::string::npos)
+      << log;
+  EXPECT_NE(log.find("Fix: chown"), std::string::npos) << log;
+}
+
 TEST_F(CofferdStartupTest, RefusesAMissingTokenWithAHint) {
   auto [code, log] = state_->RunToExit({state_->UserArg(), "--token-label", "nosuchtoken"});
   EXPECT_EQ(code, 1);

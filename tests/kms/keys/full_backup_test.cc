@@ -5,12 +5,14 @@
 
 #include "kms/keys/full_backup.h"
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <filesystem>
 #include <fstream>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -127,6 +129,7 @@ class FullBackupTest : public ::testing::Test {
     counter_ = std::make_unique<StoreDataCounter>(db_.get());
     KeyManagerOptions options = ManagerOptions(key_db);
     options.data_counter = counter_.get();
+    options.crash_point = crash_point_;
     auto manager = KeyManager::Open(std::move(options));
     ASSERT_TRUE(manager.ok()) << manager.status();
     manager_ = *std::move(manager);
@@ -188,6 +191,17 @@ class FullBackupTest : public ::testing::Test {
     return out;
   }
 
+  // Every DWK the suite's token holds now.
+  std::vector<hsm::WrappingKeyId> TokenKeys() {
+    auto ids = suite_.client->wrapping_keys().ListWrappingKeys();
+    EXPECT_TRUE(ids.ok()) << ids.status();
+    return ids.value_or(std::vector<hsm::WrappingKeyId>{});
+  }
+
+  static bool Holds(const std::vector<hsm::WrappingKeyId>& ids, uint64_t handle, uint32_t version) {
+    return std::find(ids.begin(), ids.end(), hsm::WrappingKeyId{handle, version}) != ids.end();
+  }
+
   static inline testing::SuiteToken suite_;
   static inline std::string public_key_pem_;
 
@@ -205,6 +219,9 @@ class FullBackupTest : public ::testing::Test {
   std::unique_ptr<storage::RecordStore> records_;
   std::unique_ptr<storage::AttachmentStore> attachments_;
   std::unique_ptr<storage::RecycleBin> bin_;
+  // The live key manager's crash-point seam (KeyManagerOptions::crash_point, test-only): the
+  // intent tests take a backup from inside an operation with it.
+  CrashPoint crash_point_;
 };
 
 TEST_F(FullBackupTest, APurgeAfterTheBackupStaysPurgedWhenBothLiveDbsAreLostAndRestored) {
@@ -454,6 +471,216 @@ TEST_F(FullBackupTest, TheBackupBoundaryWaitsForPurgesInFlight) {
   ASSERT_TRUE(journal_->WillPurge(item).ok());
   EXPECT_GE(log_->stats().next_sequence - 1, boundary);  // a later purge is replayed
   journal_->PurgeWritten(item);
+}
+
+// Trust boundary, item 5: a backup taken while a dataset was being created holds its CREATING
+// intent. Restoring it must not roll that create back in the token: by then the DWK is a live
+// dataset's key, and destroying it would shred live data.
+TEST_F(FullBackupTest, ACreatingIntentInABackupLeavesTheLiveDatasetsWrappingKeyAlone) {
+  uint64_t other = Create("crm/existing");
+  ASSERT_TRUE(records_->Put(other, "o-1", "other").ok());
+  CloseInstance();
+  std::optional<FullBackupInfo> backup;
+  crash_point_ = [&](std::string_view step) {
+    if (step != "create.wrapping_key" || backup.has_value()) return;
+    auto made = backups_->Create(Sources(), TestAdmin());
+    ASSERT_TRUE(made.ok()) << made.status();
+    backup = *made;
+  };
+  OpenInstance(data_path_, key_db_path_);
+  const uint64_t handle = Create("crm/being-created");
+  ASSERT_TRUE(backup.has_value());
+  for (int i = 0; i < 5; ++i) {
+    ASSERT_TRUE(records_->Put(handle, "r-" + std::to_string(i), "live " + std::to_string(i)).ok());
+  }
+  CloseInstance();
+  crash_point_ = nullptr;
+  const std::vector<hsm::WrappingKeyId> before = TokenKeys();
+  ASSERT_TRUE(Holds(before, handle, 1));
+
+  const std::string target = dir_.Sub("restored");
+  auto report = backups_->RestoreInto(backup->id, Request(target));
+  ASSERT_TRUE(report.ok()) << report.status();
+  EXPECT_EQ(report->intents_resolved, 1u);
+  EXPECT_EQ(TokenKeys(), before);  // nothing created, nothing destroyed
+
+  // The live dataset still decrypts, through a fresh key manager (no cached key): an unwrap
+  // under its DWK in the token.
+  OpenInstance(data_path_, key_db_path_);
+  for (int i = 0; i < 5; ++i) {
+    auto got = records_->Get(handle, "r-" + std::to_string(i));
+    ASSERT_TRUE(got.ok()) << i << ": " << got.status();
+    EXPECT_EQ(*got, "live " + std::to_string(i));
+  }
+  EXPECT_TRUE(manager_->recovery_report().missing_wrapping_keys.empty());
+  CloseInstance();
+
+  // The restored copy never had the dataset, and keeps no intent: a later open has nothing to do.
+  OpenInstance(target + "/" + kRestoredDataDir, target + "/" + kRestoredKeyDbDir);
+  EXPECT_EQ(ErrorCodeOf(manager_->DescribeDataset(handle).status()), ErrorCode::kDatasetNotFound);
+  EXPECT_TRUE(manager_->recovery_report().creates_rolled_back.empty());
+  EXPECT_EQ(*records_->Get(other, "o-1"), "other");
+}
+
+// Trust boundary, item 5: REWRAPPING intents in a backup. Dataset A was re-wrapped v1 -> v2
+// (keeping v1), then v2 -> v3 destroying v2, so the token holds v1 and v3 but never v2 again;
+// the backup caught the first re-wrap before it made v2. Dataset B was re-wrapped v1 -> v2; its
+// backup caught that intent too. Neither restore creates or destroys a token object: A's copy
+// drops the intent and stays under v1 (the code before this fix created v2 again), B's finishes
+// the re-wrap in rows under the v2 the live re-wrap made.
+TEST_F(FullBackupTest, ARewrappingIntentInABackupChangesNoTokenObject) {
+  const uint64_t a = Create("crm/rewrap-a");
+  const uint64_t b = Create("crm/rewrap-b");
+  for (int i = 0; i < 5; ++i) {
+    ASSERT_TRUE(records_->Put(a, "r-" + std::to_string(i), "a " + std::to_string(i)).ok());
+    ASSERT_TRUE(records_->Put(b, "r-" + std::to_string(i), "b " + std::to_string(i)).ok());
+  }
+  CloseInstance();
+  std::map<uint64_t, FullBackupInfo> backups;
+  uint64_t rewrapping = 0;
+  crash_point_ = [&](std::string_view step) {
+    if (step != "rewrap.intent" || backups.contains(rewrapping)) return;
+    auto made = backups_->Create(Sources(), TestAdmin());
+    ASSERT_TRUE(made.ok()) << made.status();
+    backups[rewrapping] = *made;
+  };
+  OpenInstance(data_path_, key_db_path_);
+  rewrapping = a;
+  ASSERT_TRUE(manager_->Rewrap(a, "", /*destroy_old=*/false, TestAdmin()).ok());
+  ASSERT_TRUE(manager_->Rewrap(a, "", /*destroy_old=*/true, TestAdmin()).ok());
+  rewrapping = b;
+  ASSERT_TRUE(manager_->Rewrap(b, "", /*destroy_old=*/false, TestAdmin()).ok());
+  ASSERT_EQ(backups.size(), 2u);
+  CloseInstance();
+  crash_point_ = nullptr;
+  const std::vector<hsm::WrappingKeyId> before = TokenKeys();
+  ASSERT_TRUE(Holds(before, a, 1));
+  ASSERT_FALSE(Holds(before, a, 2));
+  ASSERT_TRUE(Holds(before, a, 3));
+  ASSERT_TRUE(Holds(before, b, 1));
+  ASSERT_TRUE(Holds(before, b, 2));
+
+  for (const auto& [handle, backup] : backups) {
+    SCOPED_TRACE(handle == a ? "dataset A" : "dataset B");
+    const std::string target = dir_.Sub("restored-" + std::to_string(handle));
+    auto report = backups_->RestoreInto(backup.id, Request(target));
+    ASSERT_TRUE(report.ok()) << report.status();
+    EXPECT_EQ(report->intents_resolved, 1u);
+    EXPECT_EQ(TokenKeys(), before);  // the token's object count and ids are unchanged
+
+    OpenInstance(target + "/" + kRestoredDataDir, target + "/" + kRestoredKeyDbDir);
+    auto info = manager_->DescribeDataset(handle);
+    ASSERT_TRUE(info.ok()) << info.status();
+    EXPECT_FALSE(info->wrapping_key_missing);
+    EXPECT_EQ(info->current_wrapping_key.version, handle == a ? 1u : 2u);
+    const char* prefix = handle == a ? "a " : "b ";
+    for (int i = 0; i < 5; ++i) {
+      auto got = records_->Get(handle, "r-" + std::to_string(i));
+      ASSERT_TRUE(got.ok()) << i << ": " << got.status();
+      EXPECT_EQ(*got, prefix + std::to_string(i));
+    }
+    EXPECT_TRUE(manager_->recovery_report().rewraps_completed.empty());  // nothing left to do
+    CloseInstance();
+  }
+}
+
+// Trust boundary, item 5: a backup taken while a destruction was under way holds its DESTROYING
+// intent, and the live log holds the destruction's REQUESTED entry. Here the live system
+// "crashed" right after the intent (the crash point throws), so the token still holds the DWK
+// when the restore runs: the restore leaves it there and the dataset DESTROYING in the copy;
+// the live key manager's own recovery destroys it when it opens again.
+TEST_F(FullBackupTest, ADestroyingIntentInABackupDestroysNothingInTheToken) {
+  struct Crashed {};
+  const uint64_t doomed = Create("crm/doomed");
+  ASSERT_TRUE(records_->Put(doomed, "d-1", "doomed").ok());
+  ASSERT_TRUE(manager_->Disable(doomed, TestAdmin()).ok());
+  ASSERT_TRUE(manager_->ScheduleDestruction(doomed, TestAdmin()).ok());
+  CloseInstance();
+  std::optional<FullBackupInfo> backup;
+  crash_point_ = [&](std::string_view step) {
+    if (step != "destroy.intent") return;
+    auto made = backups_->Create(Sources(), TestAdmin());
+    ASSERT_TRUE(made.ok()) << made.status();
+    backup = *made;
+    throw Crashed{};  // the live system stops here, its DWK still in the token
+  };
+  OpenInstance(data_path_, key_db_path_);
+  clock_.Advance(std::chrono::seconds(31 * kDay));
+  EXPECT_THROW(manager_->RunDueWork().IgnoreError(), Crashed);
+  ASSERT_TRUE(backup.has_value());
+  CloseInstance();
+  crash_point_ = nullptr;
+  const std::vector<hsm::WrappingKeyId> before = TokenKeys();
+  ASSERT_TRUE(Holds(before, doomed, 1));
+
+  auto report = backups_->RestoreInto(backup->id, Request(dir_.Sub("restored")));
+  ASSERT_TRUE(report.ok()) << report.status();
+  EXPECT_EQ(report->destructions_deferred, std::vector<uint64_t>{doomed});
+  EXPECT_TRUE(report->datasets_destroyed.empty());
+  EXPECT_EQ(TokenKeys(), before);
+
+  // The live system's own recovery finishes its destruction.
+  OpenInstance(data_path_, key_db_path_);
+  EXPECT_EQ(manager_->recovery_report().destroys_completed, std::vector<uint64_t>{doomed});
+  EXPECT_FALSE(Holds(TokenKeys(), doomed, 1));
+  EXPECT_EQ(ErrorCodeOf(records_->Get(doomed, "d-1").status()), ErrorCode::kKeyDestroyed);
+}
+
+// Trust boundary, item 6: the restore creates its target itself and never writes through a
+// path someone else prepared.
+TEST_F(FullBackupTest, TheRestoreCreatesItsTargetAndNeverWritesThroughASymlink) {
+  const uint64_t handle = Create("crm/target");
+  ASSERT_TRUE(records_->Put(handle, "t-1", "target").ok());
+  auto backup = backups_->Create(Sources(), TestAdmin());
+  ASSERT_TRUE(backup.ok()) << backup.status();
+  CloseInstance();
+  auto code = [&](const std::string& target) {
+    return ErrorCodeOf(backups_->RestoreInto(backup->id, Request(target)).status());
+  };
+
+  const std::string empty = dir_.Sub("empty");
+  ASSERT_TRUE(fs::create_directory(empty));
+  EXPECT_EQ(code(empty), ErrorCode::kRestoreTargetNotEmpty);  // exists, though empty
+  EXPECT_TRUE(fs::is_empty(empty));
+
+  const std::string victim = dir_.Sub("victim");
+  ASSERT_TRUE(fs::create_directory(victim));
+  fs::create_directory_symlink(victim, dir_.Sub("link"));
+  EXPECT_EQ(code(dir_.Sub("link")), ErrorCode::kRestoreTargetNotEmpty);
+  fs::create_directory_symlink(dir_.Sub("nowhere"), dir_.Sub("dangling"));
+  EXPECT_EQ(code(dir_.Sub("dangling")), ErrorCode::kRestoreTargetNotEmpty);
+  EXPECT_FALSE(fs::exists(dir_.Sub("nowhere")));
+  fs::create_directory_symlink(victim, dir_.Sub("parent-link"));
+  EXPECT_EQ(code(dir_.Sub("parent-link") + "/restored"), ErrorCode::kInvalidArgument);
+  EXPECT_TRUE(fs::is_empty(victim));  // nothing written through any of the links
+
+  const std::string shared = dir_.Sub("shared");  // others may rename entries in it
+  ASSERT_TRUE(fs::create_directory(shared));
+  fs::permissions(shared, fs::perms::all);
+  EXPECT_EQ(code(shared + "/restored"), ErrorCode::kInvalidArgument);
+  EXPECT_TRUE(fs::is_empty(shared));
+  EXPECT_EQ(code(dir_.Sub("missing-parent") + "/restored"), ErrorCode::kInvalidArgument);
+
+  // The restore: every directory 0700, every file 0600 (RocksDB's under the test's umask too).
+  const std::string target = dir_.Sub("restored");
+  auto report = backups_->RestoreInto(backup->id, Request(target));
+  ASSERT_TRUE(report.ok()) << report.status();
+  EXPECT_EQ(fs::status(target).permissions(), fs::perms::owner_all);
+  size_t files = 0;
+  for (const auto& entry : fs::recursive_directory_iterator(target)) {
+    const fs::file_status status = entry.symlink_status();
+    ASSERT_FALSE(fs::is_symlink(status)) << entry.path();
+    if (fs::is_directory(status)) {
+      EXPECT_EQ(status.permissions(), fs::perms::owner_all) << entry.path();
+    } else {
+      ASSERT_TRUE(fs::is_regular_file(status)) << entry.path();
+      EXPECT_EQ(status.permissions(), fs::perms::owner_read | fs::perms::owner_write)
+          << entry.path();
+      ++files;
+    }
+  }
+  EXPECT_GT(files, 3u);
+  EXPECT_EQ(code(target), ErrorCode::kRestoreTargetNotEmpty);
 }
 
 // Progress (crypto/base/progress.h): each operation reports its documented phases, in order, each

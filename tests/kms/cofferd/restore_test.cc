@@ -1,0 +1,388 @@
+// Full-backup restores through a running cofferd (trust boundary issue, items 5 and 6): the
+// restore is asked of test-cofferd over its admin socket with keyctl, on a real SoftHSM2 token,
+// and checked against that token afterwards.
+//
+//  - A restore never changes the token. Backups that captured a CREATING or a REWRAPPING intent
+//    are needed; a running daemon cannot be stopped mid-create on demand, so the test stops it,
+//    opens the very same state in this process with the daemon's own parts (HsmClient, audit log
+//    on the token's keys, RocksDB key and data DBs, FullBackups) and takes each backup from inside
+//    the operation through KeyManagerOptions::crash_point (a test-only seam: the daemon never
+//    sets it). The daemon is then started again and restores those backups itself.
+//  - The restore target is created by the daemon, never through a path prepared for it.
+//  - The audit public key is published without following a symlink.
+//
+// Run as root, the daemon runs as `nobody`; files this process writes are given back to it.
+
+#include <pwd.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "crypto/base/clock.h"
+#include "crypto/base/status.h"
+#include "gtest/gtest.h"
+#include "hsm/hsm_client.h"
+#include "kms/audit/audit_log.h"
+#include "kms/cofferd/daemon.h"
+#include "kms/config/config.h"
+#include "kms/keys/audited_purge_journal.h"
+#include "kms/keys/full_backup.h"
+#include "kms/keys/hsm_adapters.h"
+#include "kms/keys/key_manager.h"
+#include "kms/keys/storage_bridge.h"
+#include "storage/data_db.h"
+#include "storage/record_store.h"
+#include "tests/kms/cofferd/cofferd_harness.h"
+#include "tests/testing/process.h"
+
+namespace coffer {
+namespace {
+
+namespace fs = std::filesystem;
+using ::coffer::testing::Cofferd;
+using ::coffer::testing::CofferdOptions;
+using ::coffer::testing::Keyctl;
+using ::coffer::testing::KeyctlResult;
+using ::coffer::testing::ReadWholeFile;
+using ::coffer::testing::RunShell;
+
+// The daemon's clock (a controlled one stands still until the test advances it), for the parts
+// this process opens on its state.
+class DaemonClock final : public Clock {
+ public:
+  explicit DaemonClock(const Cofferd* daemon) : daemon_(daemon) {}
+  std::chrono::system_clock::time_point Now() const override { return daemon_->Now(); }
+
+ private:
+  const Cofferd* daemon_;
+};
+
+kms::audit::AuditActor TestActor() {
+  kms::audit::AuditActor actor;
+  actor.uid = static_cast<uint32_t>(geteuid());
+  actor.pid = static_cast<uint32_t>(getpid());
+  actor.socket = kms::audit::v1::SOCKET_ADMIN;
+  return actor;
+}
+
+// A stopped daemon's state opened in this process, part by part as kms/cofferd/daemon.cc opens
+// it: the token (its configuration and PIN from the directory), the audit log, the data DB, the
+// key manager (module "primary") and the backups.
+class OpenedState {
+ public:
+  static std::unique_ptr<OpenedState> Open(const Cofferd& daemon, kms::CrashPoint crash_point) {
+    auto s = std::unique_ptr<OpenedState>(new OpenedState(&daemon));
+    const std::string dir = daemon.dir();
+    setenv("SOFTHSM2_CONF", (dir + "/hsm/softhsm2.conf").c_str(), 1);
+    std::string pin = ReadWholeFile(dir + "/hsm/user.pin");
+    while (!pin.empty() && (pin.back() == '\n' || pin.back() == '\r')) pin.pop_back();
+    setenv("COFFER_RESTORE_TEST_PIN", pin.c_str(), 1);
+    hsm::HsmOptions hsm_options;
+    hsm_options.module_path = std::string(daemon::kDefaultHsmModulePath);
+    hsm_options.token_label = "coffer";
+    hsm_options.pin = hsm::PinSource::FromEnvironment("COFFER_RESTORE_TEST_PIN");
+    auto hsm = hsm::HsmClient::Open(hsm_options);
+    unsetenv("COFFER_RESTORE_TEST_PIN");
+    EXPECT_TRUE(hsm.ok()) << hsm.status();
+    if (!hsm.ok()) return nullptr;
+    s->hsm_ = *std::move(hsm);
+    s->signer_ = std::make_unique<kms::HsmCheckpointSigner>(s->hsm_->signer());
+
+    kms::audit::AuditLogOptions audit_options;
+    audit_options.directory = dir + "/audit";
+    audit_options.signer = s->signer_.get();
+    audit_options.epoch_keys = kms::HsmEpochKeyProvider(s->hsm_->row_authenticator());
+    audit_options.clock = &s->clock_;
+    auto log = kms::audit::AuditLog::Open(std::move(audit_options));
+    EXPECT_TRUE(log.ok()) << log.status();
+    if (!log.ok()) return nullptr;
+    s->log_ = *std::move(log);
+    s->journal_ = std::make_unique<kms::AuditPurgeJournal>(s->log_.get(), TestActor());
+
+    auto db = storage::DataDb::Open(dir + "/data", storage::DataDbOptions{});
+    EXPECT_TRUE(db.ok()) << db.status();
+    if (!db.ok()) return nullptr;
+    s->db_ = *std::move(db);
+    s->counter_ = std::make_unique<kms::StoreDataCounter>(s->db_.get());
+
+    kms::KeyManagerOptions options;
+    options.key_db_directory = dir + "/keys";
+    options.modules = {{cofferd::kPrimaryModuleName, &s->hsm_->wrapping_keys()}};
+    options.default_module = cofferd::kPrimaryModuleName;
+    options.row_authenticator = &s->hsm_->row_authenticator();
+    options.signer = &s->hsm_->signer();
+    options.audit_log = s->log_.get();
+    options.data_counter = s->counter_.get();
+    options.clock = &s->clock_;
+    options.crash_point = std::move(crash_point);
+    auto manager = kms::KeyManager::Open(std::move(options));
+    EXPECT_TRUE(manager.ok()) << manager.status();
+    if (!manager.ok()) return nullptr;
+    s->manager_ = *std::move(manager);
+    s->policies_ = std::make_unique<kms::KeyManagerPolicySource>(s->manager_.get());
+    s->records_ = std::make_unique<storage::RecordStore>(s->db_.get(), s->manager_.get(),
+                                                         s->policies_.get(), &s->clock_);
+
+    kms::FullBackupOptions backup_options;
+    backup_options.directory = dir + "/backups";
+    backup_options.clock = &s->clock_;
+    auto backups = kms::FullBackups::Open(backup_options);
+    EXPECT_TRUE(backups.ok()) << backups.status();
+    if (!backups.ok()) return nullptr;
+    s->backups_ = *std::move(backups);
+    return s;
+  }
+
+  ~OpenedState() {
+    backups_.reset();
+    records_.reset();
+    policies_.reset();
+    manager_.reset();
+    counter_.reset();
+    db_.reset();
+    journal_.reset();
+    if (log_) {
+      EXPECT_TRUE(log_->Close().ok());
+    }
+    log_.reset();
+    signer_.reset();
+    if (hsm_) {
+      EXPECT_TRUE(hsm_->Close().ok());
+    }
+  }
+
+  // A full backup of the state now, as the daemon's backup_create makes it.
+  absl::StatusOr<kms::FullBackupInfo> Backup() {
+    kms::FullBackupSources sources{db_.get(), manager_.get(), log_.get(), daemon_->dir() + "/audit",
+                                   journal_.get()};
+    return backups_->Create(sources, TestActor());
+  }
+
+  std::vector<hsm::WrappingKeyId> TokenKeys() {
+    auto ids = hsm_->wrapping_keys().ListWrappingKeys();
+    EXPECT_TRUE(ids.ok()) << ids.status();
+    return ids.value_or(std::vector<hsm::WrappingKeyId>{});
+  }
+
+  kms::KeyManager& keys() { return *manager_; }
+  storage::RecordStore& records() { return *records_; }
+
+ private:
+  explicit OpenedState(const Cofferd* daemon) : daemon_(daemon), clock_(daemon) {}
+
+  const Cofferd* daemon_;
+  DaemonClock clock_;
+  std::unique_ptr<hsm::HsmClient> hsm_;
+  std::unique_ptr<kms::HsmCheckpointSigner> signer_;
+  std::unique_ptr<kms::audit::AuditLog> log_;
+  std::unique_ptr<kms::AuditPurgeJournal> journal_;
+  std::unique_ptr<storage::DataDb> db_;
+  std::unique_ptr<kms::StoreDataCounter> counter_;
+  std::unique_ptr<kms::KeyManager> manager_;
+  std::unique_ptr<kms::KeyManagerPolicySource> policies_;
+  std::unique_ptr<storage::RecordStore> records_;
+  std::unique_ptr<kms::FullBackups> backups_;
+};
+
+bool Holds(const std::vector<hsm::WrappingKeyId>& ids, uint64_t handle, uint32_t version) {
+  return std::find(ids.begin(), ids.end(), hsm::WrappingKeyId{handle, version}) != ids.end();
+}
+
+// The daemon's uid (nobody when run as root).
+uid_t DaemonUid(const Cofferd& daemon) {
+  if (!daemon.as_root()) return geteuid();
+  passwd* nobody = getpwnam("nobody");
+  return nobody == nullptr ? 0 : nobody->pw_uid;
+}
+
+// Gives everything under the directory back to the daemon's user (files this process wrote).
+void GiveBack(const Cofferd& daemon) {
+  if (!daemon.as_root()) return;
+  ASSERT_EQ(RunShell("chown -R " + std::to_string(DaemonUid(daemon)) + ":" +
+                     std::to_string(daemon.daemon_gid()) + " " + daemon.dir()),
+            0);
+}
+
+std::string Joined(const KeyctlResult& r) { return r.out + "\n" + r.err; }
+
+// Item 5: backups that captured a CREATING and a REWRAPPING intent, restored by the running
+// daemon. The code before this fix destroyed crm/created's live DWK (its data no longer
+// decrypts) and created crm/rewrapped's DWK v2 again after the live system had destroyed it.
+TEST(CofferdRestoreTest, RestoringIntentsCapturedByABackupNeverChangesTheToken) {
+  CofferdOptions options;
+  options.name = "cofferd-restore";
+  auto daemon = Cofferd::Create(std::move(options));  // the daemon makes its state, then stops
+  ASSERT_NE(daemon, nullptr);
+  ASSERT_TRUE(daemon->Stop()) << daemon->Logs();
+
+  std::map<std::string, uint32_t> backup_of;  // "create" / "rewrap" -> backup id
+  std::string taking;                         // which backup the next crash point takes
+  uint64_t created = 0;
+  uint64_t rewrapped = 0;
+  std::vector<hsm::WrappingKeyId> before;
+  {
+    OpenedState* opened = nullptr;
+    auto state = OpenedState::Open(*daemon, [&](std::string_view step) {
+      const bool wanted = (taking == "create" && step == "create.wrapping_key") ||
+                          (taking == "rewrap" && step == "rewrap.intent");
+      if (!wanted || backup_of.contains(taking)) return;
+      auto backup = opened->Backup();
+      ASSERT_TRUE(backup.ok()) << backup.status();
+      backup_of[taking] = backup->id;
+    });
+    ASSERT_NE(state, nullptr);
+    opened = state.get();
+    auto other = state->keys().CreateDataset("crm/rewrapped", std::nullopt, TestActor());
+    ASSERT_TRUE(other.ok()) << other.status();
+    rewrapped = *other;
+    taking = "create";
+    auto made = state->keys().CreateDataset("crm/created", std::nullopt, TestActor());
+    ASSERT_TRUE(made.ok()) << made.status();
+    created = *made;
+    for (int i = 0; i < 5; ++i) {
+      const std::string id = "r-" + std::to_string(i);
+      ASSERT_TRUE(state->records().Put(created, id, "created " + id).ok());
+      ASSERT_TRUE(state->records().Put(rewrapped, id, "rewrapped " + id).ok());
+    }
+    // v1 -> v2 keeping v1 (the backup catches this intent before v2 exists), then v2 -> v3
+    // destroying v2: the token holds v1 and v3, and v2 must never come back.
+    taking = "rewrap";
+    ASSERT_TRUE(state->keys().Rewrap(rewrapped, "", /*destroy_old=*/false, TestActor()).ok());
+    ASSERT_TRUE(state->keys().Rewrap(rewrapped, "", /*destroy_old=*/true, TestActor()).ok());
+    ASSERT_EQ(backup_of.size(), 2u);
+    before = state->TokenKeys();
+    ASSERT_TRUE(Holds(before, created, 1));
+    ASSERT_TRUE(Holds(before, rewrapped, 1));
+    ASSERT_FALSE(Holds(before, rewrapped, 2));
+    ASSERT_TRUE(Holds(before, rewrapped, 3));
+  }
+  GiveBack(*daemon);
+
+  ASSERT_TRUE(daemon->Start());
+  for (const auto& [what, id] : backup_of) {
+    const std::string target = daemon->dir() + "/restored-" + what;
+    KeyctlResult restored = Keyctl(
+        daemon->admin_socket(), "backup restore " + std::to_string(id) + " " + target + " --json");
+    ASSERT_EQ(restored.exit_code, 0) << Joined(restored) << daemon->Logs();
+    EXPECT_TRUE(fs::is_directory(target + "/keys"));
+  }
+  ASSERT_TRUE(daemon->Stop()) << daemon->Logs();
+
+  // The token is what it was, and the live datasets decrypt through a fresh key manager (no
+  // cached key: every record needs an unwrap under its DWK in the token).
+  {
+    auto state = OpenedState::Open(*daemon, {});
+    ASSERT_NE(state, nullptr);
+    EXPECT_EQ(state->TokenKeys(), before);
+    EXPECT_TRUE(state->keys().recovery_report().missing_wrapping_keys.empty());
+    for (int i = 0; i < 5; ++i) {
+      const std::string id = "r-" + std::to_string(i);
+      auto got = state->records().Get(created, id);
+      ASSERT_TRUE(got.ok()) << id << ": " << got.status();
+      EXPECT_EQ(*got, "created " + id);
+      got = state->records().Get(rewrapped, id);
+      ASSERT_TRUE(got.ok()) << id << ": " << got.status();
+      EXPECT_EQ(*got, "rewrapped " + id);
+    }
+  }
+  GiveBack(*daemon);
+  // The daemon still starts on its state after all this.
+  ASSERT_TRUE(daemon->Start());
+  ASSERT_TRUE(daemon->Stop()) << daemon->Logs();
+}
+
+// Item 6: the daemon creates the restore target itself. An existing directory, a symlink to one
+// and a target under a symlinked parent are refused and nothing is written through them; the
+// restored tree is the daemon's, directories 0700 and files 0600.
+TEST(CofferdRestoreTest, TheDaemonCreatesTheRestoreTargetAndNeverWritesThroughASymlink) {
+  CofferdOptions options;
+  options.name = "cofferd-restore-target";
+  options.prepare = [](const std::string& dir) {
+    fs::create_directory(dir + "/existing");
+    fs::create_directory(dir + "/victim");
+    fs::create_directory_symlink(dir + "/victim", dir + "/link");
+    fs::create_directory_symlink(dir + "/victim", dir + "/parent-link");
+  };
+  auto daemon = Cofferd::Create(std::move(options));
+  ASSERT_NE(daemon, nullptr);
+  KeyctlResult created = Keyctl(daemon->admin_socket(), "backup create --json");
+  ASSERT_EQ(created.exit_code, 0) << Joined(created);
+  const std::string id = std::to_string(created.Json().at("id").get<uint32_t>());
+  const std::string dir = daemon->dir();
+  auto restore = [&](const std::string& target) {
+    return Keyctl(daemon->admin_socket(), "backup restore " + id + " " + target + " --json");
+  };
+
+  KeyctlResult existing = restore(dir + "/existing");
+  EXPECT_NE(existing.exit_code, 0);
+  EXPECT_NE(Joined(existing).find("RESTORE_TARGET_NOT_EMPTY"), std::string::npos)
+      << Joined(existing);
+  EXPECT_NE(Joined(existing).find("name a path that does not exist"), std::string::npos)
+      << Joined(existing);
+  EXPECT_TRUE(fs::is_empty(dir + "/existing"));
+
+  KeyctlResult link = restore(dir + "/link");
+  EXPECT_NE(link.exit_code, 0);
+  EXPECT_NE(Joined(link).find("RESTORE_TARGET_NOT_EMPTY"), std::string::npos) << Joined(link);
+  KeyctlResult parent = restore(dir + "/parent-link/restored");
+  EXPECT_NE(parent.exit_code, 0);
+  EXPECT_NE(Joined(parent).find("MALFORMED_REQUEST"), std::string::npos) << Joined(parent);
+  EXPECT_NE(Joined(parent).find("parent-link of restore target"), std::string::npos)
+      << Joined(parent);
+  EXPECT_NE(Joined(parent).find("is a symlink"), std::string::npos) << Joined(parent);
+  EXPECT_TRUE(fs::is_empty(dir + "/victim"));  // nothing written through either link
+
+  const std::string target = dir + "/restored";
+  KeyctlResult restored = restore(target);
+  ASSERT_EQ(restored.exit_code, 0) << Joined(restored) << daemon->Logs();
+  const uid_t owner = DaemonUid(*daemon);
+  struct stat st {};
+  ASSERT_EQ(lstat(target.c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 07777, 0700u);
+  EXPECT_EQ(st.st_uid, owner);
+  size_t files = 0;
+  for (const auto& entry : fs::recursive_directory_iterator(target)) {
+    ASSERT_EQ(lstat(entry.path().c_str(), &st), 0) << entry.path();
+    EXPECT_EQ(st.st_uid, owner) << entry.path();
+    if (S_ISDIR(st.st_mode)) {
+      EXPECT_EQ(st.st_mode & 07777, 0700u) << entry.path();
+    } else {
+      ASSERT_TRUE(S_ISREG(st.st_mode)) << entry.path();
+      EXPECT_EQ(st.st_mode & 07777, 0600u) << entry.path();
+      ++files;
+    }
+  }
+  EXPECT_GT(files, 3u);
+}
+
+// Item 6: audit-public-key.pem is replaced, never written through a symlink planted in its place.
+TEST(CofferdRestoreTest, TheAuditPublicKeyIsNeverWrittenThroughASymlink) {
+  CofferdOptions options;
+  options.name = "cofferd-public-key";
+  options.prepare = [](const std::string& dir) {
+    std::ofstream(dir + "/victim.txt") << "not a key";
+    fs::create_symlink(dir + "/victim.txt", dir + "/audit-public-key.pem");
+  };
+  auto daemon = Cofferd::Create(std::move(options));
+  ASSERT_NE(daemon, nullptr);
+  const std::string pem = daemon->dir() + "/audit-public-key.pem";
+  EXPECT_EQ(ReadWholeFile(daemon->dir() + "/victim.txt"), "not a key");
+  struct stat st {};
+  ASSERT_EQ(lstat(pem.c_str(), &st), 0);
+  EXPECT_TRUE(S_ISREG(st.st_mode));
+  EXPECT_EQ(st.st_mode & 07777, 0644u);
+  EXPECT_NE(ReadWholeFile(pem).find("BEGIN PUBLIC KEY"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace coffer
