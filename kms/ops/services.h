@@ -23,10 +23,13 @@
 // as AttachmentGetResponse frames of at most api::kDefaultChunkBytes, `info` on the first,
 // `last` on the final one.
 //
-// The admin socket: every request passes AdminControl (MFA sessions, single-use TOTP codes,
-// dual-control approval requests answered APPROVAL_PENDING with Response.approval), then runs
-// as the actor it returns (the enrolled admin's id and name), then is audited as ADMIN_REQUEST
-// with its result — except job_status and events_read, which keyctl polls (progress, events).
+// The admin socket: every request passes AdminControl (MFA sessions, each bound to the one
+// connection whose request carried the code — Open numbers the connections, Closed ends the
+// session —, single-use TOTP codes, dual-control approval requests answered APPROVAL_PENDING
+// with Response.approval), then runs as the actor it returns (the enrolled admin's id and
+// name), then is audited as ADMIN_REQUEST with its result — except job_status and events_read,
+// which keyctl polls (progress, events; events_read audits each acknowledgement itself,
+// kms/ops/event_operations.h).
 //
 // Errors reach the client as coffer.v1.Error {code, code_name, message}. Messages are fixed
 // texts chosen here from the operation and the code — never a component's message — so they
