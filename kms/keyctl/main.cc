@@ -40,10 +40,11 @@ int Run(int argc, char** argv) {
       "--totp", totp,
       "Your current 6-digit TOTP code (opens an MFA session on this connection; single-use)");
   std::string batch;
-  CLI::Option* batch_option = app.add_option(
-      "--batch", batch,
-      "Run the commands of FILE (one a line, # comments; - for stdin) on one connection under "
-      "one TOTP code; stops at the first failing line");
+  CLI::Option* batch_option = app.add_option("--batch", batch,
+                                             "Run the commands of FILE (one a line, # comments; - "
+                                             "for stdin) on one connection under "
+                                             "one TOTP code; stops at the first failing line")
+                                  ->type_name("FILE");
 
   CommandLine line;
   AddCommands(app, line);

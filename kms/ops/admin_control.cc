@@ -342,10 +342,10 @@ AdminDecision AdminControl::Admit(const PeerIdentity& peer, uint64_t connection,
   }
   if (request.totp_code().empty() && !HasSession(peer.uid, connection)) {
     decision.status = MakeError(ErrorCode::kMfaRequired,
-                                "this admin operation needs a TOTP code: pass --totp CODE (a code "
-                                "opens an MFA session on this connection for a few minutes: "
-                                "`keyctl shell` or `keyctl --batch FILE` run several commands "
-                                "under one code)");
+                                "this admin operation needs a TOTP code: an accepted code opens "
+                                "an MFA session for a few minutes on its own connection only "
+                                "(`keyctl shell` and `keyctl --batch FILE` run several commands "
+                                "on one)");
     return decision;
   }
 

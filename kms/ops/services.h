@@ -33,7 +33,8 @@
 //
 // Errors reach the client as coffer.v1.Error {code, code_name, message}. Messages are fixed
 // texts chosen here from the operation and the code — never a component's message — so they
-// cannot carry an id, a value, an attachment name or a key.
+// cannot carry an id, a value, an attachment name or a key. Exceptions: MALFORMED_REQUEST names
+// the field at fault; events_read's NOT_GRANTED names the subscriber and its owner's uid.
 //
 // Backups (backup_create/list/verify/restore/prune) are not served here: the wiring adds them
 // through ServicesDeps::extra_admin_ops (access control and refusal audit still apply). An
