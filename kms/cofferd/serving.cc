@@ -345,7 +345,8 @@ absl::Status Daemon::Parts::StartServing() {
   backup_deps.restore_key_manager.default_policy = daemon::DefaultDatasetPolicy(config);
   backup_deps.restore_key_manager.clock = clock;
   deps.extra_admin_ops = BackupOperations(std::move(backup_deps));
-  daemon::AddEventOperations(event_log.get(), canaries.get(), deps.extra_admin_ops);
+  daemon::AddEventOperations(event_log.get(), canaries.get(), audit_log.get(),
+                             deps.extra_admin_ops);
 
   kms::dataset_export::ExportServiceOptions export_options;
   export_options.keys = key_manager.get();

@@ -23,6 +23,9 @@ constexpr char kRowPrefix = 'R';
 constexpr std::string_view kMetaTable = "meta";
 constexpr std::string_view kNextSequenceKey = "next_sequence";
 constexpr std::string_view kHookCursorKey = "hook_cursor";
+constexpr std::string_view kSubscriberFormatKey = "subscriber_format";
+constexpr char kSubscriberVersion = 0x02;
+constexpr size_t kSubscriberSize = 1 + 8 + 4;
 
 absl::Status FromRocks(const rocksdb::Status& status, std::string_view what) {
   return storage::FromRocks(status, ErrorCode::kDataDbError,
@@ -56,6 +59,24 @@ rocksdb::WriteOptions Synced() {
 }
 
 }  // namespace
+
+std::string EncodeSubscriber(const SubscriberRow& row) {
+  std::string out(1, kSubscriberVersion);
+  out += EncodeU64(row.cursor);
+  for (int shift = 24; shift >= 0; shift -= 8) {
+    out.push_back(static_cast<char>((row.owner >> shift) & 0xff));
+  }
+  return out;
+}
+
+std::optional<SubscriberRow> DecodeSubscriber(std::string_view bytes) {
+  if (bytes.size() != kSubscriberSize || bytes[0] != kSubscriberVersion) return std::nullopt;
+  SubscriberRow row;
+  row.cursor = *DecodeU64(bytes.substr(1, 8));
+  row.owner = 0;
+  for (char c : bytes.substr(9)) row.owner = (row.owner << 8) | static_cast<uint8_t>(c);
+  return row;
+}
 
 bool IsValidSubscriberName(std::string_view name) {
   if (name.empty() || name.size() > 64) return false;
@@ -117,6 +138,52 @@ absl::Status EventLog::Load() {
   } else if (!s.IsNotFound()) {
     return FromRocks(s, "reading the hook cursor");
   }
+  return MigrateSubscribers();
+}
+
+absl::Status EventLog::MigrateSubscribers() {
+  std::string value;
+  rocksdb::Status s =
+      db_->Get(rocksdb::ReadOptions(), RowKey(kMetaTable, kSubscriberFormatKey), &value);
+  uint64_t format = 1;
+  if (s.ok()) {
+    std::optional<uint64_t> stored = DecodeU64(value);
+    if (!stored) return MakeError(ErrorCode::kDataDbError, "event log: format row is damaged");
+    format = *stored;
+  } else if (!s.IsNotFound()) {
+    return FromRocks(s, "reading the subscriber format");
+  }
+  if (format == kSubscriberFormat) return absl::OkStatus();
+  if (format > kSubscriberFormat) {
+    return MakeError(ErrorCode::kDataDbError,
+                     absl::StrCat("event log: subscriber format ", format,
+                                  " is newer than this cofferd understands (", kSubscriberFormat,
+                                  "): run a newer cofferd"));
+  }
+  // Format 1: every subscriber is a bare 8-byte cursor. One batch rewrites them all and stamps
+  // the format, so a crash leaves format 1 whole and the next Open starts over.
+  rocksdb::WriteBatch batch;
+  uint64_t migrated = 0;
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions()));
+  const std::string prefix(1, kSubscriberPrefix);
+  for (it->Seek(prefix); it->Valid() && it->key().starts_with(prefix); it->Next()) {
+    std::optional<uint64_t> cursor =
+        DecodeU64(std::string_view(it->value().data(), it->value().size()));
+    if (!cursor) {
+      return MakeError(ErrorCode::kDataDbError,
+                       "event log: a format-1 subscriber cursor is damaged");
+    }
+    COFFER_RETURN_IF_ERROR(FromRocks(
+        batch.Put(it->key(), EncodeSubscriber(SubscriberRow{*cursor, kNoSubscriberOwner})),
+        "staging a subscriber"));
+    ++migrated;
+  }
+  COFFER_RETURN_IF_ERROR(FromRocks(it->status(), "scanning subscribers"));
+  COFFER_RETURN_IF_ERROR(
+      FromRocks(batch.Put(RowKey(kMetaTable, kSubscriberFormatKey), EncodeU64(kSubscriberFormat)),
+                "staging the subscriber format"));
+  COFFER_RETURN_IF_ERROR(FromRocks(db_->Write(Synced(), &batch), "migrating subscribers"));
+  migrated_subscribers_ = migrated;
   return absl::OkStatus();
 }
 
@@ -177,33 +244,50 @@ absl::StatusOr<std::vector<pb::Event>> EventLog::ScanEventsLocked(uint64_t after
   return out;
 }
 
-absl::StatusOr<ReadResult> EventLog::Read(std::string_view subscriber,
+absl::StatusOr<ReadResult> EventLog::Read(std::string_view subscriber, uint32_t caller,
                                           std::optional<uint64_t> ack_through, bool ack_only,
-                                          size_t max_events, std::chrono::milliseconds wait) {
+                                          size_t max_events, std::chrono::milliseconds wait,
+                                          const AckAuditor& audit_ack) {
   if (!IsValidSubscriberName(subscriber)) {
     return MakeError(ErrorCode::kEventSubscriberInvalid,
                      "a subscriber name is 1-64 characters of [a-z0-9._-]");
   }
   const auto deadline = std::chrono::steady_clock::now() + wait;
   std::unique_lock<std::mutex> lock(mu_);
-  // The cursor: stored, or (a new subscriber) just before the oldest event kept.
-  uint64_t cursor = 0;
+  // The subscriber: stored, or (a new name) the caller's, just before the oldest event kept.
+  SubscriberRow row;
   bool known = false;
   {
     std::string value;
     rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), SubscriberKey(subscriber), &value);
     if (s.ok()) {
-      std::optional<uint64_t> stored = DecodeU64(value);
-      if (!stored) return MakeError(ErrorCode::kDataDbError, "event log: a cursor is damaged");
-      cursor = *stored;
+      std::optional<SubscriberRow> stored = DecodeSubscriber(value);
+      if (!stored) return MakeError(ErrorCode::kDataDbError, "event log: a subscriber is damaged");
+      row = *stored;
       known = true;
     } else if (!s.IsNotFound()) {
-      return FromRocks(s, "reading a cursor");
+      return FromRocks(s, "reading a subscriber");
     } else {
       COFFER_ASSIGN_OR_RETURN(uint64_t oldest, OldestSequenceLocked());
-      cursor = oldest - 1;
+      row.cursor = oldest - 1;
+      row.owner = caller;
     }
   }
+  if (row.owner == kNoSubscriberOwner) {
+    return MakeError(ErrorCode::kNotGranted,
+                     absl::StrCat("subscriber ", std::string(subscriber),
+                                  " predates subscriber owners and belongs to nobody: it can no "
+                                  "longer be read or acknowledged; use a new subscriber name (it "
+                                  "starts at the oldest event kept)"));
+  }
+  if (row.owner != caller) {
+    return MakeError(
+        ErrorCode::kNotGranted,
+        absl::StrCat("subscriber ", std::string(subscriber), " belongs to uid ", row.owner,
+                     ": only its owner reads or acknowledges it; use a subscriber "
+                     "name of your own"));
+  }
+  uint64_t& cursor = row.cursor;
   const uint64_t newest = next_sequence_ - 1;
   bool changed = !known;
   if (ack_through.has_value()) {
@@ -212,14 +296,16 @@ absl::StatusOr<ReadResult> EventLog::Read(std::string_view subscriber,
           ErrorCode::kEventCursorInvalid,
           absl::StrCat("ack_through ", *ack_through, " is beyond the newest event (", newest, ")"));
     }
-    if (*ack_through > cursor) {
-      cursor = *ack_through;
+    const uint64_t through = std::max(cursor, *ack_through);
+    if (audit_ack) COFFER_RETURN_IF_ERROR(audit_ack(cursor, through));
+    if (through > cursor) {
+      cursor = through;
       changed = true;
     }
   }
   if (changed) {
     COFFER_RETURN_IF_ERROR(FromRocks(
-        db_->Put(Synced(), SubscriberKey(subscriber), EncodeU64(cursor)), "saving a cursor"));
+        db_->Put(Synced(), SubscriberKey(subscriber), EncodeSubscriber(row)), "saving a cursor"));
   }
   ReadResult result;
   result.acknowledged_through = cursor;
@@ -314,7 +400,8 @@ absl::StatusOr<uint64_t> EventLog::Compact(std::chrono::seconds retention,
     std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions()));
     const std::string prefix(1, kSubscriberPrefix);
     for (it->Seek(prefix); it->Valid() && it->key().starts_with(prefix); it->Next()) {
-      acked = std::min(acked, DecodeU64(it->value().ToString()).value_or(0));
+      std::optional<SubscriberRow> row = DecodeSubscriber(it->value().ToString());
+      acked = std::min(acked, row ? row->cursor : 0);  // a damaged row holds everything
     }
     COFFER_RETURN_IF_ERROR(FromRocks(it->status(), "scanning cursors"));
   }

@@ -9,9 +9,19 @@
 // ships and tunes RocksDB. Every write is synced (WriteOptions.sync): an event acknowledged here
 // survives power loss, so a subscriber never sees a gap.
 //
-// Keys (one column family): 'E' seq u64 BE -> coffer.v1.Event; 'S' name -> cursor u64 BE;
+// Keys (one column family): 'E' seq u64 BE -> coffer.v1.Event; 'S' name -> subscriber (below);
 // 'R' table NUL key -> bytes (Row*). The next sequence number is itself a row, written in every
 // append batch, so compaction never makes a number come back.
+//
+// Subscribers (format 2, the meta row "subscriber_format"): 'S' name -> 0x02, cursor u64 BE,
+// owner uid u32 BE (13 bytes). A subscriber belongs to the uid that first read it: only that
+// uid reads or acknowledges it (NOT_GRANTED otherwise), so one admin cannot acknowledge — and
+// so silence — another's subscriber. Format 1 (before owners) stored the bare 8-byte cursor;
+// Open migrates such rows in one synced batch (with the format row, so a crash leaves either
+// format 1 or format 2 whole, and the next Open redoes it) to owner kNoSubscriberOwner: who
+// created them is not known, so nobody may read or move them any more (they still hold back
+// retention, so no event they had not acknowledged is lost before max_age); their users pick a
+// new name, which starts at the oldest event kept. A format newer than 2 is refused.
 //
 // Cursors: a subscriber's cursor is the sequence it acknowledged through. A new subscriber starts
 // just before the oldest event kept. Retention (Compact): an event is deleted when every
@@ -31,6 +41,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -72,6 +83,24 @@ struct ReadResult {
 // Subscriber names: 1-64 characters of [a-z0-9._-].
 bool IsValidSubscriberName(std::string_view name);
 
+// The owner of subscribers migrated from format 1 (no uid has it: nobody reads or moves them).
+inline constexpr uint32_t kNoSubscriberOwner = 0xFFFFFFFF;
+inline constexpr uint64_t kSubscriberFormat = 2;
+
+// A subscriber as stored (format 2).
+struct SubscriberRow {
+  uint64_t cursor = 0;
+  uint32_t owner = kNoSubscriberOwner;
+};
+std::string EncodeSubscriber(const SubscriberRow& row);
+// nullopt unless a well-formed format-2 value.
+std::optional<SubscriberRow> DecodeSubscriber(std::string_view bytes);
+
+// Called by Read under the log's lock when the owner acknowledges (ack_through set), before the
+// cursor moves from `from` to `through` (equal when the acknowledgement moves nothing). An
+// error refuses the acknowledgement: nothing moves and Read returns it.
+using AckAuditor = std::function<absl::Status(uint64_t from, uint64_t through)>;
+
 // 8-byte big-endian integers, as the event DB's keys and counters store them (the event log's,
 // the event source's and the canary registry's rows). Decode: nullopt unless exactly 8 bytes.
 std::string EncodeU64(uint64_t value);
@@ -89,12 +118,19 @@ class EventLog {
   absl::StatusOr<std::vector<uint64_t>> Append(std::vector<coffer::v1::Event> events,
                                                const std::vector<Row>& rows = {});
 
-  // A subscriber's read: first moves its cursor to `ack_through` (never back; beyond the newest
-  // event is EVENT_CURSOR_INVALID), then (unless `ack_only`) returns up to `max_events` events
-  // after the cursor, waiting up to `wait` for the first when none is pending.
-  // EVENT_SUBSCRIBER_INVALID for a bad name.
-  absl::StatusOr<ReadResult> Read(std::string_view subscriber, std::optional<uint64_t> ack_through,
-                                  bool ack_only, size_t max_events, std::chrono::milliseconds wait);
+  // A read of subscriber `subscriber` by uid `caller` (a new name becomes the caller's): first
+  // moves its cursor to `ack_through` (never back; beyond the newest event is
+  // EVENT_CURSOR_INVALID) once `audit_ack` accepted it, then (unless `ack_only`) returns up to
+  // `max_events` events after the cursor, waiting up to `wait` for the first when none is
+  // pending. EVENT_SUBSCRIBER_INVALID for a bad name; NOT_GRANTED, nothing read or moved, when
+  // the subscriber belongs to another uid or to none (migrated from format 1).
+  absl::StatusOr<ReadResult> Read(std::string_view subscriber, uint32_t caller,
+                                  std::optional<uint64_t> ack_through, bool ack_only,
+                                  size_t max_events, std::chrono::milliseconds wait,
+                                  const AckAuditor& audit_ack = {});
+
+  // How many format-1 subscribers Open migrated (0 when none were found).
+  uint64_t migrated_subscribers() const { return migrated_subscribers_; }
 
   // The hook's cursor (persisted): the first event after it, waiting up to `wait`; nullopt if none.
   absl::StatusOr<std::optional<coffer::v1::Event>> NextForHook(std::chrono::milliseconds wait);
@@ -119,6 +155,8 @@ class EventLog {
  private:
   EventLog(EventLogOptions options, rocksdb::DB* db);
   absl::Status Load();
+  // Stamps a new log with kSubscriberFormat, or migrates format-1 subscribers (see above).
+  absl::Status MigrateSubscribers();
   absl::StatusOr<uint64_t> OldestSequenceLocked() const;
   absl::StatusOr<std::vector<coffer::v1::Event>> ScanEventsLocked(uint64_t after, size_t max) const;
 
@@ -132,6 +170,7 @@ class EventLog {
   uint64_t hook_cursor_ = 0;
   bool hook_enabled_ = false;
   bool shutdown_ = false;
+  uint64_t migrated_subscribers_ = 0;
 };
 
 }  // namespace coffer::events

@@ -1,11 +1,13 @@
 #include "kms/keyctl/event_commands.h"
 
 #include <signal.h>
+#include <unistd.h>
 
 #include <CLI/CLI.hpp>
 #include <algorithm>
 #include <atomic>
 #include <ostream>
+#include <string>
 #include <utility>
 #include <vector>
 
@@ -135,6 +137,8 @@ absl::StatusOr<std::string> ReadContent(const std::string& path) {
 
 }  // namespace
 
+std::string DefaultSubscriber() { return "keyctl-" + std::to_string(::getuid()); }
+
 absl::Status EventsShow(CommandContext& ctx, const EventsOptions& options) {
   InterruptFlag interrupt;
   uint64_t printed_through = 0;  // printed and flushed, not yet acknowledged (0: none)
@@ -255,7 +259,8 @@ void AddEventCommands(CLI::App& app, CommandLine& line) {
   events->footer("Example:\n  keyctl events --follow --subscriber pager --json");
   events->add_flag("--follow,-f", v.events.follow, "Keep printing new events until interrupted");
   events->add_option("--subscriber", v.events.subscriber,
-                     "Whose cursor to read and move (default keyctl; 1-64 of [a-z0-9._-])");
+                     "Your subscriber: whose cursor to read and move (default keyctl-UID; 1-64 of "
+                     "[a-z0-9._-]; another uid's is refused)");
   events->add_option("--limit", v.events.limit, "Without --follow: at most this many events")
       ->check(CLI::Range(uint32_t{1}, uint32_t{1000000}));
   line.Runs(events, [&v](CommandContext& ctx) { return EventsShow(ctx, v.events); });

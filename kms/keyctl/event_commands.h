@@ -4,6 +4,9 @@
 //   keyctl canary list [DATASET]
 //   keyctl canary remove DATASET (--record ID | --attachment NAME)
 //
+// A subscriber belongs to the uid that first read it (docs/events.md): another admin's is
+// refused (NOT_GRANTED, exit 3). The default subscriber is "keyctl-UID", one per uid.
+//
 // `events` prints the subscriber's pending events, oldest first, then acknowledges them (the
 // acknowledgement goes out only after the lines are flushed to stdout); with --follow it keeps
 // polling (the daemon holds each read up to a second while nothing is pending) until SIGINT or
@@ -30,10 +33,11 @@ namespace coffer::keyctl {
 
 class CommandLine;
 
-inline constexpr char kDefaultSubscriber[] = "keyctl";
+// "keyctl-UID" for the calling uid.
+std::string DefaultSubscriber();
 
 struct EventsOptions {
-  std::string subscriber = kDefaultSubscriber;
+  std::string subscriber = DefaultSubscriber();
   bool follow = false;
   uint32_t limit = 0;  // without --follow: stop after this many (0: all pending)
 };

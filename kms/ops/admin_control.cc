@@ -122,19 +122,25 @@ absl::StatusOr<uint64_t> AdminControl::AuditAt(audit::v1::EventKind kind,
   return options_.audit_log->Append(event);
 }
 
-bool AdminControl::HasSession(uid_t uid) {
+bool AdminControl::HasSession(uid_t uid, uint64_t connection) {
   std::lock_guard<std::mutex> lock(sessions_mu_);
-  auto it = sessions_.find(uid);
+  auto it = sessions_.find(connection);
   if (it == sessions_.end()) return false;
-  if (std::chrono::steady_clock::now() >= it->second) {
+  if (it->second.uid != uid || options_.clock->Now() >= it->second.expires) {
     sessions_.erase(it);
     return false;
   }
   return true;
 }
 
-absl::Status AdminControl::VerifyCode(const PeerIdentity& peer, const audit::AuditActor& actor,
-                                      std::string_view code, uint32_t* retry_after_ms) {
+void AdminControl::ConnectionClosed(uint64_t connection) {
+  std::lock_guard<std::mutex> lock(sessions_mu_);
+  sessions_.erase(connection);
+}
+
+absl::Status AdminControl::VerifyCode(const PeerIdentity& peer, uint64_t connection,
+                                      const audit::AuditActor& actor, std::string_view code,
+                                      uint32_t* retry_after_ms) {
   auto before = options_.registry->FindAdmin(peer.uid);
   if (!before.ok()) return before.status();
   if (!before->has_value()) {
@@ -149,7 +155,7 @@ absl::Status AdminControl::VerifyCode(const PeerIdentity& peer, const audit::Aud
   COFFER_RETURN_IF_ERROR(Audit(audit::v1::MFA_VERIFY, actor, result, 0));
   if (verified.ok()) {
     std::lock_guard<std::mutex> lock(sessions_mu_);
-    sessions_[peer.uid] = std::chrono::steady_clock::now() + options_.session;
+    sessions_[connection] = MfaSession{peer.uid, options_.clock->Now() + options_.session};
     return absl::OkStatus();
   }
   if (result == ErrorCode::kMfaLockedOut) {
@@ -329,8 +335,8 @@ absl::StatusOr<std::optional<std::string>> AdminControl::DualControlSummary(
   return MakeError(ErrorCode::kInternal, "unknown dual-control rule");
 }
 
-AdminDecision AdminControl::Admit(const PeerIdentity& peer, const pb::Request& request,
-                                  const DatasetLookup& lookup) {
+AdminDecision AdminControl::Admit(const PeerIdentity& peer, uint64_t connection,
+                                  const pb::Request& request, const DatasetLookup& lookup) {
   AdminDecision decision;
   decision.actor.uid = peer.uid;
   decision.actor.pid = static_cast<uint32_t>(peer.pid);
@@ -342,7 +348,7 @@ AdminDecision AdminControl::Admit(const PeerIdentity& peer, const pb::Request& r
   const bool enrolled = decision.actor.admin_id != 0;
   if (!request.totp_code().empty()) {
     decision.status =
-        VerifyCode(peer, decision.actor, request.totp_code(), &decision.retry_after_ms);
+        VerifyCode(peer, connection, decision.actor, request.totp_code(), &decision.retry_after_ms);
     if (!decision.status.ok()) return decision;
   }
   const OperationRow* row = OperationTable::Default().Find(op);
@@ -370,10 +376,12 @@ AdminDecision AdminControl::Admit(const PeerIdentity& peer, const pb::Request& r
     }
     return decision;
   }
-  if (request.totp_code().empty() && !HasSession(peer.uid)) {
+  if (request.totp_code().empty() && !HasSession(peer.uid, connection)) {
     decision.status = MakeError(ErrorCode::kMfaRequired,
-                                "this admin operation needs a TOTP code: pass --totp CODE (a code "
-                                "opens an MFA session for a few minutes)");
+                                "this admin operation needs a TOTP code: an accepted code opens "
+                                "an MFA session for a few minutes on its own connection only "
+                                "(`keyctl shell` and `keyctl --batch FILE` run several commands "
+                                "on one)");
     return decision;
   }
 
@@ -605,7 +613,7 @@ absl::Status AdminControl::Serve(const PeerIdentity& peer, const audit::AuditAct
       }
       {
         std::lock_guard<std::mutex> lock(sessions_mu_);
-        sessions_.erase(uid);
+        std::erase_if(sessions_, [uid](const auto& entry) { return entry.second.uid == uid; });
       }
       response->mutable_admin_remove();
       return absl::OkStatus();

@@ -8,8 +8,11 @@
 //    run for any configured admin uid;
 //  - every other operation needs an enrolled admin with an MFA session: a request carrying a
 //    valid, unused TOTP code opens one (kms/admin/admin_registry.h checks the code inside the
-//    token, single-use across restarts, lock-out after repeated wrong codes) for
-//    `session` seconds, kept in memory only (a restart ends every session);
+//    token, single-use across restarts, lock-out after repeated wrong codes). A session belongs
+//    to the one admin-socket connection the code came on (Services numbers its connections),
+//    never to the uid: another process of the same uid, on its own connection, has none. It
+//    ends `session` seconds after the code (on the injected clock), when the connection closes
+//    (ConnectionClosed), when the admin is removed, or when the daemon stops (memory only);
 //  - an approval decision needs a fresh code in the request itself;
 //  - dual-controlled operations (control.proto) become approval requests: Admit answers with
 //    `pending` and nothing runs until a second, different enrolled admin approves.
@@ -90,8 +93,13 @@ class AdminControl {
   // INVALID_ARGUMENT when the registry or audit log is missing.
   static absl::StatusOr<std::unique_ptr<AdminControl>> Create(AdminControlOptions options);
 
-  AdminDecision Admit(const PeerIdentity& peer, const coffer::v1::Request& request,
-                      const DatasetLookup& lookup);
+  // `connection`: the admin-socket connection the request came on (its MFA session's key).
+  AdminDecision Admit(const PeerIdentity& peer, uint64_t connection,
+                      const coffer::v1::Request& request, const DatasetLookup& lookup);
+  // The connection ended: its MFA session (if any) ends with it.
+  void ConnectionClosed(uint64_t connection);
+  // Whether `connection` of `uid` has an unexpired MFA session (for tests and status).
+  bool HasSession(uid_t uid, uint64_t connection);
 
   // Whether Serve runs `operation` (admin_enroll, admin_list, admin_remove, approval_*).
   static bool Serves(coffer::v1::Request::OpCase operation);
@@ -109,10 +117,10 @@ class AdminControl {
  private:
   explicit AdminControl(AdminControlOptions options);
 
-  // Checks `code` for `peer` (auditing it); on success opens an MFA session.
-  absl::Status VerifyCode(const PeerIdentity& peer, const kms::audit::AuditActor& actor,
-                          std::string_view code, uint32_t* retry_after_ms);
-  bool HasSession(uid_t uid);
+  // Checks `code` for `peer` (auditing it); on success opens an MFA session on `connection`.
+  absl::Status VerifyCode(const PeerIdentity& peer, uint64_t connection,
+                          const kms::audit::AuditActor& actor, std::string_view code,
+                          uint32_t* retry_after_ms);
   // The approval summary when `request` is dual-controlled, nullopt when it is not.
   absl::StatusOr<std::optional<std::string>> DualControlSummary(const coffer::v1::Request& request,
                                                                 const DatasetLookup& lookup,
@@ -139,8 +147,13 @@ class AdminControl {
                            const Executor& execute, coffer::v1::Response* response);
 
   AdminControlOptions options_;
+  // MFA sessions by connection: whose, and until when (options_.clock's time).
+  struct MfaSession {
+    uid_t uid = 0;
+    std::chrono::system_clock::time_point expires;
+  };
   std::mutex sessions_mu_;
-  std::unordered_map<uid_t, std::chrono::steady_clock::time_point> sessions_;  // expiry
+  std::unordered_map<uint64_t, MfaSession> sessions_;
 };
 
 }  // namespace coffer::daemon

@@ -74,7 +74,12 @@ absl::StatusOr<uint64_t> Services::ConnectionSession::FindNamed(const AdminCall&
 absl::Status Services::ConnectionSession::Reply(AdminCall& call, const absl::Status& result) {
   if (result.ok()) return Send(call.sink, call.request, std::move(call.response));
   ErrorCode code = ErrorCodeOf(result);
-  bool own = code == ErrorCode::kMalformedRequest || code == ErrorCode::kAuditTampered;
+  // events_read's NOT_GRANTED names the subscriber (checked [a-z0-9._-]) and its owner's uid:
+  // the admin must learn that the name is another uid's (kms/ops/event_operations.h).
+  const bool subscriber_refused =
+      code == ErrorCode::kNotGranted && call.request.op_case() == pb::Request::kEventsRead;
+  bool own = code == ErrorCode::kMalformedRequest || code == ErrorCode::kAuditTampered ||
+             subscriber_refused;
   return SendError(call.sink, call.request, own ? result : Public(result));
 }
 

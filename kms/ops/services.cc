@@ -133,7 +133,7 @@ absl::Status Services::ConnectionSession::HandleAdminSocket(const pb::Request& r
       COFFER_ASSIGN_OR_RETURN(uint64_t handle, deps_.keys->FindDataset(name));
       return deps_.keys->DescribeDataset(handle);
     };
-    AdminDecision decision = deps_.admin_control->Admit(peer_, request, lookup);
+    AdminDecision decision = deps_.admin_control->Admit(peer_, connection_, request, lookup);
     if (decision.pending.has_value()) {
       pb::Response response;
       FillError(&response, decision.status);
@@ -191,8 +191,8 @@ Services::~Services() { refusals_->Stop(); }
 
 std::unique_ptr<Session> Services::Open(const PeerIdentity& peer) {
   connections_open_.fetch_add(1);
-  connections_total_.fetch_add(1);
-  return std::make_unique<ConnectionSession>(this, peer);
+  const uint64_t connection = connections_total_.fetch_add(1) + 1;
+  return std::make_unique<ConnectionSession>(this, peer, connection);
 }
 
 void Services::AuditRefusal(const PeerIdentity& peer, ErrorCode code, uint64_t dataset_handle) {

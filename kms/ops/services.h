@@ -24,14 +24,18 @@
 // as AttachmentGetResponse frames of at most api::kDefaultChunkBytes, `info` on the first,
 // `last` on the final one.
 //
-// The admin socket: every request passes AdminControl (MFA sessions, single-use TOTP codes,
-// dual-control approval requests answered APPROVAL_PENDING with Response.approval), then runs
-// as the actor it returns (the enrolled admin's id and name), then is audited as ADMIN_REQUEST
-// with its result — except job_status and events_read, which keyctl polls (progress, events).
+// The admin socket: every request passes AdminControl (MFA sessions, each bound to the one
+// connection whose request carried the code — Open numbers the connections, Closed ends the
+// session —, single-use TOTP codes, dual-control approval requests answered APPROVAL_PENDING
+// with Response.approval), then runs as the actor it returns (the enrolled admin's id and
+// name), then is audited as ADMIN_REQUEST with its result — except job_status and events_read,
+// which keyctl polls (progress, events; events_read audits each acknowledgement itself,
+// kms/ops/event_operations.h).
 //
 // Errors reach the client as coffer.v1.Error {code, code_name, message}. Messages are fixed
 // texts chosen here from the operation and the code — never a component's message — so they
-// cannot carry an id, a value, an attachment name or a key.
+// cannot carry an id, a value, an attachment name or a key. Exceptions: MALFORMED_REQUEST names
+// the field at fault; events_read's NOT_GRANTED names the subscriber and its owner's uid.
 //
 // Backups (backup_create/list/verify/restore/prune) are not served here: the wiring adds them
 // through ServicesDeps::extra_admin_ops (access control and refusal audit still apply). An

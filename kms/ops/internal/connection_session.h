@@ -25,10 +25,12 @@ using storage::KeyPurpose;
 
 class Services::ConnectionSession final : public Session {
  public:
-  ConnectionSession(Services* services, PeerIdentity peer)
+  // `connection`: this connection's number, unique in the process (its MFA session's key).
+  ConnectionSession(Services* services, PeerIdentity peer, uint64_t connection)
       : services_(services),
         deps_(services->deps_),
         peer_(std::move(peer)),
+        connection_(connection),
         actor_(ActorOf(peer_)) {}
   ~ConnectionSession() override {
     Closed();
@@ -37,6 +39,8 @@ class Services::ConnectionSession final : public Session {
 
   absl::Status Handle(const pb::Request& request, ResponseSink* sink) override;
   void Closed() override {
+    // The connection's MFA session ends with it (another connection of the uid never had it).
+    if (deps_.admin_control != nullptr) deps_.admin_control->ConnectionClosed(connection_);
     if (upload_) {
       upload_->upload->Abort().IgnoreError();  // nothing of it becomes visible
       upload_.reset();
@@ -195,6 +199,7 @@ class Services::ConnectionSession final : public Session {
   Services* services_;
   const ServicesDeps& deps_;
   const PeerIdentity peer_;
+  const uint64_t connection_;
   const audit::AuditActor actor_;
   std::optional<OpenUpload> upload_;
 };

@@ -1,14 +1,17 @@
 // EventLog on a real RocksDB in a temporary directory: sequence numbers, per-subscriber
-// cursors across reopen (no gap, no duplicate), independent subscribers, bad input, long-poll,
+// cursors across reopen (no gap, no duplicate), independent subscribers, subscribers bound to
+// their owner's uid (and format-1 cursors migrated to no owner), bad input, long-poll,
 // retention, the hook cursor and the small tables.
 
 #include "kms/events/event_log.h"
 
 #include <chrono>
+#include <memory>
 #include <thread>
 
 #include "crypto/base/status.h"
 #include "gtest/gtest.h"
+#include "rocksdb/db.h"
 #include "tests/kms/audit/audit_test_util.h"
 
 namespace coffer::events {
@@ -17,6 +20,9 @@ namespace {
 namespace pb = ::coffer::v1;
 using ::coffer::kms::audit::testing::FakeClock;
 using ::coffer::kms::audit::testing::TempDir;
+
+constexpr uint32_t kOwner = 1000;
+constexpr uint32_t kOther = 2000;
 
 pb::Event Make(pb::EventKind kind, const std::string& dataset = "crm") {
   pb::Event event;
@@ -42,7 +48,7 @@ class EventLogTest : public ::testing::Test {
   }
   ReadResult ReadAll(EventLog& log, const std::string& who,
                      std::optional<uint64_t> ack = std::nullopt) {
-    auto read = log.Read(who, ack, false, 100, std::chrono::milliseconds(0));
+    auto read = log.Read(who, kOwner, ack, false, 100, std::chrono::milliseconds(0));
     EXPECT_TRUE(read.ok()) << read.status();
     return read.ok() ? *read : ReadResult{};
   }
@@ -76,7 +82,7 @@ TEST_F(EventLogTest, SubscriberAcrossReopenSeesNoGapAndNoDuplicate) {
                     .ok());
     EXPECT_EQ(Sequences(ReadAll(*log, "pager")), (std::vector<uint64_t>{1, 2, 3}));
     // Processed 1 and 2 only; 3 must come again.
-    auto acked = log->Read("pager", 2, true, 100, std::chrono::milliseconds(0));
+    auto acked = log->Read("pager", kOwner, 2, true, 100, std::chrono::milliseconds(0));
     ASSERT_TRUE(acked.ok());
     EXPECT_EQ(acked->acknowledged_through, 2u);
     EXPECT_TRUE(acked->events.empty());
@@ -99,7 +105,7 @@ TEST_F(EventLogTest, SubscribersHaveIndependentCursors) {
   ASSERT_NE(log, nullptr);
   ASSERT_TRUE(log->Append({Make(pb::EVENT_KEY_ROTATED), Make(pb::EVENT_KEY_ROTATED)}).ok());
   EXPECT_EQ(Sequences(ReadAll(*log, "one")), (std::vector<uint64_t>{1, 2}));
-  ASSERT_TRUE(log->Read("one", 2, true, 100, std::chrono::milliseconds(0)).ok());
+  ASSERT_TRUE(log->Read("one", kOwner, 2, true, 100, std::chrono::milliseconds(0)).ok());
   EXPECT_TRUE(ReadAll(*log, "one").events.empty());
   // "two" never acknowledged anything.
   EXPECT_EQ(Sequences(ReadAll(*log, "two")), (std::vector<uint64_t>{1, 2}));
@@ -116,7 +122,7 @@ TEST_F(EventLogTest, MaxEventsPagesInOrder) {
   std::vector<uint64_t> seen;
   std::optional<uint64_t> ack;
   for (int page = 0; page < 4; ++page) {
-    auto read = log->Read("pages", ack, false, 3, std::chrono::milliseconds(0));
+    auto read = log->Read("pages", kOwner, ack, false, 3, std::chrono::milliseconds(0));
     ASSERT_TRUE(read.ok());
     for (const pb::Event& e : read->events) seen.push_back(e.sequence());
     if (!read->events.empty()) ack = read->events.back().sequence();
@@ -130,12 +136,12 @@ TEST_F(EventLogTest, BadSubscriberAndCursorAreRefused) {
   ASSERT_TRUE(log->Append({Make(pb::EVENT_KEY_ROTATED)}).ok());
   for (const std::string& name : {std::string(), std::string("Upper"), std::string("has space"),
                                   std::string("a/b"), std::string(65, 'a')}) {
-    auto read = log->Read(name, std::nullopt, false, 10, std::chrono::milliseconds(0));
+    auto read = log->Read(name, kOwner, std::nullopt, false, 10, std::chrono::milliseconds(0));
     ASSERT_FALSE(read.ok()) << "'" << name << "'";
     EXPECT_EQ(ErrorCodeOf(read.status()), ErrorCode::kEventSubscriberInvalid);
   }
   EXPECT_TRUE(IsValidSubscriberName(std::string(64, 'z')));
-  auto beyond = log->Read("ok", 2, false, 10, std::chrono::milliseconds(0));
+  auto beyond = log->Read("ok", kOwner, 2, false, 10, std::chrono::milliseconds(0));
   ASSERT_FALSE(beyond.ok());
   EXPECT_EQ(ErrorCodeOf(beyond.status()), ErrorCode::kEventCursorInvalid);
   // The refused ack moved nothing.
@@ -145,12 +151,13 @@ TEST_F(EventLogTest, BadSubscriberAndCursorAreRefused) {
 TEST_F(EventLogTest, ReadWaitsForTheNextEvent) {
   auto log = Open();
   ASSERT_NE(log, nullptr);
-  ASSERT_TRUE(log->Read("waiter", std::nullopt, true, 10, std::chrono::milliseconds(0)).ok());
+  ASSERT_TRUE(
+      log->Read("waiter", kOwner, std::nullopt, true, 10, std::chrono::milliseconds(0)).ok());
   std::thread writer([&] {
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
     ASSERT_TRUE(log->Append({Make(pb::EVENT_CANARY_READ)}).ok());
   });
-  auto read = log->Read("waiter", std::nullopt, false, 10, std::chrono::seconds(20));
+  auto read = log->Read("waiter", kOwner, std::nullopt, false, 10, std::chrono::seconds(20));
   writer.join();
   ASSERT_TRUE(read.ok());
   ASSERT_EQ(read->events.size(), 1u);
@@ -161,8 +168,8 @@ TEST_F(EventLogTest, RetentionKeepsUnacknowledgedEventsUntilMaxAge) {
   auto log = Open();
   ASSERT_NE(log, nullptr);
   ASSERT_TRUE(log->Append({Make(pb::EVENT_KEY_ROTATED), Make(pb::EVENT_KEY_ROTATED)}).ok());
-  ASSERT_TRUE(log->Read("fast", 2, true, 10, std::chrono::milliseconds(0)).ok());
-  ASSERT_TRUE(log->Read("slow", 1, true, 10, std::chrono::milliseconds(0)).ok());
+  ASSERT_TRUE(log->Read("fast", kOwner, 2, true, 10, std::chrono::milliseconds(0)).ok());
+  ASSERT_TRUE(log->Read("slow", kOwner, 1, true, 10, std::chrono::milliseconds(0)).ok());
   clock_.Advance(std::chrono::hours(48));
   // Retention 1 day, max age 10 days: only event 1 is past every cursor.
   auto deleted = log->Compact(std::chrono::hours(24), std::chrono::hours(240));
@@ -211,6 +218,122 @@ TEST_F(EventLogTest, HookCursorHoldsCompactionAndPersists) {
   ASSERT_TRUE(next.ok());
   ASSERT_TRUE(next->has_value());
   EXPECT_EQ((*next)->sequence(), 2u);
+}
+
+TEST_F(EventLogTest, ASubscriberBelongsToTheUidThatFirstReadIt) {
+  auto log = Open();
+  ASSERT_NE(log, nullptr);
+  ASSERT_TRUE(log->Append({Make(pb::EVENT_KEY_ROTATED), Make(pb::EVENT_CANARY_READ)}).ok());
+  EXPECT_EQ(Sequences(ReadAll(*log, "soc")), (std::vector<uint64_t>{1, 2}));
+
+  // Another uid can neither read nor acknowledge it, and its auditor is never asked.
+  int audited = 0;
+  AckAuditor count = [&audited](uint64_t, uint64_t) {
+    ++audited;
+    return absl::OkStatus();
+  };
+  auto read = log->Read("soc", kOther, std::nullopt, false, 10, std::chrono::milliseconds(0));
+  EXPECT_EQ(ErrorCodeOf(read.status()), ErrorCode::kNotGranted);
+  EXPECT_NE(read.status().message().find("belongs to uid 1000"), std::string_view::npos)
+      << read.status();
+  auto ack = log->Read("soc", kOther, 2, true, 10, std::chrono::milliseconds(0), count);
+  EXPECT_EQ(ErrorCodeOf(ack.status()), ErrorCode::kNotGranted);
+  EXPECT_EQ(audited, 0);
+  // The owner still sees both events: nothing moved.
+  EXPECT_EQ(Sequences(ReadAll(*log, "soc")), (std::vector<uint64_t>{1, 2}));
+
+  // The owner's acknowledgement is audited (from, through) before it moves; a failing audit
+  // refuses it and nothing moves.
+  std::vector<std::pair<uint64_t, uint64_t>> seen;
+  AckAuditor record = [&seen](uint64_t from, uint64_t through) {
+    seen.emplace_back(from, through);
+    return absl::OkStatus();
+  };
+  AckAuditor refuse = [](uint64_t, uint64_t) {
+    return MakeError(ErrorCode::kAuditLogClosed, "audit closed");
+  };
+  auto refused = log->Read("soc", kOwner, 2, true, 10, std::chrono::milliseconds(0), refuse);
+  EXPECT_EQ(ErrorCodeOf(refused.status()), ErrorCode::kAuditLogClosed);
+  EXPECT_EQ(Sequences(ReadAll(*log, "soc")), (std::vector<uint64_t>{1, 2}));
+  ASSERT_TRUE(log->Read("soc", kOwner, 1, true, 10, std::chrono::milliseconds(0), record).ok());
+  ASSERT_TRUE(log->Read("soc", kOwner, 2, true, 10, std::chrono::milliseconds(0), record).ok());
+  EXPECT_EQ(seen, (std::vector<std::pair<uint64_t, uint64_t>>{{0, 1}, {1, 2}}));
+  EXPECT_TRUE(ReadAll(*log, "soc").events.empty());
+
+  // The other uid's own subscriber is independent, and the binding survives a reopen.
+  EXPECT_EQ(
+      Sequences(*log->Read("mine", kOther, std::nullopt, false, 10, std::chrono::milliseconds(0))),
+      (std::vector<uint64_t>{1, 2}));
+  log.reset();
+  log = Open();
+  ASSERT_NE(log, nullptr);
+  EXPECT_EQ(
+      ErrorCodeOf(
+          log->Read("soc", kOther, std::nullopt, true, 10, std::chrono::milliseconds(0)).status()),
+      ErrorCode::kNotGranted);
+  EXPECT_EQ(ReadAll(*log, "soc").acknowledged_through, 2u);
+}
+
+TEST_F(EventLogTest, FormatOneCursorsMigrateToNoOwnerAndStillHoldRetention) {
+  {
+    auto log = Open();
+    ASSERT_NE(log, nullptr);
+    ASSERT_TRUE(log->Append({Make(pb::EVENT_KEY_ROTATED), Make(pb::EVENT_KEY_ROTATED),
+                             Make(pb::EVENT_KEY_ROTATED)})
+                    .ok());
+    EXPECT_EQ(log->migrated_subscribers(), 0u);  // a new log is stamped format 2
+  }
+  // Turn it into what an older cofferd left: bare 8-byte cursors and no format row.
+  {
+    rocksdb::DB* raw = nullptr;
+    ASSERT_TRUE(rocksdb::DB::Open(rocksdb::Options(), dir_.Sub("events"), &raw).ok());
+    std::unique_ptr<rocksdb::DB> db(raw);
+    ASSERT_TRUE(db->Put(rocksdb::WriteOptions(), "Ssecurity", EncodeU64(1)).ok());
+    ASSERT_TRUE(db->Put(rocksdb::WriteOptions(), "Skeyctl", EncodeU64(3)).ok());
+    ASSERT_TRUE(
+        db->Delete(rocksdb::WriteOptions(), std::string("Rmeta\0subscriber_format", 23)).ok());
+    ASSERT_TRUE(db->Close().ok());
+  }
+  auto log = Open();
+  ASSERT_NE(log, nullptr);
+  EXPECT_EQ(log->migrated_subscribers(), 2u);
+  // Nobody owns them now: not the uid that reads first, whoever it is.
+  for (uint32_t uid : {kOwner, kOther, uint32_t{0}}) {
+    auto read = log->Read("security", uid, 3, true, 10, std::chrono::milliseconds(0));
+    EXPECT_EQ(ErrorCodeOf(read.status()), ErrorCode::kNotGranted) << uid;
+    EXPECT_NE(read.status().message().find("predates subscriber owners"), std::string_view::npos)
+        << read.status();
+  }
+  // They still hold back retention: only event 1 (past every cursor) goes.
+  clock_.Advance(std::chrono::hours(48));
+  auto deleted = log->Compact(std::chrono::hours(24), std::chrono::hours(240));
+  ASSERT_TRUE(deleted.ok()) << deleted.status();
+  EXPECT_EQ(*deleted, 1u);
+  // A new name starts at the oldest event kept; a second open migrates nothing.
+  EXPECT_EQ(Sequences(ReadAll(*log, "security-2")), (std::vector<uint64_t>{2, 3}));
+  log.reset();
+  log = Open();
+  ASSERT_NE(log, nullptr);
+  EXPECT_EQ(log->migrated_subscribers(), 0u);
+}
+
+TEST_F(EventLogTest, ANewerSubscriberFormatIsRefused) {
+  ASSERT_NE(Open(), nullptr);
+  {
+    rocksdb::DB* raw = nullptr;
+    ASSERT_TRUE(rocksdb::DB::Open(rocksdb::Options(), dir_.Sub("events"), &raw).ok());
+    std::unique_ptr<rocksdb::DB> db(raw);
+    ASSERT_TRUE(
+        db->Put(rocksdb::WriteOptions(), std::string("Rmeta\0subscriber_format", 23), EncodeU64(3))
+            .ok());
+    ASSERT_TRUE(db->Close().ok());
+  }
+  EventLogOptions options;
+  options.directory = dir_.Sub("events");
+  options.clock = &clock_;
+  auto log = EventLog::Open(options);
+  EXPECT_EQ(ErrorCodeOf(log.status()), ErrorCode::kDataDbError);
+  EXPECT_NE(log.status().message().find("newer"), std::string_view::npos) << log.status();
 }
 
 TEST_F(EventLogTest, TablesRoundTrip) {

@@ -73,7 +73,8 @@ class EventSourceTest : public ::testing::Test {
   }
   void Append(const audit::AuditEvent& event) { ASSERT_TRUE(audit_->Append(event).ok()); }
   std::vector<pb::Event> All(const std::string& who = "test") {
-    auto read = log_->Read(who, std::nullopt, false, 1000, std::chrono::milliseconds(0));
+    auto read =
+        log_->Read(who, /*caller=*/0, std::nullopt, false, 1000, std::chrono::milliseconds(0));
     EXPECT_TRUE(read.ok()) << read.status();
     return read.ok() ? read->events : std::vector<pb::Event>{};
   }

@@ -168,7 +168,11 @@ TEST_F(DualControlTest, InviteNeedsASecondAdminAndApprovalsAreSingleUse) {
 TEST_F(DualControlTest, ProtectionShorteningOperationsWaitForApproval) {
   Result created = Run(kA, "--totp " + Code(kA) + " dataset create dual/one");
   ASSERT_EQ(created.exit_code, 0) << created.err;
-  ASSERT_EQ(Run(kA, "dataset create dual/two").exit_code, 0);  // the session covers it
+  // A session is the connection's: another keyctl process of the same uid needs its own code.
+  Result second = Run(kA, "--json dataset create dual/two");
+  EXPECT_EQ(second.exit_code, 3) << second.err;
+  EXPECT_EQ(second.CodeName(), "MFA_REQUIRED") << second.out;
+  ASSERT_EQ(Run(kA, "--totp " + Code(kA) + " dataset create dual/two").exit_code, 0);
 
   // Retention shortened to 1s.
   uint64_t id = FilePending(kA, "policy set dual/one --retention 1s");
@@ -185,14 +189,14 @@ TEST_F(DualControlTest, ProtectionShorteningOperationsWaitForApproval) {
             1);
 
   // Legal hold: set freely, cleared only with approval.
-  ASSERT_EQ(Run(kA, "hold set dual/one").exit_code, 0);
+  ASSERT_EQ(Run(kA, "--totp " + Code(kA) + " hold set dual/one").exit_code, 0);
   id = FilePending(kA, "hold clear dual/one");
   EXPECT_TRUE(Describe("dual/one").value("legal_hold", false));
   ASSERT_EQ(Approve(kB, id).exit_code, 0);
   EXPECT_FALSE(Describe("dual/one").value("legal_hold", true));
 
   // Retiring key versions.
-  ASSERT_EQ(Run(kA, "key rotate dual/one --purpose records").exit_code, 0);
+  ASSERT_EQ(Run(kA, "--totp " + Code(kA) + " key rotate dual/one --purpose records").exit_code, 0);
   id = FilePending(kA, "key retire dual/one --purpose records --below 2");
   auto state_of_v1 = [] {
     const json info = Describe("dual/one");
@@ -209,7 +213,7 @@ TEST_F(DualControlTest, ProtectionShorteningOperationsWaitForApproval) {
   EXPECT_EQ(state_of_v1(), "KEY_RETIRED");
 
   // Destruction.
-  ASSERT_EQ(Run(kA, "dataset disable dual/one").exit_code, 0);
+  ASSERT_EQ(Run(kA, "--totp " + Code(kA) + " dataset disable dual/one").exit_code, 0);
   id = FilePending(kA, "dataset destroy dual/one");
   EXPECT_EQ(Describe("dual/one").value("state", ""), "DATASET_DISABLED");
   Result destroyed = Run(kB, "--totp " + Code(kB) + " dataset approve " + std::to_string(id));
@@ -223,7 +227,7 @@ TEST_F(DualControlTest, ProtectionShorteningOperationsWaitForApproval) {
   ASSERT_EQ(denied.exit_code, 0) << denied.err;
   EXPECT_EQ(Describe("dual/two")["policy"].value("retention_max_age_seconds", int64_t{0}), 0);
   // The same in human form: one line naming the request and how to approve it.
-  Result human = Run(kA, "policy set dual/two --retention 2s");
+  Result human = Run(kA, "--totp " + Code(kA) + " policy set dual/two --retention 2s");
   EXPECT_EQ(human.exit_code, 5) << human.err;
   EXPECT_EQ(human.out.find("request "), 0u) << human.out;
   EXPECT_NE(human.out.find(" filed: "), std::string::npos) << human.out;
@@ -289,17 +293,17 @@ TEST_F(DualControlTest, WholeLifecycleWithKeyctlAlone) {
   ASSERT_EQ(
       Run(kA, "--totp " + Code(kA) + " dataset create " + d + " --destruction-wait 1s").exit_code,
       0);
-  ASSERT_EQ(Run(kA, "key rotate " + d).exit_code, 0);
-  Result reenc = Run(kA, "reencrypt start " + d + " --wait");
+  ASSERT_EQ(Run(kA, "--totp " + Code(kA) + " key rotate " + d).exit_code, 0);
+  Result reenc = Run(kA, "--totp " + Code(kA) + " reencrypt start " + d + " --wait");
   ASSERT_EQ(reenc.exit_code, 0) << reenc.err;
   uint64_t id = FilePending(kA, "key retire " + d + " --purpose records --below 2");
   ASSERT_EQ(Approve(kB, id).exit_code, 0);
-  Result backup = Run(kA, "backup create");
+  Result backup = Run(kA, "--totp " + Code(kA) + " backup create");
   ASSERT_EQ(backup.exit_code, 0) << backup.err;
-  ASSERT_EQ(Run(kA, "hold set " + d).exit_code, 0);
+  ASSERT_EQ(Run(kA, "--totp " + Code(kA) + " hold set " + d).exit_code, 0);
   id = FilePending(kA, "hold clear " + d);
   ASSERT_EQ(Approve(kB, id).exit_code, 0);
-  ASSERT_EQ(Run(kA, "dataset disable " + d).exit_code, 0);
+  ASSERT_EQ(Run(kA, "--totp " + Code(kA) + " dataset disable " + d).exit_code, 0);
   id = FilePending(kA, "dataset destroy " + d);
   ASSERT_EQ(Approve(kB, id).exit_code, 0);
 

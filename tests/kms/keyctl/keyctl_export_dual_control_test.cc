@@ -111,23 +111,26 @@ TEST_F(KeyctlExportDualControlTest, FiledApprovedByAnotherAdminRedeemedOnceByThe
   ASSERT_EQ(written, "written");
   // An ACTIVE dataset is refused at filing: nothing to approve.
   const std::string key = " --recipient-key " + work_ + "/x25519.pub.pem";
-  Result active = Run(kA, "--json dataset export exp/dual" + key + " --out " + work_ + "/a.cfx");
+  Result active = Run(kA, "--json --totp " + Code(kA) + " dataset export exp/dual" + key +
+                              " --out " + work_ + "/a.cfx");
   EXPECT_EQ(active.CodeName(), "DATASET_STATE_FORBIDS") << active.out << active.err;
-  ASSERT_EQ(Run(kA, "dataset disable exp/dual").exit_code, 0);  // the MFA session covers it
+  ASSERT_EQ(Run(kA, "--totp " + Code(kA) + " dataset disable exp/dual").exit_code, 0);
 
   const std::string archive = work_ + "/dual.cfx";
-  Result filed = Run(kA, "--json dataset export exp/dual" + key + " --out " + archive);
+  Result filed =
+      Run(kA, "--json --totp " + Code(kA) + " dataset export exp/dual" + key + " --out " + archive);
   ASSERT_EQ(filed.exit_code, 5) << filed.err << filed.out;
   const uint64_t id = filed.JsonOrEmpty()["pending"].value("id", uint64_t{0});
   ASSERT_NE(id, 0u) << filed.out;
   EXPECT_TRUE(NothingWritten("dual.cfx"));
-  const std::string redeem = "--json dataset export exp/dual" + key + " --out " + archive +
-                             " --approval " + std::to_string(id);
+  // Each run is its own connection: each brings a code (an MFA session is per connection).
+  const std::string redeem =
+      " dataset export exp/dual" + key + " --out " + archive + " --approval " + std::to_string(id);
 
   Result self = Run(kA, "--json --totp " + Code(kA) + " request approve " + std::to_string(id));
   EXPECT_EQ(self.exit_code, 3) << self.err;
   EXPECT_EQ(self.CodeName(), "APPROVAL_FORBIDDEN") << self.out;
-  Result early = Run(kA, redeem);
+  Result early = Run(kA, "--json --totp " + Code(kA) + redeem);
   EXPECT_EQ(early.CodeName(), "APPROVAL_CLOSED") << early.out << early.err;  // not approved yet
   EXPECT_TRUE(NothingWritten("dual.cfx"));
 
@@ -143,17 +146,17 @@ TEST_F(KeyctlExportDualControlTest, FiledApprovedByAnotherAdminRedeemedOnceByThe
   EXPECT_TRUE(NothingWritten("dual.cfx"));
 
   // Only the requester redeems, only for the recipient key filed.
-  Result by_b = Run(kB, "--json dataset export exp/dual" + key + " --out " + work_ +
-                            "/b.cfx --approval " + std::to_string(id));
+  Result by_b = Run(kB, "--json --totp " + Code(kB) + " dataset export exp/dual" + key + " --out " +
+                            work_ + "/b.cfx --approval " + std::to_string(id));
   EXPECT_EQ(by_b.CodeName(), "APPROVAL_FORBIDDEN") << by_b.out << by_b.err;
   EXPECT_TRUE(NothingWritten("b.cfx"));
   Result other_key =
-      Run(kA, "--json dataset export exp/dual --recipient-key " + work_ + "/rsa.pub.pem --out " +
-                  work_ + "/rsa.cfx --approval " + std::to_string(id));
+      Run(kA, "--json --totp " + Code(kA) + " dataset export exp/dual --recipient-key " + work_ +
+                  "/rsa.pub.pem --out " + work_ + "/rsa.cfx --approval " + std::to_string(id));
   EXPECT_EQ(other_key.CodeName(), "APPROVAL_FORBIDDEN") << other_key.out << other_key.err;
   EXPECT_TRUE(NothingWritten("rsa.cfx"));
 
-  Result redeemed = Run(kA, redeem);
+  Result redeemed = Run(kA, "--json --totp " + Code(kA) + redeem);
   ASSERT_EQ(redeemed.exit_code, 0) << redeemed.err << redeemed.out;
   EXPECT_EQ(redeemed.JsonOrEmpty().value("records", 0), 2) << redeemed.out;
   Result opened = Run(kA, "--json export open " + archive + " --private-key " + work_ +
@@ -173,8 +176,8 @@ TEST_F(KeyctlExportDualControlTest, FiledApprovedByAnotherAdminRedeemedOnceByThe
       << records;
 
   // Single use.
-  Result again = Run(kA, "--json dataset export exp/dual" + key + " --out " + work_ +
-                             "/again.cfx --approval " + std::to_string(id));
+  Result again = Run(kA, "--json --totp " + Code(kA) + " dataset export exp/dual" + key +
+                             " --out " + work_ + "/again.cfx --approval " + std::to_string(id));
   EXPECT_EQ(again.exit_code, 3) << again.err;
   EXPECT_EQ(again.CodeName(), "APPROVAL_CLOSED") << again.out;
   EXPECT_TRUE(NothingWritten("again.cfx"));

@@ -143,14 +143,17 @@ class AdminControlTest : public ::testing::Test {
     control_ = *std::move(created);
   }
 
-  AdminDecision Admit(uid_t uid, const pb::Request& request) {
-    return control_->Admit(Peer(uid), request, [this](std::string_view name) {
-      if (name != dataset_.name) {
-        return absl::StatusOr<kms::DatasetInfo>(
-            MakeError(ErrorCode::kDatasetNotFound, "no such dataset"));
-      }
-      return absl::StatusOr<kms::DatasetInfo>(dataset_);
-    });
+  // `connection`: the admin-socket connection (default: one per uid).
+  AdminDecision Admit(uid_t uid, const pb::Request& request,
+                      std::optional<uint64_t> connection = std::nullopt) {
+    return control_->Admit(Peer(uid), connection.value_or(ConnectionOf(uid)), request,
+                           [this](std::string_view name) {
+                             if (name != dataset_.name) {
+                               return absl::StatusOr<kms::DatasetInfo>(
+                                   MakeError(ErrorCode::kDatasetNotFound, "no such dataset"));
+                             }
+                             return absl::StatusOr<kms::DatasetInfo>(dataset_);
+                           });
   }
 
   // Admit, then (when admitted and AdminControl serves it) Serve; the response or the error.
@@ -195,6 +198,7 @@ class AdminControlTest : public ::testing::Test {
     clock_.Advance(std::chrono::seconds(kStep));
     return Totp(secrets_[uid], static_cast<uint64_t>(NowSeconds() / kStep));
   }
+  static uint64_t ConnectionOf(uid_t uid) { return uint64_t{uid} * 100; }
   int64_t NowSeconds() const {
     return std::chrono::duration_cast<std::chrono::seconds>(clock_.Now().time_since_epoch())
         .count();
@@ -289,6 +293,35 @@ TEST_F(AdminControlTest, BootstrapThenCodeOpensASessionAndCodesAreSingleUse) {
   claim.mutable_admin_enroll();
   EXPECT_EQ(Run(kAlice, claim).error().code(), C(ErrorCode::kAlreadyExists));
   EXPECT_EQ(Run(kCarol, claim).error().code(), C(ErrorCode::kAdminNotEnrolled));
+}
+
+TEST_F(AdminControlTest, ASessionBelongsToItsConnectionAndEndsWithItOrItsTime) {
+  TwoAdmins();
+  pb::Request rotate;
+  rotate.mutable_key_rotate()->set_dataset("crm");
+  constexpr uint64_t kFirst = 11;
+  constexpr uint64_t kSecond = 12;
+  ASSERT_TRUE(Admit(kAlice, WithCode(rotate, Code(kAlice)), kFirst).status.ok());
+  EXPECT_TRUE(control_->HasSession(kAlice, kFirst));
+  EXPECT_TRUE(Admit(kAlice, rotate, kFirst).status.ok());
+  // Another connection of the same uid (malware running as the admin) has no session.
+  EXPECT_EQ(ErrorCodeOf(Admit(kAlice, rotate, kSecond).status), ErrorCode::kMfaRequired);
+  EXPECT_FALSE(control_->HasSession(kAlice, kSecond));
+  // Nor has another uid that would reach the same connection number.
+  EXPECT_FALSE(control_->HasSession(kBob, kFirst));
+  EXPECT_EQ(ErrorCodeOf(Admit(kBob, rotate, kFirst).status), ErrorCode::kMfaRequired);
+  ASSERT_TRUE(Admit(kAlice, WithCode(rotate, Code(kAlice)), kFirst).status.ok());
+
+  // The session time (300 s, on the injected clock): still open just before, gone at it.
+  clock_.Advance(std::chrono::seconds(299));
+  EXPECT_TRUE(Admit(kAlice, rotate, kFirst).status.ok());
+  clock_.Advance(std::chrono::seconds(1));
+  EXPECT_EQ(ErrorCodeOf(Admit(kAlice, rotate, kFirst).status), ErrorCode::kMfaRequired);
+
+  // Closing the connection ends it.
+  ASSERT_TRUE(Admit(kAlice, WithCode(rotate, Code(kAlice)), kSecond).status.ok());
+  control_->ConnectionClosed(kSecond);
+  EXPECT_EQ(ErrorCodeOf(Admit(kAlice, rotate, kSecond).status), ErrorCode::kMfaRequired);
 }
 
 TEST_F(AdminControlTest, WrongCodesAreAuditedAndLockTheAdminOut) {
