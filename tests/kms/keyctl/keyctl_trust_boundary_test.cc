@@ -265,8 +265,9 @@ TEST_F(TrustBoundaryTest, WeakeningRotationOrUsageLimitWaitsForASecondAdmin) {
   ASSERT_GT(rotation, 86400);
   ASSERT_GT(limit, 1000u);
 
-  // Tightening runs at once (within A's session).
-  Result shorter = Run(kA, "policy set tb/policy --rotation-days 1 --usage-limit 1000");
+  // Tightening runs at once.
+  Result shorter =
+      Run(kA, "--totp " + Code(kA) + " policy set tb/policy --rotation-days 1 --usage-limit 1000");
   ASSERT_EQ(shorter.exit_code, 0) << shorter.err << shorter.out;
   EXPECT_EQ(policy().value("records_rotation_seconds", int64_t{0}), 86400);
   EXPECT_EQ(policy().value("usage_limit", uint64_t{0}), 1000u);
