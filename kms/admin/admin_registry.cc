@@ -158,14 +158,21 @@ absl::StatusOr<std::unique_ptr<AdminRegistry>> AdminRegistry::Open(Options optio
   COFFER_ASSIGN_OR_RETURN(std::unique_ptr<SignedRowStore> rows,
                           SignedRowStore::Open(std::move(store)));
   std::unique_ptr<AdminRegistry> registry(new AdminRegistry(std::move(options), std::move(rows)));
-  COFFER_ASSIGN_OR_RETURN(std::vector<AdminRecord> admins, registry->ListAdmins());
-  for (const AdminRecord& admin : admins) registry->enrolled_.insert(admin.uid);
+  // A registry whose admin rows cannot be read (damaged or edited) opens, and every read of
+  // them reports it; until then no uid is known not to be an admin, so content is refused to
+  // every uid (fail closed).
+  absl::StatusOr<std::vector<AdminRecord>> admins = registry->ListAdmins();
+  if (admins.ok()) {
+    for (const AdminRecord& admin : *admins) registry->enrolled_.insert(admin.uid);
+  } else {
+    registry->enrolled_unknown_ = true;
+  }
   return registry;
 }
 
 bool AdminRegistry::IsEnrolled(uint32_t uid) const {
   std::lock_guard<std::mutex> lock(enrolled_mu_);
-  return enrolled_.count(uid) != 0;
+  return enrolled_unknown_ || enrolled_.count(uid) != 0;
 }
 
 AdminRegistry::AdminRegistry(Options options, std::unique_ptr<SignedRowStore> rows)

@@ -115,7 +115,8 @@ class AdminRegistry {
   absl::StatusOr<size_t> AdminCount();
   // Whether `uid` is an enrolled admin, from memory (the data socket asks on every content
   // request: an enrolled admin's uid gets no content). Kept with every enrolment and removal;
-  // a removal counts only once its row is deleted.
+  // a removal counts only once its row is deleted. When the admin rows could not be read at open,
+  // every uid counts as enrolled (fail closed).
   bool IsEnrolled(uint32_t uid) const;
 
   // Allows `uid` to claim an enrolment until now+ttl, replacing an older invitation.
@@ -182,6 +183,7 @@ class AdminRegistry {
   std::unique_ptr<SignedRowStore> rows_;
   mutable std::mutex enrolled_mu_;  // taken after mu_ (or alone), never before it
   std::set<uint32_t> enrolled_;     // guarded by enrolled_mu_
+  bool enrolled_unknown_ = false;   // the rows could not be read at open: every uid counts
 };
 
 }  // namespace coffer::kms::admin

@@ -1093,8 +1093,11 @@ TEST(CofferdSmokeTest, ShippedBinaryServesARecordAnAdminCommandWithARealTotpAndS
   options.name = "cofferd-smoke";
   options.controlled_clock = false;
   options.mfa = mfa;
-  options.extra_config = [](const std::string&) {
-    return "grants { principals { uid: " + std::to_string(geteuid()) +
+  // With MFA on, the test's uid (root) is an enrolled admin and gets no content: the record is
+  // served to uid 2, an application user.
+  const uid_t app = mfa ? 2 : geteuid();
+  options.extra_config = [app](const std::string&) {
+    return "grants { principals { uid: " + std::to_string(app) +
            " } datasets: \"*\" rights: READ rights: WRITE }\n";
   };
   std::unique_ptr<Cofferd> daemon = Cofferd::Create(std::move(options));
@@ -1127,12 +1130,15 @@ TEST(CofferdSmokeTest, ShippedBinaryServesARecordAnAdminCommandWithARealTotpAndS
   }
 
   {
-    auto c = client::Client::Connect(daemon->data_socket());
-    ASSERT_TRUE(c.ok()) << c.status();
-    ASSERT_TRUE((*c)->PutRecord(dataset, "customer/1", "a value").ok());
-    auto got = (*c)->GetRecord(dataset, "customer/1");
-    ASSERT_TRUE(got.ok()) << got.status();
-    EXPECT_EQ(*got, "a value");
+    const std::string socket = daemon->data_socket();
+    auto serve = [&socket, &dataset]() -> std::string {
+      auto c = client::Client::Connect(socket);
+      if (!c.ok()) return "connect failed";
+      if (!(*c)->PutRecord(dataset, "customer/1", "a value").ok()) return "put failed";
+      auto got = (*c)->GetRecord(dataset, "customer/1");
+      return got.ok() ? *got : "get failed";
+    };
+    EXPECT_EQ(mfa ? RunAsUid(app, daemon->daemon_gid(), serve) : serve(), "a value");
   }
 
   EXPECT_EQ(daemon->SignalAndWait(SIGTERM), 0) << daemon->Logs();

@@ -223,7 +223,7 @@ TEST_F(TrustBoundaryTest, PurgeWaitsForASecondAdminAndItsEntriesNameBoth) {
 
   // The whole bin: denied, it changes nothing; approved, it empties the bin.
   auto bin_items = [] {
-    Result list = Run(kB, "--json bin list tb/purge");
+    Result list = Run(kB, "--json --totp " + Code(kB) + " bin list tb/purge");
     EXPECT_EQ(list.exit_code, 0) << list.err;
     return list.JsonOrEmpty()["items"].size();
   };
