@@ -83,4 +83,6 @@ absl::Status KeyDb::CreateCheckpoint(const std::string& target_dir) {
   return store_->CreateCheckpoint(target_dir);
 }
 
+absl::Status KeyDb::CompactAll() { return store_->CompactAll(); }
+
 }  // namespace coffer::kms

@@ -86,6 +86,9 @@ class KeyDb {
   // same file system). For full backups (kms/keys/full_backup.h).
   absl::Status CreateCheckpoint(const std::string& target_dir);
 
+  // SignedRowStore::CompactAll: overwritten and deleted rows leave the files.
+  absl::Status CompactAll();
+
   // Reads and verifies one row into `row`; nullopt-like false when absent.
   absl::StatusOr<bool> Get(KeyDbTable table, std::string_view key,
                            google::protobuf::MessageLite& row);

@@ -120,9 +120,13 @@ absl::StatusOr<std::unique_ptr<KeyManager>> KeyManager::Open(KeyManagerOptions o
   }
   COFFER_ASSIGN_OR_RETURN(auto db,
                           KeyDb::Open(options.key_db_directory, options.row_authenticator));
+  COFFER_ASSIGN_OR_RETURN(internal::DatasetNames names,
+                          internal::DatasetNames::Create(*options.row_authenticator));
   std::unique_ptr<KeyManager> manager(new KeyManager(std::move(options), std::move(db)));
+  manager->dataset_names_ = std::make_unique<internal::DatasetNames>(std::move(names));
   std::lock_guard<std::mutex> lock(manager->admin_mu_);
   COFFER_RETURN_IF_ERROR(manager->LoadAll());
+  COFFER_RETURN_IF_ERROR(manager->MigrateNames());
   COFFER_RETURN_IF_ERROR(manager->CheckClockAtOpen());
   COFFER_RETURN_IF_ERROR(manager->Recover());
   COFFER_RETURN_IF_ERROR(manager->Reconcile());
@@ -141,6 +145,17 @@ absl::Status KeyManager::LoadAll() {
   v1::ClockRow clock_row;
   COFFER_ASSIGN_OR_RETURN(bool has_clock, db_->Get(KeyDbTable::kMeta, "clock", clock_row));
   if (has_clock) clock_high_water_micros_ = clock_row.high_water_micros();
+  v1::NamesFormatRow names_format;
+  COFFER_ASSIGN_OR_RETURN(bool has_names_format,
+                          db_->Get(KeyDbTable::kMeta, "names_format", names_format));
+  names_format_ = has_names_format ? names_format.format() : internal::kNamesFormatPlaintext;
+  if (names_format_ != internal::kNamesFormatPlaintext &&
+      names_format_ != internal::kNamesFormatSealed) {
+    return MakeError(ErrorCode::kUnsupportedFormat,
+                     "key DB names format " + std::to_string(names_format_) +
+                         " is newer than this build reads (1 or 2)");
+  }
+  const bool sealed_names = names_format_ == internal::kNamesFormatSealed;
 
   std::map<uint64_t, std::shared_ptr<DatasetSnapshot>> loaded;
   COFFER_RETURN_IF_ERROR(
@@ -150,6 +165,16 @@ absl::Status KeyManager::LoadAll() {
                   if (!snap->row.ParseFromArray(message.data(), static_cast<int>(message.size())) ||
                       key != DatasetRowKey(snap->row.handle())) {
                     return Corrupt("a dataset row does not parse or sits under another handle");
+                  }
+                  v1::DatasetRow& row = snap->row;
+                  if (sealed_names && !row.name().empty()) {
+                    return Corrupt("a dataset row holds its name in plaintext");
+                  }
+                  if (!row.sealed_name().empty()) {
+                    absl::StatusOr<std::string> name =
+                        dataset_names_->OpenName(row.handle(), row.sealed_name());
+                    if (!name.ok()) return Corrupt("a dataset row's sealed name does not open");
+                    row.set_name(*std::move(name));
                   }
                   loaded[snap->row.handle()] = std::move(snap);
                   return absl::OkStatus();
@@ -204,6 +229,15 @@ absl::Status KeyManager::LoadAll() {
     (*map)[handle] = std::move(entry);
   }
   // Every name row must point at a live dataset of that name, and every live dataset have one.
+  std::map<std::string, uint64_t, std::less<>> name_keys;
+  for (const auto& [name, handle] : names_) {
+    if (!sealed_names) {
+      name_keys[name] = handle;
+      continue;
+    }
+    COFFER_ASSIGN_OR_RETURN(std::string key, dataset_names_->LookupKey(name));
+    name_keys[std::move(key)] = handle;
+  }
   size_t name_rows = 0;
   COFFER_RETURN_IF_ERROR(db_->Scan(
       KeyDbTable::kNames, "", [&](std::string_view key, std::string_view message) -> absl::Status {
@@ -211,15 +245,70 @@ absl::Status KeyManager::LoadAll() {
         if (!row.ParseFromArray(message.data(), static_cast<int>(message.size()))) {
           return Corrupt("a name row does not parse");
         }
-        auto it = names_.find(key);
-        if (it == names_.end() || it->second != row.handle()) {
+        auto it = name_keys.find(key);
+        if (it == name_keys.end() || it->second != row.handle()) {
           return Corrupt("a name row points at no live dataset of that name");
         }
         ++name_rows;
         return absl::OkStatus();
       }));
-  if (name_rows != names_.size()) return Corrupt("a live dataset has no name row");
+  if (name_rows != name_keys.size()) return Corrupt("a live dataset has no name row");
   datasets_.store(std::move(map));
+  return absl::OkStatus();
+}
+
+absl::Status KeyManager::PutDatasetRow(KeyDb::Batch& batch, const v1::DatasetRow& row) const {
+  if (row.name().empty()) return batch.Put(KeyDbTable::kDatasets, DatasetRowKey(row.handle()), row);
+  v1::DatasetRow stored = row;
+  stored.clear_name();
+  COFFER_ASSIGN_OR_RETURN(std::string sealed, dataset_names_->Seal(row.handle(), row.name()));
+  stored.set_sealed_name(std::move(sealed));
+  return batch.Put(KeyDbTable::kDatasets, DatasetRowKey(row.handle()), stored);
+}
+
+// One batch rewrites every dataset row with its name sealed, re-keys every name row by its
+// lookup HMAC, drops the names from CREATING intents and records names_format 2: a crash leaves
+// the key DB wholly v1 or wholly v2 (the batch is atomic, so no intent row is needed), and the
+// next open redoes it. Then a full compaction and a reopen remove the plaintext from the DB's
+// files (a crash before they finish leaves it until the next compaction). Backups
+// taken before hold their v1 copy until they are pruned (docs/key-manager.md).
+absl::Status KeyManager::MigrateNames() {
+  if (names_format_ == internal::kNamesFormatSealed) return absl::OkStatus();
+  KeyDb::Batch batch(*db_);
+  for (const auto& [handle, entry] : *datasets_.load()) {
+    COFFER_RETURN_IF_ERROR(PutDatasetRow(batch, entry->snapshot.load()->row));
+  }
+  for (const auto& [name, handle] : names_) {
+    batch.Delete(KeyDbTable::kNames, name);
+    v1::NameRow name_row;
+    name_row.set_handle(handle);
+    COFFER_ASSIGN_OR_RETURN(std::string key, dataset_names_->LookupKey(name));
+    COFFER_RETURN_IF_ERROR(batch.Put(KeyDbTable::kNames, key, name_row));
+  }
+  std::vector<std::pair<std::string, v1::IntentRow>> intents;
+  COFFER_RETURN_IF_ERROR(db_->Scan(
+      KeyDbTable::kIntents, "", [&](std::string_view key, std::string_view message) -> absl::Status {
+        v1::IntentRow intent;
+        if (!intent.ParseFromArray(message.data(), static_cast<int>(message.size()))) {
+          return Corrupt("an intent row does not parse");
+        }
+        if (!intent.name().empty()) intents.emplace_back(std::string(key), std::move(intent));
+        return absl::OkStatus();
+      }));
+  for (auto& [key, intent] : intents) {
+    intent.clear_name();
+    COFFER_RETURN_IF_ERROR(batch.Put(KeyDbTable::kIntents, key, intent));
+  }
+  v1::NamesFormatRow format;
+  format.set_format(internal::kNamesFormatSealed);
+  COFFER_RETURN_IF_ERROR(batch.Put(KeyDbTable::kMeta, "names_format", format));
+  COFFER_RETURN_IF_ERROR(db_->Write(batch));
+  names_format_ = internal::kNamesFormatSealed;
+  COFFER_RETURN_IF_ERROR(db_->CompactAll());
+  // The MANIFEST still records the old files' smallest and largest keys (v1 name rows are keyed
+  // by the name); RocksDB writes a fresh MANIFEST when it opens, so reopen.
+  db_.reset();
+  COFFER_ASSIGN_OR_RETURN(db_, KeyDb::Open(options_.key_db_directory, options_.row_authenticator));
   return absl::OkStatus();
 }
 
@@ -318,7 +407,6 @@ absl::StatusOr<uint64_t> KeyManager::CreateDataset(std::string_view name,
   intent.set_handle(handle);
   intent.set_started_micros(now);
   *intent.mutable_actor() = internal::ToRow(actor);
-  intent.set_name(std::string(name));
   *intent.mutable_policy() = internal::ToRow(chosen);
   intent.mutable_new_wrapping_key()->set_module(module);
   intent.mutable_new_wrapping_key()->set_version(1);
@@ -394,8 +482,10 @@ absl::StatusOr<uint64_t> KeyManager::CreateDataset(std::string_view name,
   }
   v1::NameRow name_row;
   name_row.set_handle(handle);
-  absl::Status staged = batch.Put(KeyDbTable::kDatasets, DatasetRowKey(handle), row);
-  if (staged.ok()) staged = batch.Put(KeyDbTable::kNames, name, name_row);
+  absl::StatusOr<std::string> name_key = dataset_names_->LookupKey(name);
+  if (!name_key.ok()) return roll_back(name_key.status());
+  absl::Status staged = PutDatasetRow(batch, row);
+  if (staged.ok()) staged = batch.Put(KeyDbTable::kNames, *name_key, name_row);
   batch.Delete(KeyDbTable::kIntents, DatasetRowKey(handle));
   if (staged.ok()) staged = db_->Write(batch);
   if (!staged.ok()) return roll_back(staged);

@@ -59,6 +59,7 @@
 #include "kms/keys/key_cache.h"
 #include "kms/keys/key_db.h"
 #include "kms/keys/key_db.pb.h"
+#include "kms/keys/internal/dataset_names.h"
 #include "kms/keys/key_manager_types.h"
 #include "storage/dataset_erasure.h"
 #include "storage/key_provider.h"
@@ -239,6 +240,8 @@ class KeyManager final : public storage::KeyProvider {
 
   // Open.
   absl::Status LoadAll();
+  // Rewrites a names-v1 key DB to names-v2 (kms/keys/internal/dataset_names.h) in one batch.
+  absl::Status MigrateNames();
   absl::Status Recover();
   absl::Status Reconcile();
   absl::Status CheckClockAtOpen();
@@ -254,6 +257,9 @@ class KeyManager final : public storage::KeyProvider {
   absl::StatusOr<uint64_t> AuditAt(const audit::AuditEvent& event);  // returns the sequence
   absl::Status Refuse(audit::v1::EventKind attempted, uint64_t handle,
                       const audit::AuditActor& actor, absl::Status why);
+
+  // Stages dataset `row` into `batch` as stored: the name sealed, never in plaintext.
+  absl::Status PutDatasetRow(KeyDb::Batch& batch, const v1::DatasetRow& row) const;
 
   hsm::KeyWrapper* Module(const std::string& name) const;
   // Whether the token (module `ref.module()`) holds DWK {handle, ref.version()}: a read only.
@@ -309,6 +315,8 @@ class KeyManager final : public storage::KeyProvider {
   std::atomic<std::shared_ptr<const DatasetMap>> datasets_;
   std::map<std::string, uint64_t, std::less<>> names_;  // guarded by admin_mu_
   int64_t clock_high_water_micros_ = 0;                 // guarded by admin_mu_
+  std::unique_ptr<internal::DatasetNames> dataset_names_;  // set by Open, then immutable
+  uint32_t names_format_ = internal::kNamesFormatPlaintext;  // guarded by admin_mu_
 };
 
 }  // namespace coffer::kms

@@ -46,7 +46,7 @@ absl::Status KeyManager::UpdateDestroyedRow(const EntryPtr& entry,
   if (next->row.state() != v1::DESTROYED) return NotDestroyed();
   change(next->row);
   KeyDb::Batch batch(*db_);
-  COFFER_RETURN_IF_ERROR(batch.Put(KeyDbTable::kDatasets, DatasetRowKey(entry->handle), next->row));
+  COFFER_RETURN_IF_ERROR(PutDatasetRow(batch, next->row));
   COFFER_RETURN_IF_ERROR(db_->Write(batch));
   Publish(entry, std::move(next));
   return absl::OkStatus();

@@ -70,7 +70,7 @@ absl::Status KeyManager::ChangeStateLocked(const EntryPtr& entry, int new_state,
       }
     }
     KeyDb::Batch batch(*db_);
-    result = batch.Put(KeyDbTable::kDatasets, DatasetRowKey(entry->handle), next->row);
+    result = PutDatasetRow(batch, next->row);
     if (result.ok()) result = db_->Write(batch);
     if (result.ok()) {
       Publish(entry, std::move(next));
@@ -165,7 +165,7 @@ absl::Status KeyManager::SetLegalHold(uint64_t handle, bool hold, const audit::A
     auto next = std::make_shared<DatasetSnapshot>(*(*entry)->snapshot.load());
     next->row.mutable_policy()->set_legal_hold(hold);
     KeyDb::Batch batch(*db_);
-    result = batch.Put(KeyDbTable::kDatasets, DatasetRowKey(handle), next->row);
+    result = PutDatasetRow(batch, next->row);
     if (result.ok()) result = db_->Write(batch);
     if (result.ok()) Publish(*entry, std::move(next));
   }
@@ -225,7 +225,7 @@ absl::Status KeyManager::SetPolicy(uint64_t handle, const DatasetPolicy& policy,
     auto next = std::make_shared<DatasetSnapshot>(*(*entry)->snapshot.load());
     *next->row.mutable_policy() = internal::ToRow(policy);
     KeyDb::Batch batch(*db_);
-    result = batch.Put(KeyDbTable::kDatasets, DatasetRowKey(handle), next->row);
+    result = PutDatasetRow(batch, next->row);
     if (result.ok()) result = db_->Write(batch);
     if (result.ok()) Publish(*entry, std::move(next));
   }
@@ -264,7 +264,7 @@ absl::Status KeyManager::DestroyLocked(const EntryPtr& entry, const audit::Audit
     KeyDb::Batch batch(*db_);
     COFFER_RETURN_IF_ERROR(batch.Put(KeyDbTable::kIntents, DatasetRowKey(entry->handle), intent));
     COFFER_RETURN_IF_ERROR(
-        batch.Put(KeyDbTable::kDatasets, DatasetRowKey(entry->handle), next->row));
+        PutDatasetRow(batch, next->row));
     COFFER_RETURN_IF_ERROR(db_->Write(batch));
     Publish(entry, std::move(next));
     cache_.EraseDataset(entry->handle);
@@ -368,9 +368,13 @@ absl::Status KeyManager::FinishDestroyLocked(const EntryPtr& entry, const audit:
     }
   }
   auto name = names_.find(row.name());
-  if (name != names_.end() && name->second == handle) batch.Delete(KeyDbTable::kNames, row.name());
+  if (name != names_.end() && name->second == handle) {
+    absl::StatusOr<std::string> name_key = dataset_names_->LookupKey(row.name());
+    if (!name_key.ok()) return finish(name_key.status());
+    batch.Delete(KeyDbTable::kNames, *name_key);
+  }
   batch.Delete(KeyDbTable::kIntents, DatasetRowKey(handle));
-  absl::Status written = batch.Put(KeyDbTable::kDatasets, DatasetRowKey(handle), next->row);
+  absl::Status written = PutDatasetRow(batch, next->row);
   if (written.ok()) written = db_->Write(batch);
   if (!written.ok()) return finish(written);
   Crash("destroy.committed");

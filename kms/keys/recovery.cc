@@ -193,7 +193,7 @@ absl::Status KeyManager::DropRewrapIntentLocked(const EntryPtr& entry,
     KeyDb::Batch batch(*db_);
     if (under_new && !listed) {
       *next->row.add_live_wrapping_keys() = new_ref;
-      COFFER_RETURN_IF_ERROR(batch.Put(KeyDbTable::kDatasets, DatasetRowKey(handle), next->row));
+      COFFER_RETURN_IF_ERROR(PutDatasetRow(batch, next->row));
     }
     batch.Delete(KeyDbTable::kIntents, DatasetRowKey(handle));
     COFFER_RETURN_IF_ERROR(db_->Write(batch));
@@ -244,7 +244,7 @@ absl::Status KeyManager::Reconcile() {
     auto next = std::make_shared<DatasetSnapshot>(*snap);
     next->row.set_wrapping_key_missing(missing);
     KeyDb::Batch batch(*db_);
-    COFFER_RETURN_IF_ERROR(batch.Put(KeyDbTable::kDatasets, DatasetRowKey(handle), next->row));
+    COFFER_RETURN_IF_ERROR(PutDatasetRow(batch, next->row));
     COFFER_RETURN_IF_ERROR(db_->Write(batch));
     Publish(entry, std::move(next));
     if (missing) cache_.EraseDataset(handle);

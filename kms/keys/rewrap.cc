@@ -164,7 +164,7 @@ absl::Status KeyManager::ContinueRewrapLocked(const EntryPtr& entry,
       if (!listed) *next->row.add_live_wrapping_keys() = new_ref;
       intent.set_switched(true);
       KeyDb::Batch batch(*db_);
-      COFFER_RETURN_IF_ERROR(batch.Put(KeyDbTable::kDatasets, DatasetRowKey(handle), next->row));
+      COFFER_RETURN_IF_ERROR(PutDatasetRow(batch, next->row));
       if (intent.destroy_old()) {
         COFFER_RETURN_IF_ERROR(batch.Put(KeyDbTable::kIntents, DatasetRowKey(handle), intent));
       } else {
@@ -211,7 +211,7 @@ absl::Status KeyManager::ContinueRewrapLocked(const EntryPtr& entry,
     }
   }
   KeyDb::Batch batch(*db_);
-  COFFER_RETURN_IF_ERROR(batch.Put(KeyDbTable::kDatasets, DatasetRowKey(handle), next->row));
+  COFFER_RETURN_IF_ERROR(PutDatasetRow(batch, next->row));
   batch.Delete(KeyDbTable::kIntents, DatasetRowKey(handle));
   COFFER_RETURN_IF_ERROR(db_->Write(batch));
   Publish(entry, std::move(next));

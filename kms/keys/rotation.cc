@@ -130,7 +130,7 @@ absl::StatusOr<uint32_t> KeyManager::RotateLocked(const EntryPtr& entry,
                        KeyVersionRowKey(handle, purpose_byte, old_primary.row.version()),
                        old_primary.row);
   }
-  if (staged.ok()) staged = batch.Put(KeyDbTable::kDatasets, DatasetRowKey(handle), next->row);
+  if (staged.ok()) staged = PutDatasetRow(batch, next->row);
   if (staged.ok()) staged = db_->Write(batch);
   if (!staged.ok()) return finish(staged);
   list.push_back(std::move(fresh));
@@ -238,7 +238,7 @@ absl::Status KeyManager::RetireLocked(const EntryPtr& entry, storage::KeyPurpose
                          KeyVersionRowKey(handle, static_cast<uint8_t>(purpose), v),
                          internal::RowForWrite(version));
     }
-    if (result.ok()) result = batch.Put(KeyDbTable::kDatasets, DatasetRowKey(handle), next->row);
+    if (result.ok()) result = PutDatasetRow(batch, next->row);
     if (result.ok()) result = db_->Write(batch);
     if (result.ok()) {
       Publish(entry, std::move(next));

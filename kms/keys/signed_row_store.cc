@@ -212,4 +212,17 @@ absl::Status SignedRowStore::CreateCheckpoint(const std::string& target_dir) {
                    options_.format, "checkpoint");
 }
 
+absl::Status SignedRowStore::CompactAll() {
+  rocksdb::FlushOptions flush;
+  flush.wait = true;
+  COFFER_RETURN_IF_ERROR(FromRocks(db_->Flush(flush, opened_), options_.format, "flush"));
+  rocksdb::CompactRangeOptions compact;
+  compact.bottommost_level_compaction = rocksdb::BottommostLevelCompaction::kForce;
+  for (rocksdb::ColumnFamilyHandle* family : opened_) {
+    COFFER_RETURN_IF_ERROR(FromRocks(db_->CompactRange(compact, family, nullptr, nullptr),
+                                     options_.format, "compaction"));
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace coffer::kms

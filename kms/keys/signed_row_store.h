@@ -120,6 +120,11 @@ class SignedRowStore {
   // same file system).
   absl::Status CreateCheckpoint(const std::string& target_dir);
 
+  // Flushes the memtables and compacts every column family down to the bottom level, so that
+  // overwritten and deleted values leave the SST files (and the WAL files that held them are
+  // released). For migrations that must leave no copy of the old bytes in the store's files.
+  absl::Status CompactAll();
+
  private:
   SignedRowStore(Options options, rocksdb::DB* db, std::vector<rocksdb::ColumnFamilyHandle*> opened,
                  std::vector<rocksdb::ColumnFamilyHandle*> by_family);

@@ -24,6 +24,7 @@
 #include "tests/hsm/softhsm_token.h"
 #include "tests/kms/audit/audit_test_util.h"
 #include "tests/kms/keys/kms_test_env.h"
+#include "tests/storage/storage_test_util.h"
 #include "tests/testing/progress_log.h"
 
 namespace coffer::kms {
@@ -247,6 +248,125 @@ TEST_F(KeyManagerTest, CreateListDescribeAndBadInput) {
   EXPECT_EQ(CountAudit(audit::v1::REQUEST_REFUSED), 8u);  // 1 duplicate, 6 names, 1 rotate
   EXPECT_EQ(CountAudit(audit::v1::DATASET_CREATE), 2u);
   EXPECT_EQ(CountAudit(audit::v1::DATASET_CREATE, audit::v1::STAGE_REQUESTED), 2u);
+}
+
+// Dataset names at rest (names-v2, kms/keys/internal/dataset_names.h): the key DB's files hold
+// neither the name nor an unkeyed hash of it; the name survives a restart and destruction removes
+// its lookup row.
+TEST_F(KeyManagerTest, TheKeyDbNeverHoldsADatasetNameInPlaintext) {
+  const std::string name = "acme-industries-gmbh-7c1f";
+  OpenDefault();
+  const uint64_t handle = Create(name);
+  ASSERT_NE(handle, 0u);
+  ASSERT_OK(manager_->Rotate(handle, KeyPurpose::kRecords, RotationCause::kManual, TestAdmin()));
+  manager_.reset();
+  EXPECT_THAT(storage::testing::FilesContaining(dir_.Sub("keydb"), name), ::testing::IsEmpty());
+  // The scan sees a name where one is in the clear (it can fail).
+  {
+    auto db = KeyDb::Open(dir_.Sub("keydb"), &suite_.client->row_authenticator());
+    ASSERT_OK(db);
+    KeyDb::Batch batch(**db);
+    v1::NameRow row;
+    row.set_handle(handle + 1);
+    ASSERT_OK_S(batch.Put(KeyDbTable::kMeta, "probe-" + name, row));
+    ASSERT_OK_S((*db)->Write(batch));
+  }
+  EXPECT_EQ(storage::testing::FilesContaining(dir_.Sub("keydb"), name).size(), 1u);
+  {
+    auto db = KeyDb::Open(dir_.Sub("keydb"), &suite_.client->row_authenticator());
+    ASSERT_OK(db);
+    KeyDb::Batch batch(**db);
+    batch.Delete(KeyDbTable::kMeta, "probe-" + name);
+    ASSERT_OK_S((*db)->Write(batch));
+  }
+
+  OpenDefault();
+  EXPECT_EQ(*manager_->FindDataset(name), handle);
+  EXPECT_EQ(manager_->DescribeDataset(handle)->name, name);
+  EXPECT_THAT(manager_->CreateDataset(name, std::nullopt, TestAdmin()).status(),
+              HasCode(ErrorCode::kDatasetExists));
+}
+
+// A sealed name is bound to its handle: the row of one dataset carrying another's sealed name
+// (re-tagged by someone holding the row key, the strongest case) does not open.
+TEST_F(KeyManagerTest, ASealedNameMovedToAnotherDatasetIsRefused) {
+  OpenDefault();
+  const uint64_t a = Create("dataset-a");
+  const uint64_t b = Create("dataset-b");
+  manager_.reset();
+  {
+    auto db = KeyDb::Open(dir_.Sub("keydb"), &suite_.client->row_authenticator());
+    ASSERT_OK(db);
+    v1::DatasetRow row_a;
+    v1::DatasetRow row_b;
+    ASSERT_OK((*db)->Get(KeyDbTable::kDatasets, DatasetRowKey(a), row_a));
+    ASSERT_OK((*db)->Get(KeyDbTable::kDatasets, DatasetRowKey(b), row_b));
+    EXPECT_TRUE(row_a.name().empty());
+    EXPECT_FALSE(row_a.sealed_name().empty());
+    row_b.set_sealed_name(row_a.sealed_name());
+    KeyDb::Batch batch(**db);
+    ASSERT_OK_S(batch.Put(KeyDbTable::kDatasets, DatasetRowKey(b), row_b));
+    ASSERT_OK_S((*db)->Write(batch));
+  }
+  EXPECT_THAT(Open(Options()), HasCode(ErrorCode::kKeyDbRowCorrupt));
+}
+
+// A key DB written before names-v2 (names in plaintext in the dataset rows, the name column keyed
+// by the name, a CREATING intent carrying one) migrates at open: one batch, then a compaction, and
+// the names are gone from its files.
+TEST_F(KeyManagerTest, ANamesV1KeyDbMigratesAndItsFilesLoseTheNames) {
+  const std::string name = "globex-corporation-91d2";
+  OpenDefault();
+  const uint64_t handle = Create(name);
+  const uint64_t other = Create("another-customer-5e0a");
+  manager_.reset();
+  {
+    // Turn the rows back into names-v1, as an earlier build wrote them.
+    auto db = KeyDb::Open(dir_.Sub("keydb"), &suite_.client->row_authenticator());
+    ASSERT_OK(db);
+    KeyDb::Batch batch(**db);
+    for (auto [h, n] : {std::pair<uint64_t, std::string>{handle, name},
+                        std::pair<uint64_t, std::string>{other, "another-customer-5e0a"}}) {
+      v1::DatasetRow row;
+      ASSERT_OK((*db)->Get(KeyDbTable::kDatasets, DatasetRowKey(h), row));
+      row.clear_sealed_name();
+      row.set_name(n);
+      ASSERT_OK_S(batch.Put(KeyDbTable::kDatasets, DatasetRowKey(h), row));
+      v1::NameRow name_row;
+      name_row.set_handle(h);
+      ASSERT_OK_S(batch.Put(KeyDbTable::kNames, n, name_row));
+    }
+    std::vector<std::string> lookup_keys;
+    ASSERT_OK_S((*db)->Scan(KeyDbTable::kNames, "",
+                            [&](std::string_view key, std::string_view) -> absl::Status {
+                              if (key.size() == 32) lookup_keys.emplace_back(key);
+                              return absl::OkStatus();
+                            }));
+    ASSERT_EQ(lookup_keys.size(), 2u);
+    for (const std::string& key : lookup_keys) batch.Delete(KeyDbTable::kNames, key);
+    batch.Delete(KeyDbTable::kMeta, "names_format");
+    ASSERT_OK_S((*db)->Write(batch));
+    ASSERT_OK_S((*db)->CompactAll());
+  }
+  EXPECT_FALSE(storage::testing::FilesContaining(dir_.Sub("keydb"), name).empty());
+
+  OpenDefault();
+  EXPECT_EQ(*manager_->FindDataset(name), handle);
+  EXPECT_EQ(*manager_->FindDataset("another-customer-5e0a"), other);
+  EXPECT_THAT(manager_->CreateDataset(name, std::nullopt, TestAdmin()).status(),
+              HasCode(ErrorCode::kDatasetExists));
+  manager_.reset();
+  EXPECT_THAT(storage::testing::FilesContaining(dir_.Sub("keydb"), name), ::testing::IsEmpty());
+  {
+    auto db = KeyDb::Open(dir_.Sub("keydb"), &suite_.client->row_authenticator());
+    ASSERT_OK(db);
+    v1::NamesFormatRow format;
+    ASSERT_TRUE(*(*db)->Get(KeyDbTable::kMeta, "names_format", format));
+    EXPECT_EQ(format.format(), 2u);
+  }
+  // Opened again, already names-v2.
+  OpenDefault();
+  EXPECT_EQ(manager_->ListDatasets().size(), 2u);
 }
 
 TEST_F(KeyManagerTest, DataSealedUnderV1OpensAfterRotationsAndRestart) {
