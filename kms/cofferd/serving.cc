@@ -6,10 +6,12 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <array>
 #include <cerrno>
 #include <cstring>
 
 #include "kms/cofferd/daemon.h"
+#include "crypto/secret_bytes.h"
 #include "kms/cofferd/internal/daemon_parts.h"
 
 namespace coffer::cofferd {
@@ -185,6 +187,16 @@ absl::Status Daemon::Parts::StartEvents() {
   events::EventLogOptions log_options;
   log_options.directory = config.events_directory();
   log_options.clock = clock;
+  // The event log's values are sealed under a key derived in the token from its row key (the
+  // label is part of the stored format): a thief of the events directory learns no dataset
+  // name or canary.
+  absl::StatusOr<std::array<uint8_t, 32>> derived =
+      hsm->row_authenticator().HmacRowKey("coffer-event-log-value-key-v2");
+  if (!derived.ok()) return Context(derived.status(), "deriving the event log's key");
+  absl::StatusOr<crypto::SecretBytes> value_key = crypto::SecretBytes::CopyFrom(*derived);
+  derived->fill(0);
+  if (!value_key.ok()) return value_key.status();
+  log_options.value_key = &*value_key;
   absl::StatusOr<std::unique_ptr<events::EventLog>> opened = events::EventLog::Open(log_options);
   if (!opened.ok()) {
     return Context(opened.status(), "events directory " + config.events_directory());

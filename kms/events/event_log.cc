@@ -24,6 +24,10 @@ constexpr std::string_view kMetaTable = "meta";
 constexpr std::string_view kNextSequenceKey = "next_sequence";
 constexpr std::string_view kHookCursorKey = "hook_cursor";
 constexpr std::string_view kSubscriberFormatKey = "subscriber_format";
+constexpr std::string_view kValueFormatKey = "value_format";
+constexpr uint64_t kValuesInTheClear = 1;
+constexpr uint64_t kValuesSealed = 2;
+constexpr uint32_t kValueKeyVersion = 1;
 constexpr char kSubscriberVersion = 0x02;
 constexpr size_t kSubscriberSize = 1 + 8 + 4;
 
@@ -107,6 +111,13 @@ absl::StatusOr<std::unique_ptr<EventLog>> EventLog::Open(EventLogOptions options
   rocksdb::DB* db = nullptr;
   COFFER_RETURN_IF_ERROR(FromRocks(rocksdb::DB::Open(db_options, options.directory, &db), "open"));
   std::unique_ptr<EventLog> log(new EventLog(std::move(options), db));
+  if (log->options_.value_key != nullptr) {
+    COFFER_ASSIGN_OR_RETURN(crypto::RecordAead sealer,
+                            crypto::RecordAead::Create(*log->options_.value_key, kValueKeyVersion));
+    log->sealer_.emplace(std::move(sealer));
+    log->options_.value_key = nullptr;  // the caller's: not kept
+  }
+  COFFER_RETURN_IF_ERROR(log->SealValues());
   COFFER_RETURN_IF_ERROR(log->Load());
   return log;
 }
@@ -117,6 +128,84 @@ EventLog::EventLog(EventLogOptions options, rocksdb::DB* db)
 EventLog::~EventLog() {
   Shutdown();
   if (db_) db_->Close().PermitUncheckedError();
+}
+
+// The internal counters (next sequence, hook cursor, formats) stay in the clear: they are
+// numbers, and reading them must not depend on the key.
+bool EventLog::IsInternalRow(std::string_view rocks_key) {
+  for (std::string_view key :
+       {kNextSequenceKey, kHookCursorKey, kSubscriberFormatKey, kValueFormatKey}) {
+    if (rocks_key == RowKey(kMetaTable, key)) return true;
+  }
+  return false;
+}
+
+absl::StatusOr<std::string> EventLog::SealValue(std::string_view rocks_key,
+                                                std::string_view value) const {
+  if (!sealer_) return std::string(value);
+  return sealer_->Seal(value, rocks_key);
+}
+
+absl::StatusOr<std::string> EventLog::OpenValue(std::string_view rocks_key,
+                                                std::string_view stored) const {
+  if (!sealer_) return std::string(stored);
+  absl::StatusOr<std::string> opened = sealer_->Open(stored, rocks_key);
+  if (!opened.ok()) {
+    return MakeError(ErrorCode::kDataDbError,
+                     "event log: a stored value does not open under the event log's key");
+  }
+  return opened;
+}
+
+// Values format 2 (docs/events.md, "At rest"): every event and every table row but the internal
+// counters is sealed under the value key, bound to its RocksDB key. A format-1 log (values in
+// the clear) is sealed here in one synced batch together with the format row — a crash leaves
+// either format whole — then compacted so the clear values leave the files. Without a key, a
+// sealed log is refused and a clear one stays clear (unit tests of the layer).
+absl::Status EventLog::SealValues() {
+  std::string value;
+  rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), RowKey(kMetaTable, kValueFormatKey), &value);
+  uint64_t format = kValuesInTheClear;
+  if (s.ok()) {
+    std::optional<uint64_t> stored = DecodeU64(value);
+    if (!stored || *stored < kValuesInTheClear || *stored > kValuesSealed) {
+      return MakeError(ErrorCode::kUnsupportedFormat,
+                       "event log: value format is not one this build reads (1 or 2)");
+    }
+    format = *stored;
+  } else if (!s.IsNotFound()) {
+    return FromRocks(s, "reading the value format");
+  }
+  if (!sealer_) {
+    if (format == kValuesSealed) {
+      return MakeError(ErrorCode::kFailedPrecondition,
+                       "event log: its values are sealed and no key was given");
+    }
+    return absl::OkStatus();
+  }
+  if (format == kValuesSealed) return absl::OkStatus();
+  rocksdb::WriteBatch batch;
+  size_t sealed = 0;
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions()));
+  for (it->SeekToFirst(); it->Valid(); it->Next()) {
+    const std::string_view key(it->key().data(), it->key().size());
+    if (key.empty() || (key[0] != kEventPrefix && key[0] != kRowPrefix) || IsInternalRow(key)) {
+      continue;
+    }
+    COFFER_ASSIGN_OR_RETURN(std::string stored,
+                            SealValue(key, std::string_view(it->value().data(), it->value().size())));
+    COFFER_RETURN_IF_ERROR(FromRocks(batch.Put(it->key(), stored), "staging a sealed value"));
+    ++sealed;
+  }
+  COFFER_RETURN_IF_ERROR(FromRocks(it->status(), "scanning values"));
+  it.reset();
+  COFFER_RETURN_IF_ERROR(FromRocks(
+      batch.Put(RowKey(kMetaTable, kValueFormatKey), EncodeU64(kValuesSealed)), "staging a row"));
+  COFFER_RETURN_IF_ERROR(FromRocks(db_->Write(Synced(), &batch), "sealing values"));
+  if (sealed == 0) return absl::OkStatus();
+  rocksdb::CompactRangeOptions compact;
+  compact.bottommost_level_compaction = rocksdb::BottommostLevelCompaction::kForce;
+  return FromRocks(db_->CompactRange(compact, nullptr, nullptr), "compacting sealed values");
 }
 
 absl::Status EventLog::Load() {
@@ -202,13 +291,12 @@ absl::StatusOr<std::vector<uint64_t>> EventLog::Append(std::vector<pb::Event> ev
       if (!event.SerializeToString(&bytes)) {
         return MakeError(ErrorCode::kInternal, "event log: an event does not serialize");
       }
-      COFFER_RETURN_IF_ERROR(FromRocks(batch.Put(EventKey(next), bytes), "staging an event"));
+      const std::string key = EventKey(next);
+      COFFER_ASSIGN_OR_RETURN(std::string stored, SealValue(key, bytes));
+      COFFER_RETURN_IF_ERROR(FromRocks(batch.Put(key, stored), "staging an event"));
       sequences.push_back(next++);
     }
-    for (const Row& row : rows) {
-      COFFER_RETURN_IF_ERROR(
-          FromRocks(batch.Put(RowKey(row.table, row.key), row.value), "staging a row"));
-    }
+    COFFER_RETURN_IF_ERROR(StageRows(batch, rows));
     COFFER_RETURN_IF_ERROR(FromRocks(
         batch.Put(RowKey(kMetaTable, kNextSequenceKey), EncodeU64(next)), "staging a row"));
     COFFER_RETURN_IF_ERROR(FromRocks(db_->Write(Synced(), &batch), "append"));
@@ -234,8 +322,11 @@ absl::StatusOr<std::vector<pb::Event>> EventLog::ScanEventsLocked(uint64_t after
   std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions()));
   for (it->Seek(EventKey(after + 1)); it->Valid() && out.size() < max; it->Next()) {
     if (it->key().empty() || it->key()[0] != kEventPrefix) break;
+    COFFER_ASSIGN_OR_RETURN(
+        std::string bytes, OpenValue(std::string_view(it->key().data(), it->key().size()),
+                                     std::string_view(it->value().data(), it->value().size())));
     pb::Event event;
-    if (!event.ParseFromArray(it->value().data(), static_cast<int>(it->value().size()))) {
+    if (!event.ParseFromString(bytes)) {
       return MakeError(ErrorCode::kDataDbError, "event log: a stored event does not parse");
     }
     out.push_back(std::move(event));
@@ -360,18 +451,29 @@ void EventLog::set_hook_enabled(bool enabled) {
 absl::StatusOr<std::optional<std::string>> EventLog::GetRow(std::string_view table,
                                                             std::string_view key) {
   std::string value;
-  rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), RowKey(table, key), &value);
+  const std::string rocks_key = RowKey(table, key);
+  rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), rocks_key, &value);
   if (s.IsNotFound()) return std::optional<std::string>();
   COFFER_RETURN_IF_ERROR(FromRocks(s, "reading a row"));
-  return std::optional<std::string>(std::move(value));
+  COFFER_ASSIGN_OR_RETURN(std::string opened, OpenValue(rocks_key, value));
+  return std::optional<std::string>(std::move(opened));
+}
+
+absl::Status EventLog::StageRows(rocksdb::WriteBatch& batch, const std::vector<Row>& rows) const {
+  for (const Row& row : rows) {
+    const std::string rocks_key = RowKey(row.table, row.key);
+    if (IsInternalRow(rocks_key)) {
+      return MakeError(ErrorCode::kInvalidArgument, "event log: that row is the log's own");
+    }
+    COFFER_ASSIGN_OR_RETURN(std::string stored, SealValue(rocks_key, row.value));
+    COFFER_RETURN_IF_ERROR(FromRocks(batch.Put(rocks_key, stored), "staging a row"));
+  }
+  return absl::OkStatus();
 }
 
 absl::Status EventLog::PutRows(const std::vector<Row>& rows) {
   rocksdb::WriteBatch batch;
-  for (const Row& row : rows) {
-    COFFER_RETURN_IF_ERROR(
-        FromRocks(batch.Put(RowKey(row.table, row.key), row.value), "staging a row"));
-  }
+  COFFER_RETURN_IF_ERROR(StageRows(batch, rows));
   return FromRocks(db_->Write(Synced(), &batch), "writing rows");
 }
 
@@ -384,8 +486,11 @@ absl::StatusOr<std::vector<Row>> EventLog::ScanTable(std::string_view table) {
   const std::string prefix = RowKey(table, "");
   std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions()));
   for (it->Seek(prefix); it->Valid() && it->key().starts_with(prefix); it->Next()) {
-    out.push_back(Row{std::string(table), it->key().ToString().substr(prefix.size()),
-                      it->value().ToString()});
+    COFFER_ASSIGN_OR_RETURN(
+        std::string value, OpenValue(std::string_view(it->key().data(), it->key().size()),
+                                     std::string_view(it->value().data(), it->value().size())));
+    out.push_back(
+        Row{std::string(table), it->key().ToString().substr(prefix.size()), std::move(value)});
   }
   COFFER_RETURN_IF_ERROR(FromRocks(it->status(), "scanning a table"));
   return out;
@@ -417,8 +522,11 @@ absl::StatusOr<uint64_t> EventLog::Compact(std::chrono::seconds retention,
   // Oldest first; stop at the first event that must stay (later ones are newer).
   for (it->Seek(std::string(1, kEventPrefix)); it->Valid(); it->Next()) {
     if (it->key().empty() || it->key()[0] != kEventPrefix) break;
+    absl::StatusOr<std::string> bytes =
+        OpenValue(std::string_view(it->key().data(), it->key().size()),
+                  std::string_view(it->value().data(), it->value().size()));
     pb::Event event;
-    if (!event.ParseFromArray(it->value().data(), static_cast<int>(it->value().size()))) break;
+    if (!bytes.ok() || !event.ParseFromString(*bytes)) break;
     const bool expired = event.time_micros() < age_limit;
     const bool done = event.sequence() <= acked && event.time_micros() < retention_limit;
     if (!expired && !done) break;

@@ -13,6 +13,11 @@
 // 'R' table NUL key -> bytes (Row*). The next sequence number is itself a row, written in every
 // append batch, so compaction never makes a number come back.
 //
+// At rest (value format 2, the meta row "value_format"): events and table rows are sealed under
+// EventLogOptions::value_key, each bound to its RocksDB key; the log's own counters stay clear.
+// Keys are not sealed: a table row's key must not carry a secret (the canary registry's keys
+// carry the canary's id — a decoy's, not a customer's).
+//
 // Subscribers (format 2, the meta row "subscriber_format"): 'S' name -> 0x02, cursor u64 BE,
 // owner uid u32 BE (13 bytes). A subscriber belongs to the uid that first read it: only that
 // uid reads or acknowledges it (NOT_GRANTED otherwise), so one admin cannot acknowledge — and
@@ -54,9 +59,12 @@
 #include "absl/status/statusor.h"
 #include "coffer/v1/events.pb.h"
 #include "crypto/base/clock.h"
+#include "crypto/record_aead.h"
+#include "crypto/secret_bytes.h"
 
 namespace rocksdb {
 class DB;
+class WriteBatch;
 }
 
 namespace coffer::events {
@@ -71,6 +79,12 @@ struct Row {
 struct EventLogOptions {
   std::string directory;                 // created (0700) if missing
   const coffer::Clock* clock = nullptr;  // required: event times and retention
+  // The key (32 bytes) that seals every stored value: events (which name datasets and canaries)
+  // and table rows (dataset names, canary entries), each bound to its RocksDB key (AES-256-GCM,
+  // record-v1 framing; docs/events.md, "At rest"). cofferd derives it in the token; Open keys
+  // its own copy, so the caller's may go. Null: values in the clear (unit tests of this layer
+  // only); a sealed log then refuses to open.
+  const crypto::SecretBytes* value_key = nullptr;
 };
 
 struct ReadResult {
@@ -155,6 +169,12 @@ class EventLog {
  private:
   EventLog(EventLogOptions options, rocksdb::DB* db);
   absl::Status Load();
+  // Seals a format-1 log's values (see EventLogOptions::value_key), or checks the format.
+  absl::Status SealValues();
+  static bool IsInternalRow(std::string_view rocks_key);
+  absl::StatusOr<std::string> SealValue(std::string_view rocks_key, std::string_view value) const;
+  absl::StatusOr<std::string> OpenValue(std::string_view rocks_key, std::string_view stored) const;
+  absl::Status StageRows(rocksdb::WriteBatch& batch, const std::vector<Row>& rows) const;
   // Stamps a new log with kSubscriberFormat, or migrates format-1 subscribers (see above).
   absl::Status MigrateSubscribers();
   absl::StatusOr<uint64_t> OldestSequenceLocked() const;
@@ -163,6 +183,7 @@ class EventLog {
   EventLogOptions options_;
   const coffer::Clock* clock_;
   std::unique_ptr<rocksdb::DB> db_;
+  std::optional<crypto::RecordAead> sealer_;  // set by Open when a value key was given
 
   mutable std::mutex mu_;
   std::condition_variable appended_;

@@ -45,10 +45,12 @@
 
 #include "coffer/v1/service.pb.h"
 #include "crypto/base/status.h"
+#include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "kms/api/framing.h"
 #include "kms/client/client.h"
 #include "tests/kms/cofferd/cofferd_harness.h"
+#include "tests/storage/storage_test_util.h"
 #include "tests/testing/process.h"
 
 namespace coffer {
@@ -1087,6 +1089,63 @@ TEST_F(CofferdStartupTest, RefusesAMissingModule) {
 // program on a controlled clock, so this one checks that the real cofferd starts, serves a
 // record, accepts an admin command whose TOTP code comes from the system clock (MFA on, as
 // root), and stops cleanly on SIGTERM.
+// The disk thief (docs/threat-model.md): everything a running cofferd wrote under its state
+// directory — data DB, key DB, audit log, event log, admin registry, backups, the token's files —
+// holds no dataset name, record id or value, attachment name, type or content in the clear.
+TEST(CofferdDiskThiefTest, NoNameIdValueOrAttachmentInAnyFileTheDaemonWrote) {
+  std::unique_ptr<Cofferd> daemon = CreateDaemon(/*controlled_clock=*/true);
+  ASSERT_NE(daemon, nullptr);
+  ASSERT_TRUE(daemon->Start());
+  const std::string dataset = "initech-holdings-3b9e";
+  const std::string id = "ticket-marker-8d41c6";
+  const std::string value = "value-marker-f0a2e9";
+  const std::string attachment = "contract-marker-55aa07.pdf";
+  const std::string type = "application/type-marker-c3d1";
+  const std::string content = "content-marker-9e7b21";
+  {
+    RawConnection admin(daemon->admin_socket());
+    pb::Request create;
+    create.mutable_dataset_create()->set_name(dataset);
+    auto created = admin.Call(create);
+    ASSERT_TRUE(created.ok() && !created->has_error()) << created->DebugString();
+  }
+  {
+    auto c = client::Client::Connect(daemon->data_socket());
+    ASSERT_TRUE(c.ok()) << c.status();
+    for (int i = 0; i < 20; ++i) {
+      const std::string n = std::to_string(i);
+      ASSERT_TRUE((*c)->PutRecord(dataset, id + "-" + n, value + "-" + n).ok());
+    }
+    ASSERT_TRUE((*c)->DeleteRecord(dataset, id + "-3").ok());  // a recycle-bin entry too
+    auto upload = (*c)->BeginAttachment(dataset, attachment, type);
+    ASSERT_TRUE(upload.ok()) << upload.status();
+    for (int i = 0; i < 100; ++i) ASSERT_TRUE((*upload)->Append(content + " ").ok());
+    ASSERT_TRUE((*upload)->Commit().ok());
+    EXPECT_EQ(*(*c)->GetRecord(dataset, id + "-7"), value + "-7");
+  }
+  {
+    RawConnection admin(daemon->admin_socket());
+    pb::Request backup;
+    backup.mutable_backup_create();
+    auto created = admin.Call(backup);
+    ASSERT_TRUE(created.ok() && !created->has_error()) << created->DebugString();
+  }
+  ASSERT_EQ(daemon->SignalAndWait(SIGTERM), 0) << daemon->Logs();
+
+  EXPECT_GT(storage::testing::ListFiles(daemon->dir()).size(), 20u);
+  for (const std::string& marker : {dataset, id, value, attachment, type, content}) {
+    std::vector<std::string> hits;
+    for (const std::string& path : storage::testing::FilesContaining(daemon->dir(), marker)) {
+      // The operator's configuration is not written by cofferd.
+      if (!path.ends_with(".conf")) hits.push_back(path);
+    }
+    EXPECT_THAT(hits, ::testing::IsEmpty()) << "\"" << marker << "\" is in the clear";
+  }
+  // The scan sees a marker where one is in the clear (it can fail).
+  std::ofstream(daemon->dir() + "/probe") << "x" << dataset << "x";
+  EXPECT_EQ(storage::testing::FilesContaining(daemon->dir(), dataset).size(), 1u);
+}
+
 TEST(CofferdSmokeTest, ShippedBinaryServesARecordAnAdminCommandWithARealTotpAndStops) {
   const bool mfa = geteuid() == 0;  // keyctl as admin uids needs root
   CofferdOptions options;

@@ -7,12 +7,15 @@
 
 #include <chrono>
 #include <memory>
+#include <vector>
 #include <thread>
 
 #include "crypto/base/status.h"
+#include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "rocksdb/db.h"
 #include "tests/kms/audit/audit_test_util.h"
+#include "tests/storage/storage_test_util.h"
 
 namespace coffer::events {
 namespace {
@@ -334,6 +337,87 @@ TEST_F(EventLogTest, ANewerSubscriberFormatIsRefused) {
   auto log = EventLog::Open(options);
   EXPECT_EQ(ErrorCodeOf(log.status()), ErrorCode::kDataDbError);
   EXPECT_NE(log.status().message().find("newer"), std::string_view::npos) << log.status();
+}
+
+// Values at rest (format 2): with a key, no event or row value is in the clear in the log's
+// files, and everything reads back.
+class SealedEventLogTest : public EventLogTest {
+ protected:
+  absl::StatusOr<std::unique_ptr<EventLog>> OpenWith(const crypto::SecretBytes* key) {
+    EventLogOptions options;
+    options.directory = dir_.Sub("events");
+    options.clock = &clock_;
+    options.value_key = key;
+    return EventLog::Open(options);
+  }
+  static crypto::SecretBytes Key(uint8_t fill) {
+    std::vector<uint8_t> bytes(32, fill);
+    return *crypto::SecretBytes::CopyFrom(bytes);
+  }
+  static constexpr char kName[] = "umbrella-corp-marker-41d7";
+};
+
+TEST_F(SealedEventLogTest, NoNameOrRowValueIsInTheClearAndAllReadsBack) {
+  const crypto::SecretBytes key = Key(0x5a);
+  {
+    auto log = OpenWith(&key);
+    ASSERT_TRUE(log.ok()) << log.status();
+    ASSERT_TRUE((*log)->Append({Make(pb::EVENT_DATASET_DISABLED, kName)},
+                               {Row{"name", "h1", std::string("row-") + kName}})
+                    .ok());
+    ASSERT_TRUE((*log)->PutRows({Row{"canary", "k1", std::string("canary-") + kName}}).ok());
+  }
+  EXPECT_THAT(storage::testing::FilesContaining(dir_.Sub("events"), kName), ::testing::IsEmpty());
+  auto log = OpenWith(&key);
+  ASSERT_TRUE(log.ok()) << log.status();
+  ReadResult read = ReadAll(**log, "reader");
+  ASSERT_EQ(read.events.size(), 1u);
+  EXPECT_EQ(read.events[0].dataset(), kName);
+  EXPECT_EQ(*(*log)->GetRow("name", "h1"), std::string("row-") + kName);
+  auto rows = (*log)->ScanTable("canary");
+  ASSERT_TRUE(rows.ok());
+  ASSERT_EQ(rows->size(), 1u);
+  EXPECT_EQ((*rows)[0].value, std::string("canary-") + kName);
+  // The log's own counters cannot be overwritten through the table interface.
+  EXPECT_EQ(ErrorCodeOf((*log)->PutRows({Row{"meta", "next_sequence", "x"}})),
+            ErrorCode::kInvalidArgument);
+}
+
+TEST_F(SealedEventLogTest, AClearLogIsSealedAtOpenAndItsFilesLoseTheValues) {
+  {
+    auto log = Open();  // no key: format 1, values in the clear
+    ASSERT_NE(log, nullptr);
+    ASSERT_TRUE(log->Append({Make(pb::EVENT_DATASET_DISABLED, kName)},
+                            {Row{"name", "h1", std::string("row-") + kName}})
+                    .ok());
+  }
+  // The scan sees the name where it is in the clear (it can fail).
+  EXPECT_FALSE(storage::testing::FilesContaining(dir_.Sub("events"), kName).empty());
+  const crypto::SecretBytes key = Key(0x5a);
+  {
+    auto log = OpenWith(&key);
+    ASSERT_TRUE(log.ok()) << log.status();
+    ReadResult read = ReadAll(**log, "reader");
+    ASSERT_EQ(read.events.size(), 1u);
+    EXPECT_EQ(read.events[0].dataset(), kName);
+    EXPECT_EQ(*(*log)->GetRow("name", "h1"), std::string("row-") + kName);
+  }
+  EXPECT_THAT(storage::testing::FilesContaining(dir_.Sub("events"), kName), ::testing::IsEmpty());
+}
+
+TEST_F(SealedEventLogTest, ASealedLogNeedsItsKey) {
+  const crypto::SecretBytes key = Key(0x5a);
+  {
+    auto log = OpenWith(&key);
+    ASSERT_TRUE(log.ok()) << log.status();
+    ASSERT_TRUE((*log)->Append({Make(pb::EVENT_DATASET_DISABLED, kName)}).ok());
+  }
+  EXPECT_EQ(ErrorCodeOf(OpenWith(nullptr).status()), ErrorCode::kFailedPrecondition);
+  const crypto::SecretBytes other = Key(0x33);
+  auto log = OpenWith(&other);
+  ASSERT_TRUE(log.ok()) << log.status();
+  auto read = (*log)->Read("reader", kOwner, std::nullopt, false, 100, std::chrono::milliseconds(0));
+  EXPECT_EQ(ErrorCodeOf(read.status()), ErrorCode::kDataDbError);
 }
 
 TEST_F(EventLogTest, TablesRoundTrip) {
