@@ -68,13 +68,11 @@ v1::AdminRow ToRow(const AdminRecord& r) {
   return row;
 }
 
+// Without the content (payload, summary, dataset): OpenApprovalRow adds it.
 ApprovalRecord FromRow(const v1::ApprovalRow& row) {
   ApprovalRecord r;
   r.id = row.id();
   r.state = static_cast<ApprovalState>(row.state());
-  r.payload = row.payload();
-  r.summary = row.summary();
-  r.dataset = row.dataset();
   r.requester_uid = row.requester_uid();
   r.requester_name = row.requester_name();
   r.created_micros = row.created_micros();
@@ -87,13 +85,11 @@ ApprovalRecord FromRow(const v1::ApprovalRow& row) {
   return r;
 }
 
+// Without the content: SealApprovalRow adds it sealed.
 v1::ApprovalRow ToRow(const ApprovalRecord& r) {
   v1::ApprovalRow row;
   row.set_id(r.id);
   row.set_state(static_cast<int32_t>(r.state));
-  row.set_payload(r.payload);
-  row.set_summary(r.summary);
-  row.set_dataset(r.dataset);
   row.set_requester_uid(r.requester_uid);
   row.set_requester_name(r.requester_name);
   row.set_created_micros(r.created_micros);
@@ -104,6 +100,18 @@ v1::ApprovalRow ToRow(const ApprovalRecord& r) {
   row.set_result_code(r.result_code);
   row.set_redeemed_micros(r.redeemed_micros);
   return row;
+}
+
+// Part of the stored format (approval format 2): never change for an existing registry.
+constexpr std::string_view kApprovalKeyLabel = "coffer-admin-approval-key-v2";
+constexpr std::string_view kApprovalContext = "coffer-admin-approval-v2";
+constexpr uint32_t kApprovalKeyVersion = 1;
+
+std::string ApprovalAssociated(uint64_t id) {
+  std::string out(kApprovalContext);
+  out.push_back('\0');
+  for (int shift = 56; shift >= 0; shift -= 8) out.push_back(static_cast<char>(id >> shift));
+  return out;
 }
 
 int64_t SecondsMicros(std::chrono::seconds s) {
@@ -157,7 +165,15 @@ absl::StatusOr<std::unique_ptr<AdminRegistry>> AdminRegistry::Open(Options optio
   store.authenticator = options.rows;
   COFFER_ASSIGN_OR_RETURN(std::unique_ptr<SignedRowStore> rows,
                           SignedRowStore::Open(std::move(store)));
+  COFFER_ASSIGN_OR_RETURN(auto derived, options.rows->HmacRowKey(kApprovalKeyLabel));
+  absl::StatusOr<crypto::SecretBytes> approval_key = crypto::SecretBytes::CopyFrom(derived);
+  derived.fill(0);
+  if (!approval_key.ok()) return approval_key.status();
+  COFFER_ASSIGN_OR_RETURN(crypto::RecordAead sealer,
+                          crypto::RecordAead::Create(*approval_key, kApprovalKeyVersion));
   std::unique_ptr<AdminRegistry> registry(new AdminRegistry(std::move(options), std::move(rows)));
+  registry->approval_sealer_.emplace(std::move(sealer));
+  COFFER_RETURN_IF_ERROR(registry->SealClearApprovals());
   // A registry whose admin rows cannot be read (damaged or edited) opens, and every read of
   // them reports it; until then no uid is known not to be an admin, so content is refused to
   // every uid (fail closed).
@@ -168,6 +184,68 @@ absl::StatusOr<std::unique_ptr<AdminRegistry>> AdminRegistry::Open(Options optio
     registry->enrolled_unknown_ = true;
   }
   return registry;
+}
+
+namespace {
+
+absl::StatusOr<v1::ApprovalRow> SealApprovalRow(const crypto::RecordAead& sealer,
+                                                const ApprovalRecord& approval) {
+  v1::ApprovalRow row = ToRow(approval);
+  v1::ApprovalContent content;
+  content.set_payload(approval.payload);
+  content.set_summary(approval.summary);
+  content.set_dataset(approval.dataset);
+  COFFER_ASSIGN_OR_RETURN(
+      std::string sealed,
+      sealer.Seal(content.SerializeAsString(), ApprovalAssociated(approval.id)));
+  row.set_sealed_content(std::move(sealed));
+  return row;
+}
+
+absl::StatusOr<ApprovalRecord> OpenApprovalRow(const crypto::RecordAead& sealer,
+                                               const std::string& key, const v1::ApprovalRow& row) {
+  ApprovalRecord approval = FromRow(row);
+  if (row.sealed_content().empty()) {  // approval format 1
+    approval.payload = row.payload();
+    approval.summary = row.summary();
+    approval.dataset = row.dataset();
+    return approval;
+  }
+  if (!row.payload().empty() || !row.summary().empty() || !row.dataset().empty()) {
+    return Corrupt(key, "holds its content both sealed and in the clear");
+  }
+  absl::StatusOr<std::string> opened =
+      sealer.Open(row.sealed_content(), ApprovalAssociated(row.id()));
+  v1::ApprovalContent content;
+  if (!opened.ok() || !content.ParseFromString(*opened)) {
+    return Corrupt(key, "has sealed content that does not open");
+  }
+  approval.payload = content.payload();
+  approval.summary = content.summary();
+  approval.dataset = content.dataset();
+  return approval;
+}
+
+}  // namespace
+
+// Approval format 1 rows (content in the clear) are rewritten sealed in one synced batch, then
+// the store is compacted so the clear bytes leave its files. A registry whose rows cannot be
+// read is left as it is: every read of the damaged rows reports it.
+absl::Status AdminRegistry::SealClearApprovals() {
+  absl::StatusOr<std::vector<std::pair<std::string, std::string>>> rows = ScanRows("approval/");
+  if (!rows.ok()) return absl::OkStatus();
+  SignedRowStore::Batch batch(*rows_);
+  for (const auto& [key, message] : *rows) {
+    absl::StatusOr<v1::ApprovalRow> row = ParseRow<v1::ApprovalRow>(key, message);
+    if (!row.ok()) return absl::OkStatus();
+    if (!row->sealed_content().empty()) continue;
+    COFFER_ASSIGN_OR_RETURN(ApprovalRecord approval, OpenApprovalRow(*approval_sealer_, key, *row));
+    COFFER_ASSIGN_OR_RETURN(v1::ApprovalRow sealed, SealApprovalRow(*approval_sealer_, approval));
+    COFFER_RETURN_IF_ERROR(batch.Put(kRows, key, sealed));
+  }
+  if (batch.count() == 0) return absl::OkStatus();
+  COFFER_RETURN_IF_ERROR(rows_->Write(batch));
+  return rows_->CompactAll();
 }
 
 bool AdminRegistry::IsEnrolled(uint32_t uid) const {
@@ -222,11 +300,13 @@ absl::StatusOr<std::optional<ApprovalRecord>> AdminRegistry::LoadApproval(uint64
   COFFER_ASSIGN_OR_RETURN(auto row, GetRow<v1::ApprovalRow>(*rows_, key));
   if (!row) return std::optional<ApprovalRecord>();
   if (row->id() != id) return Corrupt(key, "names another id");
-  return std::optional<ApprovalRecord>(FromRow(*row));
+  COFFER_ASSIGN_OR_RETURN(ApprovalRecord approval, OpenApprovalRow(*approval_sealer_, key, *row));
+  return std::optional<ApprovalRecord>(std::move(approval));
 }
 
 absl::Status AdminRegistry::StoreApproval(const ApprovalRecord& approval) {
-  return rows_->Put(kRows, ApprovalKey(approval.id), ToRow(approval));
+  COFFER_ASSIGN_OR_RETURN(v1::ApprovalRow row, SealApprovalRow(*approval_sealer_, approval));
+  return rows_->Put(kRows, ApprovalKey(approval.id), row);
 }
 
 absl::StatusOr<ApprovalRecord> AdminRegistry::LoadApprovalRefreshed(uint64_t id) {
@@ -427,7 +507,8 @@ absl::StatusOr<ApprovalRecord> AdminRegistry::CreateApproval(
   next.set_next_id(id + 1);
   SignedRowStore::Batch batch(*rows_);
   COFFER_RETURN_IF_ERROR(batch.Put(kRows, kCounterKey, next));
-  COFFER_RETURN_IF_ERROR(batch.Put(kRows, ApprovalKey(id), ToRow(approval)));
+  COFFER_ASSIGN_OR_RETURN(v1::ApprovalRow row, SealApprovalRow(*approval_sealer_, approval));
+  COFFER_RETURN_IF_ERROR(batch.Put(kRows, ApprovalKey(id), row));
   COFFER_RETURN_IF_ERROR(rows_->Write(batch));
   return approval;
 }
@@ -444,7 +525,7 @@ absl::StatusOr<std::vector<ApprovalRecord>> AdminRegistry::ListApprovals(bool in
   std::vector<ApprovalRecord> out;
   for (const auto& [key, message] : rows) {
     COFFER_ASSIGN_OR_RETURN(auto row, ParseRow<v1::ApprovalRow>(key, message));
-    ApprovalRecord approval = FromRow(row);
+    COFFER_ASSIGN_OR_RETURN(ApprovalRecord approval, OpenApprovalRow(*approval_sealer_, key, row));
     if (IsPendingExpired(approval, now)) approval.state = ApprovalState::kExpired;
     if (include_closed || approval.state == ApprovalState::kPending) {
       out.push_back(std::move(approval));
@@ -495,7 +576,7 @@ absl::StatusOr<std::vector<ApprovalRecord>> AdminRegistry::ExpireDue() {
   std::vector<ApprovalRecord> expired;
   for (const auto& [key, message] : rows) {
     COFFER_ASSIGN_OR_RETURN(auto row, ParseRow<v1::ApprovalRow>(key, message));
-    ApprovalRecord approval = FromRow(row);
+    COFFER_ASSIGN_OR_RETURN(ApprovalRecord approval, OpenApprovalRow(*approval_sealer_, key, row));
     if (!IsPendingExpired(approval, now)) continue;
     approval.state = ApprovalState::kExpired;
     COFFER_RETURN_IF_ERROR(StoreApproval(approval));

@@ -19,6 +19,12 @@
 // Ownership: the token store, row authenticator and clock passed in Options must outlive the
 // registry. Failures: the ErrorCodes named per method, KEY_DB_ROW_CORRUPT, IO_ERROR for RocksDB,
 // and HSM errors from the token.
+//
+// At rest (approval format 2): an approval request's content — the serialized request, its
+// summary and its dataset's name (often a customer's name) — is sealed (AES-256-GCM, bound to
+// the request id) under a key derived in the token from its row key; the states, times and
+// admin uids and names stay readable. Open rewrites format-1 rows (content in the clear) sealed
+// in one synced batch and compacts the store.
 
 #ifndef COFFER_KMS_ADMIN_ADMIN_REGISTRY_H_
 #define COFFER_KMS_ADMIN_ADMIN_REGISTRY_H_
@@ -37,6 +43,7 @@
 #include "absl/status/statusor.h"
 #include "crypto/base/clock.h"
 #include "crypto/base/status.h"
+#include "crypto/record_aead.h"
 #include "google/protobuf/message_lite.h"
 #include "hsm/service_keys.h"
 #include "kms/keys/signed_row_store.h"
@@ -175,6 +182,8 @@ class AdminRegistry {
   absl::StatusOr<std::optional<Invitation>> LoadInvitation(uint32_t uid);
   absl::StatusOr<std::optional<ApprovalRecord>> LoadApproval(uint64_t id);
   absl::Status StoreApproval(const ApprovalRecord& approval);
+  // Rewrites approval rows of format 1 (content in the clear) sealed (format 2; see "At rest").
+  absl::Status SealClearApprovals();
   // Loads `id`, persisting kExpired if it is pending and past expiry.
   absl::StatusOr<ApprovalRecord> LoadApprovalRefreshed(uint64_t id);
 
@@ -184,6 +193,7 @@ class AdminRegistry {
   mutable std::mutex enrolled_mu_;  // taken after mu_ (or alone), never before it
   std::set<uint32_t> enrolled_;     // guarded by enrolled_mu_
   bool enrolled_unknown_ = false;   // the rows could not be read at open: every uid counts
+  std::optional<crypto::RecordAead> approval_sealer_;  // set by Open, then immutable
 };
 
 }  // namespace coffer::kms::admin

@@ -21,6 +21,7 @@
 #include "kms/client/client.h"
 #include "nlohmann/json.hpp"
 #include "tests/kms/cofferd/cofferd_harness.h"
+#include "tests/storage/storage_test_util.h"
 
 namespace coffer::keyctl {
 namespace {
@@ -248,6 +249,35 @@ TEST_F(TrustBoundaryTest, PurgeWaitsForASecondAdminAndItsEntriesNameBoth) {
     EXPECT_EQ(entry.value("approver_uid", -1), 65534) << entry.dump();
   }
   EXPECT_EQ(purges, 3);
+}
+
+// Item 8: a dataset's name (often a customer's name) is nowhere in the clear in what the daemon
+// wrote — not in the key DB, nor in a pending approval request naming it, nor in the events its
+// lifecycle raised — only in the operator's configuration, which this test leaves out.
+TEST_F(TrustBoundaryTest, ADiskThiefFindsNoDatasetNameInKeysApprovalsOrEvents) {
+  const std::string name = "tb/hooli-xyz-marker";
+  Result created = Run(kA, "--totp " + Code(kA) + " dataset create " + name);
+  ASSERT_EQ(created.exit_code, 0) << created.err;
+  ASSERT_EQ(AsUid(kApp, Data(),
+                  [&name](client::Client& c) {
+                    std::string out = Outcome(c.PutRecord(name, "r-1", "v"));
+                    return out + " " + Outcome(c.DeleteRecord(name, "r-1"));
+                  }),
+            "OK OK");
+  const uint64_t pending = FilePending(kA, "bin purge " + name);  // left pending
+  ASSERT_NE(pending, 0u);
+  Result disabled = Run(kA, "--totp " + Code(kA) + " dataset disable " + name);  // an event
+  ASSERT_EQ(disabled.exit_code, 0) << disabled.err << disabled.out;
+  std::vector<std::string> hits;
+  for (const std::string& path :
+       storage::testing::FilesContaining(daemon_->dir(), "hooli-xyz-marker")) {
+    if (!path.ends_with(".conf")) hits.push_back(path);
+  }
+  EXPECT_TRUE(hits.empty()) << "the name is in the clear in " << ::testing::PrintToString(hits);
+  // The approval still shows the name to an admin who reads it.
+  Result list = Run(kB, "--json request list");
+  ASSERT_EQ(list.exit_code, 0) << list.err;
+  EXPECT_NE(list.out.find("hooli-xyz-marker"), std::string::npos) << list.out;
 }
 
 // Item 1: raising the usage limit or lengthening a rotation period weakens protection and
