@@ -193,6 +193,19 @@ absl::Status EventSource::DeriveFromAudit(const std::vector<DatasetView>& datase
   while (true) {
     COFFER_ASSIGN_OR_RETURN(std::vector<audit_pb::AuditEntry> entries, tail_->Next(kAuditBatch));
     if (entries.empty()) return absl::OkStatus();
+    // The datasets were looked at before these entries were read: a destruction scheduled in
+    // between is published (state, due time) before its COMPLETED entry is appended, so a second
+    // look now sees it.
+    bool stale = false;
+    for (const audit_pb::AuditEntry& entry : entries) {
+      stale |= entry.kind() == audit_pb::DESTRUCTION_SCHEDULE && Succeeded(entry) &&
+               !due.contains(entry.dataset_handle());
+    }
+    if (stale) {
+      for (const DatasetView& d : options_.datasets()) {
+        if (d.pending_destruction) due[d.handle] = d.destruction_due_micros;
+      }
+    }
     std::vector<pb::Event> events;
     for (const audit_pb::AuditEntry& entry : entries) {
       std::optional<pb::Event> event = EventFromAudit(entry, names_, due, options_.canary_lookup);
