@@ -80,9 +80,13 @@ kms::audit::AuditActor TestActor() {
 // key manager (module "primary") and the backups.
 class OpenedState {
  public:
-  static std::unique_ptr<OpenedState> Open(const Cofferd& daemon, kms::CrashPoint crash_point) {
+  // `restored`: the state is a restore's target directory (data, keys, audit under it), opened
+  // as a restored copy (the key manager never changes the token for it).
+  static std::unique_ptr<OpenedState> Open(const Cofferd& daemon, kms::CrashPoint crash_point,
+                                           const std::string& restored = "") {
     auto s = std::unique_ptr<OpenedState>(new OpenedState(&daemon));
     const std::string dir = daemon.dir();
+    const std::string root = restored.empty() ? dir : restored;
     setenv("SOFTHSM2_CONF", (dir + "/hsm/softhsm2.conf").c_str(), 1);
     std::string pin = ReadWholeFile(dir + "/hsm/user.pin");
     while (!pin.empty() && (pin.back() == '\n' || pin.back() == '\r')) pin.pop_back();
@@ -99,7 +103,7 @@ class OpenedState {
     s->signer_ = std::make_unique<kms::HsmCheckpointSigner>(s->hsm_->signer());
 
     kms::audit::AuditLogOptions audit_options;
-    audit_options.directory = dir + "/audit";
+    audit_options.directory = root + "/" + kms::kRestoredAuditDir;
     audit_options.signer = s->signer_.get();
     audit_options.epoch_keys = kms::HsmEpochKeyProvider(s->hsm_->row_authenticator());
     audit_options.clock = &s->clock_;
@@ -109,14 +113,15 @@ class OpenedState {
     s->log_ = *std::move(log);
     s->journal_ = std::make_unique<kms::AuditPurgeJournal>(s->log_.get(), TestActor());
 
-    auto db = storage::DataDb::Open(dir + "/data", storage::DataDbOptions{});
+    auto db = storage::DataDb::Open(root + "/" + kms::kRestoredDataDir, storage::DataDbOptions{});
     EXPECT_TRUE(db.ok()) << db.status();
     if (!db.ok()) return nullptr;
     s->db_ = *std::move(db);
     s->counter_ = std::make_unique<kms::StoreDataCounter>(s->db_.get());
 
     kms::KeyManagerOptions options;
-    options.key_db_directory = dir + "/keys";
+    options.key_db_directory = root + "/" + kms::kRestoredKeyDbDir;
+    options.restored_copy = !restored.empty();
     options.modules = {{cofferd::kPrimaryModuleName, &s->hsm_->wrapping_keys()}};
     options.default_module = cofferd::kPrimaryModuleName;
     options.row_authenticator = &s->hsm_->row_authenticator();
@@ -299,6 +304,72 @@ TEST(CofferdRestoreTest, RestoringIntentsCapturedByABackupNeverChangesTheToken) 
   // The daemon still starts on its state after all this.
   ASSERT_TRUE(daemon->Start());
   ASSERT_TRUE(daemon->Stop()) << daemon->Logs();
+}
+
+// The backup holder (docs/threat-model.md): a dataset destroyed after a backup was taken cannot
+// be read from that backup. The running daemon restores it; the restore replays the destruction
+// the audit log records, and the dataset's wrapping keys are gone from the token anyway. A
+// dataset still live reads back from the same restore.
+TEST(CofferdRestoreTest, ADatasetDestroyedAfterTheBackupIsUnreadableInItsRestore) {
+  CofferdOptions options;
+  options.name = "cofferd-restore-shred";
+  options.rotation_check_seconds = 1;  // lifecycle work (the destruction) on every daemon tick
+  auto daemon = Cofferd::Create(std::move(options));
+  ASSERT_NE(daemon, nullptr);
+  ASSERT_TRUE(daemon->Stop()) << daemon->Logs();
+  uint64_t doomed = 0;
+  uint64_t kept = 0;
+  {
+    auto state = OpenedState::Open(*daemon, {});
+    ASSERT_NE(state, nullptr);
+    kms::DatasetPolicy quick;
+    quick.destruction_wait = std::chrono::seconds(1);
+    auto made = state->keys().CreateDataset("crm/doomed", quick, TestActor());
+    ASSERT_TRUE(made.ok()) << made.status();
+    doomed = *made;
+    made = state->keys().CreateDataset("crm/kept", std::nullopt, TestActor());
+    ASSERT_TRUE(made.ok()) << made.status();
+    kept = *made;
+    for (int i = 0; i < 5; ++i) {
+      const std::string id = "r-" + std::to_string(i);
+      ASSERT_TRUE(state->records().Put(doomed, id, "doomed " + id).ok());
+      ASSERT_TRUE(state->records().Put(kept, id, "kept " + id).ok());
+    }
+  }
+  GiveBack(*daemon);
+  ASSERT_TRUE(daemon->Start());
+  KeyctlResult backup = Keyctl(daemon->admin_socket(), "--json backup create");
+  ASSERT_EQ(backup.exit_code, 0) << Joined(backup);
+  const uint64_t backup_id = backup.JsonOrEmpty().value("id", uint64_t{0});
+  ASSERT_NE(backup_id, 0u) << backup.out;
+  ASSERT_EQ(Keyctl(daemon->admin_socket(), "dataset disable crm/doomed").exit_code, 0);
+  ASSERT_EQ(Keyctl(daemon->admin_socket(), "dataset destroy crm/doomed").exit_code, 0);
+  KeyctlResult receipt;
+  daemon->AdvanceClockUntil(std::chrono::seconds(1), [&] {
+    receipt = Keyctl(daemon->admin_socket(), "receipt get crm/doomed");
+    return receipt.exit_code == 0;
+  });
+  ASSERT_EQ(receipt.exit_code, 0) << Joined(receipt) << daemon->Logs();
+  const std::string target = daemon->dir() + "/restored-shred";
+  KeyctlResult restored = Keyctl(daemon->admin_socket(),
+                                 "backup restore " + std::to_string(backup_id) + " " + target);
+  ASSERT_EQ(restored.exit_code, 0) << Joined(restored) << daemon->Logs();
+  ASSERT_TRUE(daemon->Stop()) << daemon->Logs();
+
+  auto state = OpenedState::Open(*daemon, {}, target);
+  ASSERT_NE(state, nullptr);
+  auto info = state->keys().DescribeDataset(doomed);
+  ASSERT_TRUE(info.ok()) << info.status();
+  EXPECT_EQ(info->state, kms::DatasetState::kDestroyed);
+  for (const hsm::WrappingKeyId& id : state->TokenKeys()) EXPECT_NE(id.dataset_handle, doomed);
+  for (int i = 0; i < 5; ++i) {
+    const std::string id = "r-" + std::to_string(i);
+    EXPECT_EQ(ErrorCodeOf(state->records().Get(doomed, id).status()), ErrorCode::kKeyDestroyed)
+        << id;
+    auto got = state->records().Get(kept, id);
+    ASSERT_TRUE(got.ok()) << id << ": " << got.status();
+    EXPECT_EQ(*got, "kept " + id);
+  }
 }
 
 // Item 6: the daemon creates the restore target itself. An existing directory, a symlink to one
