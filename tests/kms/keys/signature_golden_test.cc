@@ -23,10 +23,12 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/escaping.h"
 #include "crypto/base/status.h"
 #include "crypto/recipient_wrap.h"
 #include "gtest/gtest.h"
 #include "kms/audit/signer.h"
+#include "kms/audit/signing_domain.h"
 #include "kms/audit/verifier.h"
 #include "kms/formats/export_archive.h"
 #include "kms/formats/receipt_file.h"
@@ -46,8 +48,9 @@ using ::coffer::testing::BytesToHex;
 using ::coffer::testing::HexToBytes;
 using testing::TestAdmin;
 using json = nlohmann::json;
+using audit::SigningDomain;
 
-constexpr int kCurrentVersion = 1;
+constexpr int kCurrentVersion = 2;
 
 // One signed artefact of each kind and the key that signed them.
 struct GoldenSignatures {
@@ -87,7 +90,7 @@ void Save(int version, const GoldenSignatures& golden) {
   ASSERT_TRUE(file.good()) << "cannot write " << GoldenPath(version);
 }
 
-[[maybe_unused]] GoldenSignatures Load(int version) {
+GoldenSignatures Load(int version) {
   GoldenSignatures golden;
   std::ifstream in(GoldenPath(version));
   EXPECT_TRUE(in) << "missing golden file " << GoldenPath(version);
@@ -215,6 +218,147 @@ class SignatureGoldenTest : public ::testing::Test {
   static inline testing::SuiteToken suite_;
 };
 
+// The export archive's signed message: its label, 0x00 and D = SHA-256 of everything before
+// the signature block (signature ‖ length u16 BE ‖ "CFXSIGN1").
+struct ExportSignature {
+  std::string digest;
+  std::string signature;
+};
+ExportSignature ExportSignatureOf(const std::string& archive) {
+  ExportSignature out;
+  const size_t trailer = dataset_export::kSignatureTrailerSize;
+  EXPECT_GT(archive.size(), trailer);
+  if (archive.size() <= trailer) return out;
+  const size_t length = (static_cast<uint8_t>(archive[archive.size() - trailer]) << 8) |
+                        static_cast<uint8_t>(archive[archive.size() - trailer + 1]);
+  const size_t signed_end = archive.size() - trailer - length;
+  out.signature = archive.substr(signed_end, length);
+  uint8_t digest[SHA256_DIGEST_LENGTH];
+  SHA256(reinterpret_cast<const uint8_t*>(archive.data()), signed_end, digest);
+  out.digest.assign(reinterpret_cast<const char*>(digest), sizeof(digest));
+  return out;
+}
+
+// One signature and the payload it signs, per domain.
+struct Signed {
+  SigningDomain domain;
+  std::string payload;  // what follows label ‖ 0x00 in the signed message
+  std::string signature;
+};
+
+std::vector<Signed> SignaturesOf(const GoldenSignatures& golden) {
+  std::vector<Signed> all;
+  all.push_back(
+      {SigningDomain::kTombstone, golden.tombstone.tombstone, golden.tombstone.signature});
+  const size_t first_end = golden.receipt_file.find('\n');
+  std::string signature;
+  EXPECT_TRUE(absl::Base64Unescape(
+      golden.receipt_file.substr(first_end + 1, golden.receipt_file.size() - first_end - 2),
+      &signature));
+  all.push_back(
+      {SigningDomain::kDeletionReceipt, golden.receipt_file.substr(0, first_end + 1), signature});
+  const std::string_view label = audit::kAuditCheckpointLabel;
+  all.push_back({SigningDomain::kAuditCheckpoint,
+                 golden.checkpoint.message.substr(label.size() + 1), golden.checkpoint.signature});
+  ExportSignature exported = ExportSignatureOf(golden.export_archive);
+  all.push_back({SigningDomain::kExportArchive, exported.digest, exported.signature});
+  return all;
+}
+
+TEST_F(SignatureGoldenTest, FirstVersionArtefactsStillVerifyAndOnlyAsTheFirstVersion) {
+  const GoldenSignatures v1 = Load(1);
+  ASSERT_FALSE(v1.public_key_pem.empty());
+  auto verifier = audit::CheckpointVerifier::FromPublicKeyPem(v1.public_key_pem);
+  ASSERT_TRUE(verifier.ok()) << verifier.status();
+
+  // The v1 tombstone and receipt are signed unlabelled, and still verify.
+  ASSERT_TRUE(verifier->Verify(v1.tombstone.tombstone, v1.tombstone.signature).ok());
+  auto tombstone = VerifyTombstone(v1.tombstone, v1.public_key_pem);
+  ASSERT_TRUE(tombstone.ok()) << tombstone.status();
+  EXPECT_EQ(tombstone->format_version(), 0u);
+  EXPECT_EQ(tombstone->key_versions_destroyed(), 4u);
+  auto receipt = receipt::VerifyFile(v1.receipt_file, v1.public_key_pem);
+  ASSERT_TRUE(receipt.ok()) << receipt.status();
+  EXPECT_EQ(receipt->format(), receipt::kReceiptFormatV1);
+  EXPECT_EQ(receipt->tombstone_sha256(), receipt::Sha256Hex(v1.tombstone.tombstone));
+  // Checkpoints and export archives were labelled from their first format: the v1 ones are the
+  // bytes today's code signs.
+  EXPECT_EQ(v1.checkpoint.message.substr(0, audit::kCheckpointDomain.size()),
+            audit::kCheckpointDomain);
+  for (const Signed& s : SignaturesOf(v1)) {
+    if (s.domain == SigningDomain::kAuditCheckpoint || s.domain == SigningDomain::kExportArchive) {
+      EXPECT_TRUE(audit::VerifyInDomain(*verifier, s.domain, s.payload, s.signature).ok())
+          << audit::SigningDomainName(s.domain);
+    } else {
+      EXPECT_FALSE(audit::VerifyInDomain(*verifier, s.domain, s.payload, s.signature).ok())
+          << audit::SigningDomainName(s.domain) << " verified as labelled";
+    }
+  }
+
+  // A v1 signature over a body that claims v2 (or a tombstone claiming version 2) is refused:
+  // the version lives inside the signed bytes, so it cannot be changed without breaking the
+  // signature, and an unlabelled signature is accepted only for the first version.
+  std::string claims_v2 = v1.receipt_file;
+  const std::string v1_format = std::string(receipt::kReceiptFormatV1);
+  claims_v2.replace(claims_v2.find(v1_format), v1_format.size(), receipt::kReceiptFormat);
+  EXPECT_EQ(ErrorCodeOf(receipt::VerifyFile(claims_v2, v1.public_key_pem).status()),
+            ErrorCode::kReceiptInvalid);
+}
+
+TEST_F(SignatureGoldenTest, CurrentArtefactsAreLabelledAndVerifyOnlyInTheirOwnDomain) {
+  const GoldenSignatures v2 = Load(kCurrentVersion);
+  ASSERT_FALSE(v2.public_key_pem.empty());
+  auto verifier = audit::CheckpointVerifier::FromPublicKeyPem(v2.public_key_pem);
+  ASSERT_TRUE(verifier.ok()) << verifier.status();
+
+  auto tombstone = VerifyTombstone(v2.tombstone, v2.public_key_pem);
+  ASSERT_TRUE(tombstone.ok()) << tombstone.status();
+  EXPECT_EQ(tombstone->format_version(), kTombstoneFormatVersion);
+  auto receipt = receipt::VerifyFile(v2.receipt_file, v2.public_key_pem);
+  ASSERT_TRUE(receipt.ok()) << receipt.status();
+  EXPECT_EQ(receipt->format(), receipt::kReceiptFormat);
+
+  const std::vector<Signed> all = SignaturesOf(v2);
+  ASSERT_EQ(all.size(), audit::kAllSigningDomains.size());
+  for (const Signed& s : all) {
+    const std::string name(audit::SigningDomainName(s.domain));
+    // Exactly label ‖ 0x00 ‖ payload is signed: plain ECDSA over those bytes verifies...
+    EXPECT_TRUE(verifier->Verify(audit::DomainMessage(s.domain, s.payload), s.signature).ok())
+        << name;
+    // ...the payload alone (the unlabelled scheme) does not...
+    EXPECT_FALSE(verifier->Verify(s.payload, s.signature).ok()) << name << " verifies unlabelled";
+    // ...nor the labelled message presented as an unlabelled (first-version) one, though its
+    // signature is genuine over exactly those bytes...
+    EXPECT_FALSE(audit::VerifyUnlabelledLegacy(*verifier, audit::DomainMessage(s.domain, s.payload),
+                                               s.signature)
+                     .ok())
+        << name;
+    // ...and it verifies in its own domain only.
+    for (SigningDomain other : audit::kAllSigningDomains) {
+      EXPECT_EQ(audit::VerifyInDomain(*verifier, other, s.payload, s.signature).ok(),
+                other == s.domain)
+          << name << " checked as " << audit::SigningDomainName(other);
+    }
+  }
+
+  // Spliced: the tombstone's signature on the receipt's body, and the receipt's on the
+  // tombstone; the labelled tombstone message presented as a first-version tombstone.
+  const std::string receipt_body = v2.receipt_file.substr(0, v2.receipt_file.find('\n') + 1);
+  EXPECT_EQ(
+      ErrorCodeOf(receipt::VerifyFile(receipt::AssembleFile(receipt_body, v2.tombstone.signature),
+                                      v2.public_key_pem)
+                      .status()),
+      ErrorCode::kReceiptInvalid);
+  SignedTombstone spliced{v2.tombstone.tombstone, all[1].signature};
+  EXPECT_EQ(ErrorCodeOf(VerifyTombstone(spliced, v2.public_key_pem).status()),
+            ErrorCode::kTombstoneInvalid);
+  SignedTombstone relabelled{
+      audit::DomainMessage(SigningDomain::kTombstone, v2.tombstone.tombstone),
+      v2.tombstone.signature};
+  EXPECT_EQ(ErrorCodeOf(VerifyTombstone(relabelled, v2.public_key_pem).status()),
+            ErrorCode::kTombstoneInvalid);
+}
+
 TEST_F(SignatureGoldenTest, TodaysCodeWritesTheCurrentVersion) {
   GoldenSignatures fresh;
   SignatureProducer(suite_).Produce(&fresh);
@@ -222,6 +366,21 @@ TEST_F(SignatureGoldenTest, TodaysCodeWritesTheCurrentVersion) {
   if (Regenerating()) {
     Save(kCurrentVersion, fresh);
     GTEST_SKIP() << "rewrote " << GoldenPath(kCurrentVersion);
+  }
+  // What the daemon's code writes today is the current version, labelled.
+  auto tombstone = VerifyTombstone(fresh.tombstone, fresh.public_key_pem);
+  ASSERT_TRUE(tombstone.ok()) << tombstone.status();
+  EXPECT_EQ(tombstone->format_version(), kTombstoneFormatVersion);
+  auto receipt = receipt::VerifyFile(fresh.receipt_file, fresh.public_key_pem);
+  ASSERT_TRUE(receipt.ok()) << receipt.status();
+  EXPECT_EQ(receipt->format(), receipt::kReceiptFormat);
+  auto verifier = audit::CheckpointVerifier::FromPublicKeyPem(fresh.public_key_pem);
+  ASSERT_TRUE(verifier.ok()) << verifier.status();
+  for (const Signed& s : SignaturesOf(fresh)) {
+    EXPECT_TRUE(audit::VerifyInDomain(*verifier, s.domain, s.payload, s.signature).ok())
+        << audit::SigningDomainName(s.domain);
+    EXPECT_FALSE(verifier->Verify(s.payload, s.signature).ok())
+        << audit::SigningDomainName(s.domain) << " signed unlabelled";
   }
 }
 
