@@ -6,6 +6,7 @@
 #include <memory>
 
 #include "crypto/base/status.h"
+#include "kms/audit/signing_domain.h"
 
 namespace coffer::kms::audit {
 namespace {
@@ -115,16 +116,19 @@ absl::StatusOr<ChainHash> ComputeChainHash(const LogId& log_id, const ChainHash&
   return hash;
 }
 
+// The checkpoint has signed its domain's label since its first format (signing_domain.h).
+static_assert(kCheckpointDomain.substr(0, kCheckpointDomain.size() - 1) == kAuditCheckpointLabel &&
+              kCheckpointDomain.back() == '\0');
+
 std::string CheckpointMessage(const LogId& log_id, uint64_t covered_sequence, const ChainHash& head,
                               int64_t time_micros) {
-  std::string out;
-  out.reserve(kCheckpointMessageSize);
-  out.append(kCheckpointDomain);
-  PutArray(out, log_id);
-  PutU64(out, covered_sequence);
-  PutArray(out, head);
-  PutU64(out, static_cast<uint64_t>(time_micros));
-  return out;
+  std::string fields;
+  fields.reserve(kCheckpointMessageSize - kCheckpointDomain.size());
+  PutArray(fields, log_id);
+  PutU64(fields, covered_sequence);
+  PutArray(fields, head);
+  PutU64(fields, static_cast<uint64_t>(time_micros));
+  return DomainMessage(SigningDomain::kAuditCheckpoint, fields);
 }
 
 std::string EpochKeyMessage(const LogId& log_id, uint64_t epoch) {

@@ -5,6 +5,7 @@
 
 #include "crypto/base/status.h"
 #include "crypto/random.h"
+#include "kms/audit/anchor_check.h"
 #include "kms/audit/internal/segment_scan.h"
 
 namespace coffer::kms::audit {
@@ -92,7 +93,13 @@ absl::Status AuditLog::Initialize() {
     if (std::optional<uint64_t> first = ParseSegmentFileName(name)) segments.push_back(*first);
   }
   std::sort(segments.begin(), segments.end());
-  if (segments.empty()) return CreateNewLog();
+  if (segments.empty()) {
+    if (options_.minimum_anchor.has_value()) {
+      return CheckLogReachesAnchor(LogEnd{options_.minimum_anchor->log_id, std::nullopt},
+                                   *options_.minimum_anchor);
+    }
+    return CreateNewLog();
+  }
   return ResumeLog(std::move(segments));
 }
 
@@ -135,6 +142,10 @@ absl::Status AuditLog::ResumeLog(std::vector<uint64_t> segments) {
       COFFER_RETURN_IF_ERROR(fs_->SyncDirectory(options_.directory));
       segments.pop_back();
       if (segments.empty()) {
+        if (options_.minimum_anchor.has_value()) {
+          return CheckLogReachesAnchor(LogEnd{options_.minimum_anchor->log_id, std::nullopt},
+                                       *options_.minimum_anchor);
+        }
         stats_.torn_bytes_dropped_at_open = torn_bytes;
         return CreateNewLog();
       }
@@ -189,6 +200,13 @@ absl::Status AuditLog::ResumeLog(std::vector<uint64_t> segments) {
       if (hash != frame.hash) {
         return Corrupt("audit entry " + std::to_string(expected) + " does not match its hash");
       }
+      if (options_.minimum_anchor.has_value() && options_.minimum_anchor->sequence == expected &&
+          options_.minimum_anchor->head != hash) {
+        return MakeError(ErrorCode::kAuditTampered,
+                         "audit entry " + std::to_string(expected) +
+                             " is not the entry the newest anchor names: the log was rewritten "
+                             "(run `keyctl audit verify --offline --anchors`)");
+      }
       if (std::optional<uint64_t> started = EpochStartedBy(entry)) {
         epoch = *started;
         epoch_segment = s;
@@ -198,6 +216,12 @@ absl::Status AuditLog::ResumeLog(std::vector<uint64_t> segments) {
       ++expected;
       last_entry = &entry;
     }
+  }
+
+  if (options_.minimum_anchor.has_value()) {
+    COFFER_RETURN_IF_ERROR(CheckLogReachesAnchor(
+        LogEnd{log_id_, expected == 0 ? std::nullopt : std::optional<uint64_t>(expected - 1)},
+        *options_.minimum_anchor));
   }
 
   // Re-authenticate the newest epoch with its MAC key.

@@ -17,6 +17,11 @@
 // behind a failure); the caller must not perform or acknowledge the operation. A signer or
 // epoch-key failure writes nothing: the checkpoint is skipped, counted, and retried.
 //
+// Tail truncation: a log cut at a frame boundary or missing its newest segments is a shorter
+// well-formed log; only an anchor kept off the machine shows it was longer. Given
+// `minimum_anchor`, Open refuses such a log rather than signing over it (docs/audit.md, "Tail
+// truncation and rollback").
+//
 // Open and recovery: Open resumes the chain. A torn final write (a frame cut short, or zero
 // fill, in the last segment) is truncated away and reported in the new LOG_EPOCH entry. Damage
 // anywhere else, or a MAC mismatch in the entries since the last checkpoint, fails Open with
@@ -73,6 +78,11 @@ struct AuditLogOptions {
   AnchorSink* anchor_sink = nullptr;             // optional
   const Clock* clock = nullptr;                  // required
   AuditFileSystem* file_system = nullptr;        // default: PosixAuditFileSystem()
+  // The newest anchor known to have left the machine (kms/audit/anchor_check.h): Open refuses,
+  // with AUDIT_TAMPERED, a log that is another log, ends before it (a tail cut at a frame
+  // boundary, newest segments deleted or rolled back), holds no segment at all, or holds another
+  // entry at the anchored sequence. Unset: no such check (nothing to compare with).
+  std::optional<CheckpointAnchor> minimum_anchor;
 };
 
 struct AuditLogStats {

@@ -1,5 +1,6 @@
 #include "kms/cofferd/daemon.h"
 
+#include "kms/audit/anchor_check.h"
 #include "kms/cofferd/internal/daemon_parts.h"
 
 namespace coffer::cofferd {
@@ -142,6 +143,18 @@ absl::Status Daemon::Parts::OpenAudit() {
   options.epoch_keys = kms::HsmEpochKeyProvider(hsm->row_authenticator());
   options.anchor_sink = anchor_sink.get();
   options.clock = clock;
+  if (!config.audit_anchor_file().empty()) {
+    absl::StatusOr<std::vector<kms::audit::CheckpointAnchor>> anchors =
+        kms::audit::ReadAnchorsFile(config.audit_anchor_file());
+    if (!anchors.ok()) {
+      return Context(anchors.status(), "audit_anchor_file (create it empty on a new installation)");
+    }
+    options.minimum_anchor = kms::audit::NewestAnchor(*anchors);
+    LogInfo(options.minimum_anchor.has_value()
+                ? "audit: the log must reach the newest anchor in " + config.audit_anchor_file() +
+                      ", sequence " + std::to_string(options.minimum_anchor->sequence)
+                : "audit: no anchor in " + config.audit_anchor_file() + " yet");
+  }
   absl::StatusOr<std::unique_ptr<kms::audit::AuditLog>> log =
       kms::audit::AuditLog::Open(std::move(options));
   if (!log.ok()) {

@@ -348,6 +348,7 @@ absl::Status Daemon::Parts::StartServing() {
   backup_deps.sources.audit_directory = config.audit_directory();
   backup_deps.sources.purge_journal = purge_journal.get();
   backup_deps.live_audit_directory = config.audit_directory();
+  backup_deps.audit_anchor_file = config.audit_anchor_file();
   backup_deps.audit_public_key_pem = public_key;
   backup_deps.restore_key_manager.modules = {{kPrimaryModuleName, &hsm->wrapping_keys()}};
   backup_deps.restore_key_manager.default_module = kPrimaryModuleName;

@@ -84,6 +84,9 @@ void ApplyDefaults(Config& c) {
   c.set_audit_directory(Resolve(base, c.audit_directory()));
   c.set_backup_directory(Resolve(base, c.backup_directory()));
   c.set_admin_directory(Resolve(base, c.admin_directory()));
+  if (!c.audit_anchor_file().empty()) {
+    c.set_audit_anchor_file(Resolve(base, c.audit_anchor_file()));
+  }
 
   auto* hsm = c.mutable_hsm();
   SetDefault(hsm->mutable_module_path(), kDefaultHsmModulePath);

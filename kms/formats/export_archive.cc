@@ -173,10 +173,7 @@ class PlaintextCursor {
 }  // namespace
 
 std::string SignedMessage(const Sha256Digest& digest) {
-  std::string message(kSignatureLabel);
-  message.push_back('\0');
-  message.append(AsView(digest));
-  return message;
+  return audit::DomainMessage(audit::SigningDomain::kExportArchive, AsView(digest));
 }
 
 absl::StatusOr<Sha256Digest> PublicKeyPemFingerprint(std::string_view pem) {

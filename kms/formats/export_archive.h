@@ -44,6 +44,7 @@
 #include "crypto/recipient_wrap.h"
 #include "crypto/streaming_io.h"
 #include "kms/audit/signer.h"
+#include "kms/audit/signing_domain.h"
 #include "kms/formats/export_archive.pb.h"
 
 namespace coffer::kms::dataset_export {
@@ -58,8 +59,9 @@ inline constexpr std::string_view kSignatureMagic = "CFXSIGN1";
 inline constexpr size_t kSignatureTrailerSize = 2 + 8;  // length ‖ magic
 inline constexpr size_t kMaxSignatureSize = 80;         // DER ECDSA P-256 is at most 72
 inline constexpr std::string_view kContentContextLabel = "coffer-export-v1 content";
-// Followed by one 0x00 byte and the 32-byte digest D in the signed message.
-inline constexpr std::string_view kSignatureLabel = "coffer-export-v1 signature";
+// Followed by one 0x00 byte and the 32-byte digest D in the signed message: the export domain's
+// label (kms/audit/signing_domain.h), which export-v1 has signed from the start.
+inline constexpr std::string_view kSignatureLabel = audit::kExportArchiveLabel;
 inline constexpr uint32_t kContentKeyVersion = 1;
 inline constexpr size_t kMaxHeaderSize = size_t{1} << 20;
 inline constexpr size_t kMaxEntrySize = size_t{64} << 20;

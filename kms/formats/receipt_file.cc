@@ -9,6 +9,7 @@
 #include "google/protobuf/util/json_util.h"
 #include "kms/audit/audit_format.h"
 #include "kms/audit/signer.h"
+#include "kms/audit/signing_domain.h"
 
 namespace coffer::kms::receipt {
 namespace {
@@ -30,6 +31,10 @@ absl::StatusOr<std::string> BodyLine(const coffer::v1::DeletionReceipt& receipt)
   }
   json.push_back('\n');
   return json;
+}
+
+std::string SignedMessage(std::string_view body_line) {
+  return audit::DomainMessage(audit::SigningDomain::kDeletionReceipt, body_line);
 }
 
 std::string AssembleFile(std::string_view body_line, std::string_view der_signature) {
@@ -58,10 +63,14 @@ absl::StatusOr<coffer::v1::DeletionReceipt> VerifyFile(std::string_view file,
   if (!absl::Base64Unescape(encoded, &signature) || absl::Base64Escape(signature) != encoded) {
     return Invalid("the receipt's signature line is not canonical base64");
   }
-  if (!verifier.Verify(body_line, signature).ok()) {
+  // Only authenticated bytes are parsed: the signature decides which version to expect.
+  const bool labelled =
+      audit::VerifyInDomain(verifier, audit::SigningDomain::kDeletionReceipt, body_line, signature)
+          .ok();
+  if (!labelled && !audit::VerifyUnlabelledLegacy(verifier, body_line, signature).ok()) {
     return Invalid(
-        "the receipt's signature does not verify under this public key: altered, or signed by "
-        "another token");
+        "the receipt's signature does not verify under this public key as a deletion receipt: "
+        "altered, signed by another token, or a signature of something else");
   }
   coffer::v1::DeletionReceipt receipt;
   google::protobuf::util::JsonParseOptions options;
@@ -70,8 +79,10 @@ absl::StatusOr<coffer::v1::DeletionReceipt> VerifyFile(std::string_view file,
   if (!google::protobuf::util::JsonStringToMessage(body, &receipt, options).ok()) {
     return Invalid("the receipt's body is not a deletion receipt");
   }
-  if (receipt.format() != kReceiptFormat) {
-    return Invalid("the receipt's format is not " + std::string(kReceiptFormat));
+  const std::string_view expected = labelled ? kReceiptFormat : kReceiptFormatV1;
+  if (receipt.format() != expected) {
+    return Invalid("the receipt's format is not " + std::string(expected) +
+                   ", the version its signature is");
   }
   return receipt;
 }

@@ -3,6 +3,7 @@
 #include <CLI/CLI.hpp>
 #include <deque>
 #include <fstream>
+#include <optional>
 #include <sstream>
 #include <string>
 #include <utility>
@@ -10,6 +11,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "crypto/base/status.h"
+#include "kms/audit/anchor_check.h"
 #include "kms/audit/verifier.h"
 #include "kms/keyctl/command_line.h"
 #include "kms/keyctl/output.h"
@@ -123,8 +125,16 @@ absl::Status AuditVerify(CommandContext& ctx) {
   return absl::OkStatus();
 }
 
-absl::Status AuditVerifyOffline(CommandContext& ctx, const std::string& public_key_file,
-                                const std::string& audit_directory) {
+struct OfflineVerify {
+  std::string public_key_file;
+  std::string audit_directory;
+  std::string anchors_file;  // "" = none
+  std::optional<uint64_t> min_sequence;
+};
+
+absl::Status AuditVerifyOffline(CommandContext& ctx, const OfflineVerify& request) {
+  const std::string& public_key_file = request.public_key_file;
+  const std::string& audit_directory = request.audit_directory;
   std::ifstream in(public_key_file, std::ios::binary);
   if (!in) {
     return MakeError(ErrorCode::kNotFound, "cannot read the audit public key " + public_key_file);
@@ -133,6 +143,15 @@ absl::Status AuditVerifyOffline(CommandContext& ctx, const std::string& public_k
   pem << in.rdbuf();
   kms::audit::VerifyOptions options;
   options.public_key_pem = pem.str();
+  options.expected_min_sequence = request.min_sequence;
+  if (!request.anchors_file.empty()) {
+    COFFER_ASSIGN_OR_RETURN(options.anchors, kms::audit::ReadAnchorsFile(request.anchors_file));
+    if (options.anchors.empty()) {
+      return MakeError(ErrorCode::kInvalidArgument,
+                       "no anchor line in " + request.anchors_file +
+                           " (expected lines with \"coffer-audit-anchor v1\")");
+    }
+  }
   absl::StatusOr<kms::audit::VerifyReport> report =
       kms::audit::VerifyAuditLog(audit_directory, options);
   if (!report.ok()) {
@@ -151,6 +170,7 @@ absl::Status AuditVerifyOffline(CommandContext& ctx, const std::string& public_k
                            {"directory", audit_directory},
                            {"entries", report->entries},
                            {"checkpoints", report->checkpoints_verified},
+                           {"anchors", report->anchors_verified},
                            {"closed_cleanly", report->closed_cleanly},
                            {"warnings", report->warnings}};
     json["last_sequence"] =
@@ -162,7 +182,11 @@ absl::Status AuditVerifyOffline(CommandContext& ctx, const std::string& public_k
   }
   ctx.out() << "audit log " << audit_directory << " verified offline: " << report->entries
             << " entries, " << report->checkpoints_verified << " signed checkpoints, last sequence "
-            << (report->last_sequence ? std::to_string(*report->last_sequence) : "-") << '\n';
+            << (report->last_sequence ? std::to_string(*report->last_sequence) : "-");
+  if (report->anchors_verified > 0) {
+    ctx.out() << ", reaches and matches " << report->anchors_verified << " anchors";
+  }
+  ctx.out() << '\n';
   if (report->uncovered_from) {
     ctx.out() << "warning: entries from " << *report->uncovered_from
               << " on are not yet covered by a signed checkpoint\n";
@@ -178,6 +202,8 @@ void AddAuditCommands(CLI::App& app, CommandLine& line) {
     uint32_t caller_uid = 0;
     bool offline = false;
     std::string public_key, audit_dir = "./var/audit";
+    std::string anchors;
+    uint64_t min_sequence = 0;
   };
   Values& v = line.NewValues<Values>();
   CLI::App* audit = AddCommandGroup(app, "audit", "Read and verify the audit log",
@@ -221,8 +247,18 @@ void AddAuditCommands(CLI::App& app, CommandLine& line) {
       verify->add_option("--public-key", v.public_key, "Checkpoint public key (PEM), --offline");
   verify->add_option("--audit-dir", v.audit_dir, "Audit log directory (default ./var/audit)")
       ->needs(offline);
+  CLI::Option* anchors = verify->add_option(
+      "--anchors", v.anchors,
+      "File of anchor lines kept off the machine (journalctl -t cofferd-audit -o cat): the log "
+      "must reach and match each, --offline");
+  CLI::Option* min_sequence = verify->add_option(
+      "--min-sequence", v.min_sequence,
+      "The log is known to have reached this sequence: refuse a log that ends before it, "
+      "--offline");
   public_key->needs(offline);
-  verify->callback([&v, &line, offline, public_key] {
+  anchors->needs(offline);
+  min_sequence->needs(offline);
+  verify->callback([&v, &line, offline, public_key, anchors, min_sequence] {
     if (offline->count() == 0) {
       line.Choose([](CommandContext& ctx) { return AuditVerify(ctx); });
       return;
@@ -230,8 +266,10 @@ void AddAuditCommands(CLI::App& app, CommandLine& line) {
     if (public_key->count() == 0) {
       throw CLI::ValidationError("audit verify", "--offline needs --public-key FILE");
     }
-    line.Choose(
-        [&v](CommandContext& ctx) { return AuditVerifyOffline(ctx, v.public_key, v.audit_dir); });
+    OfflineVerify request{v.public_key, v.audit_dir, v.anchors, std::nullopt};
+    if (anchors->count() == 0) request.anchors_file.clear();
+    if (min_sequence->count() > 0) request.min_sequence = v.min_sequence;
+    line.Choose([request](CommandContext& ctx) { return AuditVerifyOffline(ctx, request); });
   });
 }
 

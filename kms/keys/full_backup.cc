@@ -400,6 +400,7 @@ absl::StatusOr<RestoreReport> FullBackups::RestoreInto(uint32_t id, RestoreReque
                                      progress ? FoldInto(&verify_progress) : nullptr));
   audit::VerifyOptions verify;
   verify.public_key_pem = request.audit_public_key_pem;
+  if (request.minimum_anchor.has_value()) verify.anchors.push_back(*request.minimum_anchor);
   COFFER_ASSIGN_OR_RETURN(audit::VerifyReport verified,
                           audit::VerifyAuditLog(request.live_audit_directory, verify));
   if (verified.ok() && verified.log_id != manifest.log_id) {

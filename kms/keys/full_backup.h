@@ -23,7 +23,9 @@
 // whose DWKs the token still holds is left DESTROYING (RestoreReport::destructions_deferred).
 // A restore drill into a scratch directory is the same call. Steps:
 //  1. verifies every part, and the current (live) audit log offline with the checkpoint public
-//     key; the live log must be the backup's log and reach B (REPLAY_SOURCE_STALE otherwise);
+//     key; the live log must be the backup's log and reach B (REPLAY_SOURCE_STALE otherwise),
+//     and reach and match the newest anchor kept off the machine when the request has one
+//     (AUDIT_TAMPERED otherwise: a cut or rolled-back log would let purged records back);
 //  2. replays every RECORD_PURGE / ATTACHMENT_PURGE entry with sequence >= B into the restored
 //     data DB (storage::RecycleBin::ReplayPurges), and every DATASET_DESTROY the live log holds
 //     (KeyManager::ReplayDestruction; destruction is irreversible, so the whole log is
@@ -67,6 +69,7 @@
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -75,6 +78,7 @@
 #include "absl/status/statusor.h"
 #include "crypto/base/clock.h"
 #include "crypto/base/progress.h"
+#include "kms/audit/anchor.h"
 #include "kms/audit/audit_event.h"
 #include "kms/audit/audit_format.h"
 #include "kms/audit/audit_log.h"
@@ -121,6 +125,9 @@ struct RestoreRequest {
   std::string target_directory;      // must not exist: the restore creates it (mode 0700)
   std::string live_audit_directory;  // the current log, replayed from
   std::string audit_public_key_pem;  // verifies it (the token's checkpoint key)
+  // The newest anchor kept off the machine (kms/audit/anchor_check.h); the live log must reach
+  // and match it. Unset: not checked.
+  std::optional<audit::CheckpointAnchor> minimum_anchor;
   // How to open the restored key DB: modules, row authenticator, signer, the audit log that
   // records the restore and the replay, clock. key_db_directory is set by RestoreInto.
   KeyManagerOptions key_manager;

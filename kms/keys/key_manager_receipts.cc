@@ -190,7 +190,8 @@ absl::StatusOr<std::string> KeyManager::IssueDeletionReceipt(uint64_t handle,
   *receipt.mutable_issued_at() = TimeUtil::MicrosecondsToTimestamp(NowMicros());
 
   COFFER_ASSIGN_OR_RETURN(const std::string body, receipt::BodyLine(receipt));
-  COFFER_ASSIGN_OR_RETURN(const std::string signature, options_.signer->Sign(body));
+  COFFER_ASSIGN_OR_RETURN(const std::string signature,
+                          options_.signer->Sign(receipt::SignedMessage(body)));
   std::string file = receipt::AssembleFile(body, signature);
   // Audited before it is stored: a receipt that exists is always in the log.
   COFFER_RETURN_IF_ERROR(

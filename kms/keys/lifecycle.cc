@@ -7,11 +7,13 @@
 #include <vector>
 
 #include "crypto/base/status.h"
+#include "kms/audit/signing_domain.h"
 #include "kms/keys/internal/audit_text.h"
 #include "kms/keys/internal/convert.h"
 #include "kms/keys/internal/dataset_state.h"
 #include "kms/keys/internal/manager_util.h"
 #include "kms/keys/key_manager.h"
+#include "kms/keys/tombstone.h"
 
 namespace coffer::kms {
 
@@ -344,11 +346,13 @@ absl::Status KeyManager::FinishDestroyLocked(const EntryPtr& entry, const audit:
   tombstone.set_schedule_audit_sequence(row.destruction_schedule_audit_sequence());
   tombstone.set_destroy_audit_sequence(requested_sequence);
   tombstone.set_scheduled_by_lifecycle_automation(requester.socket() == audit::v1::SOCKET_INTERNAL);
+  tombstone.set_format_version(kTombstoneFormatVersion);
   std::string serialized;
   if (!tombstone.SerializeToString(&serialized)) {
     return finish(MakeError(ErrorCode::kInternal, "cannot serialise the tombstone"));
   }
-  absl::StatusOr<std::string> signature = options_.signer->Sign(serialized);
+  absl::StatusOr<std::string> signature =
+      options_.signer->Sign(audit::DomainMessage(audit::SigningDomain::kTombstone, serialized));
   if (!signature.ok()) return finish(signature.status());
 
   auto next = std::make_shared<DatasetSnapshot>();

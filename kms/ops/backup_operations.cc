@@ -3,9 +3,11 @@
 #include <memory>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include "crypto/base/clock.h"
 #include "crypto/base/status.h"
+#include "kms/audit/anchor_check.h"
 
 namespace coffer::cofferd {
 namespace {
@@ -71,6 +73,11 @@ std::map<Request::OpCase, daemon::AdminOperationHandler> BackupOperations(
     restore.target_directory = target;
     restore.live_audit_directory = shared->live_audit_directory;
     restore.audit_public_key_pem = shared->audit_public_key_pem;
+    if (!shared->audit_anchor_file.empty()) {
+      COFFER_ASSIGN_OR_RETURN(std::vector<kms::audit::CheckpointAnchor> anchors,
+                              kms::audit::ReadAnchorsFile(shared->audit_anchor_file));
+      restore.minimum_anchor = kms::audit::NewestAnchor(anchors);
+    }
     restore.key_manager = shared->restore_key_manager;
     restore.actor = actor;
     absl::StatusOr<kms::RestoreReport> report =

@@ -37,6 +37,8 @@ struct BackupOperationDeps {
   // log, clock; key_db_directory is set by the restore).
   std::string live_audit_directory;
   std::string audit_public_key_pem;
+  // The config's audit_anchor_file, read at each restore ("" = none).
+  std::string audit_anchor_file;
   kms::KeyManagerOptions restore_key_manager;
 };
 

@@ -674,7 +674,7 @@ TEST_F(KeyctlClockTest, DestructionErasesTheDataAndIssuesASignedReceipt) {
       Run("receipt verify " + file + " --public-key " + pem + " --name " + name + " --json");
   ASSERT_EQ(verified.exit_code, 0) << verified.err;
   const json receipt = verified.Json().at("receipt");
-  EXPECT_EQ(receipt.at("format"), "coffer-deletion-receipt-v1");
+  EXPECT_EQ(receipt.at("format"), "coffer-deletion-receipt-v2");
   EXPECT_EQ(receipt.at("records_purged"), "2");  // protobuf's JSON prints 64-bit as strings
   EXPECT_EQ(receipt.at("attachments_purged"), "1");
   EXPECT_EQ(receipt.at("bin_records_purged"), "1");
@@ -715,12 +715,20 @@ TEST_F(KeyctlClockTest, DestructionErasesTheDataAndIssuesASignedReceipt) {
   EXPECT_EQ(other.exit_code, 1);
   EXPECT_NE(other.err.find("another name"), std::string::npos) << other.err;
 
-  // Plain OpenSSL, as docs/keyctl.md shows.
+  // Plain OpenSSL, as docs/keyctl.md shows: the signed message is the receipt domain's label,
+  // a NUL byte and the first line.
   const std::string dir = daemon_->dir();
-  const std::string openssl = "head -n 1 " + file + " > " + dir + "/body && tail -n 1 " + file +
-                              " | base64 -d > " + dir + "/sig && openssl dgst -sha256 -verify " +
-                              pem + " -signature " + dir + "/sig " + dir + "/body >/dev/null";
+  const std::string openssl = "{ printf 'coffer-deletion-receipt-v2\\0'; head -n 1 " + file +
+                              "; } > " + dir + "/body && tail -n 1 " + file + " | base64 -d > " +
+                              dir + "/sig && openssl dgst -sha256 -verify " + pem + " -signature " +
+                              dir + "/sig " + dir + "/body >/dev/null";
   EXPECT_EQ(RunShell(openssl), 0);
+  // The first line alone (how a v1 receipt was signed) does not verify.
+  EXPECT_NE(RunShell("head -n 1 " + file + " > " + dir +
+                     "/unlabelled && openssl dgst -sha256 "
+                     "-verify " +
+                     pem + " -signature " + dir + "/sig " + dir + "/unlabelled >/dev/null 2>&1"),
+            0);
 
   // Any field changed: the signature fails, for keyctl, OpenSSL and the library alike.
   const std::string original = ReadWholeFile(file);

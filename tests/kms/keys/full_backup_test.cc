@@ -433,6 +433,47 @@ TEST_F(FullBackupTest, PruneKeepsTheNewestAndRestoreRefusesANonEmptyTargetOrASta
   EXPECT_EQ(ErrorCodeOf(FullBackups::CheckRestoreComplete(half)), ErrorCode::kRestoreIncomplete);
 }
 
+// The newest anchor kept off the machine (docs/audit.md, "Tail truncation and rollback"): a live
+// log cut back before it is refused before anything is restored, so the purges and
+// destructions cut off cannot be lost by the replay.
+TEST_F(FullBackupTest, ARestoreRefusesALiveLogThatEndsBeforeTheNewestAnchor) {
+  uint64_t handle = Create("crm/cut");
+  ASSERT_TRUE(records_->Put(handle, "c-1", "kept").ok());
+  auto backup = backups_->Create(Sources(), TestAdmin());
+  ASSERT_TRUE(backup.ok()) << backup.status();
+
+  // A checkpoint, and its anchor as the journal host holds it.
+  ASSERT_TRUE(log_->Checkpoint().ok());
+  const std::string segment_path = audit::testing::LastSegmentPath(dir_.Sub("audit"));
+  audit::testing::RawSegment segment = audit::testing::ReadSegment(segment_path);
+  ASSERT_FALSE(segment.frames.empty());
+  const audit::testing::RawFrame& last = segment.frames.back();
+  ASSERT_EQ(last.Entry().kind(), audit::v1::LOG_CHECKPOINT);
+  const audit::CheckpointAnchor anchor{segment.header.log_id, last.Entry().sequence(), last.hash,
+                                       last.Entry().time_micros()};
+
+  // The live log reaches it: the restore goes ahead.
+  RestoreRequest reaches = Request(dir_.Sub("restored-ok"));
+  reaches.minimum_anchor = anchor;
+  auto restored = backups_->RestoreInto(backup->id, reaches);
+  ASSERT_TRUE(restored.ok()) << restored.status();
+
+  // Root cuts the live log back at a frame boundary before the anchored checkpoint.
+  CloseInstance();
+  ASSERT_TRUE(log_->Close().ok());
+  segment = audit::testing::ReadSegment(segment_path);
+  const size_t keep = audit::testing::FrameIndexOf(segment, anchor.sequence) - 1;
+  segment.frames.resize(keep);
+  audit::testing::WriteSegment(segment_path, segment);
+
+  RestoreRequest cut = Request(dir_.Sub("restored-cut"));
+  cut.minimum_anchor = anchor;
+  const absl::Status refused = backups_->RestoreInto(backup->id, cut).status();
+  EXPECT_EQ(ErrorCodeOf(refused), ErrorCode::kAuditTampered) << refused;
+  EXPECT_NE(refused.message().find("truncated"), std::string::npos) << refused;
+  EXPECT_FALSE(fs::exists(dir_.Sub("restored-cut")));
+}
+
 TEST_F(FullBackupTest, TheAuditJournalFailsClosed) {
   uint64_t handle = Create("crm/leads");
   ASSERT_TRUE(records_->Put(handle, "l-1", "lead").ok());
