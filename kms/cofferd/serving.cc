@@ -182,7 +182,7 @@ absl::Status Daemon::Parts::StartJobs() {
 }
 
 // Notifications and canaries (docs/events.md): the event log, the canary registry, the event
-// source deriving events from the audit log, and the hook's delivery thread.
+// source deriving events from the audit log, and the thread delivering events to the hook runner.
 absl::Status Daemon::Parts::StartEvents() {
   events::EventLogOptions log_options;
   log_options.directory = config.events_directory();
@@ -256,10 +256,13 @@ absl::Status Daemon::Parts::StartEvents() {
   COFFER_ASSIGN_OR_RETURN(event_source, events::EventSource::Create(std::move(source_options)));
   event_source->Start();
 
-  if (n.hook_command_size() > 0) {
+  // The hook itself runs in coffer-hook-runner, under a user of its own: cofferd only hands
+  // the events over (a hook started here would share cofferd's uid and environment, and so
+  // reach the HSM PIN).
+  if (!n.hook_socket().empty()) {
     events::HookDeliveryOptions hook_options;
     hook_options.log = event_log.get();
-    hook_options.argv.assign(n.hook_command().begin(), n.hook_command().end());
+    hook_options.socket_path = n.hook_socket();
     hook_options.timeout = std::chrono::seconds(n.hook_timeout_seconds());
     hook_options.attempts = n.hook_attempts();
     hook_options.log_info = [](const std::string& text) { LogInfo(text); };

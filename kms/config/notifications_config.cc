@@ -9,6 +9,9 @@
 namespace coffer::daemon {
 namespace {
 
+// sun_path holds 108 bytes, the last one the terminating NUL.
+constexpr size_t kMaxHookSocketBytes = 107;
+
 absl::Status Invalid(std::string_view field, std::string_view what) {
   return MakeError(ErrorCode::kConfigInvalid,
                    absl::StrCat(std::string(field), ": ", std::string(what)));
@@ -36,13 +39,23 @@ void ApplyNotificationDefaults(const std::string& state_directory,
 absl::Status ValidateNotifications(const ::coffer::daemon::v1::Config& config) {
   const auto& n = config.notifications();
   if (n.hook_command_size() > 0) {
-    if (n.hook_command(0).empty() || n.hook_command(0).front() != '/') {
-      return Invalid("notifications.hook_command", "argv[0] must be an absolute path");
+    return Invalid("notifications.hook_command",
+                   "cofferd no longer starts the hook itself (it would share cofferd's uid and "
+                   "environment, and so could read the HSM PIN): run coffer-hook-runner under a "
+                   "user of its own with this command after its --, and set "
+                   "notifications.hook_socket to its --socket (docs/events.md, \"The hook "
+                   "runner\")");
+  }
+  if (!n.hook_socket().empty()) {
+    if (n.hook_socket().front() != '/') {
+      return Invalid("notifications.hook_socket", "must be an absolute path");
     }
-    for (const std::string& arg : n.hook_command()) {
-      if (arg.find('\0') != std::string::npos) {
-        return Invalid("notifications.hook_command", "an argument contains a NUL byte");
-      }
+    if (n.hook_socket().size() > kMaxHookSocketBytes) {
+      return Invalid("notifications.hook_socket",
+                     "is longer than a Unix socket allows (107 bytes)");
+    }
+    if (n.hook_socket().find('\0') != std::string::npos) {
+      return Invalid("notifications.hook_socket", "contains a NUL byte");
     }
   }
   if (n.hook_timeout_seconds() > 3600) {

@@ -1,10 +1,10 @@
 // Notifications and canary records end to end (docs/events.md): a running cofferd (test-cofferd
 // on a clock the test advances; fresh SoftHSM2 token, RocksDB, audit log; as root it runs as
-// `nobody`) with a hook configured, keyctl run as a
-// process, and the client library on the data socket. Covers: a canary read raises exactly one
-// event naming the caller's uid (normal reads none); canary plant/list/remove and their bad
-// input; `keyctl events --json` output; the hook's JSON, descriptors and timeout kill; and a
-// subscriber across a daemon restart (no gap, no duplicate) next to an independent one.
+// `nobody`), keyctl run as a process, and the client library on the data socket. Covers: a
+// canary read raises exactly one event naming the caller's uid (normal reads none); canary
+// plant/list/remove and their bad input; `keyctl events --json` output; and a subscriber
+// across a daemon restart (no gap, no duplicate) next to an independent one. The hook, run by
+// coffer-hook-runner: tests/kms/hooks/hook_runner_cofferd_test.cc.
 
 #include <signal.h>
 #include <sys/stat.h>
@@ -52,25 +52,12 @@ bool Eventually(const std::function<bool()>& done) {
   return ::coffer::testing::Eventually(done, std::chrono::milliseconds(100));
 }
 
-// A development-mode cofferd whose jobs tick every second (due destructions), with a hook that
-// records each event, lists its descriptors, and hangs on DATASET_DISABLED.
+// A development-mode cofferd whose jobs tick every second (due destructions). The hook runs in
+// coffer-hook-runner: tests/kms/hooks/hook_runner_cofferd_test.cc.
 std::unique_ptr<Cofferd> StartCofferd() {
   CofferdOptions options;
   options.name = "keyctl-events";
   options.rotation_check_seconds = 1;
-  options.prepare = [](const std::string& dir) {
-    std::ofstream hook(dir + "/hook.sh", std::ios::trunc);
-    // The descriptor list is complete (renamed into place) before the event line appears.
-    hook << "read -r line\n"
-         << "ls /proc/self/fd > " << dir << "/hook-fds.tmp\n"
-         << "mv " << dir << "/hook-fds.tmp " << dir << "/hook-fds.out\n"
-         << "printf '%s\\n' \"$line\" >> " << dir << "/hook.out\n"
-         << "case \"$line\" in *EVENT_DATASET_DISABLED*) exec sleep 1000;; esac\n";
-  };
-  options.extra_config = [](const std::string& dir) {
-    return "notifications { hook_command: \"/bin/sh\" hook_command: \"" + dir +
-           "/hook.sh\" hook_timeout_seconds: 1 hook_attempts: 1 }\n";
-  };
   return Cofferd::Create(std::move(options));
 }
 
@@ -302,36 +289,6 @@ TEST_F(KeyctlEventsTest, EventsJsonLinesParseAndTextIsOneLinePerEvent) {
   EXPECT_TRUE(found) << text.out;
   Result none = Run("events --subscriber text-test");
   EXPECT_NE(none.out.find("no new events"), std::string::npos) << none.out;
-}
-
-TEST_F(KeyctlEventsTest, HookGetsJsonWithNoOtherDescriptorAndHangingHookIsKilled) {
-  Ok("dataset create hook-test");
-  Ok("dataset disable hook-test");  // the hook hangs on this one and is killed at 1 s
-  Ok("dataset enable hook-test");
-  const std::string out = daemon_->dir() + "/hook.out";
-  auto delivered = [&](const std::string& kind) {
-    for (const std::string& line : NonEmptyLines(ReadWholeFile(out))) {
-      json e = json::parse(line);
-      if (e.value("kind", "") == kind && e.value("dataset", "") == "hook-test") return true;
-    }
-    return false;
-  };
-  ASSERT_TRUE(Eventually([&] { return delivered("EVENT_DATASET_ENABLED"); })) << ReadWholeFile(out);
-  EXPECT_TRUE(delivered("EVENT_DATASET_DISABLED"));
-  // In order: the hook's JSON lines carry increasing sequence numbers.
-  uint64_t previous = 0;
-  for (const std::string& line : NonEmptyLines(ReadWholeFile(out))) {
-    uint64_t sequence = std::stoull(json::parse(line)["sequence"].get<std::string>());
-    EXPECT_GT(sequence, previous);
-    previous = sequence;
-  }
-  std::set<std::string> fds;
-  for (const std::string& line : NonEmptyLines(ReadWholeFile(daemon_->dir() + "/hook-fds.out"))) {
-    fds.insert(line);
-  }
-  EXPECT_EQ(fds, (std::set<std::string>{"0", "1", "2", "3"}))
-      << ReadWholeFile(daemon_->dir() + "/hook-fds.out");
-  EXPECT_NE(daemon_->Logs().find("hook killed"), std::string::npos) << daemon_->Logs();
 }
 
 TEST_F(KeyctlEventsTest, DestructionIsAnnouncedWarnedAndReportedWithTheDatasetName) {

@@ -1,4 +1,4 @@
-#include "kms/events/hook_runner.h"
+#include "kms/hooks/hook_process.h"
 
 #include <fcntl.h>
 #include <signal.h>
@@ -12,10 +12,9 @@
 
 #include "absl/strings/str_cat.h"
 #include "crypto/base/status.h"
+#include "google/protobuf/util/json_util.h"
 
-extern char** environ;
-
-namespace coffer::events {
+namespace coffer::hooks {
 namespace {
 
 // Owns a descriptor.
@@ -52,15 +51,69 @@ struct SpawnSetup {
   }
 };
 
+void AddText(std::vector<std::string>& env, const char* name, const std::string& value) {
+  if (value.empty() || value.find('\0') != std::string::npos) return;
+  env.push_back(absl::StrCat("COFFER_EVENT_", name, "=", value));
+}
+
+template <typename Number>
+void AddNumber(std::vector<std::string>& env, const char* name, Number value) {
+  if (value != 0) env.push_back(absl::StrCat("COFFER_EVENT_", name, "=", value));
+}
+
 }  // namespace
 
+std::string EventJsonLine(const coffer::v1::Event& event) {
+  std::string json;
+  google::protobuf::util::JsonPrintOptions options;
+  options.preserve_proto_field_names = true;
+  if (!google::protobuf::util::MessageToJsonString(event, &json, options).ok()) {
+    json = absl::StrCat("{\"sequence\":\"", event.sequence(), "\"}");
+  }
+  json += '\n';
+  return json;
+}
+
+std::vector<std::string> HookEnvironment(const coffer::v1::Event& event) {
+  std::vector<std::string> env;
+  env.push_back(absl::StrCat("PATH=", std::string(kHookPath)));
+  env.push_back(absl::StrCat("COFFER_EVENT_SEQUENCE=", event.sequence()));
+  env.push_back(absl::StrCat("COFFER_EVENT_KIND=", coffer::v1::EventKind_Name(event.kind())));
+  env.push_back(absl::StrCat("COFFER_EVENT_TIME_MICROS=", event.time_micros()));
+  AddText(env, "DATASET", event.dataset());
+  AddNumber(env, "DATASET_HANDLE", event.dataset_handle());
+  AddText(env, "DETAIL", event.detail());
+  AddNumber(env, "UID", event.uid());
+  AddNumber(env, "PID", event.pid());
+  AddNumber(env, "AUDIT_SEQUENCE", event.audit_sequence());
+  if (event.purpose() != 0) {
+    env.push_back(absl::StrCat("COFFER_EVENT_PURPOSE=", coffer::v1::Purpose_Name(event.purpose())));
+  }
+  AddNumber(env, "KEY_VERSION", event.key_version());
+  AddNumber(env, "DESTRUCTION_DUE_MICROS", event.destruction_due_micros());
+  if (event.canary_kind() != 0) {
+    env.push_back(absl::StrCat("COFFER_EVENT_CANARY_KIND=",
+                               coffer::v1::CanaryKind_Name(event.canary_kind())));
+  }
+  AddText(env, "CANARY", event.canary());
+  AddNumber(env, "ERROR_CODE", event.error_code());
+  return env;
+}
+
 absl::StatusOr<HookResult> RunHook(const std::vector<std::string>& argv, std::string_view input,
+                                   const std::vector<std::string>& environment,
                                    std::chrono::milliseconds timeout) {
   if (argv.empty() || argv.front().empty()) {
     return MakeError(ErrorCode::kInvalidArgument, "hook: no program to run");
   }
   if (input.size() > kMaxHookInputBytes) {
     return MakeError(ErrorCode::kInvalidArgument, "hook: the event is too large for stdin");
+  }
+  for (const std::string& entry : environment) {
+    if (entry.find('=') == std::string::npos || entry.find('\0') != std::string::npos) {
+      return MakeError(ErrorCode::kInvalidArgument,
+                       "hook: an environment entry is not NAME=value without NUL bytes");
+    }
   }
   // The whole input goes into the pipe before the hook starts; it fits in the pipe buffer.
   int pipe_fds[2];
@@ -105,8 +158,12 @@ absl::StatusOr<HookResult> RunHook(const std::vector<std::string>& argv, std::st
   args.reserve(argv.size() + 1);
   for (const std::string& arg : argv) args.push_back(const_cast<char*>(arg.c_str()));
   args.push_back(nullptr);
+  std::vector<char*> env;
+  env.reserve(environment.size() + 1);
+  for (const std::string& entry : environment) env.push_back(const_cast<char*>(entry.c_str()));
+  env.push_back(nullptr);
   pid_t pid = 0;
-  e = posix_spawn(&pid, args[0], &setup.actions, &setup.attr, args.data(), environ);
+  e = posix_spawn(&pid, args[0], &setup.actions, &setup.attr, args.data(), env.data());
   if (e != 0) return Errno(absl::StrCat("starting ", argv.front()), e);
   read_end.Reset();
 
@@ -136,4 +193,4 @@ absl::StatusOr<HookResult> RunHook(const std::vector<std::string>& argv, std::st
   return result;
 }
 
-}  // namespace coffer::events
+}  // namespace coffer::hooks
