@@ -1,5 +1,7 @@
 #include "kms/formats/receipt_file.h"
 
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
 #include <openssl/sha.h>
 
 #include <cstdint>
@@ -85,6 +87,23 @@ absl::StatusOr<coffer::v1::DeletionReceipt> VerifyFile(std::string_view file,
                    ", the version its signature is");
   }
   return receipt;
+}
+
+std::string NameCommitment(std::string_view salt, std::string_view name) {
+  std::string input(kNameCommitmentLabel);
+  input.push_back('\0');
+  input.append(name.data(), name.size());
+  uint8_t tag[EVP_MAX_MD_SIZE];
+  unsigned int size = 0;
+  if (HMAC(EVP_sha256(), salt.data(), static_cast<int>(salt.size()),
+           reinterpret_cast<const uint8_t*>(input.data()), input.size(), tag, &size) == nullptr) {
+    return "";  // OpenSSL out of memory: an empty commitment matches nothing
+  }
+  return std::string(reinterpret_cast<const char*>(tag), size);
+}
+
+std::string NameCommitmentHex(std::string_view salt, std::string_view name) {
+  return audit::ToHex(NameCommitment(salt, name));
 }
 
 std::string Sha256Hex(std::string_view bytes) {

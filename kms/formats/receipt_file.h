@@ -46,7 +46,17 @@ std::string AssembleFile(std::string_view body_line, std::string_view der_signat
 absl::StatusOr<coffer::v1::DeletionReceipt> VerifyFile(std::string_view file,
                                                        std::string_view public_key_pem);
 
-// Lower-case hex SHA-256 of `bytes` (the name hash, the tombstone and key fingerprints).
+// The commitment of a v2 tombstone and receipt to a dataset's name: HMAC-SHA256(key = `salt`,
+// "coffer-dataset-name-commitment-v2" 0x00 || name), 32 bytes. The salt (32 random bytes drawn
+// when the dataset is created) is given to the dataset's customer; without it the commitment
+// checks no guess of the name. NameCommitmentHex: the same in lower-case hex, as receipts carry
+// it.
+inline constexpr std::string_view kNameCommitmentLabel = "coffer-dataset-name-commitment-v2";
+inline constexpr size_t kNameSaltBytes = 32;
+std::string NameCommitment(std::string_view salt, std::string_view name);
+std::string NameCommitmentHex(std::string_view salt, std::string_view name);
+
+// Lower-case hex SHA-256 of `bytes` (v1 receipts' name hash, the tombstone and key fingerprints).
 std::string Sha256Hex(std::string_view bytes);
 
 }  // namespace coffer::kms::receipt

@@ -5,10 +5,13 @@
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
+#include <algorithm>
+#include <cctype>
 #include <cerrno>
 #include <cstring>
 #include <string>
 
+#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "crypto/base/status.h"
 #include "google/protobuf/util/time_util.h"
@@ -73,8 +76,12 @@ std::string Sequence(uint64_t sequence) {
 
 void PrintReceipt(CommandContext& ctx, const pb::DeletionReceipt& r, const std::string& name) {
   std::ostream& out = ctx.out();
-  out << "dataset          handle " << r.dataset_handle() << ", name sha256 "
-      << r.dataset_name_sha256();
+  out << "dataset          handle " << r.dataset_handle();
+  if (r.dataset_name_commitment().empty()) {
+    out << ", name sha256 " << r.dataset_name_sha256();
+  } else {
+    out << ", name commitment " << r.dataset_name_commitment();
+  }
   if (!name.empty()) out << " (matches \"" << name << "\")";
   out << "\ncreated          " << FormatLocalTime(Micros(r.dataset_created_at()))
       << "\ndestruction      requested " << FormatLocalTime(Micros(r.destruction_requested_at()))
@@ -139,8 +146,56 @@ absl::Status ReceiptGet(CommandContext& ctx, const std::string& name,
   return absl::OkStatus();
 }
 
+// Whether `receipt` is for the dataset named `name`: a v2 receipt commits to the name under its
+// salt (given to the customer at creation), a v1 receipt carries the name's bare SHA-256.
+absl::Status CheckName(const std::string& receipt_file, const pb::DeletionReceipt& receipt,
+                       const std::string& name, const std::string& salt_hex) {
+  const bool committed = !receipt.dataset_name_commitment().empty();
+  if (name.empty()) {
+    if (!salt_hex.empty()) {
+      return MakeError(ErrorCode::kInvalidArgument, "--name-salt checks a name: pass --name too");
+    }
+    return absl::OkStatus();
+  }
+  std::string expected;
+  if (committed) {
+    if (salt_hex.empty()) {
+      return MakeError(ErrorCode::kInvalidArgument,
+                       "this receipt commits to the name with a salt: pass --name-salt HEX (the "
+                       "salt `keyctl dataset create` or `dataset describe` showed)");
+    }
+    if (salt_hex.size() != 2 * kms::receipt::kNameSaltBytes ||
+        !std::all_of(salt_hex.begin(), salt_hex.end(),
+                     [](char c) { return std::isxdigit(static_cast<unsigned char>(c)) != 0; })) {
+      return MakeError(ErrorCode::kInvalidArgument,
+                       "--name-salt must be 64 hexadecimal digits (32 bytes)");
+    }
+    expected = kms::receipt::NameCommitmentHex(absl::HexStringToBytes(salt_hex), name);
+  } else {
+    if (!salt_hex.empty()) {
+      return MakeError(ErrorCode::kInvalidArgument,
+                       "this receipt (issued before name commitments) carries the name's SHA-256: "
+                       "drop --name-salt");
+    }
+    expected = kms::receipt::Sha256Hex(name);
+  }
+  const std::string& carried =
+      committed ? receipt.dataset_name_commitment() : receipt.dataset_name_sha256();
+  if (expected != carried) {
+    return MakeError(
+        ErrorCode::kReceiptInvalid,
+        absl::StrCat(receipt_file,
+                     committed ? ": the signature verifies, but the receipt is for a dataset with "
+                                 "another name or salt"
+                               : ": the signature verifies, but the receipt is for a dataset "
+                                 "with another name"));
+  }
+  return absl::OkStatus();
+}
+
 absl::Status ReceiptVerify(CommandContext& ctx, const std::string& receipt_file,
-                           const std::string& public_key_file, const std::string& name) {
+                           const std::string& public_key_file, const std::string& name,
+                           const std::string& salt_hex) {
   COFFER_ASSIGN_OR_RETURN(std::string file,
                           ReadFileUpTo(receipt_file, "receipt", kMaxReceiptBytes));
   COFFER_ASSIGN_OR_RETURN(std::string pem,
@@ -150,12 +205,7 @@ absl::Status ReceiptVerify(CommandContext& ctx, const std::string& receipt_file,
     return MakeError(ErrorCodeOf(receipt.status()),
                      absl::StrCat(receipt_file, ": ", receipt.status().message()));
   }
-  if (!name.empty() && kms::receipt::Sha256Hex(name) != receipt->dataset_name_sha256()) {
-    return MakeError(ErrorCode::kReceiptInvalid,
-                     absl::StrCat(receipt_file,
-                                  ": the signature verifies, but the receipt is for a dataset "
-                                  "with another name"));
-  }
+  COFFER_RETURN_IF_ERROR(CheckName(receipt_file, *receipt, name, salt_hex));
   if (ctx.json()) {
     nlohmann::json json = {{"verified", true}};
     json["receipt"] = nlohmann::json::parse(file.substr(0, file.find('\n')), nullptr,
@@ -174,7 +224,7 @@ void AddReceiptCommands(CLI::App& app, CommandLine& line) {
   struct Values {
     std::string name;
     uint64_t handle = 0;
-    std::string out_file, receipt_file, public_key;
+    std::string out_file, receipt_file, public_key, name_salt;
   };
   Values& v = line.NewValues<Values>();
   CLI::App* receipt = AddCommandGroup(
@@ -209,8 +259,11 @@ void AddReceiptCommands(CLI::App& app, CommandLine& line) {
                    "The token's public key (PEM): cofferd's audit-public-key.pem")
       ->required();
   verify->add_option("--name", v.name, "Also check that the receipt is for this dataset name");
+  verify->add_option("--name-salt", v.name_salt,
+                     "The dataset's name salt (hex, from `dataset create` / `dataset describe`): "
+                     "a v2 receipt commits to the name with it");
   line.Runs(verify, [&v](CommandContext& ctx) {
-    return ReceiptVerify(ctx, v.receipt_file, v.public_key, v.name);
+    return ReceiptVerify(ctx, v.receipt_file, v.public_key, v.name, v.name_salt);
   });
 }
 

@@ -27,9 +27,12 @@ class CommandLine;
 absl::Status ReceiptGet(CommandContext& ctx, const std::string& name,
                         std::optional<uint64_t> handle, const std::string& out_file);
 // Checks a receipt file offline with the token's public key (PEM) and, when `name` is not
-// empty, that the receipt is for that name; RECEIPT_INVALID otherwise.
+// empty, that the receipt is for that name (a v2 receipt under the name salt `salt_hex`, a v1
+// receipt by the name's SHA-256); RECEIPT_INVALID otherwise, INVALID_ARGUMENT for a missing,
+// superfluous or malformed salt.
 absl::Status ReceiptVerify(CommandContext& ctx, const std::string& receipt_file,
-                           const std::string& public_key_file, const std::string& name);
+                           const std::string& public_key_file, const std::string& name,
+                           const std::string& salt_hex);
 
 // Adds `receipt`.
 void AddReceiptCommands(CLI::App& app, CommandLine& line);

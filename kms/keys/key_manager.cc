@@ -15,6 +15,7 @@
 #include "kms/keys/internal/convert.h"
 #include "kms/keys/internal/dataset_state.h"
 #include "kms/keys/internal/manager_util.h"
+#include "kms/formats/receipt_file.h"
 #include "kms/keys/key_db.pb.h"
 
 namespace coffer::kms {
@@ -139,6 +140,15 @@ absl::Status Corrupt(const std::string& what) {
   return MakeError(ErrorCode::kKeyDbRowCorrupt, "key DB inconsistent: " + what);
 }
 
+// A dataset's name-commitment salt: random, from the private DRBG (not a key: its customer is
+// given it).
+absl::StatusOr<std::string> NewNameSalt() {
+  std::string salt(receipt::kNameSaltBytes, '\0');
+  COFFER_RETURN_IF_ERROR(crypto::RandomBytes(
+      absl::MakeSpan(reinterpret_cast<uint8_t*>(salt.data()), salt.size())));
+  return salt;
+}
+
 }  // namespace
 
 absl::Status KeyManager::LoadAll() {
@@ -175,6 +185,19 @@ absl::Status KeyManager::LoadAll() {
                         dataset_names_->OpenName(row.handle(), row.sealed_name());
                     if (!name.ok()) return Corrupt("a dataset row's sealed name does not open");
                     row.set_name(*std::move(name));
+                  }
+                  if (!row.sealed_name_salt().empty()) {
+                    absl::StatusOr<std::string> salt =
+                        dataset_names_->OpenSalt(row.handle(), row.sealed_name_salt());
+                    if (!salt.ok()) return Corrupt("a dataset row's sealed salt does not open");
+                    row.set_name_salt(*std::move(salt));
+                  }
+                  if (row.state() != v1::DESTROYED && row.name_salt().empty()) {
+                    // Names-v1 rows had none: the migration stores this one. A names-v2 live
+                    // row always has one.
+                    if (sealed_names) return Corrupt("a dataset row has no name salt");
+                    COFFER_ASSIGN_OR_RETURN(std::string salt, NewNameSalt());
+                    row.set_name_salt(std::move(salt));
                   }
                   loaded[snap->row.handle()] = std::move(snap);
                   return absl::OkStatus();
@@ -258,11 +281,20 @@ absl::Status KeyManager::LoadAll() {
 }
 
 absl::Status KeyManager::PutDatasetRow(KeyDb::Batch& batch, const v1::DatasetRow& row) const {
-  if (row.name().empty()) return batch.Put(KeyDbTable::kDatasets, DatasetRowKey(row.handle()), row);
   v1::DatasetRow stored = row;
   stored.clear_name();
-  COFFER_ASSIGN_OR_RETURN(std::string sealed, dataset_names_->Seal(row.handle(), row.name()));
-  stored.set_sealed_name(std::move(sealed));
+  stored.clear_sealed_name();
+  stored.clear_name_salt();
+  stored.clear_sealed_name_salt();
+  if (!row.name().empty()) {
+    COFFER_ASSIGN_OR_RETURN(std::string sealed, dataset_names_->Seal(row.handle(), row.name()));
+    stored.set_sealed_name(std::move(sealed));
+  }
+  if (!row.name_salt().empty()) {
+    COFFER_ASSIGN_OR_RETURN(std::string sealed,
+                            dataset_names_->SealSalt(row.handle(), row.name_salt()));
+    stored.set_sealed_name_salt(std::move(sealed));
+  }
   return batch.Put(KeyDbTable::kDatasets, DatasetRowKey(row.handle()), stored);
 }
 
@@ -444,6 +476,9 @@ absl::StatusOr<uint64_t> KeyManager::CreateDataset(std::string_view name,
   v1::DatasetRow& row = snap->row;
   row.set_handle(handle);
   row.set_name(std::string(name));
+  absl::StatusOr<std::string> salt = NewNameSalt();
+  if (!salt.ok()) return roll_back(salt.status());
+  row.set_name_salt(*std::move(salt));
   row.set_state(v1::ACTIVE);
   row.set_created_micros(now);
   row.set_state_changed_micros(now);
@@ -523,6 +558,7 @@ absl::StatusOr<DatasetInfo> KeyManager::DescribeDataset(uint64_t handle) const {
   DatasetInfo info;
   info.handle = handle;
   info.name = row.name();
+  info.name_salt = row.name_salt();
   info.state = internal::FromRow(row.state());
   info.created = internal::FromMicros(row.created_micros());
   info.state_changed = internal::FromMicros(row.state_changed_micros());

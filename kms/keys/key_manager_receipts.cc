@@ -141,7 +141,11 @@ absl::StatusOr<std::string> KeyManager::IssueDeletionReceipt(uint64_t handle,
   coffer::v1::DeletionReceipt receipt;
   receipt.set_format(std::string(receipt::kReceiptFormat));
   receipt.set_dataset_handle(handle);
-  receipt.set_dataset_name_sha256(audit::ToHex(tombstone.name_sha256()));
+  if (!tombstone.name_commitment().empty()) {
+    receipt.set_dataset_name_commitment(audit::ToHex(tombstone.name_commitment()));
+  } else {  // a version-1 tombstone (destroyed before name commitments): its bare hash
+    receipt.set_dataset_name_sha256(audit::ToHex(tombstone.name_sha256()));
+  }
   *receipt.mutable_dataset_created_at() =
       TimeUtil::MicrosecondsToTimestamp(tombstone.created_micros());
   auto* requester = receipt.mutable_destruction_requested_by();
@@ -224,7 +228,12 @@ std::vector<uint64_t> KeyManager::FindDestroyed(std::string_view name) const {
     if (snap->row.state() != v1::DESTROYED) continue;
     v1::Tombstone tombstone;
     if (!tombstone.ParseFromString(snap->row.tombstone())) continue;
-    if (tombstone.name_sha256() == wanted) found.emplace_back(tombstone.destroyed_micros(), handle);
+    const bool named =
+        tombstone.name_commitment().empty()
+            ? tombstone.name_sha256() == wanted
+            : !snap->row.name_salt().empty() &&
+                  tombstone.name_commitment() == receipt::NameCommitment(snap->row.name_salt(), name);
+    if (named) found.emplace_back(tombstone.destroyed_micros(), handle);
   }
   std::sort(found.begin(), found.end(), std::greater<>());
   std::vector<uint64_t> handles;

@@ -88,6 +88,9 @@ struct DatasetSummary {
 struct DatasetInfo {
   uint64_t handle = 0;
   std::string name;
+  // The name-commitment salt (kms/formats/receipt_file.h, NameCommitment): for admins to give
+  // the dataset's customer, never for the data socket.
+  std::string name_salt;
   DatasetState state = DatasetState::kActive;
   TimePoint created;
   TimePoint state_changed;

@@ -1,6 +1,5 @@
 // KeyManager: policies, legal hold, the lifecycle states and destruction with its tombstone.
 
-#include <openssl/sha.h>
 
 #include <algorithm>
 #include <utility>
@@ -8,6 +7,7 @@
 
 #include "crypto/base/status.h"
 #include "kms/audit/signing_domain.h"
+#include "kms/formats/receipt_file.h"
 #include "kms/keys/internal/audit_text.h"
 #include "kms/keys/internal/convert.h"
 #include "kms/keys/internal/dataset_state.h"
@@ -328,9 +328,11 @@ absl::Status KeyManager::FinishDestroyLocked(const EntryPtr& entry, const audit:
     Crash("destroy.wrapping_key");
   }
   const v1::DatasetRow& row = snap->row;
-  uint8_t digest[SHA256_DIGEST_LENGTH];
-  SHA256(reinterpret_cast<const uint8_t*>(row.name().data()), row.name().size(), digest);
-  tombstone.set_name_sha256(digest, sizeof(digest));
+  // Version 2 commits to the name under the dataset's salt (never a bare hash of it).
+  if (row.name_salt().empty()) {
+    return finish(MakeError(ErrorCode::kKeyDbRowCorrupt, "the dataset has no name salt"));
+  }
+  tombstone.set_name_commitment(receipt::NameCommitment(row.name_salt(), row.name()));
   tombstone.set_created_micros(row.created_micros());
   tombstone.set_destruction_requested_micros(row.destruction_requested_micros());
   const int64_t now = NowMicros();
@@ -363,6 +365,7 @@ absl::Status KeyManager::FinishDestroyLocked(const EntryPtr& entry, const audit:
   next->row.set_destruction_requested_micros(row.destruction_requested_micros());
   next->row.set_tombstone(serialized);
   next->row.set_tombstone_signature(*signature);
+  next->row.set_name_salt(row.name_salt());  // kept (sealed): a receipt is found by name
   KeyDb::Batch batch(*db_);
   for (const auto& list : snap->versions) {
     for (const VersionSnapshot& v : list) {

@@ -33,6 +33,9 @@ absl::StatusOr<pb::DatasetInfo> Services::ConnectionSession::Describe(uint64_t h
   COFFER_ASSIGN_OR_RETURN(kms::DatasetInfo info, deps_.keys->DescribeDataset(handle));
   pb::DatasetInfo out;
   ToProto(info, &out);
+  // The name-commitment salt is for admins to give the dataset's customer, never for the data
+  // socket (docs/formats.md, deletion-receipt-v2).
+  if (peer_.socket == SocketKind::kAdmin) out.set_name_salt(audit::ToHex(info.name_salt));
   COFFER_ASSIGN_OR_RETURN(storage::DatasetDataCounts counts,
                           storage::CountDatasetData(*deps_.data_db, handle));
   out.set_records(counts.records);

@@ -14,6 +14,7 @@ namespace {
 constexpr std::string_view kLookupKeyLabel = "coffer-dataset-name-lookup-key-v2";
 constexpr std::string_view kSealKeyLabel = "coffer-dataset-name-seal-key-v2";
 constexpr std::string_view kSealedNameContext = "coffer-dataset-name-v2";
+constexpr std::string_view kSealedSaltContext = "coffer-dataset-name-salt-v2";
 constexpr uint32_t kSealKeyVersion = 1;
 
 absl::StatusOr<crypto::SecretBytes> DeriveKey(hsm::RowAuthenticator& rows,
@@ -24,8 +25,8 @@ absl::StatusOr<crypto::SecretBytes> DeriveKey(hsm::RowAuthenticator& rows,
   return key;
 }
 
-std::string Associated(uint64_t handle) {
-  std::string out(kSealedNameContext);
+std::string Associated(uint64_t handle, std::string_view context = kSealedNameContext) {
+  std::string out(context);
   out.push_back('\0');
   for (int shift = 56; shift >= 0; shift -= 8) out.push_back(static_cast<char>(handle >> shift));
   return out;
@@ -54,6 +55,15 @@ absl::StatusOr<std::string> DatasetNames::Seal(uint64_t handle, std::string_view
 absl::StatusOr<std::string> DatasetNames::OpenName(uint64_t handle,
                                                    std::string_view sealed) const {
   return seal_.Open(sealed, Associated(handle));
+}
+
+absl::StatusOr<std::string> DatasetNames::SealSalt(uint64_t handle, std::string_view salt) const {
+  return seal_.Seal(salt, Associated(handle, kSealedSaltContext));
+}
+
+absl::StatusOr<std::string> DatasetNames::OpenSalt(uint64_t handle,
+                                                   std::string_view sealed) const {
+  return seal_.Open(sealed, Associated(handle, kSealedSaltContext));
 }
 
 }  // namespace coffer::kms::internal

@@ -46,6 +46,10 @@ class DatasetNames {
   // `name` sealed for dataset `handle`'s row; OpenName reverses it.
   absl::StatusOr<std::string> Seal(uint64_t handle, std::string_view name) const;
   absl::StatusOr<std::string> OpenName(uint64_t handle, std::string_view sealed) const;
+  // The same for the dataset's name-commitment salt (associated data
+  // "coffer-dataset-name-salt-v2" 0x00 ‖ handle: a sealed salt never opens as a name).
+  absl::StatusOr<std::string> SealSalt(uint64_t handle, std::string_view salt) const;
+  absl::StatusOr<std::string> OpenSalt(uint64_t handle, std::string_view sealed) const;
 
  private:
   DatasetNames(crypto::HmacSha256 lookup, crypto::RecordAead seal)

@@ -293,6 +293,8 @@ TEST_F(DualControlTest, WholeLifecycleWithKeyctlAlone) {
   ASSERT_EQ(
       Run(kA, "--totp " + Code(kA) + " dataset create " + d + " --destruction-wait 1s").exit_code,
       0);
+  const std::string salt = Describe(d).value("name_salt", "");
+  ASSERT_EQ(salt.size(), 64u);
   ASSERT_EQ(Run(kA, "--totp " + Code(kA) + " key rotate " + d).exit_code, 0);
   Result reenc = Run(kA, "--totp " + Code(kA) + " reencrypt start " + d + " --wait");
   ASSERT_EQ(reenc.exit_code, 0) << reenc.err;
@@ -329,7 +331,8 @@ TEST_F(DualControlTest, WholeLifecycleWithKeyctlAlone) {
                               daemon_->dir() + "/audit");
   EXPECT_EQ(verify.exit_code, 0) << verify.err;
   Result checked =
-      Run(kB, "--json receipt verify " + receipt_file + " --public-key " + pem + " --name " + d);
+      Run(kB, "--json receipt verify " + receipt_file + " --public-key " + pem + " --name " + d +
+                  " --name-salt " + salt);
   ASSERT_EQ(checked.exit_code, 0) << checked.err;
   const json body = checked.JsonOrEmpty()["receipt"];
   EXPECT_EQ(body["destruction_requested_by"].value("uid", 0u), kA) << checked.out;

@@ -25,6 +25,7 @@
 #include <thread>
 #include <vector>
 
+#include "absl/strings/escaping.h"
 #include "coffer/v1/service.pb.h"
 #include "crypto/base/status.h"
 #include "gtest/gtest.h"
@@ -640,6 +641,12 @@ TEST_F(KeyctlClockTest, LifecycleAutomationDestroysADisabledDatasetUnlessHeld) {
 TEST_F(KeyctlClockTest, DestructionErasesTheDataAndIssuesASignedReceipt) {
   const std::string name = "crm/receipt";
   Create(name, "--destruction-wait 1s");
+  // The name salt, for the customer: the receipt commits to the name under it.
+  Result described = Run("--json dataset describe " + name);
+  ASSERT_EQ(described.exit_code, 0) << described.err;
+  const std::string salt = described.Json().value("name_salt", "");
+  ASSERT_EQ(salt.size(), 64u) << described.out;
+  EXPECT_NE(Run("dataset describe " + name).out.find(salt), std::string::npos);
   {
     auto client = coffer::client::Client::Connect(daemon_->dir() + "/data.sock");
     ASSERT_TRUE(client.ok()) << client.status();
@@ -670,9 +677,26 @@ TEST_F(KeyctlClockTest, DestructionErasesTheDataAndIssuesASignedReceipt) {
   ASSERT_EQ(got.exit_code, 0) << got.err << daemon_->Logs();
   const std::string pem = daemon_->dir() + "/audit-public-key.pem";
 
-  Result verified =
-      Run("receipt verify " + file + " --public-key " + pem + " --name " + name + " --json");
+  Result verified = Run("receipt verify " + file + " --public-key " + pem + " --name " + name +
+                        " --name-salt " + salt + " --json");
   ASSERT_EQ(verified.exit_code, 0) << verified.err;
+  // The name checks only with the salt: without it, a clear request for it; with another
+  // salt or another name, a refusal. The file holds no bare hash of the name to guess against.
+  Result unsalted = Run("receipt verify " + file + " --public-key " + pem + " --name " + name);
+  EXPECT_NE(unsalted.exit_code, 0);
+  EXPECT_NE(unsalted.err.find("--name-salt"), std::string::npos) << unsalted.err;
+  std::string other_salt = salt;
+  other_salt[0] = other_salt[0] == '0' ? '1' : '0';
+  Result wrong_salt = Run("receipt verify " + file + " --public-key " + pem + " --name " + name +
+                          " --name-salt " + other_salt);
+  EXPECT_NE(wrong_salt.exit_code, 0);
+  EXPECT_NE(wrong_salt.err.find("another name or salt"), std::string::npos) << wrong_salt.err;
+  Result wrong_name = Run("receipt verify " + file + " --public-key " + pem +
+                          " --name crm/other --name-salt " + salt);
+  EXPECT_NE(wrong_name.exit_code, 0);
+  const std::string receipt_text = ::coffer::testing::ReadWholeFile(file);
+  EXPECT_EQ(receipt_text.find(salt), std::string::npos);
+  EXPECT_EQ(receipt_text.find(coffer::kms::receipt::Sha256Hex(name)), std::string::npos);
   const json receipt = verified.Json().at("receipt");
   EXPECT_EQ(receipt.at("format"), "coffer-deletion-receipt-v2");
   EXPECT_EQ(receipt.at("records_purged"), "2");  // protobuf's JSON prints 64-bit as strings
@@ -680,7 +704,9 @@ TEST_F(KeyctlClockTest, DestructionErasesTheDataAndIssuesASignedReceipt) {
   EXPECT_EQ(receipt.at("bin_records_purged"), "1");
   EXPECT_EQ(receipt.at("bin_attachments_purged"), "1");
   EXPECT_EQ(receipt.at("purge_compaction_finished"), true);
-  EXPECT_EQ(receipt.at("dataset_name_sha256"), coffer::kms::receipt::Sha256Hex(name));
+  EXPECT_EQ(receipt.at("dataset_name_sha256"), "");
+  EXPECT_EQ(receipt.at("dataset_name_commitment"),
+            coffer::kms::receipt::NameCommitmentHex(absl::HexStringToBytes(salt), name));
   ASSERT_FALSE(receipt.at("wrapping_keys").empty());
   EXPECT_FALSE(receipt.at("wrapping_keys")[0].at("already_absent").get<bool>());
   EXPECT_EQ(receipt.at("key_versions_destroyed"), 4);  // records, attachments, lookup, pseudonym
@@ -711,7 +737,8 @@ TEST_F(KeyctlClockTest, DestructionErasesTheDataAndIssuesASignedReceipt) {
   ASSERT_EQ(text.exit_code, 0) << text.err;
   EXPECT_NE(text.out.find("2 records, 1 attachments"), std::string::npos) << text.out;
   EXPECT_NE(text.out.find("purge compaction finished"), std::string::npos) << text.out;
-  Result other = Run("receipt verify " + file + " --public-key " + pem + " --name crm/other");
+  Result other = Run("receipt verify " + file + " --public-key " + pem +
+                     " --name crm/other --name-salt " + salt);
   EXPECT_EQ(other.exit_code, 1);
   EXPECT_NE(other.err.find("another name"), std::string::npos) << other.err;
 

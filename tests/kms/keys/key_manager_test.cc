@@ -353,6 +353,10 @@ TEST_F(KeyManagerTest, ANamesV1KeyDbMigratesAndItsFilesLoseTheNames) {
   OpenDefault();
   EXPECT_EQ(*manager_->FindDataset(name), handle);
   EXPECT_EQ(*manager_->FindDataset("another-customer-5e0a"), other);
+  // Names-v1 datasets had no name salt (their receipts will commit to the name): one is drawn.
+  const std::string salt = manager_->DescribeDataset(handle)->name_salt;
+  EXPECT_EQ(salt.size(), 32u);
+  EXPECT_NE(manager_->DescribeDataset(other)->name_salt, salt);
   EXPECT_THAT(manager_->CreateDataset(name, std::nullopt, TestAdmin()).status(),
               HasCode(ErrorCode::kDatasetExists));
   manager_.reset();
@@ -364,9 +368,10 @@ TEST_F(KeyManagerTest, ANamesV1KeyDbMigratesAndItsFilesLoseTheNames) {
     ASSERT_TRUE(*(*db)->Get(KeyDbTable::kMeta, "names_format", format));
     EXPECT_EQ(format.format(), 2u);
   }
-  // Opened again, already names-v2.
+  // Opened again, already names-v2: the same salt.
   OpenDefault();
   EXPECT_EQ(manager_->ListDatasets().size(), 2u);
+  EXPECT_EQ(manager_->DescribeDataset(handle)->name_salt, salt);
 }
 
 TEST_F(KeyManagerTest, DataSealedUnderV1OpensAfterRotationsAndRestart) {

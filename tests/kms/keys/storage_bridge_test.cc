@@ -207,6 +207,9 @@ void DestroyApproved(KeyManager& manager, audit::testing::FakeClock& clock, uint
 TEST_F(StorageBridgeTest, DestructionErasesTheDataAndSignsAReceiptNamingTheApprover) {
   uint64_t doomed = Create("crm/account-17");
   uint64_t kept = Create("crm/account-18");
+  const std::string salt = manager_->DescribeDataset(doomed)->name_salt;
+  ASSERT_EQ(salt.size(), receipt::kNameSaltBytes);
+  EXPECT_NE(manager_->DescribeDataset(kept)->name_salt, salt);
   for (int i = 0; i < 5; ++i) {
     ASSERT_TRUE(records_->Put(doomed, "c-" + std::to_string(i), "customer record").ok());
   }
@@ -251,7 +254,11 @@ TEST_F(StorageBridgeTest, DestructionErasesTheDataAndSignsAReceiptNamingTheAppro
   auto receipt = receipt::VerifyFile(*file, *pem);
   ASSERT_TRUE(receipt.ok()) << receipt.status();
   EXPECT_EQ(receipt->dataset_handle(), doomed);
-  EXPECT_EQ(receipt->dataset_name_sha256(), receipt::Sha256Hex("crm/account-17"));
+  // Committed to under the dataset's salt, never as a bare hash a guess of the name checks.
+  EXPECT_EQ(receipt->dataset_name_commitment(),
+            receipt::NameCommitmentHex(salt, "crm/account-17"));
+  EXPECT_TRUE(receipt->dataset_name_sha256().empty());
+  EXPECT_EQ(file->find(receipt::Sha256Hex("crm/account-17")), std::string::npos);
   EXPECT_EQ(receipt->records_purged(), 4u);
   EXPECT_EQ(receipt->bin_records_purged(), 1u);
   EXPECT_EQ(receipt->attachments_purged(), 1u);
