@@ -71,6 +71,7 @@ constexpr char kPseudoOtherDataset[] = "crm/pseudo-other";
 constexpr uid_t kMetadataUid = 41001;   // METADATA on every dataset
 constexpr uid_t kNoGrantUid = 41002;    // nothing
 constexpr uid_t kRateLimitUid = 41003;  // READ, rate-limited to a burst of 3
+constexpr uid_t kScopedUid = 41004;     // READ, WRITE on kDataset only
 constexpr uint32_t kRateLimitBurst = 3;
 
 api::Deadline In(std::chrono::milliseconds d) { return std::chrono::steady_clock::now() + d; }
@@ -165,6 +166,8 @@ std::string SuiteConfig(const std::string& /*dir*/, const std::string& /*group*/
       << "grants { principals { uid: " << me << " } datasets: \"" << kPseudoOtherDataset
       << "\" rights: PSEUDONYMIZE }\n"
       << "grants { principals { uid: " << kMetadataUid << " } datasets: \"*\" rights: METADATA }\n"
+      << "grants { principals { uid: " << kScopedUid << " } datasets: \"" << kDataset
+      << "\" rights: READ rights: WRITE }\n"
       << "grants { principals { uid: " << kRateLimitUid << " } datasets: \"" << kDataset
       << "\" rights: READ }\n"
       << "admins { uid: " << me
@@ -782,6 +785,76 @@ TEST_F(CofferdTest, MetadataRoleSeesDatasetsButIsRefusedEveryContentOperation) {
   std::string refused;
   for (int which = 0; which < kDataRequestKinds; ++which) refused += "502,";
   EXPECT_EQ(result, "list=0:listed;describe=0;" + refused);
+}
+
+// A local user with a grant (a CRM backend's uid): its grant on one dataset gives it nothing on
+// another tenant's, which it does not even see listed; the name salt of its own dataset is for
+// admins only.
+TEST_F(CofferdTest, AGrantOnOneDatasetGivesNothingOnAnotherAndNoNameSalt) {
+  if (!daemon_->as_root()) GTEST_SKIP() << "needs root to drop to other uids";
+  const std::string other = "crm/other-tenant";
+  pb::Request create;
+  create.mutable_dataset_create()->set_name(other);
+  auto created = Admin(create);
+  ASSERT_TRUE(created.ok() && !created->has_error()) << created->DebugString();
+  EXPECT_EQ(created->dataset_create().name_salt().size(), 64u);  // the admin socket shows it
+  {
+    auto c = Connect();
+    ASSERT_NE(c, nullptr);
+    ASSERT_TRUE(c->PutRecord(other, "tenant/1", "another tenant's record").ok());
+  }
+  const std::string socket = daemon_->data_socket();
+  std::string result = RunAsUid(kScopedUid, daemon_->daemon_gid(), [&socket, &other] {
+    auto c = client::Client::Connect(socket);
+    if (!c.ok()) return std::string("connect failed");
+    auto code = [](const absl::Status& s) { return std::string(ErrorCodeName(ErrorCodeOf(s))); };
+    std::string out = "own put " + code((*c)->PutRecord(kDataset, "scoped/1", "mine"));
+    out += ", own get " + code((*c)->GetRecord(kDataset, "scoped/1").status());
+    out += ", other get " + code((*c)->GetRecord(other, "tenant/1").status());
+    out += ", other put " + code((*c)->PutRecord(other, "tenant/2", "forged"));
+    out += ", other exists " + code((*c)->RecordExists(other, "tenant/1").status());
+    out += ", other list " + code((*c)->ListRecords(other, "").status());
+    auto listed = (*c)->ListDatasets();
+    bool sees_other = false;
+    if (listed.ok()) {
+      for (const auto& d : *listed) sees_other |= d.name() == other;
+    }
+    out += std::string(", other listed ") + (sees_other ? "yes" : "no");
+    auto described = (*c)->DescribeDataset(kDataset);
+    out += ", own salt " +
+           (described.ok() ? std::to_string(described->name_salt().size()) : code(described.status()));
+    return out;
+  });
+  EXPECT_EQ(result,
+            "own put OK, own get OK, other get NOT_GRANTED, other put NOT_GRANTED, other exists "
+            "NOT_GRANTED, other list NOT_GRANTED, other listed no, own salt 0");
+  auto c = Connect();
+  ASSERT_NE(c, nullptr);
+  EXPECT_EQ(*c->GetRecord(other, "tenant/1"), "another tenant's record");  // nothing forged
+  EXPECT_EQ(ErrorCodeOf(c->GetRecord(other, "tenant/2").status()), ErrorCode::kRecordNotFound);
+}
+
+// A local user without the daemon's group cannot even connect to either socket (0660, the
+// daemon's user and group).
+TEST_F(CofferdTest, AUserOutsideTheDaemonsGroupCannotConnect) {
+  if (!daemon_->as_root()) GTEST_SKIP() << "needs root to drop to other uids";
+  const std::string data = daemon_->data_socket();
+  const std::string admin = daemon_->admin_socket();
+  constexpr gid_t kNoGroup = 41999;  // a group no socket belongs to
+  ASSERT_NE(daemon_->daemon_gid(), kNoGroup);
+  std::string result = RunAsUid(kNoGrantUid, kNoGroup, [&data, &admin] {
+    std::string out;
+    for (const std::string& path : {data, admin}) {
+      auto c = client::Client::Connect(path);
+      out += c.ok() ? "connected;" : "refused;";
+    }
+    return out;
+  });
+  EXPECT_EQ(result, "refused;refused;");
+  // The same uid with the group connects (the check above can fail).
+  EXPECT_EQ(RunAsUid(kNoGrantUid, daemon_->daemon_gid(),
+                     [&data] { return client::Client::Connect(data).ok() ? "connected" : "refused"; }),
+            "connected");
 }
 
 TEST_F(CofferdTest, AdminOperationOnTheDataSocketIsWrongSocket) {
