@@ -195,9 +195,8 @@ absl::StatusOr<v1::ApprovalRow> SealApprovalRow(const crypto::RecordAead& sealer
   content.set_payload(approval.payload);
   content.set_summary(approval.summary);
   content.set_dataset(approval.dataset);
-  COFFER_ASSIGN_OR_RETURN(
-      std::string sealed,
-      sealer.Seal(content.SerializeAsString(), ApprovalAssociated(approval.id)));
+  COFFER_ASSIGN_OR_RETURN(std::string sealed, sealer.Seal(content.SerializeAsString(),
+                                                          ApprovalAssociated(approval.id)));
   row.set_sealed_content(std::move(sealed));
   return row;
 }

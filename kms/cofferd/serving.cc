@@ -10,8 +10,8 @@
 #include <cerrno>
 #include <cstring>
 
-#include "kms/cofferd/daemon.h"
 #include "crypto/secret_bytes.h"
+#include "kms/cofferd/daemon.h"
 #include "kms/cofferd/internal/daemon_parts.h"
 
 namespace coffer::cofferd {

@@ -192,8 +192,9 @@ absl::Status EventLog::SealValues() {
     if (key.empty() || (key[0] != kEventPrefix && key[0] != kRowPrefix) || IsInternalRow(key)) {
       continue;
     }
-    COFFER_ASSIGN_OR_RETURN(std::string stored,
-                            SealValue(key, std::string_view(it->value().data(), it->value().size())));
+    COFFER_ASSIGN_OR_RETURN(
+        std::string stored,
+        SealValue(key, std::string_view(it->value().data(), it->value().size())));
     COFFER_RETURN_IF_ERROR(FromRocks(batch.Put(it->key(), stored), "staging a sealed value"));
     ++sealed;
   }
@@ -322,9 +323,9 @@ absl::StatusOr<std::vector<pb::Event>> EventLog::ScanEventsLocked(uint64_t after
   std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions()));
   for (it->Seek(EventKey(after + 1)); it->Valid() && out.size() < max; it->Next()) {
     if (it->key().empty() || it->key()[0] != kEventPrefix) break;
-    COFFER_ASSIGN_OR_RETURN(
-        std::string bytes, OpenValue(std::string_view(it->key().data(), it->key().size()),
-                                     std::string_view(it->value().data(), it->value().size())));
+    COFFER_ASSIGN_OR_RETURN(std::string bytes,
+                            OpenValue(std::string_view(it->key().data(), it->key().size()),
+                                      std::string_view(it->value().data(), it->value().size())));
     pb::Event event;
     if (!event.ParseFromString(bytes)) {
       return MakeError(ErrorCode::kDataDbError, "event log: a stored event does not parse");
@@ -486,9 +487,9 @@ absl::StatusOr<std::vector<Row>> EventLog::ScanTable(std::string_view table) {
   const std::string prefix = RowKey(table, "");
   std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions()));
   for (it->Seek(prefix); it->Valid() && it->key().starts_with(prefix); it->Next()) {
-    COFFER_ASSIGN_OR_RETURN(
-        std::string value, OpenValue(std::string_view(it->key().data(), it->key().size()),
-                                     std::string_view(it->value().data(), it->value().size())));
+    COFFER_ASSIGN_OR_RETURN(std::string value,
+                            OpenValue(std::string_view(it->key().data(), it->key().size()),
+                                      std::string_view(it->value().data(), it->value().size())));
     out.push_back(
         Row{std::string(table), it->key().ToString().substr(prefix.size()), std::move(value)});
   }

@@ -11,11 +11,11 @@
 
 #include "crypto/base/status.h"
 #include "crypto/random.h"
+#include "kms/formats/receipt_file.h"
 #include "kms/keys/internal/audit_text.h"
 #include "kms/keys/internal/convert.h"
 #include "kms/keys/internal/dataset_state.h"
 #include "kms/keys/internal/manager_util.h"
-#include "kms/formats/receipt_file.h"
 #include "kms/keys/key_db.pb.h"
 
 namespace coffer::kms {
@@ -144,8 +144,8 @@ absl::Status Corrupt(const std::string& what) {
 // given it).
 absl::StatusOr<std::string> NewNameSalt() {
   std::string salt(receipt::kNameSaltBytes, '\0');
-  COFFER_RETURN_IF_ERROR(crypto::RandomBytes(
-      absl::MakeSpan(reinterpret_cast<uint8_t*>(salt.data()), salt.size())));
+  COFFER_RETURN_IF_ERROR(
+      crypto::RandomBytes(absl::MakeSpan(reinterpret_cast<uint8_t*>(salt.data()), salt.size())));
   return salt;
 }
 
@@ -161,9 +161,9 @@ absl::Status KeyManager::LoadAll() {
   names_format_ = has_names_format ? names_format.format() : internal::kNamesFormatPlaintext;
   if (names_format_ != internal::kNamesFormatPlaintext &&
       names_format_ != internal::kNamesFormatSealed) {
-    return MakeError(ErrorCode::kUnsupportedFormat,
-                     "key DB names format " + std::to_string(names_format_) +
-                         " is newer than this build reads (1 or 2)");
+    return MakeError(ErrorCode::kUnsupportedFormat, "key DB names format " +
+                                                        std::to_string(names_format_) +
+                                                        " is newer than this build reads (1 or 2)");
   }
   const bool sealed_names = names_format_ == internal::kNamesFormatSealed;
 
@@ -318,15 +318,17 @@ absl::Status KeyManager::MigrateNames() {
     COFFER_RETURN_IF_ERROR(batch.Put(KeyDbTable::kNames, key, name_row));
   }
   std::vector<std::pair<std::string, v1::IntentRow>> intents;
-  COFFER_RETURN_IF_ERROR(db_->Scan(
-      KeyDbTable::kIntents, "", [&](std::string_view key, std::string_view message) -> absl::Status {
-        v1::IntentRow intent;
-        if (!intent.ParseFromArray(message.data(), static_cast<int>(message.size()))) {
-          return Corrupt("an intent row does not parse");
-        }
-        if (!intent.name().empty()) intents.emplace_back(std::string(key), std::move(intent));
-        return absl::OkStatus();
-      }));
+  COFFER_RETURN_IF_ERROR(
+      db_->Scan(KeyDbTable::kIntents, "",
+                [&](std::string_view key, std::string_view message) -> absl::Status {
+                  v1::IntentRow intent;
+                  if (!intent.ParseFromArray(message.data(), static_cast<int>(message.size()))) {
+                    return Corrupt("an intent row does not parse");
+                  }
+                  if (!intent.name().empty())
+                    intents.emplace_back(std::string(key), std::move(intent));
+                  return absl::OkStatus();
+                }));
   for (auto& [key, intent] : intents) {
     intent.clear_name();
     COFFER_RETURN_IF_ERROR(batch.Put(KeyDbTable::kIntents, key, intent));

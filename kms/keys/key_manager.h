@@ -56,10 +56,10 @@
 #include "hsm/service_keys.h"
 #include "kms/audit/audit_event.h"
 #include "kms/audit/audit_log.h"
+#include "kms/keys/internal/dataset_names.h"
 #include "kms/keys/key_cache.h"
 #include "kms/keys/key_db.h"
 #include "kms/keys/key_db.pb.h"
-#include "kms/keys/internal/dataset_names.h"
 #include "kms/keys/key_manager_types.h"
 #include "storage/dataset_erasure.h"
 #include "storage/key_provider.h"
@@ -313,9 +313,9 @@ class KeyManager final : public storage::KeyProvider {
   std::mutex admin_mu_;  // serialises admin operations, recovery and RunDueWork
   // Copy-on-write map of datasets: readers load it atomically; admin_mu_ holders replace it.
   std::atomic<std::shared_ptr<const DatasetMap>> datasets_;
-  std::map<std::string, uint64_t, std::less<>> names_;  // guarded by admin_mu_
-  int64_t clock_high_water_micros_ = 0;                 // guarded by admin_mu_
-  std::unique_ptr<internal::DatasetNames> dataset_names_;  // set by Open, then immutable
+  std::map<std::string, uint64_t, std::less<>> names_;       // guarded by admin_mu_
+  int64_t clock_high_water_micros_ = 0;                      // guarded by admin_mu_
+  std::unique_ptr<internal::DatasetNames> dataset_names_;    // set by Open, then immutable
   uint32_t names_format_ = internal::kNamesFormatPlaintext;  // guarded by admin_mu_
 };
 

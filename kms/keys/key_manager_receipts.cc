@@ -228,11 +228,11 @@ std::vector<uint64_t> KeyManager::FindDestroyed(std::string_view name) const {
     if (snap->row.state() != v1::DESTROYED) continue;
     v1::Tombstone tombstone;
     if (!tombstone.ParseFromString(snap->row.tombstone())) continue;
-    const bool named =
-        tombstone.name_commitment().empty()
-            ? tombstone.name_sha256() == wanted
-            : !snap->row.name_salt().empty() &&
-                  tombstone.name_commitment() == receipt::NameCommitment(snap->row.name_salt(), name);
+    const bool named = tombstone.name_commitment().empty()
+                           ? tombstone.name_sha256() == wanted
+                           : !snap->row.name_salt().empty() &&
+                                 tombstone.name_commitment() ==
+                                     receipt::NameCommitment(snap->row.name_salt(), name);
     if (named) found.emplace_back(tombstone.destroyed_micros(), handle);
   }
   std::sort(found.begin(), found.end(), std::greater<>());

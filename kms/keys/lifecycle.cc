@@ -1,6 +1,5 @@
 // KeyManager: policies, legal hold, the lifecycle states and destruction with its tombstone.
 
-
 #include <algorithm>
 #include <utility>
 #include <vector>
@@ -265,8 +264,7 @@ absl::Status KeyManager::DestroyLocked(const EntryPtr& entry, const audit::Audit
     intent.set_audit_sequence(requested_sequence);
     KeyDb::Batch batch(*db_);
     COFFER_RETURN_IF_ERROR(batch.Put(KeyDbTable::kIntents, DatasetRowKey(entry->handle), intent));
-    COFFER_RETURN_IF_ERROR(
-        PutDatasetRow(batch, next->row));
+    COFFER_RETURN_IF_ERROR(PutDatasetRow(batch, next->row));
     COFFER_RETURN_IF_ERROR(db_->Write(batch));
     Publish(entry, std::move(next));
     cache_.EraseDataset(entry->handle);

@@ -17,8 +17,7 @@ constexpr std::string_view kSealedNameContext = "coffer-dataset-name-v2";
 constexpr std::string_view kSealedSaltContext = "coffer-dataset-name-salt-v2";
 constexpr uint32_t kSealKeyVersion = 1;
 
-absl::StatusOr<crypto::SecretBytes> DeriveKey(hsm::RowAuthenticator& rows,
-                                              std::string_view label) {
+absl::StatusOr<crypto::SecretBytes> DeriveKey(hsm::RowAuthenticator& rows, std::string_view label) {
   COFFER_ASSIGN_OR_RETURN(auto derived, rows.HmacRowKey(label));
   absl::StatusOr<crypto::SecretBytes> key = crypto::SecretBytes::CopyFrom(derived);
   derived.fill(0);
@@ -52,8 +51,7 @@ absl::StatusOr<std::string> DatasetNames::Seal(uint64_t handle, std::string_view
   return seal_.Seal(name, Associated(handle));
 }
 
-absl::StatusOr<std::string> DatasetNames::OpenName(uint64_t handle,
-                                                   std::string_view sealed) const {
+absl::StatusOr<std::string> DatasetNames::OpenName(uint64_t handle, std::string_view sealed) const {
   return seal_.Open(sealed, Associated(handle));
 }
 
@@ -61,8 +59,7 @@ absl::StatusOr<std::string> DatasetNames::SealSalt(uint64_t handle, std::string_
   return seal_.Seal(salt, Associated(handle, kSealedSaltContext));
 }
 
-absl::StatusOr<std::string> DatasetNames::OpenSalt(uint64_t handle,
-                                                   std::string_view sealed) const {
+absl::StatusOr<std::string> DatasetNames::OpenSalt(uint64_t handle, std::string_view sealed) const {
   return seal_.Open(sealed, Associated(handle, kSealedSaltContext));
 }
 

@@ -821,8 +821,8 @@ TEST_F(CofferdTest, AGrantOnOneDatasetGivesNothingOnAnotherAndNoNameSalt) {
     }
     out += std::string(", other listed ") + (sees_other ? "yes" : "no");
     auto described = (*c)->DescribeDataset(kDataset);
-    out += ", own salt " +
-           (described.ok() ? std::to_string(described->name_salt().size()) : code(described.status()));
+    out += ", own salt " + (described.ok() ? std::to_string(described->name_salt().size())
+                                           : code(described.status()));
     return out;
   });
   EXPECT_EQ(result,
@@ -852,9 +852,10 @@ TEST_F(CofferdTest, AUserOutsideTheDaemonsGroupCannotConnect) {
   });
   EXPECT_EQ(result, "refused;refused;");
   // The same uid with the group connects (the check above can fail).
-  EXPECT_EQ(RunAsUid(kNoGrantUid, daemon_->daemon_gid(),
-                     [&data] { return client::Client::Connect(data).ok() ? "connected" : "refused"; }),
-            "connected");
+  EXPECT_EQ(
+      RunAsUid(kNoGrantUid, daemon_->daemon_gid(),
+               [&data] { return client::Client::Connect(data).ok() ? "connected" : "refused"; }),
+      "connected");
 }
 
 TEST_F(CofferdTest, AdminOperationOnTheDataSocketIsWrongSocket) {

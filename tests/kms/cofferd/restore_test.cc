@@ -351,8 +351,8 @@ TEST(CofferdRestoreTest, ADatasetDestroyedAfterTheBackupIsUnreadableInItsRestore
   });
   ASSERT_EQ(receipt.exit_code, 0) << Joined(receipt) << daemon->Logs();
   const std::string target = daemon->dir() + "/restored-shred";
-  KeyctlResult restored = Keyctl(daemon->admin_socket(),
-                                 "backup restore " + std::to_string(backup_id) + " " + target);
+  KeyctlResult restored =
+      Keyctl(daemon->admin_socket(), "backup restore " + std::to_string(backup_id) + " " + target);
   ASSERT_EQ(restored.exit_code, 0) << Joined(restored) << daemon->Logs();
   ASSERT_TRUE(daemon->Stop()) << daemon->Logs();
 

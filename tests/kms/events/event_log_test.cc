@@ -7,8 +7,8 @@
 
 #include <chrono>
 #include <memory>
-#include <vector>
 #include <thread>
+#include <vector>
 
 #include "crypto/base/status.h"
 #include "gmock/gmock.h"
@@ -362,8 +362,9 @@ TEST_F(SealedEventLogTest, NoNameOrRowValueIsInTheClearAndAllReadsBack) {
   {
     auto log = OpenWith(&key);
     ASSERT_TRUE(log.ok()) << log.status();
-    ASSERT_TRUE((*log)->Append({Make(pb::EVENT_DATASET_DISABLED, kName)},
-                               {Row{"name", "h1", std::string("row-") + kName}})
+    ASSERT_TRUE((*log)
+                    ->Append({Make(pb::EVENT_DATASET_DISABLED, kName)},
+                             {Row{"name", "h1", std::string("row-") + kName}})
                     .ok());
     ASSERT_TRUE((*log)->PutRows({Row{"canary", "k1", std::string("canary-") + kName}}).ok());
   }
@@ -416,7 +417,8 @@ TEST_F(SealedEventLogTest, ASealedLogNeedsItsKey) {
   const crypto::SecretBytes other = Key(0x33);
   auto log = OpenWith(&other);
   ASSERT_TRUE(log.ok()) << log.status();
-  auto read = (*log)->Read("reader", kOwner, std::nullopt, false, 100, std::chrono::milliseconds(0));
+  auto read =
+      (*log)->Read("reader", kOwner, std::nullopt, false, 100, std::chrono::milliseconds(0));
   EXPECT_EQ(ErrorCodeOf(read.status()), ErrorCode::kDataDbError);
 }
 

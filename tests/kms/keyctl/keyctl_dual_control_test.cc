@@ -330,9 +330,8 @@ TEST_F(DualControlTest, WholeLifecycleWithKeyctlAlone) {
   Result verify = Run(kA, "audit verify --offline --public-key " + pem + " --audit-dir " +
                               daemon_->dir() + "/audit");
   EXPECT_EQ(verify.exit_code, 0) << verify.err;
-  Result checked =
-      Run(kB, "--json receipt verify " + receipt_file + " --public-key " + pem + " --name " + d +
-                  " --name-salt " + salt);
+  Result checked = Run(kB, "--json receipt verify " + receipt_file + " --public-key " + pem +
+                               " --name " + d + " --name-salt " + salt);
   ASSERT_EQ(checked.exit_code, 0) << checked.err;
   const json body = checked.JsonOrEmpty()["receipt"];
   EXPECT_EQ(body["destruction_requested_by"].value("uid", 0u), kA) << checked.out;

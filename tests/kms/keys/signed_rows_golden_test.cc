@@ -29,12 +29,12 @@
 #include "kms/admin/admin_registry.h"
 #include "kms/admin/admin_registry.pb.h"
 #include "kms/keys/key_db.h"
-#include "tests/storage/storage_test_util.h"
 #include "kms/keys/key_db.pb.h"
 #include "nlohmann/json.hpp"
 #include "rocksdb/db.h"
 #include "tests/kms/audit/audit_test_util.h"
 #include "tests/kms/keys/fixed_row_authenticator.h"
+#include "tests/storage/storage_test_util.h"
 #include "tests/testing/vectors.h"
 
 namespace coffer::kms {

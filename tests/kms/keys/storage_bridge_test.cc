@@ -255,8 +255,7 @@ TEST_F(StorageBridgeTest, DestructionErasesTheDataAndSignsAReceiptNamingTheAppro
   ASSERT_TRUE(receipt.ok()) << receipt.status();
   EXPECT_EQ(receipt->dataset_handle(), doomed);
   // Committed to under the dataset's salt, never as a bare hash a guess of the name checks.
-  EXPECT_EQ(receipt->dataset_name_commitment(),
-            receipt::NameCommitmentHex(salt, "crm/account-17"));
+  EXPECT_EQ(receipt->dataset_name_commitment(), receipt::NameCommitmentHex(salt, "crm/account-17"));
   EXPECT_TRUE(receipt->dataset_name_sha256().empty());
   EXPECT_EQ(file->find(receipt::Sha256Hex("crm/account-17")), std::string::npos);
   EXPECT_EQ(receipt->records_purged(), 4u);
