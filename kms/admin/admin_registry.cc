@@ -10,6 +10,7 @@
 #include "hsm/otp.h"
 #include "kms/admin/admin_registry.pb.h"
 #include "kms/admin/otpauth.h"
+#include "kms/keys/hsm_adapters.h"
 
 namespace coffer::kms::admin {
 namespace {
@@ -165,12 +166,10 @@ absl::StatusOr<std::unique_ptr<AdminRegistry>> AdminRegistry::Open(Options optio
   store.authenticator = options.rows;
   COFFER_ASSIGN_OR_RETURN(std::unique_ptr<SignedRowStore> rows,
                           SignedRowStore::Open(std::move(store)));
-  COFFER_ASSIGN_OR_RETURN(auto derived, options.rows->HmacRowKey(kApprovalKeyLabel));
-  absl::StatusOr<crypto::SecretBytes> approval_key = crypto::SecretBytes::CopyFrom(derived);
-  derived.fill(0);
-  if (!approval_key.ok()) return approval_key.status();
+  COFFER_ASSIGN_OR_RETURN(crypto::SecretBytes approval_key,
+                          DeriveTokenKey(*options.rows, kApprovalKeyLabel));
   COFFER_ASSIGN_OR_RETURN(crypto::RecordAead sealer,
-                          crypto::RecordAead::Create(*approval_key, kApprovalKeyVersion));
+                          crypto::RecordAead::Create(approval_key, kApprovalKeyVersion));
   std::unique_ptr<AdminRegistry> registry(new AdminRegistry(std::move(options), std::move(rows)));
   registry->approval_sealer_.emplace(std::move(sealer));
   COFFER_RETURN_IF_ERROR(registry->SealClearApprovals());

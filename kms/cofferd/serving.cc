@@ -6,7 +6,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <array>
 #include <cerrno>
 #include <cstring>
 
@@ -190,12 +189,9 @@ absl::Status Daemon::Parts::StartEvents() {
   // The event log's values are sealed under a key derived in the token from its row key (the
   // label is part of the stored format): a thief of the events directory learns no dataset
   // name or canary.
-  absl::StatusOr<std::array<uint8_t, 32>> derived =
-      hsm->row_authenticator().HmacRowKey("coffer-event-log-value-key-v2");
-  if (!derived.ok()) return Context(derived.status(), "deriving the event log's key");
-  absl::StatusOr<crypto::SecretBytes> value_key = crypto::SecretBytes::CopyFrom(*derived);
-  derived->fill(0);
-  if (!value_key.ok()) return value_key.status();
+  absl::StatusOr<crypto::SecretBytes> value_key =
+      kms::DeriveTokenKey(hsm->row_authenticator(), "coffer-event-log-value-key-v2");
+  if (!value_key.ok()) return Context(value_key.status(), "deriving the event log's key");
   log_options.value_key = &*value_key;
   absl::StatusOr<std::unique_ptr<events::EventLog>> opened = events::EventLog::Open(log_options);
   if (!opened.ok()) {

@@ -22,6 +22,7 @@
 #include <string_view>
 
 #include "absl/status/statusor.h"
+#include "crypto/secret_bytes.h"
 #include "hsm/service_keys.h"
 #include "kms/audit/audit_log.h"
 #include "kms/audit/signer.h"
@@ -41,6 +42,14 @@ class HsmCheckpointSigner final : public audit::CheckpointSigner {
 
 // Returns the provider described above; `authenticator` is the token's HMAC service key.
 audit::EpochKeyProvider HsmEpochKeyProvider(hsm::RowAuthenticator& authenticator);
+
+// A 32-byte key derived inside the token: HMAC-SHA256(token HMAC service key, `message`), copied
+// into the secure heap (the intermediate copy is cleansed). Every key the daemon derives from the
+// token goes through here — audit epoch keys, dataset-name keys, the event log's and the admin
+// registry's sealing keys — each under its own message, which must not begin like a row tag's
+// input ("coffer-keydb-row-v1\0", "coffer-admin-row-v1\0").
+absl::StatusOr<crypto::SecretBytes> DeriveTokenKey(hsm::RowAuthenticator& authenticator,
+                                                   std::string_view message);
 
 }  // namespace coffer::kms
 

@@ -1,11 +1,11 @@
 #include "kms/keys/internal/dataset_names.h"
 
-#include <array>
 #include <utility>
 
-#include "absl/types/span.h"
 #include "crypto/base/status.h"
 #include "crypto/secret_bytes.h"
+#include "kms/keys/hsm_adapters.h"
+#include "kms/keys/key_db.h"
 
 namespace coffer::kms::internal {
 namespace {
@@ -17,25 +17,18 @@ constexpr std::string_view kSealedNameContext = "coffer-dataset-name-v2";
 constexpr std::string_view kSealedSaltContext = "coffer-dataset-name-salt-v2";
 constexpr uint32_t kSealKeyVersion = 1;
 
-absl::StatusOr<crypto::SecretBytes> DeriveKey(hsm::RowAuthenticator& rows, std::string_view label) {
-  COFFER_ASSIGN_OR_RETURN(auto derived, rows.HmacRowKey(label));
-  absl::StatusOr<crypto::SecretBytes> key = crypto::SecretBytes::CopyFrom(derived);
-  derived.fill(0);
-  return key;
-}
-
 std::string Associated(uint64_t handle, std::string_view context = kSealedNameContext) {
   std::string out(context);
   out.push_back('\0');
-  for (int shift = 56; shift >= 0; shift -= 8) out.push_back(static_cast<char>(handle >> shift));
+  out += DatasetRowKey(handle);  // the handle, 8 bytes big-endian
   return out;
 }
 
 }  // namespace
 
 absl::StatusOr<DatasetNames> DatasetNames::Create(hsm::RowAuthenticator& rows) {
-  COFFER_ASSIGN_OR_RETURN(crypto::SecretBytes lookup_key, DeriveKey(rows, kLookupKeyLabel));
-  COFFER_ASSIGN_OR_RETURN(crypto::SecretBytes seal_key, DeriveKey(rows, kSealKeyLabel));
+  COFFER_ASSIGN_OR_RETURN(crypto::SecretBytes lookup_key, DeriveTokenKey(rows, kLookupKeyLabel));
+  COFFER_ASSIGN_OR_RETURN(crypto::SecretBytes seal_key, DeriveTokenKey(rows, kSealKeyLabel));
   COFFER_ASSIGN_OR_RETURN(crypto::HmacSha256 lookup, crypto::HmacSha256::Create(lookup_key));
   COFFER_ASSIGN_OR_RETURN(crypto::RecordAead seal,
                           crypto::RecordAead::Create(seal_key, kSealKeyVersion));
