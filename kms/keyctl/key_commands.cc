@@ -80,12 +80,13 @@ absl::Status KeyVersions(CommandContext& ctx, const std::string& dataset) {
 }
 
 absl::Status KeyRetire(CommandContext& ctx, const std::string& dataset, pb::Purpose purpose,
-                       uint32_t below) {
+                       uint32_t below, bool translate_done) {
   pb::Request request;
   auto* r = request.mutable_key_retire();
   r->set_dataset(dataset);
   r->set_purpose(purpose);
   r->set_below(below);
+  r->set_translate_done(translate_done);
   COFFER_ASSIGN_OR_RETURN(pb::Response response, ctx.Call(std::move(request)));
   if (ctx.json()) {
     PrintJson(ctx, ProtoToJson(response.key_retire()));
@@ -156,6 +157,7 @@ void AddKeyCommands(CLI::App& app, CommandLine& line) {
     std::string purpose;
     bool emergency = false;
     uint32_t below = 0;
+    bool translate_done = false;
     std::string module;
     bool destroy_old = false;
   };
@@ -193,8 +195,11 @@ void AddKeyCommands(CLI::App& app, CommandLine& line) {
   retire->add_option("--below", v.below, "Retire versions below this one")
       ->required()
       ->check(CLI::Range(uint32_t{1}, UINT32_MAX));
+  retire->add_flag("--translate-done", v.translate_done,
+                   "pseudonym only: the CRM's translate run moved every stored token to a "
+                   "version >= N (nothing else can tell; required to retire pseudonym versions)");
   line.Runs(retire, [&v](CommandContext& ctx) {
-    return KeyRetire(ctx, v.dataset, PurposeFromName(v.purpose), v.below);
+    return KeyRetire(ctx, v.dataset, PurposeFromName(v.purpose), v.below, v.translate_done);
   });
 
   CLI::App* rewrap =

@@ -137,6 +137,15 @@ class KeyManager final : public storage::KeyProvider {
   absl::Status RetireBelow(uint64_t handle, storage::KeyPurpose purpose, uint32_t min_version,
                            const audit::AuditActor& actor);
 
+  // Retires pseudonym versions below `min_version`, on the operator's word that the CRM's
+  // translate run moved every stored token to a version >= min_version (coffer never sees the
+  // tokens, so nothing here can count them). RetireBelow refuses pseudonym versions with
+  // FAILED_PRECONDITION pointing here; nothing retires them automatically (design brief: the
+  // pseudonym key changes only by an explicit re-key the CRM drives). Tokens of a retired
+  // version no longer re-identify or translate.
+  absl::Status RetirePseudonymAfterTranslate(uint64_t handle, uint32_t min_version,
+                                             const audit::AuditActor& actor);
+
   // Replaces the dataset's policies (one POLICY_CHANGE entry per changed field). A legal hold
   // changes through SetLegalHold only.
   absl::Status SetPolicy(uint64_t handle, const DatasetPolicy& policy,
@@ -280,9 +289,13 @@ class KeyManager final : public storage::KeyProvider {
   absl::Status ReserveUsage(const EntryPtr& entry, storage::KeyPurpose purpose, uint32_t version,
                             uint64_t needed);
   absl::Status RotateForUsage(uint64_t handle, storage::KeyPurpose purpose, uint32_t version);
+  // How a retirement proves the versions unused: by the data counter; by the data counter, and
+  // only COMPROMISED versions (the scheduler after an emergency rotation); or, for pseudonym
+  // keys only, by the operator's confirmation that the CRM's translate run is done.
+  enum class RetireProof { kDataCounter, kCompromisedOnly, kTranslateConfirmed };
   absl::Status RetireLocked(const EntryPtr& entry, storage::KeyPurpose purpose,
                             uint32_t min_version, const audit::AuditActor& actor,
-                            bool compromised_only);
+                            RetireProof proof);
 
   // Multi-step operations, also called by Recover.
   // `replay`: a restore replaying a destruction the live system already made (no hold check).

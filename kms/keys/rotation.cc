@@ -173,17 +173,40 @@ absl::Status KeyManager::RetireBelow(uint64_t handle, storage::KeyPurpose purpos
   std::lock_guard<std::mutex> lock(admin_mu_);
   absl::StatusOr<EntryPtr> entry = RequireEntry(handle);
   if (!entry.ok()) return Refuse(audit::v1::KEY_RETIRE, handle, actor, entry.status());
-  return RetireLocked(*entry, purpose, min_version, actor, /*compromised_only=*/false);
+  return RetireLocked(*entry, purpose, min_version, actor, RetireProof::kDataCounter);
+}
+
+absl::Status KeyManager::RetirePseudonymAfterTranslate(uint64_t handle, uint32_t min_version,
+                                                       const audit::AuditActor& actor) {
+  std::lock_guard<std::mutex> lock(admin_mu_);
+  absl::StatusOr<EntryPtr> entry = RequireEntry(handle);
+  if (!entry.ok()) return Refuse(audit::v1::KEY_RETIRE, handle, actor, entry.status());
+  return RetireLocked(*entry, storage::KeyPurpose::kPseudonym, min_version, actor,
+                      RetireProof::kTranslateConfirmed);
 }
 
 absl::Status KeyManager::RetireLocked(const EntryPtr& entry, storage::KeyPurpose purpose,
                                       uint32_t min_version, const audit::AuditActor& actor,
-                                      bool compromised_only) {
+                                      RetireProof proof) {
   constexpr auto kKind = audit::v1::KEY_RETIRE;
   const uint64_t handle = entry->handle;
+  const bool compromised_only = proof == RetireProof::kCompromisedOnly;
   if (!ValidPurpose(purpose)) {
     return Refuse(kKind, handle, actor,
                   MakeError(ErrorCode::kInvalidArgument, "unknown key purpose"));
+  }
+  // Pseudonym tokens live in the CRM's own tables: only the operator can say the translate run
+  // moved them all, and only that word retires a pseudonym version (never a counter, never
+  // the scheduler).
+  const bool pseudonym = purpose == storage::KeyPurpose::kPseudonym;
+  if (pseudonym != (proof == RetireProof::kTranslateConfirmed)) {
+    return Refuse(kKind, handle, actor,
+                  pseudonym ? MakeError(ErrorCode::kPseudonymTranslateUnconfirmed,
+                                        "pseudonym versions retire only once the CRM's translate "
+                                        "run moved every stored token: confirm it with "
+                                        "--translate-done")
+                            : MakeError(ErrorCode::kInvalidArgument,
+                                        "--translate-done applies to pseudonym keys only"));
   }
   Snapshot snap = entry->snapshot.load();
   if (snap->row.state() == v1::DESTROYING || snap->row.state() == v1::DESTROYED) {
@@ -198,12 +221,12 @@ absl::Status KeyManager::RetireLocked(const EntryPtr& entry, storage::KeyPurpose
                                 std::to_string(state->primary_version()) + " (the primary)"));
   }
   if (min_version <= state->min_decrypt_version()) return absl::OkStatus();
-  if (options_.data_counter == nullptr) {
+  if (!pseudonym && options_.data_counter == nullptr) {
     return Refuse(kKind, handle, actor,
                   MakeError(ErrorCode::kFailedPrecondition,
                             "no data counter configured: cannot prove a version unused"));
   }
-  for (uint32_t v = state->min_decrypt_version(); v < min_version; ++v) {
+  for (uint32_t v = state->min_decrypt_version(); v < min_version && !pseudonym; ++v) {
     const VersionSnapshot* version = snap->Version(purpose, v);
     if (version->row.state() == v1::RETIRED) continue;
     if (compromised_only && version->row.state() != v1::COMPROMISED) {
@@ -220,6 +243,7 @@ absl::Status KeyManager::RetireLocked(const EntryPtr& entry, storage::KeyPurpose
   }
   audit::AuditText detail = "retire versions below the minimum decryption version";
   if (compromised_only) detail = "retire compromised versions after re-encryption";
+  if (pseudonym) detail = "retire pseudonym versions: the operator confirmed the translate run";
   audit::AuditEvent event =
       internal::MakeEvent(kKind, actor, handle, internal::AuditPurpose(purpose), min_version,
                           audit::v1::STAGE_REQUESTED, detail);
@@ -319,7 +343,8 @@ absl::StatusOr<DueWorkReport> KeyManager::RunDueWork() {
           ++min;
         }
         if (min == state->min_decrypt_version()) continue;
-        absl::Status retired = RetireLocked(entry, purpose, min, actor, true);
+        absl::Status retired =
+            RetireLocked(entry, purpose, min, actor, RetireProof::kCompromisedOnly);
         if (retired.ok()) {
           report.compromised_retired.emplace_back(handle, purpose);
         } else {

@@ -205,9 +205,9 @@ absl::StatusOr<std::optional<std::string>> AdminControl::DualControlSummary(
     case DualControl::kAlways:
       if (request.has_key_retire()) {
         const auto& r = request.key_retire();
-        return std::optional<std::string>(absl::StrCat("key retire ", r.dataset(), ": ",
-                                                       pb::Purpose_Name(r.purpose()),
-                                                       " versions below ", r.below()));
+        return std::optional<std::string>(absl::StrCat(
+            "key retire ", r.dataset(), ": ", pb::Purpose_Name(r.purpose()), " versions below ",
+            r.below(), r.translate_done() ? " (translate run confirmed done)" : ""));
       }
       if (request.has_admin_remove()) {
         return std::optional<std::string>(absl::StrCat("admin remove: uid ",

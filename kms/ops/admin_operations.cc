@@ -211,7 +211,13 @@ absl::Status Services::ConnectionSession::HandleKeys(AdminCall& call) {
       };
       auto before = retired_versions();
       if (!before.ok()) return Reply(call, before.status());
-      absl::Status result = deps_.keys->RetireBelow(*handle, *purpose, r.below(), call.actor);
+      absl::Status result =
+          r.translate_done()
+              ? (*purpose == KeyPurpose::kPseudonym
+                     ? deps_.keys->RetirePseudonymAfterTranslate(*handle, r.below(), call.actor)
+                     : MakeError(ErrorCode::kInvalidArgument,
+                                 "key_retire.translate_done applies to pseudonym keys only"))
+              : deps_.keys->RetireBelow(*handle, *purpose, r.below(), call.actor);
       if (!result.ok()) return Reply(call, result);
       auto after = retired_versions();
       if (!after.ok()) return Reply(call, after.status());

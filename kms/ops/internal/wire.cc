@@ -123,6 +123,9 @@ std::string_view FixedText(ErrorCode code) {
       return "that directory holds an unfinished restore; delete it and restore again";
     case ErrorCode::kReplaySourceStale:
       return "the live audit log cannot replay purges and destructions since the backup";
+    case ErrorCode::kPseudonymTranslateUnconfirmed:
+      return "pseudonym versions retire only once the CRM's translate run moved every stored "
+             "token; confirm that with --translate-done (key_retire.translate_done)";
     case ErrorCode::kReceiptInvalid:
       return "the deletion receipt does not verify";
     case ErrorCode::kAuditTampered:

@@ -726,6 +726,44 @@ TEST_F(CofferdTest, PseudonymsAreDeterministicPerDatasetReidentifiedOnlyWithTheG
   }
   EXPECT_EQ(reidentified, 3 + 1 + 1 + 3);  // both full batches and the two masked ones
   EXPECT_EQ(failed, 3);                    // foreign, malformed and altered tokens
+
+  // The old version retires only on the operator's word that the translate run is done, never
+  // by a plain retire (the scheduler never retires one either: KeyManagerTest
+  // PseudonymVersionsRetireOnlyOnTheOperatorsTranslateConfirmation; this daemon's clock is
+  // shared by the whole suite, so it is not moved here).
+  pb::Request retire;
+  retire.mutable_key_retire()->set_dataset(kPseudoDataset);
+  retire.mutable_key_retire()->set_purpose(pb::PURPOSE_PSEUDONYM);
+  retire.mutable_key_retire()->set_below(2);
+  auto unconfirmed = Admin(retire);
+  ASSERT_TRUE(unconfirmed.ok()) << unconfirmed.status();
+  ASSERT_TRUE(unconfirmed->has_error());
+  EXPECT_EQ(unconfirmed->error().code(),
+            static_cast<int>(ErrorCode::kPseudonymTranslateUnconfirmed));
+  EXPECT_NE(unconfirmed->error().message().find("--translate-done"), std::string::npos);
+  auto still_open = client->Reidentify(kPseudoDataset, first->tokens);
+  ASSERT_TRUE(still_open.ok()) << still_open.status();
+  EXPECT_EQ(*still_open, ids);
+  pb::Request confirmed = retire;
+  confirmed.mutable_key_retire()->set_translate_done(true);
+  auto retired = Admin(confirmed);
+  ASSERT_TRUE(retired.ok()) << retired.status();
+  ASSERT_FALSE(retired->has_error()) << retired->error().DebugString();
+  ASSERT_EQ(retired->key_retire().retired_size(), 1);
+  EXPECT_EQ(retired->key_retire().retired(0), 1u);
+  EXPECT_EQ(ErrorCodeOf(client->Reidentify(kPseudoDataset, first->tokens).status()),
+            ErrorCode::kKeyVersionRetired);
+  EXPECT_EQ(ErrorCodeOf(client->TranslatePseudonyms(kPseudoDataset, first->tokens).status()),
+            ErrorCode::kKeyVersionRetired);
+  auto new_back = client->Reidentify(kPseudoDataset, fresh->tokens);
+  ASSERT_TRUE(new_back.ok()) << new_back.status();
+  EXPECT_EQ(*new_back, ids);
+  pb::Request records_confirmed = confirmed;
+  records_confirmed.mutable_key_retire()->set_purpose(pb::PURPOSE_RECORDS);
+  auto misused = Admin(records_confirmed);
+  ASSERT_TRUE(misused.ok()) << misused.status();
+  ASSERT_TRUE(misused->has_error());
+  EXPECT_EQ(misused->error().code(), static_cast<int>(ErrorCode::kInvalidArgument));
 }
 
 TEST_F(CofferdTest, UidWithoutGrantIsRefusedAndTheRefusalIsAudited) {

@@ -429,6 +429,20 @@ TEST_F(KeyctlTest, KeyRetireAfterRotation) {
   EXPECT_EQ(missing.exit_code, 2) << missing.err;
 }
 
+TEST_F(KeyctlTest, PseudonymRetireNeedsTheTranslateConfirmation) {
+  Create("crm/pseudo-retire");
+  ASSERT_EQ(Run("key rotate crm/pseudo-retire --purpose pseudonym").exit_code, 0);
+  Result unconfirmed = Run("key retire crm/pseudo-retire --purpose pseudonym --below 2");
+  EXPECT_EQ(unconfirmed.exit_code, 1) << unconfirmed.err;
+  EXPECT_NE(unconfirmed.err.find("--translate-done"), std::string::npos) << unconfirmed.err;
+  Result misused = Run("key retire crm/pseudo-retire --purpose records --below 1 --translate-done");
+  EXPECT_NE(misused.exit_code, 0) << misused.out;
+  Result retired =
+      Run("key retire crm/pseudo-retire --purpose pseudonym --below 2 --translate-done --json");
+  ASSERT_EQ(retired.exit_code, 0) << retired.err;
+  EXPECT_EQ(retired.Json().at("retired"), json::array({1})) << retired.out;
+}
+
 TEST_F(KeyctlTest, BinPurge) {
   Create("crm/bin");
   Result empty = Run("bin purge crm/bin --json");

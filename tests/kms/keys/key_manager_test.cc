@@ -566,6 +566,46 @@ TEST_F(KeyManagerTest, RetireRefusedWhileDataRemainsThenRetires) {
   EXPECT_EQ(manager_->DescribeDataset(crm)->purposes[0].min_decrypt_version, 2u);
 }
 
+// Pseudonym tokens live in the CRM, so no counter can prove an old version unused: it retires
+// only on the operator's word that the translate run is done, never by RetireBelow (even with a
+// counter that reports nothing) and never by the scheduler, however much time passes.
+TEST_F(KeyManagerTest, PseudonymVersionsRetireOnlyOnTheOperatorsTranslateConfirmation) {
+  OpenDefault();
+  uint64_t crm = Create("crm");
+  ASSERT_OK(manager_->Rotate(crm, KeyPurpose::kPseudonym, RotationCause::kRekey, TestAdmin()));
+  counter_.Set(crm, KeyPurpose::kPseudonym, 1, 0);
+  EXPECT_THAT(manager_->RetireBelow(crm, KeyPurpose::kPseudonym, 2, TestAdmin()),
+              HasCode(ErrorCode::kPseudonymTranslateUnconfirmed));
+  const size_t refusals = CountAudit(audit::v1::REQUEST_REFUSED);
+  EXPECT_GE(refusals, 1u);
+  clock_.Advance(std::chrono::duration_cast<std::chrono::microseconds>(400 * kDay));
+  ASSERT_TRUE(manager_->RunDueWork().ok());
+  ASSERT_OK(manager_->KeyForVersion(crm, KeyPurpose::kPseudonym, 1));  // old tokens still open
+
+  // The confirmation is for pseudonym keys only, and the bounds still apply.
+  ASSERT_OK(manager_->Rotate(crm, KeyPurpose::kRecords, RotationCause::kManual, TestAdmin()));
+  EXPECT_THAT(manager_->RetirePseudonymAfterTranslate(crm, 3, TestAdmin()),
+              HasCode(ErrorCode::kInvalidArgument));
+  ASSERT_OK_S(manager_->RetirePseudonymAfterTranslate(crm, 2, TestAdmin()));
+  EXPECT_THAT(manager_->KeyForVersion(crm, KeyPurpose::kPseudonym, 1).status(),
+              HasCode(ErrorCode::kKeyVersionRetired));
+  ASSERT_OK(manager_->KeyForVersion(crm, KeyPurpose::kPseudonym, 2));
+  ASSERT_OK(manager_->KeyForVersion(crm, KeyPurpose::kRecords, 1));  // other purposes untouched
+  auto entries = audit::ReadAuditEntries(dir_.Sub("audit"));
+  ASSERT_TRUE(entries.ok());
+  size_t confirmed = 0;
+  for (const auto& e : *entries) {
+    if (e.kind() != audit::v1::KEY_RETIRE || e.stage() != audit::v1::STAGE_COMPLETED) continue;
+    EXPECT_EQ(e.purpose(), audit::v1::PURPOSE_PSEUDONYM);
+    EXPECT_EQ(e.detail(), "retire pseudonym versions: the operator confirmed the translate run");
+    ++confirmed;
+  }
+  EXPECT_EQ(confirmed, 1u);
+  OpenDefault();  // persisted
+  EXPECT_THAT(manager_->KeyForVersion(crm, KeyPurpose::kPseudonym, 1).status(),
+              HasCode(ErrorCode::kKeyVersionRetired));
+}
+
 TEST_F(KeyManagerTest, EmergencyRotationCompromisesThenRetiresAfterReencryption) {
   OpenDefault();
   uint64_t crm = Create("crm");
