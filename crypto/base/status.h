@@ -89,6 +89,7 @@ enum class ErrorCode : int {
   kRestoreIncomplete = 318,    // a restore into that directory did not finish: never serve it
   kReplaySourceStale = 319,    // the replay log is another log, or ends before the backup
   kReceiptInvalid = 320,       // a deletion receipt's signature or content does not verify
+  kKeyDbRolledBack = 321,      // the key DB is older than the audit log says it must be
 
   // Storage (400-499).
   kIdTooLong = 400,              // a record id or attachment name exceeds 1 KiB
