@@ -77,6 +77,7 @@ constexpr CodeInfo kCodes[] = {
     {ErrorCode::kRestoreIncomplete, "RESTORE_INCOMPLETE", absl::StatusCode::kFailedPrecondition},
     {ErrorCode::kReplaySourceStale, "REPLAY_SOURCE_STALE", absl::StatusCode::kFailedPrecondition},
     {ErrorCode::kReceiptInvalid, "RECEIPT_INVALID", absl::StatusCode::kDataLoss},
+    {ErrorCode::kKeyDbRolledBack, "KEY_DB_ROLLED_BACK", absl::StatusCode::kDataLoss},
     {ErrorCode::kPseudonymTranslateUnconfirmed, "PSEUDONYM_TRANSLATE_UNCONFIRMED",
      absl::StatusCode::kFailedPrecondition},
     {ErrorCode::kIdTooLong, "ID_TOO_LONG", absl::StatusCode::kInvalidArgument},

@@ -89,6 +89,7 @@ enum class ErrorCode : int {
   kRestoreIncomplete = 318,    // a restore into that directory did not finish: never serve it
   kReplaySourceStale = 319,    // the replay log is another log, or ends before the backup
   kReceiptInvalid = 320,       // a deletion receipt's signature or content does not verify
+  kKeyDbRolledBack = 321,      // the key DB is older than the audit log says it must be
   kPseudonymTranslateUnconfirmed = 325,  // a pseudonym retire without the translate-run word
 
   // Storage (400-499).

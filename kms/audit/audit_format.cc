@@ -44,7 +44,7 @@ std::string EncodeSegmentHeader(const SegmentHeader& header) {
   std::string out;
   out.reserve(kSegmentHeaderSize);
   out.append(kSegmentMagic);
-  PutU32(out, kFormatVersion);
+  PutU32(out, header.format_version);
   PutU32(out, 0);
   PutArray(out, header.log_id);
   PutU64(out, header.first_sequence);
@@ -59,13 +59,16 @@ absl::StatusOr<SegmentHeader> DecodeSegmentHeader(std::string_view bytes) {
   }
   size_t at = kSegmentMagic.size();
   const uint64_t version = GetBigEndian(bytes.substr(at, 4));
-  if (version != kFormatVersion) {
+  if (version < kOldestReadableFormatVersion || version > kFormatVersion) {
     return MakeError(ErrorCode::kUnsupportedFormat,
                      "audit segment format version " + std::to_string(version) +
-                         " (this build reads version " + std::to_string(kFormatVersion) + ")");
+                         " (this build reads versions " +
+                         std::to_string(kOldestReadableFormatVersion) + " to " +
+                         std::to_string(kFormatVersion) + ")");
   }
   at += 8;  // version and reserved
   SegmentHeader header;
+  header.format_version = static_cast<uint32_t>(version);
   header.log_id = *ToArray<kLogIdSize>(bytes.substr(at, kLogIdSize));
   at += kLogIdSize;
   header.first_sequence = GetBigEndian(bytes.substr(at, 8));

@@ -27,7 +27,12 @@
 namespace coffer::kms::audit {
 
 inline constexpr std::string_view kSegmentMagic = "COFFAUD1";
-inline constexpr uint32_t kFormatVersion = 1;
+// Version written. 2: LOG_EPOCH and LOG_CHECKPOINT entries carry key_db_generation
+// (docs/audit.md, "Key DB generation"); otherwise the bytes are those of version 1, which is
+// still read and verified (a log written before keeps its version-1 segments; the first write
+// of a newer build starts a new segment).
+inline constexpr uint32_t kFormatVersion = 2;
+inline constexpr uint32_t kOldestReadableFormatVersion = 1;
 inline constexpr size_t kLogIdSize = 16;
 inline constexpr size_t kChainHashSize = 32;
 inline constexpr size_t kMacSize = 32;
@@ -58,11 +63,13 @@ struct SegmentHeader {
   LogId log_id{};
   uint64_t first_sequence = 0;
   ChainHash previous_hash{};  // chain hash of entry first_sequence - 1; zeros for sequence 0
+  uint32_t format_version = kFormatVersion;  // kOldestReadableFormatVersion..kFormatVersion
 };
 
 std::string EncodeSegmentHeader(const SegmentHeader& header);
 
-// Decodes exactly kSegmentHeaderSize bytes. UNSUPPORTED_FORMAT for another version;
+// Decodes exactly kSegmentHeaderSize bytes. UNSUPPORTED_FORMAT for a version outside
+// kOldestReadableFormatVersion..kFormatVersion;
 // AUDIT_LOG_CORRUPT for a wrong magic or size.
 absl::StatusOr<SegmentHeader> DecodeSegmentHeader(std::string_view bytes);
 

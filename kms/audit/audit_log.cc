@@ -34,6 +34,15 @@ std::optional<uint64_t> EpochStartedBy(const v1::AuditEntry& entry) {
   return std::nullopt;
 }
 
+// The key-DB generation an entry records (format 2), 0 when none.
+uint64_t KeyDbGenerationIn(const v1::AuditEntry& entry) {
+  if (entry.kind() == v1::LOG_EPOCH && entry.has_epoch()) return entry.epoch().key_db_generation();
+  if (entry.kind() == v1::LOG_CHECKPOINT && entry.has_checkpoint()) {
+    return entry.checkpoint().key_db_generation();
+  }
+  return 0;
+}
+
 // One segment read at open, with its frames parsed.
 struct LoadedSegment {
   uint64_t first_sequence = 0;
@@ -212,6 +221,10 @@ absl::Status AuditLog::ResumeLog(std::vector<uint64_t> segments) {
         epoch_segment = s;
         epoch_frame = f;
       }
+      // The loaded entries reach back to the newest epoch's first entry, which carries the
+      // newest generation recorded before it (EncodeEpochLocked, EncodeCheckpointLocked):
+      // the maximum here is the newest the whole log recorded.
+      recorded_key_db_generation_ = std::max(recorded_key_db_generation_, KeyDbGenerationIn(entry));
       head = hash;
       ++expected;
       last_entry = &entry;
@@ -249,7 +262,16 @@ absl::Status AuditLog::ResumeLog(std::vector<uint64_t> segments) {
     COFFER_RETURN_IF_ERROR(fs_->Truncate(newest.path, newest.scan.valid_bytes));
   }
   stats_.torn_bytes_dropped_at_open = torn_bytes;
-  COFFER_ASSIGN_OR_RETURN(file_, fs_->OpenForAppend(newest.path));
+  // A newest segment of an older format version gets no entry of this one: the first commit
+  // starts a new segment. One holding no entry at all (a crash right after creating it) is
+  // removed first, since the new segment takes its name.
+  rotate_before_next_commit_ = newest.scan.header->format_version != kFormatVersion;
+  if (rotate_before_next_commit_ && newest.scan.frames.empty()) {
+    COFFER_RETURN_IF_ERROR(fs_->RemoveFile(newest.path));
+    COFFER_RETURN_IF_ERROR(fs_->SyncDirectory(options_.directory));
+  } else {
+    COFFER_ASSIGN_OR_RETURN(file_, fs_->OpenForAppend(newest.path));
+  }
   segment_bytes_ = newest.scan.valid_bytes;
   next_sequence_ = expected;
   head_ = head;
@@ -346,6 +368,7 @@ absl::Status AuditLog::EncodeEpochLocked(v1::Epoch::Reason reason, uint64_t torn
   entry.mutable_epoch()->set_epoch(epoch);
   entry.mutable_epoch()->set_reason(reason);
   entry.mutable_epoch()->set_torn_bytes_dropped(torn_bytes);
+  entry.mutable_epoch()->set_key_db_generation(recorded_key_db_generation_);
   return EncodeLocked(entry, now);
 }
 
@@ -376,8 +399,15 @@ absl::Status AuditLog::EncodeCheckpointLocked(bool closing,
   checkpoint->set_head_hash(std::string(AsStringView(head_)));
   checkpoint->set_signature(*signature);
   checkpoint->set_closing(closing);
+  // Never lower than recorded before: a daemon that refuses to start on a rolled-back key DB
+  // still closes its log, and that closing checkpoint must not lower the bar for the next start.
+  const uint64_t generation =
+      std::max(recorded_key_db_generation_,
+               options_.key_db_generation ? options_.key_db_generation() : uint64_t{0});
+  checkpoint->set_key_db_generation(generation);
   absl::Status encoded = EncodeLocked(entry, now);
   if (!encoded.ok()) return FailLocked(encoded);
+  recorded_key_db_generation_ = generation;
   pending_anchors_.push_back({log_id_, next_sequence_ - 1, head_, micros});
   stats_.entries_since_checkpoint = 0;
   last_checkpoint_time_ = now;
@@ -399,9 +429,10 @@ absl::Status AuditLog::RotateSegmentLocked() {
 
 absl::Status AuditLog::CommitLocked() {
   if (pending_.empty()) return absl::OkStatus();
-  if (segment_bytes_ >= options_.max_segment_bytes) {
+  if (segment_bytes_ >= options_.max_segment_bytes || rotate_before_next_commit_) {
     absl::Status rotated = RotateSegmentLocked();
     if (!rotated.ok()) return FailLocked(rotated);
+    rotate_before_next_commit_ = false;
   }
   absl::Status written = file_->Append(pending_);
   if (written.ok()) written = file_->Sync();
@@ -484,6 +515,18 @@ absl::Status AuditLog::Close() {
   file_.reset();
   mac_.reset();
   return result;
+}
+
+std::optional<uint64_t> AuditLog::recorded_key_db_generation() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (recorded_key_db_generation_ == 0) return std::nullopt;
+  return recorded_key_db_generation_;
+}
+
+uint64_t AuditLog::newest_key_db_generation() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return std::max(recorded_key_db_generation_,
+                  options_.key_db_generation ? options_.key_db_generation() : uint64_t{0});
 }
 
 AuditLogStats AuditLog::stats() const {

@@ -83,6 +83,13 @@ struct AuditLogOptions {
   // boundary, newest segments deleted or rolled back), holds no segment at all, or holds another
   // entry at the anchored sequence. Unset: no such check (nothing to compare with).
   std::optional<CheckpointAnchor> minimum_anchor;
+  // The key DB's current generation (kms::KeyManager::key_db_generation; 0 = none yet), read for
+  // every checkpoint and recorded in it (docs/audit.md, "Key DB generation"). It must return only
+  // generations already durable in the key DB, and must not call back into the log (it runs
+  // under the log's mutex). The log never records a value lower than one it recorded before:
+  // a checkpoint records max(recorded, this). Unset: checkpoints carry what was recorded before.
+  // kms/audit knows nothing of the key DB (layering): the daemon wires this.
+  std::function<uint64_t()> key_db_generation;
 };
 
 struct AuditLogStats {
@@ -128,6 +135,15 @@ class AuditLog {
   AuditLogStats stats() const;
   const LogId& log_id() const { return log_id_; }
 
+  // The newest key-DB generation this log has recorded (in the entries read at open, or in a
+  // checkpoint since); nullopt when none was ever recorded (a log of format 1 only, or one that
+  // never saw a key DB). A key DB older than this was rolled back (kms::KeyManagerOptions::
+  // minimum_key_db_generation).
+  std::optional<uint64_t> recorded_key_db_generation() const;
+  // max(recorded_key_db_generation, options.key_db_generation()): the lowest generation a key DB
+  // that is to succeed the current one must start above (a restore: kms/keys/full_backup.h).
+  uint64_t newest_key_db_generation() const;
+
  private:
   explicit AuditLog(AuditLogOptions options);
 
@@ -171,6 +187,10 @@ class AuditLog {
   ChainHash pending_previous_hash_{};    // chain hash before the first frame in pending_
   std::vector<CheckpointAnchor> pending_anchors_;
   std::chrono::system_clock::time_point last_checkpoint_time_;
+  // The newest segment was written by an older format version: the next commit starts a new
+  // segment, so no segment mixes versions.
+  bool rotate_before_next_commit_ = false;
+  uint64_t recorded_key_db_generation_ = 0;  // 0 = none recorded
   AuditLogStats stats_;
 };
 

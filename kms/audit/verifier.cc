@@ -201,6 +201,13 @@ class Verification {
     report_.last_sequence = sequence;
     last_kind_ = entry.kind();
     last_closing_ = entry.kind() == v1::LOG_CHECKPOINT && entry.checkpoint().closing();
+    if (entry.kind() == v1::LOG_CHECKPOINT) {
+      report_.key_db_generation =
+          std::max(report_.key_db_generation, entry.checkpoint().key_db_generation());
+    } else if (entry.kind() == v1::LOG_EPOCH) {
+      report_.key_db_generation =
+          std::max(report_.key_db_generation, entry.epoch().key_db_generation());
+    }
     return true;
   }
 

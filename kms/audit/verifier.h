@@ -92,6 +92,9 @@ struct VerifyReport {
   uint64_t checkpoints_verified = 0;
   uint64_t anchors_verified = 0;
   uint64_t macs_verified = 0;
+  // The newest key-DB generation the log records (segment format 2: epochs and checkpoints;
+  // docs/audit.md, "Key DB generation"); 0 when none. cofferd refuses a key DB older than this.
+  uint64_t key_db_generation = 0;
   std::vector<std::string> warnings;
 
   bool ok() const { return failure == AuditFailure::kNone; }

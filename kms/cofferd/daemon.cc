@@ -143,6 +143,7 @@ absl::Status Daemon::Parts::OpenAudit() {
   options.epoch_keys = kms::HsmEpochKeyProvider(hsm->row_authenticator());
   options.anchor_sink = anchor_sink.get();
   options.clock = clock;
+  options.key_db_generation = [this] { return KeyDbGeneration(); };
   if (!config.audit_anchor_file().empty()) {
     absl::StatusOr<std::vector<kms::audit::CheckpointAnchor>> anchors =
         kms::audit::ReadAnchorsFile(config.audit_anchor_file());
@@ -202,13 +203,28 @@ absl::Status Daemon::Parts::OpenStores() {
   options.default_policy = daemon::DefaultDatasetPolicy(config);
   options.data_counter = data_counter.get();
   options.clock = clock;
+  // A key DB older than the log says is refused before anything writes to it (rolled back:
+  // docs/threat-model.md, "Root who rolls files back").
+  options.minimum_key_db_generation = audit_log->recorded_key_db_generation();
   absl::StatusOr<std::unique_ptr<kms::KeyManager>> manager = kms::KeyManager::Open(options);
   if (!manager.ok()) {
+    if (ErrorCodeOf(manager.status()) == ErrorCode::kKeyDbRolledBack) {
+      return manager.status();  // its message names the directory and what to do
+    }
     return Context(manager.status(),
                    "key DB in " + config.key_db_directory() +
                        " (it must be the key DB made with this token; see docs/key-manager.md)");
   }
   key_manager = *std::move(manager);
+  {
+    std::lock_guard<std::mutex> lock(generation_mu);
+    generation_source = key_manager.get();
+  }
+  LogInfo(
+      "key manager: key DB at generation " + std::to_string(key_manager->key_db_generation()) +
+      (options.minimum_key_db_generation.has_value()
+           ? " (the audit log recorded " + std::to_string(*options.minimum_key_db_generation) + ")"
+           : " (the audit log recorded none yet)"));
   const kms::RecoveryReport& recovery = key_manager->recovery_report();
   LogInfo("key manager: " + std::to_string(key_manager->ListDatasets().size()) +
           " datasets; recovery: " + std::to_string(recovery.creates_rolled_back.size()) +
@@ -296,6 +312,13 @@ absl::Status Daemon::Parts::Stop() {
   attachments.reset();
   records.reset();
   policies.reset();
+  {
+    // Nothing writes the key DB any more (server and jobs stopped): its final generation goes
+    // into the log's closing checkpoint.
+    std::lock_guard<std::mutex> lock(generation_mu);
+    if (generation_source != nullptr) closed_generation = generation_source->key_db_generation();
+    generation_source = nullptr;
+  }
   key_manager.reset();
   data_counter.reset();
   data_db.reset();
@@ -311,6 +334,11 @@ absl::Status Daemon::Parts::Stop() {
   if (hsm) note(hsm->Close(), "HSM close");
   hsm.reset();
   return first;
+}
+
+uint64_t Daemon::Parts::KeyDbGeneration() {
+  std::lock_guard<std::mutex> lock(generation_mu);
+  return generation_source == nullptr ? closed_generation : generation_source->key_db_generation();
 }
 
 Daemon::Daemon(std::unique_ptr<Parts> parts) : parts_(std::move(parts)) {}

@@ -172,6 +172,7 @@ absl::Status AuditVerifyOffline(CommandContext& ctx, const OfflineVerify& reques
                            {"checkpoints", report->checkpoints_verified},
                            {"anchors", report->anchors_verified},
                            {"closed_cleanly", report->closed_cleanly},
+                           {"key_db_generation", report->key_db_generation},
                            {"warnings", report->warnings}};
     json["last_sequence"] =
         report->last_sequence ? nlohmann::json(*report->last_sequence) : nlohmann::json(nullptr);
@@ -187,6 +188,11 @@ absl::Status AuditVerifyOffline(CommandContext& ctx, const OfflineVerify& reques
     ctx.out() << ", reaches and matches " << report->anchors_verified << " anchors";
   }
   ctx.out() << '\n';
+  // cofferd refuses a key DB older than this (docs/audit.md, "Key DB generation").
+  ctx.out() << "newest key DB generation recorded: "
+            << (report->key_db_generation > 0 ? std::to_string(report->key_db_generation)
+                                              : "none (no checkpoint of format 2)")
+            << '\n';
   if (report->uncovered_from) {
     ctx.out() << "warning: entries from " << *report->uncovered_from
               << " on are not yet covered by a signed checkpoint\n";

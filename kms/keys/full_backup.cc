@@ -540,6 +540,17 @@ absl::StatusOr<RestoreReport> FullBackups::RestoreInto(uint32_t id, RestoreReque
       rotate_progress.Add(1);
     }
     rotate_progress.Finish();
+    // A fresh baseline: the restored key DB is older than the log says (it is a backup), so it
+    // starts far above every generation the log recorded or the live key DB has reached. The
+    // live daemon may keep running (and writing its key DB) until the operator switches to
+    // this directory: it would need kRestoredKeyDbGenerationStep more writes to catch up
+    // (docs/key-manager.md, "Key DB generation"), and were it to, the switch would be refused,
+    // never silently accepted. In turn the old live key DB is older than this one.
+    const uint64_t live = std::max(log->newest_key_db_generation(), verified.key_db_generation);
+    const uint64_t baseline = live > UINT64_MAX - 1 - kRestoredKeyDbGenerationStep
+                                  ? UINT64_MAX - 1
+                                  : live + kRestoredKeyDbGenerationStep;
+    COFFER_ASSIGN_OR_RETURN(report.key_db_generation, manager->AdvanceKeyDbGeneration(baseline));
     const RecoveryReport& recovery = manager->recovery_report();
     report.intents_resolved = recovery.creates_rolled_back.size() +
                               recovery.destroys_completed.size() +

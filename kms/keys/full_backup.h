@@ -32,7 +32,11 @@
 //     replayed, which also covers a destruction racing the backup; DWKs are never destroyed
 //     here — the live daemon destroyed them, or destroys them under its own intent);
 //  3. rotates records and attachments of every ACTIVE dataset (restored usage counters may be
-//     stale), so no write uses a restored primary.
+//     stale), so no write uses a restored primary;
+//  4. sets the restored key DB's generation kRestoredKeyDbGenerationStep above the newest the
+//     live log recorded (or the live key DB reached): a backup's key DB is older than the log
+//     says, and cofferd refuses a key DB older than its log (KEY_DB_ROLLED_BACK), so a restored
+//     directory starts from a fresh baseline and can be served beside the live log.
 // A RESTORE_IN_PROGRESS marker in the target is written first and removed last;
 // CheckRestoreComplete refuses a directory that still has it. The restore is audited
 // (FULL_RESTORE, REQUESTED and COMPLETED) in the log the caller's key-manager options name —
@@ -89,6 +93,10 @@
 
 namespace coffer::kms {
 
+// How far above the live log's newest key-DB generation a restored key DB starts
+// (docs/key-manager.md, "Key DB generation").
+inline constexpr uint64_t kRestoredKeyDbGenerationStep = uint64_t{1} << 32;
+
 // Sub-directories of a restored directory.
 inline constexpr char kRestoredDataDir[] = "data";
 inline constexpr char kRestoredKeyDbDir[] = "keys";
@@ -143,6 +151,8 @@ struct RestoreReport {
   std::vector<uint64_t> destructions_deferred;
   size_t intents_resolved = 0;  // intents the backup captured, resolved in rows (recovery.cc)
   std::vector<std::pair<uint64_t, storage::KeyPurpose>> rotated;
+  // The restored key DB's generation: above everything the live log recorded (step 4 below).
+  uint64_t key_db_generation = 0;
 };
 
 class FullBackups {

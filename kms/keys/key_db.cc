@@ -1,9 +1,12 @@
 #include "kms/keys/key_db.h"
 
+#include <algorithm>
+#include <cstdint>
 #include <string>
 #include <utility>
 
 #include "crypto/base/status.h"
+#include "kms/keys/key_db.pb.h"
 
 namespace coffer::kms {
 namespace {
@@ -49,8 +52,17 @@ absl::StatusOr<std::unique_ptr<KeyDb>> KeyDb::Open(const std::string& directory,
   options.authenticator = authenticator;
   COFFER_ASSIGN_OR_RETURN(std::unique_ptr<SignedRowStore> store,
                           SignedRowStore::Open(std::move(options)));
-  return std::unique_ptr<KeyDb>(new KeyDb(std::move(store)));
+  v1::KeyDbGenerationRow row;
+  COFFER_ASSIGN_OR_RETURN(bool found,
+                          store->Get(FamilyOf(KeyDbTable::kMeta), kKeyDbGenerationKey, row));
+  if (found && row.generation() == UINT64_MAX) {
+    return MakeError(ErrorCode::kKeyDbRowCorrupt, "key DB generation is exhausted");
+  }
+  return std::unique_ptr<KeyDb>(new KeyDb(std::move(store), found ? row.generation() : 0));
 }
+
+KeyDb::KeyDb(std::unique_ptr<SignedRowStore> store, uint64_t generation)
+    : store_(std::move(store)), next_generation_(generation + 1), generation_(generation) {}
 
 KeyDb::~KeyDb() = default;
 
@@ -66,7 +78,29 @@ void KeyDb::Batch::Delete(KeyDbTable table, std::string_view key) {
   rows_.Delete(FamilyOf(table), key);
 }
 
-absl::Status KeyDb::Write(Batch& batch) { return store_->Write(batch.rows_); }
+absl::Status KeyDb::Write(Batch& batch) { return WriteWithGeneration(batch, 0).status(); }
+
+absl::StatusOr<uint64_t> KeyDb::AdvanceGeneration(uint64_t at_least) {
+  Batch batch(*this);
+  return WriteWithGeneration(batch, at_least);
+}
+
+absl::StatusOr<uint64_t> KeyDb::WriteWithGeneration(Batch& batch, uint64_t at_least) {
+  std::lock_guard<std::mutex> lock(write_mu_);
+  const uint64_t generation = std::max(next_generation_, at_least);
+  if (generation == UINT64_MAX) {
+    return MakeError(ErrorCode::kKeyDbRowCorrupt, "key DB generation is exhausted");
+  }
+  // Consumed whatever happens below: a failed write may still have reached the disk.
+  next_generation_ = generation + 1;
+  v1::KeyDbGenerationRow row;
+  row.set_generation(generation);
+  COFFER_RETURN_IF_ERROR(batch.rows_.Put(FamilyOf(KeyDbTable::kMeta), kKeyDbGenerationKey, row));
+  COFFER_RETURN_IF_ERROR(store_->Write(batch.rows_));
+  // Synced (SignedRowStore::Write): only now may anyone record this generation.
+  generation_.store(generation, std::memory_order_release);
+  return generation;
+}
 
 absl::StatusOr<bool> KeyDb::Get(KeyDbTable table, std::string_view key,
                                 google::protobuf::MessageLite& row) {

@@ -14,8 +14,20 @@
 // Every Write is one atomic RocksDB WriteBatch with WriteOptions::sync = true: when Write
 // returns OK the change survives a crash and a power loss.
 //
+// Generation (docs/key-manager.md, "Key DB generation"): every Write also puts the meta row
+// "generation" (v1::KeyDbGenerationRow), one higher than any value handed out before, in the same
+// batch — so the generation on disk can never disagree with the rows it counts. generation()
+// returns the newest value whose write returned OK: since each write is synced before Write
+// returns, that value is on disk and survives a crash or a power loss (RocksDB replays the synced
+// WAL), so whoever records it (the audit log's checkpoints) never records a generation the key DB
+// could lose. A failed write consumes its value (it may or may not be on disk) and the next write
+// takes a higher one, so a value is never written for two different states.
+//
 // Thread safety: all methods may be called from any thread (RocksDB is thread-safe; tags are
-// computed before the batch is written). Ownership: the KeyDb owns its store; the
+// computed before the batch is written). Writes are serialised by an internal mutex, held across
+// the generation row's tag (an HSM call) and the synced write, so generations follow the order
+// in which batches reach the disk; key-DB writes are rare (admin operations, usage reservations
+// once per block), never per record. Ownership: the KeyDb owns its store; the
 // RowAuthenticator must outlive it. Failures: IO_ERROR for RocksDB errors (the message carries
 // RocksDB's), KEY_DB_ROW_CORRUPT for a row that fails its tag or does not parse, errors of the
 // RowAuthenticator as they are.
@@ -23,9 +35,11 @@
 #ifndef COFFER_KMS_KEYS_KEY_DB_H_
 #define COFFER_KMS_KEYS_KEY_DB_H_
 
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -78,8 +92,19 @@ class KeyDb {
     SignedRowStore::Batch rows_;
   };
 
-  // Writes `batch` atomically and syncs it.
+  // Writes `batch` atomically and syncs it, with the next generation in the same batch. The batch
+  // must not write the meta row "generation" itself (only KeyDb names that key).
   absl::Status Write(Batch& batch);
+
+  // The newest generation written: 0 for a key DB that has no generation row yet (written before
+  // generations existed, or new and never written).
+  uint64_t generation() const { return generation_.load(std::memory_order_acquire); }
+
+  // Writes only the generation row, at max(`at_least`, the next generation), in one synced batch:
+  // for a restore, whose restored key DB must start above every generation the live log recorded
+  // (docs/key-manager.md, "Key DB generation"), and for the first open of a key DB without the
+  // row. Returns the generation written.
+  absl::StatusOr<uint64_t> AdvanceGeneration(uint64_t at_least);
 
   // Writes a consistent copy of the whole DB (memtables flushed, no WAL needed) into
   // `target_dir`, which must not exist (RocksDB Checkpoint; SST files hard-linked when on the
@@ -100,10 +125,19 @@ class KeyDb {
       const std::function<absl::Status(std::string_view key, std::string_view message)>& visit);
 
  private:
-  explicit KeyDb(std::unique_ptr<SignedRowStore> store) : store_(std::move(store)) {}
+  KeyDb(std::unique_ptr<SignedRowStore> store, uint64_t generation);
+
+  // Puts generation max(next_generation_, at_least) into `batch` and writes it.
+  absl::StatusOr<uint64_t> WriteWithGeneration(Batch& batch, uint64_t at_least);
 
   std::unique_ptr<SignedRowStore> store_;
+  std::mutex write_mu_;
+  uint64_t next_generation_;  // guarded by write_mu_; never handed out twice
+  std::atomic<uint64_t> generation_;
 };
+
+// The meta row holding the generation.
+inline constexpr std::string_view kKeyDbGenerationKey = "generation";
 
 }  // namespace coffer::kms
 

@@ -121,6 +121,23 @@ absl::StatusOr<std::unique_ptr<KeyManager>> KeyManager::Open(KeyManagerOptions o
   }
   COFFER_ASSIGN_OR_RETURN(auto db,
                           KeyDb::Open(options.key_db_directory, options.row_authenticator));
+  if (options.minimum_key_db_generation.has_value() &&
+      db->generation() < *options.minimum_key_db_generation) {
+    // Numbers and a path only: nothing from the rows.
+    return MakeError(
+        ErrorCode::kKeyDbRolledBack,
+        "the key DB in " + options.key_db_directory + " is at generation " +
+            std::to_string(db->generation()) + ", older than generation " +
+            std::to_string(*options.minimum_key_db_generation) +
+            " that the audit log recorded: an older copy of the key DB was put back (policy, "
+            "state or usage changes since would be undone). Put the current key DB back, or "
+            "restore a full backup with `keyctl backup restore` (docs/key-manager.md, \"Key DB "
+            "generation\")");
+  }
+  if (db->generation() == 0) {
+    // A key DB from before generations (or a new one): it starts at 1, in a batch of its own.
+    COFFER_RETURN_IF_ERROR(db->AdvanceGeneration(1).status());
+  }
   COFFER_ASSIGN_OR_RETURN(internal::DatasetNames names,
                           internal::DatasetNames::Create(*options.row_authenticator));
   std::unique_ptr<KeyManager> manager(new KeyManager(std::move(options), std::move(db)));

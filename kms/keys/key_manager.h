@@ -96,6 +96,14 @@ struct KeyManagerOptions {
   // "Intents in a restored key DB"), and a destruction whose DWKs the token still holds is left
   // DESTROYING for the daemon that later serves the directory.
   bool restored_copy = false;
+  // The newest key-DB generation the audit log recorded (audit::AuditLog::
+  // recorded_key_db_generation()): Open refuses, with KEY_DB_ROLLED_BACK and before writing
+  // anything, a key DB whose generation is lower — an older copy put back in place
+  // (docs/key-manager.md, "Key DB generation"). Checked before any write because recovery,
+  // migrations and reconciliation write batches, each raising the generation: an old copy
+  // must not climb past the check. Unset (a log that never recorded one, or a restore opening
+  // its legitimately older copy): not checked.
+  std::optional<uint64_t> minimum_key_db_generation;
 };
 
 class KeyManager final : public storage::KeyProvider {
@@ -192,6 +200,13 @@ class KeyManager final : public storage::KeyProvider {
   // (created after the backup).
   absl::Status CheckpointKeyDb(const std::string& target_dir);
   absl::Status ReplayDestruction(uint64_t handle, const audit::AuditActor& actor);
+
+  // The key DB's generation (KeyDb::generation): durable, never lower than any value returned
+  // before. Lock-free; any thread (the audit log reads it for every checkpoint).
+  uint64_t key_db_generation() const;
+  // Raises the key DB's generation to at least `at_least` in one synced batch (for a restore:
+  // kms/keys/full_backup.h) and returns the generation written.
+  absl::StatusOr<uint64_t> AdvanceKeyDbGeneration(uint64_t at_least);
 
   // A destroyed dataset's signed tombstone (DATASET_STATE_FORBIDS before destruction).
   absl::StatusOr<SignedTombstone> GetTombstone(uint64_t handle) const;

@@ -396,6 +396,12 @@ absl::Status KeyManager::CheckpointKeyDb(const std::string& target_dir) {
   return db_->CreateCheckpoint(target_dir);
 }
 
+uint64_t KeyManager::key_db_generation() const { return db_->generation(); }
+
+absl::StatusOr<uint64_t> KeyManager::AdvanceKeyDbGeneration(uint64_t at_least) {
+  return db_->AdvanceGeneration(at_least);
+}
+
 absl::Status KeyManager::ReplayDestruction(uint64_t handle, const audit::AuditActor& actor) {
   std::lock_guard<std::mutex> lock(admin_mu_);
   EntryPtr entry = FindEntry(handle);

@@ -16,6 +16,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <utility>
@@ -94,6 +95,15 @@ struct Daemon::Parts {
   std::unique_ptr<daemon::Services> services;
   std::unique_ptr<server::Server> server;
   bool stopped = false;
+  // The key manager whose key-DB generation the audit log's checkpoints record
+  // (AuditLogOptions::key_db_generation): set once it is open; before it closes, its final
+  // generation is kept in closed_generation, for the log's closing checkpoint. The log reads
+  // them under its own mutex, from any thread that appends (lock order: log, then this).
+  std::mutex generation_mu;
+  const kms::KeyManager* generation_source = nullptr;  // guarded by generation_mu
+  uint64_t closed_generation = 0;                      // guarded by generation_mu
+
+  uint64_t KeyDbGeneration();
 
   absl::Status OpenHsm();
   absl::Status OpenAudit();

@@ -73,9 +73,23 @@ TEST(AuditFormatTest, SegmentHeaderRoundTripAndVersionCheck) {
   EXPECT_EQ(decoded->first_sequence, 77u);
   EXPECT_EQ(decoded->previous_hash, header.previous_hash);
 
+  EXPECT_EQ(decoded->format_version, 2u);
+  EXPECT_EQ(bytes[11], 2);  // written as format version 2 (u32 BE at bytes 8..11)
+
+  // Version 1 segments (written before key-DB generations) are still read.
+  std::string first = bytes;
+  first[11] = 1;
+  auto old = DecodeSegmentHeader(first);
+  ASSERT_TRUE(old.ok()) << old.status();
+  EXPECT_EQ(old->format_version, 1u);
+  EXPECT_EQ(EncodeSegmentHeader(*old), first);
+
   std::string future = bytes;
-  future[11] = 2;  // format version 2
+  future[11] = 3;  // format version 3
   EXPECT_EQ(ErrorCodeOf(DecodeSegmentHeader(future).status()), ErrorCode::kUnsupportedFormat);
+  std::string none = bytes;
+  none[11] = 0;
+  EXPECT_EQ(ErrorCodeOf(DecodeSegmentHeader(none).status()), ErrorCode::kUnsupportedFormat);
   std::string foreign = bytes;
   foreign[0] = 'X';
   EXPECT_EQ(ErrorCodeOf(DecodeSegmentHeader(foreign).status()), ErrorCode::kAuditLogCorrupt);

@@ -169,5 +169,97 @@ TEST_F(KeyctlRollbackTest, ADeletedNewestSegmentIsRefusedGivenTheAnchor) {
   EXPECT_NE(damaged_log.find("audit_anchor_file"), std::string::npos) << damaged_log;
 }
 
+// What `keyctl --json dataset describe` printed ("" when refused).
+std::string Described(const Result& described) {
+  return described.exit_code == 0 ? described.out : "";
+}
+
+// A key DB older than the log (docs/threat-model.md, "Root who rolls files back"): root stops
+// cofferd, puts back an older copy of the key DB directory (undoing a rotation and a disable)
+// and starts it. The log's checkpoints recorded a newer key-DB generation, so cofferd refuses
+// (before anything writes to the old copy: kms_key_manager_test
+// AKeyDbOlderThanTheLogSaysIsRefusedBeforeAnythingIsWritten), and keeps refusing; the current
+// key DB starts again.
+// No anchor is needed: the audit log on the machine is what the key DB is compared with.
+TEST_F(KeyctlRollbackTest, AKeyDbOlderThanTheLogIsRefusedAtStartUp) {
+  const std::string keys = daemon_->dir() + "/keys";
+  ASSERT_EQ(Run("dataset create gen/one").exit_code, 0);
+  ASSERT_TRUE(daemon_->Stop());
+  ASSERT_EQ(RunShell("cp -a " + keys + " " + keys + ".old"), 0);
+
+  ASSERT_TRUE(daemon_->Start());
+  ASSERT_EQ(Run("key rotate gen/one --purpose records").exit_code, 0);
+  ASSERT_EQ(Run("dataset disable gen/one").exit_code, 0);
+  ASSERT_TRUE(daemon_->Stop());
+  Result verified = VerifyOffline("");
+  ASSERT_EQ(verified.exit_code, 0) << verified.out << verified.err;
+  const uint64_t recorded = verified.Json().at("key_db_generation").get<uint64_t>();
+  EXPECT_GT(recorded, 0u) << "the closing checkpoint records the key DB's generation";
+
+  // Root puts the old copy back.
+  ASSERT_EQ(RunShell("mv " + keys + " " + keys + ".current && cp -a " + keys + ".old " + keys), 0);
+  for (int attempt = 0; attempt < 2; ++attempt) {
+    // Refused every time: a refused start closes its log without lowering the recorded value.
+    auto [code, log] = daemon_->RunToExit({daemon_->UserArg()});
+    EXPECT_EQ(code, 1) << log;
+    EXPECT_NE(log.find("KEY_DB_ROLLED_BACK"), std::string::npos) << log;
+    EXPECT_NE(log.find("older than generation " + std::to_string(recorded)), std::string::npos)
+        << log;
+    EXPECT_EQ(log.find("gen/one"), std::string::npos) << "a dataset name in the log:\n" << log;
+  }
+
+  // The current key DB back: it starts, with the rotation and the disable in place.
+  ASSERT_EQ(RunShell("rm -rf " + keys + " && mv " + keys + ".current " + keys), 0);
+  ASSERT_TRUE(daemon_->Start());
+  EXPECT_NE(Described(Run("--json dataset describe gen/one")).find("DATASET_DISABLED"),
+            std::string::npos);
+}
+
+// A restore is the legitimate way back (docs/key-manager.md, "Key DB generation"): the backup's
+// own key-DB copy is older than the log and refused like any old copy, but `keyctl backup
+// restore` gives the restored key DB a generation above the log's, so the restored directory
+// is served beside the live log — and then the old live key DB is the older one.
+TEST_F(KeyctlRollbackTest, ARestoredDirectoryStartsAboveTheLogAndIsServed) {
+  const std::string dir = daemon_->dir();
+  ASSERT_EQ(Run("dataset create gen/restored").exit_code, 0);
+  Result backup = Run("--json backup create");
+  ASSERT_EQ(backup.exit_code, 0) << backup.out << backup.err;
+  const uint64_t id = backup.JsonOrEmpty().value("id", uint64_t{0});
+  ASSERT_NE(id, 0u) << backup.out;
+  ASSERT_EQ(Run("key rotate gen/restored --purpose records").exit_code, 0);
+  ASSERT_EQ(Run("dataset disable gen/restored").exit_code, 0);
+  const std::string target = dir + "/restored";
+  Result restored = Run("backup restore " + std::to_string(id) + " " + target);
+  ASSERT_EQ(restored.exit_code, 0) << restored.out << restored.err << daemon_->Logs();
+  ASSERT_TRUE(daemon_->Stop());
+
+  // The backup's raw key-DB copy in place of the live one: refused.
+  ASSERT_EQ(RunShell("mv " + dir + "/keys " + dir + "/keys.live && cp -a " + dir +
+                     "/backups/full/" + std::to_string(id) + "/keys " + dir + "/keys"),
+            0);
+  auto [raw_code, raw_log] = daemon_->RunToExit({daemon_->UserArg()});
+  EXPECT_EQ(raw_code, 1) << raw_log;
+  EXPECT_NE(raw_log.find("KEY_DB_ROLLED_BACK"), std::string::npos) << raw_log;
+
+  // The restored directory's key DB and data DB, beside the live log: served, in the backup's
+  // state (the dataset active again: the restore is audited as FULL_RESTORE).
+  ASSERT_EQ(RunShell("rm -rf " + dir + "/keys && mv " + dir + "/data " + dir + "/data.live && mv " +
+                     target + "/keys " + dir + "/keys && mv " + target + "/data " + dir + "/data"),
+            0);
+  ASSERT_TRUE(daemon_->Start());
+  EXPECT_NE(Described(Run("--json dataset describe gen/restored")).find("DATASET_ACTIVE"),
+            std::string::npos);
+  ASSERT_EQ(Run("key rotate gen/restored --purpose records").exit_code, 0);
+  ASSERT_TRUE(daemon_->Stop());
+
+  // Now the old live key DB is the older one.
+  ASSERT_EQ(RunShell("mv " + dir + "/keys " + dir + "/keys.restored && mv " + dir + "/keys.live " +
+                     dir + "/keys"),
+            0);
+  auto [live_code, live_log] = daemon_->RunToExit({daemon_->UserArg()});
+  EXPECT_EQ(live_code, 1) << live_log;
+  EXPECT_NE(live_log.find("KEY_DB_ROLLED_BACK"), std::string::npos) << live_log;
+}
+
 }  // namespace
 }  // namespace coffer::kms

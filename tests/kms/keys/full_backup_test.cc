@@ -84,6 +84,11 @@ class FullBackupTest : public ::testing::Test {
 
   void SetUp() override {
     audit::AuditLogOptions audit_options = suite_.AuditOptions(dir_.Sub("audit"), &clock_);
+    // As the daemon wires it: checkpoints record the open instance's key-DB generation.
+    audit_options.key_db_generation = [this] {
+      const KeyManager* source = generation_source_.load();
+      return source == nullptr ? uint64_t{0} : source->key_db_generation();
+    };
     auto log = audit::AuditLog::Open(std::move(audit_options));
     ASSERT_TRUE(log.ok()) << log.status();
     log_ = *std::move(log);
@@ -133,6 +138,7 @@ class FullBackupTest : public ::testing::Test {
     auto manager = KeyManager::Open(std::move(options));
     ASSERT_TRUE(manager.ok()) << manager.status();
     manager_ = *std::move(manager);
+    generation_source_ = manager_.get();
     policies_ = std::make_unique<KeyManagerPolicySource>(manager_.get());
     records_ =
         std::make_unique<storage::RecordStore>(db_.get(), manager_.get(), policies_.get(), &clock_);
@@ -147,6 +153,7 @@ class FullBackupTest : public ::testing::Test {
     attachments_.reset();
     records_.reset();
     policies_.reset();
+    generation_source_ = nullptr;
     manager_.reset();
     counter_.reset();
     db_.reset();
@@ -215,6 +222,7 @@ class FullBackupTest : public ::testing::Test {
   std::unique_ptr<storage::DataDb> db_;
   std::unique_ptr<StoreDataCounter> counter_;
   std::unique_ptr<KeyManager> manager_;
+  std::atomic<const KeyManager*> generation_source_{nullptr};  // manager_, for the log
   std::unique_ptr<KeyManagerPolicySource> policies_;
   std::unique_ptr<storage::RecordStore> records_;
   std::unique_ptr<storage::AttachmentStore> attachments_;
@@ -348,6 +356,49 @@ TEST_F(FullBackupTest, ADatasetDestroyedAfterTheBackupIsUnreadableInTheRestoredC
   EXPECT_GT(after.at({kept, KeyPurpose::kRecords}), before.at({kept, KeyPurpose::kRecords}));
   EXPECT_GT(after.at({kept, KeyPurpose::kAttachments}),
             before.at({kept, KeyPurpose::kAttachments}));
+}
+
+// docs/key-manager.md, "Key DB generation": a backup's key DB is older than the log says and
+// is refused like any older copy; the restore gives its key DB a generation above everything
+// the live log recorded, so it opens beside that log, and the old live key DB is then the older.
+TEST_F(FullBackupTest, ARestoredKeyDbStartsAboveTheLiveLogsGeneration) {
+  uint64_t crm = Create("crm/account-40");
+  auto backup = backups_->Create(Sources(), TestAdmin());
+  ASSERT_TRUE(backup.ok()) << backup.status();
+  ASSERT_TRUE(manager_->Disable(crm, TestAdmin()).ok());
+  ASSERT_TRUE(log_->Checkpoint().ok());
+  const uint64_t live = manager_->key_db_generation();
+  ASSERT_EQ(log_->recorded_key_db_generation(), live);
+  CloseInstance();
+
+  // The backup's own key-DB copy, put in place as it is: refused.
+  fs::copy(dir_.Sub("backups") + "/full/" + std::to_string(backup->id) + "/keys",
+           dir_.Sub("backup-keys"), fs::copy_options::recursive);
+  KeyManagerOptions raw = ManagerOptions(dir_.Sub("backup-keys"));
+  raw.minimum_key_db_generation = log_->recorded_key_db_generation();
+  EXPECT_EQ(ErrorCodeOf(KeyManager::Open(raw).status()), ErrorCode::kKeyDbRolledBack);
+
+  const std::string target = dir_.Sub("restored");
+  auto report = backups_->RestoreInto(backup->id, Request(target));
+  ASSERT_TRUE(report.ok()) << report.status();
+  EXPECT_GE(report->key_db_generation, live + kRestoredKeyDbGenerationStep);
+
+  // Served beside the live log: it opens at the log's bar, in the backup's state.
+  KeyManagerOptions restored = ManagerOptions(target + "/" + kRestoredKeyDbDir);
+  restored.minimum_key_db_generation = log_->recorded_key_db_generation();
+  auto manager = KeyManager::Open(restored);
+  ASSERT_TRUE(manager.ok()) << manager.status();
+  EXPECT_GE((*manager)->key_db_generation(), report->key_db_generation);
+  EXPECT_EQ((*manager)->DescribeDataset(crm)->state, DatasetState::kActive);
+  generation_source_ = manager->get();
+  ASSERT_TRUE(log_->Checkpoint().ok());
+  generation_source_ = nullptr;
+  manager->reset();
+
+  // Now the old live key DB is older than the log says.
+  KeyManagerOptions old_live = ManagerOptions(dir_.Sub("keydb"));
+  old_live.minimum_key_db_generation = log_->recorded_key_db_generation();
+  EXPECT_EQ(ErrorCodeOf(KeyManager::Open(old_live).status()), ErrorCode::kKeyDbRolledBack);
 }
 
 TEST_F(FullBackupTest, VerifyDetectsACorruptFileInEachPart) {

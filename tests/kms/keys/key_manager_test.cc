@@ -902,6 +902,96 @@ TEST_F(KeyManagerTest, KeyDbRowEditedOnDiskIsDetected) {
   }
 }
 
+// Deletes the meta row "generation" directly in RocksDB: a key DB as written before generations.
+void DeleteGenerationRow(const std::string& db_dir) {
+  std::vector<rocksdb::ColumnFamilyDescriptor> families = {{rocksdb::kDefaultColumnFamilyName, {}},
+                                                           {"datasets", {}},
+                                                           {"names", {}},
+                                                           {"key_versions", {}},
+                                                           {"intents", {}},
+                                                           {"meta", {}}};
+  std::vector<rocksdb::ColumnFamilyHandle*> handles;
+  rocksdb::DB* db = nullptr;
+  ASSERT_TRUE(rocksdb::DB::Open({}, db_dir, families, &handles, &db).ok());
+  ASSERT_TRUE(db->Delete({}, handles.back(), std::string(kKeyDbGenerationKey)).ok());
+  for (auto* h : handles) ASSERT_TRUE(db->DestroyColumnFamilyHandle(h).ok());
+  delete db;
+}
+
+uint64_t GenerationOnDisk(const std::string& db_dir, hsm::RowAuthenticator& rows) {
+  auto db = KeyDb::Open(db_dir, &rows);
+  EXPECT_TRUE(db.ok()) << db.status();
+  return db.ok() ? (*db)->generation() : 0;
+}
+
+// docs/key-manager.md, "Key DB generation": an older copy of the key DB put back in place (a
+// policy change, a disable, a rotation undone) is refused when the audit log recorded a newer
+// generation, before recovery or anything else writes to it.
+TEST_F(KeyManagerTest, AKeyDbOlderThanTheLogSaysIsRefusedBeforeAnythingIsWritten) {
+  OpenDefault();
+  const std::string name = "customer-acme-7f3";
+  uint64_t crm = Create(name);
+  ASSERT_OK_S(manager_->CheckpointKeyDb(dir_.Sub("old-keydb")));
+  const uint64_t old_generation = manager_->key_db_generation();
+  ASSERT_OK(manager_->Rotate(crm, KeyPurpose::kRecords, RotationCause::kManual, TestAdmin()));
+  ASSERT_OK_S(manager_->Disable(crm, TestAdmin()));
+  const uint64_t current = manager_->key_db_generation();
+  EXPECT_GE(current, old_generation + 2);  // one batch each
+  manager_.reset();
+  EXPECT_EQ(GenerationOnDisk(dir_.Sub("keydb"), suite_.client->row_authenticator()), current);
+
+  KeyManagerOptions options = Options();
+  options.key_db_directory = dir_.Sub("old-keydb");
+  options.minimum_key_db_generation = current;
+  absl::Status refused = Open(options);
+  EXPECT_THAT(refused, HasCode(ErrorCode::kKeyDbRolledBack));
+  EXPECT_EQ(refused.code(), absl::StatusCode::kDataLoss);
+  const std::string message(refused.message());
+  EXPECT_NE(message.find("generation " + std::to_string(old_generation)), std::string::npos)
+      << message;
+  EXPECT_NE(message.find(std::to_string(current)), std::string::npos) << message;
+  EXPECT_EQ(message.find(name), std::string::npos) << "the message names a dataset: " << message;
+  EXPECT_EQ(GenerationOnDisk(dir_.Sub("old-keydb"), suite_.client->row_authenticator()),
+            old_generation)
+      << "the refused open wrote to the old copy";
+
+  // The current key DB opens at the same bar (equal is fine), and so does the old copy without
+  // one (a log that never recorded a generation).
+  options.key_db_directory = dir_.Sub("keydb");
+  ASSERT_OK_S(Open(options));
+  EXPECT_EQ(manager_->DescribeDataset(crm)->state, DatasetState::kDisabled);
+  manager_.reset();
+  options.key_db_directory = dir_.Sub("old-keydb");
+  options.minimum_key_db_generation.reset();
+  ASSERT_OK_S(Open(options));
+  EXPECT_EQ(manager_->DescribeDataset(crm)->state, DatasetState::kActive);
+}
+
+TEST_F(KeyManagerTest, AKeyDbWithoutAGenerationRowStartsAtOneAndIsOlderThanAnyRecorded) {
+  OpenDefault();
+  Create("customer-bolt-11");
+  manager_.reset();
+  DeleteGenerationRow(dir_.Sub("keydb"));
+  hsm::RowAuthenticator& rows = suite_.client->row_authenticator();
+  ASSERT_EQ(GenerationOnDisk(dir_.Sub("keydb"), rows), 0u);
+
+  // Older than any generation a log recorded: such a log was written after the upgrade.
+  KeyManagerOptions options = Options();
+  options.minimum_key_db_generation = 1;
+  EXPECT_THAT(Open(options), HasCode(ErrorCode::kKeyDbRolledBack));
+  EXPECT_EQ(GenerationOnDisk(dir_.Sub("keydb"), rows), 0u);
+
+  // With a log that recorded none (format 1): migrated to generation 1 in a batch of its own.
+  OpenDefault();
+  EXPECT_EQ(manager_->key_db_generation(), 1u);
+  ASSERT_EQ(manager_->ListDatasets().size(), 1u);
+  manager_.reset();
+  EXPECT_EQ(GenerationOnDisk(dir_.Sub("keydb"), rows), 1u);
+  options.minimum_key_db_generation = 1;
+  ASSERT_OK_S(Open(options));
+  EXPECT_EQ(manager_->key_db_generation(), 1u);  // opening an up-to-date DB writes nothing
+}
+
 TEST_F(KeyManagerTest, EightThreadsEncryptingDuringRotationsLoseNothing) {
   OpenDefault();
   uint64_t crm = Create("crm");
