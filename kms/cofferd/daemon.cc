@@ -209,6 +209,7 @@ absl::Status Daemon::Parts::OpenStores() {
                        " (it must be the key DB made with this token; see docs/key-manager.md)");
   }
   key_manager = *std::move(manager);
+  data_counter->set_key_provider(key_manager.get());
   const kms::RecoveryReport& recovery = key_manager->recovery_report();
   LogInfo("key manager: " + std::to_string(key_manager->ListDatasets().size()) +
           " datasets; recovery: " + std::to_string(recovery.creates_rolled_back.size()) +
