@@ -110,9 +110,11 @@ class LookupRotationTest : public ::testing::Test {
     KeyctlResult bin = Run("bin list " + std::string(kDataset) + " --json");
     ASSERT_EQ(bin.exit_code, 0) << bin.err;
     std::multiset<std::string> binned;
-    for (const json& item : bin.Json().at("items")) binned.insert(item.at("id_text"));
+    const json listed = bin.Json();
+    for (const json& item : listed.at("items")) binned.insert(item.at("id_text"));
     EXPECT_EQ(binned, (std::multiset<std::string>{"rec-25", "rec-26", "rec-27", "rec-28", "rec-29",
-                                                  "att-2"}));
+                                                  "att-2"}))
+        << bin.out;
   }
 
   std::unique_ptr<Cofferd> daemon_;
