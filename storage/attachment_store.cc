@@ -9,6 +9,7 @@
 #include "rocksdb/write_batch.h"
 #include "storage/internal/bin_moves.h"
 #include "storage/internal/envelope.h"
+#include "storage/internal/id_locks.h"
 #include "storage/internal/id_pages.h"
 
 namespace coffer::storage {
@@ -161,12 +162,27 @@ absl::Status AttachmentUpload::Commit() {
   DataDb* db = store_->db_;
   rocksdb::WriteBatch batch;
   {
-    std::lock_guard<std::mutex> lock(db->StripeFor(internal::MacOf(stored_key_)));
-    std::string previous;
-    bool found = false;
-    absl::Status status = db->Get(Cf::kAttachmentPointers, stored_key_, &previous, &found);
-    if (status.ok() && found) {
-      status = internal::DeleteSegmentsOf(db, stored_key_, previous, &batch);
+    // The name's stripes under every live lookup version: a lookup rotation during the upload
+    // leaves this upload's stored key under an older version, and the name may meanwhile have
+    // been written under the new primary. The commit replaces whatever the name holds under any
+    // version (the re-index job moves this one to the primary later).
+    absl::StatusOr<internal::LockedId> locked = internal::LockId(db, store_->keys_, handle_, name_);
+    if (!locked.ok()) return Fail(locked.status());
+    const std::vector<std::string>& stored_keys = locked->keys.stored_keys;
+    if (std::find(stored_keys.begin(), stored_keys.end(), stored_key_) == stored_keys.end()) {
+      return Fail(MakeError(ErrorCode::kFailedPrecondition,
+                            "the lookup key version this upload began under was retired; "
+                            "upload again"));
+    }
+    absl::Status status = absl::OkStatus();
+    for (const std::string& key : stored_keys) {
+      std::string previous;
+      bool found = false;
+      if (status.ok()) status = db->Get(Cf::kAttachmentPointers, key, &previous, &found);
+      if (status.ok() && found) status = internal::DeleteSegmentsOf(db, key, previous, &batch);
+      if (status.ok() && found && key != stored_key_) {
+        status = FromRocks(batch.Delete(db->cf(Cf::kAttachmentPointers), key), "batch");
+      }
     }
     if (status.ok()) {
       status = FromRocks(batch.Put(db->cf(Cf::kAttachmentPointers), stored_key_, *entry), "batch");
@@ -294,6 +310,16 @@ absl::StatusOr<std::unique_ptr<AttachmentReader>> AttachmentStore::Open(uint64_t
   bool found = false;
   COFFER_RETURN_IF_ERROR(
       db_->Get(Cf::kAttachmentPointers, stored_key, &value, &found, snapshot->get()));
+  if (!found) {
+    // Under an older live lookup version until the re-index moves it.
+    COFFER_ASSIGN_OR_RETURN(internal::IdStoredKeys all,
+                            internal::StoredKeysFor(keys_, handle, name));
+    for (size_t i = 1; i < all.stored_keys.size() && !found; ++i) {
+      COFFER_RETURN_IF_ERROR(
+          db_->Get(Cf::kAttachmentPointers, all.stored_keys[i], &value, &found, snapshot->get()));
+      if (found) stored_key = all.stored_keys[i];
+    }
+  }
   if (!found) return MakeError(ErrorCode::kAttachmentNotFound, "no live attachment of this name");
   COFFER_ASSIGN_OR_RETURN(OpenedPointer pointer, OpenPointer(keys_, stored_key, value));
   COFFER_ASSIGN_OR_RETURN(
@@ -319,19 +345,34 @@ absl::StatusOr<AttachmentInfo> AttachmentStore::Metadata(uint64_t handle, std::s
 }
 
 absl::Status AttachmentStore::Delete(uint64_t handle, std::string_view name) {
-  COFFER_ASSIGN_OR_RETURN(std::string stored_key, internal::StoredKeyFor(keys_, handle, name));
-  return internal::MoveToBin(db_, policies_, clock_, Cf::kAttachmentPointers, stored_key,
+  return internal::MoveToBin(db_, keys_, policies_, clock_, Cf::kAttachmentPointers, handle, name,
                              ErrorCode::kAttachmentNotFound);
 }
 
 absl::Status AttachmentStore::Restore(uint64_t handle, std::string_view name) {
-  COFFER_ASSIGN_OR_RETURN(std::string stored_key, internal::StoredKeyFor(keys_, handle, name));
-  return internal::RestoreFromBin(db_, Cf::kAttachmentPointers, stored_key);
+  return internal::RestoreFromBin(db_, keys_, Cf::kAttachmentPointers, handle, name);
 }
 
 absl::StatusOr<bool> AttachmentStore::ReencryptToPrimary(Cf cf, std::string_view key,
                                                          std::string_view seen,
                                                          const std::function<void()>& before_flip) {
+  return CopyToPrimary(cf, key, seen, {}, before_flip);
+}
+
+absl::StatusOr<bool> AttachmentStore::MoveToStoredKey(Cf cf, std::string_view key,
+                                                      std::string_view seen,
+                                                      std::string_view new_stored_key,
+                                                      const std::function<void()>& before_flip) {
+  if (new_stored_key.size() != internal::kStoredKeySize) {
+    return MakeError(ErrorCode::kInvalidArgument, "not a stored key");
+  }
+  return CopyToPrimary(cf, key, seen, new_stored_key, before_flip);
+}
+
+absl::StatusOr<bool> AttachmentStore::CopyToPrimary(Cf cf, std::string_view key,
+                                                    std::string_view seen,
+                                                    std::string_view new_stored_key,
+                                                    const std::function<void()>& before_flip) {
   if (cf != Cf::kAttachmentPointers && cf != Cf::kRecycleBin) {
     return MakeError(ErrorCode::kInvalidArgument, "not an attachment pointer or bin key");
   }
@@ -349,13 +390,25 @@ absl::StatusOr<bool> AttachmentStore::ReencryptToPrimary(Cf cf, std::string_view
     deleted_at_us = bin.deleted_at_us;
   }
   const uint64_t handle = internal::HandleOf(stored_key);
+  // Where the copy goes: the same stored key (re-encryption) or the name's stored key under the
+  // primary lookup version (re-index). The stream's context and the pointer's associated data
+  // both bind it.
+  const std::string target_stored_key =
+      new_stored_key.empty() ? stored_key : std::string(new_stored_key);
+  const bool moves = target_stored_key != stored_key;
+  if (internal::HandleOf(target_stored_key) != handle) {
+    return MakeError(ErrorCode::kInvalidArgument, "an attachment moves only within its dataset");
+  }
+  const std::string target_key = cf == Cf::kRecycleBin
+                                     ? internal::BinKey(Cf::kAttachmentPointers, target_stored_key)
+                                     : target_stored_key;
   COFFER_ASSIGN_OR_RETURN(uint32_t old_version,
                           internal::EntryKeyVersion(Cf::kAttachmentPointers, entry_bytes));
   // Two encryptions, as for an upload: the stream and the pointer entry. Counted only when a
   // copy is actually made.
   COFFER_ASSIGN_OR_RETURN(std::shared_ptr<const DataKey> current,
                           keys_->PrimaryKey(handle, KeyPurpose::kAttachments, 0));
-  if (current->version() == old_version) return false;
+  if (current->version() == old_version && !moves) return false;
 
   // The snapshot pins the old segments while they are copied; the entry must still be `seen`
   // in it, or a replace already removed them.
@@ -387,7 +440,7 @@ absl::StatusOr<bool> AttachmentStore::ReencryptToPrimary(Cf cf, std::string_view
                           keys_->PrimaryKey(handle, KeyPurpose::kAttachments, 2));
   COFFER_ASSIGN_OR_RETURN(
       crypto::StreamSegmentEncrypter encrypter,
-      crypto::StreamSegmentEncrypter::Create(primary->key(), primary->version(), stored_key,
+      crypto::StreamSegmentEncrypter::Create(primary->key(), primary->version(), target_stored_key,
                                              decrypter.segment_size()));
   internal::UploadId upload{};
   COFFER_RETURN_IF_ERROR(crypto::RandomNonce(absl::MakeSpan(upload.data(), upload.size())));
@@ -455,8 +508,8 @@ absl::StatusOr<bool> AttachmentStore::ReencryptToPrimary(Cf cf, std::string_view
   std::string new_body =
       EncodePointerBody(body.size, body.created_us, body.content_type, encrypter.header());
   absl::StatusOr<std::string> resealed =
-      internal::SealEntryWith(*primary, Cf::kAttachmentPointers, stored_key, opened.written_at_us,
-                              AsView(upload), opened.id, new_body);
+      internal::SealEntryWith(*primary, Cf::kAttachmentPointers, target_stored_key,
+                              opened.written_at_us, AsView(upload), opened.id, new_body);
   std::fill(new_body.begin(), new_body.end(), '\0');
   if (!resealed.ok()) {
     drop_copy().IgnoreError();
@@ -467,15 +520,30 @@ absl::StatusOr<bool> AttachmentStore::ReencryptToPrimary(Cf cf, std::string_view
 
   if (before_flip) before_flip();
   bool flipped = false;
+  bool superseded = false;
   {
-    std::lock_guard<std::mutex> lock(db_->StripeFor(internal::MacOf(stored_key)));
+    DataDb::StripeLocks locks =
+        db_->LockStripes({internal::MacOf(stored_key), internal::MacOf(target_stored_key)});
     std::string now_value;
     bool found = false;
     COFFER_RETURN_IF_ERROR(db_->Get(cf, key, &now_value, &found));
     if (found && now_value == seen) {
+      // A move onto a key that already holds an entry: that entry is a later write of the name
+      // (every write goes to the primary and removes the older versions' entries), so the old
+      // entry is stale — it and its segments go, and the copy is dropped.
+      bool target_taken = false;
+      if (moves) {
+        std::string target_value;
+        COFFER_RETURN_IF_ERROR(db_->Get(cf, target_key, &target_value, &target_taken));
+      }
       rocksdb::WriteBatch batch;
-      COFFER_RETURN_IF_ERROR(FromRocks(batch.Put(db_->cf(cf), key, new_value), "batch"));
-      COFFER_RETURN_IF_ERROR(FromRocks(batch.Delete(db_->cf(Cf::kUploads), upload_key), "batch"));
+      if (target_taken) {
+        superseded = true;
+      } else {
+        COFFER_RETURN_IF_ERROR(FromRocks(batch.Put(db_->cf(cf), target_key, new_value), "batch"));
+        COFFER_RETURN_IF_ERROR(FromRocks(batch.Delete(db_->cf(Cf::kUploads), upload_key), "batch"));
+      }
+      if (moves) COFFER_RETURN_IF_ERROR(FromRocks(batch.Delete(db_->cf(cf), key), "batch"));
       COFFER_RETURN_IF_ERROR(
           FromRocks(batch.DeleteRange(db_->cf(Cf::kAttachmentSegments),
                                       internal::SegmentsBegin(handle, old_upload),
@@ -485,7 +553,7 @@ absl::StatusOr<bool> AttachmentStore::ReencryptToPrimary(Cf cf, std::string_view
       flipped = true;
     }
   }
-  if (!flipped) COFFER_RETURN_IF_ERROR(drop_copy());
+  if (!flipped || superseded) COFFER_RETURN_IF_ERROR(drop_copy());
   return flipped;
 }
 

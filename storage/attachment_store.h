@@ -163,6 +163,19 @@ class AttachmentStore {
                                           std::string_view seen,
                                           const std::function<void()>& before_flip = {});
 
+  // For the re-index job (storage/reindex.h): moves one attachment whose pointer (cf
+  // kAttachmentPointers) or bin entry (cf kRecycleBin) at `key` sits under an older lookup
+  // version to `new_stored_key`, the name's stored key under the primary lookup version. The
+  // stream is copied as ReencryptToPrimary copies it, but bound to the new stored key (the
+  // stream's context and the pointer's associated data bind it); the flip, under the stripes of
+  // the old and the new stored key, puts the entry under the new key and deletes the old one and
+  // its segments — only if the old entry is still `seen`. If the new key already holds an entry
+  // (a later write of the name), the old entry and its segments are deleted and the copy
+  // dropped. Returns true when the old entry went, false when it had changed meanwhile.
+  absl::StatusOr<bool> MoveToStoredKey(internal::Cf cf, std::string_view key, std::string_view seen,
+                                       std::string_view new_stored_key,
+                                       const std::function<void()>& before_flip = {});
+
   struct NamePage {
     std::vector<std::string> names;  // in stored-key order (HMAC order, not name order)
     std::string next_page_token;     // empty when this is the last page
@@ -176,6 +189,11 @@ class AttachmentStore {
  private:
   friend class AttachmentUpload;
   void Forget(const internal::UploadId& upload);
+  // ReencryptToPrimary (`new_stored_key` empty: same stored key; false at once when already on
+  // the primary attachments version) and MoveToStoredKey.
+  absl::StatusOr<bool> CopyToPrimary(internal::Cf cf, std::string_view key, std::string_view seen,
+                                     std::string_view new_stored_key,
+                                     const std::function<void()>& before_flip);
 
   DataDb* db_;
   KeyProvider* keys_;

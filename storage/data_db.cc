@@ -1,5 +1,6 @@
 #include "storage/data_db.h"
 
+#include <algorithm>
 #include <functional>
 #include <utility>
 
@@ -105,6 +106,18 @@ std::mutex& DataDb::StripeFor(std::string_view mac) const {
   uint64_t bits = mac.size() >= 8 ? internal::ReadU64(mac.substr(mac.size() - 8))
                                   : std::hash<std::string_view>{}(mac);
   return stripes_[bits % options_.lock_stripes];
+}
+
+DataDb::StripeLocks DataDb::LockStripes(const std::vector<std::string_view>& macs) const {
+  std::vector<std::mutex*> stripes;
+  stripes.reserve(macs.size());
+  for (std::string_view mac : macs) stripes.push_back(&StripeFor(mac));
+  std::sort(stripes.begin(), stripes.end());
+  stripes.erase(std::unique(stripes.begin(), stripes.end()), stripes.end());
+  StripeLocks locks;
+  locks.reserve(stripes.size());
+  for (std::mutex* stripe : stripes) locks.emplace_back(*stripe);
+  return locks;
 }
 
 absl::Status DataDb::Get(Cf cf, std::string_view key, std::string* value, bool* found,

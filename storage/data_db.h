@@ -143,6 +143,13 @@ class DataDb {
   // The stripe serializing writes of the id whose stored key (or bin key) ends in `mac`.
   std::mutex& StripeFor(std::string_view mac) const;
 
+  // Locks the stripes of every MAC in `macs` (each stripe once, in address order: every writer
+  // that holds several stripes takes them this way, and the others hold one, so this cannot
+  // deadlock). An id stored under several lookup versions has one MAC per version; a write of
+  // it holds them all (docs/formats.md#data-db-lookup-versions). Unlocked when destroyed.
+  using StripeLocks = std::vector<std::unique_lock<std::mutex>>;
+  StripeLocks LockStripes(const std::vector<std::string_view>& macs) const;
+
   // Reads `key` in `cf` (optionally at `snapshot`). NOT_FOUND-free: *found says whether it was
   // there.
   absl::Status Get(internal::Cf cf, std::string_view key, std::string* value, bool* found,

@@ -12,6 +12,12 @@
 //    version's budget (usage-based rotation rotates before a version reaches its limit). A
 //    DataKey obtained from PrimaryKey may be used for exactly the encryptions it was counted for.
 //  - KeyForVersion returns any version that still decrypts, whether primary or not.
+//  - LiveVersions lists the versions of a purpose that still decrypt (not retired): the primary
+//    first, then older ones, newest first. Storage uses it for the lookup purpose: an id is
+//    stored under HMAC(lookup key, id) of the lookup version that was primary when it was
+//    written (or re-indexed), so a lookup by id tries every live lookup version
+//    (docs/formats.md#data-db-lookup-versions). It reveals no key material; the keys come from
+//    KeyForVersion, which enforces the dataset's state.
 //  - Errors (stable codes, docs/errors.md): NOT_FOUND for an unknown dataset or version;
 //    KEY_DESTROYED when the dataset's wrapping keys were destroyed; FAILED_PRECONDITION (with a
 //    message naming the state) when the dataset's state forbids the use, e.g. writes to a
@@ -25,6 +31,7 @@
 #include <cstdint>
 #include <memory>
 #include <string_view>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "storage/data_key.h"
@@ -48,6 +55,11 @@ class KeyProvider {
   virtual absl::StatusOr<std::shared_ptr<const DataKey>> KeyForVersion(uint64_t dataset_handle,
                                                                        KeyPurpose purpose,
                                                                        uint32_t version) = 0;
+
+  // The live (not retired) versions of `purpose`, the primary first, then older versions from
+  // the newest down. Never empty for a known dataset.
+  virtual absl::StatusOr<std::vector<uint32_t>> LiveVersions(uint64_t dataset_handle,
+                                                             KeyPurpose purpose) = 0;
 };
 
 }  // namespace coffer::storage

@@ -12,8 +12,8 @@
 // every successful WillPurge, RecycleBin calls PurgeWritten exactly once with the same item,
 // whether or not the delete batch was then written (a journaled purge is replayed by a
 // restore even if its write failed: the request stands and the admin sees the error).
-// An item names only the dataset handle, the kind and the 32-byte HMAC of the id that is the
-// data DB's key — never a plaintext id or name.
+// An item names only the dataset handle, the kind and the 32-byte HMACs of the id that are (or
+// may be, under another live lookup version) the data DB's key — never a plaintext id or name.
 //
 // Thread safety: implementations must be thread-safe (sweeps and admin purges run in
 // parallel). WillPurge may block (a synchronous audit append); it is called with one stripe
@@ -24,6 +24,7 @@
 
 #include <array>
 #include <cstdint>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "crypto/hmac.h"
@@ -39,6 +40,10 @@ struct PurgedItem {
   uint64_t dataset_handle = 0;
   PurgedItemKind kind = PurgedItemKind::kRecord;
   crypto::HmacSha256Tag ref{};  // HMAC of the id or name under the lookup key (stored key's tail)
+  // The same id's HMAC under the dataset's other live lookup versions, when it has several (a
+  // lookup rotation not yet followed by retirement): a backup may hold the item under any of
+  // them (docs/formats.md#data-db-lookup-versions). Replaying a purge must try every ref.
+  std::vector<crypto::HmacSha256Tag> other_refs;
 };
 
 class PurgeJournal {

@@ -2,11 +2,13 @@
 
 #include <mutex>
 #include <utility>
+#include <vector>
 
 #include "crypto/base/status.h"
 #include "rocksdb/write_batch.h"
 #include "storage/internal/bin_moves.h"
 #include "storage/internal/envelope.h"
+#include "storage/internal/id_locks.h"
 #include "storage/internal/id_pages.h"
 #include "storage/internal/layout.h"
 
@@ -20,13 +22,32 @@ absl::Status RecordStore::Put(uint64_t handle, std::string_view id, std::string_
                                                     std::to_string(db_->options().max_value_bytes) +
                                                     " bytes");
   }
-  COFFER_ASSIGN_OR_RETURN(std::string stored_key, internal::StoredKeyFor(keys_, handle, id));
-  COFFER_ASSIGN_OR_RETURN(std::string entry,
-                          internal::SealEntry(keys_, Cf::kRecords, KeyPurpose::kRecords, stored_key,
-                                              ToUnixMicros(clock_->Now()), {}, id, value));
-  std::lock_guard<std::mutex> lock(db_->StripeFor(internal::MacOf(stored_key)));
-  return FromRocks(
-      db_->rocks()->Put(db_->write_options(), db_->cf(Cf::kRecords), stored_key, entry), "write");
+  const int64_t written_at = ToUnixMicros(clock_->Now());
+  std::string entry;
+  // Sealed before the stripes are taken (its associated data binds the primary stored key).
+  COFFER_ASSIGN_OR_RETURN(
+      internal::LockedId locked,
+      internal::LockId(db_, keys_, handle, id, [&](const internal::IdStoredKeys& keys) {
+        COFFER_ASSIGN_OR_RETURN(
+            entry, internal::SealEntry(keys_, Cf::kRecords, KeyPurpose::kRecords,
+                                       keys.stored_keys[0], written_at, {}, id, value));
+        return absl::OkStatus();
+      }));
+  const std::vector<std::string>& stored_keys = locked.keys.stored_keys;
+  if (stored_keys.size() == 1) {
+    return FromRocks(
+        db_->rocks()->Put(db_->write_options(), db_->cf(Cf::kRecords), stored_keys[0], entry),
+        "write");
+  }
+  // Not yet re-indexed: the id may still be stored under an older lookup version. The new value
+  // replaces it in the same batch, so the id never has two live entries.
+  rocksdb::WriteBatch batch;
+  COFFER_RETURN_IF_ERROR(
+      FromRocks(batch.Put(db_->cf(Cf::kRecords), stored_keys[0], entry), "batch"));
+  for (size_t i = 1; i < stored_keys.size(); ++i) {
+    COFFER_RETURN_IF_ERROR(FromRocks(batch.Delete(db_->cf(Cf::kRecords), stored_keys[i]), "batch"));
+  }
+  return db_->Write(&batch);
 }
 
 absl::StatusOr<std::string> RecordStore::Get(uint64_t handle, std::string_view id) {
@@ -34,6 +55,16 @@ absl::StatusOr<std::string> RecordStore::Get(uint64_t handle, std::string_view i
   rocksdb::PinnableSlice value;  // no copy out of the block cache
   bool found = false;
   COFFER_RETURN_IF_ERROR(db_->Get(Cf::kRecords, stored_key, &value, &found));
+  if (!found) {
+    // Not under the primary lookup version: under an older live one until the re-index moves
+    // it. (Only a miss pays for this.)
+    COFFER_ASSIGN_OR_RETURN(internal::IdStoredKeys all, internal::StoredKeysFor(keys_, handle, id));
+    for (size_t i = 1; i < all.stored_keys.size() && !found; ++i) {
+      value.Reset();
+      COFFER_RETURN_IF_ERROR(db_->Get(Cf::kRecords, all.stored_keys[i], &value, &found));
+      if (found) stored_key = all.stored_keys[i];
+    }
+  }
   if (!found) return MakeError(ErrorCode::kRecordNotFound, "no live record with this id");
   return internal::OpenEntryBodyFor(keys_, Cf::kRecords, KeyPurpose::kRecords, stored_key, id,
                                     value.ToStringView());
@@ -47,14 +78,12 @@ absl::StatusOr<bool> RecordStore::Exists(uint64_t handle, std::string_view id) {
 }
 
 absl::Status RecordStore::Delete(uint64_t handle, std::string_view id) {
-  COFFER_ASSIGN_OR_RETURN(std::string stored_key, internal::StoredKeyFor(keys_, handle, id));
-  return internal::MoveToBin(db_, policies_, clock_, Cf::kRecords, stored_key,
+  return internal::MoveToBin(db_, keys_, policies_, clock_, Cf::kRecords, handle, id,
                              ErrorCode::kRecordNotFound);
 }
 
 absl::Status RecordStore::Restore(uint64_t handle, std::string_view id) {
-  COFFER_ASSIGN_OR_RETURN(std::string stored_key, internal::StoredKeyFor(keys_, handle, id));
-  return internal::RestoreFromBin(db_, Cf::kRecords, stored_key);
+  return internal::RestoreFromBin(db_, keys_, Cf::kRecords, handle, id);
 }
 
 absl::StatusOr<RecordStore::IdPage> RecordStore::ListIds(uint64_t handle,

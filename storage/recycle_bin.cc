@@ -10,6 +10,7 @@
 #include "rocksdb/write_batch.h"
 #include "storage/internal/bin_moves.h"
 #include "storage/internal/envelope.h"
+#include "storage/internal/id_locks.h"
 
 namespace coffer::storage {
 
@@ -29,11 +30,15 @@ struct Candidate {
 // Journals one item for the length of a purge: WillPurge at Begin, PurgeWritten when it ends.
 class JournalScope {
  public:
-  JournalScope(PurgeJournal* journal, Cf kind, std::string_view stored_key) : journal_(journal) {
+  // `other_refs`: the id's MACs under the dataset's other live lookup versions.
+  JournalScope(PurgeJournal* journal, Cf kind, std::string_view stored_key,
+               std::vector<crypto::HmacSha256Tag> other_refs = {})
+      : journal_(journal) {
     item_.dataset_handle = internal::HandleOf(stored_key);
     item_.kind = kind == Cf::kRecords ? PurgedItemKind::kRecord : PurgedItemKind::kAttachment;
     std::string_view mac = internal::MacOf(stored_key);
     std::copy(mac.begin(), mac.end(), item_.ref.begin());
+    item_.other_refs = std::move(other_refs);
   }
   JournalScope(const JournalScope&) = delete;
   JournalScope& operator=(const JournalScope&) = delete;
@@ -53,6 +58,42 @@ class JournalScope {
   PurgedItem item_;
   bool began_ = false;
 };
+
+crypto::HmacSha256Tag TagOf(std::string_view stored_key) {
+  crypto::HmacSha256Tag tag{};
+  std::string_view mac = internal::MacOf(stored_key);
+  std::copy(mac.begin(), mac.end(), tag.begin());
+  return tag;
+}
+
+// The MACs of the id stored (as `entry_bytes`, of `kind`) under `stored_key` under the dataset's
+// other live lookup versions, for the purge journal; none while it has one lookup version. A
+// sweep also purges entries of a dataset whose keys it may not use (DISABLED): then the entry
+// cannot be opened, and only its own MAC is journaled — a backup holds it under that version
+// unless a re-index moved it since, which needs the keys.
+std::vector<crypto::HmacSha256Tag> OtherRefs(KeyProvider* keys, Cf kind,
+                                             std::string_view stored_key,
+                                             std::string_view entry_bytes) {
+  const uint64_t handle = internal::HandleOf(stored_key);
+  absl::StatusOr<std::vector<uint32_t>> live = keys->LiveVersions(handle, KeyPurpose::kLookup);
+  if (!live.ok() || live->size() < 2) return {};
+  absl::StatusOr<internal::OpenedEntry> opened = internal::OpenEntry(
+      keys, kind, kind == Cf::kRecords ? KeyPurpose::kRecords : KeyPurpose::kAttachments,
+      stored_key, entry_bytes);
+  if (!opened.ok()) return {};
+  std::vector<crypto::HmacSha256Tag> refs;
+  for (uint32_t version : *live) {
+    if (version == opened->lookup_version) continue;
+    absl::StatusOr<std::shared_ptr<const DataKey>> lookup =
+        keys->KeyForVersion(handle, KeyPurpose::kLookup, version);
+    if (!lookup.ok()) continue;
+    absl::StatusOr<std::string> other = internal::StoredKeyWith(**lookup, handle, opened->id);
+    if (other.ok()) refs.push_back(TagOf(*other));
+  }
+  std::fill(opened->id.begin(), opened->id.end(), '\0');
+  std::fill(opened->body.begin(), opened->body.end(), '\0');
+  return refs;
+}
 
 bool Elapsed(int64_t since_us, std::chrono::seconds period,
              std::chrono::system_clock::time_point now) {
@@ -99,6 +140,10 @@ absl::StatusOr<bool> RecycleBin::PurgeIfUnchanged(Cf cf, std::string_view key,
     return false;
   }
 
+  // Before the stripe: it may need keys (and so an HSM unwrap).
+  std::vector<crypto::HmacSha256Tag> other_refs;
+  if (journal_for_this != nullptr) other_refs = OtherRefs(keys_, kind, stored_key, entry_bytes);
+
   std::lock_guard<std::mutex> lock(db_->StripeFor(internal::MacOf(stored_key)));
   std::string current;
   bool found = false;
@@ -109,7 +154,7 @@ absl::StatusOr<bool> RecycleBin::PurgeIfUnchanged(Cf cf, std::string_view key,
     COFFER_RETURN_IF_ERROR(internal::DeleteSegmentsOf(db_, stored_key, entry_bytes, &batch));
   }
   COFFER_RETURN_IF_ERROR(FromRocks(batch.Delete(db_->cf(cf), key), "batch"));
-  JournalScope journal(journal_for_this, kind, stored_key);
+  JournalScope journal(journal_for_this, kind, stored_key, std::move(other_refs));
   COFFER_RETURN_IF_ERROR(journal.Begin());
   COFFER_RETURN_IF_ERROR(db_->Write(&batch));
   ++(kind == Cf::kRecords ? report->records : report->attachments);
@@ -283,37 +328,49 @@ absl::Status RecycleBin::PurgeItem(Cf cf, uint64_t handle, std::string_view name
   if (policy.legal_hold) {
     return MakeError(ErrorCode::kLegalHold, "a legal hold on the dataset blocks purges");
   }
-  COFFER_ASSIGN_OR_RETURN(std::string stored_key, internal::StoredKeyFor(keys_, handle, name));
-  std::string bin_key = internal::BinKey(cf, stored_key);
   {
-    std::lock_guard<std::mutex> lock(db_->StripeFor(internal::MacOf(stored_key)));
-    std::string live;
-    std::string binned;
-    bool live_found = false;
-    bool bin_found = false;
-    COFFER_RETURN_IF_ERROR(db_->Get(cf, stored_key, &live, &live_found));
-    COFFER_RETURN_IF_ERROR(db_->Get(Cf::kRecycleBin, bin_key, &binned, &bin_found));
-    if (!live_found && !bin_found) return MakeError(not_found, "nothing live or in the bin");
+    // Live and binned entries of the name under every live lookup version go in one batch.
+    COFFER_ASSIGN_OR_RETURN(internal::LockedId locked, internal::LockId(db_, keys_, handle, name));
     auto now = clock_->Now();
     rocksdb::WriteBatch batch;
-    if (live_found) {
-      COFFER_ASSIGN_OR_RETURN(internal::Entry entry, internal::ParseEntry(cf, live));
-      COFFER_RETURN_IF_ERROR(internal::CheckComplianceLock(policy, entry.written_at_us, now));
-      if (cf == Cf::kAttachmentPointers) {
-        COFFER_RETURN_IF_ERROR(internal::DeleteSegmentsOf(db_, stored_key, live, &batch));
+    // The journal's ref: the stored key the item was found under (live first), which is also
+    // the version an older backup holds it under (entries only ever move to newer versions).
+    std::string journaled_key;
+    for (const std::string& stored_key : locked.keys.stored_keys) {
+      const std::string bin_key = internal::BinKey(cf, stored_key);
+      std::string live;
+      std::string binned;
+      bool live_found = false;
+      bool bin_found = false;
+      COFFER_RETURN_IF_ERROR(db_->Get(cf, stored_key, &live, &live_found));
+      COFFER_RETURN_IF_ERROR(db_->Get(Cf::kRecycleBin, bin_key, &binned, &bin_found));
+      if (live_found) {
+        COFFER_ASSIGN_OR_RETURN(internal::Entry entry, internal::ParseEntry(cf, live));
+        COFFER_RETURN_IF_ERROR(internal::CheckComplianceLock(policy, entry.written_at_us, now));
+        if (cf == Cf::kAttachmentPointers) {
+          COFFER_RETURN_IF_ERROR(internal::DeleteSegmentsOf(db_, stored_key, live, &batch));
+        }
+        COFFER_RETURN_IF_ERROR(FromRocks(batch.Delete(db_->cf(cf), stored_key), "batch"));
+        journaled_key = stored_key;
       }
-      COFFER_RETURN_IF_ERROR(FromRocks(batch.Delete(db_->cf(cf), stored_key), "batch"));
-    }
-    if (bin_found) {
-      COFFER_ASSIGN_OR_RETURN(internal::BinValue bin, internal::ParseBinValue(binned));
-      COFFER_ASSIGN_OR_RETURN(internal::Entry entry, internal::ParseEntry(cf, bin.entry));
-      COFFER_RETURN_IF_ERROR(internal::CheckComplianceLock(policy, entry.written_at_us, now));
-      if (cf == Cf::kAttachmentPointers) {
-        COFFER_RETURN_IF_ERROR(internal::DeleteSegmentsOf(db_, stored_key, bin.entry, &batch));
+      if (bin_found) {
+        COFFER_ASSIGN_OR_RETURN(internal::BinValue bin, internal::ParseBinValue(binned));
+        COFFER_ASSIGN_OR_RETURN(internal::Entry entry, internal::ParseEntry(cf, bin.entry));
+        COFFER_RETURN_IF_ERROR(internal::CheckComplianceLock(policy, entry.written_at_us, now));
+        if (cf == Cf::kAttachmentPointers) {
+          COFFER_RETURN_IF_ERROR(internal::DeleteSegmentsOf(db_, stored_key, bin.entry, &batch));
+        }
+        COFFER_RETURN_IF_ERROR(FromRocks(batch.Delete(db_->cf(Cf::kRecycleBin), bin_key), "batch"));
+        if (journaled_key.empty()) journaled_key = stored_key;
       }
-      COFFER_RETURN_IF_ERROR(FromRocks(batch.Delete(db_->cf(Cf::kRecycleBin), bin_key), "batch"));
     }
-    JournalScope journal(journal_for_this != nullptr ? journal_for_this : journal_, cf, stored_key);
+    if (journaled_key.empty()) return MakeError(not_found, "nothing live or in the bin");
+    std::vector<crypto::HmacSha256Tag> other_refs;
+    for (const std::string& stored_key : locked.keys.stored_keys) {
+      if (stored_key != journaled_key) other_refs.push_back(TagOf(stored_key));
+    }
+    JournalScope journal(journal_for_this != nullptr ? journal_for_this : journal_, cf,
+                         journaled_key, std::move(other_refs));
     COFFER_RETURN_IF_ERROR(journal.Begin());
     COFFER_RETURN_IF_ERROR(db_->Write(&batch));
   }

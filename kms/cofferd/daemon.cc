@@ -225,6 +225,7 @@ absl::Status Daemon::Parts::OpenStores() {
       (options.minimum_key_db_generation.has_value()
            ? " (the audit log recorded " + std::to_string(*options.minimum_key_db_generation) + ")"
            : " (the audit log recorded none yet)"));
+  data_counter->set_key_provider(key_manager.get());
   const kms::RecoveryReport& recovery = key_manager->recovery_report();
   LogInfo("key manager: " + std::to_string(key_manager->ListDatasets().size()) +
           " datasets; recovery: " + std::to_string(recovery.creates_rolled_back.size()) +

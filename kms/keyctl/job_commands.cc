@@ -70,8 +70,9 @@ absl::Status JobStart(CommandContext& ctx, pb::JobKind kind, const std::string& 
     PrintJson(ctx, ProtoToJson(started));
   } else {
     ctx.out() << "started " << JobKindName(kind) << " job " << started.id()
-              << (dataset.empty() ? "" : " on " + dataset)
-              << "; follow it with: keyctl reencrypt wait " << started.id() << '\n';
+              << (dataset.empty() ? "" : " on " + dataset) << "; follow it with: keyctl "
+              << (kind == pb::JOB_REINDEX ? "reindex" : "reencrypt") << " wait " << started.id()
+              << '\n';
   }
   return absl::OkStatus();
 }
@@ -152,6 +153,30 @@ void AddJobCommands(CLI::App& app, CommandLine& line) {
       "keyctl reencrypt wait 7");
   wait->add_option("ID", v.job_id, "Job id")->required();
   line.Runs(wait, [&v](CommandContext& ctx) { return JobWait(ctx, v.job_id); });
+
+  CLI::App* reindex = AddCommandGroup(
+      app, "reindex",
+      "Move a dataset's items onto its primary lookup version (after a lookup rotation)",
+      "keyctl reindex start crm/contacts --wait");
+  CLI::App* reindex_start = AddCommand(
+      reindex, "start", "Start (or resume) a re-index job; a lookup rotation starts one by itself",
+      "keyctl reindex start crm/contacts --rate 500");
+  reindex_start->add_option("DATASET", v.dataset, "Dataset name")->required();
+  reindex_start->add_option("--rate", v.rate, "Items per second at most (default: unlimited)");
+  reindex_start->add_flag("--wait", v.wait, "Follow the job to its end, showing progress");
+  line.Runs(reindex_start, [&v](CommandContext& ctx) {
+    return JobStart(ctx, pb::JOB_REINDEX, v.dataset, v.rate, v.wait);
+  });
+  CLI::App* reindex_status = AddCommand(
+      reindex, "status", "Show one job, or every job the daemon knows", "keyctl reindex status 7");
+  reindex_status->add_option("ID", v.job_id, "Job id (default: every job)");
+  line.Runs(reindex_status, [&v](CommandContext& ctx) { return JobStatus(ctx, v.job_id); });
+  CLI::App* reindex_wait = AddCommand(reindex, "wait",
+                                      "Wait for a job to end, showing rate and ETA, then the items "
+                                      "per lookup version",
+                                      "keyctl reindex wait 7");
+  reindex_wait->add_option("ID", v.job_id, "Job id")->required();
+  line.Runs(reindex_wait, [&v](CommandContext& ctx) { return JobWait(ctx, v.job_id); });
 
   CLI::App* scrub =
       AddCommand(&app, "scrub",

@@ -2,6 +2,9 @@
 //   keyctl reencrypt start DATASET [--rate N] [--wait]
 //   keyctl reencrypt status [ID]
 //   keyctl reencrypt wait ID                      (any job: re-encryption or scrub)
+//   keyctl reindex start DATASET [--rate N] [--wait]
+//   keyctl reindex status [ID]
+//   keyctl reindex wait ID
 //   keyctl scrub [DATASET] [--wait]
 //   keyctl status                                 (version, sockets, counters and jobs)
 // --wait and `wait` show progress on stderr until the job ends; a failed job is the error.
@@ -35,7 +38,7 @@ absl::Status JobWait(CommandContext& ctx, uint64_t id);
 
 absl::Status DaemonStatus(CommandContext& ctx);
 
-// Adds `reencrypt` and `scrub`.
+// Adds `reencrypt`, `reindex` and `scrub`.
 void AddJobCommands(CLI::App& app, CommandLine& line);
 // Adds `status` (separate so that it keeps its place in keyctl --help).
 void AddStatusCommand(CLI::App& app, CommandLine& line);

@@ -1,6 +1,7 @@
 #include "kms/keyctl/key_commands.h"
 
 #include <CLI/CLI.hpp>
+#include <algorithm>
 #include <cstdint>
 #include <string>
 #include <utility>
@@ -61,6 +62,11 @@ absl::Status KeyRotate(CommandContext& ctx, const std::string& dataset,
                   std::to_string(v.wrapping_version())});
   }
   table.Print(ctx.out());
+  if (std::find(purposes.begin(), purposes.end(), pb::PURPOSE_LOOKUP) != purposes.end()) {
+    ctx.out() << "items are found under every live lookup version until re-indexed; move them "
+                 "with: keyctl reindex start "
+              << dataset << " --wait\n";
+  }
   return absl::OkStatus();
 }
 

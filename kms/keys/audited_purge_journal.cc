@@ -46,10 +46,20 @@ absl::Status AuditPurgeJournal::Journal(const storage::PurgedItem& item,
   event.approver = approver;
   event.dataset_handle = item.dataset_handle;
   event.stage = audit::v1::STAGE_REQUESTED;
-  std::array<uint8_t, audit::kRecordRefSize> ref{};
-  std::copy(item.ref.begin(), item.ref.end(), ref.begin());
-  event.record_ref = ref;
-  absl::Status appended = log_->Append(event).status();
+  // One entry per ref, in the existing RECORD_PURGE / ATTACHMENT_PURGE format: the item's ref
+  // first, then the id's ref under each other live lookup version, so that a restore replays the
+  // purge whichever version the backup holds the item under (full_backup.cc replays every
+  // entry's ref). If a later append fails, the earlier ones stand: a journaled purge is replayed
+  // even when it was refused here (storage/purge_journal.h).
+  absl::Status appended = absl::OkStatus();
+  auto append = [&](const crypto::HmacSha256Tag& tag) {
+    std::array<uint8_t, audit::kRecordRefSize> ref{};
+    std::copy(tag.begin(), tag.end(), ref.begin());
+    event.record_ref = ref;
+    appended = log_->Append(event).status();
+  };
+  append(item.ref);
+  for (size_t i = 0; appended.ok() && i < item.other_refs.size(); ++i) append(item.other_refs[i]);
   if (!appended.ok()) PurgeWritten(item);  // no purge follows
   return appended;
 }

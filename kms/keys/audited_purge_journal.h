@@ -1,6 +1,7 @@
 // AuditPurgeJournal: storage::PurgeJournal over the audit log. Every purge the recycle bin is
 // about to make becomes a RECORD_PURGE or ATTACHMENT_PURGE entry (dataset handle and the
-// 32-byte record ref; docs/audit.md), appended synchronously before the deletes; a failed
+// 32-byte record ref; docs/audit.md) — one per ref when the dataset has several live lookup
+// versions (PurgedItem::other_refs) — appended synchronously before the deletes; a failed
 // append refuses the purge. A restore replays these entries (kms/keys/full_backup.h). The
 // sweeps' entries name the journal's actor (the daemon); an admin's purge goes through
 // ForRequest, whose entries name the admin who asked and the admin who approved.

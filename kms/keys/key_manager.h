@@ -242,6 +242,10 @@ class KeyManager final : public storage::KeyProvider {
   absl::StatusOr<std::shared_ptr<const storage::DataKey>> KeyForVersion(uint64_t dataset_handle,
                                                                         storage::KeyPurpose purpose,
                                                                         uint32_t version) override;
+  // Version numbers only, in any state but DESTROYING/DESTROYED (KEY_DESTROYED): they reveal no
+  // key, and every key still comes through KeyForVersion or ExportKey, which check the state.
+  absl::StatusOr<std::vector<uint32_t>> LiveVersions(uint64_t dataset_handle,
+                                                     storage::KeyPurpose purpose) override;
 
   KeyCacheStats cache_stats() const { return cache_.Stats(); }
 

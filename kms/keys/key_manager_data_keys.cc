@@ -95,6 +95,25 @@ absl::StatusOr<std::shared_ptr<const storage::DataKey>> KeyManager::KeyForVersio
   return CachedKey(entry, *v);
 }
 
+absl::StatusOr<std::vector<uint32_t>> KeyManager::LiveVersions(uint64_t dataset_handle,
+                                                               storage::KeyPurpose purpose) {
+  if (!ValidPurpose(purpose)) {
+    return MakeError(ErrorCode::kInvalidArgument, "unknown key purpose");
+  }
+  COFFER_ASSIGN_OR_RETURN(EntryPtr entry, RequireEntry(dataset_handle));
+  Snapshot snap = entry->snapshot.load();
+  if (snap->row.state() == v1::DESTROYING || snap->row.state() == v1::DESTROYED) {
+    return MakeError(ErrorCode::kKeyDestroyed, "the dataset was destroyed");
+  }
+  const v1::PurposeState* state = snap->Purpose(purpose);
+  std::vector<uint32_t> live{state->primary_version()};
+  for (uint32_t v = state->primary_version(); v > 1 && v - 1 >= state->min_decrypt_version(); --v) {
+    const VersionSnapshot* older = snap->Version(purpose, v - 1);
+    if (older != nullptr && older->row.state() != v1::RETIRED) live.push_back(v - 1);
+  }
+  return live;
+}
+
 absl::StatusOr<std::shared_ptr<const storage::DataKey>> KeyManager::ExportKey(
     uint64_t dataset_handle, storage::KeyPurpose purpose, std::optional<uint32_t> version) {
   if (!ValidPurpose(purpose)) {

@@ -235,10 +235,14 @@ absl::Status KeyManager::RetireLocked(const EntryPtr& entry, storage::KeyPurpose
     absl::StatusOr<uint64_t> count = options_.data_counter->CountProtectedBy(handle, purpose, v);
     if (!count.ok()) return Refuse(kKind, handle, actor, count.status());
     if (*count > 0) {
-      return Refuse(kKind, handle, actor,
-                    MakeError(ErrorCode::kKeyVersionInUse,
-                              "key version " + std::to_string(v) + " still protects " +
-                                  std::to_string(*count) + " stored items; re-encrypt first"));
+      const bool lookup = purpose == storage::KeyPurpose::kLookup;
+      return Refuse(
+          kKind, handle, actor,
+          MakeError(
+              ErrorCode::kKeyVersionInUse,
+              "key version " + std::to_string(v) + (lookup ? " still names " : " still protects ") +
+                  std::to_string(*count) + " stored items; " +
+                  (lookup ? "run the re-index first (keyctl reindex start)" : "re-encrypt first")));
     }
   }
   audit::AuditText detail = "retire versions below the minimum decryption version";

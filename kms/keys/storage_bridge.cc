@@ -4,6 +4,7 @@
 
 #include "crypto/base/status.h"
 #include "storage/reencryption.h"
+#include "storage/reindex.h"
 
 namespace coffer::kms {
 
@@ -24,6 +25,11 @@ absl::StatusOr<storage::DatasetPolicy> KeyManagerPolicySource::PolicyFor(uint64_
 absl::StatusOr<uint64_t> StoreDataCounter::CountProtectedBy(uint64_t dataset_handle,
                                                             storage::KeyPurpose purpose,
                                                             uint32_t version) {
+  if (purpose == storage::KeyPurpose::kLookup && keys_ != nullptr) {
+    COFFER_ASSIGN_OR_RETURN(auto census, storage::CountLookupVersions(db_, keys_, dataset_handle));
+    auto it = census.find(version);
+    return it == census.end() ? 0 : it->second;
+  }
   if (purpose != storage::KeyPurpose::kRecords && purpose != storage::KeyPurpose::kAttachments) {
     return MakeError(ErrorCode::kFailedPrecondition,
                      std::string("the data DB does not count items per ") +

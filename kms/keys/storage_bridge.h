@@ -18,6 +18,7 @@
 #include "kms/keys/key_manager_types.h"
 #include "storage/data_db.h"
 #include "storage/dataset_policy.h"
+#include "storage/key_provider.h"
 
 namespace coffer::kms {
 
@@ -34,19 +35,26 @@ class KeyManagerPolicySource final : public storage::DatasetPolicySource {
 };
 
 // ProtectedDataCounter over the data DB: counts the records or attachments (live and in the
-// recycle bin) still sealed under a version, from storage's version census. Storage does not
-// record which lookup or pseudonym version produced an item, so for those purposes it answers
-// FAILED_PRECONDITION and the key manager refuses the retirement: they change only by re-index
-// or re-key.
+// recycle bin) still sealed under a version, from storage's version census; and, once
+// set_key_provider has been called, the items still stored under a lookup version, from
+// storage's lookup census (storage/reindex.h: every entry is opened, since the lookup version is
+// not in the stored key). Without a key provider, and always for pseudonym versions (storage
+// does not record which pseudonym version made a token), it answers FAILED_PRECONDITION and the
+// key manager refuses the retirement.
 class StoreDataCounter final : public ProtectedDataCounter {
  public:
   explicit StoreDataCounter(storage::DataDb* db) : db_(db) {}
+
+  // The key provider the lookup census opens entries with (the KeyManager, which is opened with
+  // this counter: hence a setter). Call once, before the daemon serves.
+  void set_key_provider(storage::KeyProvider* keys) { keys_ = keys; }
 
   absl::StatusOr<uint64_t> CountProtectedBy(uint64_t dataset_handle, storage::KeyPurpose purpose,
                                             uint32_t version) override;
 
  private:
   storage::DataDb* db_;
+  storage::KeyProvider* keys_ = nullptr;
 };
 
 }  // namespace coffer::kms

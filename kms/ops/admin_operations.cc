@@ -332,6 +332,11 @@ absl::Status Services::ConnectionSession::HandleJobs(AdminCall& call) {
         if (!handle.ok()) return Reply(call, handle.status());
         started = deps_.jobs->StartReencryption(*handle, std::string(call.dataset),
                                                 r.max_items_per_second());
+      } else if (r.kind() == pb::JOB_REINDEX) {
+        auto handle = FindNamed(call);
+        if (!handle.ok()) return Reply(call, handle.status());
+        started =
+            deps_.jobs->StartReindex(*handle, std::string(call.dataset), r.max_items_per_second());
       } else if (r.kind() == pb::JOB_SCRUB) {
         std::optional<uint64_t> handle;
         if (!call.dataset.empty()) {
@@ -341,9 +346,10 @@ absl::Status Services::ConnectionSession::HandleJobs(AdminCall& call) {
         }
         started = deps_.jobs->StartScrub(handle, std::string(call.dataset));
       } else {
-        return SendError(call.sink, call.request,
-                         MakeError(ErrorCode::kMalformedRequest,
-                                   "job_start.kind must be JOB_REENCRYPT or JOB_SCRUB"));
+        return SendError(
+            call.sink, call.request,
+            MakeError(ErrorCode::kMalformedRequest,
+                      "job_start.kind must be JOB_REENCRYPT, JOB_REINDEX or JOB_SCRUB"));
       }
       if (!started.ok()) {
         // ALREADY_EXISTS here means a busy call.dataset: say so.

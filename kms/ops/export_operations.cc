@@ -114,6 +114,10 @@ class ExportService::ExportKeys final : public storage::KeyProvider {
                                                                         uint32_t version) override {
     return Get(dataset_handle, purpose, version);
   }
+  absl::StatusOr<std::vector<uint32_t>> LiveVersions(uint64_t dataset_handle,
+                                                     storage::KeyPurpose purpose) override {
+    return keys_->LiveVersions(dataset_handle, purpose);
+  }
 
  private:
   absl::StatusOr<std::shared_ptr<const storage::DataKey>> Get(uint64_t handle,

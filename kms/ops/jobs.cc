@@ -5,6 +5,7 @@
 
 #include "crypto/base/status.h"
 #include "storage/reencryption.h"
+#include "storage/reindex.h"
 #include "storage/scrub.h"
 
 namespace coffer::daemon {
@@ -95,6 +96,18 @@ absl::StatusOr<pb::JobStatus> JobRegistry::StartReencryption(uint64_t handle, st
   return job->status;
 }
 
+absl::StatusOr<pb::JobStatus> JobRegistry::StartReindex(uint64_t handle, std::string dataset,
+                                                        double max_items_per_second) {
+  if (deps_.attachments == nullptr) {
+    return MakeError(ErrorCode::kFailedPrecondition, "re-index needs the attachment store");
+  }
+  std::lock_guard<std::mutex> lock(mu_);
+  COFFER_ASSIGN_OR_RETURN(OnDemand * job, Reserve(handle, pb::JOB_REINDEX, std::move(dataset)));
+  job->thread = std::thread(
+      [this, job, handle, max_items_per_second] { RunReindex(job, handle, max_items_per_second); });
+  return job->status;
+}
+
 absl::StatusOr<pb::JobStatus> JobRegistry::StartScrub(std::optional<uint64_t> handle,
                                                       std::string dataset) {
   std::lock_guard<std::mutex> lock(mu_);
@@ -142,6 +155,46 @@ void JobRegistry::RunReencryption(OnDemand* job, uint64_t handle, double max_ite
     for (const auto& [version, items] : census->attachments) {
       auto* count = job->status.add_version_counts();
       count->set_purpose(pb::PURPOSE_ATTACHMENTS);
+      count->set_version(version);
+      count->set_items(items);
+    }
+  } else if (result.ok()) {
+    result = census.status();
+  }
+  Finish(job, result);
+}
+
+void JobRegistry::RunReindex(OnDemand* job, uint64_t handle, double max_items_per_second) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    job->status.set_state(pb::JOB_RUNNING);
+  }
+  storage::ReindexOptions options;
+  options.max_items_per_second = max_items_per_second;
+  storage::ReindexJob reindex(deps_.data_db, deps_.keys, deps_.attachments, handle, options);
+  auto progress = reindex.Run(&cancel_, [&](const storage::ReindexProgress& p) {
+    std::lock_guard<std::mutex> lock(mu_);
+    job->status.set_done(p.done);
+    job->status.set_total(p.total);
+    job->status.set_rate_per_second(p.items_per_second);
+    job->status.set_eta_seconds(p.items_per_second > 0 ? p.eta.count() : -1);
+  });
+  absl::Status result = progress.status();
+  if (progress.ok()) {
+    std::lock_guard<std::mutex> lock(mu_);
+    job->status.set_done(progress->done);
+    job->status.set_total(progress->total);
+    job->status.set_rate_per_second(progress->items_per_second);
+    job->status.set_eta_seconds(0);
+  }
+  // The census after the run: the items still stored under each lookup version.
+  auto census = storage::CountLookupVersions(deps_.data_db, deps_.keys, handle);
+  if (census.ok()) {
+    std::lock_guard<std::mutex> lock(mu_);
+    job->status.clear_version_counts();
+    for (const auto& [version, items] : *census) {
+      auto* count = job->status.add_version_counts();
+      count->set_purpose(pb::PURPOSE_LOOKUP);
       count->set_version(version);
       count->set_items(items);
     }

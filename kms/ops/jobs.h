@@ -1,12 +1,13 @@
 // JobRegistry: cofferd's background work, visible in job_status and status.
 //
 // On-demand jobs: re-encryption (storage::ReencryptionJob: moves a dataset's data onto its
-// primary key versions) and scrub (storage::Scrub: authenticates every entry), each on its own
+// primary key versions), re-index (storage::ReindexJob: moves its items onto the primary lookup
+// version) and scrub (storage::Scrub: authenticates every entry), each on its own
 // thread, at most one at a time per dataset (a second start while one runs is ALREADY_EXISTS;
 // a whole-DB scrub counts as its own "dataset"). Status carries done/total/rate/ETA, the
 // per-version census after a re-encryption, the scrub's failures, and the state. Re-encryption
-// is resumable: it persists progress in the data DB, so a job stopped by Stop() or a crash
-// continues where it stopped when started again.
+// and re-index are resumable: they persist progress in the data DB, so a job stopped by Stop() or a
+// crash continues where it stopped when started again.
 //
 // Periodic jobs: the wiring registers named functions with a period (rotation clock =
 // KeyManager::RunDueWork, bin expiry/retention, backups and pruning, upload cleanup); one
@@ -66,6 +67,11 @@ class JobRegistry {
   // new job's status (PENDING or RUNNING).
   absl::StatusOr<coffer::v1::JobStatus> StartReencryption(uint64_t handle, std::string dataset,
                                                           double max_items_per_second = 0);
+  // Starts re-indexing dataset `handle` (storage::ReindexJob: moves its items onto the primary
+  // lookup version). Resumable like re-encryption; its status carries the items per lookup
+  // version after the run.
+  absl::StatusOr<coffer::v1::JobStatus> StartReindex(uint64_t handle, std::string dataset,
+                                                     double max_items_per_second = 0);
   // Scrubs dataset `handle`, or every dataset when nullopt (then `dataset` is empty).
   absl::StatusOr<coffer::v1::JobStatus> StartScrub(std::optional<uint64_t> handle,
                                                    std::string dataset);
@@ -115,6 +121,7 @@ class JobRegistry {
   absl::StatusOr<OnDemand*> Reserve(uint64_t busy_key, coffer::v1::JobKind kind,
                                     std::string dataset);
   void RunReencryption(OnDemand* job, uint64_t handle, double max_items_per_second);
+  void RunReindex(OnDemand* job, uint64_t handle, double max_items_per_second);
   void RunScrub(OnDemand* job, std::optional<uint64_t> handle);
   void Finish(OnDemand* job, const absl::Status& result);
   void SchedulerLoop();

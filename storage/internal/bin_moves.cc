@@ -3,8 +3,10 @@
 #include <algorithm>
 #include <mutex>
 #include <string>
+#include <vector>
 
 #include "rocksdb/write_batch.h"
+#include "storage/internal/id_locks.h"
 
 namespace coffer::storage::internal {
 
@@ -30,46 +32,65 @@ absl::Status DeleteSegmentsOf(DataDb* db, std::string_view stored_key,
                    "batch");
 }
 
-absl::Status MoveToBin(DataDb* db, DatasetPolicySource* policies, const Clock* clock, Cf cf,
-                       std::string_view stored_key, ErrorCode not_found) {
-  COFFER_ASSIGN_OR_RETURN(DatasetPolicy policy, policies->PolicyFor(HandleOf(stored_key)));
-  std::string bin_key = BinKey(cf, stored_key);
-  std::lock_guard<std::mutex> lock(db->StripeFor(MacOf(stored_key)));
+absl::Status MoveToBin(DataDb* db, KeyProvider* keys, DatasetPolicySource* policies,
+                       const Clock* clock, Cf cf, uint64_t handle, std::string_view id,
+                       ErrorCode not_found) {
+  COFFER_ASSIGN_OR_RETURN(DatasetPolicy policy, policies->PolicyFor(handle));
+  COFFER_ASSIGN_OR_RETURN(LockedId locked, LockId(db, keys, handle, id));
+  const std::vector<std::string>& stored_keys = locked.keys.stored_keys;
   std::string value;
   bool found = false;
-  COFFER_RETURN_IF_ERROR(db->Get(cf, stored_key, &value, &found));
+  size_t live_at = 0;
+  for (; live_at < stored_keys.size(); ++live_at) {
+    COFFER_RETURN_IF_ERROR(db->Get(cf, stored_keys[live_at], &value, &found));
+    if (found) break;
+  }
   if (!found) return MakeError(not_found, "nothing live under this id or name");
+  const std::string& stored_key = stored_keys[live_at];
   COFFER_ASSIGN_OR_RETURN(Entry entry, ParseEntry(cf, value));
   auto now = clock->Now();
   COFFER_RETURN_IF_ERROR(CheckComplianceLock(policy, entry.written_at_us, now));
 
   rocksdb::WriteBatch batch;
-  // The bin keeps the latest deletion of an id; an older binned attachment's segments go with
-  // the entry they belonged to.
-  std::string previous;
-  bool had_previous = false;
-  COFFER_RETURN_IF_ERROR(db->Get(Cf::kRecycleBin, bin_key, &previous, &had_previous));
-  if (had_previous && cf == Cf::kAttachmentPointers) {
-    COFFER_ASSIGN_OR_RETURN(BinValue old, ParseBinValue(previous));
-    COFFER_RETURN_IF_ERROR(DeleteSegmentsOf(db, stored_key, old.entry, &batch));
+  // The bin keeps the latest deletion of an id, under any lookup version; an older binned
+  // attachment's segments go with the entry they belonged to.
+  for (const std::string& key : stored_keys) {
+    const std::string bin_key = BinKey(cf, key);
+    std::string previous;
+    bool had_previous = false;
+    COFFER_RETURN_IF_ERROR(db->Get(Cf::kRecycleBin, bin_key, &previous, &had_previous));
+    if (!had_previous) continue;
+    if (cf == Cf::kAttachmentPointers) {
+      COFFER_ASSIGN_OR_RETURN(BinValue old, ParseBinValue(previous));
+      COFFER_RETURN_IF_ERROR(DeleteSegmentsOf(db, key, old.entry, &batch));
+    }
+    COFFER_RETURN_IF_ERROR(FromRocks(batch.Delete(db->cf(Cf::kRecycleBin), bin_key), "batch"));
   }
   COFFER_RETURN_IF_ERROR(FromRocks(batch.Delete(db->cf(cf), stored_key), "batch"));
-  COFFER_RETURN_IF_ERROR(FromRocks(
-      batch.Put(db->cf(Cf::kRecycleBin), bin_key, EncodeBinValue(ToUnixMicros(now), value)),
-      "batch"));
+  COFFER_RETURN_IF_ERROR(FromRocks(batch.Put(db->cf(Cf::kRecycleBin), BinKey(cf, stored_key),
+                                             EncodeBinValue(ToUnixMicros(now), value)),
+                                   "batch"));
   return db->Write(&batch);
 }
 
-absl::Status RestoreFromBin(DataDb* db, Cf cf, std::string_view stored_key) {
-  std::string bin_key = BinKey(cf, stored_key);
-  std::lock_guard<std::mutex> lock(db->StripeFor(MacOf(stored_key)));
+absl::Status RestoreFromBin(DataDb* db, KeyProvider* keys, Cf cf, uint64_t handle,
+                            std::string_view id) {
+  COFFER_ASSIGN_OR_RETURN(LockedId locked, LockId(db, keys, handle, id));
   std::string value;
   bool found = false;
-  COFFER_RETURN_IF_ERROR(db->Get(Cf::kRecycleBin, bin_key, &value, &found));
-  if (!found) return MakeError(ErrorCode::kNotInRecycleBin, "nothing in the recycle bin");
-  std::string live;
   bool live_found = false;
-  COFFER_RETURN_IF_ERROR(db->Get(cf, stored_key, &live, &live_found));
+  std::string stored_key;
+  for (const std::string& key : locked.keys.stored_keys) {
+    std::string live;
+    bool live_here = false;
+    COFFER_RETURN_IF_ERROR(db->Get(cf, key, &live, &live_here));
+    live_found = live_found || live_here;
+    if (!found) {
+      COFFER_RETURN_IF_ERROR(db->Get(Cf::kRecycleBin, BinKey(cf, key), &value, &found));
+      if (found) stored_key = key;
+    }
+  }
+  if (!found) return MakeError(ErrorCode::kNotInRecycleBin, "nothing in the recycle bin");
   if (live_found) {
     return MakeError(ErrorCode::kAlreadyExists,
                      "a live item has this id or name; delete it before restoring");
@@ -77,7 +98,8 @@ absl::Status RestoreFromBin(DataDb* db, Cf cf, std::string_view stored_key) {
   COFFER_ASSIGN_OR_RETURN(BinValue bin, ParseBinValue(value));
   rocksdb::WriteBatch batch;
   COFFER_RETURN_IF_ERROR(FromRocks(batch.Put(db->cf(cf), stored_key, bin.entry), "batch"));
-  COFFER_RETURN_IF_ERROR(FromRocks(batch.Delete(db->cf(Cf::kRecycleBin), bin_key), "batch"));
+  COFFER_RETURN_IF_ERROR(
+      FromRocks(batch.Delete(db->cf(Cf::kRecycleBin), BinKey(cf, stored_key)), "batch"));
   return db->Write(&batch);
 }
 

@@ -1,6 +1,7 @@
 // Moves between live column families and the recycle bin, shared by records and attachments
-// (docs/formats.md#data-db-recycle-bin). Each move is one WriteBatch under the id's lock stripe,
-// so it never interleaves with a client write or a background job on the same id.
+// (docs/formats.md#data-db-recycle-bin). Each move is one WriteBatch under the id's lock stripes
+// (one per live lookup version: storage/internal/id_locks.h), so it never interleaves with a
+// client write or a background job on the same id.
 //
 // Failures: `not_found` (RECORD_NOT_FOUND / ATTACHMENT_NOT_FOUND) when nothing is live;
 // COMPLIANCE_LOCKED inside the minimum retention; NOT_IN_RECYCLE_BIN; ALREADY_EXISTS when a
@@ -18,6 +19,7 @@
 #include "storage/data_db.h"
 #include "storage/dataset_policy.h"
 #include "storage/internal/layout.h"
+#include "storage/key_provider.h"
 
 namespace coffer::storage::internal {
 
@@ -26,10 +28,17 @@ namespace coffer::storage::internal {
 absl::Status CheckComplianceLock(const DatasetPolicy& policy, int64_t written_at_us,
                                  std::chrono::system_clock::time_point now);
 
-absl::Status MoveToBin(DataDb* db, DatasetPolicySource* policies, const Clock* clock, Cf cf,
-                       std::string_view stored_key, ErrorCode not_found);
+// Moves the live entry of `id` — under whichever live lookup version it is (LockId) — into the
+// bin at its own stored key's bin key. The bin keeps only the latest deletion of an id: a bin
+// entry of the id under any other live version goes (with its segments).
+absl::Status MoveToBin(DataDb* db, KeyProvider* keys, DatasetPolicySource* policies,
+                       const Clock* clock, Cf cf, uint64_t handle, std::string_view id,
+                       ErrorCode not_found);
 
-absl::Status RestoreFromBin(DataDb* db, Cf cf, std::string_view stored_key);
+// Moves `id`'s bin entry, under whichever live lookup version it is, back to the live family
+// under the same stored key (the re-index job moves it to the primary later).
+absl::Status RestoreFromBin(DataDb* db, KeyProvider* keys, Cf cf, uint64_t handle,
+                            std::string_view id);
 
 // Adds to `batch` the deletion of the segments an attachment-pointer entry refers to.
 absl::Status DeleteSegmentsOf(DataDb* db, std::string_view stored_key,

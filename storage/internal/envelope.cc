@@ -54,6 +54,61 @@ absl::StatusOr<Decrypted> DecryptEntry(KeyProvider* keys, Cf cf, KeyPurpose purp
 
 }  // namespace
 
+absl::StatusOr<uint32_t> LookupVersionOf(KeyProvider* keys, std::string_view stored_key,
+                                         std::string_view id) {
+  const uint64_t handle = HandleOf(stored_key);
+  COFFER_ASSIGN_OR_RETURN(std::shared_ptr<const DataKey> primary,
+                          keys->PrimaryKey(handle, KeyPurpose::kLookup, 0));
+  COFFER_ASSIGN_OR_RETURN(const crypto::HmacSha256* hmac, primary->hmac());
+  if (hmac->Verify(id, MacOf(stored_key)).ok()) return primary->version();
+  COFFER_ASSIGN_OR_RETURN(std::vector<uint32_t> live,
+                          keys->LiveVersions(handle, KeyPurpose::kLookup));
+  for (uint32_t version : live) {
+    if (version == primary->version()) continue;
+    COFFER_ASSIGN_OR_RETURN(std::shared_ptr<const DataKey> older,
+                            keys->KeyForVersion(handle, KeyPurpose::kLookup, version));
+    COFFER_ASSIGN_OR_RETURN(const crypto::HmacSha256* older_hmac, older->hmac());
+    if (older_hmac->Verify(id, MacOf(stored_key)).ok()) return version;
+  }
+  return Corrupt();
+}
+
+absl::StatusOr<IdStoredKeys> StoredKeysFor(KeyProvider* keys, uint64_t handle,
+                                           std::string_view id) {
+  COFFER_RETURN_IF_ERROR(CheckId(id));
+  COFFER_ASSIGN_OR_RETURN(std::shared_ptr<const DataKey> primary,
+                          keys->PrimaryKey(handle, KeyPurpose::kLookup, 0));
+  COFFER_ASSIGN_OR_RETURN(std::vector<uint32_t> live,
+                          keys->LiveVersions(handle, KeyPurpose::kLookup));
+  IdStoredKeys result;
+  COFFER_ASSIGN_OR_RETURN(std::string primary_key, StoredKeyWith(*primary, handle, id));
+  result.stored_keys.push_back(std::move(primary_key));
+  result.versions.push_back(primary->version());
+  for (uint32_t version : live) {
+    if (version == primary->version()) continue;
+    COFFER_ASSIGN_OR_RETURN(std::shared_ptr<const DataKey> older,
+                            keys->KeyForVersion(handle, KeyPurpose::kLookup, version));
+    COFFER_ASSIGN_OR_RETURN(std::string older_key, StoredKeyWith(*older, handle, id));
+    result.stored_keys.push_back(std::move(older_key));
+    result.versions.push_back(version);
+  }
+  return result;
+}
+
+std::vector<std::string_view> IdStoredKeys::Macs() const {
+  std::vector<std::string_view> macs;
+  macs.reserve(stored_keys.size());
+  for (const std::string& key : stored_keys) macs.push_back(MacOf(key));
+  return macs;
+}
+
+absl::StatusOr<bool> IdStoredKeys::StillLive(KeyProvider* keys, uint64_t handle) const {
+  COFFER_ASSIGN_OR_RETURN(std::vector<uint32_t> live,
+                          keys->LiveVersions(handle, KeyPurpose::kLookup));
+  // The primary first in both; the older ones are listed newest first in both.
+  return live == versions;
+}
+
 absl::StatusOr<std::string> StoredKeyFor(KeyProvider* keys, uint64_t handle, std::string_view id) {
   COFFER_RETURN_IF_ERROR(CheckId(id));
   COFFER_ASSIGN_OR_RETURN(std::shared_ptr<const DataKey> lookup,
@@ -115,15 +170,15 @@ absl::StatusOr<OpenedEntry> OpenEntry(KeyProvider* keys, Cf cf, KeyPurpose purpo
   opened.body = decrypted.plaintext.substr(4 + id_size);
   std::fill(decrypted.plaintext.begin(), decrypted.plaintext.end(), '\0');
   // The tag binds the stored key; this binds the id to it, so a lookup-key mix-up or a sealed
-  // entry written under the wrong key cannot return another id's value.
-  COFFER_ASSIGN_OR_RETURN(std::shared_ptr<const DataKey> lookup,
-                          keys->PrimaryKey(HandleOf(stored_key), KeyPurpose::kLookup, 0));
-  COFFER_ASSIGN_OR_RETURN(const crypto::HmacSha256* hmac, lookup->hmac());
-  absl::Status matches = hmac->Verify(opened.id, MacOf(stored_key));
-  if (!matches.ok()) {
+  // entry written under the wrong key cannot return another id's value. The id may sit under
+  // any live lookup version: the primary's is tried first.
+  absl::StatusOr<uint32_t> version = LookupVersionOf(keys, stored_key, opened.id);
+  if (!version.ok()) {
     std::fill(opened.body.begin(), opened.body.end(), '\0');
-    return Corrupt();
+    std::fill(opened.id.begin(), opened.id.end(), '\0');
+    return version.status();
   }
+  opened.lookup_version = *version;
   opened.written_at_us = decrypted.entry.written_at_us;
   opened.upload_id = std::string(decrypted.entry.upload_id);
   opened.key_version = decrypted.key_version;

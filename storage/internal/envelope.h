@@ -2,7 +2,9 @@
 // the stored key is dataset handle ‖ HMAC-SHA256(lookup key, id); the entry seals
 // u32 id length ‖ id ‖ body under the purpose's primary key with associated data binding the
 // column family, dataset, purpose, stored key, write time and upload id. Opening checks the
-// tag, then that HMAC(decrypted id) equals the stored key.
+// tag, then that HMAC(decrypted id) under one of the dataset's live lookup versions equals the
+// stored key (docs/formats.md#data-db-lookup-versions): the primary's first, so an entry
+// already re-indexed costs one HMAC.
 //
 // Thread safety: stateless functions; KeyProvider is thread-safe by contract.
 // Failures: ID_TOO_LONG; the key provider's codes (NOT_FOUND, KEY_DESTROYED,
@@ -15,6 +17,7 @@
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "storage/internal/layout.h"
@@ -24,6 +27,26 @@ namespace coffer::storage::internal {
 
 // handle ‖ HMAC(lookup key, id). ID_TOO_LONG beyond kMaxIdSize; INVALID_ARGUMENT when empty.
 absl::StatusOr<std::string> StoredKeyFor(KeyProvider* keys, uint64_t handle, std::string_view id);
+
+// The stored keys of `id` under every live lookup version, the primary's first, then the older
+// versions' from the newest down (KeyProvider::LiveVersions order).
+struct IdStoredKeys {
+  std::vector<std::string> stored_keys;
+  std::vector<uint32_t> versions;  // the lookup version of each stored key
+
+  // Their MACs, for DataDb::LockStripes.
+  std::vector<std::string_view> Macs() const;
+  // Whether `versions` are still exactly the dataset's live lookup versions. A writer checks
+  // this under the stripes: a rotation between hashing and locking would otherwise let it write
+  // beside an entry under a version it did not hash (it then hashes again).
+  absl::StatusOr<bool> StillLive(KeyProvider* keys, uint64_t handle) const;
+};
+absl::StatusOr<IdStoredKeys> StoredKeysFor(KeyProvider* keys, uint64_t handle, std::string_view id);
+
+// The live lookup version whose HMAC of `id` is `stored_key`'s MAC (the primary's tried first);
+// CIPHERTEXT_CORRUPT when none is.
+absl::StatusOr<uint32_t> LookupVersionOf(KeyProvider* keys, std::string_view stored_key,
+                                         std::string_view id);
 
 // The same with an already fetched lookup key (`lookup` must be a lookup-purpose key).
 absl::StatusOr<std::string> StoredKeyWith(const DataKey& lookup, uint64_t handle,
@@ -45,6 +68,7 @@ struct OpenedEntry {
   int64_t written_at_us = 0;
   std::string upload_id;  // empty for records
   uint32_t key_version = 0;
+  uint32_t lookup_version = 0;  // the lookup version whose HMAC of `id` is the stored key
   std::string id;
   std::string body;
 };

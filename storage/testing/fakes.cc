@@ -1,5 +1,7 @@
 #include "storage/testing/fakes.h"
 
+#include <algorithm>
+
 #include "crypto/base/status.h"
 #include "crypto/hkdf.h"
 #include "crypto/random.h"
@@ -112,7 +114,27 @@ absl::StatusOr<std::shared_ptr<const DataKey>> FakeKeyProvider::KeyForVersion(
   if (version == 0 || version > versions.size()) {
     return MakeError(ErrorCode::kNotFound, "no such key version");
   }
+  if (version < dataset->min_version[purpose]) {
+    return MakeError(ErrorCode::kKeyVersionRetired, "key version retired");
+  }
   return versions[version - 1].key;
+}
+
+absl::StatusOr<std::vector<uint32_t>> FakeKeyProvider::LiveVersions(uint64_t dataset_handle,
+                                                                    KeyPurpose purpose) {
+  std::lock_guard<std::mutex> lock(mu_);
+  COFFER_ASSIGN_OR_RETURN(Dataset * dataset, Usable(dataset_handle));
+  const auto primary = static_cast<uint32_t>(dataset->versions[purpose].size());
+  const uint32_t min = std::max<uint32_t>(1, dataset->min_version[purpose]);
+  std::vector<uint32_t> live;
+  for (uint32_t v = primary; v >= min && v > 0; --v) live.push_back(v);
+  return live;
+}
+
+void FakeKeyProvider::RetireBelow(uint64_t handle, KeyPurpose purpose, uint32_t min_version) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = datasets_.find(handle);
+  if (it != datasets_.end()) it->second.min_version[purpose] = min_version;
 }
 
 void FakeDatasetPolicies::Set(uint64_t handle, const DatasetPolicy& policy) {

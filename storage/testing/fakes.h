@@ -54,6 +54,11 @@ class FakeKeyProvider final : public KeyProvider {
   absl::StatusOr<std::shared_ptr<const DataKey>> KeyForVersion(uint64_t dataset_handle,
                                                                KeyPurpose purpose,
                                                                uint32_t version) override;
+  absl::StatusOr<std::vector<uint32_t>> LiveVersions(uint64_t dataset_handle,
+                                                     KeyPurpose purpose) override;
+  // Retires every version of `purpose` below `min_version`: KeyForVersion refuses them
+  // (KEY_VERSION_RETIRED) and LiveVersions leaves them out.
+  void RetireBelow(uint64_t handle, KeyPurpose purpose, uint32_t min_version);
 
  private:
   struct Version {
@@ -64,6 +69,7 @@ class FakeKeyProvider final : public KeyProvider {
     bool disabled = false;
     bool destroyed = false;
     std::map<KeyPurpose, std::vector<Version>> versions;  // version n at index n - 1
+    std::map<KeyPurpose, uint32_t> min_version;           // absent: 1
   };
   absl::StatusOr<Dataset*> Usable(uint64_t handle);  // requires mu_
   absl::Status AddVersion(uint64_t handle, Dataset* dataset, KeyPurpose purpose) const;

@@ -37,6 +37,11 @@ class FixedKeyProvider final : public KeyProvider {
     }
     return Key(purpose, version);
   }
+  absl::StatusOr<std::vector<uint32_t>> LiveVersions(uint64_t, KeyPurpose) override {
+    std::vector<uint32_t> live;
+    for (uint32_t v = max_version_; v >= 1; --v) live.push_back(v);
+    return live;
+  }
 
  private:
   static absl::StatusOr<std::shared_ptr<const DataKey>> Key(KeyPurpose purpose, uint32_t version) {

@@ -72,7 +72,8 @@ std::string_view FixedText(ErrorCode code) {
     case ErrorCode::kKeyVersionRetired:
       return "data under a retired key version";
     case ErrorCode::kKeyVersionInUse:
-      return "a version to retire still protects data; run a re-encryption job first";
+      return "a version to retire still protects data: run a re-encryption job first (records, "
+             "attachments), or for lookup the re-index (keyctl reindex start)";
     case ErrorCode::kLegalHoldActive:
     case ErrorCode::kLegalHold:
       return "a legal hold on the dataset blocks this; lift the hold first";

@@ -26,6 +26,7 @@
 #include "storage/attachment_store.h"
 #include "storage/record_store.h"
 #include "storage/recycle_bin.h"
+#include "storage/reindex.h"
 #include "tests/kms/audit/audit_test_util.h"
 #include "tests/kms/keys/kms_test_env.h"
 #include "tests/testing/progress_log.h"
@@ -305,6 +306,48 @@ TEST_F(FullBackupTest, APurgeAfterTheBackupStaysPurgedWhenBothLiveDbsAreLostAndR
   }
   EXPECT_EQ(purges, 3);
   EXPECT_EQ(restores, 1);
+}
+
+// Issue 17: the backup holds an item under lookup version 1; after a lookup rotation and the
+// re-index the live copy is under version 2 when it is purged. The purge is journaled under both
+// live versions, so the restore's replay deletes the backup's version 1 entry.
+TEST_F(FullBackupTest, APurgeAfterAReindexStaysPurgedInABackupHoldingTheOldLookupVersion) {
+  uint64_t handle = Create("crm/reindexed");
+  for (int i = 0; i < 10; ++i) {
+    ASSERT_TRUE(records_->Put(handle, "r-" + std::to_string(i), "body " + std::to_string(i)).ok());
+  }
+  ASSERT_TRUE(PutAttachment(handle, "scan.pdf", std::string(3000, 's')).ok());
+  auto backup = backups_->Create(Sources(), TestAdmin());
+  ASSERT_TRUE(backup.ok()) << backup.status();
+
+  ASSERT_TRUE(
+      manager_->Rotate(handle, KeyPurpose::kLookup, RotationCause::kReindex, TestAdmin()).ok());
+  storage::ReindexJob reindex(db_.get(), manager_.get(), attachments_.get(), handle);
+  auto reindexed = reindex.Run();
+  ASSERT_TRUE(reindexed.ok()) << reindexed.status();
+  EXPECT_EQ(reindexed->moved, 11u);
+  ASSERT_TRUE(bin_->PurgeRecord(handle, "r-4").ok());
+  ASSERT_TRUE(bin_->PurgeAttachment(handle, "scan.pdf").ok());
+
+  CloseInstance();
+  fs::remove_all(data_path_);
+  fs::remove_all(key_db_path_);
+  const std::string target = dir_.Sub("restored");
+  auto report = backups_->RestoreInto(backup->id, Request(target));
+  ASSERT_TRUE(report.ok()) << report.status();
+  EXPECT_EQ(report->purges_replayed, 4u);  // two items, each under lookup versions 2 and 1
+  EXPECT_EQ(report->items_purged, 2u);
+
+  OpenInstance(target + "/" + kRestoredDataDir, target + "/" + kRestoredKeyDbDir);
+  EXPECT_EQ(ErrorCodeOf(records_->Get(handle, "r-4").status()), ErrorCode::kRecordNotFound);
+  EXPECT_EQ(ErrorCodeOf(attachments_->Metadata(handle, "scan.pdf").status()),
+            ErrorCode::kAttachmentNotFound);
+  for (int i = 0; i < 10; ++i) {
+    if (i == 4) continue;
+    auto got = records_->Get(handle, "r-" + std::to_string(i));
+    ASSERT_TRUE(got.ok()) << i << ": " << got.status();
+    EXPECT_EQ(*got, "body " + std::to_string(i));
+  }
 }
 
 // The crypto-shredding proof (issue 5, item 10).

@@ -7,6 +7,7 @@
 #include <chrono>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "crypto/base/status.h"
 #include "gtest/gtest.h"
@@ -18,6 +19,7 @@
 #include "storage/dataset_erasure.h"
 #include "storage/record_store.h"
 #include "storage/reencryption.h"
+#include "storage/reindex.h"
 #include "tests/hsm/softhsm_token.h"
 #include "tests/kms/audit/audit_test_util.h"
 #include "tests/kms/keys/kms_test_env.h"
@@ -68,6 +70,7 @@ class StorageBridgeTest : public ::testing::Test {
     auto manager = KeyManager::Open(std::move(options));
     ASSERT_TRUE(manager.ok()) << manager.status();
     manager_ = *std::move(manager);
+    counter_->set_key_provider(manager_.get());
 
     policies_ = std::make_unique<KeyManagerPolicySource>(manager_.get());
     records_ =
@@ -140,12 +143,59 @@ TEST_F(StorageBridgeTest, RetirementIsRefusedUntilTheStoreHoldsNothingUnderTheVe
   EXPECT_EQ(*records_->Get(handle, "t-7"), "v1 body 7");
 }
 
-TEST_F(StorageBridgeTest, LookupAndPseudonymVersionsAreNotCountedSoNotRetiredByCount) {
+TEST_F(StorageBridgeTest, PseudonymVersionsAndLookupWithoutKeysAreNotCountedSoNotRetired) {
   uint64_t handle = Create("crm/contacts");
-  EXPECT_EQ(ErrorCodeOf(counter_->CountProtectedBy(handle, KeyPurpose::kLookup, 1).status()),
-            ErrorCode::kFailedPrecondition);
   EXPECT_EQ(ErrorCodeOf(counter_->CountProtectedBy(handle, KeyPurpose::kPseudonym, 1).status()),
             ErrorCode::kFailedPrecondition);
+  StoreDataCounter without_keys(db_.get());
+  EXPECT_EQ(ErrorCodeOf(without_keys.CountProtectedBy(handle, KeyPurpose::kLookup, 1).status()),
+            ErrorCode::kFailedPrecondition);
+}
+
+TEST_F(StorageBridgeTest, LookupRetirementIsRefusedUntilTheReindexMovedEveryItem) {
+  uint64_t handle = Create("crm/lookup");
+  for (int i = 0; i < 20; ++i) {
+    ASSERT_TRUE(records_->Put(handle, "c-" + std::to_string(i), "body " + std::to_string(i)).ok());
+  }
+  ASSERT_TRUE(records_->Delete(handle, "c-3").ok());  // binned items count too
+  {
+    auto upload = attachments_->BeginUpload(handle, "photo", "image/png");
+    ASSERT_TRUE(upload.ok());
+    ASSERT_TRUE((*upload)->Append("png bytes").ok());
+    ASSERT_TRUE((*upload)->Commit().ok());
+  }
+  auto v2 = manager_->Rotate(handle, KeyPurpose::kLookup, RotationCause::kReindex, TestAdmin());
+  ASSERT_TRUE(v2.ok()) << v2.status();
+  EXPECT_EQ(*manager_->LiveVersions(handle, KeyPurpose::kLookup), (std::vector<uint32_t>{2, 1}));
+  EXPECT_EQ(*counter_->CountProtectedBy(handle, KeyPurpose::kLookup, 1), 21u);
+  absl::Status refused = manager_->RetireBelow(handle, KeyPurpose::kLookup, 2, TestAdmin());
+  EXPECT_EQ(ErrorCodeOf(refused), ErrorCode::kKeyVersionInUse) << refused;
+  EXPECT_NE(refused.message().find("re-index"), std::string_view::npos) << refused;
+  // Reads go on under version 1 meanwhile, also after a restart of the key manager.
+  OpenManager();
+  EXPECT_EQ(*records_->Get(handle, "c-0"), "body 0");
+
+  storage::ReindexJob job(db_.get(), manager_.get(), attachments_.get(), handle);
+  auto done = job.Run();
+  ASSERT_TRUE(done.ok()) << done.status();
+  EXPECT_TRUE(done->finished);
+  EXPECT_EQ(*counter_->CountProtectedBy(handle, KeyPurpose::kLookup, 1), 0u);
+  EXPECT_EQ(*counter_->CountProtectedBy(handle, KeyPurpose::kLookup, 2), 21u);
+
+  ASSERT_TRUE(manager_->RetireBelow(handle, KeyPurpose::kLookup, 2, TestAdmin()).ok());
+  EXPECT_EQ(*manager_->LiveVersions(handle, KeyPurpose::kLookup), (std::vector<uint32_t>{2}));
+  OpenManager();
+  for (int i = 0; i < 20; ++i) {
+    if (i == 3) continue;
+    auto got = records_->Get(handle, "c-" + std::to_string(i));
+    ASSERT_TRUE(got.ok()) << i << ": " << got.status();
+    EXPECT_EQ(*got, "body " + std::to_string(i));
+  }
+  ASSERT_TRUE(records_->Restore(handle, "c-3").ok());
+  EXPECT_EQ(*records_->Get(handle, "c-3"), "body 3");
+  auto photo = attachments_->Metadata(handle, "photo");
+  ASSERT_TRUE(photo.ok()) << photo.status();
+  EXPECT_EQ(photo->size, 9u);
 }
 
 TEST_F(StorageBridgeTest, StorageEnforcesTheKeyManagersPolicies) {

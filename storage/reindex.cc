@@ -1,0 +1,334 @@
+#include "storage/reindex.h"
+
+#include <algorithm>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "crypto/base/status.h"
+#include "rocksdb/write_batch.h"
+#include "storage/internal/envelope.h"
+#include "storage/internal/layout.h"
+
+namespace coffer::storage {
+
+using internal::Cf;
+
+namespace {
+
+// docs/formats.md#data-db-jobs: job key = "reindex/" ‖ handle; value = phase (u8: the column
+// family being walked) ‖ cursor length (u16) ‖ cursor (last key done) ‖ done (u64) ‖ moved (u64)
+// — the re-encryption state's layout under its own prefix.
+constexpr std::string_view kJobPrefix = "reindex/";
+
+struct JobState {
+  Cf phase = Cf::kRecords;
+  std::string cursor;  // empty: from the start of the phase
+  uint64_t done = 0;
+  uint64_t moved = 0;
+};
+
+std::string JobKey(uint64_t handle) {
+  std::string key(kJobPrefix);
+  internal::AppendU64(&key, handle);
+  return key;
+}
+
+std::string EncodeState(const JobState& state) {
+  std::string value;
+  value.push_back(static_cast<char>(state.phase));
+  internal::AppendU16(&value, static_cast<uint16_t>(state.cursor.size()));
+  value.append(state.cursor);
+  internal::AppendU64(&value, state.done);
+  internal::AppendU64(&value, state.moved);
+  return value;
+}
+
+absl::StatusOr<JobState> DecodeState(std::string_view value) {
+  auto corrupt = [] { return MakeError(ErrorCode::kDataLoss, "malformed re-index state"); };
+  if (value.size() < 3) return corrupt();
+  JobState state;
+  state.phase = static_cast<Cf>(value[0]);
+  size_t cursor_size = (static_cast<uint8_t>(value[1]) << 8) | static_cast<uint8_t>(value[2]);
+  if (value.size() != 3 + cursor_size + 16) return corrupt();
+  if (state.phase != Cf::kRecords && state.phase != Cf::kAttachmentPointers &&
+      state.phase != Cf::kRecycleBin) {
+    return corrupt();
+  }
+  state.cursor = std::string(value.substr(3, cursor_size));
+  state.done = internal::ReadU64(value.substr(3 + cursor_size));
+  state.moved = internal::ReadU64(value.substr(11 + cursor_size));
+  return state;
+}
+
+absl::Status SaveState(DataDb* db, uint64_t handle, const JobState& state) {
+  return FromRocks(
+      db->rocks()->Put(db->write_options(), db->cf(Cf::kJobs), JobKey(handle), EncodeState(state)),
+      "write");
+}
+
+// The phase after `phase`: records, then attachment pointers, then the recycle bin.
+Cf NextPhase(Cf phase) { return phase == Cf::kRecords ? Cf::kAttachmentPointers : Cf::kRecycleBin; }
+
+KeyPurpose PurposeOf(Cf kind) {
+  return kind == Cf::kRecords ? KeyPurpose::kRecords : KeyPurpose::kAttachments;
+}
+
+// One entry of a walked column family: its kind (records or attachment pointers), stored key,
+// the entry bytes inside the value, and the deletion time for a bin entry.
+struct Located {
+  Cf kind = Cf::kRecords;
+  std::string stored_key;
+  std::string_view entry;
+  int64_t deleted_at_us = 0;
+};
+absl::StatusOr<Located> Locate(Cf cf, std::string_view key, std::string_view value) {
+  Located located;
+  if (cf != Cf::kRecycleBin) {
+    located.kind = cf;
+    located.stored_key = std::string(key);
+    located.entry = value;
+    return located;
+  }
+  COFFER_ASSIGN_OR_RETURN(internal::BinKeyParts parts, internal::ParseBinKey(key));
+  COFFER_ASSIGN_OR_RETURN(internal::BinValue bin, internal::ParseBinValue(value));
+  located.kind = parts.cf;
+  located.stored_key = std::move(parts.stored_key);
+  located.entry = bin.entry;
+  located.deleted_at_us = bin.deleted_at_us;
+  return located;
+}
+
+// The entry's opened contents; the id and body are wiped when it goes.
+struct WipedEntry {
+  internal::OpenedEntry opened;
+  ~WipedEntry() {
+    std::fill(opened.id.begin(), opened.id.end(), '\0');
+    std::fill(opened.body.begin(), opened.body.end(), '\0');
+  }
+};
+
+}  // namespace
+
+absl::StatusOr<std::map<uint32_t, uint64_t>> CountLookupVersions(DataDb* db, KeyProvider* keys,
+                                                                 uint64_t handle) {
+  // One snapshot for the three walks, as CountKeyVersions: a move between the bin and the live
+  // families is one WriteBatch, so every entry is counted exactly once.
+  std::unique_ptr<ScopedSnapshot> snapshot = db->NewSnapshot();
+  std::map<uint32_t, uint64_t> census;
+  const std::string end = internal::DatasetEnd(handle);
+  for (Cf cf : {Cf::kRecords, Cf::kAttachmentPointers, Cf::kRecycleBin}) {
+    rocksdb::Slice upper(end);
+    rocksdb::ReadOptions read_options;
+    read_options.iterate_upper_bound = &upper;
+    read_options.snapshot = snapshot->get();
+    ScopedIterator it = db->NewIterator(cf, read_options);
+    for (it->Seek(internal::DatasetBegin(handle)); it->Valid(); it->Next()) {
+      COFFER_ASSIGN_OR_RETURN(Located located,
+                              Locate(cf, it->key().ToStringView(), it->value().ToStringView()));
+      WipedEntry wiped;
+      COFFER_ASSIGN_OR_RETURN(wiped.opened,
+                              internal::OpenEntry(keys, located.kind, PurposeOf(located.kind),
+                                                  located.stored_key, located.entry));
+      ++census[wiped.opened.lookup_version];
+    }
+    COFFER_RETURN_IF_ERROR(FromRocks(it->status(), "iterate"));
+  }
+  return census;
+}
+
+absl::Status ReindexJob::WriteIfUnchanged(Cf cf, std::vector<Moved>* group, uint64_t* moved) {
+  if (group->empty()) return absl::OkStatus();
+  if (options_.before_record_write) options_.before_record_write();
+  std::vector<std::string_view> macs;
+  macs.reserve(2 * group->size());
+  for (const Moved& item : *group) {
+    macs.push_back(internal::MacOf(item.old_stored_key));
+    macs.push_back(internal::MacOf(item.new_stored_key));
+  }
+  // Held only for the re-reads and one write; every other writer of these ids needs one of them.
+  DataDb::StripeLocks locks = db_->LockStripes(macs);
+  rocksdb::WriteBatch batch;
+  uint64_t written = 0;
+  for (const Moved& item : *group) {
+    std::string current;
+    bool found = false;
+    COFFER_RETURN_IF_ERROR(db_->Get(cf, item.key, &current, &found));
+    // Changed meanwhile (a client write, delete or restore): the client's value stays; the
+    // final census catches anything it left under an old version.
+    if (!found || current != item.seen) continue;
+    std::string later;
+    bool taken = false;
+    COFFER_RETURN_IF_ERROR(db_->Get(cf, item.new_key, &later, &taken));
+    if (!taken) {
+      COFFER_RETURN_IF_ERROR(
+          FromRocks(batch.Put(db_->cf(cf), item.new_key, item.resealed), "batch"));
+    }
+    COFFER_RETURN_IF_ERROR(FromRocks(batch.Delete(db_->cf(cf), item.key), "batch"));
+    ++written;
+  }
+  if (written > 0) COFFER_RETURN_IF_ERROR(db_->Write(&batch));
+  *moved += written;
+  for (Moved& item : *group) std::fill(item.resealed.begin(), item.resealed.end(), '\0');
+  group->clear();
+  return absl::OkStatus();
+}
+
+absl::StatusOr<ReindexProgress> ReindexJob::SavedProgress() const {
+  std::string value;
+  bool found = false;
+  COFFER_RETURN_IF_ERROR(db_->Get(Cf::kJobs, JobKey(handle_), &value, &found));
+  ReindexProgress progress;
+  if (!found) return progress;
+  COFFER_ASSIGN_OR_RETURN(JobState state, DecodeState(value));
+  progress.done = state.done;
+  progress.moved = state.moved;
+  return progress;
+}
+
+absl::StatusOr<ReindexProgress> ReindexJob::Run(
+    const std::atomic<bool>* cancel,
+    const std::function<void(const ReindexProgress&)>& on_progress) {
+  JobState state;
+  {
+    std::string value;
+    bool found = false;
+    COFFER_RETURN_IF_ERROR(db_->Get(Cf::kJobs, JobKey(handle_), &value, &found));
+    if (found) {
+      COFFER_ASSIGN_OR_RETURN(state, DecodeState(value));
+    }
+  }
+  ReindexProgress progress;
+  COFFER_ASSIGN_OR_RETURN(auto census, CountLookupVersions(db_, keys_, handle_));
+  for (const auto& [version, count] : census) progress.total += count;
+
+  const auto started = std::chrono::steady_clock::now();
+  uint64_t done_this_run = 0;
+  auto report = [&] {
+    progress.done = state.done;
+    progress.moved = state.moved;
+    double seconds =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+    progress.items_per_second = seconds > 0 ? static_cast<double>(done_this_run) / seconds : 0;
+    uint64_t left = progress.total > progress.done ? progress.total - progress.done : 0;
+    progress.eta = progress.items_per_second > 0
+                       ? std::chrono::seconds(static_cast<int64_t>(static_cast<double>(left) /
+                                                                   progress.items_per_second))
+                       : std::chrono::seconds(0);
+    if (on_progress) on_progress(progress);
+  };
+
+  while (true) {
+    // One batch of candidate keys, read without holding any lock or view while writing.
+    std::vector<std::pair<std::string, std::string>> batch;
+    {
+      std::string end = internal::DatasetEnd(handle_);
+      rocksdb::Slice upper(end);
+      rocksdb::ReadOptions read_options;
+      read_options.iterate_upper_bound = &upper;
+      ScopedIterator it = db_->NewIterator(state.phase, read_options);
+      it->Seek(state.cursor.empty() ? internal::DatasetBegin(handle_) : state.cursor);
+      for (; it->Valid() && batch.size() < options_.batch_size; it->Next()) {
+        std::string_view key = it->key().ToStringView();
+        if (key == state.cursor) continue;
+        batch.emplace_back(std::string(key), it->value().ToString());
+      }
+      COFFER_RETURN_IF_ERROR(FromRocks(it->status(), "iterate"));
+    }
+
+    if (batch.empty()) {
+      if (state.phase != Cf::kRecycleBin) {
+        state.phase = NextPhase(state.phase);
+        state.cursor.clear();
+        continue;
+      }
+      // A restore during the bin walk can bring an old-version entry back to the live families,
+      // an upload begun before the rotation can commit under the old version, and a second
+      // rotation can make the version this walk moved to an old one: check, and walk again
+      // until nothing is left under another version.
+      COFFER_ASSIGN_OR_RETURN(auto after, CountLookupVersions(db_, keys_, handle_));
+      COFFER_ASSIGN_OR_RETURN(std::shared_ptr<const DataKey> primary,
+                              keys_->PrimaryKey(handle_, KeyPurpose::kLookup, 0));
+      const bool only_primary =
+          after.empty() || (after.size() == 1 && after.begin()->first == primary->version());
+      if (!only_primary) {
+        state.phase = Cf::kRecords;
+        state.cursor.clear();
+        continue;
+      }
+      COFFER_RETURN_IF_ERROR(
+          FromRocks(db_->rocks()->Delete(db_->write_options(), db_->cf(Cf::kJobs), JobKey(handle_)),
+                    "write"));
+      progress.finished = true;
+      report();
+      return progress;
+    }
+
+    COFFER_ASSIGN_OR_RETURN(std::shared_ptr<const DataKey> lookup,
+                            keys_->PrimaryKey(handle_, KeyPurpose::kLookup, 0));
+    std::vector<Moved> group;
+    for (const auto& [key, seen] : batch) {
+      ++state.done;
+      ++done_this_run;
+      COFFER_ASSIGN_OR_RETURN(Located located, Locate(state.phase, key, seen));
+      WipedEntry wiped;
+      internal::OpenedEntry& opened = wiped.opened;
+      COFFER_ASSIGN_OR_RETURN(opened,
+                              internal::OpenEntry(keys_, located.kind, PurposeOf(located.kind),
+                                                  located.stored_key, located.entry));
+      if (opened.lookup_version == lookup->version()) continue;
+      COFFER_ASSIGN_OR_RETURN(std::string new_stored_key,
+                              internal::StoredKeyWith(*lookup, handle_, opened.id));
+      if (located.kind == Cf::kAttachmentPointers) {
+        COFFER_RETURN_IF_ERROR(WriteIfUnchanged(state.phase, &group, &state.moved));
+        // Streams are long: re-read the entry just before copying it, and save progress after
+        // each one, so a crash repeats at most one stream copy.
+        std::string current;
+        bool found = false;
+        COFFER_RETURN_IF_ERROR(db_->Get(state.phase, key, &current, &found));
+        if (found) {
+          COFFER_ASSIGN_OR_RETURN(
+              bool gone, attachments_->MoveToStoredKey(state.phase, key, current, new_stored_key,
+                                                       options_.before_attachment_flip));
+          if (gone) ++state.moved;
+        }
+        state.cursor = key;
+        COFFER_RETURN_IF_ERROR(SaveState(db_, handle_, state));
+        continue;
+      }
+      // The crypto runs outside any lock, on the value the walk read; the write happens only if
+      // that value is still there (WriteIfUnchanged).
+      COFFER_ASSIGN_OR_RETURN(
+          std::string resealed,
+          internal::SealEntry(keys_, Cf::kRecords, KeyPurpose::kRecords, new_stored_key,
+                              opened.written_at_us, {}, opened.id, opened.body));
+      std::string new_key = new_stored_key;
+      if (state.phase == Cf::kRecycleBin) {
+        resealed = internal::EncodeBinValue(located.deleted_at_us, resealed);
+        new_key = internal::BinKey(Cf::kRecords, new_stored_key);
+      }
+      group.push_back(Moved{key, seen, std::move(new_key), std::move(resealed),
+                            std::move(located.stored_key), std::move(new_stored_key)});
+      if (group.size() >= kWriteGroup) {
+        COFFER_RETURN_IF_ERROR(WriteIfUnchanged(state.phase, &group, &state.moved));
+      }
+    }
+    COFFER_RETURN_IF_ERROR(WriteIfUnchanged(state.phase, &group, &state.moved));
+    state.cursor = batch.back().first;
+    COFFER_RETURN_IF_ERROR(SaveState(db_, handle_, state));
+    report();
+    if (cancel != nullptr && cancel->load()) {
+      return MakeError(ErrorCode::kCancelled, "re-index cancelled; progress is saved");
+    }
+    if (options_.max_items_per_second > 0) {
+      auto due = started + std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+                               std::chrono::duration<double>(static_cast<double>(done_this_run) /
+                                                             options_.max_items_per_second));
+      std::this_thread::sleep_until(due);
+    }
+  }
+}
+
+}  // namespace coffer::storage
