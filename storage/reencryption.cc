@@ -1,15 +1,14 @@
 #include "storage/reencryption.h"
 
 #include <algorithm>
-#include <mutex>
 #include <string>
-#include <thread>
 #include <utility>
 #include <vector>
 
 #include "crypto/base/status.h"
 #include "rocksdb/write_batch.h"
 #include "storage/internal/envelope.h"
+#include "storage/internal/job_walk.h"
 #include "storage/internal/layout.h"
 
 namespace coffer::storage {
@@ -18,50 +17,10 @@ using internal::Cf;
 
 namespace {
 
-// docs/formats.md#data-db-jobs: job key = "reencrypt/" ‖ handle; value = phase (u8: the column
-// family being walked) ‖ cursor length (u16) ‖ cursor (last key done) ‖ done (u64)
-// ‖ reencrypted (u64).
+// docs/formats.md#data-db-jobs: job key = "reencrypt/" ‖ handle; the value is a WalkState whose
+// `changed` counts the entries re-sealed.
 constexpr std::string_view kJobPrefix = "reencrypt/";
-
-struct JobState {
-  Cf phase = Cf::kRecords;
-  std::string cursor;  // empty: from the start of the phase
-  uint64_t done = 0;
-  uint64_t reencrypted = 0;
-};
-
-std::string JobKey(uint64_t handle) {
-  std::string key(kJobPrefix);
-  internal::AppendU64(&key, handle);
-  return key;
-}
-
-std::string EncodeState(const JobState& state) {
-  std::string value;
-  value.push_back(static_cast<char>(state.phase));
-  internal::AppendU16(&value, static_cast<uint16_t>(state.cursor.size()));
-  value.append(state.cursor);
-  internal::AppendU64(&value, state.done);
-  internal::AppendU64(&value, state.reencrypted);
-  return value;
-}
-
-absl::StatusOr<JobState> DecodeState(std::string_view value) {
-  auto corrupt = [] { return MakeError(ErrorCode::kDataLoss, "malformed re-encryption state"); };
-  if (value.size() < 3) return corrupt();
-  JobState state;
-  state.phase = static_cast<Cf>(value[0]);
-  size_t cursor_size = (static_cast<uint8_t>(value[1]) << 8) | static_cast<uint8_t>(value[2]);
-  if (value.size() != 3 + cursor_size + 16) return corrupt();
-  if (state.phase != Cf::kRecords && state.phase != Cf::kAttachmentPointers &&
-      state.phase != Cf::kRecycleBin) {
-    return corrupt();
-  }
-  state.cursor = std::string(value.substr(3, cursor_size));
-  state.done = internal::ReadU64(value.substr(3 + cursor_size));
-  state.reencrypted = internal::ReadU64(value.substr(11 + cursor_size));
-  return state;
-}
+constexpr std::string_view kJobLabel = "re-encryption";
 
 // The kind of entry (records or attachment pointers) a key of `cf` holds.
 Cf KindOf(Cf cf, std::string_view key) {
@@ -78,20 +37,11 @@ bool OnlyOnPrimaries(const VersionCensus& census, uint32_t records, uint32_t att
   return only(census.records, records) && only(census.attachments, attachments);
 }
 
-// The phase after `phase`: records, then attachment pointers, then the recycle bin.
-Cf NextPhase(Cf phase) { return phase == Cf::kRecords ? Cf::kAttachmentPointers : Cf::kRecycleBin; }
-
 // The record entry inside a value of `cf`.
 absl::StatusOr<std::string_view> RecordEntryOf(Cf cf, std::string_view value) {
   if (cf == Cf::kRecords) return value;
   COFFER_ASSIGN_OR_RETURN(internal::BinValue bin, internal::ParseBinValue(value));
   return bin.entry;
-}
-
-absl::Status SaveState(DataDb* db, uint64_t handle, const JobState& state) {
-  return FromRocks(
-      db->rocks()->Put(db->write_options(), db->cf(Cf::kJobs), JobKey(handle), EncodeState(state)),
-      "write");
 }
 
 template <typename Visit>
@@ -142,18 +92,11 @@ absl::StatusOr<VersionCensus> CountKeyVersions(DataDb* db, uint64_t handle) {
 absl::Status ReencryptionJob::WriteIfUnchanged(Cf cf, std::vector<Resealed>* group,
                                                uint64_t* reencrypted) {
   if (group->empty()) return absl::OkStatus();
-  // Every stripe of the group, each once, locked in address order: other writers hold one
-  // stripe at a time, so this cannot deadlock. Held only for the re-reads and one write.
-  std::vector<std::mutex*> stripes;
-  stripes.reserve(group->size());
-  for (const Resealed& item : *group) {
-    stripes.push_back(&db_->StripeFor(internal::MacOf(item.stored_key)));
-  }
-  std::sort(stripes.begin(), stripes.end());
-  stripes.erase(std::unique(stripes.begin(), stripes.end()), stripes.end());
-  std::vector<std::unique_lock<std::mutex>> locks;
-  locks.reserve(stripes.size());
-  for (std::mutex* stripe : stripes) locks.emplace_back(*stripe);
+  // Held only for the re-reads and one write; every other writer of these ids needs one of them.
+  std::vector<std::string_view> macs;
+  macs.reserve(group->size());
+  for (const Resealed& item : *group) macs.push_back(internal::MacOf(item.stored_key));
+  DataDb::StripeLocks locks = db_->LockStripes(macs);
 
   // The group is in key order (a subsequence of the walk): one iterator opened under the
   // stripes re-reads all of it in a single forward pass, much cheaper than a point lookup per
@@ -189,74 +132,39 @@ absl::Status ReencryptionJob::WriteIfUnchanged(Cf cf, std::vector<Resealed>* gro
 }
 
 absl::StatusOr<ReencryptionProgress> ReencryptionJob::SavedProgress() const {
-  std::string value;
-  bool found = false;
-  COFFER_RETURN_IF_ERROR(db_->Get(Cf::kJobs, JobKey(handle_), &value, &found));
+  COFFER_ASSIGN_OR_RETURN(internal::WalkState state,
+                          internal::SavedWalk(db_, kJobPrefix, kJobLabel, handle_).Load());
   ReencryptionProgress progress;
-  if (!found) return progress;
-  COFFER_ASSIGN_OR_RETURN(JobState state, DecodeState(value));
   progress.done = state.done;
-  progress.reencrypted = state.reencrypted;
+  progress.reencrypted = state.changed;
   return progress;
 }
 
 absl::StatusOr<ReencryptionProgress> ReencryptionJob::Run(
     const std::atomic<bool>* cancel,
     const std::function<void(const ReencryptionProgress&)>& on_progress) {
-  JobState state;
-  {
-    std::string value;
-    bool found = false;
-    COFFER_RETURN_IF_ERROR(db_->Get(Cf::kJobs, JobKey(handle_), &value, &found));
-    if (found) {
-      COFFER_ASSIGN_OR_RETURN(state, DecodeState(value));
-    }
-  }
+  const internal::SavedWalk saved(db_, kJobPrefix, kJobLabel, handle_);
+  COFFER_ASSIGN_OR_RETURN(internal::WalkState state, saved.Load());
   ReencryptionProgress progress;
   COFFER_ASSIGN_OR_RETURN(VersionCensus census, CountKeyVersions(db_, handle_));
   for (const auto& [version, count] : census.records) progress.total += count;
   for (const auto& [version, count] : census.attachments) progress.total += count;
 
-  const auto started = std::chrono::steady_clock::now();
-  uint64_t done_this_run = 0;
+  internal::WalkPace pace;
   auto report = [&] {
-    progress.done = state.done;
-    progress.reencrypted = state.reencrypted;
-    double seconds =
-        std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
-    progress.items_per_second = seconds > 0 ? static_cast<double>(done_this_run) / seconds : 0;
-    uint64_t left = progress.total > progress.done ? progress.total - progress.done : 0;
-    progress.eta = progress.items_per_second > 0
-                       ? std::chrono::seconds(static_cast<int64_t>(static_cast<double>(left) /
-                                                                   progress.items_per_second))
-                       : std::chrono::seconds(0);
+    pace.Fill(state, &progress);
+    progress.reencrypted = state.changed;
     if (on_progress) on_progress(progress);
   };
 
   while (true) {
     // One batch of candidate keys, read without holding any lock or view while writing.
     std::vector<std::pair<std::string, std::string>> batch;
-    {
-      std::string end = internal::DatasetEnd(handle_);
-      rocksdb::Slice upper(end);
-      rocksdb::ReadOptions read_options;
-      read_options.iterate_upper_bound = &upper;
-      ScopedIterator it = db_->NewIterator(state.phase, read_options);
-      it->Seek(state.cursor.empty() ? internal::DatasetBegin(handle_) : state.cursor);
-      for (; it->Valid() && batch.size() < options_.batch_size; it->Next()) {
-        std::string_view key = it->key().ToStringView();
-        if (key == state.cursor) continue;
-        batch.emplace_back(std::string(key), it->value().ToString());
-      }
-      COFFER_RETURN_IF_ERROR(FromRocks(it->status(), "iterate"));
-    }
+    COFFER_RETURN_IF_ERROR(
+        internal::ReadWalkBatch(db_, handle_, state, options_.batch_size, &batch));
 
     if (batch.empty()) {
-      if (state.phase != Cf::kRecycleBin) {
-        state.phase = NextPhase(state.phase);
-        state.cursor.clear();
-        continue;
-      }
+      if (internal::AdvancePhase(&state)) continue;
       // A restore during the bin walk can bring an older entry back to the live families, and an
       // upload begun before the rotation can commit on the old version: check, and walk again
       // until nothing is left on another version.
@@ -270,9 +178,7 @@ absl::StatusOr<ReencryptionProgress> ReencryptionJob::Run(
         state.cursor.clear();
         continue;
       }
-      COFFER_RETURN_IF_ERROR(
-          FromRocks(db_->rocks()->Delete(db_->write_options(), db_->cf(Cf::kJobs), JobKey(handle_)),
-                    "write"));
+      COFFER_RETURN_IF_ERROR(saved.Clear());
       progress.finished = true;
       report();
       return progress;
@@ -283,26 +189,26 @@ absl::StatusOr<ReencryptionProgress> ReencryptionJob::Run(
     std::vector<Resealed> group;
     for (const auto& [key, seen] : batch) {
       if (KindOf(state.phase, key) == Cf::kAttachmentPointers) {
-        COFFER_RETURN_IF_ERROR(WriteIfUnchanged(state.phase, &group, &state.reencrypted));
+        COFFER_RETURN_IF_ERROR(WriteIfUnchanged(state.phase, &group, &state.changed));
         // Streams are long: re-read the entry just before copying it, and save progress after
         // each one, so a crash repeats at most one stream copy.
         std::string current;
         bool found = false;
         COFFER_RETURN_IF_ERROR(db_->Get(state.phase, key, &current, &found));
         ++state.done;
-        ++done_this_run;
+        pace.CountOne();
         if (found) {
           COFFER_ASSIGN_OR_RETURN(
               bool flipped, attachments_->ReencryptToPrimary(state.phase, key, current,
                                                              options_.before_attachment_flip));
-          if (flipped) ++state.reencrypted;
+          if (flipped) ++state.changed;
         }
         state.cursor = key;
-        COFFER_RETURN_IF_ERROR(SaveState(db_, handle_, state));
+        COFFER_RETURN_IF_ERROR(saved.Save(state));
         continue;
       }
       ++state.done;
-      ++done_this_run;
+      pace.CountOne();
       // The crypto runs outside any lock, on the value the walk read; the write happens only
       // if that value is still there (WriteIfUnchanged).
       std::string stored_key(key);
@@ -328,22 +234,17 @@ absl::StatusOr<ReencryptionProgress> ReencryptionJob::Run(
       }
       group.push_back(Resealed{key, seen, std::move(stored_key), std::move(*resealed)});
       if (group.size() >= kWriteGroup) {
-        COFFER_RETURN_IF_ERROR(WriteIfUnchanged(state.phase, &group, &state.reencrypted));
+        COFFER_RETURN_IF_ERROR(WriteIfUnchanged(state.phase, &group, &state.changed));
       }
     }
-    COFFER_RETURN_IF_ERROR(WriteIfUnchanged(state.phase, &group, &state.reencrypted));
+    COFFER_RETURN_IF_ERROR(WriteIfUnchanged(state.phase, &group, &state.changed));
     state.cursor = batch.back().first;
-    COFFER_RETURN_IF_ERROR(SaveState(db_, handle_, state));
+    COFFER_RETURN_IF_ERROR(saved.Save(state));
     report();
     if (cancel != nullptr && cancel->load()) {
       return MakeError(ErrorCode::kCancelled, "re-encryption cancelled; progress is saved");
     }
-    if (options_.max_items_per_second > 0) {
-      auto due = started + std::chrono::duration_cast<std::chrono::steady_clock::duration>(
-                               std::chrono::duration<double>(static_cast<double>(done_this_run) /
-                                                             options_.max_items_per_second));
-      std::this_thread::sleep_until(due);
-    }
+    pace.Throttle(options_.max_items_per_second);
   }
 }
 

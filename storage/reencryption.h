@@ -42,6 +42,7 @@
 #include "absl/status/statusor.h"
 #include "storage/attachment_store.h"
 #include "storage/data_db.h"
+#include "storage/job_progress.h"
 #include "storage/key_provider.h"
 
 namespace coffer::storage {
@@ -62,13 +63,8 @@ struct ReencryptionOptions {
   std::function<void()> before_attachment_flip;
 };
 
-struct ReencryptionProgress {
-  uint64_t done = 0;         // entries examined (moved or already current), across resumes
-  uint64_t total = 0;        // entries in the dataset when this run started
+struct ReencryptionProgress : JobProgress {
   uint64_t reencrypted = 0;  // entries re-sealed, across resumes
-  double items_per_second = 0;
-  std::chrono::seconds eta{0};
-  bool finished = false;
 };
 
 class ReencryptionJob {

@@ -1,15 +1,14 @@
 #include "storage/reindex.h"
 
 #include <algorithm>
-#include <mutex>
 #include <string>
-#include <thread>
 #include <utility>
 #include <vector>
 
 #include "crypto/base/status.h"
 #include "rocksdb/write_batch.h"
 #include "storage/internal/envelope.h"
+#include "storage/internal/job_walk.h"
 #include "storage/internal/layout.h"
 
 namespace coffer::storage {
@@ -18,59 +17,10 @@ using internal::Cf;
 
 namespace {
 
-// docs/formats.md#data-db-jobs: job key = "reindex/" ‖ handle; value = phase (u8: the column
-// family being walked) ‖ cursor length (u16) ‖ cursor (last key done) ‖ done (u64) ‖ moved (u64)
-// — the re-encryption state's layout under its own prefix.
+// docs/formats.md#data-db-jobs: job key = "reindex/" ‖ handle; the value is a WalkState whose
+// `changed` counts the entries moved — the re-encryption state's layout under its own prefix.
 constexpr std::string_view kJobPrefix = "reindex/";
-
-struct JobState {
-  Cf phase = Cf::kRecords;
-  std::string cursor;  // empty: from the start of the phase
-  uint64_t done = 0;
-  uint64_t moved = 0;
-};
-
-std::string JobKey(uint64_t handle) {
-  std::string key(kJobPrefix);
-  internal::AppendU64(&key, handle);
-  return key;
-}
-
-std::string EncodeState(const JobState& state) {
-  std::string value;
-  value.push_back(static_cast<char>(state.phase));
-  internal::AppendU16(&value, static_cast<uint16_t>(state.cursor.size()));
-  value.append(state.cursor);
-  internal::AppendU64(&value, state.done);
-  internal::AppendU64(&value, state.moved);
-  return value;
-}
-
-absl::StatusOr<JobState> DecodeState(std::string_view value) {
-  auto corrupt = [] { return MakeError(ErrorCode::kDataLoss, "malformed re-index state"); };
-  if (value.size() < 3) return corrupt();
-  JobState state;
-  state.phase = static_cast<Cf>(value[0]);
-  size_t cursor_size = (static_cast<uint8_t>(value[1]) << 8) | static_cast<uint8_t>(value[2]);
-  if (value.size() != 3 + cursor_size + 16) return corrupt();
-  if (state.phase != Cf::kRecords && state.phase != Cf::kAttachmentPointers &&
-      state.phase != Cf::kRecycleBin) {
-    return corrupt();
-  }
-  state.cursor = std::string(value.substr(3, cursor_size));
-  state.done = internal::ReadU64(value.substr(3 + cursor_size));
-  state.moved = internal::ReadU64(value.substr(11 + cursor_size));
-  return state;
-}
-
-absl::Status SaveState(DataDb* db, uint64_t handle, const JobState& state) {
-  return FromRocks(
-      db->rocks()->Put(db->write_options(), db->cf(Cf::kJobs), JobKey(handle), EncodeState(state)),
-      "write");
-}
-
-// The phase after `phase`: records, then attachment pointers, then the recycle bin.
-Cf NextPhase(Cf phase) { return phase == Cf::kRecords ? Cf::kAttachmentPointers : Cf::kRecycleBin; }
+constexpr std::string_view kJobLabel = "re-index";
 
 KeyPurpose PurposeOf(Cf kind) {
   return kind == Cf::kRecords ? KeyPurpose::kRecords : KeyPurpose::kAttachments;
@@ -177,73 +127,38 @@ absl::Status ReindexJob::WriteIfUnchanged(Cf cf, std::vector<Moved>* group, uint
 }
 
 absl::StatusOr<ReindexProgress> ReindexJob::SavedProgress() const {
-  std::string value;
-  bool found = false;
-  COFFER_RETURN_IF_ERROR(db_->Get(Cf::kJobs, JobKey(handle_), &value, &found));
+  COFFER_ASSIGN_OR_RETURN(internal::WalkState state,
+                          internal::SavedWalk(db_, kJobPrefix, kJobLabel, handle_).Load());
   ReindexProgress progress;
-  if (!found) return progress;
-  COFFER_ASSIGN_OR_RETURN(JobState state, DecodeState(value));
   progress.done = state.done;
-  progress.moved = state.moved;
+  progress.moved = state.changed;
   return progress;
 }
 
 absl::StatusOr<ReindexProgress> ReindexJob::Run(
     const std::atomic<bool>* cancel,
     const std::function<void(const ReindexProgress&)>& on_progress) {
-  JobState state;
-  {
-    std::string value;
-    bool found = false;
-    COFFER_RETURN_IF_ERROR(db_->Get(Cf::kJobs, JobKey(handle_), &value, &found));
-    if (found) {
-      COFFER_ASSIGN_OR_RETURN(state, DecodeState(value));
-    }
-  }
+  const internal::SavedWalk saved(db_, kJobPrefix, kJobLabel, handle_);
+  COFFER_ASSIGN_OR_RETURN(internal::WalkState state, saved.Load());
   ReindexProgress progress;
   COFFER_ASSIGN_OR_RETURN(auto census, CountLookupVersions(db_, keys_, handle_));
   for (const auto& [version, count] : census) progress.total += count;
 
-  const auto started = std::chrono::steady_clock::now();
-  uint64_t done_this_run = 0;
+  internal::WalkPace pace;
   auto report = [&] {
-    progress.done = state.done;
-    progress.moved = state.moved;
-    double seconds =
-        std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
-    progress.items_per_second = seconds > 0 ? static_cast<double>(done_this_run) / seconds : 0;
-    uint64_t left = progress.total > progress.done ? progress.total - progress.done : 0;
-    progress.eta = progress.items_per_second > 0
-                       ? std::chrono::seconds(static_cast<int64_t>(static_cast<double>(left) /
-                                                                   progress.items_per_second))
-                       : std::chrono::seconds(0);
+    pace.Fill(state, &progress);
+    progress.moved = state.changed;
     if (on_progress) on_progress(progress);
   };
 
   while (true) {
     // One batch of candidate keys, read without holding any lock or view while writing.
     std::vector<std::pair<std::string, std::string>> batch;
-    {
-      std::string end = internal::DatasetEnd(handle_);
-      rocksdb::Slice upper(end);
-      rocksdb::ReadOptions read_options;
-      read_options.iterate_upper_bound = &upper;
-      ScopedIterator it = db_->NewIterator(state.phase, read_options);
-      it->Seek(state.cursor.empty() ? internal::DatasetBegin(handle_) : state.cursor);
-      for (; it->Valid() && batch.size() < options_.batch_size; it->Next()) {
-        std::string_view key = it->key().ToStringView();
-        if (key == state.cursor) continue;
-        batch.emplace_back(std::string(key), it->value().ToString());
-      }
-      COFFER_RETURN_IF_ERROR(FromRocks(it->status(), "iterate"));
-    }
+    COFFER_RETURN_IF_ERROR(
+        internal::ReadWalkBatch(db_, handle_, state, options_.batch_size, &batch));
 
     if (batch.empty()) {
-      if (state.phase != Cf::kRecycleBin) {
-        state.phase = NextPhase(state.phase);
-        state.cursor.clear();
-        continue;
-      }
+      if (internal::AdvancePhase(&state)) continue;
       // A restore during the bin walk can bring an old-version entry back to the live families,
       // an upload begun before the rotation can commit under the old version, and a second
       // rotation can make the version this walk moved to an old one: check, and walk again
@@ -258,9 +173,7 @@ absl::StatusOr<ReindexProgress> ReindexJob::Run(
         state.cursor.clear();
         continue;
       }
-      COFFER_RETURN_IF_ERROR(
-          FromRocks(db_->rocks()->Delete(db_->write_options(), db_->cf(Cf::kJobs), JobKey(handle_)),
-                    "write"));
+      COFFER_RETURN_IF_ERROR(saved.Clear());
       progress.finished = true;
       report();
       return progress;
@@ -271,7 +184,7 @@ absl::StatusOr<ReindexProgress> ReindexJob::Run(
     std::vector<Moved> group;
     for (const auto& [key, seen] : batch) {
       ++state.done;
-      ++done_this_run;
+      pace.CountOne();
       COFFER_ASSIGN_OR_RETURN(Located located, Locate(state.phase, key, seen));
       WipedEntry wiped;
       internal::OpenedEntry& opened = wiped.opened;
@@ -282,7 +195,7 @@ absl::StatusOr<ReindexProgress> ReindexJob::Run(
       COFFER_ASSIGN_OR_RETURN(std::string new_stored_key,
                               internal::StoredKeyWith(*lookup, handle_, opened.id));
       if (located.kind == Cf::kAttachmentPointers) {
-        COFFER_RETURN_IF_ERROR(WriteIfUnchanged(state.phase, &group, &state.moved));
+        COFFER_RETURN_IF_ERROR(WriteIfUnchanged(state.phase, &group, &state.changed));
         // Streams are long: re-read the entry just before copying it, and save progress after
         // each one, so a crash repeats at most one stream copy.
         std::string current;
@@ -292,10 +205,10 @@ absl::StatusOr<ReindexProgress> ReindexJob::Run(
           COFFER_ASSIGN_OR_RETURN(
               bool gone, attachments_->MoveToStoredKey(state.phase, key, current, new_stored_key,
                                                        options_.before_attachment_flip));
-          if (gone) ++state.moved;
+          if (gone) ++state.changed;
         }
         state.cursor = key;
-        COFFER_RETURN_IF_ERROR(SaveState(db_, handle_, state));
+        COFFER_RETURN_IF_ERROR(saved.Save(state));
         continue;
       }
       // The crypto runs outside any lock, on the value the walk read; the write happens only if
@@ -312,22 +225,17 @@ absl::StatusOr<ReindexProgress> ReindexJob::Run(
       group.push_back(Moved{key, seen, std::move(new_key), std::move(resealed),
                             std::move(located.stored_key), std::move(new_stored_key)});
       if (group.size() >= kWriteGroup) {
-        COFFER_RETURN_IF_ERROR(WriteIfUnchanged(state.phase, &group, &state.moved));
+        COFFER_RETURN_IF_ERROR(WriteIfUnchanged(state.phase, &group, &state.changed));
       }
     }
-    COFFER_RETURN_IF_ERROR(WriteIfUnchanged(state.phase, &group, &state.moved));
+    COFFER_RETURN_IF_ERROR(WriteIfUnchanged(state.phase, &group, &state.changed));
     state.cursor = batch.back().first;
-    COFFER_RETURN_IF_ERROR(SaveState(db_, handle_, state));
+    COFFER_RETURN_IF_ERROR(saved.Save(state));
     report();
     if (cancel != nullptr && cancel->load()) {
       return MakeError(ErrorCode::kCancelled, "re-index cancelled; progress is saved");
     }
-    if (options_.max_items_per_second > 0) {
-      auto due = started + std::chrono::duration_cast<std::chrono::steady_clock::duration>(
-                               std::chrono::duration<double>(static_cast<double>(done_this_run) /
-                                                             options_.max_items_per_second));
-      std::this_thread::sleep_until(due);
-    }
+    pace.Throttle(options_.max_items_per_second);
   }
 }
 

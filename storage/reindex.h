@@ -45,6 +45,7 @@
 #include "absl/status/statusor.h"
 #include "storage/attachment_store.h"
 #include "storage/data_db.h"
+#include "storage/job_progress.h"
 #include "storage/key_provider.h"
 
 namespace coffer::storage {
@@ -65,13 +66,8 @@ struct ReindexOptions {
   std::function<void()> before_attachment_flip;
 };
 
-struct ReindexProgress {
-  uint64_t done = 0;   // entries examined, across resumes
-  uint64_t total = 0;  // entries in the dataset when this run started
+struct ReindexProgress : JobProgress {
   uint64_t moved = 0;  // entries moved to the primary lookup version, across resumes
-  double items_per_second = 0;
-  std::chrono::seconds eta{0};
-  bool finished = false;
 };
 
 class ReindexJob {

@@ -4,6 +4,7 @@
 #include <utility>
 
 #include "crypto/base/status.h"
+#include "storage/job_progress.h"
 #include "storage/reencryption.h"
 #include "storage/reindex.h"
 #include "storage/scrub.h"
@@ -23,6 +24,19 @@ void SetError(pb::JobStatus* status, const absl::Status& error) {
   // Component messages can name paths; job errors reach admins only, and storage and key
   // manager messages never carry ids, values or keys (their contracts).
   status->mutable_error()->set_message(std::string(error.message()));
+}
+
+// A dataset job's progress into its status: while it runs the ETA is -1 until a rate is known;
+// once finished it is 0.
+void SetProgress(const storage::JobProgress& progress, bool finished, pb::JobStatus* status) {
+  status->set_done(progress.done);
+  status->set_total(progress.total);
+  status->set_rate_per_second(progress.items_per_second);
+  if (finished) {
+    status->set_eta_seconds(0);
+  } else {
+    status->set_eta_seconds(progress.items_per_second > 0 ? progress.eta.count() : -1);
+  }
 }
 
 }  // namespace
@@ -128,18 +142,12 @@ void JobRegistry::RunReencryption(OnDemand* job, uint64_t handle, double max_ite
                                         options);
   auto progress = reencryption.Run(&cancel_, [&](const storage::ReencryptionProgress& p) {
     std::lock_guard<std::mutex> lock(mu_);
-    job->status.set_done(p.done);
-    job->status.set_total(p.total);
-    job->status.set_rate_per_second(p.items_per_second);
-    job->status.set_eta_seconds(p.items_per_second > 0 ? p.eta.count() : -1);
+    SetProgress(p, /*finished=*/false, &job->status);
   });
   absl::Status result = progress.status();
   if (progress.ok()) {
     std::lock_guard<std::mutex> lock(mu_);
-    job->status.set_done(progress->done);
-    job->status.set_total(progress->total);
-    job->status.set_rate_per_second(progress->items_per_second);
-    job->status.set_eta_seconds(0);
+    SetProgress(*progress, /*finished=*/true, &job->status);
   }
   // The census after the run: what each version still protects (records, attachments).
   auto census = storage::CountKeyVersions(deps_.data_db, handle);
@@ -174,18 +182,12 @@ void JobRegistry::RunReindex(OnDemand* job, uint64_t handle, double max_items_pe
   storage::ReindexJob reindex(deps_.data_db, deps_.keys, deps_.attachments, handle, options);
   auto progress = reindex.Run(&cancel_, [&](const storage::ReindexProgress& p) {
     std::lock_guard<std::mutex> lock(mu_);
-    job->status.set_done(p.done);
-    job->status.set_total(p.total);
-    job->status.set_rate_per_second(p.items_per_second);
-    job->status.set_eta_seconds(p.items_per_second > 0 ? p.eta.count() : -1);
+    SetProgress(p, /*finished=*/false, &job->status);
   });
   absl::Status result = progress.status();
   if (progress.ok()) {
     std::lock_guard<std::mutex> lock(mu_);
-    job->status.set_done(progress->done);
-    job->status.set_total(progress->total);
-    job->status.set_rate_per_second(progress->items_per_second);
-    job->status.set_eta_seconds(0);
+    SetProgress(*progress, /*finished=*/true, &job->status);
   }
   // The census after the run: the items still stored under each lookup version.
   auto census = storage::CountLookupVersions(deps_.data_db, deps_.keys, handle);
