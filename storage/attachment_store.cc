@@ -174,6 +174,16 @@ absl::Status AttachmentUpload::Commit() {
                             "the lookup key version this upload began under was retired; "
                             "upload again"));
     }
+    // Likewise for the attachments version the stream was sealed under (a retirement under way
+    // turns it away before its barrier and final count: KeyProvider::AcceptsWrites).
+    absl::StatusOr<bool> accepted =
+        store_->keys_->AcceptsWrites(handle_, KeyPurpose::kAttachments, key_->version());
+    if (!accepted.ok()) return Fail(accepted.status());
+    if (!*accepted) {
+      return Fail(MakeError(ErrorCode::kFailedPrecondition,
+                            "the attachment key version this upload began under was retired; "
+                            "upload again"));
+    }
     absl::Status status = absl::OkStatus();
     for (const std::string& key : stored_keys) {
       std::string previous;
@@ -356,22 +366,24 @@ absl::Status AttachmentStore::Restore(uint64_t handle, std::string_view name) {
 absl::StatusOr<bool> AttachmentStore::ReencryptToPrimary(Cf cf, std::string_view key,
                                                          std::string_view seen,
                                                          const std::function<void()>& before_flip) {
-  return CopyToPrimary(cf, key, seen, {}, before_flip);
+  return CopyToPrimary(cf, key, seen, {}, 0, before_flip);
 }
 
 absl::StatusOr<bool> AttachmentStore::MoveToStoredKey(Cf cf, std::string_view key,
                                                       std::string_view seen,
                                                       std::string_view new_stored_key,
+                                                      uint32_t lookup_version,
                                                       const std::function<void()>& before_flip) {
   if (new_stored_key.size() != internal::kStoredKeySize) {
     return MakeError(ErrorCode::kInvalidArgument, "not a stored key");
   }
-  return CopyToPrimary(cf, key, seen, new_stored_key, before_flip);
+  return CopyToPrimary(cf, key, seen, new_stored_key, lookup_version, before_flip);
 }
 
 absl::StatusOr<bool> AttachmentStore::CopyToPrimary(Cf cf, std::string_view key,
                                                     std::string_view seen,
                                                     std::string_view new_stored_key,
+                                                    uint32_t lookup_version,
                                                     const std::function<void()>& before_flip) {
   if (cf != Cf::kAttachmentPointers && cf != Cf::kRecycleBin) {
     return MakeError(ErrorCode::kInvalidArgument, "not an attachment pointer or bin key");
@@ -524,9 +536,17 @@ absl::StatusOr<bool> AttachmentStore::CopyToPrimary(Cf cf, std::string_view key,
   {
     DataDb::StripeLocks locks =
         db_->LockStripes({internal::MacOf(stored_key), internal::MacOf(target_stored_key)});
+    // The copy is written only under versions no retirement is turning away
+    // (KeyProvider::AcceptsWrites); otherwise it is dropped and a later pass copies again.
+    COFFER_ASSIGN_OR_RETURN(
+        bool accepted, keys_->AcceptsWrites(handle, KeyPurpose::kAttachments, primary->version()));
+    if (accepted && moves) {
+      COFFER_ASSIGN_OR_RETURN(accepted,
+                              keys_->AcceptsWrites(handle, KeyPurpose::kLookup, lookup_version));
+    }
     std::string now_value;
     bool found = false;
-    COFFER_RETURN_IF_ERROR(db_->Get(cf, key, &now_value, &found));
+    if (accepted) COFFER_RETURN_IF_ERROR(db_->Get(cf, key, &now_value, &found));
     if (found && now_value == seen) {
       // A move onto a key that already holds an entry: that entry is a later write of the name
       // (every write goes to the primary and removes the older versions' entries), so the old

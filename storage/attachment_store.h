@@ -158,14 +158,17 @@ class AttachmentStore {
   // a client replace, delete or restore in between is never overwritten. `before_flip`, if set,
   // runs after the copy and before the stripe is taken (tests use it to race a replace).
   // Returns true when it flipped the pointer, false when the entry was already on the primary
-  // version or changed meanwhile.
+  // version or changed meanwhile, or when a retirement turns the copy's version away
+  // (KeyProvider::AcceptsWrites; a later pass copies again).
   absl::StatusOr<bool> ReencryptToPrimary(internal::Cf cf, std::string_view key,
                                           std::string_view seen,
                                           const std::function<void()>& before_flip = {});
 
   // For the re-index job (storage/reindex.h): moves one attachment whose pointer (cf
   // kAttachmentPointers) or bin entry (cf kRecycleBin) at `key` sits under an older lookup
-  // version to `new_stored_key`, the name's stored key under the primary lookup version. The
+  // version to `new_stored_key`, the name's stored key under lookup version `lookup_version`
+  // (the primary when the job hashed it; if a retirement is turning it away by the flip, the
+  // copy is dropped and false returned: KeyProvider::AcceptsWrites). The
   // stream is copied as ReencryptToPrimary copies it, but bound to the new stored key (the
   // stream's context and the pointer's associated data bind it); the flip, under the stripes of
   // the old and the new stored key, puts the entry under the new key and deletes the old one and
@@ -173,7 +176,7 @@ class AttachmentStore {
   // (a later write of the name), the old entry and its segments are deleted and the copy
   // dropped. Returns true when the old entry went, false when it had changed meanwhile.
   absl::StatusOr<bool> MoveToStoredKey(internal::Cf cf, std::string_view key, std::string_view seen,
-                                       std::string_view new_stored_key,
+                                       std::string_view new_stored_key, uint32_t lookup_version,
                                        const std::function<void()>& before_flip = {});
 
   struct NamePage {
@@ -190,9 +193,9 @@ class AttachmentStore {
   friend class AttachmentUpload;
   void Forget(const internal::UploadId& upload);
   // ReencryptToPrimary (`new_stored_key` empty: same stored key; false at once when already on
-  // the primary attachments version) and MoveToStoredKey.
+  // the primary attachments version) and MoveToStoredKey (`lookup_version`: new_stored_key's).
   absl::StatusOr<bool> CopyToPrimary(internal::Cf cf, std::string_view key, std::string_view seen,
-                                     std::string_view new_stored_key,
+                                     std::string_view new_stored_key, uint32_t lookup_version,
                                      const std::function<void()>& before_flip);
 
   DataDb* db_;

@@ -120,6 +120,12 @@ DataDb::StripeLocks DataDb::LockStripes(const std::vector<std::string_view>& mac
   return locks;
 }
 
+void DataDb::AwaitStripeHolders() const {
+  for (size_t i = 0; i < options_.lock_stripes; ++i) {
+    std::lock_guard<std::mutex> lock(stripes_[i]);
+  }
+}
+
 absl::Status DataDb::Get(Cf cf, std::string_view key, std::string* value, bool* found,
                          const rocksdb::Snapshot* snapshot) const {
   rocksdb::ReadOptions read_options;

@@ -150,6 +150,12 @@ class DataDb {
   using StripeLocks = std::vector<std::unique_lock<std::mutex>>;
   StripeLocks LockStripes(const std::vector<std::string_view>& macs) const;
 
+  // A barrier over the stripes: returns once every writer that held a stripe when it was called
+  // has let go of it (each stripe is taken and released in turn). A retirement calls it after
+  // turning writes under its versions away (KeyProvider::AcceptsWrites) and before counting
+  // what they protect, so that a write which passed that check under a stripe has landed.
+  void AwaitStripeHolders() const;
+
   // Reads `key` in `cf` (optionally at `snapshot`). NOT_FOUND-free: *found says whether it was
   // there.
   absl::Status Get(internal::Cf cf, std::string_view key, std::string* value, bool* found,

@@ -18,6 +18,14 @@
 //    written (or re-indexed), so a lookup by id tries every live lookup version
 //    (docs/formats.md#data-db-lookup-versions). It reveals no key material; the keys come from
 //    KeyForVersion, which enforces the dataset's state.
+//  - AcceptsWrites says whether data may still be stored under a version: it is live and no
+//    retirement of it is under way. Storage asks it under the written id's lock stripes, just
+//    before a write, for the version the write sealed under; a retirement first turns writes
+//    under its versions away, then waits for every stripe holder (a barrier), and only then
+//    counts what the versions protect. So a write either lands before that count (which then
+//    refuses the retirement) or is turned away and sealed again under the primary; no write
+//    lands under a version that was just retired (docs/key-manager.md, "Retirement and
+//    writers").
 //  - Errors (stable codes, docs/errors.md): NOT_FOUND for an unknown dataset or version;
 //    KEY_DESTROYED when the dataset's wrapping keys were destroyed; FAILED_PRECONDITION (with a
 //    message naming the state) when the dataset's state forbids the use, e.g. writes to a
@@ -28,6 +36,7 @@
 #ifndef COFFER_STORAGE_KEY_PROVIDER_H_
 #define COFFER_STORAGE_KEY_PROVIDER_H_
 
+#include <algorithm>
 #include <cstdint>
 #include <memory>
 #include <string_view>
@@ -60,6 +69,16 @@ class KeyProvider {
   // the newest down. Never empty for a known dataset.
   virtual absl::StatusOr<std::vector<uint32_t>> LiveVersions(uint64_t dataset_handle,
                                                              KeyPurpose purpose) = 0;
+
+  // Whether data may still be written under `version` of `purpose` (see the contract above).
+  // This default, for providers that never retire while writes run, answers whether the version
+  // is live.
+  virtual absl::StatusOr<bool> AcceptsWrites(uint64_t dataset_handle, KeyPurpose purpose,
+                                             uint32_t version) {
+    absl::StatusOr<std::vector<uint32_t>> live = LiveVersions(dataset_handle, purpose);
+    if (!live.ok()) return live.status();
+    return std::find(live->begin(), live->end(), version) != live->end();
+  }
 };
 
 }  // namespace coffer::storage

@@ -24,15 +24,29 @@ absl::Status RecordStore::Put(uint64_t handle, std::string_view id, std::string_
   }
   const int64_t written_at = ToUnixMicros(clock_->Now());
   std::string entry;
-  // Sealed before the stripes are taken (its associated data binds the primary stored key).
-  COFFER_ASSIGN_OR_RETURN(
-      internal::LockedId locked,
-      internal::LockId(db_, keys_, handle, id, [&](const internal::IdStoredKeys& keys) {
-        COFFER_ASSIGN_OR_RETURN(
-            entry, internal::SealEntry(keys_, Cf::kRecords, KeyPurpose::kRecords,
-                                       keys.stored_keys[0], written_at, {}, id, value));
-        return absl::OkStatus();
-      }));
+  internal::LockedId locked;
+  // A retirement of the records version the entry was sealed under turns the write away under
+  // the stripes (KeyProvider::AcceptsWrites): seal again, under the primary. Only a rotation and
+  // a retirement between the seal and the stripes cause a second round.
+  constexpr int kAttempts = 4;
+  for (int attempt = 0;; ++attempt) {
+    if (attempt == kAttempts) {
+      return MakeError(ErrorCode::kUnavailable, "the dataset's record keys keep changing; retry");
+    }
+    // Sealed before the stripes are taken (its associated data binds the primary stored key).
+    COFFER_ASSIGN_OR_RETURN(
+        locked, internal::LockId(db_, keys_, handle, id, [&](const internal::IdStoredKeys& keys) {
+          COFFER_ASSIGN_OR_RETURN(
+              entry, internal::SealEntry(keys_, Cf::kRecords, KeyPurpose::kRecords,
+                                         keys.stored_keys[0], written_at, {}, id, value));
+          return absl::OkStatus();
+        }));
+    COFFER_ASSIGN_OR_RETURN(uint32_t version, internal::EntryKeyVersion(Cf::kRecords, entry));
+    COFFER_ASSIGN_OR_RETURN(bool accepted,
+                            keys_->AcceptsWrites(handle, KeyPurpose::kRecords, version));
+    if (accepted) break;
+    locked = {};  // let go of the stripes before sealing again
+  }
   const std::vector<std::string>& stored_keys = locked.keys.stored_keys;
   if (stored_keys.size() == 1) {
     return FromRocks(

@@ -104,6 +104,7 @@ absl::Status ReencryptionJob::WriteIfUnchanged(Cf cf, std::vector<Resealed>* gro
   // writer of them needs one of the stripes held here.
   rocksdb::WriteBatch batch;
   uint64_t written = 0;
+  internal::GroupVersions versions(keys_, handle_);
   {
     std::string end = group->back().key;
     end.push_back('\0');  // just after the last key of the group
@@ -115,11 +116,14 @@ absl::Status ReencryptionJob::WriteIfUnchanged(Cf cf, std::vector<Resealed>* gro
     for (const Resealed& item : *group) {
       while (it->Valid() && it->key().ToStringView() < item.key) it->Next();
       // Changed meanwhile (a client write, delete or restore): the client's value stays; the
-      // final census catches anything it left on an old version.
+      // final census catches anything it left on an old version. Sealed under a version a
+      // retirement is turning away (a rotation since the seal): a later pass seals it again.
       if (!it->Valid() || it->key().ToStringView() != item.key ||
           it->value().ToStringView() != item.seen) {
         continue;
       }
+      COFFER_ASSIGN_OR_RETURN(bool accepted, versions.Accepts(KeyPurpose::kRecords, item.version));
+      if (!accepted) continue;
       COFFER_RETURN_IF_ERROR(FromRocks(batch.Put(db_->cf(cf), item.key, item.resealed), "batch"));
       ++written;
     }
@@ -228,11 +232,14 @@ absl::StatusOr<ReencryptionProgress> ReencryptionJob::Run(
       std::fill(opened.body.begin(), opened.body.end(), '\0');
       std::fill(opened.id.begin(), opened.id.end(), '\0');
       if (!resealed.ok()) return resealed.status();
+      COFFER_ASSIGN_OR_RETURN(uint32_t resealed_version,
+                              internal::EntryKeyVersion(Cf::kRecords, *resealed));
       if (state.phase == Cf::kRecycleBin) {
         COFFER_ASSIGN_OR_RETURN(internal::BinValue bin, internal::ParseBinValue(seen));
         *resealed = internal::EncodeBinValue(bin.deleted_at_us, *resealed);
       }
-      group.push_back(Resealed{key, seen, std::move(stored_key), std::move(*resealed)});
+      group.push_back(
+          Resealed{key, seen, std::move(stored_key), std::move(*resealed), resealed_version});
       if (group.size() >= kWriteGroup) {
         COFFER_RETURN_IF_ERROR(WriteIfUnchanged(state.phase, &group, &state.changed));
       }

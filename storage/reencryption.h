@@ -95,10 +95,12 @@ class ReencryptionJob {
     std::string seen;  // the value the walk read there
     std::string stored_key;
     std::string resealed;  // the value to write if `seen` is still there
+    uint32_t version = 0;  // the records version `resealed` is sealed under
   };
   static constexpr size_t kWriteGroup = 64;  // records per WriteBatch
-  // Writes the group's re-sealed values whose key still holds `seen`, in one WriteBatch under
-  // their stripes, adds their number to *reencrypted, and clears the group. The group must be in
+  // Writes the group's re-sealed values whose key still holds `seen` and whose version no
+  // retirement is turning away (KeyProvider::AcceptsWrites), in one WriteBatch under their
+  // stripes, adds their number to *reencrypted, and clears the group. The group must be in
   // key order: it is re-read, under the stripes, by one forward iterator pass.
   absl::Status WriteIfUnchanged(internal::Cf cf, std::vector<Resealed>* group,
                                 uint64_t* reencrypted);

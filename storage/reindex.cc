@@ -100,6 +100,7 @@ absl::Status ReindexJob::WriteIfUnchanged(Cf cf, std::vector<Moved>* group, uint
   }
   // Held only for the re-reads and one write; every other writer of these ids needs one of them.
   DataDb::StripeLocks locks = db_->LockStripes(macs);
+  internal::GroupVersions versions(keys_, handle_);
   rocksdb::WriteBatch batch;
   uint64_t written = 0;
   for (const Moved& item : *group) {
@@ -107,8 +108,15 @@ absl::Status ReindexJob::WriteIfUnchanged(Cf cf, std::vector<Moved>* group, uint
     bool found = false;
     COFFER_RETURN_IF_ERROR(db_->Get(cf, item.key, &current, &found));
     // Changed meanwhile (a client write, delete or restore): the client's value stays; the
-    // final census catches anything it left under an old version.
+    // final census catches anything it left under an old version. Under a version a retirement
+    // is turning away (a rotation since the seal): a later pass moves it again.
     if (!found || current != item.seen) continue;
+    COFFER_ASSIGN_OR_RETURN(bool accepted,
+                            versions.Accepts(KeyPurpose::kRecords, item.records_version));
+    if (accepted) {
+      COFFER_ASSIGN_OR_RETURN(accepted, versions.Accepts(KeyPurpose::kLookup, item.lookup_version));
+    }
+    if (!accepted) continue;
     std::string later;
     bool taken = false;
     COFFER_RETURN_IF_ERROR(db_->Get(cf, item.new_key, &later, &taken));
@@ -203,8 +211,9 @@ absl::StatusOr<ReindexProgress> ReindexJob::Run(
         COFFER_RETURN_IF_ERROR(db_->Get(state.phase, key, &current, &found));
         if (found) {
           COFFER_ASSIGN_OR_RETURN(
-              bool gone, attachments_->MoveToStoredKey(state.phase, key, current, new_stored_key,
-                                                       options_.before_attachment_flip));
+              bool gone,
+              attachments_->MoveToStoredKey(state.phase, key, current, new_stored_key,
+                                            lookup->version(), options_.before_attachment_flip));
           if (gone) ++state.changed;
         }
         state.cursor = key;
@@ -218,12 +227,15 @@ absl::StatusOr<ReindexProgress> ReindexJob::Run(
           internal::SealEntry(keys_, Cf::kRecords, KeyPurpose::kRecords, new_stored_key,
                               opened.written_at_us, {}, opened.id, opened.body));
       std::string new_key = new_stored_key;
+      COFFER_ASSIGN_OR_RETURN(uint32_t records_version,
+                              internal::EntryKeyVersion(Cf::kRecords, resealed));
       if (state.phase == Cf::kRecycleBin) {
         resealed = internal::EncodeBinValue(located.deleted_at_us, resealed);
         new_key = internal::BinKey(Cf::kRecords, new_stored_key);
       }
       group.push_back(Moved{key, seen, std::move(new_key), std::move(resealed),
-                            std::move(located.stored_key), std::move(new_stored_key)});
+                            std::move(located.stored_key), std::move(new_stored_key),
+                            records_version, lookup->version()});
       if (group.size() >= kWriteGroup) {
         COFFER_RETURN_IF_ERROR(WriteIfUnchanged(state.phase, &group, &state.changed));
       }

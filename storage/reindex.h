@@ -100,6 +100,8 @@ class ReindexJob {
     std::string resealed;        // the value to put there
     std::string old_stored_key;  // for the stripes
     std::string new_stored_key;
+    uint32_t records_version = 0;  // what `resealed` is sealed under
+    uint32_t lookup_version = 0;   // what new_stored_key is hashed under
   };
   static constexpr size_t kWriteGroup = 64;
   // Writes the group (see the header comment) in one WriteBatch under the stripes of every old

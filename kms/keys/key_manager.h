@@ -141,7 +141,9 @@ class KeyManager final : public storage::KeyProvider {
 
   // Sets the minimum decryption version of `purpose` to `min_version` (<= primary): versions
   // below it become RETIRED and stop decrypting. Refused with KEY_VERSION_IN_USE if the data
-  // counter reports data under any of them; FAILED_PRECONDITION without a counter.
+  // counter reports data under any of them; FAILED_PRECONDITION without a counter. Writes under
+  // those versions are turned away (AcceptsWrites) from before the counter's barrier and count
+  // until the retirement ends, so none lands under a version once it is retired.
   absl::Status RetireBelow(uint64_t handle, storage::KeyPurpose purpose, uint32_t min_version,
                            const audit::AuditActor& actor);
 
@@ -246,6 +248,10 @@ class KeyManager final : public storage::KeyProvider {
   // key, and every key still comes through KeyForVersion or ExportKey, which check the state.
   absl::StatusOr<std::vector<uint32_t>> LiveVersions(uint64_t dataset_handle,
                                                      storage::KeyPurpose purpose) override;
+  // Live, and not below a retirement under way (RetireBelow: the versions it retires are turned
+  // away before its barrier and final count). Any dataset state: the write itself checks it.
+  absl::StatusOr<bool> AcceptsWrites(uint64_t dataset_handle, storage::KeyPurpose purpose,
+                                     uint32_t version) override;
 
   KeyCacheStats cache_stats() const { return cache_.Stats(); }
 

@@ -114,6 +114,19 @@ absl::StatusOr<std::vector<uint32_t>> KeyManager::LiveVersions(uint64_t dataset_
   return live;
 }
 
+absl::StatusOr<bool> KeyManager::AcceptsWrites(uint64_t dataset_handle, storage::KeyPurpose purpose,
+                                               uint32_t version) {
+  if (!ValidPurpose(purpose)) {
+    return MakeError(ErrorCode::kInvalidArgument, "unknown key purpose");
+  }
+  COFFER_ASSIGN_OR_RETURN(EntryPtr entry, RequireEntry(dataset_handle));
+  Snapshot snap = entry->snapshot.load();
+  const v1::PurposeState* state = snap->Purpose(purpose);
+  const VersionSnapshot* v = snap->Version(purpose, version);
+  return v != nullptr && v->row.state() != v1::RETIRED && version >= state->min_decrypt_version() &&
+         version >= snap->writes_from[static_cast<size_t>(purpose)];
+}
+
 absl::StatusOr<std::shared_ptr<const storage::DataKey>> KeyManager::ExportKey(
     uint64_t dataset_handle, storage::KeyPurpose purpose, std::optional<uint32_t> version) {
   if (!ValidPurpose(purpose)) {

@@ -129,6 +129,10 @@ struct AdminApproval {
 
 // Counts the data still protected by a key version. storage implements it over the data DB;
 // the key manager refuses to retire a version while the count is above zero. Thread-safe.
+//
+// AwaitWritesUnderWay is the retirement's barrier (storage/key_provider.h, AcceptsWrites):
+// it returns once every write that was past its AcceptsWrites check when it was called has
+// landed or given up, so the count that follows sees it.
 class ProtectedDataCounter {
  public:
   ProtectedDataCounter() = default;
@@ -138,6 +142,7 @@ class ProtectedDataCounter {
   virtual absl::StatusOr<uint64_t> CountProtectedBy(uint64_t dataset_handle,
                                                     storage::KeyPurpose purpose,
                                                     uint32_t version) = 0;
+  virtual void AwaitWritesUnderWay() = 0;
 };
 
 // Test seam: called with the name of each step of a multi-step operation just after that step

@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <utility>
 
+#include "absl/cleanup/cleanup.h"
 #include "crypto/base/status.h"
 #include "crypto/random.h"
 #include "kms/keys/internal/audit_text.h"
@@ -225,6 +226,23 @@ absl::Status KeyManager::RetireLocked(const EntryPtr& entry, storage::KeyPurpose
     return Refuse(kKind, handle, actor,
                   MakeError(ErrorCode::kFailedPrecondition,
                             "no data counter configured: cannot prove a version unused"));
+  }
+  // A write sealed under one of these versions may be between its AcceptsWrites check and its
+  // write, under its id's stripe: turn later ones away, wait for those under way, then count.
+  // The mark is lifted when this ends, whichever way (a retired version stays turned away by
+  // min_decrypt_version).
+  auto mark_writes_from = [&](uint32_t from) {
+    std::lock_guard<std::mutex> entry_lock(entry->mu);
+    auto next = std::make_shared<DatasetSnapshot>(*entry->snapshot.load());
+    next->writes_from[static_cast<size_t>(purpose)] = from;
+    Publish(entry, std::move(next));
+  };
+  absl::Cleanup unmark = [&] {
+    if (!pseudonym) mark_writes_from(0);
+  };
+  if (!pseudonym) {
+    mark_writes_from(min_version);
+    options_.data_counter->AwaitWritesUnderWay();
   }
   for (uint32_t v = state->min_decrypt_version(); v < min_version && !pseudonym; ++v) {
     const VersionSnapshot* version = snap->Version(purpose, v);

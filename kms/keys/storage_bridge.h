@@ -51,6 +51,8 @@ class StoreDataCounter final : public ProtectedDataCounter {
 
   absl::StatusOr<uint64_t> CountProtectedBy(uint64_t dataset_handle, storage::KeyPurpose purpose,
                                             uint32_t version) override;
+  // Every data DB writer holds its ids' lock stripes from its AcceptsWrites check to its write.
+  void AwaitWritesUnderWay() override { db_->AwaitStripeHolders(); }
 
  private:
   storage::DataDb* db_;

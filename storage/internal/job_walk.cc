@@ -91,6 +91,15 @@ absl::Status ReadWalkBatch(DataDb* db, uint64_t handle, const WalkState& state, 
   return FromRocks(it->status(), "iterate");
 }
 
+absl::StatusOr<bool> GroupVersions::Accepts(KeyPurpose purpose, uint32_t version) {
+  for (const auto& [p, v, accepted] : answers_) {
+    if (p == purpose && v == version) return accepted;
+  }
+  COFFER_ASSIGN_OR_RETURN(bool accepted, keys_->AcceptsWrites(handle_, purpose, version));
+  answers_.emplace_back(purpose, version, accepted);
+  return accepted;
+}
+
 void WalkPace::Fill(const WalkState& state, JobProgress* progress) const {
   progress->done = state.done;
   double seconds =

@@ -13,6 +13,7 @@
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <tuple>
 #include <utility>
 #include <vector>
 
@@ -21,6 +22,7 @@
 #include "storage/data_db.h"
 #include "storage/internal/layout.h"
 #include "storage/job_progress.h"
+#include "storage/key_provider.h"
 
 namespace coffer::storage::internal {
 
@@ -59,6 +61,19 @@ bool AdvancePhase(WalkState* state);
 // within dataset `handle`, read without holding any lock.
 absl::Status ReadWalkBatch(DataDb* db, uint64_t handle, const WalkState& state, size_t max,
                            std::vector<std::pair<std::string, std::string>>* batch);
+
+// KeyProvider::AcceptsWrites for one write group, asked once per (purpose, version). Used
+// under the group's stripes, just before its WriteBatch.
+class GroupVersions {
+ public:
+  GroupVersions(KeyProvider* keys, uint64_t handle) : keys_(keys), handle_(handle) {}
+  absl::StatusOr<bool> Accepts(KeyPurpose purpose, uint32_t version);
+
+ private:
+  KeyProvider* keys_;
+  uint64_t handle_;
+  std::vector<std::tuple<KeyPurpose, uint32_t, bool>> answers_;
+};
 
 // The pace of one run: its rate and ETA, and the throttle to a maximum rate.
 class WalkPace {

@@ -42,6 +42,10 @@ struct DatasetSnapshot {
   v1::DatasetRow row;
   // versions[purpose][v - 1] is version v.
   std::array<std::vector<VersionSnapshot>, kPurposeSlots> versions;
+  // In memory only, while a retirement runs: writes under versions below writes_from[purpose]
+  // are turned away (KeyManager::AcceptsWrites), so that the retirement's final count, taken
+  // after a barrier over the data DB's stripes, sees every write that got past the check.
+  std::array<uint32_t, kPurposeSlots> writes_from{};
 
   const v1::PurposeState* Purpose(storage::KeyPurpose purpose) const {
     for (const auto& state : row.purposes()) {

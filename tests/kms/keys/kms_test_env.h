@@ -7,6 +7,7 @@
 #ifndef COFFER_TESTS_KMS_KMS_TEST_ENV_H_
 #define COFFER_TESTS_KMS_KMS_TEST_ENV_H_
 
+#include <atomic>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -50,10 +51,14 @@ class MapDataCounter final : public ProtectedDataCounter {
     auto it = counts_.find({handle, purpose, version});
     return it == counts_.end() ? 0 : it->second;
   }
+  void AwaitWritesUnderWay() override { ++barriers_; }
+  // How many times a retirement waited for writers.
+  int barriers() const { return barriers_.load(); }
 
  private:
   std::mutex mu_;
   std::map<std::tuple<uint64_t, storage::KeyPurpose, uint32_t>, uint64_t> counts_;
+  std::atomic<int> barriers_{0};
 };
 
 // An admin actor for tests.

@@ -5,8 +5,12 @@
 #include "kms/keys/storage_bridge.h"
 
 #include <chrono>
+#include <functional>
+#include <future>
 #include <memory>
 #include <string>
+#include <thread>
+#include <utility>
 #include <vector>
 
 #include "crypto/base/status.h"
@@ -31,6 +35,79 @@ using storage::KeyPurpose;
 using testing::TestAdmin;
 constexpr auto kDay = std::chrono::hours(24);
 
+// The store's counter, with a hook that runs when a retirement reaches its barrier (before
+// waiting for the stripe holders).
+class HookedCounter final : public ProtectedDataCounter {
+ public:
+  explicit HookedCounter(StoreDataCounter* counter) : counter_(counter) {}
+  absl::StatusOr<uint64_t> CountProtectedBy(uint64_t handle, KeyPurpose purpose,
+                                            uint32_t version) override {
+    return counter_->CountProtectedBy(handle, purpose, version);
+  }
+  void AwaitWritesUnderWay() override {
+    if (on_barrier) on_barrier();
+    counter_->AwaitWritesUnderWay();
+  }
+  std::function<void()> on_barrier;
+
+ private:
+  StoreDataCounter* counter_;
+};
+
+// One pause of a thread at a chosen point: the paused thread announces it got there and waits
+// to be let go.
+class Pause {
+ public:
+  void Here() {
+    reached_.set_value();
+    release_.get_future().wait();
+  }
+  void AwaitReached() { reached_.get_future().wait(); }
+  void Release() { release_.set_value(); }
+
+ private:
+  std::promise<void> reached_;
+  std::promise<void> release_;
+};
+
+// The key manager as a store's key provider, pausing once at an armed point of a records write:
+// after the seal (PrimaryKey for an encryption, before the stripes) or in the check under the
+// stripes (AcceptsWrites, after the answer).
+class PausingKeys final : public storage::KeyProvider {
+ public:
+  explicit PausingKeys(KeyManager* keys) : keys_(keys) {}
+  Pause* after_seal = nullptr;
+  Pause* in_check = nullptr;
+
+  absl::StatusOr<std::shared_ptr<const storage::DataKey>> PrimaryKey(
+      uint64_t handle, KeyPurpose purpose, uint64_t encryptions) override {
+    auto key = keys_->PrimaryKey(handle, purpose, encryptions);
+    if (purpose == KeyPurpose::kRecords && encryptions > 0) Take(&after_seal);
+    return key;
+  }
+  absl::StatusOr<std::shared_ptr<const storage::DataKey>> KeyForVersion(uint64_t handle,
+                                                                        KeyPurpose purpose,
+                                                                        uint32_t version) override {
+    return keys_->KeyForVersion(handle, purpose, version);
+  }
+  absl::StatusOr<std::vector<uint32_t>> LiveVersions(uint64_t handle, KeyPurpose purpose) override {
+    return keys_->LiveVersions(handle, purpose);
+  }
+  absl::StatusOr<bool> AcceptsWrites(uint64_t handle, KeyPurpose purpose,
+                                     uint32_t version) override {
+    auto accepted = keys_->AcceptsWrites(handle, purpose, version);
+    if (purpose == KeyPurpose::kRecords) Take(&in_check);
+    return accepted;
+  }
+
+ private:
+  static void Take(Pause** armed) {
+    Pause* pause = std::exchange(*armed, nullptr);
+    if (pause != nullptr) pause->Here();
+  }
+  KeyManager* keys_;
+};
+
 class StorageBridgeTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
@@ -49,6 +126,7 @@ class StorageBridgeTest : public ::testing::Test {
     ASSERT_TRUE(db.ok()) << db.status();
     db_ = *std::move(db);
     counter_ = std::make_unique<StoreDataCounter>(db_.get());
+    hooked_ = std::make_unique<HookedCounter>(counter_.get());
     OpenManager();
   }
 
@@ -66,7 +144,7 @@ class StorageBridgeTest : public ::testing::Test {
     options.signer = &suite_.client->signer();
     options.audit_log = log_.get();
     options.clock = &clock_;
-    options.data_counter = counter_.get();
+    options.data_counter = hooked_.get();
     auto manager = KeyManager::Open(std::move(options));
     ASSERT_TRUE(manager.ok()) << manager.status();
     manager_ = *std::move(manager);
@@ -84,6 +162,7 @@ class StorageBridgeTest : public ::testing::Test {
     records_.reset();
     policies_.reset();
     manager_.reset();
+    hooked_.reset();
     counter_.reset();
     db_.reset();
     if (log_) log_->Close().IgnoreError();
@@ -102,6 +181,7 @@ class StorageBridgeTest : public ::testing::Test {
   std::unique_ptr<audit::AuditLog> log_;
   std::unique_ptr<storage::DataDb> db_;
   std::unique_ptr<StoreDataCounter> counter_;
+  std::unique_ptr<HookedCounter> hooked_;
   std::unique_ptr<KeyManager> manager_;
   std::unique_ptr<KeyManagerPolicySource> policies_;
   std::unique_ptr<storage::RecordStore> records_;
@@ -141,6 +221,137 @@ TEST_F(StorageBridgeTest, RetirementIsRefusedUntilTheStoreHoldsNothingUnderTheVe
   }
   ASSERT_TRUE(records_->Restore(handle, "t-7").ok());
   EXPECT_EQ(*records_->Get(handle, "t-7"), "v1 body 7");
+}
+
+// docs/daemon.md, "Retirement and writers": a put sealed under version 1 that stalls across a
+// rotation, a full re-encryption and the retirement of version 1 is sealed again under the
+// primary, not written under the retired version.
+TEST_F(StorageBridgeTest, APutSealedUnderAVersionRetiredBeforeItsWriteIsSealedAgain) {
+  uint64_t handle = Create("crm/race-seal");
+  ASSERT_TRUE(records_->Put(handle, "t-0", "old body").ok());
+  PausingKeys keys(manager_.get());
+  storage::RecordStore stalled(db_.get(), &keys, policies_.get(), &clock_);
+  Pause after_seal;
+  keys.after_seal = &after_seal;
+  absl::Status put;
+  std::thread writer([&] { put = stalled.Put(handle, "late", "late body"); });
+  after_seal.AwaitReached();
+
+  auto v2 = manager_->Rotate(handle, KeyPurpose::kRecords, RotationCause::kManual, TestAdmin());
+  ASSERT_TRUE(v2.ok()) << v2.status();
+  storage::ReencryptionJob job(db_.get(), manager_.get(), attachments_.get(), handle);
+  auto done = job.Run();
+  ASSERT_TRUE(done.ok()) << done.status();
+  ASSERT_TRUE(manager_->RetireBelow(handle, KeyPurpose::kRecords, *v2, TestAdmin()).ok());
+  EXPECT_FALSE(*manager_->AcceptsWrites(handle, KeyPurpose::kRecords, 1));
+
+  after_seal.Release();
+  writer.join();
+  ASSERT_TRUE(put.ok()) << put;
+  auto got = records_->Get(handle, "late");
+  ASSERT_TRUE(got.ok()) << got.status();
+  EXPECT_EQ(*got, "late body");
+  EXPECT_EQ(*counter_->CountProtectedBy(handle, KeyPurpose::kRecords, *v2), 2u);
+}
+
+// A put that passed its check under the stripes before the retirement began holds them until it
+// has written: the retirement's barrier waits for it, and its final count sees the write.
+TEST_F(StorageBridgeTest, ARetirementWaitsForAWriteUnderWayAndCountsIt) {
+  uint64_t handle = Create("crm/race-barrier");
+  PausingKeys keys(manager_.get());
+  storage::RecordStore stalled(db_.get(), &keys, policies_.get(), &clock_);
+  Pause after_seal;
+  Pause in_check;
+  keys.after_seal = &after_seal;
+  absl::Status put;
+  std::thread writer([&] { put = stalled.Put(handle, "late", "late body"); });
+  after_seal.AwaitReached();  // sealed under version 1
+  auto v2 = manager_->Rotate(handle, KeyPurpose::kRecords, RotationCause::kManual, TestAdmin());
+  ASSERT_TRUE(v2.ok()) << v2.status();
+  storage::ReencryptionJob job(db_.get(), manager_.get(), attachments_.get(), handle);
+  ASSERT_TRUE(job.Run().ok());  // nothing stored yet: finished
+  keys.in_check = &in_check;
+  after_seal.Release();
+  in_check.AwaitReached();  // version 1 still accepted; the put holds its stripes
+
+  Pause at_barrier;
+  hooked_->on_barrier = [&] { at_barrier.Here(); };
+  absl::Status retired;
+  std::thread retirement(
+      [&] { retired = manager_->RetireBelow(handle, KeyPurpose::kRecords, *v2, TestAdmin()); });
+  at_barrier.AwaitReached();
+  // Writes under version 1 are turned away from here on; the one under way is let go.
+  EXPECT_FALSE(*manager_->AcceptsWrites(handle, KeyPurpose::kRecords, 1));
+  at_barrier.Release();
+  in_check.Release();
+  writer.join();
+  retirement.join();
+  hooked_->on_barrier = nullptr;
+  ASSERT_TRUE(put.ok()) << put;
+  EXPECT_EQ(ErrorCodeOf(retired), ErrorCode::kKeyVersionInUse) << retired;
+  EXPECT_TRUE(*manager_->AcceptsWrites(handle, KeyPurpose::kRecords, 1));  // the mark is lifted
+  EXPECT_EQ(*records_->Get(handle, "late"), "late body");
+
+  ASSERT_TRUE(job.Run().ok());
+  ASSERT_TRUE(manager_->RetireBelow(handle, KeyPurpose::kRecords, *v2, TestAdmin()).ok());
+  EXPECT_EQ(*records_->Get(handle, "late"), "late body");
+}
+
+// The same for a lookup version: the put hashed the id under lookup version 1 and holds its
+// stripes when the retirement of version 1 begins.
+TEST_F(StorageBridgeTest, ALookupRetirementWaitsForAWriteUnderWayAndCountsIt) {
+  uint64_t handle = Create("crm/race-lookup");
+  PausingKeys keys(manager_.get());
+  storage::RecordStore stalled(db_.get(), &keys, policies_.get(), &clock_);
+  Pause in_check;
+  keys.in_check = &in_check;
+  absl::Status put;
+  std::thread writer([&] { put = stalled.Put(handle, "late", "late body"); });
+  in_check.AwaitReached();
+  auto v2 = manager_->Rotate(handle, KeyPurpose::kLookup, RotationCause::kReindex, TestAdmin());
+  ASSERT_TRUE(v2.ok()) << v2.status();
+  storage::ReindexJob job(db_.get(), manager_.get(), attachments_.get(), handle);
+  ASSERT_TRUE(job.Run().ok());  // nothing stored yet: finished
+
+  Pause at_barrier;
+  hooked_->on_barrier = [&] { at_barrier.Here(); };
+  absl::Status retired;
+  std::thread retirement(
+      [&] { retired = manager_->RetireBelow(handle, KeyPurpose::kLookup, *v2, TestAdmin()); });
+  at_barrier.AwaitReached();
+  at_barrier.Release();
+  in_check.Release();
+  writer.join();
+  retirement.join();
+  hooked_->on_barrier = nullptr;
+  ASSERT_TRUE(put.ok()) << put;
+  EXPECT_EQ(ErrorCodeOf(retired), ErrorCode::kKeyVersionInUse) << retired;
+  EXPECT_EQ(*records_->Get(handle, "late"), "late body");
+
+  ASSERT_TRUE(job.Run().ok());
+  ASSERT_TRUE(manager_->RetireBelow(handle, KeyPurpose::kLookup, *v2, TestAdmin()).ok());
+  EXPECT_EQ(*records_->Get(handle, "late"), "late body");
+}
+
+// An upload begun under attachments version 1 cannot commit once version 1 is retired: the
+// commit fails and leaves nothing behind, instead of a pointer no key opens.
+TEST_F(StorageBridgeTest, AnUploadBegunUnderAVersionRetiredBeforeItsCommitFails) {
+  uint64_t handle = Create("crm/race-upload");
+  auto upload = attachments_->BeginUpload(handle, "scan", "application/pdf");
+  ASSERT_TRUE(upload.ok()) << upload.status();
+  ASSERT_TRUE((*upload)->Append("pdf bytes").ok());
+  auto v2 = manager_->Rotate(handle, KeyPurpose::kAttachments, RotationCause::kManual, TestAdmin());
+  ASSERT_TRUE(v2.ok()) << v2.status();
+  storage::ReencryptionJob job(db_.get(), manager_.get(), attachments_.get(), handle);
+  ASSERT_TRUE(job.Run().ok());
+  ASSERT_TRUE(manager_->RetireBelow(handle, KeyPurpose::kAttachments, *v2, TestAdmin()).ok());
+
+  absl::Status committed = (*upload)->Commit();
+  EXPECT_EQ(ErrorCodeOf(committed), ErrorCode::kFailedPrecondition) << committed;
+  EXPECT_NE(committed.message().find("upload again"), std::string_view::npos) << committed;
+  EXPECT_EQ(ErrorCodeOf(attachments_->Metadata(handle, "scan").status()),
+            ErrorCode::kAttachmentNotFound);
+  EXPECT_EQ(*counter_->CountProtectedBy(handle, KeyPurpose::kAttachments, 1), 0u);
 }
 
 TEST_F(StorageBridgeTest, PseudonymVersionsAndLookupWithoutKeysAreNotCountedSoNotRetired) {
