@@ -125,7 +125,18 @@ absl::Status DaemonStatus(CommandContext& ctx) {
   return absl::OkStatus();
 }
 
-void AddJobCommands(CLI::App& app, CommandLine& line) {
+namespace {
+
+// The texts of one dataset job's command group: `keyctl NAME start|status|wait`.
+struct JobGroupTexts {
+  const char* name;
+  const char* about;
+  const char* example;
+  const char* start_about;
+  const char* wait_about;
+};
+
+void AddJobGroup(CLI::App& app, CommandLine& line, pb::JobKind kind, const JobGroupTexts& texts) {
   struct Values {
     std::string dataset;
     uint32_t rate = 0;
@@ -133,51 +144,44 @@ void AddJobCommands(CLI::App& app, CommandLine& line) {
     uint64_t job_id = 0;
   };
   Values& v = line.NewValues<Values>();
-  CLI::App* reencrypt =
-      AddCommandGroup(app, "reencrypt", "Move a dataset's data onto its primary key versions",
-                      "keyctl reencrypt start crm/contacts --wait");
-  CLI::App* start = AddCommand(reencrypt, "start", "Start a re-encryption job",
-                               "keyctl reencrypt start crm/contacts --rate 500");
+  const std::string name = texts.name;
+  CLI::App* group = AddCommandGroup(app, name, texts.about, texts.example);
+  CLI::App* start = AddCommand(group, "start", texts.start_about,
+                               "keyctl " + name + " start crm/contacts --rate 500");
   start->add_option("DATASET", v.dataset, "Dataset name")->required();
   start->add_option("--rate", v.rate, "Items per second at most (default: unlimited)");
   start->add_flag("--wait", v.wait, "Follow the job to its end, showing progress");
-  line.Runs(start, [&v](CommandContext& ctx) {
-    return JobStart(ctx, pb::JOB_REENCRYPT, v.dataset, v.rate, v.wait);
+  line.Runs(start, [&v, kind](CommandContext& ctx) {
+    return JobStart(ctx, kind, v.dataset, v.rate, v.wait);
   });
-  CLI::App* status = AddCommand(reencrypt, "status", "Show one job, or every job the daemon knows",
-                                "keyctl reencrypt status 7");
+  CLI::App* status = AddCommand(group, "status", "Show one job, or every job the daemon knows",
+                                "keyctl " + name + " status 7");
   status->add_option("ID", v.job_id, "Job id (default: every job)");
   line.Runs(status, [&v](CommandContext& ctx) { return JobStatus(ctx, v.job_id); });
-  CLI::App* wait = AddCommand(
-      reencrypt, "wait", "Wait for a job (re-encryption or scrub) to end, showing rate and ETA",
-      "keyctl reencrypt wait 7");
+  CLI::App* wait = AddCommand(group, "wait", texts.wait_about, "keyctl " + name + " wait 7");
   wait->add_option("ID", v.job_id, "Job id")->required();
   line.Runs(wait, [&v](CommandContext& ctx) { return JobWait(ctx, v.job_id); });
+}
 
-  CLI::App* reindex = AddCommandGroup(
-      app, "reindex",
-      "Move a dataset's items onto its primary lookup version (after a lookup rotation)",
-      "keyctl reindex start crm/contacts --wait");
-  CLI::App* reindex_start = AddCommand(
-      reindex, "start", "Start (or resume) a re-index job; a lookup rotation starts one by itself",
-      "keyctl reindex start crm/contacts --rate 500");
-  reindex_start->add_option("DATASET", v.dataset, "Dataset name")->required();
-  reindex_start->add_option("--rate", v.rate, "Items per second at most (default: unlimited)");
-  reindex_start->add_flag("--wait", v.wait, "Follow the job to its end, showing progress");
-  line.Runs(reindex_start, [&v](CommandContext& ctx) {
-    return JobStart(ctx, pb::JOB_REINDEX, v.dataset, v.rate, v.wait);
-  });
-  CLI::App* reindex_status = AddCommand(
-      reindex, "status", "Show one job, or every job the daemon knows", "keyctl reindex status 7");
-  reindex_status->add_option("ID", v.job_id, "Job id (default: every job)");
-  line.Runs(reindex_status, [&v](CommandContext& ctx) { return JobStatus(ctx, v.job_id); });
-  CLI::App* reindex_wait = AddCommand(reindex, "wait",
-                                      "Wait for a job to end, showing rate and ETA, then the items "
-                                      "per lookup version",
-                                      "keyctl reindex wait 7");
-  reindex_wait->add_option("ID", v.job_id, "Job id")->required();
-  line.Runs(reindex_wait, [&v](CommandContext& ctx) { return JobWait(ctx, v.job_id); });
+}  // namespace
 
+void AddJobCommands(CLI::App& app, CommandLine& line) {
+  AddJobGroup(app, line, pb::JOB_REENCRYPT,
+              {"reencrypt", "Move a dataset's data onto its primary key versions",
+               "keyctl reencrypt start crm/contacts --wait", "Start a re-encryption job",
+               "Wait for a job (re-encryption or scrub) to end, showing rate and ETA"});
+  AddJobGroup(app, line, pb::JOB_REINDEX,
+              {"reindex",
+               "Move a dataset's items onto its primary lookup version (after a lookup rotation)",
+               "keyctl reindex start crm/contacts --wait",
+               "Start (or resume) a re-index job; a lookup rotation starts one by itself",
+               "Wait for a job to end, showing rate and ETA, then the items per lookup version"});
+
+  struct Values {
+    std::string dataset;
+    bool wait = false;
+  };
+  Values& v = line.NewValues<Values>();
   CLI::App* scrub =
       AddCommand(&app, "scrub",
                  "Authenticate every record and segment (one dataset or all); changes "
