@@ -168,6 +168,29 @@ class StorageBridgeTest : public ::testing::Test {
     if (log_) log_->Close().IgnoreError();
   }
 
+  // Retires `purpose` below `min_version` on another thread while the put on `writer` is paused
+  // at `in_check` (past its AcceptsWrites check, holding its stripes). Once the retirement has
+  // reached its barrier, runs `at_barrier` and lets the put go; returns the retirement's result
+  // once both threads ended.
+  absl::Status RetireWhileAWriteIsUnderWay(uint64_t handle, KeyPurpose purpose,
+                                           uint32_t min_version, Pause* in_check,
+                                           std::thread* writer,
+                                           const std::function<void()>& at_barrier = {}) {
+    Pause barrier;
+    hooked_->on_barrier = [&] { barrier.Here(); };
+    absl::Status retired;
+    std::thread retirement(
+        [&] { retired = manager_->RetireBelow(handle, purpose, min_version, TestAdmin()); });
+    barrier.AwaitReached();
+    if (at_barrier) at_barrier();
+    barrier.Release();
+    in_check->Release();
+    writer->join();
+    retirement.join();
+    hooked_->on_barrier = nullptr;
+    return retired;
+  }
+
   uint64_t Create(std::string_view name) {
     auto handle = manager_->CreateDataset(name, std::nullopt, TestAdmin());
     EXPECT_TRUE(handle.ok()) << handle.status();
@@ -274,19 +297,11 @@ TEST_F(StorageBridgeTest, ARetirementWaitsForAWriteUnderWayAndCountsIt) {
   after_seal.Release();
   in_check.AwaitReached();  // version 1 still accepted; the put holds its stripes
 
-  Pause at_barrier;
-  hooked_->on_barrier = [&] { at_barrier.Here(); };
-  absl::Status retired;
-  std::thread retirement(
-      [&] { retired = manager_->RetireBelow(handle, KeyPurpose::kRecords, *v2, TestAdmin()); });
-  at_barrier.AwaitReached();
-  // Writes under version 1 are turned away from here on; the one under way is let go.
-  EXPECT_FALSE(*manager_->AcceptsWrites(handle, KeyPurpose::kRecords, 1));
-  at_barrier.Release();
-  in_check.Release();
-  writer.join();
-  retirement.join();
-  hooked_->on_barrier = nullptr;
+  absl::Status retired =
+      RetireWhileAWriteIsUnderWay(handle, KeyPurpose::kRecords, *v2, &in_check, &writer, [&] {
+        // Writes under version 1 are turned away from here on; the one under way is let go.
+        EXPECT_FALSE(*manager_->AcceptsWrites(handle, KeyPurpose::kRecords, 1));
+      });
   ASSERT_TRUE(put.ok()) << put;
   EXPECT_EQ(ErrorCodeOf(retired), ErrorCode::kKeyVersionInUse) << retired;
   EXPECT_TRUE(*manager_->AcceptsWrites(handle, KeyPurpose::kRecords, 1));  // the mark is lifted
@@ -313,17 +328,8 @@ TEST_F(StorageBridgeTest, ALookupRetirementWaitsForAWriteUnderWayAndCountsIt) {
   storage::ReindexJob job(db_.get(), manager_.get(), attachments_.get(), handle);
   ASSERT_TRUE(job.Run().ok());  // nothing stored yet: finished
 
-  Pause at_barrier;
-  hooked_->on_barrier = [&] { at_barrier.Here(); };
-  absl::Status retired;
-  std::thread retirement(
-      [&] { retired = manager_->RetireBelow(handle, KeyPurpose::kLookup, *v2, TestAdmin()); });
-  at_barrier.AwaitReached();
-  at_barrier.Release();
-  in_check.Release();
-  writer.join();
-  retirement.join();
-  hooked_->on_barrier = nullptr;
+  absl::Status retired =
+      RetireWhileAWriteIsUnderWay(handle, KeyPurpose::kLookup, *v2, &in_check, &writer);
   ASSERT_TRUE(put.ok()) << put;
   EXPECT_EQ(ErrorCodeOf(retired), ErrorCode::kKeyVersionInUse) << retired;
   EXPECT_EQ(*records_->Get(handle, "late"), "late body");
