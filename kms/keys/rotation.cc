@@ -221,7 +221,9 @@ absl::Status KeyManager::RetireLocked(const EntryPtr& entry, storage::KeyPurpose
                             "the minimum decryption version must be 1.." +
                                 std::to_string(state->primary_version()) + " (the primary)"));
   }
-  if (min_version <= state->min_decrypt_version()) return absl::OkStatus();
+  // Copied: `state` points into `snap`, which the commit below replaces (and so may free).
+  const uint32_t old_min_version = state->min_decrypt_version();
+  if (min_version <= old_min_version) return absl::OkStatus();
   if (!pseudonym && options_.data_counter == nullptr) {
     return Refuse(kKind, handle, actor,
                   MakeError(ErrorCode::kFailedPrecondition,
@@ -244,7 +246,7 @@ absl::Status KeyManager::RetireLocked(const EntryPtr& entry, storage::KeyPurpose
     mark_writes_from(min_version);
     options_.data_counter->AwaitWritesUnderWay();
   }
-  for (uint32_t v = state->min_decrypt_version(); v < min_version && !pseudonym; ++v) {
+  for (uint32_t v = old_min_version; v < min_version && !pseudonym; ++v) {
     const VersionSnapshot* version = snap->Version(purpose, v);
     if (version->row.state() == v1::RETIRED) continue;
     if (compromised_only && version->row.state() != v1::COMPROMISED) {
@@ -277,7 +279,7 @@ absl::Status KeyManager::RetireLocked(const EntryPtr& entry, storage::KeyPurpose
     auto next = std::make_shared<DatasetSnapshot>(*snap);
     next->MutablePurpose(purpose)->set_min_decrypt_version(min_version);
     KeyDb::Batch batch(*db_);
-    for (uint32_t v = state->min_decrypt_version(); v < min_version && result.ok(); ++v) {
+    for (uint32_t v = old_min_version; v < min_version && result.ok(); ++v) {
       VersionSnapshot& version = next->versions[static_cast<size_t>(purpose)][v - 1];
       version.row.set_state(v1::RETIRED);
       result = batch.Put(KeyDbTable::kKeyVersions,
