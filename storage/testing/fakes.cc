@@ -131,6 +131,14 @@ absl::StatusOr<std::vector<uint32_t>> FakeKeyProvider::LiveVersions(uint64_t dat
   return live;
 }
 
+absl::StatusOr<bool> FakeKeyProvider::AcceptsWrites(uint64_t dataset_handle, KeyPurpose purpose,
+                                                    uint32_t version) {
+  std::lock_guard<std::mutex> lock(mu_);
+  COFFER_ASSIGN_OR_RETURN(Dataset * dataset, Usable(dataset_handle));
+  return version >= std::max<uint32_t>(1, dataset->min_version[purpose]) &&
+         version <= dataset->versions[purpose].size();
+}
+
 void FakeKeyProvider::RetireBelow(uint64_t handle, KeyPurpose purpose, uint32_t min_version) {
   std::lock_guard<std::mutex> lock(mu_);
   auto it = datasets_.find(handle);

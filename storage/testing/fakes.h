@@ -56,6 +56,9 @@ class FakeKeyProvider final : public KeyProvider {
                                                                uint32_t version) override;
   absl::StatusOr<std::vector<uint32_t>> LiveVersions(uint64_t dataset_handle,
                                                      KeyPurpose purpose) override;
+  // Live (the fake retires at once: RetireBelow); without LiveVersions' list, for the benchmarks.
+  absl::StatusOr<bool> AcceptsWrites(uint64_t dataset_handle, KeyPurpose purpose,
+                                     uint32_t version) override;
   // Retires every version of `purpose` below `min_version`: KeyForVersion refuses them
   // (KEY_VERSION_RETIRED) and LiveVersions leaves them out.
   void RetireBelow(uint64_t handle, KeyPurpose purpose, uint32_t min_version);
