@@ -135,6 +135,10 @@ absl::Status ReencryptionJob::WriteIfUnchanged(Cf cf, std::vector<Resealed>* gro
   return absl::OkStatus();
 }
 
+absl::StatusOr<std::vector<uint64_t>> ReencryptionJob::Unfinished(DataDb* db) {
+  return internal::SavedWalkHandles(db, kJobPrefix);
+}
+
 absl::StatusOr<ReencryptionProgress> ReencryptionJob::SavedProgress() const {
   COFFER_ASSIGN_OR_RETURN(internal::WalkState state,
                           internal::SavedWalk(db_, kJobPrefix, kJobLabel, handle_).Load());
@@ -248,10 +252,10 @@ absl::StatusOr<ReencryptionProgress> ReencryptionJob::Run(
     state.cursor = batch.back().first;
     COFFER_RETURN_IF_ERROR(saved.Save(state));
     report();
-    if (cancel != nullptr && cancel->load()) {
+    const bool cancelled = cancel != nullptr && cancel->load();
+    if (cancelled || !pace.Throttle(options_.max_items_per_second, cancel)) {
       return MakeError(ErrorCode::kCancelled, "re-encryption cancelled; progress is saved");
     }
-    pace.Throttle(options_.max_items_per_second);
   }
 }
 

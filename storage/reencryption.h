@@ -89,6 +89,10 @@ class ReencryptionJob {
   // The persisted progress of an unfinished job (zeros when none is pending).
   absl::StatusOr<ReencryptionProgress> SavedProgress() const;
 
+  // The datasets whose re-encryption a crash or a stop left unfinished (saved progress), in handle
+  // order: cofferd resumes them at start-up.
+  static absl::StatusOr<std::vector<uint64_t>> Unfinished(DataDb* db);
+
  private:
   struct Resealed {
     std::string key;   // in the column family being walked

@@ -134,6 +134,10 @@ absl::Status ReindexJob::WriteIfUnchanged(Cf cf, std::vector<Moved>* group, uint
   return absl::OkStatus();
 }
 
+absl::StatusOr<std::vector<uint64_t>> ReindexJob::Unfinished(DataDb* db) {
+  return internal::SavedWalkHandles(db, kJobPrefix);
+}
+
 absl::StatusOr<ReindexProgress> ReindexJob::SavedProgress() const {
   COFFER_ASSIGN_OR_RETURN(internal::WalkState state,
                           internal::SavedWalk(db_, kJobPrefix, kJobLabel, handle_).Load());
@@ -244,10 +248,10 @@ absl::StatusOr<ReindexProgress> ReindexJob::Run(
     state.cursor = batch.back().first;
     COFFER_RETURN_IF_ERROR(saved.Save(state));
     report();
-    if (cancel != nullptr && cancel->load()) {
+    const bool cancelled = cancel != nullptr && cancel->load();
+    if (cancelled || !pace.Throttle(options_.max_items_per_second, cancel)) {
       return MakeError(ErrorCode::kCancelled, "re-index cancelled; progress is saved");
     }
-    pace.Throttle(options_.max_items_per_second);
   }
 }
 

@@ -92,6 +92,10 @@ class ReindexJob {
   // The persisted progress of an unfinished job (zeros when none is pending).
   absl::StatusOr<ReindexProgress> SavedProgress() const;
 
+  // The datasets whose re-index a crash or a stop left unfinished (saved progress), in handle
+  // order: cofferd resumes them at start-up.
+  static absl::StatusOr<std::vector<uint64_t>> Unfinished(DataDb* db);
+
  private:
   struct Moved {
     std::string key;             // the old key in the column family being walked

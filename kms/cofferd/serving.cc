@@ -8,10 +8,16 @@
 
 #include <cerrno>
 #include <cstring>
+#include <functional>
+#include <map>
+#include <string>
+#include <vector>
 
 #include "crypto/secret_bytes.h"
 #include "kms/cofferd/daemon.h"
 #include "kms/cofferd/internal/daemon_parts.h"
+#include "storage/reencryption.h"
+#include "storage/reindex.h"
 
 namespace coffer::cofferd {
 
@@ -177,7 +183,56 @@ absl::Status Daemon::Parts::StartJobs() {
         }));
   }
   jobs->StartScheduler();
+  ResumeUnfinishedJobs();
   return absl::OkStatus();
+}
+
+// Re-encryptions and re-indexes that a stop or a crash interrupted carry on by themselves, from
+// their saved progress and without a rate limit (the limit an admin gave is not saved), for
+// active datasets; others stay saved until `keyctl reencrypt|reindex start` after the dataset is
+// enabled again. Logged with the dataset's handle, as every job line.
+void Daemon::Parts::ResumeUnfinishedJobs() {
+  std::map<uint64_t, kms::DatasetSummary> datasets;
+  for (kms::DatasetSummary& dataset : key_manager->ListDatasets()) {
+    datasets[dataset.handle] = std::move(dataset);
+  }
+  struct Kind {
+    const char* what;
+    absl::StatusOr<std::vector<uint64_t>> handles;
+    std::function<absl::StatusOr<coffer::v1::JobStatus>(uint64_t, std::string)> start;
+  };
+  Kind kinds[] = {
+      {"re-encryption", storage::ReencryptionJob::Unfinished(data_db.get()),
+       [this](uint64_t handle, std::string name) {
+         return jobs->StartReencryption(handle, std::move(name));
+       }},
+      {"re-index", storage::ReindexJob::Unfinished(data_db.get()),
+       [this](uint64_t handle, std::string name) {
+         return jobs->StartReindex(handle, std::move(name));
+       }},
+  };
+  for (Kind& kind : kinds) {
+    if (!kind.handles.ok()) {
+      LogWarning(std::string("jobs: cannot list unfinished ") + kind.what +
+                 " jobs: " + DescribeStatus(kind.handles.status()));
+      continue;
+    }
+    for (uint64_t handle : *kind.handles) {
+      const std::string subject =
+          std::string(kind.what) + " of dataset handle " + std::to_string(handle);
+      auto dataset = datasets.find(handle);
+      if (dataset == datasets.end() || dataset->second.state != kms::DatasetState::kActive) {
+        LogInfo("jobs: the unfinished " + subject + " waits: the dataset is not active");
+        continue;
+      }
+      absl::StatusOr<coffer::v1::JobStatus> started = kind.start(handle, dataset->second.name);
+      if (started.ok()) {
+        LogInfo("jobs: resumed the " + subject + " (job " + std::to_string(started->id()) + ")");
+      } else {
+        LogWarning("jobs: cannot resume the " + subject + ": " + DescribeStatus(started.status()));
+      }
+    }
+  }
 }
 
 // Notifications and canaries (docs/events.md): the event log, the canary registry, the event

@@ -7,7 +7,8 @@
 // a whole-DB scrub counts as its own "dataset"). Status carries done/total/rate/ETA, the
 // per-version census after a re-encryption, the scrub's failures, and the state. Re-encryption
 // and re-index are resumable: they persist progress in the data DB, so a job stopped by Stop() or a
-// crash continues where it stopped when started again.
+// crash continues where it stopped when started again (cofferd starts the unfinished ones at
+// start-up: kms/cofferd/serving.cc, ResumeUnfinishedJobs).
 //
 // Periodic jobs: the wiring registers named functions with a period (rotation clock =
 // KeyManager::RunDueWork, bin expiry/retention, backups and pruning, upload cleanup); one

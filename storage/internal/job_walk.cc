@@ -1,5 +1,6 @@
 #include "storage/internal/job_walk.h"
 
+#include <algorithm>
 #include <thread>
 
 #include "crypto/base/status.h"
@@ -62,6 +63,21 @@ absl::Status SavedWalk::Clear() const {
   return FromRocks(db_->rocks()->Delete(db_->write_options(), db_->cf(Cf::kJobs), key_), "write");
 }
 
+absl::StatusOr<std::vector<uint64_t>> SavedWalkHandles(DataDb* db, std::string_view prefix) {
+  std::vector<uint64_t> handles;
+  ScopedIterator it = db->NewIterator(Cf::kJobs);
+  for (it->Seek(prefix); it->Valid(); it->Next()) {
+    std::string_view key = it->key().ToStringView();
+    if (key.substr(0, prefix.size()) != prefix) break;
+    if (key.size() != prefix.size() + kHandleSize) {
+      return MakeError(ErrorCode::kDataLoss, "malformed job key in the data DB");
+    }
+    handles.push_back(ReadU64(key.substr(prefix.size())));
+  }
+  COFFER_RETURN_IF_ERROR(FromRocks(it->status(), "iterate"));
+  return handles;
+}
+
 bool AdvancePhase(WalkState* state) {
   if (state->phase == Cf::kRecords) {
     state->phase = Cf::kAttachmentPointers;
@@ -112,12 +128,18 @@ void WalkPace::Fill(const WalkState& state, JobProgress* progress) const {
                       : std::chrono::seconds(0);
 }
 
-void WalkPace::Throttle(double max_items_per_second) const {
-  if (max_items_per_second <= 0) return;
-  auto due = started_ + std::chrono::duration_cast<std::chrono::steady_clock::duration>(
-                            std::chrono::duration<double>(static_cast<double>(done_this_run_) /
-                                                          max_items_per_second));
-  std::this_thread::sleep_until(due);
+bool WalkPace::Throttle(double max_items_per_second, const std::atomic<bool>* cancel) const {
+  if (max_items_per_second <= 0) return true;
+  const auto due = started_ + std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+                                  std::chrono::duration<double>(
+                                      static_cast<double>(done_this_run_) / max_items_per_second));
+  // In slices, so that a stop (SIGTERM) does not wait out a long pause of a slow job.
+  constexpr auto kSlice = std::chrono::milliseconds(50);
+  while (std::chrono::steady_clock::now() < due) {
+    if (cancel != nullptr && cancel->load()) return false;
+    std::this_thread::sleep_until(std::min(due, std::chrono::steady_clock::now() + kSlice));
+  }
+  return cancel == nullptr || !cancel->load();
 }
 
 }  // namespace coffer::storage::internal

@@ -9,6 +9,7 @@
 #ifndef COFFER_STORAGE_INTERNAL_JOB_WALK_H_
 #define COFFER_STORAGE_INTERNAL_JOB_WALK_H_
 
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <string>
@@ -53,6 +54,9 @@ class SavedWalk {
   std::string_view label_;
 };
 
+// The datasets with a saved walk under `prefix` (unfinished jobs), in handle order.
+absl::StatusOr<std::vector<uint64_t>> SavedWalkHandles(DataDb* db, std::string_view prefix);
+
 // Moves `state` to the start of the next phase (records, attachment pointers, recycle bin);
 // false, leaving it alone, when the recycle bin was the last.
 bool AdvancePhase(WalkState* state);
@@ -83,8 +87,9 @@ class WalkPace {
   void CountOne() { ++done_this_run_; }
   // Sets progress->done from `state`, and this run's rate and the ETA to progress->total.
   void Fill(const WalkState& state, JobProgress* progress) const;
-  // Sleeps until this run's rate is at most `max_items_per_second` (0: no limit).
-  void Throttle(double max_items_per_second) const;
+  // Sleeps until this run's rate is at most `max_items_per_second` (0: no limit), or until
+  // *cancel (if set) becomes true, checked every 50 ms; returns false when cancelled.
+  bool Throttle(double max_items_per_second, const std::atomic<bool>* cancel) const;
 
  private:
   std::chrono::steady_clock::time_point started_;

@@ -110,6 +110,8 @@ struct Daemon::Parts {
   absl::Status OpenStores();
   absl::Status EnsureDatasets(const std::vector<std::string>& names);
   absl::Status StartJobs();
+  // Starts the re-encryptions and re-indexes a stop or crash left unfinished (called by StartJobs).
+  void ResumeUnfinishedJobs();
   absl::Status StartEvents();
   absl::Status StartServing();
   absl::Status Stop();

@@ -179,5 +179,58 @@ TEST_F(LookupRotationTest, RotateReadReindexRetireRestartReadAgain) {
   EXPECT_TRUE(*bytes == AttachmentBytes(2));
 }
 
+// A re-index that a stop interrupted carries on by itself when cofferd starts again: no keyctl
+// start after the restart, and the old version then retires. The job is started at 1 item a
+// second, so after its first batch of 256 it is still pausing when the daemon stops; the stop
+// does not wait the pause out.
+TEST_F(LookupRotationTest, AnInterruptedReindexResumesAtStartUp) {
+  constexpr int kMany = 300;
+  {
+    auto c = Connect();
+    ASSERT_NE(c, nullptr);
+    for (int i = 0; i < kMany; ++i) {
+      ASSERT_TRUE(c->PutRecord(kDataset, "many-" + std::to_string(i), RecordValue(i)).ok());
+    }
+  }
+  ASSERT_EQ(Run("key rotate " + std::string(kDataset) + " --purpose lookup").exit_code, 0);
+  KeyctlResult started = Run("reindex start " + std::string(kDataset) + " --rate 1 --json");
+  ASSERT_EQ(started.exit_code, 0) << started.err;
+  ASSERT_TRUE(daemon_->Stop());
+  ASSERT_TRUE(daemon_->Start());
+  EXPECT_NE(daemon_->Logs().find("jobs: resumed the re-index"), std::string::npos);
+
+  KeyctlResult listed = Run("reindex status --json");
+  ASSERT_EQ(listed.exit_code, 0) << listed.err;
+  uint64_t resumed = 0;
+  const json all = listed.Json();
+  for (const json& job : all.at("jobs")) {
+    if (job.at("kind") == "JOB_REINDEX") resumed = Number(job.at("id"));
+  }
+  ASSERT_NE(resumed, 0u) << listed.out;
+  KeyctlResult waited = Run("reindex wait " + std::to_string(resumed) + " --json");
+  ASSERT_EQ(waited.exit_code, 0) << waited.err;
+  const json job = waited.Json();
+  EXPECT_EQ(job.at("state"), "JOB_DONE") << waited.out;
+  // Every item examined at least once (an item moved ahead of the walk's cursor is examined
+  // again, as current, so `done` may pass `total`).
+  EXPECT_GE(Number(job.at("done")), static_cast<uint64_t>(kMany)) << waited.out;
+  std::map<uint64_t, uint64_t> per_version;
+  for (const json& count : job.at("version_counts")) {
+    per_version[Number(count.at("version"))] = Number(count.at("items"));
+  }
+  EXPECT_EQ(per_version, (std::map<uint64_t, uint64_t>{{2, kMany}})) << waited.out;
+
+  KeyctlResult retired =
+      Run("key retire " + std::string(kDataset) + " --purpose lookup --below 2 --json");
+  ASSERT_EQ(retired.exit_code, 0) << retired.out << retired.err;
+  auto c = Connect();
+  ASSERT_NE(c, nullptr);
+  for (int i = 0; i < kMany; i += 37) {
+    auto value = c->GetRecord(kDataset, "many-" + std::to_string(i));
+    ASSERT_TRUE(value.ok()) << "many-" << i << ": " << value.status();
+    EXPECT_EQ(*value, RecordValue(i));
+  }
+}
+
 }  // namespace
 }  // namespace coffer
