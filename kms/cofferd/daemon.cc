@@ -191,7 +191,6 @@ absl::Status Daemon::Parts::OpenStores() {
       storage::DataDb::Open(config.data_directory(), data_options);
   if (!db.ok()) return Context(db.status(), "data DB in " + config.data_directory());
   data_db = *std::move(db);
-  data_counter = std::make_unique<kms::StoreDataCounter>(data_db.get());
 
   kms::KeyManagerOptions options;
   options.key_db_directory = config.key_db_directory();
@@ -201,31 +200,38 @@ absl::Status Daemon::Parts::OpenStores() {
   options.signer = &hsm->signer();
   options.audit_log = audit_log.get();
   options.default_policy = daemon::DefaultDatasetPolicy(config);
-  options.data_counter = data_counter.get();
   options.clock = clock;
   // A key DB older than the log says is refused before anything writes to it (rolled back:
   // docs/threat-model.md, "Root who rolls files back").
   options.minimum_key_db_generation = audit_log->recorded_key_db_generation();
-  absl::StatusOr<std::unique_ptr<kms::KeyManager>> manager = kms::KeyManager::Open(options);
-  if (!manager.ok()) {
-    if (ErrorCodeOf(manager.status()) == ErrorCode::kKeyDbRolledBack) {
-      return manager.status();  // its message names the directory and what to do
+  const std::optional<uint64_t> minimum_generation = options.minimum_key_db_generation;
+  kms::StoreGraphOptions graph_options;
+  graph_options.data_db = data_db.get();
+  graph_options.keys = std::move(options);
+  graph_options.purge_journal = purge_journal.get();
+  absl::StatusOr<std::unique_ptr<kms::StoreGraph>> graph =
+      kms::StoreGraph::Open(std::move(graph_options));
+  if (!graph.ok()) {
+    if (ErrorCodeOf(graph.status()) == ErrorCode::kKeyDbRolledBack) {
+      return graph.status();  // its message names the directory and what to do
     }
-    return Context(manager.status(),
+    return Context(graph.status(),
                    "key DB in " + config.key_db_directory() +
                        " (it must be the key DB made with this token; see docs/key-manager.md)");
   }
-  key_manager = *std::move(manager);
+  store_graph = *std::move(graph);
+  key_manager = &store_graph->key_manager();
+  records = &store_graph->records();
+  attachments = &store_graph->attachments();
+  bin = &store_graph->bin();
   {
     std::lock_guard<std::mutex> lock(generation_mu);
-    generation_source = key_manager.get();
+    generation_source = key_manager;
   }
-  LogInfo(
-      "key manager: key DB at generation " + std::to_string(key_manager->key_db_generation()) +
-      (options.minimum_key_db_generation.has_value()
-           ? " (the audit log recorded " + std::to_string(*options.minimum_key_db_generation) + ")"
-           : " (the audit log recorded none yet)"));
-  data_counter->set_key_provider(key_manager.get());
+  LogInfo("key manager: key DB at generation " + std::to_string(key_manager->key_db_generation()) +
+          (minimum_generation.has_value()
+               ? " (the audit log recorded " + std::to_string(*minimum_generation) + ")"
+               : " (the audit log recorded none yet)"));
   const kms::RecoveryReport& recovery = key_manager->recovery_report();
   LogInfo("key manager: " + std::to_string(key_manager->ListDatasets().size()) +
           " datasets; recovery: " + std::to_string(recovery.creates_rolled_back.size()) +
@@ -237,14 +243,6 @@ absl::Status Daemon::Parts::OpenStores() {
              " wrapping keys named by the key DB are missing from the token; their datasets "
              "answer WRAPPING_KEY_MISSING (is this the right token?)");
   }
-
-  policies = std::make_unique<kms::KeyManagerPolicySource>(key_manager.get());
-  records = std::make_unique<storage::RecordStore>(data_db.get(), key_manager.get(), policies.get(),
-                                                   clock);
-  attachments = std::make_unique<storage::AttachmentStore>(data_db.get(), key_manager.get(),
-                                                           policies.get(), clock);
-  bin = std::make_unique<storage::RecycleBin>(data_db.get(), key_manager.get(), policies.get(),
-                                              clock, purge_journal.get());
 
   kms::FullBackupOptions backup_options;
   backup_options.directory = config.backup_directory();
@@ -309,10 +307,6 @@ absl::Status Daemon::Parts::Stop() {
   authorizer.reset();
   jobs.reset();
   backups.reset();
-  bin.reset();
-  attachments.reset();
-  records.reset();
-  policies.reset();
   {
     // Nothing writes the key DB any more (server and jobs stopped): its final generation goes
     // into the log's closing checkpoint.
@@ -320,8 +314,11 @@ absl::Status Daemon::Parts::Stop() {
     if (generation_source != nullptr) closed_generation = generation_source->key_db_generation();
     generation_source = nullptr;
   }
-  key_manager.reset();
-  data_counter.reset();
+  key_manager = nullptr;
+  records = nullptr;
+  attachments = nullptr;
+  bin = nullptr;
+  store_graph.reset();
   data_db.reset();
   access_audit.reset();
   purge_journal.reset();

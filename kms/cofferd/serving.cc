@@ -82,11 +82,11 @@ absl::Status PublishFile(const std::string& directory, const std::string& name,
 absl::Status Daemon::Parts::StartJobs() {
   daemon::JobRegistryDeps deps;
   deps.data_db = data_db.get();
-  deps.keys = key_manager.get();
-  deps.attachments = attachments.get();
+  deps.keys = key_manager;
+  deps.attachments = attachments;
   jobs = std::make_unique<daemon::JobRegistry>(deps, *clock);
 
-  storage::AttachmentStore* store = attachments.get();
+  storage::AttachmentStore* store = attachments;
   COFFER_RETURN_IF_ERROR(jobs->RegisterPeriodic(
       "upload-cleanup", coffer::v1::JOB_UPLOAD_CLEANUP, kUploadCleanupPeriod,
       [store]() -> absl::Status {
@@ -98,7 +98,7 @@ absl::Status Daemon::Parts::StartJobs() {
       },
       /*run_at_start=*/true));
 
-  kms::KeyManager* manager = key_manager.get();
+  kms::KeyManager* manager = key_manager;
   storage::DataDb* data = data_db.get();
   // Destroyed datasets whose data erase or receipt a previous run did not finish (a crash, or a
   // restore that replayed destructions) are completed before serving.
@@ -135,7 +135,7 @@ absl::Status Daemon::Parts::StartJobs() {
         return completed;
       }));
 
-  storage::RecycleBin* recycle_bin = bin.get();
+  storage::RecycleBin* recycle_bin = bin;
   COFFER_RETURN_IF_ERROR(jobs->RegisterPeriodic(
       "bin-retention", coffer::v1::JOB_BIN_RETENTION,
       std::chrono::seconds(config.jobs().retention_interval_seconds()),
@@ -165,7 +165,7 @@ absl::Status Daemon::Parts::StartJobs() {
     kms::FullBackups* full_backups = backups.get();
     kms::FullBackupSources sources;
     sources.data_db = data_db.get();
-    sources.key_manager = key_manager.get();
+    sources.key_manager = key_manager;
     sources.audit_log = audit_log.get();
     sources.audit_directory = config.audit_directory();
     sources.purge_journal = purge_journal.get();
@@ -256,10 +256,10 @@ absl::Status Daemon::Parts::StartEvents() {
 
   daemon::CanaryDeps canary_deps;
   canary_deps.log = event_log.get();
-  canary_deps.keys = key_manager.get();
-  canary_deps.records = records.get();
-  canary_deps.attachments = attachments.get();
-  canary_deps.bin = bin.get();
+  canary_deps.keys = key_manager;
+  canary_deps.records = records;
+  canary_deps.attachments = attachments;
+  canary_deps.bin = bin;
   canary_deps.audit_log = audit_log.get();
   canary_deps.clock = clock;
   canary_deps.on_read = [this] {
@@ -273,7 +273,7 @@ absl::Status Daemon::Parts::StartEvents() {
   source_options.audit_directory = config.audit_directory();
   source_options.audit_start = audit_log->stats().next_sequence;
   source_options.clock = clock;
-  kms::KeyManager* manager = key_manager.get();
+  kms::KeyManager* manager = key_manager;
   source_options.datasets = [manager] {
     std::vector<events::DatasetView> views;
     for (const kms::DatasetSummary& summary : manager->ListDatasets()) {
@@ -371,11 +371,11 @@ absl::Status Daemon::Parts::StartServing() {
   }
 
   daemon::ServicesDeps deps;
-  deps.keys = key_manager.get();
+  deps.keys = key_manager;
   deps.data_db = data_db.get();
-  deps.records = records.get();
-  deps.attachments = attachments.get();
-  deps.bin = bin.get();
+  deps.records = records;
+  deps.attachments = attachments;
+  deps.bin = bin;
   deps.audit_log = audit_log.get();
   deps.access_audit = access_audit.get();
   deps.jobs = jobs.get();
@@ -397,7 +397,7 @@ absl::Status Daemon::Parts::StartServing() {
   BackupOperationDeps backup_deps;
   backup_deps.backups = backups.get();
   backup_deps.sources.data_db = data_db.get();
-  backup_deps.sources.key_manager = key_manager.get();
+  backup_deps.sources.key_manager = key_manager;
   backup_deps.sources.audit_log = audit_log.get();
   backup_deps.sources.audit_directory = config.audit_directory();
   backup_deps.sources.purge_journal = purge_journal.get();
@@ -416,7 +416,7 @@ absl::Status Daemon::Parts::StartServing() {
                              deps.extra_admin_ops);
 
   kms::dataset_export::ExportServiceOptions export_options;
-  export_options.keys = key_manager.get();
+  export_options.keys = key_manager;
   export_options.data_db = data_db.get();
   export_options.signer = checkpoint_signer.get();
   export_options.audit_log = audit_log.get();

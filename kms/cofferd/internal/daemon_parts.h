@@ -40,6 +40,7 @@
 #include "kms/keys/hsm_adapters.h"
 #include "kms/keys/key_manager.h"
 #include "kms/keys/storage_bridge.h"
+#include "kms/keys/store_graph.h"
 #include "kms/ops/admin_control.h"
 #include "kms/ops/authz.h"
 #include "kms/ops/backup_operations.h"
@@ -76,12 +77,12 @@ struct Daemon::Parts {
   std::unique_ptr<kms::audit::BatchingAuditWriter> access_audit;
   std::unique_ptr<kms::AuditPurgeJournal> purge_journal;
   std::unique_ptr<storage::DataDb> data_db;
-  std::unique_ptr<kms::StoreDataCounter> data_counter;
-  std::unique_ptr<kms::KeyManager> key_manager;
-  std::unique_ptr<kms::KeyManagerPolicySource> policies;
-  std::unique_ptr<storage::RecordStore> records;
-  std::unique_ptr<storage::AttachmentStore> attachments;
-  std::unique_ptr<storage::RecycleBin> bin;
+  std::unique_ptr<kms::StoreGraph> store_graph;  // the key manager and the stores over data_db
+  // Parts of `store_graph`, for short: set when it opens, cleared when it closes.
+  kms::KeyManager* key_manager = nullptr;
+  storage::RecordStore* records = nullptr;
+  storage::AttachmentStore* attachments = nullptr;
+  storage::RecycleBin* bin = nullptr;
   std::unique_ptr<kms::FullBackups> backups;
   std::unique_ptr<daemon::JobRegistry> jobs;
   std::unique_ptr<daemon::Authorizer> authorizer;

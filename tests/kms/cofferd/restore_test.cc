@@ -39,7 +39,7 @@
 #include "kms/keys/full_backup.h"
 #include "kms/keys/hsm_adapters.h"
 #include "kms/keys/key_manager.h"
-#include "kms/keys/storage_bridge.h"
+#include "kms/keys/store_graph.h"
 #include "storage/data_db.h"
 #include "storage/record_store.h"
 #include "tests/kms/cofferd/cofferd_harness.h"
@@ -117,26 +117,21 @@ class OpenedState {
     EXPECT_TRUE(db.ok()) << db.status();
     if (!db.ok()) return nullptr;
     s->db_ = *std::move(db);
-    s->counter_ = std::make_unique<kms::StoreDataCounter>(s->db_.get());
-
-    kms::KeyManagerOptions options;
-    options.key_db_directory = root + "/" + kms::kRestoredKeyDbDir;
-    options.restored_copy = !restored.empty();
-    options.modules = {{cofferd::kPrimaryModuleName, &s->hsm_->wrapping_keys()}};
-    options.default_module = cofferd::kPrimaryModuleName;
-    options.row_authenticator = &s->hsm_->row_authenticator();
-    options.signer = &s->hsm_->signer();
-    options.audit_log = s->log_.get();
-    options.data_counter = s->counter_.get();
-    options.clock = &s->clock_;
-    options.crash_point = std::move(crash_point);
-    auto manager = kms::KeyManager::Open(std::move(options));
-    EXPECT_TRUE(manager.ok()) << manager.status();
-    if (!manager.ok()) return nullptr;
-    s->manager_ = *std::move(manager);
-    s->policies_ = std::make_unique<kms::KeyManagerPolicySource>(s->manager_.get());
-    s->records_ = std::make_unique<storage::RecordStore>(s->db_.get(), s->manager_.get(),
-                                                         s->policies_.get(), &s->clock_);
+    kms::StoreGraphOptions graph;
+    graph.data_db = s->db_.get();
+    graph.keys.key_db_directory = root + "/" + kms::kRestoredKeyDbDir;
+    graph.keys.restored_copy = !restored.empty();
+    graph.keys.modules = {{cofferd::kPrimaryModuleName, &s->hsm_->wrapping_keys()}};
+    graph.keys.default_module = cofferd::kPrimaryModuleName;
+    graph.keys.row_authenticator = &s->hsm_->row_authenticator();
+    graph.keys.signer = &s->hsm_->signer();
+    graph.keys.audit_log = s->log_.get();
+    graph.keys.clock = &s->clock_;
+    graph.keys.crash_point = std::move(crash_point);
+    auto stores = kms::StoreGraph::Open(std::move(graph));
+    EXPECT_TRUE(stores.ok()) << stores.status();
+    if (!stores.ok()) return nullptr;
+    s->stores_ = *std::move(stores);
 
     kms::FullBackupOptions backup_options;
     backup_options.directory = dir + "/backups";
@@ -150,10 +145,7 @@ class OpenedState {
 
   ~OpenedState() {
     backups_.reset();
-    records_.reset();
-    policies_.reset();
-    manager_.reset();
-    counter_.reset();
+    stores_.reset();
     db_.reset();
     journal_.reset();
     if (log_) {
@@ -168,8 +160,8 @@ class OpenedState {
 
   // A full backup of the state now, as the daemon's backup_create makes it.
   absl::StatusOr<kms::FullBackupInfo> Backup() {
-    kms::FullBackupSources sources{db_.get(), manager_.get(), log_.get(), daemon_->dir() + "/audit",
-                                   journal_.get()};
+    kms::FullBackupSources sources{db_.get(), &stores_->key_manager(), log_.get(),
+                                   daemon_->dir() + "/audit", journal_.get()};
     return backups_->Create(sources, TestActor());
   }
 
@@ -179,8 +171,8 @@ class OpenedState {
     return ids.value_or(std::vector<hsm::WrappingKeyId>{});
   }
 
-  kms::KeyManager& keys() { return *manager_; }
-  storage::RecordStore& records() { return *records_; }
+  kms::KeyManager& keys() { return stores_->key_manager(); }
+  storage::RecordStore& records() { return stores_->records(); }
 
  private:
   explicit OpenedState(const Cofferd* daemon) : daemon_(daemon), clock_(daemon) {}
@@ -192,10 +184,7 @@ class OpenedState {
   std::unique_ptr<kms::audit::AuditLog> log_;
   std::unique_ptr<kms::AuditPurgeJournal> journal_;
   std::unique_ptr<storage::DataDb> db_;
-  std::unique_ptr<kms::StoreDataCounter> counter_;
-  std::unique_ptr<kms::KeyManager> manager_;
-  std::unique_ptr<kms::KeyManagerPolicySource> policies_;
-  std::unique_ptr<storage::RecordStore> records_;
+  std::unique_ptr<kms::StoreGraph> stores_;  // as cofferd wires it
   std::unique_ptr<kms::FullBackups> backups_;
 };
 

@@ -22,7 +22,7 @@
 #include "kms/audit/verifier.h"
 #include "kms/keys/audited_purge_journal.h"
 #include "kms/keys/hsm_adapters.h"
-#include "kms/keys/storage_bridge.h"
+#include "kms/keys/store_graph.h"
 #include "storage/attachment_store.h"
 #include "storage/record_store.h"
 #include "storage/recycle_bin.h"
@@ -132,37 +132,37 @@ class FullBackupTest : public ::testing::Test {
     auto db = storage::DataDb::Open(data, storage::DataDbOptions{});
     ASSERT_TRUE(db.ok()) << db.status();
     db_ = *std::move(db);
-    counter_ = std::make_unique<StoreDataCounter>(db_.get());
-    KeyManagerOptions options = ManagerOptions(key_db);
-    options.data_counter = counter_.get();
-    options.crash_point = crash_point_;
-    auto manager = KeyManager::Open(std::move(options));
-    ASSERT_TRUE(manager.ok()) << manager.status();
-    manager_ = *std::move(manager);
-    generation_source_ = manager_.get();
-    policies_ = std::make_unique<KeyManagerPolicySource>(manager_.get());
-    records_ =
-        std::make_unique<storage::RecordStore>(db_.get(), manager_.get(), policies_.get(), &clock_);
-    attachments_ = std::make_unique<storage::AttachmentStore>(db_.get(), manager_.get(),
-                                                              policies_.get(), &clock_);
-    bin_ = std::make_unique<storage::RecycleBin>(db_.get(), manager_.get(), policies_.get(),
-                                                 &clock_, journal_.get());
+    StoreGraphOptions graph;
+    graph.data_db = db_.get();
+    graph.keys = ManagerOptions(key_db);
+    graph.keys.crash_point = crash_point_;
+    graph.purge_journal = journal_.get();
+    auto stores = StoreGraph::Open(std::move(graph));
+    ASSERT_TRUE(stores.ok()) << stores.status();
+    stores_ = *std::move(stores);
+    manager_ = &stores_->key_manager();
+    counter_ = &stores_->counter();
+    policies_ = &stores_->policies();
+    records_ = &stores_->records();
+    attachments_ = &stores_->attachments();
+    bin_ = &stores_->bin();
+    generation_source_ = manager_;
   }
 
   void CloseInstance() {
-    bin_.reset();
-    attachments_.reset();
-    records_.reset();
-    policies_.reset();
     generation_source_ = nullptr;
-    manager_.reset();
-    counter_.reset();
+    manager_ = nullptr;
+    counter_ = nullptr;
+    policies_ = nullptr;
+    records_ = nullptr;
+    attachments_ = nullptr;
+    bin_ = nullptr;
+    stores_.reset();
     db_.reset();
   }
 
   FullBackupSources Sources() {
-    return FullBackupSources{db_.get(), manager_.get(), log_.get(), dir_.Sub("audit"),
-                             journal_.get()};
+    return FullBackupSources{db_.get(), manager_, log_.get(), dir_.Sub("audit"), journal_.get()};
   }
 
   RestoreRequest Request(const std::string& target) {
@@ -221,13 +221,14 @@ class FullBackupTest : public ::testing::Test {
   std::string data_path_;
   std::string key_db_path_;
   std::unique_ptr<storage::DataDb> db_;
-  std::unique_ptr<StoreDataCounter> counter_;
-  std::unique_ptr<KeyManager> manager_;
+  std::unique_ptr<StoreGraph> stores_;  // as cofferd wires it; the parts below are its
+  KeyManager* manager_ = nullptr;
   std::atomic<const KeyManager*> generation_source_{nullptr};  // manager_, for the log
-  std::unique_ptr<KeyManagerPolicySource> policies_;
-  std::unique_ptr<storage::RecordStore> records_;
-  std::unique_ptr<storage::AttachmentStore> attachments_;
-  std::unique_ptr<storage::RecycleBin> bin_;
+  StoreDataCounter* counter_ = nullptr;
+  KeyManagerPolicySource* policies_ = nullptr;
+  storage::RecordStore* records_ = nullptr;
+  storage::AttachmentStore* attachments_ = nullptr;
+  storage::RecycleBin* bin_ = nullptr;
   // The live key manager's crash-point seam (KeyManagerOptions::crash_point, test-only): the
   // intent tests take a backup from inside an operation with it.
   CrashPoint crash_point_;
@@ -322,7 +323,7 @@ TEST_F(FullBackupTest, APurgeAfterAReindexStaysPurgedInABackupHoldingTheOldLooku
 
   ASSERT_TRUE(
       manager_->Rotate(handle, KeyPurpose::kLookup, RotationCause::kReindex, TestAdmin()).ok());
-  storage::ReindexJob reindex(db_.get(), manager_.get(), attachments_.get(), handle);
+  storage::ReindexJob reindex(db_.get(), manager_, attachments_, handle);
   auto reindexed = reindex.Run();
   ASSERT_TRUE(reindexed.ok()) << reindexed.status();
   EXPECT_EQ(reindexed->moved, 11u);
@@ -577,7 +578,7 @@ TEST_F(FullBackupTest, TheAuditJournalFailsClosed) {
   ASSERT_TRUE(closed.ok()) << closed.status();
   ASSERT_TRUE((*closed)->Close().ok());
   AuditPurgeJournal journal(closed->get(), TestAdmin());
-  storage::RecycleBin bin(db_.get(), manager_.get(), policies_.get(), &clock_, &journal);
+  storage::RecycleBin bin(db_.get(), manager_, policies_, &clock_, &journal);
   EXPECT_EQ(ErrorCodeOf(bin.PurgeRecord(handle, "l-1")), ErrorCode::kAuditLogClosed);
   EXPECT_EQ(*records_->Get(handle, "l-1"), "lead");
   // And a backup still finds the journal quiescent (the failed purge left nothing in flight).

@@ -17,7 +17,7 @@
 #include "kms/audit/verifier.h"
 #include "kms/config/config.h"
 #include "kms/keys/hsm_adapters.h"
-#include "kms/keys/storage_bridge.h"
+#include "kms/keys/store_graph.h"
 #include "tests/kms/audit/audit_test_util.h"
 #include "tests/kms/keys/kms_test_env.h"
 
@@ -109,29 +109,24 @@ class DaemonServicesTest : public ::testing::Test {
     auto db = storage::DataDb::Open(dir_.Sub("data"), storage::DataDbOptions{});
     ASSERT_TRUE(db.ok()) << db.status();
     db_ = *std::move(db);
-    counter_ = std::make_unique<kms::StoreDataCounter>(db_.get());
 
-    kms::KeyManagerOptions options;
-    options.key_db_directory = dir_.Sub("keys");
-    options.modules = {{"softhsm", &suite_.client->wrapping_keys()}};
-    options.default_module = "softhsm";
-    options.row_authenticator = &suite_.client->row_authenticator();
-    options.signer = &suite_.client->signer();
-    options.audit_log = log_.get();
-    options.clock = &clock_;
-    options.data_counter = counter_.get();
-    auto manager = kms::KeyManager::Open(std::move(options));
-    ASSERT_TRUE(manager.ok()) << manager.status();
-    keys_ = *std::move(manager);
-
-    policies_ = std::make_unique<kms::KeyManagerPolicySource>(keys_.get());
-    records_ =
-        std::make_unique<storage::RecordStore>(db_.get(), keys_.get(), policies_.get(), &clock_);
-    attachments_ = std::make_unique<storage::AttachmentStore>(db_.get(), keys_.get(),
-                                                              policies_.get(), &clock_);
-    bin_ = std::make_unique<storage::RecycleBin>(db_.get(), keys_.get(), policies_.get(), &clock_);
-    jobs_ = std::make_unique<JobRegistry>(
-        JobRegistryDeps{db_.get(), keys_.get(), attachments_.get()}, clock_);
+    kms::StoreGraphOptions graph;
+    graph.data_db = db_.get();
+    graph.keys.key_db_directory = dir_.Sub("keys");
+    graph.keys.modules = {{"softhsm", &suite_.client->wrapping_keys()}};
+    graph.keys.default_module = "softhsm";
+    graph.keys.row_authenticator = &suite_.client->row_authenticator();
+    graph.keys.signer = &suite_.client->signer();
+    graph.keys.audit_log = log_.get();
+    graph.keys.clock = &clock_;
+    auto stores = kms::StoreGraph::Open(std::move(graph));
+    ASSERT_TRUE(stores.ok()) << stores.status();
+    stores_ = *std::move(stores);
+    keys_ = &stores_->key_manager();
+    records_ = &stores_->records();
+    attachments_ = &stores_->attachments();
+    bin_ = &stores_->bin();
+    jobs_ = std::make_unique<JobRegistry>(JobRegistryDeps{db_.get(), keys_, attachments_}, clock_);
 
     authorizer_ = std::make_unique<Authorizer>(Grants(kGrants), [this] { return now_; });
 
@@ -149,12 +144,7 @@ class DaemonServicesTest : public ::testing::Test {
     services_.reset();
     if (jobs_) jobs_->Stop();
     jobs_.reset();
-    bin_.reset();
-    attachments_.reset();
-    records_.reset();
-    policies_.reset();
-    keys_.reset();
-    counter_.reset();
+    stores_.reset();
     db_.reset();
     if (writer_) writer_->Stop().IgnoreError();
     writer_.reset();
@@ -163,11 +153,11 @@ class DaemonServicesTest : public ::testing::Test {
 
   ServicesDeps Deps() {
     ServicesDeps deps;
-    deps.keys = keys_.get();
+    deps.keys = keys_;
     deps.data_db = db_.get();
-    deps.records = records_.get();
-    deps.attachments = attachments_.get();
-    deps.bin = bin_.get();
+    deps.records = records_;
+    deps.attachments = attachments_;
+    deps.bin = bin_;
     deps.audit_log = log_.get();
     deps.access_audit = writer_.get();
     deps.clock = &clock_;
@@ -278,12 +268,11 @@ class DaemonServicesTest : public ::testing::Test {
   std::unique_ptr<audit::AuditLog> log_;
   std::unique_ptr<audit::BatchingAuditWriter> writer_;
   std::unique_ptr<storage::DataDb> db_;
-  std::unique_ptr<kms::StoreDataCounter> counter_;
-  std::unique_ptr<kms::KeyManager> keys_;
-  std::unique_ptr<kms::KeyManagerPolicySource> policies_;
-  std::unique_ptr<storage::RecordStore> records_;
-  std::unique_ptr<storage::AttachmentStore> attachments_;
-  std::unique_ptr<storage::RecycleBin> bin_;
+  std::unique_ptr<kms::StoreGraph> stores_;  // as cofferd wires it
+  kms::KeyManager* keys_ = nullptr;
+  storage::RecordStore* records_ = nullptr;
+  storage::AttachmentStore* attachments_ = nullptr;
+  storage::RecycleBin* bin_ = nullptr;
   std::unique_ptr<JobRegistry> jobs_;
   std::unique_ptr<Authorizer> authorizer_;
   std::unique_ptr<Services> services_;
