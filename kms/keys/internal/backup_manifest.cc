@@ -105,29 +105,6 @@ absl::StatusOr<std::string> ReadWholeFile(const std::string& path) {
   return out;
 }
 
-absl::Status WriteWholeFile(const std::string& path, std::string_view data, bool sync) {
-  int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600);
-  if (fd < 0) return IoError(path, "cannot create");
-  size_t done = 0;
-  while (done < data.size()) {
-    ssize_t n = ::write(fd, data.data() + done, data.size() - done);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) {
-      absl::Status error = IoError(path, "cannot write");
-      ::close(fd);
-      return error;
-    }
-    done += static_cast<size_t>(n);
-  }
-  if (sync && ::fsync(fd) != 0) {
-    absl::Status error = IoError(path, "cannot sync");
-    ::close(fd);
-    return error;
-  }
-  if (::close(fd) != 0) return IoError(path, "cannot close");
-  return absl::OkStatus();
-}
-
 namespace {
 
 // Writes all of `data` to `fd` and optionally syncs it; closes `fd`. `path` names it in errors.
@@ -151,6 +128,16 @@ absl::Status WriteAndClose(int fd, const std::string& path, std::string_view dat
   if (::close(fd) != 0) return IoError(path, "cannot close");
   return absl::OkStatus();
 }
+
+}  // namespace
+
+absl::Status WriteWholeFile(const std::string& path, std::string_view data, bool sync) {
+  int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600);
+  if (fd < 0) return IoError(path, "cannot create");
+  return WriteAndClose(fd, path, data, sync);
+}
+
+namespace {
 
 bool OneComponent(std::string_view name) {
   return !name.empty() && name != "." && name != ".." && name.find('/') == std::string_view::npos;
