@@ -406,11 +406,12 @@ class Workload {
         CheckAttachment(d, AttachmentName(n), attachments_[d][n], "final read");
       }
       for (KeyPurpose purpose : kRotatedPurposes) {
+        const std::string what = Where("final versions", d, PurposeName(purpose));
         auto live = coffer_->manager->LiveVersions(datasets_[d], purpose);
-        if (!live.ok() || live->size() != 1) {
-          tally_->Fail(Describe(
-              Where("final versions", d, PurposeName(purpose)) + ": more than the primary live",
-              live.status()));
+        if (!live.ok()) {
+          tally_->Fail(Describe(what, live.status()));
+        } else if (live->size() != 1) {
+          tally_->Fail(what + ": more than the primary live");
         }
       }
     }
