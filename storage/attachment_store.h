@@ -192,6 +192,9 @@ class AttachmentStore {
  private:
   friend class AttachmentUpload;
   void Forget(const internal::UploadId& upload);
+  // One read and open, without the retry on a version retired meanwhile.
+  absl::StatusOr<std::unique_ptr<AttachmentReader>> OpenOnce(uint64_t handle,
+                                                             std::string_view name);
   // ReencryptToPrimary (`new_stored_key` empty: same stored key; false at once when already on
   // the primary attachments version) and MoveToStoredKey (`lookup_version`: new_stored_key's).
   absl::StatusOr<bool> CopyToPrimary(internal::Cf cf, std::string_view key, std::string_view seen,

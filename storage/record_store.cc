@@ -65,17 +65,35 @@ absl::Status RecordStore::Put(uint64_t handle, std::string_view id, std::string_
 }
 
 absl::StatusOr<std::string> RecordStore::Get(uint64_t handle, std::string_view id) {
+  // A re-encryption that rewrote the entry and a retirement of the version read can both land
+  // between the read and the open (no lock is held): the open then meets KEY_VERSION_RETIRED,
+  // and a read again finds the rewritten entry.
+  constexpr int kAttempts = 3;
+  for (int attempt = 1;; ++attempt) {
+    absl::StatusOr<std::string> value = GetOnce(handle, id);
+    if (value.ok() || attempt == kAttempts ||
+        ErrorCodeOf(value.status()) != ErrorCode::kKeyVersionRetired) {
+      return value;
+    }
+  }
+}
+
+absl::StatusOr<std::string> RecordStore::GetOnce(uint64_t handle, std::string_view id) {
   COFFER_ASSIGN_OR_RETURN(std::string stored_key, internal::StoredKeyFor(keys_, handle, id));
   rocksdb::PinnableSlice value;  // no copy out of the block cache
   bool found = false;
   COFFER_RETURN_IF_ERROR(db_->Get(Cf::kRecords, stored_key, &value, &found));
   if (!found) {
     // Not under the primary lookup version: under an older live one until the re-index moves
-    // it. (Only a miss pays for this.)
+    // it. (Only a miss pays for this.) Every key is read again at one snapshot: the re-index
+    // moves an entry in one batch, so at a snapshot it is under exactly one of them, while two
+    // plain reads could straddle the move and miss it twice.
     COFFER_ASSIGN_OR_RETURN(internal::IdStoredKeys all, internal::StoredKeysFor(keys_, handle, id));
-    for (size_t i = 1; i < all.stored_keys.size() && !found; ++i) {
+    std::unique_ptr<ScopedSnapshot> snapshot = db_->NewSnapshot();
+    for (size_t i = 0; i < all.stored_keys.size() && !found; ++i) {
       value.Reset();
-      COFFER_RETURN_IF_ERROR(db_->Get(Cf::kRecords, all.stored_keys[i], &value, &found));
+      COFFER_RETURN_IF_ERROR(
+          db_->Get(Cf::kRecords, all.stored_keys[i], &value, &found, snapshot->get()));
       if (found) stored_key = all.stored_keys[i];
     }
   }

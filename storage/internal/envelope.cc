@@ -52,6 +52,18 @@ absl::StatusOr<Decrypted> DecryptEntry(KeyProvider* keys, Cf cf, KeyPurpose purp
   return decrypted;
 }
 
+// The key of an older lookup version that LiveVersions listed; null when it was retired since
+// (the list is read without a lock, and a retirement may end before the key is asked for).
+absl::StatusOr<std::shared_ptr<const DataKey>> OlderLookupKey(KeyProvider* keys, uint64_t handle,
+                                                              uint32_t version) {
+  absl::StatusOr<std::shared_ptr<const DataKey>> key =
+      keys->KeyForVersion(handle, KeyPurpose::kLookup, version);
+  if (!key.ok() && ErrorCodeOf(key.status()) == ErrorCode::kKeyVersionRetired) {
+    return std::shared_ptr<const DataKey>();
+  }
+  return key;
+}
+
 }  // namespace
 
 absl::StatusOr<uint32_t> LookupVersionOf(KeyProvider* keys, std::string_view stored_key,
@@ -65,9 +77,10 @@ absl::StatusOr<uint32_t> LookupVersionOf(KeyProvider* keys, std::string_view sto
                           keys->LiveVersions(handle, KeyPurpose::kLookup));
   for (uint32_t version : live) {
     if (version == primary->version()) continue;
-    COFFER_ASSIGN_OR_RETURN(std::shared_ptr<const DataKey> older,
-                            keys->KeyForVersion(handle, KeyPurpose::kLookup, version));
-    COFFER_ASSIGN_OR_RETURN(const crypto::HmacSha256* older_hmac, older->hmac());
+    absl::StatusOr<std::shared_ptr<const DataKey>> older = OlderLookupKey(keys, handle, version);
+    if (!older.ok()) return older.status();
+    if (*older == nullptr) continue;  // retired since LiveVersions: nothing is under it
+    COFFER_ASSIGN_OR_RETURN(const crypto::HmacSha256* older_hmac, (*older)->hmac());
     if (older_hmac->Verify(id, MacOf(stored_key)).ok()) return version;
   }
   return Corrupt();
@@ -86,9 +99,12 @@ absl::StatusOr<IdStoredKeys> StoredKeysFor(KeyProvider* keys, uint64_t handle,
   result.versions.push_back(primary->version());
   for (uint32_t version : live) {
     if (version == primary->version()) continue;
-    COFFER_ASSIGN_OR_RETURN(std::shared_ptr<const DataKey> older,
-                            keys->KeyForVersion(handle, KeyPurpose::kLookup, version));
-    COFFER_ASSIGN_OR_RETURN(std::string older_key, StoredKeyWith(*older, handle, id));
+    absl::StatusOr<std::shared_ptr<const DataKey>> older = OlderLookupKey(keys, handle, version);
+    if (!older.ok()) return older.status();
+    // Retired since LiveVersions (a retirement's count found nothing under it, so there is
+    // nothing to find or lock); LockId then sees the live versions changed and starts over.
+    if (*older == nullptr) continue;
+    COFFER_ASSIGN_OR_RETURN(std::string older_key, StoredKeyWith(**older, handle, id));
     result.stored_keys.push_back(std::move(older_key));
     result.versions.push_back(version);
   }
