@@ -47,9 +47,10 @@
 #include "crypto/base/status.h"
 #include "kms/audit/audit_log.h"
 #include "kms/keys/key_manager.h"
-#include "kms/keys/storage_bridge.h"
+#include "kms/keys/store_graph.h"
 #include "storage/attachment_store.h"
 #include "storage/data_db.h"
+#include "storage/data_key.h"
 #include "storage/record_store.h"
 #include "storage/reencryption.h"
 #include "storage/reindex.h"
@@ -109,19 +110,17 @@ std::string Describe(std::string what, const absl::Status& status) {
   return what;
 }
 
-// The components cofferd wires, on a fresh token and directory: the fixture of
-// tests/kms/keys/storage_bridge_test.cc as one object.
+// The components cofferd wires (kms::StoreGraph), on a fresh token and directory.
 class Coffer {
  public:
   Coffer() = default;
   Coffer(const Coffer&) = delete;
   Coffer& operator=(const Coffer&) = delete;
   ~Coffer() {
-    attachments.reset();
-    records.reset();
-    policies.reset();
-    manager.reset();
-    counter.reset();
+    manager = nullptr;
+    records = nullptr;
+    attachments = nullptr;
+    stores.reset();
     db.reset();
     if (log) log->Close().IgnoreError();
     log.reset();
@@ -133,23 +132,19 @@ class Coffer {
     COFFER_ASSIGN_OR_RETURN(
         log, kms::audit::AuditLog::Open(token.AuditOptions(dir.Sub("audit"), &clock)));
     COFFER_ASSIGN_OR_RETURN(db, storage::DataDb::Open(dir.Sub("data"), storage::DataDbOptions{}));
-    counter = std::make_unique<kms::StoreDataCounter>(db.get());
-    kms::KeyManagerOptions options;
-    options.key_db_directory = dir.Sub("keydb");
-    options.modules = {{"softhsm", &token.client->wrapping_keys()}};
-    options.default_module = "softhsm";
-    options.row_authenticator = &token.client->row_authenticator();
-    options.signer = &token.client->signer();
-    options.audit_log = log.get();
-    options.clock = &clock;
-    options.data_counter = counter.get();
-    COFFER_ASSIGN_OR_RETURN(manager, kms::KeyManager::Open(std::move(options)));
-    counter->set_key_provider(manager.get());
-    policies = std::make_unique<kms::KeyManagerPolicySource>(manager.get());
-    records =
-        std::make_unique<storage::RecordStore>(db.get(), manager.get(), policies.get(), &clock);
-    attachments =
-        std::make_unique<storage::AttachmentStore>(db.get(), manager.get(), policies.get(), &clock);
+    kms::StoreGraphOptions graph;
+    graph.data_db = db.get();
+    graph.keys.key_db_directory = dir.Sub("keydb");
+    graph.keys.modules = {{"softhsm", &token.client->wrapping_keys()}};
+    graph.keys.default_module = "softhsm";
+    graph.keys.row_authenticator = &token.client->row_authenticator();
+    graph.keys.signer = &token.client->signer();
+    graph.keys.audit_log = log.get();
+    graph.keys.clock = &clock;
+    COFFER_ASSIGN_OR_RETURN(stores, kms::StoreGraph::Open(std::move(graph)));
+    manager = &stores->key_manager();
+    records = &stores->records();
+    attachments = &stores->attachments();
     return absl::OkStatus();
   }
 
@@ -158,11 +153,10 @@ class Coffer {
   kms::audit::testing::FakeClock clock;
   std::unique_ptr<kms::audit::AuditLog> log;
   std::unique_ptr<storage::DataDb> db;
-  std::unique_ptr<kms::StoreDataCounter> counter;
-  std::unique_ptr<kms::KeyManager> manager;
-  std::unique_ptr<kms::KeyManagerPolicySource> policies;
-  std::unique_ptr<storage::RecordStore> records;
-  std::unique_ptr<storage::AttachmentStore> attachments;
+  std::unique_ptr<kms::StoreGraph> stores;  // as cofferd wires it; the parts below are its
+  kms::KeyManager* manager = nullptr;
+  storage::RecordStore* records = nullptr;
+  storage::AttachmentStore* attachments = nullptr;
 };
 
 // The last acknowledged state of one of a writer's ids.
@@ -331,7 +325,8 @@ class Workload {
         auto version =
             coffer_->manager->Rotate(datasets_[d], purpose, cause, kms::testing::TestAdmin());
         if (!version.ok()) {
-          tally_->Fail(Describe(Where("rotate", d, PurposeName(purpose)), version.status()));
+          tally_->Fail(
+              Describe(Where("rotate", d, storage::KeyPurposeName(purpose)), version.status()));
           rotated = false;
         }
       }
@@ -345,16 +340,15 @@ class Workload {
   // have stopped, nothing may be refused.
   void MoveAndRetire(size_t d, bool writers_stopped) {
     const uint64_t handle = datasets_[d];
-    storage::ReencryptionJob reencryption(coffer_->db.get(), coffer_->manager.get(),
-                                          coffer_->attachments.get(), handle);
+    storage::ReencryptionJob reencryption(coffer_->db.get(), coffer_->manager, coffer_->attachments,
+                                          handle);
     auto reencrypted = reencryption.Run();
     if (!reencrypted.ok()) {
       tally_->Fail(Describe(Where("re-encryption", d, ""), reencrypted.status()));
     } else if (!reencrypted->finished) {
       tally_->Fail(Where("re-encryption", d, "") + ": ended unfinished");
     }
-    storage::ReindexJob reindex(coffer_->db.get(), coffer_->manager.get(),
-                                coffer_->attachments.get(), handle);
+    storage::ReindexJob reindex(coffer_->db.get(), coffer_->manager, coffer_->attachments, handle);
     auto reindexed = reindex.Run();
     if (!reindexed.ok()) {
       tally_->Fail(Describe(Where("re-index", d, ""), reindexed.status()));
@@ -362,7 +356,7 @@ class Workload {
       tally_->Fail(Where("re-index", d, "") + ": ended unfinished");
     }
     for (KeyPurpose purpose : kRotatedPurposes) {
-      const std::string what = Where("retire", d, PurposeName(purpose));
+      const std::string what = Where("retire", d, storage::KeyPurposeName(purpose));
       auto live = coffer_->manager->LiveVersions(handle, purpose);
       if (!live.ok() || live->empty()) {
         tally_->Fail(Describe(what + ": live versions", live.status()));
@@ -406,7 +400,7 @@ class Workload {
         CheckAttachment(d, AttachmentName(n), attachments_[d][n], "final read");
       }
       for (KeyPurpose purpose : kRotatedPurposes) {
-        const std::string what = Where("final versions", d, PurposeName(purpose));
+        const std::string what = Where("final versions", d, storage::KeyPurposeName(purpose));
         auto live = coffer_->manager->LiveVersions(datasets_[d], purpose);
         if (!live.ok()) {
           tally_->Fail(Describe(what, live.status()));
@@ -421,19 +415,6 @@ class Workload {
   std::latch warmed_up{kWriters + 1};  // each writer and the attachment thread, once
 
  private:
-  static std::string PurposeName(KeyPurpose purpose) {
-    switch (purpose) {
-      case KeyPurpose::kRecords:
-        return "records";
-      case KeyPurpose::kAttachments:
-        return "attachments";
-      case KeyPurpose::kLookup:
-        return "lookup";
-      default:
-        return "other";
-    }
-  }
-
   // "what dataset subject", e.g. "put stress/a w1-17".
   static std::string Where(std::string_view what, size_t d, std::string_view subject) {
     std::string where(what);
