@@ -314,16 +314,7 @@ absl::StatusOr<std::unique_ptr<AttachmentUpload>> AttachmentStore::BeginUpload(
 
 absl::StatusOr<std::unique_ptr<AttachmentReader>> AttachmentStore::Open(uint64_t handle,
                                                                         std::string_view name) {
-  // As RecordStore::Get: a re-encryption and a retirement between the read and the open make
-  // the open meet KEY_VERSION_RETIRED; a read again finds the rewritten pointer.
-  constexpr int kAttempts = 3;
-  for (int attempt = 1;; ++attempt) {
-    absl::StatusOr<std::unique_ptr<AttachmentReader>> reader = OpenOnce(handle, name);
-    if (reader.ok() || attempt == kAttempts ||
-        ErrorCodeOf(reader.status()) != ErrorCode::kKeyVersionRetired) {
-      return reader;
-    }
-  }
+  return internal::ReadAgainIfRetired([&] { return OpenOnce(handle, name); });
 }
 
 absl::StatusOr<std::unique_ptr<AttachmentReader>> AttachmentStore::OpenOnce(uint64_t handle,

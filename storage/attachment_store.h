@@ -192,7 +192,7 @@ class AttachmentStore {
  private:
   friend class AttachmentUpload;
   void Forget(const internal::UploadId& upload);
-  // One read and open, without the retry on a version retired meanwhile.
+  // One read and open; Open repeats it through internal::ReadAgainIfRetired.
   absl::StatusOr<std::unique_ptr<AttachmentReader>> OpenOnce(uint64_t handle,
                                                              std::string_view name);
   // ReencryptToPrimary (`new_stored_key` empty: same stored key; false at once when already on

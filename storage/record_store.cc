@@ -65,17 +65,7 @@ absl::Status RecordStore::Put(uint64_t handle, std::string_view id, std::string_
 }
 
 absl::StatusOr<std::string> RecordStore::Get(uint64_t handle, std::string_view id) {
-  // A re-encryption that rewrote the entry and a retirement of the version read can both land
-  // between the read and the open (no lock is held): the open then meets KEY_VERSION_RETIRED,
-  // and a read again finds the rewritten entry.
-  constexpr int kAttempts = 3;
-  for (int attempt = 1;; ++attempt) {
-    absl::StatusOr<std::string> value = GetOnce(handle, id);
-    if (value.ok() || attempt == kAttempts ||
-        ErrorCodeOf(value.status()) != ErrorCode::kKeyVersionRetired) {
-      return value;
-    }
-  }
+  return internal::ReadAgainIfRetired([&] { return GetOnce(handle, id); });
 }
 
 absl::StatusOr<std::string> RecordStore::GetOnce(uint64_t handle, std::string_view id) {

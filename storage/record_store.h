@@ -70,7 +70,7 @@ class RecordStore {
   absl::StatusOr<IdPage> ListIds(uint64_t handle, std::string_view page_token, size_t max_ids);
 
  private:
-  // One read and open, without the retry on a version retired meanwhile.
+  // One read and open; Get repeats it through internal::ReadAgainIfRetired.
   absl::StatusOr<std::string> GetOnce(uint64_t handle, std::string_view id);
   DataDb* db_;
   KeyProvider* keys_;

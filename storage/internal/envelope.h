@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "crypto/base/status.h"
 #include "storage/internal/layout.h"
 #include "storage/key_provider.h"
 
@@ -51,6 +52,21 @@ absl::StatusOr<uint32_t> LookupVersionOf(KeyProvider* keys, std::string_view sto
 // The same with an already fetched lookup key (`lookup` must be a lookup-purpose key).
 absl::StatusOr<std::string> StoredKeyWith(const DataKey& lookup, uint64_t handle,
                                           std::string_view id);
+
+// Runs `read` (a lock-free read of an entry, then its open) up to three times while it fails
+// with KEY_VERSION_RETIRED: a re-encryption that rewrote the entry and a retirement of the version
+// read can both land between the read and the open, and a read again finds the rewritten entry.
+template <typename Read>
+auto ReadAgainIfRetired(const Read& read) -> decltype(read()) {
+  constexpr int kAttempts = 3;
+  for (int attempt = 1;; ++attempt) {
+    auto result = read();
+    if (result.ok() || attempt == kAttempts ||
+        ErrorCodeOf(result.status()) != ErrorCode::kKeyVersionRetired) {
+      return result;
+    }
+  }
+}
 
 // Seals id ‖ body into an encoded entry under `purpose`'s primary key.
 absl::StatusOr<std::string> SealEntry(KeyProvider* keys, Cf cf, KeyPurpose purpose,
