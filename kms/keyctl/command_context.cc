@@ -116,15 +116,6 @@ std::string OperationProgressLine(const std::string& what, const pb::OperationPr
   return line;
 }
 
-absl::Status JobError(const pb::JobStatus& job) {
-  std::string what = "job " + std::to_string(job.id()) + " (" + JobKindName(job.kind()) +
-                     ") failed: " + job.error().message();
-  return MakeError(
-      static_cast<ErrorCode>(job.error().code() != 0 ? job.error().code()
-                                                     : static_cast<int>(ErrorCode::kInternal)),
-      what);
-}
-
 constexpr absl::string_view kPendingPayload = "type.coffer.dev/coffer.keyctl.PendingPrinted";
 
 std::string UserName() {
@@ -161,6 +152,15 @@ void PrintPending(CommandContext& ctx, const pb::ApprovalInfo& info) {
 }
 
 }  // namespace
+
+absl::Status JobError(const pb::JobStatus& job) {
+  std::string what = "job " + std::to_string(job.id()) + " (" + JobKindName(job.kind()) +
+                     ") failed: " + job.error().message();
+  return MakeError(
+      static_cast<ErrorCode>(job.error().code() != 0 ? job.error().code()
+                                                     : static_cast<int>(ErrorCode::kInternal)),
+      what);
+}
 
 CommandContext::CommandContext(std::string socket_path, bool json, std::ostream& out,
                                std::ostream& progress, bool progress_is_terminal)

@@ -84,6 +84,8 @@ bool IsTotpCode(const std::string& code);
 // The one-line progress of job `job`: "job 7 reencrypt crm: RUNNING, 40/100 (40%), 12.5 items/s,
 // ETA 5s" (WaitForJob shows it; `reencrypt wait` prints the last one).
 std::string JobProgressLine(const coffer::v1::JobStatus& job);
+// The error of a JOB_FAILED job: its code, and "job 7 (reencrypt) failed: MESSAGE".
+absl::Status JobError(const coffer::v1::JobStatus& job);
 
 }  // namespace coffer::keyctl
 

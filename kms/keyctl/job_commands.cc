@@ -1,8 +1,10 @@
 #include "kms/keyctl/job_commands.h"
 
 #include <CLI/CLI.hpp>
+#include <map>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include "absl/strings/str_format.h"
 #include "crypto/base/status.h"
@@ -192,6 +194,52 @@ void AddJobCommands(CLI::App& app, CommandLine& line) {
   line.Runs(scrub, [&v](CommandContext& ctx) {
     return JobStart(ctx, pb::JOB_SCRUB, v.dataset, 0, v.wait);
   });
+}
+
+namespace {
+
+// `keyctl job run NAME`: the periodic jobs by the names cofferd registers them under.
+const std::map<std::string, pb::JobKind>& PeriodicJobs() {
+  static const auto* const kJobs = new std::map<std::string, pb::JobKind>{
+      {"rotation", pb::JOB_ROTATION},
+      {"bin-retention", pb::JOB_BIN_RETENTION},
+      {"backup", pb::JOB_BACKUP},
+      {"upload-cleanup", pb::JOB_UPLOAD_CLEANUP},
+  };
+  return *kJobs;
+}
+
+// Runs a periodic job now; the daemon answers after the run.
+absl::Status JobRun(CommandContext& ctx, const std::string& name) {
+  pb::Request request;
+  request.mutable_job_start()->set_kind(PeriodicJobs().at(name));
+  COFFER_ASSIGN_OR_RETURN(pb::Response response, ctx.Call(std::move(request)));
+  const pb::JobStatus& ran = response.job_start();
+  if (ran.state() == pb::JOB_FAILED) return JobError(ran);
+  if (ctx.json()) {
+    PrintJson(ctx, ProtoToJson(ran));
+    return absl::OkStatus();
+  }
+  ctx.out() << "ran " << name << " (run " << ran.done() << " since the daemon started)\n";
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+void AddJobRunCommand(CLI::App& app, CommandLine& line) {
+  std::string& name = line.NewValues<std::string>();
+  CLI::App* group =
+      AddCommandGroup(app, "job", "Background jobs of the daemon", "keyctl job run rotation");
+  CLI::App* run = AddCommand(group, "run",
+                             "Run a periodic job now, as its next scheduled run would "
+                             "(rotation: due rotations, destructions and receipts)",
+                             "keyctl job run rotation");
+  std::vector<std::string> names;
+  for (const auto& [n, kind] : PeriodicJobs()) names.push_back(n);
+  run->add_option("NAME", name, "rotation, bin-retention, backup or upload-cleanup")
+      ->required()
+      ->check(CLI::IsMember(names));
+  line.Runs(run, [&name](CommandContext& ctx) { return JobRun(ctx, name); });
 }
 
 void AddStatusCommand(CLI::App& app, CommandLine& line) {

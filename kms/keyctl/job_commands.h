@@ -41,6 +41,8 @@ absl::Status DaemonStatus(CommandContext& ctx);
 // Adds `reencrypt`, `reindex` and `scrub`.
 void AddJobCommands(CLI::App& app, CommandLine& line);
 // Adds `status` (separate so that it keeps its place in keyctl --help).
+// `keyctl job run NAME`.
+void AddJobRunCommand(CLI::App& app, CommandLine& line);
 void AddStatusCommand(CLI::App& app, CommandLine& line);
 
 }  // namespace coffer::keyctl

@@ -52,6 +52,7 @@ void AddCommands(CLI::App& app, CommandLine& line) {
   AddPolicyCommands(app, line);
   AddBinCommands(app, line);
   AddJobCommands(app, line);
+  AddJobRunCommand(app, line);
   AddBackupCommands(app, line);
   AddAuditCommands(app, line);
   AddStatusCommand(app, line);

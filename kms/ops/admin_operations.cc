@@ -28,6 +28,15 @@
 #include "storage/dataset_erasure.h"
 
 namespace coffer::daemon {
+namespace {
+
+// The kinds cofferd registers as periodic jobs (kms/cofferd/serving.cc): job_start runs them now.
+bool IsPeriodicKind(pb::JobKind kind) {
+  return kind == pb::JOB_ROTATION || kind == pb::JOB_BIN_RETENTION || kind == pb::JOB_BACKUP ||
+         kind == pb::JOB_UPLOAD_CLEANUP;
+}
+
+}  // namespace
 
 absl::Status Services::ConnectionSession::HandleAdmin(
     const pb::Request& request, ResponseSink* sink, const audit::AuditActor& actor,
@@ -345,11 +354,20 @@ absl::Status Services::ConnectionSession::HandleJobs(AdminCall& call) {
           handle = *found;
         }
         started = deps_.jobs->StartScrub(handle, std::string(call.dataset));
+      } else if (IsPeriodicKind(r.kind())) {
+        if (!call.dataset.empty()) {
+          return SendError(call.sink, call.request,
+                           MakeError(ErrorCode::kMalformedRequest,
+                                     "a periodic job runs for every dataset: name none"));
+        }
+        // Runs now, on this worker, what the job's next scheduled run would do; the reply is
+        // its status after the run (JOB_FAILED with the error when the run failed).
+        started = deps_.jobs->RunNow(r.kind());
       } else {
-        return SendError(
-            call.sink, call.request,
-            MakeError(ErrorCode::kMalformedRequest,
-                      "job_start.kind must be JOB_REENCRYPT, JOB_REINDEX or JOB_SCRUB"));
+        return SendError(call.sink, call.request,
+                         MakeError(ErrorCode::kMalformedRequest,
+                                   "job_start.kind must be JOB_REENCRYPT, JOB_REINDEX, JOB_SCRUB "
+                                   "or a periodic job's kind"));
       }
       if (!started.ok()) {
         // ALREADY_EXISTS here means a busy call.dataset: say so.
@@ -357,7 +375,9 @@ absl::Status Services::ConnectionSession::HandleJobs(AdminCall& call) {
           return SendError(
               call.sink, call.request,
               MakeError(ErrorCode::kAlreadyExists,
-                        "a job is already running on this call.dataset; see job_status"));
+                        r.dataset().empty() && IsPeriodicKind(r.kind())
+                            ? "this periodic job is running now; see job_status"
+                            : "a job is already running on this dataset; see job_status"));
         }
         return Reply(call, started.status());
       }

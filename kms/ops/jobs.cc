@@ -279,10 +279,11 @@ void JobRegistry::StartScheduler() {
   scheduler_ = std::thread([this] { SchedulerLoop(); });
 }
 
-absl::Status JobRegistry::RunPeriodic(Periodic* job) {
+absl::Status JobRegistry::RunPeriodic(Periodic* job, bool* busy) {
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (job->running) {
+      if (busy != nullptr) *busy = true;
       return MakeError(ErrorCode::kAlreadyExists, "this periodic job is running now");
     }
     job->running = true;
@@ -318,6 +319,24 @@ absl::Status JobRegistry::RunNow(std::string_view name) {
   }
   if (found == nullptr) return MakeError(ErrorCode::kNotFound, "no periodic job by that name");
   return RunPeriodic(found);
+}
+
+absl::StatusOr<pb::JobStatus> JobRegistry::RunNow(pb::JobKind kind) {
+  Periodic* found = nullptr;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (const auto& [id, job] : periodic_) {
+      if (job->status.kind() == kind) found = job.get();
+    }
+  }
+  if (found == nullptr) {
+    return MakeError(ErrorCode::kNotFound, "no periodic job of this kind runs in this daemon");
+  }
+  bool busy = false;
+  absl::Status result = RunPeriodic(found, &busy);
+  if (busy) return result;  // not run
+  std::lock_guard<std::mutex> lock(mu_);
+  return found->status;
 }
 
 void JobRegistry::SchedulerLoop() {

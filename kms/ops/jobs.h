@@ -13,7 +13,8 @@
 // Periodic jobs: the wiring registers named functions with a period (rotation clock =
 // KeyManager::RunDueWork, bin expiry/retention, backups and pruning, upload cleanup); one
 // scheduler thread runs each when due, one at a time, and records its last run, next run and
-// last error. RunNow runs one immediately on the caller's thread (tests, admin triggers).
+// last error. RunNow runs one immediately on the caller's thread (job_start of a periodic kind:
+// `keyctl job run NAME`).
 //
 // Thread safety: every method may be called from any thread. Ownership: borrows the deps,
 // which must outlive the registry; the destructor calls Stop(). Failures: ALREADY_EXISTS (busy
@@ -86,6 +87,11 @@ class JobRegistry {
   void StartScheduler();
   // Runs periodic job `name` now on this thread and records the run; returns its result.
   absl::Status RunNow(std::string_view name);
+  // Runs the periodic job registered under `kind` now on this thread, as the scheduler would,
+  // and returns its status after the run: JOB_PENDING, or JOB_FAILED with the run's error.
+  // NOT_FOUND when no periodic job of that kind is registered (e.g. backups are off),
+  // ALREADY_EXISTS while it is running.
+  absl::StatusOr<coffer::v1::JobStatus> RunNow(coffer::v1::JobKind kind);
 
   // Status of job `id` (on-demand or periodic); NOT_FOUND if unknown.
   absl::StatusOr<coffer::v1::JobStatus> Status(uint64_t id) const;
@@ -126,7 +132,8 @@ class JobRegistry {
   void RunScrub(OnDemand* job, std::optional<uint64_t> handle);
   void Finish(OnDemand* job, const absl::Status& result);
   void SchedulerLoop();
-  absl::Status RunPeriodic(Periodic* job);
+  // Runs `job` unless it is running (then ALREADY_EXISTS and *busy, when given, is set).
+  absl::Status RunPeriodic(Periodic* job, bool* busy = nullptr);
 
   JobRegistryDeps deps_;
   const coffer::Clock* clock_;

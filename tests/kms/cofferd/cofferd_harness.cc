@@ -253,18 +253,13 @@ void Cofferd::AdvanceClock(std::chrono::seconds by) {
   clock_->Advance(by);
 }
 
-bool Cofferd::AdvanceClockUntil(std::chrono::seconds step, const std::function<bool()>& done) {
+KeyctlResult Cofferd::RunJobAfter(std::chrono::seconds by, const std::string& job) {
   if (clock_ == nullptr) {
-    ADD_FAILURE() << "AdvanceClockUntil needs a daemon on a controlled clock";
-    return false;
+    ADD_FAILURE() << "RunJobAfter needs a daemon on a controlled clock";
+    return KeyctlResult{};
   }
-  return Eventually(
-      [&] {
-        if (done()) return true;
-        clock_->Advance(step);
-        return false;
-      },
-      std::chrono::milliseconds(100));
+  clock_->Advance(by);
+  return Keyctl(admin_socket(), "job run " + job);
 }
 
 uint64_t Cofferd::TotpStep() const {

@@ -7,9 +7,10 @@
 // Two binaries, one harness. By default the daemon is test-cofferd (tests/kms/cofferd/
 // test_cofferd.cc: the shipped program on a MappedClock): its wall clock stands still until the
 // test calls AdvanceClock, so TOTP steps, rotation and lifecycle deadlines are reached by
-// advancing the clock and then waiting, bounded, for the daemon's reaction — never by sleeping
-// through real time. With `controlled_clock = false` it is the shipped cofferd on the system
-// clock, for the real-time smoke tests. The suites differ only through CofferdOptions.
+// advancing the clock and then running the job that reacts (`keyctl job run rotation`) or
+// waiting, bounded, for the daemon's reaction — never by sleeping through real time. With
+// `controlled_clock = false` it is the shipped cofferd on the system clock, for the real-time smoke
+// tests. The suites differ only through CofferdOptions.
 //
 // Thread safety: none; one test thread (AdvanceClock and Now may be called from any). Failures:
 // Cofferd::Create returns nullptr when the directory, token, clock, configuration or daemon
@@ -71,6 +72,8 @@ struct CofferdOptions {
 
 // A cofferd on a temporary directory that can be stopped and started again on the same state
 // (and the same clock); the destructor stops it and removes the directory.
+struct KeyctlResult;
+
 class Cofferd {
  public:
   static std::unique_ptr<Cofferd> Create(CofferdOptions options = {});
@@ -102,10 +105,10 @@ class Cofferd {
   // real-clock daemon.
   void AdvanceClock(std::chrono::seconds by);
   bool controlled_clock() const { return clock_ != nullptr; }
-  // Until `done` holds (60 s of real time: a safety net, not a measure), polls it every
-  // 100 ms and advances the clock by `step` after each miss; for deadlines the daemon sets as it
-  // reacts (a destruction scheduled by one tick of its jobs and due at a later one).
-  bool AdvanceClockUntil(std::chrono::seconds step, const std::function<bool()>& done);
+  // Advances the clock by `by`, then has the daemon run periodic job `job` at once (`keyctl job
+  // run JOB` as the test's uid, development mode) and returns that run of keyctl: what the
+  // job's next tick would do, with no waiting for the tick.
+  KeyctlResult RunJobAfter(std::chrono::seconds by, const std::string& job);
   // The TOTP step (kTotpStepSeconds) at Now().
   uint64_t TotpStep() const;
 

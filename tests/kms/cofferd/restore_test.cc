@@ -302,7 +302,6 @@ TEST(CofferdRestoreTest, RestoringIntentsCapturedByABackupNeverChangesTheToken) 
 TEST(CofferdRestoreTest, ADatasetDestroyedAfterTheBackupIsUnreadableInItsRestore) {
   CofferdOptions options;
   options.name = "cofferd-restore-shred";
-  options.rotation_check_seconds = 1;  // lifecycle work (the destruction) on every daemon tick
   auto daemon = Cofferd::Create(std::move(options));
   ASSERT_NE(daemon, nullptr);
   ASSERT_TRUE(daemon->Stop()) << daemon->Logs();
@@ -333,11 +332,10 @@ TEST(CofferdRestoreTest, ADatasetDestroyedAfterTheBackupIsUnreadableInItsRestore
   ASSERT_NE(backup_id, 0u) << backup.out;
   ASSERT_EQ(Keyctl(daemon->admin_socket(), "dataset disable crm/doomed").exit_code, 0);
   ASSERT_EQ(Keyctl(daemon->admin_socket(), "dataset destroy crm/doomed").exit_code, 0);
-  KeyctlResult receipt;
-  daemon->AdvanceClockUntil(std::chrono::seconds(1), [&] {
-    receipt = Keyctl(daemon->admin_socket(), "receipt get crm/doomed");
-    return receipt.exit_code == 0;
-  });
+  // Past the destruction wait, the rotation clock's run destroys it.
+  KeyctlResult ran = daemon->RunJobAfter(std::chrono::seconds(2), "rotation");
+  ASSERT_EQ(ran.exit_code, 0) << Joined(ran);
+  KeyctlResult receipt = Keyctl(daemon->admin_socket(), "receipt get crm/doomed");
   ASSERT_EQ(receipt.exit_code, 0) << Joined(receipt) << daemon->Logs();
   const std::string target = daemon->dir() + "/restored-shred";
   KeyctlResult restored =

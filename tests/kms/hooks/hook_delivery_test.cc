@@ -118,6 +118,9 @@ TEST_F(HookDeliveryTest, DeliversEveryEventInOrderAsJsonAndResumesAfterRestart) 
   Add(pb::EVENT_DATASET_DESTROYED);  // while no delivery runs
   delivery = Deliver(3, std::chrono::seconds(30));
   ASSERT_TRUE(Eventually([&] { return Delivered().size() == 3; }));
+  // The hook writes its line before the delivery records the cursor: a Stop in between would
+  // leave the event to be delivered again (at least once), so wait for the cursor as above.
+  ASSERT_TRUE(Eventually([&] { return log_->hook_cursor() == 3; }));
   delivery->Stop();
   std::vector<nlohmann::json> events = Delivered();
   ASSERT_EQ(events.size(), 3u);

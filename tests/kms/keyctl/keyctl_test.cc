@@ -50,13 +50,8 @@ using ::coffer::testing::RunShell;
 using nlohmann::json;
 using Result = ::coffer::testing::KeyctlResult;
 
-// A development-mode cofferd (test-cofferd: the test advances its clock) whose jobs tick every
-// `rotation_check_seconds` (rotation, lifecycle).
-std::unique_ptr<Cofferd> StartCofferd(uint32_t rotation_check_seconds) {
-  CofferdOptions options;
-  options.rotation_check_seconds = rotation_check_seconds;
-  return Cofferd::Create(std::move(options));
-}
+// A development-mode cofferd (test-cofferd: the test advances its clock).
+std::unique_ptr<Cofferd> StartCofferd() { return Cofferd::Create(CofferdOptions()); }
 
 size_t Lines(const std::string& text) {
   size_t n = 0;
@@ -74,7 +69,7 @@ uint32_t PrimaryOf(const json& versions, const std::string& purpose) {
 
 class KeyctlTest : public ::testing::Test {
  protected:
-  static void SetUpTestSuite() { daemon_ = StartCofferd(60).release(); }
+  static void SetUpTestSuite() { daemon_ = StartCofferd().release(); }
   static void TearDownTestSuite() {
     delete daemon_;
     daemon_ = nullptr;
@@ -592,13 +587,12 @@ TEST_F(KeyctlTest, PolicySetAutoDestroyAfterDisabled) {
 
 // Lifecycle automation on the daemon's own clock (policy periods of seconds): a dataset left
 // DISABLED is scheduled for destruction, then destroyed after the waiting period, each step
-// audited; a legal hold keeps another one where it is.
-// A daemon whose jobs tick every second, for lifecycle automation. KeyctlTest's keeps the
-// default minute: a tick also retires compromised versions that protect no data, which would
-// race RewrapAndEmergencyRotation's look at them.
+// audited; a legal hold keeps another one where it is. The suite has a daemon of its own, since
+// it moves the clock on; the test runs the rotation clock itself (`keyctl job run rotation`)
+// rather than wait for its tick, which the default minute keeps out of the way.
 class KeyctlClockTest : public KeyctlTest {
  protected:
-  static void SetUpTestSuite() { daemon_ = StartCofferd(/*rotation_check_seconds=*/1).release(); }
+  static void SetUpTestSuite() { daemon_ = StartCofferd().release(); }
 };
 
 TEST_F(KeyctlClockTest, LifecycleAutomationDestroysADisabledDatasetUnlessHeld) {
@@ -620,14 +614,16 @@ TEST_F(KeyctlClockTest, LifecycleAutomationDestroysADisabledDatasetUnlessHeld) {
   ASSERT_EQ(Run("dataset disable crm/expired").exit_code, 0);
   ASSERT_EQ(Run("dataset disable crm/held").exit_code, 0);
 
-  // A destroyed dataset has no name any more: describe answers not found (exit 4). The clock
-  // moves a second at a time: past the disabled period (a tick schedules the destruction), then
-  // past the destruction wait (a later tick destroys).
-  Result describe;
-  daemon_->AdvanceClockUntil(std::chrono::seconds(1), [&] {
-    describe = Run("dataset describe crm/expired --json");
-    return describe.exit_code != 0;
-  });
+  // A destroyed dataset has no name any more: describe answers not found (exit 4). Past the
+  // disabled period, a run of the rotation clock schedules the destruction (the dataset is
+  // still there); past the destruction wait, the next run destroys it.
+  Result first = daemon_->RunJobAfter(std::chrono::seconds(2), "rotation");
+  ASSERT_EQ(first.exit_code, 0) << first.err;
+  Result describe = Run("dataset describe crm/expired --json");
+  ASSERT_EQ(describe.exit_code, 0) << "destroyed before its wait: " << describe.err;
+  Result second = daemon_->RunJobAfter(std::chrono::seconds(2), "rotation");
+  ASSERT_EQ(second.exit_code, 0) << second.err;
+  describe = Run("dataset describe crm/expired --json");
   EXPECT_EQ(describe.exit_code, 4) << describe.err << describe.out;
 
   Result audit = Run("audit search --json --limit 100000");
@@ -683,11 +679,10 @@ TEST_F(KeyctlClockTest, DestructionErasesTheDataAndIssuesASignedReceipt) {
   ASSERT_EQ(Run("dataset destroy " + name).exit_code, 0);
 
   const std::string file = daemon_->dir() + "/receipt.txt";
-  Result got;
-  daemon_->AdvanceClockUntil(std::chrono::seconds(1), [&] {
-    got = Run("receipt get " + name + " -o " + file);
-    return got.exit_code == 0;
-  });
+  // Past the destruction wait, the rotation clock's run destroys it and issues the receipt.
+  Result ran = daemon_->RunJobAfter(std::chrono::seconds(2), "rotation");
+  ASSERT_EQ(ran.exit_code, 0) << ran.err;
+  Result got = Run("receipt get " + name + " -o " + file);
   ASSERT_EQ(got.exit_code, 0) << got.err << daemon_->Logs();
   const std::string pem = daemon_->dir() + "/audit-public-key.pem";
 

@@ -680,7 +680,12 @@ TEST_F(DaemonServicesTest, MalformedRequestsAreRefusedAndAudited) {
   EXPECT_EQ(Code(Call(writer_session_.get(), Put("", "c-1", "v"))), C(ErrorCode::kNotGranted));
 
   pb::Request job;
+  job.mutable_job_start()->set_kind(pb::JOB_KIND_UNSPECIFIED);
+  EXPECT_EQ(Code(Call(admin_.get(), job)), C(ErrorCode::kMalformedRequest));
+  // A periodic kind runs that job now: none of this daemon's, and never for one dataset.
   job.mutable_job_start()->set_kind(pb::JOB_ROTATION);
+  EXPECT_EQ(Code(Call(admin_.get(), job)), C(ErrorCode::kNotFound));
+  job.mutable_job_start()->set_dataset("crm/contacts");
   EXPECT_EQ(Code(Call(admin_.get(), job)), C(ErrorCode::kMalformedRequest));
   pb::Request retire;
   retire.mutable_key_retire()->set_dataset("crm/contacts");
@@ -883,6 +888,39 @@ TEST_F(DaemonServicesTest, AReencryptionJobReachesDoneWithPerVersionCounts) {
   EXPECT_EQ(scrubbed->state(), pb::JOB_DONE);
   EXPECT_EQ(scrubbed->failures(), 0u);
   EXPECT_GE(scrubbed->done(), 20u);
+}
+
+// job_start of a periodic kind runs that job at once on the admin's request and answers with
+// its status after the run; a failed run is JOB_FAILED with its error, not a refusal.
+TEST_F(DaemonServicesTest, AJobStartOfAPeriodicKindRunsItNow) {
+  int runs = 0;
+  absl::Status next = absl::OkStatus();
+  ASSERT_TRUE(jobs_
+                  ->RegisterPeriodic("rotation", pb::JOB_ROTATION, std::chrono::hours(1),
+                                     [&]() -> absl::Status {
+                                       ++runs;
+                                       return next;
+                                     })
+                  .ok());
+  pb::Request run;
+  run.mutable_job_start()->set_kind(pb::JOB_ROTATION);
+  pb::Response ran = Call(admin_.get(), run);
+  ASSERT_FALSE(ran.has_error()) << ran.error().message();
+  EXPECT_EQ(runs, 1);
+  EXPECT_EQ(ran.job_start().name(), "rotation");
+  EXPECT_EQ(ran.job_start().state(), pb::JOB_PENDING);
+  EXPECT_EQ(ran.job_start().done(), 1u);
+
+  next = MakeError(ErrorCode::kDataDbError, "the disk is gone");
+  ran = Call(admin_.get(), run);
+  ASSERT_FALSE(ran.has_error()) << ran.error().message();
+  EXPECT_EQ(runs, 2);
+  EXPECT_EQ(ran.job_start().state(), pb::JOB_FAILED);
+  EXPECT_EQ(ran.job_start().error().code(), C(ErrorCode::kDataDbError));
+
+  // Only an admin on the admin socket may run it.
+  EXPECT_EQ(Code(Call(writer_session_.get(), run)), C(ErrorCode::kWrongSocket));
+  EXPECT_EQ(runs, 2);
 }
 
 TEST_F(DaemonServicesTest, AdminOperationsThroughHandle) {
