@@ -235,24 +235,85 @@ void KeyManager::Crash(std::string_view step) const {
 
 int64_t KeyManager::NowMicros() const { return ToUnixMicros(clock_->Now()); }
 
-absl::StatusOr<uint64_t> KeyManager::CreateDataset(std::string_view name,
-                                                   std::optional<DatasetPolicy> policy,
-                                                   const audit::AuditActor& actor) {
-  std::lock_guard<std::mutex> lock(admin_mu_);
-  constexpr auto kKind = audit::v1::DATASET_CREATE;
+namespace {
+
+// OK when a dataset may be created under `name` with `policy`: a valid name not yet taken.
+absl::Status CheckNewDataset(std::string_view name,
+                             const std::map<std::string, uint64_t, std::less<>>& names,
+                             const DatasetPolicy& policy) {
   if (!ValidName(name)) {
-    return Refuse(kKind, 0, actor,
-                  MakeError(ErrorCode::kDatasetNameInvalid,
-                            "dataset names are 1-128 characters of a-z 0-9 . _ - /"));
+    return MakeError(ErrorCode::kDatasetNameInvalid,
+                     "dataset names are 1-128 characters of a-z 0-9 . _ - /");
   }
-  if (names_.contains(name)) {
-    return Refuse(kKind, 0, actor,
-                  MakeError(ErrorCode::kDatasetExists, "a dataset with that name exists"));
+  if (names.contains(name)) {
+    return MakeError(ErrorCode::kDatasetExists, "a dataset with that name exists");
   }
-  DatasetPolicy chosen = policy.value_or(options_.default_policy);
-  if (absl::Status valid = ValidatePolicy(chosen); !valid.ok()) {
-    return Refuse(kKind, 0, actor, valid);
+  return ValidatePolicy(policy);
+}
+
+// Writes the CREATING intent for dataset `handle` and its first DWK, {module, 1}.
+absl::Status WriteCreatingIntent(KeyDb& db, uint64_t handle, const std::string& module,
+                                 const DatasetPolicy& policy, const audit::AuditActor& actor,
+                                 int64_t now) {
+  v1::IntentRow intent;
+  intent.set_kind(v1::INTENT_CREATING);
+  intent.set_handle(handle);
+  intent.set_started_micros(now);
+  *intent.mutable_actor() = internal::ToRow(actor);
+  *intent.mutable_policy() = internal::ToRow(policy);
+  intent.mutable_new_wrapping_key()->set_module(module);
+  intent.mutable_new_wrapping_key()->set_version(1);
+  KeyDb::Batch batch(db);
+  COFFER_RETURN_IF_ERROR(batch.Put(KeyDbTable::kIntents, DatasetRowKey(handle), intent));
+  return db.Write(batch);
+}
+
+// A new ACTIVE dataset's row: DWK {module, 1}, version 1 the primary of every purpose.
+v1::DatasetRow NewDatasetRow(uint64_t handle, std::string_view name, std::string name_salt,
+                             const DatasetPolicy& policy, const std::string& module, int64_t now) {
+  v1::DatasetRow row;
+  row.set_handle(handle);
+  row.set_name(std::string(name));
+  row.set_name_salt(std::move(name_salt));
+  row.set_state(v1::ACTIVE);
+  row.set_created_micros(now);
+  row.set_state_changed_micros(now);
+  *row.mutable_policy() = internal::ToRow(policy);
+  row.mutable_current_wrapping_key()->set_module(module);
+  row.mutable_current_wrapping_key()->set_version(1);
+  *row.add_live_wrapping_keys() = row.current_wrapping_key();
+  for (storage::KeyPurpose purpose : internal::kAllPurposes) {
+    v1::PurposeState* state = row.add_purposes();
+    state->set_purpose(internal::RowPurpose(purpose));
+    state->set_primary_version(1);
+    state->set_max_version(1);
+    state->set_min_decrypt_version(1);
   }
+  return row;
+}
+
+// Version 1 of a new dataset's `purpose` key: a fresh DEK wrapped under DWK {handle, 1}.
+absl::StatusOr<VersionSnapshot> FirstKeyVersion(hsm::KeyWrapper& wrapper, uint64_t handle,
+                                                storage::KeyPurpose purpose,
+                                                const std::string& module, int64_t now) {
+  COFFER_ASSIGN_OR_RETURN(auto dek, crypto::RandomSecret(hsm::kDekBytes));
+  COFFER_ASSIGN_OR_RETURN(hsm::WrappedKey wrapped, wrapper.Wrap({handle, 1}, dek));
+  VersionSnapshot version;
+  version.row.set_handle(handle);
+  version.row.set_purpose(internal::RowPurpose(purpose));
+  version.row.set_version(1);
+  version.row.set_state(v1::PRIMARY);
+  version.row.set_wrapped_key(wrapped.Serialize());
+  version.row.set_module(module);
+  version.row.set_created_micros(now);
+  version.wrapped = std::move(wrapped);
+  version.usage = std::make_shared<internal::UsageCounter>();
+  return version;
+}
+
+}  // namespace
+
+absl::StatusOr<uint64_t> KeyManager::NewDatasetHandle() const {
   // An opaque random handle, never derived from the name.
   uint64_t handle = 0;
   while (handle == 0 || FindEntry(handle) != nullptr) {
@@ -262,25 +323,26 @@ absl::StatusOr<uint64_t> KeyManager::CreateDataset(std::string_view name,
     for (uint8_t b : bytes) handle = (handle << 8) | b;
     handle &= ~(uint64_t{1} << 63);  // stays positive in every language's signed 64-bit
   }
+  return handle;
+}
+
+absl::StatusOr<uint64_t> KeyManager::CreateDataset(std::string_view name,
+                                                   std::optional<DatasetPolicy> policy,
+                                                   const audit::AuditActor& actor) {
+  std::lock_guard<std::mutex> lock(admin_mu_);
+  constexpr auto kKind = audit::v1::DATASET_CREATE;
+  DatasetPolicy chosen = policy.value_or(options_.default_policy);
+  if (absl::Status valid = CheckNewDataset(name, names_, chosen); !valid.ok()) {
+    return Refuse(kKind, 0, actor, valid);
+  }
+  COFFER_ASSIGN_OR_RETURN(uint64_t handle, NewDatasetHandle());
   const std::string& module = options_.default_module;
   hsm::KeyWrapper* wrapper = Module(module);
   const int64_t now = NowMicros();
 
   COFFER_RETURN_IF_ERROR(Audit(internal::MakeEvent(
       kKind, actor, handle, audit::v1::PURPOSE_UNSPECIFIED, 1, audit::v1::STAGE_REQUESTED)));
-  v1::IntentRow intent;
-  intent.set_kind(v1::INTENT_CREATING);
-  intent.set_handle(handle);
-  intent.set_started_micros(now);
-  *intent.mutable_actor() = internal::ToRow(actor);
-  *intent.mutable_policy() = internal::ToRow(chosen);
-  intent.mutable_new_wrapping_key()->set_module(module);
-  intent.mutable_new_wrapping_key()->set_version(1);
-  {
-    KeyDb::Batch batch(*db_);
-    COFFER_RETURN_IF_ERROR(batch.Put(KeyDbTable::kIntents, DatasetRowKey(handle), intent));
-    COFFER_RETURN_IF_ERROR(db_->Write(batch));
-  }
+  COFFER_RETURN_IF_ERROR(WriteCreatingIntent(*db_, handle, module, chosen, actor, now));
   Crash("create.intent");
 
   auto finish = [&](const absl::Status& result) -> absl::Status {
@@ -306,54 +368,28 @@ absl::StatusOr<uint64_t> KeyManager::CreateDataset(std::string_view name,
   }
   Crash("create.wrapping_key");
 
-  auto snap = std::make_shared<DatasetSnapshot>();
-  v1::DatasetRow& row = snap->row;
-  row.set_handle(handle);
-  row.set_name(std::string(name));
   absl::StatusOr<std::string> salt = NewNameSalt();
   if (!salt.ok()) return roll_back(salt.status());
-  row.set_name_salt(*std::move(salt));
-  row.set_state(v1::ACTIVE);
-  row.set_created_micros(now);
-  row.set_state_changed_micros(now);
-  *row.mutable_policy() = internal::ToRow(chosen);
-  row.mutable_current_wrapping_key()->set_module(module);
-  row.mutable_current_wrapping_key()->set_version(1);
-  *row.add_live_wrapping_keys() = row.current_wrapping_key();
+  auto snap = std::make_shared<DatasetSnapshot>();
+  snap->row = NewDatasetRow(handle, name, *std::move(salt), chosen, module, now);
   KeyDb::Batch batch(*db_);
   for (storage::KeyPurpose purpose : internal::kAllPurposes) {
-    v1::PurposeState* state = row.add_purposes();
-    state->set_purpose(internal::RowPurpose(purpose));
-    state->set_primary_version(1);
-    state->set_max_version(1);
-    state->set_min_decrypt_version(1);
-    auto dek = crypto::RandomSecret(hsm::kDekBytes);
-    if (!dek.ok()) return roll_back(dek.status());
-    auto wrapped = wrapper->Wrap({handle, 1}, *dek);
-    if (!wrapped.ok()) return roll_back(wrapped.status());
-    VersionSnapshot version;
-    version.row.set_handle(handle);
-    version.row.set_purpose(internal::RowPurpose(purpose));
-    version.row.set_version(1);
-    version.row.set_state(v1::PRIMARY);
-    version.row.set_wrapped_key(wrapped->Serialize());
-    version.row.set_module(module);
-    version.row.set_created_micros(now);
-    version.wrapped = *std::move(wrapped);
-    version.usage = std::make_shared<internal::UsageCounter>();
+    absl::StatusOr<VersionSnapshot> version =
+        FirstKeyVersion(*wrapper, handle, purpose, module, now);
+    if (!version.ok()) return roll_back(version.status());
     if (absl::Status put =
             batch.Put(KeyDbTable::kKeyVersions,
-                      KeyVersionRowKey(handle, static_cast<uint8_t>(purpose), 1), version.row);
+                      KeyVersionRowKey(handle, static_cast<uint8_t>(purpose), 1), version->row);
         !put.ok()) {
       return roll_back(put);
     }
-    snap->versions[static_cast<size_t>(purpose)].push_back(std::move(version));
+    snap->versions[static_cast<size_t>(purpose)].push_back(*std::move(version));
   }
   v1::NameRow name_row;
   name_row.set_handle(handle);
   absl::StatusOr<std::string> name_key = dataset_names_->LookupKey(name);
   if (!name_key.ok()) return roll_back(name_key.status());
-  absl::Status staged = PutDatasetRow(batch, row);
+  absl::Status staged = PutDatasetRow(batch, snap->row);
   if (staged.ok()) staged = batch.Put(KeyDbTable::kNames, *name_key, name_row);
   batch.Delete(KeyDbTable::kIntents, DatasetRowKey(handle));
   if (staged.ok()) staged = db_->Write(batch);

@@ -300,6 +300,8 @@ class KeyManager final : public storage::KeyProvider {
   absl::StatusOr<bool> TokenHolds(uint64_t handle, const v1::WrappingKeyRef& ref) const;
   void Crash(std::string_view step) const;
   int64_t NowMicros() const;
+  // A random dataset handle no dataset here has (CreateDataset).
+  absl::StatusOr<uint64_t> NewDatasetHandle() const;
 
   // The one unwrap-on-miss path: unwraps `version` in the HSM, audits KEY_UNWRAP, keys a
   // DataKey. Called by the cache's loader only.
