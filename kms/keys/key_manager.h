@@ -339,6 +339,13 @@ class KeyManager final : public storage::KeyProvider {
   // `progress` as for Rewrap (Recover passes none).
   absl::Status ContinueRewrapLocked(const EntryPtr& entry, const std::string& intent_bytes,
                                     const coffer::ProgressFn& progress);
+  // ContinueRewrapLocked's steps (rewrap.cc): every DEK version wrapped under the intent's new
+  // DWK (in `target`), the dataset switched to that DWK, the old DWK destroyed once no row
+  // refers to it and dropped from the live list.
+  absl::Status RewrapRowsLocked(const EntryPtr& entry, hsm::KeyWrapper& target,
+                                v1::IntentRow& intent, const coffer::ProgressFn& progress);
+  absl::Status SwitchWrappingKeyLocked(const EntryPtr& entry, v1::IntentRow& intent);
+  absl::Status DropOldWrappingKeyLocked(const EntryPtr& entry, const v1::IntentRow& intent);
   absl::Status ChangeStateLocked(const EntryPtr& entry, int new_state, audit::v1::EventKind kind,
                                  const audit::AuditActor& actor, int64_t destroy_after_micros,
                                  audit::AuditText detail = {},
