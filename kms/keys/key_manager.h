@@ -331,6 +331,12 @@ class KeyManager final : public storage::KeyProvider {
   // `requested_sequence`: the DATASET_DESTROY REQUESTED entry (0 if unknown).
   absl::Status FinishDestroyLocked(const EntryPtr& entry, const audit::AuditActor& actor,
                                    uint64_t requested_sequence);
+  // Whether the token holds any of dataset `handle`'s live DWKs (`row`): a read only.
+  absl::StatusOr<bool> TokenHoldsAnyDwk(uint64_t handle, const v1::DatasetRow& row) const;
+  // Destroys dataset `handle`'s live DWKs (`row`; absent ones count as done; none in a restored
+  // copy), recording each in `tombstone`.
+  absl::Status DestroyWrappingKeysLocked(uint64_t handle, const v1::DatasetRow& row,
+                                         v1::Tombstone& tombstone);
   // Rewrites a DESTROYED dataset's row with `change` applied (receipt bookkeeping).
   absl::Status UpdateDestroyedRow(const EntryPtr& entry,
                                   const std::function<void(v1::DatasetRow&)>& change);
