@@ -276,7 +276,13 @@ class KeyManager final : public storage::KeyProvider {
   absl::Status LoadAll();
   // Rewrites a names-v1 key DB to names-v2 (kms/keys/internal/dataset_names.h) in one batch.
   absl::Status MigrateNames();
+  // Resolves the intents a crash left (recovery.cc), one Recover* per intent kind.
   absl::Status Recover();
+  absl::Status RecoverCreating(uint64_t handle, const v1::IntentRow& intent,
+                               const audit::AuditActor& actor);
+  absl::Status RecoverDestroying(uint64_t handle, const v1::IntentRow& intent);
+  absl::Status RecoverRewrapping(uint64_t handle, const v1::IntentRow& intent,
+                                 const std::string& intent_bytes, const audit::AuditActor& actor);
   absl::Status Reconcile();
   absl::Status CheckClockAtOpen();
 
