@@ -329,6 +329,22 @@ class KeyManager final : public storage::KeyProvider {
   absl::Status RetireLocked(const EntryPtr& entry, storage::KeyPurpose purpose,
                             uint32_t min_version, const audit::AuditActor& actor,
                             RetireProof proof);
+  // RetireLocked's steps (rotation.cc): the data counter shows versions [from, below) of
+  // `purpose` unused (refusals audited); the retirement written and published.
+  absl::Status ProveVersionsUnused(uint64_t handle, const internal::DatasetSnapshot& snap,
+                                   storage::KeyPurpose purpose, uint32_t from, uint32_t below,
+                                   bool compromised_only, const audit::AuditActor& actor);
+  absl::Status CommitRetirementLocked(const EntryPtr& entry, storage::KeyPurpose purpose,
+                                      uint32_t old_min_version, uint32_t min_version);
+  // RunDueWork's per-dataset steps, each adding to `report`: rotating records/attachments
+  // primaries that are due (ACTIVE `snap`), retiring compromised versions with no data left,
+  // scheduling and running due destructions.
+  void RotateDueLocked(const EntryPtr& entry, const internal::DatasetSnapshot& snap, int64_t now,
+                       const audit::AuditActor& actor, DueWorkReport& report);
+  void RetireCompromisedLocked(const EntryPtr& entry, const audit::AuditActor& actor,
+                               DueWorkReport& report);
+  void ScheduleDueDestructionLocked(const EntryPtr& entry, int64_t now,
+                                    const audit::AuditActor& actor, DueWorkReport& report);
 
   // Multi-step operations, also called by Recover.
   // `replay`: a restore replaying a destruction the live system already made (no hold check).
