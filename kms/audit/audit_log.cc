@@ -43,8 +43,10 @@ uint64_t KeyDbGenerationIn(const v1::AuditEntry& entry) {
   return 0;
 }
 
+}  // namespace
+
 // One segment read at open, with its frames parsed.
-struct LoadedSegment {
+struct AuditLog::LoadedSegment {
   uint64_t first_sequence = 0;
   std::string path;
   std::string bytes;
@@ -52,7 +54,15 @@ struct LoadedSegment {
   std::vector<v1::AuditEntry> entries;  // parallel to scan.frames
 };
 
-}  // namespace
+// Where the hash chain over the loaded segments ends, and where its newest epoch starts.
+struct AuditLog::LoadedChain {
+  ChainHash head{};
+  uint64_t next_sequence = 0;
+  uint64_t epoch = 0;
+  size_t epoch_segment = 0;  // index into the loaded segments
+  size_t epoch_frame = 0;
+  const v1::AuditEntry* last_entry = nullptr;
+};
 
 AuditLog::AuditLog(AuditLogOptions options)
     : options_(std::move(options)),
@@ -129,10 +139,34 @@ absl::Status AuditLog::CreateNewLog() {
 }
 
 absl::Status AuditLog::ResumeLog(std::vector<uint64_t> segments) {
-  // Load segments from the newest back to the one where the newest MAC epoch starts: the entries
-  // from there on are re-authenticated before this run signs anything over them.
   std::vector<LoadedSegment> loaded;
   uint64_t torn_bytes = 0;
+  COFFER_RETURN_IF_ERROR(LoadNewestEpoch(segments, loaded, torn_bytes));
+  if (loaded.empty()) {
+    // Every segment was one whose creation a crash cut short, now removed.
+    if (options_.minimum_anchor.has_value()) {
+      return CheckLogReachesAnchor(LogEnd{options_.minimum_anchor->log_id, std::nullopt},
+                                   *options_.minimum_anchor);
+    }
+    stats_.torn_bytes_dropped_at_open = torn_bytes;
+    return CreateNewLog();
+  }
+  COFFER_ASSIGN_OR_RETURN(LoadedChain chain, CheckLoadedChain(loaded));
+  if (options_.minimum_anchor.has_value()) {
+    const uint64_t expected = chain.next_sequence;
+    COFFER_RETURN_IF_ERROR(CheckLogReachesAnchor(
+        LogEnd{log_id_, expected == 0 ? std::nullopt : std::optional<uint64_t>(expected - 1)},
+        *options_.minimum_anchor));
+  }
+  COFFER_ASSIGN_OR_RETURN(uint64_t unchecked_since_checkpoint,
+                          ReauthenticateNewestEpoch(loaded, chain));
+  return ContinueLoadedLog(loaded.back(), chain, torn_bytes, unchecked_since_checkpoint);
+}
+
+absl::Status AuditLog::LoadNewestEpoch(std::vector<uint64_t>& segments,
+                                       std::vector<LoadedSegment>& loaded, uint64_t& torn_bytes) {
+  // Load segments from the newest back to the one where the newest MAC epoch starts: the entries
+  // from there on are re-authenticated before this run signs anything over them.
   bool found_epoch_start = false;
   while (!segments.empty() && !found_epoch_start) {
     LoadedSegment segment;
@@ -150,14 +184,7 @@ absl::Status AuditLog::ResumeLog(std::vector<uint64_t> segments) {
       COFFER_RETURN_IF_ERROR(fs_->RemoveFile(segment.path));
       COFFER_RETURN_IF_ERROR(fs_->SyncDirectory(options_.directory));
       segments.pop_back();
-      if (segments.empty()) {
-        if (options_.minimum_anchor.has_value()) {
-          return CheckLogReachesAnchor(LogEnd{options_.minimum_anchor->log_id, std::nullopt},
-                                       *options_.minimum_anchor);
-        }
-        stats_.torn_bytes_dropped_at_open = torn_bytes;
-        return CreateNewLog();
-      }
+      if (segments.empty()) return absl::OkStatus();  // nothing loaded: ResumeLog starts anew
       continue;
     }
     if (segment.scan.tail == internal::SegmentTail::kDamaged ||
@@ -181,16 +208,19 @@ absl::Status AuditLog::ResumeLog(std::vector<uint64_t> segments) {
     loaded.insert(loaded.begin(), std::move(segment));
   }
   if (!found_epoch_start) return Corrupt("no epoch start found in the audit log");
+  return absl::OkStatus();
+}
 
+absl::StatusOr<AuditLog::LoadedChain> AuditLog::CheckLoadedChain(
+    const std::vector<LoadedSegment>& loaded) {
   // Check sequence numbers and the hash chain over the loaded segments; find the newest epoch.
   const SegmentHeader& first_header = *loaded.front().scan.header;
   log_id_ = first_header.log_id;
-  ChainHash head = first_header.previous_hash;
-  uint64_t expected = first_header.first_sequence;
-  uint64_t epoch = 0;
-  size_t epoch_segment = 0;
-  size_t epoch_frame = 0;
-  const v1::AuditEntry* last_entry = nullptr;
+  LoadedChain chain;
+  ChainHash& head = chain.head;
+  uint64_t& expected = chain.next_sequence;
+  head = first_header.previous_hash;
+  expected = first_header.first_sequence;
   for (size_t s = 0; s < loaded.size(); ++s) {
     const LoadedSegment& segment = loaded[s];
     const SegmentHeader& header = *segment.scan.header;
@@ -217,9 +247,9 @@ absl::Status AuditLog::ResumeLog(std::vector<uint64_t> segments) {
                              "(run `keyctl audit verify --offline --anchors`)");
       }
       if (std::optional<uint64_t> started = EpochStartedBy(entry)) {
-        epoch = *started;
-        epoch_segment = s;
-        epoch_frame = f;
+        chain.epoch = *started;
+        chain.epoch_segment = s;
+        chain.epoch_frame = f;
       }
       // The loaded entries reach back to the newest epoch's first entry, which carries the
       // newest generation recorded before it (EncodeEpochLocked, EncodeCheckpointLocked):
@@ -227,24 +257,23 @@ absl::Status AuditLog::ResumeLog(std::vector<uint64_t> segments) {
       recorded_key_db_generation_ = std::max(recorded_key_db_generation_, KeyDbGenerationIn(entry));
       head = hash;
       ++expected;
-      last_entry = &entry;
+      chain.last_entry = &entry;
     }
   }
+  return chain;
+}
 
-  if (options_.minimum_anchor.has_value()) {
-    COFFER_RETURN_IF_ERROR(CheckLogReachesAnchor(
-        LogEnd{log_id_, expected == 0 ? std::nullopt : std::optional<uint64_t>(expected - 1)},
-        *options_.minimum_anchor));
-  }
-
+absl::StatusOr<uint64_t> AuditLog::ReauthenticateNewestEpoch(
+    const std::vector<LoadedSegment>& loaded, const LoadedChain& chain) const {
   // Re-authenticate the newest epoch with its MAC key.
-  COFFER_ASSIGN_OR_RETURN(crypto::SecretBytes key, EpochKey(epoch));
+  COFFER_ASSIGN_OR_RETURN(crypto::SecretBytes key, EpochKey(chain.epoch));
   COFFER_ASSIGN_OR_RETURN(internal::ForwardSecureMac mac,
                           internal::ForwardSecureMac::Create(std::move(key)));
   uint64_t unchecked_since_checkpoint = 0;
-  for (size_t s = epoch_segment; s < loaded.size(); ++s) {
+  for (size_t s = chain.epoch_segment; s < loaded.size(); ++s) {
     const LoadedSegment& segment = loaded[s];
-    for (size_t f = (s == epoch_segment ? epoch_frame : 0); f < segment.entries.size(); ++f) {
+    for (size_t f = (s == chain.epoch_segment ? chain.epoch_frame : 0); f < segment.entries.size();
+         ++f) {
       const internal::ScannedFrame& frame = segment.scan.frames[f];
       if (!mac.VerifyAndEvolve(frame.hash, frame.mac).ok()) {
         return Corrupt("audit entry " + std::to_string(segment.entries[f].sequence()) +
@@ -254,9 +283,12 @@ absl::Status AuditLog::ResumeLog(std::vector<uint64_t> segments) {
       ++unchecked_since_checkpoint;
     }
   }
+  return unchecked_since_checkpoint;
+}
 
+absl::Status AuditLog::ContinueLoadedLog(const LoadedSegment& newest, const LoadedChain& chain,
+                                         uint64_t torn_bytes, uint64_t unchecked_since_checkpoint) {
   // Everything checks: now repair a torn tail and continue.
-  LoadedSegment& newest = loaded.back();
   if (newest.scan.tail == internal::SegmentTail::kTorn) {
     torn_bytes += newest.bytes.size() - newest.scan.valid_bytes;
     COFFER_RETURN_IF_ERROR(fs_->Truncate(newest.path, newest.scan.valid_bytes));
@@ -273,9 +305,10 @@ absl::Status AuditLog::ResumeLog(std::vector<uint64_t> segments) {
     COFFER_ASSIGN_OR_RETURN(file_, fs_->OpenForAppend(newest.path));
   }
   segment_bytes_ = newest.scan.valid_bytes;
-  next_sequence_ = expected;
-  head_ = head;
-  epoch_ = epoch;
+  next_sequence_ = chain.next_sequence;
+  head_ = chain.head;
+  epoch_ = chain.epoch;
+  const v1::AuditEntry* last_entry = chain.last_entry;
   const bool clean = last_entry != nullptr && last_entry->kind() == v1::LOG_CHECKPOINT &&
                      last_entry->checkpoint().closing();
   const auto now = clock_->Now();

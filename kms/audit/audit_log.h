@@ -150,6 +150,21 @@ class AuditLog {
   absl::Status Initialize();
   absl::Status CreateNewLog();
   absl::Status ResumeLog(std::vector<uint64_t> segments);
+  // ResumeLog's steps (audit_log.cc). LoadNewestEpoch reads `segments` from the newest back to
+  // the newest epoch's start into `loaded` (oldest first), removing a newest segment whose
+  // creation a crash cut short; `loaded` stays empty when that left no segment.
+  // CheckLoadedChain checks sequence numbers and the hash chain (setting log_id_ and
+  // recorded_key_db_generation_); ReauthenticateNewestEpoch checks the newest epoch's MACs and
+  // returns the entries checked; ContinueLoadedLog repairs a torn tail and starts the new epoch.
+  struct LoadedSegment;
+  struct LoadedChain;
+  absl::Status LoadNewestEpoch(std::vector<uint64_t>& segments, std::vector<LoadedSegment>& loaded,
+                               uint64_t& torn_bytes);
+  absl::StatusOr<LoadedChain> CheckLoadedChain(const std::vector<LoadedSegment>& loaded);
+  absl::StatusOr<uint64_t> ReauthenticateNewestEpoch(const std::vector<LoadedSegment>& loaded,
+                                                     const LoadedChain& chain) const;
+  absl::Status ContinueLoadedLog(const LoadedSegment& newest, const LoadedChain& chain,
+                                 uint64_t torn_bytes, uint64_t unchecked_since_checkpoint);
   absl::StatusOr<crypto::SecretBytes> EpochKey(uint64_t epoch) const;
 
   absl::Status CheckWritableLocked() const;

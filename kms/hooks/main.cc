@@ -62,6 +62,63 @@ std::optional<gid_t> ResolveGroup(const std::string& text) {
   return gr->gr_gid;
 }
 
+// Refuses to run as root or as cofferd's uid `allowed`, then moves to /; returns the exit code
+// when it may not start.
+std::optional<int> RefuseToStart(uid_t allowed) {
+  if (::getuid() == 0 || ::geteuid() == 0) {
+    LogLine(
+        "refusing to run as root: run it as a user of its own (e.g. coffer-hooks), "
+        "which can read neither cofferd's files nor the HSM PIN");
+    return 1;
+  }
+  if (::getuid() == allowed || ::geteuid() == allowed) {
+    LogLine("refusing to run as cofferd's uid " + std::to_string(allowed) +
+            ": the hook would reach the HSM PIN; run it as a user of its own");
+    return 1;
+  }
+  if (::chdir("/") != 0) {
+    LogLine("cannot change to /");
+    return 1;
+  }
+  return std::nullopt;
+}
+
+// Serves `options` until SIGTERM or SIGINT; returns the exit code.
+int Serve(coffer::hooks::HookServerOptions options) {
+  // Before any thread: every thread inherits the mask, and one thread takes the signals.
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGTERM);
+  sigaddset(&stop_signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+  ::signal(SIGPIPE, SIG_IGN);
+
+  const std::string socket_path = options.socket_path;
+  const uid_t allowed = options.allowed_uid;
+  absl::StatusOr<std::unique_ptr<coffer::hooks::HookServer>> server =
+      coffer::hooks::HookServer::Listen(std::move(options));
+  if (!server.ok()) {
+    LogLine("cannot listen on " + socket_path + ": " + std::string(server.status().message()));
+    return 1;
+  }
+  coffer::hooks::HookServer* serving = server->get();
+  std::thread signals([serving, stop_signals] {
+    int signal = 0;
+    sigwait(&stop_signals, &signal);
+    serving->Stop();
+  });
+  LogLine("serving on " + socket_path + " for uid " + std::to_string(allowed) + " as uid " +
+          std::to_string(::getuid()));
+  serving->Serve();
+  // Serve returns after Stop, or early on a poll failure: then the signal thread still waits,
+  // and this (blocked, so pending) signal ends its wait.
+  pthread_kill(signals.native_handle(), SIGTERM);
+  signals.join();
+  server->reset();
+  LogLine("stopped");
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -103,29 +160,7 @@ int main(int argc, char** argv) {
       return 2;
     }
   }
-  if (::getuid() == 0 || ::geteuid() == 0) {
-    LogLine(
-        "refusing to run as root: run it as a user of its own (e.g. coffer-hooks), "
-        "which can read neither cofferd's files nor the HSM PIN");
-    return 1;
-  }
-  if (::getuid() == *allowed || ::geteuid() == *allowed) {
-    LogLine("refusing to run as cofferd's uid " + std::to_string(*allowed) +
-            ": the hook would reach the HSM PIN; run it as a user of its own");
-    return 1;
-  }
-  if (::chdir("/") != 0) {
-    LogLine("cannot change to /");
-    return 1;
-  }
-
-  // Before any thread: every thread inherits the mask, and one thread takes the signals.
-  sigset_t stop_signals;
-  sigemptyset(&stop_signals);
-  sigaddset(&stop_signals, SIGTERM);
-  sigaddset(&stop_signals, SIGINT);
-  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
-  ::signal(SIGPIPE, SIG_IGN);
+  if (std::optional<int> refused = RefuseToStart(*allowed)) return *refused;
 
   coffer::hooks::HookServerOptions options;
   options.socket_path = socket_path;
@@ -133,26 +168,5 @@ int main(int argc, char** argv) {
   options.allowed_uid = *allowed;
   options.argv = command;
   options.log = LogLine;
-  absl::StatusOr<std::unique_ptr<coffer::hooks::HookServer>> server =
-      coffer::hooks::HookServer::Listen(std::move(options));
-  if (!server.ok()) {
-    LogLine("cannot listen on " + socket_path + ": " + std::string(server.status().message()));
-    return 1;
-  }
-  coffer::hooks::HookServer* serving = server->get();
-  std::thread signals([serving, stop_signals] {
-    int signal = 0;
-    sigwait(&stop_signals, &signal);
-    serving->Stop();
-  });
-  LogLine("serving on " + socket_path + " for uid " + std::to_string(*allowed) + " as uid " +
-          std::to_string(::getuid()));
-  serving->Serve();
-  // Serve returns after Stop, or early on a poll failure: then the signal thread still waits,
-  // and this (blocked, so pending) signal ends its wait.
-  pthread_kill(signals.native_handle(), SIGTERM);
-  signals.join();
-  server->reset();
-  LogLine("stopped");
-  return 0;
+  return Serve(std::move(options));
 }

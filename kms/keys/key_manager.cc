@@ -1,4 +1,5 @@
-// KeyManager: open, load, create, describe. The KeyProvider hot path and usage reservations:
+// KeyManager: open, create, describe. Loading the key DB at open and the names migration:
+// key_manager_load.cc; the KeyProvider hot path and usage reservations:
 // key_manager_data_keys.cc; rotation and retirement: rotation.cc; lifecycle and destruction:
 // lifecycle.cc; re-wrap: rewrap.cc; start-up recovery and reconciliation: recovery.cc.
 
@@ -60,6 +61,13 @@ audit::AuditActor InternalActor() {
   return actor;
 }
 
+absl::StatusOr<std::string> NewNameSalt() {
+  std::string salt(receipt::kNameSaltBytes, '\0');
+  COFFER_RETURN_IF_ERROR(
+      crypto::RandomBytes(absl::MakeSpan(reinterpret_cast<uint8_t*>(salt.data()), salt.size())));
+  return salt;
+}
+
 v1::KeyVersionRow RowForWrite(const VersionSnapshot& version) {
   v1::KeyVersionRow row = version.row;
   row.set_reserved_until(version.usage->reserved.load());
@@ -90,6 +98,7 @@ absl::Status CheckDataAccess(const DatasetSnapshot& snap) {
 
 using internal::CheckDataAccess;
 using internal::InternalActor;
+using internal::NewNameSalt;
 
 KeyManager::KeyManager(KeyManagerOptions options, std::unique_ptr<KeyDb> db)
     : options_(std::move(options)),
@@ -151,152 +160,6 @@ absl::StatusOr<std::unique_ptr<KeyManager>> KeyManager::Open(KeyManagerOptions o
   return manager;
 }
 
-namespace {
-
-absl::Status Corrupt(const std::string& what) {
-  return MakeError(ErrorCode::kKeyDbRowCorrupt, "key DB inconsistent: " + what);
-}
-
-// A dataset's name-commitment salt: random, from the private DRBG (not a key: its customer is
-// given it).
-absl::StatusOr<std::string> NewNameSalt() {
-  std::string salt(receipt::kNameSaltBytes, '\0');
-  COFFER_RETURN_IF_ERROR(
-      crypto::RandomBytes(absl::MakeSpan(reinterpret_cast<uint8_t*>(salt.data()), salt.size())));
-  return salt;
-}
-
-}  // namespace
-
-absl::Status KeyManager::LoadAll() {
-  v1::ClockRow clock_row;
-  COFFER_ASSIGN_OR_RETURN(bool has_clock, db_->Get(KeyDbTable::kMeta, "clock", clock_row));
-  if (has_clock) clock_high_water_micros_ = clock_row.high_water_micros();
-  v1::NamesFormatRow names_format;
-  COFFER_ASSIGN_OR_RETURN(bool has_names_format,
-                          db_->Get(KeyDbTable::kMeta, "names_format", names_format));
-  names_format_ = has_names_format ? names_format.format() : internal::kNamesFormatPlaintext;
-  if (names_format_ != internal::kNamesFormatPlaintext &&
-      names_format_ != internal::kNamesFormatSealed) {
-    return MakeError(ErrorCode::kUnsupportedFormat, "key DB names format " +
-                                                        std::to_string(names_format_) +
-                                                        " is newer than this build reads (1 or 2)");
-  }
-  const bool sealed_names = names_format_ == internal::kNamesFormatSealed;
-
-  std::map<uint64_t, std::shared_ptr<DatasetSnapshot>> loaded;
-  COFFER_RETURN_IF_ERROR(
-      db_->Scan(KeyDbTable::kDatasets, "",
-                [&](std::string_view key, std::string_view message) -> absl::Status {
-                  auto snap = std::make_shared<DatasetSnapshot>();
-                  if (!snap->row.ParseFromArray(message.data(), static_cast<int>(message.size())) ||
-                      key != DatasetRowKey(snap->row.handle())) {
-                    return Corrupt("a dataset row does not parse or sits under another handle");
-                  }
-                  v1::DatasetRow& row = snap->row;
-                  if (sealed_names && !row.name().empty()) {
-                    return Corrupt("a dataset row holds its name in plaintext");
-                  }
-                  if (!row.sealed_name().empty()) {
-                    absl::StatusOr<std::string> name =
-                        dataset_names_->OpenName(row.handle(), row.sealed_name());
-                    if (!name.ok()) return Corrupt("a dataset row's sealed name does not open");
-                    row.set_name(*std::move(name));
-                  }
-                  if (!row.sealed_name_salt().empty()) {
-                    absl::StatusOr<std::string> salt =
-                        dataset_names_->OpenSalt(row.handle(), row.sealed_name_salt());
-                    if (!salt.ok()) return Corrupt("a dataset row's sealed salt does not open");
-                    row.set_name_salt(*std::move(salt));
-                  }
-                  if (row.state() != v1::DESTROYED && row.name_salt().empty()) {
-                    // Names-v1 rows had none: the migration stores this one. A names-v2 live
-                    // row always has one.
-                    if (sealed_names) return Corrupt("a dataset row has no name salt");
-                    COFFER_ASSIGN_OR_RETURN(std::string salt, NewNameSalt());
-                    row.set_name_salt(std::move(salt));
-                  }
-                  loaded[snap->row.handle()] = std::move(snap);
-                  return absl::OkStatus();
-                }));
-  COFFER_RETURN_IF_ERROR(db_->Scan(
-      KeyDbTable::kKeyVersions, "",
-      [&](std::string_view key, std::string_view message) -> absl::Status {
-        VersionSnapshot version;
-        if (!version.row.ParseFromArray(message.data(), static_cast<int>(message.size())) ||
-            key != KeyVersionRowKey(version.row.handle(),
-                                    static_cast<uint8_t>(version.row.purpose()),
-                                    version.row.version())) {
-          return Corrupt("a key version row does not parse or sits under another key");
-        }
-        auto it = loaded.find(version.row.handle());
-        if (it == loaded.end() || it->second->row.state() == v1::DESTROYED) {
-          return Corrupt("a key version row belongs to no live dataset");
-        }
-        COFFER_ASSIGN_OR_RETURN(version.wrapped, hsm::WrappedKey::Parse(version.row.wrapped_key()));
-        if (version.wrapped.key.dataset_handle != version.row.handle()) {
-          return Corrupt("a wrapped key names another dataset");
-        }
-        version.usage = std::make_shared<internal::UsageCounter>();
-        version.usage->used = version.row.reserved_until();  // a restart counts the block used
-        version.usage->reserved = version.row.reserved_until();
-        auto purpose = static_cast<size_t>(version.row.purpose());
-        if (purpose == 0 || purpose >= internal::kPurposeSlots) {
-          return Corrupt("a key version row has an unknown purpose");
-        }
-        auto& list = it->second->versions[purpose];
-        if (version.row.version() != list.size() + 1) {
-          return Corrupt("key versions are not contiguous");
-        }
-        list.push_back(std::move(version));
-        return absl::OkStatus();
-      }));
-  auto map = std::make_shared<DatasetMap>();
-  for (auto& [handle, snap] : loaded) {
-    if (snap->row.state() != v1::DESTROYED) {
-      for (storage::KeyPurpose purpose : internal::kAllPurposes) {
-        const v1::PurposeState* state = snap->Purpose(purpose);
-        const auto& list = snap->versions[static_cast<size_t>(purpose)];
-        if (state == nullptr || state->max_version() != list.size() ||
-            state->primary_version() == 0 || state->primary_version() > list.size()) {
-          return Corrupt("a dataset's key versions do not match its row (a row was deleted?)");
-        }
-      }
-      names_[snap->row.name()] = handle;
-    }
-    auto entry = std::make_shared<DatasetEntry>(handle);
-    entry->snapshot.store(std::move(snap));
-    (*map)[handle] = std::move(entry);
-  }
-  // Every name row must point at a live dataset of that name, and every live dataset have one.
-  std::map<std::string, uint64_t, std::less<>> name_keys;
-  for (const auto& [name, handle] : names_) {
-    if (!sealed_names) {
-      name_keys[name] = handle;
-      continue;
-    }
-    COFFER_ASSIGN_OR_RETURN(std::string key, dataset_names_->LookupKey(name));
-    name_keys[std::move(key)] = handle;
-  }
-  size_t name_rows = 0;
-  COFFER_RETURN_IF_ERROR(db_->Scan(
-      KeyDbTable::kNames, "", [&](std::string_view key, std::string_view message) -> absl::Status {
-        v1::NameRow row;
-        if (!row.ParseFromArray(message.data(), static_cast<int>(message.size()))) {
-          return Corrupt("a name row does not parse");
-        }
-        auto it = name_keys.find(key);
-        if (it == name_keys.end() || it->second != row.handle()) {
-          return Corrupt("a name row points at no live dataset of that name");
-        }
-        ++name_rows;
-        return absl::OkStatus();
-      }));
-  if (name_rows != name_keys.size()) return Corrupt("a live dataset has no name row");
-  datasets_.store(std::move(map));
-  return absl::OkStatus();
-}
-
 absl::Status KeyManager::PutDatasetRow(KeyDb::Batch& batch, const v1::DatasetRow& row) const {
   v1::DatasetRow stored = row;
   stored.clear_name();
@@ -313,54 +176,6 @@ absl::Status KeyManager::PutDatasetRow(KeyDb::Batch& batch, const v1::DatasetRow
     stored.set_sealed_name_salt(std::move(sealed));
   }
   return batch.Put(KeyDbTable::kDatasets, DatasetRowKey(row.handle()), stored);
-}
-
-// One batch rewrites every dataset row with its name sealed, re-keys every name row by its
-// lookup HMAC, drops the names from CREATING intents and records names_format 2: a crash leaves
-// the key DB wholly v1 or wholly v2 (the batch is atomic, so no intent row is needed), and the
-// next open redoes it. Then a full compaction and a reopen remove the plaintext from the DB's
-// files (a crash before they finish leaves it until the next compaction). Backups
-// taken before hold their v1 copy until they are pruned (docs/key-manager.md).
-absl::Status KeyManager::MigrateNames() {
-  if (names_format_ == internal::kNamesFormatSealed) return absl::OkStatus();
-  KeyDb::Batch batch(*db_);
-  for (const auto& [handle, entry] : *datasets_.load()) {
-    COFFER_RETURN_IF_ERROR(PutDatasetRow(batch, entry->snapshot.load()->row));
-  }
-  for (const auto& [name, handle] : names_) {
-    batch.Delete(KeyDbTable::kNames, name);
-    v1::NameRow name_row;
-    name_row.set_handle(handle);
-    COFFER_ASSIGN_OR_RETURN(std::string key, dataset_names_->LookupKey(name));
-    COFFER_RETURN_IF_ERROR(batch.Put(KeyDbTable::kNames, key, name_row));
-  }
-  std::vector<std::pair<std::string, v1::IntentRow>> intents;
-  COFFER_RETURN_IF_ERROR(
-      db_->Scan(KeyDbTable::kIntents, "",
-                [&](std::string_view key, std::string_view message) -> absl::Status {
-                  v1::IntentRow intent;
-                  if (!intent.ParseFromArray(message.data(), static_cast<int>(message.size()))) {
-                    return Corrupt("an intent row does not parse");
-                  }
-                  if (!intent.name().empty())
-                    intents.emplace_back(std::string(key), std::move(intent));
-                  return absl::OkStatus();
-                }));
-  for (auto& [key, intent] : intents) {
-    intent.clear_name();
-    COFFER_RETURN_IF_ERROR(batch.Put(KeyDbTable::kIntents, key, intent));
-  }
-  v1::NamesFormatRow format;
-  format.set_format(internal::kNamesFormatSealed);
-  COFFER_RETURN_IF_ERROR(batch.Put(KeyDbTable::kMeta, "names_format", format));
-  COFFER_RETURN_IF_ERROR(db_->Write(batch));
-  names_format_ = internal::kNamesFormatSealed;
-  COFFER_RETURN_IF_ERROR(db_->CompactAll());
-  // The MANIFEST still records the old files' smallest and largest keys (v1 name rows are keyed
-  // by the name); RocksDB writes a fresh MANIFEST when it opens, so reopen.
-  db_.reset();
-  COFFER_ASSIGN_OR_RETURN(db_, KeyDb::Open(options_.key_db_directory, options_.row_authenticator));
-  return absl::OkStatus();
 }
 
 KeyManager::EntryPtr KeyManager::FindEntry(uint64_t handle) const {
@@ -420,24 +235,85 @@ void KeyManager::Crash(std::string_view step) const {
 
 int64_t KeyManager::NowMicros() const { return ToUnixMicros(clock_->Now()); }
 
-absl::StatusOr<uint64_t> KeyManager::CreateDataset(std::string_view name,
-                                                   std::optional<DatasetPolicy> policy,
-                                                   const audit::AuditActor& actor) {
-  std::lock_guard<std::mutex> lock(admin_mu_);
-  constexpr auto kKind = audit::v1::DATASET_CREATE;
+namespace {
+
+// OK when a dataset may be created under `name` with `policy`: a valid name not yet taken.
+absl::Status CheckNewDataset(std::string_view name,
+                             const std::map<std::string, uint64_t, std::less<>>& names,
+                             const DatasetPolicy& policy) {
   if (!ValidName(name)) {
-    return Refuse(kKind, 0, actor,
-                  MakeError(ErrorCode::kDatasetNameInvalid,
-                            "dataset names are 1-128 characters of a-z 0-9 . _ - /"));
+    return MakeError(ErrorCode::kDatasetNameInvalid,
+                     "dataset names are 1-128 characters of a-z 0-9 . _ - /");
   }
-  if (names_.contains(name)) {
-    return Refuse(kKind, 0, actor,
-                  MakeError(ErrorCode::kDatasetExists, "a dataset with that name exists"));
+  if (names.contains(name)) {
+    return MakeError(ErrorCode::kDatasetExists, "a dataset with that name exists");
   }
-  DatasetPolicy chosen = policy.value_or(options_.default_policy);
-  if (absl::Status valid = ValidatePolicy(chosen); !valid.ok()) {
-    return Refuse(kKind, 0, actor, valid);
+  return ValidatePolicy(policy);
+}
+
+// Writes the CREATING intent for dataset `handle` and its first DWK, {module, 1}.
+absl::Status WriteCreatingIntent(KeyDb& db, uint64_t handle, const std::string& module,
+                                 const DatasetPolicy& policy, const audit::AuditActor& actor,
+                                 int64_t now) {
+  v1::IntentRow intent;
+  intent.set_kind(v1::INTENT_CREATING);
+  intent.set_handle(handle);
+  intent.set_started_micros(now);
+  *intent.mutable_actor() = internal::ToRow(actor);
+  *intent.mutable_policy() = internal::ToRow(policy);
+  intent.mutable_new_wrapping_key()->set_module(module);
+  intent.mutable_new_wrapping_key()->set_version(1);
+  KeyDb::Batch batch(db);
+  COFFER_RETURN_IF_ERROR(batch.Put(KeyDbTable::kIntents, DatasetRowKey(handle), intent));
+  return db.Write(batch);
+}
+
+// A new ACTIVE dataset's row: DWK {module, 1}, version 1 the primary of every purpose.
+v1::DatasetRow NewDatasetRow(uint64_t handle, std::string_view name, std::string name_salt,
+                             const DatasetPolicy& policy, const std::string& module, int64_t now) {
+  v1::DatasetRow row;
+  row.set_handle(handle);
+  row.set_name(std::string(name));
+  row.set_name_salt(std::move(name_salt));
+  row.set_state(v1::ACTIVE);
+  row.set_created_micros(now);
+  row.set_state_changed_micros(now);
+  *row.mutable_policy() = internal::ToRow(policy);
+  row.mutable_current_wrapping_key()->set_module(module);
+  row.mutable_current_wrapping_key()->set_version(1);
+  *row.add_live_wrapping_keys() = row.current_wrapping_key();
+  for (storage::KeyPurpose purpose : internal::kAllPurposes) {
+    v1::PurposeState* state = row.add_purposes();
+    state->set_purpose(internal::RowPurpose(purpose));
+    state->set_primary_version(1);
+    state->set_max_version(1);
+    state->set_min_decrypt_version(1);
   }
+  return row;
+}
+
+// Version 1 of a new dataset's `purpose` key: a fresh DEK wrapped under DWK {handle, 1}.
+absl::StatusOr<VersionSnapshot> FirstKeyVersion(hsm::KeyWrapper& wrapper, uint64_t handle,
+                                                storage::KeyPurpose purpose,
+                                                const std::string& module, int64_t now) {
+  COFFER_ASSIGN_OR_RETURN(auto dek, crypto::RandomSecret(hsm::kDekBytes));
+  COFFER_ASSIGN_OR_RETURN(hsm::WrappedKey wrapped, wrapper.Wrap({handle, 1}, dek));
+  VersionSnapshot version;
+  version.row.set_handle(handle);
+  version.row.set_purpose(internal::RowPurpose(purpose));
+  version.row.set_version(1);
+  version.row.set_state(v1::PRIMARY);
+  version.row.set_wrapped_key(wrapped.Serialize());
+  version.row.set_module(module);
+  version.row.set_created_micros(now);
+  version.wrapped = std::move(wrapped);
+  version.usage = std::make_shared<internal::UsageCounter>();
+  return version;
+}
+
+}  // namespace
+
+absl::StatusOr<uint64_t> KeyManager::NewDatasetHandle() const {
   // An opaque random handle, never derived from the name.
   uint64_t handle = 0;
   while (handle == 0 || FindEntry(handle) != nullptr) {
@@ -447,25 +323,26 @@ absl::StatusOr<uint64_t> KeyManager::CreateDataset(std::string_view name,
     for (uint8_t b : bytes) handle = (handle << 8) | b;
     handle &= ~(uint64_t{1} << 63);  // stays positive in every language's signed 64-bit
   }
+  return handle;
+}
+
+absl::StatusOr<uint64_t> KeyManager::CreateDataset(std::string_view name,
+                                                   std::optional<DatasetPolicy> policy,
+                                                   const audit::AuditActor& actor) {
+  std::lock_guard<std::mutex> lock(admin_mu_);
+  constexpr auto kKind = audit::v1::DATASET_CREATE;
+  DatasetPolicy chosen = policy.value_or(options_.default_policy);
+  if (absl::Status valid = CheckNewDataset(name, names_, chosen); !valid.ok()) {
+    return Refuse(kKind, 0, actor, valid);
+  }
+  COFFER_ASSIGN_OR_RETURN(uint64_t handle, NewDatasetHandle());
   const std::string& module = options_.default_module;
   hsm::KeyWrapper* wrapper = Module(module);
   const int64_t now = NowMicros();
 
   COFFER_RETURN_IF_ERROR(Audit(internal::MakeEvent(
       kKind, actor, handle, audit::v1::PURPOSE_UNSPECIFIED, 1, audit::v1::STAGE_REQUESTED)));
-  v1::IntentRow intent;
-  intent.set_kind(v1::INTENT_CREATING);
-  intent.set_handle(handle);
-  intent.set_started_micros(now);
-  *intent.mutable_actor() = internal::ToRow(actor);
-  *intent.mutable_policy() = internal::ToRow(chosen);
-  intent.mutable_new_wrapping_key()->set_module(module);
-  intent.mutable_new_wrapping_key()->set_version(1);
-  {
-    KeyDb::Batch batch(*db_);
-    COFFER_RETURN_IF_ERROR(batch.Put(KeyDbTable::kIntents, DatasetRowKey(handle), intent));
-    COFFER_RETURN_IF_ERROR(db_->Write(batch));
-  }
+  COFFER_RETURN_IF_ERROR(WriteCreatingIntent(*db_, handle, module, chosen, actor, now));
   Crash("create.intent");
 
   auto finish = [&](const absl::Status& result) -> absl::Status {
@@ -491,54 +368,28 @@ absl::StatusOr<uint64_t> KeyManager::CreateDataset(std::string_view name,
   }
   Crash("create.wrapping_key");
 
-  auto snap = std::make_shared<DatasetSnapshot>();
-  v1::DatasetRow& row = snap->row;
-  row.set_handle(handle);
-  row.set_name(std::string(name));
   absl::StatusOr<std::string> salt = NewNameSalt();
   if (!salt.ok()) return roll_back(salt.status());
-  row.set_name_salt(*std::move(salt));
-  row.set_state(v1::ACTIVE);
-  row.set_created_micros(now);
-  row.set_state_changed_micros(now);
-  *row.mutable_policy() = internal::ToRow(chosen);
-  row.mutable_current_wrapping_key()->set_module(module);
-  row.mutable_current_wrapping_key()->set_version(1);
-  *row.add_live_wrapping_keys() = row.current_wrapping_key();
+  auto snap = std::make_shared<DatasetSnapshot>();
+  snap->row = NewDatasetRow(handle, name, *std::move(salt), chosen, module, now);
   KeyDb::Batch batch(*db_);
   for (storage::KeyPurpose purpose : internal::kAllPurposes) {
-    v1::PurposeState* state = row.add_purposes();
-    state->set_purpose(internal::RowPurpose(purpose));
-    state->set_primary_version(1);
-    state->set_max_version(1);
-    state->set_min_decrypt_version(1);
-    auto dek = crypto::RandomSecret(hsm::kDekBytes);
-    if (!dek.ok()) return roll_back(dek.status());
-    auto wrapped = wrapper->Wrap({handle, 1}, *dek);
-    if (!wrapped.ok()) return roll_back(wrapped.status());
-    VersionSnapshot version;
-    version.row.set_handle(handle);
-    version.row.set_purpose(internal::RowPurpose(purpose));
-    version.row.set_version(1);
-    version.row.set_state(v1::PRIMARY);
-    version.row.set_wrapped_key(wrapped->Serialize());
-    version.row.set_module(module);
-    version.row.set_created_micros(now);
-    version.wrapped = *std::move(wrapped);
-    version.usage = std::make_shared<internal::UsageCounter>();
+    absl::StatusOr<VersionSnapshot> version =
+        FirstKeyVersion(*wrapper, handle, purpose, module, now);
+    if (!version.ok()) return roll_back(version.status());
     if (absl::Status put =
             batch.Put(KeyDbTable::kKeyVersions,
-                      KeyVersionRowKey(handle, static_cast<uint8_t>(purpose), 1), version.row);
+                      KeyVersionRowKey(handle, static_cast<uint8_t>(purpose), 1), version->row);
         !put.ok()) {
       return roll_back(put);
     }
-    snap->versions[static_cast<size_t>(purpose)].push_back(std::move(version));
+    snap->versions[static_cast<size_t>(purpose)].push_back(*std::move(version));
   }
   v1::NameRow name_row;
   name_row.set_handle(handle);
   absl::StatusOr<std::string> name_key = dataset_names_->LookupKey(name);
   if (!name_key.ok()) return roll_back(name_key.status());
-  absl::Status staged = PutDatasetRow(batch, row);
+  absl::Status staged = PutDatasetRow(batch, snap->row);
   if (staged.ok()) staged = batch.Put(KeyDbTable::kNames, *name_key, name_row);
   batch.Delete(KeyDbTable::kIntents, DatasetRowKey(handle));
   if (staged.ok()) staged = db_->Write(batch);

@@ -276,7 +276,13 @@ class KeyManager final : public storage::KeyProvider {
   absl::Status LoadAll();
   // Rewrites a names-v1 key DB to names-v2 (kms/keys/internal/dataset_names.h) in one batch.
   absl::Status MigrateNames();
+  // Resolves the intents a crash left (recovery.cc), one Recover* per intent kind.
   absl::Status Recover();
+  absl::Status RecoverCreating(uint64_t handle, const v1::IntentRow& intent,
+                               const audit::AuditActor& actor);
+  absl::Status RecoverDestroying(uint64_t handle, const v1::IntentRow& intent);
+  absl::Status RecoverRewrapping(uint64_t handle, const v1::IntentRow& intent,
+                                 const std::string& intent_bytes, const audit::AuditActor& actor);
   absl::Status Reconcile();
   absl::Status CheckClockAtOpen();
 
@@ -300,6 +306,8 @@ class KeyManager final : public storage::KeyProvider {
   absl::StatusOr<bool> TokenHolds(uint64_t handle, const v1::WrappingKeyRef& ref) const;
   void Crash(std::string_view step) const;
   int64_t NowMicros() const;
+  // A random dataset handle no dataset here has (CreateDataset).
+  absl::StatusOr<uint64_t> NewDatasetHandle() const;
 
   // The one unwrap-on-miss path: unwraps `version` in the HSM, audits KEY_UNWRAP, keys a
   // DataKey. Called by the cache's loader only.
@@ -321,6 +329,22 @@ class KeyManager final : public storage::KeyProvider {
   absl::Status RetireLocked(const EntryPtr& entry, storage::KeyPurpose purpose,
                             uint32_t min_version, const audit::AuditActor& actor,
                             RetireProof proof);
+  // RetireLocked's steps (rotation.cc): the data counter shows versions [from, below) of
+  // `purpose` unused (refusals audited); the retirement written and published.
+  absl::Status ProveVersionsUnused(uint64_t handle, const internal::DatasetSnapshot& snap,
+                                   storage::KeyPurpose purpose, uint32_t from, uint32_t below,
+                                   bool compromised_only, const audit::AuditActor& actor);
+  absl::Status CommitRetirementLocked(const EntryPtr& entry, storage::KeyPurpose purpose,
+                                      uint32_t old_min_version, uint32_t min_version);
+  // RunDueWork's per-dataset steps, each adding to `report`: rotating records/attachments
+  // primaries that are due (ACTIVE `snap`), retiring compromised versions with no data left,
+  // scheduling and running due destructions.
+  void RotateDueLocked(const EntryPtr& entry, const internal::DatasetSnapshot& snap, int64_t now,
+                       const audit::AuditActor& actor, DueWorkReport& report);
+  void RetireCompromisedLocked(const EntryPtr& entry, const audit::AuditActor& actor,
+                               DueWorkReport& report);
+  void ScheduleDueDestructionLocked(const EntryPtr& entry, int64_t now,
+                                    const audit::AuditActor& actor, DueWorkReport& report);
 
   // Multi-step operations, also called by Recover.
   // `replay`: a restore replaying a destruction the live system already made (no hold check).
@@ -329,6 +353,12 @@ class KeyManager final : public storage::KeyProvider {
   // `requested_sequence`: the DATASET_DESTROY REQUESTED entry (0 if unknown).
   absl::Status FinishDestroyLocked(const EntryPtr& entry, const audit::AuditActor& actor,
                                    uint64_t requested_sequence);
+  // Whether the token holds any of dataset `handle`'s live DWKs (`row`): a read only.
+  absl::StatusOr<bool> TokenHoldsAnyDwk(uint64_t handle, const v1::DatasetRow& row) const;
+  // Destroys dataset `handle`'s live DWKs (`row`; absent ones count as done; none in a restored
+  // copy), recording each in `tombstone`.
+  absl::Status DestroyWrappingKeysLocked(uint64_t handle, const v1::DatasetRow& row,
+                                         v1::Tombstone& tombstone);
   // Rewrites a DESTROYED dataset's row with `change` applied (receipt bookkeeping).
   absl::Status UpdateDestroyedRow(const EntryPtr& entry,
                                   const std::function<void(v1::DatasetRow&)>& change);
@@ -337,6 +367,13 @@ class KeyManager final : public storage::KeyProvider {
   // `progress` as for Rewrap (Recover passes none).
   absl::Status ContinueRewrapLocked(const EntryPtr& entry, const std::string& intent_bytes,
                                     const coffer::ProgressFn& progress);
+  // ContinueRewrapLocked's steps (rewrap.cc): every DEK version wrapped under the intent's new
+  // DWK (in `target`), the dataset switched to that DWK, the old DWK destroyed once no row
+  // refers to it and dropped from the live list.
+  absl::Status RewrapRowsLocked(const EntryPtr& entry, hsm::KeyWrapper& target,
+                                v1::IntentRow& intent, const coffer::ProgressFn& progress);
+  absl::Status SwitchWrappingKeyLocked(const EntryPtr& entry, v1::IntentRow& intent);
+  absl::Status DropOldWrappingKeyLocked(const EntryPtr& entry, const v1::IntentRow& intent);
   absl::Status ChangeStateLocked(const EntryPtr& entry, int new_state, audit::v1::EventKind kind,
                                  const audit::AuditActor& actor, int64_t destroy_after_micros,
                                  audit::AuditText detail = {},

@@ -273,6 +273,81 @@ absl::Status KeyManager::DestroyLocked(const EntryPtr& entry, const audit::Audit
   return FinishDestroyLocked(entry, actor, requested_sequence);
 }
 
+namespace {
+
+// Fills the tombstone's record of dataset `snap` (all but its destroyed DWKs), destroyed at
+// `now`. The row must have a name salt.
+void FillTombstone(const DatasetSnapshot& snap, uint64_t requested_sequence, int64_t now,
+                   v1::Tombstone& tombstone) {
+  const v1::DatasetRow& row = snap.row;
+  // Version 2 commits to the name under the dataset's salt (never a bare hash of it).
+  tombstone.set_name_commitment(receipt::NameCommitment(row.name_salt(), row.name()));
+  tombstone.set_created_micros(row.created_micros());
+  tombstone.set_destruction_requested_micros(row.destruction_requested_micros());
+  tombstone.set_destroyed_micros(now);
+  const v1::Actor& requester = row.destruction_requested_by();
+  tombstone.set_actor_uid(requester.uid());
+  tombstone.set_actor_admin_id(requester.admin_id());
+  tombstone.set_actor_admin_name(requester.admin_name());
+  uint32_t versions = 0;
+  for (const auto& list : snap.versions) versions += static_cast<uint32_t>(list.size());
+  tombstone.set_key_versions_destroyed(versions);
+  *tombstone.mutable_destruction_approvals() = row.destruction_approvals();
+  tombstone.set_schedule_audit_sequence(row.destruction_schedule_audit_sequence());
+  tombstone.set_destroy_audit_sequence(requested_sequence);
+  tombstone.set_scheduled_by_lifecycle_automation(requester.socket() == audit::v1::SOCKET_INTERNAL);
+  tombstone.set_format_version(kTombstoneFormatVersion);
+}
+
+// The DESTROYED row that replaces `row`: the signed tombstone and what a receipt needs.
+v1::DatasetRow DestroyedRow(uint64_t handle, const v1::DatasetRow& row, int64_t now,
+                            std::string tombstone, std::string signature) {
+  v1::DatasetRow destroyed;
+  destroyed.set_handle(handle);
+  destroyed.set_state(v1::DESTROYED);
+  destroyed.set_created_micros(row.created_micros());
+  destroyed.set_state_changed_micros(now);
+  destroyed.set_destruction_requested_micros(row.destruction_requested_micros());
+  destroyed.set_tombstone(std::move(tombstone));
+  destroyed.set_tombstone_signature(std::move(signature));
+  destroyed.set_name_salt(row.name_salt());  // kept (sealed): a receipt is found by name
+  return destroyed;
+}
+
+}  // namespace
+
+absl::StatusOr<bool> KeyManager::TokenHoldsAnyDwk(uint64_t handle,
+                                                  const v1::DatasetRow& row) const {
+  for (const v1::WrappingKeyRef& ref : row.live_wrapping_keys()) {
+    COFFER_ASSIGN_OR_RETURN(bool held, TokenHolds(handle, ref));
+    if (held) return true;
+  }
+  return false;
+}
+
+absl::Status KeyManager::DestroyWrappingKeysLocked(uint64_t handle, const v1::DatasetRow& row,
+                                                   v1::Tombstone& tombstone) {
+  for (const v1::WrappingKeyRef& ref : row.live_wrapping_keys()) {
+    hsm::KeyWrapper* wrapper = Module(ref.module());
+    if (wrapper == nullptr) {
+      return MakeError(ErrorCode::kFailedPrecondition, "module not configured: " + ref.module());
+    }
+    absl::Status destroyed =
+        options_.restored_copy
+            ? MakeError(ErrorCode::kHsmKeyNotFound, "absent from the token (checked above)")
+            : wrapper->DestroyWrappingKey({handle, ref.version()});
+    const ErrorCode code = ErrorCodeOf(destroyed);
+    if (!destroyed.ok() && code != ErrorCode::kHsmKeyNotFound && code != ErrorCode::kKeyDestroyed) {
+      return destroyed;  // the intent stays; Open or the next tick resumes
+    }
+    *tombstone.add_destroyed_wrapping_keys() = ref;
+    tombstone.add_wrapping_key_destroyed_micros(NowMicros());
+    tombstone.add_wrapping_key_already_absent(!destroyed.ok());
+    Crash("destroy.wrapping_key");
+  }
+  return absl::OkStatus();
+}
+
 absl::Status KeyManager::FinishDestroyLocked(const EntryPtr& entry, const audit::AuditActor& actor,
                                              uint64_t requested_sequence) {
   const uint64_t handle = entry->handle;
@@ -292,61 +367,28 @@ absl::Status KeyManager::FinishDestroyLocked(const EntryPtr& entry, const audit:
   if (options_.restored_copy) {
     // A restored copy never destroys a token object (kms/keys/recovery.cc): it finishes only
     // once the token holds none of the DWKs, and otherwise stays DESTROYING with its intent.
-    for (const v1::WrappingKeyRef& ref : snap->row.live_wrapping_keys()) {
-      absl::StatusOr<bool> held = TokenHolds(handle, ref);
-      if (!held.ok()) return finish(held.status());
-      if (*held) {
-        std::vector<uint64_t>& deferred = recovery_.destroys_deferred;
-        if (std::find(deferred.begin(), deferred.end(), handle) == deferred.end()) {
-          deferred.push_back(handle);
-        }
-        return absl::OkStatus();
+    absl::StatusOr<bool> held = TokenHoldsAnyDwk(handle, snap->row);
+    if (!held.ok()) return finish(held.status());
+    if (*held) {
+      std::vector<uint64_t>& deferred = recovery_.destroys_deferred;
+      if (std::find(deferred.begin(), deferred.end(), handle) == deferred.end()) {
+        deferred.push_back(handle);
       }
+      return absl::OkStatus();
     }
   }
   v1::Tombstone tombstone;
   tombstone.set_dataset_handle(handle);
-  for (const v1::WrappingKeyRef& ref : snap->row.live_wrapping_keys()) {
-    hsm::KeyWrapper* wrapper = Module(ref.module());
-    if (wrapper == nullptr) {
-      return finish(
-          MakeError(ErrorCode::kFailedPrecondition, "module not configured: " + ref.module()));
-    }
-    absl::Status destroyed =
-        options_.restored_copy
-            ? MakeError(ErrorCode::kHsmKeyNotFound, "absent from the token (checked above)")
-            : wrapper->DestroyWrappingKey({handle, ref.version()});
-    const ErrorCode code = ErrorCodeOf(destroyed);
-    if (!destroyed.ok() && code != ErrorCode::kHsmKeyNotFound && code != ErrorCode::kKeyDestroyed) {
-      return finish(destroyed);  // the intent stays; Open or the next tick resumes
-    }
-    *tombstone.add_destroyed_wrapping_keys() = ref;
-    tombstone.add_wrapping_key_destroyed_micros(NowMicros());
-    tombstone.add_wrapping_key_already_absent(!destroyed.ok());
-    Crash("destroy.wrapping_key");
+  if (absl::Status destroyed = DestroyWrappingKeysLocked(handle, snap->row, tombstone);
+      !destroyed.ok()) {
+    return finish(destroyed);
   }
   const v1::DatasetRow& row = snap->row;
-  // Version 2 commits to the name under the dataset's salt (never a bare hash of it).
   if (row.name_salt().empty()) {
     return finish(MakeError(ErrorCode::kKeyDbRowCorrupt, "the dataset has no name salt"));
   }
-  tombstone.set_name_commitment(receipt::NameCommitment(row.name_salt(), row.name()));
-  tombstone.set_created_micros(row.created_micros());
-  tombstone.set_destruction_requested_micros(row.destruction_requested_micros());
   const int64_t now = NowMicros();
-  tombstone.set_destroyed_micros(now);
-  const v1::Actor& requester = row.destruction_requested_by();
-  tombstone.set_actor_uid(requester.uid());
-  tombstone.set_actor_admin_id(requester.admin_id());
-  tombstone.set_actor_admin_name(requester.admin_name());
-  uint32_t versions = 0;
-  for (const auto& list : snap->versions) versions += static_cast<uint32_t>(list.size());
-  tombstone.set_key_versions_destroyed(versions);
-  *tombstone.mutable_destruction_approvals() = row.destruction_approvals();
-  tombstone.set_schedule_audit_sequence(row.destruction_schedule_audit_sequence());
-  tombstone.set_destroy_audit_sequence(requested_sequence);
-  tombstone.set_scheduled_by_lifecycle_automation(requester.socket() == audit::v1::SOCKET_INTERNAL);
-  tombstone.set_format_version(kTombstoneFormatVersion);
+  FillTombstone(*snap, requested_sequence, now, tombstone);
   std::string serialized;
   if (!tombstone.SerializeToString(&serialized)) {
     return finish(MakeError(ErrorCode::kInternal, "cannot serialise the tombstone"));
@@ -356,14 +398,7 @@ absl::Status KeyManager::FinishDestroyLocked(const EntryPtr& entry, const audit:
   if (!signature.ok()) return finish(signature.status());
 
   auto next = std::make_shared<DatasetSnapshot>();
-  next->row.set_handle(handle);
-  next->row.set_state(v1::DESTROYED);
-  next->row.set_created_micros(row.created_micros());
-  next->row.set_state_changed_micros(now);
-  next->row.set_destruction_requested_micros(row.destruction_requested_micros());
-  next->row.set_tombstone(serialized);
-  next->row.set_tombstone_signature(*signature);
-  next->row.set_name_salt(row.name_salt());  // kept (sealed): a receipt is found by name
+  next->row = DestroyedRow(handle, row, now, std::move(serialized), *std::move(signature));
   KeyDb::Batch batch(*db_);
   for (const auto& list : snap->versions) {
     for (const VersionSnapshot& v : list) {

@@ -62,101 +62,113 @@ absl::Status KeyManager::Recover() {
     v1::IntentRow intent;
     intent.ParseFromString(bytes);
     switch (intent.kind()) {
-      case v1::INTENT_CREATING: {
-        // Nothing of the dataset reached the key DB (the rows and the intent's removal are
-        // one batch): undo the token side.
-        if (FindEntry(handle) != nullptr) {
-          return MakeError(ErrorCode::kKeyDbRowCorrupt,
-                           "a CREATING intent names an existing dataset");
-        }
-        if (options_.restored_copy) {
-          // The DWK may be a live dataset's by now: the token is left to the live daemon.
-          KeyDb::Batch batch(*db_);
-          batch.Delete(KeyDbTable::kIntents, DatasetRowKey(handle));
-          COFFER_RETURN_IF_ERROR(db_->Write(batch));
-          audit::AuditEvent event = internal::MakeEvent(
-              audit::v1::DATASET_CREATE, actor, handle, audit::v1::PURPOSE_UNSPECIFIED, 1,
-              audit::v1::STAGE_COMPLETED,
-              "create intent dropped from a restored key DB; the token is left unchanged");
-          event.result = ErrorCode::kCancelled;
-          COFFER_RETURN_IF_ERROR(Audit(event));
-          recovery_.creates_rolled_back.push_back(handle);
-          break;
-        }
-        const v1::WrappingKeyRef& ref = intent.new_wrapping_key();
-        hsm::KeyWrapper* wrapper = Module(ref.module());
-        if (wrapper == nullptr) {
-          return MakeError(ErrorCode::kFailedPrecondition,
-                           "module not configured: " + ref.module());
-        }
-        absl::Status destroyed = wrapper->DestroyWrappingKey({handle, ref.version()});
-        if (destroyed.ok()) {
-          recovery_.orphans_removed.push_back({handle, ref.version()});
-        } else if (ErrorCodeOf(destroyed) != ErrorCode::kHsmKeyNotFound) {
-          return destroyed;
-        }
-        KeyDb::Batch batch(*db_);
-        batch.Delete(KeyDbTable::kIntents, DatasetRowKey(handle));
-        COFFER_RETURN_IF_ERROR(db_->Write(batch));
-        audit::AuditEvent event = internal::MakeEvent(
-            audit::v1::DATASET_CREATE, actor, handle, audit::v1::PURPOSE_UNSPECIFIED, 1,
-            audit::v1::STAGE_COMPLETED, "create rolled back after a crash");
-        event.result = ErrorCode::kCancelled;
-        COFFER_RETURN_IF_ERROR(Audit(event));
-        recovery_.creates_rolled_back.push_back(handle);
+      case v1::INTENT_CREATING:
+        COFFER_RETURN_IF_ERROR(RecoverCreating(handle, intent, actor));
         break;
-      }
-      case v1::INTENT_DESTROYING: {
-        EntryPtr entry = FindEntry(handle);
-        if (entry == nullptr || entry->snapshot.load()->row.state() != v1::DESTROYING) {
-          return MakeError(ErrorCode::kKeyDbRowCorrupt,
-                           "a DESTROYING intent names no dataset being destroyed");
-        }
-        COFFER_RETURN_IF_ERROR(
-            FinishDestroyLocked(entry, internal::FromRow(intent.actor()), intent.audit_sequence()));
-        // A restored copy may leave it DESTROYING (recorded in destroys_deferred).
-        if (entry->snapshot.load()->row.state() == v1::DESTROYED) {
-          recovery_.destroys_completed.push_back(handle);
-        }
+      case v1::INTENT_DESTROYING:
+        COFFER_RETURN_IF_ERROR(RecoverDestroying(handle, intent));
         break;
-      }
-      case v1::INTENT_REWRAPPING: {
-        EntryPtr entry = FindEntry(handle);
-        if (entry == nullptr) {
-          return MakeError(ErrorCode::kKeyDbRowCorrupt, "a REWRAPPING intent names no dataset");
-        }
-        if (options_.restored_copy && !intent.switched()) {
-          // Rows move only while the token holds both DWKs (unwrap under the old, wrap under
-          // the new); otherwise the intent is dropped and Reconcile reports what is missing.
-          COFFER_ASSIGN_OR_RETURN(bool held_new, TokenHolds(handle, intent.new_wrapping_key()));
-          COFFER_ASSIGN_OR_RETURN(bool held_old, TokenHolds(handle, intent.old_wrapping_key()));
-          if (!held_new || !held_old) {
-            COFFER_RETURN_IF_ERROR(DropRewrapIntentLocked(entry, intent));
-            recovery_.rewraps_dropped.push_back(handle);
-            break;
-          }
-        } else if (!intent.switched()) {
-          const v1::WrappingKeyRef& ref = intent.new_wrapping_key();
-          hsm::KeyWrapper* wrapper = Module(ref.module());
-          if (wrapper == nullptr) {
-            return MakeError(ErrorCode::kFailedPrecondition,
-                             "module not configured: " + ref.module());
-          }
-          absl::Status created = wrapper->CreateWrappingKey({handle, ref.version()});
-          if (!created.ok() && ErrorCodeOf(created) != ErrorCode::kAlreadyExists) return created;
-        }
-        COFFER_RETURN_IF_ERROR(ContinueRewrapLocked(entry, bytes, /*progress=*/{}));
-        COFFER_RETURN_IF_ERROR(Audit(internal::MakeEvent(
-            audit::v1::KEY_REWRAP, actor, handle, audit::v1::PURPOSE_UNSPECIFIED,
-            intent.new_wrapping_key().version(), audit::v1::STAGE_COMPLETED,
-            "re-wrap resumed and completed after a restart")));
-        recovery_.rewraps_completed.push_back(handle);
+      case v1::INTENT_REWRAPPING:
+        COFFER_RETURN_IF_ERROR(RecoverRewrapping(handle, intent, bytes, actor));
         break;
-      }
       default:
         return MakeError(ErrorCode::kKeyDbRowCorrupt, "an intent row has an unknown kind");
     }
   }
+  return absl::OkStatus();
+}
+
+absl::Status KeyManager::RecoverCreating(uint64_t handle, const v1::IntentRow& intent,
+                                         const audit::AuditActor& actor) {
+  // Nothing of the dataset reached the key DB (the rows and the intent's removal are
+  // one batch): undo the token side.
+  if (FindEntry(handle) != nullptr) {
+    return MakeError(ErrorCode::kKeyDbRowCorrupt, "a CREATING intent names an existing dataset");
+  }
+  if (options_.restored_copy) {
+    // The DWK may be a live dataset's by now: the token is left to the live daemon.
+    KeyDb::Batch batch(*db_);
+    batch.Delete(KeyDbTable::kIntents, DatasetRowKey(handle));
+    COFFER_RETURN_IF_ERROR(db_->Write(batch));
+    audit::AuditEvent event = internal::MakeEvent(
+        audit::v1::DATASET_CREATE, actor, handle, audit::v1::PURPOSE_UNSPECIFIED, 1,
+        audit::v1::STAGE_COMPLETED,
+        "create intent dropped from a restored key DB; the token is left unchanged");
+    event.result = ErrorCode::kCancelled;
+    COFFER_RETURN_IF_ERROR(Audit(event));
+    recovery_.creates_rolled_back.push_back(handle);
+    return absl::OkStatus();
+  }
+  const v1::WrappingKeyRef& ref = intent.new_wrapping_key();
+  hsm::KeyWrapper* wrapper = Module(ref.module());
+  if (wrapper == nullptr) {
+    return MakeError(ErrorCode::kFailedPrecondition, "module not configured: " + ref.module());
+  }
+  absl::Status destroyed = wrapper->DestroyWrappingKey({handle, ref.version()});
+  if (destroyed.ok()) {
+    recovery_.orphans_removed.push_back({handle, ref.version()});
+  } else if (ErrorCodeOf(destroyed) != ErrorCode::kHsmKeyNotFound) {
+    return destroyed;
+  }
+  KeyDb::Batch batch(*db_);
+  batch.Delete(KeyDbTable::kIntents, DatasetRowKey(handle));
+  COFFER_RETURN_IF_ERROR(db_->Write(batch));
+  audit::AuditEvent event =
+      internal::MakeEvent(audit::v1::DATASET_CREATE, actor, handle, audit::v1::PURPOSE_UNSPECIFIED,
+                          1, audit::v1::STAGE_COMPLETED, "create rolled back after a crash");
+  event.result = ErrorCode::kCancelled;
+  COFFER_RETURN_IF_ERROR(Audit(event));
+  recovery_.creates_rolled_back.push_back(handle);
+  return absl::OkStatus();
+}
+
+absl::Status KeyManager::RecoverDestroying(uint64_t handle, const v1::IntentRow& intent) {
+  EntryPtr entry = FindEntry(handle);
+  if (entry == nullptr || entry->snapshot.load()->row.state() != v1::DESTROYING) {
+    return MakeError(ErrorCode::kKeyDbRowCorrupt,
+                     "a DESTROYING intent names no dataset being destroyed");
+  }
+  COFFER_RETURN_IF_ERROR(
+      FinishDestroyLocked(entry, internal::FromRow(intent.actor()), intent.audit_sequence()));
+  // A restored copy may leave it DESTROYING (recorded in destroys_deferred).
+  if (entry->snapshot.load()->row.state() == v1::DESTROYED) {
+    recovery_.destroys_completed.push_back(handle);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status KeyManager::RecoverRewrapping(uint64_t handle, const v1::IntentRow& intent,
+                                           const std::string& intent_bytes,
+                                           const audit::AuditActor& actor) {
+  EntryPtr entry = FindEntry(handle);
+  if (entry == nullptr) {
+    return MakeError(ErrorCode::kKeyDbRowCorrupt, "a REWRAPPING intent names no dataset");
+  }
+  if (options_.restored_copy && !intent.switched()) {
+    // Rows move only while the token holds both DWKs (unwrap under the old, wrap under
+    // the new); otherwise the intent is dropped and Reconcile reports what is missing.
+    COFFER_ASSIGN_OR_RETURN(bool held_new, TokenHolds(handle, intent.new_wrapping_key()));
+    COFFER_ASSIGN_OR_RETURN(bool held_old, TokenHolds(handle, intent.old_wrapping_key()));
+    if (!held_new || !held_old) {
+      COFFER_RETURN_IF_ERROR(DropRewrapIntentLocked(entry, intent));
+      recovery_.rewraps_dropped.push_back(handle);
+      return absl::OkStatus();
+    }
+  } else if (!intent.switched()) {
+    const v1::WrappingKeyRef& ref = intent.new_wrapping_key();
+    hsm::KeyWrapper* wrapper = Module(ref.module());
+    if (wrapper == nullptr) {
+      return MakeError(ErrorCode::kFailedPrecondition, "module not configured: " + ref.module());
+    }
+    absl::Status created = wrapper->CreateWrappingKey({handle, ref.version()});
+    if (!created.ok() && ErrorCodeOf(created) != ErrorCode::kAlreadyExists) return created;
+  }
+  COFFER_RETURN_IF_ERROR(ContinueRewrapLocked(entry, intent_bytes, /*progress=*/{}));
+  COFFER_RETURN_IF_ERROR(Audit(
+      internal::MakeEvent(audit::v1::KEY_REWRAP, actor, handle, audit::v1::PURPOSE_UNSPECIFIED,
+                          intent.new_wrapping_key().version(), audit::v1::STAGE_COMPLETED,
+                          "re-wrap resumed and completed after a restart")));
+  recovery_.rewraps_completed.push_back(handle);
   return absl::OkStatus();
 }
 

@@ -93,89 +93,107 @@ absl::Status KeyManager::ContinueRewrapLocked(const EntryPtr& entry,
   if (!intent.ParseFromString(intent_bytes)) {
     return MakeError(ErrorCode::kKeyDbRowCorrupt, "a re-wrap intent does not parse");
   }
-  const uint64_t handle = entry->handle;
   const v1::WrappingKeyRef new_ref = intent.new_wrapping_key();
-  const v1::WrappingKeyRef old_ref = intent.old_wrapping_key();
   hsm::KeyWrapper* target = Module(new_ref.module());
   if (target == nullptr) {
     return MakeError(ErrorCode::kFailedPrecondition, "module not configured: " + new_ref.module());
   }
   if (!intent.switched()) {
-    // Rows in key order: (purpose, version).
-    std::vector<std::pair<storage::KeyPurpose, uint32_t>> order;
-    uint64_t to_move = 0;
-    {
-      Snapshot snap = entry->snapshot.load();
-      for (storage::KeyPurpose purpose : internal::kAllPurposes) {
-        for (const VersionSnapshot& v : snap->versions[static_cast<size_t>(purpose)]) {
-          order.emplace_back(purpose, v.row.version());
-          if (v.row.module() != new_ref.module() || v.wrapped.key.version != new_ref.version()) {
-            ++to_move;
-          }
-        }
-      }
-    }
-    storage::PhaseReporter reporter(progress, "rewrap", to_move, storage::PhaseReporter::kItemStep);
-    // Every row is checked from the start (a row already under the new DWK costs no HSM call),
-    // so a rotation between a failed run and its resumption cannot make the cursor skip one;
-    // `rewrapped` reports progress.
-    for (size_t i = 0; i < order.size(); ++i) {
-      const auto [purpose, version] = order[i];
-      Snapshot snap = entry->snapshot.load();
-      const VersionSnapshot* v = snap->Version(purpose, version);
-      hsm::KeyWrapper* source = Module(v->row.module());
-      if (source == nullptr) {
-        return MakeError(ErrorCode::kFailedPrecondition,
-                         "module not configured: " + v->row.module());
-      }
-      if (v->row.module() == new_ref.module() && v->wrapped.key.version == new_ref.version()) {
-        continue;
-      }
-      COFFER_ASSIGN_OR_RETURN(crypto::SecretBytes dek, source->Unwrap(v->wrapped));
-      COFFER_ASSIGN_OR_RETURN(hsm::WrappedKey rewrapped,
-                              target->Wrap({handle, new_ref.version()}, dek));
-      std::lock_guard<std::mutex> lock(entry->mu);
-      auto next = std::make_shared<DatasetSnapshot>(*entry->snapshot.load());
-      VersionSnapshot& row = next->versions[static_cast<size_t>(purpose)][version - 1];
-      row.row.set_wrapped_key(rewrapped.Serialize());
-      row.row.set_module(new_ref.module());
-      row.wrapped = rewrapped;
-      intent.set_rewrapped(static_cast<uint32_t>(i + 1));
-      KeyDb::Batch batch(*db_);
-      COFFER_RETURN_IF_ERROR(
-          batch.Put(KeyDbTable::kKeyVersions,
-                    KeyVersionRowKey(handle, static_cast<uint8_t>(purpose), version),
-                    internal::RowForWrite(row)));
-      COFFER_RETURN_IF_ERROR(batch.Put(KeyDbTable::kIntents, DatasetRowKey(handle), intent));
-      COFFER_RETURN_IF_ERROR(db_->Write(batch));
-      Publish(entry, std::move(next));
-      Crash("rewrap.row");
-      reporter.Add(1);
-    }
-    reporter.Finish();
-    {
-      std::lock_guard<std::mutex> lock(entry->mu);
-      auto next = std::make_shared<DatasetSnapshot>(*entry->snapshot.load());
-      *next->row.mutable_current_wrapping_key() = new_ref;
-      bool listed = false;
-      for (const auto& ref : next->row.live_wrapping_keys()) {
-        listed |= ref.module() == new_ref.module() && ref.version() == new_ref.version();
-      }
-      if (!listed) *next->row.add_live_wrapping_keys() = new_ref;
-      intent.set_switched(true);
-      KeyDb::Batch batch(*db_);
-      COFFER_RETURN_IF_ERROR(PutDatasetRow(batch, next->row));
-      if (intent.destroy_old()) {
-        COFFER_RETURN_IF_ERROR(batch.Put(KeyDbTable::kIntents, DatasetRowKey(handle), intent));
-      } else {
-        batch.Delete(KeyDbTable::kIntents, DatasetRowKey(handle));
-      }
-      COFFER_RETURN_IF_ERROR(db_->Write(batch));
-      Publish(entry, std::move(next));
-    }
+    COFFER_RETURN_IF_ERROR(RewrapRowsLocked(entry, *target, intent, progress));
+    COFFER_RETURN_IF_ERROR(SwitchWrappingKeyLocked(entry, intent));
     Crash("rewrap.switched");
     if (!intent.destroy_old()) return absl::OkStatus();
   }
+  return DropOldWrappingKeyLocked(entry, intent);
+}
+
+absl::Status KeyManager::RewrapRowsLocked(const EntryPtr& entry, hsm::KeyWrapper& target,
+                                          v1::IntentRow& intent,
+                                          const coffer::ProgressFn& progress) {
+  const uint64_t handle = entry->handle;
+  const v1::WrappingKeyRef new_ref = intent.new_wrapping_key();
+  // Rows in key order: (purpose, version).
+  std::vector<std::pair<storage::KeyPurpose, uint32_t>> order;
+  uint64_t to_move = 0;
+  {
+    Snapshot snap = entry->snapshot.load();
+    for (storage::KeyPurpose purpose : internal::kAllPurposes) {
+      for (const VersionSnapshot& v : snap->versions[static_cast<size_t>(purpose)]) {
+        order.emplace_back(purpose, v.row.version());
+        if (v.row.module() != new_ref.module() || v.wrapped.key.version != new_ref.version()) {
+          ++to_move;
+        }
+      }
+    }
+  }
+  storage::PhaseReporter reporter(progress, "rewrap", to_move, storage::PhaseReporter::kItemStep);
+  // Every row is checked from the start (a row already under the new DWK costs no HSM call),
+  // so a rotation between a failed run and its resumption cannot make the cursor skip one;
+  // `rewrapped` reports progress.
+  for (size_t i = 0; i < order.size(); ++i) {
+    const auto [purpose, version] = order[i];
+    Snapshot snap = entry->snapshot.load();
+    const VersionSnapshot* v = snap->Version(purpose, version);
+    hsm::KeyWrapper* source = Module(v->row.module());
+    if (source == nullptr) {
+      return MakeError(ErrorCode::kFailedPrecondition, "module not configured: " + v->row.module());
+    }
+    if (v->row.module() == new_ref.module() && v->wrapped.key.version == new_ref.version()) {
+      continue;
+    }
+    COFFER_ASSIGN_OR_RETURN(crypto::SecretBytes dek, source->Unwrap(v->wrapped));
+    COFFER_ASSIGN_OR_RETURN(hsm::WrappedKey rewrapped,
+                            target.Wrap({handle, new_ref.version()}, dek));
+    std::lock_guard<std::mutex> lock(entry->mu);
+    auto next = std::make_shared<DatasetSnapshot>(*entry->snapshot.load());
+    VersionSnapshot& row = next->versions[static_cast<size_t>(purpose)][version - 1];
+    row.row.set_wrapped_key(rewrapped.Serialize());
+    row.row.set_module(new_ref.module());
+    row.wrapped = rewrapped;
+    intent.set_rewrapped(static_cast<uint32_t>(i + 1));
+    KeyDb::Batch batch(*db_);
+    COFFER_RETURN_IF_ERROR(batch.Put(
+        KeyDbTable::kKeyVersions, KeyVersionRowKey(handle, static_cast<uint8_t>(purpose), version),
+        internal::RowForWrite(row)));
+    COFFER_RETURN_IF_ERROR(batch.Put(KeyDbTable::kIntents, DatasetRowKey(handle), intent));
+    COFFER_RETURN_IF_ERROR(db_->Write(batch));
+    Publish(entry, std::move(next));
+    Crash("rewrap.row");
+    reporter.Add(1);
+  }
+  reporter.Finish();
+  return absl::OkStatus();
+}
+
+absl::Status KeyManager::SwitchWrappingKeyLocked(const EntryPtr& entry, v1::IntentRow& intent) {
+  const uint64_t handle = entry->handle;
+  const v1::WrappingKeyRef new_ref = intent.new_wrapping_key();
+  std::lock_guard<std::mutex> lock(entry->mu);
+  auto next = std::make_shared<DatasetSnapshot>(*entry->snapshot.load());
+  *next->row.mutable_current_wrapping_key() = new_ref;
+  bool listed = false;
+  for (const auto& ref : next->row.live_wrapping_keys()) {
+    listed |= ref.module() == new_ref.module() && ref.version() == new_ref.version();
+  }
+  if (!listed) *next->row.add_live_wrapping_keys() = new_ref;
+  intent.set_switched(true);
+  KeyDb::Batch batch(*db_);
+  COFFER_RETURN_IF_ERROR(PutDatasetRow(batch, next->row));
+  if (intent.destroy_old()) {
+    COFFER_RETURN_IF_ERROR(batch.Put(KeyDbTable::kIntents, DatasetRowKey(handle), intent));
+  } else {
+    batch.Delete(KeyDbTable::kIntents, DatasetRowKey(handle));
+  }
+  COFFER_RETURN_IF_ERROR(db_->Write(batch));
+  Publish(entry, std::move(next));
+  return absl::OkStatus();
+}
+
+absl::Status KeyManager::DropOldWrappingKeyLocked(const EntryPtr& entry,
+                                                  const v1::IntentRow& intent) {
+  const uint64_t handle = entry->handle;
+  const v1::WrappingKeyRef new_ref = intent.new_wrapping_key();
+  const v1::WrappingKeyRef old_ref = intent.old_wrapping_key();
   // Destroy the old DWK only when no row refers to it any more.
   Snapshot snap = entry->snapshot.load();
   for (const auto& list : snap->versions) {

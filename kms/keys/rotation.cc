@@ -186,29 +186,42 @@ absl::Status KeyManager::RetirePseudonymAfterTranslate(uint64_t handle, uint32_t
                       RetireProof::kTranslateConfirmed);
 }
 
+namespace {
+
+// OK when `proof` may retire versions of `purpose`: a known purpose, and the operator's
+// translate-run confirmation for pseudonym keys and for them only.
+absl::Status CheckRetireProof(storage::KeyPurpose purpose, bool translate_confirmed) {
+  if (!ValidPurpose(purpose)) {
+    return MakeError(ErrorCode::kInvalidArgument, "unknown key purpose");
+  }
+  // Pseudonym tokens live in the CRM's own tables: only the operator can say the translate run
+  // moved them all, and only that word retires a pseudonym version (never a counter, never
+  // the scheduler).
+  const bool pseudonym = purpose == storage::KeyPurpose::kPseudonym;
+  if (pseudonym != translate_confirmed) {
+    return pseudonym ? MakeError(ErrorCode::kPseudonymTranslateUnconfirmed,
+                                 "pseudonym versions retire only once the CRM's translate "
+                                 "run moved every stored token: confirm it with "
+                                 "--translate-done")
+                     : MakeError(ErrorCode::kInvalidArgument,
+                                 "--translate-done applies to pseudonym keys only");
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
 absl::Status KeyManager::RetireLocked(const EntryPtr& entry, storage::KeyPurpose purpose,
                                       uint32_t min_version, const audit::AuditActor& actor,
                                       RetireProof proof) {
   constexpr auto kKind = audit::v1::KEY_RETIRE;
   const uint64_t handle = entry->handle;
   const bool compromised_only = proof == RetireProof::kCompromisedOnly;
-  if (!ValidPurpose(purpose)) {
-    return Refuse(kKind, handle, actor,
-                  MakeError(ErrorCode::kInvalidArgument, "unknown key purpose"));
+  if (absl::Status allowed = CheckRetireProof(purpose, proof == RetireProof::kTranslateConfirmed);
+      !allowed.ok()) {
+    return Refuse(kKind, handle, actor, allowed);
   }
-  // Pseudonym tokens live in the CRM's own tables: only the operator can say the translate run
-  // moved them all, and only that word retires a pseudonym version (never a counter, never
-  // the scheduler).
   const bool pseudonym = purpose == storage::KeyPurpose::kPseudonym;
-  if (pseudonym != (proof == RetireProof::kTranslateConfirmed)) {
-    return Refuse(kKind, handle, actor,
-                  pseudonym ? MakeError(ErrorCode::kPseudonymTranslateUnconfirmed,
-                                        "pseudonym versions retire only once the CRM's translate "
-                                        "run moved every stored token: confirm it with "
-                                        "--translate-done")
-                            : MakeError(ErrorCode::kInvalidArgument,
-                                        "--translate-done applies to pseudonym keys only"));
-  }
   Snapshot snap = entry->snapshot.load();
   if (snap->row.state() == v1::DESTROYING || snap->row.state() == v1::DESTROYED) {
     return Refuse(kKind, handle, actor,
@@ -245,9 +258,30 @@ absl::Status KeyManager::RetireLocked(const EntryPtr& entry, storage::KeyPurpose
   if (!pseudonym) {
     mark_writes_from(min_version);
     options_.data_counter->AwaitWritesUnderWay();
+    COFFER_RETURN_IF_ERROR(ProveVersionsUnused(handle, *snap, purpose, old_min_version, min_version,
+                                               compromised_only, actor));
   }
-  for (uint32_t v = old_min_version; v < min_version && !pseudonym; ++v) {
-    const VersionSnapshot* version = snap->Version(purpose, v);
+  audit::AuditText detail = "retire versions below the minimum decryption version";
+  if (compromised_only) detail = "retire compromised versions after re-encryption";
+  if (pseudonym) detail = "retire pseudonym versions: the operator confirmed the translate run";
+  audit::AuditEvent event =
+      internal::MakeEvent(kKind, actor, handle, internal::AuditPurpose(purpose), min_version,
+                          audit::v1::STAGE_REQUESTED, detail);
+  COFFER_RETURN_IF_ERROR(Audit(event));
+  absl::Status result = CommitRetirementLocked(entry, purpose, old_min_version, min_version);
+  event.stage = audit::v1::STAGE_COMPLETED;
+  event.result = ErrorCodeOf(result);
+  absl::Status audited = Audit(event);
+  return result.ok() ? audited : result;
+}
+
+absl::Status KeyManager::ProveVersionsUnused(uint64_t handle, const DatasetSnapshot& snap,
+                                             storage::KeyPurpose purpose, uint32_t from,
+                                             uint32_t below, bool compromised_only,
+                                             const audit::AuditActor& actor) {
+  constexpr auto kKind = audit::v1::KEY_RETIRE;
+  for (uint32_t v = from; v < below; ++v) {
+    const VersionSnapshot* version = snap.Version(purpose, v);
     if (version->row.state() == v1::RETIRED) continue;
     if (compromised_only && version->row.state() != v1::COMPROMISED) {
       return MakeError(ErrorCode::kInternal, "only compromised versions retire automatically");
@@ -265,38 +299,31 @@ absl::Status KeyManager::RetireLocked(const EntryPtr& entry, storage::KeyPurpose
                   (lookup ? "run the re-index first (keyctl reindex start)" : "re-encrypt first")));
     }
   }
-  audit::AuditText detail = "retire versions below the minimum decryption version";
-  if (compromised_only) detail = "retire compromised versions after re-encryption";
-  if (pseudonym) detail = "retire pseudonym versions: the operator confirmed the translate run";
-  audit::AuditEvent event =
-      internal::MakeEvent(kKind, actor, handle, internal::AuditPurpose(purpose), min_version,
-                          audit::v1::STAGE_REQUESTED, detail);
-  COFFER_RETURN_IF_ERROR(Audit(event));
+  return absl::OkStatus();
+}
+
+absl::Status KeyManager::CommitRetirementLocked(const EntryPtr& entry, storage::KeyPurpose purpose,
+                                                uint32_t old_min_version, uint32_t min_version) {
+  const uint64_t handle = entry->handle;
   absl::Status result;
-  {
-    std::lock_guard<std::mutex> entry_lock(entry->mu);
-    snap = entry->snapshot.load();
-    auto next = std::make_shared<DatasetSnapshot>(*snap);
-    next->MutablePurpose(purpose)->set_min_decrypt_version(min_version);
-    KeyDb::Batch batch(*db_);
-    for (uint32_t v = old_min_version; v < min_version && result.ok(); ++v) {
-      VersionSnapshot& version = next->versions[static_cast<size_t>(purpose)][v - 1];
-      version.row.set_state(v1::RETIRED);
-      result = batch.Put(KeyDbTable::kKeyVersions,
-                         KeyVersionRowKey(handle, static_cast<uint8_t>(purpose), v),
-                         internal::RowForWrite(version));
-    }
-    if (result.ok()) result = PutDatasetRow(batch, next->row);
-    if (result.ok()) result = db_->Write(batch);
-    if (result.ok()) {
-      Publish(entry, std::move(next));
-      for (uint32_t v = 1; v < min_version; ++v) cache_.Erase({handle, purpose, v});
-    }
+  std::lock_guard<std::mutex> entry_lock(entry->mu);
+  auto next = std::make_shared<DatasetSnapshot>(*entry->snapshot.load());
+  next->MutablePurpose(purpose)->set_min_decrypt_version(min_version);
+  KeyDb::Batch batch(*db_);
+  for (uint32_t v = old_min_version; v < min_version && result.ok(); ++v) {
+    VersionSnapshot& version = next->versions[static_cast<size_t>(purpose)][v - 1];
+    version.row.set_state(v1::RETIRED);
+    result = batch.Put(KeyDbTable::kKeyVersions,
+                       KeyVersionRowKey(handle, static_cast<uint8_t>(purpose), v),
+                       internal::RowForWrite(version));
   }
-  event.stage = audit::v1::STAGE_COMPLETED;
-  event.result = ErrorCodeOf(result);
-  absl::Status audited = Audit(event);
-  return result.ok() ? audited : result;
+  if (result.ok()) result = PutDatasetRow(batch, next->row);
+  if (result.ok()) result = db_->Write(batch);
+  if (result.ok()) {
+    Publish(entry, std::move(next));
+    for (uint32_t v = 1; v < min_version; ++v) cache_.Erase({handle, purpose, v});
+  }
+  return result;
 }
 
 absl::StatusOr<DueWorkReport> KeyManager::RunDueWork() {
@@ -324,92 +351,106 @@ absl::StatusOr<DueWorkReport> KeyManager::RunDueWork() {
   const audit::AuditActor actor = internal::InternalActor();
   for (const auto& [handle, entry] : *datasets_.load()) {
     Snapshot snap = entry->snapshot.load();
-    const DatasetPolicy policy = internal::FromRow(snap->row.policy());
-    if (snap->row.state() == v1::ACTIVE) {
-      for (storage::KeyPurpose purpose :
-           {storage::KeyPurpose::kRecords, storage::KeyPurpose::kAttachments}) {
-        const VersionSnapshot* primary =
-            snap->Version(purpose, snap->Purpose(purpose)->primary_version());
-        const Seconds period = purpose == storage::KeyPurpose::kRecords
-                                   ? policy.records_rotation
-                                   : policy.attachments_rotation;
-        const int64_t age_micros = now - primary->row.created_micros();
-        std::optional<RotationCause> cause;
-        if (age_micros >= period.count() * 1'000'000) {
-          cause = RotationCause::kScheduled;  // once, however many periods were missed
-        } else if (primary->usage->used.load() >=
-                   policy.usage_limit / 100 * options_.usage_rotate_percent +
-                       policy.usage_limit % 100 * options_.usage_rotate_percent / 100) {
-          cause = RotationCause::kUsage;
-        }
-        if (!cause) continue;
-        absl::StatusOr<uint32_t> rotated = RotateLocked(entry, purpose, *cause, actor);
-        if (rotated.ok()) {
-          report.rotated.emplace_back(handle, purpose);
-        } else {
-          report.failures.emplace_back(handle, rotated.status());
-        }
-      }
-    }
+    if (snap->row.state() == v1::ACTIVE) RotateDueLocked(entry, *snap, now, actor, report);
     if (options_.data_counter != nullptr && snap->row.state() != v1::DESTROYING &&
         snap->row.state() != v1::DESTROYED) {
-      for (storage::KeyPurpose purpose :
-           {storage::KeyPurpose::kRecords, storage::KeyPurpose::kAttachments}) {
-        Snapshot current = entry->snapshot.load();
-        const v1::PurposeState* state = current->Purpose(purpose);
-        uint32_t min = state->min_decrypt_version();
-        while (min < state->primary_version()) {
-          const VersionSnapshot* v = current->Version(purpose, min);
-          if (v->row.state() != v1::COMPROMISED) break;
-          absl::StatusOr<uint64_t> count =
-              options_.data_counter->CountProtectedBy(handle, purpose, min);
-          if (!count.ok() || *count > 0) break;
-          ++min;
-        }
-        if (min == state->min_decrypt_version()) continue;
-        absl::Status retired =
-            RetireLocked(entry, purpose, min, actor, RetireProof::kCompromisedOnly);
-        if (retired.ok()) {
-          report.compromised_retired.emplace_back(handle, purpose);
-        } else {
-          report.failures.emplace_back(handle, retired);
-        }
-      }
+      RetireCompromisedLocked(entry, actor, report);
     }
-    // Lifecycle automation: DISABLED long enough and not held -> PENDING_DESTRUCTION, exactly as
-    // ScheduleDestruction (the waiting period then applies). Guarded by the clock check above.
-    snap = entry->snapshot.load();
-    if (snap->row.state() == v1::DISABLED && !snap->row.policy().legal_hold() &&
-        snap->row.policy().auto_destroy_after_disabled_seconds() > 0 &&
-        now - snap->row.state_changed_micros() >=
-            snap->row.policy().auto_destroy_after_disabled_seconds() * int64_t{1'000'000}) {
-      const int64_t after =
-          now + snap->row.policy().destruction_wait_seconds() * int64_t{1'000'000};
-      absl::Status scheduled =
-          ChangeStateLocked(entry, v1::PENDING_DESTRUCTION, audit::v1::DESTRUCTION_SCHEDULE, actor,
-                            after, "lifecycle automation");
-      if (scheduled.ok()) {
-        report.auto_scheduled.push_back(handle);
-      } else {
-        report.failures.emplace_back(handle, scheduled);
-      }
-    }
-    snap = entry->snapshot.load();
-    if (snap->row.state() == v1::PENDING_DESTRUCTION && now >= snap->row.destroy_after_micros()) {
-      if (snap->row.policy().legal_hold()) {
-        report.failures.emplace_back(
-            handle, MakeError(ErrorCode::kLegalHoldActive, "a legal hold blocks destruction"));
-        continue;
-      }
-      absl::Status destroyed = DestroyLocked(entry, actor);
-      if (destroyed.ok()) {
-        report.destroyed.push_back(handle);
-      } else {
-        report.failures.emplace_back(handle, destroyed);
-      }
-    }
+    ScheduleDueDestructionLocked(entry, now, actor, report);
   }
   return report;
+}
+
+void KeyManager::RotateDueLocked(const EntryPtr& entry, const DatasetSnapshot& snap, int64_t now,
+                                 const audit::AuditActor& actor, DueWorkReport& report) {
+  const uint64_t handle = entry->handle;
+  const DatasetPolicy policy = internal::FromRow(snap.row.policy());
+  for (storage::KeyPurpose purpose :
+       {storage::KeyPurpose::kRecords, storage::KeyPurpose::kAttachments}) {
+    const VersionSnapshot* primary =
+        snap.Version(purpose, snap.Purpose(purpose)->primary_version());
+    const Seconds period = purpose == storage::KeyPurpose::kRecords ? policy.records_rotation
+                                                                    : policy.attachments_rotation;
+    const int64_t age_micros = now - primary->row.created_micros();
+    std::optional<RotationCause> cause;
+    if (age_micros >= period.count() * 1'000'000) {
+      cause = RotationCause::kScheduled;  // once, however many periods were missed
+    } else if (primary->usage->used.load() >=
+               policy.usage_limit / 100 * options_.usage_rotate_percent +
+                   policy.usage_limit % 100 * options_.usage_rotate_percent / 100) {
+      cause = RotationCause::kUsage;
+    }
+    if (!cause) continue;
+    absl::StatusOr<uint32_t> rotated = RotateLocked(entry, purpose, *cause, actor);
+    if (rotated.ok()) {
+      report.rotated.emplace_back(handle, purpose);
+    } else {
+      report.failures.emplace_back(handle, rotated.status());
+    }
+  }
+}
+
+void KeyManager::RetireCompromisedLocked(const EntryPtr& entry, const audit::AuditActor& actor,
+                                         DueWorkReport& report) {
+  const uint64_t handle = entry->handle;
+  for (storage::KeyPurpose purpose :
+       {storage::KeyPurpose::kRecords, storage::KeyPurpose::kAttachments}) {
+    Snapshot current = entry->snapshot.load();
+    const v1::PurposeState* state = current->Purpose(purpose);
+    uint32_t min = state->min_decrypt_version();
+    while (min < state->primary_version()) {
+      const VersionSnapshot* v = current->Version(purpose, min);
+      if (v->row.state() != v1::COMPROMISED) break;
+      absl::StatusOr<uint64_t> count =
+          options_.data_counter->CountProtectedBy(handle, purpose, min);
+      if (!count.ok() || *count > 0) break;
+      ++min;
+    }
+    if (min == state->min_decrypt_version()) continue;
+    absl::Status retired = RetireLocked(entry, purpose, min, actor, RetireProof::kCompromisedOnly);
+    if (retired.ok()) {
+      report.compromised_retired.emplace_back(handle, purpose);
+    } else {
+      report.failures.emplace_back(handle, retired);
+    }
+  }
+}
+
+void KeyManager::ScheduleDueDestructionLocked(const EntryPtr& entry, int64_t now,
+                                              const audit::AuditActor& actor,
+                                              DueWorkReport& report) {
+  const uint64_t handle = entry->handle;
+  // Lifecycle automation: DISABLED long enough and not held -> PENDING_DESTRUCTION, exactly as
+  // ScheduleDestruction (the waiting period then applies). Guarded by RunDueWork's clock check.
+  Snapshot snap = entry->snapshot.load();
+  if (snap->row.state() == v1::DISABLED && !snap->row.policy().legal_hold() &&
+      snap->row.policy().auto_destroy_after_disabled_seconds() > 0 &&
+      now - snap->row.state_changed_micros() >=
+          snap->row.policy().auto_destroy_after_disabled_seconds() * int64_t{1'000'000}) {
+    const int64_t after = now + snap->row.policy().destruction_wait_seconds() * int64_t{1'000'000};
+    absl::Status scheduled =
+        ChangeStateLocked(entry, v1::PENDING_DESTRUCTION, audit::v1::DESTRUCTION_SCHEDULE, actor,
+                          after, "lifecycle automation");
+    if (scheduled.ok()) {
+      report.auto_scheduled.push_back(handle);
+    } else {
+      report.failures.emplace_back(handle, scheduled);
+    }
+  }
+  snap = entry->snapshot.load();
+  if (snap->row.state() == v1::PENDING_DESTRUCTION && now >= snap->row.destroy_after_micros()) {
+    if (snap->row.policy().legal_hold()) {
+      report.failures.emplace_back(
+          handle, MakeError(ErrorCode::kLegalHoldActive, "a legal hold blocks destruction"));
+      return;
+    }
+    absl::Status destroyed = DestroyLocked(entry, actor);
+    if (destroyed.ok()) {
+      report.destroyed.push_back(handle);
+    } else {
+      report.failures.emplace_back(handle, destroyed);
+    }
+  }
 }
 
 }  // namespace coffer::kms

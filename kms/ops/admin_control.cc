@@ -211,51 +211,56 @@ AdminDecision AdminControl::Admit(const PeerIdentity& peer, uint64_t connection,
     return decision;
   }
 
+  FileIfDualControlled(peer, request, lookup, &decision);
+  return decision;
+}
+
+void AdminControl::FileIfDualControlled(const PeerIdentity& peer, const pb::Request& request,
+                                        const DatasetLookup& lookup, AdminDecision* decision) {
   auto count = options_.registry->AdminCount();
   if (!count.ok()) {
-    decision.status = count.status();
-    return decision;
+    decision->status = count.status();
+    return;
   }
-  if (op == pb::Request::kAdminRemove && *count <= 2) {
-    decision.status = MakeError(ErrorCode::kFailedPrecondition,
-                                "removing an admin would leave fewer than two enrolled admins, "
-                                "and dual control needs two: enrol a replacement first");
-    return decision;
+  if (request.op_case() == pb::Request::kAdminRemove && *count <= 2) {
+    decision->status = MakeError(ErrorCode::kFailedPrecondition,
+                                 "removing an admin would leave fewer than two enrolled admins, "
+                                 "and dual control needs two: enrol a replacement first");
+    return;
   }
   auto summary = DualControlSummary(request, lookup, *count);
   if (!summary.ok()) {
-    decision.status = summary.status();
-    return decision;
+    decision->status = summary.status();
+    return;
   }
-  if (!summary->has_value()) return decision;
+  if (!summary->has_value()) return;
   if (*count < 2) {
-    decision.status = MakeError(ErrorCode::kApprovalForbidden,
-                                "this operation is under dual control and needs a second enrolled "
-                                "admin: invite one with `keyctl admin enroll --uid UID`");
-    return decision;
+    decision->status = MakeError(ErrorCode::kApprovalForbidden,
+                                 "this operation is under dual control and needs a second enrolled "
+                                 "admin: invite one with `keyctl admin enroll --uid UID`");
+    return;
   }
   std::string serialized;
   Filed(request).SerializeToString(&serialized);
   auto filed = options_.registry->CreateApproval(
-      peer.uid, decision.actor.admin_name, std::move(serialized), std::move(**summary),
+      peer.uid, decision->actor.admin_name, std::move(serialized), std::move(**summary),
       std::string(DatasetNamedBy(request)), options_.approval_ttl);
   if (!filed.ok()) {
-    decision.status = filed.status();
-    return decision;
+    decision->status = filed.status();
+    return;
   }
-  absl::Status audited = Audit(audit::v1::APPROVAL_REQUESTED, decision.actor, ErrorCode::kOk,
+  absl::Status audited = Audit(audit::v1::APPROVAL_REQUESTED, decision->actor, ErrorCode::kOk,
                                static_cast<uint32_t>(filed->id));
   if (!audited.ok()) {
-    decision.status = audited;
-    return decision;
+    decision->status = audited;
+    return;
   }
-  decision.pending = ToProto(*filed);
-  decision.status =
+  decision->pending = ToProto(*filed);
+  decision->status =
       MakeError(ErrorCode::kApprovalPending,
                 absl::StrCat("filed as approval request ", filed->id,
                              ": a second enrolled admin approves it with `keyctl request approve ",
                              filed->id, " --totp CODE`"));
-  return decision;
 }
 
 bool AdminControl::Serves(OpCase operation) {

@@ -121,6 +121,11 @@ class AdminControl {
   absl::Status VerifyCode(const PeerIdentity& peer, uint64_t connection,
                           const kms::audit::AuditActor& actor, std::string_view code,
                           uint32_t* retry_after_ms);
+  // Admit's last step, for a request whose MFA checks passed: refuses removing an admin when
+  // that would leave fewer than two, and files a dual-controlled request as an approval request
+  // (APPROVAL_PENDING); `decision` is left as it is when the request may run.
+  void FileIfDualControlled(const PeerIdentity& peer, const coffer::v1::Request& request,
+                            const DatasetLookup& lookup, AdminDecision* decision);
   // The approval summary when `request` is dual-controlled, nullopt when it is not.
   absl::StatusOr<std::optional<std::string>> DualControlSummary(const coffer::v1::Request& request,
                                                                 const DatasetLookup& lookup,

@@ -3,7 +3,10 @@
 #ifndef COFFER_KMS_KEYS_INTERNAL_MANAGER_UTIL_H_
 #define COFFER_KMS_KEYS_INTERNAL_MANAGER_UTIL_H_
 
+#include <string>
+
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "kms/audit/audit_event.h"
 #include "kms/keys/internal/dataset_state.h"
 
@@ -15,6 +18,10 @@ absl::Status CheckDataAccess(const DatasetSnapshot& snap);
 
 // The daemon's own identity for scheduler, recovery and cache-miss entries.
 audit::AuditActor InternalActor();
+
+// A dataset's name-commitment salt: random, from the private DRBG (not a key: its customer is
+// given it).
+absl::StatusOr<std::string> NewNameSalt();
 
 // A copy of `version`'s row with the current reservation, ready to be written.
 v1::KeyVersionRow RowForWrite(const VersionSnapshot& version);
