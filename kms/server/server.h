@@ -65,7 +65,7 @@
 //    closed (a waiting Send fails) and reported as REQUEST_TIMEOUT.
 //  - `max_refusals_in_a_row` requests in a row answered with a refusal (NOT_GRANTED,
 //    SLOW_DOWN, WRONG_SOCKET, MFA_REQUIRED, ADMIN_NOT_ENROLLED: the caller may not, see
-//    IsRefusal in server.cc): once the last answer is written, the connection is closed
+//    IsRefusal in output.cc): once the last answer is written, the connection is closed
 //    without more, so refused requests cannot keep a connection alive; counted in
 //    Stats().closed_after_refusals (each refusal was already the session's to audit).
 //  - a frame received after Shutdown began: SHUTTING_DOWN (507), with its request_id.
