@@ -203,11 +203,19 @@ void Server::Impl::OnReadable(const std::shared_ptr<Connection>& connection) {
   Advance(connection);
 }
 
+// Whether `more` bytes for `c` would take its caller past its byte cap, or a data connection
+// the daemon past its own: the admin socket is held only to its callers' caps, so data clients
+// cannot use up its share.
+bool Server::Impl::OverByteCaps(const Connection& c, size_t more) const {
+  if (c.usage->buffered.load() + more > options_.max_buffered_bytes_per_uid) return true;
+  if (c.peer.socket == daemon::SocketKind::kAdmin) return false;
+  return buffered_input_.load() + buffered_output_.load() + more > options_.max_buffered_bytes;
+}
+
 bool Server::Impl::GrowInput(const std::shared_ptr<Connection>& connection, size_t size) {
   Connection& c = *connection;
   size_t more = size - c.buffer.size();
-  if (c.usage->buffered.load() + more > options_.max_buffered_bytes_per_uid ||
-      buffered_input_.load() + buffered_output_.load() + more > options_.max_buffered_bytes) {
+  if (OverByteCaps(c, more)) {
     ++busy_buffered_bytes_;
     Refuse(connection, ErrorCode::kServerBusy, 0,
            "too many bytes are buffered for this uid or for cofferd; retry later");
@@ -286,8 +294,7 @@ void Server::Impl::Dispatch(const std::shared_ptr<Connection>& connection) {
     ++requests_held_;
     return;
   }
-  if (usage.buffered.load() > options_.max_buffered_bytes_per_uid ||
-      buffered_input_.load() + buffered_output_.load() > options_.max_buffered_bytes) {
+  if (OverByteCaps(c, 0)) {
     ++busy_buffered_bytes_;
     Refuse(connection, ErrorCode::kServerBusy, 0,
            "too many bytes are buffered for this uid or for cofferd; retry later");

@@ -31,8 +31,9 @@
 // Fair shares. Callers are counted per (uid, socket): at most `max_connections_per_uid` open
 // connections, `max_requests_per_uid` requests queued or running (a further complete frame is
 // held, its timers suspended, until one of them ends), and `max_buffered_bytes_per_uid` bytes
-// buffered (input buffers as allocated plus unsent output); all connections together buffer at
-// most `max_buffered_bytes`, beyond which only a single reply frame per running request is
+// buffered (input buffers as allocated plus unsent output); data-socket connections stop
+// growing once all connections together buffer `max_buffered_bytes` (admin-socket ones are held
+// to their callers' caps only). Beyond a cap only a single reply frame per running request is
 // still taken. The data socket may take at most `max_connections - admin_reserved_connections`
 // connections and `workers - admin_reserved_workers` workers (each reserve clamped so as to
 // leave the data socket one), so the admin socket keeps capacity of its own. Input buffers grow

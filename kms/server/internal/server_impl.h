@@ -220,6 +220,7 @@ class Server::Impl {
   void WatchListeners(bool watch);
   bool AdmitConnection(int fd, const daemon::PeerIdentity& peer,
                        std::shared_ptr<CallerUsage>* usage);
+  bool OverByteCaps(const Connection& connection, size_t more) const;
   bool GrowInput(const std::shared_ptr<Connection>& connection, size_t size);
   void ResizeInput(Connection& connection, size_t size);
   void Dispatch(const std::shared_ptr<Connection>& connection);

@@ -142,5 +142,28 @@ TEST_F(FairShareTest, AnUnreadReplyFreesItsWorkerAndIsSentWhenRead) {
   ASSERT_TRUE(factory_.WaitUntil([&] { return server_->Stats().buffered_output_bytes == 0; }));
 }
 
+TEST_F(FairShareTest, PastTheByteCapsDataRequestsAreBusyButAdminRequestsAreServed) {
+  options_.max_frame_bytes = size_t{64} << 10;
+  options_.max_buffered_bytes_per_uid = size_t{1} << 20;
+  options_.max_buffered_bytes = size_t{1} << 20;
+  factory_.big_responses = 8;  // 2 MiB of replies, never read
+  StartServer();
+  TestClient slow(options_.data_socket.path);
+  coffer::v1::Request list;
+  list.set_request_id(5);
+  list.mutable_record_list();
+  ASSERT_TRUE(slow.Send(list).ok());
+  ASSERT_TRUE(factory_.WaitUntil(
+      [&] { return server_->Stats().buffered_output_bytes > options_.max_buffered_bytes; }));
+  TestClient data(options_.data_socket.path);
+  coffer::v1::Request request;
+  request.set_request_id(6);
+  ASSERT_TRUE(data.Send(request).ok());
+  EXPECT_EQ(data.ReadUntilClosed(), std::vector<int>{506});
+  EXPECT_EQ(server_->Stats().busy_buffered_bytes, 1u);
+  TestClient admin(options_.admin_socket.path);  // another caller; the daemon's cap spares it
+  EXPECT_TRUE(admin.RoundTrip(7));
+}
+
 }  // namespace
 }  // namespace coffer::server
