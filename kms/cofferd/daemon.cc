@@ -297,6 +297,7 @@ absl::Status Daemon::Parts::Stop() {
     event_source->RunOnce().IgnoreError();  // events of the last moments, before the log closes
     event_source->Stop();
   }
+  live_server.store(nullptr);  // no worker runs any more: Shutdown joined them
   server.reset();
   services.reset();
   hook_delivery.reset();

@@ -384,6 +384,10 @@ absl::Status Daemon::Parts::StartServing() {
   deps.audit_directory = config.audit_directory();
   deps.audit_public_key_pem = public_key;
   deps.audit_epoch_keys = kms::HsmEpochKeyProvider(hsm->row_authenticator());
+  deps.transport_stats = [this] {
+    server::Server* live = live_server.load();
+    return live != nullptr ? live->Stats() : server::ServerStats{};
+  };
   deps.version = kCofferdVersion;
   deps.durability = daemon::DurabilityOf(config) == storage::Durability::kSync ? "sync" : "wal";
   deps.data_socket = config.data_socket();
@@ -445,10 +449,19 @@ absl::Status Daemon::Parts::StartServing() {
   options.idle_timeout = std::chrono::seconds(config.limits().idle_timeout_seconds());
   options.request_timeout = std::chrono::seconds(config.limits().request_timeout_seconds());
   options.default_drain_timeout = options.request_timeout;
+  options.admin_reserved_connections = config.limits().admin_reserved_connections();
+  options.admin_reserved_workers = config.limits().admin_reserved_workers();
+  options.max_connections_per_uid = config.limits().max_connections_per_uid();
+  options.max_requests_per_uid = config.limits().max_requests_per_uid();
+  options.max_buffered_bytes_per_uid = config.limits().max_buffered_bytes_per_uid();
+  options.max_buffered_bytes = config.limits().max_buffered_bytes();
+  options.max_output_bytes_per_connection = config.limits().max_output_bytes_per_connection();
+  options.max_refusals_in_a_row = config.limits().max_refusals_in_a_row();
   absl::StatusOr<std::unique_ptr<server::Server>> started =
       server::Server::Start(options, services.get());
   if (!started.ok()) return Context(started.status(), "sockets");
   server = *std::move(started);
+  live_server.store(server.get());
   return absl::OkStatus();
 }
 

@@ -105,6 +105,22 @@ void ApplyDefaults(Config& c) {
   if (limits->idle_timeout_seconds() == 0) limits->set_idle_timeout_seconds(300);
   if (limits->request_timeout_seconds() == 0) limits->set_request_timeout_seconds(30);
   if (limits->max_value_bytes() == 0) limits->set_max_value_bytes(4 * kMiB);
+  if (!limits->has_admin_reserved_connections()) {
+    limits->set_admin_reserved_connections(std::min(16u, limits->max_connections() - 1));
+  }
+  if (!limits->has_admin_reserved_workers()) {
+    limits->set_admin_reserved_workers(std::min(2u, limits->workers() - 1));
+  }
+  if (limits->max_connections_per_uid() == 0) {
+    limits->set_max_connections_per_uid(std::min(64u, limits->max_connections()));
+  }
+  if (limits->max_requests_per_uid() == 0) limits->set_max_requests_per_uid(32);
+  if (limits->max_buffered_bytes_per_uid() == 0) limits->set_max_buffered_bytes_per_uid(64 * kMiB);
+  if (limits->max_buffered_bytes() == 0) limits->set_max_buffered_bytes(512 * kMiB);
+  if (limits->max_output_bytes_per_connection() == 0) {
+    limits->set_max_output_bytes_per_connection(2 * kMiB);
+  }
+  if (limits->max_refusals_in_a_row() == 0) limits->set_max_refusals_in_a_row(16);
 
   auto* rate = c.mutable_rate_limit();
   if (!rate->has_default_limit()) {
@@ -193,6 +209,37 @@ absl::Status ValidateDirectories(const Config& c) {
   return absl::OkStatus();
 }
 
+absl::Status ValidateFairShares(const v1::Limits& l) {
+  if (l.admin_reserved_connections() >= l.max_connections()) {
+    return Invalid("limits.admin_reserved_connections", "must be below limits.max_connections");
+  }
+  if (l.admin_reserved_workers() >= l.workers()) {
+    return Invalid("limits.admin_reserved_workers", "must be below limits.workers");
+  }
+  if (l.max_connections_per_uid() > l.max_connections()) {
+    return Invalid("limits.max_connections_per_uid", "must be 1 to limits.max_connections");
+  }
+  if (l.max_requests_per_uid() > 65536) {
+    return Invalid("limits.max_requests_per_uid", "must be 1-65536");
+  }
+  if (l.max_buffered_bytes_per_uid() < l.max_frame_bytes()) {
+    return Invalid("limits.max_buffered_bytes_per_uid", "must be at least limits.max_frame_bytes");
+  }
+  if (l.max_buffered_bytes() < l.max_buffered_bytes_per_uid() ||
+      l.max_buffered_bytes() > 64 * 1024 * kMiB) {
+    return Invalid("limits.max_buffered_bytes",
+                   "must be limits.max_buffered_bytes_per_uid to 64 GiB");
+  }
+  if (l.max_output_bytes_per_connection() < 64 * 1024 ||
+      l.max_output_bytes_per_connection() > 256 * kMiB) {
+    return Invalid("limits.max_output_bytes_per_connection", "must be 64 KiB to 256 MiB");
+  }
+  if (l.max_refusals_in_a_row() > 1000000) {
+    return Invalid("limits.max_refusals_in_a_row", "must be 1-1000000");
+  }
+  return absl::OkStatus();
+}
+
 absl::Status Validate(const Config& c) {
   if (c.data_socket().size() > kMaxSocketPathBytes) {
     return Invalid("data_socket", "longer than 107 bytes; use a shorter path");
@@ -234,6 +281,7 @@ absl::Status Validate(const Config& c) {
     return Invalid("limits.max_value_bytes",
                    "must leave 64 KiB of limits.max_frame_bytes for the request's other fields");
   }
+  COFFER_RETURN_IF_ERROR(ValidateFairShares(l));
   if (c.access_audit().crash_loss_window_millis() > 60000) {
     return Invalid("access_audit.crash_loss_window_millis", "must be 0-60000");
   }

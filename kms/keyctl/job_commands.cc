@@ -119,6 +119,16 @@ absl::Status DaemonStatus(CommandContext& ctx) {
   table.AddRow({"requests refused", std::to_string(s.requests_refused())});
   table.AddRow({"requests slowed", std::to_string(s.requests_slowed())});
   table.AddRow({"audit entries", std::to_string(s.audit_entries())});
+  const pb::TransportStatus& t = s.transport();
+  table.AddRow({"buffered bytes in / out", std::to_string(t.buffered_input_bytes()) + " / " +
+                                               std::to_string(t.buffered_output_bytes())});
+  table.AddRow({"replies waiting for readers", std::to_string(t.sends_waiting())});
+  table.AddRow({"busy: slots / uid cap / bytes", std::to_string(t.busy_connection_limit()) + " / " +
+                                                     std::to_string(t.busy_uid_connections()) +
+                                                     " / " +
+                                                     std::to_string(t.busy_buffered_bytes())});
+  table.AddRow({"dropped slow readers", std::to_string(t.output_timeouts())});
+  table.AddRow({"closed after refusals", std::to_string(t.closed_after_refusals())});
   table.Print(ctx.out());
   if (s.jobs_size() > 0) {
     ctx.out() << '\n';

@@ -36,6 +36,19 @@ bool IsPeriodicKind(pb::JobKind kind) {
          kind == pb::JOB_UPLOAD_CLEANUP;
 }
 
+void SetTransportStatus(const server::ServerStats& stats, pb::TransportStatus* out) {
+  out->set_buffered_input_bytes(stats.buffered_input_bytes);
+  out->set_buffered_output_bytes(stats.buffered_output_bytes);
+  out->set_sends_waiting(stats.sends_waiting);
+  out->set_bytes_received(stats.bytes_received);
+  out->set_busy_connection_limit(stats.busy_connection_limit);
+  out->set_busy_uid_connections(stats.busy_uid_connections);
+  out->set_busy_buffered_bytes(stats.busy_buffered_bytes);
+  out->set_requests_held(stats.requests_held);
+  out->set_output_timeouts(stats.output_timeouts);
+  out->set_closed_after_refusals(stats.closed_after_refusals);
+}
+
 }  // namespace
 
 absl::Status Services::ConnectionSession::HandleAdmin(
@@ -441,6 +454,8 @@ absl::Status Services::ConnectionSession::HandleAuditAndStatus(AdminCall& call) 
       out->set_admin_socket(deps_.admin_socket);
       out->set_audit_public_key_pem(deps_.audit_public_key_pem);
       out->set_mfa_required(deps_.admin_control != nullptr && deps_.admin_control->mfa_required());
+      if (deps_.transport_stats)
+        SetTransportStatus(deps_.transport_stats(), out->mutable_transport());
       return Reply(call, absl::OkStatus());
     }
     case pb::Request::kKeyInventory:

@@ -73,6 +73,7 @@
 #include "kms/ops/operation_table.h"
 #include "kms/ops/refusal_audit.h"
 #include "kms/server/connection.h"
+#include "kms/server/server.h"
 #include "storage/attachment_store.h"
 #include "storage/data_db.h"
 #include "storage/pseudonymizer.h"
@@ -120,7 +121,8 @@ struct ServicesDeps {
   // Set: audit_verify also checks every entry's forward-secure MAC (online verification).
   kms::audit::EpochKeyProvider audit_epoch_keys;
 
-  // For status.
+  // For status: the transport's counters (kms/server/server.h); unset, status reports none.
+  std::function<server::ServerStats()> transport_stats;
   std::string version;
   std::string durability;  // "wal" or "sync"
   std::string data_socket;

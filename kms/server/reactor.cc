@@ -18,13 +18,22 @@ void Server::Impl::WatchListeners(bool watch) {
   listeners_watched_ = watch;
 }
 
-void Server::Impl::Watch(Connection& connection, bool watch) {
-  if (connection.in_epoll == watch) return;
+void Server::Impl::Watch(Connection& connection, bool read) {
+  connection.want_read = read;
+  bool unsent;
+  {
+    std::lock_guard<std::mutex> lock(connection.out_mu);
+    unsent = connection.unsent() > 0 && connection.out_failure.ok();
+  }
+  // While replies are unsent the connection is not read: its next request waits for them.
+  uint32_t mask = unsent ? uint32_t{EPOLLOUT} : (read ? uint32_t{EPOLLIN} : 0u);
+  if (connection.fd < 0 || mask == connection.events) return;
   epoll_event event{};
-  event.events = EPOLLIN;
+  event.events = mask;
   event.data.u64 = connection.id;
-  ::epoll_ctl(epoll_fd_, watch ? EPOLL_CTL_ADD : EPOLL_CTL_DEL, connection.fd, &event);
-  connection.in_epoll = watch;
+  int op = connection.events == 0 ? EPOLL_CTL_ADD : (mask == 0 ? EPOLL_CTL_DEL : EPOLL_CTL_MOD);
+  ::epoll_ctl(epoll_fd_, op, connection.fd, &event);
+  connection.events = mask;
 }
 
 void Server::Impl::ReactorLoop() {
@@ -64,16 +73,24 @@ void Server::Impl::ReactorLoop() {
         if (listeners_watched_) Accept(*admin_listener_, daemon::SocketKind::kAdmin);
       } else {
         auto it = connections_.find(tag);
-        if (it != connections_.end() && it->second->state == ConnectionState::kReading) {
-          std::shared_ptr<Connection> connection = it->second;
+        if (it == connections_.end()) continue;
+        std::shared_ptr<Connection> connection = it->second;
+        if (connection->events & EPOLLOUT) {
+          FlushOutput(connection);
+        } else if (connection->state == ConnectionState::kReading) {
           OnReadable(connection);
         }
       }
     }
     std::vector<std::pair<std::shared_ptr<Connection>, bool>> done;
+    std::vector<std::shared_ptr<Connection>> writing;
     {
       std::lock_guard<std::mutex> lock(completions_mu_);
       done.swap(completions_);
+      writing.swap(want_write_);
+    }
+    for (auto& connection : writing) {
+      if (connection->fd >= 0) Watch(*connection, connection->want_read);
     }
     for (auto& [connection, close] : done) OnCompletion(connection, close);
     ResumePaused();
@@ -97,13 +114,8 @@ void Server::Impl::Accept(ListeningSocket& listener, daemon::SocketKind kind) {
       ::close(fd);
       continue;
     }
-    if (connections_.size() >= options_.max_connections) {
-      Refused(*peer, ErrorCode::kServerBusy);
-      SendNow(fd, ErrorResponse(ErrorCode::kServerBusy, 0,
-                                "cofferd has too many open connections; retry later"));
-      ::close(fd);
-      continue;
-    }
+    std::shared_ptr<CallerUsage> usage;
+    if (!AdmitConnection(fd, *peer, &usage)) continue;
     auto connection = std::make_shared<Connection>();
     connection->id = next_connection_id_++;
     connection->fd = fd;
@@ -111,13 +123,42 @@ void Server::Impl::Accept(ListeningSocket& listener, daemon::SocketKind kind) {
     connection->idle_since = Clock::now();
     connection->session = factory_->Open(connection->peer);
     if (connection->session == nullptr) {
+      if (usage->connections == 0) callers_.erase({connection->peer.uid, kind});
       ::close(fd);
       continue;
     }
+    connection->usage = std::move(usage);
+    ++connection->usage->connections;
+    if (kind == daemon::SocketKind::kData) ++data_connections_;
     connections_.emplace(connection->id, connection);
     ++connections_open_;
     Watch(*connection, true);
   }
+}
+
+// The connection caps: every slot, the data socket's share, the caller's own. A refused
+// connection is answered SERVER_BUSY and closed.
+bool Server::Impl::AdmitConnection(int fd, const daemon::PeerIdentity& peer,
+                                   std::shared_ptr<CallerUsage>* usage) {
+  std::string_view message;
+  if (connections_.size() >= options_.max_connections ||
+      (peer.socket == daemon::SocketKind::kData && data_connections_ >= data_connections_cap_)) {
+    ++busy_connection_limit_;
+    message = "cofferd has too many open connections; retry later";
+  } else {
+    std::shared_ptr<CallerUsage>& slot = callers_[{peer.uid, peer.socket}];
+    if (slot == nullptr) slot = std::make_shared<CallerUsage>();
+    if (slot->connections < options_.max_connections_per_uid) {
+      *usage = slot;
+      return true;
+    }
+    ++busy_uid_connections_;
+    message = "this uid holds its maximum of open connections; close one and retry";
+  }
+  Refused(peer, ErrorCode::kServerBusy);
+  SendNow(fd, ErrorResponse(ErrorCode::kServerBusy, 0, message));
+  ::close(fd);
+  return false;
 }
 
 void Server::Impl::OnReadable(const std::shared_ptr<Connection>& connection) {
@@ -135,13 +176,19 @@ void Server::Impl::OnReadable(const std::shared_ptr<Connection>& connection) {
       break;  // Advance refuses it
     }
     if (header != 0 && c.buffered() >= header + payload) break;  // a complete frame: stop
-    size_t want = std::max(kReadChunk, header + payload);
-    if (c.buffer.size() < want) c.buffer.resize(want);  // so end < size: the frame is longer
+    if (c.end == c.buffer.size()) {
+      // Grow as bytes arrive, never to a declared size ahead of them: end < size after this,
+      // as the frame (or its size prefix) is longer than what is buffered.
+      size_t limit = header != 0 ? std::max(header + payload, kMinInputBuffer) : kMinInputBuffer;
+      size_t grown = std::min(std::max(kMinInputBuffer, 2 * c.buffer.size()), limit);
+      if (!GrowInput(connection, grown)) return;
+    }
     ssize_t n = ::recv(c.fd, c.buffer.data() + c.end, c.buffer.size() - c.end, MSG_DONTWAIT);
     if (n > 0) {
       if (c.end == c.begin) c.frame_started = Clock::now();
       c.end += static_cast<size_t>(n);
       read_now += static_cast<size_t>(n);
+      bytes_received_ += static_cast<uint64_t>(n);
       continue;
     }
     if (n == 0) {
@@ -156,9 +203,53 @@ void Server::Impl::OnReadable(const std::shared_ptr<Connection>& connection) {
   Advance(connection);
 }
 
+// Whether `more` bytes for `c` would take its caller past its byte cap, or a data connection
+// the daemon past its own: the admin socket is held only to its callers' caps, so data clients
+// cannot use up its share.
+bool Server::Impl::OverByteCaps(const Connection& c, size_t more) const {
+  if (c.usage->buffered.load() + more > options_.max_buffered_bytes_per_uid) return true;
+  if (c.peer.socket == daemon::SocketKind::kAdmin) return false;
+  return buffered_input_.load() + buffered_output_.load() + more > options_.max_buffered_bytes;
+}
+
+bool Server::Impl::GrowInput(const std::shared_ptr<Connection>& connection, size_t size) {
+  Connection& c = *connection;
+  size_t more = size - c.buffer.size();
+  if (OverByteCaps(c, more)) {
+    ++busy_buffered_bytes_;
+    Refuse(connection, ErrorCode::kServerBusy, 0,
+           "too many bytes are buffered for this uid or for cofferd; retry later");
+    return false;
+  }
+  ResizeInput(c, size);
+  return true;
+}
+
+void Server::Impl::ResizeInput(Connection& c, size_t size) {
+  size_t before = c.buffer.size();
+  if (size == 0) {
+    std::string().swap(c.buffer);
+  } else {
+    c.buffer.resize(size);
+  }
+  c.usage->buffered += size;
+  c.usage->buffered -= before;
+  buffered_input_ += size;
+  buffered_input_ -= before;
+}
+
 // Decides what a kReading connection's buffered bytes call for.
 void Server::Impl::Advance(const std::shared_ptr<Connection>& connection) {
   Connection& c = *connection;
+  if (c.fd < 0) return;
+  if (HasUnsent(c)) {  // FlushOutput calls again once every reply is sent
+    Watch(c, false);
+    return;
+  }
+  if (c.close_when_flushed) {
+    Close(connection);
+    return;
+  }
   size_t header = 0;
   size_t payload = 0;
   absl::Status prefix =
@@ -189,12 +280,52 @@ void Server::Impl::Advance(const std::shared_ptr<Connection>& connection) {
     Refuse(connection, ErrorCode::kShuttingDown, id, "cofferd is shutting down; retry later");
     return;
   }
-  if (!paused_.empty() || !TryEnqueue(WorkItem{connection, true})) {
+  Dispatch(connection);
+}
+
+// A complete frame, not draining: to a worker, held at the caller's request cap, refused over
+// the byte caps, or paused for room in the queue.
+void Server::Impl::Dispatch(const std::shared_ptr<Connection>& connection) {
+  Connection& c = *connection;
+  CallerUsage& usage = *c.usage;
+  if (usage.requests >= options_.max_requests_per_uid) {
+    c.state = ConnectionState::kHeld;
+    usage.held.push_back(connection);
+    ++requests_held_;
+    return;
+  }
+  if (OverByteCaps(c, 0)) {
+    ++busy_buffered_bytes_;
+    Refuse(connection, ErrorCode::kServerBusy, 0,
+           "too many bytes are buffered for this uid or for cofferd; retry later");
+    return;
+  }
+  ++usage.requests;
+  c.counted_request = true;
+  bool admin = c.peer.socket == daemon::SocketKind::kAdmin;
+  if ((!admin && !paused_.empty()) || !TryEnqueue(WorkItem{connection, true})) {
     c.state = ConnectionState::kPaused;
     paused_.push_back(connection);
     return;
   }
   c.state = ConnectionState::kBusy;
+}
+
+// The connection's request ended (completed, or the connection closed): a held frame of the
+// same caller may go.
+void Server::Impl::RequestEnded(const std::shared_ptr<Connection>& connection) {
+  Connection& c = *connection;
+  if (!c.counted_request) return;
+  c.counted_request = false;
+  CallerUsage& usage = *c.usage;
+  --usage.requests;
+  while (!usage.held.empty() && usage.requests < options_.max_requests_per_uid) {
+    std::shared_ptr<Connection> held = std::move(usage.held.front());
+    usage.held.pop_front();
+    if (held->fd < 0 || held->state != ConnectionState::kHeld) continue;
+    held->state = ConnectionState::kReading;
+    Advance(held);
+  }
 }
 
 void Server::Impl::ResumePaused() {
@@ -219,10 +350,18 @@ void Server::Impl::ResumePaused() {
 void Server::Impl::OnCompletion(const std::shared_ptr<Connection>& connection, bool close) {
   Connection& c = *connection;
   c.state = ConnectionState::kReading;
-  if (close) {
-    Close(connection);
+  RequestEnded(connection);
+  if (close || c.fd < 0) {
+    if (c.fd >= 0) Close(connection);
     return;
   }
+  if (!c.request_refused) {
+    c.refusals_in_a_row = 0;
+  } else if (++c.refusals_in_a_row >= options_.max_refusals_in_a_row) {
+    c.close_when_flushed = true;  // after the last refusal is written
+    ++closed_after_refusals_;
+  }
+  c.request_refused = false;
   c.begin += c.frame_header + c.frame_payload;
   c.frame_header = c.frame_payload = 0;
   Clock::time_point now = Clock::now();
@@ -231,7 +370,7 @@ void Server::Impl::OnCompletion(const std::shared_ptr<Connection>& connection, b
   if (c.begin == c.end) {
     c.begin = c.end = 0;
     // Do not keep a large buffer around for one large frame.
-    if (c.buffer.size() > 4 * kReadChunk) std::string().swap(c.buffer);
+    if (c.buffer.size() > kKeptInputBuffer) ResizeInput(c, 0);
   }
   Advance(connection);
 }
@@ -243,6 +382,7 @@ void Server::Impl::BeginDrain() {
   admin_listener_->CloseAndRemove();
   std::vector<std::shared_ptr<Connection>> reading;
   for (auto& [id, connection] : connections_) {
+    if (connection->state == ConnectionState::kHeld) connection->state = ConnectionState::kReading;
     if (connection->state == ConnectionState::kReading) reading.push_back(connection);
   }
   // Idle ones and partial frames are closed; complete frames are answered SHUTTING_DOWN.
@@ -255,7 +395,7 @@ Clock::time_point Server::Impl::CheckTimers(Clock::time_point now) {
   std::vector<std::pair<std::shared_ptr<Connection>, bool>> expired;  // bool: mid-frame
   for (auto& [id, connection] : connections_) {
     const Connection& c = *connection;
-    if (c.state != ConnectionState::kReading) continue;
+    if (c.state != ConnectionState::kReading || (c.events & EPOLLOUT)) continue;  // output timer
     bool mid_frame = c.buffered() > 0;
     Clock::time_point deadline = mid_frame ? c.frame_started + options_.request_timeout
                                            : c.idle_since + options_.idle_timeout;
@@ -266,6 +406,7 @@ Clock::time_point Server::Impl::CheckTimers(Clock::time_point now) {
     }
   }
   for (auto& [connection, mid_frame] : expired) {
+    if (connection->fd < 0) continue;
     if (mid_frame) {
       Refuse(connection, ErrorCode::kRequestTimeout, 0,
              "the request was not received completely within the request timeout");
@@ -274,7 +415,7 @@ Clock::time_point Server::Impl::CheckTimers(Clock::time_point now) {
       Close(connection);
     }
   }
-  return next;
+  return std::min(next, CheckOutputTimers(now));
 }
 
 void Server::Impl::Refuse(const std::shared_ptr<Connection>& connection, ErrorCode code,
@@ -286,14 +427,20 @@ void Server::Impl::Refuse(const std::shared_ptr<Connection>& connection, ErrorCo
 
 void Server::Impl::Close(const std::shared_ptr<Connection>& connection) {
   Connection& c = *connection;
+  ReleaseOutput(c);
   Watch(c, false);
+  ResizeInput(c, 0);
+  c.begin = c.end = 0;
   ::close(c.fd);
   c.fd = -1;
   connections_.erase(c.id);
   --connections_open_;
+  if (c.peer.socket == daemon::SocketKind::kData) --data_connections_;
+  if (--c.usage->connections == 0) callers_.erase({c.peer.uid, c.peer.socket});
+  RequestEnded(connection);
   // Session::Closed may do real work (abort an upload): it runs on a worker.
   std::lock_guard<std::mutex> lock(queue_mu_);
-  queue_.push_back(WorkItem{connection, false});
+  closes_.push_back(WorkItem{connection, false});
   queue_cv_.notify_one();
 }
 

@@ -69,6 +69,16 @@ ServerStats Server::Impl::Stats() const {
   stats.connections_open = connections_open_.load();
   stats.connections_total = connections_total_.load();
   stats.requests = requests_.load();
+  stats.buffered_input_bytes = buffered_input_.load();
+  stats.buffered_output_bytes = buffered_output_.load();
+  stats.sends_waiting = sends_waiting_.load();
+  stats.bytes_received = bytes_received_.load();
+  stats.busy_connection_limit = busy_connection_limit_.load();
+  stats.busy_uid_connections = busy_uid_connections_.load();
+  stats.busy_buffered_bytes = busy_buffered_bytes_.load();
+  stats.requests_held = requests_held_.load();
+  stats.output_timeouts = output_timeouts_.load();
+  stats.closed_after_refusals = closed_after_refusals_.load();
   std::lock_guard<std::mutex> lock(refusals_mu_);
   stats.refusals = refusals_;
   return stats;

@@ -5,8 +5,33 @@
 
 namespace coffer::server {
 
+// The sink of one request: frames go to the connection's output (output.cc).
+class Server::Impl::ConnectionSink : public daemon::ResponseSink {
+ public:
+  ConnectionSink(Server::Impl* server, const std::shared_ptr<Connection>& connection)
+      : server_(server), connection_(connection) {}
+
+  absl::Status Send(const coffer::v1::Response& response) override {
+    if (!failure_.ok()) return failure_;
+    failure_ = server_->SendResponse(connection_, response);
+    return failure_;
+  }
+
+  const absl::Status& failure() const { return failure_; }
+
+ private:
+  Server::Impl* server_;
+  const std::shared_ptr<Connection>& connection_;
+  absl::Status failure_;
+};
+
 bool Server::Impl::TryEnqueue(WorkItem item) {
   std::lock_guard<std::mutex> lock(queue_mu_);
+  if (item.connection->peer.socket == daemon::SocketKind::kAdmin) {
+    admin_queue_.push_back(std::move(item));  // bounded by the admin connections
+    queue_cv_.notify_one();
+    return true;
+  }
   if (queued_requests_ >= options_.max_queued_requests) return false;
   ++queued_requests_;
   queue_.push_back(std::move(item));
@@ -22,20 +47,44 @@ void Server::Impl::PostCompletion(std::shared_ptr<Connection> connection, bool c
   Wake();
 }
 
+void Server::Impl::PostWantWrite(std::shared_ptr<Connection> connection) {
+  {
+    std::lock_guard<std::mutex> lock(completions_mu_);
+    want_write_.push_back(std::move(connection));
+  }
+  Wake();
+}
+
+// Session::Closed calls first, then admin requests, then data requests while fewer than the
+// data share of the workers run them: the rest is the admin socket's reserve.
 void Server::Impl::WorkerLoop() {
   for (;;) {
     WorkItem item;
     bool was_full = false;
+    bool data = false;
     {
       std::unique_lock<std::mutex> lock(queue_mu_);
-      queue_cv_.wait(lock, [this] { return !queue_.empty() || workers_stop_; });
-      if (queue_.empty()) return;
-      item = std::move(queue_.front());
-      queue_.pop_front();
-      if (item.request) {
+      auto runnable = [this] {
+        return !closes_.empty() || !admin_queue_.empty() ||
+               (!queue_.empty() && data_running_ < data_workers_cap_);
+      };
+      queue_cv_.wait(lock, [&] { return runnable() || workers_stop_; });
+      std::deque<WorkItem>* from = nullptr;
+      if (!closes_.empty()) {
+        from = &closes_;
+      } else if (!admin_queue_.empty()) {
+        from = &admin_queue_;
+      } else if (!queue_.empty() && data_running_ < data_workers_cap_) {
+        from = &queue_;
         was_full = queued_requests_ >= options_.max_queued_requests;
         --queued_requests_;
+        ++data_running_;
+        data = true;
+      } else {
+        return;  // stopping, and nothing left this worker may run
       }
+      item = std::move(from->front());
+      from->pop_front();
     }
     if (was_full) Wake();  // paused connections can move up
     if (item.request) {
@@ -43,13 +92,18 @@ void Server::Impl::WorkerLoop() {
     } else {
       item.connection->session->Closed();
     }
+    if (data) {
+      std::lock_guard<std::mutex> lock(queue_mu_);
+      --data_running_;
+      queue_cv_.notify_one();
+    }
   }
 }
 
 void Server::Impl::RunRequest(const std::shared_ptr<Connection>& connection) {
   Connection& c = *connection;
   coffer::v1::Request request;
-  SocketSink sink(c.fd, options_.request_timeout);
+  ConnectionSink sink(this, connection);
   if (!request.ParseFromArray(c.buffer.data() + c.begin + c.frame_header,
                               static_cast<int>(c.frame_payload))) {
     Refused(c.peer, ErrorCode::kMalformedRequest);
@@ -67,9 +121,6 @@ void Server::Impl::RunRequest(const std::shared_ptr<Connection>& connection) {
   }
   ++requests_;
   absl::Status handled = c.session->Handle(request, &sink);
-  if (ErrorCodeOf(sink.failure()) == ErrorCode::kRequestTimeout) {
-    Refused(c.peer, ErrorCode::kRequestTimeout);
-  }
   PostCompletion(connection, !handled.ok() || !sink.failure().ok());
 }
 

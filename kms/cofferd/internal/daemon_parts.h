@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstdlib>
 #include <filesystem>
@@ -95,6 +96,8 @@ struct Daemon::Parts {
   std::unique_ptr<kms::dataset_export::ExportService> exports;
   std::unique_ptr<daemon::Services> services;
   std::unique_ptr<server::Server> server;
+  // `server` for the status operation's workers, which may run before it is assigned.
+  std::atomic<server::Server*> live_server{nullptr};
   bool stopped = false;
   // The key manager whose key-DB generation the audit log's checkpoints record
   // (AuditLogOptions::key_db_generation): set once it is open; before it closes, its final

@@ -20,6 +20,7 @@
 #include <condition_variable>
 #include <cstring>
 #include <deque>
+#include <map>
 #include <mutex>
 #include <string_view>
 #include <thread>
@@ -36,7 +37,10 @@ namespace coffer::server {
 
 using Clock = std::chrono::steady_clock;
 
-inline constexpr size_t kReadChunk = size_t{64} << 10;
+// Input buffers start at kMinInputBuffer and double as bytes arrive; an emptied buffer larger
+// than kKeptInputBuffer is released.
+inline constexpr size_t kMinInputBuffer = size_t{4} << 10;
+inline constexpr size_t kKeptInputBuffer = size_t{64} << 10;
 // Bytes read from one connection per readiness event, so one fast sender cannot starve the
 // others on the reactor.
 inline constexpr size_t kMaxReadPerEvent = size_t{256} << 10;
@@ -50,9 +54,21 @@ inline constexpr uint64_t kWakeTag = 3;
 inline constexpr uint64_t kFirstConnectionId = 16;
 
 enum class ConnectionState {
-  kReading,  // in epoll: idle, or a frame partly received
+  kReading,  // idle, a frame partly received, or its replies still being written
   kPaused,   // a complete frame waits for room in the worker queue; not read
+  kHeld,     // a complete frame waits for its caller's request cap; not read
   kBusy,     // its request is queued or running on a worker; not read
+};
+
+struct Connection;
+
+// What one caller — a (uid, socket) pair — holds. The map entry and the counts are
+// reactor-only; `buffered` is also changed by workers (output).
+struct CallerUsage {
+  size_t connections = 0;
+  size_t requests = 0;  // queued or running (kPaused or kBusy)
+  std::atomic<size_t> buffered{0};
+  std::deque<std::shared_ptr<Connection>> held;  // kHeld, in arrival order
 };
 
 struct Connection {
@@ -60,6 +76,7 @@ struct Connection {
   int fd = -1;
   daemon::PeerIdentity peer;
   std::unique_ptr<daemon::Session> session;
+  std::shared_ptr<CallerUsage> usage;
 
   // Received bytes not yet consumed: buffer[begin, end). Only the reactor touches them, except
   // that a worker parses the frame at `begin` while the connection is kBusy.
@@ -70,36 +87,35 @@ struct Connection {
   size_t frame_payload = 0;
 
   ConnectionState state = ConnectionState::kReading;
-  bool in_epoll = false;
+  bool counted_request = false;  // counted in usage->requests
+  uint32_t events = 0;           // the epoll mask now registered (0: not in epoll)
+  bool want_read = false;        // EPOLLIN once no output is pending
+  size_t refusals_in_a_row = 0;
+  bool close_when_flushed = false;
+  // Set by the worker while kBusy, read by the reactor at completion.
+  bool request_refused = false;
   bool peer_closed = false;         // the peer shut down its writing side
   Clock::time_point idle_since;     // last accept or response, while nothing is buffered
   Clock::time_point frame_started;  // first byte of the partly received frame
 
+  // Unsent response bytes: out[out_begin, size). Guarded by out_mu; written by the worker's
+  // sink (first write) and by the reactor (EPOLLOUT).
+  std::mutex out_mu;
+  std::condition_variable out_cv;  // room, or a failure
+  std::string out;
+  size_t out_begin = 0;
+  Clock::time_point out_progress;  // the last byte the peer took, while bytes are unsent
+  absl::Status out_failure;
+  bool write_requested = false;  // the reactor was asked to watch EPOLLOUT
+
   size_t buffered() const { return end - begin; }
   std::string_view unread() const { return std::string_view(buffer.data() + begin, end - begin); }
+  size_t unsent() const { return out.size() - out_begin; }  // under out_mu
 };
 
 struct WorkItem {
   std::shared_ptr<Connection> connection;
   bool request = true;  // false: call Session::Closed
-};
-
-class SocketSink : public daemon::ResponseSink {
- public:
-  SocketSink(int fd, std::chrono::milliseconds timeout) : fd_(fd), timeout_(timeout) {}
-
-  absl::Status Send(const coffer::v1::Response& response) override {
-    if (!failure_.ok()) return failure_;
-    failure_ = api::WriteFrame(fd_, response, Clock::now() + timeout_);
-    return failure_;
-  }
-
-  const absl::Status& failure() const { return failure_; }
-
- private:
-  int fd_;
-  std::chrono::milliseconds timeout_;
-  absl::Status failure_;
 };
 
 inline coffer::v1::Response ErrorResponse(ErrorCode code, uint64_t request_id,
@@ -122,6 +138,15 @@ inline void SendNow(int fd, const coffer::v1::Response& response) {
   } while (rc < 0 && errno == EINTR);
 }
 
+// Whether replies of `c` wait to be written (and can still be).
+inline bool HasUnsent(Connection& c) {
+  std::lock_guard<std::mutex> lock(c.out_mu);
+  return c.unsent() > 0 && c.out_failure.ok();
+}
+
+// Whether an error response says "the caller may not" (counted towards max_refusals_in_a_row).
+bool IsRefusal(ErrorCode code);
+
 inline absl::Status CheckOptions(const ServerOptions& options) {
   auto invalid = [](std::string_view what) {
     return MakeError(ErrorCode::kConfigInvalid,
@@ -136,6 +161,14 @@ inline absl::Status CheckOptions(const ServerOptions& options) {
   if (options.idle_timeout.count() <= 0 || options.request_timeout.count() <= 0) {
     return invalid("idle_timeout and request_timeout must be positive");
   }
+  if (options.max_connections_per_uid == 0 || options.max_requests_per_uid == 0 ||
+      options.max_output_bytes_per_connection == 0 || options.max_refusals_in_a_row == 0) {
+    return invalid("per-caller limits must be at least 1");
+  }
+  if (options.max_buffered_bytes_per_uid < options.max_frame_bytes ||
+      options.max_buffered_bytes < options.max_buffered_bytes_per_uid) {
+    return invalid("max_buffered_bytes >= max_buffered_bytes_per_uid >= max_frame_bytes");
+  }
   if (options.data_socket.path == options.admin_socket.path) {
     return invalid("the data and admin sockets need different paths");
   }
@@ -145,7 +178,12 @@ inline absl::Status CheckOptions(const ServerOptions& options) {
 class Server::Impl {
  public:
   Impl(const ServerOptions& options, daemon::SessionFactory* factory)
-      : options_(options), factory_(factory) {}
+      : options_(options),
+        factory_(factory),
+        data_connections_cap_(options.max_connections - std::min(options.admin_reserved_connections,
+                                                                 options.max_connections - 1)),
+        data_workers_cap_(options.workers -
+                          std::min(options.admin_reserved_workers, options.workers - 1)) {}
 
   ~Impl() {
     if (epoll_fd_ >= 0) ::close(epoll_fd_);
@@ -156,6 +194,13 @@ class Server::Impl {
   void Shutdown(std::chrono::milliseconds drain_timeout);
   ServerStats Stats() const;
   std::chrono::milliseconds default_drain_timeout() const { return options_.default_drain_timeout; }
+
+  // The ResponseSink a request's session sends through (workers.cc).
+  class ConnectionSink;
+
+  // Worker threads (the sink): queues one response frame on the connection (output.cc).
+  absl::Status SendResponse(const std::shared_ptr<Connection>& connection,
+                            const coffer::v1::Response& response);
 
  private:
   // Reactor thread.
@@ -170,20 +215,38 @@ class Server::Impl {
   void Refuse(const std::shared_ptr<Connection>& connection, ErrorCode code, uint64_t request_id,
               std::string_view message);
   void Close(const std::shared_ptr<Connection>& connection);
-  void Watch(Connection& connection, bool watch);
+  // Sets want_read and registers the mask it and the pending output call for.
+  void Watch(Connection& connection, bool read);
   void WatchListeners(bool watch);
+  bool AdmitConnection(int fd, const daemon::PeerIdentity& peer,
+                       std::shared_ptr<CallerUsage>* usage);
+  bool OverByteCaps(const Connection& connection, size_t more) const;
+  bool GrowInput(const std::shared_ptr<Connection>& connection, size_t size);
+  void ResizeInput(Connection& connection, size_t size);
+  void Dispatch(const std::shared_ptr<Connection>& connection);
+  void RequestEnded(const std::shared_ptr<Connection>& connection);
+  // Output, on the reactor (output.cc).
+  void FlushOutput(const std::shared_ptr<Connection>& connection);
+  Clock::time_point CheckOutputTimers(Clock::time_point now);
+  void ReleaseOutput(Connection& connection);
+  // Marks the output failed (waking a waiting Send); true for the first failure.
+  bool FailOutput(Connection& connection, absl::Status failure);
+  void OutputFailed(const std::shared_ptr<Connection>& connection);
 
   // Worker threads.
   void WorkerLoop();
   void RunRequest(const std::shared_ptr<Connection>& connection);
   bool TryEnqueue(WorkItem item);
   void PostCompletion(std::shared_ptr<Connection> connection, bool close);
+  void PostWantWrite(std::shared_ptr<Connection> connection);
 
   void Wake();
   void Refused(const daemon::PeerIdentity& peer, ErrorCode code);
 
   const ServerOptions options_;
   daemon::SessionFactory* const factory_;
+  const size_t data_connections_cap_;
+  const size_t data_workers_cap_;
 
   int epoll_fd_ = -1;
   int wake_fd_ = -1;
@@ -195,6 +258,8 @@ class Server::Impl {
   // Reactor-only state.
   std::unordered_map<uint64_t, std::shared_ptr<Connection>> connections_;
   std::deque<std::shared_ptr<Connection>> paused_;
+  std::map<std::pair<uid_t, daemon::SocketKind>, std::shared_ptr<CallerUsage>> callers_;
+  size_t data_connections_ = 0;
   uint64_t next_connection_id_ = kFirstConnectionId;
   bool listeners_watched_ = false;
   Clock::time_point accept_retry_at_{};
@@ -210,16 +275,30 @@ class Server::Impl {
   // Worker queue and completions.
   std::mutex queue_mu_;
   std::condition_variable queue_cv_;
-  std::deque<WorkItem> queue_;
-  size_t queued_requests_ = 0;
+  std::deque<WorkItem> closes_;       // Session::Closed calls
+  std::deque<WorkItem> admin_queue_;  // admin-socket requests
+  std::deque<WorkItem> queue_;        // data-socket requests
+  size_t queued_requests_ = 0;        // queue_.size()
+  size_t data_running_ = 0;           // data requests on a worker, at most data_workers_cap_
   bool workers_stop_ = false;
   std::mutex completions_mu_;
   std::vector<std::pair<std::shared_ptr<Connection>, bool>> completions_;
+  std::vector<std::shared_ptr<Connection>> want_write_;
 
   // Stats.
   std::atomic<uint64_t> connections_open_{0};
   std::atomic<uint64_t> connections_total_{0};
   std::atomic<uint64_t> requests_{0};
+  std::atomic<uint64_t> buffered_input_{0};
+  std::atomic<uint64_t> buffered_output_{0};
+  std::atomic<uint64_t> sends_waiting_{0};
+  std::atomic<uint64_t> bytes_received_{0};
+  std::atomic<uint64_t> busy_connection_limit_{0};
+  std::atomic<uint64_t> busy_uid_connections_{0};
+  std::atomic<uint64_t> busy_buffered_bytes_{0};
+  std::atomic<uint64_t> requests_held_{0};
+  std::atomic<uint64_t> output_timeouts_{0};
+  std::atomic<uint64_t> closed_after_refusals_{0};
   mutable std::mutex refusals_mu_;
   std::map<ErrorCode, uint64_t> refusals_;
 };

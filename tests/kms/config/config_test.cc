@@ -56,6 +56,20 @@ TEST(DaemonConfigTest, DefaultsAreFilledInAndPathsResolveAgainstTheStateDirector
   EXPECT_EQ(config->hsm().token_directory(), "/srv/coffer/hsm");
   EXPECT_EQ(config->limits().workers(), 8u);
   EXPECT_EQ(config->limits().request_timeout_seconds(), 30u);
+  EXPECT_EQ(config->limits().admin_reserved_connections(), 16u);
+  EXPECT_EQ(config->limits().admin_reserved_workers(), 2u);
+  EXPECT_EQ(config->limits().max_connections_per_uid(), 64u);
+  EXPECT_EQ(config->limits().max_requests_per_uid(), 32u);
+  EXPECT_EQ(config->limits().max_buffered_bytes_per_uid(), uint64_t{64} << 20);
+  EXPECT_EQ(config->limits().max_buffered_bytes(), uint64_t{512} << 20);
+  EXPECT_EQ(config->limits().max_output_bytes_per_connection(), uint64_t{2} << 20);
+  EXPECT_EQ(config->limits().max_refusals_in_a_row(), 16u);
+  // The reserves leave the data socket at least one connection and one worker.
+  auto small = ParseConfig("limits { workers: 1 max_connections: 4 }", "test");
+  ASSERT_TRUE(small.ok()) << small.status();
+  EXPECT_EQ(small->limits().admin_reserved_workers(), 0u);
+  EXPECT_EQ(small->limits().admin_reserved_connections(), 3u);
+  EXPECT_EQ(small->limits().max_connections_per_uid(), 4u);
   EXPECT_EQ(config->jobs().rotation_check_seconds(), 60u);
   EXPECT_EQ(config->jobs().backup_interval_seconds(), 0u);
   EXPECT_EQ(config->rate_limit().default_limit().burst(), 4000u);
@@ -98,6 +112,17 @@ TEST(DaemonConfigTest, EveryInvalidValueIsConfigInvalidNamingItsField) {
       {"limits { idle_timeout_seconds: 100000 }", "limits.idle_timeout_seconds"},
       {"limits { request_timeout_seconds: 100000 }", "limits.request_timeout_seconds"},
       {"limits { max_value_bytes: 4259840 }", "limits.max_value_bytes"},
+      {"limits { max_connections: 8 admin_reserved_connections: 8 }",
+       "limits.admin_reserved_connections"},
+      {"limits { workers: 2 admin_reserved_workers: 2 }", "limits.admin_reserved_workers"},
+      {"limits { max_connections: 8 max_connections_per_uid: 9 }",
+       "limits.max_connections_per_uid"},
+      {"limits { max_requests_per_uid: 70000 }", "limits.max_requests_per_uid"},
+      {"limits { max_buffered_bytes_per_uid: 1048576 }", "limits.max_buffered_bytes_per_uid"},
+      {"limits { max_buffered_bytes: 4259840 }", "limits.max_buffered_bytes"},
+      {"limits { max_output_bytes_per_connection: 1000 }",
+       "limits.max_output_bytes_per_connection"},
+      {"limits { max_refusals_in_a_row: 2000000 }", "limits.max_refusals_in_a_row"},
       {"access_audit { crash_loss_window_millis: 70000 }", "access_audit.crash_loss_window_millis"},
       {"grants { datasets: \"a\" rights: READ }", "grants[0].principals"},
       {"grants { principals { } datasets: \"a\" rights: READ }", "grants[0].principals[0]"},
