@@ -50,6 +50,7 @@
 #include "kms/api/framing.h"
 #include "kms/client/client.h"
 #include "tests/kms/cofferd/cofferd_harness.h"
+#include "tests/kms/cofferd/raw_connection.h"
 #include "tests/storage/storage_test_util.h"
 #include "tests/testing/process.h"
 
@@ -60,6 +61,8 @@ namespace fs = std::filesystem;
 namespace pb = ::coffer::v1;
 using ::coffer::testing::Cofferd;
 using ::coffer::testing::CofferdOptions;
+using ::coffer::testing::Dial;
+using ::coffer::testing::RawConnection;
 using ::coffer::testing::ReadWholeFile;
 using ::coffer::testing::RunAsUid;
 
@@ -74,75 +77,7 @@ constexpr uid_t kRateLimitUid = 41003;  // READ, rate-limited to a burst of 3
 constexpr uid_t kScopedUid = 41004;     // READ, WRITE on kDataset only
 constexpr uint32_t kRateLimitBurst = 3;
 
-api::Deadline In(std::chrono::milliseconds d) { return std::chrono::steady_clock::now() + d; }
-constexpr std::chrono::seconds kIoWait{60};  // a safety net for a hung daemon, never a measure
-
 // ---- raw frames ----------------------------------------------------------------------------
-
-int Dial(const std::string& path) {
-  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) return -1;
-  sockaddr_un addr{};
-  addr.sun_family = AF_UNIX;
-  std::strncpy(addr.sun_path, path.c_str(), sizeof(addr.sun_path) - 1);
-  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
-    close(fd);
-    return -1;
-  }
-  return fd;
-}
-
-// One connection speaking coffer.v1 frames by hand.
-class RawConnection {
- public:
-  explicit RawConnection(const std::string& path)
-      : fd_(Dial(path)), reader_(fd_, size_t{64} << 20) {}
-  RawConnection(const RawConnection&) = delete;
-  RawConnection& operator=(const RawConnection&) = delete;
-  ~RawConnection() {
-    if (fd_ >= 0) close(fd_);
-  }
-  bool ok() const { return fd_ >= 0; }
-  int fd() const { return fd_; }
-
-  absl::Status Send(const pb::Request& request) {
-    return api::WriteFrame(fd_, request, In(kIoWait));
-  }
-  absl::Status SendBytes(const std::string& bytes) {
-    return api::WriteAll(fd_, bytes, In(kIoWait));
-  }
-  // The next response; DAEMON_UNAVAILABLE with *closed set when the daemon closed cleanly.
-  absl::StatusOr<pb::Response> Receive(bool* closed = nullptr) {
-    pb::Response response;
-    bool end = false;
-    absl::Status read = reader_.Read(&response, In(kIoWait), &end);
-    if (closed != nullptr) *closed = end;
-    if (!read.ok()) return read;
-    if (end) return MakeError(ErrorCode::kDaemonUnavailable, "closed");
-    return response;
-  }
-  absl::StatusOr<pb::Response> Call(const pb::Request& request) {
-    COFFER_RETURN_IF_ERROR(Send(request));
-    return Receive();
-  }
-  // Whether the daemon closed the connection (EOF or reset) within kIoWait, discarding any
-  // bytes it sent first.
-  bool ClosedByDaemon() {
-    char buf[4096];
-    auto deadline = In(kIoWait);
-    while (std::chrono::steady_clock::now() < deadline) {
-      pollfd p{fd_, POLLIN, 0};
-      if (poll(&p, 1, 1000) <= 0) continue;
-      ssize_t n = recv(fd_, buf, sizeof(buf), 0);
-      if (n <= 0) return true;
-    }
-    return false;
-  }
-
- private:
-  int fd_;
-  api::FrameReader reader_;
-};
 
 int ErrorOf(const absl::StatusOr<pb::Response>& response) {
   if (!response.ok()) return -static_cast<int>(ErrorCodeOf(response.status()));

@@ -3,8 +3,8 @@
 // worker, a caller's connections and requests are capped while the admin socket keeps capacity
 // of its own, refusals in a row close the connection, and input buffers grow only as bytes
 // arrive. Each test configures small limits so that its daemon reaches them at once; waits are
-// bounded safety nets (kIoWait), never measures. The daemon's own gauges (status.transport,
-// kms/server/server.h ServerStats) say what it holds.
+// bounded safety nets (kRawIoWait, tests/kms/cofferd/raw_connection.h), never measures. The
+// daemon's own gauges (status.transport, kms/server/server.h ServerStats) say what it holds.
 //
 // Run as root (CI, this sandbox) the daemon runs as `nobody` and other callers fork and drop to
 // uids of their own; run as another user, the tests that need other uids skip.
@@ -35,6 +35,7 @@
 #include "kms/api/framing.h"
 #include "kms/client/client.h"
 #include "tests/kms/cofferd/cofferd_harness.h"
+#include "tests/kms/cofferd/raw_connection.h"
 
 namespace coffer {
 namespace {
@@ -42,64 +43,13 @@ namespace {
 namespace pb = ::coffer::v1;
 using ::coffer::testing::Cofferd;
 using ::coffer::testing::CofferdOptions;
+using ::coffer::testing::Dial;
+using ::coffer::testing::RawConnection;
 using ::coffer::testing::RunAsUid;
 
 constexpr char kDataset[] = "crm/limits";
-constexpr uid_t kNoGrantUid = 41102;         // no grant at all
-constexpr uid_t kReaderUid = 41103;          // READ on every dataset
-constexpr std::chrono::seconds kIoWait{60};  // a safety net for a hung daemon, never a measure
-
-api::Deadline In(std::chrono::seconds d) { return std::chrono::steady_clock::now() + d; }
-
-int Dial(const std::string& path) {
-  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) return -1;
-  sockaddr_un addr{};
-  addr.sun_family = AF_UNIX;
-  std::strncpy(addr.sun_path, path.c_str(), sizeof(addr.sun_path) - 1);
-  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
-    close(fd);
-    return -1;
-  }
-  return fd;
-}
-
-// One connection speaking coffer.v1 frames by hand.
-class RawConnection {
- public:
-  explicit RawConnection(const std::string& path)
-      : fd_(Dial(path)), reader_(fd_, size_t{64} << 20) {}
-  RawConnection(const RawConnection&) = delete;
-  RawConnection& operator=(const RawConnection&) = delete;
-  ~RawConnection() {
-    if (fd_ >= 0) close(fd_);
-  }
-  bool ok() const { return fd_ >= 0; }
-
-  absl::Status Send(const pb::Request& request) {
-    return api::WriteFrame(fd_, request, In(kIoWait));
-  }
-  absl::Status SendBytes(const std::string& bytes) {
-    return api::WriteAll(fd_, bytes, In(kIoWait));
-  }
-  // The next response; DAEMON_UNAVAILABLE when the daemon closed the connection.
-  absl::StatusOr<pb::Response> Receive() {
-    pb::Response response;
-    bool end = false;
-    absl::Status read = reader_.Read(&response, In(kIoWait), &end);
-    if (!read.ok()) return read;
-    if (end) return MakeError(ErrorCode::kDaemonUnavailable, "closed");
-    return response;
-  }
-  absl::StatusOr<pb::Response> Call(const pb::Request& request) {
-    COFFER_RETURN_IF_ERROR(Send(request));
-    return Receive();
-  }
-
- private:
-  int fd_;
-  api::FrameReader reader_;
-};
+constexpr uid_t kNoGrantUid = 41102;  // no grant at all
+constexpr uid_t kReaderUid = 41103;   // READ on every dataset
 
 // The response's error code; -1 when the daemon closed the connection, -2 on other failures.
 int CodeOf(const absl::StatusOr<pb::Response>& response) {
