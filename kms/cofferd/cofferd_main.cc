@@ -85,6 +85,60 @@ void ProtobufLog(google::protobuf::LogLevel level, const char* /*filename*/, int
       "protobuf: " + message);
 }
 
+// Core dumps off, the secure heap set up (before dropping root, so that its pages can be locked
+// even under a small RLIMIT_MEMLOCK), then the configured user. False after logging a failure.
+bool HardenProcess(const std::string& user, bool* locked) {
+  absl::Status status = DisableCoreDumps();
+  if (!status.ok()) {
+    LogError("cannot disable core dumps: " + DescribeStatus(status));
+    return false;
+  }
+  status = crypto::InitializeSecureHeap(kSecureHeapBytes, locked);
+  if (!status.ok()) {
+    LogError("cannot set up the secure heap: " + DescribeStatus(status));
+    return false;
+  }
+  status = DropPrivileges(user);
+  if (!status.ok()) {
+    LogError(std::string(status.message()));
+    return false;
+  }
+  // Changing credentials resets the dumpable flag; set it again as the final identity.
+  status = DisableCoreDumps();
+  if (!status.ok()) {
+    LogError("cannot disable core dumps: " + DescribeStatus(status));
+    return false;
+  }
+  return true;
+}
+
+// Serves until SIGTERM or SIGINT (SIGHUP reloads grants); the exit code.
+int ServeUntilStopped(const Flags& flags, SignalWaiter& signals, Daemon& daemon) {
+  for (;;) {
+    std::optional<DaemonSignal> signal = signals.Wait(std::chrono::seconds(60));
+    if (!signal) continue;
+    if (*signal == DaemonSignal::kReload) {
+      LogInfo("SIGHUP: reloading grants from " +
+              (flags.config_file.empty() ? std::string("the flags") : flags.config_file));
+      absl::StatusOr<daemon::Config> reloaded = LoadConfig(flags);
+      absl::Status applied = reloaded.ok() ? daemon.ReloadGrants(*reloaded) : reloaded.status();
+      if (applied.ok()) {
+        LogInfo("SIGHUP: grants, admins and rate limits reloaded");
+      } else {
+        LogError("SIGHUP: kept the previous grants: " + DescribeStatus(applied));
+      }
+      continue;
+    }
+    absl::Status stopped = daemon.Stop();
+    if (!stopped.ok()) {
+      LogError("stopped with an error: " + DescribeStatus(stopped));
+      return 1;
+    }
+    LogInfo("stopped cleanly");
+    return 0;
+  }
+}
+
 int Run(const Flags& flags, const Clock& clock) {
   google::protobuf::SetLogHandler(&ProtobufLog);
   // Signals first, before any thread exists, so that every thread inherits the mask.
@@ -93,29 +147,8 @@ int Run(const Flags& flags, const Clock& clock) {
     LogError("cannot set up signal handling: " + DescribeStatus(signals.status()));
     return 1;
   }
-  absl::Status status = DisableCoreDumps();
-  if (!status.ok()) {
-    LogError("cannot disable core dumps: " + DescribeStatus(status));
-    return 1;
-  }
-  // Before dropping root, so that the pages can be locked even under a small RLIMIT_MEMLOCK.
   bool locked = false;
-  status = crypto::InitializeSecureHeap(kSecureHeapBytes, &locked);
-  if (!status.ok()) {
-    LogError("cannot set up the secure heap: " + DescribeStatus(status));
-    return 1;
-  }
-  status = DropPrivileges(flags.user);
-  if (!status.ok()) {
-    LogError(std::string(status.message()));
-    return 1;
-  }
-  // Changing credentials resets the dumpable flag; set it again as the final identity.
-  status = DisableCoreDumps();
-  if (!status.ok()) {
-    LogError("cannot disable core dumps: " + DescribeStatus(status));
-    return 1;
-  }
+  if (!HardenProcess(flags.user, &locked)) return 1;
   umask(077);
   LogInfo(std::string("cofferd ") + kCofferdVersion + " starting as uid " +
           std::to_string(getuid()) + ", pid " + std::to_string(getpid()) + "; secure heap " +
@@ -150,29 +183,7 @@ int Run(const Flags& flags, const Clock& clock) {
                        : " DATASET (the dataset named by --ensure-dataset)";
   LogInfo(first_command + "; SIGTERM or Ctrl-C stops, SIGHUP reloads grants");
 
-  for (;;) {
-    std::optional<DaemonSignal> signal = signals->Wait(std::chrono::seconds(60));
-    if (!signal) continue;
-    if (*signal == DaemonSignal::kReload) {
-      LogInfo("SIGHUP: reloading grants from " +
-              (flags.config_file.empty() ? std::string("the flags") : flags.config_file));
-      absl::StatusOr<daemon::Config> reloaded = LoadConfig(flags);
-      absl::Status applied = reloaded.ok() ? (*daemon)->ReloadGrants(*reloaded) : reloaded.status();
-      if (applied.ok()) {
-        LogInfo("SIGHUP: grants, admins and rate limits reloaded");
-      } else {
-        LogError("SIGHUP: kept the previous grants: " + DescribeStatus(applied));
-      }
-      continue;
-    }
-    absl::Status stopped = (*daemon)->Stop();
-    if (!stopped.ok()) {
-      LogError("stopped with an error: " + DescribeStatus(stopped));
-      return 1;
-    }
-    LogInfo("stopped cleanly");
-    return 0;
-  }
+  return ServeUntilStopped(flags, *signals, **daemon);
 }
 
 int ParseFlagsAndRun(int argc, char** argv, const Clock& clock) {

@@ -77,6 +77,117 @@ absl::Status PublishFile(const std::string& directory, const std::string& name,
   return result;
 }
 
+// One tick of the rotation clock: due rotations, retirements and destructions, then the data
+// erase and receipt of destroyed datasets (every tick: a failure is retried on the next).
+absl::Status RotationTick(kms::KeyManager* manager, storage::DataDb* data) {
+  COFFER_ASSIGN_OR_RETURN(kms::DueWorkReport report, manager->RunDueWork());
+  // Erase destroyed datasets' data and issue their receipts (every tick: a failure is
+  // retried on the next).
+  absl::Status completed = CompleteDestructionsAndLog(*manager, *data);
+  if (report.clock_went_backwards) {
+    LogError(
+        "jobs: the clock reads earlier than the key DB's high-water mark; nothing "
+        "time-based ran (audited as CLOCK_WENT_BACKWARDS). Fix the system clock.");
+    return MakeError(ErrorCode::kClockWentBackwards,
+                     "the clock went backwards; nothing time-based ran");
+  }
+  if (!report.rotated.empty() || !report.destroyed.empty() || !report.compromised_retired.empty()) {
+    LogInfo("jobs: rotation clock rotated " + std::to_string(report.rotated.size()) +
+            " keys, destroyed " + std::to_string(report.destroyed.size()) + " datasets, retired " +
+            std::to_string(report.compromised_retired.size()) + " compromised versions");
+  }
+  for (const auto& [handle, failure] : report.failures) {
+    LogWarning("jobs: rotation clock failed for dataset handle " + std::to_string(handle) + ": " +
+               DescribeStatus(failure));
+  }
+  if (!report.failures.empty()) return report.failures.front().second;
+  return completed;
+}
+
+// One tick of bin retention: expired bin items, then each live dataset's maximum age.
+absl::Status BinRetentionTick(storage::RecycleBin* recycle_bin, kms::KeyManager* manager) {
+  COFFER_ASSIGN_OR_RETURN(storage::PurgeReport expired, recycle_bin->PurgeExpired());
+  size_t purged = expired.records + expired.attachments;
+  absl::Status first_failure;
+  for (const kms::DatasetSummary& dataset : manager->ListDatasets()) {
+    if (dataset.state != kms::DatasetState::kActive &&
+        dataset.state != kms::DatasetState::kDisabled) {
+      continue;
+    }
+    absl::StatusOr<storage::PurgeReport> aged = recycle_bin->EnforceMaxAge(dataset.handle);
+    if (aged.ok()) {
+      purged += aged->records + aged->attachments;
+    } else if (first_failure.ok()) {
+      first_failure = aged.status();
+    }
+  }
+  if (purged > 0) {
+    LogInfo("jobs: bin expiry and retention purged " + std::to_string(purged) + " items");
+  }
+  return first_failure;
+}
+
+// What the event source needs to know of each dataset (names, and when a pending destruction
+// is due).
+std::vector<events::DatasetView> DatasetViews(kms::KeyManager* manager) {
+  std::vector<events::DatasetView> views;
+  for (const kms::DatasetSummary& summary : manager->ListDatasets()) {
+    events::DatasetView view;
+    view.handle = summary.handle;
+    view.name = summary.name;
+    if (summary.state == kms::DatasetState::kPendingDestruction) {
+      absl::StatusOr<kms::DatasetInfo> info = manager->DescribeDataset(summary.handle);
+      if (info.ok() && info->destroy_after) {
+        view.pending_destruction = true;
+        view.destruction_due_micros = coffer::ToUnixMicros(*info->destroy_after);
+      }
+    }
+    views.push_back(std::move(view));
+  }
+  return views;
+}
+
+// The thread handing events to coffer-hook-runner.
+std::unique_ptr<events::HookDelivery> StartHookDelivery(events::EventLog* log,
+                                                        const daemon::v1::Notifications& n) {
+  events::HookDeliveryOptions hook_options;
+  hook_options.log = log;
+  hook_options.socket_path = n.hook_socket();
+  hook_options.timeout = std::chrono::seconds(n.hook_timeout_seconds());
+  hook_options.attempts = n.hook_attempts();
+  hook_options.log_info = [](const std::string& text) { LogInfo(text); };
+  hook_options.log_warning = [](const std::string& text) { LogWarning(text); };
+  auto delivery = std::make_unique<events::HookDelivery>(std::move(hook_options));
+  delivery->Start();
+  return delivery;
+}
+
+// The transport's options, from the config's sockets and limits.
+absl::StatusOr<server::ServerOptions> TransportOptions(const daemon::Config& config) {
+  server::ServerOptions options;
+  options.data_socket.path = config.data_socket();
+  options.admin_socket.path = config.admin_socket();
+  COFFER_ASSIGN_OR_RETURN(options.data_socket.group,
+                          GroupId("data_socket_group", config.data_socket_group()));
+  COFFER_ASSIGN_OR_RETURN(options.admin_socket.group,
+                          GroupId("admin_socket_group", config.admin_socket_group()));
+  options.workers = config.limits().workers();
+  options.max_connections = config.limits().max_connections();
+  options.max_frame_bytes = config.limits().max_frame_bytes();
+  options.idle_timeout = std::chrono::seconds(config.limits().idle_timeout_seconds());
+  options.request_timeout = std::chrono::seconds(config.limits().request_timeout_seconds());
+  options.default_drain_timeout = options.request_timeout;
+  options.admin_reserved_connections = config.limits().admin_reserved_connections();
+  options.admin_reserved_workers = config.limits().admin_reserved_workers();
+  options.max_connections_per_uid = config.limits().max_connections_per_uid();
+  options.max_requests_per_uid = config.limits().max_requests_per_uid();
+  options.max_buffered_bytes_per_uid = config.limits().max_buffered_bytes_per_uid();
+  options.max_buffered_bytes = config.limits().max_buffered_bytes();
+  options.max_output_bytes_per_connection = config.limits().max_output_bytes_per_connection();
+  options.max_refusals_in_a_row = config.limits().max_refusals_in_a_row();
+  return options;
+}
+
 }  // namespace
 
 absl::Status Daemon::Parts::StartJobs() {
@@ -105,61 +216,16 @@ absl::Status Daemon::Parts::StartJobs() {
   if (!CompleteDestructionsAndLog(*manager, *data).ok()) {
     LogWarning("some destructions could not be completed at start; the rotation clock retries");
   }
-  COFFER_RETURN_IF_ERROR(jobs->RegisterPeriodic(
-      "rotation", coffer::v1::JOB_ROTATION,
-      std::chrono::seconds(config.jobs().rotation_check_seconds()),
-      [manager, data]() -> absl::Status {
-        COFFER_ASSIGN_OR_RETURN(kms::DueWorkReport report, manager->RunDueWork());
-        // Erase destroyed datasets' data and issue their receipts (every tick: a failure is
-        // retried on the next).
-        absl::Status completed = CompleteDestructionsAndLog(*manager, *data);
-        if (report.clock_went_backwards) {
-          LogError(
-              "jobs: the clock reads earlier than the key DB's high-water mark; nothing "
-              "time-based ran (audited as CLOCK_WENT_BACKWARDS). Fix the system clock.");
-          return MakeError(ErrorCode::kClockWentBackwards,
-                           "the clock went backwards; nothing time-based ran");
-        }
-        if (!report.rotated.empty() || !report.destroyed.empty() ||
-            !report.compromised_retired.empty()) {
-          LogInfo("jobs: rotation clock rotated " + std::to_string(report.rotated.size()) +
-                  " keys, destroyed " + std::to_string(report.destroyed.size()) +
-                  " datasets, retired " + std::to_string(report.compromised_retired.size()) +
-                  " compromised versions");
-        }
-        for (const auto& [handle, failure] : report.failures) {
-          LogWarning("jobs: rotation clock failed for dataset handle " + std::to_string(handle) +
-                     ": " + DescribeStatus(failure));
-        }
-        if (!report.failures.empty()) return report.failures.front().second;
-        return completed;
-      }));
+  COFFER_RETURN_IF_ERROR(
+      jobs->RegisterPeriodic("rotation", coffer::v1::JOB_ROTATION,
+                             std::chrono::seconds(config.jobs().rotation_check_seconds()),
+                             [manager, data] { return RotationTick(manager, data); }));
 
   storage::RecycleBin* recycle_bin = bin;
   COFFER_RETURN_IF_ERROR(jobs->RegisterPeriodic(
       "bin-retention", coffer::v1::JOB_BIN_RETENTION,
       std::chrono::seconds(config.jobs().retention_interval_seconds()),
-      [recycle_bin, manager]() -> absl::Status {
-        COFFER_ASSIGN_OR_RETURN(storage::PurgeReport expired, recycle_bin->PurgeExpired());
-        size_t purged = expired.records + expired.attachments;
-        absl::Status first_failure;
-        for (const kms::DatasetSummary& dataset : manager->ListDatasets()) {
-          if (dataset.state != kms::DatasetState::kActive &&
-              dataset.state != kms::DatasetState::kDisabled) {
-            continue;
-          }
-          absl::StatusOr<storage::PurgeReport> aged = recycle_bin->EnforceMaxAge(dataset.handle);
-          if (aged.ok()) {
-            purged += aged->records + aged->attachments;
-          } else if (first_failure.ok()) {
-            first_failure = aged.status();
-          }
-        }
-        if (purged > 0) {
-          LogInfo("jobs: bin expiry and retention purged " + std::to_string(purged) + " items");
-        }
-        return first_failure;
-      }));
+      [recycle_bin, manager] { return BinRetentionTick(recycle_bin, manager); }));
 
   if (config.jobs().backup_interval_seconds() > 0) {
     kms::FullBackups* full_backups = backups.get();
@@ -274,23 +340,7 @@ absl::Status Daemon::Parts::StartEvents() {
   source_options.audit_start = audit_log->stats().next_sequence;
   source_options.clock = clock;
   kms::KeyManager* manager = key_manager;
-  source_options.datasets = [manager] {
-    std::vector<events::DatasetView> views;
-    for (const kms::DatasetSummary& summary : manager->ListDatasets()) {
-      events::DatasetView view;
-      view.handle = summary.handle;
-      view.name = summary.name;
-      if (summary.state == kms::DatasetState::kPendingDestruction) {
-        absl::StatusOr<kms::DatasetInfo> info = manager->DescribeDataset(summary.handle);
-        if (info.ok() && info->destroy_after) {
-          view.pending_destruction = true;
-          view.destruction_due_micros = coffer::ToUnixMicros(*info->destroy_after);
-        }
-      }
-      views.push_back(std::move(view));
-    }
-    return views;
-  };
+  source_options.datasets = [manager] { return DatasetViews(manager); };
   kms::audit::AuditLog* audit = audit_log.get();
   source_options.audit_failed = [audit] { return audit->stats().failed; };
   hsm::RowHmacKey* token = &hsm->row_authenticator();
@@ -310,37 +360,13 @@ absl::Status Daemon::Parts::StartEvents() {
   // The hook itself runs in coffer-hook-runner, under a user of its own: cofferd only hands
   // the events over (a hook started here would share cofferd's uid and environment, and so
   // reach the HSM PIN).
-  if (!n.hook_socket().empty()) {
-    events::HookDeliveryOptions hook_options;
-    hook_options.log = event_log.get();
-    hook_options.socket_path = n.hook_socket();
-    hook_options.timeout = std::chrono::seconds(n.hook_timeout_seconds());
-    hook_options.attempts = n.hook_attempts();
-    hook_options.log_info = [](const std::string& text) { LogInfo(text); };
-    hook_options.log_warning = [](const std::string& text) { LogWarning(text); };
-    hook_delivery = std::make_unique<events::HookDelivery>(std::move(hook_options));
-    hook_delivery->Start();
-  }
+  if (!n.hook_socket().empty()) hook_delivery = StartHookDelivery(event_log.get(), n);
   return absl::OkStatus();
 }
 
-absl::Status Daemon::Parts::StartServing() {
-  COFFER_ASSIGN_OR_RETURN(std::shared_ptr<const daemon::GrantTable> table,
-                          daemon::GrantTable::FromConfig(config));
-  authorizer = std::make_unique<daemon::Authorizer>(std::move(table));
-
-  COFFER_ASSIGN_OR_RETURN(std::string public_key, hsm->signer().PublicKeyPem());
-  // Published for offline audit verification (keyctl audit verify --offline): the public half
-  // only, so readable by all. Written without following a symlink (a temporary file created
-  // O_EXCL|O_NOFOLLOW, then renamed over the old one).
-  {
-    absl::Status published =
-        PublishFile(config.state_directory(), "audit-public-key.pem", public_key, 0644);
-    if (!published.ok()) {
-      LogWarning("could not write the audit public key: " + DescribeStatus(published));
-    }
-  }
-
+// The admin registry (enrolled admins and their TOTP secrets) and the MFA and dual-control
+// rules over it.
+absl::Status Daemon::Parts::OpenAdminControl() {
   kms::admin::AdminRegistry::Options admin_options;
   admin_options.directory = config.admin_directory();
   admin_options.totp = &hsm->totp_secrets();
@@ -369,6 +395,49 @@ absl::Status Daemon::Parts::StartServing() {
         "mfa.required is false: development mode, admin operations need no TOTP code and no "
         "second admin");
   }
+  return absl::OkStatus();
+}
+
+// What the backup operations (create, list, verify, restore) reach.
+BackupOperationDeps Daemon::Parts::BackupDeps(const std::string& audit_public_key_pem) {
+  BackupOperationDeps backup_deps;
+  backup_deps.backups = backups.get();
+  backup_deps.sources.data_db = data_db.get();
+  backup_deps.sources.key_manager = key_manager;
+  backup_deps.sources.audit_log = audit_log.get();
+  backup_deps.sources.audit_directory = config.audit_directory();
+  backup_deps.sources.purge_journal = purge_journal.get();
+  backup_deps.live_audit_directory = config.audit_directory();
+  backup_deps.audit_anchor_file = config.audit_anchor_file();
+  backup_deps.audit_public_key_pem = audit_public_key_pem;
+  backup_deps.restore_key_manager.modules = {{kPrimaryModuleName, &hsm->wrapping_keys()}};
+  backup_deps.restore_key_manager.default_module = kPrimaryModuleName;
+  backup_deps.restore_key_manager.row_authenticator = &hsm->row_authenticator();
+  backup_deps.restore_key_manager.signer = &hsm->signer();
+  backup_deps.restore_key_manager.audit_log = audit_log.get();
+  backup_deps.restore_key_manager.default_policy = daemon::DefaultDatasetPolicy(config);
+  backup_deps.restore_key_manager.clock = clock;
+  return backup_deps;
+}
+
+absl::Status Daemon::Parts::StartServing() {
+  COFFER_ASSIGN_OR_RETURN(std::shared_ptr<const daemon::GrantTable> table,
+                          daemon::GrantTable::FromConfig(config));
+  authorizer = std::make_unique<daemon::Authorizer>(std::move(table));
+
+  COFFER_ASSIGN_OR_RETURN(std::string public_key, hsm->signer().PublicKeyPem());
+  // Published for offline audit verification (keyctl audit verify --offline): the public half
+  // only, so readable by all. Written without following a symlink (a temporary file created
+  // O_EXCL|O_NOFOLLOW, then renamed over the old one).
+  {
+    absl::Status published =
+        PublishFile(config.state_directory(), "audit-public-key.pem", public_key, 0644);
+    if (!published.ok()) {
+      LogWarning("could not write the audit public key: " + DescribeStatus(published));
+    }
+  }
+
+  COFFER_RETURN_IF_ERROR(OpenAdminControl());
 
   daemon::ServicesDeps deps;
   deps.keys = key_manager;
@@ -398,24 +467,7 @@ absl::Status Daemon::Parts::StartServing() {
   deps.canaries = canaries.get();
   deps.clock = clock;
 
-  BackupOperationDeps backup_deps;
-  backup_deps.backups = backups.get();
-  backup_deps.sources.data_db = data_db.get();
-  backup_deps.sources.key_manager = key_manager;
-  backup_deps.sources.audit_log = audit_log.get();
-  backup_deps.sources.audit_directory = config.audit_directory();
-  backup_deps.sources.purge_journal = purge_journal.get();
-  backup_deps.live_audit_directory = config.audit_directory();
-  backup_deps.audit_anchor_file = config.audit_anchor_file();
-  backup_deps.audit_public_key_pem = public_key;
-  backup_deps.restore_key_manager.modules = {{kPrimaryModuleName, &hsm->wrapping_keys()}};
-  backup_deps.restore_key_manager.default_module = kPrimaryModuleName;
-  backup_deps.restore_key_manager.row_authenticator = &hsm->row_authenticator();
-  backup_deps.restore_key_manager.signer = &hsm->signer();
-  backup_deps.restore_key_manager.audit_log = audit_log.get();
-  backup_deps.restore_key_manager.default_policy = daemon::DefaultDatasetPolicy(config);
-  backup_deps.restore_key_manager.clock = clock;
-  deps.extra_admin_ops = BackupOperations(std::move(backup_deps));
+  deps.extra_admin_ops = BackupOperations(BackupDeps(public_key));
   daemon::AddEventOperations(event_log.get(), canaries.get(), audit_log.get(),
                              deps.extra_admin_ops);
 
@@ -436,27 +488,7 @@ absl::Status Daemon::Parts::StartServing() {
       };
   COFFER_ASSIGN_OR_RETURN(services, daemon::Services::Create(std::move(deps)));
 
-  server::ServerOptions options;
-  options.data_socket.path = config.data_socket();
-  options.admin_socket.path = config.admin_socket();
-  COFFER_ASSIGN_OR_RETURN(options.data_socket.group,
-                          GroupId("data_socket_group", config.data_socket_group()));
-  COFFER_ASSIGN_OR_RETURN(options.admin_socket.group,
-                          GroupId("admin_socket_group", config.admin_socket_group()));
-  options.workers = config.limits().workers();
-  options.max_connections = config.limits().max_connections();
-  options.max_frame_bytes = config.limits().max_frame_bytes();
-  options.idle_timeout = std::chrono::seconds(config.limits().idle_timeout_seconds());
-  options.request_timeout = std::chrono::seconds(config.limits().request_timeout_seconds());
-  options.default_drain_timeout = options.request_timeout;
-  options.admin_reserved_connections = config.limits().admin_reserved_connections();
-  options.admin_reserved_workers = config.limits().admin_reserved_workers();
-  options.max_connections_per_uid = config.limits().max_connections_per_uid();
-  options.max_requests_per_uid = config.limits().max_requests_per_uid();
-  options.max_buffered_bytes_per_uid = config.limits().max_buffered_bytes_per_uid();
-  options.max_buffered_bytes = config.limits().max_buffered_bytes();
-  options.max_output_bytes_per_connection = config.limits().max_output_bytes_per_connection();
-  options.max_refusals_in_a_row = config.limits().max_refusals_in_a_row();
+  COFFER_ASSIGN_OR_RETURN(server::ServerOptions options, TransportOptions(config));
   absl::StatusOr<std::unique_ptr<server::Server>> started =
       server::Server::Start(options, services.get());
   if (!started.ok()) return Context(started.status(), "sockets");

@@ -240,7 +240,8 @@ absl::Status ValidateFairShares(const v1::Limits& l) {
   return absl::OkStatus();
 }
 
-absl::Status Validate(const Config& c) {
+// The two socket paths and how the daemon reaches its token.
+absl::Status ValidateSocketsAndHsm(const Config& c) {
   if (c.data_socket().size() > kMaxSocketPathBytes) {
     return Invalid("data_socket", "longer than 107 bytes; use a shorter path");
   }
@@ -259,12 +260,11 @@ absl::Status Validate(const Config& c) {
   if (c.hsm().pin_credential().find('/') != std::string::npos) {
     return Invalid("hsm.pin_credential", "a credential name, not a path");
   }
-  COFFER_RETURN_IF_ERROR(ValidateDirectories(c));
-  if (!Config::Durability_IsValid(c.durability())) {
-    return Invalid("durability", "must be WAL or SYNC");
-  }
+  return absl::OkStatus();
+}
 
-  const auto& l = c.limits();
+// Transport limits: sizes, timeouts and the fair shares.
+absl::Status ValidateLimits(const v1::Limits& l) {
   if (l.workers() > 1024) return Invalid("limits.workers", "must be 1-1024");
   if (l.max_connections() > 65536) return Invalid("limits.max_connections", "must be 1-65536");
   if (l.max_frame_bytes() < api::kDefaultChunkBytes + kFrameOverhead ||
@@ -282,10 +282,11 @@ absl::Status Validate(const Config& c) {
                    "must leave 64 KiB of limits.max_frame_bytes for the request's other fields");
   }
   COFFER_RETURN_IF_ERROR(ValidateFairShares(l));
-  if (c.access_audit().crash_loss_window_millis() > 60000) {
-    return Invalid("access_audit.crash_loss_window_millis", "must be 0-60000");
-  }
+  return absl::OkStatus();
+}
 
+// Grants name principals, datasets and rights.
+absl::Status ValidateGrants(const Config& c) {
   for (int g = 0; g < c.grants_size(); ++g) {
     const auto& grant = c.grants(g);
     std::string field = absl::StrCat("grants[", g, "]");
@@ -311,6 +312,11 @@ absl::Status Validate(const Config& c) {
       }
     }
   }
+  return absl::OkStatus();
+}
+
+// Admins and per-principal rate limits.
+absl::Status ValidateAdminsAndRates(const Config& c) {
   for (int a = 0; a < c.admins_size(); ++a) {
     COFFER_RETURN_IF_ERROR(ValidatePrincipal(absl::StrCat("admins[", a, "]"), c.admins(a),
                                              /*users_only=*/true));
@@ -325,12 +331,11 @@ absl::Status Validate(const Config& c) {
     if (!override_limit.has_limit()) return Invalid(field + ".limit", "missing");
     COFFER_RETURN_IF_ERROR(ValidateRate(field + ".limit", override_limit.limit()));
   }
+  return absl::OkStatus();
+}
 
-  if (c.jobs().backup_max_age_days() < 1) {
-    return Invalid("jobs.backup_max_age_days", "must be at least 1");
-  }
-
-  const auto& mfa = c.mfa();
+// MFA sessions, lockouts, approvals and invitations.
+absl::Status ValidateMfa(const v1::Mfa& mfa) {
   if (mfa.session_seconds() > 86400) return Invalid("mfa.session_seconds", "must be 1-86400");
   if (mfa.max_failures() > 100) return Invalid("mfa.max_failures", "must be 1-100");
   if (mfa.lockout_seconds() > 86400) return Invalid("mfa.lockout_seconds", "must be 1-86400");
@@ -341,8 +346,11 @@ absl::Status Validate(const Config& c) {
     return Invalid("mfa.invitation_ttl_seconds", "must be 1-2592000 (30 days)");
   }
   if (mfa.totp_step_seconds() > 300) return Invalid("mfa.totp_step_seconds", "must be 1-300");
+  return absl::OkStatus();
+}
 
-  const auto& p = c.default_policy();
+// The policy a new dataset starts with.
+absl::Status ValidateDefaultPolicy(const v1::DefaultPolicy& p) {
   if (p.has_records_rotation_seconds() && p.records_rotation_seconds() <= 0) {
     return Invalid("default_policy.records_rotation_seconds", "must be above 0");
   }
@@ -364,6 +372,26 @@ absl::Status Validate(const Config& c) {
   if (p.has_destruction_wait_seconds() && p.destruction_wait_seconds() < 0) {
     return Invalid("default_policy.destruction_wait_seconds", "must not be negative");
   }
+  return absl::OkStatus();
+}
+
+absl::Status Validate(const Config& c) {
+  COFFER_RETURN_IF_ERROR(ValidateSocketsAndHsm(c));
+  COFFER_RETURN_IF_ERROR(ValidateDirectories(c));
+  if (!Config::Durability_IsValid(c.durability())) {
+    return Invalid("durability", "must be WAL or SYNC");
+  }
+  COFFER_RETURN_IF_ERROR(ValidateLimits(c.limits()));
+  if (c.access_audit().crash_loss_window_millis() > 60000) {
+    return Invalid("access_audit.crash_loss_window_millis", "must be 0-60000");
+  }
+  COFFER_RETURN_IF_ERROR(ValidateGrants(c));
+  COFFER_RETURN_IF_ERROR(ValidateAdminsAndRates(c));
+  if (c.jobs().backup_max_age_days() < 1) {
+    return Invalid("jobs.backup_max_age_days", "must be at least 1");
+  }
+  COFFER_RETURN_IF_ERROR(ValidateMfa(c.mfa()));
+  COFFER_RETURN_IF_ERROR(ValidateDefaultPolicy(c.default_policy()));
   COFFER_RETURN_IF_ERROR(ValidateNotifications(c));
   return absl::OkStatus();
 }

@@ -118,6 +118,10 @@ struct Daemon::Parts {
   void ResumeUnfinishedJobs();
   absl::Status StartEvents();
   absl::Status StartServing();
+  // Opens admin_registry and admin_control (called by StartServing).
+  absl::Status OpenAdminControl();
+  // What the backup operations reach (called by StartServing).
+  BackupOperationDeps BackupDeps(const std::string& audit_public_key_pem);
   absl::Status Stop();
 };
 
