@@ -107,94 +107,101 @@ absl::StatusOr<pb::HookRunResult> HookDelivery::Ask(const pb::Event& event) {
   return answer;
 }
 
+void HookDelivery::Warn(const std::string& text) const {
+  if (options_.log_warning) options_.log_warning(text);
+}
+
+void HookDelivery::Info(const std::string& text) const {
+  if (options_.log_info) options_.log_info(text);
+}
+
+std::optional<HookDelivery::Outcome> HookDelivery::Deliver(const pb::Event& event,
+                                                           bool* runner_down) {
+  const std::string name = pb::EventKind_Name(event.kind());
+  uint32_t attempt = 1;
+  auto backoff = options_.first_backoff;
+  auto unanswered_backoff = options_.first_backoff;
+  while (true) {
+    absl::StatusOr<pb::HookRunResult> result = Ask(event);
+    if (!result.ok()) {
+      // Not an attempt: the hook did not run. The event waits for the runner.
+      unanswered_.fetch_add(1);
+      if (!*runner_down) {
+        *runner_down = true;
+        Warn(absl::StrCat("events: the hook runner at ", options_.socket_path, " does not answer (",
+                          OneLine(std::string(result.status().message())), "); event ",
+                          event.sequence(), " ", name, " and later ones wait for it"));
+      }
+      if (!SleepUnlessStopped(unanswered_backoff)) return std::nullopt;  // not acknowledged
+      unanswered_backoff = std::min(unanswered_backoff * 2, kMaxBackoff);
+      continue;
+    }
+    if (*runner_down) {
+      *runner_down = false;
+      Info(absl::StrCat("events: the hook runner at ", options_.socket_path, " answers again"));
+    }
+    unanswered_backoff = options_.first_backoff;
+    if (result->outcome() == pb::HookRunResult::DELIVERED) return Outcome::kDelivered;
+    if (result->outcome() == pb::HookRunResult::REJECTED) {
+      Warn(absl::StrCat("events: the hook runner rejected event ", event.sequence(), " ", name,
+                        ": ", OneLine(result->message())));
+      return Outcome::kRejected;
+    }
+    if (result->killed()) {
+      killed_.fetch_add(1);
+      Warn(absl::StrCat("events: hook killed (SIGKILL to its process group, pid ", result->pid(),
+                        ") at its timeout of ", options_.timeout.count(), " ms; event ",
+                        event.sequence(), " ", name, ", attempt ", attempt));
+    } else if (result->pid() != 0) {
+      Warn(absl::StrCat("events: hook exited with status ", result->exit_status(), " for event ",
+                        event.sequence(), " ", name, ", attempt ", attempt));
+    } else {
+      Warn(absl::StrCat("events: hook could not run for event ", event.sequence(), ": ",
+                        OneLine(result->message())));
+    }
+    if (attempt >= options_.attempts) return Outcome::kGaveUp;
+    ++attempt;
+    if (!SleepUnlessStopped(backoff))
+      return std::nullopt;  // not acknowledged: retried after restart
+    backoff = std::min(backoff * 2, kMaxBackoff);
+  }
+}
+
 void HookDelivery::Loop() {
-  auto warn = [this](const std::string& text) {
-    if (options_.log_warning) options_.log_warning(text);
-  };
-  auto info = [this](const std::string& text) {
-    if (options_.log_info) options_.log_info(text);
-  };
   bool runner_down = false;
   while (SleepUnlessStopped(std::chrono::milliseconds(0))) {
     absl::StatusOr<std::optional<pb::Event>> next =
         options_.log->NextForHook(std::chrono::milliseconds(500));
     if (!next.ok()) {
-      warn(absl::StrCat("events: hook cannot read the event log: ",
+      Warn(absl::StrCat("events: hook cannot read the event log: ",
                         std::string(ErrorCodeName(ErrorCodeOf(next.status())))));
       if (!SleepUnlessStopped(std::chrono::seconds(1))) return;
       continue;
     }
     if (!next->has_value()) continue;
     const pb::Event& event = **next;
+    std::optional<Outcome> outcome = Deliver(event, &runner_down);
+    if (!outcome.has_value()) return;  // stopping
     const std::string name = pb::EventKind_Name(event.kind());
-    bool delivered = false;
-    bool rejected = false;
-    uint32_t attempt = 1;
-    auto backoff = options_.first_backoff;
-    auto unanswered_backoff = options_.first_backoff;
-    while (true) {
-      absl::StatusOr<pb::HookRunResult> result = Ask(event);
-      if (!result.ok()) {
-        // Not an attempt: the hook did not run. The event waits for the runner.
-        unanswered_.fetch_add(1);
-        if (!runner_down) {
-          runner_down = true;
-          warn(absl::StrCat("events: the hook runner at ", options_.socket_path,
-                            " does not answer (", OneLine(std::string(result.status().message())),
-                            "); event ", event.sequence(), " ", name,
-                            " and later ones wait for it"));
-        }
-        if (!SleepUnlessStopped(unanswered_backoff)) return;  // not acknowledged
-        unanswered_backoff = std::min(unanswered_backoff * 2, kMaxBackoff);
-        continue;
-      }
-      if (runner_down) {
-        runner_down = false;
-        info(absl::StrCat("events: the hook runner at ", options_.socket_path, " answers again"));
-      }
-      unanswered_backoff = options_.first_backoff;
-      if (result->outcome() == pb::HookRunResult::DELIVERED) {
-        delivered = true;
+    switch (*outcome) {
+      case Outcome::kDelivered:
+        delivered_.fetch_add(1);
         break;
-      }
-      if (result->outcome() == pb::HookRunResult::REJECTED) {
-        rejected = true;
-        warn(absl::StrCat("events: the hook runner rejected event ", event.sequence(), " ", name,
-                          ": ", OneLine(result->message())));
+      case Outcome::kRejected:
+        rejected_.fetch_add(1);
         break;
-      }
-      if (result->killed()) {
-        killed_.fetch_add(1);
-        warn(absl::StrCat("events: hook killed (SIGKILL to its process group, pid ", result->pid(),
-                          ") at its timeout of ", options_.timeout.count(), " ms; event ",
-                          event.sequence(), " ", name, ", attempt ", attempt));
-      } else if (result->pid() != 0) {
-        warn(absl::StrCat("events: hook exited with status ", result->exit_status(), " for event ",
-                          event.sequence(), " ", name, ", attempt ", attempt));
-      } else {
-        warn(absl::StrCat("events: hook could not run for event ", event.sequence(), ": ",
-                          OneLine(result->message())));
-      }
-      if (attempt >= options_.attempts) break;
-      ++attempt;
-      if (!SleepUnlessStopped(backoff)) return;  // not acknowledged: retried after restart
-      backoff = std::min(backoff * 2, kMaxBackoff);
-    }
-    if (delivered) {
-      delivered_.fetch_add(1);
-    } else if (rejected) {
-      rejected_.fetch_add(1);
-    } else {
-      failed_.fetch_add(1);
-      warn(absl::StrCat("events: hook gave up on event ", event.sequence(), " ", name, " after ",
-                        options_.attempts, " attempts"));
+      case Outcome::kGaveUp:
+        failed_.fetch_add(1);
+        Warn(absl::StrCat("events: hook gave up on event ", event.sequence(), " ", name, " after ",
+                          options_.attempts, " attempts"));
+        break;
     }
     absl::Status acked = options_.log->AckHook(event.sequence());
     if (!acked.ok()) {
-      warn("events: cannot save the hook cursor; the event may be delivered again");
+      Warn("events: cannot save the hook cursor; the event may be delivered again");
       if (!SleepUnlessStopped(std::chrono::seconds(1))) return;
-    } else if (delivered) {
-      info(absl::StrCat("events: hook delivered event ", event.sequence(), " ", name));
+    } else if (*outcome == Outcome::kDelivered) {
+      Info(absl::StrCat("events: hook delivered event ", event.sequence(), " ", name));
     }
   }
 }

@@ -27,6 +27,7 @@
 #include <cstdint>
 #include <functional>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 
@@ -70,7 +71,15 @@ class HookDelivery {
   HookDeliveryStats stats() const;
 
  private:
+  enum class Outcome { kDelivered, kRejected, kGaveUp };
+
   void Loop();
+  // Hands one event to the runner until it is delivered, rejected or out of attempts; nullopt
+  // when stopping first (the event stays unacknowledged). *runner_down tracks whether the runner
+  // answered, so that each outage is logged once.
+  std::optional<Outcome> Deliver(const coffer::v1::Event& event, bool* runner_down);
+  void Warn(const std::string& text) const;
+  void Info(const std::string& text) const;
   // One request to the runner; an error when it did not answer.
   absl::StatusOr<coffer::v1::HookRunResult> Ask(const coffer::v1::Event& event);
   // Sleeps up to `d` unless stopped; false when stopped.

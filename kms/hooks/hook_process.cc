@@ -9,6 +9,7 @@
 #include <cerrno>
 #include <cstring>
 #include <thread>
+#include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "crypto/base/status.h"
@@ -23,6 +24,14 @@ class Fd {
   explicit Fd(int fd = -1) : fd_(fd) {}
   Fd(const Fd&) = delete;
   Fd& operator=(const Fd&) = delete;
+  Fd(Fd&& other) noexcept : fd_(std::exchange(other.fd_, -1)) {}
+  Fd& operator=(Fd&& other) noexcept {
+    if (this != &other) {
+      Reset();
+      fd_ = std::exchange(other.fd_, -1);
+    }
+    return *this;
+  }
   ~Fd() { Reset(); }
   int get() const { return fd_; }
   void Reset() {
@@ -100,9 +109,10 @@ std::vector<std::string> HookEnvironment(const coffer::v1::Event& event) {
   return env;
 }
 
-absl::StatusOr<HookResult> RunHook(const std::vector<std::string>& argv, std::string_view input,
-                                   const std::vector<std::string>& environment,
-                                   std::chrono::milliseconds timeout) {
+namespace {
+
+absl::Status CheckHookInput(const std::vector<std::string>& argv, std::string_view input,
+                            const std::vector<std::string>& environment) {
   if (argv.empty() || argv.front().empty()) {
     return MakeError(ErrorCode::kInvalidArgument, "hook: no program to run");
   }
@@ -115,7 +125,12 @@ absl::StatusOr<HookResult> RunHook(const std::vector<std::string>& argv, std::st
                        "hook: an environment entry is not NAME=value without NUL bytes");
     }
   }
-  // The whole input goes into the pipe before the hook starts; it fits in the pipe buffer.
+  return absl::OkStatus();
+}
+
+// The read end of a pipe already holding the whole input (it fits in the pipe buffer), written
+// before the hook starts.
+absl::StatusOr<Fd> PipeHolding(std::string_view input) {
   int pipe_fds[2];
   if (::pipe2(pipe_fds, O_CLOEXEC) != 0) return Errno("pipe", errno);
   Fd read_end(pipe_fds[0]);
@@ -127,14 +142,17 @@ absl::StatusOr<HookResult> RunHook(const std::vector<std::string>& argv, std::st
     if (n <= 0) return Errno("writing the event", errno);
     written += static_cast<size_t>(n);
   }
-  write_end.Reset();
+  return read_end;
+}
 
-  SpawnSetup setup;
+// stdin from `stdin_fd`, stdout and stderr to /dev/null, nothing else open; a process group of
+// its own (so that a timeout kills its children too), no blocked signals, default dispositions.
+absl::Status PrepareSpawn(SpawnSetup& setup, int stdin_fd) {
   if (int e = posix_spawn_file_actions_init(&setup.actions); e != 0) return Errno("spawn", e);
   setup.actions_ready = true;
   if (int e = posix_spawnattr_init(&setup.attr); e != 0) return Errno("spawn", e);
   setup.attr_ready = true;
-  int e = posix_spawn_file_actions_adddup2(&setup.actions, read_end.get(), STDIN_FILENO);
+  int e = posix_spawn_file_actions_adddup2(&setup.actions, stdin_fd, STDIN_FILENO);
   if (e == 0) {
     e = posix_spawn_file_actions_addopen(&setup.actions, STDOUT_FILENO, "/dev/null", O_WRONLY, 0);
   }
@@ -153,20 +171,12 @@ absl::StatusOr<HookResult> RunHook(const std::vector<std::string>& argv, std::st
   if (e == 0) e = posix_spawnattr_setsigmask(&setup.attr, &empty_mask);
   if (e == 0) e = posix_spawnattr_setsigdefault(&setup.attr, &all_signals);
   if (e != 0) return Errno("spawn attributes", e);
+  return absl::OkStatus();
+}
 
-  std::vector<char*> args;
-  args.reserve(argv.size() + 1);
-  for (const std::string& arg : argv) args.push_back(const_cast<char*>(arg.c_str()));
-  args.push_back(nullptr);
-  std::vector<char*> env;
-  env.reserve(environment.size() + 1);
-  for (const std::string& entry : environment) env.push_back(const_cast<char*>(entry.c_str()));
-  env.push_back(nullptr);
-  pid_t pid = 0;
-  e = posix_spawn(&pid, args[0], &setup.actions, &setup.attr, args.data(), env.data());
-  if (e != 0) return Errno(absl::StrCat("starting ", argv.front()), e);
-  read_end.Reset();
-
+// Waits for the hook until `timeout`; then kills its whole group (the hook's children too) and
+// reaps it.
+absl::StatusOr<HookResult> WaitOrKill(pid_t pid, std::chrono::milliseconds timeout) {
   HookResult result;
   result.pid = pid;
   const auto deadline = std::chrono::steady_clock::now() + timeout;
@@ -183,7 +193,6 @@ absl::StatusOr<HookResult> RunHook(const std::vector<std::string>& argv, std::st
     std::this_thread::sleep_for(pause);
     pause = std::min(pause * 2, std::chrono::milliseconds(50));
   }
-  // Timed out: the whole group dies (the hook's children too), then the hook is reaped.
   ::kill(-pid, SIGKILL);
   int status = 0;
   while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
@@ -191,6 +200,31 @@ absl::StatusOr<HookResult> RunHook(const std::vector<std::string>& argv, std::st
   result.killed = true;
   result.exit_status = -1;
   return result;
+}
+
+}  // namespace
+
+absl::StatusOr<HookResult> RunHook(const std::vector<std::string>& argv, std::string_view input,
+                                   const std::vector<std::string>& environment,
+                                   std::chrono::milliseconds timeout) {
+  COFFER_RETURN_IF_ERROR(CheckHookInput(argv, input, environment));
+  COFFER_ASSIGN_OR_RETURN(Fd read_end, PipeHolding(input));
+  SpawnSetup setup;
+  COFFER_RETURN_IF_ERROR(PrepareSpawn(setup, read_end.get()));
+
+  std::vector<char*> args;
+  args.reserve(argv.size() + 1);
+  for (const std::string& arg : argv) args.push_back(const_cast<char*>(arg.c_str()));
+  args.push_back(nullptr);
+  std::vector<char*> env;
+  env.reserve(environment.size() + 1);
+  for (const std::string& entry : environment) env.push_back(const_cast<char*>(entry.c_str()));
+  env.push_back(nullptr);
+  pid_t pid = 0;
+  int e = posix_spawn(&pid, args[0], &setup.actions, &setup.attr, args.data(), env.data());
+  if (e != 0) return Errno(absl::StrCat("starting ", argv.front()), e);
+  read_end.Reset();
+  return WaitOrKill(pid, timeout);
 }
 
 }  // namespace coffer::hooks
