@@ -185,6 +185,173 @@ absl::Status VerifyParts(storage::DataDbBackups* data_backups, uint32_t id, cons
   return absl::OkStatus();
 }
 
+// The live log a restore of backup `id` replays from: it verifies, it is the log the backup was
+// made from, and it reaches the backup's boundary.
+absl::StatusOr<audit::VerifyReport> VerifyReplaySource(const RestoreRequest& request,
+                                                       const Manifest& manifest, uint32_t id) {
+  audit::VerifyOptions verify;
+  verify.public_key_pem = request.audit_public_key_pem;
+  if (request.minimum_anchor.has_value()) verify.anchors.push_back(*request.minimum_anchor);
+  COFFER_ASSIGN_OR_RETURN(audit::VerifyReport verified,
+                          audit::VerifyAuditLog(request.live_audit_directory, verify));
+  if (verified.ok() && verified.log_id != manifest.log_id) {
+    return MakeError(ErrorCode::kReplaySourceStale,
+                     "the replay log is not the log of full backup " + std::to_string(id));
+  }
+  COFFER_RETURN_IF_ERROR(verified.ToStatus());
+  if (!verified.last_sequence.has_value() ||
+      *verified.last_sequence + 1 < manifest.audit_sequence) {
+    return MakeError(ErrorCode::kReplaySourceStale,
+                     "the replay log ends before full backup " + std::to_string(id));
+  }
+  return verified;
+}
+
+// What a restore replays from the live log: the purges newer than the backup, and every
+// destruction (a destruction older than the backup is already in it; replaying it is a no-op).
+struct ReplayPlan {
+  std::map<std::tuple<uint64_t, storage::PurgedItemKind>, std::vector<crypto::HmacSha256Tag>>
+      purges;
+  size_t purge_count = 0;
+  std::vector<uint64_t> destroyed;
+};
+
+absl::StatusOr<ReplayPlan> PlanReplay(const std::vector<audit::v1::AuditEntry>& entries,
+                                      uint64_t backup_sequence) {
+  ReplayPlan plan;
+  for (const audit::v1::AuditEntry& entry : entries) {
+    if (entry.kind() == audit::v1::DATASET_DESTROY && entry.result_code() == 0 &&
+        std::find(plan.destroyed.begin(), plan.destroyed.end(), entry.dataset_handle()) ==
+            plan.destroyed.end()) {
+      plan.destroyed.push_back(entry.dataset_handle());
+    }
+    const bool record = entry.kind() == audit::v1::RECORD_PURGE;
+    if ((!record && entry.kind() != audit::v1::ATTACHMENT_PURGE) ||
+        entry.sequence() < backup_sequence) {
+      continue;
+    }
+    if (entry.record_ref().size() != crypto::kHmacSha256TagSize) {
+      return MakeError(ErrorCode::kAuditLogCorrupt,
+                       "purge entry " + std::to_string(entry.sequence()) + " has no record ref");
+    }
+    crypto::HmacSha256Tag ref{};
+    std::copy(entry.record_ref().begin(), entry.record_ref().end(), ref.begin());
+    plan.purges[{entry.dataset_handle(),
+                 record ? storage::PurgedItemKind::kRecord : storage::PurgedItemKind::kAttachment}]
+        .push_back(ref);
+    ++plan.purge_count;
+  }
+  return plan;
+}
+
+// The key DB and audit files of backup `id` (in `backup_dir`), checked against the manifest,
+// into their restored directories.
+absl::Status RestoreFileParts(uint32_t id, const std::string& backup_dir, const Manifest& manifest,
+                              const OwnedDirectory& keys_root, const OwnedDirectory& audit_root,
+                              const coffer::ProgressFn& progress) {
+  for (const FilePart& part : kFileParts) {
+    const OwnedDirectory& into = part.dir == kRestoredKeyDbDir ? keys_root : audit_root;
+    storage::PhaseReporter part_progress(progress, part.phase, PartBytes(manifest, part.dir),
+                                         kByteStep);
+    for (const ManifestFile& file : manifest.files) {
+      if (!InPart(file, part.dir)) continue;
+      COFFER_ASSIGN_OR_RETURN(std::string bytes,
+                              ReadChecked(id, backup_dir + "/" + file.path, file));
+      COFFER_RETURN_IF_ERROR(into.WriteNewFile(
+          std::string_view(file.path).substr(part.dir.size() + 1), bytes, /*sync=*/true));
+      part_progress.Add(file.size);
+    }
+    part_progress.Finish();
+  }
+  return absl::OkStatus();
+}
+
+// Replays the plan's purges into the restored data DB in `data_dir`; the items it still held.
+absl::StatusOr<size_t> ReplayPurges(const std::string& data_dir, const ReplayPlan& plan,
+                                    storage::PhaseReporter& replay_progress) {
+  COFFER_ASSIGN_OR_RETURN(std::unique_ptr<storage::DataDb> db,
+                          storage::DataDb::Open(data_dir, storage::DataDbOptions{}));
+  size_t items = 0;
+  for (const auto& [key, refs] : plan.purges) {
+    COFFER_ASSIGN_OR_RETURN(size_t purged, storage::RecycleBin::ReplayPurges(
+                                               db.get(), std::get<0>(key), std::get<1>(key), refs));
+    items += purged;
+    replay_progress.Add(refs.size());
+  }
+  return items;
+}
+
+// The restored key DB (in `key_db_directory`), opened as a restored copy on modules that refuse
+// to create or destroy a token object (the live daemon owns the token: kms/keys/recovery.cc):
+// the plan's destructions, then a new primary for every active dataset's data purposes, then a
+// key-DB generation far above `live` (the newest the log or the live key DB reached).
+absl::Status RestoreKeyDb(KeyManagerOptions options, const std::string& key_db_directory,
+                          const ReplayPlan& plan, const audit::AuditActor& actor, uint64_t live,
+                          storage::PhaseReporter& replay_progress,
+                          const coffer::ProgressFn& progress, RestoreReport* report) {
+  options.key_db_directory = key_db_directory;
+  options.crash_point = nullptr;
+  options.restored_copy = true;
+  std::vector<std::unique_ptr<NoTokenChanges>> read_only;
+  for (auto& [name, wrapper] : options.modules) {
+    if (wrapper == nullptr) continue;
+    read_only.push_back(std::make_unique<NoTokenChanges>(wrapper));
+    wrapper = read_only.back().get();
+  }
+  COFFER_ASSIGN_OR_RETURN(std::unique_ptr<KeyManager> manager,
+                          KeyManager::Open(std::move(options)));
+  for (uint64_t handle : plan.destroyed) {
+    auto before = manager->DescribeDataset(handle);
+    COFFER_RETURN_IF_ERROR(manager->ReplayDestruction(handle, actor));
+    auto after = manager->DescribeDataset(handle);
+    if (before.ok() && before->state != DatasetState::kDestroyed && after.ok()) {
+      if (after->state == DatasetState::kDestroyed) report->datasets_destroyed.push_back(handle);
+      if (after->state == DatasetState::kDestroying) {
+        report->destructions_deferred.push_back(handle);
+      }
+    }
+    replay_progress.Add(1);
+  }
+  replay_progress.Finish();
+  const std::vector<DatasetSummary> datasets = manager->ListDatasets();
+  const auto active = static_cast<uint64_t>(std::count_if(
+      datasets.begin(), datasets.end(),
+      [](const DatasetSummary& dataset) { return dataset.state == DatasetState::kActive; }));
+  storage::PhaseReporter rotate_progress(progress, kRotatePhase, active, kItemStep);
+  for (const DatasetSummary& dataset : datasets) {
+    if (dataset.state != DatasetState::kActive) continue;
+    for (storage::KeyPurpose purpose :
+         {storage::KeyPurpose::kRecords, storage::KeyPurpose::kAttachments}) {
+      COFFER_RETURN_IF_ERROR(
+          manager->Rotate(dataset.handle, purpose, RotationCause::kManual, actor).status());
+      report->rotated.emplace_back(dataset.handle, purpose);
+    }
+    rotate_progress.Add(1);
+  }
+  rotate_progress.Finish();
+  // A fresh baseline: the restored key DB is older than the log says (it is a backup), so it
+  // starts far above every generation the log recorded or the live key DB has reached. The
+  // live daemon may keep running (and writing its key DB) until the operator switches to
+  // this directory: it would need kRestoredKeyDbGenerationStep more writes to catch up
+  // (docs/key-manager.md, "Key DB generation"), and were it to, the switch would be refused,
+  // never silently accepted. In turn the old live key DB is older than this one.
+  const uint64_t baseline = live > UINT64_MAX - 1 - kRestoredKeyDbGenerationStep
+                                ? UINT64_MAX - 1
+                                : live + kRestoredKeyDbGenerationStep;
+  COFFER_ASSIGN_OR_RETURN(report->key_db_generation, manager->AdvanceKeyDbGeneration(baseline));
+  const RecoveryReport& recovery = manager->recovery_report();
+  report->intents_resolved = recovery.creates_rolled_back.size() +
+                             recovery.destroys_completed.size() +
+                             recovery.rewraps_completed.size() + recovery.rewraps_dropped.size();
+  for (uint64_t handle : recovery.destroys_deferred) {
+    if (std::find(report->destructions_deferred.begin(), report->destructions_deferred.end(),
+                  handle) == report->destructions_deferred.end()) {
+      report->destructions_deferred.push_back(handle);
+    }
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 FullBackups::FullBackups(FullBackupOptions options, const Clock* clock,
@@ -398,51 +565,15 @@ absl::StatusOr<RestoreReport> FullBackups::RestoreInto(uint32_t id, RestoreReque
       kByteStep);
   COFFER_RETURN_IF_ERROR(VerifyParts(data_.get(), id, BackupPath(id), manifest,
                                      progress ? FoldInto(&verify_progress) : nullptr));
-  audit::VerifyOptions verify;
-  verify.public_key_pem = request.audit_public_key_pem;
-  if (request.minimum_anchor.has_value()) verify.anchors.push_back(*request.minimum_anchor);
-  COFFER_ASSIGN_OR_RETURN(audit::VerifyReport verified,
-                          audit::VerifyAuditLog(request.live_audit_directory, verify));
-  if (verified.ok() && verified.log_id != manifest.log_id) {
-    return MakeError(ErrorCode::kReplaySourceStale,
-                     "the replay log is not the log of full backup " + std::to_string(id));
-  }
-  COFFER_RETURN_IF_ERROR(verified.ToStatus());
-  if (!verified.last_sequence.has_value() ||
-      *verified.last_sequence + 1 < manifest.audit_sequence) {
-    return MakeError(ErrorCode::kReplaySourceStale,
-                     "the replay log ends before full backup " + std::to_string(id));
-  }
+  COFFER_ASSIGN_OR_RETURN(const audit::VerifyReport verified,
+                          VerifyReplaySource(request, manifest, id));
   COFFER_ASSIGN_OR_RETURN(std::vector<audit::v1::AuditEntry> entries,
                           audit::ReadAuditEntries(request.live_audit_directory));
 
-  // What to replay: purges newer than the backup; every destruction.
-  std::map<std::tuple<uint64_t, storage::PurgedItemKind>, std::vector<crypto::HmacSha256Tag>>
-      purges;
-  std::vector<uint64_t> destroyed;
+  COFFER_ASSIGN_OR_RETURN(const ReplayPlan plan, PlanReplay(entries, manifest.audit_sequence));
   RestoreReport report;
   report.audit_sequence = manifest.audit_sequence;
-  for (const audit::v1::AuditEntry& entry : entries) {
-    if (entry.kind() == audit::v1::DATASET_DESTROY && entry.result_code() == 0 &&
-        std::find(destroyed.begin(), destroyed.end(), entry.dataset_handle()) == destroyed.end()) {
-      destroyed.push_back(entry.dataset_handle());
-    }
-    const bool record = entry.kind() == audit::v1::RECORD_PURGE;
-    if ((!record && entry.kind() != audit::v1::ATTACHMENT_PURGE) ||
-        entry.sequence() < manifest.audit_sequence) {
-      continue;
-    }
-    if (entry.record_ref().size() != crypto::kHmacSha256TagSize) {
-      return MakeError(ErrorCode::kAuditLogCorrupt,
-                       "purge entry " + std::to_string(entry.sequence()) + " has no record ref");
-    }
-    crypto::HmacSha256Tag ref{};
-    std::copy(entry.record_ref().begin(), entry.record_ref().end(), ref.begin());
-    purges[{entry.dataset_handle(),
-            record ? storage::PurgedItemKind::kRecord : storage::PurgedItemKind::kAttachment}]
-        .push_back(ref);
-    ++report.purges_replayed;
-  }
+  report.purges_replayed = plan.purge_count;
   verify_progress.Finish();
 
   audit::AuditEvent event;
@@ -463,105 +594,20 @@ absl::StatusOr<RestoreReport> FullBackups::RestoreInto(uint32_t id, RestoreReque
     COFFER_RETURN_IF_ERROR(data_->RestoreInto(id, data_dir, progress));
     COFFER_ASSIGN_OR_RETURN(OwnedDirectory keys_root, root.MakeSubdirectory(kRestoredKeyDbDir));
     COFFER_ASSIGN_OR_RETURN(OwnedDirectory audit_root, root.MakeSubdirectory(kRestoredAuditDir));
-    for (const FilePart& part : kFileParts) {
-      const OwnedDirectory& into = part.dir == kRestoredKeyDbDir ? keys_root : audit_root;
-      storage::PhaseReporter part_progress(progress, part.phase, PartBytes(manifest, part.dir),
-                                           kByteStep);
-      for (const ManifestFile& file : manifest.files) {
-        if (!InPart(file, part.dir)) continue;
-        COFFER_ASSIGN_OR_RETURN(std::string bytes,
-                                ReadChecked(id, BackupPath(id) + "/" + file.path, file));
-        COFFER_RETURN_IF_ERROR(into.WriteNewFile(
-            std::string_view(file.path).substr(part.dir.size() + 1), bytes, /*sync=*/true));
-        part_progress.Add(file.size);
-      }
-      part_progress.Finish();
-    }
+    COFFER_RETURN_IF_ERROR(
+        RestoreFileParts(id, BackupPath(id), manifest, keys_root, audit_root, progress));
     COFFER_RETURN_IF_ERROR(keys_root.Sync());
     COFFER_RETURN_IF_ERROR(audit_root.Sync());
 
     // 3. Purges newer than the backup, then (4) destructions: one phase "replay".
-    storage::PhaseReporter replay_progress(progress, kReplayPhase,
-                                           report.purges_replayed + destroyed.size(), kItemStep);
-    {
-      COFFER_ASSIGN_OR_RETURN(std::unique_ptr<storage::DataDb> db,
-                              storage::DataDb::Open(data_dir, storage::DataDbOptions{}));
-      for (const auto& [key, refs] : purges) {
-        COFFER_ASSIGN_OR_RETURN(
-            size_t purged,
-            storage::RecycleBin::ReplayPurges(db.get(), std::get<0>(key), std::get<1>(key), refs));
-        report.items_purged += purged;
-        replay_progress.Add(refs.size());
-      }
-    }
+    storage::PhaseReporter replay_progress(
+        progress, kReplayPhase, report.purges_replayed + plan.destroyed.size(), kItemStep);
+    COFFER_ASSIGN_OR_RETURN(report.items_purged, ReplayPurges(data_dir, plan, replay_progress));
 
-    // 4. Destructions, then a new primary for every active dataset's data purposes. The
-    // restored key DB is opened as a restored copy, on modules that refuse to create or
-    // destroy a token object: the live daemon owns the token (kms/keys/recovery.cc).
-    KeyManagerOptions options = request.key_manager;
-    options.key_db_directory = keys_root.path();
-    options.crash_point = nullptr;
-    options.restored_copy = true;
-    std::vector<std::unique_ptr<NoTokenChanges>> read_only;
-    for (auto& [name, wrapper] : options.modules) {
-      if (wrapper == nullptr) continue;
-      read_only.push_back(std::make_unique<NoTokenChanges>(wrapper));
-      wrapper = read_only.back().get();
-    }
-    COFFER_ASSIGN_OR_RETURN(std::unique_ptr<KeyManager> manager,
-                            KeyManager::Open(std::move(options)));
-    for (uint64_t handle : destroyed) {
-      auto before = manager->DescribeDataset(handle);
-      COFFER_RETURN_IF_ERROR(manager->ReplayDestruction(handle, request.actor));
-      auto after = manager->DescribeDataset(handle);
-      if (before.ok() && before->state != DatasetState::kDestroyed && after.ok()) {
-        if (after->state == DatasetState::kDestroyed) report.datasets_destroyed.push_back(handle);
-        if (after->state == DatasetState::kDestroying) {
-          report.destructions_deferred.push_back(handle);
-        }
-      }
-      replay_progress.Add(1);
-    }
-    replay_progress.Finish();
-    const std::vector<DatasetSummary> datasets = manager->ListDatasets();
-    const auto active = static_cast<uint64_t>(std::count_if(
-        datasets.begin(), datasets.end(),
-        [](const DatasetSummary& dataset) { return dataset.state == DatasetState::kActive; }));
-    storage::PhaseReporter rotate_progress(progress, kRotatePhase, active, kItemStep);
-    for (const DatasetSummary& dataset : datasets) {
-      if (dataset.state != DatasetState::kActive) continue;
-      for (storage::KeyPurpose purpose :
-           {storage::KeyPurpose::kRecords, storage::KeyPurpose::kAttachments}) {
-        COFFER_RETURN_IF_ERROR(
-            manager->Rotate(dataset.handle, purpose, RotationCause::kManual, request.actor)
-                .status());
-        report.rotated.emplace_back(dataset.handle, purpose);
-      }
-      rotate_progress.Add(1);
-    }
-    rotate_progress.Finish();
-    // A fresh baseline: the restored key DB is older than the log says (it is a backup), so it
-    // starts far above every generation the log recorded or the live key DB has reached. The
-    // live daemon may keep running (and writing its key DB) until the operator switches to
-    // this directory: it would need kRestoredKeyDbGenerationStep more writes to catch up
-    // (docs/key-manager.md, "Key DB generation"), and were it to, the switch would be refused,
-    // never silently accepted. In turn the old live key DB is older than this one.
+    // 4. Destructions, then a new primary for every active dataset's data purposes.
     const uint64_t live = std::max(log->newest_key_db_generation(), verified.key_db_generation);
-    const uint64_t baseline = live > UINT64_MAX - 1 - kRestoredKeyDbGenerationStep
-                                  ? UINT64_MAX - 1
-                                  : live + kRestoredKeyDbGenerationStep;
-    COFFER_ASSIGN_OR_RETURN(report.key_db_generation, manager->AdvanceKeyDbGeneration(baseline));
-    const RecoveryReport& recovery = manager->recovery_report();
-    report.intents_resolved = recovery.creates_rolled_back.size() +
-                              recovery.destroys_completed.size() +
-                              recovery.rewraps_completed.size() + recovery.rewraps_dropped.size();
-    for (uint64_t handle : recovery.destroys_deferred) {
-      if (std::find(report.destructions_deferred.begin(), report.destructions_deferred.end(),
-                    handle) == report.destructions_deferred.end()) {
-        report.destructions_deferred.push_back(handle);
-      }
-    }
-    manager.reset();
+    COFFER_RETURN_IF_ERROR(RestoreKeyDb(request.key_manager, keys_root.path(), plan, request.actor,
+                                        live, replay_progress, progress, &report));
 
     // 5. Servable: files RocksDB made under its own umask are tightened, then the marker goes.
     COFFER_RETURN_IF_ERROR(root.Tighten());

@@ -37,6 +37,71 @@ void ToReceipt(const v1::Actor& actor, coffer::v1::ReceiptActor* out) {
   out->set_admin_name(actor.admin_name());
 }
 
+// The receipt body of a destroyed dataset: what its tombstone and erasure record, the hashes
+// binding it to the tombstone and the signing key, and when it was issued. (The order of the
+// fields is the order of the signed body line, deletion-receipt-v1.)
+coffer::v1::DeletionReceipt ReceiptBody(uint64_t handle, const v1::DatasetRow& row,
+                                        const v1::Tombstone& tombstone,
+                                        const std::string& public_key, int64_t issued_micros) {
+  const v1::DataErasure& erasure = row.erasure();
+  coffer::v1::DeletionReceipt receipt;
+  receipt.set_format(std::string(receipt::kReceiptFormat));
+  receipt.set_dataset_handle(handle);
+  if (!tombstone.name_commitment().empty()) {
+    receipt.set_dataset_name_commitment(audit::ToHex(tombstone.name_commitment()));
+  } else {  // a version-1 tombstone (destroyed before name commitments): its bare hash
+    receipt.set_dataset_name_sha256(audit::ToHex(tombstone.name_sha256()));
+  }
+  *receipt.mutable_dataset_created_at() =
+      TimeUtil::MicrosecondsToTimestamp(tombstone.created_micros());
+  auto* requester = receipt.mutable_destruction_requested_by();
+  requester->set_uid(tombstone.actor_uid());
+  requester->set_admin_id(tombstone.actor_admin_id());
+  requester->set_admin_name(tombstone.actor_admin_name());
+  *receipt.mutable_destruction_requested_at() =
+      TimeUtil::MicrosecondsToTimestamp(tombstone.destruction_requested_micros());
+  receipt.set_scheduled_by_lifecycle_automation(tombstone.scheduled_by_lifecycle_automation());
+  for (const v1::Approval& approval : tombstone.destruction_approvals()) {
+    coffer::v1::ReceiptApproval* out = receipt.add_approvals();
+    ToReceipt(approval.approver(), out->mutable_approver());
+    out->set_request_id(approval.request_id());
+    out->set_audit_sequence(approval.audit_sequence());
+  }
+  *receipt.mutable_destroyed_at() = TimeUtil::MicrosecondsToTimestamp(tombstone.destroyed_micros());
+  for (int i = 0; i < tombstone.destroyed_wrapping_keys_size(); ++i) {
+    coffer::v1::ReceiptWrappingKey* key = receipt.add_wrapping_keys();
+    key->set_module(tombstone.destroyed_wrapping_keys(i).module());
+    key->set_version(tombstone.destroyed_wrapping_keys(i).version());
+    // Tombstones written before per-key times existed carry the destruction's time.
+    const int64_t at = i < tombstone.wrapping_key_destroyed_micros_size()
+                           ? tombstone.wrapping_key_destroyed_micros(i)
+                           : tombstone.destroyed_micros();
+    *key->mutable_destroyed_at() = TimeUtil::MicrosecondsToTimestamp(at);
+    key->set_already_absent(i < tombstone.wrapping_key_already_absent_size() &&
+                            tombstone.wrapping_key_already_absent(i));
+  }
+  receipt.set_key_versions_destroyed(tombstone.key_versions_destroyed());
+  receipt.set_records_purged(erasure.records());
+  receipt.set_attachments_purged(erasure.attachments());
+  receipt.set_bin_records_purged(erasure.bin_records());
+  receipt.set_bin_attachments_purged(erasure.bin_attachments());
+  receipt.set_uploads_discarded(erasure.uploads());
+  receipt.set_purge_compaction_finished(true);
+  *receipt.mutable_purge_compaction_finished_at() =
+      TimeUtil::MicrosecondsToTimestamp(erasure.compaction_finished_micros());
+  auto* sequences = receipt.mutable_audit_sequences();
+  sequences->set_destruction_scheduled(tombstone.schedule_audit_sequence());
+  sequences->set_destruction_started(tombstone.destroy_audit_sequence());
+  sequences->set_destruction_completed(row.destroy_completed_audit_sequence());
+  sequences->set_erasure_started(erasure.started_audit_sequence());
+  sequences->set_erasure_completed(erasure.finished_audit_sequence());
+  receipt.set_tombstone_sha256(receipt::Sha256Hex(row.tombstone()));
+  receipt.set_signing_key_sha256(receipt::Sha256Hex(public_key));
+  *receipt.mutable_issued_at() = TimeUtil::MicrosecondsToTimestamp(issued_micros);
+
+  return receipt;
+}
+
 }  // namespace
 
 absl::Status KeyManager::UpdateDestroyedRow(const EntryPtr& entry,
@@ -138,61 +203,8 @@ absl::StatusOr<std::string> KeyManager::IssueDeletionReceipt(uint64_t handle,
   }
   COFFER_ASSIGN_OR_RETURN(const std::string public_key, options_.signer->PublicKeyPem());
 
-  coffer::v1::DeletionReceipt receipt;
-  receipt.set_format(std::string(receipt::kReceiptFormat));
-  receipt.set_dataset_handle(handle);
-  if (!tombstone.name_commitment().empty()) {
-    receipt.set_dataset_name_commitment(audit::ToHex(tombstone.name_commitment()));
-  } else {  // a version-1 tombstone (destroyed before name commitments): its bare hash
-    receipt.set_dataset_name_sha256(audit::ToHex(tombstone.name_sha256()));
-  }
-  *receipt.mutable_dataset_created_at() =
-      TimeUtil::MicrosecondsToTimestamp(tombstone.created_micros());
-  auto* requester = receipt.mutable_destruction_requested_by();
-  requester->set_uid(tombstone.actor_uid());
-  requester->set_admin_id(tombstone.actor_admin_id());
-  requester->set_admin_name(tombstone.actor_admin_name());
-  *receipt.mutable_destruction_requested_at() =
-      TimeUtil::MicrosecondsToTimestamp(tombstone.destruction_requested_micros());
-  receipt.set_scheduled_by_lifecycle_automation(tombstone.scheduled_by_lifecycle_automation());
-  for (const v1::Approval& approval : tombstone.destruction_approvals()) {
-    coffer::v1::ReceiptApproval* out = receipt.add_approvals();
-    ToReceipt(approval.approver(), out->mutable_approver());
-    out->set_request_id(approval.request_id());
-    out->set_audit_sequence(approval.audit_sequence());
-  }
-  *receipt.mutable_destroyed_at() = TimeUtil::MicrosecondsToTimestamp(tombstone.destroyed_micros());
-  for (int i = 0; i < tombstone.destroyed_wrapping_keys_size(); ++i) {
-    coffer::v1::ReceiptWrappingKey* key = receipt.add_wrapping_keys();
-    key->set_module(tombstone.destroyed_wrapping_keys(i).module());
-    key->set_version(tombstone.destroyed_wrapping_keys(i).version());
-    // Tombstones written before per-key times existed carry the destruction's time.
-    const int64_t at = i < tombstone.wrapping_key_destroyed_micros_size()
-                           ? tombstone.wrapping_key_destroyed_micros(i)
-                           : tombstone.destroyed_micros();
-    *key->mutable_destroyed_at() = TimeUtil::MicrosecondsToTimestamp(at);
-    key->set_already_absent(i < tombstone.wrapping_key_already_absent_size() &&
-                            tombstone.wrapping_key_already_absent(i));
-  }
-  receipt.set_key_versions_destroyed(tombstone.key_versions_destroyed());
-  receipt.set_records_purged(erasure.records());
-  receipt.set_attachments_purged(erasure.attachments());
-  receipt.set_bin_records_purged(erasure.bin_records());
-  receipt.set_bin_attachments_purged(erasure.bin_attachments());
-  receipt.set_uploads_discarded(erasure.uploads());
-  receipt.set_purge_compaction_finished(true);
-  *receipt.mutable_purge_compaction_finished_at() =
-      TimeUtil::MicrosecondsToTimestamp(erasure.compaction_finished_micros());
-  auto* sequences = receipt.mutable_audit_sequences();
-  sequences->set_destruction_scheduled(tombstone.schedule_audit_sequence());
-  sequences->set_destruction_started(tombstone.destroy_audit_sequence());
-  sequences->set_destruction_completed(row.destroy_completed_audit_sequence());
-  sequences->set_erasure_started(erasure.started_audit_sequence());
-  sequences->set_erasure_completed(erasure.finished_audit_sequence());
-  receipt.set_tombstone_sha256(receipt::Sha256Hex(row.tombstone()));
-  receipt.set_signing_key_sha256(receipt::Sha256Hex(public_key));
-  *receipt.mutable_issued_at() = TimeUtil::MicrosecondsToTimestamp(NowMicros());
-
+  coffer::v1::DeletionReceipt receipt =
+      ReceiptBody(handle, row, tombstone, public_key, NowMicros());
   COFFER_ASSIGN_OR_RETURN(const std::string body, receipt::BodyLine(receipt));
   COFFER_ASSIGN_OR_RETURN(const std::string signature,
                           options_.signer->Sign(receipt::SignedMessage(body)));

@@ -129,6 +129,59 @@ absl::Status Services::ConnectionSession::BinList(const pb::BinListRequest& quer
   return absl::OkStatus();
 }
 
+namespace {
+
+// The inventory rows of one dataset: its data keys by purpose and version, and its wrapping
+// keys (one DESTROYED row when the dataset is destroyed).
+void AddDatasetKeys(const kms::DatasetInfo& info, pb::KeyInventoryResponse* out) {
+  const bool destroyed = info.state == kms::DatasetState::kDestroyed;
+  for (const kms::PurposeInfo& purpose : info.purposes) {
+    for (const kms::KeyVersionInfo& version : purpose.versions) {
+      auto* key = out->add_keys();
+      key->set_kind("data-key");
+      key->set_dataset(info.name);
+      key->set_dataset_handle(info.handle);
+      key->set_purpose(std::string(storage::KeyPurposeName(purpose.purpose)));
+      key->set_version(version.version);
+      key->set_state(destroyed ? "DESTROYED" : pb::KeyVersionState_Name(ToProto(version.state)));
+      key->set_created_micros(Micros(version.created));
+      key->set_algorithm(
+          purpose.purpose == storage::KeyPurpose::kLookup      ? "HMAC-SHA256 (256-bit key)"
+          : purpose.purpose == storage::KeyPurpose::kPseudonym ? "AES-256 (pseudonym key)"
+                                                               : "AES-256-GCM");
+      key->set_location("key DB (wrapped)");
+      key->set_wrapped_by(absl::StrCat("wrapping-key v", version.wrapping_key.version,
+                                       " in module ", version.wrapping_key.module));
+      key->set_encryptions(version.usage_count);
+    }
+  }
+  std::vector<kms::WrappingKeyRef> wrapping = info.live_wrapping_keys;
+  if (wrapping.empty() && !destroyed) wrapping.push_back(info.current_wrapping_key);
+  for (const kms::WrappingKeyRef& ref : wrapping) {
+    auto* key = out->add_keys();
+    key->set_kind("wrapping-key");
+    key->set_dataset(info.name);
+    key->set_dataset_handle(info.handle);
+    key->set_version(ref.version);
+    key->set_state(destroyed                          ? "DESTROYED"
+                   : ref == info.current_wrapping_key ? "ACTIVE (current)"
+                                                      : "ACTIVE");
+    key->set_algorithm("AES-256 (CKM_AES_KEY_WRAP, sensitive, non-extractable)");
+    key->set_location(absl::StrCat("token (module ", ref.module, ")"));
+  }
+  if (destroyed) {
+    auto* key = out->add_keys();
+    key->set_kind("wrapping-key");
+    key->set_dataset(info.name);
+    key->set_dataset_handle(info.handle);
+    key->set_state("DESTROYED");
+    key->set_algorithm("AES-256 (CKM_AES_KEY_WRAP)");
+    key->set_location("token: destroyed (signed tombstone)");
+  }
+}
+
+}  // namespace
+
 absl::Status Services::ConnectionSession::KeyInventory(const pb::KeyInventoryRequest& query,
                                                        pb::KeyInventoryResponse* out) const {
   std::vector<kms::DatasetSummary> datasets;
@@ -140,50 +193,7 @@ absl::Status Services::ConnectionSession::KeyInventory(const pb::KeyInventoryReq
   }
   for (const kms::DatasetSummary& summary : datasets) {
     COFFER_ASSIGN_OR_RETURN(kms::DatasetInfo info, deps_.keys->DescribeDataset(summary.handle));
-    const bool destroyed = info.state == kms::DatasetState::kDestroyed;
-    for (const kms::PurposeInfo& purpose : info.purposes) {
-      for (const kms::KeyVersionInfo& version : purpose.versions) {
-        auto* key = out->add_keys();
-        key->set_kind("data-key");
-        key->set_dataset(info.name);
-        key->set_dataset_handle(info.handle);
-        key->set_purpose(std::string(storage::KeyPurposeName(purpose.purpose)));
-        key->set_version(version.version);
-        key->set_state(destroyed ? "DESTROYED" : pb::KeyVersionState_Name(ToProto(version.state)));
-        key->set_created_micros(Micros(version.created));
-        key->set_algorithm(
-            purpose.purpose == storage::KeyPurpose::kLookup      ? "HMAC-SHA256 (256-bit key)"
-            : purpose.purpose == storage::KeyPurpose::kPseudonym ? "AES-256 (pseudonym key)"
-                                                                 : "AES-256-GCM");
-        key->set_location("key DB (wrapped)");
-        key->set_wrapped_by(absl::StrCat("wrapping-key v", version.wrapping_key.version,
-                                         " in module ", version.wrapping_key.module));
-        key->set_encryptions(version.usage_count);
-      }
-    }
-    std::vector<kms::WrappingKeyRef> wrapping = info.live_wrapping_keys;
-    if (wrapping.empty() && !destroyed) wrapping.push_back(info.current_wrapping_key);
-    for (const kms::WrappingKeyRef& ref : wrapping) {
-      auto* key = out->add_keys();
-      key->set_kind("wrapping-key");
-      key->set_dataset(info.name);
-      key->set_dataset_handle(info.handle);
-      key->set_version(ref.version);
-      key->set_state(destroyed                          ? "DESTROYED"
-                     : ref == info.current_wrapping_key ? "ACTIVE (current)"
-                                                        : "ACTIVE");
-      key->set_algorithm("AES-256 (CKM_AES_KEY_WRAP, sensitive, non-extractable)");
-      key->set_location(absl::StrCat("token (module ", ref.module, ")"));
-    }
-    if (destroyed) {
-      auto* key = out->add_keys();
-      key->set_kind("wrapping-key");
-      key->set_dataset(info.name);
-      key->set_dataset_handle(info.handle);
-      key->set_state("DESTROYED");
-      key->set_algorithm("AES-256 (CKM_AES_KEY_WRAP)");
-      key->set_location("token: destroyed (signed tombstone)");
-    }
+    AddDatasetKeys(info, out);
   }
   if (query.dataset().empty()) {
     auto* signing = out->add_keys();
