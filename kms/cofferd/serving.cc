@@ -84,6 +84,15 @@ absl::Status Daemon::Parts::StartJobs() {
   deps.data_db = data_db.get();
   deps.keys = key_manager;
   deps.attachments = attachments;
+  damaged_events = std::make_unique<daemon::DamagedItemEvents>(
+      [](const std::string& warning) { LogWarning(warning); });
+  daemon::DamagedItemEvents* damaged = damaged_events.get();
+  kms::KeyManager* names = key_manager;
+  deps.on_damaged = [damaged, names](uint64_t handle,
+                                     const std::vector<storage::DamagedItem>& items) {
+    absl::StatusOr<kms::DatasetInfo> info = names->DescribeDataset(handle);
+    damaged->Raise(handle, info.ok() ? info->name : std::string(), items).IgnoreError();
+  };
   jobs = std::make_unique<daemon::JobRegistry>(deps, *clock);
 
   storage::AttachmentStore* store = attachments;
@@ -253,6 +262,7 @@ absl::Status Daemon::Parts::StartEvents() {
     return Context(opened.status(), "events directory " + config.events_directory());
   }
   event_log = *std::move(opened);
+  COFFER_RETURN_IF_ERROR(damaged_events->Attach(event_log.get()));
 
   daemon::CanaryDeps canary_deps;
   canary_deps.log = event_log.get();
@@ -396,6 +406,7 @@ absl::Status Daemon::Parts::StartServing() {
   deps.admin_registry = admin_registry.get();
   deps.purge_journal = purge_journal.get();
   deps.canaries = canaries.get();
+  deps.damaged_events = damaged_events.get();
   deps.clock = clock;
 
   BackupOperationDeps backup_deps;
@@ -427,6 +438,7 @@ absl::Status Daemon::Parts::StartServing() {
   export_options.registry = admin_registry.get();
   export_options.dual_control = config.mfa().required();
   export_options.clock = clock;
+  export_options.damaged_events = damaged_events.get();
   COFFER_ASSIGN_OR_RETURN(exports,
                           kms::dataset_export::ExportService::Create(std::move(export_options)));
   deps.streaming_admin_ops[coffer::v1::Request::kDatasetExport] =
