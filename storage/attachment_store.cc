@@ -625,7 +625,8 @@ absl::StatusOr<AttachmentStore::NamePage> AttachmentStore::ListNames(uint64_t ha
       internal::IdPage listed,
       internal::ListIdPage(db_, keys_, Cf::kAttachmentPointers, KeyPurpose::kAttachments, handle,
                            page_token, max_names));
-  return NamePage{std::move(listed.ids), std::move(listed.next_page_token)};
+  return NamePage{std::move(listed.ids), std::move(listed.next_page_token),
+                  std::move(listed.damaged)};
 }
 
 }  // namespace coffer::storage

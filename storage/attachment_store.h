@@ -42,6 +42,7 @@
 #include "absl/status/statusor.h"
 #include "crypto/base/clock.h"
 #include "crypto/streaming_aead.h"
+#include "storage/damaged_item.h"
 #include "storage/data_db.h"
 #include "storage/dataset_policy.h"
 #include "storage/internal/layout.h"
@@ -182,6 +183,7 @@ class AttachmentStore {
   struct NamePage {
     std::vector<std::string> names;  // in stored-key order (HMAC order, not name order)
     std::string next_page_token;     // empty when this is the last page
+    DamagedItems damaged;            // pointers on this page that do not open (skipped)
   };
   // Up to `max_names` (>= 1) live attachment names of dataset `handle`, after `page_token`
   // (empty: the first page), as RecordStore::ListIds lists ids (export walks them; the data

@@ -26,7 +26,9 @@
 //    refuses the retirement) or is turned away and sealed again under the primary; no write
 //    lands under a version that was just retired (docs/key-manager.md, "Retirement and
 //    writers").
-//  - Errors (stable codes, docs/errors.md): NOT_FOUND for an unknown dataset or version;
+//  - Errors (stable codes, docs/errors.md): NOT_FOUND for an unknown dataset;
+//    KEY_VERSION_NOT_FOUND for an unknown version (storage treats it as the item's damage:
+//    storage/damaged_item.h);
 //    KEY_DESTROYED when the dataset's wrapping keys were destroyed; FAILED_PRECONDITION (with a
 //    message naming the state) when the dataset's state forbids the use, e.g. writes to a
 //    DISABLED dataset; the key manager's own codes for retired versions.

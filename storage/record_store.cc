@@ -114,7 +114,8 @@ absl::StatusOr<RecordStore::IdPage> RecordStore::ListIds(uint64_t handle,
   COFFER_ASSIGN_OR_RETURN(internal::IdPage listed,
                           internal::ListIdPage(db_, keys_, Cf::kRecords, KeyPurpose::kRecords,
                                                handle, page_token, max_ids));
-  return IdPage{std::move(listed.ids), std::move(listed.next_page_token)};
+  return IdPage{std::move(listed.ids), std::move(listed.next_page_token),
+                std::move(listed.damaged)};
 }
 
 }  // namespace coffer::storage

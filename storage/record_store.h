@@ -33,6 +33,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "crypto/base/clock.h"
+#include "storage/damaged_item.h"
 #include "storage/data_db.h"
 #include "storage/dataset_policy.h"
 #include "storage/key_provider.h"
@@ -64,9 +65,12 @@ class RecordStore {
   struct IdPage {
     std::vector<std::string> ids;  // in stored-key order (HMAC order, not id order)
     std::string next_page_token;   // empty when this is the last page
+    DamagedItems damaged;          // records on this page whose stored bytes do not open
   };
   // Up to `max_ids` (≥ 1) live ids of dataset `handle`, after `page_token` (empty: the first
-  // page). Tokens are opaque and stay valid across writes.
+  // page). Tokens are opaque and stay valid across writes. A damaged record
+  // (storage/damaged_item.h) is skipped and reported in `damaged`, never failing the page; a
+  // Get of its id keeps failing with its error.
   absl::StatusOr<IdPage> ListIds(uint64_t handle, std::string_view page_token, size_t max_ids);
 
  private:

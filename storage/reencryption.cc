@@ -29,12 +29,21 @@ Cf KindOf(Cf cf, std::string_view key) {
                                              : Cf::kRecycleBin;  // malformed: ParseBinKey fails
 }
 
-// Whether `census` has nothing on a version other than `records` / `attachments` primaries.
-bool OnlyOnPrimaries(const VersionCensus& census, uint32_t records, uint32_t attachments) {
-  auto only = [](const std::map<uint32_t, uint64_t>& versions, uint32_t primary) {
-    return versions.empty() || (versions.size() == 1 && versions.begin()->first == primary);
+// Whether `census` has nothing on a version other than `records` / `attachments` primaries
+// but the damaged entries the last pass met there (`damaged`, counted the same way).
+bool OnlyOnPrimaries(const VersionCensus& census, const VersionCensus& damaged, uint32_t records,
+                     uint32_t attachments) {
+  auto only = [](const std::map<uint32_t, uint64_t>& versions,
+                 const std::map<uint32_t, uint64_t>& skipped, uint32_t primary) {
+    for (const auto& [version, count] : versions) {
+      if (version == primary) continue;
+      auto it = skipped.find(version);
+      if (it == skipped.end() || count > it->second) return false;
+    }
+    return true;
   };
-  return only(census.records, records) && only(census.attachments, attachments);
+  return only(census.records, damaged.records, records) &&
+         only(census.attachments, damaged.attachments, attachments);
 }
 
 // The record entry inside a value of `cf`.
@@ -81,8 +90,13 @@ absl::StatusOr<VersionCensus> CountKeyVersions(DataDb* db, uint64_t handle) {
             COFFER_ASSIGN_OR_RETURN(internal::BinValue bin, internal::ParseBinValue(value));
             entry = bin.entry;
           }
-          COFFER_ASSIGN_OR_RETURN(uint32_t version, internal::EntryKeyVersion(kind, entry));
-          ++(kind == Cf::kRecords ? census.records : census.attachments)[version];
+          absl::StatusOr<uint32_t> version = internal::EntryKeyVersion(kind, entry);
+          if (!version.ok()) {
+            if (!IsItemDamage(version.status())) return version.status();
+            ++census.unreadable;
+            return absl::OkStatus();
+          }
+          ++(kind == Cf::kRecords ? census.records : census.attachments)[*version];
           return absl::OkStatus();
         }));
   }
@@ -159,9 +173,24 @@ absl::StatusOr<ReencryptionProgress> ReencryptionJob::Run(
   for (const auto& [version, count] : census.attachments) progress.total += count;
 
   internal::WalkPace pace;
+  // Damaged entries: every one this run met (reported), and those of the current pass by the
+  // version they name (the final census may find them, and only them, off the primary).
+  DamagedItems damaged;
+  VersionCensus damaged_this_pass;
+  auto skip_damaged = [&](std::string_view key, Cf kind, std::string_view entry,
+                          const absl::Status& status) {
+    damaged.Add(internal::CfName(state.phase), key, status);
+    absl::StatusOr<uint32_t> version = internal::EntryKeyVersion(kind, entry);
+    if (version.ok()) {
+      ++(kind == Cf::kRecords ? damaged_this_pass.records
+                              : damaged_this_pass.attachments)[*version];
+    }
+  };
   auto report = [&] {
     pace.Fill(state, &progress);
     progress.reencrypted = state.changed;
+    progress.damaged = damaged.count();
+    progress.damaged_items = damaged.listed();
     if (on_progress) on_progress(progress);
   };
 
@@ -181,9 +210,11 @@ absl::StatusOr<ReencryptionProgress> ReencryptionJob::Run(
                               keys_->PrimaryKey(handle_, KeyPurpose::kRecords, 0));
       COFFER_ASSIGN_OR_RETURN(std::shared_ptr<const DataKey> attachments_primary,
                               keys_->PrimaryKey(handle_, KeyPurpose::kAttachments, 0));
-      if (!OnlyOnPrimaries(after, records_primary->version(), attachments_primary->version())) {
+      if (!OnlyOnPrimaries(after, damaged_this_pass, records_primary->version(),
+                           attachments_primary->version())) {
         state.phase = Cf::kRecords;
         state.cursor.clear();
+        damaged_this_pass = {};
         continue;
       }
       COFFER_RETURN_IF_ERROR(saved.Clear());
@@ -206,10 +237,17 @@ absl::StatusOr<ReencryptionProgress> ReencryptionJob::Run(
         ++state.done;
         pace.CountOne();
         if (found) {
-          COFFER_ASSIGN_OR_RETURN(
-              bool flipped, attachments_->ReencryptToPrimary(state.phase, key, current,
-                                                             options_.before_attachment_flip));
-          if (flipped) ++state.changed;
+          absl::StatusOr<bool> flipped = attachments_->ReencryptToPrimary(
+              state.phase, key, current, options_.before_attachment_flip);
+          if (!flipped.ok()) {
+            if (!IsItemDamage(flipped.status())) return flipped.status();
+            absl::StatusOr<std::string_view> pointer =
+                state.phase == Cf::kRecycleBin ? RecordEntryOf(state.phase, current)
+                                               : absl::StatusOr<std::string_view>(current);
+            skip_damaged(key, Cf::kAttachmentPointers, pointer.value_or(""), flipped.status());
+          } else if (*flipped) {
+            ++state.changed;
+          }
         }
         state.cursor = key;
         COFFER_RETURN_IF_ERROR(saved.Save(state));
@@ -225,11 +263,21 @@ absl::StatusOr<ReencryptionProgress> ReencryptionJob::Run(
         stored_key = std::move(parts.stored_key);
       }
       COFFER_ASSIGN_OR_RETURN(std::string_view entry, RecordEntryOf(state.phase, seen));
-      COFFER_ASSIGN_OR_RETURN(uint32_t version, internal::EntryKeyVersion(Cf::kRecords, entry));
-      if (version == primary->version()) continue;
-      COFFER_ASSIGN_OR_RETURN(
-          internal::OpenedEntry opened,
-          internal::OpenEntry(keys_, Cf::kRecords, KeyPurpose::kRecords, stored_key, entry));
+      absl::StatusOr<uint32_t> version = internal::EntryKeyVersion(Cf::kRecords, entry);
+      if (!version.ok()) {
+        if (!IsItemDamage(version.status())) return version.status();
+        skip_damaged(key, Cf::kRecords, entry, version.status());
+        continue;
+      }
+      if (*version == primary->version()) continue;
+      absl::StatusOr<internal::OpenedEntry> opened_or =
+          internal::OpenEntry(keys_, Cf::kRecords, KeyPurpose::kRecords, stored_key, entry);
+      if (!opened_or.ok()) {
+        if (!IsItemDamage(opened_or.status())) return opened_or.status();
+        skip_damaged(key, Cf::kRecords, entry, opened_or.status());
+        continue;
+      }
+      internal::OpenedEntry& opened = *opened_or;
       absl::StatusOr<std::string> resealed =
           internal::SealEntry(keys_, Cf::kRecords, KeyPurpose::kRecords, stored_key,
                               opened.written_at_us, {}, opened.id, opened.body);

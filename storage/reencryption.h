@@ -21,10 +21,11 @@
 // Thread safety: one Run per dataset at a time (a second concurrent Run on the same dataset is
 // safe but wasteful); runs on different datasets and client writes may proceed concurrently.
 // Ownership: borrows the DataDb, key provider and attachment store (the one clients write
-// through, so that its orphan cleanup skips the job's copies). Failures: the key provider's
-// codes (an entry naming a missing version stops the job with NOT_FOUND: scrub finds such
-// entries), CIPHERTEXT_CORRUPT for a damaged entry or segment, CANCELLED when `cancel` was set,
-// DATA_DB_ERROR.
+// through, so that its orphan cleanup skips the job's copies). A damaged entry (its bytes do not
+// open, or it names a missing key version: storage/damaged_item.h) is skipped and reported in the
+// progress; it stays on its version, and the job finishes once nothing but damaged entries is
+// left on another version. Failures: the key provider's other codes, CANCELLED when `cancel` was
+// set, DATA_DB_ERROR.
 
 #ifndef COFFER_STORAGE_REENCRYPTION_H_
 #define COFFER_STORAGE_REENCRYPTION_H_
@@ -53,6 +54,7 @@ namespace coffer::storage {
 struct VersionCensus {
   std::map<uint32_t, uint64_t> records;      // records purpose
   std::map<uint32_t, uint64_t> attachments;  // attachments purpose (pointers; segments follow)
+  uint64_t unreadable = 0;  // entries whose header names no version (damaged; not counted above)
 };
 absl::StatusOr<VersionCensus> CountKeyVersions(DataDb* db, uint64_t handle);
 

@@ -63,7 +63,8 @@ struct WipedEntry {
 }  // namespace
 
 absl::StatusOr<std::map<uint32_t, uint64_t>> CountLookupVersions(DataDb* db, KeyProvider* keys,
-                                                                 uint64_t handle) {
+                                                                 uint64_t handle,
+                                                                 DamagedItems* damaged) {
   // One snapshot for the three walks, as CountKeyVersions: a move between the bin and the live
   // families is one WriteBatch, so every entry is counted exactly once.
   std::unique_ptr<ScopedSnapshot> snapshot = db->NewSnapshot();
@@ -79,9 +80,14 @@ absl::StatusOr<std::map<uint32_t, uint64_t>> CountLookupVersions(DataDb* db, Key
       COFFER_ASSIGN_OR_RETURN(Located located,
                               Locate(cf, it->key().ToStringView(), it->value().ToStringView()));
       WipedEntry wiped;
-      COFFER_ASSIGN_OR_RETURN(wiped.opened,
-                              internal::OpenEntry(keys, located.kind, PurposeOf(located.kind),
-                                                  located.stored_key, located.entry));
+      absl::StatusOr<internal::OpenedEntry> opened = internal::OpenEntry(
+          keys, located.kind, PurposeOf(located.kind), located.stored_key, located.entry);
+      if (!opened.ok()) {
+        if (damaged == nullptr || !IsItemDamage(opened.status())) return opened.status();
+        damaged->Add(internal::CfName(cf), it->key().ToStringView(), opened.status());
+        continue;
+      }
+      wiped.opened = *std::move(opened);
       ++census[wiped.opened.lookup_version];
     }
     COFFER_RETURN_IF_ERROR(FromRocks(it->status(), "iterate"));
@@ -153,13 +159,16 @@ absl::StatusOr<ReindexProgress> ReindexJob::Run(
   const internal::SavedWalk saved(db_, kJobPrefix, kJobLabel, handle_);
   COFFER_ASSIGN_OR_RETURN(internal::WalkState state, saved.Load());
   ReindexProgress progress;
-  COFFER_ASSIGN_OR_RETURN(auto census, CountLookupVersions(db_, keys_, handle_));
+  DamagedItems damaged;  // every damaged entry this run met, reported with the progress
+  COFFER_ASSIGN_OR_RETURN(auto census, CountLookupVersions(db_, keys_, handle_, &damaged));
   for (const auto& [version, count] : census) progress.total += count;
 
   internal::WalkPace pace;
   auto report = [&] {
     pace.Fill(state, &progress);
     progress.moved = state.changed;
+    progress.damaged = damaged.count();
+    progress.damaged_items = damaged.listed();
     if (on_progress) on_progress(progress);
   };
 
@@ -175,7 +184,7 @@ absl::StatusOr<ReindexProgress> ReindexJob::Run(
       // an upload begun before the rotation can commit under the old version, and a second
       // rotation can make the version this walk moved to an old one: check, and walk again
       // until nothing is left under another version.
-      COFFER_ASSIGN_OR_RETURN(auto after, CountLookupVersions(db_, keys_, handle_));
+      COFFER_ASSIGN_OR_RETURN(auto after, CountLookupVersions(db_, keys_, handle_, &damaged));
       COFFER_ASSIGN_OR_RETURN(std::shared_ptr<const DataKey> primary,
                               keys_->PrimaryKey(handle_, KeyPurpose::kLookup, 0));
       const bool only_primary =
@@ -200,9 +209,14 @@ absl::StatusOr<ReindexProgress> ReindexJob::Run(
       COFFER_ASSIGN_OR_RETURN(Located located, Locate(state.phase, key, seen));
       WipedEntry wiped;
       internal::OpenedEntry& opened = wiped.opened;
-      COFFER_ASSIGN_OR_RETURN(opened,
-                              internal::OpenEntry(keys_, located.kind, PurposeOf(located.kind),
-                                                  located.stored_key, located.entry));
+      absl::StatusOr<internal::OpenedEntry> opened_or = internal::OpenEntry(
+          keys_, located.kind, PurposeOf(located.kind), located.stored_key, located.entry);
+      if (!opened_or.ok()) {
+        if (!IsItemDamage(opened_or.status())) return opened_or.status();
+        damaged.Add(internal::CfName(state.phase), key, opened_or.status());
+        continue;
+      }
+      opened = *std::move(opened_or);
       if (opened.lookup_version == lookup->version()) continue;
       COFFER_ASSIGN_OR_RETURN(std::string new_stored_key,
                               internal::StoredKeyWith(*lookup, handle_, opened.id));

@@ -26,8 +26,10 @@
 //
 // Thread safety: one Run per dataset at a time (a second concurrent Run is safe but wasteful);
 // client writes may proceed concurrently. Ownership: borrows the DataDb, key provider and the
-// attachment store clients write through. Failures: the key provider's codes, CIPHERTEXT_CORRUPT
-// for an entry that opens under no live version, CANCELLED when `cancel` was set, DATA_DB_ERROR.
+// attachment store clients write through. A damaged entry (storage/damaged_item.h: it opens
+// under no live version, or its bytes or key version are gone) is skipped, stays where it is and
+// is reported in the progress. Failures: the key provider's other codes, CANCELLED when `cancel`
+// was set, DATA_DB_ERROR.
 
 #ifndef COFFER_STORAGE_REINDEX_H_
 #define COFFER_STORAGE_REINDEX_H_
@@ -44,6 +46,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "storage/attachment_store.h"
+#include "storage/damaged_item.h"
 #include "storage/data_db.h"
 #include "storage/job_progress.h"
 #include "storage/key_provider.h"
@@ -52,10 +55,12 @@ namespace coffer::storage {
 
 // How many records, attachments and bin entries of dataset `handle` are stored under each lookup
 // version, at one snapshot. Every entry is opened (decrypted and its id hashed): the lookup
-// version is not in the stored key. CIPHERTEXT_CORRUPT for an entry that opens under no live
-// lookup version; the key provider's codes.
+// version is not in the stored key. A damaged entry (storage/damaged_item.h) has no known lookup
+// version: with `damaged` set it is added there and not counted; without, it fails the census
+// with its code (a retirement then stays refused rather than guess). The key provider's codes.
 absl::StatusOr<std::map<uint32_t, uint64_t>> CountLookupVersions(DataDb* db, KeyProvider* keys,
-                                                                 uint64_t handle);
+                                                                 uint64_t handle,
+                                                                 DamagedItems* damaged = nullptr);
 
 struct ReindexOptions {
   double max_items_per_second = 0;  // 0: unlimited

@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "crypto/streaming_aead.h"
+#include "storage/damaged_item.h"
 #include "storage/internal/envelope.h"
 #include "storage/internal/layout.h"
 
@@ -45,7 +46,8 @@ class Scrubber {
         report_.findings.push_back(
             ScrubFinding{std::string(internal::CfName(cf)),
                          key.size() >= internal::kHandleSize ? internal::HandleOf(key) : 0,
-                         Hex(key), ErrorCodeOf(status), std::string(status.message())});
+                         Hex(key), DamagedRef(internal::CfName(cf), key), ErrorCodeOf(status),
+                         std::string(status.message())});
       }
       if (on_progress_ && report_.entries_checked % 1024 == 0) on_progress_(report_);
     }

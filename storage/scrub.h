@@ -4,6 +4,8 @@
 // through a snapshot and never writes.
 //
 // Thread safety: may run concurrently with anything. Ownership: borrows its arguments.
+// Every finding carries the item's reference (storage/damaged_item.h), the one record listing,
+// re-encryption, re-index and export report for the same item.
 // Failures: DATA_DB_ERROR when RocksDB cannot be read; everything wrong with an entry is a
 // finding, not an error.
 
@@ -27,6 +29,7 @@ struct ScrubFinding {
   std::string column_family;  // "records", "attachment_pointers", "recycle_bin", …
   uint64_t dataset_handle = 0;
   std::string key_hex;  // the RocksDB key (HMACs and ids of random uploads only)
+  std::string ref;      // the item's damaged-item reference (storage/damaged_item.h)
   ErrorCode code = ErrorCode::kOk;
   std::string message;
 };

@@ -158,6 +158,8 @@ absl::StatusOr<RecordPage> Client::ListRecords(std::string_view dataset,
   page.ids.reserve(list->ids_size());
   for (std::string& id : *list->mutable_ids()) page.ids.push_back(std::move(id));
   page.next_page_token = std::move(*list->mutable_next_page_token());
+  page.damaged = list->damaged();
+  for (const auto& item : list->damaged_items()) page.damaged_refs.push_back(item.ref());
   return page;
 }
 

@@ -77,6 +77,10 @@ struct AttachmentInfo {
 struct RecordPage {
   std::vector<std::string> ids;
   std::string next_page_token;  // empty on the last page
+  // Records on this page skipped because their stored bytes no longer open (docs/api.md,
+  // record_list): how many, and their opaque references ("dmg-..."), for the admin.
+  uint64_t damaged = 0;
+  std::vector<std::string> damaged_refs;
 };
 
 // For a SLOW_DOWN (503) status from this library: how long the daemon asked to wait.

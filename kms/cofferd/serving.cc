@@ -195,6 +195,15 @@ absl::Status Daemon::Parts::StartJobs() {
   deps.data_db = data_db.get();
   deps.keys = key_manager;
   deps.attachments = attachments;
+  damaged_events = std::make_unique<daemon::DamagedItemEvents>(
+      [](const std::string& warning) { LogWarning(warning); });
+  daemon::DamagedItemEvents* damaged = damaged_events.get();
+  kms::KeyManager* names = key_manager;
+  deps.on_damaged = [damaged, names](uint64_t handle,
+                                     const std::vector<storage::DamagedItem>& items) {
+    absl::StatusOr<kms::DatasetInfo> info = names->DescribeDataset(handle);
+    damaged->Raise(handle, info.ok() ? info->name : std::string(), items).IgnoreError();
+  };
   jobs = std::make_unique<daemon::JobRegistry>(deps, *clock);
 
   storage::AttachmentStore* store = attachments;
@@ -319,6 +328,7 @@ absl::Status Daemon::Parts::StartEvents() {
     return Context(opened.status(), "events directory " + config.events_directory());
   }
   event_log = *std::move(opened);
+  COFFER_RETURN_IF_ERROR(damaged_events->Attach(event_log.get()));
 
   daemon::CanaryDeps canary_deps;
   canary_deps.log = event_log.get();
@@ -465,6 +475,7 @@ absl::Status Daemon::Parts::StartServing() {
   deps.admin_registry = admin_registry.get();
   deps.purge_journal = purge_journal.get();
   deps.canaries = canaries.get();
+  deps.damaged_events = damaged_events.get();
   deps.clock = clock;
 
   deps.extra_admin_ops = BackupOperations(BackupDeps(public_key));
@@ -479,6 +490,7 @@ absl::Status Daemon::Parts::StartServing() {
   export_options.registry = admin_registry.get();
   export_options.dual_control = config.mfa().required();
   export_options.clock = clock;
+  export_options.damaged_events = damaged_events.get();
   COFFER_ASSIGN_OR_RETURN(exports,
                           kms::dataset_export::ExportService::Create(std::move(export_options)));
   deps.streaming_admin_ops[coffer::v1::Request::kDatasetExport] =

@@ -91,6 +91,10 @@ std::string EventLine(const pb::Event& e) {
       absl::StrAppend(&line, "  ",
                       std::string(ErrorCodeName(static_cast<ErrorCode>(e.error_code()))));
       break;
+    case pb::EVENT_DAMAGED_ITEM:
+      absl::StrAppend(&line, "  ", e.damaged_ref(), "  ",
+                      std::string(ErrorCodeName(static_cast<ErrorCode>(e.error_code()))));
+      break;
     default:
       break;
   }

@@ -333,6 +333,15 @@ absl::Status DatasetExport(CommandContext& ctx, const DatasetExportOptions& opti
             << "  recipient " << summary.recipient_key()
             << " key SHA256:" << Hex(summary.recipient_fingerprint()) << "\n"
             << "  archive SHA256:" << Hex(summary.archive_sha256()) << "\n";
+  if (summary.damaged() > 0) {
+    // Left out of the archive: their stored bytes no longer open (docs/daemon.md, "Damaged items").
+    ctx.out() << "  " << summary.damaged()
+              << " damaged item(s) left out (stored bytes no longer open):\n";
+    for (const pb::DamagedItem& item : summary.damaged_items()) {
+      ctx.out() << "    " << item.ref() << "  " << item.code_name() << "  " << item.column_family()
+                << "\n";
+    }
+  }
   return absl::OkStatus();
 }
 

@@ -17,9 +17,24 @@ namespace pb = ::coffer::v1;
 
 namespace {
 
+// The damaged items a job skipped (docs/daemon.md, "Damaged items"), one line each.
+void PrintDamaged(CommandContext& ctx, uint64_t id, const pb::JobStatus& job) {
+  if (job.damaged() == 0) return;
+  ctx.out() << "job " << id << ": " << job.damaged()
+            << " damaged item(s) skipped (stored bytes no longer open):\n";
+  for (const pb::DamagedItem& item : job.damaged_items()) {
+    ctx.out() << "  " << item.ref() << "  " << item.code_name() << "  " << item.column_family()
+              << '\n';
+  }
+  if (static_cast<uint64_t>(job.damaged_items_size()) < job.damaged()) {
+    ctx.out() << "  (" << job.damaged() - job.damaged_items_size() << " more not listed)\n";
+  }
+}
+
 void PrintJobs(CommandContext& ctx, const google::protobuf::RepeatedPtrField<pb::JobStatus>& jobs) {
   const int64_t now = NowMicros();
-  Table table({"ID", "KIND", "STATE", "DATASET", "PROGRESS", "RATE/S", "ETA", "STARTED", "NEXT"});
+  Table table({"ID", "KIND", "STATE", "DATASET", "PROGRESS", "RATE/S", "ETA", "STARTED", "NEXT",
+               "DAMAGED"});
   for (const pb::JobStatus& job : jobs) {
     std::string progress = job.total() > 0
                                ? std::to_string(job.done()) + "/" + std::to_string(job.total())
@@ -31,9 +46,11 @@ void PrintJobs(CommandContext& ctx, const google::protobuf::RepeatedPtrField<pb:
     table.AddRow({std::to_string(job.id()), kind, state,
                   job.dataset().empty() ? "-" : job.dataset(), progress, rate,
                   job.eta_seconds() < 0 ? "-" : FormatDuration(job.eta_seconds()),
-                  FormatAge(job.started_micros(), now), FormatAge(job.next_run_micros(), now)});
+                  FormatAge(job.started_micros(), now), FormatAge(job.next_run_micros(), now),
+                  std::to_string(job.damaged())});
   }
   table.Print(ctx.out());
+  for (const pb::JobStatus& job : jobs) PrintDamaged(ctx, job.id(), job);
 }
 
 void PrintJobResult(CommandContext& ctx, const pb::JobStatus& job) {
@@ -42,6 +59,7 @@ void PrintJobResult(CommandContext& ctx, const pb::JobStatus& job) {
   if (job.kind() == pb::JOB_SCRUB) {
     ctx.out() << "items that failed authentication: " << job.failures() << '\n';
   }
+  PrintDamaged(ctx, job.id(), job);
   if (job.version_counts_size() > 0) {
     Table table({"PURPOSE", "VERSION", "ITEMS"});
     for (const pb::VersionCount& c : job.version_counts()) {

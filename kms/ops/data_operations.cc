@@ -132,6 +132,14 @@ absl::Status Services::ConnectionSession::HandleRecord(const pb::Request& reques
           count = static_cast<uint32_t>(page->ids.size());
           for (std::string& id : page->ids) out->add_ids(std::move(id));
           out->set_next_page_token(absl::WebSafeBase64Escape(page->next_page_token));
+          // A damaged record is skipped, not fatal: its reference goes to the caller and, once,
+          // to the event log (docs/daemon.md, "Damaged items").
+          const std::vector<storage::DamagedItem> damaged = page->damaged.listed();
+          out->set_damaged(page->damaged.count());
+          AppendWire(damaged, out->mutable_damaged_items());
+          if (deps_.damaged_events != nullptr) {
+            deps_.damaged_events->Raise(h, r.dataset(), damaged).IgnoreError();  // logged there
+          }
         }
       }
       return Finish(sink, request, audit::v1::ACCESS_READ, h, result, count, std::move(response));

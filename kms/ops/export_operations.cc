@@ -271,6 +271,9 @@ absl::Status ExportService::Serve(const pb::Request& request, const audit::Audit
   storage::AttachmentStore attachments(options_.data_db, &export_keys, policies_.get(),
                                        options_.clock);
   ArchiveCounts counts;
+  // Records and attachments whose stored bytes no longer open: left out of the archive,
+  // reported in the summary (docs/daemon.md, "Damaged items").
+  storage::DamagedItems damaged;
   auto run = [&]() -> absl::Status {
     uint64_t total = 0;
     if (report) {
@@ -287,6 +290,7 @@ absl::Status ExportService::Serve(const pb::Request& request, const audit::Audit
     do {
       COFFER_ASSIGN_OR_RETURN(storage::RecordStore::IdPage page,
                               records.ListIds(*handle, token, kPageSize));
+      damaged.Merge(page.damaged);
       for (const std::string& id : page.ids) {
         absl::StatusOr<std::string> value = records.Get(*handle, id);
         if (ErrorCodeOf(value.status()) == ErrorCode::kRecordNotFound) continue;  // purged since
@@ -299,6 +303,7 @@ absl::Status ExportService::Serve(const pb::Request& request, const audit::Audit
     do {
       COFFER_ASSIGN_OR_RETURN(storage::AttachmentStore::NamePage page,
                               attachments.ListNames(*handle, token, kPageSize));
+      damaged.Merge(page.damaged);
       for (const std::string& name : page.names) {
         absl::StatusOr<std::unique_ptr<storage::AttachmentReader>> reader =
             attachments.Open(*handle, name);
@@ -327,6 +332,10 @@ absl::Status ExportService::Serve(const pb::Request& request, const audit::Audit
     return frames.Flush();
   };
   absl::Status result = run();
+  const std::vector<storage::DamagedItem> damaged_items = damaged.listed();
+  if (options_.damaged_events != nullptr) {
+    options_.damaged_events->Raise(*handle, r.dataset(), damaged_items).IgnoreError();  // logged
+  }
   COFFER_RETURN_IF_ERROR(frames.send_status());  // the peer is gone
   COFFER_RETURN_IF_ERROR(progress.status());
 
@@ -356,6 +365,8 @@ absl::Status ExportService::Serve(const pb::Request& request, const audit::Audit
   summary->set_recipient_fingerprint(
       std::string(reinterpret_cast<const char*>(recipient->fingerprint().data()), 32));
   summary->set_exported_micros(description.exported_micros);
+  summary->set_damaged(damaged.count());
+  daemon::AppendWire(damaged_items, summary->mutable_damaged_items());
   return sink->Send(response);
 }
 

@@ -40,6 +40,7 @@
 #include "kms/audit/signer.h"
 #include "kms/keys/key_manager.h"
 #include "kms/keys/storage_bridge.h"
+#include "kms/ops/damaged_events.h"
 #include "kms/server/connection.h"
 #include "storage/attachment_store.h"
 #include "storage/data_db.h"
@@ -55,6 +56,8 @@ struct ExportServiceOptions {
   admin::AdminRegistry* registry = nullptr;  // approvals to redeem
   bool dual_control = true;                  // mfa.required
   const coffer::Clock* clock = nullptr;      // required
+  // Raises EVENT_DAMAGED_ITEM for the damaged items an export leaves out (optional).
+  daemon::DamagedItemEvents* damaged_events = nullptr;
 };
 
 class ExportService {

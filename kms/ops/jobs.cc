@@ -1,9 +1,11 @@
 #include "kms/ops/jobs.h"
 
 #include <limits>
+#include <map>
 #include <utility>
 
 #include "crypto/base/status.h"
+#include "kms/ops/damaged_events.h"
 #include "storage/job_progress.h"
 #include "storage/reencryption.h"
 #include "storage/reindex.h"
@@ -37,6 +39,9 @@ void SetProgress(const storage::JobProgress& progress, bool finished, pb::JobSta
   } else {
     status->set_eta_seconds(progress.items_per_second > 0 ? progress.eta.count() : -1);
   }
+  status->set_damaged(progress.damaged);
+  status->clear_damaged_items();
+  AppendWire(progress.damaged_items, status->mutable_damaged_items());
 }
 
 }  // namespace
@@ -140,15 +145,19 @@ void JobRegistry::RunReencryption(OnDemand* job, uint64_t handle, double max_ite
   options.max_items_per_second = max_items_per_second;
   storage::ReencryptionJob reencryption(deps_.data_db, deps_.keys, deps_.attachments, handle,
                                         options);
+  std::vector<storage::DamagedItem> damaged;
   auto progress = reencryption.Run(&cancel_, [&](const storage::ReencryptionProgress& p) {
+    damaged = p.damaged_items;
     std::lock_guard<std::mutex> lock(mu_);
     SetProgress(p, /*finished=*/false, &job->status);
   });
   absl::Status result = progress.status();
   if (progress.ok()) {
+    damaged = progress->damaged_items;
     std::lock_guard<std::mutex> lock(mu_);
     SetProgress(*progress, /*finished=*/true, &job->status);
   }
+  ReportDamaged(handle, damaged);
   // The census after the run: what each version still protects (records, attachments).
   auto census = storage::CountKeyVersions(deps_.data_db, handle);
   if (census.ok()) {
@@ -180,17 +189,23 @@ void JobRegistry::RunReindex(OnDemand* job, uint64_t handle, double max_items_pe
   storage::ReindexOptions options;
   options.max_items_per_second = max_items_per_second;
   storage::ReindexJob reindex(deps_.data_db, deps_.keys, deps_.attachments, handle, options);
+  std::vector<storage::DamagedItem> damaged;
   auto progress = reindex.Run(&cancel_, [&](const storage::ReindexProgress& p) {
+    damaged = p.damaged_items;
     std::lock_guard<std::mutex> lock(mu_);
     SetProgress(p, /*finished=*/false, &job->status);
   });
   absl::Status result = progress.status();
   if (progress.ok()) {
+    damaged = progress->damaged_items;
     std::lock_guard<std::mutex> lock(mu_);
     SetProgress(*progress, /*finished=*/true, &job->status);
   }
-  // The census after the run: the items still stored under each lookup version.
-  auto census = storage::CountLookupVersions(deps_.data_db, deps_.keys, handle);
+  ReportDamaged(handle, damaged);
+  // The census after the run: the items still stored under each lookup version (damaged ones,
+  // whose version cannot be known, are in the job's damaged items instead).
+  storage::DamagedItems uncounted;
+  auto census = storage::CountLookupVersions(deps_.data_db, deps_.keys, handle, &uncounted);
   if (census.ok()) {
     std::lock_guard<std::mutex> lock(mu_);
     job->status.clear_version_counts();
@@ -218,13 +233,34 @@ void JobRegistry::RunScrub(OnDemand* job, std::optional<uint64_t> handle) {
         job->status.set_failures(so_far.findings.size());
       });
   if (report.ok()) {
-    std::lock_guard<std::mutex> lock(mu_);
-    job->status.set_done(report->entries_checked);
-    job->status.set_total(report->entries_checked);
-    job->status.set_failures(report->findings.size());
-    job->status.set_eta_seconds(0);
+    // The findings that are damaged items (not, say, an unreachable key store), per dataset.
+    std::map<uint64_t, std::vector<storage::DamagedItem>> damaged;
+    uint64_t damaged_count = 0;
+    std::vector<storage::DamagedItem> listed;
+    for (const storage::ScrubFinding& finding : report->findings) {
+      if (!storage::IsDamageCode(finding.code)) continue;
+      storage::DamagedItem item{finding.ref, finding.code, finding.column_family};
+      ++damaged_count;
+      if (listed.size() < storage::DamagedItems::kMaxListed) listed.push_back(item);
+      damaged[finding.dataset_handle].push_back(std::move(item));
+    }
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      job->status.set_done(report->entries_checked);
+      job->status.set_total(report->entries_checked);
+      job->status.set_failures(report->findings.size());
+      job->status.set_eta_seconds(0);
+      job->status.set_damaged(damaged_count);
+      job->status.clear_damaged_items();
+      AppendWire(listed, job->status.mutable_damaged_items());
+    }
+    for (const auto& [dataset, items] : damaged) ReportDamaged(dataset, items);
   }
   Finish(job, report.status());
+}
+
+void JobRegistry::ReportDamaged(uint64_t handle, const std::vector<storage::DamagedItem>& items) {
+  if (!items.empty() && deps_.on_damaged) deps_.on_damaged(handle, items);
 }
 
 void JobRegistry::Finish(OnDemand* job, const absl::Status& result) {

@@ -5,7 +5,8 @@
 // version) and scrub (storage::Scrub: authenticates every entry), each on its own
 // thread, at most one at a time per dataset (a second start while one runs is ALREADY_EXISTS;
 // a whole-DB scrub counts as its own "dataset"). Status carries done/total/rate/ETA, the
-// per-version census after a re-encryption, the scrub's failures, and the state. Re-encryption
+// per-version census after a re-encryption, the scrub's failures, the damaged items each skipped
+// (reported to JobRegistryDeps::on_damaged too), and the state. Re-encryption
 // and re-index are resumable: they persist progress in the data DB, so a job stopped by Stop() or a
 // crash continues where it stopped when started again (cofferd starts the unfinished ones at
 // start-up: kms/cofferd/serving.cc, ResumeUnfinishedJobs).
@@ -44,6 +45,7 @@
 #include "coffer/v1/admin.pb.h"
 #include "crypto/base/clock.h"
 #include "storage/attachment_store.h"
+#include "storage/damaged_item.h"
 #include "storage/data_db.h"
 #include "storage/key_provider.h"
 
@@ -53,6 +55,9 @@ struct JobRegistryDeps {
   storage::DataDb* data_db = nullptr;
   storage::KeyProvider* keys = nullptr;             // the KeyManager
   storage::AttachmentStore* attachments = nullptr;  // the one clients write through
+  // Called once a re-encryption, re-index or scrub ends, with the damaged items it skipped in
+  // dataset `handle` (storage/damaged_item.h), to raise their events (optional).
+  std::function<void(uint64_t handle, const std::vector<storage::DamagedItem>& items)> on_damaged;
 };
 
 class JobRegistry {
@@ -130,6 +135,8 @@ class JobRegistry {
   void RunReencryption(OnDemand* job, uint64_t handle, double max_items_per_second);
   void RunReindex(OnDemand* job, uint64_t handle, double max_items_per_second);
   void RunScrub(OnDemand* job, std::optional<uint64_t> handle);
+  // Passes `items` of dataset `handle` to deps_.on_damaged, if any and set.
+  void ReportDamaged(uint64_t handle, const std::vector<storage::DamagedItem>& items);
   void Finish(OnDemand* job, const absl::Status& result);
   void SchedulerLoop();
   // Runs `job` unless it is running (then ALREADY_EXISTS and *busy, when given, is set).

@@ -69,6 +69,7 @@
 #include "kms/keys/key_manager.h"
 #include "kms/ops/admin_control.h"
 #include "kms/ops/authz.h"
+#include "kms/ops/damaged_events.h"
 #include "kms/ops/jobs.h"
 #include "kms/ops/operation_table.h"
 #include "kms/ops/refusal_audit.h"
@@ -143,6 +144,9 @@ struct ServicesDeps {
   // Canary records (kms/ops/canary.h): record_get, attachment_get and attachment_metadata
   // on the data socket report their reads to it (optional).
   CanaryRegistry* canaries = nullptr;
+  // record_list raises EVENT_DAMAGED_ITEM through it for the damaged records it skips
+  // (optional: without it, they are still reported in the answer).
+  DamagedItemEvents* damaged_events = nullptr;
   // What each operation is (kms/ops/operation_table.h). Null: OperationTable::Default(); tests
   // pass a smaller table to show that an operation without a row is refused.
   const OperationTable* operations = nullptr;

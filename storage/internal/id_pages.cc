@@ -34,9 +34,14 @@ absl::StatusOr<IdPage> ListIdPage(DataDb* db, KeyProvider* keys, Cf cf, KeyPurpo
       break;
     }
     std::string_view value(it->value().data(), it->value().size());
-    COFFER_ASSIGN_OR_RETURN(OpenedEntry opened, OpenEntry(keys, cf, purpose, key, value));
-    page.ids.push_back(std::move(opened.id));
+    absl::StatusOr<OpenedEntry> opened = OpenEntry(keys, cf, purpose, key, value);
     last_key.assign(key);
+    if (!opened.ok()) {
+      if (!IsItemDamage(opened.status())) return opened.status();
+      page.damaged.Add(CfName(cf), key, opened.status());
+      continue;
+    }
+    page.ids.push_back(std::move(opened->id));
   }
   COFFER_RETURN_IF_ERROR(FromRocks(it->status(), "iterate"));
   return page;

@@ -112,7 +112,7 @@ absl::StatusOr<std::shared_ptr<const DataKey>> FakeKeyProvider::KeyForVersion(
   COFFER_ASSIGN_OR_RETURN(Dataset * dataset, Usable(dataset_handle));
   std::vector<Version>& versions = dataset->versions[purpose];
   if (version == 0 || version > versions.size()) {
-    return MakeError(ErrorCode::kNotFound, "no such key version");
+    return MakeError(ErrorCode::kKeyVersionNotFound, "no such key version");
   }
   if (version < dataset->min_version[purpose]) {
     return MakeError(ErrorCode::kKeyVersionRetired, "key version retired");

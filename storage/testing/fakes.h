@@ -5,8 +5,8 @@
 // Thread safety: every method may be called concurrently (one mutex per fake).
 // Ownership: keys are created here and handed out as shared_ptr<const DataKey>, as the real key
 // manager does. Failures mirror the KeyProvider contract (storage/key_provider.h): NOT_FOUND for
-// an unknown dataset or version, KEY_DESTROYED after Destroy, FAILED_PRECONDITION while
-// disabled (reads and writes alike: DISABLED means locked).
+// an unknown dataset, KEY_VERSION_NOT_FOUND for an unknown version, KEY_DESTROYED after Destroy,
+// FAILED_PRECONDITION while disabled (reads and writes alike: DISABLED means locked).
 
 #ifndef COFFER_STORAGE_TESTING_FAKES_H_
 #define COFFER_STORAGE_TESTING_FAKES_H_

@@ -319,8 +319,9 @@ TEST_F(JobsTest, ScrubReportsExactlyTheCorruptedValue) {
   ASSERT_EQ(report->findings.size(), 3u);
   std::multiset<ErrorCode> codes;
   for (const ScrubFinding& finding : report->findings) codes.insert(finding.code);
-  EXPECT_EQ(codes, (std::multiset<ErrorCode>{ErrorCode::kCiphertextCorrupt,
-                                             ErrorCode::kCiphertextCorrupt, ErrorCode::kNotFound}));
+  EXPECT_EQ(codes,
+            (std::multiset<ErrorCode>{ErrorCode::kCiphertextCorrupt, ErrorCode::kCiphertextCorrupt,
+                                      ErrorCode::kKeyVersionNotFound}));
   EXPECT_EQ(records_->Get(kDatasetA, "0").value(), "v");  // scrub changed nothing
 }
 

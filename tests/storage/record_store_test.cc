@@ -176,8 +176,9 @@ TEST_F(RecordStoreTest, EveryAlteredByteOfAStoredValueIsDetected) {
     bad[i] = static_cast<char>(bad[i] ^ 0x01);
     RawPut(Cf::kRecords, key, bad);
     ErrorCode code = GetCode(kDatasetA, "id");
-    EXPECT_TRUE(code == ErrorCode::kCiphertextCorrupt || code == ErrorCode::kUnsupportedFormat ||
-                code == ErrorCode::kNotFound)  // a flipped version byte names a missing version
+    EXPECT_TRUE(
+        code == ErrorCode::kCiphertextCorrupt || code == ErrorCode::kUnsupportedFormat ||
+        code == ErrorCode::kKeyVersionNotFound)  // a flipped version byte names a missing version
         << "byte " << i << ": " << static_cast<int>(code);
   }
   RawPut(Cf::kRecords, key, good.substr(0, good.size() - 1));

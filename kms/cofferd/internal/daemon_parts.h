@@ -46,6 +46,7 @@
 #include "kms/ops/authz.h"
 #include "kms/ops/backup_operations.h"
 #include "kms/ops/canary.h"
+#include "kms/ops/damaged_events.h"
 #include "kms/ops/event_operations.h"
 #include "kms/ops/export_operations.h"
 #include "kms/ops/jobs.h"
@@ -85,6 +86,9 @@ struct Daemon::Parts {
   storage::AttachmentStore* attachments = nullptr;
   storage::RecycleBin* bin = nullptr;
   std::unique_ptr<kms::FullBackups> backups;
+  // EVENT_DAMAGED_ITEM for what listings and jobs skip: made before the jobs (a resumed job may
+  // meet damage), attached to the event log once that is open, detached before it closes.
+  std::unique_ptr<daemon::DamagedItemEvents> damaged_events;
   std::unique_ptr<daemon::JobRegistry> jobs;
   std::unique_ptr<daemon::Authorizer> authorizer;
   std::unique_ptr<kms::admin::AdminRegistry> admin_registry;

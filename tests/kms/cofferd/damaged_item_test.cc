@@ -1,0 +1,215 @@
+// Issue 19 item 9 against a running cofferd (test-cofferd, fresh SoftHSM2 token, real RocksDB,
+// real sockets; tests/kms/cofferd/cofferd_harness.h): one record's stored bytes are altered on
+// disk while the daemon is stopped. After a restart, record_list returns every good id and
+// damaged = 1 with the item's reference; record_get of that id keeps failing with
+// CIPHERTEXT_CORRUPT; a scrub and a re-encryption report the same reference and finish; and
+// EVENT_DAMAGED_ITEM appears exactly once, however often the item is met.
+
+#include "storage/damaged_item.h"
+
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <memory>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "crypto/base/status.h"
+#include "gtest/gtest.h"
+#include "kms/client/client.h"
+#include "rocksdb/db.h"
+#include "storage/data_db.h"
+#include "storage/internal/layout.h"
+#include "tests/kms/cofferd/cofferd_harness.h"
+
+namespace coffer {
+namespace {
+
+using ::coffer::testing::Cofferd;
+using ::coffer::testing::CofferdOptions;
+using ::coffer::testing::Keyctl;
+using ::coffer::testing::KeyctlResult;
+using json = nlohmann::json;
+namespace fs = std::filesystem;
+
+constexpr char kDataset[] = "crm/damaged";
+constexpr int kRecords = 12;
+
+std::string Id(int i) { return "rec-" + std::to_string(i); }
+std::string Value(int i) { return "value of record " + std::to_string(i); }
+
+uint64_t Number(const json& value) {
+  return value.is_string() ? std::stoull(value.get<std::string>()) : value.get<uint64_t>();
+}
+
+class DamagedItemTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    CofferdOptions options;
+    options.name = "cofferd-damaged";
+    daemon_ = Cofferd::Create(std::move(options));
+    ASSERT_NE(daemon_, nullptr);
+    KeyctlResult created = Run("dataset create " + std::string(kDataset) + " --json");
+    ASSERT_EQ(created.exit_code, 0) << created.err;
+  }
+  void TearDown() override {
+    if (HasFailure() && daemon_) std::cerr << "cofferd's log:\n" << daemon_->Logs();
+  }
+  KeyctlResult Run(const std::string& args) { return Keyctl(daemon_->admin_socket(), args); }
+  std::unique_ptr<client::Client> Connect() {
+    auto c = client::Client::Connect(daemon_->data_socket());
+    EXPECT_TRUE(c.ok()) << c.status();
+    return c.ok() ? *std::move(c) : nullptr;
+  }
+
+  // With the daemon stopped: flips one bit of the tag of the first record in the data DB (the
+  // real storage code opens it; the daemon's user keeps owning every file). Returns its key.
+  std::string AlterFirstRecordOnDisk() {
+    const std::string path = daemon_->dir() + "/data";
+    struct stat owner {};
+    EXPECT_EQ(stat(path.c_str(), &owner), 0) << path;
+    std::string key;
+    {
+      auto db = storage::DataDb::Open(path, storage::DataDbOptions{});
+      EXPECT_TRUE(db.ok()) << db.status();
+      if (!db.ok()) return "";
+      std::string value;
+      {
+        storage::ScopedIterator it = (*db)->NewIterator(storage::internal::Cf::kRecords);
+        it->SeekToFirst();
+        EXPECT_TRUE(it->Valid());
+        if (!it->Valid()) return "";
+        key = it->key().ToString();
+        value = it->value().ToString();
+      }
+      value[value.size() - 3] ^= 0x40;
+      rocksdb::Status put = (*db)->rocks()->Put(
+          (*db)->write_options(), (*db)->cf(storage::internal::Cf::kRecords), key, value);
+      EXPECT_TRUE(put.ok()) << put.ToString();
+    }
+    for (const auto& entry : fs::recursive_directory_iterator(path)) {
+      EXPECT_EQ(lchown(entry.path().c_str(), owner.st_uid, owner.st_gid), 0) << entry.path();
+    }
+    return key;
+  }
+
+  // The EVENT_DAMAGED_ITEM events subscriber "damaged-watch" has not seen yet (acknowledged).
+  std::vector<json> NewDamagedEvents() {
+    KeyctlResult read = Run("events --subscriber damaged-watch --json");
+    EXPECT_EQ(read.exit_code, 0) << read.err;
+    std::vector<json> found;
+    size_t start = 0;
+    while (start < read.out.size()) {
+      size_t end = read.out.find('\n', start);
+      if (end == std::string::npos) end = read.out.size();
+      const std::string line = read.out.substr(start, end - start);
+      start = end + 1;
+      if (line.empty() || line[0] != '{') continue;
+      json event = json::parse(line);
+      if (event.value("kind", "") == "EVENT_DAMAGED_ITEM") found.push_back(event);
+    }
+    return found;
+  }
+
+  std::unique_ptr<Cofferd> daemon_;
+};
+
+TEST_F(DamagedItemTest, OneDamagedRecordIsSkippedReportedAndRaisedOnce) {
+  {
+    auto c = Connect();
+    ASSERT_NE(c, nullptr);
+    for (int i = 0; i < kRecords; ++i) ASSERT_TRUE(c->PutRecord(kDataset, Id(i), Value(i)).ok());
+  }
+  EXPECT_TRUE(NewDamagedEvents().empty());  // the subscriber starts here
+  ASSERT_TRUE(daemon_->Stop());
+  const std::string key = AlterFirstRecordOnDisk();
+  ASSERT_FALSE(key.empty());
+  ASSERT_TRUE(daemon_->Start());
+  const std::string ref = storage::DamagedRef("records", key);
+
+  auto c = Connect();
+  ASSERT_NE(c, nullptr);
+  // Every good id, in pages of 5 (the damaged record must not end or shorten the listing).
+  std::set<std::string> listed;
+  uint64_t damaged = 0;
+  std::vector<std::string> refs;
+  std::string token;
+  do {
+    auto page = c->ListRecords(kDataset, token, 5);
+    ASSERT_TRUE(page.ok()) << page.status();
+    listed.insert(page->ids.begin(), page->ids.end());
+    damaged += page->damaged;
+    refs.insert(refs.end(), page->damaged_refs.begin(), page->damaged_refs.end());
+    token = page->next_page_token;
+  } while (!token.empty());
+  EXPECT_EQ(listed.size(), static_cast<size_t>(kRecords - 1));
+  EXPECT_EQ(damaged, 1u);
+  EXPECT_EQ(refs, std::vector<std::string>{ref});
+
+  // The one id not listed is the damaged record: reading it keeps failing with its error.
+  int damaged_id = -1;
+  for (int i = 0; i < kRecords; ++i) {
+    if (listed.count(Id(i)) == 0) damaged_id = i;
+  }
+  ASSERT_GE(damaged_id, 0);
+  EXPECT_EQ(ErrorCodeOf(c->GetRecord(kDataset, Id(damaged_id)).status()),
+            ErrorCode::kCiphertextCorrupt);
+  for (int i = 0; i < kRecords; ++i) {
+    if (i == damaged_id) continue;
+    auto value = c->GetRecord(kDataset, Id(i));
+    ASSERT_TRUE(value.ok()) << Id(i) << ": " << value.status();
+    EXPECT_EQ(*value, Value(i));
+  }
+
+  // Raised once, naming the reference and the dataset, never the id.
+  std::vector<json> events = NewDamagedEvents();
+  ASSERT_EQ(events.size(), 1u);
+  EXPECT_EQ(events[0].value("damaged_ref", ""), ref);
+  EXPECT_EQ(events[0].value("dataset", ""), kDataset);
+  EXPECT_EQ(events[0].dump().find(Id(damaged_id)), std::string::npos);
+  // Listing again reports it again, but raises nothing new.
+  auto again = c->ListRecords(kDataset, "", 1000);
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ(again->ids.size(), static_cast<size_t>(kRecords - 1));
+  EXPECT_EQ(again->damaged, 1u);
+  EXPECT_TRUE(NewDamagedEvents().empty());
+
+  // A scrub reports the same reference.
+  KeyctlResult scrub = Run("scrub " + std::string(kDataset) + " --wait --json");
+  ASSERT_EQ(scrub.exit_code, 0) << scrub.err << scrub.out;
+  const json scrubbed = scrub.Json();
+  EXPECT_EQ(scrubbed.value("state", ""), "JOB_DONE") << scrub.out;
+  EXPECT_EQ(Number(scrubbed.at("damaged")), 1u) << scrub.out;
+  ASSERT_EQ(scrubbed.at("damaged_items").size(), 1u) << scrub.out;
+  EXPECT_EQ(scrubbed.at("damaged_items")[0].value("ref", ""), ref);
+  EXPECT_EQ(scrubbed.at("damaged_items")[0].value("code_name", ""), "CIPHERTEXT_CORRUPT");
+
+  // A re-encryption after a rotation moves every good record and finishes, reporting it.
+  KeyctlResult rotated = Run("key rotate " + std::string(kDataset) + " --purpose records");
+  ASSERT_EQ(rotated.exit_code, 0) << rotated.err;
+  KeyctlResult reencrypt = Run("reencrypt start " + std::string(kDataset) + " --wait --json");
+  ASSERT_EQ(reencrypt.exit_code, 0) << reencrypt.err << reencrypt.out;
+  const json reencrypted = reencrypt.Json();
+  EXPECT_EQ(reencrypted.value("state", ""), "JOB_DONE") << reencrypt.out;
+  EXPECT_EQ(Number(reencrypted.at("damaged")), 1u) << reencrypt.out;
+  ASSERT_EQ(reencrypted.at("damaged_items").size(), 1u) << reencrypt.out;
+  EXPECT_EQ(reencrypted.at("damaged_items")[0].value("ref", ""), ref);
+  // The human form of job status shows the count and the reference too.
+  KeyctlResult status = Run("reencrypt status");
+  ASSERT_EQ(status.exit_code, 0) << status.err;
+  EXPECT_NE(status.out.find(ref), std::string::npos) << status.out;
+
+  // Still one event in all: the jobs met the same item.
+  EXPECT_TRUE(NewDamagedEvents().empty());
+  for (int i = 0; i < kRecords; ++i) {
+    if (i == damaged_id) continue;
+    auto value = c->GetRecord(kDataset, Id(i));
+    ASSERT_TRUE(value.ok()) << Id(i) << ": " << value.status();
+    EXPECT_EQ(*value, Value(i));
+  }
+}
+
+}  // namespace
+}  // namespace coffer
