@@ -23,12 +23,12 @@
 #include "storage/data_db.h"
 #include "storage/internal/layout.h"
 #include "tests/kms/cofferd/cofferd_harness.h"
+#include "tests/kms/cofferd/one_dataset_daemon.h"
 
 namespace coffer {
 namespace {
 
-using ::coffer::testing::Cofferd;
-using ::coffer::testing::CofferdOptions;
+using ::coffer::testing::JsonNumber;
 using ::coffer::testing::Keyctl;
 using ::coffer::testing::KeyctlResult;
 using json = nlohmann::json;
@@ -40,29 +40,9 @@ constexpr int kRecords = 12;
 std::string Id(int i) { return "rec-" + std::to_string(i); }
 std::string Value(int i) { return "value of record " + std::to_string(i); }
 
-uint64_t Number(const json& value) {
-  return value.is_string() ? std::stoull(value.get<std::string>()) : value.get<uint64_t>();
-}
-
-class DamagedItemTest : public ::testing::Test {
+class DamagedItemTest : public coffer::testing::OneDatasetDaemonTest {
  protected:
-  void SetUp() override {
-    CofferdOptions options;
-    options.name = "cofferd-damaged";
-    daemon_ = Cofferd::Create(std::move(options));
-    ASSERT_NE(daemon_, nullptr);
-    KeyctlResult created = Run("dataset create " + std::string(kDataset) + " --json");
-    ASSERT_EQ(created.exit_code, 0) << created.err;
-  }
-  void TearDown() override {
-    if (HasFailure() && daemon_) std::cerr << "cofferd's log:\n" << daemon_->Logs();
-  }
-  KeyctlResult Run(const std::string& args) { return Keyctl(daemon_->admin_socket(), args); }
-  std::unique_ptr<client::Client> Connect() {
-    auto c = client::Client::Connect(daemon_->data_socket());
-    EXPECT_TRUE(c.ok()) << c.status();
-    return c.ok() ? *std::move(c) : nullptr;
-  }
+  DamagedItemTest() : OneDatasetDaemonTest("cofferd-damaged", kDataset) {}
 
   // With the daemon stopped: flips one bit of the tag of the first record in the data DB (the
   // real storage code opens it; the daemon's user keeps owning every file). Returns its key.
@@ -112,8 +92,6 @@ class DamagedItemTest : public ::testing::Test {
     }
     return found;
   }
-
-  std::unique_ptr<Cofferd> daemon_;
 };
 
 TEST_F(DamagedItemTest, OneDamagedRecordIsSkippedReportedAndRaisedOnce) {
@@ -181,7 +159,7 @@ TEST_F(DamagedItemTest, OneDamagedRecordIsSkippedReportedAndRaisedOnce) {
   ASSERT_EQ(scrub.exit_code, 0) << scrub.err << scrub.out;
   const json scrubbed = scrub.Json();
   EXPECT_EQ(scrubbed.value("state", ""), "JOB_DONE") << scrub.out;
-  EXPECT_EQ(Number(scrubbed.at("damaged")), 1u) << scrub.out;
+  EXPECT_EQ(JsonNumber(scrubbed.at("damaged")), 1u) << scrub.out;
   ASSERT_EQ(scrubbed.at("damaged_items").size(), 1u) << scrub.out;
   EXPECT_EQ(scrubbed.at("damaged_items")[0].value("ref", ""), ref);
   EXPECT_EQ(scrubbed.at("damaged_items")[0].value("code_name", ""), "CIPHERTEXT_CORRUPT");
@@ -193,7 +171,7 @@ TEST_F(DamagedItemTest, OneDamagedRecordIsSkippedReportedAndRaisedOnce) {
   ASSERT_EQ(reencrypt.exit_code, 0) << reencrypt.err << reencrypt.out;
   const json reencrypted = reencrypt.Json();
   EXPECT_EQ(reencrypted.value("state", ""), "JOB_DONE") << reencrypt.out;
-  EXPECT_EQ(Number(reencrypted.at("damaged")), 1u) << reencrypt.out;
+  EXPECT_EQ(JsonNumber(reencrypted.at("damaged")), 1u) << reencrypt.out;
   ASSERT_EQ(reencrypted.at("damaged_items").size(), 1u) << reencrypt.out;
   EXPECT_EQ(reencrypted.at("damaged_items")[0].value("ref", ""), ref);
   // The human form of job status shows the count and the reference too.

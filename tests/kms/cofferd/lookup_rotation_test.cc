@@ -17,12 +17,12 @@
 #include "gtest/gtest.h"
 #include "kms/client/client.h"
 #include "tests/kms/cofferd/cofferd_harness.h"
+#include "tests/kms/cofferd/one_dataset_daemon.h"
 
 namespace coffer {
 namespace {
 
-using ::coffer::testing::Cofferd;
-using ::coffer::testing::CofferdOptions;
+using ::coffer::testing::JsonNumber;
 using ::coffer::testing::Keyctl;
 using ::coffer::testing::KeyctlResult;
 using json = nlohmann::json;
@@ -41,29 +41,9 @@ std::string AttachmentBytes(int i) {
   return bytes;
 }
 
-uint64_t Number(const json& value) {
-  return value.is_string() ? std::stoull(value.get<std::string>()) : value.get<uint64_t>();
-}
-
-class LookupRotationTest : public ::testing::Test {
+class LookupRotationTest : public coffer::testing::OneDatasetDaemonTest {
  protected:
-  void SetUp() override {
-    CofferdOptions options;
-    options.name = "cofferd-reindex";
-    daemon_ = Cofferd::Create(std::move(options));
-    ASSERT_NE(daemon_, nullptr);
-    KeyctlResult created = Run("dataset create " + std::string(kDataset) + " --json");
-    ASSERT_EQ(created.exit_code, 0) << created.err;
-  }
-  void TearDown() override {
-    if (HasFailure() && daemon_) std::cerr << "cofferd's log:\n" << daemon_->Logs();
-  }
-  KeyctlResult Run(const std::string& args) { return Keyctl(daemon_->admin_socket(), args); }
-  std::unique_ptr<client::Client> Connect() {
-    auto c = client::Client::Connect(daemon_->data_socket());
-    EXPECT_TRUE(c.ok()) << c.status();
-    return c.ok() ? *std::move(c) : nullptr;
-  }
+  LookupRotationTest() : OneDatasetDaemonTest("cofferd-reindex", kDataset) {}
 
   void WriteEverything() {
     auto c = Connect();
@@ -116,8 +96,6 @@ class LookupRotationTest : public ::testing::Test {
                                                   "att-2"}))
         << bin.out;
   }
-
-  std::unique_ptr<Cofferd> daemon_;
 };
 
 TEST_F(LookupRotationTest, RotateReadReindexRetireRestartReadAgain) {
@@ -152,7 +130,7 @@ TEST_F(LookupRotationTest, RotateReadReindexRetireRestartReadAgain) {
   std::map<uint64_t, uint64_t> per_version;
   for (const json& count : job.at("version_counts")) {
     EXPECT_EQ(count.at("purpose"), "PURPOSE_LOOKUP");
-    per_version[Number(count.at("version"))] = Number(count.at("items"));
+    per_version[JsonNumber(count.at("version"))] = JsonNumber(count.at("items"));
   }
   // 25 live records, 5 binned, 2 live attachments, 1 binned: all under version 2.
   EXPECT_EQ(per_version, (std::map<uint64_t, uint64_t>{{2, 33}})) << reindexed.out;
@@ -204,7 +182,7 @@ TEST_F(LookupRotationTest, AnInterruptedReindexResumesAtStartUp) {
   uint64_t resumed = 0;
   const json all = listed.Json();
   for (const json& job : all.at("jobs")) {
-    if (job.at("kind") == "JOB_REINDEX") resumed = Number(job.at("id"));
+    if (job.at("kind") == "JOB_REINDEX") resumed = JsonNumber(job.at("id"));
   }
   ASSERT_NE(resumed, 0u) << listed.out;
   KeyctlResult waited = Run("reindex wait " + std::to_string(resumed) + " --json");
@@ -213,10 +191,10 @@ TEST_F(LookupRotationTest, AnInterruptedReindexResumesAtStartUp) {
   EXPECT_EQ(job.at("state"), "JOB_DONE") << waited.out;
   // Every item examined at least once (an item moved ahead of the walk's cursor is examined
   // again, as current, so `done` may pass `total`).
-  EXPECT_GE(Number(job.at("done")), static_cast<uint64_t>(kMany)) << waited.out;
+  EXPECT_GE(JsonNumber(job.at("done")), static_cast<uint64_t>(kMany)) << waited.out;
   std::map<uint64_t, uint64_t> per_version;
   for (const json& count : job.at("version_counts")) {
-    per_version[Number(count.at("version"))] = Number(count.at("items"));
+    per_version[JsonNumber(count.at("version"))] = JsonNumber(count.at("items"));
   }
   EXPECT_EQ(per_version, (std::map<uint64_t, uint64_t>{{2, kMany}})) << waited.out;
 

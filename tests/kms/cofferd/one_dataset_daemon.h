@@ -1,0 +1,61 @@
+// The fixture of the daemon suites that need a test-cofferd of their own per test, with one
+// dataset created through keyctl: data through the client library, admin steps through keyctl,
+// and the daemon's log printed when a test fails. (Header-only: its suites link the client
+// library, which the harness itself does not.)
+
+#ifndef COFFER_TESTS_KMS_COFFERD_ONE_DATASET_DAEMON_H_
+#define COFFER_TESTS_KMS_COFFERD_ONE_DATASET_DAEMON_H_
+
+#include <cstdint>
+#include <iostream>
+#include <memory>
+#include <string>
+#include <utility>
+
+#include "gtest/gtest.h"
+#include "kms/client/client.h"
+#include "nlohmann/json.hpp"
+#include "tests/kms/cofferd/cofferd_harness.h"
+
+namespace coffer::testing {
+
+class OneDatasetDaemonTest : public ::testing::Test {
+ protected:
+  // `name` names the daemon's directory; `dataset` is created in SetUp.
+  OneDatasetDaemonTest(std::string name, std::string dataset)
+      : name_(std::move(name)), dataset_(std::move(dataset)) {}
+
+  void SetUp() override {
+    CofferdOptions options;
+    options.name = name_;
+    daemon_ = Cofferd::Create(std::move(options));
+    ASSERT_NE(daemon_, nullptr);
+    KeyctlResult created = Run("dataset create " + dataset_ + " --json");
+    ASSERT_EQ(created.exit_code, 0) << created.err;
+  }
+  void TearDown() override {
+    if (HasFailure() && daemon_) std::cerr << "cofferd's log:\n" << daemon_->Logs();
+  }
+
+  KeyctlResult Run(const std::string& args) { return Keyctl(daemon_->admin_socket(), args); }
+  std::unique_ptr<client::Client> Connect() {
+    auto c = client::Client::Connect(daemon_->data_socket());
+    EXPECT_TRUE(c.ok()) << c.status();
+    return c.ok() ? *std::move(c) : nullptr;
+  }
+
+  std::unique_ptr<Cofferd> daemon_;
+
+ private:
+  const std::string name_;
+  const std::string dataset_;
+};
+
+// A uint64 of keyctl's JSON output, written as a number or (above 2^53) as a string.
+inline uint64_t JsonNumber(const nlohmann::json& value) {
+  return value.is_string() ? std::stoull(value.get<std::string>()) : value.get<uint64_t>();
+}
+
+}  // namespace coffer::testing
+
+#endif  // COFFER_TESTS_KMS_COFFERD_ONE_DATASET_DAEMON_H_
