@@ -25,6 +25,7 @@
 #include "kms/formats/export_archive.h"
 #include "tests/fuzz/fuzz_keys.h"
 #include "tests/fuzz/fuzz_support.h"
+#include "tests/kms/formats/string_archive_sink.h"
 
 namespace {
 
@@ -54,19 +55,10 @@ class CountingVisitor final : public dataset_export::ArchiveVisitor {
   bool open_ = false;
 };
 
-class StringSink final : public dataset_export::ArchiveSink {
- public:
-  absl::Status Write(std::string_view bytes) override {
-    out.append(bytes);
-    return absl::OkStatus();
-  }
-  std::string out;
-};
-
 struct World {
   World() {
     // A real archive's preamble and header, and the export key its header wraps (mode 2).
-    StringSink sink;
+    dataset_export::StringSink sink;
     dataset_export::ArchiveDescription description;
     description.dataset = "fuzz/records";
     description.dataset_handle = 1;

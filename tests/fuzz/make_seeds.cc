@@ -33,6 +33,7 @@
 #include "tests/fuzz/fuzz_support.h"
 #include "tests/fuzz/stored_data_keys.h"
 #include "tests/fuzz/text_format_keys.h"
+#include "tests/kms/formats/string_archive_sink.h"
 
 namespace coffer::fuzz {
 namespace {
@@ -210,15 +211,6 @@ void AuditSeeds() {
   }
 }
 
-class StringSink final : public dataset_export::ArchiveSink {
- public:
-  absl::Status Write(std::string_view bytes) override {
-    out.append(bytes);
-    return absl::OkStatus();
-  }
-  std::string out;
-};
-
 void ExportSeeds() {
   auto signer = FixedSigner();
   dataset_export::ArchiveDescription description;
@@ -226,7 +218,7 @@ void ExportSeeds() {
   description.dataset_handle = 1;
   description.dataset_state = "ACTIVE";
   description.exported_micros = 1'700'000'000'000'000;
-  StringSink sink;
+  dataset_export::StringSink sink;
   auto writer = Must(dataset_export::ArchiveWriter::Create(description, FixedRecipientPublicKey(),
                                                            signer.get(), &sink));
   Must(writer->AddRecord("alice", "value one"));

@@ -20,6 +20,7 @@
 
 #include "crypto/base/status.h"
 #include "gtest/gtest.h"
+#include "tests/kms/formats/string_archive_sink.h"
 #include "tests/testing/peak_rss.h"
 #include "tests/testing/text.h"
 
@@ -58,15 +59,6 @@ crypto::SecretBytes Secret(const std::string& text) {
   return *crypto::SecretBytes::CopyFrom(
       absl::MakeConstSpan(reinterpret_cast<const uint8_t*>(text.data()), text.size()));
 }
-
-class StringSink final : public ArchiveSink {
- public:
-  absl::Status Write(std::string_view bytes) override {
-    out.append(bytes);
-    return absl::OkStatus();
-  }
-  std::string out;
-};
 
 // What a reader saw, in order.
 class Collector final : public ArchiveVisitor {

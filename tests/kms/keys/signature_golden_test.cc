@@ -38,6 +38,7 @@
 #include "nlohmann/json.hpp"
 #include "storage/record_store.h"
 #include "tests/kms/audit/audit_test_util.h"
+#include "tests/kms/formats/string_archive_sink.h"
 #include "tests/kms/keys/kms_test_env.h"
 #include "tests/testing/vectors.h"
 
@@ -111,15 +112,6 @@ GoldenSignatures Load(int version) {
   return golden;
 }
 
-class StringSink final : public dataset_export::ArchiveSink {
- public:
-  absl::Status Write(std::string_view bytes) override {
-    out.append(bytes);
-    return absl::OkStatus();
-  }
-  std::string out;
-};
-
 // An X25519 recipient's public key (the archive's content is not what is golden here).
 std::string RecipientPublicPem() {
   EVP_PKEY* key = EVP_PKEY_Q_keygen(nullptr, nullptr, "X25519");
@@ -180,7 +172,7 @@ class SignatureProducer {
     // An export archive signed by the same key (through the daemon's checkpoint adapter).
     auto recipient = crypto::RecipientPublicKey::FromPem(RecipientPublicPem());
     ASSERT_TRUE(recipient.ok()) << recipient.status();
-    StringSink sink;
+    dataset_export::StringSink sink;
     dataset_export::ArchiveDescription description{"golden/export", 9, "DISABLED",
                                                    1'700'000'000'000'000, 3};
     auto writer =
