@@ -230,11 +230,13 @@ absl::Status AttachmentUpload::Abort() {
 // --- AttachmentReader ---
 
 AttachmentReader::AttachmentReader(DataDb* db, std::unique_ptr<ScopedSnapshot> snapshot,
-                                   uint64_t handle, internal::UploadId upload, AttachmentInfo info,
+                                   uint64_t handle, std::string stored_key,
+                                   internal::UploadId upload, AttachmentInfo info,
                                    uint64_t segment_count, crypto::StreamSegmentDecrypter decrypter)
     : db_(db),
       snapshot_(std::move(snapshot)),
       handle_(handle),
+      stored_key_(std::move(stored_key)),
       upload_(upload),
       info_(std::move(info)),
       segment_count_(segment_count),
@@ -253,18 +255,7 @@ absl::Status AttachmentReader::Read(uint64_t offset, size_t length, std::string*
   uint64_t segment_size = decrypter_.segment_size();
   uint64_t end = offset + length;
   for (uint64_t index = offset / segment_size; index * segment_size < end; ++index) {
-    bool found = false;
-    absl::Status status =
-        db_->Get(Cf::kAttachmentSegments,
-                 internal::SegmentKey(handle_, upload_, static_cast<uint32_t>(index)), &segment_,
-                 &found, snapshot_->get());
-    if (status.ok() && !found) {
-      status = MakeError(ErrorCode::kCiphertextCorrupt, "an attachment segment is missing");
-    }
-    if (status.ok()) {
-      plaintext_.clear();
-      status = decrypter_.DecryptSegment(index, segment_, index + 1 == segment_count_, &plaintext_);
-    }
+    absl::Status status = OpenSegment(index);
     if (!status.ok()) {
       std::fill(out->begin(), out->end(), '\0');
       out->clear();
@@ -276,6 +267,29 @@ absl::Status AttachmentReader::Read(uint64_t offset, size_t length, std::string*
     out->append(plaintext_, from, to - from);
   }
   return absl::OkStatus();
+}
+
+absl::Status AttachmentReader::Verify() {
+  for (uint64_t index = 0; index < segment_count_; ++index) {
+    absl::Status status = OpenSegment(index);
+    std::fill(plaintext_.begin(), plaintext_.end(), '\0');
+    COFFER_RETURN_IF_ERROR(status);
+  }
+  return absl::OkStatus();
+}
+
+void AttachmentReader::AddDamageTo(DamagedItems* damaged, const absl::Status& status) const {
+  damaged->Add(internal::CfName(Cf::kAttachmentPointers), stored_key_, status);
+}
+
+absl::Status AttachmentReader::OpenSegment(uint64_t index) {
+  bool found = false;
+  COFFER_RETURN_IF_ERROR(db_->Get(
+      Cf::kAttachmentSegments, internal::SegmentKey(handle_, upload_, static_cast<uint32_t>(index)),
+      &segment_, &found, snapshot_->get()));
+  if (!found) return MakeError(ErrorCode::kCiphertextCorrupt, "an attachment segment is missing");
+  plaintext_.clear();
+  return decrypter_.DecryptSegment(index, segment_, index + 1 == segment_count_, &plaintext_);
 }
 
 // --- AttachmentStore ---
@@ -349,9 +363,9 @@ absl::StatusOr<std::unique_ptr<AttachmentReader>> AttachmentStore::OpenOnce(uint
   if (segments - 1 > crypto::kMaxStreamSegmentIndex) {
     return MakeError(ErrorCode::kCiphertextCorrupt, "impossible attachment size");
   }
-  return std::unique_ptr<AttachmentReader>(new AttachmentReader(db_, std::move(snapshot), handle,
-                                                                pointer.upload, std::move(info),
-                                                                segments, std::move(decrypter)));
+  return std::unique_ptr<AttachmentReader>(
+      new AttachmentReader(db_, std::move(snapshot), handle, std::move(stored_key), pointer.upload,
+                           std::move(info), segments, std::move(decrypter)));
 }
 
 absl::StatusOr<AttachmentInfo> AttachmentStore::Metadata(uint64_t handle, std::string_view name) {

@@ -108,15 +108,26 @@ class AttachmentReader {
   // Replaces *out with the `length` plaintext bytes at `offset`; RANGE_BEYOND_END when
   // offset + length > size. Authenticates every segment it touches; on failure *out is empty.
   absl::Status Read(uint64_t offset, size_t length, std::string* out);
+  // Authenticates every segment, keeping no plaintext: OK when the whole attachment opens, or
+  // the first segment's failure. For a walk that must not begin writing out an attachment it
+  // cannot finish (export: an archive entry, once begun, cannot be taken back). The reader's
+  // snapshot makes a later Read see the very bytes Verify checked.
+  absl::Status Verify();
+  // Adds this attachment to `damaged` as failing with `status`, under the reference of its
+  // pointer (the one listings, scrub and re-encryption report for it).
+  void AddDamageTo(DamagedItems* damaged, const absl::Status& status) const;
 
  private:
   friend class AttachmentStore;
   AttachmentReader(DataDb* db, std::unique_ptr<ScopedSnapshot> snapshot, uint64_t handle,
-                   internal::UploadId upload, AttachmentInfo info, uint64_t segment_count,
-                   crypto::StreamSegmentDecrypter decrypter);
+                   std::string stored_key, internal::UploadId upload, AttachmentInfo info,
+                   uint64_t segment_count, crypto::StreamSegmentDecrypter decrypter);
+  // Reads and decrypts segment `index` into plaintext_.
+  absl::Status OpenSegment(uint64_t index);
   DataDb* db_;
   std::unique_ptr<ScopedSnapshot> snapshot_;
   uint64_t handle_;
+  std::string stored_key_;  // the pointer's RocksDB key
   internal::UploadId upload_;
   AttachmentInfo info_;
   uint64_t segment_count_;

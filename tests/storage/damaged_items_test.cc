@@ -236,6 +236,51 @@ TEST_F(DamagedItemsTest, ScrubReportsTheSameReferenceAsTheListing) {
                                                 DamagedRef("records", KeyOf(8))}));
 }
 
+// An attachment whose pointer opens but one of whose segments was altered: Open succeeds (the
+// pointer is fine), Verify finds the segment before any plaintext is handed out, and the damage
+// is reported under the pointer's reference, the one scrub gives it.
+TEST_F(DamagedItemsTest, VerifyFindsAnAlteredSegmentUnderThePointersReference) {
+  auto upload = attachments_->BeginUpload(kDatasetA, "scan.pdf", "application/pdf");
+  ASSERT_TRUE(upload.ok()) << upload.status();
+  ASSERT_TRUE((*upload)->Append(std::string(3000, 'x')).ok());  // three 1 KiB segments
+  ASSERT_TRUE((*upload)->Commit().ok());
+  {
+    auto whole = attachments_->Open(kDatasetA, "scan.pdf");
+    ASSERT_TRUE(whole.ok()) << whole.status();
+    EXPECT_TRUE((*whole)->Verify().ok());
+  }
+  // The second segment (segment keys sort by index within the upload).
+  std::vector<std::pair<std::string, std::string>> segments;
+  {
+    ScopedIterator it = db_->NewIterator(Cf::kAttachmentSegments);
+    for (it->SeekToFirst(); it->Valid(); it->Next()) {
+      segments.emplace_back(it->key().ToString(), it->value().ToString());
+    }
+  }
+  ASSERT_EQ(segments.size(), 3u);
+  segments[1].second[segments[1].second.size() - 5] ^= 0x01;
+  RawPut(Cf::kAttachmentSegments, segments[1].first, segments[1].second);
+
+  auto reader = attachments_->Open(kDatasetA, "scan.pdf");
+  ASSERT_TRUE(reader.ok()) << reader.status();
+  absl::Status verified = (*reader)->Verify();
+  EXPECT_EQ(ErrorCodeOf(verified), ErrorCode::kCiphertextCorrupt);
+  ASSERT_TRUE(IsItemDamage(verified));
+  DamagedItems damaged;
+  (*reader)->AddDamageTo(&damaged, verified);
+  ASSERT_EQ(damaged.listed().size(), 1u);
+  auto report = Scrub(db_.get(), &keys_, kDatasetA);
+  ASSERT_TRUE(report.ok()) << report.status();
+  ASSERT_EQ(report->findings.size(), 1u);
+  EXPECT_EQ(damaged.listed()[0].ref, report->findings[0].ref);
+  EXPECT_EQ(damaged.listed()[0].column_family, "attachment_pointers");
+  // The first segment still reads; the altered one fails with the same error.
+  std::string out;
+  EXPECT_TRUE((*reader)->Read(0, 1024, &out).ok());
+  EXPECT_EQ(ErrorCodeOf((*reader)->Read(1024, 10, &out)), ErrorCode::kCiphertextCorrupt);
+  EXPECT_TRUE(out.empty());
+}
+
 TEST_F(DamagedItemsTest, MergingPagesCountsEachItemOnce) {
   DamagedItems one;
   DamagedItems two;

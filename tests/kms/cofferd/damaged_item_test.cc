@@ -24,6 +24,7 @@
 #include "storage/internal/layout.h"
 #include "tests/kms/cofferd/cofferd_harness.h"
 #include "tests/kms/cofferd/one_dataset_daemon.h"
+#include "tests/testing/process.h"
 
 namespace coffer {
 namespace {
@@ -73,6 +74,44 @@ class DamagedItemTest : public coffer::testing::OneDatasetDaemonTest {
       EXPECT_EQ(lchown(entry.path().c_str(), owner.st_uid, owner.st_gid), 0) << entry.path();
     }
     return key;
+  }
+
+  // With the daemon stopped: flips one bit of the second segment (index 1) of the only
+  // attachment that has one. Returns false if there is none.
+  bool AlterSecondSegmentOnDisk() {
+    const std::string path = daemon_->dir() + "/data";
+    struct stat owner {};
+    EXPECT_EQ(stat(path.c_str(), &owner), 0) << path;
+    bool altered = false;
+    {
+      auto db = storage::DataDb::Open(path, storage::DataDbOptions{});
+      EXPECT_TRUE(db.ok()) << db.status();
+      if (!db.ok()) return false;
+      std::string key;
+      std::string value;
+      {
+        storage::ScopedIterator it = (*db)->NewIterator(storage::internal::Cf::kAttachmentSegments);
+        for (it->SeekToFirst(); it->Valid() && key.empty(); it->Next()) {
+          // Segment key: handle ‖ upload id ‖ index (4 bytes, big-endian).
+          if (it->key().ToStringView().substr(storage::internal::kSegmentKeySize - 4) ==
+              std::string_view("\0\0\0\1", 4)) {
+            key = it->key().ToString();
+            value = it->value().ToString();
+          }
+        }
+      }
+      if (key.empty()) return false;
+      value[value.size() / 2] ^= 0x01;
+      rocksdb::Status put =
+          (*db)->rocks()->Put((*db)->write_options(),
+                              (*db)->cf(storage::internal::Cf::kAttachmentSegments), key, value);
+      EXPECT_TRUE(put.ok()) << put.ToString();
+      altered = put.ok();
+    }
+    for (const auto& entry : fs::recursive_directory_iterator(path)) {
+      EXPECT_EQ(lchown(entry.path().c_str(), owner.st_uid, owner.st_gid), 0) << entry.path();
+    }
+    return altered;
   }
 
   // The EVENT_DAMAGED_ITEM events subscriber "damaged-watch" has not seen yet (acknowledged).
@@ -187,6 +226,68 @@ TEST_F(DamagedItemTest, OneDamagedRecordIsSkippedReportedAndRaisedOnce) {
     ASSERT_TRUE(value.ok()) << Id(i) << ": " << value.status();
     EXPECT_EQ(*value, Value(i));
   }
+}
+
+// An export leaves out a record whose bytes were altered and an attachment one of whose
+// segments was, reports both with the references scrub gives them, and archives every good item;
+// the damaged attachment is found before its archive entry begins, so the archive opens.
+TEST_F(DamagedItemTest, ExportLeavesOutADamagedRecordAndAnAttachmentDamagedInASegment) {
+  const std::string big(200'000, 'b');  // four 64 KiB segments
+  const std::string small = "a small attachment that stays readable";
+  {
+    auto c = Connect();
+    ASSERT_NE(c, nullptr);
+    for (int i = 0; i < kRecords; ++i) ASSERT_TRUE(c->PutRecord(kDataset, Id(i), Value(i)).ok());
+    for (const auto& [name, data] : {std::pair<std::string, std::string>{"big.bin", big},
+                                     std::pair<std::string, std::string>{"small.txt", small}}) {
+      auto writer = c->BeginAttachment(kDataset, name, "application/octet-stream");
+      ASSERT_TRUE(writer.ok()) << writer.status();
+      ASSERT_TRUE((*writer)->Append(data).ok());
+      ASSERT_TRUE((*writer)->Commit().ok());
+    }
+  }
+  ASSERT_TRUE(daemon_->Stop());
+  const std::string record_key = AlterFirstRecordOnDisk();
+  ASSERT_FALSE(record_key.empty());
+  ASSERT_TRUE(AlterSecondSegmentOnDisk());
+  ASSERT_TRUE(daemon_->Start());
+
+  // Scrub finds both; their references are what the export must report.
+  KeyctlResult scrub = Run("scrub " + std::string(kDataset) + " --wait --json");
+  ASSERT_EQ(scrub.exit_code, 0) << scrub.err << scrub.out;
+  const json scrub_result = scrub.Json();
+  std::set<std::string> scrubbed;
+  for (const json& item : scrub_result.at("damaged_items")) scrubbed.insert(item.value("ref", ""));
+  ASSERT_EQ(scrubbed.size(), 2u) << scrub.out;
+  EXPECT_EQ(scrubbed.count(storage::DamagedRef("records", record_key)), 1u) << scrub.out;
+
+  ASSERT_EQ(Run("dataset disable " + std::string(kDataset)).exit_code, 0);
+  ::coffer::testing::WriteKeyPair(daemon_->dir(), "recipient", "RSA");
+  const std::string archive = daemon_->dir() + "/export.cfx";
+  KeyctlResult exported =
+      Run("--json dataset export " + std::string(kDataset) + " --recipient-key " + daemon_->dir() +
+          "/recipient.pub.pem --out " + archive);
+  ASSERT_EQ(exported.exit_code, 0) << exported.err << exported.out;
+  const json summary = exported.JsonOrEmpty();
+  EXPECT_EQ(summary.value("records", 0), kRecords - 1) << exported.out;
+  EXPECT_EQ(summary.value("attachments", 0), 1) << exported.out;
+  EXPECT_EQ(JsonNumber(summary.at("damaged")), 2u) << exported.out;
+  std::set<std::string> reported;
+  for (const json& item : summary.at("damaged_items")) reported.insert(item.value("ref", ""));
+  EXPECT_EQ(reported, scrubbed) << exported.out;
+
+  // The archive opens and holds the good attachment whole.
+  const std::string out = daemon_->dir() + "/opened";
+  KeyctlResult opened = Run("export open " + archive + " --private-key " + daemon_->dir() +
+                            "/recipient.pem --out-dir " + out);
+  ASSERT_EQ(opened.exit_code, 0) << opened.err << opened.out;
+  const json manifest = json::parse(::coffer::testing::ReadWholeFile(out + "/manifest.json"));
+  EXPECT_EQ(manifest.at("records").get<uint64_t>(), static_cast<uint64_t>(kRecords - 1));
+  EXPECT_EQ(manifest.at("attachments").get<uint64_t>(), 1u);
+  const std::string index = ::coffer::testing::ReadWholeFile(out + "/attachments.jsonl");
+  const json entry = json::parse(index.substr(0, index.find('\n')));
+  EXPECT_EQ(::coffer::testing::ReadWholeFile(out + "/" + entry.at("file").get<std::string>()),
+            small);
 }
 
 }  // namespace
