@@ -101,6 +101,22 @@ Module& Module::operator=(Module&& other) noexcept {
 
 Module::~Module() { (void)Close(); }
 
+absl::Status Module::Reinitialize() {
+  if (functions_ == nullptr) {
+    return MakeError(ErrorCode::kFailedPrecondition, "the PKCS#11 module is closed");
+  }
+  (void)functions_->C_Finalize(nullptr);
+  CK_C_INITIALIZE_ARGS args;
+  std::memset(&args, 0, sizeof(args));
+  args.flags = CKF_OS_LOCKING_OK;
+  CK_RV rv = functions_->C_Initialize(&args);
+  // Already initialised: its C_Finalize failed and it kept running; new sessions follow.
+  if (rv != CKR_OK && rv != CKR_CRYPTOKI_ALREADY_INITIALIZED) {
+    return internal::CkError("C_Initialize", rv, "re-initialising '" + path_ + "'");
+  }
+  return absl::OkStatus();
+}
+
 absl::Status Module::Close() {
   absl::Status status;
   if (functions_ != nullptr) {

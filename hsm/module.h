@@ -43,6 +43,13 @@ class Module {
   // C_Finalize, then dlclose. Idempotent; returns the C_Finalize error, if any (the library is
   // unloaded regardless).
   absl::Status Close();
+  // C_Finalize, then C_Initialize again, keeping the library loaded: what a module that lost its
+  // device needs when new sessions alone do not bring it back (a network HSM's client after a
+  // network failure, a token pulled and put back). Every session and handle of the module is
+  // gone afterwards. Not concurrent with any other call into the module (Token holds its
+  // connection lock exclusively). Errors: FAILED_PRECONDITION after Close(), the C_Initialize
+  // error (a C_Finalize error is ignored: the module is started afresh either way).
+  absl::Status Reinitialize();
 
   bool is_open() const { return functions_ != nullptr; }
   // The module's function table; null after Close().

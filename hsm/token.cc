@@ -27,9 +27,12 @@ absl::Status ClosedError() {
   return MakeError(ErrorCode::kFailedPrecondition, "the HSM client is closed");
 }
 
+// The session, the device or the token itself is gone (CKR_SESSION_*, CKR_DEVICE_*,
+// CKR_TOKEN_NOT_PRESENT): reconnecting may help.
 bool IsConnectionError(const absl::Status& status) {
   ErrorCode code = ErrorCodeOf(status);
-  return code == ErrorCode::kHsmSessionError || code == ErrorCode::kHsmDeviceError;
+  return code == ErrorCode::kHsmSessionError || code == ErrorCode::kHsmDeviceError ||
+         code == ErrorCode::kHsmTokenNotFound;
 }
 
 }  // namespace
@@ -56,7 +59,9 @@ absl::Status Token::Connect(std::vector<ObjectIndex*> indexes) {
     return MakeError(ErrorCode::kFailedPrecondition, "the HSM token is already connected");
   }
   indexes_ = std::move(indexes);
-  return ConnectLocked();
+  absl::Status connected = ConnectLocked();
+  serving_.store(connected.ok());
+  return connected;
 }
 
 absl::Status Token::Close() {
@@ -64,6 +69,7 @@ absl::Status Token::Close() {
   if (closed_) return absl::OkStatus();
   closed_ = true;
   connected_ = false;
+  serving_.store(false);
   pool_.reset();
   if (module_.is_open()) (void)module_.functions()->C_CloseAllSessions(slot_);
   return module_.Close();
@@ -191,9 +197,38 @@ absl::Status Token::Reconnect(uint64_t generation) {
   if (closed_) return ClosedError();
   if (connected_ && generation_ != generation) return absl::OkStatus();  // someone else did
   reconnects_.fetch_add(1);
+  absl::Status connected = ReconnectLocked();
+  serving_.store(connected.ok());
+  if (!connected.ok()) {
+    failed_reconnects_.fetch_add(1);
+    std::lock_guard<std::mutex> error_lock(last_error_mu_);
+    last_error_ = std::string(connected.message());
+  }
+  return connected;
+}
+
+absl::Status Token::ReconnectLocked() {
   pool_.reset();
+  connected_ = false;
   (void)functions()->C_CloseAllSessions(slot_);
+  absl::Status connected = ConnectLocked();
+  if (connected.ok() || !IsConnectionError(connected)) return connected;
+  // New sessions were not enough: start the module afresh, as after a restart of the process.
+  reinitializations_.fetch_add(1);
+  pool_.reset();
+  COFFER_RETURN_IF_ERROR(module_.Reinitialize());
   return ConnectLocked();
+}
+
+TokenHealth Token::health() const {
+  TokenHealth health;
+  health.connected = serving_.load();
+  health.reconnects = reconnects_.load();
+  health.reinitializations = reinitializations_.load();
+  health.failed_reconnects = failed_reconnects_.load();
+  std::lock_guard<std::mutex> lock(last_error_mu_);
+  health.last_error = last_error_;
+  return health;
 }
 
 absl::Status Token::Run(bool idempotent, const SessionOp& op) {

@@ -17,10 +17,14 @@
 // reconnect takes it exclusively, and holds it while the indexes rebuild (lock order: object
 // changes lock, then the connection lock, then a role's own map lock).
 //
-// Failure behaviour: after a session or device error (HSM_SESSION_ERROR, HSM_DEVICE_ERROR) Run()
-// closes every session, logs in again and re-enumerates, then reruns the operation once if it is
-// idempotent; otherwise it reports the error after reconnecting. Messages name what to fix and
-// the CKR_ name, never the PIN (docs/hsm.md, "Errors").
+// Failure behaviour: after a session or device error, or a token gone (HSM_SESSION_ERROR,
+// HSM_DEVICE_ERROR, HSM_TOKEN_NOT_FOUND) Run() closes every session, logs in again and
+// re-enumerates — and when that fails too, finalises and re-initialises the module and tries
+// once more — then reruns the operation once if it is idempotent; otherwise it reports the error
+// after reconnecting. While the token cannot be reached every Run() fails at once with the last
+// connection error and the next Run() tries again, so the token recovers by itself when the
+// device returns. health() says which state it is in. Messages name what to fix and the CKR_
+// name, never the PIN (docs/hsm.md, "Errors").
 //
 // Ownership: the Token owns the Module, its sessions and the PIN (secure heap, kept for
 // re-login); it does not own the indexes, which must outlive it or Close(). Close() — or the
@@ -77,6 +81,15 @@ class ObjectIndex {
   virtual void Rebuild(const std::vector<TokenObject>& objects) = 0;
 };
 
+// The token's connection as status shows it.
+struct TokenHealth {
+  bool connected = false;          // serving: the last (re)connect succeeded
+  uint64_t reconnects = 0;         // reconnects after a session, device or token error
+  uint64_t reinitializations = 0;  // C_Finalize + C_Initialize of the module among them
+  uint64_t failed_reconnects = 0;
+  std::string last_error;  // the last failed (re)connect's message; "" if none since start
+};
+
 class Token {
  public:
   using SessionOp = std::function<absl::Status(CK_SESSION_HANDLE session)>;
@@ -123,6 +136,8 @@ class Token {
   const std::string& module_description() const { return module_.description(); }
   // How many times the token has reconnected after a session or device error.
   uint64_t reconnect_count() const { return reconnects_.load(); }
+  // Never waits for a reconnect in progress.
+  TokenHealth health() const;
 
  private:
   Token(Module module, HsmOptions options, crypto::SecretBytes pin);
@@ -135,11 +150,19 @@ class Token {
   absl::StatusOr<std::vector<TokenObject>> Enumerate(CK_SESSION_HANDLE session);
   // Reconnects unless another thread already did since `generation`.
   absl::Status Reconnect(uint64_t generation);
+  // Requires conn_mu_ held exclusively: closes the sessions and connects again, re-initialising
+  // the module when that is not enough.
+  absl::Status ReconnectLocked();
 
   Module module_;
   const HsmOptions options_;
   const crypto::SecretBytes pin_;
   std::atomic<uint64_t> reconnects_{0};
+  std::atomic<uint64_t> reinitializations_{0};
+  std::atomic<uint64_t> failed_reconnects_{0};
+  std::atomic<bool> serving_{false};  // connected_, readable without conn_mu_
+  mutable std::mutex last_error_mu_;
+  std::string last_error_;  // guarded by last_error_mu_
   std::atomic<bool> allowed_mechanisms_supported_{true};
   std::mutex object_changes_mu_;
 

@@ -467,6 +467,15 @@ absl::Status Daemon::Parts::StartServing() {
     server::Server* live = live_server.load();
     return live != nullptr ? live->Stats() : server::ServerStats{};
   };
+  deps.hsm_status = [this](::coffer::v1::HsmStatus* out) {
+    const hsm::TokenHealth health = hsm->token().health();
+    out->set_connected(health.connected);
+    out->set_module(hsm->token().module_description());
+    out->set_reconnects(health.reconnects);
+    out->set_reinitializations(health.reinitializations);
+    out->set_failed_reconnects(health.failed_reconnects);
+    out->set_last_error(health.last_error);
+  };
   deps.version = kCofferdVersion;
   deps.durability = daemon::DurabilityOf(config) == storage::Durability::kSync ? "sync" : "wal";
   deps.data_socket = config.data_socket();

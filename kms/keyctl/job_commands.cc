@@ -147,6 +147,15 @@ absl::Status DaemonStatus(CommandContext& ctx) {
                                                      std::to_string(t.busy_buffered_bytes())});
   table.AddRow({"dropped slow readers", std::to_string(t.output_timeouts())});
   table.AddRow({"closed after refusals", std::to_string(t.closed_after_refusals())});
+  if (s.has_hsm()) {
+    const pb::HsmStatus& h = s.hsm();
+    table.AddRow({"hsm", (h.connected() ? "connected" : "NOT CONNECTED") +
+                             (h.module().empty() ? std::string() : " (" + h.module() + ")")});
+    table.AddRow({"hsm reconnects / re-initialisations / failed",
+                  std::to_string(h.reconnects()) + " / " + std::to_string(h.reinitializations()) +
+                      " / " + std::to_string(h.failed_reconnects())});
+    if (!h.last_error().empty()) table.AddRow({"hsm last error", h.last_error()});
+  }
   table.Print(ctx.out());
   if (s.jobs_size() > 0) {
     ctx.out() << '\n';

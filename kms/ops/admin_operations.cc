@@ -456,6 +456,7 @@ absl::Status Services::ConnectionSession::HandleAuditAndStatus(AdminCall& call) 
       out->set_mfa_required(deps_.admin_control != nullptr && deps_.admin_control->mfa_required());
       if (deps_.transport_stats)
         SetTransportStatus(deps_.transport_stats(), out->mutable_transport());
+      if (deps_.hsm_status) deps_.hsm_status(out->mutable_hsm());
       return Reply(call, absl::OkStatus());
     }
     case pb::Request::kKeyInventory:

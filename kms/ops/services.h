@@ -124,6 +124,8 @@ struct ServicesDeps {
 
   // For status: the transport's counters (kms/server/server.h); unset, status reports none.
   std::function<server::ServerStats()> transport_stats;
+  // For status: fills in the HSM token's connection; unset, status reports none.
+  std::function<void(::coffer::v1::HsmStatus*)> hsm_status;
   std::string version;
   std::string durability;  // "wal" or "sync"
   std::string data_socket;

@@ -130,7 +130,9 @@ std::string ConfigText(const CofferdOptions& options, const std::string& dir,
                      "data_socket: \"data.sock\"\nadmin_socket: \"admin.sock\"\n";
   if (!group.empty()) text += "data_socket_group: \"" + group + "\"\n";
   if (options.mfa) text += "admin_socket_group: \"" + group + "\"\n";
-  text += "hsm { token_label: \"coffer\" pin_file: \"hsm/user.pin\" token_directory: \"hsm\" }\n";
+  text += "hsm { token_label: \"coffer\" pin_file: \"hsm/user.pin\" token_directory: \"hsm\"";
+  if (options.hsm_module) text += " module_path: \"" + options.hsm_module(dir) + "\"";
+  text += " }\n";
   text += "durability: WAL\n";
   text += options.config_body ? options.config_body(dir, group) : KeyctlConfigBody(options);
   if (options.extra_config) text += options.extra_config(dir);

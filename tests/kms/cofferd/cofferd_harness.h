@@ -66,6 +66,8 @@ struct CofferdOptions {
   std::function<std::string(const std::string& dir)> extra_config;
   // Writes the suite's files into the directory before it is handed to the daemon's user.
   std::function<void(const std::string& dir)> prepare;
+  // hsm.module_path, given the directory; unset: SoftHSM2's.
+  std::function<std::string(const std::string& dir)> hsm_module;
   // Whether Create starts the daemon (the start-up tests run it themselves, with RunToExit).
   bool start = true;
 };
