@@ -36,6 +36,20 @@ namespace coffer::kms {
 
 using internal::DatasetSnapshot;
 
+namespace {
+
+// Whether a key-version row of `snap` is wrapped under `ref`.
+bool AnyVersionUnder(const DatasetSnapshot& snap, const v1::WrappingKeyRef& ref) {
+  for (const auto& list : snap.versions) {
+    for (const internal::VersionSnapshot& v : list) {
+      if (v.row.module() == ref.module() && v.wrapped.key.version == ref.version()) return true;
+    }
+  }
+  return false;
+}
+
+}  // namespace
+
 absl::Status KeyManager::CheckClockAtOpen() {
   if (NowMicros() >= clock_high_water_micros_) return absl::OkStatus();
   recovery_.clock_went_backwards = true;
@@ -160,8 +174,20 @@ absl::Status KeyManager::RecoverRewrapping(uint64_t handle, const v1::IntentRow&
     if (wrapper == nullptr) {
       return MakeError(ErrorCode::kFailedPrecondition, "module not configured: " + ref.module());
     }
-    absl::Status created = wrapper->CreateWrappingKey({handle, ref.version()});
-    if (!created.ok() && ErrorCodeOf(created) != ErrorCode::kAlreadyExists) return created;
+    if (intent.rewrapped() == 0 && !AnyVersionUnder(*entry->snapshot.load(), ref)) {
+      // No row is under the new DWK yet, so it holds nothing: made again rather than trusted.
+      // A kill while the token was generating it may have left a half-made object — SoftHSM2
+      // writes a new object's file in several steps, and one can carry the DWK's label without
+      // a usable key — which would fail every wrap, and with it every start.
+      absl::Status destroyed = wrapper->DestroyWrappingKey({handle, ref.version()});
+      if (!destroyed.ok() && ErrorCodeOf(destroyed) != ErrorCode::kHsmKeyNotFound) {
+        return destroyed;
+      }
+      COFFER_RETURN_IF_ERROR(wrapper->CreateWrappingKey({handle, ref.version()}));
+    } else {
+      absl::Status created = wrapper->CreateWrappingKey({handle, ref.version()});
+      if (!created.ok() && ErrorCodeOf(created) != ErrorCode::kAlreadyExists) return created;
+    }
   }
   COFFER_RETURN_IF_ERROR(ContinueRewrapLocked(entry, intent_bytes, /*progress=*/{}));
   COFFER_RETURN_IF_ERROR(Audit(

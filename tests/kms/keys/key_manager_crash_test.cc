@@ -1,6 +1,10 @@
 // A SIGKILLed process at every step of create, destroy and re-wrap resumes to a consistent
 // state: real SoftHSM2 token, real RocksDB key DB and audit log, the operation run in a child
-// process (tests/kms/keys/kms_crash_helper.cc) that kills itself at the named step.
+// process (tests/kms/keys/kms_crash_helper.cc) that kills itself at the named step. A kill inside
+// the token's own key generation is played by planting a half-made new DWK (labelled, unable to
+// wrap) after a kill at rewrap.intent: SoftHSM2 left one when the daemon crash loop
+// (tests/kms/cofferd/crash_loop_test.cc) killed cofferd mid re-wrap, and recovery then failed
+// every start.
 
 #include <sys/wait.h>
 #include <unistd.h>
@@ -12,6 +16,7 @@
 
 #include "crypto/base/status.h"
 #include "gtest/gtest.h"
+#include "hsm/internal/labels.h"
 #include "kms/audit/verifier.h"
 #include "kms/keys/hsm_adapters.h"
 #include "kms/keys/key_manager.h"
@@ -30,11 +35,14 @@ struct CrashCase {
   const char* op;
   const char* step;
   int nth;
+  // Re-wrap only: a half-made new DWK is in the token when recovery runs.
+  bool half_made_new_dwk = false;
 };
 
 std::string CaseName(const ::testing::TestParamInfo<CrashCase>& info) {
-  std::string name =
-      std::string(info.param.op) + "_" + info.param.step + "_" + std::to_string(info.param.nth);
+  std::string name = std::string(info.param.op) + "_" + info.param.step + "_" +
+                     std::to_string(info.param.nth) +
+                     (info.param.half_made_new_dwk ? "_half_made_new_dwk" : "");
   for (char& c : name) {
     if (c == '.') c = '_';
   }
@@ -47,6 +55,44 @@ std::string Unhex(const std::string& hex) {
     out.push_back(static_cast<char>(std::stoi(hex.substr(i, 2), nullptr, 16)));
   }
   return out;
+}
+
+// Puts into `token` what a kill inside SoftHSM2's generation of DWK `version` of dataset
+// `handle` can leave: an AES key object with that DWK's label and CKA_ID that cannot wrap
+// (SoftHSM2's own leftover has an empty value, so C_WrapKey fails with CKR_GENERAL_ERROR; this
+// one is refused the wrap function, which recovery meets the same way).
+void PlantHalfMadeWrappingKey(const SoftHsmToken& token, uint64_t handle, uint32_t version) {
+  auto client = hsm::HsmClient::Open(token.Options());
+  ASSERT_TRUE(client.ok()) << client.status();
+  CK_FUNCTION_LIST* f = (*client)->token().functions();
+  CK_SESSION_HANDLE session = CK_INVALID_HANDLE;
+  ASSERT_EQ(f->C_OpenSession((*client)->token().slot_id(), CKF_SERIAL_SESSION | CKF_RW_SESSION,
+                             nullptr, nullptr, &session),
+            static_cast<CK_RV>(CKR_OK));
+  const hsm::internal::ObjectId id{hsm::internal::ObjectKind::kDatasetWrappingKey, handle, version};
+  std::string label = hsm::internal::ObjectLabel(id);
+  std::string object_id = hsm::internal::EncodeObjectId(id);
+  CK_OBJECT_CLASS object_class = CKO_SECRET_KEY;
+  CK_KEY_TYPE key_type = CKK_AES;
+  CK_BBOOL yes = CK_TRUE;
+  CK_BBOOL no = CK_FALSE;
+  unsigned char value[32] = {};
+  CK_ATTRIBUTE attributes[] = {
+      {CKA_CLASS, &object_class, sizeof(object_class)},
+      {CKA_KEY_TYPE, &key_type, sizeof(key_type)},
+      {CKA_TOKEN, &yes, sizeof(yes)},
+      {CKA_PRIVATE, &yes, sizeof(yes)},
+      {CKA_LABEL, label.data(), label.size()},
+      {CKA_ID, object_id.data(), object_id.size()},
+      {CKA_VALUE, value, sizeof(value)},
+      {CKA_WRAP, &no, sizeof(no)},
+      {CKA_UNWRAP, &no, sizeof(no)},
+  };
+  CK_OBJECT_HANDLE object = CK_INVALID_HANDLE;
+  EXPECT_EQ(f->C_CreateObject(session, attributes, std::size(attributes), &object),
+            static_cast<CK_RV>(CKR_OK));
+  f->C_CloseSession(session);
+  EXPECT_TRUE((*client)->Close().ok());
 }
 
 class CrashTest : public ::testing::TestWithParam<CrashCase> {};
@@ -72,6 +118,14 @@ TEST_P(CrashTest, ResumesToAConsistentState) {
   // The step must have been reached: otherwise this case would prove nothing.
   ASSERT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL)
       << "helper exited with " << (WIFEXITED(status) ? WEXITSTATUS(status) : -1);
+  if (c.half_made_new_dwk) {
+    std::ifstream in(out);
+    uint64_t handle = 0;
+    in >> handle;
+    ASSERT_NE(handle, 0u);
+    PlantHalfMadeWrappingKey(**token, handle, 2);
+    if (HasFatalFailure()) return;
+  }
 
   auto client = hsm::HsmClient::Open((*token)->Options());
   ASSERT_TRUE(client.ok()) << client.status();
@@ -171,6 +225,7 @@ INSTANTIATE_TEST_SUITE_P(EveryStep, CrashTest,
                                            CrashCase{"destroy", "destroy.wrapping_key", 1},
                                            CrashCase{"destroy", "destroy.committed", 1},
                                            CrashCase{"rewrap", "rewrap.intent", 1},
+                                           CrashCase{"rewrap", "rewrap.intent", 1, true},
                                            CrashCase{"rewrap", "rewrap.wrapping_key", 1},
                                            CrashCase{"rewrap", "rewrap.row", 1},
                                            CrashCase{"rewrap", "rewrap.row", 4},
