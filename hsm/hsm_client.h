@@ -56,6 +56,7 @@ class HsmClient {
 
   // Diagnostics: slot, reconnect count, CKA_ALLOWED_MECHANISMS support.
   const Token& token() const { return *token_; }
+  Token& token() { return *token_; }
   const std::string& module_description() const { return token_->module_description(); }
 
  private:

@@ -198,13 +198,25 @@ absl::Status Token::Reconnect(uint64_t generation) {
   if (connected_ && generation_ != generation) return absl::OkStatus();  // someone else did
   reconnects_.fetch_add(1);
   absl::Status connected = ReconnectLocked();
-  serving_.store(connected.ok());
-  if (!connected.ok()) {
-    failed_reconnects_.fetch_add(1);
+  const bool changed = serving_.exchange(connected.ok()) != connected.ok();
+  std::shared_ptr<const std::function<void()>> observer;
+  {
     std::lock_guard<std::mutex> error_lock(last_error_mu_);
-    last_error_ = std::string(connected.message());
+    if (!connected.ok()) {
+      failed_reconnects_.fetch_add(1);
+      last_error_ = std::string(connected.message());
+    }
+    if (changed) observer = observer_;
   }
+  lock.unlock();
+  if (observer != nullptr && *observer) (*observer)();
   return connected;
+}
+
+void Token::SetHealthObserver(std::function<void()> observer) {
+  std::lock_guard<std::mutex> lock(last_error_mu_);
+  observer_ =
+      observer ? std::make_shared<const std::function<void()>>(std::move(observer)) : nullptr;
 }
 
 absl::Status Token::ReconnectLocked() {

@@ -138,6 +138,11 @@ class Token {
   uint64_t reconnect_count() const { return reconnects_.load(); }
   // Never waits for a reconnect in progress.
   TokenHealth health() const;
+  // Calls `observer` after each change of health().connected, on the thread whose (re)connect
+  // changed it and with no lock of the token held; it must be quick (wake a thread, not call the
+  // token). Replaces an earlier observer; an empty one removes it. The caller removes it before
+  // whatever the observer reaches goes away.
+  void SetHealthObserver(std::function<void()> observer);
 
  private:
   Token(Module module, HsmOptions options, crypto::SecretBytes pin);
@@ -162,7 +167,8 @@ class Token {
   std::atomic<uint64_t> failed_reconnects_{0};
   std::atomic<bool> serving_{false};  // connected_, readable without conn_mu_
   mutable std::mutex last_error_mu_;
-  std::string last_error_;  // guarded by last_error_mu_
+  std::string last_error_;                                 // guarded by last_error_mu_
+  std::shared_ptr<const std::function<void()>> observer_;  // guarded by last_error_mu_
   std::atomic<bool> allowed_mechanisms_supported_{true};
   std::mutex object_changes_mu_;
 

@@ -294,6 +294,7 @@ absl::Status Daemon::Parts::Stop() {
   if (event_log) event_log->Shutdown();  // wakes long-polling readers and the hook thread
   if (hook_delivery) hook_delivery->Stop();
   if (event_source) {
+    if (hsm) hsm->token().SetHealthObserver(nullptr);  // it wakes the event source
     event_source->RunOnce().IgnoreError();  // events of the last moments, before the log closes
     event_source->Stop();
   }

@@ -366,6 +366,9 @@ absl::Status Daemon::Parts::StartEvents() {
   source_options.max_age = std::chrono::hours(24) * n.max_age_days();
   COFFER_ASSIGN_OR_RETURN(event_source, events::EventSource::Create(std::move(source_options)));
   event_source->Start();
+  // A change of the token's connection is checked at once, not at the next scheduled check.
+  events::EventSource* source = event_source.get();
+  hsm->token().SetHealthObserver([source] { source->CheckHsmSoon(); });
 
   // The hook itself runs in coffer-hook-runner, under a user of its own: cofferd only hands
   // the events over (a hook started here would share cofferd's uid and environment, and so

@@ -136,6 +136,11 @@ void EventSource::Wake() {
   wake_.notify_all();
 }
 
+void EventSource::CheckHsmSoon() {
+  hsm_check_requested_.store(true);
+  Wake();
+}
+
 void EventSource::Loop() {
   absl::Status last_failure;
   while (true) {
@@ -268,7 +273,8 @@ absl::Status EventSource::CheckHealth() {
   }
   if (!options_.hsm_probe) return absl::OkStatus();
   const auto now = std::chrono::steady_clock::now();
-  if (now < next_hsm_check_) return absl::OkStatus();
+  const bool requested = hsm_check_requested_.exchange(false);
+  if (!requested && now < next_hsm_check_) return absl::OkStatus();
   next_hsm_check_ = now + options_.hsm_check_interval;
   absl::Status probe = options_.hsm_probe();
   COFFER_ASSIGN_OR_RETURN(std::optional<std::string> down_row,

@@ -20,6 +20,7 @@
 #ifndef COFFER_KMS_EVENTS_EVENT_SOURCE_H_
 #define COFFER_KMS_EVENTS_EVENT_SOURCE_H_
 
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
@@ -95,6 +96,10 @@ class EventSource {
   void Stop();
   // Runs a cycle soon (after a canary read, say).
   void Wake();
+  // Runs a cycle soon that checks the HSM whatever hsm_check_interval says: the token's
+  // connection changed (cofferd wires hsm::Token's health observer here), so its event need not
+  // wait for the next scheduled check.
+  void CheckHsmSoon();
   // One cycle, now (tests; the thread calls it too).
   absl::Status RunOnce();
 
@@ -112,6 +117,7 @@ class EventSource {
   std::map<uint64_t, std::string> names_;  // every dataset name seen (persisted in table "name")
   bool audit_failure_reported_ = false;
   std::chrono::steady_clock::time_point next_hsm_check_{};
+  std::atomic<bool> hsm_check_requested_{false};
   std::chrono::steady_clock::time_point next_compaction_{};
 
   std::mutex mu_;

@@ -23,6 +23,7 @@
 #include <memory>
 #include <sstream>
 #include <string>
+#include <vector>
 
 #include "crypto/base/status.h"
 #include "gtest/gtest.h"
@@ -103,6 +104,19 @@ class HsmFaultsTest : public ::testing::Test {
     EXPECT_EQ(status.exit_code, 0) << status.err;
     return status.JsonOrEmpty().value("hsm", json::object());
   }
+  // The kinds of the HSM events subscriber "hsm-watch" has not seen yet (acknowledged).
+  std::vector<std::string> HsmEvents() {
+    KeyctlResult read = Run("events --subscriber hsm-watch --json");
+    EXPECT_EQ(read.exit_code, 0) << read.err;
+    std::vector<std::string> kinds;
+    std::istringstream lines(read.out);
+    for (std::string line; std::getline(lines, line);) {
+      if (line.empty() || line[0] != '{') continue;
+      const std::string kind = json::parse(line).value("kind", "");
+      if (kind.rfind("EVENT_HSM_", 0) == 0) kinds.push_back(kind);
+    }
+    return kinds;
+  }
   std::unique_ptr<client::Client> Connect() {
     auto c = client::Client::Connect(daemon_->data_socket());
     EXPECT_TRUE(c.ok()) << c.status();
@@ -153,6 +167,7 @@ class HsmFaultsTest : public ::testing::Test {
 
 TEST_F(HsmFaultsTest, ADeviceThatStopsAnsweringFailsOnlyCacheMissesAndRecoversByItself) {
   ASSERT_NO_FATAL_FAILURE(PrepareCachedAndCold());
+  ASSERT_TRUE(HsmEvents().empty());  // the subscriber starts here
   for (const std::string fault : {"CKR_DEVICE_ERROR", "CKR_TOKEN_NOT_PRESENT"}) {
     SCOPED_TRACE(fault);
     const std::string cold_dataset = fault == "CKR_DEVICE_ERROR" ? kCold : kCold2;
@@ -172,6 +187,14 @@ TEST_F(HsmFaultsTest, ADeviceThatStopsAnsweringFailsOnlyCacheMissesAndRecoversBy
       ASSERT_FALSE(cold.ok());
       EXPECT_EQ(ErrorCodeOf(cold.status()), expected) << cold.status();
     }
+    // The token's fall is checked at once and raised as an event (bounded wait for the event
+    // source's thread, not a measure).
+    std::vector<std::string> raised;
+    EXPECT_TRUE(Cofferd::WaitUntil([&] {
+      for (const std::string& kind : HsmEvents()) raised.push_back(kind);
+      return !raised.empty();
+    }));
+    EXPECT_EQ(raised, std::vector<std::string>{"EVENT_HSM_UNAVAILABLE"});
     json down = HsmStatus();
     EXPECT_FALSE(down.value("connected", false)) << down.dump();
     EXPECT_NE(down.value("last_error", "").find(fault), std::string::npos) << down.dump();
@@ -184,6 +207,12 @@ TEST_F(HsmFaultsTest, ADeviceThatStopsAnsweringFailsOnlyCacheMissesAndRecoversBy
     EXPECT_EQ(*back, "value in " + cold_dataset);
     json up = HsmStatus();
     EXPECT_TRUE(up.value("connected", false)) << up.dump();
+    raised.clear();
+    EXPECT_TRUE(Cofferd::WaitUntil([&] {
+      for (const std::string& kind : HsmEvents()) raised.push_back(kind);
+      return !raised.empty();
+    }));
+    EXPECT_EQ(raised, std::vector<std::string>{"EVENT_HSM_AVAILABLE"});
   }
   EXPECT_GE(Count("fault "), 6);
   ExpectNothingLostOrDamaged();
