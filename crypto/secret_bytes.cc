@@ -98,6 +98,13 @@ void SecretBytes::Reset() {
 
 absl::StatusOr<SecretBytes> SecretBytes::Clone() const { return CopyFrom(span()); }
 
+// noinline: the buffer must be a frame of its own, below the caller's. OPENSSL_cleanse is an
+// opaque call, so the compiler cannot drop the writes to a buffer nobody reads.
+[[gnu::noinline]] void WipeStack() {
+  unsigned char below[kStackWipeBytes];
+  OPENSSL_cleanse(below, sizeof(below));
+}
+
 bool SecretEquals(const SecretBytes& a, const SecretBytes& b) {
   if (a.size() != b.size()) return false;
   if (a.empty()) return true;

@@ -72,6 +72,15 @@ class SecretBytes {
   size_t size_ = 0;
 };
 
+// Wipes kStackWipeBytes of the calling thread's stack below the caller's frame: the dead frames
+// of calls that just returned. Code we do not own (the PKCS#11 module: SoftHSM2 and the OpenSSL
+// it calls) can leave a key's bytes in its stack temporaries, where they stay until that depth
+// of the stack is reused. Call it after such a call returns, from a frame above it; it costs a
+// memset of kStackWipeBytes, so keep it off the per-record path. Threads need stacks larger
+// than that (every thread cofferd starts has the default 8 MiB).
+inline constexpr size_t kStackWipeBytes = size_t{64} << 10;
+void WipeStack();
+
 // Constant-time equality of two secrets (length is not secret).
 bool SecretEquals(const SecretBytes& a, const SecretBytes& b);
 

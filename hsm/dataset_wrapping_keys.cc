@@ -133,7 +133,7 @@ absl::StatusOr<WrappedKey> DatasetWrappingKeys::Wrap(WrappingKeyId id,
   WrappedKey out;
   out.mechanism = kMechanismAesKeyWrap;
   out.key = id;
-  COFFER_RETURN_IF_ERROR(
+  absl::Status wrapped_in_token =
       token_.Run(/*idempotent=*/true, [&](CK_SESSION_HANDLE session) -> absl::Status {
         CK_FUNCTION_LIST* f = token_.functions();
         CK_OBJECT_HANDLE dwk = CK_INVALID_HANDLE;
@@ -182,7 +182,10 @@ absl::StatusOr<WrappedKey> DatasetWrappingKeys::Wrap(WrappingKeyId id,
         wrapped.resize(wrapped_len);
         out.wrapped = std::move(wrapped);
         return absl::OkStatus();
-      }));
+      });
+  // The DEK entered the module below this frame (C_CreateObject, C_WrapKey): as in Unwrap.
+  crypto::WipeStack();
+  COFFER_RETURN_IF_ERROR(wrapped_in_token);
   return out;
 }
 
@@ -199,7 +202,7 @@ absl::StatusOr<crypto::SecretBytes> DatasetWrappingKeys::Unwrap(const WrappedKey
                          " bytes; a wrapped data key is 40; restore the key DB row from a backup");
   }
   crypto::SecretBytes dek;
-  COFFER_RETURN_IF_ERROR(
+  absl::Status unwrapped =
       token_.Run(/*idempotent=*/true, [&](CK_SESSION_HANDLE session) -> absl::Status {
         std::optional<CK_OBJECT_HANDLE> dwk = Find(blob.key);
         if (!dwk) {
@@ -210,7 +213,11 @@ absl::StatusOr<crypto::SecretBytes> DatasetWrappingKeys::Unwrap(const WrappedKey
         }
         COFFER_ASSIGN_OR_RETURN(dek, UnwrapInSession(session, *dwk, blob));
         return absl::OkStatus();
-      }));
+      });
+  // The module's unwrap and attribute read ran below this frame: their stack temporaries can
+  // hold the key (seen with SoftHSM2: kms_daemon_secrets_in_memory_test).
+  crypto::WipeStack();
+  COFFER_RETURN_IF_ERROR(unwrapped);
   return dek;
 }
 

@@ -116,6 +116,24 @@ void KeyCache::EraseDataset(uint64_t dataset_handle) {
   }
 }
 
+size_t KeyCache::DropExpired() {
+  const auto now = clock_->Now();
+  size_t dropped = 0;
+  for (auto& shard : shards_) {
+    std::lock_guard<std::mutex> lock(shard->mu);
+    for (auto it = shard->lru.begin(); it != shard->lru.end();) {
+      auto next = std::next(it);
+      if (now - it->loaded >= ttl_) {
+        ++shard->expirations;
+        ++dropped;
+        RemoveLocked(*shard, it);
+      }
+      it = next;
+    }
+  }
+  return dropped;
+}
+
 void KeyCache::Clear() {
   for (auto& shard : shards_) {
     std::lock_guard<std::mutex> lock(shard->mu);

@@ -11,7 +11,9 @@
 // the least recently used entry is evicted first.
 //
 // Time-to-live: an entry older than `ttl` (by the injected clock) is a miss and is dropped, so
-// a key unwrapped once does not stay in memory for ever.
+// a key unwrapped once does not stay in memory for ever. A lookup drops only the entry it finds;
+// DropExpired (the key manager's scheduler tick) drops every expired entry, so a key nobody asks
+// for again leaves memory too.
 //
 // Wiping: eviction, Erase and EraseDataset drop the cache's reference at once; the key bytes are
 // wiped when the last holder (an in-flight request) releases its shared_ptr.
@@ -87,6 +89,10 @@ class KeyCache {
   void Erase(const KeyCacheKey& key);
   void EraseDataset(uint64_t dataset_handle);
   void Clear();
+
+  // Drops every entry older than the time-to-live (counted as expirations); returns how many.
+  // Locks one shard at a time.
+  size_t DropExpired();
 
   KeyCacheStats Stats() const;
 

@@ -186,9 +186,11 @@ class KeyManager final : public storage::KeyProvider {
   // The scheduler's tick (the daemon calls it periodically; tests with a fake clock): rotates
   // each ACTIVE dataset's records/attachments primary whose age reached its period — once,
   // however late — or whose usage passed usage_rotate_percent; destroys datasets whose waiting
-  // period passed (not under a hold); retires compromised versions with no data left. Nothing
-  // time-based runs, and CLOCK_WENT_BACKWARDS is audited, while the clock reads earlier than
-  // the persisted high-water mark.
+  // period passed (not under a hold); retires compromised versions with no data left; drops
+  // cached keys past the cache's time-to-live (KeyCache::DropExpired), so an unwrapped key leaves
+  // memory even when nobody asks for it again. Nothing time-based runs, and
+  // CLOCK_WENT_BACKWARDS is audited, while the clock reads earlier than the persisted
+  // high-water mark.
   absl::StatusOr<DueWorkReport> RunDueWork();
 
   // Restore support (kms/keys/full_backup.h). CheckpointKeyDb writes a consistent copy of the key

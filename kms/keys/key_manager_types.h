@@ -177,6 +177,7 @@ struct DueWorkReport {
   std::vector<uint64_t> auto_scheduled;  // DISABLED -> PENDING_DESTRUCTION by lifecycle automation
   std::vector<std::pair<uint64_t, storage::KeyPurpose>> compromised_retired;
   std::vector<std::pair<uint64_t, absl::Status>> failures;
+  size_t keys_expired = 0;  // cached keys past the cache's time-to-live, dropped from memory
 };
 
 }  // namespace coffer::kms

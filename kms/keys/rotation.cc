@@ -348,6 +348,7 @@ absl::StatusOr<DueWorkReport> KeyManager::RunDueWork() {
     COFFER_RETURN_IF_ERROR(db_->Write(batch));
     clock_high_water_micros_ = now;
   }
+  report.keys_expired = cache_.DropExpired();
   const audit::AuditActor actor = internal::InternalActor();
   for (const auto& [handle, entry] : *datasets_.load()) {
     Snapshot snap = entry->snapshot.load();

@@ -81,6 +81,7 @@ absl::Status Server::Impl::SendResponse(const std::shared_ptr<Connection>& conne
     rest.remove_prefix(static_cast<size_t>(n));
     c.out_progress = Clock::now();
     if (rest.empty()) return absl::OkStatus();
+    explicit_bzero(c.out.data(), c.out.size());  // sent replies: no copy kept in the capacity
     c.out.clear();
     c.out_begin = 0;
   }
@@ -117,7 +118,11 @@ void Server::Impl::FlushOutput(const std::shared_ptr<Connection>& connection) {
           std::string().swap(c.out);
           c.out_begin = 0;
         } else if (c.out_begin > c.out.size() / 2) {
-          c.out.erase(0, c.out_begin);
+          // As erase(0, out_begin), but the vacated tail is wiped before the string shrinks.
+          const size_t unsent = c.unsent();
+          std::memmove(c.out.data(), c.out.data() + c.out_begin, unsent);
+          explicit_bzero(c.out.data() + unsent, c.out.size() - unsent);
+          c.out.resize(unsent);
           c.out_begin = 0;
         }
         c.out_cv.notify_all();

@@ -167,6 +167,10 @@ void Server::Impl::OnReadable(const std::shared_ptr<Connection>& connection) {
   while (read_now < kMaxReadPerEvent) {
     if (c.begin > 0) {  // keep the unread bytes at the front
       std::memmove(c.buffer.data(), c.buffer.data() + c.begin, c.buffered());
+      // The vacated tail still holds a copy of what moved (docs/threat-model.md, "Secrets in
+      // memory"). Consumed frames were wiped when their request completed.
+      const size_t moved_to = c.buffered();
+      explicit_bzero(c.buffer.data() + moved_to, c.end - moved_to);
       c.end -= c.begin;
       c.begin = 0;
     }
@@ -362,6 +366,9 @@ void Server::Impl::OnCompletion(const std::shared_ptr<Connection>& connection, b
     ++closed_after_refusals_;
   }
   c.request_refused = false;
+  // The request is done: its frame (record values included) leaves no copy in the buffer, which
+  // stays allocated for the connection's next frames.
+  explicit_bzero(c.buffer.data() + c.begin, c.frame_header + c.frame_payload);
   c.begin += c.frame_header + c.frame_payload;
   c.frame_header = c.frame_payload = 0;
   Clock::time_point now = Clock::now();

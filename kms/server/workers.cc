@@ -4,6 +4,21 @@
 #include "kms/server/internal/server_impl.h"
 
 namespace coffer::server {
+namespace {
+
+// The stack a request's handling used, below RunRequest's frame (docs/threat-model.md, "Secrets
+// in memory"): dead frames keep what the handler's callees left there — a decrypted value, or
+// key bytes from code we do not own (kms_daemon_secrets_in_memory_test found a data key there
+// after its dataset was destroyed). 32 KiB covers the handlers' depth many times over; it costs
+// a memset of that size per request. noinline: the buffer must be a frame below the caller's.
+constexpr size_t kRequestStackWipeBytes = size_t{32} << 10;
+
+[[gnu::noinline]] void WipeRequestStack() {
+  unsigned char below[kRequestStackWipeBytes];
+  explicit_bzero(below, sizeof(below));
+}
+
+}  // namespace
 
 // The sink of one request: frames go to the connection's output (output.cc).
 class Server::Impl::ConnectionSink : public daemon::ResponseSink {
@@ -89,6 +104,7 @@ void Server::Impl::WorkerLoop() {
     if (was_full) Wake();  // paused connections can move up
     if (item.request) {
       RunRequest(item.connection);
+      WipeRequestStack();
     } else {
       item.connection->session->Closed();
     }

@@ -222,6 +222,34 @@ TEST_F(CofferdTest, RunsUnprivilegedWithoutCoreDumps) {
   struct stat st {};
   ASSERT_EQ(stat((proc + "/environ").c_str(), &st), 0);
   EXPECT_EQ(st.st_uid, 0u);
+
+  // The secure heap is really locked (issue 19 item 5): started as root, cofferd locks it before
+  // dropping privileges, and the kernel's count of locked memory covers it. Started otherwise,
+  // RLIMIT_MEMLOCK may forbid it, and the log must then say so.
+  const std::string logs = daemon_->Logs();
+  const size_t heap = logs.find("secure heap ");
+  ASSERT_NE(heap, std::string::npos) << logs;
+  std::istringstream heap_line(logs.substr(heap + std::strlen("secure heap ")));
+  uint64_t heap_mib = 0;
+  std::string unit, locked;
+  heap_line >> heap_mib >> unit >> locked;
+  EXPECT_EQ(unit, "MiB");
+  const size_t vm_lck = status.find("\nVmLck:");
+  ASSERT_NE(vm_lck, std::string::npos) << status;
+  std::istringstream lck_line(status.substr(vm_lck + std::strlen("\nVmLck:")));
+  uint64_t locked_kib = 0;
+  lck_line >> locked_kib;
+  if (daemon_->as_root()) {
+    EXPECT_EQ(locked, "(locked)") << logs;
+  }
+  if (locked == "(locked)") {
+    EXPECT_GE(locked_kib, heap_mib * 1024)
+        << "VmLck " << locked_kib << " kB, secure heap " << heap_mib << " MiB";
+  } else {
+    EXPECT_EQ(locked, "(NOT") << logs;
+  }
+  std::cout << "VmLck " << locked_kib << " kB, secure heap " << heap_mib << " MiB " << locked
+            << "\n";
 }
 
 TEST_F(CofferdTest, BackupsOverTheAdminSocket) {

@@ -130,6 +130,36 @@ TEST(KeyCacheTest, BoundsHoldUnderConcurrentLoads) {
   EXPECT_FALSE(over_bound.load());
 }
 
+// Issue 19 item 5: before DropExpired, an expired key was dropped only when someone looked it
+// up again, so a dataset nobody read any more kept its keys in memory for good.
+TEST(KeyCacheTest, DropExpiredFreesKeysNobodyAsksForAgain) {
+  ManualClock clock;
+  KeyCacheOptions options;
+  options.ttl = std::chrono::seconds(60);
+  KeyCache cache(options, &clock);
+  std::atomic<int> calls{0};
+  const size_t heap_before = crypto::SecureHeapUsedBytes();
+  for (uint64_t dataset = 1; dataset <= 3; ++dataset) {
+    ASSERT_TRUE(
+        cache.GetOrLoad({dataset, storage::KeyPurpose::kRecords, 1}, CountingLoader(&calls, 1))
+            .ok());
+  }
+  clock.Advance(std::chrono::seconds(30));
+  ASSERT_TRUE(
+      cache.GetOrLoad({4, storage::KeyPurpose::kRecords, 1}, CountingLoader(&calls, 1)).ok());
+  EXPECT_EQ(cache.DropExpired(), 0u);
+  clock.Advance(std::chrono::seconds(30));
+  EXPECT_EQ(cache.DropExpired(), 3u);  // loaded 60 s ago; the fourth only 30 s ago
+  KeyCacheStats stats = cache.Stats();
+  EXPECT_EQ(stats.entries, 1u);
+  EXPECT_EQ(stats.expirations, 3u);
+  EXPECT_NE(cache.Lookup({4, storage::KeyPurpose::kRecords, 1}), nullptr);
+  clock.Advance(std::chrono::seconds(30));
+  EXPECT_EQ(cache.DropExpired(), 1u);
+  // Nothing holds them any more: their secure-heap bytes were freed (and wiped).
+  EXPECT_EQ(crypto::SecureHeapUsedBytes(), heap_before);
+}
+
 TEST(KeyCacheTest, EraseDatasetDropsOnlyThatDatasetAndWipesWithTheLastHolder) {
   ManualClock clock;
   KeyCache cache(KeyCacheOptions{}, &clock);
