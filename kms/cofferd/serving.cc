@@ -3,11 +3,14 @@
 // control, operations, transport).
 
 #include <fcntl.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <filesystem>
 #include <functional>
 #include <map>
 #include <string>
@@ -186,6 +189,55 @@ absl::StatusOr<server::ServerOptions> TransportOptions(const daemon::Config& con
   options.max_output_bytes_per_connection = config.limits().max_output_bytes_per_connection();
   options.max_refusals_in_a_row = config.limits().max_refusals_in_a_row();
   return options;
+}
+
+// Descriptors cofferd keeps for itself beyond its connections: the data and key databases'
+// files (a flush or compaction opens new ones), the HSM module (SoftHSM2 opens a file for each
+// object it touches), audit segments, the event log, backups, hooks, a connection accepted only
+// to be told SERVER_BUSY.
+constexpr rlim_t kReservedDescriptors = 128;
+
+// Raises the soft descriptor limit to the hard one and lowers the transport's connection limits
+// until its connections can never take the descriptors the daemon itself needs: a process out of
+// descriptors fails its own writes, and SoftHSM2 loses the token's objects for the rest of the
+// process (every key operation then fails until a restart). A limit too low to serve at all
+// refuses to start.
+absl::Status FitConnectionsToDescriptors(server::ServerOptions* options) {
+  rlimit limit{};
+  if (getrlimit(RLIMIT_NOFILE, &limit) != 0) return absl::OkStatus();
+  if (limit.rlim_cur < limit.rlim_max) {
+    rlimit raised = limit;
+    raised.rlim_cur = limit.rlim_max;
+    if (setrlimit(RLIMIT_NOFILE, &raised) == 0) limit = raised;
+  }
+  if (limit.rlim_cur == RLIM_INFINITY) return absl::OkStatus();
+  rlim_t open = 0;
+  std::error_code ec;
+  for (auto it = std::filesystem::directory_iterator("/proc/self/fd", ec);
+       !ec && it != std::filesystem::directory_iterator(); it.increment(ec)) {
+    ++open;
+  }
+  constexpr size_t kFewest = 4;
+  const rlim_t needed = open + kReservedDescriptors;
+  const size_t budget = limit.rlim_cur > needed ? static_cast<size_t>(limit.rlim_cur - needed) : 0;
+  if (budget < kFewest) {
+    return MakeError(ErrorCode::kConfigInvalid,
+                     "the open-file limit (RLIMIT_NOFILE " + std::to_string(limit.rlim_cur) +
+                         ") leaves no room for connections: cofferd holds " + std::to_string(open) +
+                         " descriptors and keeps " + std::to_string(kReservedDescriptors) +
+                         " for itself; raise LimitNOFILE (systemd) or ulimit -n");
+  }
+  if (options->max_connections <= budget) return absl::OkStatus();
+  LogWarning("limits.max_connections " + std::to_string(options->max_connections) + " lowered to " +
+             std::to_string(budget) + ": the open-file limit (RLIMIT_NOFILE " +
+             std::to_string(limit.rlim_cur) + ") must also cover " + std::to_string(open) +
+             " open descriptors and " + std::to_string(kReservedDescriptors) +
+             " kept for the databases, the HSM and the audit log; raise LimitNOFILE");
+  options->max_connections = budget;
+  options->admin_reserved_connections =
+      std::min(options->admin_reserved_connections, std::max<size_t>(1, budget / 4));
+  options->max_connections_per_uid = std::min(options->max_connections_per_uid, budget);
+  return absl::OkStatus();
 }
 
 }  // namespace
@@ -513,6 +565,7 @@ absl::Status Daemon::Parts::StartServing() {
   COFFER_ASSIGN_OR_RETURN(services, daemon::Services::Create(std::move(deps)));
 
   COFFER_ASSIGN_OR_RETURN(server::ServerOptions options, TransportOptions(config));
+  COFFER_RETURN_IF_ERROR(FitConnectionsToDescriptors(&options));
   absl::StatusOr<std::unique_ptr<server::Server>> started =
       server::Server::Start(options, services.get());
   if (!started.ok()) return Context(started.status(), "sockets");

@@ -193,7 +193,8 @@ void Cofferd::WriteConfig(const std::string& extra) {
 }
 
 ::testing::AssertionResult Cofferd::Start() {
-  std::vector<std::string> args = {Binary(), "--config", dir_ + "/cofferd.conf"};
+  std::vector<std::string> args = options_.launcher;
+  args.insert(args.end(), {Binary(), "--config", dir_ + "/cofferd.conf"});
   if (as_root_) args.insert(args.end(), {"--user", "nobody"});
   std::vector<std::pair<std::string, std::string>> env;
   if (clock_) env.emplace_back(kClockFileEnv, dir_ + "/clock");
@@ -234,7 +235,9 @@ bool Cofferd::Stop() { return SignalAndWait(SIGTERM) == 0; }
 std::pair<int, std::string> Cofferd::RunToExit(const std::vector<std::string>& extra_args,
                                                const std::string& env) {
   const std::string out = dir_ + "/run.log";
-  std::string command = Binary() + " --config " + dir_ + "/cofferd.conf";
+  std::string command;
+  for (const std::string& word : options_.launcher) command += word + " ";
+  command += Binary() + " --config " + dir_ + "/cofferd.conf";
   for (const std::string& a : extra_args) command += " " + a;
   command += " >" + out + " 2>&1 </dev/null";
   std::string variables = env;

@@ -68,6 +68,9 @@ struct CofferdOptions {
   std::function<void(const std::string& dir)> prepare;
   // hsm.module_path, given the directory; unset: SoftHSM2's.
   std::function<std::string(const std::string& dir)> hsm_module;
+  // Words run before the daemon's command line, by Start and RunToExit (e.g.
+  // {"/usr/bin/prlimit", "--nofile=200:200", "--"}).
+  std::vector<std::string> launcher;
   // Whether Create starts the daemon (the start-up tests run it themselves, with RunToExit).
   bool start = true;
 };
