@@ -5,14 +5,21 @@
 #include <fcntl.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
+#include <chrono>
+#include <climits>
+#include <cstdint>
 #include <cstring>
 #include <filesystem>
 #include <functional>
 #include <map>
+#include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -239,6 +246,66 @@ absl::Status FitConnectionsToDescriptors(server::ServerOptions* options) {
   options->max_connections_per_uid = std::min(options->max_connections_per_uid, budget);
   return absl::OkStatus();
 }
+
+// Whether the disks cofferd writes have limits.min_free_bytes free (docs/daemon.md, "Disk
+// space"). A full disk must never be met by a write: RocksDB 7.8 aborts the process on a write
+// after a failed WAL write (an assertion in WritableFileWriter, fixed upstream in RocksDB 9), and
+// the audit log refuses appends after a failed write until it is reopened. While there is room
+// the disks are looked at every kRecheck at most; while there is not, at every request, so
+// writes resume with the first request after space returns.
+class DiskGuard {
+ public:
+  DiskGuard(std::vector<std::string> directories, uint64_t min_free)
+      : directories_(std::move(directories)), min_free_(min_free) {}
+
+  absl::Status Room() {
+    const int64_t now = std::chrono::duration_cast<std::chrono::nanoseconds>(
+                            std::chrono::steady_clock::now().time_since_epoch())
+                            .count();
+    if (!low_.load(std::memory_order_relaxed) &&
+        now < next_check_.load(std::memory_order_relaxed)) {
+      return absl::OkStatus();
+    }
+    std::lock_guard<std::mutex> lock(mu_);
+    uint64_t least = UINT64_MAX;
+    std::string where;
+    for (const std::string& directory : directories_) {
+      struct statvfs fs {};
+      if (statvfs(directory.c_str(), &fs) != 0) continue;
+      const uint64_t free_bytes = static_cast<uint64_t>(fs.f_bavail) * fs.f_frsize;
+      if (free_bytes < least) {
+        least = free_bytes;
+        where = directory;
+      }
+    }
+    const bool low = least < min_free_;
+    next_check_.store(now + std::chrono::nanoseconds(kRecheck).count());
+    if (low != low_.exchange(low)) {
+      if (low) {
+        LogWarning("disk: " + where + " has " + std::to_string(least >> 20) +
+                   " MiB free, below limits.min_free_bytes (" + std::to_string(min_free_ >> 20) +
+                   " MiB): requests that change state are refused until space returns");
+      } else {
+        LogInfo("disk: space returned (" + std::to_string(least >> 20) +
+                " MiB free at the fullest disk): requests that change state are served again");
+      }
+    }
+    if (!low) return absl::OkStatus();
+    return MakeError(ErrorCode::kResourceExhausted,
+                     "the disk holding cofferd's " + where + " has " + std::to_string(least >> 20) +
+                         " MiB free, below limits.min_free_bytes (" +
+                         std::to_string(min_free_ >> 20) +
+                         " MiB): writes are refused until space returns; reads are served");
+  }
+
+ private:
+  static constexpr std::chrono::milliseconds kRecheck{50};
+  const std::vector<std::string> directories_;
+  const uint64_t min_free_;
+  std::mutex mu_;
+  std::atomic<bool> low_{false};
+  std::atomic<int64_t> next_check_{0};
+};
 
 }  // namespace
 
@@ -531,6 +598,14 @@ absl::Status Daemon::Parts::StartServing() {
     out->set_failed_reconnects(health.failed_reconnects);
     out->set_last_error(health.last_error);
   };
+  if (config.limits().min_free_bytes() > 0) {
+    auto guard = std::make_shared<DiskGuard>(
+        std::vector<std::string>{config.state_directory(), config.key_db_directory(),
+                                 config.data_directory(), config.audit_directory(),
+                                 config.events_directory(), config.admin_directory()},
+        config.limits().min_free_bytes());
+    deps.disk_room = [guard] { return guard->Room(); };
+  }
   deps.version = kCofferdVersion;
   deps.durability = daemon::DurabilityOf(config) == storage::Durability::kSync ? "sync" : "wal";
   deps.data_socket = config.data_socket();

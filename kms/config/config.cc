@@ -121,6 +121,7 @@ void ApplyDefaults(Config& c) {
     limits->set_max_output_bytes_per_connection(2 * kMiB);
   }
   if (limits->max_refusals_in_a_row() == 0) limits->set_max_refusals_in_a_row(16);
+  if (!limits->has_min_free_bytes()) limits->set_min_free_bytes(256 * kMiB);
 
   auto* rate = c.mutable_rate_limit();
   if (!rate->has_default_limit()) {
@@ -233,6 +234,9 @@ absl::Status ValidateFairShares(const v1::Limits& l) {
   if (l.max_output_bytes_per_connection() < 64 * 1024 ||
       l.max_output_bytes_per_connection() > 256 * kMiB) {
     return Invalid("limits.max_output_bytes_per_connection", "must be 64 KiB to 256 MiB");
+  }
+  if (l.min_free_bytes() > uint64_t{1024} * 1024 * kMiB) {
+    return Invalid("limits.min_free_bytes", "must be at most 1 TiB (0 turns the check off)");
   }
   if (l.max_refusals_in_a_row() > 1000000) {
     return Invalid("limits.max_refusals_in_a_row", "must be 1-1000000");

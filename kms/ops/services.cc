@@ -70,6 +70,12 @@ absl::Status Services::ConnectionSession::Handle(const pb::Request& request, Res
                             "that is not an admin"));
   }
 
+  // Out of disk space, what would write is refused before it starts, cleanly, and reads go on.
+  if (row->effect == Effect::kChangesState && deps_.disk_room) {
+    absl::Status room = deps_.disk_room();
+    if (!room.ok()) return Refuse(sink, request, room);
+  }
+
   if (peer_.socket == SocketKind::kAdmin) return HandleAdminSocket(request, *row, sink);
   return Run(request, *row, sink, actor_);
 }

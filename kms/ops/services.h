@@ -126,6 +126,9 @@ struct ServicesDeps {
   std::function<server::ServerStats()> transport_stats;
   // For status: fills in the HSM token's connection; unset, status reports none.
   std::function<void(::coffer::v1::HsmStatus*)> hsm_status;
+  // Whether the disks have room for a request that changes state (an operation whose row says
+  // Effect::kChangesState): an error refuses it, audited as a refusal. Unset: always room.
+  std::function<absl::Status()> disk_room;
   std::string version;
   std::string durability;  // "wal" or "sync"
   std::string data_socket;

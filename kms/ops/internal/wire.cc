@@ -184,6 +184,8 @@ audit::AuditText RefusalDetail(ErrorCode code) {
       return "transport: server busy";
     case ErrorCode::kShuttingDown:
       return "transport: shutting down";
+    case ErrorCode::kResourceExhausted:
+      return "daemon: disk space below limits.min_free_bytes";
     default:
       return "daemon: refused";
   }

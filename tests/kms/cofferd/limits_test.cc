@@ -4,11 +4,15 @@
 // (The 1 GiB attachment, 10,000 datasets and a full disk run from scripts/limits: they take
 // minutes or need a filesystem of their own.)
 
+#include <sys/mount.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <memory>
@@ -19,6 +23,7 @@
 #include "crypto/base/status.h"
 #include "gtest/gtest.h"
 #include "kms/client/client.h"
+#include "nlohmann/json.hpp"
 #include "tests/kms/cofferd/one_dataset_daemon.h"
 #include "tests/kms/cofferd/raw_connection.h"
 
@@ -173,6 +178,126 @@ TEST(LimitsDescriptorTest, AnOpenFileLimitWithNoRoomForConnectionsRefusesToStart
   EXPECT_NE(exit_code, 0) << output;
   EXPECT_NE(exit_code, 124) << "cofferd started: " << output;
   EXPECT_NE(output.find("RLIMIT_NOFILE"), std::string::npos) << output;
+}
+
+// 64-KiB pseudo-random bytes numbered `i` (so that a filled disk holds what was written).
+std::string Chunk64K(int i) {
+  std::string out(64 << 10, '\0');
+  uint64_t x = 0x9e3779b97f4a7c15ull * static_cast<uint64_t>(i + 1);
+  for (size_t k = 0; k < out.size(); ++k) {
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    out[k] = static_cast<char>(x);
+  }
+  return out;
+}
+
+// The daemon's whole state directory on a 512 MiB tmpfs with limits.min_free_bytes 64 MiB, then
+// filled (a file the test removes later) until 128 MiB are free. Writes go on until the free
+// space drops below the minimum, then every request that changes state is refused with
+// RESOURCE_EXHAUSTED — cleanly, audited, the daemon answering — while reads are served; once
+// the file is removed the very next write is served, with no restart; every acknowledged write
+// reads back and the audit log verifies. Without the check the disk would fill: RocksDB 7.8
+// aborts the process on the write after a failed WAL write, and the audit log refuses appends
+// after a failed write. Needs root to mount.
+TEST(LimitsDiskTest, BelowTheFreeSpaceMinimumWritesAreRefusedCleanlyAndResumeWhenSpaceReturns) {
+  if (geteuid() != 0) GTEST_SKIP() << "needs root to mount a tmpfs";
+  ::coffer::testing::CofferdOptions options;
+  options.name = "cofferd-disk";
+  options.start = false;
+  options.extra_config = [](const std::string&) {
+    return std::string("limits { min_free_bytes: 67108864 }\n");
+  };
+  auto daemon = Cofferd::Create(std::move(options));
+  ASSERT_NE(daemon, nullptr);
+  const std::string dir = daemon->dir();
+  const std::string saved = dir + ".saved";
+  ASSERT_EQ(std::system(("cp -a " + dir + " " + saved).c_str()), 0);
+  if (mount("tmpfs", dir.c_str(), "tmpfs", 0, "size=512m,mode=0700") != 0) {
+    const int error = errno;
+    std::system(("rm -rf " + saved).c_str());
+    GTEST_SKIP() << "cannot mount a tmpfs here: " << std::strerror(error);
+  }
+  ASSERT_EQ(std::system(("cp -a " + saved + "/. " + dir + "/ && rm -rf " + saved).c_str()), 0);
+  struct stat owner {};
+  ASSERT_EQ(stat((dir + "/hsm").c_str(), &owner), 0);
+  ASSERT_EQ(chown(dir.c_str(), owner.st_uid, owner.st_gid), 0);
+  ASSERT_EQ(chmod(dir.c_str(), 0755), 0);
+  struct Unmount {
+    std::string dir;
+    ~Unmount() { umount2(dir.c_str(), MNT_DETACH); }
+  } unmount{dir};
+  ASSERT_TRUE(daemon->Start());
+  ASSERT_EQ(
+      ::coffer::testing::Keyctl(daemon->admin_socket(), std::string("dataset create ") + kDataset)
+          .exit_code,
+      0);
+  const std::string filler = dir + "/filler";
+  ASSERT_EQ(std::system(("fallocate -l $(( $(df --output=avail -B1 " + dir +
+                         " | tail -1) - 128*1024*1024 )) " + filler)
+                            .c_str()),
+            0);
+
+  auto c = client::Client::Connect(daemon->data_socket());
+  ASSERT_TRUE(c.ok()) << c.status();
+  std::vector<int> acknowledged;
+  absl::Status refused;
+  for (int i = 0; i < 4000; ++i) {
+    absl::Status put = (*c)->PutRecord(kDataset, "r-" + std::to_string(i), Chunk64K(i));
+    if (!put.ok()) {
+      refused = put;
+      break;
+    }
+    acknowledged.push_back(i);
+  }
+  ASSERT_EQ(ErrorCodeOf(refused), ErrorCode::kResourceExhausted) << refused;
+  EXPECT_FALSE(acknowledged.empty());
+  // RocksDB's own files grow and shrink (a flush deletes a preallocated WAL): hold the disk well
+  // below the minimum while the other requests are tried.
+  const std::string filler2 = dir + "/filler2";
+  ASSERT_EQ(std::system(("fallocate -l $(( $(df --output=avail -B1 " + dir +
+                         " | tail -1) - 24*1024*1024 )) " + filler2)
+                            .c_str()),
+            0);
+  // Reads are served, other changes refused alike, the daemon answers its admins.
+  auto read = (*c)->GetRecord(kDataset, "r-0");
+  ASSERT_TRUE(read.ok()) << read.status();
+  EXPECT_TRUE(*read == Chunk64K(0));
+  EXPECT_EQ(ErrorCodeOf((*c)->DeleteRecord(kDataset, "r-0")), ErrorCode::kResourceExhausted);
+  auto created = ::coffer::testing::Keyctl(daemon->admin_socket(), "dataset create crm/more");
+  EXPECT_NE(created.exit_code, 0);
+  EXPECT_NE(created.err.find("min_free_bytes"), std::string::npos) << created.err;
+  EXPECT_EQ(::coffer::testing::Keyctl(daemon->admin_socket(), "status").exit_code, 0);
+
+  // Space returns: the next write is served, no restart.
+  ASSERT_EQ(unlink(filler.c_str()), 0);
+  ASSERT_EQ(unlink(filler2.c_str()), 0);
+  absl::Status resumed = (*c)->PutRecord(kDataset, "after", "space returned");
+  ASSERT_TRUE(resumed.ok()) << resumed;
+  for (int i : acknowledged) {
+    auto value = (*c)->GetRecord(kDataset, "r-" + std::to_string(i));
+    ASSERT_TRUE(value.ok()) << i << ": " << value.status();
+    ASSERT_TRUE(*value == Chunk64K(i)) << i;
+  }
+  // Every refusal is in the audit log under the caller.
+  auto audit =
+      ::coffer::testing::Keyctl(daemon->admin_socket(), "--json audit search --limit 100000");
+  ASSERT_EQ(audit.exit_code, 0) << audit.err;
+  int refusals = 0;
+  for (const auto& entry : audit.JsonOrEmpty().value("entries", nlohmann::json::array())) {
+    if (entry.value("kind", "") == "REQUEST_REFUSED" &&
+        entry.value("result_code", 0) == static_cast<int>(ErrorCode::kResourceExhausted)) {
+      refusals += std::max(1, entry.value("record_count", 1));
+    }
+  }
+  EXPECT_EQ(refusals, 3) << audit.out;  // the put, the delete, the dataset create
+  auto verified = ::coffer::testing::Keyctl(daemon->admin_socket(), "audit verify");
+  EXPECT_EQ(verified.exit_code, 0) << verified.err << verified.out;
+  (*c).reset();
+  EXPECT_TRUE(daemon->Stop()) << daemon->Logs();
+  std::cout << "limits: disk below the minimum after " << acknowledged.size()
+            << " records of 64 KiB; writes refused, then served again without a restart\n";
 }
 
 }  // namespace
