@@ -307,6 +307,30 @@ class DiskGuard {
   std::atomic<int64_t> next_check_{0};
 };
 
+// For status: the HSM token's connection.
+std::function<void(::coffer::v1::HsmStatus*)> HsmStatusHook(hsm::HsmClient* hsm) {
+  return [hsm](::coffer::v1::HsmStatus* out) {
+    const hsm::TokenHealth health = hsm->token().health();
+    out->set_connected(health.connected);
+    out->set_module(hsm->token().module_description());
+    out->set_reconnects(health.reconnects);
+    out->set_reinitializations(health.reinitializations);
+    out->set_failed_reconnects(health.failed_reconnects);
+    out->set_last_error(health.last_error);
+  };
+}
+
+// The disk guard over every directory cofferd writes; empty when limits.min_free_bytes is 0.
+std::function<absl::Status()> DiskRoomHook(const daemon::Config& config) {
+  if (config.limits().min_free_bytes() == 0) return {};
+  auto guard = std::make_shared<DiskGuard>(
+      std::vector<std::string>{config.state_directory(), config.key_db_directory(),
+                               config.data_directory(), config.audit_directory(),
+                               config.events_directory(), config.admin_directory()},
+      config.limits().min_free_bytes());
+  return [guard] { return guard->Room(); };
+}
+
 }  // namespace
 
 absl::Status Daemon::Parts::StartJobs() {
@@ -552,6 +576,21 @@ BackupOperationDeps Daemon::Parts::BackupDeps(const std::string& audit_public_ke
   return backup_deps;
 }
 
+absl::Status Daemon::Parts::OpenExports() {
+  kms::dataset_export::ExportServiceOptions export_options;
+  export_options.keys = key_manager;
+  export_options.data_db = data_db.get();
+  export_options.signer = checkpoint_signer.get();
+  export_options.audit_log = audit_log.get();
+  export_options.registry = admin_registry.get();
+  export_options.dual_control = config.mfa().required();
+  export_options.clock = clock;
+  export_options.damaged_events = damaged_events.get();
+  COFFER_ASSIGN_OR_RETURN(exports,
+                          kms::dataset_export::ExportService::Create(std::move(export_options)));
+  return absl::OkStatus();
+}
+
 absl::Status Daemon::Parts::StartServing() {
   COFFER_ASSIGN_OR_RETURN(std::shared_ptr<const daemon::GrantTable> table,
                           daemon::GrantTable::FromConfig(config));
@@ -589,23 +628,8 @@ absl::Status Daemon::Parts::StartServing() {
     server::Server* live = live_server.load();
     return live != nullptr ? live->Stats() : server::ServerStats{};
   };
-  deps.hsm_status = [this](::coffer::v1::HsmStatus* out) {
-    const hsm::TokenHealth health = hsm->token().health();
-    out->set_connected(health.connected);
-    out->set_module(hsm->token().module_description());
-    out->set_reconnects(health.reconnects);
-    out->set_reinitializations(health.reinitializations);
-    out->set_failed_reconnects(health.failed_reconnects);
-    out->set_last_error(health.last_error);
-  };
-  if (config.limits().min_free_bytes() > 0) {
-    auto guard = std::make_shared<DiskGuard>(
-        std::vector<std::string>{config.state_directory(), config.key_db_directory(),
-                                 config.data_directory(), config.audit_directory(),
-                                 config.events_directory(), config.admin_directory()},
-        config.limits().min_free_bytes());
-    deps.disk_room = [guard] { return guard->Room(); };
-  }
+  deps.hsm_status = HsmStatusHook(hsm.get());
+  deps.disk_room = DiskRoomHook(config);
   deps.version = kCofferdVersion;
   deps.durability = daemon::DurabilityOf(config) == storage::Durability::kSync ? "sync" : "wal";
   deps.data_socket = config.data_socket();
@@ -621,17 +645,7 @@ absl::Status Daemon::Parts::StartServing() {
   daemon::AddEventOperations(event_log.get(), canaries.get(), audit_log.get(),
                              deps.extra_admin_ops);
 
-  kms::dataset_export::ExportServiceOptions export_options;
-  export_options.keys = key_manager;
-  export_options.data_db = data_db.get();
-  export_options.signer = checkpoint_signer.get();
-  export_options.audit_log = audit_log.get();
-  export_options.registry = admin_registry.get();
-  export_options.dual_control = config.mfa().required();
-  export_options.clock = clock;
-  export_options.damaged_events = damaged_events.get();
-  COFFER_ASSIGN_OR_RETURN(exports,
-                          kms::dataset_export::ExportService::Create(std::move(export_options)));
+  COFFER_RETURN_IF_ERROR(OpenExports());
   deps.streaming_admin_ops[coffer::v1::Request::kDatasetExport] =
       [service = exports.get()](const coffer::v1::Request& request,
                                 const kms::audit::AuditActor& actor, daemon::ResponseSink* sink) {

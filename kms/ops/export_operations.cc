@@ -93,6 +93,188 @@ absl::Status SendError(daemon::ResponseSink* sink, const pb::Request& request,
   return sink->Send(response);
 }
 
+// The dataset an export names and the key it is for, once the request is known to be
+// exportable.
+struct ExportTarget {
+  crypto::RecipientPublicKey recipient;
+  uint64_t handle = 0;
+  DatasetInfo info;
+};
+
+// The request's target, or the error to answer (its public form): a malformed request, a
+// recipient key that does not parse, an unknown dataset, or one that is neither DISABLED nor
+// PENDING_DESTRUCTION.
+absl::StatusOr<ExportTarget> CheckExport(const pb::DatasetExportRequest& r, KeyManager* keys) {
+  if (r.dataset().empty()) {
+    return MakeError(ErrorCode::kMalformedRequest, "dataset_export.dataset is empty");
+  }
+  absl::StatusOr<crypto::RecipientPublicKey> recipient =
+      crypto::RecipientPublicKey::FromPem(r.recipient_public_key_pem());
+  if (!recipient.ok()) return recipient.status();
+  absl::StatusOr<uint64_t> handle = keys->FindDataset(r.dataset());
+  if (!handle.ok()) return Public(handle.status());
+  absl::StatusOr<DatasetInfo> info = keys->DescribeDataset(*handle);
+  if (!info.ok()) return Public(info.status());
+  if (info->state != DatasetState::kDisabled && info->state != DatasetState::kPendingDestruction) {
+    return MakeError(
+        ErrorCode::kDatasetStateForbids,
+        absl::StrCat(
+            "dataset ", r.dataset(), " is ", std::string(DatasetStateName(info->state)),
+            ": only a DISABLED or PENDING_DESTRUCTION dataset can be exported",
+            info->state == DatasetState::kActive ? " (keyctl dataset disable NAME first)" : ""));
+  }
+  return ExportTarget{*std::move(recipient), *handle, *std::move(info)};
+}
+
+// Redeems approval r.approval_id() for this export — it must be an export of the same dataset
+// filed for the same recipient key — and audits DATASET_EXPORT_REDEEMED. Returns the approving
+// admin, or the error to answer.
+absl::StatusOr<audit::AuditActor> RedeemApproval(const ExportServiceOptions& options,
+                                                 const pb::DatasetExportRequest& r,
+                                                 const crypto::RecipientPublicKey& recipient,
+                                                 uint64_t handle, const audit::AuditActor& actor) {
+  if (options.registry == nullptr) {
+    return MakeError(ErrorCode::kApprovalNotFound,
+                     "this daemon runs without dual control: export without --approval");
+  }
+  COFFER_ASSIGN_OR_RETURN(admin::ApprovalRecord filed,
+                          options.registry->GetApproval(r.approval_id()));
+  pb::Request filed_request;
+  if (!filed_request.ParseFromString(filed.payload) || !filed_request.has_dataset_export() ||
+      filed_request.dataset_export().dataset() != r.dataset()) {
+    return MakeError(ErrorCode::kApprovalForbidden,
+                     absl::StrCat("approval request ", r.approval_id(),
+                                  " is not an export of dataset ", r.dataset()));
+  }
+  absl::StatusOr<crypto::RecipientPublicKey> filed_recipient = crypto::RecipientPublicKey::FromPem(
+      filed_request.dataset_export().recipient_public_key_pem());
+  if (!filed_recipient.ok() || filed_recipient->fingerprint() != recipient.fingerprint()) {
+    return MakeError(
+        ErrorCode::kApprovalForbidden,
+        absl::StrCat("approval request ", r.approval_id(), " was filed for another recipient key"));
+  }
+  COFFER_ASSIGN_OR_RETURN(admin::ApprovalRecord redeemed,
+                          options.registry->Redeem(r.approval_id(), actor.uid));
+  audit::AuditActor approver;
+  approver.uid = redeemed.approver_uid;
+  approver.admin_id = uint64_t{redeemed.approver_uid} + 1;
+  approver.admin_name = redeemed.approver_name;
+  approver.socket = audit::v1::SOCKET_ADMIN;
+  audit::AuditEvent event;
+  event.kind = audit::v1::DATASET_EXPORT_REDEEMED;
+  event.actor = actor;
+  event.approver = approver;
+  event.dataset_handle = handle;
+  event.record_count = static_cast<uint32_t>(r.approval_id());
+  absl::StatusOr<uint64_t> audited = options.audit_log->Append(event);
+  if (!audited.ok()) return Public(audited.status());
+  return approver;
+}
+
+// One export's walk over its dataset into the archive. Records and attachments whose stored
+// bytes no longer open are left out of the archive and counted in `damaged` (docs/daemon.md,
+// "Damaged items").
+struct ArchiveWalk {
+  storage::RecordStore* records = nullptr;
+  storage::AttachmentStore* attachments = nullptr;
+  uint64_t handle = 0;
+  coffer::ProgressFn report;  // empty: no progress asked for
+  ArchiveWriter* writer = nullptr;
+  uint64_t total = 0;
+  uint64_t done = 0;
+  storage::DamagedItems damaged;
+
+  void Step() {
+    if (report) report({"export", ++done, std::max(total, done)});
+  }
+};
+
+absl::Status AddRecords(ArchiveWalk& walk) {
+  std::string token;
+  do {
+    COFFER_ASSIGN_OR_RETURN(storage::RecordStore::IdPage page,
+                            walk.records->ListIds(walk.handle, token, kPageSize));
+    walk.damaged.Merge(page.damaged);
+    for (const std::string& id : page.ids) {
+      absl::StatusOr<std::string> value = walk.records->Get(walk.handle, id);
+      if (ErrorCodeOf(value.status()) == ErrorCode::kRecordNotFound) continue;  // purged since
+      if (!value.ok()) return value.status();
+      COFFER_RETURN_IF_ERROR(walk.writer->AddRecord(id, *value));
+      walk.Step();
+    }
+    token = std::move(page.next_page_token);
+  } while (!token.empty());
+  return absl::OkStatus();
+}
+
+// One attachment, or none when it is damaged: an archive entry cannot be taken back once begun,
+// so every segment is authenticated before it begins, and a damaged attachment is left out and
+// reported like a damaged pointer, not found half-way through. It costs a second decryption of
+// each attachment.
+absl::Status AddAttachment(ArchiveWalk& walk, const std::string& name,
+                           storage::AttachmentReader& reader) {
+  absl::Status whole = reader.Verify();
+  if (storage::IsItemDamage(whole)) {
+    reader.AddDamageTo(&walk.damaged, whole);
+    return absl::OkStatus();
+  }
+  COFFER_RETURN_IF_ERROR(whole);
+  const storage::AttachmentInfo& a = reader.info();
+  COFFER_RETURN_IF_ERROR(
+      walk.writer->BeginAttachment(name, a.size, a.content_type, coffer::ToUnixMicros(a.created)));
+  std::string data;
+  for (uint64_t offset = 0; offset < a.size;) {
+    const size_t n =
+        static_cast<size_t>(std::min<uint64_t>(a.size - offset, api::kDefaultChunkBytes));
+    COFFER_RETURN_IF_ERROR(reader.Read(offset, n, &data));
+    if (data.size() != n) {
+      return MakeError(ErrorCode::kCiphertextCorrupt, "attachment shorter than its size");
+    }
+    COFFER_RETURN_IF_ERROR(walk.writer->AppendAttachmentData(data));
+    offset += n;
+  }
+  OPENSSL_cleanse(data.data(), data.size());
+  walk.Step();
+  return absl::OkStatus();
+}
+
+absl::Status AddAttachments(ArchiveWalk& walk) {
+  std::string token;
+  do {
+    COFFER_ASSIGN_OR_RETURN(storage::AttachmentStore::NamePage page,
+                            walk.attachments->ListNames(walk.handle, token, kPageSize));
+    walk.damaged.Merge(page.damaged);
+    for (const std::string& name : page.names) {
+      absl::StatusOr<std::unique_ptr<storage::AttachmentReader>> reader =
+          walk.attachments->Open(walk.handle, name);
+      if (ErrorCodeOf(reader.status()) == ErrorCode::kAttachmentNotFound) continue;
+      if (!reader.ok()) return reader.status();
+      COFFER_RETURN_IF_ERROR(AddAttachment(walk, name, **reader));
+    }
+    token = std::move(page.next_page_token);
+  } while (!token.empty());
+  return absl::OkStatus();
+}
+
+void FillSummary(const std::string& dataset, uint64_t handle, const ArchiveCounts& counts,
+                 const crypto::RecipientPublicKey& recipient, int64_t exported_micros,
+                 const storage::DamagedItems& damaged, pb::DatasetExportSummary* summary) {
+  summary->set_dataset(dataset);
+  summary->set_dataset_handle(handle);
+  summary->set_records(counts.records);
+  summary->set_attachments(counts.attachments);
+  summary->set_attachment_bytes(counts.attachment_bytes);
+  summary->set_archive_bytes(counts.archive_bytes);
+  summary->set_archive_sha256(
+      std::string(reinterpret_cast<const char*>(counts.archive_sha256.data()), 32));
+  summary->set_recipient_key(recipient.description());
+  summary->set_recipient_fingerprint(
+      std::string(reinterpret_cast<const char*>(recipient.fingerprint().data()), 32));
+  summary->set_exported_micros(exported_micros);
+  summary->set_damaged(damaged.count());
+  daemon::AppendWire(damaged.listed(), summary->mutable_damaged_items());
+}
+
 }  // namespace
 
 // The stores' key provider for one export: KeyManager::ExportKey, opening only. It keeps what
@@ -170,27 +352,9 @@ ExportService::~ExportService() = default;
 absl::Status ExportService::Serve(const pb::Request& request, const audit::AuditActor& actor,
                                   daemon::ResponseSink* sink) {
   const pb::DatasetExportRequest& r = request.dataset_export();
-  if (r.dataset().empty()) {
-    return SendError(sink, request,
-                     MakeError(ErrorCode::kMalformedRequest, "dataset_export.dataset is empty"));
-  }
-  absl::StatusOr<crypto::RecipientPublicKey> recipient =
-      crypto::RecipientPublicKey::FromPem(r.recipient_public_key_pem());
-  if (!recipient.ok()) return SendError(sink, request, recipient.status());
-  absl::StatusOr<uint64_t> handle = options_.keys->FindDataset(r.dataset());
-  if (!handle.ok()) return SendError(sink, request, Public(handle.status()));
-  absl::StatusOr<DatasetInfo> info = options_.keys->DescribeDataset(*handle);
-  if (!info.ok()) return SendError(sink, request, Public(info.status()));
-  if (info->state != DatasetState::kDisabled && info->state != DatasetState::kPendingDestruction) {
-    return SendError(
-        sink, request,
-        MakeError(ErrorCode::kDatasetStateForbids,
-                  absl::StrCat(
-                      "dataset ", r.dataset(), " is ", std::string(DatasetStateName(info->state)),
-                      ": only a DISABLED or PENDING_DESTRUCTION dataset can be exported",
-                      info->state == DatasetState::kActive ? " (keyctl dataset disable NAME first)"
-                                                           : "")));
-  }
+  absl::StatusOr<ExportTarget> target = CheckExport(r, options_.keys);
+  if (!target.ok()) return SendError(sink, request, target.status());
+  const uint64_t handle = target->handle;
 
   // Dual control: the approval's run only marks the request redeemable.
   if (r.approval_id() == 0 && options_.dual_control) {
@@ -202,66 +366,27 @@ absl::Status ExportService::Serve(const pb::Request& request, const audit::Audit
   }
   std::optional<audit::AuditActor> approver;
   if (r.approval_id() != 0) {
-    if (options_.registry == nullptr) {
-      return SendError(sink, request,
-                       MakeError(ErrorCode::kApprovalNotFound,
-                                 "this daemon runs without dual control: export without "
-                                 "--approval"));
-    }
-    absl::StatusOr<admin::ApprovalRecord> filed = options_.registry->GetApproval(r.approval_id());
-    if (!filed.ok()) return SendError(sink, request, filed.status());
-    pb::Request filed_request;
-    if (!filed_request.ParseFromString(filed->payload) || !filed_request.has_dataset_export() ||
-        filed_request.dataset_export().dataset() != r.dataset()) {
-      return SendError(sink, request,
-                       MakeError(ErrorCode::kApprovalForbidden,
-                                 absl::StrCat("approval request ", r.approval_id(),
-                                              " is not an export of dataset ", r.dataset())));
-    }
-    absl::StatusOr<crypto::RecipientPublicKey> filed_recipient =
-        crypto::RecipientPublicKey::FromPem(
-            filed_request.dataset_export().recipient_public_key_pem());
-    if (!filed_recipient.ok() || filed_recipient->fingerprint() != recipient->fingerprint()) {
-      return SendError(sink, request,
-                       MakeError(ErrorCode::kApprovalForbidden,
-                                 absl::StrCat("approval request ", r.approval_id(),
-                                              " was filed for another recipient key")));
-    }
-    absl::StatusOr<admin::ApprovalRecord> redeemed =
-        options_.registry->Redeem(r.approval_id(), actor.uid);
+    absl::StatusOr<audit::AuditActor> redeemed =
+        RedeemApproval(options_, r, target->recipient, handle, actor);
     if (!redeemed.ok()) return SendError(sink, request, redeemed.status());
-    audit::AuditActor second;
-    second.uid = redeemed->approver_uid;
-    second.admin_id = uint64_t{redeemed->approver_uid} + 1;
-    second.admin_name = redeemed->approver_name;
-    second.socket = audit::v1::SOCKET_ADMIN;
-    approver = second;
-    audit::AuditEvent event;
-    event.kind = audit::v1::DATASET_EXPORT_REDEEMED;
-    event.actor = actor;
-    event.approver = approver;
-    event.dataset_handle = *handle;
-    event.record_count = static_cast<uint32_t>(r.approval_id());
-    absl::StatusOr<uint64_t> audited = options_.audit_log->Append(event);
-    if (!audited.ok()) return SendError(sink, request, Public(audited.status()));
+    approver = *redeemed;
   }
 
   audit::AuditEvent event;
   event.kind = audit::v1::DATASET_EXPORT;
   event.actor = actor;
   event.approver = approver;
-  event.dataset_handle = *handle;
+  event.dataset_handle = handle;
   event.stage = audit::v1::STAGE_REQUESTED;
   absl::StatusOr<uint64_t> audited = options_.audit_log->Append(event);
   if (!audited.ok()) return SendError(sink, request, Public(audited.status()));
 
   daemon::ProgressStream progress(request, sink);
-  coffer::ProgressFn report = progress.Function();
   FrameSink frames(request.request_id(), sink);
   ArchiveDescription description;
   description.dataset = r.dataset();
-  description.dataset_handle = *handle;
-  description.dataset_state = std::string(DatasetStateName(info->state));
+  description.dataset_handle = handle;
+  description.dataset_state = std::string(DatasetStateName(target->info.state));
   description.exported_micros = coffer::ToUnixMicros(options_.clock->Now());
   description.approval_id = r.approval_id();
 
@@ -270,80 +395,31 @@ absl::Status ExportService::Serve(const pb::Request& request, const audit::Audit
   storage::RecordStore records(options_.data_db, &export_keys, policies_.get(), options_.clock);
   storage::AttachmentStore attachments(options_.data_db, &export_keys, policies_.get(),
                                        options_.clock);
+  ArchiveWalk walk;
+  walk.records = &records;
+  walk.attachments = &attachments;
+  walk.handle = handle;
+  walk.report = progress.Function();
   ArchiveCounts counts;
-  // Records and attachments whose stored bytes no longer open: left out of the archive,
-  // reported in the summary (docs/daemon.md, "Damaged items").
-  storage::DamagedItems damaged;
-  auto run = [&]() -> absl::Status {
-    uint64_t total = 0;
-    if (report) {
+  absl::Status result = [&]() -> absl::Status {
+    if (walk.report) {
       COFFER_ASSIGN_OR_RETURN(storage::DatasetDataCounts items,
-                              storage::CountDatasetData(*options_.data_db, *handle));
-      total = items.records + items.attachments;
+                              storage::CountDatasetData(*options_.data_db, handle));
+      walk.total = items.records + items.attachments;
+      walk.report({"export", 0, walk.total});
     }
-    uint64_t done = 0;
-    if (report) report({"export", 0, total});
     COFFER_ASSIGN_OR_RETURN(
         std::unique_ptr<ArchiveWriter> writer,
-        ArchiveWriter::Create(description, *recipient, options_.signer, &frames));
-    std::string token;
-    do {
-      COFFER_ASSIGN_OR_RETURN(storage::RecordStore::IdPage page,
-                              records.ListIds(*handle, token, kPageSize));
-      damaged.Merge(page.damaged);
-      for (const std::string& id : page.ids) {
-        absl::StatusOr<std::string> value = records.Get(*handle, id);
-        if (ErrorCodeOf(value.status()) == ErrorCode::kRecordNotFound) continue;  // purged since
-        if (!value.ok()) return value.status();
-        COFFER_RETURN_IF_ERROR(writer->AddRecord(id, *value));
-        if (report) report({"export", ++done, std::max(total, done)});
-      }
-      token = std::move(page.next_page_token);
-    } while (!token.empty());
-    do {
-      COFFER_ASSIGN_OR_RETURN(storage::AttachmentStore::NamePage page,
-                              attachments.ListNames(*handle, token, kPageSize));
-      damaged.Merge(page.damaged);
-      for (const std::string& name : page.names) {
-        absl::StatusOr<std::unique_ptr<storage::AttachmentReader>> reader =
-            attachments.Open(*handle, name);
-        if (ErrorCodeOf(reader.status()) == ErrorCode::kAttachmentNotFound) continue;
-        if (!reader.ok()) return reader.status();
-        // An archive entry cannot be taken back once begun, so every segment is authenticated
-        // before it begins: a damaged attachment is left out and reported like a damaged
-        // pointer, not found half-way through. It costs a second decryption of each attachment.
-        absl::Status whole = (*reader)->Verify();
-        if (storage::IsItemDamage(whole)) {
-          (*reader)->AddDamageTo(&damaged, whole);
-          continue;
-        }
-        COFFER_RETURN_IF_ERROR(whole);
-        const storage::AttachmentInfo& a = (*reader)->info();
-        COFFER_RETURN_IF_ERROR(
-            writer->BeginAttachment(name, a.size, a.content_type, coffer::ToUnixMicros(a.created)));
-        std::string data;
-        for (uint64_t offset = 0; offset < a.size;) {
-          const size_t n =
-              static_cast<size_t>(std::min<uint64_t>(a.size - offset, api::kDefaultChunkBytes));
-          COFFER_RETURN_IF_ERROR((*reader)->Read(offset, n, &data));
-          if (data.size() != n) {
-            return MakeError(ErrorCode::kCiphertextCorrupt, "attachment shorter than its size");
-          }
-          COFFER_RETURN_IF_ERROR(writer->AppendAttachmentData(data));
-          offset += n;
-        }
-        OPENSSL_cleanse(data.data(), data.size());
-        if (report) report({"export", ++done, std::max(total, done)});
-      }
-      token = std::move(page.next_page_token);
-    } while (!token.empty());
+        ArchiveWriter::Create(description, target->recipient, options_.signer, &frames));
+    walk.writer = writer.get();
+    COFFER_RETURN_IF_ERROR(AddRecords(walk));
+    COFFER_RETURN_IF_ERROR(AddAttachments(walk));
     COFFER_ASSIGN_OR_RETURN(counts, writer->Finish());
     return frames.Flush();
-  };
-  absl::Status result = run();
-  const std::vector<storage::DamagedItem> damaged_items = damaged.listed();
+  }();
+  const std::vector<storage::DamagedItem> damaged_items = walk.damaged.listed();
   if (options_.damaged_events != nullptr) {
-    options_.damaged_events->Raise(*handle, r.dataset(), damaged_items).IgnoreError();  // logged
+    options_.damaged_events->Raise(handle, r.dataset(), damaged_items).IgnoreError();  // logged
   }
   COFFER_RETURN_IF_ERROR(frames.send_status());  // the peer is gone
   COFFER_RETURN_IF_ERROR(progress.status());
@@ -361,21 +437,8 @@ absl::Status ExportService::Serve(const pb::Request& request, const audit::Audit
   response.set_request_id(request.request_id());
   pb::DatasetExportResponse* out = response.mutable_dataset_export();
   out->set_last(true);
-  pb::DatasetExportSummary* summary = out->mutable_summary();
-  summary->set_dataset(r.dataset());
-  summary->set_dataset_handle(*handle);
-  summary->set_records(counts.records);
-  summary->set_attachments(counts.attachments);
-  summary->set_attachment_bytes(counts.attachment_bytes);
-  summary->set_archive_bytes(counts.archive_bytes);
-  summary->set_archive_sha256(
-      std::string(reinterpret_cast<const char*>(counts.archive_sha256.data()), 32));
-  summary->set_recipient_key(recipient->description());
-  summary->set_recipient_fingerprint(
-      std::string(reinterpret_cast<const char*>(recipient->fingerprint().data()), 32));
-  summary->set_exported_micros(description.exported_micros);
-  summary->set_damaged(damaged.count());
-  daemon::AppendWire(damaged_items, summary->mutable_damaged_items());
+  FillSummary(r.dataset(), handle, counts, target->recipient, description.exported_micros,
+              walk.damaged, out->mutable_summary());
   return sink->Send(response);
 }
 

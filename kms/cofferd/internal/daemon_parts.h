@@ -124,6 +124,8 @@ struct Daemon::Parts {
   absl::Status StartServing();
   // Opens admin_registry and admin_control (called by StartServing).
   absl::Status OpenAdminControl();
+  // The export service (dataset_export), called by StartServing.
+  absl::Status OpenExports();
   // What the backup operations reach (called by StartServing).
   BackupOperationDeps BackupDeps(const std::string& audit_public_key_pem);
   absl::Status Stop();
