@@ -399,6 +399,61 @@ absl::StatusOr<bool> AttachmentStore::MoveToStoredKey(Cf cf, std::string_view ke
   return CopyToPrimary(cf, key, seen, new_stored_key, lookup_version, before_flip);
 }
 
+namespace {
+
+// Re-encrypts the `segments` segments of upload `from` (as `snapshot` sees them) into upload
+// `to` of dataset `handle`, one segment in memory at a time; plaintext is wiped as it goes. The
+// first failure stops the copy (CIPHERTEXT_CORRUPT for a missing segment).
+absl::Status CopySegments(DataDb* db, const rocksdb::Snapshot* snapshot, uint64_t handle,
+                          const internal::UploadId& from, const internal::UploadId& to,
+                          uint64_t segments, crypto::StreamSegmentDecrypter& decrypter,
+                          crypto::StreamSegmentEncrypter& encrypter) {
+  std::string segment;
+  std::string plaintext;
+  std::string ciphertext;
+  absl::Cleanup wipe_plaintext = [&plaintext] {
+    std::fill(plaintext.begin(), plaintext.end(), '\0');
+  };
+  for (uint64_t index = 0; index < segments; ++index) {
+    const bool last = index + 1 == segments;
+    bool found = false;
+    COFFER_RETURN_IF_ERROR(db->Get(Cf::kAttachmentSegments,
+                                   internal::SegmentKey(handle, from, static_cast<uint32_t>(index)),
+                                   &segment, &found, snapshot));
+    if (!found) return MakeError(ErrorCode::kCiphertextCorrupt, "an attachment segment is missing");
+    std::fill(plaintext.begin(), plaintext.end(), '\0');
+    plaintext.clear();
+    COFFER_RETURN_IF_ERROR(decrypter.DecryptSegment(index, segment, last, &plaintext));
+    ciphertext.clear();
+    COFFER_RETURN_IF_ERROR(encrypter.EncryptSegment(plaintext, last, &ciphertext));
+    COFFER_RETURN_IF_ERROR(
+        FromRocks(db->rocks()->Put(db->write_options(), db->cf(Cf::kAttachmentSegments),
+                                   internal::SegmentKey(handle, to, static_cast<uint32_t>(index)),
+                                   ciphertext),
+                  "write"));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+// What CopyToPrimary's flip needs (all borrowed from its frame).
+struct AttachmentStore::CopyFlip {
+  Cf cf;                               // kAttachmentPointers or kRecycleBin
+  std::string_view key;                // the entry's key in cf
+  std::string_view seen;               // the value the caller read there
+  std::string_view stored_key;         // its stored key
+  std::string_view target_stored_key;  // where the copy goes (== stored_key unless it moves)
+  std::string_view target_key;         // the copy's key in cf
+  bool moves;
+  uint64_t handle;
+  uint32_t primary_version;  // the copy's attachments version
+  uint32_t lookup_version;   // target_stored_key's lookup version (moves only)
+  std::string_view upload_key;
+  const internal::UploadId& old_upload;
+  std::string_view new_value;
+};
+
 absl::StatusOr<bool> AttachmentStore::CopyToPrimary(Cf cf, std::string_view key,
                                                     std::string_view seen,
                                                     std::string_view new_stored_key,
@@ -498,39 +553,8 @@ absl::StatusOr<bool> AttachmentStore::CopyToPrimary(Cf cf, std::string_view key,
         "write"));
   }
   const internal::UploadId old_upload = ToUploadId(opened.upload_id);
-  std::string segment;
-  std::string plaintext;
-  std::string ciphertext;
-  absl::Cleanup wipe_plaintext = [&plaintext] {
-    std::fill(plaintext.begin(), plaintext.end(), '\0');
-  };
-  absl::Status copied = absl::OkStatus();
-  for (uint64_t index = 0; copied.ok() && index < segments; ++index) {
-    const bool last = index + 1 == segments;
-    bool found = false;
-    copied = db_->Get(Cf::kAttachmentSegments,
-                      internal::SegmentKey(handle, old_upload, static_cast<uint32_t>(index)),
-                      &segment, &found, snapshot->get());
-    if (copied.ok() && !found) {
-      copied = MakeError(ErrorCode::kCiphertextCorrupt, "an attachment segment is missing");
-    }
-    if (copied.ok()) {
-      std::fill(plaintext.begin(), plaintext.end(), '\0');
-      plaintext.clear();
-      copied = decrypter.DecryptSegment(index, segment, last, &plaintext);
-    }
-    if (copied.ok()) {
-      ciphertext.clear();
-      copied = encrypter.EncryptSegment(plaintext, last, &ciphertext);
-    }
-    if (copied.ok()) {
-      copied = FromRocks(
-          db_->rocks()->Put(db_->write_options(), db_->cf(Cf::kAttachmentSegments),
-                            internal::SegmentKey(handle, upload, static_cast<uint32_t>(index)),
-                            ciphertext),
-          "write");
-    }
-  }
+  absl::Status copied = CopySegments(db_, snapshot->get(), handle, old_upload, upload, segments,
+                                     decrypter, encrypter);
   snapshot.reset();
   if (!copied.ok()) {
     drop_copy().IgnoreError();  // what is left, CleanupOrphanedUploads removes
@@ -550,50 +574,53 @@ absl::StatusOr<bool> AttachmentStore::CopyToPrimary(Cf cf, std::string_view key,
       cf == Cf::kRecycleBin ? internal::EncodeBinValue(deleted_at_us, *resealed) : *resealed;
 
   if (before_flip) before_flip();
-  bool flipped = false;
+  CopyFlip flip{cf,         key,        seen,     stored_key,         target_stored_key,
+                target_key, moves,      handle,   primary->version(), lookup_version,
+                upload_key, old_upload, new_value};
   bool superseded = false;
-  {
-    DataDb::StripeLocks locks =
-        db_->LockStripes({internal::MacOf(stored_key), internal::MacOf(target_stored_key)});
-    // The copy is written only under versions no retirement is turning away
-    // (KeyProvider::AcceptsWrites); otherwise it is dropped and a later pass copies again.
-    COFFER_ASSIGN_OR_RETURN(
-        bool accepted, keys_->AcceptsWrites(handle, KeyPurpose::kAttachments, primary->version()));
-    if (accepted && moves) {
-      COFFER_ASSIGN_OR_RETURN(accepted,
-                              keys_->AcceptsWrites(handle, KeyPurpose::kLookup, lookup_version));
-    }
-    std::string now_value;
-    bool found = false;
-    if (accepted) COFFER_RETURN_IF_ERROR(db_->Get(cf, key, &now_value, &found));
-    if (found && now_value == seen) {
-      // A move onto a key that already holds an entry: that entry is a later write of the name
-      // (every write goes to the primary and removes the older versions' entries), so the old
-      // entry is stale — it and its segments go, and the copy is dropped.
-      bool target_taken = false;
-      if (moves) {
-        std::string target_value;
-        COFFER_RETURN_IF_ERROR(db_->Get(cf, target_key, &target_value, &target_taken));
-      }
-      rocksdb::WriteBatch batch;
-      if (target_taken) {
-        superseded = true;
-      } else {
-        COFFER_RETURN_IF_ERROR(FromRocks(batch.Put(db_->cf(cf), target_key, new_value), "batch"));
-        COFFER_RETURN_IF_ERROR(FromRocks(batch.Delete(db_->cf(Cf::kUploads), upload_key), "batch"));
-      }
-      if (moves) COFFER_RETURN_IF_ERROR(FromRocks(batch.Delete(db_->cf(cf), key), "batch"));
-      COFFER_RETURN_IF_ERROR(
-          FromRocks(batch.DeleteRange(db_->cf(Cf::kAttachmentSegments),
-                                      internal::SegmentsBegin(handle, old_upload),
-                                      internal::SegmentsEnd(handle, old_upload)),
-                    "batch"));
-      COFFER_RETURN_IF_ERROR(db_->Write(&batch));
-      flipped = true;
-    }
-  }
+  COFFER_ASSIGN_OR_RETURN(bool flipped, FlipCopy(flip, &superseded));
   if (!flipped || superseded) COFFER_RETURN_IF_ERROR(drop_copy());
   return flipped;
+}
+
+absl::StatusOr<bool> AttachmentStore::FlipCopy(const CopyFlip& f, bool* superseded) {
+  DataDb::StripeLocks locks =
+      db_->LockStripes({internal::MacOf(f.stored_key), internal::MacOf(f.target_stored_key)});
+  // The copy is written only under versions no retirement is turning away
+  // (KeyProvider::AcceptsWrites); otherwise it is dropped and a later pass copies again.
+  COFFER_ASSIGN_OR_RETURN(
+      bool accepted, keys_->AcceptsWrites(f.handle, KeyPurpose::kAttachments, f.primary_version));
+  if (accepted && f.moves) {
+    COFFER_ASSIGN_OR_RETURN(accepted,
+                            keys_->AcceptsWrites(f.handle, KeyPurpose::kLookup, f.lookup_version));
+  }
+  std::string now_value;
+  bool found = false;
+  if (accepted) COFFER_RETURN_IF_ERROR(db_->Get(f.cf, f.key, &now_value, &found));
+  if (!found || now_value != f.seen) return false;
+  // A move onto a key that already holds an entry: that entry is a later write of the name
+  // (every write goes to the primary and removes the older versions' entries), so the old
+  // entry is stale — it and its segments go, and the copy is dropped.
+  bool target_taken = false;
+  if (f.moves) {
+    std::string target_value;
+    COFFER_RETURN_IF_ERROR(db_->Get(f.cf, f.target_key, &target_value, &target_taken));
+  }
+  rocksdb::WriteBatch batch;
+  if (target_taken) {
+    *superseded = true;
+  } else {
+    COFFER_RETURN_IF_ERROR(FromRocks(batch.Put(db_->cf(f.cf), f.target_key, f.new_value), "batch"));
+    COFFER_RETURN_IF_ERROR(FromRocks(batch.Delete(db_->cf(Cf::kUploads), f.upload_key), "batch"));
+  }
+  if (f.moves) COFFER_RETURN_IF_ERROR(FromRocks(batch.Delete(db_->cf(f.cf), f.key), "batch"));
+  COFFER_RETURN_IF_ERROR(
+      FromRocks(batch.DeleteRange(db_->cf(Cf::kAttachmentSegments),
+                                  internal::SegmentsBegin(f.handle, f.old_upload),
+                                  internal::SegmentsEnd(f.handle, f.old_upload)),
+                "batch"));
+  COFFER_RETURN_IF_ERROR(db_->Write(&batch));
+  return true;
 }
 
 void AttachmentStore::Forget(const internal::UploadId& upload) {

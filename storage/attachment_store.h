@@ -213,6 +213,13 @@ class AttachmentStore {
   absl::StatusOr<bool> CopyToPrimary(internal::Cf cf, std::string_view key, std::string_view seen,
                                      std::string_view new_stored_key, uint32_t lookup_version,
                                      const std::function<void()>& before_flip);
+  // CopyToPrimary's flip, under the stripes of the old and the target stored key: writes the
+  // copy and deletes the old segments (and the old entry when it moves) only if the entry is
+  // still what the copy was made from and its versions are still accepted. True when it
+  // flipped; *superseded when the target already held a later write of the name (the old entry
+  // went, the copy is to be dropped).
+  struct CopyFlip;
+  absl::StatusOr<bool> FlipCopy(const CopyFlip& flip, bool* superseded);
 
   DataDb* db_;
   KeyProvider* keys_;
