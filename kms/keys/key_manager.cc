@@ -404,7 +404,10 @@ absl::StatusOr<uint64_t> KeyManager::CreateDataset(std::string_view name,
 
 std::vector<DatasetSummary> KeyManager::ListDatasets() const {
   std::vector<DatasetSummary> out;
-  for (const auto& [handle, entry] : *datasets_.load()) {
+  // Named: a temporary in a range-for's range expression dies before the loop runs
+  // (before C++23), and a writer may publish a new map and free this one meanwhile.
+  const std::shared_ptr<const DatasetMap> dataset_map = datasets_.load();
+  for (const auto& [handle, entry] : *dataset_map) {
     Snapshot snap = entry->snapshot.load();
     out.push_back({handle, snap->row.name(), internal::FromRow(snap->row.state())});
   }
@@ -414,7 +417,10 @@ std::vector<DatasetSummary> KeyManager::ListDatasets() const {
 }
 
 absl::StatusOr<uint64_t> KeyManager::FindDataset(std::string_view name) const {
-  for (const auto& [handle, entry] : *datasets_.load()) {
+  // Named: a temporary in a range-for's range expression dies before the loop runs
+  // (before C++23), and a writer may publish a new map and free this one meanwhile.
+  const std::shared_ptr<const DatasetMap> dataset_map = datasets_.load();
+  for (const auto& [handle, entry] : *dataset_map) {
     Snapshot snap = entry->snapshot.load();
     if (snap->row.state() != v1::DESTROYED && snap->row.name() == name) return handle;
   }

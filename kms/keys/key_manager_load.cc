@@ -196,7 +196,10 @@ absl::Status KeyManager::LoadAll() {
 absl::Status KeyManager::MigrateNames() {
   if (names_format_ == internal::kNamesFormatSealed) return absl::OkStatus();
   KeyDb::Batch batch(*db_);
-  for (const auto& [handle, entry] : *datasets_.load()) {
+  // Named: a temporary in a range-for's range expression dies before the loop runs
+  // (before C++23), and a writer may publish a new map and free this one meanwhile.
+  const std::shared_ptr<const DatasetMap> dataset_map = datasets_.load();
+  for (const auto& [handle, entry] : *dataset_map) {
     COFFER_RETURN_IF_ERROR(PutDatasetRow(batch, entry->snapshot.load()->row));
   }
   for (const auto& [name, handle] : names_) {

@@ -119,7 +119,10 @@ absl::Status KeyManager::UpdateDestroyedRow(const EntryPtr& entry,
 
 std::vector<uint64_t> KeyManager::DestroyedAwaitingReceipt() const {
   std::vector<uint64_t> handles;
-  for (const auto& [handle, entry] : *datasets_.load()) {
+  // Named: a temporary in a range-for's range expression dies before the loop runs
+  // (before C++23), and a writer may publish a new map and free this one meanwhile.
+  const std::shared_ptr<const DatasetMap> dataset_map = datasets_.load();
+  for (const auto& [handle, entry] : *dataset_map) {
     Snapshot snap = entry->snapshot.load();
     if (snap->row.state() == v1::DESTROYED && snap->row.deletion_receipt().empty()) {
       handles.push_back(handle);
@@ -235,7 +238,10 @@ std::vector<uint64_t> KeyManager::FindDestroyed(std::string_view name) const {
   SHA256(reinterpret_cast<const uint8_t*>(name.data()), name.size(), digest);
   const std::string_view wanted(reinterpret_cast<const char*>(digest), sizeof(digest));
   std::vector<std::pair<int64_t, uint64_t>> found;  // (destroyed_micros, handle)
-  for (const auto& [handle, entry] : *datasets_.load()) {
+  // Named: a temporary in a range-for's range expression dies before the loop runs
+  // (before C++23), and a writer may publish a new map and free this one meanwhile.
+  const std::shared_ptr<const DatasetMap> dataset_map = datasets_.load();
+  for (const auto& [handle, entry] : *dataset_map) {
     Snapshot snap = entry->snapshot.load();
     if (snap->row.state() != v1::DESTROYED) continue;
     v1::Tombstone tombstone;

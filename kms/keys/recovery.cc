@@ -249,7 +249,10 @@ absl::Status KeyManager::Reconcile() {
   // Which DWKs the key DB says exist, per module.
   std::map<std::string, std::set<hsm::WrappingKeyId>> expected;
   std::set<uint64_t> known;
-  for (const auto& [handle, entry] : *datasets_.load()) {
+  // Named: a temporary in a range-for's range expression dies before the loop runs
+  // (before C++23), and a writer may publish a new map and free this one meanwhile.
+  const std::shared_ptr<const DatasetMap> dataset_map = datasets_.load();
+  for (const auto& [handle, entry] : *dataset_map) {
     known.insert(handle);
     Snapshot snap = entry->snapshot.load();
     if (snap->row.state() == v1::DESTROYED) continue;
@@ -265,7 +268,7 @@ absl::Status KeyManager::Reconcile() {
       if (!expected[name].contains(id)) recovery_.unknown_wrapping_keys.emplace_back(name, id);
     }
   }
-  for (const auto& [handle, entry] : *datasets_.load()) {
+  for (const auto& [handle, entry] : *dataset_map) {  // the same map as above
     Snapshot snap = entry->snapshot.load();
     if (snap->row.state() == v1::DESTROYED) continue;
     bool missing = false;

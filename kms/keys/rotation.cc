@@ -350,7 +350,10 @@ absl::StatusOr<DueWorkReport> KeyManager::RunDueWork() {
   }
   report.keys_expired = cache_.DropExpired();
   const audit::AuditActor actor = internal::InternalActor();
-  for (const auto& [handle, entry] : *datasets_.load()) {
+  // Named: a temporary in a range-for's range expression dies before the loop runs
+  // (before C++23), and a writer may publish a new map and free this one meanwhile.
+  const std::shared_ptr<const DatasetMap> dataset_map = datasets_.load();
+  for (const auto& [handle, entry] : *dataset_map) {
     Snapshot snap = entry->snapshot.load();
     if (snap->row.state() == v1::ACTIVE) RotateDueLocked(entry, *snap, now, actor, report);
     if (options_.data_counter != nullptr && snap->row.state() != v1::DESTROYING &&
