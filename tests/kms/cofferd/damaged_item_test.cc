@@ -11,9 +11,11 @@
 #include <unistd.h>
 
 #include <filesystem>
+#include <functional>
 #include <memory>
 #include <set>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "crypto/base/status.h"
@@ -45,9 +47,12 @@ class DamagedItemTest : public coffer::testing::OneDatasetDaemonTest {
  protected:
   DamagedItemTest() : OneDatasetDaemonTest("cofferd-damaged", kDataset) {}
 
-  // With the daemon stopped: flips one bit of the tag of the first record in the data DB (the
-  // real storage code opens it; the daemon's user keeps owning every file). Returns its key.
-  std::string AlterFirstRecordOnDisk() {
+  // With the daemon stopped: flips the bit `mask` of byte `at(value size)` of the first entry of
+  // `cf` whose key `pick` accepts (the real storage code opens the data DB; the daemon's user
+  // keeps owning every file). Returns its key; "" when there is none.
+  std::string AlterOnDisk(storage::internal::Cf cf,
+                          const std::function<bool(std::string_view key)>& pick,
+                          const std::function<size_t(size_t size)>& at, char mask) {
     const std::string path = daemon_->dir() + "/data";
     struct stat owner {};
     EXPECT_EQ(stat(path.c_str(), &owner), 0) << path;
@@ -58,78 +63,48 @@ class DamagedItemTest : public coffer::testing::OneDatasetDaemonTest {
       if (!db.ok()) return "";
       std::string value;
       {
-        storage::ScopedIterator it = (*db)->NewIterator(storage::internal::Cf::kRecords);
-        it->SeekToFirst();
-        EXPECT_TRUE(it->Valid());
-        if (!it->Valid()) return "";
-        key = it->key().ToString();
-        value = it->value().ToString();
+        storage::ScopedIterator it = (*db)->NewIterator(cf);
+        for (it->SeekToFirst(); it->Valid() && key.empty(); it->Next()) {
+          if (!pick(it->key().ToStringView())) continue;
+          key = it->key().ToString();
+          value = it->value().ToString();
+        }
       }
-      value[value.size() - 3] ^= 0x40;
-      rocksdb::Status put = (*db)->rocks()->Put(
-          (*db)->write_options(), (*db)->cf(storage::internal::Cf::kRecords), key, value);
+      EXPECT_FALSE(key.empty()) << "no entry to alter";
+      if (key.empty()) return "";
+      value[at(value.size())] ^= mask;
+      rocksdb::Status put = (*db)->rocks()->Put((*db)->write_options(), (*db)->cf(cf), key, value);
       EXPECT_TRUE(put.ok()) << put.ToString();
+      if (!put.ok()) return "";
     }
     for (const auto& entry : fs::recursive_directory_iterator(path)) {
       EXPECT_EQ(lchown(entry.path().c_str(), owner.st_uid, owner.st_gid), 0) << entry.path();
     }
     return key;
   }
-
-  // With the daemon stopped: flips one bit of the second segment (index 1) of the only
-  // attachment that has one. Returns false if there is none.
+  // One bit of the tag of the first record.
+  std::string AlterFirstRecordOnDisk() {
+    return AlterOnDisk(
+        storage::internal::Cf::kRecords, [](std::string_view) { return true; },
+        [](size_t size) { return size - 3; }, 0x40);
+  }
+  // One bit in the middle of the second segment (index 1) of the only attachment that has one.
   bool AlterSecondSegmentOnDisk() {
-    const std::string path = daemon_->dir() + "/data";
-    struct stat owner {};
-    EXPECT_EQ(stat(path.c_str(), &owner), 0) << path;
-    bool altered = false;
-    {
-      auto db = storage::DataDb::Open(path, storage::DataDbOptions{});
-      EXPECT_TRUE(db.ok()) << db.status();
-      if (!db.ok()) return false;
-      std::string key;
-      std::string value;
-      {
-        storage::ScopedIterator it = (*db)->NewIterator(storage::internal::Cf::kAttachmentSegments);
-        for (it->SeekToFirst(); it->Valid() && key.empty(); it->Next()) {
-          // Segment key: handle ‖ upload id ‖ index (4 bytes, big-endian).
-          if (it->key().ToStringView().substr(storage::internal::kSegmentKeySize - 4) ==
-              std::string_view("\0\0\0\1", 4)) {
-            key = it->key().ToString();
-            value = it->value().ToString();
-          }
-        }
-      }
-      if (key.empty()) return false;
-      value[value.size() / 2] ^= 0x01;
-      rocksdb::Status put =
-          (*db)->rocks()->Put((*db)->write_options(),
-                              (*db)->cf(storage::internal::Cf::kAttachmentSegments), key, value);
-      EXPECT_TRUE(put.ok()) << put.ToString();
-      altered = put.ok();
-    }
-    for (const auto& entry : fs::recursive_directory_iterator(path)) {
-      EXPECT_EQ(lchown(entry.path().c_str(), owner.st_uid, owner.st_gid), 0) << entry.path();
-    }
-    return altered;
+    return !AlterOnDisk(
+                storage::internal::Cf::kAttachmentSegments,
+                [](std::string_view key) {
+                  // Segment key: handle ‖ upload id ‖ index (4 bytes, big-endian).
+                  return key.substr(storage::internal::kSegmentKeySize - 4) ==
+                         std::string_view("\0\0\0\1", 4);
+                },
+                [](size_t size) { return size / 2; }, 0x01)
+                .empty();
   }
 
   // The EVENT_DAMAGED_ITEM events subscriber "damaged-watch" has not seen yet (acknowledged).
   std::vector<json> NewDamagedEvents() {
-    KeyctlResult read = Run("events --subscriber damaged-watch --json");
-    EXPECT_EQ(read.exit_code, 0) << read.err;
-    std::vector<json> found;
-    size_t start = 0;
-    while (start < read.out.size()) {
-      size_t end = read.out.find('\n', start);
-      if (end == std::string::npos) end = read.out.size();
-      const std::string line = read.out.substr(start, end - start);
-      start = end + 1;
-      if (line.empty() || line[0] != '{') continue;
-      json event = json::parse(line);
-      if (event.value("kind", "") == "EVENT_DAMAGED_ITEM") found.push_back(event);
-    }
-    return found;
+    return ::coffer::testing::UnseenEvents(daemon_->admin_socket(), "damaged-watch",
+                                           "EVENT_DAMAGED_ITEM");
   }
 };
 

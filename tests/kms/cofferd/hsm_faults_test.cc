@@ -106,14 +106,10 @@ class HsmFaultsTest : public ::testing::Test {
   }
   // The kinds of the HSM events subscriber "hsm-watch" has not seen yet (acknowledged).
   std::vector<std::string> HsmEvents() {
-    KeyctlResult read = Run("events --subscriber hsm-watch --json");
-    EXPECT_EQ(read.exit_code, 0) << read.err;
     std::vector<std::string> kinds;
-    std::istringstream lines(read.out);
-    for (std::string line; std::getline(lines, line);) {
-      if (line.empty() || line[0] != '{') continue;
-      const std::string kind = json::parse(line).value("kind", "");
-      if (kind.rfind("EVENT_HSM_", 0) == 0) kinds.push_back(kind);
+    for (const json& event :
+         ::coffer::testing::UnseenEvents(daemon_->admin_socket(), "hsm-watch", "EVENT_HSM_")) {
+      kinds.push_back(event.value("kind", ""));
     }
     return kinds;
   }

@@ -7,12 +7,10 @@
 
 #include <chrono>
 #include <cstdlib>
-#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <memory>
-#include <random>
 #include <string>
 #include <vector>
 
@@ -24,6 +22,7 @@
 #include "tests/kms/cofferd/one_dataset_daemon.h"
 #include "tests/kms/cofferd/raw_connection.h"
 #include "tests/testing/process.h"
+#include "tests/testing/text.h"
 
 namespace coffer {
 namespace {
@@ -45,15 +44,9 @@ uint64_t StatusKb(pid_t pid, const std::string& field) {
   return 0;
 }
 
-// Deterministic chunk `i` of `size` bytes.
+// Chunk `i` of the attachment: `size` bytes that compress badly.
 std::string Chunk(uint64_t i, size_t size) {
-  std::string out(size, '\0');
-  std::mt19937_64 rng(i * 7919 + 13);
-  for (size_t k = 0; k + 8 <= size; k += 8) {
-    const uint64_t word = rng();
-    std::memcpy(out.data() + k, &word, 8);
-  }
-  return out;
+  return ::coffer::testing::Pattern(size, static_cast<uint32_t>(i));
 }
 
 class LimitsLongTest : public ::coffer::testing::OneDatasetDaemonTest {

@@ -26,6 +26,7 @@
 #include "nlohmann/json.hpp"
 #include "tests/kms/cofferd/one_dataset_daemon.h"
 #include "tests/kms/cofferd/raw_connection.h"
+#include "tests/testing/text.h"
 
 namespace coffer {
 namespace {
@@ -180,17 +181,9 @@ TEST(LimitsDescriptorTest, AnOpenFileLimitWithNoRoomForConnectionsRefusesToStart
   EXPECT_NE(output.find("RLIMIT_NOFILE"), std::string::npos) << output;
 }
 
-// 64-KiB pseudo-random bytes numbered `i` (so that a filled disk holds what was written).
+// Record `i` of the full-disk test: 64 KiB that compress badly.
 std::string Chunk64K(int i) {
-  std::string out(64 << 10, '\0');
-  uint64_t x = 0x9e3779b97f4a7c15ull * static_cast<uint64_t>(i + 1);
-  for (size_t k = 0; k < out.size(); ++k) {
-    x ^= x << 13;
-    x ^= x >> 7;
-    x ^= x << 17;
-    out[k] = static_cast<char>(x);
-  }
-  return out;
+  return ::coffer::testing::Pattern(64 << 10, static_cast<uint32_t>(i));
 }
 
 // The daemon's whole state directory on a 512 MiB tmpfs with limits.min_free_bytes 64 MiB, then

@@ -9,8 +9,11 @@
 #include <cstdint>
 #include <iostream>
 #include <memory>
+#include <sstream>
 #include <string>
+#include <string_view>
 #include <utility>
+#include <vector>
 
 #include "gtest/gtest.h"
 #include "kms/client/client.h"
@@ -54,6 +57,24 @@ class OneDatasetDaemonTest : public ::testing::Test {
 // A uint64 of keyctl's JSON output, written as a number or (above 2^53) as a string.
 inline uint64_t JsonNumber(const nlohmann::json& value) {
   return value.is_string() ? std::stoull(value.get<std::string>()) : value.get<uint64_t>();
+}
+
+// The events subscriber `subscriber` has not seen yet whose kind starts with `kind_prefix`
+// (`keyctl events --subscriber NAME --json` on `admin_socket`: it acknowledges what it shows, and
+// the first call creates the subscriber, which starts there).
+inline std::vector<nlohmann::json> UnseenEvents(const std::string& admin_socket,
+                                                const std::string& subscriber,
+                                                std::string_view kind_prefix) {
+  KeyctlResult read = Keyctl(admin_socket, "events --subscriber " + subscriber + " --json");
+  EXPECT_EQ(read.exit_code, 0) << read.err;
+  std::vector<nlohmann::json> found;
+  std::istringstream lines(read.out);
+  for (std::string line; std::getline(lines, line);) {
+    if (line.empty() || line[0] != '{') continue;
+    nlohmann::json event = nlohmann::json::parse(line);
+    if (event.value("kind", "").rfind(kind_prefix, 0) == 0) found.push_back(std::move(event));
+  }
+  return found;
 }
 
 }  // namespace coffer::testing
