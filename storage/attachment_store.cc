@@ -148,6 +148,8 @@ absl::Status AttachmentUpload::Append(std::string_view chunk) {
   return absl::OkStatus();
 }
 
+crypto::HmacSha256Tag AttachmentUpload::ref() const { return internal::RefOf(stored_key_); }
+
 absl::Status AttachmentUpload::Commit() {
   if (state_ != State::kOpen) {
     return MakeError(ErrorCode::kUploadClosed, "the upload was committed, aborted or failed");
@@ -373,13 +375,15 @@ absl::StatusOr<AttachmentInfo> AttachmentStore::Metadata(uint64_t handle, std::s
   return reader->info();
 }
 
-absl::Status AttachmentStore::Delete(uint64_t handle, std::string_view name) {
+absl::Status AttachmentStore::Delete(uint64_t handle, std::string_view name,
+                                     crypto::HmacSha256Tag* ref) {
   return internal::MoveToBin(db_, keys_, policies_, clock_, Cf::kAttachmentPointers, handle, name,
-                             ErrorCode::kAttachmentNotFound);
+                             ErrorCode::kAttachmentNotFound, ref);
 }
 
-absl::Status AttachmentStore::Restore(uint64_t handle, std::string_view name) {
-  return internal::RestoreFromBin(db_, keys_, Cf::kAttachmentPointers, handle, name);
+absl::Status AttachmentStore::Restore(uint64_t handle, std::string_view name,
+                                      crypto::HmacSha256Tag* ref) {
+  return internal::RestoreFromBin(db_, keys_, Cf::kAttachmentPointers, handle, name, ref);
 }
 
 absl::StatusOr<bool> AttachmentStore::ReencryptToPrimary(Cf cf, std::string_view key,

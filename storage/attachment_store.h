@@ -41,6 +41,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "crypto/base/clock.h"
+#include "crypto/hmac.h"
 #include "crypto/streaming_aead.h"
 #include "storage/damaged_item.h"
 #include "storage/data_db.h"
@@ -74,6 +75,8 @@ class AttachmentUpload {
   // Deletes what was written. UPLOAD_CLOSED after Commit.
   absl::Status Abort();
   uint64_t bytes_appended() const { return size_; }
+  // The stored-key MAC the attachment is committed under: the ref an audit entry names it by.
+  crypto::HmacSha256Tag ref() const;
 
  private:
   friend class AttachmentStore;
@@ -151,9 +154,11 @@ class AttachmentStore {
   // Opens the current version of attachment `name` for ranged reads.
   absl::StatusOr<std::unique_ptr<AttachmentReader>> Open(uint64_t handle, std::string_view name);
   absl::StatusOr<AttachmentInfo> Metadata(uint64_t handle, std::string_view name);
-  // Moves attachment `name` (pointer and segments) to the recycle bin, and back.
-  absl::Status Delete(uint64_t handle, std::string_view name);
-  absl::Status Restore(uint64_t handle, std::string_view name);
+  // Moves attachment `name` (pointer and segments) to the recycle bin, and back; `ref` as for
+  // RecordStore::Delete.
+  absl::Status Delete(uint64_t handle, std::string_view name, crypto::HmacSha256Tag* ref = nullptr);
+  absl::Status Restore(uint64_t handle, std::string_view name,
+                       crypto::HmacSha256Tag* ref = nullptr);
 
   // Deletes the segments and marker of every pending upload that no AttachmentUpload of this
   // store is writing (left by a crash or a failed abort). Returns how many it removed. Run at

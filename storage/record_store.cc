@@ -16,7 +16,8 @@ namespace coffer::storage {
 
 using internal::Cf;
 
-absl::Status RecordStore::Put(uint64_t handle, std::string_view id, std::string_view value) {
+absl::Status RecordStore::Put(uint64_t handle, std::string_view id, std::string_view value,
+                              crypto::HmacSha256Tag* ref) {
   if (value.size() > db_->options().max_value_bytes) {
     return MakeError(ErrorCode::kValueTooLarge, "record values are limited to " +
                                                     std::to_string(db_->options().max_value_bytes) +
@@ -48,6 +49,7 @@ absl::Status RecordStore::Put(uint64_t handle, std::string_view id, std::string_
     locked = {};  // let go of the stripes before sealing again
   }
   const std::vector<std::string>& stored_keys = locked.keys.stored_keys;
+  if (ref != nullptr) *ref = internal::RefOf(stored_keys[0]);  // used only when OK is returned
   if (stored_keys.size() == 1) {
     return FromRocks(
         db_->rocks()->Put(db_->write_options(), db_->cf(Cf::kRecords), stored_keys[0], entry),
@@ -99,13 +101,14 @@ absl::StatusOr<bool> RecordStore::Exists(uint64_t handle, std::string_view id) {
   return value.status();
 }
 
-absl::Status RecordStore::Delete(uint64_t handle, std::string_view id) {
+absl::Status RecordStore::Delete(uint64_t handle, std::string_view id, crypto::HmacSha256Tag* ref) {
   return internal::MoveToBin(db_, keys_, policies_, clock_, Cf::kRecords, handle, id,
-                             ErrorCode::kRecordNotFound);
+                             ErrorCode::kRecordNotFound, ref);
 }
 
-absl::Status RecordStore::Restore(uint64_t handle, std::string_view id) {
-  return internal::RestoreFromBin(db_, keys_, Cf::kRecords, handle, id);
+absl::Status RecordStore::Restore(uint64_t handle, std::string_view id,
+                                  crypto::HmacSha256Tag* ref) {
+  return internal::RestoreFromBin(db_, keys_, Cf::kRecords, handle, id, ref);
 }
 
 absl::StatusOr<RecordStore::IdPage> RecordStore::ListIds(uint64_t handle,

@@ -33,6 +33,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "crypto/base/clock.h"
+#include "crypto/hmac.h"
 #include "storage/damaged_item.h"
 #include "storage/data_db.h"
 #include "storage/dataset_policy.h"
@@ -47,8 +48,11 @@ class RecordStore {
   RecordStore(const RecordStore&) = delete;
   RecordStore& operator=(const RecordStore&) = delete;
 
-  // Creates or replaces record `id` of dataset `handle`.
-  absl::Status Put(uint64_t handle, std::string_view id, std::string_view value);
+  // Creates or replaces record `id` of dataset `handle`. Put, Delete and Restore set `ref`, when
+  // given and the call succeeds, to the record's stored-key MAC: the ref an audit entry names it
+  // by (a restore replays moves by it: kms/keys/full_backup.h).
+  absl::Status Put(uint64_t handle, std::string_view id, std::string_view value,
+                   crypto::HmacSha256Tag* ref = nullptr);
 
   // The value of record `id`; RECORD_NOT_FOUND if none is live.
   absl::StatusOr<std::string> Get(uint64_t handle, std::string_view id);
@@ -57,10 +61,10 @@ class RecordStore {
   absl::StatusOr<bool> Exists(uint64_t handle, std::string_view id);
 
   // Moves record `id` to the recycle bin.
-  absl::Status Delete(uint64_t handle, std::string_view id);
+  absl::Status Delete(uint64_t handle, std::string_view id, crypto::HmacSha256Tag* ref = nullptr);
 
   // Moves record `id` back from the recycle bin.
-  absl::Status Restore(uint64_t handle, std::string_view id);
+  absl::Status Restore(uint64_t handle, std::string_view id, crypto::HmacSha256Tag* ref = nullptr);
 
   struct IdPage {
     std::vector<std::string> ids;  // in stored-key order (HMAC order, not id order)

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <mutex>
+#include <set>
 #include <string>
 #include <utility>
 #include <vector>
@@ -59,13 +60,6 @@ class JournalScope {
   bool began_ = false;
 };
 
-crypto::HmacSha256Tag TagOf(std::string_view stored_key) {
-  crypto::HmacSha256Tag tag{};
-  std::string_view mac = internal::MacOf(stored_key);
-  std::copy(mac.begin(), mac.end(), tag.begin());
-  return tag;
-}
-
 // The MACs of the id stored (as `entry_bytes`, of `kind`) under `stored_key` under the dataset's
 // other live lookup versions, for the purge journal; none while it has one lookup version. A
 // sweep also purges entries of a dataset whose keys it may not use (DISABLED): then the entry
@@ -88,7 +82,7 @@ std::vector<crypto::HmacSha256Tag> OtherRefs(KeyProvider* keys, Cf kind,
         keys->KeyForVersion(handle, KeyPurpose::kLookup, version);
     if (!lookup.ok()) continue;
     absl::StatusOr<std::string> other = internal::StoredKeyWith(**lookup, handle, opened->id);
-    if (other.ok()) refs.push_back(TagOf(*other));
+    if (other.ok()) refs.push_back(internal::RefOf(*other));
   }
   std::fill(opened->id.begin(), opened->id.end(), '\0');
   std::fill(opened->body.begin(), opened->body.end(), '\0');
@@ -367,7 +361,7 @@ absl::Status RecycleBin::PurgeItem(Cf cf, uint64_t handle, std::string_view name
     if (journaled_key.empty()) return MakeError(not_found, "nothing live or in the bin");
     std::vector<crypto::HmacSha256Tag> other_refs;
     for (const std::string& stored_key : locked.keys.stored_keys) {
-      if (stored_key != journaled_key) other_refs.push_back(TagOf(stored_key));
+      if (stored_key != journaled_key) other_refs.push_back(internal::RefOf(stored_key));
     }
     JournalScope journal(journal_for_this != nullptr ? journal_for_this : journal_, cf,
                          journaled_key, std::move(other_refs));
@@ -411,6 +405,72 @@ absl::StatusOr<size_t> RecycleBin::ReplayPurges(DataDb* db, uint64_t handle, Pur
   }
   if (deleted > 0) COFFER_RETURN_IF_ERROR(db->PurgePhysically(handle));
   return deleted;
+}
+
+absl::StatusOr<BinMoveReport> RecycleBin::ReplayBinMoves(DataDb* db, uint64_t handle,
+                                                         PurgedItemKind kind,
+                                                         std::span<const BinMove> moves) {
+  const Cf cf = kind == PurgedItemKind::kRecord ? Cf::kRecords : Cf::kAttachmentPointers;
+  BinMoveReport report;
+  for (const BinMove& move : moves) {
+    const std::string stored_key = internal::StoredKey(handle, move.ref);
+    const std::string bin_key = internal::BinKey(cf, stored_key);
+    std::lock_guard<std::mutex> lock(db->StripeFor(internal::MacOf(stored_key)));
+    std::string live;
+    std::string binned;
+    bool live_found = false;
+    bool bin_found = false;
+    COFFER_RETURN_IF_ERROR(db->Get(cf, stored_key, &live, &live_found));
+    COFFER_RETURN_IF_ERROR(db->Get(Cf::kRecycleBin, bin_key, &binned, &bin_found));
+    rocksdb::WriteBatch batch;
+    if (move.to_bin) {
+      if (!live_found) {
+        ++report.not_found;
+        continue;
+      }
+      // As MoveToBin: the bin keeps the latest deletion, and an older binned attachment's
+      // segments go with the entry they belonged to.
+      if (bin_found && cf == Cf::kAttachmentPointers) {
+        COFFER_ASSIGN_OR_RETURN(internal::BinValue old, internal::ParseBinValue(binned));
+        COFFER_RETURN_IF_ERROR(internal::DeleteSegmentsOf(db, stored_key, old.entry, &batch));
+      }
+      COFFER_RETURN_IF_ERROR(FromRocks(batch.Delete(db->cf(cf), stored_key), "batch"));
+      COFFER_RETURN_IF_ERROR(FromRocks(batch.Put(db->cf(Cf::kRecycleBin), bin_key,
+                                                 internal::EncodeBinValue(move.at_micros, live)),
+                                       "batch"));
+      ++report.to_bin;
+    } else {
+      if (!bin_found || live_found) {
+        ++report.not_found;
+        continue;
+      }
+      COFFER_ASSIGN_OR_RETURN(internal::BinValue bin, internal::ParseBinValue(binned));
+      COFFER_RETURN_IF_ERROR(FromRocks(batch.Put(db->cf(cf), stored_key, bin.entry), "batch"));
+      COFFER_RETURN_IF_ERROR(FromRocks(batch.Delete(db->cf(Cf::kRecycleBin), bin_key), "batch"));
+      ++report.from_bin;
+    }
+    COFFER_RETURN_IF_ERROR(db->Write(&batch));
+  }
+  return report;
+}
+
+absl::StatusOr<size_t> RecycleBin::CountStored(DataDb* db, uint64_t handle, PurgedItemKind kind,
+                                               std::span<const crypto::HmacSha256Tag> refs) {
+  const Cf cf = kind == PurgedItemKind::kRecord ? Cf::kRecords : Cf::kAttachmentPointers;
+  std::set<crypto::HmacSha256Tag> distinct(refs.begin(), refs.end());
+  size_t stored = 0;
+  for (const crypto::HmacSha256Tag& ref : distinct) {
+    const std::string stored_key = internal::StoredKey(handle, ref);
+    std::string value;
+    bool found = false;
+    COFFER_RETURN_IF_ERROR(db->Get(cf, stored_key, &value, &found));
+    if (!found) {
+      COFFER_RETURN_IF_ERROR(
+          db->Get(Cf::kRecycleBin, internal::BinKey(cf, stored_key), &value, &found));
+    }
+    if (found) ++stored;
+  }
+  return stored;
 }
 
 absl::Status RecycleBin::PurgeRecord(uint64_t handle, std::string_view id, PurgeJournal* journal) {

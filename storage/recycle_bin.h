@@ -57,6 +57,19 @@ struct PurgeReport {
   size_t datasets_without_policy = 0;  // the policy source refused (unknown, destroyed)
 };
 
+// A client's move of one item between the live items and the bin, as a restore replays it
+// (RecycleBin::ReplayBinMoves).
+struct BinMove {
+  crypto::HmacSha256Tag ref{};  // the item's stored-key MAC
+  bool to_bin = true;           // a delete; false: a restore from the bin
+  int64_t at_micros = 0;        // when it happened: a replayed delete's bin time
+};
+struct BinMoveReport {
+  size_t to_bin = 0;     // deletes replayed: the item is in the bin again
+  size_t from_bin = 0;   // restores from the bin replayed
+  size_t not_found = 0;  // moves whose item the data DB does not hold where the move found it
+};
+
 // One item of a dataset's recycle bin (RecycleBin::List).
 struct BinEntry {
   enum class Kind { kRecord, kAttachment };
@@ -112,6 +125,21 @@ class RecycleBin {
   // nothing is journaled. Refs with nothing stored are skipped. Returns the items deleted.
   static absl::StatusOr<size_t> ReplayPurges(DataDb* db, uint64_t handle, PurgedItemKind kind,
                                              std::span<const crypto::HmacSha256Tag> refs);
+
+  // Replays, in `db` and in order, deletes and restores of items of dataset `handle` of `kind`
+  // (a restore's replay of what the audit log recorded after the backup, so that an item
+  // deleted since waits in the bin again instead of coming back live). A delete moves the live
+  // entry at the ref into the bin with deleted_at = `at_micros` (replacing a binned one there,
+  // with its segments); a restore moves the bin entry back unless a live entry is there. No
+  // rule is checked — each move was allowed when it first ran — and nothing is journaled.
+  // Moves with nothing to move are counted as not_found.
+  static absl::StatusOr<BinMoveReport> ReplayBinMoves(DataDb* db, uint64_t handle,
+                                                      PurgedItemKind kind,
+                                                      std::span<const BinMove> moves);
+
+  // How many of `refs` (distinct) `db` holds for dataset `handle` of `kind`, live or binned.
+  static absl::StatusOr<size_t> CountStored(DataDb* db, uint64_t handle, PurgedItemKind kind,
+                                            std::span<const crypto::HmacSha256Tag> refs);
 
  private:
   enum class Due { kBinExpired, kMaxAge, kNow };

@@ -38,6 +38,33 @@ bool IsAccessKind(v1::EventKind kind) {
          kind == v1::CANARY_READ;
 }
 
+AuditText ItemMoveDetail(ItemMove move) {
+  switch (move) {
+    case ItemMove::kRecordWrite:
+      return "record_put";
+    case ItemMove::kRecordDelete:
+      return "record_delete";
+    case ItemMove::kRecordRestore:
+      return "record_restore";
+    case ItemMove::kAttachmentWrite:
+      return "attachment_put_commit";
+    case ItemMove::kAttachmentDelete:
+      return "attachment_delete";
+    case ItemMove::kAttachmentRestore:
+      return "attachment_restore";
+  }
+  return "";
+}
+
+std::optional<ItemMove> ItemMoveOf(std::string_view detail) {
+  for (ItemMove move :
+       {ItemMove::kRecordWrite, ItemMove::kRecordDelete, ItemMove::kRecordRestore,
+        ItemMove::kAttachmentWrite, ItemMove::kAttachmentDelete, ItemMove::kAttachmentRestore}) {
+    if (ItemMoveDetail(move).view() == detail) return move;
+  }
+  return std::nullopt;
+}
+
 absl::Status ValidateAuditEvent(const AuditEvent& event) {
   if (!v1::EventKind_IsValid(event.kind) ||
       (!IsKeyOperationKind(event.kind) && !IsAccessKind(event.kind))) {

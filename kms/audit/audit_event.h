@@ -92,7 +92,8 @@ struct AuditEvent {
   ErrorCode result = ErrorCode::kOk;
   v1::Stage stage = v1::STAGE_COMPLETED;
   AuditText detail;
-  // ACCESS_*, RECORD_PURGE and ATTACHMENT_PURGE (required there).
+  // ACCESS_* (an item moved: ItemMove below), RECORD_PURGE and ATTACHMENT_PURGE (required
+  // there).
   std::optional<std::array<uint8_t, kRecordRefSize>> record_ref;
   // ACCESS_*; FULL_BACKUP / FULL_RESTORE: the backup id; ADMIN_INVITE / ADMIN_REMOVE: the uid;
   // APPROVAL_*: the approval request id.
@@ -107,6 +108,23 @@ bool IsKeyOperationKind(v1::EventKind kind);
 // True for ACCESS_READ, ACCESS_WRITE, ACCESS_DELETE, ACCESS_PSEUDONYMIZE, ACCESS_REIDENTIFY,
 // CANARY_READ.
 bool IsAccessKind(v1::EventKind kind);
+
+// A write, delete or restore of one item that succeeded. Its ACCESS_WRITE / ACCESS_DELETE entry
+// names the item (record_ref: its stored-key MAC) and the move (detail: ItemMoveDetail, the
+// operation's name), so that a restore from backup can put items deleted after the backup back
+// in the bin and count those written after it (kms/keys/full_backup.h). Entries written before
+// this (no ref) stay valid; a restore counts them as moves it cannot replay.
+enum class ItemMove : uint8_t {
+  kRecordWrite,        // "record_put"
+  kRecordDelete,       // "record_delete"
+  kRecordRestore,      // "record_restore"
+  kAttachmentWrite,    // "attachment_put_commit"
+  kAttachmentDelete,   // "attachment_delete"
+  kAttachmentRestore,  // "attachment_restore"
+};
+AuditText ItemMoveDetail(ItemMove move);
+// The move an entry's detail names; nullopt for any other detail.
+std::optional<ItemMove> ItemMoveOf(std::string_view detail);
 
 // OK when a caller may append `event`: a key-operation or access kind, enums in range, an admin
 // name of printable ASCII, a record ref only on access and purge events (required on purges),

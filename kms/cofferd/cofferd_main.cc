@@ -37,6 +37,8 @@ struct Flags {
   std::string user;
   std::string log_level = "info";
   std::vector<std::string> ensure_datasets;
+  std::optional<uint32_t> restore_backup;
+  std::string backup_root;
 };
 
 // The configuration file (or none), parsed once, with the flags applied over it, finished once
@@ -169,6 +171,8 @@ int Run(const Flags& flags, const Clock& clock) {
   DaemonOptions options;
   options.ensure_datasets = flags.ensure_datasets;
   options.clock = &clock;
+  options.restore_backup = flags.restore_backup;
+  options.restore_backup_root = flags.backup_root;
   absl::StatusOr<std::unique_ptr<Daemon>> daemon = Daemon::Start(*config, options);
   if (!daemon.ok()) {
     LogError("cofferd cannot start: " + DescribeStatus(daemon.status()));
@@ -236,6 +240,17 @@ int ParseFlagsAndRun(int argc, char** argv, const Clock& clock) {
                  "Creates this dataset at start-up if it does not exist (repeatable; the "
                  "embedded default uses it for 'crm'). Datasets are otherwise created on the "
                  "admin socket.");
+  app.add_option("--restore-backup", flags.restore_backup,
+                 "Brings up a new machine from full backup ID, then serves: restores it into "
+                 "the empty data and key-DB directories, replaying the configured audit log "
+                 "(a copy of the old machine's) and keeping every purge, destruction and delete "
+                 "made after the backup; the token directory must be a copy of the old one. "
+                 "Refused when those directories hold anything. Run once; later starts go "
+                 "without it (docs/daemon.md, \"A new machine from a backup\").");
+  app.add_option("--backup-root", flags.backup_root,
+                 "With --restore-backup: the backup directory to restore from (default: the "
+                 "configuration's backup_directory).")
+      ->check(CLI::ExistingDirectory);
   app.set_version_flag("--version", kCofferdVersion);
   CLI11_PARSE(app, argc, argv);
   SetLogLevel(*ParseLogLevel(flags.log_level));

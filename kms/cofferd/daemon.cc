@@ -183,6 +183,71 @@ absl::Status Daemon::Parts::OpenAudit() {
   return absl::OkStatus();
 }
 
+absl::Status Daemon::Parts::RestoreFromBackup(uint32_t id, const std::string& backup_root) {
+  // A new machine's state only: nothing here replaces a key DB or a data DB.
+  for (const auto& [what, path] : std::vector<std::pair<std::string, std::string>>{
+           {"data_directory", config.data_directory()},
+           {"key_db_directory", config.key_db_directory()}}) {
+    std::error_code error;
+    if (!fs::is_empty(path, error) || error) {
+      return MakeError(ErrorCode::kRestoreTargetNotEmpty,
+                       what + " " + path +
+                           " is not empty: --restore-backup brings up a new machine's state "
+                           "and never replaces a key DB or data DB (move it away first)");
+    }
+  }
+  kms::FullBackupOptions backup_options;
+  backup_options.directory = backup_root.empty() ? config.backup_directory() : backup_root;
+  backup_options.clock = clock;
+  absl::StatusOr<std::unique_ptr<kms::FullBackups>> from = kms::FullBackups::Open(backup_options);
+  if (!from.ok()) return Context(from.status(), "backup directory " + backup_options.directory);
+
+  kms::RestoreRequest request;
+  request.target_directory = config.state_directory() + "/restore-" + std::to_string(id);
+  request.live_audit_directory = config.audit_directory();
+  COFFER_ASSIGN_OR_RETURN(request.audit_public_key_pem, hsm->signer().PublicKeyPem());
+  if (!config.audit_anchor_file().empty()) {
+    COFFER_ASSIGN_OR_RETURN(std::vector<kms::audit::CheckpointAnchor> anchors,
+                            kms::audit::ReadAnchorsFile(config.audit_anchor_file()));
+    request.minimum_anchor = kms::audit::NewestAnchor(anchors);
+  }
+  request.key_manager.modules = {{kPrimaryModuleName, &hsm->wrapping_keys()}};
+  request.key_manager.default_module = kPrimaryModuleName;
+  request.key_manager.row_authenticator = &hsm->row_authenticator();
+  request.key_manager.signer = &hsm->signer();
+  request.key_manager.audit_log = audit_log.get();
+  request.key_manager.default_policy = daemon::DefaultDatasetPolicy(config);
+  request.key_manager.clock = clock;
+  request.actor = InternalActor();
+  LogInfo("restore: backup " + std::to_string(id) + " from " + backup_options.directory +
+          ", replaying the audit log in " + config.audit_directory());
+  absl::StatusOr<kms::RestoreReport> report = (*from)->RestoreInto(id, request, nullptr);
+  if (!report.ok()) {
+    return Context(report.status(),
+                   "restore of backup " + std::to_string(id) + " into " + request.target_directory);
+  }
+  // The restored parts into place: the (empty) directories made at start-up give way.
+  for (const auto& [restored, into] : std::vector<std::pair<std::string, std::string>>{
+           {request.target_directory + "/" + kms::kRestoredDataDir, config.data_directory()},
+           {request.target_directory + "/" + kms::kRestoredKeyDbDir, config.key_db_directory()}}) {
+    std::error_code error;
+    fs::remove(into, error);
+    if (!error) fs::rename(restored, into, error);
+    if (error) {
+      return MakeError(ErrorCode::kIoError, "restore: cannot move " + restored + " to " + into +
+                                                " (" + error.message() +
+                                                "); move it there by hand and start cofferd");
+    }
+  }
+  coffer::v1::BackupRestoreResponse wire;
+  RestoreReportToWire(*report, &wire);
+  LogInfo("restore: backup " + std::to_string(id) + " restored (its audit copy stays in " +
+          request.target_directory + "/" + kms::kRestoredAuditDir +
+          " as evidence); replayed after sequence " + std::to_string(wire.audit_sequence()) + ": " +
+          wire.ShortDebugString());
+  return absl::OkStatus();
+}
+
 absl::Status Daemon::Parts::OpenStores() {
   storage::DataDbOptions data_options;
   data_options.durability = daemon::DurabilityOf(config);
@@ -391,6 +456,9 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const daemon::Config& conf
 
   absl::Status started = parts->OpenHsm();
   if (started.ok()) started = parts->OpenAudit();
+  if (started.ok() && options.restore_backup.has_value()) {
+    started = parts->RestoreFromBackup(*options.restore_backup, options.restore_backup_root);
+  }
   if (started.ok()) started = parts->OpenStores();
   if (started.ok()) started = parts->EnsureDatasets(options.ensure_datasets);
   if (started.ok()) started = parts->StartJobs();

@@ -34,6 +34,7 @@
 #define COFFER_KMS_COFFERD_DAEMON_H_
 
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -61,6 +62,12 @@ struct DaemonOptions {
   // Datasets created at start-up when they do not exist yet (audited under the daemon's own
   // identity): the embedded default's "crm", so its first client command has a dataset.
   std::vector<std::string> ensure_datasets;
+  // cofferd --restore-backup: before the stores open, full backup `restore_backup` from
+  // `restore_backup_root` (empty: the configured backup_directory) is restored into the state
+  // directory, replayed from the configured audit log (docs/daemon.md, "A new machine from a
+  // backup"). Only onto empty data and key-DB directories: RESTORE_TARGET_NOT_EMPTY otherwise.
+  std::optional<uint32_t> restore_backup;
+  std::string restore_backup_root;
 };
 
 class Daemon {

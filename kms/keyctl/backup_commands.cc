@@ -67,13 +67,36 @@ absl::Status BackupRestore(CommandContext& ctx, uint32_t id, const std::string& 
   pb::Request request;
   request.mutable_backup_restore()->set_id(id);
   request.mutable_backup_restore()->set_target_directory(target_directory);
-  COFFER_RETURN_IF_ERROR(
-      ctx.CallWithProgress(std::move(request), "backup restore " + std::to_string(id)).status());
+  COFFER_ASSIGN_OR_RETURN(
+      pb::Response response,
+      ctx.CallWithProgress(std::move(request), "backup restore " + std::to_string(id)));
+  const pb::BackupRestoreResponse& r = response.backup_restore();
   if (ctx.json()) {
-    PrintJson(ctx, {{"id", id}, {"target_directory", target_directory}, {"restored", true}});
-  } else {
-    ctx.out() << "restored backup " << id << " into " << target_directory
-              << " (start a cofferd on that directory to serve it)\n";
+    nlohmann::json json = ProtoToJson(r);
+    json["id"] = id;
+    json["target_directory"] = target_directory;
+    json["restored"] = true;
+    PrintJson(ctx, json);
+    return absl::OkStatus();
+  }
+  ctx.out() << "restored backup " << id << " into " << target_directory
+            << " (start a cofferd on that directory to serve it)\n"
+            << "replayed from the live log after sequence " << r.audit_sequence() << ":\n"
+            << "  purges: " << r.purges_replayed() << " (" << r.items_purged()
+            << " items the backup held)\n"
+            << "  deleted since, in the bin again: " << r.binned_again()
+            << "; restored from the bin since: " << r.restored_from_bin()
+            << "; moves of items the backup did not hold: " << r.moves_not_found() << "\n"
+            << "  written since (newer values are in no log): records " << r.records_overwritten()
+            << " overwritten, " << r.records_written_new() << " new; attachments "
+            << r.attachments_overwritten() << " overwritten, " << r.attachments_written_new()
+            << " new\n"
+            << "  destructions: " << r.datasets_destroyed() << " replayed, "
+            << r.destructions_deferred() << " left for the daemon that serves it\n";
+  if (r.moves_without_ref() + r.writes_without_ref() > 0) {
+    ctx.out() << "  logged by an older cofferd without item refs, not replayed: "
+              << r.moves_without_ref() << " deletes/restores, " << r.writes_without_ref()
+              << " writes\n";
   }
   return absl::OkStatus();
 }

@@ -11,6 +11,8 @@
 #include <filesystem>
 #include <map>
 #include <memory>
+#include <optional>
+#include <set>
 #include <string_view>
 #include <system_error>
 #include <tuple>
@@ -18,6 +20,7 @@
 
 #include "crypto/base/status.h"
 #include "hsm/key_wrapper.h"
+#include "kms/audit/audit_event.h"
 #include "kms/audit/verifier.h"
 #include "kms/keys/internal/backup_manifest.h"
 #include "storage/phase_reporter.h"
@@ -210,11 +213,44 @@ absl::StatusOr<audit::VerifyReport> VerifyReplaySource(const RestoreRequest& req
 // What a restore replays from the live log: the purges newer than the backup, and every
 // destruction (a destruction older than the backup is already in it; replaying it is a no-op).
 struct ReplayPlan {
-  std::map<std::tuple<uint64_t, storage::PurgedItemKind>, std::vector<crypto::HmacSha256Tag>>
-      purges;
+  using Items = std::tuple<uint64_t, storage::PurgedItemKind>;  // dataset handle, kind
+  std::map<Items, std::vector<crypto::HmacSha256Tag>> purges;
   size_t purge_count = 0;
   std::vector<uint64_t> destroyed;
+  // Client deletes and restores newer than the backup, in log order; the items written since.
+  std::map<Items, std::vector<storage::BinMove>> moves;
+  size_t move_count = 0;
+  std::map<Items, std::vector<crypto::HmacSha256Tag>> writes;
+  size_t moves_without_ref = 0;
+  size_t writes_without_ref = 0;
 };
+
+// Adds an access entry newer than the backup that moved an item (audit::ItemMove) to `plan`.
+void PlanItemMove(const audit::v1::AuditEntry& entry, ReplayPlan* plan) {
+  const bool write = entry.kind() == audit::v1::ACCESS_WRITE;
+  if ((!write && entry.kind() != audit::v1::ACCESS_DELETE) || entry.result_code() != 0) return;
+  const std::optional<audit::ItemMove> move = audit::ItemMoveOf(entry.detail());
+  if (!move.has_value() || entry.record_ref().size() != crypto::kHmacSha256TagSize) {
+    ++(write ? plan->writes_without_ref : plan->moves_without_ref);
+    return;
+  }
+  crypto::HmacSha256Tag ref{};
+  std::copy(entry.record_ref().begin(), entry.record_ref().end(), ref.begin());
+  const bool record = *move == audit::ItemMove::kRecordWrite ||
+                      *move == audit::ItemMove::kRecordDelete ||
+                      *move == audit::ItemMove::kRecordRestore;
+  const ReplayPlan::Items items{entry.dataset_handle(), record
+                                                            ? storage::PurgedItemKind::kRecord
+                                                            : storage::PurgedItemKind::kAttachment};
+  if (*move == audit::ItemMove::kRecordWrite || *move == audit::ItemMove::kAttachmentWrite) {
+    plan->writes[items].push_back(ref);
+    return;
+  }
+  const bool to_bin =
+      *move == audit::ItemMove::kRecordDelete || *move == audit::ItemMove::kAttachmentDelete;
+  plan->moves[items].push_back(storage::BinMove{ref, to_bin, entry.time_micros()});
+  ++plan->move_count;
+}
 
 absl::StatusOr<ReplayPlan> PlanReplay(const std::vector<audit::v1::AuditEntry>& entries,
                                       uint64_t backup_sequence) {
@@ -225,11 +261,10 @@ absl::StatusOr<ReplayPlan> PlanReplay(const std::vector<audit::v1::AuditEntry>& 
             plan.destroyed.end()) {
       plan.destroyed.push_back(entry.dataset_handle());
     }
+    if (entry.sequence() < backup_sequence) continue;
+    PlanItemMove(entry, &plan);
     const bool record = entry.kind() == audit::v1::RECORD_PURGE;
-    if ((!record && entry.kind() != audit::v1::ATTACHMENT_PURGE) ||
-        entry.sequence() < backup_sequence) {
-      continue;
-    }
+    if (!record && entry.kind() != audit::v1::ATTACHMENT_PURGE) continue;
     if (entry.record_ref().size() != crypto::kHmacSha256TagSize) {
       return MakeError(ErrorCode::kAuditLogCorrupt,
                        "purge entry " + std::to_string(entry.sequence()) + " has no record ref");
@@ -266,19 +301,40 @@ absl::Status RestoreFileParts(uint32_t id, const std::string& backup_dir, const 
   return absl::OkStatus();
 }
 
-// Replays the plan's purges into the restored data DB in `data_dir`; the items it still held.
-absl::StatusOr<size_t> ReplayPurges(const std::string& data_dir, const ReplayPlan& plan,
-                                    storage::PhaseReporter& replay_progress) {
+// Replays the plan's purges, then its client deletes and restores, into the restored data DB in
+// `data_dir`, and counts what was written since the backup (into `report`).
+absl::Status ReplayIntoDataDb(const std::string& data_dir, const ReplayPlan& plan,
+                              storage::PhaseReporter& replay_progress, RestoreReport* report) {
   COFFER_ASSIGN_OR_RETURN(std::unique_ptr<storage::DataDb> db,
                           storage::DataDb::Open(data_dir, storage::DataDbOptions{}));
-  size_t items = 0;
   for (const auto& [key, refs] : plan.purges) {
     COFFER_ASSIGN_OR_RETURN(size_t purged, storage::RecycleBin::ReplayPurges(
                                                db.get(), std::get<0>(key), std::get<1>(key), refs));
-    items += purged;
+    report->items_purged += purged;
     replay_progress.Add(refs.size());
   }
-  return items;
+  // Counted before the moves (which never change whether an item is held) and after the
+  // purges (a purged item's newer value is as lost as a new item's).
+  for (const auto& [key, refs] : plan.writes) {
+    COFFER_ASSIGN_OR_RETURN(size_t held, storage::RecycleBin::CountStored(
+                                             db.get(), std::get<0>(key), std::get<1>(key), refs));
+    const size_t distinct = std::set<crypto::HmacSha256Tag>(refs.begin(), refs.end()).size();
+    const bool record = std::get<1>(key) == storage::PurgedItemKind::kRecord;
+    (record ? report->records_overwritten : report->attachments_overwritten) += held;
+    (record ? report->records_written_new : report->attachments_written_new) += distinct - held;
+  }
+  for (const auto& [key, moves] : plan.moves) {
+    COFFER_ASSIGN_OR_RETURN(
+        storage::BinMoveReport moved,
+        storage::RecycleBin::ReplayBinMoves(db.get(), std::get<0>(key), std::get<1>(key), moves));
+    report->binned_again += moved.to_bin;
+    report->restored_from_bin += moved.from_bin;
+    report->moves_not_found += moved.not_found;
+    replay_progress.Add(moves.size());
+  }
+  report->moves_without_ref = plan.moves_without_ref;
+  report->writes_without_ref = plan.writes_without_ref;
+  return absl::OkStatus();
 }
 
 // The restored key DB (in `key_db_directory`), opened as a restored copy on modules that refuse
@@ -599,10 +655,12 @@ absl::StatusOr<RestoreReport> FullBackups::RestoreInto(uint32_t id, RestoreReque
     COFFER_RETURN_IF_ERROR(keys_root.Sync());
     COFFER_RETURN_IF_ERROR(audit_root.Sync());
 
-    // 3. Purges newer than the backup, then (4) destructions: one phase "replay".
+    // 3. Purges, deletes and restores newer than the backup, then (4) destructions: one phase
+    // "replay".
     storage::PhaseReporter replay_progress(
-        progress, kReplayPhase, report.purges_replayed + plan.destroyed.size(), kItemStep);
-    COFFER_ASSIGN_OR_RETURN(report.items_purged, ReplayPurges(data_dir, plan, replay_progress));
+        progress, kReplayPhase, report.purges_replayed + plan.move_count + plan.destroyed.size(),
+        kItemStep);
+    COFFER_RETURN_IF_ERROR(ReplayIntoDataDb(data_dir, plan, replay_progress, &report));
 
     // 4. Destructions, then a new primary for every active dataset's data purposes.
     const uint64_t live = std::max(log->newest_key_db_generation(), verified.key_db_generation);

@@ -27,7 +27,10 @@
 //     and reach and match the newest anchor kept off the machine when the request has one
 //     (AUDIT_TAMPERED otherwise: a cut or rolled-back log would let purged records back);
 //  2. replays every RECORD_PURGE / ATTACHMENT_PURGE entry with sequence >= B into the restored
-//     data DB (storage::RecycleBin::ReplayPurges), and every DATASET_DESTROY the live log holds
+//     data DB (storage::RecycleBin::ReplayPurges), then the client deletes and restores with
+//     sequence >= B (ReplayBinMoves: what was deleted since waits in the bin again) and counts
+//     the items written since (their newer values are lost: RestoreReport says how many), and
+//     every DATASET_DESTROY the live log holds
 //     (KeyManager::ReplayDestruction; destruction is irreversible, so the whole log is
 //     replayed, which also covers a destruction racing the backup; DWKs are never destroyed
 //     here — the live daemon destroyed them, or destroys them under its own intent);
@@ -143,9 +146,23 @@ struct RestoreRequest {
 };
 
 struct RestoreReport {
-  uint64_t audit_sequence = 0;               // the backup's B
-  size_t purges_replayed = 0;                // journal entries replayed
-  size_t items_purged = 0;                   // of those, items the backup still held
+  uint64_t audit_sequence = 0;  // the backup's B
+  size_t purges_replayed = 0;   // journal entries replayed
+  size_t items_purged = 0;      // of those, items the backup still held
+  // Client deletes and restores after the backup, replayed (ItemMove entries, audit_event.h):
+  // an item deleted since is in the bin again (bin time = the delete's), not back live.
+  size_t binned_again = 0;       // deletes replayed
+  size_t restored_from_bin = 0;  // restores from the bin replayed
+  size_t moves_not_found = 0;    // moves whose item the backup did not hold (purged, newer)
+  size_t moves_without_ref = 0;  // deletes and restores logged without a ref (older cofferd)
+  // Items written after the backup (distinct refs of ACCESS_WRITE entries): their newer values
+  // are in no log. Overwritten: the backup holds an older value (served, or binned, as of the
+  // backup); new: the backup has nothing of them.
+  size_t records_overwritten = 0;
+  size_t records_written_new = 0;
+  size_t attachments_overwritten = 0;
+  size_t attachments_written_new = 0;
+  size_t writes_without_ref = 0;             // writes logged without a ref (older cofferd)
   std::vector<uint64_t> datasets_destroyed;  // DESTROYED in the restored key DB by the replay
   // Left DESTROYING: the token still holds a DWK of theirs, which only the live daemon destroys.
   std::vector<uint64_t> destructions_deferred;

@@ -24,6 +24,23 @@ void ToProto(const kms::FullBackupInfo& info, coffer::v1::BackupInfo* out) {
 
 }  // namespace
 
+void RestoreReportToWire(const kms::RestoreReport& report, coffer::v1::BackupRestoreResponse* out) {
+  out->set_audit_sequence(report.audit_sequence);
+  out->set_purges_replayed(report.purges_replayed);
+  out->set_items_purged(report.items_purged);
+  out->set_binned_again(report.binned_again);
+  out->set_restored_from_bin(report.restored_from_bin);
+  out->set_moves_not_found(report.moves_not_found);
+  out->set_moves_without_ref(report.moves_without_ref);
+  out->set_records_overwritten(report.records_overwritten);
+  out->set_records_written_new(report.records_written_new);
+  out->set_attachments_overwritten(report.attachments_overwritten);
+  out->set_attachments_written_new(report.attachments_written_new);
+  out->set_writes_without_ref(report.writes_without_ref);
+  out->set_datasets_destroyed(static_cast<uint32_t>(report.datasets_destroyed.size()));
+  out->set_destructions_deferred(static_cast<uint32_t>(report.destructions_deferred.size()));
+}
+
 std::map<Request::OpCase, daemon::AdminOperationHandler> BackupOperations(
     BackupOperationDeps deps) {
   auto shared = std::make_shared<const BackupOperationDeps>(std::move(deps));
@@ -83,7 +100,7 @@ std::map<Request::OpCase, daemon::AdminOperationHandler> BackupOperations(
     absl::StatusOr<kms::RestoreReport> report =
         shared->backups->RestoreInto(request.backup_restore().id(), std::move(restore), progress);
     if (!report.ok()) return report.status();
-    response->mutable_backup_restore();
+    RestoreReportToWire(*report, response->mutable_backup_restore());
     return absl::OkStatus();
   };
   ops[Request::kBackupPrune] = [shared](const Request&, const kms::audit::AuditActor&,

@@ -45,6 +45,9 @@ struct BackupOperationDeps {
 std::map<coffer::v1::Request::OpCase, daemon::AdminOperationHandler> BackupOperations(
     BackupOperationDeps deps);
 
+// A restore's report as backup_restore answers it (and cofferd --restore-backup logs it).
+void RestoreReportToWire(const kms::RestoreReport& report, coffer::v1::BackupRestoreResponse* out);
+
 }  // namespace coffer::cofferd
 
 #endif  // COFFER_KMS_OPS_BACKUP_OPERATIONS_H_

@@ -70,9 +70,11 @@ absl::Status Services::ConnectionSession::HandleRecord(const pb::Request& reques
     case pb::Request::kRecordPut: {
       const auto& r = request.record_put();
       absl::Status result = handle.status();
-      if (result.ok()) result = deps_.records->Put(h, r.id(), r.value());
+      MovedItem moved{audit::ItemMove::kRecordWrite};
+      if (result.ok()) result = deps_.records->Put(h, r.id(), r.value(), &moved.ref);
       if (result.ok()) response.mutable_record_put();
-      return Finish(sink, request, audit::v1::ACCESS_WRITE, h, result, 1, std::move(response));
+      return Finish(sink, request, audit::v1::ACCESS_WRITE, h, result, 1, std::move(response),
+                    &moved);
     }
     case pb::Request::kRecordGet: {
       const auto& r = request.record_get();
@@ -100,15 +102,20 @@ absl::Status Services::ConnectionSession::HandleRecord(const pb::Request& reques
     }
     case pb::Request::kRecordDelete: {
       absl::Status result = handle.status();
-      if (result.ok()) result = deps_.records->Delete(h, request.record_delete().id());
+      MovedItem moved{audit::ItemMove::kRecordDelete};
+      if (result.ok()) result = deps_.records->Delete(h, request.record_delete().id(), &moved.ref);
       if (result.ok()) response.mutable_record_delete();
-      return Finish(sink, request, audit::v1::ACCESS_DELETE, h, result, 1, std::move(response));
+      return Finish(sink, request, audit::v1::ACCESS_DELETE, h, result, 1, std::move(response),
+                    &moved);
     }
     case pb::Request::kRecordRestore: {
       absl::Status result = handle.status();
-      if (result.ok()) result = deps_.records->Restore(h, request.record_restore().id());
+      MovedItem moved{audit::ItemMove::kRecordRestore};
+      if (result.ok())
+        result = deps_.records->Restore(h, request.record_restore().id(), &moved.ref);
       if (result.ok()) response.mutable_record_restore();
-      return Finish(sink, request, audit::v1::ACCESS_DELETE, h, result, 1, std::move(response));
+      return Finish(sink, request, audit::v1::ACCESS_DELETE, h, result, 1, std::move(response),
+                    &moved);
     }
     case pb::Request::kRecordList: {
       const auto& r = request.record_list();
@@ -200,15 +207,23 @@ absl::Status Services::ConnectionSession::HandleAttachment(const pb::Request& re
     }
     case pb::Request::kAttachmentDelete: {
       absl::Status result = handle.status();
-      if (result.ok()) result = deps_.attachments->Delete(h, request.attachment_delete().name());
+      MovedItem moved{audit::ItemMove::kAttachmentDelete};
+      if (result.ok()) {
+        result = deps_.attachments->Delete(h, request.attachment_delete().name(), &moved.ref);
+      }
       if (result.ok()) response.mutable_attachment_delete();
-      return Finish(sink, request, audit::v1::ACCESS_DELETE, h, result, 1, std::move(response));
+      return Finish(sink, request, audit::v1::ACCESS_DELETE, h, result, 1, std::move(response),
+                    &moved);
     }
     case pb::Request::kAttachmentRestore: {
       absl::Status result = handle.status();
-      if (result.ok()) result = deps_.attachments->Restore(h, request.attachment_restore().name());
+      MovedItem moved{audit::ItemMove::kAttachmentRestore};
+      if (result.ok()) {
+        result = deps_.attachments->Restore(h, request.attachment_restore().name(), &moved.ref);
+      }
       if (result.ok()) response.mutable_attachment_restore();
-      return Finish(sink, request, audit::v1::ACCESS_DELETE, h, result, 1, std::move(response));
+      return Finish(sink, request, audit::v1::ACCESS_DELETE, h, result, 1, std::move(response),
+                    &moved);
     }
     default:
       return SendError(sink, request,
@@ -322,8 +337,10 @@ absl::Status Services::ConnectionSession::HandleUpload(const pb::Request& reques
         }
       }
       uint64_t handle = open.handle;
+      const MovedItem moved{audit::ItemMove::kAttachmentWrite, open.upload->ref()};
       upload_.reset();
-      return Finish(sink, request, audit::v1::ACCESS_WRITE, handle, result, 1, std::move(response));
+      return Finish(sink, request, audit::v1::ACCESS_WRITE, handle, result, 1, std::move(response),
+                    &moved);
     }
     case pb::Request::kAttachmentPutAbort: {
       absl::Status aborted = open.upload->Abort();

@@ -14,7 +14,9 @@
 // through the BatchingAuditWriter, whose crash-loss window the configuration sets (0: the
 // reply waits for the entry). A read's data
 // is sent only after its entry was accepted; when the audit cannot take it, the request fails
-// with the audit's code. record_ref is not set: the stores do not expose the stored HMAC.
+// with the audit's code. A write, delete or restore that succeeded also names its item: record_ref
+// is the item's stored-key MAC and detail the operation (record_put, attachment_put_commit,
+// record_delete, ...), which a restore from backup replays (kms/keys/full_backup.h).
 // Admin operations run with the admin's identity as the key manager's audit actor.
 //
 // Sessions: one per connection. An open attachment upload belongs to its session: chunks get

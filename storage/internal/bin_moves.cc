@@ -34,7 +34,7 @@ absl::Status DeleteSegmentsOf(DataDb* db, std::string_view stored_key,
 
 absl::Status MoveToBin(DataDb* db, KeyProvider* keys, DatasetPolicySource* policies,
                        const Clock* clock, Cf cf, uint64_t handle, std::string_view id,
-                       ErrorCode not_found) {
+                       ErrorCode not_found, crypto::HmacSha256Tag* ref) {
   COFFER_ASSIGN_OR_RETURN(DatasetPolicy policy, policies->PolicyFor(handle));
   COFFER_ASSIGN_OR_RETURN(LockedId locked, LockId(db, keys, handle, id));
   const std::vector<std::string>& stored_keys = locked.keys.stored_keys;
@@ -70,11 +70,13 @@ absl::Status MoveToBin(DataDb* db, KeyProvider* keys, DatasetPolicySource* polic
   COFFER_RETURN_IF_ERROR(FromRocks(batch.Put(db->cf(Cf::kRecycleBin), BinKey(cf, stored_key),
                                              EncodeBinValue(ToUnixMicros(now), value)),
                                    "batch"));
-  return db->Write(&batch);
+  COFFER_RETURN_IF_ERROR(db->Write(&batch));
+  if (ref != nullptr) *ref = RefOf(stored_key);
+  return absl::OkStatus();
 }
 
 absl::Status RestoreFromBin(DataDb* db, KeyProvider* keys, Cf cf, uint64_t handle,
-                            std::string_view id) {
+                            std::string_view id, crypto::HmacSha256Tag* ref) {
   COFFER_ASSIGN_OR_RETURN(LockedId locked, LockId(db, keys, handle, id));
   std::string value;
   bool found = false;
@@ -100,7 +102,9 @@ absl::Status RestoreFromBin(DataDb* db, KeyProvider* keys, Cf cf, uint64_t handl
   COFFER_RETURN_IF_ERROR(FromRocks(batch.Put(db->cf(cf), stored_key, bin.entry), "batch"));
   COFFER_RETURN_IF_ERROR(
       FromRocks(batch.Delete(db->cf(Cf::kRecycleBin), BinKey(cf, stored_key)), "batch"));
-  return db->Write(&batch);
+  COFFER_RETURN_IF_ERROR(db->Write(&batch));
+  if (ref != nullptr) *ref = RefOf(stored_key);
+  return absl::OkStatus();
 }
 
 }  // namespace coffer::storage::internal

@@ -30,15 +30,17 @@ absl::Status CheckComplianceLock(const DatasetPolicy& policy, int64_t written_at
 
 // Moves the live entry of `id` — under whichever live lookup version it is (LockId) — into the
 // bin at its own stored key's bin key. The bin keeps only the latest deletion of an id: a bin
-// entry of the id under any other live version goes (with its segments).
+// entry of the id under any other live version goes (with its segments). `ref`, when set, gets
+// the moved item's stored-key MAC (what an audit entry names it by).
 absl::Status MoveToBin(DataDb* db, KeyProvider* keys, DatasetPolicySource* policies,
                        const Clock* clock, Cf cf, uint64_t handle, std::string_view id,
-                       ErrorCode not_found);
+                       ErrorCode not_found, crypto::HmacSha256Tag* ref = nullptr);
 
 // Moves `id`'s bin entry, under whichever live lookup version it is, back to the live family
-// under the same stored key (the re-index job moves it to the primary later).
+// under the same stored key (the re-index job moves it to the primary later). `ref` as for
+// MoveToBin.
 absl::Status RestoreFromBin(DataDb* db, KeyProvider* keys, Cf cf, uint64_t handle,
-                            std::string_view id);
+                            std::string_view id, crypto::HmacSha256Tag* ref = nullptr);
 
 // Adds to `batch` the deletion of the segments an attachment-pointer entry refers to.
 absl::Status DeleteSegmentsOf(DataDb* db, std::string_view stored_key,

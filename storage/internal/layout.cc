@@ -83,6 +83,13 @@ uint64_t HandleOf(std::string_view key) { return ReadU64(key); }
 
 std::string_view MacOf(std::string_view stored_key) { return stored_key.substr(kHandleSize); }
 
+crypto::HmacSha256Tag RefOf(std::string_view stored_key) {
+  crypto::HmacSha256Tag ref{};
+  std::string_view mac = MacOf(stored_key);
+  std::copy_n(mac.begin(), std::min(mac.size(), ref.size()), ref.begin());
+  return ref;
+}
+
 std::string BinKey(Cf cf, std::string_view stored_key) {
   std::string key;
   key.reserve(kBinKeySize);

@@ -69,6 +69,8 @@ std::string DatasetBegin(uint64_t handle);
 std::string DatasetEnd(uint64_t handle);
 uint64_t HandleOf(std::string_view key);  // key.size() >= 8
 std::string_view MacOf(std::string_view stored_key);
+// MacOf as a tag: the ref audit entries and purge journals name an item by.
+crypto::HmacSha256Tag RefOf(std::string_view stored_key);  // stored_key.size() == kStoredKeySize
 
 // handle ‖ cf ‖ mac: where a deleted item waits in the recycle bin.
 std::string BinKey(Cf cf, std::string_view stored_key);

@@ -21,6 +21,7 @@ using internal::Cf;
 using std::chrono::hours;
 using testing::kDatasetA;
 using testing::kDatasetB;
+using testing::RecordingJournal;
 
 constexpr auto kDay = hours(24);
 
@@ -303,22 +304,6 @@ TEST_F(RecycleBinTest, PhysicalPurgeWaitsForOpenIteratorsAndLeavesNoCiphertext) 
 namespace coffer::storage {
 namespace {
 
-// Records every item; fails WillPurge while `fail` is set.
-class RecordingJournal final : public PurgeJournal {
- public:
-  absl::Status WillPurge(const PurgedItem& item) override {
-    if (fail) return MakeError(ErrorCode::kAuditNotDurable, "journal down");
-    items.push_back(item);
-    ++open;
-    return absl::OkStatus();
-  }
-  void PurgeWritten(const PurgedItem& /*item*/) override { --open; }
-
-  bool fail = false;
-  int open = 0;
-  std::vector<PurgedItem> items;
-};
-
 class RecycleBinJournalTest : public testing::StorageTest {
  protected:
   void SetUp() override {
@@ -410,6 +395,66 @@ TEST_F(RecycleBinJournalTest, EveryPurgeIsJournaledByItsStoredKeyAndCanBeReplaye
   EXPECT_EQ(testing::CountKeys(db_.get(), Cf::kAttachmentSegments), 0u);
   EXPECT_EQ(records_->Get(kDatasetA, "stays").value(), "v");
   EXPECT_EQ(journal_.items.size(), 2u);  // a replay journals nothing
+}
+
+// A restore's replay of client deletes and restores (kms/keys/full_backup.h): the stores report
+// the refs the replay finds items by; a replayed delete bins the live item at the logged time
+// (replacing an older binned upload, segments and all), a replayed restore brings it back, and
+// a move with nothing to move is counted.
+TEST_F(RecycleBinJournalTest, ReplayedDeletesAndRestoresMoveItemsByTheRefsTheStoresReport) {
+  crypto::HmacSha256Tag put_ref{};
+  crypto::HmacSha256Tag delete_ref{};
+  crypto::HmacSha256Tag restore_ref{};
+  ASSERT_TRUE(records_->Put(kDatasetA, "a", "value a", &put_ref).ok());
+  ASSERT_TRUE(records_->Delete(kDatasetA, "a", &delete_ref).ok());
+  ASSERT_TRUE(records_->Restore(kDatasetA, "a", &restore_ref).ok());
+  EXPECT_EQ(put_ref, RefOf(kDatasetA, "a"));
+  EXPECT_EQ(delete_ref, put_ref);
+  EXPECT_EQ(restore_ref, put_ref);
+  ASSERT_TRUE(records_->Put(kDatasetA, "b", "value b").ok());
+  ASSERT_TRUE(PutAttachment(kDatasetB, "doc", 3000).ok());  // 3 segments of 1 KiB, then binned
+  crypto::HmacSha256Tag doc_ref{};
+  ASSERT_TRUE(attachments_->Delete(kDatasetB, "doc", &doc_ref).ok());
+  EXPECT_EQ(doc_ref, RefOf(kDatasetB, "doc"));
+  ASSERT_TRUE(PutAttachment(kDatasetB, "doc", 2000).ok());  // 2 segments, live
+  ASSERT_EQ(testing::CountKeys(db_.get(), Cf::kAttachmentSegments), 5u);
+
+  const int64_t at = 1'700'000'000'123'456;
+  const std::vector<BinMove> record_moves = {{RefOf(kDatasetA, "a"), true, at},
+                                             {RefOf(kDatasetA, "b"), false, at},
+                                             {RefOf(kDatasetA, "never"), true, at}};
+  auto moved =
+      RecycleBin::ReplayBinMoves(db_.get(), kDatasetA, PurgedItemKind::kRecord, record_moves);
+  ASSERT_TRUE(moved.ok()) << moved.status();
+  EXPECT_EQ(moved->to_bin, 1u);
+  EXPECT_EQ(moved->from_bin, 0u);
+  EXPECT_EQ(moved->not_found, 2u);  // b is not in the bin; nothing is stored for "never"
+  EXPECT_EQ(ErrorCodeOf(records_->Get(kDatasetA, "a").status()), ErrorCode::kRecordNotFound);
+  auto page = bin_->List(kDatasetA, "", 10);
+  ASSERT_TRUE(page.ok()) << page.status();
+  ASSERT_EQ(page->items.size(), 1u);
+  EXPECT_EQ(page->items[0].id, "a");
+  EXPECT_EQ(page->items[0].deleted_micros, at);
+  EXPECT_EQ(records_->Get(kDatasetA, "b").value(), "value b");
+
+  const std::vector<BinMove> doc_moves = {{doc_ref, true, at}};
+  moved = RecycleBin::ReplayBinMoves(db_.get(), kDatasetB, PurgedItemKind::kAttachment, doc_moves);
+  ASSERT_TRUE(moved.ok()) << moved.status();
+  EXPECT_EQ(moved->to_bin, 1u);
+  EXPECT_EQ(testing::CountKeys(db_.get(), Cf::kAttachmentSegments), 2u);  // the older upload went
+  const std::vector<BinMove> back = {{doc_ref, false, at}};
+  moved = RecycleBin::ReplayBinMoves(db_.get(), kDatasetB, PurgedItemKind::kAttachment, back);
+  ASSERT_TRUE(moved.ok()) << moved.status();
+  EXPECT_EQ(moved->from_bin, 1u);
+  EXPECT_EQ(attachments_->Metadata(kDatasetB, "doc").value().size, 2000u);
+
+  const std::vector<crypto::HmacSha256Tag> written = {RefOf(kDatasetA, "a"), RefOf(kDatasetA, "b"),
+                                                      RefOf(kDatasetA, "never"),
+                                                      RefOf(kDatasetA, "b")};
+  auto stored = RecycleBin::CountStored(db_.get(), kDatasetA, PurgedItemKind::kRecord, written);
+  ASSERT_TRUE(stored.ok()) << stored.status();
+  EXPECT_EQ(*stored, 2u);                // a (binned) and b (live), each once
+  EXPECT_EQ(journal_.items.size(), 0u);  // a replay journals nothing
 }
 
 }  // namespace

@@ -23,6 +23,7 @@ namespace {
 
 using internal::Cf;
 using testing::kDatasetA;
+using testing::RecordingJournal;
 
 class ReindexTest : public testing::StorageTest {
  protected:
@@ -318,25 +319,6 @@ TEST_F(ReindexTest, AnUploadBegunBeforeTheRotationCommitsAndIsMovedByTheReindex)
   keys_.RetireBelow(kDatasetA, KeyPurpose::kLookup, 2);
   ExpectContent("doc", 7, 2100);
 }
-
-class RecordingJournal final : public PurgeJournal {
- public:
-  absl::Status WillPurge(const PurgedItem& item) override {
-    items.push_back(item);
-    return absl::OkStatus();
-  }
-  void PurgeWritten(const PurgedItem&) override {}
-  // Every ref of every journaled item, as a restore replays them.
-  std::vector<crypto::HmacSha256Tag> Refs() const {
-    std::vector<crypto::HmacSha256Tag> refs;
-    for (const PurgedItem& item : items) {
-      refs.push_back(item.ref);
-      refs.insert(refs.end(), item.other_refs.begin(), item.other_refs.end());
-    }
-    return refs;
-  }
-  std::vector<PurgedItem> items;
-};
 
 TEST_F(ReindexTest, APurgeAfterTheReindexReplaysIntoABackupHoldingTheOldVersionsEntry) {
   // The "backup": a data DB written before the rotation, so it holds both records under lookup

@@ -9,8 +9,10 @@
 #include <string_view>
 #include <vector>
 
+#include "crypto/base/status.h"
 #include "gtest/gtest.h"
 #include "storage/data_db.h"
+#include "storage/purge_journal.h"
 #include "storage/testing/fakes.h"
 #include "tests/testing/peak_rss.h"
 
@@ -71,6 +73,31 @@ class StorageTest : public ::testing::Test {
   FakeDatasetPolicies policies_;
   FakeClock clock_;
   std::unique_ptr<DataDb> db_;
+};
+
+// A purge journal that records every item it is told of; WillPurge fails while `fail` is set.
+class RecordingJournal final : public PurgeJournal {
+ public:
+  absl::Status WillPurge(const PurgedItem& item) override {
+    if (fail) return MakeError(ErrorCode::kAuditNotDurable, "journal down");
+    items.push_back(item);
+    ++open;
+    return absl::OkStatus();
+  }
+  void PurgeWritten(const PurgedItem& /*item*/) override { --open; }
+  // Every ref of every journaled item, as a restore replays them.
+  std::vector<crypto::HmacSha256Tag> Refs() const {
+    std::vector<crypto::HmacSha256Tag> refs;
+    for (const PurgedItem& item : items) {
+      refs.push_back(item.ref);
+      refs.insert(refs.end(), item.other_refs.begin(), item.other_refs.end());
+    }
+    return refs;
+  }
+
+  bool fail = false;
+  int open = 0;
+  std::vector<PurgedItem> items;
 };
 
 }  // namespace coffer::storage::testing

@@ -115,6 +115,9 @@ struct Daemon::Parts {
 
   absl::Status OpenHsm();
   absl::Status OpenAudit();
+  // DaemonOptions::restore_backup: restores backup `id` into the (empty) data and key-DB
+  // directories, replaying the open audit log. Between OpenAudit and OpenStores.
+  absl::Status RestoreFromBackup(uint32_t id, const std::string& backup_root);
   absl::Status OpenStores();
   absl::Status EnsureDatasets(const std::vector<std::string>& names);
   absl::Status StartJobs();

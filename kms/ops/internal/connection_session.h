@@ -7,11 +7,13 @@
 #ifndef COFFER_KMS_OPS_INTERNAL_CONNECTION_SESSION_H_
 #define COFFER_KMS_OPS_INTERNAL_CONNECTION_SESSION_H_
 
+#include <algorithm>
 #include <memory>
 #include <optional>
 #include <string>
 #include <vector>
 
+#include "crypto/hmac.h"
 #include "kms/api/error_response.h"
 #include "kms/ops/internal/wire.h"
 #include "kms/ops/services.h"
@@ -48,6 +50,12 @@ class Services::ConnectionSession final : public Session {
   }
 
  private:
+  // A write, delete or restore's item, for its audit entry (AuditAccess).
+  struct MovedItem {
+    audit::ItemMove move;
+    crypto::HmacSha256Tag ref{};
+  };
+
   struct OpenUpload {
     std::unique_ptr<storage::AttachmentUpload> upload;
     uint64_t handle = 0;
@@ -77,21 +85,29 @@ class Services::ConnectionSession final : public Session {
     return SendError(sink, request, why, retry_after_ms);
   }
   // Audits a data access through the batching writer; its error when the audit refused it.
+  // `moved`, for a write, delete or restore that succeeded: the item's stored-key ref and the
+  // operation's name go into the entry (record_ref, detail), so a restore from backup can replay
+  // the moves made after it (kms/keys/full_backup.h; docs/audit.md, "Access entries").
   absl::Status AuditAccess(audit::v1::EventKind kind, uint64_t handle, const absl::Status& result,
-                           uint32_t count) {
+                           uint32_t count, const MovedItem* moved = nullptr) {
     audit::AuditEvent event;
     event.kind = kind;
     event.actor = actor_;
     event.dataset_handle = handle;
     event.result = ErrorCodeOf(result);
     event.record_count = count;
+    if (moved != nullptr && result.ok()) {
+      event.record_ref.emplace();
+      std::copy(moved->ref.begin(), moved->ref.end(), event.record_ref->begin());
+      event.detail = audit::ItemMoveDetail(moved->move);
+    }
     return deps_.access_audit->Append(event);
   }
   // Finishes a data operation: audits it, then answers its error (public text) or `response`.
   absl::Status Finish(ResponseSink* sink, const pb::Request& request, audit::v1::EventKind kind,
                       uint64_t handle, const absl::Status& result, uint32_t count,
-                      pb::Response response) {
-    absl::Status audited = AuditAccess(kind, handle, result, count);
+                      pb::Response response, const MovedItem* moved = nullptr) {
+    absl::Status audited = AuditAccess(kind, handle, result, count, moved);
     if (!audited.ok()) return SendError(sink, request, Public(audited));
     if (!result.ok()) {
       return SendError(

@@ -192,10 +192,11 @@ void Cofferd::WriteConfig(const std::string& extra) {
   out << ConfigText(options_, dir_, group_, extra);
 }
 
-::testing::AssertionResult Cofferd::Start() {
+::testing::AssertionResult Cofferd::Start(const std::vector<std::string>& extra_args) {
   std::vector<std::string> args = options_.launcher;
   args.insert(args.end(), {Binary(), "--config", dir_ + "/cofferd.conf"});
   if (as_root_) args.insert(args.end(), {"--user", "nobody"});
+  args.insert(args.end(), extra_args.begin(), extra_args.end());
   std::vector<std::pair<std::string, std::string>> env;
   if (clock_) env.emplace_back(kClockFileEnv, dir_ + "/clock");
   // Without SOFTHSM2_CONF the daemon finds hsm/softhsm2.conf itself.

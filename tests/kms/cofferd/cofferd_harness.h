@@ -88,8 +88,8 @@ class Cofferd {
 
   // Starts the daemon (each run logging to its own file) and waits until a status request on
   // the admin socket answers (120 s: a safety net, not a measure). Fails, with the log, if it
-  // exited first.
-  ::testing::AssertionResult Start();
+  // exited first. `extra_args` go after the configuration (e.g. {"--restore-backup", "3"}).
+  ::testing::AssertionResult Start(const std::vector<std::string>& extra_args = {});
   // SIGTERM and wait. True if the daemon exited cleanly (status 0).
   bool Stop();
   // Sends `signal`, waits, and returns the exit status (-1 if it did not exit normally).
