@@ -9,9 +9,11 @@
 
 #include "crypto/base/status.h"
 #include "rocksdb/write_batch.h"
+#include "storage/damaged_item.h"
 #include "storage/internal/bin_moves.h"
 #include "storage/internal/envelope.h"
 #include "storage/internal/id_locks.h"
+#include "storage/scrub.h"
 
 namespace coffer::storage {
 
@@ -471,6 +473,92 @@ absl::StatusOr<size_t> RecycleBin::CountStored(DataDb* db, uint64_t handle, Purg
     if (found) ++stored;
   }
   return stored;
+}
+
+absl::StatusOr<PurgedItemKind> RecycleBin::PurgeDamaged(uint64_t handle, std::string_view ref,
+                                                        PurgeJournal* journal_for_this) {
+  COFFER_ASSIGN_OR_RETURN(DatasetPolicy policy, policies_->PolicyFor(handle));
+  if (policy.legal_hold) {
+    return MakeError(ErrorCode::kLegalHold, "a legal hold on the dataset blocks purges");
+  }
+  // The reference hashes the RocksDB key: every item key of the dataset is hashed until one
+  // matches (an admin's rare repair can afford one pass over the dataset's keys).
+  Cf found_cf = Cf::kRecords;
+  std::string found_key;
+  for (Cf cf : {Cf::kRecords, Cf::kAttachmentPointers, Cf::kRecycleBin}) {
+    const std::string end = internal::DatasetEnd(handle);
+    rocksdb::Slice upper(end);
+    rocksdb::ReadOptions read_options;
+    read_options.iterate_upper_bound = &upper;
+    ScopedIterator it = db_->NewIterator(cf, read_options);
+    for (it->Seek(internal::DatasetBegin(handle)); it->Valid() && found_key.empty(); it->Next()) {
+      if (DamagedRef(internal::CfName(cf), it->key().ToStringView()) == ref) {
+        found_cf = cf;
+        found_key = it->key().ToString();
+      }
+    }
+    COFFER_RETURN_IF_ERROR(FromRocks(it->status(), "iterate"));
+    if (!found_key.empty()) break;
+  }
+  if (found_key.empty()) {
+    return MakeError(ErrorCode::kNotFound,
+                     "no item of the dataset has this damaged-item reference");
+  }
+  Cf item_cf = found_cf;
+  std::string stored_key = found_key;
+  if (found_cf == Cf::kRecycleBin) {
+    COFFER_ASSIGN_OR_RETURN(internal::BinKeyParts parts, internal::ParseBinKey(found_key));
+    item_cf = parts.cf;
+    stored_key = std::move(parts.stored_key);
+  }
+  if ((item_cf != Cf::kRecords && item_cf != Cf::kAttachmentPointers) ||
+      stored_key.size() != internal::kStoredKeySize) {
+    return MakeError(ErrorCode::kNotFound, "the reference names no record or attachment");
+  }
+  {
+    std::lock_guard<std::mutex> lock(db_->StripeFor(internal::MacOf(stored_key)));
+    std::string value;
+    bool present = false;
+    COFFER_RETURN_IF_ERROR(db_->Get(found_cf, found_key, &value, &present));
+    if (!present) {
+      return MakeError(ErrorCode::kNotFound, "the item with this reference is gone");
+    }
+    std::string_view entry = value;
+    if (found_cf == Cf::kRecycleBin) {
+      absl::StatusOr<internal::BinValue> bin = internal::ParseBinValue(value);
+      entry = bin.ok() ? bin->entry : std::string_view();
+    }
+    // Only a damaged item (as scrub finds it: the entry, an attachment's every segment): a
+    // healthy one is purged by its id.
+    absl::Status opened = CheckItem(db_, keys_, found_cf, found_key, value);
+    if (opened.ok()) {
+      return MakeError(ErrorCode::kFailedPrecondition,
+                       "the item with this reference is not damaged; purge it by its id");
+    }
+    if (!IsItemDamage(opened)) return opened;
+    absl::StatusOr<internal::Entry> parsed = internal::ParseEntry(item_cf, entry);
+    if (parsed.ok()) {
+      COFFER_RETURN_IF_ERROR(
+          internal::CheckComplianceLock(policy, parsed->written_at_us, clock_->Now()));
+    } else if (policy.min_retention.count() > 0) {
+      return MakeError(ErrorCode::kComplianceLocked,
+                       "the dataset has a minimum retention and this item's write time cannot "
+                       "be read");
+    }
+    rocksdb::WriteBatch batch;
+    // Segments are found through the pointer's upload id; a pointer too damaged to parse leaves
+    // them (unreachable ciphertext, erased with the dataset).
+    if (item_cf == Cf::kAttachmentPointers && parsed.ok()) {
+      COFFER_RETURN_IF_ERROR(internal::DeleteSegmentsOf(db_, stored_key, entry, &batch));
+    }
+    COFFER_RETURN_IF_ERROR(FromRocks(batch.Delete(db_->cf(found_cf), found_key), "batch"));
+    JournalScope journal(journal_for_this != nullptr ? journal_for_this : journal_, item_cf,
+                         stored_key);
+    COFFER_RETURN_IF_ERROR(journal.Begin());
+    COFFER_RETURN_IF_ERROR(db_->Write(&batch));
+  }
+  COFFER_RETURN_IF_ERROR(db_->PurgePhysically(handle));
+  return item_cf == Cf::kRecords ? PurgedItemKind::kRecord : PurgedItemKind::kAttachment;
 }
 
 absl::Status RecycleBin::PurgeRecord(uint64_t handle, std::string_view id, PurgeJournal* journal) {

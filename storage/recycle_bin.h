@@ -115,6 +115,16 @@ class RecycleBin {
   absl::Status PurgeAttachment(uint64_t handle, std::string_view name,
                                PurgeJournal* journal = nullptr);
 
+  // Purges the damaged item of dataset `handle` whose reference (storage/damaged_item.h) is
+  // `ref` — live or binned, a record or an attachment (with its segments when its header still
+  // parses) —, under the same rules and journal as PurgeRecord: the only way to act on an item
+  // whose id cannot be decrypted. NOT_FOUND when no record, attachment or bin entry of the
+  // dataset has that reference; FAILED_PRECONDITION when the item opens (purge it by its id);
+  // COMPLIANCE_LOCKED inside the minimum retention, or under one at all when its write time
+  // cannot be read. Returns which kind of item it purged.
+  absl::StatusOr<PurgedItemKind> PurgeDamaged(uint64_t handle, std::string_view ref,
+                                              PurgeJournal* journal = nullptr);
+
   // Purges everything in dataset `handle`'s bin now (items under the compliance lock stay and
   // are counted). `journal` as for PurgeRecord.
   absl::StatusOr<PurgeReport> EmptyBin(uint64_t handle, PurgeJournal* journal = nullptr);

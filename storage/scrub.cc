@@ -13,6 +13,50 @@ using internal::Cf;
 
 namespace {
 
+// Opens every segment of the attachment `pointer` (stored under `stored_key`) names.
+absl::Status CheckSegments(DataDb* db, KeyProvider* keys, const std::string& stored_key,
+                           const internal::OpenedEntry& pointer, const rocksdb::Snapshot* snapshot,
+                           uint64_t* segments_checked) {
+  std::string_view body = pointer.body;
+  // Pointer body: size (8) ‖ created (8) ‖ type length (2) ‖ type ‖ stream header (80).
+  if (body.size() < 18 + crypto::kStreamHeaderSize) {
+    return MakeError(ErrorCode::kCiphertextCorrupt, "malformed attachment pointer");
+  }
+  uint64_t size = internal::ReadU64(body);
+  std::string_view header = body.substr(body.size() - crypto::kStreamHeaderSize);
+  uint64_t handle = internal::HandleOf(stored_key);
+  COFFER_ASSIGN_OR_RETURN(
+      std::shared_ptr<const DataKey> key,
+      keys->KeyForVersion(handle, KeyPurpose::kAttachments, pointer.key_version));
+  COFFER_ASSIGN_OR_RETURN(
+      crypto::StreamSegmentDecrypter decrypter,
+      crypto::StreamSegmentDecrypter::Create(key->key(), key->version(), header, stored_key));
+  uint64_t count = size == 0 ? 1 : (size + decrypter.segment_size() - 1) / decrypter.segment_size();
+  internal::UploadId upload{};
+  std::copy_n(pointer.upload_id.begin(), upload.size(), upload.begin());
+  std::string segment;
+  std::string plaintext;
+  for (uint64_t index = 0; index < count; ++index) {
+    bool found = false;
+    COFFER_RETURN_IF_ERROR(db->Get(
+        Cf::kAttachmentSegments, internal::SegmentKey(handle, upload, static_cast<uint32_t>(index)),
+        &segment, &found, snapshot));
+    if (!found) {
+      return MakeError(ErrorCode::kCiphertextCorrupt,
+                       "segment " + std::to_string(index) + " is missing");
+    }
+    plaintext.clear();
+    absl::Status opened = decrypter.DecryptSegment(index, segment, index + 1 == count, &plaintext);
+    std::fill(plaintext.begin(), plaintext.end(), '\0');
+    if (segments_checked != nullptr) ++*segments_checked;
+    if (!opened.ok()) {
+      return MakeError(ErrorCodeOf(opened),
+                       "segment " + std::to_string(index) + ": " + std::string(opened.message()));
+    }
+  }
+  return absl::OkStatus();
+}
+
 std::string Hex(std::string_view bytes) {
   static constexpr char kDigits[] = "0123456789abcdef";
   std::string hex;
@@ -58,69 +102,7 @@ class Scrubber {
 
  private:
   absl::Status Check(Cf cf, std::string_view key, std::string_view value) {
-    Cf kind = cf;
-    std::string stored_key(key);
-    std::string_view entry = value;
-    if (cf == Cf::kRecycleBin) {
-      COFFER_ASSIGN_OR_RETURN(internal::BinKeyParts parts, internal::ParseBinKey(key));
-      kind = parts.cf;
-      stored_key = std::move(parts.stored_key);
-      COFFER_ASSIGN_OR_RETURN(internal::BinValue bin, internal::ParseBinValue(value));
-      entry = bin.entry;
-    }
-    KeyPurpose purpose = kind == Cf::kRecords ? KeyPurpose::kRecords : KeyPurpose::kAttachments;
-    COFFER_ASSIGN_OR_RETURN(internal::OpenedEntry opened,
-                            internal::OpenEntry(keys_, kind, purpose, stored_key, entry));
-    absl::Status segments =
-        kind == Cf::kRecords ? absl::OkStatus() : CheckSegments(stored_key, opened);
-    std::fill(opened.body.begin(), opened.body.end(), '\0');
-    std::fill(opened.id.begin(), opened.id.end(), '\0');
-    return segments;
-  }
-
-  // Opens every segment of the attachment a pointer names.
-  absl::Status CheckSegments(const std::string& stored_key, const internal::OpenedEntry& pointer) {
-    std::string_view body = pointer.body;
-    // Pointer body: size (8) ‖ created (8) ‖ type length (2) ‖ type ‖ stream header (80).
-    if (body.size() < 18 + crypto::kStreamHeaderSize) {
-      return MakeError(ErrorCode::kCiphertextCorrupt, "malformed attachment pointer");
-    }
-    uint64_t size = internal::ReadU64(body);
-    std::string_view header = body.substr(body.size() - crypto::kStreamHeaderSize);
-    uint64_t handle = internal::HandleOf(stored_key);
-    COFFER_ASSIGN_OR_RETURN(
-        std::shared_ptr<const DataKey> key,
-        keys_->KeyForVersion(handle, KeyPurpose::kAttachments, pointer.key_version));
-    COFFER_ASSIGN_OR_RETURN(
-        crypto::StreamSegmentDecrypter decrypter,
-        crypto::StreamSegmentDecrypter::Create(key->key(), key->version(), header, stored_key));
-    uint64_t count =
-        size == 0 ? 1 : (size + decrypter.segment_size() - 1) / decrypter.segment_size();
-    internal::UploadId upload{};
-    std::copy_n(pointer.upload_id.begin(), upload.size(), upload.begin());
-    std::string segment;
-    std::string plaintext;
-    for (uint64_t index = 0; index < count; ++index) {
-      bool found = false;
-      COFFER_RETURN_IF_ERROR(
-          db_->Get(Cf::kAttachmentSegments,
-                   internal::SegmentKey(handle, upload, static_cast<uint32_t>(index)), &segment,
-                   &found, snapshot_));
-      if (!found) {
-        return MakeError(ErrorCode::kCiphertextCorrupt,
-                         "segment " + std::to_string(index) + " is missing");
-      }
-      plaintext.clear();
-      absl::Status opened =
-          decrypter.DecryptSegment(index, segment, index + 1 == count, &plaintext);
-      std::fill(plaintext.begin(), plaintext.end(), '\0');
-      ++report_.segments_checked;
-      if (!opened.ok()) {
-        return MakeError(ErrorCodeOf(opened),
-                         "segment " + std::to_string(index) + ": " + std::string(opened.message()));
-      }
-    }
-    return absl::OkStatus();
+    return CheckItem(db_, keys_, cf, key, value, snapshot_, &report_.segments_checked);
   }
 
   DataDb* db_;
@@ -131,6 +113,30 @@ class Scrubber {
 };
 
 }  // namespace
+
+absl::Status CheckItem(DataDb* db, KeyProvider* keys, internal::Cf cf, std::string_view key,
+                       std::string_view value, const rocksdb::Snapshot* snapshot,
+                       uint64_t* segments_checked) {
+  Cf kind = cf;
+  std::string stored_key(key);
+  std::string_view entry = value;
+  if (cf == Cf::kRecycleBin) {
+    COFFER_ASSIGN_OR_RETURN(internal::BinKeyParts parts, internal::ParseBinKey(key));
+    kind = parts.cf;
+    stored_key = std::move(parts.stored_key);
+    COFFER_ASSIGN_OR_RETURN(internal::BinValue bin, internal::ParseBinValue(value));
+    entry = bin.entry;
+  }
+  KeyPurpose purpose = kind == Cf::kRecords ? KeyPurpose::kRecords : KeyPurpose::kAttachments;
+  COFFER_ASSIGN_OR_RETURN(internal::OpenedEntry opened,
+                          internal::OpenEntry(keys, kind, purpose, stored_key, entry));
+  absl::Status segments = kind == Cf::kRecords ? absl::OkStatus()
+                                               : CheckSegments(db, keys, stored_key, opened,
+                                                               snapshot, segments_checked);
+  std::fill(opened.body.begin(), opened.body.end(), '\0');
+  std::fill(opened.id.begin(), opened.id.end(), '\0');
+  return segments;
+}
 
 absl::StatusOr<ScrubReport> Scrub(DataDb* db, KeyProvider* keys, std::optional<uint64_t> handle,
                                   const std::function<void(const ScrubReport&)>& on_progress) {

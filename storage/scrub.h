@@ -16,11 +16,13 @@
 #include <functional>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "absl/status/statusor.h"
 #include "crypto/base/status.h"
 #include "storage/data_db.h"
+#include "storage/internal/layout.h"
 #include "storage/key_provider.h"
 
 namespace coffer::storage {
@@ -42,6 +44,14 @@ struct ScrubReport {
 
 // Scrubs dataset `handle`, or every dataset when nullopt. `on_progress` (optional) is called
 // every 1,024 entries with the report so far.
+// Opens the item stored under `key` in `cf` (records, attachment pointers or the recycle bin)
+// the way Scrub does: the entry, and every segment of an attachment. OK when it opens; otherwise
+// its damage (IsItemDamage) or the environment's failure (I/O, keys). Reads at `snapshot` when
+// given; counts segments into `segments_checked` when given.
+absl::Status CheckItem(DataDb* db, KeyProvider* keys, internal::Cf cf, std::string_view key,
+                       std::string_view value, const rocksdb::Snapshot* snapshot = nullptr,
+                       uint64_t* segments_checked = nullptr);
+
 absl::StatusOr<ScrubReport> Scrub(DataDb* db, KeyProvider* keys, std::optional<uint64_t> handle,
                                   const std::function<void(const ScrubReport&)>& on_progress = {});
 

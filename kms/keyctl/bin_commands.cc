@@ -72,12 +72,14 @@ absl::StatusOr<std::string> FromHex(const std::string& hex) {
 
 absl::Status BinPurge(CommandContext& ctx, const std::string& dataset,
                       const std::optional<std::string>& record_id,
-                      const std::optional<std::string>& attachment_name) {
+                      const std::optional<std::string>& attachment_name,
+                      const std::string& damaged_ref) {
   pb::Request request;
   auto* r = request.mutable_purge();
   r->set_dataset(dataset);
   if (record_id) r->set_record_id(*record_id);
   if (attachment_name) r->set_attachment_name(*attachment_name);
+  if (!damaged_ref.empty()) r->set_damaged_ref(damaged_ref);
   COFFER_ASSIGN_OR_RETURN(pb::Response response, ctx.Call(std::move(request)));
   if (ctx.json()) {
     PrintJson(ctx, ProtoToJson(response.purge()));
@@ -158,6 +160,7 @@ void AddBinCommands(CLI::App& app, CommandLine& line) {
   struct Values {
     std::string dataset;
     ItemFlags purge_item, restore_item;
+    std::string damaged_ref;
     uint32_t limit = 100;
     bool hex = false;
   };
@@ -170,8 +173,15 @@ void AddBinCommands(CLI::App& app, CommandLine& line) {
                  "keyctl bin purge crm/contacts --record customer-42");
   purge->add_option("DATASET", v.dataset, "Dataset name")->required();
   v.purge_item.Add(purge, "Record id to purge", "Attachment name to purge");
+  purge
+      ->add_option("--damaged", v.damaged_ref,
+                   "The reference of a damaged item to purge (dmg-..., as record listings, "
+                   "jobs, scrub, export and EVENT_DAMAGED_ITEM report it)")
+      ->excludes("--record")
+      ->excludes("--attachment");
   line.Runs(purge, [&v](CommandContext& ctx) {
-    return BinPurge(ctx, v.dataset, v.purge_item.record_id(), v.purge_item.attachment_name());
+    return BinPurge(ctx, v.dataset, v.purge_item.record_id(), v.purge_item.attachment_name(),
+                    v.damaged_ref);
   });
 
   CLI::App* list =

@@ -314,6 +314,13 @@ absl::Status Services::ConnectionSession::HandleProtection(AdminCall& call) {
           if (result.ok()) out->set_attachments(1);
           return Reply(call, result);
         }
+        case pb::PurgeRequest::kDamagedRef: {
+          absl::StatusOr<storage::PurgedItemKind> kind =
+              deps_.bin->PurgeDamaged(*handle, r.damaged_ref(), journal.get());
+          if (kind.ok() && *kind == storage::PurgedItemKind::kRecord) out->set_records(1);
+          if (kind.ok() && *kind == storage::PurgedItemKind::kAttachment) out->set_attachments(1);
+          return Reply(call, kind.status());
+        }
         case pb::PurgeRequest::TARGET_NOT_SET: {
           auto report = deps_.bin->EmptyBin(*handle, journal.get());
           if (report.ok()) {

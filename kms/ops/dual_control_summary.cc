@@ -70,6 +70,9 @@ Summary PurgeSummary(const pb::PurgeRequest& r) {
     case pb::PurgeRequest::kAttachmentName:
       what = absl::StrCat("attachment ", Quoted(r.attachment_name()));
       break;
+    case pb::PurgeRequest::kDamagedRef:
+      what = absl::StrCat("damaged item ", Quoted(r.damaged_ref()));
+      break;
     case pb::PurgeRequest::TARGET_NOT_SET:
       what = "every item in the recycle bin";
       break;

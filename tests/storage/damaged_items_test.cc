@@ -13,6 +13,7 @@
 #include "storage/damaged_item.h"
 #include "storage/internal/envelope.h"
 #include "storage/record_store.h"
+#include "storage/recycle_bin.h"
 #include "storage/reencryption.h"
 #include "storage/reindex.h"
 #include "storage/scrub.h"
@@ -279,6 +280,61 @@ TEST_F(DamagedItemsTest, VerifyFindsAnAlteredSegmentUnderThePointersReference) {
   EXPECT_TRUE((*reader)->Read(0, 1024, &out).ok());
   EXPECT_EQ(ErrorCodeOf((*reader)->Read(1024, 10, &out)), ErrorCode::kCiphertextCorrupt);
   EXPECT_TRUE(out.empty());
+}
+
+// The reference is what an admin acts on: PurgeDamaged removes exactly the damaged item it
+// names — live or binned, journaled like any purge — and refuses a healthy item, an unknown
+// reference, and a dataset under a legal hold or (when the write time cannot be read) under a
+// minimum retention.
+TEST_F(DamagedItemsTest, PurgeDamagedRemovesOnlyTheDamagedItemItsReferenceNames) {
+  testing::RecordingJournal journal;
+  RecycleBin bin(db_.get(), &keys_, &policies_, &clock_, &journal);
+  AlterBytes(7);
+  const std::string ref = DamagedRef("records", KeyOf(7));
+
+  EXPECT_EQ(ErrorCodeOf(bin.PurgeDamaged(kDatasetA, DamagedRef("records", KeyOf(8))).status()),
+            ErrorCode::kFailedPrecondition);
+  EXPECT_EQ(ErrorCodeOf(bin.PurgeDamaged(kDatasetA, "dmg-000000000000000000000000").status()),
+            ErrorCode::kNotFound);
+  EXPECT_EQ(ErrorCodeOf(bin.PurgeDamaged(testing::kDatasetB, ref).status()), ErrorCode::kNotFound);
+  DatasetPolicy held = policies_.PolicyFor(kDatasetA).value();
+  held.legal_hold = true;
+  policies_.Set(kDatasetA, held);
+  EXPECT_EQ(ErrorCodeOf(bin.PurgeDamaged(kDatasetA, ref).status()), ErrorCode::kLegalHold);
+  held.legal_hold = false;
+  policies_.Set(kDatasetA, held);
+  EXPECT_TRUE(journal.items.empty());
+
+  auto purged = bin.PurgeDamaged(kDatasetA, ref);
+  ASSERT_TRUE(purged.ok()) << purged.status();
+  EXPECT_EQ(*purged, PurgedItemKind::kRecord);
+  ASSERT_EQ(journal.items.size(), 1u);
+  EXPECT_EQ(journal.items[0].ref, internal::RefOf(KeyOf(7)));
+  Listed listed = ListAll(1000);
+  EXPECT_EQ(listed.damaged, 0u);
+  EXPECT_EQ(listed.ids, GoodIdsExcept({7}));
+  EXPECT_EQ(ErrorCodeOf(records_->Get(kDatasetA, Id(7)).status()), ErrorCode::kRecordNotFound);
+  EXPECT_EQ(ErrorCodeOf(bin.PurgeDamaged(kDatasetA, ref).status()), ErrorCode::kNotFound);
+  ExpectGoodRecordsRead({7});
+
+  // Binned, with its header unreadable: under a minimum retention it stays; without, it goes.
+  ASSERT_TRUE(records_->Delete(kDatasetA, Id(9)).ok());
+  const std::string bin_key = internal::BinKey(Cf::kRecords, KeyOf(9));
+  std::string binned = RawGet(Cf::kRecycleBin, bin_key);
+  binned[internal::kBinValueHeaderSize] = 0x7f;  // the entry's format byte
+  RawPut(Cf::kRecycleBin, bin_key, binned);
+  const std::string bin_ref = DamagedRef("recycle_bin", bin_key);
+  DatasetPolicy locked = policies_.PolicyFor(kDatasetA).value();
+  locked.min_retention = std::chrono::hours(24);
+  policies_.Set(kDatasetA, locked);
+  EXPECT_EQ(ErrorCodeOf(bin.PurgeDamaged(kDatasetA, bin_ref).status()),
+            ErrorCode::kComplianceLocked);
+  locked.min_retention = std::chrono::seconds(0);
+  policies_.Set(kDatasetA, locked);
+  purged = bin.PurgeDamaged(kDatasetA, bin_ref);
+  ASSERT_TRUE(purged.ok()) << purged.status();
+  EXPECT_EQ(ErrorCodeOf(records_->Restore(kDatasetA, Id(9))), ErrorCode::kNotInRecycleBin);
+  EXPECT_EQ(journal.items.size(), 2u);
 }
 
 TEST_F(DamagedItemsTest, MergingPagesCountsEachItemOnce) {

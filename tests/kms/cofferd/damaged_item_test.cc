@@ -265,5 +265,59 @@ TEST_F(DamagedItemTest, ExportLeavesOutADamagedRecordAndAnAttachmentDamagedInASe
             small);
 }
 
+// What an admin does with a reference when no client knows the id: `keyctl bin purge --damaged`
+// purges the damaged record and the attachment damaged in a segment (its segments with it), a
+// later scrub finds nothing, every good item stays, and an unknown reference is NOT_FOUND.
+TEST_F(DamagedItemTest, AnAdminPurgesDamagedItemsByTheirReferences) {
+  {
+    auto c = Connect();
+    ASSERT_NE(c, nullptr);
+    for (int i = 0; i < kRecords; ++i) ASSERT_TRUE(c->PutRecord(kDataset, Id(i), Value(i)).ok());
+    auto writer = c->BeginAttachment(kDataset, "big.bin", "application/octet-stream");
+    ASSERT_TRUE(writer.ok()) << writer.status();
+    ASSERT_TRUE((*writer)->Append(std::string(200'000, 'b')).ok());
+    ASSERT_TRUE((*writer)->Commit().ok());
+  }
+  ASSERT_TRUE(daemon_->Stop());
+  ASSERT_FALSE(AlterFirstRecordOnDisk().empty());
+  ASSERT_TRUE(AlterSecondSegmentOnDisk());
+  ASSERT_TRUE(daemon_->Start());
+
+  auto scrubbed = [&] {
+    KeyctlResult scrub = Run("scrub " + std::string(kDataset) + " --wait --json");
+    EXPECT_EQ(scrub.exit_code, 0) << scrub.err << scrub.out;
+    std::vector<std::string> refs;
+    for (const json& item : scrub.JsonOrEmpty().value("damaged_items", json::array())) {
+      refs.push_back(item.value("ref", ""));
+    }
+    return refs;
+  };
+  const std::vector<std::string> refs = scrubbed();
+  ASSERT_EQ(refs.size(), 2u);
+  KeyctlResult unknown =
+      Run("--json bin purge " + std::string(kDataset) + " --damaged dmg-000000000000000000000000");
+  EXPECT_EQ(unknown.CodeName(), "NOT_FOUND") << unknown.out << unknown.err;
+  size_t records = 0;
+  size_t attachments = 0;
+  for (const std::string& ref : refs) {
+    KeyctlResult purged = Run("--json bin purge " + std::string(kDataset) + " --damaged " + ref);
+    ASSERT_EQ(purged.exit_code, 0) << purged.out << purged.err << daemon_->Logs();
+    records += JsonNumber(purged.JsonOrEmpty().value("records", json(0)));
+    attachments += JsonNumber(purged.JsonOrEmpty().value("attachments", json(0)));
+  }
+  EXPECT_EQ(records, 1u);
+  EXPECT_EQ(attachments, 1u);
+  EXPECT_TRUE(scrubbed().empty());
+
+  auto c = Connect();
+  ASSERT_NE(c, nullptr);
+  auto page = c->ListRecords(kDataset, "", 1000);
+  ASSERT_TRUE(page.ok()) << page.status();
+  EXPECT_EQ(page->ids.size(), static_cast<size_t>(kRecords - 1));
+  EXPECT_EQ(page->damaged, 0u);
+  EXPECT_EQ(ErrorCodeOf(c->AttachmentMetadata(kDataset, "big.bin").status()),
+            ErrorCode::kAttachmentNotFound);
+}
+
 }  // namespace
 }  // namespace coffer
