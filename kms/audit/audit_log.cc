@@ -335,6 +335,41 @@ absl::Status AuditLog::CheckWritableLocked() const {
   return absl::OkStatus();
 }
 
+// Recovery: a failed log reopens itself as a restart would open it (Initialize): the torn tail
+// of the failed write dropped, the newest epoch re-authenticated, a new epoch begun
+// (REOPENED_AFTER_CRASH, the dropped bytes counted), entries left unsigned signed. The failed
+// write's entries were never acknowledged as durable; those of its frames that did reach the
+// disk whole stay, as after a crash.
+absl::Status AuditLog::WritableLocked() {
+  if (stats_.closed || !stats_.failed) return CheckWritableLocked();
+  const auto now = clock_->Now();
+  if (last_reopen_attempt_.has_value() && now >= *last_reopen_attempt_ &&
+      now - *last_reopen_attempt_ < kAuditReopenInterval) {
+    return CheckWritableLocked();
+  }
+  last_reopen_attempt_ = now;
+  file_.reset();
+  mac_.reset();
+  pending_.clear();
+  pending_anchors_.clear();
+  rotate_before_next_commit_ = false;
+  stats_.failed = false;
+  absl::Status reopened = Initialize();
+  if (!reopened.ok() || stats_.failed) {
+    stats_.failed = true;
+    file_.reset();
+    mac_.reset();
+    pending_.clear();
+    pending_anchors_.clear();
+    ++stats_.reopen_failures;
+    return MakeError(ErrorCode::kAuditNotDurable,
+                     "the audit log failed after a write error and cannot reopen yet (" +
+                         std::string(reopened.message()) + ")");
+  }
+  ++stats_.reopens;
+  return absl::OkStatus();
+}
+
 bool AuditLog::CheckpointDueLocked(std::chrono::system_clock::time_point now) const {
   if (stats_.entries_since_checkpoint == 0) return false;
   if (stats_.entries_since_checkpoint >= options_.checkpoint_every_entries) return true;
@@ -484,6 +519,7 @@ absl::Status AuditLog::CommitLocked() {
 
 absl::Status AuditLog::FailLocked(const absl::Status& cause) {
   stats_.failed = true;
+  last_reopen_attempt_ = clock_->Now();  // the first reopen is due kAuditReopenInterval later
   pending_.clear();
   pending_anchors_.clear();
   file_.reset();
@@ -501,7 +537,7 @@ absl::StatusOr<uint64_t> AuditLog::AppendBatch(std::span<const AuditEvent> event
   if (events.empty()) return MakeError(ErrorCode::kInvalidArgument, "empty audit batch");
   for (const AuditEvent& event : events) COFFER_RETURN_IF_ERROR(ValidateAuditEvent(event));
   std::lock_guard<std::mutex> lock(mu_);
-  COFFER_RETURN_IF_ERROR(CheckWritableLocked());
+  COFFER_RETURN_IF_ERROR(WritableLocked());
   for (const AuditEvent& event : events) {
     const auto now = clock_->Now();
     if (CheckpointDueLocked(now)) {
@@ -528,13 +564,18 @@ absl::Status AuditLog::CheckpointLocked(bool closing) {
 
 absl::Status AuditLog::Checkpoint() {
   std::lock_guard<std::mutex> lock(mu_);
-  COFFER_RETURN_IF_ERROR(CheckWritableLocked());
+  COFFER_RETURN_IF_ERROR(WritableLocked());
   return CheckpointLocked(/*closing=*/false);
+}
+
+absl::Status AuditLog::Recover() {
+  std::lock_guard<std::mutex> lock(mu_);
+  return WritableLocked();
 }
 
 absl::Status AuditLog::CheckpointIfDue() {
   std::lock_guard<std::mutex> lock(mu_);
-  COFFER_RETURN_IF_ERROR(CheckWritableLocked());
+  COFFER_RETURN_IF_ERROR(WritableLocked());
   if (!CheckpointDueLocked(clock_->Now())) return absl::OkStatus();
   return CheckpointLocked(/*closing=*/false);
 }

@@ -14,7 +14,11 @@
 // Durability and failing closed: Append and AppendBatch return OK only after the entries are
 // written and fdatasync()ed. If a write or sync fails, they return AUDIT_NOT_DURABLE and the log
 // refuses every later append with AUDIT_LOG_CLOSED until it is reopened (no holes, no reordering
-// behind a failure); the caller must not perform or acknowledge the operation. A signer or
+// behind a failure); the caller must not perform or acknowledge the operation. Recovery: the
+// log reopens itself — exactly as Open would after a crash, in a new epoch — on the first
+// append, Checkpoint or CheckpointIfDue at least kAuditReopenInterval (on the log's clock)
+// after its last attempt; while reopening fails (the disk still full), they return
+// AUDIT_NOT_DURABLE. So service resumes without a restart once the cause is gone. A signer or
 // epoch-key failure writes nothing: the checkpoint is skipped, counted, and retried.
 //
 // Tail truncation: a log cut at a frame boundary or missing its newest segments is a shorter
@@ -92,6 +96,9 @@ struct AuditLogOptions {
   std::function<uint64_t()> key_db_generation;
 };
 
+// How long a failed log waits between attempts to reopen itself.
+inline constexpr std::chrono::seconds kAuditReopenInterval{1};
+
 struct AuditLogStats {
   uint64_t next_sequence = 0;
   uint64_t epoch = 0;
@@ -100,7 +107,12 @@ struct AuditLogStats {
   uint64_t checkpoint_failures = 0;  // signer or epoch-key failures (checkpoint skipped)
   uint64_t anchor_failures = 0;      // anchors the sink could not deliver
   uint64_t torn_bytes_dropped_at_open = 0;
-  bool failed = false;  // a write failed: the log refuses appends until reopened
+  // A write failed (a full disk, an I/O error): appends are refused until the log reopens itself,
+  // which the next append or checkpoint tries, at most once per kAuditReopenInterval of the log's
+  // clock (AuditLog, "Recovery").
+  bool failed = false;
+  uint64_t reopens = 0;          // times the log reopened itself after a failed write
+  uint64_t reopen_failures = 0;  // attempts that failed (the disk still full, say)
   bool closed = false;
 };
 
@@ -128,6 +140,11 @@ class AuditLog {
 
   // Writes a checkpoint if entries were added since the last one and the interval has passed.
   absl::Status CheckpointIfDue();
+
+  // OK when the log takes appends: a failed log is reopened first when an attempt is due
+  // (Recovery, above); its error otherwise. For writers that stopped at a failure
+  // (BatchingAuditWriter) to learn when to go on.
+  absl::Status Recover();
 
   // Writes a closing checkpoint, syncs and closes. Later appends return AUDIT_LOG_CLOSED.
   absl::Status Close();
@@ -168,6 +185,8 @@ class AuditLog {
   absl::StatusOr<crypto::SecretBytes> EpochKey(uint64_t epoch) const;
 
   absl::Status CheckWritableLocked() const;
+  // CheckWritableLocked, after reopening a failed log when an attempt is due (Recovery).
+  absl::Status WritableLocked();
   bool CheckpointDueLocked(std::chrono::system_clock::time_point now) const;
   // Encodes an entry into pending_; advances sequence, head and MAC key.
   absl::Status EncodeLocked(v1::AuditEntry& entry, std::chrono::system_clock::time_point now);
@@ -206,6 +225,7 @@ class AuditLog {
   // segment, so no segment mixes versions.
   bool rotate_before_next_commit_ = false;
   uint64_t recorded_key_db_generation_ = 0;  // 0 = none recorded
+  std::optional<std::chrono::system_clock::time_point> last_reopen_attempt_;
   AuditLogStats stats_;
 };
 

@@ -1,5 +1,6 @@
 #include "kms/audit/batching_writer.h"
 
+#include <algorithm>
 #include <utility>
 #include <vector>
 
@@ -30,6 +31,14 @@ absl::Status BatchingAuditWriter::Append(const AuditEvent& event) {
                      "must be durable before they are acknowledged");
   }
   std::unique_lock<std::mutex> lock(mu_);
+  if (!failure_.ok() && !stopping_) {
+    // Stopped at a failure: go on once the log has reopened itself (AuditLog::Recover). The
+    // writer thread is idle meanwhile: the queue was cleared and nothing was queued since.
+    lock.unlock();
+    absl::Status recovered = log_->Recover();
+    lock.lock();
+    if (recovered.ok()) failure_ = absl::OkStatus();
+  }
   if (queue_.size() >= options_.max_queued_events) {
     ++space_waiters_;
     space_.wait(lock, [&] {
@@ -47,8 +56,9 @@ absl::Status BatchingAuditWriter::Append(const AuditEvent& event) {
   // (window 0). Waking it for every event of a window costs a context switch per request.
   if (waits || was_empty || queue_.size() >= options_.max_batch_events) work_.notify_one();
   if (!waits) return absl::OkStatus();
-  progress_.wait(lock, [&] { return durable_ >= ticket || !failure_.ok(); });
-  return durable_ >= ticket ? absl::OkStatus() : failure_;
+  progress_.wait(lock, [&] { return durable_ >= ticket; });
+  const absl::Status* lost = LostLocked(ticket);
+  return lost == nullptr ? absl::OkStatus() : *lost;
 }
 
 absl::Status BatchingAuditWriter::Flush() {
@@ -56,10 +66,16 @@ absl::Status BatchingAuditWriter::Flush() {
   const uint64_t target = enqueued_;
   flush_target_ = std::max(flush_target_, target);
   work_.notify_one();
-  progress_.wait(lock, [&] { return durable_ >= target || !failure_.ok() || stopped_; });
-  if (durable_ >= target) return absl::OkStatus();
-  return failure_.ok() ? MakeError(ErrorCode::kAuditLogClosed, "the audit writer is stopped")
-                       : failure_;
+  progress_.wait(lock, [&] { return durable_ >= target || stopped_; });
+  if (durable_ < target) {
+    return failure_.ok() ? MakeError(ErrorCode::kAuditLogClosed, "the audit writer is stopped")
+                         : failure_;
+  }
+  // Anything lost since the previous Flush is reported once.
+  const uint64_t since = flushed_through_;
+  flushed_through_ = std::max(flushed_through_, target);
+  if (!lost_.empty() && lost_.back().last > since) return lost_.back().why;
+  return absl::OkStatus();
 }
 
 absl::Status BatchingAuditWriter::Stop() {
@@ -73,6 +89,14 @@ absl::Status BatchingAuditWriter::Stop() {
   if (thread_.joinable()) thread_.join();
   std::lock_guard<std::mutex> lock(mu_);
   return failure_;
+}
+
+const absl::Status* BatchingAuditWriter::LostLocked(uint64_t ticket) const {
+  for (auto it = lost_.rbegin(); it != lost_.rend(); ++it) {
+    if (ticket >= it->first && ticket <= it->last) return &it->why;
+    if (ticket > it->last) break;  // ranges only grow: no older one holds it
+  }
+  return nullptr;
 }
 
 void BatchingAuditWriter::WaitForBatchLocked(std::unique_lock<std::mutex>& lock) {
@@ -113,10 +137,14 @@ void BatchingAuditWriter::Run() {
     lock.lock();
     if (!written.ok()) {
       failure_ = written;
-      queue_.clear();  // cannot be written behind a failure; their callers get failure_
+      // Cannot be written behind a failure: this batch and the queue behind it are lost (their
+      // window-0 callers get the failure), and every Append fails until the log has reopened.
+      lost_.push_back({durable_ + 1, enqueued_, written});
+      durable_ = enqueued_;
+      queue_.clear();
       progress_.notify_all();
       space_.notify_all();
-      break;
+      continue;
     }
     durable_ = last_ticket;
     progress_.notify_all();

@@ -16,7 +16,10 @@
 //
 // Failing closed: once an AppendBatch fails, the writer stops writing; every queued and later
 // Append returns that error (window-0 callers see it directly; window-W callers on their next
-// call, and Flush reports it). The daemon should then refuse data requests and reopen the log.
+// call, and Flush reports it), so the daemon refuses data requests. Recovery: each later Append
+// first asks the log to reopen itself (AuditLog::Recover, at most once per kAuditReopenInterval
+// of the log's clock); once it has, appends go on — the events lost in the failure stay lost
+// and were never acknowledged as durable (window 0) or fall in the crash-loss window (W).
 //
 // Thread safety: Append and Flush from any number of threads. Ownership: the writer does not
 // own the log; the log must outlive it. The destructor calls Stop().
@@ -32,6 +35,7 @@
 #include <memory>
 #include <mutex>
 #include <thread>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -91,11 +95,21 @@ class BatchingAuditWriter {
   size_t space_waiters_ = 0;          // callers waiting on space_
   std::deque<Queued> queue_;
   uint64_t enqueued_ = 0;  // tickets handed out (ticket n = the n-th event queued, from 1)
-  uint64_t durable_ = 0;   // every ticket <= durable_ is durable
+  uint64_t durable_ = 0;   // every ticket <= durable_ is resolved: durable, or in lost_
   uint64_t flush_target_ = 0;
+  uint64_t flushed_through_ = 0;  // the target of the last Flush
   bool stopping_ = false;
   bool stopped_ = false;
-  absl::Status failure_;  // set once a batch failed
+  absl::Status failure_;  // set when a batch failed, cleared when the log has reopened
+  // The tickets each failed batch lost (with the queue behind it), and why: first, last, status.
+  struct Lost {
+    uint64_t first;
+    uint64_t last;
+    absl::Status why;
+  };
+  std::vector<Lost> lost_;
+  // The failure that lost `ticket`, if one did.
+  const absl::Status* LostLocked(uint64_t ticket) const;
 
   std::thread thread_;
 };

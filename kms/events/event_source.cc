@@ -263,14 +263,18 @@ absl::Status EventSource::CheckDestructionWarnings(const std::vector<DatasetView
 }
 
 absl::Status EventSource::CheckHealth() {
-  if (options_.audit_failed && !audit_failure_reported_ && options_.audit_failed()) {
+  const bool audit_failed = options_.audit_failed && options_.audit_failed();
+  if (audit_failed && !audit_failure_reported_) {
     pb::Event event;
     event.set_kind(pb::EVENT_AUDIT_WRITE_FAILURE);
     event.set_error_code(static_cast<int32_t>(ErrorCode::kAuditNotDurable));
-    event.set_detail("the audit log failed a write and refuses appends until cofferd restarts");
+    event.set_detail(
+        "the audit log failed a write and refuses appends until it has reopened itself (fix the "
+        "cause: free the disk)");
     COFFER_RETURN_IF_ERROR(options_.log->Append({std::move(event)}).status());
     audit_failure_reported_ = true;
   }
+  if (!audit_failed) audit_failure_reported_ = false;  // reopened: a new failure is new news
   if (!options_.hsm_probe) return absl::OkStatus();
   const auto now = std::chrono::steady_clock::now();
   const bool requested = hsm_check_requested_.exchange(false);

@@ -327,6 +327,47 @@ TEST(AuditLogTest, FailedWriteFailsClosedUntilReopened) {
   EXPECT_TRUE(Verify(env).ok());
 }
 
+// Recovery: a failed log reopens itself, in process, once kAuditReopenInterval has passed on its
+// clock since the failure (or since its last attempt): while the disk still fails, the attempt
+// fails and is counted; once it has room, the log continues in a new epoch, with no trace of
+// the failed or the refused entries, and verifies.
+TEST(AuditLogTest, AFailedLogReopensItselfWhenTheDiskRecovers) {
+  TestLogEnv env;
+  testing::FailingFileSystem fs;
+  AuditLogOptions options = env.Options();
+  options.file_system = &fs;
+  auto log = AuditLog::Open(options);
+  ASSERT_TRUE(log.ok());
+  ASSERT_TRUE((*log)->Append(KeyEvent(0)).ok());
+  const uint64_t epoch = (*log)->stats().epoch;
+
+  fs.fail_append = true;
+  fs.partial_write = true;
+  EXPECT_EQ(ErrorCodeOf((*log)->Append(KeyEvent(1)).status()), ErrorCode::kAuditNotDurable);
+  env.clock.Advance(kAuditReopenInterval);
+  // Due, but the disk still fails: the attempt fails, and the next is a full interval later.
+  EXPECT_EQ(ErrorCodeOf((*log)->Append(KeyEvent(2)).status()), ErrorCode::kAuditNotDurable);
+  EXPECT_EQ((*log)->stats().reopen_failures, 1u);
+  EXPECT_TRUE((*log)->stats().failed);
+  fs.fail_append = false;
+  EXPECT_EQ(ErrorCodeOf((*log)->Append(KeyEvent(3)).status()), ErrorCode::kAuditLogClosed);
+
+  env.clock.Advance(kAuditReopenInterval);
+  absl::StatusOr<uint64_t> resumed = (*log)->Append(KeyEvent(4));
+  ASSERT_TRUE(resumed.ok()) << resumed.status();
+  EXPECT_FALSE((*log)->stats().failed);
+  EXPECT_EQ((*log)->stats().reopens, 1u);
+  EXPECT_GT((*log)->stats().epoch, epoch);
+  ASSERT_TRUE((*log)->Append(KeyEvent(5)).ok());
+  ASSERT_TRUE((*log)->Close().ok());
+  std::vector<uint64_t> handles;
+  for (const AuditEntry& entry : Entries(env)) {
+    if (entry.dataset_handle() != 0) handles.push_back(entry.dataset_handle());
+  }
+  EXPECT_EQ(handles, (std::vector<uint64_t>{100, 104, 105}));
+  EXPECT_TRUE(Verify(env).ok());
+}
+
 TEST(AuditLogTest, FailedSyncFailsClosed) {
   TestLogEnv env;
   testing::FailingFileSystem fs;

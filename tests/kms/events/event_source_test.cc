@@ -200,6 +200,16 @@ TEST_F(EventSourceTest, HealthChangesAreRaisedOnce) {
   EXPECT_EQ(events[1].kind(), pb::EVENT_HSM_UNAVAILABLE);
   EXPECT_EQ(events[1].error_code(), static_cast<int32_t>(ErrorCode::kHsmDeviceError));
   EXPECT_EQ(events[2].kind(), pb::EVENT_HSM_AVAILABLE);
+
+  // The log reopened itself, then failed again: a new event.
+  audit_failed_ = false;
+  ASSERT_TRUE(source->RunOnce().ok());
+  audit_failed_ = true;
+  ASSERT_TRUE(source->RunOnce().ok());
+  ASSERT_TRUE(source->RunOnce().ok());
+  events = All();
+  ASSERT_EQ(events.size(), 4u);
+  EXPECT_EQ(events[3].kind(), pb::EVENT_AUDIT_WRITE_FAILURE);
 }
 
 }  // namespace
