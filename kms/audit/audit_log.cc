@@ -509,6 +509,7 @@ absl::Status AuditLog::CommitLocked() {
   pending_.clear();
   for (const CheckpointAnchor& anchor : pending_anchors_) {
     ++stats_.checkpoints_written;
+    stats_.last_checkpoint_micros = anchor.time_micros;
     if (options_.anchor_sink != nullptr && !options_.anchor_sink->Publish(anchor).ok()) {
       ++stats_.anchor_failures;
     }

@@ -107,6 +107,7 @@ struct AuditLogStats {
   uint64_t checkpoint_failures = 0;  // signer or epoch-key failures (checkpoint skipped)
   uint64_t anchor_failures = 0;      // anchors the sink could not deliver
   uint64_t torn_bytes_dropped_at_open = 0;
+  int64_t last_checkpoint_micros = 0;  // the newest checkpoint committed since open; 0 = none
   // A write failed (a full disk, an I/O error): appends are refused until the log reopens itself,
   // which the next append or checkpoint tries, at most once per kAuditReopenInterval of the log's
   // clock (AuditLog, "Recovery").

@@ -156,6 +156,22 @@ absl::Status DaemonStatus(CommandContext& ctx) {
                       " / " + std::to_string(h.failed_reconnects())});
     if (!h.last_error().empty()) table.AddRow({"hsm last error", h.last_error()});
   }
+  if (s.has_audit()) {
+    const pb::AuditStatus& a = s.audit();
+    table.AddRow({"audit log", a.writable() ? "writable"
+                                            : "NOT WRITABLE (a write failed: free the disk; it "
+                                              "reopens itself on the next request)"});
+    table.AddRow(
+        {"audit last checkpoint", a.last_checkpoint_micros() == 0
+                                      ? std::string("none since start")
+                                      : FormatTimeWithAge(a.last_checkpoint_micros(), now)});
+    table.AddRow({"audit checkpoints / failed / anchors failed",
+                  std::to_string(a.checkpoints_written()) + " / " +
+                      std::to_string(a.checkpoint_failures()) + " / " +
+                      std::to_string(a.anchor_failures())});
+    table.AddRow({"audit reopens / failed",
+                  std::to_string(a.reopens()) + " / " + std::to_string(a.reopen_failures())});
+  }
   table.Print(ctx.out());
   if (s.jobs_size() > 0) {
     ctx.out() << '\n';

@@ -464,6 +464,17 @@ absl::Status Services::ConnectionSession::HandleAuditAndStatus(AdminCall& call) 
       if (deps_.transport_stats)
         SetTransportStatus(deps_.transport_stats(), out->mutable_transport());
       if (deps_.hsm_status) deps_.hsm_status(out->mutable_hsm());
+      const audit::AuditLogStats audit = deps_.audit_log->stats();
+      pb::AuditStatus* audit_out = out->mutable_audit();
+      audit_out->set_writable(!audit.failed && !audit.closed);
+      audit_out->set_epoch(audit.epoch);
+      audit_out->set_entries_since_checkpoint(audit.entries_since_checkpoint);
+      audit_out->set_last_checkpoint_micros(audit.last_checkpoint_micros);
+      audit_out->set_checkpoints_written(audit.checkpoints_written);
+      audit_out->set_checkpoint_failures(audit.checkpoint_failures);
+      audit_out->set_anchor_failures(audit.anchor_failures);
+      audit_out->set_reopens(audit.reopens);
+      audit_out->set_reopen_failures(audit.reopen_failures);
       return Reply(call, absl::OkStatus());
     }
     case pb::Request::kKeyInventory:

@@ -312,5 +312,85 @@ TEST(LimitsDiskTest, BelowTheFreeSpaceMinimumWritesAreRefusedCleanlyAndResumeWhe
             << " records of 64 KiB; writes refused, then served again without a restart\n";
 }
 
+// Issue 20 item 6: the audit log's own disk fills up (its directory on a 2 MiB tmpfs, the free-
+// space guard off so that requests reach it). The write that meets the full disk fails, every
+// request after it is refused — reads too: none is served unaudited —, `keyctl status` says the
+// log is not writable; once space returns and a second has passed on the daemon's clock, the
+// next request is served, with no restart, and the log (one epoch more) verifies.
+TEST(LimitsDiskTest, AFullAuditDiskRefusesServiceUntilSpaceReturnsWithoutARestart) {
+  if (geteuid() != 0) GTEST_SKIP() << "needs root to mount a tmpfs";
+  ::coffer::testing::CofferdOptions options;
+  options.name = "cofferd-audit-disk";
+  options.start = false;
+  options.extra_config = [](const std::string& dir) {
+    return "limits { min_free_bytes: 0 }\naudit_directory: \"" + dir + "/auditfs/audit\"\n";
+  };
+  auto daemon = Cofferd::Create(std::move(options));
+  ASSERT_NE(daemon, nullptr);
+  const std::string fs_dir = daemon->dir() + "/auditfs";
+  ASSERT_EQ(mkdir(fs_dir.c_str(), 0700), 0);
+  if (mount("tmpfs", fs_dir.c_str(), "tmpfs", 0, "size=2m,mode=0700") != 0) {
+    GTEST_SKIP() << "cannot mount a tmpfs here: " << std::strerror(errno);
+  }
+  struct Unmount {
+    std::string dir;
+    ~Unmount() { umount2(dir.c_str(), MNT_DETACH); }
+  } unmount{fs_dir};
+  struct stat owner {};
+  ASSERT_EQ(stat((daemon->dir() + "/hsm").c_str(), &owner), 0);
+  ASSERT_EQ(chown(fs_dir.c_str(), owner.st_uid, owner.st_gid), 0);
+  ASSERT_TRUE(daemon->Start());
+  auto admin = [&](const std::string& args) {
+    return ::coffer::testing::Keyctl(daemon->admin_socket(), args);
+  };
+  ASSERT_EQ(admin(std::string("dataset create ") + kDataset).exit_code, 0);
+  auto c = client::Client::Connect(daemon->data_socket());
+  ASSERT_TRUE(c.ok()) << c.status();
+  ASSERT_TRUE((*c)->PutRecord(kDataset, "before", "written before the disk filled").ok());
+
+  const std::string filler = fs_dir + "/filler";
+  ASSERT_EQ(
+      std::system(("fallocate -l $(df --output=avail -B1 " + fs_dir + " | tail -1) " + filler +
+                   " 2>/dev/null; dd if=/dev/zero of=" + filler + ".tail bs=4k 2>/dev/null; true")
+                      .c_str()),
+      0);
+  // The segment's last page still takes a few entries; the first write that needs a new page
+  // fails, and it and every request after it are refused.
+  absl::Status failed;
+  for (int i = 0; i < 1000 && failed.ok(); ++i) {
+    failed = (*c)->PutRecord(kDataset, "during-" + std::to_string(i), "not acknowledged");
+  }
+  EXPECT_EQ(ErrorCodeOf(failed), ErrorCode::kAuditNotDurable) << failed;
+  auto read = (*c)->GetRecord(kDataset, "before");
+  EXPECT_FALSE(read.ok());
+  const ErrorCode refused = ErrorCodeOf(read.status());
+  EXPECT_TRUE(refused == ErrorCode::kAuditLogClosed || refused == ErrorCode::kAuditNotDurable)
+      << read.status();
+  auto status = admin("--json status");
+  ASSERT_EQ(status.exit_code, 0) << status.err;
+  EXPECT_EQ(status.JsonOrEmpty()["audit"].value("writable", true), false) << status.out;
+
+  // Space returns: a second later on the daemon's clock, the next request is served.
+  ASSERT_EQ(std::system(("rm -f " + filler + " " + filler + ".tail").c_str()), 0);
+  daemon->AdvanceClock(std::chrono::seconds(2));
+  auto c2 = client::Client::Connect(daemon->data_socket());  // the failed one may be closed
+  ASSERT_TRUE(c2.ok()) << c2.status();
+  auto again = (*c2)->GetRecord(kDataset, "before");
+  ASSERT_TRUE(again.ok()) << again.status() << daemon->Logs();
+  EXPECT_EQ(*again, "written before the disk filled");
+  ASSERT_TRUE((*c2)->PutRecord(kDataset, "after", "space returned").ok());
+  status = admin("--json status");
+  ASSERT_EQ(status.exit_code, 0) << status.err;
+  const nlohmann::json audit = status.JsonOrEmpty()["audit"];
+  EXPECT_EQ(audit.value("writable", false), true) << status.out;
+  EXPECT_GE(::coffer::testing::JsonNumber(audit.value("reopens", nlohmann::json(0))), 1u)
+      << status.out;
+  auto verified = admin("audit verify");
+  EXPECT_EQ(verified.exit_code, 0) << verified.err << verified.out;
+  (*c2).reset();
+  (*c).reset();
+  EXPECT_TRUE(daemon->Stop()) << daemon->Logs();
+}
+
 }  // namespace
 }  // namespace coffer
