@@ -458,40 +458,72 @@ struct AttachmentStore::CopyFlip {
   std::string_view new_value;
 };
 
-absl::StatusOr<bool> AttachmentStore::CopyToPrimary(Cf cf, std::string_view key,
-                                                    std::string_view seen,
-                                                    std::string_view new_stored_key,
-                                                    uint32_t lookup_version,
-                                                    const std::function<void()>& before_flip) {
+namespace {
+
+// Where CopyToPrimary reads an attachment (its pointer under `key` in `cf`, holding `seen`) and
+// where the copy goes: the same stored key (re-encryption) or `new_stored_key` (re-index, the
+// name under the primary lookup version). The stream's context and the pointer's associated
+// data both bind the target.
+struct CopyPlace {
+  std::string stored_key;
+  std::string_view entry_bytes;  // the pointer entry inside `seen`
+  int64_t deleted_at_us = 0;     // a binned pointer's bin time
+  uint64_t handle = 0;
+  std::string target_stored_key;
+  std::string target_key;  // in `cf`
+};
+
+absl::StatusOr<CopyPlace> PlaceCopy(Cf cf, std::string_view key, std::string_view seen,
+                                    std::string_view new_stored_key) {
   if (cf != Cf::kAttachmentPointers && cf != Cf::kRecycleBin) {
     return MakeError(ErrorCode::kInvalidArgument, "not an attachment pointer or bin key");
   }
-  std::string stored_key(key);
-  std::string_view entry_bytes = seen;
-  int64_t deleted_at_us = 0;
+  CopyPlace place;
+  place.stored_key = std::string(key);
+  place.entry_bytes = seen;
   if (cf == Cf::kRecycleBin) {
     COFFER_ASSIGN_OR_RETURN(internal::BinKeyParts parts, internal::ParseBinKey(key));
     if (parts.cf != Cf::kAttachmentPointers) {
       return MakeError(ErrorCode::kInvalidArgument, "not an attachment bin key");
     }
-    stored_key = std::move(parts.stored_key);
+    place.stored_key = std::move(parts.stored_key);
     COFFER_ASSIGN_OR_RETURN(internal::BinValue bin, internal::ParseBinValue(seen));
-    entry_bytes = bin.entry;
-    deleted_at_us = bin.deleted_at_us;
+    place.entry_bytes = bin.entry;
+    place.deleted_at_us = bin.deleted_at_us;
   }
-  const uint64_t handle = internal::HandleOf(stored_key);
-  // Where the copy goes: the same stored key (re-encryption) or the name's stored key under the
-  // primary lookup version (re-index). The stream's context and the pointer's associated data
-  // both bind it.
-  const std::string target_stored_key =
-      new_stored_key.empty() ? stored_key : std::string(new_stored_key);
-  const bool moves = target_stored_key != stored_key;
-  if (internal::HandleOf(target_stored_key) != handle) {
+  place.handle = internal::HandleOf(place.stored_key);
+  place.target_stored_key = new_stored_key.empty() ? place.stored_key : std::string(new_stored_key);
+  if (internal::HandleOf(place.target_stored_key) != place.handle) {
     return MakeError(ErrorCode::kInvalidArgument, "an attachment moves only within its dataset");
   }
-  const std::string target_key = cf == Cf::kRecycleBin
-                                     ? internal::BinKey(Cf::kAttachmentPointers, target_stored_key)
-                                     : target_stored_key;
+  place.target_key = cf == Cf::kRecycleBin
+                         ? internal::BinKey(Cf::kAttachmentPointers, place.target_stored_key)
+                         : place.target_stored_key;
+  return place;
+}
+
+// The pending-upload marker of a copy (CleanupOrphanedUploads removes what a crash leaves).
+absl::Status WriteUploadMarker(DataDb* db, const std::string& upload_key,
+                               std::chrono::system_clock::time_point now) {
+  std::string marker;
+  internal::AppendU64(&marker, static_cast<uint64_t>(ToUnixMicros(now)));
+  return FromRocks(db->rocks()->Put(db->write_options(), db->cf(Cf::kUploads), upload_key, marker),
+                   "write");
+}
+
+}  // namespace
+
+absl::StatusOr<bool> AttachmentStore::CopyToPrimary(Cf cf, std::string_view key,
+                                                    std::string_view seen,
+                                                    std::string_view new_stored_key,
+                                                    uint32_t lookup_version,
+                                                    const std::function<void()>& before_flip) {
+  COFFER_ASSIGN_OR_RETURN(CopyPlace place, PlaceCopy(cf, key, seen, new_stored_key));
+  const std::string& stored_key = place.stored_key;
+  const std::string& target_stored_key = place.target_stored_key;
+  const std::string_view entry_bytes = place.entry_bytes;
+  const uint64_t handle = place.handle;
+  const bool moves = target_stored_key != stored_key;
   COFFER_ASSIGN_OR_RETURN(uint32_t old_version,
                           internal::EntryKeyVersion(Cf::kAttachmentPointers, entry_bytes));
   // Two encryptions, as for an upload: the stream and the pointer entry. Counted only when a
@@ -549,13 +581,7 @@ absl::StatusOr<bool> AttachmentStore::CopyToPrimary(Cf cf, std::string_view key,
     COFFER_RETURN_IF_ERROR(FromRocks(batch.Delete(db_->cf(Cf::kUploads), upload_key), "batch"));
     return db_->Write(&batch);
   };
-  {
-    std::string marker;
-    internal::AppendU64(&marker, static_cast<uint64_t>(ToUnixMicros(clock_->Now())));
-    COFFER_RETURN_IF_ERROR(FromRocks(
-        db_->rocks()->Put(db_->write_options(), db_->cf(Cf::kUploads), upload_key, marker),
-        "write"));
-  }
+  COFFER_RETURN_IF_ERROR(WriteUploadMarker(db_, upload_key, clock_->Now()));
   const internal::UploadId old_upload = ToUploadId(opened.upload_id);
   absl::Status copied = CopySegments(db_, snapshot->get(), handle, old_upload, upload, segments,
                                      decrypter, encrypter);
@@ -575,12 +601,22 @@ absl::StatusOr<bool> AttachmentStore::CopyToPrimary(Cf cf, std::string_view key,
     return resealed.status();
   }
   std::string new_value =
-      cf == Cf::kRecycleBin ? internal::EncodeBinValue(deleted_at_us, *resealed) : *resealed;
+      cf == Cf::kRecycleBin ? internal::EncodeBinValue(place.deleted_at_us, *resealed) : *resealed;
 
   if (before_flip) before_flip();
-  CopyFlip flip{cf,         key,        seen,     stored_key,         target_stored_key,
-                target_key, moves,      handle,   primary->version(), lookup_version,
-                upload_key, old_upload, new_value};
+  CopyFlip flip{cf,
+                key,
+                seen,
+                stored_key,
+                target_stored_key,
+                place.target_key,
+                moves,
+                handle,
+                primary->version(),
+                lookup_version,
+                upload_key,
+                old_upload,
+                new_value};
   bool superseded = false;
   COFFER_ASSIGN_OR_RETURN(bool flipped, FlipCopy(flip, &superseded));
   if (!flipped || superseded) COFFER_RETURN_IF_ERROR(drop_copy());

@@ -91,6 +91,28 @@ std::vector<crypto::HmacSha256Tag> OtherRefs(KeyProvider* keys, Cf kind,
   return refs;
 }
 
+// The column family and RocksDB key of the item of dataset `handle` (a record, an attachment
+// pointer or a bin entry) whose damaged-item reference is `ref`; an empty key when none. The
+// reference hashes the key, so every item key of the dataset is hashed until one matches (an
+// admin's rare repair can afford one pass over the dataset's keys).
+absl::StatusOr<std::pair<Cf, std::string>> FindByDamagedRef(DataDb* db, uint64_t handle,
+                                                            std::string_view ref) {
+  for (Cf cf : {Cf::kRecords, Cf::kAttachmentPointers, Cf::kRecycleBin}) {
+    const std::string end = internal::DatasetEnd(handle);
+    rocksdb::Slice upper(end);
+    rocksdb::ReadOptions read_options;
+    read_options.iterate_upper_bound = &upper;
+    ScopedIterator it = db->NewIterator(cf, read_options);
+    for (it->Seek(internal::DatasetBegin(handle)); it->Valid(); it->Next()) {
+      if (DamagedRef(internal::CfName(cf), it->key().ToStringView()) == ref) {
+        return std::pair<Cf, std::string>{cf, it->key().ToString()};
+      }
+    }
+    COFFER_RETURN_IF_ERROR(FromRocks(it->status(), "iterate"));
+  }
+  return std::pair<Cf, std::string>{Cf::kRecords, std::string()};
+}
+
 bool Elapsed(int64_t since_us, std::chrono::seconds period,
              std::chrono::system_clock::time_point now) {
   return FromUnixMicros(since_us) + period <= now;
@@ -481,25 +503,9 @@ absl::StatusOr<PurgedItemKind> RecycleBin::PurgeDamaged(uint64_t handle, std::st
   if (policy.legal_hold) {
     return MakeError(ErrorCode::kLegalHold, "a legal hold on the dataset blocks purges");
   }
-  // The reference hashes the RocksDB key: every item key of the dataset is hashed until one
-  // matches (an admin's rare repair can afford one pass over the dataset's keys).
-  Cf found_cf = Cf::kRecords;
-  std::string found_key;
-  for (Cf cf : {Cf::kRecords, Cf::kAttachmentPointers, Cf::kRecycleBin}) {
-    const std::string end = internal::DatasetEnd(handle);
-    rocksdb::Slice upper(end);
-    rocksdb::ReadOptions read_options;
-    read_options.iterate_upper_bound = &upper;
-    ScopedIterator it = db_->NewIterator(cf, read_options);
-    for (it->Seek(internal::DatasetBegin(handle)); it->Valid() && found_key.empty(); it->Next()) {
-      if (DamagedRef(internal::CfName(cf), it->key().ToStringView()) == ref) {
-        found_cf = cf;
-        found_key = it->key().ToString();
-      }
-    }
-    COFFER_RETURN_IF_ERROR(FromRocks(it->status(), "iterate"));
-    if (!found_key.empty()) break;
-  }
+  COFFER_ASSIGN_OR_RETURN(auto found, FindByDamagedRef(db_, handle, ref));
+  const Cf found_cf = found.first;
+  const std::string found_key = std::move(found.second);
   if (found_key.empty()) {
     return MakeError(ErrorCode::kNotFound,
                      "no item of the dataset has this damaged-item reference");

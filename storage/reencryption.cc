@@ -162,146 +162,170 @@ absl::StatusOr<ReencryptionProgress> ReencryptionJob::SavedProgress() const {
   return progress;
 }
 
-absl::StatusOr<ReencryptionProgress> ReencryptionJob::Run(
-    const std::atomic<bool>* cancel,
-    const std::function<void(const ReencryptionProgress&)>& on_progress) {
-  const internal::SavedWalk saved(db_, kJobPrefix, kJobLabel, handle_);
-  COFFER_ASSIGN_OR_RETURN(internal::WalkState state, saved.Load());
-  ReencryptionProgress progress;
-  COFFER_ASSIGN_OR_RETURN(VersionCensus census, CountKeyVersions(db_, handle_));
-  for (const auto& [version, count] : census.records) progress.total += count;
-  for (const auto& [version, count] : census.attachments) progress.total += count;
-
+struct ReencryptionJob::RunState {
+  internal::WalkState state;
   internal::WalkPace pace;
+  ReencryptionProgress progress;
   // Damaged entries: every one this run met (reported), and those of the current pass by the
   // version they name (the final census may find them, and only them, off the primary).
   DamagedItems damaged;
   VersionCensus damaged_this_pass;
-  auto skip_damaged = [&](std::string_view key, Cf kind, std::string_view entry,
-                          const absl::Status& status) {
+
+  void SkipDamaged(std::string_view key, Cf kind, std::string_view entry,
+                   const absl::Status& status) {
     damaged.Add(internal::CfName(state.phase), key, status);
     absl::StatusOr<uint32_t> version = internal::EntryKeyVersion(kind, entry);
     if (version.ok()) {
       ++(kind == Cf::kRecords ? damaged_this_pass.records
                               : damaged_this_pass.attachments)[*version];
     }
-  };
-  auto report = [&] {
+  }
+  void Report(const std::function<void(const ReencryptionProgress&)>& on_progress) {
     pace.Fill(state, &progress);
     progress.reencrypted = state.changed;
     progress.damaged = damaged.count();
     progress.damaged_items = damaged.listed();
     if (on_progress) on_progress(progress);
-  };
+  }
+};
+
+absl::StatusOr<bool> ReencryptionJob::EndOfPhase(RunState& run, const internal::SavedWalk& saved) {
+  if (internal::AdvancePhase(&run.state)) return false;
+  // A restore during the bin walk can bring an older entry back to the live families, and an
+  // upload begun before the rotation can commit on the old version: check, and walk again until
+  // nothing is left on another version.
+  COFFER_ASSIGN_OR_RETURN(VersionCensus after, CountKeyVersions(db_, handle_));
+  COFFER_ASSIGN_OR_RETURN(std::shared_ptr<const DataKey> records_primary,
+                          keys_->PrimaryKey(handle_, KeyPurpose::kRecords, 0));
+  COFFER_ASSIGN_OR_RETURN(std::shared_ptr<const DataKey> attachments_primary,
+                          keys_->PrimaryKey(handle_, KeyPurpose::kAttachments, 0));
+  if (!OnlyOnPrimaries(after, run.damaged_this_pass, records_primary->version(),
+                       attachments_primary->version())) {
+    run.state.phase = Cf::kRecords;
+    run.state.cursor.clear();
+    run.damaged_this_pass = {};
+    return false;
+  }
+  COFFER_RETURN_IF_ERROR(saved.Clear());
+  return true;
+}
+
+absl::Status ReencryptionJob::ReencryptAttachment(RunState& run, const std::string& key,
+                                                  const internal::SavedWalk& saved) {
+  // Streams are long: re-read the entry just before copying it, and save progress after each
+  // one, so a crash repeats at most one stream copy.
+  internal::WalkState& state = run.state;
+  std::string current;
+  bool found = false;
+  COFFER_RETURN_IF_ERROR(db_->Get(state.phase, key, &current, &found));
+  ++state.done;
+  run.pace.CountOne();
+  if (found) {
+    absl::StatusOr<bool> flipped = attachments_->ReencryptToPrimary(
+        state.phase, key, current, options_.before_attachment_flip);
+    if (!flipped.ok()) {
+      if (!IsItemDamage(flipped.status())) return flipped.status();
+      absl::StatusOr<std::string_view> pointer = state.phase == Cf::kRecycleBin
+                                                     ? RecordEntryOf(state.phase, current)
+                                                     : absl::StatusOr<std::string_view>(current);
+      run.SkipDamaged(key, Cf::kAttachmentPointers, pointer.value_or(""), flipped.status());
+    } else if (*flipped) {
+      ++state.changed;
+    }
+  }
+  state.cursor = key;
+  return saved.Save(state);
+}
+
+absl::Status ReencryptionJob::ResealRecord(RunState& run, const std::string& key,
+                                           const std::string& seen, uint32_t primary,
+                                           std::vector<Resealed>* group) {
+  ++run.state.done;
+  run.pace.CountOne();
+  const Cf phase = run.state.phase;
+  // The crypto runs outside any lock, on the value the walk read; the write happens only if
+  // that value is still there (WriteIfUnchanged).
+  std::string stored_key(key);
+  if (phase == Cf::kRecycleBin) {
+    COFFER_ASSIGN_OR_RETURN(internal::BinKeyParts parts, internal::ParseBinKey(key));
+    stored_key = std::move(parts.stored_key);
+  }
+  COFFER_ASSIGN_OR_RETURN(std::string_view entry, RecordEntryOf(phase, seen));
+  absl::StatusOr<uint32_t> version = internal::EntryKeyVersion(Cf::kRecords, entry);
+  if (!version.ok()) {
+    if (!IsItemDamage(version.status())) return version.status();
+    run.SkipDamaged(key, Cf::kRecords, entry, version.status());
+    return absl::OkStatus();
+  }
+  if (*version == primary) return absl::OkStatus();
+  absl::StatusOr<internal::OpenedEntry> opened_or =
+      internal::OpenEntry(keys_, Cf::kRecords, KeyPurpose::kRecords, stored_key, entry);
+  if (!opened_or.ok()) {
+    if (!IsItemDamage(opened_or.status())) return opened_or.status();
+    run.SkipDamaged(key, Cf::kRecords, entry, opened_or.status());
+    return absl::OkStatus();
+  }
+  internal::OpenedEntry& opened = *opened_or;
+  absl::StatusOr<std::string> resealed =
+      internal::SealEntry(keys_, Cf::kRecords, KeyPurpose::kRecords, stored_key,
+                          opened.written_at_us, {}, opened.id, opened.body);
+  std::fill(opened.body.begin(), opened.body.end(), '\0');
+  std::fill(opened.id.begin(), opened.id.end(), '\0');
+  if (!resealed.ok()) return resealed.status();
+  COFFER_ASSIGN_OR_RETURN(uint32_t resealed_version,
+                          internal::EntryKeyVersion(Cf::kRecords, *resealed));
+  if (phase == Cf::kRecycleBin) {
+    COFFER_ASSIGN_OR_RETURN(internal::BinValue bin, internal::ParseBinValue(seen));
+    *resealed = internal::EncodeBinValue(bin.deleted_at_us, *resealed);
+  }
+  group->push_back(
+      Resealed{key, seen, std::move(stored_key), std::move(*resealed), resealed_version});
+  if (group->size() >= kWriteGroup) {
+    COFFER_RETURN_IF_ERROR(WriteIfUnchanged(phase, group, &run.state.changed));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<ReencryptionProgress> ReencryptionJob::Run(
+    const std::atomic<bool>* cancel,
+    const std::function<void(const ReencryptionProgress&)>& on_progress) {
+  const internal::SavedWalk saved(db_, kJobPrefix, kJobLabel, handle_);
+  RunState run;
+  COFFER_ASSIGN_OR_RETURN(run.state, saved.Load());
+  COFFER_ASSIGN_OR_RETURN(VersionCensus census, CountKeyVersions(db_, handle_));
+  for (const auto& [version, count] : census.records) run.progress.total += count;
+  for (const auto& [version, count] : census.attachments) run.progress.total += count;
 
   while (true) {
     // One batch of candidate keys, read without holding any lock or view while writing.
     std::vector<std::pair<std::string, std::string>> batch;
     COFFER_RETURN_IF_ERROR(
-        internal::ReadWalkBatch(db_, handle_, state, options_.batch_size, &batch));
-
+        internal::ReadWalkBatch(db_, handle_, run.state, options_.batch_size, &batch));
     if (batch.empty()) {
-      if (internal::AdvancePhase(&state)) continue;
-      // A restore during the bin walk can bring an older entry back to the live families, and an
-      // upload begun before the rotation can commit on the old version: check, and walk again
-      // until nothing is left on another version.
-      COFFER_ASSIGN_OR_RETURN(VersionCensus after, CountKeyVersions(db_, handle_));
-      COFFER_ASSIGN_OR_RETURN(std::shared_ptr<const DataKey> records_primary,
-                              keys_->PrimaryKey(handle_, KeyPurpose::kRecords, 0));
-      COFFER_ASSIGN_OR_RETURN(std::shared_ptr<const DataKey> attachments_primary,
-                              keys_->PrimaryKey(handle_, KeyPurpose::kAttachments, 0));
-      if (!OnlyOnPrimaries(after, damaged_this_pass, records_primary->version(),
-                           attachments_primary->version())) {
-        state.phase = Cf::kRecords;
-        state.cursor.clear();
-        damaged_this_pass = {};
-        continue;
-      }
-      COFFER_RETURN_IF_ERROR(saved.Clear());
-      progress.finished = true;
-      report();
-      return progress;
+      COFFER_ASSIGN_OR_RETURN(bool finished, EndOfPhase(run, saved));
+      if (!finished) continue;
+      run.progress.finished = true;
+      run.Report(on_progress);
+      return run.progress;
     }
 
     COFFER_ASSIGN_OR_RETURN(std::shared_ptr<const DataKey> primary,
                             keys_->PrimaryKey(handle_, KeyPurpose::kRecords, 0));
     std::vector<Resealed> group;
     for (const auto& [key, seen] : batch) {
-      if (KindOf(state.phase, key) == Cf::kAttachmentPointers) {
-        COFFER_RETURN_IF_ERROR(WriteIfUnchanged(state.phase, &group, &state.changed));
-        // Streams are long: re-read the entry just before copying it, and save progress after
-        // each one, so a crash repeats at most one stream copy.
-        std::string current;
-        bool found = false;
-        COFFER_RETURN_IF_ERROR(db_->Get(state.phase, key, &current, &found));
-        ++state.done;
-        pace.CountOne();
-        if (found) {
-          absl::StatusOr<bool> flipped = attachments_->ReencryptToPrimary(
-              state.phase, key, current, options_.before_attachment_flip);
-          if (!flipped.ok()) {
-            if (!IsItemDamage(flipped.status())) return flipped.status();
-            absl::StatusOr<std::string_view> pointer =
-                state.phase == Cf::kRecycleBin ? RecordEntryOf(state.phase, current)
-                                               : absl::StatusOr<std::string_view>(current);
-            skip_damaged(key, Cf::kAttachmentPointers, pointer.value_or(""), flipped.status());
-          } else if (*flipped) {
-            ++state.changed;
-          }
-        }
-        state.cursor = key;
-        COFFER_RETURN_IF_ERROR(saved.Save(state));
+      if (KindOf(run.state.phase, key) == Cf::kAttachmentPointers) {
+        COFFER_RETURN_IF_ERROR(WriteIfUnchanged(run.state.phase, &group, &run.state.changed));
+        COFFER_RETURN_IF_ERROR(ReencryptAttachment(run, key, saved));
         continue;
       }
-      ++state.done;
-      pace.CountOne();
-      // The crypto runs outside any lock, on the value the walk read; the write happens only
-      // if that value is still there (WriteIfUnchanged).
-      std::string stored_key(key);
-      if (state.phase == Cf::kRecycleBin) {
-        COFFER_ASSIGN_OR_RETURN(internal::BinKeyParts parts, internal::ParseBinKey(key));
-        stored_key = std::move(parts.stored_key);
-      }
-      COFFER_ASSIGN_OR_RETURN(std::string_view entry, RecordEntryOf(state.phase, seen));
-      absl::StatusOr<uint32_t> version = internal::EntryKeyVersion(Cf::kRecords, entry);
-      if (!version.ok()) {
-        if (!IsItemDamage(version.status())) return version.status();
-        skip_damaged(key, Cf::kRecords, entry, version.status());
-        continue;
-      }
-      if (*version == primary->version()) continue;
-      absl::StatusOr<internal::OpenedEntry> opened_or =
-          internal::OpenEntry(keys_, Cf::kRecords, KeyPurpose::kRecords, stored_key, entry);
-      if (!opened_or.ok()) {
-        if (!IsItemDamage(opened_or.status())) return opened_or.status();
-        skip_damaged(key, Cf::kRecords, entry, opened_or.status());
-        continue;
-      }
-      internal::OpenedEntry& opened = *opened_or;
-      absl::StatusOr<std::string> resealed =
-          internal::SealEntry(keys_, Cf::kRecords, KeyPurpose::kRecords, stored_key,
-                              opened.written_at_us, {}, opened.id, opened.body);
-      std::fill(opened.body.begin(), opened.body.end(), '\0');
-      std::fill(opened.id.begin(), opened.id.end(), '\0');
-      if (!resealed.ok()) return resealed.status();
-      COFFER_ASSIGN_OR_RETURN(uint32_t resealed_version,
-                              internal::EntryKeyVersion(Cf::kRecords, *resealed));
-      if (state.phase == Cf::kRecycleBin) {
-        COFFER_ASSIGN_OR_RETURN(internal::BinValue bin, internal::ParseBinValue(seen));
-        *resealed = internal::EncodeBinValue(bin.deleted_at_us, *resealed);
-      }
-      group.push_back(
-          Resealed{key, seen, std::move(stored_key), std::move(*resealed), resealed_version});
-      if (group.size() >= kWriteGroup) {
-        COFFER_RETURN_IF_ERROR(WriteIfUnchanged(state.phase, &group, &state.changed));
-      }
+      COFFER_RETURN_IF_ERROR(ResealRecord(run, key, seen, primary->version(), &group));
     }
-    COFFER_RETURN_IF_ERROR(WriteIfUnchanged(state.phase, &group, &state.changed));
-    state.cursor = batch.back().first;
-    COFFER_RETURN_IF_ERROR(saved.Save(state));
-    report();
+    COFFER_RETURN_IF_ERROR(WriteIfUnchanged(run.state.phase, &group, &run.state.changed));
+    run.state.cursor = batch.back().first;
+    COFFER_RETURN_IF_ERROR(saved.Save(run.state));
+    run.Report(on_progress);
     const bool cancelled = cancel != nullptr && cancel->load();
-    if (cancelled || !pace.Throttle(options_.max_items_per_second, cancel)) {
+    if (cancelled || !run.pace.Throttle(options_.max_items_per_second, cancel)) {
       return MakeError(ErrorCode::kCancelled, "re-encryption cancelled; progress is saved");
     }
   }

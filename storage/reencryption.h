@@ -47,6 +47,9 @@
 #include "storage/key_provider.h"
 
 namespace coffer::storage {
+namespace internal {
+class SavedWalk;
+}  // namespace internal
 
 // How many stored entries name each key version, live and in the bin, at one point in time
 // (one snapshot across the column families: an entry moving between the bin and the live
@@ -110,6 +113,20 @@ class ReencryptionJob {
   // key order: it is re-read, under the stripes, by one forward iterator pass.
   absl::Status WriteIfUnchanged(internal::Cf cf, std::vector<Resealed>* group,
                                 uint64_t* reencrypted);
+
+  // One run's walk state, progress and damaged items (reencryption.cc).
+  struct RunState;
+  // The walk met the end of its phase: the next phase, or a census — true once nothing is off
+  // the primaries (then the saved state is cleared), else the walk starts over.
+  absl::StatusOr<bool> EndOfPhase(RunState& run, const internal::SavedWalk& saved);
+  // Copies the attachment whose pointer is under `key` to the primary (one stream; progress is
+  // saved after it).
+  absl::Status ReencryptAttachment(RunState& run, const std::string& key,
+                                   const internal::SavedWalk& saved);
+  // Re-seals the record entry `seen` under `key` for `group` unless it is on `primary` already
+  // or damaged (then skipped and reported).
+  absl::Status ResealRecord(RunState& run, const std::string& key, const std::string& seen,
+                            uint32_t primary, std::vector<Resealed>* group);
 
   DataDb* db_;
   KeyProvider* keys_;

@@ -153,117 +153,133 @@ absl::StatusOr<ReindexProgress> ReindexJob::SavedProgress() const {
   return progress;
 }
 
-absl::StatusOr<ReindexProgress> ReindexJob::Run(
-    const std::atomic<bool>* cancel,
-    const std::function<void(const ReindexProgress&)>& on_progress) {
-  const internal::SavedWalk saved(db_, kJobPrefix, kJobLabel, handle_);
-  COFFER_ASSIGN_OR_RETURN(internal::WalkState state, saved.Load());
+struct ReindexJob::RunState {
+  internal::WalkState state;
+  internal::WalkPace pace;
   ReindexProgress progress;
   DamagedItems damaged;  // every damaged entry this run met, reported with the progress
-  COFFER_ASSIGN_OR_RETURN(auto census, CountLookupVersions(db_, keys_, handle_, &damaged));
-  for (const auto& [version, count] : census) progress.total += count;
 
-  internal::WalkPace pace;
-  auto report = [&] {
+  void Report(const std::function<void(const ReindexProgress&)>& on_progress) {
     pace.Fill(state, &progress);
     progress.moved = state.changed;
     progress.damaged = damaged.count();
     progress.damaged_items = damaged.listed();
     if (on_progress) on_progress(progress);
-  };
+  }
+};
+
+absl::StatusOr<bool> ReindexJob::EndOfPhase(RunState& run, const internal::SavedWalk& saved) {
+  if (internal::AdvancePhase(&run.state)) return false;
+  // A restore during the bin walk can bring an old-version entry back to the live families, an
+  // upload begun before the rotation can commit under the old version, and a second rotation
+  // can make the version this walk moved to an old one: check, and walk again until nothing is
+  // left under another version.
+  COFFER_ASSIGN_OR_RETURN(auto after, CountLookupVersions(db_, keys_, handle_, &run.damaged));
+  COFFER_ASSIGN_OR_RETURN(std::shared_ptr<const DataKey> primary,
+                          keys_->PrimaryKey(handle_, KeyPurpose::kLookup, 0));
+  const bool only_primary =
+      after.empty() || (after.size() == 1 && after.begin()->first == primary->version());
+  if (!only_primary) {
+    run.state.phase = Cf::kRecords;
+    run.state.cursor.clear();
+    return false;
+  }
+  COFFER_RETURN_IF_ERROR(saved.Clear());
+  return true;
+}
+
+absl::Status ReindexJob::MoveEntry(RunState& run, const DataKey& lookup, const std::string& key,
+                                   const std::string& seen, std::vector<Moved>* group,
+                                   const internal::SavedWalk& saved) {
+  internal::WalkState& state = run.state;
+  ++state.done;
+  run.pace.CountOne();
+  COFFER_ASSIGN_OR_RETURN(Located located, Locate(state.phase, key, seen));
+  WipedEntry wiped;
+  internal::OpenedEntry& opened = wiped.opened;
+  absl::StatusOr<internal::OpenedEntry> opened_or = internal::OpenEntry(
+      keys_, located.kind, PurposeOf(located.kind), located.stored_key, located.entry);
+  if (!opened_or.ok()) {
+    if (!IsItemDamage(opened_or.status())) return opened_or.status();
+    run.damaged.Add(internal::CfName(state.phase), key, opened_or.status());
+    return absl::OkStatus();
+  }
+  opened = *std::move(opened_or);
+  if (opened.lookup_version == lookup.version()) return absl::OkStatus();
+  COFFER_ASSIGN_OR_RETURN(std::string new_stored_key,
+                          internal::StoredKeyWith(lookup, handle_, opened.id));
+  if (located.kind == Cf::kAttachmentPointers) {
+    COFFER_RETURN_IF_ERROR(WriteIfUnchanged(state.phase, group, &state.changed));
+    // Streams are long: re-read the entry just before copying it, and save progress after each
+    // one, so a crash repeats at most one stream copy.
+    std::string current;
+    bool found = false;
+    COFFER_RETURN_IF_ERROR(db_->Get(state.phase, key, &current, &found));
+    if (found) {
+      COFFER_ASSIGN_OR_RETURN(bool gone, attachments_->MoveToStoredKey(
+                                             state.phase, key, current, new_stored_key,
+                                             lookup.version(), options_.before_attachment_flip));
+      if (gone) ++state.changed;
+    }
+    state.cursor = key;
+    return saved.Save(state);
+  }
+  // The crypto runs outside any lock, on the value the walk read; the write happens only if that
+  // value is still there (WriteIfUnchanged).
+  COFFER_ASSIGN_OR_RETURN(
+      std::string resealed,
+      internal::SealEntry(keys_, Cf::kRecords, KeyPurpose::kRecords, new_stored_key,
+                          opened.written_at_us, {}, opened.id, opened.body));
+  std::string new_key = new_stored_key;
+  COFFER_ASSIGN_OR_RETURN(uint32_t records_version,
+                          internal::EntryKeyVersion(Cf::kRecords, resealed));
+  if (state.phase == Cf::kRecycleBin) {
+    resealed = internal::EncodeBinValue(located.deleted_at_us, resealed);
+    new_key = internal::BinKey(Cf::kRecords, new_stored_key);
+  }
+  group->push_back(Moved{key, seen, std::move(new_key), std::move(resealed),
+                         std::move(located.stored_key), std::move(new_stored_key), records_version,
+                         lookup.version()});
+  if (group->size() >= kWriteGroup) {
+    COFFER_RETURN_IF_ERROR(WriteIfUnchanged(state.phase, group, &state.changed));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<ReindexProgress> ReindexJob::Run(
+    const std::atomic<bool>* cancel,
+    const std::function<void(const ReindexProgress&)>& on_progress) {
+  const internal::SavedWalk saved(db_, kJobPrefix, kJobLabel, handle_);
+  RunState run;
+  COFFER_ASSIGN_OR_RETURN(run.state, saved.Load());
+  COFFER_ASSIGN_OR_RETURN(auto census, CountLookupVersions(db_, keys_, handle_, &run.damaged));
+  for (const auto& [version, count] : census) run.progress.total += count;
 
   while (true) {
     // One batch of candidate keys, read without holding any lock or view while writing.
     std::vector<std::pair<std::string, std::string>> batch;
     COFFER_RETURN_IF_ERROR(
-        internal::ReadWalkBatch(db_, handle_, state, options_.batch_size, &batch));
-
+        internal::ReadWalkBatch(db_, handle_, run.state, options_.batch_size, &batch));
     if (batch.empty()) {
-      if (internal::AdvancePhase(&state)) continue;
-      // A restore during the bin walk can bring an old-version entry back to the live families,
-      // an upload begun before the rotation can commit under the old version, and a second
-      // rotation can make the version this walk moved to an old one: check, and walk again
-      // until nothing is left under another version.
-      COFFER_ASSIGN_OR_RETURN(auto after, CountLookupVersions(db_, keys_, handle_, &damaged));
-      COFFER_ASSIGN_OR_RETURN(std::shared_ptr<const DataKey> primary,
-                              keys_->PrimaryKey(handle_, KeyPurpose::kLookup, 0));
-      const bool only_primary =
-          after.empty() || (after.size() == 1 && after.begin()->first == primary->version());
-      if (!only_primary) {
-        state.phase = Cf::kRecords;
-        state.cursor.clear();
-        continue;
-      }
-      COFFER_RETURN_IF_ERROR(saved.Clear());
-      progress.finished = true;
-      report();
-      return progress;
+      COFFER_ASSIGN_OR_RETURN(bool finished, EndOfPhase(run, saved));
+      if (!finished) continue;
+      run.progress.finished = true;
+      run.Report(on_progress);
+      return run.progress;
     }
 
     COFFER_ASSIGN_OR_RETURN(std::shared_ptr<const DataKey> lookup,
                             keys_->PrimaryKey(handle_, KeyPurpose::kLookup, 0));
     std::vector<Moved> group;
     for (const auto& [key, seen] : batch) {
-      ++state.done;
-      pace.CountOne();
-      COFFER_ASSIGN_OR_RETURN(Located located, Locate(state.phase, key, seen));
-      WipedEntry wiped;
-      internal::OpenedEntry& opened = wiped.opened;
-      absl::StatusOr<internal::OpenedEntry> opened_or = internal::OpenEntry(
-          keys_, located.kind, PurposeOf(located.kind), located.stored_key, located.entry);
-      if (!opened_or.ok()) {
-        if (!IsItemDamage(opened_or.status())) return opened_or.status();
-        damaged.Add(internal::CfName(state.phase), key, opened_or.status());
-        continue;
-      }
-      opened = *std::move(opened_or);
-      if (opened.lookup_version == lookup->version()) continue;
-      COFFER_ASSIGN_OR_RETURN(std::string new_stored_key,
-                              internal::StoredKeyWith(*lookup, handle_, opened.id));
-      if (located.kind == Cf::kAttachmentPointers) {
-        COFFER_RETURN_IF_ERROR(WriteIfUnchanged(state.phase, &group, &state.changed));
-        // Streams are long: re-read the entry just before copying it, and save progress after
-        // each one, so a crash repeats at most one stream copy.
-        std::string current;
-        bool found = false;
-        COFFER_RETURN_IF_ERROR(db_->Get(state.phase, key, &current, &found));
-        if (found) {
-          COFFER_ASSIGN_OR_RETURN(
-              bool gone,
-              attachments_->MoveToStoredKey(state.phase, key, current, new_stored_key,
-                                            lookup->version(), options_.before_attachment_flip));
-          if (gone) ++state.changed;
-        }
-        state.cursor = key;
-        COFFER_RETURN_IF_ERROR(saved.Save(state));
-        continue;
-      }
-      // The crypto runs outside any lock, on the value the walk read; the write happens only if
-      // that value is still there (WriteIfUnchanged).
-      COFFER_ASSIGN_OR_RETURN(
-          std::string resealed,
-          internal::SealEntry(keys_, Cf::kRecords, KeyPurpose::kRecords, new_stored_key,
-                              opened.written_at_us, {}, opened.id, opened.body));
-      std::string new_key = new_stored_key;
-      COFFER_ASSIGN_OR_RETURN(uint32_t records_version,
-                              internal::EntryKeyVersion(Cf::kRecords, resealed));
-      if (state.phase == Cf::kRecycleBin) {
-        resealed = internal::EncodeBinValue(located.deleted_at_us, resealed);
-        new_key = internal::BinKey(Cf::kRecords, new_stored_key);
-      }
-      group.push_back(Moved{key, seen, std::move(new_key), std::move(resealed),
-                            std::move(located.stored_key), std::move(new_stored_key),
-                            records_version, lookup->version()});
-      if (group.size() >= kWriteGroup) {
-        COFFER_RETURN_IF_ERROR(WriteIfUnchanged(state.phase, &group, &state.changed));
-      }
+      COFFER_RETURN_IF_ERROR(MoveEntry(run, *lookup, key, seen, &group, saved));
     }
-    COFFER_RETURN_IF_ERROR(WriteIfUnchanged(state.phase, &group, &state.changed));
-    state.cursor = batch.back().first;
-    COFFER_RETURN_IF_ERROR(saved.Save(state));
-    report();
+    COFFER_RETURN_IF_ERROR(WriteIfUnchanged(run.state.phase, &group, &run.state.changed));
+    run.state.cursor = batch.back().first;
+    COFFER_RETURN_IF_ERROR(saved.Save(run.state));
+    run.Report(on_progress);
     const bool cancelled = cancel != nullptr && cancel->load();
-    if (cancelled || !pace.Throttle(options_.max_items_per_second, cancel)) {
+    if (cancelled || !run.pace.Throttle(options_.max_items_per_second, cancel)) {
       return MakeError(ErrorCode::kCancelled, "re-index cancelled; progress is saved");
     }
   }

@@ -52,6 +52,9 @@
 #include "storage/key_provider.h"
 
 namespace coffer::storage {
+namespace internal {
+class SavedWalk;
+}  // namespace internal
 
 // How many records, attachments and bin entries of dataset `handle` are stored under each lookup
 // version, at one snapshot. Every entry is opened (decrypted and its id hashed): the lookup
@@ -116,6 +119,18 @@ class ReindexJob {
   // Writes the group (see the header comment) in one WriteBatch under the stripes of every old
   // and new stored key, adds the entries moved to *moved, and clears the group.
   absl::Status WriteIfUnchanged(internal::Cf cf, std::vector<Moved>* group, uint64_t* moved);
+
+  // One run's walk state, progress and damaged items (reindex.cc).
+  struct RunState;
+  // The walk met the end of its phase: the next phase, or a census — true once nothing is under
+  // another lookup version (then the saved state is cleared), else the walk starts over.
+  absl::StatusOr<bool> EndOfPhase(RunState& run, const internal::SavedWalk& saved);
+  // Moves the entry `seen` under `key` to its stored key under `lookup`: a record into `group`,
+  // an attachment at once (one stream; progress is saved after it). A damaged entry is skipped
+  // and reported.
+  absl::Status MoveEntry(RunState& run, const DataKey& lookup, const std::string& key,
+                         const std::string& seen, std::vector<Moved>* group,
+                         const internal::SavedWalk& saved);
 
   DataDb* db_;
   KeyProvider* keys_;

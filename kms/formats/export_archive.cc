@@ -9,6 +9,8 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <optional>
+#include <string>
 #include <utility>
 
 #include "absl/cleanup/cleanup.h"
@@ -409,29 +411,20 @@ absl::StatusOr<ParsedHead> ParseHead(const ArchiveFile& file) {
   return head;
 }
 
-}  // namespace
+// The signature block at the end of an archive: where the signed content ends, and the
+// signature.
+struct SignatureBlock {
+  uint64_t content_end = 0;
+  std::string signature;
+};
 
-absl::StatusOr<v1::ExportHeader> ReadArchiveHeader(const std::string& path) {
-  COFFER_ASSIGN_OR_RETURN(std::unique_ptr<ArchiveFile> file, ArchiveFile::Open(path));
-  COFFER_ASSIGN_OR_RETURN(ParsedHead head, ParseHead(*file));
-  return head.header;
-}
-
-absl::StatusOr<OpenedArchive> OpenArchive(const std::string& path,
-                                          const crypto::RecipientPrivateKey& private_key,
-                                          std::string_view token_public_key_pem,
-                                          ArchiveVisitor* visitor,
-                                          const coffer::ProgressFn& progress) {
-  COFFER_ASSIGN_OR_RETURN(std::unique_ptr<ArchiveFile> file, ArchiveFile::Open(path));
-  COFFER_ASSIGN_OR_RETURN(ParsedHead head, ParseHead(*file));
-  const uint64_t size = file->size();
-
-  // The signature block at the end.
+absl::StatusOr<SignatureBlock> ReadSignatureBlock(ArchiveFile& file, const ParsedHead& head) {
+  const uint64_t size = file.size();
   if (size < head.header_end + crypto::kStreamHeaderSize + kSignatureTrailerSize) {
     return Corrupt("truncated (no content or no signature)");
   }
   std::string tail;
-  COFFER_RETURN_IF_ERROR(file->ReadAt(size - kSignatureTrailerSize, kSignatureTrailerSize, &tail));
+  COFFER_RETURN_IF_ERROR(file.ReadAt(size - kSignatureTrailerSize, kSignatureTrailerSize, &tail));
   if (std::string_view(tail).substr(2) != kSignatureMagic) {
     return Corrupt("truncated or extended (no signature block at the end)");
   }
@@ -441,11 +434,17 @@ absl::StatusOr<OpenedArchive> OpenArchive(const std::string& path,
       size - kSignatureTrailerSize - head.header_end < crypto::kStreamHeaderSize + signature_size) {
     return Corrupt("the signature length is out of range");
   }
-  const uint64_t content_end = size - kSignatureTrailerSize - signature_size;
-  std::string signature;
-  COFFER_RETURN_IF_ERROR(file->ReadAt(content_end, signature_size, &signature));
+  SignatureBlock block;
+  block.content_end = size - kSignatureTrailerSize - signature_size;
+  COFFER_RETURN_IF_ERROR(file.ReadAt(block.content_end, signature_size, &block.signature));
+  return block;
+}
 
-  // Pass 1: the signature over everything before it, by the expected token key.
+// Checks the block's signature over every byte before it, by the token key given, and that the
+// header names that key as its signer.
+absl::Status VerifySignature(ArchiveFile& file, const ParsedHead& head, const SignatureBlock& block,
+                             std::string_view token_public_key_pem,
+                             const coffer::ProgressFn& progress) {
   absl::StatusOr<audit::CheckpointVerifier> verifier =
       audit::CheckpointVerifier::FromPublicKeyPem(token_public_key_pem);
   if (!verifier.ok()) {
@@ -462,47 +461,33 @@ absl::StatusOr<OpenedArchive> OpenArchive(const std::string& path,
   }
   Sha256 hash;
   std::string chunk;
-  for (uint64_t offset = 0; offset < content_end;) {
-    const size_t n = static_cast<size_t>(std::min<uint64_t>(kReadChunk, content_end - offset));
-    COFFER_RETURN_IF_ERROR(file->ReadAt(offset, n, &chunk));
+  for (uint64_t offset = 0; offset < block.content_end;) {
+    const size_t n =
+        static_cast<size_t>(std::min<uint64_t>(kReadChunk, block.content_end - offset));
+    COFFER_RETURN_IF_ERROR(file.ReadAt(offset, n, &chunk));
     hash.Update(chunk);
     offset += n;
-    if (progress) progress({"verify", offset, content_end});
+    if (progress) progress({"verify", offset, block.content_end});
   }
   COFFER_ASSIGN_OR_RETURN(Sha256Digest digest, hash.Final());
-  if (!verifier->Verify(SignedMessage(digest), signature).ok()) {
+  if (!verifier->Verify(SignedMessage(digest), block.signature).ok()) {
     return Corrupt("the signature does not verify: the archive was altered or damaged");
   }
+  return absl::OkStatus();
+}
 
-  // The recipient.
-  if (head.header.recipient_key_type() != static_cast<uint32_t>(private_key.type()) ||
-      head.header.recipient_fingerprint() !=
-          std::string_view(reinterpret_cast<const char*>(private_key.fingerprint().data()), 32)) {
-    return MakeError(ErrorCode::kExportWrongRecipient,
-                     "the private key is not this archive's recipient (its public key's "
-                     "fingerprint differs)");
-  }
-  COFFER_ASSIGN_OR_RETURN(crypto::SecretBytes export_key,
-                          private_key.Unwrap(head.header.wrapped_key()));
-
-  // Pass 2: the content.
-  ContentSource source(file.get(), head.header_end, content_end);
-  absl::StatusOr<std::unique_ptr<crypto::StreamDecryptingReader>> reader =
-      crypto::StreamDecryptingReader::Create(export_key, kContentKeyVersion,
-                                             ContentContext(head.head_digest), &source);
-  if (!reader.ok()) {
-    if (ErrorCodeOf(reader.status()) == ErrorCode::kIoError) return reader.status();
-    return Corrupt("the content does not open under the export key (damaged or truncated)");
-  }
-  PlaintextCursor cursor(reader->get());
-  const uint64_t total = (*reader)->size();
-  OpenedArchive opened;
-  opened.header = head.header;
+// Hands every entry of the decrypted content to `visitor`, and returns the trailer once its
+// counts match what came before it and nothing follows it.
+absl::StatusOr<v1::ExportEntry::Trailer> ReadContent(crypto::StreamDecryptingReader* reader,
+                                                     ArchiveVisitor* visitor,
+                                                     const coffer::ProgressFn& progress) {
+  PlaintextCursor cursor(reader);
+  const uint64_t total = reader->size();
   uint64_t records = 0, attachments = 0, attachment_bytes = 0;
   std::string bytes;
   absl::Cleanup wipe = [&bytes] { OPENSSL_cleanse(bytes.data(), bytes.size()); };
-  bool trailer = false;
-  while (!trailer) {
+  std::optional<v1::ExportEntry::Trailer> trailer;
+  while (!trailer.has_value()) {
     if (cursor.remaining() == 0) return Corrupt("the content ends without a trailer");
     COFFER_RETURN_IF_ERROR(cursor.Take(4, &bytes));
     const uint32_t length = GetU32(bytes);
@@ -532,8 +517,7 @@ absl::StatusOr<OpenedArchive> OpenArchive(const std::string& path,
         break;
       }
       case v1::ExportEntry::kTrailer:
-        opened.trailer = entry.trailer();
-        trailer = true;
+        trailer = entry.trailer();
         break;
       default:
         return Corrupt("an entry of an unknown kind");
@@ -541,10 +525,55 @@ absl::StatusOr<OpenedArchive> OpenArchive(const std::string& path,
     if (progress) progress({"decrypt", cursor.offset(), total});
   }
   if (cursor.remaining() != 0) return Corrupt("data after the trailer");
-  if (opened.trailer.records() != records || opened.trailer.attachments() != attachments ||
-      opened.trailer.attachment_bytes() != attachment_bytes) {
+  if (trailer->records() != records || trailer->attachments() != attachments ||
+      trailer->attachment_bytes() != attachment_bytes) {
     return Corrupt("the trailer's counts differ from the content");
   }
+  return *trailer;
+}
+
+}  // namespace
+
+absl::StatusOr<v1::ExportHeader> ReadArchiveHeader(const std::string& path) {
+  COFFER_ASSIGN_OR_RETURN(std::unique_ptr<ArchiveFile> file, ArchiveFile::Open(path));
+  COFFER_ASSIGN_OR_RETURN(ParsedHead head, ParseHead(*file));
+  return head.header;
+}
+
+absl::StatusOr<OpenedArchive> OpenArchive(const std::string& path,
+                                          const crypto::RecipientPrivateKey& private_key,
+                                          std::string_view token_public_key_pem,
+                                          ArchiveVisitor* visitor,
+                                          const coffer::ProgressFn& progress) {
+  COFFER_ASSIGN_OR_RETURN(std::unique_ptr<ArchiveFile> file, ArchiveFile::Open(path));
+  COFFER_ASSIGN_OR_RETURN(ParsedHead head, ParseHead(*file));
+  COFFER_ASSIGN_OR_RETURN(SignatureBlock block, ReadSignatureBlock(*file, head));
+  // Pass 1: the signature over everything before it, by the expected token key.
+  COFFER_RETURN_IF_ERROR(VerifySignature(*file, head, block, token_public_key_pem, progress));
+
+  // The recipient.
+  if (head.header.recipient_key_type() != static_cast<uint32_t>(private_key.type()) ||
+      head.header.recipient_fingerprint() !=
+          std::string_view(reinterpret_cast<const char*>(private_key.fingerprint().data()), 32)) {
+    return MakeError(ErrorCode::kExportWrongRecipient,
+                     "the private key is not this archive's recipient (its public key's "
+                     "fingerprint differs)");
+  }
+  COFFER_ASSIGN_OR_RETURN(crypto::SecretBytes export_key,
+                          private_key.Unwrap(head.header.wrapped_key()));
+
+  // Pass 2: the content.
+  ContentSource source(file.get(), head.header_end, block.content_end);
+  absl::StatusOr<std::unique_ptr<crypto::StreamDecryptingReader>> reader =
+      crypto::StreamDecryptingReader::Create(export_key, kContentKeyVersion,
+                                             ContentContext(head.head_digest), &source);
+  if (!reader.ok()) {
+    if (ErrorCodeOf(reader.status()) == ErrorCode::kIoError) return reader.status();
+    return Corrupt("the content does not open under the export key (damaged or truncated)");
+  }
+  OpenedArchive opened;
+  opened.header = head.header;
+  COFFER_ASSIGN_OR_RETURN(opened.trailer, ReadContent(reader->get(), visitor, progress));
   return opened;
 }
 

@@ -424,6 +424,39 @@ absl::Status Services::ConnectionSession::HandleJobs(AdminCall& call) {
   }
 }
 
+// The status operation's answer: version, counters, transport, HSM and audit health.
+void Services::ConnectionSession::FillStatus(pb::StatusResponse* out) {
+  ServicesMetrics metrics = services_->metrics();
+  out->set_version(deps_.version);
+  out->set_started_micros(services_->started_micros_);
+  out->set_datasets(deps_.keys->ListDatasets().size());
+  for (pb::JobStatus& status : deps_.jobs->AllStatus()) *out->add_jobs() = std::move(status);
+  out->set_connections_open(metrics.connections_open);
+  out->set_connections_total(metrics.connections_total);
+  out->set_requests_total(metrics.requests_total);
+  out->set_requests_refused(metrics.requests_refused);
+  out->set_requests_slowed(metrics.requests_slowed);
+  out->set_audit_entries(deps_.audit_log->stats().next_sequence);
+  out->set_durability(deps_.durability);
+  out->set_data_socket(deps_.data_socket);
+  out->set_admin_socket(deps_.admin_socket);
+  out->set_audit_public_key_pem(deps_.audit_public_key_pem);
+  out->set_mfa_required(deps_.admin_control != nullptr && deps_.admin_control->mfa_required());
+  if (deps_.transport_stats) SetTransportStatus(deps_.transport_stats(), out->mutable_transport());
+  if (deps_.hsm_status) deps_.hsm_status(out->mutable_hsm());
+  const audit::AuditLogStats audit = deps_.audit_log->stats();
+  pb::AuditStatus* audit_out = out->mutable_audit();
+  audit_out->set_writable(!audit.failed && !audit.closed);
+  audit_out->set_epoch(audit.epoch);
+  audit_out->set_entries_since_checkpoint(audit.entries_since_checkpoint);
+  audit_out->set_last_checkpoint_micros(audit.last_checkpoint_micros);
+  audit_out->set_checkpoints_written(audit.checkpoints_written);
+  audit_out->set_checkpoint_failures(audit.checkpoint_failures);
+  audit_out->set_anchor_failures(audit.anchor_failures);
+  audit_out->set_reopens(audit.reopens);
+  audit_out->set_reopen_failures(audit.reopen_failures);
+}
+
 // audit_query, audit_verify, status, key_inventory, receipt_get.
 absl::Status Services::ConnectionSession::HandleAuditAndStatus(AdminCall& call) {
   switch (call.request.op_case()) {
@@ -443,40 +476,9 @@ absl::Status Services::ConnectionSession::HandleAuditAndStatus(AdminCall& call) 
       out->set_last_sequence(report->last_sequence.value_or(0));
       return Reply(call, absl::OkStatus());
     }
-    case pb::Request::kStatus: {
-      auto* out = call.response.mutable_status();
-      ServicesMetrics metrics = services_->metrics();
-      out->set_version(deps_.version);
-      out->set_started_micros(services_->started_micros_);
-      out->set_datasets(deps_.keys->ListDatasets().size());
-      for (pb::JobStatus& status : deps_.jobs->AllStatus()) *out->add_jobs() = std::move(status);
-      out->set_connections_open(metrics.connections_open);
-      out->set_connections_total(metrics.connections_total);
-      out->set_requests_total(metrics.requests_total);
-      out->set_requests_refused(metrics.requests_refused);
-      out->set_requests_slowed(metrics.requests_slowed);
-      out->set_audit_entries(deps_.audit_log->stats().next_sequence);
-      out->set_durability(deps_.durability);
-      out->set_data_socket(deps_.data_socket);
-      out->set_admin_socket(deps_.admin_socket);
-      out->set_audit_public_key_pem(deps_.audit_public_key_pem);
-      out->set_mfa_required(deps_.admin_control != nullptr && deps_.admin_control->mfa_required());
-      if (deps_.transport_stats)
-        SetTransportStatus(deps_.transport_stats(), out->mutable_transport());
-      if (deps_.hsm_status) deps_.hsm_status(out->mutable_hsm());
-      const audit::AuditLogStats audit = deps_.audit_log->stats();
-      pb::AuditStatus* audit_out = out->mutable_audit();
-      audit_out->set_writable(!audit.failed && !audit.closed);
-      audit_out->set_epoch(audit.epoch);
-      audit_out->set_entries_since_checkpoint(audit.entries_since_checkpoint);
-      audit_out->set_last_checkpoint_micros(audit.last_checkpoint_micros);
-      audit_out->set_checkpoints_written(audit.checkpoints_written);
-      audit_out->set_checkpoint_failures(audit.checkpoint_failures);
-      audit_out->set_anchor_failures(audit.anchor_failures);
-      audit_out->set_reopens(audit.reopens);
-      audit_out->set_reopen_failures(audit.reopen_failures);
+    case pb::Request::kStatus:
+      FillStatus(call.response.mutable_status());
       return Reply(call, absl::OkStatus());
-    }
     case pb::Request::kKeyInventory:
       return Reply(
           call, KeyInventory(call.request.key_inventory(), call.response.mutable_key_inventory()));

@@ -150,6 +150,7 @@ class Services::ConnectionSession final : public Session {
   absl::Status HandleProtection(AdminCall& call);
   absl::Status HandleJobs(AdminCall& call);
   absl::Status HandleAuditAndStatus(AdminCall& call);
+  void FillStatus(pb::StatusResponse* out);
   absl::Status RunWired(const pb::Request& request, ResponseSink* sink,
                         const audit::AuditActor& actor);
   // The admin socket: MFA and dual control (AdminControl), then the operation, then its
