@@ -117,44 +117,52 @@ absl::Status Services::ConnectionSession::HandleRecord(const pb::Request& reques
       return Finish(sink, request, audit::v1::ACCESS_DELETE, h, result, 1, std::move(response),
                     &moved);
     }
-    case pb::Request::kRecordList: {
-      const auto& r = request.record_list();
-      uint32_t max_ids = r.max_ids() == 0 ? kDefaultListIds : r.max_ids();
-      absl::Status result = handle.status();
-      if (result.ok() && max_ids > kMaxListIds) {
-        result = MakeError(ErrorCode::kInvalidArgument, "record_list.max_ids must be 1-10,000");
-      }
-      uint32_t count = 0;
-      // Storage's page tokens are bytes; the API's are strings (proto3 strings must be UTF-8),
-      // so they travel as unpadded web-safe base64.
-      std::string token;
-      if (result.ok() && !absl::WebSafeBase64Unescape(r.page_token(), &token)) {
-        result = MakeError(ErrorCode::kInvalidArgument, "record_list.page_token is not valid");
-      }
-      if (result.ok()) {
-        auto page = deps_.records->ListIds(h, token, max_ids);
-        result = page.status();
-        if (page.ok()) {
-          auto* out = response.mutable_record_list();
-          count = static_cast<uint32_t>(page->ids.size());
-          for (std::string& id : page->ids) out->add_ids(std::move(id));
-          out->set_next_page_token(absl::WebSafeBase64Escape(page->next_page_token));
-          // A damaged record is skipped, not fatal: its reference goes to the caller and, once,
-          // to the event log (docs/daemon.md, "Damaged items").
-          const std::vector<storage::DamagedItem> damaged = page->damaged.listed();
-          out->set_damaged(page->damaged.count());
-          AppendWire(damaged, out->mutable_damaged_items());
-          if (deps_.damaged_events != nullptr) {
-            deps_.damaged_events->Raise(h, r.dataset(), damaged).IgnoreError();  // logged there
-          }
-        }
-      }
-      return Finish(sink, request, audit::v1::ACCESS_READ, h, result, count, std::move(response));
-    }
+    case pb::Request::kRecordList:
+      return HandleRecordList(request, sink, handle);
     default:
       return SendError(sink, request,
                        MakeError(ErrorCode::kMalformedRequest, "unknown data operation"));
   }
+}
+
+// record_list: one page of ids, damaged records skipped and reported.
+absl::Status Services::ConnectionSession::HandleRecordList(const pb::Request& request,
+                                                           ResponseSink* sink,
+                                                           const absl::StatusOr<uint64_t>& handle) {
+  const uint64_t h = handle.value_or(0);
+  pb::Response response;
+  const auto& r = request.record_list();
+  uint32_t max_ids = r.max_ids() == 0 ? kDefaultListIds : r.max_ids();
+  absl::Status result = handle.status();
+  if (result.ok() && max_ids > kMaxListIds) {
+    result = MakeError(ErrorCode::kInvalidArgument, "record_list.max_ids must be 1-10,000");
+  }
+  uint32_t count = 0;
+  // Storage's page tokens are bytes; the API's are strings (proto3 strings must be UTF-8),
+  // so they travel as unpadded web-safe base64.
+  std::string token;
+  if (result.ok() && !absl::WebSafeBase64Unescape(r.page_token(), &token)) {
+    result = MakeError(ErrorCode::kInvalidArgument, "record_list.page_token is not valid");
+  }
+  if (result.ok()) {
+    auto page = deps_.records->ListIds(h, token, max_ids);
+    result = page.status();
+    if (page.ok()) {
+      auto* out = response.mutable_record_list();
+      count = static_cast<uint32_t>(page->ids.size());
+      for (std::string& id : page->ids) out->add_ids(std::move(id));
+      out->set_next_page_token(absl::WebSafeBase64Escape(page->next_page_token));
+      // A damaged record is skipped, not fatal: its reference goes to the caller and, once,
+      // to the event log (docs/daemon.md, "Damaged items").
+      const std::vector<storage::DamagedItem> damaged = page->damaged.listed();
+      out->set_damaged(page->damaged.count());
+      AppendWire(damaged, out->mutable_damaged_items());
+      if (deps_.damaged_events != nullptr) {
+        deps_.damaged_events->Raise(h, r.dataset(), damaged).IgnoreError();  // logged there
+      }
+    }
+  }
+  return Finish(sink, request, audit::v1::ACCESS_READ, h, result, count, std::move(response));
 }
 
 // attachment_put_begin (the upload then runs in HandleUpload), _get (HandleDownload), _metadata,

@@ -120,6 +120,8 @@ class Services::ConnectionSession final : public Session {
   absl::Status HandleData(const pb::Request& request, ResponseSink* sink);
   absl::Status HandleRecord(const pb::Request& request, ResponseSink* sink,
                             const absl::StatusOr<uint64_t>& handle);
+  absl::Status HandleRecordList(const pb::Request& request, ResponseSink* sink,
+                                const absl::StatusOr<uint64_t>& handle);
   absl::Status HandleAttachment(const pb::Request& request, ResponseSink* sink,
                                 const absl::StatusOr<uint64_t>& handle);
   absl::Status HandlePseudonym(const pb::Request& request, ResponseSink* sink,
