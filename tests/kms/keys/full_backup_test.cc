@@ -19,6 +19,7 @@
 
 #include "crypto/base/status.h"
 #include "gtest/gtest.h"
+#include "kms/audit/audit_event.h"
 #include "kms/audit/verifier.h"
 #include "kms/keys/audited_purge_journal.h"
 #include "kms/keys/hsm_adapters.h"
@@ -312,6 +313,64 @@ TEST_F(FullBackupTest, APurgeAfterTheBackupStaysPurgedWhenBothLiveDbsAreLostAndR
 // Issue 17: the backup holds an item under lookup version 1; after a lookup rotation and the
 // re-index the live copy is under version 2 when it is purged. The purge is journaled under both
 // live versions, so the restore's replay deletes the backup's version 1 entry.
+// Client moves after the backup, as cofferd audits them (ACCESS_DELETE naming the item by its
+// ref, detail = the operation): a delete is in the bin again in the restored copy, at the
+// delete's time; a restore of an item binned at backup time is live; a write is counted as an
+// overwrite; a delete an older cofferd logged without a ref is counted, not replayed.
+TEST_F(FullBackupTest, ClientMovesAfterTheBackupAreReplayedAndEntriesWithoutARefCounted) {
+  uint64_t handle = Create("crm/moves");
+  for (const char* i : {"0", "1", "2", "3", "4"}) {
+    ASSERT_TRUE(records_->Put(handle, std::string("m-") + i, std::string("v") + i).ok());
+  }
+  ASSERT_TRUE(records_->Delete(handle, "m-4").ok());
+  auto backup = backups_->Create(Sources(), TestAdmin());
+  ASSERT_TRUE(backup.ok()) << backup.status();
+
+  auto audit_move = [&](audit::v1::EventKind kind, audit::ItemMove move,
+                        const crypto::HmacSha256Tag* ref) {
+    audit::AuditEvent event;
+    event.kind = kind;
+    event.actor.uid = 1000;
+    event.actor.socket = audit::v1::SOCKET_DATA;
+    event.dataset_handle = handle;
+    event.record_count = 1;
+    if (ref != nullptr) {
+      event.record_ref.emplace();
+      std::copy(ref->begin(), ref->end(), event.record_ref->begin());
+      event.detail = audit::ItemMoveDetail(move);
+    }
+    ASSERT_TRUE(log_->Append(event).ok());
+  };
+  crypto::HmacSha256Tag ref{};
+  ASSERT_TRUE(records_->Delete(handle, "m-1", &ref).ok());
+  audit_move(audit::v1::ACCESS_DELETE, audit::ItemMove::kRecordDelete, &ref);
+  ASSERT_TRUE(records_->Restore(handle, "m-4", &ref).ok());
+  audit_move(audit::v1::ACCESS_DELETE, audit::ItemMove::kRecordRestore, &ref);
+  ASSERT_TRUE(records_->Put(handle, "m-2", "newer", &ref).ok());
+  audit_move(audit::v1::ACCESS_WRITE, audit::ItemMove::kRecordWrite, &ref);
+  ASSERT_TRUE(records_->Delete(handle, "m-3").ok());
+  audit_move(audit::v1::ACCESS_DELETE, audit::ItemMove::kRecordDelete, nullptr);  // no ref
+
+  CloseInstance();
+  const std::string target = dir_.Sub("restored-moves");
+  auto report = backups_->RestoreInto(backup->id, Request(target));
+  ASSERT_TRUE(report.ok()) << report.status();
+  EXPECT_EQ(report->binned_again, 1u);
+  EXPECT_EQ(report->restored_from_bin, 1u);
+  EXPECT_EQ(report->records_overwritten, 1u);
+  EXPECT_EQ(report->records_written_new, 0u);
+  EXPECT_EQ(report->moves_without_ref, 1u);
+  EXPECT_EQ(report->moves_not_found, 0u);
+
+  OpenInstance(target + "/" + kRestoredDataDir, target + "/" + kRestoredKeyDbDir);
+  EXPECT_EQ(ErrorCodeOf(records_->Get(handle, "m-1").status()), ErrorCode::kRecordNotFound);
+  EXPECT_EQ(records_->Get(handle, "m-4").value(), "v4");
+  EXPECT_EQ(records_->Get(handle, "m-2").value(), "v2");  // the newer value is in no log
+  EXPECT_EQ(records_->Get(handle, "m-3").value(), "v3");  // its delete named no item
+  ASSERT_TRUE(records_->Restore(handle, "m-1").ok());
+  EXPECT_EQ(records_->Get(handle, "m-1").value(), "v1");
+}
+
 TEST_F(FullBackupTest, APurgeAfterAReindexStaysPurgedInABackupHoldingTheOldLookupVersion) {
   uint64_t handle = Create("crm/reindexed");
   for (int i = 0; i < 10; ++i) {
