@@ -3,6 +3,8 @@
 #include <CLI/CLI.hpp>
 #include <deque>
 #include <fstream>
+#include <functional>
+#include <map>
 #include <optional>
 #include <sstream>
 #include <string>
@@ -48,7 +50,91 @@ void PrintAuditJson(CommandContext& ctx, const std::vector<pb::AuditRecord>& ent
   PrintJson(ctx, {{"entries", std::move(array)}, {"more", more}});
 }
 
+// Calls `each` with every entry matching `filter` (limit aside), oldest first, a page at a time.
+absl::Status ForEachAuditEntry(CommandContext& ctx, const AuditFilter& filter,
+                               const std::function<void(const pb::AuditRecord&)>& each) {
+  uint64_t after = 0;
+  while (true) {
+    pb::Request request;
+    auto* q = request.mutable_audit_query();
+    q->set_since_micros(filter.since_micros);
+    q->set_until_micros(filter.until_micros);
+    q->set_dataset(filter.dataset);
+    if (filter.caller_uid) q->set_caller_uid(*filter.caller_uid);
+    q->set_after_sequence(after);
+    q->set_limit(10'000);
+    COFFER_ASSIGN_OR_RETURN(pb::Response response, ctx.Call(std::move(request)));
+    for (const pb::AuditRecord& e : response.audit_query().entries()) each(e);
+    if (!response.audit_query().more() || response.audit_query().entries_size() == 0) break;
+    after = response.audit_query().entries().rbegin()->sequence();
+  }
+  return absl::OkStatus();
+}
+
+// One caller's reads, for who-read.
+struct Reader {
+  uint64_t records = 0;      // records read (record_get; record_list ids; record_exists)
+  uint64_t attachments = 0;  // attachment reads (downloads, metadata)
+  uint64_t reidentified = 0;
+  uint64_t unclassified = 0;  // reads an older cofferd logged without a purpose
+  int64_t first_micros = 0;
+  int64_t last_micros = 0;
+};
+
 }  // namespace
+
+absl::Status AuditWhoRead(CommandContext& ctx, const AuditFilter& filter) {
+  std::map<uint32_t, Reader> readers;
+  COFFER_RETURN_IF_ERROR(ForEachAuditEntry(ctx, filter, [&](const pb::AuditRecord& e) {
+    const bool read = e.kind() == "ACCESS_READ" || e.kind() == "CANARY_READ";
+    const bool reidentify = e.kind() == "ACCESS_REIDENTIFY";
+    if ((!read && !reidentify) || e.result_code() != 0 || e.socket() != "data") return;
+    Reader& r = readers[e.uid()];
+    if (reidentify) {
+      r.reidentified += e.record_count();
+    } else if (e.purpose() == pb::PURPOSE_RECORDS) {
+      r.records += e.record_count();
+    } else if (e.purpose() == pb::PURPOSE_ATTACHMENTS) {
+      r.attachments += e.record_count();
+    } else {
+      r.unclassified += e.record_count();
+    }
+    if (r.first_micros == 0) r.first_micros = e.time_micros();
+    r.last_micros = e.time_micros();
+  }));
+  if (ctx.json()) {
+    nlohmann::json array = nlohmann::json::array();
+    for (const auto& [uid, r] : readers) {
+      array.push_back({{"uid", uid},
+                       {"records", r.records},
+                       {"attachments", r.attachments},
+                       {"reidentified", r.reidentified},
+                       {"unclassified", r.unclassified},
+                       {"first_micros", r.first_micros},
+                       {"last_micros", r.last_micros}});
+    }
+    PrintJson(ctx, {{"dataset", filter.dataset}, {"readers", std::move(array)}});
+    return absl::OkStatus();
+  }
+  if (readers.empty()) {
+    ctx.out() << "no successful reads of " << filter.dataset << " in that period\n";
+    return absl::OkStatus();
+  }
+  const int64_t now = NowMicros();
+  Table table({"UID", "RECORDS", "ATTACHMENTS", "RE-IDENTIFIED", "UNCLASSIFIED", "FIRST", "LAST"});
+  for (const auto& [uid, r] : readers) {
+    table.AddRow({std::to_string(uid), std::to_string(r.records), std::to_string(r.attachments),
+                  std::to_string(r.reidentified), std::to_string(r.unclassified),
+                  FormatTimeWithAge(r.first_micros, now), FormatTimeWithAge(r.last_micros, now)});
+  }
+  table.Print(ctx.out());
+  return absl::OkStatus();
+}
+
+absl::Status AuditExport(CommandContext& ctx, const AuditFilter& filter) {
+  return ForEachAuditEntry(
+      ctx, filter, [&](const pb::AuditRecord& e) { ctx.out() << ProtoToJson(e).dump() << '\n'; });
+}
 
 absl::Status AuditShow(CommandContext& ctx, uint32_t limit) {
   pb::Request status_request;
@@ -239,6 +325,43 @@ void AddAuditCommands(CLI::App& app, CommandLine& line) {
     if (caller->count() > 0) filter.caller_uid = v.caller_uid;
     filter.limit = v.limit;
     line.Choose([filter](CommandContext& ctx) { return AuditSearch(ctx, filter); });
+  });
+
+  CLI::App* who_read = AddCommand(
+      audit, "who-read",
+      "Breach scope: who read a dataset, per caller uid (records, attachments, re-identified "
+      "pseudonyms, first and last read)",
+      "keyctl audit who-read crm/contacts --since 2026-11-01 --until 2026-11-08");
+  who_read->add_option("DATASET", v.dataset, "Dataset name")->required();
+  who_read->add_option("--since", v.since, "From: same forms as audit search")
+      ->check(TimeValidator());
+  who_read->add_option("--until", v.until, "Until: same forms")->check(TimeValidator());
+  who_read->callback([&v, &line] {
+    AuditFilter filter;
+    const int64_t now = NowMicros();
+    if (!v.since.empty()) filter.since_micros = *ParseTimePoint(v.since, now);
+    if (!v.until.empty()) filter.until_micros = *ParseTimePoint(v.until, now);
+    filter.dataset = v.dataset;
+    line.Choose([filter](CommandContext& ctx) { return AuditWhoRead(ctx, filter); });
+  });
+
+  CLI::App* export_entries = AddCommand(
+      audit, "export", "Every matching entry as one JSON object per line, oldest first (a SIEM)",
+      "keyctl audit export --since 1d > audit.jsonl");
+  export_entries->add_option("--since", v.since, "From: same forms as audit search")
+      ->check(TimeValidator());
+  export_entries->add_option("--until", v.until, "Until: same forms")->check(TimeValidator());
+  export_entries->add_option("--dataset", v.dataset, "Only entries of this dataset");
+  CLI::Option* export_caller =
+      export_entries->add_option("--caller", v.caller_uid, "Only this caller's uid");
+  export_entries->callback([&v, &line, export_caller] {
+    AuditFilter filter;
+    const int64_t now = NowMicros();
+    if (!v.since.empty()) filter.since_micros = *ParseTimePoint(v.since, now);
+    if (!v.until.empty()) filter.until_micros = *ParseTimePoint(v.until, now);
+    filter.dataset = v.dataset;
+    if (export_caller->count() > 0) filter.caller_uid = v.caller_uid;
+    line.Choose([filter](CommandContext& ctx) { return AuditExport(ctx, filter); });
   });
 
   CLI::App* verify = AddCommand(

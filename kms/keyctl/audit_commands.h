@@ -36,6 +36,11 @@ struct AuditFilter {
 // The newest `limit` entries of the whole log.
 absl::Status AuditShow(CommandContext& ctx, uint32_t limit);
 absl::Status AuditSearch(CommandContext& ctx, const AuditFilter& filter);
+// Breach scope: per caller uid, the successful reads of `filter.dataset` in [since, until] —
+// records, attachments, re-identified pseudonyms, first and last time (filter.limit unused).
+absl::Status AuditWhoRead(CommandContext& ctx, const AuditFilter& filter);
+// Every entry matching `filter` as JSON lines, oldest first, for a SIEM (filter.limit unused).
+absl::Status AuditExport(CommandContext& ctx, const AuditFilter& filter);
 absl::Status AuditVerify(CommandContext& ctx);
 // Verifies an audit log directory locally with kms/audit's offline verifier (no daemon).
 absl::Status AuditVerifyOffline(CommandContext& ctx, const std::string& public_key_file,

@@ -357,8 +357,8 @@ absl::Status Services::ConnectionSession::HandleUpload(const pb::Request& reques
       pb::Response response;
       response.mutable_attachment_put_abort();
       // Audited as a write that did not happen.
-      absl::Status audited = AuditAccess(audit::v1::ACCESS_WRITE, handle,
-                                         MakeError(ErrorCode::kCancelled, "abort"), 1);
+      absl::Status audited = AuditAccess(audit::v1::ACCESS_WRITE, audit::v1::PURPOSE_ATTACHMENTS,
+                                         handle, MakeError(ErrorCode::kCancelled, "abort"), 1);
       if (!audited.ok()) return SendError(sink, request, Public(audited));
       if (!aborted.ok() && ErrorCodeOf(aborted) != ErrorCode::kUploadClosed) {
         return SendError(sink, request, Public(aborted));
@@ -389,7 +389,8 @@ absl::Status Services::ConnectionSession::HandleDownload(const pb::Request& requ
     result = deps_.canaries->CheckRead(actor_, handle, pb::CANARY_ATTACHMENT, r.name());
   }
   // The read is audited before any byte leaves.
-  absl::Status audited = AuditAccess(audit::v1::ACCESS_READ, handle, result, 1);
+  absl::Status audited =
+      AuditAccess(audit::v1::ACCESS_READ, audit::v1::PURPOSE_ATTACHMENTS, handle, result, 1);
   if (!audited.ok()) return SendError(sink, request, Public(audited));
   if (!result.ok()) return SendError(sink, request, Public(result));
 

@@ -50,6 +50,35 @@ class Services::ConnectionSession final : public Session {
   }
 
  private:
+  // What a data operation's access entry names as its purpose: records, attachments or
+  // pseudonyms (keyctl audit who-read tells records from attachments by it).
+  static audit::v1::Purpose AccessPurpose(pb::Request::OpCase op) {
+    switch (op) {
+      case pb::Request::kRecordPut:
+      case pb::Request::kRecordGet:
+      case pb::Request::kRecordExists:
+      case pb::Request::kRecordDelete:
+      case pb::Request::kRecordRestore:
+      case pb::Request::kRecordList:
+        return audit::v1::PURPOSE_RECORDS;
+      case pb::Request::kAttachmentPutBegin:
+      case pb::Request::kAttachmentChunk:
+      case pb::Request::kAttachmentPutCommit:
+      case pb::Request::kAttachmentPutAbort:
+      case pb::Request::kAttachmentGet:
+      case pb::Request::kAttachmentMetadata:
+      case pb::Request::kAttachmentDelete:
+      case pb::Request::kAttachmentRestore:
+        return audit::v1::PURPOSE_ATTACHMENTS;
+      case pb::Request::kPseudonymize:
+      case pb::Request::kPseudonymTranslate:
+      case pb::Request::kPseudonymReidentify:
+        return audit::v1::PURPOSE_PSEUDONYM;
+      default:  // not a data operation: no data purpose
+        return audit::v1::PURPOSE_UNSPECIFIED;
+    }
+  }
+
   // A write, delete or restore's item, for its audit entry (AuditAccess).
   struct MovedItem {
     audit::ItemMove move;
@@ -88,10 +117,12 @@ class Services::ConnectionSession final : public Session {
   // `moved`, for a write, delete or restore that succeeded: the item's stored-key ref and the
   // operation's name go into the entry (record_ref, detail), so a restore from backup can replay
   // the moves made after it (kms/keys/full_backup.h; docs/audit.md, "Access entries").
-  absl::Status AuditAccess(audit::v1::EventKind kind, uint64_t handle, const absl::Status& result,
-                           uint32_t count, const MovedItem* moved = nullptr) {
+  absl::Status AuditAccess(audit::v1::EventKind kind, audit::v1::Purpose purpose, uint64_t handle,
+                           const absl::Status& result, uint32_t count,
+                           const MovedItem* moved = nullptr) {
     audit::AuditEvent event;
     event.kind = kind;
+    event.purpose = purpose;
     event.actor = actor_;
     event.dataset_handle = handle;
     event.result = ErrorCodeOf(result);
@@ -107,7 +138,8 @@ class Services::ConnectionSession final : public Session {
   absl::Status Finish(ResponseSink* sink, const pb::Request& request, audit::v1::EventKind kind,
                       uint64_t handle, const absl::Status& result, uint32_t count,
                       pb::Response response, const MovedItem* moved = nullptr) {
-    absl::Status audited = AuditAccess(kind, handle, result, count, moved);
+    absl::Status audited =
+        AuditAccess(kind, AccessPurpose(request.op_case()), handle, result, count, moved);
     if (!audited.ok()) return SendError(sink, request, Public(audited));
     if (!result.ok()) {
       return SendError(

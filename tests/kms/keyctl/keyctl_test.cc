@@ -265,6 +265,67 @@ TEST_F(KeyctlTest, AuditSearchByDatasetShowsItsCreation) {
   EXPECT_GT(verify.Json().at("entries").get<uint64_t>(), 0u);
 }
 
+// Issue 20 item 9: breach scope and SIEM export. The test's uid reads three records (one twice)
+// and one attachment; a failed read does not count; who-read gives it exactly that, and the
+// export is one JSON entry per line, oldest first, ending where the log does.
+TEST_F(KeyctlTest, AuditWhoReadSummarisesReadsAndExportStreamsJsonLines) {
+  Create("crm/scoped");
+  {
+    auto client = coffer::client::Client::Connect(daemon_->dir() + "/data.sock");
+    ASSERT_TRUE(client.ok()) << client.status();
+    for (const char* id : {"s1", "s2", "s3"}) {
+      ASSERT_TRUE((*client)->PutRecord("crm/scoped", id, "value").ok());
+      ASSERT_TRUE((*client)->GetRecord("crm/scoped", id).ok());
+    }
+    ASSERT_TRUE((*client)->GetRecord("crm/scoped", "s1").ok());
+    EXPECT_FALSE((*client)->GetRecord("crm/scoped", "missing").ok());
+    auto writer = (*client)->BeginAttachment("crm/scoped", "scan.pdf", "application/pdf");
+    ASSERT_TRUE(writer.ok()) << writer.status();
+    ASSERT_TRUE((*writer)->Append(std::string(1000, 's')).ok());
+    ASSERT_TRUE((*writer)->Commit().ok());
+    auto reader = (*client)->OpenAttachment("crm/scoped", "scan.pdf");
+    ASSERT_TRUE(reader.ok()) << reader.status();
+    ASSERT_TRUE((*reader)->ReadAll().ok());
+  }
+  Result who = Run("--json audit who-read crm/scoped --since 1h");
+  ASSERT_EQ(who.exit_code, 0) << who.err;
+  const json readers = who.Json().at("readers");
+  ASSERT_EQ(readers.size(), 1u) << who.out;
+  EXPECT_EQ(readers[0].at("uid").get<uint32_t>(), geteuid());
+  EXPECT_EQ(readers[0].at("records").get<uint64_t>(), 4u) << who.out;
+  EXPECT_EQ(readers[0].at("attachments").get<uint64_t>(), 1u) << who.out;
+  EXPECT_EQ(readers[0].at("unclassified").get<uint64_t>(), 0u) << who.out;
+  EXPECT_LE(readers[0].at("first_micros").get<int64_t>(),
+            readers[0].at("last_micros").get<int64_t>());
+  Result human = Run("audit who-read crm/scoped");
+  ASSERT_EQ(human.exit_code, 0) << human.err;
+  EXPECT_NE(human.out.find("ATTACHMENTS"), std::string::npos) << human.out;
+
+  Result exported = Run("audit export --dataset crm/scoped");
+  ASSERT_EQ(exported.exit_code, 0) << exported.err;
+  std::istringstream lines(exported.out);
+  uint64_t previous = 0;
+  size_t count = 0;
+  size_t reads = 0;
+  for (std::string line; std::getline(lines, line);) {
+    const json entry = json::parse(line);
+    EXPECT_GT(entry.at("sequence").get<uint64_t>(), previous);
+    previous = entry.at("sequence").get<uint64_t>();
+    EXPECT_EQ(entry.at("dataset"), "crm/scoped");
+    if (entry.at("kind") == "ACCESS_READ") ++reads;
+    ++count;
+  }
+  EXPECT_EQ(reads, 6u);  // 4 record reads, 1 failed read, 1 download
+  // The same entries as a search made after it (which also finds the export's own
+  // ADMIN_REQUEST entries: its queries named the dataset).
+  Result searched = Run("--json audit search --dataset crm/scoped --limit 100000");
+  ASSERT_EQ(searched.exit_code, 0) << searched.err;
+  const json later = searched.Json().at("entries");
+  ASSERT_GT(later.size(), count);
+  EXPECT_EQ(later[count - 1].at("sequence").get<uint64_t>(), previous);
+  EXPECT_EQ(later[count].at("kind"), "ADMIN_REQUEST");
+}
+
 TEST_F(KeyctlTest, ReencryptStartAndWaitReportsTheEnd) {
   Create("crm/reencrypt");
   Result started = Run("reencrypt start crm/reencrypt --json");
