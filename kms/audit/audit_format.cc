@@ -66,6 +66,10 @@ absl::StatusOr<SegmentHeader> DecodeSegmentHeader(std::string_view bytes) {
                          std::to_string(kOldestReadableFormatVersion) + " to " +
                          std::to_string(kFormatVersion) + ")");
   }
+  if (GetBigEndian(bytes.substr(at + 4, 4)) != 0) {
+    // Written as zero: anything else is a header no writer made (found by fuzz_audit_log).
+    return MakeError(ErrorCode::kAuditLogCorrupt, "audit segment header: reserved bytes not zero");
+  }
   at += 8;  // version and reserved
   SegmentHeader header;
   header.format_version = static_cast<uint32_t>(version);

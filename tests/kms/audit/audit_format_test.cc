@@ -93,6 +93,13 @@ TEST(AuditFormatTest, SegmentHeaderRoundTripAndVersionCheck) {
   std::string foreign = bytes;
   foreign[0] = 'X';
   EXPECT_EQ(ErrorCodeOf(DecodeSegmentHeader(foreign).status()), ErrorCode::kAuditLogCorrupt);
+  // The reserved u32 (bytes 12..15) is written as zero; a header with anything else there is
+  // refused, so every decoded header encodes back to its bytes (a fuzz_audit_log finding).
+  for (size_t at : {12, 15}) {
+    std::string reserved = bytes;
+    reserved[at] = 0x74;
+    EXPECT_EQ(ErrorCodeOf(DecodeSegmentHeader(reserved).status()), ErrorCode::kAuditLogCorrupt);
+  }
 }
 
 TEST(AuditFormatTest, SegmentFileNames) {
