@@ -393,8 +393,15 @@ absl::Status Daemon::Parts::StartJobs() {
         [full_backups, sources]() -> absl::Status {
           COFFER_ASSIGN_OR_RETURN(kms::FullBackupInfo info,
                                   full_backups->Create(sources, InternalActor()));
+          // Verified at once (every part re-read against the manifest): a backup that does not
+          // verify fails the job, whose failure status shows, and is not counted on.
+          if (absl::Status verified = full_backups->Verify(info.id); !verified.ok()) {
+            return MakeError(ErrorCodeOf(verified), "full backup " + std::to_string(info.id) +
+                                                        " was made but does not verify: " +
+                                                        std::string(verified.message()));
+          }
           COFFER_ASSIGN_OR_RETURN(std::vector<uint32_t> pruned, full_backups->PruneExpired());
-          LogInfo("jobs: full backup " + std::to_string(info.id) + " made (" +
+          LogInfo("jobs: full backup " + std::to_string(info.id) + " made and verified (" +
                   std::to_string(info.size_bytes) + " bytes); " + std::to_string(pruned.size()) +
                   " old backups pruned");
           return absl::OkStatus();

@@ -326,6 +326,34 @@ TEST_F(KeyctlTest, AuditWhoReadSummarisesReadsAndExportStreamsJsonLines) {
   EXPECT_EQ(later[count].at("kind"), "ADMIN_REQUEST");
 }
 
+// Issue 20 item 3: the scheduled backup job makes a full backup and verifies it at once; a run
+// 31 days later (on the daemon's clock) prunes the first, past the 30-day default, and keeps the
+// newest.
+TEST_F(KeyctlTest, TheScheduledBackupIsVerifiedAndPrunedPastItsAge) {
+  Create("crm/backed-up");
+  auto ids = [&] {
+    std::vector<uint64_t> found;
+    Result listed = Run("--json backup list");
+    EXPECT_EQ(listed.exit_code, 0) << listed.err;
+    for (const json& b : listed.JsonOrEmpty().value("backups", json::array())) {
+      found.push_back(b.at("id").get<uint64_t>());
+    }
+    return found;
+  };
+  const size_t before = ids().size();
+  Result first = daemon_->RunJobAfter(std::chrono::seconds(1), "backup");
+  ASSERT_EQ(first.exit_code, 0) << first.out << first.err;
+  const std::vector<uint64_t> after_first = ids();
+  ASSERT_EQ(after_first.size(), before + 1);
+  EXPECT_NE(daemon_->Logs().find("made and verified"), std::string::npos);
+
+  Result second = daemon_->RunJobAfter(std::chrono::hours(24 * 31), "backup");
+  ASSERT_EQ(second.exit_code, 0) << second.out << second.err;
+  const std::vector<uint64_t> after_second = ids();
+  ASSERT_EQ(after_second.size(), 1u);
+  EXPECT_GT(after_second[0], after_first.back());
+}
+
 TEST_F(KeyctlTest, ReencryptStartAndWaitReportsTheEnd) {
   Create("crm/reencrypt");
   Result started = Run("reencrypt start crm/reencrypt --json");
