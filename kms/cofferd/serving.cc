@@ -28,6 +28,7 @@
 #include "kms/cofferd/internal/daemon_parts.h"
 #include "storage/reencryption.h"
 #include "storage/reindex.h"
+#include "storage/scrub.h"
 
 namespace coffer::cofferd {
 
@@ -331,6 +332,39 @@ std::function<absl::Status()> DiskRoomHook(const daemon::Config& config) {
   return [guard] { return guard->Room(); };
 }
 
+// One run of the scheduled scrub: every dataset's items authenticated; each damaged item raises
+// EVENT_DAMAGED_ITEM (once per reference, ever), and a finding that is not damage (a key store
+// that does not answer, say) fails the run, which its job status shows.
+absl::Status ScheduledScrub(storage::DataDb* data, kms::KeyManager* keys,
+                            daemon::DamagedItemEvents* damaged_events) {
+  COFFER_ASSIGN_OR_RETURN(storage::ScrubReport report, storage::Scrub(data, keys, std::nullopt));
+  std::map<uint64_t, std::vector<storage::DamagedItem>> damaged;
+  size_t unchecked = 0;
+  std::string first_unchecked;
+  for (const storage::ScrubFinding& finding : report.findings) {
+    if (!storage::IsDamageCode(finding.code)) {
+      if (unchecked++ == 0) first_unchecked = std::string(ErrorCodeName(finding.code));
+      continue;
+    }
+    damaged[finding.dataset_handle].push_back({finding.ref, finding.code, finding.column_family});
+  }
+  size_t damaged_count = 0;
+  for (const auto& [handle, items] : damaged) {
+    absl::StatusOr<kms::DatasetInfo> info = keys->DescribeDataset(handle);
+    damaged_events->Raise(handle, info.ok() ? info->name : std::string(), items).IgnoreError();
+    damaged_count += items.size();
+  }
+  LogInfo("jobs: scheduled scrub checked " + std::to_string(report.entries_checked) +
+          " entries: " + std::to_string(damaged_count) + " damaged, " + std::to_string(unchecked) +
+          " could not be checked");
+  if (unchecked > 0) {
+    return MakeError(ErrorCode::kUnavailable,
+                     "scheduled scrub: " + std::to_string(unchecked) +
+                         " entries could not be checked (first: " + first_unchecked + ")");
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 absl::Status Daemon::Parts::StartJobs() {
@@ -406,6 +440,15 @@ absl::Status Daemon::Parts::StartJobs() {
                   " old backups pruned");
           return absl::OkStatus();
         }));
+  }
+  if (config.jobs().scrub_interval_seconds() > 0) {
+    storage::DataDb* scrubbed = data_db.get();
+    kms::KeyManager* keys = key_manager;
+    daemon::DamagedItemEvents* damaged_items = damaged_events.get();
+    COFFER_RETURN_IF_ERROR(jobs->RegisterPeriodic(
+        "scrub", coffer::v1::JOB_SCHEDULED_SCRUB,
+        std::chrono::seconds(config.jobs().scrub_interval_seconds()),
+        [scrubbed, keys, damaged_items] { return ScheduledScrub(scrubbed, keys, damaged_items); }));
   }
   jobs->StartScheduler();
   ResumeUnfinishedJobs();

@@ -254,10 +254,9 @@ namespace {
 // `keyctl job run NAME`: the periodic jobs by the names cofferd registers them under.
 const std::map<std::string, pb::JobKind>& PeriodicJobs() {
   static const auto* const kJobs = new std::map<std::string, pb::JobKind>{
-      {"rotation", pb::JOB_ROTATION},
-      {"bin-retention", pb::JOB_BIN_RETENTION},
-      {"backup", pb::JOB_BACKUP},
-      {"upload-cleanup", pb::JOB_UPLOAD_CLEANUP},
+      {"rotation", pb::JOB_ROTATION},     {"bin-retention", pb::JOB_BIN_RETENTION},
+      {"backup", pb::JOB_BACKUP},         {"upload-cleanup", pb::JOB_UPLOAD_CLEANUP},
+      {"scrub", pb::JOB_SCHEDULED_SCRUB},
   };
   return *kJobs;
 }
@@ -289,7 +288,7 @@ void AddJobRunCommand(CLI::App& app, CommandLine& line) {
                              "keyctl job run rotation");
   std::vector<std::string> names;
   for (const auto& [n, kind] : PeriodicJobs()) names.push_back(n);
-  run->add_option("NAME", name, "rotation, bin-retention, backup or upload-cleanup")
+  run->add_option("NAME", name, "rotation, bin-retention, backup, upload-cleanup or scrub")
       ->required()
       ->check(CLI::IsMember(names));
   line.Runs(run, [&name](CommandContext& ctx) { return JobRun(ctx, name); });

@@ -108,7 +108,7 @@ std::string KeyctlConfigBody(const CofferdOptions& options) {
             " } datasets: \"*\" rights: READ rights: WRITE rights: DELETE }\n";
     text += "admins { uid: " + me + " }\n";
   }
-  text += "jobs { backup_interval_seconds: 86400";
+  text += "jobs { backup_interval_seconds: 86400 scrub_interval_seconds: 86400";
   if (options.rotation_check_seconds.has_value()) {
     text += " rotation_check_seconds: " + std::to_string(*options.rotation_check_seconds);
   }

@@ -265,6 +265,30 @@ TEST_F(DamagedItemTest, ExportLeavesOutADamagedRecordAndAnAttachmentDamagedInASe
             small);
 }
 
+// Issue 20 item 2: the scheduled scrub (jobs.scrub_interval_seconds, daily in the harness) finds
+// the damaged record with no listing or admin asking, raises EVENT_DAMAGED_ITEM for it once, and
+// not again on its next run.
+TEST_F(DamagedItemTest, TheScheduledScrubRaisesADamagedItemOnce) {
+  {
+    auto c = Connect();
+    ASSERT_NE(c, nullptr);
+    for (int i = 0; i < kRecords; ++i) ASSERT_TRUE(c->PutRecord(kDataset, Id(i), Value(i)).ok());
+  }
+  ASSERT_TRUE(daemon_->Stop());
+  const std::string key = AlterFirstRecordOnDisk();
+  ASSERT_FALSE(key.empty());
+  ASSERT_TRUE(daemon_->Start());
+  EXPECT_TRUE(NewDamagedEvents().empty());
+  KeyctlResult ran = Run("job run scrub");
+  ASSERT_EQ(ran.exit_code, 0) << ran.out << ran.err << daemon_->Logs();
+  std::vector<json> raised = NewDamagedEvents();
+  ASSERT_EQ(raised.size(), 1u);
+  EXPECT_EQ(raised[0].value("damaged_ref", ""), storage::DamagedRef("records", key));
+  ASSERT_EQ(Run("job run scrub").exit_code, 0);
+  EXPECT_TRUE(NewDamagedEvents().empty());
+  EXPECT_NE(daemon_->Logs().find("scheduled scrub checked"), std::string::npos);
+}
+
 // What an admin does with a reference when no client knows the id: `keyctl bin purge --damaged`
 // purges the damaged record and the attachment damaged in a segment (its segments with it), a
 // later scrub finds nothing, every good item stays, and an unknown reference is NOT_FOUND.
