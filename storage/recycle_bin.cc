@@ -1,6 +1,7 @@
 #include "storage/recycle_bin.h"
 
 #include <algorithm>
+#include <functional>
 #include <mutex>
 #include <set>
 #include <string>
@@ -111,6 +112,33 @@ absl::StatusOr<std::pair<Cf, std::string>> FindByDamagedRef(DataDb* db, uint64_t
     COFFER_RETURN_IF_ERROR(FromRocks(it->status(), "iterate"));
   }
   return std::pair<Cf, std::string>{Cf::kRecords, std::string()};
+}
+
+// Adds to `batch` the deletion of `item` (of `cf`) wherever it is, live and in the bin, with an
+// attachment's segments. `check`, when set, is called first with each entry found (a purge's
+// compliance lock); its error stops the deletion.
+absl::Status DeleteStoredItem(DataDb* db, Cf cf, const internal::StoredItem& item,
+                              const std::function<absl::Status(std::string_view)>& check,
+                              rocksdb::WriteBatch* batch) {
+  if (item.live) {
+    if (check) COFFER_RETURN_IF_ERROR(check(*item.live));
+    if (cf == Cf::kAttachmentPointers) {
+      COFFER_RETURN_IF_ERROR(internal::DeleteSegmentsOf(db, item.stored_key, *item.live, batch));
+    }
+    COFFER_RETURN_IF_ERROR(FromRocks(batch->Delete(db->cf(cf), item.stored_key), "batch"));
+  }
+  if (item.binned) {
+    if (check || cf == Cf::kAttachmentPointers) {  // a record's bin value goes unread otherwise
+      COFFER_ASSIGN_OR_RETURN(internal::BinValue bin, internal::ParseBinValue(*item.binned));
+      if (check) COFFER_RETURN_IF_ERROR(check(bin.entry));
+      if (cf == Cf::kAttachmentPointers) {
+        COFFER_RETURN_IF_ERROR(internal::DeleteSegmentsOf(db, item.stored_key, bin.entry, batch));
+      }
+    }
+    COFFER_RETURN_IF_ERROR(
+        FromRocks(batch->Delete(db->cf(Cf::kRecycleBin), item.bin_key), "batch"));
+  }
+  return absl::OkStatus();
 }
 
 bool Elapsed(int64_t since_us, std::chrono::seconds period,
@@ -354,33 +382,15 @@ absl::Status RecycleBin::PurgeItem(Cf cf, uint64_t handle, std::string_view name
     // The journal's ref: the stored key the item was found under (live first), which is also
     // the version an older backup holds it under (entries only ever move to newer versions).
     std::string journaled_key;
+    const auto compliance = [&](std::string_view value) -> absl::Status {
+      COFFER_ASSIGN_OR_RETURN(internal::Entry entry, internal::ParseEntry(cf, value));
+      return internal::CheckComplianceLock(policy, entry.written_at_us, now);
+    };
     for (const std::string& stored_key : locked.keys.stored_keys) {
-      const std::string bin_key = internal::BinKey(cf, stored_key);
-      std::string live;
-      std::string binned;
-      bool live_found = false;
-      bool bin_found = false;
-      COFFER_RETURN_IF_ERROR(db_->Get(cf, stored_key, &live, &live_found));
-      COFFER_RETURN_IF_ERROR(db_->Get(Cf::kRecycleBin, bin_key, &binned, &bin_found));
-      if (live_found) {
-        COFFER_ASSIGN_OR_RETURN(internal::Entry entry, internal::ParseEntry(cf, live));
-        COFFER_RETURN_IF_ERROR(internal::CheckComplianceLock(policy, entry.written_at_us, now));
-        if (cf == Cf::kAttachmentPointers) {
-          COFFER_RETURN_IF_ERROR(internal::DeleteSegmentsOf(db_, stored_key, live, &batch));
-        }
-        COFFER_RETURN_IF_ERROR(FromRocks(batch.Delete(db_->cf(cf), stored_key), "batch"));
-        journaled_key = stored_key;
-      }
-      if (bin_found) {
-        COFFER_ASSIGN_OR_RETURN(internal::BinValue bin, internal::ParseBinValue(binned));
-        COFFER_ASSIGN_OR_RETURN(internal::Entry entry, internal::ParseEntry(cf, bin.entry));
-        COFFER_RETURN_IF_ERROR(internal::CheckComplianceLock(policy, entry.written_at_us, now));
-        if (cf == Cf::kAttachmentPointers) {
-          COFFER_RETURN_IF_ERROR(internal::DeleteSegmentsOf(db_, stored_key, bin.entry, &batch));
-        }
-        COFFER_RETURN_IF_ERROR(FromRocks(batch.Delete(db_->cf(Cf::kRecycleBin), bin_key), "batch"));
-        if (journaled_key.empty()) journaled_key = stored_key;
-      }
+      COFFER_ASSIGN_OR_RETURN(internal::StoredItem item,
+                              internal::ReadStoredItem(db_, cf, stored_key));
+      COFFER_RETURN_IF_ERROR(DeleteStoredItem(db_, cf, item, compliance, &batch));
+      if (item.live || (item.binned && journaled_key.empty())) journaled_key = stored_key;
     }
     if (journaled_key.empty()) return MakeError(not_found, "nothing live or in the bin");
     std::vector<crypto::HmacSha256Tag> other_refs;
@@ -400,30 +410,13 @@ absl::StatusOr<size_t> RecycleBin::ReplayPurges(DataDb* db, uint64_t handle, Pur
   const Cf cf = kind == PurgedItemKind::kRecord ? Cf::kRecords : Cf::kAttachmentPointers;
   size_t deleted = 0;
   for (const crypto::HmacSha256Tag& ref : refs) {
-    const std::string stored_key = internal::StoredKey(handle, ref);
-    const std::string bin_key = internal::BinKey(cf, stored_key);
+    std::string stored_key = internal::StoredKey(handle, ref);
     std::lock_guard<std::mutex> lock(db->StripeFor(internal::MacOf(stored_key)));
-    std::string live;
-    std::string binned;
-    bool live_found = false;
-    bool bin_found = false;
-    COFFER_RETURN_IF_ERROR(db->Get(cf, stored_key, &live, &live_found));
-    COFFER_RETURN_IF_ERROR(db->Get(Cf::kRecycleBin, bin_key, &binned, &bin_found));
-    if (!live_found && !bin_found) continue;
+    COFFER_ASSIGN_OR_RETURN(internal::StoredItem item,
+                            internal::ReadStoredItem(db, cf, std::move(stored_key)));
+    if (!item.live && !item.binned) continue;
     rocksdb::WriteBatch batch;
-    if (live_found) {
-      if (cf == Cf::kAttachmentPointers) {
-        COFFER_RETURN_IF_ERROR(internal::DeleteSegmentsOf(db, stored_key, live, &batch));
-      }
-      COFFER_RETURN_IF_ERROR(FromRocks(batch.Delete(db->cf(cf), stored_key), "batch"));
-    }
-    if (bin_found) {
-      if (cf == Cf::kAttachmentPointers) {
-        COFFER_ASSIGN_OR_RETURN(internal::BinValue bin, internal::ParseBinValue(binned));
-        COFFER_RETURN_IF_ERROR(internal::DeleteSegmentsOf(db, stored_key, bin.entry, &batch));
-      }
-      COFFER_RETURN_IF_ERROR(FromRocks(batch.Delete(db->cf(Cf::kRecycleBin), bin_key), "batch"));
-    }
+    COFFER_RETURN_IF_ERROR(DeleteStoredItem(db, cf, item, nullptr, &batch));
     COFFER_RETURN_IF_ERROR(db->Write(&batch));
     ++deleted;
   }
@@ -437,40 +430,37 @@ absl::StatusOr<BinMoveReport> RecycleBin::ReplayBinMoves(DataDb* db, uint64_t ha
   const Cf cf = kind == PurgedItemKind::kRecord ? Cf::kRecords : Cf::kAttachmentPointers;
   BinMoveReport report;
   for (const BinMove& move : moves) {
-    const std::string stored_key = internal::StoredKey(handle, move.ref);
-    const std::string bin_key = internal::BinKey(cf, stored_key);
+    std::string stored_key = internal::StoredKey(handle, move.ref);
     std::lock_guard<std::mutex> lock(db->StripeFor(internal::MacOf(stored_key)));
-    std::string live;
-    std::string binned;
-    bool live_found = false;
-    bool bin_found = false;
-    COFFER_RETURN_IF_ERROR(db->Get(cf, stored_key, &live, &live_found));
-    COFFER_RETURN_IF_ERROR(db->Get(Cf::kRecycleBin, bin_key, &binned, &bin_found));
+    COFFER_ASSIGN_OR_RETURN(internal::StoredItem item,
+                            internal::ReadStoredItem(db, cf, std::move(stored_key)));
     rocksdb::WriteBatch batch;
     if (move.to_bin) {
-      if (!live_found) {
+      if (!item.live) {
         ++report.not_found;
         continue;
       }
       // As MoveToBin: the bin keeps the latest deletion, and an older binned attachment's
       // segments go with the entry they belonged to.
-      if (bin_found && cf == Cf::kAttachmentPointers) {
-        COFFER_ASSIGN_OR_RETURN(internal::BinValue old, internal::ParseBinValue(binned));
-        COFFER_RETURN_IF_ERROR(internal::DeleteSegmentsOf(db, stored_key, old.entry, &batch));
+      if (item.binned && cf == Cf::kAttachmentPointers) {
+        COFFER_ASSIGN_OR_RETURN(internal::BinValue old, internal::ParseBinValue(*item.binned));
+        COFFER_RETURN_IF_ERROR(internal::DeleteSegmentsOf(db, item.stored_key, old.entry, &batch));
       }
-      COFFER_RETURN_IF_ERROR(FromRocks(batch.Delete(db->cf(cf), stored_key), "batch"));
-      COFFER_RETURN_IF_ERROR(FromRocks(batch.Put(db->cf(Cf::kRecycleBin), bin_key,
-                                                 internal::EncodeBinValue(move.at_micros, live)),
-                                       "batch"));
+      COFFER_RETURN_IF_ERROR(FromRocks(batch.Delete(db->cf(cf), item.stored_key), "batch"));
+      COFFER_RETURN_IF_ERROR(
+          FromRocks(batch.Put(db->cf(Cf::kRecycleBin), item.bin_key,
+                              internal::EncodeBinValue(move.at_micros, *item.live)),
+                    "batch"));
       ++report.to_bin;
     } else {
-      if (!bin_found || live_found) {
+      if (!item.binned || item.live) {
         ++report.not_found;
         continue;
       }
-      COFFER_ASSIGN_OR_RETURN(internal::BinValue bin, internal::ParseBinValue(binned));
-      COFFER_RETURN_IF_ERROR(FromRocks(batch.Put(db->cf(cf), stored_key, bin.entry), "batch"));
-      COFFER_RETURN_IF_ERROR(FromRocks(batch.Delete(db->cf(Cf::kRecycleBin), bin_key), "batch"));
+      COFFER_ASSIGN_OR_RETURN(internal::BinValue bin, internal::ParseBinValue(*item.binned));
+      COFFER_RETURN_IF_ERROR(FromRocks(batch.Put(db->cf(cf), item.stored_key, bin.entry), "batch"));
+      COFFER_RETURN_IF_ERROR(
+          FromRocks(batch.Delete(db->cf(Cf::kRecycleBin), item.bin_key), "batch"));
       ++report.from_bin;
     }
     COFFER_RETURN_IF_ERROR(db->Write(&batch));
@@ -478,23 +468,18 @@ absl::StatusOr<BinMoveReport> RecycleBin::ReplayBinMoves(DataDb* db, uint64_t ha
   return report;
 }
 
-absl::StatusOr<size_t> RecycleBin::CountStored(DataDb* db, uint64_t handle, PurgedItemKind kind,
-                                               std::span<const crypto::HmacSha256Tag> refs) {
+absl::StatusOr<RecycleBin::StoredCount> RecycleBin::CountStored(
+    DataDb* db, uint64_t handle, PurgedItemKind kind, std::span<const crypto::HmacSha256Tag> refs) {
   const Cf cf = kind == PurgedItemKind::kRecord ? Cf::kRecords : Cf::kAttachmentPointers;
   std::set<crypto::HmacSha256Tag> distinct(refs.begin(), refs.end());
-  size_t stored = 0;
+  StoredCount count;
+  count.distinct = distinct.size();
   for (const crypto::HmacSha256Tag& ref : distinct) {
-    const std::string stored_key = internal::StoredKey(handle, ref);
-    std::string value;
-    bool found = false;
-    COFFER_RETURN_IF_ERROR(db->Get(cf, stored_key, &value, &found));
-    if (!found) {
-      COFFER_RETURN_IF_ERROR(
-          db->Get(Cf::kRecycleBin, internal::BinKey(cf, stored_key), &value, &found));
-    }
-    if (found) ++stored;
+    COFFER_ASSIGN_OR_RETURN(internal::StoredItem item,
+                            internal::ReadStoredItem(db, cf, internal::StoredKey(handle, ref)));
+    if (item.live || item.binned) ++count.held;
   }
-  return stored;
+  return count;
 }
 
 absl::StatusOr<PurgedItemKind> RecycleBin::PurgeDamaged(uint64_t handle, std::string_view ref,
@@ -510,17 +495,12 @@ absl::StatusOr<PurgedItemKind> RecycleBin::PurgeDamaged(uint64_t handle, std::st
     return MakeError(ErrorCode::kNotFound,
                      "no item of the dataset has this damaged-item reference");
   }
-  Cf item_cf = found_cf;
-  std::string stored_key = found_key;
-  if (found_cf == Cf::kRecycleBin) {
-    COFFER_ASSIGN_OR_RETURN(internal::BinKeyParts parts, internal::ParseBinKey(found_key));
-    item_cf = parts.cf;
-    stored_key = std::move(parts.stored_key);
-  }
-  if ((item_cf != Cf::kRecords && item_cf != Cf::kAttachmentPointers) ||
-      stored_key.size() != internal::kStoredKeySize) {
+  absl::StatusOr<internal::BinKeyParts> item = internal::ItemKeyOf(found_cf, found_key);
+  if (!item.ok()) {
     return MakeError(ErrorCode::kNotFound, "the reference names no record or attachment");
   }
+  const Cf item_cf = item->cf;
+  const std::string& stored_key = item->stored_key;
   {
     std::lock_guard<std::mutex> lock(db_->StripeFor(internal::MacOf(stored_key)));
     std::string value;
@@ -529,11 +509,8 @@ absl::StatusOr<PurgedItemKind> RecycleBin::PurgeDamaged(uint64_t handle, std::st
     if (!present) {
       return MakeError(ErrorCode::kNotFound, "the item with this reference is gone");
     }
-    std::string_view entry = value;
-    if (found_cf == Cf::kRecycleBin) {
-      absl::StatusOr<internal::BinValue> bin = internal::ParseBinValue(value);
-      entry = bin.ok() ? bin->entry : std::string_view();
-    }
+    // A bin value too damaged to parse leaves no entry (its item is purged all the same).
+    const std::string_view entry = internal::EntryOf(found_cf, value).value_or(std::string_view());
     // Only a damaged item (as scrub finds it: the entry, an attachment's every segment): a
     // healthy one is purged by its id.
     absl::Status opened = CheckItem(db_, keys_, found_cf, found_key, value);

@@ -147,9 +147,14 @@ class RecycleBin {
                                                       PurgedItemKind kind,
                                                       std::span<const BinMove> moves);
 
-  // How many of `refs` (distinct) `db` holds for dataset `handle` of `kind`, live or binned.
-  static absl::StatusOr<size_t> CountStored(DataDb* db, uint64_t handle, PurgedItemKind kind,
-                                            std::span<const crypto::HmacSha256Tag> refs);
+  // How many distinct items `refs` name, and how many of those `db` holds for dataset `handle`
+  // of `kind`, live or binned.
+  struct StoredCount {
+    size_t distinct = 0;
+    size_t held = 0;
+  };
+  static absl::StatusOr<StoredCount> CountStored(DataDb* db, uint64_t handle, PurgedItemKind kind,
+                                                 std::span<const crypto::HmacSha256Tag> refs);
 
  private:
   enum class Due { kBinExpired, kMaxAge, kNow };

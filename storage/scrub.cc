@@ -117,16 +117,10 @@ class Scrubber {
 absl::Status CheckItem(DataDb* db, KeyProvider* keys, internal::Cf cf, std::string_view key,
                        std::string_view value, const rocksdb::Snapshot* snapshot,
                        uint64_t* segments_checked) {
-  Cf kind = cf;
-  std::string stored_key(key);
-  std::string_view entry = value;
-  if (cf == Cf::kRecycleBin) {
-    COFFER_ASSIGN_OR_RETURN(internal::BinKeyParts parts, internal::ParseBinKey(key));
-    kind = parts.cf;
-    stored_key = std::move(parts.stored_key);
-    COFFER_ASSIGN_OR_RETURN(internal::BinValue bin, internal::ParseBinValue(value));
-    entry = bin.entry;
-  }
+  COFFER_ASSIGN_OR_RETURN(internal::BinKeyParts item, internal::ItemKeyOf(cf, key));
+  COFFER_ASSIGN_OR_RETURN(std::string_view entry, internal::EntryOf(cf, value));
+  const Cf kind = item.cf;
+  const std::string& stored_key = item.stored_key;
   KeyPurpose purpose = kind == Cf::kRecords ? KeyPurpose::kRecords : KeyPurpose::kAttachments;
   COFFER_ASSIGN_OR_RETURN(internal::OpenedEntry opened,
                           internal::OpenEntry(keys, kind, purpose, stored_key, entry));

@@ -56,6 +56,12 @@ std::optional<CheckpointAnchor> NewestAnchor(const std::vector<CheckpointAnchor>
   return newest;
 }
 
+absl::StatusOr<std::optional<CheckpointAnchor>> ReadNewestAnchor(const std::string& path) {
+  if (path.empty()) return std::nullopt;
+  COFFER_ASSIGN_OR_RETURN(std::vector<CheckpointAnchor> anchors, ReadAnchorsFile(path));
+  return NewestAnchor(anchors);
+}
+
 absl::Status CheckLogReachesAnchor(const LogEnd& log, const CheckpointAnchor& anchor) {
   if (log.log_id != anchor.log_id) {
     return MakeError(ErrorCode::kAuditTampered,

@@ -45,6 +45,10 @@ absl::StatusOr<std::vector<CheckpointAnchor>> ReadAnchorsFile(const std::string&
 // checks the log id with CheckLogReachesAnchor.
 std::optional<CheckpointAnchor> NewestAnchor(const std::vector<CheckpointAnchor>& anchors);
 
+// NewestAnchor of the anchors file at `path`; nullopt when `path` is empty (no anchors file is
+// configured) or the file holds no anchor. Errors: ReadAnchorsFile's.
+absl::StatusOr<std::optional<CheckpointAnchor>> ReadNewestAnchor(const std::string& path);
+
 // Where a log ends: its id and the sequence of its last entry (nullopt: no entry at all).
 struct LogEnd {
   LogId log_id{};

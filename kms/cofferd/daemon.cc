@@ -145,12 +145,12 @@ absl::Status Daemon::Parts::OpenAudit() {
   options.clock = clock;
   options.key_db_generation = [this] { return KeyDbGeneration(); };
   if (!config.audit_anchor_file().empty()) {
-    absl::StatusOr<std::vector<kms::audit::CheckpointAnchor>> anchors =
-        kms::audit::ReadAnchorsFile(config.audit_anchor_file());
-    if (!anchors.ok()) {
-      return Context(anchors.status(), "audit_anchor_file (create it empty on a new installation)");
+    absl::StatusOr<std::optional<kms::audit::CheckpointAnchor>> newest =
+        kms::audit::ReadNewestAnchor(config.audit_anchor_file());
+    if (!newest.ok()) {
+      return Context(newest.status(), "audit_anchor_file (create it empty on a new installation)");
     }
-    options.minimum_anchor = kms::audit::NewestAnchor(*anchors);
+    options.minimum_anchor = *newest;
     LogInfo(options.minimum_anchor.has_value()
                 ? "audit: the log must reach the newest anchor in " + config.audit_anchor_file() +
                       ", sequence " + std::to_string(options.minimum_anchor->sequence)
@@ -183,6 +183,18 @@ absl::Status Daemon::Parts::OpenAudit() {
   return absl::OkStatus();
 }
 
+kms::KeyManagerOptions Daemon::Parts::KeyManagerBase() const {
+  kms::KeyManagerOptions options;
+  options.modules = {{kPrimaryModuleName, &hsm->wrapping_keys()}};
+  options.default_module = kPrimaryModuleName;
+  options.row_authenticator = &hsm->row_authenticator();
+  options.signer = &hsm->signer();
+  options.audit_log = audit_log.get();
+  options.default_policy = daemon::DefaultDatasetPolicy(config);
+  options.clock = clock;
+  return options;
+}
+
 absl::Status Daemon::Parts::RestoreFromBackup(uint32_t id, const std::string& backup_root) {
   // A new machine's state only: nothing here replaces a key DB or a data DB.
   for (const auto& [what, path] : std::vector<std::pair<std::string, std::string>>{
@@ -206,18 +218,9 @@ absl::Status Daemon::Parts::RestoreFromBackup(uint32_t id, const std::string& ba
   request.target_directory = config.state_directory() + "/restore-" + std::to_string(id);
   request.live_audit_directory = config.audit_directory();
   COFFER_ASSIGN_OR_RETURN(request.audit_public_key_pem, hsm->signer().PublicKeyPem());
-  if (!config.audit_anchor_file().empty()) {
-    COFFER_ASSIGN_OR_RETURN(std::vector<kms::audit::CheckpointAnchor> anchors,
-                            kms::audit::ReadAnchorsFile(config.audit_anchor_file()));
-    request.minimum_anchor = kms::audit::NewestAnchor(anchors);
-  }
-  request.key_manager.modules = {{kPrimaryModuleName, &hsm->wrapping_keys()}};
-  request.key_manager.default_module = kPrimaryModuleName;
-  request.key_manager.row_authenticator = &hsm->row_authenticator();
-  request.key_manager.signer = &hsm->signer();
-  request.key_manager.audit_log = audit_log.get();
-  request.key_manager.default_policy = daemon::DefaultDatasetPolicy(config);
-  request.key_manager.clock = clock;
+  COFFER_ASSIGN_OR_RETURN(request.minimum_anchor,
+                          kms::audit::ReadNewestAnchor(config.audit_anchor_file()));
+  request.key_manager = KeyManagerBase();
   request.actor = InternalActor();
   LogInfo("restore: backup " + std::to_string(id) + " from " + backup_options.directory +
           ", replaying the audit log in " + config.audit_directory());
@@ -257,15 +260,8 @@ absl::Status Daemon::Parts::OpenStores() {
   if (!db.ok()) return Context(db.status(), "data DB in " + config.data_directory());
   data_db = *std::move(db);
 
-  kms::KeyManagerOptions options;
+  kms::KeyManagerOptions options = KeyManagerBase();
   options.key_db_directory = config.key_db_directory();
-  options.modules = {{kPrimaryModuleName, &hsm->wrapping_keys()}};
-  options.default_module = kPrimaryModuleName;
-  options.row_authenticator = &hsm->row_authenticator();
-  options.signer = &hsm->signer();
-  options.audit_log = audit_log.get();
-  options.default_policy = daemon::DefaultDatasetPolicy(config);
-  options.clock = clock;
   // A key DB older than the log says is refused before anything writes to it (rolled back:
   // docs/threat-model.md, "Root who rolls files back").
   options.minimum_key_db_generation = audit_log->recorded_key_db_generation();

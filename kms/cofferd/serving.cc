@@ -616,13 +616,7 @@ BackupOperationDeps Daemon::Parts::BackupDeps(const std::string& audit_public_ke
   backup_deps.live_audit_directory = config.audit_directory();
   backup_deps.audit_anchor_file = config.audit_anchor_file();
   backup_deps.audit_public_key_pem = audit_public_key_pem;
-  backup_deps.restore_key_manager.modules = {{kPrimaryModuleName, &hsm->wrapping_keys()}};
-  backup_deps.restore_key_manager.default_module = kPrimaryModuleName;
-  backup_deps.restore_key_manager.row_authenticator = &hsm->row_authenticator();
-  backup_deps.restore_key_manager.signer = &hsm->signer();
-  backup_deps.restore_key_manager.audit_log = audit_log.get();
-  backup_deps.restore_key_manager.default_policy = daemon::DefaultDatasetPolicy(config);
-  backup_deps.restore_key_manager.clock = clock;
+  backup_deps.restore_key_manager = KeyManagerBase();
   return backup_deps;
 }
 

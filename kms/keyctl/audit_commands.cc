@@ -1,6 +1,7 @@
 #include "kms/keyctl/audit_commands.h"
 
 #include <CLI/CLI.hpp>
+#include <algorithm>
 #include <deque>
 #include <fstream>
 #include <functional>
@@ -50,11 +51,21 @@ void PrintAuditJson(CommandContext& ctx, const std::vector<pb::AuditRecord>& ent
   PrintJson(ctx, {{"entries", std::move(array)}, {"more", more}});
 }
 
-// Calls `each` with every entry matching `filter` (limit aside), oldest first, a page at a time.
-absl::Status ForEachAuditEntry(CommandContext& ctx, const AuditFilter& filter,
-                               const std::function<void(const pb::AuditRecord&)>& each) {
-  uint64_t after = 0;
-  while (true) {
+// Where a walk over the log starts and how far it goes.
+struct AuditPaging {
+  uint64_t after = 0;  // entries after this sequence
+  uint64_t limit = 0;  // at most this many entries; 0: every matching entry
+};
+
+// Calls `each` with every entry matching `filter` (its limit aside; `paging` says how many),
+// oldest first, a page at a time. Returns whether more entries match than `each` was given.
+absl::StatusOr<bool> ForEachAuditEntry(CommandContext& ctx, const AuditFilter& filter,
+                                       const AuditPaging& paging,
+                                       const std::function<void(const pb::AuditRecord&)>& each) {
+  constexpr uint64_t kPage = 10'000;
+  uint64_t after = paging.after;
+  uint64_t given = 0;
+  while (paging.limit == 0 || given < paging.limit) {
     pb::Request request;
     auto* q = request.mutable_audit_query();
     q->set_since_micros(filter.since_micros);
@@ -62,13 +73,15 @@ absl::Status ForEachAuditEntry(CommandContext& ctx, const AuditFilter& filter,
     q->set_dataset(filter.dataset);
     if (filter.caller_uid) q->set_caller_uid(*filter.caller_uid);
     q->set_after_sequence(after);
-    q->set_limit(10'000);
+    q->set_limit(
+        static_cast<uint32_t>(paging.limit == 0 ? kPage : std::min(kPage, paging.limit - given)));
     COFFER_ASSIGN_OR_RETURN(pb::Response response, ctx.Call(std::move(request)));
     for (const pb::AuditRecord& e : response.audit_query().entries()) each(e);
-    if (!response.audit_query().more() || response.audit_query().entries_size() == 0) break;
+    given += response.audit_query().entries_size();
+    if (!response.audit_query().more() || response.audit_query().entries_size() == 0) return false;
     after = response.audit_query().entries().rbegin()->sequence();
   }
-  return absl::OkStatus();
+  return true;  // stopped at the limit with more matching
 }
 
 // One caller's reads, for who-read.
@@ -85,23 +98,25 @@ struct Reader {
 
 absl::Status AuditWhoRead(CommandContext& ctx, const AuditFilter& filter) {
   std::map<uint32_t, Reader> readers;
-  COFFER_RETURN_IF_ERROR(ForEachAuditEntry(ctx, filter, [&](const pb::AuditRecord& e) {
-    const bool read = e.kind() == "ACCESS_READ" || e.kind() == "CANARY_READ";
-    const bool reidentify = e.kind() == "ACCESS_REIDENTIFY";
-    if ((!read && !reidentify) || e.result_code() != 0 || e.socket() != "data") return;
-    Reader& r = readers[e.uid()];
-    if (reidentify) {
-      r.reidentified += e.record_count();
-    } else if (e.purpose() == pb::PURPOSE_RECORDS) {
-      r.records += e.record_count();
-    } else if (e.purpose() == pb::PURPOSE_ATTACHMENTS) {
-      r.attachments += e.record_count();
-    } else {
-      r.unclassified += e.record_count();
-    }
-    if (r.first_micros == 0) r.first_micros = e.time_micros();
-    r.last_micros = e.time_micros();
-  }));
+  COFFER_RETURN_IF_ERROR(ForEachAuditEntry(ctx, filter, {}, [&](const pb::AuditRecord& e) {
+                           const bool read = e.kind() == "ACCESS_READ" || e.kind() == "CANARY_READ";
+                           const bool reidentify = e.kind() == "ACCESS_REIDENTIFY";
+                           if ((!read && !reidentify) || e.result_code() != 0 ||
+                               e.socket() != "data")
+                             return;
+                           Reader& r = readers[e.uid()];
+                           if (reidentify) {
+                             r.reidentified += e.record_count();
+                           } else if (e.purpose() == pb::PURPOSE_RECORDS) {
+                             r.records += e.record_count();
+                           } else if (e.purpose() == pb::PURPOSE_ATTACHMENTS) {
+                             r.attachments += e.record_count();
+                           } else {
+                             r.unclassified += e.record_count();
+                           }
+                           if (r.first_micros == 0) r.first_micros = e.time_micros();
+                           r.last_micros = e.time_micros();
+                         }).status());
   if (ctx.json()) {
     nlohmann::json array = nlohmann::json::array();
     for (const auto& [uid, r] : readers) {
@@ -133,7 +148,9 @@ absl::Status AuditWhoRead(CommandContext& ctx, const AuditFilter& filter) {
 
 absl::Status AuditExport(CommandContext& ctx, const AuditFilter& filter) {
   return ForEachAuditEntry(
-      ctx, filter, [&](const pb::AuditRecord& e) { ctx.out() << ProtoToJson(e).dump() << '\n'; });
+             ctx, filter, {},
+             [&](const pb::AuditRecord& e) { ctx.out() << ProtoToJson(e).dump() << '\n'; })
+      .status();
 }
 
 absl::Status AuditShow(CommandContext& ctx, uint32_t limit) {
@@ -143,19 +160,14 @@ absl::Status AuditShow(CommandContext& ctx, uint32_t limit) {
   const uint64_t next = status.status().audit_entries();
   // Start just before the newest `limit` entries and page to the end, keeping the last `limit`
   // (the log grows while we read: the status and these queries may be audited).
-  uint64_t after = next > limit ? next - limit - 1 : 0;
+  AuditPaging paging;
+  paging.after = next > limit ? next - limit - 1 : 0;
   std::deque<pb::AuditRecord> newest;
-  while (true) {
-    pb::Request request;
-    request.mutable_audit_query()->set_after_sequence(after);
-    COFFER_ASSIGN_OR_RETURN(pb::Response response, ctx.Call(std::move(request)));
-    for (const pb::AuditRecord& e : response.audit_query().entries()) {
-      newest.push_back(e);
-      if (newest.size() > limit) newest.pop_front();
-    }
-    if (!response.audit_query().more() || response.audit_query().entries_size() == 0) break;
-    after = response.audit_query().entries().rbegin()->sequence();
-  }
+  COFFER_RETURN_IF_ERROR(
+      ForEachAuditEntry(ctx, AuditFilter{}, paging, [&](const pb::AuditRecord& e) {
+        newest.push_back(e);
+        if (newest.size() > limit) newest.pop_front();
+      }).status());
   std::vector<pb::AuditRecord> entries(newest.begin(), newest.end());
   if (ctx.json()) {
     PrintAuditJson(ctx, entries, false);
@@ -167,23 +179,11 @@ absl::Status AuditShow(CommandContext& ctx, uint32_t limit) {
 
 absl::Status AuditSearch(CommandContext& ctx, const AuditFilter& filter) {
   std::vector<pb::AuditRecord> entries;
-  uint64_t after = 0;
-  bool more = false;
-  while (entries.size() < filter.limit) {
-    pb::Request request;
-    auto* q = request.mutable_audit_query();
-    q->set_since_micros(filter.since_micros);
-    q->set_until_micros(filter.until_micros);
-    q->set_dataset(filter.dataset);
-    if (filter.caller_uid) q->set_caller_uid(*filter.caller_uid);
-    q->set_after_sequence(after);
-    q->set_limit(static_cast<uint32_t>(filter.limit - entries.size()));
-    COFFER_ASSIGN_OR_RETURN(pb::Response response, ctx.Call(std::move(request)));
-    for (const pb::AuditRecord& e : response.audit_query().entries()) entries.push_back(e);
-    more = response.audit_query().more();
-    if (!more || response.audit_query().entries_size() == 0) break;
-    after = response.audit_query().entries().rbegin()->sequence();
-  }
+  AuditPaging paging;
+  paging.limit = filter.limit;  // at least 1 (the command line checks it)
+  COFFER_ASSIGN_OR_RETURN(
+      const bool more, ForEachAuditEntry(ctx, filter, paging,
+                                         [&](const pb::AuditRecord& e) { entries.push_back(e); }));
   if (ctx.json()) {
     PrintAuditJson(ctx, entries, more);
     return absl::OkStatus();

@@ -316,12 +316,13 @@ absl::Status ReplayIntoDataDb(const std::string& data_dir, const ReplayPlan& pla
   // Counted before the moves (which never change whether an item is held) and after the
   // purges (a purged item's newer value is as lost as a new item's).
   for (const auto& [key, refs] : plan.writes) {
-    COFFER_ASSIGN_OR_RETURN(size_t held, storage::RecycleBin::CountStored(
-                                             db.get(), std::get<0>(key), std::get<1>(key), refs));
-    const size_t distinct = std::set<crypto::HmacSha256Tag>(refs.begin(), refs.end()).size();
+    COFFER_ASSIGN_OR_RETURN(
+        storage::RecycleBin::StoredCount count,
+        storage::RecycleBin::CountStored(db.get(), std::get<0>(key), std::get<1>(key), refs));
     const bool record = std::get<1>(key) == storage::PurgedItemKind::kRecord;
-    (record ? report->records_overwritten : report->attachments_overwritten) += held;
-    (record ? report->records_written_new : report->attachments_written_new) += distinct - held;
+    (record ? report->records_overwritten : report->attachments_overwritten) += count.held;
+    (record ? report->records_written_new : report->attachments_written_new) +=
+        count.distinct - count.held;
   }
   for (const auto& [key, moves] : plan.moves) {
     COFFER_ASSIGN_OR_RETURN(

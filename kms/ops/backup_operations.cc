@@ -90,11 +90,8 @@ std::map<Request::OpCase, daemon::AdminOperationHandler> BackupOperations(
     restore.target_directory = target;
     restore.live_audit_directory = shared->live_audit_directory;
     restore.audit_public_key_pem = shared->audit_public_key_pem;
-    if (!shared->audit_anchor_file.empty()) {
-      COFFER_ASSIGN_OR_RETURN(std::vector<kms::audit::CheckpointAnchor> anchors,
-                              kms::audit::ReadAnchorsFile(shared->audit_anchor_file));
-      restore.minimum_anchor = kms::audit::NewestAnchor(anchors);
-    }
+    COFFER_ASSIGN_OR_RETURN(restore.minimum_anchor,
+                            kms::audit::ReadNewestAnchor(shared->audit_anchor_file));
     restore.key_manager = shared->restore_key_manager;
     restore.actor = actor;
     absl::StatusOr<kms::RestoreReport> report =

@@ -29,34 +29,26 @@
 
 namespace coffer::daemon {
 
-absl::Status Services::ConnectionSession::HandleData(const pb::Request& request,
+absl::Status Services::ConnectionSession::HandleData(const pb::Request& request, Handler handler,
                                                      ResponseSink* sink) {
   const std::string_view dataset = DatasetNamedBy(request);
   absl::StatusOr<uint64_t> handle =
       MakeError(ErrorCode::kMalformedRequest, "the request names no dataset");
   if (!dataset.empty()) handle = deps_.keys->FindDataset(dataset);
-  switch (request.op_case()) {
-    case pb::Request::kRecordPut:
-    case pb::Request::kRecordGet:
-    case pb::Request::kRecordExists:
-    case pb::Request::kRecordDelete:
-    case pb::Request::kRecordRestore:
-    case pb::Request::kRecordList:
+  switch (handler) {
+    case Handler::kRecords:
       return HandleRecord(request, sink, handle);
-    case pb::Request::kAttachmentPutBegin:
-    case pb::Request::kAttachmentGet:
-    case pb::Request::kAttachmentMetadata:
-    case pb::Request::kAttachmentDelete:
-    case pb::Request::kAttachmentRestore:
+    case Handler::kAttachments:
       return HandleAttachment(request, sink, handle);
-    case pb::Request::kPseudonymize:
-    case pb::Request::kPseudonymTranslate:
-    case pb::Request::kPseudonymReidentify:
+    case Handler::kPseudonyms:
       return HandlePseudonym(request, sink, handle);
-    default:
-      return SendError(sink, request,
-                       MakeError(ErrorCode::kMalformedRequest, "unknown data operation"));
+    case Handler::kUploadFrame:
+    case Handler::kAdmin:
+    case Handler::kAdminControl:
+    case Handler::kWired:
+      break;
   }
+  return SendError(sink, request, MakeError(ErrorCode::kMalformedRequest, "not a data operation"));
 }
 
 // record_put, _get, _exists, _delete, _restore, _list. `handle`: the dataset the request names, or

@@ -42,23 +42,23 @@ constexpr DatasetNameFn kNoDataset = nullptr;
 // clang-format off
 constexpr OperationRow kRows[] = {
   // op                      name                    sockets data right          effect mfa      dual control               dataset                                          handler           audit
-  {R::kRecordPut,            "record_put",            kData,  kRightWrite,        kRW,  kNoCode, DC::kNever,                COFFER_NAMED_BY(record_put, dataset),            H::kData,         kEach},
-  {R::kRecordGet,            "record_get",            kData,  kRightRead,         kRO,  kNoCode, DC::kNever,                COFFER_NAMED_BY(record_get, dataset),            H::kData,         kEach},
-  {R::kRecordExists,         "record_exists",         kData,  kRightRead,         kRO,  kNoCode, DC::kNever,                COFFER_NAMED_BY(record_exists, dataset),         H::kData,         kEach},
-  {R::kRecordDelete,         "record_delete",         kData,  kRightDelete,       kRW,  kNoCode, DC::kNever,                COFFER_NAMED_BY(record_delete, dataset),         H::kData,         kEach},
-  {R::kRecordRestore,        "record_restore",        kMeta,  kRightDelete,       kRW,  kCode,   DC::kNever,                COFFER_NAMED_BY(record_restore, dataset),        H::kData,         kEach},
-  {R::kRecordList,           "record_list",           kData,  kRightRead,         kRO,  kNoCode, DC::kNever,                COFFER_NAMED_BY(record_list, dataset),           H::kData,         kEach},
-  {R::kAttachmentPutBegin,   "attachment_put_begin",  kData,  kRightWrite,        kRW,  kNoCode, DC::kNever,                COFFER_NAMED_BY(attachment_put_begin, dataset),  H::kData,         kEach},
+  {R::kRecordPut,            "record_put",            kData,  kRightWrite,        kRW,  kNoCode, DC::kNever,                COFFER_NAMED_BY(record_put, dataset),            H::kRecords,      kEach},
+  {R::kRecordGet,            "record_get",            kData,  kRightRead,         kRO,  kNoCode, DC::kNever,                COFFER_NAMED_BY(record_get, dataset),            H::kRecords,      kEach},
+  {R::kRecordExists,         "record_exists",         kData,  kRightRead,         kRO,  kNoCode, DC::kNever,                COFFER_NAMED_BY(record_exists, dataset),         H::kRecords,      kEach},
+  {R::kRecordDelete,         "record_delete",         kData,  kRightDelete,       kRW,  kNoCode, DC::kNever,                COFFER_NAMED_BY(record_delete, dataset),         H::kRecords,      kEach},
+  {R::kRecordRestore,        "record_restore",        kMeta,  kRightDelete,       kRW,  kCode,   DC::kNever,                COFFER_NAMED_BY(record_restore, dataset),        H::kRecords,      kEach},
+  {R::kRecordList,           "record_list",           kData,  kRightRead,         kRO,  kNoCode, DC::kNever,                COFFER_NAMED_BY(record_list, dataset),           H::kRecords,      kEach},
+  {R::kAttachmentPutBegin,   "attachment_put_begin",  kData,  kRightWrite,        kRW,  kNoCode, DC::kNever,                COFFER_NAMED_BY(attachment_put_begin, dataset),  H::kAttachments,  kEach},
   {R::kAttachmentChunk,      "attachment_chunk",      kData,  kRightWrite,        kRW,  kNoCode, DC::kNever,                kNoDataset,                                      H::kUploadFrame,  kEach},
   {R::kAttachmentPutCommit,  "attachment_put_commit", kData,  kRightWrite,        kRW,  kNoCode, DC::kNever,                kNoDataset,                                      H::kUploadFrame,  kEach},
   {R::kAttachmentPutAbort,   "attachment_put_abort",  kData,  kRightWrite,        kRW,  kNoCode, DC::kNever,                kNoDataset,                                      H::kUploadFrame,  kEach},
-  {R::kAttachmentGet,        "attachment_get",        kData,  kRightRead,         kRO,  kNoCode, DC::kNever,                COFFER_NAMED_BY(attachment_get, dataset),        H::kData,         kEach},
-  {R::kAttachmentMetadata,   "attachment_metadata",   kData,  kRightRead,         kRO,  kNoCode, DC::kNever,                COFFER_NAMED_BY(attachment_metadata, dataset),   H::kData,         kEach},
-  {R::kAttachmentDelete,     "attachment_delete",     kData,  kRightDelete,       kRW,  kNoCode, DC::kNever,                COFFER_NAMED_BY(attachment_delete, dataset),     H::kData,         kEach},
-  {R::kAttachmentRestore,    "attachment_restore",    kMeta,  kRightDelete,       kRW,  kCode,   DC::kNever,                COFFER_NAMED_BY(attachment_restore, dataset),    H::kData,         kEach},
-  {R::kPseudonymize,         "pseudonymize",          kData,  kRightPseudonymize, kRO,  kNoCode, DC::kNever,                COFFER_NAMED_BY(pseudonymize, dataset),          H::kData,         kEach},
-  {R::kPseudonymReidentify,  "pseudonym_reidentify",  kData,  kRightReidentify,   kRO,  kNoCode, DC::kNever,                COFFER_NAMED_BY(pseudonym_reidentify, dataset),  H::kData,         kEach},
-  {R::kPseudonymTranslate,   "pseudonym_translate",   kData,  kRightPseudonymize, kRO,  kNoCode, DC::kNever,                COFFER_NAMED_BY(pseudonym_translate, dataset),   H::kData,         kEach},
+  {R::kAttachmentGet,        "attachment_get",        kData,  kRightRead,         kRO,  kNoCode, DC::kNever,                COFFER_NAMED_BY(attachment_get, dataset),        H::kAttachments,  kEach},
+  {R::kAttachmentMetadata,   "attachment_metadata",   kData,  kRightRead,         kRO,  kNoCode, DC::kNever,                COFFER_NAMED_BY(attachment_metadata, dataset),   H::kAttachments,  kEach},
+  {R::kAttachmentDelete,     "attachment_delete",     kData,  kRightDelete,       kRW,  kNoCode, DC::kNever,                COFFER_NAMED_BY(attachment_delete, dataset),     H::kAttachments,  kEach},
+  {R::kAttachmentRestore,    "attachment_restore",    kMeta,  kRightDelete,       kRW,  kCode,   DC::kNever,                COFFER_NAMED_BY(attachment_restore, dataset),    H::kAttachments,  kEach},
+  {R::kPseudonymize,         "pseudonymize",          kData,  kRightPseudonymize, kRO,  kNoCode, DC::kNever,                COFFER_NAMED_BY(pseudonymize, dataset),          H::kPseudonyms,   kEach},
+  {R::kPseudonymReidentify,  "pseudonym_reidentify",  kData,  kRightReidentify,   kRO,  kNoCode, DC::kNever,                COFFER_NAMED_BY(pseudonym_reidentify, dataset),  H::kPseudonyms,   kEach},
+  {R::kPseudonymTranslate,   "pseudonym_translate",   kData,  kRightPseudonymize, kRO,  kNoCode, DC::kNever,                COFFER_NAMED_BY(pseudonym_translate, dataset),   H::kPseudonyms,   kEach},
   {R::kDatasetCreate,        "dataset_create",        kAdmin, kRightNone,         kRW,  kCode,   DC::kNever,                COFFER_NAMED_BY(dataset_create, name),           H::kAdmin,        kEach},
   {R::kDatasetList,          "dataset_list",          kMeta,  kRightMetadata,     kRO,  kNoCode, DC::kNever,                kNoDataset,                                      H::kAdmin,        kEach},
   {R::kDatasetDescribe,      "dataset_describe",      kMeta,  kRightMetadata,     kRO,  kNoCode, DC::kNever,                COFFER_NAMED_BY(dataset_describe, name),         H::kAdmin,        kEach},
@@ -143,8 +143,12 @@ std::string_view MfaText(Mfa mfa) {
 
 std::string_view HandlerText(Handler handler) {
   switch (handler) {
-    case Handler::kData:
-      return "data";
+    case Handler::kRecords:
+      return "records";
+    case Handler::kAttachments:
+      return "attachments";
+    case Handler::kPseudonyms:
+      return "pseudonyms";
     case Handler::kUploadFrame:
       return "open upload";
     case Handler::kAdmin:
@@ -158,6 +162,23 @@ std::string_view HandlerText(Handler handler) {
 }
 
 }  // namespace
+
+kms::audit::v1::Purpose AccessPurposeOf(Handler handler) {
+  switch (handler) {
+    case Handler::kRecords:
+      return kms::audit::v1::PURPOSE_RECORDS;
+    case Handler::kAttachments:
+    case Handler::kUploadFrame:
+      return kms::audit::v1::PURPOSE_ATTACHMENTS;
+    case Handler::kPseudonyms:
+      return kms::audit::v1::PURPOSE_PSEUDONYM;
+    case Handler::kAdmin:
+    case Handler::kAdminControl:
+    case Handler::kWired:
+      break;
+  }
+  return kms::audit::v1::PURPOSE_UNSPECIFIED;
+}
 
 std::string_view DualControlWhy(DualControl rule) {
   switch (rule) {

@@ -79,7 +79,9 @@ enum class DualControl : uint8_t {
 
 // Which part of the services runs an admitted request.
 enum class Handler : uint8_t {
-  kData,          // records, attachments, pseudonyms (the data domain)
+  kRecords,       // records (the data domain; audited with purpose RECORDS)
+  kAttachments,   // attachments, but for an open upload's frames (purpose ATTACHMENTS)
+  kPseudonyms,    // pseudonyms (purpose PSEUDONYM)
   kUploadFrame,   // a frame of the upload open on the connection (chunk, commit, abort)
   kAdmin,         // datasets, keys, lifecycle, policies, jobs, audit, status (the admin domain)
   kAdminControl,  // admins and approvals (kms/ops/admin_control.h)
@@ -127,6 +129,10 @@ class OperationTable {
   absl::Span<const OperationRow> rows_;
   std::array<const OperationRow*, kIndexSize> index_{};  // by op number; the first row wins
 };
+
+// What a data operation run by `handler` names as its purpose in its access entry (keyctl audit
+// who-read tells records from attachments by it); PURPOSE_UNSPECIFIED for the admin domain.
+kms::audit::v1::Purpose AccessPurposeOf(Handler handler);
 
 // Why `rule` needs a second admin ("" for kNever).
 std::string_view DualControlWhy(DualControl rule);

@@ -84,8 +84,10 @@ absl::Status Services::ConnectionSession::Run(const pb::Request& request, const 
                                               ResponseSink* sink, const audit::AuditActor& actor,
                                               const std::optional<kms::AdminApproval>& approval) {
   switch (row.handler) {
-    case Handler::kData:
-      return HandleData(request, sink);
+    case Handler::kRecords:
+    case Handler::kAttachments:
+    case Handler::kPseudonyms:
+      return HandleData(request, row.handler, sink);
     case Handler::kUploadFrame:
       return HandleUpload(request, sink);
     case Handler::kAdmin:

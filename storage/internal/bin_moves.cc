@@ -21,6 +21,20 @@ absl::Status CheckComplianceLock(const DatasetPolicy& policy, int64_t written_at
                        std::to_string(remaining.count()) + " s");
 }
 
+absl::StatusOr<StoredItem> ReadStoredItem(DataDb* db, Cf cf, std::string stored_key) {
+  StoredItem item;
+  item.bin_key = BinKey(cf, stored_key);
+  item.stored_key = std::move(stored_key);
+  std::string value;
+  bool found = false;
+  COFFER_RETURN_IF_ERROR(db->Get(cf, item.stored_key, &value, &found));
+  if (found) item.live = std::move(value);
+  value.clear();
+  COFFER_RETURN_IF_ERROR(db->Get(Cf::kRecycleBin, item.bin_key, &value, &found));
+  if (found) item.binned = std::move(value);
+  return item;
+}
+
 absl::Status DeleteSegmentsOf(DataDb* db, std::string_view stored_key,
                               std::string_view pointer_entry, rocksdb::WriteBatch* batch) {
   COFFER_ASSIGN_OR_RETURN(Entry entry, ParseEntry(Cf::kAttachmentPointers, pointer_entry));

@@ -11,6 +11,8 @@
 #define COFFER_STORAGE_INTERNAL_BIN_MOVES_H_
 
 #include <cstdint>
+#include <optional>
+#include <string>
 #include <string_view>
 
 #include "absl/status/status.h"
@@ -41,6 +43,18 @@ absl::Status MoveToBin(DataDb* db, KeyProvider* keys, DatasetPolicySource* polic
 // MoveToBin.
 absl::Status RestoreFromBin(DataDb* db, KeyProvider* keys, Cf cf, uint64_t handle,
                             std::string_view id, crypto::HmacSha256Tag* ref = nullptr);
+
+// An item's two places in the data DB: its live entry and its recycle-bin entry.
+struct StoredItem {
+  std::string stored_key;             // handle ‖ HMAC(id)
+  std::string bin_key;                // BinKey(cf, stored_key)
+  std::optional<std::string> live;    // the live entry, when there is one
+  std::optional<std::string> binned;  // the bin value (deleted_at ‖ entry), when there is one
+};
+
+// Reads both places of the item stored under `stored_key` in `cf` (records or attachment
+// pointers). A caller that writes after reading holds the key's lock stripe across both.
+absl::StatusOr<StoredItem> ReadStoredItem(DataDb* db, Cf cf, std::string stored_key);
 
 // Adds to `batch` the deletion of the segments an attachment-pointer entry refers to.
 absl::Status DeleteSegmentsOf(DataDb* db, std::string_view stored_key,

@@ -108,6 +108,14 @@ absl::StatusOr<BinKeyParts> ParseBinKey(std::string_view bin_key) {
   return BinKeyParts{cf, std::move(stored_key)};
 }
 
+absl::StatusOr<BinKeyParts> ItemKeyOf(Cf cf, std::string_view key) {
+  if (cf == Cf::kRecycleBin) return ParseBinKey(key);
+  if ((cf != Cf::kRecords && cf != Cf::kAttachmentPointers) || key.size() != kStoredKeySize) {
+    return Corrupt("stored key");
+  }
+  return BinKeyParts{cf, std::string(key)};
+}
+
 std::string SegmentKey(uint64_t handle, const UploadId& upload, uint32_t index) {
   std::string key = SegmentsBegin(handle, upload);
   AppendU32(&key, index);
@@ -191,6 +199,12 @@ std::string EncodeBinValue(int64_t deleted_at_us, std::string_view entry) {
 absl::StatusOr<BinValue> ParseBinValue(std::string_view value) {
   if (value.size() < kBinValueHeaderSize + kEntryHeaderSize) return Corrupt("recycle bin entry");
   return BinValue{static_cast<int64_t>(ReadU64(value)), value.substr(kBinValueHeaderSize)};
+}
+
+absl::StatusOr<std::string_view> EntryOf(Cf cf, std::string_view value) {
+  if (cf != Cf::kRecycleBin) return value;
+  COFFER_ASSIGN_OR_RETURN(BinValue bin, ParseBinValue(value));
+  return bin.entry;
 }
 
 }  // namespace coffer::storage::internal

@@ -80,6 +80,10 @@ struct BinKeyParts {
   std::string stored_key;
 };
 absl::StatusOr<BinKeyParts> ParseBinKey(std::string_view bin_key);
+// Whose key `key` in `cf` is: the item's own family and stored key, whether `key` is its live
+// key (records, attachment pointers) or its recycle-bin key. CIPHERTEXT_CORRUPT when it is
+// neither (a bin key that does not parse, a live key of the wrong size, another family).
+absl::StatusOr<BinKeyParts> ItemKeyOf(Cf cf, std::string_view key);
 
 std::string SegmentKey(uint64_t handle, const UploadId& upload, uint32_t index);
 std::string SegmentsBegin(uint64_t handle, const UploadId& upload);
@@ -107,6 +111,8 @@ struct BinValue {
   std::string_view entry;
 };
 absl::StatusOr<BinValue> ParseBinValue(std::string_view value);
+// The entry in `value` as stored in `cf`: the value itself, or a bin value's entry.
+absl::StatusOr<std::string_view> EntryOf(Cf cf, std::string_view value);
 
 }  // namespace coffer::storage::internal
 

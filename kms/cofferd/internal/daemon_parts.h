@@ -115,6 +115,9 @@ struct Daemon::Parts {
 
   absl::Status OpenHsm();
   absl::Status OpenAudit();
+  // The key manager's options every key manager of this daemon shares: the token, the audit
+  // log, the default policy and the clock (OpenStores adds the key DB; a restore its target).
+  kms::KeyManagerOptions KeyManagerBase() const;
   // DaemonOptions::restore_backup: restores backup `id` into the (empty) data and key-DB
   // directories, replaying the open audit log. Between OpenAudit and OpenStores.
   absl::Status RestoreFromBackup(uint32_t id, const std::string& backup_root);

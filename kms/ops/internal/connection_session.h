@@ -50,35 +50,6 @@ class Services::ConnectionSession final : public Session {
   }
 
  private:
-  // What a data operation's access entry names as its purpose: records, attachments or
-  // pseudonyms (keyctl audit who-read tells records from attachments by it).
-  static audit::v1::Purpose AccessPurpose(pb::Request::OpCase op) {
-    switch (op) {
-      case pb::Request::kRecordPut:
-      case pb::Request::kRecordGet:
-      case pb::Request::kRecordExists:
-      case pb::Request::kRecordDelete:
-      case pb::Request::kRecordRestore:
-      case pb::Request::kRecordList:
-        return audit::v1::PURPOSE_RECORDS;
-      case pb::Request::kAttachmentPutBegin:
-      case pb::Request::kAttachmentChunk:
-      case pb::Request::kAttachmentPutCommit:
-      case pb::Request::kAttachmentPutAbort:
-      case pb::Request::kAttachmentGet:
-      case pb::Request::kAttachmentMetadata:
-      case pb::Request::kAttachmentDelete:
-      case pb::Request::kAttachmentRestore:
-        return audit::v1::PURPOSE_ATTACHMENTS;
-      case pb::Request::kPseudonymize:
-      case pb::Request::kPseudonymTranslate:
-      case pb::Request::kPseudonymReidentify:
-        return audit::v1::PURPOSE_PSEUDONYM;
-      default:  // not a data operation: no data purpose
-        return audit::v1::PURPOSE_UNSPECIFIED;
-    }
-  }
-
   // A write, delete or restore's item, for its audit entry (AuditAccess).
   struct MovedItem {
     audit::ItemMove move;
@@ -138,8 +109,12 @@ class Services::ConnectionSession final : public Session {
   absl::Status Finish(ResponseSink* sink, const pb::Request& request, audit::v1::EventKind kind,
                       uint64_t handle, const absl::Status& result, uint32_t count,
                       pb::Response response, const MovedItem* moved = nullptr) {
-    absl::Status audited =
-        AuditAccess(kind, AccessPurpose(request.op_case()), handle, result, count, moved);
+    // The purpose follows the handler the operation's row names (records, attachments,
+    // pseudonyms); Finish only runs for admitted requests, which have a row.
+    const OperationRow* row = services_->operations_->Find(request.op_case());
+    const audit::v1::Purpose purpose =
+        row != nullptr ? AccessPurposeOf(row->handler) : audit::v1::PURPOSE_UNSPECIFIED;
+    absl::Status audited = AuditAccess(kind, purpose, handle, result, count, moved);
     if (!audited.ok()) return SendError(sink, request, Public(audited));
     if (!result.ok()) {
       return SendError(
@@ -149,7 +124,8 @@ class Services::ConnectionSession final : public Session {
     return Send(sink, request, std::move(response));
   }
 
-  absl::Status HandleData(const pb::Request& request, ResponseSink* sink);
+  // Runs a record, attachment or pseudonym operation (`handler`: its row's).
+  absl::Status HandleData(const pb::Request& request, Handler handler, ResponseSink* sink);
   absl::Status HandleRecord(const pb::Request& request, ResponseSink* sink,
                             const absl::StatusOr<uint64_t>& handle);
   absl::Status HandleRecordList(const pb::Request& request, ResponseSink* sink,

@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <filesystem>
+#include <fstream>
 #include <string>
 #include <vector>
 
@@ -54,6 +55,34 @@ TEST(AnchorCheckTest, AnAnchorsFileIsReadAsTheJournalHoldsIt) {
   EXPECT_EQ(ErrorCodeOf(bad.status()), ErrorCode::kInvalidArgument);
   EXPECT_NE(bad.status().message().find("line 3"), std::string::npos) << bad.status();
   EXPECT_EQ(ErrorCodeOf(ReadAnchorsFile("/nonexistent/anchors").status()), ErrorCode::kNotFound);
+}
+
+TEST(AnchorCheckTest, TheNewestAnchorOfAFileOrNoneWithoutOne) {
+  // No anchors file configured: no anchor, not an error.
+  auto none = ReadNewestAnchor("");
+  ASSERT_TRUE(none.ok()) << none.status();
+  EXPECT_FALSE(none->has_value());
+
+  const std::string path = ::testing::TempDir() + "/anchors-" + std::to_string(getpid());
+  {
+    std::ofstream out(path, std::ios::trunc);
+    out << FormatAnchorLine(Anchor(9)) << "\n"
+        << FormatAnchorLine(Anchor(24)) << "\n"
+        << FormatAnchorLine(Anchor(14)) << "\n";
+  }
+  auto newest = ReadNewestAnchor(path);
+  ASSERT_TRUE(newest.ok()) << newest.status();
+  ASSERT_TRUE(newest->has_value());
+  EXPECT_EQ(**newest, Anchor(24));
+  {
+    std::ofstream out(path, std::ios::trunc);  // an empty file: a new installation
+  }
+  newest = ReadNewestAnchor(path);
+  ASSERT_TRUE(newest.ok()) << newest.status();
+  EXPECT_FALSE(newest->has_value());
+  fs::remove(path);
+  // A configured file that is missing is an error, never "no anchor".
+  EXPECT_EQ(ErrorCodeOf(ReadNewestAnchor(path).status()), ErrorCode::kNotFound);
 }
 
 TEST(AnchorCheckTest, ALogMustBeTheAnchorsLogAndReachIt) {

@@ -74,10 +74,21 @@ TEST(OperationTableTest, EveryRowKeepsThePolicyRules) {
     }
     // Every other data operation is served to grants on the data socket only; so on the admin
     // socket it needs no MFA column (it is WRONG_SOCKET there).
-    if ((row.handler == Handler::kData || row.handler == Handler::kUploadFrame) &&
-        row.sockets != Sockets::kDataAndAdmin) {
+    const kms::audit::v1::Purpose purpose = AccessPurposeOf(row.handler);
+    if (purpose != kms::audit::v1::PURPOSE_UNSPECIFIED && row.sockets != Sockets::kDataAndAdmin) {
       EXPECT_EQ(row.sockets, Sockets::kData);
       EXPECT_EQ(row.mfa, Mfa::kNone);
+    }
+    // An access entry names what was accessed: the purpose follows the operation's domain.
+    const std::string_view name = row.name.view();
+    if (name.starts_with("record_")) {
+      EXPECT_EQ(purpose, kms::audit::v1::PURPOSE_RECORDS);
+    } else if (name.starts_with("attachment_")) {
+      EXPECT_EQ(purpose, kms::audit::v1::PURPOSE_ATTACHMENTS);
+    } else if (name.starts_with("pseudonym")) {
+      EXPECT_EQ(purpose, kms::audit::v1::PURPOSE_PSEUDONYM);
+    } else {
+      EXPECT_EQ(purpose, kms::audit::v1::PURPOSE_UNSPECIFIED);
     }
     // A state change on the admin socket needs an enrolled admin's code when MFA is on.
     if (row.effect == Effect::kChangesState && row.sockets != Sockets::kData) {
