@@ -186,7 +186,10 @@ absl::Status AttachmentUpload::Commit() {
                             "the attachment key version this upload began under was retired; "
                             "upload again"));
     }
-    absl::Status status = absl::OkStatus();
+    // An attachment inside its minimum retention is not replaced (compliance lock).
+    absl::Status status = internal::CheckOverwrite(db, store_->policies_, store_->clock_,
+                                                   Cf::kAttachmentPointers, handle_, stored_keys);
+    if (!status.ok()) return Fail(status);
     for (const std::string& key : stored_keys) {
       std::string previous;
       bool found = false;
@@ -302,6 +305,10 @@ absl::StatusOr<std::unique_ptr<AttachmentUpload>> AttachmentStore::BeginUpload(
     return MakeError(ErrorCode::kInvalidArgument, "content types are limited to 255 bytes");
   }
   COFFER_ASSIGN_OR_RETURN(std::string stored_key, internal::StoredKeyFor(keys_, handle, name));
+  // Refused before any byte is sent when the name holds an attachment inside its minimum
+  // retention (under the primary lookup version; the commit checks every version again).
+  COFFER_RETURN_IF_ERROR(internal::CheckOverwrite(db_, policies_, clock_, Cf::kAttachmentPointers,
+                                                  handle, {stored_key}));
   // Two encryptions: the stream and the pointer entry.
   COFFER_ASSIGN_OR_RETURN(std::shared_ptr<const DataKey> key,
                           keys_->PrimaryKey(handle, KeyPurpose::kAttachments, 2));

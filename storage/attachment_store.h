@@ -70,7 +70,9 @@ class AttachmentUpload {
 
   // Encrypts and writes `chunk` (any size), holding back at most one segment of plaintext.
   absl::Status Append(std::string_view chunk);
-  // Writes the last segment and makes the upload the attachment's content, atomically.
+  // Writes the last segment and makes the upload the attachment's content, atomically;
+  // COMPLIANCE_LOCKED (and the upload fails) when the attachment it would replace is still
+  // inside the dataset's minimum retention.
   absl::Status Commit();
   // Deletes what was written. UPLOAD_CLOSED after Commit.
   absl::Status Abort();
@@ -147,7 +149,8 @@ class AttachmentStore {
   AttachmentStore(const AttachmentStore&) = delete;
   AttachmentStore& operator=(const AttachmentStore&) = delete;
 
-  // Starts uploading attachment `name` of dataset `handle` (created or replaced at Commit).
+  // Starts uploading attachment `name` of dataset `handle` (created or replaced at Commit);
+  // COMPLIANCE_LOCKED at once when `name` holds an attachment inside the minimum retention.
   absl::StatusOr<std::unique_ptr<AttachmentUpload>> BeginUpload(uint64_t handle,
                                                                 std::string_view name,
                                                                 std::string_view content_type);

@@ -5,15 +5,17 @@
 //
 // The caller (kms/keys/deletion_receipts.h) runs these only for DESTROYED datasets, which no
 // request can write to any more, and counts before it erases, persisting the counts, so that an
-// erase resumed after a crash reports what was there rather than zero.
+// erase resumed after a crash reports what was there rather than zero. NewestItemWriteMicros
+// serves the compliance lock's check before a destruction.
 //
-// Thread safety: both functions may run beside other datasets' traffic. Failure: DATA_DB_ERROR
+// Thread safety: these functions may run beside other datasets' traffic. Failure: DATA_DB_ERROR
 // from RocksDB.
 
 #ifndef COFFER_STORAGE_DATASET_ERASURE_H_
 #define COFFER_STORAGE_DATASET_ERASURE_H_
 
 #include <cstdint>
+#include <optional>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -31,6 +33,13 @@ struct DatasetDataCounts {
 
 // Counts `handle`'s entries in every column family (one key scan each; no decryption).
 absl::StatusOr<DatasetDataCounts> CountDatasetData(DataDb& db, uint64_t handle);
+
+// The newest write time of any item of `handle` — live records and attachments and those in the
+// recycle bin (by when they were written, not deleted) — or nullopt when it holds none: what
+// keeps the dataset from destruction under a minimum retention. One scan of those families with
+// values, no decryption; CIPHERTEXT_CORRUPT when an entry's write time cannot be read (such an
+// item may be inside the retention: purge it by its damaged-item reference first).
+absl::StatusOr<std::optional<int64_t>> NewestItemWriteMicros(DataDb& db, uint64_t handle);
 
 // Deletes every entry of `handle` in every column family (range deletions in one batch), then
 // purges physically (DataDb::PurgePhysically: flush, wait for older readers, forced bottommost

@@ -49,6 +49,10 @@ absl::Status RecordStore::Put(uint64_t handle, std::string_view id, std::string_
     locked = {};  // let go of the stripes before sealing again
   }
   const std::vector<std::string>& stored_keys = locked.keys.stored_keys;
+  // A record inside its minimum retention is not replaced (compliance lock), as it is not
+  // deleted; re-encryption and re-index rewrite entries elsewhere and are not overwrites.
+  COFFER_RETURN_IF_ERROR(
+      internal::CheckOverwrite(db_, policies_, clock_, Cf::kRecords, handle, stored_keys));
   if (ref != nullptr) *ref = internal::RefOf(stored_keys[0]);  // used only when OK is returned
   if (stored_keys.size() == 1) {
     return FromRocks(

@@ -48,7 +48,8 @@ class RecordStore {
   RecordStore(const RecordStore&) = delete;
   RecordStore& operator=(const RecordStore&) = delete;
 
-  // Creates or replaces record `id` of dataset `handle`. Put, Delete and Restore set `ref`, when
+  // Creates or replaces record `id` of dataset `handle`; COMPLIANCE_LOCKED when the live value
+  // is still inside the dataset's minimum retention. Put, Delete and Restore set `ref`, when
   // given and the call succeeds, to the record's stored-key MAC: the ref an audit entry names it
   // by (a restore replays moves by it: kms/keys/full_backup.h).
   absl::Status Put(uint64_t handle, std::string_view id, std::string_view value,

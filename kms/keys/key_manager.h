@@ -348,6 +348,10 @@ class KeyManager final : public storage::KeyProvider {
   void ScheduleDueDestructionLocked(const EntryPtr& entry, int64_t now,
                                     const audit::AuditActor& actor, DueWorkReport& report);
 
+  // COMPLIANCE_LOCKED while dataset `snap` holds an item still inside its minimum retention
+  // (the data counter's newest write), with the date the lock ends.
+  absl::Status CheckRetentionAllowsDestruction(const internal::DatasetSnapshot& snap) const;
+
   // Multi-step operations, also called by Recover.
   // `replay`: a restore replaying a destruction the live system already made (no hold check).
   absl::Status DestroyLocked(const EntryPtr& entry, const audit::AuditActor& actor,

@@ -128,7 +128,8 @@ struct AdminApproval {
 };
 
 // Counts the data still protected by a key version. storage implements it over the data DB;
-// the key manager refuses to retire a version while the count is above zero. Thread-safe.
+// the key manager refuses to retire a version while the count is above zero, and to destroy a
+// dataset while its newest item is inside the minimum retention. Thread-safe.
 //
 // AwaitWritesUnderWay is the retirement's barrier (storage/key_provider.h, AcceptsWrites):
 // it returns once every write that was past its AcceptsWrites check when it was called has
@@ -143,6 +144,10 @@ class ProtectedDataCounter {
                                                     storage::KeyPurpose purpose,
                                                     uint32_t version) = 0;
   virtual void AwaitWritesUnderWay() = 0;
+  // The newest write time (Unix micros) of any item of the dataset, live or in the recycle bin;
+  // nullopt when it holds none. A destruction waits for it to leave the minimum retention
+  // (compliance lock).
+  virtual absl::StatusOr<std::optional<int64_t>> NewestItemWrite(uint64_t dataset_handle) = 0;
 };
 
 // Test seam: called with the name of each step of a multi-step operation just after that step

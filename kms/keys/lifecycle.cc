@@ -4,6 +4,7 @@
 #include <utility>
 #include <vector>
 
+#include "absl/time/time.h"
 #include "crypto/base/status.h"
 #include "kms/audit/signing_domain.h"
 #include "kms/formats/receipt_file.h"
@@ -126,6 +127,9 @@ absl::Status KeyManager::ScheduleDestruction(uint64_t handle, const audit::Audit
     return Refuse(kKind, handle, actor,
                   MakeError(ErrorCode::kLegalHoldActive, "a legal hold blocks destruction"));
   }
+  if (absl::Status locked = CheckRetentionAllowsDestruction(*snap); !locked.ok()) {
+    return Refuse(kKind, handle, actor, locked);
+  }
   const int64_t after =
       NowMicros() + snap->row.policy().destruction_wait_seconds() * int64_t{1'000'000};
   return ChangeStateLocked(*entry, v1::PENDING_DESTRUCTION, kKind, actor, after, {}, approval);
@@ -238,6 +242,23 @@ absl::Status KeyManager::SetPolicy(uint64_t handle, const DatasetPolicy& policy,
   return result.ok() ? audited : result;
 }
 
+absl::Status KeyManager::CheckRetentionAllowsDestruction(
+    const internal::DatasetSnapshot& snap) const {
+  const int64_t retention_seconds = snap.row.policy().minimum_retention_seconds();
+  // Without a data counter there is no data DB whose items could be locked.
+  if (retention_seconds <= 0 || options_.data_counter == nullptr) return absl::OkStatus();
+  COFFER_ASSIGN_OR_RETURN(std::optional<int64_t> newest,
+                          options_.data_counter->NewestItemWrite(snap.row.handle()));
+  if (!newest.has_value()) return absl::OkStatus();
+  const int64_t locked_until = *newest + retention_seconds * int64_t{1'000'000};
+  if (NowMicros() >= locked_until) return absl::OkStatus();
+  return MakeError(ErrorCode::kComplianceLocked,
+                   "the dataset holds items inside its minimum retention (compliance lock) until " +
+                       absl::FormatTime(absl::RFC3339_sec, absl::FromUnixMicros(locked_until),
+                                        absl::UTCTimeZone()) +
+                       ": it cannot be destroyed before then");
+}
+
 absl::Status KeyManager::DestroyLocked(const EntryPtr& entry, const audit::AuditActor& actor,
                                        bool replay) {
   constexpr auto kKind = audit::v1::DATASET_DESTROY;
@@ -245,6 +266,10 @@ absl::Status KeyManager::DestroyLocked(const EntryPtr& entry, const audit::Audit
   if (!replay && snap->row.policy().legal_hold()) {
     return Refuse(kKind, entry->handle, actor,
                   MakeError(ErrorCode::kLegalHoldActive, "a legal hold blocks destruction"));
+  }
+  // A retention raised while the destruction waited holds it too.
+  if (absl::Status locked = CheckRetentionAllowsDestruction(*snap); !replay && !locked.ok()) {
+    return Refuse(kKind, entry->handle, actor, locked);
   }
   COFFER_ASSIGN_OR_RETURN(
       const uint64_t requested_sequence,

@@ -432,9 +432,12 @@ void KeyManager::ScheduleDueDestructionLocked(const EntryPtr& entry, int64_t now
       now - snap->row.state_changed_micros() >=
           snap->row.policy().auto_destroy_after_disabled_seconds() * int64_t{1'000'000}) {
     const int64_t after = now + snap->row.policy().destruction_wait_seconds() * int64_t{1'000'000};
-    absl::Status scheduled =
-        ChangeStateLocked(entry, v1::PENDING_DESTRUCTION, audit::v1::DESTRUCTION_SCHEDULE, actor,
-                          after, "lifecycle automation");
+    // Not while an item is inside the minimum retention: tried again on each run until then.
+    absl::Status scheduled = CheckRetentionAllowsDestruction(*snap);
+    if (scheduled.ok()) {
+      scheduled = ChangeStateLocked(entry, v1::PENDING_DESTRUCTION, audit::v1::DESTRUCTION_SCHEDULE,
+                                    actor, after, "lifecycle automation");
+    }
     if (scheduled.ok()) {
       report.auto_scheduled.push_back(handle);
     } else {

@@ -3,6 +3,7 @@
 #include <string>
 
 #include "crypto/base/status.h"
+#include "storage/dataset_erasure.h"
 #include "storage/reencryption.h"
 #include "storage/reindex.h"
 
@@ -20,6 +21,10 @@ absl::StatusOr<storage::DatasetPolicy> KeyManagerPolicySource::PolicyFor(uint64_
   policy.min_retention = view.minimum_retention;
   policy.legal_hold = view.legal_hold;
   return policy;
+}
+
+absl::StatusOr<std::optional<int64_t>> StoreDataCounter::NewestItemWrite(uint64_t dataset_handle) {
+  return storage::NewestItemWriteMicros(*db_, dataset_handle);
 }
 
 absl::StatusOr<uint64_t> StoreDataCounter::CountProtectedBy(uint64_t dataset_handle,

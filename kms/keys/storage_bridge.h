@@ -53,6 +53,7 @@ class StoreDataCounter final : public ProtectedDataCounter {
                                             uint32_t version) override;
   // Every data DB writer holds its ids' lock stripes from its AcceptsWrites check to its write.
   void AwaitWritesUnderWay() override { db_->AwaitStripeHolders(); }
+  absl::StatusOr<std::optional<int64_t>> NewestItemWrite(uint64_t dataset_handle) override;
 
  private:
   storage::DataDb* db_;

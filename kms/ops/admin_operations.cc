@@ -100,8 +100,12 @@ absl::Status Services::ConnectionSession::Reply(AdminCall& call, const absl::Sta
   // the admin must learn that the name is another uid's (kms/ops/event_operations.h).
   const bool subscriber_refused =
       code == ErrorCode::kNotGranted && call.request.op_case() == pb::Request::kEventsRead;
+  // A destruction held by the compliance lock names the date the lock ends (and nothing else):
+  // the admin must learn when to ask again.
+  const bool destruction_locked = code == ErrorCode::kComplianceLocked &&
+                                  call.request.op_case() == pb::Request::kDatasetLifecycle;
   bool own = code == ErrorCode::kMalformedRequest || code == ErrorCode::kAuditTampered ||
-             subscriber_refused;
+             subscriber_refused || destruction_locked;
   return SendError(call.sink, call.request, own ? result : Public(result));
 }
 

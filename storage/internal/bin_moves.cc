@@ -21,6 +21,26 @@ absl::Status CheckComplianceLock(const DatasetPolicy& policy, int64_t written_at
                        std::to_string(remaining.count()) + " s");
 }
 
+absl::Status CheckOverwrite(DataDb* db, DatasetPolicySource* policies, const Clock* clock, Cf cf,
+                            uint64_t handle, const std::vector<std::string>& stored_keys) {
+  COFFER_ASSIGN_OR_RETURN(DatasetPolicy policy, policies->PolicyFor(handle));
+  if (policy.min_retention.count() <= 0) return absl::OkStatus();  // the common case: no read
+  const auto now = clock->Now();
+  for (const std::string& stored_key : stored_keys) {
+    std::string value;
+    bool found = false;
+    COFFER_RETURN_IF_ERROR(db->Get(cf, stored_key, &value, &found));
+    if (!found) continue;
+    COFFER_ASSIGN_OR_RETURN(Entry entry, ParseEntry(cf, value));
+    absl::Status locked = CheckComplianceLock(policy, entry.written_at_us, now);
+    if (!locked.ok()) {
+      return MakeError(ErrorCode::kComplianceLocked,
+                       std::string(locked.message()) + "; it cannot be overwritten before then");
+    }
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<StoredItem> ReadStoredItem(DataDb* db, Cf cf, std::string stored_key) {
   StoredItem item;
   item.bin_key = BinKey(cf, stored_key);

@@ -14,6 +14,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "crypto/base/clock.h"
@@ -29,6 +30,13 @@ namespace coffer::storage::internal {
 // retention at `now`.
 absl::Status CheckComplianceLock(const DatasetPolicy& policy, int64_t written_at_us,
                                  std::chrono::system_clock::time_point now);
+
+// COMPLIANCE_LOCKED when writing a new value of an id would overwrite a live entry still inside
+// the dataset's minimum retention at the clock's now; `stored_keys`: the id's stored keys under
+// every live lookup version (as LockId gives them). Read under the id's stripes, so the answer
+// holds for the write that follows. The policy source's errors pass through.
+absl::Status CheckOverwrite(DataDb* db, DatasetPolicySource* policies, const Clock* clock, Cf cf,
+                            uint64_t handle, const std::vector<std::string>& stored_keys);
 
 // Moves the live entry of `id` — under whichever live lookup version it is (LockId) — into the
 // bin at its own stored key's bin key. The bin keeps only the latest deletion of an id: a bin

@@ -94,7 +94,8 @@ std::string_view FixedText(ErrorCode code) {
     case ErrorCode::kNotInRecycleBin:
       return "nothing with this id or name is in the dataset's recycle bin";
     case ErrorCode::kComplianceLocked:
-      return "the dataset's minimum retention (compliance lock) forbids deleting this yet";
+      return "the dataset's minimum retention (compliance lock) forbids overwriting or deleting "
+             "this item yet";
     case ErrorCode::kEventSubscriberInvalid:
       return "a subscriber name is 1-64 characters of [a-z0-9._-]";
     case ErrorCode::kEventCursorInvalid:

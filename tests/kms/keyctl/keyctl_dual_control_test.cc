@@ -187,6 +187,14 @@ TEST_F(DualControlTest, ProtectionShorteningOperationsWaitForApproval) {
   EXPECT_EQ(Describe("dual/two")["policy"].value("auto_destroy_after_disabled_seconds", int64_t{0}),
             1);
 
+  // The compliance lock (minimum retention): raised freely, lowered only with approval.
+  ASSERT_EQ(Run(kA, "--totp " + Code(kA) + " policy set dual/two --min-retention 2d").exit_code, 0);
+  EXPECT_EQ(Describe("dual/two")["policy"].value("minimum_retention_seconds", int64_t{0}), 172800);
+  id = FilePending(kA, "policy set dual/two --min-retention 1d");
+  EXPECT_EQ(Describe("dual/two")["policy"].value("minimum_retention_seconds", int64_t{0}), 172800);
+  ASSERT_EQ(Approve(kB, id).exit_code, 0);
+  EXPECT_EQ(Describe("dual/two")["policy"].value("minimum_retention_seconds", int64_t{0}), 86400);
+
   // Legal hold: set freely, cleared only with approval.
   ASSERT_EQ(Run(kA, "--totp " + Code(kA) + " hold set dual/one").exit_code, 0);
   id = FilePending(kA, "hold clear dual/one");

@@ -52,10 +52,21 @@ class MapDataCounter final : public ProtectedDataCounter {
   }
   // No data DB and so no writers to wait for: the counts are what the test set.
   void AwaitWritesUnderWay() override {}
+  void SetNewestWrite(uint64_t handle, int64_t micros) {
+    std::lock_guard<std::mutex> lock(mu_);
+    newest_[handle] = micros;
+  }
+  absl::StatusOr<std::optional<int64_t>> NewestItemWrite(uint64_t handle) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = newest_.find(handle);
+    if (it == newest_.end()) return std::nullopt;
+    return it->second;
+  }
 
  private:
   std::mutex mu_;
   std::map<std::tuple<uint64_t, storage::KeyPurpose, uint32_t>, uint64_t> counts_;
+  std::map<uint64_t, int64_t> newest_;
 };
 
 // An admin actor for tests.

@@ -48,6 +48,9 @@ class HookedCounter final : public ProtectedDataCounter {
     if (on_barrier) on_barrier();
     counter_->AwaitWritesUnderWay();
   }
+  absl::StatusOr<std::optional<int64_t>> NewestItemWrite(uint64_t handle) override {
+    return counter_->NewestItemWrite(handle);
+  }
   std::function<void()> on_barrier;
 
  private:
@@ -434,6 +437,13 @@ TEST_F(StorageBridgeTest, StorageEnforcesTheKeyManagersPolicies) {
   // The compliance lock the key manager holds is what storage obeys.
   ASSERT_TRUE(records_->Put(handle, "m-1", "hello").ok());
   EXPECT_EQ(ErrorCodeOf(records_->Delete(handle, "m-1")), ErrorCode::kComplianceLocked);
+  EXPECT_EQ(ErrorCodeOf(records_->Put(handle, "m-1", "changed")), ErrorCode::kComplianceLocked);
+  EXPECT_EQ(*records_->Get(handle, "m-1"), "hello");
+  // Nor is the dataset destroyed while the record is locked (the data DB's newest write).
+  ASSERT_TRUE(manager_->Disable(handle, TestAdmin()).ok());
+  absl::Status destroy = manager_->ScheduleDestruction(handle, TestAdmin());
+  EXPECT_EQ(ErrorCodeOf(destroy), ErrorCode::kComplianceLocked) << destroy;
+  ASSERT_TRUE(manager_->Enable(handle, TestAdmin()).ok());
   clock_.Advance(std::chrono::seconds(3 * kDay));
   EXPECT_TRUE(records_->Delete(handle, "m-1").ok());
 
@@ -477,10 +487,16 @@ TEST_F(StorageBridgeTest, DestructionErasesTheDataAndSignsAReceiptNamingTheAppro
   const std::string salt = manager_->DescribeDataset(doomed)->name_salt;
   ASSERT_EQ(salt.size(), receipt::kNameSaltBytes);
   EXPECT_NE(manager_->DescribeDataset(kept)->name_salt, salt);
+  EXPECT_FALSE(storage::NewestItemWriteMicros(*db_, doomed).value().has_value());
   for (int i = 0; i < 5; ++i) {
     ASSERT_TRUE(records_->Put(doomed, "c-" + std::to_string(i), "customer record").ok());
   }
+  const int64_t last_record_write = ToUnixMicros(clock_.Now());
+  clock_.Advance(std::chrono::seconds(60));
   ASSERT_TRUE(records_->Delete(doomed, "c-4").ok());
+  // What holds a destruction under a minimum retention: the newest write, a binned item's by
+  // when it was written (not deleted).
+  EXPECT_EQ(storage::NewestItemWriteMicros(*db_, doomed).value(), last_record_write);
   auto upload = attachments_->BeginUpload(doomed, "contract.pdf", "application/pdf");
   ASSERT_TRUE(upload.ok()) << upload.status();
   ASSERT_TRUE((*upload)->Append(std::string(300'000, 'p')).ok());
