@@ -381,6 +381,9 @@ absl::Status Daemon::Parts::StartJobs() {
     absl::StatusOr<kms::DatasetInfo> info = names->DescribeDataset(handle);
     damaged->Raise(handle, info.ok() ? info->name : std::string(), items).IgnoreError();
   };
+  deps.retire_compromised = [names](uint64_t handle, const kms::audit::AuditActor& actor) {
+    return names->RetireCompromised(handle, actor);
+  };
   jobs = std::make_unique<daemon::JobRegistry>(deps, *clock);
 
   storage::AttachmentStore* store = attachments;

@@ -10,6 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "crypto/base/status.h"
 #include "kms/keyctl/command_line.h"
+#include "kms/keyctl/job_commands.h"
 #include "kms/keyctl/output.h"
 
 namespace coffer::keyctl {
@@ -42,31 +43,61 @@ void PrintVersions(CommandContext& ctx, const pb::DatasetInfo& info) {
   table.Print(ctx.out());
 }
 
+// The new primaries, and what an emergency rotation started (or why it could not).
+void PrintRotation(CommandContext& ctx, const std::string& dataset,
+                   const std::vector<pb::Purpose>& purposes, const pb::KeyRotateResponse& rotated,
+                   bool emergency) {
+  ctx.out() << (emergency ? "emergency rotation of " : "rotated ") << dataset
+            << "; new primary versions:\n";
+  Table table({"PURPOSE", "VERSION", "MODULE", "DWK"});
+  for (const pb::KeyVersion& v : rotated.new_primaries()) {
+    table.AddRow({PurposeName(v.purpose()), std::to_string(v.version()), v.wrapping_module(),
+                  std::to_string(v.wrapping_version())});
+  }
+  table.Print(ctx.out());
+  if (emergency) {
+    ctx.out() << "older records, attachments and lookup versions are COMPROMISED; older "
+                 "pseudonym versions stay until the CRM's translate run is confirmed (keyctl key "
+                 "retire "
+              << dataset << " --purpose pseudonym --below N --translate-done)\n";
+    if (rotated.has_follow_up()) {
+      ctx.out() << "job " << rotated.follow_up().id()
+                << " re-encrypts, re-indexes, then retires the compromised versions; follow it "
+                   "with: keyctl reencrypt wait "
+                << rotated.follow_up().id() << "\n";
+    }
+  } else if (std::find(purposes.begin(), purposes.end(), pb::PURPOSE_LOOKUP) != purposes.end()) {
+    ctx.out() << "items are found under every live lookup version until re-indexed; move them "
+                 "with: keyctl reindex start "
+              << dataset << " --wait\n";
+  }
+}
+
 absl::Status KeyRotate(CommandContext& ctx, const std::string& dataset,
-                       const std::vector<pb::Purpose>& purposes, bool emergency) {
+                       const std::vector<pb::Purpose>& purposes, bool emergency, bool wait) {
   pb::Request request;
   auto* r = request.mutable_key_rotate();
   r->set_dataset(dataset);
   for (pb::Purpose p : purposes) r->add_purposes(p);
   r->set_emergency(emergency);
   COFFER_ASSIGN_OR_RETURN(pb::Response response, ctx.Call(std::move(request)));
-  if (ctx.json()) {
-    PrintJson(ctx, ProtoToJson(response.key_rotate()));
-    return absl::OkStatus();
+  pb::KeyRotateResponse rotated = response.key_rotate();
+  if (!ctx.json()) PrintRotation(ctx, dataset, purposes, rotated, emergency);
+  if (emergency && !rotated.has_follow_up()) {
+    if (ctx.json()) PrintJson(ctx, ProtoToJson(rotated));
+    return MakeError(ErrorCode::kFailedPrecondition,
+                     "the keys were rotated, but the re-encryption and re-index did not start (" +
+                         rotated.follow_up_error() +
+                         "); when the running job ends, run keyctl reencrypt start " + dataset +
+                         " --wait, then keyctl reindex start " + dataset + " --wait");
   }
-  ctx.out() << (emergency ? "emergency rotation of " : "rotated ") << dataset
-            << "; new primary versions:\n";
-  Table table({"PURPOSE", "VERSION", "MODULE", "DWK"});
-  for (const pb::KeyVersion& v : response.key_rotate().new_primaries()) {
-    table.AddRow({PurposeName(v.purpose()), std::to_string(v.version()), v.wrapping_module(),
-                  std::to_string(v.wrapping_version())});
+  if (emergency && wait) {
+    // Progress on standard error; then the job's result, with the census of its last step (in
+    // JSON: one document, the rotation with the job as it ended).
+    if (!ctx.json()) return JobWait(ctx, rotated.follow_up().id());
+    COFFER_ASSIGN_OR_RETURN(*rotated.mutable_follow_up(), ctx.WaitForJob(rotated.follow_up().id()));
   }
-  table.Print(ctx.out());
-  if (std::find(purposes.begin(), purposes.end(), pb::PURPOSE_LOOKUP) != purposes.end()) {
-    ctx.out() << "items are found under every live lookup version until re-indexed; move them "
-                 "with: keyctl reindex start "
-              << dataset << " --wait\n";
-  }
+  if (ctx.json()) PrintJson(ctx, ProtoToJson(rotated));
   return absl::OkStatus();
 }
 
@@ -162,6 +193,7 @@ void AddKeyCommands(CLI::App& app, CommandLine& line) {
     std::vector<std::string> purposes;
     std::string purpose;
     bool emergency = false;
+    bool wait = false;
     uint32_t below = 0;
     bool translate_done = false;
     std::string module;
@@ -179,11 +211,20 @@ void AddKeyCommands(CLI::App& app, CommandLine& line) {
   rotate->add_option("--purpose", v.purposes, "Purpose to rotate (repeatable)")
       ->check(CLI::IsMember(kPurposes));
   rotate->add_flag("--emergency", v.emergency,
-                   "Rotate records and attachments and mark their older versions COMPROMISED");
+                   "Rotate every purpose, mark older records, attachments and lookup versions "
+                   "COMPROMISED, and start one job that re-encrypts, re-indexes and retires them");
+  rotate->add_flag("--wait", v.wait, "With --emergency: wait for that job, showing its progress");
   line.Runs(rotate, [&v](CommandContext& ctx) {
+    if (v.wait && !v.emergency) {
+      return MakeError(ErrorCode::kInvalidArgument, "--wait goes with --emergency");
+    }
+    if (v.emergency && !v.purposes.empty()) {
+      return MakeError(ErrorCode::kInvalidArgument,
+                       "--emergency rotates every purpose: give no --purpose");
+    }
     std::vector<pb::Purpose> purposes;
     for (const std::string& p : v.purposes) purposes.push_back(PurposeFromName(p));
-    return KeyRotate(ctx, v.dataset, purposes, v.emergency);
+    return KeyRotate(ctx, v.dataset, purposes, v.emergency, v.wait);
   });
 
   CLI::App* versions = AddCommand(key, "versions", "List a dataset's key versions",

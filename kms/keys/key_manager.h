@@ -129,15 +129,23 @@ class KeyManager final : public storage::KeyProvider {
   absl::StatusOr<DatasetStorageView> StorageView(uint64_t handle) const;
 
   // Makes a new version of `purpose` primary (O(1): one wrap, one synced batch). Refused
-  // (FAILED_PRECONDITION) for lookup unless kReindex, pseudonym unless kRekey, records and
-  // attachments for those two. ACTIVE datasets only. Returns the new version.
+  // (FAILED_PRECONDITION) for lookup unless kReindex or kEmergency, pseudonym unless kRekey or
+  // kEmergency, records and attachments for kReindex and kRekey. ACTIVE datasets only. Returns
+  // the new version.
   absl::StatusOr<uint32_t> Rotate(uint64_t handle, storage::KeyPurpose purpose, RotationCause cause,
                                   const audit::AuditActor& actor);
 
-  // Rotates records and attachments at once and marks every older, unretired version of both
-  // COMPROMISED; RunDueWork retires them once the counter reports no data left under them (the
-  // storage layer's re-encryption job moves it).
+  // Rotates every purpose at once (cause kEmergency, so the audit log shows one emergency) and
+  // marks every older, unretired records, attachments and lookup version COMPROMISED;
+  // RetireCompromised (and RunDueWork) retires them once the counter reports no data left under
+  // them (the re-encryption and re-index jobs move it). Older pseudonym versions stay live: the
+  // CRM's stored tokens need them until the operator confirms its translate run
+  // (RetirePseudonymAfterTranslate).
   absl::Status EmergencyRotate(uint64_t handle, const audit::AuditActor& actor);
+
+  // Retires the COMPROMISED versions of dataset `handle` that no data uses any more (records,
+  // attachments, lookup), oldest first; the first failure, or OK (also when none was due).
+  absl::Status RetireCompromised(uint64_t handle, const audit::AuditActor& actor);
 
   // Sets the minimum decryption version of `purpose` to `min_version` (<= primary): versions
   // below it become RETIRED and stop decrypting. Refused with KEY_VERSION_IN_USE if the data

@@ -27,11 +27,13 @@ absl::Status CheckCause(storage::KeyPurpose purpose, RotationCause cause) {
     case storage::KeyPurpose::kAttachments:
       allowed = cause != RotationCause::kReindex && cause != RotationCause::kRekey;
       break;
+    // An emergency rotation changes them too: it starts the re-index itself, and leaves old
+    // pseudonym versions live until the operator confirms the translate run.
     case storage::KeyPurpose::kLookup:
-      allowed = cause == RotationCause::kReindex;
+      allowed = cause == RotationCause::kReindex || cause == RotationCause::kEmergency;
       break;
     case storage::KeyPurpose::kPseudonym:
-      allowed = cause == RotationCause::kRekey;
+      allowed = cause == RotationCause::kRekey || cause == RotationCause::kEmergency;
       break;
   }
   if (allowed) return absl::OkStatus();
@@ -145,10 +147,12 @@ absl::Status KeyManager::EmergencyRotate(uint64_t handle, const audit::AuditActo
   absl::StatusOr<EntryPtr> entry = RequireEntry(handle);
   if (!entry.ok()) return Refuse(audit::v1::KEY_ROTATE, handle, actor, entry.status());
   for (storage::KeyPurpose purpose :
-       {storage::KeyPurpose::kRecords, storage::KeyPurpose::kAttachments}) {
+       {storage::KeyPurpose::kRecords, storage::KeyPurpose::kAttachments,
+        storage::KeyPurpose::kLookup, storage::KeyPurpose::kPseudonym}) {
     COFFER_ASSIGN_OR_RETURN(uint32_t version,
                             RotateLocked(*entry, purpose, RotationCause::kEmergency, actor));
-    // Every older version that still decrypts is now compromised.
+    if (purpose == storage::KeyPurpose::kPseudonym) continue;  // old tokens still re-identify
+    // Every older version that still decrypts (or still finds items) is now compromised.
     std::lock_guard<std::mutex> entry_lock((*entry)->mu);
     Snapshot snap = (*entry)->snapshot.load();
     auto next = std::make_shared<DatasetSnapshot>(*snap);
@@ -167,6 +171,18 @@ absl::Status KeyManager::EmergencyRotate(uint64_t handle, const audit::AuditActo
     }
   }
   return absl::OkStatus();
+}
+
+absl::Status KeyManager::RetireCompromised(uint64_t handle, const audit::AuditActor& actor) {
+  std::lock_guard<std::mutex> lock(admin_mu_);
+  absl::StatusOr<EntryPtr> entry = RequireEntry(handle);
+  if (!entry.ok()) return entry.status();
+  if (options_.data_counter == nullptr) {
+    return MakeError(ErrorCode::kFailedPrecondition, "retiring versions needs the data counter");
+  }
+  DueWorkReport report;
+  RetireCompromisedLocked(*entry, actor, report);
+  return report.failures.empty() ? absl::OkStatus() : report.failures.front().second;
 }
 
 absl::Status KeyManager::RetireBelow(uint64_t handle, storage::KeyPurpose purpose,
@@ -398,7 +414,8 @@ void KeyManager::RetireCompromisedLocked(const EntryPtr& entry, const audit::Aud
                                          DueWorkReport& report) {
   const uint64_t handle = entry->handle;
   for (storage::KeyPurpose purpose :
-       {storage::KeyPurpose::kRecords, storage::KeyPurpose::kAttachments}) {
+       {storage::KeyPurpose::kRecords, storage::KeyPurpose::kAttachments,
+        storage::KeyPurpose::kLookup}) {
     Snapshot current = entry->snapshot.load();
     const v1::PurposeState* state = current->Purpose(purpose);
     uint32_t min = state->min_decrypt_version();

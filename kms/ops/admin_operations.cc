@@ -176,7 +176,22 @@ absl::Status Services::ConnectionSession::RotateKeys(AdminCall& call) {
   if (r.emergency()) {
     absl::Status result = deps_.keys->EmergencyRotate(*handle, call.actor);
     if (!result.ok()) return Reply(call, result);
-    purposes = {KeyPurpose::kRecords, KeyPurpose::kAttachments};
+    purposes = {KeyPurpose::kRecords, KeyPurpose::kAttachments, KeyPurpose::kLookup,
+                KeyPurpose::kPseudonym};
+    // The keys are rotated whatever follows; a follow-up that cannot start now (another job
+    // on the dataset) is the admin's to start: the reply says why, and the periodic rotation
+    // job retires the compromised versions once nothing uses them.
+    auto* rotated = call.response.mutable_key_rotate();
+    absl::StatusOr<pb::JobStatus> follow_up =
+        deps_.jobs != nullptr
+            ? deps_.jobs->StartEmergencyFollowUp(*handle, std::string(call.dataset), call.actor)
+            : MakeError(ErrorCode::kFailedPrecondition, "this daemon runs no jobs");
+    if (follow_up.ok()) {
+      *rotated->mutable_follow_up() = *std::move(follow_up);
+    } else {
+      rotated->set_follow_up_error(std::string(ErrorCodeName(ErrorCodeOf(follow_up.status()))) +
+                                   ": " + std::string(follow_up.status().message()));
+    }
   } else {
     for (int p : r.purposes()) {
       std::optional<KeyPurpose> purpose = FromProto(static_cast<pb::Purpose>(p));

@@ -127,6 +127,31 @@ absl::StatusOr<pb::JobStatus> JobRegistry::StartReindex(uint64_t handle, std::st
   return job->status;
 }
 
+absl::StatusOr<pb::JobStatus> JobRegistry::StartEmergencyFollowUp(uint64_t handle,
+                                                                  std::string dataset,
+                                                                  kms::audit::AuditActor actor) {
+  if (deps_.attachments == nullptr || !deps_.retire_compromised) {
+    return MakeError(ErrorCode::kFailedPrecondition,
+                     "an emergency rotation's follow-up needs the attachment store and the key "
+                     "manager's retirement");
+  }
+  std::lock_guard<std::mutex> lock(mu_);
+  COFFER_ASSIGN_OR_RETURN(OnDemand * job,
+                          Reserve(handle, pb::JOB_EMERGENCY_ROTATION, std::move(dataset)));
+  job->thread = std::thread([this, job, handle, actor = std::move(actor)] {
+    {
+      std::lock_guard<std::mutex> running(mu_);
+      job->status.set_state(pb::JOB_RUNNING);
+    }
+    // One job, three steps: each starts where the one before left the data.
+    absl::Status result = ReencryptStep(job, handle, 0);
+    if (result.ok()) result = ReindexStep(job, handle, 0);
+    if (result.ok()) result = deps_.retire_compromised(handle, actor);
+    Finish(job, result);
+  });
+  return job->status;
+}
+
 absl::StatusOr<pb::JobStatus> JobRegistry::StartScrub(std::optional<uint64_t> handle,
                                                       std::string dataset) {
   std::lock_guard<std::mutex> lock(mu_);
@@ -141,6 +166,11 @@ void JobRegistry::RunReencryption(OnDemand* job, uint64_t handle, double max_ite
     std::lock_guard<std::mutex> lock(mu_);
     job->status.set_state(pb::JOB_RUNNING);
   }
+  Finish(job, ReencryptStep(job, handle, max_items_per_second));
+}
+
+absl::Status JobRegistry::ReencryptStep(OnDemand* job, uint64_t handle,
+                                        double max_items_per_second) {
   storage::ReencryptionOptions options;
   options.max_items_per_second = max_items_per_second;
   storage::ReencryptionJob reencryption(deps_.data_db, deps_.keys, deps_.attachments, handle,
@@ -178,7 +208,7 @@ void JobRegistry::RunReencryption(OnDemand* job, uint64_t handle, double max_ite
   } else if (result.ok()) {
     result = census.status();
   }
-  Finish(job, result);
+  return result;
 }
 
 void JobRegistry::RunReindex(OnDemand* job, uint64_t handle, double max_items_per_second) {
@@ -186,6 +216,10 @@ void JobRegistry::RunReindex(OnDemand* job, uint64_t handle, double max_items_pe
     std::lock_guard<std::mutex> lock(mu_);
     job->status.set_state(pb::JOB_RUNNING);
   }
+  Finish(job, ReindexStep(job, handle, max_items_per_second));
+}
+
+absl::Status JobRegistry::ReindexStep(OnDemand* job, uint64_t handle, double max_items_per_second) {
   storage::ReindexOptions options;
   options.max_items_per_second = max_items_per_second;
   storage::ReindexJob reindex(deps_.data_db, deps_.keys, deps_.attachments, handle, options);
@@ -218,7 +252,7 @@ void JobRegistry::RunReindex(OnDemand* job, uint64_t handle, double max_items_pe
   } else if (result.ok()) {
     result = census.status();
   }
-  Finish(job, result);
+  return result;
 }
 
 void JobRegistry::RunScrub(OnDemand* job, std::optional<uint64_t> handle) {

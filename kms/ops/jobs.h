@@ -44,6 +44,7 @@
 #include "absl/status/statusor.h"
 #include "coffer/v1/admin.pb.h"
 #include "crypto/base/clock.h"
+#include "kms/audit/audit_event.h"
 #include "storage/attachment_store.h"
 #include "storage/damaged_item.h"
 #include "storage/data_db.h"
@@ -58,6 +59,10 @@ struct JobRegistryDeps {
   // Called once a re-encryption, re-index or scrub ends, with the damaged items it skipped in
   // dataset `handle` (storage/damaged_item.h), to raise their events (optional).
   std::function<void(uint64_t handle, const std::vector<storage::DamagedItem>& items)> on_damaged;
+  // Retires dataset `handle`'s COMPROMISED versions that no data uses any more
+  // (KeyManager::RetireCompromised); needed by StartEmergencyFollowUp.
+  std::function<absl::Status(uint64_t handle, const kms::audit::AuditActor& actor)>
+      retire_compromised;
 };
 
 class JobRegistry {
@@ -79,6 +84,13 @@ class JobRegistry {
   // version after the run.
   absl::StatusOr<coffer::v1::JobStatus> StartReindex(uint64_t handle, std::string dataset,
                                                      double max_items_per_second = 0);
+  // After an emergency rotation of dataset `handle` (KeyManager::EmergencyRotate): one job that
+  // re-encrypts, re-indexes, then retires the COMPROMISED versions nothing uses any more
+  // (deps.retire_compromised). Its status shows the step under way (done/total and the census of
+  // the step); a failed step ends it (the periodic rotation job retires what is due later).
+  // `actor`: the admin who asked for the rotation; the retirement is audited as theirs.
+  absl::StatusOr<coffer::v1::JobStatus> StartEmergencyFollowUp(uint64_t handle, std::string dataset,
+                                                               kms::audit::AuditActor actor);
   // Scrubs dataset `handle`, or every dataset when nullopt (then `dataset` is empty).
   absl::StatusOr<coffer::v1::JobStatus> StartScrub(std::optional<uint64_t> handle,
                                                    std::string dataset);
@@ -134,6 +146,9 @@ class JobRegistry {
                                     std::string dataset);
   void RunReencryption(OnDemand* job, uint64_t handle, double max_items_per_second);
   void RunReindex(OnDemand* job, uint64_t handle, double max_items_per_second);
+  // The runs' work without their end: progress, damaged items and census into job->status.
+  absl::Status ReencryptStep(OnDemand* job, uint64_t handle, double max_items_per_second);
+  absl::Status ReindexStep(OnDemand* job, uint64_t handle, double max_items_per_second);
   void RunScrub(OnDemand* job, std::optional<uint64_t> handle);
   // Passes `items` of dataset `handle` to deps_.on_damaged, if any and set.
   void ReportDamaged(uint64_t handle, const std::vector<storage::DamagedItem>& items);

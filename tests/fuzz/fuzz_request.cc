@@ -145,7 +145,7 @@ struct World {
     stores = Must(kms::StoreGraph::Open(std::move(graph)));
     jobs = std::make_unique<daemon::JobRegistry>(
         daemon::JobRegistryDeps{data_db.get(), &stores->key_manager(), &stores->attachments(),
-                                nullptr},
+                                nullptr, nullptr},
         clock);
     auto config = Must(daemon::ParseConfig(kGrants, "fuzz"));
     authorizer = std::make_unique<daemon::Authorizer>(Must(daemon::GrantTable::FromConfig(config)));

@@ -617,7 +617,12 @@ TEST_F(KeyManagerTest, EmergencyRotationCompromisesThenRetiresAfterReencryption)
   EXPECT_EQ(info->purposes[0].versions[0].state, KeyVersionState::kCompromised);
   EXPECT_EQ(info->purposes[0].versions[1].state, KeyVersionState::kCompromised);
   EXPECT_EQ(info->purposes[1].versions[0].state, KeyVersionState::kCompromised);
-  EXPECT_EQ(info->purposes[2].primary_version, 1u);  // lookup untouched
+  // Lookup too (its re-index is the follow-up's); pseudonym rotated but its old version kept
+  // for the CRM's stored tokens.
+  EXPECT_EQ(info->purposes[2].primary_version, 2u);
+  EXPECT_EQ(info->purposes[2].versions[0].state, KeyVersionState::kCompromised);
+  EXPECT_EQ(info->purposes[3].primary_version, 2u);
+  EXPECT_NE(info->purposes[3].versions[0].state, KeyVersionState::kCompromised);
   // Re-encryption still running: data remains under records v2.
   counter_.Set(crm, KeyPurpose::kRecords, 2, 3);
   auto report = manager_->RunDueWork();
@@ -625,6 +630,8 @@ TEST_F(KeyManagerTest, EmergencyRotationCompromisesThenRetiresAfterReencryption)
   info = manager_->DescribeDataset(crm);
   EXPECT_EQ(info->purposes[0].min_decrypt_version, 2u);  // v1 had nothing left
   EXPECT_EQ(info->purposes[1].min_decrypt_version, 2u);
+  EXPECT_EQ(info->purposes[2].min_decrypt_version, 2u);  // no item under lookup v1
+  EXPECT_EQ(info->purposes[3].min_decrypt_version, 1u);  // pseudonym v1 stays
   ASSERT_OK(manager_->KeyForVersion(crm, KeyPurpose::kRecords, 2));
   counter_.Set(crm, KeyPurpose::kRecords, 2, 0);  // re-encryption finished
   ASSERT_OK(manager_->RunDueWork());

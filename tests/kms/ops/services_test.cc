@@ -126,8 +126,15 @@ class DaemonServicesTest : public ::testing::Test {
     records_ = &stores_->records();
     attachments_ = &stores_->attachments();
     bin_ = &stores_->bin();
-    jobs_ =
-        std::make_unique<JobRegistry>(JobRegistryDeps{db_.get(), keys_, attachments_, {}}, clock_);
+    jobs_ = std::make_unique<JobRegistry>(
+        JobRegistryDeps{db_.get(),
+                        keys_,
+                        attachments_,
+                        {},
+                        [this](uint64_t handle, const audit::AuditActor& actor) {
+                          return keys_->RetireCompromised(handle, actor);
+                        }},
+        clock_);
 
     authorizer_ = std::make_unique<Authorizer>(Grants(kGrants), [this] { return now_; });
 

@@ -1,0 +1,145 @@
+// Issue 20 item 1 against a running cofferd (test-cofferd, fresh SoftHSM2 token, real RocksDB,
+// real sockets): `keyctl key rotate --emergency DATASET --wait` rotates records, attachments,
+// lookup and pseudonym keys, marks the older records, attachments and lookup versions
+// COMPROMISED, and one job re-encrypts, re-indexes and retires them once nothing uses them; every
+// item still reads back, an old pseudonym token still re-identifies (its version stays until the
+// operator confirms the translate run), and the audit log holds one trail of the admin's uid.
+
+#include <unistd.h>
+
+#include <map>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "gtest/gtest.h"
+#include "kms/client/client.h"
+#include "nlohmann/json.hpp"
+#include "tests/kms/cofferd/cofferd_harness.h"
+
+namespace coffer {
+namespace {
+
+using ::coffer::testing::Cofferd;
+using ::coffer::testing::CofferdOptions;
+using ::coffer::testing::Keyctl;
+using ::coffer::testing::KeyctlResult;
+using json = nlohmann::json;
+
+constexpr char kDataset[] = "crm/breached";
+constexpr int kRecords = 30;
+
+std::string Id(int i) { return "contact-" + std::to_string(i); }
+std::string Value(int i) { return "customer record " + std::to_string(i); }
+
+class EmergencyRotationTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    CofferdOptions options;
+    options.name = "cofferd-emergency";
+    const std::string me = std::to_string(geteuid());
+    options.extra_config = [me](const std::string&) {
+      return "grants { principals { uid: " + me +
+             " } datasets: \"*\" rights: PSEUDONYMIZE rights: REIDENTIFY }\n";
+    };
+    daemon_ = Cofferd::Create(std::move(options));
+    ASSERT_NE(daemon_, nullptr);
+    ASSERT_EQ(Run("dataset create " + std::string(kDataset)).exit_code, 0);
+  }
+  void TearDown() override {
+    if (HasFailure() && daemon_) std::cerr << "cofferd's log:\n" << daemon_->Logs();
+  }
+  KeyctlResult Run(const std::string& args) { return Keyctl(daemon_->admin_socket(), args); }
+
+  // purpose name -> version -> state, from `key versions --json`.
+  std::map<std::string, std::map<int, std::string>> Versions() {
+    KeyctlResult listed = Run("--json key versions " + std::string(kDataset));
+    EXPECT_EQ(listed.exit_code, 0) << listed.err;
+    std::map<std::string, std::map<int, std::string>> states;
+    for (const json& v : listed.JsonOrEmpty().value("versions", json::array())) {
+      states[v.value("purpose", "")][v.value("version", 0)] = v.value("state", "");
+    }
+    return states;
+  }
+
+  std::unique_ptr<Cofferd> daemon_;
+};
+
+TEST_F(EmergencyRotationTest, OneCommandRotatesEveryPurposeAndRetiresWhatWasCompromised) {
+  auto c = client::Client::Connect(daemon_->data_socket());
+  ASSERT_TRUE(c.ok()) << c.status();
+  for (int i = 0; i < kRecords; ++i) ASSERT_TRUE((*c)->PutRecord(kDataset, Id(i), Value(i)).ok());
+  {
+    auto writer = (*c)->BeginAttachment(kDataset, "passport.jpg", "image/jpeg");
+    ASSERT_TRUE(writer.ok()) << writer.status();
+    ASSERT_TRUE((*writer)->Append(std::string(200'000, 'j')).ok());
+    ASSERT_TRUE((*writer)->Commit().ok());
+  }
+  auto token = (*c)->Pseudonymize(kDataset, {"alice@example.com"});
+  ASSERT_TRUE(token.ok()) << token.status();
+
+  KeyctlResult rotated = Run("key rotate " + std::string(kDataset) + " --emergency --wait");
+  ASSERT_EQ(rotated.exit_code, 0) << rotated.err << rotated.out;
+  EXPECT_NE(rotated.out.find("emergency rotation of crm/breached"), std::string::npos)
+      << rotated.out;
+  EXPECT_NE(rotated.out.find("re-encrypts, re-indexes, then retires"), std::string::npos)
+      << rotated.out;
+
+  // Every purpose has a new primary; the compromised versions are retired (their keys gone),
+  // the old pseudonym version stays for the CRM's stored tokens.
+  auto versions = Versions();
+  for (const char* purpose : {"PURPOSE_RECORDS", "PURPOSE_ATTACHMENTS", "PURPOSE_LOOKUP"}) {
+    SCOPED_TRACE(purpose);
+    EXPECT_EQ(versions[purpose][1], "KEY_RETIRED");
+    EXPECT_EQ(versions[purpose][2], "KEY_PRIMARY");
+  }
+  EXPECT_EQ(versions["PURPOSE_PSEUDONYM"][2], "KEY_PRIMARY");
+  EXPECT_NE(versions["PURPOSE_PSEUDONYM"][1], "KEY_RETIRED");
+
+  // Nothing was lost: every record and the attachment read back under the new keys, and the old
+  // token still re-identifies.
+  for (int i = 0; i < kRecords; ++i) {
+    EXPECT_EQ((*c)->GetRecord(kDataset, Id(i)).value_or("<missing>"), Value(i)) << Id(i);
+  }
+  auto reader = (*c)->OpenAttachment(kDataset, "passport.jpg");
+  ASSERT_TRUE(reader.ok()) << reader.status();
+  EXPECT_EQ((*reader)->ReadAll().value_or("").size(), 200'000u);
+  auto identified = (*c)->Reidentify(kDataset, token->tokens);
+  ASSERT_TRUE(identified.ok()) << identified.status();
+  EXPECT_EQ(identified->front(), "alice@example.com");
+
+  // One trail: four emergency rotations and three retirements, all by the admin who asked.
+  KeyctlResult trail =
+      Run("--json audit search --dataset " + std::string(kDataset) + " --limit 1000");
+  ASSERT_EQ(trail.exit_code, 0) << trail.err;
+  int rotations = 0;
+  int retirements = 0;
+  for (const json& e : trail.JsonOrEmpty().value("entries", json::array())) {
+    const std::string kind = e.value("kind", "");
+    const std::string stage = e.value("stage", "");
+    if (kind == "KEY_ROTATE" && e.value("detail", "").find("emergency") != std::string::npos &&
+        stage != "REQUESTED") {
+      ++rotations;
+      EXPECT_EQ(e.value("uid", 0u), geteuid()) << e.dump();
+    }
+    if (kind == "KEY_RETIRE" && stage != "REQUESTED" && e.value("result_code", 0) == 0) {
+      ++retirements;
+      EXPECT_EQ(e.value("uid", 0u), geteuid()) << e.dump();
+    }
+  }
+  EXPECT_EQ(rotations, 4) << trail.out;
+  EXPECT_EQ(retirements, 3) << trail.out;
+}
+
+TEST_F(EmergencyRotationTest, WaitWithoutEmergencyIsRefused) {
+  KeyctlResult refused = Run("key rotate " + std::string(kDataset) + " --wait");
+  EXPECT_NE(refused.exit_code, 0);
+  EXPECT_NE(refused.err.find("--wait goes with --emergency"), std::string::npos) << refused.err;
+  KeyctlResult both = Run("key rotate " + std::string(kDataset) + " --emergency --purpose lookup");
+  EXPECT_NE(both.exit_code, 0);
+  EXPECT_NE(both.err.find("give no --purpose"), std::string::npos) << both.err;
+}
+
+}  // namespace
+}  // namespace coffer
