@@ -14,12 +14,14 @@
 // Run as root, the daemon runs as `nobody`; files this process writes are given back to it.
 
 #include <pwd.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -356,6 +358,80 @@ TEST(CofferdRestoreTest, ADatasetDestroyedAfterTheBackupIsUnreadableInItsRestore
     auto got = state->records().Get(kept, id);
     ASSERT_TRUE(got.ok()) << id << ": " << got.status();
     EXPECT_EQ(*got, "kept " + id);
+  }
+}
+
+// Issue 20 item 3: the backups live on another file system than the state (here a tmpfs
+// mounted for the test; in production another disk or a network mount). Backup, verify and
+// restore work across the mount: nothing relies on hard links between the two.
+TEST(CofferdRestoreTest, BackupsOnAnotherFileSystemBackUpVerifyAndRestore) {
+  if (geteuid() != 0) GTEST_SKIP() << "mounting a file system for the backups needs root";
+  std::string mount_point;
+  CofferdOptions options;
+  options.name = "cofferd-offsite";
+  options.prepare = [&mount_point](const std::string& dir) {
+    mount_point = dir + "/offsite";
+    ASSERT_EQ(::mkdir(mount_point.c_str(), 0700), 0);
+    ASSERT_EQ(::mount("tmpfs", mount_point.c_str(), "tmpfs", 0, "size=64m,mode=0700"), 0)
+        << std::strerror(errno);
+  };
+  options.extra_config = [](const std::string& dir) {
+    return "backup_directory: \"" + dir + "/offsite/backups\"\n";
+  };
+  auto daemon = Cofferd::Create(std::move(options));
+  // Unmounted (lazily) before the daemon's directory is removed, whatever the test's outcome.
+  struct Unmount {
+    const std::string& path;
+    ~Unmount() {
+      if (!path.empty()) ::umount2(path.c_str(), MNT_DETACH);
+    }
+  } unmount{mount_point};
+  ASSERT_NE(daemon, nullptr);
+  struct stat state_dir {};
+  struct stat backup_fs {};
+  ASSERT_EQ(::stat(daemon->dir().c_str(), &state_dir), 0);
+  ASSERT_EQ(::stat(mount_point.c_str(), &backup_fs), 0);
+  ASSERT_NE(state_dir.st_dev, backup_fs.st_dev) << "the backups are not on another file system";
+  ASSERT_TRUE(daemon->Stop()) << daemon->Logs();
+  uint64_t handle = 0;
+  {
+    auto state = OpenedState::Open(*daemon, {});
+    ASSERT_NE(state, nullptr);
+    auto made = state->keys().CreateDataset("crm/offsite", std::nullopt, TestActor());
+    ASSERT_TRUE(made.ok()) << made.status();
+    handle = *made;
+    for (int i = 0; i < 10; ++i) {
+      const std::string id = "r-" + std::to_string(i);
+      ASSERT_TRUE(state->records().Put(handle, id, "offsite " + id).ok());
+    }
+  }
+  GiveBack(*daemon);
+  ASSERT_TRUE(daemon->Start());
+  KeyctlResult backup = Keyctl(daemon->admin_socket(), "--json backup create");
+  ASSERT_EQ(backup.exit_code, 0) << Joined(backup) << daemon->Logs();
+  const uint64_t backup_id = backup.JsonOrEmpty().value("id", uint64_t{0});
+  ASSERT_NE(backup_id, 0u) << backup.out;
+  KeyctlResult verified =
+      Keyctl(daemon->admin_socket(), "backup verify " + std::to_string(backup_id));
+  EXPECT_EQ(verified.exit_code, 0) << Joined(verified);
+  // The key DB copy and the data DB backup are on the backup file system.
+  size_t files_there = 0;
+  for (const auto& entry : fs::recursive_directory_iterator(mount_point + "/backups")) {
+    if (entry.is_regular_file()) ++files_there;
+  }
+  EXPECT_GT(files_there, 3u);
+  const std::string target = daemon->dir() + "/restored-offsite";
+  KeyctlResult restored =
+      Keyctl(daemon->admin_socket(), "backup restore " + std::to_string(backup_id) + " " + target);
+  ASSERT_EQ(restored.exit_code, 0) << Joined(restored) << daemon->Logs();
+  ASSERT_TRUE(daemon->Stop()) << daemon->Logs();
+  {
+    auto state = OpenedState::Open(*daemon, {}, target);
+    ASSERT_NE(state, nullptr);
+    for (int i = 0; i < 10; ++i) {
+      const std::string id = "r-" + std::to_string(i);
+      EXPECT_EQ(state->records().Get(handle, id).value_or("<missing>"), "offsite " + id);
+    }
   }
 }
 
