@@ -315,12 +315,7 @@ absl::StatusOr<std::unique_ptr<AttachmentUpload>> AttachmentStore::BeginUpload(
   COFFER_ASSIGN_OR_RETURN(crypto::StreamSegmentEncrypter encrypter,
                           crypto::StreamSegmentEncrypter::Create(key->key(), key->version(),
                                                                  stored_key, segment_size_));
-  internal::UploadId upload{};
-  COFFER_RETURN_IF_ERROR(crypto::RandomNonce(absl::MakeSpan(upload.data(), upload.size())));
-  {
-    std::lock_guard<std::mutex> lock(active_mu_);
-    active_.insert(upload);  // before the marker exists, so a cleanup pass skips it
-  }
+  COFFER_ASSIGN_OR_RETURN(const internal::UploadId upload, NewActiveUpload());
   std::string marker;
   internal::AppendU64(&marker, static_cast<uint64_t>(ToUnixMicros(clock_->Now())));
   absl::Status written = FromRocks(db_->rocks()->Put(db_->write_options(), db_->cf(Cf::kUploads),
@@ -518,7 +513,67 @@ absl::Status WriteUploadMarker(DataDb* db, const std::string& upload_key,
                    "write");
 }
 
+// Whether `key` in `cf` still holds `seen` at `snapshot`.
+absl::StatusOr<bool> StillSeen(DataDb* db, Cf cf, std::string_view key, std::string_view seen,
+                               const rocksdb::Snapshot* snapshot) {
+  std::string at_snapshot;
+  bool found = false;
+  COFFER_RETURN_IF_ERROR(db->Get(cf, key, &at_snapshot, &found, snapshot));
+  return found && at_snapshot == seen;
+}
+
+// The decrypter of an attachment's stream sealed under attachments version `version`.
+absl::StatusOr<crypto::StreamSegmentDecrypter> OldStream(KeyProvider* keys, uint64_t handle,
+                                                         uint32_t version, const PointerBody& body,
+                                                         std::string_view stored_key) {
+  COFFER_ASSIGN_OR_RETURN(std::shared_ptr<const DataKey> key,
+                          keys->KeyForVersion(handle, KeyPurpose::kAttachments, version));
+  COFFER_ASSIGN_OR_RETURN(
+      crypto::StreamSegmentDecrypter decrypter,
+      crypto::StreamSegmentDecrypter::Create(key->key(), version, body.stream_header, stored_key));
+  if (SegmentCount(body.size, decrypter.segment_size()) - 1 > crypto::kMaxStreamSegmentIndex) {
+    return MakeError(ErrorCode::kCiphertextCorrupt, "impossible attachment size");
+  }
+  return decrypter;
+}
+
+// The pointer entry of a copied stream: the same item (id, size, times, content type) under
+// `primary` at `stored_key`, naming upload `upload` and its stream header.
+absl::StatusOr<std::string> ResealPointer(const DataKey& primary, std::string_view stored_key,
+                                          const internal::OpenedEntry& opened,
+                                          const PointerBody& body, std::string_view upload,
+                                          std::string_view stream_header) {
+  std::string new_body =
+      EncodePointerBody(body.size, body.created_us, body.content_type, stream_header);
+  absl::StatusOr<std::string> resealed =
+      internal::SealEntryWith(primary, Cf::kAttachmentPointers, stored_key, opened.written_at_us,
+                              upload, opened.id, new_body);
+  std::fill(new_body.begin(), new_body.end(), '\0');
+  return resealed;
+}
+
+// Deletes the segments and the marker of upload `upload` of dataset `handle` (a copy that is
+// not kept).
+absl::Status DropUpload(DataDb* db, uint64_t handle, const internal::UploadId& upload) {
+  rocksdb::WriteBatch batch;
+  COFFER_RETURN_IF_ERROR(FromRocks(
+      batch.DeleteRange(db->cf(Cf::kAttachmentSegments), internal::SegmentsBegin(handle, upload),
+                        internal::SegmentsEnd(handle, upload)),
+      "batch"));
+  COFFER_RETURN_IF_ERROR(
+      FromRocks(batch.Delete(db->cf(Cf::kUploads), internal::UploadKey(handle, upload)), "batch"));
+  return db->Write(&batch);
+}
+
 }  // namespace
+
+absl::StatusOr<internal::UploadId> AttachmentStore::NewActiveUpload() {
+  internal::UploadId upload{};
+  COFFER_RETURN_IF_ERROR(crypto::RandomNonce(absl::MakeSpan(upload.data(), upload.size())));
+  std::lock_guard<std::mutex> lock(active_mu_);
+  active_.insert(upload);  // before its marker exists, so a cleanup pass skips it
+  return upload;
+}
 
 absl::StatusOr<bool> AttachmentStore::CopyToPrimary(Cf cf, std::string_view key,
                                                     std::string_view seen,
@@ -542,12 +597,8 @@ absl::StatusOr<bool> AttachmentStore::CopyToPrimary(Cf cf, std::string_view key,
   // The snapshot pins the old segments while they are copied; the entry must still be `seen`
   // in it, or a replace already removed them.
   std::unique_ptr<ScopedSnapshot> snapshot = db_->NewSnapshot();
-  {
-    std::string at_snapshot;
-    bool found = false;
-    COFFER_RETURN_IF_ERROR(db_->Get(cf, key, &at_snapshot, &found, snapshot->get()));
-    if (!found || at_snapshot != seen) return false;
-  }
+  COFFER_ASSIGN_OR_RETURN(bool still_seen, StillSeen(db_, cf, key, seen, snapshot->get()));
+  if (!still_seen) return false;
   COFFER_ASSIGN_OR_RETURN(internal::OpenedEntry opened,
                           internal::OpenEntry(keys_, Cf::kAttachmentPointers,
                                               KeyPurpose::kAttachments, stored_key, entry_bytes));
@@ -556,38 +607,19 @@ absl::StatusOr<bool> AttachmentStore::CopyToPrimary(Cf cf, std::string_view key,
     std::fill(opened.body.begin(), opened.body.end(), '\0');
   };
   COFFER_ASSIGN_OR_RETURN(PointerBody body, ParsePointerBody(opened.body));
-  COFFER_ASSIGN_OR_RETURN(std::shared_ptr<const DataKey> old_key,
-                          keys_->KeyForVersion(handle, KeyPurpose::kAttachments, old_version));
   COFFER_ASSIGN_OR_RETURN(crypto::StreamSegmentDecrypter decrypter,
-                          crypto::StreamSegmentDecrypter::Create(old_key->key(), old_version,
-                                                                 body.stream_header, stored_key));
+                          OldStream(keys_, handle, old_version, body, stored_key));
   const uint64_t segments = SegmentCount(body.size, decrypter.segment_size());
-  if (segments - 1 > crypto::kMaxStreamSegmentIndex) {
-    return MakeError(ErrorCode::kCiphertextCorrupt, "impossible attachment size");
-  }
   COFFER_ASSIGN_OR_RETURN(std::shared_ptr<const DataKey> primary,
                           keys_->PrimaryKey(handle, KeyPurpose::kAttachments, 2));
   COFFER_ASSIGN_OR_RETURN(
       crypto::StreamSegmentEncrypter encrypter,
       crypto::StreamSegmentEncrypter::Create(primary->key(), primary->version(), target_stored_key,
                                              decrypter.segment_size()));
-  internal::UploadId upload{};
-  COFFER_RETURN_IF_ERROR(crypto::RandomNonce(absl::MakeSpan(upload.data(), upload.size())));
-  {
-    std::lock_guard<std::mutex> lock(active_mu_);
-    active_.insert(upload);
-  }
+  COFFER_ASSIGN_OR_RETURN(const internal::UploadId upload, NewActiveUpload());
   absl::Cleanup forget = [this, &upload] { Forget(upload); };
   const std::string upload_key = internal::UploadKey(handle, upload);
-  auto drop_copy = [&]() -> absl::Status {
-    rocksdb::WriteBatch batch;
-    COFFER_RETURN_IF_ERROR(FromRocks(
-        batch.DeleteRange(db_->cf(Cf::kAttachmentSegments), internal::SegmentsBegin(handle, upload),
-                          internal::SegmentsEnd(handle, upload)),
-        "batch"));
-    COFFER_RETURN_IF_ERROR(FromRocks(batch.Delete(db_->cf(Cf::kUploads), upload_key), "batch"));
-    return db_->Write(&batch);
-  };
+  auto drop_copy = [&] { return DropUpload(db_, handle, upload); };
   COFFER_RETURN_IF_ERROR(WriteUploadMarker(db_, upload_key, clock_->Now()));
   const internal::UploadId old_upload = ToUploadId(opened.upload_id);
   absl::Status copied = CopySegments(db_, snapshot->get(), handle, old_upload, upload, segments,
@@ -597,12 +629,8 @@ absl::StatusOr<bool> AttachmentStore::CopyToPrimary(Cf cf, std::string_view key,
     drop_copy().IgnoreError();  // what is left, CleanupOrphanedUploads removes
     return copied;
   }
-  std::string new_body =
-      EncodePointerBody(body.size, body.created_us, body.content_type, encrypter.header());
   absl::StatusOr<std::string> resealed =
-      internal::SealEntryWith(*primary, Cf::kAttachmentPointers, target_stored_key,
-                              opened.written_at_us, AsView(upload), opened.id, new_body);
-  std::fill(new_body.begin(), new_body.end(), '\0');
+      ResealPointer(*primary, target_stored_key, opened, body, AsView(upload), encrypter.header());
   if (!resealed.ok()) {
     drop_copy().IgnoreError();
     return resealed.status();

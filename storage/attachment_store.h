@@ -212,6 +212,9 @@ class AttachmentStore {
 
  private:
   friend class AttachmentUpload;
+  // A fresh random upload id, registered as this process's (a cleanup pass skips it) until
+  // Forget.
+  absl::StatusOr<internal::UploadId> NewActiveUpload();
   void Forget(const internal::UploadId& upload);
   // One read and open; Open repeats it through internal::ReadAgainIfRetired.
   absl::StatusOr<std::unique_ptr<AttachmentReader>> OpenOnce(uint64_t handle,

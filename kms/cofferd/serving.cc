@@ -365,6 +365,30 @@ absl::Status ScheduledScrub(storage::DataDb* data, kms::KeyManager* keys,
   return absl::OkStatus();
 }
 
+// The scheduled backup: made, verified at once (every part re-read against the manifest: a
+// backup that does not verify fails the job, whose failure status shows, and is not counted
+// on), then the old ones pruned.
+absl::Status ScheduledBackup(kms::FullBackups* full_backups,
+                             const kms::FullBackupSources& sources) {
+  COFFER_ASSIGN_OR_RETURN(kms::FullBackupInfo info, full_backups->Create(sources, InternalActor()));
+  if (absl::Status verified = full_backups->Verify(info.id); !verified.ok()) {
+    return MakeError(ErrorCodeOf(verified),
+                     "full backup " + std::to_string(info.id) +
+                         " was made but does not verify: " + std::string(verified.message()));
+  }
+  COFFER_ASSIGN_OR_RETURN(std::vector<uint32_t> pruned, full_backups->PruneExpired());
+  LogInfo("jobs: full backup " + std::to_string(info.id) + " made and verified (" +
+          std::to_string(info.size_bytes) + " bytes); " + std::to_string(pruned.size()) +
+          " old backups pruned");
+  return absl::OkStatus();
+}
+
+absl::Status UploadCleanupTick(storage::AttachmentStore* store) {
+  COFFER_ASSIGN_OR_RETURN(size_t removed, store->CleanupOrphanedUploads());
+  if (removed > 0) LogInfo("jobs: removed " + std::to_string(removed) + " orphaned uploads");
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 absl::Status Daemon::Parts::StartJobs() {
@@ -389,14 +413,7 @@ absl::Status Daemon::Parts::StartJobs() {
   storage::AttachmentStore* store = attachments;
   COFFER_RETURN_IF_ERROR(jobs->RegisterPeriodic(
       "upload-cleanup", coffer::v1::JOB_UPLOAD_CLEANUP, kUploadCleanupPeriod,
-      [store]() -> absl::Status {
-        COFFER_ASSIGN_OR_RETURN(size_t removed, store->CleanupOrphanedUploads());
-        if (removed > 0) {
-          LogInfo("jobs: removed " + std::to_string(removed) + " orphaned uploads");
-        }
-        return absl::OkStatus();
-      },
-      /*run_at_start=*/true));
+      [store] { return UploadCleanupTick(store); }, /*run_at_start=*/true));
 
   kms::KeyManager* manager = key_manager;
   storage::DataDb* data = data_db.get();
@@ -427,22 +444,7 @@ absl::Status Daemon::Parts::StartJobs() {
     COFFER_RETURN_IF_ERROR(jobs->RegisterPeriodic(
         "backup", coffer::v1::JOB_BACKUP,
         std::chrono::seconds(config.jobs().backup_interval_seconds()),
-        [full_backups, sources]() -> absl::Status {
-          COFFER_ASSIGN_OR_RETURN(kms::FullBackupInfo info,
-                                  full_backups->Create(sources, InternalActor()));
-          // Verified at once (every part re-read against the manifest): a backup that does not
-          // verify fails the job, whose failure status shows, and is not counted on.
-          if (absl::Status verified = full_backups->Verify(info.id); !verified.ok()) {
-            return MakeError(ErrorCodeOf(verified), "full backup " + std::to_string(info.id) +
-                                                        " was made but does not verify: " +
-                                                        std::string(verified.message()));
-          }
-          COFFER_ASSIGN_OR_RETURN(std::vector<uint32_t> pruned, full_backups->PruneExpired());
-          LogInfo("jobs: full backup " + std::to_string(info.id) + " made and verified (" +
-                  std::to_string(info.size_bytes) + " bytes); " + std::to_string(pruned.size()) +
-                  " old backups pruned");
-          return absl::OkStatus();
-        }));
+        [full_backups, sources] { return ScheduledBackup(full_backups, sources); }));
   }
   if (config.jobs().scrub_interval_seconds() > 0) {
     storage::DataDb* scrubbed = data_db.get();

@@ -287,83 +287,37 @@ absl::Status AuditVerifyOffline(CommandContext& ctx, const OfflineVerify& reques
   return absl::OkStatus();
 }
 
-void AddAuditCommands(CLI::App& app, CommandLine& line) {
-  struct Values {
-    uint32_t limit = 100;
-    std::string since, until, dataset;
-    uint32_t caller_uid = 0;
-    bool offline = false;
-    std::string public_key, audit_dir = "./var/audit";
-    std::string anchors;
-    uint64_t min_sequence = 0;
-  };
-  Values& v = line.NewValues<Values>();
-  CLI::App* audit = AddCommandGroup(app, "audit", "Read and verify the audit log",
-                                    "keyctl audit search --dataset crm/contacts --since 7d");
-  CLI::App* show =
-      AddCommand(audit, "show", "Show the newest entries", "keyctl audit show --limit 50");
-  show->add_option("--limit", v.limit, "How many entries (default 100)")
-      ->check(CLI::Range(uint32_t{1}, uint32_t{100000}));
-  line.Runs(show, [&v](CommandContext& ctx) { return AuditShow(ctx, v.limit); });
+namespace {
 
-  CLI::App* search = AddCommand(audit, "search", "Find entries, oldest first",
-                                "keyctl audit search --dataset crm/contacts --since 2026-01-01 "
-                                "--caller 1000");
-  search->add_option("--since", v.since, "From: YYYY-MM-DD[THH:MM[:SS]] local, or e.g. 7d ago")
-      ->check(TimeValidator());
-  search->add_option("--until", v.until, "Until: same forms as --since")->check(TimeValidator());
-  search->add_option("--dataset", v.dataset, "Only entries of this dataset");
-  CLI::Option* caller = search->add_option("--caller", v.caller_uid, "Only this caller's uid");
-  search->add_option("--limit", v.limit, "At most this many entries (default 100)")
-      ->check(CLI::Range(uint32_t{1}, uint32_t{100000}));
-  search->callback([&v, &line, caller] {
-    AuditFilter filter;
-    const int64_t now = NowMicros();
-    if (!v.since.empty()) filter.since_micros = *ParseTimePoint(v.since, now);
-    if (!v.until.empty()) filter.until_micros = *ParseTimePoint(v.until, now);
-    filter.dataset = v.dataset;
-    if (caller->count() > 0) filter.caller_uid = v.caller_uid;
-    filter.limit = v.limit;
-    line.Choose([filter](CommandContext& ctx) { return AuditSearch(ctx, filter); });
-  });
+struct AuditValues {
+  uint32_t limit = 100;
+  std::string since, until, dataset;
+  uint32_t caller_uid = 0;
+  bool offline = false;
+  std::string public_key, audit_dir = "./var/audit";
+  std::string anchors;
+  uint64_t min_sequence = 0;
+};
 
-  CLI::App* who_read = AddCommand(
-      audit, "who-read",
-      "Breach scope: who read a dataset, per caller uid (records, attachments, re-identified "
-      "pseudonyms, first and last read)",
-      "keyctl audit who-read crm/contacts --since 2026-11-01 --until 2026-11-08");
-  who_read->add_option("DATASET", v.dataset, "Dataset name")->required();
-  who_read->add_option("--since", v.since, "From: same forms as audit search")
-      ->check(TimeValidator());
-  who_read->add_option("--until", v.until, "Until: same forms")->check(TimeValidator());
-  who_read->callback([&v, &line] {
-    AuditFilter filter;
-    const int64_t now = NowMicros();
-    if (!v.since.empty()) filter.since_micros = *ParseTimePoint(v.since, now);
-    if (!v.until.empty()) filter.until_micros = *ParseTimePoint(v.until, now);
-    filter.dataset = v.dataset;
-    line.Choose([filter](CommandContext& ctx) { return AuditWhoRead(ctx, filter); });
-  });
+// --since and --until on `command`.
+void AddPeriod(CLI::App* command, AuditValues& v, const std::string& since_help) {
+  command->add_option("--since", v.since, since_help)->check(TimeValidator());
+  command->add_option("--until", v.until, "Until: same forms as --since")->check(TimeValidator());
+}
 
-  CLI::App* export_entries = AddCommand(
-      audit, "export", "Every matching entry as one JSON object per line, oldest first (a SIEM)",
-      "keyctl audit export --since 1d > audit.jsonl");
-  export_entries->add_option("--since", v.since, "From: same forms as audit search")
-      ->check(TimeValidator());
-  export_entries->add_option("--until", v.until, "Until: same forms")->check(TimeValidator());
-  export_entries->add_option("--dataset", v.dataset, "Only entries of this dataset");
-  CLI::Option* export_caller =
-      export_entries->add_option("--caller", v.caller_uid, "Only this caller's uid");
-  export_entries->callback([&v, &line, export_caller] {
-    AuditFilter filter;
-    const int64_t now = NowMicros();
-    if (!v.since.empty()) filter.since_micros = *ParseTimePoint(v.since, now);
-    if (!v.until.empty()) filter.until_micros = *ParseTimePoint(v.until, now);
-    filter.dataset = v.dataset;
-    if (export_caller->count() > 0) filter.caller_uid = v.caller_uid;
-    line.Choose([filter](CommandContext& ctx) { return AuditExport(ctx, filter); });
-  });
+// The filter the options of a search, who-read or export give (`caller`: its --caller, if any).
+AuditFilter FilterOf(const AuditValues& v, const CLI::Option* caller) {
+  AuditFilter filter;
+  const int64_t now = NowMicros();
+  if (!v.since.empty()) filter.since_micros = *ParseTimePoint(v.since, now);
+  if (!v.until.empty()) filter.until_micros = *ParseTimePoint(v.until, now);
+  filter.dataset = v.dataset;
+  if (caller != nullptr && caller->count() > 0) filter.caller_uid = v.caller_uid;
+  filter.limit = v.limit;
+  return filter;
+}
 
+void AddVerifyCommand(CLI::App* audit, CommandLine& line, AuditValues& v) {
   CLI::App* verify = AddCommand(
       audit, "verify",
       "Verify the hash chain, MACs and checkpoint signatures of the whole log (--offline: "
@@ -400,6 +354,58 @@ void AddAuditCommands(CLI::App& app, CommandLine& line) {
     if (min_sequence->count() > 0) request.min_sequence = v.min_sequence;
     line.Choose([request](CommandContext& ctx) { return AuditVerifyOffline(ctx, request); });
   });
+}
+
+}  // namespace
+
+void AddAuditCommands(CLI::App& app, CommandLine& line) {
+  AuditValues& v = line.NewValues<AuditValues>();
+  CLI::App* audit = AddCommandGroup(app, "audit", "Read and verify the audit log",
+                                    "keyctl audit search --dataset crm/contacts --since 7d");
+  CLI::App* show =
+      AddCommand(audit, "show", "Show the newest entries", "keyctl audit show --limit 50");
+  show->add_option("--limit", v.limit, "How many entries (default 100)")
+      ->check(CLI::Range(uint32_t{1}, uint32_t{100000}));
+  line.Runs(show, [&v](CommandContext& ctx) { return AuditShow(ctx, v.limit); });
+
+  CLI::App* search = AddCommand(audit, "search", "Find entries, oldest first",
+                                "keyctl audit search --dataset crm/contacts --since 2026-01-01 "
+                                "--caller 1000");
+  AddPeriod(search, v, "From: YYYY-MM-DD[THH:MM[:SS]] local, or e.g. 7d ago");
+  search->add_option("--dataset", v.dataset, "Only entries of this dataset");
+  CLI::Option* caller = search->add_option("--caller", v.caller_uid, "Only this caller's uid");
+  search->add_option("--limit", v.limit, "At most this many entries (default 100)")
+      ->check(CLI::Range(uint32_t{1}, uint32_t{100000}));
+  search->callback([&v, &line, caller] {
+    AuditFilter filter = FilterOf(v, caller);
+    line.Choose([filter](CommandContext& ctx) { return AuditSearch(ctx, filter); });
+  });
+
+  CLI::App* who_read = AddCommand(
+      audit, "who-read",
+      "Breach scope: who read a dataset, per caller uid (records, attachments, re-identified "
+      "pseudonyms, first and last read)",
+      "keyctl audit who-read crm/contacts --since 2026-11-01 --until 2026-11-08");
+  who_read->add_option("DATASET", v.dataset, "Dataset name")->required();
+  AddPeriod(who_read, v, "From: same forms as audit search");
+  who_read->callback([&v, &line] {
+    AuditFilter filter = FilterOf(v, nullptr);
+    line.Choose([filter](CommandContext& ctx) { return AuditWhoRead(ctx, filter); });
+  });
+
+  CLI::App* export_entries = AddCommand(
+      audit, "export", "Every matching entry as one JSON object per line, oldest first (a SIEM)",
+      "keyctl audit export --since 1d > audit.jsonl");
+  AddPeriod(export_entries, v, "From: same forms as audit search");
+  export_entries->add_option("--dataset", v.dataset, "Only entries of this dataset");
+  CLI::Option* export_caller =
+      export_entries->add_option("--caller", v.caller_uid, "Only this caller's uid");
+  export_entries->callback([&v, &line, export_caller] {
+    AuditFilter filter = FilterOf(v, export_caller);
+    line.Choose([filter](CommandContext& ctx) { return AuditExport(ctx, filter); });
+  });
+
+  AddVerifyCommand(audit, line, v);
 }
 
 }  // namespace coffer::keyctl

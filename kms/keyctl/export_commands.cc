@@ -257,25 +257,63 @@ std::string AttachmentFileName(std::string_view name) {
   return out;
 }
 
+namespace {
+
+// OK when `out_file` names a file that does not exist yet in an existing directory: an export
+// never overwrites a file.
+absl::Status CheckNewOutputFile(const std::string& out_file) {
+  if (out_file.empty()) return MakeError(ErrorCode::kInvalidArgument, "--out FILE is required");
+  std::error_code ec;
+  if (fs::symlink_status(out_file, ec).type() != fs::file_type::not_found) {
+    return MakeError(ErrorCode::kAlreadyExists,
+                     out_file + " exists; an export never overwrites a file");
+  }
+  const fs::path parent = fs::absolute(out_file, ec).parent_path();
+  if (!fs::is_directory(parent, ec)) {
+    return MakeError(ErrorCode::kInvalidArgument,
+                     "the directory of --out (" + parent.string() + ") does not exist");
+  }
+  return absl::OkStatus();
+}
+
+// What an export wrote: counts, recipient, archive digest and the damaged items left out.
+void PrintExportSummary(CommandContext& ctx, const std::string& file,
+                        const pb::DatasetExportSummary& summary) {
+  if (ctx.json()) {
+    nlohmann::json out = ProtoToJson(summary);
+    out["file"] = file;
+    out["archive_sha256"] = Hex(summary.archive_sha256());
+    out["recipient_fingerprint"] = Hex(summary.recipient_fingerprint());
+    ctx.out() << out.dump(2) << '\n';
+    return;
+  }
+  ctx.out() << "exported " << summary.dataset() << " to " << file << ": " << summary.records()
+            << " records, " << summary.attachments() << " attachments ("
+            << FormatBytes(summary.attachment_bytes()) << "), archive "
+            << FormatBytes(summary.archive_bytes()) << "\n"
+            << "  recipient " << summary.recipient_key()
+            << " key SHA256:" << Hex(summary.recipient_fingerprint()) << "\n"
+            << "  archive SHA256:" << Hex(summary.archive_sha256()) << "\n";
+  if (summary.damaged() > 0) {
+    // Left out of the archive: their stored bytes no longer open (docs/daemon.md, "Damaged items").
+    ctx.out() << "  " << summary.damaged()
+              << " damaged item(s) left out (stored bytes no longer open):\n";
+    for (const pb::DamagedItem& item : summary.damaged_items()) {
+      ctx.out() << "    " << item.ref() << "  " << item.code_name() << "  " << item.column_family()
+                << "\n";
+    }
+  }
+}
+
+}  // namespace
+
 absl::Status DatasetExport(CommandContext& ctx, const DatasetExportOptions& options) {
   // Everything checkable here is checked before the daemon is asked.
   COFFER_ASSIGN_OR_RETURN(std::string pem,
                           ReadKeyFile(options.recipient_key_file, "recipient public key"));
   COFFER_ASSIGN_OR_RETURN(crypto::RecipientPublicKey recipient,
                           crypto::RecipientPublicKey::FromPem(pem));
-  if (options.out_file.empty()) {
-    return MakeError(ErrorCode::kInvalidArgument, "--out FILE is required");
-  }
-  std::error_code ec;
-  if (fs::symlink_status(options.out_file, ec).type() != fs::file_type::not_found) {
-    return MakeError(ErrorCode::kAlreadyExists,
-                     options.out_file + " exists; an export never overwrites a file");
-  }
-  const fs::path parent = fs::absolute(options.out_file, ec).parent_path();
-  if (!fs::is_directory(parent, ec)) {
-    return MakeError(ErrorCode::kInvalidArgument,
-                     "the directory of --out (" + parent.string() + ") does not exist");
-  }
+  COFFER_RETURN_IF_ERROR(CheckNewOutputFile(options.out_file));
 
   pb::Request request;
   auto* r = request.mutable_dataset_export();
@@ -318,30 +356,7 @@ absl::Status DatasetExport(CommandContext& ctx, const DatasetExportOptions& opti
   }
   COFFER_RETURN_IF_ERROR(partial.Commit());
 
-  if (ctx.json()) {
-    nlohmann::json out = ProtoToJson(summary);
-    out["file"] = options.out_file;
-    out["archive_sha256"] = Hex(summary.archive_sha256());
-    out["recipient_fingerprint"] = Hex(summary.recipient_fingerprint());
-    ctx.out() << out.dump(2) << '\n';
-    return absl::OkStatus();
-  }
-  ctx.out() << "exported " << summary.dataset() << " to " << options.out_file << ": "
-            << summary.records() << " records, " << summary.attachments() << " attachments ("
-            << FormatBytes(summary.attachment_bytes()) << "), archive "
-            << FormatBytes(summary.archive_bytes()) << "\n"
-            << "  recipient " << summary.recipient_key()
-            << " key SHA256:" << Hex(summary.recipient_fingerprint()) << "\n"
-            << "  archive SHA256:" << Hex(summary.archive_sha256()) << "\n";
-  if (summary.damaged() > 0) {
-    // Left out of the archive: their stored bytes no longer open (docs/daemon.md, "Damaged items").
-    ctx.out() << "  " << summary.damaged()
-              << " damaged item(s) left out (stored bytes no longer open):\n";
-    for (const pb::DamagedItem& item : summary.damaged_items()) {
-      ctx.out() << "    " << item.ref() << "  " << item.code_name() << "  " << item.column_family()
-                << "\n";
-    }
-  }
+  PrintExportSummary(ctx, options.out_file, summary);
   return absl::OkStatus();
 }
 

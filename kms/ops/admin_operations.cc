@@ -287,6 +287,49 @@ absl::Status Services::ConnectionSession::HandleKeys(AdminCall& call) {
 }
 
 // policy_set, hold_set, purge, bin_list.
+// purge: one record, one attachment, one damaged item (by its reference) or a whole bin.
+absl::Status Services::ConnectionSession::Purge(AdminCall& call) {
+  const auto& r = call.request.purge();
+  auto handle = FindNamed(call);
+  if (!handle.ok()) return Reply(call, handle.status());
+  auto* out = call.response.mutable_purge();
+  // The purge's own audit entries name the admin who asked and the one who approved.
+  std::unique_ptr<storage::PurgeJournal> journal;
+  if (deps_.purge_journal != nullptr) {
+    std::optional<audit::AuditActor> approver;
+    if (call.approval.has_value()) approver = call.approval->approver;
+    journal = deps_.purge_journal->ForRequest(call.actor, std::move(approver));
+  }
+  switch (r.target_case()) {
+    case pb::PurgeRequest::kRecordId: {
+      absl::Status result = deps_.bin->PurgeRecord(*handle, r.record_id(), journal.get());
+      if (result.ok()) out->set_records(1);
+      return Reply(call, result);
+    }
+    case pb::PurgeRequest::kAttachmentName: {
+      absl::Status result = deps_.bin->PurgeAttachment(*handle, r.attachment_name(), journal.get());
+      if (result.ok()) out->set_attachments(1);
+      return Reply(call, result);
+    }
+    case pb::PurgeRequest::kDamagedRef: {
+      absl::StatusOr<storage::PurgedItemKind> kind =
+          deps_.bin->PurgeDamaged(*handle, r.damaged_ref(), journal.get());
+      if (kind.ok() && *kind == storage::PurgedItemKind::kRecord) out->set_records(1);
+      if (kind.ok() && *kind == storage::PurgedItemKind::kAttachment) out->set_attachments(1);
+      return Reply(call, kind.status());
+    }
+    case pb::PurgeRequest::TARGET_NOT_SET: {
+      auto report = deps_.bin->EmptyBin(*handle, journal.get());
+      if (report.ok()) {
+        out->set_records(report->records);
+        out->set_attachments(report->attachments);
+      }
+      return Reply(call, report.status());
+    }
+  }
+  return Reply(call, MakeError(ErrorCode::kMalformedRequest, "purge target unknown"));
+}
+
 absl::Status Services::ConnectionSession::HandleProtection(AdminCall& call) {
   switch (call.request.op_case()) {
     case pb::Request::kPolicySet: {
@@ -309,48 +352,8 @@ absl::Status Services::ConnectionSession::HandleProtection(AdminCall& call) {
       if (!result.ok()) return Reply(call, result);
       return Reply(call, DescribeInto(*handle, call.response.mutable_hold_set()));
     }
-    case pb::Request::kPurge: {
-      const auto& r = call.request.purge();
-      auto handle = FindNamed(call);
-      if (!handle.ok()) return Reply(call, handle.status());
-      auto* out = call.response.mutable_purge();
-      // The purge's own audit entries name the admin who asked and the one who approved.
-      std::unique_ptr<storage::PurgeJournal> journal;
-      if (deps_.purge_journal != nullptr) {
-        std::optional<audit::AuditActor> approver;
-        if (call.approval.has_value()) approver = call.approval->approver;
-        journal = deps_.purge_journal->ForRequest(call.actor, std::move(approver));
-      }
-      switch (r.target_case()) {
-        case pb::PurgeRequest::kRecordId: {
-          absl::Status result = deps_.bin->PurgeRecord(*handle, r.record_id(), journal.get());
-          if (result.ok()) out->set_records(1);
-          return Reply(call, result);
-        }
-        case pb::PurgeRequest::kAttachmentName: {
-          absl::Status result =
-              deps_.bin->PurgeAttachment(*handle, r.attachment_name(), journal.get());
-          if (result.ok()) out->set_attachments(1);
-          return Reply(call, result);
-        }
-        case pb::PurgeRequest::kDamagedRef: {
-          absl::StatusOr<storage::PurgedItemKind> kind =
-              deps_.bin->PurgeDamaged(*handle, r.damaged_ref(), journal.get());
-          if (kind.ok() && *kind == storage::PurgedItemKind::kRecord) out->set_records(1);
-          if (kind.ok() && *kind == storage::PurgedItemKind::kAttachment) out->set_attachments(1);
-          return Reply(call, kind.status());
-        }
-        case pb::PurgeRequest::TARGET_NOT_SET: {
-          auto report = deps_.bin->EmptyBin(*handle, journal.get());
-          if (report.ok()) {
-            out->set_records(report->records);
-            out->set_attachments(report->attachments);
-          }
-          return Reply(call, report.status());
-        }
-      }
-      return Reply(call, MakeError(ErrorCode::kMalformedRequest, "purge target unknown"));
-    }
+    case pb::Request::kPurge:
+      return Purge(call);
     case pb::Request::kBinList: {
       auto handle = FindNamed(call);
       if (!handle.ok()) return Reply(call, handle.status());

@@ -343,6 +343,43 @@ absl::StatusOr<std::unique_ptr<ExportService>> ExportService::Create(ExportServi
   return std::unique_ptr<ExportService>(new ExportService(std::move(options)));
 }
 
+namespace {
+
+// Writes the archive of walk->handle (report: walk->report) into `frames` through stores over
+// `export_keys` (this export's own key provider, so that nothing of it outlives the export):
+// records, then attachments. Fills `counts`; walk->damaged gathers the damaged items met.
+absl::Status WriteArchive(const ExportServiceOptions& options, storage::KeyProvider* export_keys,
+                          storage::DatasetPolicySource* policies,
+                          const ArchiveDescription& description,
+                          const crypto::RecipientPublicKey& recipient, FrameSink* frames,
+                          ArchiveWalk* walk, ArchiveCounts* counts) {
+  storage::RecordStore records(options.data_db, export_keys, policies, options.clock);
+  storage::AttachmentStore attachments(options.data_db, export_keys, policies, options.clock);
+  walk->records = &records;
+  walk->attachments = &attachments;
+  absl::Status result = [&]() -> absl::Status {
+    if (walk->report) {
+      COFFER_ASSIGN_OR_RETURN(storage::DatasetDataCounts items,
+                              storage::CountDatasetData(*options.data_db, walk->handle));
+      walk->total = items.records + items.attachments;
+      walk->report({"export", 0, walk->total});
+    }
+    COFFER_ASSIGN_OR_RETURN(std::unique_ptr<ArchiveWriter> writer,
+                            ArchiveWriter::Create(description, recipient, options.signer, frames));
+    walk->writer = writer.get();
+    COFFER_RETURN_IF_ERROR(AddRecords(*walk));
+    COFFER_RETURN_IF_ERROR(AddAttachments(*walk));
+    COFFER_ASSIGN_OR_RETURN(*counts, writer->Finish());
+    return frames->Flush();
+  }();
+  walk->records = nullptr;  // the stores end here
+  walk->attachments = nullptr;
+  walk->writer = nullptr;
+  return result;
+}
+
+}  // namespace
+
 ExportService::ExportService(ExportServiceOptions options)
     : options_(std::move(options)),
       policies_(std::make_unique<KeyManagerPolicySource>(options_.keys)) {}
@@ -390,33 +427,13 @@ absl::Status ExportService::Serve(const pb::Request& request, const audit::Audit
   description.exported_micros = coffer::ToUnixMicros(options_.clock->Now());
   description.approval_id = r.approval_id();
 
-  // Stores over this export's own key provider: nothing of it outlives the export.
-  ExportKeys export_keys(options_.keys);
-  storage::RecordStore records(options_.data_db, &export_keys, policies_.get(), options_.clock);
-  storage::AttachmentStore attachments(options_.data_db, &export_keys, policies_.get(),
-                                       options_.clock);
   ArchiveWalk walk;
-  walk.records = &records;
-  walk.attachments = &attachments;
   walk.handle = handle;
   walk.report = progress.Function();
   ArchiveCounts counts;
-  absl::Status result = [&]() -> absl::Status {
-    if (walk.report) {
-      COFFER_ASSIGN_OR_RETURN(storage::DatasetDataCounts items,
-                              storage::CountDatasetData(*options_.data_db, handle));
-      walk.total = items.records + items.attachments;
-      walk.report({"export", 0, walk.total});
-    }
-    COFFER_ASSIGN_OR_RETURN(
-        std::unique_ptr<ArchiveWriter> writer,
-        ArchiveWriter::Create(description, target->recipient, options_.signer, &frames));
-    walk.writer = writer.get();
-    COFFER_RETURN_IF_ERROR(AddRecords(walk));
-    COFFER_RETURN_IF_ERROR(AddAttachments(walk));
-    COFFER_ASSIGN_OR_RETURN(counts, writer->Finish());
-    return frames.Flush();
-  }();
+  ExportKeys export_keys(options_.keys);
+  absl::Status result = WriteArchive(options_, &export_keys, policies_.get(), description,
+                                     target->recipient, &frames, &walk, &counts);
   const std::vector<storage::DamagedItem> damaged_items = walk.damaged.listed();
   if (options_.damaged_events != nullptr) {
     options_.damaged_events->Raise(handle, r.dataset(), damaged_items).IgnoreError();  // logged

@@ -158,6 +158,7 @@ class Services::ConnectionSession final : public Session {
   absl::Status HandleKeys(AdminCall& call);
   absl::Status RotateKeys(AdminCall& call);
   absl::Status HandleProtection(AdminCall& call);
+  absl::Status Purge(AdminCall& call);
   absl::Status HandleJobs(AdminCall& call);
   absl::Status HandleAuditAndStatus(AdminCall& call);
   void FillStatus(pb::StatusResponse* out);
