@@ -365,6 +365,71 @@ absl::Status ScheduledScrub(storage::DataDb* data, kms::KeyManager* keys,
   return absl::OkStatus();
 }
 
+// jobs.reencrypt_versions_back: on each tick, starts a rate-limited re-encryption of every
+// active dataset whose records or attachments keep a live version more than `versions_back`
+// versions behind the primary — once per pair of primaries, remembered in memory (after a restart
+// such a dataset is re-encrypted once more, which moves whatever is left). A dataset busy with
+// another job is tried again on the next tick.
+class ScheduledReencryption {
+ public:
+  ScheduledReencryption(kms::KeyManager* keys, daemon::JobRegistry* jobs, uint32_t versions_back,
+                        double items_per_second)
+      : keys_(keys),
+        jobs_(jobs),
+        versions_back_(versions_back),
+        items_per_second_(items_per_second) {}
+
+  absl::Status Tick() {
+    std::lock_guard<std::mutex> lock(mu_);
+    absl::Status first_failure;
+    for (const kms::DatasetSummary& dataset : keys_->ListDatasets()) {
+      if (dataset.state != kms::DatasetState::kActive) continue;
+      absl::StatusOr<kms::DatasetInfo> info = keys_->DescribeDataset(dataset.handle);
+      if (!info.ok()) continue;  // destroyed or disabled meanwhile
+      bool lagging = false;
+      std::pair<uint32_t, uint32_t> primaries{0, 0};  // records, attachments
+      for (const kms::PurposeInfo& purpose : info->purposes) {
+        if (purpose.purpose == storage::KeyPurpose::kRecords) {
+          primaries.first = purpose.primary_version;
+        } else if (purpose.purpose == storage::KeyPurpose::kAttachments) {
+          primaries.second = purpose.primary_version;
+        } else {
+          continue;
+        }
+        for (const kms::KeyVersionInfo& version : purpose.versions) {
+          if (version.state != kms::KeyVersionState::kRetired &&
+              version.version + versions_back_ < purpose.primary_version) {
+            lagging = true;
+          }
+        }
+      }
+      if (!lagging) continue;
+      auto done = started_.find(dataset.handle);
+      if (done != started_.end() && done->second == primaries) continue;
+      absl::StatusOr<coffer::v1::JobStatus> started =
+          jobs_->StartReencryption(dataset.handle, dataset.name, items_per_second_);
+      if (started.ok()) {
+        started_[dataset.handle] = primaries;
+        LogInfo("jobs: scheduled re-encryption of dataset handle " +
+                std::to_string(dataset.handle) + " (job " + std::to_string(started->id()) +
+                "): a live version is more than " + std::to_string(versions_back_) +
+                " versions behind the primary");
+      } else if (ErrorCodeOf(started.status()) != ErrorCode::kAlreadyExists && first_failure.ok()) {
+        first_failure = started.status();
+      }
+    }
+    return first_failure;
+  }
+
+ private:
+  kms::KeyManager* const keys_;
+  daemon::JobRegistry* const jobs_;
+  const uint32_t versions_back_;
+  const double items_per_second_;
+  std::mutex mu_;
+  std::map<uint64_t, std::pair<uint32_t, uint32_t>> started_;  // guarded by mu_
+};
+
 // The scheduled backup: made, verified at once (every part re-read against the manifest: a
 // backup that does not verify fails the job, whose failure status shows, and is not counted
 // on), then the old ones pruned.
@@ -454,6 +519,15 @@ absl::Status Daemon::Parts::StartJobs() {
         "scrub", coffer::v1::JOB_SCHEDULED_SCRUB,
         std::chrono::seconds(config.jobs().scrub_interval_seconds()),
         [scrubbed, keys, damaged_items] { return ScheduledScrub(scrubbed, keys, damaged_items); }));
+  }
+  if (config.jobs().reencrypt_versions_back() > 0) {
+    auto scheduled = std::make_shared<ScheduledReencryption>(
+        key_manager, jobs.get(), config.jobs().reencrypt_versions_back(),
+        config.jobs().reencrypt_items_per_second());
+    COFFER_RETURN_IF_ERROR(
+        jobs->RegisterPeriodic("reencrypt", coffer::v1::JOB_SCHEDULED_REENCRYPT,
+                               std::chrono::seconds(config.jobs().rotation_check_seconds()),
+                               [scheduled] { return scheduled->Tick(); }));
   }
   jobs->StartScheduler();
   ResumeUnfinishedJobs();

@@ -133,6 +133,7 @@ void ApplyDefaults(Config& c) {
   if (jobs->rotation_check_seconds() == 0) jobs->set_rotation_check_seconds(60);
   if (jobs->retention_interval_seconds() == 0) jobs->set_retention_interval_seconds(3600);
   if (!jobs->has_backup_max_age_days()) jobs->set_backup_max_age_days(30);
+  if (!jobs->has_reencrypt_items_per_second()) jobs->set_reencrypt_items_per_second(200);
 
   auto* mfa = c.mutable_mfa();
   if (!mfa->has_required()) mfa->set_required(true);
@@ -391,6 +392,9 @@ absl::Status Validate(const Config& c) {
   }
   COFFER_RETURN_IF_ERROR(ValidateGrants(c));
   COFFER_RETURN_IF_ERROR(ValidateAdminsAndRates(c));
+  if (c.jobs().reencrypt_items_per_second() < 1) {
+    return Invalid("jobs.reencrypt_items_per_second", "must be at least 1 (a bounded rate)");
+  }
   if (c.jobs().backup_max_age_days() < 1) {
     return Invalid("jobs.backup_max_age_days", "must be at least 1");
   }

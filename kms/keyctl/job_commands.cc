@@ -256,7 +256,7 @@ const std::map<std::string, pb::JobKind>& PeriodicJobs() {
   static const auto* const kJobs = new std::map<std::string, pb::JobKind>{
       {"rotation", pb::JOB_ROTATION},     {"bin-retention", pb::JOB_BIN_RETENTION},
       {"backup", pb::JOB_BACKUP},         {"upload-cleanup", pb::JOB_UPLOAD_CLEANUP},
-      {"scrub", pb::JOB_SCHEDULED_SCRUB},
+      {"scrub", pb::JOB_SCHEDULED_SCRUB}, {"reencrypt", pb::JOB_SCHEDULED_REENCRYPT},
   };
   return *kJobs;
 }

@@ -4,6 +4,8 @@
 // COMPROMISED, and one job re-encrypts, re-indexes and retires them once nothing uses them; every
 // item still reads back, an old pseudonym token still re-identifies (its version stays until the
 // operator confirms the translate run), and the audit log holds one trail of the admin's uid.
+// Issue 20 item 2: with jobs.reencrypt_versions_back, data lagging that many versions behind the
+// primary is re-encrypted in the background (a rate-limited job started by the daemon).
 
 #include <unistd.h>
 
@@ -139,6 +141,72 @@ TEST_F(EmergencyRotationTest, WaitWithoutEmergencyIsRefused) {
   KeyctlResult both = Run("key rotate " + std::string(kDataset) + " --emergency --purpose lookup");
   EXPECT_NE(both.exit_code, 0);
   EXPECT_NE(both.err.find("give no --purpose"), std::string::npos) << both.err;
+}
+
+TEST(ScheduledReencryptionTest, DataLaggingBehindThePolicyIsReencryptedInTheBackground) {
+  CofferdOptions options;
+  options.name = "cofferd-sched-reencrypt";
+  const std::string me = std::to_string(geteuid());
+  options.config_body = [me](const std::string&, const std::string&) {
+    return "grants { principals { uid: " + me +
+           " } datasets: \"*\" rights: READ rights: WRITE rights: DELETE }\n"
+           "admins { uid: " +
+           me +
+           " }\n"
+           "jobs { reencrypt_versions_back: 1 reencrypt_items_per_second: 5000 }\n"
+           "mfa { required: false }\n";
+  };
+  auto daemon = Cofferd::Create(std::move(options));
+  ASSERT_NE(daemon, nullptr);
+  auto run = [&](const std::string& args) { return Keyctl(daemon->admin_socket(), args); };
+  ASSERT_EQ(run("dataset create " + std::string(kDataset)).exit_code, 0);
+  auto c = client::Client::Connect(daemon->data_socket());
+  ASSERT_TRUE(c.ok()) << c.status();
+  for (int i = 0; i < kRecords; ++i) ASSERT_TRUE((*c)->PutRecord(kDataset, Id(i), Value(i)).ok());
+  // The re-encryption jobs the daemon holds (on demand ones: the periodic jobs aside).
+  auto reencryptions = [&] {
+    KeyctlResult listed = run("--json reencrypt status");
+    EXPECT_EQ(listed.exit_code, 0) << listed.err;
+    std::vector<json> found;
+    for (const json& job : listed.JsonOrEmpty().value("jobs", json::array())) {
+      if (job.value("kind", "") == "JOB_REENCRYPT") found.push_back(job);
+    }
+    return found;
+  };
+  const std::string rotate = "key rotate " + std::string(kDataset) + " --purpose records";
+
+  // One version behind: within the policy, nothing starts.
+  ASSERT_EQ(run(rotate).exit_code, 0);
+  KeyctlResult tick = run("job run reencrypt");
+  ASSERT_EQ(tick.exit_code, 0) << tick.err << tick.out;
+  EXPECT_TRUE(reencryptions().empty());
+
+  // Two behind: the daemon re-encrypts, rate-limited, once for these primaries.
+  ASSERT_EQ(run(rotate).exit_code, 0);
+  tick = run("job run reencrypt");
+  ASSERT_EQ(tick.exit_code, 0) << tick.err << tick.out;
+  std::vector<json> started = reencryptions();
+  ASSERT_EQ(started.size(), 1u);
+  const uint64_t id = started.front().value("id", uint64_t{0});
+  KeyctlResult waited = run("--json reencrypt wait " + std::to_string(id));
+  ASSERT_EQ(waited.exit_code, 0) << waited.err << waited.out;
+  // The census after the run: every record under the primary (v3), none under v1 or v2.
+  uint64_t under_primary = 0;
+  for (const json& count : waited.JsonOrEmpty().value("version_counts", json::array())) {
+    if (count.value("purpose", "") != "PURPOSE_RECORDS") continue;
+    if (count.value("version", 0) == 3) {
+      under_primary = count.value("items", uint64_t{0});
+    } else {
+      EXPECT_EQ(count.value("items", uint64_t{0}), 0u) << waited.out;
+    }
+  }
+  EXPECT_EQ(under_primary, static_cast<uint64_t>(kRecords)) << waited.out;
+  ASSERT_EQ(run("job run reencrypt").exit_code, 0);
+  EXPECT_EQ(reencryptions().size(), 1u);  // not again for the same primaries
+  for (int i = 0; i < kRecords; ++i) {
+    EXPECT_EQ((*c)->GetRecord(kDataset, Id(i)).value_or("<missing>"), Value(i)) << Id(i);
+  }
+  if (HasFailure()) std::cerr << "cofferd's log:\n" << daemon->Logs();
 }
 
 }  // namespace

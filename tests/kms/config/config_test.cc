@@ -158,6 +158,7 @@ TEST(DaemonConfigTest, EveryInvalidValueIsConfigInvalidNamingItsField) {
        "default_policy.minimum_retention_seconds"},
       {"default_policy { destruction_wait_seconds: -1 }",
        "default_policy.destruction_wait_seconds"},
+      {"jobs { reencrypt_items_per_second: 0 }", "jobs.reencrypt_items_per_second"},
   };
   for (const InvalidCase& c : cases) {
     auto config = ParseConfig(c.text, "test");
