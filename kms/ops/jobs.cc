@@ -139,10 +139,7 @@ absl::StatusOr<pb::JobStatus> JobRegistry::StartEmergencyFollowUp(uint64_t handl
   COFFER_ASSIGN_OR_RETURN(OnDemand * job,
                           Reserve(handle, pb::JOB_EMERGENCY_ROTATION, std::move(dataset)));
   job->thread = std::thread([this, job, handle, actor = std::move(actor)] {
-    {
-      std::lock_guard<std::mutex> running(mu_);
-      job->status.set_state(pb::JOB_RUNNING);
-    }
+    MarkRunning(job);
     // One job, three steps: each starts where the one before left the data.
     absl::Status result = ReencryptStep(job, handle, 0);
     if (result.ok()) result = ReindexStep(job, handle, 0);
@@ -161,11 +158,13 @@ absl::StatusOr<pb::JobStatus> JobRegistry::StartScrub(std::optional<uint64_t> ha
   return job->status;
 }
 
+void JobRegistry::MarkRunning(OnDemand* job) {
+  std::lock_guard<std::mutex> lock(mu_);
+  job->status.set_state(pb::JOB_RUNNING);
+}
+
 void JobRegistry::RunReencryption(OnDemand* job, uint64_t handle, double max_items_per_second) {
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    job->status.set_state(pb::JOB_RUNNING);
-  }
+  MarkRunning(job);
   Finish(job, ReencryptStep(job, handle, max_items_per_second));
 }
 
@@ -212,10 +211,7 @@ absl::Status JobRegistry::ReencryptStep(OnDemand* job, uint64_t handle,
 }
 
 void JobRegistry::RunReindex(OnDemand* job, uint64_t handle, double max_items_per_second) {
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    job->status.set_state(pb::JOB_RUNNING);
-  }
+  MarkRunning(job);
   Finish(job, ReindexStep(job, handle, max_items_per_second));
 }
 
@@ -256,10 +252,7 @@ absl::Status JobRegistry::ReindexStep(OnDemand* job, uint64_t handle, double max
 }
 
 void JobRegistry::RunScrub(OnDemand* job, std::optional<uint64_t> handle) {
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    job->status.set_state(pb::JOB_RUNNING);
-  }
+  MarkRunning(job);
   auto report =
       storage::Scrub(deps_.data_db, deps_.keys, handle, [&](const storage::ScrubReport& so_far) {
         std::lock_guard<std::mutex> lock(mu_);

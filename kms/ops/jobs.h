@@ -144,6 +144,7 @@ class JobRegistry {
   void ReapFinishedLocked();
   absl::StatusOr<OnDemand*> Reserve(uint64_t busy_key, coffer::v1::JobKind kind,
                                     std::string dataset);
+  void MarkRunning(OnDemand* job);
   void RunReencryption(OnDemand* job, uint64_t handle, double max_items_per_second);
   void RunReindex(OnDemand* job, uint64_t handle, double max_items_per_second);
   // The runs' work without their end: progress, damaged items and census into job->status.
