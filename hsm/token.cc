@@ -238,12 +238,21 @@ TokenHealth Token::health() const {
   health.reconnects = reconnects_.load();
   health.reinitializations = reinitializations_.load();
   health.failed_reconnects = failed_reconnects_.load();
+  health.operations = operations_.load(std::memory_order_relaxed);
+  health.operation_errors = operation_errors_.load(std::memory_order_relaxed);
   std::lock_guard<std::mutex> lock(last_error_mu_);
   health.last_error = last_error_;
   return health;
 }
 
 absl::Status Token::Run(bool idempotent, const SessionOp& op) {
+  operations_.fetch_add(1, std::memory_order_relaxed);
+  absl::Status result = RunReconnecting(idempotent, op);
+  if (!result.ok()) operation_errors_.fetch_add(1, std::memory_order_relaxed);
+  return result;
+}
+
+absl::Status Token::RunReconnecting(bool idempotent, const SessionOp& op) {
   absl::Status result =
       MakeError(ErrorCode::kHsmSessionError, "the HSM client lost its connection to the token");
   for (int attempt = 0;; ++attempt) {

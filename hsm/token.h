@@ -87,7 +87,9 @@ struct TokenHealth {
   uint64_t reconnects = 0;         // reconnects after a session, device or token error
   uint64_t reinitializations = 0;  // C_Finalize + C_Initialize of the module among them
   uint64_t failed_reconnects = 0;
-  std::string last_error;  // the last failed (re)connect's message; "" if none since start
+  uint64_t operations = 0;        // Run() calls since Load (each one or a few PKCS#11 calls)
+  uint64_t operation_errors = 0;  // of those, the ones that returned an error
+  std::string last_error;         // the last failed (re)connect's message; "" if none since start
 };
 
 class Token {
@@ -153,6 +155,8 @@ class Token {
   absl::Status CheckMechanisms(CK_SLOT_ID slot);
   absl::Status Login(CK_SESSION_HANDLE session);
   absl::StatusOr<std::vector<TokenObject>> Enumerate(CK_SESSION_HANDLE session);
+  // Run() without its counters.
+  absl::Status RunReconnecting(bool idempotent, const SessionOp& op);
   // Reconnects unless another thread already did since `generation`.
   absl::Status Reconnect(uint64_t generation);
   // Requires conn_mu_ held exclusively: closes the sessions and connects again, re-initialising
@@ -165,6 +169,8 @@ class Token {
   std::atomic<uint64_t> reconnects_{0};
   std::atomic<uint64_t> reinitializations_{0};
   std::atomic<uint64_t> failed_reconnects_{0};
+  std::atomic<uint64_t> operations_{0};
+  std::atomic<uint64_t> operation_errors_{0};
   std::atomic<bool> serving_{false};  // connected_, readable without conn_mu_
   mutable std::mutex last_error_mu_;
   std::string last_error_;                                 // guarded by last_error_mu_

@@ -133,7 +133,11 @@ void BatchingAuditWriter::Run() {
     const uint64_t last_ticket = durable_ + take;
     if (space_waiters_ > 0) space_.notify_all();  // space freed
     lock.unlock();
+    const auto began = std::chrono::steady_clock::now();
     absl::Status written = log_->AppendBatch(batch).status();
+    if (written.ok() && options_.on_batch_written) {
+      options_.on_batch_written(take, std::chrono::steady_clock::now() - began);
+    }
     lock.lock();
     if (!written.ok()) {
       failure_ = written;

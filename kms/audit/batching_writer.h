@@ -32,6 +32,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <thread>
@@ -49,6 +50,9 @@ struct BatchingAuditWriterOptions {
   size_t max_queued_events = 8192;  // Append blocks beyond this
   size_t max_batch_events = 1024;   // events per AppendBatch
   std::chrono::milliseconds idle_checkpoint_poll{1000};
+  // Called on the writer thread after each batch the log took: its events and how long its
+  // AppendBatch (one write and one fsync) took. For metrics; must not block. Optional.
+  std::function<void(size_t events, std::chrono::steady_clock::duration took)> on_batch_written;
 };
 
 class BatchingAuditWriter {

@@ -173,6 +173,10 @@ absl::Status Daemon::Parts::OpenAudit() {
 
   kms::audit::BatchingAuditWriterOptions writer_options;
   writer_options.crash_loss_window = daemon::CrashLossWindow(config);
+  writer_options.on_batch_written = [this](size_t events,
+                                           std::chrono::steady_clock::duration took) {
+    metrics.AuditBatchWritten(events, took);
+  };
   COFFER_ASSIGN_OR_RETURN(access_audit,
                           kms::audit::BatchingAuditWriter::Start(audit_log.get(), writer_options));
   LogInfo(
@@ -343,6 +347,7 @@ absl::Status Daemon::Parts::Stop() {
     LogError("stop: " + what + ": " + DescribeStatus(status));
     if (first.ok()) first = Context(status, what);
   };
+  metrics_endpoint.reset();  // its scrapes read the parts closed below
   if (server) {
     LogInfo("stop: draining requests in flight");
     server->Shutdown(std::chrono::seconds(config.limits().request_timeout_seconds()));

@@ -714,6 +714,34 @@ absl::Status Daemon::Parts::OpenExports() {
   return absl::OkStatus();
 }
 
+absl::Status Daemon::Parts::StartMetrics(daemon::ServicesDeps& deps) {
+  MetricsSources sources;
+  sources.transport = [this] {
+    server::Server* live = live_server.load();
+    return live != nullptr ? live->Stats() : server::ServerStats{};
+  };
+  sources.key_cache = [keys = key_manager] { return keys->cache_stats(); };
+  sources.hsm = [client = hsm.get()] { return client->token().health(); };
+  sources.audit_log = [log = audit_log.get()] { return log->stats(); };
+  sources.jobs = [registry = jobs.get()] { return registry->AllStatus(); };
+  metrics.SetSources(std::move(sources));
+  deps.request_observer = &metrics;
+  deps.extra_admin_ops[coffer::v1::Request::kMetrics] =
+      [this](const coffer::v1::Request&, const kms::audit::AuditActor&, const coffer::ProgressFn&,
+             coffer::v1::Response* response) {
+        response->mutable_metrics()->set_text(metrics.Text());
+        return absl::OkStatus();
+      };
+  if (config.metrics_listen().empty()) return absl::OkStatus();
+  absl::StatusOr<std::unique_ptr<MetricsEndpoint>> endpoint =
+      MetricsEndpoint::Start(config.metrics_listen(), metrics);
+  if (!endpoint.ok()) return Context(endpoint.status(), "metrics endpoint");
+  metrics_endpoint = *std::move(endpoint);
+  deps.metrics_endpoint = metrics_endpoint->endpoint();
+  LogInfo("metrics: Prometheus endpoint on http://" + deps.metrics_endpoint + "/metrics");
+  return absl::OkStatus();
+}
+
 absl::Status Daemon::Parts::StartServing() {
   COFFER_ASSIGN_OR_RETURN(std::shared_ptr<const daemon::GrantTable> table,
                           daemon::GrantTable::FromConfig(config));
@@ -769,6 +797,7 @@ absl::Status Daemon::Parts::StartServing() {
                              deps.extra_admin_ops);
 
   COFFER_RETURN_IF_ERROR(OpenExports());
+  COFFER_RETURN_IF_ERROR(StartMetrics(deps));
   deps.streaming_admin_ops[coffer::v1::Request::kDatasetExport] =
       [service = exports.get()](const coffer::v1::Request& request,
                                 const kms::audit::AuditActor& actor, daemon::ResponseSink* sink) {

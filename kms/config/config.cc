@@ -268,6 +268,30 @@ absl::Status ValidateSocketsAndHsm(const Config& c) {
   return absl::OkStatus();
 }
 
+// The metrics endpoint serves every local user who can reach it, so it listens on loopback only:
+// "127.0.0.1:PORT" or "[::1]:PORT", PORT 0-65535 (0: a free port).
+absl::Status ValidateMetricsListen(const std::string& listen) {
+  if (listen.empty()) return absl::OkStatus();
+  bool loopback = false;
+  std::string port;
+  for (std::string prefix : {"127.0.0.1:", "[::1]:"}) {
+    if (listen.rfind(prefix, 0) != 0) continue;
+    loopback = true;
+    port = listen.substr(prefix.size());
+  }
+  if (!loopback) {
+    return Invalid("metrics_listen",
+                   "must be 127.0.0.1:PORT or [::1]:PORT (a loopback address: the metrics "
+                   "endpoint has no authentication)");
+  }
+  if (port.empty() || port.size() > 5 ||
+      !std::all_of(port.begin(), port.end(), [](char ch) { return ch >= '0' && ch <= '9'; }) ||
+      std::stoul(port) > 65535) {
+    return Invalid("metrics_listen", "the port must be a number 0-65535 (0: a free port)");
+  }
+  return absl::OkStatus();
+}
+
 // Transport limits: sizes, timeouts and the fair shares.
 absl::Status ValidateLimits(const v1::Limits& l) {
   if (l.workers() > 1024) return Invalid("limits.workers", "must be 1-1024");
@@ -382,6 +406,7 @@ absl::Status ValidateDefaultPolicy(const v1::DefaultPolicy& p) {
 
 absl::Status Validate(const Config& c) {
   COFFER_RETURN_IF_ERROR(ValidateSocketsAndHsm(c));
+  COFFER_RETURN_IF_ERROR(ValidateMetricsListen(c.metrics_listen()));
   COFFER_RETURN_IF_ERROR(ValidateDirectories(c));
   if (!Config::Durability_IsValid(c.durability())) {
     return Invalid("durability", "must be WAL or SYNC");

@@ -115,6 +115,18 @@ absl::Status JobWait(CommandContext& ctx, uint64_t id) {
   return absl::OkStatus();
 }
 
+absl::Status DaemonMetrics(CommandContext& ctx) {
+  pb::Request request;
+  request.mutable_metrics();
+  COFFER_ASSIGN_OR_RETURN(pb::Response response, ctx.Call(std::move(request)));
+  if (ctx.json()) {
+    PrintJson(ctx, ProtoToJson(response.metrics()));
+    return absl::OkStatus();
+  }
+  ctx.out() << response.metrics().text();
+  return absl::OkStatus();
+}
+
 absl::Status DaemonStatus(CommandContext& ctx) {
   pb::Request request;
   request.mutable_status();
@@ -131,6 +143,9 @@ absl::Status DaemonStatus(CommandContext& ctx) {
   table.AddRow({"durability", s.durability()});
   table.AddRow({"data socket", s.data_socket()});
   table.AddRow({"admin socket", s.admin_socket()});
+  table.AddRow({"metrics endpoint", s.metrics_endpoint().empty()
+                                        ? std::string("off (keyctl metrics prints the same text)")
+                                        : "http://" + s.metrics_endpoint() + "/metrics"});
   table.AddRow({"connections open", std::to_string(s.connections_open())});
   table.AddRow({"connections total", std::to_string(s.connections_total())});
   table.AddRow({"requests total", std::to_string(s.requests_total())});
@@ -298,6 +313,12 @@ void AddStatusCommand(CLI::App& app, CommandLine& line) {
   CLI::App* status = AddCommand(&app, "status", "The daemon's version, sockets, counters and jobs",
                                 "keyctl status");
   line.Runs(status, [](CommandContext& ctx) { return DaemonStatus(ctx); });
+  CLI::App* metrics =
+      AddCommand(&app, "metrics",
+                 "The daemon's metrics in the Prometheus text format (what its metrics endpoint "
+                 "serves; docs/daemon.md, \"Metrics\")",
+                 "keyctl metrics | grep coffer_request_duration_seconds_count");
+  line.Runs(metrics, [](CommandContext& ctx) { return DaemonMetrics(ctx); });
 }
 
 }  // namespace coffer::keyctl

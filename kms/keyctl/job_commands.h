@@ -37,12 +37,14 @@ absl::Status JobStatus(CommandContext& ctx, uint64_t id);
 absl::Status JobWait(CommandContext& ctx, uint64_t id);
 
 absl::Status DaemonStatus(CommandContext& ctx);
+// The Prometheus text the daemon's metrics operation answers, as is.
+absl::Status DaemonMetrics(CommandContext& ctx);
 
 // Adds `reencrypt`, `reindex` and `scrub`.
 void AddJobCommands(CLI::App& app, CommandLine& line);
-// Adds `status` (separate so that it keeps its place in keyctl --help).
 // `keyctl job run NAME`.
 void AddJobRunCommand(CLI::App& app, CommandLine& line);
+// Adds `status` and `metrics` (separate so that they keep their place in keyctl --help).
 void AddStatusCommand(CLI::App& app, CommandLine& line);
 
 }  // namespace coffer::keyctl

@@ -463,6 +463,7 @@ void Services::ConnectionSession::FillStatus(pb::StatusResponse* out) {
   out->set_durability(deps_.durability);
   out->set_data_socket(deps_.data_socket);
   out->set_admin_socket(deps_.admin_socket);
+  out->set_metrics_endpoint(deps_.metrics_endpoint);
   out->set_audit_public_key_pem(deps_.audit_public_key_pem);
   out->set_mfa_required(deps_.admin_control != nullptr && deps_.admin_control->mfa_required());
   if (deps_.transport_stats) SetTransportStatus(deps_.transport_stats(), out->mutable_transport());

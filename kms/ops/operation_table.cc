@@ -80,6 +80,7 @@ constexpr OperationRow kRows[] = {
   {R::kAuditQuery,           "audit_query",           kAdmin, kRightNone,         kRO,  kNoCode, DC::kNever,                COFFER_NAMED_BY(audit_query, dataset),           H::kAdmin,        kEach},
   {R::kAuditVerify,          "audit_verify",          kAdmin, kRightNone,         kRO,  kNoCode, DC::kNever,                kNoDataset,                                      H::kAdmin,        kEach},
   {R::kStatus,               "status",                kAdmin, kRightNone,         kRO,  kNoCode, DC::kNever,                kNoDataset,                                      H::kAdmin,        kEach},
+  {R::kMetrics,              "metrics",               kAdmin, kRightNone,         kRO,  kNoCode, DC::kNever,                kNoDataset,                                      H::kWired,        kEach},
   {R::kKeyInventory,         "key_inventory",         kAdmin, kRightNone,         kRO,  kNoCode, DC::kNever,                COFFER_NAMED_BY(key_inventory, dataset),         H::kAdmin,        kEach},
   {R::kReceiptGet,           "receipt_get",           kAdmin, kRightNone,         kRO,  kNoCode, DC::kNever,                kNoDataset,                                      H::kAdmin,        kEach},
   {R::kDatasetExport,        "dataset_export",        kAdmin, kRightNone,         kRO,  kCode,   DC::kFileExport,           COFFER_NAMED_BY(dataset_export, dataset),        H::kWired,        kEach},

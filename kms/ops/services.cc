@@ -30,6 +30,18 @@ namespace coffer::daemon {
 
 absl::Status Services::ConnectionSession::Handle(const pb::Request& request, ResponseSink* sink) {
   services_->requests_total_.fetch_add(1);
+  RequestObserver* observer = deps_.request_observer;
+  if (observer == nullptr) return HandleRequest(request, sink);
+  const auto began = std::chrono::steady_clock::now();
+  RecordingSink recording(sink);
+  absl::Status handled = HandleRequest(request, &recording);
+  observer->Handled(request.op_case(), peer_.socket, ErrorCodeOf(recording.first_error),
+                    std::chrono::steady_clock::now() - began);
+  return handled;
+}
+
+absl::Status Services::ConnectionSession::HandleRequest(const pb::Request& request,
+                                                        ResponseSink* sink) {
   const auto op = request.op_case();
   if (op == pb::Request::OP_NOT_SET) {
     return Refuse(sink, request,
@@ -204,6 +216,7 @@ std::unique_ptr<Session> Services::Open(const PeerIdentity& peer) {
 }
 
 void Services::AuditRefusal(const PeerIdentity& peer, ErrorCode code, uint64_t dataset_handle) {
+  if (deps_.request_observer != nullptr) deps_.request_observer->Refused(peer.socket, code);
   refusals_->Record(ActorOf(peer), code, dataset_handle, RefusalDetail(code));
 }
 

@@ -75,6 +75,7 @@
 #include "kms/ops/jobs.h"
 #include "kms/ops/operation_table.h"
 #include "kms/ops/refusal_audit.h"
+#include "kms/ops/request_observer.h"
 #include "kms/server/connection.h"
 #include "kms/server/server.h"
 #include "storage/attachment_store.h"
@@ -135,6 +136,7 @@ struct ServicesDeps {
   std::string durability;  // "wal" or "sync"
   std::string data_socket;
   std::string admin_socket;
+  std::string metrics_endpoint;  // status shows it; "" when there is none
 
   std::map<coffer::v1::Request::OpCase, AdminOperationHandler> extra_admin_ops;
   // Admin operations that answer with several frames (dataset_export), served outside
@@ -157,6 +159,9 @@ struct ServicesDeps {
   // What each operation is (kms/ops/operation_table.h). Null: OperationTable::Default(); tests
   // pass a smaller table to show that an operation without a row is refused.
   const OperationTable* operations = nullptr;
+  // Told of every request's end and every refusal, for metrics (optional; must outlive the
+  // services).
+  RequestObserver* request_observer = nullptr;
 };
 
 // Counters since start (status; also for the wiring's logs).

@@ -31,6 +31,7 @@
 #include "kms/audit/audit_log.h"
 #include "kms/audit/batching_writer.h"
 #include "kms/cofferd/log.h"
+#include "kms/cofferd/metrics.h"
 #include "kms/cofferd/startup_checks.h"
 #include "kms/events/event_log.h"
 #include "kms/events/event_source.h"
@@ -72,6 +73,10 @@ absl::Status CompleteDestructionsAndLog(kms::KeyManager& keys, storage::DataDb& 
 struct Daemon::Parts {
   daemon::Config config;
   const Clock* clock = nullptr;  // DaemonOptions::clock
+  // Observed from the first part on (the access-audit writer reports its batches to it); its
+  // endpoint, when configured, serves from StartServing to the start of Stop.
+  DaemonMetrics metrics{daemon::OperationTable::Default()};
+  std::unique_ptr<MetricsEndpoint> metrics_endpoint;
   std::unique_ptr<hsm::HsmClient> hsm;
   std::unique_ptr<kms::HsmCheckpointSigner> checkpoint_signer;
   std::unique_ptr<kms::audit::SyslogAnchorSink> anchor_sink;
@@ -132,6 +137,8 @@ struct Daemon::Parts {
   absl::Status OpenAdminControl();
   // The export service (dataset_export), called by StartServing.
   absl::Status OpenExports();
+  // The metrics' sources, the metrics operation and, when configured, the endpoint.
+  absl::Status StartMetrics(daemon::ServicesDeps& deps);
   // What the backup operations reach (called by StartServing).
   BackupOperationDeps BackupDeps(const std::string& audit_public_key_pem);
   absl::Status Stop();

@@ -125,6 +125,8 @@ class Services::ConnectionSession final : public Session {
   }
 
   // Runs a record, attachment or pseudonym operation (`handler`: its row's).
+  // Handle without the observer's timing.
+  absl::Status HandleRequest(const pb::Request& request, ResponseSink* sink);
   absl::Status HandleData(const pb::Request& request, Handler handler, ResponseSink* sink);
   absl::Status HandleRecord(const pb::Request& request, ResponseSink* sink,
                             const absl::StatusOr<uint64_t>& handle);

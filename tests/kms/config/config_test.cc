@@ -159,6 +159,13 @@ TEST(DaemonConfigTest, EveryInvalidValueIsConfigInvalidNamingItsField) {
       {"default_policy { destruction_wait_seconds: -1 }",
        "default_policy.destruction_wait_seconds"},
       {"jobs { reencrypt_items_per_second: 0 }", "jobs.reencrypt_items_per_second"},
+      {"metrics_listen: \"0.0.0.0:9464\"", "metrics_listen"},
+      {"metrics_listen: \"localhost:9464\"", "metrics_listen"},
+      {"metrics_listen: \"9464\"", "metrics_listen"},
+      {"metrics_listen: \"127.0.0.1:\"", "metrics_listen"},
+      {"metrics_listen: \"127.0.0.1:70000\"", "metrics_listen"},
+      {"metrics_listen: \"127.0.0.1:94x4\"", "metrics_listen"},
+      {"metrics_listen: \"[::1]:-1\"", "metrics_listen"},
   };
   for (const InvalidCase& c : cases) {
     auto config = ParseConfig(c.text, "test");
@@ -167,6 +174,17 @@ TEST(DaemonConfigTest, EveryInvalidValueIsConfigInvalidNamingItsField) {
     EXPECT_TRUE(MessageStartsWith(config.status(), c.field))
         << c.text << " -> " << config.status().message();
   }
+}
+
+TEST(DaemonConfigTest, TheMetricsEndpointListensOnLoopbackOnly) {
+  for (const char* listen : {"127.0.0.1:9464", "127.0.0.1:0", "[::1]:65535"}) {
+    auto config = ParseConfig(std::string("metrics_listen: \"") + listen + "\"", "test");
+    ASSERT_TRUE(config.ok()) << listen << ": " << config.status();
+    EXPECT_EQ(config->metrics_listen(), listen);
+  }
+  auto refused = ParseConfig("metrics_listen: \"0.0.0.0:9464\"", "test");
+  ASSERT_FALSE(refused.ok());
+  EXPECT_NE(refused.status().message().find("loopback"), std::string::npos) << refused.status();
 }
 
 TEST(DaemonConfigTest, AMissingFileIsConfigInvalidNamingThePath) {
