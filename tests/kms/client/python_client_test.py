@@ -2,7 +2,9 @@
 (live_cofferd.py: the built daemon, a fresh SoftHSM2 token, real RocksDB, real sockets): the
 scenarios of scenarios.txt, which the C++ client passes too (scenarios_test.cc), one test each;
 a check that every listed scenario has its test here; a check that errors.py maps every error
-code of crypto/base/status.h under its name; and argument checks made before anything is sent.
+code of crypto/base/status.h under its name; argument checks made before anything is sent; eight
+threads sharing a pool of three connections; and the retry rule (a read is repeated once on a new
+connection after a broken one, a delete never) against a stand-in daemon that drops connections.
 
 ctest runs it (kms_client_python_test) as
 
@@ -16,9 +18,14 @@ ids of its own.
 
 import os
 import re
+import socket
+import tempfile
+import threading
 import unittest
 
+from coffer.v1 import service_pb2
 from coffer_client import MASK_EMAIL, Client, ClientOptions, errors
+from coffer_client._connection import encode_varint
 from live_cofferd import LiveCofferd
 
 GRANTED = "crm"
@@ -254,6 +261,117 @@ class ArgumentTest(unittest.TestCase):
             writer.write(b"more")
         with self.assertRaises(errors.AttachmentNotFoundError):
             self.client.attachment_metadata(GRANTED, b"py/finished")
+
+
+class PoolTest(unittest.TestCase):
+    def test_eight_threads_share_three_connections(self):
+        daemon = running_daemon()
+        client = Client(daemon.data_socket, ClientOptions(max_connections=3, idle_connections=3))
+        tag = os.urandom(4).hex()
+        before = daemon.status().connections_total
+        failures = []
+
+        def work(worker):
+            try:
+                for n in range(20):
+                    record_id = f"py/{tag}/{worker}/{n}".encode()
+                    client.put_record(GRANTED, record_id, record_id)
+                    if client.get_record(GRANTED, record_id) != record_id:
+                        failures.append(f"worker {worker} read another value")
+            except Exception as error:  # reported below, with the worker
+                failures.append(f"worker {worker}: {error!r}")
+
+        threads = [threading.Thread(target=work, args=(w,)) for w in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        client.close()
+        self.assertEqual(failures, [])
+        # At most two more than the one dialled at construction, plus the status connection.
+        self.assertLessEqual(daemon.status().connections_total - before, 3)
+
+
+class RetryRuleTest(unittest.TestCase):
+    """The retry rule against a stand-in daemon on a real Unix socket whose connections each
+    read one request and close without answering, until `drops` runs out; then it answers
+    RECORD_NOT_FOUND to everything."""
+
+    def setUp(self):
+        self.dir = tempfile.mkdtemp(prefix="coffer-pyclient-retry-")
+        self.path = os.path.join(self.dir, "data.sock")
+        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.listener.bind(self.path)
+        self.listener.listen(16)
+        self.drops = 0
+        self.requests = 0
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def tearDown(self):
+        self.listener.shutdown(socket.SHUT_RDWR)  # wakes the accept (close alone does not)
+        self.listener.close()
+        self.thread.join(timeout=10)
+        self.assertFalse(self.thread.is_alive())
+        os.unlink(self.path)
+        os.rmdir(self.dir)
+
+    def _serve(self):
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return  # closed by tearDown
+            threading.Thread(target=self._connection, args=(conn,), daemon=True).start()
+
+    def _connection(self, conn):
+        with conn, conn.makefile("rb") as stream:
+            while True:
+                size, shift = 0, 0
+                while True:  # the varint size prefix
+                    byte = stream.read(1)
+                    if not byte:
+                        return
+                    size |= (byte[0] & 0x7F) << shift
+                    shift += 7
+                    if not byte[0] & 0x80:
+                        break
+                request = service_pb2.Request()
+                request.ParseFromString(stream.read(size))
+                self.requests += 1
+                if self.drops > 0:
+                    self.drops -= 1
+                    return
+                response = service_pb2.Response()
+                response.request_id = request.request_id
+                response.error.code, response.error.code_name = 402, "RECORD_NOT_FOUND"
+                response.error.message = "no live record with this id"
+                payload = response.SerializeToString()
+                conn.sendall(encode_varint(len(payload)) + payload)
+
+    def test_a_read_is_sent_once_more_on_a_new_connection(self):
+        client = Client(self.path)
+        self.drops = 1
+        with self.assertRaises(errors.RecordNotFoundError):  # the second attempt's answer
+            client.get_record(GRANTED, b"id")
+        self.assertEqual(self.requests, 2)
+        client.close()
+
+    def test_a_read_is_repeated_only_once(self):
+        client = Client(self.path)
+        self.drops = 2
+        with self.assertRaises(errors.DaemonUnavailableError):
+            client.get_record(GRANTED, b"id")
+        self.assertEqual(self.requests, 2)
+        client.close()
+
+    def test_a_delete_is_never_repeated(self):
+        client = Client(self.path)
+        self.drops = 1
+        with self.assertRaises(errors.DaemonUnavailableError):
+            client.delete_record(GRANTED, b"id")
+        self.assertEqual(self.requests, 1)
+        client.close()
 
 
 if __name__ == "__main__":
