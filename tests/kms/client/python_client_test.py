@@ -4,7 +4,8 @@ scenarios of scenarios.txt, which the C++ client passes too (scenarios_test.cc),
 a check that every listed scenario has its test here; a check that errors.py maps every error
 code of crypto/base/status.h under its name; argument checks made before anything is sent; eight
 threads sharing a pool of three connections; and the retry rule (a read is repeated once on a new
-connection after a broken one, a delete never) against a stand-in daemon that drops connections.
+connection after a broken one, a delete never) and the request timeout against a stand-in daemon
+that drops connections or does not answer.
 
 ctest runs it (kms_client_python_test) as
 
@@ -304,6 +305,7 @@ class RetryRuleTest(unittest.TestCase):
         self.listener.bind(self.path)
         self.listener.listen(16)
         self.drops = 0
+        self.silent = False  # read requests and never answer
         self.requests = 0
         self.thread = threading.Thread(target=self._serve, daemon=True)
         self.thread.start()
@@ -342,6 +344,8 @@ class RetryRuleTest(unittest.TestCase):
                 if self.drops > 0:
                     self.drops -= 1
                     return
+                if self.silent:
+                    continue
                 response = service_pb2.Response()
                 response.request_id = request.request_id
                 response.error.code, response.error.code_name = 402, "RECORD_NOT_FOUND"
@@ -371,6 +375,14 @@ class RetryRuleTest(unittest.TestCase):
         with self.assertRaises(errors.DaemonUnavailableError):
             client.delete_record(GRANTED, b"id")
         self.assertEqual(self.requests, 1)
+        client.close()
+
+    def test_a_daemon_that_does_not_answer_is_request_timeout(self):
+        client = Client(self.path, ClientOptions(request_timeout=0.2))
+        self.silent = True
+        with self.assertRaises(errors.RequestTimeoutError) as raised:
+            client.get_record(GRANTED, b"id")
+        self.assertIn("200 ms", raised.exception.message)
         client.close()
 
 

@@ -11,9 +11,9 @@
             ...
 
 client.py states the contracts (threads, the connection pool, retries, failures, secrets);
-errors.py the typed errors. Needs Debian's python3-protobuf and the coffer.v1 modules protoc
-generates at build time (CMake target coffer_client_python: BUILD/python on PYTHONPATH).
-docs/python-client.md has the whole guide.
+attachments.py the streamed uploads and downloads; errors.py the typed errors. Needs Debian's
+python3-protobuf and the coffer.v1 modules protoc generates at build time (CMake target
+coffer_client_python: BUILD/python on PYTHONPATH). docs/python-client.md has the whole guide.
 """
 
 from . import errors

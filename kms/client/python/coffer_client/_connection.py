@@ -79,7 +79,6 @@ class Connection:
             self._sock.close()
             raise errors.DaemonUnavailableError(
                 dial_failure_message(path, error.errno or 0, options.connect_timeout)) from None
-        self._sock.settimeout(options.request_timeout)
 
     def close(self):
         self._sock.close()
@@ -96,6 +95,8 @@ class Connection:
                 f"request frame of {len(frame)} bytes exceeds max_frame_bytes "
                 f"({self._options.max_frame_bytes}); send large data as an attachment")
         try:
+            # Since Python 3.5 the timeout bounds the whole sendall, not each piece.
+            self._sock.settimeout(self._options.request_timeout)
             self._sock.sendall(frame)
         except socket.timeout:
             raise self._timeout() from None
@@ -104,10 +105,11 @@ class Connection:
         return request.request_id
 
     def receive(self, request_id):
-        """Reads the next Response, which must answer `request_id`."""
+        """Reads the next Response, which must answer `request_id`, within request_timeout."""
+        deadline = time.monotonic() + self._options.request_timeout
         size, shift, used = 0, 0, 0
         while True:
-            self._fill(used + 1, between_frames=(used == 0))
+            self._fill(used + 1, deadline, between_frames=(used == 0))
             byte = self._buffer[used]
             used += 1
             size |= (byte & 0x7F) << shift
@@ -121,7 +123,7 @@ class Connection:
             raise errors.FrameTooLargeError(
                 f"response from cofferd at {self._path} declares {size} bytes, above "
                 f"max_frame_bytes ({self._options.max_frame_bytes}; raise it to the daemon's)")
-        self._fill(used + size, between_frames=False)
+        self._fill(used + size, deadline, between_frames=False)
         response = self._pb.Response()
         try:
             response.ParseFromString(bytes(self._buffer[used:used + size]))
@@ -146,9 +148,13 @@ class Connection:
             return True
         return bool(readable)
 
-    def _fill(self, want, between_frames):
+    def _fill(self, want, deadline, between_frames):
         while len(self._buffer) < want:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise self._timeout()
             try:
+                self._sock.settimeout(left)
                 data = self._sock.recv(max(want - len(self._buffer), 1 << 16))
             except socket.timeout:
                 raise self._timeout() from None

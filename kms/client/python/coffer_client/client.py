@@ -50,7 +50,7 @@ class ClientOptions:
     idle_connections: int = 4          # idle connections kept open for reuse
     max_connections: int = 64          # connections open at once (in use + idle); at least 1
     connect_timeout: float = 5.0       # seconds for dialling the socket
-    request_timeout: float = 30.0      # seconds for sending a request and for each response frame
+    request_timeout: float = 30.0      # seconds for sending a request, and for each response
     max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES  # keep equal to the daemon's max_frame_bytes
     chunk_bytes: int = DEFAULT_CHUNK_BYTES          # attachment bytes per chunk frame
 
@@ -131,7 +131,8 @@ class Client:
         return self._pool.path
 
     def close(self):
-        """Closes the idle connections. Readers and writers still open keep theirs."""
+        """Closes the idle connections; later calls raise FailedPreconditionError. Readers and
+        writers still open keep their connections until they finish."""
         self._pool.close()
 
     def __enter__(self):
