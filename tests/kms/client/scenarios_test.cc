@@ -1,0 +1,293 @@
+// The C++ client library against a real cofferd (the shipped daemon on the system clock, a fresh
+// SoftHSM2 token, real RocksDB, real sockets; tests/kms/cofferd/cofferd_harness.h): the
+// scenarios of scenarios.txt, which the Python client passes too (python_client_test.py), one
+// TEST_F each, named after the scenario in CamelCase; and a check that every listed scenario has
+// its test here. One daemon serves the whole suite; each test uses ids of its own.
+
+#include <unistd.h>
+
+#include <cctype>
+#include <fstream>
+#include <iostream>
+#include <memory>
+#include <set>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "crypto/base/status.h"
+#include "gtest/gtest.h"
+#include "kms/client/client.h"
+#include "kms/keyctl/admin_client.h"
+#include "tests/kms/cofferd/cofferd_harness.h"
+
+namespace coffer::client {
+namespace {
+
+using ::coffer::testing::Cofferd;
+using ::coffer::testing::CofferdOptions;
+using ::coffer::testing::KeyctlResult;
+
+constexpr char kGranted[] = "crm";
+constexpr char kUngranted[] = "hr";  // exists; the caller holds no grant on it
+constexpr size_t kChunk = size_t{1} << 20;
+constexpr char kSuite[] = "ClientScenarioTest";
+
+std::string RandomBytes(size_t size) {
+  std::string out(size, '\0');
+  std::ifstream urandom("/dev/urandom", std::ios::binary);
+  urandom.read(out.data(), static_cast<std::streamsize>(size));
+  return out;
+}
+
+std::string Hex(const std::string& bytes) {
+  static constexpr char kDigits[] = "0123456789abcdef";
+  std::string out;
+  for (unsigned char c : bytes) {
+    out += kDigits[c >> 4];
+    out += kDigits[c & 15];
+  }
+  return out;
+}
+
+// snake_case to CamelCase: record_round_trip -> RecordRoundTrip.
+std::string CamelCase(const std::string& name) {
+  std::string out;
+  bool upper = true;
+  for (char c : name) {
+    if (c == '_') {
+      upper = true;
+      continue;
+    }
+    out += upper ? static_cast<char>(std::toupper(static_cast<unsigned char>(c))) : c;
+    upper = false;
+  }
+  return out;
+}
+
+class ClientScenarioTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    CofferdOptions options;
+    options.name = "coffer-client-scenarios";
+    options.controlled_clock = false;
+    options.config_body = [](const std::string&, const std::string&) {
+      const std::string me = std::to_string(geteuid());
+      return "grants { principals { uid: " + me + " } datasets: \"" + kGranted +
+             "\" rights: READ rights: WRITE rights: DELETE rights: PSEUDONYMIZE "
+             "rights: REIDENTIFY }\n"
+             "admins { uid: " +
+             me + " }\nmfa { required: false }\n";
+    };
+    daemon_ = Cofferd::Create(std::move(options)).release();
+    ASSERT_NE(daemon_, nullptr);
+    for (const char* dataset : {kGranted, kUngranted}) {
+      KeyctlResult created = coffer::testing::Keyctl(daemon_->admin_socket(),
+                                                     std::string("dataset create ") + dataset);
+      ASSERT_EQ(created.exit_code, 0) << created.err;
+    }
+  }
+  static void TearDownTestSuite() {
+    delete daemon_;
+    daemon_ = nullptr;
+  }
+
+  void SetUp() override {
+    ASSERT_NE(daemon_, nullptr);
+    if (daemon_->pid() <= 0) {  // a failed DaemonGone left it stopped
+      ASSERT_TRUE(daemon_->Start());
+    }
+    auto connected = Client::Connect(daemon_->data_socket());
+    ASSERT_TRUE(connected.ok()) << connected.status();
+    client_ = *std::move(connected);
+    tag_ = Hex(RandomBytes(4));
+  }
+  void TearDown() override {
+    if (HasFailure()) std::cerr << "cofferd's log:\n" << daemon_->Logs();
+  }
+
+  // The daemon's connections_total, asked over a connection of its own to the admin socket.
+  static uint64_t ConnectionsTotal() {
+    auto admin = keyctl::AdminClient::Connect(daemon_->admin_socket());
+    EXPECT_TRUE(admin.ok()) << admin.status();
+    if (!admin.ok()) return 0;
+    coffer::v1::Request request;
+    request.mutable_status();
+    auto response = (*admin)->Call(request);
+    EXPECT_TRUE(response.ok()) << response.status();
+    return response.ok() ? response->status().connections_total() : 0;
+  }
+
+  static Cofferd* daemon_;
+  std::unique_ptr<Client> client_;
+  std::string tag_;
+};
+
+Cofferd* ClientScenarioTest::daemon_ = nullptr;
+
+TEST_F(ClientScenarioTest, RecordRoundTrip) {
+  const std::string id = "cc/" + tag_ + std::string("/\0contact", 9);
+  std::string value;
+  for (int i = 0; i < 100; ++i) value += std::string("\0\xffvalue ", 8);
+  ASSERT_TRUE(client_->PutRecord(kGranted, id, value).ok());
+  EXPECT_EQ(client_->GetRecord(kGranted, id).value_or(""), value);
+  EXPECT_TRUE(client_->RecordExists(kGranted, id).value_or(false));
+  ASSERT_TRUE(client_->DeleteRecord(kGranted, id).ok());
+  EXPECT_FALSE(client_->RecordExists(kGranted, id).value_or(true));
+  EXPECT_EQ(ErrorCodeOf(client_->GetRecord(kGranted, id).status()), ErrorCode::kRecordNotFound);
+}
+
+TEST_F(ClientScenarioTest, RecordNotFound) {
+  absl::StatusOr<std::string> got = client_->GetRecord(kGranted, "cc/" + tag_ + "/never-written");
+  EXPECT_EQ(ErrorCodeOf(got.status()), ErrorCode::kRecordNotFound) << got.status();
+  EXPECT_EQ(ErrorCodeName(ErrorCodeOf(got.status())), "RECORD_NOT_FOUND");
+  EXPECT_FALSE(got.status().message().empty());
+  EXPECT_EQ(got.status().message().find(tag_), std::string::npos) << got.status();
+}
+
+TEST_F(ClientScenarioTest, RecordList) {
+  std::set<std::string> mine;
+  for (int n = 0; n < 23; ++n) mine.insert("cc/" + tag_ + "/list/" + std::to_string(100 + n));
+  for (const std::string& id : mine) ASSERT_TRUE(client_->PutRecord(kGranted, id, "v").ok());
+  std::vector<std::string> seen;
+  std::string token;
+  int pages = 0;
+  do {
+    auto page = client_->ListRecords(kGranted, token, 7);
+    ASSERT_TRUE(page.ok()) << page.status();
+    EXPECT_LE(page->ids.size(), 7u);
+    EXPECT_EQ(page->damaged, 0u);
+    seen.insert(seen.end(), page->ids.begin(), page->ids.end());
+    token = page->next_page_token;
+    ++pages;
+  } while (!token.empty());
+  EXPECT_GE(pages, 4);
+  std::set<std::string> unique(seen.begin(), seen.end());
+  EXPECT_EQ(unique.size(), seen.size()) << "an id listed twice";
+  for (const std::string& id : mine) EXPECT_EQ(unique.count(id), 1u) << "not listed: " << id;
+}
+
+TEST_F(ClientScenarioTest, AttachmentStreamed) {
+  const std::string name = "cc/" + tag_ + "/scan.bin";
+  const std::string contents = RandomBytes(5 * kChunk + 12'345);  // above max_frame_bytes
+  auto writer = client_->BeginAttachment(kGranted, name, "application/pdf");
+  ASSERT_TRUE(writer.ok()) << writer.status();
+  for (size_t at = 0; at < contents.size(); at += 300'000) {  // unaligned with the chunks
+    ASSERT_TRUE((*writer)->Append(std::string_view(contents).substr(at, 300'000)).ok());
+  }
+  auto info = (*writer)->Commit();
+  ASSERT_TRUE(info.ok()) << info.status();
+  EXPECT_EQ(info->size, contents.size());
+  EXPECT_EQ(info->content_type, "application/pdf");
+
+  // Read returns at most what one response frame carried: count the frames that way.
+  auto reader = client_->OpenAttachment(kGranted, name);
+  ASSERT_TRUE(reader.ok()) << reader.status();
+  EXPECT_EQ((*reader)->info().size, contents.size());
+  std::string got;
+  std::string buffer(8 * kChunk, '\0');
+  int reads = 0;
+  for (;;) {
+    auto n = (*reader)->Read(buffer.data(), buffer.size());
+    ASSERT_TRUE(n.ok()) << n.status();
+    if (*n == 0) break;
+    got.append(buffer.data(), *n);
+    ++reads;
+  }
+  EXPECT_GT(reads, 1);
+  EXPECT_TRUE(got == contents) << "downloaded " << got.size() << " bytes differ";
+
+  auto range = client_->OpenAttachment(kGranted, name, kChunk - 10, kChunk + 20);
+  ASSERT_TRUE(range.ok()) << range.status();
+  EXPECT_EQ((*range)->range_bytes(), kChunk + 20);
+  EXPECT_TRUE((*range)->ReadAll().value_or("") == contents.substr(kChunk - 10, kChunk + 20));
+
+  ASSERT_TRUE(client_->DeleteAttachment(kGranted, name).ok());
+  EXPECT_EQ(ErrorCodeOf(client_->AttachmentMetadata(kGranted, name).status()),
+            ErrorCode::kAttachmentNotFound);
+}
+
+TEST_F(ClientScenarioTest, NotGranted) {
+  const std::string id = "cc/" + tag_ + "/refused";
+  absl::Status put = client_->PutRecord(kUngranted, id, "value");
+  EXPECT_EQ(ErrorCodeOf(put), ErrorCode::kNotGranted) << put;
+  EXPECT_EQ(ErrorCodeOf(client_->GetRecord(kUngranted, id).status()), ErrorCode::kNotGranted);
+  ASSERT_TRUE(client_->PutRecord(kGranted, id, "value").ok());  // the client carries on
+  EXPECT_EQ(client_->GetRecord(kGranted, id).value_or(""), "value");
+}
+
+TEST_F(ClientScenarioTest, Pseudonymize) {
+  const std::vector<std::string> identifiers = {"jane@example.com", tag_ + "@example.org"};
+  auto first = client_->Pseudonymize(kGranted, identifiers);
+  ASSERT_TRUE(first.ok()) << first.status();
+  ASSERT_EQ(first->tokens.size(), 2u);
+  for (const std::string& token : first->tokens) EXPECT_EQ(token.rfind("cp1.", 0), 0u) << token;
+  EXPECT_NE(first->tokens[0], first->tokens[1]);
+  auto again = client_->Pseudonymize(kGranted, identifiers);
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ(again->tokens, first->tokens);
+  EXPECT_EQ(again->key_version, first->key_version);
+  auto plain = client_->Reidentify(kGranted, first->tokens);
+  ASSERT_TRUE(plain.ok()) << plain.status();
+  EXPECT_EQ(*plain, identifiers);
+  auto masked = client_->Reidentify(kGranted, {first->tokens[0]}, coffer::v1::MASK_EMAIL);
+  ASSERT_TRUE(masked.ok()) << masked.status();
+  EXPECT_EQ(*masked, std::vector<std::string>{"j***@example.com"});
+}
+
+TEST_F(ClientScenarioTest, ConnectionReuse) {
+  const std::string id = "cc/" + tag_ + "/reuse";
+  uint64_t before = ConnectionsTotal();
+  for (int n = 0; n < 10; ++n) {
+    ASSERT_TRUE(client_->PutRecord(kGranted, id, std::to_string(n)).ok());
+    EXPECT_EQ(client_->GetRecord(kGranted, id).value_or(""), std::to_string(n));
+  }
+  // The status request after the calls is one new (admin) connection; the calls add none.
+  EXPECT_EQ(ConnectionsTotal() - before, 1u);
+}
+
+TEST_F(ClientScenarioTest, DaemonGone) {
+  const std::string id = "cc/" + tag_ + "/gone";
+  ASSERT_TRUE(client_->PutRecord(kGranted, id, "before").ok());
+  ASSERT_TRUE(daemon_->Stop());
+  absl::Status gone = client_->GetRecord(kGranted, id).status();
+  EXPECT_EQ(ErrorCodeOf(gone), ErrorCode::kDaemonUnavailable) << gone;
+  EXPECT_NE(gone.message().find(daemon_->data_socket()), std::string::npos) << gone;
+  EXPECT_EQ(ErrorCodeOf(Client::Connect(daemon_->data_socket()).status()),
+            ErrorCode::kDaemonUnavailable);
+  ASSERT_TRUE(daemon_->Start());
+  EXPECT_EQ(client_->GetRecord(kGranted, id).value_or(""), "before");
+}
+
+TEST(ClientScenarioListTest, EveryListedScenarioIsImplemented) {
+  std::ifstream listing(COFFER_CLIENT_SCENARIOS);
+  ASSERT_TRUE(listing) << "cannot read " << COFFER_CLIENT_SCENARIOS;
+  std::set<std::string> listed;
+  for (std::string line; std::getline(listing, line);) {
+    if (line.empty() || line[0] == '#') continue;
+    std::istringstream words(line);
+    std::string name;
+    words >> name;
+    listed.insert(CamelCase(name));
+  }
+  EXPECT_GE(listed.size(), 8u);
+  std::set<std::string> implemented;
+  const ::testing::UnitTest& tests = *::testing::UnitTest::GetInstance();
+  for (int s = 0; s < tests.total_test_suite_count(); ++s) {
+    const ::testing::TestSuite& suite = *tests.GetTestSuite(s);
+    if (std::string(suite.name()) != kSuite) continue;
+    for (int t = 0; t < suite.total_test_count(); ++t) {
+      implemented.insert(suite.GetTestInfo(t)->name());
+    }
+  }
+  for (const std::string& name : listed) {
+    EXPECT_EQ(implemented.count(name), 1u)
+        << "scenario without a TEST_F(" << kSuite << ", " << name << ")";
+  }
+  for (const std::string& name : implemented) {
+    EXPECT_EQ(listed.count(name), 1u) << kSuite << "." << name << " is not in scenarios.txt";
+  }
+}
+
+}  // namespace
+}  // namespace coffer::client
