@@ -121,11 +121,19 @@ absl::Status AttachmentUpload::Emit(bool last) {
   if (!encrypted.ok()) return Fail(encrypted);
   uint64_t index = encrypter_.next_segment_index() - 1;
   DataDb* db = store_->db_;
-  absl::Status written = FromRocks(
-      db->rocks()->Put(db->write_options(), db->cf(Cf::kAttachmentSegments),
-                       internal::SegmentKey(handle_, upload_, static_cast<uint32_t>(index)),
-                       ciphertext_),
-      "write");
+  const std::string segment_key =
+      internal::SegmentKey(handle_, upload_, static_cast<uint32_t>(index));
+  QuotaMeter::Ticket admitted;
+  if (store_->quota_ != nullptr) {
+    absl::StatusOr<QuotaMeter::Ticket> ticket =
+        store_->quota_->Admit(handle_, 0, segment_key.size() + ciphertext_.size());
+    if (!ticket.ok()) return Fail(ticket.status());
+    admitted = *std::move(ticket);
+  }
+  absl::Status written =
+      FromRocks(db->rocks()->Put(db->write_options(), db->cf(Cf::kAttachmentSegments), segment_key,
+                                 ciphertext_),
+                "write");
   if (!written.ok()) return Fail(written);
   std::fill(pending_.begin(), pending_.end(), '\0');
   pending_.clear();
@@ -197,6 +205,17 @@ absl::Status AttachmentUpload::Commit() {
       if (status.ok() && found) status = internal::DeleteSegmentsOf(db, key, previous, &batch);
       if (status.ok() && found && key != stored_key_) {
         status = FromRocks(batch.Delete(db->cf(Cf::kAttachmentPointers), key), "batch");
+      }
+    }
+    // The pointer's bytes (a replaced attachment's are freed at the next census).
+    QuotaMeter::Ticket admitted;
+    if (status.ok() && store_->quota_ != nullptr) {
+      absl::StatusOr<QuotaMeter::Ticket> ticket =
+          store_->quota_->Admit(handle_, 0, stored_key_.size() + entry->size());
+      if (ticket.ok()) {
+        admitted = *std::move(ticket);
+      } else {
+        status = ticket.status();
       }
     }
     if (status.ok()) {

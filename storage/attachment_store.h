@@ -21,7 +21,8 @@
 // ID_TOO_LONG; ATTACHMENT_NOT_FOUND; UPLOAD_CLOSED (append or commit after commit, abort or a
 // failure); RANGE_BEYOND_END; NOT_IN_RECYCLE_BIN; ALREADY_EXISTS; COMPLIANCE_LOCKED; the key
 // provider's codes; CIPHERTEXT_CORRUPT / KEY_COMMITMENT_MISMATCH for damaged or moved data;
-// DATA_DB_ERROR. A failed upload writes nothing visible.
+// QUOTA_EXCEEDED (a quota meter is set and the dataset's storage quota is reached); DATA_DB_ERROR.
+// A failed upload writes nothing visible.
 
 #ifndef COFFER_STORAGE_ATTACHMENT_STORE_H_
 #define COFFER_STORAGE_ATTACHMENT_STORE_H_
@@ -48,6 +49,7 @@
 #include "storage/dataset_policy.h"
 #include "storage/internal/layout.h"
 #include "storage/key_provider.h"
+#include "storage/quota_meter.h"
 
 namespace coffer::storage {
 
@@ -149,6 +151,10 @@ class AttachmentStore {
   AttachmentStore(const AttachmentStore&) = delete;
   AttachmentStore& operator=(const AttachmentStore&) = delete;
 
+  // Quotas: every segment and pointer written is admitted by `quota` first (QUOTA_EXCEEDED fails
+  // the upload, and it is aborted). Null (the default): no quotas. Set before any upload.
+  void set_quota_meter(QuotaMeter* quota) { quota_ = quota; }
+
   // Starts uploading attachment `name` of dataset `handle` (created or replaced at Commit);
   // COMPLIANCE_LOCKED at once when `name` holds an attachment inside the minimum retention.
   absl::StatusOr<std::unique_ptr<AttachmentUpload>> BeginUpload(uint64_t handle,
@@ -237,6 +243,7 @@ class AttachmentStore {
   DatasetPolicySource* policies_;
   const Clock* clock_;
   uint32_t segment_size_;
+  QuotaMeter* quota_ = nullptr;
   std::mutex active_mu_;
   std::set<internal::UploadId> active_;  // guarded by active_mu_
 };

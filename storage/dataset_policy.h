@@ -18,6 +18,7 @@
 //    be deleted, expired or purged, by anyone.
 //  - legal_hold: blocks every purge and expiry of the dataset (deletes to the bin still work:
 //    the bin keeps the data).
+//  - max_records, max_stored_bytes: quotas (storage/quota_meter.h); a write beyond is refused.
 
 #ifndef COFFER_STORAGE_DATASET_POLICY_H_
 #define COFFER_STORAGE_DATASET_POLICY_H_
@@ -37,6 +38,9 @@ struct DatasetPolicy {
   std::optional<std::chrono::seconds> max_age;  // none: kept until deleted
   std::chrono::seconds min_retention{0};        // 0: no compliance lock
   bool legal_hold = false;
+  // Quotas (storage/quota_meter.h); 0 = none.
+  uint64_t max_records = 0;       // live records
+  uint64_t max_stored_bytes = 0;  // all the dataset's entries' keys and values
 };
 
 class DatasetPolicySource {

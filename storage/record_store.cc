@@ -53,6 +53,10 @@ absl::Status RecordStore::Put(uint64_t handle, std::string_view id, std::string_
   // deleted; re-encryption and re-index rewrite entries elsewhere and are not overwrites.
   COFFER_RETURN_IF_ERROR(
       internal::CheckOverwrite(db_, policies_, clock_, Cf::kRecords, handle, stored_keys));
+  QuotaMeter::Ticket admitted;
+  if (quota_ != nullptr) {
+    COFFER_ASSIGN_OR_RETURN(admitted, AdmitPut(handle, stored_keys, entry));
+  }
   if (ref != nullptr) *ref = internal::RefOf(stored_keys[0]);  // used only when OK is returned
   if (stored_keys.size() == 1) {
     return FromRocks(
@@ -68,6 +72,26 @@ absl::Status RecordStore::Put(uint64_t handle, std::string_view id, std::string_
     COFFER_RETURN_IF_ERROR(FromRocks(batch.Delete(db_->cf(Cf::kRecords), stored_keys[i]), "batch"));
   }
   return db_->Write(&batch);
+}
+
+absl::StatusOr<QuotaMeter::Ticket> RecordStore::AdmitPut(
+    uint64_t handle, const std::vector<std::string>& stored_keys, std::string_view entry) {
+  COFFER_ASSIGN_OR_RETURN(bool limited, quota_->HasQuota(handle));
+  if (!limited) return QuotaMeter::Ticket();
+  // Under the id's stripes: whether the id is live (under any lookup version) and how many
+  // bytes its entries hold, which the put replaces.
+  bool live = false;
+  uint64_t replaced = 0;
+  for (const std::string& key : stored_keys) {
+    std::string value;
+    bool found = false;
+    COFFER_RETURN_IF_ERROR(db_->Get(Cf::kRecords, key, &value, &found));
+    if (!found) continue;
+    live = true;
+    replaced += key.size() + value.size();
+  }
+  const uint64_t bytes = stored_keys[0].size() + entry.size();
+  return quota_->Admit(handle, live ? 0 : 1, bytes > replaced ? bytes - replaced : 0);
 }
 
 absl::StatusOr<std::string> RecordStore::Get(uint64_t handle, std::string_view id) {
@@ -112,6 +136,11 @@ absl::Status RecordStore::Delete(uint64_t handle, std::string_view id, crypto::H
 
 absl::Status RecordStore::Restore(uint64_t handle, std::string_view id,
                                   crypto::HmacSha256Tag* ref) {
+  // One more live record (its bytes were counted in the bin already).
+  QuotaMeter::Ticket admitted;
+  if (quota_ != nullptr) {
+    COFFER_ASSIGN_OR_RETURN(admitted, quota_->Admit(handle, 1, 0));
+  }
   return internal::RestoreFromBin(db_, keys_, Cf::kRecords, handle, id, ref);
 }
 

@@ -19,6 +19,7 @@
 // ID_TOO_LONG (> 1 KiB); VALUE_TOO_LARGE (> DataDbOptions::max_value_bytes); RECORD_NOT_FOUND;
 // NOT_IN_RECYCLE_BIN; ALREADY_EXISTS (restore over a live record); COMPLIANCE_LOCKED; the key
 // provider's NOT_FOUND (unknown dataset), KEY_DESTROYED and FAILED_PRECONDITION (disabled);
+// QUOTA_EXCEEDED (a quota meter is set and the put would exceed the dataset's quota);
 // CIPHERTEXT_CORRUPT for a damaged or moved value; DATA_DB_ERROR.
 
 #ifndef COFFER_STORAGE_RECORD_STORE_H_
@@ -38,6 +39,7 @@
 #include "storage/data_db.h"
 #include "storage/dataset_policy.h"
 #include "storage/key_provider.h"
+#include "storage/quota_meter.h"
 
 namespace coffer::storage {
 
@@ -47,6 +49,11 @@ class RecordStore {
       : db_(db), keys_(keys), policies_(policies), clock_(clock) {}
   RecordStore(const RecordStore&) = delete;
   RecordStore& operator=(const RecordStore&) = delete;
+
+  // Quotas: each put is admitted by `quota` first — as one more live record unless the id is
+  // live already, and as its stored bytes less those of the value it replaces — and so is each
+  // restore, as one more live record. Null (the default): no quotas. Set before any write.
+  void set_quota_meter(QuotaMeter* quota) { quota_ = quota; }
 
   // Creates or replaces record `id` of dataset `handle`; COMPLIANCE_LOCKED when the live value
   // is still inside the dataset's minimum retention. Put, Delete and Restore set `ref`, when
@@ -79,12 +86,17 @@ class RecordStore {
   absl::StatusOr<IdPage> ListIds(uint64_t handle, std::string_view page_token, size_t max_ids);
 
  private:
+  // The quota's admission of a put of `entry` under `stored_keys` (stripes held).
+  absl::StatusOr<QuotaMeter::Ticket> AdmitPut(uint64_t handle,
+                                              const std::vector<std::string>& stored_keys,
+                                              std::string_view entry);
   // One read and open; Get repeats it through internal::ReadAgainIfRetired.
   absl::StatusOr<std::string> GetOnce(uint64_t handle, std::string_view id);
   DataDb* db_;
   KeyProvider* keys_;
   DatasetPolicySource* policies_;
   const Clock* clock_;
+  QuotaMeter* quota_ = nullptr;
 };
 
 }  // namespace coffer::storage

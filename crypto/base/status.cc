@@ -99,6 +99,7 @@ constexpr CodeInfo kCodes[] = {
      absl::StatusCode::kInvalidArgument},
     {ErrorCode::kPseudonymTokenMismatch, "PSEUDONYM_TOKEN_MISMATCH",
      absl::StatusCode::kInvalidArgument},
+    {ErrorCode::kQuotaExceeded, "QUOTA_EXCEEDED", absl::StatusCode::kResourceExhausted},
     {ErrorCode::kFrameTooLarge, "FRAME_TOO_LARGE", absl::StatusCode::kInvalidArgument},
     {ErrorCode::kMalformedRequest, "MALFORMED_REQUEST", absl::StatusCode::kInvalidArgument},
     {ErrorCode::kNotGranted, "NOT_GRANTED", absl::StatusCode::kPermissionDenied},

@@ -109,6 +109,7 @@ enum class ErrorCode : int {
   kIdentifierInvalid = 413,      // an identifier to pseudonymize is empty or longer than 1 KiB
   kPseudonymTokenMalformed = 414,  // not a coffer pseudonym token (unknown format)
   kPseudonymTokenMismatch = 415,   // the token does not open under this dataset's pseudonym key
+  kQuotaExceeded = 416,            // the write would take the dataset beyond its quota
 
   // Daemon and protocol (500-599).
   kFrameTooLarge = 500,      // a frame's declared size exceeds the maximum; connection closed

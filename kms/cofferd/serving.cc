@@ -380,18 +380,19 @@ absl::Status ScheduledScrub(storage::DataDb* data, kms::KeyManager* keys,
   return absl::OkStatus();
 }
 
-// jobs.reencrypt_versions_back: on each tick, starts a rate-limited re-encryption of every
-// active dataset whose records or attachments keep a live version more than `versions_back`
-// versions behind the primary — once per pair of primaries, remembered in memory (after a restart
-// such a dataset is re-encrypted once more, which moves whatever is left). A dataset busy with
-// another job is tried again on the next tick.
+// Scheduled re-encryption: on each tick, starts a rate-limited re-encryption of every active
+// dataset whose records or attachments keep a live version more than N versions behind the
+// primary, N being the dataset's policy reencrypt_versions_back or, when it has none, the
+// daemon's jobs.reencrypt_versions_back (0: never) — once per pair of primaries, remembered in
+// memory (after a restart such a dataset is re-encrypted once more, which moves whatever is left).
+// A dataset busy with another job is tried again on the next tick.
 class ScheduledReencryption {
  public:
-  ScheduledReencryption(kms::KeyManager* keys, daemon::JobRegistry* jobs, uint32_t versions_back,
-                        double items_per_second)
+  ScheduledReencryption(kms::KeyManager* keys, daemon::JobRegistry* jobs,
+                        uint32_t default_versions_back, double items_per_second)
       : keys_(keys),
         jobs_(jobs),
-        versions_back_(versions_back),
+        default_versions_back_(default_versions_back),
         items_per_second_(items_per_second) {}
 
   absl::Status Tick() {
@@ -401,6 +402,9 @@ class ScheduledReencryption {
       if (dataset.state != kms::DatasetState::kActive) continue;
       absl::StatusOr<kms::DatasetInfo> info = keys_->DescribeDataset(dataset.handle);
       if (!info.ok()) continue;  // destroyed or disabled meanwhile
+      const uint32_t versions_back =
+          info->policy.reencrypt_versions_back.value_or(default_versions_back_);
+      if (versions_back == 0) continue;  // never, for this dataset
       bool lagging = false;
       std::pair<uint32_t, uint32_t> primaries{0, 0};  // records, attachments
       for (const kms::PurposeInfo& purpose : info->purposes) {
@@ -413,7 +417,7 @@ class ScheduledReencryption {
         }
         for (const kms::KeyVersionInfo& version : purpose.versions) {
           if (version.state != kms::KeyVersionState::kRetired &&
-              version.version + versions_back_ < purpose.primary_version) {
+              version.version + versions_back < purpose.primary_version) {
             lagging = true;
           }
         }
@@ -427,7 +431,7 @@ class ScheduledReencryption {
         started_[dataset.handle] = primaries;
         LogInfo("jobs: scheduled re-encryption of dataset handle " +
                 std::to_string(dataset.handle) + " (job " + std::to_string(started->id()) +
-                "): a live version is more than " + std::to_string(versions_back_) +
+                "): a live version is more than " + std::to_string(versions_back) +
                 " versions behind the primary");
       } else if (ErrorCodeOf(started.status()) != ErrorCode::kAlreadyExists && first_failure.ok()) {
         first_failure = started.status();
@@ -439,7 +443,7 @@ class ScheduledReencryption {
  private:
   kms::KeyManager* const keys_;
   daemon::JobRegistry* const jobs_;
-  const uint32_t versions_back_;
+  const uint32_t default_versions_back_;
   const double items_per_second_;
   std::mutex mu_;
   std::map<uint64_t, std::pair<uint32_t, uint32_t>> started_;  // guarded by mu_
@@ -535,7 +539,8 @@ absl::Status Daemon::Parts::StartJobs() {
         std::chrono::seconds(config.jobs().scrub_interval_seconds()),
         [scrubbed, keys, damaged_items] { return ScheduledScrub(scrubbed, keys, damaged_items); }));
   }
-  if (config.jobs().reencrypt_versions_back() > 0) {
+  {
+    // Registered even when the daemon's setting is 0: a dataset's own policy may ask for it.
     auto scheduled = std::make_shared<ScheduledReencryption>(
         key_manager, jobs.get(), config.jobs().reencrypt_versions_back(),
         config.jobs().reencrypt_items_per_second());

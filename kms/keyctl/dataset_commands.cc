@@ -28,6 +28,7 @@ void PrintDataset(CommandContext& ctx, const pb::DatasetInfo& info) {
   table.AddRow({"records", std::to_string(info.records())});
   table.AddRow({"attachments", std::to_string(info.attachments())});
   table.AddRow({"recycle bin items", std::to_string(info.recycle_bin_items())});
+  if (info.has_stored_bytes()) table.AddRow({"stored bytes", FormatBytes(info.stored_bytes())});
   // Given to the dataset's customer: it checks a deletion receipt's name commitment.
   if (!info.name_salt().empty()) table.AddRow({"name salt", info.name_salt()});
   table.Print(ctx.out());

@@ -34,6 +34,18 @@ void PolicyFlags::Add(CLI::App* app) {
       app->add_option("--auto-destroy-after-disabled", auto_destroy,
                       "Schedule destruction of a dataset disabled this long (0 = never)")
           ->check(DurationValidator()));
+  options.push_back(
+      app->add_option("--reencrypt-versions-back", reencrypt_versions_back,
+                      "Re-encrypt data more than N versions behind the primary (0 = never; "
+                      "daemon = the daemon's jobs.reencrypt_versions_back)")
+          ->check(CLI::IsMember({"daemon"}) | CLI::Range(0, 1000000)));
+  options.push_back(app->add_option("--max-records", max_records,
+                                    "Quota on live records; a put beyond is refused (0 = none)"));
+  options.push_back(
+      app->add_option("--max-stored-bytes", max_stored_bytes,
+                      "Quota on the bytes the dataset occupies, recycle bin included (e.g. "
+                      "500MiB, 20GiB; 0 = none)")
+          ->transform(CLI::AsSizeValue(false)));
 }
 
 bool PolicyFlags::AnyGiven() const {
@@ -62,6 +74,13 @@ pb::Policy PolicyFlags::Fill() const {
   if (options[6]->count() > 0) {
     policy.set_auto_destroy_after_disabled_seconds(*ParseDuration(auto_destroy));
   }
+  if (options[7]->count() > 0) {
+    // The validator accepted "daemon" or 0..1000000.
+    policy.set_reencrypt_versions_back(
+        reencrypt_versions_back == "daemon" ? -1 : std::stoi(reencrypt_versions_back));
+  }
+  if (options[8]->count() > 0) policy.set_max_records(max_records);
+  if (options[9]->count() > 0) policy.set_max_stored_bytes(max_stored_bytes);
   return policy;
 }
 
@@ -79,6 +98,18 @@ void PrintPolicy(CommandContext& ctx, const pb::Policy& policy) {
                 policy.has_auto_destroy_after_disabled_seconds()
                     ? FormatDurationOrNone(policy.auto_destroy_after_disabled_seconds())
                     : "none"});
+  std::string reencrypt = "daemon's setting";
+  if (policy.has_reencrypt_versions_back()) {
+    reencrypt =
+        policy.reencrypt_versions_back() == 0
+            ? "never"
+            : "over " + std::to_string(policy.reencrypt_versions_back()) + " versions behind";
+  }
+  table.AddRow({"scheduled re-encryption", reencrypt});
+  table.AddRow({"quota: records",
+                policy.max_records() == 0 ? "none" : std::to_string(policy.max_records())});
+  table.AddRow({"quota: stored bytes",
+                policy.max_stored_bytes() == 0 ? "none" : FormatBytes(policy.max_stored_bytes())});
   table.Print(ctx.out());
 }
 

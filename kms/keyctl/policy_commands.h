@@ -33,6 +33,8 @@ struct PolicyFlags {
   uint32_t bin_days = 0;
   uint64_t usage_limit = 0;
   std::string retention, min_retention, destruction_wait, auto_destroy;
+  std::string reencrypt_versions_back;  // N, or "daemon"
+  uint64_t max_records = 0, max_stored_bytes = 0;
   std::vector<CLI::Option*> options;
 
   void Add(CLI::App* app);

@@ -154,6 +154,7 @@ absl::StatusOr<std::unique_ptr<KeyManager>> KeyManager::Open(KeyManagerOptions o
   std::lock_guard<std::mutex> lock(manager->admin_mu_);
   COFFER_RETURN_IF_ERROR(manager->LoadAll());
   COFFER_RETURN_IF_ERROR(manager->MigrateNames());
+  COFFER_RETURN_IF_ERROR(manager->MigratePolicyFormat());
   COFFER_RETURN_IF_ERROR(manager->CheckClockAtOpen());
   COFFER_RETURN_IF_ERROR(manager->Recover());
   COFFER_RETURN_IF_ERROR(manager->Reconcile());
@@ -479,6 +480,8 @@ absl::StatusOr<DatasetStorageView> KeyManager::StorageView(uint64_t handle) cons
   view.retention_max_age = policy.retention_max_age;
   view.minimum_retention = policy.minimum_retention;
   view.legal_hold = policy.legal_hold;
+  view.max_records = policy.max_records;
+  view.max_stored_bytes = policy.max_stored_bytes;
   return view;
 }
 

@@ -286,6 +286,9 @@ class KeyManager final : public storage::KeyProvider {
   absl::Status LoadAll();
   // Rewrites a names-v1 key DB to names-v2 (kms/keys/internal/dataset_names.h) in one batch.
   absl::Status MigrateNames();
+  // Records policy format 2 (v1::PolicyFormatRow) in a key DB that has none: no row changes
+  // (format 1 rows read the same under format 2), so one synced batch is the whole migration.
+  absl::Status MigratePolicyFormat();
   // Resolves the intents a crash left (recovery.cc), one Recover* per intent kind.
   absl::Status Recover();
   absl::Status RecoverCreating(uint64_t handle, const v1::IntentRow& intent,
@@ -406,6 +409,7 @@ class KeyManager final : public storage::KeyProvider {
   int64_t clock_high_water_micros_ = 0;                      // guarded by admin_mu_
   std::unique_ptr<internal::DatasetNames> dataset_names_;    // set by Open, then immutable
   uint32_t names_format_ = internal::kNamesFormatPlaintext;  // guarded by admin_mu_
+  uint32_t policy_format_ = 1;                               // guarded by admin_mu_
 };
 
 }  // namespace coffer::kms

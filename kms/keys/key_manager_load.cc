@@ -153,6 +153,9 @@ absl::Status CheckNameRows(KeyDb& db, const internal::DatasetNames& dataset_name
 
 }  // namespace
 
+// The dataset rows' policy format this build writes and reads (v1::PolicyFormatRow).
+constexpr uint32_t kPolicyFormat = 2;
+
 absl::Status KeyManager::LoadAll() {
   v1::ClockRow clock_row;
   COFFER_ASSIGN_OR_RETURN(bool has_clock, db_->Get(KeyDbTable::kMeta, "clock", clock_row));
@@ -168,6 +171,16 @@ absl::Status KeyManager::LoadAll() {
                                                         " is newer than this build reads (1 or 2)");
   }
   const bool sealed_names = names_format_ == internal::kNamesFormatSealed;
+  v1::PolicyFormatRow policy_format;
+  COFFER_ASSIGN_OR_RETURN(bool has_policy_format,
+                          db_->Get(KeyDbTable::kMeta, "policy_format", policy_format));
+  policy_format_ = has_policy_format ? policy_format.format() : 1;
+  if (policy_format_ < 1 || policy_format_ > kPolicyFormat) {
+    return MakeError(ErrorCode::kUnsupportedFormat,
+                     "key DB policy format " + std::to_string(policy_format_) +
+                         " is newer than this build reads (1 or 2): its datasets may carry "
+                         "policies this build would ignore");
+  }
 
   LoadedDatasets loaded;
   COFFER_RETURN_IF_ERROR(LoadDatasetRows(*db_, *dataset_names_, sealed_names, loaded));
@@ -184,6 +197,17 @@ absl::Status KeyManager::LoadAll() {
   }
   COFFER_RETURN_IF_ERROR(CheckNameRows(*db_, *dataset_names_, names_, sealed_names));
   datasets_.store(std::move(map));
+  return absl::OkStatus();
+}
+
+absl::Status KeyManager::MigratePolicyFormat() {
+  if (policy_format_ == kPolicyFormat) return absl::OkStatus();
+  KeyDb::Batch batch(*db_);
+  v1::PolicyFormatRow format;
+  format.set_format(kPolicyFormat);
+  COFFER_RETURN_IF_ERROR(batch.Put(KeyDbTable::kMeta, "policy_format", format));
+  COFFER_RETURN_IF_ERROR(db_->Write(batch));
+  policy_format_ = kPolicyFormat;
   return absl::OkStatus();
 }
 

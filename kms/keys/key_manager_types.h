@@ -43,6 +43,13 @@ struct DatasetPolicy {
   // Lifecycle automation: a dataset DISABLED this long (since its last state change) and not
   // under a legal hold is scheduled for destruction by RunDueWork. 0 = never.
   Seconds auto_destroy_after_disabled{0};
+  // Scheduled re-encryption (jobs.reencrypt_versions_back, docs/daemon.md): data under a records
+  // or attachments version more than this many versions behind the primary is moved; 0 = never
+  // for this dataset; none = the daemon's setting.
+  std::optional<uint32_t> reencrypt_versions_back;
+  // Quotas (storage/quota_meter.h): live records and stored bytes; 0 = none.
+  uint64_t max_records = 0;
+  uint64_t max_stored_bytes = 0;
 
   bool operator==(const DatasetPolicy&) const = default;
 };
@@ -109,6 +116,8 @@ struct DatasetStorageView {
   Seconds retention_max_age{0};
   Seconds minimum_retention{0};
   bool legal_hold = false;
+  uint64_t max_records = 0;       // quota; 0 = none
+  uint64_t max_stored_bytes = 0;  // quota; 0 = none
 };
 
 // A destroyed dataset's tombstone: the serialised coffer.kms.v1.Tombstone and its DER

@@ -222,6 +222,15 @@ absl::Status KeyManager::SetPolicy(uint64_t handle, const DatasetPolicy& policy,
   change("destruction_wait_seconds", old.destruction_wait.count(), policy.destruction_wait.count());
   change("auto_destroy_after_disabled_seconds", old.auto_destroy_after_disabled.count(),
          policy.auto_destroy_after_disabled.count());
+  // -1: none of its own (the daemon's setting applies).
+  change(
+      "reencrypt_versions_back",
+      old.reencrypt_versions_back.has_value() ? int64_t{*old.reencrypt_versions_back} : -1,
+      policy.reencrypt_versions_back.has_value() ? int64_t{*policy.reencrypt_versions_back} : -1);
+  change("max_records", static_cast<int64_t>(old.max_records),
+         static_cast<int64_t>(policy.max_records));
+  change("max_stored_bytes", static_cast<int64_t>(old.max_stored_bytes),
+         static_cast<int64_t>(policy.max_stored_bytes));
   if (events.empty()) return absl::OkStatus();
   COFFER_RETURN_IF_ERROR(options_.audit_log->AppendBatch(events).status());
   absl::Status result;

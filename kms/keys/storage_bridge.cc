@@ -20,6 +20,8 @@ absl::StatusOr<storage::DatasetPolicy> KeyManagerPolicySource::PolicyFor(uint64_
   if (view.retention_max_age.count() > 0) policy.max_age = view.retention_max_age;
   policy.min_retention = view.minimum_retention;
   policy.legal_hold = view.legal_hold;
+  policy.max_records = view.max_records;
+  policy.max_stored_bytes = view.max_stored_bytes;
   return policy;
 }
 

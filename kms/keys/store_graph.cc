@@ -23,9 +23,12 @@ absl::StatusOr<std::unique_ptr<StoreGraph>> StoreGraph::Open(StoreGraphOptions o
   KeyManager* keys = graph->key_manager_.get();
   graph->policies_ = std::make_unique<KeyManagerPolicySource>(keys);
   KeyManagerPolicySource* policies = graph->policies_.get();
+  graph->quota_ = std::make_unique<storage::QuotaMeter>(options.data_db, policies, clock);
   graph->records_ = std::make_unique<storage::RecordStore>(options.data_db, keys, policies, clock);
+  graph->records_->set_quota_meter(graph->quota_.get());
   graph->attachments_ =
       std::make_unique<storage::AttachmentStore>(options.data_db, keys, policies, clock);
+  graph->attachments_->set_quota_meter(graph->quota_.get());
   graph->bin_ = std::make_unique<storage::RecycleBin>(options.data_db, keys, policies, clock,
                                                       options.purge_journal);
   return graph;
@@ -35,6 +38,7 @@ StoreGraph::~StoreGraph() {
   bin_.reset();
   attachments_.reset();
   records_.reset();
+  quota_.reset();
   policies_.reset();
   key_manager_.reset();
   counter_.reset();

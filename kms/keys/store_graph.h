@@ -4,9 +4,10 @@
 //
 // Open makes the data counter (StoreDataCounter over the data DB), opens the key manager with it,
 // gives the counter the manager as its key provider (the lookup census opens entries), then
-// builds the policy source and the record, attachment and recycle-bin stores over them, on the
-// key manager's clock. They are destroyed in the reverse order. The data DB is borrowed, so a
-// test can close the graph and open another on the same DB (a key-manager restart).
+// builds the policy source, the quota meter (the datasets' quotas, storage/quota_meter.h) and the
+// record, attachment and recycle-bin stores over them, on the key manager's clock. They are
+// destroyed in the reverse order. The data DB is borrowed, so a test can close the graph and open
+// another on the same DB (a key-manager restart).
 //
 // Thread safety: the parts are as thread-safe as they are (kms/keys/key_manager.h,
 // storage/*.h). Ownership: owns the parts; borrows the data DB, the purge journal and what
@@ -24,6 +25,7 @@
 #include "storage/attachment_store.h"
 #include "storage/data_db.h"
 #include "storage/purge_journal.h"
+#include "storage/quota_meter.h"
 #include "storage/record_store.h"
 #include "storage/recycle_bin.h"
 
@@ -50,6 +52,7 @@ class StoreGraph {
   storage::RecordStore& records() const { return *records_; }
   storage::AttachmentStore& attachments() const { return *attachments_; }
   storage::RecycleBin& bin() const { return *bin_; }
+  storage::QuotaMeter& quota() const { return *quota_; }
 
  private:
   explicit StoreGraph(storage::DataDb* data_db) : data_db_(data_db) {}
@@ -58,6 +61,7 @@ class StoreGraph {
   std::unique_ptr<StoreDataCounter> counter_;
   std::unique_ptr<KeyManager> key_manager_;
   std::unique_ptr<KeyManagerPolicySource> policies_;
+  std::unique_ptr<storage::QuotaMeter> quota_;  // before the stores, which borrow it
   std::unique_ptr<storage::RecordStore> records_;
   std::unique_ptr<storage::AttachmentStore> attachments_;
   std::unique_ptr<storage::RecycleBin> bin_;

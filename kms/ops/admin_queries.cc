@@ -26,6 +26,7 @@
 #include "rocksdb/iterator.h"
 #include "storage/data_key.h"
 #include "storage/dataset_erasure.h"
+#include "storage/quota_meter.h"
 
 namespace coffer::daemon {
 
@@ -41,6 +42,11 @@ absl::StatusOr<pb::DatasetInfo> Services::ConnectionSession::Describe(uint64_t h
   out.set_records(counts.records);
   out.set_attachments(counts.attachments);
   out.set_recycle_bin_items(counts.bin_records + counts.bin_attachments);
+  if (info.policy.max_stored_bytes > 0) {
+    COFFER_ASSIGN_OR_RETURN(storage::DatasetUsage usage,
+                            storage::CountDatasetUsage(*deps_.data_db, handle));
+    out.set_stored_bytes(usage.stored_bytes);
+  }
   return out;
 }
 

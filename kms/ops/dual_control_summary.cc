@@ -1,6 +1,7 @@
 // AdminControl::DualControlSummary: what a second admin is shown before approving an operation
 // under dual control, per the operation table's dual-control rule (kms/ops/operation_table.h).
 
+#include <optional>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -122,6 +123,24 @@ std::vector<std::string> Weakenings(const kms::DatasetPolicy& current, const pb:
                             next.auto_destroy_after_disabled_seconds())) {
     change("auto_destroy_after_disabled", Duration(current.auto_destroy_after_disabled.count()),
            Duration(next.auto_destroy_after_disabled_seconds()));
+  }
+  // Re-encryption: only a change known to tighten is one admin's, from the dataset's own N (or 0,
+  // off) to a smaller N ≥ 1. From no value of its own the daemon's setting applies, which this
+  // summary does not know, so any value set then, a clear, 0 or a larger N needs a second admin.
+  if (next.has_reencrypt_versions_back()) {
+    const std::optional<uint32_t>& was = current.reencrypt_versions_back;
+    const int32_t to = next.reencrypt_versions_back();
+    const bool tightens =
+        to >= 1 && was.has_value() && (*was == 0 || static_cast<uint32_t>(to) < *was);
+    const bool same = was.has_value() ? to == static_cast<int32_t>(*was) : to == -1;
+    auto text = [](std::optional<int64_t> n) {
+      if (!n.has_value() || *n < 0) return std::string("daemon");
+      return *n == 0 ? std::string("off") : absl::StrCat(*n);
+    };
+    if (!tightens && !same) {
+      change("reencrypt_versions_back",
+             text(was.has_value() ? std::optional<int64_t>(*was) : std::nullopt), text(to));
+    }
   }
   return changes;
 }

@@ -15,6 +15,11 @@ v1::Policy ToRow(const DatasetPolicy& policy) {
   row.set_destruction_wait_seconds(policy.destruction_wait.count());
   row.set_legal_hold(policy.legal_hold);
   row.set_auto_destroy_after_disabled_seconds(policy.auto_destroy_after_disabled.count());
+  if (policy.reencrypt_versions_back.has_value()) {
+    row.set_reencrypt_versions_back(*policy.reencrypt_versions_back);
+  }
+  row.set_max_records(policy.max_records);
+  row.set_max_stored_bytes(policy.max_stored_bytes);
   return row;
 }
 
@@ -29,6 +34,11 @@ DatasetPolicy FromRow(const v1::Policy& row) {
   policy.destruction_wait = Seconds(row.destruction_wait_seconds());
   policy.legal_hold = row.legal_hold();
   policy.auto_destroy_after_disabled = Seconds(row.auto_destroy_after_disabled_seconds());
+  if (row.has_reencrypt_versions_back()) {
+    policy.reencrypt_versions_back = row.reencrypt_versions_back();
+  }
+  policy.max_records = row.max_records();
+  policy.max_stored_bytes = row.max_stored_bytes();
   return policy;
 }
 

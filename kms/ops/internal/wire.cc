@@ -112,6 +112,9 @@ std::string_view FixedText(ErrorCode code) {
       return "not a coffer pseudonym token (cp1.<version>.<base64url>)";
     case ErrorCode::kPseudonymTokenMismatch:
       return "the token does not belong to this dataset (another dataset's token, or altered)";
+    case ErrorCode::kQuotaExceeded:
+      return "the dataset's quota (keyctl dataset describe) is reached: delete or purge data, "
+             "or ask an admin to raise it";
     case ErrorCode::kRangeBeyondEnd:
       return "the requested range ends beyond the attachment";
     case ErrorCode::kBackupNotFound:
@@ -281,6 +284,11 @@ void ToProto(const kms::DatasetPolicy& policy, pb::Policy* out) {
   out->set_minimum_retention_seconds(policy.minimum_retention.count());
   out->set_destruction_wait_seconds(policy.destruction_wait.count());
   out->set_auto_destroy_after_disabled_seconds(policy.auto_destroy_after_disabled.count());
+  if (policy.reencrypt_versions_back.has_value()) {
+    out->set_reencrypt_versions_back(static_cast<int32_t>(*policy.reencrypt_versions_back));
+  }
+  out->set_max_records(policy.max_records);
+  out->set_max_stored_bytes(policy.max_stored_bytes);
 }
 
 absl::Status ApplyPolicy(const pb::Policy& in, kms::DatasetPolicy* policy) {
@@ -319,6 +327,16 @@ absl::Status ApplyPolicy(const pb::Policy& in, kms::DatasetPolicy* policy) {
     }
     policy->auto_destroy_after_disabled = kms::Seconds(in.auto_destroy_after_disabled_seconds());
   }
+  if (in.has_reencrypt_versions_back()) {
+    if (in.reencrypt_versions_back() < -1) return bad("reencrypt_versions_back");
+    if (in.reencrypt_versions_back() == -1) {
+      policy->reencrypt_versions_back.reset();
+    } else {
+      policy->reencrypt_versions_back = static_cast<uint32_t>(in.reencrypt_versions_back());
+    }
+  }
+  if (in.has_max_records()) policy->max_records = in.max_records();
+  if (in.has_max_stored_bytes()) policy->max_stored_bytes = in.max_stored_bytes();
   return absl::OkStatus();
 }
 

@@ -5,10 +5,13 @@
 // item still reads back, an old pseudonym token still re-identifies (its version stays until the
 // operator confirms the translate run), and the audit log holds one trail of the admin's uid.
 // Issue 20 item 2: with jobs.reencrypt_versions_back, data lagging that many versions behind the
-// primary is re-encrypted in the background (a rate-limited job started by the daemon).
+// primary is re-encrypted in the background (a rate-limited job started by the daemon); a
+// dataset's own policy reencrypt_versions_back overrides the daemon's setting, and a policy
+// format 2 key DB records it across a restart.
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <map>
 #include <memory>
 #include <string>
@@ -206,6 +209,87 @@ TEST(ScheduledReencryptionTest, DataLaggingBehindThePolicyIsReencryptedInTheBack
   for (int i = 0; i < kRecords; ++i) {
     EXPECT_EQ((*c)->GetRecord(kDataset, Id(i)).value_or("<missing>"), Value(i)) << Id(i);
   }
+  if (HasFailure()) std::cerr << "cofferd's log:\n" << daemon->Logs();
+}
+
+TEST(ScheduledReencryptionTest, ADatasetsOwnPolicyOverridesTheDaemonsSetting) {
+  CofferdOptions options;
+  options.name = "cofferd-sched-reencrypt-policy";
+  const std::string me = std::to_string(geteuid());
+  options.config_body = [me](const std::string&, const std::string&) {
+    return "grants { principals { uid: " + me +
+           " } datasets: \"*\" rights: READ rights: WRITE rights: DELETE }\n"
+           "admins { uid: " +
+           me +
+           " }\n"
+           "jobs { reencrypt_versions_back: 1 reencrypt_items_per_second: 5000 }\n"
+           "mfa { required: false }\n";
+  };
+  auto daemon = Cofferd::Create(std::move(options));
+  ASSERT_NE(daemon, nullptr);
+  auto run = [&](const std::string& args) { return Keyctl(daemon->admin_socket(), args); };
+  // never: its own 0; daemon: no value of its own (the daemon's 1); three: its own 3.
+  ASSERT_EQ(run("dataset create crm/never --reencrypt-versions-back 0").exit_code, 0);
+  ASSERT_EQ(run("dataset create crm/daemon").exit_code, 0);
+  ASSERT_EQ(run("dataset create crm/three --reencrypt-versions-back 3").exit_code, 0);
+  auto c = client::Client::Connect(daemon->data_socket());
+  ASSERT_TRUE(c.ok()) << c.status();
+  for (const char* dataset : {"crm/never", "crm/daemon", "crm/three"}) {
+    for (int i = 0; i < 5; ++i) ASSERT_TRUE((*c)->PutRecord(dataset, Id(i), Value(i)).ok());
+  }
+  // The datasets the daemon has started a re-encryption of.
+  auto reencrypted = [&] {
+    KeyctlResult listed = run("--json reencrypt status");
+    EXPECT_EQ(listed.exit_code, 0) << listed.err;
+    std::vector<std::string> found;
+    for (const json& job : listed.JsonOrEmpty().value("jobs", json::array())) {
+      if (job.value("kind", "") == "JOB_REENCRYPT") found.push_back(job.value("dataset", ""));
+    }
+    std::sort(found.begin(), found.end());
+    return found;
+  };
+  auto rotate = [&](const std::string& dataset, int times) {
+    for (int i = 0; i < times; ++i) {
+      ASSERT_EQ(run("key rotate " + dataset + " --purpose records").exit_code, 0);
+    }
+  };
+  auto tick = [&] {
+    KeyctlResult ran = run("job run reencrypt");
+    ASSERT_EQ(ran.exit_code, 0) << ran.err << ran.out;
+  };
+  // The description shows a dataset's own value, and none for one that follows the daemon.
+  KeyctlResult three = run("--json dataset describe crm/three");
+  ASSERT_EQ(three.exit_code, 0) << three.err;
+  EXPECT_EQ(three.JsonOrEmpty()["policy"].value("reencrypt_versions_back", -2), 3) << three.out;
+  KeyctlResult plain = run("--json dataset describe crm/daemon");
+  EXPECT_FALSE(plain.JsonOrEmpty()["policy"].contains("reencrypt_versions_back")) << plain.out;
+  KeyctlResult human = run("dataset describe crm/three");
+  EXPECT_NE(human.out.find("over 3 versions behind"), std::string::npos) << human.out;
+
+  // Two versions behind everywhere: only the dataset on the daemon's setting (1) is moved.
+  for (const char* dataset : {"crm/never", "crm/daemon", "crm/three"}) rotate(dataset, 2);
+  tick();
+  EXPECT_EQ(reencrypted(), std::vector<std::string>{"crm/daemon"});
+  // Four behind: crm/three's 3 is exceeded; crm/never's 0 still means never.
+  rotate("crm/never", 2);
+  rotate("crm/three", 2);
+  tick();
+  EXPECT_EQ(reencrypted(), (std::vector<std::string>{"crm/daemon", "crm/three"}));
+
+  // A dataset's own value survives a restart (the key DB is policy format 2), and -1 ("daemon")
+  // clears it: crm/never then follows the daemon's 1 and is moved.
+  ASSERT_TRUE(daemon->Stop());
+  ASSERT_TRUE(daemon->Start());
+  KeyctlResult after = run("--json dataset describe crm/never");
+  EXPECT_EQ(after.JsonOrEmpty()["policy"].value("reencrypt_versions_back", -2), 0) << after.out;
+  KeyctlResult cleared = run("policy set crm/never --reencrypt-versions-back daemon");
+  ASSERT_EQ(cleared.exit_code, 0) << cleared.err << cleared.out;
+  EXPECT_NE(cleared.out.find("daemon's setting"), std::string::npos) << cleared.out;
+  tick();
+  std::vector<std::string> now = reencrypted();
+  EXPECT_NE(std::find(now.begin(), now.end(), "crm/never"), now.end()) << cleared.out;
+  KeyctlResult bad = run("policy set crm/never --reencrypt-versions-back -3");
+  EXPECT_NE(bad.exit_code, 0);
   if (HasFailure()) std::cerr << "cofferd's log:\n" << daemon->Logs();
 }
 

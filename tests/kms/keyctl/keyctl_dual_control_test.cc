@@ -195,6 +195,27 @@ TEST_F(DualControlTest, ProtectionShorteningOperationsWaitForApproval) {
   ASSERT_EQ(Approve(kB, id).exit_code, 0);
   EXPECT_EQ(Describe("dual/two")["policy"].value("minimum_retention_seconds", int64_t{0}), 86400);
 
+  // Scheduled re-encryption: from the daemon's setting (unknown to the check) any value waits;
+  // a smaller N of its own is one admin's; off (0) or a clear waits again.
+  auto reencrypt = [] {
+    return Describe("dual/two")["policy"].value("reencrypt_versions_back", -2);
+  };
+  id = FilePending(kA, "policy set dual/two --reencrypt-versions-back 3");
+  EXPECT_EQ(reencrypt(), -2);
+  ASSERT_EQ(Approve(kB, id).exit_code, 0);
+  EXPECT_EQ(reencrypt(), 3);
+  ASSERT_EQ(
+      Run(kA, "--totp " + Code(kA) + " policy set dual/two --reencrypt-versions-back 1").exit_code,
+      0);
+  EXPECT_EQ(reencrypt(), 1);
+  id = FilePending(kA, "policy set dual/two --reencrypt-versions-back 0");
+  EXPECT_EQ(reencrypt(), 1);
+  ASSERT_EQ(Approve(kB, id).exit_code, 0);
+  EXPECT_EQ(reencrypt(), 0);
+  id = FilePending(kA, "policy set dual/two --reencrypt-versions-back daemon");
+  ASSERT_EQ(Approve(kB, id).exit_code, 0);
+  EXPECT_EQ(reencrypt(), -2);
+
   // Legal hold: set freely, cleared only with approval.
   ASSERT_EQ(Run(kA, "--totp " + Code(kA) + " hold set dual/one").exit_code, 0);
   id = FilePending(kA, "hold clear dual/one");

@@ -374,6 +374,54 @@ TEST_F(KeyManagerTest, ANamesV1KeyDbMigratesAndItsFilesLoseTheNames) {
   EXPECT_EQ(manager_->DescribeDataset(handle)->name_salt, salt);
 }
 
+// Policy format 2 (v1::PolicyFormatRow): a key DB without the row (format 1, as earlier builds
+// wrote it) opens unchanged and gets format 2; a dataset's reencrypt_versions_back (a format 2
+// field) survives a reopen, including "none of its own"; a key DB of a newer format is refused.
+TEST_F(KeyManagerTest, PolicyFormat2MigratesOnOpenAndANewerFormatIsRefused) {
+  OpenDefault();
+  const uint64_t own = Create("crm-own");
+  const uint64_t plain = Create("crm-plain");
+  DatasetPolicy policy = manager_->DescribeDataset(own)->policy;
+  policy.reencrypt_versions_back = 0;  // never: a value of its own, not "absent"
+  ASSERT_OK_S(manager_->SetPolicy(own, policy, TestAdmin()));
+  manager_.reset();
+  auto read_format = [&]() -> std::optional<uint32_t> {
+    auto db = KeyDb::Open(dir_.Sub("keydb"), &suite_.client->row_authenticator());
+    EXPECT_TRUE(db.ok()) << db.status();
+    if (!db.ok()) return std::nullopt;
+    v1::PolicyFormatRow format;
+    auto found = (*db)->Get(KeyDbTable::kMeta, "policy_format", format);
+    EXPECT_TRUE(found.ok()) << found.status();
+    if (!found.ok() || !*found) return std::nullopt;
+    return format.format();
+  };
+  auto write_format = [&](std::optional<uint32_t> format) {
+    auto db = KeyDb::Open(dir_.Sub("keydb"), &suite_.client->row_authenticator());
+    ASSERT_OK(db);
+    KeyDb::Batch batch(**db);
+    if (format.has_value()) {
+      v1::PolicyFormatRow row;
+      row.set_format(*format);
+      ASSERT_OK_S(batch.Put(KeyDbTable::kMeta, "policy_format", row));
+    } else {
+      batch.Delete(KeyDbTable::kMeta, "policy_format");
+    }
+    ASSERT_OK_S((*db)->Write(batch));
+  };
+  EXPECT_EQ(read_format(), std::optional<uint32_t>(2));
+
+  write_format(std::nullopt);  // as a format 1 key DB
+  OpenDefault();
+  EXPECT_EQ(manager_->DescribeDataset(own)->policy.reencrypt_versions_back,
+            std::optional<uint32_t>(0));
+  EXPECT_EQ(manager_->DescribeDataset(plain)->policy.reencrypt_versions_back, std::nullopt);
+  manager_.reset();
+  EXPECT_EQ(read_format(), std::optional<uint32_t>(2));
+
+  write_format(3);
+  EXPECT_THAT(Open(Options()), HasCode(ErrorCode::kUnsupportedFormat));
+}
+
 TEST_F(KeyManagerTest, DataSealedUnderV1OpensAfterRotationsAndRestart) {
   OpenDefault();
   uint64_t crm = Create("crm");

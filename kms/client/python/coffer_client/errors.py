@@ -192,6 +192,8 @@ class PseudonymTokenMalformedError(CofferError):
     code, code_name = 414, "PSEUDONYM_TOKEN_MALFORMED"
 class PseudonymTokenMismatchError(CofferError):
     code, code_name = 415, "PSEUDONYM_TOKEN_MISMATCH"
+class QuotaExceededError(CofferError):
+    code, code_name = 416, "QUOTA_EXCEEDED"
 
 # Daemon and protocol (500-519).
 class FrameTooLargeError(CofferError):
