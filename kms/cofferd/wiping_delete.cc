@@ -36,6 +36,25 @@
 #define COFFER_WIPING_DELETE 1
 #endif
 
+#if defined(__SANITIZE_ADDRESS__)
+#define COFFER_ASAN_WIPES 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define COFFER_ASAN_WIPES 1
+#endif
+#endif
+
+#ifdef COFFER_ASAN_WIPES
+// Under AddressSanitizer the daemon keeps ASan's operator delete and has ASan wipe instead: every
+// freed block is filled with free_fill_byte (0x55) before it enters the quarantine, where it
+// would otherwise keep its bytes. Wider than the replacement — free() of C libraries too — so
+// only the normal build shows what those leave. ASAN_OPTIONS can still set another size.
+extern "C" __attribute__((visibility("default"), no_sanitize_address)) const char*
+__asan_default_options() {
+  return "max_free_fill_size=2147483647";
+}
+#endif
+
 #if COFFER_WIPING_DELETE
 
 namespace {

@@ -204,10 +204,21 @@ struct World {
   std::unique_ptr<daemon::Services> services;
 };
 
+World* g_world = nullptr;
+
+void DestroyWorld() { delete std::exchange(g_world, nullptr); }
+
 World& TheWorld() {
-  // Never destroyed: the process ends when the fuzzer does (MakeTemporaryDirectory cleans up).
-  static World* world = new World();
-  return *world;
+  if (g_world == nullptr) {
+    g_world = new World();
+    // Destroyed at exit, and first: exit handlers run in reverse order of registration, so this
+    // one runs before those registered while the world was built — OpenSSL's OPENSSL_cleanup,
+    // RocksDB's and protobuf's statics, the removal of the temporary directory. Left alive, the
+    // world's threads (the refusal audit's writer above all) kept appending to the audit log
+    // while those ran: a SEGV in EVP_MD_fetch after OPENSSL_cleanup (scripts/sanitize asan).
+    std::atexit(DestroyWorld);
+  }
+  return *g_world;
 }
 
 }  // namespace

@@ -3,7 +3,8 @@
 // leaves behind (tests/kms/cofferd/secrets_in_memory_test.cc).
 //
 // Every readable mapping is read (anonymous, heap, stacks, file-backed, the secure heap); pages
-// the kernel will not hand out ([vvar], holes that fault) are skipped and counted. Reading
+// the kernel will not hand out ([vvar], holes that fault) are skipped and counted. In a build
+// with AddressSanitizer, the shadow memory is not read (process_memory.cc says why). Reading
 // another uid's process, or one that made itself non-dumpable, needs CAP_SYS_PTRACE: run as
 // root. The process keeps running while it is read, so a scan is a snapshot of each page at
 // the moment it was read, not of the whole process at one instant.
@@ -54,6 +55,7 @@ struct MemoryScan {
   std::vector<MemoryHit> hits;
   uint64_t bytes_read = 0;
   uint64_t bytes_unreadable = 0;  // in readable mappings, pages the kernel refused
+  uint64_t bytes_skipped = 0;     // AddressSanitizer's shadow memory, not read
 
   // Hits of `needle`.
   std::vector<MemoryHit> HitsOf(size_t needle) const;
