@@ -7,9 +7,9 @@
 // connections (one per thread in practice). Phase "put": each thread writes values of
 // --value_bytes to ids drawn uniformly from [0, --ids) for --seconds; phase "get": each thread
 // reads ids drawn uniformly from those written. The first --warmup_seconds of each phase are not
-// measured. Every operation's latency (send to full answer) is kept, so p50/p99 are exact
+// measured. Every operation's latency (send to full answer) is kept, so p50/p99/p999 are exact
 // percentiles of the samples, not bucket estimates. Each result is printed as one line
-//   RESULT clients=N op=put ops_per_s=... p50_us=... p99_us=... ops=... errors=...
+//   RESULT clients=N op=put ops_per_s=... p50_us=... p99_us=... p999_us=... ops=... errors=...
 // which scripts/bench-daemon parses. Every result is checked: a get must return the bytes the
 // last put of that id stored (values carry their id), and any error is counted and the first
 // one of each phase printed.
@@ -164,9 +164,10 @@ void Print(int clients, const char* op, PhaseResult& r) {
   double ops = static_cast<double>(r.latencies_ns.size()) / r.measured_seconds;
   double p50 = PercentileMicros(r.latencies_ns, 0.50);
   double p99 = PercentileMicros(r.latencies_ns, 0.99);
+  double p999 = PercentileMicros(r.latencies_ns, 0.999);
   std::cout << std::fixed << "RESULT clients=" << clients << " op=" << op
             << " ops_per_s=" << std::setprecision(0) << ops << " p50_us=" << std::setprecision(1)
-            << p50 << " p99_us=" << p99 << " ops=" << r.latencies_ns.size()
+            << p50 << " p99_us=" << p99 << " p999_us=" << p999 << " ops=" << r.latencies_ns.size()
             << " errors=" << r.errors << std::endl;
 }
 

@@ -1,13 +1,19 @@
 // HSM benchmarks against a real SoftHSM2 token (file object store):
 //   BM_Startup/N   module load + C_Initialize + login + the one handle-map enumeration, with N
 //                  dataset wrapping keys in the token (C_Finalize is not timed)
+//   BM_TokenLoginFind/N   the anchor for BM_Startup: what the token itself needs — module load +
+//                  C_Initialize, C_OpenSession, C_Login and one C_FindObjects pass over every
+//                  secret key — with the same keys, through raw PKCS#11 calls; each runs right
+//                  after BM_Startup/N. On a reused token every size sees all the keys created
+//                  before (keys_mapped and objects_found say how many).
 //   BM_Wrap        Wrap of a 32-byte DEK (C_CreateObject + C_WrapKey + C_DestroyObject)
 //   BM_Unwrap      Unwrap (C_UnwrapKey into a session object + read + destroy)
 //   BM_UnwrapThreads/T   T threads unwrapping at once through the session pool
 //
 // The token lives in $COFFER_BENCH_HSM_DIR (reused between runs, so the 10,000 keys are created
 // once) or a temporary directory. Key counts above 1,000 run only when
-// COFFER_BENCH_HSM_MAX_KEYS allows them (creating 10,000 keys takes ~90 s): scripts/bench-hsm.
+// COFFER_BENCH_HSM_MAX_KEYS allows them (creating 10,000 keys takes from ~90 s on a quiet machine
+// to 20 minutes on a busy one: SoftHSM2's creates slow down as the token grows): scripts/bench-hsm.
 // Figures are for the development machine; SoftHSM2 does no fsync, so durability is moot here.
 
 #include <sys/wait.h>
@@ -15,7 +21,9 @@
 
 #include <atomic>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <iostream>
 #include <memory>
 #include <string>
@@ -25,6 +33,8 @@
 #include "benchmark/benchmark.h"
 #include "crypto/random.h"
 #include "hsm/hsm_client.h"
+#include "hsm/internal/pkcs11.h"
+#include "hsm/module.h"
 
 namespace coffer::hsm {
 namespace {
@@ -103,12 +113,97 @@ void BM_Startup(benchmark::State& state) {
     state.ResumeTiming();
   }
 }
-BENCHMARK(BM_Startup)
-    ->Arg(100)
-    ->Arg(1000)
-    ->Arg(10000)
-    ->Iterations(5)
-    ->Unit(benchmark::kMillisecond);
+
+// The token's own cost of what BM_Startup does: load, log in, find every secret key.
+// Returns the number of objects found, or -1 on a failure (reported through `state`).
+int64_t LoginAndFind(benchmark::State& state, const std::string& pin) {
+  absl::StatusOr<Module> module = Module::Load(kDefaultModulePath);
+  if (!module.ok()) {
+    state.SkipWithError(module.status().ToString().c_str());
+    return -1;
+  }
+  CK_FUNCTION_LIST* f = module->functions();
+  CK_ULONG slot_count = 0;
+  f->C_GetSlotList(CK_TRUE, nullptr, &slot_count);
+  std::vector<CK_SLOT_ID> slots(slot_count);
+  f->C_GetSlotList(CK_TRUE, slots.data(), &slot_count);
+  CK_SLOT_ID slot = 0;
+  bool found_slot = false;
+  for (CK_SLOT_ID candidate : slots) {
+    CK_TOKEN_INFO info;
+    if (f->C_GetTokenInfo(candidate, &info) != CKR_OK) continue;
+    std::string label(reinterpret_cast<const char*>(info.label), sizeof(info.label));
+    label.erase(label.find_last_not_of(' ') + 1);
+    if (label == kLabel) {
+      slot = candidate;
+      found_slot = true;
+      break;
+    }
+  }
+  CK_SESSION_HANDLE session = 0;
+  std::string pin_copy = pin;  // C_Login takes a non-const pointer
+  if (!found_slot ||
+      f->C_OpenSession(slot, CKF_SERIAL_SESSION | CKF_RW_SESSION, nullptr, nullptr, &session) !=
+          CKR_OK ||
+      f->C_Login(session, CKU_USER, reinterpret_cast<CK_UTF8CHAR*>(pin_copy.data()),
+                 pin_copy.size()) != CKR_OK) {
+    state.SkipWithError("token: slot, session or login failed");
+    return -1;
+  }
+  CK_OBJECT_CLASS key_class = CKO_SECRET_KEY;
+  CK_ATTRIBUTE query[] = {{CKA_CLASS, &key_class, sizeof(key_class)}};
+  int64_t objects = 0;
+  if (f->C_FindObjectsInit(session, query, 1) != CKR_OK) {
+    state.SkipWithError("token: C_FindObjectsInit failed");
+    return -1;
+  }
+  std::vector<CK_OBJECT_HANDLE> handles(1024);
+  for (CK_ULONG count = 1; count > 0;) {
+    if (f->C_FindObjects(session, handles.data(), handles.size(), &count) != CKR_OK) {
+      state.SkipWithError("token: C_FindObjects failed");
+      return -1;
+    }
+    objects += static_cast<int64_t>(count);
+  }
+  f->C_FindObjectsFinal(session);
+  state.PauseTiming();
+  f->C_Logout(session);
+  f->C_CloseSession(session);
+  (void)module->Close();
+  std::memset(pin_copy.data(), 0, pin_copy.size());
+  state.ResumeTiming();
+  return objects;
+}
+
+void BM_TokenLoginFind(benchmark::State& state) {
+  const auto count = static_cast<size_t>(state.range(0));
+  const char* max_env = std::getenv("COFFER_BENCH_HSM_MAX_KEYS");
+  const size_t max_keys = max_env != nullptr ? std::strtoull(max_env, nullptr, 10) : 1000;
+  if (count > max_keys) {
+    state.SkipWithError("set COFFER_BENCH_HSM_MAX_KEYS (scripts/bench-hsm) to run this size");
+    return;
+  }
+  EnsureKeyCount(count);
+  CloseClient();  // one C_Initialize per process: the anchor loads the module itself
+  std::string pin;
+  {
+    std::ifstream file(g_dir + "/user.pin");
+    std::getline(file, pin);
+  }
+  for (auto _ : state) {
+    int64_t objects = LoginAndFind(state, pin);
+    if (objects < 0) break;
+    state.counters["objects_found"] = static_cast<double>(objects);
+  }
+  std::memset(pin.data(), 0, pin.size());
+}
+// Each size's start-up beside its anchor, before the next size adds keys to the token.
+BENCHMARK(BM_Startup)->Arg(100)->Iterations(5)->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_TokenLoginFind)->Arg(100)->Iterations(5)->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_Startup)->Arg(1000)->Iterations(5)->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_TokenLoginFind)->Arg(1000)->Iterations(5)->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_Startup)->Arg(10000)->Iterations(5)->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_TokenLoginFind)->Arg(10000)->Iterations(5)->Unit(benchmark::kMillisecond);
 
 WrappingKeyId BenchKey() {
   WrappingKeyId id{kBenchDataset, 1};

@@ -1,25 +1,32 @@
 // Storage benchmarks (scripts/bench-storage runs them and prints the ratios).
 //
-//  - Encrypted 1 KiB record put/get (RecordStore: HMAC of the id, AES-256-GCM envelope) against
-//    plain RocksDB put/get of the same ids and values, both opened with DataDbRocksOptions (same
-//    cache, memtable budget, no compression) and the durability named in the benchmark
-//    (wal: acknowledged in the WAL, no fsync). Ids are drawn at random from --records ids
-//    (default 200,000), which are loaded before the gets.
+//  - Encrypted 1 KiB and 16 KiB record put/get (RecordStore: HMAC of the id, AES-256-GCM
+//    envelope) against plain RocksDB put/get of the same ids and values, both opened with
+//    DataDbRocksOptions (same cache, memtable budget, no compression) and the durability named in
+//    the benchmark (wal: acknowledged in the WAL, no fsync). Ids are drawn at random from
+//    --records ids (default 200,000) for 1 KiB values, and from a sixteenth as many for 16 KiB
+//    (the same bytes loaded), which are loaded before the gets.
 //  - Attachment write and read throughput for 16 MiB and 256 MiB streams (1 GiB with
 //    --attachment_1gib), with the process's peak RSS during the benchmark as a counter.
 //  - Re-encryption of --reencrypt_records 1 KiB records (default 200,000) after a rotation,
-//    as records per second.
+//    as records per second; then again with a foreground reader, whose get p99 during the job
+//    is reported beside the p99 of the same reads on the same data just before it.
 // Keys come from storage/testing's FakeKeyProvider: cached keys, i.e. the hot path. Rates are
 // per wall-clock second (UseRealTime: RocksDB's background work counts).
 
 #include <unistd.h>
 
+#include <algorithm>
+#include <atomic>
+#include <chrono>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <memory>
 #include <random>
 #include <string>
+#include <thread>
+#include <utility>
 #include <vector>
 
 #include "benchmark/benchmark.h"
@@ -37,7 +44,7 @@ namespace coffer::storage {
 namespace {
 
 constexpr uint64_t kDataset = 0xBE7C;
-constexpr size_t kValueSize = 1024;
+constexpr size_t kValueSize = 1024;  // re-encryption's records
 
 uint64_t g_records = 200000;
 uint64_t g_reencrypt_records = 200000;
@@ -70,8 +77,8 @@ std::mt19937_64 FixedSeed(uint64_t seed) { return std::mt19937_64(seed); }
 
 std::string IdOf(uint64_t i) { return "customer-" + std::to_string(i); }
 
-std::string RandomValue(std::mt19937_64* random) {
-  std::string value(kValueSize, '\0');
+std::string RandomValue(std::mt19937_64* random, size_t size = kValueSize) {
+  std::string value(size, '\0');
   for (size_t i = 0; i < value.size(); i += 8) {
     uint64_t word = (*random)();
     std::memcpy(&value[i], &word, 8);
@@ -79,9 +86,11 @@ std::string RandomValue(std::mt19937_64* random) {
   return value;
 }
 
-// An encrypted data DB and a plain RocksDB with identical options, in one scratch directory.
+// An encrypted data DB and a plain RocksDB with identical options, in one scratch directory,
+// for values of `value_size` bytes under `id_count` ids.
 struct RecordFixture {
-  RecordFixture() {
+  explicit RecordFixture(size_t value_bytes = kValueSize, uint64_t ids = g_records)
+      : value_size(value_bytes), id_count(ids) {
     if (!keys.CreateDataset(kDataset).ok()) std::abort();
     policies.Set(kDataset, DatasetPolicy{});
     auto opened = DataDb::Open(dir.Sub("data"), options);
@@ -124,14 +133,16 @@ struct RecordFixture {
   void Load() {
     if (loaded) return;
     std::mt19937_64 random = FixedSeed(1);
-    for (uint64_t i = 0; i < g_records; ++i) {
-      std::string value = RandomValue(&random);
+    for (uint64_t i = 0; i < id_count; ++i) {
+      std::string value = RandomValue(&random, value_size);
       if (!records->Put(kDataset, IdOf(i), value).ok()) std::abort();
       if (!plain->Put(plain_write, IdOf(i), value).ok()) std::abort();
     }
     loaded = true;
   }
 
+  size_t value_size;
+  uint64_t id_count;
   ScratchDir dir;
   DataDbOptions options;
   testing::FakeKeyProvider keys;
@@ -146,48 +157,50 @@ struct RecordFixture {
   bool loaded = false;
 };
 
-RecordFixture& Records() {
-  static auto* fixture = new RecordFixture();  // lives until exit; its directory is scratch
-  return *fixture;
+// One fixture per value size: 1 KiB values under --records ids, 16 KiB under a sixteenth as many.
+RecordFixture& Records(size_t value_size) {
+  static auto* small = new RecordFixture(1024, g_records);  // live until exit; scratch dirs
+  static auto* large = new RecordFixture(16384, std::max<uint64_t>(g_records / 16, 1));
+  return value_size == 1024 ? *small : *large;
 }
 
-void BM_EncryptedPut_1KiB_Wal(benchmark::State& state) {
-  RecordFixture& f = Records();
+void BM_EncryptedPut(benchmark::State& state, size_t value_size) {
+  RecordFixture& f = Records(value_size);
   f.Settle();
   std::mt19937_64 random = FixedSeed(2);
-  std::string value = RandomValue(&random);
+  std::string value = RandomValue(&random, value_size);
   for (auto _ : state) {
-    if (!f.records->Put(kDataset, IdOf(random() % g_records), value).ok()) {
+    if (!f.records->Put(kDataset, IdOf(random() % f.id_count), value).ok()) {
       state.SkipWithError("put failed");
       break;
     }
   }
   state.SetItemsProcessed(static_cast<int64_t>(state.iterations()));
-  state.SetBytesProcessed(static_cast<int64_t>(state.iterations() * kValueSize));
+  state.SetBytesProcessed(static_cast<int64_t>(state.iterations() * value_size));
 }
 
-void BM_PlainPut_1KiB_Wal(benchmark::State& state) {
-  RecordFixture& f = Records();
+void BM_PlainPut(benchmark::State& state, size_t value_size) {
+  RecordFixture& f = Records(value_size);
   f.Settle();
   std::mt19937_64 random = FixedSeed(2);
-  std::string value = RandomValue(&random);
+  std::string value = RandomValue(&random, value_size);
   for (auto _ : state) {
-    if (!f.plain->Put(f.plain_write, IdOf(random() % g_records), value).ok()) {
+    if (!f.plain->Put(f.plain_write, IdOf(random() % f.id_count), value).ok()) {
       state.SkipWithError("put failed");
       break;
     }
   }
   state.SetItemsProcessed(static_cast<int64_t>(state.iterations()));
-  state.SetBytesProcessed(static_cast<int64_t>(state.iterations() * kValueSize));
+  state.SetBytesProcessed(static_cast<int64_t>(state.iterations() * value_size));
 }
 
-void BM_EncryptedGet_1KiB_Wal(benchmark::State& state) {
-  RecordFixture& f = Records();
+void BM_EncryptedGet(benchmark::State& state, size_t value_size) {
+  RecordFixture& f = Records(value_size);
   f.Load();
   f.Settle();
   std::mt19937_64 random = FixedSeed(3);
   for (auto _ : state) {
-    auto value = f.records->Get(kDataset, IdOf(random() % g_records));
+    auto value = f.records->Get(kDataset, IdOf(random() % f.id_count));
     if (!value.ok()) {
       state.SkipWithError("get failed");
       break;
@@ -195,24 +208,24 @@ void BM_EncryptedGet_1KiB_Wal(benchmark::State& state) {
     benchmark::DoNotOptimize(value->data());
   }
   state.SetItemsProcessed(static_cast<int64_t>(state.iterations()));
-  state.SetBytesProcessed(static_cast<int64_t>(state.iterations() * kValueSize));
+  state.SetBytesProcessed(static_cast<int64_t>(state.iterations() * value_size));
 }
 
-void BM_PlainGet_1KiB_Wal(benchmark::State& state) {
-  RecordFixture& f = Records();
+void BM_PlainGet(benchmark::State& state, size_t value_size) {
+  RecordFixture& f = Records(value_size);
   f.Load();
   f.Settle();
   std::mt19937_64 random = FixedSeed(3);
   std::string value;
   for (auto _ : state) {
-    if (!f.plain->Get(rocksdb::ReadOptions(), IdOf(random() % g_records), &value).ok()) {
+    if (!f.plain->Get(rocksdb::ReadOptions(), IdOf(random() % f.id_count), &value).ok()) {
       state.SkipWithError("get failed");
       break;
     }
     benchmark::DoNotOptimize(value.data());
   }
   state.SetItemsProcessed(static_cast<int64_t>(state.iterations()));
-  state.SetBytesProcessed(static_cast<int64_t>(state.iterations() * kValueSize));
+  state.SetBytesProcessed(static_cast<int64_t>(state.iterations() * value_size));
 }
 
 // Attachments: one data DB per benchmark, 64 KiB segments, 1 MiB appends and reads.
@@ -328,6 +341,76 @@ void BM_Reencryption_1KiB_Wal(benchmark::State& state) {
   state.counters["records"] = static_cast<double>(g_reencrypt_records);
 }
 
+// Reads random ids of `f` until `stop` is true (or, with no `stop`, for `seconds`); returns the
+// latency of each get in nanoseconds, or an empty vector on a failed get.
+std::vector<uint32_t> ReadUntil(RecordFixture& f, const std::atomic<bool>* stop, double seconds) {
+  using Clock = std::chrono::steady_clock;
+  std::mt19937_64 random = FixedSeed(7);
+  std::vector<uint32_t> latencies;
+  const auto end = Clock::now() + std::chrono::duration_cast<Clock::duration>(
+                                      std::chrono::duration<double>(seconds));
+  while (stop != nullptr ? !stop->load() : Clock::now() < end) {
+    const auto begin = Clock::now();
+    auto value = f.records->Get(kDataset, IdOf(random() % f.id_count));
+    if (!value.ok()) return {};
+    latencies.push_back(static_cast<uint32_t>(std::min<int64_t>(
+        std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - begin).count(),
+        UINT32_MAX)));
+  }
+  return latencies;
+}
+
+double P99Micros(std::vector<uint32_t> samples) {
+  if (samples.empty()) return 0;
+  auto index = static_cast<ptrdiff_t>(0.99 * static_cast<double>(samples.size() - 1));
+  std::nth_element(samples.begin(), samples.begin() + index, samples.end());
+  return samples[static_cast<size_t>(index)] / 1000.0;
+}
+
+// Re-encryption with one thread reading random records meanwhile: records/s of the job (the
+// timed part) and the reads' p99 during it, beside their p99 over 2 s just before the rotation
+// (after 1 s of the same reads to warm the cache).
+void BM_ReencryptionForeground_1KiB_Wal(benchmark::State& state) {
+  for (auto _ : state) {
+    state.PauseTiming();
+    auto f = std::make_unique<RecordFixture>(kValueSize, g_reencrypt_records);
+    auto attachments =
+        std::make_unique<AttachmentStore>(f->db.get(), &f->keys, &f->policies, &f->clock);
+    std::mt19937_64 random = FixedSeed(6);
+    for (uint64_t i = 0; i < g_reencrypt_records; ++i) {
+      if (!f->records->Put(kDataset, IdOf(i), RandomValue(&random)).ok()) std::abort();
+    }
+    f->Settle();
+    (void)ReadUntil(*f, nullptr, 1.0);  // warm the block cache, as the job's reads will
+    std::vector<uint32_t> before = ReadUntil(*f, nullptr, 2.0);
+    if (!f->keys.Rotate(kDataset, KeyPurpose::kRecords).ok()) std::abort();
+    ReencryptionJob job(f->db.get(), &f->keys, attachments.get(), kDataset);
+    std::atomic<bool> done{false};
+    absl::StatusOr<ReencryptionProgress> result;
+    state.ResumeTiming();
+    std::thread worker([&] {
+      result = job.Run();
+      done.store(true);
+    });
+    std::vector<uint32_t> during = ReadUntil(*f, &done, 0);
+    worker.join();
+    state.PauseTiming();
+    if (!result.ok() || result->reencrypted != g_reencrypt_records || before.empty() ||
+        during.empty()) {
+      state.SkipWithError("re-encryption or a foreground get failed");
+      break;
+    }
+    state.counters["baseline_p99_us"] = P99Micros(std::move(before));
+    state.counters["foreground_gets"] = static_cast<double>(during.size());
+    state.counters["foreground_p99_us"] = P99Micros(std::move(during));
+    attachments.reset();
+    f.reset();
+    state.ResumeTiming();
+  }
+  state.SetItemsProcessed(static_cast<int64_t>(state.iterations() * g_reencrypt_records));
+  state.counters["records"] = static_cast<double>(g_reencrypt_records);
+}
+
 bool TakeFlag(int* argc, char** argv, const char* name, std::string* value) {
   const size_t length = std::strlen(name);
   for (int i = 1; i < *argc; ++i) {
@@ -362,15 +445,22 @@ int main(int argc, char** argv) {
       benchmark::RegisterBenchmark("BM_AttachmentWrite/durability:wal", BM_AttachmentWrite_Wal));
   AttachmentSizes(
       benchmark::RegisterBenchmark("BM_AttachmentRead/durability:wal", BM_AttachmentRead_Wal));
-  benchmark::RegisterBenchmark("BM_EncryptedPut_1KiB/durability:wal", BM_EncryptedPut_1KiB_Wal)
-      ->UseRealTime();
-  benchmark::RegisterBenchmark("BM_PlainPut_1KiB/durability:wal", BM_PlainPut_1KiB_Wal)
-      ->UseRealTime();
-  benchmark::RegisterBenchmark("BM_EncryptedGet_1KiB/durability:wal", BM_EncryptedGet_1KiB_Wal)
-      ->UseRealTime();
-  benchmark::RegisterBenchmark("BM_PlainGet_1KiB/durability:wal", BM_PlainGet_1KiB_Wal)
-      ->UseRealTime();
+  for (auto [size, label] : {std::pair<size_t, const char*>{1024, "1KiB"}, {16384, "16KiB"}}) {
+    using Function = void (*)(benchmark::State&, size_t);
+    for (auto [name, function] : {std::pair<const char*, Function>{"EncryptedPut", BM_EncryptedPut},
+                                  {"PlainPut", BM_PlainPut},
+                                  {"EncryptedGet", BM_EncryptedGet},
+                                  {"PlainGet", BM_PlainGet}}) {
+      std::string full = std::string("BM_") + name + "_" + label + "/durability:wal";
+      benchmark::RegisterBenchmark(full.c_str(), function, size)->UseRealTime();
+    }
+  }
   benchmark::RegisterBenchmark("BM_Reencryption_1KiB/durability:wal", BM_Reencryption_1KiB_Wal)
+      ->Unit(benchmark::kSecond)
+      ->Iterations(1)
+      ->UseRealTime();
+  benchmark::RegisterBenchmark("BM_ReencryptionForeground_1KiB/durability:wal",
+                               BM_ReencryptionForeground_1KiB_Wal)
       ->Unit(benchmark::kSecond)
       ->Iterations(1)
       ->UseRealTime();

@@ -371,6 +371,7 @@ absl::Status Daemon::Parts::Stop() {
   hook_delivery.reset();
   event_source.reset();
   canaries.reset();
+  anomalies.reset();
   if (damaged_events) damaged_events->Attach(nullptr).IgnoreError();
   event_log.reset();
   exports.reset();

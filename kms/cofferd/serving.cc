@@ -309,6 +309,21 @@ class DiskGuard {
 };
 
 // For status: the HSM token's connection.
+// The access anomaly rules as configured (kms/config/config.proto AccessAnomalies).
+daemon::AccessAnomalyOptions AnomalyOptions(const daemon::v1::AccessAnomalies& a) {
+  daemon::AccessAnomalyOptions options;
+  options.first_read = a.first_read();
+  options.recent_half_life = std::chrono::seconds(a.recent_half_life_seconds());
+  options.baseline_half_life = std::chrono::seconds(a.baseline_half_life_seconds());
+  options.warm_up = std::chrono::seconds(a.warm_up_seconds());
+  options.rate_factor = a.rate_factor();
+  options.min_reads_per_second = a.min_reads_per_second();
+  options.locked_reads = a.locked_reads();
+  options.cooldown = std::chrono::seconds(a.cooldown_seconds());
+  options.max_pairs = a.max_pairs();
+  return options;
+}
+
 std::function<void(::coffer::v1::HsmStatus*)> HsmStatusHook(hsm::HsmClient* hsm) {
   return [hsm](::coffer::v1::HsmStatus* out) {
     const hsm::TokenHealth health = hsm->token().health();
@@ -602,6 +617,10 @@ absl::Status Daemon::Parts::StartEvents() {
   event_log = *std::move(opened);
   COFFER_RETURN_IF_ERROR(damaged_events->Attach(event_log.get()));
 
+  anomalies = std::make_unique<daemon::AccessAnomalies>(
+      AnomalyOptions(config.anomalies()), event_log.get(), clock,
+      [](const std::string& message) { LogWarning(message); });
+
   daemon::CanaryDeps canary_deps;
   canary_deps.log = event_log.get();
   canary_deps.keys = key_manager;
@@ -789,6 +808,7 @@ absl::Status Daemon::Parts::StartServing() {
   deps.admin_registry = admin_registry.get();
   deps.purge_journal = purge_journal.get();
   deps.canaries = canaries.get();
+  deps.anomalies = anomalies.get();
   deps.damaged_events = damaged_events.get();
   deps.clock = clock;
 

@@ -147,6 +147,19 @@ void ApplyDefaults(Config& c) {
   if (mfa->invitation_ttl_seconds() == 0) mfa->set_invitation_ttl_seconds(86400);
   if (mfa->totp_step_seconds() == 0) mfa->set_totp_step_seconds(30);
 
+  auto* anomalies = c.mutable_anomalies();
+  if (!anomalies->has_first_read()) anomalies->set_first_read(true);
+  if (anomalies->recent_half_life_seconds() == 0) anomalies->set_recent_half_life_seconds(300);
+  if (anomalies->baseline_half_life_seconds() == 0) {
+    anomalies->set_baseline_half_life_seconds(7 * 86400);
+  }
+  if (!anomalies->has_warm_up_seconds()) anomalies->set_warm_up_seconds(86400);
+  if (!anomalies->has_rate_factor()) anomalies->set_rate_factor(10);
+  if (!anomalies->has_min_reads_per_second()) anomalies->set_min_reads_per_second(1);
+  if (!anomalies->has_locked_reads()) anomalies->set_locked_reads(20);
+  if (!anomalies->has_cooldown_seconds()) anomalies->set_cooldown_seconds(3600);
+  if (anomalies->max_pairs() == 0) anomalies->set_max_pairs(100000);
+
   ApplyNotificationDefaults(base, c);
 }
 
@@ -407,6 +420,33 @@ absl::Status ValidateDefaultPolicy(const v1::DefaultPolicy& p) {
   return absl::OkStatus();
 }
 
+// Access anomaly rules: half-lives, factors and bounds that make sense together.
+absl::Status ValidateAnomalies(const v1::AccessAnomalies& a) {
+  constexpr uint32_t kYear = 31536000;
+  if (a.recent_half_life_seconds() > 86400) {
+    return Invalid("anomalies.recent_half_life_seconds", "must be 1-86400");
+  }
+  if (a.baseline_half_life_seconds() <= a.recent_half_life_seconds() ||
+      a.baseline_half_life_seconds() > kYear) {
+    return Invalid("anomalies.baseline_half_life_seconds",
+                   "must be longer than recent_half_life_seconds and at most a year");
+  }
+  if (a.warm_up_seconds() > kYear) return Invalid("anomalies.warm_up_seconds", "at most a year");
+  if (a.cooldown_seconds() > kYear) return Invalid("anomalies.cooldown_seconds", "at most a year");
+  if (!std::isfinite(a.rate_factor()) ||
+      (a.rate_factor() != 0 && (a.rate_factor() < 1.5 || a.rate_factor() > 1e6))) {
+    return Invalid("anomalies.rate_factor", "must be 0 (off) or 1.5-1000000");
+  }
+  if (!std::isfinite(a.min_reads_per_second()) || a.min_reads_per_second() < 0) {
+    return Invalid("anomalies.min_reads_per_second", "must be 0 or more");
+  }
+  if (!std::isfinite(a.locked_reads()) || a.locked_reads() < 0) {
+    return Invalid("anomalies.locked_reads", "must be 0 (off) or more");
+  }
+  if (a.max_pairs() > 100000000) return Invalid("anomalies.max_pairs", "must be 1-100000000");
+  return absl::OkStatus();
+}
+
 absl::Status Validate(const Config& c) {
   COFFER_RETURN_IF_ERROR(ValidateSocketsAndHsm(c));
   COFFER_RETURN_IF_ERROR(ValidateMetricsListen(c.metrics_listen()));
@@ -433,6 +473,7 @@ absl::Status Validate(const Config& c) {
     return Invalid("jobs.backup_max_age_days", "must be at least 1");
   }
   COFFER_RETURN_IF_ERROR(ValidateMfa(c.mfa()));
+  COFFER_RETURN_IF_ERROR(ValidateAnomalies(c.anomalies()));
   COFFER_RETURN_IF_ERROR(ValidateDefaultPolicy(c.default_policy()));
   COFFER_RETURN_IF_ERROR(ValidateNotifications(c));
   return absl::OkStatus();

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "coffer/v1/service.pb.h"
 #include "crypto/base/status.h"
 #include "kms/keyctl/command_line.h"
@@ -94,6 +95,18 @@ std::string EventLine(const pb::Event& e) {
     case pb::EVENT_DAMAGED_ITEM:
       absl::StrAppend(&line, "  ", e.damaged_ref(), "  ",
                       std::string(ErrorCodeName(static_cast<ErrorCode>(e.error_code()))));
+      break;
+    case pb::EVENT_FIRST_READ:
+      absl::StrAppend(&line, "  by uid ", e.uid(), " pid ", e.pid());
+      break;
+    case pb::EVENT_READ_RATE_ANOMALY:
+    case pb::EVENT_LOCKED_DATASET_READS:
+      absl::StrAppend(&line, "  by uid ", e.uid(), " pid ", e.pid(), "  ",
+                      absl::StrFormat("%.2f", e.recent_reads_per_second()), " reads/s");
+      if (e.kind() == pb::EVENT_READ_RATE_ANOMALY) {
+        absl::StrAppend(&line, " (baseline ",
+                        absl::StrFormat("%.4f", e.baseline_reads_per_second()), ")");
+      }
       break;
     default:
       break;

@@ -69,6 +69,7 @@
 #include "kms/audit/batching_writer.h"
 #include "kms/keys/audited_purge_journal.h"
 #include "kms/keys/key_manager.h"
+#include "kms/ops/access_anomalies.h"
 #include "kms/ops/admin_control.h"
 #include "kms/ops/authz.h"
 #include "kms/ops/damaged_events.h"
@@ -162,6 +163,8 @@ struct ServicesDeps {
   // Told of every request's end and every refusal, for metrics (optional; must outlive the
   // services).
   RequestObserver* request_observer = nullptr;
+  // Told of every read on the data socket, for access anomaly events (optional).
+  AccessAnomalies* anomalies = nullptr;
 };
 
 // Counters since start (status; also for the wiring's logs).

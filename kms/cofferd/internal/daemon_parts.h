@@ -100,6 +100,7 @@ struct Daemon::Parts {
   std::unique_ptr<daemon::AdminControl> admin_control;
   std::unique_ptr<events::EventLog> event_log;
   std::unique_ptr<daemon::CanaryRegistry> canaries;
+  std::unique_ptr<daemon::AccessAnomalies> anomalies;  // over event_log
   std::unique_ptr<events::EventSource> event_source;
   std::unique_ptr<events::HookDelivery> hook_delivery;
   std::unique_ptr<kms::dataset_export::ExportService> exports;

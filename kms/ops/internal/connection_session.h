@@ -116,6 +116,10 @@ class Services::ConnectionSession final : public Session {
         row != nullptr ? AccessPurposeOf(row->handler) : audit::v1::PURPOSE_UNSPECIFIED;
     absl::Status audited = AuditAccess(kind, purpose, handle, result, count, moved);
     if (!audited.ok()) return SendError(sink, request, Public(audited));
+    if (kind == audit::v1::ACCESS_READ && deps_.anomalies != nullptr) {
+      deps_.anomalies->Observe(peer_.uid, peer_.pid, handle, DatasetNamedBy(request), count,
+                               ErrorCodeOf(result));
+    }
     if (!result.ok()) {
       return SendError(
           sink, request,
