@@ -1,6 +1,7 @@
 #include "crypto/hmac.h"
 
 #include <openssl/core_names.h>
+#include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/params.h>
 
@@ -27,6 +28,51 @@ absl::StatusOr<HmacSha256Tag> FinalizeInto(EVP_MAC_CTX* ctx) {
   return tag;
 }
 
+// Keys `ctx` for HMAC-SHA256 with `key`; returns EVP_MAC_init's result.
+int KeyContext(EVP_MAC_CTX* ctx, const uint8_t* key, size_t key_size) {
+  char digest[] = "SHA256";
+  const OSSL_PARAM params[] = {
+      OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, digest, 0),
+      OSSL_PARAM_construct_end(),
+  };
+  return EVP_MAC_init(ctx, key, key_size, params);
+}
+
+// Whether EVP_MAC_init with no key restarts an HMAC under the key its context holds. It does
+// from OpenSSL 3.0.3 on (HMAC_Init_ex(ctx, NULL, 0, NULL, NULL) copies the keyed inner state
+// back: openssl/openssl#17811, fixed by #18100); in 3.0.0-3.0.2 it succeeds and does nothing,
+// so a reused context would silently MAC the previous input's final state along with the next.
+// Found out once per process by computing, not from the version number, so another provider
+// is judged by what it does: a context keyed with a public all-zero key MACs a fixed input,
+// is re-initialised, and must give the same tag again. When it does not, nothing is reused.
+bool KeylessReinitRestarts() {
+  static const bool restarts = [] {
+    const EVP_MAC* hmac = FetchedHmac();
+    if (hmac == nullptr) return false;
+    internal::EvpMacCtxPtr ctx(EVP_MAC_CTX_new(const_cast<EVP_MAC*>(hmac)));
+    static constexpr uint8_t kProbeKey[kHmacSha256MinKeySize] = {};  // public; guards nothing
+    static constexpr uint8_t kProbeInput[] = {'p', 'r', 'o', 'b', 'e'};
+    auto tag_of_input = [&ctx]() -> absl::StatusOr<HmacSha256Tag> {
+      if (EVP_MAC_update(ctx.get(), kProbeInput, sizeof(kProbeInput)) != 1) {
+        return internal::OpenSslError("EVP_MAC_update");
+      }
+      return FinalizeInto(ctx.get());
+    };
+    if (ctx == nullptr || KeyContext(ctx.get(), kProbeKey, sizeof(kProbeKey)) != 1) {
+      ERR_clear_error();
+      return false;
+    }
+    absl::StatusOr<HmacSha256Tag> first = tag_of_input();
+    if (!first.ok() || EVP_MAC_init(ctx.get(), nullptr, 0, nullptr) != 1) {
+      ERR_clear_error();
+      return false;
+    }
+    absl::StatusOr<HmacSha256Tag> again = tag_of_input();
+    return again.ok() && *again == *first;
+  }();
+  return restarts;
+}
+
 }  // namespace
 
 absl::StatusOr<HmacSha256> HmacSha256::Create(const SecretBytes& key) {
@@ -40,12 +86,7 @@ absl::StatusOr<HmacSha256> HmacSha256::Create(const SecretBytes& key) {
   // EVP_MAC_CTX_new takes a non-const EVP_MAC (it bumps the reference count).
   internal::EvpMacCtxPtr ctx(EVP_MAC_CTX_new(const_cast<EVP_MAC*>(hmac)));
   if (ctx == nullptr) return internal::OpenSslError("EVP_MAC_CTX_new");
-  char digest[] = "SHA256";
-  const OSSL_PARAM params[] = {
-      OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, digest, 0),
-      OSSL_PARAM_construct_end(),
-  };
-  if (EVP_MAC_init(ctx.get(), key.data(), key.size(), params) != 1) {
+  if (KeyContext(ctx.get(), key.data(), key.size()) != 1) {
     return internal::OpenSslError("EVP_MAC_init");
   }
   return HmacSha256(std::move(ctx));
@@ -57,13 +98,35 @@ absl::StatusOr<internal::EvpMacCtxPtr> HmacSha256::DuplicateKeyed() const {
   return ctx;
 }
 
+absl::StatusOr<HmacSha256::Lease> HmacSha256::StartCall() const {
+  const bool reusable = KeylessReinitRestarts();
+  EVP_MAC_CTX* pooled = reusable ? pool_->Take() : nullptr;
+  if (pooled == nullptr) {
+    COFFER_ASSIGN_OR_RETURN(internal::EvpMacCtxPtr copy, DuplicateKeyed());
+    Pool::Adopt();
+    Lease fresh(pool_.get(), copy.release());  // as keyed: no input yet
+    if (!reusable) fresh.Discard();            // an OpenSSL that cannot restart it: freed after
+    return fresh;
+  }
+  Lease lease(pool_.get(), pooled);
+  // No key: OpenSSL restarts the computation under the key the context already holds.
+  if (EVP_MAC_init(pooled, nullptr, 0, nullptr) != 1) {
+    lease.Discard();
+    return internal::OpenSslError("EVP_MAC_init(re-initialise)");
+  }
+  return lease;
+}
+
 absl::StatusOr<HmacSha256Tag> HmacSha256::Compute(std::string_view data) const {
-  COFFER_ASSIGN_OR_RETURN(internal::EvpMacCtxPtr ctx, DuplicateKeyed());
-  if (EVP_MAC_update(ctx.get(), reinterpret_cast<const unsigned char*>(data.data()), data.size()) !=
-      1) {
+  COFFER_ASSIGN_OR_RETURN(Lease lease, StartCall());
+  if (EVP_MAC_update(lease.get(), reinterpret_cast<const unsigned char*>(data.data()),
+                     data.size()) != 1) {
+    lease.Discard();
     return internal::OpenSslError("EVP_MAC_update");
   }
-  return FinalizeInto(ctx.get());
+  absl::StatusOr<HmacSha256Tag> tag = FinalizeInto(lease.get());
+  if (!tag.ok()) lease.Discard();
+  return tag;
 }
 
 absl::Status HmacSha256::Verify(std::string_view data, std::string_view tag) const {

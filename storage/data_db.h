@@ -57,7 +57,8 @@ struct DataDbOptions {
   Durability durability = Durability::kWal;
   // Cap on all memtables together (WriteBufferManager): RSS does not grow with upload size.
   size_t memtable_budget_bytes = 64 << 20;
-  // Block cache shared by every column family; the memtable budget is charged to it as well.
+  // Block cache shared by every column family: data blocks, index and bloom filter blocks, and
+  // the memtable budget is charged to it as well. cofferd sets it from storage.block_cache_bytes.
   size_t block_cache_bytes = 64 << 20;
   size_t max_value_bytes = 16 << 20;  // record values (VALUE_TOO_LARGE beyond)
   size_t lock_stripes = 4096;

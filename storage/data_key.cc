@@ -4,12 +4,17 @@
 
 #include "crypto/base/status.h"
 #include "crypto/hkdf.h"
+#include "crypto/pooled_contexts.h"
 
 namespace coffer::storage {
 namespace {
 
 // OpenSSL's AES-GCM and HMAC contexts, with their key schedules, are about this large.
 constexpr size_t kContextBytesEstimate = 1024;
+// The keyed template plus the contexts kept for reuse (crypto/pooled_contexts.h); the pool
+// fills only as far as calls run concurrently, so this is the most.
+constexpr size_t kPooledContextBytesEstimate =
+    (1 + crypto::kPooledContextsPerKey) * kContextBytesEstimate;
 // AesSiv holds a SIV context (a CTR and a CMAC context inside) and a CMAC template: ~2.8 KiB
 // measured with OpenSSL 3.0.
 constexpr size_t kSivContextBytesEstimate = 3 * kContextBytesEstimate;
@@ -112,7 +117,7 @@ absl::StatusOr<const crypto::AesSiv*> DataKey::aes_siv() const {
 
 size_t DataKey::MemoryBytes() const {
   return sizeof(DataKey) + key_.size() +
-         (siv_ != nullptr ? kSivContextBytesEstimate : kContextBytesEstimate);
+         (siv_ != nullptr ? kSivContextBytesEstimate : kPooledContextBytesEstimate);
 }
 
 }  // namespace coffer::storage

@@ -4,7 +4,8 @@
 // keyed with them (RecordAead for sealing record values, HmacSha256 for the lookup purpose,
 // AES-256-SIV for the pseudonym purpose), so the hot path never re-keys. It is immutable and shared
 // between threads through std::shared_ptr<const DataKey>; its key material is wiped when the last
-// holder releases it.
+// holder releases it — the key bytes, the keyed templates and the contexts RecordAead and
+// HmacSha256 keep for reuse (crypto/internal/context_pool.h), which never outlive it.
 //
 // Purposes (design brief, "Key hierarchy"): records and attachments rotate on the clock; lookup
 // (HMAC of record ids into data-DB keys) changes only by a full re-index; pseudonym changes only
@@ -74,7 +75,8 @@ class DataKey {
   // Never copy it out of the secure heap.
   const crypto::SecretBytes& key() const { return key_; }
 
-  // Approximate bytes this key holds (for the key cache's byte bound).
+  // Approximate bytes this key holds at most, its pooled contexts included (for the key cache's
+  // byte bound).
   size_t MemoryBytes() const;
 
  private:

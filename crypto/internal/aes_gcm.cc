@@ -68,19 +68,30 @@ absl::StatusOr<AesGcm256> AesGcm256::Create(const SecretBytes& key) {
   return AesGcm256(std::move(ctx));
 }
 
-absl::StatusOr<EvpCipherCtxPtr> AesGcm256::StartCall(absl::Span<const uint8_t> nonce,
-                                                     bool encrypt) const {
-  EvpCipherCtxPtr ctx(EVP_CIPHER_CTX_new());
-  if (ctx == nullptr) return OpenSslError("EVP_CIPHER_CTX_new");
-  if (EVP_CIPHER_CTX_copy(ctx.get(), keyed_.get()) != 1) {
-    return OpenSslError("EVP_CIPHER_CTX_copy");
+absl::StatusOr<AesGcm256::Lease> AesGcm256::StartCall(absl::Span<const uint8_t> nonce,
+                                                      bool encrypt) const {
+  EVP_CIPHER_CTX* pooled = pool_->Take();
+  if (pooled == nullptr) {
+    EvpCipherCtxPtr copy(EVP_CIPHER_CTX_new());
+    if (copy == nullptr) return OpenSslError("EVP_CIPHER_CTX_new");
+    if (EVP_CIPHER_CTX_copy(copy.get(), keyed_.get()) != 1) {
+      return OpenSslError("EVP_CIPHER_CTX_copy");
+    }
+    pooled = copy.release();
+    Pool::Adopt();
   }
-  // A null cipher and key keep the copied key schedule; only the nonce and direction change.
-  if (EVP_CipherInit_ex2(ctx.get(), nullptr, nullptr, nonce.data(), encrypt ? 1 : 0, nullptr) !=
+  Lease lease(pool_.get(), pooled);
+  // A null cipher and key keep the key schedule; only the nonce and direction change. That
+  // also resets whatever a previous call left in a pooled context: OpenSSL 3's GCM provider
+  // buffers the new nonce and, before the next update or final, runs CRYPTO_gcm128_setiv,
+  // which zeroes the running tag, the AAD and text lengths and any partial block. Open sets
+  // its expected tag anew every time.
+  if (EVP_CipherInit_ex2(lease.get(), nullptr, nullptr, nonce.data(), encrypt ? 1 : 0, nullptr) !=
       1) {
+    lease.Discard();
     return OpenSslError("EVP_CipherInit_ex2(nonce)");
   }
-  return ctx;
+  return lease;
 }
 
 absl::Status AesGcm256::Seal(absl::Span<const uint8_t> nonce, std::string_view plaintext,
@@ -90,19 +101,23 @@ absl::Status AesGcm256::Seal(absl::Span<const uint8_t> nonce, std::string_view p
   if (out.size() != plaintext.size() + kAesGcmTagSize) {
     return MakeError(ErrorCode::kInvalidArgument, "AES-GCM output must be plaintext + 16 bytes");
   }
-  COFFER_ASSIGN_OR_RETURN(EvpCipherCtxPtr ctx, StartCall(nonce, /*encrypt=*/true));
-  COFFER_RETURN_IF_ERROR(Update(ctx.get(), true, aad_prefix, nullptr));
-  COFFER_RETURN_IF_ERROR(Update(ctx.get(), true, aad, nullptr));
-  COFFER_RETURN_IF_ERROR(Update(ctx.get(), true, plaintext, out.data()));
-  int final_bytes = 0;  // GCM is a stream mode: Final writes nothing
+  COFFER_ASSIGN_OR_RETURN(Lease lease, StartCall(nonce, /*encrypt=*/true));
+  EVP_CIPHER_CTX* ctx = lease.get();
+  absl::Status status = Update(ctx, true, aad_prefix, nullptr);
+  if (status.ok()) status = Update(ctx, true, aad, nullptr);
+  if (status.ok()) status = Update(ctx, true, plaintext, out.data());
   uint8_t* tag = out.data() + plaintext.size();
-  if (EVP_EncryptFinal_ex(ctx.get(), tag, &final_bytes) != 1 || final_bytes != 0) {
-    return OpenSslError("EVP_EncryptFinal_ex");
+  if (status.ok()) {
+    int final_bytes = 0;  // GCM is a stream mode: Final writes nothing
+    if (EVP_EncryptFinal_ex(ctx, tag, &final_bytes) != 1 || final_bytes != 0) {
+      status = OpenSslError("EVP_EncryptFinal_ex");
+    }
   }
-  if (EVP_CIPHER_CTX_ctrl(ctx.get(), EVP_CTRL_GCM_GET_TAG, kAesGcmTagSize, tag) != 1) {
-    return OpenSslError("EVP_CTRL_GCM_GET_TAG");
+  if (status.ok() && EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_GET_TAG, kAesGcmTagSize, tag) != 1) {
+    status = OpenSslError("EVP_CTRL_GCM_GET_TAG");
   }
-  return absl::OkStatus();
+  if (!status.ok()) lease.Discard();
+  return status;
 }
 
 absl::Status AesGcm256::Open(absl::Span<const uint8_t> nonce, std::string_view ciphertext_and_tag,
@@ -118,25 +133,31 @@ absl::Status AesGcm256::Open(absl::Span<const uint8_t> nonce, std::string_view c
   if (out.size() != ciphertext.size()) {
     return MakeError(ErrorCode::kInvalidArgument, "AES-GCM output must be ciphertext - 16 bytes");
   }
-  COFFER_ASSIGN_OR_RETURN(EvpCipherCtxPtr ctx, StartCall(nonce, /*encrypt=*/false));
+  COFFER_ASSIGN_OR_RETURN(Lease lease, StartCall(nonce, /*encrypt=*/false));
+  EVP_CIPHER_CTX* ctx = lease.get();
+  absl::Status status;
   // OpenSSL only reads the expected tag; the ctrl interface has no const overload.
-  if (EVP_CIPHER_CTX_ctrl(ctx.get(), EVP_CTRL_GCM_SET_TAG, kAesGcmTagSize,
+  if (EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_SET_TAG, kAesGcmTagSize,
                           const_cast<char*>(tag.data())) != 1) {
-    return OpenSslError("EVP_CTRL_GCM_SET_TAG");
+    status = OpenSslError("EVP_CTRL_GCM_SET_TAG");
   }
-  absl::Status status = Update(ctx.get(), false, aad_prefix, nullptr);
-  if (status.ok()) status = Update(ctx.get(), false, aad, nullptr);
-  if (status.ok()) status = Update(ctx.get(), false, ciphertext, out.data());
+  if (status.ok()) status = Update(ctx, false, aad_prefix, nullptr);
+  if (status.ok()) status = Update(ctx, false, aad, nullptr);
+  if (status.ok()) status = Update(ctx, false, ciphertext, out.data());
   if (status.ok()) {
     int final_bytes = 0;
-    if (EVP_DecryptFinal_ex(ctx.get(), out.data() + out.size(), &final_bytes) != 1) {
+    if (EVP_DecryptFinal_ex(ctx, out.data() + out.size(), &final_bytes) != 1) {
       ERR_clear_error();
       status = MakeError(ErrorCode::kCiphertextCorrupt,
                          "AES-GCM authentication failed: wrong key or associated data, or the "
                          "ciphertext was altered");
     }
   }
-  if (!status.ok() && !out.empty()) OPENSSL_cleanse(out.data(), out.size());
+  if (!status.ok()) {
+    // Any failure, a tag mismatch included, frees the context rather than pooling it.
+    lease.Discard();
+    if (!out.empty()) OPENSSL_cleanse(out.data(), out.size());
+  }
   return status;
 }
 

@@ -7,10 +7,13 @@
 // (Wycheproof, golden ciphertexts) may call it. Applications use crypto/record_aead.h or
 // crypto/streaming_aead.h.
 //
-// The key is expanded once, into a template EVP_CIPHER_CTX; every call copies the template and
-// sets only the nonce, so no call re-runs the key schedule and const methods are thread-safe.
-// The template, and every per-call copy, is freed with EVP_CIPHER_CTX_free, which wipes the
-// key schedule.
+// The key is expanded once, into a template EVP_CIPHER_CTX. A call takes a keyed context from
+// the object's pool (crypto/internal/context_pool.h), or copies the template when every pooled
+// one is in use, and sets only the nonce; it gives the context back when done. So no call
+// re-runs the key schedule, the common call allocates nothing, and const methods are
+// thread-safe. The template and every pooled context belong to this object and are freed with
+// EVP_CIPHER_CTX_free, which wipes the key schedule, when it is destroyed (a context a call
+// failed with is freed at once).
 //
 // Failures: INVALID_ARGUMENT for a wrong key, nonce or output size or a plaintext beyond GCM's
 // limit; CIPHERTEXT_CORRUPT when the tag does not verify (the output is then wiped);
@@ -21,11 +24,13 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <string_view>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
+#include "crypto/internal/context_pool.h"
 #include "crypto/internal/openssl_util.h"
 #include "crypto/secret_bytes.h"
 
@@ -60,12 +65,18 @@ class AesGcm256 {
                     absl::Span<uint8_t> out) const;
 
  private:
-  explicit AesGcm256(EvpCipherCtxPtr keyed) : keyed_(std::move(keyed)) {}
+  using Pool = KeyedContextPool<EVP_CIPHER_CTX, EVP_CIPHER_CTX_free>;
+  using Lease = PooledContextLease<Pool, EVP_CIPHER_CTX>;
 
-  // Returns a copy of the keyed template, set up for `encrypt` under `nonce`.
-  absl::StatusOr<EvpCipherCtxPtr> StartCall(absl::Span<const uint8_t> nonce, bool encrypt) const;
+  explicit AesGcm256(EvpCipherCtxPtr keyed)
+      : keyed_(std::move(keyed)), pool_(std::make_unique<Pool>()) {}
+
+  // A keyed context (pooled, or a copy of the template), set up for `encrypt` under `nonce`.
+  absl::StatusOr<Lease> StartCall(absl::Span<const uint8_t> nonce, bool encrypt) const;
 
   EvpCipherCtxPtr keyed_;  // key expanded, no nonce; only ever copied
+  // Declared after keyed_, so destroyed first. Behind a pointer: AesGcm256 stays movable.
+  std::unique_ptr<Pool> pool_;
 };
 
 }  // namespace coffer::crypto::internal

@@ -259,6 +259,7 @@ absl::Status Daemon::Parts::OpenStores() {
   storage::DataDbOptions data_options;
   data_options.durability = daemon::DurabilityOf(config);
   data_options.max_value_bytes = config.limits().max_value_bytes();
+  data_options.block_cache_bytes = config.storage().block_cache_bytes();
   absl::StatusOr<std::unique_ptr<storage::DataDb>> db =
       storage::DataDb::Open(config.data_directory(), data_options);
   if (!db.ok()) return Context(db.status(), "data DB in " + config.data_directory());

@@ -123,6 +123,9 @@ void ApplyDefaults(Config& c) {
   if (limits->max_refusals_in_a_row() == 0) limits->set_max_refusals_in_a_row(16);
   if (!limits->has_min_free_bytes()) limits->set_min_free_bytes(256 * kMiB);
 
+  auto* storage = c.mutable_storage();
+  if (!storage->has_block_cache_bytes()) storage->set_block_cache_bytes(64 * kMiB);
+
   auto* rate = c.mutable_rate_limit();
   if (!rate->has_default_limit()) {
     rate->mutable_default_limit()->set_requests_per_second(2000);
@@ -452,6 +455,12 @@ absl::Status Validate(const Config& c) {
     return Invalid("durability", "must be WAL or SYNC");
   }
   COFFER_RETURN_IF_ERROR(ValidateLimits(c.limits()));
+  if (c.storage().block_cache_bytes() < 16 * kMiB ||
+      c.storage().block_cache_bytes() > (uint64_t{1} << 40)) {
+    return Invalid("storage.block_cache_bytes",
+                   absl::StrCat("must be 16 MiB to 1 TiB (16777216-1099511627776 bytes), got ",
+                                c.storage().block_cache_bytes()));
+  }
   if (c.access_audit().crash_loss_window_millis() > 60000) {
     return Invalid("access_audit.crash_loss_window_millis", "must be 0-60000");
   }

@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "crypto/base/status.h"
+#include "crypto/pooled_contexts.h"
 #include "gtest/gtest.h"
 #include "tests/crypto/test_keys.h"
 #include "tests/crypto/wycheproof_cases.h"
@@ -102,6 +103,103 @@ TEST(AesGcm256Test, RejectsWrongNonceAndOutputSizes) {
             ErrorCode::kInvalidArgument);
   EXPECT_EQ(ErrorCodeOf(gcm->Open(SpanOf(nonce), "short", "", "", {})),
             ErrorCode::kCiphertextCorrupt);
+}
+
+// Pooled contexts under concurrency, against the vectors: four threads run every applicable
+// Wycheproof case on instances they share (one per case, so threads meet on them), and before
+// each vector call the same instance seals a decoy (another nonce, other associated data,
+// another length) and fails to open a tampered one. So the context a vector call takes was
+// last used for something else, by another call or another thread, in either direction:
+// nonce, direction, associated data, lengths and the tag must all be set anew.
+TEST(AesGcm256Test, SharedInstancesMatchEveryVectorUnderConcurrency) {
+  const std::vector<WycheproofCase> cases = ApplicableCases();
+  ASSERT_EQ(cases.size(), kExpectedApplicableCases);
+  std::vector<AesGcm256> instances;
+  for (const WycheproofCase& vector : cases) {
+    auto gcm = AesGcm256::Create(SecretFrom(vector.Bytes("key")));
+    ASSERT_TRUE(gcm.ok()) << gcm.status();
+    instances.push_back(*std::move(gcm));
+  }
+  constexpr int kThreads = 4;
+  constexpr int kRounds = 10;
+  std::vector<std::vector<int>> wrong(kThreads);  // tcIds that came out wrong, per thread
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      for (int round = 0; round < kRounds; ++round) {
+        for (size_t i = 0; i < cases.size(); ++i) {
+          const WycheproofCase& vector = cases[i];
+          const AesGcm256& gcm = instances[i];
+          std::string decoy_nonce(12, static_cast<char>(t * kRounds + round));
+          std::string decoy_ad(i % 41, 'd');
+          std::string decoy(37 + i, static_cast<char>('a' + t));
+          std::string decoy_sealed(decoy.size() + kAesGcmTagSize, '\0');
+          std::string decoy_opened(decoy.size(), '\0');
+          bool ok =
+              gcm.Seal(SpanOf(decoy_nonce), decoy, "p", decoy_ad, MutableSpanOf(decoy_sealed)).ok();
+          decoy_sealed[0] = static_cast<char>(decoy_sealed[0] ^ 1);
+          ok = ok &&
+               ErrorCodeOf(gcm.Open(SpanOf(decoy_nonce), decoy_sealed, "p", decoy_ad,
+                                    MutableSpanOf(decoy_opened))) == ErrorCode::kCiphertextCorrupt;
+
+          std::string iv = vector.Bytes("iv");
+          std::string aad = vector.Bytes("aad");
+          std::string message = vector.Bytes("msg");
+          std::string sealed = vector.Bytes("ct") + vector.Bytes("tag");
+          std::string opened(sealed.size() - kAesGcmTagSize, '\x55');
+          absl::Status status = gcm.Open(SpanOf(iv), sealed, "", aad, MutableSpanOf(opened));
+          if (vector.valid()) {
+            std::string resealed(message.size() + kAesGcmTagSize, '\0');
+            ok = ok && status.ok() && opened == message &&
+                 gcm.Seal(SpanOf(iv), message, "", aad, MutableSpanOf(resealed)).ok() &&
+                 resealed == sealed;
+          } else {
+            ok = ok && ErrorCodeOf(status) == ErrorCode::kCiphertextCorrupt &&
+                 opened == std::string(opened.size(), '\0');
+          }
+          if (!ok) wrong[t].push_back(vector.id());
+        }
+      }
+    });
+  }
+  for (std::thread& thread : threads) thread.join();
+  for (int t = 0; t < kThreads; ++t) EXPECT_EQ(wrong[t], std::vector<int>{}) << "thread " << t;
+}
+
+// A call that fails inside OpenSSL — here an open whose tag does not verify — frees its context
+// instead of pooling it; the next call makes a fresh one from the template.
+TEST(AesGcm256Test, AFailedCallDiscardsItsContext) {
+  const int64_t before = PooledKeyedContexts();
+  auto gcm = AesGcm256::Create(TestKey('k'));
+  ASSERT_TRUE(gcm.ok());
+  std::string nonce(12, 'n');
+  std::string sealed(5 + kAesGcmTagSize, '\0');
+  ASSERT_TRUE(gcm->Seal(SpanOf(nonce), "hello", "", "ad", MutableSpanOf(sealed)).ok());
+  ASSERT_EQ(PooledKeyedContexts(), before + 1);
+  std::string opened(5, '\0');
+  EXPECT_EQ(ErrorCodeOf(gcm->Open(SpanOf(nonce), sealed, "", "other ad", MutableSpanOf(opened))),
+            ErrorCode::kCiphertextCorrupt);
+  EXPECT_EQ(PooledKeyedContexts(), before) << "the failed open's context was kept";
+  ASSERT_TRUE(gcm->Open(SpanOf(nonce), sealed, "", "ad", MutableSpanOf(opened)).ok());
+  EXPECT_EQ(opened, "hello");
+  EXPECT_EQ(PooledKeyedContexts(), before + 1);
+}
+
+// The pooled contexts belong to the instance: they are freed (and wiped) with it.
+TEST(AesGcm256Test, PooledContextsAreFreedWithTheInstance) {
+  const int64_t before = PooledKeyedContexts();
+  {
+    auto gcm = AesGcm256::Create(TestKey('k'));
+    ASSERT_TRUE(gcm.ok());
+    std::string nonce(12, 'n');
+    std::string sealed(5 + kAesGcmTagSize, '\0');
+    ASSERT_TRUE(gcm->Seal(SpanOf(nonce), "hello", "", "", MutableSpanOf(sealed)).ok());
+    EXPECT_EQ(PooledKeyedContexts(), before + 1);
+    std::string opened(5, '\0');
+    ASSERT_TRUE(gcm->Open(SpanOf(nonce), sealed, "", "", MutableSpanOf(opened)).ok());
+    EXPECT_EQ(PooledKeyedContexts(), before + 1) << "the open reuses the seal's context";
+  }
+  EXPECT_EQ(PooledKeyedContexts(), before);
 }
 
 TEST(AesGcm256Test, ConcurrentCallsOnOneInstanceAgree) {

@@ -1,9 +1,12 @@
 #include "crypto/hmac.h"
 
 #include <string>
+#include <thread>
+#include <vector>
 
 #include "crypto/base/status.h"
 #include "crypto/constant_time.h"
+#include "crypto/pooled_contexts.h"
 #include "gtest/gtest.h"
 #include "tests/crypto/wycheproof_cases.h"
 #include "tests/testing/vectors.h"
@@ -112,6 +115,68 @@ TEST(HmacSha256Test, VerifyRejectsWrongLengthAndFlippedTags) {
     flipped[i] = static_cast<char>(flipped[i] ^ 0x01);
     EXPECT_EQ(ErrorCodeOf(hmac->Verify("id", flipped)), ErrorCode::kCiphertextCorrupt) << i;
   }
+}
+
+// Compute reuses pooled contexts, re-initialised under the key they hold (EVP_MAC_init with no
+// key): four threads run every Wycheproof case on instances they share (one per case, so
+// threads meet on them), each vector computation preceded on the same instance by a decoy of
+// another length and a verification that fails. A context that were not restarted would carry
+// the decoy's state into the vector's tag.
+TEST(HmacSha256Test, SharedInstancesMatchEveryVectorUnderConcurrency) {
+  const std::vector<WycheproofCase> cases = LoadWycheproofCases(kHmacFile);
+  ASSERT_EQ(cases.size(), static_cast<size_t>(kExpectedHmacCases));
+  std::vector<HmacSha256> instances;
+  for (const WycheproofCase& vector : cases) {
+    auto hmac = HmacSha256::Create(Secret(vector.Bytes("key")));
+    ASSERT_TRUE(hmac.ok()) << hmac.status();
+    instances.push_back(*std::move(hmac));
+  }
+  constexpr int kThreads = 4;
+  constexpr int kRounds = 10;
+  std::vector<std::vector<int>> wrong(kThreads);  // tcIds that came out wrong, per thread
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      for (int round = 0; round < kRounds; ++round) {
+        for (size_t i = 0; i < cases.size(); ++i) {
+          const WycheproofCase& vector = cases[i];
+          const HmacSha256& hmac = instances[i];
+          const std::string decoy(1 + (i * 7 + static_cast<size_t>(t)) % 200, 'd');
+          bool ok = hmac.Compute(decoy).ok() &&
+                    ErrorCodeOf(hmac.Verify(decoy, std::string(kHmacSha256TagSize, 'z'))) ==
+                        ErrorCode::kCiphertextCorrupt;
+          const std::string message = vector.Bytes("msg");
+          const std::string expected_tag = vector.Bytes("tag");
+          auto tag = hmac.Compute(message);
+          ok = ok && tag.ok() &&
+               ConstantTimeEquals(TagBytes(*tag).substr(0, expected_tag.size()), expected_tag) ==
+                   vector.valid();
+          if (vector.valid() && expected_tag.size() == kHmacSha256TagSize) {
+            ok = ok && hmac.Verify(message, expected_tag).ok();
+          }
+          if (!ok) wrong[t].push_back(vector.id());
+        }
+      }
+    });
+  }
+  for (std::thread& thread : threads) thread.join();
+  for (int t = 0; t < kThreads; ++t) EXPECT_EQ(wrong[t], std::vector<int>{}) << "thread " << t;
+}
+
+// The pooled contexts belong to the instance: they are freed (and wiped) with it. The second
+// call reusing the first's context also shows that this OpenSSL restarts an HMAC on keyless
+// EVP_MAC_init (3.0.3 on); where it does not, every call frees its context.
+TEST(HmacSha256Test, PooledContextsAreFreedWithTheInstance) {
+  const int64_t before = PooledKeyedContexts();
+  {
+    auto hmac = HmacSha256::Create(Secret(std::string(32, 'k')));
+    ASSERT_TRUE(hmac.ok());
+    ASSERT_TRUE(hmac->Compute("id").ok());
+    EXPECT_EQ(PooledKeyedContexts(), before + 1);
+    ASSERT_TRUE(hmac->Compute("id").ok());
+    EXPECT_EQ(PooledKeyedContexts(), before + 1) << "the second call reuses the first's context";
+  }
+  EXPECT_EQ(PooledKeyedContexts(), before);
 }
 
 TEST(HmacSha256Test, MovedFromInstanceKeepsWorkingInItsNewHome) {

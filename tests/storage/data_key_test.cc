@@ -2,6 +2,7 @@
 
 #include "crypto/base/status.h"
 #include "crypto/hkdf.h"
+#include "crypto/pooled_contexts.h"
 #include "crypto/random.h"
 #include "gtest/gtest.h"
 
@@ -50,8 +51,12 @@ TEST(DataKeyTest, PseudonymKeysSealWithTheDerivedSivKeyOnly) {
   EXPECT_EQ(*(*siv)->Open(*sealed, {"ad"}), "jane@example.com");
   EXPECT_EQ(ErrorCodeOf((*key)->record_aead().status()), ErrorCode::kFailedPrecondition);
   EXPECT_EQ(ErrorCodeOf((*key)->hmac().status()), ErrorCode::kFailedPrecondition);
-  EXPECT_GT((*key)->MemoryBytes(),
-            (*DataKey::Create(KeyPurpose::kLookup, 1, FreshKey()))->MemoryBytes());
+  // The key cache's byte bound counts what each key may hold beyond its 32 bytes: a pseudonym
+  // key its SIV and CMAC contexts, a lookup key its keyed template and a full pool of contexts.
+  constexpr size_t kContextBytes = 1024;
+  EXPECT_GT((*key)->MemoryBytes(), sizeof(DataKey) + 32 + 2 * kContextBytes);
+  EXPECT_GT((*DataKey::Create(KeyPurpose::kLookup, 1, FreshKey()))->MemoryBytes(),
+            sizeof(DataKey) + 32 + crypto::kPooledContextsPerKey * kContextBytes);
   for (auto purpose : {KeyPurpose::kRecords, KeyPurpose::kAttachments, KeyPurpose::kLookup}) {
     auto other = DataKey::Create(purpose, 1, FreshKey());
     ASSERT_TRUE(other.ok());

@@ -38,6 +38,7 @@ TEST(DaemonConfigTest, TheAnnotatedExampleParses) {
   EXPECT_EQ(config->limits().max_frame_bytes(), api::kDefaultMaxFrameBytes);
   EXPECT_EQ(config->rate_limit().overrides_size(), 1);
   EXPECT_EQ(config->jobs().backup_max_age_days(), 30u);
+  EXPECT_EQ(config->storage().block_cache_bytes(), uint64_t{64} << 20);
   EXPECT_EQ(DefaultDatasetPolicy(*config).bin_days, 30u);
 }
 
@@ -64,6 +65,7 @@ TEST(DaemonConfigTest, DefaultsAreFilledInAndPathsResolveAgainstTheStateDirector
   EXPECT_EQ(config->limits().max_buffered_bytes(), uint64_t{512} << 20);
   EXPECT_EQ(config->limits().max_output_bytes_per_connection(), uint64_t{2} << 20);
   EXPECT_EQ(config->limits().max_refusals_in_a_row(), 16u);
+  EXPECT_EQ(config->storage().block_cache_bytes(), uint64_t{64} << 20);
   // The reserves leave the data socket at least one connection and one worker.
   auto small = ParseConfig("limits { workers: 1 max_connections: 4 }", "test");
   ASSERT_TRUE(small.ok()) << small.status();
@@ -91,6 +93,25 @@ struct InvalidCase {
   std::string text;
   const char* field;  // the message must start with it
 };
+
+// The data DB's block cache: the bounds themselves are accepted, and a value outside them is
+// refused with the range and the value given, so the operator sees what to write instead.
+TEST(DaemonConfigTest, BlockCacheBytesIsBoundedWithAClearMessage) {
+  for (const char* text : {"storage { block_cache_bytes: 16777216 }",
+                           "storage { block_cache_bytes: 1099511627776 }"}) {
+    auto config = ParseConfig(text, "test");
+    ASSERT_TRUE(config.ok()) << text << " -> " << config.status();
+  }
+  auto accepted = ParseConfig("storage { block_cache_bytes: 268435456 }", "test");
+  ASSERT_TRUE(accepted.ok()) << accepted.status();
+  EXPECT_EQ(accepted->storage().block_cache_bytes(), uint64_t{256} << 20);
+  auto refused = ParseConfig("storage { block_cache_bytes: 16777215 }", "test");
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(ErrorCodeOf(refused.status()), ErrorCode::kConfigInvalid);
+  EXPECT_EQ(refused.status().message(),
+            "storage.block_cache_bytes: must be 16 MiB to 1 TiB (16777216-1099511627776 bytes), "
+            "got 16777215");
+}
 
 TEST(DaemonConfigTest, EveryInvalidValueIsConfigInvalidNamingItsField) {
   const std::vector<InvalidCase> cases = {
@@ -123,6 +144,9 @@ TEST(DaemonConfigTest, EveryInvalidValueIsConfigInvalidNamingItsField) {
       {"limits { max_output_bytes_per_connection: 1000 }",
        "limits.max_output_bytes_per_connection"},
       {"limits { max_refusals_in_a_row: 2000000 }", "limits.max_refusals_in_a_row"},
+      {"storage { block_cache_bytes: 0 }", "storage.block_cache_bytes"},
+      {"storage { block_cache_bytes: 1048576 }", "storage.block_cache_bytes"},
+      {"storage { block_cache_bytes: 1099511627777 }", "storage.block_cache_bytes"},
       {"access_audit { crash_loss_window_millis: 70000 }", "access_audit.crash_loss_window_millis"},
       {"grants { datasets: \"a\" rights: READ }", "grants[0].principals"},
       {"grants { principals { } datasets: \"a\" rights: READ }", "grants[0].principals[0]"},

@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "crypto/base/status.h"
+#include "crypto/pooled_contexts.h"
 #include "crypto/random.h"
 #include "gtest/gtest.h"
 
@@ -199,6 +200,94 @@ TEST(KeyCacheTest, EraseOneKey) {
   cache.Erase(v1);
   EXPECT_EQ(cache.Lookup(v1), nullptr);
   EXPECT_NE(cache.Lookup(v2), nullptr);
+}
+
+absl::StatusOr<std::shared_ptr<const storage::DataKey>> MakeKeyOf(storage::KeyPurpose purpose) {
+  COFFER_ASSIGN_OR_RETURN(crypto::SecretBytes bytes, crypto::RandomSecret(32));
+  return storage::DataKey::Create(purpose, 1, std::move(bytes));
+}
+
+// Seals and opens records and computes lookup HMACs with a dataset's cached keys from four
+// threads at once, so that both keys' pools hold keyed contexts (crypto/pooled_contexts.h).
+void UseFromThreads(KeyCache& cache, uint64_t dataset) {
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&cache, dataset] {
+      for (int i = 0; i < 100; ++i) {
+        auto records = cache.GetOrLoad({dataset, storage::KeyPurpose::kRecords, 1},
+                                       [] { return MakeKeyOf(storage::KeyPurpose::kRecords); });
+        auto lookup = cache.GetOrLoad({dataset, storage::KeyPurpose::kLookup, 1},
+                                      [] { return MakeKeyOf(storage::KeyPurpose::kLookup); });
+        ASSERT_TRUE(records.ok() && lookup.ok());
+        auto aead = (*records)->record_aead();
+        auto hmac = (*lookup)->hmac();
+        ASSERT_TRUE(aead.ok() && hmac.ok());
+        auto sealed = (*aead)->Seal("value", "ad");
+        ASSERT_TRUE(sealed.ok());
+        auto opened = (*aead)->Open(*sealed, "ad");
+        ASSERT_TRUE(opened.ok());
+        EXPECT_EQ(*opened, "value");
+        ASSERT_TRUE((*hmac)->Compute("id").ok());
+      }
+    });
+  }
+  for (std::thread& thread : threads) thread.join();
+}
+
+// A keyed context holds the key schedule, whose first round keys are the key: the contexts a
+// key's calls keep for reuse belong to its DataKey and go (wiped by EVP_*_free) when the cache
+// has dropped it and the last holder lets go, however it leaves: retired (Erase), evicted,
+// expired or destroyed (EraseDataset). No thread keeps one.
+TEST(KeyCacheTest, KeyedContextsGoWithTheirKeyWhenErasedEvictedExpiredOrDestroyed) {
+  const int64_t before = crypto::PooledKeyedContexts();
+  ManualClock clock;
+  KeyCacheOptions options;
+  options.shards = 1;
+  options.max_entries = 4;
+  options.ttl = std::chrono::seconds(60);
+  KeyCache cache(options, &clock);
+  const KeyCacheKey records1{1, storage::KeyPurpose::kRecords, 1};
+  const KeyCacheKey lookup1{1, storage::KeyPurpose::kLookup, 1};
+
+  // Retired: Erase drops the cache's reference; an in-flight holder keeps its key usable, with
+  // its contexts, until it lets go.
+  UseFromThreads(cache, 1);
+  EXPECT_GT(crypto::PooledKeyedContexts(), before);
+  std::shared_ptr<const storage::DataKey> held = cache.Lookup(records1);
+  ASSERT_NE(held, nullptr);
+  std::weak_ptr<const storage::DataKey> watched = held;
+  cache.Erase(records1);
+  cache.Erase(lookup1);
+  EXPECT_GT(crypto::PooledKeyedContexts(), before);
+  ASSERT_TRUE((*held->record_aead())->Seal("in flight", "ad").ok());
+  held.reset();
+  EXPECT_TRUE(watched.expired());
+  EXPECT_EQ(crypto::PooledKeyedContexts(), before);
+
+  // Evicted: four other keys push dataset 2's two out of the four-entry cache.
+  UseFromThreads(cache, 2);
+  EXPECT_GT(crypto::PooledKeyedContexts(), before);
+  std::atomic<int> calls{0};
+  for (uint64_t dataset = 10; dataset < 14; ++dataset) {
+    ASSERT_TRUE(
+        cache.GetOrLoad({dataset, storage::KeyPurpose::kRecords, 1}, CountingLoader(&calls, 1))
+            .ok());
+  }
+  EXPECT_EQ(cache.Lookup({2, storage::KeyPurpose::kRecords, 1}), nullptr);
+  EXPECT_EQ(crypto::PooledKeyedContexts(), before);
+
+  // Expired.
+  UseFromThreads(cache, 3);
+  EXPECT_GT(crypto::PooledKeyedContexts(), before);
+  clock.Advance(std::chrono::seconds(61));
+  EXPECT_GT(cache.DropExpired(), 0u);
+  EXPECT_EQ(crypto::PooledKeyedContexts(), before);
+
+  // Destroyed: the key manager erases every key of the dataset.
+  UseFromThreads(cache, 4);
+  EXPECT_GT(crypto::PooledKeyedContexts(), before);
+  cache.EraseDataset(4);
+  EXPECT_EQ(crypto::PooledKeyedContexts(), before);
 }
 
 TEST(KeyCacheTest, ZeroBoundsAreClampedToAUsableCache) {
