@@ -60,6 +60,19 @@ absl::StatusOr<DatasetDataCounts> CountDatasetData(DataDb& db, uint64_t handle) 
   return counts;
 }
 
+absl::StatusOr<DatasetUsage> CountDatasetUsage(DataDb& db, uint64_t handle) {
+  DatasetUsage usage;
+  for (Cf cf : internal::kAllCfs) {
+    if (cf == Cf::kJobs) continue;  // the daemon's own bookkeeping, not the dataset's data
+    COFFER_RETURN_IF_ERROR(
+        ForEachEntry(db, cf, handle, [&](std::string_view key, std::string_view value) {
+          if (cf == Cf::kRecords) ++usage.records;
+          usage.stored_bytes += key.size() + value.size();
+        }));
+  }
+  return usage;
+}
+
 absl::Status EraseDatasetData(DataDb& db, uint64_t handle) {
   const std::string begin = internal::DatasetBegin(handle);
   const std::string end = internal::DatasetEnd(handle);

@@ -1,7 +1,8 @@
 // Erasing a destroyed dataset's data from the data DB (docs/key-manager.md, "Deletion
 // receipt"). Destroying a dataset's wrapping keys makes its ciphertext unreadable everywhere at
 // once; erasing removes the ciphertext itself from the live data DB, so that the deletion
-// receipt can say how much was purged and that the purge compaction finished.
+// receipt can say how much was purged and that the purge compaction finished. CountDatasetUsage
+// is the quotas' census (storage/quota_meter.h), over the same scan.
 //
 // The caller (kms/keys/deletion_receipts.h) runs these only for DESTROYED datasets, which no
 // request can write to any more, and counts before it erases, persisting the counts, so that an
@@ -33,6 +34,15 @@ struct DatasetDataCounts {
 
 // Counts `handle`'s entries in every column family (one key scan each; no decryption).
 absl::StatusOr<DatasetDataCounts> CountDatasetData(DataDb& db, uint64_t handle);
+
+// What a dataset's quotas count (storage/quota_meter.h).
+struct DatasetUsage {
+  uint64_t records = 0;       // live records
+  uint64_t stored_bytes = 0;  // keys and values of all the dataset's entries but its jobs
+};
+
+// One census of `handle` for its quotas (a scan of its entries; no decryption).
+absl::StatusOr<DatasetUsage> CountDatasetUsage(DataDb& db, uint64_t handle);
 
 // The newest write time of any item of `handle` — live records and attachments and those in the
 // recycle bin (by when they were written, not deleted) — or nullopt when it holds none: what

@@ -5,32 +5,8 @@
 #include <utility>
 
 #include "crypto/base/status.h"
-#include "rocksdb/slice.h"
-#include "storage/internal/layout.h"
 
 namespace coffer::storage {
-
-using internal::Cf;
-
-absl::StatusOr<DatasetUsage> CountDatasetUsage(DataDb& db, uint64_t handle) {
-  DatasetUsage usage;
-  const std::string begin = internal::DatasetBegin(handle);
-  const std::string end = internal::DatasetEnd(handle);
-  for (Cf cf : internal::kAllCfs) {
-    if (cf == Cf::kJobs) continue;  // the daemon's own bookkeeping, not the dataset's data
-    rocksdb::Slice upper(end);
-    rocksdb::ReadOptions read_options;
-    read_options.iterate_upper_bound = &upper;
-    read_options.fill_cache = false;
-    ScopedIterator it = db.NewIterator(cf, read_options);
-    for (it->Seek(begin); it->Valid(); it->Next()) {
-      if (cf == Cf::kRecords) ++usage.records;
-      usage.stored_bytes += it->key().size() + it->value().size();
-    }
-    COFFER_RETURN_IF_ERROR(FromRocks(it->status(), "count a dataset's entries"));
-  }
-  return usage;
-}
 
 QuotaMeter::Ticket::Ticket(Ticket&& other) noexcept
     : meter_(std::exchange(other.meter_, nullptr)),

@@ -39,17 +39,10 @@
 #include "absl/status/statusor.h"
 #include "crypto/base/clock.h"
 #include "storage/data_db.h"
+#include "storage/dataset_erasure.h"
 #include "storage/dataset_policy.h"
 
 namespace coffer::storage {
-
-struct DatasetUsage {
-  uint64_t records = 0;       // live records
-  uint64_t stored_bytes = 0;  // keys and values of all the dataset's entries but its jobs
-};
-
-// One census of `handle` (a scan of its entries; no decryption).
-absl::StatusOr<DatasetUsage> CountDatasetUsage(DataDb& db, uint64_t handle);
 
 class QuotaMeter {
  public:

@@ -146,9 +146,11 @@ TEST_F(EmergencyRotationTest, WaitWithoutEmergencyIsRefused) {
   EXPECT_NE(both.err.find("give no --purpose"), std::string::npos) << both.err;
 }
 
-TEST(ScheduledReencryptionTest, DataLaggingBehindThePolicyIsReencryptedInTheBackground) {
+// A cofferd whose jobs re-encrypt data more than one version behind (the daemon's setting), at
+// 5000 items/s; the test's uid is its admin and may read, write and delete every dataset.
+std::unique_ptr<Cofferd> ScheduledReencryptionDaemon(const std::string& name) {
   CofferdOptions options;
-  options.name = "cofferd-sched-reencrypt";
+  options.name = name;
   const std::string me = std::to_string(geteuid());
   options.config_body = [me](const std::string&, const std::string&) {
     return "grants { principals { uid: " + me +
@@ -159,7 +161,11 @@ TEST(ScheduledReencryptionTest, DataLaggingBehindThePolicyIsReencryptedInTheBack
            "jobs { reencrypt_versions_back: 1 reencrypt_items_per_second: 5000 }\n"
            "mfa { required: false }\n";
   };
-  auto daemon = Cofferd::Create(std::move(options));
+  return Cofferd::Create(std::move(options));
+}
+
+TEST(ScheduledReencryptionTest, DataLaggingBehindThePolicyIsReencryptedInTheBackground) {
+  auto daemon = ScheduledReencryptionDaemon("cofferd-sched-reencrypt");
   ASSERT_NE(daemon, nullptr);
   auto run = [&](const std::string& args) { return Keyctl(daemon->admin_socket(), args); };
   ASSERT_EQ(run("dataset create " + std::string(kDataset)).exit_code, 0);
@@ -213,19 +219,7 @@ TEST(ScheduledReencryptionTest, DataLaggingBehindThePolicyIsReencryptedInTheBack
 }
 
 TEST(ScheduledReencryptionTest, ADatasetsOwnPolicyOverridesTheDaemonsSetting) {
-  CofferdOptions options;
-  options.name = "cofferd-sched-reencrypt-policy";
-  const std::string me = std::to_string(geteuid());
-  options.config_body = [me](const std::string&, const std::string&) {
-    return "grants { principals { uid: " + me +
-           " } datasets: \"*\" rights: READ rights: WRITE rights: DELETE }\n"
-           "admins { uid: " +
-           me +
-           " }\n"
-           "jobs { reencrypt_versions_back: 1 reencrypt_items_per_second: 5000 }\n"
-           "mfa { required: false }\n";
-  };
-  auto daemon = Cofferd::Create(std::move(options));
+  auto daemon = ScheduledReencryptionDaemon("cofferd-sched-reencrypt-policy");
   ASSERT_NE(daemon, nullptr);
   auto run = [&](const std::string& args) { return Keyctl(daemon->admin_socket(), args); };
   // never: its own 0; daemon: no value of its own (the daemon's 1); three: its own 3.
