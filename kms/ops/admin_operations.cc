@@ -30,7 +30,8 @@
 namespace coffer::daemon {
 namespace {
 
-// The kinds cofferd registers as periodic jobs (kms/cofferd/serving.cc): job_start runs them now.
+// The kinds cofferd registers as periodic jobs (kms/cofferd/scheduled_jobs.cc): job_start runs them
+// now.
 bool IsPeriodicKind(pb::JobKind kind) {
   return kind == pb::JOB_ROTATION || kind == pb::JOB_BIN_RETENTION || kind == pb::JOB_BACKUP ||
          kind == pb::JOB_UPLOAD_CLEANUP || kind == pb::JOB_SCHEDULED_SCRUB ||

@@ -9,7 +9,7 @@
 // (reported to JobRegistryDeps::on_damaged too), and the state. Re-encryption
 // and re-index are resumable: they persist progress in the data DB, so a job stopped by Stop() or a
 // crash continues where it stopped when started again (cofferd starts the unfinished ones at
-// start-up: kms/cofferd/serving.cc, ResumeUnfinishedJobs).
+// start-up: kms/cofferd/scheduled_jobs.cc, ResumeUnfinishedJobs).
 //
 // Periodic jobs: the wiring registers named functions with a period (rotation clock =
 // KeyManager::RunDueWork, bin expiry/retention, backups and pruning, upload cleanup); one

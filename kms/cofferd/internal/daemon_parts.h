@@ -1,6 +1,6 @@
 // Internal to kms/cofferd: the daemon's parts (Daemon::Parts) and the helpers its start-up steps
 // share. daemon.cc opens the HSM, the audit log and the stores and stops everything;
-// serving.cc starts the background jobs, the notifications and the sockets.
+// scheduled_jobs.cc starts the background jobs, serving.cc the notifications and the sockets.
 
 #ifndef COFFER_KMS_COFFERD_INTERNAL_DAEMON_PARTS_H_
 #define COFFER_KMS_COFFERD_INTERNAL_DAEMON_PARTS_H_
