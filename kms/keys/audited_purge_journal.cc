@@ -48,7 +48,7 @@ absl::Status AuditPurgeJournal::Journal(const storage::PurgedItem& item,
   event.stage = audit::v1::STAGE_REQUESTED;
   // One entry per ref, in the existing RECORD_PURGE / ATTACHMENT_PURGE format: the item's ref
   // first, then the id's ref under each other live lookup version, so that a restore replays the
-  // purge whichever version the backup holds the item under (full_backup.cc replays every
+  // purge whichever version the backup holds the item under (full_backup_restore.cc replays every
   // entry's ref). If a later append fails, the earlier ones stand: a journaled purge is replayed
   // even when it was refused here (storage/purge_journal.h).
   absl::Status appended = absl::OkStatus();

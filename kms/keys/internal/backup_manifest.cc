@@ -15,6 +15,7 @@
 
 #include "crypto/base/status.h"
 #include "kms/keys/full_backup.h"
+#include "storage/phase_reporter.h"
 
 namespace coffer::kms::internal {
 
@@ -466,6 +467,50 @@ absl::StatusOr<Manifest> ReadManifest(uint32_t id, const std::string& dir) {
   }
   if (!text.ok()) return text.status();
   return ParseManifest(id, *text);
+}
+
+bool InPart(const ManifestFile& file, std::string_view part) {
+  return file.path.size() > part.size() && file.path.starts_with(part) &&
+         file.path[part.size()] == '/';
+}
+
+uint64_t PartBytes(const Manifest& manifest, std::string_view part) {
+  uint64_t total = 0;
+  for (const ManifestFile& file : manifest.files) {
+    if (InPart(file, part)) total += file.size;
+  }
+  return total;
+}
+
+uint64_t CurrentBytes(const std::string& directory, const std::vector<std::string>& names) {
+  uint64_t total = 0;
+  for (const std::string& name : names) {
+    std::error_code ec;
+    const uintmax_t size = fs::file_size(JoinPath(directory, name), ec);
+    if (!ec) total += size;
+  }
+  return total;
+}
+
+absl::Status VerifyParts(storage::DataDbBackups* data_backups, uint32_t id, const std::string& dir,
+                         const Manifest& manifest, const coffer::ProgressFn& progress) {
+  absl::Status data = data_backups->Verify(id, progress);
+  if (ErrorCodeOf(data) == ErrorCode::kBackupNotFound) return Corrupt(id, "data backup missing");
+  COFFER_RETURN_IF_ERROR(data);
+  bool have_keys = false;
+  for (const FilePart& part : kFileParts) {
+    storage::PhaseReporter reporter(progress, part.phase, PartBytes(manifest, part.dir),
+                                    storage::PhaseReporter::kByteStep);
+    for (const ManifestFile& file : manifest.files) {
+      if (!InPart(file, part.dir)) continue;
+      COFFER_RETURN_IF_ERROR(ReadChecked(id, dir + "/" + file.path, file).status());
+      reporter.Add(file.size);
+      have_keys = have_keys || part.dir == kRestoredKeyDbDir;
+    }
+    reporter.Finish();
+  }
+  if (!have_keys) return Corrupt(id, "no key-DB files");
+  return absl::OkStatus();
 }
 
 }  // namespace coffer::kms::internal

@@ -16,7 +16,10 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "crypto/base/progress.h"
 #include "kms/audit/audit_format.h"
+#include "kms/keys/full_backup.h"
+#include "storage/backup.h"
 
 namespace coffer::kms::internal {
 
@@ -108,6 +111,31 @@ absl::StatusOr<std::string> ReadChecked(uint32_t id, const std::string& path,
 
 // The manifest of the backup in `dir` (BACKUP_NOT_FOUND without one).
 absl::StatusOr<Manifest> ReadManifest(uint32_t id, const std::string& dir);
+
+// The file parts of a backup, in manifest order, with their progress phases (bytes; the data
+// part is storage::DataDbBackups's own, phase "data").
+inline constexpr char kKeysPhase[] = "keys";
+inline constexpr char kAuditPhase[] = "audit";
+struct FilePart {
+  std::string_view dir;
+  const char* phase;
+};
+inline constexpr FilePart kFileParts[] = {{kRestoredKeyDbDir, kKeysPhase},
+                                          {kRestoredAuditDir, kAuditPhase}};
+
+// Whether `file` belongs to part `part` (kRestoredKeyDbDir or kRestoredAuditDir).
+bool InPart(const ManifestFile& file, std::string_view part);
+
+// The bytes of part `part` in `manifest`.
+uint64_t PartBytes(const Manifest& manifest, std::string_view part);
+
+// The sizes of `names` in `directory` now: a progress total (a live file may still grow).
+uint64_t CurrentBytes(const std::string& directory, const std::vector<std::string>& names);
+
+// Checks every part of backup `id` (in `dir`) against its manifest: the data backup (phase
+// "data"), then the key-DB and audit files (phases "keys" and "audit", bytes).
+absl::Status VerifyParts(storage::DataDbBackups* data_backups, uint32_t id, const std::string& dir,
+                         const Manifest& manifest, const coffer::ProgressFn& progress);
 
 }  // namespace coffer::kms::internal
 
