@@ -37,9 +37,19 @@ QuotaMeter::QuotaMeter(DataDb* db, DatasetPolicySource* policies, const Clock* c
 absl::StatusOr<bool> QuotaMeter::HasQuota(uint64_t handle) {
   COFFER_ASSIGN_OR_RETURN(DatasetPolicy policy, policies_->PolicyFor(handle));
   if (policy.max_records > 0 || policy.max_stored_bytes > 0) return true;
+  UntrackIfTracked(handle);
+  return false;
+}
+
+void QuotaMeter::UntrackIfTracked(uint64_t handle) {
+  if (!ever_tracked_.load(std::memory_order_acquire)) return;
   std::lock_guard<std::mutex> lock(mu_);
   Untrack(handle);
-  return false;
+}
+
+QuotaMeter::Tracked& QuotaMeter::Track(uint64_t handle) {
+  ever_tracked_.store(true, std::memory_order_release);
+  return tracked_[handle];
 }
 
 void QuotaMeter::Untrack(uint64_t handle) {
@@ -90,12 +100,12 @@ absl::Status QuotaMeter::Census(std::unique_lock<std::mutex>& lock, uint64_t han
 absl::StatusOr<QuotaMeter::Ticket> QuotaMeter::Admit(uint64_t handle, uint64_t records,
                                                      uint64_t bytes) {
   COFFER_ASSIGN_OR_RETURN(DatasetPolicy policy, policies_->PolicyFor(handle));
-  std::unique_lock<std::mutex> lock(mu_);
   if (policy.max_records == 0 && policy.max_stored_bytes == 0) {
-    Untrack(handle);
+    UntrackIfTracked(handle);
     return Ticket();
   }
-  Tracked& t = tracked_[handle];
+  std::unique_lock<std::mutex> lock(mu_);
+  Tracked& t = Track(handle);
   const auto fits = [&] {
     const DatasetUsage estimate = Estimate(t);
     return (policy.max_records == 0 || estimate.records + records <= policy.max_records) &&

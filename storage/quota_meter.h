@@ -17,10 +17,12 @@
 // only if that one agrees. A write to a dataset without a quota drops its figures, so a quota
 // set again later starts from a census.
 // A census runs without holding the writers of the dataset back; those that would be refused
-// meanwhile wait for it. A dataset without a quota is not tracked at all (no census, no cost).
+// meanwhile wait for it. A dataset without a quota is not tracked at all (no census).
 //
-// Cost: a write to a dataset with a quota takes the dataset's mutex twice (admit, done). A
-// census reads the dataset's entries once, about as long as reading its bytes.
+// Cost: a write to a dataset with a quota takes the meter's mutex twice (admit, done). A write
+// to one without asks the policy source, and takes that mutex once (to drop stale figures) only
+// after some dataset has had a quota in this process: until then it reads one atomic. A census
+// reads the dataset's entries once, about as long as reading its bytes.
 //
 // Thread safety: all methods may be called concurrently. Ownership: borrows the DataDb, policy
 // source and clock. Failures: QUOTA_EXCEEDED (the message names the quota and its limit, never
@@ -29,6 +31,7 @@
 #ifndef COFFER_STORAGE_QUOTA_METER_H_
 #define COFFER_STORAGE_QUOTA_METER_H_
 
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
@@ -103,6 +106,10 @@ class QuotaMeter {
   void Release(uint64_t handle, uint64_t records, uint64_t bytes);
   // No quota on `handle` (any more): its figures are dropped. Needs mu_.
   void Untrack(uint64_t handle);
+  // Untrack under mu_, skipped (no lock) while tracked_ has never held an entry.
+  void UntrackIfTracked(uint64_t handle);
+  // tracked_[handle], counting a new entry in ever_tracked_. Needs mu_.
+  Tracked& Track(uint64_t handle);
 
   DataDb* const db_;
   DatasetPolicySource* const policies_;
@@ -110,7 +117,10 @@ class QuotaMeter {
   const Options options_;
   std::mutex mu_;
   std::condition_variable census_done_;
-  std::map<uint64_t, Tracked> tracked_;  // guarded by mu_
+  std::map<uint64_t, Tracked> tracked_;  // guarded by mu_; entries are never erased
+  // Whether tracked_ has an entry: set under mu_ before the entry is made, read without it. A
+  // writer that reads false while another thread makes an entry acts as if it came first.
+  std::atomic<bool> ever_tracked_{false};
 };
 
 }  // namespace coffer::storage
