@@ -158,6 +158,27 @@ absl::Status DataDb::Get(Cf cf, std::string_view key, rocksdb::PinnableSlice* va
   return FromRocks(status, "read");
 }
 
+void DataDb::MultiGet(Cf cf, const std::vector<std::string>& keys,
+                      std::vector<rocksdb::PinnableSlice>* values,
+                      std::vector<absl::StatusOr<bool>>* found) const {
+  std::vector<rocksdb::Slice> slices;
+  slices.reserve(keys.size());
+  for (const std::string& key : keys) slices.emplace_back(key.data(), key.size());
+  *values = std::vector<rocksdb::PinnableSlice>(keys.size());
+  std::vector<rocksdb::Status> statuses(keys.size());
+  db_->MultiGet(rocksdb::ReadOptions(), this->cf(cf), slices.size(), slices.data(), values->data(),
+                statuses.data());
+  found->clear();
+  found->reserve(keys.size());
+  for (const rocksdb::Status& status : statuses) {
+    if (status.ok() || status.IsNotFound()) {
+      found->emplace_back(status.ok());
+    } else {
+      found->emplace_back(FromRocks(status, "read"));
+    }
+  }
+}
+
 absl::Status DataDb::Write(rocksdb::WriteBatch* batch) const {
   return FromRocks(db_->Write(write_options_, batch), "write");
 }

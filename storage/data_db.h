@@ -165,6 +165,12 @@ class DataDb {
   // (the hot read path).
   absl::Status Get(internal::Cf cf, std::string_view key, rocksdb::PinnableSlice* value,
                    bool* found, const rocksdb::Snapshot* snapshot = nullptr) const;
+  // Reads `keys` in `cf` with RocksDB's MultiGet (one pass over the memtables and files for the
+  // whole batch, at one implicit snapshot). (*found)[i] says whether keys[i] was there (its
+  // value in (*values)[i]), or why it could not be read (DATA_DB_ERROR).
+  void MultiGet(internal::Cf cf, const std::vector<std::string>& keys,
+                std::vector<rocksdb::PinnableSlice>* values,
+                std::vector<absl::StatusOr<bool>>* found) const;
   absl::Status Write(rocksdb::WriteBatch* batch) const;
 
   ScopedIterator NewIterator(internal::Cf cf, const rocksdb::ReadOptions& read_options = {});

@@ -65,6 +65,13 @@ class RecordStore {
   // The value of record `id`; RECORD_NOT_FOUND if none is live.
   absl::StatusOr<std::string> Get(uint64_t handle, std::string_view id);
 
+  // The values of records `ids` of dataset `handle`, one result per id in order: what Get would
+  // answer for it. The ids' entries are read with one MultiGet; an id that is not under the
+  // primary lookup version, or whose key version was retired meanwhile, is read again as Get
+  // reads it.
+  std::vector<absl::StatusOr<std::string>> GetMany(uint64_t handle,
+                                                   const std::vector<std::string_view>& ids);
+
   // Whether record `id` is live (and authentic).
   absl::StatusOr<bool> Exists(uint64_t handle, std::string_view id);
 
