@@ -22,14 +22,17 @@ absl::StatusOr<std::unique_ptr<BatchingAuditWriter>> BatchingAuditWriter::Start(
 
 BatchingAuditWriter::~BatchingAuditWriter() { Stop().IgnoreError(); }
 
-absl::Status BatchingAuditWriter::Append(const AuditEvent& event) {
-  COFFER_RETURN_IF_ERROR(ValidateAuditEvent(event));
+absl::Status BatchingAuditWriter::AppendAll(absl::Span<const AuditEvent> events) {
   const bool waits = options_.crash_loss_window.count() == 0;
-  if (!waits && !IsAccessKind(event.kind)) {
-    return MakeError(ErrorCode::kInvalidArgument,
-                     "only access events may be batched with a crash-loss window; key operations "
-                     "must be durable before they are acknowledged");
+  for (const AuditEvent& event : events) {
+    COFFER_RETURN_IF_ERROR(ValidateAuditEvent(event));
+    if (!waits && !IsAccessKind(event.kind)) {
+      return MakeError(ErrorCode::kInvalidArgument,
+                       "only access events may be batched with a crash-loss window; key "
+                       "operations must be durable before they are acknowledged");
+    }
   }
+  if (events.empty()) return absl::OkStatus();
   std::unique_lock<std::mutex> lock(mu_);
   if (!failure_.ok() && !stopping_) {
     // Stopped at a failure: go on once the log has reopened itself (AuditLog::Recover). The
@@ -39,26 +42,52 @@ absl::Status BatchingAuditWriter::Append(const AuditEvent& event) {
     lock.lock();
     if (recovered.ok()) failure_ = absl::OkStatus();
   }
-  if (queue_.size() >= options_.max_queued_events) {
-    ++space_waiters_;
-    space_.wait(lock, [&] {
-      return stopping_ || !failure_.ok() || queue_.size() < options_.max_queued_events;
-    });
-    --space_waiters_;
+  uint64_t first = 0;
+  uint64_t last = 0;
+  for (const AuditEvent& event : events) {
+    if (queue_.size() >= options_.max_queued_events) {
+      work_.notify_one();  // what this call queued so far may be what fills the queue
+      ++space_waiters_;
+      space_.wait(lock, [&] {
+        return stopping_ || !failure_.ok() || queue_.size() < options_.max_queued_events;
+      });
+      --space_waiters_;
+    }
+    // A failure or a stop part-way: the events queued before it share its fate (the wait
+    // below reports it); the rest are not queued.
+    if (!failure_.ok() || stopping_) break;
+    const bool was_empty = queue_.empty();
+    queue_.push_back({event, std::chrono::steady_clock::now()});
+    last = ++enqueued_;
+    if (first == 0) first = last;
+    // Wake the writer only when it has something new to decide: a first event (it sleeps until
+    // one arrives, then until the window of the oldest ends), a full batch, or a waiting caller
+    // (window 0, once the last event is queued). Waking it for every event of a window costs a
+    // context switch per request.
+    if (was_empty || queue_.size() >= options_.max_batch_events) work_.notify_one();
   }
-  if (!failure_.ok()) return failure_;
-  if (stopping_) return MakeError(ErrorCode::kAuditLogClosed, "the audit writer is stopped");
-  const bool was_empty = queue_.empty();
-  queue_.push_back({event, std::chrono::steady_clock::now()});
-  const uint64_t ticket = ++enqueued_;
-  // Wake the writer only when it has something new to decide: a first event (it sleeps until
-  // one arrives, then until the window of the oldest ends), a full batch, or a waiting caller
-  // (window 0). Waking it for every event of a window costs a context switch per request.
-  if (waits || was_empty || queue_.size() >= options_.max_batch_events) work_.notify_one();
-  if (!waits) return absl::OkStatus();
-  progress_.wait(lock, [&] { return durable_ >= ticket; });
-  const absl::Status* lost = LostLocked(ticket);
-  return lost == nullptr ? absl::OkStatus() : *lost;
+  if (first == 0) {
+    if (!failure_.ok()) return failure_;
+    return MakeError(ErrorCode::kAuditLogClosed, "the audit writer is stopped");
+  }
+  if (!waits) {
+    if (last - first + 1 < events.size()) {
+      return failure_.ok() ? MakeError(ErrorCode::kAuditLogClosed, "the audit writer is stopped")
+                           : failure_;
+    }
+    return absl::OkStatus();
+  }
+  work_.notify_one();
+  progress_.wait(lock, [&] { return durable_ >= last; });
+  for (uint64_t ticket = first; ticket <= last; ++ticket) {
+    const absl::Status* lost = LostLocked(ticket);
+    if (lost != nullptr) return *lost;
+  }
+  if (last - first + 1 < events.size()) {
+    return failure_.ok() ? MakeError(ErrorCode::kAuditLogClosed, "the audit writer is stopped")
+                         : failure_;
+  }
+  return absl::OkStatus();
 }
 
 absl::Status BatchingAuditWriter::Flush() {

@@ -40,6 +40,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/types/span.h"
 #include "kms/audit/audit_event.h"
 #include "kms/audit/audit_log.h"
 
@@ -68,7 +69,11 @@ class BatchingAuditWriter {
   // Queues `event` (INVALID_ARGUMENT if it is not valid, or not an access event with a window).
   // Window 0: returns once it is durable. Returns the writer's failure once it has failed, and
   // AUDIT_LOG_CLOSED after Stop.
-  absl::Status Append(const AuditEvent& event);
+  absl::Status Append(const AuditEvent& event) { return AppendAll({&event, 1}); }
+  // Append for several events (a batch request's items, one entry each), queued in order with
+  // one wait: window 0 returns once all are durable, with the first failure that lost any. None
+  // is queued when one of them is not valid.
+  absl::Status AppendAll(absl::Span<const AuditEvent> events);
 
   // Returns once every event queued before the call is durable (or the writer has failed).
   absl::Status Flush();

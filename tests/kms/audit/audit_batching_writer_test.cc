@@ -127,6 +127,50 @@ TEST(BatchingAuditWriterTest, WindowZeroReturnsOnlyOnceTheEntryIsOnDisk) {
   EXPECT_TRUE((*writer)->Append(KeyEvent(1)).ok());
 }
 
+// A batch request's entries: queued together, durable when AppendAll returns (window 0), in order,
+// across more events than the queue holds; an invalid one queues none.
+TEST(BatchingAuditWriterTest, AppendAllReturnsOnceEveryEventIsOnDisk) {
+  testing::TestLogEnv env;
+  auto log = AuditLog::Open(env.Options());
+  ASSERT_TRUE(log.ok());
+  BatchingAuditWriterOptions options;
+  options.max_queued_events = 16;  // fewer than the batch: AppendAll meets its own backpressure
+  options.max_batch_events = 8;
+  auto writer = BatchingAuditWriter::Start(log->get(), options);
+  ASSERT_TRUE(writer.ok());
+  std::vector<AuditEvent> events;
+  for (uint64_t i = 1; i <= 40; ++i) events.push_back(AccessEvent(i));
+  ASSERT_TRUE((*writer)->AppendAll(events).ok());
+  EXPECT_EQ(CountAccess(env.log_dir()), 40u);  // read back from the file, no flush in between
+  auto entries = ReadAuditEntries(env.log_dir());
+  ASSERT_TRUE(entries.ok());
+  std::vector<uint32_t> pids;
+  for (const AuditEntry& entry : *entries) {
+    if (entry.kind() == v1::ACCESS_READ) pids.push_back(entry.actor().pid());
+  }
+  for (size_t i = 1; i < pids.size(); ++i) EXPECT_LT(pids[i - 1], pids[i]);
+
+  events.push_back(AuditEvent{});  // not valid: nothing of the call is queued
+  EXPECT_EQ(ErrorCodeOf((*writer)->AppendAll(events)), ErrorCode::kInvalidArgument);
+  ASSERT_TRUE((*writer)->Flush().ok());
+  EXPECT_EQ(CountAccess(env.log_dir()), 40u);
+  EXPECT_TRUE((*writer)->AppendAll({}).ok());
+}
+
+TEST(BatchingAuditWriterTest, AppendAllReportsAFailureThatLostAnyOfItsEvents) {
+  testing::TestLogEnv env;
+  testing::FailingFileSystem fs;
+  AuditLogOptions log_options = env.Options();
+  log_options.file_system = &fs;
+  auto log = AuditLog::Open(log_options);
+  ASSERT_TRUE(log.ok());
+  auto writer = BatchingAuditWriter::Start(log->get(), {});
+  ASSERT_TRUE(writer.ok());
+  fs.fail_sync = true;
+  std::vector<AuditEvent> events = {AccessEvent(1), AccessEvent(2), AccessEvent(3)};
+  EXPECT_EQ(ErrorCodeOf((*writer)->AppendAll(events)), ErrorCode::kAuditNotDurable);
+}
+
 TEST(BatchingAuditWriterTest, WindowDefersTheWriteUntilFlush) {
   testing::TestLogEnv env;
   auto log = AuditLog::Open(env.Options());
