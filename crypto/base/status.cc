@@ -100,6 +100,7 @@ constexpr CodeInfo kCodes[] = {
     {ErrorCode::kPseudonymTokenMismatch, "PSEUDONYM_TOKEN_MISMATCH",
      absl::StatusCode::kInvalidArgument},
     {ErrorCode::kQuotaExceeded, "QUOTA_EXCEEDED", absl::StatusCode::kResourceExhausted},
+    {ErrorCode::kBatchReplyFull, "BATCH_REPLY_FULL", absl::StatusCode::kResourceExhausted},
     {ErrorCode::kFrameTooLarge, "FRAME_TOO_LARGE", absl::StatusCode::kInvalidArgument},
     {ErrorCode::kMalformedRequest, "MALFORMED_REQUEST", absl::StatusCode::kInvalidArgument},
     {ErrorCode::kNotGranted, "NOT_GRANTED", absl::StatusCode::kPermissionDenied},

@@ -110,6 +110,7 @@ enum class ErrorCode : int {
   kPseudonymTokenMalformed = 414,  // not a coffer pseudonym token (unknown format)
   kPseudonymTokenMismatch = 415,   // the token does not open under this dataset's pseudonym key
   kQuotaExceeded = 416,            // the write would take the dataset beyond its quota
+  kBatchReplyFull = 417,           // a batch's reply holds no more values; ask for the rest again
 
   // Daemon and protocol (500-599).
   kFrameTooLarge = 500,      // a frame's declared size exceeds the maximum; connection closed

@@ -8,9 +8,12 @@ namespace coffer::api {
 
 void FillError(coffer::v1::Response* response, const absl::Status& status,
                uint32_t retry_after_ms) {
-  ErrorCode code = ErrorCodeOf(status);
   response->clear_result();
-  coffer::v1::Error* error = response->mutable_error();
+  FillError(response->mutable_error(), status, retry_after_ms);
+}
+
+void FillError(coffer::v1::Error* error, const absl::Status& status, uint32_t retry_after_ms) {
+  ErrorCode code = ErrorCodeOf(status);
   error->set_code(static_cast<int32_t>(code));
   error->set_code_name(std::string(ErrorCodeName(code)));
   error->set_message(std::string(status.message()));

@@ -19,6 +19,8 @@ namespace coffer::api {
 // name and message and, when non-zero, `retry_after_ms`.
 void FillError(coffer::v1::Response* response, const absl::Status& status,
                uint32_t retry_after_ms = 0);
+// The same for one Error message (a batch item's result).
+void FillError(coffer::v1::Error* error, const absl::Status& status, uint32_t retry_after_ms = 0);
 
 }  // namespace coffer::api
 

@@ -78,6 +78,53 @@ absl::StatusOr<std::string> Client::GetRecord(std::string_view dataset, std::str
   return std::move(*response.mutable_record_get()->mutable_value());
 }
 
+absl::StatusOr<std::vector<absl::StatusOr<std::string>>> Client::GetRecords(
+    std::string_view dataset, const std::vector<std::string>& ids) {
+  Request request;
+  auto* op = request.mutable_record_get_many();
+  op->set_dataset(dataset.data(), dataset.size());
+  for (const std::string& id : ids) op->add_ids(id);
+  COFFER_ASSIGN_OR_RETURN(Response response, Call(request, true, Response::kRecordGetMany));
+  auto* results = response.mutable_record_get_many()->mutable_results();
+  if (results->size() != static_cast<int>(ids.size())) {
+    return MakeError(ErrorCode::kUnexpectedFrame, "record_get_many answered another item count");
+  }
+  std::vector<absl::StatusOr<std::string>> out;
+  out.reserve(ids.size());
+  for (auto& item : *results) {
+    if (item.has_error()) {
+      out.emplace_back(ErrorFromResponse(item.error()));
+    } else {
+      out.emplace_back(std::move(*item.mutable_value()));
+    }
+  }
+  return out;
+}
+
+absl::StatusOr<std::vector<absl::Status>> Client::PutRecords(
+    std::string_view dataset, const std::vector<RecordWrite>& items) {
+  Request request;
+  auto* op = request.mutable_record_put_many();
+  op->set_dataset(dataset.data(), dataset.size());
+  for (const RecordWrite& item : items) {
+    auto* put = op->add_items();
+    put->set_id(item.id);
+    put->set_value(item.value);
+  }
+  // Repeating the batch stores the same values again: safe after a broken connection.
+  COFFER_ASSIGN_OR_RETURN(Response response, Call(request, true, Response::kRecordPutMany));
+  const auto& results = response.record_put_many().results();
+  if (results.size() != static_cast<int>(items.size())) {
+    return MakeError(ErrorCode::kUnexpectedFrame, "record_put_many answered another item count");
+  }
+  std::vector<absl::Status> out;
+  out.reserve(items.size());
+  for (const auto& item : results) {
+    out.push_back(item.has_error() ? ErrorFromResponse(item.error()) : absl::OkStatus());
+  }
+  return out;
+}
+
 namespace {
 
 // The tokens and key version of a pseudonymize or translate response, moved out of it.

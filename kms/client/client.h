@@ -17,10 +17,10 @@
 // for one up to the request timeout (then RESOURCE_EXHAUSTED). An idle connection the daemon has
 // closed is noticed and dropped before reuse. When a connection breaks during a call (the daemon
 // restarted, or dropped the connection) the connection is closed and, for calls that are safe to
-// repeat — every read, PutRecord (it replaces with the same value), BeginAttachment and
-// OpenAttachment before any data arrived — the request is sent once more on a newly dialled
-// connection. DeleteRecord, RestoreRecord, DeleteAttachment, RestoreAttachment and attachment
-// commit/abort are never repeated: their failure is reported and the caller decides.
+// repeat — every read, PutRecord and PutRecords (they replace with the same values),
+// BeginAttachment and OpenAttachment before any data arrived — the request is sent once more on a
+// newly dialled connection. DeleteRecord, RestoreRecord, DeleteAttachment, RestoreAttachment and
+// attachment commit/abort are never repeated: their failure is reported and the caller decides.
 //
 // Failures: every call returns absl::Status / absl::StatusOr made with coffer::MakeError, so
 // coffer::ErrorCodeOf(status) gives the stable code (docs/errors.md). An error the daemon answers
@@ -192,6 +192,21 @@ class Client {
   // max_ids 0 means the daemon's default (1,000).
   absl::StatusOr<RecordPage> ListRecords(std::string_view dataset, std::string_view page_token,
                                          uint32_t max_ids = 0);
+
+  // Batches (docs/api.md, "Batches"): up to 1,000 records of one dataset in one request. Not
+  // atomic: the result holds one status per item, in order (a value, or the error record_get /
+  // record_put would give for it); the call itself fails only for what concerns the whole
+  // batch (the dataset, the grant, the item count, the frame size, the daemon). GetRecords
+  // answers the items that would not fit the reply BATCH_REPLY_FULL (417): ask for them again.
+  // Both are repeated after a broken connection (reads, and puts that store the same values).
+  absl::StatusOr<std::vector<absl::StatusOr<std::string>>> GetRecords(
+      std::string_view dataset, const std::vector<std::string>& ids);
+  struct RecordWrite {
+    std::string id;
+    std::string value;
+  };
+  absl::StatusOr<std::vector<absl::Status>> PutRecords(std::string_view dataset,
+                                                       const std::vector<RecordWrite>& items);
 
   // Attachments. BeginAttachment returns once the daemon acknowledged the upload's start.
   absl::StatusOr<std::unique_ptr<AttachmentWriter>> BeginAttachment(std::string_view dataset,

@@ -499,6 +499,7 @@ absl::Status Daemon::Parts::StartServing() {
   deps.purge_journal = purge_journal.get();
   deps.canaries = canaries.get();
   deps.anomalies = anomalies.get();
+  deps.max_frame_bytes = config.limits().max_frame_bytes();
   deps.damaged_events = damaged_events.get();
   deps.clock = clock;
 

@@ -233,7 +233,7 @@ absl::Status Authorizer::Check(const PeerIdentity& peer, const OperationRow& row
                                 std::string(SocketName(peer.socket)), " socket)"));
 }
 
-Admission Authorizer::Admit(uid_t uid) {
+Admission Authorizer::Admit(uid_t uid, uint32_t cost) {
   TokenBucketLimit limit = table_.load()->LimitFor(uid);
   auto now = now_();
   std::lock_guard<std::mutex> lock(buckets_mu_);
@@ -248,7 +248,7 @@ Admission Authorizer::Admit(uid_t uid) {
     bucket.refilled = now;
   }
   if (bucket.tokens >= 1) {
-    bucket.tokens -= 1;
+    bucket.tokens -= std::max<uint32_t>(cost, 1);
     return Admission{};
   }
   double wait_seconds = (1 - bucket.tokens) / limit.requests_per_second;

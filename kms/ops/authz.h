@@ -119,8 +119,10 @@ class Authorizer {
   // The same for `operation`'s row in OperationTable::Default(); NOT_GRANTED without a row.
   absl::Status Check(const PeerIdentity& peer, Operation operation, std::string_view dataset) const;
 
-  // Takes one token from `uid`'s bucket.
-  Admission Admit(uid_t uid);
+  // Takes `cost` tokens (1, or a batch's items) from `uid`'s bucket. A request is admitted when
+  // the bucket holds one token and is charged in full: a batch may take the bucket below zero,
+  // and the caller's next request waits until it has refilled to one.
+  Admission Admit(uid_t uid, uint32_t cost = 1);
 
  private:
   struct Bucket {

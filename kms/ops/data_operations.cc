@@ -28,6 +28,16 @@
 #include "storage/dataset_erasure.h"
 
 namespace coffer::daemon {
+namespace {
+
+// Room a record_get_many reply keeps: its envelope (request id, field tags, the frame's length
+// prefix) below the frame limit, each value's own tags and lengths, and, for every item still
+// to come, an error answer (code, name, fixed text).
+constexpr size_t kReplyEnvelopeBytes = 1024;
+constexpr size_t kItemValueOverhead = 16;
+constexpr size_t kItemErrorBytes = 256;
+
+}  // namespace
 
 absl::Status Services::ConnectionSession::HandleData(const pb::Request& request, Handler handler,
                                                      ResponseSink* sink) {
@@ -111,6 +121,9 @@ absl::Status Services::ConnectionSession::HandleRecord(const pb::Request& reques
     }
     case pb::Request::kRecordList:
       return HandleRecordList(request, sink, handle);
+    case pb::Request::kRecordGetMany:
+    case pb::Request::kRecordPutMany:
+      return HandleRecordBatch(request, sink, handle);
     default:
       return SendError(sink, request,
                        MakeError(ErrorCode::kMalformedRequest, "unknown data operation"));
@@ -155,6 +168,97 @@ absl::Status Services::ConnectionSession::HandleRecordList(const pb::Request& re
     }
   }
   return Finish(sink, request, audit::v1::ACCESS_READ, h, result, count, std::move(response));
+}
+
+// record_get_many, record_put_many (data.proto, "Batches"): each item served as record_get or
+// record_put serves it, with its own result and its own access entry; the entries are queued
+// together and waited for once, before anything is answered.
+absl::Status Services::ConnectionSession::HandleRecordBatch(
+    const pb::Request& request, ResponseSink* sink, const absl::StatusOr<uint64_t>& handle) {
+  const bool get = request.op_case() == pb::Request::kRecordGetMany;
+  const int size =
+      get ? request.record_get_many().ids_size() : request.record_put_many().items_size();
+  const audit::v1::EventKind kind = get ? audit::v1::ACCESS_READ : audit::v1::ACCESS_WRITE;
+  absl::Status whole = handle.status();
+  if (whole.ok()) whole = CheckRecordBatch(size, get ? "ids" : "items");
+  if (!whole.ok()) {
+    // Nothing is served: one entry for the request, as a single operation's failure.
+    absl::Status audited = AuditAccess(kind, audit::v1::PURPOSE_RECORDS, handle.value_or(0), whole,
+                                       static_cast<uint32_t>(size));
+    if (!audited.ok()) return SendError(sink, request, Public(audited));
+    return SendError(sink, request, PublicOrMalformed(whole));
+  }
+  const uint64_t h = *handle;
+  pb::Response response;
+  std::vector<absl::Status> results;
+  std::vector<MovedItem> moved;
+  results.reserve(size);
+  if (get) {
+    ServeGetMany(h, request.record_get_many(), response.mutable_record_get_many(), &results);
+  } else {
+    moved.assign(size, MovedItem{audit::ItemMove::kRecordWrite});
+    auto* out = response.mutable_record_put_many();
+    for (int i = 0; i < size; ++i) {
+      const pb::RecordPutItem& item = request.record_put_many().items(i);
+      results.push_back(deps_.records->Put(h, item.id(), item.value(), &moved[i].ref));
+      pb::RecordItemResult* result = out->add_results();
+      if (!results.back().ok()) FillError(result->mutable_error(), Public(results.back()));
+    }
+  }
+  std::vector<audit::AuditEvent> events;
+  events.reserve(size);
+  for (int i = 0; i < size; ++i) {
+    events.push_back(
+        AccessEvent(kind, audit::v1::PURPOSE_RECORDS, h, results[i], 1, get ? nullptr : &moved[i]));
+  }
+  absl::Status audited = deps_.access_audit->AppendAll(events);
+  if (!audited.ok()) return SendError(sink, request, Public(audited));  // no value leaves
+  if (get && deps_.anomalies != nullptr) {
+    for (const absl::Status& result : results) {
+      deps_.anomalies->Observe(peer_.uid, peer_.pid, h, request.record_get_many().dataset(), 1,
+                               ErrorCodeOf(result));
+    }
+  }
+  return Send(sink, request, std::move(response));
+}
+
+// record_get_many's items: read with one MultiGet, then answered in order while the reply
+// stays within the frame limit; the items past it are answered BATCH_REPLY_FULL, their values
+// dropped (freed memory is wiped: kms/cofferd/wiping_delete.cc).
+void Services::ConnectionSession::ServeGetMany(uint64_t handle, const pb::RecordGetManyRequest& r,
+                                               pb::RecordGetManyResponse* out,
+                                               std::vector<absl::Status>* results) {
+  const std::vector<std::string_view> ids(r.ids().begin(), r.ids().end());
+  std::vector<absl::StatusOr<std::string>> values = deps_.records->GetMany(handle, ids);
+  // What the reply may hold: the frame limit, less room for the envelope and for the items
+  // still to come should each be an error.
+  const size_t limit =
+      deps_.max_frame_bytes > kReplyEnvelopeBytes ? deps_.max_frame_bytes - kReplyEnvelopeBytes : 0;
+  size_t used = 0;
+  bool full = false;
+  for (size_t i = 0; i < ids.size(); ++i) {
+    pb::RecordItemResult* item = out->add_results();
+    absl::Status result = values[i].status();
+    if (result.ok()) {
+      const size_t reserve = (ids.size() - i - 1) * kItemErrorBytes;
+      full = full || used + values[i]->size() + kItemValueOverhead + reserve > limit;
+      if (full) {
+        result = MakeError(ErrorCode::kBatchReplyFull, "the reply is full");
+      } else if (deps_.canaries != nullptr) {
+        // A canary's read is audited (CANARY_READ) before its value leaves (canary.h).
+        result = deps_.canaries->CheckRead(actor_, handle, pb::CANARY_RECORD, ids[i]);
+      }
+    }
+    if (result.ok()) {
+      used += values[i]->size() + kItemValueOverhead;
+      item->set_value(*std::move(values[i]));
+    } else {
+      values[i] = absl::StatusOr<std::string>(result);  // frees the value
+      FillError(item->mutable_error(), Public(result));
+      used += item->ByteSizeLong() + kItemValueOverhead;
+    }
+    results->push_back(std::move(result));
+  }
 }
 
 // attachment_put_begin (the upload then runs in HandleUpload), _get (HandleDownload), _metadata,

@@ -48,6 +48,8 @@ constexpr OperationRow kRows[] = {
   {R::kRecordDelete,         "record_delete",         kData,  kRightDelete,       kRW,  kNoCode, DC::kNever,                COFFER_NAMED_BY(record_delete, dataset),         H::kRecords,      kEach},
   {R::kRecordRestore,        "record_restore",        kMeta,  kRightDelete,       kRW,  kCode,   DC::kNever,                COFFER_NAMED_BY(record_restore, dataset),        H::kRecords,      kEach},
   {R::kRecordList,           "record_list",           kData,  kRightRead,         kRO,  kNoCode, DC::kNever,                COFFER_NAMED_BY(record_list, dataset),           H::kRecords,      kEach},
+  {R::kRecordGetMany,        "record_get_many",       kData,  kRightRead,         kRO,  kNoCode, DC::kNever,                COFFER_NAMED_BY(record_get_many, dataset),       H::kRecords,      kEach},
+  {R::kRecordPutMany,        "record_put_many",       kData,  kRightWrite,        kRW,  kNoCode, DC::kNever,                COFFER_NAMED_BY(record_put_many, dataset),       H::kRecords,      kEach},
   {R::kAttachmentPutBegin,   "attachment_put_begin",  kData,  kRightWrite,        kRW,  kNoCode, DC::kNever,                COFFER_NAMED_BY(attachment_put_begin, dataset),  H::kAttachments,  kEach},
   {R::kAttachmentChunk,      "attachment_chunk",      kData,  kRightWrite,        kRW,  kNoCode, DC::kNever,                kNoDataset,                                      H::kUploadFrame,  kEach},
   {R::kAttachmentPutCommit,  "attachment_put_commit", kData,  kRightWrite,        kRW,  kNoCode, DC::kNever,                kNoDataset,                                      H::kUploadFrame,  kEach},

@@ -62,7 +62,7 @@ absl::Status Services::ConnectionSession::HandleRequest(const pb::Request& reque
                             "a chunk, commit or abort with no upload open on this connection"));
   }
 
-  Admission admission = deps_.authorizer->Admit(peer_.uid);
+  Admission admission = deps_.authorizer->Admit(peer_.uid, RateCost(request));
   if (!admission.admitted) {
     services_->requests_slowed_.fetch_add(1);
     return Refuse(sink, request,

@@ -165,6 +165,8 @@ struct ServicesDeps {
   RequestObserver* request_observer = nullptr;
   // Told of every read on the data socket, for access anomaly events (optional).
   AccessAnomalies* anomalies = nullptr;
+  // The transport's frame limit (kms/server/server.h): a record_get_many reply stays within it.
+  size_t max_frame_bytes = api::kDefaultMaxFrameBytes;
 };
 
 // Counters since start (status; also for the wiring's logs).

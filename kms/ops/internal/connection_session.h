@@ -91,6 +91,11 @@ class Services::ConnectionSession final : public Session {
   absl::Status AuditAccess(audit::v1::EventKind kind, audit::v1::Purpose purpose, uint64_t handle,
                            const absl::Status& result, uint32_t count,
                            const MovedItem* moved = nullptr) {
+    return deps_.access_audit->Append(AccessEvent(kind, purpose, handle, result, count, moved));
+  }
+  audit::AuditEvent AccessEvent(audit::v1::EventKind kind, audit::v1::Purpose purpose,
+                                uint64_t handle, const absl::Status& result, uint32_t count,
+                                const MovedItem* moved) const {
     audit::AuditEvent event;
     event.kind = kind;
     event.purpose = purpose;
@@ -103,7 +108,7 @@ class Services::ConnectionSession final : public Session {
       std::copy(moved->ref.begin(), moved->ref.end(), event.record_ref->begin());
       event.detail = audit::ItemMoveDetail(moved->move);
     }
-    return deps_.access_audit->Append(event);
+    return event;
   }
   // Finishes a data operation: audits it, then answers its error (public text) or `response`.
   absl::Status Finish(ResponseSink* sink, const pb::Request& request, audit::v1::EventKind kind,
@@ -136,6 +141,10 @@ class Services::ConnectionSession final : public Session {
                             const absl::StatusOr<uint64_t>& handle);
   absl::Status HandleRecordList(const pb::Request& request, ResponseSink* sink,
                                 const absl::StatusOr<uint64_t>& handle);
+  absl::Status HandleRecordBatch(const pb::Request& request, ResponseSink* sink,
+                                 const absl::StatusOr<uint64_t>& handle);
+  void ServeGetMany(uint64_t handle, const pb::RecordGetManyRequest& request,
+                    pb::RecordGetManyResponse* out, std::vector<absl::Status>* results);
   absl::Status HandleAttachment(const pb::Request& request, ResponseSink* sink,
                                 const absl::StatusOr<uint64_t>& handle);
   absl::Status HandlePseudonym(const pb::Request& request, ResponseSink* sink,

@@ -115,6 +115,8 @@ std::string_view FixedText(ErrorCode code) {
     case ErrorCode::kQuotaExceeded:
       return "the dataset's quota (keyctl dataset describe) is reached: delete or purge data, "
              "or ask an admin to raise it";
+    case ErrorCode::kBatchReplyFull:
+      return "this batch's reply is full: ask for this record again";
     case ErrorCode::kRangeBeyondEnd:
       return "the requested range ends beyond the attachment";
     case ErrorCode::kBackupNotFound:
@@ -153,6 +155,24 @@ absl::Status CheckPseudonymBatch(int size, const char* what) {
                      absl::StrCat("at most ", kMaxPseudonymBatch, " ", what, " per request"));
   }
   return absl::OkStatus();
+}
+
+absl::Status CheckRecordBatch(int size, const char* what) {
+  if (size == 0) {
+    return MakeError(ErrorCode::kMalformedRequest, absl::StrCat("the batch names no ", what));
+  }
+  if (size > kMaxRecordBatch) {
+    return MakeError(ErrorCode::kMalformedRequest,
+                     absl::StrCat("at most ", kMaxRecordBatch, " ", what, " per batch"));
+  }
+  return absl::OkStatus();
+}
+
+uint32_t RateCost(const coffer::v1::Request& request) {
+  int items = 1;
+  if (request.has_record_get_many()) items = request.record_get_many().ids_size();
+  if (request.has_record_put_many()) items = request.record_put_many().items_size();
+  return static_cast<uint32_t>(std::max(items, 1));
 }
 
 absl::Status Public(const absl::Status& status) {

@@ -27,13 +27,19 @@ inline constexpr uint32_t kDefaultListIds = 1000;
 inline constexpr uint32_t kMaxListIds = 10000;
 inline constexpr uint32_t kDefaultAuditLimit = 1000;
 inline constexpr uint32_t kMaxAuditLimit = 10000;
-// Pseudonymization requests carry 1..kMaxPseudonymBatch items.
+// Pseudonymization requests carry 1..kMaxPseudonymBatch items, record batches
+// (record_get_many, record_put_many) 1..kMaxRecordBatch.
 inline constexpr int kMaxPseudonymBatch = 1000;
+inline constexpr int kMaxRecordBatch = 1000;
 
 // The fixed public text of `code`.
 std::string_view FixedText(ErrorCode code);
 // MALFORMED_REQUEST unless 1 <= size <= kMaxPseudonymBatch (`what` names the items).
 absl::Status CheckPseudonymBatch(int size, const char* what);
+// MALFORMED_REQUEST unless 1 <= size <= kMaxRecordBatch (`what` names the items).
+absl::Status CheckRecordBatch(int size, const char* what);
+// What `request` costs in the caller's rate limit: a record batch's items (at least 1), else 1.
+uint32_t RateCost(const coffer::v1::Request& request);
 // `status` with its code's fixed text instead of the component's message.
 absl::Status Public(const absl::Status& status);
 // Public text, except that a malformed request keeps the daemon's own message (it names the

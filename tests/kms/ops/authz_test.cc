@@ -157,7 +157,7 @@ TEST(DaemonAuthzTest, ContentIsWrongSocketOnTheAdminSocketEvenForAnAdmin) {
     EXPECT_EQ(CodeOf(authz.Check(admin, row, "crm/contacts")), ErrorCode::kWrongSocket)
         << row.name.view();
   }
-  EXPECT_EQ(content, 15);
+  EXPECT_EQ(content, 17);
   EXPECT_TRUE(authz.Check(admin, pb::Request::kDatasetDescribe, "crm/contacts").ok());
   EXPECT_TRUE(authz.Check(admin, pb::Request::kDatasetList, "").ok());
 }

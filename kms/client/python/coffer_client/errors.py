@@ -194,6 +194,8 @@ class PseudonymTokenMismatchError(CofferError):
     code, code_name = 415, "PSEUDONYM_TOKEN_MISMATCH"
 class QuotaExceededError(CofferError):
     code, code_name = 416, "QUOTA_EXCEEDED"
+class BatchReplyFullError(CofferError):
+    code, code_name = 417, "BATCH_REPLY_FULL"
 
 # Daemon and protocol (500-519).
 class FrameTooLargeError(CofferError):
