@@ -180,7 +180,7 @@ absl::Status Services::ConnectionSession::HandleRecordBatch(
       get ? request.record_get_many().ids_size() : request.record_put_many().items_size();
   const audit::v1::EventKind kind = get ? audit::v1::ACCESS_READ : audit::v1::ACCESS_WRITE;
   absl::Status whole = handle.status();
-  if (whole.ok()) whole = CheckRecordBatch(size, get ? "ids" : "items");
+  if (whole.ok()) whole = CheckBatchSize(size, kMaxRecordBatch, get ? "ids" : "items");
   if (!whole.ok()) {
     // Nothing is served: one entry for the request, as a single operation's failure.
     absl::Status audited = AuditAccess(kind, audit::v1::PURPOSE_RECORDS, handle.value_or(0), whole,
@@ -346,7 +346,7 @@ absl::Status Services::ConnectionSession::HandlePseudonym(const pb::Request& req
     case pb::Request::kPseudonymize: {
       const auto& r = request.pseudonymize();
       absl::Status result = handle.status();
-      if (result.ok()) result = CheckPseudonymBatch(r.identifiers_size(), "identifiers");
+      if (result.ok()) result = CheckBatchSize(r.identifiers_size(), kMaxPseudonymBatch, "identifiers");
       if (result.ok()) {
         result = PseudonymBatch(r.identifiers(), response.mutable_pseudonymize(),
                                 [&](const std::string& identifier) {
@@ -359,7 +359,7 @@ absl::Status Services::ConnectionSession::HandlePseudonym(const pb::Request& req
     case pb::Request::kPseudonymTranslate: {
       const auto& r = request.pseudonym_translate();
       absl::Status result = handle.status();
-      if (result.ok()) result = CheckPseudonymBatch(r.tokens_size(), "tokens");
+      if (result.ok()) result = CheckBatchSize(r.tokens_size(), kMaxPseudonymBatch, "tokens");
       if (result.ok()) {
         result = PseudonymBatch(r.tokens(), response.mutable_pseudonym_translate(),
                                 [&](const std::string& token) {
@@ -372,7 +372,7 @@ absl::Status Services::ConnectionSession::HandlePseudonym(const pb::Request& req
     case pb::Request::kPseudonymReidentify: {
       const auto& r = request.pseudonym_reidentify();
       absl::Status result = handle.status();
-      if (result.ok()) result = CheckPseudonymBatch(r.tokens_size(), "tokens");
+      if (result.ok()) result = CheckBatchSize(r.tokens_size(), kMaxPseudonymBatch, "tokens");
       if (result.ok() && !pb::Mask_IsValid(r.mask())) {
         result = MakeError(ErrorCode::kMalformedRequest, "pseudonym_reidentify.mask is unknown");
       }

@@ -146,24 +146,13 @@ std::string_view FixedText(ErrorCode code) {
   }
 }
 
-absl::Status CheckPseudonymBatch(int size, const char* what) {
+absl::Status CheckBatchSize(int size, int max, const char* what) {
   if (size == 0) {
     return MakeError(ErrorCode::kMalformedRequest, absl::StrCat("the request names no ", what));
   }
-  if (size > kMaxPseudonymBatch) {
+  if (size > max) {
     return MakeError(ErrorCode::kMalformedRequest,
-                     absl::StrCat("at most ", kMaxPseudonymBatch, " ", what, " per request"));
-  }
-  return absl::OkStatus();
-}
-
-absl::Status CheckRecordBatch(int size, const char* what) {
-  if (size == 0) {
-    return MakeError(ErrorCode::kMalformedRequest, absl::StrCat("the batch names no ", what));
-  }
-  if (size > kMaxRecordBatch) {
-    return MakeError(ErrorCode::kMalformedRequest,
-                     absl::StrCat("at most ", kMaxRecordBatch, " ", what, " per batch"));
+                     absl::StrCat("at most ", max, " ", what, " per request"));
   }
   return absl::OkStatus();
 }

@@ -34,10 +34,9 @@ inline constexpr int kMaxRecordBatch = 1000;
 
 // The fixed public text of `code`.
 std::string_view FixedText(ErrorCode code);
-// MALFORMED_REQUEST unless 1 <= size <= kMaxPseudonymBatch (`what` names the items).
-absl::Status CheckPseudonymBatch(int size, const char* what);
-// MALFORMED_REQUEST unless 1 <= size <= kMaxRecordBatch (`what` names the items).
-absl::Status CheckRecordBatch(int size, const char* what);
+// MALFORMED_REQUEST unless 1 <= size <= max (kMaxPseudonymBatch, kMaxRecordBatch; `what` names
+// the items).
+absl::Status CheckBatchSize(int size, int max, const char* what);
 // What `request` costs in the caller's rate limit: a record batch's items (at least 1), else 1.
 uint32_t RateCost(const coffer::v1::Request& request);
 // `status` with its code's fixed text instead of the component's message.
