@@ -88,6 +88,7 @@
 namespace coffer::daemon {
 
 class CanaryRegistry;
+class RuntimeGrants;
 
 // An admin operation served outside Services (backups). Runs after access control; fills
 // `response`'s result or returns an error, which Services turns into an Error response.
@@ -165,6 +166,9 @@ struct ServicesDeps {
   RequestObserver* request_observer = nullptr;
   // Told of every read on the data socket, for access anomaly events (optional).
   AccessAnomalies* anomalies = nullptr;
+  // grant_list, grant_add, grant_remove (kms/ops/runtime_grants.h; optional: without it they
+  // are answered MALFORMED_REQUEST, not served).
+  RuntimeGrants* grants = nullptr;
 };
 
 // Counters since start (status; also for the wiring's logs).
