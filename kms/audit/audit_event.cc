@@ -91,11 +91,14 @@ absl::Status ValidateAuditEvent(const AuditEvent& event) {
   const bool erase = event.kind == v1::DATASET_ERASE;  // the items erased
   // Canary events carry the canary's number there (docs/events.md).
   const bool canary = event.kind == v1::CANARY_PLANT || event.kind == v1::CANARY_REMOVE;
+  // An admin request that changes a grant carries the principal's uid or gid there
+  // (kms/ops/runtime_grants.h).
+  const bool admin_request = event.kind == v1::ADMIN_REQUEST;
   if (!IsAccessKind(event.kind) && !backup && !refusal && !admin && !erase && !canary &&
-      event.record_count != 0) {
+      !admin_request && event.record_count != 0) {
     return Invalid(
-        "a record count belongs to access, refusal, backup, erase, canary and approval events "
-        "only");
+        "a record count belongs to access, refusal, backup, erase, canary, approval and admin "
+        "request events only");
   }
   if (event.policy_change.has_value() != (event.kind == v1::POLICY_CHANGE)) {
     return Invalid("a policy change goes with POLICY_CHANGE, and only there");

@@ -375,6 +375,7 @@ absl::Status Daemon::Parts::Stop() {
   if (damaged_events) damaged_events->Attach(nullptr).IgnoreError();
   event_log.reset();
   exports.reset();
+  grants.reset();
   authorizer.reset();
   jobs.reset();
   backups.reset();
@@ -478,7 +479,14 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const daemon::Config& conf
 absl::Status Daemon::ReloadGrants(const daemon::Config& config) {
   COFFER_ASSIGN_OR_RETURN(std::shared_ptr<const daemon::GrantTable> table,
                           daemon::GrantTable::FromConfig(config));
-  parts_->authorizer->Reload(std::move(table));
+  parts_->authorizer->Reload(std::move(table));  // the stored grants stay
+  if (parts_->grants != nullptr) {
+    // Their user and group names resolved again, as the configuration's were.
+    absl::Status refreshed = parts_->grants->Refresh();
+    if (!refreshed.ok()) {
+      LogWarning("reload: the stored grants were kept as they were: " + DescribeStatus(refreshed));
+    }
+  }
   daemon::Config before = parts_->config;
   daemon::Config after = config;
   for (daemon::Config* c : {&before, &after}) {

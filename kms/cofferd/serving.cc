@@ -383,6 +383,12 @@ absl::Status Daemon::Parts::OpenAdminControl() {
   control_options.session = std::chrono::seconds(config.mfa().session_seconds());
   control_options.approval_ttl = std::chrono::seconds(config.mfa().approval_ttl_seconds());
   control_options.invitation_ttl = std::chrono::seconds(config.mfa().invitation_ttl_seconds());
+  // Grant changes are checked and described by the run-time grants, opened just after this.
+  control_options.grant_change =
+      [this](const coffer::v1::Request& request) -> absl::StatusOr<std::string> {
+    if (grants == nullptr) return MakeError(ErrorCode::kUnavailable, "grants are not open yet");
+    return grants->DescribeChange(request);
+  };
   COFFER_ASSIGN_OR_RETURN(admin_control, daemon::AdminControl::Create(std::move(control_options)));
   if (!config.mfa().required()) {
     LogWarning(
@@ -469,6 +475,15 @@ absl::Status Daemon::Parts::StartServing() {
   }
 
   COFFER_RETURN_IF_ERROR(OpenAdminControl());
+  daemon::RuntimeGrantsDeps grant_deps;
+  grant_deps.keys = key_manager;
+  grant_deps.authorizer = authorizer.get();
+  grant_deps.registry = admin_registry.get();
+  grant_deps.audit_log = audit_log.get();
+  absl::StatusOr<std::unique_ptr<daemon::RuntimeGrants>> opened_grants =
+      daemon::RuntimeGrants::Create(std::move(grant_deps));
+  if (!opened_grants.ok()) return Context(opened_grants.status(), "stored grants");
+  grants = *std::move(opened_grants);
 
   daemon::ServicesDeps deps;
   deps.keys = key_manager;
@@ -501,6 +516,7 @@ absl::Status Daemon::Parts::StartServing() {
   deps.anomalies = anomalies.get();
   deps.max_frame_bytes = config.limits().max_frame_bytes();
   deps.damaged_events = damaged_events.get();
+  deps.grants = grants.get();
   deps.clock = clock;
 
   deps.extra_admin_ops = BackupOperations(BackupDeps(public_key));

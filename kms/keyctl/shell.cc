@@ -13,6 +13,7 @@
 #include "kms/keyctl/dataset_commands.h"
 #include "kms/keyctl/event_commands.h"
 #include "kms/keyctl/export_commands.h"
+#include "kms/keyctl/grant_commands.h"
 #include "kms/keyctl/job_commands.h"
 #include "kms/keyctl/key_commands.h"
 #include "kms/keyctl/output.h"
@@ -59,6 +60,7 @@ void AddCommands(CLI::App& app, CommandLine& line) {
   AddAdminCommands(app, line);
   AddReceiptCommands(app, line);
   AddEventCommands(app, line);
+  AddGrantCommands(app, line);
 }
 
 absl::StatusOr<std::vector<std::string>> SplitWords(std::string_view line) {

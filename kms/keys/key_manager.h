@@ -265,6 +265,19 @@ class KeyManager final : public storage::KeyProvider {
 
   KeyCacheStats cache_stats() const { return cache_.Stats(); }
 
+  // Grants at run time (kms/keys/key_manager_grants.cc; the rules are kms/ops/runtime_grants.h's):
+  // rows of the meta family under "grant/" ‖ id (u64 BE), authenticated like every key-DB row
+  // (a row failing its tag fails Open and these calls with KEY_DB_ROW_CORRUPT), grants format 1
+  // (v1::GrantsFormatRow; a newer one fails Open with UNSUPPORTED_FORMAT).
+  // Every stored grant, by id.
+  absl::StatusOr<std::vector<v1::GrantRow>> StoredGrants() const;
+  // Stores `row` (its id and created_micros are set here; the id is never reused) in one synced
+  // batch with the id counter. ALREADY_EXISTS when a stored grant has the same principal,
+  // dataset and rights.
+  absl::StatusOr<v1::GrantRow> AddGrant(v1::GrantRow row);
+  // Removes stored grant `id` and returns it; NOT_FOUND when there is none.
+  absl::StatusOr<v1::GrantRow> RemoveGrant(uint64_t id);
+
   // Export (kms/ops/export_operations.h): the daemon's own read path into a DISABLED or
   // PENDING_DESTRUCTION dataset, which PrimaryKey and KeyForVersion refuse. Returns the key of
   // `version`, or with no version the current primary of `purpose` (counting no encryption:
@@ -289,6 +302,9 @@ class KeyManager final : public storage::KeyProvider {
   // Records policy format 2 (v1::PolicyFormatRow) in a key DB that has none: no row changes
   // (format 1 rows read the same under format 2), so one synced batch is the whole migration.
   absl::Status MigratePolicyFormat();
+  // Checks the grants format (v1::GrantsFormatRow) and every grant row's tag; records format 1
+  // in a key DB that has none, in a batch of its own.
+  absl::Status OpenGrants();
   // Resolves the intents a crash left (recovery.cc), one Recover* per intent kind.
   absl::Status Recover();
   absl::Status RecoverCreating(uint64_t handle, const v1::IntentRow& intent,
@@ -410,6 +426,7 @@ class KeyManager final : public storage::KeyProvider {
   std::unique_ptr<internal::DatasetNames> dataset_names_;    // set by Open, then immutable
   uint32_t names_format_ = internal::kNamesFormatPlaintext;  // guarded by admin_mu_
   uint32_t policy_format_ = 1;                               // guarded by admin_mu_
+  mutable std::mutex grants_mu_;  // serialises grant changes (read-modify-write of the counter)
 };
 
 }  // namespace coffer::kms

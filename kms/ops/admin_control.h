@@ -67,6 +67,10 @@ struct AdminControlOptions {
   std::chrono::seconds invitation_ttl{86400};
   // A uid's login name for admin rows and audit entries; default getpwuid_r, else "uid-N".
   std::function<std::string(uid_t)> user_name;
+  // What a grant change (grant_add, grant_remove: DualControl::kGrantChange) does, for its
+  // approval summary, after checking it (an error refuses the request before it is filed):
+  // RuntimeGrants::DescribeChange (kms/ops/runtime_grants.h). Unset: the operation's name.
+  std::function<absl::StatusOr<std::string>(const coffer::v1::Request&)> grant_change;
 };
 
 // What Admit decided: refuse (status not OK, pending unset), file an approval request (status

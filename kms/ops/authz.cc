@@ -41,7 +41,9 @@ std::optional<gid_t> LookupGroup(const std::string& name) {
   return found->gr_gid;
 }
 
-uint32_t RightBit(cfg::Grant::Right right) {
+}  // namespace
+
+uint32_t RightBitOf(int right) {
   switch (right) {
     case cfg::Grant::READ:
       return kRightRead;
@@ -59,6 +61,8 @@ uint32_t RightBit(cfg::Grant::Right right) {
       return 0;
   }
 }
+
+namespace {
 
 // Adds the principal's id to *uids or *gids.
 absl::Status ResolvePrincipal(const std::string& field, const cfg::Principal& principal,
@@ -122,10 +126,11 @@ absl::StatusOr<std::shared_ptr<const GrantTable>> GrantTable::FromConfig(
     }
     entry.datasets.assign(grant.datasets().begin(), grant.datasets().end());
     for (int r = 0; r < grant.rights_size(); ++r) {
-      entry.rights |= RightBit(static_cast<cfg::Grant::Right>(grant.rights(r)));
+      entry.rights |= RightBitOf(grant.rights(r));
     }
     table->entries_.push_back(std::move(entry));
   }
+  table->config_grants_.assign(config.grants().begin(), config.grants().end());
   for (int a = 0; a < config.admins_size(); ++a) {
     COFFER_RETURN_IF_ERROR(ResolvePrincipal(absl::StrCat("admins[", a, "]"), config.admins(a),
                                             resolver, &table->admins_, nullptr));
@@ -141,6 +146,23 @@ absl::StatusOr<std::shared_ptr<const GrantTable>> GrantTable::FromConfig(
     for (uid_t uid : uids) table->overrides_[uid] = ToLimit(override_limit.limit());
   }
   return std::shared_ptr<const GrantTable>(std::move(table));
+}
+
+std::shared_ptr<const GrantTable> GrantTable::WithStored(const GrantTable& config_table,
+                                                         std::vector<StoredGrantEntry> stored,
+                                                         DatasetHandleCheck check) {
+  std::shared_ptr<GrantTable> table(new GrantTable(config_table));
+  for (StoredGrantEntry& grant : stored) {
+    Entry entry;
+    entry.uids = std::move(grant.uids);
+    entry.gids = std::move(grant.gids);
+    entry.datasets.push_back(std::move(grant.dataset));
+    entry.rights = grant.rights;
+    entry.handle = grant.handle;
+    table->entries_.push_back(std::move(entry));
+  }
+  table->handle_check_ = std::move(check);
+  return table;
 }
 
 namespace {
@@ -170,6 +192,8 @@ uint32_t GrantTable::RightsOn(const PeerIdentity& peer, std::string_view dataset
     if (!EntryNames(entry, peer)) continue;
     for (const std::string& name : entry.datasets) {
       if (name == "*" || name == dataset) {
+        // A stored grant is its dataset's, not its name's: a reused name gets nothing.
+        if (entry.handle != 0 && (!handle_check_ || !handle_check_(dataset, entry.handle))) break;
         rights |= entry.rights;
         break;
       }
@@ -188,11 +212,24 @@ TokenBucketLimit GrantTable::LimitFor(uid_t uid) const {
 }
 
 Authorizer::Authorizer(std::shared_ptr<const GrantTable> table, MonotonicClock now)
-    : table_(std::move(table)), now_(std::move(now)) {
+    : table_(table), config_table_(std::move(table)), now_(std::move(now)) {
   if (!now_) now_ = [] { return std::chrono::steady_clock::now(); };
 }
 
-void Authorizer::Reload(std::shared_ptr<const GrantTable> table) { table_.store(std::move(table)); }
+void Authorizer::Reload(std::shared_ptr<const GrantTable> table) {
+  std::lock_guard<std::mutex> lock(compose_mu_);
+  config_table_ = std::move(table);
+  table_.store(stored_.empty() ? config_table_
+                               : GrantTable::WithStored(*config_table_, stored_, handle_check_));
+}
+
+void Authorizer::SetStoredGrants(std::vector<StoredGrantEntry> stored, DatasetHandleCheck check) {
+  std::lock_guard<std::mutex> lock(compose_mu_);
+  stored_ = std::move(stored);
+  handle_check_ = std::move(check);
+  table_.store(stored_.empty() ? config_table_
+                               : GrantTable::WithStored(*config_table_, stored_, handle_check_));
+}
 
 std::shared_ptr<const GrantTable> Authorizer::table() const { return table_.load(); }
 

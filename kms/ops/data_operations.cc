@@ -56,6 +56,7 @@ absl::Status Services::ConnectionSession::HandleData(const pb::Request& request,
     case Handler::kAdmin:
     case Handler::kAdminControl:
     case Handler::kWired:
+    case Handler::kGrants:
       break;
   }
   return SendError(sink, request, MakeError(ErrorCode::kMalformedRequest, "not a data operation"));

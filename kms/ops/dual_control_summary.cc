@@ -229,6 +229,13 @@ absl::StatusOr<std::optional<std::string>> AdminControl::DualControlSummary(
       return WeakenPolicySummary(request.policy_set(), lookup);
     case DualControl::kFileExport:
       return FileExportSummary(request.dataset_export(), lookup);
+    case DualControl::kGrantChange: {
+      // Checked and described by the grants (kms/ops/runtime_grants.h): a refused change is
+      // never filed.
+      if (!options_.grant_change) return Show(std::string(OperationName(request.op_case()).view()));
+      COFFER_ASSIGN_OR_RETURN(std::string summary, options_.grant_change(request));
+      return Show(std::move(summary));
+    }
   }
   return MakeError(ErrorCode::kInternal, "unknown dual-control rule");
 }

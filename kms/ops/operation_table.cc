@@ -95,6 +95,9 @@ constexpr OperationRow kRows[] = {
   {R::kAdminRemove,          "admin_remove",          kAdmin, kRightNone,         kRW,  kCode,   DC::kAlways,               kNoDataset,                                      H::kAdminControl, kEach},
   {R::kApprovalList,         "approval_list",         kAdmin, kRightNone,         kRO,  kNoCode, DC::kNever,                kNoDataset,                                      H::kAdminControl, kEach},
   {R::kApprovalDecide,       "approval_decide",       kAdmin, kRightNone,         kRW,  Mfa::kFreshCode, DC::kNever,        kNoDataset,                                      H::kAdminControl, kEach},
+  {R::kGrantList,            "grant_list",            kAdmin, kRightNone,         kRO,  kNoCode, DC::kNever,                kNoDataset,                                      H::kGrants,       kEach},
+  {R::kGrantAdd,             "grant_add",             kAdmin, kRightNone,         kRW,  kCode,   DC::kGrantChange,          COFFER_NAMED_BY(grant_add, dataset),             H::kGrants,       kEach},
+  {R::kGrantRemove,          "grant_remove",          kAdmin, kRightNone,         kRW,  kCode,   DC::kGrantChange,          kNoDataset,                                      H::kGrants,       kEach},
 };
 // clang-format on
 #undef COFFER_NAMED_BY
@@ -160,6 +163,8 @@ std::string_view HandlerText(Handler handler) {
       return "admin control";
     case Handler::kWired:
       return "wired (cofferd)";
+    case Handler::kGrants:
+      return "grants";
   }
   return "";
 }
@@ -178,6 +183,7 @@ kms::audit::v1::Purpose AccessPurposeOf(Handler handler) {
     case Handler::kAdmin:
     case Handler::kAdminControl:
     case Handler::kWired:
+    case Handler::kGrants:
       break;
   }
   return kms::audit::v1::PURPOSE_UNSPECIFIED;
@@ -204,6 +210,8 @@ std::string_view DualControlWhy(DualControl rule) {
       return "always: physically deletes records or attachments (one item or a whole bin)";
     case DualControl::kFileExport:
       return "filing an export: the archive carries every record of the dataset";
+    case DualControl::kGrantChange:
+      return "always: a grant gives a uid content; removing one can cut a backend off";
   }
   return "";
 }

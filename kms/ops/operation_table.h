@@ -75,6 +75,8 @@ enum class DualControl : uint8_t {
                           // rotation period or raising the usage limit
   kPurge,                 // every purge (one item or a whole bin)
   kFileExport,            // dataset_export without an approval id (filing it)
+  kGrantChange,           // every grant_add and grant_remove: a grant gives a uid content, and
+                          // removing one can cut a backend off
 };
 
 // Which part of the services runs an admitted request.
@@ -86,6 +88,7 @@ enum class Handler : uint8_t {
   kAdmin,         // datasets, keys, lifecycle, policies, jobs, audit, status (the admin domain)
   kAdminControl,  // admins and approvals (kms/ops/admin_control.h)
   kWired,         // wired in by cofferd: backups, events, canaries, export (ServicesDeps)
+  kGrants,        // grants at run time (kms/ops/runtime_grants.h)
 };
 
 // How an admin-socket request is recorded in the audit log (ADMIN_REQUEST).

@@ -17,6 +17,7 @@
 #include "kms/ops/canary.h"
 #include "kms/ops/internal/connection_session.h"
 #include "kms/ops/progress_stream.h"
+#include "kms/ops/runtime_grants.h"
 #include "openssl/bio.h"
 #include "openssl/crypto.h"
 #include "openssl/pem.h"
@@ -109,6 +110,9 @@ absl::Status Services::ConnectionSession::Run(const pb::Request& request, const 
     case Handler::kAdminControl:
       if (deps_.admin_control == nullptr) break;
       return RunAdminControl(request, sink, actor);
+    case Handler::kGrants:
+      if (deps_.grants == nullptr) break;
+      return RunGrants(request, sink, actor, approval);
   }
   return SendError(
       sink, request,
@@ -131,6 +135,15 @@ absl::Status Services::ConnectionSession::RunAdminControl(const pb::Request& req
     return std::move(collect.responses.back());  // the final response follows any progress
   };
   absl::Status result = deps_.admin_control->Serve(peer_, actor, request, execute, &response);
+  if (!result.ok()) return SendError(sink, request, result);
+  return Send(sink, request, std::move(response));
+}
+
+absl::Status Services::ConnectionSession::RunGrants(
+    const pb::Request& request, ResponseSink* sink, const audit::AuditActor& actor,
+    const std::optional<kms::AdminApproval>& approval) {
+  pb::Response response;
+  absl::Status result = deps_.grants->Serve(request, actor, approval, &response);
   if (!result.ok()) return SendError(sink, request, result);
   return Send(sink, request, std::move(response));
 }

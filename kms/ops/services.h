@@ -88,6 +88,7 @@
 namespace coffer::daemon {
 
 class CanaryRegistry;
+class RuntimeGrants;
 
 // An admin operation served outside Services (backups). Runs after access control; fills
 // `response`'s result or returns an error, which Services turns into an Error response.
@@ -167,6 +168,9 @@ struct ServicesDeps {
   AccessAnomalies* anomalies = nullptr;
   // The transport's frame limit (kms/server/server.h): a record_get_many reply stays within it.
   size_t max_frame_bytes = api::kDefaultMaxFrameBytes;
+  // grant_list, grant_add, grant_remove (kms/ops/runtime_grants.h; optional: without it they
+  // are answered MALFORMED_REQUEST, not served).
+  RuntimeGrants* grants = nullptr;
 };
 
 // Counters since start (status; also for the wiring's logs).

@@ -51,6 +51,7 @@
 #include "kms/ops/event_operations.h"
 #include "kms/ops/export_operations.h"
 #include "kms/ops/jobs.h"
+#include "kms/ops/runtime_grants.h"
 #include "kms/ops/services.h"
 #include "kms/server/server.h"
 #include "storage/attachment_store.h"
@@ -98,6 +99,8 @@ struct Daemon::Parts {
   std::unique_ptr<daemon::Authorizer> authorizer;
   std::unique_ptr<kms::admin::AdminRegistry> admin_registry;
   std::unique_ptr<daemon::AdminControl> admin_control;
+  // Grants at run time (kms/ops/runtime_grants.h): over key_manager, authorizer, admin_registry.
+  std::unique_ptr<daemon::RuntimeGrants> grants;
   std::unique_ptr<events::EventLog> event_log;
   std::unique_ptr<daemon::CanaryRegistry> canaries;
   std::unique_ptr<daemon::AccessAnomalies> anomalies;  // over event_log

@@ -187,6 +187,10 @@ class Services::ConnectionSession final : public Session {
   absl::Status Run(const pb::Request& request, const OperationRow& row, ResponseSink* sink,
                    const audit::AuditActor& actor,
                    const std::optional<kms::AdminApproval>& approval = std::nullopt);
+  // grant_list, grant_add, grant_remove (kms/ops/runtime_grants.h).
+  absl::Status RunGrants(const pb::Request& request, ResponseSink* sink,
+                         const audit::AuditActor& actor,
+                         const std::optional<kms::AdminApproval>& approval);
   // Admins and approvals (kms/ops/admin_control.h); an approved request runs through Dispatch.
   absl::Status RunAdminControl(const pb::Request& request, ResponseSink* sink,
                                const audit::AuditActor& actor);

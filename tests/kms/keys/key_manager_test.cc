@@ -1291,5 +1291,155 @@ TEST_F(KeyManagerTest, KeyOperationsFailClosedWhenAuditCannotBeMadeDurable) {
   EXPECT_EQ(manager_->ListDatasets().size(), 1u);
 }
 
+// ---- Grants at run time (key_manager.h, "Grants at run time") ----
+
+v1::GrantRow UidGrant(uint32_t uid, uint64_t handle, std::vector<uint32_t> rights) {
+  v1::GrantRow row;
+  row.set_uid(uid);
+  row.set_dataset_handle(handle);
+  for (uint32_t right : rights) row.add_rights(right);
+  return row;
+}
+
+// Stored grants round-trip through the key DB, keep their ids across a reopen, and an id is never
+// handed out twice (an approval naming a removed grant cannot remove a later one).
+TEST_F(KeyManagerTest, StoredGrantsRoundTripAndIdsAreNeverReused) {
+  OpenDefault();
+  const uint64_t crm = Create("crm");
+  auto added = manager_->AddGrant(UidGrant(1001, crm, {1, 2}));
+  ASSERT_OK(added);
+  EXPECT_EQ(added->id(), 1u);
+  EXPECT_GT(added->created_micros(), 0);
+  v1::GrantRow every;
+  every.set_user("crm-backend");
+  every.set_every_dataset(true);
+  every.add_rights(4);
+  every.mutable_requested_by()->set_uid(0);
+  every.mutable_approval()->set_request_id(9);
+  auto second = manager_->AddGrant(every);
+  ASSERT_OK(second);
+  EXPECT_EQ(second->id(), 2u);
+  // The same principal, dataset and rights again (rights in another order) is refused.
+  EXPECT_THAT(manager_->AddGrant(UidGrant(1001, crm, {2, 1})).status(),
+              HasCode(ErrorCode::kAlreadyExists));
+  // Other rights for the same principal and dataset are another grant.
+  ASSERT_OK(manager_->AddGrant(UidGrant(1001, crm, {3})));
+
+  auto removed = manager_->RemoveGrant(3);
+  ASSERT_OK(removed);
+  EXPECT_EQ(removed->rights_size(), 1);
+  EXPECT_THAT(manager_->RemoveGrant(3).status(), HasCode(ErrorCode::kNotFound));
+
+  OpenDefault();  // a restart
+  auto rows = manager_->StoredGrants();
+  ASSERT_OK(rows);
+  ASSERT_EQ(rows->size(), 2u);
+  EXPECT_EQ((*rows)[0].id(), 1u);
+  EXPECT_EQ((*rows)[0].uid(), 1001u);
+  EXPECT_EQ((*rows)[0].dataset_handle(), crm);
+  EXPECT_EQ((*rows)[1].id(), 2u);
+  EXPECT_EQ((*rows)[1].user(), "crm-backend");
+  EXPECT_TRUE((*rows)[1].every_dataset());
+  EXPECT_EQ((*rows)[1].approval().request_id(), 9u);
+  // Removing the newest does not free its id either.
+  ASSERT_OK(manager_->RemoveGrant(2));
+  auto next = manager_->AddGrant(UidGrant(1002, crm, {1}));
+  ASSERT_OK(next);
+  EXPECT_EQ(next->id(), 4u);
+}
+
+// Edits the first grant row ("grant/" ‖ id in the meta family) directly in RocksDB: flips a byte
+// of its value, or moves it under another id.
+void EditGrantRow(const std::string& db_dir, bool flip) {
+  std::vector<rocksdb::ColumnFamilyDescriptor> families = {{rocksdb::kDefaultColumnFamilyName, {}},
+                                                           {"datasets", {}},
+                                                           {"names", {}},
+                                                           {"key_versions", {}},
+                                                           {"intents", {}},
+                                                           {"meta", {}}};
+  std::vector<rocksdb::ColumnFamilyHandle*> handles;
+  rocksdb::DB* db = nullptr;
+  ASSERT_TRUE(rocksdb::DB::Open({}, db_dir, families, &handles, &db).ok());
+  rocksdb::ColumnFamilyHandle* meta = handles.back();
+  std::unique_ptr<rocksdb::Iterator> it(db->NewIterator({}, meta));
+  it->Seek("grant/");
+  ASSERT_TRUE(it->Valid());
+  std::string key = it->key().ToString();
+  std::string value = it->value().ToString();
+  ASSERT_EQ(key.rfind("grant/", 0), 0u);
+  it.reset();
+  if (flip) {
+    value[value.size() / 3] ^= 0x01;
+  } else {
+    ASSERT_TRUE(db->Delete({}, meta, key).ok());
+    key[key.size() - 1] ^= 0x40;
+  }
+  ASSERT_TRUE(db->Put({}, meta, key, value).ok());
+  for (auto* h : handles) ASSERT_TRUE(db->DestroyColumnFamilyHandle(h).ok());
+  delete db;
+}
+
+// A grant row is authenticated like every key-DB row: a flipped byte or a row moved to another id
+// stops the open (and so the daemon's start) with KEY_DB_ROW_CORRUPT.
+TEST_F(KeyManagerTest, AStoredGrantEditedOnDiskIsDetected) {
+  for (bool flip : {true, false}) {
+    SCOPED_TRACE(flip ? "flip" : "move");
+    audit::testing::TempDir dir;
+    KeyManagerOptions options = Options();
+    options.key_db_directory = dir.Sub("keydb");
+    ASSERT_OK_S(Open(options));
+    const uint64_t crm = Create("crm");
+    ASSERT_OK(manager_->AddGrant(UidGrant(1001, crm, {1})));
+    manager_.reset();
+    EditGrantRow(options.key_db_directory, flip);
+    absl::Status opened = Open(options);
+    EXPECT_THAT(opened, HasCode(ErrorCode::kKeyDbRowCorrupt));
+    EXPECT_EQ(opened.code(), absl::StatusCode::kDataLoss);
+  }
+}
+
+// Grants format 1 (v1::GrantsFormatRow, docs/formats.md): recorded at the first open by a build
+// that knows grants (also in a key DB written before grants existed), and a key DB of another
+// format is refused rather than served with its grants misread.
+TEST_F(KeyManagerTest, GrantsFormat1IsRecordedAndANewerOneIsRefused) {
+  OpenDefault();
+  const uint64_t crm = Create("crm");
+  ASSERT_OK(manager_->AddGrant(UidGrant(1001, crm, {1})));
+  manager_.reset();
+  auto read_format = [&]() -> std::optional<uint32_t> {
+    auto db = KeyDb::Open(dir_.Sub("keydb"), &suite_.client->row_authenticator());
+    EXPECT_TRUE(db.ok()) << db.status();
+    if (!db.ok()) return std::nullopt;
+    v1::GrantsFormatRow format;
+    auto found = (*db)->Get(KeyDbTable::kMeta, "grants_format", format);
+    EXPECT_TRUE(found.ok()) << found.status();
+    if (!found.ok() || !*found) return std::nullopt;
+    return format.format();
+  };
+  auto write_format = [&](std::optional<uint32_t> format) {
+    auto db = KeyDb::Open(dir_.Sub("keydb"), &suite_.client->row_authenticator());
+    ASSERT_OK(db);
+    KeyDb::Batch batch(**db);
+    if (format.has_value()) {
+      v1::GrantsFormatRow row;
+      row.set_format(*format);
+      ASSERT_OK_S(batch.Put(KeyDbTable::kMeta, "grants_format", row));
+    } else {
+      batch.Delete(KeyDbTable::kMeta, "grants_format");
+    }
+    ASSERT_OK_S((*db)->Write(batch));
+  };
+  EXPECT_EQ(read_format(), std::optional<uint32_t>(1));
+
+  write_format(std::nullopt);  // as a key DB from before grants
+  OpenDefault();
+  EXPECT_EQ(manager_->StoredGrants()->size(), 1u);
+  manager_.reset();
+  EXPECT_EQ(read_format(), std::optional<uint32_t>(1));
+
+  write_format(2);
+  EXPECT_THAT(Open(Options()), HasCode(ErrorCode::kUnsupportedFormat));
+}
+
 }  // namespace
 }  // namespace coffer::kms

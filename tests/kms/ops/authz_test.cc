@@ -197,6 +197,49 @@ TEST(DaemonAuthzTest, ReloadSwapsTheGrantTable) {
             ErrorCode::kNotGranted);
 }
 
+// Stored grants (kms/ops/runtime_grants.h) add to the configuration's, take effect for the next
+// check, survive a Reload of the configuration's, and follow their dataset's handle: once the
+// name belongs to another handle (a destroyed dataset's name reused), the grant gives nothing.
+TEST(DaemonAuthzTest, StoredGrantsAddToTheConfigsAndSurviveAReload) {
+  Authorizer authz(Table(kConfig));
+  EXPECT_EQ(CodeOf(authz.Check(Peer(3001), pb::Request::kRecordGet, "crm/orders")),
+            ErrorCode::kNotGranted);
+  uint64_t orders_handle = 77;
+  DatasetHandleCheck check = [&orders_handle](std::string_view name, uint64_t handle) {
+    return name == "crm/orders" && handle == orders_handle;
+  };
+  StoredGrantEntry stored;
+  stored.uids = {3001};
+  stored.dataset = "crm/orders";
+  stored.handle = 77;
+  stored.rights = kRightRead;
+  StoredGrantEntry every;
+  every.gids = {5000};
+  every.dataset = "*";
+  every.rights = kRightMetadata;
+  authz.SetStoredGrants({stored, every}, check);
+  EXPECT_TRUE(authz.Check(Peer(3001), pb::Request::kRecordGet, "crm/orders").ok());
+  EXPECT_EQ(CodeOf(authz.Check(Peer(3001), pb::Request::kRecordPut, "crm/orders")),
+            ErrorCode::kNotGranted);
+  EXPECT_TRUE(authz.Check(Peer(3002, 100, {5000}), pb::Request::kDatasetDescribe, "any").ok());
+  // The configuration's grants are still there.
+  EXPECT_TRUE(authz.Check(Peer(1001), pb::Request::kRecordGet, "crm/contacts").ok());
+
+  authz.Reload(Table("admins { uid: 2000 }"));  // SIGHUP: the config's grants replaced
+  EXPECT_TRUE(authz.Check(Peer(3001), pb::Request::kRecordGet, "crm/orders").ok());
+  EXPECT_EQ(CodeOf(authz.Check(Peer(1001), pb::Request::kRecordGet, "crm/contacts")),
+            ErrorCode::kNotGranted);
+  EXPECT_EQ(authz.table()->config_grants().size(), 0u);
+
+  orders_handle = 78;  // the name now belongs to another dataset
+  EXPECT_EQ(CodeOf(authz.Check(Peer(3001), pb::Request::kRecordGet, "crm/orders")),
+            ErrorCode::kNotGranted);
+
+  authz.SetStoredGrants({}, check);  // a removal: gone for the next check
+  EXPECT_EQ(CodeOf(authz.Check(Peer(3002, 100, {5000}), pb::Request::kDatasetDescribe, "any")),
+            ErrorCode::kNotGranted);
+}
+
 TEST(DaemonAuthzTest, AnUnknownUserOrGroupIsConfigInvalidNamingTheField) {
   auto config = ParseConfig(
       "grants { principals { uid: 1 } principals { group: \"nope\" } datasets: \"a\" "

@@ -95,7 +95,8 @@ TEST(OperationTableTest, EveryRowKeepsThePolicyRules) {
       EXPECT_NE(row.mfa, Mfa::kNone);
     }
     // Admins, approvals and the operations cofferd wires in are admin-socket only.
-    if (row.handler == Handler::kAdminControl || row.handler == Handler::kWired) {
+    if (row.handler == Handler::kAdminControl || row.handler == Handler::kWired ||
+        row.handler == Handler::kGrants) {
       EXPECT_EQ(row.sockets, Sockets::kAdmin);
     }
     // A dual-control rule belongs to the one operation it reads, and says why.
@@ -108,6 +109,7 @@ TEST(OperationTableTest, EveryRowKeepsThePolicyRules) {
         {DualControl::kWeakenPolicy, {pb::Request::kPolicySet}},
         {DualControl::kPurge, {pb::Request::kPurge}},
         {DualControl::kFileExport, {pb::Request::kDatasetExport}},
+        {DualControl::kGrantChange, {pb::Request::kGrantAdd, pb::Request::kGrantRemove}},
     };
     if (row.dual_control != DualControl::kNever) {
       EXPECT_TRUE(kRuleOps.at(row.dual_control).count(row.op));
@@ -150,6 +152,28 @@ TEST(OperationTableTest, EveryRowNamesTheDatasetItsRequestCarries) {
     inner->GetReflection()->SetString(inner, named, "crm/contacts");
     EXPECT_EQ(DatasetNamedBy(request), "crm/contacts");
   }
+}
+
+// Design brief: "changing a grant at run time needs two admins" — adding and removing alike (a
+// removal can cut a backend off); listing is read-only and needs no code.
+TEST(OperationTableTest, GrantChangesAreAlwaysUnderDualControl) {
+  const OperationTable& table = OperationTable::Default();
+  for (Operation op : {pb::Request::kGrantAdd, pb::Request::kGrantRemove}) {
+    const OperationRow* row = table.Find(op);
+    ASSERT_NE(row, nullptr);
+    SCOPED_TRACE(std::string(row->name.view()));
+    EXPECT_EQ(row->sockets, Sockets::kAdmin);
+    EXPECT_EQ(row->effect, Effect::kChangesState);
+    EXPECT_EQ(row->mfa, Mfa::kSession);
+    EXPECT_EQ(row->dual_control, DualControl::kGrantChange);
+    EXPECT_EQ(row->handler, Handler::kGrants);
+  }
+  const OperationRow* list = table.Find(pb::Request::kGrantList);
+  ASSERT_NE(list, nullptr);
+  EXPECT_EQ(list->sockets, Sockets::kAdmin);
+  EXPECT_EQ(list->effect, Effect::kReadOnly);
+  EXPECT_EQ(list->mfa, Mfa::kNone);
+  EXPECT_EQ(list->dual_control, DualControl::kNever);
 }
 
 TEST(OperationTableTest, AnOperationWithoutARowIsNotFound) {
