@@ -347,7 +347,8 @@ absl::Status Services::ConnectionSession::HandlePseudonym(const pb::Request& req
     case pb::Request::kPseudonymize: {
       const auto& r = request.pseudonymize();
       absl::Status result = handle.status();
-      if (result.ok()) result = CheckBatchSize(r.identifiers_size(), kMaxPseudonymBatch, "identifiers");
+      if (result.ok())
+        result = CheckBatchSize(r.identifiers_size(), kMaxPseudonymBatch, "identifiers");
       if (result.ok()) {
         result = PseudonymBatch(r.identifiers(), response.mutable_pseudonymize(),
                                 [&](const std::string& identifier) {
