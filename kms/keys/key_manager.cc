@@ -156,6 +156,7 @@ absl::StatusOr<std::unique_ptr<KeyManager>> KeyManager::Open(KeyManagerOptions o
   COFFER_RETURN_IF_ERROR(manager->MigrateNames());
   COFFER_RETURN_IF_ERROR(manager->MigratePolicyFormat());
   COFFER_RETURN_IF_ERROR(manager->OpenGrants());
+  COFFER_RETURN_IF_ERROR(manager->OpenAccessAuditPolicy());
   COFFER_RETURN_IF_ERROR(manager->CheckClockAtOpen());
   COFFER_RETURN_IF_ERROR(manager->Recover());
   COFFER_RETURN_IF_ERROR(manager->Reconcile());

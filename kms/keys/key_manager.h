@@ -278,6 +278,18 @@ class KeyManager final : public storage::KeyProvider {
   // Removes stored grant `id` and returns it; NOT_FOUND when there is none.
   absl::StatusOr<v1::GrantRow> RemoveGrant(uint64_t id);
 
+  // The access audit's failure policy (kms/keys/key_manager_audit_policy.cc;
+  // v1::AccessAuditPolicyRow under meta "access_audit_policy", format 1): kFailClosed until
+  // SetAccessAuditFailure stores another. Lock-free: the data path reads it when an access entry
+  // could not be audited.
+  AccessAuditFailure access_audit_failure() const { return access_audit_failure_.load(); }
+  // Stores `policy` and returns the previous one. A change is audited as every policy change:
+  // POLICY_CHANGE ("access_audit_failure", old, new; dataset handle 0) REQUESTED before the row
+  // is written and COMPLETED with the result after; no change, no entry. INVALID_ARGUMENT for a
+  // value outside the enum. Whether a second admin must approve is the operation table's rule.
+  absl::StatusOr<AccessAuditFailure> SetAccessAuditFailure(AccessAuditFailure policy,
+                                                           const audit::AuditActor& actor);
+
   // Export (kms/ops/export_operations.h): the daemon's own read path into a DISABLED or
   // PENDING_DESTRUCTION dataset, which PrimaryKey and KeyForVersion refuse. Returns the key of
   // `version`, or with no version the current primary of `purpose` (counting no encryption:
@@ -305,6 +317,9 @@ class KeyManager final : public storage::KeyProvider {
   // Checks the grants format (v1::GrantsFormatRow) and every grant row's tag; records format 1
   // in a key DB that has none, in a batch of its own.
   absl::Status OpenGrants();
+  // Reads the access audit policy row (its tag checked; a format other than 1 fails Open with
+  // UNSUPPORTED_FORMAT).
+  absl::Status OpenAccessAuditPolicy();
   // Resolves the intents a crash left (recovery.cc), one Recover* per intent kind.
   absl::Status Recover();
   absl::Status RecoverCreating(uint64_t handle, const v1::IntentRow& intent,
@@ -426,6 +441,7 @@ class KeyManager final : public storage::KeyProvider {
   std::unique_ptr<internal::DatasetNames> dataset_names_;    // set by Open, then immutable
   uint32_t names_format_ = internal::kNamesFormatPlaintext;  // guarded by admin_mu_
   uint32_t policy_format_ = 1;                               // guarded by admin_mu_
+  std::atomic<AccessAuditFailure> access_audit_failure_{AccessAuditFailure::kFailClosed};
   mutable std::mutex grants_mu_;  // serialises grant changes (read-modify-write of the counter)
 };
 

@@ -24,6 +24,14 @@ namespace coffer::kms {
 using Seconds = std::chrono::seconds;
 using TimePoint = std::chrono::system_clock::time_point;
 
+// What a data request does when the audit log cannot take its access entry (docs/audit.md,
+// "Failure policy"), stored in the key DB (v1::AccessAuditPolicyRow). The numbers are
+// coffer.v1.AccessAuditFailure's.
+enum class AccessAuditFailure : uint8_t {
+  kFailClosed = 1,     // refused with the audit's error (the default)
+  kServeAndCount = 2,  // served, counted, written as entries once the log takes them again
+};
+
 inline constexpr Seconds kDefaultRotationPeriod{90LL * 24 * 3600};
 inline constexpr Seconds kDefaultDestructionWait{30LL * 24 * 3600};
 inline constexpr uint64_t kDefaultUsageLimit = uint64_t{1} << 31;

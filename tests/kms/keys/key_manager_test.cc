@@ -1441,5 +1441,57 @@ TEST_F(KeyManagerTest, GrantsFormat1IsRecordedAndANewerOneIsRefused) {
   EXPECT_THAT(Open(Options()), HasCode(ErrorCode::kUnsupportedFormat));
 }
 
+// Issue 20 item 6: the access audit's failure policy is an authenticated key-DB row (format 1),
+// fail-closed until set, audited as a policy change (requested and completed, old and new
+// value), kept across a reopen; a row of another format is refused rather than guessed at.
+TEST_F(KeyManagerTest, AccessAuditFailurePolicyIsStoredAuditedAndRefusedInAnUnknownFormat) {
+  OpenDefault();
+  EXPECT_EQ(manager_->access_audit_failure(), AccessAuditFailure::kFailClosed);
+  auto previous = manager_->SetAccessAuditFailure(AccessAuditFailure::kServeAndCount, TestAdmin());
+  ASSERT_OK(previous);
+  EXPECT_EQ(*previous, AccessAuditFailure::kFailClosed);
+  EXPECT_EQ(manager_->access_audit_failure(), AccessAuditFailure::kServeAndCount);
+  // No change, no entry.
+  previous = manager_->SetAccessAuditFailure(AccessAuditFailure::kServeAndCount, TestAdmin());
+  ASSERT_OK(previous);
+  EXPECT_EQ(*previous, AccessAuditFailure::kServeAndCount);
+  EXPECT_THAT(
+      manager_->SetAccessAuditFailure(static_cast<AccessAuditFailure>(7), TestAdmin()).status(),
+      HasCode(ErrorCode::kInvalidArgument));
+  EXPECT_EQ(CountAudit(audit::v1::POLICY_CHANGE, audit::v1::STAGE_REQUESTED), 1u);
+  EXPECT_EQ(CountAudit(audit::v1::POLICY_CHANGE, audit::v1::STAGE_COMPLETED), 1u);
+  auto entries = audit::ReadAuditEntries(dir_.Sub("audit"));
+  ASSERT_OK(entries);
+  for (const auto& e : *entries) {
+    if (e.kind() != audit::v1::POLICY_CHANGE) continue;
+    EXPECT_EQ(e.dataset_handle(), 0u);
+    EXPECT_EQ(e.policy().policy(), "access_audit_failure");
+    EXPECT_EQ(e.policy().old_value(), 1);
+    EXPECT_EQ(e.policy().new_value(), 2);
+  }
+
+  OpenDefault();  // a restart keeps it
+  EXPECT_EQ(manager_->access_audit_failure(), AccessAuditFailure::kServeAndCount);
+  ASSERT_OK(manager_->SetAccessAuditFailure(AccessAuditFailure::kFailClosed, TestAdmin()));
+  OpenDefault();
+  EXPECT_EQ(manager_->access_audit_failure(), AccessAuditFailure::kFailClosed);
+  manager_.reset();
+
+  for (uint32_t format : {2u, 0u}) {
+    SCOPED_TRACE(format);
+    {
+      auto db = KeyDb::Open(dir_.Sub("keydb"), &suite_.client->row_authenticator());
+      ASSERT_OK(db);
+      v1::AccessAuditPolicyRow row;
+      row.set_format(format);
+      row.set_access_failure(2);
+      KeyDb::Batch batch(**db);
+      ASSERT_OK_S(batch.Put(KeyDbTable::kMeta, "access_audit_policy", row));
+      ASSERT_OK_S((*db)->Write(batch));
+    }
+    EXPECT_THAT(Open(Options()), HasCode(ErrorCode::kUnsupportedFormat));
+  }
+}
+
 }  // namespace
 }  // namespace coffer::kms
