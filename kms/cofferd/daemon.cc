@@ -357,6 +357,17 @@ absl::Status Daemon::Parts::Stop() {
     LogInfo("stop: stopping background jobs");
     jobs->Stop();
   }
+  if (services) {
+    // Accesses served while the audit log was failing (SERVE_AND_COUNT) and not yet written.
+    const uint64_t counted = services->unaudited_pending();
+    absl::Status written = services->FlushUnaudited();
+    if (!written.ok()) {
+      LogError(
+          "stop: " + std::to_string(counted) +
+          " data accesses served while the audit log was failing could not be written to it: " +
+          DescribeStatus(written));
+    }
+  }
   if (access_audit) note(access_audit->Stop(), "access-audit writer");
   if (event_log) event_log->Shutdown();  // wakes long-polling readers and the hook thread
   if (hook_delivery) hook_delivery->Stop();

@@ -211,6 +211,53 @@ absl::Status AuditVerify(CommandContext& ctx) {
   return absl::OkStatus();
 }
 
+namespace {
+
+std::string_view AccessFailureText(pb::AccessAuditFailure policy) {
+  switch (policy) {
+    case pb::SERVE_AND_COUNT:
+      return "serve-and-count";
+    case pb::FAIL_CLOSED:
+    case pb::ACCESS_AUDIT_FAILURE_UNSPECIFIED:  // a daemon from before the policy fails closed
+    default:
+      return "fail-closed";
+  }
+}
+
+}  // namespace
+
+absl::Status AuditPolicy(CommandContext& ctx, const std::string& access_failure) {
+  pb::Request request;
+  if (access_failure.empty()) {
+    request.mutable_status();
+    COFFER_ASSIGN_OR_RETURN(pb::Response response, ctx.Call(std::move(request)));
+    const pb::AuditStatus& a = response.status().audit();
+    if (ctx.json()) {
+      nlohmann::json json;
+      json["access_failure"] = std::string(AccessFailureText(a.access_failure()));
+      json["served_unaudited"] = a.served_unaudited();
+      json["unaudited_pending"] = a.unaudited_pending();
+      PrintJson(ctx, json);
+      return absl::OkStatus();
+    }
+    ctx.out() << "access-event failure policy: " << AccessFailureText(a.access_failure()) << '\n'
+              << "served while the audit log was failing, since start: " << a.served_unaudited()
+              << " (not yet written to the log: " << a.unaudited_pending() << ")\n";
+    return absl::OkStatus();
+  }
+  request.mutable_audit_policy_set()->set_access_failure(
+      access_failure == "serve-and-count" ? pb::SERVE_AND_COUNT : pb::FAIL_CLOSED);
+  COFFER_ASSIGN_OR_RETURN(pb::Response response, ctx.Call(std::move(request)));
+  const pb::AuditPolicySetResponse& r = response.audit_policy_set();
+  if (ctx.json()) {
+    PrintJson(ctx, ProtoToJson(r));
+    return absl::OkStatus();
+  }
+  ctx.out() << "access-event failure policy: " << AccessFailureText(r.access_failure()) << " (was "
+            << AccessFailureText(r.previous()) << ")\n";
+  return absl::OkStatus();
+}
+
 struct OfflineVerify {
   std::string public_key_file;
   std::string audit_directory;
@@ -297,6 +344,7 @@ struct AuditValues {
   std::string public_key, audit_dir = "./var/audit";
   std::string anchors;
   uint64_t min_sequence = 0;
+  std::string access_failure;
 };
 
 // --since and --until on `command`.
@@ -406,6 +454,18 @@ void AddAuditCommands(CLI::App& app, CommandLine& line) {
   });
 
   AddVerifyCommand(audit, line, v);
+
+  CLI::App* policy = AddCommand(
+      audit, "policy",
+      "Show or set what data requests do when the audit log cannot take their entries: "
+      "fail-closed (refused, the default) or serve-and-count (served, counted, written once the "
+      "log recovers; needs a second admin)",
+      "keyctl audit policy --access-failure serve-and-count --code 123456");
+  policy
+      ->add_option("--access-failure", v.access_failure,
+                   "fail-closed or serve-and-count (without it: show the policy)")
+      ->check(CLI::IsMember({"fail-closed", "serve-and-count"}));
+  line.Runs(policy, [&v](CommandContext& ctx) { return AuditPolicy(ctx, v.access_failure); });
 }
 
 }  // namespace coffer::keyctl

@@ -3,6 +3,7 @@
 //   keyctl audit search [--since T] [--until T] [--dataset NAME] [--caller UID] [--limit N]
 //   keyctl audit verify                           (by the daemon)
 //   keyctl audit verify --offline --public-key PEM [--audit-dir DIR]   (here, no daemon)
+//   keyctl audit policy [--access-failure fail-closed|serve-and-count]
 //
 // Thread safety: none (keyctl is single-threaded).
 
@@ -45,6 +46,10 @@ absl::Status AuditVerify(CommandContext& ctx);
 // Verifies an audit log directory locally with kms/audit's offline verifier (no daemon).
 absl::Status AuditVerifyOffline(CommandContext& ctx, const std::string& public_key_file,
                                 const std::string& audit_directory);
+
+// Shows the access audit's failure policy (from status) when `access_failure` is empty, or sets
+// it ("fail-closed" or "serve-and-count"; the daemon asks a second admin for the latter).
+absl::Status AuditPolicy(CommandContext& ctx, const std::string& access_failure);
 
 // Adds `audit`.
 void AddAuditCommands(CLI::App& app, CommandLine& line);

@@ -186,6 +186,12 @@ absl::Status DaemonStatus(CommandContext& ctx) {
                       std::to_string(a.anchor_failures())});
     table.AddRow({"audit reopens / failed",
                   std::to_string(a.reopens()) + " / " + std::to_string(a.reopen_failures())});
+    table.AddRow({"audit failure policy (data requests)",
+                  a.access_failure() == pb::SERVE_AND_COUNT
+                      ? "serve-and-count: " + std::to_string(a.served_unaudited()) +
+                            " served unaudited since start, " +
+                            std::to_string(a.unaudited_pending()) + " not yet written"
+                      : std::string("fail-closed")});
   }
   table.Print(ctx.out());
   if (s.jobs_size() > 0) {

@@ -80,6 +80,7 @@ absl::Status Services::ConnectionSession::HandleAdmin(
     case pb::Request::kStatus:
     case pb::Request::kKeyInventory:
     case pb::Request::kReceiptGet:
+    case pb::Request::kAuditPolicySet:
       return HandleAuditAndStatus(call);
     default:
       return SendError(
@@ -480,9 +481,13 @@ void Services::ConnectionSession::FillStatus(pb::StatusResponse* out) {
   audit_out->set_anchor_failures(audit.anchor_failures);
   audit_out->set_reopens(audit.reopens);
   audit_out->set_reopen_failures(audit.reopen_failures);
+  audit_out->set_access_failure(
+      static_cast<pb::AccessAuditFailure>(deps_.keys->access_audit_failure()));
+  audit_out->set_served_unaudited(services_->unaudited_.served());
+  audit_out->set_unaudited_pending(services_->unaudited_.pending_accesses());
 }
 
-// audit_query, audit_verify, status, key_inventory, receipt_get.
+// audit_query, audit_verify, status, key_inventory, receipt_get, audit_policy_set.
 absl::Status Services::ConnectionSession::HandleAuditAndStatus(AdminCall& call) {
   switch (call.request.op_case()) {
     case pb::Request::kAuditQuery:
@@ -504,6 +509,22 @@ absl::Status Services::ConnectionSession::HandleAuditAndStatus(AdminCall& call) 
     case pb::Request::kStatus:
       FillStatus(call.response.mutable_status());
       return Reply(call, absl::OkStatus());
+    case pb::Request::kAuditPolicySet: {
+      const pb::AccessAuditFailure wanted = call.request.audit_policy_set().access_failure();
+      if (wanted != pb::FAIL_CLOSED && wanted != pb::SERVE_AND_COUNT) {
+        return SendError(call.sink, call.request,
+                         MakeError(ErrorCode::kMalformedRequest,
+                                   "audit_policy_set.access_failure must be FAIL_CLOSED or "
+                                   "SERVE_AND_COUNT"));
+      }
+      auto previous = deps_.keys->SetAccessAuditFailure(
+          static_cast<kms::AccessAuditFailure>(wanted), call.actor);
+      if (!previous.ok()) return Reply(call, previous.status());
+      auto* out = call.response.mutable_audit_policy_set();
+      out->set_previous(static_cast<pb::AccessAuditFailure>(*previous));
+      out->set_access_failure(wanted);
+      return Reply(call, absl::OkStatus());
+    }
     case pb::Request::kKeyInventory:
       return Reply(
           call, KeyInventory(call.request.key_inventory(), call.response.mutable_key_inventory()));

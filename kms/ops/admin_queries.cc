@@ -69,6 +69,7 @@ absl::Status Services::ConnectionSession::AuditQuery(const pb::AuditQueryRequest
                                                      pb::AuditQueryResponse* out) const {
   // Refusals are coalesced off the request path; a query must see those made before it.
   services_->FlushRefusalAudit().IgnoreError();
+  services_->FlushUnaudited().IgnoreError();  // accesses served while the log was failing
   std::optional<uint64_t> dataset_filter;
   if (!query.dataset().empty()) {
     COFFER_ASSIGN_OR_RETURN(dataset_filter, deps_.keys->FindDataset(query.dataset()));

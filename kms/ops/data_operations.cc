@@ -212,7 +212,7 @@ absl::Status Services::ConnectionSession::HandleRecordBatch(
     events.push_back(
         AccessEvent(kind, audit::v1::PURPOSE_RECORDS, h, results[i], 1, get ? nullptr : &moved[i]));
   }
-  absl::Status audited = deps_.access_audit->AppendAll(events);
+  absl::Status audited = services_->AuditAccesses(events);
   if (!audited.ok()) return SendError(sink, request, Public(audited));  // no value leaves
   if (get && deps_.anomalies != nullptr) {
     for (const absl::Status& result : results) {

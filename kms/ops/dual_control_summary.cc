@@ -236,6 +236,11 @@ absl::StatusOr<std::optional<std::string>> AdminControl::DualControlSummary(
       COFFER_ASSIGN_OR_RETURN(std::string summary, options_.grant_change(request));
       return Show(std::move(summary));
     }
+    case DualControl::kRelaxAuditPolicy:
+      if (request.audit_policy_set().access_failure() != pb::SERVE_AND_COUNT) return NoSummary();
+      return Show(
+          "audit policy --access-failure serve-and-count: data requests are served (and only "
+          "counted) while the audit log cannot take their entries");
   }
   return MakeError(ErrorCode::kInternal, "unknown dual-control rule");
 }

@@ -81,6 +81,7 @@ constexpr OperationRow kRows[] = {
   {R::kBackupPrune,          "backup_prune",          kAdmin, kRightNone,         kRW,  kCode,   DC::kNever,                kNoDataset,                                      H::kWired,        kEach},
   {R::kAuditQuery,           "audit_query",           kAdmin, kRightNone,         kRO,  kNoCode, DC::kNever,                COFFER_NAMED_BY(audit_query, dataset),           H::kAdmin,        kEach},
   {R::kAuditVerify,          "audit_verify",          kAdmin, kRightNone,         kRO,  kNoCode, DC::kNever,                kNoDataset,                                      H::kAdmin,        kEach},
+  {R::kAuditPolicySet,       "audit_policy_set",      kAdmin, kRightNone,         kRW,  kCode,   DC::kRelaxAuditPolicy,     kNoDataset,                                      H::kAdmin,        kEach},
   {R::kStatus,               "status",                kAdmin, kRightNone,         kRO,  kNoCode, DC::kNever,                kNoDataset,                                      H::kAdmin,        kEach},
   {R::kMetrics,              "metrics",               kAdmin, kRightNone,         kRO,  kNoCode, DC::kNever,                kNoDataset,                                      H::kWired,        kEach},
   {R::kKeyInventory,         "key_inventory",         kAdmin, kRightNone,         kRO,  kNoCode, DC::kNever,                COFFER_NAMED_BY(key_inventory, dataset),         H::kAdmin,        kEach},
@@ -212,6 +213,8 @@ std::string_view DualControlWhy(DualControl rule) {
       return "filing an export: the archive carries every record of the dataset";
     case DualControl::kGrantChange:
       return "always: a grant gives a uid content; removing one can cut a backend off";
+    case DualControl::kRelaxAuditPolicy:
+      return "setting SERVE_AND_COUNT: data requests are then served while the audit log fails";
   }
   return "";
 }

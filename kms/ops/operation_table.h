@@ -77,6 +77,7 @@ enum class DualControl : uint8_t {
   kFileExport,            // dataset_export without an approval id (filing it)
   kGrantChange,           // every grant_add and grant_remove: a grant gives a uid content, and
                           // removing one can cut a backend off
+  kRelaxAuditPolicy,      // audit_policy_set to SERVE_AND_COUNT (tightening needs one admin)
 };
 
 // Which part of the services runs an admitted request.

@@ -235,6 +235,33 @@ void Services::AuditRefusal(const PeerIdentity& peer, ErrorCode code, uint64_t d
 
 absl::Status Services::FlushRefusalAudit() { return refusals_->Flush(); }
 
+absl::Status Services::FlushUnaudited() {
+  if (!unaudited_.pending()) return absl::OkStatus();
+  std::vector<audit::AuditEvent> entries = unaudited_.Take();
+  if (entries.empty()) return absl::OkStatus();
+  // As durable as any access entry: window 0 waits for them, a window W writes them within W.
+  // (Not Flush: it also reports the events lost in the outage, which these entries stand for.)
+  absl::Status written = deps_.access_audit->AppendAll(entries);
+  if (!written.ok()) unaudited_.Restore(entries);  // counted again, written later
+  return written;
+}
+
+absl::Status Services::AuditAccesses(absl::Span<const audit::AuditEvent> events) {
+  absl::Status audited = deps_.access_audit->AppendAll(events);
+  if (audited.ok()) {
+    // The log takes entries again: what was served meanwhile is written now, before this
+    // request is answered (one more wait, once per outage).
+    if (unaudited_.pending()) FlushUnaudited().IgnoreError();
+    return audited;
+  }
+  if (!UnauditedAccesses::IsLogUnavailable(audited) ||
+      deps_.keys->access_audit_failure() != kms::AccessAuditFailure::kServeAndCount) {
+    return audited;
+  }
+  unaudited_.Count(events);
+  return absl::OkStatus();
+}
+
 void Services::TransportRefused(const PeerIdentity& peer, ErrorCode code) {
   requests_refused_.fetch_add(1);
   AuditRefusal(peer, code, 0);

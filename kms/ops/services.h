@@ -14,7 +14,11 @@
 // through the BatchingAuditWriter, whose crash-loss window the configuration sets (0: the
 // reply waits for the entry). A read's data
 // is sent only after its entry was accepted; when the audit cannot take it, the request fails
-// with the audit's code. A write, delete or restore that succeeded also names its item: record_ref
+// with the audit's code — unless two admins set the access audit's failure policy to
+// SERVE_AND_COUNT (KeyManager::access_audit_failure; kms/ops/unaudited_accesses.h), under which a
+// request the log cannot audit is served and counted, and the counts are written as entries once
+// the log takes entries again. Re-identification, key operations and admin requests fail closed
+// whatever the policy. A write, delete or restore that succeeded also names its item: record_ref
 // is the item's stored-key MAC and detail the operation (record_put, attachment_put_commit,
 // record_delete, ...), which a restore from backup replays (kms/keys/full_backup.h).
 // Admin operations run with the admin's identity as the key manager's audit actor.
@@ -77,6 +81,7 @@
 #include "kms/ops/operation_table.h"
 #include "kms/ops/refusal_audit.h"
 #include "kms/ops/request_observer.h"
+#include "kms/ops/unaudited_accesses.h"
 #include "kms/server/connection.h"
 #include "kms/server/server.h"
 #include "storage/attachment_store.h"
@@ -196,6 +201,13 @@ class Services final : public SessionFactory {
   // Writes the pending (coalesced) refusal entries now (kms/ops/refusal_audit.h). Audit
   // queries call it first, so a query sees every refusal made before it.
   absl::Status FlushRefusalAudit();
+  // Writes the accesses served unaudited (SERVE_AND_COUNT) that are still only counted, as
+  // access entries; the audit's error if it still cannot take them (they stay counted). Audit
+  // queries call it first, as FlushRefusalAudit; the first access audited after an outage
+  // writes them too.
+  absl::Status FlushUnaudited();
+  // Accesses counted under SERVE_AND_COUNT and not yet written.
+  uint64_t unaudited_pending() const { return unaudited_.pending_accesses(); }
 
  private:
   class ConnectionSession;
@@ -204,6 +216,10 @@ class Services final : public SessionFactory {
   explicit Services(ServicesDeps deps);
   // Counts a REQUEST_REFUSED for `peer` with `code` (coalesced, written off the request path).
   void AuditRefusal(const PeerIdentity& peer, ErrorCode code, uint64_t dataset_handle);
+  // Audits data accesses through the batching writer (one wait). When the log cannot take them
+  // and the failure policy is SERVE_AND_COUNT, counts them and returns OK; otherwise the
+  // audit's error.
+  absl::Status AuditAccesses(absl::Span<const kms::audit::AuditEvent> events);
 
   ServicesDeps deps_;
   const OperationTable* operations_;
@@ -215,6 +231,7 @@ class Services final : public SessionFactory {
   std::atomic<uint64_t> requests_refused_{0};
   std::atomic<uint64_t> requests_slowed_{0};
   std::unique_ptr<RefusalAudit> refusals_;
+  UnauditedAccesses unaudited_;
   // pseudonymize / pseudonym_reidentify / pseudonym_translate, over deps_.keys.
   std::unique_ptr<const storage::Pseudonymizer> pseudonymizer_;
 };

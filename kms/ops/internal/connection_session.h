@@ -84,14 +84,16 @@ class Services::ConnectionSession final : public Session {
     services_->AuditRefusal(peer_, ErrorCodeOf(why), handle);
     return SendError(sink, request, why, retry_after_ms);
   }
-  // Audits a data access through the batching writer; its error when the audit refused it.
+  // Audits a data access through the batching writer; its error when the audit refused it
+  // (unless the failure policy serves it: Services::AuditAccesses).
   // `moved`, for a write, delete or restore that succeeded: the item's stored-key ref and the
   // operation's name go into the entry (record_ref, detail), so a restore from backup can replay
   // the moves made after it (kms/keys/full_backup.h; docs/audit.md, "Access entries").
   absl::Status AuditAccess(audit::v1::EventKind kind, audit::v1::Purpose purpose, uint64_t handle,
                            const absl::Status& result, uint32_t count,
                            const MovedItem* moved = nullptr) {
-    return deps_.access_audit->Append(AccessEvent(kind, purpose, handle, result, count, moved));
+    const audit::AuditEvent event = AccessEvent(kind, purpose, handle, result, count, moved);
+    return services_->AuditAccesses({&event, 1});
   }
   audit::AuditEvent AccessEvent(audit::v1::EventKind kind, audit::v1::Purpose purpose,
                                 uint64_t handle, const absl::Status& result, uint32_t count,

@@ -333,48 +333,85 @@ TEST(LimitsDiskTest, BelowTheFreeSpaceMinimumWritesAreRefusedCleanlyAndResumeWhe
             << " records of 64 KiB; writes refused, then served again without a restart\n";
 }
 
-// Issue 20 item 6: the audit log's own disk fills up (its directory on a 2 MiB tmpfs, the free-
-// space guard off so that requests reach it). The write that meets the full disk fails, every
-// request after it is refused — reads too: none is served unaudited —, `keyctl status` says the
-// log is not writable; once space returns and a second has passed on the daemon's clock, the
-// next request is served, with no restart, and the log (one epoch more) verifies.
-TEST(LimitsDiskTest, AFullAuditDiskRefusesServiceUntilSpaceReturnsWithoutARestart) {
-  if (geteuid() != 0) GTEST_SKIP() << "needs root to mount a tmpfs";
-  ::coffer::testing::CofferdOptions options;
-  options.name = "cofferd-audit-disk";
-  options.start = false;
-  options.extra_config = [](const std::string& dir) {
-    return "limits { min_free_bytes: 0 }\naudit_directory: \"" + dir + "/auditfs/audit\"\n";
-  };
-  auto daemon = Cofferd::Create(std::move(options));
-  ASSERT_NE(daemon, nullptr);
-  const std::string fs_dir = daemon->dir() + "/auditfs";
-  ASSERT_EQ(mkdir(fs_dir.c_str(), 0700), 0);
-  if (mount("tmpfs", fs_dir.c_str(), "tmpfs", 0, "size=2m,mode=0700") != 0) {
-    GTEST_SKIP() << "cannot mount a tmpfs here: " << std::strerror(errno);
+// A cofferd whose audit log lives on a 2 MiB tmpfs of its own (the free-space guard off, so that
+// requests reach the full disk), which Fill() fills and Free() empties. Needs root to mount.
+class SmallAuditDisk {
+ public:
+  // Empty when the daemon runs; otherwise why the test must be skipped (or an ADD_FAILURE).
+  std::string Start(const std::string& name) {
+    if (geteuid() != 0) return "needs root to mount a tmpfs";
+    ::coffer::testing::CofferdOptions options;
+    options.name = name;
+    options.start = false;
+    options.extra_config = [](const std::string& dir) {
+      return "limits { min_free_bytes: 0 }\naudit_directory: \"" + dir + "/auditfs/audit\"\n";
+    };
+    daemon_ = Cofferd::Create(std::move(options));
+    if (daemon_ == nullptr) {
+      ADD_FAILURE() << "cofferd not created";
+      return "";
+    }
+    fs_dir_ = daemon_->dir() + "/auditfs";
+    if (mkdir(fs_dir_.c_str(), 0700) != 0) ADD_FAILURE() << "mkdir " << fs_dir_;
+    if (mount("tmpfs", fs_dir_.c_str(), "tmpfs", 0, "size=2m,mode=0700") != 0) {
+      const std::string why = std::string("cannot mount a tmpfs here: ") + std::strerror(errno);
+      fs_dir_.clear();
+      return why;
+    }
+    struct stat owner {};
+    if (stat((daemon_->dir() + "/hsm").c_str(), &owner) != 0 ||
+        chown(fs_dir_.c_str(), owner.st_uid, owner.st_gid) != 0) {
+      ADD_FAILURE() << "cannot give the tmpfs to the daemon's user";
+    }
+    if (!daemon_->Start()) ADD_FAILURE() << "cofferd did not start: " << daemon_->Logs();
+    return "";
   }
-  struct Unmount {
-    std::string dir;
-    ~Unmount() { umount2(dir.c_str(), MNT_DETACH); }
-  } unmount{fs_dir};
-  struct stat owner {};
-  ASSERT_EQ(stat((daemon->dir() + "/hsm").c_str(), &owner), 0);
-  ASSERT_EQ(chown(fs_dir.c_str(), owner.st_uid, owner.st_gid), 0);
-  ASSERT_TRUE(daemon->Start());
-  auto admin = [&](const std::string& args) {
-    return ::coffer::testing::Keyctl(daemon->admin_socket(), args);
-  };
-  ASSERT_EQ(admin(std::string("dataset create ") + kDataset).exit_code, 0);
-  auto c = client::Client::Connect(daemon->data_socket());
+  ~SmallAuditDisk() {
+    if (!fs_dir_.empty()) umount2(fs_dir_.c_str(), MNT_DETACH);
+  }
+
+  Cofferd& daemon() { return *daemon_; }
+  ::coffer::testing::KeyctlResult Admin(const std::string& args) {
+    return ::coffer::testing::Keyctl(daemon_->admin_socket(), args);
+  }
+  void Fill() {
+    ASSERT_EQ(std::system(("fallocate -l $(df --output=avail -B1 " + fs_dir_ + " | tail -1) " +
+                           filler() + " 2>/dev/null; dd if=/dev/zero of=" + filler() +
+                           ".tail bs=4k 2>/dev/null; true")
+                              .c_str()),
+              0);
+  }
+  void Free() {
+    ASSERT_EQ(std::system(("rm -f " + filler() + " " + filler() + ".tail").c_str()), 0);
+  }
+  nlohmann::json AuditStatus() {
+    auto status = Admin("--json status");
+    EXPECT_EQ(status.exit_code, 0) << status.err;
+    return status.JsonOrEmpty()["audit"];
+  }
+
+ private:
+  std::string filler() const { return fs_dir_ + "/filler"; }
+  std::unique_ptr<Cofferd> daemon_;
+  std::string fs_dir_;
+};
+
+// Issue 20 item 6: the audit log's own disk fills up. The write that meets the full disk fails,
+// every request after it is refused — reads too: none is served unaudited (the default failure
+// policy, fail-closed) —, `keyctl status` says the log is not writable; once space returns and a
+// second has passed on the daemon's clock, the next request is served, with no restart, and the
+// log (one epoch more) verifies.
+TEST(LimitsDiskTest, AFullAuditDiskRefusesServiceUntilSpaceReturnsWithoutARestart) {
+  SmallAuditDisk disk;
+  if (std::string skip = disk.Start("cofferd-audit-disk"); !skip.empty()) GTEST_SKIP() << skip;
+  ASSERT_FALSE(HasFailure());
+  Cofferd& daemon = disk.daemon();
+  ASSERT_EQ(disk.Admin(std::string("dataset create ") + kDataset).exit_code, 0);
+  auto c = client::Client::Connect(daemon.data_socket());
   ASSERT_TRUE(c.ok()) << c.status();
   ASSERT_TRUE((*c)->PutRecord(kDataset, "before", "written before the disk filled").ok());
 
-  const std::string filler = fs_dir + "/filler";
-  ASSERT_EQ(
-      std::system(("fallocate -l $(df --output=avail -B1 " + fs_dir + " | tail -1) " + filler +
-                   " 2>/dev/null; dd if=/dev/zero of=" + filler + ".tail bs=4k 2>/dev/null; true")
-                      .c_str()),
-      0);
+  ASSERT_NO_FATAL_FAILURE(disk.Fill());
   // The segment's last page still takes a few entries; the first write that needs a new page
   // fails, and it and every request after it are refused.
   absl::Status failed;
@@ -387,30 +424,118 @@ TEST(LimitsDiskTest, AFullAuditDiskRefusesServiceUntilSpaceReturnsWithoutARestar
   const ErrorCode refused = ErrorCodeOf(read.status());
   EXPECT_TRUE(refused == ErrorCode::kAuditLogClosed || refused == ErrorCode::kAuditNotDurable)
       << read.status();
-  auto status = admin("--json status");
-  ASSERT_EQ(status.exit_code, 0) << status.err;
-  EXPECT_EQ(status.JsonOrEmpty()["audit"].value("writable", true), false) << status.out;
+  EXPECT_EQ(disk.AuditStatus().value("writable", true), false);
 
   // Space returns: a second later on the daemon's clock, the next request is served.
-  ASSERT_EQ(std::system(("rm -f " + filler + " " + filler + ".tail").c_str()), 0);
-  daemon->AdvanceClock(std::chrono::seconds(2));
-  auto c2 = client::Client::Connect(daemon->data_socket());  // the failed one may be closed
+  ASSERT_NO_FATAL_FAILURE(disk.Free());
+  daemon.AdvanceClock(std::chrono::seconds(2));
+  auto c2 = client::Client::Connect(daemon.data_socket());  // the failed one may be closed
   ASSERT_TRUE(c2.ok()) << c2.status();
   auto again = (*c2)->GetRecord(kDataset, "before");
-  ASSERT_TRUE(again.ok()) << again.status() << daemon->Logs();
+  ASSERT_TRUE(again.ok()) << again.status() << daemon.Logs();
   EXPECT_EQ(*again, "written before the disk filled");
   ASSERT_TRUE((*c2)->PutRecord(kDataset, "after", "space returned").ok());
-  status = admin("--json status");
-  ASSERT_EQ(status.exit_code, 0) << status.err;
-  const nlohmann::json audit = status.JsonOrEmpty()["audit"];
-  EXPECT_EQ(audit.value("writable", false), true) << status.out;
+  const nlohmann::json audit = disk.AuditStatus();
+  EXPECT_EQ(audit.value("writable", false), true) << audit.dump();
   EXPECT_GE(::coffer::testing::JsonNumber(audit.value("reopens", nlohmann::json(0))), 1u)
-      << status.out;
-  auto verified = admin("audit verify");
+      << audit.dump();
+  auto verified = disk.Admin("audit verify");
   EXPECT_EQ(verified.exit_code, 0) << verified.err << verified.out;
   (*c2).reset();
   (*c).reset();
-  EXPECT_TRUE(daemon->Stop()) << daemon->Logs();
+  EXPECT_TRUE(daemon.Stop()) << daemon.Logs();
+}
+
+// Issue 20 item 6, the relaxed policy: under SERVE_AND_COUNT (development mode here, so one admin
+// sets it; keyctl_dual_control_test shows that MFA mode asks a second) the same full audit disk
+// does not stop data requests. They are served and counted, status shows the count, key
+// operations still fail closed, and once the log reopens the counts are written as access
+// entries (record_count = how many, the fixed detail) that add up to exactly what was served.
+TEST(LimitsDiskTest, ServeAndCountServesThroughAFullAuditDiskAndAuditsTheCountsAfterwards) {
+  SmallAuditDisk disk;
+  if (std::string skip = disk.Start("cofferd-audit-open"); !skip.empty()) GTEST_SKIP() << skip;
+  ASSERT_FALSE(HasFailure());
+  Cofferd& daemon = disk.daemon();
+  ASSERT_EQ(disk.Admin(std::string("dataset create ") + kDataset).exit_code, 0);
+  auto set = disk.Admin("audit policy --access-failure serve-and-count");
+  ASSERT_EQ(set.exit_code, 0) << set.err << set.out;
+  EXPECT_NE(set.out.find("serve-and-count (was fail-closed)"), std::string::npos) << set.out;
+  auto c = client::Client::Connect(daemon.data_socket());
+  ASSERT_TRUE(c.ok()) << c.status();
+  ASSERT_TRUE((*c)->PutRecord(kDataset, "before", "written before the disk filled").ok());
+
+  ASSERT_NO_FATAL_FAILURE(disk.Fill());
+  // Every write is acknowledged; status tells when the log has failed.
+  int written = 0;
+  bool log_failed = false;
+  for (; written < 1000 && !log_failed; ++written) {
+    absl::Status put = (*c)->PutRecord(kDataset, "during-" + std::to_string(written),
+                                       "acknowledged while the log was failing");
+    ASSERT_TRUE(put.ok()) << put;
+    if (written % 8 == 7) log_failed = !disk.AuditStatus().value("writable", true);
+  }
+  ASSERT_TRUE(log_failed) << "the audit log never failed";
+  // Reads are served too, with their values.
+  constexpr int kReads = 6;
+  for (int i = 0; i < kReads; ++i) {
+    auto value = (*c)->GetRecord(kDataset, i % 2 == 0 ? "before" : "during-0");
+    ASSERT_TRUE(value.ok()) << value.status();
+    EXPECT_EQ(*value, i % 2 == 0 ? "written before the disk filled"
+                                 : "acknowledged while the log was failing");
+  }
+  // A key operation fails closed whatever the policy.
+  auto rotate = disk.Admin(std::string("--json key rotate ") + kDataset + " --purpose records");
+  EXPECT_NE(rotate.exit_code, 0) << rotate.out;
+  EXPECT_EQ(rotate.CodeName().rfind("AUDIT_", 0), 0u) << rotate.out << rotate.err;
+  nlohmann::json audit = disk.AuditStatus();
+  EXPECT_EQ(audit.value("writable", true), false) << audit.dump();
+  const uint64_t served =
+      ::coffer::testing::JsonNumber(audit.value("served_unaudited", nlohmann::json(0)));
+  EXPECT_GE(served, uint64_t{kReads} + 1) << audit.dump();
+  EXPECT_EQ(::coffer::testing::JsonNumber(audit.value("unaudited_pending", nlohmann::json(0))),
+            served)
+      << audit.dump();
+
+  // Space returns: the next request reopens the log and writes the counts before its reply.
+  ASSERT_NO_FATAL_FAILURE(disk.Free());
+  daemon.AdvanceClock(std::chrono::seconds(2));
+  auto again = (*c)->GetRecord(kDataset, "during-0");
+  ASSERT_TRUE(again.ok()) << again.status() << daemon.Logs();
+  audit = disk.AuditStatus();
+  EXPECT_EQ(audit.value("writable", false), true) << audit.dump();
+  EXPECT_EQ(::coffer::testing::JsonNumber(audit.value("unaudited_pending", nlohmann::json(1))), 0u)
+      << audit.dump();
+  EXPECT_EQ(::coffer::testing::JsonNumber(audit.value("served_unaudited", nlohmann::json(0))),
+            served);
+
+  auto entries =
+      disk.Admin("--json audit search --dataset " + std::string(kDataset) + " --limit 100000");
+  ASSERT_EQ(entries.exit_code, 0) << entries.err;
+  uint64_t counted = 0;
+  uint64_t counted_reads = 0;
+  const nlohmann::json all = entries.JsonOrEmpty();
+  for (const nlohmann::json& e : all["entries"]) {
+    if (e.value("detail", "") !=
+        "served while the audit log was failing (SERVE_AND_COUNT); record_count accesses") {
+      continue;
+    }
+    EXPECT_EQ(e.value("result_code", -1), 0) << e.dump();
+    const uint64_t count =
+        ::coffer::testing::JsonNumber(e.value("record_count", nlohmann::json(0)));
+    counted += count;
+    if (e.value("kind", "") == "ACCESS_READ") counted_reads += count;
+  }
+  EXPECT_EQ(counted, served) << entries.out;
+  EXPECT_EQ(counted_reads, uint64_t{kReads}) << entries.out;
+  // Nothing acknowledged was lost.
+  for (int i = 0; i < written; ++i) {
+    auto value = (*c)->GetRecord(kDataset, "during-" + std::to_string(i));
+    ASSERT_TRUE(value.ok()) << i << ": " << value.status();
+  }
+  auto verified = disk.Admin("audit verify");
+  EXPECT_EQ(verified.exit_code, 0) << verified.err << verified.out;
+  (*c).reset();
+  EXPECT_TRUE(daemon.Stop()) << daemon.Logs();
 }
 
 }  // namespace

@@ -270,6 +270,55 @@ TEST_F(DualControlTest, ProtectionShorteningOperationsWaitForApproval) {
   EXPECT_GE(all.JsonOrEmpty()["requests"].size(), 6u) << all.out;
 }
 
+// Issue 20 item 6: relaxing the access audit's failure policy (serve data requests while the
+// audit log fails) needs a second admin and is audited; tightening it is one admin's.
+TEST_F(DualControlTest, RelaxingTheAuditFailurePolicyWaitsForApproval) {
+  auto policy = [] {
+    Result r = Run(kA, "--json audit policy");
+    EXPECT_EQ(r.exit_code, 0) << r.err << r.out;
+    return r.JsonOrEmpty().value("access_failure", std::string());
+  };
+  EXPECT_EQ(policy(), "fail-closed");
+  uint64_t id = FilePending(kA, "audit policy --access-failure serve-and-count");
+  EXPECT_EQ(policy(), "fail-closed");
+  // The second admin sees what they approve.
+  Result list = Run(kB, "request list");
+  EXPECT_NE(list.out.find("serve-and-count"), std::string::npos) << list.out;
+  // The requester cannot approve their own request.
+  Result own = Approve(kA, id);
+  EXPECT_NE(own.exit_code, 0) << own.out;
+  EXPECT_EQ(policy(), "fail-closed");
+  Result approved = Approve(kB, id);
+  ASSERT_EQ(approved.exit_code, 0) << approved.err << approved.out;
+  EXPECT_EQ(policy(), "serve-and-count");
+  Result status = Run(kA, "status");
+  EXPECT_NE(status.out.find("serve-and-count"), std::string::npos) << status.out;
+
+  // Back to fail-closed: one admin, at once.
+  Result tightened = Run(kA, "--totp " + Code(kA) + " audit policy --access-failure fail-closed");
+  ASSERT_EQ(tightened.exit_code, 0) << tightened.err << tightened.out;
+  EXPECT_NE(tightened.out.find("fail-closed (was serve-and-count)"), std::string::npos)
+      << tightened.out;
+  EXPECT_EQ(policy(), "fail-closed");
+
+  // Both changes are in the audit log as policy changes, each requested and completed (the
+  // daemon-wide policy is the only one changed on no dataset: handle 0).
+  Result entries = Run(kA, "--json audit search --limit 100000");
+  ASSERT_EQ(entries.exit_code, 0) << entries.err;
+  int requested = 0;
+  int completed = 0;
+  const json all = entries.JsonOrEmpty();
+  for (const json& e : all["entries"]) {
+    if (e.value("kind", "") != "POLICY_CHANGE" || e.value("dataset_handle", uint64_t{1}) != 0) {
+      continue;
+    }
+    EXPECT_EQ(e.value("result_code", -1), 0) << e.dump();
+    (e.value("stage", "") == "COMPLETED" ? completed : requested) += 1;
+  }
+  EXPECT_EQ(requested, 2) << entries.out;
+  EXPECT_EQ(completed, 2) << entries.out;
+}
+
 TEST_F(DualControlTest, CodesAreRefusedWhenWrongReusedOrMissing) {
   // Wrong code: refused and audited.
   const std::string wrong = codes_.At(kA, daemon_->TotpStep() + 1000);

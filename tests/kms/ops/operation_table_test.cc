@@ -110,6 +110,7 @@ TEST(OperationTableTest, EveryRowKeepsThePolicyRules) {
         {DualControl::kPurge, {pb::Request::kPurge}},
         {DualControl::kFileExport, {pb::Request::kDatasetExport}},
         {DualControl::kGrantChange, {pb::Request::kGrantAdd, pb::Request::kGrantRemove}},
+        {DualControl::kRelaxAuditPolicy, {pb::Request::kAuditPolicySet}},
     };
     if (row.dual_control != DualControl::kNever) {
       EXPECT_TRUE(kRuleOps.at(row.dual_control).count(row.op));
