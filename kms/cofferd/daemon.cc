@@ -215,6 +215,7 @@ absl::Status Daemon::Parts::RestoreFromBackup(uint32_t id, const std::string& ba
   kms::FullBackupOptions backup_options;
   backup_options.directory = backup_root.empty() ? config.backup_directory() : backup_root;
   backup_options.clock = clock;
+  backup_options.token = &hsm->row_authenticator();
   absl::StatusOr<std::unique_ptr<kms::FullBackups>> from = kms::FullBackups::Open(backup_options);
   if (!from.ok()) return Context(from.status(), "backup directory " + backup_options.directory);
 
@@ -314,6 +315,7 @@ absl::Status Daemon::Parts::OpenStores() {
   backup_options.directory = config.backup_directory();
   backup_options.max_age = std::chrono::hours(24) * config.jobs().backup_max_age_days();
   backup_options.clock = clock;
+  backup_options.token = &hsm->row_authenticator();
   absl::StatusOr<std::unique_ptr<kms::FullBackups>> opened_backups =
       kms::FullBackups::Open(backup_options);
   if (!opened_backups.ok()) {

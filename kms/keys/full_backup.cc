@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <cerrno>
 #include <cstring>
 #include <memory>
@@ -11,6 +12,7 @@
 #include <vector>
 
 #include "crypto/base/status.h"
+#include "crypto/random.h"
 #include "kms/audit/audit_event.h"
 #include "kms/audit/verifier.h"
 #include "kms/keys/internal/backup_manifest.h"
@@ -63,6 +65,10 @@ absl::StatusOr<std::unique_ptr<FullBackups>> FullBackups::Open(const FullBackupO
   }
   if (options.clock == nullptr) {
     return MakeError(ErrorCode::kInvalidArgument, "full backups need a clock");
+  }
+  if (options.token == nullptr) {
+    return MakeError(ErrorCode::kInvalidArgument,
+                     "full backups need the token (their key-DB copies are sealed under it)");
   }
   const Clock* clock = options.clock;
   COFFER_RETURN_IF_ERROR(MakeDirectory(options.directory));
@@ -135,20 +141,33 @@ absl::StatusOr<FullBackupInfo> FullBackups::CreateLocked(const FullBackupSources
   manifest.log_id = sources.audit_log->log_id();
   uint64_t size = data.size_bytes;
 
-  // 2. The key DB.
+  // 2. The key DB, sealed (internal/backup_manifest.h): a checkpoint into a staging directory
+  // (RocksDB may hard-link the live DB's files there, so they are never written in place), each
+  // file sealed into keys/, then the staging directory removed.
+  const std::string staging = dir + "/keys.checkpoint";
   const std::string keys = dir + "/" + kRestoredKeyDbDir;
-  COFFER_RETURN_IF_ERROR(sources.key_manager->CheckpointKeyDb(keys));
-  COFFER_ASSIGN_OR_RETURN(std::vector<std::string> key_files, RegularFiles(keys));
-  storage::PhaseReporter key_progress(progress, kKeysPhase, CurrentBytes(keys, key_files),
+  COFFER_RETURN_IF_ERROR(sources.key_manager->CheckpointKeyDb(staging));
+  COFFER_RETURN_IF_ERROR(MakeDirectory(keys));
+  std::array<uint8_t, internal::kKeyDbSealSaltSize> salt{};
+  COFFER_RETURN_IF_ERROR(crypto::RandomBytes(absl::MakeSpan(salt)));
+  manifest.key_db_seal_salt = salt;
+  COFFER_ASSIGN_OR_RETURN(crypto::RecordAead sealer, internal::KeyDbSealer(*options_.token, salt));
+  COFFER_ASSIGN_OR_RETURN(std::vector<std::string> key_files, RegularFiles(staging));
+  storage::PhaseReporter key_progress(progress, kKeysPhase, CurrentBytes(staging, key_files),
                                       kByteStep);
   for (const std::string& name : key_files) {
-    COFFER_ASSIGN_OR_RETURN(std::string bytes, ReadWholeFile(JoinPath(keys, name)));
-    manifest.files.push_back(
-        ManifestFile{std::string(kRestoredKeyDbDir) + "/" + name, bytes.size(), Sha256Hex(bytes)});
-    size += bytes.size();
+    COFFER_ASSIGN_OR_RETURN(std::string bytes, ReadWholeFile(JoinPath(staging, name)));
+    COFFER_ASSIGN_OR_RETURN(std::string sealed,
+                            sealer.Seal(bytes, internal::KeyDbFileAad(manifest.id, name)));
+    const std::string stored = name + std::string(internal::kSealedSuffix);
+    COFFER_RETURN_IF_ERROR(WriteWholeFile(JoinPath(keys, stored), sealed, options_.sync));
+    manifest.files.push_back(ManifestFile{std::string(kRestoredKeyDbDir) + "/" + stored,
+                                          sealed.size(), Sha256Hex(sealed)});
+    size += sealed.size();
     key_progress.Add(bytes.size());
   }
   key_progress.Finish();
+  COFFER_RETURN_IF_ERROR(RemoveTree(staging));
 
   // 3. The audit log (a torn last frame, if an append is under way, is what a reopen drops).
   const std::string audit_copy = dir + "/" + kRestoredAuditDir;
@@ -224,7 +243,7 @@ absl::Status FullBackups::Verify(uint32_t id, const coffer::ProgressFn& progress
 absl::Status FullBackups::VerifyLocked(uint32_t id, const coffer::ProgressFn& progress) {
   const std::string dir = BackupPath(id);
   COFFER_ASSIGN_OR_RETURN(Manifest manifest, ReadManifest(id, dir));
-  return VerifyParts(data_.get(), id, dir, manifest, progress);
+  return VerifyParts(data_.get(), id, dir, manifest, *options_.token, progress);
 }
 
 absl::StatusOr<std::vector<uint32_t>> FullBackups::PruneExpired() {

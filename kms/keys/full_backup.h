@@ -7,7 +7,9 @@
 // data, so every key a backed-up ciphertext needs is in the key copy. One MANIFEST per backup
 // lists the data backup id, B, the audit log id, and every key-DB and audit file with its size
 // and SHA-256; it is written last (a backup without one is incomplete and ignored). Backups
-// hold only ciphertext, wrapped keys and the audit log — never the token.
+// hold only ciphertext, the audit log and the key DB sealed under a key only the token can
+// derive (manifest version 2; version-1 backups, whose key DB is in the clear, still verify and
+// restore) — never the token.
 //
 // RestoreInto writes a backup into a new directory it creates itself (`data/`, `keys/`, `audit/`
 // — the log as of the backup, kept as evidence) and, before it returns, makes it safe to serve.
@@ -111,6 +113,10 @@ struct FullBackupOptions {
   std::chrono::seconds max_age = storage::kDefaultBackupMaxAge;
   bool sync = true;              // fsync copies (off only in tests)
   const Clock* clock = nullptr;  // required
+  // The token's HMAC service key (required): each backup's copy of the key DB is sealed under a
+  // key derived from it inside the token (docs/key-manager.md, "Full backups"), and verify and
+  // restore open it with the same token (or a copy of its directory).
+  hsm::RowAuthenticator* token = nullptr;
 };
 
 // What a full backup copies from the running instance.
@@ -200,6 +206,15 @@ class FullBackups {
   static absl::Status CheckRestoreTarget(const std::string& target_directory);
   // OK unless `directory` holds an unfinished restore (RESTORE_INCOMPLETE).
   static absl::Status CheckRestoreComplete(const std::string& directory);
+
+  // Writes the key-DB copy of full backup `id` under backup root `backup_root`, opened with
+  // `token` when sealed, into `target` (created as RestoreInto creates its target): the key DB
+  // exactly as the backup took it — no replay, no generation step, so cofferd refuses it as
+  // rolled back. For inspection and tests; RestoreInto is the way to serve a backup. Reads only
+  // the backup's own directory (no BackupEngine). BACKUP_NOT_FOUND, BACKUP_CORRUPT (a file that
+  // fails its checksum or does not open), or the target's errors.
+  static absl::Status ExtractKeyDb(const std::string& backup_root, uint32_t id,
+                                   hsm::RowAuthenticator& token, const std::string& target);
 
  private:
   FullBackups(FullBackupOptions options, const Clock* clock,

@@ -206,10 +206,15 @@ absl::StatusOr<ReplayPlan> PlanReplay(const std::vector<audit::v1::AuditEntry>& 
 }
 
 // The key DB and audit files of backup `id` (in `backup_dir`), checked against the manifest,
-// into their restored directories.
+// into their restored directories; sealed key-DB files are opened with `token`'s key.
 absl::Status RestoreFileParts(uint32_t id, const std::string& backup_dir, const Manifest& manifest,
-                              const OwnedDirectory& keys_root, const OwnedDirectory& audit_root,
+                              hsm::RowAuthenticator& token, const OwnedDirectory& keys_root,
+                              const OwnedDirectory& audit_root,
                               const coffer::ProgressFn& progress) {
+  std::optional<crypto::RecordAead> sealer;
+  if (manifest.key_db_seal_salt.has_value()) {
+    COFFER_ASSIGN_OR_RETURN(sealer, internal::KeyDbSealer(token, *manifest.key_db_seal_salt));
+  }
   for (const FilePart& part : kFileParts) {
     const OwnedDirectory& into = part.dir == kRestoredKeyDbDir ? keys_root : audit_root;
     storage::PhaseReporter part_progress(progress, part.phase, PartBytes(manifest, part.dir),
@@ -218,8 +223,12 @@ absl::Status RestoreFileParts(uint32_t id, const std::string& backup_dir, const 
       if (!InPart(file, part.dir)) continue;
       COFFER_ASSIGN_OR_RETURN(std::string bytes,
                               ReadChecked(id, backup_dir + "/" + file.path, file));
-      COFFER_RETURN_IF_ERROR(into.WriteNewFile(
-          std::string_view(file.path).substr(part.dir.size() + 1), bytes, /*sync=*/true));
+      std::string_view name = std::string_view(file.path).substr(part.dir.size() + 1);
+      if (sealer.has_value() && part.dir == kRestoredKeyDbDir) {
+        COFFER_ASSIGN_OR_RETURN(bytes, internal::UnsealKeyDbFile(*sealer, id, file, bytes));
+        name = internal::KeyDbFileName(file, true);
+      }
+      COFFER_RETURN_IF_ERROR(into.WriteNewFile(name, bytes, /*sync=*/true));
       part_progress.Add(file.size);
     }
     part_progress.Finish();
@@ -341,6 +350,27 @@ absl::Status FullBackups::CheckRestoreTarget(const std::string& target_directory
   return OwnedDirectory::CheckCreatable(target_directory);
 }
 
+absl::Status FullBackups::ExtractKeyDb(const std::string& backup_root, uint32_t id,
+                                       hsm::RowAuthenticator& token, const std::string& target) {
+  const std::string dir = backup_root + "/full/" + std::to_string(id);
+  COFFER_ASSIGN_OR_RETURN(Manifest manifest, ReadManifest(id, dir));
+  std::optional<crypto::RecordAead> sealer;
+  if (manifest.key_db_seal_salt.has_value()) {
+    COFFER_ASSIGN_OR_RETURN(sealer, internal::KeyDbSealer(token, *manifest.key_db_seal_salt));
+  }
+  COFFER_ASSIGN_OR_RETURN(OwnedDirectory into, OwnedDirectory::CreateNew(target));
+  for (const ManifestFile& file : manifest.files) {
+    if (!InPart(file, kRestoredKeyDbDir)) continue;
+    COFFER_ASSIGN_OR_RETURN(std::string bytes, ReadChecked(id, dir + "/" + file.path, file));
+    if (sealer.has_value()) {
+      COFFER_ASSIGN_OR_RETURN(bytes, internal::UnsealKeyDbFile(*sealer, id, file, bytes));
+    }
+    COFFER_RETURN_IF_ERROR(
+        into.WriteNewFile(internal::KeyDbFileName(file, sealer.has_value()), bytes, false));
+  }
+  return into.Sync();
+}
+
 absl::Status FullBackups::CheckRestoreComplete(const std::string& directory) {
   std::error_code ec;
   if (fs::exists(directory + "/" + kRestoreMarker, ec)) {
@@ -370,7 +400,7 @@ absl::StatusOr<RestoreReport> FullBackups::RestoreInto(uint32_t id, RestoreReque
       progress, kVerifyPhase,
       progress ? RestoreVerifyBytes(data_.get(), id, manifest, request.live_audit_directory) : 0,
       kByteStep);
-  COFFER_RETURN_IF_ERROR(VerifyParts(data_.get(), id, BackupPath(id), manifest,
+  COFFER_RETURN_IF_ERROR(VerifyParts(data_.get(), id, BackupPath(id), manifest, *options_.token,
                                      progress ? FoldInto(&verify_progress) : nullptr));
   COFFER_ASSIGN_OR_RETURN(const audit::VerifyReport verified,
                           VerifyReplaySource(request, manifest, id));
@@ -401,8 +431,8 @@ absl::StatusOr<RestoreReport> FullBackups::RestoreInto(uint32_t id, RestoreReque
     COFFER_RETURN_IF_ERROR(data_->RestoreInto(id, data_dir, progress));
     COFFER_ASSIGN_OR_RETURN(OwnedDirectory keys_root, root.MakeSubdirectory(kRestoredKeyDbDir));
     COFFER_ASSIGN_OR_RETURN(OwnedDirectory audit_root, root.MakeSubdirectory(kRestoredAuditDir));
-    COFFER_RETURN_IF_ERROR(
-        RestoreFileParts(id, BackupPath(id), manifest, keys_root, audit_root, progress));
+    COFFER_RETURN_IF_ERROR(RestoreFileParts(id, BackupPath(id), manifest, *options_.token,
+                                            keys_root, audit_root, progress));
     COFFER_RETURN_IF_ERROR(keys_root.Sync());
     COFFER_RETURN_IF_ERROR(audit_root.Sync());
 

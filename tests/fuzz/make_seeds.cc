@@ -295,6 +295,14 @@ void TextSeeds() {
   Seed("text_formats", "manifest", std::string(1, '\0') + manifest_text);
   Seed("text_formats", "manifest-body",
        std::string(1, '\4') + manifest_text.substr(0, manifest_text.rfind("sha256 ")));
+  // Version 2: the key DB sealed (its files named <name>.sealed, a salt line).
+  manifest.key_db_seal_salt.emplace();
+  manifest.key_db_seal_salt->fill(0x5a);
+  manifest.files[0].path = "keys/CURRENT.sealed";
+  const std::string manifest_v2 = kms::internal::EncodeManifest(manifest);
+  Seed("text_formats", "manifest-v2", std::string(1, '\0') + manifest_v2);
+  Seed("text_formats", "manifest-v2-body",
+       std::string(1, '\4') + manifest_v2.substr(0, manifest_v2.rfind("sha256 ")));
 
   pb::DeletionReceipt receipt;
   receipt.set_format("coffer-deletion-receipt-v2");

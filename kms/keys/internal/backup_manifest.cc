@@ -15,6 +15,7 @@
 
 #include "crypto/base/status.h"
 #include "kms/keys/full_backup.h"
+#include "kms/keys/hsm_adapters.h"
 #include "storage/phase_reporter.h"
 
 namespace coffer::kms::internal {
@@ -386,12 +387,52 @@ absl::Status RemoveTree(const std::string& path) {
   return absl::OkStatus();
 }
 
+absl::StatusOr<crypto::RecordAead> KeyDbSealer(
+    hsm::RowAuthenticator& token, const std::array<uint8_t, kKeyDbSealSaltSize>& salt) {
+  std::string message(kKeyDbSealDomain);
+  message.append(reinterpret_cast<const char*>(salt.data()), salt.size());
+  COFFER_ASSIGN_OR_RETURN(crypto::SecretBytes key, DeriveTokenKey(token, message));
+  return crypto::RecordAead::Create(key, 1);
+}
+
+std::string KeyDbFileAad(uint32_t id, std::string_view name) {
+  std::string aad(kKeyDbSealDomain);
+  for (int shift = 24; shift >= 0; shift -= 8)
+    aad.push_back(static_cast<char>((id >> shift) & 0xff));
+  aad.append(name);
+  return aad;
+}
+
+std::string_view KeyDbFileName(const ManifestFile& file, bool sealed) {
+  std::string_view name = std::string_view(file.path).substr(file.path.rfind('/') + 1);
+  if (sealed && name.ends_with(kSealedSuffix)) name.remove_suffix(kSealedSuffix.size());
+  return name;
+}
+
+absl::StatusOr<std::string> UnsealKeyDbFile(const crypto::RecordAead& sealer, uint32_t id,
+                                            const ManifestFile& file, std::string_view sealed) {
+  if (!std::string_view(file.path).ends_with(kSealedSuffix)) {
+    return Corrupt(id, file.path + " is listed in the clear in a sealed backup");
+  }
+  absl::StatusOr<std::string> plain =
+      sealer.Open(sealed, KeyDbFileAad(id, KeyDbFileName(file, true)));
+  if (!plain.ok()) {
+    return Corrupt(id, file.path +
+                           " does not open under this token's backup key (altered, or sealed by "
+                           "another token)");
+  }
+  return plain;
+}
+
 std::string EncodeManifest(const Manifest& manifest) {
-  std::string text(kManifestMagic);
+  std::string text(manifest.key_db_seal_salt.has_value() ? kManifestMagicV2 : kManifestMagic);
   text += "\nid " + std::to_string(manifest.id);
   text += "\ncreated_micros " + std::to_string(manifest.created_micros);
   text += "\naudit_sequence " + std::to_string(manifest.audit_sequence);
   text += "\naudit_log_id " + audit::ToHex(manifest.log_id);
+  if (manifest.key_db_seal_salt.has_value()) {
+    text += "\nkey_db_sealed " + audit::ToHex(*manifest.key_db_seal_salt);
+  }
   for (const ManifestFile& file : manifest.files) {
     text += "\nfile " + file.path + " " + std::to_string(file.size) + " " + file.sha256;
   }
@@ -410,7 +451,10 @@ absl::StatusOr<Manifest> ParseManifest(uint32_t id, std::string_view text) {
   if (!sum.empty() && sum.back() == '\n') sum.remove_suffix(1);
   if (sum != Sha256Hex(body)) return Corrupt(id, "manifest checksum mismatch");
   std::vector<std::string_view> lines = Split(body, '\n');
-  if (lines.empty() || lines[0] != kManifestMagic) return Corrupt(id, "not a full-backup manifest");
+  if (lines.empty() || (lines[0] != kManifestMagic && lines[0] != kManifestMagicV2)) {
+    return Corrupt(id, "not a full-backup manifest (or of a version this build does not read)");
+  }
+  const bool v2 = lines[0] == kManifestMagicV2;
   Manifest manifest;
   bool have_id = false, have_created = false, have_sequence = false, have_log = false;
   for (size_t i = 1; i < lines.size(); ++i) {
@@ -431,6 +475,10 @@ absl::StatusOr<Manifest> ParseManifest(uint32_t id, std::string_view text) {
       if (!log_id.has_value()) return Corrupt(id, "bad audit log id");
       manifest.log_id = *log_id;
       have_log = true;
+    } else if (v2 && f[0] == "key_db_sealed" && f.size() == 2 &&
+               !manifest.key_db_seal_salt.has_value()) {
+      manifest.key_db_seal_salt = audit::FromHex<kKeyDbSealSaltSize>(f[1]);
+      if (!manifest.key_db_seal_salt.has_value()) return Corrupt(id, "bad key-DB seal salt");
     } else if (f[0] == "file" && f.size() == 4 && SafeRelativePath(f[1]) &&
                ParseU64(f[2], &value) && f[3].size() == size_t{2} * SHA256_DIGEST_LENGTH) {
       manifest.files.push_back(ManifestFile{std::string(f[1]), value, std::string(f[3])});
@@ -438,7 +486,8 @@ absl::StatusOr<Manifest> ParseManifest(uint32_t id, std::string_view text) {
       return Corrupt(id, "unknown manifest line " + std::to_string(i + 1));
     }
   }
-  if (!have_id || !have_created || !have_sequence || !have_log || manifest.id != id) {
+  if (!have_id || !have_created || !have_sequence || !have_log || manifest.id != id ||
+      v2 != manifest.key_db_seal_salt.has_value()) {
     return Corrupt(id, "manifest incomplete");
   }
   return manifest;
@@ -493,7 +542,12 @@ uint64_t CurrentBytes(const std::string& directory, const std::vector<std::strin
 }
 
 absl::Status VerifyParts(storage::DataDbBackups* data_backups, uint32_t id, const std::string& dir,
-                         const Manifest& manifest, const coffer::ProgressFn& progress) {
+                         const Manifest& manifest, hsm::RowAuthenticator& token,
+                         const coffer::ProgressFn& progress) {
+  std::optional<crypto::RecordAead> sealer;
+  if (manifest.key_db_seal_salt.has_value()) {
+    COFFER_ASSIGN_OR_RETURN(sealer, KeyDbSealer(token, *manifest.key_db_seal_salt));
+  }
   absl::Status data = data_backups->Verify(id, progress);
   if (ErrorCodeOf(data) == ErrorCode::kBackupNotFound) return Corrupt(id, "data backup missing");
   COFFER_RETURN_IF_ERROR(data);
@@ -503,7 +557,10 @@ absl::Status VerifyParts(storage::DataDbBackups* data_backups, uint32_t id, cons
                                     storage::PhaseReporter::kByteStep);
     for (const ManifestFile& file : manifest.files) {
       if (!InPart(file, part.dir)) continue;
-      COFFER_RETURN_IF_ERROR(ReadChecked(id, dir + "/" + file.path, file).status());
+      COFFER_ASSIGN_OR_RETURN(std::string bytes, ReadChecked(id, dir + "/" + file.path, file));
+      if (sealer.has_value() && part.dir == kRestoredKeyDbDir) {
+        COFFER_RETURN_IF_ERROR(UnsealKeyDbFile(*sealer, id, file, bytes).status());
+      }
       reporter.Add(file.size);
       have_keys = have_keys || part.dir == kRestoredKeyDbDir;
     }

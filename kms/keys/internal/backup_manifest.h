@@ -7,7 +7,9 @@
 #ifndef COFFER_KMS_KEYS_INTERNAL_BACKUP_MANIFEST_H_
 #define COFFER_KMS_KEYS_INTERNAL_BACKUP_MANIFEST_H_
 
+#include <array>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <system_error>
@@ -17,6 +19,8 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "crypto/base/progress.h"
+#include "crypto/record_aead.h"
+#include "hsm/service_keys.h"
 #include "kms/audit/audit_format.h"
 #include "kms/keys/full_backup.h"
 #include "storage/backup.h"
@@ -24,8 +28,12 @@
 namespace coffer::kms::internal {
 
 // The MANIFEST: one "name value..." line each, the last line the SHA-256 of everything before
-// it.
+// it. Version 2 (written) adds the line "key_db_sealed SALT" (64 hex digits): its key-DB files
+// are sealed (below). Version 1 (read, verified and restored as before) has key-DB files in the
+// clear.
 inline constexpr std::string_view kManifestMagic = "coffer-full-backup v1";
+inline constexpr std::string_view kManifestMagicV2 = "coffer-full-backup v2";
+inline constexpr size_t kKeyDbSealSaltSize = 32;
 inline constexpr char kManifestName[] = "MANIFEST";
 
 struct ManifestFile {
@@ -39,8 +47,30 @@ struct Manifest {
   int64_t created_micros = 0;
   uint64_t audit_sequence = 0;
   audit::LogId log_id{};
-  std::vector<ManifestFile> files;
+  // Version 2: the salt of the key-DB sealing key; absent in a version-1 manifest.
+  std::optional<std::array<uint8_t, kKeyDbSealSaltSize>> key_db_seal_salt;
+  std::vector<ManifestFile> files;  // a sealed key-DB file's size and SHA-256 are the sealed bytes'
 };
+
+// A version-2 backup's key-DB files are sealed, so that the backup alone tells nothing about
+// datasets, key versions or policies: each file is one crypto::RecordAead record (AES-256-GCM,
+// key version 1) under K = HMAC-SHA256(token HMAC service key, kKeyDbSealDomain ‖ salt), derived
+// inside the token (DeriveTokenKey), with associated data kKeyDbSealDomain ‖ backup id (u32 BE) ‖
+// the file's name: a file moved to another backup or name does not open. Without the token that
+// made the backup (or a copy of it), nothing opens. A sealed file is stored as keys/<name>.sealed
+// (it is not a RocksDB file); the name in the associated data, and restored, is <name>.
+inline constexpr std::string_view kKeyDbSealDomain{"coffer.backup.keydb.v1\0", 23};
+inline constexpr std::string_view kSealedSuffix = ".sealed";
+absl::StatusOr<crypto::RecordAead> KeyDbSealer(hsm::RowAuthenticator& token,
+                                               const std::array<uint8_t, kKeyDbSealSaltSize>& salt);
+std::string KeyDbFileAad(uint32_t id, std::string_view name);
+// The name key-DB file `file` has in the key DB: its last path component, without kSealedSuffix
+// when `sealed`.
+std::string_view KeyDbFileName(const ManifestFile& file, bool sealed);
+// The plaintext of key-DB file `file` of backup `id` (its bytes `sealed`); BACKUP_CORRUPT naming
+// the file when it does not open (altered, or sealed under another token's key).
+absl::StatusOr<std::string> UnsealKeyDbFile(const crypto::RecordAead& sealer, uint32_t id,
+                                            const ManifestFile& file, std::string_view sealed);
 
 std::string JoinPath(std::string_view directory, std::string_view name);
 
@@ -133,9 +163,11 @@ uint64_t PartBytes(const Manifest& manifest, std::string_view part);
 uint64_t CurrentBytes(const std::string& directory, const std::vector<std::string>& names);
 
 // Checks every part of backup `id` (in `dir`) against its manifest: the data backup (phase
-// "data"), then the key-DB and audit files (phases "keys" and "audit", bytes).
+// "data"), then the key-DB and audit files (phases "keys" and "audit", bytes); a sealed key-DB
+// file must also open under the token's key (`token`).
 absl::Status VerifyParts(storage::DataDbBackups* data_backups, uint32_t id, const std::string& dir,
-                         const Manifest& manifest, const coffer::ProgressFn& progress);
+                         const Manifest& manifest, hsm::RowAuthenticator& token,
+                         const coffer::ProgressFn& progress);
 
 }  // namespace coffer::kms::internal
 

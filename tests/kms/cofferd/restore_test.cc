@@ -138,6 +138,7 @@ class OpenedState {
     kms::FullBackupOptions backup_options;
     backup_options.directory = dir + "/backups";
     backup_options.clock = &s->clock_;
+    backup_options.token = &s->hsm_->row_authenticator();
     auto backups = kms::FullBackups::Open(backup_options);
     EXPECT_TRUE(backups.ok()) << backups.status();
     if (!backups.ok()) return nullptr;

@@ -35,6 +35,7 @@
 #include "hsm/hsm_client.h"
 #include "hsm/key_wrapper.h"
 #include "kms/client/client.h"
+#include "kms/keys/full_backup.h"
 #include "kms/keys/key_cache.h"
 #include "kms/keys/key_db.h"
 #include "kms/keys/key_db.pb.h"
@@ -88,9 +89,9 @@ uint64_t ReadInteger(const std::string& in, size_t at, int bytes) {
   return value;
 }
 
-// Runs in the child, as the daemon's user: every key version of `handles` in the key-DB copy
-// `key_db`, unwrapped through the token of the daemon's directory `dir`.
-std::string UnwrapInChild(const std::string& dir, const std::string& key_db,
+// Runs in the child, as the daemon's user: every key version of `handles` in the key-DB copy of
+// full backup `id`, unwrapped through the token of the daemon's directory `dir`.
+std::string UnwrapInChild(const std::string& dir, uint32_t id,
                           const std::vector<uint64_t>& handles) {
   setenv("SOFTHSM2_CONF", (dir + "/hsm/softhsm2.conf").c_str(), 1);
   hsm::HsmOptions options;
@@ -98,11 +99,13 @@ std::string UnwrapInChild(const std::string& dir, const std::string& key_db,
   options.pin = hsm::PinSource::FromFile(dir + "/hsm/user.pin");
   auto token = hsm::HsmClient::Open(options);
   if (!token.ok()) return "Eopening the token: " + std::string(token.status().message());
-  // KeyDb::Open writes to its directory: open a copy, so the backup stays as it was.
+  // The backup's key-DB copy is sealed under a key the token derives: open it into a directory
+  // of the child's own (KeyDb::Open writes to its directory; the backup stays as it was).
   const std::string copy = dir + "/secrets-test-key-db";
   std::error_code error;
-  fs::copy(key_db, copy, fs::copy_options::recursive, error);
-  if (error) return "Ecopying the backup's key DB: " + error.message();
+  absl::Status extracted =
+      kms::FullBackups::ExtractKeyDb(dir + "/backups", id, (*token)->row_authenticator(), copy);
+  if (!extracted.ok()) return "Eopening the backup's key DB: " + std::string(extracted.message());
   std::string out = "K";
   absl::Status status;
   {
@@ -196,8 +199,9 @@ class SecretsInMemoryTest : public ::testing::Test {
     passwd* user = getpwnam("nobody");
     ASSERT_NE(user, nullptr);
     const std::string dir = daemon_->dir();
-    std::string answer = testing::RunAsUid(user->pw_uid, daemon_->daemon_gid(),
-                                           [&] { return UnwrapInChild(dir, key_db, handles); });
+    std::string answer = testing::RunAsUid(user->pw_uid, daemon_->daemon_gid(), [&] {
+      return UnwrapInChild(dir, static_cast<uint32_t>(id), handles);
+    });
     ASSERT_FALSE(answer.empty());
     ASSERT_EQ(answer[0], 'K') << "the child could not learn the keys: " << answer.substr(1);
     ASSERT_EQ((answer.size() - 1) % kRecordBytes, 0u);

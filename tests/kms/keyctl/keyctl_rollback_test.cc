@@ -17,9 +17,11 @@
 #include <vector>
 
 #include "gtest/gtest.h"
+#include "hsm/hsm_client.h"
 #include "kms/audit/anchor.h"
 #include "kms/audit/anchor_check.h"
 #include "kms/audit/audit_format.h"
+#include "kms/keys/full_backup.h"
 #include "tests/kms/audit/audit_test_util.h"
 #include "tests/kms/cofferd/cofferd_harness.h"
 #include "tests/testing/process.h"
@@ -61,6 +63,18 @@ std::string JournalAnchors(const std::string& audit_dir, audit::CheckpointAnchor
     }
   }
   return text;
+}
+
+// The token of the daemon in `dir`, opened here as an operator holding its user PIN would.
+std::unique_ptr<hsm::HsmClient> OpenToken(const std::string& dir) {
+  setenv("SOFTHSM2_CONF", (dir + "/hsm/softhsm2.conf").c_str(), 1);
+  hsm::HsmOptions options;
+  options.token_label = "coffer";
+  options.pin = hsm::PinSource::FromFile(dir + "/hsm/user.pin");
+  auto token = hsm::HsmClient::Open(options);
+  EXPECT_TRUE(token.ok()) << token.status();
+  if (!token.ok()) return nullptr;
+  return *std::move(token);
 }
 
 class KeyctlRollbackTest : public ::testing::Test {
@@ -216,9 +230,10 @@ TEST_F(KeyctlRollbackTest, AKeyDbOlderThanTheLogIsRefusedAtStartUp) {
 }
 
 // A restore is the legitimate way back (docs/key-manager.md, "Key DB generation"): the backup's
-// own key-DB copy is older than the log and refused like any old copy, but `keyctl backup
-// restore` gives the restored key DB a generation above the log's, so the restored directory
-// is served beside the live log — and then the old live key DB is the older one.
+// own key-DB copy — sealed, so it does not even open without the token — is older than the log
+// and refused like any old copy once opened, but `keyctl backup restore` gives the restored key DB
+// a generation above the log's, so the restored directory is served beside the live log — and then
+// the old live key DB is the older one.
 TEST_F(KeyctlRollbackTest, ARestoredDirectoryStartsAboveTheLogAndIsServed) {
   const std::string dir = daemon_->dir();
   ASSERT_EQ(Run("dataset create gen/restored").exit_code, 0);
@@ -233,9 +248,26 @@ TEST_F(KeyctlRollbackTest, ARestoredDirectoryStartsAboveTheLogAndIsServed) {
   ASSERT_EQ(restored.exit_code, 0) << restored.out << restored.err << daemon_->Logs();
   ASSERT_TRUE(daemon_->Stop());
 
-  // The backup's raw key-DB copy in place of the live one: refused.
+  // The backup's raw key-DB copy in place of the live one: refused — sealed, it is no key DB.
   ASSERT_EQ(RunShell("mv " + dir + "/keys " + dir + "/keys.live && cp -a " + dir +
                      "/backups/full/" + std::to_string(id) + "/keys " + dir + "/keys"),
+            0);
+  auto [sealed_code, sealed_log] = daemon_->RunToExit({daemon_->UserArg()});
+  EXPECT_EQ(sealed_code, 1) << sealed_log;
+  EXPECT_NE(sealed_log.find("cannot start"), std::string::npos) << sealed_log;
+  // Opened with the token (kms::FullBackups::ExtractKeyDb), it is older than the log: refused.
+  // (Extracted into a directory of this process's own, as ExtractKeyDb's target rules ask.)
+  ASSERT_EQ(RunShell("rm -rf " + dir + "/keys && mkdir -m 0700 " + dir + "/extract"), 0);
+  {
+    auto token = OpenToken(dir);
+    ASSERT_NE(token, nullptr);
+    absl::Status extracted =
+        kms::FullBackups::ExtractKeyDb(dir + "/backups", static_cast<uint32_t>(id),
+                                       token->row_authenticator(), dir + "/extract/keys");
+    ASSERT_TRUE(extracted.ok()) << extracted;
+  }
+  ASSERT_EQ(RunShell("mv " + dir + "/extract/keys " + dir + "/keys && rmdir " + dir +
+                     "/extract && chown -R --reference=" + dir + "/keys.live " + dir + "/keys"),
             0);
   auto [raw_code, raw_log] = daemon_->RunToExit({daemon_->UserArg()});
   EXPECT_EQ(raw_code, 1) << raw_log;

@@ -23,12 +23,14 @@
 #include "kms/audit/verifier.h"
 #include "kms/keys/audited_purge_journal.h"
 #include "kms/keys/hsm_adapters.h"
+#include "kms/keys/internal/backup_manifest.h"
 #include "kms/keys/store_graph.h"
 #include "storage/attachment_store.h"
 #include "storage/record_store.h"
 #include "storage/recycle_bin.h"
 #include "storage/reindex.h"
 #include "tests/kms/audit/audit_test_util.h"
+#include "tests/kms/keys/fixed_row_authenticator.h"
 #include "tests/kms/keys/kms_test_env.h"
 #include "tests/testing/progress_log.h"
 
@@ -100,6 +102,7 @@ class FullBackupTest : public ::testing::Test {
     backup_options.directory = dir_.Sub("backups");
     backup_options.sync = false;
     backup_options.clock = &clock_;
+    backup_options.token = &suite_.client->row_authenticator();
     auto backups = FullBackups::Open(backup_options);
     ASSERT_TRUE(backups.ok()) << backups.status();
     backups_ = *std::move(backups);
@@ -474,9 +477,10 @@ TEST_F(FullBackupTest, ARestoredKeyDbStartsAboveTheLiveLogsGeneration) {
   ASSERT_EQ(log_->recorded_key_db_generation(), live);
   CloseInstance();
 
-  // The backup's own key-DB copy, put in place as it is: refused.
-  fs::copy(dir_.Sub("backups") + "/full/" + std::to_string(backup->id) + "/keys",
-           dir_.Sub("backup-keys"), fs::copy_options::recursive);
+  // The backup's own key-DB copy, opened with the token and put in place as it is: refused.
+  ASSERT_TRUE(FullBackups::ExtractKeyDb(dir_.Sub("backups"), backup->id,
+                                        suite_.client->row_authenticator(), dir_.Sub("backup-keys"))
+                  .ok());
   KeyManagerOptions raw = ManagerOptions(dir_.Sub("backup-keys"));
   raw.minimum_key_db_generation = log_->recorded_key_db_generation();
   EXPECT_EQ(ErrorCodeOf(KeyManager::Open(raw).status()), ErrorCode::kKeyDbRolledBack);
@@ -534,6 +538,111 @@ TEST_F(FullBackupTest, VerifyDetectsACorruptFileInEachPart) {
   EXPECT_FALSE(fs::exists(dir_.Sub("restored")));
   fs::rename(keys + ".moved", keys);
   EXPECT_EQ(ErrorCodeOf(backups_->Verify(backup->id + 100)), ErrorCode::kBackupNotFound);
+}
+
+std::string ReadAll(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+}
+
+// Whether any regular file in `dir` contains `text`.
+bool AnyFileContains(const std::string& dir, std::string_view text) {
+  for (const auto& entry : fs::directory_iterator(dir)) {
+    if (entry.is_regular_file() && ReadAll(entry.path()).find(text) != std::string::npos) {
+      return true;
+    }
+  }
+  return false;
+}
+
+// Issue 20 item 3: the key DB copy inside a backup is sealed under a key only the token derives
+// (manifest version 2), so a backup holder alone reads no key-DB row; verify and restore open it
+// with the token; another token's key does not; and a version-1 backup (key DB in the clear, as
+// earlier builds wrote it) still verifies and restores.
+TEST_F(FullBackupTest, TheKeyDbCopyIsSealedUnderTheTokenAndAVersion1BackupStillRestores) {
+  uint64_t handle = Create("crm/sealed");
+  for (int i = 0; i < 10; ++i) {
+    ASSERT_TRUE(records_->Put(handle, "s-" + std::to_string(i), "value " + std::to_string(i)).ok());
+  }
+  auto backup = backups_->Create(Sources(), TestAdmin());
+  ASSERT_TRUE(backup.ok()) << backup.status();
+  const std::string full = dir_.Sub("backups") + "/full/" + std::to_string(backup->id);
+  const std::string manifest_text = ReadAll(full + "/MANIFEST");
+  EXPECT_EQ(manifest_text.rfind("coffer-full-backup v2\n", 0), 0u) << manifest_text;
+  EXPECT_NE(manifest_text.find("\nkey_db_sealed "), std::string::npos);
+  EXPECT_FALSE(fs::exists(full + "/keys.checkpoint"));  // the plain staging copy is gone
+  // RocksDB's own files name it in the clear (the live key DB does); the sealed copy does not.
+  ASSERT_TRUE(AnyFileContains(key_db_path_, "rocksdb"));
+  EXPECT_FALSE(AnyFileContains(full + "/" + kRestoredKeyDbDir, "rocksdb"));
+  for (const auto& entry : fs::directory_iterator(full + "/" + kRestoredKeyDbDir)) {
+    EXPECT_EQ(entry.path().extension(), ".sealed") << entry.path();
+  }
+  ASSERT_TRUE(backups_->Verify(backup->id).ok());
+  // With the token, the copy opens: the key DB as the backup took it.
+  ASSERT_TRUE(FullBackups::ExtractKeyDb(dir_.Sub("backups"), backup->id,
+                                        suite_.client->row_authenticator(), dir_.Sub("extracted"))
+                  .ok());
+  {
+    auto extracted = KeyDb::Open(dir_.Sub("extracted"), &suite_.client->row_authenticator());
+    ASSERT_TRUE(extracted.ok()) << extracted.status();
+  }
+
+  // Another token derives another key: verify names the key-DB file that does not open.
+  {
+    testing::FixedRowAuthenticator other_token;
+    FullBackupOptions other;
+    other.directory = dir_.Sub("backups");
+    other.sync = false;
+    other.clock = &clock_;
+    other.token = &other_token;
+    auto foreign = FullBackups::Open(other);
+    ASSERT_TRUE(foreign.ok()) << foreign.status();
+    absl::Status verified = (*foreign)->Verify(backup->id);
+    EXPECT_EQ(ErrorCodeOf(verified), ErrorCode::kBackupCorrupt) << verified;
+    EXPECT_NE(verified.message().find("another token"), std::string::npos) << verified;
+    auto refused = (*foreign)->RestoreInto(backup->id, Request(dir_.Sub("foreign")));
+    EXPECT_EQ(ErrorCodeOf(refused.status()), ErrorCode::kBackupCorrupt);
+    EXPECT_FALSE(fs::exists(dir_.Sub("foreign")));
+    other.token = nullptr;
+    EXPECT_EQ(ErrorCodeOf(FullBackups::Open(other).status()), ErrorCode::kInvalidArgument);
+  }
+
+  // The same backup as a build before sealing wrote it: key-DB files in the clear, manifest v1.
+  auto manifest = internal::ReadManifest(backup->id, full);
+  ASSERT_TRUE(manifest.ok()) << manifest.status();
+  ASSERT_TRUE(manifest->key_db_seal_salt.has_value());
+  auto sealer =
+      internal::KeyDbSealer(suite_.client->row_authenticator(), *manifest->key_db_seal_salt);
+  ASSERT_TRUE(sealer.ok()) << sealer.status();
+  for (internal::ManifestFile& file : manifest->files) {
+    if (!internal::InPart(file, kRestoredKeyDbDir)) continue;
+    auto plain =
+        internal::UnsealKeyDbFile(*sealer, backup->id, file, ReadAll(full + "/" + file.path));
+    ASSERT_TRUE(plain.ok()) << plain.status();
+    fs::remove(full + "/" + file.path);
+    file.path =
+        std::string(kRestoredKeyDbDir) + "/" + std::string(internal::KeyDbFileName(file, true));
+    ASSERT_TRUE(internal::WriteWholeFile(full + "/" + file.path, *plain, false).ok());
+    file.size = plain->size();
+    file.sha256 = internal::Sha256Hex(*plain);
+  }
+  manifest->key_db_seal_salt.reset();
+  const std::string v1 = internal::EncodeManifest(*manifest);
+  ASSERT_EQ(v1.rfind("coffer-full-backup v1\n", 0), 0u);
+  ASSERT_TRUE(internal::WriteWholeFile(full + "/MANIFEST", v1, false).ok());
+  ASSERT_TRUE(AnyFileContains(full + "/" + kRestoredKeyDbDir, "rocksdb"));
+  ASSERT_TRUE(backups_->Verify(backup->id).ok());
+
+  CloseInstance();
+  const std::string target = dir_.Sub("restored");
+  auto report = backups_->RestoreInto(backup->id, Request(target));
+  ASSERT_TRUE(report.ok()) << report.status();
+  OpenInstance(target + "/" + kRestoredDataDir, target + "/" + kRestoredKeyDbDir);
+  for (int i = 0; i < 10; ++i) {
+    auto got = records_->Get(handle, "s-" + std::to_string(i));
+    ASSERT_TRUE(got.ok()) << i << ": " << got.status();
+    EXPECT_EQ(*got, "value " + std::to_string(i));
+  }
 }
 
 TEST_F(FullBackupTest, PruneKeepsTheNewestAndRestoreRefusesANonEmptyTargetOrAStaleLog) {
