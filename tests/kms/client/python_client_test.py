@@ -109,6 +109,40 @@ class ScenarioTest(unittest.TestCase):
         self.assertTrue(error.message)
         self.assertNotIn(self.tag, str(error))
 
+    def test_record_batch(self):
+        items = [(f"py/{self.tag}/batch/{n:02}".encode(), f"value {n} ".encode() * 3)
+                 for n in range(12)]
+        self.assertEqual(self.client.put_records(GRANTED, items), [None] * 12)
+        ids = [record_id for record_id, _ in items]
+        missing = f"py/{self.tag}/batch/missing".encode()
+        got = self.client.get_records(GRANTED, ids[:6] + [missing] + ids[6:])
+        self.assertEqual(len(got), 13)
+        self.assertEqual(got[:6] + got[7:], [value for _, value in items])
+        self.assertIsInstance(got[6], errors.RecordNotFoundError)
+        self.assertNotIn(self.tag, str(got[6]))
+
+        # Values beyond one reply frame (4 MiB): served from the first, BATCH_REPLY_FULL from
+        # the first that would not fit; asked again, the rest come.
+        big = {f"py/{self.tag}/big/{n}".encode(): bytes([n + 1]) * (1536 << 10) for n in range(4)}
+        for record_id, value in big.items():  # one per request: each frame within the limit
+            self.client.put_record(GRANTED, record_id, value)
+        pending, rounds, saw_full = list(big), 0, False
+        while pending:
+            rounds += 1
+            self.assertLessEqual(rounds, 4, "no progress")
+            got = self.client.get_records(GRANTED, pending)
+            served = [i for i, item in enumerate(got) if not isinstance(item, errors.CofferError)]
+            self.assertTrue(served)
+            self.assertEqual(served, list(range(len(served))))  # served first, then full
+            for i, item in enumerate(got):
+                if i < len(served):
+                    self.assertEqual(item, big[pending[i]])
+                else:
+                    self.assertIsInstance(item, errors.BatchReplyFullError)
+                    saw_full = True
+            pending = pending[len(served):]
+        self.assertTrue(saw_full)
+
     def test_record_list(self):
         mine = {f"py/{self.tag}/list/{n:02}".encode() for n in range(23)}
         for record_id in mine:

@@ -9,6 +9,7 @@
 #include <cctype>
 #include <fstream>
 #include <iostream>
+#include <map>
 #include <memory>
 #include <set>
 #include <sstream>
@@ -143,6 +144,67 @@ TEST_F(ClientScenarioTest, RecordNotFound) {
   EXPECT_EQ(ErrorCodeName(ErrorCodeOf(got.status())), "RECORD_NOT_FOUND");
   EXPECT_FALSE(got.status().message().empty());
   EXPECT_EQ(got.status().message().find(tag_), std::string::npos) << got.status();
+}
+
+TEST_F(ClientScenarioTest, RecordBatch) {
+  std::vector<Client::RecordWrite> items;
+  for (int n = 0; n < 12; ++n) {
+    items.push_back({"cc/" + tag_ + "/batch/" + std::to_string(100 + n),
+                     "value " + std::to_string(n) + " value " + std::to_string(n)});
+  }
+  auto put = client_->PutRecords(kGranted, items);
+  ASSERT_TRUE(put.ok()) << put.status();
+  ASSERT_EQ(put->size(), items.size());
+  for (const absl::Status& result : *put) EXPECT_TRUE(result.ok()) << result;
+  std::vector<std::string> ids;
+  for (size_t i = 0; i < items.size(); ++i) {
+    if (i == 6) ids.push_back("cc/" + tag_ + "/batch/missing");
+    ids.push_back(items[i].id);
+  }
+  auto got = client_->GetRecords(kGranted, ids);
+  ASSERT_TRUE(got.ok()) << got.status();
+  ASSERT_EQ(got->size(), ids.size());
+  for (size_t i = 0, item = 0; i < ids.size(); ++i) {
+    if (i == 6) {
+      EXPECT_EQ(ErrorCodeOf((*got)[i].status()), ErrorCode::kRecordNotFound) << (*got)[i].status();
+      EXPECT_EQ((*got)[i].status().message().find(tag_), std::string::npos);
+      continue;
+    }
+    EXPECT_EQ((*got)[i].value_or(""), items[item++].value) << i;
+  }
+
+  // Values beyond one reply frame (4 MiB): served from the first, BATCH_REPLY_FULL from the
+  // first that would not fit; asked again, the rest come.
+  std::map<std::string, std::string> big;
+  for (int n = 0; n < 4; ++n) {
+    big["cc/" + tag_ + "/big/" + std::to_string(n)] =
+        std::string(1536 << 10, static_cast<char>(n + 1));
+  }
+  std::vector<std::string> pending;
+  for (const auto& [id, value] : big) {
+    ASSERT_TRUE(client_->PutRecord(kGranted, id, value).ok());  // one per request
+    pending.push_back(id);
+  }
+  bool saw_full = false;
+  for (int round = 1; !pending.empty(); ++round) {
+    ASSERT_LE(round, 4) << "no progress";
+    auto answered = client_->GetRecords(kGranted, pending);
+    ASSERT_TRUE(answered.ok()) << answered.status();
+    ASSERT_EQ(answered->size(), pending.size());
+    size_t served = 0;
+    while (served < answered->size() && (*answered)[served].ok()) {
+      EXPECT_EQ(*(*answered)[served], big[pending[served]]);
+      ++served;
+    }
+    ASSERT_GT(served, 0u);
+    for (size_t i = served; i < answered->size(); ++i) {
+      EXPECT_EQ(ErrorCodeOf((*answered)[i].status()), ErrorCode::kBatchReplyFull)
+          << (*answered)[i].status();
+      saw_full = true;
+    }
+    pending.erase(pending.begin(), pending.begin() + static_cast<long>(served));
+  }
+  EXPECT_TRUE(saw_full);
 }
 
 TEST_F(ClientScenarioTest, RecordList) {

@@ -64,6 +64,10 @@ def _text(value, what):
 
 
 def _error_of(response):
-    error = response.error
+    return _item_error(response.error)
+
+
+def _item_error(error):
+    """The exception for a coffer.v1.Error (a response's, or a batch item's)."""
     retry = error.retry_after_ms if error.retry_after_ms > 0 else None
     return errors.error_for(error.code, error.code_name, "cofferd: " + error.message, retry)

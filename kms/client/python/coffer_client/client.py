@@ -13,10 +13,11 @@ Connections: the pool keeps up to ClientOptions.idle_connections idle connection
 opens at most max_connections at a time; a call finding every connection in use waits for one up
 to the request timeout (then ResourceExhaustedError). An idle connection the daemon has closed
 is noticed and dropped before reuse. When a connection breaks during a call, it is closed and,
-for calls that are safe to repeat — every read, put_record (it stores the same value again),
-begin_attachment and open_attachment — the request is sent once more on a newly dialled
-connection. delete_record, restore_record, delete_attachment, restore_attachment and an
-upload's commit or abort are never repeated: their failure is raised and the caller decides.
+for calls that are safe to repeat — every read (get_records too), put_record and put_records
+(they store the same values again), begin_attachment and open_attachment — the request is sent
+once more on a newly dialled connection. delete_record, restore_record, delete_attachment,
+restore_attachment and an upload's commit or abort are never repeated: their failure is raised
+and the caller decides.
 
 Failures: every failure raises a subclass of errors.CofferError (see errors.py for which codes
 the client raises itself). After any failure other than an error answered by the daemon, the
@@ -35,7 +36,7 @@ import dataclasses
 from . import errors
 from ._common import (DEFAULT_CHUNK_BYTES, DEFAULT_MAX_FRAME_BYTES, MASK_EMAIL, MASK_NONE,
                       MASK_PHONE, AttachmentInfo, PseudonymBatch, RecordPage, _bytes, _error_of,
-                      _info, _text, service_pb2)
+                      _info, _item_error, _text, service_pb2)
 from ._connection import DAEMON_CLOSES_AFTER, ConnectionPool
 from .attachments import AttachmentReader, AttachmentWriter
 
@@ -113,6 +114,14 @@ def _exchange(pool, request, idempotent, expected, keep=False):
         pool.release(connection)
         return response
     raise AssertionError("unreachable")
+
+def _batch_items(results, expected, operation, value_of):
+    """A batch reply's items: value_of(item), or the item's error as an exception instance."""
+    if len(results) != expected:
+        raise errors.UnexpectedFrameError(f"{operation} answered another item count")
+    return [_item_error(item.error) if item.HasField("error") else value_of(item)
+            for item in results]
+
 
 class Client:
     """A client of one cofferd data socket. Use as a context manager, or call close()."""
@@ -202,6 +211,36 @@ class Client:
             if not page.next_page_token:
                 return
             token = page.next_page_token
+
+    # ---- Batches: 1 to 1,000 records of one dataset per request (docs/api.md, "Batches") ----
+
+    def get_records(self, dataset, ids):
+        """The values of `ids`, in order: each item is the value (bytes) or the CofferError its
+        own get_record would have raised (RecordNotFoundError, ...); BatchReplyFullError for the
+        items that did not fit the daemon's reply frame: ask for those again. Raises when the
+        whole batch is refused (the dataset, the grant, the item count, the frame size, the
+        daemon). Not atomic: each item is served and audited on its own."""
+        request = service_pb2.Request()
+        op = request.record_get_many
+        op.dataset = _text(dataset, "dataset")
+        op.ids.extend(_bytes(i, "each record_id") for i in ids)
+        results = self._call(request, True, "record_get_many").record_get_many.results
+        return _batch_items(results, len(op.ids), "record_get_many",
+                            lambda item: item.value)
+
+    def put_records(self, dataset, items):
+        """Writes `items` ((record_id, value) pairs of bytes) in order; returns, per item, None
+        or the CofferError its own put_record would have raised (a failed item does not stop the
+        rest). Raises when the whole batch is refused, as get_records."""
+        request = service_pb2.Request()
+        op = request.record_put_many
+        op.dataset = _text(dataset, "dataset")
+        for record_id, value in items:
+            item = op.items.add()
+            item.id, item.value = _bytes(record_id, "each record_id"), _bytes(value, "each value")
+        # Repeating the batch stores the same values again: safe after a broken connection.
+        results = self._call(request, True, "record_put_many").record_put_many.results
+        return _batch_items(results, len(op.items), "record_put_many", lambda item: None)
 
     # ---- Attachments ----
 
