@@ -177,6 +177,19 @@ for op, redis_target in (("get", 0.6), ("put", 0.5)):
         targets.append((f"socket {op} p99, 8 clients, coffer wal, audit window 100 ms",
                         f"{c['p99'] / 1000:.2f} ms", "—", "—", "< 1 ms",
                         "**met**" if c["p99"] < 1000 else "**not met**", load("daemon")))
+# Batches of 16 records per request (record_get_many / record_put_many; Redis MGET / MSET;
+# PostgreSQL one statement of 16 rows), in records per second. Issue 18 sets no target for them.
+for op in ("mget", "mput"):
+    c = socket("coffer", COFFER, op, 8)
+    for name, other in ((f"its own single {op[1:]}s", socket("coffer", COFFER, op[1:], 8)),
+                        ("Redis appendfsync everysec, " + {"mget": "MGET", "mput": "MSET"}[op],
+                         socket("redis", REDIS, op, 8)),
+                        ("PostgreSQL 15 + pgp_sym_encrypt, one statement, synchronous_commit off",
+                         socket("pg+pgp_sym_encrypt", PG, op, 8))):
+        if c and other:
+            add_target(f"socket {op} (16 records per request, records/s), 8 clients, coffer wal "
+                       f"(window 100 ms) vs {name}", kops(c["ops"]), kops(other["ops"]),
+                       c["ops"] / other["ops"], "—", "no target", "daemon")
 fsync = read_tsv(os.path.join(RAW, "daemon", "fsync.tsv"))
 fsync_rate = float(fsync[0][1]) if fsync else None
 batch = dict((r[0], r[1]) for r in read_tsv(os.path.join(RAW, "daemon", "fsync-batch.tsv")))
@@ -355,7 +368,9 @@ out.append("## Over the socket: coffer vs PostgreSQL 15 + pgcrypto and Redis (Un
 out.append("")
 out.append(section_note("daemon"))
 out.append("")
-out.append("1 KiB values, random ids. Same durability in each pair: coffer wal ↔ PostgreSQL "
+out.append("1 KiB values, random ids; mput and mget are batches of 16 records per request "
+           "(their ops/s count records, their latencies are per request). Same durability in "
+           "each pair: coffer wal ↔ PostgreSQL "
            "synchronous_commit off ↔ Redis appendfsync everysec (acknowledged before fsync); "
            "coffer sync ↔ synchronous_commit on. Redis's p999 is the first step of its "
            "percentile distribution at or above 99.9%.")

@@ -1,18 +1,21 @@
 // coffer-loadgen: load generator for cofferd's data socket, through the client library.
 //
 //   coffer-loadgen --socket PATH --dataset NAME [--clients 1,8,64] [--seconds 5]
-//                  [--ids 100000] [--value_bytes 1024] [--warmup_seconds 1]
+//                  [--ids 100000] [--value_bytes 1024] [--warmup_seconds 1] [--batch 16]
 //
 // For each client count N: N threads share one coffer::client::Client whose pool holds N
 // connections (one per thread in practice). Phase "put": each thread writes values of
 // --value_bytes to ids drawn uniformly from [0, --ids) for --seconds; phase "get": each thread
 // reads ids drawn uniformly from those written. The first --warmup_seconds of each phase are not
-// measured. Every operation's latency (send to full answer) is kept, so p50/p99/p999 are exact
+// measured. Then, with --batch N (default 16; 0: none), phases "mput" and "mget" do the same
+// with record_put_many / record_get_many of N random ids per request (Client::PutRecords,
+// GetRecords): their ops_per_s and ops count records, their latencies are per request. Every
+// operation's latency (send to full answer) is kept, so p50/p99/p999 are exact
 // percentiles of the samples, not bucket estimates. Each result is printed as one line
 //   RESULT clients=N op=put ops_per_s=... p50_us=... p99_us=... p999_us=... ops=... errors=...
 // which scripts/bench-daemon parses. Every result is checked: a get must return the bytes the
-// last put of that id stored (values carry their id), and any error is counted and the first
-// one of each phase printed.
+// last put of that id stored (values carry their id), every item of a batch too, and any error
+// (of a request or of one item) is counted and the first one of each phase printed.
 
 #include <algorithm>
 #include <atomic>
@@ -42,6 +45,7 @@ struct Flags {
   double warmup_seconds = 1;
   uint64_t ids = 100'000;
   size_t value_bytes = 1024;
+  size_t batch = 16;  // records per mput / mget request; 0: no batch phases
 };
 
 bool ParseFlags(int argc, char** argv, Flags* flags) {
@@ -75,12 +79,14 @@ bool ParseFlags(int argc, char** argv, Flags* flags) {
       flags->ids = std::strtoull(v6, nullptr, 10);
     } else if (const char* v7 = value("value_bytes")) {
       flags->value_bytes = std::strtoull(v7, nullptr, 10);
+    } else if (const char* v8 = value("batch")) {
+      flags->batch = std::strtoull(v8, nullptr, 10);
     } else {
       return false;
     }
   }
   return !flags->socket.empty() && !flags->dataset.empty() && !flags->clients.empty() &&
-         flags->seconds > 0 && flags->ids > 0 && flags->value_bytes >= 16;
+         flags->seconds > 0 && flags->ids > 0 && flags->value_bytes >= 16 && flags->batch <= 1000;
 }
 
 std::string IdOf(uint64_t n) { return "loadgen/" + std::to_string(n); }
@@ -107,6 +113,14 @@ double PercentileMicros(std::vector<uint32_t>& samples, double q) {
   auto index = static_cast<size_t>(q * static_cast<double>(samples.size() - 1));
   std::nth_element(samples.begin(), samples.begin() + static_cast<ptrdiff_t>(index), samples.end());
   return samples[index] / 1000.0;
+}
+
+// Whether `value` is the value ValueFor(n, size, ...) made: its size, and the id it names.
+bool NamesId(const std::string& value, uint64_t n, size_t size) {
+  uint64_t named = 0;
+  if (value.size() != size) return false;
+  std::memcpy(&named, value.data(), sizeof(named));
+  return named == n;
 }
 
 // Runs `op` (returns false on a failure) on `threads` threads; measures after the warm-up.
@@ -160,14 +174,16 @@ PhaseResult RunPhase(int threads, const Flags& flags, const char* name, Op op) {
   return result;
 }
 
-void Print(int clients, const char* op, PhaseResult& r) {
-  double ops = static_cast<double>(r.latencies_ns.size()) / r.measured_seconds;
+// `records`: records per operation (a batch's size; 1 otherwise): ops_per_s and ops count records.
+void Print(int clients, const char* op, PhaseResult& r, size_t records = 1) {
+  const uint64_t count = r.latencies_ns.size() * records;
+  double ops = static_cast<double>(count) / r.measured_seconds;
   double p50 = PercentileMicros(r.latencies_ns, 0.50);
   double p99 = PercentileMicros(r.latencies_ns, 0.99);
   double p999 = PercentileMicros(r.latencies_ns, 0.999);
   std::cout << std::fixed << "RESULT clients=" << clients << " op=" << op
             << " ops_per_s=" << std::setprecision(0) << ops << " p50_us=" << std::setprecision(1)
-            << p50 << " p99_us=" << p99 << " p999_us=" << p999 << " ops=" << r.latencies_ns.size()
+            << p50 << " p99_us=" << p99 << " p999_us=" << p999 << " ops=" << count
             << " errors=" << r.errors << std::endl;
 }
 
@@ -179,6 +195,7 @@ int main(int argc, char** argv) {
     std::cerr << "usage: " << argv[0]
               << " --socket PATH --dataset NAME [--clients 1,8,64] [--seconds 5]\n"
                  "          [--warmup_seconds 1] [--ids 100000] [--value_bytes 1024]\n"
+                 "          [--batch 16]\n"
                  "  (--socket defaults to $COFFER_DATA_SOCKET)\n";
     return 2;
   }
@@ -217,14 +234,48 @@ int main(int argc, char** argv) {
       uint64_t n = present[rng() % present.size()];
       auto value = c.GetRecord(flags.dataset, IdOf(n));
       if (!value.ok()) return value.status();
-      uint64_t named = 0;
-      if (value->size() != flags.value_bytes ||
-          (std::memcpy(&named, value->data(), sizeof(named)), named != n)) {
+      if (!NamesId(*value, n, flags.value_bytes)) {
         return coffer::MakeError(coffer::ErrorCode::kDataLoss, "get returned another value");
       }
       return absl::OkStatus();
     });
     Print(clients, "get", gets);
+    if (flags.batch == 0) continue;
+
+    // Batches: the ids written by mput join those the mget draws from only after the phase.
+    PhaseResult mputs = RunPhase(clients, flags, "mput", [&](std::mt19937_64& rng) {
+      std::vector<coffer::client::Client::RecordWrite> items(flags.batch);
+      for (auto& item : items) {
+        uint64_t n = present[rng() % present.size()];  // overwrite: every id stays checkable
+        item.id = IdOf(n);
+        item.value = ValueFor(n, flags.value_bytes, rng);
+      }
+      auto results = c.PutRecords(flags.dataset, items);
+      if (!results.ok()) return results.status();
+      for (const absl::Status& result : *results) {
+        if (!result.ok()) return result;
+      }
+      return absl::OkStatus();
+    });
+    Print(clients, "mput", mputs, flags.batch);
+    PhaseResult mgets = RunPhase(clients, flags, "mget", [&](std::mt19937_64& rng) -> absl::Status {
+      std::vector<uint64_t> ns(flags.batch);
+      std::vector<std::string> ids(flags.batch);
+      for (size_t i = 0; i < flags.batch; ++i) {
+        ns[i] = present[rng() % present.size()];
+        ids[i] = IdOf(ns[i]);
+      }
+      auto values = c.GetRecords(flags.dataset, ids);
+      if (!values.ok()) return values.status();
+      for (size_t i = 0; i < flags.batch; ++i) {
+        if (!(*values)[i].ok()) return (*values)[i].status();
+        if (!NamesId(*(*values)[i], ns[i], flags.value_bytes)) {
+          return coffer::MakeError(coffer::ErrorCode::kDataLoss, "mget returned another value");
+        }
+      }
+      return absl::OkStatus();
+    });
+    Print(clients, "mget", mgets, flags.batch);
   }
   return 0;
 }
