@@ -161,6 +161,9 @@ uint32_t RateCost(const coffer::v1::Request& request) {
   int items = 1;
   if (request.has_record_get_many()) items = request.record_get_many().ids_size();
   if (request.has_record_put_many()) items = request.record_put_many().items_size();
+  if (request.has_pseudonymize()) items = request.pseudonymize().identifiers_size();
+  if (request.has_pseudonym_reidentify()) items = request.pseudonym_reidentify().tokens_size();
+  if (request.has_pseudonym_translate()) items = request.pseudonym_translate().tokens_size();
   return static_cast<uint32_t>(std::max(items, 1));
 }
 

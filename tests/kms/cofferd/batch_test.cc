@@ -3,7 +3,9 @@
 // record_get would, with a result per item in request order, one access audit entry per item,
 // and fail as a whole only for what concerns the whole batch (its size, its dataset); a reply
 // that would pass the frame limit answers the rest BATCH_REPLY_FULL; quotas hold per item; the
-// rate limit charges a batch one request per item.
+// rate limit charges a batch (records or pseudonyms) one request per item.
+
+#include <unistd.h>
 
 #include <cstdint>
 #include <map>
@@ -169,6 +171,31 @@ TEST(BatchRateLimit, ABatchIsChargedOneRequestPerItem) {
   auto got = (*c)->GetRecords(kDataset, ids);  // admitted: the bucket holds tokens
   ASSERT_TRUE(got.ok()) << got.status();
   absl::StatusOr<std::string> next = (*c)->GetRecord(kDataset, "contact");
+  EXPECT_EQ(ErrorCodeOf(next.status()), ErrorCode::kSlowDown) << next.status();
+}
+
+// Pseudonym batches (1 to 1,000 identifiers or tokens) are charged the same way: one request per
+// identifier.
+TEST(BatchRateLimit, APseudonymBatchIsChargedOneRequestPerIdentifier) {
+  coffer::testing::CofferdOptions options;
+  options.name = "cofferd-batch-rate-pseudonyms";
+  options.extra_config = [](const std::string&) {
+    return "rate_limit { default_limit { requests_per_second: 0.001 burst: 100 } }\n"
+           "grants { principals { uid: " +
+           std::to_string(geteuid()) + " } datasets: \"*\" rights: PSEUDONYMIZE }\n";
+  };
+  auto daemon = coffer::testing::Cofferd::Create(std::move(options));
+  ASSERT_NE(daemon, nullptr);
+  KeyctlResult created =
+      coffer::testing::Keyctl(daemon->admin_socket(), "dataset create " + std::string(kDataset));
+  ASSERT_EQ(created.exit_code, 0) << created.err;
+  auto c = Client::Connect(daemon->data_socket());
+  ASSERT_TRUE(c.ok()) << c.status();
+  auto few = (*c)->Pseudonymize(kDataset, std::vector<std::string>(50, "jane@example.com"));
+  ASSERT_TRUE(few.ok()) << few.status();  // 50 of the 100 tokens
+  auto many = (*c)->Pseudonymize(kDataset, std::vector<std::string>(1000, "jane@example.com"));
+  ASSERT_TRUE(many.ok()) << many.status();  // admitted: the bucket still held tokens
+  auto next = (*c)->Pseudonymize(kDataset, {"jane@example.com"});
   EXPECT_EQ(ErrorCodeOf(next.status()), ErrorCode::kSlowDown) << next.status();
 }
 
