@@ -249,6 +249,12 @@ absl::Status Daemon::Parts::RestoreFromBackup(uint32_t id, const std::string& ba
   }
   coffer::v1::BackupRestoreResponse wire;
   RestoreReportToWire(*report, &wire);
+  if (wire.grants_added_since() + wire.grants_removed_since() > 0) {
+    LogWarning("restore: " + std::to_string(wire.grants_added_since()) + " grants added and " +
+               std::to_string(wire.grants_removed_since()) +
+               " removed at run time after the backup are NOT replayed: the restored grants are "
+               "the backup's; check keyctl grant list and redo them");
+  }
   LogInfo("restore: backup " + std::to_string(id) + " restored (its audit copy stays in " +
           request.target_directory + "/" + kms::kRestoredAuditDir +
           " as evidence); replayed after sequence " + std::to_string(wire.audit_sequence()) + ": " +

@@ -93,6 +93,12 @@ absl::Status BackupRestore(CommandContext& ctx, uint32_t id, const std::string& 
             << " new\n"
             << "  destructions: " << r.datasets_destroyed() << " replayed, "
             << r.destructions_deferred() << " left for the daemon that serves it\n";
+  if (r.grants_added_since() + r.grants_removed_since() > 0) {
+    ctx.out() << "  WARNING: grant changes since the backup are NOT replayed (the restored grants "
+                 "are the backup's): "
+              << r.grants_added_since() << " added, " << r.grants_removed_since()
+              << " removed; check keyctl grant list on the restored daemon and redo them\n";
+  }
   if (r.moves_without_ref() + r.writes_without_ref() > 0) {
     ctx.out() << "  logged by an older cofferd without item refs, not replayed: "
               << r.moves_without_ref() << " deletes/restores, " << r.writes_without_ref()

@@ -168,7 +168,13 @@ struct RestoreReport {
   size_t records_written_new = 0;
   size_t attachments_overwritten = 0;
   size_t attachments_written_new = 0;
-  size_t writes_without_ref = 0;             // writes logged without a ref (older cofferd)
+  size_t writes_without_ref = 0;  // writes logged without a ref (older cofferd)
+  // Grant changes made at run time after the backup (completed grant_add / grant_remove
+  // entries). NOT replayed: stored grants are key-DB rows, so the restored copy has the grants
+  // of the backup — a grant removed since is back, one added since is gone. The admins redo
+  // them (keyctl grant, under dual control as always); the restore says how many there were.
+  size_t grants_added_since = 0;
+  size_t grants_removed_since = 0;
   std::vector<uint64_t> datasets_destroyed;  // DESTROYED in the restored key DB by the replay
   // Left DESTROYING: the token still holds a DWK of theirs, which only the live daemon destroys.
   std::vector<uint64_t> destructions_deferred;

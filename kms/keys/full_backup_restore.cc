@@ -149,7 +149,22 @@ struct ReplayPlan {
   std::map<Items, std::vector<crypto::HmacSha256Tag>> writes;
   size_t moves_without_ref = 0;
   size_t writes_without_ref = 0;
+  size_t grants_added = 0;
+  size_t grants_removed = 0;
 };
+
+// Grant changes at run time are audited as ADMIN_REQUEST entries whose fixed detail begins with
+// the operation (kms/ops/runtime_grants.cc: "grant_add uid READ on the dataset"); the completed
+// ones with result OK are the changes made.
+void PlanGrantChange(const audit::v1::AuditEntry& entry, ReplayPlan* plan) {
+  if (entry.kind() != audit::v1::ADMIN_REQUEST || entry.stage() != audit::v1::STAGE_COMPLETED ||
+      entry.result_code() != 0) {
+    return;
+  }
+  const std::string_view detail = entry.detail();
+  if (detail.starts_with("grant_add ")) ++plan->grants_added;
+  if (detail.starts_with("grant_remove ")) ++plan->grants_removed;
+}
 
 // Adds an access entry newer than the backup that moved an item (audit::ItemMove) to `plan`.
 void PlanItemMove(const audit::v1::AuditEntry& entry, ReplayPlan* plan) {
@@ -189,6 +204,7 @@ absl::StatusOr<ReplayPlan> PlanReplay(const std::vector<audit::v1::AuditEntry>& 
     }
     if (entry.sequence() < backup_sequence) continue;
     PlanItemMove(entry, &plan);
+    PlanGrantChange(entry, &plan);
     const bool record = entry.kind() == audit::v1::RECORD_PURGE;
     if (!record && entry.kind() != audit::v1::ATTACHMENT_PURGE) continue;
     if (entry.record_ref().size() != crypto::kHmacSha256TagSize) {
@@ -411,6 +427,8 @@ absl::StatusOr<RestoreReport> FullBackups::RestoreInto(uint32_t id, RestoreReque
   RestoreReport report;
   report.audit_sequence = manifest.audit_sequence;
   report.purges_replayed = plan.purge_count;
+  report.grants_added_since = plan.grants_added;
+  report.grants_removed_since = plan.grants_removed;
   verify_progress.Finish();
 
   audit::AuditEvent event;

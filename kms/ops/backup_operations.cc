@@ -37,6 +37,8 @@ void RestoreReportToWire(const kms::RestoreReport& report, coffer::v1::BackupRes
   out->set_attachments_overwritten(report.attachments_overwritten);
   out->set_attachments_written_new(report.attachments_written_new);
   out->set_writes_without_ref(report.writes_without_ref);
+  out->set_grants_added_since(report.grants_added_since);
+  out->set_grants_removed_since(report.grants_removed_since);
   out->set_datasets_destroyed(static_cast<uint32_t>(report.datasets_destroyed.size()));
   out->set_destructions_deferred(static_cast<uint32_t>(report.destructions_deferred.size()));
 }

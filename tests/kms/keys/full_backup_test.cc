@@ -645,6 +645,38 @@ TEST_F(FullBackupTest, TheKeyDbCopyIsSealedUnderTheTokenAndAVersion1BackupStillR
   }
 }
 
+// Run-time grants are key-DB rows: a restore brings back the backup's. The grant changes made
+// after the backup (completed ADMIN_REQUEST grant_add / grant_remove entries, as
+// kms/ops/runtime_grants.cc writes them) are counted, not replayed, so the admins learn what to
+// redo; refused or merely requested changes do not count, nor do those before the backup.
+TEST_F(FullBackupTest, ARestoreCountsTheGrantChangesMadeAfterTheBackup) {
+  Create("crm/granted");
+  auto grant_change = [&](audit::AuditText detail, audit::v1::Stage stage, ErrorCode result) {
+    audit::AuditEvent event;
+    event.kind = audit::v1::ADMIN_REQUEST;
+    event.actor = TestAdmin();
+    event.stage = stage;
+    event.result = result;
+    event.record_count = 1001;
+    event.detail = detail;
+    ASSERT_TRUE(log_->Append(event).ok());
+  };
+  grant_change("grant_add uid READ on the dataset", audit::v1::STAGE_COMPLETED, ErrorCode::kOk);
+  auto backup = backups_->Create(Sources(), TestAdmin());
+  ASSERT_TRUE(backup.ok()) << backup.status();
+  grant_change("grant_remove uid READ on the dataset", audit::v1::STAGE_REQUESTED, ErrorCode::kOk);
+  grant_change("grant_remove uid READ on the dataset", audit::v1::STAGE_COMPLETED, ErrorCode::kOk);
+  grant_change("grant_add gid READ,WRITE on every dataset", audit::v1::STAGE_COMPLETED,
+               ErrorCode::kOk);
+  grant_change("grant_add uid WRITE on the dataset", audit::v1::STAGE_COMPLETED,
+               ErrorCode::kNotGranted);
+  CloseInstance();
+  auto report = backups_->RestoreInto(backup->id, Request(dir_.Sub("restored")));
+  ASSERT_TRUE(report.ok()) << report.status();
+  EXPECT_EQ(report->grants_removed_since, 1u);
+  EXPECT_EQ(report->grants_added_since, 1u);
+}
+
 TEST_F(FullBackupTest, PruneKeepsTheNewestAndRestoreRefusesANonEmptyTargetOrAStaleLog) {
   uint64_t handle = Create("crm/deals");
   ASSERT_TRUE(records_->Put(handle, "d-1", "first").ok());
