@@ -272,6 +272,7 @@ absl::Status Daemon::Parts::OpenStores() {
   if (!db.ok()) return Context(db.status(), "data DB in " + config.data_directory());
   data_db = *std::move(db);
 
+  COFFER_RETURN_IF_ERROR(kms::FullBackups::CheckNotASealedCopy(config.key_db_directory()));
   kms::KeyManagerOptions options = KeyManagerBase();
   options.key_db_directory = config.key_db_directory();
   // A key DB older than the log says is refused before anything writes to it (rolled back:

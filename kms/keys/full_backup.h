@@ -221,6 +221,10 @@ class FullBackups {
   // fails its checksum or does not open), or the target's errors.
   static absl::Status ExtractKeyDb(const std::string& backup_root, uint32_t id,
                                    hsm::RowAuthenticator& token, const std::string& target);
+  // FAILED_PRECONDITION when `key_db_directory` holds a backup's sealed key-DB files (*.sealed:
+  // someone copied a backup's keys/ into place), with what to do instead; OK otherwise (also
+  // when the directory does not exist). cofferd checks it before opening its key DB.
+  static absl::Status CheckNotASealedCopy(const std::string& key_db_directory);
 
  private:
   FullBackups(FullBackupOptions options, const Clock* clock,

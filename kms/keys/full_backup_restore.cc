@@ -387,6 +387,20 @@ absl::Status FullBackups::ExtractKeyDb(const std::string& backup_root, uint32_t 
   return into.Sync();
 }
 
+absl::Status FullBackups::CheckNotASealedCopy(const std::string& key_db_directory) {
+  std::error_code ec;
+  for (fs::directory_iterator it(key_db_directory, ec), end; !ec && it != end; it.increment(ec)) {
+    if (it->path().filename().string().ends_with(internal::kSealedSuffix)) {
+      return MakeError(ErrorCode::kFailedPrecondition,
+                       key_db_directory +
+                           " holds a full backup's sealed key-DB files (*.sealed), not a key DB: "
+                           "bring a backup back with cofferd --restore-backup ID or keyctl backup "
+                           "restore (docs/key-manager.md, \"Full backups\")");
+    }
+  }
+  return absl::OkStatus();
+}
+
 absl::Status FullBackups::CheckRestoreComplete(const std::string& directory) {
   std::error_code ec;
   if (fs::exists(directory + "/" + kRestoreMarker, ec)) {
