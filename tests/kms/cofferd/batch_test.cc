@@ -151,51 +151,53 @@ TEST_F(BatchTest, AQuotaRefusesTheItemsBeyondItAndKeepsTheOnesBefore) {
   EXPECT_EQ(ErrorCodeOf(c->GetRecord(kDataset, "c").status()), ErrorCode::kRecordNotFound);
 }
 
+// A cofferd whose rate limit allows 100 requests in a burst and then (in effect) none — no
+// refill during a test — with dataset kDataset, and a client of its data socket.
+class BatchRateLimit : public ::testing::Test {
+ protected:
+  // `grants`: configuration text added to the harness's (which grants READ, WRITE, DELETE).
+  void Start(const std::string& name, const std::string& grants = "") {
+    coffer::testing::CofferdOptions options;
+    options.name = name;
+    options.extra_config = [grants](const std::string&) {
+      return "rate_limit { default_limit { requests_per_second: 0.001 burst: 100 } }\n" + grants;
+    };
+    daemon_ = coffer::testing::Cofferd::Create(std::move(options));
+    ASSERT_NE(daemon_, nullptr);
+    KeyctlResult created =
+        coffer::testing::Keyctl(daemon_->admin_socket(), "dataset create " + std::string(kDataset));
+    ASSERT_EQ(created.exit_code, 0) << created.err;
+    auto c = Client::Connect(daemon_->data_socket());
+    ASSERT_TRUE(c.ok()) << c.status();
+    client_ = *std::move(c);
+  }
+
+  std::unique_ptr<coffer::testing::Cofferd> daemon_;
+  std::unique_ptr<Client> client_;
+};
+
 // The rate limit counts a batch as one request per item: a batch is admitted when the caller's
 // bucket holds a token and is charged in full, so the next request waits out the debt.
-TEST(BatchRateLimit, ABatchIsChargedOneRequestPerItem) {
-  coffer::testing::CofferdOptions options;
-  options.name = "cofferd-batch-rate";
-  // 100 requests in a burst, then (in effect) none: no refill during the test.
-  options.extra_config = [](const std::string&) {
-    return std::string("rate_limit { default_limit { requests_per_second: 0.001 burst: 100 } }\n");
-  };
-  auto daemon = coffer::testing::Cofferd::Create(std::move(options));
-  ASSERT_NE(daemon, nullptr);
-  KeyctlResult created =
-      coffer::testing::Keyctl(daemon->admin_socket(), "dataset create " + std::string(kDataset));
-  ASSERT_EQ(created.exit_code, 0) << created.err;
-  auto c = Client::Connect(daemon->data_socket());
-  ASSERT_TRUE(c.ok()) << c.status();
+TEST_F(BatchRateLimit, ABatchIsChargedOneRequestPerItem) {
+  ASSERT_NO_FATAL_FAILURE(Start("cofferd-batch-rate"));
   std::vector<std::string> ids(1000, "contact");
-  auto got = (*c)->GetRecords(kDataset, ids);  // admitted: the bucket holds tokens
+  auto got = client_->GetRecords(kDataset, ids);  // admitted: the bucket holds tokens
   ASSERT_TRUE(got.ok()) << got.status();
-  absl::StatusOr<std::string> next = (*c)->GetRecord(kDataset, "contact");
+  absl::StatusOr<std::string> next = client_->GetRecord(kDataset, "contact");
   EXPECT_EQ(ErrorCodeOf(next.status()), ErrorCode::kSlowDown) << next.status();
 }
 
 // Pseudonym batches (1 to 1,000 identifiers or tokens) are charged the same way: one request per
 // identifier.
-TEST(BatchRateLimit, APseudonymBatchIsChargedOneRequestPerIdentifier) {
-  coffer::testing::CofferdOptions options;
-  options.name = "cofferd-batch-rate-pseudonyms";
-  options.extra_config = [](const std::string&) {
-    return "rate_limit { default_limit { requests_per_second: 0.001 burst: 100 } }\n"
-           "grants { principals { uid: " +
-           std::to_string(geteuid()) + " } datasets: \"*\" rights: PSEUDONYMIZE }\n";
-  };
-  auto daemon = coffer::testing::Cofferd::Create(std::move(options));
-  ASSERT_NE(daemon, nullptr);
-  KeyctlResult created =
-      coffer::testing::Keyctl(daemon->admin_socket(), "dataset create " + std::string(kDataset));
-  ASSERT_EQ(created.exit_code, 0) << created.err;
-  auto c = Client::Connect(daemon->data_socket());
-  ASSERT_TRUE(c.ok()) << c.status();
-  auto few = (*c)->Pseudonymize(kDataset, std::vector<std::string>(50, "jane@example.com"));
+TEST_F(BatchRateLimit, APseudonymBatchIsChargedOneRequestPerIdentifier) {
+  ASSERT_NO_FATAL_FAILURE(Start("cofferd-batch-rate-pseudonyms",
+                                "grants { principals { uid: " + std::to_string(geteuid()) +
+                                    " } datasets: \"*\" rights: PSEUDONYMIZE }\n"));
+  auto few = client_->Pseudonymize(kDataset, std::vector<std::string>(50, "jane@example.com"));
   ASSERT_TRUE(few.ok()) << few.status();  // 50 of the 100 tokens
-  auto many = (*c)->Pseudonymize(kDataset, std::vector<std::string>(1000, "jane@example.com"));
+  auto many = client_->Pseudonymize(kDataset, std::vector<std::string>(1000, "jane@example.com"));
   ASSERT_TRUE(many.ok()) << many.status();  // admitted: the bucket still held tokens
-  auto next = (*c)->Pseudonymize(kDataset, {"jane@example.com"});
+  auto next = client_->Pseudonymize(kDataset, {"jane@example.com"});
   EXPECT_EQ(ErrorCodeOf(next.status()), ErrorCode::kSlowDown) << next.status();
 }
 
