@@ -47,8 +47,8 @@ audit::EpochKeyProvider HsmEpochKeyProvider(hsm::RowAuthenticator& authenticator
 // into the secure heap (the intermediate copy is cleansed). Every key the daemon derives from the
 // token goes through here — audit epoch keys, dataset-name keys, the event log's and the admin
 // registry's sealing keys, full backups' key-DB sealing keys ("coffer.backup.keydb.v1\0" ‖
-// salt: internal/backup_manifest.h) — each under its own message, which must not begin like a row tag's
-// input ("coffer-keydb-row-v1\0", "coffer-admin-row-v1\0").
+// salt: internal/backup_manifest.h) — each under its own message, which must not begin like a row
+// tag's input ("coffer-keydb-row-v1\0", "coffer-admin-row-v1\0").
 absl::StatusOr<crypto::SecretBytes> DeriveTokenKey(hsm::RowAuthenticator& authenticator,
                                                    std::string_view message);
 

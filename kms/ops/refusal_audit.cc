@@ -1,5 +1,6 @@
 #include "kms/ops/refusal_audit.h"
 
+#include <algorithm>
 #include <limits>
 #include <utility>
 #include <vector>
@@ -15,20 +16,28 @@ RefusalAudit::RefusalAudit(audit::AuditLog* log, RefusalAuditOptions options)
 
 RefusalAudit::~RefusalAudit() { Stop(); }
 
+void RefusalAudit::AddLocked(Key key, const audit::AuditActor& actor, audit::AuditText detail,
+                             uint32_t count) {
+  auto it = pending_.find(key);
+  if (it == pending_.end() && pending_.size() >= options_.max_pending_keys) {
+    std::get<3>(key) = 0;  // bounded: fold new datasets into the peer's entry without one
+    it = pending_.find(key);
+  }
+  if (it == pending_.end()) it = pending_.emplace(key, Pending{actor, detail, 0}).first;
+  it->second.actor = actor;  // the latest pid
+  const uint64_t sum = uint64_t{it->second.count} + count;
+  it->second.count =
+      static_cast<uint32_t>(std::min<uint64_t>(sum, std::numeric_limits<uint32_t>::max()));
+}
+
 void RefusalAudit::Record(const audit::AuditActor& actor, ErrorCode code, uint64_t dataset_handle,
                           audit::AuditText detail) {
   bool write_now = false;
   {
     std::lock_guard<std::mutex> lock(mu_);
-    Key key{actor.uid, static_cast<int>(actor.socket), static_cast<int>(code), dataset_handle};
-    auto it = pending_.find(key);
-    if (it == pending_.end() && pending_.size() >= options_.max_pending_keys) {
-      std::get<3>(key) = 0;  // bounded: fold new datasets into the peer's entry without one
-      it = pending_.find(key);
-    }
-    if (it == pending_.end()) it = pending_.emplace(key, Pending{actor, detail, 0}).first;
-    it->second.actor = actor;  // the latest pid
-    if (it->second.count < std::numeric_limits<uint32_t>::max()) ++it->second.count;
+    AddLocked(
+        Key{actor.uid, static_cast<int>(actor.socket), static_cast<int>(code), dataset_handle},
+        actor, detail, 1);
     write_now = stopped_;
   }
   // After Stop (shutdown), the caller writes: the writer thread is gone.
@@ -55,9 +64,17 @@ absl::Status RefusalAudit::WritePending() {
     event.record_count = pending.count;
     events.push_back(std::move(event));
   }
-  // A refusal that cannot be audited was still refused; the log's failure fails every key
-  // operation and data access until it is reopened, and shows in status.
-  return log_->AppendBatch(events).status();
+  // A refusal that cannot be audited yet was still refused. Its count goes back into the
+  // pending entries, to be written once the log has reopened (the next interval tries again):
+  // nothing is lost unless the process ends first. Frames of a failed write that reached the
+  // file whole stay there (docs/audit.md), so a refusal may then be counted twice, never lost.
+  absl::Status written = log_->AppendBatch(events).status();
+  if (!written.ok()) {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (const auto& [key, pending] : batch)
+      AddLocked(key, pending.actor, pending.detail, pending.count);
+  }
+  return written;
 }
 
 absl::Status RefusalAudit::Flush() { return WritePending(); }

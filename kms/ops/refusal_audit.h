@@ -16,7 +16,8 @@
 //
 // Thread safety: Record and Flush from any thread; Record never blocks on I/O. Ownership:
 // borrows the AuditLog, which must outlive this object. Failures: an append that fails is
-// reported by Flush (and by status through the log's own failure state); Record cannot fail.
+// reported by Flush (and by status through the log's own failure state), and what it held stays
+// pending, to be written once the log has reopened; Record cannot fail.
 
 #ifndef COFFER_KMS_OPS_REFUSAL_AUDIT_H_
 #define COFFER_KMS_OPS_REFUSAL_AUDIT_H_
@@ -69,6 +70,9 @@ class RefusalAudit {
   };
 
   void Run();
+  // Adds `count` refusals to key's pending entry (mu_ held).
+  void AddLocked(Key key, const kms::audit::AuditActor& actor, kms::audit::AuditText detail,
+                 uint32_t count);
   // Takes what is pending and appends it (under write_mu_, so batches keep their order).
   absl::Status WritePending();
 

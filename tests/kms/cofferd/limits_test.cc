@@ -483,6 +483,12 @@ TEST(LimitsDiskTest, ServeAndCountServesThroughAFullAuditDiskAndAuditsTheCountsA
     EXPECT_EQ(*value, i % 2 == 0 ? "written before the disk filled"
                                  : "acknowledged while the log was failing");
   }
+  // Refusals made meanwhile (no PSEUDONYMIZE grant) are kept until the log can take them.
+  constexpr int kRefusals = 3;
+  for (int i = 0; i < kRefusals; ++i) {
+    auto refused = (*c)->Pseudonymize(kDataset, {"jane@example.com"});
+    ASSERT_EQ(ErrorCodeOf(refused.status()), ErrorCode::kNotGranted) << refused.status();
+  }
   // A key operation fails closed whatever the policy.
   auto rotate = disk.Admin(std::string("--json key rotate ") + kDataset + " --purpose records");
   EXPECT_NE(rotate.exit_code, 0) << rotate.out;
@@ -513,8 +519,12 @@ TEST(LimitsDiskTest, ServeAndCountServesThroughAFullAuditDiskAndAuditsTheCountsA
   ASSERT_EQ(entries.exit_code, 0) << entries.err;
   uint64_t counted = 0;
   uint64_t counted_reads = 0;
+  uint64_t not_granted = 0;
   const nlohmann::json all = entries.JsonOrEmpty();
   for (const nlohmann::json& e : all["entries"]) {
+    if (e.value("kind", "") == "REQUEST_REFUSED" && e.value("result_code", 0) == 502) {
+      not_granted += ::coffer::testing::JsonNumber(e.value("record_count", nlohmann::json(0)));
+    }
     if (e.value("detail", "") !=
         "served while the audit log was failing (SERVE_AND_COUNT); record_count accesses") {
       continue;
@@ -527,6 +537,7 @@ TEST(LimitsDiskTest, ServeAndCountServesThroughAFullAuditDiskAndAuditsTheCountsA
   }
   EXPECT_EQ(counted, served) << entries.out;
   EXPECT_EQ(counted_reads, uint64_t{kReads}) << entries.out;
+  EXPECT_EQ(not_granted, uint64_t{kRefusals}) << entries.out;
   // Nothing acknowledged was lost.
   for (int i = 0; i < written; ++i) {
     auto value = (*c)->GetRecord(kDataset, "during-" + std::to_string(i));

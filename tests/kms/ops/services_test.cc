@@ -456,6 +456,40 @@ TEST_F(DaemonServicesTest, ClosingMidUploadLeavesNothingVisible) {
   EXPECT_EQ(*orphans, 0u);  // the abort removed its segments already
 }
 
+// A refusal the audit log cannot take yet (its write failed; it refuses until its reopen is due)
+// stays pending and is written once the log has reopened: none is lost while the disk is full.
+TEST_F(DaemonServicesTest, RefusalsMadeWhileTheLogFailsAreWrittenOnceItReopens) {
+  audit::testing::FailingFileSystem fs;
+  audit::AuditLogOptions options = suite_.AuditOptions(dir_.Sub("failing-audit"), &clock_);
+  options.file_system = &fs;
+  auto log = audit::AuditLog::Open(std::move(options));
+  ASSERT_TRUE(log.ok()) << log.status();
+  RefusalAudit refusals(log->get(), RefusalAuditOptions{std::chrono::hours(1), 16});
+  audit::AuditActor caller;
+  caller.uid = 9002;
+  caller.socket = audit::v1::SOCKET_DATA;
+  fs.fail_append = true;
+  refusals.Record(caller, ErrorCode::kNotGranted, 0, "daemon: no grant");
+  refusals.Record(caller, ErrorCode::kNotGranted, 0, "daemon: no grant");
+  EXPECT_EQ(ErrorCodeOf(refusals.Flush()), ErrorCode::kAuditNotDurable);
+  refusals.Record(caller, ErrorCode::kNotGranted, 0, "daemon: no grant");
+  fs.fail_append = false;
+  EXPECT_FALSE(refusals.Flush().ok());  // the log refuses until its reopen is due
+  clock_.Advance(std::chrono::seconds(2));
+  ASSERT_TRUE(refusals.Flush().ok());
+  refusals.Stop();
+  ASSERT_TRUE((*log)->Close().ok());
+  auto entries = audit::ReadAuditEntries(dir_.Sub("failing-audit"));
+  ASSERT_TRUE(entries.ok()) << entries.status();
+  uint32_t refused = 0;
+  for (const auto& entry : *entries) {
+    if (entry.kind() == audit::v1::REQUEST_REFUSED && entry.actor().uid() == 9002) {
+      refused += entry.record_count();
+    }
+  }
+  EXPECT_EQ(refused, 3u);
+}
+
 TEST_F(DaemonServicesTest, RefusalsAreCoalescedIntoCountedEntriesAndNoneIsLost) {
   // An interval longer than the test: nothing is written until Flush, so what is coalesced is
   // deterministic.
