@@ -66,27 +66,16 @@ absl::Status BatchingAuditWriter::AppendAll(absl::Span<const AuditEvent> events)
     // context switch per request.
     if (was_empty || queue_.size() >= options_.max_batch_events) work_.notify_one();
   }
-  if (first == 0) {
-    if (!failure_.ok()) return failure_;
-    return MakeError(ErrorCode::kAuditLogClosed, "the audit writer is stopped");
-  }
-  if (!waits) {
-    if (last - first + 1 < events.size()) {
-      return failure_.ok() ? MakeError(ErrorCode::kAuditLogClosed, "the audit writer is stopped")
-                           : failure_;
+  if (first == 0) return StoppedLocked();
+  if (waits) {  // window 0: answer once the events are durable, or with what lost one
+    work_.notify_one();
+    progress_.wait(lock, [&] { return durable_ >= last; });
+    for (uint64_t ticket = first; ticket <= last; ++ticket) {
+      const absl::Status* lost = LostLocked(ticket);
+      if (lost != nullptr) return *lost;
     }
-    return absl::OkStatus();
   }
-  work_.notify_one();
-  progress_.wait(lock, [&] { return durable_ >= last; });
-  for (uint64_t ticket = first; ticket <= last; ++ticket) {
-    const absl::Status* lost = LostLocked(ticket);
-    if (lost != nullptr) return *lost;
-  }
-  if (last - first + 1 < events.size()) {
-    return failure_.ok() ? MakeError(ErrorCode::kAuditLogClosed, "the audit writer is stopped")
-                         : failure_;
-  }
+  if (last - first + 1 < events.size()) return StoppedLocked();  // the rest was not queued
   return absl::OkStatus();
 }
 
@@ -96,10 +85,7 @@ absl::Status BatchingAuditWriter::Flush() {
   flush_target_ = std::max(flush_target_, target);
   work_.notify_one();
   progress_.wait(lock, [&] { return durable_ >= target || stopped_; });
-  if (durable_ < target) {
-    return failure_.ok() ? MakeError(ErrorCode::kAuditLogClosed, "the audit writer is stopped")
-                         : failure_;
-  }
+  if (durable_ < target) return StoppedLocked();
   // Anything lost since the previous Flush is reported once.
   const uint64_t since = flushed_through_;
   flushed_through_ = std::max(flushed_through_, target);
@@ -118,6 +104,11 @@ absl::Status BatchingAuditWriter::Stop() {
   if (thread_.joinable()) thread_.join();
   std::lock_guard<std::mutex> lock(mu_);
   return failure_;
+}
+
+absl::Status BatchingAuditWriter::StoppedLocked() const {
+  if (!failure_.ok()) return failure_;
+  return MakeError(ErrorCode::kAuditLogClosed, "the audit writer is stopped");
 }
 
 const absl::Status* BatchingAuditWriter::LostLocked(uint64_t ticket) const {

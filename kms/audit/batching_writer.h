@@ -119,6 +119,9 @@ class BatchingAuditWriter {
   std::vector<Lost> lost_;
   // The failure that lost `ticket`, if one did.
   const absl::Status* LostLocked(uint64_t ticket) const;
+  // Why an event was not queued or not written: the failure the writer stopped at, else
+  // AUDIT_LOG_CLOSED (the writer is stopped).
+  absl::Status StoppedLocked() const;
 
   std::thread thread_;
 };

@@ -183,11 +183,10 @@ absl::Status Services::ConnectionSession::HandleRecordBatch(
   absl::Status whole = handle.status();
   if (whole.ok()) whole = CheckBatchSize(size, kMaxRecordBatch, get ? "ids" : "items");
   if (!whole.ok()) {
-    // Nothing is served: one entry for the request, as a single operation's failure.
-    absl::Status audited = AuditAccess(kind, audit::v1::PURPOSE_RECORDS, handle.value_or(0), whole,
-                                       static_cast<uint32_t>(size));
-    if (!audited.ok()) return SendError(sink, request, Public(audited));
-    return SendError(sink, request, PublicOrMalformed(whole));
+    // Nothing is served: one entry for the request, as a single operation's failure; a
+    // MALFORMED_REQUEST keeps its message (it names the limit).
+    return Finish(sink, request, kind, handle.value_or(0), whole, static_cast<uint32_t>(size),
+                  pb::Response(), /*moved=*/nullptr, ErrorText::kPublicOrMalformed);
   }
   const uint64_t h = *handle;
   pb::Response response;
@@ -356,7 +355,8 @@ absl::Status Services::ConnectionSession::HandlePseudonym(const pb::Request& req
                                 });
       }
       return Finish(sink, request, audit::v1::ACCESS_PSEUDONYMIZE, h, result,
-                    static_cast<uint32_t>(r.identifiers_size()), std::move(response));
+                    static_cast<uint32_t>(r.identifiers_size()), std::move(response),
+                    /*moved=*/nullptr, ErrorText::kPublicOrMalformed);
     }
     case pb::Request::kPseudonymTranslate: {
       const auto& r = request.pseudonym_translate();
@@ -369,7 +369,8 @@ absl::Status Services::ConnectionSession::HandlePseudonym(const pb::Request& req
                                 });
       }
       return Finish(sink, request, audit::v1::ACCESS_PSEUDONYMIZE, h, result,
-                    static_cast<uint32_t>(r.tokens_size()), std::move(response));
+                    static_cast<uint32_t>(r.tokens_size()), std::move(response),
+                    /*moved=*/nullptr, ErrorText::kPublicOrMalformed);
     }
     case pb::Request::kPseudonymReidentify: {
       const auto& r = request.pseudonym_reidentify();

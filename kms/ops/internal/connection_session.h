@@ -112,10 +112,16 @@ class Services::ConnectionSession final : public Session {
     }
     return event;
   }
-  // Finishes a data operation: audits it, then answers its error (public text) or `response`.
+  // The text Finish answers a failed operation with.
+  enum class ErrorText {
+    kPublic,             // its code's fixed text (Public)
+    kPublicOrMalformed,  // the same, but MALFORMED_REQUEST keeps its message (PublicOrMalformed)
+  };
+  // Finishes a data operation: audits it, then answers its error (in `error_text`) or `response`.
   absl::Status Finish(ResponseSink* sink, const pb::Request& request, audit::v1::EventKind kind,
                       uint64_t handle, const absl::Status& result, uint32_t count,
-                      pb::Response response, const MovedItem* moved = nullptr) {
+                      pb::Response response, const MovedItem* moved = nullptr,
+                      ErrorText error_text = ErrorText::kPublic) {
     // The purpose follows the handler the operation's row names (records, attachments,
     // pseudonyms); Finish only runs for admitted requests, which have a row.
     const OperationRow* row = services_->operations_->Find(request.op_case());
@@ -130,7 +136,7 @@ class Services::ConnectionSession final : public Session {
     if (!result.ok()) {
       return SendError(
           sink, request,
-          kind == audit::v1::ACCESS_PSEUDONYMIZE ? PublicOrMalformed(result) : Public(result));
+          error_text == ErrorText::kPublicOrMalformed ? PublicOrMalformed(result) : Public(result));
     }
     return Send(sink, request, std::move(response));
   }

@@ -1,5 +1,7 @@
+#include <memory>
 #include <set>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "gtest/gtest.h"
@@ -23,6 +25,25 @@ size_t CountAccess(const std::string& dir) {
   }
   return count;
 }
+
+// A window-0 writer on a log written through `fs`, whose syncs fail while fs.fail_sync is set.
+struct WriterOnFailingFileSystem {
+  void Start() {
+    AuditLogOptions log_options = env.Options();
+    log_options.file_system = &fs;
+    auto opened = AuditLog::Open(log_options);
+    ASSERT_TRUE(opened.ok()) << opened.status();
+    log = *std::move(opened);
+    auto started = BatchingAuditWriter::Start(log.get(), {});
+    ASSERT_TRUE(started.ok()) << started.status();
+    writer = *std::move(started);
+  }
+
+  testing::TestLogEnv env;
+  testing::FailingFileSystem fs;
+  std::unique_ptr<AuditLog> log;
+  std::unique_ptr<BatchingAuditWriter> writer;
+};
 
 TEST(BatchingAuditWriterTest, ConcurrentAppendersAllLandInOneVerifiableChain) {
   testing::TestLogEnv env;
@@ -158,17 +179,11 @@ TEST(BatchingAuditWriterTest, AppendAllReturnsOnceEveryEventIsOnDisk) {
 }
 
 TEST(BatchingAuditWriterTest, AppendAllReportsAFailureThatLostAnyOfItsEvents) {
-  testing::TestLogEnv env;
-  testing::FailingFileSystem fs;
-  AuditLogOptions log_options = env.Options();
-  log_options.file_system = &fs;
-  auto log = AuditLog::Open(log_options);
-  ASSERT_TRUE(log.ok());
-  auto writer = BatchingAuditWriter::Start(log->get(), {});
-  ASSERT_TRUE(writer.ok());
-  fs.fail_sync = true;
+  WriterOnFailingFileSystem w;
+  ASSERT_NO_FATAL_FAILURE(w.Start());
+  w.fs.fail_sync = true;
   std::vector<AuditEvent> events = {AccessEvent(1), AccessEvent(2), AccessEvent(3)};
-  EXPECT_EQ(ErrorCodeOf((*writer)->AppendAll(events)), ErrorCode::kAuditNotDurable);
+  EXPECT_EQ(ErrorCodeOf(w.writer->AppendAll(events)), ErrorCode::kAuditNotDurable);
 }
 
 TEST(BatchingAuditWriterTest, WindowDefersTheWriteUntilFlush) {
@@ -211,49 +226,37 @@ TEST(BatchingAuditWriterTest, WindowRefusesKeyOperations) {
 }
 
 TEST(BatchingAuditWriterTest, WriteFailureFailsEveryLaterAppend) {
-  testing::TestLogEnv env;
-  testing::FailingFileSystem fs;
-  AuditLogOptions log_options = env.Options();
-  log_options.file_system = &fs;
-  auto log = AuditLog::Open(log_options);
-  ASSERT_TRUE(log.ok());
-  auto writer = BatchingAuditWriter::Start(log->get(), {});
-  ASSERT_TRUE(writer.ok());
-  ASSERT_TRUE((*writer)->Append(AccessEvent(0)).ok());
-  fs.fail_sync = true;
-  EXPECT_EQ(ErrorCodeOf((*writer)->Append(AccessEvent(1))), ErrorCode::kAuditNotDurable);
-  fs.fail_sync = false;
-  EXPECT_FALSE((*writer)->Append(AccessEvent(2)).ok());
-  EXPECT_FALSE((*writer)->Flush().ok());
-  EXPECT_FALSE((*writer)->Stop().ok());
+  WriterOnFailingFileSystem w;
+  ASSERT_NO_FATAL_FAILURE(w.Start());
+  ASSERT_TRUE(w.writer->Append(AccessEvent(0)).ok());
+  w.fs.fail_sync = true;
+  EXPECT_EQ(ErrorCodeOf(w.writer->Append(AccessEvent(1))), ErrorCode::kAuditNotDurable);
+  w.fs.fail_sync = false;
+  EXPECT_FALSE(w.writer->Append(AccessEvent(2)).ok());
+  EXPECT_FALSE(w.writer->Flush().ok());
+  EXPECT_FALSE(w.writer->Stop().ok());
 }
 
 // Recovery (issue 20 item 6): after a failed write, appends fail until the log has reopened
 // itself — due kAuditReopenInterval after the failure on the log's clock — and then go on without
 // a new writer; the lost event never appears, later ones do, and the log verifies.
 TEST(BatchingAuditWriterTest, AppendsGoOnOnceTheLogHasReopenedItself) {
-  testing::TestLogEnv env;
-  testing::FailingFileSystem fs;
-  AuditLogOptions log_options = env.Options();
-  log_options.file_system = &fs;
-  auto log = AuditLog::Open(log_options);
-  ASSERT_TRUE(log.ok());
-  auto writer = BatchingAuditWriter::Start(log->get(), {});
-  ASSERT_TRUE(writer.ok());
-  ASSERT_TRUE((*writer)->Append(AccessEvent(0)).ok());
-  fs.fail_sync = true;
-  EXPECT_EQ(ErrorCodeOf((*writer)->Append(AccessEvent(1))), ErrorCode::kAuditNotDurable);
-  fs.fail_sync = false;
-  EXPECT_FALSE((*writer)->Append(AccessEvent(2)).ok());  // not due yet
-  env.clock.Advance(kAuditReopenInterval);
-  ASSERT_TRUE((*writer)->Append(AccessEvent(3)).ok());
-  ASSERT_TRUE((*writer)->Append(AccessEvent(4)).ok());
-  EXPECT_EQ((*log)->stats().reopens, 1u);
-  ASSERT_TRUE((*writer)->Stop().ok());
-  ASSERT_TRUE((*log)->Close().ok());
+  WriterOnFailingFileSystem w;
+  ASSERT_NO_FATAL_FAILURE(w.Start());
+  ASSERT_TRUE(w.writer->Append(AccessEvent(0)).ok());
+  w.fs.fail_sync = true;
+  EXPECT_EQ(ErrorCodeOf(w.writer->Append(AccessEvent(1))), ErrorCode::kAuditNotDurable);
+  w.fs.fail_sync = false;
+  EXPECT_FALSE(w.writer->Append(AccessEvent(2)).ok());  // not due yet
+  w.env.clock.Advance(kAuditReopenInterval);
+  ASSERT_TRUE(w.writer->Append(AccessEvent(3)).ok());
+  ASSERT_TRUE(w.writer->Append(AccessEvent(4)).ok());
+  EXPECT_EQ(w.log->stats().reopens, 1u);
+  ASSERT_TRUE(w.writer->Stop().ok());
+  ASSERT_TRUE(w.log->Close().ok());
   // 0, 3 and 4 — and 1, whose frame reached the file whole before its sync failed (kept, as
   // after a crash; its caller was told it was not durable); never 2, refused before queuing.
-  absl::StatusOr<std::vector<AuditEntry>> entries = ReadAuditEntries(env.log_dir());
+  absl::StatusOr<std::vector<AuditEntry>> entries = ReadAuditEntries(w.env.log_dir());
   ASSERT_TRUE(entries.ok()) << entries.status();
   std::vector<uint32_t> pids;
   for (const AuditEntry& entry : *entries) {
@@ -261,9 +264,9 @@ TEST(BatchingAuditWriterTest, AppendsGoOnOnceTheLogHasReopenedItself) {
   }
   EXPECT_EQ(pids, (std::vector<uint32_t>{0, 1, 3, 4}));
   VerifyOptions verify;
-  verify.public_key_pem = env.public_key_pem;
+  verify.public_key_pem = w.env.public_key_pem;
   verify.epoch_keys = testing::TestEpochKeys();
-  absl::StatusOr<VerifyReport> report = VerifyAuditLog(env.log_dir(), verify);
+  absl::StatusOr<VerifyReport> report = VerifyAuditLog(w.env.log_dir(), verify);
   ASSERT_TRUE(report.ok()) << report.status();
   EXPECT_TRUE(report->ToStatus().ok()) << report->ToStatus();
 }

@@ -25,102 +25,30 @@
 #include "kms/keyctl/admin_client.h"
 #include "nlohmann/json.hpp"
 #include "tests/kms/cofferd/cofferd_harness.h"
+#include "tests/kms/keyctl/mfa_daemon_fixture.h"
 
 namespace coffer::keyctl {
 namespace {
 
-using ::coffer::testing::Cofferd;
 using ::coffer::testing::CofferdOptions;
 using ::coffer::testing::KeyctlAs;
-using ::coffer::testing::SecretOf;
-using ::coffer::testing::TotpCodes;
 using nlohmann::json;
 using Result = ::coffer::testing::KeyctlResult;
 
-constexpr uid_t kA = ::coffer::testing::kAdminA;
-constexpr uid_t kB = ::coffer::testing::kAdminB;
-constexpr uid_t kC = ::coffer::testing::kAdminC;
-
-class DualControlTest : public ::testing::Test {
+class DualControlTest : public ::coffer::testing::MfaDaemonTest {
  protected:
   static void SetUpTestSuite() {
-    if (geteuid() != 0) return;
     CofferdOptions options;
     options.name = "keyctl-dual";
-    options.mfa = true;
-    daemon_ = Cofferd::Create(std::move(options)).release();
-    codes_ = TotpCodes(daemon_);
-  }
-  static void TearDownTestSuite() {
-    delete daemon_;
-    daemon_ = nullptr;
-  }
-  void SetUp() override {
-    if (geteuid() != 0) GTEST_SKIP() << "needs root to run keyctl as other uids";
-    ASSERT_NE(daemon_, nullptr) << "cofferd did not start";
-    if (!bootstrapped_) Bootstrap();
+    StartDaemon(std::move(options));
   }
 
-  static Result Run(uid_t uid, const std::string& args) {
-    return KeyctlAs(uid, daemon_->keyctl(), daemon_->admin_socket(), args);
-  }
-
-  // A fresh code of `uid` (TotpCodes::Next advances the daemon's clock to a new step).
-  static std::string Code(uid_t uid) { return codes_.Next(uid); }
-
-  // Claims `uid`'s enrolment and keeps its secret.
-  static void Claim(uid_t uid) {
-    Result r = Run(uid, "--json admin enroll");
-    ASSERT_EQ(r.exit_code, 0) << r.err << r.out;
-    const std::string uri = r.JsonOrEmpty().value("otpauth_uri", "");
-    ASSERT_EQ(uri.rfind("otpauth://", 0), 0u) << r.out;
-    const std::string secret = SecretOf(uri);
-    ASSERT_FALSE(secret.empty()) << "no secret in the URI";
-    codes_.SetSecret(uid, secret);
-    Result human = Run(uid, "admin list");
-    ASSERT_EQ(human.exit_code, 0) << human.err;
-  }
-
-  void Bootstrap() {
-    ASSERT_NO_FATAL_FAILURE(Claim(kA));
-    Result invite = Run(kA, "--totp " + Code(kA) + " admin enroll --uid 65534");
-    ASSERT_EQ(invite.exit_code, 0) << invite.err << invite.out;  // bootstrap: no approval
-    ASSERT_NO_FATAL_FAILURE(Claim(kB));
-    bootstrapped_ = true;
-  }
-
-  // `uid` files `args` (with a fresh code): it must go pending; returns the request id.
-  static uint64_t FilePending(uid_t uid, const std::string& args) {
-    Result r = Run(uid, "--json --totp " + Code(uid) + " " + args);
-    EXPECT_EQ(r.exit_code, 5) << args << ": " << r.err << r.out;
-    json pending = r.JsonOrEmpty();
-    if (!pending.contains("pending")) {
-      ADD_FAILURE() << args << ": no pending document: " << r.out;
-      return 0;
-    }
-    EXPECT_EQ(pending["pending"].value("state", ""), "APPROVAL_STATE_PENDING") << r.out;
-    Result human_list = Run(uid, "request list");
-    EXPECT_NE(human_list.out.find(std::to_string(pending["pending"].value("id", 0))),
-              std::string::npos)
-        << human_list.out;
-    return pending["pending"].value("id", uint64_t{0});
-  }
-  static Result Approve(uid_t uid, uint64_t id) {
-    return Run(uid, "--json --totp " + Code(uid) + " request approve " + std::to_string(id));
-  }
   static json Describe(const std::string& dataset) {
     Result r = Run(kA, "--json dataset describe " + dataset);
     EXPECT_EQ(r.exit_code, 0) << r.err;
     return r.JsonOrEmpty();
   }
-
-  static Cofferd* daemon_;
-  static bool bootstrapped_;
-  static TotpCodes codes_;
 };
-Cofferd* DualControlTest::daemon_ = nullptr;
-bool DualControlTest::bootstrapped_ = false;
-TotpCodes DualControlTest::codes_;
 
 TEST_F(DualControlTest, InviteNeedsASecondAdminAndApprovalsAreSingleUse) {
   const uint64_t id = FilePending(kA, "admin enroll --uid 1");

@@ -20,21 +20,16 @@
 #include "kms/client/client.h"
 #include "nlohmann/json.hpp"
 #include "tests/kms/cofferd/cofferd_harness.h"
+#include "tests/kms/keyctl/mfa_daemon_fixture.h"
 
 namespace coffer::keyctl {
 namespace {
 
-using ::coffer::testing::Cofferd;
 using ::coffer::testing::CofferdOptions;
-using ::coffer::testing::KeyctlAs;
 using ::coffer::testing::SecretOf;
-using ::coffer::testing::TotpCodes;
 using nlohmann::json;
 using Result = ::coffer::testing::KeyctlResult;
 
-constexpr uid_t kA = ::coffer::testing::kAdminA;
-constexpr uid_t kB = ::coffer::testing::kAdminB;
-constexpr uid_t kC = ::coffer::testing::kAdminC;
 constexpr uid_t kApp = 2;  // the CRM backend: no grant in the configuration, no admin
 constexpr char kDataset[] = "grants/crm";
 
@@ -42,60 +37,22 @@ std::string Outcome(const absl::Status& status) {
   return status.ok() ? "OK" : std::string(ErrorCodeName(ErrorCodeOf(status)));
 }
 
-class GrantsTest : public ::testing::Test {
+class GrantsTest : public ::coffer::testing::MfaDaemonTest {
  protected:
   static void SetUpTestSuite() {
-    if (geteuid() != 0) return;
     CofferdOptions options;
     options.name = "keyctl-grants";
-    options.mfa = true;
     // One configuration grant, so that grant list shows both origins.
     options.extra_config = [](const std::string&) {
       return "grants { principals { uid: 3 } datasets: \"grants/crm\" rights: METADATA }\n";
     };
-    daemon_ = Cofferd::Create(std::move(options)).release();
-    codes_ = TotpCodes(daemon_);
+    StartDaemon(std::move(options));
   }
-  static void TearDownTestSuite() {
-    delete daemon_;
-    daemon_ = nullptr;
-  }
-  void SetUp() override {
-    if (geteuid() != 0) GTEST_SKIP() << "needs root to run keyctl and clients as other uids";
-    ASSERT_NE(daemon_, nullptr) << "cofferd did not start";
-    if (!bootstrapped_) Bootstrap();
-  }
-
-  static Result Run(uid_t uid, const std::string& args) {
-    return KeyctlAs(uid, daemon_->keyctl(), daemon_->admin_socket(), args);
-  }
-  static std::string Code(uid_t uid) { return codes_.Next(uid); }
-
-  static void Claim(uid_t uid) {
-    Result r = Run(uid, "--json admin enroll");
-    ASSERT_EQ(r.exit_code, 0) << r.err << r.out;
-    const std::string secret = SecretOf(r.JsonOrEmpty().value("otpauth_uri", ""));
-    ASSERT_FALSE(secret.empty()) << r.out;
-    codes_.SetSecret(uid, secret);
-  }
-  void Bootstrap() {
-    ASSERT_NO_FATAL_FAILURE(Claim(kA));
-    Result invite = Run(kA, "--totp " + Code(kA) + " admin enroll --uid 65534");
-    ASSERT_EQ(invite.exit_code, 0) << invite.err << invite.out;
-    ASSERT_NO_FATAL_FAILURE(Claim(kB));
+  // The admins' bootstrap, then the suite's dataset.
+  void Bootstrap() override {
+    ASSERT_NO_FATAL_FAILURE(MfaDaemonTest::Bootstrap());
     Result created = Run(kA, "--totp " + Code(kA) + " dataset create " + kDataset);
     ASSERT_EQ(created.exit_code, 0) << created.err << created.out;
-    bootstrapped_ = true;
-  }
-
-  // `uid` runs `args` with a fresh code; it must be filed for approval. Returns the request id.
-  static uint64_t FilePending(uid_t uid, const std::string& args) {
-    Result r = Run(uid, "--json --totp " + Code(uid) + " " + args);
-    EXPECT_EQ(r.exit_code, 5) << args << ": " << r.err << r.out;
-    return r.JsonOrEmpty()["pending"].value("id", uint64_t{0});
-  }
-  static Result Approve(uid_t uid, uint64_t id) {
-    return Run(uid, "--json --totp " + Code(uid) + " request approve " + std::to_string(id));
   }
 
   // A put then a get of one record in kDataset as the application's uid: "OK" or the first
@@ -132,14 +89,8 @@ class GrantsTest : public ::testing::Test {
     return audit.JsonOrEmpty().value("entries", json::array());
   }
 
-  static Cofferd* daemon_;
-  static bool bootstrapped_;
-  static TotpCodes codes_;
   static uint64_t grant_id_;
 };
-Cofferd* GrantsTest::daemon_ = nullptr;
-bool GrantsTest::bootstrapped_ = false;
-TotpCodes GrantsTest::codes_;
 uint64_t GrantsTest::grant_id_ = 0;
 
 // grant add waits for a second admin; until it approves, the application is refused; after it,

@@ -32,6 +32,7 @@
 #include "kms/keyctl/admin_client.h"
 #include "nlohmann/json.hpp"
 #include "tests/kms/cofferd/cofferd_harness.h"
+#include "tests/kms/keyctl/mfa_daemon_fixture.h"
 
 namespace coffer::keyctl {
 namespace {
@@ -39,14 +40,9 @@ namespace {
 namespace pb = ::coffer::v1;
 using ::coffer::testing::Cofferd;
 using ::coffer::testing::CofferdOptions;
-using ::coffer::testing::KeyctlAs;
-using ::coffer::testing::SecretOf;
-using ::coffer::testing::TotpCodes;
 using nlohmann::json;
 using Result = ::coffer::testing::KeyctlResult;
 
-constexpr uid_t kA = ::coffer::testing::kAdminA;
-constexpr uid_t kB = ::coffer::testing::kAdminB;
 constexpr int kSessionSeconds = 600;  // the harness's mfa.session_seconds
 
 std::string ReadFile(const std::string& path) {
@@ -109,44 +105,14 @@ class ShellProcess {
   int exit_code_ = -2;
 };
 
-class MfaSessionTest : public ::testing::Test {
+class MfaSessionTest : public ::coffer::testing::MfaDaemonTest {
  protected:
   static void SetUpTestSuite() {
-    if (geteuid() != 0) return;
     CofferdOptions options;
     options.name = "keyctl-mfa-session";
-    options.mfa = true;
-    daemon_ = Cofferd::Create(std::move(options)).release();
-    codes_ = TotpCodes(daemon_);
-  }
-  static void TearDownTestSuite() {
-    delete daemon_;
-    daemon_ = nullptr;
-  }
-  void SetUp() override {
-    if (geteuid() != 0) GTEST_SKIP() << "needs root to run keyctl as other uids";
-    ASSERT_NE(daemon_, nullptr) << "cofferd did not start";
-    if (!bootstrapped_) {
-      ASSERT_NO_FATAL_FAILURE(Claim(kA));
-      Result invite = Run(kA, "--totp " + Code(kA) + " admin enroll --uid 65534");
-      ASSERT_EQ(invite.exit_code, 0) << invite.err << invite.out;
-      ASSERT_NO_FATAL_FAILURE(Claim(kB));
-      bootstrapped_ = true;
-    }
+    StartDaemon(std::move(options));
   }
 
-  static Result Run(uid_t uid, const std::string& args,
-                    const std::string* terminal_input = nullptr) {
-    return KeyctlAs(uid, daemon_->keyctl(), daemon_->admin_socket(), args, terminal_input);
-  }
-  static std::string Code(uid_t uid) { return codes_.Next(uid); }
-  static void Claim(uid_t uid) {
-    Result r = Run(uid, "--json admin enroll");
-    ASSERT_EQ(r.exit_code, 0) << r.err << r.out;
-    const std::string secret = SecretOf(r.JsonOrEmpty().value("otpauth_uri", ""));
-    ASSERT_FALSE(secret.empty()) << r.out;
-    codes_.SetSecret(uid, secret);
-  }
   static bool Exists(const std::string& dataset) {
     return Run(kA, "--json dataset describe " + dataset).exit_code == 0;
   }
@@ -173,14 +139,7 @@ class MfaSessionTest : public ::testing::Test {
     chmod(path.c_str(), 0644);
     return path;
   }
-
-  static Cofferd* daemon_;
-  static bool bootstrapped_;
-  static TotpCodes codes_;
 };
-Cofferd* MfaSessionTest::daemon_ = nullptr;
-bool MfaSessionTest::bootstrapped_ = false;
-TotpCodes MfaSessionTest::codes_;
 
 TEST_F(MfaSessionTest, ASessionServesItsConnectionOnlyAndEndsAtTheSessionTime) {
   ShellProcess shell(daemon_->dir(), daemon_->admin_socket(), Code(kA));
@@ -281,8 +240,9 @@ int ReadAsB(const std::string& socket, const std::string& subscriber,
             std::optional<uint64_t> ack_through) {
   const pid_t pid = ::fork();
   if (pid == 0) {
-    const gid_t gid = kB;  // nobody's group owns the admin socket
-    if (::setgroups(1, &gid) != 0 || ::setresgid(kB, kB, kB) != 0 || ::setresuid(kB, kB, kB) != 0) {
+    constexpr uid_t b = ::coffer::testing::kAdminB;  // nobody
+    const gid_t gid = b;                             // nobody's group owns the admin socket
+    if (::setgroups(1, &gid) != 0 || ::setresgid(b, b, b) != 0 || ::setresuid(b, b, b) != 0) {
       _exit(250);
     }
     auto client = AdminClient::Connect(socket);

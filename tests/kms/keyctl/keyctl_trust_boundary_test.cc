@@ -21,22 +21,16 @@
 #include "kms/client/client.h"
 #include "nlohmann/json.hpp"
 #include "tests/kms/cofferd/cofferd_harness.h"
+#include "tests/kms/keyctl/mfa_daemon_fixture.h"
 #include "tests/storage/storage_test_util.h"
 
 namespace coffer::keyctl {
 namespace {
 
-using ::coffer::testing::Cofferd;
 using ::coffer::testing::CofferdOptions;
-using ::coffer::testing::KeyctlAs;
-using ::coffer::testing::SecretOf;
-using ::coffer::testing::TotpCodes;
 using nlohmann::json;
 using Result = ::coffer::testing::KeyctlResult;
 
-constexpr uid_t kA = ::coffer::testing::kAdminA;
-constexpr uid_t kB = ::coffer::testing::kAdminB;
-constexpr uid_t kC = ::coffer::testing::kAdminC;
 constexpr uid_t kApp = 2;  // the CRM backend: grants, no admin
 
 // "OK" or the error code's name.
@@ -44,60 +38,18 @@ std::string Outcome(const absl::Status& status) {
   return status.ok() ? "OK" : std::string(ErrorCodeName(ErrorCodeOf(status)));
 }
 
-class TrustBoundaryTest : public ::testing::Test {
+class TrustBoundaryTest : public ::coffer::testing::MfaDaemonTest {
  protected:
   static void SetUpTestSuite() {
-    if (geteuid() != 0) return;
     CofferdOptions options;
     options.name = "keyctl-trust";
-    options.mfa = true;
     options.extra_config = [](const std::string&) {
       return "grants { principals { uid: 2 } datasets: \"*\" rights: READ rights: WRITE "
              "rights: DELETE }\n"
              "grants { principals { uid: 0 } principals { uid: 1 } datasets: \"*\" "
              "rights: READ }\n";
     };
-    daemon_ = Cofferd::Create(std::move(options)).release();
-    codes_ = TotpCodes(daemon_);
-  }
-  static void TearDownTestSuite() {
-    delete daemon_;
-    daemon_ = nullptr;
-  }
-  void SetUp() override {
-    if (geteuid() != 0) GTEST_SKIP() << "needs root to run keyctl and clients as other uids";
-    ASSERT_NE(daemon_, nullptr) << "cofferd did not start";
-    if (!bootstrapped_) Bootstrap();
-  }
-
-  static Result Run(uid_t uid, const std::string& args) {
-    return KeyctlAs(uid, daemon_->keyctl(), daemon_->admin_socket(), args);
-  }
-  static std::string Code(uid_t uid) { return codes_.Next(uid); }
-
-  static void Claim(uid_t uid) {
-    Result r = Run(uid, "--json admin enroll");
-    ASSERT_EQ(r.exit_code, 0) << r.err << r.out;
-    const std::string secret = SecretOf(r.JsonOrEmpty().value("otpauth_uri", ""));
-    ASSERT_FALSE(secret.empty()) << r.out;
-    codes_.SetSecret(uid, secret);
-  }
-  void Bootstrap() {
-    ASSERT_NO_FATAL_FAILURE(Claim(kA));
-    Result invite = Run(kA, "--totp " + Code(kA) + " admin enroll --uid 65534");
-    ASSERT_EQ(invite.exit_code, 0) << invite.err << invite.out;
-    ASSERT_NO_FATAL_FAILURE(Claim(kB));
-    bootstrapped_ = true;
-  }
-
-  // `uid` runs `args` with a fresh code; it must be filed for approval. Returns the request id.
-  static uint64_t FilePending(uid_t uid, const std::string& args) {
-    Result r = Run(uid, "--json --totp " + Code(uid) + " " + args);
-    EXPECT_EQ(r.exit_code, 5) << args << ": " << r.err << r.out;
-    return r.JsonOrEmpty()["pending"].value("id", uint64_t{0});
-  }
-  static Result Decide(uid_t uid, const std::string& verb, uint64_t id) {
-    return Run(uid, "--json --totp " + Code(uid) + " request " + verb + " " + std::to_string(id));
+    StartDaemon(std::move(options));
   }
 
   // Runs `body` with a client library connected to `socket`, in a child process as `uid` (its
@@ -124,14 +76,7 @@ class TrustBoundaryTest : public ::testing::Test {
     EXPECT_EQ(audit.exit_code, 0) << audit.err;
     return audit.JsonOrEmpty()["entries"];
   }
-
-  static Cofferd* daemon_;
-  static bool bootstrapped_;
-  static TotpCodes codes_;
 };
-Cofferd* TrustBoundaryTest::daemon_ = nullptr;
-bool TrustBoundaryTest::bootstrapped_ = false;
-TotpCodes TrustBoundaryTest::codes_;
 
 // Item 2 of the trust boundary: an admin role gives no content, on either socket, and a grant
 // does not give it back; enrolling a uid takes its content away at once.

@@ -126,6 +126,35 @@ class KeyManagerTest : public ::testing::Test {
     return n;
   }
 
+  // The format a format row of the key DB's meta table records (`key`: "policy_format",
+  // "grants_format"; FormatRow: its message), nullopt without the row. The manager is closed.
+  template <typename FormatRow>
+  std::optional<uint32_t> ReadFormatRow(const std::string& key) {
+    auto db = KeyDb::Open(dir_.Sub("keydb"), &suite_.client->row_authenticator());
+    EXPECT_TRUE(db.ok()) << db.status();
+    if (!db.ok()) return std::nullopt;
+    FormatRow format;
+    auto found = (*db)->Get(KeyDbTable::kMeta, key, format);
+    EXPECT_TRUE(found.ok()) << found.status();
+    if (!found.ok() || !*found) return std::nullopt;
+    return format.format();
+  }
+  // Writes that row with `format`, or deletes it (nullopt, as a key DB from before the row).
+  template <typename FormatRow>
+  void WriteFormatRow(const std::string& key, std::optional<uint32_t> format) {
+    auto db = KeyDb::Open(dir_.Sub("keydb"), &suite_.client->row_authenticator());
+    ASSERT_OK(db);
+    KeyDb::Batch batch(**db);
+    if (format.has_value()) {
+      FormatRow row;
+      row.set_format(*format);
+      ASSERT_OK_S(batch.Put(KeyDbTable::kMeta, key, row));
+    } else {
+      batch.Delete(KeyDbTable::kMeta, key);
+    }
+    ASSERT_OK_S((*db)->Write(batch));
+  }
+
   static inline testing::SuiteToken suite_;
 
   audit::testing::TempDir dir_;
@@ -385,28 +414,9 @@ TEST_F(KeyManagerTest, PolicyFormat2MigratesOnOpenAndANewerFormatIsRefused) {
   policy.reencrypt_versions_back = 0;  // never: a value of its own, not "absent"
   ASSERT_OK_S(manager_->SetPolicy(own, policy, TestAdmin()));
   manager_.reset();
-  auto read_format = [&]() -> std::optional<uint32_t> {
-    auto db = KeyDb::Open(dir_.Sub("keydb"), &suite_.client->row_authenticator());
-    EXPECT_TRUE(db.ok()) << db.status();
-    if (!db.ok()) return std::nullopt;
-    v1::PolicyFormatRow format;
-    auto found = (*db)->Get(KeyDbTable::kMeta, "policy_format", format);
-    EXPECT_TRUE(found.ok()) << found.status();
-    if (!found.ok() || !*found) return std::nullopt;
-    return format.format();
-  };
+  auto read_format = [&] { return ReadFormatRow<v1::PolicyFormatRow>("policy_format"); };
   auto write_format = [&](std::optional<uint32_t> format) {
-    auto db = KeyDb::Open(dir_.Sub("keydb"), &suite_.client->row_authenticator());
-    ASSERT_OK(db);
-    KeyDb::Batch batch(**db);
-    if (format.has_value()) {
-      v1::PolicyFormatRow row;
-      row.set_format(*format);
-      ASSERT_OK_S(batch.Put(KeyDbTable::kMeta, "policy_format", row));
-    } else {
-      batch.Delete(KeyDbTable::kMeta, "policy_format");
-    }
-    ASSERT_OK_S((*db)->Write(batch));
+    WriteFormatRow<v1::PolicyFormatRow>("policy_format", format);
   };
   EXPECT_EQ(read_format(), std::optional<uint32_t>(2));
 
@@ -1406,28 +1416,9 @@ TEST_F(KeyManagerTest, GrantsFormat1IsRecordedAndANewerOneIsRefused) {
   const uint64_t crm = Create("crm");
   ASSERT_OK(manager_->AddGrant(UidGrant(1001, crm, {1})));
   manager_.reset();
-  auto read_format = [&]() -> std::optional<uint32_t> {
-    auto db = KeyDb::Open(dir_.Sub("keydb"), &suite_.client->row_authenticator());
-    EXPECT_TRUE(db.ok()) << db.status();
-    if (!db.ok()) return std::nullopt;
-    v1::GrantsFormatRow format;
-    auto found = (*db)->Get(KeyDbTable::kMeta, "grants_format", format);
-    EXPECT_TRUE(found.ok()) << found.status();
-    if (!found.ok() || !*found) return std::nullopt;
-    return format.format();
-  };
+  auto read_format = [&] { return ReadFormatRow<v1::GrantsFormatRow>("grants_format"); };
   auto write_format = [&](std::optional<uint32_t> format) {
-    auto db = KeyDb::Open(dir_.Sub("keydb"), &suite_.client->row_authenticator());
-    ASSERT_OK(db);
-    KeyDb::Batch batch(**db);
-    if (format.has_value()) {
-      v1::GrantsFormatRow row;
-      row.set_format(*format);
-      ASSERT_OK_S(batch.Put(KeyDbTable::kMeta, "grants_format", row));
-    } else {
-      batch.Delete(KeyDbTable::kMeta, "grants_format");
-    }
-    ASSERT_OK_S((*db)->Write(batch));
+    WriteFormatRow<v1::GrantsFormatRow>("grants_format", format);
   };
   EXPECT_EQ(read_format(), std::optional<uint32_t>(1));
 
