@@ -78,6 +78,9 @@ class BatchingAuditWriter {
   // Returns once every event queued before the call is durable (or the writer has failed).
   absl::Status Flush();
 
+  // 0: Append waits for a sync; above 0: it returns once the event is queued.
+  std::chrono::milliseconds crash_loss_window() const { return options_.crash_loss_window; }
+
   // Writes what is queued, stops the thread. Idempotent. Does not close the log.
   absl::Status Stop();
 

@@ -69,6 +69,12 @@ void AddTransport(const server::ServerStats& s, std::vector<MetricFamily>* out) 
   out->push_back(Family("coffer_transport_requests_held_total",
                         "Complete requests held at their caller's cap of requests in flight",
                         MetricType::Counter, {Value(s.requests_held)}));
+  out->push_back(Family("coffer_transport_requests_total",
+                        "Requests handed to the services, by the thread that ran them: the "
+                        "reactor (run to completion) or a worker",
+                        MetricType::Counter,
+                        {Value(s.requests_inline, {{"thread", "reactor"}}),
+                         Value(s.requests - s.requests_inline, {{"thread", "worker"}})}));
   out->push_back(Family("coffer_transport_output_timeouts_total",
                         "Connections dropped: their peer took no reply byte in the request timeout",
                         MetricType::Counter, {Value(s.output_timeouts)}));

@@ -49,6 +49,8 @@ void SetTransportStatus(const server::ServerStats& stats, pb::TransportStatus* o
   out->set_requests_held(stats.requests_held);
   out->set_output_timeouts(stats.output_timeouts);
   out->set_closed_after_refusals(stats.closed_after_refusals);
+  out->set_requests(stats.requests);
+  out->set_requests_inline(stats.requests_inline);
 }
 
 }  // namespace

@@ -24,6 +24,8 @@ constexpr Mfa kNoCode = Mfa::kNone;
 constexpr Mfa kCode = Mfa::kSession;
 constexpr AuditMode kEach = AuditMode::kEach;
 constexpr AuditMode kPolled = AuditMode::kPolled;
+constexpr Runs kReactor = Runs::kReactor;
+constexpr Runs kPool = Runs::kPool;
 
 // The dataset a request names: request.field().member().
 #define COFFER_NAMED_BY(field, member) \
@@ -33,7 +35,8 @@ constexpr DatasetNameFn kNoDataset = nullptr;
 // The access policy of cofferd, one row per Request.op case. Read a row left to right: the
 // operation is served on these sockets; on the data socket it needs this grant on the dataset
 // it names; it changes state or not; on the admin socket with MFA on it needs this much of a
-// code; a second admin approves it under this rule; this handler runs it; it is audited so.
+// code; a second admin approves it under this rule; this handler runs it; it is audited so; it
+// runs on the transport's reactor thread or on the worker pool.
 // Content (records, attachments, pseudonyms) is served on the data socket only, to grants, and
 // never to an enrolled admin's uid (Services checks the registry): an admin role gives no
 // content, so its MFA column is empty. What reveals no content is served on both sockets:
@@ -41,64 +44,64 @@ constexpr DatasetNameFn kNoDataset = nullptr;
 // (record_restore, attachment_restore: keyctl bin restore).
 // clang-format off
 constexpr OperationRow kRows[] = {
-  // op                      name                    sockets data right          effect mfa      dual control               dataset                                          handler           audit
-  {R::kRecordPut,            "record_put",            kData,  kRightWrite,        kRW,  kNoCode, DC::kNever,                COFFER_NAMED_BY(record_put, dataset),            H::kRecords,      kEach},
-  {R::kRecordGet,            "record_get",            kData,  kRightRead,         kRO,  kNoCode, DC::kNever,                COFFER_NAMED_BY(record_get, dataset),            H::kRecords,      kEach},
-  {R::kRecordExists,         "record_exists",         kData,  kRightRead,         kRO,  kNoCode, DC::kNever,                COFFER_NAMED_BY(record_exists, dataset),         H::kRecords,      kEach},
-  {R::kRecordDelete,         "record_delete",         kData,  kRightDelete,       kRW,  kNoCode, DC::kNever,                COFFER_NAMED_BY(record_delete, dataset),         H::kRecords,      kEach},
-  {R::kRecordRestore,        "record_restore",        kMeta,  kRightDelete,       kRW,  kCode,   DC::kNever,                COFFER_NAMED_BY(record_restore, dataset),        H::kRecords,      kEach},
-  {R::kRecordList,           "record_list",           kData,  kRightRead,         kRO,  kNoCode, DC::kNever,                COFFER_NAMED_BY(record_list, dataset),           H::kRecords,      kEach},
-  {R::kRecordGetMany,        "record_get_many",       kData,  kRightRead,         kRO,  kNoCode, DC::kNever,                COFFER_NAMED_BY(record_get_many, dataset),       H::kRecords,      kEach},
-  {R::kRecordPutMany,        "record_put_many",       kData,  kRightWrite,        kRW,  kNoCode, DC::kNever,                COFFER_NAMED_BY(record_put_many, dataset),       H::kRecords,      kEach},
-  {R::kAttachmentPutBegin,   "attachment_put_begin",  kData,  kRightWrite,        kRW,  kNoCode, DC::kNever,                COFFER_NAMED_BY(attachment_put_begin, dataset),  H::kAttachments,  kEach},
-  {R::kAttachmentChunk,      "attachment_chunk",      kData,  kRightWrite,        kRW,  kNoCode, DC::kNever,                kNoDataset,                                      H::kUploadFrame,  kEach},
-  {R::kAttachmentPutCommit,  "attachment_put_commit", kData,  kRightWrite,        kRW,  kNoCode, DC::kNever,                kNoDataset,                                      H::kUploadFrame,  kEach},
-  {R::kAttachmentPutAbort,   "attachment_put_abort",  kData,  kRightWrite,        kRW,  kNoCode, DC::kNever,                kNoDataset,                                      H::kUploadFrame,  kEach},
-  {R::kAttachmentGet,        "attachment_get",        kData,  kRightRead,         kRO,  kNoCode, DC::kNever,                COFFER_NAMED_BY(attachment_get, dataset),        H::kAttachments,  kEach},
-  {R::kAttachmentMetadata,   "attachment_metadata",   kData,  kRightRead,         kRO,  kNoCode, DC::kNever,                COFFER_NAMED_BY(attachment_metadata, dataset),   H::kAttachments,  kEach},
-  {R::kAttachmentDelete,     "attachment_delete",     kData,  kRightDelete,       kRW,  kNoCode, DC::kNever,                COFFER_NAMED_BY(attachment_delete, dataset),     H::kAttachments,  kEach},
-  {R::kAttachmentRestore,    "attachment_restore",    kMeta,  kRightDelete,       kRW,  kCode,   DC::kNever,                COFFER_NAMED_BY(attachment_restore, dataset),    H::kAttachments,  kEach},
-  {R::kPseudonymize,         "pseudonymize",          kData,  kRightPseudonymize, kRO,  kNoCode, DC::kNever,                COFFER_NAMED_BY(pseudonymize, dataset),          H::kPseudonyms,   kEach},
-  {R::kPseudonymReidentify,  "pseudonym_reidentify",  kData,  kRightReidentify,   kRO,  kNoCode, DC::kNever,                COFFER_NAMED_BY(pseudonym_reidentify, dataset),  H::kPseudonyms,   kEach},
-  {R::kPseudonymTranslate,   "pseudonym_translate",   kData,  kRightPseudonymize, kRO,  kNoCode, DC::kNever,                COFFER_NAMED_BY(pseudonym_translate, dataset),   H::kPseudonyms,   kEach},
-  {R::kDatasetCreate,        "dataset_create",        kAdmin, kRightNone,         kRW,  kCode,   DC::kNever,                COFFER_NAMED_BY(dataset_create, name),           H::kAdmin,        kEach},
-  {R::kDatasetList,          "dataset_list",          kMeta,  kRightMetadata,     kRO,  kNoCode, DC::kNever,                kNoDataset,                                      H::kAdmin,        kEach},
-  {R::kDatasetDescribe,      "dataset_describe",      kMeta,  kRightMetadata,     kRO,  kNoCode, DC::kNever,                COFFER_NAMED_BY(dataset_describe, name),         H::kAdmin,        kEach},
-  {R::kDatasetLifecycle,     "dataset_lifecycle",     kAdmin, kRightNone,         kRW,  kCode,   DC::kScheduleDestruction,  COFFER_NAMED_BY(dataset_lifecycle, name),        H::kAdmin,        kEach},
-  {R::kKeyRotate,            "key_rotate",            kAdmin, kRightNone,         kRW,  kCode,   DC::kNever,                COFFER_NAMED_BY(key_rotate, dataset),            H::kAdmin,        kEach},
-  {R::kKeyRetire,            "key_retire",            kAdmin, kRightNone,         kRW,  kCode,   DC::kAlways,               COFFER_NAMED_BY(key_retire, dataset),            H::kAdmin,        kEach},
-  {R::kKeyRewrap,            "key_rewrap",            kAdmin, kRightNone,         kRW,  kCode,   DC::kDestroyOldWrapping,   COFFER_NAMED_BY(key_rewrap, dataset),            H::kAdmin,        kEach},
-  {R::kPolicySet,            "policy_set",            kAdmin, kRightNone,         kRW,  kCode,   DC::kWeakenPolicy,        COFFER_NAMED_BY(policy_set, dataset),            H::kAdmin,        kEach},
-  {R::kHoldSet,              "hold_set",              kAdmin, kRightNone,         kRW,  kCode,   DC::kClearHold,            COFFER_NAMED_BY(hold_set, dataset),              H::kAdmin,        kEach},
-  {R::kPurge,                "purge",                 kAdmin, kRightNone,         kRW,  kCode,   DC::kPurge,                COFFER_NAMED_BY(purge, dataset),                 H::kAdmin,        kEach},
-  {R::kBinList,              "bin_list",              kAdmin, kRightNone,         kRO,  kCode,   DC::kNever,                COFFER_NAMED_BY(bin_list, dataset),              H::kAdmin,        kEach},
-  {R::kJobStart,             "job_start",             kAdmin, kRightNone,         kRW,  kCode,   DC::kNever,                COFFER_NAMED_BY(job_start, dataset),             H::kAdmin,        kEach},
-  {R::kJobStatus,            "job_status",            kAdmin, kRightNone,         kRO,  kNoCode, DC::kNever,                kNoDataset,                                      H::kAdmin,        kPolled},
-  {R::kBackupCreate,         "backup_create",         kAdmin, kRightNone,         kRW,  kCode,   DC::kNever,                kNoDataset,                                      H::kWired,        kEach},
-  {R::kBackupList,           "backup_list",           kAdmin, kRightNone,         kRO,  kNoCode, DC::kNever,                kNoDataset,                                      H::kWired,        kEach},
-  {R::kBackupVerify,         "backup_verify",         kAdmin, kRightNone,         kRO,  kCode,   DC::kNever,                kNoDataset,                                      H::kWired,        kEach},
-  {R::kBackupRestore,        "backup_restore",        kAdmin, kRightNone,         kRW,  kCode,   DC::kNever,                kNoDataset,                                      H::kWired,        kEach},
-  {R::kBackupPrune,          "backup_prune",          kAdmin, kRightNone,         kRW,  kCode,   DC::kNever,                kNoDataset,                                      H::kWired,        kEach},
-  {R::kAuditQuery,           "audit_query",           kAdmin, kRightNone,         kRO,  kNoCode, DC::kNever,                COFFER_NAMED_BY(audit_query, dataset),           H::kAdmin,        kEach},
-  {R::kAuditVerify,          "audit_verify",          kAdmin, kRightNone,         kRO,  kNoCode, DC::kNever,                kNoDataset,                                      H::kAdmin,        kEach},
-  {R::kAuditPolicySet,       "audit_policy_set",      kAdmin, kRightNone,         kRW,  kCode,   DC::kRelaxAuditPolicy,     kNoDataset,                                      H::kAdmin,        kEach},
-  {R::kStatus,               "status",                kAdmin, kRightNone,         kRO,  kNoCode, DC::kNever,                kNoDataset,                                      H::kAdmin,        kEach},
-  {R::kMetrics,              "metrics",               kAdmin, kRightNone,         kRO,  kNoCode, DC::kNever,                kNoDataset,                                      H::kWired,        kEach},
-  {R::kKeyInventory,         "key_inventory",         kAdmin, kRightNone,         kRO,  kNoCode, DC::kNever,                COFFER_NAMED_BY(key_inventory, dataset),         H::kAdmin,        kEach},
-  {R::kReceiptGet,           "receipt_get",           kAdmin, kRightNone,         kRO,  kNoCode, DC::kNever,                kNoDataset,                                      H::kAdmin,        kEach},
-  {R::kDatasetExport,        "dataset_export",        kAdmin, kRightNone,         kRO,  kCode,   DC::kFileExport,           COFFER_NAMED_BY(dataset_export, dataset),        H::kWired,        kEach},
-  {R::kEventsRead,           "events_read",           kAdmin, kRightNone,         kRO,  kNoCode, DC::kNever,                kNoDataset,                                      H::kWired,        kPolled},
-  {R::kCanaryPlant,          "canary_plant",          kAdmin, kRightNone,         kRW,  kCode,   DC::kNever,                COFFER_NAMED_BY(canary_plant, dataset),          H::kWired,        kEach},
-  {R::kCanaryList,           "canary_list",           kAdmin, kRightNone,         kRO,  kNoCode, DC::kNever,                COFFER_NAMED_BY(canary_list, dataset),           H::kWired,        kEach},
-  {R::kCanaryRemove,         "canary_remove",         kAdmin, kRightNone,         kRW,  kCode,   DC::kNever,                COFFER_NAMED_BY(canary_remove, dataset),         H::kWired,        kEach},
-  {R::kAdminEnroll,          "admin_enroll",          kAdmin, kRightNone,         kRW,  kCode,   DC::kInviteAfterBootstrap, kNoDataset,                                      H::kAdminControl, kEach},
-  {R::kAdminList,            "admin_list",            kAdmin, kRightNone,         kRO,  kNoCode, DC::kNever,                kNoDataset,                                      H::kAdminControl, kEach},
-  {R::kAdminRemove,          "admin_remove",          kAdmin, kRightNone,         kRW,  kCode,   DC::kAlways,               kNoDataset,                                      H::kAdminControl, kEach},
-  {R::kApprovalList,         "approval_list",         kAdmin, kRightNone,         kRO,  kNoCode, DC::kNever,                kNoDataset,                                      H::kAdminControl, kEach},
-  {R::kApprovalDecide,       "approval_decide",       kAdmin, kRightNone,         kRW,  Mfa::kFreshCode, DC::kNever,        kNoDataset,                                      H::kAdminControl, kEach},
-  {R::kGrantList,            "grant_list",            kAdmin, kRightNone,         kRO,  kNoCode, DC::kNever,                kNoDataset,                                      H::kGrants,       kEach},
-  {R::kGrantAdd,             "grant_add",             kAdmin, kRightNone,         kRW,  kCode,   DC::kGrantChange,          COFFER_NAMED_BY(grant_add, dataset),             H::kGrants,       kEach},
-  {R::kGrantRemove,          "grant_remove",          kAdmin, kRightNone,         kRW,  kCode,   DC::kGrantChange,          kNoDataset,                                      H::kGrants,       kEach},
+  // op                      name                    sockets data right          effect mfa      dual control               dataset                                          handler           audit     runs
+  {R::kRecordPut,            "record_put",            kData,  kRightWrite,        kRW,  kNoCode, DC::kNever,                COFFER_NAMED_BY(record_put, dataset),            H::kRecords,      kEach,   kReactor},
+  {R::kRecordGet,            "record_get",            kData,  kRightRead,         kRO,  kNoCode, DC::kNever,                COFFER_NAMED_BY(record_get, dataset),            H::kRecords,      kEach,   kReactor},
+  {R::kRecordExists,         "record_exists",         kData,  kRightRead,         kRO,  kNoCode, DC::kNever,                COFFER_NAMED_BY(record_exists, dataset),         H::kRecords,      kEach,   kReactor},
+  {R::kRecordDelete,         "record_delete",         kData,  kRightDelete,       kRW,  kNoCode, DC::kNever,                COFFER_NAMED_BY(record_delete, dataset),         H::kRecords,      kEach,   kReactor},
+  {R::kRecordRestore,        "record_restore",        kMeta,  kRightDelete,       kRW,  kCode,   DC::kNever,                COFFER_NAMED_BY(record_restore, dataset),        H::kRecords,      kEach,   kPool},
+  {R::kRecordList,           "record_list",           kData,  kRightRead,         kRO,  kNoCode, DC::kNever,                COFFER_NAMED_BY(record_list, dataset),           H::kRecords,      kEach,   kPool},
+  {R::kRecordGetMany,        "record_get_many",       kData,  kRightRead,         kRO,  kNoCode, DC::kNever,                COFFER_NAMED_BY(record_get_many, dataset),       H::kRecords,      kEach,   kReactor},
+  {R::kRecordPutMany,        "record_put_many",       kData,  kRightWrite,        kRW,  kNoCode, DC::kNever,                COFFER_NAMED_BY(record_put_many, dataset),       H::kRecords,      kEach,   kReactor},
+  {R::kAttachmentPutBegin,   "attachment_put_begin",  kData,  kRightWrite,        kRW,  kNoCode, DC::kNever,                COFFER_NAMED_BY(attachment_put_begin, dataset),  H::kAttachments,  kEach,   kPool},
+  {R::kAttachmentChunk,      "attachment_chunk",      kData,  kRightWrite,        kRW,  kNoCode, DC::kNever,                kNoDataset,                                      H::kUploadFrame,  kEach,   kPool},
+  {R::kAttachmentPutCommit,  "attachment_put_commit", kData,  kRightWrite,        kRW,  kNoCode, DC::kNever,                kNoDataset,                                      H::kUploadFrame,  kEach,   kPool},
+  {R::kAttachmentPutAbort,   "attachment_put_abort",  kData,  kRightWrite,        kRW,  kNoCode, DC::kNever,                kNoDataset,                                      H::kUploadFrame,  kEach,   kPool},
+  {R::kAttachmentGet,        "attachment_get",        kData,  kRightRead,         kRO,  kNoCode, DC::kNever,                COFFER_NAMED_BY(attachment_get, dataset),        H::kAttachments,  kEach,   kPool},
+  {R::kAttachmentMetadata,   "attachment_metadata",   kData,  kRightRead,         kRO,  kNoCode, DC::kNever,                COFFER_NAMED_BY(attachment_metadata, dataset),   H::kAttachments,  kEach,   kReactor},
+  {R::kAttachmentDelete,     "attachment_delete",     kData,  kRightDelete,       kRW,  kNoCode, DC::kNever,                COFFER_NAMED_BY(attachment_delete, dataset),     H::kAttachments,  kEach,   kPool},
+  {R::kAttachmentRestore,    "attachment_restore",    kMeta,  kRightDelete,       kRW,  kCode,   DC::kNever,                COFFER_NAMED_BY(attachment_restore, dataset),    H::kAttachments,  kEach,   kPool},
+  {R::kPseudonymize,         "pseudonymize",          kData,  kRightPseudonymize, kRO,  kNoCode, DC::kNever,                COFFER_NAMED_BY(pseudonymize, dataset),          H::kPseudonyms,   kEach,   kReactor},
+  {R::kPseudonymReidentify,  "pseudonym_reidentify",  kData,  kRightReidentify,   kRO,  kNoCode, DC::kNever,                COFFER_NAMED_BY(pseudonym_reidentify, dataset),  H::kPseudonyms,   kEach,   kPool},
+  {R::kPseudonymTranslate,   "pseudonym_translate",   kData,  kRightPseudonymize, kRO,  kNoCode, DC::kNever,                COFFER_NAMED_BY(pseudonym_translate, dataset),   H::kPseudonyms,   kEach,   kReactor},
+  {R::kDatasetCreate,        "dataset_create",        kAdmin, kRightNone,         kRW,  kCode,   DC::kNever,                COFFER_NAMED_BY(dataset_create, name),           H::kAdmin,        kEach,   kPool},
+  {R::kDatasetList,          "dataset_list",          kMeta,  kRightMetadata,     kRO,  kNoCode, DC::kNever,                kNoDataset,                                      H::kAdmin,        kEach,   kPool},
+  {R::kDatasetDescribe,      "dataset_describe",      kMeta,  kRightMetadata,     kRO,  kNoCode, DC::kNever,                COFFER_NAMED_BY(dataset_describe, name),         H::kAdmin,        kEach,   kPool},
+  {R::kDatasetLifecycle,     "dataset_lifecycle",     kAdmin, kRightNone,         kRW,  kCode,   DC::kScheduleDestruction,  COFFER_NAMED_BY(dataset_lifecycle, name),        H::kAdmin,        kEach,   kPool},
+  {R::kKeyRotate,            "key_rotate",            kAdmin, kRightNone,         kRW,  kCode,   DC::kNever,                COFFER_NAMED_BY(key_rotate, dataset),            H::kAdmin,        kEach,   kPool},
+  {R::kKeyRetire,            "key_retire",            kAdmin, kRightNone,         kRW,  kCode,   DC::kAlways,               COFFER_NAMED_BY(key_retire, dataset),            H::kAdmin,        kEach,   kPool},
+  {R::kKeyRewrap,            "key_rewrap",            kAdmin, kRightNone,         kRW,  kCode,   DC::kDestroyOldWrapping,   COFFER_NAMED_BY(key_rewrap, dataset),            H::kAdmin,        kEach,   kPool},
+  {R::kPolicySet,            "policy_set",            kAdmin, kRightNone,         kRW,  kCode,   DC::kWeakenPolicy,        COFFER_NAMED_BY(policy_set, dataset),            H::kAdmin,        kEach,   kPool},
+  {R::kHoldSet,              "hold_set",              kAdmin, kRightNone,         kRW,  kCode,   DC::kClearHold,            COFFER_NAMED_BY(hold_set, dataset),              H::kAdmin,        kEach,   kPool},
+  {R::kPurge,                "purge",                 kAdmin, kRightNone,         kRW,  kCode,   DC::kPurge,                COFFER_NAMED_BY(purge, dataset),                 H::kAdmin,        kEach,   kPool},
+  {R::kBinList,              "bin_list",              kAdmin, kRightNone,         kRO,  kCode,   DC::kNever,                COFFER_NAMED_BY(bin_list, dataset),              H::kAdmin,        kEach,   kPool},
+  {R::kJobStart,             "job_start",             kAdmin, kRightNone,         kRW,  kCode,   DC::kNever,                COFFER_NAMED_BY(job_start, dataset),             H::kAdmin,        kEach,   kPool},
+  {R::kJobStatus,            "job_status",            kAdmin, kRightNone,         kRO,  kNoCode, DC::kNever,                kNoDataset,                                      H::kAdmin,        kPolled, kPool},
+  {R::kBackupCreate,         "backup_create",         kAdmin, kRightNone,         kRW,  kCode,   DC::kNever,                kNoDataset,                                      H::kWired,        kEach,   kPool},
+  {R::kBackupList,           "backup_list",           kAdmin, kRightNone,         kRO,  kNoCode, DC::kNever,                kNoDataset,                                      H::kWired,        kEach,   kPool},
+  {R::kBackupVerify,         "backup_verify",         kAdmin, kRightNone,         kRO,  kCode,   DC::kNever,                kNoDataset,                                      H::kWired,        kEach,   kPool},
+  {R::kBackupRestore,        "backup_restore",        kAdmin, kRightNone,         kRW,  kCode,   DC::kNever,                kNoDataset,                                      H::kWired,        kEach,   kPool},
+  {R::kBackupPrune,          "backup_prune",          kAdmin, kRightNone,         kRW,  kCode,   DC::kNever,                kNoDataset,                                      H::kWired,        kEach,   kPool},
+  {R::kAuditQuery,           "audit_query",           kAdmin, kRightNone,         kRO,  kNoCode, DC::kNever,                COFFER_NAMED_BY(audit_query, dataset),           H::kAdmin,        kEach,   kPool},
+  {R::kAuditVerify,          "audit_verify",          kAdmin, kRightNone,         kRO,  kNoCode, DC::kNever,                kNoDataset,                                      H::kAdmin,        kEach,   kPool},
+  {R::kAuditPolicySet,       "audit_policy_set",      kAdmin, kRightNone,         kRW,  kCode,   DC::kRelaxAuditPolicy,     kNoDataset,                                      H::kAdmin,        kEach,   kPool},
+  {R::kStatus,               "status",                kAdmin, kRightNone,         kRO,  kNoCode, DC::kNever,                kNoDataset,                                      H::kAdmin,        kEach,   kPool},
+  {R::kMetrics,              "metrics",               kAdmin, kRightNone,         kRO,  kNoCode, DC::kNever,                kNoDataset,                                      H::kWired,        kEach,   kPool},
+  {R::kKeyInventory,         "key_inventory",         kAdmin, kRightNone,         kRO,  kNoCode, DC::kNever,                COFFER_NAMED_BY(key_inventory, dataset),         H::kAdmin,        kEach,   kPool},
+  {R::kReceiptGet,           "receipt_get",           kAdmin, kRightNone,         kRO,  kNoCode, DC::kNever,                kNoDataset,                                      H::kAdmin,        kEach,   kPool},
+  {R::kDatasetExport,        "dataset_export",        kAdmin, kRightNone,         kRO,  kCode,   DC::kFileExport,           COFFER_NAMED_BY(dataset_export, dataset),        H::kWired,        kEach,   kPool},
+  {R::kEventsRead,           "events_read",           kAdmin, kRightNone,         kRO,  kNoCode, DC::kNever,                kNoDataset,                                      H::kWired,        kPolled, kPool},
+  {R::kCanaryPlant,          "canary_plant",          kAdmin, kRightNone,         kRW,  kCode,   DC::kNever,                COFFER_NAMED_BY(canary_plant, dataset),          H::kWired,        kEach,   kPool},
+  {R::kCanaryList,           "canary_list",           kAdmin, kRightNone,         kRO,  kNoCode, DC::kNever,                COFFER_NAMED_BY(canary_list, dataset),           H::kWired,        kEach,   kPool},
+  {R::kCanaryRemove,         "canary_remove",         kAdmin, kRightNone,         kRW,  kCode,   DC::kNever,                COFFER_NAMED_BY(canary_remove, dataset),         H::kWired,        kEach,   kPool},
+  {R::kAdminEnroll,          "admin_enroll",          kAdmin, kRightNone,         kRW,  kCode,   DC::kInviteAfterBootstrap, kNoDataset,                                      H::kAdminControl, kEach,   kPool},
+  {R::kAdminList,            "admin_list",            kAdmin, kRightNone,         kRO,  kNoCode, DC::kNever,                kNoDataset,                                      H::kAdminControl, kEach,   kPool},
+  {R::kAdminRemove,          "admin_remove",          kAdmin, kRightNone,         kRW,  kCode,   DC::kAlways,               kNoDataset,                                      H::kAdminControl, kEach,   kPool},
+  {R::kApprovalList,         "approval_list",         kAdmin, kRightNone,         kRO,  kNoCode, DC::kNever,                kNoDataset,                                      H::kAdminControl, kEach,   kPool},
+  {R::kApprovalDecide,       "approval_decide",       kAdmin, kRightNone,         kRW,  Mfa::kFreshCode, DC::kNever,        kNoDataset,                                      H::kAdminControl, kEach,   kPool},
+  {R::kGrantList,            "grant_list",            kAdmin, kRightNone,         kRO,  kNoCode, DC::kNever,                kNoDataset,                                      H::kGrants,       kEach,   kPool},
+  {R::kGrantAdd,             "grant_add",             kAdmin, kRightNone,         kRW,  kCode,   DC::kGrantChange,          COFFER_NAMED_BY(grant_add, dataset),             H::kGrants,       kEach,   kPool},
+  {R::kGrantRemove,          "grant_remove",          kAdmin, kRightNone,         kRW,  kCode,   DC::kGrantChange,          kNoDataset,                                      H::kGrants,       kEach,   kPool},
 };
 // clang-format on
 #undef COFFER_NAMED_BY
@@ -259,8 +262,8 @@ kms::audit::AuditText OperationName(Operation op) {
 std::string OperationTableMarkdown(const OperationTable& table) {
   std::string out =
       "| # | operation | sockets | data-socket grant | changes state | MFA (admin socket) | "
-      "second admin | handler |\n"
-      "| --- | --- | --- | --- | --- | --- | --- | --- |\n";
+      "second admin | handler | runs on |\n"
+      "| --- | --- | --- | --- | --- | --- | --- | --- | --- |\n";
   for (const OperationRow& row : table.rows()) {
     const std::string_view second_admin =
         row.dual_control == DualControl::kNever ? "—" : DualControlWhy(row.dual_control);
@@ -277,6 +280,8 @@ std::string OperationTableMarkdown(const OperationTable& table) {
     out += " | ";
     out += HandlerText(row.handler);
     if (row.audit == AuditMode::kPolled) out += " (polled: not audited one by one)";
+    out += row.runs == Runs::kReactor ? " | reactor (workers with window 0 or sync durability)"
+                                      : " | workers";
     out += " |\n";
   }
   return out;

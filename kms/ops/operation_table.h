@@ -98,6 +98,16 @@ enum class AuditMode : uint8_t {
   kPolled,  // polled by clients (progress, event follow): no entry per request
 };
 
+// Where an admitted data-socket request runs (kms/server/server.h, "Threads").
+enum class Runs : uint8_t {
+  kReactor,  // on the transport's reactor thread that read it, answered there (run to
+             // completion): one reply, short and bounded work. Only while no reply waits for a
+             // disk sync (the access audit's crash-loss window is above 0 and durability is
+             // wal); otherwise on the workers.
+  kPool,     // on the worker pool: long or streaming work, admin operations, and whatever
+             // writes its audit synchronously (pseudonym_reidentify)
+};
+
 using DatasetNameFn = std::string_view (*)(const ::coffer::v1::Request&);
 
 struct OperationRow {
@@ -111,6 +121,7 @@ struct OperationRow {
   DatasetNameFn dataset;  // the dataset name it carries; nullptr: none
   Handler handler;
   AuditMode audit;
+  Runs runs;
 };
 
 class OperationTable {

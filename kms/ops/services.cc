@@ -215,6 +215,9 @@ absl::StatusOr<std::unique_ptr<Services>> Services::Create(ServicesDeps deps) {
 Services::Services(ServicesDeps deps)
     : deps_(std::move(deps)),
       operations_(deps_.operations != nullptr ? deps_.operations : &OperationTable::Default()),
+      reactor_requests_(deps_.access_audit != nullptr &&
+                        deps_.access_audit->crash_loss_window().count() > 0 &&
+                        deps_.durability != "sync"),
       clock_(deps_.clock),
       started_micros_(coffer::ToUnixMicros(clock_->Now())),
       refusals_(std::make_unique<RefusalAudit>(deps_.audit_log)),

@@ -223,6 +223,9 @@ class Services final : public SessionFactory {
 
   ServicesDeps deps_;
   const OperationTable* operations_;
+  // Whether the table's Runs::kReactor rows may run on the reactor: no reply of theirs waits for
+  // a disk sync (the access audit's window is above 0 and the data DB does not sync each write).
+  const bool reactor_requests_;
   const coffer::Clock* clock_;
   int64_t started_micros_ = 0;
   std::atomic<uint64_t> connections_open_{0};

@@ -61,6 +61,13 @@ class Session {
   // gone), after nothing more is sent.
   virtual absl::Status Handle(const coffer::v1::Request& request, ResponseSink* sink) = 0;
 
+  // Whether Handle may run `request` on the transport's reactor thread, the one that read it
+  // (run to completion: no hand-off to a worker and back). Only for requests that send one
+  // reply and never wait long: not on a disk sync, a slow reader, an upload's next frame or
+  // long CPU. The reactor takes their reply whole, whatever the output cap; every connection of
+  // that reactor waits while Handle runs. The default, false, runs every request on the pool.
+  virtual bool Inline(const coffer::v1::Request& /*request*/) const { return false; }
+
   // The connection ended (peer closed, error, timeout, or shutdown): release what Handle holds,
   // e.g. abort an open upload so nothing partial becomes visible.
   virtual void Closed() = 0;

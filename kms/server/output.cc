@@ -53,10 +53,14 @@ absl::Status Server::Impl::SendResponse(const std::shared_ptr<Connection>& conne
   }
   std::string frame;
   api::AppendFrame(response, &frame);
+  // On the reactor (a request run inline): never wait, and the reactor itself watches for
+  // EPOLLOUT once the request completes (Advance).
+  const bool on_reactor = OnReactor();
   std::unique_lock<std::mutex> lock(c.out_mu);
   // A streaming handler waits here for its reader: bounded, as the reactor (or this wait) fails
   // the connection once the peer took nothing for request_timeout.
-  while (c.out_failure.ok() && c.unsent() >= options_.max_output_bytes_per_connection) {
+  while (!on_reactor && c.out_failure.ok() &&
+         c.unsent() >= options_.max_output_bytes_per_connection) {
     Clock::time_point deadline = c.out_progress + options_.request_timeout;
     if (Clock::now() >= deadline) {
       if (FailOutput(c, MakeError(ErrorCode::kRequestTimeout,
@@ -88,7 +92,7 @@ absl::Status Server::Impl::SendResponse(const std::shared_ptr<Connection>& conne
   c.out.append(rest);
   c.usage->buffered += rest.size();
   buffered_output_ += rest.size();
-  if (c.write_requested) return absl::OkStatus();
+  if (c.write_requested || on_reactor) return absl::OkStatus();
   c.write_requested = true;
   lock.unlock();
   PostWantWrite(connection);

@@ -4,6 +4,14 @@
 #include "kms/server/internal/server_impl.h"
 
 namespace coffer::server {
+namespace {
+
+// The server whose reactor the calling thread is (none on workers and other threads).
+thread_local const void* reactor_of = nullptr;
+
+}  // namespace
+
+bool Server::Impl::OnReactor() const { return reactor_of == this; }
 
 void Server::Impl::WatchListeners(bool watch) {
   if (listeners_watched_ == watch) return;
@@ -37,6 +45,7 @@ void Server::Impl::Watch(Connection& connection, bool read) {
 }
 
 void Server::Impl::ReactorLoop() {
+  reactor_of = this;
   std::vector<epoll_event> events(64);
   for (;;) {
     Clock::time_point now = Clock::now();
@@ -58,6 +67,7 @@ void Server::Impl::ReactorLoop() {
     if (!listeners_watched_ && !drain_started_) wake_at = std::min(wake_at, accept_retry_at_);
     auto wait = std::chrono::duration_cast<std::chrono::milliseconds>(wake_at - Clock::now());
     int timeout_ms = static_cast<int>(std::clamp<int64_t>(wait.count() + 1, 0, 1000));
+    if (!inline_done_.empty()) timeout_ms = 0;  // only look for events, then go on with them
 
     int ready = ::epoll_wait(epoll_fd_, events.data(), static_cast<int>(events.size()), timeout_ms);
     if (ready < 0) continue;  // EINTR
@@ -93,6 +103,7 @@ void Server::Impl::ReactorLoop() {
       if (connection->fd >= 0) Watch(*connection, connection->want_read);
     }
     for (auto& [connection, close] : done) OnCompletion(connection, close);
+    CompleteInline();
     ResumePaused();
   }
 }
@@ -275,13 +286,17 @@ void Server::Impl::Advance(const std::shared_ptr<Connection>& connection) {
   Watch(c, false);
   c.frame_header = header;
   c.frame_payload = payload;
-  if (drain_started_) {
-    coffer::v1::Request request;
-    uint64_t id = 0;
-    if (request.ParseFromArray(c.buffer.data() + c.begin + header, static_cast<int>(payload))) {
-      id = request.request_id();
+  if (c.request == nullptr) {  // a held frame was parsed when it was first complete
+    auto request = std::make_unique<coffer::v1::Request>();
+    if (!request->ParseFromArray(c.buffer.data() + c.begin + header, static_cast<int>(payload))) {
+      Refuse(connection, ErrorCode::kMalformedRequest, 0, "the frame is not a coffer.v1.Request");
+      return;
     }
-    Refuse(connection, ErrorCode::kShuttingDown, id, "cofferd is shutting down; retry later");
+    c.request = std::move(request);
+  }
+  if (drain_started_) {
+    Refuse(connection, ErrorCode::kShuttingDown, c.request->request_id(),
+           "cofferd is shutting down; retry later");
     return;
   }
   Dispatch(connection);
@@ -306,6 +321,10 @@ void Server::Impl::Dispatch(const std::shared_ptr<Connection>& connection) {
   }
   ++usage.requests;
   c.counted_request = true;
+  if (c.session->Inline(*c.request)) {
+    RunInline(connection);
+    return;
+  }
   bool admin = c.peer.socket == daemon::SocketKind::kAdmin;
   if ((!admin && !paused_.empty()) || !TryEnqueue(WorkItem{connection, true})) {
     c.state = ConnectionState::kPaused;
@@ -367,7 +386,9 @@ void Server::Impl::OnCompletion(const std::shared_ptr<Connection>& connection, b
   }
   c.request_refused = false;
   // The request is done: its frame (record values included) leaves no copy in the buffer, which
-  // stays allocated for the connection's next frames.
+  // stays allocated for the connection's next frames; the parsed request's heap blocks are
+  // wiped as they are freed (docs/threat-model.md, "Secrets in memory").
+  c.request.reset();
   explicit_bzero(c.buffer.data() + c.begin, c.frame_header + c.frame_payload);
   c.begin += c.frame_header + c.frame_payload;
   c.frame_header = c.frame_payload = 0;

@@ -68,6 +68,8 @@ ServerStats Server::Impl::Stats() const {
   ServerStats stats;
   stats.connections_open = connections_open_.load();
   stats.connections_total = connections_total_.load();
+  // Inline first: RunInline counts a request in requests_ before requests_inline_.
+  stats.requests_inline = requests_inline_.load();
   stats.requests = requests_.load();
   stats.buffered_input_bytes = buffered_input_.load();
   stats.buffered_output_bytes = buffered_output_.load();

@@ -4,26 +4,31 @@
 // through daemon::Session (kms/server/connection.h) and knows nothing of datasets.
 //
 // Threads. One reactor thread owns every socket: it accepts, reads peer credentials, reads
-// frames non-blockingly (epoll), writes what a reply's first write left over (EPOLLOUT),
-// enforces the timeouts, and writes the transport's own refusals. A pool of `workers` threads
-// parses complete frames and runs Session::Handle; the session sends its responses from the
-// worker through a ResponseSink that never blocks on the socket (Output, below). An idle
-// connection, or one whose next frame is only partly received, holds no worker. A connection
-// has at most one request in the pool at a time: while it is queued or running, or while its
-// replies are not all written, the reactor stops reading that connection (pipelined frames
-// wait in the kernel and in the bytes already read), so requests of one connection run
-// strictly in order. SessionFactory::Open runs on the reactor; Session::Closed runs on a
-// worker, after the connection's last Handle returned.
+// frames non-blockingly (epoll), parses each complete frame, writes what a reply's first write
+// left over (EPOLLOUT), enforces the timeouts, and writes the transport's own refusals. A
+// request the session says may run inline (Session::Inline: one reply, short work, no wait on
+// a disk sync) runs to completion on the reactor: Handle, reply, and on to the connection's
+// next frame, with no hand-off to another thread (Stats().requests_inline). Every other request
+// goes to a pool of `workers` threads that runs Session::Handle; the session sends its
+// responses from the worker through a ResponseSink that never blocks on the socket (Output,
+// below), and the worker posts the connection back to the reactor. An idle connection, or one
+// whose next frame is only partly received, holds no thread. A connection has at most one
+// request running at a time: while it runs, or while its replies are not all written, the
+// reactor stops reading that connection (pipelined frames wait in the kernel and in the bytes
+// already read), so requests of one connection run strictly in order. After an inline request
+// the reactor serves the other connections' events before that connection's next pipelined
+// frame. SessionFactory::Open runs on the reactor; Session::Closed runs on a worker, after the
+// connection's last Handle returned.
 //
 // Output. ResponseSink::Send writes what the socket takes at once (MSG_DONTWAIT) and keeps the
 // rest in the connection's output buffer, which the reactor writes as the peer reads; a frame
-// is always taken while the buffer holds less than `max_output_bytes_per_connection`, so a
-// request with one reply (a record get) never waits for its reader and frees its worker at
-// once. A streaming handler (an attachment download, an export) that finds the buffer at its
-// cap waits for the reader: a bounded wait, as the connection fails with REQUEST_TIMEOUT when
-// the peer takes no byte for `request_timeout`. That wait holds a worker, so it is accounted
-// as running: it counts against the caller's `max_requests_per_uid` and, on the data socket,
-// against the data share of the workers, so the slow readers of one caller pin at most
+// is always taken while the buffer holds less than `max_output_bytes_per_connection` (and
+// always on the reactor), so a request with one reply (a record get) never waits for its
+// reader and frees its thread at once. A streaming handler (an attachment download, an export) that
+// finds the buffer at its cap waits for the reader: a bounded wait, as the connection fails with
+// REQUEST_TIMEOUT when the peer takes no byte for `request_timeout`. That wait holds a worker, so
+// it is accounted as running: it counts against the caller's `max_requests_per_uid` and, on the
+// data socket, against the data share of the workers, so the slow readers of one caller pin at most
 // `max_requests_per_uid` workers and data clients never the admin socket's reserve
 // (Stats().sends_waiting shows them). A connection whose unsent bytes the peer does not take
 // for `request_timeout` is dropped (REQUEST_TIMEOUT), whether a request runs or not.
@@ -143,6 +148,7 @@ struct ServerStats {
   uint64_t connections_open = 0;
   uint64_t connections_total = 0;  // accepted since Start, refused ones included
   uint64_t requests = 0;           // frames handed to Session::Handle
+  uint64_t requests_inline = 0;    // of them, run on the reactor (Session::Inline)
   std::map<ErrorCode, uint64_t> refusals;
 
   // Gauges.

@@ -6,19 +6,20 @@
 namespace coffer::server {
 namespace {
 
-// The stack a request's handling used, below RunRequest's frame (docs/threat-model.md, "Secrets
-// in memory"): dead frames keep what the handler's callees left there — a decrypted value, or
-// key bytes from code we do not own (kms_daemon_secrets_in_memory_test found a data key there
-// after its dataset was destroyed). 32 KiB covers the handlers' depth many times over; it costs
-// a memset of that size per request. noinline: the buffer must be a frame below the caller's.
+// The stack a request's handling used, below RunRequest's (or RunInline's) frame
+// (docs/threat-model.md, "Secrets in memory"): dead frames keep what the handler's callees left
+// there — a decrypted value, or key bytes from code we do not own
+// (kms_daemon_secrets_in_memory_test found a data key there after its dataset was destroyed). 32
+// KiB covers the handlers' depth many times over; it costs a memset of that size per request.
+// noinline: the buffer must be a frame below the caller's.
 constexpr size_t kRequestStackWipeBytes = size_t{32} << 10;
+
+}  // namespace
 
 [[gnu::noinline]] void WipeRequestStack() {
   unsigned char below[kRequestStackWipeBytes];
   explicit_bzero(below, sizeof(below));
 }
-
-}  // namespace
 
 // The sink of one request: frames go to the connection's output (output.cc).
 class Server::Impl::ConnectionSink : public daemon::ResponseSink {
@@ -118,16 +119,10 @@ void Server::Impl::WorkerLoop() {
 
 void Server::Impl::RunRequest(const std::shared_ptr<Connection>& connection) {
   Connection& c = *connection;
-  coffer::v1::Request request;
+  // The reactor parsed the frame before queueing it (Dispatch) and resets it only once this
+  // request's completion is posted.
+  const coffer::v1::Request& request = *c.request;
   ConnectionSink sink(this, connection);
-  if (!request.ParseFromArray(c.buffer.data() + c.begin + c.frame_header,
-                              static_cast<int>(c.frame_payload))) {
-    Refused(c.peer, ErrorCode::kMalformedRequest);
-    (void)sink.Send(
-        ErrorResponse(ErrorCode::kMalformedRequest, 0, "the frame is not a coffer.v1.Request"));
-    PostCompletion(connection, true);
-    return;
-  }
   if (draining_.load()) {  // queued before Shutdown, not yet handed to the session
     Refused(c.peer, ErrorCode::kShuttingDown);
     (void)sink.Send(ErrorResponse(ErrorCode::kShuttingDown, request.request_id(),
@@ -138,6 +133,31 @@ void Server::Impl::RunRequest(const std::shared_ptr<Connection>& connection) {
   ++requests_;
   absl::Status handled = c.session->Handle(request, &sink);
   PostCompletion(connection, !handled.ok() || !sink.failure().ok());
+}
+
+// Reactor: the request runs here, to completion; its completion waits for CompleteInline, so a
+// connection's pipelined frames do not recurse and do not starve the others.
+void Server::Impl::RunInline(const std::shared_ptr<Connection>& connection) {
+  Connection& c = *connection;
+  c.state = ConnectionState::kBusy;
+  ++requests_;
+  ++requests_inline_;
+  bool close;
+  {
+    ConnectionSink sink(this, connection);
+    absl::Status handled = c.session->Handle(*c.request, &sink);
+    close = !handled.ok() || !sink.failure().ok();
+  }
+  WipeRequestStack();
+  inline_done_.emplace_back(connection, close);
+}
+
+void Server::Impl::CompleteInline() {
+  for (size_t n = inline_done_.size(); n > 0; --n) {
+    auto [connection, close] = std::move(inline_done_.front());
+    inline_done_.pop_front();
+    OnCompletion(connection, close);
+  }
 }
 
 }  // namespace coffer::server

@@ -40,6 +40,12 @@ class Services::ConnectionSession final : public Session {
   }
 
   absl::Status Handle(const pb::Request& request, ResponseSink* sink) override;
+  // The operation table's Runs column, while no reply waits for a disk sync.
+  bool Inline(const pb::Request& request) const override {
+    if (!services_->reactor_requests_ || peer_.socket != SocketKind::kData || upload_) return false;
+    const OperationRow* row = services_->operations_->Find(request.op_case());
+    return row != nullptr && row->runs == Runs::kReactor;
+  }
   void Closed() override {
     // The connection's MFA session ends with it (another connection of the uid never had it).
     if (deps_.admin_control != nullptr) deps_.admin_control->ConnectionClosed(connection_);

@@ -85,6 +85,9 @@ struct Connection {
   size_t end = 0;
   size_t frame_header = 0;  // of the complete frame at `begin`, while kPaused or kBusy
   size_t frame_payload = 0;
+  // That frame parsed (by the reactor, which decides where it runs), while kHeld, kPaused or
+  // kBusy; reset when its request completes.
+  std::unique_ptr<coffer::v1::Request> request;
 
   ConnectionState state = ConnectionState::kReading;
   bool counted_request = false;  // counted in usage->requests
@@ -127,6 +130,9 @@ inline coffer::v1::Response ErrorResponse(ErrorCode code, uint64_t request_id,
   response.mutable_error()->set_message(std::string(message));
   return response;
 }
+
+// Wipes the stack a request's handling used, below the caller's frame (workers.cc).
+void WipeRequestStack();
 
 // A refusal is best effort: one non-blocking send, as the connection is closed right after.
 inline void SendNow(int fd, const coffer::v1::Response& response) {
@@ -224,6 +230,11 @@ class Server::Impl {
   bool GrowInput(const std::shared_ptr<Connection>& connection, size_t size);
   void ResizeInput(Connection& connection, size_t size);
   void Dispatch(const std::shared_ptr<Connection>& connection);
+  // Runs the connection's request on the reactor (Session::Inline) and queues its completion.
+  void RunInline(const std::shared_ptr<Connection>& connection);
+  // Completes the requests run inline since the last pass, each once (a connection with more
+  // pipelined frames goes on in the next pass, after the other connections' events).
+  void CompleteInline();
   void RequestEnded(const std::shared_ptr<Connection>& connection);
   // Output, on the reactor (output.cc).
   void FlushOutput(const std::shared_ptr<Connection>& connection);
@@ -241,6 +252,8 @@ class Server::Impl {
   void PostWantWrite(std::shared_ptr<Connection> connection);
 
   void Wake();
+  // Whether the calling thread is this server's reactor.
+  bool OnReactor() const;
   void Refused(const daemon::PeerIdentity& peer, ErrorCode code);
 
   const ServerOptions options_;
@@ -257,6 +270,7 @@ class Server::Impl {
 
   // Reactor-only state.
   std::unordered_map<uint64_t, std::shared_ptr<Connection>> connections_;
+  std::deque<std::pair<std::shared_ptr<Connection>, bool>> inline_done_;  // bool: close
   std::deque<std::shared_ptr<Connection>> paused_;
   std::map<std::pair<uid_t, daemon::SocketKind>, std::shared_ptr<CallerUsage>> callers_;
   size_t data_connections_ = 0;
@@ -289,6 +303,7 @@ class Server::Impl {
   std::atomic<uint64_t> connections_open_{0};
   std::atomic<uint64_t> connections_total_{0};
   std::atomic<uint64_t> requests_{0};
+  std::atomic<uint64_t> requests_inline_{0};
   std::atomic<uint64_t> buffered_input_{0};
   std::atomic<uint64_t> buffered_output_{0};
   std::atomic<uint64_t> sends_waiting_{0};

@@ -462,12 +462,15 @@ std::string CallerGrants() {
          "rate_limit { default_limit { requests_per_second: 1000000 burst: 1000000 } }\n";
 }
 
-// Development mode: no MFA, root the one configured admin, with no grant.
+// Development mode: no MFA, root the one configured admin, with no grant. The access audit has
+// a window of 50 ms, so the data requests the operation table runs on the reactor do so: the
+// MFA matrix below has window 0, so its run on the workers; both paths pass the same cells.
 TEST_F(AccessMatrixTest, DevelopmentModeEveryCellAsTheTableSays) {
   CofferdOptions options;
   options.name = "access-matrix";
   options.config_body = [](const std::string&, const std::string& group) {
     return CallerGrants() + "admins { uid: 0 }\nmfa { required: false }\n" +
+           "access_audit { crash_loss_window_millis: 50 }\n" +
            (group.empty() ? "" : "admin_socket_group: \"" + group + "\"\n");
   };
   daemon_ = Cofferd::Create(std::move(options));

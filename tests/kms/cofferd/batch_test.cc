@@ -32,7 +32,9 @@ constexpr char kDataset[] = "crm/batch";
 
 class BatchTest : public coffer::testing::OneDatasetDaemonTest {
  protected:
-  BatchTest() : OneDatasetDaemonTest("cofferd-batch", kDataset) {}
+  // Batches run on the reactor (window 50 ms); the access entries are checked through
+  // `keyctl audit search`, which writes what is queued first.
+  BatchTest() : OneDatasetDaemonTest("cofferd-batch", kDataset, testing::kReactorRequestsConfig) {}
 
   // (kind, result code) -> access entries of the dataset, each checked to name one record.
   std::map<std::pair<std::string, int>, int> AccessEntries() {

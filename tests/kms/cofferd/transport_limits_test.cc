@@ -130,15 +130,17 @@ class HeldChild {
 
 class TransportLimitsTest : public ::testing::Test {
  protected:
-  // Starts a daemon whose `limits` block is `limits` and creates kDataset.
-  void StartDaemon(const std::string& limits) {
+  // Starts a daemon whose `limits` block is `limits` and creates kDataset. With the access
+  // audit's window at 0 every request runs on a worker; above 0 short data requests run on the
+  // reactor (docs/daemon.md, "Request path").
+  void StartDaemon(const std::string& limits, uint32_t audit_window_ms = 0) {
     CofferdOptions options;
     options.name = "cofferd-limits";
-    options.config_body = [limits](const std::string&, const std::string&) {
+    options.config_body = [limits, audit_window_ms](const std::string&, const std::string&) {
       const std::string me = std::to_string(geteuid());
       std::ostringstream out;
       out << "limits { " << limits << " }\n"
-          << "access_audit { crash_loss_window_millis: 0 }\n"
+          << "access_audit { crash_loss_window_millis: " << audit_window_ms << " }\n"
           << "grants { principals { uid: " << me
           << " } datasets: \"*\" rights: READ rights: WRITE rights: DELETE }\n"
           << "grants { principals { uid: " << kReaderUid << " } datasets: \"*\" rights: READ }\n"
@@ -166,6 +168,11 @@ class TransportLimitsTest : public ::testing::Test {
     RawConnection admin(daemon_->admin_socket());
     return admin.Call(request);
   }
+  // Twelve connections ask for a 1 MiB value and never read; others are served meanwhile, the
+  // replies wait in the connections' output, no thread waits for them, and a late reader gets
+  // its whole reply.
+  void ExpectSlowReadersOfLargeValuesHoldNothing();
+
   // The daemon's transport gauges and counters, over the admin socket.
   absl::StatusOr<pb::TransportStatus> Transport() {
     pb::Request status;
@@ -192,6 +199,28 @@ TEST_F(TransportLimitsTest, SlowReadersOfLargeValuesHoldNoWorker) {
   StartDaemon(
       "workers: 2 admin_reserved_workers: 1 request_timeout_seconds: 600 "
       "idle_timeout_seconds: 600");
+  ExpectSlowReadersOfLargeValuesHoldNothing();
+  auto transport = Transport();
+  ASSERT_TRUE(transport.ok()) << transport.status();
+  EXPECT_EQ(transport->requests_inline(), 0u);  // window 0: every request on a worker
+}
+
+// The same with the gets run to completion on the reactor (window 50 ms): the replies the
+// readers do not take stay in their connections' output, and the reactor goes on serving.
+TEST_F(TransportLimitsTest, SlowReadersOfLargeValuesHoldNoReactor) {
+  StartDaemon(
+      "workers: 2 admin_reserved_workers: 1 request_timeout_seconds: 600 "
+      "idle_timeout_seconds: 600",
+      /*audit_window_ms=*/50);
+  ExpectSlowReadersOfLargeValuesHoldNothing();
+  auto transport = Transport();
+  ASSERT_TRUE(transport.ok()) << transport.status();
+  // 2 puts and 12 + 12 gets ran on the reactor; the admin requests on a worker.
+  EXPECT_EQ(transport->requests_inline(), 26u);
+  EXPECT_GT(transport->requests(), transport->requests_inline());
+}
+
+void TransportLimitsTest::ExpectSlowReadersOfLargeValuesHoldNothing() {
   const std::string value(size_t{1} << 20, 'v');
   auto writer = Connect();
   ASSERT_NE(writer, nullptr);

@@ -134,6 +134,80 @@ TEST_F(ServerTest, PipelinedFramesAnsweredInOrder) {
   }
 }
 
+// Requests the session runs inline are handled on the reactor that read them, all on one
+// thread, pipelined frames answered in order on each connection; the others still go to the
+// workers.
+TEST_F(ServerTest, InlineRequestsRunToCompletionOnTheReactor) {
+  factory_.inline_requests = true;
+  StartServer();
+  TestClient first(data_path());
+  TestClient second(data_path());
+  for (TestClient* client : {&first, &second}) {
+    std::string frames;
+    for (uint64_t id = 1; id <= 100; ++id) {
+      coffer::v1::Request request;
+      request.set_request_id(id);
+      request.mutable_record_get();
+      api::AppendFrame(request, &frames);
+    }
+    ASSERT_TRUE(client->SendRaw(frames).ok());
+  }
+  for (TestClient* client : {&first, &second}) {
+    for (uint64_t id = 1; id <= 100; ++id) {
+      coffer::v1::Response response;
+      bool eos = false;
+      ASSERT_TRUE(client->Read(&response, &eos).ok());
+      ASSERT_FALSE(eos);
+      ASSERT_EQ(response.request_id(), id);
+    }
+  }
+  EXPECT_EQ(server_->Stats().requests_inline, 200u);
+  const auto reactor = factory_.threads(true);
+  ASSERT_EQ(reactor.size(), 1u);
+  EXPECT_EQ(reactor.begin()->second, 200);
+
+  factory_.big_responses = 1;
+  coffer::v1::Request streamed;
+  streamed.set_request_id(7);
+  streamed.mutable_record_list();  // not inline
+  ASSERT_TRUE(first.Send(streamed).ok());
+  coffer::v1::Response response;
+  bool eos = false;
+  ASSERT_TRUE(first.Read(&response, &eos).ok());
+  EXPECT_EQ(response.request_id(), 7u);
+  const auto workers = factory_.threads(false);
+  ASSERT_EQ(workers.size(), 1u);
+  EXPECT_NE(workers.begin()->first, reactor.begin()->first);
+  EXPECT_EQ(server_->Stats().requests, 201u);
+  EXPECT_EQ(server_->Stats().requests_inline, 200u);
+}
+
+// An inline request's reply to a client that does not read is left in the connection's output:
+// the reactor goes on serving everyone else, stops reading that connection, and drops it once
+// the peer has taken nothing for the request timeout.
+TEST_F(ServerTest, AnInlineReplyToAReaderThatNeverReadsHoldsNoThread) {
+  factory_.inline_requests = true;
+  options_.max_output_bytes_per_connection = size_t{64} << 10;
+  StartServer();
+  TestClient sleeper(data_path());
+  std::string frames;
+  for (uint64_t id = 1; id <= 8; ++id) {  // 8 replies of 1 MiB, never read
+    coffer::v1::Request request;
+    request.set_request_id(id);
+    request.mutable_record_exists();
+    api::AppendFrame(request, &frames);
+  }
+  ASSERT_TRUE(sleeper.SendRaw(frames).ok());
+  ASSERT_TRUE(factory_.WaitUntil([&] { return server_->Stats().requests_inline >= 1; }));
+  ExpectOthersServed();
+  // Only the first was served: the connection is not read while its reply is unsent.
+  EXPECT_EQ(factory_.threads(true).begin()->second, 1 + 20);
+  ASSERT_TRUE(factory_.WaitUntil([&] { return server_->Stats().output_timeouts == 1; }));
+  EXPECT_EQ(factory_.refusals(ErrorCode::kRequestTimeout), 1);
+  ExpectOthersServed();
+  EXPECT_EQ(server_->Stats().buffered_output_bytes, 0u);
+}
+
 TEST_F(ServerTest, PeerIdentityComesFromTheKernel) {
   StartServer();
   TestClient client(data_path());

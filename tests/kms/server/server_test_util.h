@@ -8,6 +8,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <cstdlib>
@@ -33,7 +34,9 @@ inline api::Deadline In(std::chrono::milliseconds ms) {
 
 // Echoes each request's id. A request with `status` set waits inside Handle until Release()
 // (for shutdown and backpressure tests); one with `record_list` set streams `big_responses`
-// responses of 256 KiB each (for write-timeout tests).
+// responses of 256 KiB each (for write-timeout tests); one with `record_exists` set is answered
+// with one response of `big_reply_bytes`. With `inline_requests` set, every request but those
+// with `status` or `record_list` runs inline (Session::Inline), on the reactor.
 class EchoFactory : public daemon::SessionFactory {
  public:
   class EchoSession : public daemon::Session {
@@ -41,9 +44,13 @@ class EchoFactory : public daemon::SessionFactory {
     explicit EchoSession(EchoFactory* factory) : factory_(factory) {}
 
     absl::Status Handle(const coffer::v1::Request& request, daemon::ResponseSink* sink) override {
+      factory_->RecordThread(Inline(request));
       if (request.has_status()) factory_->Hold();
       coffer::v1::Response response;
       response.set_request_id(request.request_id());
+      if (request.has_record_exists()) {
+        response.mutable_error()->set_message(std::string(factory_->big_reply_bytes, 'y'));
+      }
       if (request.has_record_list()) {
         response.mutable_error()->set_message(std::string(256 << 10, 'x'));
         for (int i = 0; i < factory_->big_responses; ++i) {
@@ -56,6 +63,11 @@ class EchoFactory : public daemon::SessionFactory {
         return absl::OkStatus();
       }
       return sink->Send(response);
+    }
+
+    bool Inline(const coffer::v1::Request& request) const override {
+      return factory_->inline_requests.load() && !request.has_status() &&
+             !request.has_record_list();
     }
 
     void Closed() override { factory_->RecordClosed(); }
@@ -97,6 +109,12 @@ class EchoFactory : public daemon::SessionFactory {
     std::lock_guard<std::mutex> lock(mu_);
     return holding_;
   }
+  // The threads Handle ran on, with how many requests each, for inline requests (true) and the
+  // others (false).
+  std::map<std::thread::id, int> threads(bool inline_request) {
+    std::lock_guard<std::mutex> lock(mu_);
+    return threads_[inline_request];
+  }
 
   // Waits (up to 10 s) until `predicate` holds; the factory's state changes notify.
   template <typename Predicate>
@@ -116,6 +134,8 @@ class EchoFactory : public daemon::SessionFactory {
   }
 
   int big_responses = 64;
+  size_t big_reply_bytes = size_t{1} << 20;
+  std::atomic<bool> inline_requests{false};
 
  private:
   void Hold() {
@@ -123,6 +143,10 @@ class EchoFactory : public daemon::SessionFactory {
     ++holding_;
     cv_.wait(lock, [this] { return released_; });
     --holding_;
+  }
+  void RecordThread(bool inline_request) {
+    std::lock_guard<std::mutex> lock(mu_);
+    ++threads_[inline_request][std::this_thread::get_id()];
   }
   void RecordClosed() {
     std::lock_guard<std::mutex> lock(mu_);
@@ -142,6 +166,7 @@ class EchoFactory : public daemon::SessionFactory {
   int send_failures_ = 0;
   int holding_ = 0;
   bool released_ = false;
+  std::map<bool, std::map<std::thread::id, int>> threads_;
 };
 
 // Returns a connected fd, or -1 with errno set.
