@@ -134,6 +134,7 @@ absl::StatusOr<server::ServerOptions> TransportOptions(const daemon::Config& con
   options.max_buffered_bytes = config.limits().max_buffered_bytes();
   options.max_output_bytes_per_connection = config.limits().max_output_bytes_per_connection();
   options.max_refusals_in_a_row = config.limits().max_refusals_in_a_row();
+  options.run_inline = !config.limits().workers_only();
   return options;
 }
 

@@ -67,9 +67,11 @@ absl::Status Services::ConnectionSession::ListDatasets(pb::DatasetListResponse* 
 
 absl::Status Services::ConnectionSession::AuditQuery(const pb::AuditQueryRequest& query,
                                                      pb::AuditQueryResponse* out) const {
-  // Refusals are coalesced off the request path; a query must see those made before it.
+  // Refusals are coalesced off the request path, and with a crash-loss window above 0 access
+  // entries wait up to the window for their batch; a query must see those made before it.
   services_->FlushRefusalAudit().IgnoreError();
   services_->FlushUnaudited().IgnoreError();  // accesses served while the log was failing
+  if (deps_.access_audit != nullptr) deps_.access_audit->Flush().IgnoreError();
   std::optional<uint64_t> dataset_filter;
   if (!query.dataset().empty()) {
     COFFER_ASSIGN_OR_RETURN(dataset_filter, deps_.keys->FindDataset(query.dataset()));

@@ -283,7 +283,6 @@ void Server::Impl::Advance(const std::shared_ptr<Connection>& connection) {
     }
     return;
   }
-  Watch(c, false);
   c.frame_header = header;
   c.frame_payload = payload;
   if (c.request == nullptr) {  // a held frame was parsed when it was first complete
@@ -302,12 +301,15 @@ void Server::Impl::Advance(const std::shared_ptr<Connection>& connection) {
   Dispatch(connection);
 }
 
-// A complete frame, not draining: to a worker, held at the caller's request cap, refused over
-// the byte caps, or paused for room in the queue.
+// A complete frame, not draining: run inline, to a worker, held at the caller's request cap,
+// refused over the byte caps, or paused for room in the queue. A connection whose request
+// waits or runs elsewhere is not read meanwhile; one run inline keeps its epoll registration
+// (two system calls fewer per request): the reactor ignores its events until it completes.
 void Server::Impl::Dispatch(const std::shared_ptr<Connection>& connection) {
   Connection& c = *connection;
   CallerUsage& usage = *c.usage;
   if (usage.requests >= options_.max_requests_per_uid) {
+    Watch(c, false);
     c.state = ConnectionState::kHeld;
     usage.held.push_back(connection);
     ++requests_held_;
@@ -321,10 +323,11 @@ void Server::Impl::Dispatch(const std::shared_ptr<Connection>& connection) {
   }
   ++usage.requests;
   c.counted_request = true;
-  if (c.session->Inline(*c.request)) {
+  if (options_.run_inline && c.session->Inline(*c.request)) {
     RunInline(connection);
     return;
   }
+  Watch(c, false);
   bool admin = c.peer.socket == daemon::SocketKind::kAdmin;
   if ((!admin && !paused_.empty()) || !TryEnqueue(WorkItem{connection, true})) {
     c.state = ConnectionState::kPaused;

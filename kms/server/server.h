@@ -141,6 +141,8 @@ struct ServerOptions {
   // A streaming Send waits (bounded by request_timeout) while this many bytes are unsent.
   size_t max_output_bytes_per_connection = size_t{2} << 20;
   size_t max_refusals_in_a_row = 16;
+  // false: every request goes to the workers, whatever Session::Inline says.
+  bool run_inline = true;
 };
 
 // For the status operation.

@@ -33,7 +33,8 @@ constexpr char kDataset[] = "crm/batch";
 class BatchTest : public coffer::testing::OneDatasetDaemonTest {
  protected:
   // Batches run on the reactor (window 50 ms); the access entries are checked through
-  // `keyctl audit search`, which writes what is queued first.
+  // `keyctl audit search`, which writes what is queued first (without it, entries younger
+  // than the window would be missing).
   BatchTest() : OneDatasetDaemonTest("cofferd-batch", kDataset, testing::kReactorRequestsConfig) {}
 
   // (kind, result code) -> access entries of the dataset, each checked to name one record.

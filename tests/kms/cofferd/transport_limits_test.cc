@@ -220,6 +220,21 @@ TEST_F(TransportLimitsTest, SlowReadersOfLargeValuesHoldNoReactor) {
   EXPECT_GT(transport->requests(), transport->requests_inline());
 }
 
+// limits.workers_only turns the reactor path off, whatever the window.
+TEST_F(TransportLimitsTest, WorkersOnlyRunsNoRequestOnTheReactor) {
+  StartDaemon("workers_only: true", /*audit_window_ms=*/50);
+  auto writer = Connect();
+  ASSERT_NE(writer, nullptr);
+  ASSERT_TRUE(writer->PutRecord(kDataset, "id", "v").ok());
+  auto got = writer->GetRecord(kDataset, "id");
+  ASSERT_TRUE(got.ok()) << got.status();
+  EXPECT_EQ(*got, "v");
+  auto transport = Transport();
+  ASSERT_TRUE(transport.ok()) << transport.status();
+  EXPECT_GE(transport->requests(), 3u);  // dataset_create, put, get (and this status)
+  EXPECT_EQ(transport->requests_inline(), 0u);
+}
+
 void TransportLimitsTest::ExpectSlowReadersOfLargeValuesHoldNothing() {
   const std::string value(size_t{1} << 20, 'v');
   auto writer = Connect();

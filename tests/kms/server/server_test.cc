@@ -182,6 +182,17 @@ TEST_F(ServerTest, InlineRequestsRunToCompletionOnTheReactor) {
   EXPECT_EQ(server_->Stats().requests_inline, 200u);
 }
 
+// With run_inline off, the session's word is not asked: every request goes to the workers.
+TEST_F(ServerTest, RunInlineOffSendsEveryRequestToTheWorkers) {
+  factory_.inline_requests = true;
+  options_.run_inline = false;
+  StartServer();
+  TestClient client(data_path());
+  for (uint64_t id = 1; id <= 10; ++id) ASSERT_TRUE(client.RoundTrip(id));
+  EXPECT_EQ(server_->Stats().requests, 10u);
+  EXPECT_EQ(server_->Stats().requests_inline, 0u);
+}
+
 // An inline request's reply to a client that does not read is left in the connection's output:
 // the reactor goes on serving everyone else, stops reading that connection, and drops it once
 // the peer has taken nothing for the request timeout.
