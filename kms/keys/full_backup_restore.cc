@@ -221,32 +221,44 @@ absl::StatusOr<ReplayPlan> PlanReplay(const std::vector<audit::v1::AuditEntry>& 
   return plan;
 }
 
+// Writes the files of `part` of backup `id` (in `backup_dir`), checked against the manifest,
+// into `into`, each synced when `sync`; the key DB's files of a version-2 backup are opened
+// with `token`'s key first (internal::KeyDbSealer), and their names lose the sealed suffix.
+// Restore and ExtractKeyDb both read a backup's key DB through it.
+absl::Status CopyFilePart(uint32_t id, const std::string& backup_dir, const Manifest& manifest,
+                          hsm::RowAuthenticator& token, std::string_view part,
+                          const OwnedDirectory& into, bool sync,
+                          storage::PhaseReporter* part_progress) {
+  std::optional<crypto::RecordAead> sealer;
+  if (manifest.key_db_seal_salt.has_value() && part == kRestoredKeyDbDir) {
+    COFFER_ASSIGN_OR_RETURN(sealer, internal::KeyDbSealer(token, *manifest.key_db_seal_salt));
+  }
+  for (const ManifestFile& file : manifest.files) {
+    if (!InPart(file, part)) continue;
+    COFFER_ASSIGN_OR_RETURN(std::string bytes, ReadChecked(id, backup_dir + "/" + file.path, file));
+    std::string_view name = std::string_view(file.path).substr(part.size() + 1);
+    if (sealer.has_value()) {
+      COFFER_ASSIGN_OR_RETURN(bytes, internal::UnsealKeyDbFile(*sealer, id, file, bytes));
+      name = internal::KeyDbFileName(file, true);
+    }
+    COFFER_RETURN_IF_ERROR(into.WriteNewFile(name, bytes, sync));
+    if (part_progress != nullptr) part_progress->Add(file.size);
+  }
+  return absl::OkStatus();
+}
+
 // The key DB and audit files of backup `id` (in `backup_dir`), checked against the manifest,
 // into their restored directories; sealed key-DB files are opened with `token`'s key.
 absl::Status RestoreFileParts(uint32_t id, const std::string& backup_dir, const Manifest& manifest,
                               hsm::RowAuthenticator& token, const OwnedDirectory& keys_root,
                               const OwnedDirectory& audit_root,
                               const coffer::ProgressFn& progress) {
-  std::optional<crypto::RecordAead> sealer;
-  if (manifest.key_db_seal_salt.has_value()) {
-    COFFER_ASSIGN_OR_RETURN(sealer, internal::KeyDbSealer(token, *manifest.key_db_seal_salt));
-  }
   for (const FilePart& part : kFileParts) {
     const OwnedDirectory& into = part.dir == kRestoredKeyDbDir ? keys_root : audit_root;
     storage::PhaseReporter part_progress(progress, part.phase, PartBytes(manifest, part.dir),
                                          kByteStep);
-    for (const ManifestFile& file : manifest.files) {
-      if (!InPart(file, part.dir)) continue;
-      COFFER_ASSIGN_OR_RETURN(std::string bytes,
-                              ReadChecked(id, backup_dir + "/" + file.path, file));
-      std::string_view name = std::string_view(file.path).substr(part.dir.size() + 1);
-      if (sealer.has_value() && part.dir == kRestoredKeyDbDir) {
-        COFFER_ASSIGN_OR_RETURN(bytes, internal::UnsealKeyDbFile(*sealer, id, file, bytes));
-        name = internal::KeyDbFileName(file, true);
-      }
-      COFFER_RETURN_IF_ERROR(into.WriteNewFile(name, bytes, /*sync=*/true));
-      part_progress.Add(file.size);
-    }
+    COFFER_RETURN_IF_ERROR(CopyFilePart(id, backup_dir, manifest, token, part.dir, into,
+                                        /*sync=*/true, &part_progress));
     part_progress.Finish();
   }
   return absl::OkStatus();
@@ -370,20 +382,9 @@ absl::Status FullBackups::ExtractKeyDb(const std::string& backup_root, uint32_t 
                                        hsm::RowAuthenticator& token, const std::string& target) {
   const std::string dir = backup_root + "/full/" + std::to_string(id);
   COFFER_ASSIGN_OR_RETURN(Manifest manifest, ReadManifest(id, dir));
-  std::optional<crypto::RecordAead> sealer;
-  if (manifest.key_db_seal_salt.has_value()) {
-    COFFER_ASSIGN_OR_RETURN(sealer, internal::KeyDbSealer(token, *manifest.key_db_seal_salt));
-  }
   COFFER_ASSIGN_OR_RETURN(OwnedDirectory into, OwnedDirectory::CreateNew(target));
-  for (const ManifestFile& file : manifest.files) {
-    if (!InPart(file, kRestoredKeyDbDir)) continue;
-    COFFER_ASSIGN_OR_RETURN(std::string bytes, ReadChecked(id, dir + "/" + file.path, file));
-    if (sealer.has_value()) {
-      COFFER_ASSIGN_OR_RETURN(bytes, internal::UnsealKeyDbFile(*sealer, id, file, bytes));
-    }
-    COFFER_RETURN_IF_ERROR(
-        into.WriteNewFile(internal::KeyDbFileName(file, sealer.has_value()), bytes, false));
-  }
+  COFFER_RETURN_IF_ERROR(CopyFilePart(id, dir, manifest, token, kRestoredKeyDbDir, into,
+                                      /*sync=*/false, /*part_progress=*/nullptr));
   return into.Sync();
 }
 
