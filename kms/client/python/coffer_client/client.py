@@ -6,8 +6,9 @@ objects, and the two metadata calls the data socket serves. It follows the C++ c
 Thread safety: a Client may be used from any number of threads at once. Each call borrows a
 connection from the client's pool for one request (an AttachmentWriter or AttachmentReader
 holds its connection until it finishes), so calls from different threads run concurrently on
-different connections; each connection carries one request at a time (the daemon serves no
-pipelining). AttachmentWriter and AttachmentReader are for one thread at a time.
+different connections; each connection carries one request at a time (the daemon answers
+pipelined frames in order, but this client does not pipeline: get_records and put_records batch
+instead). AttachmentWriter and AttachmentReader are for one thread at a time.
 
 Connections: the pool keeps up to ClientOptions.idle_connections idle connections for reuse and
 opens at most max_connections at a time; a call finding every connection in use waits for one up
