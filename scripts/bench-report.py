@@ -177,6 +177,16 @@ for op, redis_target in (("get", 0.6), ("put", 0.5)):
         targets.append((f"socket {op} p99, 8 clients, coffer wal, audit window 100 ms",
                         f"{c['p99'] / 1000:.2f} ms", "—", "—", "< 1 ms",
                         "**met**" if c["p99"] < 1000 else "**not met**", load("daemon")))
+# The reactor path against the same binary with every request on the workers
+# (limits.workers_only), both in this run. No target: it says what the reactor path brings.
+for op in ("put", "get"):
+    c = socket("coffer", COFFER, op, 8)
+    pool = socket("coffer", COFFER + "/workers-only", op, 8)
+    if c and pool:
+        add_target(f"socket {op}, 8 clients, coffer wal (window 100 ms), short requests on the "
+                   "reactor vs every request on the workers (limits.workers_only)",
+                   kops(c["ops"]), kops(pool["ops"]), c["ops"] / pool["ops"], "—", "no target",
+                   "daemon")
 # Batches of 16 records per request (record_get_many / record_put_many; Redis MGET / MSET;
 # PostgreSQL one statement of 16 rows), in records per second. Issue 18 sets no target for them.
 for op in ("mget", "mput"):
