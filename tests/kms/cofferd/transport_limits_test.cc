@@ -220,6 +220,55 @@ TEST_F(TransportLimitsTest, SlowReadersOfLargeValuesHoldNoReactor) {
   EXPECT_GT(transport->requests(), transport->requests_inline());
 }
 
+// Pipelining (issue 18 item 1): a client sends 32 gets at once on one connection and reads the
+// replies afterwards, in order. Backpressure: each reply (1 MiB) is larger than the socket
+// takes, so while the first is unsent the daemon reads no further frame of that connection —
+// exactly one get has run when its output is first seen buffered.
+TEST_F(TransportLimitsTest, PipelinedGetsAreAnsweredInOrderOneReplyAtATime) {
+  StartDaemon("request_timeout_seconds: 600 idle_timeout_seconds: 600", /*audit_window_ms=*/50);
+  constexpr int kGets = 32;
+  auto value_of = [](int i) {
+    return std::string(size_t{1} << 20, static_cast<char>('a' + i % 26));
+  };
+  auto id_of = [](int i) {
+    std::string id = std::to_string(i);
+    id.insert(0, "p");
+    return id;
+  };
+  auto writer = Connect();
+  ASSERT_NE(writer, nullptr);
+  for (int i = 0; i < kGets; ++i) {
+    ASSERT_TRUE(writer->PutRecord(kDataset, id_of(i), value_of(i)).ok());
+  }
+  std::string frames;
+  for (int i = 0; i < kGets; ++i) {
+    pb::Request get = RecordGet(id_of(i));
+    get.set_request_id(static_cast<uint64_t>(i) + 1);
+    api::AppendFrame(get, &frames);
+  }
+  RawConnection pipelined(daemon_->data_socket());
+  ASSERT_TRUE(pipelined.SendBytes(frames).ok());
+
+  absl::StatusOr<pb::TransportStatus> transport;
+  ASSERT_TRUE(Cofferd::WaitUntil([&] {
+    transport = Transport();
+    return transport.ok() && transport->buffered_output_bytes() > 0;
+  })) << "the first reply is not held back";
+  EXPECT_EQ(transport->requests_inline(), uint64_t{kGets} + 1);  // the puts, and one get
+
+  for (int i = 0; i < kGets; ++i) {
+    auto reply = pipelined.Receive();
+    ASSERT_TRUE(reply.ok()) << reply.status();
+    ASSERT_EQ(reply->request_id(), static_cast<uint64_t>(i) + 1);
+    ASSERT_FALSE(reply->has_error()) << reply->error().DebugString();
+    EXPECT_TRUE(reply->record_get().value() == value_of(i))
+        << "reply " << i << " has another value";
+  }
+  transport = Transport();
+  ASSERT_TRUE(transport.ok()) << transport.status();
+  EXPECT_EQ(transport->requests_inline(), uint64_t{2 * kGets});
+}
+
 // limits.workers_only turns the reactor path off, whatever the window.
 TEST_F(TransportLimitsTest, WorkersOnlyRunsNoRequestOnTheReactor) {
   StartDaemon("workers_only: true", /*audit_window_ms=*/50);
