@@ -39,6 +39,15 @@ struct WriterOnFailingFileSystem {
     writer = *std::move(started);
   }
 
+  // Event 0 is written; event 1's sync fails (AUDIT_NOT_DURABLE), which stops the writer; then
+  // the disk works again, but the writer stays failed until the log has reopened itself.
+  void FailOneSync() {
+    ASSERT_TRUE(writer->Append(AccessEvent(0)).ok());
+    fs.fail_sync = true;
+    EXPECT_EQ(ErrorCodeOf(writer->Append(AccessEvent(1))), ErrorCode::kAuditNotDurable);
+    fs.fail_sync = false;
+  }
+
   testing::TestLogEnv env;
   testing::FailingFileSystem fs;
   std::unique_ptr<AuditLog> log;
@@ -228,10 +237,7 @@ TEST(BatchingAuditWriterTest, WindowRefusesKeyOperations) {
 TEST(BatchingAuditWriterTest, WriteFailureFailsEveryLaterAppend) {
   WriterOnFailingFileSystem w;
   ASSERT_NO_FATAL_FAILURE(w.Start());
-  ASSERT_TRUE(w.writer->Append(AccessEvent(0)).ok());
-  w.fs.fail_sync = true;
-  EXPECT_EQ(ErrorCodeOf(w.writer->Append(AccessEvent(1))), ErrorCode::kAuditNotDurable);
-  w.fs.fail_sync = false;
+  ASSERT_NO_FATAL_FAILURE(w.FailOneSync());
   EXPECT_FALSE(w.writer->Append(AccessEvent(2)).ok());
   EXPECT_FALSE(w.writer->Flush().ok());
   EXPECT_FALSE(w.writer->Stop().ok());
@@ -243,10 +249,7 @@ TEST(BatchingAuditWriterTest, WriteFailureFailsEveryLaterAppend) {
 TEST(BatchingAuditWriterTest, AppendsGoOnOnceTheLogHasReopenedItself) {
   WriterOnFailingFileSystem w;
   ASSERT_NO_FATAL_FAILURE(w.Start());
-  ASSERT_TRUE(w.writer->Append(AccessEvent(0)).ok());
-  w.fs.fail_sync = true;
-  EXPECT_EQ(ErrorCodeOf(w.writer->Append(AccessEvent(1))), ErrorCode::kAuditNotDurable);
-  w.fs.fail_sync = false;
+  ASSERT_NO_FATAL_FAILURE(w.FailOneSync());
   EXPECT_FALSE(w.writer->Append(AccessEvent(2)).ok());  // not due yet
   w.env.clock.Advance(kAuditReopenInterval);
   ASSERT_TRUE(w.writer->Append(AccessEvent(3)).ok());
