@@ -116,6 +116,7 @@ def _exchange(pool, request, idempotent, expected, keep=False):
         return response
     raise AssertionError("unreachable")
 
+
 def _batch_items(results, expected, operation, value_of):
     """A batch reply's items: value_of(item), or the item's error as an exception instance."""
     if len(results) != expected:
