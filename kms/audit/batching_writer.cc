@@ -22,7 +22,11 @@ absl::StatusOr<std::unique_ptr<BatchingAuditWriter>> BatchingAuditWriter::Start(
 
 BatchingAuditWriter::~BatchingAuditWriter() { Stop().IgnoreError(); }
 
-absl::Status BatchingAuditWriter::AppendAll(absl::Span<const AuditEvent> events) {
+absl::Status BatchingAuditWriter::EnqueueLocked(absl::Span<const AuditEvent> events,
+                                                bool wait_for_space,
+                                                std::unique_lock<std::mutex>& lock, uint64_t* first,
+                                                uint64_t* last) {
+  *first = *last = 0;
   const bool waits = options_.crash_loss_window.count() == 0;
   for (const AuditEvent& event : events) {
     COFFER_RETURN_IF_ERROR(ValidateAuditEvent(event));
@@ -32,8 +36,7 @@ absl::Status BatchingAuditWriter::AppendAll(absl::Span<const AuditEvent> events)
                        "operations must be durable before they are acknowledged");
     }
   }
-  if (events.empty()) return absl::OkStatus();
-  std::unique_lock<std::mutex> lock(mu_);
+  lock.lock();
   if (!failure_.ok() && !stopping_) {
     // Stopped at a failure: go on once the log has reopened itself (AuditLog::Recover). The
     // writer thread is idle meanwhile: the queue was cleared and nothing was queued since.
@@ -42,10 +45,8 @@ absl::Status BatchingAuditWriter::AppendAll(absl::Span<const AuditEvent> events)
     lock.lock();
     if (recovered.ok()) failure_ = absl::OkStatus();
   }
-  uint64_t first = 0;
-  uint64_t last = 0;
   for (const AuditEvent& event : events) {
-    if (queue_.size() >= options_.max_queued_events) {
+    if (wait_for_space && queue_.size() >= options_.max_queued_events) {
       work_.notify_one();  // what this call queued so far may be what fills the queue
       ++space_waiters_;
       space_.wait(lock, [&] {
@@ -53,30 +54,78 @@ absl::Status BatchingAuditWriter::AppendAll(absl::Span<const AuditEvent> events)
       });
       --space_waiters_;
     }
-    // A failure or a stop part-way: the events queued before it share its fate (the wait
-    // below reports it); the rest are not queued.
+    // A failure or a stop part-way: the events queued before it share its fate (the caller is
+    // told), the rest are not queued.
     if (!failure_.ok() || stopping_) break;
     const bool was_empty = queue_.empty();
     queue_.push_back({event, std::chrono::steady_clock::now()});
-    last = ++enqueued_;
-    if (first == 0) first = last;
+    *last = ++enqueued_;
+    if (*first == 0) *first = *last;
     // Wake the writer only when it has something new to decide: a first event (it sleeps until
     // one arrives, then until the window of the oldest ends), a full batch, or a waiting caller
     // (window 0, once the last event is queued). Waking it for every event of a window costs a
     // context switch per request.
     if (was_empty || queue_.size() >= options_.max_batch_events) work_.notify_one();
   }
-  if (first == 0) return StoppedLocked();
-  if (waits) {  // window 0: answer once the events are durable, or with what lost one
-    work_.notify_one();
-    progress_.wait(lock, [&] { return durable_ >= last; });
+  return absl::OkStatus();
+}
+
+absl::Status BatchingAuditWriter::ResultLocked(uint64_t first, uint64_t last) const {
+  if (options_.crash_loss_window.count() == 0) {
     for (uint64_t ticket = first; ticket <= last; ++ticket) {
       const absl::Status* lost = LostLocked(ticket);
       if (lost != nullptr) return *lost;
     }
   }
+  return absl::OkStatus();
+}
+
+absl::Status BatchingAuditWriter::AppendAll(absl::Span<const AuditEvent> events) {
+  if (events.empty()) return absl::OkStatus();
+  std::unique_lock<std::mutex> lock(mu_, std::defer_lock);
+  uint64_t first = 0;
+  uint64_t last = 0;
+  COFFER_RETURN_IF_ERROR(EnqueueLocked(events, /*wait_for_space=*/true, lock, &first, &last));
+  if (first == 0) return StoppedLocked();
+  if (options_.crash_loss_window.count() == 0) {  // answer once durable, or with what lost one
+    work_.notify_one();
+    progress_.wait(lock, [&] { return durable_ >= last; });
+    COFFER_RETURN_IF_ERROR(ResultLocked(first, last));
+  }
   if (last - first + 1 < events.size()) return StoppedLocked();  // the rest was not queued
   return absl::OkStatus();
+}
+
+void BatchingAuditWriter::AppendAllThen(absl::Span<const AuditEvent> events, Done done) {
+  absl::Status result;
+  {
+    std::unique_lock<std::mutex> lock(mu_, std::defer_lock);
+    uint64_t first = 0;
+    uint64_t last = 0;
+    result = events.empty() ? absl::OkStatus()
+                            : EnqueueLocked(events, /*wait_for_space=*/false, lock, &first, &last);
+    if (result.ok() && !events.empty()) {
+      if (first == 0 || last - first + 1 < events.size()) {
+        result = StoppedLocked();  // none queued, or (never without waiting) only some
+      } else if (options_.crash_loss_window.count() == 0) {
+        waiters_.push_back({first, last, std::move(done)});
+        work_.notify_one();
+        return;  // the writer thread calls `done`
+      }
+    }
+  }
+  std::move(done)(std::move(result));
+}
+
+std::vector<std::pair<BatchingAuditWriter::Done, absl::Status>>
+BatchingAuditWriter::TakeResolvedLocked() {
+  std::vector<std::pair<Done, absl::Status>> resolved;
+  while (!waiters_.empty() && waiters_.front().last <= durable_) {
+    Waiter& waiter = waiters_.front();
+    resolved.emplace_back(std::move(waiter.done), ResultLocked(waiter.first, waiter.last));
+    waiters_.pop_front();
+  }
+  return resolved;
 }
 
 absl::Status BatchingAuditWriter::Flush() {
@@ -168,10 +217,16 @@ void BatchingAuditWriter::Run() {
       queue_.clear();
       progress_.notify_all();
       space_.notify_all();
-      continue;
+    } else {
+      durable_ = last_ticket;
+      progress_.notify_all();
     }
-    durable_ = last_ticket;
-    progress_.notify_all();
+    if (!waiters_.empty()) {
+      std::vector<std::pair<Done, absl::Status>> resolved = TakeResolvedLocked();
+      lock.unlock();
+      for (auto& [done, result] : resolved) std::move(done)(std::move(result));
+      lock.lock();
+    }
   }
   stopped_ = true;
   progress_.notify_all();

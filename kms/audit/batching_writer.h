@@ -10,6 +10,8 @@
 //     later than W after its oldest event was queued, so a crash or power loss loses at most the
 //     access events of the last W (plus one write and sync). Only ACCESS_* events are accepted:
 //     key operations must be durable before they are acknowledged (use AuditLog::Append).
+// A caller that must not block (a request parked on the transport's reactor) uses AppendAllThen:
+// at window 0 the writer thread calls it back once its events are durable, after their batch.
 // The queue is bounded: when `max_queued_events` wait, Append blocks until the writer catches up
 // (backpressure, never silent dropping). When idle, the writer calls AuditLog::CheckpointIfDue
 // every `idle_checkpoint_poll`, so time-based checkpoints happen without traffic.
@@ -36,8 +38,10 @@
 #include <memory>
 #include <mutex>
 #include <thread>
+#include <utility>
 #include <vector>
 
+#include "absl/functional/any_invocable.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
@@ -75,6 +79,19 @@ class BatchingAuditWriter {
   // is queued when one of them is not valid.
   absl::Status AppendAll(absl::Span<const AuditEvent> events);
 
+  // What AppendAllThen calls with what AppendAll would have returned.
+  using Done = absl::AnyInvocable<void(absl::Status) &&>;
+  // AppendAll that never waits, for a caller that must not block (a request parked on the
+  // transport's reactor: kms/server/connection.h, ResponseSink::Park). `done` runs exactly once:
+  //   - window 0: on the writer thread, once every event is durable or lost, after the batch;
+  //   - otherwise (window above 0, an event not valid, the writer stopped or failed): on the
+  //     calling thread, before AppendAllThen returns.
+  // `done` must not block for long (the next batch waits for it) and must not wait on this writer
+  // (AppendAll, Append or Flush at window 0 would deadlock); AppendAllThen may be called from it.
+  // The events do not wait for room in a full queue: they are queued beyond max_queued_events,
+  // which its callers bound (the transport parks at most one request per connection).
+  void AppendAllThen(absl::Span<const AuditEvent> events, Done done);
+
   // Returns once every event queued before the call is durable (or the writer has failed).
   absl::Status Flush();
 
@@ -94,6 +111,16 @@ class BatchingAuditWriter {
       : log_(log), options_(options) {}
 
   void Run();
+  // Validates `events` and queues them, waiting for room unless `wait_for_space` is false;
+  // [*first, *last] are their tickets. Not OK (and nothing queued) for an invalid event; *first
+  // is 0 when a failure or a stop let none be queued. Takes mu_ through `lock`, which it may
+  // release while the log reopens itself.
+  absl::Status EnqueueLocked(absl::Span<const AuditEvent> events, bool wait_for_space,
+                             std::unique_lock<std::mutex>& lock, uint64_t* first, uint64_t* last);
+  // What a caller whose events hold tickets [first, last] is told once durable_ >= last.
+  absl::Status ResultLocked(uint64_t first, uint64_t last) const;
+  // Takes the AppendAllThen callbacks whose events are all resolved, with their results.
+  std::vector<std::pair<Done, absl::Status>> TakeResolvedLocked();
   // Waits, with mu_ held, until the batch at the queue's head should be written.
   void WaitForBatchLocked(std::unique_lock<std::mutex>& lock);
 
@@ -120,6 +147,13 @@ class BatchingAuditWriter {
     absl::Status why;
   };
   std::vector<Lost> lost_;
+  // AppendAllThen's callbacks in ticket order, until every one of their tickets is resolved.
+  struct Waiter {
+    uint64_t first;
+    uint64_t last;
+    Done done;
+  };
+  std::deque<Waiter> waiters_;
   // The failure that lost `ticket`, if one did.
   const absl::Status* LostLocked(uint64_t ticket) const;
   // Why an event was not queued or not written: the failure the writer stopped at, else

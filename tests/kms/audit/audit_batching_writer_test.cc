@@ -1,5 +1,8 @@
+#include <future>
 #include <memory>
+#include <optional>
 #include <set>
+#include <string>
 #include <thread>
 #include <utility>
 #include <vector>
@@ -193,6 +196,88 @@ TEST(BatchingAuditWriterTest, AppendAllReportsAFailureThatLostAnyOfItsEvents) {
   w.fs.fail_sync = true;
   std::vector<AuditEvent> events = {AccessEvent(1), AccessEvent(2), AccessEvent(3)};
   EXPECT_EQ(ErrorCodeOf(w.writer->AppendAll(events)), ErrorCode::kAuditNotDurable);
+}
+
+// What AppendAllThen's callback saw: its result, the thread it ran on, and the access entries
+// in the file at that moment.
+struct Called {
+  absl::Status result;
+  std::thread::id thread;
+  size_t entries_on_disk = 0;
+};
+
+// AppendAllThen at window 0 (a request parked on the reactor): the call returns at once, and the
+// callback runs once, on the writer thread, after the events are on disk; a callback may queue
+// more events; more events than the queue holds do not wait for room.
+TEST(BatchingAuditWriterTest, AppendAllThenCallsBackOnTheWriterOnceTheEventsAreOnDisk) {
+  testing::TestLogEnv env;
+  auto log = AuditLog::Open(env.Options());
+  ASSERT_TRUE(log.ok());
+  BatchingAuditWriterOptions options;
+  options.max_queued_events = 2;
+  auto writer = BatchingAuditWriter::Start(log->get(), options);
+  ASSERT_TRUE(writer.ok());
+  BatchingAuditWriter* w = writer->get();
+  const std::string dir = env.log_dir();
+
+  std::promise<Called> first;
+  std::promise<Called> chained;
+  std::vector<AuditEvent> events;
+  for (uint64_t i = 1; i <= 5; ++i) events.push_back(AccessEvent(i));
+  w->AppendAllThen(events, [&, w](absl::Status result) {
+    first.set_value({result, std::this_thread::get_id(), CountAccess(dir)});
+    w->AppendAllThen({AccessEvent(6)}, [&](absl::Status again) {
+      chained.set_value({again, std::this_thread::get_id(), CountAccess(dir)});
+    });
+  });
+  Called one = first.get_future().get();
+  EXPECT_TRUE(one.result.ok()) << one.result;
+  EXPECT_NE(one.thread, std::this_thread::get_id());
+  EXPECT_EQ(one.entries_on_disk, 5u);
+  Called two = chained.get_future().get();
+  EXPECT_TRUE(two.result.ok()) << two.result;
+  EXPECT_EQ(two.entries_on_disk, 6u);
+}
+
+// The callback learns what AppendAll would have returned: a failure that lost its events, an
+// invalid event, a stopped writer; and with a window it runs at once, on the calling thread.
+TEST(BatchingAuditWriterTest, AppendAllThenReportsWhatAppendAllWould) {
+  WriterOnFailingFileSystem w;
+  ASSERT_NO_FATAL_FAILURE(w.Start());
+  w.fs.fail_sync = true;
+  std::promise<absl::Status> lost;
+  w.writer->AppendAllThen({AccessEvent(1), AccessEvent(2)},
+                          [&](absl::Status result) { lost.set_value(result); });
+  EXPECT_EQ(ErrorCodeOf(lost.get_future().get()), ErrorCode::kAuditNotDurable);
+  w.fs.fail_sync = false;
+
+  auto here = [](std::optional<Called>* out) {
+    return [out](absl::Status result) { *out = Called{result, std::this_thread::get_id(), 0}; };
+  };
+  std::optional<Called> invalid;
+  w.writer->AppendAllThen({AccessEvent(3), AuditEvent{}}, here(&invalid));
+  ASSERT_TRUE(invalid.has_value());  // called before AppendAllThen returned
+  EXPECT_EQ(ErrorCodeOf(invalid->result), ErrorCode::kInvalidArgument);
+  EXPECT_EQ(invalid->thread, std::this_thread::get_id());
+
+  testing::TestLogEnv env;
+  auto log = AuditLog::Open(env.Options());
+  ASSERT_TRUE(log.ok());
+  BatchingAuditWriterOptions options;
+  options.crash_loss_window = std::chrono::hours(1);
+  auto windowed = BatchingAuditWriter::Start(log->get(), options);
+  ASSERT_TRUE(windowed.ok());
+  std::optional<Called> queued;
+  (*windowed)->AppendAllThen({AccessEvent(4)}, here(&queued));
+  ASSERT_TRUE(queued.has_value());
+  EXPECT_TRUE(queued->result.ok()) << queued->result;
+  EXPECT_EQ(CountAccess(env.log_dir()), 0u);  // queued, within the window
+  ASSERT_TRUE((*windowed)->Stop().ok());
+  EXPECT_EQ(CountAccess(env.log_dir()), 1u);
+  std::optional<Called> stopped;
+  (*windowed)->AppendAllThen({AccessEvent(5)}, here(&stopped));
+  ASSERT_TRUE(stopped.has_value());
+  EXPECT_EQ(ErrorCodeOf(stopped->result), ErrorCode::kAuditLogClosed);
 }
 
 TEST(BatchingAuditWriterTest, WindowDefersTheWriteUntilFlush) {
