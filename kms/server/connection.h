@@ -31,6 +31,20 @@ struct PeerIdentity {
   SocketKind socket = SocketKind::kData;
 };
 
+// The one reply of a parked request (ResponseSink::Park), sent later from any thread.
+class ParkedReply {
+ public:
+  ParkedReply() = default;
+  ParkedReply(const ParkedReply&) = delete;
+  ParkedReply& operator=(const ParkedReply&) = delete;
+  // Destroyed unfinished, it ends the request and closes the connection.
+  virtual ~ParkedReply() = default;
+
+  // Sends `response` and ends the request, so the connection's next frame may run. Once, from
+  // any thread; never blocks: the transport writes the reply on its own thread.
+  virtual void Finish(coffer::v1::Response response) = 0;
+};
+
 // Sends responses on one connection. Used only from the thread running Session::Handle.
 class ResponseSink {
  public:
@@ -43,6 +57,14 @@ class ResponseSink {
   // gone or does not read within the request timeout. A session seeing a failure must stop
   // sending and return the failure from Handle.
   virtual absl::Status Send(const coffer::v1::Response& response) = 0;
+
+  // Parks the request: Handle returns before its reply is sent, and the request ends when the
+  // returned ParkedReply is finished, from any thread (for instance once its audit entry is
+  // durable). The thread that ran Handle moves on; the connection is not read meanwhile, so
+  // replies stay in order. Only for a request with exactly one reply, which then goes only
+  // through the ParkedReply (Send fails). Null where the transport does not offer it: for a
+  // request on a worker, which simply waits in Handle.
+  virtual std::unique_ptr<ParkedReply> Park() { return nullptr; }
 };
 
 // The per-connection state of the services (e.g. an attachment upload in progress).
@@ -65,7 +87,9 @@ class Session {
   // (run to completion: no hand-off to a worker and back). Only for requests that send one
   // reply and never wait long: not on a disk sync, a slow reader, an upload's next frame or
   // long CPU. The reactor takes their reply whole, whatever the output cap; every connection of
-  // that reactor waits while Handle runs. The default, false, runs every request on the pool.
+  // that reactor waits while Handle runs. What would wait on a disk sync (a window-0 audit
+  // entry) parks instead (ResponseSink::Park). The default, false, runs every request on the
+  // pool.
   virtual bool Inline(const coffer::v1::Request& /*request*/) const { return false; }
 
   // The connection ended (peer closed, error, timeout, or shutdown): release what Handle holds,

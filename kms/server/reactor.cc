@@ -94,15 +94,19 @@ void Server::Impl::ReactorLoop() {
     }
     std::vector<std::pair<std::shared_ptr<Connection>, bool>> done;
     std::vector<std::shared_ptr<Connection>> writing;
+    std::vector<std::pair<std::shared_ptr<Connection>, std::optional<coffer::v1::Response>>> parked;
     {
       std::lock_guard<std::mutex> lock(completions_mu_);
       done.swap(completions_);
       writing.swap(want_write_);
+      parked.swap(parked_done_);
     }
     for (auto& connection : writing) {
       if (connection->fd >= 0) Watch(*connection, connection->want_read);
     }
     for (auto& [connection, close] : done) OnCompletion(connection, close);
+    for (auto& [connection, response] : parked) EndParked(connection, std::move(response));
+    parked.clear();
     CompleteInline();
     ResumePaused();
   }

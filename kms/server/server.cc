@@ -69,6 +69,7 @@ ServerStats Server::Impl::Stats() const {
   stats.connections_open = connections_open_.load();
   stats.connections_total = connections_total_.load();
   // Inline first: RunInline counts a request in requests_ before requests_inline_.
+  stats.requests_parked = requests_parked_.load();
   stats.requests_inline = requests_inline_.load();
   stats.requests = requests_.load();
   stats.buffered_input_bytes = buffered_input_.load();

@@ -8,7 +8,10 @@
 // left over (EPOLLOUT), enforces the timeouts, and writes the transport's own refusals. A
 // request the session says may run inline (Session::Inline: one reply, short work, no wait on
 // a disk sync) runs to completion on the reactor: Handle, reply, and on to the connection's
-// next frame, with no hand-off to another thread (Stats().requests_inline). Every other request
+// next frame, with no hand-off to another thread (Stats().requests_inline). An inline request
+// that must wait for something another thread does (its audit entry's fsync at window 0) parks
+// (ResponseSink::Park): the reactor moves on, and the thread that finishes the wait posts the
+// reply back to it (Stats().requests_parked). Every other request
 // goes to a pool of `workers` threads that runs Session::Handle; the session sends its
 // responses from the worker through a ResponseSink that never blocks on the socket (Output,
 // below), and the worker posts the connection back to the reactor. An idle connection, or one
@@ -151,6 +154,7 @@ struct ServerStats {
   uint64_t connections_total = 0;  // accepted since Start, refused ones included
   uint64_t requests = 0;           // frames handed to Session::Handle
   uint64_t requests_inline = 0;    // of them, run on the reactor (Session::Inline)
+  uint64_t requests_parked = 0;    // of those, answered later from another thread (Park)
   std::map<ErrorCode, uint64_t> refusals;
 
   // Gauges.

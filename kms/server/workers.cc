@@ -28,18 +28,51 @@ class Server::Impl::ConnectionSink : public daemon::ResponseSink {
       : server_(server), connection_(connection) {}
 
   absl::Status Send(const coffer::v1::Response& response) override {
+    if (parked_) {
+      return MakeError(ErrorCode::kInternal, "a parked request answers through its ParkedReply");
+    }
     if (!failure_.ok()) return failure_;
     failure_ = server_->SendResponse(connection_, response);
     return failure_;
   }
 
+  // Offered to inline requests only: a worker may simply wait.
+  std::unique_ptr<daemon::ParkedReply> Park() override;
+
   const absl::Status& failure() const { return failure_; }
+  bool parked() const { return parked_; }
 
  private:
   Server::Impl* server_;
   const std::shared_ptr<Connection>& connection_;
   absl::Status failure_;
+  bool parked_ = false;
 };
+
+// Holds the connection until the reply is posted back to the reactor (PostParked).
+class Server::Impl::Parked final : public daemon::ParkedReply {
+ public:
+  Parked(Server::Impl* server, std::shared_ptr<Connection> connection)
+      : server_(server), connection_(std::move(connection)) {}
+  ~Parked() override {
+    if (connection_ != nullptr) server_->PostParked(std::move(connection_), std::nullopt);
+  }
+
+  void Finish(coffer::v1::Response response) override {
+    if (connection_ == nullptr) return;  // finished already
+    server_->PostParked(std::move(connection_), std::move(response));
+  }
+
+ private:
+  Server::Impl* const server_;
+  std::shared_ptr<Connection> connection_;
+};
+
+std::unique_ptr<daemon::ParkedReply> Server::Impl::ConnectionSink::Park() {
+  if (parked_ || !server_->OnReactor() || !failure_.ok()) return nullptr;
+  parked_ = true;
+  return std::make_unique<Parked>(server_, connection_);
+}
 
 bool Server::Impl::TryEnqueue(WorkItem item) {
   std::lock_guard<std::mutex> lock(queue_mu_);
@@ -143,13 +176,41 @@ void Server::Impl::RunInline(const std::shared_ptr<Connection>& connection) {
   ++requests_;
   ++requests_inline_;
   bool close;
+  bool parked;
   {
     ConnectionSink sink(this, connection);
     absl::Status handled = c.session->Handle(*c.request, &sink);
     close = !handled.ok() || !sink.failure().ok();
+    parked = sink.parked();
   }
   WipeRequestStack();
+  if (parked) {
+    // Its reply comes through PostParked. Meanwhile the connection is not watched at all, so a
+    // pipelined frame or the peer's close does not wake the reactor over and over.
+    ++requests_parked_;
+    if (close) c.close_when_flushed = true;  // Handle failed after parking: close after the reply
+    Watch(c, false);
+    return;
+  }
   inline_done_.emplace_back(connection, close);
+}
+
+void Server::Impl::PostParked(std::shared_ptr<Connection> connection,
+                              std::optional<coffer::v1::Response> response) {
+  {
+    std::lock_guard<std::mutex> lock(completions_mu_);
+    parked_done_.emplace_back(std::move(connection), std::move(response));
+  }
+  Wake();
+}
+
+void Server::Impl::EndParked(const std::shared_ptr<Connection>& connection,
+                             std::optional<coffer::v1::Response> response) {
+  bool close = !response.has_value();
+  // On the reactor, SendResponse takes the frame whole and never waits.
+  if (!close && connection->fd >= 0) close = !SendResponse(connection, *response).ok();
+  response.reset();  // a record value: its heap blocks are wiped as they are freed
+  OnCompletion(connection, close);
 }
 
 void Server::Impl::CompleteInline() {

@@ -22,6 +22,7 @@
 #include <deque>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <string_view>
 #include <thread>
 #include <unordered_map>
@@ -201,8 +202,10 @@ class Server::Impl {
   ServerStats Stats() const;
   std::chrono::milliseconds default_drain_timeout() const { return options_.default_drain_timeout; }
 
-  // The ResponseSink a request's session sends through (workers.cc).
+  // The ResponseSink a request's session sends through, and a parked request's reply
+  // (workers.cc).
   class ConnectionSink;
+  class Parked;
 
   // Worker threads (the sink): queues one response frame on the connection (output.cc).
   absl::Status SendResponse(const std::shared_ptr<Connection>& connection,
@@ -235,6 +238,12 @@ class Server::Impl {
   // Completes the requests run inline since the last pass, each once (a connection with more
   // pipelined frames goes on in the next pass, after the other connections' events).
   void CompleteInline();
+  // Any thread: a parked request's reply (none: close the connection) is ready.
+  void PostParked(std::shared_ptr<Connection> connection,
+                  std::optional<coffer::v1::Response> response);
+  // Reactor: sends a parked request's reply and completes it.
+  void EndParked(const std::shared_ptr<Connection>& connection,
+                 std::optional<coffer::v1::Response> response);
   void RequestEnded(const std::shared_ptr<Connection>& connection);
   // Output, on the reactor (output.cc).
   void FlushOutput(const std::shared_ptr<Connection>& connection);
@@ -298,12 +307,15 @@ class Server::Impl {
   std::mutex completions_mu_;
   std::vector<std::pair<std::shared_ptr<Connection>, bool>> completions_;
   std::vector<std::shared_ptr<Connection>> want_write_;
+  std::vector<std::pair<std::shared_ptr<Connection>, std::optional<coffer::v1::Response>>>
+      parked_done_;
 
   // Stats.
   std::atomic<uint64_t> connections_open_{0};
   std::atomic<uint64_t> connections_total_{0};
   std::atomic<uint64_t> requests_{0};
   std::atomic<uint64_t> requests_inline_{0};
+  std::atomic<uint64_t> requests_parked_{0};
   std::atomic<uint64_t> buffered_input_{0};
   std::atomic<uint64_t> buffered_output_{0};
   std::atomic<uint64_t> sends_waiting_{0};

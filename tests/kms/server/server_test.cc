@@ -219,6 +219,67 @@ TEST_F(ServerTest, AnInlineReplyToAReaderThatNeverReadsHoldsNoThread) {
   EXPECT_EQ(server_->Stats().buffered_output_bytes, 0u);
 }
 
+// A request that parks (ResponseSink::Park, as a record request waiting for its window-0 audit
+// entry does) frees the reactor at once: other connections are served while it waits, its own
+// connection's pipelined frame waits behind it, and its reply — finished from another thread —
+// comes before that frame's. A reply dropped unfinished closes the connection. A request on a
+// worker is not offered parking: it answers from Handle.
+TEST_F(ServerTest, AParkedRequestFreesTheReactorAndIsAnsweredInOrder) {
+  factory_.inline_requests = true;
+  StartServer();
+  TestClient parker(data_path());
+  std::string frames;
+  for (uint64_t id = 1; id <= 2; ++id) {
+    coffer::v1::Request request;
+    request.set_request_id(id);
+    if (id == 1) {
+      request.mutable_record_delete();  // parks
+    } else {
+      request.mutable_record_get();
+    }
+    api::AppendFrame(request, &frames);
+  }
+  ASSERT_TRUE(parker.SendRaw(frames).ok());
+  ASSERT_TRUE(factory_.WaitUntil([&] { return factory_.parked() == 1; }));
+  ExpectOthersServed();
+  EXPECT_EQ(server_->Stats().requests, 1u + 20u);  // request 2 waits behind the parked one
+  EXPECT_EQ(server_->Stats().requests_parked, 1u);
+
+  std::thread([&] { EXPECT_TRUE(factory_.EndOldestParked(/*finish=*/true)); }).join();
+  for (uint64_t id = 1; id <= 2; ++id) {
+    coffer::v1::Response response;
+    bool eos = false;
+    ASSERT_TRUE(parker.Read(&response, &eos).ok());
+    ASSERT_FALSE(eos);
+    EXPECT_EQ(response.request_id(), id);
+  }
+  EXPECT_EQ(factory_.threads(true).size(), 1u);  // every request ran on the reactor
+
+  coffer::v1::Request dropped;
+  dropped.set_request_id(3);
+  dropped.mutable_record_delete();
+  ASSERT_TRUE(parker.Send(dropped).ok());
+  ASSERT_TRUE(factory_.WaitUntil([&] { return factory_.parked() == 1; }));
+  EXPECT_TRUE(factory_.EndOldestParked(/*finish=*/false));
+  coffer::v1::Response response;
+  bool eos = false;
+  EXPECT_TRUE(parker.Read(&response, &eos).ok());
+  EXPECT_TRUE(eos);  // closed, with no reply
+  ASSERT_TRUE(factory_.WaitUntil([&] { return factory_.closed() >= 1; }));
+
+  factory_.inline_requests = false;  // on a worker, Park offers nothing
+  TestClient worker(data_path());
+  coffer::v1::Request on_worker;
+  on_worker.set_request_id(4);
+  on_worker.mutable_record_delete();
+  ASSERT_TRUE(worker.Send(on_worker).ok());
+  ASSERT_TRUE(worker.Read(&response, &eos).ok());
+  ASSERT_FALSE(eos);
+  EXPECT_EQ(response.request_id(), 4u);
+  EXPECT_EQ(factory_.parked(), 0u);
+  EXPECT_EQ(server_->Stats().requests_parked, 2u);
+}
+
 TEST_F(ServerTest, PeerIdentityComesFromTheKernel) {
   StartServer();
   TestClient client(data_path());

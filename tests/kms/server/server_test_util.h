@@ -13,12 +13,14 @@
 #include <condition_variable>
 #include <cstdlib>
 #include <cstring>
+#include <deque>
 #include <filesystem>
 #include <map>
 #include <memory>
 #include <mutex>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "coffer/v1/service.pb.h"
@@ -50,6 +52,14 @@ class EchoFactory : public daemon::SessionFactory {
       response.set_request_id(request.request_id());
       if (request.has_record_exists()) {
         response.mutable_error()->set_message(std::string(factory_->big_reply_bytes, 'y'));
+      }
+      // A delete parks where the transport offers it: the test finishes or drops its reply.
+      if (request.has_record_delete()) {
+        std::unique_ptr<daemon::ParkedReply> parked = sink->Park();
+        if (parked != nullptr) {
+          factory_->KeepParked(std::move(parked), std::move(response));
+          return absl::OkStatus();
+        }
       }
       if (request.has_record_list()) {
         response.mutable_error()->set_message(std::string(256 << 10, 'x'));
@@ -127,6 +137,26 @@ class EchoFactory : public daemon::SessionFactory {
     return true;
   }
 
+  // Replies parked by record_delete requests, not yet finished or dropped.
+  size_t parked() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return parked_.size();
+  }
+  // Finishes (true) or drops (false) the oldest parked reply; false if none is parked.
+  bool EndOldestParked(bool finish) {
+    std::unique_ptr<daemon::ParkedReply> reply;
+    coffer::v1::Response response;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (parked_.empty()) return false;
+      reply = std::move(parked_.front().first);
+      response = std::move(parked_.front().second);
+      parked_.pop_front();
+    }
+    if (finish) reply->Finish(std::move(response));
+    return true;  // `reply` is destroyed here, finished or not
+  }
+
   void Release() {
     std::lock_guard<std::mutex> lock(mu_);
     released_ = true;
@@ -148,6 +178,10 @@ class EchoFactory : public daemon::SessionFactory {
     std::lock_guard<std::mutex> lock(mu_);
     ++threads_[inline_request][std::this_thread::get_id()];
   }
+  void KeepParked(std::unique_ptr<daemon::ParkedReply> reply, coffer::v1::Response response) {
+    std::lock_guard<std::mutex> lock(mu_);
+    parked_.emplace_back(std::move(reply), std::move(response));
+  }
   void RecordClosed() {
     std::lock_guard<std::mutex> lock(mu_);
     ++closed_;
@@ -167,6 +201,7 @@ class EchoFactory : public daemon::SessionFactory {
   int holding_ = 0;
   bool released_ = false;
   std::map<bool, std::map<std::thread::id, int>> threads_;
+  std::deque<std::pair<std::unique_ptr<daemon::ParkedReply>, coffer::v1::Response>> parked_;
 };
 
 // Returns a connected fd, or -1 with errno set.
