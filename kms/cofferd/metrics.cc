@@ -75,6 +75,10 @@ void AddTransport(const server::ServerStats& s, std::vector<MetricFamily>* out) 
                         MetricType::Counter,
                         {Value(s.requests_inline, {{"thread", "reactor"}}),
                          Value(s.requests - s.requests_inline, {{"thread", "worker"}})}));
+  out->push_back(Family("coffer_transport_requests_parked_total",
+                        "Requests run on the reactor that parked until their access entry was "
+                        "durable (audit window 0), the reactor serving others meanwhile",
+                        MetricType::Counter, {Value(s.requests_parked)}));
   out->push_back(Family("coffer_transport_output_timeouts_total",
                         "Connections dropped: their peer took no reply byte in the request timeout",
                         MetricType::Counter, {Value(s.output_timeouts)}));

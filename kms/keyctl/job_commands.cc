@@ -162,6 +162,7 @@ absl::Status DaemonStatus(CommandContext& ctx) {
                                                      std::to_string(t.busy_buffered_bytes())});
   table.AddRow({"requests on the reactor / in all",
                 std::to_string(t.requests_inline()) + " / " + std::to_string(t.requests())});
+  table.AddRow({"reactor requests parked for their audit", std::to_string(t.requests_parked())});
   table.AddRow({"dropped slow readers", std::to_string(t.output_timeouts())});
   table.AddRow({"closed after refusals", std::to_string(t.closed_after_refusals())});
   if (s.has_hsm()) {

@@ -51,6 +51,7 @@ void SetTransportStatus(const server::ServerStats& stats, pb::TransportStatus* o
   out->set_closed_after_refusals(stats.closed_after_refusals);
   out->set_requests(stats.requests);
   out->set_requests_inline(stats.requests_inline);
+  out->set_requests_parked(stats.requests_parked);
 }
 
 }  // namespace
