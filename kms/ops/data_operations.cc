@@ -211,15 +211,21 @@ absl::Status Services::ConnectionSession::HandleRecordBatch(
     events.push_back(
         AccessEvent(kind, audit::v1::PURPOSE_RECORDS, h, results[i], 1, get ? nullptr : &moved[i]));
   }
-  absl::Status audited = services_->AuditAccesses(events);
-  if (!audited.ok()) return SendError(sink, request, Public(audited));  // no value leaves
+  std::vector<ErrorCode> read_results;  // for the anomaly counts
   if (get && deps_.anomalies != nullptr) {
-    for (const absl::Status& result : results) {
-      deps_.anomalies->Observe(peer_.uid, peer_.pid, h, request.record_get_many().dataset(), 1,
-                               ErrorCodeOf(result));
-    }
+    read_results.reserve(results.size());
+    for (const absl::Status& result : results) read_results.push_back(ErrorCodeOf(result));
   }
-  return Send(sink, request, std::move(response));
+  return AuditThenAnswer(
+      sink, request, std::move(events),
+      [this, h, read_results = std::move(read_results), response = std::move(response),
+       dataset = std::string(DatasetNamedBy(request))](const absl::Status& audited) mutable {
+        if (!audited.ok()) return ErrorReply(Public(audited));  // no value leaves
+        for (ErrorCode result : read_results) {
+          deps_.anomalies->Observe(peer_.uid, peer_.pid, h, dataset, 1, result);
+        }
+        return std::move(response);
+      });
 }
 
 // record_get_many's items: read with one MultiGet, then answered in order while the reply

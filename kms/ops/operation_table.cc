@@ -280,8 +280,7 @@ std::string OperationTableMarkdown(const OperationTable& table) {
     out += " | ";
     out += HandlerText(row.handler);
     if (row.audit == AuditMode::kPolled) out += " (polled: not audited one by one)";
-    out += row.runs == Runs::kReactor ? " | reactor (workers with window 0 or sync durability)"
-                                      : " | workers";
+    out += row.runs == Runs::kReactor ? " | reactor (workers with sync durability)" : " | workers";
     out += " |\n";
   }
   return out;

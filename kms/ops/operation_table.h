@@ -101,9 +101,9 @@ enum class AuditMode : uint8_t {
 // Where an admitted data-socket request runs (kms/server/server.h, "Threads").
 enum class Runs : uint8_t {
   kReactor,  // on the transport's reactor thread that read it, answered there (run to
-             // completion): one reply, short and bounded work. Only while no reply waits for a
-             // disk sync (the access audit's crash-loss window is above 0 and durability is
-             // wal); otherwise on the workers.
+             // completion): one reply, short and bounded work. At audit window 0 it parks
+             // until its access entry is durable, and the reactor moves on. Only while the
+             // data DB does not sync each write (durability wal); otherwise on the workers.
   kPool,     // on the worker pool: long or streaming work, admin operations, and whatever
              // writes its audit synchronously (pseudonym_reidentify)
 };

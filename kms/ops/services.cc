@@ -33,12 +33,8 @@ absl::Status Services::ConnectionSession::Handle(const pb::Request& request, Res
   services_->requests_total_.fetch_add(1);
   RequestObserver* observer = deps_.request_observer;
   if (observer == nullptr) return HandleRequest(request, sink);
-  const auto began = std::chrono::steady_clock::now();
-  RecordingSink recording(sink);
-  absl::Status handled = HandleRequest(request, &recording);
-  observer->Handled(request.op_case(), peer_.socket, ErrorCodeOf(recording.first_error),
-                    std::chrono::steady_clock::now() - began);
-  return handled;
+  ObservingSink observing(sink, observer, request.op_case(), peer_.socket);
+  return HandleRequest(request, &observing);
 }
 
 absl::Status Services::ConnectionSession::HandleRequest(const pb::Request& request,
@@ -215,9 +211,9 @@ absl::StatusOr<std::unique_ptr<Services>> Services::Create(ServicesDeps deps) {
 Services::Services(ServicesDeps deps)
     : deps_(std::move(deps)),
       operations_(deps_.operations != nullptr ? deps_.operations : &OperationTable::Default()),
-      reactor_requests_(deps_.access_audit != nullptr &&
-                        deps_.access_audit->crash_loss_window().count() > 0 &&
-                        deps_.durability != "sync"),
+      reactor_requests_(deps_.access_audit != nullptr && deps_.durability != "sync"),
+      audit_parks_(deps_.access_audit != nullptr &&
+                   deps_.access_audit->crash_loss_window().count() == 0),
       clock_(deps_.clock),
       started_micros_(coffer::ToUnixMicros(clock_->Now())),
       refusals_(std::make_unique<RefusalAudit>(deps_.audit_log)),
@@ -263,6 +259,36 @@ absl::Status Services::AuditAccesses(absl::Span<const audit::AuditEvent> events)
   }
   unaudited_.Count(events);
   return absl::OkStatus();
+}
+
+void Services::AuditAccessesThen(std::vector<audit::AuditEvent> events,
+                                 audit::BatchingAuditWriter::Done done) {
+  // Kept for the tally, should the log refuse them under SERVE_AND_COUNT.
+  auto kept = std::make_shared<const std::vector<audit::AuditEvent>>(std::move(events));
+  deps_.access_audit->AppendAllThen(
+      *kept, [this, kept, done = std::move(done)](absl::Status audited) mutable {
+        if (audited.ok()) {
+          // As AuditAccesses: what was served during an outage is written before this answer.
+          if (unaudited_.pending()) return FlushUnauditedThen(std::move(done));
+          return std::move(done)(std::move(audited));
+        }
+        if (!UnauditedAccesses::IsLogUnavailable(audited) ||
+            deps_.keys->access_audit_failure() != kms::AccessAuditFailure::kServeAndCount) {
+          return std::move(done)(std::move(audited));
+        }
+        unaudited_.Count(*kept);
+        std::move(done)(absl::OkStatus());
+      });
+}
+
+void Services::FlushUnauditedThen(audit::BatchingAuditWriter::Done done) {
+  auto entries = std::make_shared<const std::vector<audit::AuditEvent>>(unaudited_.Take());
+  if (entries->empty()) return std::move(done)(absl::OkStatus());
+  deps_.access_audit->AppendAllThen(
+      *entries, [this, entries, done = std::move(done)](absl::Status written) mutable {
+        if (!written.ok()) unaudited_.Restore(*entries);  // counted again, written later
+        std::move(done)(absl::OkStatus());
+      });
 }
 
 void Services::TransportRefused(const PeerIdentity& peer, ErrorCode code) {

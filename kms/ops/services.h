@@ -60,6 +60,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -220,12 +221,23 @@ class Services final : public SessionFactory {
   // and the failure policy is SERVE_AND_COUNT, counts them and returns OK; otherwise the
   // audit's error.
   absl::Status AuditAccesses(absl::Span<const kms::audit::AuditEvent> events);
+  // AuditAccesses that never waits (for a request parked on the reactor): `done` gets what it
+  // would have returned, on the audit writer's thread once the entries are durable (window 0),
+  // or here (kms/audit/batching_writer.h, AppendAllThen). `done` must not block for long.
+  void AuditAccessesThen(std::vector<kms::audit::AuditEvent> events,
+                         kms::audit::BatchingAuditWriter::Done done);
+  // FlushUnaudited for AuditAccessesThen: `done` gets OK once the counted entries are written or
+  // (if the log refuses them again) counted again.
+  void FlushUnauditedThen(kms::audit::BatchingAuditWriter::Done done);
 
   ServicesDeps deps_;
   const OperationTable* operations_;
-  // Whether the table's Runs::kReactor rows may run on the reactor: no reply of theirs waits for
-  // a disk sync (the access audit's window is above 0 and the data DB does not sync each write).
+  // Whether the table's Runs::kReactor rows may run on the reactor: the data DB does not sync
+  // each write (durability is not `sync`), so no reply of theirs waits on a data fsync there.
   const bool reactor_requests_;
+  // Whether an access entry's wait is an fsync (window 0): a request on the reactor then parks
+  // until its entry is durable, rather than waiting on the reactor.
+  const bool audit_parks_;
   const coffer::Clock* clock_;
   int64_t started_micros_ = 0;
   std::atomic<uint64_t> connections_open_{0};

@@ -76,9 +76,12 @@ class Services::ConnectionSession final : public Session {
   }
   absl::Status SendError(ResponseSink* sink, const pb::Request& request, const absl::Status& status,
                          uint32_t retry_after_ms = 0) {
+    return Send(sink, request, ErrorReply(status, retry_after_ms));
+  }
+  static pb::Response ErrorReply(const absl::Status& status, uint32_t retry_after_ms = 0) {
     pb::Response response;
     FillError(&response, status, retry_after_ms);
-    return Send(sink, request, std::move(response));
+    return response;
   }
   // Audits a refusal (REQUEST_REFUSED, synchronously) and answers it.
   absl::Status Refuse(ResponseSink* sink, const pb::Request& request, const absl::Status& why,
@@ -133,18 +136,51 @@ class Services::ConnectionSession final : public Session {
     const OperationRow* row = services_->operations_->Find(request.op_case());
     const audit::v1::Purpose purpose =
         row != nullptr ? AccessPurposeOf(row->handler) : audit::v1::PURPOSE_UNSPECIFIED;
-    absl::Status audited = AuditAccess(kind, purpose, handle, result, count, moved);
-    if (!audited.ok()) return SendError(sink, request, Public(audited));
-    if (kind == audit::v1::ACCESS_READ && deps_.anomalies != nullptr) {
-      deps_.anomalies->Observe(peer_.uid, peer_.pid, handle, DatasetNamedBy(request), count,
-                               ErrorCodeOf(result));
+    std::vector<audit::AuditEvent> events;
+    events.push_back(AccessEvent(kind, purpose, handle, result, count, moved));
+    return AuditThenAnswer(
+        sink, request, std::move(events),
+        [this, kind, handle, count, result, error_text, response = std::move(response),
+         dataset = std::string(DatasetNamedBy(request))](const absl::Status& audited) mutable {
+          if (!audited.ok()) return ErrorReply(Public(audited));
+          if (kind == audit::v1::ACCESS_READ && deps_.anomalies != nullptr) {
+            deps_.anomalies->Observe(peer_.uid, peer_.pid, handle, dataset, count,
+                                     ErrorCodeOf(result));
+          }
+          if (!result.ok()) {
+            return ErrorReply(error_text == ErrorText::kPublicOrMalformed
+                                  ? PublicOrMalformed(result)
+                                  : Public(result));
+          }
+          return std::move(response);
+        });
+  }
+  // What a data operation answers once its access entries are audited, given the audit's
+  // result (no value may leave when it failed); request id unset.
+  using Answer = absl::AnyInvocable<pb::Response(const absl::Status& audited) &&>;
+  // Audits `events` (Services::AuditAccesses), then sends what `answer` makes of the result.
+  // Where the entries' wait would be an fsync (window 0) and the sink can park (a request on
+  // the reactor: kms/server/connection.h, ResponseSink::Park), the request parks instead of
+  // waiting: `answer` runs on the audit writer's thread once the entries are durable, and the
+  // transport sends the reply. It must then touch only what stays put while the request is
+  // parked: this session's constant members and the services.
+  absl::Status AuditThenAnswer(ResponseSink* sink, const pb::Request& request,
+                               std::vector<audit::AuditEvent> events, Answer answer) {
+    if (services_->audit_parks_) {
+      std::unique_ptr<ParkedReply> parked = sink->Park();
+      if (parked != nullptr) {
+        services_->AuditAccessesThen(std::move(events),
+                                     [parked = std::move(parked), answer = std::move(answer),
+                                      id = request.request_id()](absl::Status audited) mutable {
+                                       pb::Response response = std::move(answer)(audited);
+                                       response.set_request_id(id);
+                                       parked->Finish(std::move(response));
+                                     });
+        return absl::OkStatus();
+      }
     }
-    if (!result.ok()) {
-      return SendError(
-          sink, request,
-          error_text == ErrorText::kPublicOrMalformed ? PublicOrMalformed(result) : Public(result));
-    }
-    return Send(sink, request, std::move(response));
+    absl::Status audited = services_->AuditAccesses(events);
+    return Send(sink, request, std::move(answer)(audited));
   }
 
   // Runs a record, attachment or pseudonym operation (`handler`: its row's).
@@ -221,6 +257,63 @@ class Services::ConnectionSession final : public Session {
   absl::Status AuditQuery(const pb::AuditQueryRequest& query, pb::AuditQueryResponse* out) const;
 
   // Forwards frames and remembers the first error answered (for ADMIN_REQUEST).
+  // Reports each request to the RequestObserver (metrics): when Handle returns, or, for a
+  // request that parked, when its reply is finished.
+  class ObservingSink final : public ResponseSink {
+   public:
+    ObservingSink(ResponseSink* inner, RequestObserver* observer, pb::Request::OpCase op,
+                  SocketKind socket)
+        : inner_(inner), observer_(observer), op_(op), socket_(socket) {}
+    ~ObservingSink() override {
+      if (!parked_) observer_->Handled(op_, socket_, first_error_, Clock::now() - began_);
+    }
+    absl::Status Send(const pb::Response& response) override {
+      if (response.has_error() && first_error_ == ErrorCode::kOk) {
+        first_error_ = static_cast<ErrorCode>(response.error().code());
+      }
+      return inner_->Send(response);
+    }
+    std::unique_ptr<ParkedReply> Park() override {
+      std::unique_ptr<ParkedReply> inner = inner_->Park();
+      if (inner == nullptr) return nullptr;
+      parked_ = true;
+      return std::make_unique<ObservedReply>(std::move(inner), observer_, op_, socket_, began_);
+    }
+
+   private:
+    using Clock = std::chrono::steady_clock;
+    class ObservedReply final : public ParkedReply {
+     public:
+      ObservedReply(std::unique_ptr<ParkedReply> inner, RequestObserver* observer,
+                    pb::Request::OpCase op, SocketKind socket, Clock::time_point began)
+          : inner_(std::move(inner)),
+            observer_(observer),
+            op_(op),
+            socket_(socket),
+            began_(began) {}
+      void Finish(pb::Response response) override {
+        const ErrorCode code =
+            response.has_error() ? static_cast<ErrorCode>(response.error().code()) : ErrorCode::kOk;
+        observer_->Handled(op_, socket_, code, Clock::now() - began_);
+        inner_->Finish(std::move(response));
+      }
+
+     private:
+      std::unique_ptr<ParkedReply> inner_;
+      RequestObserver* observer_;
+      pb::Request::OpCase op_;
+      SocketKind socket_;
+      Clock::time_point began_;
+    };
+
+    ResponseSink* inner_;
+    RequestObserver* observer_;
+    pb::Request::OpCase op_;
+    SocketKind socket_;
+    Clock::time_point began_ = Clock::now();
+    ErrorCode first_error_ = ErrorCode::kOk;
+    bool parked_ = false;
+  };
   class RecordingSink final : public ResponseSink {
    public:
     explicit RecordingSink(ResponseSink* inner) : inner_(inner) {}
