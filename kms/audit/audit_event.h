@@ -126,6 +126,12 @@ AuditText ItemMoveDetail(ItemMove move);
 // The move an entry's detail names; nullopt for any other detail.
 std::optional<ItemMove> ItemMoveOf(std::string_view detail);
 
+// A grant change at run time is an ADMIN_REQUEST whose fixed detail begins with one of these
+// (kms/ops/runtime_grants.cc writes "grant_add uid READ,WRITE on the dataset"), so that a restore
+// from backup can count the changes made after the backup (kms/keys/full_backup.h).
+inline constexpr std::string_view kGrantAddDetailPrefix = "grant_add ";
+inline constexpr std::string_view kGrantRemoveDetailPrefix = "grant_remove ";
+
 // OK when a caller may append `event`: a key-operation or access kind, enums in range, an admin
 // name of printable ASCII, a record ref only on access and purge events (required on purges),
 // a record count only on access and backup events, a policy change exactly on POLICY_CHANGE.

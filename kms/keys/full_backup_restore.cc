@@ -154,16 +154,16 @@ struct ReplayPlan {
 };
 
 // Grant changes at run time are audited as ADMIN_REQUEST entries whose fixed detail begins with
-// the operation (kms/ops/runtime_grants.cc: "grant_add uid READ on the dataset"); the completed
-// ones with result OK are the changes made.
+// the operation (audit::kGrantAddDetailPrefix, kGrantRemoveDetailPrefix); the completed ones with
+// result OK are the changes made.
 void PlanGrantChange(const audit::v1::AuditEntry& entry, ReplayPlan* plan) {
   if (entry.kind() != audit::v1::ADMIN_REQUEST || entry.stage() != audit::v1::STAGE_COMPLETED ||
       entry.result_code() != 0) {
     return;
   }
   const std::string_view detail = entry.detail();
-  if (detail.starts_with("grant_add ")) ++plan->grants_added;
-  if (detail.starts_with("grant_remove ")) ++plan->grants_removed;
+  if (detail.starts_with(audit::kGrantAddDetailPrefix)) ++plan->grants_added;
+  if (detail.starts_with(audit::kGrantRemoveDetailPrefix)) ++plan->grants_removed;
 }
 
 // Adds an access entry newer than the backup that moved an item (audit::ItemMove) to `plan`.

@@ -52,7 +52,7 @@ consteval std::array<AuditTextBuffer, kAuditTextCount> MakeAuditTextBuffers() {
           auto append = [&](std::string_view text) {
             for (char c : text) out[at++] = c;
           };
-          append(remove != 0 ? "grant_remove " : "grant_add ");
+          append(remove != 0 ? audit::kGrantRemoveDetailPrefix : audit::kGrantAddDetailPrefix);
           append(group != 0 ? "gid " : "uid ");
           bool first = true;
           for (size_t r = 0; r < kRightCount; ++r) {
