@@ -1,5 +1,7 @@
 #include "kms/client/client.h"
 
+#include <deque>
+
 #include "kms/client/internal/connection_pool.h"
 
 namespace coffer::client {
@@ -76,6 +78,139 @@ absl::StatusOr<std::string> Client::GetRecord(std::string_view dataset, std::str
   WithId(request.mutable_record_get(), dataset, id);
   COFFER_ASSIGN_OR_RETURN(Response response, Call(request, true, Response::kRecordGet));
   return std::move(*response.mutable_record_get()->mutable_value());
+}
+
+// ---- Pipelining ----
+
+void RecordPipeline::Put(std::string_view dataset, std::string_view id, std::string_view value) {
+  auto* op = WithId(requests_.emplace_back().mutable_record_put(), dataset, id);
+  op->set_value(value.data(), value.size());
+}
+
+void RecordPipeline::Get(std::string_view dataset, std::string_view id) {
+  WithId(requests_.emplace_back().mutable_record_get(), dataset, id);
+}
+
+void RecordPipeline::Exists(std::string_view dataset, std::string_view id) {
+  WithId(requests_.emplace_back().mutable_record_exists(), dataset, id);
+}
+
+void RecordPipeline::Delete(std::string_view dataset, std::string_view id) {
+  WithId(requests_.emplace_back().mutable_record_delete(), dataset, id);
+}
+
+namespace {
+
+// The result an answered pipelined call gets from its reply.
+PipelinedResult ResultOf(const Request& request, Response& response) {
+  PipelinedResult result;
+  if (response.has_error()) {
+    result.status = ErrorFromResponse(response.error());
+    return result;
+  }
+  Response::ResultCase expected = Response::RESULT_NOT_SET;
+  switch (request.op_case()) {
+    case Request::kRecordPut:
+      expected = Response::kRecordPut;
+      break;
+    case Request::kRecordGet:
+      expected = Response::kRecordGet;
+      break;
+    case Request::kRecordExists:
+      expected = Response::kRecordExists;
+      break;
+    case Request::kRecordDelete:
+      expected = Response::kRecordDelete;
+      break;
+    default:
+      break;
+  }
+  if (response.result_case() != expected) {
+    result.status = MakeError(ErrorCode::kUnexpectedFrame,
+                              "cofferd answered a pipelined call with another result");
+  } else if (expected == Response::kRecordGet) {
+    result.value = std::move(*response.mutable_record_get()->mutable_value());
+  } else if (expected == Response::kRecordExists) {
+    result.exists = response.record_exists().exists();
+  }
+  return result;
+}
+
+}  // namespace
+
+absl::StatusOr<std::vector<PipelinedResult>> Client::Run(RecordPipeline pipeline) {
+  std::vector<Request>& requests = pipeline.requests_;
+  std::vector<PipelinedResult> results(requests.size());
+  if (requests.empty()) return results;
+  COFFER_ASSIGN_OR_RETURN(std::unique_ptr<internal::Connection> connection,
+                          pool_->Acquire(/*fresh=*/false));
+  std::vector<size_t> sizes;  // of each request, for the window
+  sizes.reserve(requests.size());
+  for (const Request& request : requests) sizes.push_back(request.ByteSizeLong());
+  absl::Status broken;            // the connection's failure: every call not yet answered gets it
+  std::deque<size_t> unanswered;  // sent, in order
+  size_t unanswered_bytes = 0;
+  size_t next = 0;
+  while (broken.ok() && (next < requests.size() || !unanswered.empty())) {
+    // Send a group: while the window has room, and always one when nothing is unanswered (so
+    // the daemon, which reads no further frame of a connection whose reply is unsent, never
+    // waits on a reader that is itself blocked writing).
+    std::vector<Request*> group;
+    std::vector<size_t> indexes;
+    while (next < requests.size() && ((unanswered.empty() && group.empty()) ||
+                                      (unanswered.size() + group.size() < kPipelineDepth &&
+                                       unanswered_bytes + sizes[next] <= kPipelineBytes))) {
+      unanswered_bytes += sizes[next];
+      group.push_back(&requests[next]);
+      indexes.push_back(next++);
+    }
+    if (!group.empty()) {
+      std::vector<size_t> too_large;
+      bool sent_nothing = false;
+      absl::Status sent = connection->SendAll(group, &too_large, &sent_nothing);
+      for (size_t i : too_large) {
+        results[indexes[i]].status = MakeError(
+            ErrorCode::kFrameTooLarge,
+            "this call's request frame exceeds max_frame_bytes; send large data as an attachment");
+        unanswered_bytes -= sizes[indexes[i]];
+      }
+      for (size_t i = 0, skip = 0; i < group.size(); ++i) {
+        if (skip < too_large.size() && too_large[skip] == i) {
+          ++skip;
+          continue;
+        }
+        unanswered.push_back(indexes[i]);
+      }
+      if (!sent.ok()) {
+        broken = sent;
+        break;
+      }
+      if (unanswered.empty()) continue;  // every call of the group was too large
+    }
+    const size_t index = unanswered.front();
+    Response response;
+    absl::Status received = connection->Receive(requests[index].request_id(), &response);
+    if (!received.ok()) {
+      broken = received;
+      break;
+    }
+    unanswered.pop_front();
+    unanswered_bytes -= sizes[index];
+    results[index] = ResultOf(requests[index], response);
+    if (response.has_error() &&
+        DaemonClosesAfter(static_cast<ErrorCode>(response.error().code()))) {
+      broken = MakeError(ErrorCode::kDaemonUnavailable,
+                         "cofferd closed the connection after an earlier call's error");
+    }
+  }
+  if (broken.ok()) {
+    pool_->Release(std::move(connection));
+    return results;
+  }
+  pool_->Discard(std::move(connection));
+  for (size_t index : unanswered) results[index].status = broken;
+  for (; next < requests.size(); ++next) results[next].status = broken;
+  return results;
 }
 
 absl::StatusOr<std::vector<absl::StatusOr<std::string>>> Client::GetRecords(

@@ -5,8 +5,8 @@
 // Thread safety: a Client is safe to use from any number of threads at once. Each call borrows a
 // connection from the client's pool for the duration of one request (an AttachmentWriter or
 // AttachmentReader holds its connection until it finishes), so calls from different threads run
-// concurrently on different connections. AttachmentWriter and AttachmentReader are not
-// thread-safe: one thread at a time per object.
+// concurrently on different connections; Run pipelines several record calls on one connection.
+// AttachmentWriter and AttachmentReader are not thread-safe: one thread at a time per object.
 //
 // Ownership: Client::Connect returns a unique_ptr; writers and readers keep the client's
 // connection pool alive by themselves, so they may outlive the Client object. Nothing returned
@@ -171,6 +171,30 @@ struct PseudonymBatch {
   uint32_t key_version = 0;
 };
 
+// Record calls queued for Client::Run, which pipelines them (docs/api.md, "Framing"). Each call
+// is what the Client method of the same name sends; they may name different datasets.
+class RecordPipeline {
+ public:
+  void Put(std::string_view dataset, std::string_view id, std::string_view value);
+  void Get(std::string_view dataset, std::string_view id);
+  void Exists(std::string_view dataset, std::string_view id);
+  void Delete(std::string_view dataset, std::string_view id);
+
+  size_t size() const { return requests_.size(); }
+
+ private:
+  friend class Client;
+  std::vector<coffer::v1::Request> requests_;
+};
+
+// One call's result in a pipeline: `status` as the Client method would return it, and for a
+// Get its value, for an Exists its answer.
+struct PipelinedResult {
+  absl::Status status;
+  std::string value;
+  bool exists = false;
+};
+
 class Client {
  public:
   // Dials `socket_path` once (so a daemon that is not there is reported here, as
@@ -207,6 +231,18 @@ class Client {
   };
   absl::StatusOr<std::vector<absl::Status>> PutRecords(std::string_view dataset,
                                                        const std::vector<RecordWrite>& items);
+
+  // Pipelining: the pipeline's calls go out on one connection several at a time, back to back
+  // in one write (at most kPipelineDepth unanswered, or kPipelineBytes of requests, and always
+  // one), and their replies are read in order: one round trip per group instead of per call.
+  // Returns one result per call, in order; not atomic (each call succeeds or fails on its own,
+  // as if made alone, in this order). A call whose frame is over max_frame_bytes fails
+  // FRAME_TOO_LARGE unsent. If the connection breaks, the calls not yet answered fail with
+  // its error (DAEMON_UNAVAILABLE, REQUEST_TIMEOUT) and whether they took effect is unknown:
+  // nothing is repeated. Run itself fails only when no connection can be had.
+  static constexpr size_t kPipelineDepth = 64;
+  static constexpr size_t kPipelineBytes = size_t{64} << 10;
+  absl::StatusOr<std::vector<PipelinedResult>> Run(RecordPipeline pipeline);
 
   // Attachments. BeginAttachment returns once the daemon acknowledged the upload's start.
   absl::StatusOr<std::unique_ptr<AttachmentWriter>> BeginAttachment(std::string_view dataset,

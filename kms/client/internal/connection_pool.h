@@ -79,6 +79,27 @@ class Connection {
     return Annotate(api::WriteAll(fd_, frame, DeadlineAfter(options_.request_timeout)));
   }
 
+  // Pipelining: assigns each request its id and sends them all in one write, back to back.
+  // Sets *sent_nothing as Send does; a request whose frame is too large is not sent, and its
+  // index is in *too_large (the others go).
+  absl::Status SendAll(const std::vector<Request*>& requests, std::vector<size_t>* too_large,
+                       bool* sent_nothing) {
+    *sent_nothing = true;
+    std::string frames;
+    for (size_t i = 0; i < requests.size(); ++i) {
+      requests[i]->set_request_id(next_request_id_++);
+      const size_t before = frames.size();
+      api::AppendFrame(*requests[i], &frames);
+      if (frames.size() - before > options_.max_frame_bytes) {
+        frames.resize(before);
+        too_large->push_back(i);
+      }
+    }
+    if (frames.empty()) return absl::OkStatus();
+    *sent_nothing = false;
+    return Annotate(api::WriteAll(fd_, frames, DeadlineAfter(options_.request_timeout)));
+  }
+
   // Reads the next response frame, which must answer `request_id`.
   absl::Status Receive(uint64_t request_id, Response* response) {
     bool end_of_stream = false;

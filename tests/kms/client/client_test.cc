@@ -14,6 +14,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cstdlib>
+#include <deque>
 #include <filesystem>
 #include <map>
 #include <mutex>
@@ -22,6 +23,7 @@
 #include <thread>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "crypto/base/status.h"
 #include "gtest/gtest.h"
 #include "kms/api/framing.h"
@@ -98,6 +100,10 @@ class FakeDaemon {
   std::atomic<size_t> download_frame_bytes{size_t{256} * 1024};
   std::atomic<bool> wrong_request_id{false};
   std::atomic<bool> short_download{false};
+  // After the next request, read this many more before answering any (a client that waits for
+  // each reply before sending the next request never gets one).
+  std::atomic<int> read_ahead{0};
+  std::atomic<int> answer_then_close{0};  // answer this many more requests, then close
 
   // Observations.
   std::atomic<int> accepted{0};
@@ -158,13 +164,36 @@ class FakeDaemon {
     }
     api::FrameReader reader(fd, api::kDefaultMaxFrameBytes);
     Upload upload;
+    std::deque<Request> ahead;
     for (;;) {
       Request request;
-      bool end = false;
-      if (!reader.Read(&request, Later(), &end).ok() || end) break;
-      ++requests;
+      if (!ahead.empty()) {
+        request = std::move(ahead.front());
+        ahead.pop_front();
+      } else {
+        bool end = false;
+        if (!reader.Read(&request, Later(), &end).ok() || end) break;
+        ++requests;
+        bool read_all = true;
+        for (int more = read_ahead.exchange(0); more > 0 && read_all; --more) {
+          read_all = reader.Read(&ahead.emplace_back(), Later(), &end).ok() && !end;
+          if (read_all) ++requests;
+        }
+        if (!read_all) break;
+      }
       if (drop_next.fetch_sub(1) > 0) break;
       if (!Handle(fd, request, &upload).ok()) break;
+      if (answer_then_close.load() > 0 && answer_then_close.fetch_sub(1) == 1) {
+        // Close as a daemon does, keeping the replies sent: no more writes, and what the client
+        // still sends is read and dropped (closing with it unread would reset the connection,
+        // which may discard replies the client has not read yet).
+        ::shutdown(fd, SHUT_WR);
+        Request dropped;
+        bool end = false;
+        while (reader.Read(&dropped, Later(), &end).ok() && !end) {
+        }
+        break;
+      }
     }
     if (upload.open) ++uploads_dropped;
     --active;
@@ -718,6 +747,60 @@ TEST(ClientTest, OversizedRequestIsRefusedBeforeSending) {
   EXPECT_EQ(daemon.requests.load(), 0);
   EXPECT_TRUE(client->PutRecord("crm", "small", "v").ok());
   EXPECT_EQ(daemon.accepted.load(), 1);
+}
+
+// Pipelining sends the calls back to back before reading their replies: this daemon reads ten
+// requests before it answers any, which a client waiting for each reply would never get past
+// (its request timeout, 2 s here, would fail the calls). Results come back in order, on one
+// connection.
+TEST(ClientTest, PipelinedCallsAreSentBeforeTheirRepliesAreRead) {
+  FakeDaemon daemon;
+  ClientOptions options;
+  options.request_timeout = std::chrono::seconds(2);
+  auto client = Client::Connect(daemon.path(), options);
+  ASSERT_TRUE(client.ok()) << client.status();
+  daemon.read_ahead = 9;
+  RecordPipeline pipeline;
+  for (int i = 0; i < 5; ++i) pipeline.Put("crm", absl::StrCat("p", i), absl::StrCat("v", i));
+  for (int i = 0; i < 5; ++i) pipeline.Get("crm", absl::StrCat("p", i));
+  auto results = (*client)->Run(std::move(pipeline));
+  ASSERT_TRUE(results.ok()) << results.status();
+  ASSERT_EQ(results->size(), 10u);
+  for (size_t i = 0; i < 10; ++i) {
+    ASSERT_TRUE((*results)[i].status.ok()) << i << ": " << (*results)[i].status;
+  }
+  for (int i = 0; i < 5; ++i) EXPECT_EQ((*results)[5 + i].value, absl::StrCat("v", i));
+  EXPECT_EQ(daemon.requests.load(), 10);
+  EXPECT_EQ(daemon.accepted.load(), 1);
+}
+
+// A pipeline whose connection breaks: the calls answered keep their results, the others fail
+// with the connection's error (not repeated: whether they took effect is unknown).
+TEST(ClientTest, APipelineCutShortFailsOnlyItsUnansweredCalls) {
+  FakeDaemon daemon;
+  auto client = Client::Connect(daemon.path());
+  ASSERT_TRUE(client.ok()) << client.status();
+  daemon.answer_then_close = 3;  // the put below and two gets (set first: no race with it)
+  RecordPipeline first;
+  first.Put("crm", "a", "1");
+  ASSERT_TRUE((*client)->Run(std::move(first)).ok());  // the connection is now pooled
+  RecordPipeline pipeline;
+  for (int i = 0; i < 4; ++i) pipeline.Get("crm", "a");
+  auto results = (*client)->Run(std::move(pipeline));
+  ASSERT_TRUE(results.ok()) << results.status();
+  ASSERT_EQ(results->size(), 4u);
+  for (size_t i = 0; i < 4; ++i) {
+    const PipelinedResult& result = (*results)[i];
+    if (i < 2) {
+      EXPECT_TRUE(result.status.ok()) << result.status;
+      EXPECT_EQ(result.value, "1");
+    } else {
+      EXPECT_EQ(ErrorCodeOf(result.status), ErrorCode::kDaemonUnavailable) << result.status;
+    }
+  }
+  auto again = (*client)->GetRecord("crm", "a");  // a new connection
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ(*again, "1");
 }
 
 TEST(ClientTest, BrokenConnectionIsRedialledOnceForIdempotentCalls) {

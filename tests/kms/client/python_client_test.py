@@ -25,7 +25,7 @@ import threading
 import unittest
 
 from coffer.v1 import service_pb2
-from coffer_client import MASK_EMAIL, Client, ClientOptions, errors
+from coffer_client import MASK_EMAIL, Client, ClientOptions, RecordPipeline, errors
 from coffer_client._connection import encode_varint
 from live_cofferd import LiveCofferd
 
@@ -211,6 +211,41 @@ class ScenarioTest(unittest.TestCase):
         self.assertEqual(self.client.reidentify(GRANTED, first.tokens[:1], MASK_EMAIL),
                          [b"j***@example.com"])
 
+    def test_record_pipeline(self):
+        records = 40
+        ids = [f"py/{self.tag}/pipe/{i}".encode() for i in range(records + 2)]
+        values = [b"value %d\0\xff" % i for i in range(records)] + [b"b" * (3 << 19)]
+        too_big = b"t" * (5 << 20)  # over the 4 MiB + 64 KiB frame
+        pipeline = RecordPipeline()
+        for i in range(records + 1):
+            pipeline.put(GRANTED, ids[i], values[i])
+        for i in range(records + 1):
+            pipeline.get(GRANTED, ids[i])
+        pipeline.exists(GRANTED, ids[0])
+        pipeline.delete(GRANTED, ids[0])
+        pipeline.get(GRANTED, ids[0])
+        pipeline.get(UNGRANTED, ids[0])
+        pipeline.put(GRANTED, ids[records + 1], too_big)
+        pipeline.exists(GRANTED, ids[1])
+        self.assertEqual(len(pipeline), 2 * (records + 1) + 6)
+        before = _daemon.status().connections_total
+
+        results = self.client.run(pipeline)
+        self.assertEqual(len(results), 2 * (records + 1) + 6)
+        self.assertEqual(results[:records + 1], [None] * (records + 1))
+        self.assertEqual(results[records + 1:2 * (records + 1)], values)
+        rest = results[2 * (records + 1):]
+        self.assertIs(rest[0], True)
+        self.assertIsNone(rest[1])  # the delete
+        self.assertIsInstance(rest[2], errors.RecordNotFoundError)
+        self.assertIsInstance(rest[3], errors.NotGrantedError)
+        self.assertIsInstance(rest[4], errors.FrameTooLargeError)
+        self.assertIs(rest[5], True)  # after the unsent one
+        # The status request after the run is one new (admin) connection; the run added none.
+        self.assertEqual(_daemon.status().connections_total - before, 1)
+        with self.assertRaises(errors.RecordNotFoundError):  # the unsent put stored nothing
+            self.client.get_record(GRANTED, ids[records + 1])
+
     def test_connection_reuse(self):
         record_id = f"py/{self.tag}/reuse".encode()
         before = _daemon.status().connections_total
@@ -340,6 +375,7 @@ class RetryRuleTest(unittest.TestCase):
         self.listener.listen(16)
         self.drops = 0
         self.silent = False  # read requests and never answer
+        self.read_ahead = 0  # after the next request, read this many more before answering any
         self.requests = 0
         self.thread = threading.Thread(target=self._serve, daemon=True)
         self.thread.start()
@@ -360,32 +396,46 @@ class RetryRuleTest(unittest.TestCase):
                 return  # closed by tearDown
             threading.Thread(target=self._connection, args=(conn,), daemon=True).start()
 
+    def _read_request(self, stream):
+        """The next request, or None at the end of the stream."""
+        size, shift = 0, 0
+        while True:  # the varint size prefix
+            byte = stream.read(1)
+            if not byte:
+                return None
+            size |= (byte[0] & 0x7F) << shift
+            shift += 7
+            if not byte[0] & 0x80:
+                break
+        request = service_pb2.Request()
+        request.ParseFromString(stream.read(size))
+        self.requests += 1
+        return request
+
     def _connection(self, conn):
         with conn, conn.makefile("rb") as stream:
             while True:
-                size, shift = 0, 0
-                while True:  # the varint size prefix
-                    byte = stream.read(1)
-                    if not byte:
+                request = self._read_request(stream)
+                if request is None:
+                    return
+                batch = [request]
+                ahead, self.read_ahead = self.read_ahead, 0
+                for _ in range(ahead):
+                    batch.append(self._read_request(stream))
+                    if batch[-1] is None:
                         return
-                    size |= (byte[0] & 0x7F) << shift
-                    shift += 7
-                    if not byte[0] & 0x80:
-                        break
-                request = service_pb2.Request()
-                request.ParseFromString(stream.read(size))
-                self.requests += 1
                 if self.drops > 0:
                     self.drops -= 1
                     return
                 if self.silent:
                     continue
-                response = service_pb2.Response()
-                response.request_id = request.request_id
-                response.error.code, response.error.code_name = 402, "RECORD_NOT_FOUND"
-                response.error.message = "no live record with this id"
-                payload = response.SerializeToString()
-                conn.sendall(encode_varint(len(payload)) + payload)
+                for request in batch:
+                    response = service_pb2.Response()
+                    response.request_id = request.request_id
+                    response.error.code, response.error.code_name = 402, "RECORD_NOT_FOUND"
+                    response.error.message = "no live record with this id"
+                    payload = response.SerializeToString()
+                    conn.sendall(encode_varint(len(payload)) + payload)
 
     def test_a_read_is_sent_once_more_on_a_new_connection(self):
         client = Client(self.path)
@@ -409,6 +459,34 @@ class RetryRuleTest(unittest.TestCase):
         with self.assertRaises(errors.DaemonUnavailableError):
             client.delete_record(GRANTED, b"id")
         self.assertEqual(self.requests, 1)
+        client.close()
+
+    def test_pipelined_calls_are_sent_before_their_replies_are_read(self):
+        # This daemon reads ten requests before it answers any: a client waiting for each reply
+        # would time out (2 s here).
+        client = Client(self.path, ClientOptions(request_timeout=2.0))
+        self.read_ahead = 9
+        pipeline = RecordPipeline()
+        for i in range(10):
+            pipeline.get(GRANTED, b"id%d" % i)
+        results = client.run(pipeline)
+        self.assertEqual(len(results), 10)
+        for result in results:
+            self.assertIsInstance(result, errors.RecordNotFoundError)
+        self.assertEqual(self.requests, 10)
+        client.close()
+
+    def test_a_pipeline_cut_short_is_not_repeated(self):
+        client = Client(self.path)
+        self.drops = 1
+        pipeline = RecordPipeline()
+        for i in range(4):
+            pipeline.get(GRANTED, b"id%d" % i)
+        results = client.run(pipeline)
+        self.assertEqual(len(results), 4)
+        for result in results:
+            self.assertIsInstance(result, errors.DaemonUnavailableError)
+        self.assertEqual(self.requests, 1)  # read once, never sent again
         client.close()
 
     def test_a_daemon_that_does_not_answer_is_request_timeout(self):

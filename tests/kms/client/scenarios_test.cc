@@ -14,8 +14,10 @@
 #include <set>
 #include <sstream>
 #include <string>
+#include <utility>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "crypto/base/status.h"
 #include "gtest/gtest.h"
 #include "kms/client/client.h"
@@ -295,6 +297,49 @@ TEST_F(ClientScenarioTest, Pseudonymize) {
   auto masked = client_->Reidentify(kGranted, {first->tokens[0]}, coffer::v1::MASK_EMAIL);
   ASSERT_TRUE(masked.ok()) << masked.status();
   EXPECT_EQ(*masked, std::vector<std::string>{"j***@example.com"});
+}
+
+TEST_F(ClientScenarioTest, RecordPipeline) {
+  constexpr int kRecords = 40;
+  auto id_of = [&](int i) { return absl::StrCat("cc/", tag_, "/pipe/", i); };
+  auto value_of = [](int i) { return absl::StrCat("value ", i, std::string("\0\xff", 2)); };
+  const std::string big(size_t{3} << 19, 'b');      // 1.5 MiB: alone in its group
+  const std::string too_big(size_t{5} << 20, 't');  // over the 4 MiB + 64 KiB frame
+  RecordPipeline pipeline;
+  for (int i = 0; i < kRecords; ++i) pipeline.Put(kGranted, id_of(i), value_of(i));
+  pipeline.Put(kGranted, id_of(kRecords), big);
+  for (int i = 0; i <= kRecords; ++i) pipeline.Get(kGranted, id_of(i));
+  pipeline.Exists(kGranted, id_of(0));
+  pipeline.Delete(kGranted, id_of(0));
+  pipeline.Get(kGranted, id_of(0));
+  pipeline.Get(kUngranted, id_of(0));
+  pipeline.Put(kGranted, id_of(kRecords + 1), too_big);
+  pipeline.Exists(kGranted, id_of(1));
+  ASSERT_EQ(pipeline.size(), size_t{2 * (kRecords + 1) + 6});
+  const uint64_t before = ConnectionsTotal();
+
+  auto results = client_->Run(std::move(pipeline));
+  ASSERT_TRUE(results.ok()) << results.status();
+  ASSERT_EQ(results->size(), size_t{2 * (kRecords + 1) + 6});
+  size_t at = 0;
+  for (int i = 0; i <= kRecords; ++i) EXPECT_TRUE((*results)[at++].status.ok()) << "put " << i;
+  for (int i = 0; i <= kRecords; ++i) {
+    const PipelinedResult& got = (*results)[at++];
+    ASSERT_TRUE(got.status.ok()) << "get " << i << ": " << got.status;
+    EXPECT_TRUE(got.value == (i == kRecords ? big : value_of(i))) << "get " << i;
+  }
+  EXPECT_TRUE((*results)[at].status.ok());
+  EXPECT_TRUE((*results)[at++].exists);
+  EXPECT_TRUE((*results)[at++].status.ok());  // the delete
+  EXPECT_EQ(ErrorCodeOf((*results)[at++].status), ErrorCode::kRecordNotFound);
+  EXPECT_EQ(ErrorCodeOf((*results)[at++].status), ErrorCode::kNotGranted);
+  EXPECT_EQ(ErrorCodeOf((*results)[at++].status), ErrorCode::kFrameTooLarge);
+  EXPECT_TRUE((*results)[at].status.ok()) << (*results)[at].status;  // after the unsent one
+  EXPECT_TRUE((*results)[at++].exists);
+  // The status request after the run is one new (admin) connection; the run added none.
+  EXPECT_EQ(ConnectionsTotal() - before, 1u);
+  EXPECT_EQ(ErrorCodeOf(client_->GetRecord(kGranted, id_of(kRecords + 1)).status()),
+            ErrorCode::kRecordNotFound);  // the unsent put stored nothing
 }
 
 TEST_F(ClientScenarioTest, ConnectionReuse) {

@@ -18,12 +18,14 @@ coffer_client_python: BUILD/python on PYTHONPATH). docs/python-client.md has the
 
 from . import errors
 from .client import (DEFAULT_CHUNK_BYTES, DEFAULT_MAX_FRAME_BYTES, MASK_EMAIL, MASK_NONE,
-                     MASK_PHONE, AttachmentInfo, AttachmentReader, AttachmentWriter, Client,
-                     ClientOptions, PseudonymBatch, RecordPage)
+                     MASK_PHONE, PIPELINE_BYTES, PIPELINE_DEPTH, AttachmentInfo,
+                     AttachmentReader, AttachmentWriter, Client, ClientOptions, PseudonymBatch,
+                     RecordPage, RecordPipeline)
 from .errors import CofferError
 
 __all__ = [
     "AttachmentInfo", "AttachmentReader", "AttachmentWriter", "Client", "ClientOptions",
     "CofferError", "DEFAULT_CHUNK_BYTES", "DEFAULT_MAX_FRAME_BYTES", "MASK_EMAIL", "MASK_NONE",
-    "MASK_PHONE", "PseudonymBatch", "RecordPage", "errors",
+    "MASK_PHONE", "PIPELINE_BYTES", "PIPELINE_DEPTH", "PseudonymBatch", "RecordPage",
+    "RecordPipeline", "errors",
 ]

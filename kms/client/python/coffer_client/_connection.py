@@ -104,6 +104,32 @@ class Connection:
             raise self._broken(os.strerror(error.errno or 0)) from None
         return request.request_id
 
+    def encode_all(self, requests):
+        """Pipelining: assigns each request its id and frames them back to back. Returns the
+        frames and the indexes of the requests whose frame exceeds max_frame_bytes, which are
+        left out (send_frames then sends the rest in one write)."""
+        frames, too_large = [], []
+        for index, request in enumerate(requests):
+            request.request_id = self._next_request_id
+            self._next_request_id += 1
+            payload = request.SerializeToString()
+            frame = encode_varint(len(payload)) + payload
+            if len(frame) > self._options.max_frame_bytes:
+                too_large.append(index)
+            else:
+                frames.append(frame)
+        return b"".join(frames), too_large
+
+    def send_frames(self, frames):
+        """Sends frames made by encode_all, within request_timeout."""
+        try:
+            self._sock.settimeout(self._options.request_timeout)
+            self._sock.sendall(frames)
+        except socket.timeout:
+            raise self._timeout() from None
+        except OSError as error:
+            raise self._broken(os.strerror(error.errno or 0)) from None
+
     def receive(self, request_id):
         """Reads the next Response, which must answer `request_id`, within request_timeout."""
         deadline = time.monotonic() + self._options.request_timeout

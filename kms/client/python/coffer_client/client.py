@@ -7,8 +7,9 @@ Thread safety: a Client may be used from any number of threads at once. Each cal
 connection from the client's pool for one request (an AttachmentWriter or AttachmentReader
 holds its connection until it finishes), so calls from different threads run concurrently on
 different connections; each connection carries one request at a time (the daemon answers
-pipelined frames in order, but this client does not pipeline: get_records and put_records batch
-instead). AttachmentWriter and AttachmentReader are for one thread at a time.
+pipelined frames in order; Client.run pipelines a RecordPipeline's calls on one connection, and
+get_records and put_records batch). AttachmentWriter and AttachmentReader are for one thread at a
+time.
 
 Connections: the pool keeps up to ClientOptions.idle_connections idle connections for reuse and
 opens at most max_connections at a time; a call finding every connection in use waits for one up
@@ -32,6 +33,7 @@ Generated code: the coffer.v1 modules (`coffer/v1/*_pb2.py`) are generated at bu
 kms/api/proto by protoc (CMake target coffer_client_python, into BUILD/python); BUILD/python and
 kms/client/python must both be on sys.path.
 """
+import collections
 import dataclasses
 
 from . import errors
@@ -43,7 +45,13 @@ from .attachments import AttachmentReader, AttachmentWriter
 
 __all__ = ["AttachmentInfo", "AttachmentReader", "AttachmentWriter", "Client", "ClientOptions",
            "DEFAULT_CHUNK_BYTES", "DEFAULT_MAX_FRAME_BYTES", "MASK_EMAIL", "MASK_NONE",
-           "MASK_PHONE", "PseudonymBatch", "RecordPage"]
+           "MASK_PHONE", "PIPELINE_BYTES", "PIPELINE_DEPTH", "PseudonymBatch", "RecordPage",
+           "RecordPipeline"]
+
+# Client.run keeps at most PIPELINE_DEPTH calls, or PIPELINE_BYTES of requests, unanswered (and
+# always one), as the C++ client does (Client::kPipelineDepth, kPipelineBytes).
+PIPELINE_DEPTH = 64
+PIPELINE_BYTES = 64 << 10
 
 
 @dataclasses.dataclass
@@ -123,6 +131,49 @@ def _batch_items(results, expected, operation, value_of):
         raise errors.UnexpectedFrameError(f"{operation} answered another item count")
     return [_item_error(item.error) if item.HasField("error") else value_of(item)
             for item in results]
+
+
+class RecordPipeline:
+    """Record calls queued for Client.run, which pipelines them (docs/api.md, "Framing"). Each
+    is what the Client method of the same name sends; they may name different datasets."""
+
+    def __init__(self):
+        self._calls = []  # (request, expected result field)
+
+    def __len__(self):
+        return len(self._calls)
+
+    def _add(self, field, dataset, record_id):
+        request = service_pb2.Request()
+        op = getattr(request, field)
+        op.dataset, op.id = _text(dataset, "dataset"), _bytes(record_id, "record_id")
+        self._calls.append((request, field))
+        return op
+
+    def put(self, dataset, record_id, value):
+        self._add("record_put", dataset, record_id).value = _bytes(value, "value")
+
+    def get(self, dataset, record_id):
+        self._add("record_get", dataset, record_id)
+
+    def exists(self, dataset, record_id):
+        self._add("record_exists", dataset, record_id)
+
+    def delete(self, dataset, record_id):
+        self._add("record_delete", dataset, record_id)
+
+
+def _pipelined_result(response, expected):
+    if response.HasField("error"):
+        return _error_of(response)
+    if response.WhichOneof("result") != expected:
+        return errors.UnexpectedFrameError(
+            "cofferd answered a pipelined call with another result")
+    if expected == "record_get":
+        return response.record_get.value
+    if expected == "record_exists":
+        return response.record_exists.exists
+    return None
 
 
 class Client:
@@ -243,6 +294,76 @@ class Client:
         # Repeating the batch stores the same values again: safe after a broken connection.
         results = self._call(request, True, "record_put_many").record_put_many.results
         return _batch_items(results, len(op.items), "record_put_many", lambda item: None)
+
+    # ---- Pipelining ----
+
+    def run(self, pipeline):
+        """Sends the pipeline's calls on one connection several at a time, back to back in one
+        write (at most PIPELINE_DEPTH unanswered, or PIPELINE_BYTES of requests, and always one),
+        and reads their replies in order: one round trip per group instead of per call. Returns
+        one result per call, in order: None for a put or delete, the value for a get, a bool for
+        an exists, or the CofferError instance the call's own method would have raised. Not
+        atomic (each call succeeds or fails on its own, in this order). A call over
+        max_frame_bytes gets FrameTooLargeError, unsent. If the connection breaks, the calls not
+        yet answered get its error (DaemonUnavailableError, RequestTimeoutError) and whether they
+        took effect is unknown: nothing is repeated. Raises only when no connection can be had."""
+        if not isinstance(pipeline, RecordPipeline):
+            raise TypeError(f"pipeline must be a RecordPipeline, not {type(pipeline).__name__}")
+        calls = pipeline._calls
+        results = [None] * len(calls)
+        if not calls:
+            return results
+        sizes = [request.ByteSize() for request, _ in calls]
+        connection = self._pool.acquire()
+        unanswered, unanswered_bytes, following = collections.deque(), 0, 0
+        broken = None
+        try:
+            while following < len(calls) or unanswered:
+                group = []
+                while following < len(calls) and (
+                        (not unanswered and not group) or
+                        (len(unanswered) + len(group) < PIPELINE_DEPTH and
+                         unanswered_bytes + sizes[following] <= PIPELINE_BYTES)):
+                    unanswered_bytes += sizes[following]
+                    group.append(following)
+                    following += 1
+                if group:
+                    frames, too_large = connection.encode_all([calls[i][0] for i in group])
+                    for position, index in enumerate(group):
+                        if position in too_large:
+                            unanswered_bytes -= sizes[index]
+                            results[index] = errors.FrameTooLargeError(
+                                "this call's request frame exceeds max_frame_bytes; send large "
+                                "data as an attachment")
+                        else:
+                            unanswered.append(index)
+                    if frames:
+                        connection.send_frames(frames)
+                    if not unanswered:
+                        continue
+                index = unanswered[0]
+                request, expected = calls[index]
+                response = connection.receive(request.request_id)
+                unanswered.popleft()
+                unanswered_bytes -= sizes[index]
+                results[index] = _pipelined_result(response, expected)
+                if response.HasField("error") and response.error.code in DAEMON_CLOSES_AFTER:
+                    raise errors.DaemonUnavailableError(
+                        "cofferd closed the connection after an earlier call's error")
+        except errors.CofferError as failure:
+            broken = failure
+        except BaseException:
+            self._pool.discard(connection)
+            raise
+        if broken is None:
+            self._pool.release(connection)
+            return results
+        self._pool.discard(connection)
+        for index in unanswered:
+            results[index] = broken
+        for index in range(following, len(calls)):
+            results[index] = broken
+        return results
 
     # ---- Attachments ----
 
