@@ -285,7 +285,7 @@ void Services::FlushUnauditedThen(audit::BatchingAuditWriter::Done done) {
   auto entries = std::make_shared<const std::vector<audit::AuditEvent>>(unaudited_.Take());
   if (entries->empty()) return std::move(done)(absl::OkStatus());
   deps_.access_audit->AppendAllThen(
-      *entries, [this, entries, done = std::move(done)](absl::Status written) mutable {
+      *entries, [this, entries, done = std::move(done)](const absl::Status& written) mutable {
         if (!written.ok()) unaudited_.Restore(*entries);  // counted again, written later
         std::move(done)(absl::OkStatus());
       });

@@ -256,7 +256,6 @@ class Services::ConnectionSession final : public Session {
   absl::StatusOr<pb::DatasetInfo> Describe(uint64_t handle) const;
   absl::Status AuditQuery(const pb::AuditQueryRequest& query, pb::AuditQueryResponse* out) const;
 
-  // Forwards frames and remembers the first error answered (for ADMIN_REQUEST).
   // Reports each request to the RequestObserver (metrics): when Handle returns, or, for a
   // request that parked, when its reply is finished.
   class ObservingSink final : public ResponseSink {
@@ -314,6 +313,7 @@ class Services::ConnectionSession final : public Session {
     ErrorCode first_error_ = ErrorCode::kOk;
     bool parked_ = false;
   };
+  // Forwards frames and remembers the first error answered (for ADMIN_REQUEST).
   class RecordingSink final : public ResponseSink {
    public:
     explicit RecordingSink(ResponseSink* inner) : inner_(inner) {}
