@@ -200,7 +200,9 @@ absl::StatusOr<std::vector<PipelinedResult>> Client::Run(RecordPipeline pipeline
     if (response.has_error() &&
         DaemonClosesAfter(static_cast<ErrorCode>(response.error().code()))) {
       broken = MakeError(ErrorCode::kDaemonUnavailable,
-                         "cofferd closed the connection after an earlier call's error");
+                         "cofferd at " + pool_->path() +
+                             " closes the connection after an earlier call's error; this call "
+                             "was not answered");
     }
   }
   if (broken.ok()) {

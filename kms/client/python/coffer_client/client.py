@@ -349,7 +349,8 @@ class Client:
                 results[index] = _pipelined_result(response, expected)
                 if response.HasField("error") and response.error.code in DAEMON_CLOSES_AFTER:
                     raise errors.DaemonUnavailableError(
-                        "cofferd closed the connection after an earlier call's error")
+                        f"cofferd at {self.socket_path} closes the connection after an earlier "
+                        "call's error; this call was not answered")
         except errors.CofferError as failure:
             broken = failure
         except BaseException:
