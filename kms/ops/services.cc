@@ -253,12 +253,17 @@ absl::Status Services::AuditAccesses(absl::Span<const audit::AuditEvent> events)
     if (unaudited_.pending()) FlushUnaudited().IgnoreError();
     return audited;
   }
+  return ServedUnaudited(audited, events) ? absl::OkStatus() : audited;
+}
+
+bool Services::ServedUnaudited(const absl::Status& audited,
+                               absl::Span<const audit::AuditEvent> events) {
   if (!UnauditedAccesses::IsLogUnavailable(audited) ||
       deps_.keys->access_audit_failure() != kms::AccessAuditFailure::kServeAndCount) {
-    return audited;
+    return false;
   }
   unaudited_.Count(events);
-  return absl::OkStatus();
+  return true;
 }
 
 void Services::AuditAccessesThen(std::vector<audit::AuditEvent> events,
@@ -272,12 +277,7 @@ void Services::AuditAccessesThen(std::vector<audit::AuditEvent> events,
           if (unaudited_.pending()) return FlushUnauditedThen(std::move(done));
           return std::move(done)(std::move(audited));
         }
-        if (!UnauditedAccesses::IsLogUnavailable(audited) ||
-            deps_.keys->access_audit_failure() != kms::AccessAuditFailure::kServeAndCount) {
-          return std::move(done)(std::move(audited));
-        }
-        unaudited_.Count(*kept);
-        std::move(done)(absl::OkStatus());
+        std::move(done)(ServedUnaudited(audited, *kept) ? absl::OkStatus() : std::move(audited));
       });
 }
 

@@ -221,6 +221,10 @@ class Services final : public SessionFactory {
   // and the failure policy is SERVE_AND_COUNT, counts them and returns OK; otherwise the
   // audit's error.
   absl::Status AuditAccesses(absl::Span<const kms::audit::AuditEvent> events);
+  // The failure policy for accesses the log refused with `audited`: under SERVE_AND_COUNT, and
+  // when the log is unavailable, counts `events` and returns true (serve them); else false.
+  bool ServedUnaudited(const absl::Status& audited,
+                       absl::Span<const kms::audit::AuditEvent> events);
   // AuditAccesses that never waits (for a request parked on the reactor): `done` gets what it
   // would have returned, on the audit writer's thread once the entries are durable (window 0),
   // or here (kms/audit/batching_writer.h, AppendAllThen). `done` must not block for long.
