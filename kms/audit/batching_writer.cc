@@ -105,8 +105,9 @@ void BatchingAuditWriter::AppendAllThen(absl::Span<const AuditEvent> events, Don
     result = events.empty() ? absl::OkStatus()
                             : EnqueueLocked(events, /*wait_for_space=*/false, lock, &first, &last);
     if (result.ok() && !events.empty()) {
-      if (first == 0 || last - first + 1 < events.size()) {
-        result = StoppedLocked();  // none queued, or (never without waiting) only some
+      // Without waiting for room, mu_ is held through the whole queueing: all or none go.
+      if (first == 0) {
+        result = StoppedLocked();
       } else if (options_.crash_loss_window.count() == 0) {
         waiters_.push_back({first, last, std::move(done)});
         work_.notify_one();
