@@ -85,45 +85,32 @@ absl::StatusOr<std::string> Client::GetRecord(std::string_view dataset, std::str
 void RecordPipeline::Put(std::string_view dataset, std::string_view id, std::string_view value) {
   auto* op = WithId(requests_.emplace_back().mutable_record_put(), dataset, id);
   op->set_value(value.data(), value.size());
+  expected_.push_back(Response::kRecordPut);
 }
 
 void RecordPipeline::Get(std::string_view dataset, std::string_view id) {
   WithId(requests_.emplace_back().mutable_record_get(), dataset, id);
+  expected_.push_back(Response::kRecordGet);
 }
 
 void RecordPipeline::Exists(std::string_view dataset, std::string_view id) {
   WithId(requests_.emplace_back().mutable_record_exists(), dataset, id);
+  expected_.push_back(Response::kRecordExists);
 }
 
 void RecordPipeline::Delete(std::string_view dataset, std::string_view id) {
   WithId(requests_.emplace_back().mutable_record_delete(), dataset, id);
+  expected_.push_back(Response::kRecordDelete);
 }
 
 namespace {
 
-// The result an answered pipelined call gets from its reply.
-PipelinedResult ResultOf(const Request& request, Response& response) {
+// The result an answered pipelined call, expecting result `expected`, gets from its reply.
+PipelinedResult ResultOf(Response::ResultCase expected, Response& response) {
   PipelinedResult result;
   if (response.has_error()) {
     result.status = ErrorFromResponse(response.error());
     return result;
-  }
-  Response::ResultCase expected = Response::RESULT_NOT_SET;
-  switch (request.op_case()) {
-    case Request::kRecordPut:
-      expected = Response::kRecordPut;
-      break;
-    case Request::kRecordGet:
-      expected = Response::kRecordGet;
-      break;
-    case Request::kRecordExists:
-      expected = Response::kRecordExists;
-      break;
-    case Request::kRecordDelete:
-      expected = Response::kRecordDelete;
-      break;
-    default:
-      break;
   }
   if (response.result_case() != expected) {
     result.status = MakeError(ErrorCode::kUnexpectedFrame,
@@ -196,7 +183,7 @@ absl::StatusOr<std::vector<PipelinedResult>> Client::Run(RecordPipeline pipeline
     }
     unanswered.pop_front();
     unanswered_bytes -= sizes[index];
-    results[index] = ResultOf(requests[index], response);
+    results[index] = ResultOf(pipeline.expected_[index], response);
     if (response.has_error() &&
         DaemonClosesAfter(static_cast<ErrorCode>(response.error().code()))) {
       broken = MakeError(ErrorCode::kDaemonUnavailable,

@@ -185,6 +185,7 @@ class RecordPipeline {
  private:
   friend class Client;
   std::vector<coffer::v1::Request> requests_;
+  std::vector<coffer::v1::Response::ResultCase> expected_;  // each request's result
 };
 
 // One call's result in a pipeline: `status` as the Client method would return it, and for a

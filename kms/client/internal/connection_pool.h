@@ -66,17 +66,16 @@ class Connection {
   // writing a byte (the connection is then still usable).
   absl::Status Send(Request& request, bool* sent_nothing) {
     *sent_nothing = true;
-    request.set_request_id(next_request_id_++);
     std::string frame;
-    api::AppendFrame(request, &frame);
-    if (frame.size() > options_.max_frame_bytes) {
-      return MakeError(
-          ErrorCode::kFrameTooLarge,
-          "request frame of " + std::to_string(frame.size()) + " bytes exceeds max_frame_bytes (" +
-              std::to_string(options_.max_frame_bytes) + "); send large data as an attachment");
+    const size_t size = AppendNumbered(request, &frame);
+    if (size > options_.max_frame_bytes) {
+      return MakeError(ErrorCode::kFrameTooLarge, "request frame of " + std::to_string(size) +
+                                                      " bytes exceeds max_frame_bytes (" +
+                                                      std::to_string(options_.max_frame_bytes) +
+                                                      "); send large data as an attachment");
     }
     *sent_nothing = false;
-    return Annotate(api::WriteAll(fd_, frame, DeadlineAfter(options_.request_timeout)));
+    return Write(frame);
   }
 
   // Pipelining: assigns each request its id and sends them all in one write, back to back.
@@ -87,17 +86,15 @@ class Connection {
     *sent_nothing = true;
     std::string frames;
     for (size_t i = 0; i < requests.size(); ++i) {
-      requests[i]->set_request_id(next_request_id_++);
       const size_t before = frames.size();
-      api::AppendFrame(*requests[i], &frames);
-      if (frames.size() - before > options_.max_frame_bytes) {
+      if (AppendNumbered(*requests[i], &frames) > options_.max_frame_bytes) {
         frames.resize(before);
         too_large->push_back(i);
       }
     }
     if (frames.empty()) return absl::OkStatus();
     *sent_nothing = false;
-    return Annotate(api::WriteAll(fd_, frames, DeadlineAfter(options_.request_timeout)));
+    return Write(frames);
   }
 
   // Reads the next response frame, which must answer `request_id`.
@@ -133,6 +130,18 @@ class Connection {
  private:
   Connection(int fd, std::string path, const ClientOptions& options)
       : fd_(fd), path_(std::move(path)), options_(options), reader_(fd, options.max_frame_bytes) {}
+
+  // Assigns `request` the next request id and appends its frame to `frames`; returns the
+  // frame's size.
+  size_t AppendNumbered(Request& request, std::string* frames) {
+    request.set_request_id(next_request_id_++);
+    const size_t before = frames->size();
+    api::AppendFrame(request, frames);
+    return frames->size() - before;
+  }
+  absl::Status Write(const std::string& bytes) {
+    return Annotate(api::WriteAll(fd_, bytes, DeadlineAfter(options_.request_timeout)));
+  }
 
   absl::Status Annotate(const absl::Status& status) const {
     if (status.ok()) return status;
