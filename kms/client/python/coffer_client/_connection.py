@@ -86,22 +86,12 @@ class Connection:
     def send(self, request):
         """Assigns the next request id and sends `request`; returns the id. FrameTooLargeError
         (nothing sent; the connection stays usable) when the frame exceeds max_frame_bytes."""
-        request.request_id = self._next_request_id
-        self._next_request_id += 1
-        payload = request.SerializeToString()
-        frame = encode_varint(len(payload)) + payload
+        frame = self._numbered_frame(request)
         if len(frame) > self._options.max_frame_bytes:
             raise errors.FrameTooLargeError(
                 f"request frame of {len(frame)} bytes exceeds max_frame_bytes "
                 f"({self._options.max_frame_bytes}); send large data as an attachment")
-        try:
-            # Since Python 3.5 the timeout bounds the whole sendall, not each piece.
-            self._sock.settimeout(self._options.request_timeout)
-            self._sock.sendall(frame)
-        except socket.timeout:
-            raise self._timeout() from None
-        except OSError as error:
-            raise self._broken(os.strerror(error.errno or 0)) from None
+        self.send_frames(frame)
         return request.request_id
 
     def encode_all(self, requests):
@@ -110,10 +100,7 @@ class Connection:
         left out (send_frames then sends the rest in one write)."""
         frames, too_large = [], []
         for index, request in enumerate(requests):
-            request.request_id = self._next_request_id
-            self._next_request_id += 1
-            payload = request.SerializeToString()
-            frame = encode_varint(len(payload)) + payload
+            frame = self._numbered_frame(request)
             if len(frame) > self._options.max_frame_bytes:
                 too_large.append(index)
             else:
@@ -121,14 +108,22 @@ class Connection:
         return b"".join(frames), too_large
 
     def send_frames(self, frames):
-        """Sends frames made by encode_all, within request_timeout."""
+        """Sends whole frames (send's, or encode_all's), within request_timeout."""
         try:
+            # Since Python 3.5 the timeout bounds the whole sendall, not each piece.
             self._sock.settimeout(self._options.request_timeout)
             self._sock.sendall(frames)
         except socket.timeout:
             raise self._timeout() from None
         except OSError as error:
             raise self._broken(os.strerror(error.errno or 0)) from None
+
+    def _numbered_frame(self, request):
+        """Assigns `request` the next request id; returns its frame."""
+        request.request_id = self._next_request_id
+        self._next_request_id += 1
+        payload = request.SerializeToString()
+        return encode_varint(len(payload)) + payload
 
     def receive(self, request_id):
         """Reads the next Response, which must answer `request_id`, within request_timeout."""
